@@ -1,0 +1,153 @@
+"""Build script for fastflow's native core.
+
+The Cython sources live in ``src_ext/`` and compile into extension modules
+inside the ``fastflow`` package (``src_ext/core.pyx`` -> ``fastflow._core``).
+
+Switches, as ``build_ext`` options or environment variables:
+
+  --debug / FASTFLOW_DEBUG=1          internal invariant checks + line tracing
+  --cython-always / FASTFLOW_CYTHON_ALWAYS=1   always re-cythonize
+  --cython-annotate / FASTFLOW_CYTHON_ANNOTATE=1  write annotated HTML
+  --cython-directives / FASTFLOW_CYTHON_DIRECTIVES="a=b,c=d"  extra directives
+  FASTFLOW_NO_EXTENSIONS=1            build nothing: the pure-Python reference
+                                      core is used instead (slow, for machines
+                                      without a C compiler)
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.errors import CCompilerError, ExecError as DistutilsExecError
+from setuptools.errors import PlatformError as DistutilsPlatformError
+from setuptools.command.build_ext import build_ext as _build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# One extension module for the whole core, uvloop-style: src_ext/core.pyx
+# includes the matcher, subjects, ... so that every class can call every
+# other at C level without cross-module imports.
+MODULES = [
+    ("fastflow._core", ["src_ext/core.pyx"]),
+]
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class BuildError(SystemExit):
+    pass
+
+
+class build_ext(_build_ext):
+    user_options = _build_ext.user_options + [
+        ("cython-always", None, "run cythonize() even if .c files are present"),
+        ("cython-annotate", None, "produce a colorized HTML version of the Cython source"),
+        ("cython-directives=", None, "Cython compiler directives (a=b,c=d)"),
+    ]
+    boolean_options = _build_ext.boolean_options + ["cython-always", "cython-annotate"]
+
+    def initialize_options(self):
+        super().initialize_options()
+        self.cython_always = False
+        self.cython_annotate = False
+        self.cython_directives = None
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.cython_always = self.cython_always or _env_flag("FASTFLOW_CYTHON_ALWAYS")
+        self.cython_annotate = self.cython_annotate or _env_flag("FASTFLOW_CYTHON_ANNOTATE")
+        debug = bool(self.debug) or _env_flag("FASTFLOW_DEBUG")
+        self.debug = debug
+
+        directives = {
+            "language_level": 3,
+            "embedsignature": True,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        }
+        extra = self.cython_directives or os.environ.get("FASTFLOW_CYTHON_DIRECTIVES", "")
+        for item in filter(None, (s.strip() for s in extra.split(","))):
+            key, _, value = item.partition("=")
+            directives[key.strip()] = value.strip() or True
+        if debug:
+            directives.update(linetrace=True, boundscheck=True, wraparound=False)
+
+        self._directives = directives
+
+    def run(self):
+        directives = self._directives
+        debug = self.debug
+        try:
+            from Cython.Build import cythonize
+        except ImportError:
+            raise BuildError(
+                "fastflow: building the native core needs Cython>=3.0 "
+                "(pip installs it from pyproject.toml; to use the pure-Python "
+                "core instead, set FASTFLOW_NO_EXTENSIONS=1)."
+            ) from None
+
+        for ext in self.extensions:
+            macros = [("FASTFLOW_DEBUG", "1" if debug else "0")]
+            if debug:
+                macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+            ext.define_macros = macros
+            ext.include_dirs = [os.path.join(HERE, "src_ext")]
+            if debug:
+                ext.extra_compile_args = ["-O0", "-g3"]
+            else:
+                ext.extra_compile_args = ["-O3"]
+
+        # Re-cythonize whenever the directives changed since the last build
+        # (switching between the debug and the release build).
+        stamp = os.path.join(HERE, "src_ext", ".directives")
+        want = repr(sorted(directives.items()))
+        try:
+            with open(stamp) as f:
+                changed = f.read() != want
+        except OSError:
+            changed = True
+        cythonized = cythonize(
+            self.extensions,
+            compiler_directives=directives,
+            annotate=self.cython_annotate,
+            force=self.cython_always or changed,
+            include_path=[os.path.join(HERE, "src_ext")],
+            # The debug and release builds differ in C macros only; keep
+            # the generated C beside the .pyx (it is git-ignored).
+            quiet=True,
+        )
+        # keep setuptools' own Extension objects, with the generated C
+        for ext, done in zip(self.extensions, cythonized):
+            ext.sources = done.sources
+        try:
+            with open(stamp, "w") as f:
+                f.write(want)
+        except OSError:
+            pass
+        super().run()
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except (CCompilerError, DistutilsExecError, DistutilsPlatformError, OSError) as exc:
+            raise BuildError(
+                "fastflow: could not compile the native core ({}: {}); install a C "
+                "compiler and the Python headers (for example: apt-get install gcc "
+                "python3-dev), or set FASTFLOW_NO_EXTENSIONS=1 to use the slow "
+                "pure-Python core.".format(type(exc).__name__, exc)
+            ) from None
+
+
+if _env_flag("FASTFLOW_NO_EXTENSIONS"):
+    ext_modules = []
+else:
+    ext_modules = [Extension(name, sources) for name, sources in MODULES]
+
+setup(
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": build_ext},
+)

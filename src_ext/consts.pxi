@@ -1,0 +1,22 @@
+# Limits and enums of the native core, in one place.
+
+cdef enum:
+    MAX_SUBJECT_LEN = 1024          # bytes (UTF-8) per subject or pattern
+    MAX_TOKENS = 128                # tokens per subject or pattern
+    DEFAULT_CACHE_SIZE = 65536      # result-cache slots (rounded up to 2**k)
+    DEFAULT_CACHE_MAX_BYTES = 67108864   # 64 MiB for all cached results
+    CACHE_MAX_RESULT = 16384        # handles; larger results are not cached
+
+# Byte classes of the subject scanner.
+cdef enum ByteClass:
+    BC_PLAIN = 0
+    BC_DOT = 1
+    BC_STAR = 2
+    BC_GT = 3
+    BC_BAD = 4                      # space, ASCII control characters, DEL
+
+# Token kinds of a parsed subject or pattern.
+cdef enum TokKind:
+    TK_LITERAL = 0
+    TK_PWC = 1                      # '*'
+    TK_FWC = 2                      # '>'

@@ -1,0 +1,53 @@
+# The subject matcher: a token trie with an interned token table, one
+# open-addressing edge table for all nodes, queue groups and a bounded,
+# direct-mapped result cache.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from cpython.ref cimport PyObject
+
+ctypedef struct Node:
+    int32_t parent              # node id; -1 for the root; next free id when free
+    int32_t pwc                 # child for '*', or -1
+    int32_t fwc                 # child for '>', or -1
+    uint32_t token              # token id of the edge from parent, or TOK_*
+    int32_t subs                # first subscription (circular list), or -1
+    uint32_t nref               # children + subscriptions; 0 = prunable
+
+ctypedef struct Token:
+    uint32_t off                # into the token arena; next free id when free
+    uint32_t len
+    uint32_t hash
+    uint32_t refs               # edges using it; 0 = free
+
+ctypedef struct Edge:
+    uint32_t parent             # EMPTY_SLOT when the slot is empty
+    uint32_t token
+    uint32_t child
+    uint32_t thash              # hash of the token bytes
+
+ctypedef struct Sub:
+    PyObject *value             # owned reference; NULL when the slot is free
+    int32_t node
+    int32_t next                # circular doubly-linked list of a node's subs
+    int32_t prev                # (next free slot when free)
+    int32_t queue               # queue id, or -1 for a plain subscriber
+    uint32_t gen                # bumped on reuse: stale handles never match
+
+ctypedef struct CacheEntry:
+    uint64_t hash
+    int32_t *res                # NULL = empty; one block: the result
+                                # (nplain, ngroups, plain..., (qid, n, members...)...)
+                                # followed by the subject's bytes
+    uint32_t len                # subject bytes
+    uint32_t nres               # int32 words in res
+
+ctypedef struct I32Vec:
+    int32_t *data
+    Py_ssize_t n
+    Py_ssize_t cap
+
+ctypedef struct PTok:           # a pattern token, for cache invalidation
+    const char *p
+    uint32_t len
+    uint8_t kind
+

@@ -1,0 +1,1224 @@
+# The subject matcher (included by core.pyx).
+#
+# Layout, all in C arrays indexed by uint32 ids (no Python object per node):
+#   nodes   the trie; node 0 is the root; '*' and '>' children hang off
+#           dedicated fields, literal children live in one edge table
+#   edges   open addressing (linear probing, backward-shift deletion) keyed
+#           by (parent node, token); a lookup by the token's bytes needs one
+#           probe and one memcmp, no interning on the match path
+#   tokens  each distinct token once, bytes in one arena (compacted when
+#           half of it is holes), with a reference count per edge using it
+#   subs    subscriptions: value, node, queue id, links of the node's
+#           circular list; handle = generation << 32 | slot
+#   cache   direct-mapped result cache keyed by the subject's bytes: a hit
+#           costs one hash and one memcmp, misses are cached as empty
+#           results, entries are dropped precisely when a pattern that
+#           matches them is added or removed
+#
+# A match walks the trie like nats-server's sublist (matchLevel): at each
+# level the '>' child's subscribers match, the '*' child recurses and the
+# literal child continues the loop.
+
+cimport cython
+from libc.stdlib cimport malloc, calloc, realloc, free, qsort
+from libc.string cimport memcmp, memcpy, memset
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from cpython.long cimport PyLong_Check
+
+
+cdef extern from *:
+    """
+    static int ff_cmp_u64(const void *a, const void *b) {
+        unsigned long long x = *(const unsigned long long *)a;
+        unsigned long long y = *(const unsigned long long *)b;
+        return (x > y) - (x < y);
+    }
+    """
+    int ff_cmp_u64(const void *a, const void *b) noexcept nogil
+
+
+# -- small growable vectors ----------------------------------------------------
+
+cdef inline int _i32_push(I32Vec *v, int32_t x) except -1:
+    cdef Py_ssize_t cap
+    cdef int32_t *d
+    if v.n == v.cap:
+        cap = v.cap * 2 if v.cap else 64
+        d = <int32_t *>realloc(v.data, cap * sizeof(int32_t))
+        if d == NULL:
+            raise MemoryError()
+        v.data = d
+        v.cap = cap
+    v.data[v.n] = x
+    v.n += 1
+    return 0
+
+
+cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
+               Py_ssize_t first) except -1:
+    """Make room for ``need`` elements (amortised doubling)."""
+    cdef Py_ssize_t c = cap[0]
+    cdef void *q
+    if need <= c:
+        return 0
+    if c == 0:
+        c = first
+    while c < need:
+        c *= 2
+    q = realloc(p[0], c * elem)
+    if q == NULL:
+        raise MemoryError()
+    p[0] = q
+    cap[0] = c
+    return 0
+
+
+@cython.final
+cdef class Int64Array:
+    """A growable array of int64 that exports the buffer protocol ('q').
+
+    ``memoryview(a)``, ``numpy.asarray(a)`` and ``a[i]`` read it without a
+    copy; it refuses to grow while a view is exported.
+    """
+
+    cdef int64_t *data
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t exports
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+
+    def __cinit__(self):
+        self.data = NULL
+        self.n = 0
+        self.cap = 0
+        self.exports = 0
+
+    def __dealloc__(self):
+        free(self.data)
+
+    @staticmethod
+    cdef Int64Array new(Py_ssize_t cap):
+        cdef Int64Array a = Int64Array.__new__(Int64Array)
+        if cap > 0:
+            a.data = <int64_t *>malloc(cap * sizeof(int64_t))
+            if a.data == NULL:
+                raise MemoryError()
+            a.cap = cap
+        return a
+
+    cdef int reserve(self, Py_ssize_t extra) except -1:
+        if self.n + extra <= self.cap:
+            return 0
+        if self.exports:
+            raise BufferError('Int64Array: cannot grow while a view is exported')
+        return _grow(<void **>&self.data, &self.cap, self.n + extra, sizeof(int64_t), 64)
+
+    cdef int push(self, int64_t v) except -1:
+        if self.n == self.cap:
+            self.reserve(1)
+        self.data[self.n] = v
+        self.n += 1
+        return 0
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, Py_ssize_t i):
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError('Int64Array index {} out of range for length {}'.format(i, self.n))
+        return self.data[i]
+
+    def tolist(self):
+        return [self.data[i] for i in range(self.n)]
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        self.shape[0] = self.n
+        self.strides[0] = sizeof(int64_t)
+        buf.buf = <void *>self.data
+        buf.obj = self
+        buf.len = self.n * sizeof(int64_t)
+        buf.readonly = 1
+        buf.itemsize = sizeof(int64_t)
+        buf.format = <char *>b'q' if flags & PyBUF_FORMAT else NULL
+        buf.ndim = 1
+        buf.shape = self.shape if flags & PyBUF_ND else NULL
+        buf.strides = self.strides if flags & PyBUF_STRIDES else NULL
+        buf.suboffsets = NULL
+        buf.internal = NULL
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        self.exports -= 1
+
+    def __repr__(self):
+        return 'Int64Array({})'.format(self.tolist() if self.n <= 16 else
+                                       '<{} items>'.format(self.n))
+
+
+@cython.final
+cdef class MatchBatch:
+    """The result of ``Matcher.match_batch``: matched handles in CSR layout.
+
+    ``offsets`` has ``len(batch) + 1`` entries; the handles matched by
+    subject ``i`` are ``handles[offsets[i]:offsets[i + 1]]``.  Both are
+    ``Int64Array`` buffers (zero-copy into memoryview or numpy).
+    ``batch[i]`` looks the values up (handles removed since are skipped).
+    """
+
+    cdef readonly Matcher matcher
+    cdef readonly Int64Array offsets
+    cdef readonly Int64Array handles
+
+
+    def __len__(self):
+        return self.offsets.n - 1
+
+    def __getitem__(self, Py_ssize_t i):
+        cdef Py_ssize_t n = self.offsets.n - 1, k
+        cdef int32_t sid
+        cdef int64_t h
+        cdef Sub *s
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError('batch index {} out of range for length {}'.format(i, n))
+        out = []
+        for k in range(self.offsets.data[i], self.offsets.data[i + 1]):
+            h = self.handles.data[k]
+            sid = <int32_t>(h & 0xffffffff)
+            if sid < self.matcher.subs_used:
+                s = &self.matcher.subs[sid]
+                if s.value != NULL and s.gen == <uint32_t>(h >> 32):
+                    out.append(<object>s.value)
+        return out
+
+    def lists(self):
+        """All results as a list of lists of values."""
+        return [self[i] for i in range(self.offsets.n - 1)]
+
+    @property
+    def total(self):
+        """Number of handles matched over the whole batch."""
+        return self.handles.n
+
+
+@cython.final
+cdef class Matcher:
+    """Matches subjects against subscription patterns (NATS syntax).
+
+    ``Matcher(cache_size=65536, cache_max_bytes=64 MiB)``
+
+    * ``add(pattern, value, queue=None) -> handle``: subscribe ``value``;
+      ``*`` matches one token, ``>`` (last) one or more.  Values added with
+      the same ``queue`` name share each matching subject: one of them is
+      returned per match, round-robin.
+    * ``remove(handle)``; ``match(subject) -> list of values``;
+      ``match_batch(subjects) -> MatchBatch`` (handles, in C end to end).
+    * A subject whose first token starts with ``$`` is not matched by a
+      pattern whose first token is a wildcard.
+    * Results are cached per subject in a direct-mapped cache of
+      ``cache_size`` slots (0 disables it), bounded in bytes by
+      ``cache_max_bytes`` (reaching it empties the cache).
+    """
+
+    # trie
+    cdef Node *nodes
+    cdef Py_ssize_t nodes_cap
+    cdef Py_ssize_t nodes_used          # high-water mark
+    cdef int32_t nodes_free
+    cdef Py_ssize_t nodes_live
+    # tokens
+    cdef Token *tokens
+    cdef Py_ssize_t tokens_cap
+    cdef Py_ssize_t tokens_used
+    cdef uint32_t tokens_free
+    cdef Py_ssize_t tokens_live
+    cdef uint32_t *tindex               # token id + 1, 0 = empty
+    cdef uint64_t tindex_mask
+    cdef char *arena
+    cdef Py_ssize_t arena_cap
+    cdef Py_ssize_t arena_used
+    cdef Py_ssize_t arena_holes
+    # edges
+    cdef Edge *edges
+    cdef uint64_t edges_mask
+    cdef Py_ssize_t edges_live
+    # subscriptions
+    cdef Sub *subs
+    cdef Py_ssize_t subs_cap
+    cdef Py_ssize_t subs_used
+    cdef int32_t subs_free
+    cdef Py_ssize_t subs_live
+    # queue groups
+    cdef dict qids                      # name -> qid
+    cdef list qnames                    # qid -> name or None
+    cdef uint32_t *qrefs
+    cdef uint32_t *qrr                  # round-robin counters
+    cdef Py_ssize_t qcap
+    cdef list qfree
+    # result cache
+    cdef CacheEntry *cache
+    cdef uint64_t cache_mask
+    cdef Py_ssize_t cache_slots
+    cdef Py_ssize_t cache_count
+    cdef Py_ssize_t cache_bytes
+    cdef Py_ssize_t cache_max_bytes
+    # scratch
+    cdef I32Vec found
+    cdef I32Vec result
+    # counters
+    cdef uint64_t n_matches
+    cdef uint64_t n_hits
+    cdef uint64_t n_misses
+    cdef uint64_t n_inserts
+    cdef uint64_t n_removes
+    cdef uint64_t n_cache_inserts
+    cdef uint64_t n_cache_evictions
+    cdef uint64_t n_cache_invalidations
+    cdef uint64_t n_cache_flushes
+    cdef uint64_t n_cache_uncacheable
+
+
+    def __cinit__(self, Py_ssize_t cache_size=DEFAULT_CACHE_SIZE,
+                  Py_ssize_t cache_max_bytes=DEFAULT_CACHE_MAX_BYTES):
+        cdef Py_ssize_t slots = 0
+        if cache_size < 0:
+            raise ValueError('cache_size must be >= 0, got {}'.format(cache_size))
+        if cache_max_bytes < 0:
+            raise ValueError('cache_max_bytes must be >= 0, got {}'.format(cache_max_bytes))
+        if cache_size > (1 << 24):
+            raise ValueError('cache_size must be <= {}, got {}'.format(1 << 24, cache_size))
+        self.qids = {}
+        self.qnames = []
+        self.qfree = []
+        # root node
+        _grow(<void **>&self.nodes, &self.nodes_cap, 1, sizeof(Node), 256)
+        self.nodes[0].parent = -1
+        self.nodes[0].pwc = -1
+        self.nodes[0].fwc = -1
+        self.nodes[0].token = FF_TOK_ROOT
+        self.nodes[0].subs = -1
+        self.nodes[0].nref = 0
+        self.nodes_used = 1
+        self.nodes_live = 1
+        self.nodes_free = -1
+        # tokens: id 0 is reserved (0 means "none")
+        _grow(<void **>&self.tokens, &self.tokens_cap, 1, sizeof(Token), 256)
+        self.tokens_used = 1
+        self.tokens_free = 0
+        self.tindex = <uint32_t *>calloc(256, sizeof(uint32_t))
+        self.edges = <Edge *>malloc(256 * sizeof(Edge))
+        if self.tindex == NULL or self.edges == NULL:
+            raise MemoryError()
+        self.tindex_mask = 255
+        memset(self.edges, 0xff, 256 * sizeof(Edge))
+        self.edges_mask = 255
+        self.subs_free = -1
+        if cache_size > 0:
+            slots = 1
+            while slots < cache_size:
+                slots <<= 1
+            self.cache = <CacheEntry *>calloc(slots, sizeof(CacheEntry))
+            if self.cache == NULL:
+                raise MemoryError()
+            self.cache_mask = slots - 1
+        self.cache_slots = slots
+        self.cache_max_bytes = cache_max_bytes
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.cache != NULL:
+            for i in range(self.cache_slots):
+                free(self.cache[i].res)
+            free(self.cache)
+        if self.subs != NULL:
+            for i in range(self.subs_used):
+                Py_XDECREF(self.subs[i].value)
+                self.subs[i].value = NULL
+        free(self.subs)
+        free(self.nodes)
+        free(self.tokens)
+        free(self.tindex)
+        free(self.arena)
+        free(self.edges)
+        free(self.qrefs)
+        free(self.qrr)
+        free(self.found.data)
+        free(self.result.data)
+
+    # -- nodes -------------------------------------------------------------
+
+    cdef int32_t _node_new(self, int32_t parent, uint32_t token) except -1:
+        # capacity is reserved by add() before any mutation
+        cdef int32_t nid
+        cdef Node *nd
+        if self.nodes_free >= 0:
+            nid = self.nodes_free
+            self.nodes_free = self.nodes[nid].parent
+        else:
+            nid = <int32_t>self.nodes_used
+            self.nodes_used += 1
+        nd = &self.nodes[nid]
+        nd.parent = parent
+        nd.pwc = -1
+        nd.fwc = -1
+        nd.token = token
+        nd.subs = -1
+        nd.nref = 0
+        self.nodes[parent].nref += 1
+        self.nodes_live += 1
+        return nid
+
+    cdef void _node_free(self, int32_t nid) noexcept:
+        self.nodes[nid].token = FF_TOK_FREE
+        self.nodes[nid].parent = self.nodes_free
+        self.nodes_free = nid
+        self.nodes_live -= 1
+
+    # -- tokens ------------------------------------------------------------
+
+    cdef uint32_t _token_intern(self, const char *p, uint32_t n, uint32_t h) except 0:
+        # capacity (tokens, tindex, arena) is reserved by add()
+        cdef uint64_t i = h & self.tindex_mask
+        cdef uint32_t tid
+        cdef Token *t
+        while True:
+            tid = self.tindex[i]
+            if tid == 0:
+                break
+            t = &self.tokens[tid - 1]
+            if t.hash == h and t.len == n and memcmp(self.arena + t.off, p, n) == 0:
+                t.refs += 1
+                return tid - 1
+            i = (i + 1) & self.tindex_mask
+        if self.tokens_free:
+            tid = self.tokens_free
+            self.tokens_free = self.tokens[tid].off
+        else:
+            tid = <uint32_t>self.tokens_used
+            self.tokens_used += 1
+        t = &self.tokens[tid]
+        t.off = <uint32_t>self.arena_used
+        t.len = n
+        t.hash = h
+        t.refs = 1
+        memcpy(self.arena + self.arena_used, p, n)
+        self.arena_used += n
+        self.tindex[i] = tid + 1
+        self.tokens_live += 1
+        return tid
+
+    cdef void _token_release(self, uint32_t tid) noexcept:
+        cdef Token *t = &self.tokens[tid]
+        cdef uint64_t i, j, k, mask = self.tindex_mask
+        t.refs -= 1
+        if t.refs:
+            return
+        # remove from the index (backward-shift deletion)
+        i = t.hash & mask
+        while self.tindex[i] != tid + 1:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if self.tindex[j] == 0:
+                break
+            k = self.tokens[self.tindex[j] - 1].hash & mask
+            if ((j - k) & mask) >= ((j - i) & mask):
+                self.tindex[i] = self.tindex[j]
+                i = j
+        self.tindex[i] = 0
+        self.arena_holes += t.len
+        t.len = 0
+        t.off = self.tokens_free
+        self.tokens_free = tid
+        self.tokens_live -= 1
+        if self.arena_holes > 65536 and self.arena_holes * 2 > self.arena_used:
+            self._arena_compact()
+
+    cdef void _arena_compact(self) noexcept:
+        cdef char *a = <char *>malloc(self.arena_cap)
+        cdef Py_ssize_t used = 0, i
+        cdef Token *t
+        if a == NULL:
+            return  # keep the holes; try again on a later release
+        for i in range(1, self.tokens_used):
+            t = &self.tokens[i]
+            if t.refs:
+                memcpy(a + used, self.arena + t.off, t.len)
+                t.off = <uint32_t>used
+                used += t.len
+        free(self.arena)
+        self.arena = a
+        self.arena_used = used
+        self.arena_holes = 0
+
+    cdef int _tindex_grow(self) except -1:
+        cdef uint64_t cap = (self.tindex_mask + 1) * 2, i, j
+        cdef uint32_t *t = <uint32_t *>calloc(cap, sizeof(uint32_t))
+        cdef uint32_t tid
+        if t == NULL:
+            raise MemoryError()
+        for i in range(self.tindex_mask + 1):
+            tid = self.tindex[i]
+            if tid:
+                j = self.tokens[tid - 1].hash & (cap - 1)
+                while t[j]:
+                    j = (j + 1) & (cap - 1)
+                t[j] = tid
+        free(self.tindex)
+        self.tindex = t
+        self.tindex_mask = cap - 1
+        return 0
+
+    # -- edges -------------------------------------------------------------
+
+    cdef inline uint64_t _edge_home(self, uint32_t parent, uint32_t thash) noexcept:
+        return ((<uint64_t>thash) ^ ((<uint64_t>parent) * 0x9e3779b97f4a7c15ULL)) & self.edges_mask
+
+    cdef int32_t _edge_find(self, int32_t parent, const char *p, uint32_t n,
+                            uint32_t h) noexcept:
+        cdef uint64_t i = self._edge_home(<uint32_t>parent, h)
+        cdef Edge *e
+        cdef Token *t
+        while True:
+            e = &self.edges[i]
+            if e.parent == FF_EMPTY:
+                return -1
+            if e.parent == <uint32_t>parent and e.thash == h:
+                t = &self.tokens[e.token]
+                if t.len == n and memcmp(self.arena + t.off, p, n) == 0:
+                    return <int32_t>e.child
+            i = (i + 1) & self.edges_mask
+
+    cdef int _edge_insert(self, uint32_t parent, uint32_t token, uint32_t child,
+                          uint32_t thash) except -1:
+        cdef uint64_t i = self._edge_home(parent, thash)
+        while self.edges[i].parent != FF_EMPTY:
+            i = (i + 1) & self.edges_mask
+        self.edges[i].parent = parent
+        self.edges[i].token = token
+        self.edges[i].child = child
+        self.edges[i].thash = thash
+        self.edges_live += 1
+        return 0
+
+    cdef void _edge_delete(self, uint32_t parent, uint32_t token) noexcept:
+        cdef uint64_t mask = self.edges_mask
+        cdef uint64_t i = self._edge_home(parent, self.tokens[token].hash), j, k
+        while not (self.edges[i].parent == parent and self.edges[i].token == token):
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if self.edges[j].parent == FF_EMPTY:
+                break
+            k = self._edge_home(self.edges[j].parent, self.edges[j].thash)
+            if ((j - k) & mask) >= ((j - i) & mask):
+                self.edges[i] = self.edges[j]
+                i = j
+        self.edges[i].parent = FF_EMPTY
+        self.edges_live -= 1
+
+    cdef int _edges_grow(self) except -1:
+        cdef uint64_t old = self.edges_mask + 1, cap = old * 2, i, j
+        cdef Edge *old_edges = self.edges
+        cdef Edge *e = <Edge *>malloc(cap * sizeof(Edge))
+        if e == NULL:
+            raise MemoryError()
+        memset(e, 0xff, cap * sizeof(Edge))
+        self.edges = e
+        self.edges_mask = cap - 1
+        for i in range(old):
+            if old_edges[i].parent != FF_EMPTY:
+                j = self._edge_home(old_edges[i].parent, old_edges[i].thash)
+                while e[j].parent != FF_EMPTY:
+                    j = (j + 1) & (cap - 1)
+                e[j] = old_edges[i]
+        free(old_edges)
+        return 0
+
+    # -- queue groups --------------------------------------------------------
+
+    cdef int32_t _qid(self, object queue) except -2:
+        cdef int32_t qid
+        cdef Py_ssize_t cap
+        if queue is None:
+            return -1
+        if not isinstance(queue, str):
+            raise TypeError('queue must be str or None, not {}'.format(type(queue).__name__))
+        if not queue or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f for c in queue):
+            raise ValueError(
+                'invalid queue group {!r}: must be non-empty, without whitespace or '
+                'control characters'.format(queue))
+        qid = self.qids.get(queue, -1)
+        if qid >= 0:
+            self.qrefs[qid] += 1
+            return qid
+        if self.qfree:
+            qid = self.qfree.pop()
+            self.qnames[qid] = queue
+        else:
+            qid = len(self.qnames)
+            if qid >= self.qcap:
+                cap = self.qcap
+                _grow(<void **>&self.qrefs, &cap, qid + 1, sizeof(uint32_t), 16)
+                cap = self.qcap
+                _grow(<void **>&self.qrr, &cap, qid + 1, sizeof(uint32_t), 16)
+                self.qcap = cap
+            self.qnames.append(queue)
+        self.qids[queue] = qid
+        self.qrefs[qid] = 1
+        self.qrr[qid] = 0
+        return qid
+
+    # -- subscriptions -------------------------------------------------------
+
+    def add(self, pattern, value, queue=None):
+        """Subscribe ``value`` to ``pattern``; returns an int handle."""
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef Parsed ps
+        cdef int i, k
+        cdef int32_t node = 0, child, sid, qid, head, tail
+        cdef Tok *t
+        cdef uint32_t tid
+        cdef Sub *s
+        cdef PTok pt[MAX_TOKENS]
+        as_utf8(pattern, &p, &n, True)
+        parse_subject(p, n, &ps, True, pattern)
+        # Reserve every capacity first: once the trie is touched nothing
+        # below can fail, so a MemoryError leaves the matcher as it was.
+        _grow(<void **>&self.nodes, &self.nodes_cap, self.nodes_used + ps.ntok,
+              sizeof(Node), 256)
+        _grow(<void **>&self.tokens, &self.tokens_cap, self.tokens_used + ps.ntok,
+              sizeof(Token), 256)
+        _grow(<void **>&self.arena, &self.arena_cap, self.arena_used + n, 1, 4096)
+        _grow(<void **>&self.subs, &self.subs_cap, self.subs_used + 1, sizeof(Sub), 256)
+        while (self.tokens_live + ps.ntok) * 2 > <Py_ssize_t>(self.tindex_mask + 1):
+            self._tindex_grow()
+        while (self.edges_live + ps.ntok) * 4 > <Py_ssize_t>(self.edges_mask + 1) * 3:
+            self._edges_grow()
+        qid = self._qid(queue)
+
+        for i in range(ps.ntok):
+            t = &ps.toks[i]
+            pt[i].p = ps.p + t.off
+            pt[i].len = t.len
+            pt[i].kind = t.kind
+            if t.kind == TK_PWC:
+                child = self.nodes[node].pwc
+                if child < 0:
+                    child = self._node_new(node, FF_TOK_PWC)
+                    self.nodes[node].pwc = child
+            elif t.kind == TK_FWC:
+                child = self.nodes[node].fwc
+                if child < 0:
+                    child = self._node_new(node, FF_TOK_FWC)
+                    self.nodes[node].fwc = child
+            else:
+                child = self._edge_find(node, ps.p + t.off, t.len, t.hash)
+                if child < 0:
+                    tid = self._token_intern(ps.p + t.off, t.len, t.hash)
+                    child = self._node_new(node, tid)
+                    self._edge_insert(<uint32_t>node, tid, <uint32_t>child, t.hash)
+            node = child
+
+        if self.subs_free >= 0:
+            sid = self.subs_free
+            self.subs_free = self.subs[sid].next
+        else:
+            sid = <int32_t>self.subs_used
+            self.subs_used += 1
+            self.subs[sid].gen = 0
+        s = &self.subs[sid]
+        s.gen += 1
+        s.node = node
+        s.queue = qid
+        Py_INCREF(value)
+        s.value = <PyObject *>value
+        head = self.nodes[node].subs
+        if head < 0:
+            s.next = sid
+            s.prev = sid
+            self.nodes[node].subs = sid
+        else:
+            tail = self.subs[head].prev
+            s.prev = tail
+            s.next = head
+            self.subs[tail].next = sid
+            self.subs[head].prev = sid
+        self.nodes[node].nref += 1
+        self.subs_live += 1
+        self.n_inserts += 1
+        self._cache_invalidate(pt, ps.ntok)
+        if FASTFLOW_DEBUG and self.subs_live < 2000:
+            self._check()
+        return (<int64_t>s.gen << 32) | sid
+
+    cdef int32_t _slot_of(self, object handle) except -1:
+        cdef int64_t h
+        cdef int32_t sid
+        if not PyLong_Check(handle):
+            raise KeyError('unknown subscription handle {!r}'.format(handle))
+        try:
+            h = handle
+        except OverflowError:
+            raise KeyError('unknown subscription handle {!r}'.format(handle)) from None
+        sid = <int32_t>(h & 0xffffffff)
+        if h < 0 or sid >= self.subs_used or self.subs[sid].value == NULL \
+                or self.subs[sid].gen != <uint32_t>(h >> 32):
+            raise KeyError('unknown subscription handle {!r}'.format(handle))
+        return sid
+
+    def remove(self, handle):
+        """Remove the subscription ``handle`` (KeyError if unknown or removed)."""
+        cdef int32_t sid = self._slot_of(handle)
+        cdef Sub *s = &self.subs[sid]
+        cdef int32_t node = s.node, parent, qid = s.queue
+        cdef Node *nd
+        cdef PyObject *value = s.value
+        cdef PTok pt[MAX_TOKENS]
+        cdef int ntok = 0, i
+        cdef uint32_t tok
+        # the pattern, rebuilt from the node chain, to invalidate the cache
+        if self.cache_count:
+            parent = node
+            while parent > 0:
+                ntok += 1
+                parent = self.nodes[parent].parent
+            i = ntok
+            parent = node
+            while parent > 0:
+                i -= 1
+                tok = self.nodes[parent].token
+                if tok == FF_TOK_PWC:
+                    pt[i].kind = TK_PWC
+                elif tok == FF_TOK_FWC:
+                    pt[i].kind = TK_FWC
+                else:
+                    pt[i].kind = TK_LITERAL
+                    pt[i].p = self.arena + self.tokens[tok].off
+                    pt[i].len = self.tokens[tok].len
+                parent = self.nodes[parent].parent
+            self._cache_invalidate(pt, ntok)
+        # unlink from the node's list
+        nd = &self.nodes[node]
+        if s.next == sid:
+            nd.subs = -1
+        else:
+            self.subs[s.prev].next = s.next
+            self.subs[s.next].prev = s.prev
+            if nd.subs == sid:
+                nd.subs = s.next
+        s.value = NULL
+        s.next = self.subs_free
+        self.subs_free = sid
+        self.subs_live -= 1
+        nd.nref -= 1
+        # prune empty nodes upwards
+        while node > 0 and self.nodes[node].nref == 0:
+            nd = &self.nodes[node]
+            parent = nd.parent
+            if nd.token == FF_TOK_PWC:
+                self.nodes[parent].pwc = -1
+            elif nd.token == FF_TOK_FWC:
+                self.nodes[parent].fwc = -1
+            else:
+                self._edge_delete(<uint32_t>parent, nd.token)
+                self._token_release(nd.token)
+            self._node_free(node)
+            self.nodes[parent].nref -= 1
+            node = parent
+        if qid >= 0:
+            self.qrefs[qid] -= 1
+            if self.qrefs[qid] == 0:
+                del self.qids[self.qnames[qid]]
+                self.qnames[qid] = None
+                self.qfree.append(qid)
+        self.n_removes += 1
+        if FASTFLOW_DEBUG and self.subs_live < 2000:
+            self._check()
+        # last: dropping the value may run arbitrary Python code
+        Py_DECREF(<object>value)
+
+    def __len__(self):
+        return self.subs_live
+
+    def __contains__(self, handle):
+        try:
+            self._slot_of(handle)
+        except KeyError:
+            return False
+        return True
+
+    # -- matching ------------------------------------------------------------
+
+    cdef int _collect(self, int32_t node, Parsed *ps, int level) except -1:
+        cdef Node *nd
+        cdef Tok *t
+        cdef int32_t sid, head
+        cdef bint private = ps.p[0] == b'$'
+        while level < ps.ntok:
+            nd = &self.nodes[node]
+            if level or not private:
+                if nd.fwc >= 0:
+                    head = self.nodes[nd.fwc].subs
+                    if head >= 0:
+                        sid = head
+                        while True:
+                            _i32_push(&self.found, sid)
+                            sid = self.subs[sid].next
+                            if sid == head:
+                                break
+                if nd.pwc >= 0:
+                    self._collect(nd.pwc, ps, level + 1)
+            t = &ps.toks[level]
+            node = self._edge_find(node, ps.p + t.off, t.len, t.hash)
+            if node < 0:
+                return 0
+            level += 1
+        head = self.nodes[node].subs
+        if head >= 0:
+            sid = head
+            while True:
+                _i32_push(&self.found, sid)
+                sid = self.subs[sid].next
+                if sid == head:
+                    break
+        return 0
+
+    cdef int _build_result(self) except -1:
+        """found (sub ids) -> result: nplain, ngroups, plain..., groups..."""
+        cdef Py_ssize_t i, nq = 0, nf = self.found.n, j, start
+        cdef int32_t sid, qid
+        cdef uint64_t *keys
+        cdef I32Vec *r = &self.result
+        cdef int32_t *f = self.found.data
+        r.n = 0
+        _i32_push(r, 0)
+        _i32_push(r, 0)
+        for i in range(nf):
+            if self.subs[f[i]].queue < 0:
+                _i32_push(r, f[i])
+            else:
+                nq += 1
+        r.data[0] = <int32_t>(r.n - 2)
+        if nq == 0:
+            return 0
+        # group queue members by queue id, keeping traversal order in a group
+        keys = <uint64_t *>malloc(nq * sizeof(uint64_t))
+        if keys == NULL:
+            raise MemoryError()
+        j = 0
+        for i in range(nf):
+            qid = self.subs[f[i]].queue
+            if qid >= 0:
+                keys[j] = (<uint64_t>qid << 32) | <uint64_t>i
+                j += 1
+        if nq > 1:
+            qsort(keys, nq, sizeof(uint64_t), ff_cmp_u64)
+        i = 0
+        try:
+            while i < nq:
+                qid = <int32_t>(keys[i] >> 32)
+                _i32_push(r, qid)
+                start = r.n
+                _i32_push(r, 0)
+                while i < nq and <int32_t>(keys[i] >> 32) == qid:
+                    _i32_push(r, f[keys[i] & 0xffffffff])
+                    i += 1
+                r.data[start] = <int32_t>(r.n - start - 1)
+                r.data[1] += 1
+        finally:
+            free(keys)
+        return 0
+
+    cdef int _match_res(self, object subject, const char *p, Py_ssize_t n,
+                        int32_t **res, Py_ssize_t *nres) except -1:
+        cdef uint64_t h = 0
+        cdef CacheEntry *e = NULL
+        cdef Parsed ps
+        cdef size_t size
+        cdef int32_t *block
+        self.n_matches += 1
+        if self.cache_slots:
+            h = ff_hash(p, n, _SEED)
+            e = &self.cache[h & self.cache_mask]
+            if e.res != NULL and e.hash == h and e.len == n \
+                    and memcmp(<char *>(e.res + e.nres), p, n) == 0:
+                self.n_hits += 1
+                res[0] = e.res
+                nres[0] = e.nres
+                return 0
+        self.n_misses += 1
+        parse_subject(p, n, &ps, False, subject)
+        self.found.n = 0
+        self._collect(0, &ps, 0)
+        self._build_result()
+        res[0] = self.result.data
+        nres[0] = self.result.n
+        if e == NULL:
+            return 0
+        if self.result.n > CACHE_MAX_RESULT:
+            self.n_cache_uncacheable += 1
+            return 0
+        size = self.result.n * sizeof(int32_t) + n
+        if self.cache_bytes + <Py_ssize_t>size > self.cache_max_bytes:
+            self.cache_clear()
+            self.n_cache_flushes += 1
+            if <Py_ssize_t>size > self.cache_max_bytes:
+                self.n_cache_uncacheable += 1
+                return 0
+        block = <int32_t *>malloc(size)
+        if block == NULL:
+            return 0  # not caching is always correct
+        if e.res != NULL:
+            self._cache_free_entry(e)
+            self.n_cache_evictions += 1
+        memcpy(block, self.result.data, self.result.n * sizeof(int32_t))
+        memcpy(<char *>(block + self.result.n), p, n)
+        e.res = block
+        e.hash = h
+        e.len = <uint32_t>n
+        e.nres = <uint32_t>self.result.n
+        self.cache_count += 1
+        self.cache_bytes += size
+        self.n_cache_inserts += 1
+        return 0
+
+    cdef object _values(self, const int32_t *res):
+        cdef int32_t nplain = res[0], ngroups = res[1], i, qid, cnt
+        cdef Py_ssize_t j
+        cdef object out = PyList_New(nplain + ngroups)
+        cdef PyObject *v
+        for i in range(nplain):
+            v = self.subs[res[2 + i]].value
+            Py_INCREF(<object>v)
+            PyList_SET_ITEM(out, i, <object>v)
+        j = 2 + nplain
+        for i in range(ngroups):
+            qid = res[j]
+            cnt = res[j + 1]
+            v = self.subs[res[j + 2 + self.qrr[qid] % <uint32_t>cnt]].value
+            self.qrr[qid] += 1
+            Py_INCREF(<object>v)
+            PyList_SET_ITEM(out, nplain + i, <object>v)
+            j += 2 + cnt
+        return out
+
+    cdef int _handles(self, const int32_t *res, Int64Array out) except -1:
+        cdef int32_t nplain = res[0], ngroups = res[1], i, qid, cnt, sid
+        cdef Py_ssize_t j
+        out.reserve(nplain + ngroups)
+        for i in range(nplain):
+            sid = res[2 + i]
+            out.data[out.n] = (<int64_t>self.subs[sid].gen << 32) | sid
+            out.n += 1
+        j = 2 + nplain
+        for i in range(ngroups):
+            qid = res[j]
+            cnt = res[j + 1]
+            sid = res[j + 2 + self.qrr[qid] % <uint32_t>cnt]
+            self.qrr[qid] += 1
+            out.data[out.n] = (<int64_t>self.subs[sid].gen << 32) | sid
+            out.n += 1
+            j += 2 + cnt
+        return 0
+
+    def match(self, subject):
+        """Values subscribed to ``subject``: every plain subscriber, and one
+        member of each queue group."""
+        cdef const char *p
+        cdef Py_ssize_t n, nres
+        cdef int32_t *res
+        as_utf8(subject, &p, &n, False)
+        self._match_res(subject, p, n, &res, &nres)
+        return self._values(res)
+
+    def match_handles(self, subject):
+        """Like ``match`` but returns the handles."""
+        cdef const char *p
+        cdef Py_ssize_t n, nres
+        cdef int32_t *res
+        cdef Int64Array out = Int64Array.new(8)
+        as_utf8(subject, &p, &n, False)
+        self._match_res(subject, p, n, &res, &nres)
+        self._handles(res, out)
+        return out.tolist()
+
+    def match_batch(self, subjects):
+        """Match a list or tuple of subjects in one call, in C end to end.
+
+        Returns a ``MatchBatch`` whose ``offsets`` and ``handles`` buffers hold
+        the matched handles of every subject (CSR layout).  An invalid
+        subject raises ``SubjectError`` naming it and its index.
+        """
+        cdef Py_ssize_t count, i, n, nres
+        cdef const char *p
+        cdef int32_t *res
+        cdef object s
+        cdef bint is_list
+        cdef MatchBatch batch
+        if type(subjects) is list:
+            is_list = True
+            count = PyList_GET_SIZE(subjects)
+        elif type(subjects) is tuple:
+            is_list = False
+            count = PyTuple_GET_SIZE(subjects)
+        else:
+            subjects = list(subjects)
+            is_list = True
+            count = PyList_GET_SIZE(subjects)
+        batch = MatchBatch.__new__(MatchBatch)
+        batch.matcher = self
+        batch.offsets = Int64Array.new(count + 1)
+        batch.handles = Int64Array.new(count * 2 + 16)
+        batch.offsets.data[0] = 0
+        batch.offsets.n = 1
+        for i in range(count):
+            s = <object>(PyList_GET_ITEM(subjects, i) if is_list
+                         else PyTuple_GET_ITEM(subjects, i))
+            as_utf8(s, &p, &n, False)
+            try:
+                self._match_res(s, p, n, &res, &nres)
+            except SubjectError as exc:
+                raise SubjectError('{} (subjects[{}])'.format(exc, i)) from None
+            self._handles(res, batch.handles)
+            batch.offsets.data[i + 1] = batch.handles.n
+            batch.offsets.n += 1
+        return batch
+
+    # -- the result cache ----------------------------------------------------
+
+    cdef void _cache_free_entry(self, CacheEntry *e) noexcept:
+        self.cache_bytes -= e.nres * sizeof(int32_t) + e.len
+        self.cache_count -= 1
+        free(e.res)
+        e.res = NULL
+
+    def cache_clear(self):
+        """Drop every cached result."""
+        cdef Py_ssize_t i
+        for i in range(self.cache_slots):
+            if self.cache[i].res != NULL:
+                self._cache_free_entry(&self.cache[i])
+
+    cdef void _cache_invalidate(self, PTok *pt, int ntok) noexcept:
+        """Drop the cached results of subjects that pattern ``pt`` matches."""
+        cdef Py_ssize_t i, len, k, pos, end
+        cdef int j
+        cdef bint literal = True, ok
+        cdef char buf[MAX_SUBJECT_LEN]
+        cdef uint64_t h
+        cdef CacheEntry *e
+        cdef const char *s
+        if self.cache_count == 0:
+            return
+        for j in range(ntok):
+            if pt[j].kind != TK_LITERAL:
+                literal = False
+                break
+        if literal:
+            len = 0
+            for j in range(ntok):
+                if j:
+                    buf[len] = b'.'
+                    len += 1
+                memcpy(buf + len, pt[j].p, pt[j].len)
+                len += pt[j].len
+            h = ff_hash(buf, len, _SEED)
+            e = &self.cache[h & self.cache_mask]
+            if e.res != NULL and e.hash == h and e.len == len \
+                    and memcmp(<char *>(e.res + e.nres), buf, len) == 0:
+                self._cache_free_entry(e)
+                self.n_cache_invalidations += 1
+            return
+        if pt[0].kind != TK_LITERAL:
+            # a leading wildcard can touch any subject: a flush is cheaper
+            self.cache_clear()
+            self.n_cache_flushes += 1
+            return
+        for i in range(self.cache_slots):
+            e = &self.cache[i]
+            if e.res == NULL:
+                continue
+            s = <const char *>(e.res + e.nres)
+            len = e.len
+            # walk the subject's tokens against the pattern's
+            pos = 0
+            ok = False
+            j = 0
+            while True:
+                end = pos
+                while end < len and s[end] != b'.':
+                    end += 1
+                if pt[j].kind == TK_FWC:
+                    ok = True
+                    break
+                if pt[j].kind == TK_LITERAL and (
+                        <Py_ssize_t>pt[j].len != end - pos
+                        or memcmp(pt[j].p, s + pos, end - pos) != 0):
+                    break
+                j += 1
+                pos = end + 1
+                if j == ntok or end >= len:
+                    ok = j == ntok and end >= len
+                    break
+            if ok:
+                self._cache_free_entry(e)
+                self.n_cache_invalidations += 1
+
+    # -- introspection -------------------------------------------------------
+
+    @property
+    def cache_size(self):
+        return self.cache_slots
+
+    def memory_bytes(self):
+        """Bytes held in C by the matcher (tables, arena, cache)."""
+        return (self.nodes_cap * sizeof(Node) + self.tokens_cap * sizeof(Token)
+                + (self.tindex_mask + 1) * sizeof(uint32_t) + self.arena_cap
+                + (self.edges_mask + 1) * sizeof(Edge) + self.subs_cap * sizeof(Sub)
+                + 2 * self.qcap * sizeof(uint32_t)
+                + self.cache_slots * sizeof(CacheEntry) + self.cache_bytes
+                + (self.found.cap + self.result.cap) * sizeof(int32_t))
+
+    def stats(self):
+        """Counters and sizes, as one dict."""
+        return {
+            'subscriptions': self.subs_live,
+            'nodes': self.nodes_live,
+            'tokens': self.tokens_live,
+            'edges': self.edges_live,
+            'queue_groups': len(self.qids),
+            'matches': self.n_matches,
+            'inserts': self.n_inserts,
+            'removes': self.n_removes,
+            'cache_size': self.cache_slots,
+            'cache_entries': self.cache_count,
+            'cache_bytes': self.cache_bytes,
+            'cache_hits': self.n_hits,
+            'cache_misses': self.n_misses,
+            'cache_inserts': self.n_cache_inserts,
+            'cache_evictions': self.n_cache_evictions,
+            'cache_invalidations': self.n_cache_invalidations,
+            'cache_flushes': self.n_cache_flushes,
+            'cache_uncacheable': self.n_cache_uncacheable,
+            'memory_bytes': self.memory_bytes(),
+        }
+
+    def _check(self):
+        """Check every internal invariant; raise FastflowError naming the first
+        broken one.  O(size of the matcher): for tests and debug builds."""
+        cdef Py_ssize_t i, k
+        cdef int32_t sid, head, cnt
+        cdef Node *nd
+        cdef Edge *e
+        cdef CacheEntry *ce
+        cdef Parsed ps
+        cdef Token tok
+        nref = [0] * self.nodes_used
+        trefs = [0] * self.tokens_used
+        live_nodes = 0
+        for i in range(self.nodes_used):
+            nd = &self.nodes[i]
+            if nd.token == FF_TOK_FREE:
+                continue
+            live_nodes += 1
+            if i and nd.parent < 0:
+                raise FastflowError('Matcher._check: node {} has no parent'.format(i))
+            for k in (nd.pwc, nd.fwc):
+                if k >= 0:
+                    if self.nodes[k].parent != i:
+                        raise FastflowError('Matcher._check: wildcard child {} of {} '
+                                            'has parent {}'.format(k, i, self.nodes[k].parent))
+                    nref[i] += 1
+            head = nd.subs
+            if head >= 0:
+                sid = head
+                cnt = 0
+                while True:
+                    if self.subs[sid].value == NULL or self.subs[sid].node != i:
+                        raise FastflowError('Matcher._check: node {} lists sub {} '
+                                            'of another node'.format(i, sid))
+                    if self.subs[self.subs[sid].next].prev != sid:
+                        raise FastflowError('Matcher._check: broken sub list at {}'.format(sid))
+                    nref[i] += 1
+                    cnt += 1
+                    if cnt > self.subs_used:
+                        raise FastflowError('Matcher._check: sub list of node {} loops'.format(i))
+                    sid = self.subs[sid].next
+                    if sid == head:
+                        break
+        if live_nodes != self.nodes_live:
+            raise FastflowError('Matcher._check: {} live nodes, counter says {}'.format(
+                live_nodes, self.nodes_live))
+        nedges = 0
+        for i in range(self.edges_mask + 1):
+            e = &self.edges[i]
+            if e.parent == FF_EMPTY:
+                continue
+            nedges += 1
+            if self.nodes[e.child].parent != <int32_t>e.parent \
+                    or self.nodes[e.child].token != e.token:
+                raise FastflowError('Matcher._check: edge {} -> {} disagrees with the '
+                                    'child node'.format(e.parent, e.child))
+            if e.thash != self.tokens[e.token].hash:
+                raise FastflowError('Matcher._check: edge hash mismatch at slot {}'.format(i))
+            tok = self.tokens[e.token]
+            if self._edge_find(e.parent, self.arena + tok.off, tok.len, tok.hash) != <int32_t>e.child:
+                raise FastflowError('Matcher._check: edge {} -> {} unreachable by '
+                                    'probing'.format(e.parent, e.child))
+            nref[e.parent] += 1
+            trefs[e.token] += 1
+        if nedges != self.edges_live:
+            raise FastflowError('Matcher._check: {} edges, counter says {}'.format(
+                nedges, self.edges_live))
+        for i in range(self.nodes_used):
+            nd = &self.nodes[i]
+            if nd.token != FF_TOK_FREE and nd.nref != nref[i]:
+                raise FastflowError('Matcher._check: node {} nref {} but has {} '
+                                    'children and subscriptions'.format(i, nd.nref, nref[i]))
+            if i and nd.token != FF_TOK_FREE and nd.nref == 0:
+                raise FastflowError('Matcher._check: empty node {} was not pruned'.format(i))
+        for i in range(1, self.tokens_used):
+            if self.tokens[i].refs != trefs[i]:
+                raise FastflowError('Matcher._check: token {} refs {} but {} edges '
+                                    'use it'.format(i, self.tokens[i].refs, trefs[i]))
+        live_subs = 0
+        for i in range(self.subs_used):
+            if self.subs[i].value != NULL:
+                live_subs += 1
+        if live_subs != self.subs_live:
+            raise FastflowError('Matcher._check: {} live subscriptions, counter says '
+                                '{}'.format(live_subs, self.subs_live))
+        # every cached result equals a fresh computation
+        cached = 0
+        for i in range(self.cache_slots):
+            ce = &self.cache[i]
+            if ce.res == NULL:
+                continue
+            cached += 1
+            subject = (<char *>(ce.res + ce.nres))[:ce.len]
+            if <uint64_t>(ff_hash(<char *>(ce.res + ce.nres), ce.len, _SEED) & self.cache_mask) != <uint64_t>i:
+                raise FastflowError('Matcher._check: cache entry {!r} in the wrong '
+                                    'slot'.format(subject))
+            parse_subject(<char *>(ce.res + ce.nres), ce.len, &ps, False, subject)
+            self.found.n = 0
+            self._collect(0, &ps, 0)
+            self._build_result()
+            if self.result.n != ce.nres or memcmp(self.result.data, ce.res,
+                                                  ce.nres * sizeof(int32_t)) != 0:
+                raise FastflowError('Matcher._check: stale cached result for '
+                                    '{!r}'.format(subject))
+        if cached != self.cache_count:
+            raise FastflowError('Matcher._check: {} cache entries, counter says {}'.format(
+                cached, self.cache_count))

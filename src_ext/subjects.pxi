@@ -1,0 +1,26 @@
+# Types of the subject tokeniser (subjects.pyx), shared by the whole core.
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+cdef extern from "ff_core.h":
+    uint64_t ff_hash(const char *p, size_t n, uint64_t seed) nogil
+    uint64_t ff_mix(uint64_t x) nogil
+    const int FASTFLOW_DEBUG
+    const uint32_t FF_EMPTY
+    const uint32_t FF_TOK_ROOT
+    const uint32_t FF_TOK_PWC
+    const uint32_t FF_TOK_FWC
+    const uint32_t FF_TOK_FREE
+
+ctypedef struct Tok:
+    uint32_t off                # byte offset in the subject
+    uint32_t len                # byte length
+    uint32_t hash               # seeded token hash (literal tokens only)
+    uint8_t kind                # TokKind
+
+ctypedef struct Parsed:
+    const char *p               # borrowed: valid while the source object lives
+    Py_ssize_t n
+    int ntok
+    int nwild                   # number of wildcard tokens
+    Tok toks[MAX_TOKENS]

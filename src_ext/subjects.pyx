@@ -1,0 +1,163 @@
+# Tokenising and validation of subjects and patterns (included by core.pyx).
+#
+# One pass over the bytes: a 256-entry class table finds the dots and the
+# forbidden bytes, each literal token is hashed once, and the checks run in
+# the same order as fastflow/_ref/subjects.py so that both raise the same
+# message for the same input.
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
+from cpython.unicode cimport PyUnicode_Check
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+
+cdef uint8_t _BYTE_CLASS[256]
+cdef uint64_t _SEED = 0
+
+
+cdef _init_subjects():
+    global _SEED
+    cdef int c
+    for c in range(256):
+        _BYTE_CLASS[c] = BC_PLAIN
+    for c in range(0x21):
+        _BYTE_CLASS[c] = BC_BAD
+    _BYTE_CLASS[0x7f] = BC_BAD
+    _BYTE_CLASS[ord('.')] = BC_DOT
+    _BYTE_CLASS[ord('*')] = BC_STAR
+    _BYTE_CLASS[ord('>')] = BC_GT
+    _SEED = int.from_bytes(os.urandom(8), 'little') | 1
+
+
+_init_subjects()
+
+
+cdef str _show(object subject):
+    """The subject as error messages quote it (shortened when long)."""
+    if isinstance(subject, (bytes, bytearray, memoryview)):
+        subject = bytes(subject).decode('utf-8', 'replace')
+    if len(subject) > 80:
+        subject = subject[:64] + '...'
+    return repr(subject)
+
+
+cdef object _subject_error(bint pattern, object orig, str reason):
+    return SubjectError('invalid {} {}: {}'.format(
+        'pattern' if pattern else 'subject', _show(orig), reason))
+
+
+cdef inline int _count_tokens(const char *p, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    cdef int c = 1
+    for i in range(n):
+        if p[i] == b'.':
+            c += 1
+    return c
+
+
+cdef int as_utf8(object s, const char **p, Py_ssize_t *n, bint pattern) except -1:
+    if PyUnicode_Check(s):
+        try:
+            p[0] = PyUnicode_AsUTF8AndSize(s, n)
+        except UnicodeEncodeError:
+            raise _subject_error(pattern, s, 'not encodable as UTF-8') from None
+    elif PyBytes_Check(s):
+        p[0] = PyBytes_AS_STRING(s)
+        n[0] = PyBytes_GET_SIZE(s)
+    else:
+        raise TypeError('{} must be str or bytes, not {}'.format(
+            'pattern' if pattern else 'subject', type(s).__name__))
+    return 0
+
+
+cdef int parse_subject(const char *p, Py_ssize_t n, Parsed *out, bint pattern,
+                       object orig) except -1:
+    cdef Py_ssize_t i = 0, start, end
+    cdef int ntok = 0
+    cdef uint8_t cls, first_wc
+    cdef Tok *t
+    if n == 0:
+        raise _subject_error(pattern, orig, 'empty pattern' if pattern else 'empty subject')
+    if n > MAX_SUBJECT_LEN:
+        raise _subject_error(pattern, orig, '{} bytes, the limit is {}'.format(
+            n, MAX_SUBJECT_LEN))
+    out.p = p
+    out.n = n
+    out.nwild = 0
+    while True:
+        if ntok == MAX_TOKENS:
+            raise _subject_error(pattern, orig, '{} tokens, the limit is {}'.format(
+                _count_tokens(p, n), MAX_TOKENS))
+        start = i
+        first_wc = 0
+        while i < n:
+            cls = _BYTE_CLASS[<uint8_t>p[i]]
+            if cls == BC_PLAIN:
+                i += 1
+                continue
+            if cls == BC_DOT:
+                break
+            if cls == BC_BAD:
+                end = i
+                while end < n and p[end] != b'.':
+                    end += 1
+                raise _subject_error(
+                    pattern, orig,
+                    'character {!r} not allowed in token {} at position {}'.format(
+                        chr(<uint8_t>p[i]), _show(p[start:end]), ntok + 1))
+            if first_wc == 0:
+                first_wc = cls
+            i += 1
+        t = &out.toks[ntok]
+        ntok += 1
+        t.off = <uint32_t>start
+        t.len = <uint32_t>(i - start)
+        if t.len == 0:
+            raise _subject_error(pattern, orig, 'empty token at position {}'.format(ntok))
+        if first_wc:
+            if t.len != 1:
+                raise _subject_error(
+                    pattern, orig, 'wildcard {!r} inside token {} at position {}'.format(
+                        '*' if first_wc == BC_STAR else '>', _show(p[start:i]), ntok))
+            if not pattern:
+                raise _subject_error(
+                    pattern, orig,
+                    'wildcard {!r} at position {}: a publish subject must be '
+                    'literal'.format('*' if first_wc == BC_STAR else '>', ntok))
+            if first_wc == BC_GT:
+                if i < n:
+                    raise _subject_error(
+                        pattern, orig,
+                        "'>' must be the last token, found at position {} of {}".format(
+                            ntok, _count_tokens(p, n)))
+                t.kind = TK_FWC
+            else:
+                t.kind = TK_PWC
+            t.hash = 0
+            out.nwild += 1
+        else:
+            t.kind = TK_LITERAL
+            t.hash = <uint32_t>ff_hash(p + start, t.len, _SEED)
+        if i >= n:
+            break
+        i += 1  # the dot
+    out.ntok = ntok
+    return 0
+
+
+def validate_subject(subject):
+    """Raise ``SubjectError`` unless ``subject`` is a valid literal subject."""
+    cdef const char *p
+    cdef Py_ssize_t n
+    cdef Parsed ps
+    as_utf8(subject, &p, &n, False)
+    parse_subject(p, n, &ps, False, subject)
+
+
+def validate_pattern(pattern):
+    """Raise ``SubjectError`` unless ``pattern`` is a valid subscription pattern."""
+    cdef const char *p
+    cdef Py_ssize_t n
+    cdef Parsed ps
+    as_utf8(pattern, &p, &n, True)
+    parse_subject(p, n, &ps, True, pattern)
