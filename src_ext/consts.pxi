@@ -3,7 +3,8 @@
 cdef enum:
     MAX_SUBJECT_LEN = 1024          # bytes (UTF-8) per subject or pattern
     MAX_TOKENS = 128                # tokens per subject or pattern
-    DEFAULT_CACHE_SIZE = 65536      # result-cache slots (rounded up to 2**k)
+    DEFAULT_CACHE_SIZE = 65536      # result-cache entries (rounded up to 2**k)
+    CACHE_WAYS = 4                  # entries per bucket (set-associative)
     DEFAULT_CACHE_MAX_BYTES = 67108864   # 64 MiB for all cached results
     CACHE_MAX_RESULT = 16384        # handles; larger results are not cached
 

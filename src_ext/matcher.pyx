@@ -21,7 +21,7 @@
 
 cimport cython
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
@@ -192,8 +192,8 @@ cdef class MatchBatch:
         out = []
         for k in range(self.offsets.data[i], self.offsets.data[i + 1]):
             h = self.handles.data[k]
-            sid = <int32_t>(h & 0xffffffff)
-            if sid < self.matcher.subs_used:
+            sid = <int32_t><uint32_t>h
+            if <uint32_t>h < <uint64_t>self.matcher.subs_used:
                 s = &self.matcher.subs[sid]
                 if s.value != NULL and s.gen == <uint32_t>(h >> 32):
                     out.append(<object>s.value)
@@ -265,8 +265,8 @@ cdef class Matcher:
     cdef list qfree
     # result cache
     cdef CacheEntry *cache
-    cdef uint64_t cache_mask
-    cdef Py_ssize_t cache_slots
+    cdef uint64_t cache_mask            # buckets - 1 (CACHE_WAYS entries each)
+    cdef Py_ssize_t cache_slots         # entries
     cdef Py_ssize_t cache_count
     cdef Py_ssize_t cache_bytes
     cdef Py_ssize_t cache_max_bytes
@@ -322,13 +322,13 @@ cdef class Matcher:
         self.edges_mask = 255
         self.subs_free = -1
         if cache_size > 0:
-            slots = 1
+            slots = CACHE_WAYS
             while slots < cache_size:
                 slots <<= 1
             self.cache = <CacheEntry *>calloc(slots, sizeof(CacheEntry))
             if self.cache == NULL:
                 raise MemoryError()
-            self.cache_mask = slots - 1
+            self.cache_mask = slots // CACHE_WAYS - 1
         self.cache_slots = slots
         self.cache_max_bytes = cache_max_bytes
 
@@ -672,9 +672,10 @@ cdef class Matcher:
             h = handle
         except OverflowError:
             raise KeyError('unknown subscription handle {!r}'.format(handle)) from None
-        sid = <int32_t>(h & 0xffffffff)
-        if h < 0 or sid >= self.subs_used or self.subs[sid].value == NULL \
-                or self.subs[sid].gen != <uint32_t>(h >> 32):
+        if h < 0 or <uint32_t>h >= <uint64_t>self.subs_used:
+            raise KeyError('unknown subscription handle {!r}'.format(handle))
+        sid = <int32_t><uint32_t>h
+        if self.subs[sid].value == NULL or self.subs[sid].gen != <uint32_t>(h >> 32):
             raise KeyError('unknown subscription handle {!r}'.format(handle))
         return sid
 
@@ -848,12 +849,12 @@ cdef class Matcher:
         cdef Parsed ps
         cdef size_t size
         cdef int32_t *block
+        cdef int k
         self.n_matches += 1
         if self.cache_slots:
             h = ff_hash(p, n, _SEED)
-            e = &self.cache[h & self.cache_mask]
-            if e.res != NULL and e.hash == h and e.len == n \
-                    and memcmp(<char *>(e.res + e.nres), p, n) == 0:
+            e = self._cache_find(h, p, n)
+            if e != NULL:
                 self.n_hits += 1
                 res[0] = e.res
                 nres[0] = e.nres
@@ -865,7 +866,7 @@ cdef class Matcher:
         self._build_result()
         res[0] = self.result.data
         nres[0] = self.result.n
-        if e == NULL:
+        if not self.cache_slots:
             return 0
         if self.result.n > CACHE_MAX_RESULT:
             self.n_cache_uncacheable += 1
@@ -880,9 +881,17 @@ cdef class Matcher:
         block = <int32_t *>malloc(size)
         if block == NULL:
             return 0  # not caching is always correct
-        if e.res != NULL:
-            self._cache_free_entry(e)
+        # new entries go to the front of their bucket; a full bucket loses
+        # its last entry (hits move entries forward, see _cache_find)
+        e = &self.cache[(h & self.cache_mask) * CACHE_WAYS]
+        k = 0
+        while k < CACHE_WAYS - 1 and e[k].res != NULL:
+            k += 1
+        if e[k].res != NULL:
+            self._cache_free_entry(&e[k])
             self.n_cache_evictions += 1
+        if k:
+            memmove(&e[1], &e[0], k * sizeof(CacheEntry))
         memcpy(block, self.result.data, self.result.n * sizeof(int32_t))
         memcpy(<char *>(block + self.result.n), p, n)
         e.res = block
@@ -998,6 +1007,23 @@ cdef class Matcher:
 
     # -- the result cache ----------------------------------------------------
 
+    cdef inline CacheEntry *_cache_find(self, uint64_t h, const char *p,
+                                        Py_ssize_t n) noexcept:
+        cdef CacheEntry *b = &self.cache[(h & self.cache_mask) * CACHE_WAYS]
+        cdef CacheEntry tmp
+        cdef int k
+        for k in range(CACHE_WAYS):
+            if b[k].hash == h and b[k].res != NULL and b[k].len == n \
+                    and memcmp(<char *>(b[k].res + b[k].nres), p, n) == 0:
+                if k:
+                    # transpose towards the front: hot subjects settle first
+                    tmp = b[k - 1]
+                    b[k - 1] = b[k]
+                    b[k] = tmp
+                    k -= 1
+                return &b[k]
+        return NULL
+
     cdef void _cache_free_entry(self, CacheEntry *e) noexcept:
         self.cache_bytes -= e.nres * sizeof(int32_t) + e.len
         self.cache_count -= 1
@@ -1034,10 +1060,8 @@ cdef class Matcher:
                     len += 1
                 memcpy(buf + len, pt[j].p, pt[j].len)
                 len += pt[j].len
-            h = ff_hash(buf, len, _SEED)
-            e = &self.cache[h & self.cache_mask]
-            if e.res != NULL and e.hash == h and e.len == len \
-                    and memcmp(<char *>(e.res + e.nres), buf, len) == 0:
+            e = self._cache_find(ff_hash(buf, len, _SEED), buf, len)
+            if e != NULL:
                 self._cache_free_entry(e)
                 self.n_cache_invalidations += 1
             return
@@ -1208,7 +1232,7 @@ cdef class Matcher:
                 continue
             cached += 1
             subject = (<char *>(ce.res + ce.nres))[:ce.len]
-            if <uint64_t>(ff_hash(<char *>(ce.res + ce.nres), ce.len, _SEED) & self.cache_mask) != <uint64_t>i:
+            if <uint64_t>(ff_hash(<char *>(ce.res + ce.nres), ce.len, _SEED) & self.cache_mask) != <uint64_t>(i // CACHE_WAYS):
                 raise FastflowError('Matcher._check: cache entry {!r} in the wrong '
                                     'slot'.format(subject))
             parse_subject(<char *>(ce.res + ce.nres), ce.len, &ps, False, subject)
