@@ -7,6 +7,24 @@
 
 #ifndef FASTFLOW_DEBUG
 #define FASTFLOW_DEBUG 0
+/* Equality of two byte strings of the same length n; short ones (the
+ * common subject token or subject) compared with fixed-size loads instead
+ * of a call into memcmp. */
+static inline int ff_eq(const char *a, const char *b, size_t n) {
+    if (n >= 8) {
+        if (n <= 16)
+            return ff_r8(a) == ff_r8(b) && ff_r8(a + n - 8) == ff_r8(b + n - 8);
+        return memcmp(a, b, n) == 0;
+    }
+    if (n >= 4)
+        return ff_r4(a) == ff_r4(b) && ff_r4(a + n - 4) == ff_r4(b + n - 4);
+    while (n--) {
+        if (a[n] != b[n])
+            return 0;
+    }
+    return 1;
+}
+
 #endif
 
 /* Sentinels of the matcher's tables (uint32 ids). */
@@ -16,6 +34,12 @@
 #define FF_TOK_FWC  0xFFFFFFFDu     /* edge kind '>' */
 #define FF_TOK_FREE 0xFFFFFFFCu     /* a free node slot */
 
+#if defined(__GNUC__) || defined(__clang__)
+#define ff_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)
+#else
+#define ff_prefetch(p) ((void)(p))
+#endif
+
 /* 64-bit multiply-xorshift finaliser (splitmix64). */
 static inline uint64_t ff_mix(uint64_t x) {
     x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
@@ -24,26 +48,89 @@ static inline uint64_t ff_mix(uint64_t x) {
     return x;
 }
 
-/* Seeded hash of a byte string, 8 bytes per step.  The seed is drawn at
- * module import so that subjects chosen by a remote peer cannot be made to
- * collide on purpose (hash flooding of the open-addressing tables). */
+static inline uint64_t ff_r8(const char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint64_t ff_r4(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/* 64x64 -> 128 multiply, folded (the "mum" step of wyhash). */
+static inline uint64_t ff_mum(uint64_t a, uint64_t b) {
+#ifdef __SIZEOF_INT128__
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+#else
+    uint64_t ha = a >> 32, hb = b >> 32, la = (uint32_t)a, lb = (uint32_t)b;
+    uint64_t rh = ha * hb, rm0 = ha * lb, rm1 = hb * la, rl = la * lb;
+    uint64_t t = rl + (rm0 << 32), c = t < rl;
+    uint64_t lo = t + (rm1 << 32);
+    c += lo < t;
+    return lo ^ (rh + (rm0 >> 32) + (rm1 >> 32) + c);
+/* Equality of two byte strings of the same length n; short ones (the
+ * common subject token or subject) compared with fixed-size loads instead
+ * of a call into memcmp. */
+static inline int ff_eq(const char *a, const char *b, size_t n) {
+    if (n >= 8) {
+        if (n <= 16)
+            return ff_r8(a) == ff_r8(b) && ff_r8(a + n - 8) == ff_r8(b + n - 8);
+        return memcmp(a, b, n) == 0;
+    }
+    if (n >= 4)
+        return ff_r4(a) == ff_r4(b) && ff_r4(a + n - 4) == ff_r4(b + n - 4);
+    while (n--) {
+        if (a[n] != b[n])
+            return 0;
+    }
+    return 1;
+}
+
+#endif
+}
+
+/* Seeded hash of a byte string, in the manner of wyhash: short inputs are
+ * read with (overlapping) fixed-size loads, never byte by byte and never
+ * past the end.  The seed is drawn at module import so that subjects chosen
+ * by a remote peer cannot be made to collide on purpose (hash flooding of
+ * the open-addressing tables). */
 static inline uint64_t ff_hash(const char *p, size_t n, uint64_t seed) {
-    uint64_t h = seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        h = (h ^ v) * 0x9fb21c651e98df25ULL;
-        h ^= h >> 29;
-        p += 8;
-        n -= 8;
+    uint64_t a, b, h = seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
+    if (n <= 16) {
+        if (n >= 4) {
+            size_t k = (n >> 3) << 2;
+            a = (ff_r4(p) << 32) | ff_r4(p + k);
+            b = (ff_r4(p + n - 4) << 32) | ff_r4(p + n - 4 - k);
+        } else if (n > 0) {
+            a = ((uint64_t)(uint8_t)p[0] << 16) | ((uint64_t)(uint8_t)p[n >> 1] << 8)
+                | (uint8_t)p[n - 1];
+            b = 0;
+        } else {
+            a = b = 0;
+        }
+    } else {
+        while (n > 16) {
+            h = ff_mum(ff_r8(p) ^ 0xa0761d6478bd642fULL, ff_r8(p + 8) ^ h);
+            p += 16;
+            n -= 16;
+        }
+        a = ff_r8(p + n - 16);
+        b = ff_r8(p + n - 8);
     }
-    if (n) {
-        uint64_t v = 0;
-        memcpy(&v, p, n);
-        h = (h ^ v) * 0x9fb21c651e98df25ULL;
-        h ^= h >> 29;
+    return ff_mum(a ^ 0xe7037ed1a0b428dbULL, b ^ h ^ 0x8ebc6af09c88c6e3ULL);
+}
+
+/* Equality of two byte strings of the same length n; short ones (the
+ * common subject token or subject) compared with fixed-size loads instead
+ * of a call into memcmp. */
+static inline int ff_eq(const char *a, const char *b, size_t n) {
+    if (n >= 8) {
+        if (n <= 16)
+            return ff_r8(a) == ff_r8(b) && ff_r8(a + n - 8) == ff_r8(b + n - 8);
+        return memcmp(a, b, n) == 0;
     }
-    return ff_mix(h);
+    if (n >= 4)
+        return ff_r4(a) == ff_r4(b) && ff_r4(a + n - 4) == ff_r4(b + n - 4);
+    while (n--) {
+        if (a[n] != b[n])
+            return 0;
+    }
+    return 1;
 }
 
 #endif

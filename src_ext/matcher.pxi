@@ -33,13 +33,26 @@ ctypedef struct Sub:
     int32_t queue               # queue id, or -1 for a plain subscriber
     uint32_t gen                # bumped on reuse: stale handles never match
 
-ctypedef struct CacheEntry:
-    uint64_t hash
-    int32_t *res                # NULL = empty; one block: the result
-                                # (nplain, ngroups, plain..., (qid, n, members...)...)
-                                # followed by the subject's bytes
+ctypedef struct CacheBlock:     # one malloc: this header, the result, the subject
     uint32_t len                # subject bytes
-    uint32_t nres               # int32 words in res
+    uint32_t nres               # int64 words of the result that follows:
+                                # nplain, ngroups, plain handles...,
+                                # then per group: qid, n, member handles...
+
+ctypedef struct CacheEntry:     # 16 bytes: a bucket of CACHE_WAYS is one cache line
+    uint64_t hash
+    CacheBlock *blk             # NULL = empty
+
+ctypedef struct BatchSlot:      # match_batch's look-ahead ring
+    const char *p
+    Py_ssize_t n
+    uint64_t h
+    bint ok
+
+ctypedef struct I64Vec:
+    int64_t *data
+    Py_ssize_t n
+    Py_ssize_t cap
 
 ctypedef struct I32Vec:
     int32_t *data

@@ -27,6 +27,10 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_SIZE, PyList_G
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.long cimport PyLong_Check
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
+
+cdef extern from "<stdlib.h>":
+    void *aligned_alloc(size_t alignment, size_t size) nogil
 
 
 cdef extern from *:
@@ -55,6 +59,28 @@ cdef inline int _i32_push(I32Vec *v, int32_t x) except -1:
     v.data[v.n] = x
     v.n += 1
     return 0
+
+
+cdef inline int _i64_reserve(I64Vec *v, Py_ssize_t extra) except -1:
+    if v.n + extra > v.cap:
+        _grow(<void **>&v.data, &v.cap, v.n + extra, sizeof(int64_t), 64)
+    return 0
+
+
+cdef inline int _i64_push(I64Vec *v, int64_t x) except -1:
+    if v.n == v.cap:
+        _grow(<void **>&v.data, &v.cap, v.n + 1, sizeof(int64_t), 64)
+    v.data[v.n] = x
+    v.n += 1
+    return 0
+
+
+cdef inline int64_t *_blk_res(CacheBlock *b) noexcept:
+    return <int64_t *>(b + 1)
+
+
+cdef inline char *_blk_subject(CacheBlock *b) noexcept:
+    return <char *>(<int64_t *>(b + 1) + b.nres)
 
 
 cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
@@ -272,7 +298,7 @@ cdef class Matcher:
     cdef Py_ssize_t cache_max_bytes
     # scratch
     cdef I32Vec found
-    cdef I32Vec result
+    cdef I64Vec result
     # counters
     cdef uint64_t n_matches
     cdef uint64_t n_hits
@@ -325,9 +351,11 @@ cdef class Matcher:
             slots = CACHE_WAYS
             while slots < cache_size:
                 slots <<= 1
-            self.cache = <CacheEntry *>calloc(slots, sizeof(CacheEntry))
+            # buckets aligned on cache lines: a lookup touches one line
+            self.cache = <CacheEntry *>aligned_alloc(64, slots * sizeof(CacheEntry))
             if self.cache == NULL:
                 raise MemoryError()
+            memset(self.cache, 0, slots * sizeof(CacheEntry))
             self.cache_mask = slots // CACHE_WAYS - 1
         self.cache_slots = slots
         self.cache_max_bytes = cache_max_bytes
@@ -336,7 +364,7 @@ cdef class Matcher:
         cdef Py_ssize_t i
         if self.cache != NULL:
             for i in range(self.cache_slots):
-                free(self.cache[i].res)
+                free(self.cache[i].blk)
             free(self.cache)
         if self.subs != NULL:
             for i in range(self.subs_used):
@@ -494,7 +522,7 @@ cdef class Matcher:
                 return -1
             if e.parent == <uint32_t>parent and e.thash == h:
                 t = &self.tokens[e.token]
-                if t.len == n and memcmp(self.arena + t.off, p, n) == 0:
+                if t.len == n and ff_eq(self.arena + t.off, p, n):
                     return <int32_t>e.child
             i = (i + 1) & self.edges_mask
 
@@ -797,21 +825,26 @@ cdef class Matcher:
         return 0
 
     cdef int _build_result(self) except -1:
-        """found (sub ids) -> result: nplain, ngroups, plain..., groups..."""
+        """found (sub ids) -> result (handles): nplain, ngroups, plain...,
+        then per group: qid, n, members..."""
         cdef Py_ssize_t i, nq = 0, nf = self.found.n, j, start
         cdef int32_t sid, qid
         cdef uint64_t *keys
-        cdef I32Vec *r = &self.result
+        cdef I64Vec *r = &self.result
         cdef int32_t *f = self.found.data
         r.n = 0
-        _i32_push(r, 0)
-        _i32_push(r, 0)
+        _i64_reserve(r, nf + 2)
+        r.data[0] = 0
+        r.data[1] = 0
+        r.n = 2
         for i in range(nf):
-            if self.subs[f[i]].queue < 0:
-                _i32_push(r, f[i])
+            sid = f[i]
+            if self.subs[sid].queue < 0:
+                r.data[r.n] = (<int64_t>self.subs[sid].gen << 32) | sid
+                r.n += 1
             else:
                 nq += 1
-        r.data[0] = <int32_t>(r.n - 2)
+        r.data[0] = r.n - 2
         if nq == 0:
             return 0
         # group queue members by queue id, keeping traversal order in a group
@@ -830,34 +863,35 @@ cdef class Matcher:
         try:
             while i < nq:
                 qid = <int32_t>(keys[i] >> 32)
-                _i32_push(r, qid)
+                _i64_push(r, qid)
                 start = r.n
-                _i32_push(r, 0)
+                _i64_push(r, 0)
                 while i < nq and <int32_t>(keys[i] >> 32) == qid:
-                    _i32_push(r, f[keys[i] & 0xffffffff])
+                    sid = f[<uint32_t>keys[i]]
+                    _i64_push(r, (<int64_t>self.subs[sid].gen << 32) | sid)
                     i += 1
-                r.data[start] = <int32_t>(r.n - start - 1)
+                r.data[start] = r.n - start - 1
                 r.data[1] += 1
         finally:
             free(keys)
         return 0
 
     cdef int _match_res(self, object subject, const char *p, Py_ssize_t n,
-                        int32_t **res, Py_ssize_t *nres) except -1:
-        cdef uint64_t h = 0
-        cdef CacheEntry *e = NULL
+                        uint64_t h, const int64_t **res) except -1:
+        """Point ``res`` at the result for subject ``p[:n]`` (``h`` is its
+        hash when the cache is on): a cached one, or a fresh one in
+        self.result, then cached.  Valid until the next call."""
+        cdef CacheEntry *e
+        cdef CacheBlock *blk
         cdef Parsed ps
         cdef size_t size
-        cdef int32_t *block
         cdef int k
         self.n_matches += 1
         if self.cache_slots:
-            h = ff_hash(p, n, _SEED)
             e = self._cache_find(h, p, n)
             if e != NULL:
                 self.n_hits += 1
-                res[0] = e.res
-                nres[0] = e.nres
+                res[0] = _blk_res(e.blk)
                 return 0
         self.n_misses += 1
         parse_subject(p, n, &ps, False, subject)
@@ -865,80 +899,77 @@ cdef class Matcher:
         self._collect(0, &ps, 0)
         self._build_result()
         res[0] = self.result.data
-        nres[0] = self.result.n
         if not self.cache_slots:
             return 0
         if self.result.n > CACHE_MAX_RESULT:
             self.n_cache_uncacheable += 1
             return 0
-        size = self.result.n * sizeof(int32_t) + n
+        size = sizeof(CacheBlock) + self.result.n * sizeof(int64_t) + n
         if self.cache_bytes + <Py_ssize_t>size > self.cache_max_bytes:
             self.cache_clear()
             self.n_cache_flushes += 1
             if <Py_ssize_t>size > self.cache_max_bytes:
                 self.n_cache_uncacheable += 1
                 return 0
-        block = <int32_t *>malloc(size)
-        if block == NULL:
+        blk = <CacheBlock *>malloc(size)
+        if blk == NULL:
             return 0  # not caching is always correct
+        blk.len = <uint32_t>n
+        blk.nres = <uint32_t>self.result.n
+        memcpy(_blk_res(blk), self.result.data, self.result.n * sizeof(int64_t))
+        memcpy(_blk_subject(blk), p, n)
         # new entries go to the front of their bucket; a full bucket loses
         # its last entry (hits move entries forward, see _cache_find)
         e = &self.cache[(h & self.cache_mask) * CACHE_WAYS]
         k = 0
-        while k < CACHE_WAYS - 1 and e[k].res != NULL:
+        while k < CACHE_WAYS - 1 and e[k].blk != NULL:
             k += 1
-        if e[k].res != NULL:
+        if e[k].blk != NULL:
             self._cache_free_entry(&e[k])
             self.n_cache_evictions += 1
         if k:
             memmove(&e[1], &e[0], k * sizeof(CacheEntry))
-        memcpy(block, self.result.data, self.result.n * sizeof(int32_t))
-        memcpy(<char *>(block + self.result.n), p, n)
-        e.res = block
+        e.blk = blk
         e.hash = h
-        e.len = <uint32_t>n
-        e.nres = <uint32_t>self.result.n
         self.cache_count += 1
         self.cache_bytes += size
         self.n_cache_inserts += 1
         return 0
 
-    cdef object _values(self, const int32_t *res):
-        cdef int32_t nplain = res[0], ngroups = res[1], i, qid, cnt
-        cdef Py_ssize_t j
+    cdef object _values(self, const int64_t *res):
+        cdef Py_ssize_t nplain = res[0], ngroups = res[1], i, j, cnt
+        cdef int32_t qid
         cdef object out = PyList_New(nplain + ngroups)
         cdef PyObject *v
         for i in range(nplain):
-            v = self.subs[res[2 + i]].value
+            v = self.subs[<uint32_t>res[2 + i]].value
             Py_INCREF(<object>v)
             PyList_SET_ITEM(out, i, <object>v)
         j = 2 + nplain
         for i in range(ngroups):
-            qid = res[j]
+            qid = <int32_t>res[j]
             cnt = res[j + 1]
-            v = self.subs[res[j + 2 + self.qrr[qid] % <uint32_t>cnt]].value
+            v = self.subs[<uint32_t>res[j + 2 + self.qrr[qid] % <uint32_t>cnt]].value
             self.qrr[qid] += 1
             Py_INCREF(<object>v)
             PyList_SET_ITEM(out, nplain + i, <object>v)
             j += 2 + cnt
         return out
 
-    cdef int _handles(self, const int32_t *res, Int64Array out) except -1:
-        cdef int32_t nplain = res[0], ngroups = res[1], i, qid, cnt, sid
-        cdef Py_ssize_t j
-        out.reserve(nplain + ngroups)
-        for i in range(nplain):
-            sid = res[2 + i]
-            out.data[out.n] = (<int64_t>self.subs[sid].gen << 32) | sid
-            out.n += 1
+    cdef int _handles(self, const int64_t *res, Int64Array out) except -1:
+        cdef Py_ssize_t nplain = res[0], ngroups = res[1], i, j, cnt
+        cdef int32_t qid
+        if out.n + nplain + ngroups > out.cap:
+            out.reserve(nplain + ngroups)
+        memcpy(out.data + out.n, res + 2, nplain * sizeof(int64_t))
+        out.n += nplain
         j = 2 + nplain
         for i in range(ngroups):
-            qid = res[j]
+            qid = <int32_t>res[j]
             cnt = res[j + 1]
-            sid = res[j + 2 + self.qrr[qid] % <uint32_t>cnt]
-            self.qrr[qid] += 1
-            out.data[out.n] = (<int64_t>self.subs[sid].gen << 32) | sid
+            out.data[out.n] = res[j + 2 + self.qrr[qid] % <uint32_t>cnt]
             out.n += 1
+            self.qrr[qid] += 1
             j += 2 + cnt
         return 0
 
@@ -946,20 +977,20 @@ cdef class Matcher:
         """Values subscribed to ``subject``: every plain subscriber, and one
         member of each queue group."""
         cdef const char *p
-        cdef Py_ssize_t n, nres
-        cdef int32_t *res
+        cdef Py_ssize_t n
+        cdef const int64_t *res
         as_utf8(subject, &p, &n, False)
-        self._match_res(subject, p, n, &res, &nres)
+        self._match_res(subject, p, n, ff_hash(p, n, _SEED) if self.cache_slots else 0, &res)
         return self._values(res)
 
     def match_handles(self, subject):
         """Like ``match`` but returns the handles."""
         cdef const char *p
-        cdef Py_ssize_t n, nres
-        cdef int32_t *res
+        cdef Py_ssize_t n
+        cdef const int64_t *res
         cdef Int64Array out = Int64Array.new(8)
         as_utf8(subject, &p, &n, False)
-        self._match_res(subject, p, n, &res, &nres)
+        self._match_res(subject, p, n, ff_hash(p, n, _SEED) if self.cache_slots else 0, &res)
         self._handles(res, out)
         return out.tolist()
 
@@ -969,40 +1000,76 @@ cdef class Matcher:
         Returns a ``MatchBatch`` whose ``offsets`` and ``handles`` buffers hold
         the matched handles of every subject (CSR layout).  An invalid
         subject raises ``SubjectError`` naming it and its index.
+
+        With the cache on, the loop is software-pipelined: subject ``i + 16``
+        is prefetched, subject ``i + 8`` is hashed and its cache bucket
+        prefetched, and the cached block of subject ``i + 4`` is prefetched,
+        so that the memory latency of a large, skewed subject set overlaps
+        the work on the current one.
         """
-        cdef Py_ssize_t count, i, n, nres
+        cdef Py_ssize_t count, i, k, n
         cdef const char *p
-        cdef int32_t *res
+        cdef const int64_t *res
+        cdef PyObject **items
         cdef object s
-        cdef bint is_list
         cdef MatchBatch batch
-        if type(subjects) is list:
-            is_list = True
-            count = PyList_GET_SIZE(subjects)
-        elif type(subjects) is tuple:
-            is_list = False
-            count = PyTuple_GET_SIZE(subjects)
-        else:
+        cdef Int64Array offsets, handles
+        cdef BatchSlot ring[BATCH_RING]
+        cdef BatchSlot *slot
+        cdef CacheEntry *b
+        cdef bint cached = self.cache_slots != 0
+        if type(subjects) is not list and type(subjects) is not tuple:
             subjects = list(subjects)
-            is_list = True
-            count = PyList_GET_SIZE(subjects)
+        seq = PySequence_Fast(subjects, 'subjects must be a sequence')
+        count = PySequence_Fast_GET_SIZE(seq)
+        items = PySequence_Fast_ITEMS(seq)
         batch = MatchBatch.__new__(MatchBatch)
         batch.matcher = self
-        batch.offsets = Int64Array.new(count + 1)
-        batch.handles = Int64Array.new(count * 2 + 16)
-        batch.offsets.data[0] = 0
-        batch.offsets.n = 1
-        for i in range(count):
-            s = <object>(PyList_GET_ITEM(subjects, i) if is_list
-                         else PyTuple_GET_ITEM(subjects, i))
-            as_utf8(s, &p, &n, False)
+        offsets = batch.offsets = Int64Array.new(count + 1)
+        handles = batch.handles = Int64Array.new(count + count // 2 + 16)
+        offsets.data[0] = 0
+        offsets.n = 1
+        for i in range(-BATCH_AHEAD_OBJ, count):
+            if cached:
+                k = i + BATCH_AHEAD_OBJ
+                if k < count:
+                    ff_prefetch(<const char *>items[k])
+                    ff_prefetch(<const char *>items[k] + 64)
+                k = i + BATCH_AHEAD_HASH
+                if 0 <= k < count:
+                    slot = &ring[k & (BATCH_RING - 1)]
+                    if _as_utf8_fast(<object>items[k], &slot.p, &slot.n):
+                        slot.h = ff_hash(slot.p, slot.n, _SEED)
+                        slot.ok = True
+                        ff_prefetch(<const char *>&self.cache[(slot.h & self.cache_mask) * CACHE_WAYS])
+                    else:
+                        slot.ok = False
+                k = i + BATCH_AHEAD_BLOCK
+                if 0 <= k < count:
+                    slot = &ring[k & (BATCH_RING - 1)]
+                    if slot.ok:
+                        b = &self.cache[(slot.h & self.cache_mask) * CACHE_WAYS]
+                        if b[0].hash == slot.h:
+                            ff_prefetch(<const char *>b[0].blk)
+                        elif b[1].hash == slot.h:
+                            ff_prefetch(<const char *>b[1].blk)
+            if i < 0:
+                continue
+            s = <object>items[i]
+            slot = &ring[i & (BATCH_RING - 1)]
+            if cached and slot.ok:
+                p = slot.p
+                n = slot.n
+            else:
+                as_utf8(s, &p, &n, False)
+                slot.h = ff_hash(p, n, _SEED) if cached else 0
             try:
-                self._match_res(s, p, n, &res, &nres)
+                self._match_res(s, p, n, slot.h, &res)
             except SubjectError as exc:
                 raise SubjectError('{} (subjects[{}])'.format(exc, i)) from None
-            self._handles(res, batch.handles)
-            batch.offsets.data[i + 1] = batch.handles.n
-            batch.offsets.n += 1
+            self._handles(res, handles)
+            offsets.data[i + 1] = handles.n
+        offsets.n = count + 1
         return batch
 
     # -- the result cache ----------------------------------------------------
@@ -1013,8 +1080,8 @@ cdef class Matcher:
         cdef CacheEntry tmp
         cdef int k
         for k in range(CACHE_WAYS):
-            if b[k].hash == h and b[k].res != NULL and b[k].len == n \
-                    and memcmp(<char *>(b[k].res + b[k].nres), p, n) == 0:
+            if b[k].hash == h and b[k].blk != NULL and b[k].blk.len == n \
+                    and ff_eq(_blk_subject(b[k].blk), p, n):
                 if k:
                     # transpose towards the front: hot subjects settle first
                     tmp = b[k - 1]
@@ -1025,16 +1092,17 @@ cdef class Matcher:
         return NULL
 
     cdef void _cache_free_entry(self, CacheEntry *e) noexcept:
-        self.cache_bytes -= e.nres * sizeof(int32_t) + e.len
+        self.cache_bytes -= sizeof(CacheBlock) + e.blk.nres * sizeof(int64_t) + e.blk.len
         self.cache_count -= 1
-        free(e.res)
-        e.res = NULL
+        free(e.blk)
+        e.blk = NULL
+        e.hash = 0
 
     def cache_clear(self):
         """Drop every cached result."""
         cdef Py_ssize_t i
         for i in range(self.cache_slots):
-            if self.cache[i].res != NULL:
+            if self.cache[i].blk != NULL:
                 self._cache_free_entry(&self.cache[i])
 
     cdef void _cache_invalidate(self, PTok *pt, int ntok) noexcept:
@@ -1043,7 +1111,6 @@ cdef class Matcher:
         cdef int j
         cdef bint literal = True, ok
         cdef char buf[MAX_SUBJECT_LEN]
-        cdef uint64_t h
         cdef CacheEntry *e
         cdef const char *s
         if self.cache_count == 0:
@@ -1072,10 +1139,10 @@ cdef class Matcher:
             return
         for i in range(self.cache_slots):
             e = &self.cache[i]
-            if e.res == NULL:
+            if e.blk == NULL:
                 continue
-            s = <const char *>(e.res + e.nres)
-            len = e.len
+            s = _blk_subject(e.blk)
+            len = e.blk.len
             # walk the subject's tokens against the pattern's
             pos = 0
             ok = False
@@ -1113,7 +1180,7 @@ cdef class Matcher:
                 + (self.edges_mask + 1) * sizeof(Edge) + self.subs_cap * sizeof(Sub)
                 + 2 * self.qcap * sizeof(uint32_t)
                 + self.cache_slots * sizeof(CacheEntry) + self.cache_bytes
-                + (self.found.cap + self.result.cap) * sizeof(int32_t))
+                + self.found.cap * sizeof(int32_t) + self.result.cap * sizeof(int64_t))
 
     def stats(self):
         """Counters and sizes, as one dict."""
@@ -1228,19 +1295,20 @@ cdef class Matcher:
         cached = 0
         for i in range(self.cache_slots):
             ce = &self.cache[i]
-            if ce.res == NULL:
+            if ce.blk == NULL:
                 continue
             cached += 1
-            subject = (<char *>(ce.res + ce.nres))[:ce.len]
-            if <uint64_t>(ff_hash(<char *>(ce.res + ce.nres), ce.len, _SEED) & self.cache_mask) != <uint64_t>(i // CACHE_WAYS):
+            subject = _blk_subject(ce.blk)[:ce.blk.len]
+            if ce.hash != ff_hash(_blk_subject(ce.blk), ce.blk.len, _SEED) or \
+                    <uint64_t>(ce.hash & self.cache_mask) != <uint64_t>(i // CACHE_WAYS):
                 raise FastflowError('Matcher._check: cache entry {!r} in the wrong '
                                     'slot'.format(subject))
-            parse_subject(<char *>(ce.res + ce.nres), ce.len, &ps, False, subject)
+            parse_subject(_blk_subject(ce.blk), ce.blk.len, &ps, False, subject)
             self.found.n = 0
             self._collect(0, &ps, 0)
             self._build_result()
-            if self.result.n != ce.nres or memcmp(self.result.data, ce.res,
-                                                  ce.nres * sizeof(int32_t)) != 0:
+            if self.result.n != ce.blk.nres or memcmp(self.result.data, _blk_res(ce.blk),
+                                                      ce.blk.nres * sizeof(int64_t)) != 0:
                 raise FastflowError('Matcher._check: stale cached result for '
                                     '{!r}'.format(subject))
         if cached != self.cache_count:

@@ -5,6 +5,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 cdef extern from "ff_core.h":
     uint64_t ff_hash(const char *p, size_t n, uint64_t seed) nogil
     uint64_t ff_mix(uint64_t x) nogil
+    bint ff_eq(const char *a, const char *b, size_t n) nogil
+    void ff_prefetch(const void *p) nogil
     const int FASTFLOW_DEBUG
     const uint32_t FF_EMPTY
     const uint32_t FF_TOK_ROOT

@@ -10,6 +10,9 @@ from cpython.unicode cimport PyUnicode_Check
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
+    bint PyUnicode_IS_COMPACT_ASCII(object s)
+    void *PyUnicode_DATA(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
 
 cdef uint8_t _BYTE_CLASS[256]
 cdef uint64_t _SEED = 0
@@ -55,7 +58,30 @@ cdef inline int _count_tokens(const char *p, Py_ssize_t n) noexcept:
     return c
 
 
-cdef int as_utf8(object s, const char **p, Py_ssize_t *n, bint pattern) except -1:
+cdef inline bint _as_utf8_fast(object s, const char **p, Py_ssize_t *n) noexcept:
+    """The UTF-8 bytes of an ASCII str or of bytes, without any call that
+    could fail; False for anything else (then as_utf8 does the work)."""
+    if PyUnicode_Check(s):
+        if PyUnicode_IS_COMPACT_ASCII(s):
+            # ASCII str: its characters are its UTF-8 bytes
+            p[0] = <const char *>PyUnicode_DATA(s)
+            n[0] = PyUnicode_GET_LENGTH(s)
+            return True
+        return False
+    if PyBytes_Check(s):
+        p[0] = PyBytes_AS_STRING(s)
+        n[0] = PyBytes_GET_SIZE(s)
+        return True
+    return False
+
+
+cdef inline int as_utf8(object s, const char **p, Py_ssize_t *n, bint pattern) except -1:
+    if _as_utf8_fast(s, p, n):
+        return 0
+    return _as_utf8_slow(s, p, n, pattern)
+
+
+cdef int _as_utf8_slow(object s, const char **p, Py_ssize_t *n, bint pattern) except -1:
     if PyUnicode_Check(s):
         try:
             p[0] = PyUnicode_AsUTF8AndSize(s, n)
