@@ -7,10 +7,10 @@ cdef enum:
     CACHE_WAYS = 4                  # entries per bucket (set-associative)
     DEFAULT_CACHE_MAX_BYTES = 67108864   # 64 MiB for all cached results
     CACHE_MAX_RESULT = 16384        # words; larger results are not cached
-    BATCH_RING = 32                 # match_batch look-ahead ring (2**k slots)
-    BATCH_AHEAD_OBJ = 16            # prefetch the subject object this far ahead
-    BATCH_AHEAD_HASH = 8            # hash it and prefetch its cache bucket
-    BATCH_AHEAD_BLOCK = 4           # prefetch its cached result block
+    BATCH_RING = 64                 # match_batch look-ahead ring (2**k slots)
+    BATCH_AHEAD_OBJ = 24            # prefetch the subject object this far ahead
+    BATCH_AHEAD_HASH = 12            # hash it and prefetch its cache bucket
+    BATCH_AHEAD_BLOCK = 6           # prefetch its cached result block
 
 # Byte classes of the subject scanner.
 cdef enum ByteClass:

@@ -27,12 +27,18 @@ static inline int ff_eq(const char *a, const char *b, size_t n) {
 
 #endif
 
-/* Sentinels of the matcher's tables (uint32 ids). */
-#define FF_EMPTY    0xFFFFFFFFu     /* empty edge slot */
-#define FF_TOK_ROOT 0xFFFFFFFFu     /* the root's token */
-#define FF_TOK_PWC  0xFFFFFFFEu     /* edge kind '*' */
-#define FF_TOK_FWC  0xFFFFFFFDu     /* edge kind '>' */
-#define FF_TOK_FREE 0xFFFFFFFCu     /* a free node slot */
+/* Sentinels and bit fields of the matcher's tables (uint32). */
+#define FF_EMPTY      0xFFFFFFFFu   /* empty edge slot */
+#define AOFF_PWC      0xFFFFFFFEu   /* edge kind '*' (instead of an arena offset) */
+#define AOFF_FWC      0xFFFFFFFDu   /* edge kind '>' */
+#define AOFF_WILD     0xFFFFFFFDu   /* aoff < AOFF_WILD: a literal token */
+#define HASH_PWC      0x2a2a2a2au   /* the hash that places a '*' edge */
+#define HASH_FWC      0x3e3e3e3eu   /* the hash that places a '>' edge */
+#define NODE_HAS_PWC  0x40000000u   /* node has a '*' child */
+#define NODE_HAS_FWC  0x80000000u   /* node has a '>' child */
+#define NODE_WILD     0xC0000000u
+#define NODE_COUNT    0x3FFFFFFFu   /* children + subscriptions */
+#define NODE_FREE     0xFFFFFFFFu   /* a free node slot */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ff_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)

@@ -2,28 +2,22 @@
 # open-addressing edge table for all nodes, queue groups and a bounded,
 # direct-mapped result cache.
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.ref cimport PyObject
 
-ctypedef struct Node:
+ctypedef struct Node:           # 16 bytes
     int32_t parent              # node id; -1 for the root; next free id when free
-    int32_t pwc                 # child for '*', or -1
-    int32_t fwc                 # child for '>', or -1
-    uint32_t token              # token id of the edge from parent, or TOK_*
+    uint32_t thash              # hash of the token of the edge from parent
+                                # (HASH_PWC / HASH_FWC for wildcard children)
     int32_t subs                # first subscription (circular list), or -1
-    uint32_t nref               # children + subscriptions; 0 = prunable
+    uint32_t nref               # NODE_COUNT bits: children + subscriptions
+                                # (0 = prunable); NODE_HAS_PWC, NODE_HAS_FWC;
+                                # NODE_FREE when the slot is free
 
-ctypedef struct Token:
-    uint32_t off                # into the token arena; next free id when free
-    uint32_t len
-    uint32_t hash
-    uint32_t refs               # edges using it; 0 = free
-
-ctypedef struct Edge:
-    uint32_t parent             # EMPTY_SLOT when the slot is empty
-    uint32_t token
+ctypedef struct Edge:           # 12 bytes
+    uint32_t parent             # FF_EMPTY when the slot is empty
     uint32_t child
-    uint32_t thash              # hash of the token bytes
+    uint32_t aoff               # the token in the arena, or AOFF_PWC / AOFF_FWC
 
 ctypedef struct Sub:
     PyObject *value             # owned reference; NULL when the slot is free

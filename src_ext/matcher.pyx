@@ -85,7 +85,8 @@ cdef inline char *_blk_subject(CacheBlock *b) noexcept:
 
 cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
                Py_ssize_t first) except -1:
-    """Make room for ``need`` elements (amortised doubling)."""
+    """Make room for ``need`` elements, growing by half (large blocks are
+    remapped by realloc, not copied, and only touched pages count)."""
     cdef Py_ssize_t c = cap[0]
     cdef void *q
     if need <= c:
@@ -93,7 +94,7 @@ cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
     if c == 0:
         c = first
     while c < need:
-        c *= 2
+        c += c >> 1
     q = realloc(p[0], c * elem)
     if q == NULL:
         raise MemoryError()
@@ -249,8 +250,8 @@ cdef class Matcher:
       ``match_batch(subjects) -> MatchBatch`` (handles, in C end to end).
     * A subject whose first token starts with ``$`` is not matched by a
       pattern whose first token is a wildcard.
-    * Results are cached per subject in a direct-mapped cache of
-      ``cache_size`` slots (0 disables it), bounded in bytes by
+    * Results are cached per subject in a 4-way set-associative cache of
+      ``cache_size`` entries (0 disables it), bounded in bytes by
       ``cache_max_bytes`` (reaching it empties the cache).
     """
 
@@ -260,22 +261,15 @@ cdef class Matcher:
     cdef Py_ssize_t nodes_used          # high-water mark
     cdef int32_t nodes_free
     cdef Py_ssize_t nodes_live
-    # tokens
-    cdef Token *tokens
-    cdef Py_ssize_t tokens_cap
-    cdef Py_ssize_t tokens_used
-    cdef uint32_t tokens_free
-    cdef Py_ssize_t tokens_live
-    cdef uint32_t *tindex               # token id + 1, 0 = empty
-    cdef uint64_t tindex_mask
+    # edges: one table for every node's children
+    cdef Edge *edges
+    cdef Py_ssize_t edges_cap           # any size (fastrange), grown by half
+    cdef Py_ssize_t edges_live
+    # token bytes of the literal edges: [uint16 length][bytes] each
     cdef char *arena
     cdef Py_ssize_t arena_cap
     cdef Py_ssize_t arena_used
     cdef Py_ssize_t arena_holes
-    # edges
-    cdef Edge *edges
-    cdef uint64_t edges_mask
-    cdef Py_ssize_t edges_live
     # subscriptions
     cdef Sub *subs
     cdef Py_ssize_t subs_cap
@@ -311,7 +305,6 @@ cdef class Matcher:
     cdef uint64_t n_cache_flushes
     cdef uint64_t n_cache_uncacheable
 
-
     def __cinit__(self, Py_ssize_t cache_size=DEFAULT_CACHE_SIZE,
                   Py_ssize_t cache_max_bytes=DEFAULT_CACHE_MAX_BYTES):
         cdef Py_ssize_t slots = 0
@@ -324,28 +317,20 @@ cdef class Matcher:
         self.qids = {}
         self.qnames = []
         self.qfree = []
-        # root node
+        # the root node
         _grow(<void **>&self.nodes, &self.nodes_cap, 1, sizeof(Node), 256)
         self.nodes[0].parent = -1
-        self.nodes[0].pwc = -1
-        self.nodes[0].fwc = -1
-        self.nodes[0].token = FF_TOK_ROOT
+        self.nodes[0].thash = 0
         self.nodes[0].subs = -1
         self.nodes[0].nref = 0
         self.nodes_used = 1
         self.nodes_live = 1
         self.nodes_free = -1
-        # tokens: id 0 is reserved (0 means "none")
-        _grow(<void **>&self.tokens, &self.tokens_cap, 1, sizeof(Token), 256)
-        self.tokens_used = 1
-        self.tokens_free = 0
-        self.tindex = <uint32_t *>calloc(256, sizeof(uint32_t))
         self.edges = <Edge *>malloc(256 * sizeof(Edge))
-        if self.tindex == NULL or self.edges == NULL:
+        if self.edges == NULL:
             raise MemoryError()
-        self.tindex_mask = 255
         memset(self.edges, 0xff, 256 * sizeof(Edge))
-        self.edges_mask = 255
+        self.edges_cap = 256
         self.subs_free = -1
         if cache_size > 0:
             slots = CACHE_WAYS
@@ -372,8 +357,6 @@ cdef class Matcher:
                 self.subs[i].value = NULL
         free(self.subs)
         free(self.nodes)
-        free(self.tokens)
-        free(self.tindex)
         free(self.arena)
         free(self.edges)
         free(self.qrefs)
@@ -383,7 +366,7 @@ cdef class Matcher:
 
     # -- nodes -------------------------------------------------------------
 
-    cdef int32_t _node_new(self, int32_t parent, uint32_t token) except -1:
+    cdef int32_t _node_new(self, int32_t parent, uint32_t thash) except -1:
         # capacity is reserved by add() before any mutation
         cdef int32_t nid
         cdef Node *nd
@@ -395,9 +378,7 @@ cdef class Matcher:
             self.nodes_used += 1
         nd = &self.nodes[nid]
         nd.parent = parent
-        nd.pwc = -1
-        nd.fwc = -1
-        nd.token = token
+        nd.thash = thash
         nd.subs = -1
         nd.nref = 0
         self.nodes[parent].nref += 1
@@ -405,173 +386,153 @@ cdef class Matcher:
         return nid
 
     cdef void _node_free(self, int32_t nid) noexcept:
-        self.nodes[nid].token = FF_TOK_FREE
+        self.nodes[nid].nref = NODE_FREE
         self.nodes[nid].parent = self.nodes_free
         self.nodes_free = nid
         self.nodes_live -= 1
 
-    # -- tokens ------------------------------------------------------------
+    # -- edges ---------------------------------------------------------------
+    #
+    # Linear probing over a table of any size: the home slot is the
+    # "fastrange" of a 32-bit key (key * size >> 32), so the table grows by
+    # half rather than doubling; deletion shifts entries back (no tombstones).
+    # A literal edge points at its token in the arena; a wildcard edge has
+    # AOFF_PWC / AOFF_FWC instead and a fixed hash.
 
-    cdef uint32_t _token_intern(self, const char *p, uint32_t n, uint32_t h) except 0:
-        # capacity (tokens, tindex, arena) is reserved by add()
-        cdef uint64_t i = h & self.tindex_mask
-        cdef uint32_t tid
-        cdef Token *t
-        while True:
-            tid = self.tindex[i]
-            if tid == 0:
-                break
-            t = &self.tokens[tid - 1]
-            if t.hash == h and t.len == n and memcmp(self.arena + t.off, p, n) == 0:
-                t.refs += 1
-                return tid - 1
-            i = (i + 1) & self.tindex_mask
-        if self.tokens_free:
-            tid = self.tokens_free
-            self.tokens_free = self.tokens[tid].off
-        else:
-            tid = <uint32_t>self.tokens_used
-            self.tokens_used += 1
-        t = &self.tokens[tid]
-        t.off = <uint32_t>self.arena_used
-        t.len = n
-        t.hash = h
-        t.refs = 1
-        memcpy(self.arena + self.arena_used, p, n)
-        self.arena_used += n
-        self.tindex[i] = tid + 1
-        self.tokens_live += 1
-        return tid
+    cdef inline Py_ssize_t _home(self, uint32_t parent, uint32_t thash) noexcept:
+        cdef uint32_t key = thash ^ (parent * <uint32_t>0x9e3779b1u)
+        return <Py_ssize_t>((<uint64_t>key * <uint64_t>self.edges_cap) >> 32)
 
-    cdef void _token_release(self, uint32_t tid) noexcept:
-        cdef Token *t = &self.tokens[tid]
-        cdef uint64_t i, j, k, mask = self.tindex_mask
-        t.refs -= 1
-        if t.refs:
-            return
-        # remove from the index (backward-shift deletion)
-        i = t.hash & mask
-        while self.tindex[i] != tid + 1:
-            i = (i + 1) & mask
-        j = i
-        while True:
-            j = (j + 1) & mask
-            if self.tindex[j] == 0:
-                break
-            k = self.tokens[self.tindex[j] - 1].hash & mask
-            if ((j - k) & mask) >= ((j - i) & mask):
-                self.tindex[i] = self.tindex[j]
-                i = j
-        self.tindex[i] = 0
-        self.arena_holes += t.len
-        t.len = 0
-        t.off = self.tokens_free
-        self.tokens_free = tid
-        self.tokens_live -= 1
-        if self.arena_holes > 65536 and self.arena_holes * 2 > self.arena_used:
-            self._arena_compact()
-
-    cdef void _arena_compact(self) noexcept:
-        cdef char *a = <char *>malloc(self.arena_cap)
-        cdef Py_ssize_t used = 0, i
-        cdef Token *t
-        if a == NULL:
-            return  # keep the holes; try again on a later release
-        for i in range(1, self.tokens_used):
-            t = &self.tokens[i]
-            if t.refs:
-                memcpy(a + used, self.arena + t.off, t.len)
-                t.off = <uint32_t>used
-                used += t.len
-        free(self.arena)
-        self.arena = a
-        self.arena_used = used
-        self.arena_holes = 0
-
-    cdef int _tindex_grow(self) except -1:
-        cdef uint64_t cap = (self.tindex_mask + 1) * 2, i, j
-        cdef uint32_t *t = <uint32_t *>calloc(cap, sizeof(uint32_t))
-        cdef uint32_t tid
-        if t == NULL:
-            raise MemoryError()
-        for i in range(self.tindex_mask + 1):
-            tid = self.tindex[i]
-            if tid:
-                j = self.tokens[tid - 1].hash & (cap - 1)
-                while t[j]:
-                    j = (j + 1) & (cap - 1)
-                t[j] = tid
-        free(self.tindex)
-        self.tindex = t
-        self.tindex_mask = cap - 1
-        return 0
-
-    # -- edges -------------------------------------------------------------
-
-    cdef inline uint64_t _edge_home(self, uint32_t parent, uint32_t thash) noexcept:
-        return ((<uint64_t>thash) ^ ((<uint64_t>parent) * 0x9e3779b97f4a7c15ULL)) & self.edges_mask
+    cdef inline uint32_t _edge_hash(self, Edge *e) noexcept:
+        cdef uint16_t n
+        if e.aoff == AOFF_PWC:
+            return HASH_PWC
+        if e.aoff == AOFF_FWC:
+            return HASH_FWC
+        memcpy(&n, self.arena + e.aoff, 2)
+        return <uint32_t>ff_hash(self.arena + e.aoff + 2, n, _SEED)
 
     cdef int32_t _edge_find(self, int32_t parent, const char *p, uint32_t n,
                             uint32_t h) noexcept:
-        cdef uint64_t i = self._edge_home(<uint32_t>parent, h)
+        cdef Py_ssize_t i = self._home(<uint32_t>parent, h)
         cdef Edge *e
-        cdef Token *t
+        cdef const char *a
+        cdef uint16_t len
         while True:
             e = &self.edges[i]
+            if e.parent == <uint32_t>parent and e.aoff < AOFF_WILD:
+                a = self.arena + e.aoff
+                memcpy(&len, a, 2)
+                if len == n and ff_eq(a + 2, p, n):
+                    return <int32_t>e.child
+            elif e.parent == FF_EMPTY:
+                return -1
+            i += 1
+            if i == self.edges_cap:
+                i = 0
+
+    cdef int32_t _wild_find(self, int32_t parent, uint32_t kind) noexcept:
+        cdef Py_ssize_t i = self._home(<uint32_t>parent,
+                                       HASH_PWC if kind == AOFF_PWC else HASH_FWC)
+        cdef Edge *e
+        while True:
+            e = &self.edges[i]
+            if e.parent == <uint32_t>parent and e.aoff == kind:
+                return <int32_t>e.child
             if e.parent == FF_EMPTY:
                 return -1
-            if e.parent == <uint32_t>parent and e.thash == h:
-                t = &self.tokens[e.token]
-                if t.len == n and ff_eq(self.arena + t.off, p, n):
-                    return <int32_t>e.child
-            i = (i + 1) & self.edges_mask
+            i += 1
+            if i == self.edges_cap:
+                i = 0
 
-    cdef int _edge_insert(self, uint32_t parent, uint32_t token, uint32_t child,
-                          uint32_t thash) except -1:
-        cdef uint64_t i = self._edge_home(parent, thash)
+    cdef Py_ssize_t _edge_slot_of(self, int32_t child) noexcept:
+        """The slot of the edge that leads to ``child``."""
+        cdef Node *nd = &self.nodes[child]
+        cdef Py_ssize_t i = self._home(<uint32_t>nd.parent, nd.thash)
+        while self.edges[i].child != <uint32_t>child or self.edges[i].parent == FF_EMPTY:
+            i += 1
+            if i == self.edges_cap:
+                i = 0
+        return i
+
+    cdef void _edge_insert(self, uint32_t parent, uint32_t child, uint32_t aoff,
+                           uint32_t thash) noexcept:
+        # capacity is reserved by add() before any mutation
+        cdef Py_ssize_t i = self._home(parent, thash)
         while self.edges[i].parent != FF_EMPTY:
-            i = (i + 1) & self.edges_mask
+            i += 1
+            if i == self.edges_cap:
+                i = 0
         self.edges[i].parent = parent
-        self.edges[i].token = token
         self.edges[i].child = child
-        self.edges[i].thash = thash
+        self.edges[i].aoff = aoff
         self.edges_live += 1
-        return 0
 
-    cdef void _edge_delete(self, uint32_t parent, uint32_t token) noexcept:
-        cdef uint64_t mask = self.edges_mask
-        cdef uint64_t i = self._edge_home(parent, self.tokens[token].hash), j, k
-        while not (self.edges[i].parent == parent and self.edges[i].token == token):
-            i = (i + 1) & mask
-        j = i
+    cdef void _edge_delete(self, Py_ssize_t i) noexcept:
+        cdef Py_ssize_t j = i, k, cap = self.edges_cap
+        cdef Edge *e
         while True:
-            j = (j + 1) & mask
-            if self.edges[j].parent == FF_EMPTY:
+            j += 1
+            if j == cap:
+                j = 0
+            e = &self.edges[j]
+            if e.parent == FF_EMPTY:
                 break
-            k = self._edge_home(self.edges[j].parent, self.edges[j].thash)
-            if ((j - k) & mask) >= ((j - i) & mask):
-                self.edges[i] = self.edges[j]
+            k = self._home(e.parent, self._edge_hash(e))
+            # move e back to the hole at i unless its home lies in (i, j]
+            if ((j - k + cap) % cap) >= ((j - i + cap) % cap):
+                self.edges[i] = e[0]
                 i = j
         self.edges[i].parent = FF_EMPTY
+        self.edges[i].child = FF_EMPTY
         self.edges_live -= 1
 
-    cdef int _edges_grow(self) except -1:
-        cdef uint64_t old = self.edges_mask + 1, cap = old * 2, i, j
+    cdef int _edges_reserve(self, Py_ssize_t extra) except -1:
+        """Keep the load at or under 3/4 once ``extra`` edges are added."""
+        cdef Py_ssize_t old = self.edges_cap, cap = old, i, j
         cdef Edge *old_edges = self.edges
-        cdef Edge *e = <Edge *>malloc(cap * sizeof(Edge))
+        cdef Edge *e
+        if (self.edges_live + extra) * 4 <= old * 3:
+            return 0
+        while (self.edges_live + extra) * 4 > cap * 3:
+            cap += cap // 2
+        if cap >= 0xffffffff:
+            raise MemoryError('Matcher: edge table full')
+        e = <Edge *>malloc(cap * sizeof(Edge))
         if e == NULL:
             raise MemoryError()
         memset(e, 0xff, cap * sizeof(Edge))
         self.edges = e
-        self.edges_mask = cap - 1
+        self.edges_cap = cap
         for i in range(old):
             if old_edges[i].parent != FF_EMPTY:
-                j = self._edge_home(old_edges[i].parent, old_edges[i].thash)
+                j = self._home(old_edges[i].parent, self._edge_hash(&old_edges[i]))
                 while e[j].parent != FF_EMPTY:
-                    j = (j + 1) & (cap - 1)
+                    j += 1
+                    if j == cap:
+                        j = 0
                 e[j] = old_edges[i]
         free(old_edges)
         return 0
+
+    cdef void _arena_compact(self) noexcept:
+        cdef char *a = <char *>malloc(self.arena_cap)
+        cdef Py_ssize_t used = 0, i
+        cdef uint16_t n
+        cdef Edge *e
+        if a == NULL:
+            return  # keep the holes; try again on a later removal
+        for i in range(self.edges_cap):
+            e = &self.edges[i]
+            if e.parent != FF_EMPTY and e.aoff < AOFF_WILD:
+                memcpy(&n, self.arena + e.aoff, 2)
+                memcpy(a + used, self.arena + e.aoff, n + 2)
+                e.aoff = <uint32_t>used
+                used += n + 2
+        free(self.arena)
+        self.arena = a
+        self.arena_used = used
+        self.arena_holes = 0
 
     # -- queue groups --------------------------------------------------------
 
@@ -614,10 +575,11 @@ cdef class Matcher:
         cdef const char *p
         cdef Py_ssize_t n
         cdef Parsed ps
-        cdef int i, k
+        cdef int i
         cdef int32_t node = 0, child, sid, qid, head, tail
         cdef Tok *t
-        cdef uint32_t tid
+        cdef uint16_t len
+        cdef uint32_t bit, kind
         cdef Sub *s
         cdef PTok pt[MAX_TOKENS]
         as_utf8(pattern, &p, &n, True)
@@ -626,14 +588,10 @@ cdef class Matcher:
         # below can fail, so a MemoryError leaves the matcher as it was.
         _grow(<void **>&self.nodes, &self.nodes_cap, self.nodes_used + ps.ntok,
               sizeof(Node), 256)
-        _grow(<void **>&self.tokens, &self.tokens_cap, self.tokens_used + ps.ntok,
-              sizeof(Token), 256)
-        _grow(<void **>&self.arena, &self.arena_cap, self.arena_used + n, 1, 4096)
+        _grow(<void **>&self.arena, &self.arena_cap, self.arena_used + n + 2 * ps.ntok,
+              1, 4096)
         _grow(<void **>&self.subs, &self.subs_cap, self.subs_used + 1, sizeof(Sub), 256)
-        while (self.tokens_live + ps.ntok) * 2 > <Py_ssize_t>(self.tindex_mask + 1):
-            self._tindex_grow()
-        while (self.edges_live + ps.ntok) * 4 > <Py_ssize_t>(self.edges_mask + 1) * 3:
-            self._edges_grow()
+        self._edges_reserve(ps.ntok)
         qid = self._qid(queue)
 
         for i in range(ps.ntok):
@@ -641,22 +599,28 @@ cdef class Matcher:
             pt[i].p = ps.p + t.off
             pt[i].len = t.len
             pt[i].kind = t.kind
-            if t.kind == TK_PWC:
-                child = self.nodes[node].pwc
-                if child < 0:
-                    child = self._node_new(node, FF_TOK_PWC)
-                    self.nodes[node].pwc = child
-            elif t.kind == TK_FWC:
-                child = self.nodes[node].fwc
-                if child < 0:
-                    child = self._node_new(node, FF_TOK_FWC)
-                    self.nodes[node].fwc = child
-            else:
+            if t.kind == TK_LITERAL:
                 child = self._edge_find(node, ps.p + t.off, t.len, t.hash)
                 if child < 0:
-                    tid = self._token_intern(ps.p + t.off, t.len, t.hash)
-                    child = self._node_new(node, tid)
-                    self._edge_insert(<uint32_t>node, tid, <uint32_t>child, t.hash)
+                    child = self._node_new(node, t.hash)
+                    len = <uint16_t>t.len
+                    memcpy(self.arena + self.arena_used, &len, 2)
+                    memcpy(self.arena + self.arena_used + 2, ps.p + t.off, t.len)
+                    self._edge_insert(<uint32_t>node, <uint32_t>child,
+                                      <uint32_t>self.arena_used, t.hash)
+                    self.arena_used += t.len + 2
+            else:
+                if t.kind == TK_PWC:
+                    bit, kind = NODE_HAS_PWC, AOFF_PWC
+                else:
+                    bit, kind = NODE_HAS_FWC, AOFF_FWC
+                if self.nodes[node].nref & bit:
+                    child = self._wild_find(node, kind)
+                else:
+                    child = self._node_new(node, HASH_PWC if kind == AOFF_PWC else HASH_FWC)
+                    self._edge_insert(<uint32_t>node, <uint32_t>child, kind,
+                                      self.nodes[child].thash)
+                    self.nodes[node].nref |= bit
             node = child
 
         if self.subs_free >= 0:
@@ -707,6 +671,33 @@ cdef class Matcher:
             raise KeyError('unknown subscription handle {!r}'.format(handle))
         return sid
 
+    cdef int _pattern_of(self, int32_t node, PTok *pt) noexcept:
+        """Rebuild the pattern of ``node`` from the edges above it; returns
+        the number of tokens (pointers into the arena)."""
+        cdef int ntok = 0, i
+        cdef int32_t up = node
+        cdef Edge *e
+        cdef uint16_t len
+        while up > 0:
+            ntok += 1
+            up = self.nodes[up].parent
+        i = ntok
+        up = node
+        while up > 0:
+            i -= 1
+            e = &self.edges[self._edge_slot_of(up)]
+            if e.aoff == AOFF_PWC:
+                pt[i].kind = TK_PWC
+            elif e.aoff == AOFF_FWC:
+                pt[i].kind = TK_FWC
+            else:
+                memcpy(&len, self.arena + e.aoff, 2)
+                pt[i].kind = TK_LITERAL
+                pt[i].p = self.arena + e.aoff + 2
+                pt[i].len = len
+            up = self.nodes[up].parent
+        return ntok
+
     def remove(self, handle):
         """Remove the subscription ``handle`` (KeyError if unknown or removed)."""
         cdef int32_t sid = self._slot_of(handle)
@@ -715,29 +706,11 @@ cdef class Matcher:
         cdef Node *nd
         cdef PyObject *value = s.value
         cdef PTok pt[MAX_TOKENS]
-        cdef int ntok = 0, i
-        cdef uint32_t tok
-        # the pattern, rebuilt from the node chain, to invalidate the cache
+        cdef Py_ssize_t slot
+        cdef Edge *e
+        cdef uint16_t len
         if self.cache_count:
-            parent = node
-            while parent > 0:
-                ntok += 1
-                parent = self.nodes[parent].parent
-            i = ntok
-            parent = node
-            while parent > 0:
-                i -= 1
-                tok = self.nodes[parent].token
-                if tok == FF_TOK_PWC:
-                    pt[i].kind = TK_PWC
-                elif tok == FF_TOK_FWC:
-                    pt[i].kind = TK_FWC
-                else:
-                    pt[i].kind = TK_LITERAL
-                    pt[i].p = self.arena + self.tokens[tok].off
-                    pt[i].len = self.tokens[tok].len
-                parent = self.nodes[parent].parent
-            self._cache_invalidate(pt, ntok)
+            self._cache_invalidate(pt, self._pattern_of(node, pt))
         # unlink from the node's list
         nd = &self.nodes[node]
         if s.next == sid:
@@ -753,19 +726,23 @@ cdef class Matcher:
         self.subs_live -= 1
         nd.nref -= 1
         # prune empty nodes upwards
-        while node > 0 and self.nodes[node].nref == 0:
-            nd = &self.nodes[node]
-            parent = nd.parent
-            if nd.token == FF_TOK_PWC:
-                self.nodes[parent].pwc = -1
-            elif nd.token == FF_TOK_FWC:
-                self.nodes[parent].fwc = -1
+        while node > 0 and (self.nodes[node].nref & NODE_COUNT) == 0:
+            parent = self.nodes[node].parent
+            slot = self._edge_slot_of(node)
+            e = &self.edges[slot]
+            if e.aoff == AOFF_PWC:
+                self.nodes[parent].nref &= ~NODE_HAS_PWC
+            elif e.aoff == AOFF_FWC:
+                self.nodes[parent].nref &= ~NODE_HAS_FWC
             else:
-                self._edge_delete(<uint32_t>parent, nd.token)
-                self._token_release(nd.token)
+                memcpy(&len, self.arena + e.aoff, 2)
+                self.arena_holes += len + 2
+            self._edge_delete(slot)
             self._node_free(node)
             self.nodes[parent].nref -= 1
             node = parent
+        if self.arena_holes > 65536 and self.arena_holes * 2 > self.arena_used:
+            self._arena_compact()
         if qid >= 0:
             self.qrefs[qid] -= 1
             if self.qrefs[qid] == 0:
@@ -790,31 +767,8 @@ cdef class Matcher:
 
     # -- matching ------------------------------------------------------------
 
-    cdef int _collect(self, int32_t node, Parsed *ps, int level) except -1:
-        cdef Node *nd
-        cdef Tok *t
-        cdef int32_t sid, head
-        cdef bint private = ps.p[0] == b'$'
-        while level < ps.ntok:
-            nd = &self.nodes[node]
-            if level or not private:
-                if nd.fwc >= 0:
-                    head = self.nodes[nd.fwc].subs
-                    if head >= 0:
-                        sid = head
-                        while True:
-                            _i32_push(&self.found, sid)
-                            sid = self.subs[sid].next
-                            if sid == head:
-                                break
-                if nd.pwc >= 0:
-                    self._collect(nd.pwc, ps, level + 1)
-            t = &ps.toks[level]
-            node = self._edge_find(node, ps.p + t.off, t.len, t.hash)
-            if node < 0:
-                return 0
-            level += 1
-        head = self.nodes[node].subs
+    cdef inline int _push_subs(self, int32_t node) except -1:
+        cdef int32_t head = self.nodes[node].subs, sid
         if head >= 0:
             sid = head
             while True:
@@ -822,6 +776,26 @@ cdef class Matcher:
                 sid = self.subs[sid].next
                 if sid == head:
                     break
+        return 0
+
+    cdef int _collect(self, int32_t node, Parsed *ps, int level) except -1:
+        cdef uint32_t nref
+        cdef int32_t child
+        cdef Tok *t
+        cdef bint private = ps.p[0] == b'$'
+        while level < ps.ntok:
+            nref = self.nodes[node].nref
+            if nref & NODE_WILD and (level or not private):
+                if nref & NODE_HAS_FWC:
+                    self._push_subs(self._wild_find(node, AOFF_FWC))
+                if nref & NODE_HAS_PWC:
+                    self._collect(self._wild_find(node, AOFF_PWC), ps, level + 1)
+            t = &ps.toks[level]
+            node = self._edge_find(node, ps.p + t.off, t.len, t.hash)
+            if node < 0:
+                return 0
+            level += 1
+        self._push_subs(node)
         return 0
 
     cdef int _build_result(self) except -1:
@@ -973,6 +947,7 @@ cdef class Matcher:
             j += 2 + cnt
         return 0
 
+    @cython.always_allow_keywords(False)  # METH_O: the cheapest call
     def match(self, subject):
         """Values subscribed to ``subject``: every plain subscriber, and one
         member of each queue group."""
@@ -1174,10 +1149,9 @@ cdef class Matcher:
         return self.cache_slots
 
     def memory_bytes(self):
-        """Bytes held in C by the matcher (tables, arena, cache)."""
-        return (self.nodes_cap * sizeof(Node) + self.tokens_cap * sizeof(Token)
-                + (self.tindex_mask + 1) * sizeof(uint32_t) + self.arena_cap
-                + (self.edges_mask + 1) * sizeof(Edge) + self.subs_cap * sizeof(Sub)
+        """Bytes allocated in C by the matcher (tables, arena, cache)."""
+        return (self.nodes_cap * sizeof(Node) + self.arena_cap
+                + self.edges_cap * sizeof(Edge) + self.subs_cap * sizeof(Sub)
                 + 2 * self.qcap * sizeof(uint32_t)
                 + self.cache_slots * sizeof(CacheEntry) + self.cache_bytes
                 + self.found.cap * sizeof(int32_t) + self.result.cap * sizeof(int64_t))
@@ -1187,8 +1161,8 @@ cdef class Matcher:
         return {
             'subscriptions': self.subs_live,
             'nodes': self.nodes_live,
-            'tokens': self.tokens_live,
             'edges': self.edges_live,
+            'arena_bytes': self.arena_used - self.arena_holes,
             'queue_groups': len(self.qids),
             'matches': self.n_matches,
             'inserts': self.n_inserts,
@@ -1210,28 +1184,23 @@ cdef class Matcher:
         """Check every internal invariant; raise FastflowError naming the first
         broken one.  O(size of the matcher): for tests and debug builds."""
         cdef Py_ssize_t i, k
-        cdef int32_t sid, head, cnt
+        cdef int32_t sid, head, cnt, child
         cdef Node *nd
         cdef Edge *e
         cdef CacheEntry *ce
         cdef Parsed ps
-        cdef Token tok
+        cdef uint16_t len
+        cdef uint32_t flags
         nref = [0] * self.nodes_used
-        trefs = [0] * self.tokens_used
+        wild = [0] * self.nodes_used
         live_nodes = 0
         for i in range(self.nodes_used):
             nd = &self.nodes[i]
-            if nd.token == FF_TOK_FREE:
+            if nd.nref == NODE_FREE:
                 continue
             live_nodes += 1
             if i and nd.parent < 0:
                 raise FastflowError('Matcher._check: node {} has no parent'.format(i))
-            for k in (nd.pwc, nd.fwc):
-                if k >= 0:
-                    if self.nodes[k].parent != i:
-                        raise FastflowError('Matcher._check: wildcard child {} of {} '
-                                            'has parent {}'.format(k, i, self.nodes[k].parent))
-                    nref[i] += 1
             head = nd.subs
             if head >= 0:
                 sid = head
@@ -1253,37 +1222,56 @@ cdef class Matcher:
             raise FastflowError('Matcher._check: {} live nodes, counter says {}'.format(
                 live_nodes, self.nodes_live))
         nedges = 0
-        for i in range(self.edges_mask + 1):
+        holes = self.arena_used
+        for i in range(self.edges_cap):
             e = &self.edges[i]
             if e.parent == FF_EMPTY:
                 continue
             nedges += 1
-            if self.nodes[e.child].parent != <int32_t>e.parent \
-                    or self.nodes[e.child].token != e.token:
+            child = <int32_t>e.child
+            if self.nodes[child].parent != <int32_t>e.parent:
                 raise FastflowError('Matcher._check: edge {} -> {} disagrees with the '
                                     'child node'.format(e.parent, e.child))
-            if e.thash != self.tokens[e.token].hash:
-                raise FastflowError('Matcher._check: edge hash mismatch at slot {}'.format(i))
-            tok = self.tokens[e.token]
-            if self._edge_find(e.parent, self.arena + tok.off, tok.len, tok.hash) != <int32_t>e.child:
+            if self.nodes[child].thash != self._edge_hash(e):
+                raise FastflowError('Matcher._check: edge {} -> {} hash mismatch'.format(
+                    e.parent, e.child))
+            if e.aoff == AOFF_PWC:
+                wild[e.parent] |= NODE_HAS_PWC
+                found = self._wild_find(e.parent, AOFF_PWC)
+            elif e.aoff == AOFF_FWC:
+                wild[e.parent] |= NODE_HAS_FWC
+                found = self._wild_find(e.parent, AOFF_FWC)
+            else:
+                memcpy(&len, self.arena + e.aoff, 2)
+                holes -= len + 2
+                found = self._edge_find(e.parent, self.arena + e.aoff + 2, len,
+                                        self._edge_hash(e))
+            if found != child:
                 raise FastflowError('Matcher._check: edge {} -> {} unreachable by '
                                     'probing'.format(e.parent, e.child))
+            if self._edge_slot_of(child) != i:
+                raise FastflowError('Matcher._check: edge of node {} not found '
+                                    'from the node'.format(child))
             nref[e.parent] += 1
-            trefs[e.token] += 1
         if nedges != self.edges_live:
             raise FastflowError('Matcher._check: {} edges, counter says {}'.format(
                 nedges, self.edges_live))
+        if holes != self.arena_holes:
+            raise FastflowError('Matcher._check: arena holes {}, counter says {}'.format(
+                holes, self.arena_holes))
         for i in range(self.nodes_used):
             nd = &self.nodes[i]
-            if nd.token != FF_TOK_FREE and nd.nref != nref[i]:
+            if nd.nref == NODE_FREE:
+                continue
+            if (nd.nref & NODE_COUNT) != nref[i]:
                 raise FastflowError('Matcher._check: node {} nref {} but has {} '
-                                    'children and subscriptions'.format(i, nd.nref, nref[i]))
-            if i and nd.token != FF_TOK_FREE and nd.nref == 0:
+                                    'children and subscriptions'.format(
+                                        i, nd.nref & NODE_COUNT, nref[i]))
+            if (nd.nref & NODE_WILD) != wild[i]:
+                raise FastflowError('Matcher._check: node {} wildcard flags {:x}, its '
+                                    'edges say {:x}'.format(i, nd.nref & NODE_WILD, wild[i]))
+            if i and nref[i] == 0:
                 raise FastflowError('Matcher._check: empty node {} was not pruned'.format(i))
-        for i in range(1, self.tokens_used):
-            if self.tokens[i].refs != trefs[i]:
-                raise FastflowError('Matcher._check: token {} refs {} but {} edges '
-                                    'use it'.format(i, self.tokens[i].refs, trefs[i]))
         live_subs = 0
         for i in range(self.subs_used):
             if self.subs[i].value != NULL:

@@ -1,6 +1,6 @@
 # Types of the subject tokeniser (subjects.pyx), shared by the whole core.
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "ff_core.h":
     uint64_t ff_hash(const char *p, size_t n, uint64_t seed) nogil
@@ -9,10 +9,16 @@ cdef extern from "ff_core.h":
     void ff_prefetch(const void *p) nogil
     const int FASTFLOW_DEBUG
     const uint32_t FF_EMPTY
-    const uint32_t FF_TOK_ROOT
-    const uint32_t FF_TOK_PWC
-    const uint32_t FF_TOK_FWC
-    const uint32_t FF_TOK_FREE
+    const uint32_t AOFF_PWC
+    const uint32_t AOFF_FWC
+    const uint32_t AOFF_WILD
+    const uint32_t HASH_PWC
+    const uint32_t HASH_FWC
+    const uint32_t NODE_HAS_PWC
+    const uint32_t NODE_HAS_FWC
+    const uint32_t NODE_WILD
+    const uint32_t NODE_COUNT
+    const uint32_t NODE_FREE
 
 ctypedef struct Tok:
     uint32_t off                # byte offset in the subject
