@@ -541,3 +541,10 @@ def test_random_churn_against_reference(seed):
         if step % 500 == 0:
             nat._check()
     nat._check()
+
+
+def test_both_cores_report_the_same_stats_keys():
+    from tests.conftest import IMPLS
+
+    keys = {name: set(i.Matcher().stats()) for name, i in IMPLS.items()}
+    assert len({frozenset(k) for k in keys.values()}) == 1, keys

@@ -6,6 +6,7 @@ matching handle.  It has no result cache (it is the oracle the cache is
 checked against), but it keeps the same counters so both report alike.
 """
 
+import sys
 from array import array
 
 from fastflow._ref.subjects import MAX_SUBJECT_LEN, MAX_TOKENS, tokenize
@@ -215,27 +216,52 @@ class Matcher:
 
     # -- introspection ------------------------------------------------------
 
-    def stats(self):
-        nodes = 0
+    def _nodes(self):
         stack = [self._root]
         while stack:
             n = stack.pop()
-            nodes += 1
+            yield n
             stack.extend(n.children.values())
             if n.pwc:
                 stack.append(n.pwc)
             if n.fwc:
                 stack.append(n.fwc)
+
+    @property
+    def cache_size(self):
+        return self._cache_size
+
+    def memory_bytes(self):
+        """Approximate bytes held by the trie's Python objects."""
+        total = sys.getsizeof(self._subs)
+        for n in self._nodes():
+            total += sys.getsizeof(n) + sys.getsizeof(n.children) + sys.getsizeof(n.subs)
+            if n.token is not None:
+                total += sys.getsizeof(n.token)
+        return total
+
+    def stats(self):
+        nodes = list(self._nodes())
         return {
             "subscriptions": len(self._subs),
-            "nodes": nodes,
+            "nodes": len(nodes),
+            "edges": len(nodes) - 1,
+            "arena_bytes": sum(len(n.token) for n in nodes if n.token not in (None, _PWC, _FWC)),
+            "queue_groups": len(self._qrefs),
             "matches": self._matches,
             "inserts": self._inserts,
             "removes": self._removes,
             "cache_size": self._cache_size,
             "cache_entries": 0,
+            "cache_bytes": 0,
             "cache_hits": 0,
             "cache_misses": self._matches,
+            "cache_inserts": 0,
+            "cache_evictions": 0,
+            "cache_invalidations": 0,
+            "cache_flushes": 0,
+            "cache_uncacheable": 0,
+            "memory_bytes": self.memory_bytes(),
         }
 
     def cache_clear(self):

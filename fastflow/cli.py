@@ -1,0 +1,125 @@
+"""The ``fastflow`` command.
+
+``fastflow demo`` (the default) runs the embedded engine on the synthetic
+market-data workload and prints what it did and how fast.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import fastflow
+from fastflow._ref.matcher import Matcher as RefMatcher
+from fastflow.workload import make_workload
+
+
+def _median_rate(fn, count, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return count / statistics.median(times)
+
+
+def _loop(match, subjects):
+    def run():
+        for s in subjects:
+            match(s)
+    return run
+
+
+def demo(args):
+    out = {"fastflow": fastflow.__version__, "core": "native" if fastflow.COMPILED else "reference",
+           "python": platform.python_version(), "cpus": os.cpu_count()}
+    t0 = time.perf_counter()
+    w = make_workload(n_subs=args.subs, n_publishes=args.publishes,
+                      n_subjects=args.subjects, seed=args.seed)
+    out["workload"] = w.describe()
+    out["workload_seconds"] = round(time.perf_counter() - t0, 3)
+    pubs = w.publishes
+
+    def build(cache_size):
+        m = fastflow.Matcher(cache_size=cache_size)
+        add = m.add
+        for i, p in enumerate(w.patterns):
+            add(p, i)
+        return m
+
+    t0 = time.perf_counter()
+    cold = build(0)
+    dt = time.perf_counter() - t0
+    st = cold.stats()
+    out["subscribe_per_s"] = len(w.patterns) / dt
+    out["trie_nodes"] = st["nodes"]
+    out["matcher_bytes"] = st["memory_bytes"]
+
+    out["match_cache_off_per_s"] = _median_rate(_loop(cold.match, pubs), len(pubs), args.repeat)
+    warm = build(65536)
+    warm.match_batch(pubs)  # warm the cache
+    out["match_cache_warm_per_s"] = _median_rate(_loop(warm.match, pubs), len(pubs), args.repeat)
+    batch = warm.match_batch(pubs)
+    out["match_batch_cache_warm_per_s"] = _median_rate(lambda: warm.match_batch(pubs), len(pubs), args.repeat)
+    ref = RefMatcher()
+    for i, p in enumerate(w.patterns):
+        ref.add(p, i)
+    sub = pubs[: max(1, min(len(pubs), 200_000))]
+    out["reference_match_per_s"] = _median_rate(_loop(ref.match, sub), len(sub), 1)
+    out["reference_sample"] = len(sub)
+    offs = memoryview(batch.offsets)
+    interested = sum(1 for i in range(len(pubs)) if offs[i + 1] > offs[i])
+    out["deliveries"] = batch.total
+    out["fanout_mean"] = batch.total / len(pubs)
+    out["publishes_with_interest"] = interested / len(pubs)
+    wst = warm.stats()
+    out["cache_hit_rate"] = wst["cache_hits"] / max(1, wst["matches"])
+
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    M = 1e6
+    print("fastflow {} - embedded matcher demo ({} core, Python {}, {} cpus)".format(
+        out["fastflow"], out["core"], out["python"], out["cpus"]))
+    print("workload : " + out["workload"])
+    print("subscribe: {:,} patterns at {:.2f} M/s -> {:,} trie nodes, {:.2f} MiB in C".format(
+        len(w.patterns), out["subscribe_per_s"] / M, out["trie_nodes"], out["matcher_bytes"] / 2**20))
+    print("publish -> match, median of {} runs over {:,} publishes:".format(args.repeat, len(pubs)))
+    rows = [
+        ("match(), one call per publish, cache off", out["match_cache_off_per_s"]),
+        ("match(), one call per publish, cache warm", out["match_cache_warm_per_s"]),
+        ("match_batch(), whole stream, cache warm", out["match_batch_cache_warm_per_s"]),
+        ("pure-Python reference match() ({:,} publishes)".format(len(sub)), out["reference_match_per_s"]),
+    ]
+    ref_rate = out["reference_match_per_s"]
+    for name, rate in rows:
+        print("  {:<50} {:>7.2f} M publishes/s  {:>6.1f}x the reference".format(name, rate / M, rate / ref_rate))
+    print("delivered: {:,} (mean fanout {:.2f}; {:.0%} of publishes had interest); cache hit rate {:.1%}".format(
+        out["deliveries"], out["fanout_mean"], out["publishes_with_interest"], out["cache_hit_rate"]))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastflow", description="fastflow: an embeddable event-routing engine")
+    sub = parser.add_subparsers(dest="command")
+    d = sub.add_parser("demo", help="run the embedded engine on a synthetic workload (the default)")
+    for p in (parser, d):
+        p.add_argument("--subs", type=int, default=10_000, help="subscriptions (default 10,000)")
+        p.add_argument("--publishes", type=int, default=1_000_000, help="publishes (default 1,000,000)")
+        p.add_argument("--subjects", type=int, default=50_000, help="distinct subjects (default 50,000)")
+        p.add_argument("--seed", type=int, default=2026)
+        p.add_argument("--repeat", type=int, default=3, help="timed runs; the median is reported")
+        p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    for name in ("subs", "publishes", "subjects", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error("--{} must be at least 1".format(name))
+    return demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
