@@ -13,8 +13,9 @@ The mapping (the same idea as nats-server's MQTT gateway, made reversible):
 
 MQTT's ``$`` rule (a filter starting with a wildcard does not match topics
 starting with ``$``) is the matcher's own rule, so it holds through the
-translation.  Whitespace and control characters are valid in MQTT topics
-but cannot be carried by fastflow subjects: they raise ``SubjectError``.
+translation.  Whitespace, control characters, ``*`` and ``>`` are valid
+in MQTT topics but cannot be carried by fastflow subjects (where ``*`` and
+``>`` are wildcards): they raise ``SubjectError`` rather than change meaning.
 """
 
 from fastflow.errors import SubjectError
@@ -56,7 +57,7 @@ def _level_token(kind, text, level, index):
     for c in level:
         if c == "\x00":
             raise _error(kind, text, "NUL character in level {}".format(index))
-        if c <= " " or c == "\x7f":
+        if c <= " " or c == "\x7f" or c == "*" or c == ">":
             raise _error(
                 kind,
                 text,

@@ -53,6 +53,8 @@ def test_filter_to_patterns(filt, patterns, queue):
     ("a/b+", r"'\+' must occupy a whole level \(level 2 is 'b\+'\)"),
     ("a/\x00", r"NUL character in level 2"),
     ("a b", r"character ' ' in level 1 'a b' cannot be carried"),
+    ("foo/*/bar", r"character '\*' in level 2 '\*' cannot be carried"),
+    ("foo/a>", r"character '>' in level 2 'a>' cannot be carried"),
     ("$share//a", r"empty share name"),
     ("$share/g", r"no topic filter after the share name 'g'"),
     ("$share/g/", r"no topic filter after the share name 'g'"),
