@@ -3,7 +3,12 @@
 #define FF_CORE_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define FF_HAVE_MMAP 1
+#endif
 
 #ifndef FASTFLOW_DEBUG
 #define FASTFLOW_DEBUG 0
@@ -26,6 +31,81 @@ static inline int ff_eq(const char *a, const char *b, size_t n) {
 }
 
 #endif
+
+/* The matcher's tables (nodes, edges, token arena, subscriptions, result
+ * cache) are allocated through ff_talloc / ff_trealloc / ff_tfree.  Past
+ * FF_MAP_MIN bytes a table lives in its own anonymous mapping, grown with
+ * mremap where the system has it (no copy) and given back to the OS whole
+ * when it is freed or moved: growing to a million subscriptions leaves no
+ * freed heap behind, which the C allocator would otherwise keep resident.
+ * A 64-byte header holds the size and keeps the data cache-line aligned. */
+#define FF_MAP_MIN (256 * 1024)
+
+typedef struct {
+    size_t size;
+    size_t mapped;
+    char pad[48];
+} ff_hdr;
+
+static void *ff_talloc(size_t size) {
+    ff_hdr *h;
+#ifdef FF_HAVE_MMAP
+    if (size >= FF_MAP_MIN) {
+        void *m = mmap(NULL, size + sizeof(ff_hdr), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        h = (ff_hdr *)m;
+        h->size = size;
+        h->mapped = 1;
+        return h + 1;
+    }
+#endif
+    h = (ff_hdr *)aligned_alloc(64, sizeof(ff_hdr) + ((size + 63) & ~(size_t)63));
+    if (h == NULL)
+        return NULL;
+    h->size = size;
+    h->mapped = 0;
+    return h + 1;
+}
+
+static void ff_tfree(void *p) {
+    ff_hdr *h;
+    if (p == NULL)
+        return;
+    h = (ff_hdr *)p - 1;
+#ifdef FF_HAVE_MMAP
+    if (h->mapped) {
+        munmap(h, h->size + sizeof(ff_hdr));
+        return;
+    }
+#endif
+    free(h);
+}
+
+static void *ff_trealloc(void *p, size_t size) {
+    ff_hdr *h;
+    void *q;
+    if (p == NULL)
+        return ff_talloc(size);
+    h = (ff_hdr *)p - 1;
+#if defined(__linux__) && defined(MREMAP_MAYMOVE)
+    if (h->mapped && size >= FF_MAP_MIN) {
+        void *m = mremap(h, h->size + sizeof(ff_hdr), size + sizeof(ff_hdr), MREMAP_MAYMOVE);
+        if (m == MAP_FAILED)
+            return NULL;
+        h = (ff_hdr *)m;
+        h->size = size;
+        return h + 1;
+    }
+#endif
+    q = ff_talloc(size);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, h->size < size ? h->size : size);
+    ff_tfree(p);
+    return q;
+}
 
 /* Sentinels and bit fields of the matcher's tables (uint32). */
 #define FF_EMPTY      0xFFFFFFFFu   /* empty edge slot */

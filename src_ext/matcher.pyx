@@ -29,8 +29,6 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.long cimport PyLong_Check
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 
-cdef extern from "<stdlib.h>":
-    void *aligned_alloc(size_t alignment, size_t size) nogil
 
 
 cdef extern from *:
@@ -58,6 +56,25 @@ cdef inline int _i32_push(I32Vec *v, int32_t x) except -1:
         v.cap = cap
     v.data[v.n] = x
     v.n += 1
+    return 0
+
+
+cdef int _tgrow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
+                Py_ssize_t first) except -1:
+    """_grow for the matcher's tables (ff_trealloc: mappings past 256 KiB)."""
+    cdef Py_ssize_t c = cap[0]
+    cdef void *q
+    if need <= c:
+        return 0
+    if c == 0:
+        c = first
+    while c < need:
+        c += c >> 1
+    q = ff_trealloc(p[0], c * elem)
+    if q == NULL:
+        raise MemoryError()
+    p[0] = q
+    cap[0] = c
     return 0
 
 
@@ -318,7 +335,7 @@ cdef class Matcher:
         self.qnames = []
         self.qfree = []
         # the root node
-        _grow(<void **>&self.nodes, &self.nodes_cap, 1, sizeof(Node), 256)
+        _tgrow(<void **>&self.nodes, &self.nodes_cap, 1, sizeof(Node), 256)
         self.nodes[0].parent = -1
         self.nodes[0].thash = 0
         self.nodes[0].subs = -1
@@ -326,7 +343,7 @@ cdef class Matcher:
         self.nodes_used = 1
         self.nodes_live = 1
         self.nodes_free = -1
-        self.edges = <Edge *>malloc(256 * sizeof(Edge))
+        self.edges = <Edge *>ff_talloc(256 * sizeof(Edge))
         if self.edges == NULL:
             raise MemoryError()
         memset(self.edges, 0xff, 256 * sizeof(Edge))
@@ -337,7 +354,7 @@ cdef class Matcher:
             while slots < cache_size:
                 slots <<= 1
             # buckets aligned on cache lines: a lookup touches one line
-            self.cache = <CacheEntry *>aligned_alloc(64, slots * sizeof(CacheEntry))
+            self.cache = <CacheEntry *>ff_talloc(slots * sizeof(CacheEntry))
             if self.cache == NULL:
                 raise MemoryError()
             memset(self.cache, 0, slots * sizeof(CacheEntry))
@@ -350,15 +367,15 @@ cdef class Matcher:
         if self.cache != NULL:
             for i in range(self.cache_slots):
                 free(self.cache[i].blk)
-            free(self.cache)
+            ff_tfree(self.cache)
         if self.subs != NULL:
             for i in range(self.subs_used):
                 Py_XDECREF(self.subs[i].value)
                 self.subs[i].value = NULL
-        free(self.subs)
-        free(self.nodes)
-        free(self.arena)
-        free(self.edges)
+        ff_tfree(self.subs)
+        ff_tfree(self.nodes)
+        ff_tfree(self.arena)
+        ff_tfree(self.edges)
         free(self.qrefs)
         free(self.qrr)
         free(self.found.data)
@@ -498,7 +515,7 @@ cdef class Matcher:
             cap += cap // 2
         if cap >= 0xffffffff:
             raise MemoryError('Matcher: edge table full')
-        e = <Edge *>malloc(cap * sizeof(Edge))
+        e = <Edge *>ff_talloc(cap * sizeof(Edge))
         if e == NULL:
             raise MemoryError()
         memset(e, 0xff, cap * sizeof(Edge))
@@ -512,11 +529,11 @@ cdef class Matcher:
                     if j == cap:
                         j = 0
                 e[j] = old_edges[i]
-        free(old_edges)
+        ff_tfree(old_edges)
         return 0
 
     cdef void _arena_compact(self) noexcept:
-        cdef char *a = <char *>malloc(self.arena_cap)
+        cdef char *a = <char *>ff_talloc(self.arena_cap)
         cdef Py_ssize_t used = 0, i
         cdef uint16_t n
         cdef Edge *e
@@ -529,7 +546,7 @@ cdef class Matcher:
                 memcpy(a + used, self.arena + e.aoff, n + 2)
                 e.aoff = <uint32_t>used
                 used += n + 2
-        free(self.arena)
+        ff_tfree(self.arena)
         self.arena = a
         self.arena_used = used
         self.arena_holes = 0
@@ -586,11 +603,11 @@ cdef class Matcher:
         parse_subject(p, n, &ps, True, pattern)
         # Reserve every capacity first: once the trie is touched nothing
         # below can fail, so a MemoryError leaves the matcher as it was.
-        _grow(<void **>&self.nodes, &self.nodes_cap, self.nodes_used + ps.ntok,
-              sizeof(Node), 256)
-        _grow(<void **>&self.arena, &self.arena_cap, self.arena_used + n + 2 * ps.ntok,
-              1, 4096)
-        _grow(<void **>&self.subs, &self.subs_cap, self.subs_used + 1, sizeof(Sub), 256)
+        _tgrow(<void **>&self.nodes, &self.nodes_cap, self.nodes_used + ps.ntok,
+               sizeof(Node), 256)
+        _tgrow(<void **>&self.arena, &self.arena_cap, self.arena_used + n + 2 * ps.ntok,
+               1, 4096)
+        _tgrow(<void **>&self.subs, &self.subs_cap, self.subs_used + 1, sizeof(Sub), 256)
         self._edges_reserve(ps.ntok)
         qid = self._qid(queue)
 
@@ -992,6 +1009,7 @@ cdef class Matcher:
         cdef BatchSlot ring[BATCH_RING]
         cdef BatchSlot *slot
         cdef CacheEntry *b
+        cdef CacheEntry *e
         cdef bint cached = self.cache_slots != 0
         if type(subjects) is not list and type(subjects) is not tuple:
             subjects = list(subjects)
@@ -1030,16 +1048,31 @@ cdef class Matcher:
                             ff_prefetch(<const char *>b[1].blk)
             if i < 0:
                 continue
-            s = <object>items[i]
             slot = &ring[i & (BATCH_RING - 1)]
             if cached and slot.ok:
+                # the hit path, inline: one bucket, one block, one copy
+                e = self._cache_find(slot.h, slot.p, slot.n)
+                if e != NULL:
+                    self.n_matches += 1
+                    self.n_hits += 1
+                    res = _blk_res(e.blk)
+                    if res[1] == 0:
+                        k = res[0]
+                        if handles.n + k > handles.cap:
+                            handles.reserve(k)
+                        memcpy(handles.data + handles.n, res + 2, k * sizeof(int64_t))
+                        handles.n += k
+                    else:
+                        self._handles(res, handles)
+                    offsets.data[i + 1] = handles.n
+                    continue
                 p = slot.p
                 n = slot.n
             else:
-                as_utf8(s, &p, &n, False)
+                as_utf8(<object>items[i], &p, &n, False)
                 slot.h = ff_hash(p, n, _SEED) if cached else 0
             try:
-                self._match_res(s, p, n, slot.h, &res)
+                self._match_res(<object>items[i], p, n, slot.h, &res)
             except SubjectError as exc:
                 raise SubjectError('{} (subjects[{}])'.format(exc, i)) from None
             self._handles(res, handles)

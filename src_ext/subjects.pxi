@@ -7,6 +7,9 @@ cdef extern from "ff_core.h":
     uint64_t ff_mix(uint64_t x) nogil
     bint ff_eq(const char *a, const char *b, size_t n) nogil
     void ff_prefetch(const void *p) nogil
+    void *ff_talloc(size_t size) nogil
+    void *ff_trealloc(void *p, size_t size) nogil
+    void ff_tfree(void *p) nogil
     const int FASTFLOW_DEBUG
     const uint32_t FF_EMPTY
     const uint32_t AOFF_PWC
