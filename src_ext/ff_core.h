@@ -119,6 +119,7 @@ static void *ff_trealloc(void *p, size_t size) {
 #define NODE_WILD     0xC0000000u
 #define NODE_COUNT    0x3FFFFFFFu   /* children + subscriptions */
 #define NODE_FREE     0xFFFFFFFFu   /* a free node slot */
+#define HASH_MASK     0x00000000FFFFFFFFull  /* cache entries: subject hash bits */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ff_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)

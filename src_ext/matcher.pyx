@@ -92,6 +92,21 @@ cdef inline int _i64_push(I64Vec *v, int64_t x) except -1:
     return 0
 
 
+cdef inline uint64_t _sig_bit(uint32_t thash, int pos) noexcept:
+    return (<uint64_t>1) << ((thash >> (5 * pos)) & 31)
+
+
+cdef inline uint64_t _signature(Parsed *ps) noexcept:
+    """A 32-bit Bloom signature of a subject's first SIG_TOKENS tokens (one
+    bit per token, chosen by its hash and position): a pattern can only
+    match subjects whose signature holds the bits of its literal tokens."""
+    cdef uint64_t sig = 0
+    cdef int i
+    for i in range(min(ps.ntok, SIG_TOKENS)):
+        sig |= _sig_bit(ps.toks[i].hash, i)
+    return sig
+
+
 cdef inline int64_t *_blk_res(CacheBlock *b) noexcept:
     return <int64_t *>(b + 1)
 
@@ -921,7 +936,8 @@ cdef class Matcher:
         if k:
             memmove(&e[1], &e[0], k * sizeof(CacheEntry))
         e.blk = blk
-        e.hash = h
+        # the top 32 bits sign the first tokens, for _cache_invalidate
+        e.hash = (h & HASH_MASK) | (<uint64_t>_signature(&ps) << 32)
         self.cache_count += 1
         self.cache_bytes += size
         self.n_cache_inserts += 1
@@ -1042,9 +1058,9 @@ cdef class Matcher:
                     slot = &ring[k & (BATCH_RING - 1)]
                     if slot.ok:
                         b = &self.cache[(slot.h & self.cache_mask) * CACHE_WAYS]
-                        if b[0].hash == slot.h:
+                        if ((b[0].hash ^ slot.h) & HASH_MASK) == 0:
                             ff_prefetch(<const char *>b[0].blk)
-                        elif b[1].hash == slot.h:
+                        elif ((b[1].hash ^ slot.h) & HASH_MASK) == 0:
                             ff_prefetch(<const char *>b[1].blk)
             if i < 0:
                 continue
@@ -1088,7 +1104,7 @@ cdef class Matcher:
         cdef CacheEntry tmp
         cdef int k
         for k in range(CACHE_WAYS):
-            if b[k].hash == h and b[k].blk != NULL and b[k].blk.len == n \
+            if ((b[k].hash ^ h) & HASH_MASK) == 0 and b[k].blk != NULL and b[k].blk.len == n \
                     and ff_eq(_blk_subject(b[k].blk), p, n):
                 if k:
                     # transpose towards the front: hot subjects settle first
@@ -1121,6 +1137,7 @@ cdef class Matcher:
         cdef char buf[MAX_SUBJECT_LEN]
         cdef CacheEntry *e
         cdef const char *s
+        cdef uint64_t tag
         if self.cache_count == 0:
             return
         for j in range(ntok):
@@ -1145,9 +1162,16 @@ cdef class Matcher:
             self.cache_clear()
             self.n_cache_flushes += 1
             return
+        # scan the bucket lines; only entries whose signature holds the bits
+        # of the pattern's literal tokens have their subject read
+        tag = 0
+        for j in range(min(ntok, SIG_TOKENS)):
+            if pt[j].kind == TK_LITERAL:
+                tag |= _sig_bit(<uint32_t>ff_hash(pt[j].p, pt[j].len, _SEED), j)
+        tag <<= 32
         for i in range(self.cache_slots):
             e = &self.cache[i]
-            if e.blk == NULL:
+            if e.blk == NULL or (e.hash & tag) != tag:
                 continue
             s = _blk_subject(e.blk)
             len = e.blk.len
@@ -1223,7 +1247,7 @@ cdef class Matcher:
         cdef CacheEntry *ce
         cdef Parsed ps
         cdef uint16_t len
-        cdef uint32_t flags
+        cdef uint64_t h
         nref = [0] * self.nodes_used
         wild = [0] * self.nodes_used
         live_nodes = 0
@@ -1320,11 +1344,12 @@ cdef class Matcher:
                 continue
             cached += 1
             subject = _blk_subject(ce.blk)[:ce.blk.len]
-            if ce.hash != ff_hash(_blk_subject(ce.blk), ce.blk.len, _SEED) or \
-                    <uint64_t>(ce.hash & self.cache_mask) != <uint64_t>(i // CACHE_WAYS):
-                raise FastflowError('Matcher._check: cache entry {!r} in the wrong '
-                                    'slot'.format(subject))
+            h = ff_hash(_blk_subject(ce.blk), ce.blk.len, _SEED)
             parse_subject(_blk_subject(ce.blk), ce.blk.len, &ps, False, subject)
+            if ce.hash != ((h & HASH_MASK) | (<uint64_t>_signature(&ps) << 32)) or \
+                    <uint64_t>(h & self.cache_mask) != <uint64_t>(i // CACHE_WAYS):
+                raise FastflowError('Matcher._check: cache entry {!r} in the wrong '
+                                    'slot or mistagged'.format(subject))
             self.found.n = 0
             self._collect(0, &ps, 0)
             self._build_result()

@@ -22,6 +22,7 @@ cdef extern from "ff_core.h":
     const uint32_t NODE_WILD
     const uint32_t NODE_COUNT
     const uint32_t NODE_FREE
+    const uint64_t HASH_MASK
 
 ctypedef struct Tok:
     uint32_t off                # byte offset in the subject
