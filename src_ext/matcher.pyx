@@ -444,7 +444,7 @@ cdef class Matcher:
         memcpy(&n, self.arena + e.aoff, 2)
         return <uint32_t>ff_hash(self.arena + e.aoff + 2, n, _SEED)
 
-    cdef int32_t _edge_find(self, int32_t parent, const char *p, uint32_t n,
+    cdef inline int32_t _edge_find(self, int32_t parent, const char *p, uint32_t n,
                             uint32_t h) noexcept:
         cdef Py_ssize_t i = self._home(<uint32_t>parent, h)
         cdef Edge *e
@@ -463,7 +463,7 @@ cdef class Matcher:
             if i == self.edges_cap:
                 i = 0
 
-    cdef int32_t _wild_find(self, int32_t parent, uint32_t kind) noexcept:
+    cdef inline int32_t _wild_find(self, int32_t parent, uint32_t kind) noexcept:
         cdef Py_ssize_t i = self._home(<uint32_t>parent,
                                        HASH_PWC if kind == AOFF_PWC else HASH_FWC)
         cdef Edge *e
