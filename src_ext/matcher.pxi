@@ -53,8 +53,4 @@ ctypedef struct I32Vec:
     Py_ssize_t n
     Py_ssize_t cap
 
-ctypedef struct PTok:           # a pattern token, for cache invalidation
-    const char *p
-    uint32_t len
-    uint8_t kind
 

@@ -1173,28 +1173,7 @@ cdef class Matcher:
             e = &self.cache[i]
             if e.blk == NULL or (e.hash & tag) != tag:
                 continue
-            s = _blk_subject(e.blk)
-            len = e.blk.len
-            # walk the subject's tokens against the pattern's
-            pos = 0
-            ok = False
-            j = 0
-            while True:
-                end = pos
-                while end < len and s[end] != b'.':
-                    end += 1
-                if pt[j].kind == TK_FWC:
-                    ok = True
-                    break
-                if pt[j].kind == TK_LITERAL and (
-                        <Py_ssize_t>pt[j].len != end - pos
-                        or memcmp(pt[j].p, s + pos, end - pos) != 0):
-                    break
-                j += 1
-                pos = end + 1
-                if j == ntok or end >= len:
-                    ok = j == ntok and end >= len
-                    break
+            ok = pattern_matches(pt, ntok, _blk_subject(e.blk), e.blk.len)
             if ok:
                 self._cache_free_entry(e)
                 self.n_cache_invalidations += 1

@@ -30,6 +30,11 @@ ctypedef struct Tok:
     uint32_t hash               # seeded token hash (literal tokens only)
     uint8_t kind                # TokKind
 
+ctypedef struct PTok:           # a pattern token (pointing into pattern bytes)
+    const char *p
+    uint32_t len
+    uint8_t kind
+
 ctypedef struct Parsed:
     const char *p               # borrowed: valid while the source object lives
     Py_ssize_t n

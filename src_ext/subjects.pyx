@@ -7,6 +7,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
 from cpython.unicode cimport PyUnicode_Check
+from libc.string cimport memcmp
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
@@ -169,6 +170,36 @@ cdef int parse_subject(const char *p, Py_ssize_t n, Parsed *out, bint pattern,
         i += 1  # the dot
     out.ntok = ntok
     return 0
+
+
+cdef inline void ptoks_of(Parsed *ps, PTok *pt) noexcept:
+    cdef int i
+    for i in range(ps.ntok):
+        pt[i].p = ps.p + ps.toks[i].off
+        pt[i].len = ps.toks[i].len
+        pt[i].kind = ps.toks[i].kind
+
+
+cdef bint pattern_matches(PTok *pt, int ntok, const char *s, Py_ssize_t n) noexcept:
+    """Does the (valid) pattern ``pt`` match the (valid) subject ``s[:n]``?
+    The same rules as the matcher's trie walk, the ``$`` rule included."""
+    cdef Py_ssize_t pos = 0, end
+    cdef int j = 0
+    if pt[0].kind != TK_LITERAL and n and s[0] == b'$':
+        return False
+    while True:
+        end = pos
+        while end < n and s[end] != b'.':
+            end += 1
+        if pt[j].kind == TK_FWC:
+            return True
+        if pt[j].kind == TK_LITERAL and (<Py_ssize_t>pt[j].len != end - pos
+                                         or memcmp(pt[j].p, s + pos, end - pos) != 0):
+            return False
+        j += 1
+        pos = end + 1
+        if j == ntok or end >= n:
+            return j == ntok and end >= n
 
 
 def validate_subject(subject):
