@@ -11,8 +11,10 @@ from fastflow.errors import FastflowError, SubjectError
 
 include "consts.pxi"
 include "subjects.pxi"
+include "buffers.pxi"
 include "matcher.pxi"
 
+include "buffers.pyx"
 include "subjects.pyx"
 include "matcher.pyx"
 

@@ -1,19 +1,18 @@
 # The subject matcher (included by core.pyx).
 #
 # Layout, all in C arrays indexed by uint32 ids (no Python object per node):
-#   nodes   the trie; node 0 is the root; '*' and '>' children hang off
-#           dedicated fields, literal children live in one edge table
-#   edges   open addressing (linear probing, backward-shift deletion) keyed
-#           by (parent node, token); a lookup by the token's bytes needs one
-#           probe and one memcmp, no interning on the match path
-#   tokens  each distinct token once, bytes in one arena (compacted when
-#           half of it is holes), with a reference count per edge using it
+#   nodes   the trie (16 bytes each); node 0 is the root; flags say whether
+#           a node has a '*' or a '>' child
+#   edges   one open-addressing table (linear probing over any size via
+#           fastrange, backward-shift deletion) keyed by (parent node,
+#           token); a literal edge points at its token's bytes in the arena,
+#           so a lookup is one probe and one compare
 #   subs    subscriptions: value, node, queue id, links of the node's
 #           circular list; handle = generation << 32 | slot
-#   cache   direct-mapped result cache keyed by the subject's bytes: a hit
-#           costs one hash and one memcmp, misses are cached as empty
-#           results, entries are dropped precisely when a pattern that
-#           matches them is added or removed
+#   cache   4-way set-associative result cache keyed by the subject's bytes:
+#           a hit costs one hash, one bucket line and one block; misses are
+#           cached as empty results; entries are dropped precisely when a
+#           pattern that matches them is added or removed
 #
 # A match walks the trie like nats-server's sublist (matchLevel): at each
 # level the '>' child's subscribers match, the '*' child recurses and the
@@ -25,10 +24,8 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.long cimport PyLong_Check
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
-
 
 
 cdef extern from *:
@@ -40,56 +37,6 @@ cdef extern from *:
     }
     """
     int ff_cmp_u64(const void *a, const void *b) noexcept nogil
-
-
-# -- small growable vectors ----------------------------------------------------
-
-cdef inline int _i32_push(I32Vec *v, int32_t x) except -1:
-    cdef Py_ssize_t cap
-    cdef int32_t *d
-    if v.n == v.cap:
-        cap = v.cap * 2 if v.cap else 64
-        d = <int32_t *>realloc(v.data, cap * sizeof(int32_t))
-        if d == NULL:
-            raise MemoryError()
-        v.data = d
-        v.cap = cap
-    v.data[v.n] = x
-    v.n += 1
-    return 0
-
-
-cdef int _tgrow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
-                Py_ssize_t first) except -1:
-    """_grow for the matcher's tables (ff_trealloc: mappings past 256 KiB)."""
-    cdef Py_ssize_t c = cap[0]
-    cdef void *q
-    if need <= c:
-        return 0
-    if c == 0:
-        c = first
-    while c < need:
-        c += c >> 1
-    q = ff_trealloc(p[0], c * elem)
-    if q == NULL:
-        raise MemoryError()
-    p[0] = q
-    cap[0] = c
-    return 0
-
-
-cdef inline int _i64_reserve(I64Vec *v, Py_ssize_t extra) except -1:
-    if v.n + extra > v.cap:
-        _grow(<void **>&v.data, &v.cap, v.n + extra, sizeof(int64_t), 64)
-    return 0
-
-
-cdef inline int _i64_push(I64Vec *v, int64_t x) except -1:
-    if v.n == v.cap:
-        _grow(<void **>&v.data, &v.cap, v.n + 1, sizeof(int64_t), 64)
-    v.data[v.n] = x
-    v.n += 1
-    return 0
 
 
 cdef inline uint64_t _sig_bit(uint32_t thash, int pos) noexcept:
@@ -114,111 +61,6 @@ cdef inline int64_t *_blk_res(CacheBlock *b) noexcept:
 cdef inline char *_blk_subject(CacheBlock *b) noexcept:
     return <char *>(<int64_t *>(b + 1) + b.nres)
 
-
-cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
-               Py_ssize_t first) except -1:
-    """Make room for ``need`` elements, growing by half (large blocks are
-    remapped by realloc, not copied, and only touched pages count)."""
-    cdef Py_ssize_t c = cap[0]
-    cdef void *q
-    if need <= c:
-        return 0
-    if c == 0:
-        c = first
-    while c < need:
-        c += c >> 1
-    q = realloc(p[0], c * elem)
-    if q == NULL:
-        raise MemoryError()
-    p[0] = q
-    cap[0] = c
-    return 0
-
-
-@cython.final
-cdef class Int64Array:
-    """A growable array of int64 that exports the buffer protocol ('q').
-
-    ``memoryview(a)``, ``numpy.asarray(a)`` and ``a[i]`` read it without a
-    copy; it refuses to grow while a view is exported.
-    """
-
-    cdef int64_t *data
-    cdef Py_ssize_t n
-    cdef Py_ssize_t cap
-    cdef Py_ssize_t exports
-    cdef Py_ssize_t shape[1]
-    cdef Py_ssize_t strides[1]
-
-
-    def __cinit__(self):
-        self.data = NULL
-        self.n = 0
-        self.cap = 0
-        self.exports = 0
-
-    def __dealloc__(self):
-        free(self.data)
-
-    @staticmethod
-    cdef Int64Array new(Py_ssize_t cap):
-        cdef Int64Array a = Int64Array.__new__(Int64Array)
-        if cap > 0:
-            a.data = <int64_t *>malloc(cap * sizeof(int64_t))
-            if a.data == NULL:
-                raise MemoryError()
-            a.cap = cap
-        return a
-
-    cdef int reserve(self, Py_ssize_t extra) except -1:
-        if self.n + extra <= self.cap:
-            return 0
-        if self.exports:
-            raise BufferError('Int64Array: cannot grow while a view is exported')
-        return _grow(<void **>&self.data, &self.cap, self.n + extra, sizeof(int64_t), 64)
-
-    cdef int push(self, int64_t v) except -1:
-        if self.n == self.cap:
-            self.reserve(1)
-        self.data[self.n] = v
-        self.n += 1
-        return 0
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, Py_ssize_t i):
-        if i < 0:
-            i += self.n
-        if not 0 <= i < self.n:
-            raise IndexError('Int64Array index {} out of range for length {}'.format(i, self.n))
-        return self.data[i]
-
-    def tolist(self):
-        return [self.data[i] for i in range(self.n)]
-
-    def __getbuffer__(self, Py_buffer *buf, int flags):
-        self.shape[0] = self.n
-        self.strides[0] = sizeof(int64_t)
-        buf.buf = <void *>self.data
-        buf.obj = self
-        buf.len = self.n * sizeof(int64_t)
-        buf.readonly = 1
-        buf.itemsize = sizeof(int64_t)
-        buf.format = <char *>b'q' if flags & PyBUF_FORMAT else NULL
-        buf.ndim = 1
-        buf.shape = self.shape if flags & PyBUF_ND else NULL
-        buf.strides = self.strides if flags & PyBUF_STRIDES else NULL
-        buf.suboffsets = NULL
-        buf.internal = NULL
-        self.exports += 1
-
-    def __releasebuffer__(self, Py_buffer *buf):
-        self.exports -= 1
-
-    def __repr__(self):
-        return 'Int64Array({})'.format(self.tolist() if self.n <= 16 else
-                                       '<{} items>'.format(self.n))
 
 
 @cython.final
