@@ -13,10 +13,13 @@ include "consts.pxi"
 include "subjects.pxi"
 include "buffers.pxi"
 include "matcher.pxi"
+include "log.pxi"
 
 include "buffers.pyx"
 include "subjects.pyx"
 include "matcher.pyx"
+include "log.pyx"
+include "segments.pyx"
 
 COMPILED = True
 DEBUG = bool(FASTFLOW_DEBUG)

@@ -1,4 +1,5 @@
-/* Small C helpers of fastflow's native core: hashing and build flags. */
+/* Small C helpers of fastflow's native core: build flags, table memory,
+ * hashing, comparison and CRC32C. */
 #ifndef FF_CORE_H
 #define FF_CORE_H
 
@@ -12,24 +13,6 @@
 
 #ifndef FASTFLOW_DEBUG
 #define FASTFLOW_DEBUG 0
-/* Equality of two byte strings of the same length n; short ones (the
- * common subject token or subject) compared with fixed-size loads instead
- * of a call into memcmp. */
-static inline int ff_eq(const char *a, const char *b, size_t n) {
-    if (n >= 8) {
-        if (n <= 16)
-            return ff_r8(a) == ff_r8(b) && ff_r8(a + n - 8) == ff_r8(b + n - 8);
-        return memcmp(a, b, n) == 0;
-    }
-    if (n >= 4)
-        return ff_r4(a) == ff_r4(b) && ff_r4(a + n - 4) == ff_r4(b + n - 4);
-    while (n--) {
-        if (a[n] != b[n])
-            return 0;
-    }
-    return 1;
-}
-
 #endif
 
 /* The matcher's tables (nodes, edges, token arena, subscriptions, result
@@ -55,6 +38,10 @@ static void *ff_talloc(size_t size) {
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return NULL;
+#ifdef MADV_HUGEPAGE
+        /* big tables fault in 2 MiB at a time where the kernel allows it */
+        madvise(m, size + sizeof(ff_hdr), MADV_HUGEPAGE);
+#endif
         h = (ff_hdr *)m;
         h->size = size;
         h->mapped = 1;
@@ -94,6 +81,9 @@ static void *ff_trealloc(void *p, size_t size) {
         void *m = mremap(h, h->size + sizeof(ff_hdr), size + sizeof(ff_hdr), MREMAP_MAYMOVE);
         if (m == MAP_FAILED)
             return NULL;
+#ifdef MADV_HUGEPAGE
+        madvise(m, size + sizeof(ff_hdr), MADV_HUGEPAGE);
+#endif
         h = (ff_hdr *)m;
         h->size = size;
         return h + 1;
@@ -150,24 +140,6 @@ static inline uint64_t ff_mum(uint64_t a, uint64_t b) {
     uint64_t lo = t + (rm1 << 32);
     c += lo < t;
     return lo ^ (rh + (rm0 >> 32) + (rm1 >> 32) + c);
-/* Equality of two byte strings of the same length n; short ones (the
- * common subject token or subject) compared with fixed-size loads instead
- * of a call into memcmp. */
-static inline int ff_eq(const char *a, const char *b, size_t n) {
-    if (n >= 8) {
-        if (n <= 16)
-            return ff_r8(a) == ff_r8(b) && ff_r8(a + n - 8) == ff_r8(b + n - 8);
-        return memcmp(a, b, n) == 0;
-    }
-    if (n >= 4)
-        return ff_r4(a) == ff_r4(b) && ff_r4(a + n - 4) == ff_r4(b + n - 4);
-    while (n--) {
-        if (a[n] != b[n])
-            return 0;
-    }
-    return 1;
-}
-
 #endif
 }
 
@@ -219,5 +191,122 @@ static inline int ff_eq(const char *a, const char *b, size_t n) {
     }
     return 1;
 }
+
+/* CRC32C (Castagnoli, reflected 0x82F63B78): the SSE4.2 instruction when the
+ * processor has it, else slicing-by-8 tables built at import. */
+static uint32_t ff_crc_tab[8][256];
+
+static void ff_crc32c_init(void) {
+    uint32_t i, j, c;
+    for (i = 0; i < 256; i++) {
+        c = i;
+        for (j = 0; j < 8; j++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+        ff_crc_tab[0][i] = c;
+    }
+    for (i = 0; i < 256; i++)
+        for (j = 1; j < 8; j++)
+            ff_crc_tab[j][i] = (ff_crc_tab[j - 1][i] >> 8) ^ ff_crc_tab[0][ff_crc_tab[j - 1][i] & 0xff];
+}
+
+static uint32_t ff_crc32c_sw(uint32_t crc, const char *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    crc = ~crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, b, 8);
+        v ^= crc;
+        crc = ff_crc_tab[7][v & 0xff] ^ ff_crc_tab[6][(v >> 8) & 0xff] ^
+              ff_crc_tab[5][(v >> 16) & 0xff] ^ ff_crc_tab[4][(v >> 24) & 0xff] ^
+              ff_crc_tab[3][(v >> 32) & 0xff] ^ ff_crc_tab[2][(v >> 40) & 0xff] ^
+              ff_crc_tab[1][(v >> 48) & 0xff] ^ ff_crc_tab[0][v >> 56];
+        b += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = (crc >> 8) ^ ff_crc_tab[0][(crc ^ *b++) & 0xff];
+    return ~crc;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("sse4.2")))
+static uint32_t ff_crc32c_hw(uint32_t crc, const char *p, size_t n) {
+    uint64_t c = ~crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, (unsigned char)*p++);
+    return ~(uint32_t)c;
+}
+static int ff_crc_hw = -1;
+static inline uint32_t ff_crc32c(uint32_t crc, const char *p, size_t n) {
+    if (ff_crc_hw < 0)
+        ff_crc_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+    return ff_crc_hw ? ff_crc32c_hw(crc, p, n) : ff_crc32c_sw(crc, p, n);
+}
+#else
+static inline uint32_t ff_crc32c(uint32_t crc, const char *p, size_t n) {
+    return ff_crc32c_sw(crc, p, n);
+}
+#endif
+
+/* Wall-clock nanoseconds for record timestamps.  clock_gettime costs 20-25 ns
+ * on some machines, a large share of an append; on x86-64 the time stamp
+ * counter is read instead and converted with a rate measured against
+ * CLOCK_REALTIME, re-anchored about every millisecond, so the error stays
+ * within a few tens of ns.  (The log keeps its timestamps non-decreasing on
+ * top of this.)  Called with the GIL held: the static state is not shared
+ * between threads running at the same time. */
+#include <time.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <x86intrin.h>
+#define FF_HAVE_TSC 1
+#endif
+
+static inline int64_t ff_clock_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+#ifdef FF_HAVE_TSC
+static int64_t ff_anchor_ns;
+static uint64_t ff_anchor_tsc;
+static double ff_ns_per_tick;
+static uint64_t ff_resync_ticks;   /* 0 until the rate is known */
+
+static int64_t ff_now_slow(uint64_t tsc) {
+    int64_t now = ff_clock_ns();
+    if (ff_anchor_tsc && tsc > ff_anchor_tsc) {
+        int64_t dns = now - ff_anchor_ns;
+        uint64_t dt = tsc - ff_anchor_tsc;
+        if (dns > 500000 && dns < 1000000000) {
+            double r = (double)dns / (double)dt;
+            ff_ns_per_tick = ff_ns_per_tick > 0 ? 0.75 * ff_ns_per_tick + 0.25 * r : r;
+            ff_resync_ticks = (uint64_t)(1000000.0 / ff_ns_per_tick);
+        }
+    }
+    if (!ff_anchor_tsc || now - ff_anchor_ns > 500000 || ff_resync_ticks) {
+        ff_anchor_ns = now;
+        ff_anchor_tsc = tsc;
+    }
+    return now;
+}
+
+static inline int64_t ff_now_ns(void) {
+    uint64_t tsc = __rdtsc();
+    uint64_t d = tsc - ff_anchor_tsc;
+    if (d < ff_resync_ticks)
+        return ff_anchor_ns + (int64_t)((double)d * ff_ns_per_tick);
+    return ff_now_slow(tsc);
+}
+#else
+static inline int64_t ff_now_ns(void) { return ff_clock_ns(); }
+#endif
 
 #endif

@@ -1,6 +1,6 @@
 # Types of the subject tokeniser (subjects.pyx), shared by the whole core.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "ff_core.h":
     uint64_t ff_hash(const char *p, size_t n, uint64_t seed) nogil
@@ -10,6 +10,9 @@ cdef extern from "ff_core.h":
     void *ff_talloc(size_t size) nogil
     void *ff_trealloc(void *p, size_t size) nogil
     void ff_tfree(void *p) nogil
+    void ff_crc32c_init() nogil
+    uint32_t ff_crc32c(uint32_t crc, const char *p, size_t n) nogil
+    int64_t ff_now_ns() nogil
     const int FASTFLOW_DEBUG
     const uint32_t FF_EMPTY
     const uint32_t AOFF_PWC

@@ -1,0 +1,24 @@
+# Types of the event log (log.pyx).
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from cpython.ref cimport PyObject
+
+ctypedef struct LogEntry:       # 48 bytes per record
+    int64_t seq
+    int64_t ts                  # append time, ns, never decreasing
+    int64_t ptime               # producer time, ns (0: none)
+    int64_t next_same           # seq of the next record of the subject (0: none)
+    uint64_t pos                # payload offset in the arena
+    uint32_t len                # payload bytes
+    uint32_t sid                # subject id; ENTRY_DELETED bit when deleted
+
+ctypedef struct LogSubject:     # one per distinct retained subject
+    PyObject *name              # the subject as str (owned)
+    char *bytes                 # its UTF-8 bytes (malloc'd), NULL when free
+    uint32_t len
+    uint32_t hash
+    int64_t first               # oldest retained seq of the subject
+    int64_t last                # newest
+    int64_t count               # retained records
+    uint32_t memo               # filter memo: stamp << 2 | result
+    uint32_t next_free

@@ -1,0 +1,1569 @@
+# The event log (included by core.pyx); the contract is docs/log.md.
+#
+# In memory: one payload arena (a byte ring; each payload contiguous) and
+# one ring of fixed-size index entries in seq order.  Evicting the oldest
+# record moves the heads; a record deleted in the middle (per-subject limit,
+# subject purge) is marked in its entry and its bytes stay until the next
+# rebuild, which copies the live records into fresh rings (to grow, or to
+# drop the holes).  While no entry has been dropped by a rebuild the entry of
+# seq s is at a fixed distance from the head (O(1)); otherwise a binary
+# search finds it.  Subjects are interned: each has its record count, its
+# oldest and newest seq, and the entries of one subject are chained in seq
+# order (per-subject eviction and last-per-subject are O(1)).
+
+import asyncio
+import datetime as _datetime
+import json
+import logging
+import time as _time
+from collections import deque
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from libc.string cimport memcpy, memset, memcmp
+from libc.stdlib cimport malloc, free
+
+from fastflow.errors import (
+    EventTooLarge, LogFullError, GapError, StaleRecordError, CorruptLogError)
+
+_logger = logging.getLogger('fastflow.log')
+
+cdef enum:
+    ENTRY_DELETED = 0x80000000
+    AGE_EVICT_STEP = 4096           # expired records evicted per append at most
+    LOG_MIN_INDEX = 1024            # index entries
+    LOG_MIN_ARENA = 65536           # bytes
+    LOG_MIN_SUBJECTS = 64
+
+cdef enum Discard:
+    DISCARD_OLD = 0
+    DISCARD_NEW = 1
+
+cdef enum:                          # eviction reasons (counter index)
+    EV_EVENTS = 0
+    EV_BYTES = 1
+    EV_AGE = 2
+    EV_PER_SUBJECT = 3
+    EV_PURGE = 4
+    EV_SPACE = 5
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    return ff_now_ns()
+
+
+def _time_ns(t):
+    """ns since the epoch from an int (ns), a float (s) or a datetime."""
+    if isinstance(t, _datetime.datetime):
+        if t.tzinfo is None:
+            raise ValueError('time: a naive datetime is ambiguous; give it a tzinfo')
+        return int(t.timestamp() * 1_000_000_000)
+    if isinstance(t, float):
+        return int(t * 1_000_000_000)
+    if isinstance(t, int):
+        return t
+    raise TypeError('time must be int (ns), float (s) or datetime, not {}'.format(
+        type(t).__name__))
+
+
+@cython.final
+cdef class Position:
+    """Where a read starts: ``seq`` and the number of records ``lost``
+    (requested but evicted)."""
+    cdef readonly int64_t seq
+    cdef readonly int64_t lost
+
+    def __init__(self, int64_t seq, int64_t lost=0):
+        self.seq = seq
+        self.lost = lost
+
+    def __iter__(self):
+        return iter((self.seq, self.lost))
+
+    def __eq__(self, other):
+        return tuple(self) == tuple(other)
+
+    def __repr__(self):
+        return 'Position(seq={}, lost={})'.format(self.seq, self.lost)
+
+
+@cython.final
+cdef class Record:
+    """One record as a zero-copy view of its bytes in the log's arena.
+
+    ``memoryview(rec)`` pins the record: while the view is held, an append
+    that would evict or move it raises ``BufferError``.  Using a record that
+    was evicted since raises ``StaleRecordError``.
+    """
+    cdef readonly Log log
+    cdef readonly int64_t seq
+    cdef readonly int64_t ts
+    cdef readonly int64_t time
+    cdef readonly str subject
+    cdef uint64_t pos
+    cdef uint32_t len
+    cdef uint64_t gen
+    cdef Py_ssize_t exports
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    cdef int _resolve(self) except -1:
+        cdef LogEntry *e = self.log._entry(self.seq)
+        if e == NULL:
+            raise StaleRecordError('record {} was evicted (retained: {}..{})'.format(
+                self.seq, self.log.first_seq, self.log.last_seq))
+        self.pos = e.pos
+        self.gen = self.log.agen
+        return 0
+
+    @property
+    def data(self):
+        """The payload as bytes (a copy)."""
+        self._resolve()
+        return PyBytes_FromStringAndSize(self.log.arena + self.pos, self.len)
+
+    def __bytes__(self):
+        return self.data
+
+    def __len__(self):
+        return self.len
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        self._resolve()
+        self.log._pin(self.seq)
+        self.exports += 1
+        buf.buf = self.log.arena + self.pos
+        buf.obj = self
+        buf.len = self.len
+        buf.readonly = 1
+        buf.itemsize = 1
+        buf.format = <char *>b'B' if flags & PyBUF_FORMAT else NULL
+        buf.ndim = 1
+        self.shape[0] = self.len
+        self.strides[0] = 1
+        buf.shape = self.shape if flags & PyBUF_ND else NULL
+        buf.strides = self.strides if flags & PyBUF_STRIDES else NULL
+        buf.suboffsets = NULL
+        buf.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        self.exports -= 1
+        self.log._unpin(self.seq)
+
+    def __repr__(self):
+        return 'Record(seq={}, ts={}, subject={!r}, {} bytes)'.format(
+            self.seq, self.ts, self.subject, self.len)
+
+
+@cython.final
+cdef class Batch:
+    """Records read in one call: one contiguous ``buffer`` of payloads and
+    ``Int64Array`` columns ``offsets`` (len + 1), ``seqs``, ``ts``, ``times``;
+    ``subjects`` is a list of str.  ``next_seq`` is where the next read
+    starts."""
+    cdef readonly object buffer
+    cdef readonly Int64Array offsets
+    cdef readonly Int64Array seqs
+    cdef readonly Int64Array ts
+    cdef readonly Int64Array times
+    cdef readonly list subjects
+    cdef readonly int64_t next_seq
+    cdef public int64_t lost
+
+    def __len__(self):
+        return self.seqs.n
+
+    def subject(self, Py_ssize_t i):
+        return self.subjects[i]
+
+    def data(self, Py_ssize_t i):
+        """Payload ``i`` as a memoryview slice of ``buffer``."""
+        if i < 0:
+            i += self.seqs.n
+        if not 0 <= i < self.seqs.n:
+            raise IndexError('batch index {} out of range for length {}'.format(i, self.seqs.n))
+        return memoryview(self.buffer)[self.offsets.data[i]:self.offsets.data[i + 1]]
+
+    def __iter__(self):
+        mv = memoryview(self.buffer)
+        cdef Py_ssize_t i
+        for i in range(self.seqs.n):
+            yield (self.seqs.data[i], self.ts.data[i], self.subjects[i],
+                   mv[self.offsets.data[i]:self.offsets.data[i + 1]])
+
+    @property
+    def nbytes(self):
+        return len(self.buffer)
+
+    def __repr__(self):
+        return 'Batch({} records, {} bytes, next_seq={})'.format(
+            self.seqs.n, len(self.buffer), self.next_seq)
+
+
+cdef Batch _new_batch(Py_ssize_t n):
+    cdef Batch b = Batch.__new__(Batch)
+    b.offsets = Int64Array.new(n + 1)
+    b.seqs = Int64Array.new(n)
+    b.ts = Int64Array.new(n)
+    b.times = Int64Array.new(n)
+    b.subjects = []
+    b.buffer = b''
+    return b
+
+
+@cython.final
+cdef class Log:
+    """An append-only log of records with bounded retention, replay,
+    cursors and optional segment files.  See docs/log.md."""
+
+    # configuration
+    cdef readonly int64_t max_events
+    cdef readonly int64_t max_bytes
+    cdef readonly double max_age
+    cdef int64_t max_age_ns
+    cdef readonly int64_t max_per_subject
+    cdef readonly int64_t max_event_size
+    cdef Discard discard_mode
+    cdef readonly double dedup_window
+    cdef readonly int64_t dedup_max
+    # index ring
+    cdef LogEntry *idx
+    cdef Py_ssize_t icap                # power of two
+    cdef Py_ssize_t ihead
+    cdef Py_ssize_t icount              # entries in the ring (deleted included)
+    cdef Py_ssize_t ideleted            # deleted entries in the ring
+    cdef bint dense                     # no entry dropped by a rebuild: O(1) lookup
+    # arena
+    cdef char *arena
+    cdef Py_ssize_t acap
+    cdef Py_ssize_t atail
+    cdef Py_ssize_t adead               # payload bytes of deleted entries
+    cdef readonly uint64_t agen         # bumped when records move
+    # subjects
+    cdef LogSubject *subj
+    cdef Py_ssize_t scap
+    cdef Py_ssize_t sused
+    cdef uint32_t sfree                 # free list head (sid + 1), 0 = empty
+    cdef Py_ssize_t slive
+    cdef uint32_t *stab                 # open addressing: sid + 1, 0 = empty
+    cdef uint64_t smask
+    cdef uint32_t memo_stamp
+    # state
+    cdef int64_t _last_seq
+    cdef int64_t last_ts
+    cdef int64_t count
+    cdef int64_t nbytes                 # subject + payload bytes retained
+    cdef Py_ssize_t apay                # payload bytes retained
+    cdef dict pins                      # seq -> exported views
+    cdef Py_ssize_t npins
+    cdef dict _cursors
+    cdef object dedup_ids               # dict msg_id -> (seq, ts)
+    cdef object dedup_order             # deque of (ts, msg_id)
+    cdef bint closed
+    cdef readonly object path
+    cdef SegmentStore store             # None for an in-memory log
+    cdef bint loading
+    cdef bint limited                   # any of max_events, max_bytes, max_per_subject
+    cdef int32_t last_sid               # subject of the last append (a hint)
+    # counters
+    cdef int64_t n_appended
+    cdef int64_t n_evicted[6]
+    cdef int64_t n_rejected
+    cdef int64_t n_duplicates
+    cdef int64_t n_loaded
+
+    def __cinit__(self):
+        self.pins = {}
+        self._cursors = {}
+        self.dedup_ids = {}
+        self.dedup_order = deque()
+        self.dense = True
+
+    def __init__(self, *, max_events=0, max_bytes=0, max_age=0, max_per_subject=0,
+                 max_event_size=1 << 20, discard='old', dedup_window=120.0,
+                 dedup_max=100_000, path=None, fsync='interval', fsync_interval=1.0,
+                 segment_size=64 << 20, strict=False):
+        for name, v in (('max_events', max_events), ('max_bytes', max_bytes),
+                        ('max_per_subject', max_per_subject), ('dedup_max', dedup_max)):
+            if not isinstance(v, int) or v < 0:
+                raise ValueError('{} must be an int >= 0, got {!r}'.format(name, v))
+        if not isinstance(max_event_size, int) or max_event_size < 1 or max_event_size > 0xffffffff:
+            raise ValueError('max_event_size must be an int in 1..4294967295, got {!r}'.format(
+                max_event_size))
+        if not isinstance(max_age, (int, float)) or max_age < 0:
+            raise ValueError('max_age must be a number of seconds >= 0, got {!r}'.format(max_age))
+        if not isinstance(dedup_window, (int, float)) or dedup_window < 0:
+            raise ValueError('dedup_window must be a number of seconds >= 0, got {!r}'.format(
+                dedup_window))
+        if discard not in ('old', 'new'):
+            raise ValueError("discard must be 'old' or 'new', got {!r}".format(discard))
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.max_age_ns = <int64_t>(max_age * 1e9)
+        self.max_per_subject = max_per_subject
+        self.max_event_size = max_event_size
+        self.discard_mode = DISCARD_OLD if discard == 'old' else DISCARD_NEW
+        self.dedup_window = dedup_window
+        self.dedup_max = dedup_max
+        self.limited = bool(max_events or max_bytes or max_per_subject or discard == 'new')
+        self.last_sid = -1
+        self.idx = <LogEntry *>ff_talloc(LOG_MIN_INDEX * sizeof(LogEntry))
+        self.arena = <char *>ff_talloc(LOG_MIN_ARENA)
+        self.stab = <uint32_t *>ff_talloc(LOG_MIN_SUBJECTS * 2 * sizeof(uint32_t))
+        if self.idx == NULL or self.arena == NULL or self.stab == NULL:
+            raise MemoryError()
+        self.icap = LOG_MIN_INDEX
+        self.acap = LOG_MIN_ARENA
+        memset(self.stab, 0, LOG_MIN_SUBJECTS * 2 * sizeof(uint32_t))
+        self.smask = LOG_MIN_SUBJECTS * 2 - 1
+        self.path = path
+        if path is not None:
+            self.store = SegmentStore(self, path, fsync, fsync_interval, segment_size, strict)
+            # replay the segments through the append path; under the limits
+            # of this open, the oldest records give way (never a rejection)
+            self.loading = True
+            mode = self.discard_mode
+            self.discard_mode = DISCARD_OLD
+            try:
+                self.store.load()
+            finally:
+                self.loading = False
+                self.discard_mode = mode
+            # the counters describe this open; what the load did is in 'loaded'
+            self.n_loaded = self.count
+            self.n_appended = 0
+            self.n_rejected = 0
+            for i in range(6):
+                self.n_evicted[i] = 0
+            self._cursors = self.store.load_cursors()
+        elif fsync not in ('always', 'interval', 'never'):
+            raise ValueError("fsync must be 'always', 'interval' or 'never', got {!r}".format(fsync))
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.subj != NULL:
+            for i in range(self.sused):
+                if self.subj[i].bytes != NULL:
+                    free(self.subj[i].bytes)
+                    Py_XDECREF(self.subj[i].name)
+        ff_tfree(self.subj)
+        ff_tfree(self.stab)
+        ff_tfree(self.idx)
+        ff_tfree(self.arena)
+
+    # -- sizes -----------------------------------------------------------------
+
+    @property
+    def first_seq(self):
+        return self.idx[self.ihead].seq if self.icount else self._last_seq + 1
+
+    @property
+    def last_seq(self):
+        return self._last_seq
+
+    @property
+    def bytes(self):
+        return self.nbytes
+
+    @property
+    def subjects(self):
+        return self.slive
+
+    @property
+    def discard(self):
+        return 'old' if self.discard_mode == DISCARD_OLD else 'new'
+
+    def __len__(self):
+        return self.count
+
+    def stats(self):
+        d = {
+            'records': self.count,
+            'bytes': self.nbytes,
+            'subjects': self.slive,
+            'first_seq': self.first_seq,
+            'last_seq': self._last_seq,
+            'appended': self.n_appended,
+            'evicted': sum(self.n_evicted[i] for i in range(6)),
+            'evicted_max_events': self.n_evicted[EV_EVENTS],
+            'evicted_max_bytes': self.n_evicted[EV_BYTES],
+            'evicted_max_age': self.n_evicted[EV_AGE],
+            'evicted_max_per_subject': self.n_evicted[EV_PER_SUBJECT],
+            'purged': self.n_evicted[EV_PURGE],
+            'rejected': self.n_rejected,
+            'duplicates': self.n_duplicates,
+            'loaded': self.n_loaded,
+            'arena_bytes': self.acap,
+            'index_entries': self.icap,
+        }
+        if self.store is not None:
+            d.update(self.store.stats())
+        return d
+
+    # -- index -------------------------------------------------------------------
+
+    cdef inline LogEntry *_at(self, Py_ssize_t k) noexcept:
+        """The k-th entry from the head."""
+        return &self.idx[(self.ihead + k) & (self.icap - 1)]
+
+    cdef Py_ssize_t _find(self, int64_t seq) noexcept:
+        """Ring offset of the first entry with entry.seq >= seq (icount if none)."""
+        cdef Py_ssize_t lo = 0, hi = self.icount, mid
+        cdef int64_t first
+        if self.icount == 0:
+            return 0
+        first = self.idx[self.ihead].seq
+        if seq <= first:
+            return 0
+        if self.dense:
+            return min(<Py_ssize_t>(seq - first), self.icount)
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._at(mid).seq < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    cdef LogEntry *_entry(self, int64_t seq) noexcept:
+        """The live entry of seq, or NULL."""
+        cdef Py_ssize_t k = self._find(seq)
+        cdef LogEntry *e
+        if k >= self.icount:
+            return NULL
+        e = self._at(k)
+        if e.seq != seq or e.sid & ENTRY_DELETED:
+            return NULL
+        return e
+
+    cdef Py_ssize_t _find_time(self, int64_t t) noexcept:
+        """Ring offset of the first entry with ts >= t (binary search)."""
+        cdef Py_ssize_t lo = 0, hi = self.icount, mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._at(mid).ts < t:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    # -- subjects ----------------------------------------------------------------
+
+    cdef int32_t _sid_find(self, const char *p, Py_ssize_t n, uint32_t h) noexcept:
+        cdef uint64_t i = h & self.smask
+        cdef uint32_t v
+        cdef LogSubject *s
+        while True:
+            v = self.stab[i]
+            if v == 0:
+                return -1
+            s = &self.subj[v - 1]
+            if s.hash == h and s.len == n and ff_eq(s.bytes, p, n):
+                return <int32_t>(v - 1)
+            i = (i + 1) & self.smask
+
+    cdef int32_t _sid_intern(self, object subject, const char *p, Py_ssize_t n,
+                             uint32_t h) except -1:
+        """Find or add a subject (already validated)."""
+        cdef int32_t sid = self._sid_find(p, n, h)
+        cdef uint64_t i
+        cdef LogSubject *s
+        cdef char *b
+        if sid >= 0:
+            return sid
+        if (self.slive + 1) * 2 > <Py_ssize_t>(self.smask + 1):
+            self._stab_grow()
+        if self.sfree:
+            sid = self.sfree - 1
+        else:
+            _tgrow(<void **>&self.subj, &self.scap, self.sused + 1, sizeof(LogSubject),
+                   LOG_MIN_SUBJECTS)
+            sid = <int32_t>self.sused
+        b = <char *>malloc(n if n else 1)
+        if b == NULL:
+            raise MemoryError()
+        name = subject if isinstance(subject, str) else PyUnicode_DecodeUTF8(p, n, 'strict')
+        if sid == self.sused:
+            self.sused += 1
+        else:
+            self.sfree = self.subj[sid].next_free
+        s = &self.subj[sid]
+        memcpy(b, p, n)
+        s.bytes = b
+        s.len = <uint32_t>n
+        s.hash = h
+        s.first = 0
+        s.last = 0
+        s.count = 0
+        s.memo = 0
+        Py_INCREF(name)
+        s.name = <PyObject *>name
+        i = h & self.smask
+        while self.stab[i]:
+            i = (i + 1) & self.smask
+        self.stab[i] = sid + 1
+        self.slive += 1
+        return sid
+
+    cdef int _stab_grow(self) except -1:
+        cdef uint64_t cap = (self.smask + 1) * 2, i, j
+        cdef uint32_t *t = <uint32_t *>ff_talloc(cap * sizeof(uint32_t))
+        if t == NULL:
+            raise MemoryError()
+        memset(t, 0, cap * sizeof(uint32_t))
+        for i in range(self.smask + 1):
+            if self.stab[i]:
+                j = self.subj[self.stab[i] - 1].hash & (cap - 1)
+                while t[j]:
+                    j = (j + 1) & (cap - 1)
+                t[j] = self.stab[i]
+        ff_tfree(self.stab)
+        self.stab = t
+        self.smask = cap - 1
+        return 0
+
+    cdef void _sid_release(self, uint32_t sid) noexcept:
+        """Forget a subject with no records left."""
+        cdef LogSubject *s = &self.subj[sid]
+        cdef uint64_t i = s.hash & self.smask, j, k, mask = self.smask
+        cdef PyObject *name = s.name
+        while self.stab[i] != sid + 1:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if self.stab[j] == 0:
+                break
+            k = self.subj[self.stab[j] - 1].hash & mask
+            if ((j - k) & mask) >= ((j - i) & mask):
+                self.stab[i] = self.stab[j]
+                i = j
+        self.stab[i] = 0
+        free(s.bytes)
+        s.bytes = NULL
+        s.name = NULL
+        s.next_free = self.sfree
+        self.sfree = sid + 1
+        self.slive -= 1
+        Py_XDECREF(name)
+
+    cdef int32_t _subject_sid(self, object subject, bint add) except -2:
+        """Validate and intern ``subject``; -1 if unknown and not ``add``."""
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef uint32_t h
+        cdef int32_t sid
+        cdef Parsed ps
+        as_utf8(subject, &p, &n, False)
+        h = <uint32_t>ff_hash(p, n, _SEED)
+        sid = self._sid_find(p, n, h)
+        if sid >= 0:
+            return sid
+        parse_subject(p, n, &ps, False, subject)
+        if not add:
+            return -1
+        return self._sid_intern(subject, p, n, h)
+
+    # -- pins ----------------------------------------------------------------------
+
+    cdef _pin(self, int64_t seq):
+        self.pins[seq] = self.pins.get(seq, 0) + 1
+        self.npins += 1
+
+    cdef _unpin(self, int64_t seq):
+        c = self.pins.get(seq, 0) - 1
+        if c > 0:
+            self.pins[seq] = c
+        else:
+            self.pins.pop(seq, None)
+        self.npins -= 1
+
+    cdef int _check_pins_head(self, Py_ssize_t k) except -1:
+        """Raise BufferError if one of the k oldest entries is pinned."""
+        cdef int64_t last
+        if self.npins == 0 or k == 0:
+            return 0
+        last = self._at(k - 1).seq
+        for seq in self.pins:
+            if seq <= last:
+                raise BufferError(
+                    'record {} is exported as a buffer (memoryview); release it before '
+                    'the log can evict or move it'.format(seq))
+        return 0
+
+    cdef int _check_no_pins(self) except -1:
+        if self.npins:
+            raise BufferError(
+                'records {} are exported as buffers (memoryview); release them before '
+                'the log can move its arena'.format(sorted(self.pins)))
+        return 0
+
+    # -- eviction ------------------------------------------------------------------
+
+    cdef void _drop_entry(self, LogEntry *e, int reason) noexcept:
+        """Account for the removal of live entry ``e`` (bytes, counts, subject)."""
+        cdef uint32_t sid = e.sid
+        cdef LogSubject *s = &self.subj[sid]
+        self.count -= 1
+        self.nbytes -= e.len + s.len
+        self.apay -= e.len
+        self.n_evicted[reason] += 1
+        s.count -= 1
+        if s.count == 0:
+            self._sid_release(sid)
+        else:
+            s.first = e.next_same
+
+    cdef void _pop_head(self) noexcept:
+        """Remove the head entry from the ring, then any deleted entries."""
+        self.ihead = (self.ihead + 1) & (self.icap - 1)
+        self.icount -= 1
+        while self.icount and self.idx[self.ihead].sid & ENTRY_DELETED:
+            self.adead -= self.idx[self.ihead].len
+            self.ihead = (self.ihead + 1) & (self.icap - 1)
+            self.icount -= 1
+            self.ideleted -= 1
+        if self.icount == 0:
+            self.atail = 0
+            self.adead = 0
+            self.ideleted = 0
+            self.dense = True
+
+    cdef void _evict_head(self, int reason) noexcept:
+        self._drop_entry(&self.idx[self.ihead], reason)
+        self._pop_head()
+
+    cdef void _delete(self, LogEntry *e, int reason) noexcept:
+        """Delete a live entry anywhere (its subject's oldest)."""
+        if e == &self.idx[self.ihead]:
+            self._evict_head(reason)
+            return
+        self._drop_entry(e, reason)
+        e.sid |= ENTRY_DELETED
+        self.ideleted += 1
+        self.adead += e.len
+
+    cdef Py_ssize_t _expired_prefix(self, int64_t now) noexcept:
+        if self.max_age_ns == 0 or self.icount == 0:
+            return 0
+        return self._find_time(now - self.max_age_ns + 1) if \
+            self.idx[self.ihead].ts <= now - self.max_age_ns else 0
+
+    cdef int _expire(self, int64_t now, Py_ssize_t step) except -1:
+        """Evict up to ``step`` expired records (stops at a pinned one)."""
+        cdef int64_t cutoff = now - self.max_age_ns
+        cdef Py_ssize_t done = 0
+        if self.max_age_ns == 0:
+            return 0
+        while self.icount and self.idx[self.ihead].ts <= cutoff and done < step:
+            if self.npins and self.idx[self.ihead].seq in self.pins:
+                break
+            self._evict_head(EV_AGE)
+            done += 1
+        return done
+
+    # -- space -----------------------------------------------------------------------
+
+    cdef Py_ssize_t _place(self, Py_ssize_t n) noexcept:
+        """Arena offset where n payload bytes fit contiguously, or -1."""
+        cdef Py_ssize_t head
+        if self.icount == 0:
+            self.atail = 0
+            return 0 if n <= self.acap else -1
+        head = <Py_ssize_t>self.idx[self.ihead].pos
+        if self.atail > head:
+            if n <= self.acap - self.atail:
+                return self.atail
+            if n <= head:
+                return 0
+            return -1
+        if self.atail == head:
+            # full, or every live payload is empty
+            return self.atail if n == 0 else -1
+        return self.atail if n <= head - self.atail else -1
+
+    cdef int _rebuild(self, Py_ssize_t acap, Py_ssize_t icap) except -1:
+        """Copy the live records into fresh rings of the given capacities
+        (drops deleted entries and arena holes)."""
+        cdef char *a
+        cdef LogEntry *ix
+        cdef Py_ssize_t k, n = 0, used = 0
+        cdef LogEntry *e
+        self._check_no_pins()
+        a = <char *>ff_talloc(acap)
+        ix = <LogEntry *>ff_talloc(icap * sizeof(LogEntry))
+        if a == NULL or ix == NULL:
+            ff_tfree(a)
+            ff_tfree(ix)
+            raise MemoryError()
+        for k in range(self.icount):
+            e = self._at(k)
+            if e.sid & ENTRY_DELETED:
+                continue
+            memcpy(a + used, self.arena + e.pos, e.len)
+            ix[n] = e[0]
+            ix[n].pos = used
+            used += e.len
+            n += 1
+        if n != self.icount:
+            self.dense = False
+        ff_tfree(self.arena)
+        ff_tfree(self.idx)
+        self.arena = a
+        self.idx = ix
+        self.acap = acap
+        self.icap = icap
+        self.ihead = 0
+        self.icount = n
+        self.ideleted = 0
+        self.adead = 0
+        self.atail = used
+        self.agen += 1
+        return 0
+
+    cdef int _make_room(self, Py_ssize_t nrec) except -1:
+        """Room in the index for ``nrec`` more entries: drop the deleted
+        entries if they are many (a rebuild), else grow the index alone (the
+        arena does not move; in place when the ring is not wrapped)."""
+        cdef Py_ssize_t icap = self.icap, k
+        cdef LogEntry *ix
+        if self.icount + nrec <= self.icap:
+            return 0
+        if self.ideleted * 4 >= self.icount:
+            while icap < self.icount - self.ideleted + nrec:
+                icap *= 2
+            return self._rebuild(self.acap, icap)
+        while icap < self.icount + nrec:
+            icap *= 2
+        if self.ihead + self.icount <= self.icap:
+            ix = <LogEntry *>ff_trealloc(self.idx, icap * sizeof(LogEntry))
+            if ix == NULL:
+                raise MemoryError()
+            self.idx = ix
+            self.icap = icap
+            return 0
+        ix = <LogEntry *>ff_talloc(icap * sizeof(LogEntry))
+        if ix == NULL:
+            raise MemoryError()
+        for k in range(self.icount):
+            ix[k] = self._at(k)[0]
+        ff_tfree(self.idx)
+        self.idx = ix
+        self.icap = icap
+        self.ihead = 0
+        return 0
+
+    cdef Py_ssize_t _reserve_bytes(self, Py_ssize_t n) except -2:
+        """An arena offset for n contiguous bytes: grow the arena in place
+        when it is not wrapped and has few holes, else rebuild it (compact,
+        and grow to twice the live bytes)."""
+        cdef Py_ssize_t pos = self._place(n), live = self.apay, acap
+        cdef char *a
+        if pos >= 0:
+            return pos
+        acap = self.acap
+        while acap < 2 * (live + n):
+            acap *= 2
+        if self.adead * 2 <= live and (self.icount == 0 or
+                                       self.atail > <Py_ssize_t>self.idx[self.ihead].pos):
+            # remapped, offsets unchanged; exported memoryviews hold pointers
+            self._check_no_pins()
+            if acap == self.acap:
+                acap *= 2
+            a = <char *>ff_trealloc(self.arena, acap)
+            if a == NULL:
+                raise MemoryError()
+            self.arena = a
+            self.acap = acap
+            return self._place(n)
+        self._rebuild(acap, self.icap)
+        return self._place(n)
+
+    # -- appending ------------------------------------------------------------------
+
+    cdef int _check_open(self) except -1:
+        if self.closed:
+            raise FastflowError('the log is closed')
+        return 0
+
+    cdef int _admit(self, int32_t sid, Py_ssize_t slen, Py_ssize_t dlen,
+                    int64_t nrec_before) except -1:
+        """Apply the count/bytes/per-subject limits for one more record of
+        subject ``sid`` (-1: a new subject): evict (discard old) or raise
+        (discard new).  Nothing is changed when it raises."""
+        cdef int64_t rsize = slen + dlen
+        cdef Py_ssize_t k = 0
+        cdef int64_t c, b
+        cdef LogEntry *e
+        cdef LogSubject *s
+        if self.discard_mode == DISCARD_NEW:
+            if self.max_events and self.count + 1 > self.max_events:
+                self.n_rejected += 1
+                raise LogFullError("log full: max_events={} reached (discard='new')".format(
+                    self.max_events))
+            if self.max_bytes and self.nbytes + rsize > self.max_bytes:
+                self.n_rejected += 1
+                raise LogFullError("log full: max_bytes={} reached, the record needs {} "
+                                   "more (discard='new')".format(self.max_bytes, rsize))
+            if self.max_per_subject and sid >= 0 and \
+                    self.subj[sid].count + 1 > self.max_per_subject:
+                self.n_rejected += 1
+                raise LogFullError("log full: max_per_subject={} reached for {!r} "
+                                   "(discard='new')".format(
+                                       self.max_per_subject, <object>self.subj[sid].name))
+            return 0
+        if self.max_bytes and rsize > self.max_bytes:
+            self.n_rejected += 1
+            raise LogFullError('record of {} bytes (subject and payload) exceeds '
+                               'max_bytes={}'.format(rsize, self.max_bytes))
+        # pinned records: check the whole plan before changing anything (an
+        # upper bound: the head evictions as if no per-subject one happened)
+        if self.npins:
+            if self.max_per_subject and sid >= 0 and \
+                    self.subj[sid].count + 1 > self.max_per_subject and \
+                    self.subj[sid].first in self.pins:
+                raise BufferError('record {} is exported as a buffer (memoryview); '
+                                  'release it before the log can evict it'.format(
+                                      self.subj[sid].first))
+            c = self.count
+            b = self.nbytes
+            while k < self.icount and ((self.max_events and c + 1 > self.max_events) or
+                                       (self.max_bytes and b + rsize > self.max_bytes)):
+                e = self._at(k)
+                if not (e.sid & ENTRY_DELETED):
+                    c -= 1
+                    b -= e.len + self.subj[e.sid].len
+                k += 1
+            self._check_pins_head(k)
+        # per subject: the subject's oldest record goes
+        if self.max_per_subject and sid >= 0:
+            s = &self.subj[sid]
+            if s.count + 1 > self.max_per_subject:
+                self._delete(self._entry(s.first), EV_PER_SUBJECT)
+        # count and bytes: the oldest records go
+        while self.max_events and self.count + 1 > self.max_events:
+            self._evict_head(EV_EVENTS)
+        while self.max_bytes and self.nbytes + rsize > self.max_bytes:
+            self._evict_head(EV_BYTES)
+        return 0
+
+    cdef int64_t _store(self, int32_t sid, const char *d, Py_ssize_t dlen, int64_t ts,
+                        int64_t ptime) except -1:
+        """Write one admitted record (room in the index is reserved)."""
+        cdef Py_ssize_t pos
+        cdef LogEntry *e
+        cdef LogEntry *prev
+        cdef LogSubject *s
+        cdef int64_t seq = self._last_seq + 1
+        if self.icount == self.icap:
+            self._make_room(1)
+        pos = self._reserve_bytes(dlen)
+        memcpy(self.arena + pos, d, dlen)
+        self.atail = pos + dlen
+        e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
+        self.icount += 1
+        e.seq = seq
+        e.ts = ts
+        e.ptime = ptime
+        e.next_same = 0
+        e.pos = pos
+        e.len = <uint32_t>dlen
+        e.sid = <uint32_t>sid
+        s = &self.subj[sid]
+        if s.count:
+            prev = self._entry(s.last)
+            prev.next_same = seq
+        else:
+            s.first = seq
+        s.last = seq
+        s.count += 1
+        self.count += 1
+        self.nbytes += dlen + s.len
+        self.apay += dlen
+        self._last_seq = seq
+        self.last_ts = ts
+        self.n_appended += 1
+        return seq
+
+    cdef int64_t _append1(self, object subject, const char *d, Py_ssize_t dlen,
+                          int64_t ptime, int64_t now) except -1:
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef uint32_t h
+        cdef LogSubject *sj
+        cdef Parsed ps
+        if dlen > self.max_event_size:
+            self.n_rejected += 1
+            raise EventTooLarge('payload of {} bytes exceeds max_event_size={}'.format(
+                dlen, self.max_event_size))
+        as_utf8(subject, &p, &n, False)
+        h = <uint32_t>ff_hash(p, n, _SEED)
+        sj = &self.subj[self.last_sid] if self.last_sid >= 0 else NULL
+        if not (sj != NULL and sj.bytes != NULL and sj.hash == h and sj.len == n
+                and ff_eq(sj.bytes, p, n)) and self._sid_find(p, n, h) < 0:
+            parse_subject(p, n, &ps, False, subject)   # a new subject: validate it
+        if self.max_age_ns:
+            self._expire(now, AGE_EVICT_STEP)
+        self._append_known(subject, p, n, h, d, dlen, ptime, now)
+        return self._last_seq
+
+    def append(self, subject, data, time=0):
+        """Append one record; returns its seq."""
+        cdef Py_buffer view
+        cdef int64_t seq
+        self._check_open()
+        if type(data) is bytes:
+            seq = self._append1(subject, PyBytes_AS_STRING(data), len(<bytes>data),
+                                time, _now_ns())
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                seq = self._append1(subject, <const char *>view.buf, view.len, time, _now_ns())
+            finally:
+                PyBuffer_Release(&view)
+        if self.store is not None and not self.loading:
+            self.store.after_append()
+        return seq
+
+    def append_batch(self, subjects, datas, time=0):
+        """Append many records in one call; returns ``(first_seq, last_seq)``.
+        Validated as a whole first; atomic under ``discard="new"``."""
+        cdef Py_ssize_t n, i, total = 0, dlen
+        cdef bint one = isinstance(subjects, (str, bytes))
+        cdef int64_t now, first, c, b, rsize
+        cdef const char *p
+        cdef Py_ssize_t slen
+        cdef uint32_t h
+        cdef int32_t sid = -1
+        cdef Parsed ps
+        cdef list datas_l
+        cdef list subj_l
+        cdef Py_buffer view
+        cdef int64_t ptime
+        self._check_open()
+        datas_l = list(datas)
+        n = len(datas_l)
+        if not one:
+            subj_l = list(subjects)
+            if len(subj_l) != n:
+                raise ValueError('append_batch: {} subjects for {} payloads'.format(
+                    len(subj_l), n))
+        if n == 0:
+            return (self._last_seq + 1, self._last_seq)
+        # validate everything first
+        for i in range(n):
+            dlen = len(memoryview(datas_l[i])) if type(datas_l[i]) is not bytes \
+                else len(<bytes>datas_l[i])
+            if dlen > self.max_event_size:
+                self.n_rejected += n
+                raise EventTooLarge('datas[{}]: payload of {} bytes exceeds '
+                                    'max_event_size={}'.format(i, dlen, self.max_event_size))
+            s = subjects if one else subj_l[i]
+            if one and i:
+                continue
+            try:
+                self._subject_sid(s, False)
+            except SubjectError as exc:
+                raise SubjectError('{} (subjects[{}])'.format(exc, i)) from None
+        now = _now_ns()
+        if self.max_age_ns:
+            self._expire(now, AGE_EVICT_STEP)
+        if self.discard_mode == DISCARD_NEW:
+            self._admit_batch(subjects if one else subj_l, datas_l, one)
+        first = self._last_seq + 1
+        if self.icount + n > self.icap:
+            self._make_room(n)
+        ptime = time
+        if one:
+            as_utf8(subjects, &p, &slen, False)
+            h = <uint32_t>ff_hash(p, slen, _SEED)
+        for i in range(n):
+            if not one:
+                s = subj_l[i]
+                as_utf8(s, &p, &slen, False)
+                h = <uint32_t>ff_hash(p, slen, _SEED)
+            d = datas_l[i]
+            if type(d) is bytes:
+                self._append_known(subjects if one else s, p, slen, h,
+                                   PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d), ptime, now)
+            else:
+                PyObject_GetBuffer(d, &view, PyBUF_SIMPLE)
+                try:
+                    self._append_known(subjects if one else s, p, slen, h,
+                                       <const char *>view.buf, view.len, ptime, now)
+                finally:
+                    PyBuffer_Release(&view)
+        if self.store is not None:
+            self.store.after_append()
+        return (first, self._last_seq)
+
+    cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
+                                  uint32_t h, const char *d, Py_ssize_t dlen,
+                                  int64_t ptime, int64_t now) except -1:
+        """Append one record of a validated subject (bytes p[:n], hash h)."""
+        cdef int32_t sid = self.last_sid
+        cdef LogSubject *sj
+        cdef int64_t seq
+        # the subject of the previous append is the likely one
+        if sid >= 0:
+            sj = &self.subj[sid]
+            if not (sj.bytes != NULL and sj.hash == h and sj.len == n and ff_eq(sj.bytes, p, n)):
+                sid = self._sid_find(p, n, h)
+        else:
+            sid = self._sid_find(p, n, h)
+        if self.limited:
+            self._admit(sid, n, dlen, 0)
+            if sid >= 0 and self.subj[sid].bytes == NULL:
+                sid = self._sid_find(p, n, h)   # released by the evictions
+        if sid < 0:
+            sid = self._sid_intern(subject, p, n, h)
+        self.last_sid = sid
+        seq = self._store(sid, d, dlen, now if now > self.last_ts else self.last_ts, ptime)
+        if self.store is not None and not self.loading:
+            self.store.write_record(seq, self.last_ts, ptime, p, n, d, dlen)
+        return 0
+
+    cdef int _admit_batch(self, object subjects, list datas, bint one) except -1:
+        """discard='new': raise unless the whole batch fits."""
+        cdef int64_t c = self.count, b = self.nbytes, rsize
+        cdef const char *p
+        cdef Py_ssize_t n, i
+        cdef int32_t sid
+        per = {}
+        for i in range(len(datas)):
+            s = subjects if one else subjects[i]
+            as_utf8(s, &p, &n, False)
+            rsize = n + len(memoryview(datas[i]))
+            c += 1
+            b += rsize
+            if self.max_events and c > self.max_events:
+                self.n_rejected += len(datas)
+                raise LogFullError("log full: max_events={} reached at datas[{}]; nothing "
+                                   "of the batch was stored (discard='new')".format(
+                                       self.max_events, i))
+            if self.max_bytes and b > self.max_bytes:
+                self.n_rejected += len(datas)
+                raise LogFullError("log full: max_bytes={} reached at datas[{}]; nothing "
+                                   "of the batch was stored (discard='new')".format(
+                                       self.max_bytes, i))
+            if self.max_per_subject:
+                key = p[:n]
+                if key not in per:
+                    sid = self._sid_find(p, n, <uint32_t>ff_hash(p, n, _SEED))
+                    per[key] = self.subj[sid].count if sid >= 0 else 0
+                per[key] += 1
+                if per[key] > self.max_per_subject:
+                    self.n_rejected += len(datas)
+                    raise LogFullError("log full: max_per_subject={} reached for {!r} at "
+                                       "datas[{}]; nothing of the batch was stored "
+                                       "(discard='new')".format(
+                                           self.max_per_subject, key.decode(), i))
+        return 0
+
+    def append_unique(self, subject, data, msg_id, time=0):
+        """Append unless ``msg_id`` was seen within the dedup window; returns
+        ``(seq, duplicate)``."""
+        self._check_open()
+        if isinstance(msg_id, str):
+            key = msg_id
+        elif isinstance(msg_id, (bytes, bytearray)):
+            key = bytes(msg_id)
+        else:
+            raise TypeError('msg_id must be str or bytes, not {}'.format(type(msg_id).__name__))
+        now = _now_ns()
+        self._dedup_expire(now)
+        hit = self.dedup_ids.get(key)
+        if hit is not None:
+            self.n_duplicates += 1
+            return (hit[0], True)
+        seq = self.append(subject, data, time)
+        self.dedup_ids[key] = (seq, now)
+        self.dedup_order.append((now, key))
+        while len(self.dedup_order) > self.dedup_max:
+            _, old = self.dedup_order.popleft()
+            self.dedup_ids.pop(old, None)
+        return (seq, False)
+
+    cdef _dedup_expire(self, int64_t now):
+        cdef int64_t cutoff = now - <int64_t>(self.dedup_window * 1e9)
+        order = self.dedup_order
+        while order and order[0][0] <= cutoff:
+            _, old = order.popleft()
+            self.dedup_ids.pop(old, None)
+
+    def expire(self):
+        """Evict every expired record now; returns how many."""
+        self._check_open()
+        return self._expire(_now_ns(), 1 << 62)
+
+    # -- purge -----------------------------------------------------------------------
+
+    def purge(self, subject=None, up_to=None):
+        """Remove all records, or those matching the pattern ``subject``,
+        and/or those with ``seq <= up_to``; returns how many."""
+        cdef int64_t limit
+        self._check_open()
+        if up_to is not None and not isinstance(up_to, int):
+            raise TypeError('up_to must be an int seq, not {}'.format(type(up_to).__name__))
+        limit = self._last_seq if up_to is None else min(<int64_t>up_to, self._last_seq)
+        removed = self._purge(subject, limit)
+        if self.store is not None:
+            self.store.write_purge(self._last_seq, limit, subject)
+            self.store.after_append()
+        return removed
+
+    cdef int64_t _purge(self, object subject, int64_t limit) except -1:
+        cdef int64_t removed = 0
+        cdef Parsed ps
+        cdef PTok pt[MAX_TOKENS]
+        cdef const char *p
+        cdef Py_ssize_t n, k
+        cdef LogEntry *e
+        cdef LogSubject *s
+        if subject is None:
+            k = 0
+            while k < self.icount and self._at(k).seq <= limit:
+                k += 1
+            self._check_pins_head(k)
+            while self.icount and self.idx[self.ihead].seq <= limit:
+                self._evict_head(EV_PURGE)
+                removed += 1
+            return removed
+        as_utf8(subject, &p, &n, True)
+        parse_subject(p, n, &ps, True, subject)
+        ptoks_of(&ps, pt)
+        if self.npins:
+            for seq in self.pins:
+                e = self._entry(seq)
+                if e != NULL and seq <= limit and pattern_matches(
+                        pt, ps.ntok, self.subj[e.sid].bytes, self.subj[e.sid].len):
+                    raise BufferError('record {} is exported as a buffer (memoryview); '
+                                      'release it before purging it'.format(seq))
+        for sid in range(self.sused):
+            s = &self.subj[sid]
+            if s.bytes == NULL or not pattern_matches(pt, ps.ntok, s.bytes, s.len):
+                continue
+            while s.bytes != NULL and s.count and s.first <= limit:
+                self._delete(self._entry(s.first), EV_PURGE)
+                removed += 1
+        return removed
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, int64_t seq):
+        """One retained record as a zero-copy ``Record`` view."""
+        cdef LogEntry *e
+        cdef Record r
+        self._check_open()
+        e = self._entry(seq)
+        if e == NULL or self._is_expired(e):
+            raise KeyError('record {} is not retained (retained: {}..{})'.format(
+                seq, self.first_seq, self._last_seq))
+        r = Record.__new__(Record)
+        r.log = self
+        r.seq = seq
+        r.ts = e.ts
+        r.time = e.ptime
+        r.subject = <str>self.subj[e.sid].name
+        r.pos = e.pos
+        r.len = e.len
+        r.gen = self.agen
+        return r
+
+    cdef inline bint _is_expired(self, LogEntry *e) noexcept:
+        return self.max_age_ns != 0 and e.ts <= _now_ns() - self.max_age_ns
+
+    cdef int _filter_prepare(self, object flt, Parsed *ps, PTok *pt) except -1:
+        cdef const char *p
+        cdef Py_ssize_t n
+        if flt is None:
+            return 0
+        as_utf8(flt, &p, &n, True)
+        parse_subject(p, n, ps, True, flt)
+        ptoks_of(ps, pt)
+        self.memo_stamp += 1
+        if self.memo_stamp >= (1 << 29):
+            self.memo_stamp = 1
+            for i in range(self.sused):
+                self.subj[i].memo = 0
+        return 1
+
+    cdef inline bint _filter_ok(self, uint32_t sid, PTok *pt, int ntok) noexcept:
+        cdef LogSubject *s = &self.subj[sid]
+        cdef bint ok
+        if (s.memo >> 2) == self.memo_stamp:
+            return s.memo & 1
+        ok = pattern_matches(pt, ntok, s.bytes, s.len)
+        s.memo = (self.memo_stamp << 2) | (1 if ok else 0)
+        return ok
+
+    cdef Py_ssize_t _start_offset(self, int64_t seq) noexcept:
+        """Ring offset of the first readable entry at or after seq (skips
+        expired records)."""
+        cdef Py_ssize_t k = self._find(seq), k2
+        if self.max_age_ns and self.icount:
+            k2 = self._find_time(_now_ns() - self.max_age_ns + 1)
+            if k2 > k:
+                k = k2
+        return k
+
+    def read(self, int64_t seq=1, Py_ssize_t limit=1024, Py_ssize_t max_bytes=0, filter=None):
+        """Records with seq >= ``seq``, in order, as one ``Batch``."""
+        cdef Parsed ps
+        cdef PTok pt[MAX_TOKENS]
+        cdef bint filtered
+        cdef Py_ssize_t k, total = 0, i, nsel = 0
+        cdef LogEntry *e
+        cdef I64Vec sel
+        cdef Batch b
+        cdef char *out
+        cdef int64_t next_seq
+        cdef object lst
+        self._check_open()
+        if limit < 1:
+            raise ValueError('limit must be >= 1, got {}'.format(limit))
+        filtered = self._filter_prepare(filter, &ps, pt)
+        k = self._start_offset(seq)
+        sel.data = NULL
+        sel.n = 0
+        sel.cap = 0
+        next_seq = max(seq, self.first_seq)
+        try:
+            while k < self.icount and nsel < limit:
+                e = self._at(k)
+                if not (e.sid & ENTRY_DELETED) and (not filtered or self._filter_ok(
+                        e.sid, pt, ps.ntok)):
+                    if max_bytes and nsel and total + e.len > max_bytes:
+                        break
+                    _i64_push(&sel, k)
+                    total += e.len
+                    nsel += 1
+                next_seq = e.seq + 1
+                k += 1
+            if k >= self.icount:
+                next_seq = max(next_seq, self._last_seq + 1)
+            b = _new_batch(nsel)
+            b.buffer = PyBytes_FromStringAndSize(NULL, total)
+            out = PyBytes_AS_STRING(b.buffer)
+            lst = PyList_New(nsel)
+            total = 0
+            b.offsets.data[0] = 0
+            for i in range(nsel):
+                e = self._at(sel.data[i])
+                memcpy(out + total, self.arena + e.pos, e.len)
+                total += e.len
+                b.offsets.data[i + 1] = total
+                b.seqs.data[i] = e.seq
+                b.ts.data[i] = e.ts
+                b.times.data[i] = e.ptime
+                Py_INCREF(<object>self.subj[e.sid].name)
+                PyList_SET_ITEM(lst, i, <object>self.subj[e.sid].name)
+            b.offsets.n = nsel + 1
+            b.seqs.n = b.ts.n = b.times.n = nsel
+            b.subjects = lst
+            b.next_seq = next_seq
+            b.lost = 0
+            return b
+        finally:
+            free(sel.data)
+
+    def read_into(self, buffer, int64_t seq=1, Py_ssize_t limit=1024, filter=None):
+        """Copy payloads of records with seq >= ``seq`` into ``buffer``;
+        returns ``(count, next_seq, offsets)``."""
+        cdef Py_buffer view
+        cdef Parsed ps
+        cdef PTok pt[MAX_TOKENS]
+        cdef bint filtered
+        cdef Py_ssize_t k, total = 0, nsel = 0
+        cdef LogEntry *e
+        cdef Int64Array offs
+        cdef int64_t next_seq
+        self._check_open()
+        filtered = self._filter_prepare(filter, &ps, pt)
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            offs = Int64Array.new(16)
+            offs.push(0)
+            k = self._start_offset(seq)
+            next_seq = max(seq, self.first_seq)
+            while k < self.icount and nsel < limit:
+                e = self._at(k)
+                if not (e.sid & ENTRY_DELETED) and (not filtered or self._filter_ok(
+                        e.sid, pt, ps.ntok)):
+                    if total + e.len > view.len:
+                        break
+                    memcpy(<char *>view.buf + total, self.arena + e.pos, e.len)
+                    total += e.len
+                    offs.push(total)
+                    nsel += 1
+                next_seq = e.seq + 1
+                k += 1
+            if k >= self.icount:
+                next_seq = max(next_seq, self._last_seq + 1)
+            return (nsel, next_seq, offs)
+        finally:
+            PyBuffer_Release(&view)
+
+    def seek(self, start='first', *, seq=None, time=None, strict=False):
+        """Resolve a start position; returns ``Position(seq, lost)``."""
+        cdef int64_t first, s, t
+        cdef Py_ssize_t k
+        self._check_open()
+        if self.max_age_ns:
+            self._expire(_now_ns(), 1 << 62) if self.npins == 0 else None
+        first = self.first_seq
+        if seq is not None:
+            if not isinstance(seq, int):
+                raise TypeError('seq must be an int, not {}'.format(type(seq).__name__))
+            s = seq
+            if s < 1:
+                raise ValueError('seq must be >= 1, got {}'.format(s))
+            if s < first:
+                if strict:
+                    raise GapError('requested seq {} but the first retained record is {}: {} '
+                                   'records lost'.format(s, first, first - s))
+                return Position(first, first - s)
+            return Position(min(s, self._last_seq + 1), 0)
+        if time is not None:
+            t = _time_ns(time)
+            k = self._find_time(t)
+            while k < self.icount and self._at(k).sid & ENTRY_DELETED:
+                k += 1
+            return Position(self._at(k).seq if k < self.icount else self._last_seq + 1, 0)
+        if start == 'first':
+            return Position(first, 0)
+        if start == 'last':
+            return Position(self._last_seq if self.count else self._last_seq + 1, 0)
+        if start == 'new':
+            return Position(self._last_seq + 1, 0)
+        raise ValueError("start must be 'first', 'last' or 'new' (or give seq= or time=), "
+                         "got {!r}".format(start))
+
+    def last_per_subject(self, filter=None):
+        """The newest record of every subject (matching ``filter``), in seq order."""
+        cdef Parsed ps
+        cdef PTok pt[MAX_TOKENS]
+        cdef bint filtered
+        cdef Py_ssize_t sid
+        cdef LogSubject *s
+        self._check_open()
+        filtered = self._filter_prepare(filter, &ps, pt)
+        seqs = []
+        for sid in range(self.sused):
+            s = &self.subj[sid]
+            if s.bytes != NULL and s.count and (not filtered or self._filter_ok(
+                    sid, pt, ps.ntok)):
+                if not self._is_expired(self._entry(s.last)):
+                    seqs.append(s.last)
+        seqs.sort()
+        return self._gather(seqs)
+
+    cdef Batch _gather(self, list seqs):
+        cdef Py_ssize_t n = len(seqs), i, total = 0
+        cdef LogEntry *e
+        cdef Batch b = _new_batch(n)
+        cdef char *out
+        for s in seqs:
+            total += self._entry(s).len
+        b.buffer = PyBytes_FromStringAndSize(NULL, total)
+        out = PyBytes_AS_STRING(b.buffer)
+        total = 0
+        b.offsets.data[0] = 0
+        lst = []
+        for i in range(n):
+            e = self._entry(seqs[i])
+            memcpy(out + total, self.arena + e.pos, e.len)
+            total += e.len
+            b.offsets.data[i + 1] = total
+            b.seqs.data[i] = e.seq
+            b.ts.data[i] = e.ts
+            b.times.data[i] = e.ptime
+            lst.append(<object>self.subj[e.sid].name)
+        b.offsets.n = n + 1
+        b.seqs.n = b.ts.n = b.times.n = n
+        b.subjects = lst
+        b.next_seq = (seqs[n - 1] + 1) if n else self._last_seq + 1
+        return b
+
+    def replay(self, start='first', *, seq=None, time=None, filter=None, limit=None,
+               strict=False, batch=1024, speed=None):
+        """Iterate from a position: ``Batch``es as fast as possible, or with a
+        ``speed`` factor one ``Record`` at a time at the original pace."""
+        pos = self.seek(start, seq=seq, time=time, strict=strict)
+        if speed is not None and not speed > 0:
+            raise ValueError('speed must be > 0, got {!r}'.format(speed))
+        if limit is not None and limit < 0:
+            raise ValueError('limit must be >= 0, got {!r}'.format(limit))
+        return _Replay(self, pos, filter, limit, batch, speed)
+
+    def areplay(self, start='first', *, seq=None, time=None, filter=None, limit=None,
+                strict=False, batch=1024, speed=None):
+        """The asyncio form of ``replay``."""
+        pos = self.seek(start, seq=seq, time=time, strict=strict)
+        if speed is not None and not speed > 0:
+            raise ValueError('speed must be > 0, got {!r}'.format(speed))
+        return _AReplay(self, pos, filter, limit, batch, speed)
+
+    # -- cursors ---------------------------------------------------------------------
+
+    def set_cursor(self, name, int64_t seq):
+        self._check_open()
+        if not isinstance(name, str) or not name:
+            raise ValueError('cursor name must be a non-empty str, got {!r}'.format(name))
+        if seq < 0 or seq > self._last_seq:
+            raise ValueError('cursor {!r}: seq {} is outside 0..{} (last_seq)'.format(
+                name, seq, self._last_seq))
+        self._cursors[name] = seq
+        if self.store is not None:
+            self.store.save_cursors(self._cursors)
+
+    def cursor(self, name):
+        return self._cursors.get(name, 0)
+
+    def cursors(self):
+        return dict(self._cursors)
+
+    def delete_cursor(self, name):
+        self._check_open()
+        if name not in self._cursors:
+            raise KeyError('no cursor named {!r}'.format(name))
+        del self._cursors[name]
+        if self.store is not None:
+            self.store.save_cursors(self._cursors)
+
+    def lag(self, name):
+        return self._last_seq - max(<int64_t>self._cursors.get(name, 0), self.first_seq - 1)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def flush(self):
+        self._check_open()
+        if self.store is not None:
+            self.store.sync(True)
+
+    def close(self):
+        if self.closed:
+            return
+        if self.store is not None:
+            self.store.close()
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return 'Log(first_seq={}, last_seq={}, records={}, bytes={}{})'.format(
+            self.first_seq, self._last_seq, self.count, self.nbytes,
+            ', path={!r}'.format(self.path) if self.path is not None else '')
+
+    # -- used by the segment store when loading --------------------------------------
+
+    cdef int _load_record(self, int64_t seq, int64_t ts, int64_t ptime, const char *p,
+                          Py_ssize_t n, const char *d, Py_ssize_t dlen) except -1:
+        cdef uint32_t h = <uint32_t>ff_hash(p, n, _SEED)
+        cdef int32_t sid = self._sid_find(p, n, h)
+        if seq <= self._last_seq:
+            raise CorruptLogError('record seq {} after seq {}'.format(seq, self._last_seq))
+        self._admit(sid, n, dlen, 0)
+        if sid < 0:
+            sid = self._sid_intern(PyUnicode_DecodeUTF8(p, n, 'strict'), p, n, h)
+        self._last_seq = seq - 1
+        self._store(sid, d, dlen, ts if ts > self.last_ts else self.last_ts, ptime)
+        return 0
+
+    cdef int _load_gap(self, int64_t last_seq) except -1:
+        """Sequences up to last_seq were used (e.g. purged, or before the
+        first retained segment)."""
+        if last_seq > self._last_seq:
+            self._last_seq = last_seq
+        return 0
+
+
+class _Replay:
+    def __init__(self, log, pos, filter, limit, batch, speed):
+        self.log = log
+        self.next_seq = pos.seq
+        self.lost = pos.lost
+        self.filter = filter
+        self.left = limit
+        self.batch = batch
+        self.speed = speed
+
+    def __iter__(self):
+        return self._batches() if self.speed is None else self._paced()
+
+    def _next_batch(self):
+        if self.left is not None and self.left <= 0:
+            return None
+        n = self.batch if self.left is None else min(self.batch, self.left)
+        b = self.log.read(self.next_seq, limit=n, filter=self.filter)
+        self.next_seq = b.next_seq
+        if not len(b):
+            return None
+        if self.left is not None:
+            self.left -= len(b)
+        return b
+
+    def _batches(self):
+        while True:
+            b = self._next_batch()
+            if b is None:
+                return
+            b.lost = self.lost
+            yield b
+
+    def _records(self):
+        while True:
+            b = self._next_batch()
+            if b is None:
+                return
+            for seq in b.seqs:
+                try:
+                    yield self.log.get(seq)
+                except KeyError:
+                    continue
+
+    def _paced(self):
+        first_ts = None
+        t0 = None
+        for rec in self._records():
+            if first_ts is None:
+                first_ts = rec.ts
+                t0 = _time.monotonic()
+            else:
+                due = t0 + (rec.ts - first_ts) / 1e9 / self.speed
+                delay = due - _time.monotonic()
+                if delay > 0:
+                    _time.sleep(delay)
+            yield rec
+
+
+class _AReplay(_Replay):
+    def __aiter__(self):
+        return self._abatches() if self.speed is None else self._apaced()
+
+    async def _abatches(self):
+        for b in self._batches():
+            yield b
+            await asyncio.sleep(0)
+
+    async def _apaced(self):
+        first_ts = None
+        t0 = None
+        for rec in self._records():
+            if first_ts is None:
+                first_ts = rec.ts
+                t0 = _time.monotonic()
+            else:
+                due = t0 + (rec.ts - first_ts) / 1e9 / self.speed
+                delay = due - _time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            yield rec
