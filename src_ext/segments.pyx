@@ -81,7 +81,8 @@ cdef class SegmentStore:
     cdef int64_t live_base
     cdef int64_t live_records
     cdef list live_index                # (seq, ts, offset) every IDX_EVERY records
-    cdef double last_sync
+    cdef int64_t last_sync_ns
+    cdef int64_t interval_ns
     # counters
     cdef int64_t n_fsyncs
     cdef int64_t n_truncated
@@ -101,6 +102,7 @@ cdef class SegmentStore:
         self.policy = {'always': FSYNC_ALWAYS, 'interval': FSYNC_INTERVAL,
                        'never': FSYNC_NEVER}[fsync]
         self.interval = fsync_interval
+        self.interval_ns = <int64_t>(fsync_interval * 1e9)
         self.segment_size = segment_size
         self.strict = strict
         self.bases = []
@@ -223,14 +225,16 @@ cdef class SegmentStore:
         PyObject_GetBuffer(self.mm, &self.view, PyBUF_WRITABLE)
         self.mapped = True
         self.base_ptr = <char *>self.view.buf
-        if wpos < self.size:
-            memset(self.base_ptr + wpos, 0, self.size - wpos)
+        if wpos < cur:
+            # a reopened segment: clear what lay beyond the last good record
+            # (a fresh one is all zeros already: leave its pages untouched)
+            memset(self.base_ptr + wpos, 0, cur - wpos)
         self.wpos = wpos
         self.synced = wpos
         self.live_base = base
         if not self.bases or self.bases[len(self.bases) - 1] != base:
             self.bases.append(base)
-        self.last_sync = _time.monotonic()
+        self.last_sync_ns = ff_now_ns()
         if wpos == 0:
             self._sync_dir()
 
@@ -309,15 +313,16 @@ cdef class SegmentStore:
         if self.policy == FSYNC_ALWAYS:
             self.sync(True)
         elif self.policy == FSYNC_INTERVAL:
-            if _time.monotonic() - self.last_sync >= self.interval:
+            if ff_now_ns() - self.last_sync_ns >= self.interval_ns:
                 self.sync(True)
-        self._drop_old_segments()
+        if len(self.bases) > 1:
+            self._drop_old_segments()
         return 0
 
     cpdef sync(self, bint force):
         cdef Py_ssize_t start
         if not self.mapped or self.wpos == self.synced:
-            self.last_sync = _time.monotonic()
+            self.last_sync_ns = ff_now_ns()
             return
         if self.policy == FSYNC_NEVER and not force:
             return
@@ -325,7 +330,7 @@ cdef class SegmentStore:
         self.mm.flush(start, self.wpos - start)
         self.synced = self.wpos
         self.n_fsyncs += 1
-        self.last_sync = _time.monotonic()
+        self.last_sync_ns = ff_now_ns()
 
     cdef _drop_old_segments(self):
         cdef int64_t first = self.log.first_seq
