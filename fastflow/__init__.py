@@ -7,9 +7,18 @@ default; ``FASTFLOW_NO_EXTENSIONS=1`` selects the pure-Python reference core
 
 import os as _os
 
-from fastflow.errors import FastflowError, SubjectError
+from fastflow.errors import (
+    CorruptLogError,
+    EventTooLarge,
+    FastflowError,
+    GapError,
+    LogFullError,
+    StaleRecordError,
+    SubjectError,
+)
 
 if _os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
+    from fastflow._ref.log import Batch, Log, Position, Record
     from fastflow._ref.matcher import Matcher, MatchBatch
     from fastflow._ref.subjects import validate_pattern, validate_subject
 
@@ -17,8 +26,12 @@ if _os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true"
 else:
     try:
         from fastflow._core import (
+            Batch,
+            Log,
             Matcher,
             MatchBatch,
+            Position,
+            Record,
             validate_pattern,
             validate_subject,
         )
@@ -40,9 +53,18 @@ __version__ = "0.1.0"
 
 __all__ = (
     "COMPILED",
+    "Batch",
+    "CorruptLogError",
+    "EventTooLarge",
     "FastflowError",
+    "GapError",
+    "Log",
+    "LogFullError",
     "MatchBatch",
     "Matcher",
+    "Position",
+    "Record",
+    "StaleRecordError",
     "SubjectError",
     "mqtt_filter_to_patterns",
     "mqtt_topic_to_subject",

@@ -1,6 +1,14 @@
 """fastflow's exceptions: one root, input errors are also ``ValueError``."""
 
-__all__ = ("FastflowError", "SubjectError")
+__all__ = (
+    "CorruptLogError",
+    "EventTooLarge",
+    "FastflowError",
+    "GapError",
+    "LogFullError",
+    "StaleRecordError",
+    "SubjectError",
+)
 
 
 class FastflowError(Exception):
@@ -13,3 +21,24 @@ class SubjectError(FastflowError, ValueError):
     The message names the subject and the offending token, for example
     ``invalid subject 'orders..eu': empty token at position 2``.
     """
+
+
+class EventTooLarge(FastflowError, ValueError):
+    """A payload larger than the log's ``max_event_size``."""
+
+
+class LogFullError(FastflowError):
+    """An append rejected by a limit under ``discard="new"``; the message
+    names the limit."""
+
+
+class GapError(FastflowError):
+    """A strict read or replay asked for records that were evicted."""
+
+
+class StaleRecordError(FastflowError):
+    """A record view used after its record was evicted or moved."""
+
+
+class CorruptLogError(FastflowError):
+    """A segment file failed its checksum (names the file and offset)."""

@@ -22,3 +22,11 @@ ctypedef struct LogSubject:     # one per distinct retained subject
     int64_t count               # retained records
     uint32_t memo               # filter memo: stamp << 2 | result
     uint32_t next_free
+
+# The segment file format (segments.pyx, docs/log.md).
+cdef enum:
+    REC_HEADER = 36                 # bytes before the subject
+    KIND_RECORD = 1
+    KIND_DELETE = 2                 # subject field: a pattern; seq field: the bound
+    KIND_PURGE = 3                  # every record with seq <= the seq field
+    IDX_EVERY = 4096                # records between sparse index entries

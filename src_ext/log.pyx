@@ -55,17 +55,25 @@ cdef inline int64_t _now_ns() noexcept nogil:
     return ff_now_ns()
 
 
-def _time_ns(t):
-    """ns since the epoch from an int (ns), a float (s) or a datetime."""
+cdef int64_t _ptime(object t) except? -1:
+    """A producer time: an int of ns in the int64 range."""
+    if not isinstance(t, int):
+        raise TypeError('time must be an int (ns since the epoch), not {}'.format(
+            type(t).__name__))
+    if not -(1 << 63) <= t < (1 << 63):
+        raise ValueError('time {} is outside the int64 range of ns'.format(t))
+    return t
+
+
+def _seek_time_ns(t):
+    """ns since the epoch from an int (ns) or a datetime (naive = local time)."""
     if isinstance(t, _datetime.datetime):
-        if t.tzinfo is None:
-            raise ValueError('time: a naive datetime is ambiguous; give it a tzinfo')
-        return int(t.timestamp() * 1_000_000_000)
-    if isinstance(t, float):
-        return int(t * 1_000_000_000)
-    if isinstance(t, int):
+        return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+    if isinstance(t, int) and not isinstance(t, bool):
+        if not -(1 << 63) <= t < (1 << 63):
+            raise ValueError('time {} is outside the int64 range of ns'.format(t))
         return t
-    raise TypeError('time must be int (ns), float (s) or datetime, not {}'.format(
+    raise TypeError('time must be an int (ns since the epoch) or a datetime, not {}'.format(
         type(t).__name__))
 
 
@@ -111,7 +119,10 @@ cdef class Record:
     cdef Py_ssize_t strides[1]
 
     cdef int _resolve(self) except -1:
-        cdef LogEntry *e = self.log._entry(self.seq)
+        cdef LogEntry *e
+        if self.log.closed_:
+            raise StaleRecordError('record {}: the log is closed'.format(self.seq))
+        e = self.log._entry(self.seq)
         if e == NULL:
             raise StaleRecordError('record {} was evicted (retained: {}..{})'.format(
                 self.seq, self.log.first_seq, self.log.last_seq))
@@ -177,6 +188,10 @@ cdef class Batch:
         return self.seqs.n
 
     def subject(self, Py_ssize_t i):
+        if i < 0:
+            i += self.seqs.n
+        if not 0 <= i < self.seqs.n:
+            raise IndexError('batch index {} out of range for length {}'.format(i, self.seqs.n))
         return self.subjects[i]
 
     def data(self, Py_ssize_t i):
@@ -218,6 +233,8 @@ cdef Batch _new_batch(Py_ssize_t n):
 cdef class Log:
     """An append-only log of records with bounded retention, replay,
     cursors and optional segment files.  See docs/log.md."""
+
+    AGE_EVICT_STEP = 4096  # expired records evicted per append at most
 
     # configuration
     cdef readonly int64_t max_events
@@ -262,7 +279,7 @@ cdef class Log:
     cdef dict _cursors
     cdef object dedup_ids               # dict msg_id -> (seq, ts)
     cdef object dedup_order             # deque of (ts, msg_id)
-    cdef bint closed
+    cdef bint closed_
     cdef readonly object path
     cdef SegmentStore store             # None for an in-memory log
     cdef bint loading
@@ -290,12 +307,13 @@ cdef class Log:
                         ('max_per_subject', max_per_subject), ('dedup_max', dedup_max)):
             if not isinstance(v, int) or v < 0:
                 raise ValueError('{} must be an int >= 0, got {!r}'.format(name, v))
-        if not isinstance(max_event_size, int) or max_event_size < 1 or max_event_size > 0xffffffff:
-            raise ValueError('max_event_size must be an int in 1..4294967295, got {!r}'.format(
-                max_event_size))
-        if not isinstance(max_age, (int, float)) or max_age < 0:
-            raise ValueError('max_age must be a number of seconds >= 0, got {!r}'.format(max_age))
-        if not isinstance(dedup_window, (int, float)) or dedup_window < 0:
+        if not isinstance(max_event_size, int) or not 0 <= max_event_size <= 0xffffffff:
+            raise ValueError('max_event_size must be an int in 0..4294967295 (0: no limit), '
+                             'got {!r}'.format(max_event_size))
+        if not isinstance(max_age, (int, float)) or not max_age >= 0 or max_age == float('inf'):
+            raise ValueError('max_age must be a finite number of seconds >= 0, got {!r}'.format(
+                max_age))
+        if not isinstance(dedup_window, (int, float)) or not dedup_window >= 0:
             raise ValueError('dedup_window must be a number of seconds >= 0, got {!r}'.format(
                 dedup_window))
         if discard not in ('old', 'new'):
@@ -305,7 +323,7 @@ cdef class Log:
         self.max_age = max_age
         self.max_age_ns = <int64_t>(max_age * 1e9)
         self.max_per_subject = max_per_subject
-        self.max_event_size = max_event_size
+        self.max_event_size = max_event_size if max_event_size else 0xffffffff
         self.discard_mode = DISCARD_OLD if discard == 'old' else DISCARD_NEW
         self.dedup_window = dedup_window
         self.dedup_max = dedup_max
@@ -320,6 +338,13 @@ cdef class Log:
         self.acap = LOG_MIN_ARENA
         memset(self.stab, 0, LOG_MIN_SUBJECTS * 2 * sizeof(uint32_t))
         self.smask = LOG_MIN_SUBJECTS * 2 - 1
+        if fsync not in ('always', 'interval', 'never'):
+            raise ValueError("fsync must be 'always', 'interval' or 'never', got {!r}".format(fsync))
+        if not isinstance(fsync_interval, (int, float)) or not fsync_interval > 0:
+            raise ValueError('fsync_interval must be a number of seconds > 0, got {!r}'.format(
+                fsync_interval))
+        if not isinstance(segment_size, int) or segment_size < 4096:
+            raise ValueError('segment_size must be an int >= 4096, got {!r}'.format(segment_size))
         self.path = path
         if path is not None:
             self.store = SegmentStore(self, path, fsync, fsync_interval, segment_size, strict)
@@ -330,6 +355,9 @@ cdef class Log:
             self.discard_mode = DISCARD_OLD
             try:
                 self.store.load()
+            except BaseException:
+                self.store.abort()
+                raise
             finally:
                 self.loading = False
                 self.discard_mode = mode
@@ -339,9 +367,16 @@ cdef class Log:
             self.n_rejected = 0
             for i in range(6):
                 self.n_evicted[i] = 0
-            self._cursors = self.store.load_cursors()
-        elif fsync not in ('always', 'interval', 'never'):
-            raise ValueError("fsync must be 'always', 'interval' or 'never', got {!r}".format(fsync))
+            try:
+                self._cursors = self.store.load_cursors()
+            except BaseException:
+                self.store.abort()
+                raise
+            for name, c in list(self._cursors.items()):
+                if c > self._last_seq:
+                    _logger.warning('cursor %r at %d is past last_seq %d after recovery: moved '
+                                    'back', name, c, self._last_seq)
+                    self._cursors[name] = self._last_seq
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -359,18 +394,22 @@ cdef class Log:
 
     @property
     def first_seq(self):
+        self._check_open()
         return self.idx[self.ihead].seq if self.icount else self._last_seq + 1
 
     @property
     def last_seq(self):
+        self._check_open()
         return self._last_seq
 
     @property
     def bytes(self):
+        self._check_open()
         return self.nbytes
 
     @property
     def subjects(self):
+        self._check_open()
         return self.slive
 
     @property
@@ -378,9 +417,11 @@ cdef class Log:
         return 'old' if self.discard_mode == DISCARD_OLD else 'new'
 
     def __len__(self):
+        self._check_open()
         return self.count
 
     def stats(self):
+        self._check_open()
         d = {
             'records': self.count,
             'bytes': self.nbytes,
@@ -388,7 +429,8 @@ cdef class Log:
             'first_seq': self.first_seq,
             'last_seq': self._last_seq,
             'appended': self.n_appended,
-            'evicted': sum(self.n_evicted[i] for i in range(6)),
+            'evicted': (self.n_evicted[EV_EVENTS] + self.n_evicted[EV_BYTES] +
+                        self.n_evicted[EV_AGE] + self.n_evicted[EV_PER_SUBJECT]),
             'evicted_max_events': self.n_evicted[EV_EVENTS],
             'evicted_max_bytes': self.n_evicted[EV_BYTES],
             'evicted_max_age': self.n_evicted[EV_AGE],
@@ -659,7 +701,7 @@ cdef class Log:
         cdef Py_ssize_t done = 0
         if self.max_age_ns == 0:
             return 0
-        while self.icount and self.idx[self.ihead].ts <= cutoff and done < step:
+        while self.icount and self.idx[self.ihead].ts < cutoff and done < step:
             if self.npins and self.idx[self.ihead].seq in self.pins:
                 break
             self._evict_head(EV_AGE)
@@ -786,8 +828,8 @@ cdef class Log:
     # -- appending ------------------------------------------------------------------
 
     cdef int _check_open(self) except -1:
-        if self.closed:
-            raise FastflowError('the log is closed')
+        if self.closed_:
+            raise FastflowError('log is closed')
         return 0
 
     cdef int _admit(self, int32_t sid, Py_ssize_t slen, Py_ssize_t dlen,
@@ -800,7 +842,19 @@ cdef class Log:
         cdef int64_t c, b
         cdef LogEntry *e
         cdef LogSubject *s
+        if self.max_bytes and rsize > self.max_bytes:
+            raise EventTooLarge('record of {} bytes (subject and payload) exceeds '
+                                'max_bytes={}'.format(rsize, self.max_bytes))
         if self.discard_mode == DISCARD_NEW:
+            if self.max_age_ns and (
+                    (self.max_events and self.count + 1 > self.max_events) or
+                    (self.max_bytes and self.nbytes + rsize > self.max_bytes) or
+                    (self.max_per_subject and sid >= 0 and
+                     self.subj[sid].count + 1 > self.max_per_subject)):
+                # expired records never cause a rejection
+                self._expire(_now_ns(), 1 << 62)
+                if sid >= 0 and self.subj[sid].bytes == NULL:
+                    sid = -1
             if self.max_events and self.count + 1 > self.max_events:
                 self.n_rejected += 1
                 raise LogFullError("log full: max_events={} reached (discard='new')".format(
@@ -812,14 +866,13 @@ cdef class Log:
             if self.max_per_subject and sid >= 0 and \
                     self.subj[sid].count + 1 > self.max_per_subject:
                 self.n_rejected += 1
-                raise LogFullError("log full: max_per_subject={} reached for {!r} "
+                raise LogFullError("log full: max_per_subject={} reached for subject {!r} "
                                    "(discard='new')".format(
                                        self.max_per_subject, <object>self.subj[sid].name))
             return 0
         if self.max_bytes and rsize > self.max_bytes:
-            self.n_rejected += 1
-            raise LogFullError('record of {} bytes (subject and payload) exceeds '
-                               'max_bytes={}'.format(rsize, self.max_bytes))
+            raise EventTooLarge('record of {} bytes (subject and payload) exceeds '
+                                'max_bytes={}'.format(rsize, self.max_bytes))
         # pinned records: check the whole plan before changing anything (an
         # upper bound: the head evictions as if no per-subject one happened)
         if self.npins:
@@ -843,6 +896,8 @@ cdef class Log:
         if self.max_per_subject and sid >= 0:
             s = &self.subj[sid]
             if s.count + 1 > self.max_per_subject:
+                if self.store is not None and not self.loading:
+                    self.store.write_marker(KIND_DELETE, s.first, s.bytes, s.len)
                 self._delete(self._entry(s.first), EV_PER_SUBJECT)
         # count and bytes: the oldest records go
         while self.max_events and self.count + 1 > self.max_events:
@@ -897,10 +952,12 @@ cdef class Log:
         cdef LogSubject *sj
         cdef Parsed ps
         if dlen > self.max_event_size:
-            self.n_rejected += 1
             raise EventTooLarge('payload of {} bytes exceeds max_event_size={}'.format(
                 dlen, self.max_event_size))
         as_utf8(subject, &p, &n, False)
+        if self.store is not None and REC_HEADER + n + dlen > self.store.segment_size:
+            raise EventTooLarge('record of {} bytes exceeds segment_size={}'.format(
+                REC_HEADER + n + dlen, self.store.segment_size))
         h = <uint32_t>ff_hash(p, n, _SEED)
         sj = &self.subj[self.last_sid] if self.last_sid >= 0 else NULL
         if not (sj != NULL and sj.bytes != NULL and sj.hash == h and sj.len == n
@@ -915,14 +972,15 @@ cdef class Log:
         """Append one record; returns its seq."""
         cdef Py_buffer view
         cdef int64_t seq
+        cdef int64_t ptime = 0 if time is 0 else _ptime(time)
         self._check_open()
         if type(data) is bytes:
             seq = self._append1(subject, PyBytes_AS_STRING(data), len(<bytes>data),
-                                time, _now_ns())
+                                ptime, _now_ns())
         else:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
             try:
-                seq = self._append1(subject, <const char *>view.buf, view.len, time, _now_ns())
+                seq = self._append1(subject, <const char *>view.buf, view.len, ptime, _now_ns())
             finally:
                 PyBuffer_Release(&view)
         if self.store is not None and not self.loading:
@@ -956,13 +1014,25 @@ cdef class Log:
             return (self._last_seq + 1, self._last_seq)
         # validate everything first
         for i in range(n):
-            dlen = len(memoryview(datas_l[i])) if type(datas_l[i]) is not bytes \
-                else len(<bytes>datas_l[i])
+            if type(datas_l[i]) is bytes:
+                dlen = len(<bytes>datas_l[i])
+            else:
+                try:
+                    dlen = memoryview(datas_l[i]).nbytes
+                except TypeError:
+                    raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
+                        i, type(datas_l[i]).__name__)) from None
             if dlen > self.max_event_size:
-                self.n_rejected += n
                 raise EventTooLarge('datas[{}]: payload of {} bytes exceeds '
                                     'max_event_size={}'.format(i, dlen, self.max_event_size))
             s = subjects if one else subj_l[i]
+            if self.store is not None and \
+                    REC_HEADER + len(s) * 4 + dlen > self.store.segment_size:
+                as_utf8(s, &p, &slen, False)
+                if REC_HEADER + slen + dlen > self.store.segment_size:
+                    raise EventTooLarge('datas[{}]: record of {} bytes exceeds '
+                                        'segment_size={}'.format(
+                                            i, REC_HEADER + slen + dlen, self.store.segment_size))
             if one and i:
                 continue
             try:
@@ -977,7 +1047,7 @@ cdef class Log:
         first = self._last_seq + 1
         if self.icount + n > self.icap:
             self._make_room(n)
-        ptime = time
+        ptime = _ptime(time)
         if one:
             as_utf8(subjects, &p, &slen, False)
             h = <uint32_t>ff_hash(p, slen, _SEED)
@@ -1069,12 +1139,12 @@ cdef class Log:
         ``(seq, duplicate)``."""
         self._check_open()
         if isinstance(msg_id, str):
-            key = msg_id
+            key = msg_id.encode('utf-8')
         elif isinstance(msg_id, (bytes, bytearray)):
             key = bytes(msg_id)
         else:
             raise TypeError('msg_id must be str or bytes, not {}'.format(type(msg_id).__name__))
-        now = _now_ns()
+        now = _time.monotonic_ns()
         self._dedup_expire(now)
         hit = self.dedup_ids.get(key)
         if hit is not None:
@@ -1083,13 +1153,15 @@ cdef class Log:
         seq = self.append(subject, data, time)
         self.dedup_ids[key] = (seq, now)
         self.dedup_order.append((now, key))
-        while len(self.dedup_order) > self.dedup_max:
+        while self.dedup_max and len(self.dedup_order) > self.dedup_max:
             _, old = self.dedup_order.popleft()
             self.dedup_ids.pop(old, None)
         return (seq, False)
 
     cdef _dedup_expire(self, int64_t now):
         cdef int64_t cutoff = now - <int64_t>(self.dedup_window * 1e9)
+        if self.dedup_window == 0:
+            return
         order = self.dedup_order
         while order and order[0][0] <= cutoff:
             _, old = order.popleft()
@@ -1107,12 +1179,18 @@ cdef class Log:
         and/or those with ``seq <= up_to``; returns how many."""
         cdef int64_t limit
         self._check_open()
-        if up_to is not None and not isinstance(up_to, int):
+        if up_to is not None and (not isinstance(up_to, int) or isinstance(up_to, bool)):
             raise TypeError('up_to must be an int seq, not {}'.format(type(up_to).__name__))
+        if up_to is not None and up_to < 0:
+            raise ValueError('up_to must be >= 0, got {}'.format(up_to))
         limit = self._last_seq if up_to is None else min(<int64_t>up_to, self._last_seq)
         removed = self._purge(subject, limit)
         if self.store is not None:
-            self.store.write_purge(self._last_seq, limit, subject)
+            if subject is None:
+                self.store.write_marker(KIND_PURGE, limit, NULL, 0)
+            else:
+                pb = subject.encode('utf-8') if isinstance(subject, str) else bytes(subject)
+                self.store.write_marker(KIND_DELETE, limit, <const char *>pb, len(pb))
             self.store.after_append()
         return removed
 
@@ -1154,15 +1232,34 @@ cdef class Log:
 
     # -- reading ---------------------------------------------------------------------
 
+    cdef int64_t _lo(self) except -1:
+        """The first seq reads may return: first_seq, past expired records."""
+        cdef Py_ssize_t k = 0
+        if self.icount == 0:
+            return self._last_seq + 1
+        if self.max_age_ns:
+            k = self._find_time(_now_ns() - self.max_age_ns)
+        while k < self.icount and self._at(k).sid & ENTRY_DELETED:
+            k += 1
+        return self._at(k).seq if k < self.icount else self._last_seq + 1
+
+    cdef inline bint _is_expired(self, LogEntry *e) noexcept:
+        return self.max_age_ns != 0 and e.ts < _now_ns() - self.max_age_ns
+
     def get(self, int64_t seq):
         """One retained record as a zero-copy ``Record`` view."""
         cdef LogEntry *e
         cdef Record r
         self._check_open()
+        if seq < 0:
+            raise ValueError('seq must be >= 0, got {}'.format(seq))
         e = self._entry(seq)
         if e == NULL or self._is_expired(e):
-            raise KeyError('record {} is not retained (retained: {}..{})'.format(
-                seq, self.first_seq, self._last_seq))
+            if self.count:
+                raise KeyError('record {} is not retained (retained: {}..{})'.format(
+                    seq, self._lo(), self._last_seq))
+            raise KeyError('record {} is not retained (the log is empty; last_seq {})'.format(
+                seq, self._last_seq))
         r = Record.__new__(Record)
         r.log = self
         r.seq = seq
@@ -1173,9 +1270,6 @@ cdef class Log:
         r.len = e.len
         r.gen = self.agen
         return r
-
-    cdef inline bint _is_expired(self, LogEntry *e) noexcept:
-        return self.max_age_ns != 0 and e.ts <= _now_ns() - self.max_age_ns
 
     cdef int _filter_prepare(self, object flt, Parsed *ps, PTok *pt) except -1:
         cdef const char *p
@@ -1201,40 +1295,29 @@ cdef class Log:
         s.memo = (self.memo_stamp << 2) | (1 if ok else 0)
         return ok
 
-    cdef Py_ssize_t _start_offset(self, int64_t seq) noexcept:
-        """Ring offset of the first readable entry at or after seq (skips
-        expired records)."""
-        cdef Py_ssize_t k = self._find(seq), k2
-        if self.max_age_ns and self.icount:
-            k2 = self._find_time(_now_ns() - self.max_age_ns + 1)
-            if k2 > k:
-                k = k2
-        return k
-
-    def read(self, int64_t seq=1, Py_ssize_t limit=1024, Py_ssize_t max_bytes=0, filter=None):
-        """Records with seq >= ``seq``, in order, as one ``Batch``."""
+    cdef Batch _read_batch(self, int64_t seq, Py_ssize_t limit, Py_ssize_t max_bytes,
+                           object filter, int64_t stop):
+        """Up to ``limit`` retained records with seq in [seq, stop], in order."""
         cdef Parsed ps
         cdef PTok pt[MAX_TOKENS]
-        cdef bint filtered
+        cdef bint filtered = self._filter_prepare(filter, &ps, pt)
         cdef Py_ssize_t k, total = 0, i, nsel = 0
         cdef LogEntry *e
         cdef I64Vec sel
         cdef Batch b
         cdef char *out
-        cdef int64_t next_seq
+        cdef int64_t next_seq, lo = self._lo()
         cdef object lst
-        self._check_open()
-        if limit < 1:
-            raise ValueError('limit must be >= 1, got {}'.format(limit))
-        filtered = self._filter_prepare(filter, &ps, pt)
-        k = self._start_offset(seq)
+        k = self._find(max(seq, lo))
         sel.data = NULL
         sel.n = 0
         sel.cap = 0
-        next_seq = max(seq, self.first_seq)
+        next_seq = max(seq, lo)
         try:
             while k < self.icount and nsel < limit:
                 e = self._at(k)
+                if e.seq > stop:
+                    break
                 if not (e.sid & ENTRY_DELETED) and (not filtered or self._filter_ok(
                         e.sid, pt, ps.ntok)):
                     if max_bytes and nsel and total + e.len > max_bytes:
@@ -1244,8 +1327,9 @@ cdef class Log:
                     nsel += 1
                 next_seq = e.seq + 1
                 k += 1
-            if k >= self.icount:
-                next_seq = max(next_seq, self._last_seq + 1)
+            if k >= self.icount or (k < self.icount and self._at(k).seq > stop):
+                next_seq = max(next_seq, stop + 1)
+            next_seq = min(next_seq, self._last_seq + 1)
             b = _new_batch(nsel)
             b.buffer = PyBytes_FromStringAndSize(NULL, total)
             out = PyBytes_AS_STRING(b.buffer)
@@ -1271,6 +1355,17 @@ cdef class Log:
         finally:
             free(sel.data)
 
+    def read(self, int64_t seq=1, Py_ssize_t limit=1024, Py_ssize_t max_bytes=0, filter=None):
+        """Records with seq >= ``seq``, in order, as one ``Batch``."""
+        self._check_open()
+        if seq < 0:
+            raise ValueError('seq must be >= 0, got {}'.format(seq))
+        if limit < 1:
+            raise ValueError('limit must be >= 1, got {}'.format(limit))
+        if max_bytes < 0:
+            raise ValueError('max_bytes must be >= 0, got {}'.format(max_bytes))
+        return self._read_batch(seq, limit, max_bytes, filter, self._last_seq)
+
     def read_into(self, buffer, int64_t seq=1, Py_ssize_t limit=1024, filter=None):
         """Copy payloads of records with seq >= ``seq`` into ``buffer``;
         returns ``(count, next_seq, offsets)``."""
@@ -1281,20 +1376,32 @@ cdef class Log:
         cdef Py_ssize_t k, total = 0, nsel = 0
         cdef LogEntry *e
         cdef Int64Array offs
-        cdef int64_t next_seq
+        cdef int64_t next_seq, lo
         self._check_open()
-        filtered = self._filter_prepare(filter, &ps, pt)
-        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        if seq < 0:
+            raise ValueError('seq must be >= 0, got {}'.format(seq))
+        if limit < 1:
+            raise ValueError('limit must be >= 1, got {}'.format(limit))
         try:
+            PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        except BufferError:
+            raise TypeError('read_into needs a writable buffer, got {}'.format(
+                type(buffer).__name__)) from None
+        try:
+            filtered = self._filter_prepare(filter, &ps, pt)
             offs = Int64Array.new(16)
             offs.push(0)
-            k = self._start_offset(seq)
-            next_seq = max(seq, self.first_seq)
+            lo = self._lo()
+            k = self._find(max(seq, lo))
+            next_seq = max(seq, lo)
             while k < self.icount and nsel < limit:
                 e = self._at(k)
                 if not (e.sid & ENTRY_DELETED) and (not filtered or self._filter_ok(
                         e.sid, pt, ps.ntok)):
                     if total + e.len > view.len:
+                        if nsel == 0:
+                            raise ValueError('buffer too small: record {} has {} bytes, the '
+                                             'buffer {}'.format(e.seq, e.len, view.len))
                         break
                     memcpy(<char *>view.buf + total, self.arena + e.pos, e.len)
                     total += e.len
@@ -1304,40 +1411,47 @@ cdef class Log:
                 k += 1
             if k >= self.icount:
                 next_seq = max(next_seq, self._last_seq + 1)
-            return (nsel, next_seq, offs)
+            return (nsel, min(next_seq, self._last_seq + 1), offs)
         finally:
             PyBuffer_Release(&view)
 
     def seek(self, start='first', *, seq=None, time=None, strict=False):
         """Resolve a start position; returns ``Position(seq, lost)``."""
-        cdef int64_t first, s, t
+        cdef int64_t lo, s, t
         cdef Py_ssize_t k
         self._check_open()
-        if self.max_age_ns:
-            self._expire(_now_ns(), 1 << 62) if self.npins == 0 else None
-        first = self.first_seq
+        if seq is not None and time is not None:
+            raise ValueError('seek: give seq= or time=, not both')
+        lo = self._lo()
         if seq is not None:
-            if not isinstance(seq, int):
+            if not isinstance(seq, int) or isinstance(seq, bool):
                 raise TypeError('seq must be an int, not {}'.format(type(seq).__name__))
+            if seq < 0 or seq >= (1 << 63):
+                raise ValueError('seq must be in 0..2**63-1, got {}'.format(seq))
             s = seq
-            if s < 1:
-                raise ValueError('seq must be >= 1, got {}'.format(s))
-            if s < first:
-                if strict:
+            if s < lo:
+                lost = max(0, min(lo, self._last_seq + 1) - max(s, 1))
+                if strict and lost:
                     raise GapError('requested seq {} but the first retained record is {}: {} '
-                                   'records lost'.format(s, first, first - s))
-                return Position(first, first - s)
+                                   'records lost'.format(s, lo, lost))
+                return Position(lo, lost)
             return Position(min(s, self._last_seq + 1), 0)
         if time is not None:
-            t = _time_ns(time)
+            t = _seek_time_ns(time)
             k = self._find_time(t)
             while k < self.icount and self._at(k).sid & ENTRY_DELETED:
                 k += 1
-            return Position(self._at(k).seq if k < self.icount else self._last_seq + 1, 0)
+            s = self._at(k).seq if k < self.icount else self._last_seq + 1
+            return Position(max(s, lo), 0)
         if start == 'first':
-            return Position(first, 0)
+            return Position(lo, 0)
         if start == 'last':
-            return Position(self._last_seq if self.count else self._last_seq + 1, 0)
+            k = self.icount - 1
+            while k >= 0 and self._at(k).sid & ENTRY_DELETED:
+                k -= 1
+            if k >= 0 and self._at(k).seq >= lo:
+                return Position(self._at(k).seq, 0)
+            return Position(self._last_seq + 1, 0)
         if start == 'new':
             return Position(self._last_seq + 1, 0)
         raise ValueError("start must be 'first', 'last' or 'new' (or give seq= or time=), "
@@ -1350,15 +1464,16 @@ cdef class Log:
         cdef bint filtered
         cdef Py_ssize_t sid
         cdef LogSubject *s
+        cdef int64_t lo
         self._check_open()
         filtered = self._filter_prepare(filter, &ps, pt)
+        lo = self._lo()
         seqs = []
         for sid in range(self.sused):
             s = &self.subj[sid]
-            if s.bytes != NULL and s.count and (not filtered or self._filter_ok(
+            if s.bytes != NULL and s.count and s.last >= lo and (not filtered or self._filter_ok(
                     sid, pt, ps.ntok)):
-                if not self._is_expired(self._entry(s.last)):
-                    seqs.append(s.last)
+                seqs.append(s.last)
         seqs.sort()
         return self._gather(seqs)
 
@@ -1386,27 +1501,38 @@ cdef class Log:
         b.offsets.n = n + 1
         b.seqs.n = b.ts.n = b.times.n = n
         b.subjects = lst
-        b.next_seq = (seqs[n - 1] + 1) if n else self._last_seq + 1
+        b.next_seq = self._last_seq + 1
         return b
 
     def replay(self, start='first', *, seq=None, time=None, filter=None, limit=None,
                strict=False, batch=1024, speed=None):
         """Iterate from a position: ``Batch``es as fast as possible, or with a
-        ``speed`` factor one ``Record`` at a time at the original pace."""
-        pos = self.seek(start, seq=seq, time=time, strict=strict)
-        if speed is not None and not speed > 0:
-            raise ValueError('speed must be > 0, got {!r}'.format(speed))
-        if limit is not None and limit < 0:
-            raise ValueError('limit must be >= 0, got {!r}'.format(limit))
-        return _Replay(self, pos, filter, limit, batch, speed)
+        ``speed`` factor one ``Record`` at a time at the original pace.  The
+        iterator has ``lost`` (the gap notice) and ``next_seq``."""
+        return Replay(self, *self._replay_args(start, seq, time, filter, limit, strict,
+                                               batch, speed))
 
     def areplay(self, start='first', *, seq=None, time=None, filter=None, limit=None,
                 strict=False, batch=1024, speed=None):
-        """The asyncio form of ``replay``."""
-        pos = self.seek(start, seq=seq, time=time, strict=strict)
-        if speed is not None and not speed > 0:
+        """The asyncio form of ``replay`` (an async iterator)."""
+        return AsyncReplay(self, *self._replay_args(start, seq, time, filter, limit, strict,
+                                                    batch, speed))
+
+    def _replay_args(self, start, seq, time, filter, limit, strict, batch, speed):
+        self._check_open()
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError('batch must be an int >= 1, got {!r}'.format(batch))
+        if speed is not None and not (isinstance(speed, (int, float)) and speed > 0):
             raise ValueError('speed must be > 0, got {!r}'.format(speed))
-        return _AReplay(self, pos, filter, limit, batch, speed)
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError('limit must be an int >= 0, got {!r}'.format(limit))
+        if filter is not None:
+            validate_pattern(filter)
+        pos = self.seek(start, seq=seq, time=time, strict=strict)
+        return (pos, filter, limit, strict, batch, speed)
+
+    def _replay_read(self, int64_t seq, Py_ssize_t n, filter, int64_t stop):
+        return self._read_batch(seq, n, 0, filter, stop)
 
     # -- cursors ---------------------------------------------------------------------
 
@@ -1422,9 +1548,11 @@ cdef class Log:
             self.store.save_cursors(self._cursors)
 
     def cursor(self, name):
+        self._check_open()
         return self._cursors.get(name, 0)
 
     def cursors(self):
+        self._check_open()
         return dict(self._cursors)
 
     def delete_cursor(self, name):
@@ -1436,21 +1564,27 @@ cdef class Log:
             self.store.save_cursors(self._cursors)
 
     def lag(self, name):
-        return self._last_seq - max(<int64_t>self._cursors.get(name, 0), self.first_seq - 1)
+        self._check_open()
+        return self._last_seq - max(<int64_t>self._cursors.get(name, 0), self._lo() - 1)
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def closed(self):
+        return self.closed_
 
     def flush(self):
         self._check_open()
         if self.store is not None:
             self.store.sync(True)
+            self.store.write_meta()
 
     def close(self):
-        if self.closed:
+        if self.closed_:
             return
+        self.closed_ = True
         if self.store is not None:
             self.store.close()
-        self.closed = True
 
     def __enter__(self):
         return self
@@ -1459,9 +1593,12 @@ cdef class Log:
         self.close()
 
     def __repr__(self):
+        if self.closed_:
+            return 'Log(closed)'
         return 'Log(first_seq={}, last_seq={}, records={}, bytes={}{})'.format(
             self.first_seq, self._last_seq, self.count, self.nbytes,
             ', path={!r}'.format(self.path) if self.path is not None else '')
+
 
     # -- used by the segment store when loading --------------------------------------
 
@@ -1474,6 +1611,8 @@ cdef class Log:
         self._admit(sid, n, dlen, 0)
         if sid < 0:
             sid = self._sid_intern(PyUnicode_DecodeUTF8(p, n, 'strict'), p, n, h)
+        if seq != self._last_seq + 1 and self.icount:
+            self.dense = False  # a gap in the sequence: offsets are no longer seq - first
         self._last_seq = seq - 1
         self._store(sid, d, dlen, ts if ts > self.last_ts else self.last_ts, ptime)
         return 0
@@ -1482,88 +1621,111 @@ cdef class Log:
         """Sequences up to last_seq were used (e.g. purged, or before the
         first retained segment)."""
         if last_seq > self._last_seq:
+            if self.icount:
+                self.dense = False
             self._last_seq = last_seq
         return 0
 
 
-class _Replay:
-    def __init__(self, log, pos, filter, limit, batch, speed):
-        self.log = log
-        self.next_seq = pos.seq
+class _ReplayBase:
+    def __init__(self, log, pos, filter, limit, strict, batch, speed):
+        self._log = log
         self.lost = pos.lost
-        self.filter = filter
-        self.left = limit
-        self.batch = batch
-        self.speed = speed
+        self.next_seq = pos.seq
+        self._stop = log.last_seq          # records appended later are not replayed
+        self._filter = filter
+        self._remaining = limit
+        self._strict = strict
+        self._batch = batch
+        self._speed = speed
+        self._pending = deque()
+        self._t0 = None
+        self._done = False
 
-    def __iter__(self):
-        return self._batches() if self.speed is None else self._paced()
-
-    def _next_batch(self):
-        if self.left is not None and self.left <= 0:
+    def _read(self):
+        log = self._log
+        if self._done or self._remaining == 0:
             return None
-        n = self.batch if self.left is None else min(self.batch, self.left)
-        b = self.log.read(self.next_seq, limit=n, filter=self.filter)
+        lo = log.seek().seq
+        if self.next_seq < lo:
+            gap = min(lo, self._stop + 1) - self.next_seq
+            if gap > 0:
+                if self._strict:
+                    raise GapError('replay gap: seq {} is no longer retained, the first '
+                                   'retained seq is {} ({} records lost)'.format(
+                                       self.next_seq, lo, gap))
+                self.lost += gap
+        n = self._batch if self._remaining is None else min(self._batch, self._remaining)
+        b = log._replay_read(self.next_seq, n, self._filter, self._stop)
         self.next_seq = b.next_seq
+        if self._remaining is not None:
+            self._remaining -= len(b)
         if not len(b):
+            self._done = True
             return None
-        if self.left is not None:
-            self.left -= len(b)
+        b.lost = self.lost
         return b
 
-    def _batches(self):
-        while True:
-            b = self._next_batch()
+    def _next_paced(self):
+        """(record, seconds to wait before yielding it) or None at the end."""
+        if not self._pending:
+            b = self._read()
             if b is None:
-                return
-            b.lost = self.lost
-            yield b
+                return None
+            self._pending.extend(b.seqs)
+        seq = self._pending.popleft()
+        try:
+            rec = self._log.get(seq)
+        except KeyError:
+            self.lost += 1
+            return self._next_paced()
+        now = _time.monotonic_ns()
+        if self._t0 is None:
+            self._t0 = (now, rec.ts)
+            return rec, 0.0
+        t0, ts0 = self._t0
+        due = t0 + (rec.ts - ts0) / self._speed
+        return rec, max(0.0, (due - now) / 1e9)
 
-    def _records(self):
-        while True:
-            b = self._next_batch()
+
+class Replay(_ReplayBase):
+    """Iterator returned by ``Log.replay``: ``lost`` (the gap notice, growing
+    if records are evicted before the replay reaches them) and ``next_seq``."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._speed is None:
+            b = self._read()
             if b is None:
-                return
-            for seq in b.seqs:
-                try:
-                    yield self.log.get(seq)
-                except KeyError:
-                    continue
-
-    def _paced(self):
-        first_ts = None
-        t0 = None
-        for rec in self._records():
-            if first_ts is None:
-                first_ts = rec.ts
-                t0 = _time.monotonic()
-            else:
-                due = t0 + (rec.ts - first_ts) / 1e9 / self.speed
-                delay = due - _time.monotonic()
-                if delay > 0:
-                    _time.sleep(delay)
-            yield rec
+                raise StopIteration
+            return b
+        r = self._next_paced()
+        if r is None:
+            raise StopIteration
+        rec, delay = r
+        if delay > 0:
+            _time.sleep(delay)
+        return rec
 
 
-class _AReplay(_Replay):
+class AsyncReplay(_ReplayBase):
+    """Async iterator returned by ``Log.areplay`` (same attributes as ``Replay``)."""
+
     def __aiter__(self):
-        return self._abatches() if self.speed is None else self._apaced()
+        return self
 
-    async def _abatches(self):
-        for b in self._batches():
-            yield b
+    async def __anext__(self):
+        if self._speed is None:
+            b = self._read()
+            if b is None:
+                raise StopAsyncIteration
             await asyncio.sleep(0)
-
-    async def _apaced(self):
-        first_ts = None
-        t0 = None
-        for rec in self._records():
-            if first_ts is None:
-                first_ts = rec.ts
-                t0 = _time.monotonic()
-            else:
-                due = t0 + (rec.ts - first_ts) / 1e9 / self.speed
-                delay = due - _time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            yield rec
+            return b
+        r = self._next_paced()
+        if r is None:
+            raise StopAsyncIteration
+        rec, delay = r
+        await asyncio.sleep(delay)
+        return rec

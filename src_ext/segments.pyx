@@ -17,11 +17,6 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 
 ff_crc32c_init()
 
-cdef enum:
-    REC_HEADER = 36                 # bytes before the subject
-    KIND_RECORD = 1
-    KIND_PURGE = 2
-    IDX_EVERY = 4096                # records between sparse index entries
 
 cdef enum FsyncPolicy:
     FSYNC_ALWAYS = 0
@@ -66,7 +61,7 @@ cdef class SegmentStore:
     cdef object path
     cdef FsyncPolicy policy
     cdef double interval
-    cdef Py_ssize_t segment_size
+    cdef readonly Py_ssize_t segment_size
     cdef bint strict
     cdef list bases                     # base seq of every segment, oldest first
     # the live segment
@@ -88,6 +83,7 @@ cdef class SegmentStore:
     cdef int64_t n_truncated
     cdef int64_t n_corrupt
     cdef int64_t n_deleted_segments
+    cdef int lock_fd
 
     def __init__(self, Log log, path, fsync, fsync_interval, segment_size, strict):
         if fsync not in ('always', 'interval', 'never'):
@@ -107,6 +103,7 @@ cdef class SegmentStore:
         self.strict = strict
         self.bases = []
         self.live_index = []
+        self.lock_fd = -1
         _os.makedirs(self.path, exist_ok=True)
 
     def stats(self):
@@ -117,96 +114,212 @@ cdef class SegmentStore:
     # -- opening ---------------------------------------------------------------------
 
     def load(self):
-        names = sorted(n for n in _os.listdir(self.path) if n.endswith('.seg'))
-        bases = []
-        for n in names:
-            try:
-                bases.append(int(n[:len(n) - 4]))
-            except ValueError:
-                raise CorruptLogError('{}: not a segment file name'.format(
-                    _os.path.join(self.path, n))) from None
-        self.bases = bases
-        for i, b in enumerate(bases):
-            self._load_segment(b, i == len(bases) - 1,
-                               bases[i + 1] if i + 1 < len(bases) else 0)
-        if not bases:
-            self._open_live(self.log._last_seq + 1, 0)
+        """Open the directory: lock it, scan every segment (verifying every
+        record), apply the markers and hand the surviving records to the
+        log's append path (the limits of this open apply)."""
+        self._lock()
+        try:
+            self._load()
+        except BaseException:
+            self._unlock()
+            raise
 
-    cdef _load_segment(self, int64_t base, bint newest, int64_t next_base):
+    cdef _lock(self):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory lock
+            return
+        fd = _os.open(self.path, _os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            _os.close(fd)
+            raise FastflowError('log directory {!r} is already open (locked by another '
+                                'Log)'.format(self.path)) from None
+        self.lock_fd = fd
+
+    cdef _unlock(self):
+        if self.lock_fd >= 0:
+            _os.close(self.lock_fd)  # closing the descriptor releases the lock
+            self.lock_fd = -1
+
+    cdef _load(self):
+        cdef int64_t last, floor, bound
+        cdef Log log = self.log
+        meta = self._read_json('meta.json')
+        bases = []
+        for name in _os.listdir(self.path):
+            if name.endswith('.seg'):
+                stem = name[:len(name) - 4]
+                if len(stem) == 20 and stem.isdigit():
+                    bases.append(int(stem))
+        bases.sort()
+        self.bases = bases
+        scans = []
+        markers = []
+        for i in range(len(bases)):
+            newest = i == len(bases) - 1
+            scans.append(self._scan(bases[i], newest,
+                                    0 if newest else bases[i + 1], markers))
+
+        def meta_int(key):
+            v = meta.get(key, 0)
+            return v if isinstance(v, int) and v >= 0 else 0
+
+        last = max([meta_int('last_seq')] + [sc[3] for sc in scans] + [b - 1 for b in bases])
+        floor = max([meta_int('first_seq'), 1] + [m[3] for m in markers if m[3] > 0])
+        literal = {}
+        wild = []
+        for kind, seq, ts, first, sb in markers:
+            if kind == KIND_PURGE:
+                floor = max(floor, seq + 1)
+            elif b'*' in sb.split(b'.') or b'>' in sb.split(b'.'):
+                wild.append((sb, seq))
+            else:
+                literal[sb] = max(literal.get(sb, 0), seq)
+        deleted_bound = {}
+        for data, end, base, _ in scans:
+            self._replay_records(data, end, floor, literal, wild, deleted_bound)
+        log._load_gap(max(last, floor - 1))
+        if bases:
+            data, end, base, _ = scans[len(scans) - 1]
+            self._open_live(base, end)
+        else:
+            self._open_live(log._last_seq + 1, 0)
+        self.write_meta()
+
+    cdef tuple _scan(self, int64_t base, bint newest, int64_t next_base, list markers):
+        """Verify one segment; returns (data, good end, base, last record seq)
+        and collects its markers."""
         cdef const char *p
         cdef Py_ssize_t n, off = 0, rlen, slen
-        cdef uint32_t crc
         cdef int kind
-        cdef int64_t seq, ts, ptime
-        cdef bint bad = False
+        cdef int64_t seq, expect = base, last_rec = 0
         cdef bytes data
         fname = _os.path.join(self.path, _seg_name(base))
         with open(fname, 'rb') as f:
             data = f.read()
         p = data
         n = len(data)
-        reason = ''
-        while off + 4 <= n:
+        problem = None
+        while True:
+            if off + 4 > n:
+                if data[off:].strip(b'\0'):
+                    problem = 'truncated length field'
+                break
             rlen = _get_u32(p + off)
             if rlen == 0:
+                if data[off:].strip(b'\0'):
+                    problem = 'zero length followed by non-zero bytes'
                 break
             if rlen < REC_HEADER or off + rlen > n:
-                bad = True
-                reason = 'record length {} out of bounds'.format(rlen)
+                problem = 'record length {} out of range ({} bytes left)'.format(rlen, n - off)
                 break
-            crc = ff_crc32c(0, p + off + 8, rlen - 8)
-            if crc != _get_u32(p + off + 4):
-                bad = True
-                reason = 'checksum mismatch'
+            if ff_crc32c(0, p + off + 8, rlen - 8) != _get_u32(p + off + 4):
+                problem = 'checksum mismatch'
                 break
             seq = _get_i64(p + off + 8)
-            ts = _get_i64(p + off + 16)
-            ptime = _get_i64(p + off + 24)
             slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
             kind = <uint8_t>p[off + 34]
-            if REC_HEADER + slen > rlen or seq <= 0:
-                bad = True
-                reason = 'malformed header'
+            if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE) or p[off + 35] != 0 \
+                    or REC_HEADER + slen > rlen:
+                problem = 'invalid header (kind {}, subject length {})'.format(kind, slen)
                 break
             if kind == KIND_RECORD:
-                if seq <= self.log._last_seq:
-                    bad = True
-                    reason = 'sequence {} after {}'.format(seq, self.log._last_seq)
+                if seq < expect:
+                    problem = 'seq {} after seq {}'.format(seq, expect - 1)
                     break
-                self.log._load_record(seq, ts, ptime, p + off + REC_HEADER, slen,
-                                      p + off + REC_HEADER + slen, rlen - REC_HEADER - slen)
-                if newest:
-                    self.live_records += 1
-                    if self.live_records % IDX_EVERY == 1:
-                        self.live_index.append((seq, ts, off))
-            elif kind == KIND_PURGE:
-                pattern = (p + off + REC_HEADER)[:slen].decode('utf-8') if slen else None
-                self.log._load_gap(seq)
-                self.log._purge(pattern, ts)
+                expect = seq + 1
+                last_rec = seq
             else:
-                bad = True
-                reason = 'unknown record kind {}'.format(kind)
-                break
+                markers.append((kind, seq, _get_i64(p + off + 16), _get_i64(p + off + 24),
+                                data[off + REC_HEADER:off + REC_HEADER + slen]))
             off += rlen
-        if bad:
+        if problem is not None:
             if newest:
-                _logger.warning('%s: torn or corrupt tail at offset %d (%s): %d bytes '
-                                'truncated, never served', fname, off, reason, n - off)
-                self.n_truncated += n - off
+                tail = len(data[off:].rstrip(b'\0'))
+                _logger.warning('torn tail in %s at offset %d: %s; truncated %d bytes, never '
+                                'served', fname, off, problem, tail)
+                self.n_truncated += tail
             else:
-                msg = '{}: offset {}: {}'.format(fname, off, reason)
+                lost = max(1, next_base - expect)
+                msg = 'corrupt record in {} at offset {}: {}; skipping the rest of the ' \
+                      'segment ({} records)'.format(fname, off, problem, lost)
                 if self.strict:
                     raise CorruptLogError(msg)
-                lost = max(0, next_base - 1 - self.log._last_seq)
-                _logger.error('%s; the rest of the segment (%d records) is skipped', msg, lost)
-                self.n_corrupt += max(1, lost)
-        if not newest:
-            if next_base:
-                self.log._load_gap(next_base - 1)
-            return
-        # the newest segment stays the live one: continue writing after the
-        # last good record, and clear what lies beyond it
-        self._open_live(base, off)
+                _logger.error('%s', msg)
+                self.n_corrupt += lost
+        return (data, off, base, last_rec)
+
+    cdef _replay_records(self, bytes data, Py_ssize_t end, int64_t floor, dict literal,
+                         list wild, dict deleted_bound):
+        cdef const char *p = data
+        cdef Py_ssize_t off = 0, rlen, slen
+        cdef int64_t seq
+        cdef Log log = self.log
+        cdef Parsed ps
+        cdef PTok pt[MAX_TOKENS]
+        while off < end:
+            rlen = _get_u32(p + off)
+            seq = _get_i64(p + off + 8)
+            slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
+            if <uint8_t>p[off + 34] == KIND_RECORD and seq >= floor:
+                sb = data[off + REC_HEADER:off + REC_HEADER + slen]
+                bound = deleted_bound.get(sb)
+                if bound is None:
+                    bound = literal.get(sb, 0)
+                    for pat, b in wild:
+                        if b > bound:
+                            parse_subject(<const char *>pat, len(pat), &ps, True, pat)
+                            ptoks_of(&ps, pt)
+                            if pattern_matches(pt, ps.ntok, <const char *>sb, slen):
+                                bound = b
+                    deleted_bound[sb] = bound
+                if seq > bound:
+                    log._load_record(seq, _get_i64(p + off + 16), _get_i64(p + off + 24),
+                                     p + off + REC_HEADER, slen, p + off + REC_HEADER + slen,
+                                     rlen - REC_HEADER - slen)
+            off += rlen
+
+    def _read_json(self, name):
+        fname = _os.path.join(self.path, name)
+        try:
+            with open(fname, 'rb') as f:
+                value = json.loads(f.read().decode('utf-8'))
+            if not isinstance(value, dict):
+                raise ValueError('not a JSON object')
+            return value
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            msg = 'corrupt {}: {}'.format(fname, exc)
+            if self.strict:
+                raise CorruptLogError(msg) from None
+            _logger.error('%s; ignored', msg)
+            return {}
+
+    def write_meta(self):
+        cdef Log log = self.log
+        meta = {
+            'format': 1,
+            'first_seq': log.idx[log.ihead].seq if log.icount else log._last_seq + 1,
+            'last_seq': log._last_seq,
+            'max_events': log.max_events, 'max_bytes': log.max_bytes,
+            'max_age': log.max_age, 'max_per_subject': log.max_per_subject,
+            'max_event_size': log.max_event_size, 'discard': log.discard,
+            'segment_size': self.segment_size,
+        }
+        self._atomic_write('meta.json', json.dumps(meta, indent=1, sort_keys=True).encode())
+
+    cdef _atomic_write(self, name, bytes body):
+        fname = _os.path.join(self.path, name)
+        tmp = fname + '.tmp'
+        with open(tmp, 'wb') as f:
+            f.write(body)
+            if self.policy != FSYNC_NEVER:
+                f.flush()
+                _os.fsync(f.fileno())
+        _os.replace(tmp, fname)
 
     cdef _open_live(self, int64_t base, Py_ssize_t wpos):
         fname = _os.path.join(self.path, _seg_name(base))
@@ -255,11 +368,11 @@ cdef class SegmentStore:
     # -- writing ---------------------------------------------------------------------
 
     cdef int _room(self, Py_ssize_t need, int64_t seq) except -1:
-        if self.wpos + need + 4 <= self.size:
+        if self.wpos + need <= self.size:
             return 0
         self._seal()
         self._open_live(seq, 0)
-        if need + 4 > self.size:
+        if need > self.size:
             # a record bigger than a segment gets a segment of its own size
             self._unmap()
             _os.ftruncate(self.file.fileno(), need + 4)
@@ -291,23 +404,41 @@ cdef class SegmentStore:
         self.wpos += rlen
         return 0
 
-    def write_purge(self, int64_t last_seq, int64_t up_to, pattern):
-        cdef bytes pat = pattern.encode('utf-8') if isinstance(pattern, str) else (pattern or b'')
-        cdef Py_ssize_t slen = len(pat), rlen = REC_HEADER + slen
+    cdef int write_marker(self, int kind, int64_t seq, const char *sb,
+                          Py_ssize_t slen) except -1:
+        """A delete (pattern, bound) or purge-up-to (bound) marker; its time
+        field holds the log's first_seq, so that a crash cannot bring back
+        records evicted before it."""
+        cdef Py_ssize_t rlen = REC_HEADER + slen
         cdef char *p
-        self._room(rlen, last_seq + 1)
+        cdef Log log = self.log
+        if self.wpos + rlen > self.size:
+            if self.live_base == log._last_seq + 1:
+                self._grow_live(rlen)   # markers only: a new segment would get this name
+            else:
+                self._room(rlen, log._last_seq + 1)
         p = self.base_ptr + self.wpos
-        _put_i64(p + 8, last_seq)
-        _put_i64(p + 16, up_to)
-        _put_i64(p + 24, 0)
+        _put_i64(p + 8, seq)
+        _put_i64(p + 16, log.last_ts)
+        _put_i64(p + 24, log.idx[log.ihead].seq if log.icount else log._last_seq + 1)
         p[32] = <char>(slen & 0xff)
         p[33] = <char>(slen >> 8)
-        p[34] = KIND_PURGE
+        p[34] = kind
         p[35] = 0
-        memcpy(p + REC_HEADER, <const char *>pat, slen)
+        memcpy(p + REC_HEADER, sb, slen)
         _put_u32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
         _put_u32(p, <uint32_t>rlen)
         self.wpos += rlen
+        return 0
+
+    cdef _grow_live(self, Py_ssize_t need):
+        cdef Py_ssize_t wpos = self.wpos
+        self._unmap()
+        size = self.size + max(self.segment_size, need + 4)
+        _os.ftruncate(self.file.fileno(), size)
+        self.file.close()
+        self.file = None
+        self._open_live(self.live_base, wpos)
 
     cdef int after_append(self) except -1:
         if self.policy == FSYNC_ALWAYS:
@@ -333,7 +464,11 @@ cdef class SegmentStore:
         self.last_sync_ns = ff_now_ns()
 
     cdef _drop_old_segments(self):
-        cdef int64_t first = self.log.first_seq
+        cdef Log log = self.log
+        cdef int64_t first = log.idx[log.ihead].seq if log.icount else log._last_seq + 1
+        if self.bases[1] > first:
+            return
+        self.write_meta()  # first_seq is on disk before the records go
         while len(self.bases) > 1 and self.bases[1] <= first:
             b = self.bases.pop(0)
             for ext in ('.seg', '.idx'):
@@ -362,6 +497,7 @@ cdef class SegmentStore:
         self._write_index(self.live_base, self.live_index)
         self.live_index = []
         self.live_records = 0
+        self.write_meta()
 
     cdef _write_index(self, int64_t base, list entries):
         fname = _os.path.join(self.path, '{:020d}.idx'.format(base))
@@ -403,15 +539,31 @@ cdef class SegmentStore:
                 _os.fsync(f.fileno())
         _os.replace(tmp, fname)
 
-    def close(self):
-        if self.policy != FSYNC_NEVER:
-            self.sync(True)
+    def abort(self):
+        """Release everything of a failed open, writing nothing."""
         self._unmap()
         if self.file is not None:
             self.file.close()
             self.file = None
+        self._unlock()
+
+    def close(self):
+        try:
+            if self.policy != FSYNC_NEVER:
+                self.sync(True)
+            self._unmap()
+            if self.file is not None:
+                self.file.truncate(self.wpos)
+                self.file.close()
+                self.file = None
+            self.write_meta()
+        finally:
+            self._unlock()
 
     def __dealloc__(self):
         if self.mapped:
             PyBuffer_Release(&self.view)
             self.mapped = False
+        if self.lock_fd >= 0:
+            _os.close(self.lock_fd)
+            self.lock_fd = -1

@@ -1,0 +1,1534 @@
+"""Event log, pure-Python reference for src_ext/log.pyx (docs/log.md).
+
+Same behaviour as the native log, written for clarity: the retained records
+are ``_Entry`` objects in a list indexed by ``seq - base`` (``None`` once a
+record is gone), with a parallel ``array('q')`` of timestamps for the binary
+searches and one deque per subject (oldest first) for the per-subject limit.
+Appends are O(1) amortised: the list is compacted once its dead head is
+longer than its live part.
+
+File-backed logs (``path=``) write every record and marker through an
+``mmap`` of the live segment; the on-disk format is the one of
+docs/log.md (see ``_HEADER``), with these details the document leaves open:
+
+* ``length`` is the size of the whole record, the 8-byte length/CRC
+  prefix included; records are packed (no padding); a zero length ends the
+  data of a segment (the preallocated tail is zeros).
+* the CRC32C covers everything after the CRC field (seq .. data).
+* kinds: 1 record, 2 delete marker, 3 purge-up-to marker.  A delete marker
+  deletes every record whose subject matches the pattern in its subject
+  field and whose seq is <= its seq field; a purge-up-to marker deletes
+  every record with seq <= its seq field.  In both, the ``time`` field
+  holds the log's ``first_seq`` when the marker was written (so that
+  global evictions that preceded it are not undone by a crash).
+* ``.idx``: little-endian ``[u64 seq][i64 ts][u64 offset]`` entries for
+  the 1st, 4097th, ... record (kind 1) of the segment.
+"""
+
+import asyncio
+import bisect
+import datetime as _dt
+import json
+import logging
+import math
+import mmap
+import operator
+import os
+import re
+import struct
+import time as _time
+from array import array
+from collections import OrderedDict, deque
+from typing import NamedTuple
+
+from fastflow._ref.matcher import Matcher
+from fastflow._ref.subjects import _show, as_bytes, tokenize
+from fastflow.errors import (
+    CorruptLogError,
+    EventTooLarge,
+    FastflowError,
+    GapError,
+    LogFullError,
+    StaleRecordError,
+)
+
+try:  # advisory lock on the log directory (POSIX)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ("AGE_EVICT_STEP", "Batch", "Log", "Position", "Record", "crc32c")
+
+logger = logging.getLogger("fastflow.log")
+
+AGE_EVICT_STEP = 4096  # expired records evicted per append call, at most
+INDEX_INTERVAL = 4096  # records between two .idx entries
+MIN_SEGMENT_SIZE = 4096  # bytes (a page)
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+KIND_RECORD = 1
+KIND_DELETE = 2
+KIND_PURGE = 3
+_KINDS = (KIND_RECORD, KIND_DELETE, KIND_PURGE)
+
+# [u32 length][u32 crc32c][u64 seq][i64 ts][i64 time][u16 subject length][u8 kind][u8 reserved]
+_HEADER = struct.Struct("<IIQqqHBB")
+_BODY = struct.Struct("<QqqHBB")  # the fixed part covered by the CRC
+_PREFIX = struct.Struct("<II")
+_IDX = struct.Struct("<QqQ")
+RECORD_HEADER = _HEADER.size  # 36 bytes
+_SEG_NAME = re.compile(r"^(\d{20})\.seg$")
+
+_REASONS = ("max_events", "max_bytes", "max_age", "max_per_subject")
+_DISCARDS = ("old", "new")
+_FSYNCS = ("always", "interval", "never")
+_STARTS = ("first", "last", "new")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+# -- CRC32C (Castagnoli, reflected polynomial 0x82F63B78) -----------------------
+
+
+def _crc_table():
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc32c(data, crc=0):
+    """CRC32C of ``data`` (bytes-like), continuing from ``crc``.
+
+    ``crc32c(b"123456789") == 0xE3069283``.
+    """
+    table = _CRC_TABLE
+    crc ^= 0xFFFFFFFF
+    for b in memoryview(data).cast("B"):
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+# -- argument checks ---------------------------------------------------------------
+
+
+def _int(name, value, minimum=0, maximum=_I64_MAX):
+    if isinstance(value, float):
+        raise TypeError("{} must be an int, not float".format(name))
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            "{} must be an int, not {}".format(name, type(value).__name__)
+        ) from None
+    if v < minimum:
+        raise ValueError("{} must be >= {}, got {}".format(name, minimum, v))
+    if v > maximum:
+        raise ValueError("{} must be <= {}, got {}".format(name, maximum, v))
+    return v
+
+
+def _seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            "{} must be a number of seconds, not {}".format(name, type(value).__name__)
+        )
+    v = float(value)
+    if math.isnan(v) or v < 0:
+        raise ValueError("{} must be >= 0 seconds, got {!r}".format(name, value))
+    return v
+
+
+def _ns(seconds):
+    return 0 if math.isinf(seconds) else int(round(seconds * 1e9))
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            "{} must be one of {}, got {!r}".format(
+                name, ", ".join(repr(c) for c in choices), value
+            )
+        )
+    return value
+
+
+def _time_ns(name, t):
+    """An int (ns since the epoch) or a datetime (naive = local time) as ns."""
+    if isinstance(t, _dt.datetime):
+        if t.tzinfo is None:
+            t = t.astimezone()
+        d = t - _EPOCH
+        return (d.days * 86400 + d.seconds) * 1_000_000_000 + d.microseconds * 1000
+    if isinstance(t, float):
+        raise TypeError(
+            "{} must be an int (ns since the epoch) or a datetime, not float".format(name)
+        )
+    return _int(name, t, _I64_MIN)
+
+
+def _payload(value, what="data"):
+    if isinstance(value, str):
+        raise TypeError("{} must be a bytes-like object, not str".format(what))
+    try:
+        mv = memoryview(value)
+    except TypeError:
+        raise TypeError(
+            "{} must be a bytes-like object, not {}".format(what, type(value).__name__)
+        ) from None
+    return mv.tobytes()
+
+
+def _matcher(pattern):
+    """A one-pattern matching function (with a per-call cache), or None."""
+    if pattern is None:
+        return None
+    m = Matcher()
+    m.add(pattern, True)
+    cache = {}
+
+    def match(subject):
+        r = cache.get(subject)
+        if r is None:
+            r = cache[subject] = bool(m.match(subject))
+        return r
+
+    return match
+
+
+def _is_literal(pattern_bytes):
+    return all(t not in (b"*", b">") for t in pattern_bytes.split(b"."))
+
+
+# -- public value types ------------------------------------------------------------
+
+
+class Position(NamedTuple):
+    """Where a read or replay starts: ``seq``, and ``lost``, the number of
+    requested records that are no longer retained."""
+
+    seq: int
+    lost: int
+
+
+class _Entry:
+    __slots__ = ("seq", "ts", "time", "subject", "sbytes", "data", "alive")
+
+    def __init__(self, seq, ts, time, subject, sbytes, data):
+        self.seq = seq
+        self.ts = ts
+        self.time = time
+        self.subject = subject
+        self.sbytes = sbytes
+        self.data = data
+        self.alive = True
+
+    @property
+    def size(self):
+        return len(self.sbytes) + len(self.data)
+
+
+class Record:
+    """One record of a log, as returned by ``Log.get`` and paced replays.
+
+    ``seq``, ``ts``, ``time`` and ``subject`` are captured when the record
+    is handed out and stay readable; the payload (``data``, ``bytes(rec)``,
+    ``len(rec)``) raises ``StaleRecordError`` once the record was evicted or
+    purged or the log closed.  The reference cannot export its payload
+    through the buffer protocol on Python < 3.12 (no ``__buffer__``), and
+    never pins it: ``BufferError`` on appends is native-only.
+    """
+
+    __slots__ = ("_log", "_entry", "seq", "ts", "time", "subject")
+
+    def __init__(self, log, entry):
+        self._log = log
+        self._entry = entry
+        self.seq = entry.seq
+        self.ts = entry.ts
+        self.time = entry.time
+        self.subject = entry.subject
+
+    def _payload(self):
+        if not self._entry.alive or self._log._closed:
+            raise StaleRecordError(
+                "record seq={} is no longer retained (evicted, purged or the log "
+                "closed)".format(self.seq)
+            )
+        return self._entry.data
+
+    @property
+    def data(self):
+        """The payload, a bytes copy."""
+        return self._payload()
+
+    def __bytes__(self):
+        return self._payload()
+
+    def __len__(self):
+        return len(self._payload())
+
+    def __buffer__(self, flags):  # Python >= 3.12 (PEP 688)
+        return memoryview(self._payload())
+
+    def __repr__(self):
+        state = "" if self._entry.alive and not self._log._closed else ", stale"
+        return "Record(seq={}, ts={}, time={}, subject={!r}{})".format(
+            self.seq, self.ts, self.time, self.subject, state
+        )
+
+
+class Batch:
+    """Records read in one call: one contiguous ``buffer`` of the payloads,
+    ``offsets`` (``len + 1`` entries), ``seqs``, ``ts`` and ``times``
+    (``array('q')``), ``subject(i)``, ``data(i)`` and ``next_seq``."""
+
+    __slots__ = ("buffer", "offsets", "seqs", "ts", "times", "_subjects", "next_seq")
+
+    def __init__(self, entries, next_seq):
+        self.buffer = b"".join(e.data for e in entries)
+        offsets = array("q", [0])
+        pos = 0
+        for e in entries:
+            pos += len(e.data)
+            offsets.append(pos)
+        self.offsets = offsets
+        self.seqs = array("q", [e.seq for e in entries])
+        self.ts = array("q", [e.ts for e in entries])
+        self.times = array("q", [e.time for e in entries])
+        self._subjects = [e.subject for e in entries]
+        self.next_seq = next_seq
+
+    def __len__(self):
+        return len(self.seqs)
+
+    def _index(self, i):
+        n = len(self.seqs)
+        i = operator.index(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("batch index {} out of range for {} records".format(i, n))
+        return i
+
+    def subject(self, i):
+        return self._subjects[self._index(i)]
+
+    def data(self, i):
+        i = self._index(i)
+        return memoryview(self.buffer)[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self):
+        mv = memoryview(self.buffer)
+        offs = self.offsets
+        for i in range(len(self.seqs)):
+            yield self.seqs[i], self.ts[i], self._subjects[i], mv[offs[i] : offs[i + 1]]
+
+    def __repr__(self):
+        if not len(self):
+            return "Batch(0 records, next_seq={})".format(self.next_seq)
+        return "Batch({} records, seqs {}..{}, {} bytes, next_seq={})".format(
+            len(self), self.seqs[0], self.seqs[-1], len(self.buffer), self.next_seq
+        )
+
+
+# -- replay iterators --------------------------------------------------------------
+
+
+class _ReplayBase:
+    def __init__(self, log, pos, matcher, limit, strict, batch, speed):
+        self._log = log
+        self.lost = pos.lost
+        self.next_seq = pos.seq
+        self._stop = log._last_seq  # records appended later are not replayed
+        self._match = matcher
+        self._remaining = limit  # None: no limit
+        self._strict = strict
+        self._batch = batch
+        self._speed = speed
+        self._pending = deque()  # paced mode: entries read but not yielded
+        self._t0 = None  # paced mode: (monotonic ns, ts) of the first record
+        self._done = False
+
+    def _read(self):
+        """The next entries (a list, empty at the end) and advance."""
+        log = self._log
+        log._check_open()
+        if self._done or self._remaining == 0:
+            return []
+        lo = log._lo()
+        if self.next_seq < lo:
+            gap = min(lo, self._stop + 1) - self.next_seq
+            if gap > 0:
+                if self._strict:
+                    raise GapError(
+                        "replay gap: seq {} is no longer retained, the first retained "
+                        "seq is {} ({} records lost)".format(self.next_seq, lo, gap)
+                    )
+                self.lost += gap
+        n = self._batch if self._remaining is None else min(self._batch, self._remaining)
+        entries, nxt = log._scan(self.next_seq, self._stop, n, 0, self._match)
+        self.next_seq = nxt
+        if self._remaining is not None:
+            self._remaining -= len(entries)
+        if not entries:
+            self._done = True
+        return entries
+
+    def _next_paced(self):
+        """(record, seconds to wait before yielding it) or None at the end."""
+        if not self._pending:
+            self._pending.extend(self._read())
+            if not self._pending:
+                return None
+        e = self._pending.popleft()
+        now = _time.monotonic_ns()
+        if self._t0 is None:
+            self._t0 = (now, e.ts)
+            delay = 0.0
+        else:
+            t0, ts0 = self._t0
+            due = t0 + (e.ts - ts0) / self._speed
+            delay = max(0.0, (due - now) / 1e9)
+        return Record(self._log, e), delay
+
+
+class Replay(_ReplayBase):
+    """Iterator returned by ``Log.replay``: ``lost`` (the gap notice, growing
+    if records are evicted before the replay reaches them) and ``next_seq``
+    (where a later read would continue)."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._speed is None:
+            entries = self._read()
+            if not entries:
+                raise StopIteration
+            return Batch(entries, self.next_seq)
+        r = self._next_paced()
+        if r is None:
+            raise StopIteration
+        rec, delay = r
+        if delay > 0:
+            _time.sleep(delay)
+        return rec
+
+
+class AsyncReplay(_ReplayBase):
+    """Async iterator returned by ``Log.areplay`` (same attributes as ``Replay``)."""
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._speed is None:
+            entries = self._read()
+            if not entries:
+                raise StopAsyncIteration
+            batch = Batch(entries, self.next_seq)
+            await asyncio.sleep(0)  # let other tasks run between batches
+            return batch
+        r = self._next_paced()
+        if r is None:
+            raise StopAsyncIteration
+        rec, delay = r
+        await asyncio.sleep(delay)
+        return rec
+
+
+# -- the log -----------------------------------------------------------------------
+
+
+class _Live:
+    """The segment being written: its fd, its map and its fill level."""
+
+    __slots__ = ("base", "path", "fd", "mm", "size", "used", "nrecords", "index", "dirty")
+
+    def __init__(self, base, path, fd, size, used, nrecords, index):
+        self.base = base
+        self.path = path
+        self.fd = fd
+        self.size = size
+        self.mm = mmap.mmap(fd, size)
+        self.used = used
+        self.nrecords = nrecords
+        self.index = index  # [(seq, ts, offset)]
+        self.dirty = False
+
+
+class Log:
+    """Reference event log; see docs/log.md for the contract."""
+
+    AGE_EVICT_STEP = AGE_EVICT_STEP
+
+    def __init__(
+        self,
+        *,
+        max_events=0,
+        max_bytes=0,
+        max_age=0,
+        max_per_subject=0,
+        max_event_size=1 << 20,
+        discard="old",
+        dedup_window=120.0,
+        dedup_max=100_000,
+        path=None,
+        fsync="interval",
+        fsync_interval=1.0,
+        segment_size=64 << 20,
+        strict=False,
+    ):
+        self._closed = True  # until fully open
+        self._max_events = _int("max_events", max_events)
+        self._max_bytes = _int("max_bytes", max_bytes)
+        self._max_age = _seconds("max_age", max_age)
+        self._max_age_ns = _ns(self._max_age)
+        self._max_per_subject = _int("max_per_subject", max_per_subject)
+        self._max_event_size = _int("max_event_size", max_event_size, 0, 0xFFFFFFFF)
+        self._discard = _choice("discard", discard, _DISCARDS)
+        self._dedup_window = _seconds("dedup_window", dedup_window)
+        self._dedup_window_ns = _ns(self._dedup_window)
+        self._dedup_max = _int("dedup_max", dedup_max)
+        self._fsync = _choice("fsync", fsync, _FSYNCS)
+        self._fsync_interval = _seconds("fsync_interval", fsync_interval)
+        self._segment_size = _int("segment_size", segment_size, MIN_SEGMENT_SIZE, 1 << 40)
+        self._strict = bool(strict)
+        if path is not None:
+            path = os.fspath(path)
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+        self._path = path
+
+        # the records
+        self._entries = []  # _Entry or None, index seq - _base
+        self._tss = array("q")  # ts of every slot (dead ones too): sorted
+        self._base = 1
+        self._head = 0  # index of the first live entry (len when empty)
+        self._last_seq = 0
+        self._last_ts = 0
+        self._count = 0
+        self._bytes = 0
+        self._by_subject = {}  # subject -> deque of live entries, oldest first
+        self._cursors = {}
+        self._dedup = OrderedDict()  # msg_id bytes -> (seq, monotonic ns)
+        self._stats = dict.fromkeys(
+            (
+                "appended",
+                "evicted",
+                "evicted_max_events",
+                "evicted_max_bytes",
+                "evicted_max_age",
+                "evicted_max_per_subject",
+                "rejected",
+                "duplicates",
+                "purged",
+            ),
+            0,
+        )
+
+        # the files
+        self._lock_fd = None
+        self._segments = []  # base seqs, oldest first; the live one is last
+        self._live = None
+        self._last_sync = _time.monotonic()
+        if path is not None:
+            self._stats.update(fsyncs=0, segments=0, truncated_bytes=0, corrupt_records=0)
+            self._open_dir()
+        self._closed = False
+        if path is not None:
+            try:
+                self._enforce_limits()
+                self._delete_old_segments()
+                self._write_meta()
+            except BaseException:
+                self._release()
+                raise
+
+    # -- state helpers -------------------------------------------------------
+
+    def _check_open(self):
+        if self._closed:
+            raise FastflowError("log is closed")
+
+    @property
+    def _first(self):
+        return self._base + self._head
+
+    def _cutoff(self):
+        """Records with ``ts`` below this are expired (None: no max_age)."""
+        if not self._max_age_ns:
+            return None
+        return _time.time_ns() - self._max_age_ns
+
+    def _skip_dead(self, i):
+        entries = self._entries
+        n = len(entries)
+        while i < n and entries[i] is None:
+            i += 1
+        return i
+
+    def _lo(self):
+        """The first seq reads may return: first_seq, past expired records."""
+        cutoff = self._cutoff()
+        if cutoff is None:
+            return self._first
+        i = bisect.bisect_left(self._tss, cutoff, self._head)
+        return self._base + self._skip_dead(i)
+
+    def _entry(self, seq):
+        i = seq - self._base
+        if 0 <= i < len(self._entries):
+            return self._entries[i]
+        return None
+
+    def _advance_head(self):
+        self._head = self._skip_dead(self._head)
+        if self._head >= 1024 and 2 * self._head >= len(self._entries):
+            del self._entries[: self._head]
+            del self._tss[: self._head]
+            self._base += self._head
+            self._head = 0
+
+    def _drop(self, e, reason):
+        """Forget entry ``e`` (already removed from its subject's deque)."""
+        e.alive = False
+        self._entries[e.seq - self._base] = None
+        self._count -= 1
+        self._bytes -= e.size
+        if reason == "purged":
+            self._stats["purged"] += 1
+        else:
+            self._stats["evicted"] += 1
+            self._stats["evicted_" + reason] += 1
+        if e.seq - self._base == self._head:
+            self._advance_head()
+
+    def _evict_oldest(self, reason):
+        e = self._entries[self._head]
+        dq = self._by_subject[e.subject]
+        dq.popleft()
+        if not dq:
+            del self._by_subject[e.subject]
+        self._drop(e, reason)
+
+    def _evict_oldest_of(self, subject, reason):
+        dq = self._by_subject[subject]
+        e = dq.popleft()
+        if not dq:
+            del self._by_subject[subject]
+        self._drop(e, reason)
+        if self._path is not None:
+            self._write_marker(KIND_DELETE, e.seq, e.sbytes)
+
+    def _evict_aged(self, step):
+        cutoff = self._cutoff()
+        n = 0
+        if cutoff is None:
+            return 0
+        while self._count and (step is None or n < step):
+            if self._entries[self._head].ts >= cutoff:
+                break
+            self._evict_oldest("max_age")
+            n += 1
+        return n
+
+    # -- sizes ---------------------------------------------------------------
+
+    @property
+    def first_seq(self):
+        self._check_open()
+        return self._first
+
+    @property
+    def last_seq(self):
+        self._check_open()
+        return self._last_seq
+
+    def __len__(self):
+        self._check_open()
+        return self._count
+
+    @property
+    def bytes(self):
+        self._check_open()
+        return self._bytes
+
+    @property
+    def subjects(self):
+        self._check_open()
+        return len(self._by_subject)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def path(self):
+        return self._path
+
+    def stats(self):
+        self._check_open()
+        s = dict(self._stats)
+        if self._path is not None:
+            s["segments"] = len(self._segments)
+        return s
+
+    def __repr__(self):
+        if self._closed:
+            return "<Log closed>"
+        return "<Log {} records, seqs {}..{}, {} bytes{}>".format(
+            self._count,
+            self._first,
+            self._last_seq,
+            self._bytes,
+            "" if self._path is None else ", path={!r}".format(self._path),
+        )
+
+    # -- appending -----------------------------------------------------------
+
+    def _check_subject(self, subject, where=""):
+        try:
+            tokenize(subject, False)
+        except Exception as exc:
+            if where:
+                raise type(exc)("{}: {}".format(where, exc)) from None
+            raise
+        sb = as_bytes(subject)
+        return sb.decode("utf-8"), sb
+
+    def _check_data(self, data, sbytes, where=""):
+        prefix = where + ": " if where else ""
+        try:
+            b = _payload(data)
+        except TypeError as exc:
+            raise TypeError(prefix + str(exc)) from None
+        if self._max_event_size and len(b) > self._max_event_size:
+            raise EventTooLarge(
+                "{}event too large: {} bytes > max_event_size={}".format(
+                    prefix, len(b), self._max_event_size
+                )
+            )
+        size = len(sbytes) + len(b)
+        if self._max_bytes and size > self._max_bytes:
+            raise EventTooLarge(
+                "{}event too large: {} bytes (subject + data) > max_bytes={}".format(
+                    prefix, size, self._max_bytes
+                )
+            )
+        if self._path is not None and RECORD_HEADER + size > self._segment_size:
+            raise EventTooLarge(
+                "{}event too large: a record of {} bytes does not fit in a segment "
+                "(segment_size={})".format(prefix, RECORD_HEADER + size, self._segment_size)
+            )
+        return b
+
+    def _full(self, items):
+        """The LogFullError message if ``items`` [(subject, size)] cannot all
+        be stored without evicting (discard='new'), else None."""
+        n = len(items)
+        if self._max_events and self._count + n > self._max_events:
+            return "log full: max_events={} reached (discard='new')".format(self._max_events)
+        if self._max_bytes:
+            need = sum(size for _, size in items)
+            if self._bytes + need > self._max_bytes:
+                return (
+                    "log full: max_bytes={} reached (discard='new'): {} bytes retained, "
+                    "{} more needed".format(self._max_bytes, self._bytes, need)
+                )
+        if self._max_per_subject:
+            per = {}
+            for subject, _ in items:
+                per[subject] = per.get(subject, 0) + 1
+            for subject, k in per.items():
+                dq = self._by_subject.get(subject)
+                if (len(dq) if dq else 0) + k > self._max_per_subject:
+                    return "log full: max_per_subject={} reached for subject {} (discard='new')".format(
+                        self._max_per_subject, _show(subject)
+                    )
+        return None
+
+    def _make_room(self, subject, size):
+        """discard='old': evict what the limits require for one new record."""
+        if self._max_per_subject:
+            while True:
+                dq = self._by_subject.get(subject)
+                if not dq or len(dq) < self._max_per_subject:
+                    break
+                self._evict_oldest_of(subject, "max_per_subject")
+        if self._max_events:
+            while self._count >= self._max_events:
+                self._evict_oldest("max_events")
+        if self._max_bytes:
+            while self._count and self._bytes + size > self._max_bytes:
+                self._evict_oldest("max_bytes")
+
+    def _store(self, subject, sbytes, data, time, ts):
+        seq = self._last_seq + 1
+        e = _Entry(seq, ts, time, subject, sbytes, data)
+        if self._path is not None:
+            self._write(KIND_RECORD, seq, ts, time, sbytes, data)
+        self._entries.append(e)
+        self._tss.append(ts)
+        self._last_seq = seq
+        self._count += 1
+        self._bytes += e.size
+        dq = self._by_subject.get(subject)
+        if dq is None:
+            dq = self._by_subject[subject] = deque()
+        dq.append(e)
+        self._stats["appended"] += 1
+        return seq
+
+    def _now_ts(self):
+        ts = _time.time_ns()
+        if ts < self._last_ts:
+            ts = self._last_ts
+        self._last_ts = ts
+        return ts
+
+    def _append_many(self, items, time):
+        """Store [(subject, sbytes, data)] under the retention rules."""
+        self._evict_aged(AGE_EVICT_STEP)
+        if self._discard == "new":
+            sizes = [(s, len(sb) + len(d)) for s, sb, d in items]
+            msg = self._full(sizes)
+            if msg is not None:
+                self._evict_aged(None)  # expired records never block an append
+                msg = self._full(sizes)
+                if msg is not None:
+                    self._stats["rejected"] += len(items)
+                    self._after_change()
+                    raise LogFullError(msg)
+        ts = self._now_ts()
+        first = self._last_seq + 1
+        for subject, sbytes, data in items:
+            if self._discard == "old":
+                self._make_room(subject, len(sbytes) + len(data))
+            self._store(subject, sbytes, data, time, ts)
+        self._after_change()
+        return first, self._last_seq
+
+    def append(self, subject, data, time=0):
+        """Append one record; returns its seq."""
+        self._check_open()
+        s, sb = self._check_subject(subject)
+        b = self._check_data(data, sb)
+        t = _int("time", time, _I64_MIN)
+        return self._append_many([(s, sb, b)], t)[0]
+
+    def append_batch(self, subjects, datas, time=0):
+        """Append records atomically validated; returns (first_seq, last_seq)."""
+        self._check_open()
+        if isinstance(datas, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                "datas must be a sequence of bytes-like objects, not {}".format(
+                    type(datas).__name__
+                )
+            )
+        datas = list(datas)
+        t = _int("time", time, _I64_MIN)
+        if isinstance(subjects, (str, bytes, bytearray, memoryview)):
+            s, sb = self._check_subject(subjects)
+            subjects = [(s, sb)] * len(datas)
+        else:
+            subjects = list(subjects)
+            if len(subjects) != len(datas):
+                raise ValueError(
+                    "subjects has {} items but datas has {}".format(len(subjects), len(datas))
+                )
+            subjects = [
+                self._check_subject(x, "subjects[{}]".format(i)) for i, x in enumerate(subjects)
+            ]
+        items = []
+        for i, ((s, sb), d) in enumerate(zip(subjects, datas)):
+            items.append((s, sb, self._check_data(d, sb, "datas[{}]".format(i))))
+        if not items:
+            return self._last_seq + 1, self._last_seq
+        return self._append_many(items, t)
+
+    def append_unique(self, subject, data, msg_id, time=0):
+        """Append unless ``msg_id`` is in the dedup window: (seq, duplicate)."""
+        self._check_open()
+        s, sb = self._check_subject(subject)
+        b = self._check_data(data, sb)
+        t = _int("time", time, _I64_MIN)
+        if isinstance(msg_id, str):
+            key = msg_id.encode("utf-8")
+        elif isinstance(msg_id, (bytes, bytearray, memoryview)):
+            key = bytes(msg_id)
+        else:
+            raise TypeError("msg_id must be str or bytes, not {}".format(type(msg_id).__name__))
+        now = _time.monotonic_ns()
+        dedup = self._dedup
+        if self._dedup_window_ns:
+            while dedup:
+                k, (_, at) = next(iter(dedup.items()))
+                if now - at <= self._dedup_window_ns:
+                    break
+                del dedup[k]
+        hit = dedup.get(key)
+        if hit is not None:
+            self._stats["duplicates"] += 1
+            return hit[0], True
+        seq = self._append_many([(s, sb, b)], t)[0]
+        dedup[key] = (seq, now)
+        if self._dedup_max:
+            while len(dedup) > self._dedup_max:
+                dedup.popitem(last=False)
+        return seq, False
+
+    def expire(self):
+        """Evict every expired record now; returns how many."""
+        self._check_open()
+        n = self._evict_aged(None)
+        self._after_change()
+        return n
+
+    def _enforce_limits(self):
+        """Bring the stored records within the limits (after reopening)."""
+        self._evict_aged(None)
+        if self._max_per_subject:
+            for subject in list(self._by_subject):
+                while len(self._by_subject.get(subject, ())) > self._max_per_subject:
+                    self._evict_oldest_of(subject, "max_per_subject")
+        if self._max_events:
+            while self._count > self._max_events:
+                self._evict_oldest("max_events")
+        if self._max_bytes:
+            while self._bytes > self._max_bytes:
+                self._evict_oldest("max_bytes")
+
+    # -- purge ---------------------------------------------------------------
+
+    def purge(self, subject=None, up_to=None):
+        """Remove all records, those matching ``subject`` (a pattern), those
+        with ``seq <= up_to``, or both conditions; returns how many."""
+        self._check_open()
+        match = _matcher(subject)
+        if up_to is not None:
+            up_to = _int("up_to", up_to)
+        bound = self._last_seq if up_to is None else min(up_to, self._last_seq)
+        n = 0
+        for s in list(self._by_subject):
+            if match is not None and not match(s):
+                continue
+            dq = self._by_subject[s]
+            while dq and dq[0].seq <= bound:
+                e = dq.popleft()
+                self._drop(e, "purged")
+                n += 1
+            if not dq:
+                del self._by_subject[s]
+        if n and self._path is not None:
+            if subject is None:
+                self._write_marker(KIND_PURGE, bound, b"")
+            else:
+                self._write_marker(KIND_DELETE, bound, as_bytes(subject, "pattern"))
+        self._after_change()
+        return n
+
+    # -- reading -------------------------------------------------------------
+
+    def _scan(self, start, stop, limit, max_bytes, match, capacity=None):
+        """Live, unexpired entries from ``start`` to ``stop`` (inclusive)."""
+        seq = min(max(start, self._lo()), self._last_seq + 1)
+        out = []
+        total = 0
+        base, entries = self._base, self._entries
+        while seq <= stop and len(out) < limit:
+            e = entries[seq - base]
+            if e is not None and (match is None or match(e.subject)):
+                size = len(e.data)
+                if max_bytes and out and total + size > max_bytes:
+                    break
+                if capacity is not None and total + size > capacity:
+                    if not out:
+                        raise ValueError(
+                            "buffer too small: record seq={} has {} bytes, the buffer "
+                            "{}".format(e.seq, size, capacity)
+                        )
+                    break
+                out.append(e)
+                total += size
+            seq += 1
+        return out, seq
+
+    def _not_retained(self, seq):
+        lo = self._lo()
+        if lo > self._last_seq:
+            return KeyError(
+                "seq {} is not retained (no records retained, last_seq={})".format(
+                    seq, self._last_seq
+                )
+            )
+        return KeyError(
+            "seq {} is not retained (retained range {}..{})".format(seq, lo, self._last_seq)
+        )
+
+    def get(self, seq):
+        """The record ``seq`` (KeyError if it is not retained)."""
+        self._check_open()
+        seq = _int("seq", seq)
+        e = self._entry(seq)
+        if e is None or seq < self._lo():
+            raise self._not_retained(seq)
+        return Record(self, e)
+
+    def read(self, seq, limit=1024, max_bytes=0, filter=None):
+        """Retained records from ``seq`` on, as a Batch."""
+        self._check_open()
+        seq = _int("seq", seq)
+        limit = _int("limit", limit, 1)
+        max_bytes = _int("max_bytes", max_bytes)
+        match = _matcher(filter)
+        entries, nxt = self._scan(seq, self._last_seq, limit, max_bytes, match)
+        return Batch(entries, nxt)
+
+    def read_into(self, buffer, seq, limit=1024, filter=None):
+        """Copy payloads into ``buffer``: (count, next_seq, offsets)."""
+        self._check_open()
+        mv = memoryview(buffer)
+        if mv.readonly:
+            raise TypeError("buffer must be writable, got a read-only {}".format(type(buffer).__name__))
+        mv = mv.cast("B")
+        seq = _int("seq", seq)
+        limit = _int("limit", limit, 1)
+        match = _matcher(filter)
+        entries, nxt = self._scan(seq, self._last_seq, limit, 0, match, capacity=mv.nbytes)
+        offsets = array("q", [0])
+        pos = 0
+        for e in entries:
+            mv[pos : pos + len(e.data)] = e.data
+            pos += len(e.data)
+            offsets.append(pos)
+        return len(entries), nxt, offsets
+
+    # -- positions and replay ------------------------------------------------
+
+    def seek(self, start="first", *, seq=None, time=None, strict=False):
+        """Resolve a start position: a Position(seq, lost)."""
+        self._check_open()
+        return self._seek(start, seq, time, strict)
+
+    def _seek(self, start, seq, time, strict):
+        _choice("start", start, _STARTS)
+        if seq is not None and time is not None:
+            raise ValueError("give seq= or time=, not both")
+        lo = self._lo()
+        end = self._last_seq + 1
+        if seq is not None:
+            seq = _int("seq", seq)
+            if seq < lo:
+                lost = lo - max(seq, 1)
+                if lost > 0 and strict:
+                    raise GapError(
+                        "seq {} is no longer retained: the first retained seq is {} "
+                        "({} records lost)".format(seq, lo, lost)
+                    )
+                return Position(lo, max(lost, 0))
+            return Position(min(seq, end), 0)
+        if time is not None:
+            t = _time_ns("time", time)
+            i = bisect.bisect_left(self._tss, t, self._head)
+            i = self._skip_dead(max(i, lo - self._base))
+            return Position(self._base + i, 0)
+        if start == "first":
+            return Position(lo, 0)
+        if start == "new":
+            return Position(end, 0)
+        i = len(self._entries) - 1  # "last"
+        while i >= 0 and self._entries[i] is None:
+            i -= 1
+        if i < 0 or self._base + i < lo:
+            return Position(end, 0)
+        return Position(self._base + i, 0)
+
+    def last_per_subject(self, filter=None):
+        """The newest retained record of every subject, in seq order."""
+        self._check_open()
+        match = _matcher(filter)
+        lo = self._lo()
+        newest = [
+            dq[-1]
+            for s, dq in self._by_subject.items()
+            if dq[-1].seq >= lo and (match is None or match(s))
+        ]
+        newest.sort(key=lambda e: e.seq)
+        return Batch(newest, self._last_seq + 1)
+
+    def _replay(self, cls, start, seq, time, filter, limit, strict, batch, speed):
+        self._check_open()
+        match = _matcher(filter)
+        if limit is not None:
+            limit = _int("limit", limit)
+        batch = _int("batch", batch, 1)
+        if speed is not None:
+            if isinstance(speed, bool) or not isinstance(speed, (int, float)):
+                raise TypeError("speed must be a number or None, not {}".format(type(speed).__name__))
+            if not speed > 0:
+                raise ValueError("speed must be > 0, got {!r}".format(speed))
+            speed = float(speed)
+        pos = self._seek(start, seq, time, strict)
+        return cls(self, pos, match, limit, strict, batch, speed)
+
+    def replay(self, start="first", *, seq=None, time=None, filter=None, limit=None,
+               strict=False, batch=1024, speed=None):
+        """Iterate from a position: Batches, or paced Records with ``speed``."""
+        return self._replay(Replay, start, seq, time, filter, limit, strict, batch, speed)
+
+    def areplay(self, start="first", *, seq=None, time=None, filter=None, limit=None,
+                strict=False, batch=1024, speed=None):
+        """``replay`` as an async iterator."""
+        return self._replay(AsyncReplay, start, seq, time, filter, limit, strict, batch, speed)
+
+    # -- cursors -------------------------------------------------------------
+
+    @staticmethod
+    def _cursor_name(name):
+        if not isinstance(name, str):
+            raise TypeError("cursor name must be str, not {}".format(type(name).__name__))
+        if not name:
+            raise ValueError("cursor name must not be empty")
+        return name
+
+    def set_cursor(self, name, seq):
+        self._check_open()
+        name = self._cursor_name(name)
+        seq = _int("seq", seq)
+        if seq > self._last_seq:
+            raise ValueError(
+                "cursor {!r} cannot move past last_seq={}: got seq={}".format(
+                    name, self._last_seq, seq
+                )
+            )
+        self._cursors[name] = seq
+        self._save_cursors()
+
+    def cursor(self, name):
+        self._check_open()
+        return self._cursors.get(self._cursor_name(name), 0)
+
+    def cursors(self):
+        self._check_open()
+        return dict(self._cursors)
+
+    def delete_cursor(self, name):
+        self._check_open()
+        name = self._cursor_name(name)
+        if name not in self._cursors:
+            raise KeyError("unknown cursor {!r}".format(name))
+        del self._cursors[name]
+        self._save_cursors()
+
+    def lag(self, name):
+        """Records after the cursor that still exist (holes included)."""
+        self._check_open()
+        c = self._cursors.get(self._cursor_name(name), 0)
+        return max(0, self._last_seq - max(c, self._lo() - 1))
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def flush(self):
+        """Flush the live segment to stable storage and save the metadata."""
+        self._check_open()
+        if self._path is not None:
+            self._sync(force=True)
+            self._write_meta()
+
+    def close(self):
+        """Flush and close; idempotent.  Records handed out become stale."""
+        if self._closed:
+            return
+        try:
+            if self._path is not None:
+                if self._fsync != "never":
+                    self._sync(force=True)
+                self._write_meta()
+                live = self._live
+                if live is not None:
+                    live.mm.close()
+                    os.ftruncate(live.fd, live.used)
+                    os.close(live.fd)
+                    self._live = None
+        finally:
+            self._closed = True
+            self._release()
+
+    def _release(self):
+        self._closed = True
+        if self._live is not None:
+            try:
+                self._live.mm.close()
+            finally:
+                os.close(self._live.fd)
+                self._live = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- files: writing ------------------------------------------------------
+
+    def _seg_path(self, base, ext="seg"):
+        return os.path.join(self._path, "{:020d}.{}".format(base, ext))
+
+    def _after_change(self):
+        if self._path is not None:
+            self._delete_old_segments()
+            self._sync()
+
+    def _sync(self, force=False):
+        live = self._live
+        if live is None or not live.dirty:
+            return
+        if not force:
+            if self._fsync == "never":
+                return
+            if self._fsync == "interval":
+                if _time.monotonic() - self._last_sync < self._fsync_interval:
+                    return
+        live.mm.flush()
+        live.dirty = False
+        self._last_sync = _time.monotonic()
+        self._stats["fsyncs"] += 1
+
+    def _write_marker(self, kind, seq, sbytes):
+        self._write(kind, seq, self._now_ts(), self._first, sbytes, b"")
+
+    def _write(self, kind, seq, ts, time, sbytes, data):
+        length = RECORD_HEADER + len(sbytes) + len(data)
+        live = self._live
+        if live is None or live.used + length > live.size:
+            if live is not None and live.base == self._last_seq + 1:
+                self._grow_live(length)  # a segment of markers only: no new name
+            else:
+                self._roll()
+            live = self._live
+        body = _BODY.pack(seq, ts, time, len(sbytes), kind, 0) + sbytes + data
+        off = live.used
+        # the body first, the length last: a record is visible only when whole
+        live.mm[off + 8 : off + length] = body
+        live.mm[off : off + 8] = _PREFIX.pack(length, crc32c(body))
+        live.used += length
+        live.dirty = True
+        if kind == KIND_RECORD:
+            if live.nrecords % INDEX_INTERVAL == 0:
+                live.index.append((seq, ts, off))
+            live.nrecords += 1
+
+    def _grow_live(self, length):
+        live = self._live
+        size = live.size + max(self._segment_size, length)
+        live.mm.close()
+        os.ftruncate(live.fd, size)
+        live.mm = mmap.mmap(live.fd, size)
+        live.size = size
+
+    def _roll(self):
+        if self._live is not None:
+            self._seal()
+        base = self._last_seq + 1
+        path = self._seg_path(base)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, self._segment_size)
+            self._live = _Live(base, path, fd, self._segment_size, 0, 0, [])
+        except BaseException:
+            os.close(fd)
+            raise
+        self._segments.append(base)
+
+    def _seal(self):
+        live = self._live
+        if self._fsync != "never":
+            live.mm.flush()
+            self._stats["fsyncs"] += 1
+        live.mm.close()
+        os.ftruncate(live.fd, live.used)
+        os.close(live.fd)
+        self._live = None
+        idx = b"".join(_IDX.pack(s, t, o) for s, t, o in live.index)
+        self._atomic_write(self._seg_path(live.base, "idx"), idx)
+        self._write_meta()
+
+    def _delete_old_segments(self):
+        segs = self._segments
+        if len(segs) < 2 or segs[1] > self._first:
+            return
+        self._write_meta()  # first_seq is on disk before the records go
+        while len(segs) >= 2 and segs[1] <= self._first:
+            base = segs.pop(0)
+            for ext in ("seg", "idx"):
+                try:
+                    os.unlink(self._seg_path(base, ext))
+                except FileNotFoundError:
+                    pass
+
+    def _atomic_write(self, path, data):
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            if self._fsync != "never":
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if self._fsync == "always" and hasattr(os, "O_DIRECTORY"):
+            dfd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+    def _write_meta(self):
+        if self._path is None:
+            return
+        meta = {
+            "format": 1,
+            "first_seq": self._first,
+            "last_seq": self._last_seq,
+            "max_events": self._max_events,
+            "max_bytes": self._max_bytes,
+            "max_age": self._max_age,
+            "max_per_subject": self._max_per_subject,
+            "max_event_size": self._max_event_size,
+            "discard": self._discard,
+            "segment_size": self._segment_size,
+        }
+        self._atomic_write(
+            os.path.join(self._path, "meta.json"),
+            json.dumps(meta, indent=1, sort_keys=True).encode(),
+        )
+
+    def _save_cursors(self):
+        if self._path is not None:
+            self._atomic_write(
+                os.path.join(self._path, "cursors.json"),
+                json.dumps(self._cursors, indent=1, sort_keys=True).encode(),
+            )
+
+    # -- files: opening ------------------------------------------------------
+
+    def _corrupt(self, msg):
+        if self._strict:
+            raise CorruptLogError(msg)
+        logger.error("%s", msg)
+
+    def _read_json(self, name):
+        p = os.path.join(self._path, name)
+        try:
+            with open(p, "rb") as f:
+                value = json.loads(f.read().decode("utf-8"))
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+            return value
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            self._corrupt("corrupt {}: {}; ignored".format(p, exc))
+            return {}
+
+    def _open_dir(self):
+        os.makedirs(self._path, exist_ok=True)
+        if fcntl is not None:
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise FastflowError(
+                    "log directory {!r} is already open (locked by another Log)".format(self._path)
+                ) from None
+            self._lock_fd = fd
+        try:
+            self._load()
+        except BaseException:
+            self._release()
+            raise
+
+    def _scan_segment(self, base, path, newest, next_base):
+        """Parse one segment: (records, markers, good_end, nrecords, index)."""
+        with open(path, "rb") as f:
+            buf = f.read()
+        n = len(buf)
+        off = 0
+        expect = base
+        records = []  # (seq, ts, time, subject, sbytes, data)
+        markers = []  # (kind, seq, ts, first_seq, sbytes)
+        index = []
+        nrec = 0
+        problem = None
+        while True:
+            if off + 4 > n:
+                if buf[off:].strip(b"\0"):
+                    problem = "truncated length field"
+                break
+            (length,) = struct.unpack_from("<I", buf, off)
+            if length == 0:
+                if buf[off:].strip(b"\0"):
+                    problem = "zero length followed by non-zero bytes"
+                break
+            if length < RECORD_HEADER or off + length > n:
+                problem = "record length {} out of range ({} bytes left)".format(length, n - off)
+                break
+            _, crc, seq, ts, time, slen, kind, reserved = _HEADER.unpack_from(buf, off)
+            if crc32c(memoryview(buf)[off + 8 : off + length]) != crc:
+                problem = "checksum mismatch"
+                break
+            if kind not in _KINDS or reserved != 0 or RECORD_HEADER + slen > length:
+                problem = "invalid header (kind {}, subject length {})".format(kind, slen)
+                break
+            sb = buf[off + RECORD_HEADER : off + RECORD_HEADER + slen]
+            try:
+                subject = sb.decode("utf-8")
+            except UnicodeDecodeError:
+                problem = "subject is not UTF-8"
+                break
+            if kind == KIND_RECORD:
+                # increasing; a seq may be skipped after a recovered torn tail
+                if seq < expect:
+                    problem = "seq {} after seq {}".format(seq, expect - 1)
+                    break
+                if nrec % INDEX_INTERVAL == 0:
+                    index.append((seq, ts, off))
+                nrec += 1
+                expect = seq + 1
+                records.append((seq, ts, time, subject, sb, buf[off + RECORD_HEADER + slen : off + length]))
+            else:
+                markers.append((kind, seq, ts, time, sb))
+            if ts > self._last_ts:
+                self._last_ts = ts
+            off += length
+        if problem is not None:
+            if newest:
+                tail = len(buf[off:].rstrip(b"\0"))
+                logger.warning(
+                    "torn tail in %s at offset %d: %s; truncated %d bytes", path, off, problem, tail
+                )
+                self._stats["truncated_bytes"] += tail
+            else:
+                lost = max(1, next_base - expect)
+                self._corrupt(
+                    "corrupt record in {} at offset {}: {}; skipping the rest of the segment "
+                    "({} records)".format(path, off, problem, lost)
+                )
+                self._stats["corrupt_records"] += lost
+        return records, markers, off, nrec, index
+
+    def _load(self):
+        meta = self._read_json("meta.json")
+        bases = []
+        for name in os.listdir(self._path):
+            m = _SEG_NAME.match(name)
+            if m:
+                bases.append(int(m.group(1)))
+        bases.sort()
+        records = []
+        markers = []
+        live_info = None
+        for i, base in enumerate(bases):
+            newest = i == len(bases) - 1
+            path = self._seg_path(base)
+            next_base = bases[i + 1] if not newest else 0
+            recs, marks, end, nrec, index = self._scan_segment(base, path, newest, next_base)
+            records.extend(recs)
+            markers.extend(marks)
+            if newest:
+                live_info = (base, path, end, nrec, index)
+
+        def meta_int(key):
+            v = meta.get(key, 0)
+            return v if isinstance(v, int) and v >= 0 else 0
+
+        # a new segment is named after the next seq: the counter reached base - 1
+        last = max([meta_int("last_seq")] + [r[0] for r in records] + [b - 1 for b in bases])
+        floor = max([meta_int("first_seq"), 1] + [m[3] for m in markers if m[3] > 0])
+        literal = {}  # subject -> delete up to
+        wild = []  # (match, bound)
+        for kind, seq, ts, first, sb in markers:
+            if kind == KIND_PURGE:
+                floor = max(floor, seq + 1)
+            elif _is_literal(sb):
+                s = sb.decode("utf-8")
+                literal[s] = max(literal.get(s, 0), seq)
+            else:
+                try:
+                    wild.append((_matcher(sb), seq))
+                except ValueError:
+                    logger.error("ignoring a delete marker with an invalid pattern %r", sb)
+        bounds = {}
+
+        def deleted(subject, seq):
+            b = bounds.get(subject)
+            if b is None:
+                b = literal.get(subject, 0)
+                for match, bound in wild:
+                    if bound > b and match(subject):
+                        b = bound
+                bounds[subject] = b
+            return seq <= b
+
+        self._last_seq = max(last, floor - 1)
+        kept = [r for r in records if r[0] >= floor and not deleted(r[3], r[0])]
+        self._base = kept[0][0] if kept else self._last_seq + 1
+        prev_ts = 0
+        for seq, ts, time, subject, sb, data in kept:
+            while self._base + len(self._entries) < seq:  # a hole
+                self._entries.append(None)
+                self._tss.append(prev_ts)
+            e = _Entry(seq, ts, time, subject, sb, data)
+            self._entries.append(e)
+            self._tss.append(ts)
+            prev_ts = ts
+            self._count += 1
+            self._bytes += e.size
+            dq = self._by_subject.get(subject)
+            if dq is None:
+                dq = self._by_subject[subject] = deque()
+            dq.append(e)
+        while self._base + len(self._entries) <= self._last_seq:
+            self._entries.append(None)
+            self._tss.append(prev_ts)
+        self._head = 0
+        self._advance_head()
+
+        cursors = self._read_json("cursors.json")
+        for name, seq in cursors.items():
+            if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 and name:
+                if seq > self._last_seq:
+                    logger.warning(
+                        "cursor %r at %d is past last_seq=%d after recovery; moved back",
+                        name, seq, self._last_seq,
+                    )
+                    seq = self._last_seq
+                self._cursors[name] = seq
+
+        self._segments = bases
+        if live_info is not None:
+            base, path, end, nrec, index = live_info
+            try:
+                os.unlink(self._seg_path(base, "idx"))  # it is live again
+            except FileNotFoundError:
+                pass
+            fd = os.open(path, os.O_RDWR)
+            try:
+                size = max(os.fstat(fd).st_size, self._segment_size, end)
+                os.ftruncate(fd, end)  # drop a torn tail
+                os.ftruncate(fd, size)
+                self._live = _Live(base, path, fd, size, end, nrec, index)
+            except BaseException:
+                os.close(fd)
+                raise
