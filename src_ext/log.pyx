@@ -1003,7 +1003,7 @@ cdef class Log:
         cdef Py_buffer view
         cdef int64_t ptime
         self._check_open()
-        datas_l = list(datas)
+        datas_l = datas if type(datas) is list else list(datas)
         n = len(datas_l)
         if not one:
             subj_l = list(subjects)
@@ -1045,6 +1045,11 @@ cdef class Log:
         if self.discard_mode == DISCARD_NEW:
             self._admit_batch(subjects if one else subj_l, datas_l, one)
         first = self._last_seq + 1
+        if self.discard_mode == DISCARD_OLD and self.max_events and not self.max_bytes \
+                and not self.max_per_subject:
+            # the oldest records that the batch will push out go in one sweep
+            # (the records of the batch itself are evicted one by one below)
+            self._evict_for(min(self.count, self.count + n - self.max_events))
         if self.icount + n > self.icap:
             self._make_room(n)
         ptime = _ptime(time)
@@ -1070,6 +1075,21 @@ cdef class Log:
         if self.store is not None:
             self.store.after_append()
         return (first, self._last_seq)
+
+    cdef int _evict_for(self, int64_t k) except -1:
+        """Evict the k oldest records (max_events) in one sweep."""
+        cdef Py_ssize_t j = 0, live = 0
+        if k <= 0:
+            return 0
+        while live < k and j < self.icount:
+            if not (self._at(j).sid & ENTRY_DELETED):
+                live += 1
+            j += 1
+        self._check_pins_head(j)
+        while k > 0 and self.icount:
+            self._evict_head(EV_EVENTS)
+            k -= 1
+        return 0
 
     cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
                                   uint32_t h, const char *d, Py_ssize_t dlen,

@@ -10,12 +10,33 @@
 
 import mmap as _mmap
 import os as _os
+import threading as _threading
+import weakref as _weakref
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 
 ff_crc32c_init()
+
+cdef extern from "<sys/mman.h>":
+    int msync(void *addr, size_t length, int flags) nogil
+    int MS_SYNC
+
+
+def _flusher(ref, wake, double interval):
+    """fsync="interval": make the live segment durable every ``interval``
+    seconds on this thread, so that the appends never wait for the disk."""
+    while True:
+        wake.wait(interval)
+        store = ref()
+        if store is None or store._stopping():
+            return
+        try:
+            store._background_sync()
+        except Exception:  # the next round, or close(), tries again
+            _logger.exception('fastflow: background sync of %s failed', store._path())
+        del store
 
 
 cdef enum FsyncPolicy:
@@ -78,6 +99,11 @@ cdef class SegmentStore:
     cdef list live_index                # (seq, ts, offset) every IDX_EVERY records
     cdef int64_t last_sync_ns
     cdef int64_t interval_ns
+    cdef object __weakref__
+    cdef object lock                    # held while the live map is msync'd or replaced
+    cdef object wake
+    cdef object flusher
+    cdef bint stopping
     # counters
     cdef int64_t n_fsyncs
     cdef int64_t n_truncated
@@ -104,6 +130,8 @@ cdef class SegmentStore:
         self.bases = []
         self.live_index = []
         self.lock_fd = -1
+        self.lock = _threading.Lock()
+        self.wake = _threading.Event()
         _os.makedirs(self.path, exist_ok=True)
 
     def stats(self):
@@ -298,12 +326,14 @@ cdef class SegmentStore:
             _logger.error('%s; ignored', msg)
             return {}
 
-    def write_meta(self):
+    def write_meta(self, last_seq=None):
+        """Save first_seq, last_seq and the limits (``last_seq``: the last
+        record on disk, when a record being written is already counted)."""
         cdef Log log = self.log
         meta = {
             'format': 1,
             'first_seq': log.idx[log.ihead].seq if log.icount else log._last_seq + 1,
-            'last_seq': log._last_seq,
+            'last_seq': log._last_seq if last_seq is None else last_seq,
             'max_events': log.max_events, 'max_bytes': log.max_bytes,
             'max_age': log.max_age, 'max_per_subject': log.max_per_subject,
             'max_event_size': log.max_event_size, 'discard': log.discard,
@@ -370,7 +400,7 @@ cdef class SegmentStore:
     cdef int _room(self, Py_ssize_t need, int64_t seq) except -1:
         if self.wpos + need <= self.size:
             return 0
-        self._seal()
+        self._seal(seq - 1)
         self._open_live(seq, 0)
         if need > self.size:
             # a record bigger than a segment gets a segment of its own size
@@ -443,25 +473,57 @@ cdef class SegmentStore:
     cdef int after_append(self) except -1:
         if self.policy == FSYNC_ALWAYS:
             self.sync(True)
-        elif self.policy == FSYNC_INTERVAL:
-            if ff_now_ns() - self.last_sync_ns >= self.interval_ns:
-                self.sync(True)
+        elif self.policy == FSYNC_INTERVAL and self.flusher is None:
+            self.flusher = _threading.Thread(
+                target=_flusher, args=(_weakref.ref(self), self.wake, self.interval),
+                name='fastflow-log-flusher', daemon=True)
+            self.flusher.start()
         if len(self.bases) > 1:
             self._drop_old_segments()
         return 0
 
     cpdef sync(self, bint force):
-        cdef Py_ssize_t start
+        with self.lock:
+            self._sync_locked(force)
+
+    cdef _sync_locked(self, bint force):
+        cdef Py_ssize_t start, end
+        cdef char *p
+        cdef int rc
         if not self.mapped or self.wpos == self.synced:
             self.last_sync_ns = ff_now_ns()
             return
         if self.policy == FSYNC_NEVER and not force:
             return
         start = self.synced - self.synced % _mmap.ALLOCATIONGRANULARITY
-        self.mm.flush(start, self.wpos - start)
-        self.synced = self.wpos
+        end = self.wpos
+        p = self.base_ptr
+        # the appends may go on meanwhile: the lock keeps the map in place
+        with nogil:
+            rc = msync(p + start, end - start, MS_SYNC)
+        if rc != 0:
+            raise OSError('msync of {} failed'.format(self._path()))
+        if end > self.synced:
+            self.synced = end
         self.n_fsyncs += 1
         self.last_sync_ns = ff_now_ns()
+
+    def _background_sync(self):
+        self.sync(True)
+
+    def _stopping(self):
+        return self.stopping
+
+    def _path(self):
+        return self.path
+
+    cdef _stop_flusher(self):
+        if self.flusher is not None:
+            self.stopping = True
+            self.wake.set()
+            if self.flusher is not _threading.current_thread():
+                self.flusher.join()
+            self.flusher = None
 
     cdef _drop_old_segments(self):
         cdef Log log = self.log
@@ -479,12 +541,16 @@ cdef class SegmentStore:
             self.n_deleted_segments += 1
 
     cdef _unmap(self):
+        with self.lock:
+            self._unmap_locked()
+
+    cdef _unmap_locked(self):
         if self.mapped:
             PyBuffer_Release(&self.view)
             self.mapped = False
             self.mm.close()
 
-    cdef _seal(self):
+    cdef _seal(self, int64_t last_on_disk):
         """Close the live segment: flush, cut to its used size, write its
         sparse index."""
         if self.policy != FSYNC_NEVER:
@@ -497,7 +563,7 @@ cdef class SegmentStore:
         self._write_index(self.live_base, self.live_index)
         self.live_index = []
         self.live_records = 0
-        self.write_meta()
+        self.write_meta(last_on_disk)
 
     cdef _write_index(self, int64_t base, list entries):
         fname = _os.path.join(self.path, '{:020d}.idx'.format(base))
@@ -541,6 +607,7 @@ cdef class SegmentStore:
 
     def abort(self):
         """Release everything of a failed open, writing nothing."""
+        self._stop_flusher()
         self._unmap()
         if self.file is not None:
             self.file.close()
@@ -548,6 +615,7 @@ cdef class SegmentStore:
         self._unlock()
 
     def close(self):
+        self._stop_flusher()
         try:
             if self.policy != FSYNC_NEVER:
                 self.sync(True)
