@@ -22,6 +22,8 @@ ctypedef struct LogSubject:     # one per distinct retained subject
     int64_t count               # retained records
     uint32_t memo               # filter memo: stamp << 2 | result
     uint32_t next_free
+    int64_t last_abs            # absolute index entry of `last` (a hint)
+    uint64_t hint_epoch         # valid while equal to the log's rebuild epoch
 
 # The segment file format (segments.pyx, docs/log.md).
 cdef enum:

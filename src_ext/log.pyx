@@ -253,6 +253,8 @@ cdef class Log:
     cdef Py_ssize_t icount              # entries in the ring (deleted included)
     cdef Py_ssize_t ideleted            # deleted entries in the ring
     cdef bint dense                     # no entry dropped by a rebuild: O(1) lookup
+    cdef int64_t habs                   # absolute number of the head entry
+    cdef uint64_t repoch                # bumped by every rebuild (entries renumbered)
     # arena
     cdef char *arena
     cdef Py_ssize_t acap
@@ -664,11 +666,13 @@ cdef class Log:
         """Remove the head entry from the ring, then any deleted entries."""
         self.ihead = (self.ihead + 1) & (self.icap - 1)
         self.icount -= 1
+        self.habs += 1
         while self.icount and self.idx[self.ihead].sid & ENTRY_DELETED:
             self.adead -= self.idx[self.ihead].len
             self.ihead = (self.ihead + 1) & (self.icap - 1)
             self.icount -= 1
             self.ideleted -= 1
+            self.habs += 1
         if self.icount == 0:
             self.atail = 0
             self.adead = 0
@@ -765,6 +769,7 @@ cdef class Log:
         self.adead = 0
         self.atail = used
         self.agen += 1
+        self.repoch += 1
         return 0
 
     cdef int _make_room(self, Py_ssize_t nrec) except -1:
@@ -916,7 +921,11 @@ cdef class Log:
         cdef int64_t seq = self._last_seq + 1
         if self.icount == self.icap:
             self._make_room(1)
-        pos = self._reserve_bytes(dlen)
+        if self.icount and self.atail > <Py_ssize_t>self.idx[self.ihead].pos \
+                and dlen <= self.acap - self.atail:
+            pos = self.atail            # the common case: room after the tail
+        else:
+            pos = self._reserve_bytes(dlen)
         memcpy(self.arena + pos, d, dlen)
         self.atail = pos + dlen
         e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
@@ -930,11 +939,18 @@ cdef class Log:
         e.sid = <uint32_t>sid
         s = &self.subj[sid]
         if s.count:
-            prev = self._entry(s.last)
+            if s.hint_epoch == self.repoch:
+                prev = &self.idx[(self.ihead + (s.last_abs - self.habs)) & (self.icap - 1)]
+                if FASTFLOW_DEBUG and prev.seq != s.last:
+                    raise FastflowError('Log._store: stale entry hint for seq {}'.format(s.last))
+            else:
+                prev = self._entry(s.last)
             prev.next_same = seq
         else:
             s.first = seq
         s.last = seq
+        s.last_abs = self.habs + self.icount - 1
+        s.hint_epoch = self.repoch
         s.count += 1
         self.count += 1
         self.nbytes += dlen + s.len
@@ -1105,7 +1121,12 @@ cdef class Log:
                 sid = self._sid_find(p, n, h)
         else:
             sid = self._sid_find(p, n, h)
-        if self.limited:
+        if self.limited and (
+                self.discard_mode == DISCARD_NEW
+                or (self.max_events and self.count + 1 > self.max_events)
+                or (self.max_bytes and self.nbytes + n + dlen > self.max_bytes)
+                or (self.max_per_subject and sid >= 0
+                    and self.subj[sid].count + 1 > self.max_per_subject)):
             self._admit(sid, n, dlen, 0)
             if sid >= 0 and self.subj[sid].bytes == NULL:
                 sid = self._sid_find(p, n, h)   # released by the evictions
