@@ -1119,7 +1119,8 @@ def report(bench, machine):
         say("")
         say(wrap("file-backed: {} bytes per record on disk (36-byte header + subject + payload); "
                  "while timed (warm-up included) the fsync=\"interval\" log wrote {:,} records "
-                 "({:.0f} MiB), started {} new 64 MiB segments (sparse files: every page is "
+                 "({:.0f} MiB), started {} new 64 MiB segments (up to two of them reused "
+                 "from deleted segments, the others new sparse files whose pages are "
                  "first-touched by the writes) and ran {} msyncs; the fsync=\"never\" log wrote "
                  "{:,} and started {}; the fsync=\"always\" log ran {:,} msyncs.".format(
                      fi["bytes_per_record"], delta("interval", "last_seq"),
@@ -1166,8 +1167,9 @@ def report(bench, machine):
         "Steady-state rows reuse memory that is already mapped.  A log that grows, or a "
         "file-backed log writing new segment pages, pays the first-touch cost above (the cold "
         "row; the file rows).",
-        "File-backed rows write to the page cache of {} ({}); fsync=\"interval\" msyncs at most "
-        "once per second, on append, so a run includes the msyncs that fall in it.  Disk speed "
+        "File-backed rows write to the page cache of {} ({}); fsync=\"interval\" msyncs once per "
+        "second on a background thread (the second core), so a run includes the writeback that "
+        "falls in it.  Disk speed "
         "shows mostly in the fsync=\"always\" row.".format(args.tmpdir, machine["tmpdir_fs"]),
         "Seek rows are bound by cache and TLB misses (~{} probes into an index of {:,} entries); "
         "the interleaved baseline runs evict it, so each run starts cold, and a run of {:,} seeks "
