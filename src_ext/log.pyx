@@ -1001,6 +1001,8 @@ cdef class Log:
                 PyBuffer_Release(&view)
         if self.store is not None and not self.loading:
             self.store.after_append()
+        if FASTFLOW_DEBUG and self.icount < 2000:
+            self._check()
         return seq
 
     def append_batch(self, subjects, datas, time=0):
@@ -1090,6 +1092,8 @@ cdef class Log:
                     PyBuffer_Release(&view)
         if self.store is not None:
             self.store.after_append()
+        if FASTFLOW_DEBUG and self.icount < 2000:
+            self._check()
         return (first, self._last_seq)
 
     cdef int _evict_for(self, int64_t k) except -1:
@@ -1233,6 +1237,8 @@ cdef class Log:
                 pb = subject.encode('utf-8') if isinstance(subject, str) else bytes(subject)
                 self.store.write_marker(KIND_DELETE, limit, <const char *>pb, len(pb))
             self.store.after_append()
+        if FASTFLOW_DEBUG and self.icount < 2000:
+            self._check()
         return removed
 
     cdef int64_t _purge(self, object subject, int64_t limit) except -1:
@@ -1640,6 +1646,86 @@ cdef class Log:
             self.first_seq, self._last_seq, self.count, self.nbytes,
             ', path={!r}'.format(self.path) if self.path is not None else '')
 
+
+    def _check(self):
+        """Check every internal invariant; raise FastflowError naming the
+        first broken one.  O(records): for tests and debug builds."""
+        cdef Py_ssize_t k, live = 0, deleted = 0, payload = 0
+        cdef int64_t prev_seq = 0, prev_ts = -(1 << 62), nbytes = 0, seq
+        cdef LogEntry *e
+        cdef LogSubject *s
+        cdef Py_ssize_t sid
+        def bad(msg):
+            return FastflowError('Log._check: ' + msg)
+        if self.icount > self.icap or self.icap & (self.icap - 1):
+            raise bad('index ring {} of {}'.format(self.icount, self.icap))
+        counts = {}
+        firsts = {}
+        lasts = {}
+        for k in range(self.icount):
+            e = self._at(k)
+            if e.seq <= prev_seq:
+                raise bad('seq {} after {}'.format(e.seq, prev_seq))
+            if self.dense and prev_seq and e.seq != prev_seq + 1:
+                raise bad('dense index with a gap at seq {}'.format(e.seq))
+            if e.ts < prev_ts:
+                raise bad('timestamp of seq {} goes back'.format(e.seq))
+            prev_seq = e.seq
+            prev_ts = e.ts
+            if e.sid & ENTRY_DELETED:
+                if k == 0:
+                    raise bad('deleted entry {} at the head'.format(e.seq))
+                deleted += 1
+                continue
+            if e.pos + e.len > <uint64_t>self.acap:
+                raise bad('record {} outside the arena'.format(e.seq))
+            if e.sid >= <uint32_t>self.sused or self.subj[e.sid].bytes == NULL:
+                raise bad('record {} has no subject'.format(e.seq))
+            live += 1
+            payload += e.len
+            nbytes += e.len + self.subj[e.sid].len
+            counts[e.sid] = counts.get(e.sid, 0) + 1
+            firsts.setdefault(e.sid, e.seq)
+            lasts[e.sid] = e.seq
+        if prev_seq > self._last_seq:
+            raise bad('an entry past last_seq')
+        if live != self.count or deleted != self.ideleted:
+            raise bad('{} live / {} deleted entries, counters say {} / {}'.format(
+                live, deleted, self.count, self.ideleted))
+        if nbytes != self.nbytes or payload != self.apay:
+            raise bad('bytes {} / payload {}, counters say {} / {}'.format(
+                nbytes, payload, self.nbytes, self.apay))
+        nsub = 0
+        for sid in range(self.sused):
+            s = &self.subj[sid]
+            if s.bytes == NULL:
+                continue
+            nsub += 1
+            if self._sid_find(s.bytes, s.len, s.hash) != sid:
+                raise bad('subject {} not found by its hash'.format(sid))
+            if s.count != counts.get(sid, 0) or s.count == 0:
+                raise bad('subject {!r} counts {} records, the index {}'.format(
+                    <object>s.name, s.count, counts.get(sid, 0)))
+            if s.first != firsts[sid] or s.last != lasts[sid]:
+                raise bad('subject {!r} spans {}..{}, the index {}..{}'.format(
+                    <object>s.name, s.first, s.last, firsts[sid], lasts[sid]))
+            # the chain visits exactly the subject's records, in order
+            seq = s.first
+            n = 0
+            while seq:
+                e = self._entry(seq)
+                if e == NULL or e.sid != <uint32_t>sid:
+                    raise bad('subject {!r}: chain reaches seq {}, not one of its '
+                              'records'.format(<object>s.name, seq))
+                n += 1
+                if seq == s.last:
+                    break
+                seq = e.next_same
+            if n != s.count:
+                raise bad('subject {!r}: chain of {} records, count {}'.format(
+                    <object>s.name, n, s.count))
+        if nsub != self.slive:
+            raise bad('{} subjects, counter says {}'.format(nsub, self.slive))
 
     # -- used by the segment store when loading --------------------------------------
 

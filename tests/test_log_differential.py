@@ -255,6 +255,7 @@ class LogMachine(RuleBasedStateMachine):
         sn, sr = self.nat.stats(), self.ref.stats()
         assert {k: sn[k] for k in COUNTERS} == {k: sr[k] for k in COUNTERS}
         assert content(self.nat) == content(self.ref)
+        self.nat._check()
 
 
 TestLogMachine = LogMachine.TestCase
