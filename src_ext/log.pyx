@@ -25,6 +25,8 @@ from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport malloc, free
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND
+from array import array as _array
 
 from fastflow.errors import (
     EventTooLarge, LogFullError, GapError, StaleRecordError, CorruptLogError)
@@ -1007,39 +1009,92 @@ cdef class Log:
 
     def append_batch(self, subjects, datas, time=0):
         """Append many records in one call; returns ``(first_seq, last_seq)``.
-        Validated as a whole first; atomic under ``discard="new"``."""
-        cdef Py_ssize_t n, i, total = 0, dlen
-        cdef bint one = isinstance(subjects, (str, bytes))
-        cdef int64_t now, first, c, b, rsize
-        cdef const char *p
-        cdef Py_ssize_t slen
-        cdef uint32_t h
-        cdef int32_t sid = -1
-        cdef Parsed ps
+        ``datas`` is a sequence of bytes-like payloads.  Validated as a whole
+        first; atomic under ``discard="new"``."""
+        cdef Py_ssize_t n, i
         cdef list datas_l
-        cdef list subj_l
-        cdef Py_buffer view
-        cdef int64_t ptime
+        cdef Int64Array sizes
         self._check_open()
         datas_l = datas if type(datas) is list else list(datas)
         n = len(datas_l)
+        sizes = Int64Array.new(n)
+        for i in range(n):
+            if type(datas_l[i]) is bytes:
+                sizes.data[i] = PyBytes_GET_SIZE(datas_l[i])
+            else:
+                try:
+                    sizes.data[i] = memoryview(datas_l[i]).nbytes
+                except TypeError:
+                    raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
+                        i, type(datas_l[i]).__name__)) from None
+        sizes.n = n
+        return self._append_many(subjects, datas_l, NULL, NULL, sizes, time)
+
+    def append_buffer(self, subjects, buffer, offsets, time=0):
+        """Append the payloads ``buffer[offsets[i]:offsets[i + 1]]`` (``offsets``
+        int64: an ``Int64Array``, ``array('q')``, numpy, or a list of ints)
+        with no Python object per payload; ``batch.subjects, batch.buffer,
+        batch.offsets`` of a ``read`` append a batch as it was read."""
+        cdef Py_buffer bview, oview
+        cdef const int64_t *offs
+        cdef Py_ssize_t n, i
+        cdef Int64Array sizes
+        self._check_open()
+        if isinstance(offsets, list):
+            offsets = _array('q', offsets)
+        PyObject_GetBuffer(buffer, &bview, PyBUF_SIMPLE)
+        try:
+            try:
+                PyObject_GetBuffer(offsets, &oview, PyBUF_FORMAT | PyBUF_ND)
+            except (TypeError, BufferError):
+                raise TypeError('offsets must be a buffer of int64 (Int64Array, array("q"), '
+                                'numpy int64) or a list of ints, not {}'.format(
+                                    type(offsets).__name__)) from None
+            try:
+                if oview.itemsize != 8 or oview.format == NULL or \
+                        oview.format[0] not in (b'q', b'l', b'<', b'=') or oview.ndim != 1:
+                    raise TypeError('offsets must hold int64 values')
+                n = oview.shape[0] - 1
+                offs = <const int64_t *>oview.buf
+                if n < 0:
+                    raise ValueError('offsets needs at least one entry (len(payloads) + 1)')
+                sizes = Int64Array.new(max(n, 0))
+                for i in range(n):
+                    if offs[i] < 0 or offs[i + 1] < offs[i] or offs[i + 1] > bview.len:
+                        raise ValueError('offsets[{}:{}] = {}..{} is not a slice of the {}-byte '
+                                         'buffer'.format(i, i + 2, offs[i], offs[i + 1],
+                                                         bview.len))
+                    sizes.data[i] = offs[i + 1] - offs[i]
+                sizes.n = n
+                return self._append_many(subjects, None, <const char *>bview.buf, offs,
+                                         sizes, time)
+            finally:
+                PyBuffer_Release(&oview)
+        finally:
+            PyBuffer_Release(&bview)
+
+    cdef tuple _append_many(self, object subjects, list datas_l, const char *base,
+                            const int64_t *offs, Int64Array sizes, object time):
+        """The batch append: payload i is datas_l[i], or base[offs[i]:offs[i+1]]."""
+        cdef Py_ssize_t n = sizes.n, i, dlen
+        cdef bint one = isinstance(subjects, (str, bytes))
+        cdef int64_t now, first, ptime
+        cdef const char *p
+        cdef Py_ssize_t slen
+        cdef uint32_t h
+        cdef list subj_l
+        cdef Py_buffer view
         if not one:
             subj_l = list(subjects)
             if len(subj_l) != n:
-                raise ValueError('append_batch: {} subjects for {} payloads'.format(
+                raise ValueError('subjects has {} items but datas has {}'.format(
                     len(subj_l), n))
+        ptime = _ptime(time)
         if n == 0:
             return (self._last_seq + 1, self._last_seq)
         # validate everything first
         for i in range(n):
-            if type(datas_l[i]) is bytes:
-                dlen = len(<bytes>datas_l[i])
-            else:
-                try:
-                    dlen = memoryview(datas_l[i]).nbytes
-                except TypeError:
-                    raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
-                        i, type(datas_l[i]).__name__)) from None
+            dlen = sizes.data[i]
             if dlen > self.max_event_size:
                 raise EventTooLarge('datas[{}]: payload of {} bytes exceeds '
                                     'max_event_size={}'.format(i, dlen, self.max_event_size))
@@ -1061,7 +1116,7 @@ cdef class Log:
         if self.max_age_ns:
             self._expire(now, AGE_EVICT_STEP)
         if self.discard_mode == DISCARD_NEW:
-            self._admit_batch(subjects if one else subj_l, datas_l, one)
+            self._admit_batch(subjects if one else subj_l, sizes, one)
         first = self._last_seq + 1
         if self.discard_mode == DISCARD_OLD and self.max_events and not self.max_bytes \
                 and not self.max_per_subject:
@@ -1070,7 +1125,6 @@ cdef class Log:
             self._evict_for(min(self.count, self.count + n - self.max_events))
         if self.icount + n > self.icap:
             self._make_room(n)
-        ptime = _ptime(time)
         if one:
             as_utf8(subjects, &p, &slen, False)
             h = <uint32_t>ff_hash(p, slen, _SEED)
@@ -1079,6 +1133,10 @@ cdef class Log:
                 s = subj_l[i]
                 as_utf8(s, &p, &slen, False)
                 h = <uint32_t>ff_hash(p, slen, _SEED)
+            if base != NULL:
+                self._append_known(subjects if one else s, p, slen, h, base + offs[i],
+                                   sizes.data[i], ptime, now)
+                continue
             d = datas_l[i]
             if type(d) is bytes:
                 self._append_known(subjects if one else s, p, slen, h,
@@ -1142,26 +1200,33 @@ cdef class Log:
             self.store.write_record(seq, self.last_ts, ptime, p, n, d, dlen)
         return 0
 
-    cdef int _admit_batch(self, object subjects, list datas, bint one) except -1:
+    cdef int _admit_batch(self, object subjects, Int64Array sizes, bint one) except -1:
         """discard='new': raise unless the whole batch fits."""
         cdef int64_t c = self.count, b = self.nbytes, rsize
         cdef const char *p
         cdef Py_ssize_t n, i
         cdef int32_t sid
+        cdef Py_ssize_t count = sizes.n
         per = {}
-        for i in range(len(datas)):
+        if self.max_age_ns and (
+                (self.max_events and c + count > self.max_events) or self.max_bytes or
+                self.max_per_subject):
+            self._expire(_now_ns(), 1 << 62)   # expired records never cause a rejection
+            c = self.count
+            b = self.nbytes
+        for i in range(count):
             s = subjects if one else subjects[i]
             as_utf8(s, &p, &n, False)
-            rsize = n + len(memoryview(datas[i]))
+            rsize = n + sizes.data[i]
             c += 1
             b += rsize
             if self.max_events and c > self.max_events:
-                self.n_rejected += len(datas)
+                self.n_rejected += count
                 raise LogFullError("log full: max_events={} reached at datas[{}]; nothing "
                                    "of the batch was stored (discard='new')".format(
                                        self.max_events, i))
             if self.max_bytes and b > self.max_bytes:
-                self.n_rejected += len(datas)
+                self.n_rejected += count
                 raise LogFullError("log full: max_bytes={} reached at datas[{}]; nothing "
                                    "of the batch was stored (discard='new')".format(
                                        self.max_bytes, i))
@@ -1172,7 +1237,7 @@ cdef class Log:
                     per[key] = self.subj[sid].count if sid >= 0 else 0
                 per[key] += 1
                 if per[key] > self.max_per_subject:
-                    self.n_rejected += len(datas)
+                    self.n_rejected += count
                     raise LogFullError("log full: max_per_subject={} reached for {!r} at "
                                        "datas[{}]; nothing of the batch was stored "
                                        "(discard='new')".format(

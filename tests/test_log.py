@@ -1370,3 +1370,32 @@ def test_file_many_markers_one_segment(log_impl, tmp_path):
         assert log.append("s.0", b"y") == 301
     with log_impl(path=tmp_path, segment_size=4096) as log:
         assert all_seqs(log) == [300, 301]
+
+
+def test_append_buffer(log_impl):
+    from array import array
+
+    log = log_impl()
+    buf = b"abcdefghij"
+    assert log.append_buffer("s.one", buf, array("q", [0, 3, 3, 10])) == (1, 3)
+    assert [bytes(m) for _, _, _, m in log.read(1)] == [b"abc", b"", b"defghij"]
+    # a batch as it was read appends as it was read
+    b = log.read(1)
+    other = log_impl()
+    assert other.append_buffer(b.subjects, b.buffer, b.offsets) == (1, 3)
+    assert [(s, bytes(m)) for _, _, s, m in other.read(1)] == [
+        (s, bytes(m)) for _, _, s, m in b
+    ]
+    assert other.append_buffer(["x.a", "x.b"], bytearray(b"12"), [0, 1, 2]) == (4, 5)
+    assert other.append_buffer("x", b"", [0]) == (6, 5)
+    with pytest.raises(ValueError, match=r"offsets\[0:2\] = 0\.\.5 is not a slice of the 3-byte"):
+        other.append_buffer("a", b"abc", [0, 5])
+    with pytest.raises(ValueError, match="offsets"):
+        other.append_buffer("a", b"abc", [2, 1])
+    with pytest.raises(TypeError, match="int64"):
+        other.append_buffer("a", b"abc", array("i", [0, 1]))
+    with pytest.raises(ValueError, match="subjects has 2 items but datas has 1"):
+        other.append_buffer(["a", "b"], b"abc", [0, 1])
+    with pytest.raises(SubjectError, match=r"subjects\[1\]"):
+        other.append_buffer(["a", "b..c"], b"abc", [0, 1, 2])
+    assert other.last_seq == 5

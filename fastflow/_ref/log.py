@@ -305,6 +305,11 @@ class Batch:
         self._subjects = [e.subject for e in entries]
         self.next_seq = next_seq
 
+    @property
+    def subjects(self):
+        """The subject of every record, a list of str."""
+        return self._subjects
+
     def __len__(self):
         return len(self.seqs)
 
@@ -823,6 +828,36 @@ class Log:
         b = self._check_data(data, sb)
         t = _int("time", time, _I64_MIN)
         return self._append_many([(s, sb, b)], t)[0]
+
+    def append_buffer(self, subjects, buffer, offsets, time=0):
+        """Append ``buffer[offsets[i]:offsets[i + 1]]`` for each i (see the
+        native core); the same validation and atomicity as append_batch."""
+        self._check_open()
+        mv = memoryview(buffer).cast("B")
+        if isinstance(offsets, list):
+            offsets = array("q", offsets)
+        try:
+            om = memoryview(offsets)
+        except TypeError:
+            raise TypeError(
+                "offsets must be a buffer of int64 (Int64Array, array(\"q\"), numpy int64) "
+                "or a list of ints, not {}".format(type(offsets).__name__)
+            ) from None
+        if om.itemsize != 8 or om.format not in ("q", "l", "<q", "=q") or om.ndim != 1:
+            raise TypeError("offsets must hold int64 values")
+        offs = om.tolist()
+        if not offs:
+            raise ValueError("offsets needs at least one entry (len(payloads) + 1)")
+        datas = []
+        for i in range(len(offs) - 1):
+            a, b = offs[i], offs[i + 1]
+            if a < 0 or b < a or b > len(mv):
+                raise ValueError(
+                    "offsets[{}:{}] = {}..{} is not a slice of the {}-byte buffer".format(
+                        i, i + 2, a, b, len(mv))
+                )
+            datas.append(bytes(mv[a:b]))
+        return self.append_batch(subjects, datas, time)
 
     def append_batch(self, subjects, datas, time=0):
         """Append records atomically validated; returns (first_seq, last_seq)."""
