@@ -8,24 +8,11 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 
 # -- small growable vectors ----------------------------------------------------
 
-cdef inline int _i32_push(I32Vec *v, int32_t x) except -1:
-    cdef Py_ssize_t cap
-    cdef int32_t *d
-    if v.n == v.cap:
-        cap = v.cap * 2 if v.cap else 64
-        d = <int32_t *>realloc(v.data, cap * sizeof(int32_t))
-        if d == NULL:
-            raise MemoryError()
-        v.data = d
-        v.cap = cap
-    v.data[v.n] = x
-    v.n += 1
-    return 0
-
-
-cdef int _tgrow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
-                Py_ssize_t first) except -1:
-    """_grow for the matcher's tables (ff_trealloc: mappings past 256 KiB)."""
+cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
+               Py_ssize_t first, bint table=False) except -1:
+    """Make room for ``need`` elements of ``elem`` bytes, growing by half.
+    ``table``: a big table of the core, allocated by ff_trealloc (its own
+    mapping past 256 KiB, remapped rather than copied); else realloc."""
     cdef Py_ssize_t c = cap[0]
     cdef void *q
     if need <= c:
@@ -34,11 +21,19 @@ cdef int _tgrow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
         c = first
     while c < need:
         c += c >> 1
-    q = ff_trealloc(p[0], c * elem)
+    q = ff_trealloc(p[0], c * elem) if table else realloc(p[0], c * elem)
     if q == NULL:
         raise MemoryError()
     p[0] = q
     cap[0] = c
+    return 0
+
+
+cdef inline int _i32_push(I32Vec *v, int32_t x) except -1:
+    if v.n == v.cap:
+        _grow(<void **>&v.data, &v.cap, v.n + 1, sizeof(int32_t), 64)
+    v.data[v.n] = x
+    v.n += 1
     return 0
 
 
@@ -53,26 +48,6 @@ cdef inline int _i64_push(I64Vec *v, int64_t x) except -1:
         _grow(<void **>&v.data, &v.cap, v.n + 1, sizeof(int64_t), 64)
     v.data[v.n] = x
     v.n += 1
-    return 0
-
-
-cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
-               Py_ssize_t first) except -1:
-    """Make room for ``need`` elements, growing by half (large blocks are
-    remapped by realloc, not copied, and only touched pages count)."""
-    cdef Py_ssize_t c = cap[0]
-    cdef void *q
-    if need <= c:
-        return 0
-    if c == 0:
-        c = first
-    while c < need:
-        c += c >> 1
-    q = realloc(p[0], c * elem)
-    if q == NULL:
-        raise MemoryError()
-    p[0] = q
-    cap[0] = c
     return 0
 
 

@@ -526,8 +526,8 @@ cdef class Log:
         if self.sfree:
             sid = self.sfree - 1
         else:
-            _tgrow(<void **>&self.subj, &self.scap, self.sused + 1, sizeof(LogSubject),
-                   LOG_MIN_SUBJECTS)
+            _grow(<void **>&self.subj, &self.scap, self.sused + 1, sizeof(LogSubject),
+                  LOG_MIN_SUBJECTS, True)
             sid = <int32_t>self.sused
         b = <char *>malloc(n if n else 1)
         if b == NULL:

@@ -192,7 +192,7 @@ cdef class Matcher:
         self.qnames = []
         self.qfree = []
         # the root node
-        _tgrow(<void **>&self.nodes, &self.nodes_cap, 1, sizeof(Node), 256)
+        _grow(<void **>&self.nodes, &self.nodes_cap, 1, sizeof(Node), 256, True)
         self.nodes[0].parent = -1
         self.nodes[0].thash = 0
         self.nodes[0].subs = -1
@@ -460,11 +460,11 @@ cdef class Matcher:
         parse_subject(p, n, &ps, True, pattern)
         # Reserve every capacity first: once the trie is touched nothing
         # below can fail, so a MemoryError leaves the matcher as it was.
-        _tgrow(<void **>&self.nodes, &self.nodes_cap, self.nodes_used + ps.ntok,
-               sizeof(Node), 256)
-        _tgrow(<void **>&self.arena, &self.arena_cap, self.arena_used + n + 2 * ps.ntok,
-               1, 4096)
-        _tgrow(<void **>&self.subs, &self.subs_cap, self.subs_used + 1, sizeof(Sub), 256)
+        _grow(<void **>&self.nodes, &self.nodes_cap, self.nodes_used + ps.ntok,
+              sizeof(Node), 256, True)
+        _grow(<void **>&self.arena, &self.arena_cap, self.arena_used + n + 2 * ps.ntok,
+              1, 4096, True)
+        _grow(<void **>&self.subs, &self.subs_cap, self.subs_used + 1, sizeof(Sub), 256, True)
         self._edges_reserve(ps.ntok)
         qid = self._qid(queue)
 
