@@ -50,7 +50,6 @@ cdef enum:                          # eviction reasons (counter index)
     EV_AGE = 2
     EV_PER_SUBJECT = 3
     EV_PURGE = 4
-    EV_SPACE = 5
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -291,7 +290,7 @@ cdef class Log:
     cdef int32_t last_sid               # subject of the last append (a hint)
     # counters
     cdef int64_t n_appended
-    cdef int64_t n_evicted[6]
+    cdef int64_t n_evicted[5]
     cdef int64_t n_rejected
     cdef int64_t n_duplicates
     cdef int64_t n_loaded
@@ -369,7 +368,7 @@ cdef class Log:
             self.n_loaded = self.count
             self.n_appended = 0
             self.n_rejected = 0
-            for i in range(6):
+            for i in range(5):
                 self.n_evicted[i] = 0
             try:
                 self._cursors = self.store.load_cursors()
@@ -695,12 +694,6 @@ cdef class Log:
         self.ideleted += 1
         self.adead += e.len
 
-    cdef Py_ssize_t _expired_prefix(self, int64_t now) noexcept:
-        if self.max_age_ns == 0 or self.icount == 0:
-            return 0
-        return self._find_time(now - self.max_age_ns + 1) if \
-            self.idx[self.ihead].ts <= now - self.max_age_ns else 0
-
     cdef int _expire(self, int64_t now, Py_ssize_t step) except -1:
         """Evict up to ``step`` expired records (stops at a pinned one)."""
         cdef int64_t cutoff = now - self.max_age_ns
@@ -839,8 +832,7 @@ cdef class Log:
             raise FastflowError('log is closed')
         return 0
 
-    cdef int _admit(self, int32_t sid, Py_ssize_t slen, Py_ssize_t dlen,
-                    int64_t nrec_before) except -1:
+    cdef int _admit(self, int32_t sid, Py_ssize_t slen, Py_ssize_t dlen) except -1:
         """Apply the count/bytes/per-subject limits for one more record of
         subject ``sid`` (-1: a new subject): evict (discard old) or raise
         (discard new).  Nothing is changed when it raises."""
@@ -1189,7 +1181,7 @@ cdef class Log:
                 or (self.max_bytes and self.nbytes + n + dlen > self.max_bytes)
                 or (self.max_per_subject and sid >= 0
                     and self.subj[sid].count + 1 > self.max_per_subject)):
-            self._admit(sid, n, dlen, 0)
+            self._admit(sid, n, dlen)
             if sid >= 0 and self.subj[sid].bytes == NULL:
                 sid = self._sid_find(p, n, h)   # released by the evictions
         if sid < 0:
@@ -1800,7 +1792,7 @@ cdef class Log:
         cdef int32_t sid = self._sid_find(p, n, h)
         if seq <= self._last_seq:
             raise CorruptLogError('record seq {} after seq {}'.format(seq, self._last_seq))
-        self._admit(sid, n, dlen, 0)
+        self._admit(sid, n, dlen)
         if sid < 0:
             sid = self._sid_intern(PyUnicode_DecodeUTF8(p, n, 'strict'), p, n, h)
         if seq != self._last_seq + 1 and self.icount:
