@@ -39,10 +39,8 @@ the script measures their cost first and prints it with the machine facts.  ``--
 import argparse
 import bisect
 import collections
-import functools
 import gc
 import itertools
-import json
 import mmap
 import os
 import platform
@@ -50,11 +48,13 @@ import random
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+
+from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_rate,
+                     machine_format_fields, malloc_trim, peak_rss, proc_kib, python_desc,
+                     read_text, render_table, report_to, rss, say, wrap, write_json)
 
 SUBJECT = "md.xnas.AAPL"
 PAYLOAD = 100  # bytes
@@ -77,39 +77,8 @@ QUICK = dict(ring=20_000, prefill=40_000, call_n=100_000, batch_n=200_000,
              replay_n=100_000, seek_n=200_000, seek_payload=16, seeks=2_000,
              cold_n=100_000)
 
-OUT = sys.stdout  # the human-readable report (stderr under --json)
-
-
-def say(*args):
-    print(*args, file=OUT)
-    OUT.flush()
-
-
-def wrap(text, indent=""):
-    return textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=indent)
-
 
 # -- machine facts ------------------------------------------------------------
-
-@functools.lru_cache(maxsize=None)
-def core_built():
-    """Modification time of the compiled core when first asked, i.e. of the one
-    this process loaded."""
-    import fastflow._core as core
-
-    f = getattr(core, "__file__", None)
-    if not f or not f.endswith((".so", ".pyd")):
-        return None
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(os.path.getmtime(f)))
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
 
 def _fs_of(path):
     """(mount point, fs type, device) of the mount holding ``path``."""
@@ -203,64 +172,26 @@ def first_touch(tmpdir, size=256 << 20, file_size=64 << 20):
 
 
 def machine_facts(tmpdir):
-    cpu = "unknown"
-    mhz = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key = key.strip()
-                if key == "model name" and cpu == "unknown":
-                    cpu = val.strip()
-                elif key == "cpu MHz" and mhz is None:
-                    mhz = float(val)
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    mem = None
-    meminfo = _read("/proc/meminfo") or ""
-    for line in meminfo.splitlines():
-        if line.startswith("MemTotal:"):
-            mem = int(line.split()[1]) * 1024
-    import fastflow
-
+    mem = proc_kib("/proc/meminfo", "MemTotal:")
     try:
         import numpy
 
         np_version = numpy.__version__
     except ImportError:
         np_version = None
-    try:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(fastflow.__file__)))
-        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        git = (head + (" + uncommitted changes" if dirty else "")) if head else None
-    except (OSError, subprocess.SubprocessError):
-        git = None
     mnt, fstype, dev = _fs_of(tmpdir)
-    thp = _read("/sys/kernel/mm/transparent_hugepage/enabled")
-    load = _read("/proc/loadavg")
+    thp = read_text("/sys/kernel/mm/transparent_hugepage/enabled")
+    load = read_text("/proc/loadavg")
     return {
-        "cpu": cpu,
-        "cpu_mhz": mhz,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
+        **cpu_facts(),
         "memory_bytes": mem,
-        "python": "{} {}".format(platform.python_implementation(), platform.python_version()),
+        "python": python_desc(),
         "compiler": platform.python_compiler(),
         "platform": platform.platform(),
         "thp": thp,
         "loadavg": " ".join(load.split()[:3]) if load else None,
         "numpy": np_version,
-        "fastflow": fastflow.__version__,
-        "fastflow_compiled": bool(fastflow.COMPILED),
-        "fastflow_core_built": core_built(),
-        "fastflow_git": git,
+        **fastflow_facts(),
         "tmpdir": tmpdir,
         "tmpdir_fs": "{} on {} ({})".format(fstype, mnt, dev),
     }
@@ -276,47 +207,21 @@ def format_machine(m, touch):
         "({us:.1f} us per page), with MADV_HUGEPAGE {hp:.2f} GB/s, a new sparse file mmap'd in "
         "{tmpdir} {ff:.2f} GB/s ({fus:.1f} us per page); writing memory already mapped "
         "{st:.1f} GB/s\nload average {load} (other processes share the {cores} cores)".format(
-            mhz=" @ {:.0f} MHz".format(m["cpu_mhz"]) if m["cpu_mhz"] else "",
             gib=(m["memory_bytes"] or 0) / 2**30,
             thp=(m["thp"] or "?").replace(" ", "/"),
-            kind="compiled core" if m["fastflow_compiled"] else "PURE-PYTHON core",
-            git=m["fastflow_git"] or "?", built=m["fastflow_core_built"] or "?",
             np=m["numpy"] or "not installed",
             ft=touch["first_gb_s"], us=touch["first_us_per_page"], st=touch["mapped_write_gb_s"],
             hp=touch["thp_first_gb_s"], load=m["loadavg"] or "?",
             ff=touch["file_first_gb_s"], fus=touch["file_first_us_per_page"],
+            **machine_format_fields(m),
             **{k: v for k, v in m.items() if k not in ("cpu_mhz", "thp", "numpy")}))
 
 
 # -- memory ---------------------------------------------------------------------
 
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss():
-    for line in (_read("/proc/self/status") or "").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
 def anon_huge():
     """Bytes of this process's memory in transparent huge pages."""
-    for line in (_read("/proc/self/smaps_rollup") or "").splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def malloc_trim():
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    return proc_kib("/proc/self/smaps_rollup", "AnonHugePages:")
 
 
 def mib(n):
@@ -669,16 +574,6 @@ def cold_deque(count, subj, payload):
 
 # -- report ------------------------------------------------------------------------------
 
-def fmt_rate(r):
-    if r is None:
-        return "-"
-    if r >= 1e6:
-        return "{:.2f} M/s".format(r / 1e6)
-    if r >= 1e3:
-        return "{:.0f} k/s".format(r / 1e3)
-    return "{:.0f} /s".format(r)
-
-
 def fmt_range(rates):
     lo, hi = min(rates), max(rates)
     scale, unit = (1e6, "M/s") if hi >= 1e6 else (1e3, "k/s") if hi >= 1e3 else (1, "/s")
@@ -702,23 +597,6 @@ def fmt_ratio(x):
     if x >= 0.1:
         return "{:.2f}x".format(x)
     return "{:.2g}x".format(x)
-
-
-def render_table(headers, rows, aligns):
-    """``None`` in ``rows`` draws a rule between groups."""
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows if r is not None))
-              for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(
-            str(c).ljust(w) if a == "<" else str(c).rjust(w)
-            for c, w, a in zip(cells, widths, aligns)
-        ).rstrip()
-
-    out = [line(headers), line(["-" * w for w in widths])]
-    for r in rows:
-        out.append(line(["-" * w for w in widths]) if r is None else line(r))
-    return "\n".join(out)
 
 
 def summarize(rows, times, counts):
@@ -1187,7 +1065,6 @@ def report(bench, machine):
 # -- main --------------------------------------------------------------------------------
 
 def main(argv=None):
-    global OUT
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED,
@@ -1197,17 +1074,15 @@ def main(argv=None):
     ap.add_argument("--skip-file", action="store_true", help="leave out the file-backed rows")
     ap.add_argument("--skip-seek", action="store_true", help="leave out the 10M-record seek section")
     ap.add_argument("--no-numpy", action="store_true", help="leave out the numpy record ring")
-    ap.add_argument("--quick", action="store_true",
-                    help="small smoke run (seconds): 20,000-record rings, 100,000 appends per run, "
-                         "200,000 records for seek, repeat 3")
-    ap.add_argument("--json", action="store_true", help="write all figures as JSON to stdout")
+    add_output_args(ap, quick_help="small smoke run (seconds): 20,000-record rings, 100,000 "
+                                    "appends per run, 200,000 records for seek, repeat 3")
     args = ap.parse_args(argv)
 
     cfg = dict(QUICK if args.quick else FULL)
     if args.quick:
         args.repeat = min(args.repeat, 3)
     if args.json:
-        OUT = sys.stderr
+        report_to(sys.stderr)
 
     import fastflow
     from fastflow._core import Log
@@ -1270,8 +1145,7 @@ def main(argv=None):
             "peak_rss": peak_rss(),
             "total_s": total_s,
         }
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        write_json(doc)
     return 0 if not bench.sanity else 1
 
 

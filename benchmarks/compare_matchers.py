@@ -26,7 +26,6 @@ to stderr).
 """
 
 import argparse
-import functools
 import gc
 import json
 import os
@@ -34,11 +33,13 @@ import platform
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from array import array
 from collections import Counter
 
+from _common import (add_output_args, core_built, cpu_facts, fastflow_facts,
+                     fmt_rate as _fmt_rate, machine_format_fields, malloc_trim, peak_rss,
+                     python_desc, render_table, report_to, rss, say, wrap, write_json)
 from fastflow.workload import (
     DEFAULT_SEED,
     format_stats,
@@ -52,77 +53,22 @@ TARGET_BATCH_WARM = 30e6  # publishes/s, match_batch(), cache warm
 TARGET_MEMORY_MIB = 150  # RSS growth for 1M subscriptions
 SANITY_N = 2000
 
-OUT = sys.stdout  # the human-readable report (stderr under --json)
-
-
-def say(*args):
-    print(*args, file=OUT)
-    OUT.flush()
-
-
 # -- machine facts ------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def core_built():
-    """Modification time of the compiled core when first asked, i.e. of the one
-    this process loaded (None for the pure-Python core)."""
-    import fastflow
-
-    core = getattr(getattr(fastflow, "_core", None), "__file__", None)
-    if not core:
-        return None
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(os.path.getmtime(core)))
-
-
 def machine_facts():
-    cpu = "unknown"
-    mhz = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key = key.strip()
-                if key == "model name" and cpu == "unknown":
-                    cpu = val.strip()
-                elif key == "cpu MHz" and mhz is None:
-                    mhz = float(val)
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    import fastflow
-
     try:
         from importlib.metadata import version
 
         paho_version = version("paho-mqtt")
     except Exception:
         paho_version = None
-    build = core_built()
-    try:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(fastflow.__file__)))
-        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        git = (head + (" + uncommitted changes" if dirty else "")) if head else None
-    except (OSError, subprocess.SubprocessError):
-        git = None
     return {
-        "cpu": cpu,
-        "cpu_mhz": mhz,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": "{} {}".format(platform.python_implementation(), platform.python_version()),
+        **cpu_facts(),
+        "python": python_desc(),
         "python_build": " ".join(platform.python_build()),
         "compiler": platform.python_compiler(),
         "platform": platform.platform(),
-        "fastflow": fastflow.__version__,
-        "fastflow_compiled": bool(fastflow.COMPILED),
-        "fastflow_core_built": build,
-        "fastflow_git": git,
+        **fastflow_facts(),
         "paho_mqtt": paho_version,
     }
 
@@ -132,10 +78,8 @@ def format_machine(m):
         "machine: {cpu}{mhz}, {cores} cores ({usable_cores} usable); {python} "
         "({compiler}); {platform}\nfastflow {fastflow} ({kind}; git {git}; _core built {built}), "
         "paho-mqtt {paho}".format(
-            git=m["fastflow_git"] or "?", built=m["fastflow_core_built"] or "?",
-            mhz=" @ {:.0f} MHz".format(m["cpu_mhz"]) if m["cpu_mhz"] else "",
-            kind="compiled core" if m["fastflow_compiled"] else "PURE-PYTHON core",
             paho=m["paho_mqtt"] or "not installed",
+            **machine_format_fields(m),
             **m,
         )
     )
@@ -338,49 +282,15 @@ def time_rows(rows, repeat):
 
 
 def fmt_rate(r):
-    if r is None:
-        return "-"
-    if r >= 1e6:
-        return "{:.2f} M/s".format(r / 1e6)
-    return "{:.0f} k/s".format(r / 1e3)
+    """In M/s or k/s (a rate under 1,000/s too)."""
+    return _fmt_rate(r, kilo_floor=True)
 
 
 def fmt_ratio(x):
     return "-" if x is None else "{:.1f}x".format(x) if x < 100 else "{:.0f}x".format(x)
 
 
-def render_table(headers, rows, aligns):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(
-            str(c).ljust(w) if a == "<" else str(c).rjust(w)
-            for c, w, a in zip(cells, widths, aligns)
-        ).rstrip()
-
-    out = [line(headers), line(["-" * w for w in widths])]
-    out.extend(line(r) for r in rows)
-    return "\n".join(out)
-
-
 # -- memory (each peer in a fresh interpreter) -----------------------------------
-
-def _rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _malloc_trim():
-    """Give free heap memory back to the OS (glibc), so that RSS counts
-    memory in use, not memory freed earlier and kept by malloc."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
-
 
 def _reset_peak():
     try:
@@ -389,14 +299,6 @@ def _reset_peak():
         return True
     except OSError:
         return False
-
-
-def _peak():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
 
 
 MEMORY_KINDS = {
@@ -416,9 +318,9 @@ def memory_child(kind, n, seed):
     distinct = list(dict.fromkeys(pats))
     handles = array("q", bytes(8 * n))  # allocated (and resident) before the baseline
     gc.collect()
-    trim_ok = _malloc_trim()
+    trim_ok = malloc_trim()
     peak_ok = _reset_peak()
-    rss0 = _rss()
+    rss0 = rss()
     out = {"kind": kind, "subscriptions": n, "distinct_patterns": len(distinct),
            "generate_s": gen_s, "core_built": core_built()}
     mb = None
@@ -439,10 +341,10 @@ def memory_child(kind, n, seed):
             handles[i] = add(p, value)
         add_s = time.perf_counter() - t0
         gc.collect()
-        rss1 = _rss()
-        peak = _peak() if peak_ok else None
-        _malloc_trim()
-        rss1_trimmed = _rss()
+        rss1 = rss()
+        peak = peak_rss() if peak_ok else None
+        malloc_trim()
+        rss1_trimmed = rss()
         out["memory_bytes"] = mb() if mb else None
         out["stats"] = {k: v for k, v in m.stats().items() if k in ("nodes", "tokens", "edges")}
         remove = m.remove
@@ -459,8 +361,8 @@ def memory_child(kind, n, seed):
         value = 7
         topics = [to_mqtt(p) for p in pats]
         gc.collect()
-        _malloc_trim()
-        rss0 = _rss()  # (the translated topics are not the matcher's)
+        malloc_trim()
+        rss0 = rss()  # (the translated topics are not the matcher's)
         peak_ok = _reset_peak()
         t0 = time.perf_counter()
         for t in topics:
@@ -470,10 +372,10 @@ def memory_child(kind, n, seed):
                 mm[t] = [value]
         add_s = time.perf_counter() - t0
         gc.collect()
-        rss1 = _rss()
-        peak = _peak() if peak_ok else None
-        _malloc_trim()
-        rss1_trimmed = _rss()
+        rss1 = rss()
+        peak = peak_rss() if peak_ok else None
+        malloc_trim()
+        rss1_trimmed = rss()
         t0 = time.perf_counter()
         for t in topics:
             lst = mm[t]
@@ -489,7 +391,7 @@ def memory_child(kind, n, seed):
         rss_growth=rss1 - rss0,
         rss_growth_trimmed=(rss1_trimmed - rss0) if trim_ok else None,
         peak_growth=(peak - rss0) if peak else None,
-        rss_after_remove=_rss(),
+        rss_after_remove=rss(),
         add_s=add_s,
         remove_s=remove_s,
         left_after_remove=left,
@@ -552,7 +454,6 @@ def memory_table(mem):
 # -- main -----------------------------------------------------------------------
 
 def main(argv=None):
-    global OUT
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--subs", type=int, default=10_000, help="subscriptions (default 10,000)")
     ap.add_argument("--publishes", type=int, default=1_000_000,
@@ -569,10 +470,8 @@ def main(argv=None):
                     help="comma-separated memory runs (default: %(default)s)")
     ap.add_argument("--skip-memory", action="store_true", help="skip the memory part")
     ap.add_argument("--no-paho", action="store_true", help="leave paho-mqtt out")
-    ap.add_argument("--quick", action="store_true",
-                    help="small smoke run: 2,000 subs, 50,000 publishes, 5,000 subjects, "
-                         "repeat 3, 50,000 subscriptions for memory")
-    ap.add_argument("--json", action="store_true", help="write all figures as JSON to stdout")
+    add_output_args(ap, quick_help="small smoke run: 2,000 subs, 50,000 publishes, 5,000 "
+                                    "subjects, repeat 3, 50,000 subscriptions for memory")
     ap.add_argument("--isolate", action="store_true",
                     help="time each peer (fastflow, reference, paho) in a fresh interpreter of "
                          "its own instead of interleaving all rows in this one")
@@ -591,7 +490,7 @@ def main(argv=None):
         args.slow_publishes = min(args.slow_publishes, 20_000)
         args.memory_subs = min(args.memory_subs, 50_000)
     if args.json:
-        OUT = sys.stderr
+        report_to(sys.stderr)
 
     import fastflow
 
@@ -716,14 +615,14 @@ def main(argv=None):
         say(memory_table(memory))
         any_r = next((r for r in memory.values() if "error" not in r), None)
         if any_r:
-            say(textwrap.fill("{:,} patterns, {:,} distinct.  RSS growth = resident set after adding all (and "
+            say(wrap("{:,} patterns, {:,} distinct.  RSS growth = resident set after adding all (and "
                 "gc.collect()) minus before; the patterns and a handle array exist before, and "
                 "malloc_trim(0) runs before the baseline so that memory freed while generating "
                 "them is not reused unseen.  trimmed = the same after another malloc_trim(0): "
                 "memory in use, without free heap chunks glibc keeps resident.  peak = VmHWM "
                 "growth while adding.  add = subs/s of a Python loop of add(); remove all = a "
                 "Python loop of remove() over every handle (paho: del of each filter).".format(
-                    any_r["subscriptions"], any_r["distinct_patterns"]), 100))
+                    any_r["subscriptions"], any_r["distinct_patterns"])))
         ff = memory.get("ff_none")
         if ff and "error" not in ff:
             growth = ff["rss_growth"] / (1024 * 1024)
@@ -755,8 +654,7 @@ def main(argv=None):
             "targets": targets,
             "memory": memory,
         }
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        write_json(doc)
     return 0 if not sanity["mismatches"] else 1
 
 

@@ -14,6 +14,7 @@ import time
 from array import array
 
 import pytest
+from _loghelpers import COUNTERS
 
 import fastflow
 from fastflow._ref import log as ref_log
@@ -61,17 +62,7 @@ def all_seqs(log):
     return seqs(log.read(0, limit=1 << 30))
 
 
-STAT_KEYS = {
-    "appended",
-    "evicted",
-    "evicted_max_events",
-    "evicted_max_bytes",
-    "evicted_max_age",
-    "evicted_max_per_subject",
-    "rejected",
-    "duplicates",
-    "purged",
-}
+STAT_KEYS = set(COUNTERS)
 FILE_STAT_KEYS = {"fsyncs", "segments", "truncated_bytes", "corrupt_records"}
 
 

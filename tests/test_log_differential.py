@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from _loghelpers import COUNTERS
 
 import fastflow
 from fastflow._ref.log import Log as RefLog
@@ -34,17 +35,6 @@ PATTERNS = SUBJECTS + ["a.*", ">", "*", "$s.>", "a.>"]
 subjects = st.sampled_from(SUBJECTS)
 patterns = st.sampled_from(PATTERNS)
 datas = st.binary(max_size=12)
-COUNTERS = (
-    "appended",
-    "evicted",
-    "evicted_max_events",
-    "evicted_max_bytes",
-    "evicted_max_age",
-    "evicted_max_per_subject",
-    "rejected",
-    "duplicates",
-    "purged",
-)
 
 
 def outcome(fn, *args, **kwargs):

@@ -1,0 +1,191 @@
+"""What compare_matchers.py and compare_logs.py share: the report stream,
+machine facts, memory probes, rate formatting, the table and the JSON output.
+
+The scripts run as ``python benchmarks/<script>.py``, so this folder is on
+``sys.path`` and they import this module as ``_common``.
+"""
+
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+import time
+
+OUT = sys.stdout  # the human-readable report (stderr under --json)
+
+
+def report_to(stream):
+    """Send what ``say`` prints to ``stream`` (the scripts: stderr under --json)."""
+    global OUT
+    OUT = stream
+
+
+def say(*args):
+    print(*args, file=OUT)
+    OUT.flush()
+
+
+def wrap(text, indent=""):
+    return textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=indent)
+
+
+def add_output_args(ap, quick_help):
+    """The options both scripts take last: --quick (a smoke run, as
+    ``quick_help`` says) and --json (see ``report_to`` and ``write_json``)."""
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--json", action="store_true", help="write all figures as JSON to stdout")
+
+
+def write_json(doc):
+    """``doc`` as one indented JSON document on stdout."""
+    json.dump(doc, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+# -- machine facts ------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def core_built():
+    """Modification time of the compiled core (``fastflow._core``) when first
+    asked, i.e. of the one this process loaded (None when no compiled core is
+    loaded, e.g. the pure-Python core)."""
+    import fastflow
+
+    f = getattr(getattr(fastflow, "_core", None), "__file__", None)
+    if not f or not f.endswith((".so", ".pyd")):
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(os.path.getmtime(f)))
+
+
+def read_text(path):
+    """The stripped contents of ``path``, or None if it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def proc_kib(path, field):
+    """Bytes of the first ``field`` line (``"VmHWM:"`` ...) of a /proc file
+    that counts in kB, or None."""
+    for line in (read_text(path) or "").splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def cpu_facts():
+    """cpu (model name), cpu_mhz, cores and usable_cores (affinity)."""
+    cpu = "unknown"
+    mhz = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "model name" and cpu == "unknown":
+                    cpu = val.strip()
+                elif key == "cpu MHz" and mhz is None:
+                    mhz = float(val)
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"cpu": cpu, "cpu_mhz": mhz, "cores": os.cpu_count(), "usable_cores": usable}
+
+
+def python_desc():
+    return "{} {}".format(platform.python_implementation(), platform.python_version())
+
+
+def fastflow_facts():
+    """fastflow's version, which core it runs, when that core was built and the
+    git state of the checkout it was imported from."""
+    import fastflow
+
+    build = core_built()
+    try:
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(fastflow.__file__)))
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        git = (head + (" + uncommitted changes" if dirty else "")) if head else None
+    except (OSError, subprocess.SubprocessError):
+        git = None
+    return {
+        "fastflow": fastflow.__version__,
+        "fastflow_compiled": bool(fastflow.COMPILED),
+        "fastflow_core_built": build,
+        "fastflow_git": git,
+    }
+
+
+def machine_format_fields(m):
+    """Format fields that both scripts' machine lines print from ``m``."""
+    return dict(
+        mhz=" @ {:.0f} MHz".format(m["cpu_mhz"]) if m["cpu_mhz"] else "",
+        kind="compiled core" if m["fastflow_compiled"] else "PURE-PYTHON core",
+        git=m["fastflow_git"] or "?", built=m["fastflow_core_built"] or "?",
+    )
+
+
+# -- memory ---------------------------------------------------------------------
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss():
+    """VmHWM: the peak resident set size of this process (None if unknown)."""
+    return proc_kib("/proc/self/status", "VmHWM:")
+
+
+def malloc_trim():
+    """Give free heap memory back to the OS (glibc), so that RSS counts
+    memory in use, not memory freed earlier and kept by malloc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+# -- report -----------------------------------------------------------------------
+
+def fmt_rate(r, kilo_floor=False):
+    """``r`` per second in M/s, k/s or /s; with ``kilo_floor`` a rate under
+    1,000/s is still given in k/s."""
+    if r is None:
+        return "-"
+    if r >= 1e6:
+        return "{:.2f} M/s".format(r / 1e6)
+    if r >= 1e3 or kilo_floor:
+        return "{:.0f} k/s".format(r / 1e3)
+    return "{:.0f} /s".format(r)
+
+
+def render_table(headers, rows, aligns):
+    """``None`` in ``rows`` draws a rule between groups."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows if r is not None))
+              for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(
+            str(c).ljust(w) if a == "<" else str(c).rjust(w)
+            for c, w, a in zip(cells, widths, aligns)
+        ).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    for r in rows:
+        out.append(line(["-" * w for w in widths]) if r is None else line(r))
+    return "\n".join(out)
