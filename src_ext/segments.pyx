@@ -412,16 +412,16 @@ cdef class SegmentStore:
     # -- writing ---------------------------------------------------------------------
 
     cdef int _room(self, Py_ssize_t need, int64_t seq) except -1:
+        """Room for ``need`` bytes before writing ``seq`` (or a marker, with
+        ``seq`` = last_seq + 1): roll to a segment named ``seq``, or grow the
+        live one if it holds no record yet (a new one would get its name)."""
         if self.wpos + need <= self.size:
+            return 0
+        if self.live_base >= seq:
+            self._grow_live(need)
             return 0
         self._seal(seq - 1)
         self._open_live(seq, 0)
-        if need > self.size:
-            # a record bigger than a segment gets a segment of its own size
-            self._unmap()
-            _os.ftruncate(self.file.fileno(), need + 4)
-            self.file.close()
-            self._open_live(seq, 0)
         return 0
 
     cdef int write_record(self, int64_t seq, int64_t ts, int64_t ptime, const char *s,
@@ -456,11 +456,7 @@ cdef class SegmentStore:
         cdef Py_ssize_t rlen = REC_HEADER + slen
         cdef char *p
         cdef Log log = self.log
-        if self.wpos + rlen > self.size:
-            if self.live_base == log._last_seq + 1:
-                self._grow_live(rlen)   # markers only: a new segment would get this name
-            else:
-                self._room(rlen, log._last_seq + 1)
+        self._room(rlen, log._last_seq + 1)
         p = self.base_ptr + self.wpos
         _put_i64(p + 8, seq)
         _put_i64(p + 16, log.last_ts)

@@ -766,3 +766,24 @@ def test_recycled_segments_hold_no_stale_records(tmp_path):
         assert log.stats()["corrupt_records"] == 0
         assert [(s, bytes(m)) for s, _, _, m in log.read(1, limit=100)] == expect
         assert log.first_seq == 2951 and log.last_seq == 3000
+
+
+def test_markers_only_segment_is_never_rolled_onto_itself(tmp_path):
+    """A segment holding only markers is named after the next seq; when it is
+    full, it grows (a roll would reopen the same name and erase the markers),
+    also when the next record then arrives: the purge stays in force."""
+    d = tmp_path / "log"
+    with Log(path=d, segment_size=4096) as log:
+        for i in range(5):
+            log.append("keep.x" if i < 3 else "gone.x", b"%d" % i * 100)
+        for i in range(100):  # markers roll into a segment named 6
+            log.purge("nothing.%d" % i)
+        assert sorted(p.name for p in d.glob("*.seg"))[-1] == "%020d.seg" % 6
+        assert log.purge("gone.>") == 2  # its marker is in segment 6
+        for i in range(100, 200):  # and fill it
+            log.purge("nothing.%d" % i)
+        assert log.append("keep.x", b"x" * 4050) == 6
+    with Log(path=d, segment_size=4096) as log:
+        assert [s for s, _, _, _ in log.read(1)] == [1, 2, 3, 6]
+        assert log.get(6).data == b"x" * 4050
+        assert log.stats()["truncated_bytes"] == 0
