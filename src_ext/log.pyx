@@ -1680,8 +1680,7 @@ cdef class Log:
     def flush(self):
         self._check_open()
         if self.store is not None:
-            self.store.sync(True)
-            self.store.write_meta()
+            self.store.flush()
 
     def close(self):
         if self.closed_:

@@ -105,6 +105,7 @@ cdef class SegmentStore:
     cdef int64_t interval_ns
     cdef object __weakref__
     cdef list spares                    # old segment files kept for reuse
+    cdef list pending                   # fsync="interval": files the flusher fsyncs
     cdef int64_t spare_counter
     cdef object lock                    # held while the live map is msync'd or replaced
     cdef object wake
@@ -139,6 +140,7 @@ cdef class SegmentStore:
         self.lock = _threading.Lock()
         self.wake = _threading.Event()
         self.spares = []
+        self.pending = []
         _os.makedirs(self.path, exist_ok=True)
 
     def stats(self):
@@ -354,14 +356,20 @@ cdef class SegmentStore:
         self._atomic_write('meta.json', json.dumps(meta, indent=1, sort_keys=True).encode())
 
     cdef _atomic_write(self, name, bytes body):
-        fname = _os.path.join(self.path, name)
+        self._write_file(_os.path.join(self.path, name), body)
+
+    cdef _write_file(self, fname, bytes body):
+        """Write a small file atomically (tmp + rename); durable now under
+        fsync="always", by the flusher's next round under "interval"."""
         tmp = fname + '.tmp'
         with open(tmp, 'wb') as f:
             f.write(body)
-            if self.policy != FSYNC_NEVER:
+            if self.policy == FSYNC_ALWAYS:
                 f.flush()
                 _os.fsync(f.fileno())
         _os.replace(tmp, fname)
+        if self.policy == FSYNC_INTERVAL:
+            self.pending.append(fname)
 
     cdef _open_live(self, int64_t base, Py_ssize_t wpos):
         fname = _os.path.join(self.path, _seg_name(base))
@@ -520,6 +528,25 @@ cdef class SegmentStore:
 
     def _background_sync(self):
         self.sync(True)
+        self._sync_pending()
+
+    def _sync_pending(self):
+        """fsync the files sealed or rewritten since the last round, and the
+        directory (renames), outside the lock: appends go on meanwhile."""
+        paths, self.pending = self.pending, []
+        if not paths:
+            return
+        for path in dict.fromkeys(paths):
+            try:
+                fd = _os.open(path, _os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # deleted or recycled since
+            try:
+                _os.fsync(fd)
+            finally:
+                _os.close(fd)
+            self.n_fsyncs += 1
+        self._sync_dir()
 
     def _stopping(self):
         return self.stopping
@@ -599,13 +626,16 @@ cdef class SegmentStore:
 
     cdef _seal(self, int64_t last_on_disk):
         """Close the live segment: flush, cut to its used size, write its
-        sparse index."""
-        if self.policy != FSYNC_NEVER:
+        sparse index.  fsync="always" waits for the disk here; "interval"
+        leaves the file to the flusher, so that a roll never stalls appends."""
+        if self.policy == FSYNC_ALWAYS:
             self.sync(True)
         self._unmap()
         self.file.truncate(self.wpos)
-        if self.policy != FSYNC_NEVER:
+        if self.policy == FSYNC_ALWAYS:
             _os.fsync(self.file.fileno())
+        elif self.policy == FSYNC_INTERVAL:
+            self.pending.append(_os.path.join(self.path, _seg_name(self.live_base)))
         self.file.close()
         self._write_index(self.live_base, self.live_index)
         self.live_index = []
@@ -613,16 +643,10 @@ cdef class SegmentStore:
         self.write_meta(last_on_disk)
 
     cdef _write_index(self, int64_t base, list entries):
-        fname = _os.path.join(self.path, '{:020d}.idx'.format(base))
-        tmp = fname + '.tmp'
-        body = b''.join(seq.to_bytes(8, 'little') + ts.to_bytes(8, 'little', signed=True) +
-                        off.to_bytes(8, 'little') for seq, ts, off in entries)
-        with open(tmp, 'wb') as f:
-            f.write(body)
-            if self.policy != FSYNC_NEVER:
-                f.flush()
-                _os.fsync(f.fileno())
-        _os.replace(tmp, fname)
+        self._write_file(_os.path.join(self.path, '{:020d}.idx'.format(base)),
+                         b''.join(seq.to_bytes(8, 'little') +
+                                  ts.to_bytes(8, 'little', signed=True) +
+                                  off.to_bytes(8, 'little') for seq, ts, off in entries))
 
     # -- cursors -----------------------------------------------------------------------
 
@@ -672,8 +696,15 @@ cdef class SegmentStore:
                 self.file.close()
                 self.file = None
             self.write_meta()
+            self._sync_pending()
         finally:
             self._unlock()
+
+    def flush(self):
+        """Everything written so far made durable now (any policy)."""
+        self.sync(True)
+        self.write_meta()
+        self._sync_pending()
 
     def __dealloc__(self):
         if self.mapped:
