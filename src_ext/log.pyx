@@ -455,9 +455,21 @@ cdef class Log:
         """The k-th entry from the head."""
         return &self.idx[(self.ihead + k) & (self.icap - 1)]
 
+    cdef Py_ssize_t _lower_bound(self, int64_t v, bint by_ts) noexcept:
+        """Ring offset of the first entry whose seq (or ts) is >= v."""
+        cdef Py_ssize_t lo = 0, hi = self.icount, mid
+        cdef LogEntry *e
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            e = self._at(mid)
+            if (e.ts if by_ts else e.seq) < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     cdef Py_ssize_t _find(self, int64_t seq) noexcept:
         """Ring offset of the first entry with entry.seq >= seq (icount if none)."""
-        cdef Py_ssize_t lo = 0, hi = self.icount, mid
         cdef int64_t first
         if self.icount == 0:
             return 0
@@ -466,13 +478,7 @@ cdef class Log:
             return 0
         if self.dense:
             return min(<Py_ssize_t>(seq - first), self.icount)
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if self._at(mid).seq < seq:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return self._lower_bound(seq, False)
 
     cdef LogEntry *_entry(self, int64_t seq) noexcept:
         """The live entry of seq, or NULL."""
@@ -487,14 +493,7 @@ cdef class Log:
 
     cdef Py_ssize_t _find_time(self, int64_t t) noexcept:
         """Ring offset of the first entry with ts >= t (binary search)."""
-        cdef Py_ssize_t lo = 0, hi = self.icount, mid
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if self._at(mid).ts < t:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return self._lower_bound(t, True)
 
     # -- subjects ----------------------------------------------------------------
 

@@ -119,13 +119,7 @@ cdef class SegmentStore:
     cdef int lock_fd
 
     def __init__(self, Log log, path, fsync, fsync_interval, segment_size, strict):
-        if fsync not in ('always', 'interval', 'never'):
-            raise ValueError("fsync must be 'always', 'interval' or 'never', got {!r}".format(fsync))
-        if not isinstance(fsync_interval, (int, float)) or fsync_interval <= 0:
-            raise ValueError('fsync_interval must be a number of seconds > 0, got {!r}'.format(
-                fsync_interval))
-        if not isinstance(segment_size, int) or segment_size < 4096:
-            raise ValueError('segment_size must be an int >= 4096, got {!r}'.format(segment_size))
+        # the arguments were validated by Log.__init__
         self.log = log
         self.path = _os.fspath(path)
         self.policy = {'always': FSYNC_ALWAYS, 'interval': FSYNC_INTERVAL,
@@ -215,7 +209,7 @@ cdef class SegmentStore:
         for kind, seq, ts, first, sb in markers:
             if kind == KIND_PURGE:
                 floor = max(floor, seq + 1)
-            elif b'*' in sb.split(b'.') or b'>' in sb.split(b'.'):
+            elif not {b'*', b'>'}.isdisjoint(sb.split(b'.')):
                 wild.append((sb, seq))
             else:
                 literal[sb] = max(literal.get(sb, 0), seq)

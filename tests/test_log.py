@@ -14,7 +14,7 @@ import time
 from array import array
 
 import pytest
-from _loghelpers import COUNTERS
+from fastflow._ref.log import COUNTERS
 
 import fastflow
 from fastflow._ref import log as ref_log

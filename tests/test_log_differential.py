@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from _loghelpers import COUNTERS
+from fastflow._ref.log import COUNTERS
 
 import fastflow
 from fastflow._ref.log import Log as RefLog

@@ -57,7 +57,20 @@ try:  # advisory lock on the log directory (POSIX)
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ("AGE_EVICT_STEP", "Batch", "Log", "Position", "Record", "crc32c")
+__all__ = ("AGE_EVICT_STEP", "Batch", "COUNTERS", "Log", "Position", "Record", "crc32c")
+
+# The counters Log.stats() reports on both cores (file-backed logs add more).
+COUNTERS = (
+    "appended",
+    "evicted",
+    "evicted_max_events",
+    "evicted_max_bytes",
+    "evicted_max_age",
+    "evicted_max_per_subject",
+    "rejected",
+    "duplicates",
+    "purged",
+)
 
 logger = logging.getLogger("fastflow.log")
 
@@ -524,20 +537,7 @@ class Log:
         self._by_subject = {}  # subject -> deque of live entries, oldest first
         self._cursors = {}
         self._dedup = OrderedDict()  # msg_id bytes -> (seq, monotonic ns)
-        self._stats = dict.fromkeys(
-            (
-                "appended",
-                "evicted",
-                "evicted_max_events",
-                "evicted_max_bytes",
-                "evicted_max_age",
-                "evicted_max_per_subject",
-                "rejected",
-                "duplicates",
-                "purged",
-            ),
-            0,
-        )
+        self._stats = dict.fromkeys(COUNTERS, 0)
 
         # the files
         self._lock_fd = None
