@@ -2,10 +2,12 @@
 
 __all__ = (
     "CorruptLogError",
+    "EventError",
     "EventTooLarge",
     "FastflowError",
     "GapError",
     "LogFullError",
+    "SlowConsumerError",
     "StaleRecordError",
     "SubjectError",
 )
@@ -42,3 +44,15 @@ class StaleRecordError(FastflowError):
 
 class CorruptLogError(FastflowError):
     """A segment file failed its checksum (names the file and offset)."""
+
+
+class EventError(FastflowError, ValueError):
+    """An invalid CloudEvents event or attribute; the message names the
+    attribute, what was expected and what came, for example
+    ``invalid event attribute 'Foo': extension names are lowercase a-z and
+    0-9``."""
+
+
+class SlowConsumerError(FastflowError):
+    """Raised by a subscription's iterator after the engine cut it off
+    because its pending limit was reached (``on_full="cut"``)."""

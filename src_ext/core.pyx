@@ -2,12 +2,13 @@
 # files included below (uvloop's layout), so that every part can call every
 # other at C level.
 #
-# Only fastflow.errors is imported from the package: it is the leaf module of
-# exception classes, shared with the pure-Python reference core.
+# Only leaf modules of the package are imported: fastflow.errors (exception
+# classes) and fastflow._attrs (CloudEvents attribute rules), both shared with
+# the pure-Python reference core.
 
 import os
 
-from fastflow.errors import FastflowError, SubjectError
+from fastflow.errors import EventError, FastflowError, SubjectError
 
 include "consts.pxi"
 include "subjects.pxi"
@@ -20,6 +21,8 @@ include "subjects.pyx"
 include "matcher.pyx"
 include "log.pyx"
 include "segments.pyx"
+include "event.pyx"
+include "router.pyx"
 
 COMPILED = True
 DEBUG = bool(FASTFLOW_DEBUG)

@@ -309,4 +309,34 @@ static inline int64_t ff_now_ns(void) {
 static inline int64_t ff_now_ns(void) { return ff_clock_ns(); }
 #endif
 
+
+/* A METH_FASTCALL | METH_KEYWORDS method whose body is a Cython function.
+   Cython builds a dict for **kwargs on every call, even when no keyword is
+   passed; the engine's publish(subject, data, **attributes) is called once
+   per event, so it is installed through this trampoline instead. */
+typedef PyObject *(*ff_fastcall_t)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
+static ff_fastcall_t ff_publish_impl = NULL;
+
+static PyObject *ff_publish_tramp(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    return ff_publish_impl(self, args, nargs, kwnames);
+}
+
+static PyMethodDef ff_publish_def = {
+    "publish", (PyCFunction)(void (*)(void))ff_publish_tramp, METH_FASTCALL | METH_KEYWORDS, NULL};
+
+static int ff_install_publish(PyObject *type, ff_fastcall_t impl, const char *doc) {
+    PyObject *descr;
+    int r;
+    ff_publish_impl = impl;
+    ff_publish_def.ml_doc = doc;
+    descr = PyDescr_NewMethod((PyTypeObject *)type, &ff_publish_def);
+    if (descr == NULL)
+        return -1;
+    r = PyDict_SetItemString(((PyTypeObject *)type)->tp_dict, "publish", descr);
+    Py_DECREF(descr);
+    PyType_Modified((PyTypeObject *)type);
+    return r;
+}
+
 #endif

@@ -977,6 +977,25 @@ cdef class Log:
         self._append_known(subject, p, n, h, d, dlen, ptime, now)
         return self._last_seq
 
+    cdef int64_t _append_routed(self, object subject, const char *p, Py_ssize_t n, uint32_t h,
+                                const char *d, Py_ssize_t dlen, int64_t now) except -1:
+        """Append one record for the router: the subject ``p[:n]`` (hash
+        ``h``) was validated by the matcher already."""
+        if self.closed_:
+            self._check_open()
+        if dlen > self.max_event_size:
+            raise EventTooLarge('event of {} bytes exceeds max_event_size={}'.format(
+                dlen, self.max_event_size))
+        if self.store is not None and REC_HEADER + n + dlen > self.store.segment_size:
+            raise EventTooLarge('record of {} bytes exceeds segment_size={}'.format(
+                REC_HEADER + n + dlen, self.store.segment_size))
+        if self.max_age_ns:
+            self._expire(now, AGE_EVICT_STEP)
+        self._append_known(subject, p, n, h, d, dlen, 0, now)
+        if self.store is not None:
+            self.store.after_append()
+        return self._last_seq
+
     def append(self, subject, data, time=0):
         """Append one record; returns its seq."""
         cdef Py_buffer view

@@ -1,6 +1,7 @@
 # Types of the subject tokeniser (subjects.pyx), shared by the whole core.
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from cpython.ref cimport PyObject
 
 cdef extern from "ff_core.h":
     uint64_t ff_hash(const char *p, size_t n, uint64_t seed) nogil
@@ -13,6 +14,8 @@ cdef extern from "ff_core.h":
     void ff_crc32c_init() nogil
     uint32_t ff_crc32c(uint32_t crc, const char *p, size_t n) nogil
     int64_t ff_now_ns() nogil
+    ctypedef PyObject *(*ff_fastcall_t)(PyObject *, PyObject **, Py_ssize_t, PyObject *)
+    int ff_install_publish(object type, ff_fastcall_t impl, const char *doc) except -1
     const int FASTFLOW_DEBUG
     const uint32_t FF_EMPTY
     const uint32_t AOFF_PWC

@@ -1,0 +1,546 @@
+# Events (CloudEvents 1.0) and their record encoding.
+#
+# The engine stores and sends an event as one *record*: a 16-byte header,
+# the required attributes, the lineage, the other attributes (a msgpack
+# map), then the data.  All integers little-endian.
+#
+#   0  u8   version (EV_VERSION)
+#   1  u8   flags: EVF_GENID (the id is 16 raw bytes: a per-process random
+#           64-bit prefix and a 64-bit counter, shown as 32 hex digits),
+#           EVF_TYPE_SUBJECT (type = the routing subject, not stored)
+#   2  u16  hops (the ffhops extension)
+#   4  u16  id bytes (0 with EVF_GENID)
+#   6  u16  source bytes
+#   8  u16  type bytes (0 with EVF_TYPE_SUBJECT)
+#   10 u16  trace bytes (the fftrace extension as received)
+#   12 u32  rest bytes (msgpack map of the other attributes, 0 = none)
+#   16      id | source | type | trace | rest | data
+#
+# The fast path (a subject and a payload) writes the header, 16 id bytes,
+# the source and the data; decoding makes no Python object but the source
+# (one cached str), the subject and the data.
+
+from cpython.unicode cimport PyUnicode_DATA, PyUnicode_GET_LENGTH
+from cpython.list cimport PyList_GET_ITEM
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+
+from fastflow import _attrs
+
+cdef enum:
+    EV_VERSION = 1
+    EV_HEADER = 16
+    EV_GENID = 16                   # bytes of a generated id
+    EVF_GENID = 1
+    EVF_TYPE_SUBJECT = 2
+    EV_MAX_STRING = 65535
+
+cdef uint64_t _id_prefix = 0
+cdef uint64_t _id_counter = 0
+_id_prefix = int.from_bytes(os.urandom(8), 'little')
+
+cdef str _SPECVERSION = _attrs.SPECVERSION
+cdef str _DEFAULT_SOURCE = _attrs.DEFAULT_SOURCE
+cdef str _HOPS = _attrs.HOPS
+cdef str _TRACE = _attrs.TRACE
+
+# the last decoded source, so that replaying a stream of one producer makes
+# one str for all its events
+cdef bytes _src_cache_b = b''
+cdef str _src_cache_s = ''
+
+
+cdef inline str _hex_id(uint64_t hi, uint64_t lo):
+    return '{:016x}{:016x}'.format(hi, lo)
+
+
+cdef inline uint16_t _rd16(const char *p) noexcept:
+    cdef uint16_t v
+    memcpy(&v, p, 2)
+    return v
+
+
+cdef inline uint32_t _rd32(const char *p) noexcept:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef inline void _wr16(char *p, uint16_t v) noexcept:
+    memcpy(p, &v, 2)
+
+
+cdef inline void _wr32(char *p, uint32_t v) noexcept:
+    memcpy(p, &v, 4)
+
+
+cdef inline Py_ssize_t _str_len(str s) except -1:
+    """UTF-8 length of an attribute string (0 for None)."""
+    if s is None:
+        return 0
+    return PyUnicode_GET_LENGTH(s) if PyUnicode_IS_COMPACT_ASCII(s) else len(s.encode('utf-8'))
+
+
+@cython.final
+@cython.freelist(256)
+@cython.no_gc      # holds only str, bytes, a dict of those and its consumer (which
+                   # keeps no events): no reference cycle can go through an Event
+cdef class Event:
+    """A CloudEvents 1.0 event as the engine routes it.
+
+    ``Event(routing_subject=None, data=b"", **attributes)``: ``id`` defaults
+    to 32 hex digits (a random per-process prefix and a counter), ``source``
+    to ``"/fastflow"`` (a Flow's ``source`` when it publishes), ``type`` to
+    the routing subject.  Attributes: ``id``, ``source``, ``type``,
+    ``specversion``, ``subject``, ``time``, ``datacontenttype``,
+    ``dataschema``, ``extensions``; ``data`` is bytes.  Engine fields:
+    ``routing_subject``, ``seq`` and ``stream`` (0 / None until stored),
+    ``ts`` (append time, ns), ``hops`` and ``deliveries`` (consumer
+    deliveries).
+    """
+    cdef readonly str routing_subject
+    cdef object _data
+    cdef str _id                        # None: generated (_gid)
+    cdef uint64_t _gid
+    cdef readonly str source
+    cdef str _type                      # None: the routing subject
+    cdef readonly int hops
+    cdef str _trace                     # lineage before this flow, or None
+    cdef str _origin                    # the flow that delivered it, or None
+    cdef object _rest                   # dict, or None
+    cdef object _rest_raw               # msgpack bytes decoded on first use
+    cdef readonly int64_t seq
+    cdef readonly str stream
+    cdef readonly int64_t ts
+    cdef readonly int deliveries
+    cdef object _acker                  # the consumer of a consumer delivery
+
+    def __init__(self, routing_subject=None, data=b'', **attributes):
+        if routing_subject is not None:
+            validate_subject(routing_subject)
+            if type(routing_subject) is bytes:
+                routing_subject = (<bytes>routing_subject).decode('utf-8')
+        self.routing_subject = routing_subject
+        self._data = _as_data(data)
+        _ev_init_attrs(self, attributes, _DEFAULT_SOURCE)
+        if self._type is None and routing_subject is None:
+            raise EventError("invalid event attribute 'type': required when there is "
+                             "no routing subject to default it to")
+
+    # -- CloudEvents attributes ---------------------------------------------
+
+    @property
+    def id(self):
+        if self._id is None:
+            self._id = _hex_id(_id_prefix, self._gid)
+        return self._id
+
+    @property
+    def type(self):
+        return self.routing_subject if self._type is None else self._type
+
+    @property
+    def specversion(self):
+        return _SPECVERSION
+
+    @property
+    def data(self):
+        return self._data
+
+    cdef dict _restd(self):
+        if self._rest is None and self._rest_raw is not None:
+            self._rest = _attrs.decode_rest(self._rest_raw)
+            self._rest_raw = None
+        return self._rest
+
+    @property
+    def time(self):
+        r = self._restd()
+        return None if r is None else r.get('time')
+
+    @property
+    def subject(self):
+        r = self._restd()
+        return None if r is None else r.get('subject')
+
+    @property
+    def datacontenttype(self):
+        r = self._restd()
+        return None if r is None else r.get('datacontenttype')
+
+    @property
+    def dataschema(self):
+        r = self._restd()
+        return None if r is None else r.get('dataschema')
+
+    @property
+    def trace(self):
+        """The lineage (``fftrace``): hashes of the flows and subjects the
+        event passed, this one included once delivered."""
+        if self._origin is None or self.routing_subject is None:
+            return self._trace or ''
+        own = _attrs.trace_entry(self._origin, self.routing_subject)
+        return own if not self._trace else self._trace + ',' + own
+
+    @property
+    def extensions(self):
+        """Extension attributes (a new dict), ``ffhops``/``fftrace`` included
+        once the engine has routed the event."""
+        cdef dict out = {}
+        r = self._restd()
+        if r is not None:
+            for k, v in r.items():
+                if k not in ('time', 'subject', 'datacontenttype', 'dataschema'):
+                    out[k] = v
+        if self.hops or self._origin is not None:
+            out[_HOPS] = self.hops
+        t = self.trace
+        if t:
+            out[_TRACE] = t
+        return out
+
+    def attributes(self):
+        """Every attribute (a new dict, without ``data``)."""
+        cdef dict out = {'specversion': _SPECVERSION, 'id': self.id,
+                         'source': self.source, 'type': self.type}
+        r = self._restd()
+        if r is not None:
+            out.update(r)
+        if self.hops or self._origin is not None:
+            out[_HOPS] = self.hops
+        t = self.trace
+        if t:
+            out[_TRACE] = t
+        return out
+
+    def get(self, name, default=None):
+        """One attribute by its CloudEvents name, or ``default``."""
+        return self.attributes().get(name, default)
+
+    def __getitem__(self, name):
+        try:
+            return self.attributes()[name]
+        except KeyError:
+            raise KeyError('event has no attribute {!r}'.format(name)) from None
+
+    def derive(self, routing_subject=None, data=None, **attributes):
+        """A new event caused by this one, for a processor to publish: one
+        hop more, this event's lineage, a new id; ``source``, ``type`` and
+        the other attributes are kept unless given."""
+        attrs = self.attributes()
+        attrs.pop('id')
+        if self._type is None and 'type' not in attributes:
+            attrs.pop('type')             # keep "type = routing subject"
+        attrs[_HOPS] = self.hops + 1
+        attrs.update(attributes)
+        return Event(self.routing_subject if routing_subject is None else routing_subject,
+                     self._data if data is None else data, **attrs)
+
+    # -- consumer deliveries ----------------------------------------------------
+
+    def ack(self):
+        """Acknowledge a consumer delivery."""
+        self._acker_or_raise()._ack(self)
+
+    def nak(self, delay=0.0):
+        """Ask for redelivery after ``delay`` seconds."""
+        self._acker_or_raise()._nak(self, delay)
+
+    def term(self):
+        """Never deliver this event to the consumer again."""
+        self._acker_or_raise()._term(self)
+
+    def in_progress(self):
+        """Reset the ack timer of a consumer delivery."""
+        self._acker_or_raise()._in_progress(self)
+
+    cdef object _acker_or_raise(self):
+        if self._acker is None:
+            raise FastflowError('event {} is not a consumer delivery: ack/nak/term apply to '
+                                'events fetched from a stream consumer'.format(self.id))
+        return self._acker
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _delivery(self, int64_t seq, str stream, int64_t ts, int deliveries, acker):
+        """A copy for one consumer delivery (engine use)."""
+        cdef Event e = Event.__new__(Event)
+        _ev_copy(e, self)
+        e.seq = seq
+        e.stream = stream
+        e.ts = ts
+        e.deliveries = deliveries
+        e._acker = acker
+        return e
+
+    def encode(self):
+        """The event's record (the log's and the wire's binary form)."""
+        cdef bytes out
+        cdef Py_ssize_t n = _ev_size(self, len(self._data))
+        out = PyBytes_FromStringAndSize(NULL, n)
+        _ev_write(self, PyBytes_AS_STRING(out), self._data, n)
+        return out
+
+    @staticmethod
+    def decode(routing_subject, record, int64_t seq=0, str stream=None, int64_t ts=0):
+        """An event from its record (``encode()``'s output)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
+        try:
+            return _ev_decode(routing_subject, <const char *>view.buf, view.len,
+                              seq, stream, ts, None)
+        finally:
+            PyBuffer_Release(&view)
+
+    def __eq__(self, other):
+        if not isinstance(other, Event):
+            return NotImplemented
+        o = <Event>other
+        return (self.routing_subject == o.routing_subject and self._data == o._data
+                and self.attributes() == o.attributes())
+
+    def __hash__(self):
+        return hash((self.source, self.id))
+
+    def __repr__(self):
+        return 'Event({!r}, id={!r}, source={!r}, type={!r}, data={!r}{})'.format(
+            self.routing_subject, self.id, self.source, self.type,
+            self._data if len(self._data) <= 32 else self._data[:32] + b'...',
+            ', seq={}'.format(self.seq) if self.seq else '')
+
+    def __reduce__(self):
+        return (_event_from_record, (self.routing_subject, self.encode(), self.seq,
+                                     self.stream, self.ts))
+
+
+def _event_from_record(routing_subject, record, seq, stream, ts):
+    return Event.decode(routing_subject, record, seq, stream, ts)
+
+
+cdef inline object _as_data(object data):
+    if type(data) is bytes:
+        return data
+    if data is None:
+        return b''
+    if isinstance(data, str):
+        raise EventError('invalid event data: expected bytes, got str (encode it first)')
+    try:
+        return bytes(memoryview(data))
+    except TypeError:
+        raise EventError('invalid event data: expected a bytes-like object, got {}'.format(
+            type(data).__name__)) from None
+
+
+cdef int _ev_init_attrs(Event e, dict attributes, str default_source) except -1:
+    """Fill the attributes of a new event from publish/constructor keywords."""
+    global _id_counter
+    cdef object id_, source, type_, hops, trace, rest
+    if attributes:
+        id_, source, type_, hops, trace, rest = _attrs.normalize(attributes)
+    else:
+        id_ = source = type_ = trace = rest = None
+        hops = 0
+    e._id = id_
+    if id_ is None:
+        _id_counter += 1
+        e._gid = _id_counter
+    e.source = default_source if source is None else source
+    e._type = type_
+    e.hops = hops
+    e._trace = trace
+    e._rest = rest
+    return 0
+
+
+cdef void _ev_copy(Event e, Event src) noexcept:
+    e.routing_subject = src.routing_subject
+    e._data = src._data
+    e._id = src._id
+    e._gid = src._gid
+    e.source = src.source
+    e._type = src._type
+    e.hops = src.hops
+    e._trace = src._trace
+    e._origin = src._origin
+    e._rest = src._rest
+    e._rest_raw = src._rest_raw
+
+
+cdef inline bytes _utf8(str s):
+    return None if s is None else s.encode('utf-8', 'surrogatepass')
+
+
+cdef Py_ssize_t _ev_size(Event e, Py_ssize_t dlen) except -1:
+    """Bytes of the record of ``e`` with ``dlen`` bytes of data."""
+    cdef Py_ssize_t n = EV_HEADER + dlen
+    n += EV_GENID if e._id is None else _str_len(e._id)
+    n += _str_len(e.source)
+    if e._type is not None:
+        n += _str_len(e._type)
+    n += _str_len(e._trace)
+    if e._rest is not None or e._rest_raw is not None:
+        n += len(_ev_rest_raw(e))
+    return n
+
+
+cdef bytes _ev_rest_raw(Event e):
+    if e._rest_raw is None and e._rest is not None:
+        e._rest_raw = _attrs.encode_rest(e._rest)
+    return e._rest_raw
+
+
+cdef inline char *_put_str(char *p, str s, const char *what) except NULL:
+    cdef const char *b
+    cdef Py_ssize_t n
+    if s is None:
+        return p
+    if PyUnicode_IS_COMPACT_ASCII(s):
+        b = <const char *>PyUnicode_DATA(s)
+        n = PyUnicode_GET_LENGTH(s)
+    else:
+        bs = s.encode('utf-8', 'surrogatepass')
+        b = PyBytes_AS_STRING(bs)
+        n = len(bs)
+    memcpy(p, b, n)
+    return p + n
+
+
+cdef Py_ssize_t _ev_write(Event e, char *out, object data, Py_ssize_t total) except -1:
+    """Write the record of ``e`` (with payload ``data``, bytes) to ``out``
+    (``total`` bytes from _ev_size)."""
+    cdef char *p = out + EV_HEADER
+    cdef Py_ssize_t idn, srcn, typn, trn, restn = 0
+    cdef bytes rest = None
+    cdef uint8_t flags = 0
+    if e.hops > 65535:
+        raise EventError("invalid event attribute 'ffhops': over 65535")
+    if e._id is None:
+        flags |= EVF_GENID
+        memcpy(p, &_id_prefix, 8)
+        memcpy(p + 8, &e._gid, 8)
+        p += EV_GENID
+        idn = 0
+    else:
+        idn = _str_len(e._id)
+        p = _put_str(p, e._id, 'id')
+    srcn = _str_len(e.source)
+    p = _put_str(p, e.source, 'source')
+    if e._type is None:
+        flags |= EVF_TYPE_SUBJECT
+        typn = 0
+    else:
+        typn = _str_len(e._type)
+        p = _put_str(p, e._type, 'type')
+    trn = _str_len(e._trace)
+    p = _put_str(p, e._trace, 'fftrace')
+    if e._rest is not None or e._rest_raw is not None:
+        rest = _ev_rest_raw(e)
+        restn = len(rest)
+        memcpy(p, PyBytes_AS_STRING(rest), restn)
+        p += restn
+    if idn > EV_MAX_STRING or srcn > EV_MAX_STRING or typn > EV_MAX_STRING or trn > EV_MAX_STRING:
+        raise EventError('invalid event: id, source, type and fftrace are limited to {} '
+                         'bytes each'.format(EV_MAX_STRING))
+    out[0] = <char>EV_VERSION
+    out[1] = <char>flags
+    _wr16(out + 2, <uint16_t>e.hops)
+    _wr16(out + 4, <uint16_t>idn)
+    _wr16(out + 6, <uint16_t>srcn)
+    _wr16(out + 8, <uint16_t>typn)
+    _wr16(out + 10, <uint16_t>trn)
+    _wr32(out + 12, <uint32_t>restn)
+    memcpy(p, PyBytes_AS_STRING(data), len(<bytes>data))
+    p += len(<bytes>data)
+    if FASTFLOW_DEBUG and p - out != total:
+        raise FastflowError('_ev_write: wrote {} bytes, sized {}'.format(p - out, total))
+    return p - out
+
+
+cdef inline str _decode_str(const char *p, Py_ssize_t n):
+    return PyUnicode_DecodeUTF8(p, n, 'surrogatepass')
+
+
+cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, str stream,
+                      int64_t ts, str origin):
+    """The event of record ``p[:n]`` stored under ``subject`` (a str)."""
+    global _src_cache_b, _src_cache_s
+    cdef Event e
+    cdef uint8_t flags
+    cdef Py_ssize_t idn, srcn, typn, trn, restn, off
+    if n < EV_HEADER or <uint8_t>p[0] != EV_VERSION:
+        raise FastflowError('record of {} bytes under {!r} is not an event record '
+                            '(version byte {})'.format(n, subject, <uint8_t>p[0] if n else -1))
+    flags = <uint8_t>p[1]
+    idn = EV_GENID if flags & EVF_GENID else _rd16(p + 4)
+    srcn = _rd16(p + 6)
+    typn = _rd16(p + 8)
+    trn = _rd16(p + 10)
+    restn = _rd32(p + 12)
+    off = EV_HEADER + idn + srcn + typn + trn + restn
+    if off > n:
+        raise FastflowError('event record of {} bytes under {!r} is truncated: its header '
+                            'needs {}'.format(n, subject, off))
+    e = Event.__new__(Event)
+    if type(subject) is bytes:
+        subject = (<bytes>subject).decode('utf-8')
+    e.routing_subject = subject
+    off = EV_HEADER
+    if flags & EVF_GENID:
+        if _rd64(p + off) == _id_prefix:
+            memcpy(&e._gid, p + off + 8, 8)
+        else:
+            e._id = _hex_id(_rd64(p + off), _rd64(p + off + 8))
+    else:
+        e._id = _decode_str(p + off, idn)
+    off += idn
+    if srcn == len(_src_cache_b) and memcmp(PyBytes_AS_STRING(_src_cache_b), p + off, srcn) == 0:
+        e.source = _src_cache_s
+    else:
+        e.source = _decode_str(p + off, srcn)
+        _src_cache_b = PyBytes_FromStringAndSize(p + off, srcn)
+        _src_cache_s = e.source
+    off += srcn
+    if not flags & EVF_TYPE_SUBJECT:
+        e._type = _decode_str(p + off, typn)
+    off += typn
+    e.hops = _rd16(p + 2)
+    if trn:
+        e._trace = _decode_str(p + off, trn)
+    off += trn
+    if restn:
+        e._rest_raw = PyBytes_FromStringAndSize(p + off, restn)
+    off += restn
+    e._data = PyBytes_FromStringAndSize(p + off, n - off)
+    e.seq = seq
+    e.stream = stream
+    e.ts = ts
+    e._origin = origin
+    return e
+
+
+cdef inline uint64_t _rd64(const char *p) noexcept:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+def events_from_batch(Batch b, str stream=None, str origin=None):
+    """The events of a log ``Batch`` read from a stream (a list)."""
+    cdef Py_ssize_t i, n = b.offsets.n - 1
+    cdef Py_buffer view
+    cdef const char *base
+    cdef list out = PyList_New(n)
+    cdef Event e
+    PyObject_GetBuffer(b.buffer, &view, PyBUF_SIMPLE)
+    try:
+        base = <const char *>view.buf
+        for i in range(n):
+            e = _ev_decode(<object>PyList_GET_ITEM(b.subjects, i),
+                           base + b.offsets.data[i], b.offsets.data[i + 1] - b.offsets.data[i],
+                           b.seqs.data[i], stream, b.ts.data[i], origin)
+            Py_INCREF(e)
+            PyList_SET_ITEM(out, i, e)
+    finally:
+        PyBuffer_Release(&view)
+    return out

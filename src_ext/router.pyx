@@ -1,0 +1,524 @@
+# The publish path: match once, append once to every capturing stream,
+# deliver to every interested subscription (the engine's hot loop, in C).
+#
+# One Matcher holds both kinds of targets: a SubTarget per subscription and
+# a StreamTarget per (stream, subject pattern).  A publish copies the
+# matched handles out of the matcher before it runs any Python code
+# (callbacks may publish, subscribe or unsubscribe), and resolves each
+# handle again when it gets to it, so a target removed meanwhile is skipped.
+
+from collections import deque as _deque
+
+cdef enum:
+    LOCAL_HANDLES = 32              # matched handles kept on the stack
+    SCRATCH_MIN = 4096              # bytes of the record scratch buffer
+    EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
+
+cdef enum OnFull:
+    FULL_DROP_OLDEST = 0
+    FULL_DROP_NEW = 1
+    FULL_CUT = 2
+
+_ON_FULL = {'drop_oldest': FULL_DROP_OLDEST, 'drop_new': FULL_DROP_NEW, 'cut': FULL_CUT}
+_ON_FULL_NAMES = {v: k for k, v in _ON_FULL.items()}
+
+
+cdef class Router
+
+
+cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
+    """int64 words of a matcher result (nplain, ngroups, plain..., groups...)."""
+    cdef Py_ssize_t j = 2 + res[0], i
+    for i in range(res[1]):
+        j += 2 + res[j + 1]
+    return j
+
+
+@cython.final
+cdef class SubTarget:
+    """The engine side of a subscription: a callback run inline, or a
+    bounded queue of pending events (engine use; see fastflow.Subscription)."""
+    cdef readonly object callback
+    cdef readonly object pending            # deque of events (queued mode)
+    cdef object _push
+    cdef object _pop
+    cdef object _popleft
+    cdef readonly int64_t max_pending       # events, 0 = no limit
+    cdef readonly int64_t max_pending_bytes # bytes, 0 = no limit
+    cdef readonly int64_t pending_bytes
+    cdef int on_full_
+    cdef public object wake                 # called when an event is queued while waiting
+    cdef public bint waiting
+    cdef readonly bint closed
+    cdef readonly bint cut                  # closed as a slow consumer
+    cdef public object owner                # the Subscription (for handlers)
+    cdef readonly int64_t delivered
+    cdef readonly int64_t dropped
+    cdef readonly int64_t errors
+    cdef readonly int64_t handle
+
+    def __init__(self, callback=None, int64_t max_pending=65536,
+                 int64_t max_pending_bytes=64 << 20, on_full='drop_oldest'):
+        if callback is not None and not callable(callback):
+            raise TypeError('callback must be callable, got {}'.format(type(callback).__name__))
+        if max_pending < 0 or max_pending_bytes < 0:
+            raise ValueError('max_pending and max_pending_bytes must be >= 0 (0 = no limit), '
+                             'got {} and {}'.format(max_pending, max_pending_bytes))
+        if on_full not in _ON_FULL:
+            raise ValueError("on_full must be 'drop_oldest', 'drop_new' or 'cut', got {!r}"
+                             .format(on_full))
+        self.callback = callback
+        self.pending = _deque()
+        self._push = self.pending.append
+        self._pop = self.pending.pop
+        self._popleft = self.pending.popleft
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.on_full_ = _ON_FULL[on_full]
+
+    @property
+    def on_full(self):
+        return _ON_FULL_NAMES[self.on_full_]
+
+    def pop(self):
+        """The oldest pending event (IndexError when none)."""
+        cdef Event e = self._popleft()
+        self.pending_bytes -= len(<bytes>e._data) + EVENT_OVERHEAD
+        return e
+
+    def pop_many(self, Py_ssize_t n):
+        """Up to ``n`` pending events, oldest first (a list)."""
+        cdef list out = []
+        cdef Event e
+        while n > 0 and self.pending:
+            e = self._popleft()
+            self.pending_bytes -= len(<bytes>e._data) + EVENT_OVERHEAD
+            out.append(e)
+            n -= 1
+        return out
+
+    def close(self):
+        self.closed = True
+
+    cdef int _queue(self, Event e, Router r) except -1:
+        cdef Py_ssize_t size = len(<bytes>e._data) + EVENT_OVERHEAD
+        cdef Event old
+        if ((self.max_pending and len(self.pending) >= self.max_pending)
+                or (self.max_pending_bytes and self.pending_bytes + size > self.max_pending_bytes)):
+            if self.on_full_ == FULL_DROP_NEW or (
+                    self.on_full_ == FULL_DROP_OLDEST and not self.pending):
+                self.dropped += 1
+                r.n_dropped_slow += 1
+                return 0
+            if self.on_full_ == FULL_CUT:
+                self.dropped += 1 + len(self.pending)
+                r.n_dropped_slow += 1 + len(self.pending)
+                self.pending.clear()
+                self.pending_bytes = 0
+                self.closed = True
+                self.cut = True
+                r._slow_consumer(self)
+                if self.wake is not None:
+                    self.waiting = False
+                    self.wake()
+                return 0
+            while self.pending and (
+                    (self.max_pending and len(self.pending) >= self.max_pending)
+                    or (self.max_pending_bytes
+                        and self.pending_bytes + size > self.max_pending_bytes)):
+                old = self._popleft()
+                self.pending_bytes -= len(<bytes>old._data) + EVENT_OVERHEAD
+                self.dropped += 1
+                r.n_dropped_slow += 1
+        self._push(e)
+        self.pending_bytes += size
+        self.delivered += 1
+        if self.waiting:
+            self.waiting = False
+            self.wake()
+        return 0
+
+
+@cython.final
+cdef class StreamTarget:
+    """The engine side of a stream: its log, and listeners called with the
+    seq of every event appended (durable push consumers)."""
+    cdef readonly str name
+    cdef readonly Log log
+    cdef public list listeners
+    cdef readonly int64_t appended
+    cdef readonly int64_t rejected
+    cdef uint64_t stamp
+
+    def __init__(self, str name, Log log):
+        self.name = name
+        self.log = log
+        self.listeners = []
+
+
+cdef class Router:
+    """The publish path of a Flow (engine use; see fastflow.Flow)."""
+    cdef readonly Matcher matcher
+    cdef readonly str name
+    cdef readonly str source
+    cdef public int hop_limit
+    cdef public object error_handler        # (exc, subscription) for callback errors
+    cdef public object advisory_handler     # (kind, info) for slow consumers, loops
+    cdef char *scratch
+    cdef Py_ssize_t scap
+    cdef uint64_t stamp
+    cdef object last_subject                # publish_batch: the last subject matched,
+    cdef uint64_t last_version              # the matcher's version then,
+    cdef uint64_t last_h                    # its hash
+    cdef I64Vec last_res                    # and its match result
+    cdef readonly int64_t n_published
+    cdef readonly int64_t n_delivered
+    cdef readonly int64_t n_appended
+    cdef readonly int64_t n_dropped_no_interest
+    cdef readonly int64_t n_dropped_slow
+    cdef readonly int64_t n_dropped_loop
+    cdef readonly int64_t n_rejected
+    cdef readonly int64_t n_callback_errors
+
+    def __init__(self, str name='fastflow', str source=_attrs.DEFAULT_SOURCE, int hop_limit=32,
+                 Py_ssize_t cache_size=DEFAULT_CACHE_SIZE):
+        if not source:
+            raise ValueError('source must be a non-empty str (a URI-reference)')
+        if hop_limit < 0:
+            raise ValueError('hop_limit must be >= 0 (0 = no limit), got {}'.format(hop_limit))
+        self.matcher = Matcher(cache_size)
+        self.name = name
+        self.source = source
+        self.hop_limit = hop_limit
+
+    def __dealloc__(self):
+        free(self.scratch)
+        free(self.last_res.data)
+
+    # -- targets ---------------------------------------------------------------
+
+    def add(self, pattern, target, queue=None):
+        """Register a SubTarget or a StreamTarget on ``pattern``; returns its handle."""
+        if type(target) is not SubTarget and type(target) is not StreamTarget:
+            raise TypeError('target must be a SubTarget or a StreamTarget')
+        if queue is not None and type(target) is StreamTarget:
+            raise ValueError('streams do not take a queue group')
+        h = self.matcher.add(pattern, target, queue)
+        if type(target) is SubTarget:
+            (<SubTarget>target).handle = h
+        return h
+
+    def remove(self, handle):
+        self.matcher.remove(handle)
+
+    # -- publishing ------------------------------------------------------------
+
+    cdef char *_room(self, Py_ssize_t n) except NULL:
+        cdef char *p
+        if n > self.scap:
+            p = <char *>realloc(self.scratch, max(n, SCRATCH_MIN))
+            if p == NULL:
+                raise MemoryError()
+            self.scratch = p
+            self.scap = max(n, SCRATCH_MIN)
+        return self.scratch
+
+    cdef inline object _value(self, int64_t h):
+        """The target of handle ``h``, or None if it was removed."""
+        cdef Sub *s = &self.matcher.subs[<uint32_t>h]
+        if s.value == NULL or s.gen != <uint32_t>(h >> 32):
+            return None
+        return <object>s.value
+
+    cdef int64_t _route(self, object subject, object data, Event ev, int64_t now) except -1:
+        """Publish one event: ``ev`` when the publisher gave attributes or an
+        Event (its data is set), else ``data`` (bytes) with the defaults."""
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef const int64_t *res
+        cdef uint64_t h
+        cdef Matcher m = self.matcher
+        as_utf8(subject, &p, &n, False)
+        h = ff_hash(p, n, _SEED)
+        m._match_res(subject, p, n, h, &res)
+        return self._deliver(subject, p, n, h, res, data, ev, now)
+
+    cdef int64_t _route_cached(self, object subject, object data, Event ev,
+                               int64_t now) except -1:
+        """``_route`` for batches: a run of one subject object is matched once
+        (while no subscription changes)."""
+        cdef Matcher m = self.matcher
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef const int64_t *res
+        cdef uint64_t h
+        cdef uint64_t version = m.n_inserts + m.n_removes
+        cdef Py_ssize_t n_words
+        if subject is not self.last_subject or version != self.last_version:
+            as_utf8(subject, &p, &n, False)
+            h = ff_hash(p, n, _SEED)
+            m._match_res(subject, p, n, h, &res)
+            self.last_res.n = 0
+            n_words = _res_words(res)
+            _i64_reserve(&self.last_res, n_words)
+            memcpy(self.last_res.data, res, n_words * sizeof(int64_t))
+            self.last_res.n = n_words
+            self.last_subject = subject
+            self.last_version = version
+            self.last_h = h
+        as_utf8(subject, &p, &n, False)
+        return self._deliver(subject, p, n, self.last_h, self.last_res.data, data, ev, now)
+
+    cdef int64_t _deliver(self, object subject, const char *p, Py_ssize_t n, uint64_t h,
+                          const int64_t *res, object data, Event ev, int64_t now) except -1:
+        """The rest of a publish, from the match result ``res``."""
+        cdef Py_ssize_t nh = 0, i, cnt, j, rlen = 0
+        cdef int64_t local[LOCAL_HANDLES]
+        cdef int64_t *hs = local
+        cdef Py_ssize_t nplain, ngroups
+        cdef int32_t qid
+        cdef Matcher m = self.matcher
+        cdef object v
+        cdef StreamTarget st
+        cdef SubTarget su
+        cdef int64_t seq = 0, s
+        cdef uint64_t stamp
+        cdef char *rec = NULL
+        cdef list notify = None
+        global _id_counter
+        nplain = res[0]
+        ngroups = res[1]
+        if nplain + ngroups == 0:
+            self.n_published += 1
+            self.n_dropped_no_interest += 1
+            return 0
+        if ev is not None and (ev.hops or ev._trace is not None):
+            reason = _attrs.check_lineage(self.name, subject, ev.hops, ev._trace, self.hop_limit)
+            if reason is not None:
+                self.n_published += 1
+                self.n_dropped_loop += 1
+                self._loop_break(subject, ev, reason)
+                return 0
+        # copy the handles (one member per queue group) before any Python code runs
+        if nplain + ngroups > LOCAL_HANDLES:
+            hs = <int64_t *>malloc((nplain + ngroups) * sizeof(int64_t))
+            if hs == NULL:
+                raise MemoryError()
+        try:
+            memcpy(hs, res + 2, nplain * sizeof(int64_t))
+            nh = nplain
+            j = 2 + nplain
+            for i in range(ngroups):
+                qid = <int32_t>res[j]
+                cnt = res[j + 1]
+                hs[nh] = res[j + 2 + m.qrr[qid] % <uint32_t>cnt]
+                m.qrr[qid] += 1
+                nh += 1
+                j += 2 + cnt
+            if ev is None:
+                ev = Event.__new__(Event)
+                if type(subject) is not str:
+                    subject = (<bytes>subject).decode('utf-8')
+                ev.routing_subject = subject
+                ev._data = data
+                _id_counter += 1
+                ev._gid = _id_counter
+                ev.source = self.source
+            ev._origin = self.name
+            ev.ts = now
+            self.n_published += 1
+            # streams first: the event is stored before anyone sees it
+            self.stamp += 1
+            stamp = self.stamp
+            for i in range(nh):
+                v = self._value(hs[i])
+                if type(v) is not StreamTarget:
+                    continue
+                st = <StreamTarget>v
+                if st.stamp == stamp:
+                    continue            # two patterns of one stream matched
+                st.stamp = stamp
+                if rec == NULL:
+                    rlen = _ev_size(ev, len(<bytes>ev._data))
+                    rec = self._room(rlen)
+                    _ev_write(ev, rec, ev._data, rlen)
+                try:
+                    s = st.log._append_routed(ev.routing_subject, p, n, <uint32_t>h, rec, rlen, now)
+                except (LogFullError, EventTooLarge):
+                    st.rejected += 1
+                    self.n_rejected += 1
+                    raise
+                st.appended += 1
+                self.n_appended += 1
+                if seq == 0:
+                    seq = s
+                    ev.seq = s
+                    ev.stream = st.name
+                    ev.ts = st.log.last_ts
+                if st.listeners:
+                    if notify is None:
+                        notify = []
+                    notify.append(st)
+                    notify.append(s)
+            for i in range(nh):
+                v = self._value(hs[i])
+                if type(v) is not SubTarget:
+                    continue
+                su = <SubTarget>v
+                if su.closed:
+                    continue
+                if su.callback is not None:
+                    su.delivered += 1
+                    self.n_delivered += 1
+                    try:
+                        su.callback(ev)
+                    except Exception as exc:
+                        su.errors += 1
+                        self.n_callback_errors += 1
+                        self._callback_error(exc, su)
+                else:
+                    su._queue(ev, self)
+                    self.n_delivered += 1
+            if notify is not None:
+                for i in range(0, len(notify), 2):
+                    st = <StreamTarget>notify[i]
+                    for listener in list(st.listeners):
+                        listener(notify[i + 1])
+        finally:
+            if hs != local:
+                free(hs)
+        return seq
+
+    cdef int _callback_error(self, exc, SubTarget su) except -1:
+        if self.error_handler is not None:
+            self.error_handler(exc, su.owner)
+        return 0
+
+    cdef int _slow_consumer(self, SubTarget su) except -1:
+        if self.advisory_handler is not None:
+            self.advisory_handler('slow_consumer', su.owner)
+        return 0
+
+    cdef int _loop_break(self, subject, Event ev, str reason) except -1:
+        if self.advisory_handler is not None:
+            self.advisory_handler('loop', (subject, ev, reason))
+        return 0
+
+    cdef object _publish(self, object subject, object data, dict attributes):
+        cdef Event ev
+        if type(subject) is Event:
+            if data is not None or attributes:
+                raise TypeError('publish(event) takes no data or attributes: use event.derive()')
+            ev = <Event>subject
+            if ev.routing_subject is None:
+                raise EventError('cannot publish an event without a routing subject')
+            return self._route(ev.routing_subject, None, ev, _now_ns())
+        if type(data) is not bytes:
+            data = _as_data(data)
+        if not attributes:
+            return self._route(subject, data, None, _now_ns())
+        ev = Event.__new__(Event)
+        _ev_init_attrs(ev, attributes, self.source)
+        ev._data = data
+        if type(subject) is bytes:
+            subject = (<bytes>subject).decode('utf-8')
+        ev.routing_subject = subject
+        return self._route(subject, data, ev, _now_ns())
+
+    def publish_batch(self, subjects, datas, /, **attributes):
+        """Publish ``datas`` (a sequence of bytes) on one subject or on a
+        sequence of subjects as long; returns the number published.  The
+        attributes apply to every event (each gets its own id).  An invalid
+        subject raises naming its index; the events before it are published."""
+        cdef Py_ssize_t n, i
+        cdef bint one = isinstance(subjects, (str, bytes))
+        cdef object subject = subjects, data
+        cdef Event proto = None, ev
+        cdef int64_t now = _now_ns()
+        global _id_counter
+        if type(datas) is not list and type(datas) is not tuple:
+            datas = list(datas)
+        n = len(datas)
+        if not one:
+            if type(subjects) is not list and type(subjects) is not tuple:
+                subjects = list(subjects)
+            if len(subjects) != n:
+                raise ValueError('subjects and datas differ in length: {} and {}'.format(
+                    len(subjects), n))
+        if attributes:
+            proto = Event.__new__(Event)
+            _ev_init_attrs(proto, attributes, self.source)
+            if proto._id is not None and n > 1:
+                raise EventError("invalid event attribute 'id': one id for {} events of a "
+                                 "batch".format(n))
+        for i in range(n):
+            if not one:
+                subject = <object>PyList_GET_ITEM(subjects, i) if type(subjects) is list \
+                    else subjects[i]
+            data = <object>PyList_GET_ITEM(datas, i) if type(datas) is list else datas[i]
+            if type(data) is not bytes:
+                data = _as_data(data)
+            try:
+                if proto is None:
+                    self._route_cached(subject, data, None, now)
+                else:
+                    ev = Event.__new__(Event)
+                    _ev_copy(ev, proto)
+                    if proto._id is None:
+                        _id_counter += 1
+                        ev._gid = _id_counter
+                    ev._data = data
+                    if type(subject) is bytes:
+                        subject = (<bytes>subject).decode('utf-8')
+                    ev.routing_subject = subject
+                    self._route_cached(subject, data, ev, now)
+            except SubjectError as exc:
+                raise SubjectError('{} (batch index {})'.format(exc, i)) from None
+        return n
+
+    def stats(self):
+        return {
+            'published': self.n_published,
+            'delivered': self.n_delivered,
+            'stored': self.n_appended,
+            'dropped_no_interest': self.n_dropped_no_interest,
+            'dropped_slow_consumer': self.n_dropped_slow,
+            'dropped_loop': self.n_dropped_loop,
+            'rejected_by_stream': self.n_rejected,
+            'callback_errors': self.n_callback_errors,
+        }
+
+
+_PUBLISH_DOC = b"""publish(subject, data=b'', /, **attributes)
+--
+
+Publish one event: ``subject`` (the routing subject) and ``data`` (bytes),
+with CloudEvents attributes as keywords; or an ``Event`` alone.  Returns
+its seq in the first stream that stored it (0 if none did)."""
+
+
+cdef object _publish_fc(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    """Router.publish, called through ff_publish_tramp (METH_FASTCALL)."""
+    cdef Py_ssize_t i, nk
+    cdef dict attributes = None
+    cdef object data
+    if nargs < 1 or nargs > 2:
+        raise TypeError('publish() takes a subject and optional data ({} positional '
+                        'arguments given)'.format(nargs))
+    data = <object>args[1] if nargs == 2 else None
+    if kwnames != NULL:
+        nk = PyTuple_GET_SIZE(<object>kwnames)
+        if nk:
+            attributes = {}
+            for i in range(nk):
+                attributes[<object>PyTuple_GET_ITEM(<object>kwnames, i)] = <object>args[nargs + i]
+            if 'data' in attributes:
+                if nargs == 2:
+                    raise TypeError("publish() got data both as an argument and as a keyword")
+                data = attributes.pop('data')
+    if data is None and type(<object>args[0]) is not Event:
+        data = b''
+    return (<Router>self)._publish(<object>args[0], data, attributes)
+
+
+ff_install_publish(Router, <ff_fastcall_t>_publish_fc, _PUBLISH_DOC)
