@@ -1,0 +1,57 @@
+"""The core in use: the native one (``fastflow._core``) by default, the
+pure-Python reference (``fastflow._ref``) with ``FASTFLOW_NO_EXTENSIONS=1``.
+
+Every module of the package takes core classes from here, so that one
+switch selects them all."""
+
+import os
+
+__all__ = (
+    "COMPILED",
+    "Batch",
+    "Event",
+    "Log",
+    "MatchBatch",
+    "Matcher",
+    "Position",
+    "Record",
+    "Router",
+    "StreamTarget",
+    "SubTarget",
+    "events_from_batch",
+    "validate_pattern",
+    "validate_subject",
+)
+
+if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
+    from fastflow._ref.event import Event, events_from_batch
+    from fastflow._ref.log import Batch, Log, Position, Record
+    from fastflow._ref.matcher import Matcher, MatchBatch
+    from fastflow._ref.router import Router, StreamTarget, SubTarget
+    from fastflow._ref.subjects import validate_pattern, validate_subject
+
+    COMPILED = False
+else:
+    try:
+        from fastflow._core import (
+            Batch,
+            Event,
+            Log,
+            Matcher,
+            MatchBatch,
+            Position,
+            Record,
+            Router,
+            StreamTarget,
+            SubTarget,
+            events_from_batch,
+            validate_pattern,
+            validate_subject,
+        )
+    except ImportError as _exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "fastflow's compiled core (fastflow._core) is missing or broken ({}); "
+            "reinstall fastflow on a machine with a C compiler, or set "
+            "FASTFLOW_NO_EXTENSIONS=1 to use the slow pure-Python core".format(_exc)
+        ) from None
+    COMPILED = True

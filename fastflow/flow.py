@@ -1,0 +1,655 @@
+"""The engine's API: Flow, Stream, Retention, Subscription.
+
+``Flow`` *is* the core's ``Router`` (the publish path in C) plus the slow
+paths: configuration, lifecycle, persistence, advisories and statistics.
+Durable consumers live in ``fastflow.consumer``.  Semantics and the
+threading model: docs/engine.md.
+"""
+
+import asyncio
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import threading
+import time as _time
+
+from fastflow import _attrs
+from fastflow._impl import Event, Log, Router, StreamTarget, SubTarget, events_from_batch
+from fastflow.errors import FastflowError, SlowConsumerError
+
+__all__ = ("Flow", "Retention", "Stream", "Subscription")
+
+log = logging.getLogger("fastflow")
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+_STATE = "flow.json"
+ADVISORY_PREFIX = "$SYS.advisory."
+
+
+def _check_name(what, name):
+    if type(name) is not str or not _NAME.match(name):
+        raise ValueError("{} name must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-', got {!r}"
+                         .format(what, name))
+
+
+class Retention:
+    """How much a stream keeps (0 = no limit) and what happens when full.
+
+    ``max_events``, ``max_bytes`` (subject + stored event bytes),
+    ``max_age`` (seconds), ``max_per_subject``, ``max_event_size`` (bytes of
+    an encoded event: data plus its attributes, ~50 bytes for the
+    defaults), ``discard``: ``"old"`` evicts the oldest events, ``"new"``
+    refuses the publish with ``LogFullError``.
+    """
+
+    __slots__ = ("max_events", "max_bytes", "max_age", "max_per_subject", "max_event_size",
+                 "discard")
+
+    def __init__(self, max_events=0, max_bytes=0, max_age=0.0, max_per_subject=0,
+                 max_event_size=1 << 20, discard="old"):
+        for name, v in (("max_events", max_events), ("max_bytes", max_bytes),
+                        ("max_per_subject", max_per_subject), ("max_event_size", max_event_size)):
+            if type(v) is not int or v < 0:
+                raise ValueError("Retention.{} must be an int >= 0 (0 = no limit), got {!r}"
+                                 .format(name, v))
+        if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) \
+                or not math.isfinite(max_age) or max_age < 0:
+            raise ValueError("Retention.max_age must be a finite number of seconds >= 0, got {!r}"
+                             .format(max_age))
+        if discard not in ("old", "new"):
+            raise ValueError("Retention.discard must be 'old' or 'new', got {!r}".format(discard))
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.max_age = float(max_age)
+        self.max_per_subject = max_per_subject
+        self.max_event_size = max_event_size
+        self.discard = discard
+
+    def to_dict(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+    def __eq__(self, other):
+        return isinstance(other, Retention) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return "Retention({})".format(", ".join("{}={!r}".format(k, v)
+                                               for k, v in self.to_dict().items()))
+
+
+class Subscription:
+    """Interest in a subject pattern: events go to ``callback`` inline (on
+    the publisher's thread), or queue up for ``async for event in sub`` /
+    ``sub.poll()`` within the pending limits."""
+
+    def __init__(self, flow, pattern, target, queue):
+        self.flow = flow
+        self.pattern = pattern
+        self.queue = queue
+        self._t = target
+        self._waiter = None
+        self._waiter_thread = None
+        self._task = None
+        self.async_errors = 0
+        target.owner = self
+        target.wake = self._wake
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def callback(self):
+        return self._t.callback
+
+    @property
+    def closed(self):
+        return self._t.closed
+
+    @property
+    def pending(self):
+        """Events queued, not yet taken."""
+        return len(self._t.pending)
+
+    @property
+    def pending_bytes(self):
+        return self._t.pending_bytes
+
+    def stats(self):
+        t = self._t
+        return {"pattern": self.pattern, "queue": self.queue, "delivered": t.delivered,
+                "dropped": t.dropped, "pending": len(t.pending),
+                "pending_bytes": t.pending_bytes, "errors": t.errors,
+                "max_pending": t.max_pending, "max_pending_bytes": t.max_pending_bytes,
+                "on_full": t.on_full, "closed": t.closed, "slow_consumer": t.cut}
+
+    # -- taking events --------------------------------------------------------
+
+    def poll(self, max_events=1024):
+        """Up to ``max_events`` queued events, oldest first, without waiting."""
+        if self._t.cut and not self._t.pending:
+            raise SlowConsumerError(self._cut_message())
+        return self._t.pop_many(max_events)
+
+    def _cut_message(self):
+        return ("subscription to {!r} was cut off as a slow consumer: {} pending events or {} "
+                "bytes reached".format(self.pattern, self._t.max_pending,
+                                       self._t.max_pending_bytes))
+
+    def __aiter__(self):
+        if self._t.callback is not None:
+            raise TypeError("a subscription with a callback is not iterable")
+        return self
+
+    async def __anext__(self):
+        t = self._t
+        while True:
+            if t.pending:
+                return t.pop()
+            if t.closed:
+                if t.cut:
+                    raise SlowConsumerError(self._cut_message())
+                raise StopAsyncIteration
+            loop = asyncio.get_running_loop()
+            fut = self._waiter = loop.create_future()
+            self._waiter_thread = threading.get_ident()
+            t.waiting = True
+            try:
+                await fut
+            finally:
+                t.waiting = False
+                self._waiter = None
+
+    async def next(self, timeout=None):
+        """The next event, waiting up to ``timeout`` seconds
+        (``asyncio.TimeoutError`` after that)."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def _wake(self):
+        fut = self._waiter
+        if fut is None or fut.done():
+            return
+        if threading.get_ident() == self._waiter_thread:
+            fut.set_result(None)
+        else:
+            fut.get_loop().call_soon_threadsafe(_resolve, fut)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def unsubscribe(self):
+        """Stop the subscription; queued events stay readable, then the
+        iterator ends.  Idempotent."""
+        if self._t.handle in self.flow.matcher:
+            self.flow.remove(self._t.handle)
+        self.flow._subs.pop(id(self), None)
+        self._t.close()
+        self._wake()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unsubscribe()
+
+    def __repr__(self):
+        return "<Subscription {!r}{} delivered={} pending={}{}>".format(
+            self.pattern, " queue={!r}".format(self.queue) if self.queue else "",
+            self._t.delivered, len(self._t.pending), " closed" if self._t.closed else "")
+
+
+def _resolve(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+class EventReplay:
+    """An iterator of the events of a stream from a position (see
+    ``Stream.replay``); ``lost`` counts events that were gone."""
+
+    def __init__(self, stream, replay):
+        self._stream = stream
+        self._replay = replay
+        self._buf = []
+        self._i = 0
+
+    @property
+    def lost(self):
+        return self._replay.lost
+
+    @property
+    def next_seq(self):
+        return self._replay.next_seq
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._i < len(self._buf):
+            ev = self._buf[self._i]
+            self._i += 1
+            return ev
+        item = next(self._replay)
+        return self._decode(item)
+
+    def _decode(self, item):
+        s = self._stream
+        if hasattr(item, "offsets"):            # a Batch
+            self._buf = events_from_batch(item, s.name, s.flow.name)
+            self._i = 1
+            if not self._buf:
+                return self.__next__()
+            return self._buf[0]
+        return s._event_of(item)               # a Record (paced replay)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._i < len(self._buf):
+            ev = self._buf[self._i]
+            self._i += 1
+            return ev
+        item = await self._replay.__anext__()
+        return self._decode(item)
+
+
+class Stream:
+    """A named, retained sequence of the events whose subjects match its
+    patterns (one log)."""
+
+    def __init__(self, flow, name, subjects, retention, storage, log_):
+        self.flow = flow
+        self.name = name
+        self.subjects = tuple(subjects)
+        self.retention = retention
+        self.storage = storage
+        self.log = log_
+        self._target = StreamTarget(name, log_)
+        self._handles = []
+        self._consumers = {}
+
+    # -- reading ------------------------------------------------------------------
+
+    def _event_of(self, rec):
+        return Event.decode(rec.subject, rec.data, rec.seq, self.name, rec.ts)
+
+    def get(self, seq):
+        """The event stored at ``seq`` (KeyError if it is not retained)."""
+        return self._event_of(self.log.get(seq))
+
+    def replay(self, start="first", *, seq=None, time=None, filter=None, limit=None,
+               strict=False, batch=1024, speed=None):
+        """Events from a position: ``start`` is ``"first"``, ``"last"`` or
+        ``"new"``; or ``seq=N``, or ``time=`` (ns or a datetime); ``filter``
+        a subject pattern; ``speed`` paces them by their original gaps.
+        Iterate it (``for``) or ``async for`` it; it stops at the last event
+        stored when it was made."""
+        r = self.log.replay(start, seq=seq, time=time, filter=filter, limit=limit,
+                            strict=strict, batch=batch, speed=speed)
+        return EventReplay(self, r)
+
+    def areplay(self, start="first", *, seq=None, time=None, filter=None, limit=None,
+                strict=False, batch=1024, speed=None):
+        """``replay`` for ``async for`` (paced replays sleep with asyncio)."""
+        r = self.log.areplay(start, seq=seq, time=time, filter=filter, limit=limit,
+                             strict=strict, batch=batch, speed=speed)
+        return EventReplay(self, r)
+
+    def last(self, filter=None):
+        """The newest event of every subject (matching ``filter``), by subject."""
+        b = self.log.last_per_subject(filter)
+        return {ev.routing_subject: ev for ev in events_from_batch(b, self.name, self.flow.name)}
+
+    def purge(self, subject=None, up_to=None):
+        """Remove events (all; those matching the pattern ``subject``; those
+        with ``seq <= up_to``); returns how many."""
+        return self.log.purge(subject, up_to)
+
+    # -- consumers --------------------------------------------------------------
+
+    def consumer(self, name, **config):
+        """The durable consumer ``name``: created with ``config`` (see
+        ``fastflow.Consumer``), or the existing one (its config must match)."""
+        from fastflow.consumer import Consumer, ConsumerConfig
+
+        _check_name("consumer", name)
+        callback = config.pop("callback", None)
+        cfg = ConsumerConfig(**config)
+        c = self._consumers.get(name)
+        if c is not None:
+            if config and cfg != c.config:
+                raise ValueError("consumer {!r} of stream {!r} exists with another config: "
+                                 "{} (asked: {})".format(name, self.name, c.config, cfg))
+            if callback is not None:
+                c.set_callback(callback)
+            return c
+        c = self._consumers[name] = Consumer(self, name, cfg)
+        self.flow._save_state()
+        if callback is not None:
+            c.set_callback(callback)
+        return c
+
+    def consumers(self):
+        return dict(self._consumers)
+
+    def delete_consumer(self, name):
+        c = self._consumers.pop(name, None)
+        if c is None:
+            raise KeyError("stream {!r} has no consumer {!r}".format(self.name, name))
+        c._close()
+        if name in self.log.cursors():
+            self.log.delete_cursor(name)
+        self.flow._save_state()
+
+    # -- info ------------------------------------------------------------------------
+
+    def info(self):
+        lg = self.log
+        return {
+            "name": self.name,
+            "subjects": list(self.subjects),
+            "storage": self.storage,
+            "retention": self.retention.to_dict(),
+            "events": len(lg),
+            "bytes": lg.bytes,
+            "first_seq": lg.first_seq,
+            "last_seq": lg.last_seq,
+            "distinct_subjects": lg.subjects,
+            "stored": self._target.appended,
+            "rejected": self._target.rejected,
+            "consumers": {n: c.info() for n, c in self._consumers.items()},
+            "log": lg.stats(),
+        }
+
+    def __len__(self):
+        return len(self.log)
+
+    def __repr__(self):
+        return "<Stream {!r} subjects={} events={} storage={}>".format(
+            self.name, list(self.subjects), len(self.log), self.storage)
+
+
+class Flow(Router):
+    """The engine: ``publish`` events, ``subscribe`` to patterns, keep
+    streams, replay them and consume them durably.
+
+    ``Flow()`` keeps everything in memory; ``Flow(data_dir)`` makes streams
+    file-backed by default and brings streams and durable consumers back
+    after a restart.  ``name`` identifies this flow in event lineage;
+    ``source`` is the CloudEvents ``source`` of events published without
+    one; ``hop_limit`` stops events republished more than that many times
+    (0 = no limit); ``cache_size`` is the matcher's result cache.
+    """
+
+    def __init__(self, data_dir=None, *, name="fastflow", source=_attrs.DEFAULT_SOURCE,
+                 hop_limit=32, cache_size=65536, fsync="interval", error_handler=None):
+        super().__init__(name, source, hop_limit, cache_size)
+        self.data_dir = None if data_dir is None else os.fspath(data_dir)
+        self.fsync = fsync
+        self._streams = {}
+        self._subs = {}
+        self._advising = False
+        self._closed = False
+        self.n_advisories = 0
+        self.user_error_handler = error_handler
+        self.error_handler = self._callback_error
+        self.advisory_handler = self._advisory
+        if self.data_dir is not None:
+            os.makedirs(os.path.join(self.data_dir, "streams"), exist_ok=True)
+            self._load_state()
+
+    # -- subscriptions -------------------------------------------------------------
+
+    def subscribe(self, pattern, callback=None, *, queue=None, max_pending=65536,
+                  max_pending_bytes=64 << 20, on_full="drop_oldest"):
+        """Subscribe to ``pattern``.  With a ``callback`` (a function: run
+        inline on the publisher's thread; a coroutine function: run by a
+        task of the running loop, in order); without one, iterate the
+        subscription (``async for``) or ``poll()`` it.  ``queue`` joins a
+        queue group (each event goes to one member).  Queued events are
+        bounded by ``max_pending`` events and ``max_pending_bytes``;
+        ``on_full`` is ``"drop_oldest"``, ``"drop_new"`` or ``"cut"`` (the
+        subscription is closed as a slow consumer and an advisory sent)."""
+        self._check_open()
+        is_async = callback is not None and inspect.iscoroutinefunction(callback)
+        if is_async:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise FastflowError("a coroutine callback needs a running event loop: "
+                                    "subscribe from inside it") from None
+        target = SubTarget(None if is_async else callback, max_pending, max_pending_bytes,
+                           on_full)
+        sub = Subscription(self, pattern, target, queue)
+        self.add(pattern, target, queue)
+        self._subs[id(sub)] = sub
+        if is_async:
+            sub._task = loop.create_task(self._pump(sub, callback))
+        return sub
+
+    async def _pump(self, sub, callback):
+        try:
+            async for ev in sub:
+                try:
+                    await callback(ev)
+                except Exception as exc:
+                    sub.async_errors += 1
+                    self._callback_error(exc, sub)
+        except SlowConsumerError:
+            pass
+
+    def _callback_error(self, exc, sub):
+        if self.user_error_handler is not None:
+            self.user_error_handler(exc, sub)
+        else:
+            log.error("fastflow: callback of subscription %r raised", getattr(sub, "pattern", sub),
+                      exc_info=exc)
+
+    # -- streams ---------------------------------------------------------------------
+
+    def add_stream(self, name, subjects, retention=None, storage=None):
+        """Create the stream ``name`` capturing the subject patterns
+        ``subjects``, or return the existing one (same config).
+        ``storage`` is ``"memory"`` or ``"file"`` (the default with a
+        ``data_dir``)."""
+        self._check_open()
+        _check_name("stream", name)
+        if isinstance(subjects, (str, bytes)):
+            subjects = [subjects]
+        subjects = [s.decode() if isinstance(s, bytes) else s for s in subjects]
+        if not subjects:
+            raise ValueError("stream {!r} needs at least one subject pattern".format(name))
+        retention = Retention() if retention is None else retention
+        if not isinstance(retention, Retention):
+            raise TypeError("retention must be a Retention, got {}".format(
+                type(retention).__name__))
+        if storage is None:
+            storage = "memory" if self.data_dir is None else "file"
+        if storage not in ("memory", "file"):
+            raise ValueError("storage must be 'memory' or 'file', got {!r}".format(storage))
+        if storage == "file" and self.data_dir is None:
+            raise ValueError("stream {!r}: storage='file' needs Flow(data_dir=...)".format(name))
+        st = self._streams.get(name)
+        if st is not None:
+            if (list(st.subjects), st.retention, st.storage) != (subjects, retention, storage):
+                raise ValueError("stream {!r} exists with another config (subjects={}, {}, "
+                                 "storage={!r})".format(name, list(st.subjects), st.retention,
+                                                        st.storage))
+            return st
+        st = self._open_stream(name, subjects, retention, storage)
+        self._save_state()
+        return st
+
+    def _open_stream(self, name, subjects, retention, storage):
+        kw = dict(retention.to_dict())
+        kw["dedup_window"] = 0
+        if storage == "file":
+            kw["path"] = os.path.join(self.data_dir, "streams", name)
+            kw["fsync"] = self.fsync
+        lg = Log(**kw)
+        st = Stream(self, name, subjects, retention, storage, lg)
+        try:
+            for pattern in subjects:
+                st._handles.append(self.add(pattern, st._target))
+        except Exception:
+            for h in st._handles:
+                self.remove(h)
+            lg.close()
+            raise
+        self._streams[name] = st
+        return st
+
+    def stream(self, name):
+        try:
+            return self._streams[name]
+        except KeyError:
+            raise KeyError("no stream named {!r} (streams: {})".format(
+                name, sorted(self._streams))) from None
+
+    def streams(self):
+        return dict(self._streams)
+
+    def delete_stream(self, name):
+        """Remove the stream, its consumers and (file storage) its files."""
+        st = self.stream(name)
+        for c in list(st._consumers.values()):
+            c._close()
+        for h in st._handles:
+            self.remove(h)
+        st.log.close()
+        del self._streams[name]
+        if st.storage == "file":
+            shutil.rmtree(st.log.path, ignore_errors=True)
+        self._save_state()
+
+    # -- advisories ------------------------------------------------------------------
+
+    def _advisory(self, kind, info):
+        if kind == "slow_consumer":
+            sub = info
+            body = {"subscription": sub.pattern, "queue": sub.queue,
+                    "max_pending": sub._t.max_pending,
+                    "max_pending_bytes": sub._t.max_pending_bytes, "dropped": sub._t.dropped}
+            if sub.pattern.startswith("$SYS"):
+                return                  # never advise about advisory listeners
+        elif kind == "loop":
+            subject, ev, reason = info
+            body = {"subject": subject, "id": ev.id, "source": ev.source, "hops": ev.hops,
+                    "reason": reason}
+        else:
+            body = info
+        self.advise(kind, body)
+
+    def advise(self, kind, body):
+        """Publish an advisory on ``$SYS.advisory.<kind>`` (JSON data)."""
+        if self._advising:
+            return
+        self._advising = True
+        try:
+            self.n_advisories += 1
+            self.publish(ADVISORY_PREFIX + kind, json.dumps(body, default=str).encode(),
+                         type="io.fastflow.advisory." + kind,
+                         datacontenttype="application/json")
+        finally:
+            self._advising = False
+
+    # -- state -----------------------------------------------------------------------------
+
+    def stats(self):
+        """One snapshot of every counter: the flow's, per stream, per
+        subscription, per consumer, and the matcher's."""
+        out = dict(super().stats())
+        out["advisories"] = self.n_advisories
+        out["streams"] = {n: {"stored": s._target.appended, "rejected": s._target.rejected,
+                              "events": len(s.log), "bytes": s.log.bytes,
+                              "last_seq": s.log.last_seq, **s.log.stats()}
+                          for n, s in self._streams.items()}
+        out["subscriptions"] = [s.stats() for s in self._subs.values()]
+        out["consumers"] = {"{}/{}".format(n, cn): c.info()
+                            for n, s in self._streams.items()
+                            for cn, c in s._consumers.items()}
+        out["matcher"] = self.matcher.stats()
+        return out
+
+    def _state_path(self):
+        return os.path.join(self.data_dir, _STATE)
+
+    def _save_state(self):
+        if self.data_dir is None:
+            return
+        state = {"version": 1, "streams": {}}
+        for n, s in self._streams.items():
+            if s.storage != "file":
+                continue
+            state["streams"][n] = {
+                "subjects": list(s.subjects), "retention": s.retention.to_dict(),
+                "consumers": {cn: c.config.to_dict() for cn, c in s._consumers.items()}}
+        path = self._state_path()
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _load_state(self):
+        from fastflow.consumer import Consumer, ConsumerConfig
+
+        path = self._state_path()
+        if not os.path.exists(path):
+            return
+        try:
+            with open(path) as f:
+                state = json.load(f)
+            streams = state["streams"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FastflowError("cannot read {}: {}".format(path, exc)) from None
+        for n, cfg in streams.items():
+            st = self._open_stream(n, cfg["subjects"], Retention.from_dict(cfg["retention"]),
+                                   "file")
+            for cn, ccfg in cfg.get("consumers", {}).items():
+                st._consumers[cn] = Consumer(st, cn, ConsumerConfig.from_dict(ccfg))
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _check_open(self):
+        if self._closed:
+            raise FastflowError("flow {!r} is closed".format(self.name))
+
+    def flush(self):
+        """Make every file-backed stream durable now (fsync)."""
+        for s in self._streams.values():
+            for c in s._consumers.values():
+                c._move_floor(force=True)
+            s.log.flush()
+
+    def close(self):
+        """Flush and close every stream; subscriptions end.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for sub in list(self._subs.values()):
+            sub.unsubscribe()
+        for s in self._streams.values():
+            for c in s._consumers.values():
+                c._close()
+            s.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return "<Flow {!r} streams={} subscriptions={}{}>".format(
+            self.name, len(self._streams), len(self._subs),
+            " data_dir={!r}".format(self.data_dir) if self.data_dir else "")
