@@ -73,6 +73,8 @@ def format_time(t):
     """An RFC 3339 string of a timezone-aware datetime."""
     if t.tzinfo is None or t.utcoffset() is None:
         _fail("time", "a datetime must be timezone-aware, got a naive one")
+    if t.utcoffset().seconds % 60 or t.utcoffset().microseconds:
+        t = t.astimezone(_dt.timezone.utc)   # RFC 3339 offsets have no seconds
     s = t.isoformat()
     return s[:-6] + "Z" if s.endswith("+00:00") else s
 
@@ -126,7 +128,7 @@ def normalize(attrs):
             if v != SPECVERSION:
                 _fail(name, "only {!r} is supported, got {!r}".format(SPECVERSION, v))
         elif name == HOPS:
-            if type(v) is str and v.isdigit():
+            if type(v) is str and v.isascii() and v.isdigit():
                 v = int(v)
             if type(v) is not int or not 0 <= v <= 65535:
                 _fail(name, "expected an int from 0 to 65535, got {!r}".format(v))

@@ -40,6 +40,17 @@ cdef uint64_t _id_prefix = 0
 cdef uint64_t _id_counter = 0
 _id_prefix = int.from_bytes(os.urandom(8), 'little')
 
+
+def _new_id_prefix():
+    """A forked child gets a prefix of its own: ids stay unique per source."""
+    global _id_prefix, _id_counter
+    _id_prefix = int.from_bytes(os.urandom(8), 'little')
+    _id_counter = 0
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_new_id_prefix)
+
 cdef str _SPECVERSION = _attrs.SPECVERSION
 cdef str _DEFAULT_SOURCE = _attrs.DEFAULT_SOURCE
 cdef str _HOPS = _attrs.HOPS
@@ -79,7 +90,7 @@ cdef inline Py_ssize_t _str_len(str s) except -1:
     """UTF-8 length of an attribute string (0 for None)."""
     if s is None:
         return 0
-    return PyUnicode_GET_LENGTH(s) if PyUnicode_IS_COMPACT_ASCII(s) else len(s.encode('utf-8'))
+    return PyUnicode_GET_LENGTH(s) if PyUnicode_IS_COMPACT_ASCII(s) else len(s.encode('utf-8', 'surrogatepass'))
 
 
 @cython.final
@@ -101,8 +112,9 @@ cdef class Event:
     """
     cdef readonly str routing_subject
     cdef object _data
-    cdef str _id                        # None: generated (_gid)
-    cdef uint64_t _gid
+    cdef str _id                        # the id as text (cached for generated ids)
+    cdef uint64_t _gpre                 # a generated id: prefix and counter
+    cdef uint64_t _gid                  # (0: the id is _id, given by a producer)
     cdef readonly str source
     cdef str _type                      # None: the routing subject
     cdef readonly int hops
@@ -133,7 +145,7 @@ cdef class Event:
     @property
     def id(self):
         if self._id is None:
-            self._id = _hex_id(_id_prefix, self._gid)
+            self._id = _hex_id(self._gpre, self._gid)
         return self._id
 
     @property
@@ -311,11 +323,19 @@ cdef class Event:
 
     def __reduce__(self):
         return (_event_from_record, (self.routing_subject, self.encode(), self.seq,
-                                     self.stream, self.ts))
+                                     self.stream, self.ts, self._origin, self.deliveries))
 
 
-def _event_from_record(routing_subject, record, seq, stream, ts):
-    return Event.decode(routing_subject, record, seq, stream, ts)
+def _event_from_record(routing_subject, record, seq, stream, ts, origin=None, deliveries=0):
+    cdef Event e
+    cdef Py_buffer view
+    PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
+    try:
+        e = _ev_decode(routing_subject, <const char *>view.buf, view.len, seq, stream, ts, origin)
+    finally:
+        PyBuffer_Release(&view)
+    e.deliveries = deliveries
+    return e
 
 
 cdef inline object _as_data(object data):
@@ -344,6 +364,7 @@ cdef int _ev_init_attrs(Event e, dict attributes, str default_source) except -1:
     e._id = id_
     if id_ is None:
         _id_counter += 1
+        e._gpre = _id_prefix
         e._gid = _id_counter
     e.source = default_source if source is None else source
     e._type = type_
@@ -357,6 +378,7 @@ cdef void _ev_copy(Event e, Event src) noexcept:
     e.routing_subject = src.routing_subject
     e._data = src._data
     e._id = src._id
+    e._gpre = src._gpre
     e._gid = src._gid
     e.source = src.source
     e._type = src._type
@@ -374,7 +396,7 @@ cdef inline bytes _utf8(str s):
 cdef Py_ssize_t _ev_size(Event e, Py_ssize_t dlen) except -1:
     """Bytes of the record of ``e`` with ``dlen`` bytes of data."""
     cdef Py_ssize_t n = EV_HEADER + dlen
-    n += EV_GENID if e._id is None else _str_len(e._id)
+    n += EV_GENID if e._gid else _str_len(e._id)
     n += _str_len(e.source)
     if e._type is not None:
         n += _str_len(e._type)
@@ -415,9 +437,9 @@ cdef Py_ssize_t _ev_write(Event e, char *out, object data, Py_ssize_t total) exc
     cdef uint8_t flags = 0
     if e.hops > 65535:
         raise EventError("invalid event attribute 'ffhops': over 65535")
-    if e._id is None:
+    if e._gid:
         flags |= EVF_GENID
-        memcpy(p, &_id_prefix, 8)
+        memcpy(p, &e._gpre, 8)
         memcpy(p + 8, &e._gid, 8)
         p += EV_GENID
         idn = 0
@@ -487,10 +509,10 @@ cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, 
     e.routing_subject = subject
     off = EV_HEADER
     if flags & EVF_GENID:
-        if _rd64(p + off) == _id_prefix:
-            memcpy(&e._gid, p + off + 8, 8)
-        else:
-            e._id = _hex_id(_rd64(p + off), _rd64(p + off + 8))
+        e._gpre = _rd64(p + off)
+        e._gid = _rd64(p + off + 8)
+        if e._gid == 0:                 # not made by fastflow: keep it as text
+            e._id = _hex_id(e._gpre, 0)
     else:
         e._id = _decode_str(p + off, idn)
     off += idn
@@ -525,7 +547,7 @@ cdef inline uint64_t _rd64(const char *p) noexcept:
     return v
 
 
-def events_from_batch(Batch b, str stream=None, str origin=None):
+def events_from_batch(Batch b not None, str stream=None, str origin=None):
     """The events of a log ``Batch`` read from a stream (a list)."""
     cdef Py_ssize_t i, n = b.offsets.n - 1
     cdef Py_buffer view

@@ -26,6 +26,14 @@ _ON_FULL_NAMES = {v: k for k, v in _ON_FULL.items()}
 cdef class Router
 
 
+cdef inline str _subject_str(object subject):
+    if type(subject) is str:
+        return <str>subject
+    if isinstance(subject, bytes):
+        return (<bytes>subject).decode('utf-8')
+    return str(subject)
+
+
 cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
     """int64 words of a matcher result (nplain, ngroups, plain..., groups...)."""
     cdef Py_ssize_t j = 2 + res[0], i
@@ -103,6 +111,10 @@ cdef class SubTarget:
     cdef int _queue(self, Event e, Router r) except -1:
         cdef Py_ssize_t size = len(<bytes>e._data) + EVENT_OVERHEAD
         cdef Event old
+        if self.max_pending_bytes and size > self.max_pending_bytes and self.on_full_ != FULL_CUT:
+            self.dropped += 1           # can never fit: drop it, keep the queue
+            r.n_dropped_slow += 1
+            return 0
         if ((self.max_pending and len(self.pending) >= self.max_pending)
                 or (self.max_pending_bytes and self.pending_bytes + size > self.max_pending_bytes)):
             if self.on_full_ == FULL_DROP_NEW or (
@@ -136,7 +148,7 @@ cdef class SubTarget:
         if self.waiting:
             self.waiting = False
             self.wake()
-        return 0
+        return 1
 
 
 @cython.final
@@ -150,7 +162,7 @@ cdef class StreamTarget:
     cdef readonly int64_t rejected
     cdef uint64_t stamp
 
-    def __init__(self, str name, Log log):
+    def __init__(self, str name, Log log not None):
         self.name = name
         self.log = log
         self.listeners = []
@@ -161,6 +173,7 @@ cdef class Router:
     cdef readonly Matcher matcher
     cdef readonly str name
     cdef readonly str source
+    cdef bytes source_b                     # its UTF-8 bytes
     cdef public int hop_limit
     cdef public object error_handler        # (exc, subscription) for callback errors
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
@@ -189,6 +202,9 @@ cdef class Router:
         self.matcher = Matcher(cache_size)
         self.name = name
         self.source = source
+        self.source_b = source.encode('utf-8', 'surrogatepass')
+        if len(self.source_b) > EV_MAX_STRING:
+            raise ValueError('source is limited to {} bytes'.format(EV_MAX_STRING))
         self.hop_limit = hop_limit
 
     def __dealloc__(self):
@@ -222,6 +238,25 @@ cdef class Router:
             self.scratch = p
             self.scap = max(n, SCRATCH_MIN)
         return self.scratch
+
+    cdef char *_default_record(self, Event ev, Py_ssize_t *rlen) except NULL:
+        """The record of an event with every default (the common case)."""
+        cdef Py_ssize_t dlen = len(<bytes>ev._data)
+        cdef Py_ssize_t srcn = len(self.source_b)
+        cdef char *rec = self._room(EV_HEADER + EV_GENID + srcn + dlen)
+        cdef uint64_t hdr0 = (<uint64_t>EV_VERSION | (<uint64_t>(EVF_GENID | EVF_TYPE_SUBJECT) << 8)
+                              | (<uint64_t>srcn << 48))
+        cdef uint64_t hdr1 = 0
+        if ev.hops:
+            hdr0 |= <uint64_t>(<uint16_t>ev.hops) << 16
+        memcpy(rec, &hdr0, 8)           # version, flags, hops, id len 0, source len
+        memcpy(rec + 8, &hdr1, 8)       # type len 0, trace len 0, rest len 0
+        memcpy(rec + EV_HEADER, &_id_prefix, 8)
+        memcpy(rec + EV_HEADER + 8, &ev._gid, 8)
+        memcpy(rec + EV_HEADER + EV_GENID, PyBytes_AS_STRING(self.source_b), srcn)
+        memcpy(rec + EV_HEADER + EV_GENID + srcn, PyBytes_AS_STRING(ev._data), dlen)
+        rlen[0] = EV_HEADER + EV_GENID + srcn + dlen
+        return rec
 
     cdef inline object _value(self, int64_t h):
         """The target of handle ``h``, or None if it was removed."""
@@ -317,11 +352,10 @@ cdef class Router:
                 j += 2 + cnt
             if ev is None:
                 ev = Event.__new__(Event)
-                if type(subject) is not str:
-                    subject = (<bytes>subject).decode('utf-8')
-                ev.routing_subject = subject
+                ev.routing_subject = _subject_str(subject)
                 ev._data = data
                 _id_counter += 1
+                ev._gpre = _id_prefix
                 ev._gid = _id_counter
                 ev.source = self.source
             ev._origin = self.name
@@ -339,9 +373,14 @@ cdef class Router:
                     continue            # two patterns of one stream matched
                 st.stamp = stamp
                 if rec == NULL:
-                    rlen = _ev_size(ev, len(<bytes>ev._data))
-                    rec = self._room(rlen)
-                    _ev_write(ev, rec, ev._data, rlen)
+                    if (ev._gpre == _id_prefix and ev._gid and ev._type is None and ev._trace is None
+                            and ev._rest is None and ev._rest_raw is None
+                            and ev.source is self.source):
+                        rec = self._default_record(ev, &rlen)
+                    else:
+                        rlen = _ev_size(ev, len(<bytes>ev._data))
+                        rec = self._room(rlen)
+                        _ev_write(ev, rec, ev._data, rlen)
                 try:
                     s = st.log._append_routed(ev.routing_subject, p, n, <uint32_t>h, rec, rlen, now)
                 except (LogFullError, EventTooLarge):
@@ -376,8 +415,7 @@ cdef class Router:
                         su.errors += 1
                         self.n_callback_errors += 1
                         self._callback_error(exc, su)
-                else:
-                    su._queue(ev, self)
+                elif su._queue(ev, self):
                     self.n_delivered += 1
             if notify is not None:
                 for i in range(0, len(notify), 2):
@@ -409,9 +447,17 @@ cdef class Router:
         if type(subject) is Event:
             if data is not None or attributes:
                 raise TypeError('publish(event) takes no data or attributes: use event.derive()')
-            ev = <Event>subject
-            if ev.routing_subject is None:
+            src = <Event>subject
+            if src.routing_subject is None:
                 raise EventError('cannot publish an event without a routing subject')
+            # a copy: the caller's event is not changed; an event this engine
+            # routed before carries its whole lineage (so republishing it
+            # as is counts as returning to where it was)
+            ev = Event.__new__(Event)
+            _ev_copy(ev, src)
+            if src._origin is not None:
+                ev._trace = src.trace
+                ev._origin = None
             return self._route(ev.routing_subject, None, ev, _now_ns())
         if type(data) is not bytes:
             data = _as_data(data)
@@ -420,8 +466,7 @@ cdef class Router:
         ev = Event.__new__(Event)
         _ev_init_attrs(ev, attributes, self.source)
         ev._data = data
-        if type(subject) is bytes:
-            subject = (<bytes>subject).decode('utf-8')
+        subject = _subject_str(subject)
         ev.routing_subject = subject
         return self._route(subject, data, ev, _now_ns())
 
@@ -436,26 +481,26 @@ cdef class Router:
         cdef Event proto = None, ev
         cdef int64_t now = _now_ns()
         global _id_counter
-        if type(datas) is not list and type(datas) is not tuple:
-            datas = list(datas)
+        # tuples: a callback cannot change them under the loop
+        if type(datas) is not tuple:
+            datas = tuple(datas)
         n = len(datas)
         if not one:
-            if type(subjects) is not list and type(subjects) is not tuple:
-                subjects = list(subjects)
+            if type(subjects) is not tuple:
+                subjects = tuple(subjects)
             if len(subjects) != n:
                 raise ValueError('subjects and datas differ in length: {} and {}'.format(
                     len(subjects), n))
         if attributes:
             proto = Event.__new__(Event)
             _ev_init_attrs(proto, attributes, self.source)
-            if proto._id is not None and n > 1:
+            if not proto._gid and n > 1:
                 raise EventError("invalid event attribute 'id': one id for {} events of a "
                                  "batch".format(n))
         for i in range(n):
             if not one:
-                subject = <object>PyList_GET_ITEM(subjects, i) if type(subjects) is list \
-                    else subjects[i]
-            data = <object>PyList_GET_ITEM(datas, i) if type(datas) is list else datas[i]
+                subject = <object>PyTuple_GET_ITEM(subjects, i)
+            data = <object>PyTuple_GET_ITEM(datas, i)
             if type(data) is not bytes:
                 data = _as_data(data)
             try:
@@ -464,12 +509,11 @@ cdef class Router:
                 else:
                     ev = Event.__new__(Event)
                     _ev_copy(ev, proto)
-                    if proto._id is None:
+                    if proto._gid:
                         _id_counter += 1
                         ev._gid = _id_counter
                     ev._data = data
-                    if type(subject) is bytes:
-                        subject = (<bytes>subject).decode('utf-8')
+                    subject = _subject_str(subject)
                     ev.routing_subject = subject
                     self._route_cached(subject, data, ev, now)
             except SubjectError as exc:

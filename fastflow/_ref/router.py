@@ -1,0 +1,604 @@
+"""The publish path, pure-Python reference for src_ext/router.pyx: match
+once, append once to every capturing stream, deliver to every interested
+subscription.
+
+One Matcher holds both kinds of targets: a SubTarget per subscription and
+a StreamTarget per (stream, subject pattern).  A publish copies the
+matched handles (one member per queue group) before it runs any Python
+code (callbacks may publish, subscribe or unsubscribe), and resolves each
+handle again when it gets to it, so a target removed meanwhile is skipped.
+
+The native Router's private state and helpers are C-level (a subclass such
+as ``fastflow.Flow`` cannot see or override them); here they are
+name-mangled attributes and module functions, for the same reason.
+"""
+
+import inspect
+import time as _time
+from collections import deque as _deque
+from operator import attrgetter as _attrgetter
+
+from fastflow import _attrs
+from fastflow._ref.event import (
+    _GENID,
+    _HEADER,
+    EV_MAX_STRING,
+    EV_VERSION,
+    EVF_GENID,
+    EVF_TYPE_SUBJECT,
+    Event,
+    _arg_str,
+    _arg_type,
+    _as_data,
+    _as_str_field,
+    _c_int,
+    _c_int64,
+    _c_ssize,
+    _ev_copy,
+    _ev_encode,
+    _ev_init_attrs,
+    _final,
+    _next_gid,
+    _ro,
+)
+from fastflow._ref import event as _event
+from fastflow._ref.log import RECORD_HEADER, Log
+from fastflow._ref.matcher import Matcher
+from fastflow._ref.subjects import tokenize
+from fastflow.errors import EventError, EventTooLarge, LogFullError, SubjectError
+
+__all__ = ("Router", "StreamTarget", "SubTarget")
+
+DEFAULT_CACHE_SIZE = 65536
+EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
+
+FULL_DROP_OLDEST = 0
+FULL_DROP_NEW = 1
+FULL_CUT = 2
+
+_ON_FULL = {"drop_oldest": FULL_DROP_OLDEST, "drop_new": FULL_DROP_NEW, "cut": FULL_CUT}
+_ON_FULL_NAMES = {v: k for k, v in _ON_FULL.items()}
+
+_now_ns = _time.time_ns
+
+
+@_final
+class SubTarget:
+    """The engine side of a subscription: a callback run inline, or a
+    bounded queue of pending events (engine use; see fastflow.Subscription)."""
+
+    __slots__ = ("_callback", "_pending", "_push", "_pop", "_popleft", "_max_pending",
+                 "_max_pending_bytes", "_pending_bytes", "_on_full", "wake", "_waiting",
+                 "_closed", "_cut", "owner", "_delivered", "_dropped", "_errors", "_handle")
+
+    def __init__(self, callback=None, max_pending=65536, max_pending_bytes=64 << 20,
+                 on_full="drop_oldest"):
+        max_pending = _c_int64(max_pending)
+        max_pending_bytes = _c_int64(max_pending_bytes)
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable, got {}".format(type(callback).__name__))
+        if max_pending < 0 or max_pending_bytes < 0:
+            raise ValueError("max_pending and max_pending_bytes must be >= 0 (0 = no limit), "
+                             "got {} and {}".format(max_pending, max_pending_bytes))
+        if on_full not in _ON_FULL:
+            raise ValueError("on_full must be 'drop_oldest', 'drop_new' or 'cut', got {!r}"
+                             .format(on_full))
+        self._callback = callback
+        self._pending = _deque()
+        self._push = self._pending.append
+        self._pop = self._pending.pop
+        self._popleft = self._pending.popleft
+        self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
+        self._on_full = _ON_FULL[on_full]
+        self.wake = None                # called when an event is queued while waiting
+        self._waiting = False
+        self._closed = False
+        self._cut = False               # closed as a slow consumer
+        self.owner = None               # the Subscription (for handlers)
+        self._delivered = 0
+        self._dropped = 0
+        self._errors = 0
+        self._handle = 0
+
+    callback = _ro("_callback")
+    pending = _ro("_pending", "deque of events (queued mode)")
+    max_pending = _ro("_max_pending", "events, 0 = no limit")
+    max_pending_bytes = _ro("_max_pending_bytes", "bytes, 0 = no limit")
+    pending_bytes = _ro("_pending_bytes")
+    closed = _ro("_closed")
+    cut = _ro("_cut", "closed as a slow consumer")
+    delivered = _ro("_delivered")
+    dropped = _ro("_dropped")
+    errors = _ro("_errors")
+    handle = _ro("_handle")
+
+    @property
+    def waiting(self):
+        return self._waiting
+
+    @waiting.setter
+    def waiting(self, v):
+        self._waiting = bool(v)
+
+    @property
+    def on_full(self):
+        return _ON_FULL_NAMES[self._on_full]
+
+    def pop(self):
+        """The oldest pending event (IndexError when none)."""
+        e = self._popleft()
+        self._pending_bytes -= len(e._data) + EVENT_OVERHEAD
+        return e
+
+    def pop_many(self, n):
+        """Up to ``n`` pending events, oldest first (a list)."""
+        n = _c_ssize(n)
+        out = []
+        while n > 0 and self._pending:
+            e = self._popleft()
+            self._pending_bytes -= len(e._data) + EVENT_OVERHEAD
+            out.append(e)
+            n -= 1
+        return out
+
+    def close(self):
+        self._closed = True
+
+    def _queue(self, e, r):
+        """Queue ``e`` under the pending limits (engine use: ``r`` is the
+        publishing Router)."""
+        size = len(e._data) + EVENT_OVERHEAD
+        pending = self._pending
+        if self._max_pending_bytes and size > self._max_pending_bytes \
+                and self._on_full != FULL_CUT:
+            self._dropped += 1          # can never fit: drop it, keep the queue
+            r._Router__n_dropped_slow += 1
+            return 0
+        if ((self._max_pending and len(pending) >= self._max_pending)
+                or (self._max_pending_bytes
+                    and self._pending_bytes + size > self._max_pending_bytes)):
+            if self._on_full == FULL_DROP_NEW or (
+                    self._on_full == FULL_DROP_OLDEST and not pending):
+                self._dropped += 1
+                r._Router__n_dropped_slow += 1
+                return 0
+            if self._on_full == FULL_CUT:
+                self._dropped += 1 + len(pending)
+                r._Router__n_dropped_slow += 1 + len(pending)
+                pending.clear()
+                self._pending_bytes = 0
+                self._closed = True
+                self._cut = True
+                _slow_consumer(r, self)
+                if self.wake is not None:
+                    self._waiting = False
+                    self.wake()
+                return 0
+            while pending and (
+                    (self._max_pending and len(pending) >= self._max_pending)
+                    or (self._max_pending_bytes
+                        and self._pending_bytes + size > self._max_pending_bytes)):
+                old = self._popleft()
+                self._pending_bytes -= len(old._data) + EVENT_OVERHEAD
+                self._dropped += 1
+                r._Router__n_dropped_slow += 1
+        self._push(e)
+        self._pending_bytes += size
+        self._delivered += 1
+        if self._waiting:
+            self._waiting = False
+            self.wake()
+        return 1
+
+
+@_final
+class StreamTarget:
+    """The engine side of a stream: its log, and listeners called with the
+    seq of every event appended (durable push consumers)."""
+
+    __slots__ = ("_name", "_log", "_listeners", "_appended", "_rejected", "_stamp")
+
+    def __init__(self, name, log):
+        self._name = _arg_str("name", name)
+        self._log = _arg_type("log", log, Log, "{}.{}".format(Log.__module__, Log.__qualname__))
+        self._listeners = []
+        self._appended = 0
+        self._rejected = 0
+        self._stamp = 0
+
+    name = _ro("_name")
+    log = _ro("_log")
+    appended = _ro("_appended")
+    rejected = _ro("_rejected")
+
+    @property
+    def listeners(self):
+        return self._listeners
+
+    @listeners.setter
+    def listeners(self, v):
+        if v is not None and type(v) is not list:
+            raise TypeError("Expected list, got {}".format(type(v).__name__))
+        self._listeners = v
+
+
+def _callback_error(r, exc, su):
+    if r.error_handler is not None:
+        r.error_handler(exc, su.owner)
+
+
+def _slow_consumer(r, su):
+    if r.advisory_handler is not None:
+        r.advisory_handler("slow_consumer", su.owner)
+
+
+def _loop_break(r, subject, ev, reason):
+    if r.advisory_handler is not None:
+        r.advisory_handler("loop", (subject, ev, reason))
+
+
+def _tokens(m, subject):
+    """The tokens of a publish subject.  Like the native core: a subject
+    that is not str or bytes raises TypeError, and the matcher counts a
+    subject it rejects as invalid (once it is UTF-8) as a match."""
+    if not isinstance(subject, (str, bytes)):
+        raise TypeError("subject must be str or bytes, not {}".format(type(subject).__name__))
+    try:
+        return tokenize(subject, False)
+    except SubjectError:
+        if isinstance(subject, bytes) or _is_utf8(subject):
+            m._matches += 1
+        raise
+
+
+def _is_utf8(s):
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _append_routed(lg, ev, rec):
+    """Append record ``rec`` of ``ev`` to the log ``lg``: ``Log.append``
+    with the size checks (and messages) of the native Log._append_routed."""
+    if not lg._closed:
+        if lg._max_event_size and len(rec) > lg._max_event_size:
+            raise EventTooLarge("event of {} bytes exceeds max_event_size={}".format(
+                len(rec), lg._max_event_size))
+        if lg._path is not None:
+            size = RECORD_HEADER + len(ev._rs.encode("utf-8")) + len(rec)
+            if size > lg._segment_size:
+                raise EventTooLarge("record of {} bytes exceeds segment_size={}".format(
+                    size, lg._segment_size))
+    return lg.append(ev._rs, rec)
+
+
+def _unpick(m, hs):
+    """Undo the queue-group round robin of a match (the native router picks
+    the members only once the event passed the loop check)."""
+    subs = m._subs
+    for h in hs:
+        q = subs[h][2]
+        if q is not None:
+            m._rr[q] -= 1
+
+
+class Router:
+    """The publish path of a Flow (engine use; see fastflow.Flow)."""
+
+    __slots__ = ("__matcher", "__name", "__source", "__source_b", "__hop_limit", "error_handler",
+                 "advisory_handler", "__stamp", "__last_subject", "__last_version",
+                 "__last_toks", "__n_published", "__n_delivered", "__n_appended",
+                 "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
+                 "__n_rejected", "__n_callback_errors")
+
+    def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
+                 cache_size=DEFAULT_CACHE_SIZE):
+        name = _arg_str("name", name)
+        source = _arg_str("source", source)
+        hop_limit = _c_int(hop_limit)
+        cache_size = _c_ssize(cache_size)
+        if not source:
+            raise ValueError("source must be a non-empty str (a URI-reference)")
+        if hop_limit < 0:
+            raise ValueError("hop_limit must be >= 0 (0 = no limit), got {}".format(hop_limit))
+        self.__matcher = Matcher(cache_size)
+        self.__name = name
+        self.__source = source
+        self.__source_b = source.encode("utf-8", "surrogatepass")     # its UTF-8 bytes
+        if len(self.__source_b) > EV_MAX_STRING:
+            raise ValueError("source is limited to {} bytes".format(EV_MAX_STRING))
+        self.__hop_limit = hop_limit
+        self.error_handler = None       # (exc, subscription) for callback errors
+        self.advisory_handler = None    # (kind, info) for slow consumers, loops
+        self.__stamp = 0
+        self.__last_subject = None      # publish_batch: the last subject matched,
+        self.__last_version = 0         # the matcher's version then,
+        self.__last_toks = None         # and its tokens
+        self.__n_published = 0
+        self.__n_delivered = 0
+        self.__n_appended = 0
+        self.__n_dropped_no_interest = 0
+        self.__n_dropped_slow = 0
+        self.__n_dropped_loop = 0
+        self.__n_rejected = 0
+        self.__n_callback_errors = 0
+
+    matcher = _ro("_Router__matcher")
+    name = _ro("_Router__name")
+    source = _ro("_Router__source")
+    n_published = _ro("_Router__n_published")
+    n_delivered = _ro("_Router__n_delivered")
+    n_appended = _ro("_Router__n_appended")
+    n_dropped_no_interest = _ro("_Router__n_dropped_no_interest")
+    n_dropped_slow = _ro("_Router__n_dropped_slow")
+    n_dropped_loop = _ro("_Router__n_dropped_loop")
+    n_rejected = _ro("_Router__n_rejected")
+    n_callback_errors = _ro("_Router__n_callback_errors")
+
+    @property
+    def hop_limit(self):
+        return self.__hop_limit
+
+    @hop_limit.setter
+    def hop_limit(self, v):
+        self.__hop_limit = _c_int(v)
+
+    # -- targets ---------------------------------------------------------------
+
+    def add(self, pattern, target, queue=None):
+        """Register a SubTarget or a StreamTarget on ``pattern``; returns its handle."""
+        if type(target) is not SubTarget and type(target) is not StreamTarget:
+            raise TypeError("target must be a SubTarget or a StreamTarget")
+        if queue is not None and type(target) is StreamTarget:
+            raise ValueError("streams do not take a queue group")
+        h = self.__matcher.add(pattern, target, queue)
+        if type(target) is SubTarget:
+            target._handle = h
+        return h
+
+    def remove(self, handle):
+        self.__matcher.remove(handle)
+
+    # -- publishing ------------------------------------------------------------
+
+    def __default_record(self, ev):
+        """The record of an event with every default (the common case)."""
+        return b"".join((
+            _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT, ev._hops, 0,
+                         len(self.__source_b), 0, 0, 0),
+            _GENID.pack(ev._gpre, ev._gid), self.__source_b, ev._data))
+
+    def __route(self, subject, data, ev, now):
+        """Publish one event: ``ev`` when the publisher gave attributes or an
+        Event (its data is set), else ``data`` (bytes) with the defaults."""
+        m = self.__matcher
+        hs = m._collect(_tokens(m, subject))
+        return self.__deliver(subject, hs, data, ev, now)
+
+    def __route_cached(self, subject, data, ev, now):
+        """``__route`` for batches: a run of one subject object is matched once
+        (while no subscription changes); the queue groups still take turns."""
+        m = self.__matcher
+        version = m._inserts + m._removes
+        if subject is not self.__last_subject or version != self.__last_version:
+            toks = _tokens(m, subject)
+            hs = m._collect(toks)
+            self.__last_subject = subject
+            self.__last_version = version
+            self.__last_toks = toks
+        else:
+            hs = m._collect(self.__last_toks)
+            m._matches -= 1             # a cached result: not a match
+        return self.__deliver(subject, hs, data, ev, now)
+
+    def __deliver(self, subject, hs, data, ev, now):
+        """The rest of a publish, from the matched handles ``hs`` (a new
+        list: one member per queue group)."""
+        m = self.__matcher
+        if not hs:
+            self.__n_published += 1
+            self.__n_dropped_no_interest += 1
+            return 0
+        if ev is not None and (ev._hops or ev._trace is not None):
+            reason = _attrs.check_lineage(self.__name, subject, ev._hops, ev._trace,
+                                          self.__hop_limit)
+            if reason is not None:
+                _unpick(m, hs)
+                self.__n_published += 1
+                self.__n_dropped_loop += 1
+                _loop_break(self, subject, ev, reason)
+                return 0
+        value = m._value_or_missing
+        if ev is None:
+            ev = Event.__new__(Event)
+            if type(subject) is not str:
+                subject = subject.decode("utf-8") if isinstance(subject, bytes) \
+                    else _as_str_field(subject)
+            ev._rs = subject
+            ev._data = data
+            ev._gpre = _event._id_prefix
+            ev._gid = _next_gid()
+            ev._source = self.__source
+        ev._origin = self.__name
+        ev._ts = now
+        self.__n_published += 1
+        # streams first: the event is stored before anyone sees it
+        self.__stamp += 1
+        stamp = self.__stamp
+        seq = 0
+        rec = None
+        notify = None
+        for h in hs:
+            st = value(h)
+            if type(st) is not StreamTarget:
+                continue
+            if st._stamp == stamp:
+                continue                # two patterns of one stream matched
+            st._stamp = stamp
+            if rec is None:
+                if (ev._gpre == _event._id_prefix and ev._gid and ev._type is None
+                        and ev._trace is None
+                        and ev._rest is None and ev._rest_raw is None
+                        and ev._source is self.__source):
+                    rec = self.__default_record(ev)
+                else:
+                    rec = _ev_encode(ev)
+            try:
+                s = _append_routed(st._log, ev, rec)
+            except (LogFullError, EventTooLarge):
+                st._rejected += 1
+                self.__n_rejected += 1
+                raise
+            st._appended += 1
+            self.__n_appended += 1
+            if seq == 0:
+                seq = s
+                ev._seq = s
+                ev._stream = st._name
+                ev._ts = st._log._last_ts     # the ts the log stored
+            if st._listeners:
+                if notify is None:
+                    notify = []
+                notify.append(st)
+                notify.append(s)
+        for h in hs:
+            su = value(h)
+            if type(su) is not SubTarget:
+                continue
+            if su._closed:
+                continue
+            if su._callback is not None:
+                su._delivered += 1
+                self.__n_delivered += 1
+                try:
+                    su._callback(ev)
+                except Exception as exc:
+                    su._errors += 1
+                    self.__n_callback_errors += 1
+                    _callback_error(self, exc, su)
+            elif su._queue(ev, self):
+                self.__n_delivered += 1
+        if notify is not None:
+            for i in range(0, len(notify), 2):
+                st = notify[i]
+                for listener in list(st._listeners):
+                    listener(notify[i + 1])
+        return seq
+
+    def __publish(self, subject, data, attributes):
+        if type(subject) is Event:
+            if data is not None or attributes:
+                raise TypeError("publish(event) takes no data or attributes: use event.derive()")
+            src = subject
+            if src._rs is None:
+                raise EventError("cannot publish an event without a routing subject")
+            # a copy: the caller's event is not changed; an event this engine
+            # routed before carries its whole lineage (so republishing it
+            # as is counts as returning to where it was)
+            ev = Event.__new__(Event)
+            _ev_copy(ev, src)
+            if src._origin is not None:
+                ev._trace = src.trace
+                ev._origin = None
+            return self.__route(ev._rs, None, ev, _now_ns())
+        if type(data) is not bytes:
+            data = _as_data(data)
+        if not attributes:
+            return self.__route(subject, data, None, _now_ns())
+        ev = Event.__new__(Event)
+        _ev_init_attrs(ev, attributes, self.__source)
+        ev._data = data
+        if type(subject) is bytes:
+            subject = subject.decode("utf-8")
+        ev._rs = _as_str_field(subject)
+        return self.__route(subject, data, ev, _now_ns())
+
+    def publish(self, /, *args, **attributes):
+        # publish(subject, data=b'', /, **attributes): see __doc__ below
+        nargs = len(args)
+        if nargs < 1 or nargs > 2:
+            raise TypeError("publish() takes a subject and optional data ({} positional "
+                            "arguments given)".format(nargs))
+        subject = args[0]
+        data = args[1] if nargs == 2 else None
+        if attributes and "data" in attributes:
+            if nargs == 2:
+                raise TypeError("publish() got data both as an argument and as a keyword")
+            data = attributes.pop("data")
+        if data is None and type(subject) is not Event:
+            data = b""
+        return self.__publish(subject, data, attributes)
+
+    publish.__doc__ = """Publish one event: ``subject`` (the routing subject) and ``data`` (bytes),
+with CloudEvents attributes as keywords; or an ``Event`` alone.  Returns
+its seq in the first stream that stored it (0 if none did)."""
+    publish.__signature__ = inspect.Signature([
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+        inspect.Parameter("subject", inspect.Parameter.POSITIONAL_ONLY),
+        inspect.Parameter("data", inspect.Parameter.POSITIONAL_ONLY, default=b""),
+        inspect.Parameter("attributes", inspect.Parameter.VAR_KEYWORD),
+    ])
+
+    def publish_batch(self, subjects, datas, /, **attributes):
+        """Publish ``datas`` (a sequence of bytes) on one subject or on a
+        sequence of subjects as long; returns the number published.  The
+        attributes apply to every event (each gets its own id).  An invalid
+        subject raises naming its index; the events before it are published."""
+        one = isinstance(subjects, (str, bytes))
+        subject = subjects
+        proto = None
+        now = _now_ns()
+        # tuples: a callback cannot change them under the loop
+        if type(datas) is not tuple:
+            datas = tuple(datas)
+        n = len(datas)
+        if not one:
+            if type(subjects) is not tuple:
+                subjects = tuple(subjects)
+            if len(subjects) != n:
+                raise ValueError("subjects and datas differ in length: {} and {}".format(
+                    len(subjects), n))
+        if attributes:
+            proto = Event.__new__(Event)
+            _ev_init_attrs(proto, attributes, self.__source)
+            if not proto._gid and n > 1:
+                raise EventError("invalid event attribute 'id': one id for {} events of a "
+                                 "batch".format(n))
+        for i in range(n):
+            if not one:
+                subject = subjects[i]
+            data = datas[i]
+            if type(data) is not bytes:
+                data = _as_data(data)
+            try:
+                if proto is None:
+                    self.__route_cached(subject, data, None, now)
+                else:
+                    ev = Event.__new__(Event)
+                    _ev_copy(ev, proto)
+                    if proto._gid:
+                        ev._gid = _next_gid()
+                    ev._data = data
+                    if type(subject) is bytes:
+                        subject = subject.decode("utf-8")
+                    ev._rs = _as_str_field(subject)
+                    self.__route_cached(subject, data, ev, now)
+            except SubjectError as exc:
+                raise SubjectError("{} (batch index {})".format(exc, i)) from None
+        return n
+
+    def stats(self):
+        return {
+            "published": self.__n_published,
+            "delivered": self.__n_delivered,
+            "stored": self.__n_appended,
+            "dropped_no_interest": self.__n_dropped_no_interest,
+            "dropped_slow_consumer": self.__n_dropped_slow,
+            "dropped_loop": self.__n_dropped_loop,
+            "rejected_by_stream": self.__n_rejected,
+            "callback_errors": self.__n_callback_errors,
+        }
