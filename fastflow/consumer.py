@@ -20,6 +20,7 @@ from fastflow._impl import Event, events_from_batch, validate_pattern
 __all__ = ("Consumer", "ConsumerConfig")
 
 _ACKS = ("explicit", "all", "none")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 _PERSIST_EVERY = 0.2            # seconds between saves of a moving ack floor
 _PUMP_ROUNDS = 64               # fetch rounds per push, so a nak(0) loop ends
 
@@ -33,7 +34,9 @@ class ConsumerConfig:
     def __init__(self, start="first", filter=None, ack="explicit", ack_wait=30.0,
                  max_deliver=0, max_in_flight=1024, dead_letter=None):
         if isinstance(start, _dt.datetime):
-            start = {"time": int(start.timestamp() * 1e9)}
+            if start.tzinfo is None:
+                start = start.astimezone()          # naive: local time, as the log
+            start = {"time": (start - _EPOCH) // _dt.timedelta(microseconds=1) * 1000}
         elif isinstance(start, dict):
             if set(start) != {"time"} or type(start["time"]) is not int:
                 raise ValueError("start must be 'first', 'last', 'new', a seq (int >= 1) or a "
@@ -162,14 +165,14 @@ class Consumer:
         lg = self._log
         if room > 0 and self._next <= lg.last_seq:
             b = lg.read(self._next, limit=room, filter=cfg.filter)
-            acker = None if cfg.ack == "none" else self
+            acker = self
             deadline = now + cfg.ack_wait
             sname = self.stream.name
             for ev in events_from_batch(b, sname, self._flow.name):
                 out.append(ev._delivery(ev.seq, sname, ev.ts, 1, acker))
-                if acker is not None:
+                if cfg.ack != "none":
                     self._pending[ev.seq] = [1, deadline]
-            if acker is not None and out and deadline < self._due:
+            if cfg.ack != "none" and out and deadline < self._due:
                 self._due = deadline
             self.delivered += len(b)
             if b.next_seq > self._next:
@@ -229,16 +232,22 @@ class Consumer:
         while True:
             if self._buf:
                 return self._buf.popleft()
+            if self._closed:
+                raise StopAsyncIteration
             evs = self.fetch(min(64, self.config.max_in_flight))
             if evs:
                 self._buf.extend(evs)
                 continue
-            if self._closed:
-                raise StopAsyncIteration
             loop = asyncio.get_running_loop()
             fut = self._waiter = loop.create_future()
             self._waiter_thread = threading.get_ident()
             self._listen(True)
+            evs = self.fetch(min(64, self.config.max_in_flight))  # appended while arming
+            if evs:
+                self._buf.extend(evs)
+                self._waiter = None
+                self._listen(False)
+                continue
             timeout = None
             if self._pending:
                 timeout = max(0.0, self._due - _time.monotonic()) + 0.001
@@ -327,6 +336,7 @@ class Consumer:
     # -- acknowledgements ----------------------------------------------------------
 
     def _ack(self, ev):
+        # (ack="none": every delivery is done already, acks change nothing)
         seq = ev.seq
         if self.config.ack == "all":
             for s in list(self._pending):

@@ -124,7 +124,7 @@ class Subscription:
         t = self._t
         return {"pattern": self.pattern, "queue": self.queue, "delivered": t.delivered,
                 "dropped": t.dropped, "pending": len(t.pending),
-                "pending_bytes": t.pending_bytes, "errors": t.errors,
+                "pending_bytes": t.pending_bytes, "errors": t.errors + self.async_errors,
                 "max_pending": t.max_pending, "max_pending_bytes": t.max_pending_bytes,
                 "on_full": t.on_full, "closed": t.closed, "slow_consumer": t.cut}
 
@@ -159,6 +159,10 @@ class Subscription:
             fut = self._waiter = loop.create_future()
             self._waiter_thread = threading.get_ident()
             t.waiting = True
+            if t.pending or t.closed:   # queued while we armed the waiter
+                t.waiting = False
+                self._waiter = None
+                continue
             try:
                 await fut
             finally:
@@ -190,7 +194,8 @@ class Subscription:
         self._t.close()
         self._wake()
         if self._task is not None:
-            self._task.cancel()
+            if self._task is not _current_task():
+                self._task.cancel()     # (from its own callback: it ends by itself)
             self._task = None
 
     def __enter__(self):
@@ -203,6 +208,13 @@ class Subscription:
         return "<Subscription {!r}{} delivered={} pending={}{}>".format(
             self.pattern, " queue={!r}".format(self.queue) if self.queue else "",
             self._t.delivered, len(self._t.pending), " closed" if self._t.closed else "")
+
+
+def _current_task():
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def _resolve(fut):
@@ -257,7 +269,14 @@ class EventReplay:
             ev = self._buf[self._i]
             self._i += 1
             return ev
-        item = await self._replay.__anext__()
+        anext_ = getattr(self._replay, "__anext__", None)
+        if anext_ is not None:
+            item = await anext_()
+        else:                               # a replay() iterated with async for
+            try:
+                item = next(self._replay)
+            except StopIteration:
+                raise StopAsyncIteration from None
         return self._decode(item)
 
 
@@ -397,8 +416,8 @@ class Flow(Router):
         self._streams = {}
         self._subs = {}
         self._advising = False
-        self._closed = False
         self.n_advisories = 0
+        self.n_async_errors = 0
         self.user_error_handler = error_handler
         self.error_handler = self._callback_error
         self.advisory_handler = self._advisory
@@ -442,6 +461,7 @@ class Flow(Router):
                     await callback(ev)
                 except Exception as exc:
                     sub.async_errors += 1
+                    self.n_async_errors += 1
                     self._callback_error(exc, sub)
         except SlowConsumerError:
             pass
@@ -535,6 +555,7 @@ class Flow(Router):
     def _advisory(self, kind, info):
         if kind == "slow_consumer":
             sub = info
+            self._subs.pop(id(sub), None)   # the router unregistered it
             body = {"subscription": sub.pattern, "queue": sub.queue,
                     "max_pending": sub._t.max_pending,
                     "max_pending_bytes": sub._t.max_pending_bytes, "dropped": sub._t.dropped}
@@ -567,10 +588,13 @@ class Flow(Router):
         """One snapshot of every counter: the flow's, per stream, per
         subscription, per consumer, and the matcher's."""
         out = dict(super().stats())
+        out["callback_errors"] += self.n_async_errors
         out["advisories"] = self.n_advisories
-        out["streams"] = {n: {"stored": s._target.appended, "rejected": s._target.rejected,
-                              "events": len(s.log), "bytes": s.log.bytes,
-                              "last_seq": s.log.last_seq, **s.log.stats()}
+        out["streams"] = {n: {**(s.log.stats() if not s.log.closed else {}),
+                              "stored": s._target.appended, "rejected": s._target.rejected,
+                              "events": len(s.log) if not s.log.closed else 0,
+                              "bytes": s.log.bytes if not s.log.closed else 0,
+                              "last_seq": s.log.last_seq if not s.log.closed else 0}
                           for n, s in self._streams.items()}
         out["subscriptions"] = [s.stats() for s in self._subs.values()]
         out["consumers"] = {"{}/{}".format(n, cn): c.info()
@@ -621,7 +645,7 @@ class Flow(Router):
     # -- lifecycle --------------------------------------------------------------------------
 
     def _check_open(self):
-        if self._closed:
+        if self.closed:
             raise FastflowError("flow {!r} is closed".format(self.name))
 
     def flush(self):
@@ -633,9 +657,9 @@ class Flow(Router):
 
     def close(self):
         """Flush and close every stream; subscriptions end.  Idempotent."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for sub in list(self._subs.values()):
             sub.unsubscribe()
         for s in self._streams.values():

@@ -30,7 +30,10 @@ cdef inline str _subject_str(object subject):
     if type(subject) is str:
         return <str>subject
     if isinstance(subject, bytes):
-        return (<bytes>subject).decode('utf-8')
+        try:
+            return (<bytes>subject).decode('utf-8')
+        except UnicodeDecodeError:
+            raise SubjectError('invalid subject {!r}: not UTF-8'.format(subject)) from None
     return str(subject)
 
 
@@ -129,6 +132,8 @@ cdef class SubTarget:
                 self.pending_bytes = 0
                 self.closed = True
                 self.cut = True
+                if self.handle in r.matcher:
+                    r.matcher.remove(self.handle)   # no more events for it
                 r._slow_consumer(self)
                 if self.wake is not None:
                     self.waiting = False
@@ -177,6 +182,7 @@ cdef class Router:
     cdef public int hop_limit
     cdef public object error_handler        # (exc, subscription) for callback errors
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
+    cdef public bint closed                 # publish raises once set
     cdef char *scratch
     cdef Py_ssize_t scap
     cdef uint64_t stamp
@@ -273,6 +279,8 @@ cdef class Router:
         cdef const int64_t *res
         cdef uint64_t h
         cdef Matcher m = self.matcher
+        if self.closed:
+            raise FastflowError('flow {!r} is closed'.format(self.name))
         as_utf8(subject, &p, &n, False)
         h = ff_hash(p, n, _SEED)
         m._match_res(subject, p, n, h, &res)
@@ -289,6 +297,8 @@ cdef class Router:
         cdef uint64_t h
         cdef uint64_t version = m.n_inserts + m.n_removes
         cdef Py_ssize_t n_words
+        if self.closed:
+            raise FastflowError('flow {!r} is closed'.format(self.name))
         if subject is not self.last_subject or version != self.last_version:
             as_utf8(subject, &p, &n, False)
             h = ff_hash(p, n, _SEED)

@@ -70,6 +70,7 @@ COUNTERS = (
     "rejected",
     "duplicates",
     "purged",
+    "loaded",
 )
 
 logger = logging.getLogger("fastflow.log")
@@ -547,6 +548,7 @@ class Log:
         if path is not None:
             self._stats.update(fsyncs=0, segments=0, truncated_bytes=0, corrupt_records=0)
             self._open_dir()
+            self._stats["loaded"] = self._count
         self._closed = False
         if path is not None:
             try:

@@ -45,7 +45,7 @@ from fastflow._ref import event as _event
 from fastflow._ref.log import RECORD_HEADER, Log
 from fastflow._ref.matcher import Matcher
 from fastflow._ref.subjects import tokenize
-from fastflow.errors import EventError, EventTooLarge, LogFullError, SubjectError
+from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullError, SubjectError
 
 __all__ = ("Router", "StreamTarget", "SubTarget")
 
@@ -171,6 +171,8 @@ class SubTarget:
                 self._pending_bytes = 0
                 self._closed = True
                 self._cut = True
+                if self._handle in r.matcher:
+                    r.matcher.remove(self._handle)  # no more events for it
                 _slow_consumer(r, self)
                 if self.wake is not None:
                     self._waiting = False
@@ -253,6 +255,13 @@ def _tokens(m, subject):
         raise
 
 
+def _decode_subject(subject):
+    try:
+        return subject.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SubjectError("invalid subject {!r}: not UTF-8".format(subject)) from None
+
+
 def _is_utf8(s):
     try:
         s.encode("utf-8")
@@ -293,7 +302,7 @@ class Router:
                  "advisory_handler", "__stamp", "__last_subject", "__last_version",
                  "__last_toks", "__n_published", "__n_delivered", "__n_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
-                 "__n_rejected", "__n_callback_errors")
+                 "__n_rejected", "__n_callback_errors", "closed")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -314,6 +323,7 @@ class Router:
         self.__hop_limit = hop_limit
         self.error_handler = None       # (exc, subscription) for callback errors
         self.advisory_handler = None    # (kind, info) for slow consumers, loops
+        self.closed = False             # publish raises once set
         self.__stamp = 0
         self.__last_subject = None      # publish_batch: the last subject matched,
         self.__last_version = 0         # the matcher's version then,
@@ -375,6 +385,8 @@ class Router:
     def __route(self, subject, data, ev, now):
         """Publish one event: ``ev`` when the publisher gave attributes or an
         Event (its data is set), else ``data`` (bytes) with the defaults."""
+        if self.closed:
+            raise FastflowError("flow {!r} is closed".format(self.__name))
         m = self.__matcher
         hs = m._collect(_tokens(m, subject))
         return self.__deliver(subject, hs, data, ev, now)
@@ -382,6 +394,8 @@ class Router:
     def __route_cached(self, subject, data, ev, now):
         """``__route`` for batches: a run of one subject object is matched once
         (while no subscription changes); the queue groups still take turns."""
+        if self.closed:
+            raise FastflowError("flow {!r} is closed".format(self.__name))
         m = self.__matcher
         version = m._inserts + m._removes
         if subject is not self.__last_subject or version != self.__last_version:
@@ -416,7 +430,7 @@ class Router:
         if ev is None:
             ev = Event.__new__(Event)
             if type(subject) is not str:
-                subject = subject.decode("utf-8") if isinstance(subject, bytes) \
+                subject = _decode_subject(subject) if isinstance(subject, bytes) \
                     else _as_str_field(subject)
             ev._rs = subject
             ev._data = data
@@ -513,7 +527,7 @@ class Router:
         _ev_init_attrs(ev, attributes, self.__source)
         ev._data = data
         if type(subject) is bytes:
-            subject = subject.decode("utf-8")
+            subject = _decode_subject(subject)
         ev._rs = _as_str_field(subject)
         return self.__route(subject, data, ev, _now_ns())
 
@@ -584,7 +598,7 @@ its seq in the first stream that stored it (0 if none did)."""
                         ev._gid = _next_gid()
                     ev._data = data
                     if type(subject) is bytes:
-                        subject = subject.decode("utf-8")
+                        subject = _decode_subject(subject)
                     ev._rs = _as_str_field(subject)
                     self.__route_cached(subject, data, ev, now)
             except SubjectError as exc:
