@@ -11,6 +11,7 @@ from collections import deque as _deque
 
 cdef enum:
     LOCAL_HANDLES = 32              # matched handles kept on the stack
+    LOCAL_WORDS = 64                # words of a copied match result on the stack
     SCRATCH_MIN = 4096              # bytes of the record scratch buffer
     EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
 
@@ -320,7 +321,9 @@ cdef class Router:
         cdef Py_ssize_t nh = 0, i, cnt, j, rlen = 0
         cdef int64_t local[LOCAL_HANDLES]
         cdef int64_t *hs = local
-        cdef Py_ssize_t nplain, ngroups
+        cdef int64_t localw[LOCAL_WORDS]
+        cdef int64_t *rw = localw
+        cdef Py_ssize_t nplain, ngroups, nw
         cdef int32_t qid
         cdef Matcher m = self.matcher
         cdef object v
@@ -337,29 +340,42 @@ cdef class Router:
             self.n_published += 1
             self.n_dropped_no_interest += 1
             return 0
-        if ev is not None and (ev.hops or ev._trace is not None):
-            reason = _attrs.check_lineage(self.name, subject, ev.hops, ev._trace, self.hop_limit)
-            if reason is not None:
-                self.n_published += 1
-                self.n_dropped_loop += 1
-                self._loop_break(subject, ev, reason)
-                return 0
-        # copy the handles (one member per queue group) before any Python code runs
-        if nplain + ngroups > LOCAL_HANDLES:
-            hs = <int64_t *>malloc((nplain + ngroups) * sizeof(int64_t))
-            if hs == NULL:
+        # copy the match result before any Python code runs (another thread
+        # may match, and so overwrite or free ``res``, as soon as one does)
+        nw = _res_words(res)
+        if nw > LOCAL_WORDS:
+            rw = <int64_t *>malloc(nw * sizeof(int64_t))
+            if rw == NULL:
                 raise MemoryError()
+        memcpy(rw, res, nw * sizeof(int64_t))
         try:
-            memcpy(hs, res + 2, nplain * sizeof(int64_t))
-            nh = nplain
-            j = 2 + nplain
-            for i in range(ngroups):
-                qid = <int32_t>res[j]
-                cnt = res[j + 1]
-                hs[nh] = res[j + 2 + m.qrr[qid] % <uint32_t>cnt]
-                m.qrr[qid] += 1
-                nh += 1
-                j += 2 + cnt
+            if ev is not None and (ev.hops or ev._trace is not None):
+                reason = _attrs.check_lineage(self.name, subject, ev.hops, ev._trace,
+                                              self.hop_limit)
+                if reason is not None:
+                    self.n_published += 1
+                    self.n_dropped_loop += 1
+                    self._loop_break(subject, ev, reason)
+                    return 0
+            # the plain handles, then one member per queue group (round robin)
+            if ngroups == 0:
+                hs = rw + 2
+                nh = nplain
+            else:
+                if nplain + ngroups > LOCAL_HANDLES:
+                    hs = <int64_t *>malloc((nplain + ngroups) * sizeof(int64_t))
+                    if hs == NULL:
+                        raise MemoryError()
+                memcpy(hs, rw + 2, nplain * sizeof(int64_t))
+                nh = nplain
+                j = 2 + nplain
+                for i in range(ngroups):
+                    qid = <int32_t>rw[j]
+                    cnt = rw[j + 1]
+                    hs[nh] = rw[j + 2 + m.qrr[qid] % <uint32_t>cnt]
+                    m.qrr[qid] += 1
+                    nh += 1
+                    j += 2 + cnt
             if ev is None:
                 ev = Event.__new__(Event)
                 ev.routing_subject = _subject_str(subject)
@@ -433,8 +449,10 @@ cdef class Router:
                     for listener in list(st.listeners):
                         listener(notify[i + 1])
         finally:
-            if hs != local:
+            if hs != local and hs != rw + 2:
                 free(hs)
+            if rw != localw:
+                free(rw)
         return seq
 
     cdef int _callback_error(self, exc, SubTarget su) except -1:
