@@ -339,4 +339,32 @@ static int ff_install_publish(PyObject *type, ff_fastcall_t impl, const char *do
     return r;
 }
 
+
+/* Call f(a) and return its result, or NULL with the exception set: lets
+   the router test for a failed callback without a try block (Cython's
+   try/except saves the handled-exception state on every entry). */
+/* The pending exception as an object (a new reference), cleared; NULL if
+   none is set. */
+static PyObject *ff_fetch_exception(void) {
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    if (t == NULL)
+        return NULL;
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(v, tb);
+        Py_DECREF(tb);
+    }
+    Py_DECREF(t);
+    return v;
+}
+
+static inline PyObject *ff_call1(PyObject *f, PyObject *a) {
+#if PY_VERSION_HEX >= 0x03090000
+    return PyObject_CallOneArg(f, a);
+#else
+    return PyObject_CallFunctionObjArgs(f, a, NULL);
+#endif
+}
+
 #endif

@@ -333,6 +333,8 @@ cdef class Router:
         cdef uint64_t stamp
         cdef char *rec = NULL
         cdef list notify = None
+        cdef PyObject *r
+        cdef bint ok
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
@@ -407,12 +409,14 @@ cdef class Router:
                         rlen = _ev_size(ev, len(<bytes>ev._data))
                         rec = self._room(rlen)
                         _ev_write(ev, rec, ev._data, rlen)
-                try:
+                ok = False
+                try:                    # (try/finally: free when nothing is raised)
                     s = st.log._append_routed(ev.routing_subject, p, n, <uint32_t>h, rec, rlen, now)
-                except (LogFullError, EventTooLarge):
-                    st.rejected += 1
-                    self.n_rejected += 1
-                    raise
+                    ok = True
+                finally:
+                    if not ok:          # LogFullError, EventTooLarge: the publish raises
+                        st.rejected += 1
+                        self.n_rejected += 1
                 st.appended += 1
                 self.n_appended += 1
                 if seq == 0:
@@ -435,12 +439,11 @@ cdef class Router:
                 if su.callback is not None:
                     su.delivered += 1
                     self.n_delivered += 1
-                    try:
-                        su.callback(ev)
-                    except Exception as exc:
-                        su.errors += 1
-                        self.n_callback_errors += 1
-                        self._callback_error(exc, su)
+                    r = ff_call1(su.callback, ev)
+                    if r == NULL:
+                        self._callback_failed(su)
+                    else:
+                        Py_DECREF(<object>r)
                 elif su._queue(ev, self):
                     self.n_delivered += 1
             if notify is not None:
@@ -454,6 +457,21 @@ cdef class Router:
             if rw != localw:
                 free(rw)
         return seq
+
+    cdef int _callback_failed(self, SubTarget su) except -1:
+        """A callback returned NULL: count and report an Exception; let
+        anything else (KeyboardInterrupt, SystemExit) propagate."""
+        cdef PyObject *p = ff_fetch_exception()
+        if p == NULL:
+            raise SystemError('a callback failed without setting an exception')
+        exc = <object>p
+        Py_DECREF(exc)                  # <object> took a reference of its own
+        if not isinstance(exc, Exception):
+            raise exc
+        su.errors += 1
+        self.n_callback_errors += 1
+        self._callback_error(exc, su)
+        return 0
 
     cdef int _callback_error(self, exc, SubTarget su) except -1:
         if self.error_handler is not None:
