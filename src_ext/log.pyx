@@ -288,6 +288,8 @@ cdef class Log:
     cdef bint loading
     cdef bint limited                   # any of max_events, max_bytes, max_per_subject
     cdef int32_t last_sid               # subject of the last append (a hint)
+    cdef const char *pre                # _append_routed: the record's first piece
+    cdef Py_ssize_t npre                # (0 = a record in one piece)
     # counters
     cdef int64_t n_appended
     cdef int64_t n_evicted[5]
@@ -919,7 +921,13 @@ cdef class Log:
             pos = self.atail            # the common case: room after the tail
         else:
             pos = self._reserve_bytes(dlen)
-        memcpy(self.arena + pos, d, dlen)
+        if self.npre:
+            # a record in two pieces (the router's event header, then the data)
+            memcpy(self.arena + pos, self.pre, self.npre)
+            if dlen > self.npre:
+                memcpy(self.arena + pos + self.npre, d, dlen - self.npre)
+        else:
+            memcpy(self.arena + pos, d, dlen)
         self.atail = pos + dlen
         e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
         self.icount += 1
@@ -978,9 +986,20 @@ cdef class Log:
         return self._last_seq
 
     cdef int64_t _append_routed(self, object subject, const char *p, Py_ssize_t n, uint32_t h,
-                                const char *d, Py_ssize_t dlen, int64_t now) except -1:
-        """Append one record for the router: the subject ``p[:n]`` (hash
-        ``h``) was validated by the matcher already."""
+                                const char *pre, Py_ssize_t npre, const char *d,
+                                Py_ssize_t dlen, int64_t now) except -1:
+        """Append one record for the router: ``pre[:npre] + d[:dlen]``
+        (copied once, into the arena); the subject ``p[:n]`` (hash ``h``)
+        was validated by the matcher already."""
+        self.pre = pre
+        self.npre = npre
+        try:
+            return self._append_routed1(subject, p, n, h, d, npre + dlen, now)
+        finally:
+            self.npre = 0
+
+    cdef int64_t _append_routed1(self, object subject, const char *p, Py_ssize_t n, uint32_t h,
+                                 const char *d, Py_ssize_t dlen, int64_t now) except -1:
         if self.closed_:
             self._check_open()
         if dlen > self.max_event_size:
@@ -1207,7 +1226,9 @@ cdef class Log:
         self.last_sid = sid
         seq = self._store(sid, d, dlen, now if now > self.last_ts else self.last_ts, ptime)
         if self.store is not None and not self.loading:
-            self.store.write_record(seq, self.last_ts, ptime, p, n, d, dlen)
+            # from the arena: the record is whole there (see _append_routed)
+            self.store.write_record(seq, self.last_ts, ptime, p, n,
+                                    self.arena + self.atail - dlen, dlen)
         return 0
 
     cdef int _admit_batch(self, object subjects, Int64Array sizes, bint one) except -1:

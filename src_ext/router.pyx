@@ -246,11 +246,11 @@ cdef class Router:
             self.scap = max(n, SCRATCH_MIN)
         return self.scratch
 
-    cdef char *_default_record(self, Event ev, Py_ssize_t *rlen) except NULL:
-        """The record of an event with every default (the common case)."""
-        cdef Py_ssize_t dlen = len(<bytes>ev._data)
+    cdef char *_default_header(self, Event ev, Py_ssize_t *rlen) except NULL:
+        """The record of an event with every default (the common case), but
+        its data: the header, the id and the source."""
         cdef Py_ssize_t srcn = len(self.source_b)
-        cdef char *rec = self._room(EV_HEADER + EV_GENID + srcn + dlen)
+        cdef char *rec = self._room(EV_HEADER + EV_GENID + srcn)
         cdef uint64_t hdr0 = (<uint64_t>EV_VERSION | (<uint64_t>(EVF_GENID | EVF_TYPE_SUBJECT) << 8)
                               | (<uint64_t>srcn << 48))
         cdef uint64_t hdr1 = 0
@@ -261,8 +261,7 @@ cdef class Router:
         memcpy(rec + EV_HEADER, &_id_prefix, 8)
         memcpy(rec + EV_HEADER + 8, &ev._gid, 8)
         memcpy(rec + EV_HEADER + EV_GENID, PyBytes_AS_STRING(self.source_b), srcn)
-        memcpy(rec + EV_HEADER + EV_GENID + srcn, PyBytes_AS_STRING(ev._data), dlen)
-        rlen[0] = EV_HEADER + EV_GENID + srcn + dlen
+        rlen[0] = EV_HEADER + EV_GENID + srcn
         return rec
 
     cdef inline object _value(self, int64_t h):
@@ -335,6 +334,8 @@ cdef class Router:
         cdef list notify = None
         cdef PyObject *r
         cdef bint ok
+        cdef const char *dp = NULL
+        cdef Py_ssize_t dn = 0
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
@@ -404,14 +405,20 @@ cdef class Router:
                     if (ev._gpre == _id_prefix and ev._gid and ev._type is None and ev._trace is None
                             and ev._rest is None and ev._rest_raw is None
                             and ev.source is self.source):
-                        rec = self._default_record(ev, &rlen)
+                        # the header and attributes here, the data from the bytes object
+                        rec = self._default_header(ev, &rlen)
+                        dp = PyBytes_AS_STRING(ev._data)
+                        dn = len(<bytes>ev._data)
                     else:
                         rlen = _ev_size(ev, len(<bytes>ev._data))
                         rec = self._room(rlen)
                         _ev_write(ev, rec, ev._data, rlen)
+                        dp = NULL
+                        dn = 0
                 ok = False
                 try:                    # (try/finally: free when nothing is raised)
-                    s = st.log._append_routed(ev.routing_subject, p, n, <uint32_t>h, rec, rlen, now)
+                    s = st.log._append_routed(ev.routing_subject, p, n, <uint32_t>h, rec, rlen,
+                                              dp, dn, now)
                     ok = True
                 finally:
                     if not ok:          # LogFullError, EventTooLarge: the publish raises
