@@ -174,6 +174,31 @@ def fmt_rate(r, kilo_floor=False):
     return "{:.0f} /s".format(r)
 
 
+def fmt_range(rates):
+    lo, hi = min(rates), max(rates)
+    scale, unit = (1e6, "M/s") if hi >= 1e6 else (1e3, "k/s") if hi >= 1e3 else (1, "/s")
+    digits = 2 if scale == 1e6 else 0
+    return "{:.{d}f}-{:.{d}f} {}".format(lo / scale, hi / scale, unit, d=digits)
+
+
+def fmt_time(s):
+    if s < 1e-6:
+        return "{:.0f} ns".format(s * 1e9)
+    if s < 1e-3:
+        return "{:.2f} us".format(s * 1e6)
+    return "{:.2f} ms".format(s * 1e3)
+
+
+def fmt_ratio(x):
+    if x is None:
+        return "-"
+    if x >= 100:
+        return "{:.0f}x".format(x)
+    if x >= 0.1:
+        return "{:.2f}x".format(x)
+    return "{:.2g}x".format(x)
+
+
 def render_table(headers, rows, aligns):
     """``None`` in ``rows`` draws a rule between groups."""
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows if r is not None))

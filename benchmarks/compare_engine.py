@@ -44,7 +44,8 @@ import time
 from array import array
 from collections import deque
 
-from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_rate,
+from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_range, fmt_rate,
+                     fmt_ratio, fmt_time,
                      machine_format_fields, peak_rss, python_desc, read_text, render_table,
                      report_to, say, wrap, write_json)
 
@@ -315,29 +316,8 @@ def lat_floor(stamps, a, b):
 
 # -- report helpers ------------------------------------------------------------------------
 
-def fmt_range(rates):
-    lo, hi = min(rates), max(rates)
-    scale, unit = (1e6, "M/s") if hi >= 1e6 else (1e3, "k/s") if hi >= 1e3 else (1, "/s")
-    digits = 2 if scale == 1e6 else 0
-    return "{:.{d}f}-{:.{d}f} {}".format(lo / scale, hi / scale, unit, d=digits)
-
-
-def fmt_time(s):
-    if s < 1e-6:
-        return "{:.0f} ns".format(s * 1e9)
-    if s < 1e-3:
-        return "{:.2f} us".format(s * 1e6)
-    return "{:.2f} ms".format(s * 1e3)
-
-
 def fmt_ns(ns):
     return "{:,} ns".format(ns) if ns < 10_000 else "{:,.1f} us".format(ns / 1000)
-
-
-def fmt_ratio(x):
-    if x is None:
-        return "-"
-    return "{:.2f}x".format(x) if x < 100 else "{:.0f}x".format(x)
 
 
 def verdict(ok):

@@ -52,7 +52,8 @@ import sys
 import tempfile
 import time
 
-from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_rate,
+from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_range, fmt_rate,
+                     fmt_ratio, fmt_time,
                      machine_format_fields, malloc_trim, peak_rss, proc_kib, python_desc,
                      read_text, render_table, report_to, rss, say, wrap, write_json)
 
@@ -573,31 +574,6 @@ def cold_deque(count, subj, payload):
 
 
 # -- report ------------------------------------------------------------------------------
-
-def fmt_range(rates):
-    lo, hi = min(rates), max(rates)
-    scale, unit = (1e6, "M/s") if hi >= 1e6 else (1e3, "k/s") if hi >= 1e3 else (1, "/s")
-    digits = 2 if scale == 1e6 else 0
-    return "{:.{d}f}-{:.{d}f} {}".format(lo / scale, hi / scale, unit, d=digits)
-
-
-def fmt_time(s):
-    if s < 1e-6:
-        return "{:.0f} ns".format(s * 1e9)
-    if s < 1e-3:
-        return "{:.2f} us".format(s * 1e6)
-    return "{:.2f} ms".format(s * 1e3)
-
-
-def fmt_ratio(x):
-    if x is None:
-        return "-"
-    if x >= 100:
-        return "{:.0f}x".format(x)
-    if x >= 0.1:
-        return "{:.2f}x".format(x)
-    return "{:.2g}x".format(x)
-
 
 def summarize(rows, times, counts):
     results = []

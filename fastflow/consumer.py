@@ -16,6 +16,7 @@ import time as _time
 from collections import deque
 
 from fastflow._impl import Event, events_from_batch, validate_pattern
+from fastflow._settings import Settings
 
 __all__ = ("Consumer", "ConsumerConfig")
 
@@ -25,7 +26,7 @@ _PERSIST_EVERY = 0.2            # seconds between saves of a moving ack floor
 _PUMP_ROUNDS = 64               # fetch rounds per push, so a nak(0) loop ends
 
 
-class ConsumerConfig:
+class ConsumerConfig(Settings):
     """A consumer's settings (see ``Stream.consumer``)."""
 
     __slots__ = ("start", "filter", "ack", "ack_wait", "max_deliver", "max_in_flight",
@@ -71,19 +72,6 @@ class ConsumerConfig:
         self.max_in_flight = max_in_flight
         self.dead_letter = dead_letter
 
-    def to_dict(self):
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
-
-    def __eq__(self, other):
-        return isinstance(other, ConsumerConfig) and self.to_dict() == other.to_dict()
-
-    def __repr__(self):
-        return "ConsumerConfig({})".format(", ".join(
-            "{}={!r}".format(k, v) for k, v in self.to_dict().items()))
 
 
 class Consumer:

@@ -19,6 +19,7 @@ import time as _time
 
 from fastflow import _attrs
 from fastflow._impl import Event, Log, Router, StreamTarget, SubTarget, events_from_batch
+from fastflow._settings import Settings
 from fastflow.errors import FastflowError, SlowConsumerError
 
 __all__ = ("Flow", "Retention", "Stream", "Subscription")
@@ -36,7 +37,7 @@ def _check_name(what, name):
                          .format(what, name))
 
 
-class Retention:
+class Retention(Settings):
     """How much a stream keeps (0 = no limit) and what happens when full.
 
     ``max_events``, ``max_bytes`` (subject + stored event bytes),
@@ -69,19 +70,6 @@ class Retention:
         self.max_event_size = max_event_size
         self.discard = discard
 
-    def to_dict(self):
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
-
-    def __eq__(self, other):
-        return isinstance(other, Retention) and self.to_dict() == other.to_dict()
-
-    def __repr__(self):
-        return "Retention({})".format(", ".join("{}={!r}".format(k, v)
-                                               for k, v in self.to_dict().items()))
 
 
 class Subscription:
