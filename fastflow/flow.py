@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import threading
-import time as _time
 
 from fastflow import _attrs
 from fastflow._impl import Event, Log, Router, StreamTarget, SubTarget, events_from_batch

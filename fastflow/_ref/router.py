@@ -16,7 +16,6 @@ name-mangled attributes and module functions, for the same reason.
 import inspect
 import time as _time
 from collections import deque as _deque
-from operator import attrgetter as _attrgetter
 
 from fastflow import _attrs
 from fastflow._ref.event import (
