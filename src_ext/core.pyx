@@ -8,7 +8,7 @@
 
 import os
 
-from fastflow.errors import EventError, FastflowError, SubjectError
+from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
 
 include "consts.pxi"
 include "subjects.pxi"
@@ -22,6 +22,7 @@ include "matcher.pyx"
 include "log.pyx"
 include "segments.pyx"
 include "event.pyx"
+include "codec.pyx"
 include "router.pyx"
 
 COMPILED = True

@@ -483,6 +483,25 @@ cdef inline str _decode_str(const char *p, Py_ssize_t n):
     return PyUnicode_DecodeUTF8(p, n, 'surrogatepass')
 
 
+cdef int _ev_check(object subject, const char *p, Py_ssize_t n) except -1:
+    """Raise EventError unless p[:n] is a well-formed event record."""
+    cdef Py_ssize_t off
+    if n < EV_HEADER:
+        raise EventError('invalid event record for {!r}: {} bytes, the header alone is {}'.format(
+            subject, n, EV_HEADER))
+    if <uint8_t>p[0] != EV_VERSION:
+        raise EventError('invalid event record for {!r}: version {} (expected {})'.format(
+            subject, <uint8_t>p[0], EV_VERSION))
+    off = (EV_HEADER + (EV_GENID if <uint8_t>p[1] & EVF_GENID else _rd16(p + 4)) + _rd16(p + 6)
+           + _rd16(p + 8) + _rd16(p + 10) + _rd32(p + 12))
+    if off > n:
+        raise EventError('invalid event record for {!r}: its header needs {} bytes, it has {}'
+                         .format(subject, off, n))
+    if _rd16(p + 6) == 0:
+        raise EventError("invalid event record for {!r}: empty 'source'".format(subject))
+    return 0
+
+
 cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, str stream,
                       int64_t ts, str origin):
     """The event of record ``p[:n]`` stored under ``subject`` (a str)."""

@@ -174,6 +174,25 @@ cdef class StreamTarget:
         self.listeners = []
 
 
+@cython.final
+cdef class WireTarget:
+    """A network subscription: events are appended to its connection's
+    output (an OutBuf) as MSG frames, in C (engine use; see fastflow.server)."""
+    cdef readonly OutBuf outbuf
+    cdef readonly uint32_t sid
+    cdef public bint echo                   # False: not the connection's own publishes
+    cdef public int64_t remaining           # messages left before an automatic UNSUB (0: none)
+    cdef public object owner
+    cdef readonly int64_t delivered
+    cdef readonly int64_t dropped
+    cdef public int64_t handle
+
+    def __init__(self, OutBuf outbuf not None, uint32_t sid, bint echo=True):
+        self.outbuf = outbuf
+        self.sid = sid
+        self.echo = echo
+
+
 cdef class Router:
     """The publish path of a Flow (engine use; see fastflow.Flow)."""
     cdef readonly Matcher matcher
@@ -184,6 +203,7 @@ cdef class Router:
     cdef public object error_handler        # (exc, subscription) for callback errors
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
     cdef public bint closed                 # publish raises once set
+    cdef readonly str last_stream           # the stream that stored the last publish
     cdef char *scratch
     cdef Py_ssize_t scap
     cdef uint64_t stamp
@@ -222,13 +242,16 @@ cdef class Router:
 
     def add(self, pattern, target, queue=None):
         """Register a SubTarget or a StreamTarget on ``pattern``; returns its handle."""
-        if type(target) is not SubTarget and type(target) is not StreamTarget:
-            raise TypeError('target must be a SubTarget or a StreamTarget')
+        if type(target) is not SubTarget and type(target) is not StreamTarget \
+                and type(target) is not WireTarget:
+            raise TypeError('target must be a SubTarget, a WireTarget or a StreamTarget')
         if queue is not None and type(target) is StreamTarget:
             raise ValueError('streams do not take a queue group')
         h = self.matcher.add(pattern, target, queue)
         if type(target) is SubTarget:
             (<SubTarget>target).handle = h
+        elif type(target) is WireTarget:
+            (<WireTarget>target).handle = h
         return h
 
     def remove(self, handle):
@@ -245,6 +268,67 @@ cdef class Router:
             self.scratch = p
             self.scap = max(n, SCRATCH_MIN)
         return self.scratch
+
+    cdef char *_record(self, Event ev, Py_ssize_t *rlen, const char **dp,
+                       Py_ssize_t *dn) except NULL:
+        """The record of ``ev``, in the scratch buffer: all of it, or (the
+        common case, every attribute a default) its header, with the data
+        to follow from ``dp[:dn]``."""
+        cdef char *rec
+        if (ev._gpre == _id_prefix and ev._gid and ev._type is None and ev._trace is None
+                and ev._rest is None and ev._rest_raw is None and ev.source is self.source):
+            rec = self._default_header(ev, rlen)
+            dp[0] = PyBytes_AS_STRING(ev._data)
+            dn[0] = len(<bytes>ev._data)
+        else:
+            rlen[0] = _ev_size(ev, len(<bytes>ev._data))
+            rec = self._room(rlen[0])
+            _ev_write(ev, rec, ev._data, rlen[0])
+            dp[0] = NULL
+            dn[0] = 0
+        return rec
+
+    cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
+                               const char *rec, Py_ssize_t rn, OutBuf origin) except -1:
+        """Publish an event record received from the network (a PUB frame)."""
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef const int64_t *res
+        cdef uint64_t h
+        cdef Matcher m = self.matcher
+        cdef Event ev = None
+        if self.closed:
+            raise FastflowError('flow {!r} is closed'.format(self.name))
+        as_utf8(subject, &p, &n, False)
+        h = ff_hash(p, n, _SEED)
+        _ev_check(subject, rec, rn)
+        if _rd16(rec + 2) or _rd16(rec + 10):
+            # lineage: the loop breaker needs the event (rare)
+            ev = _ev_decode(subject, rec, rn, 0, None, 0, None)
+            m._match_res(subject, p, n, h, &res)
+            return self._deliver(subject, p, n, h, res, None, ev, _now_ns(), NULL, 0, reply,
+                                 replyn, origin)
+        m._match_res(subject, p, n, h, &res)
+        return self._deliver(subject, p, n, h, res, None, None, _now_ns(), rec, rn, reply,
+                             replyn, origin)
+
+    def publish_record(self, subject, record, reply=None, OutBuf origin=None):
+        """Publish an event given as its record (``Event.encode()``, a PUB
+        frame's body) without decoding it; ``reply`` goes to network
+        subscribers; ``origin`` is the publishing connection (for its
+        ``echo``).  Returns the seq in the first stream that stored it (its
+        name: ``last_stream``), 0 if none did."""
+        cdef Py_buffer view
+        cdef const char *rp = NULL
+        cdef Py_ssize_t rn = 0
+        if reply is not None:
+            as_utf8(reply, &rp, &rn, False)
+        PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
+        try:
+            return self._publish_wire(_subject_str(subject), rp, rn, <const char *>view.buf,
+                                      view.len, origin)
+        finally:
+            PyBuffer_Release(&view)
 
     cdef char *_default_header(self, Event ev, Py_ssize_t *rlen) except NULL:
         """The record of an event with every default (the common case), but
@@ -315,8 +399,12 @@ cdef class Router:
         return self._deliver(subject, p, n, self.last_h, self.last_res.data, data, ev, now)
 
     cdef int64_t _deliver(self, object subject, const char *p, Py_ssize_t n, uint64_t h,
-                          const int64_t *res, object data, Event ev, int64_t now) except -1:
-        """The rest of a publish, from the match result ``res``."""
+                          const int64_t *res, object data, Event ev, int64_t now,
+                          const char *wrec=NULL, Py_ssize_t wrn=0, const char *reply=NULL,
+                          Py_ssize_t replyn=0, OutBuf origin=None) except -1:
+        """The rest of a publish, from the match result ``res``: of ``ev``,
+        or of ``data`` with the defaults, or (from the network) of the
+        record ``wrec[:wrn]`` with its ``reply`` subject."""
         cdef Py_ssize_t nh = 0, i, cnt, j, rlen = 0
         cdef int64_t local[LOCAL_HANDLES]
         cdef int64_t *hs = local
@@ -336,6 +424,7 @@ cdef class Router:
         cdef bint ok
         cdef const char *dp = NULL
         cdef Py_ssize_t dn = 0
+        cdef WireTarget wt
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
@@ -379,7 +468,10 @@ cdef class Router:
                     m.qrr[qid] += 1
                     nh += 1
                     j += 2 + cnt
-            if ev is None:
+            if wrec != NULL:
+                rec = <char *>wrec      # a record from the network: stored and sent as is
+                rlen = wrn
+            elif ev is None:
                 ev = Event.__new__(Event)
                 ev.routing_subject = _subject_str(subject)
                 ev._data = data
@@ -387,9 +479,11 @@ cdef class Router:
                 ev._gpre = _id_prefix
                 ev._gid = _id_counter
                 ev.source = self.source
-            ev._origin = self.name
-            ev.ts = now
+            if ev is not None:
+                ev._origin = self.name
+                ev.ts = now
             self.n_published += 1
+            self.last_stream = None
             # streams first: the event is stored before anyone sees it
             self.stamp += 1
             stamp = self.stamp
@@ -402,22 +496,10 @@ cdef class Router:
                     continue            # two patterns of one stream matched
                 st.stamp = stamp
                 if rec == NULL:
-                    if (ev._gpre == _id_prefix and ev._gid and ev._type is None and ev._trace is None
-                            and ev._rest is None and ev._rest_raw is None
-                            and ev.source is self.source):
-                        # the header and attributes here, the data from the bytes object
-                        rec = self._default_header(ev, &rlen)
-                        dp = PyBytes_AS_STRING(ev._data)
-                        dn = len(<bytes>ev._data)
-                    else:
-                        rlen = _ev_size(ev, len(<bytes>ev._data))
-                        rec = self._room(rlen)
-                        _ev_write(ev, rec, ev._data, rlen)
-                        dp = NULL
-                        dn = 0
+                    rec = self._record(ev, &rlen, &dp, &dn)
                 ok = False
                 try:                    # (try/finally: free when nothing is raised)
-                    s = st.log._append_routed(ev.routing_subject, p, n, <uint32_t>h, rec, rlen,
+                    s = st.log._append_routed(subject, p, n, <uint32_t>h, rec, rlen,
                                               dp, dn, now)
                     ok = True
                 finally:
@@ -428,9 +510,12 @@ cdef class Router:
                 self.n_appended += 1
                 if seq == 0:
                     seq = s
-                    ev.seq = s
-                    ev.stream = st.name
-                    ev.ts = st.log.last_ts
+                    self.last_stream = st.name
+                    now = st.log.last_ts
+                    if ev is not None:
+                        ev.seq = s
+                        ev.stream = st.name
+                        ev.ts = now
                 if st.listeners:
                     if notify is None:
                         notify = []
@@ -438,11 +523,31 @@ cdef class Router:
                     notify.append(s)
             for i in range(nh):
                 v = self._value(hs[i])
+                if type(v) is WireTarget:
+                    wt = <WireTarget>v
+                    if not wt.echo and wt.outbuf is origin:
+                        continue
+                    if rec == NULL:
+                        rec = self._record(ev, &rlen, &dp, &dn)
+                    if wt.outbuf._frame(OP_MSG, 0, wt.sid, p, n, reply, replyn, rec, rlen,
+                                        dp, dn):
+                        wt.delivered += 1
+                        self.n_delivered += 1
+                    else:
+                        wt.dropped += 1
+                        self.n_dropped_slow += 1
+                    if wt.remaining:
+                        wt.remaining -= 1
+                        if wt.remaining == 0 and wt.handle in m:
+                            m.remove(wt.handle)     # UNSUB with a max: done
+                    continue
                 if type(v) is not SubTarget:
                     continue
                 su = <SubTarget>v
                 if su.closed:
                     continue
+                if ev is None:          # a network record, for in-process subscribers
+                    ev = _ev_decode(subject, wrec, wrn, seq, self.last_stream, now, self.name)
                 if su.callback is not None:
                     su.delivered += 1
                     self.n_delivered += 1

@@ -1,0 +1,358 @@
+# The native protocol's frame codec (docs/protocol.md), shared by the
+# server and the client: OutBuf collects a connection's output frames in C
+# (the router appends MSG frames to it directly), FrameParser cuts frames out
+# of a byte stream (any split) and routes PUB frames to the router in C,
+# handing every other frame to Python.
+
+cdef enum:
+    FR_HEADER = 16
+    FR_VERSION = 1
+    FR_MIN_SIZE = 12                # size field minimum (header after the size)
+    OUTBUF_MIN = 65536
+
+cdef enum Op:
+    OP_INFO = 1
+    OP_CONNECT = 2
+    OP_PUB = 3
+    OP_PUBACK = 4
+    OP_PUB_BATCH = 5
+    OP_SUB = 6
+    OP_UNSUB = 7
+    OP_MSG = 8
+    OP_PING = 9
+    OP_PONG = 10
+    OP_OK = 11
+    OP_ERR = 12
+    OP_STREAM = 13
+    OP_REPLAY = 14
+    OP_CONSUMER = 15
+    OP_ACK = 16
+    OP_LAST = 16
+
+cdef enum:
+    FL_ACK = 1                      # PUB, PUB_BATCH: answer with PUBACK
+    FL_NO_RESPONDERS = 2            # MSG: no subscriber for the request
+    FL_CLOSE = 1                    # ERR: the connection closes after it
+
+OPS = {'INFO': OP_INFO, 'CONNECT': OP_CONNECT, 'PUB': OP_PUB, 'PUBACK': OP_PUBACK,
+       'PUB_BATCH': OP_PUB_BATCH, 'SUB': OP_SUB, 'UNSUB': OP_UNSUB, 'MSG': OP_MSG,
+       'PING': OP_PING, 'PONG': OP_PONG, 'OK': OP_OK, 'ERR': OP_ERR, 'STREAM': OP_STREAM,
+       'REPLAY': OP_REPLAY, 'CONSUMER': OP_CONSUMER, 'ACK': OP_ACK}
+FLAGS = {'ACK': FL_ACK, 'NO_RESPONDERS': FL_NO_RESPONDERS, 'CLOSE': FL_CLOSE}
+
+
+class ProtocolError(FastflowError):
+    """A malformed frame; ``code`` is the protocol's error code."""
+
+    def __init__(self, code, message):
+        FastflowError.__init__(self, message)
+        self.code = code
+
+
+cdef inline void _put_u16(char *p, uint16_t v) noexcept:
+    memcpy(p, &v, 2)
+
+
+@cython.final
+cdef class OutBuf:
+    """A connection's pending output: frames appended in C, taken by the
+    connection once per loop tick (``take()``), written with one syscall.
+
+    ``max_pending`` bounds the bytes waiting here (0 = no limit); a frame
+    that would pass it is not added and ``overflow`` is set (the
+    connection is then cut as a slow consumer).  ``on_data`` is called
+    (no arguments) when the buffer goes from empty to non-empty."""
+    cdef char *buf
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef public Py_ssize_t max_pending
+    cdef public object on_data
+    cdef public bint overflow
+    cdef public bint closed
+    cdef readonly int64_t frames
+    cdef readonly int64_t msgs
+    cdef readonly int64_t bytes_out
+    cdef readonly int64_t dropped
+
+    def __init__(self, Py_ssize_t max_pending=64 << 20, on_data=None):
+        self.max_pending = max_pending
+        self.on_data = on_data
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    def __len__(self):
+        return self.n
+
+    cdef char *_reserve(self, Py_ssize_t size) except? NULL:
+        """Room for ``size`` more bytes, or NULL (and ``overflow``) past the limit."""
+        cdef Py_ssize_t cap
+        cdef char *p
+        if self.closed:
+            self.dropped += 1
+            return NULL
+        if self.max_pending and self.n + size > self.max_pending:
+            self.overflow = True
+            self.dropped += 1
+            return NULL
+        if self.n + size > self.cap:
+            cap = max(OUTBUF_MIN, self.cap * 2, self.n + size)
+            p = <char *>realloc(self.buf, cap)
+            if p == NULL:
+                raise MemoryError()
+            self.buf = p
+            self.cap = cap
+        return self.buf + self.n
+
+    cdef int _frame(self, int op, int flags, uint32_t fid, const char *s, Py_ssize_t sn,
+                    const char *r, Py_ssize_t rn, const char *b0, Py_ssize_t bn0,
+                    const char *b1, Py_ssize_t bn1) except -1:
+        """Append one frame (body = b0[:bn0] + b1[:bn1]); 0 if it was dropped."""
+        cdef Py_ssize_t size = FR_HEADER + sn + rn + bn0 + bn1
+        cdef bint was_empty = self.n == 0
+        cdef char *p = self._reserve(size)
+        if p == NULL:
+            return 0
+        _put_u32(p, <uint32_t>(size - 4))
+        p[4] = <char>FR_VERSION
+        p[5] = <char>op
+        _put_u16(p + 6, <uint16_t>flags)
+        _put_u32(p + 8, fid)
+        _put_u16(p + 12, <uint16_t>sn)
+        _put_u16(p + 14, <uint16_t>rn)
+        p += FR_HEADER
+        if sn:
+            memcpy(p, s, sn)
+            p += sn
+        if rn:
+            memcpy(p, r, rn)
+            p += rn
+        if bn0:
+            memcpy(p, b0, bn0)
+            p += bn0
+        if bn1:
+            memcpy(p, b1, bn1)
+        self.n += size
+        self.frames += 1
+        if was_empty and self.on_data is not None:
+            self.on_data()
+        return 1
+
+    def frame(self, int op, int flags=0, uint32_t id=0, subject=b'', reply=b'', body=b''):
+        """Append one frame (Python use: control frames).  Returns False if
+        it was dropped (over ``max_pending`` or closed)."""
+        cdef const char *sp
+        cdef const char *rp
+        cdef Py_ssize_t sn, rn
+        cdef Py_buffer view
+        as_utf8(subject, &sp, &sn, True) if subject else None
+        if not subject:
+            sp = NULL
+            sn = 0
+        if reply:
+            as_utf8(reply, &rp, &rn, True)
+        else:
+            rp = NULL
+            rn = 0
+        if sn > 65535 or rn > 65535:
+            raise ValueError('subject and reply are limited to 65535 bytes')
+        PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
+        try:
+            return self._frame(op, flags, id, sp, sn, rp, rn, <const char *>view.buf, view.len,
+                               NULL, 0) == 1
+        finally:
+            PyBuffer_Release(&view)
+
+    def take(self):
+        """Everything pending, as one bytes object (the buffer empties)."""
+        cdef bytes out
+        if self.n == 0:
+            return b''
+        out = PyBytes_FromStringAndSize(self.buf, self.n)
+        self.bytes_out += self.n
+        self.n = 0
+        if self.cap > 4 * OUTBUF_MIN * 16:   # do not keep a burst's memory
+            free(self.buf)
+            self.buf = NULL
+            self.cap = 0
+        return out
+
+    def clear(self):
+        self.n = 0
+
+
+@cython.final
+cdef class FrameParser:
+    """Cuts frames out of a byte stream fed in any pieces.
+
+    ``feed(data)`` returns the frames it completed, except the PUB and
+    PUB_BATCH frames it could route itself (``router`` set, publishing
+    allowed): those go to ``router`` in C.  Each returned frame is a tuple
+    ``(op, flags, id, subject, reply, body)`` (subject and reply str, body
+    bytes).  A malformed frame raises ``ProtocolError`` (with the code);
+    frames before it were handled.
+    """
+    cdef char *buf
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef public Router router              # None: return PUB frames too
+    cdef public OutBuf out                 # this connection's output (echo, acks)
+    cdef public Matcher pub_allow          # None: everything allowed
+    cdef public Matcher pub_deny           # None: nothing denied
+    cdef public Py_ssize_t max_payload
+    cdef public Py_ssize_t max_control
+    cdef public bint route_pubs            # False until CONNECT (auth) is done
+    cdef readonly int64_t frames_in
+    cdef readonly int64_t bytes_in
+    cdef readonly int64_t pubs_in
+    cdef readonly int64_t denied
+
+    def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
+                 Py_ssize_t max_control=65536):
+        self.router = router
+        self.out = out
+        self.max_payload = max_payload
+        self.max_control = max_control
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete frame held."""
+        return self.n
+
+    def feed(self, data):
+        cdef Py_buffer view
+        cdef list out = []
+        cdef Py_ssize_t used, cap
+        cdef char *p
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self.bytes_in += view.len
+            if self.n == 0:
+                used = self._parse(<const char *>view.buf, view.len, out)
+                if used < view.len:
+                    self._keep(<const char *>view.buf + used, view.len - used)
+            else:
+                self._keep(<const char *>view.buf, view.len)
+                used = self._parse(self.buf, self.n, out)
+                if used:
+                    memmove(self.buf, self.buf + used, self.n - used)
+                    self.n -= used
+        finally:
+            PyBuffer_Release(&view)
+        return out
+
+    cdef int _keep(self, const char *p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap
+        cdef char *b
+        if self.n + n > self.cap:
+            cap = max(4096, self.cap * 2, self.n + n)
+            b = <char *>realloc(self.buf, cap)
+            if b == NULL:
+                raise MemoryError()
+            self.buf = b
+            self.cap = cap
+        memcpy(self.buf + self.n, p, n)
+        self.n += n
+        return 0
+
+    cdef Py_ssize_t _parse(self, const char *p, Py_ssize_t n, list out) except -1:
+        """Handle the complete frames of p[:n]; returns the bytes used."""
+        cdef Py_ssize_t off = 0, size, total, sn, rn, bn
+        cdef uint32_t size32, fid
+        cdef uint16_t u16
+        cdef int op, flags
+        cdef const char *f
+        while n - off >= 4:
+            memcpy(&size32, p + off, 4)
+            size = size32
+            if size < FR_MIN_SIZE:
+                raise ProtocolError(400, 'malformed frame: size {} is below {}'.format(
+                    size, FR_MIN_SIZE))
+            if size > self.max_payload + self.max_control + FR_HEADER and size > 65536:
+                raise ProtocolError(413, 'frame of {} bytes exceeds max_payload={}'.format(
+                    size, self.max_payload))
+            total = size + 4
+            if n - off < total:
+                break
+            f = p + off
+            if <uint8_t>f[4] != FR_VERSION:
+                raise ProtocolError(505, 'unsupported protocol version {}'.format(<uint8_t>f[4]))
+            op = <uint8_t>f[5]
+            if op < 1 or op > OP_LAST:
+                raise ProtocolError(400, 'unknown op {}'.format(op))
+            memcpy(&u16, f + 6, 2)
+            flags = u16
+            memcpy(&fid, f + 8, 4)
+            memcpy(&u16, f + 12, 2)
+            sn = u16
+            memcpy(&u16, f + 14, 2)
+            rn = u16
+            if FR_HEADER + sn + rn > total:
+                raise ProtocolError(400, 'malformed frame: subject ({}) and reply ({}) overrun '
+                                    'a frame of {} bytes'.format(sn, rn, size))
+            bn = total - FR_HEADER - sn - rn
+            self.frames_in += 1
+            if op == OP_PUB or op == OP_PUB_BATCH or op == OP_MSG:
+                if bn > self.max_payload and op != OP_PUB_BATCH:
+                    raise ProtocolError(413, 'payload of {} bytes exceeds max_payload={}'.format(
+                        bn, self.max_payload))
+            elif sn + rn + bn > self.max_control:
+                raise ProtocolError(431, 'control frame of {} bytes exceeds max_control={}'.format(
+                    sn + rn + bn, self.max_control))
+            if op == OP_PUB and self.route_pubs and self.router is not None and not flags & FL_ACK:
+                self.pubs_in += 1
+                self._route_pub(f + FR_HEADER, sn, f + FR_HEADER + sn, rn,
+                                f + FR_HEADER + sn + rn, bn, fid, out)
+            else:
+                out.append((op, flags, fid,
+                            PyUnicode_DecodeUTF8(f + FR_HEADER, sn, 'strict'),
+                            PyUnicode_DecodeUTF8(f + FR_HEADER + sn, rn, 'strict'),
+                            PyBytes_FromStringAndSize(f + FR_HEADER + sn + rn, bn)))
+            off += total
+        return off
+
+    cdef int _allowed(self, object subject) except -1:
+        if self.pub_allow is not None and not self.pub_allow.match(subject):
+            return 0
+        if self.pub_deny is not None and self.pub_deny.match(subject):
+            return 0
+        return 1
+
+    cdef int _route_pub(self, const char *s, Py_ssize_t sn, const char *r, Py_ssize_t rn,
+                        const char *b, Py_ssize_t bn, uint32_t fid, list out) except -1:
+        """A PUB without ACK: route it here; problems go to ``out`` as
+        ('error', code, message, id) and ('noresp', reply) entries."""
+        cdef object subject = PyUnicode_DecodeUTF8(s, sn, 'strict')
+        cdef object reply = PyUnicode_DecodeUTF8(r, rn, 'strict') if rn else None
+        cdef int64_t before
+        if (self.pub_allow is not None or self.pub_deny is not None) and not self._allowed(subject):
+            self.denied += 1
+            out.append(('error', 403, "permission denied: publish to '{}'".format(subject), fid))
+            return 0
+        before = self.router.n_delivered
+        try:
+            self.router._publish_wire(subject, r, rn, b, bn, self.out)
+        except (SubjectError, EventError, FastflowError) as exc:
+            out.append(('error', _error_code(exc), str(exc), fid))
+            return 0
+        if reply is not None and self.router.n_delivered == before:
+            out.append(('noresp', reply))
+        return 0
+
+
+cdef int _error_code(exc):
+    if isinstance(exc, LogFullError):
+        return 507
+    if isinstance(exc, EventTooLarge):
+        return 413
+    if isinstance(exc, (SubjectError, EventError)):
+        return 422
+    return 400
+
+
+def error_code(exc):
+    """The protocol error code of an engine exception."""
+    return _error_code(exc)
