@@ -163,6 +163,98 @@ cdef class OutBuf:
         finally:
             PyBuffer_Release(&view)
 
+    cdef int _pub_default(self, const char *sp, Py_ssize_t sn, const char *rp, Py_ssize_t rn,
+                          const char *src, Py_ssize_t srcn, const char *d, Py_ssize_t dn,
+                          uint32_t fid, int flags) except -1:
+        """A PUB frame of an event with every default: a new generated id,
+        ``source``, type = the subject."""
+        global _id_counter
+        cdef char hdr[EV_HEADER + EV_GENID]
+        cdef uint64_t h0 = (<uint64_t>EV_VERSION | (<uint64_t>(EVF_GENID | EVF_TYPE_SUBJECT) << 8)
+                            | (<uint64_t>srcn << 48))
+        cdef uint64_t h1 = 0
+        cdef Py_ssize_t size = FR_HEADER + sn + rn + EV_HEADER + EV_GENID + srcn + dn
+        cdef bint was_empty = self.n == 0
+        cdef char *p = self._reserve(size)
+        if p == NULL:
+            return 0
+        _id_counter += 1
+        _put_u32(p, <uint32_t>(size - 4))
+        p[4] = <char>FR_VERSION
+        p[5] = <char>OP_PUB
+        _put_u16(p + 6, <uint16_t>flags)
+        _put_u32(p + 8, fid)
+        _put_u16(p + 12, <uint16_t>sn)
+        _put_u16(p + 14, <uint16_t>rn)
+        p += FR_HEADER
+        memcpy(p, sp, sn)
+        p += sn
+        if rn:
+            memcpy(p, rp, rn)
+            p += rn
+        memcpy(p, &h0, 8)
+        memcpy(p + 8, &h1, 8)
+        memcpy(p + 16, &_id_prefix, 8)
+        memcpy(p + 24, &_id_counter, 8)
+        memcpy(p + 32, src, srcn)
+        if dn:
+            memcpy(p + 32 + srcn, d, dn)
+        self.n += size
+        self.frames += 1
+        if was_empty and self.on_data is not None:
+            self.on_data()
+        return 1
+
+    def publish(self, subject, data, source, reply=None, uint32_t id=0, int flags=0):
+        """Append a PUB frame of an event with the defaults (a new id,
+        ``source`` (str), type = ``subject``) and payload ``data``, in C:
+        the client's fast path.  Returns False if it was dropped."""
+        cdef const char *sp
+        cdef const char *rp = NULL
+        cdef const char *srcp
+        cdef Py_ssize_t sn, rn = 0, srcn
+        cdef Py_buffer view
+        as_utf8(subject, &sp, &sn, False)
+        if reply is not None:
+            as_utf8(reply, &rp, &rn, False)
+        as_utf8(source, &srcp, &srcn, False)
+        if sn > 65535 or rn > 65535 or srcn > EV_MAX_STRING or srcn == 0:
+            raise ValueError('subject, reply and source are limited to 65535 bytes '
+                             '(and source must not be empty)')
+        if type(data) is bytes:
+            return self._pub_default(sp, sn, rp, rn, srcp, srcn, PyBytes_AS_STRING(data),
+                                     PyBytes_GET_SIZE(data), id, flags) == 1
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return self._pub_default(sp, sn, rp, rn, srcp, srcn, <const char *>view.buf,
+                                     view.len, id, flags) == 1
+        finally:
+            PyBuffer_Release(&view)
+
+    def publish_many(self, subject, datas, source):
+        """``publish`` of every payload of ``datas`` (a list or tuple of
+        bytes) on one subject; returns how many were appended."""
+        cdef const char *sp
+        cdef const char *srcp
+        cdef Py_ssize_t sn, srcn, i, n
+        cdef object d
+        as_utf8(subject, &sp, &sn, False)
+        as_utf8(source, &srcp, &srcn, False)
+        if sn > 65535 or srcn > EV_MAX_STRING or srcn == 0:
+            raise ValueError('subject and source are limited to 65535 bytes '
+                             '(and source must not be empty)')
+        if type(datas) is not tuple:
+            datas = tuple(datas)
+        n = len(datas)
+        for i in range(n):
+            d = <object>PyTuple_GET_ITEM(datas, i)
+            if type(d) is not bytes:
+                raise TypeError('datas[{}]: expected bytes, got {}'.format(i, type(d).__name__))
+            if not self._pub_default(sp, sn, NULL, 0, srcp, srcn, PyBytes_AS_STRING(d),
+                                     PyBytes_GET_SIZE(d), 0, 0):
+                return i
+        return n
+
     def take(self):
         """Everything pending, as one bytes object (the buffer empties)."""
         cdef bytes out
@@ -179,6 +271,108 @@ cdef class OutBuf:
 
     def clear(self):
         self.n = 0
+
+
+@cython.final
+cdef class MsgBatch:
+    """The MSG frames of one ``FrameParser.feed`` run (``batch_msgs``):
+    columns over one buffer of records, events made only when asked."""
+    cdef readonly Int64Array sids
+    cdef readonly Int64Array flags
+    cdef readonly Int64Array offsets        # record i: buffer[offsets[i]:offsets[i+1]]
+    cdef readonly list subjects
+    cdef readonly list replies              # str, or None
+    cdef readonly bytes buffer
+    cdef char *b
+    cdef Py_ssize_t bn
+    cdef Py_ssize_t bcap
+
+    def __dealloc__(self):
+        free(self.b)
+
+    def __len__(self):
+        return self.sids.n
+
+    cdef int _add(self, int64_t sid, int flags, object subject, object reply, const char *rec,
+                  Py_ssize_t rn) except -1:
+        cdef Py_ssize_t cap
+        cdef char *p
+        if self.bn + rn > self.bcap:
+            cap = max(65536, self.bcap * 2, self.bn + rn)
+            p = <char *>realloc(self.b, cap)
+            if p == NULL:
+                raise MemoryError()
+            self.b = p
+            self.bcap = cap
+        memcpy(self.b + self.bn, rec, rn)
+        self.bn += rn
+        self.sids.push(sid)
+        self.flags.push(flags)
+        self.offsets.push(self.bn)
+        self.subjects.append(subject)
+        self.replies.append(reply)
+        return 0
+
+    cdef int _seal(self) except -1:
+        self.buffer = PyBytes_FromStringAndSize(self.b, self.bn)
+        free(self.b)
+        self.b = NULL
+        self.bcap = 0
+        return 0
+
+    def record(self, Py_ssize_t i):
+        """The record of message ``i`` (bytes)."""
+        if i < 0 or i >= self.sids.n:
+            raise IndexError('message {} of {}'.format(i, self.sids.n))
+        return self.buffer[self.offsets.data[i]:self.offsets.data[i + 1]]
+
+    def event(self, Py_ssize_t i):
+        """Message ``i`` as an Event."""
+        if i < 0 or i >= self.sids.n:
+            raise IndexError('message {} of {}'.format(i, self.sids.n))
+        return _ev_decode(<object>PyList_GET_ITEM(self.subjects, i),
+                          PyBytes_AS_STRING(self.buffer) + self.offsets.data[i],
+                          self.offsets.data[i + 1] - self.offsets.data[i], 0, None, 0, None)
+
+    def events(self):
+        """Every message as an Event (a list; decoded in C)."""
+        cdef Py_ssize_t i, n = self.sids.n
+        cdef list out = PyList_New(n)
+        cdef Event e
+        cdef const char *base = PyBytes_AS_STRING(self.buffer)
+        for i in range(n):
+            e = _ev_decode(<object>PyList_GET_ITEM(self.subjects, i),
+                           base + self.offsets.data[i],
+                           self.offsets.data[i + 1] - self.offsets.data[i], 0, None, 0, None)
+            Py_INCREF(e)
+            PyList_SET_ITEM(out, i, e)
+        return out
+
+    def datas(self):
+        """The data of every message (a list of bytes), without making events."""
+        cdef Py_ssize_t i, n = self.sids.n, rn, off
+        cdef list out = PyList_New(n)
+        cdef const char *r
+        cdef object d
+        for i in range(n):
+            r = PyBytes_AS_STRING(self.buffer) + self.offsets.data[i]
+            rn = self.offsets.data[i + 1] - self.offsets.data[i]
+            off = _ev_data_offset(r, rn)
+            d = PyBytes_FromStringAndSize(r + off, rn - off)
+            Py_INCREF(d)
+            PyList_SET_ITEM(out, i, d)
+        return out
+
+
+cdef MsgBatch _new_msg_batch():
+    cdef MsgBatch m = MsgBatch.__new__(MsgBatch)
+    m.sids = Int64Array.new(64)
+    m.flags = Int64Array.new(64)
+    m.offsets = Int64Array.new(65)
+    m.offsets.push(0)
+    m.subjects = []
+    m.replies = []
+    return m
 
 
 @cython.final
@@ -202,6 +396,9 @@ cdef class FrameParser:
     cdef public Py_ssize_t max_payload
     cdef public Py_ssize_t max_control
     cdef public bint route_pubs            # False until CONNECT (auth) is done
+    cdef public bint batch_msgs            # MSG frames as ('msgs', MsgBatch) runs
+    cdef bytes last_sb                     # the last MSG subject (bytes and str):
+    cdef str last_ss                       # a stream of one subject decodes it once
     cdef readonly int64_t frames_in
     cdef readonly int64_t bytes_in
     cdef readonly int64_t pubs_in
@@ -265,6 +462,8 @@ cdef class FrameParser:
         cdef uint16_t u16
         cdef int op, flags
         cdef const char *f
+        cdef MsgBatch mb = None
+        cdef object subj
         while n - off >= 4:
             memcpy(&size32, p + off, 4)
             size = size32
@@ -302,6 +501,25 @@ cdef class FrameParser:
             elif sn + rn + bn > self.max_control:
                 raise ProtocolError(431, 'control frame of {} bytes exceeds max_control={}'.format(
                     sn + rn + bn, self.max_control))
+            if op == OP_MSG and self.batch_msgs:
+                if mb is None:
+                    mb = _new_msg_batch()
+                if (self.last_sb is not None and sn == PyBytes_GET_SIZE(self.last_sb)
+                        and memcmp(PyBytes_AS_STRING(self.last_sb), f + FR_HEADER, sn) == 0):
+                    subj = self.last_ss
+                else:
+                    subj = PyUnicode_DecodeUTF8(f + FR_HEADER, sn, 'strict')
+                    self.last_sb = PyBytes_FromStringAndSize(f + FR_HEADER, sn)
+                    self.last_ss = subj
+                mb._add(fid, flags, subj,
+                        PyUnicode_DecodeUTF8(f + FR_HEADER + sn, rn, 'strict') if rn else None,
+                        f + FR_HEADER + sn + rn, bn)
+                off += total
+                continue
+            if mb is not None:          # keep the order: the run of MSGs first
+                mb._seal()
+                out.append(('msgs', mb))
+                mb = None
             if op == OP_PUB and self.route_pubs and self.router is not None and not flags & FL_ACK:
                 self.pubs_in += 1
                 self._route_pub(f + FR_HEADER, sn, f + FR_HEADER + sn, rn,
@@ -312,6 +530,9 @@ cdef class FrameParser:
                             PyUnicode_DecodeUTF8(f + FR_HEADER + sn, rn, 'strict'),
                             PyBytes_FromStringAndSize(f + FR_HEADER + sn + rn, bn)))
             off += total
+        if mb is not None:
+            mb._seal()
+            out.append(('msgs', mb))
         return off
 
     cdef int _allowed(self, object subject) except -1:

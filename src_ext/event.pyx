@@ -502,6 +502,19 @@ cdef int _ev_check(object subject, const char *p, Py_ssize_t n) except -1:
     return 0
 
 
+cdef Py_ssize_t _ev_data_offset(const char *p, Py_ssize_t n) except -1:
+    """Where the data of record p[:n] starts."""
+    cdef Py_ssize_t off
+    if n < EV_HEADER or <uint8_t>p[0] != EV_VERSION:
+        raise FastflowError('record of {} bytes is not an event record'.format(n))
+    off = (EV_HEADER + (EV_GENID if <uint8_t>p[1] & EVF_GENID else _rd16(p + 4)) + _rd16(p + 6)
+           + _rd16(p + 8) + _rd16(p + 10) + _rd32(p + 12))
+    if off > n:
+        raise FastflowError('event record of {} bytes is truncated: its header needs {}'.format(
+            n, off))
+    return off
+
+
 cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, str stream,
                       int64_t ts, str origin):
     """The event of record ``p[:n]`` stored under ``subject`` (a str)."""
