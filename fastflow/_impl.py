@@ -8,42 +8,57 @@ import os
 
 __all__ = (
     "COMPILED",
+    "FLAGS",
+    "OPS",
     "Batch",
     "Event",
+    "FrameParser",
     "Log",
     "MatchBatch",
     "Matcher",
+    "OutBuf",
     "Position",
+    "ProtocolError",
     "Record",
     "Router",
     "StreamTarget",
     "SubTarget",
+    "WireTarget",
+    "error_code",
     "events_from_batch",
     "validate_pattern",
     "validate_subject",
 )
 
 if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
+    from fastflow._ref.codec import FLAGS, OPS, FrameParser, OutBuf, ProtocolError, error_code
     from fastflow._ref.event import Event, events_from_batch
     from fastflow._ref.log import Batch, Log, Position, Record
     from fastflow._ref.matcher import Matcher, MatchBatch
-    from fastflow._ref.router import Router, StreamTarget, SubTarget
+    from fastflow._ref.router import Router, StreamTarget, SubTarget, WireTarget
     from fastflow._ref.subjects import validate_pattern, validate_subject
 
     COMPILED = False
 else:
     try:
         from fastflow._core import (
+            FLAGS,
+            OPS,
             Batch,
             Event,
+            FrameParser,
             Log,
             Matcher,
             MatchBatch,
+            OutBuf,
             Position,
+            ProtocolError,
             Record,
             Router,
             StreamTarget,
             SubTarget,
+            WireTarget,
+            error_code,
             events_from_batch,
             validate_pattern,
             validate_subject,

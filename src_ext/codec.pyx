@@ -47,6 +47,10 @@ class ProtocolError(FastflowError):
     def __init__(self, code, message):
         FastflowError.__init__(self, message)
         self.code = code
+        self.frames = []        # what the parser handled before the bad frame
+
+    def __reduce__(self):
+        return (ProtocolError, (self.code, str(self)))
 
 
 cdef inline void _put_u16(char *p, uint16_t v) noexcept:
@@ -134,6 +138,8 @@ cdef class OutBuf:
             memcpy(p, b1, bn1)
         self.n += size
         self.frames += 1
+        if op == OP_MSG:
+            self.msgs += 1
         if was_empty and self.on_data is not None:
             self.on_data()
         return 1
@@ -379,12 +385,16 @@ cdef MsgBatch _new_msg_batch():
 cdef class FrameParser:
     """Cuts frames out of a byte stream fed in any pieces.
 
-    ``feed(data)`` returns the frames it completed, except the PUB and
-    PUB_BATCH frames it could route itself (``router`` set, publishing
-    allowed): those go to ``router`` in C.  Each returned frame is a tuple
-    ``(op, flags, id, subject, reply, body)`` (subject and reply str, body
-    bytes).  A malformed frame raises ``ProtocolError`` (with the code);
-    frames before it were handled.
+    ``feed(data)`` returns the frames it completed, except the PUB frames
+    without ACK it could route itself (``router`` set, ``route_pubs``):
+    those go to ``router`` in C (a problem with one becomes an ``('error',
+    code, message, id)`` entry, a request nobody received a ``('noresp',
+    reply)`` entry).  Each returned frame is a tuple ``(op, flags, id,
+    subject, reply, body)`` (subject and reply str, body bytes); with
+    ``batch_msgs``, runs of MSG frames come as ``('msgs', MsgBatch)``.  A
+    malformed frame raises ``ProtocolError`` (with the code) whose
+    ``frames`` are the frames before it (handled); the parser then refuses
+    more input.
     """
     cdef char *buf
     cdef Py_ssize_t n
@@ -403,6 +413,7 @@ cdef class FrameParser:
     cdef readonly int64_t bytes_in
     cdef readonly int64_t pubs_in
     cdef readonly int64_t denied
+    cdef object failed                     # the ProtocolError that stopped the parser
 
     def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
                  Py_ssize_t max_control=65536):
@@ -424,6 +435,9 @@ cdef class FrameParser:
         cdef list out = []
         cdef Py_ssize_t used, cap
         cdef char *p
+        if self.failed is not None:
+            raise ProtocolError(self.failed.code, 'the stream was malformed before: {}'.format(
+                self.failed))
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             self.bytes_in += view.len
@@ -437,6 +451,13 @@ cdef class FrameParser:
                 if used:
                     memmove(self.buf, self.buf + used, self.n - used)
                     self.n -= used
+        except ProtocolError as exc:
+            # the frames before the bad one were handled: hand them over too;
+            # the stream cannot be resynchronised, so the parser stops here
+            exc.frames = out
+            self.failed = exc
+            self.n = 0
+            raise
         finally:
             PyBuffer_Release(&view)
         return out
@@ -508,11 +529,11 @@ cdef class FrameParser:
                         and memcmp(PyBytes_AS_STRING(self.last_sb), f + FR_HEADER, sn) == 0):
                     subj = self.last_ss
                 else:
-                    subj = PyUnicode_DecodeUTF8(f + FR_HEADER, sn, 'strict')
+                    subj = _frame_str(f + FR_HEADER, sn, 'subject')
                     self.last_sb = PyBytes_FromStringAndSize(f + FR_HEADER, sn)
                     self.last_ss = subj
                 mb._add(fid, flags, subj,
-                        PyUnicode_DecodeUTF8(f + FR_HEADER + sn, rn, 'strict') if rn else None,
+                        _frame_str(f + FR_HEADER + sn, rn, 'reply') if rn else None,
                         f + FR_HEADER + sn + rn, bn)
                 off += total
                 continue
@@ -525,9 +546,8 @@ cdef class FrameParser:
                 self._route_pub(f + FR_HEADER, sn, f + FR_HEADER + sn, rn,
                                 f + FR_HEADER + sn + rn, bn, fid, out)
             else:
-                out.append((op, flags, fid,
-                            PyUnicode_DecodeUTF8(f + FR_HEADER, sn, 'strict'),
-                            PyUnicode_DecodeUTF8(f + FR_HEADER + sn, rn, 'strict'),
+                out.append((op, flags, fid, _frame_str(f + FR_HEADER, sn, 'subject'),
+                            _frame_str(f + FR_HEADER + sn, rn, 'reply'),
                             PyBytes_FromStringAndSize(f + FR_HEADER + sn + rn, bn)))
             off += total
         if mb is not None:
@@ -546,15 +566,17 @@ cdef class FrameParser:
                         const char *b, Py_ssize_t bn, uint32_t fid, list out) except -1:
         """A PUB without ACK: route it here; problems go to ``out`` as
         ('error', code, message, id) and ('noresp', reply) entries."""
-        cdef object subject = PyUnicode_DecodeUTF8(s, sn, 'strict')
-        cdef object reply = PyUnicode_DecodeUTF8(r, rn, 'strict') if rn else None
+        cdef object subject = _frame_str(s, sn, 'subject')
+        cdef object reply = _frame_str(r, rn, 'reply') if rn else None
         cdef int64_t before
-        if (self.pub_allow is not None or self.pub_deny is not None) and not self._allowed(subject):
-            self.denied += 1
-            out.append(('error', 403, "permission denied: publish to '{}'".format(subject), fid))
-            return 0
         before = self.router.n_delivered
         try:
+            if (self.pub_allow is not None or self.pub_deny is not None) \
+                    and not self._allowed(subject):
+                self.denied += 1
+                out.append(('error', 403, "permission denied: publish to '{}'".format(subject),
+                            fid))
+                return 0
             self.router._publish_wire(subject, r, rn, b, bn, self.out)
         except (SubjectError, EventError, FastflowError) as exc:
             out.append(('error', _error_code(exc), str(exc), fid))
@@ -562,6 +584,13 @@ cdef class FrameParser:
         if reply is not None and self.router.n_delivered == before:
             out.append(('noresp', reply))
         return 0
+
+
+cdef str _frame_str(const char *p, Py_ssize_t n, str what):
+    try:
+        return PyUnicode_DecodeUTF8(p, n, 'strict')
+    except UnicodeDecodeError:
+        raise ProtocolError(400, 'malformed frame: its {} is not UTF-8'.format(what)) from None
 
 
 cdef int _error_code(exc):

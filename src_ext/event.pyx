@@ -499,6 +499,23 @@ cdef int _ev_check(object subject, const char *p, Py_ssize_t n) except -1:
                          .format(subject, off, n))
     if _rd16(p + 6) == 0:
         raise EventError("invalid event record for {!r}: empty 'source'".format(subject))
+    # the strings (id, source, type, trace) must be UTF-8: checked here, once,
+    # so that every later decode of the stored record succeeds
+    _check_utf8(subject, p + EV_HEADER + (EV_GENID if <uint8_t>p[1] & EVF_GENID else 0),
+                off - EV_HEADER - (EV_GENID if <uint8_t>p[1] & EVF_GENID else 0) - _rd32(p + 12))
+    return 0
+
+
+cdef int _check_utf8(object subject, const char *p, Py_ssize_t n) except -1:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if <uint8_t>p[i] >= 0x80:
+            try:
+                PyUnicode_DecodeUTF8(p, n, 'surrogatepass')
+            except UnicodeDecodeError:
+                raise EventError('invalid event record for {!r}: its attributes are not UTF-8'
+                                 .format(subject)) from None
+            return 0
     return 0
 
 

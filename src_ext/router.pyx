@@ -428,6 +428,7 @@ cdef class Router:
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
+        self.last_stream = None
         if nplain + ngroups == 0:
             self.n_published += 1
             self.n_dropped_no_interest += 1
@@ -483,7 +484,6 @@ cdef class Router:
                 ev._origin = self.name
                 ev.ts = now
             self.n_published += 1
-            self.last_stream = None
             # streams first: the event is stored before anyone sees it
             self.stamp += 1
             stamp = self.stamp

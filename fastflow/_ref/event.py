@@ -573,6 +573,24 @@ def _decode_str(buf, a, b):
     return buf[a:b].decode("utf-8", "surrogatepass")
 
 
+def _ev_check(subject, buf, start, end):
+    """Raise EventError unless ``buf[start:end]`` is a well-formed event record."""
+    n = end - start
+    if n < EV_HEADER:
+        raise EventError("invalid event record for {!r}: {} bytes, the header alone is {}".format(
+            subject, n, EV_HEADER))
+    if buf[start] != EV_VERSION:
+        raise EventError("invalid event record for {!r}: version {} (expected {})".format(
+            subject, buf[start], EV_VERSION))
+    _, flags, _, idn, srcn, typn, trn, restn = _HEADER.unpack_from(buf, start)
+    off = EV_HEADER + (EV_GENID if flags & EVF_GENID else idn) + srcn + typn + trn + restn
+    if off > n:
+        raise EventError("invalid event record for {!r}: its header needs {} bytes, it has {}"
+                         .format(subject, off, n))
+    if srcn == 0:
+        raise EventError("invalid event record for {!r}: empty 'source'".format(subject))
+
+
 def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):
     """The event of record ``buf[start:end]`` stored under ``subject``."""
     global _src_cache_b, _src_cache_s

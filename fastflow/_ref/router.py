@@ -2,9 +2,10 @@
 once, append once to every capturing stream, deliver to every interested
 subscription.
 
-One Matcher holds both kinds of targets: a SubTarget per subscription and
-a StreamTarget per (stream, subject pattern).  A publish copies the
-matched handles (one member per queue group) before it runs any Python
+One Matcher holds every kind of target: a SubTarget per subscription, a
+WireTarget per network subscription (its MSG frames go to its connection's
+OutBuf) and a StreamTarget per (stream, subject pattern).  A publish copies
+the matched handles (one member per queue group) before it runs any Python
 code (callbacks may publish, subscribe or unsubscribe), and resolves each
 handle again when it gets to it, so a target removed meanwhile is skipped.
 
@@ -33,20 +34,24 @@ from fastflow._ref.event import (
     _c_int,
     _c_int64,
     _c_ssize,
+    _ev_check,
     _ev_copy,
+    _ev_decode,
     _ev_encode,
     _ev_init_attrs,
     _final,
     _next_gid,
+    _record_bytes,
     _ro,
 )
 from fastflow._ref import event as _event
+from fastflow._ref.codec import OP_MSG, OutBuf, _as_utf8, _c_uint32
 from fastflow._ref.log import RECORD_HEADER, Log
 from fastflow._ref.matcher import Matcher
 from fastflow._ref.subjects import tokenize
 from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullError, SubjectError
 
-__all__ = ("Router", "StreamTarget", "SubTarget")
+__all__ = ("Router", "StreamTarget", "SubTarget", "WireTarget")
 
 DEFAULT_CACHE_SIZE = 65536
 EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
@@ -225,6 +230,59 @@ class StreamTarget:
         self._listeners = v
 
 
+@_final
+class WireTarget:
+    """A network subscription: events are appended to its connection's
+    output (an OutBuf) as MSG frames (engine use; see fastflow.server)."""
+
+    __slots__ = ("_outbuf", "_sid", "_echo", "_remaining", "owner", "_delivered", "_dropped",
+                 "_handle")
+
+    def __init__(self, outbuf, sid, echo=True):
+        if not isinstance(outbuf, OutBuf):
+            raise TypeError("Argument 'outbuf' has incorrect type (expected {}.{}, got {})"
+                            .format(OutBuf.__module__, OutBuf.__qualname__,
+                                    type(outbuf).__name__))
+        sid = _c_uint32(sid)
+        self._outbuf = outbuf
+        self._sid = sid
+        self._echo = bool(echo)         # False: not the connection's own publishes
+        self._remaining = 0             # messages left before an automatic UNSUB (0: none)
+        self.owner = None
+        self._delivered = 0
+        self._dropped = 0
+        self._handle = 0
+
+    outbuf = _ro("_outbuf")
+    sid = _ro("_sid")
+    delivered = _ro("_delivered")
+    dropped = _ro("_dropped")
+
+    @property
+    def echo(self):
+        return self._echo
+
+    @echo.setter
+    def echo(self, v):
+        self._echo = bool(v)
+
+    @property
+    def remaining(self):
+        return self._remaining
+
+    @remaining.setter
+    def remaining(self, v):
+        self._remaining = _c_int64(v)
+
+    @property
+    def handle(self):
+        return self._handle
+
+    @handle.setter
+    def handle(self, v):
+        self._handle = _c_int64(v)
+
+
 def _callback_error(r, exc, su):
     if r.error_handler is not None:
         r.error_handler(exc, su.owner)
@@ -269,19 +327,30 @@ def _is_utf8(s):
     return True
 
 
-def _append_routed(lg, ev, rec):
-    """Append record ``rec`` of ``ev`` to the log ``lg``: ``Log.append``
-    with the size checks (and messages) of the native Log._append_routed."""
+def _append_routed(lg, subject, rec):
+    """Append record ``rec`` under ``subject`` (a str) to the log ``lg``:
+    ``Log.append`` with the size checks (and messages) of the native
+    Log._append_routed."""
     if not lg._closed:
         if lg._max_event_size and len(rec) > lg._max_event_size:
             raise EventTooLarge("event of {} bytes exceeds max_event_size={}".format(
                 len(rec), lg._max_event_size))
         if lg._path is not None:
-            size = RECORD_HEADER + len(ev._rs.encode("utf-8")) + len(rec)
+            size = RECORD_HEADER + len(subject.encode("utf-8")) + len(rec)
             if size > lg._segment_size:
                 raise EventTooLarge("record of {} bytes exceeds segment_size={}".format(
                     size, lg._segment_size))
-    return lg.append(ev._rs, rec)
+    return lg.append(subject, rec)
+
+
+def _subject_str(subject):
+    """The native ``_subject_str``: str as is, bytes decoded, anything else
+    through ``str()``."""
+    if type(subject) is str:
+        return subject
+    if isinstance(subject, bytes):
+        return _decode_subject(subject)
+    return str(subject)
 
 
 def _unpick(m, hs):
@@ -301,7 +370,7 @@ class Router:
                  "advisory_handler", "__stamp", "__last_subject", "__last_version",
                  "__last_toks", "__n_published", "__n_delivered", "__n_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
-                 "__n_rejected", "__n_callback_errors", "closed")
+                 "__n_rejected", "__n_callback_errors", "closed", "__last_stream")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -323,6 +392,7 @@ class Router:
         self.error_handler = None       # (exc, subscription) for callback errors
         self.advisory_handler = None    # (kind, info) for slow consumers, loops
         self.closed = False             # publish raises once set
+        self.__last_stream = None       # the stream that stored the last publish
         self.__stamp = 0
         self.__last_subject = None      # publish_batch: the last subject matched,
         self.__last_version = 0         # the matcher's version then,
@@ -347,6 +417,7 @@ class Router:
     n_dropped_loop = _ro("_Router__n_dropped_loop")
     n_rejected = _ro("_Router__n_rejected")
     n_callback_errors = _ro("_Router__n_callback_errors")
+    last_stream = _ro("_Router__last_stream", "the stream that stored the last publish")
 
     @property
     def hop_limit(self):
@@ -360,12 +431,13 @@ class Router:
 
     def add(self, pattern, target, queue=None):
         """Register a SubTarget or a StreamTarget on ``pattern``; returns its handle."""
-        if type(target) is not SubTarget and type(target) is not StreamTarget:
-            raise TypeError("target must be a SubTarget or a StreamTarget")
+        if type(target) is not SubTarget and type(target) is not StreamTarget \
+                and type(target) is not WireTarget:
+            raise TypeError("target must be a SubTarget, a WireTarget or a StreamTarget")
         if queue is not None and type(target) is StreamTarget:
             raise ValueError("streams do not take a queue group")
         h = self.__matcher.add(pattern, target, queue)
-        if type(target) is SubTarget:
+        if type(target) is SubTarget or type(target) is WireTarget:
             target._handle = h
         return h
 
@@ -380,6 +452,50 @@ class Router:
             _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT, ev._hops, 0,
                          len(self.__source_b), 0, 0, 0),
             _GENID.pack(ev._gpre, ev._gid), self.__source_b, ev._data))
+
+    def __record(self, ev):
+        """The record of ``ev`` (bytes)."""
+        if (ev._gpre == _event._id_prefix and ev._gid and ev._type is None
+                and ev._trace is None
+                and ev._rest is None and ev._rest_raw is None
+                and ev._source is self.__source):
+            return self.__default_record(ev)
+        return _ev_encode(ev)
+
+    def __publish_wire(self, subject, reply, rec, origin):
+        """Publish an event record received from the network (a PUB frame):
+        ``subject`` a str, ``reply`` its UTF-8 bytes (or None / empty),
+        ``rec`` the record (bytes), ``origin`` the publishing connection's
+        OutBuf (or None).  Engine use: FrameParser and publish_record."""
+        if self.closed:
+            raise FastflowError("flow {!r} is closed".format(self.__name))
+        _as_utf8(subject, False)        # (not encodable: raises before the record check)
+        _ev_check(subject, rec, 0, len(rec))
+        m = self.__matcher
+        _, _, hops, _, _, _, trn, _ = _HEADER.unpack_from(rec, 0)
+        if hops or trn:
+            # lineage: the loop breaker needs the event (rare)
+            ev = _ev_decode(subject, rec, 0, len(rec), 0, None, 0, None)
+            hs = m._collect(_tokens(m, subject))
+            return self.__deliver(subject, hs, None, ev, _now_ns(), None, reply, origin)
+        hs = m._collect(_tokens(m, subject))
+        return self.__deliver(subject, hs, None, None, _now_ns(), rec, reply, origin)
+
+    def publish_record(self, subject, record, reply=None, origin=None):
+        """Publish an event given as its record (``Event.encode()``, a PUB
+        frame's body) without decoding it; ``reply`` goes to network
+        subscribers; ``origin`` is the publishing connection (for its
+        ``echo``).  Returns the seq in the first stream that stored it (its
+        name: ``last_stream``), 0 if none did."""
+        if origin is not None and not isinstance(origin, OutBuf):
+            raise TypeError("Argument 'origin' has incorrect type (expected {}.{}, got {})"
+                            .format(OutBuf.__module__, OutBuf.__qualname__,
+                                    type(origin).__name__))
+        rb = None
+        if reply is not None:
+            rb = _as_utf8(reply, False)
+        rec = _record_bytes(record)
+        return self.__publish_wire(_subject_str(subject), rb, rec, origin)
 
     def __route(self, subject, data, ev, now):
         """Publish one event: ``ev`` when the publisher gave attributes or an
@@ -408,9 +524,11 @@ class Router:
             m._matches -= 1             # a cached result: not a match
         return self.__deliver(subject, hs, data, ev, now)
 
-    def __deliver(self, subject, hs, data, ev, now):
+    def __deliver(self, subject, hs, data, ev, now, wrec=None, reply=None, origin=None):
         """The rest of a publish, from the matched handles ``hs`` (a new
-        list: one member per queue group)."""
+        list: one member per queue group): of ``ev``, or of ``data`` with
+        the defaults, or (from the network) of the record ``wrec`` with its
+        ``reply`` subject (UTF-8 bytes) published by ``origin``."""
         m = self.__matcher
         if not hs:
             self.__n_published += 1
@@ -426,7 +544,10 @@ class Router:
                 _loop_break(self, subject, ev, reason)
                 return 0
         value = m._value_or_missing
-        if ev is None:
+        rec = None
+        if wrec is not None:
+            rec = wrec                  # a record from the network: stored and sent as is
+        elif ev is None:
             ev = Event.__new__(Event)
             if type(subject) is not str:
                 subject = _decode_subject(subject) if isinstance(subject, bytes) \
@@ -436,14 +557,18 @@ class Router:
             ev._gpre = _event._id_prefix
             ev._gid = _next_gid()
             ev._source = self.__source
-        ev._origin = self.__name
-        ev._ts = now
+        if ev is not None:
+            ev._origin = self.__name
+            ev._ts = now
+            rs = ev._rs
+        else:
+            rs = subject
         self.__n_published += 1
+        self.__last_stream = None
         # streams first: the event is stored before anyone sees it
         self.__stamp += 1
         stamp = self.__stamp
         seq = 0
-        rec = None
         notify = None
         for h in hs:
             st = value(h)
@@ -453,15 +578,9 @@ class Router:
                 continue                # two patterns of one stream matched
             st._stamp = stamp
             if rec is None:
-                if (ev._gpre == _event._id_prefix and ev._gid and ev._type is None
-                        and ev._trace is None
-                        and ev._rest is None and ev._rest_raw is None
-                        and ev._source is self.__source):
-                    rec = self.__default_record(ev)
-                else:
-                    rec = _ev_encode(ev)
+                rec = self.__record(ev)
             try:
-                s = _append_routed(st._log, ev, rec)
+                s = _append_routed(st._log, rs, rec)
             except (LogFullError, EventTooLarge):
                 st._rejected += 1
                 self.__n_rejected += 1
@@ -470,20 +589,46 @@ class Router:
             self.__n_appended += 1
             if seq == 0:
                 seq = s
-                ev._seq = s
-                ev._stream = st._name
-                ev._ts = st._log._last_ts     # the ts the log stored
+                self.__last_stream = st._name
+                now = st._log._last_ts  # the ts the log stored
+                if ev is not None:
+                    ev._seq = s
+                    ev._stream = st._name
+                    ev._ts = now
             if st._listeners:
                 if notify is None:
                     notify = []
                 notify.append(st)
                 notify.append(s)
+        sb = None                       # the subject's UTF-8 bytes (MSG frames)
         for h in hs:
-            su = value(h)
-            if type(su) is not SubTarget:
+            v = value(h)
+            if type(v) is WireTarget:
+                if not v._echo and v._outbuf is origin:
+                    continue
+                if rec is None:
+                    rec = self.__record(ev)
+                if sb is None:
+                    sb = subject.encode("utf-8") if isinstance(subject, str) else bytes(subject)
+                if v._outbuf._frame(OP_MSG, 0, v._sid, sb, reply or b"", rec):
+                    v._delivered += 1
+                    self.__n_delivered += 1
+                else:
+                    v._dropped += 1
+                    self.__n_dropped_slow += 1
+                if v._remaining:
+                    v._remaining -= 1
+                    if v._remaining == 0 and v._handle in m:
+                        m.remove(v._handle)     # UNSUB with a max: done
                 continue
+            if type(v) is not SubTarget:
+                continue
+            su = v
             if su._closed:
                 continue
+            if ev is None:              # a network record, for in-process subscribers
+                ev = _ev_decode(subject, wrec, 0, len(wrec), seq, self.__last_stream, now,
+                                self.__name)
             if su._callback is not None:
                 su._delivered += 1
                 self.__n_delivered += 1

@@ -1,0 +1,460 @@
+"""The native protocol's frame codec (docs/protocol.md), pure-Python
+reference for src_ext/codec.pyx: OutBuf collects a connection's output
+frames (the router appends MSG frames to it directly), FrameParser cuts
+frames out of a byte stream (any split) and routes PUB frames to the
+router, handing every other frame to Python.
+
+A frame: a 16-byte header (u32 size = bytes after this field, u8 version,
+u8 op, u16 flags, u32 id, u16 subject_len, u16 reply_len), then the
+subject, the reply and the body; all integers little-endian.
+"""
+
+import struct
+
+from fastflow._ref.event import _c_int, _c_ssize, _final, _record_bytes, _ro
+from fastflow._ref.matcher import Matcher
+from fastflow._ref.subjects import subject_error
+from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
+
+__all__ = ("FLAGS", "OPS", "FrameParser", "OutBuf", "ProtocolError", "error_code")
+
+FR_HEADER = 16
+FR_VERSION = 1
+FR_MIN_SIZE = 12                # size field minimum (header after the size)
+
+OP_INFO = 1
+OP_CONNECT = 2
+OP_PUB = 3
+OP_PUBACK = 4
+OP_PUB_BATCH = 5
+OP_SUB = 6
+OP_UNSUB = 7
+OP_MSG = 8
+OP_PING = 9
+OP_PONG = 10
+OP_OK = 11
+OP_ERR = 12
+OP_STREAM = 13
+OP_REPLAY = 14
+OP_CONSUMER = 15
+OP_ACK = 16
+OP_LAST = 16
+
+FL_ACK = 1                      # PUB, PUB_BATCH: answer with PUBACK
+FL_NO_RESPONDERS = 2            # MSG: no subscriber for the request
+FL_CLOSE = 1                    # ERR: the connection closes after it
+
+OPS = {"INFO": OP_INFO, "CONNECT": OP_CONNECT, "PUB": OP_PUB, "PUBACK": OP_PUBACK,
+       "PUB_BATCH": OP_PUB_BATCH, "SUB": OP_SUB, "UNSUB": OP_UNSUB, "MSG": OP_MSG,
+       "PING": OP_PING, "PONG": OP_PONG, "OK": OP_OK, "ERR": OP_ERR, "STREAM": OP_STREAM,
+       "REPLAY": OP_REPLAY, "CONSUMER": OP_CONSUMER, "ACK": OP_ACK}
+FLAGS = {"ACK": FL_ACK, "NO_RESPONDERS": FL_NO_RESPONDERS, "CLOSE": FL_CLOSE}
+
+_FRAME = struct.Struct("<IBBHIHH")
+_U32 = struct.Struct("<I")
+
+
+class ProtocolError(FastflowError):
+    """A malformed frame; ``code`` is the protocol's error code."""
+
+    def __init__(self, code, message):
+        FastflowError.__init__(self, message)
+        self.code = code
+
+
+# -- the native core's argument conversions ------------------------------------------
+
+
+def _c_uint32(v):
+    """``v`` as a C uint32_t argument."""
+    if type(v) is not int:
+        if isinstance(v, int):
+            v = int(v)
+        else:
+            conv = getattr(type(v), "__int__", None)
+            if conv is None:
+                raise TypeError("an integer is required")
+            v = conv(v)
+    if v < 0:
+        raise OverflowError("can't convert negative value to uint32_t")
+    if v > 0xFFFFFFFF:
+        raise OverflowError("value too large to convert to uint32_t")
+    return v
+
+
+def _as_utf8(s, pattern):
+    """The UTF-8 bytes of a str or bytes argument (the native ``as_utf8``:
+    bytes are taken as they are)."""
+    if isinstance(s, str):
+        try:
+            return s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise subject_error("pattern" if pattern else "subject", s,
+                                "not encodable as UTF-8") from None
+    if isinstance(s, bytes):
+        return bytes(s)
+    raise TypeError("{} must be str or bytes, not {}".format(
+        "pattern" if pattern else "subject", type(s).__name__))
+
+
+def _typed(v, cls):
+    """Assignment to a typed attribute of a native class (None allowed)."""
+    if v is not None and not isinstance(v, cls):
+        raise TypeError("Cannot convert {} to {}.{}".format(
+            type(v).__name__, cls.__module__, cls.__qualname__))
+    return v
+
+
+def _typed_arg(name, v, cls):
+    """A typed argument of a native method (None allowed)."""
+    if v is not None and not isinstance(v, cls):
+        raise TypeError("Argument '{}' has incorrect type (expected {}.{}, got {})".format(
+            name, cls.__module__, cls.__qualname__, type(v).__name__))
+    return v
+
+
+def _router_cls():
+    from fastflow._ref.router import Router     # (router.py imports this module)
+    return Router
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+@_final
+class OutBuf:
+    """A connection's pending output: frames appended by the router, taken
+    by the connection once per loop tick (``take()``), written with one
+    syscall.
+
+    ``max_pending`` bounds the bytes waiting here (0 = no limit); a frame
+    that would pass it is not added and ``overflow`` is set (the
+    connection is then cut as a slow consumer).  ``on_data`` is called
+    (no arguments) when the buffer goes from empty to non-empty."""
+
+    __slots__ = ("_buf", "_max_pending", "on_data", "_overflow", "_closed", "_frames", "_msgs",
+                 "_bytes_out", "_dropped")
+
+    def __new__(cls, /, *args, **kwargs):
+        # the blank state of a native OutBuf before __init__
+        o = object.__new__(cls)
+        o._buf = bytearray()
+        o._max_pending = 0
+        o.on_data = None
+        o._overflow = False
+        o._closed = False
+        o._frames = 0
+        o._msgs = 0
+        o._bytes_out = 0
+        o._dropped = 0
+        return o
+
+    def __init__(self, max_pending=64 << 20, on_data=None):
+        self._max_pending = _c_ssize(max_pending)
+        self.on_data = on_data
+
+    frames = _ro("_frames")
+    msgs = _ro("_msgs")
+    bytes_out = _ro("_bytes_out")
+    dropped = _ro("_dropped")
+
+    @property
+    def max_pending(self):
+        return self._max_pending
+
+    @max_pending.setter
+    def max_pending(self, v):
+        self._max_pending = _c_ssize(v)
+
+    @property
+    def overflow(self):
+        return self._overflow
+
+    @overflow.setter
+    def overflow(self, v):
+        self._overflow = bool(v)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @closed.setter
+    def closed(self, v):
+        self._closed = bool(v)
+
+    def __len__(self):
+        return len(self._buf)
+
+    def _reserve(self, size):
+        """Room for ``size`` more bytes, or False (and ``overflow``) past the limit."""
+        if self._closed:
+            self._dropped += 1
+            return False
+        if self._max_pending and len(self._buf) + size > self._max_pending:
+            self._overflow = True
+            self._dropped += 1
+            return False
+        return True
+
+    def _frame(self, op, flags, fid, s, r, b0, b1=b""):
+        """Append one frame (body = b0 + b1; all bytes); 0 if it was dropped
+        (engine use: the router's MSG frames)."""
+        sn = len(s)
+        rn = len(r)
+        size = FR_HEADER + sn + rn + len(b0) + len(b1)
+        buf = self._buf
+        was_empty = not buf
+        if not self._reserve(size):
+            return 0
+        buf += _FRAME.pack((size - 4) & 0xFFFFFFFF, FR_VERSION, op & 0xFF, flags & 0xFFFF,
+                           fid & 0xFFFFFFFF, sn & 0xFFFF, rn & 0xFFFF)
+        buf += s
+        buf += r
+        buf += b0
+        buf += b1
+        self._frames += 1
+        if was_empty and self.on_data is not None:
+            self.on_data()
+        return 1
+
+    def frame(self, op, flags=0, id=0, subject=b"", reply=b"", body=b""):
+        """Append one frame (Python use: control frames).  Returns False if
+        it was dropped (over ``max_pending`` or closed)."""
+        op = _c_int(op)
+        flags = _c_int(flags)
+        id = _c_uint32(id)
+        s = _as_utf8(subject, True) if subject else b""
+        r = _as_utf8(reply, True) if reply else b""
+        if len(s) > 65535 or len(r) > 65535:
+            raise ValueError("subject and reply are limited to 65535 bytes")
+        return self._frame(op, flags, id, s, r, _record_bytes(body)) == 1
+
+    def take(self):
+        """Everything pending, as one bytes object (the buffer empties)."""
+        if not self._buf:
+            return b""
+        out = bytes(self._buf)
+        self._bytes_out += len(out)
+        self._buf = bytearray()
+        return out
+
+    def clear(self):
+        self._buf = bytearray()
+
+
+# -- input ----------------------------------------------------------------------------
+
+
+@_final
+class FrameParser:
+    """Cuts frames out of a byte stream fed in any pieces.
+
+    ``feed(data)`` returns the frames it completed, except the PUB and
+    PUB_BATCH frames it could route itself (``router`` set, publishing
+    allowed): those go to ``router``.  Each returned frame is a tuple
+    ``(op, flags, id, subject, reply, body)`` (subject and reply str, body
+    bytes).  A malformed frame raises ``ProtocolError`` (with the code);
+    frames before it were handled.
+    """
+
+    __slots__ = ("_buf", "_router", "_out", "_pub_allow", "_pub_deny", "_max_payload",
+                 "_max_control", "_route_pubs", "_frames_in", "_bytes_in", "_pubs_in",
+                 "_denied")
+
+    def __new__(cls, /, *args, **kwargs):
+        # the blank state of a native FrameParser before __init__
+        o = object.__new__(cls)
+        o._buf = bytearray()
+        o._router = None
+        o._out = None
+        o._pub_allow = None
+        o._pub_deny = None
+        o._max_payload = 0
+        o._max_control = 0
+        o._route_pubs = False
+        o._frames_in = 0
+        o._bytes_in = 0
+        o._pubs_in = 0
+        o._denied = 0
+        return o
+
+    def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=65536):
+        router = _typed_arg("router", router, _router_cls())
+        out = _typed_arg("out", out, OutBuf)
+        max_payload = _c_ssize(max_payload)
+        max_control = _c_ssize(max_control)
+        self._router = router
+        self._out = out
+        self._max_payload = max_payload
+        self._max_control = max_control
+
+    frames_in = _ro("_frames_in")
+    bytes_in = _ro("_bytes_in")
+    pubs_in = _ro("_pubs_in")
+    denied = _ro("_denied")
+
+    @property
+    def router(self):
+        """None: return PUB frames too."""
+        return self._router
+
+    @router.setter
+    def router(self, v):
+        self._router = _typed(v, _router_cls())
+
+    @property
+    def out(self):
+        """This connection's output (echo, acks)."""
+        return self._out
+
+    @out.setter
+    def out(self, v):
+        self._out = _typed(v, OutBuf)
+
+    @property
+    def pub_allow(self):
+        """None: everything allowed."""
+        return self._pub_allow
+
+    @pub_allow.setter
+    def pub_allow(self, v):
+        self._pub_allow = _typed(v, Matcher)
+
+    @property
+    def pub_deny(self):
+        """None: nothing denied."""
+        return self._pub_deny
+
+    @pub_deny.setter
+    def pub_deny(self, v):
+        self._pub_deny = _typed(v, Matcher)
+
+    @property
+    def max_payload(self):
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, v):
+        self._max_payload = _c_ssize(v)
+
+    @property
+    def max_control(self):
+        return self._max_control
+
+    @max_control.setter
+    def max_control(self, v):
+        self._max_control = _c_ssize(v)
+
+    @property
+    def route_pubs(self):
+        """False until CONNECT (auth) is done."""
+        return self._route_pubs
+
+    @route_pubs.setter
+    def route_pubs(self, v):
+        self._route_pubs = bool(v)
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete frame held."""
+        return len(self._buf)
+
+    def feed(self, data):
+        data = _record_bytes(data)
+        out = []
+        self._bytes_in += len(data)
+        if not self._buf:
+            used = self._parse(data, out)
+            if used < len(data):
+                self._buf = bytearray(data[used:])
+        else:
+            # (as the native parser: on an error the held bytes stay as they were,
+            # the new ones appended)
+            self._buf += data
+            used = self._parse(bytes(self._buf), out)
+            if used:
+                del self._buf[:used]
+        return out
+
+    def _parse(self, p, out):
+        """Handle the complete frames of ``p``; returns the bytes used."""
+        off = 0
+        n = len(p)
+        while n - off >= 4:
+            size = _U32.unpack_from(p, off)[0]
+            if size < FR_MIN_SIZE:
+                raise ProtocolError(400, "malformed frame: size {} is below {}".format(
+                    size, FR_MIN_SIZE))
+            if size > self._max_payload + self._max_control + FR_HEADER and size > 65536:
+                raise ProtocolError(413, "frame of {} bytes exceeds max_payload={}".format(
+                    size, self._max_payload))
+            total = size + 4
+            if n - off < total:
+                break
+            _, version, op, flags, fid, sn, rn = _FRAME.unpack_from(p, off)
+            if version != FR_VERSION:
+                raise ProtocolError(505, "unsupported protocol version {}".format(version))
+            if op < 1 or op > OP_LAST:
+                raise ProtocolError(400, "unknown op {}".format(op))
+            if FR_HEADER + sn + rn > total:
+                raise ProtocolError(400, "malformed frame: subject ({}) and reply ({}) overrun "
+                                    "a frame of {} bytes".format(sn, rn, size))
+            bn = total - FR_HEADER - sn - rn
+            self._frames_in += 1
+            if op == OP_PUB or op == OP_PUB_BATCH or op == OP_MSG:
+                if bn > self._max_payload and op != OP_PUB_BATCH:
+                    raise ProtocolError(413, "payload of {} bytes exceeds max_payload={}".format(
+                        bn, self._max_payload))
+            elif sn + rn + bn > self._max_control:
+                raise ProtocolError(431, "control frame of {} bytes exceeds max_control={}".format(
+                    sn + rn + bn, self._max_control))
+            s0 = off + FR_HEADER
+            r0 = s0 + sn
+            b0 = r0 + rn
+            if op == OP_PUB and self._route_pubs and self._router is not None \
+                    and not flags & FL_ACK:
+                self._pubs_in += 1
+                self._route_pub(p[s0:r0], p[r0:b0], p[b0:off + total], fid, out)
+            else:
+                out.append((op, flags, fid, p[s0:r0].decode("utf-8"), p[r0:b0].decode("utf-8"),
+                            p[b0:off + total]))
+            off += total
+        return off
+
+    def _allowed(self, subject):
+        if self._pub_allow is not None and not self._pub_allow.match(subject):
+            return False
+        if self._pub_deny is not None and self._pub_deny.match(subject):
+            return False
+        return True
+
+    def _route_pub(self, s, r, b, fid, out):
+        """A PUB without ACK: route it here; problems go to ``out`` as
+        ('error', code, message, id) and ('noresp', reply) entries."""
+        subject = s.decode("utf-8")
+        reply = r.decode("utf-8") if r else None
+        if (self._pub_allow is not None or self._pub_deny is not None) \
+                and not self._allowed(subject):
+            self._denied += 1
+            out.append(("error", 403, "permission denied: publish to '{}'".format(subject), fid))
+            return
+        router = self._router
+        before = router.n_delivered
+        try:
+            router._Router__publish_wire(subject, r, b, self._out)
+        except (SubjectError, EventError, FastflowError) as exc:
+            out.append(("error", error_code(exc), str(exc), fid))
+            return
+        if reply is not None and router.n_delivered == before:
+            out.append(("noresp", reply))
+
+
+def error_code(exc):
+    """The protocol error code of an engine exception."""
+    if isinstance(exc, LogFullError):
+        return 507
+    if isinstance(exc, EventTooLarge):
+        return 413
+    if isinstance(exc, (SubjectError, EventError)):
+        return 422
+    return 400
