@@ -16,6 +16,7 @@ __all__ = (
     "Log",
     "MatchBatch",
     "Matcher",
+    "MsgBatch",
     "OutBuf",
     "Position",
     "ProtocolError",
@@ -31,7 +32,15 @@ __all__ = (
 )
 
 if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
-    from fastflow._ref.codec import FLAGS, OPS, FrameParser, OutBuf, ProtocolError, error_code
+    from fastflow._ref.codec import (
+        FLAGS,
+        OPS,
+        FrameParser,
+        MsgBatch,
+        OutBuf,
+        ProtocolError,
+        error_code,
+    )
     from fastflow._ref.event import Event, events_from_batch
     from fastflow._ref.log import Batch, Log, Position, Record
     from fastflow._ref.matcher import Matcher, MatchBatch
@@ -50,6 +59,7 @@ else:
             Log,
             Matcher,
             MatchBatch,
+            MsgBatch,
             OutBuf,
             Position,
             ProtocolError,

@@ -58,6 +58,7 @@ cdef inline void _put_u16(char *p, uint16_t v) noexcept:
 
 
 @cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
 cdef class OutBuf:
     """A connection's pending output: frames appended in C, taken by the
     connection once per loop tick (``take()``), written with one syscall.
@@ -280,6 +281,7 @@ cdef class OutBuf:
 
 
 @cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
 cdef class MsgBatch:
     """The MSG frames of one ``FrameParser.feed`` run (``batch_msgs``):
     columns over one buffer of records, events made only when asked."""
@@ -382,6 +384,7 @@ cdef MsgBatch _new_msg_batch():
 
 
 @cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
 cdef class FrameParser:
     """Cuts frames out of a byte stream fed in any pieces.
 

@@ -499,10 +499,19 @@ cdef int _ev_check(object subject, const char *p, Py_ssize_t n) except -1:
                          .format(subject, off, n))
     if _rd16(p + 6) == 0:
         raise EventError("invalid event record for {!r}: empty 'source'".format(subject))
-    # the strings (id, source, type, trace) must be UTF-8: checked here, once,
-    # so that every later decode of the stored record succeeds
-    _check_utf8(subject, p + EV_HEADER + (EV_GENID if <uint8_t>p[1] & EVF_GENID else 0),
-                off - EV_HEADER - (EV_GENID if <uint8_t>p[1] & EVF_GENID else 0) - _rd32(p + 12))
+    # the strings (id, source, type, trace) must each be UTF-8: checked here,
+    # once, so that every later decode of the stored record succeeds
+    off = EV_HEADER
+    if <uint8_t>p[1] & EVF_GENID:
+        off += EV_GENID
+    else:
+        _check_utf8(subject, p + off, _rd16(p + 4))
+        off += _rd16(p + 4)
+    _check_utf8(subject, p + off, _rd16(p + 6))
+    off += _rd16(p + 6)
+    _check_utf8(subject, p + off, _rd16(p + 8))
+    off += _rd16(p + 8)
+    _check_utf8(subject, p + off, _rd16(p + 10))
     return 0
 
 

@@ -47,6 +47,7 @@ cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
 
 
 @cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
 cdef class SubTarget:
     """The engine side of a subscription: a callback run inline, or a
     bounded queue of pending events (engine use; see fastflow.Subscription)."""
@@ -158,6 +159,7 @@ cdef class SubTarget:
 
 
 @cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
 cdef class StreamTarget:
     """The engine side of a stream: its log, and listeners called with the
     seq of every event appended (durable push consumers)."""
@@ -175,6 +177,7 @@ cdef class StreamTarget:
 
 
 @cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
 cdef class WireTarget:
     """A network subscription: events are appended to its connection's
     output (an OutBuf) as MSG frames, in C (engine use; see fastflow.server)."""

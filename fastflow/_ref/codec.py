@@ -2,7 +2,8 @@
 reference for src_ext/codec.pyx: OutBuf collects a connection's output
 frames (the router appends MSG frames to it directly), FrameParser cuts
 frames out of a byte stream (any split) and routes PUB frames to the
-router, handing every other frame to Python.
+router, handing every other frame to Python (runs of MSG frames, on the
+client side, as MsgBatch columns).
 
 A frame: a 16-byte header (u32 size = bytes after this field, u8 version,
 u8 op, u16 flags, u32 id, u16 subject_len, u16 reply_len), then the
@@ -10,13 +11,31 @@ subject, the reply and the body; all integers little-endian.
 """
 
 import struct
+from array import array
 
-from fastflow._ref.event import _c_int, _c_ssize, _final, _record_bytes, _ro
+from fastflow._ref import event as _event
+from fastflow._ref.event import (
+    _GENID,
+    _HEADER,
+    EV_GENID,
+    EV_HEADER,
+    EV_MAX_STRING,
+    EV_VERSION,
+    EVF_GENID,
+    EVF_TYPE_SUBJECT,
+    _c_int,
+    _c_ssize,
+    _ev_data_offset,
+    _ev_decode,
+    _final,
+    _record_bytes,
+    _ro,
+)
 from fastflow._ref.matcher import Matcher
 from fastflow._ref.subjects import subject_error
 from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
 
-__all__ = ("FLAGS", "OPS", "FrameParser", "OutBuf", "ProtocolError", "error_code")
+__all__ = ("FLAGS", "OPS", "FrameParser", "MsgBatch", "OutBuf", "ProtocolError", "error_code")
 
 FR_HEADER = 16
 FR_VERSION = 1
@@ -60,6 +79,10 @@ class ProtocolError(FastflowError):
     def __init__(self, code, message):
         FastflowError.__init__(self, message)
         self.code = code
+        self.frames = []        # what the parser handled before the bad frame
+
+    def __reduce__(self):
+        return (ProtocolError, (self.code, str(self)))
 
 
 # -- the native core's argument conversions ------------------------------------------
@@ -213,6 +236,8 @@ class OutBuf:
         buf += b0
         buf += b1
         self._frames += 1
+        if op == OP_MSG:
+            self._msgs += 1
         if was_empty and self.on_data is not None:
             self.on_data()
         return 1
@@ -228,6 +253,68 @@ class OutBuf:
         if len(s) > 65535 or len(r) > 65535:
             raise ValueError("subject and reply are limited to 65535 bytes")
         return self._frame(op, flags, id, s, r, _record_bytes(body)) == 1
+
+    def _pub_default(self, s, r, src, d, fid, flags):
+        """A PUB frame of an event with every default: a new generated id,
+        ``src`` (the source's UTF-8 bytes), type = the subject; 0 if it was
+        dropped."""
+        sn = len(s)
+        rn = len(r)
+        srcn = len(src)
+        size = FR_HEADER + sn + rn + EV_HEADER + EV_GENID + srcn + len(d)
+        buf = self._buf
+        was_empty = not buf
+        if not self._reserve(size):
+            return 0
+        gid = _event._next_gid()
+        buf += _FRAME.pack((size - 4) & 0xFFFFFFFF, FR_VERSION, OP_PUB, flags & 0xFFFF,
+                           fid & 0xFFFFFFFF, sn & 0xFFFF, rn & 0xFFFF)
+        buf += s
+        buf += r
+        # the record: as Event.encode() of an event with every default
+        buf += _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT, 0, 0, srcn & 0xFFFF,
+                            0, 0, 0)
+        buf += _GENID.pack(_event._id_prefix, gid & 0xFFFFFFFFFFFFFFFF)
+        buf += src
+        buf += d
+        self._frames += 1
+        if was_empty and self.on_data is not None:
+            self.on_data()
+        return 1
+
+    def publish(self, subject, data, source, reply=None, id=0, flags=0):
+        """Append a PUB frame of an event with the defaults (a new id,
+        ``source`` (str), type = ``subject``) and payload ``data``: the
+        client's fast path.  Returns False if it was dropped."""
+        id = _c_uint32(id)
+        flags = _c_int(flags)
+        s = _as_utf8(subject, False)
+        r = _as_utf8(reply, False) if reply is not None else b""
+        src = _as_utf8(source, False)
+        if len(s) > 65535 or len(r) > 65535 or len(src) > EV_MAX_STRING or not src:
+            raise ValueError("subject, reply and source are limited to 65535 bytes "
+                             "(and source must not be empty)")
+        d = data if type(data) is bytes else _record_bytes(data)
+        return self._pub_default(s, r, src, d, id, flags) == 1
+
+    def publish_many(self, subject, datas, source):
+        """``publish`` of every payload of ``datas`` (a list or tuple of
+        bytes) on one subject; returns how many were appended."""
+        s = _as_utf8(subject, False)
+        src = _as_utf8(source, False)
+        if len(s) > 65535 or len(src) > EV_MAX_STRING or not src:
+            raise ValueError("subject and source are limited to 65535 bytes "
+                             "(and source must not be empty)")
+        if type(datas) is not tuple:
+            datas = tuple(datas)
+        n = len(datas)
+        for i in range(n):
+            d = datas[i]
+            if type(d) is not bytes:
+                raise TypeError("datas[{}]: expected bytes, got {}".format(i, type(d).__name__))
+            if not self._pub_default(s, b"", src, d, 0, 0):
+                return i
+        return n
 
     def take(self):
         """Everything pending, as one bytes object (the buffer empties)."""
@@ -246,20 +333,123 @@ class OutBuf:
 
 
 @_final
+class MsgBatch:
+    """The MSG frames of one ``FrameParser.feed`` run (``batch_msgs``):
+    columns over one buffer of records, events made only when asked."""
+
+    __slots__ = ("_sids", "_flags", "_offsets", "_subjects", "_replies", "_buffer", "_b")
+
+    def __new__(cls, /, *args, **kwargs):
+        # the blank state of a native MsgBatch (the parser fills it)
+        o = object.__new__(cls)
+        o._sids = None
+        o._flags = None
+        o._offsets = None
+        o._subjects = None
+        o._replies = None
+        o._buffer = None
+        o._b = None
+        return o
+
+    sids = _ro("_sids")
+    flags = _ro("_flags")
+    offsets = _ro("_offsets", "record i: buffer[offsets[i]:offsets[i+1]]")
+    subjects = _ro("_subjects")
+    replies = _ro("_replies", "str, or None")
+    buffer = _ro("_buffer")
+
+    def __len__(self):
+        return len(self._sids)
+
+    def _add(self, sid, flags, subject, reply, rec):
+        b = self._b
+        b += rec
+        self._sids.append(sid)
+        self._flags.append(flags)
+        self._offsets.append(len(b))
+        self._subjects.append(subject)
+        self._replies.append(reply)
+
+    def _seal(self):
+        self._buffer = bytes(self._b)
+        self._b = None
+
+    def _index(self, i):
+        i = _c_ssize(i)
+        n = len(self._sids)
+        if i < 0 or i >= n:
+            raise IndexError("message {} of {}".format(i, n))
+        return i
+
+    def record(self, i):
+        """The record of message ``i`` (bytes)."""
+        i = self._index(i)
+        return self._buffer[self._offsets[i]:self._offsets[i + 1]]
+
+    def event(self, i):
+        """Message ``i`` as an Event."""
+        i = self._index(i)
+        return _ev_decode(self._subjects[i], self._buffer, self._offsets[i],
+                          self._offsets[i + 1], 0, None, 0, None)
+
+    def events(self):
+        """Every message as an Event (a list)."""
+        buf = self._buffer
+        offs = self._offsets
+        subjects = self._subjects
+        return [_ev_decode(subjects[i], buf, offs[i], offs[i + 1], 0, None, 0, None)
+                for i in range(len(self._sids))]
+
+    def datas(self):
+        """The data of every message (a list of bytes), without making events."""
+        buf = self._buffer
+        offs = self._offsets
+        out = []
+        for i in range(len(self._sids)):
+            a = offs[i]
+            b = offs[i + 1]
+            out.append(buf[a + _ev_data_offset(buf, a, b):b])
+        return out
+
+
+def _new_msg_batch():
+    m = MsgBatch.__new__(MsgBatch)
+    m._sids = array("q")
+    m._flags = array("q")
+    m._offsets = array("q", [0])
+    m._subjects = []
+    m._replies = []
+    m._b = bytearray()
+    return m
+
+
+def _frame_str(b, what):
+    """A frame's subject or reply (UTF-8 bytes) as a str."""
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(400, "malformed frame: its {} is not UTF-8".format(what)) from None
+
+
+@_final
 class FrameParser:
     """Cuts frames out of a byte stream fed in any pieces.
 
-    ``feed(data)`` returns the frames it completed, except the PUB and
-    PUB_BATCH frames it could route itself (``router`` set, publishing
-    allowed): those go to ``router``.  Each returned frame is a tuple
-    ``(op, flags, id, subject, reply, body)`` (subject and reply str, body
-    bytes).  A malformed frame raises ``ProtocolError`` (with the code);
-    frames before it were handled.
+    ``feed(data)`` returns the frames it completed, except the PUB frames
+    without ACK it could route itself (``router`` set, ``route_pubs``):
+    those go to ``router`` (a problem with one becomes an ``('error',
+    code, message, id)`` entry, a request nobody received a ``('noresp',
+    reply)`` entry).  Each returned frame is a tuple ``(op, flags, id,
+    subject, reply, body)`` (subject and reply str, body bytes); with
+    ``batch_msgs``, runs of MSG frames come as ``('msgs', MsgBatch)``.  A
+    malformed frame raises ``ProtocolError`` (with the code) whose
+    ``frames`` are the frames before it (handled); the parser then refuses
+    more input.
     """
 
     __slots__ = ("_buf", "_router", "_out", "_pub_allow", "_pub_deny", "_max_payload",
-                 "_max_control", "_route_pubs", "_frames_in", "_bytes_in", "_pubs_in",
-                 "_denied")
+                 "_max_control", "_route_pubs", "_batch_msgs", "_last_sb", "_last_ss",
+                 "_frames_in", "_bytes_in", "_pubs_in", "_denied", "_failed")
 
     def __new__(cls, /, *args, **kwargs):
         # the blank state of a native FrameParser before __init__
@@ -272,10 +462,14 @@ class FrameParser:
         o._max_payload = 0
         o._max_control = 0
         o._route_pubs = False
+        o._batch_msgs = False       # MSG frames as ('msgs', MsgBatch) runs
+        o._last_sb = None           # the last MSG subject (bytes and str):
+        o._last_ss = None           # a stream of one subject decodes it once
         o._frames_in = 0
         o._bytes_in = 0
         o._pubs_in = 0
         o._denied = 0
+        o._failed = None            # the ProtocolError that stopped the parser
         return o
 
     def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=65536):
@@ -355,31 +549,53 @@ class FrameParser:
         self._route_pubs = bool(v)
 
     @property
+    def batch_msgs(self):
+        """MSG frames as ('msgs', MsgBatch) runs."""
+        return self._batch_msgs
+
+    @batch_msgs.setter
+    def batch_msgs(self, v):
+        self._batch_msgs = bool(v)
+
+    @property
     def buffered(self):
         """Bytes of an incomplete frame held."""
         return len(self._buf)
 
     def feed(self, data):
+        failed = self._failed
+        if failed is not None:
+            raise ProtocolError(failed.code, "the stream was malformed before: {}".format(
+                failed))
         data = _record_bytes(data)
         out = []
         self._bytes_in += len(data)
-        if not self._buf:
-            used = self._parse(data, out)
-            if used < len(data):
-                self._buf = bytearray(data[used:])
-        else:
-            # (as the native parser: on an error the held bytes stay as they were,
-            # the new ones appended)
-            self._buf += data
-            used = self._parse(bytes(self._buf), out)
-            if used:
-                del self._buf[:used]
+        try:
+            if not self._buf:
+                used = self._parse(data, out)
+                if used < len(data):
+                    self._buf = bytearray(data[used:])
+            else:
+                # (as the native parser: on an error other than a ProtocolError the
+                # held bytes stay as they were, the new ones appended)
+                self._buf += data
+                used = self._parse(bytes(self._buf), out)
+                if used:
+                    del self._buf[:used]
+        except ProtocolError as exc:
+            # the frames before the bad one were handled: hand them over too;
+            # the stream cannot be resynchronised, so the parser stops here
+            exc.frames = out
+            self._failed = exc
+            self._buf = bytearray()
+            raise
         return out
 
     def _parse(self, p, out):
         """Handle the complete frames of ``p``; returns the bytes used."""
         off = 0
         n = len(p)
+        mb = None
         while n - off >= 4:
             size = _U32.unpack_from(p, off)[0]
             if size < FR_MIN_SIZE:
@@ -411,14 +627,35 @@ class FrameParser:
             s0 = off + FR_HEADER
             r0 = s0 + sn
             b0 = r0 + rn
+            if op == OP_MSG and self._batch_msgs:
+                if mb is None:
+                    mb = _new_msg_batch()
+                sb = p[s0:r0]
+                if self._last_sb is not None and sb == self._last_sb:
+                    subj = self._last_ss
+                else:
+                    subj = _frame_str(sb, "subject")
+                    self._last_sb = sb
+                    self._last_ss = subj
+                mb._add(fid, flags, subj, _frame_str(p[r0:b0], "reply") if rn else None,
+                        p[b0:off + total])
+                off += total
+                continue
+            if mb is not None:          # keep the order: the run of MSGs first
+                mb._seal()
+                out.append(("msgs", mb))
+                mb = None
             if op == OP_PUB and self._route_pubs and self._router is not None \
                     and not flags & FL_ACK:
                 self._pubs_in += 1
                 self._route_pub(p[s0:r0], p[r0:b0], p[b0:off + total], fid, out)
             else:
-                out.append((op, flags, fid, p[s0:r0].decode("utf-8"), p[r0:b0].decode("utf-8"),
-                            p[b0:off + total]))
+                out.append((op, flags, fid, _frame_str(p[s0:r0], "subject"),
+                            _frame_str(p[r0:b0], "reply"), p[b0:off + total]))
             off += total
+        if mb is not None:
+            mb._seal()
+            out.append(("msgs", mb))
         return off
 
     def _allowed(self, subject):
@@ -431,16 +668,17 @@ class FrameParser:
     def _route_pub(self, s, r, b, fid, out):
         """A PUB without ACK: route it here; problems go to ``out`` as
         ('error', code, message, id) and ('noresp', reply) entries."""
-        subject = s.decode("utf-8")
-        reply = r.decode("utf-8") if r else None
-        if (self._pub_allow is not None or self._pub_deny is not None) \
-                and not self._allowed(subject):
-            self._denied += 1
-            out.append(("error", 403, "permission denied: publish to '{}'".format(subject), fid))
-            return
+        subject = _frame_str(s, "subject")
+        reply = _frame_str(r, "reply") if r else None
         router = self._router
         before = router.n_delivered
         try:
+            if (self._pub_allow is not None or self._pub_deny is not None) \
+                    and not self._allowed(subject):
+                self._denied += 1
+                out.append(("error", 403, "permission denied: publish to '{}'".format(subject),
+                            fid))
+                return
             router._Router__publish_wire(subject, r, b, self._out)
         except (SubjectError, EventError, FastflowError) as exc:
             out.append(("error", error_code(exc), str(exc), fid))

@@ -589,6 +589,42 @@ def _ev_check(subject, buf, start, end):
                          .format(subject, off, n))
     if srcn == 0:
         raise EventError("invalid event record for {!r}: empty 'source'".format(subject))
+    # the strings (id, source, type, trace) must each be UTF-8: checked here,
+    # once, so that every later decode of the stored record succeeds
+    p = start + EV_HEADER
+    if flags & EVF_GENID:
+        p += EV_GENID
+    else:
+        _check_utf8(subject, buf, p, p + idn)
+        p += idn
+    for length in (srcn, typn, trn):
+        _check_utf8(subject, buf, p, p + length)
+        p += length
+
+
+def _check_utf8(subject, buf, a, b):
+    """Raise EventError unless ``buf[a:b]`` (one attribute string) decodes
+    as UTF-8 (surrogates passed)."""
+    s = buf[a:b]
+    if not s.isascii():
+        try:
+            s.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise EventError("invalid event record for {!r}: its attributes are not UTF-8"
+                             .format(subject)) from None
+
+
+def _ev_data_offset(buf, start, end):
+    """Where the data of record ``buf[start:end]`` starts (relative to ``start``)."""
+    n = end - start
+    if n < EV_HEADER or buf[start] != EV_VERSION:
+        raise FastflowError("record of {} bytes is not an event record".format(n))
+    _, flags, _, idn, srcn, typn, trn, restn = _HEADER.unpack_from(buf, start)
+    off = EV_HEADER + (EV_GENID if flags & EVF_GENID else idn) + srcn + typn + trn + restn
+    if off > n:
+        raise FastflowError("event record of {} bytes is truncated: its header needs {}".format(
+            n, off))
+    return off
 
 
 def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):

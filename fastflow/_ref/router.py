@@ -530,6 +530,7 @@ class Router:
         the defaults, or (from the network) of the record ``wrec`` with its
         ``reply`` subject (UTF-8 bytes) published by ``origin``."""
         m = self.__matcher
+        self.__last_stream = None
         if not hs:
             self.__n_published += 1
             self.__n_dropped_no_interest += 1
@@ -564,7 +565,6 @@ class Router:
         else:
             rs = subject
         self.__n_published += 1
-        self.__last_stream = None
         # streams first: the event is stored before anyone sees it
         self.__stamp += 1
         stamp = self.__stamp
