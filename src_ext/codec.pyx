@@ -412,6 +412,8 @@ cdef class FrameParser:
     cdef public bint batch_msgs            # MSG frames as ('msgs', MsgBatch) runs
     cdef bytes last_sb                     # the last MSG subject (bytes and str):
     cdef str last_ss                       # a stream of one subject decodes it once
+    cdef bytes last_pb                     # the same for PUB subjects
+    cdef str last_ps
     cdef readonly int64_t frames_in
     cdef readonly int64_t bytes_in
     cdef readonly int64_t pubs_in
@@ -488,6 +490,9 @@ cdef class FrameParser:
         cdef const char *f
         cdef MsgBatch mb = None
         cdef object subj
+        # PUBs are routed here only until a frame goes back to Python: a SUB
+        # (or anything) before a PUB must be handled before that PUB
+        cdef bint in_order = True
         while n - off >= 4:
             memcpy(&size32, p + off, 4)
             size = size32
@@ -544,11 +549,16 @@ cdef class FrameParser:
                 mb._seal()
                 out.append(('msgs', mb))
                 mb = None
-            if op == OP_PUB and self.route_pubs and self.router is not None and not flags & FL_ACK:
-                self.pubs_in += 1
-                self._route_pub(f + FR_HEADER, sn, f + FR_HEADER + sn, rn,
-                                f + FR_HEADER + sn + rn, bn, fid, out)
+            if (op == OP_PUB or op == OP_PUB_BATCH) and in_order and self.route_pubs \
+                    and self.router is not None and not flags & FL_ACK:
+                if op == OP_PUB:
+                    self.pubs_in += 1
+                    self._route_pub(f + FR_HEADER, sn, f + FR_HEADER + sn, rn,
+                                    f + FR_HEADER + sn + rn, bn, fid, out)
+                else:
+                    self._route_batch(f + FR_HEADER + sn + rn, bn, fid, out)
             else:
+                in_order = False
                 out.append((op, flags, fid, _frame_str(f + FR_HEADER, sn, 'subject'),
                             _frame_str(f + FR_HEADER + sn, rn, 'reply'),
                             PyBytes_FromStringAndSize(f + FR_HEADER + sn + rn, bn)))
@@ -557,6 +567,31 @@ cdef class FrameParser:
             mb._seal()
             out.append(('msgs', mb))
         return off
+
+    cdef int _route_batch(self, const char *b, Py_ssize_t bn, uint32_t fid,
+                          list out) except -1:
+        """The items of a PUB_BATCH body, routed one by one."""
+        cdef Py_ssize_t off = 0, sn, rn
+        cdef uint16_t u16
+        cdef uint32_t u32
+        while off < bn:
+            if bn - off < 6:
+                raise ProtocolError(400, 'malformed PUB_BATCH: {} bytes left, an item header '
+                                    'is 6'.format(bn - off))
+            memcpy(&u16, b + off, 2)
+            memcpy(&u32, b + off + 2, 4)
+            sn = u16
+            rn = u32
+            if 6 + sn + rn > bn - off:
+                raise ProtocolError(400, 'malformed PUB_BATCH: an item of {} + {} bytes overruns '
+                                    'the frame'.format(sn, rn))
+            if rn > self.max_payload:
+                raise ProtocolError(413, 'payload of {} bytes exceeds max_payload={}'.format(
+                    rn, self.max_payload))
+            self.pubs_in += 1
+            self._route_pub(b + off + 6, sn, NULL, 0, b + off + 6 + sn, rn, fid, out)
+            off += 6 + sn + rn
+        return 0
 
     cdef int _allowed(self, object subject) except -1:
         if self.pub_allow is not None and not self.pub_allow.match(subject):
@@ -569,9 +604,16 @@ cdef class FrameParser:
                         const char *b, Py_ssize_t bn, uint32_t fid, list out) except -1:
         """A PUB without ACK: route it here; problems go to ``out`` as
         ('error', code, message, id) and ('noresp', reply) entries."""
-        cdef object subject = _frame_str(s, sn, 'subject')
+        cdef object subject
         cdef object reply = _frame_str(r, rn, 'reply') if rn else None
         cdef int64_t before
+        if (self.last_pb is not None and sn == PyBytes_GET_SIZE(self.last_pb)
+                and memcmp(PyBytes_AS_STRING(self.last_pb), s, sn) == 0):
+            subject = self.last_ps          # a stream of one subject: decoded once
+        else:
+            subject = _frame_str(s, sn, 'subject')
+            self.last_pb = PyBytes_FromStringAndSize(s, sn)
+            self.last_ps = subject
         before = self.router.n_delivered
         try:
             if (self.pub_allow is not None or self.pub_deny is not None) \

@@ -596,6 +596,9 @@ class FrameParser:
         off = 0
         n = len(p)
         mb = None
+        # PUBs are routed here only until a frame goes back to Python: a SUB
+        # (or anything) before a PUB must be handled before that PUB
+        in_order = True
         while n - off >= 4:
             size = _U32.unpack_from(p, off)[0]
             if size < FR_MIN_SIZE:
@@ -645,11 +648,15 @@ class FrameParser:
                 mb._seal()
                 out.append(("msgs", mb))
                 mb = None
-            if op == OP_PUB and self._route_pubs and self._router is not None \
-                    and not flags & FL_ACK:
-                self._pubs_in += 1
-                self._route_pub(p[s0:r0], p[r0:b0], p[b0:off + total], fid, out)
+            if (op == OP_PUB or op == OP_PUB_BATCH) and in_order and self._route_pubs \
+                    and self._router is not None and not flags & FL_ACK:
+                if op == OP_PUB:
+                    self._pubs_in += 1
+                    self._route_pub(p[s0:r0], p[r0:b0], p[b0:off + total], fid, out)
+                else:
+                    self._route_batch(p[b0:off + total], fid, out)
             else:
+                in_order = False
                 out.append((op, flags, fid, _frame_str(p[s0:r0], "subject"),
                             _frame_str(p[r0:b0], "reply"), p[b0:off + total]))
             off += total
@@ -664,6 +671,26 @@ class FrameParser:
         if self._pub_deny is not None and self._pub_deny.match(subject):
             return False
         return True
+
+    def _route_batch(self, b, fid, out):
+        """The items of a PUB_BATCH body, routed one by one."""
+        off = 0
+        bn = len(b)
+        while off < bn:
+            if bn - off < 6:
+                raise ProtocolError(400, "malformed PUB_BATCH: {} bytes left, an item header "
+                                    "is 6".format(bn - off))
+            sn, rn = _BATCH_ITEM.unpack_from(b, off)
+            if 6 + sn + rn > bn - off:
+                raise ProtocolError(400, "malformed PUB_BATCH: an item of {} + {} bytes overruns "
+                                    "the frame".format(sn, rn))
+            if rn > self._max_payload:
+                raise ProtocolError(413, "payload of {} bytes exceeds max_payload={}".format(
+                    rn, self._max_payload))
+            self._pubs_in += 1
+            self._route_pub(b[off + 6:off + 6 + sn], b"", b[off + 6 + sn:off + 6 + sn + rn],
+                            fid, out)
+            off += 6 + sn + rn
 
     def _route_pub(self, s, r, b, fid, out):
         """A PUB without ACK: route it here; problems go to ``out`` as
@@ -685,6 +712,9 @@ class FrameParser:
             return
         if reply is not None and router.n_delivered == before:
             out.append(("noresp", reply))
+
+
+_BATCH_ITEM = struct.Struct("<HI")
 
 
 def error_code(exc):

@@ -1,0 +1,1957 @@
+"""The asyncio client of fastflow's native protocol (docs/protocol.md).
+
+```python
+import fastflow.client
+
+client = await fastflow.client.connect("fastflow://127.0.0.1:4232", name="billing")
+client.publish("orders.eu.created", b'{"id": 42}', type="com.acme.order.created")
+sub = client.subscribe("orders.>", lambda ev: print(ev.routing_subject, ev.data))
+answer = await client.request("svc.price", b"AAPL", timeout=1.0)
+await client.drain()
+```
+
+The connection is an ``asyncio.Protocol`` over ``loop.create_connection``;
+the core's codec does the framing.  Receiving: a ``FrameParser`` with
+``batch_msgs`` cuts the frames of each received chunk in C and hands every
+run of MSG frames over as one ``MsgBatch`` (columns over one buffer); a run
+for one subscription goes to it whole, and its callback is called from C
+(``map`` over the batch's columns): payloads (``raw=True``) or events
+decoded in C, made only for subscriptions that take events.  Sending:
+publishes append their frames to an ``OutBuf`` (``OutBuf.publish`` writes
+the PUB frame of a default event in C), and one flush per loop tick writes
+everything with one ``transport.write``.
+
+Publishing does not wait: ``publish`` buffers and returns.  While the client
+is disconnected (and reconnecting), and while the socket is backed up, up to
+``pending_limit`` bytes are buffered; past that ``publish`` raises
+``ClientBufferFull``.  ``await client.wait_writable()`` (or ``flush()``)
+lets a fast producer follow the connection's pace; ``publish_many`` is the
+fastest way to publish many payloads.
+
+A client belongs to the event loop it connected in (asyncio or uvloop) and
+is not thread-safe: from another thread, go through
+``loop.call_soon_threadsafe``.  Callbacks run inline in the loop, in the
+order the server sent the messages.
+"""
+
+import asyncio
+import datetime as _dt
+import inspect
+import json
+import logging
+import os
+import random
+import ssl as _ssl
+import struct
+import urllib.parse
+from collections import deque
+
+from fastflow import _attrs
+from fastflow._impl import (
+    FLAGS,
+    OPS,
+    Event,
+    FrameParser,
+    OutBuf,
+    ProtocolError,
+    validate_pattern,
+    validate_subject,
+)
+from fastflow.errors import FastflowError, SlowConsumerError
+
+__all__ = (
+    "AuthenticationError",
+    "Client",
+    "ClientBufferFull",
+    "ConflictError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "Delivery",
+    "NoRespondersError",
+    "NotFoundError",
+    "PayloadTooLarge",
+    "PermissionDeniedError",
+    "Replay",
+    "ServerError",
+    "Subscription",
+    "connect",
+    "parse_url",
+)
+
+log = logging.getLogger("fastflow.client")
+
+DEFAULT_PORT = 4232
+DEFAULT_URL = "fastflow://127.0.0.1:4232"
+
+_INFO = OPS["INFO"]
+_CONNECT = OPS["CONNECT"]
+_PUB = OPS["PUB"]
+_PUBACK = OPS["PUBACK"]
+_PUB_BATCH = OPS["PUB_BATCH"]
+_SUB = OPS["SUB"]
+_UNSUB = OPS["UNSUB"]
+_MSG = OPS["MSG"]
+_PING = OPS["PING"]
+_PONG = OPS["PONG"]
+_OK = OPS["OK"]
+_ERR = OPS["ERR"]
+_STREAM = OPS["STREAM"]
+_REPLAY = OPS["REPLAY"]
+_CONSUMER = OPS["CONSUMER"]
+_ACK = OPS["ACK"]
+_FL_ACK = FLAGS["ACK"]
+_FL_NO_RESPONDERS = FLAGS["NO_RESPONDERS"]
+_FL_CLOSE = FLAGS["CLOSE"]
+
+_ACK_ACK = 1
+_ACK_NAK = 2
+_ACK_TERM = 3
+_ACK_PROGRESS = 4
+
+# connection states
+_CONNECTING = 1                 # the first connection's handshake
+_CONNECTED = 2
+_RECONNECTING = 3               # lost; retrying (a handshake may be in progress)
+_CLOSED = 4
+_STATE_NAMES = {_CONNECTING: "connecting", _CONNECTED: "connected",
+                _RECONNECTING: "reconnecting", _CLOSED: "closed"}
+
+_WRITE_CHUNK = 1 << 20          # bytes: while writable, output past this is written at once
+_EVENT_OVERHEAD = 64            # bytes counted per queued event on top of its body
+_REPLAY_PAGE = 8192             # events per REPLAY request of an unbounded replay
+_MAX_CONTROL_IN = 64 << 20      # the parser's limits: the client trusts its server's frames
+_MAX_PAYLOAD_IN = 1 << 30
+_ON_FULL = ("drop_oldest", "drop_new", "cut")
+
+_DEFAULT_SOURCE = _attrs.DEFAULT_SOURCE
+_sink = deque(maxlen=0).extend          # runs an iterator of callback calls in C
+
+_u16 = struct.Struct("<H")
+_u32 = struct.Struct("<I")
+_u64 = struct.Struct("<Q")
+_item_head = struct.Struct("<HI")       # PUB_BATCH item: subject_len, record_len
+_batch_ack = struct.Struct("<QI")       # PUB_BATCH's PUBACK: last seq, count
+_nak = struct.Struct("<Bd")
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class ServerError(FastflowError):
+    """An ``ERR`` frame from the server: ``code`` (docs/protocol.md,
+    "Errors") and the server's ``message``."""
+
+    def __init__(self, code, message):
+        FastflowError.__init__(self, "server error {}: {}".format(code, message))
+        self.code = code
+        self.message = message
+
+
+class AuthenticationError(ServerError):
+    """401 (authentication required or failed) or 408 during the handshake
+    (authentication timeout); the client does not reconnect after one."""
+
+
+class PermissionDeniedError(ServerError):
+    """403: the account may not publish / subscribe there."""
+
+
+class NotFoundError(ServerError):
+    """404: no such stream or consumer."""
+
+
+class ConflictError(ServerError):
+    """409: the stream exists with another configuration."""
+
+
+class PayloadTooLarge(FastflowError, ValueError):
+    """An event record larger than the server's ``max_payload`` (raised by
+    the client before sending; the server would close the connection)."""
+
+    code = 413
+
+
+class ClientBufferFull(FastflowError):
+    """``publish`` while ``pending_limit`` bytes are already buffered
+    (disconnected, or the socket is backed up)."""
+
+
+class ConnectionClosedError(FastflowError, ConnectionError):
+    """The connection was lost or the client closed: raised by requests
+    that were waiting for an answer, and by calls on a closed client."""
+
+
+class ConnectError(ConnectionClosedError):
+    """The first connection could not be made (names the server and why)."""
+
+
+class NoRespondersError(FastflowError):
+    """``request`` to a subject that no subscriber listens on."""
+
+    code = 503
+
+    def __init__(self, subject):
+        FastflowError.__init__(self, "no responders for the request to {!r}".format(subject))
+        self.subject = subject
+
+
+_ERROR_CLASSES = {401: AuthenticationError, 408: AuthenticationError,
+                  403: PermissionDeniedError, 404: NotFoundError, 409: ConflictError}
+
+
+def _server_error(code, message):
+    return _ERROR_CLASSES.get(code, ServerError)(code, message)
+
+
+def _is_auth_error(exc):
+    return isinstance(exc, AuthenticationError)
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+
+class _Server:
+    __slots__ = ("url", "host", "port", "tls", "user", "password", "token")
+
+    def __init__(self, url, host, port, tls, user, password, token):
+        self.url = url
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.user = user
+        self.password = password
+        self.token = token
+
+    def __repr__(self):
+        return "{}://{}:{}".format("fastflows" if self.tls else "fastflow",
+                                   "[{}]".format(self.host) if ":" in self.host else self.host,
+                                   self.port)
+
+
+def parse_url(url):
+    """``(host, port, tls, user, password, token)`` of a server URL:
+    ``fastflow://[user:password@]host[:port]`` (``fastflows://`` for TLS;
+    ``fastflow://token@host``: a user without a password is a token; no
+    scheme: ``fastflow://``; the port defaults to 4232)."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("server URL must be a non-empty string, got {!r}".format(url))
+    url = url.strip()
+    if "://" not in url:
+        url = "fastflow://" + url
+    u = urllib.parse.urlsplit(url)
+    scheme = u.scheme.lower()
+    if scheme in ("fastflow", "tcp"):
+        tls = False
+    elif scheme in ("fastflows", "tls"):
+        tls = True
+    else:
+        raise ValueError("server URL {!r}: unknown scheme {!r} (expected fastflow:// or "
+                         "fastflows://)".format(url, u.scheme))
+    if u.path not in ("", "/") or u.query or u.fragment:
+        raise ValueError("server URL {!r}: expected scheme://[user:password@]host[:port], "
+                         "without a path or query".format(url))
+    try:
+        port = u.port
+    except ValueError:
+        raise ValueError("server URL {!r}: the port must be a number from 1 to 65535".format(url)) \
+            from None
+    host = u.hostname or "127.0.0.1"
+    user = urllib.parse.unquote(u.username) if u.username else None
+    password = urllib.parse.unquote(u.password) if u.password is not None else None
+    token = None
+    if user is not None and password is None:
+        user, token = None, user
+    return host, port or DEFAULT_PORT, tls, user, password, token
+
+
+# -- the connection --------------------------------------------------------------------------
+
+
+class _Protocol(asyncio.Protocol):
+    """One TCP (or TLS) connection; its frames go to the client."""
+
+    def __init__(self, client):
+        self.client = client
+        self.parser = FrameParser(None, None, _MAX_PAYLOAD_IN, _MAX_CONTROL_IN)
+        self.parser.batch_msgs = True
+        self.feed = self.parser.feed
+        self.transport = None
+        self.paused = False
+        self.info = None                 # a future: the server's INFO
+        self.lost = None                 # a future: set by connection_lost
+
+    def connection_made(self, transport):
+        self.transport = transport
+        loop = self.client._loop
+        self.info = loop.create_future()
+        self.lost = loop.create_future()
+        try:
+            transport.set_write_buffer_limits(high=1 << 20)
+        except (AttributeError, NotImplementedError):  # pragma: no cover - exotic transports
+            pass
+        self.client._on_made(self)       # before any data_received
+
+    def data_received(self, data):
+        self.client._on_data(self, data)
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        self.client._on_lost(self, exc)
+
+    def pause_writing(self):
+        self.paused = True
+        self.client._on_pause(self)
+
+    def resume_writing(self):
+        self.paused = False
+        self.client._on_resume(self)
+
+
+def _set_timeout(fut, what):
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError(what))
+
+
+async def _await_with_timeout(loop, fut, timeout, what):
+    """``await fut`` for at most ``timeout`` seconds (None: no limit), then
+    ``asyncio.TimeoutError(what)``; cheaper than ``wait_for`` (no task)."""
+    if timeout is None:
+        return await fut
+    h = loop.call_later(timeout, _set_timeout, fut, what)
+    try:
+        return await fut
+    finally:
+        h.cancel()
+
+
+def _json(obj):
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _retention_dict(retention):
+    if retention is None:
+        return None
+    if isinstance(retention, dict):
+        return dict(retention)
+    to_dict = getattr(retention, "to_dict", None)
+    if to_dict is None:
+        raise TypeError("retention must be a dict or a fastflow.Retention, got {}".format(
+            type(retention).__name__))
+    return to_dict()
+
+
+def _time_ns(t):
+    """A replay/consumer start time as ns since the epoch (``datetime``:
+    naive means local time, as the log)."""
+    if t is None:
+        return None
+    if isinstance(t, _dt.datetime):
+        if t.tzinfo is None:
+            t = t.astimezone()
+        return (t - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) // _dt.timedelta(
+            microseconds=1) * 1000
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise TypeError("time must be ns since the epoch (int) or a datetime, got {!r}".format(t))
+    return int(t)
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+async def connect(url=DEFAULT_URL, **options):
+    """Connect to a fastflow server and return the ``Client``
+    (``Client(url, **options)``, connected; see its options)."""
+    client = Client(url, **options)
+    await client._connect_first()
+    return client
+
+
+class Client:
+    """A connection to a fastflow server (make it with ``await connect(...)``).
+
+    ``url``: ``fastflow://[user:password@]host[:port]`` or ``fastflows://``
+    (TLS), or a list of URLs tried in turn.  ``name`` is sent in CONNECT;
+    ``token`` or ``user`` + ``password`` authenticate (they override the
+    URL's); ``tls``: an ``ssl.SSLContext``, or True for the default
+    verification; ``source`` is the CloudEvents ``source`` of the events
+    published without one (default ``"/fastflow"``).
+
+    ``reconnect`` retries a lost connection ``max_reconnect_attempts``
+    times (-1: forever) with exponential backoff from ``reconnect_wait`` to
+    ``reconnect_wait_max`` seconds (with jitter), and resubscribes every
+    live subscription (same sids); ``pending_limit`` bounds the bytes
+    buffered while disconnected or backed up (0: no limit); ``echo=False`` asks the
+    server not to send this connection's own publishes back to it;
+    ``timeout`` bounds the connection and its handshake and is the default
+    of the requests that take one; ``ping_interval`` (seconds, 0: never)
+    pings the server and drops a connection that leaves
+    ``max_outstanding_pings`` unanswered.
+
+    Callbacks (functions or coroutine functions): ``error_callback(exc)``
+    for errors no call is waiting for (an ERR answering a plain publish, a
+    refused subscription, a subscription callback that raised, the reason
+    the client closed), ``disconnected_callback()``,
+    ``reconnected_callback()``, ``closed_callback()``.  Without
+    ``error_callback`` errors are logged on the ``fastflow.client`` logger.
+    """
+
+    def __init__(self, url=DEFAULT_URL, *, name=None, token=None, user=None, password=None,
+                 tls=None, source=None, reconnect=True, max_reconnect_attempts=-1,
+                 reconnect_wait=0.25, reconnect_wait_max=4.0, pending_limit=8 << 20, echo=True,
+                 timeout=5.0, ping_interval=30.0, max_outstanding_pings=2, error_callback=None,
+                 disconnected_callback=None, reconnected_callback=None, closed_callback=None):
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("at least one server URL is needed")
+        if tls is not None and not isinstance(tls, (bool, _ssl.SSLContext)):
+            raise TypeError("tls must be an ssl.SSLContext, True or None, got {!r}".format(tls))
+        if type(pending_limit) is not int or pending_limit < 0:
+            raise ValueError("pending_limit must be an int >= 0 (bytes), got {!r}".format(
+                pending_limit))
+        if type(max_reconnect_attempts) is not int or max_reconnect_attempts < -1:
+            raise ValueError("max_reconnect_attempts must be an int >= -1 (-1: forever), got {!r}"
+                             .format(max_reconnect_attempts))
+        if source is not None and (not isinstance(source, str) or not source):
+            raise ValueError("source must be a non-empty str, got {!r}".format(source))
+        self._servers = []
+        for u in urls:
+            host, port, url_tls, u_user, u_password, u_token = parse_url(u)
+            self._servers.append(_Server(u, host, port, bool(tls) or url_tls, user or u_user,
+                                         password if password is not None else u_password,
+                                         token or u_token))
+        self._server_i = 0
+        self._tls = tls
+        self.name = name
+        self.reconnect = reconnect
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.reconnect_wait = reconnect_wait
+        self.reconnect_wait_max = reconnect_wait_max
+        self.pending_limit = pending_limit
+        self.echo = echo
+        self.timeout = timeout
+        self.ping_interval = ping_interval
+        self.max_outstanding_pings = max_outstanding_pings
+        self.error_callback = error_callback
+        self.disconnected_callback = disconnected_callback
+        self.reconnected_callback = reconnected_callback
+        self.closed_callback = closed_callback
+
+        self._loop = None
+        self._state = _CONNECTING
+        self._proto = None
+        self._transport = None
+        self._writable = False          # connected, handshake done, socket not backed up
+        self._flush_scheduled = False
+        self._out = OutBuf(pending_limit, self._schedule_flush)
+        self._frame = self._out.frame
+        self._pub = self._out.publish   # a default event's PUB frame, in C
+        self._chunk = _WRITE_CHUNK
+        self._ctl_in_buf = False        # control frames sit in _out (dropped on a disconnect)
+        self._close_err = None          # the ERR with CLOSE that ends this connection
+        self.info = {}                  # the server's INFO
+        self.server_info = {}           # the OK of our CONNECT (client_id, user)
+        self._source = source or _DEFAULT_SOURCE
+        self._max_payload = 1 << 20
+        self._max_data = 0
+        self._set_max_payload(1 << 20)
+        self._vsubj = None              # the last subject validated (str)
+        self._next_id = 0               # sids and request ids (a REPLAY's id is its sid)
+        self._handlers = {}             # sid -> callable(MsgBatch, indices or None)
+        self._subs = {}                 # sid -> Subscription (live, resubscribed on reconnect)
+        self._pending = {}              # request id -> future (OK / ERR / PUBACK)
+        self._pongs = deque()           # futures of our PINGs, oldest first
+        self._inbox = None              # "_INBOX.<random>."
+        self._inbox_sid = 0
+        self._requests = {}             # reply subject -> future
+        self._req_n = 0
+        self._tasks = set()             # reconnect, pinger, subscription pumps
+        self._waiters = []              # futures waiting for "connected and writable"
+        self._closed_fut = None
+        self._ever_connected = False
+        self._in_msgs = 0
+        self._in_bytes = 0
+        self._msgs_adjust = 0           # out_msgs = the OutBuf's frames + this
+        self._out_bytes = 0
+        self._reconnects = 0
+        self._lost_on_disconnect = 0
+        self._errors = 0
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def is_connected(self):
+        return self._state == _CONNECTED
+
+    @property
+    def is_closed(self):
+        return self._state == _CLOSED
+
+    @property
+    def state(self):
+        """``"connecting"``, ``"connected"``, ``"reconnecting"`` or ``"closed"``."""
+        return _STATE_NAMES[self._state]
+
+    @property
+    def server(self):
+        """The URL of the server in use (or last tried)."""
+        return repr(self._servers[self._server_i])
+
+    @property
+    def stats(self):
+        """A snapshot: ``in_msgs``, ``in_bytes`` (messages and bytes
+        received), ``out_msgs``, ``out_bytes`` (events published and bytes
+        written), ``reconnects``, ``pending_bytes`` (buffered, not yet
+        written), ``subscriptions``, ``errors`` (reported asynchronously),
+        ``dropped_on_disconnect`` (buffered bytes lost with a connection),
+        ``state``."""
+        return {"in_msgs": self._in_msgs, "in_bytes": self._in_bytes,
+                "out_msgs": self._out.frames + self._msgs_adjust, "out_bytes": self._out_bytes,
+                "reconnects": self._reconnects, "pending_bytes": len(self._out),
+                "subscriptions": len(self._subs), "errors": self._errors,
+                "dropped_on_disconnect": self._lost_on_disconnect, "state": self.state}
+
+    @property
+    def max_payload(self):
+        """The server's ``max_payload`` (bytes of an event record)."""
+        return self._max_payload
+
+    def _set_max_payload(self, n):
+        self._max_payload = n
+        # a default event's record: header, generated id, source, data
+        self._max_data = n - 32 - len(self._source.encode("utf-8", "surrogatepass"))
+        self._chunk = max(_WRITE_CHUNK, 2 * n + 65536)
+
+    def __repr__(self):
+        return "<fastflow.client.Client {} {}>".format(self.server, self.state)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def _ssl_context(self, server):
+        if not server.tls:
+            return None
+        if isinstance(self._tls, _ssl.SSLContext):
+            return self._tls
+        return _ssl.create_default_context()
+
+    async def _connect_first(self):
+        self._loop = asyncio.get_running_loop()
+        errors = []
+        for i in range(len(self._servers)):
+            self._server_i = i
+            try:
+                await self._connect_once(self._servers[i])
+            except AuthenticationError:
+                self._state = _CLOSED
+                self._out.closed = True
+                raise
+            except (OSError, asyncio.TimeoutError, FastflowError) as exc:
+                errors.append("{}: {}".format(self._servers[i], _describe(exc)))
+                continue
+            self._start_pinger()
+            return
+        self._state = _CLOSED
+        self._out.closed = True
+        raise ConnectError("could not connect to fastflow server {}".format("; ".join(errors)))
+
+    async def _connect_once(self, server):
+        """One connection and its handshake: INFO; CONNECT, the live
+        subscriptions and PING; PONG.  Raises on failure (the connection
+        is dropped)."""
+        loop = self._loop
+        ctx = self._ssl_context(server)
+        kw = {"ssl": ctx, "server_hostname": server.host} if ctx is not None else {}
+        try:
+            transport, proto = await asyncio.wait_for(loop.create_connection(
+                lambda: _Protocol(self), server.host, server.port, **kw), self.timeout)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError("timed out connecting to {} after {} s".format(
+                server, self.timeout)) from None
+        ok = False
+        try:
+            info = await _await_with_timeout(loop, proto.info, self.timeout,
+                                             "no INFO from {} within {} s".format(
+                                                 server, self.timeout))
+            if info.get("tls_required") and ctx is None:
+                raise ConnectError("server {} requires TLS: use fastflows:// or tls=".format(
+                    server))
+            connect = {"name": self.name, "version": _version(), "lang": "python",
+                       "echo": self.echo, "verbose": False}
+            if server.token is not None:
+                connect["token"] = server.token
+            elif server.user is not None:
+                connect["user"] = server.user
+                connect["password"] = server.password or ""
+            ctl = OutBuf(0)
+            cid = self._new_id()
+            cfut = loop.create_future()
+            cfut.add_done_callback(_consume)
+            self._pending[cid] = cfut
+            ctl.frame(_CONNECT, 0, cid, b"", b"", _json(connect))
+            for sid, sub in self._subs.items():
+                ctl.frame(_SUB, 0, sid, sub.pattern, sub.queue, b"")
+                if sub._remaining:
+                    ctl.frame(_UNSUB, 0, sid, b"", b"", _u32.pack(sub._remaining))
+            if self._inbox is not None:
+                ctl.frame(_SUB, 0, self._inbox_sid, self._inbox + "*", b"", b"")
+            ctl.frame(_PING, 0, 0, b"", b"", b"")
+            pong = loop.create_future()
+            self._pongs.append(pong)
+            self._write(ctl.take())
+            try:
+                await _await_with_timeout(loop, pong, self.timeout,
+                                          "no answer to CONNECT from {} within {} s".format(
+                                              server, self.timeout))
+            except (ConnectionError, asyncio.TimeoutError) as exc:
+                # the server's ERR (an auth failure) says more than the close
+                if cfut.done() and not cfut.cancelled() and cfut.exception() is not None:
+                    raise cfut.exception() from None
+                se = getattr(exc, "server_error", None)
+                if se is not None:
+                    raise se from None
+                raise
+            finally:
+                self._pending.pop(cid, None)
+            if cfut.done() and not cfut.cancelled():
+                if cfut.exception() is not None:
+                    raise cfut.exception()
+                self.server_info = _loads(cfut.result()) or {}
+            cfut.cancel()
+            ok = True
+        finally:
+            if not ok:
+                if self._proto is proto:
+                    self._proto = None
+                    self._transport = None
+                transport.abort()
+        if self._state == _CLOSED:                     # closed during the handshake
+            transport.abort()
+            raise ConnectionClosedError("client is closed")
+        self._state = _CONNECTED
+        self._ever_connected = True
+        self._set_writable(not proto.paused)
+
+    def _on_made(self, proto):
+        self._proto = proto
+        self._transport = proto.transport
+        self._close_err = None
+
+    def _new_id(self):
+        self._next_id = (self._next_id % 0xFFFFFFFF) + 1
+        return self._next_id
+
+    def _start_pinger(self):
+        if self.ping_interval and self.ping_interval > 0:
+            self._spawn(self._pinger())
+
+    def _spawn(self, coro):
+        t = self._loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    async def _pinger(self):
+        while self._state != _CLOSED:
+            await asyncio.sleep(self.ping_interval)
+            if self._state != _CONNECTED:
+                continue
+            if len(self._pongs) >= self.max_outstanding_pings:
+                self._close_err = ConnectionClosedError(
+                    "{} left {} pings unanswered (ping_interval={} s): stale connection".format(
+                        self.server, len(self._pongs), self.ping_interval))
+                self._transport.abort()
+                continue
+            fut = self._loop.create_future()
+            fut.add_done_callback(_consume)
+            self._pongs.append(fut)
+            self._send(_PING, 0, 0, b"", b"", b"")
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _write(self, data):
+        self._out_bytes += len(data)
+        self._transport.write(data)
+
+    def _set_writable(self, on):
+        self._writable = on
+        self._out.max_pending = self._chunk if on else self.pending_limit
+        if on:
+            if len(self._out):
+                self._flush_out()
+            if self._writable:
+                waiters, self._waiters = self._waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+
+    def _schedule_flush(self):
+        # OutBuf.on_data: the buffer went from empty to not empty
+        if self._writable and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_out)
+
+    def _flush_out(self):
+        self._flush_scheduled = False
+        if not self._writable:
+            return
+        data = self._out.take()
+        self._ctl_in_buf = False
+        if data:
+            self._out_bytes += len(data)
+            self._transport.write(data)
+
+    def _overflow(self, retry, size):
+        """A frame did not fit in the OutBuf: write the buffer out (when
+        writable) and ``retry()`` the append; raise when closed or at
+        ``pending_limit``."""
+        out = self._out
+        out.overflow = False
+        if self._state == _CLOSED:
+            raise ConnectionClosedError("client is closed")
+        if self._writable:
+            self._flush_out()
+            if retry():
+                return
+            if self._writable:                          # one frame over the chunk size
+                out.max_pending = 0
+                try:
+                    retry()
+                finally:
+                    out.max_pending = self._chunk
+                return
+            out.overflow = False
+        if len(out) == 0 or size > self.pending_limit:
+            raise ClientBufferFull(
+                "a frame of {} bytes exceeds the client's pending_limit={} bytes".format(
+                    size, self.pending_limit))
+        raise ClientBufferFull(
+            "client buffer full: {} bytes are waiting ({}), pending_limit={} bytes; "
+            "await client.wait_writable() or flush() to follow the connection's pace".format(
+                len(out), "socket backed up" if self._state == _CONNECTED else self.state,
+                self.pending_limit))
+
+    def _send(self, op, flags, fid, subject, reply, body):
+        """A control frame, in order with the publishes (connected only)."""
+        if not self._frame(op, flags, fid, subject, reply, body):
+            self._overflow(lambda: self._frame(op, flags, fid, subject, reply, body),
+                           16 + len(body))
+        self._ctl_in_buf = True
+        self._msgs_adjust -= 1                  # not an event (stats: OutBuf counts frames)
+
+    def _on_pause(self, proto):
+        if proto is self._proto and self._state == _CONNECTED:
+            self._set_writable(False)
+
+    def _on_resume(self, proto):
+        if proto is self._proto and self._state == _CONNECTED:
+            self._set_writable(True)
+
+    async def wait_writable(self, timeout=None):
+        """Return once the client is connected and its socket not backed up
+        (at once if so).  A producer publishing in a tight loop awaits this
+        now and then (and ``flush()`` at the end) to follow the connection's
+        pace instead of filling ``pending_limit``."""
+        if self._writable:
+            if len(self._out) >= self._chunk // 2:
+                self._flush_out()               # a big tick: write it now
+            if self._writable:
+                return
+        if self._state == _CLOSED:
+            raise ConnectionClosedError("client is closed")
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        await _await_with_timeout(self._loop, fut, timeout,
+                                  "not writable within {} s ({})".format(timeout, self.state))
+
+    async def _wait_connected(self, timeout):
+        if self._state == _CONNECTED:
+            return
+        if self._state == _CLOSED:
+            raise ConnectionClosedError("client is closed")
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        await _await_with_timeout(self._loop, fut, timeout,
+                                  "not connected within {} s ({})".format(timeout, self.state))
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, subject, /, data=b"", *, reply=None, **attributes):
+        """Publish an event; not awaited: the frame is buffered and written
+        with this loop tick's other output.  ``attributes`` are CloudEvents
+        attributes and extensions (``type=``, ``source=``, ``id=``, ...);
+        ``reply`` a reply subject for responders.  Raises ``SubjectError`` /
+        ``EventError`` for an invalid event, ``PayloadTooLarge`` past the
+        server's ``max_payload``, ``ClientBufferFull`` at ``pending_limit``
+        and ``ConnectionClosedError`` once closed."""
+        # the fast path: bytes on the subject validated last, no attributes:
+        # the PUB frame of a default event is written in C
+        if (attributes or reply is not None or subject is not self._vsubj
+                or type(data) is not bytes or len(data) > self._max_data):
+            self._publish_slow(subject, data, reply, attributes)
+        elif not self._pub(subject, data, self._source):
+            self._overflow(lambda: self._pub(subject, data, self._source), len(data) + 64)
+
+    def _publish_slow(self, subject, data, reply, attributes):
+        if attributes or type(data) is not bytes:
+            self._publish_record(subject, self._event(subject, data, attributes).encode(), reply)
+            return
+        validate_subject(subject)
+        if type(subject) is str:
+            self._vsubj = subject
+        if len(data) > self._max_data:
+            raise PayloadTooLarge("event of {} bytes (record) exceeds the server's max_payload={}"
+                                  .format(len(data) + self._max_payload - self._max_data,
+                                          self._max_payload))
+        if reply is not None:
+            validate_subject(reply)
+        if not self._pub(subject, data, self._source, reply):
+            self._overflow(lambda: self._pub(subject, data, self._source, reply), len(data) + 64)
+
+    def publish_event(self, event, *, reply=None):
+        """Publish an ``Event`` as it is (its routing subject, attributes and data)."""
+        if event.routing_subject is None:
+            raise FastflowError("cannot publish an event without a routing subject")
+        self._publish_record(event.routing_subject, event.encode(), reply)
+
+    def _event(self, subject, data, attributes):
+        if self._source is not _DEFAULT_SOURCE and "source" not in attributes:
+            attributes["source"] = self._source
+        return Event(subject, data, **attributes)
+
+    def _publish_record(self, subject, rec, reply, flags=0, rid=0):
+        if len(rec) > self._max_payload:
+            raise PayloadTooLarge("event of {} bytes (record) exceeds the server's max_payload={}"
+                                  .format(len(rec), self._max_payload))
+        if reply is not None:
+            validate_subject(reply)
+        if not self._frame(_PUB, flags, rid, subject, reply, rec):
+            self._overflow(lambda: self._frame(_PUB, flags, rid, subject, reply, rec),
+                           len(rec) + 16)
+
+    async def publish_ack(self, subject, /, data=b"", *, timeout=None, **attributes):
+        """Publish and wait until the server has handled it: returns
+        ``(seq, stream)``, the event's seq in the first stream that stored
+        it (``(0, None)`` when none did)."""
+        rec = self._event(subject, data, attributes).encode()
+        timeout = self.timeout if timeout is None else timeout
+        await self._wait_connected(timeout)
+        rid = self._new_id()
+        fut = self._loop.create_future()
+        self._pending[rid] = fut
+        try:
+            self._publish_record(subject, rec, None, _FL_ACK, rid)
+            body = await _await_with_timeout(self._loop, fut, timeout,
+                                             "no PUBACK for {!r} within {} s".format(subject,
+                                                                                    timeout))
+        finally:
+            self._pending.pop(rid, None)
+        seq = _u64.unpack_from(body)[0] if len(body) >= 8 else 0
+        return seq, (body[8:].decode() or None)
+
+    def publish_batch(self, subjects, datas, /, **attributes):
+        """Publish many events with PUB_BATCH frames (one per
+        ``max_payload`` bytes); not awaited.  ``subjects``: one subject for
+        all (a str) or one per event (a list); each event gets its own id.
+        An invalid subject or event raises before anything is sent."""
+        for body, n in self._batch_bodies(subjects, datas, attributes):
+            if not self._frame(_PUB_BATCH, 0, 0, b"", b"", body):
+                self._overflow(lambda body=body: self._frame(_PUB_BATCH, 0, 0, b"", b"", body),
+                               len(body) + 16)
+            self._msgs_adjust += n - 1          # one frame, n events
+
+    async def publish_batch_ack(self, subjects, datas, /, *, timeout=None, **attributes):
+        """``publish_batch`` that waits until the server has handled every
+        frame: returns ``(last_seq, count)`` (the seq of the last event a
+        stream stored, 0 if none; how many were published)."""
+        timeout = self.timeout if timeout is None else timeout
+        bodies = self._batch_bodies(subjects, datas, attributes)
+        await self._wait_connected(timeout)
+        futs = []
+        try:
+            for body, n in bodies:
+                rid = self._new_id()
+                fut = self._pending[rid] = self._loop.create_future()
+                futs.append((rid, fut))
+                self._send(_PUB_BATCH, _FL_ACK, rid, b"", b"", body)
+                self._msgs_adjust += n
+            last = count = 0
+            for _rid, fut in futs:
+                body = await _await_with_timeout(self._loop, fut, timeout,
+                                                 "no PUBACK for a PUB_BATCH within {} s".format(
+                                                     timeout))
+                seq, k = _batch_ack.unpack_from(body) if len(body) >= 12 else (0, 0)
+                last = seq or last
+                count += k
+            return last, count
+        finally:
+            for rid, _f in futs:
+                self._pending.pop(rid, None)
+
+    def _batch_bodies(self, subjects, datas, attributes):
+        """[(PUB_BATCH body, item count)], each body at most max_payload bytes."""
+        datas = datas if isinstance(datas, (list, tuple)) else list(datas)
+        if isinstance(subjects, (str, bytes)):
+            one = subjects.decode() if isinstance(subjects, bytes) else subjects
+            validate_subject(one)
+            sb = one.encode()
+            subs = None
+        else:
+            subs = subjects if isinstance(subjects, (list, tuple)) else list(subjects)
+            if len(subs) != len(datas):
+                raise ValueError("publish_batch: {} subjects for {} events".format(
+                    len(subs), len(datas)))
+        limit = self._max_payload
+        plain = not attributes and self._source is _DEFAULT_SOURCE
+        head = _item_head.pack
+        out = []
+        parts = []
+        ap = parts.append
+        size = count = 0
+        subject = one if subs is None else None
+        for i, d in enumerate(datas):
+            if subs is not None:
+                subject = subs[i]
+                if isinstance(subject, bytes):
+                    subject = subject.decode()
+                sb = subject.encode()
+            try:
+                rec = (Event(subject, d) if plain else self._event(subject, d, dict(attributes))
+                       ).encode()
+            except (ValueError, TypeError) as exc:
+                raise type(exc)("publish_batch item {}: {}".format(i, exc)) from None
+            if len(rec) > limit:
+                raise PayloadTooLarge("publish_batch item {}: {} bytes (record) exceed the "
+                                      "server's max_payload={}".format(i, len(rec), limit))
+            n = 6 + len(sb) + len(rec)
+            if size + n > limit and parts:
+                out.append((b"".join(parts), count))
+                parts = []
+                ap = parts.append
+                size = count = 0
+            ap(head(len(sb), len(rec)))
+            ap(sb)
+            ap(rec)
+            size += n
+            count += 1
+        if parts:
+            out.append((b"".join(parts), count))
+        return out
+
+    def publish_many(self, subject, datas):
+        """Publish one default event per payload of ``datas`` (bytes) on
+        one subject, each as its own PUB frame written in C (the fastest
+        way to publish many; the server routes each frame in C)."""
+        if type(subject) is not str or subject is not self._vsubj:
+            validate_subject(subject)
+        if type(datas) is not tuple:
+            datas = tuple(datas)
+        md = self._max_data
+        for i, d in enumerate(datas):
+            if type(d) is not bytes:
+                raise TypeError("publish_many: datas[{}] must be bytes, got {}".format(
+                    i, type(d).__name__))
+            if len(d) > md:
+                raise PayloadTooLarge("publish_many: datas[{}]: {} bytes exceed the server's "
+                                      "max_payload={}".format(i, len(d), self._max_payload))
+        pm = self._out.publish_many
+        src = self._source
+        done = pm(subject, datas, src)
+        while done < len(datas):
+            rest = datas[done:]
+            got = [0]
+
+            def retry(rest=rest, got=got):
+                got[0] = pm(subject, rest, src)
+                return got[0] > 0
+            self._overflow(retry, len(rest[0]) + 64)
+            done += got[0]
+
+    async def flush(self, timeout=None):
+        """Wait until the server has handled everything sent so far (a
+        PING/PONG round trip)."""
+        timeout = self.timeout if timeout is None else timeout
+        loop = self._loop
+        t0 = loop.time()
+        await self._wait_connected(timeout)
+        fut = loop.create_future()
+        self._pongs.append(fut)
+        self._send(_PING, 0, 0, b"", b"", b"")
+        left = None if timeout is None else max(0.0, timeout - (loop.time() - t0))
+        await _await_with_timeout(loop, fut, left, "flush: no PONG within {} s".format(timeout))
+
+    # -- subscribing ---------------------------------------------------------------------
+
+    def subscribe(self, pattern, callback=None, *, queue=None, raw=False, with_reply=False,
+                  max_pending=65536, max_pending_bytes=64 << 20, on_full="drop_oldest"):
+        """Subscribe to ``pattern`` (not awaited).
+
+        With a ``callback``: a function is called inline, from C, for each
+        message: with the ``Event`` (decoded in C); with ``raw=True``, with
+        ``(subject, reply, data)``: the routing subject, the reply subject
+        (None when there is none) and the event's payload, no event made
+        (the fastest); with ``with_reply=True``, with ``(event, reply)``.
+        A coroutine function runs in a task, one message at a time, in
+        order.  Without a callback, iterate: ``async for ev in sub``,
+        ``await sub.next(timeout)``.  ``queue`` joins a queue group.
+
+        Queued messages (iterators, coroutine callbacks) are bounded by
+        ``max_pending`` messages and ``max_pending_bytes`` (record + 64
+        each); at the limit ``on_full`` drops the oldest, drops the new one
+        (``"drop_new"``) or cuts the subscription (``"cut"``: unsubscribed,
+        the iterator raises ``SlowConsumerError``)."""
+        if self._state == _CLOSED:
+            raise ConnectionClosedError("client is closed")
+        validate_pattern(pattern)
+        if isinstance(pattern, bytes):
+            pattern = pattern.decode()
+        if queue is not None:
+            if isinstance(queue, bytes):
+                queue = queue.decode()
+            if not queue or any(c in queue for c in " \t\r\n.*>"):
+                raise ValueError("queue group name must be a non-empty token without spaces, "
+                                 "'.', '*' or '>', got {!r}".format(queue))
+        if on_full not in _ON_FULL:
+            raise ValueError("on_full must be 'drop_oldest', 'drop_new' or 'cut', got {!r}"
+                             .format(on_full))
+        if raw and with_reply:
+            raise ValueError("raw=True passes the reply already: with_reply is for events")
+        is_async = callback is not None and inspect.iscoroutinefunction(callback)
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable, got {!r}".format(callback))
+        sid = self._new_id()
+        sub = Subscription(self, sid, pattern, queue, callback, raw, with_reply, max_pending,
+                           max_pending_bytes, on_full, is_async)
+        self._subs[sid] = sub
+        self._handlers[sid] = sub._deliver
+        if is_async:
+            sub._task = self._spawn(sub._pump())
+        if self._state == _CONNECTED:
+            self._send(_SUB, 0, sid, pattern, queue, b"")
+        return sub
+
+    def _unsubscribe(self, sub, max_msgs=None):
+        if max_msgs is not None and max_msgs > 0:
+            sub._remaining = max_msgs
+            if self._state == _CONNECTED:
+                self._send(_UNSUB, 0, sub.sid, b"", b"", _u32.pack(max_msgs))
+            return
+        self._subs.pop(sub.sid, None)
+        self._handlers.pop(sub.sid, None)
+        if self._state == _CONNECTED:
+            self._send(_UNSUB, 0, sub.sid, b"", b"", b"")
+        sub._close()
+
+    def _sub_done(self, sub):
+        """An UNSUB max was reached (the server forgets it by itself)."""
+        self._subs.pop(sub.sid, None)
+        self._handlers.pop(sub.sid, None)
+        sub._close()
+
+    @property
+    def subscriptions(self):
+        """The live subscriptions (a list)."""
+        return list(self._subs.values())
+
+    # -- request / reply -------------------------------------------------------------------
+
+    def _ensure_inbox(self):
+        if self._inbox is not None:
+            return
+        self._inbox = "_INBOX.{}.".format(_random_token())
+        self._inbox_sid = self._new_id()
+        self._handlers[self._inbox_sid] = self._on_inbox
+        if self._state == _CONNECTED:
+            self._send(_SUB, 0, self._inbox_sid, self._inbox + "*", b"", b"")
+
+    def _on_inbox(self, mb, idx):
+        subjects = mb.subjects
+        for i in range(len(mb)) if idx is None else idx:
+            fut = self._requests.pop(subjects[i], None)
+            if fut is not None and not fut.done():
+                fut.set_result(mb.event(i))
+
+    def new_inbox(self):
+        """A fresh unique subject (``_INBOX.<random>``) for custom reply flows."""
+        return "_INBOX.{}".format(_random_token())
+
+    async def request(self, subject, /, data=b"", timeout=1.0, **attributes):
+        """Publish a request and return the first answer (an ``Event``).
+        ``NoRespondersError`` at once when no subscriber got it;
+        ``asyncio.TimeoutError`` after ``timeout`` seconds;
+        ``ConnectionClosedError`` if the connection is lost meanwhile.
+        One inbox subscription (``_INBOX.<random>.*``) serves every request
+        of the client."""
+        if self._state == _CLOSED:
+            raise ConnectionClosedError("client is closed")
+        self._ensure_inbox()
+        self._req_n += 1
+        reply = self._inbox + str(self._req_n)
+        fut = self._loop.create_future()
+        self._requests[reply] = fut
+        try:
+            self.publish(subject, data, reply=reply, **attributes)
+            return await _await_with_timeout(self._loop, fut, timeout,
+                                             "request to {!r}: no answer within {} s".format(
+                                                 subject, timeout))
+        except NoRespondersError:
+            raise NoRespondersError(subject) from None
+        finally:
+            self._requests.pop(reply, None)
+
+    def respond(self, reply, /, data=b"", **attributes):
+        """Answer a request: ``publish(reply, data, **attributes)``."""
+        if not reply:
+            raise ValueError("respond: the message has no reply subject")
+        self.publish(reply, data, **attributes)
+
+    async def _call(self, op, subject, args, timeout=None, collect=False):
+        """A control request (STREAM, CONSUMER, REPLAY): the OK's JSON result
+        (with ``collect``: ``(result, msgs)``, the MSGs sent for it as
+        ``(subject, reply, record)``)."""
+        timeout = self.timeout if timeout is None else timeout
+        await self._wait_connected(timeout)
+        rid = self._new_id()
+        fut = self._loop.create_future()
+        self._pending[rid] = fut
+        msgs = None
+        if collect:
+            msgs = []
+            self._handlers[rid] = _collector(msgs)
+        try:
+            self._send(op, 0, rid, subject, b"", _json(args) if args is not None else b"")
+            body = await _await_with_timeout(
+                self._loop, fut, timeout, "no answer to {} {!r} within {} s".format(
+                    _OP_NAMES.get(op, op), subject, timeout))
+        finally:
+            self._pending.pop(rid, None)
+            if collect:
+                self._handlers.pop(rid, None)
+        result = _loads(body)
+        return (result, msgs) if collect else result
+
+    # -- streams -------------------------------------------------------------------------
+
+    async def add_stream(self, name, subjects, retention=None, storage=None, *, timeout=None):
+        """Create the stream ``name`` capturing ``subjects`` (patterns), or
+        confirm the existing one (``ConflictError`` if its config differs);
+        ``retention``: a dict or a ``fastflow.Retention``; ``storage``:
+        ``"memory"`` or ``"file"``.  Returns the stream's info (a dict)."""
+        if isinstance(subjects, str):
+            subjects = [subjects]
+        args = {"name": name, "subjects": list(subjects)}
+        r = _retention_dict(retention)
+        if r is not None:
+            args["retention"] = r
+        if storage is not None:
+            args["storage"] = storage
+        return await self._call(_STREAM, "add", args, timeout)
+
+    async def stream_info(self, name, *, timeout=None):
+        """The stream's info (a dict: subjects, retention, events, first/last seq...)."""
+        return await self._call(_STREAM, "info", {"name": name}, timeout)
+
+    async def delete_stream(self, name, *, timeout=None):
+        return await self._call(_STREAM, "delete", {"name": name}, timeout)
+
+    async def streams(self, *, timeout=None):
+        """The server's streams (a list of summaries)."""
+        r = await self._call(_STREAM, "list", {}, timeout)
+        return r.get("streams", []) if isinstance(r, dict) else (r or [])
+
+    async def purge_stream(self, name, subject=None, up_to=None, *, timeout=None):
+        """Remove events of a stream (all; those matching the pattern
+        ``subject``; those with ``seq <= up_to``); returns how many."""
+        args = {"name": name}
+        if subject is not None:
+            args["subject"] = subject
+        if up_to is not None:
+            args["up_to"] = up_to
+        r = await self._call(_STREAM, "purge", args, timeout)
+        return r.get("purged", r) if isinstance(r, dict) else r
+
+    def replay(self, stream, start="first", *, seq=None, time=None, filter=None, limit=None,
+               page=_REPLAY_PAGE, timeout=None):
+        """An async iterator of the events of ``stream`` from a position
+        (``start`` ``"first"``/``"last"``/``"new"``, or ``seq=``, or ``time=``
+        ns since the epoch or a datetime), ``filter`` a subject pattern, at
+        most ``limit`` events; it ends at the last event stored when each
+        page was asked for.  Events carry ``seq``, ``stream`` and ``ts``.
+        They come in pages of ``page`` events (one REPLAY request each), so
+        a long replay holds one page in memory."""
+        return Replay(self, stream, start, seq, time, filter, limit, page, timeout)
+
+    # -- durable consumers ---------------------------------------------------------------
+
+    async def add_consumer(self, stream, name, *, timeout=None, **config):
+        """Create the durable consumer ``name`` of ``stream`` (``config`` as
+        ``Stream.consumer``: start, filter, ack, ack_wait, max_deliver,
+        max_in_flight, dead_letter), or confirm the existing one.  Returns
+        its info."""
+        from fastflow.consumer import ConsumerConfig
+
+        cfg = ConsumerConfig(**config).to_dict()        # checked here, sent as given
+        args = {"stream": stream, "name": name}
+        args.update({k: v for k, v in cfg.items() if k in config})
+        return await self._call(_CONSUMER, "add", args, timeout)
+
+    async def consumer_info(self, stream, name, *, timeout=None):
+        return await self._call(_CONSUMER, "info", {"stream": stream, "name": name}, timeout)
+
+    async def delete_consumer(self, stream, name, *, timeout=None):
+        return await self._call(_CONSUMER, "delete", {"stream": stream, "name": name}, timeout)
+
+    async def consumers(self, stream, *, timeout=None):
+        """The consumers of ``stream`` (a list of infos)."""
+        r = await self._call(_CONSUMER, "list", {"stream": stream}, timeout)
+        return r.get("consumers", []) if isinstance(r, dict) else (r or [])
+
+    async def fetch(self, stream, consumer, n=1, *, wait=0.0, timeout=None):
+        """Up to ``n`` deliveries of a durable consumer (a list of
+        ``Delivery``: event-like, with ``seq``, and ``await d.ack()``,
+        ``nak(delay)``, ``term()``, ``in_progress()``); with ``wait``
+        seconds, waits that long for the first one when none is ready."""
+        if timeout is None:
+            timeout = self.timeout + (wait or 0)
+        args = {"stream": stream, "name": consumer, "n": n}
+        if wait:
+            args["wait"] = wait
+        _result, msgs = await self._call(_CONSUMER, "fetch", args, timeout, collect=True)
+        return [Delivery(self, stream, subject, reply, rec) for subject, reply, rec in msgs]
+
+    async def _ack(self, ack_subject, kind, delay=None):
+        if self._state != _CONNECTED:
+            await self._wait_connected(self.timeout)
+        body = _nak.pack(kind, delay) if delay else bytes((kind,))
+        self._send(_ACK, 0, 0, ack_subject, b"", body)
+
+    # -- the receive path ----------------------------------------------------------------
+
+    def _on_data(self, proto, data):
+        if proto is not self._proto:
+            return
+        self._in_bytes += len(data)
+        try:
+            items = proto.feed(data)
+        except ProtocolError as exc:
+            self._dispatch(proto, getattr(exc, "frames", ()))
+            self._report(exc)
+            self._close_err = ConnectionClosedError("malformed frame from {}: {}".format(
+                self.server, exc))
+            proto.transport.abort()
+            return
+        self._dispatch(proto, items)
+
+    def _dispatch(self, proto, items):
+        for it in items:
+            try:
+                if it[0] == "msgs":
+                    self._on_msgs(it[1])
+                else:
+                    self._on_frame(proto, *it)
+            except Exception as exc:        # a bug (callbacks' errors are caught nearer)
+                self._report(exc)
+
+    def _on_msgs(self, mb):
+        """A run of MSG frames: one subscription's (the common case) goes to
+        it whole; a mixed run is split by sid."""
+        n = len(mb)
+        self._in_msgs += n
+        sids = bytes(mb.sids)
+        fl = bytes(mb.flags)
+        if (n == 1 or sids == sids[:8] * n) and fl.count(0) == len(fl):
+            h = self._handlers.get(mb.sids[0])
+            if h is not None:
+                h(mb, None)
+            return
+        groups = {}
+        flags = mb.flags
+        for i, sid in enumerate(mb.sids.tolist()):
+            if flags[i]:
+                if flags[i] & _FL_NO_RESPONDERS:
+                    self._no_responders(mb.subjects[i])
+                    continue
+            g = groups.get(sid)
+            if g is None:
+                groups[sid] = [i]
+            else:
+                g.append(i)
+        get = self._handlers.get
+        for sid, idx in groups.items():
+            h = get(sid)
+            if h is not None:
+                h(mb, idx)
+
+    def _no_responders(self, subject):
+        self._in_msgs -= 1
+        fut = self._requests.pop(subject, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(NoRespondersError(subject))
+
+    def _on_frame(self, proto, op, flags, fid, subject, reply, body):
+        if op == _PONG:
+            while self._pongs:
+                fut = self._pongs.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    break
+        elif op == _PING:
+            if self._writable:
+                self._send(_PONG, 0, fid, b"", b"", b"")
+            else:
+                self._out_bytes += 16
+                proto.transport.write(_PONG_FRAME)
+        elif op == _OK or op == _PUBACK:
+            fut = self._pending.get(fid)
+            if fut is not None and not fut.done():
+                fut.set_result(body)
+        elif op == _ERR:
+            self._on_err(proto, flags, fid, body)
+        elif op == _MSG:                    # (MSG frames come in batches; kept for safety)
+            self._report(ProtocolError(400, "unbatched MSG frame"))
+        elif op == _INFO:
+            info = _loads(body)
+            if not isinstance(info, dict):
+                self._report(ProtocolError(400, "bad INFO from the server: {!r}".format(body)))
+                info = {}
+            self.info = info
+            mp = info.get("max_payload")
+            if type(mp) is int and mp > 0:
+                self._set_max_payload(mp)
+            if proto.info is not None and not proto.info.done():
+                proto.info.set_result(info)
+        else:
+            self._report(ProtocolError(400, "unexpected {} frame from the server".format(
+                _OP_NAMES.get(op, op))))
+
+    def _on_err(self, proto, flags, fid, body):
+        code = _u16.unpack_from(body)[0] if len(body) >= 2 else 0
+        message = body[2:].decode("utf-8", "replace")
+        if code == 408 and self._state == _CONNECTED:
+            # after the handshake a 408 is a stale connection (PINGs missed),
+            # not an authentication timeout: reconnecting is right
+            exc = ServerError(code, message)
+        else:
+            exc = _server_error(code, message)
+        if flags & _FL_CLOSE:
+            self._close_err = exc
+        fut = self._pending.get(fid) if fid else None
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+        elif fid and fid in self._subs:     # a refused SUB (the id is its sid)
+            sub = self._subs.pop(fid)
+            self._handlers.pop(fid, None)
+            sub._close(exc)
+            self._report(exc)
+        else:
+            self._report(exc)
+        if flags & _FL_CLOSE:
+            proto.transport.close()
+
+    def _report(self, exc):
+        self._errors += 1
+        cb = self.error_callback
+        if cb is None:
+            if isinstance(exc, (ServerError, ConnectionError)):
+                log.warning("fastflow client %s: %s", self.server, exc)
+            else:
+                log.error("fastflow client %s: %s", self.server, _describe(exc), exc_info=exc)
+            return
+        try:
+            r = cb(exc)
+            if inspect.isawaitable(r):
+                self._spawn(_swallow(r))
+        except Exception:
+            log.exception("fastflow client: error_callback raised")
+
+    def _call_back(self, cb, *args):
+        if cb is None:
+            return
+        try:
+            r = cb(*args)
+            if inspect.isawaitable(r):
+                self._spawn(_swallow(r))
+        except Exception as exc:
+            self._report(exc)
+
+    # -- losing the connection -------------------------------------------------------------
+
+    def _on_lost(self, proto, exc):
+        if proto is not self._proto:
+            return
+        self._proto = None
+        self._transport = None
+        self._writable = False
+        self._flush_scheduled = False
+        server = self.server
+        err = self._close_err
+        self._close_err = None
+        if err is None:
+            err = ConnectionClosedError("connection to {} lost{}".format(
+                server, ": {}".format(exc) if exc else ""))
+        elif not isinstance(err, ConnectionError):
+            cause = err
+            err = ConnectionClosedError("connection to {} closed by the server: {}".format(
+                server, cause))
+            err.__cause__ = cause
+            err.server_error = cause
+        out = self._out
+        if self._ctl_in_buf:            # SUBs are resent, requests fail: drop them all
+            self._lost_on_disconnect += len(out)
+            out.clear()
+            self._ctl_in_buf = False
+        out.max_pending = self.pending_limit
+        self._fail_pending(err)
+        if self._state != _CONNECTED:
+            return                      # a handshake fails by itself (first or reconnect)
+        cause = getattr(err, "server_error", None)
+        self._call_back(self.disconnected_callback)
+        if self.reconnect and self.max_reconnect_attempts != 0 and not _is_auth_error(cause):
+            self._state = _RECONNECTING
+            self._spawn(self._reconnect_loop(cause or err))
+        else:
+            self._finish_close(cause or err)
+
+    def _fail_pending(self, err):
+        pend = list(self._pending.values()) + list(self._pongs) + list(self._requests.values())
+        self._pending.clear()
+        self._pongs.clear()
+        self._requests.clear()
+        for fut in pend:
+            if not fut.done():
+                fut.set_exception(err)
+                fut.add_done_callback(_consume)
+
+    async def _reconnect_loop(self, reason):
+        attempt = 0
+        last = reason
+        while self._state == _RECONNECTING:
+            if 0 <= self.max_reconnect_attempts <= attempt:
+                self._finish_close(ConnectionClosedError(
+                    "gave up reconnecting to {} after {} attempt{}: {}".format(
+                        self.server, attempt, "" if attempt == 1 else "s", _describe(last))))
+                return
+            wait = min(self.reconnect_wait_max, self.reconnect_wait * (2 ** min(attempt, 16)))
+            if attempt:
+                wait *= 0.5 + random.random() / 2              # jitter
+            await asyncio.sleep(wait)
+            if attempt and len(self._servers) > 1:
+                self._server_i = (self._server_i + 1) % len(self._servers)
+            attempt += 1
+            try:
+                await self._connect_once(self._servers[self._server_i])
+            except AuthenticationError as exc:
+                self._finish_close(exc)
+                return
+            except (OSError, asyncio.TimeoutError, FastflowError) as exc:
+                last = exc
+                log.debug("fastflow client: reconnect attempt %d to %s failed: %s", attempt,
+                          self.server, _describe(exc))
+                continue
+            self._reconnects += 1
+            self._call_back(self.reconnected_callback)
+            return
+
+    def _finish_close(self, err=None):
+        if self._closed_fut is not None:
+            return
+        self._state = _CLOSED
+        self._writable = False
+        self._out.closed = True
+        exc = err if isinstance(err, ConnectionError) else ConnectionClosedError(
+            "client closed{}".format(": {}".format(_describe(err)) if err is not None else ""))
+        if err is not None and exc is not err:
+            exc.__cause__ = err
+        self._fail_pending(exc)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(exc)
+                w.add_done_callback(_consume)
+        for sub in list(self._subs.values()):
+            sub._close()
+        self._subs.clear()
+        self._handlers.clear()
+        current = asyncio.current_task() if self._loop.is_running() else None
+        for t in list(self._tasks):
+            if t is not current:
+                t.cancel()
+        self._closed_fut = self._loop.create_future()
+        self._closed_fut.set_result(None)
+        if err is not None:
+            self._report(exc)
+        self._call_back(self.closed_callback)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def close(self):
+        """Close now: what is buffered is written first (best effort);
+        waiting requests fail with ``ConnectionClosedError``; subscription
+        iterators end.  Idempotent."""
+        if self._state == _CLOSED:
+            return
+        proto, transport = self._proto, self._transport
+        if self._writable:
+            self._flush_out()
+        self._finish_close()
+        if transport is not None:
+            transport.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(proto.lost), 2.0)
+            except asyncio.TimeoutError:
+                transport.abort()
+
+    async def drain(self, timeout=None):
+        """Unsubscribe everything, wait until the server has sent what it
+        had in flight to us and coroutine callbacks have handled their
+        queues, then close."""
+        if self._state == _CLOSED:
+            return
+        timeout = self.timeout if timeout is None else timeout
+        subs = list(self._subs.values())
+        if self._state == _CONNECTED:
+            for sub in subs:
+                self._send(_UNSUB, 0, sub.sid, b"", b"", b"")
+            try:
+                await self.flush(timeout)
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
+        for sub in subs:
+            self._subs.pop(sub.sid, None)
+            self._handlers.pop(sub.sid, None)
+            sub._close()
+        pumps = [s._task for s in subs if s._task is not None and not s._task.done()]
+        if pumps:
+            await asyncio.wait(pumps, timeout=timeout)
+        await self.close()
+
+
+_PONG_FRAME = struct.pack("<IBBHIHH", 12, 1, _PONG, 0, 0, 0, 0)
+_OP_NAMES = {v: k for k, v in OPS.items()}
+
+
+def _loads(body):
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ProtocolError(400, "the server sent a body that is not JSON: {!r}".format(
+            bytes(body[:100]))) from None
+
+
+def _collector(msgs):
+    def collect(mb, idx):
+        subjects, replies = mb.subjects, mb.replies
+        record = mb.record
+        for i in range(len(mb)) if idx is None else idx:
+            msgs.append((subjects[i], replies[i], record(i)))
+    return collect
+
+
+def _consume(fut):
+    # mark a future's exception as retrieved (nobody may be waiting for it)
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _swallow(aw):
+    try:
+        await aw
+    except Exception:
+        log.exception("fastflow client: a callback coroutine raised")
+
+
+def _random_token():
+    return os.urandom(12).hex()
+
+
+def _describe(exc):
+    s = str(exc)
+    return "{}: {}".format(type(exc).__name__, s) if s else type(exc).__name__
+
+
+def _version():
+    from fastflow import __version__
+
+    return __version__
+
+
+# -- subscriptions ---------------------------------------------------------------------------
+
+
+class Subscription:
+    """Interest in a subject pattern on a client (``client.subscribe``).
+
+    ``delivered`` counts the messages handed to its callback or queue,
+    ``dropped`` those its queue limits dropped.  Iterate it (``async for``,
+    ``await sub.next(timeout)``) when it has no callback."""
+
+    def __init__(self, client, sid, pattern, queue, callback, raw, with_reply, max_pending,
+                 max_pending_bytes, on_full, is_async):
+        self._client = client
+        self.sid = sid
+        self.pattern = pattern
+        self.queue = queue
+        self.callback = callback
+        self.raw = raw
+        self.with_reply = with_reply
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.on_full = on_full
+        self._queued = callback is None or is_async
+        self._q = deque()                # (item, size)
+        self._qbytes = 0
+        self._waiter = None
+        self._task = None
+        self._remaining = 0             # UNSUB max: messages left
+        self.delivered = 0
+        self.dropped = 0
+        self.closed = False
+        self._error = None              # why it closed (slow consumer, refused)
+
+    @property
+    def pending(self):
+        """Messages queued, not yet taken."""
+        return len(self._q)
+
+    @property
+    def pending_bytes(self):
+        return self._qbytes
+
+    def stats(self):
+        return {"sid": self.sid, "pattern": self.pattern, "queue": self.queue,
+                "delivered": self.delivered, "dropped": self.dropped, "pending": len(self._q),
+                "pending_bytes": self._qbytes, "closed": self.closed,
+                "slow_consumer": isinstance(self._error, SlowConsumerError)}
+
+    # -- delivery (the client's receive loop) ---------------------------------------------
+
+    def _deliver(self, mb, idx):
+        """Messages of a MsgBatch: all of them (``idx`` None) or those at ``idx``."""
+        if self.closed:
+            return
+        k = len(mb) if idx is None else len(idx)
+        done = False
+        if self._remaining:
+            if k >= self._remaining:
+                idx = list(range(self._remaining)) if idx is None else idx[:self._remaining]
+                k = len(idx)
+                done = True
+            self._remaining -= k
+        if not self._queued:
+            self.delivered += k
+        if self.raw:
+            if idx is None:
+                cols = mb.subjects, mb.replies, mb.datas()
+            else:
+                s, r, d = mb.subjects, mb.replies, mb.datas()
+                cols = [s[i] for i in idx], [r[i] for i in idx], [d[i] for i in idx]
+            if self._queued:
+                self._enqueue(mb, idx, zip(*cols))
+            else:                                   # the hot path: a call per message, from C
+                self._run(map(self.callback, *cols))
+        else:
+            evs = mb.events() if idx is None else [mb.event(i) for i in idx]
+            if self.with_reply:
+                replies = mb.replies if idx is None else [mb.replies[i] for i in idx]
+                if self._queued:
+                    self._enqueue(mb, idx, zip(evs, replies))
+                else:
+                    self._run(map(self.callback, evs, replies))
+            elif self._queued:
+                self._enqueue(mb, idx, evs)
+            else:
+                self._run(map(self.callback, evs))
+        if done:
+            self._client._sub_done(self)
+
+    def _run(self, calls):
+        """Run an iterator of callback calls in C; a callback's exception is
+        reported and the rest of the batch still delivered."""
+        while True:
+            try:
+                _sink(calls)
+                return
+            except Exception as exc:
+                self._client._report(exc)
+
+    def _enqueue(self, mb, idx, items):
+        offs = mb.offsets
+        q = self._q
+        mp, mpb = self.max_pending, self.max_pending_bytes
+        i = -1
+        for j, item in enumerate(items):
+            i = j if idx is None else idx[j]
+            size = offs[i + 1] - offs[i] + _EVENT_OVERHEAD
+            if (mp and len(q) >= mp) or (mpb and self._qbytes + size > mpb):
+                if self.on_full == "drop_new":
+                    self.dropped += 1
+                    continue
+                if self.on_full == "cut":
+                    self._cut()
+                    return
+                while q and ((mp and len(q) >= mp) or (mpb and self._qbytes + size > mpb)):
+                    self._qbytes -= q.popleft()[1]
+                    self.dropped += 1
+            q.append((item, size))
+            self._qbytes += size
+            self.delivered += 1
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _cut(self):
+        self.dropped += len(self._q) + 1
+        self._q.clear()
+        self._qbytes = 0
+        self._error = SlowConsumerError(
+            "subscription to {!r} was cut off as a slow consumer: {} pending messages or {} "
+            "bytes reached".format(self.pattern, self.max_pending, self.max_pending_bytes))
+        self._client._unsubscribe(self)
+
+    def _close(self, error=None):
+        if self.closed:
+            return
+        self.closed = True
+        if error is not None and self._error is None:
+            self._error = error
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- taking messages ---------------------------------------------------------------------
+
+    def __aiter__(self):
+        if not self._queued:
+            raise TypeError("a subscription with a callback is not iterable")
+        return self
+
+    async def __anext__(self):
+        while True:
+            if self._q:
+                item, size = self._q.popleft()
+                self._qbytes -= size
+                return item
+            if self.closed:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._waiter = self._client._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def next(self, timeout=None):
+        """The next message, waiting up to ``timeout`` seconds
+        (``asyncio.TimeoutError`` then; ``StopAsyncIteration`` once the
+        subscription ended)."""
+        if timeout is None:
+            return await self.__anext__()
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    async def _pump(self):
+        cb = self.callback
+        star = self.raw or self.with_reply
+        try:
+            async for item in self:
+                try:
+                    await (cb(*item) if star else cb(item))
+                except Exception as exc:
+                    self._client._report(exc)
+        except SlowConsumerError as exc:
+            self._client._report(exc)
+
+    # -- ending --------------------------------------------------------------------------------
+
+    async def unsubscribe(self, max=None):
+        """Stop the subscription (queued messages can still be read, then
+        the iterator ends); with ``max``: after that many more messages."""
+        if self.closed:
+            return
+        if max is not None and (type(max) is not int or max < 0):
+            raise ValueError("max must be an int >= 0, got {!r}".format(max))
+        self._client._unsubscribe(self, max)
+
+    async def drain(self, timeout=None):
+        """Unsubscribe, wait until the server has sent what it had in
+        flight, and until a coroutine callback has handled its queue."""
+        if self.closed:
+            return
+        c = self._client
+        if c._state == _CONNECTED:
+            c._send(_UNSUB, 0, self.sid, b"", b"", b"")
+            try:
+                await c.flush(timeout)
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
+        c._subs.pop(self.sid, None)
+        c._handlers.pop(self.sid, None)
+        self._close()
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task], timeout=timeout or c.timeout)
+
+    def __repr__(self):
+        return "<fastflow.client.Subscription sid={} {!r}{} delivered={} pending={}{}>".format(
+            self.sid, self.pattern, " queue={!r}".format(self.queue) if self.queue else "",
+            self.delivered, len(self._q), " closed" if self.closed else "")
+
+
+# -- replay --------------------------------------------------------------------------------
+
+
+class Replay:
+    """An async iterator of the events of a stream (``client.replay(...)``);
+    ``count`` is the events received so far, ``lost`` the events that were
+    gone (evicted) when asked for, ``next_seq`` where to continue."""
+
+    def __init__(self, client, stream, start, seq, time, filter, limit, page, timeout):
+        if start not in ("first", "last", "new"):
+            raise ValueError("start must be 'first', 'last' or 'new', got {!r}".format(start))
+        if seq is not None and (type(seq) is not int or seq < 0):
+            raise ValueError("seq must be an int >= 0, got {!r}".format(seq))
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ValueError("limit must be an int >= 0, got {!r}".format(limit))
+        if type(page) is not int or page < 1:
+            raise ValueError("page must be an int >= 1, got {!r}".format(page))
+        if filter is not None:
+            validate_pattern(filter)
+        self._client = client
+        self.stream = stream
+        self._args = {"start": start}
+        if seq is not None:
+            self._args["seq"] = seq
+        if time is not None:
+            self._args["time"] = _time_ns(time)
+        if filter is not None:
+            self._args["filter"] = filter
+        self._limit = limit
+        self._page = page
+        self._timeout = timeout
+        self._buf = deque()
+        self._done = False
+        self.count = 0
+        self.lost = 0
+        self.next_seq = None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while not self._buf:
+            if self._done:
+                raise StopAsyncIteration
+            await self._next_page()
+        subject, reply, rec = self._buf.popleft()
+        self.count += 1
+        seq, ts = _replay_position(reply)
+        return Event.decode(subject, rec, seq, self.stream, ts)
+
+    async def _next_page(self):
+        want = self._page if self._limit is None else min(self._page, self._limit - self.count)
+        if want <= 0:
+            self._done = True
+            return
+        args = dict(self._args)
+        args["limit"] = want
+        if self.next_seq is not None:               # the next pages: from where it stopped
+            args.pop("time", None)
+            args["start"] = "first"
+            args["seq"] = self.next_seq
+        result, msgs = await self._client._call(_REPLAY, self.stream, args, self._timeout,
+                                                collect=True)
+        result = result if isinstance(result, dict) else {}
+        self.lost += result.get("lost", 0) or 0
+        nxt = result.get("next_seq")
+        self._buf.extend(msgs)
+        if len(msgs) < want or nxt is None or (self.next_seq is not None and nxt <= self.next_seq):
+            self._done = True
+        self.next_seq = nxt
+
+    async def list(self):
+        """Every event of the replay (a list)."""
+        return [ev async for ev in self]
+
+
+def _replay_position(reply):
+    """(seq, ts) of a replayed MSG's reply ``$REPLAY.<stream>.<seq>.<ts>``."""
+    if reply:
+        parts = reply.rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            return int(parts[1]), int(parts[2])
+    return 0, 0
+
+
+# -- durable consumers' deliveries -----------------------------------------------------------
+
+
+class Delivery:
+    """A delivery of a durable consumer: the ``event`` (its attributes read
+    through: ``d.data``, ``d.id``, ``d.routing_subject``...), ``seq``, the
+    ``ack_subject``, and ``await d.ack()``, ``nak(delay)``, ``term()``,
+    ``in_progress()``."""
+
+    __slots__ = ("_client", "event", "ack_subject", "stream", "seq", "acked")
+
+    def __init__(self, client, stream, subject, reply, rec):
+        self._client = client
+        self.stream = stream
+        self.ack_subject = reply
+        self.seq = _ack_seq(reply)
+        self.event = Event.decode(subject, rec, self.seq, stream)
+        self.acked = False
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name in Delivery.__slots__:
+            raise AttributeError(name)
+        return getattr(self.event, name)
+
+    def __getitem__(self, name):
+        return self.event[name]
+
+    async def ack(self):
+        """Acknowledge: done with this event."""
+        await self._settle(_ACK_ACK)
+
+    async def nak(self, delay=0.0):
+        """Ask for redelivery after ``delay`` seconds."""
+        await self._settle(_ACK_NAK, float(delay) if delay else None)
+
+    async def term(self):
+        """Never deliver this event to the consumer again."""
+        await self._settle(_ACK_TERM)
+
+    async def in_progress(self):
+        """Reset the ack timer: still working on it."""
+        self._check()
+        await self._client._ack(self.ack_subject, _ACK_PROGRESS)
+
+    def _check(self):
+        if not self.ack_subject:
+            raise FastflowError("the delivery of {!r} has no ack subject".format(
+                self.event.routing_subject))
+
+    async def _settle(self, kind, delay=None):
+        if self.acked:
+            return
+        self._check()
+        await self._client._ack(self.ack_subject, kind, delay)
+        self.acked = True
+
+    def __repr__(self):
+        return "<Delivery seq={} {!r}>".format(self.seq, self.event)
+
+
+def _ack_seq(s):
+    """The seq in an ack subject ``$ACK.<stream>.<consumer>.<seq>`` (0 if none)."""
+    if s:
+        tail = s.rsplit(".", 1)[-1]
+        if tail.isdigit():
+            return int(tail)
+    return 0
