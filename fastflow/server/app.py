@@ -1,0 +1,582 @@
+"""``fastflow serve``: the network broker.
+
+One process, one event loop (uvloop when installed), one engine
+(``fastflow.Flow``, in memory or file-backed) behind the native protocol's
+front door (``fastflow.server.native``) and an HTTP monitoring endpoint
+(``fastflow.server.monitor``).  SIGINT/SIGTERM drain: stop accepting, stop
+reading, flush the pending output, ``flow.flush()`` and close; a second
+signal stops at once.  docs/server.md is the manual.
+"""
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import platform
+import signal
+import ssl
+import sys
+import threading
+import time
+
+import fastflow
+from fastflow._impl import COMPILED
+from fastflow.errors import FastflowError
+from fastflow.flow import Flow
+from fastflow.server.auth import Authenticator
+from fastflow.server.config import (
+    LOG_LEVELS,
+    LOOPS,
+    ConfigError,
+    ServerConfig,
+    apply_args,
+    load_config,
+    stream_spec,
+)
+from fastflow.server.native import ST_CLOSED, ST_CLOSING, NativeConnection
+
+__all__ = ("Server", "add_serve_arguments", "run_serve")
+
+log = logging.getLogger("fastflow.server")
+
+PROTO = 1
+
+
+def _fmt_size(n):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return "{} {}".format(n // size, unit)
+    return "{} B".format(n)
+
+
+def _addr(sockname):
+    if isinstance(sockname, tuple):
+        host, port = sockname[0], sockname[1]
+        return "[{}]:{}".format(host, port) if ":" in host else "{}:{}".format(host, port)
+    return str(sockname)
+
+
+def loop_factory(kind):
+    """(name, factory) of the event loop for ``--loop`` (``auto``: uvloop
+    when installed)."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise ConfigError("--loop uvloop: uvloop is not installed "
+                                  "(pip install uvloop, or use --loop asyncio)") from None
+        else:
+            return "uvloop " + uvloop.__version__, uvloop.new_event_loop
+    return "asyncio", asyncio.new_event_loop
+
+
+class Server:
+    """The broker: ``await start()``, ``await serve_forever()`` (until
+    stopped or signalled), ``await stop(drain=True)``.
+
+    ``flow``: an engine to serve (the server then flushes it at stop but
+    does not close it); by default the server makes one from the config
+    (``data_dir``) and closes it at stop.
+    """
+
+    def __init__(self, config=None, flow=None):
+        self.config = config if config is not None else ServerConfig()
+        self.flow = flow
+        self._own_flow = flow is None
+        self.id = base64.b32encode(os.urandom(10)).decode("ascii")
+        self.name = self.config.name or self.id
+        self.loop = None
+        self.loop_name = None
+        self.auth = None
+        self.ssl_context = None
+        self.conns = {}                 # client id -> NativeConnection
+        self.stalled_conns = {}         # NativeConnection -> loop time its writing paused
+        self._stall_paused = set()      # publishers paused for stalled subscribers
+        self._paused_since = 0.0        # loop time the first of them was paused
+        self._stall_timer = None
+        self._tick_timer = None
+        self._listener = None
+        self.monitor = None
+        self.addresses = []
+        self.port = None
+        self.started = False
+        self.stopping = False
+        self._stop_task = None
+        self._stopped = None            # a future, set when stop() is done
+        self._hurry = False             # a second signal: do not wait for the drain
+        self._next_cid = 0
+        self.start_time = None
+        self.t0 = None
+        # counters (closed connections' traffic is added when they go)
+        self.n_total = 0
+        self.n_rejected = 0
+        self.n_slow_consumers = 0
+        self.n_auth_failures = 0
+        self.n_protocol_errors = 0
+        self.n_denied = 0
+        self.n_stalls = 0
+        self.closed_in_msgs = 0
+        self.closed_in_bytes = 0
+        self.closed_out_msgs = 0
+        self.closed_out_bytes = 0
+        self.closed_denied = 0
+
+    # -- connections (called by NativeConnection) -------------------------------------
+
+    def next_client_id(self):
+        self._next_cid += 1
+        return self._next_cid
+
+    def add_connection(self, conn):
+        self.conns[conn.id] = conn
+        self.n_total += 1
+
+    def remove_connection(self, conn):
+        if self.conns.pop(conn.id, None) is None:
+            return
+        self.closed_in_msgs += conn.in_msgs
+        self.closed_in_bytes += conn.parser.bytes_in
+        self.closed_out_msgs += conn.outbuf.msgs
+        self.closed_out_bytes += conn.outbuf.bytes_out
+        self.closed_denied += conn.parser.denied
+        self._stall_paused.discard(conn)
+        self.unstalled(conn)
+
+    def end_requests(self, kind, obj, message):
+        """Answer ERR 404 to the replays and fetches reading a stream or a
+        consumer that is being deleted."""
+        for conn in list(self.conns.values()):
+            for task in list(conn.tasks):
+                if getattr(task, kind, None) is obj:
+                    conn.end_request(task, 404, message)
+
+    def info_body(self, conn):
+        cfg = self.config
+        return json.dumps({
+            "server_id": self.id, "server_name": self.name, "version": fastflow.__version__,
+            "proto": PROTO, "max_payload": cfg.max_payload, "max_control": cfg.max_control,
+            "auth_required": self.auth.required, "tls_required": cfg.tls,
+            "tls_verify": cfg.tls_verify, "ping_interval": cfg.ping_interval,
+            "max_subscriptions": cfg.max_subscriptions, "client_id": conn.id,
+        }, separators=(",", ":")).encode()
+
+    # -- backpressure: subscribers whose socket is full slow the publishers --------------
+
+    def stalled(self, conn):
+        if self.stopping or conn.state >= ST_CLOSING or conn in self.stalled_conns:
+            return
+        self.stalled_conns[conn] = self.loop.time()
+        self.n_stalls += 1
+        if len(self.stalled_conns) == 1:
+            for c in list(self.conns.values()):
+                if c.state < ST_CLOSING and c.is_publisher():
+                    self.pause_publisher(c)
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self._stall_check_every(),
+                                                     self._check_stalls)
+
+    def unstalled(self, conn):
+        if self.stalled_conns.pop(conn, None) is None:
+            return
+        if not self.stalled_conns:
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+            paused, self._stall_paused = self._stall_paused, set()
+            for c in paused:
+                c.resume("stall")
+
+    def pause_publisher(self, conn):
+        if not self._stall_paused:
+            self._paused_since = self.loop.time()
+        self._stall_paused.add(conn)
+        conn.pause("stall")
+
+    def _stall_check_every(self):
+        return min(0.1, max(0.01, self.config.stall_timeout / 10))
+
+    def _check_stalls(self):
+        """Publishers stay paused at most ``stall_timeout``: then the
+        subscribers still stalled are cut as slow consumers (and they resume)."""
+        self._stall_timer = None
+        limit = self.config.stall_timeout
+        if self._stall_paused and self.loop.time() - self._paused_since >= limit:
+            for conn in list(self.stalled_conns):
+                conn.slow_consumer("its output stayed above the high-water mark while "
+                                   "publishers waited {:g} s".format(limit))
+        if self.stalled_conns and self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self._stall_check_every(),
+                                                     self._check_stalls)
+
+    def _tick(self):
+        self._tick_timer = self.loop.call_later(1.0, self._tick)
+        now = self.loop.time()
+        for conn in list(self.conns.values()):
+            conn.tick(now)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _make_ssl_context(self):
+        cfg = self.config
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            if cfg.tls_ca:
+                ctx.load_verify_locations(cfg.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("TLS: cannot load {} / {}{}: {}".format(
+                cfg.tls_cert, cfg.tls_key, " / " + cfg.tls_ca if cfg.tls_ca else "",
+                getattr(exc, "strerror", None) or exc)) from None
+        ctx.verify_mode = ssl.CERT_REQUIRED if cfg.tls_verify else ssl.CERT_NONE
+        return ctx
+
+    def _make_flow(self):
+        cfg = self.config
+        if self.flow is None:
+            self.flow = Flow(cfg.data_dir, fsync=cfg.fsync) if cfg.data_dir else Flow()
+        flow = self.flow
+        restored = sorted(flow.streams())
+        for i, spec in enumerate(cfg.streams):
+            name, subjects, retention, storage = stream_spec(spec, "streams[{}]".format(i))
+            try:
+                flow.add_stream(name, subjects, retention, storage)
+            except ValueError as exc:
+                hint = (" (it was restored from {}; delete it there or change the config)".format(
+                    cfg.data_dir) if name in restored else "")
+                raise ConfigError("streams[{}] ({!r}): {}{}".format(i, name, exc, hint)) from None
+        return restored
+
+    async def start(self):
+        """Create the engine and the streams of the config, listen, log
+        where.  Raises ConfigError / OSError when it cannot."""
+        if self.started:
+            return
+        cfg = self.config
+        loop = self.loop = asyncio.get_running_loop()
+        self.loop_name = _loop_name(loop)
+        self._stopped = loop.create_future()
+        self.auth = Authenticator(cfg, log)
+        if cfg.tls:
+            self.ssl_context = self._make_ssl_context()
+        try:
+            restored = self._make_flow()
+        except BaseException:
+            if self._own_flow and self.flow is not None:
+                self.flow.close()
+                self.flow = None
+            raise
+        kw = {}
+        if self.ssl_context is not None:
+            kw["ssl"] = self.ssl_context
+            kw["ssl_handshake_timeout"] = cfg.tls_handshake_timeout
+        try:
+            self._listener = await loop.create_server(
+                lambda: NativeConnection(self), cfg.host, cfg.port, backlog=1024,
+                reuse_address=True, **kw)
+        except BaseException:
+            if self._own_flow:
+                self.flow.close()
+            raise
+        self.addresses = [s.getsockname() for s in self._listener.sockets]
+        self.port = self.addresses[0][1] if self.addresses else cfg.port
+        if cfg.monitor_port:
+            from fastflow.server.monitor import MonitorServer
+
+            self.monitor = MonitorServer(self, cfg.monitor_host or cfg.host, cfg.monitor_port)
+            try:
+                await self.monitor.start()
+            except BaseException:
+                self._listener.close()
+                if self._own_flow:
+                    self.flow.close()
+                raise
+        self.started = True
+        self.start_time = time.time()
+        self.t0 = loop.time()
+        self._tick_timer = loop.call_later(1.0, self._tick)
+        self._log_start(restored)
+
+    def _log_start(self, restored):
+        cfg = self.config
+        flow = self.flow
+        log.info("fastflow %s server %s starting (Python %s, %s loop, %s core, pid %d)",
+                 fastflow.__version__, self.name if self.name == self.id else
+                 "{} ({})".format(self.name, self.id), platform.python_version(),
+                 self.loop_name, "native" if COMPILED else "pure-Python", os.getpid())
+        streams = flow.streams()
+        if flow.data_dir:
+            log.info("engine: data dir %s (%d stream%s restored), fsync=%s", flow.data_dir,
+                     len(restored), "" if len(restored) == 1 else "s", cfg.fsync)
+        else:
+            log.info("engine: in memory (streams are lost at exit)")
+        for name, st in streams.items():
+            log.info("stream %s: %s, %s, %d events (last seq %d)", name,
+                     ", ".join(st.subjects), st.storage, len(st.log), st.log.last_seq)
+        tls = ""
+        if cfg.tls:
+            tls = ", TLS required" + (" with client certificates" if cfg.tls_verify else "")
+        for a in self.addresses:
+            log.info("listening for native clients on %s%s", _addr(a), tls)
+        if self.monitor is not None:
+            for a in self.monitor.addresses:
+                log.info("monitoring on http://%s/ (healthz, varz, connz, metrics)", _addr(a))
+        log.info("auth: %s; limits: max_payload %s, max_pending %s, max_connections %s, "
+                 "max_subscriptions %s per connection, ping every %gs", self.auth.describe(),
+                 _fmt_size(cfg.max_payload), _fmt_size(cfg.max_pending),
+                 cfg.max_connections or "unlimited", cfg.max_subscriptions or "unlimited",
+                 cfg.ping_interval)
+        log.info("server ready")
+
+    async def serve_forever(self):
+        """Start if needed and serve until ``stop()`` completes; SIGINT and
+        SIGTERM (on the main thread) drain and stop, a second one stops at
+        once."""
+        await self.start()
+        loop = self.loop
+        installed = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, self._on_signal, sig)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass
+        try:
+            await asyncio.shield(self._stopped)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig):
+        name = signal.Signals(sig).name
+        if not self.stopping:
+            log.info("%s received: draining (again to stop at once)", name)
+            self._stop_task = self.loop.create_task(self.stop(drain=True))
+        else:
+            log.info("%s received again: stopping now", name)
+            self._hurry = True
+
+    async def stop(self, drain=True):
+        """Stop: accept no more connections, read no more, write what is
+        pending (``drain``: wait up to ``drain_timeout`` for clients to
+        take it), ``flow.flush()``, close every connection and the engine
+        (if the server made it).  Idempotent."""
+        if self.stopping:
+            if self._stopped is not None:
+                await asyncio.shield(self._stopped)
+            return
+        self.stopping = True
+        if not self.started:
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
+            return
+        loop = self.loop
+        t0 = loop.time()
+        cfg = self.config
+        try:
+            self._listener.close()
+            for timer in (self._tick_timer, self._stall_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._tick_timer = self._stall_timer = None
+            conns = list(self.conns.values())
+            log.info("stopping: %d connection%s%s", len(conns), "" if len(conns) == 1 else "s",
+                     ", draining" if drain else "")
+            for c in conns:             # nothing more is read: what was read is handled
+                c.pause("drain")
+                for task in list(c.tasks):
+                    task.cancel()
+            for c in conns:
+                c.flush()
+            if drain:
+                deadline = t0 + cfg.drain_timeout
+                while not self._hurry and loop.time() < deadline and any(
+                        c.state < ST_CLOSED and c.pending_bytes() for c in conns):
+                    await asyncio.sleep(0.01)
+                left = sum(c.pending_bytes() for c in conns if c.state < ST_CLOSED)
+                if left:
+                    log.warning("drain: %d bytes not taken by clients after %.1f s", left,
+                                loop.time() - t0)
+            try:
+                if not self.flow.closed:
+                    self.flow.flush()
+            except Exception:
+                log.exception("flow.flush() failed")
+            for c in conns:
+                if drain and not self._hurry:
+                    c.close(flush=True)
+                else:
+                    c.state = ST_CLOSING
+                    c._teardown()
+                    c.transport.abort()
+            # give the transports a moment to report connection_lost
+            deadline = loop.time() + (1.0 if drain and not self._hurry else 0.1)
+            while self.conns and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            for c in list(self.conns.values()):
+                c.transport.abort()
+            if self.monitor is not None:
+                self.monitor.close()
+            if self._own_flow:
+                self.flow.close()
+            st = self.stats()
+            log.info("stopped after %.2f s: %d connection%s served, %d msgs in, %d msgs out, "
+                     "%d slow consumer%s; uptime %.0f s", loop.time() - t0, self.n_total,
+                     "" if self.n_total == 1 else "s", st["in_msgs"], st["out_msgs"],
+                     self.n_slow_consumers, "" if self.n_slow_consumers == 1 else "s",
+                     loop.time() - self.t0)
+        finally:
+            if not self._stopped.done():
+                self._stopped.set_result(None)
+
+    # -- statistics ------------------------------------------------------------------------
+
+    def stats(self):
+        """The server's counters (live connections plus closed ones)."""
+        conns = list(self.conns.values())
+        return {
+            "connections": len(conns),
+            "total_connections": self.n_total,
+            "rejected_connections": self.n_rejected,
+            "in_msgs": self.closed_in_msgs + sum(c.in_msgs for c in conns),
+            "in_bytes": self.closed_in_bytes + sum(c.parser.bytes_in for c in conns),
+            "out_msgs": self.closed_out_msgs + sum(c.out_msgs for c in conns),
+            "out_bytes": self.closed_out_bytes + sum(c.outbuf.bytes_out for c in conns),
+            "subscriptions": sum(len(c.live_subscriptions()) for c in conns),
+            "pending_bytes": sum(c.pending_bytes() for c in conns),
+            "slow_consumers": self.n_slow_consumers,
+            "stalls": self.n_stalls,
+            "stalled_connections": len(self.stalled_conns),
+            "paused_publishers": len(self._stall_paused),
+            "auth_failures": self.n_auth_failures,
+            "protocol_errors": self.n_protocol_errors,
+            "permission_denied": self.n_denied + self.closed_denied
+            + sum(c.parser.denied for c in conns),
+        }
+
+
+def _loop_name(loop):
+    mod = type(loop).__module__
+    if mod.startswith("uvloop"):
+        import uvloop
+
+        return "uvloop " + uvloop.__version__
+    return "asyncio"
+
+
+# -- the command line --------------------------------------------------------------------
+
+def add_serve_arguments(parser):
+    """Add the flags of ``fastflow serve`` to an argparse parser.  Flags not
+    given stay None, so the config file's values stand."""
+    g = parser.add_argument_group("network")
+    g.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, help="native protocol port (default 4232; 0 = any)")
+    g.add_argument("--name", help="the server's name in INFO and logs (default: its id)")
+    g.add_argument("--config", "-c", metavar="FILE", help="TOML config file (docs/server.md)")
+    g.add_argument("--data-dir", metavar="DIR",
+                   help="keep streams on disk in DIR (default: in memory)")
+    g.add_argument("--monitor-port", type=int, metavar="PORT",
+                   help="HTTP monitoring port (default 8232; 0 = off)")
+    g.add_argument("--monitor-host", metavar="HOST",
+                   help="HTTP monitoring address (default: --host)")
+    g = parser.add_argument_group("limits (sizes take units: 64MiB, 512KiB)")
+    g.add_argument("--max-payload", metavar="SIZE", help="largest event record (default 1MiB)")
+    g.add_argument("--max-connections", type=int, metavar="N", help="default 65536 (0 = no limit)")
+    g.add_argument("--max-subscriptions", type=int, metavar="N",
+                   help="per connection (default 65536; 0 = no limit)")
+    g.add_argument("--max-pending", metavar="SIZE",
+                   help="output a connection may leave unread before it is cut as a slow "
+                        "consumer (default 64MiB)")
+    g = parser.add_argument_group("security")
+    g.add_argument("--auth-token", metavar="TOKEN", help="require this token in CONNECT")
+    g.add_argument("--user", help="require this user (with --password) in CONNECT")
+    g.add_argument("--password", help="the password of --user (plain, or a `fastflow passwd` "
+                                      "hash)")
+    g.add_argument("--tls-cert", metavar="FILE", help="server certificate (PEM): TLS required")
+    g.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    g.add_argument("--tls-ca", metavar="FILE", help="CA certificates for client certificates")
+    g.add_argument("--tls-verify", action="store_true",
+                   help="require client certificates signed by --tls-ca")
+    g = parser.add_argument_group("process")
+    g.add_argument("--loop", choices=LOOPS, help="event loop (default auto: uvloop if installed)")
+    g.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    return parser
+
+
+def setup_logging(level):
+    root = logging.getLogger()
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)-7s %(message)s",
+                                         "%Y-%m-%d %H:%M:%S"))
+        root.addHandler(h)
+    logging.getLogger("fastflow").setLevel(level.upper())
+
+
+def _run(coro, factory):
+    """Run ``coro`` on a new loop from ``factory`` (works on 3.9+)."""
+    loop = factory()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            if hasattr(loop, "shutdown_default_executor"):     # the scrypt threads
+                loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def build_config(args):
+    """The ServerConfig of parsed ``fastflow serve`` arguments (ConfigError)."""
+    settings = load_config(args.config) if getattr(args, "config", None) else {}
+    return ServerConfig(**apply_args(settings, args))
+
+
+def run_serve(args):
+    """``fastflow serve``: run the server until SIGINT/SIGTERM; returns the
+    exit status (0 stopped cleanly, 1 could not start, 2 bad settings)."""
+    try:
+        config = build_config(args)
+        _name, factory = loop_factory(config.loop)
+    except ConfigError as exc:
+        print("fastflow serve: error: {}".format(exc), file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    server = Server(config)
+    try:
+        _run(server.serve_forever(), factory)
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    except (OSError, FastflowError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    except KeyboardInterrupt:           # a signal before the handlers were installed
+        return 130
+    return 0
+
+
+def main(argv=None):
+    """``python -m fastflow.server.app``: the serve command alone."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="fastflow serve",
+                                     description="Run the fastflow network broker.")
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""Authentication and permissions of the server.
+
+- Passwords (and, optionally, tokens) are stored as scrypt hashes
+  (``hash_password``: ``$scrypt$ln=14,r=8,p=1$<salt>$<hash>``, base64 without
+  padding, a random 16-byte salt); ``verify_password`` compares in constant
+  time.  ``fastflow passwd`` (``hash_password_cli``) prints a hash.
+- ``Permissions``: publish and subscribe allow/deny lists of subject
+  patterns, enforced with ``fastflow.Matcher`` (deny wins).  The publish
+  matchers go to the connection's ``FrameParser`` (``pub_allow`` /
+  ``pub_deny``), so PUB frames are checked in C.
+- ``Authenticator``: no auth, tokens, or users; it turns a CONNECT request
+  into a ``Principal`` (a name and its permissions) or raises ``AuthError``.
+"""
+
+import asyncio
+import base64
+import getpass
+import hashlib
+import hmac
+import os
+import sys
+
+from fastflow._impl import Matcher, validate_pattern, validate_subject
+from fastflow.errors import FastflowError, SubjectError
+from fastflow.server.config import STREAM_PERMS, ConfigError
+
+__all__ = ("AuthError", "Authenticator", "Permissions", "Principal", "hash_password",
+           "hash_password_cli", "verify_password")
+
+# scrypt cost: 2**14 x 8 x 1 uses 16 MiB and ~50 ms (OWASP's minimum is 2**17 x 8 x 1
+# for interactive logins; this is a server that verifies once per connection)
+_LN = 14
+_R = 8
+_P = 1
+_DKLEN = 32
+_PREFIX = "$scrypt$"
+
+
+def _b64(b):
+    return base64.b64encode(b).decode("ascii").rstrip("=")
+
+
+def _unb64(s):
+    return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+
+
+def hash_password(password, *, ln=_LN, r=_R, p=_P):
+    """A scrypt hash of ``password`` with a random salt, as one string:
+    ``$scrypt$ln=14,r=8,p=1$<salt>$<hash>``."""
+    if isinstance(password, str):
+        password = password.encode("utf-8")
+    salt = os.urandom(16)
+    dk = hashlib.scrypt(password, salt=salt, n=1 << ln, r=r, p=p, dklen=_DKLEN,
+                        maxmem=(1 << ln) * r * 256)
+    return "{}ln={},r={},p={}${}${}".format(_PREFIX, ln, r, p, _b64(salt), _b64(dk))
+
+
+def _parse_hash(stored):
+    if not isinstance(stored, str) or not stored.startswith(_PREFIX):
+        raise ValueError("not a scrypt hash")
+    params, salt, dk = stored[len(_PREFIX):].split("$")
+    kv = dict(item.split("=", 1) for item in params.split(","))
+    ln, r, p = int(kv["ln"]), int(kv["r"]), int(kv["p"])
+    if not (1 <= ln <= 20 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise ValueError("scrypt parameters out of range")
+    return ln, r, p, _unb64(salt), _unb64(dk)
+
+
+def is_password_hash(stored):
+    try:
+        _parse_hash(stored)
+        return True
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def verify_password(password, stored):
+    """Whether ``password`` matches ``stored`` (a ``hash_password`` string);
+    False for a malformed hash.  Constant-time comparison."""
+    try:
+        ln, r, p, salt, dk = _parse_hash(stored)
+    except (ValueError, KeyError, TypeError):
+        return False
+    if isinstance(password, str):
+        password = password.encode("utf-8")
+    got = hashlib.scrypt(password, salt=salt, n=1 << ln, r=r, p=p, dklen=len(dk),
+                         maxmem=(1 << ln) * r * 256)
+    return hmac.compare_digest(got, dk)
+
+
+def hash_password_cli(argv=None):
+    """``fastflow passwd``: read a password (prompted twice on a terminal,
+    or one line on standard input) and print its hash for the config file's
+    ``password`` (or ``token``).  Returns the exit status."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="fastflow passwd",
+        description="Print a scrypt hash of a password, for the 'password' of a user (or a "
+                    "'token') in the server's config file.")
+    parser.add_argument("--stdin", action="store_true",
+                        help="read the password from the first line of standard input")
+    args = parser.parse_args(argv)
+    try:
+        if args.stdin or not sys.stdin.isatty():
+            pw = sys.stdin.readline().rstrip("\r\n")
+        else:
+            pw = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != pw:
+                print("fastflow passwd: the passwords differ", file=sys.stderr)
+                return 1
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return 1
+    if not pw:
+        print("fastflow passwd: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(pw))
+    return 0
+
+
+# -- permissions --------------------------------------------------------------------
+
+# tokens standing for the wildcards of a subscription pattern when it is tested
+# against allow patterns: an invisible separator no configured pattern uses
+_FRESH = "\u2063"
+
+
+def _tokens(pattern):
+    return pattern.split(".")
+
+
+def _overlap(p, d):
+    """Whether patterns ``p`` and ``d`` (token lists) match a common subject
+    (with the '$' rule: a wildcard first token never matches '$...')."""
+    i = 0
+    while True:
+        if i == len(p) or i == len(d):
+            return i == len(p) and i == len(d)
+        a, b = p[i], d[i]
+        if i == 0 and ((a in ("*", ">") and b[:1] == "$") or (b in ("*", ">") and a[:1] == "$")):
+            return False
+        if a == ">" or b == ">":
+            return True
+        if a != "*" and b != "*" and a != b:
+            return False
+        i += 1
+
+
+def _pattern_list(v, where):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, (list, tuple)):
+        raise ConfigError("{}: expected a list of subject patterns, got {!r}".format(where, v))
+    out = []
+    for p in v:
+        try:
+            validate_pattern(p)
+        except (SubjectError, TypeError) as exc:
+            raise ConfigError("{}: {}".format(where, exc)) from None
+        if _FRESH in p:
+            raise ConfigError("{}: pattern {!r} contains U+2063".format(where, p))
+        out.append(p)
+    return out
+
+
+def _matcher(patterns):
+    if patterns is None:
+        return None
+    m = Matcher(cache_size=1024)
+    for i, p in enumerate(patterns):
+        m.add(p, i)
+    return m
+
+
+class Permissions:
+    """What a user (or token) may do.
+
+    ``publish`` / ``subscribe``: ``allow`` and ``deny`` lists of subject
+    patterns (no ``allow``: everything not denied; deny wins).  A
+    subscription is allowed when its pattern lies inside one allow pattern
+    and can match no subject of a deny pattern.  ``queue_allow`` /
+    ``queue_deny`` (patterns matched against the queue group's name) limit
+    the queue groups a subscription may join.  ``allow_responses``: may
+    publish on ``_INBOX.>`` (the reply subjects of requests) even outside
+    ``publish.allow``.  ``streams``: ``"manage"`` (every STREAM, REPLAY,
+    CONSUMER and ACK request), ``"read"`` (all but adding, deleting and
+    purging streams) or ``"none"``; reading a stream (replay, consumers)
+    also needs subscribe permission for its subjects (or the filter).
+    """
+
+    __slots__ = ("pub_allow_list", "pub_deny_list", "sub_allow_list", "sub_deny_list",
+                 "queue_allow_list", "queue_deny_list", "allow_responses", "streams",
+                 "pub_allow", "pub_deny", "sub_allow", "sub_deny", "queue_allow", "queue_deny")
+
+    def __init__(self, publish_allow=None, publish_deny=None, subscribe_allow=None,
+                 subscribe_deny=None, queue_allow=None, queue_deny=None, allow_responses=False,
+                 streams="manage", where="permissions"):
+        self.pub_allow_list = _pattern_list(publish_allow, where + ".publish.allow")
+        self.pub_deny_list = _pattern_list(publish_deny, where + ".publish.deny") or None
+        self.sub_allow_list = _pattern_list(subscribe_allow, where + ".subscribe.allow")
+        self.sub_deny_list = _pattern_list(subscribe_deny, where + ".subscribe.deny") or None
+        self.queue_allow_list = _pattern_list(queue_allow, where + ".subscribe.queue_allow")
+        self.queue_deny_list = _pattern_list(queue_deny, where + ".subscribe.queue_deny") or None
+        if not isinstance(allow_responses, bool):
+            raise ConfigError("{}.allow_responses: expected true or false, got {!r}".format(
+                where, allow_responses))
+        self.allow_responses = allow_responses
+        if streams not in STREAM_PERMS:
+            raise ConfigError("{}.streams: expected one of {}, got {!r}".format(
+                where, ", ".join(STREAM_PERMS), streams))
+        self.streams = streams
+        pub_allow = self.pub_allow_list
+        if pub_allow is not None and allow_responses:
+            pub_allow = pub_allow + ["_INBOX.>"]
+        self.pub_allow = _matcher(pub_allow)
+        self.pub_deny = _matcher(self.pub_deny_list)
+        self.sub_allow = _matcher(self.sub_allow_list)
+        self.sub_deny = _matcher(self.sub_deny_list)
+        self.queue_allow = _matcher(self.queue_allow_list)
+        self.queue_deny = _matcher(self.queue_deny_list)
+
+    @classmethod
+    def from_dict(cls, d, where="permissions"):
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ConfigError("{}: expected a table, got {!r}".format(where, d))
+        unknown = set(d) - {"publish", "subscribe", "allow_responses", "streams"}
+        if unknown:
+            raise ConfigError("{}: unknown keys {} (known: publish, subscribe, allow_responses, "
+                              "streams)".format(where, sorted(unknown)))
+        pub = d.get("publish", {})
+        sub = d.get("subscribe", {})
+        if isinstance(pub, (list, str)):
+            pub = {"allow": pub}
+        if isinstance(sub, (list, str)):
+            sub = {"allow": sub}
+        for name, t, keys in (("publish", pub, {"allow", "deny"}),
+                              ("subscribe", sub, {"allow", "deny", "queue_allow", "queue_deny"})):
+            if not isinstance(t, dict) or set(t) - keys:
+                raise ConfigError("{}.{}: expected a list of patterns or a table with {}, got {!r}"
+                                  .format(where, name, ", ".join(sorted(keys)), t))
+        return cls(pub.get("allow"), pub.get("deny"), sub.get("allow"), sub.get("deny"),
+                   sub.get("queue_allow"), sub.get("queue_deny"),
+                   d.get("allow_responses", False), d.get("streams", "manage"), where)
+
+    @property
+    def unrestricted(self):
+        return (self.pub_allow is None and self.pub_deny is None and self.sub_allow is None
+                and self.sub_deny is None and self.queue_allow is None
+                and self.queue_deny is None and self.streams == "manage")
+
+    def can_publish(self, subject):
+        """Python-side twin of the parser's check (PUB with ACK, PUB_BATCH).
+        ``subject`` must be valid (SubjectError otherwise)."""
+        if self.pub_allow is not None and not self.pub_allow.match(subject):
+            return False
+        return self.pub_deny is None or not self.pub_deny.match(subject)
+
+    def subscribe_denied(self, pattern, queue=None):
+        """Why ``pattern`` (and ``queue``) may not be subscribed, or None.
+        ``pattern`` must be valid."""
+        if self.sub_allow is not None and not self._inside_allow(pattern):
+            return "permission denied: subscribe to '{}'".format(pattern)
+        if self.sub_deny_list is not None:
+            toks = _tokens(pattern)
+            for d in self.sub_deny_list:
+                if _overlap(toks, _tokens(d)):
+                    return ("permission denied: subscribe to '{}' (it overlaps the denied "
+                            "'{}')".format(pattern, d))
+        if queue:
+            try:
+                validate_subject(queue)
+                ok = ((self.queue_allow is None or self.queue_allow.match(queue))
+                      and (self.queue_deny is None or not self.queue_deny.match(queue)))
+            except SubjectError:
+                ok = self.queue_allow is None and self.queue_deny is None
+            if not ok:
+                return "permission denied: queue group '{}' on '{}'".format(queue, pattern)
+        return None
+
+    def _inside_allow(self, pattern):
+        """Whether one allow pattern contains every subject ``pattern``
+        matches: the matcher is asked with the pattern's wildcards replaced
+        by fresh tokens ('>' as one and as two tokens)."""
+        toks = _tokens(pattern)
+        n = 0
+        base = []
+        for t in toks:
+            if t == "*" or t == ">":
+                n += 1
+                base.append("{}{}".format(_FRESH, n))
+            else:
+                base.append(t)
+        probes = [".".join(base)]
+        if toks[-1] == ">":
+            probes.append(probes[0] + "." + _FRESH + "0")
+        ok = None
+        for probe in probes:
+            got = set(self.sub_allow.match(probe))
+            ok = got if ok is None else ok & got
+            if not ok:
+                return False
+        return True
+
+    def can_read_stream(self, patterns):
+        """Reading a stream (replay, consumer) whose subjects (or filter) are
+        ``patterns``: None if allowed, else why not."""
+        if self.streams == "none":
+            return "permission denied: stream requests"
+        for p in patterns:
+            why = self.subscribe_denied(p)
+            if why is not None:
+                return why
+        return None
+
+    def describe(self):
+        d = {"streams": self.streams}
+        if self.pub_allow_list is not None or self.pub_deny_list is not None:
+            d["publish"] = {"allow": self.pub_allow_list, "deny": self.pub_deny_list}
+        if self.sub_allow_list is not None or self.sub_deny_list is not None:
+            d["subscribe"] = {"allow": self.sub_allow_list, "deny": self.sub_deny_list}
+        if self.queue_allow_list is not None or self.queue_deny_list is not None:
+            d["queues"] = {"allow": self.queue_allow_list, "deny": self.queue_deny_list}
+        if self.allow_responses:
+            d["allow_responses"] = True
+        return d
+
+
+ALL = Permissions()
+
+
+class Principal:
+    """An authenticated client: its ``name`` (user name, token name, or
+    None without auth) and its ``permissions``."""
+
+    __slots__ = ("name", "permissions", "kind")
+
+    def __init__(self, name, permissions, kind):
+        self.name = name
+        self.permissions = permissions
+        self.kind = kind                # "none", "token", "user"
+
+
+class AuthError(FastflowError):
+    """CONNECT refused (the connection gets ERR 401 and is closed)."""
+
+
+class Authenticator:
+    """Checks CONNECT credentials against the configured tokens and users."""
+
+    def __init__(self, config, log=None):
+        self.default = Permissions.from_dict(config.default_permissions,
+                                             "auth.default_permissions")
+        self.tokens = []                # (stored token or hash, Principal)
+        self.users = {}                 # name -> (stored hash, Principal)
+        plain_users = []
+        if config.token:
+            self.tokens.append((config.token, Principal("token", self.default, "token")))
+        for i, t in enumerate(config.tokens):
+            where = "auth.tokens[{}]".format(i)
+            perms = (Permissions.from_dict(t["permissions"], where + ".permissions")
+                     if "permissions" in t else self.default)
+            self.tokens.append((t["token"], Principal(t.get("name", "token{}".format(i)), perms,
+                                                      "token")))
+        for i, u in enumerate(config.users):
+            where = "auth.users[{}]".format(i)
+            perms = (Permissions.from_dict(u["permissions"], where + ".permissions")
+                     if "permissions" in u else self.default)
+            stored = u["password"]
+            if not is_password_hash(stored):
+                plain_users.append(u["user"])
+                stored = hash_password(stored)
+            self.users[u["user"]] = (stored, Principal(u["user"], perms, "user"))
+        if plain_users and log is not None:
+            log.warning("auth: the password of %s is not hashed; store the output of "
+                        "`fastflow passwd` instead", ", ".join(map(repr, plain_users)))
+        self.anonymous = Principal(None, self.default, "none")
+        self._ok_cache = {}             # (kind, name, sha256 of the secret) -> Principal
+
+    @property
+    def required(self):
+        return bool(self.tokens or self.users)
+
+    def describe(self):
+        if not self.required:
+            return "none"
+        parts = []
+        if self.tokens:
+            parts.append("{} token{}".format(len(self.tokens), "s" if len(self.tokens) > 1 else ""))
+        if self.users:
+            parts.append("{} user{}".format(len(self.users), "s" if len(self.users) > 1 else ""))
+        return " + ".join(parts)
+
+    def needs_kdf(self, connect):
+        """Whether checking ``connect`` runs scrypt (then run ``check`` in a
+        thread: it releases the GIL and takes ~50 ms)."""
+        if not self.required:
+            return False
+        key = self._cache_key(connect)
+        if key is not None and key in self._ok_cache:
+            return False
+        if connect.get("user") is not None:
+            return True
+        return any(is_password_hash(t) for t, _ in self.tokens)
+
+    def _cache_key(self, connect):
+        user, pw, token = connect.get("user"), connect.get("password"), connect.get("token")
+        if isinstance(user, str) and isinstance(pw, str):
+            return ("user", user, hashlib.sha256(pw.encode("utf-8", "surrogatepass")).digest())
+        if isinstance(token, str):
+            return ("token", None, hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
+        return None
+
+    def check(self, connect):
+        """The Principal of a CONNECT request (a dict), or AuthError."""
+        if not self.required:
+            return self.anonymous
+        key = self._cache_key(connect)
+        if key is not None:
+            p = self._ok_cache.get(key)
+            if p is not None:
+                return p
+        user, pw, token = connect.get("user"), connect.get("password"), connect.get("token")
+        principal = None
+        if user is not None:
+            if not isinstance(user, str) or not isinstance(pw, str):
+                raise AuthError("authentication failed: 'user' and 'password' must be strings")
+            entry = self.users.get(user)
+            # unknown user: verify against a dummy hash anyway (same timing)
+            stored = entry[0] if entry is not None else _DUMMY_HASH()
+            if verify_password(pw, stored) and entry is not None:
+                principal = entry[1]
+        elif token is not None:
+            if not isinstance(token, str):
+                raise AuthError("authentication failed: 'token' must be a string")
+            tb = token.encode("utf-8", "surrogatepass")
+            for stored, p in self.tokens:
+                if is_password_hash(stored):
+                    ok = verify_password(tb, stored)
+                else:
+                    ok = hmac.compare_digest(tb, stored.encode("utf-8", "surrogatepass"))
+                if ok:
+                    principal = p
+                    break
+        else:
+            raise AuthError("authentication required: CONNECT with 'token', or 'user' and "
+                            "'password'")
+        if principal is None:
+            raise AuthError("authentication failed")
+        if key is not None:
+            if len(self._ok_cache) >= 4096:
+                self._ok_cache.clear()
+            self._ok_cache[key] = principal
+        return principal
+
+    async def authenticate(self, connect, loop=None):
+        """``check``, in a worker thread when it runs scrypt."""
+        if not self.needs_kdf(connect):
+            return self.check(connect)
+        loop = loop or asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.check, connect)
+
+
+_dummy = []
+
+
+def _DUMMY_HASH():
+    if not _dummy:
+        _dummy.append(hash_password(os.urandom(16)))
+    return _dummy[0]

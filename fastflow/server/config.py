@@ -1,0 +1,403 @@
+"""The server's settings: defaults, the TOML config file, command-line
+overrides and their validation (docs/server.md lists every key).
+
+``ServerConfig`` is plain data; ``load_config(path)`` reads a TOML file
+(Python 3.11's ``tomllib``, or ``tomli`` on 3.9/3.10), ``config_from_dict``
+validates a dict of the same shape, ``apply_args`` lays command-line flags
+over it.  Sizes are bytes (an int) or a string with a unit (``"64MiB"``,
+``"4 KiB"``, ``"1GB"``); durations are seconds (a number) or a string
+(``"500ms"``, ``"2s"``, ``"5m"``, ``"24h"``).
+"""
+
+import math
+import os
+import re
+
+from fastflow.errors import FastflowError
+from fastflow.flow import Retention
+
+__all__ = ("ConfigError", "ServerConfig", "apply_args", "config_from_dict", "load_config",
+           "parse_duration", "parse_size")
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+LOOPS = ("auto", "uvloop", "asyncio")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+STREAM_PERMS = ("manage", "read", "none")
+
+
+class ConfigError(FastflowError, ValueError):
+    """An invalid setting; the message names the key and the value."""
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2,
+          "g": 1000 ** 3, "gb": 1000 ** 3, "kib": KiB, "mib": MiB, "gib": GiB,
+          "ki": KiB, "mi": MiB, "gi": GiB}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*\Z")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*\Z")
+_DUR_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+
+
+def parse_size(value, key="size"):
+    """Bytes from an int or a string with a unit (``"64MiB"``)."""
+    if isinstance(value, bool):
+        raise ConfigError("{}: expected a size (bytes, or a string like '64MiB'), got {!r}"
+                          .format(key, value))
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError("{}: a size must be >= 0, got {}".format(key, value))
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m and m.group(2).lower() in _UNITS:
+            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    raise ConfigError("{}: expected a size (bytes, or a string like '64MiB', '4KiB', '1GB'), "
+                      "got {!r}".format(key, value))
+
+
+def parse_duration(value, key="duration"):
+    """Seconds (a float) from a number or a string with a unit (``"2s"``)."""
+    if isinstance(value, bool):
+        raise ConfigError("{}: expected a duration, got {!r}".format(key, value))
+    if isinstance(value, (int, float)):
+        if value < 0 or not math.isfinite(value):
+            raise ConfigError("{}: a duration must be a finite number of seconds >= 0, got {!r}"
+                              .format(key, value))
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _DUR_UNITS[m.group(2)]
+    raise ConfigError("{}: expected a duration (seconds, or a string like '500ms', '2s', '5m', "
+                      "'24h'), got {!r}".format(key, value))
+
+
+def _int(value, key, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError("{}: expected an int >= {}, got {!r}".format(key, minimum, value))
+    return value
+
+
+def _str(value, key, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError("{}: expected a non-empty string, got {!r}".format(key, value))
+    return value
+
+
+def _bool(value, key):
+    if not isinstance(value, bool):
+        raise ConfigError("{}: expected true or false, got {!r}".format(key, value))
+    return value
+
+
+def _str_list(value, key):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError("{}: expected a list of non-empty strings, got {!r}".format(key, value))
+    return list(value)
+
+
+def _check_keys(d, allowed, where):
+    if not isinstance(d, dict):
+        raise ConfigError("{}: expected a table, got {!r}".format(where, d))
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise ConfigError("{}: unknown key{} {} (known: {})".format(
+            where, "s" if len(unknown) > 1 else "", ", ".join(map(repr, unknown)),
+            ", ".join(sorted(allowed))))
+
+
+class ServerConfig:
+    """Every setting of ``fastflow serve``, with its default."""
+
+    # (name, default); the order is the order of docs/server.md
+    FIELDS = (
+        ("host", "127.0.0.1"),
+        ("port", 4232),
+        ("name", None),                 # the server's name in INFO (default: the id)
+        ("data_dir", None),             # None: streams in memory
+        ("fsync", "interval"),          # file-backed streams: "always" | "interval" | "never"
+        ("loop", "auto"),
+        ("log_level", "info"),
+        ("monitor_host", None),         # None: the same as host
+        ("monitor_port", 8232),         # 0: no monitoring endpoint
+        # limits
+        ("max_payload", MiB),
+        ("max_control", 64 * KiB),
+        ("max_connections", 65536),
+        ("max_subscriptions", 65536),   # per connection, 0 = no limit
+        ("max_pending", 64 * MiB),      # per connection: output not taken by the kernel
+        ("write_high_water", 4 * MiB),  # a subscriber's transport buffer: publishers pause
+        ("write_low_water", MiB),       # ... and resume below this
+        ("stall_timeout", 2.0),         # seconds publishers may wait for a stalled subscriber
+        ("ping_interval", 30.0),
+        ("max_pings_out", 2),
+        ("auth_timeout", 2.0),
+        ("drain_timeout", 10.0),
+        # auth
+        ("token", None),                # one token with every permission
+        ("tokens", ()),                 # [{"token", "permissions"}]
+        ("users", ()),                  # [{"user", "password", "permissions"}]
+        ("default_permissions", None),  # for users and tokens without their own
+        # TLS
+        ("tls_cert", None),
+        ("tls_key", None),
+        ("tls_ca", None),
+        ("tls_verify", False),          # require a client certificate signed by tls_ca
+        ("tls_handshake_timeout", 5.0),
+        # streams created at start-up: [{"name", "subjects", "storage", retention...}]
+        ("streams", ()),
+    )
+
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+    def __init__(self, **settings):
+        for name, default in self.FIELDS:
+            setattr(self, name, default)
+        for k, v in settings.items():
+            if k not in self.__slots__:
+                raise ConfigError("unknown setting {!r}".format(k))
+            setattr(self, k, v)
+        self.validate()
+
+    @property
+    def tls(self):
+        return self.tls_cert is not None
+
+    @property
+    def auth_required(self):
+        return bool(self.token or self.tokens or self.users)
+
+    def to_dict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def copy(self, **changes):
+        d = self.to_dict()
+        d.update(changes)
+        return ServerConfig(**d)
+
+    def validate(self):
+        """Check every value (raises ConfigError naming the setting)."""
+        _str(self.host, "host")
+        self.port = _int(self.port, "port")
+        if self.port > 65535:
+            raise ConfigError("port: expected 0..65535, got {}".format(self.port))
+        self.monitor_port = _int(self.monitor_port, "monitor_port")
+        if self.monitor_port > 65535:
+            raise ConfigError("monitor_port: expected 0..65535 (0 = off), got {}".format(
+                self.monitor_port))
+        _str(self.monitor_host, "monitor_host", allow_none=True)
+        _str(self.name, "name", allow_none=True)
+        if self.data_dir is not None:
+            self.data_dir = os.fspath(self.data_dir)
+        if self.fsync not in ("always", "interval", "never"):
+            raise ConfigError("fsync: expected 'always', 'interval' or 'never', got {!r}".format(
+                self.fsync))
+        if self.loop not in LOOPS:
+            raise ConfigError("loop: expected one of {}, got {!r}".format(", ".join(LOOPS),
+                                                                          self.loop))
+        if str(self.log_level).lower() not in LOG_LEVELS:
+            raise ConfigError("log_level: expected one of {}, got {!r}".format(
+                ", ".join(LOG_LEVELS), self.log_level))
+        self.log_level = str(self.log_level).lower()
+        for key in ("max_payload", "max_control", "max_pending", "write_high_water",
+                    "write_low_water"):
+            setattr(self, key, parse_size(getattr(self, key), key))
+        if self.max_payload < 1:
+            raise ConfigError("max_payload: expected at least 1 byte, got {}".format(
+                self.max_payload))
+        if not 256 <= self.max_control <= 65535 * 2:
+            raise ConfigError("max_control: expected 256 bytes to 128 KiB, got {}".format(
+                self.max_control))
+        if self.max_pending and self.max_pending < self.max_payload + 2 * 65536:
+            raise ConfigError("max_pending ({}) must leave room for one message of max_payload "
+                              "({}) and its subject and reply (or be 0 = no limit)".format(
+                                  self.max_pending, self.max_payload))
+        if self.write_low_water > self.write_high_water:
+            raise ConfigError("write_low_water ({}) must not exceed write_high_water ({})".format(
+                self.write_low_water, self.write_high_water))
+        for key in ("max_connections", "max_subscriptions", "max_pings_out"):
+            setattr(self, key, _int(getattr(self, key), key))
+        for key in ("stall_timeout", "ping_interval", "auth_timeout", "drain_timeout",
+                    "tls_handshake_timeout"):
+            setattr(self, key, parse_duration(getattr(self, key), key))
+        if self.auth_timeout <= 0:
+            raise ConfigError("auth_timeout: must be > 0, got {}".format(self.auth_timeout))
+        if self.tls_handshake_timeout <= 0:
+            raise ConfigError("tls_handshake_timeout: must be > 0")
+        _str(self.token, "token", allow_none=True)
+        self.tokens = tuple(self.tokens)
+        self.users = tuple(self.users)
+        for i, t in enumerate(self.tokens):
+            _check_keys(t, ("token", "name", "permissions"), "auth.tokens[{}]".format(i))
+            _str(t.get("token"), "auth.tokens[{}].token".format(i))
+        seen = set()
+        for i, u in enumerate(self.users):
+            _check_keys(u, ("user", "password", "permissions"), "auth.users[{}]".format(i))
+            name = _str(u.get("user"), "auth.users[{}].user".format(i))
+            _str(u.get("password"), "auth.users[{}].password".format(i))
+            if name in seen:
+                raise ConfigError("auth.users: user {!r} is listed twice".format(name))
+            seen.add(name)
+        self.tls_verify = _bool(self.tls_verify, "tls_verify")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls: give both a certificate (tls_cert) and its key (tls_key)")
+        if self.tls_verify and self.tls_ca is None:
+            raise ConfigError("tls_verify needs tls_ca, the CA file that signs client "
+                              "certificates")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_ca given without tls_cert/tls_key")
+        self.streams = tuple(self.streams)
+        names = set()
+        for i, s in enumerate(self.streams):
+            stream_spec(s, "streams[{}]".format(i))
+            if s["name"] in names:
+                raise ConfigError("streams: stream {!r} is listed twice".format(s["name"]))
+            names.add(s["name"])
+        return self
+
+
+_RETENTION_KEYS = ("max_events", "max_bytes", "max_age", "max_per_subject", "max_event_size",
+                   "discard")
+
+
+def stream_spec(s, where):
+    """Check one ``[[streams]]`` entry; returns (name, subjects, Retention, storage)."""
+    _check_keys(s, ("name", "subjects", "storage") + _RETENTION_KEYS, where)
+    name = _str(s.get("name"), where + ".name")
+    subjects = _str_list(s.get("subjects", ()), where + ".subjects")
+    if not subjects:
+        raise ConfigError("{}.subjects: a stream needs at least one subject pattern".format(where))
+    storage = s.get("storage")
+    if storage not in (None, "memory", "file"):
+        raise ConfigError("{}.storage: expected 'memory' or 'file', got {!r}".format(
+            where, storage))
+    kw = {}
+    for k in _RETENTION_KEYS:
+        if k not in s:
+            continue
+        v = s[k]
+        if k in ("max_bytes", "max_event_size"):
+            v = parse_size(v, "{}.{}".format(where, k))
+        elif k == "max_age":
+            v = parse_duration(v, "{}.{}".format(where, k))
+        kw[k] = v
+    try:
+        retention = Retention(**kw)
+    except ValueError as exc:
+        raise ConfigError("{}: {}".format(where, exc)) from None
+    return name, subjects, retention, storage
+
+
+# -- the TOML file -------------------------------------------------------------------
+
+# top-level key -> ServerConfig field (tables are flattened below)
+_TOP = {"host": "host", "port": "port", "name": "name", "data_dir": "data_dir",
+        "fsync": "fsync", "loop": "loop", "log_level": "log_level"}
+_TABLES = {
+    "monitor": {"host": "monitor_host", "port": "monitor_port"},
+    "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
+                              "max_subscriptions", "max_pending", "write_high_water",
+                              "write_low_water", "stall_timeout", "ping_interval",
+                              "max_pings_out", "auth_timeout", "drain_timeout")},
+    "auth": {"token": "token", "tokens": "tokens", "users": "users",
+             "default_permissions": "default_permissions"},
+    "tls": {"cert": "tls_cert", "key": "tls_key", "ca": "tls_ca", "verify": "tls_verify",
+            "handshake_timeout": "tls_handshake_timeout"},
+}
+
+
+def _toml_module():
+    try:
+        import tomllib
+        return tomllib
+    except ImportError:
+        pass
+    try:
+        import tomli
+        return tomli
+    except ImportError:
+        raise ConfigError("reading a TOML config file needs Python 3.11 (tomllib) or the "
+                          "'tomli' package on Python 3.9/3.10: pip install tomli") from None
+
+
+def load_config(path):
+    """The settings of a TOML config file (a dict for ``config_from_dict``)."""
+    toml = _toml_module()
+    try:
+        with open(path, "rb") as f:
+            data = toml.load(f)
+    except OSError as exc:
+        raise ConfigError("cannot read the config file {}: {}".format(path, exc.strerror or exc))
+    except ValueError as exc:           # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError("config file {}: {}".format(path, exc)) from None
+    base = os.path.dirname(os.path.abspath(path))
+    out = config_from_dict(data, where=os.fspath(path))
+    # relative paths in the file are relative to the file
+    for key in ("data_dir", "tls_cert", "tls_key", "tls_ca"):
+        v = out.get(key)
+        if isinstance(v, str) and not os.path.isabs(v):
+            out[key] = os.path.join(base, v)
+    return out
+
+
+def config_from_dict(data, where="config"):
+    """Flatten and check the shape of a config dict (the TOML file's
+    layout); returns ServerConfig keyword arguments."""
+    allowed = set(_TOP) | set(_TABLES) | {"streams"}
+    _check_keys(data, allowed, where)
+    out = {}
+    for k, v in data.items():
+        if k in _TOP:
+            out[_TOP[k]] = v
+        elif k == "streams":
+            if not isinstance(v, list):
+                raise ConfigError("{}: 'streams' must be an array of tables ([[streams]])"
+                                  .format(where))
+            out["streams"] = v
+        else:
+            table = _TABLES[k]
+            _check_keys(v, table, "{}: [{}]".format(where, k))
+            for tk, tv in v.items():
+                out[table[tk]] = tv
+    if "users" in out and not isinstance(out["users"], list):
+        raise ConfigError("{}: 'auth.users' must be an array of tables ([[auth.users]])"
+                          .format(where))
+    if "tokens" in out and not isinstance(out["tokens"], list):
+        raise ConfigError("{}: 'auth.tokens' must be an array of tables ([[auth.tokens]])"
+                          .format(where))
+    return out
+
+
+# command-line flag (argparse dest) -> ServerConfig field
+_ARGS = {"host": "host", "port": "port", "data_dir": "data_dir", "monitor_port": "monitor_port",
+         "monitor_host": "monitor_host", "name": "name", "max_payload": "max_payload",
+         "max_connections": "max_connections", "max_subscriptions": "max_subscriptions",
+         "max_pending": "max_pending", "auth_token": "token", "tls_cert": "tls_cert",
+         "tls_key": "tls_key", "tls_ca": "tls_ca", "loop": "loop", "log_level": "log_level"}
+
+
+def apply_args(settings, args):
+    """Lay the command-line flags that were given (not None) over
+    ``settings`` (a dict of ServerConfig keywords); returns the dict."""
+    out = dict(settings)
+    for dest, field in _ARGS.items():
+        v = getattr(args, dest, None)
+        if v is not None:
+            out[field] = v
+    if getattr(args, "tls_verify", False):
+        out["tls_verify"] = True
+    user = getattr(args, "user", None)
+    password = getattr(args, "password", None)
+    if (user is None) != (password is None):
+        raise ConfigError("--user and --password go together")
+    if user is not None:
+        users = [u for u in out.get("users", ()) if u.get("user") != user]
+        users.append({"user": user, "password": password})
+        out["users"] = users
+    return out

@@ -1,0 +1,329 @@
+"""The monitoring endpoint: a tiny HTTP/1.1 server (GET and HEAD only, one
+request per connection, ``Connection: close``) on its own port.
+
+``/healthz``  200 ``{"status": "ok"}`` (503 while stopping)
+``/varz``     the server: id, version, uptime, traffic, limits, memory, the
+              matcher's and the engine's counters, streams
+``/connz``    the connections (``?limit=&offset=&sort=&subs=1``)
+``/streamz``  the streams and their consumers
+``/metrics``  Prometheus text format 0.0.4
+"""
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import fastflow
+from fastflow._impl import COMPILED
+
+__all__ = ("MonitorServer",)
+
+log = logging.getLogger("fastflow.server")
+
+_MAX_REQUEST = 16384
+_TIMEOUT = 10.0
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
+          "subscriptions", "uptime", "idle")
+
+
+def rss_bytes():
+    """The resident set size (VmRSS of /proc/self/status), or None."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+class _HTTP(asyncio.Protocol):
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self.buf = bytearray()
+        self.transport = None
+        self.timer = None
+        self.done = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(_TIMEOUT, transport.abort)
+
+    def connection_lost(self, exc):
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def data_received(self, data):
+        if self.done:
+            return
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            end = self.buf.find(b"\n\n")
+        if end < 0:
+            if len(self.buf) > _MAX_REQUEST:
+                self.respond(431, "text/plain", b"request too large\n")
+            return
+        line = bytes(self.buf[:self.buf.find(b"\n")]).decode("latin-1").strip()
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self.respond(400, "text/plain", b"bad request\n")
+            return
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            self.respond(405, "text/plain", b"only GET and HEAD\n", {"Allow": "GET, HEAD"})
+            return
+        try:
+            status, ctype, body = self.monitor.route(target)
+        except Exception as exc:       # never take the server down
+            log.exception("monitor: %s failed", target)
+            status, ctype, body = 503, "text/plain", "error: {}\n".format(exc).encode()
+        self.respond(status, ctype, body, head=method == "HEAD")
+
+    def respond(self, status, ctype, body, headers=None, head=False):
+        self.done = True
+        lines = ["HTTP/1.1 {} {}".format(status, _REASONS.get(status, "")),
+                 "Content-Type: " + ctype, "Content-Length: {}".format(len(body)),
+                 "Connection: close", "Cache-Control: no-store",
+                 "Server: fastflow/" + fastflow.__version__]
+        for k, v in (headers or {}).items():
+            lines.append("{}: {}".format(k, v))
+        out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.transport.write(out if head else out + body)
+        self.transport.close()
+
+
+class MonitorServer:
+    """The HTTP endpoint of a ``Server``."""
+
+    def __init__(self, server, host, port):
+        self.server = server
+        self.host = host
+        self.port = port
+        self._srv = None
+        self.addresses = []
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        self._srv = await loop.create_server(lambda: _HTTP(self), self.host, self.port,
+                                             reuse_address=True)
+        self.addresses = [s.getsockname() for s in self._srv.sockets]
+
+    def close(self):
+        if self._srv is not None:
+            self._srv.close()
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def route(self, target):
+        url = urlsplit(target)
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        path = url.path.rstrip("/") or "/"
+        if path == "/":
+            return self._json({"endpoints": ["/healthz", "/varz", "/connz", "/streamz",
+                                             "/metrics"]})
+        if path == "/healthz":
+            if self.server.stopping:
+                return self._json({"status": "stopping"}, 503)
+            return self._json({"status": "ok"})
+        if path == "/varz":
+            return self._json(self.varz())
+        if path == "/connz":
+            return self._json(self.connz(q))
+        if path == "/streamz":
+            return self._json(self.streamz())
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics().encode()
+        return self._json({"error": "not found: {}".format(url.path)}, 404)
+
+    @staticmethod
+    def _json(obj, status=200):
+        return status, "application/json", (json.dumps(obj, indent=2, default=str) + "\n").encode()
+
+    # -- the documents ------------------------------------------------------------------------
+
+    def varz(self):
+        srv = self.server
+        cfg = srv.config
+        flow = srv.flow
+        now = srv.loop.time()
+        st = srv.stats()
+        fs = flow.stats() if not flow.closed else {}
+        cpu = os.times()
+        d = {
+            "server_id": srv.id, "server_name": srv.name, "version": fastflow.__version__,
+            "proto": 1, "python": platform.python_version(), "loop": srv.loop_name,
+            "core": "native" if COMPILED else "pure-Python", "pid": os.getpid(),
+            "host": cfg.host, "port": srv.port, "tls_required": cfg.tls,
+            "tls_verify": cfg.tls_verify, "auth": srv.auth.describe(),
+            "start": _rfc3339(srv.start_time), "now": _rfc3339(time.time()),
+            "uptime_seconds": round(now - srv.t0, 3),
+            "mem": {"rss_bytes": rss_bytes()},
+            "cpu_seconds": round(cpu.user + cpu.system, 3),
+        }
+        d.update(st)
+        d["limits"] = {k: getattr(cfg, k) for k in (
+            "max_payload", "max_control", "max_connections", "max_subscriptions", "max_pending",
+            "write_high_water", "write_low_water", "stall_timeout", "ping_interval",
+            "max_pings_out", "auth_timeout", "drain_timeout")}
+        d["matcher"] = fs.get("matcher", {})
+        d["flow"] = {k: fs[k] for k in (
+            "published", "delivered", "stored", "dropped_no_interest", "dropped_slow_consumer",
+            "dropped_loop", "rejected_by_stream", "callback_errors", "advisories") if k in fs}
+        d["flow"]["data_dir"] = flow.data_dir
+        d["flow"]["local_subscriptions"] = len(fs.get("subscriptions", ()))
+        d["streams"] = {n: {"events": s.get("events", 0), "bytes": s.get("bytes", 0),
+                            "first_seq": s.get("first_seq", 0), "last_seq": s.get("last_seq", 0),
+                            "stored": s.get("stored", 0), "rejected": s.get("rejected", 0)}
+                        for n, s in fs.get("streams", {}).items()}
+        d["consumers"] = len(fs.get("consumers", {}))
+        return d
+
+    def connz(self, q):
+        srv = self.server
+        now = srv.loop.time()
+        try:
+            limit = max(0, int(q.get("limit", 1024)))
+            offset = max(0, int(q.get("offset", 0)))
+        except ValueError:
+            limit, offset = 1024, 0
+        sort = q.get("sort", "cid")
+        if sort not in _SORTS:
+            sort = "cid"
+        subs = q.get("subs", "") in ("1", "true", "yes", "detail")
+        conns = [c.stats(now, subs) for c in list(srv.conns.values())]
+        conns.sort(key=lambda c: c[sort], reverse=sort != "cid")
+        return {"server_id": srv.id, "now": _rfc3339(time.time()),
+                "num_connections": len(conns), "total": srv.n_total, "offset": offset,
+                "limit": limit, "sort": sort, "connections": conns[offset:offset + limit]}
+
+    def streamz(self):
+        flow = self.server.flow
+        if flow.closed:
+            return {"streams": {}}
+        out = {}
+        for name, st in flow.streams().items():
+            info = st.info()
+            info.pop("log", None)
+            out[name] = info
+        return {"server_id": self.server.id, "streams": out}
+
+    def metrics(self):
+        srv = self.server
+        flow = srv.flow
+        st = srv.stats()
+        fs = flow.stats() if not flow.closed else {}
+        m = fs.get("matcher", {})
+        lines = []
+
+        def metric(name, kind, help_, samples):
+            lines.append("# HELP {} {}".format(name, help_))
+            lines.append("# TYPE {} {}".format(name, kind))
+            for labels, value in samples:
+                if value is None:
+                    continue
+                if labels:
+                    lab = ",".join('{}="{}"'.format(k, _esc(v)) for k, v in labels.items())
+                    lines.append("{}{{{}}} {}".format(name, lab, _num(value)))
+                else:
+                    lines.append("{} {}".format(name, _num(value)))
+
+        def one(name, kind, help_, value):
+            metric(name, kind, help_, [(None, value)])
+
+        metric("fastflow_info", "gauge", "Server build and identity (always 1).",
+               [({"version": fastflow.__version__, "server_id": srv.id, "server_name": srv.name,
+                  "loop": srv.loop_name, "core": "native" if COMPILED else "pure-Python",
+                  "python": platform.python_version()}, 1)])
+        one("fastflow_uptime_seconds", "gauge", "Seconds since the server started.",
+            srv.loop.time() - srv.t0)
+        one("fastflow_connections", "gauge", "Open client connections.", st["connections"])
+        one("fastflow_connections_total", "counter", "Client connections accepted.",
+            st["total_connections"])
+        one("fastflow_connections_rejected_total", "counter",
+            "Connections refused at max_connections.", st["rejected_connections"])
+        one("fastflow_subscriptions", "gauge", "Network subscriptions.", st["subscriptions"])
+        one("fastflow_in_msgs_total", "counter", "Events published by clients.", st["in_msgs"])
+        one("fastflow_in_bytes_total", "counter", "Bytes read from clients.", st["in_bytes"])
+        one("fastflow_out_msgs_total", "counter", "Messages sent to clients.", st["out_msgs"])
+        one("fastflow_out_bytes_total", "counter", "Bytes written to clients.", st["out_bytes"])
+        one("fastflow_pending_bytes", "gauge", "Output not yet taken by clients.",
+            st["pending_bytes"])
+        one("fastflow_slow_consumers_total", "counter",
+            "Connections cut as slow consumers.", st["slow_consumers"])
+        one("fastflow_stalls_total", "counter",
+            "Times a subscriber's socket filled up (publishers paused).", st["stalls"])
+        one("fastflow_paused_publishers", "gauge",
+            "Publishers paused for stalled subscribers.", st["paused_publishers"])
+        one("fastflow_auth_failures_total", "counter", "Failed or timed-out authentications.",
+            st["auth_failures"])
+        one("fastflow_protocol_errors_total", "counter", "Connections closed for malformed "
+            "frames.", st["protocol_errors"])
+        one("fastflow_permission_denied_total", "counter", "Requests refused by permissions.",
+            st["permission_denied"])
+        for key, kind, help_ in (
+                ("published", "counter", "Events published to the engine."),
+                ("delivered", "counter", "Deliveries to subscriptions."),
+                ("stored", "counter", "Events appended to streams."),
+                ("dropped_no_interest", "counter", "Events with no subscriber and no stream."),
+                ("dropped_slow_consumer", "counter", "Deliveries dropped at a full queue."),
+                ("dropped_loop", "counter", "Events stopped by the loop breaker."),
+                ("rejected_by_stream", "counter", "Events a full stream refused."),
+                ("advisories", "counter", "Advisories published.")):
+            one("fastflow_flow_{}_total".format(key), kind, help_, fs.get(key))
+        streams = fs.get("streams", {})
+        metric("fastflow_stream_events", "gauge", "Events retained per stream.",
+               [({"stream": n}, s.get("events", 0)) for n, s in streams.items()])
+        metric("fastflow_stream_bytes", "gauge", "Bytes retained per stream.",
+               [({"stream": n}, s.get("bytes", 0)) for n, s in streams.items()])
+        metric("fastflow_stream_last_seq", "gauge", "Last sequence per stream.",
+               [({"stream": n}, s.get("last_seq", 0)) for n, s in streams.items()])
+        consumers = fs.get("consumers", {})
+        metric("fastflow_consumer_pending", "gauge", "Unacknowledged deliveries per consumer.",
+               [({"stream": c["stream"], "consumer": c["name"]}, c["pending"])
+                for c in consumers.values()])
+        metric("fastflow_consumer_lag", "gauge", "Events stored after the ack floor.",
+               [({"stream": c["stream"], "consumer": c["name"]}, c["lag"])
+                for c in consumers.values()])
+        for key, kind, help_ in (
+                ("subscriptions", "gauge", "Matcher subscriptions (network, local, streams)."),
+                ("matches", "counter", "Matcher lookups."),
+                ("cache_hits", "counter", "Matcher result-cache hits."),
+                ("cache_misses", "counter", "Matcher result-cache misses."),
+                ("cache_entries", "gauge", "Matcher result-cache entries."),
+                ("cache_evictions", "counter", "Matcher result-cache evictions."),
+                ("memory_bytes", "gauge", "Matcher memory.")):
+            if key in m:
+                suffix = "_total" if kind == "counter" else ""
+                one("fastflow_matcher_{}{}".format(key, suffix), kind, help_, m[key])
+        one("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+            rss_bytes())
+        cpu = os.times()
+        one("process_cpu_seconds_total", "counter", "User and system CPU time in seconds.",
+            cpu.user + cpu.system)
+        one("process_start_time_seconds", "gauge", "Start time of the process (Unix seconds).",
+            srv.start_time)
+        return "\n".join(lines) + "\n"
+
+
+def _esc(v):
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v):
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
