@@ -297,6 +297,13 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc):
         if not self.lost.done():
             self.lost.set_result(exc)
+        if self.info is not None and not self.info.done():
+            # refused before INFO (max connections, a TLS client certificate):
+            # fail the handshake now, with the server's reason when it gave one
+            err = self.client._close_err
+            self.info.set_exception(err if err is not None else ConnectError(
+                "connection closed by the server before INFO{}".format(
+                    ": {}".format(exc) if exc is not None else "")))
         self.client._on_lost(self, exc)
 
     def pause_writing(self):
@@ -1343,6 +1350,15 @@ class Client:
         fut = self._pending.get(fid) if fid else None
         if fut is not None and not fut.done():
             fut.set_exception(exc)
+        elif fid and fid == self._inbox_sid and self._inbox is not None:
+            # the inbox subscription was refused: no request can get an answer
+            self._handlers.pop(fid, None)
+            self._inbox = None
+            for fut in list(self._requests.values()):
+                if not fut.done():
+                    fut.set_exception(exc)
+            self._requests.clear()
+            self._report(exc)
         elif fid and fid in self._subs:     # a refused SUB (the id is its sid)
             sub = self._subs.pop(fid)
             self._handlers.pop(fid, None)

@@ -72,6 +72,8 @@ cdef class OutBuf:
     cdef Py_ssize_t cap
     cdef public Py_ssize_t max_pending
     cdef public object on_data
+    cdef public Py_ssize_t flush_at         # call on_flush once this many bytes wait (0: never)
+    cdef public object on_flush             # (a burst is written before the tick ends)
     cdef public bint overflow
     cdef public bint closed
     cdef readonly int64_t frames
@@ -143,6 +145,8 @@ cdef class OutBuf:
             self.msgs += 1
         if was_empty and self.on_data is not None:
             self.on_data()
+        if self.flush_at and self.n >= self.flush_at and self.on_flush is not None:
+            self.on_flush()
         return 1
 
     def frame(self, int op, int flags=0, uint32_t id=0, subject=b'', reply=b'', body=b''):
@@ -210,6 +214,8 @@ cdef class OutBuf:
         self.frames += 1
         if was_empty and self.on_data is not None:
             self.on_data()
+        if self.flush_at and self.n >= self.flush_at and self.on_flush is not None:
+            self.on_flush()
         return 1
 
     def publish(self, subject, data, source, reply=None, uint32_t id=0, int flags=0):
@@ -571,7 +577,7 @@ cdef class FrameParser:
     cdef int _route_batch(self, const char *b, Py_ssize_t bn, uint32_t fid,
                           list out) except -1:
         """The items of a PUB_BATCH body, routed one by one."""
-        cdef Py_ssize_t off = 0, sn, rn
+        cdef Py_ssize_t off = 0, sn, rn, k, i = 0
         cdef uint16_t u16
         cdef uint32_t u32
         while off < bn:
@@ -589,8 +595,17 @@ cdef class FrameParser:
                 raise ProtocolError(413, 'payload of {} bytes exceeds max_payload={}'.format(
                     rn, self.max_payload))
             self.pubs_in += 1
+            k = len(out)
             self._route_pub(b + off + 6, sn, NULL, 0, b + off + 6 + sn, rn, fid, out)
+            if len(out) > k and out[k][0] == 'error':
+                # a bad item stops the batch: the items before it stay published
+                e = out[k]
+                out[k] = ('error', e[1], 'PUB_BATCH item {}: {} ({} items before it published, '
+                          'the rest not)'.format(i, e[2], i), fid)
+                del out[k + 1:]
+                return 0
             off += 6 + sn + rn
+            i += 1
         return 0
 
     cdef int _allowed(self, object subject) except -1:

@@ -156,7 +156,10 @@ class OutBuf:
     (no arguments) when the buffer goes from empty to non-empty."""
 
     __slots__ = ("_buf", "_max_pending", "on_data", "_overflow", "_closed", "_frames", "_msgs",
-                 "_bytes_out", "_dropped")
+                 "_bytes_out", "_dropped", "flush_at", "on_flush")
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
 
     def __new__(cls, /, *args, **kwargs):
         # the blank state of a native OutBuf before __init__
@@ -164,6 +167,8 @@ class OutBuf:
         o._buf = bytearray()
         o._max_pending = 0
         o.on_data = None
+        o.flush_at = 0          # call on_flush once this many bytes wait (0: never)
+        o.on_flush = None
         o._overflow = False
         o._closed = False
         o._frames = 0
@@ -240,6 +245,8 @@ class OutBuf:
             self._msgs += 1
         if was_empty and self.on_data is not None:
             self.on_data()
+        if self.flush_at and len(buf) >= self.flush_at and self.on_flush is not None:
+            self.on_flush()
         return 1
 
     def frame(self, op, flags=0, id=0, subject=b"", reply=b"", body=b""):
@@ -280,6 +287,8 @@ class OutBuf:
         self._frames += 1
         if was_empty and self.on_data is not None:
             self.on_data()
+        if self.flush_at and len(buf) >= self.flush_at and self.on_flush is not None:
+            self.on_flush()
         return 1
 
     def publish(self, subject, data, source, reply=None, id=0, flags=0):
@@ -338,6 +347,9 @@ class MsgBatch:
     columns over one buffer of records, events made only when asked."""
 
     __slots__ = ("_sids", "_flags", "_offsets", "_subjects", "_replies", "_buffer", "_b")
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
 
     def __new__(cls, /, *args, **kwargs):
         # the blank state of a native MsgBatch (the parser fills it)
@@ -450,6 +462,9 @@ class FrameParser:
     __slots__ = ("_buf", "_router", "_out", "_pub_allow", "_pub_deny", "_max_payload",
                  "_max_control", "_route_pubs", "_batch_msgs", "_last_sb", "_last_ss",
                  "_frames_in", "_bytes_in", "_pubs_in", "_denied", "_failed")
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
 
     def __new__(cls, /, *args, **kwargs):
         # the blank state of a native FrameParser before __init__
@@ -675,6 +690,7 @@ class FrameParser:
     def _route_batch(self, b, fid, out):
         """The items of a PUB_BATCH body, routed one by one."""
         off = 0
+        i = 0
         bn = len(b)
         while off < bn:
             if bn - off < 6:
@@ -688,9 +704,18 @@ class FrameParser:
                 raise ProtocolError(413, "payload of {} bytes exceeds max_payload={}".format(
                     rn, self._max_payload))
             self._pubs_in += 1
+            k = len(out)
             self._route_pub(b[off + 6:off + 6 + sn], b"", b[off + 6 + sn:off + 6 + sn + rn],
                             fid, out)
+            if len(out) > k and out[k][0] == "error":
+                # a bad item stops the batch: the items before it stay published
+                e = out[k]
+                out[k] = ("error", e[1], "PUB_BATCH item {}: {} ({} items before it published, "
+                          "the rest not)".format(i, e[2], i), fid)
+                del out[k + 1:]
+                return
             off += 6 + sn + rn
+            i += 1
 
     def _route_pub(self, s, r, b, fid, out):
         """A PUB without ACK: route it here; problems go to ``out`` as

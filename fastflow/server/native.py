@@ -81,6 +81,7 @@ _ACK_MAP_MAX = 65536                    # ack subjects remembered per connection
 _CLOSE_GRACE = 5.0                      # seconds a closing transport may take to flush
 _SLOW_GRACE = 1.0                       # ... when the peer is a slow consumer
 
+FLUSH_AT = 256 << 10                    # bytes of output written before the tick ends
 _scratch = OutBuf(0)                    # builds frames written outside a connection's OutBuf
 
 
@@ -182,6 +183,12 @@ class NativeConnection(asyncio.Protocol):
         self.acks = {}                  # ack subject -> (Consumer, seq)
         self.tasks = set()              # replays and fetches under way
         self.outbuf = OutBuf(cfg.max_pending, self._on_data)
+        # a burst routed within one tick (one big read of a publisher) is
+        # written as it grows, not held until the tick ends: only what the
+        # kernel does not take counts against max_pending
+        self.outbuf.flush_at = min(FLUSH_AT, cfg.max_pending // 4) if cfg.max_pending \
+            else FLUSH_AT
+        self.outbuf.on_flush = self.flush
         self.parser = FrameParser(self.flow, self.outbuf, cfg.max_payload, cfg.max_control)
         self._flush_scheduled = False
         self._pause = set()             # why reading is paused: "auth", "stall", "drain"
