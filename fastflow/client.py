@@ -798,11 +798,15 @@ class Client:
         and ``ConnectionClosedError`` once closed."""
         # the fast path: bytes on the subject validated last, no attributes:
         # the PUB frame of a default event is written in C
+        # (no closure here: its cells would cost every call)
         if (attributes or reply is not None or subject is not self._vsubj
                 or type(data) is not bytes or len(data) > self._max_data):
             self._publish_slow(subject, data, reply, attributes)
         elif not self._pub(subject, data, self._source):
-            self._overflow(lambda: self._pub(subject, data, self._source), len(data) + 64)
+            self._publish_overflow(subject, data)
+
+    def _publish_overflow(self, subject, data):
+        self._overflow(lambda: self._pub(subject, data, self._source), len(data) + 64)
 
     def _publish_slow(self, subject, data, reply, attributes):
         if attributes or type(data) is not bytes:
@@ -866,6 +870,13 @@ class Client:
         ``max_payload`` bytes); not awaited.  ``subjects``: one subject for
         all (a str) or one per event (a list); each event gets its own id.
         An invalid subject or event raises before anything is sent."""
+        if not attributes and type(subjects) is str:
+            # default events on one subject: PUB frames written in C
+            if type(datas) is not list and type(datas) is not tuple:
+                datas = list(datas)
+            if all(type(d) is bytes for d in datas):
+                self.publish_many(subjects, datas)
+                return
         for body, n in self._batch_bodies(subjects, datas, attributes):
             if not self._frame(_PUB_BATCH, 0, 0, b"", b"", body):
                 self._overflow(lambda body=body: self._frame(_PUB_BATCH, 0, 0, b"", b"", body),
