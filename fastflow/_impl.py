@@ -18,6 +18,7 @@ __all__ = (
     "Matcher",
     "MsgBatch",
     "OutBuf",
+    "Publisher",
     "Position",
     "ProtocolError",
     "Record",
@@ -33,6 +34,7 @@ __all__ = (
 
 if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
     from fastflow._ref.codec import (
+        Publisher,
         FLAGS,
         OPS,
         FrameParser,
@@ -61,6 +63,7 @@ else:
             MatchBatch,
             MsgBatch,
             OutBuf,
+            Publisher,
             Position,
             ProtocolError,
             Record,

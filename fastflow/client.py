@@ -52,6 +52,7 @@ from fastflow._impl import (
     OPS,
     Event,
     FrameParser,
+    Publisher,
     OutBuf,
     ProtocolError,
     validate_pattern,
@@ -459,6 +460,11 @@ class Client:
         self.info = {}                  # the server's INFO
         self.server_info = {}           # the OK of our CONNECT (client_id, user)
         self._source = source or _DEFAULT_SOURCE
+        # publish(): the common case (a default event on the subject validated
+        # last) in C, without a Python frame; the rest in _publish_slow
+        self._publisher = Publisher(self._out, self._publish_slow, self._publish_overflow,
+                                    self._source)
+        self.publish = self._publisher.publish
         self._max_payload = 1 << 20
         self._max_data = 0
         self._set_max_payload(1 << 20)
@@ -527,6 +533,7 @@ class Client:
         self._max_payload = n
         # a default event's record: header, generated id, source, data
         self._max_data = n - 32 - len(self._source.encode("utf-8", "surrogatepass"))
+        self._publisher.max_data = self._max_data
         self._chunk = max(_WRITE_CHUNK, 2 * n + 65536)
 
     def __repr__(self):
@@ -814,7 +821,7 @@ class Client:
             return
         validate_subject(subject)
         if type(subject) is str:
-            self._vsubj = subject
+            self._vsubj = self._publisher.vsubj = subject
         if len(data) > self._max_data:
             raise PayloadTooLarge("event of {} bytes (record) exceeds the server's max_payload={}"
                                   .format(len(data) + self._max_payload - self._max_data,

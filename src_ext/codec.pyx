@@ -666,3 +666,75 @@ cdef int _error_code(exc):
 def error_code(exc):
     """The protocol error code of an engine exception."""
     return _error_code(exc)
+
+
+@cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class Publisher:
+    """A client's ``publish(subject, data=b'', /, *, reply=None,
+    **attributes)`` with its common case in C: bytes on the subject
+    validated last (``vsubj``), no attributes, within ``max_data`` -> a
+    PUB frame of a default event appended to ``out``.  Everything else goes
+    to ``slow(subject, data, reply, attributes)``; a frame that does not fit
+    to ``on_overflow(subject, data)``."""
+    cdef readonly OutBuf out
+    cdef public object slow
+    cdef public object on_overflow
+    cdef public str source
+    cdef public object vsubj
+    cdef public Py_ssize_t max_data
+
+    def __init__(self, OutBuf out not None, slow, on_overflow, str source):
+        self.out = out
+        self.slow = slow
+        self.on_overflow = on_overflow
+        self.source = source
+
+
+_PUBLISH2_DOC = b"""publish(subject, data=b'', /, *, reply=None, **attributes)
+--
+
+Publish an event; not awaited: the frame is buffered and written with this
+loop tick's other output.  ``attributes`` are CloudEvents attributes and
+extensions; ``reply`` a reply subject for responders."""
+
+
+cdef object _publish2_fc(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef Publisher P = <Publisher>self
+    cdef Py_ssize_t i, nk = 0
+    cdef dict attributes
+    cdef object subject, data, reply = None
+    cdef const char *sp
+    cdef const char *srcp
+    cdef Py_ssize_t sn, srcn
+    if nargs < 1 or nargs > 2:
+        raise TypeError('publish() takes a subject and optional data ({} positional '
+                        'arguments given)'.format(nargs))
+    subject = <object>args[0]
+    data = <object>args[1] if nargs == 2 else b''
+    if kwnames != NULL:
+        nk = PyTuple_GET_SIZE(<object>kwnames)
+    if nk == 0:
+        if (subject is P.vsubj and type(data) is bytes
+                and PyBytes_GET_SIZE(data) <= P.max_data):
+            as_utf8(subject, &sp, &sn, False)
+            as_utf8(P.source, &srcp, &srcn, False)
+            if not P.out._pub_default(sp, sn, NULL, 0, srcp, srcn, PyBytes_AS_STRING(data),
+                                      PyBytes_GET_SIZE(data), 0, 0):
+                P.on_overflow(subject, data)
+            return None
+        P.slow(subject, data, None, {})
+        return None
+    attributes = {}
+    for i in range(nk):
+        attributes[<object>PyTuple_GET_ITEM(<object>kwnames, i)] = <object>args[nargs + i]
+    if 'data' in attributes:
+        if nargs == 2:
+            raise TypeError("publish() got data both as an argument and as a keyword")
+        data = attributes.pop('data')
+    reply = attributes.pop('reply', None)
+    P.slow(subject, data, reply, attributes)
+    return None
+
+
+ff_install_publish2(Publisher, <ff_fastcall_t>_publish2_fc, _PUBLISH2_DOC)

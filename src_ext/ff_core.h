@@ -367,4 +367,31 @@ static inline PyObject *ff_call1(PyObject *f, PyObject *a) {
 #endif
 }
 
+
+/* The same for the client's Publisher.publish (codec.pyx). */
+static ff_fastcall_t ff_publish2_impl = NULL;
+
+static PyObject *ff_publish2_tramp(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames) {
+    return ff_publish2_impl(self, args, nargs, kwnames);
+}
+
+static PyMethodDef ff_publish2_def = {
+    "publish", (PyCFunction)(void (*)(void))ff_publish2_tramp, METH_FASTCALL | METH_KEYWORDS,
+    NULL};
+
+static int ff_install_publish2(PyObject *type, ff_fastcall_t impl, const char *doc) {
+    PyObject *descr;
+    int r;
+    ff_publish2_impl = impl;
+    ff_publish2_def.ml_doc = doc;
+    descr = PyDescr_NewMethod((PyTypeObject *)type, &ff_publish2_def);
+    if (descr == NULL)
+        return -1;
+    r = PyDict_SetItemString(((PyTypeObject *)type)->tp_dict, "publish", descr);
+    Py_DECREF(descr);
+    PyType_Modified((PyTypeObject *)type);
+    return r;
+}
+
 #endif

@@ -16,6 +16,7 @@ cdef extern from "ff_core.h":
     int64_t ff_now_ns() nogil
     ctypedef PyObject *(*ff_fastcall_t)(PyObject *, PyObject **, Py_ssize_t, PyObject *)
     int ff_install_publish(object type, ff_fastcall_t impl, const char *doc) except -1
+    int ff_install_publish2(object type, ff_fastcall_t impl, const char *doc) except -1
     PyObject *ff_call1(object f, object a)
     PyObject *ff_fetch_exception()
     const int FASTFLOW_DEBUG

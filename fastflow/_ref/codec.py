@@ -751,3 +751,54 @@ def error_code(exc):
     if isinstance(exc, (SubjectError, EventError)):
         return 422
     return 400
+
+
+@_final
+class Publisher:
+    """A client's ``publish(subject, data=b'', /, *, reply=None,
+    **attributes)``: bytes on the subject validated last (``vsubj``), no
+    attributes, within ``max_data`` -> a PUB frame of a default event
+    appended to ``out``.  Everything else goes to ``slow(subject, data,
+    reply, attributes)``; a frame that does not fit to
+    ``on_overflow(subject, data)``."""
+
+    __slots__ = ("out", "slow", "on_overflow", "source", "vsubj", "max_data")
+
+    def __init__(self, out, slow, on_overflow, source):
+        if not isinstance(out, OutBuf):
+            raise TypeError("Argument 'out' has incorrect type (expected {}.OutBuf, got {})"
+                            .format(OutBuf.__module__, type(out).__name__))
+        if type(source) is not str:
+            raise TypeError("Argument 'source' has incorrect type (expected str, got {})"
+                            .format(type(source).__name__))
+        self.out = out
+        self.slow = slow
+        self.on_overflow = on_overflow
+        self.source = source
+        self.vsubj = None
+        self.max_data = 0
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'Publisher' object")
+
+    def publish(self, *args, **attributes):
+        nargs = len(args)
+        if nargs < 1 or nargs > 2:
+            raise TypeError("publish() takes a subject and optional data ({} positional "
+                            "arguments given)".format(nargs))
+        subject = args[0]
+        data = args[1] if nargs == 2 else b""
+        if not attributes:
+            if subject is self.vsubj and type(data) is bytes and len(data) <= self.max_data:
+                if not self.out.publish(subject, data, self.source):
+                    self.on_overflow(subject, data)
+                return None
+            self.slow(subject, data, None, {})
+            return None
+        if "data" in attributes:
+            if nargs == 2:
+                raise TypeError("publish() got data both as an argument and as a keyword")
+            data = attributes.pop("data")
+        reply = attributes.pop("reply", None)
+        self.slow(subject, data, reply, attributes)
+        return None
