@@ -737,4 +737,4 @@ cdef object _publish2_fc(object self, PyObject **args, Py_ssize_t nargs, PyObjec
     return None
 
 
-ff_install_publish2(Publisher, <ff_fastcall_t>_publish2_fc, _PUBLISH2_DOC)
+ff_install_fastcall(Publisher, 1, b'publish', <ff_fastcall_t>_publish2_fc, _PUBLISH2_DOC)

@@ -310,39 +310,54 @@ static inline int64_t ff_now_ns(void) { return ff_clock_ns(); }
 #endif
 
 
-/* A METH_FASTCALL | METH_KEYWORDS method whose body is a Cython function.
+/* METH_FASTCALL | METH_KEYWORDS methods whose bodies are Cython functions.
    Cython builds a dict for **kwargs on every call, even when no keyword is
-   passed; the engine's publish(subject, data, **attributes) is called once
-   per event, so it is installed through this trampoline instead. */
+   passed; a method called once per event (Router.publish,
+   Publisher.publish) is installed through one of these trampolines
+   instead.  One slot per method: a trampoline knows its body by its slot. */
 typedef PyObject *(*ff_fastcall_t)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
-static ff_fastcall_t ff_publish_impl = NULL;
+#define FF_FASTCALL_SLOTS 2
+static ff_fastcall_t ff_fastcall_impl[FF_FASTCALL_SLOTS];
+static PyMethodDef ff_fastcall_def[FF_FASTCALL_SLOTS];
 
-static PyObject *ff_publish_tramp(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                  PyObject *kwnames) {
-    return ff_publish_impl(self, args, nargs, kwnames);
+static PyObject *ff_fastcall_tramp0(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames) {
+    return ff_fastcall_impl[0](self, args, nargs, kwnames);
 }
 
-static PyMethodDef ff_publish_def = {
-    "publish", (PyCFunction)(void (*)(void))ff_publish_tramp, METH_FASTCALL | METH_KEYWORDS, NULL};
+static PyObject *ff_fastcall_tramp1(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames) {
+    return ff_fastcall_impl[1](self, args, nargs, kwnames);
+}
 
-static int ff_install_publish(PyObject *type, ff_fastcall_t impl, const char *doc) {
+static ff_fastcall_t ff_fastcall_tramps[FF_FASTCALL_SLOTS] = {ff_fastcall_tramp0,
+                                                               ff_fastcall_tramp1};
+
+/* Install ``impl`` as method ``name`` of ``type`` through trampoline ``slot``. */
+static int ff_install_fastcall(PyObject *type, int slot, const char *name, ff_fastcall_t impl,
+                               const char *doc) {
     PyObject *descr;
+    PyMethodDef *def;
     int r;
-    ff_publish_impl = impl;
-    ff_publish_def.ml_doc = doc;
-    descr = PyDescr_NewMethod((PyTypeObject *)type, &ff_publish_def);
+    if (slot < 0 || slot >= FF_FASTCALL_SLOTS || ff_fastcall_impl[slot] != NULL) {
+        PyErr_Format(PyExc_SystemError, "fastcall slot %d is invalid or taken", slot);
+        return -1;
+    }
+    ff_fastcall_impl[slot] = impl;
+    def = &ff_fastcall_def[slot];
+    def->ml_name = name;
+    def->ml_meth = (PyCFunction)(void (*)(void))ff_fastcall_tramps[slot];
+    def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
+    def->ml_doc = doc;
+    descr = PyDescr_NewMethod((PyTypeObject *)type, def);
     if (descr == NULL)
         return -1;
-    r = PyDict_SetItemString(((PyTypeObject *)type)->tp_dict, "publish", descr);
+    r = PyDict_SetItemString(((PyTypeObject *)type)->tp_dict, name, descr);
     Py_DECREF(descr);
     PyType_Modified((PyTypeObject *)type);
     return r;
 }
 
-
-/* Call f(a) and return its result, or NULL with the exception set: lets
-   the router test for a failed callback without a try block (Cython's
-   try/except saves the handled-exception state on every entry). */
 /* The pending exception as an object (a new reference), cleared; NULL if
    none is set. */
 static PyObject *ff_fetch_exception(void) {
@@ -367,31 +382,5 @@ static inline PyObject *ff_call1(PyObject *f, PyObject *a) {
 #endif
 }
 
-
-/* The same for the client's Publisher.publish (codec.pyx). */
-static ff_fastcall_t ff_publish2_impl = NULL;
-
-static PyObject *ff_publish2_tramp(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames) {
-    return ff_publish2_impl(self, args, nargs, kwnames);
-}
-
-static PyMethodDef ff_publish2_def = {
-    "publish", (PyCFunction)(void (*)(void))ff_publish2_tramp, METH_FASTCALL | METH_KEYWORDS,
-    NULL};
-
-static int ff_install_publish2(PyObject *type, ff_fastcall_t impl, const char *doc) {
-    PyObject *descr;
-    int r;
-    ff_publish2_impl = impl;
-    ff_publish2_def.ml_doc = doc;
-    descr = PyDescr_NewMethod((PyTypeObject *)type, &ff_publish2_def);
-    if (descr == NULL)
-        return -1;
-    r = PyDict_SetItemString(((PyTypeObject *)type)->tp_dict, "publish", descr);
-    Py_DECREF(descr);
-    PyType_Modified((PyTypeObject *)type);
-    return r;
-}
 
 #endif

@@ -703,7 +703,7 @@ its seq in the first stream that stored it (0 if none did)."""
 
 
 cdef object _publish_fc(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    """Router.publish, called through ff_publish_tramp (METH_FASTCALL)."""
+    """Router.publish, called through an ff_core.h fastcall trampoline."""
     cdef Py_ssize_t i, nk
     cdef dict attributes = None
     cdef object data
@@ -726,4 +726,4 @@ cdef object _publish_fc(object self, PyObject **args, Py_ssize_t nargs, PyObject
     return (<Router>self)._publish(<object>args[0], data, attributes)
 
 
-ff_install_publish(Router, <ff_fastcall_t>_publish_fc, _PUBLISH_DOC)
+ff_install_fastcall(Router, 0, b'publish', <ff_fastcall_t>_publish_fc, _PUBLISH_DOC)

@@ -15,8 +15,8 @@ cdef extern from "ff_core.h":
     uint32_t ff_crc32c(uint32_t crc, const char *p, size_t n) nogil
     int64_t ff_now_ns() nogil
     ctypedef PyObject *(*ff_fastcall_t)(PyObject *, PyObject **, Py_ssize_t, PyObject *)
-    int ff_install_publish(object type, ff_fastcall_t impl, const char *doc) except -1
-    int ff_install_publish2(object type, ff_fastcall_t impl, const char *doc) except -1
+    int ff_install_fastcall(object type, int slot, const char *name, ff_fastcall_t impl,
+                            const char *doc) except -1
     PyObject *ff_call1(object f, object a)
     PyObject *ff_fetch_exception()
     const int FASTFLOW_DEBUG
