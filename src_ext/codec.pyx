@@ -139,15 +139,61 @@ cdef class OutBuf:
             p += bn0
         if bn1:
             memcpy(p, b1, bn1)
+        self._wrote(size, was_empty, op == OP_MSG)
+        return 1
+
+    cdef inline int _wrote(self, Py_ssize_t size, bint was_empty, bint msg) except -1:
+        """``size`` bytes were written at the end (after ``_reserve``)."""
         self.n += size
         self.frames += 1
-        if op == OP_MSG:
+        if msg:
             self.msgs += 1
         if was_empty and self.on_data is not None:
             self.on_data()
         if self.flush_at and self.n >= self.flush_at and self.on_flush is not None:
             self.on_flush()
-        return 1
+        return 0
+
+    def write(self, data):
+        """Append raw bytes (a text protocol's control lines).  Returns
+        False if they were dropped (over ``max_pending`` or closed)."""
+        cdef Py_buffer view
+        cdef bint was_empty = self.n == 0
+        cdef char *p
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            p = self._reserve(view.len)
+            if p == NULL:
+                return False
+            memcpy(p, view.buf, view.len)
+            self._wrote(view.len, was_empty, False)
+            return True
+        finally:
+            PyBuffer_Release(&view)
+
+    def nats_msg(self, subject, sid, reply=None, headers=None, data=b''):
+        """Append a NATS ``MSG`` (``headers`` None) or ``HMSG`` line with
+        its payload.  Returns False if it was dropped."""
+        cdef const char *sp
+        cdef const char *ip
+        cdef const char *rp = NULL
+        cdef Py_ssize_t sn, idn, rn = 0
+        cdef bytes hb = None
+        cdef Py_buffer view
+        as_utf8(subject, &sp, &sn, False)
+        as_utf8(sid, &ip, &idn, False)
+        if reply is not None:
+            as_utf8(reply, &rp, &rn, False)
+        if headers is not None:
+            hb = bytes(headers)
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return _nats_msg(self, ip, idn, sp, sn, rp, rn,
+                             PyBytes_AS_STRING(hb) if hb is not None else NULL,
+                             PyBytes_GET_SIZE(hb) if hb is not None else 0,
+                             <const char *>view.buf, view.len) == 1
+        finally:
+            PyBuffer_Release(&view)
 
     def frame(self, int op, int flags=0, uint32_t id=0, subject=b'', reply=b'', body=b''):
         """Append one frame (Python use: control frames).  Returns False if
@@ -210,12 +256,7 @@ cdef class OutBuf:
         memcpy(p + 32, src, srcn)
         if dn:
             memcpy(p + 32 + srcn, d, dn)
-        self.n += size
-        self.frames += 1
-        if was_empty and self.on_data is not None:
-            self.on_data()
-        if self.flush_at and self.n >= self.flush_at and self.on_flush is not None:
-            self.on_flush()
+        self._wrote(size, was_empty, False)
         return 1
 
     def publish(self, subject, data, source, reply=None, uint32_t id=0, int flags=0):

@@ -24,6 +24,7 @@ include "segments.pyx"
 include "event.pyx"
 include "codec.pyx"
 include "router.pyx"
+include "natsproto.pyx"
 
 COMPILED = True
 DEBUG = bool(FASTFLOW_DEBUG)

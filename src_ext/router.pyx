@@ -189,11 +189,18 @@ cdef class WireTarget:
     cdef readonly int64_t delivered
     cdef readonly int64_t dropped
     cdef public int64_t handle
+    cdef readonly bytes nsid                # a NATS subscription's sid: MSG/HMSG lines
 
-    def __init__(self, OutBuf outbuf not None, uint32_t sid, bint echo=True):
+    def __init__(self, OutBuf outbuf not None, uint32_t sid, bint echo=True, nsid=None):
         self.outbuf = outbuf
         self.sid = sid
         self.echo = echo
+        if nsid is not None:
+            if isinstance(nsid, str):
+                nsid = (<str>nsid).encode('utf-8')
+            if type(nsid) is not bytes or not nsid:
+                raise TypeError('nsid must be a non-empty str or bytes (a NATS sid)')
+            self.nsid = nsid
 
 
 cdef class Router:
@@ -205,6 +212,8 @@ cdef class Router:
     cdef public int hop_limit
     cdef public object error_handler        # (exc, subscription) for callback errors
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
+    cdef public object nats_headers         # (Event) -> the NATS header block of an event
+                                            # with attributes (None: sent without them)
     cdef public bint closed                 # publish raises once set
     cdef readonly str last_stream           # the stream that stored the last publish
     cdef char *scratch
@@ -428,6 +437,10 @@ cdef class Router:
         cdef const char *dp = NULL
         cdef Py_ssize_t dn = 0
         cdef WireTarget wt
+        cdef const char *nd = NULL          # NATS subscribers: the data,
+        cdef Py_ssize_t ndn = 0
+        cdef int nplain_ev = -1             # whether the event goes as a plain MSG,
+        cdef object nhdr = None             # else its header block (made once)
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
@@ -532,8 +545,28 @@ cdef class Router:
                         continue
                     if rec == NULL:
                         rec = self._record(ev, &rlen, &dp, &dn)
-                    if wt.outbuf._frame(OP_MSG, 0, wt.sid, p, n, reply, replyn, rec, rlen,
-                                        dp, dn):
+                    if wt.nsid is not None:
+                        if nplain_ev < 0:
+                            nplain_ev = _nats_plain(rec, rlen, dp, dn, &nd, &ndn)
+                            if not nplain_ev and self.nats_headers is not None:
+                                if ev is not None:
+                                    nhdr = self.nats_headers(ev, ev._gid != 0)
+                                else:
+                                    nhdr = self.nats_headers(
+                                        _ev_decode(subject, wrec, wrn, seq, self.last_stream,
+                                                   now, None),
+                                        (<uint8_t>wrec[1] & EVF_GENID) != 0)
+                                if type(nhdr) is not bytes:
+                                    raise TypeError('nats_headers must return bytes')
+                        ok = _nats_msg(wt.outbuf, PyBytes_AS_STRING(wt.nsid),
+                                       PyBytes_GET_SIZE(wt.nsid), p, n, reply, replyn,
+                                       PyBytes_AS_STRING(nhdr) if nhdr is not None else NULL,
+                                       PyBytes_GET_SIZE(nhdr) if nhdr is not None else 0,
+                                       nd, ndn)
+                    else:
+                        ok = wt.outbuf._frame(OP_MSG, 0, wt.sid, p, n, reply, replyn, rec, rlen,
+                                              dp, dn)
+                    if ok:
                         wt.delivered += 1
                         self.n_delivered += 1
                     else:

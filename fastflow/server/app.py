@@ -98,9 +98,12 @@ class Server:
         self._stall_timer = None
         self._tick_timer = None
         self._listener = None
+        self._nats_listener = None
         self.monitor = None
         self.addresses = []
         self.port = None
+        self.nats_addresses = []
+        self.nats_port = None           # the NATS door's port (None: off)
         self.started = False
         self.stopping = False
         self._stop_task = None
@@ -282,17 +285,30 @@ class Server:
             raise
         self.addresses = [s.getsockname() for s in self._listener.sockets]
         self.port = self.addresses[0][1] if self.addresses else cfg.port
-        if cfg.monitor_port:
-            from fastflow.server.monitor import MonitorServer
+        try:
+            if cfg.nats_port:
+                from fastflow.server.nats import NatsConnection, header_block
 
-            self.monitor = MonitorServer(self, cfg.monitor_host or cfg.host, cfg.monitor_port)
-            try:
+                self.flow.nats_headers = header_block
+                self._nats_listener = await loop.create_server(
+                    lambda: NatsConnection(self), cfg.nats_host or cfg.host, cfg.nats_port,
+                    backlog=1024, reuse_address=True)
+                self.nats_addresses = [s.getsockname() for s in self._nats_listener.sockets]
+                self.nats_port = self.nats_addresses[0][1] if self.nats_addresses \
+                    else cfg.nats_port
+            if cfg.monitor_port:
+                from fastflow.server.monitor import MonitorServer
+
+                self.monitor = MonitorServer(self, cfg.monitor_host or cfg.host,
+                                             cfg.monitor_port)
                 await self.monitor.start()
-            except BaseException:
-                self._listener.close()
-                if self._own_flow:
-                    self.flow.close()
-                raise
+        except BaseException:
+            self._listener.close()
+            if self._nats_listener is not None:
+                self._nats_listener.close()
+            if self._own_flow:
+                self.flow.close()
+            raise
         self.started = True
         self.start_time = time.time()
         self.t0 = loop.time()
@@ -320,6 +336,8 @@ class Server:
             tls = ", TLS required" + (" with client certificates" if cfg.tls_verify else "")
         for a in self.addresses:
             log.info("listening for native clients on %s%s", _addr(a), tls)
+        for a in self.nats_addresses:
+            log.info("listening for NATS clients on %s%s", _addr(a), tls)
         if self.monitor is not None:
             for a in self.monitor.addresses:
                 log.info("monitoring on http://%s/ (healthz, varz, connz, metrics)", _addr(a))
@@ -378,6 +396,8 @@ class Server:
         cfg = self.config
         try:
             self._listener.close()
+            if self._nats_listener is not None:
+                self._nats_listener.close()
             for timer in (self._tick_timer, self._stall_timer):
                 if timer is not None:
                     timer.cancel()
@@ -483,6 +503,10 @@ def add_serve_arguments(parser):
                    help="HTTP monitoring port (default 8232; 0 = off)")
     g.add_argument("--monitor-host", metavar="HOST",
                    help="HTTP monitoring address (default: --host)")
+    g.add_argument("--nats-port", type=int, metavar="PORT",
+                   help="also speak the NATS client protocol on PORT (default 0 = off; "
+                        "NATS's usual port is 4222)")
+    g.add_argument("--nats-host", metavar="HOST", help="NATS door address (default: --host)")
     g = parser.add_argument_group("limits (sizes take units: 64MiB, 512KiB)")
     g.add_argument("--max-payload", metavar="SIZE", help="largest event record (default 1MiB)")
     g.add_argument("--max-connections", type=int, metavar="N", help="default 65536 (0 = no limit)")

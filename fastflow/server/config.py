@@ -126,6 +126,9 @@ class ServerConfig:
         ("log_level", "info"),
         ("monitor_host", None),         # None: the same as host
         ("monitor_port", 8232),         # 0: no monitoring endpoint
+        ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
+        ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
+        ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -192,6 +195,15 @@ class ServerConfig:
             raise ConfigError("monitor_port: expected 0..65535 (0 = off), got {}".format(
                 self.monitor_port))
         _str(self.monitor_host, "monitor_host", allow_none=True)
+        self.nats_port = _int(self.nats_port, "nats_port")
+        if self.nats_port > 65535:
+            raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
+                self.nats_port))
+        _str(self.nats_host, "nats_host", allow_none=True)
+        self.nats_max_control = parse_size(self.nats_max_control, "nats_max_control")
+        if not 32 <= self.nats_max_control <= MiB:
+            raise ConfigError("nats_max_control: expected 32 bytes to 1 MiB, got {}".format(
+                self.nats_max_control))
         _str(self.name, "name", allow_none=True)
         if self.data_dir is not None:
             self.data_dir = os.fspath(self.data_dir)
@@ -301,6 +313,7 @@ _TOP = {"host": "host", "port": "port", "name": "name", "data_dir": "data_dir",
         "fsync": "fsync", "loop": "loop", "log_level": "log_level"}
 _TABLES = {
     "monitor": {"host": "monitor_host", "port": "monitor_port"},
+    "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",
@@ -376,6 +389,7 @@ def config_from_dict(data, where="config"):
 
 # command-line flag (argparse dest) -> ServerConfig field
 _ARGS = {"host": "host", "port": "port", "data_dir": "data_dir", "monitor_port": "monitor_port",
+         "nats_port": "nats_port", "nats_host": "nats_host",
          "monitor_host": "monitor_host", "name": "name", "max_payload": "max_payload",
          "max_connections": "max_connections", "max_subscriptions": "max_subscriptions",
          "max_pending": "max_pending", "auth_token": "token", "tls_cert": "tls_cert",

@@ -225,8 +225,8 @@ class NativeConnection(asyncio.Protocol):
             self.state = ST_CLOSED
             log.warning("client %s refused: maximum connections (%d) reached", self.peer,
                         cfg.max_connections)
-            transport.write(frame_bytes(OP_ERR, FL_CLOSE, 0, body=err_body(
-                429, "maximum connections ({}) reached".format(cfg.max_connections))))
+            transport.write(self._close_data(
+                429, "maximum connections ({}) reached".format(cfg.max_connections), 0))
             transport.close()
             return
         srv.add_connection(self)
@@ -234,7 +234,7 @@ class NativeConnection(asyncio.Protocol):
             transport.set_write_buffer_limits(high=cfg.write_high_water, low=cfg.write_low_water)
         except (AttributeError, NotImplementedError):
             pass
-        self.outbuf.frame(OP_INFO, 0, 0, body=srv.info_body(self))
+        self._send_info()
         self._timer = self.loop.call_later(cfg.auth_timeout, self._auth_timeout)
         log.debug("client %d connected from %s%s", self.id, self.peer,
                   " (TLS {})".format(self.tls["version"]) if self.tls else "")
@@ -277,7 +277,7 @@ class NativeConnection(asyncio.Protocol):
         data = self.outbuf.take() if flush and not self.outbuf.overflow else b""
         self.outbuf.clear()
         if code is not None:
-            data += frame_bytes(OP_ERR, FL_CLOSE, rid, body=err_body(code, message))
+            data += self._close_data(code, message, rid)
         self._teardown()
         tr = self.transport
         try:
@@ -287,6 +287,16 @@ class NativeConnection(asyncio.Protocol):
         except (OSError, RuntimeError):     # the transport is gone already
             pass
         self._timer = self.loop.call_later(grace, self._abort)
+
+    def _send_info(self):
+        self.outbuf.frame(OP_INFO, 0, 0, body=self.server.info_body(self))
+
+    def _close_data(self, code, message, rid):
+        """The bytes that tell the client why it is closed."""
+        return frame_bytes(OP_ERR, FL_CLOSE, rid, body=err_body(code, message))
+
+    def _send_ping(self):
+        self.outbuf.frame(OP_PING)
 
     def _abort(self):
         self._timer = None
@@ -721,7 +731,7 @@ class NativeConnection(asyncio.Protocol):
                 return
             self.pings_out += 1
             self.last_ping = now
-            self.outbuf.frame(OP_PING)
+            self._send_ping()
 
     # -- streams -----------------------------------------------------------------------
 

@@ -1,0 +1,437 @@
+"""The NATS front door (docs/nats.md): the NATS client protocol on its own
+port, one ``asyncio.Protocol`` per connection, the same engine, users,
+permissions, limits, slow-consumer policy and monitoring as the native door.
+
+The hot path runs in C: ``NatsParser.feed`` cuts the protocol and routes
+every PUB to the engine as an event with the defaults; the router writes
+MSG lines for NATS subscriptions (``WireTarget`` with a NATS sid) straight
+into the connection's ``OutBuf``.  Python handles CONNECT, SUB, UNSUB,
+PING/PONG and HPUB (headers become CloudEvents attributes, per the
+CloudEvents NATS binding: ``ce-*`` headers and Content-Type; other headers
+are kept as they came, in the ``natsheaders`` extension).
+"""
+
+import json
+import logging
+
+import fastflow
+from fastflow._impl import Event, NatsError, NatsParser, WireTarget, validate_pattern
+from fastflow.errors import EventError, FastflowError, SubjectError
+from fastflow.event import _header_value, _unheader
+from fastflow.server.auth import AuthError
+from fastflow.server.native import ST_AUTHING, ST_CLOSING, ST_READY, NativeConnection
+
+__all__ = ("NatsConnection", "event_from_nats", "header_block")
+
+log = logging.getLogger("fastflow.server")
+
+PROTO = 1                               # NATS protocol version: headers, no_responders
+NATS_HEADERS = "natsheaders"            # the extension that keeps non-CloudEvents headers
+_STATUS_503 = b"NATS/1.0 503\r\n\r\n"
+_PONG = b"PONG\r\n"
+_PING = b"PING\r\n"
+_OK = b"+OK\r\n"
+_MINIMAL = frozenset(("specversion", "id", "source", "type"))
+
+# -ERR texts of nats-server for what the shared connection code closes with
+_CLOSE_TEXTS = {
+    401: "Authorization Violation",
+    413: "Maximum Payload Violation",
+    429: "Maximum Connections Exceeded",
+    431: "Maximum Control Line Exceeded",
+    503: "Slow Consumer",
+}
+
+
+def _err_line(text):
+    # (a quote inside the text would end it early for some clients)
+    return "-ERR '{}'\r\n".format(text.replace("'", '"').replace("\r", " ")
+                                  .replace("\n", " ")).encode("utf-8", "replace")
+
+
+def header_block(event, generated_id=True):
+    """The NATS header block of ``event`` (CloudEvents NATS binding, binary
+    mode): ``ce-<attribute>`` headers, ``Content-Type`` for
+    ``datacontenttype``, then the ``natsheaders`` lines as they came.  An
+    event with nothing but a generated id, its source and type = its
+    subject gets only those lines (what its NATS publisher sent)."""
+    attrs = event.attributes()
+    kept = attrs.pop(NATS_HEADERS, None)
+    lines = ["NATS/1.0"]
+    if not (generated_id and attrs.keys() <= _MINIMAL
+            and attrs["type"] == event.routing_subject):
+        for k, v in attrs.items():
+            if k == "datacontenttype":
+                lines.append("Content-Type: " + _header_value(k, v))
+            else:
+                lines.append("ce-" + k + ": " + _header_value(k, v))
+    if kept:
+        lines.append(str(kept))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+def event_from_nats(subject, headers, payload, source):
+    """The Event of an HPUB: ``headers`` (the raw block, ``NATS/1.0`` and
+    its lines), ``payload`` bytes; ``source`` is the default source."""
+    try:
+        text = headers.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EventError("the NATS headers are not UTF-8") from None
+    lines = text.split("\r\n")
+    if not lines[0].startswith("NATS/1.0"):
+        raise EventError("the NATS header block must begin with NATS/1.0, got {!r}".format(
+            lines[0][:32]))
+    attrs = {}
+    kept = []
+    ct = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise EventError("malformed NATS header line {!r}".format(line[:64]))
+        lname = name.strip().lower()
+        if lname.startswith("ce-") and len(lname) > 3:
+            attr = lname[3:]
+            if attr in attrs:
+                raise EventError("header {!r} appears more than once".format(name.strip()))
+            attrs[attr] = _unheader(attr, value)
+        elif lname == "content-type" and ct is None:
+            ct = value.strip(" \t")
+        else:
+            kept.append(line)
+    sv = attrs.pop("specversion", None)
+    if sv is not None and sv != "1.0":
+        raise EventError("ce-specversion {!r} is not supported (only 1.0)".format(sv))
+    if ct:
+        if attrs.get("datacontenttype", ct) != ct:
+            raise EventError("ce-datacontenttype {!r} contradicts Content-Type {!r}".format(
+                attrs["datacontenttype"], ct))
+        attrs["datacontenttype"] = ct
+    hops = attrs.get("ffhops")
+    if hops is not None:
+        try:
+            attrs["ffhops"] = int(hops)
+        except ValueError:
+            raise EventError("ce-ffhops {!r} is not a number".format(hops)) from None
+    if kept:
+        attrs[NATS_HEADERS] = "\r\n".join(kept)
+    attrs.setdefault("source", source)
+    return Event(subject, payload, **attrs)
+
+
+class NatsConnection(NativeConnection):
+    """One client connection of the NATS protocol."""
+
+    door = "nats"
+
+    def __init__(self, server):
+        NativeConnection.__init__(self, server)
+        cfg = self.cfg
+        self.parser = NatsParser(self.flow, self.outbuf, cfg.max_payload, cfg.nats_max_control)
+        self.headers = False
+        self.no_resp = False
+        self.pedantic = False
+
+    # -- what differs from the native door's output ----------------------------------
+
+    def _send_info(self):
+        srv = self.server
+        cfg = self.cfg
+        info = {
+            "server_id": srv.id, "server_name": srv.name, "version": fastflow.__version__,
+            "proto": PROTO, "go": "fastflow", "host": cfg.nats_host or cfg.host,
+            "port": srv.nats_port, "headers": True, "max_payload": cfg.max_payload,
+            "client_id": self.id, "client_ip": self.peer.rpartition(":")[0].strip("[]"),
+        }
+        if srv.auth.required:
+            info["auth_required"] = True
+        self.outbuf.write(b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n")
+
+    def _close_data(self, code, message, rid):
+        text = _CLOSE_TEXTS.get(code)         # (400: the message is the text)
+        if code == 408:
+            text = "Stale Connection" if "stale" in message else "Authentication Timeout"
+        return _err_line(text or message)
+
+    def _send_ping(self):
+        self.outbuf.write(_PING)
+
+    def ok(self, rid=0, result=None):
+        if self.verbose:
+            self.outbuf.write(_OK)
+
+    def err(self, code, message, rid=0):
+        log.debug("client %d: -ERR %s", self.id, message)
+        self.outbuf.write(_err_line(message))
+
+    # -- input -------------------------------------------------------------------------
+
+    def data_received(self, data):
+        if self.state >= ST_CLOSING or self.server.stopping:
+            return
+        self.last_in = self.loop.time()
+        self.pings_out = 0
+        try:
+            items = self.parser.feed(data)
+        except NatsError as exc:
+            if exc.frames:
+                self.handle(exc.frames)
+            if self.state >= ST_CLOSING:
+                return
+            self.server.n_protocol_errors += 1
+            log.info("client %d (%s): NATS protocol error: %s", self.id, self.peer, exc)
+            self.close(400, exc.text)
+            return
+        except Exception as exc:
+            log.exception("client %d: error while reading", self.id)
+            self.close(500, "Internal Error: {}".format(exc))
+            return
+        if items:
+            if self._stash is not None:
+                self._stash.extend(items)
+            else:
+                self.handle(items)
+        srv = self.server
+        if srv.stalled_conns and "stall" not in self._pause and self.is_publisher():
+            srv.pause_publisher(self)
+
+    def handle(self, items, start=0):
+        n = len(items)
+        i = start
+        while i < n:
+            if self.state >= ST_CLOSING:
+                return
+            it = items[i]
+            i += 1
+            op = it[0]
+            if op == "error":
+                self.err(0, it[1])
+                continue
+            if op == "noresp":
+                self.no_responders(it[1])
+                continue
+            if self.state != ST_READY:
+                if op == "connect":
+                    if self._connect_nats(it[1], items, i):
+                        return          # the rest waits for the (asynchronous) check
+                    continue
+                if self.server.auth.required:
+                    if op in ("pong", "+ok", "-err", "info"):
+                        continue
+                    self.server.n_auth_failures += 1
+                    log.info("client %d (%s): %s before CONNECT", self.id, self.peer,
+                             op.upper())
+                    self.close(401, "Authorization Violation")
+                    return
+                # no auth: nats-server takes the defaults of a CONNECT never sent
+                self._connected({}, self.server.auth.anonymous, 0)
+            try:
+                handler = _HANDLERS[op]
+            except KeyError:
+                continue                # +OK, INFO from a client: nothing to do
+            try:
+                handler(self, it)
+            except Exception as exc:
+                log.exception("client %d: %s failed", self.id, op.upper())
+                self.err(500, "Internal Error: {}".format(exc))
+
+    # -- CONNECT -----------------------------------------------------------------------
+
+    def _connect_nats(self, body, items, i):
+        """True when the rest of ``items`` must wait or the connection closed."""
+        try:
+            req = json.loads(body) if body else {}
+            if not isinstance(req, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.server.n_protocol_errors += 1
+            self.close(400, "Invalid Connect Protocol")       # (nats-server: closes)
+            return True
+        if req.get("no_responders") and not req.get("headers"):
+            self.close(400, "No Responders Requires Headers Support")
+            return True
+        creds = {}
+        for ours, theirs in (("user", "user"), ("password", "pass"), ("token", "auth_token")):
+            if req.get(theirs) is not None:
+                creds[ours] = req[theirs]
+        auth = self.server.auth
+        if auth.needs_kdf(creds):
+            self.state = ST_AUTHING
+            self._stash = list(items[i:])
+            self.pause("auth")
+            self._track(self.loop.create_task(self._connect_nats_async(req, creds)))
+            return True
+        try:
+            principal = auth.check(creds)
+        except AuthError as exc:
+            self._auth_failed(exc, 0)
+            return True
+        self._connected(req, principal, 0)
+        return False
+
+    async def _connect_nats_async(self, req, creds):
+        try:
+            principal = await self.server.auth.authenticate(creds, self.loop)
+        except AuthError as exc:
+            self._auth_failed(exc, 0)
+            return
+        if self.state >= ST_CLOSING:
+            return
+        self._connected(req, principal, 0)
+        stash, self._stash = self._stash, None
+        if stash:
+            self.handle(stash)
+        self.resume("auth")
+
+    def _connected(self, req, principal, rid):
+        self.principal = principal
+        self.user = principal.name if principal.kind == "user" else (
+            "token:" + principal.name if principal.kind == "token" else None)
+        self.name = str(req.get("name") or "")[:256]
+        self.lang = str(req.get("lang") or "")[:64]
+        self.version = str(req.get("version") or "")[:64]
+        self.echo = bool(req.get("echo", True))
+        self.verbose = bool(req.get("verbose", False))
+        self.pedantic = bool(req.get("pedantic", False))
+        self.headers = bool(req.get("headers", False))
+        self.no_resp = bool(req.get("no_responders", False)) and self.headers
+        perms = principal.permissions
+        self.parser.pub_allow = perms.pub_allow
+        self.parser.pub_deny = perms.pub_deny
+        self.parser.route_pubs = not self.verbose    # verbose: every PUB answered from here
+        self.state = ST_READY
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.ok()
+        log.debug("client %d (%s) ready (NATS): name=%r lang=%r version=%r user=%r", self.id,
+                  self.peer, self.name, self.lang, self.version, self.user)
+
+    # -- the ops -----------------------------------------------------------------------
+
+    def _connect_again(self, it):
+        self.ok()                       # nats-server takes a second CONNECT too
+
+    def _pub(self, it):
+        _op, subject, reply, payload = it
+        for e in self.parser.route(subject, reply, payload):
+            if e[0] == "error":
+                self.err(0, e[1])
+                return
+            self.no_responders(e[1])
+        self.ok()
+
+    def _hpub(self, it):
+        _op, subject, reply, headers, payload = it
+        self.in_msgs_py += 1
+        perms = self.principal.permissions
+        if (perms.pub_allow is not None or perms.pub_deny is not None) \
+                and not perms.can_publish(subject):
+            self.server.n_denied += 1
+            self.err(0, 'Permissions Violation for Publish to "{}"'.format(subject))
+            return
+        flow = self.flow
+        try:
+            ev = event_from_nats(subject, headers, payload, flow.source)
+            before = flow.n_delivered
+            flow.publish_record(subject, ev.encode(), reply, self.outbuf)
+        except SubjectError:
+            self.err(0, "Invalid Publish Subject")
+            return
+        except EventError as exc:
+            self.err(0, "Invalid CloudEvents Headers: {}".format(exc))
+            return
+        except FastflowError as exc:
+            self.err(0, str(exc))
+            return
+        if reply and flow.n_delivered == before:
+            self.no_responders(reply)
+        self.ok()
+
+    def no_responders(self, reply):
+        """A request nobody received: a 503 status message to the
+        requester's subscription of its reply subject (if it asked)."""
+        if not self.no_resp:
+            return
+        try:
+            targets = self.flow.matcher.match(reply)
+        except (SubjectError, ValueError):
+            return
+        for t in targets:
+            if type(t) is WireTarget and t.outbuf is self.outbuf and t.nsid is not None:
+                self.outbuf.nats_msg(reply, t.nsid, None, _STATUS_503, b"")
+                return
+
+    def _sub(self, it):
+        _op, pattern, queue, sid = it
+        try:
+            validate_pattern(pattern)
+            if queue is not None:
+                validate_pattern(queue)
+                if "*" in queue.split(".") or ">" in queue.split("."):
+                    raise SubjectError("a queue group is a name, not a pattern")
+        except SubjectError:
+            self.err(0, "Invalid Subject")
+            return
+        perms = self.principal.permissions
+        if not perms.unrestricted and perms.subscribe_denied(pattern, queue) is not None:
+            self.server.n_denied += 1
+            self.err(0, 'Permissions Violation for Subscription to "{}"{}'.format(
+                pattern, ' using queue "{}"'.format(queue) if queue else ""))
+            return
+        old = self.subs.get(sid)
+        if old is not None and old[0].handle in self.flow.matcher:
+            self.ok()                   # a sid in use: nats-server ignores the SUB
+            return
+        if old is not None:
+            self._forget_sub(sid)
+        limit = self.cfg.max_subscriptions
+        if limit and len(self.subs) >= limit:
+            self._prune_subs()
+            if len(self.subs) >= limit:
+                self.err(0, "Maximum Subscriptions Exceeded")
+                return
+        t = WireTarget(self.outbuf, 0, self.echo, sid)
+        t.owner = self
+        self.flow.add(pattern, t, queue)
+        self.subs[sid] = (t, pattern, queue)
+        self.ok()
+
+    def _unsub(self, it):
+        _op, sid, mx = it
+        entry = self.subs.get(sid)
+        if entry is not None:
+            t = entry[0]
+            if mx and mx > t.delivered:
+                t.remaining = mx - t.delivered  # max counts what was delivered already
+            else:
+                self._forget_sub(sid)
+        self.ok()
+
+    def _ping(self, it):
+        self.outbuf.write(_PONG)
+
+    def _client_err(self, it):
+        log.info("client %d (%s) sent -ERR %s", self.id, self.peer, it[1])
+
+    # -- monitoring --------------------------------------------------------------------
+
+    def stats(self, now, subs=False):
+        d = NativeConnection.stats(self, now, subs)
+        d["door"] = "nats"
+        d["headers"] = self.headers
+        d["verbose"] = self.verbose
+        return d
+
+
+_HANDLERS = {
+    "connect": NatsConnection._connect_again,
+    "pub": NatsConnection._pub,
+    "hpub": NatsConnection._hpub,
+    "sub": NatsConnection._sub,
+    "unsub": NatsConnection._unsub,
+    "ping": NatsConnection._ping,
+    "pong": NativeConnection._pong,
+    "-err": NatsConnection._client_err,
+}

@@ -1,0 +1,522 @@
+# The NATS client protocol as a second front door (docs/nats.md): NatsParser
+# cuts the text protocol (PUB, HPUB, SUB, UNSUB, CONNECT, PING, PONG, ...) out
+# of a byte stream fed in any pieces, op names in any case, and routes PUB to
+# the router in C as an event with the defaults (a new id, the flow's source,
+# type = the subject); _nats_msg writes MSG / HMSG lines into a connection's
+# OutBuf (the router calls it for WireTargets with a NATS sid).
+
+from libc.string cimport memchr
+
+cdef enum:
+    NATS_MAX_ARGS = 5
+    NATS_NUM_MAX = 18               # digits of a size or a max (fits an int64)
+
+cdef enum NatsOp:
+    NOP_PUB = 1
+    NOP_HPUB = 2
+    NOP_SUB = 3
+    NOP_UNSUB = 4
+    NOP_PING = 5
+    NOP_PONG = 6
+    NOP_CONNECT = 7
+    NOP_INFO = 8
+    NOP_OK = 9
+    NOP_ERR = 10
+    NOP_MSG = 11
+    NOP_HMSG = 12
+
+
+class NatsError(FastflowError):
+    """A NATS protocol error that closes the connection: ``text`` is what
+    the client gets as ``-ERR '<text>'`` (nats-server's wording), the
+    message adds the detail; ``frames`` are the entries handled before it."""
+
+    def __init__(self, text, detail=None):
+        FastflowError.__init__(self, text if not detail else '{}: {}'.format(text, detail))
+        self.text = text
+        self.detail = detail
+        self.frames = []
+
+    def __reduce__(self):
+        return (NatsError, (self.text, self.detail))
+
+
+cdef inline char _lower(char c) noexcept:
+    if c >= 65 and c <= 90:
+        return c + 32
+    return c
+
+
+cdef inline bint _is_space(char c) noexcept:
+    return c == 32 or c == 9
+
+
+cdef int _op_of(const char *p, Py_ssize_t n) noexcept:
+    """The op of the name p[:n] (any case), 0 if unknown."""
+    cdef char b[8]
+    cdef Py_ssize_t i
+    if n < 3 or n > 7:
+        return 0
+    for i in range(n):
+        b[i] = _lower(p[i])
+    if n == 3:
+        if memcmp(b, b'pub', 3) == 0:
+            return NOP_PUB
+        if memcmp(b, b'sub', 3) == 0:
+            return NOP_SUB
+        if memcmp(b, b'+ok', 3) == 0:
+            return NOP_OK
+        if memcmp(b, b'msg', 3) == 0:
+            return NOP_MSG
+    elif n == 4:
+        if memcmp(b, b'hpub', 4) == 0:
+            return NOP_HPUB
+        if memcmp(b, b'ping', 4) == 0:
+            return NOP_PING
+        if memcmp(b, b'pong', 4) == 0:
+            return NOP_PONG
+        if memcmp(b, b'info', 4) == 0:
+            return NOP_INFO
+        if memcmp(b, b'-err', 4) == 0:
+            return NOP_ERR
+        if memcmp(b, b'hmsg', 4) == 0:
+            return NOP_HMSG
+    elif n == 5:
+        if memcmp(b, b'unsub', 5) == 0:
+            return NOP_UNSUB
+    elif n == 7:
+        if memcmp(b, b'connect', 7) == 0:
+            return NOP_CONNECT
+    return 0
+
+
+cdef int64_t _num(const char *p, Py_ssize_t n) noexcept:
+    """The decimal number p[:n], -1 if it is not one."""
+    cdef int64_t v = 0
+    cdef Py_ssize_t i
+    if n == 0 or n > NATS_NUM_MAX:
+        return -1
+    for i in range(n):
+        if p[i] < 48 or p[i] > 57:
+            return -1
+        v = v * 10 + (p[i] - 48)
+    return v
+
+
+cdef inline char *_put_num(char *p, int64_t v) noexcept:
+    cdef char tmp[24]
+    cdef int i = 0
+    if v == 0:
+        p[0] = 48
+        return p + 1
+    while v:
+        tmp[i] = <char>(48 + v % 10)
+        v //= 10
+        i += 1
+    while i:
+        i -= 1
+        p[0] = tmp[i]
+        p += 1
+    return p
+
+
+cdef int _nats_msg(OutBuf ob, const char *sid, Py_ssize_t sidn, const char *s, Py_ssize_t sn,
+                   const char *r, Py_ssize_t rn, const char *h, Py_ssize_t hn,
+                   const char *d, Py_ssize_t dn) except -1:
+    """Append ``MSG <s> <sid> [<r>] <dn>`` + data (no headers: ``h`` NULL)
+    or ``HMSG <s> <sid> [<r>] <hn> <hn+dn>`` + headers + data; 0 if it was
+    dropped (over max_pending, closed)."""
+    cdef Py_ssize_t bound = 5 + sn + 1 + sidn + 1 + rn + 1 + 40 + 2 + hn + dn + 2
+    cdef bint was_empty = ob.n == 0
+    cdef char *p0 = ob._reserve(bound)
+    cdef char *p = p0
+    if p == NULL:
+        return 0
+    if h != NULL:
+        memcpy(p, b'HMSG ', 5)
+        p += 5
+    else:
+        memcpy(p, b'MSG ', 4)
+        p += 4
+    memcpy(p, s, sn)
+    p += sn
+    p[0] = 32
+    memcpy(p + 1, sid, sidn)
+    p += 1 + sidn
+    p[0] = 32
+    p += 1
+    if rn:
+        memcpy(p, r, rn)
+        p += rn
+        p[0] = 32
+        p += 1
+    if h != NULL:
+        p = _put_num(p, hn)
+        p[0] = 32
+        p = _put_num(p + 1, hn + dn)
+    else:
+        p = _put_num(p, dn)
+    p[0] = 13
+    p[1] = 10
+    p += 2
+    if hn:
+        memcpy(p, h, hn)
+        p += hn
+    if dn:
+        memcpy(p, d, dn)
+        p += dn
+    p[0] = 13
+    p[1] = 10
+    p += 2
+    ob._wrote(p - p0, was_empty, True)
+    return 1
+
+
+cdef int _nats_plain(const char *rec, Py_ssize_t rn, const char *dp, Py_ssize_t dn,
+                     const char **data, Py_ssize_t *datan) except -1:
+    """Where the data of a record (``rec``, or a header in ``rec`` and the
+    data at ``dp``) is; 1 if the event carries nothing but the defaults a
+    NATS subscriber would not see (a generated id, type = the subject, no
+    lineage, no optional attribute or extension): it goes as a plain MSG."""
+    cdef Py_ssize_t off
+    if dp != NULL:                      # the router's record of a default event
+        data[0] = dp
+        datan[0] = dn
+        return 1
+    off = _ev_data_offset(rec, rn)
+    data[0] = rec + off
+    datan[0] = rn - off
+    return ((<uint8_t>rec[1] & (EVF_GENID | EVF_TYPE_SUBJECT)) == (EVF_GENID | EVF_TYPE_SUBJECT)
+            and _rd16(rec + 10) == 0 and _rd32(rec + 12) == 0)
+
+
+@cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class NatsParser:
+    """Cuts the NATS client protocol out of a byte stream fed in any pieces.
+
+    ``feed(data)`` returns entries for what it completed, except the PUBs it
+    routes itself (``router`` set, ``route_pubs``, and no other op before
+    them in this feed): those go to ``router`` in C as events with the
+    defaults.  Entries: ``('connect', json bytes)``, ``('sub', subject,
+    queue or None, sid)``, ``('unsub', sid, max)``, ``('ping',)``,
+    ``('pong',)``, ``('pub', subject, reply or None, payload)``,
+    ``('hpub', subject, reply or None, headers, payload)``, ``('info',
+    json bytes)``, ``('+ok',)``, ``('-err', text)``, and from routed PUBs
+    ``('error', text)`` (a non-closing -ERR: invalid publish subject,
+    permissions) and ``('noresp', reply)`` (a request nobody received).
+    A protocol error raises ``NatsError`` (its ``text`` is the -ERR text)
+    whose ``frames`` are the entries before it; the parser then refuses
+    more input.
+    """
+    cdef char *buf
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t need                    # bytes the buffered op needs (0: unknown)
+    cdef char *rec                          # the record of a PUB being routed
+    cdef Py_ssize_t rcap
+    cdef public Router router               # None: return PUBs too
+    cdef public OutBuf out                  # this connection's output (echo)
+    cdef public Matcher pub_allow           # None: everything allowed
+    cdef public Matcher pub_deny            # None: nothing denied
+    cdef public Py_ssize_t max_payload
+    cdef public Py_ssize_t max_control
+    cdef public bint route_pubs             # False until CONNECT is done (and in verbose mode)
+    cdef bytes last_pb                      # the last PUB subject (bytes and str):
+    cdef str last_ps                        # a stream of one subject decodes it once
+    cdef readonly int64_t ops_in
+    cdef readonly int64_t bytes_in
+    cdef readonly int64_t pubs_in
+    cdef readonly int64_t denied
+    cdef object failed
+
+    def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
+                 Py_ssize_t max_control=4096):
+        self.router = router
+        self.out = out
+        self.max_payload = max_payload
+        self.max_control = max_control
+
+    def __dealloc__(self):
+        free(self.buf)
+        free(self.rec)
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete op held."""
+        return self.n
+
+    def feed(self, data):
+        cdef Py_buffer view
+        cdef list out = []
+        cdef Py_ssize_t used
+        if self.failed is not None:
+            raise NatsError(self.failed.text, 'the stream was malformed before: {}'.format(
+                self.failed))
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self.bytes_in += view.len
+            if self.n == 0:
+                used = self._parse(<const char *>view.buf, view.len, out)
+                if used < view.len:
+                    self._keep(<const char *>view.buf + used, view.len - used)
+            else:
+                self._keep(<const char *>view.buf, view.len)
+                if self.need and self.n < self.need:
+                    return out          # a payload still arriving: nothing to parse yet
+                used = self._parse(self.buf, self.n, out)
+                if used:
+                    memmove(self.buf, self.buf + used, self.n - used)
+                    self.n -= used
+        except NatsError as exc:
+            exc.frames = out
+            self.failed = exc
+            self.n = 0
+            raise
+        finally:
+            PyBuffer_Release(&view)
+        return out
+
+    cdef int _keep(self, const char *p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap
+        cdef char *b
+        if self.n + n > self.cap:
+            cap = max(4096, self.cap * 2, self.n + n)
+            b = <char *>realloc(self.buf, cap)
+            if b == NULL:
+                raise MemoryError()
+            self.buf = b
+            self.cap = cap
+        memcpy(self.buf + self.n, p, n)
+        self.n += n
+        return 0
+
+    cdef Py_ssize_t _parse(self, const char *p, Py_ssize_t n, list out) except -1:
+        """Handle the complete ops of p[:n]; returns the bytes used."""
+        cdef Py_ssize_t off = 0, ll, end, i, na, k, body, hn, tn
+        cdef const char *line
+        cdef const char *e
+        cdef const char *a[NATS_MAX_ARGS]
+        cdef Py_ssize_t an[NATS_MAX_ARGS]
+        cdef int op
+        cdef int64_t v
+        # PUBs are routed here only until an op goes back to Python: a SUB
+        # before a PUB must be handled before that PUB
+        cdef bint in_order = True
+        self.need = 0
+        while off < n:
+            line = p + off
+            e = <const char *>memchr(line, 10, n - off)
+            if e == NULL:
+                if n - off > self.max_control:
+                    raise NatsError('Maximum Control Line Exceeded', 'no line end within {} '
+                                    'bytes (max_control)'.format(self.max_control))
+                break
+            ll = e - line                   # without the \n
+            end = off + ll + 1              # where the next op (or the payload) starts
+            if ll and line[ll - 1] == 13:
+                ll -= 1
+            if ll > self.max_control:
+                raise NatsError('Maximum Control Line Exceeded', 'a line of {} bytes, '
+                                'max_control is {}'.format(ll, self.max_control))
+            k = 0
+            while k < ll and not _is_space(line[k]):
+                k += 1
+            op = _op_of(line, k)
+            if op == 0:
+                raise NatsError('Unknown Protocol Operation', repr(
+                    PyBytes_FromStringAndSize(line, min(ll, 32))))
+            self.ops_in += 1
+            if op == NOP_CONNECT or op == NOP_INFO or op == NOP_ERR:
+                while k < ll and _is_space(line[k]):
+                    k += 1
+                in_order = False
+                if op == NOP_CONNECT:
+                    out.append(('connect', PyBytes_FromStringAndSize(line + k, ll - k)))
+                elif op == NOP_INFO:
+                    out.append(('info', PyBytes_FromStringAndSize(line + k, ll - k)))
+                else:
+                    out.append(('-err', PyUnicode_DecodeUTF8(line + k, ll - k, 'replace')))
+                off = end
+                continue
+            # the arguments, separated by spaces or tabs
+            na = 0
+            i = k
+            while i < ll:
+                while i < ll and _is_space(line[i]):
+                    i += 1
+                if i >= ll:
+                    break
+                if na == NATS_MAX_ARGS:
+                    raise NatsError('Parser Error', 'too many arguments in {!r}'.format(
+                        PyBytes_FromStringAndSize(line, min(ll, 64))))
+                a[na] = line + i
+                while i < ll and not _is_space(line[i]):
+                    i += 1
+                an[na] = line + i - a[na]
+                na += 1
+            if op == NOP_PUB or op == NOP_HPUB:
+                if op == NOP_PUB:
+                    if na != 2 and na != 3:
+                        raise NatsError('Parser Error', 'PUB takes a subject, an optional reply '
+                                        'subject and a size, got {} arguments'.format(na))
+                    hn = 0
+                    tn = _num(a[na - 1], an[na - 1])
+                else:
+                    if na != 3 and na != 4:
+                        raise NatsError('Parser Error', 'HPUB takes a subject, an optional '
+                                        'reply subject, a header size and a total size, got {} '
+                                        'arguments'.format(na))
+                    hn = _num(a[na - 2], an[na - 2])
+                    tn = _num(a[na - 1], an[na - 1])
+                    if hn < 0 or (tn >= 0 and hn > tn):
+                        raise NatsError('Parser Error', 'HPUB header size {!r} is not a number '
+                                        'up to the total size'.format(
+                                            PyBytes_FromStringAndSize(a[na - 2], an[na - 2])))
+                if tn < 0:
+                    raise NatsError('Parser Error', 'size {!r} is not a number'.format(
+                        PyBytes_FromStringAndSize(a[na - 1], an[na - 1])))
+                if tn > self.max_payload:
+                    raise NatsError('Maximum Payload Violation', 'a payload of {} bytes, '
+                                    'max_payload is {}'.format(tn, self.max_payload))
+                body = end
+                if n - body < tn + 2:
+                    self.need = body + tn + 2 - off
+                    break                   # the payload is not all here yet
+                if p[body + tn] != 13 or p[body + tn + 1] != 10:
+                    raise NatsError('Parser Error', 'the payload of {} bytes is not followed '
+                                    'by CRLF'.format(tn))
+                if op == NOP_PUB:
+                    if in_order and self.route_pubs and self.router is not None:
+                        self.pubs_in += 1
+                        self._route(a[0], an[0], a[1] if na == 3 else NULL,
+                                    an[1] if na == 3 else 0, p + body, tn, out)
+                    else:
+                        in_order = False
+                        out.append(('pub', _nats_str(a[0], an[0], 'subject'),
+                                    _nats_str(a[1], an[1], 'reply subject') if na == 3 else None,
+                                    PyBytes_FromStringAndSize(p + body, tn)))
+                else:
+                    in_order = False
+                    out.append(('hpub', _nats_str(a[0], an[0], 'subject'),
+                                _nats_str(a[1], an[1], 'reply subject') if na == 4 else None,
+                                PyBytes_FromStringAndSize(p + body, hn),
+                                PyBytes_FromStringAndSize(p + body + hn, tn - hn)))
+                off = body + tn + 2
+                continue
+            in_order = False
+            if op == NOP_SUB:
+                if na != 2 and na != 3:
+                    raise NatsError('Parser Error', 'SUB takes a subject, an optional queue '
+                                    'group and a sid, got {} arguments'.format(na))
+                out.append(('sub', _nats_str(a[0], an[0], 'subject'),
+                            _nats_str(a[1], an[1], 'queue group') if na == 3 else None,
+                            _nats_str(a[na - 1], an[na - 1], 'sid')))
+            elif op == NOP_UNSUB:
+                if na != 1 and na != 2:
+                    raise NatsError('Parser Error', 'UNSUB takes a sid and an optional max, '
+                                    'got {} arguments'.format(na))
+                v = 0
+                if na == 2:
+                    v = _num(a[1], an[1])
+                    if v < 0:
+                        raise NatsError('Parser Error', 'UNSUB max {!r} is not a number'.format(
+                            PyBytes_FromStringAndSize(a[1], an[1])))
+                out.append(('unsub', _nats_str(a[0], an[0], 'sid'), v))
+            elif op == NOP_PING:
+                out.append(('ping',))
+            elif op == NOP_PONG:
+                out.append(('pong',))
+            elif op == NOP_OK:
+                out.append(('+ok',))
+            else:                           # MSG / HMSG: the server's ops, not a client's
+                raise NatsError('Unknown Protocol Operation', '{} is sent by servers, not '
+                                'clients'.format('MSG' if op == NOP_MSG else 'HMSG'))
+            off = end
+        return off
+
+    def route(self, subject, reply, payload):
+        """Publish ``payload`` on ``subject`` (with ``reply``) as the C path
+        does; returns the ('error', text) / ('noresp', reply) entries."""
+        cdef list out = []
+        cdef const char *sp
+        cdef const char *rp = NULL
+        cdef Py_ssize_t sn, rn = 0
+        cdef Py_buffer view
+        as_utf8(subject, &sp, &sn, False)
+        if reply is not None:
+            as_utf8(reply, &rp, &rn, False)
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            self.pubs_in += 1
+            self._route(sp, sn, rp, rn, <const char *>view.buf, view.len, out)
+        finally:
+            PyBuffer_Release(&view)
+        return out
+
+    cdef int _route(self, const char *s, Py_ssize_t sn, const char *r, Py_ssize_t rn,
+                    const char *d, Py_ssize_t dn, list out) except -1:
+        """A PUB: an event with the defaults, routed; problems go to ``out``."""
+        global _id_counter
+        cdef object subject
+        cdef Router rt = self.router
+        cdef Py_ssize_t srcn = PyBytes_GET_SIZE(rt.source_b)
+        cdef Py_ssize_t rlen = EV_HEADER + EV_GENID + srcn + dn
+        cdef uint64_t h0 = (<uint64_t>EV_VERSION | (<uint64_t>(EVF_GENID | EVF_TYPE_SUBJECT) << 8)
+                            | (<uint64_t>srcn << 48))
+        cdef uint64_t h1 = 0
+        cdef int64_t before
+        cdef char *b
+        if (self.last_pb is not None and sn == PyBytes_GET_SIZE(self.last_pb)
+                and memcmp(PyBytes_AS_STRING(self.last_pb), s, sn) == 0):
+            subject = self.last_ps          # a stream of one subject: decoded once
+        else:
+            try:
+                subject = PyUnicode_DecodeUTF8(s, sn, 'strict')
+            except UnicodeDecodeError:
+                out.append(('error', 'Invalid Publish Subject'))
+                return 0
+            self.last_pb = PyBytes_FromStringAndSize(s, sn)
+            self.last_ps = subject
+        if (self.pub_allow is not None and not self.pub_allow.match(subject)) or (
+                self.pub_deny is not None and self.pub_deny.match(subject)):
+            self.denied += 1
+            out.append(('error', 'Permissions Violation for Publish to "{}"'.format(subject)))
+            return 0
+        if rlen > self.rcap:
+            b = <char *>realloc(self.rec, max(rlen, 4096))
+            if b == NULL:
+                raise MemoryError()
+            self.rec = b
+            self.rcap = max(rlen, 4096)
+        b = self.rec
+        _id_counter += 1
+        memcpy(b, &h0, 8)
+        memcpy(b + 8, &h1, 8)
+        memcpy(b + 16, &_id_prefix, 8)
+        memcpy(b + 24, &_id_counter, 8)
+        memcpy(b + 32, PyBytes_AS_STRING(rt.source_b), srcn)
+        if dn:
+            memcpy(b + 32 + srcn, d, dn)
+        before = rt.n_delivered
+        try:
+            rt._publish_wire(subject, r, rn, b, rlen, self.out)
+        except SubjectError:
+            out.append(('error', 'Invalid Publish Subject'))
+            return 0
+        except UnicodeDecodeError:
+            out.append(('error', 'Invalid Publish Subject'))
+            return 0
+        except FastflowError as exc:        # a stream refused it (full, too large)
+            out.append(('error', str(exc)))
+            return 0
+        if rn and rt.n_delivered == before:
+            out.append(('noresp', PyUnicode_DecodeUTF8(r, rn, 'replace')))
+        return 0
+
+
+cdef str _nats_str(const char *p, Py_ssize_t n, str what):
+    try:
+        return PyUnicode_DecodeUTF8(p, n, 'strict')
+    except UnicodeDecodeError:
+        raise NatsError('Parser Error', 'the {} is not UTF-8'.format(what)) from None
