@@ -131,7 +131,54 @@ class NatsConnection(NativeConnection):
         self.parser = NatsParser(self.flow, self.outbuf, cfg.max_payload, cfg.nats_max_control)
         self.headers = False
         self.no_resp = False
+        self._upgrading = False
         self.pedantic = False
+
+    # -- TLS: INFO in plain text, then the client starts the handshake -----------------
+
+    def connection_made(self, transport):
+        NativeConnection.connection_made(self, transport)
+        if self.server.ssl_context is None or self.state >= ST_CLOSING:
+            return
+        # INFO goes out now, in plain text; nothing more is read until the
+        # handshake is done (a client that writes instead is refused)
+        self._upgrading = True
+        transport.write(self.outbuf.take())
+        self.pause("tls")
+        self._track(self.loop.create_task(self._start_tls()))
+
+    async def _start_tls(self):
+        cfg = self.cfg
+        old = self.transport
+        try:
+            tr = await self.loop.start_tls(old, self, self.server.ssl_context, server_side=True,
+                                           ssl_handshake_timeout=cfg.tls_handshake_timeout)
+        except Exception as exc:            # (CancelledError: the connection went first)
+            log.info("client %d (%s): TLS handshake failed: %s", self.id, self.peer,
+                     exc or type(exc).__name__)
+            self.server.n_auth_failures += 1
+            self.close_reason = "TLS handshake failed: {}".format(exc or type(exc).__name__)
+            self.state = ST_CLOSED
+            self._teardown()
+            old.abort()
+            return
+        self._upgrading = False
+        self.transport = tr
+        sslobj = tr.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.tls = {"version": sslobj.version(), "cipher": (sslobj.cipher() or ("",))[0]}
+            cert = tr.get_extra_info("peercert")
+            if cert:
+                self.tls["subject"] = dict(x[0] for x in cert.get("subject", ()) if x)
+        try:
+            tr.set_write_buffer_limits(high=cfg.write_high_water, low=cfg.write_low_water)
+        except (AttributeError, NotImplementedError):
+            pass
+        self._pause.discard("tls")
+        if not self._pause and self.state < ST_CLOSING:
+            tr.resume_reading()
+        if len(self.outbuf):
+            self.flush()
 
     # -- what differs from the native door's output ----------------------------------
 
@@ -146,6 +193,10 @@ class NatsConnection(NativeConnection):
         }
         if srv.auth.required:
             info["auth_required"] = True
+        if srv.ssl_context is not None:
+            info["tls_required"] = True
+            if cfg.tls_verify:
+                info["tls_verify"] = True
         self.outbuf.write(b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n")
 
     def _close_data(self, code, message, rid):
@@ -153,6 +204,12 @@ class NatsConnection(NativeConnection):
         if code == 408:
             text = "Stale Connection" if "stale" in message else "Authentication Timeout"
         return _err_line(text or message)
+
+    def flush(self):
+        if self._upgrading:                 # written once the handshake is done
+            self._flush_scheduled = False
+            return
+        NativeConnection.flush(self)
 
     def _send_ping(self):
         self.outbuf.write(_PING)
@@ -169,6 +226,9 @@ class NatsConnection(NativeConnection):
 
     def data_received(self, data):
         if self.state >= ST_CLOSING or self.server.stopping:
+            return
+        if self._upgrading:                 # plain text where TLS was required
+            self.close(400, "Secure Connection - TLS Required")
             return
         self.last_in = self.loop.time()
         self.pings_out = 0
