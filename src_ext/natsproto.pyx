@@ -471,11 +471,7 @@ cdef class NatsParser:
                 and memcmp(PyBytes_AS_STRING(self.last_pb), s, sn) == 0):
             subject = self.last_ps          # a stream of one subject: decoded once
         else:
-            try:
-                subject = PyUnicode_DecodeUTF8(s, sn, 'strict')
-            except UnicodeDecodeError:
-                out.append(('error', 'Invalid Publish Subject'))
-                return 0
+            subject = _nats_str(s, sn, 'subject')
             self.last_pb = PyBytes_FromStringAndSize(s, sn)
             self.last_ps = subject
         if (self.pub_allow is not None and not self.pub_allow.match(subject)) or (
