@@ -240,14 +240,67 @@ class OutBuf:
         buf += r
         buf += b0
         buf += b1
+        self._wrote(was_empty, op == OP_MSG)
+        return 1
+
+    def _wrote(self, was_empty, msg):
+        """Bytes were appended (after ``_reserve``): count the frame, call
+        the hooks."""
         self._frames += 1
-        if op == OP_MSG:
+        if msg:
             self._msgs += 1
         if was_empty and self.on_data is not None:
             self.on_data()
-        if self.flush_at and len(buf) >= self.flush_at and self.on_flush is not None:
+        if self.flush_at and len(self._buf) >= self.flush_at and self.on_flush is not None:
             self.on_flush()
+
+    def write(self, data):
+        """Append raw bytes (a text protocol's control lines).  Returns
+        False if they were dropped (over ``max_pending`` or closed)."""
+        d = _record_bytes(data)
+        was_empty = not self._buf
+        if not self._reserve(len(d)):
+            return False
+        self._buf += d
+        self._wrote(was_empty, False)
+        return True
+
+    def _nats_msg(self, sid, s, r, h, d):
+        """Append ``MSG <s> <sid> [<r>] <len(d)>`` + ``d`` (``h`` None) or
+        ``HMSG <s> <sid> [<r>] <len(h)> <len(h)+len(d)>`` + ``h`` + ``d``
+        (all bytes); 0 if it was dropped (engine use: the router's NATS
+        subscriptions)."""
+        hn = len(h) if h is not None else 0
+        dn = len(d)
+        # (the limit is checked against the native core's bound of the size)
+        bound = 5 + len(s) + 1 + len(sid) + 1 + len(r) + 1 + 40 + 2 + hn + dn + 2
+        was_empty = not self._buf
+        if not self._reserve(bound):
+            return 0
+        parts = [b"HMSG " if h is not None else b"MSG ", s, b" ", sid, b" "]
+        if r:
+            parts.append(r)
+            parts.append(b" ")
+        if h is not None:
+            parts.append(b"%d %d\r\n" % (hn, hn + dn))
+            parts.append(h)
+        else:
+            parts.append(b"%d\r\n" % dn)
+        parts.append(d)
+        parts.append(b"\r\n")
+        self._buf += b"".join(parts)
+        self._wrote(was_empty, True)
         return 1
+
+    def nats_msg(self, subject, sid, reply=None, headers=None, data=b""):
+        """Append a NATS ``MSG`` (``headers`` None) or ``HMSG`` line with
+        its payload.  Returns False if it was dropped."""
+        s = _as_utf8(subject, False)
+        i = _as_utf8(sid, False)
+        r = _as_utf8(reply, False) if reply is not None else b""
+        h = bytes(headers) if headers is not None else None
+        d = _record_bytes(data)
+        return self._nats_msg(i, s, r, h, d) == 1
 
     def frame(self, op, flags=0, id=0, subject=b"", reply=b"", body=b""):
         """Append one frame (Python use: control frames).  Returns False if
@@ -284,11 +337,7 @@ class OutBuf:
         buf += _GENID.pack(_event._id_prefix, gid & 0xFFFFFFFFFFFFFFFF)
         buf += src
         buf += d
-        self._frames += 1
-        if was_empty and self.on_data is not None:
-            self.on_data()
-        if self.flush_at and len(buf) >= self.flush_at and self.on_flush is not None:
-            self.on_flush()
+        self._wrote(was_empty, False)
         return 1
 
     def publish(self, subject, data, source, reply=None, id=0, flags=0):

@@ -36,6 +36,7 @@ from fastflow._ref.event import (
     _c_ssize,
     _ev_check,
     _ev_copy,
+    _ev_data_offset,
     _ev_decode,
     _ev_encode,
     _ev_init_attrs,
@@ -233,20 +234,29 @@ class StreamTarget:
 @_final
 class WireTarget:
     """A network subscription: events are appended to its connection's
-    output (an OutBuf) as MSG frames (engine use; see fastflow.server)."""
+    output (an OutBuf) as MSG frames, or as NATS MSG/HMSG lines for a NATS
+    subscription (``nsid``, its sid) (engine use; see fastflow.server)."""
 
     __slots__ = ("_outbuf", "_sid", "_echo", "_remaining", "owner", "_delivered", "_dropped",
-                 "_handle")
+                 "_handle", "_nsid")
 
-    def __init__(self, outbuf, sid, echo=True):
+    def __init__(self, outbuf, sid, echo=True, nsid=None):
         if not isinstance(outbuf, OutBuf):
             raise TypeError("Argument 'outbuf' has incorrect type (expected {}.{}, got {})"
                             .format(OutBuf.__module__, OutBuf.__qualname__,
                                     type(outbuf).__name__))
         sid = _c_uint32(sid)
+        echo = bool(echo)
         self._outbuf = outbuf
         self._sid = sid
-        self._echo = bool(echo)         # False: not the connection's own publishes
+        self._echo = echo               # False: not the connection's own publishes
+        self._nsid = None               # a NATS subscription's sid: MSG/HMSG lines
+        if nsid is not None:
+            if isinstance(nsid, str):
+                nsid = nsid.encode("utf-8")
+            if type(nsid) is not bytes or not nsid:
+                raise TypeError("nsid must be a non-empty str or bytes (a NATS sid)")
+            self._nsid = nsid
         self._remaining = 0             # messages left before an automatic UNSUB (0: none)
         self.owner = None
         self._delivered = 0
@@ -255,6 +265,7 @@ class WireTarget:
 
     outbuf = _ro("_outbuf")
     sid = _ro("_sid")
+    nsid = _ro("_nsid", "a NATS subscription's sid (bytes): MSG/HMSG lines; None: MSG frames")
     delivered = _ro("_delivered")
     dropped = _ro("_dropped")
 
@@ -281,6 +292,22 @@ class WireTarget:
     @handle.setter
     def handle(self, v):
         self._handle = _c_int64(v)
+
+
+def _nats_plain(rec, ddata):
+    """``(plain, data)`` of a record for NATS subscribers: ``plain`` 1 if
+    the event carries nothing but the defaults a NATS subscriber would not
+    see (a generated id, type = the subject, no lineage, no optional
+    attribute or extension): it goes as a plain MSG; ``ddata`` is the data
+    when ``rec`` is the router's record of an event with every default."""
+    if ddata is not None:
+        return 1, ddata
+    n = len(rec)
+    data = rec[_ev_data_offset(rec, 0, n):]
+    _, flags, _, _, _, _, trn, restn = _HEADER.unpack_from(rec, 0)
+    plain = (flags & (EVF_GENID | EVF_TYPE_SUBJECT)) == (EVF_GENID | EVF_TYPE_SUBJECT) \
+        and trn == 0 and restn == 0
+    return (1 if plain else 0), data
 
 
 def _callback_error(r, exc, su):
@@ -370,7 +397,8 @@ class Router:
                  "advisory_handler", "__stamp", "__last_subject", "__last_version",
                  "__last_toks", "__n_published", "__n_delivered", "__n_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
-                 "__n_rejected", "__n_callback_errors", "closed", "__last_stream")
+                 "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
+                 "nats_headers")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -391,6 +419,9 @@ class Router:
         self.__hop_limit = hop_limit
         self.error_handler = None       # (exc, subscription) for callback errors
         self.advisory_handler = None    # (kind, info) for slow consumers, loops
+        # (event, generated_id) -> the NATS header block (bytes) of an event
+        # with attributes, for NATS subscriptions (None: sent without them)
+        self.nats_headers = None
         self.closed = False             # publish raises once set
         self.__last_stream = None       # the stream that stored the last publish
         self.__stamp = 0
@@ -453,12 +484,16 @@ class Router:
                          len(self.__source_b), 0, 0, 0),
             _GENID.pack(ev._gpre, ev._gid), self.__source_b, ev._data))
 
-    def __record(self, ev):
-        """The record of ``ev`` (bytes)."""
-        if (ev._gpre == _event._id_prefix and ev._gid and ev._type is None
+    def __is_default(self, ev):
+        """Whether ``ev`` has every default (its record: ``__default_record``)."""
+        return (ev._gpre == _event._id_prefix and ev._gid and ev._type is None
                 and ev._trace is None
                 and ev._rest is None and ev._rest_raw is None
-                and ev._source is self.__source):
+                and ev._source is self.__source)
+
+    def __record(self, ev):
+        """The record of ``ev`` (bytes)."""
+        if self.__is_default(ev):
             return self.__default_record(ev)
         return _ev_encode(ev)
 
@@ -546,6 +581,7 @@ class Router:
                 return 0
         value = m._value_or_missing
         rec = None
+        rdef = False                    # rec is the record of an event with every default
         if wrec is not None:
             rec = wrec                  # a record from the network: stored and sent as is
         elif ev is None:
@@ -578,7 +614,8 @@ class Router:
                 continue                # two patterns of one stream matched
             st._stamp = stamp
             if rec is None:
-                rec = self.__record(ev)
+                rdef = self.__is_default(ev)
+                rec = self.__default_record(ev) if rdef else _ev_encode(ev)
             try:
                 s = _append_routed(st._log, rs, rec)
             except (LogFullError, EventTooLarge):
@@ -601,16 +638,36 @@ class Router:
                 notify.append(st)
                 notify.append(s)
         sb = None                       # the subject's UTF-8 bytes (MSG frames)
+        nplain = -1                     # NATS subscribers: whether the event goes as a
+        nd = None                       # plain MSG (its data), else its header block
+        nhdr = None                     # (made once)
         for h in hs:
             v = value(h)
             if type(v) is WireTarget:
                 if not v._echo and v._outbuf is origin:
                     continue
                 if rec is None:
-                    rec = self.__record(ev)
+                    rdef = self.__is_default(ev)
+                    rec = self.__default_record(ev) if rdef else _ev_encode(ev)
                 if sb is None:
                     sb = subject.encode("utf-8") if isinstance(subject, str) else bytes(subject)
-                if v._outbuf._frame(OP_MSG, 0, v._sid, sb, reply or b"", rec):
+                if v._nsid is not None:
+                    if nplain < 0:
+                        nplain, nd = _nats_plain(rec, ev._data if rdef else None)
+                        if not nplain and self.nats_headers is not None:
+                            if ev is not None:
+                                nhdr = self.nats_headers(ev, ev._gid != 0)
+                            else:
+                                nhdr = self.nats_headers(
+                                    _ev_decode(subject, wrec, 0, len(wrec), seq,
+                                               self.__last_stream, now, None),
+                                    (wrec[1] & EVF_GENID) != 0)
+                            if type(nhdr) is not bytes:
+                                raise TypeError("nats_headers must return bytes")
+                    ok = v._outbuf._nats_msg(v._nsid, sb, reply or b"", nhdr, nd)
+                else:
+                    ok = v._outbuf._frame(OP_MSG, 0, v._sid, sb, reply or b"", rec)
+                if ok:
                     v._delivered += 1
                     self.__n_delivered += 1
                 else:

@@ -459,6 +459,7 @@ class Server:
         conns = list(self.conns.values())
         return {
             "connections": len(conns),
+            "nats_connections": sum(1 for c in conns if c.door == "nats"),
             "total_connections": self.n_total,
             "rejected_connections": self.n_rejected,
             "in_msgs": self.closed_in_msgs + sum(c.in_msgs for c in conns),

@@ -165,7 +165,8 @@ class MonitorServer:
             "server_id": srv.id, "server_name": srv.name, "version": fastflow.__version__,
             "proto": 1, "python": platform.python_version(), "loop": srv.loop_name,
             "core": "native" if COMPILED else "pure-Python", "pid": os.getpid(),
-            "host": cfg.host, "port": srv.port, "tls_required": cfg.tls,
+            "host": cfg.host, "port": srv.port, "nats_port": srv.nats_port,
+            "tls_required": cfg.tls,
             "tls_verify": cfg.tls_verify, "auth": srv.auth.describe(),
             "start": _rfc3339(srv.start_time), "now": _rfc3339(time.time()),
             "uptime_seconds": round(now - srv.t0, 3),
@@ -174,7 +175,7 @@ class MonitorServer:
         }
         d.update(st)
         d["limits"] = {k: getattr(cfg, k) for k in (
-            "max_payload", "max_control", "max_connections", "max_subscriptions", "max_pending",
+            "max_payload", "max_control", "nats_max_control", "max_connections", "max_subscriptions", "max_pending",
             "write_high_water", "write_low_water", "stall_timeout", "ping_interval",
             "max_pings_out", "auth_timeout", "drain_timeout")}
         d["matcher"] = fs.get("matcher", {})
@@ -249,6 +250,8 @@ class MonitorServer:
         one("fastflow_uptime_seconds", "gauge", "Seconds since the server started.",
             srv.loop.time() - srv.t0)
         one("fastflow_connections", "gauge", "Open client connections.", st["connections"])
+        one("fastflow_nats_connections", "gauge", "Open client connections of the NATS door.",
+            st["nats_connections"])
         one("fastflow_connections_total", "counter", "Client connections accepted.",
             st["total_connections"])
         one("fastflow_connections_rejected_total", "counter",

@@ -162,6 +162,8 @@ def _time_arg(v):
 class NativeConnection(asyncio.Protocol):
     """One client connection of the native protocol."""
 
+    door = "native"                     # which front door (monitoring)
+
     def __init__(self, server):
         self.server = server
         cfg = self.cfg = server.config
@@ -1082,7 +1084,8 @@ class NativeConnection(asyncio.Protocol):
         return self.outbuf.msgs
 
     def stats(self, now, subs=False):
-        d = {"cid": self.id, "peer": self.peer, "name": self.name, "lang": self.lang,
+        d = {"cid": self.id, "door": self.door, "peer": self.peer, "name": self.name,
+             "lang": self.lang,
              "version": self.version, "user": self.user, "state": _STATE_NAMES[self.state],
              "tls": self.tls, "echo": self.echo,
              "subscriptions": len(self.live_subscriptions()),

@@ -479,7 +479,6 @@ class NatsConnection(NativeConnection):
 
     def stats(self, now, subs=False):
         d = NativeConnection.stats(self, now, subs)
-        d["door"] = "nats"
         d["headers"] = self.headers
         d["verbose"] = self.verbose
         return d
