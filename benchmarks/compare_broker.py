@@ -1130,10 +1130,13 @@ def start_nats_server():
                   "nats-server " + version)
 
 
-def start_fastflow_server():
+def start_fastflow_server(extra_args=(), log_level="warning"):
+    """``python -m fastflow serve`` on a free port (``extra_args``: more
+    options, e.g. compare_nats.py's ``--nats-port``)."""
     port = free_port()
     child = Child("fastflow serve", [sys.executable, "-m", "fastflow", "serve", "--port",
-                                     str(port), "--monitor-port", "0", "--log-level", "warning"])
+                                     str(port), "--monitor-port", "0", "--log-level", log_level,
+                                     *extra_args])
     wait_listening(child, port, 20)
     import fastflow
 
@@ -1212,10 +1215,11 @@ class Bench:
         # <= 32 MiB of queued MSG frames (nats-server's default max_pending is 64 MiB)
         return max(1000, min(500_000, (32 << 20) // (size + 48)))
 
-    def run_tput(self, row, n):
-        """One throughput run of ``row`` with ``n`` published messages."""
+    def run_tput(self, row, n, server=None):
+        """One throughput run of ``row`` with ``n`` published messages (against
+        ``server``, default the client's own)."""
         client, size, subs = row["client"], row["size"], row["subs"]
-        server = self.servers[CLIENTS[client][1]]
+        server = server or self.servers[CLIENTS[client][1]]
         win = self.window(size)
         timeout = self.timeout_for(n * subs)
         deadline = time.monotonic() + timeout + 10
@@ -1295,8 +1299,8 @@ class Bench:
         return dict(samples=r["latencies_ns"], pub_seconds=p["seconds"], sent=p["sent"],
                     cpu=dict(pub=p.get("cpu_s"), sub=r.get("cpu_s")))
 
-    def run_rr(self, client, n, warm):
-        server = self.servers[CLIENTS[client][1]]
+    def run_rr(self, client, n, warm, server=None):
+        server = server or self.servers[CLIENTS[client][1]]
         timeout = 30 + (n + warm) / 2000
         base = dict(url=server.url, size=16, timeout=timeout, kind="rr")
         children = []
