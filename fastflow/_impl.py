@@ -48,6 +48,7 @@ if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true",
     from fastflow._ref.event import Event, events_from_batch
     from fastflow._ref.log import Batch, Log, Position, Record
     from fastflow._ref.matcher import Matcher, MatchBatch
+    from fastflow._ref.natsproto import NatsError, NatsParser
     from fastflow._ref.router import Router, StreamTarget, SubTarget, WireTarget
     from fastflow._ref.subjects import validate_pattern, validate_subject
 

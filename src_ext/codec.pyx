@@ -99,8 +99,13 @@ cdef class OutBuf:
             self.dropped += 1
             return NULL
         if self.max_pending and self.n + size > self.max_pending:
-            self.overflow = True
             self.dropped += 1
+            if not self.overflow:
+                self.overflow = True
+                # nothing may be pending here (the socket holds the rest):
+                # make the connection look now, not at its next tick
+                if self.n == 0 and self.on_data is not None:
+                    self.on_data()
             return NULL
         if self.n + size > self.cap:
             cap = max(OUTBUF_MIN, self.cap * 2, self.n + size)

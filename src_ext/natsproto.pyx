@@ -308,8 +308,9 @@ cdef class NatsParser:
             line = p + off
             e = <const char *>memchr(line, 10, n - off)
             if e == NULL:
-                if n - off > self.max_control:
-                    raise NatsError('Maximum Control Line Exceeded', 'no line end within {} '
+                # (a read may end between the CR and the LF of a line)
+                if n - off - (p[n - 1] == 13) > self.max_control:
+                    raise NatsError('maximum control line exceeded', 'no line end within {} '
                                     'bytes (max_control)'.format(self.max_control))
                 break
             ll = e - line                   # without the \n
@@ -317,7 +318,7 @@ cdef class NatsParser:
             if ll and line[ll - 1] == 13:
                 ll -= 1
             if ll > self.max_control:
-                raise NatsError('Maximum Control Line Exceeded', 'a line of {} bytes, '
+                raise NatsError('maximum control line exceeded', 'a line of {} bytes, '
                                 'max_control is {}'.format(ll, self.max_control))
             k = 0
             while k < ll and not _is_space(line[k]):
@@ -382,6 +383,7 @@ cdef class NatsParser:
                 body = end
                 if n - body < tn + 2:
                     self.need = body + tn + 2 - off
+                    self.ops_in -= 1        # (counted when it is complete)
                     break                   # the payload is not all here yet
                 if p[body + tn] != 13 or p[body + tn + 1] != 10:
                     raise NatsError('Parser Error', 'the payload of {} bytes is not followed '
@@ -443,6 +445,8 @@ cdef class NatsParser:
         cdef const char *rp = NULL
         cdef Py_ssize_t sn, rn = 0
         cdef Py_buffer view
+        if self.router is None:
+            raise TypeError('NatsParser.route() needs a router (router is None)')
         as_utf8(subject, &sp, &sn, False)
         if reply is not None:
             as_utf8(reply, &rp, &rn, False)
@@ -474,11 +478,19 @@ cdef class NatsParser:
             subject = _nats_str(s, sn, 'subject')
             self.last_pb = PyBytes_FromStringAndSize(s, sn)
             self.last_ps = subject
-        if (self.pub_allow is not None and not self.pub_allow.match(subject)) or (
-                self.pub_deny is not None and self.pub_deny.match(subject)):
-            self.denied += 1
-            out.append(('error', 'Permissions Violation for Publish to "{}"'.format(subject)))
-            return 0
+        if rn:
+            _nats_str(r, rn, 'reply subject')      # (a Parser Error, as on the other path)
+        if self.pub_allow is not None or self.pub_deny is not None:
+            try:
+                if (self.pub_allow is not None and not self.pub_allow.match(subject)) or (
+                        self.pub_deny is not None and self.pub_deny.match(subject)):
+                    self.denied += 1
+                    out.append(('error', 'Permissions Violation for Publish to "{}"'.format(
+                        subject)))
+                    return 0
+            except SubjectError:
+                out.append(('error', 'Invalid Publish Subject'))
+                return 0
         if rlen > self.rcap:
             b = <char *>realloc(self.rec, max(rlen, 4096))
             if b == NULL:

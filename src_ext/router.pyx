@@ -218,6 +218,7 @@ cdef class Router:
     cdef readonly str last_stream           # the stream that stored the last publish
     cdef char *scratch
     cdef Py_ssize_t scap
+    cdef int depth                          # deliveries under way (nested publishes)
     cdef uint64_t stamp
     cdef object last_subject                # publish_batch: the last subject matched,
     cdef uint64_t last_version              # the matcher's version then,
@@ -441,6 +442,10 @@ cdef class Router:
         cdef Py_ssize_t ndn = 0
         cdef int nplain_ev = -1             # whether the event goes as a plain MSG,
         cdef object nhdr = None             # else its header block (made once)
+        cdef Event hev
+        cdef char *outer_scratch = NULL
+        cdef Py_ssize_t outer_scap = 0
+        cdef bint nested = False
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
@@ -457,6 +462,16 @@ cdef class Router:
             if rw == NULL:
                 raise MemoryError()
         memcpy(rw, res, nw * sizeof(int64_t))
+        # a publish from a callback (or another thread) while this one
+        # delivers gets a scratch buffer of its own: ``rec`` may point into
+        # this one's until the end
+        if self.depth:
+            outer_scratch = self.scratch
+            outer_scap = self.scap
+            self.scratch = NULL
+            self.scap = 0
+            nested = True
+        self.depth += 1
         try:
             if ev is not None and (ev.hops or ev._trace is not None):
                 reason = _attrs.check_lineage(self.name, subject, ev.hops, ev._trace,
@@ -550,7 +565,13 @@ cdef class Router:
                             nplain_ev = _nats_plain(rec, rlen, dp, dn, &nd, &ndn)
                             if not nplain_ev and self.nats_headers is not None:
                                 if ev is not None:
-                                    nhdr = self.nats_headers(ev, ev._gid != 0)
+                                    # the event as published: without this
+                                    # flow's lineage entry (which only the
+                                    # in-process deliveries carry)
+                                    hev = Event.__new__(Event)
+                                    _ev_copy(hev, ev)
+                                    hev._origin = None
+                                    nhdr = self.nats_headers(hev, ev._gid != 0)
                                 else:
                                     nhdr = self.nats_headers(
                                         _ev_decode(subject, wrec, wrn, seq, self.last_stream,
@@ -600,6 +621,11 @@ cdef class Router:
                     for listener in list(st.listeners):
                         listener(notify[i + 1])
         finally:
+            self.depth -= 1
+            if nested:
+                free(self.scratch)
+                self.scratch = outer_scratch
+                self.scap = outer_scap
             if hs != local and hs != rw + 2:
                 free(hs)
             if rw != localw:

@@ -278,3 +278,359 @@ def tls_files(tmp_path_factory):
     return SimpleNamespace(ca=str(d / "ca.pem"), cert=str(d / "server.pem"),
                            key=str(d / "server.key"), client_cert=str(d / "client.pem"),
                            client_key=str(d / "client.key"))
+
+
+# -- the NATS door (test_nats.py): peers, fastflow with --nats-port, a real nats-server ------
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+NATS_GO_SRC = "/usr/share/gocode/src/github.com/nats-io/nats.go"
+PEERS = {
+    "nats-server": "the nats-server binary (Debian/Ubuntu: apt-get install nats-server)",
+    "nats-py": "the NATS Python client 2.x (pip install 'nats-py>=2.2')",
+    "go": "the Go toolchain and the nats.go sources (Debian/Ubuntu: apt-get install golang-go "
+          "golang-github-nats-io-go-nats-dev, which puts them under /usr/share/gocode)",
+}
+
+
+def nats_server_binary():
+    """The path of nats-server (also looked for in /usr/sbin, where Debian
+    puts it and which a non-root PATH often lacks), or None."""
+    return (shutil.which("nats-server")
+            or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin:/usr/local/bin"))
+
+
+def _peer_missing(name):
+    """Why peer ``name`` (a key of PEERS) cannot be used, or None."""
+    if name == "nats-server":
+        return None if nats_server_binary() else "no nats-server on PATH or in /usr/sbin"
+    if name == "nats-py":
+        if importlib.util.find_spec("nats") is None:
+            return "the Python module 'nats' is not installed"
+        try:
+            from nats.aio.client import Client
+        except ImportError as exc:
+            return "the 'nats' module is not nats-py ({})".format(exc)
+        import inspect
+        if "no_echo" not in inspect.signature(Client.connect).parameters:
+            return "nats-py is too old (no no_echo option: 2.x needed)"
+        return None
+    if name == "go":
+        if not shutil.which("go"):
+            return "no `go` on PATH"
+        if not os.path.isfile(os.path.join(NATS_GO_SRC, "nats.go")):
+            return "no nats.go sources under {}".format(NATS_GO_SRC)
+        return None
+    raise ValueError("unknown peer {!r}".format(name))
+
+
+def require_peer(*names):
+    """Skip the test, loudly, when a peer it needs (PEERS) is missing; with
+    FASTFLOW_REQUIRE_PEERS=1 in the environment (CI), fail it instead."""
+    for name in names:
+        why = _peer_missing(name)
+        if why is None:
+            continue
+        msg = ("MISSING TEST PEER {!r}: {}. This test needs {}. (With FASTFLOW_REQUIRE_PEERS=1 "
+               "a missing peer is a failure.)".format(name, why, PEERS[name]))
+        if os.environ.get("FASTFLOW_REQUIRE_PEERS", "").strip() == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+def nats_door_available():
+    """None, or why this build has no NATS door (the pure-Python core of
+    FASTFLOW_NO_EXTENSIONS=1 may lack its parser)."""
+    try:
+        import fastflow.server.nats  # noqa: F401
+    except ImportError as exc:
+        return "the NATS door cannot be imported in this build ({}core: {})".format(
+            "native " if fastflow.COMPILED else "pure-Python ", exc)
+    return None
+
+
+@pytest.fixture
+def ffnats(ffserver):
+    """``async with ffnats(flow=None, monitor=False, **settings) as srv``:
+    ``ffserver`` with the NATS door on another free port of 127.0.0.1:
+    ``srv.nats_url`` is ``nats://127.0.0.1:<port>``, ``srv.url`` the
+    native door's URL.  Skips when the build has no NATS door and
+    FASTFLOW_NO_EXTENSIONS=1 is set (the pure-Python core)."""
+    why = nats_door_available()
+    if why is not None:
+        if fastflow.COMPILED:
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why + ": the NATS door needs the compiled core")
+
+    @contextlib.asynccontextmanager
+    async def run(flow=None, monitor=False, **settings):
+        settings.setdefault("nats_port", _free_port())
+        async with ffserver(flow=flow, monitor=monitor, **settings) as srv:
+            assert srv.nats_port, "the server did not open its NATS door"
+            srv.nats_url = "nats://127.0.0.1:{}".format(srv.nats_port)
+            yield srv
+
+    return run
+
+
+@pytest.fixture
+def ffnatsproc(ffproc):
+    """``ffnatsproc(*args, nats_port=None, port=None, monitor=False)``: an
+    ``ffproc`` ServerProcess with ``--nats-port`` (a free port unless
+    given); ``.nats_port`` and ``.nats_url`` say where."""
+    why = nats_door_available()
+    if why is not None:
+        if fastflow.COMPILED:
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why + ": the NATS door needs the compiled core")
+
+    def make(*args, nats_port=None, port=None, monitor=False):
+        nport = nats_port or _free_port()
+        sp = ffproc("--nats-port", nport, *args, port=port, monitor=monitor)
+        sp.nats_port = nport
+        sp.nats_url = "nats://127.0.0.1:{}".format(nport)
+        return sp
+
+    return make
+
+
+def _nats_size(v, key):
+    from fastflow.server.config import parse_size
+    return parse_size(v, key)
+
+
+def _nats_ms(v, key):
+    from fastflow.server.config import parse_duration
+    return "{}ms".format(int(round(parse_duration(v, key) * 1000)))
+
+
+def _nats_patterns(v, where):
+    if isinstance(v, (str, list, tuple)):
+        v = {"allow": v}
+    out = {}
+    for k, pats in v.items():
+        if k not in ("allow", "deny"):
+            raise ValueError("natsd: {}.{} has no nats-server equivalent".format(where, k))
+        out[k] = [pats] if isinstance(pats, str) else list(pats)
+    return out
+
+
+def _nats_permissions(p, where):
+    out = {}
+    for k, v in p.items():
+        if k in ("publish", "subscribe"):
+            out[k] = _nats_patterns(v, where + "." + k)
+        elif k == "allow_responses":
+            out[k] = v
+        elif k == "streams":
+            continue                    # fastflow only: nats-server has no streams here
+        else:
+            raise ValueError("natsd: {}.{} has no nats-server equivalent".format(where, k))
+    return out
+
+
+def nats_server_config(port, settings):
+    """A nats-server config (a dict, written as JSON, which its parser
+    reads) for ``settings``, the ServerConfig keywords of ``ffnats`` that
+    have a nats-server equivalent; ``conf`` (a dict) adds nats-server's own
+    keys.  Raises ValueError for a setting it cannot translate, so that a
+    differential test never compares different configurations unknowingly."""
+    conf = {"listen": "127.0.0.1:{}".format(port)}
+    auth = {}
+    simple = {"max_payload": ("max_payload", _nats_size),
+              "max_pending": ("max_pending", _nats_size),
+              "nats_max_control": ("max_control_line", _nats_size),
+              "max_connections": ("max_connections", None),
+              "max_subscriptions": ("max_subscriptions", None),
+              "max_pings_out": ("ping_max", None), "ping_interval": ("ping_interval", _nats_ms),
+              "name": ("server_name", None)}
+    for k, v in settings.items():
+        if k in simple:
+            key, conv = simple[k]
+            conf[key] = conv(v, k) if conv else v
+        elif k == "token":
+            auth["token"] = v
+        elif k == "auth_timeout":
+            from fastflow.server.config import parse_duration
+            auth["timeout"] = parse_duration(v, k)
+        elif k == "users":
+            users = []
+            for i, u in enumerate(v):
+                if str(u["password"]).startswith("$scrypt$"):
+                    raise ValueError("natsd: users[{}] has a scrypt hash; nats-server needs the "
+                                     "plain password".format(i))
+                nu = {"user": u["user"], "password": u["password"]}
+                if u.get("permissions") is not None:
+                    nu["permissions"] = _nats_permissions(u["permissions"],
+                                                          "users[{}].permissions".format(i))
+                users.append(nu)
+            auth["users"] = users
+        elif k == "default_permissions":
+            auth["default_permissions"] = _nats_permissions(v, "default_permissions")
+        elif k == "conf":
+            conf.update(v)
+        else:
+            raise ValueError("natsd: the setting {!r} has no nats-server equivalent".format(k))
+    if auth:
+        conf["authorization"] = auth
+    return conf
+
+
+class NatsServerProcess:
+    """A real nats-server on 127.0.0.1 (the ``natsd`` fixture): ``.start()``
+    / ``await .astart()`` (again after ``stop`` to restart it on the same
+    port), ``.stop()``, ``.kill()``; ``async with`` starts and kills it.
+    ``.url`` (nats://), ``.port``, ``.log`` (its output), ``.config``."""
+
+    READY = "Server is ready"
+
+    def __init__(self, binary, port, conf_path, log_path, config):
+        self.binary = binary
+        self.port = port
+        self.url = "nats://127.0.0.1:{}".format(port)
+        self.conf_path = conf_path
+        self.log_path = log_path
+        self.config = config
+        self.proc = None
+        self._log = None
+        self._mark = 0
+
+    @property
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def _spawn(self):
+        self._close_log()
+        self._log = open(self.log_path, "a")
+        self._mark = self._log.tell()
+        self.proc = subprocess.Popen(
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-c", self.conf_path],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def _check_start(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            f.seek(self._mark)
+            text = f.read()
+        if self.READY in text:
+            return True
+        if self.proc.poll() is not None:
+            raise RuntimeError("nats-server exited with {} before it was ready:\n{}".format(
+                self.proc.returncode, text))
+        return False
+
+    def start(self, timeout=10.0):
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        while not self._check_start():
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError("nats-server not ready within {} s:\n{}".format(timeout,
+                                                                                  self.log))
+            time.sleep(0.01)
+        return self
+
+    async def astart(self, timeout=10.0):
+        self._spawn()
+        deadline = time.monotonic() + timeout
+        while not self._check_start():
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError("nats-server not ready within {} s:\n{}".format(timeout,
+                                                                                  self.log))
+            await asyncio.sleep(0.01)
+        return self
+
+    def stop(self, timeout=10.0):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    async def astop(self, timeout=10.0):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError("nats-server did not exit within {} s".format(timeout))
+            await asyncio.sleep(0.01)
+        self._close_log()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_log()
+
+    def _close_log(self):
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    async def __aenter__(self):
+        return await self.astart()
+
+    async def __aexit__(self, *exc):
+        self.kill()
+
+
+@pytest.fixture
+def natsd(tmp_path):
+    """``natsd(**settings)``: a NatsServerProcess for a real nats-server
+    (``async with natsd(**settings) as ns``, or ``.start()``), on a free
+    port of 127.0.0.1, configured like ``ffnats(**settings)`` as far as
+    nats-server has the same settings (``nats_server_config``; ``conf=``
+    adds nats-server's own keys).  For differential tests: run one
+    scenario against both and compare.  Skips (fails with
+    FASTFLOW_REQUIRE_PEERS=1) without nats-server; every server is killed
+    at teardown."""
+    require_peer("nats-server")
+    binary = nats_server_binary()
+    made = []
+
+    def make(**settings):
+        port = _free_port()
+        config = nats_server_config(port, settings)
+        n = len(made)
+        conf_path = str(tmp_path / "nats-server-{}.conf".format(n))
+        with open(conf_path, "w") as f:
+            json.dump(config, f, indent=1)
+        ns = NatsServerProcess(binary, port, conf_path,
+                               str(tmp_path / "nats-server-{}.log".format(n)), config)
+        made.append(ns)
+        return ns
+
+    yield make
+    for ns in made:
+        ns.kill()
+
+
+@pytest.fixture
+def natspy():
+    """The ``nats`` module (nats-py 2.x); skips loudly without it (fails
+    with FASTFLOW_REQUIRE_PEERS=1)."""
+    require_peer("nats-py")
+    import nats
+    return nats
+
+
+@pytest.fixture(scope="session")
+def peer():
+    """``peer(name, ...)``: ``require_peer`` (skip loudly, or fail with
+    FASTFLOW_REQUIRE_PEERS=1, when a peer of PEERS is missing)."""
+    return require_peer

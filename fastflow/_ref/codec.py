@@ -1,6 +1,7 @@
 """The native protocol's frame codec (docs/protocol.md), pure-Python
 reference for src_ext/codec.pyx: OutBuf collects a connection's output
-frames (the router appends MSG frames to it directly), FrameParser cuts
+frames (the router appends MSG frames to it directly; for the NATS door,
+raw control lines (``write``) and MSG / HMSG lines), FrameParser cuts
 frames out of a byte stream (any split) and routes PUB frames to the
 router, handing every other frame to Python (runs of MSG frames, on the
 client side, as MsgBatch columns).
@@ -219,8 +220,13 @@ class OutBuf:
             self._dropped += 1
             return False
         if self._max_pending and len(self._buf) + size > self._max_pending:
-            self._overflow = True
             self._dropped += 1
+            if not self._overflow:
+                self._overflow = True
+                # nothing may be pending here (the socket holds the rest):
+                # make the connection look now, not at its next tick
+                if not self._buf and self.on_data is not None:
+                    self.on_data()
             return False
         return True
 

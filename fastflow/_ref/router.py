@@ -656,7 +656,13 @@ class Router:
                         nplain, nd = _nats_plain(rec, ev._data if rdef else None)
                         if not nplain and self.nats_headers is not None:
                             if ev is not None:
-                                nhdr = self.nats_headers(ev, ev._gid != 0)
+                                # the event as published: without this
+                                # flow's lineage entry (only the in-process
+                                # deliveries carry it)
+                                hev = Event.__new__(Event)
+                                _ev_copy(hev, ev)
+                                hev._origin = None
+                                nhdr = self.nats_headers(hev, ev._gid != 0)
                             else:
                                 nhdr = self.nats_headers(
                                     _ev_decode(subject, wrec, 0, len(wrec), seq,

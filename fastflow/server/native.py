@@ -227,8 +227,8 @@ class NativeConnection(asyncio.Protocol):
             self.state = ST_CLOSED
             log.warning("client %s refused: maximum connections (%d) reached", self.peer,
                         cfg.max_connections)
-            transport.write(self._close_data(
-                429, "maximum connections ({}) reached".format(cfg.max_connections), 0))
+            transport.write(self._refusal(
+                429, "maximum connections ({}) reached".format(cfg.max_connections)))
             transport.close()
             return
         srv.add_connection(self)
@@ -296,6 +296,10 @@ class NativeConnection(asyncio.Protocol):
     def _close_data(self, code, message, rid):
         """The bytes that tell the client why it is closed."""
         return frame_bytes(OP_ERR, FL_CLOSE, rid, body=err_body(code, message))
+
+    def _refusal(self, code, message):
+        """The bytes that tell a client refused at connect why."""
+        return self._close_data(code, message, 0)
 
     def _send_ping(self):
         self.outbuf.frame(OP_PING)

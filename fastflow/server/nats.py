@@ -15,7 +15,14 @@ import json
 import logging
 
 import fastflow
-from fastflow._impl import Event, NatsError, NatsParser, WireTarget, validate_pattern
+from fastflow._impl import (
+    Event,
+    NatsError,
+    NatsParser,
+    WireTarget,
+    validate_pattern,
+    validate_subject,
+)
 from fastflow.errors import EventError, FastflowError, SubjectError
 from fastflow.event import _header_value, _unheader
 from fastflow.server.auth import AuthError
@@ -37,8 +44,8 @@ _MINIMAL = frozenset(("specversion", "id", "source", "type"))
 _CLOSE_TEXTS = {
     401: "Authorization Violation",
     413: "Maximum Payload Violation",
-    429: "Maximum Connections Exceeded",
-    431: "Maximum Control Line Exceeded",
+    429: "maximum connections exceeded",
+    431: "maximum control line exceeded",
     503: "Slow Consumer",
 }
 
@@ -183,6 +190,12 @@ class NatsConnection(NativeConnection):
     # -- what differs from the native door's output ----------------------------------
 
     def _send_info(self):
+        self.outbuf.write(self._info_line())
+
+    def _refusal(self, code, message):
+        return self._info_line() + self._close_data(code, message, 0)   # (INFO first)
+
+    def _info_line(self):
         srv = self.server
         cfg = self.cfg
         info = {
@@ -197,7 +210,7 @@ class NatsConnection(NativeConnection):
             info["tls_required"] = True
             if cfg.tls_verify:
                 info["tls_verify"] = True
-        self.outbuf.write(b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n")
+        return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n"
 
     def _close_data(self, code, message, rid):
         text = _CLOSE_TEXTS.get(code)         # (400: the message is the text)
@@ -276,16 +289,19 @@ class NatsConnection(NativeConnection):
                     if self._connect_nats(it[1], items, i):
                         return          # the rest waits for the (asynchronous) check
                     continue
-                if self.server.auth.required:
-                    if op in ("pong", "+ok", "-err", "info"):
-                        continue
+                if self.server.auth.required:     # (nats-server: CONNECT first)
                     self.server.n_auth_failures += 1
                     log.info("client %d (%s): %s before CONNECT", self.id, self.peer,
                              op.upper())
                     self.close(401, "Authorization Violation")
                     return
+                if op == "ping":
+                    self.outbuf.write(_PONG)
+                    continue
+                if op in ("pong", "+ok", "-err", "info"):
+                    continue
                 # no auth: nats-server takes the defaults of a CONNECT never sent
-                self._connected({}, self.server.auth.anonymous, 0)
+                self._connected({}, self.server.auth.anonymous, 0, implicit=True)
             try:
                 handler = _HANDLERS[op]
             except KeyError:
@@ -309,7 +325,7 @@ class NatsConnection(NativeConnection):
             self.close(400, "Invalid Connect Protocol")       # (nats-server: closes)
             return True
         if req.get("no_responders") and not req.get("headers"):
-            self.close(400, "No Responders Requires Headers Support")
+            self.close(400, "no responders requires headers support")
             return True
         creds = {}
         for ours, theirs in (("user", "user"), ("password", "pass"), ("token", "auth_token")):
@@ -344,16 +360,17 @@ class NatsConnection(NativeConnection):
             self.handle(stash)
         self.resume("auth")
 
-    def _connected(self, req, principal, rid):
+    def _connected(self, req, principal, rid, implicit=False):
         self.principal = principal
         self.user = principal.name if principal.kind == "user" else (
             "token:" + principal.name if principal.kind == "token" else None)
         self.name = str(req.get("name") or "")[:256]
         self.lang = str(req.get("lang") or "")[:64]
         self.version = str(req.get("version") or "")[:64]
+        # nats-server's defaults for what CONNECT leaves out
         self.echo = bool(req.get("echo", True))
-        self.verbose = bool(req.get("verbose", False))
-        self.pedantic = bool(req.get("pedantic", False))
+        self.verbose = bool(req.get("verbose", True))
+        self.pedantic = bool(req.get("pedantic", True))
         self.headers = bool(req.get("headers", False))
         self.no_resp = bool(req.get("no_responders", False)) and self.headers
         perms = principal.permissions
@@ -364,7 +381,8 @@ class NatsConnection(NativeConnection):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.ok()
+        if not implicit:
+            self.ok()
         log.debug("client %d (%s) ready (NATS): name=%r lang=%r version=%r user=%r", self.id,
                   self.peer, self.name, self.lang, self.version, self.user)
 
@@ -375,39 +393,58 @@ class NatsConnection(NativeConnection):
 
     def _pub(self, it):
         _op, subject, reply, payload = it
+        if self.verbose:
+            # +OK before the message is routed (and echoed), as nats-server
+            # does; the refusals come instead of it
+            if not self._may_publish(subject):
+                return
+            self.ok()
         for e in self.parser.route(subject, reply, payload):
             if e[0] == "error":
                 self.err(0, e[1])
-                return
-            self.no_responders(e[1])
-        self.ok()
+            else:
+                self.no_responders(e[1])
 
-    def _hpub(self, it):
-        _op, subject, reply, headers, payload = it
-        self.in_msgs_py += 1
+    def _may_publish(self, subject):
+        """-ERR and False if ``subject`` may not be published."""
+        try:
+            validate_subject(subject)
+        except SubjectError:
+            self.err(0, "Invalid Publish Subject")
+            return False
         perms = self.principal.permissions
         if (perms.pub_allow is not None or perms.pub_deny is not None) \
                 and not perms.can_publish(subject):
             self.server.n_denied += 1
             self.err(0, 'Permissions Violation for Publish to "{}"'.format(subject))
+            return False
+        return True
+
+    def _hpub(self, it):
+        _op, subject, reply, headers, payload = it
+        if not self.headers:
+            # nats-server: a protocol violation, the connection closes
+            self.server.n_protocol_errors += 1
+            self.close(400, "Parser Error")
+            return
+        self.in_msgs_py += 1
+        if not self._may_publish(subject):
             return
         flow = self.flow
         try:
-            ev = event_from_nats(subject, headers, payload, flow.source)
-            before = flow.n_delivered
-            flow.publish_record(subject, ev.encode(), reply, self.outbuf)
-        except SubjectError:
-            self.err(0, "Invalid Publish Subject")
-            return
+            record = event_from_nats(subject, headers, payload, flow.source).encode()
         except EventError as exc:
             self.err(0, "Invalid CloudEvents Headers: {}".format(exc))
             return
-        except FastflowError as exc:
+        self.ok()
+        try:
+            before = flow.n_delivered
+            flow.publish_record(subject, record, reply, self.outbuf)
+        except FastflowError as exc:    # a stream refused it
             self.err(0, str(exc))
             return
         if reply and flow.n_delivered == before:
             self.no_responders(reply)
-        self.ok()
 
     def no_responders(self, reply):
         """A request nobody received: a 503 status message to the
@@ -450,7 +487,7 @@ class NatsConnection(NativeConnection):
         if limit and len(self.subs) >= limit:
             self._prune_subs()
             if len(self.subs) >= limit:
-                self.err(0, "Maximum Subscriptions Exceeded")
+                self.err(0, "maximum subscriptions exceeded")
                 return
         t = WireTarget(self.outbuf, 0, self.echo, sid)
         t.owner = self

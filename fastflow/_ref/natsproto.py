@@ -1,0 +1,416 @@
+"""The NATS client protocol as a second front door (docs/nats.md),
+pure-Python reference for src_ext/natsproto.pyx: NatsParser cuts the text
+protocol (PUB, HPUB, SUB, UNSUB, CONNECT, PING, PONG, ...) out of a byte
+stream fed in any pieces, op names in any case, and routes PUB to the
+router as an event with the defaults (a new id, the flow's source, type =
+the subject).  The MSG / HMSG lines of NATS subscriptions are written by
+the router (``OutBuf._nats_msg``, for WireTargets with a NATS sid).
+"""
+
+import re
+
+from fastflow._ref import event as _event
+from fastflow._ref.codec import OutBuf, _as_utf8, _router_cls, _typed, _typed_arg
+from fastflow._ref.event import (
+    _GENID,
+    _HEADER,
+    EV_VERSION,
+    EVF_GENID,
+    EVF_TYPE_SUBJECT,
+    _c_ssize,
+    _final,
+    _record_bytes,
+    _ro,
+)
+from fastflow._ref.matcher import Matcher
+from fastflow.errors import FastflowError, SubjectError
+
+__all__ = ("NatsError", "NatsParser")
+
+NATS_MAX_ARGS = 5
+NATS_NUM_MAX = 18               # digits of a size or a max (fits an int64)
+
+NOP_PUB = 1
+NOP_HPUB = 2
+NOP_SUB = 3
+NOP_UNSUB = 4
+NOP_PING = 5
+NOP_PONG = 6
+NOP_CONNECT = 7
+NOP_INFO = 8
+NOP_OK = 9
+NOP_ERR = 10
+NOP_MSG = 11
+NOP_HMSG = 12
+
+# op names, lower case (only ASCII letters are folded, as bytes.lower() does)
+_OPS = {b"pub": NOP_PUB, b"hpub": NOP_HPUB, b"sub": NOP_SUB, b"unsub": NOP_UNSUB,
+        b"ping": NOP_PING, b"pong": NOP_PONG, b"connect": NOP_CONNECT, b"info": NOP_INFO,
+        b"+ok": NOP_OK, b"-err": NOP_ERR, b"msg": NOP_MSG, b"hmsg": NOP_HMSG}
+
+_NAME = re.compile(rb"[^ \t]*")         # the op name: up to a space or a tab
+_ARG = re.compile(rb"[^ \t]+")          # the arguments, separated by spaces or tabs
+
+
+class NatsError(FastflowError):
+    """A NATS protocol error that closes the connection: ``text`` is what
+    the client gets as ``-ERR '<text>'`` (nats-server's wording), the
+    message adds the detail; ``frames`` are the entries handled before it."""
+
+    def __init__(self, text, detail=None):
+        FastflowError.__init__(self, text if not detail else f"{text}: {detail}")
+        self.text = text
+        self.detail = detail
+        self.frames = []
+
+    def __reduce__(self):
+        return (NatsError, (self.text, self.detail))
+
+
+def _num(b):
+    """The decimal number ``b`` (bytes), -1 if it is not one."""
+    if not b or len(b) > NATS_NUM_MAX or not b.isdigit():
+        return -1
+    return int(b)
+
+
+def _nats_str(b, what):
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NatsError("Parser Error", f"the {what} is not UTF-8") from None
+
+
+@_final
+class NatsParser:
+    """Cuts the NATS client protocol out of a byte stream fed in any pieces.
+
+    ``feed(data)`` returns entries for what it completed, except the PUBs it
+    routes itself (``router`` set, ``route_pubs``, and no other op before
+    them in this feed): those go to ``router`` as events with the
+    defaults.  Entries: ``('connect', json bytes)``, ``('sub', subject,
+    queue or None, sid)``, ``('unsub', sid, max)``, ``('ping',)``,
+    ``('pong',)``, ``('pub', subject, reply or None, payload)``,
+    ``('hpub', subject, reply or None, headers, payload)``, ``('info',
+    json bytes)``, ``('+ok',)``, ``('-err', text)``, and from routed PUBs
+    ``('error', text)`` (a non-closing -ERR: invalid publish subject,
+    permissions) and ``('noresp', reply)`` (a request nobody received).
+    A protocol error raises ``NatsError`` (its ``text`` is the -ERR text)
+    whose ``frames`` are the entries before it; the parser then refuses
+    more input.
+    """
+
+    __slots__ = ("_buf", "_bytes_in", "_denied", "_failed", "_last_pb", "_last_ps",
+                 "_max_control", "_max_payload", "_need", "_ops_in", "_out", "_pub_allow",
+                 "_pub_deny", "_pubs_in", "_route_pubs", "_router")
+
+    def __reduce__(self):
+        raise TypeError(f"cannot pickle '{type(self).__qualname__}' object")
+
+    def __new__(cls, /, *args, **kwargs):
+        # the blank state of a native NatsParser before __init__
+        o = object.__new__(cls)
+        o._buf = bytearray()
+        o._need = 0                 # bytes the buffered op needs (0: unknown)
+        o._router = None
+        o._out = None
+        o._pub_allow = None
+        o._pub_deny = None
+        o._max_payload = 0
+        o._max_control = 0
+        o._route_pubs = False
+        o._last_pb = None           # the last PUB subject (bytes and str):
+        o._last_ps = None           # a stream of one subject decodes it once
+        o._ops_in = 0
+        o._bytes_in = 0
+        o._pubs_in = 0
+        o._denied = 0
+        o._failed = None            # the NatsError that stopped the parser
+        return o
+
+    def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=4096):
+        router = _typed_arg("router", router, _router_cls())
+        out = _typed_arg("out", out, OutBuf)
+        max_payload = _c_ssize(max_payload)
+        max_control = _c_ssize(max_control)
+        self._router = router
+        self._out = out
+        self._max_payload = max_payload
+        self._max_control = max_control
+
+    ops_in = _ro("_ops_in")
+    bytes_in = _ro("_bytes_in")
+    pubs_in = _ro("_pubs_in")
+    denied = _ro("_denied")
+
+    @property
+    def router(self):
+        """None: return PUBs too."""
+        return self._router
+
+    @router.setter
+    def router(self, v):
+        self._router = _typed(v, _router_cls())
+
+    @property
+    def out(self):
+        """This connection's output (echo)."""
+        return self._out
+
+    @out.setter
+    def out(self, v):
+        self._out = _typed(v, OutBuf)
+
+    @property
+    def pub_allow(self):
+        """None: everything allowed."""
+        return self._pub_allow
+
+    @pub_allow.setter
+    def pub_allow(self, v):
+        self._pub_allow = _typed(v, Matcher)
+
+    @property
+    def pub_deny(self):
+        """None: nothing denied."""
+        return self._pub_deny
+
+    @pub_deny.setter
+    def pub_deny(self, v):
+        self._pub_deny = _typed(v, Matcher)
+
+    @property
+    def max_payload(self):
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, v):
+        self._max_payload = _c_ssize(v)
+
+    @property
+    def max_control(self):
+        return self._max_control
+
+    @max_control.setter
+    def max_control(self, v):
+        self._max_control = _c_ssize(v)
+
+    @property
+    def route_pubs(self):
+        """False until CONNECT is done (and in verbose mode)."""
+        return self._route_pubs
+
+    @route_pubs.setter
+    def route_pubs(self, v):
+        self._route_pubs = bool(v)
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete op held."""
+        return len(self._buf)
+
+    def feed(self, data):
+        failed = self._failed
+        if failed is not None:
+            raise NatsError(failed.text, f"the stream was malformed before: {failed}")
+        data = _record_bytes(data)
+        out = []
+        self._bytes_in += len(data)
+        try:
+            if not self._buf:
+                used = self._parse(data, out)
+                if used < len(data):
+                    self._buf = bytearray(data[used:])
+            else:
+                # (as the native parser: on an error other than a NatsError the
+                # held bytes stay as they were, the new ones appended)
+                self._buf += data
+                if self._need and len(self._buf) < self._need:
+                    return out          # a payload still arriving: nothing to parse yet
+                used = self._parse(bytes(self._buf), out)
+                if used:
+                    del self._buf[:used]
+        except NatsError as exc:
+            # the entries before the bad op were handled: hand them over too;
+            # the stream cannot be resynchronised, so the parser stops here
+            exc.frames = out
+            self._failed = exc
+            self._buf = bytearray()
+            raise
+        return out
+
+    def _parse(self, p, out):
+        """Handle the complete ops of ``p``; returns the bytes used."""
+        off = 0
+        n = len(p)
+        mc = self._max_control
+        # PUBs are routed here only until an op goes back to Python: a SUB
+        # before a PUB must be handled before that PUB
+        in_order = True
+        self._need = 0
+        while off < n:
+            e = p.find(b"\n", off)
+            if e < 0:
+                # (a CR last may be the CR of the CRLF: not part of the line)
+                if n - off - (p[n - 1] == 13) > mc:
+                    raise NatsError("maximum control line exceeded",
+                                    f"no line end within {mc} bytes (max_control)")
+                break
+            ll = e - off                    # without the \n
+            end = e + 1                     # where the next op (or the payload) starts
+            if ll and p[e - 1] == 13:
+                ll -= 1
+            if ll > mc:
+                raise NatsError("maximum control line exceeded",
+                                f"a line of {ll} bytes, max_control is {mc}")
+            line = p[off:off + ll]
+            k = _NAME.match(line).end()
+            op = _OPS.get(line[:k].lower(), 0)
+            if op == 0:
+                raise NatsError("Unknown Protocol Operation", repr(line[:32]))
+            self._ops_in += 1
+            if op == NOP_CONNECT or op == NOP_INFO or op == NOP_ERR:
+                rest = line[k:].lstrip(b" \t")
+                in_order = False
+                if op == NOP_CONNECT:
+                    out.append(("connect", rest))
+                elif op == NOP_INFO:
+                    out.append(("info", rest))
+                else:
+                    out.append(("-err", rest.decode("utf-8", "replace")))
+                off = end
+                continue
+            a = _ARG.findall(line, k)
+            na = len(a)
+            if na > NATS_MAX_ARGS:
+                raise NatsError("Parser Error", f"too many arguments in {line[:64]!r}")
+            if op == NOP_PUB or op == NOP_HPUB:
+                if op == NOP_PUB:
+                    if na != 2 and na != 3:
+                        raise NatsError("Parser Error", "PUB takes a subject, an optional reply "
+                                        f"subject and a size, got {na} arguments")
+                    hn = 0
+                    tn = _num(a[na - 1])
+                else:
+                    if na != 3 and na != 4:
+                        raise NatsError("Parser Error", "HPUB takes a subject, an optional "
+                                        "reply subject, a header size and a total size, got "
+                                        f"{na} arguments")
+                    hn = _num(a[na - 2])
+                    tn = _num(a[na - 1])
+                    if hn < 0 or (tn >= 0 and hn > tn):
+                        raise NatsError("Parser Error", f"HPUB header size {a[na - 2]!r} is "
+                                        "not a number up to the total size")
+                if tn < 0:
+                    raise NatsError("Parser Error", f"size {a[na - 1]!r} is not a number")
+                if tn > self._max_payload:
+                    raise NatsError("Maximum Payload Violation", f"a payload of {tn} bytes, "
+                                    f"max_payload is {self._max_payload}")
+                body = end
+                if n - body < tn + 2:
+                    self._need = body + tn + 2 - off
+                    self._ops_in -= 1       # (counted once, when it is all here)
+                    break                   # the payload is not all here yet
+                if p[body + tn] != 13 or p[body + tn + 1] != 10:
+                    raise NatsError("Parser Error", f"the payload of {tn} bytes is not "
+                                    "followed by CRLF")
+                if op == NOP_PUB:
+                    if in_order and self._route_pubs and self._router is not None:
+                        self._pubs_in += 1
+                        self._route(a[0], a[1] if na == 3 else None, p[body:body + tn], out)
+                    else:
+                        in_order = False
+                        out.append(("pub", _nats_str(a[0], "subject"),
+                                    _nats_str(a[1], "reply subject") if na == 3 else None,
+                                    p[body:body + tn]))
+                else:
+                    in_order = False
+                    out.append(("hpub", _nats_str(a[0], "subject"),
+                                _nats_str(a[1], "reply subject") if na == 4 else None,
+                                p[body:body + hn], p[body + hn:body + tn]))
+                off = body + tn + 2
+                continue
+            in_order = False
+            if op == NOP_SUB:
+                if na != 2 and na != 3:
+                    raise NatsError("Parser Error", "SUB takes a subject, an optional queue "
+                                    f"group and a sid, got {na} arguments")
+                out.append(("sub", _nats_str(a[0], "subject"),
+                            _nats_str(a[1], "queue group") if na == 3 else None,
+                            _nats_str(a[na - 1], "sid")))
+            elif op == NOP_UNSUB:
+                if na != 1 and na != 2:
+                    raise NatsError("Parser Error", "UNSUB takes a sid and an optional max, "
+                                    f"got {na} arguments")
+                v = 0
+                if na == 2:
+                    v = _num(a[1])
+                    if v < 0:
+                        raise NatsError("Parser Error", f"UNSUB max {a[1]!r} is not a number")
+                out.append(("unsub", _nats_str(a[0], "sid"), v))
+            elif op == NOP_PING:
+                out.append(("ping",))
+            elif op == NOP_PONG:
+                out.append(("pong",))
+            elif op == NOP_OK:
+                out.append(("+ok",))
+            else:                           # MSG / HMSG: the server's ops, not a client's
+                raise NatsError("Unknown Protocol Operation", "{} is sent by servers, not "
+                                "clients".format("MSG" if op == NOP_MSG else "HMSG"))
+            off = end
+        return off
+
+    def route(self, subject, reply, payload):
+        """Publish ``payload`` on ``subject`` (with ``reply``) as the C path
+        does; returns the ('error', text) / ('noresp', reply) entries."""
+        if self._router is None:
+            raise TypeError("NatsParser.route() needs a router (router is None)")
+        out = []
+        s = _as_utf8(subject, False)
+        r = _as_utf8(reply, False) if reply is not None else None
+        d = _record_bytes(payload)
+        self._pubs_in += 1
+        self._route(s, r, d, out)
+        return out
+
+    def _route(self, s, r, d, out):
+        """A PUB (``s`` the subject, ``r`` the reply or None / empty, ``d``
+        the payload: bytes): an event with the defaults, routed; problems
+        go to ``out``."""
+        rt = self._router
+        srcb = rt._Router__source_b
+        if self._last_pb is not None and s == self._last_pb:
+            subject = self._last_ps         # a stream of one subject: decoded once
+        else:
+            subject = _nats_str(s, "subject")
+            self._last_pb = s
+            self._last_ps = subject
+        if r:
+            _nats_str(r, "reply subject")   # (as a PUB that comes back as an entry)
+        try:
+            if (self._pub_allow is not None and not self._pub_allow.match(subject)) or (
+                    self._pub_deny is not None and self._pub_deny.match(subject)):
+                self._denied += 1
+                out.append(("error", f'Permissions Violation for Publish to "{subject}"'))
+                return
+        except SubjectError:
+            # (no pattern matches an invalid subject: it is refused as such)
+            out.append(("error", "Invalid Publish Subject"))
+            return
+        # the record: as Event.encode() of an event with every default
+        rec = b"".join((
+            _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT, 0, 0, len(srcb) & 0xFFFF,
+                         0, 0, 0),
+            _GENID.pack(_event._id_prefix, _event._next_gid() & 0xFFFFFFFFFFFFFFFF),
+            srcb, d))
+        before = rt.n_delivered
+        try:
+            rt._Router__publish_wire(subject, r, rec, self._out)
+        except (SubjectError, UnicodeDecodeError):
+            out.append(("error", "Invalid Publish Subject"))
+            return
+        except FastflowError as exc:        # a stream refused it (full, too large)
+            out.append(("error", str(exc)))
+            return
+        if r and rt.n_delivered == before:
+            out.append(("noresp", r.decode("utf-8", "replace")))
