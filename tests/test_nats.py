@@ -1685,3 +1685,59 @@ def test_go_client_smoke(aloop, natsd, ffnats, natssmoke):
             f.close()
 
     aloop(main, timeout=TEST_TIMEOUT)
+
+
+def test_tls_like_nats_server(aloop, ffnats, natspy, tls_files):
+    """With a certificate configured, INFO says tls_required and the client
+    upgrades after it (nats-server 2.9's way); client certificates with
+    tls_verify; plain text after INFO is refused."""
+    import ssl
+
+    def ctx(cert=False):
+        c = ssl.create_default_context(cafile=tls_files.ca)
+        if cert:
+            c.load_cert_chain(tls_files.client_cert, tls_files.client_key)
+        return c
+
+    async def main():
+        async with ffnats(tls_cert=tls_files.cert, tls_key=tls_files.key,
+                          tls_ca=tls_files.ca, tls_verify=True) as srv:
+            url = "tls://localhost:{}".format(srv.nats_port)
+            async with Clients(natspy) as cl:
+                nc = await cl.connect(url, tls=ctx(cert=True), name="secure")
+                sub = await nc.subscribe("s.>")
+                await flush(nc)
+                await nc.publish("s.1", b"over tls")
+                msg = await sub.next_msg(timeout=5)
+                assert msg.data == b"over tls"
+                (conn,) = [c for c in srv.conns.values() if c.name == "secure"]
+                assert conn.tls["version"].startswith("TLS")
+                assert conn.tls["subject"]["commonName"] == "test-client"
+                # no client certificate: the server ends the handshake (nats-py
+                # on uvloop may notice only at its next read)
+                failures = srv.stats()["auth_failures"]
+                with contextlib.suppress(Exception):
+                    await cl.connect(url, tls=ctx(cert=False), name="no-cert")
+                await wait_until(lambda: srv.stats()["auth_failures"] == failures + 1, 5,
+                                 "the handshake to fail")
+                assert [c.name for c in srv.conns.values()] == ["secure"]
+            # a client that ignores tls_required and writes plain text
+            r = await NRaw.open(srv.nats_port)
+            try:
+                info = await r.next()
+                assert info[0] == "INFO" and info[1]["tls_required"] is True, info
+                await r.send(b'CONNECT {"verbose":false}\r\nPING\r\n')
+                got = []
+                for _ in range(3):
+                    item = await r.next()
+                    got.append(item)
+                    if item is None or item == ("EOF",):
+                        break
+                assert ("PONG",) not in got, got
+            finally:
+                r.close()
+            await wait_until(lambda: not [c for c in srv.conns.values()
+                                          if c.name != "secure" and c.door == "nats"], 10,
+                             "the plain-text client to be closed")
+
+    aloop(main, timeout=TEST_TIMEOUT)

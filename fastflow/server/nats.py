@@ -26,7 +26,7 @@ from fastflow._impl import (
 from fastflow.errors import EventError, FastflowError, SubjectError
 from fastflow.event import _header_value, _unheader
 from fastflow.server.auth import AuthError
-from fastflow.server.native import ST_AUTHING, ST_CLOSING, ST_READY, NativeConnection
+from fastflow.server.native import ST_AUTHING, ST_CLOSED, ST_CLOSING, ST_READY, NativeConnection
 
 __all__ = ("NatsConnection", "event_from_nats", "header_block")
 
