@@ -435,81 +435,68 @@ cdef MsgBatch _new_msg_batch():
     return m
 
 
-@cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
-cdef class FrameParser:
-    """Cuts frames out of a byte stream fed in any pieces.
+cdef class DoorParser:
+    """The input side of a front door's parser (FrameParser: the native
+    protocol; NatsParser: NATS): bytes fed in any pieces are kept until an
+    op is complete, ``_parse`` (the subclass) handles the complete ones and
+    routes PUBs to ``router`` in C; the state both doors share (limits,
+    publish permissions, counters, the last PUB subject) lives here.
 
-    ``feed(data)`` returns the frames it completed, except the PUB frames
-    without ACK it could route itself (``router`` set, ``route_pubs``):
-    those go to ``router`` in C (a problem with one becomes an ``('error',
-    code, message, id)`` entry, a request nobody received a ``('noresp',
-    reply)`` entry).  Each returned frame is a tuple ``(op, flags, id,
-    subject, reply, body)`` (subject and reply str, body bytes); with
-    ``batch_msgs``, runs of MSG frames come as ``('msgs', MsgBatch)``.  A
-    malformed frame raises ``ProtocolError`` (with the code) whose
-    ``frames`` are the frames before it (handled); the parser then refuses
-    more input.
-    """
+    ``feed(data)`` returns the entries for what it completed; a malformed
+    stream raises the door's error (its ``frames``: the entries handled
+    before it), and the parser then refuses more input."""
     cdef char *buf
     cdef Py_ssize_t n
     cdef Py_ssize_t cap
-    cdef public Router router              # None: return PUB frames too
+    cdef Py_ssize_t need                    # bytes the buffered op needs (0: unknown)
+    cdef public Router router              # None: return PUBs too
     cdef public OutBuf out                 # this connection's output (echo, acks)
     cdef public Matcher pub_allow          # None: everything allowed
     cdef public Matcher pub_deny           # None: nothing denied
     cdef public Py_ssize_t max_payload
     cdef public Py_ssize_t max_control
     cdef public bint route_pubs            # False until CONNECT (auth) is done
-    cdef public bint batch_msgs            # MSG frames as ('msgs', MsgBatch) runs
-    cdef bytes last_sb                     # the last MSG subject (bytes and str):
-    cdef str last_ss                       # a stream of one subject decodes it once
-    cdef bytes last_pb                     # the same for PUB subjects
-    cdef str last_ps
-    cdef readonly int64_t frames_in
+    cdef bytes last_pb                     # the last PUB subject (bytes and str):
+    cdef str last_ps                       # a stream of one subject decodes it once
     cdef readonly int64_t bytes_in
     cdef readonly int64_t pubs_in
     cdef readonly int64_t denied
-    cdef object failed                     # the ProtocolError that stopped the parser
-
-    def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
-                 Py_ssize_t max_control=65536):
-        self.router = router
-        self.out = out
-        self.max_payload = max_payload
-        self.max_control = max_control
+    cdef object failed                     # the error that stopped the parser
 
     def __dealloc__(self):
         free(self.buf)
 
     @property
     def buffered(self):
-        """Bytes of an incomplete frame held."""
+        """Bytes of an incomplete op held."""
         return self.n
 
     def feed(self, data):
         cdef Py_buffer view
         cdef list out = []
-        cdef Py_ssize_t used, cap
-        cdef char *p
+        cdef Py_ssize_t used
         if self.failed is not None:
-            raise ProtocolError(self.failed.code, 'the stream was malformed before: {}'.format(
-                self.failed))
+            raise self._malformed_before()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             self.bytes_in += view.len
             if self.n == 0:
+                self.need = 0
                 used = self._parse(<const char *>view.buf, view.len, out)
                 if used < view.len:
                     self._keep(<const char *>view.buf + used, view.len - used)
             else:
                 self._keep(<const char *>view.buf, view.len)
+                if self.need and self.n < self.need:
+                    return out          # a payload still arriving: nothing to parse yet
+                self.need = 0
                 used = self._parse(self.buf, self.n, out)
                 if used:
                     memmove(self.buf, self.buf + used, self.n - used)
                     self.n -= used
-        except ProtocolError as exc:
-            # the frames before the bad one were handled: hand them over too;
+        except (ProtocolError, NatsError) as exc:
+            # the ops before the bad one were handled: hand them over too;
             # the stream cannot be resynchronised, so the parser stops here
             exc.frames = out
             self.failed = exc
@@ -532,6 +519,71 @@ cdef class FrameParser:
         memcpy(self.buf + self.n, p, n)
         self.n += n
         return 0
+
+    cdef Py_ssize_t _parse(self, const char *p, Py_ssize_t n, list out) except -1:
+        """Handle the complete ops of p[:n]; returns the bytes used."""
+        raise NotImplementedError
+
+    cdef object _malformed_before(self):
+        raise NotImplementedError
+
+    cdef object _pub_subject(self, const char *s, Py_ssize_t sn):
+        """The str of a PUB subject (a stream of one subject: decoded once)."""
+        if (self.last_pb is not None and sn == PyBytes_GET_SIZE(self.last_pb)
+                and memcmp(PyBytes_AS_STRING(self.last_pb), s, sn) == 0):
+            return self.last_ps
+        subject = self._subject_str(s, sn)
+        self.last_pb = PyBytes_FromStringAndSize(s, sn)
+        self.last_ps = subject
+        return subject
+
+    cdef object _subject_str(self, const char *s, Py_ssize_t sn):
+        raise NotImplementedError
+
+    cdef int _allowed(self, object subject) except -1:
+        """0 if the publish permissions refuse ``subject`` (it must be valid)."""
+        if self.pub_allow is not None and not self.pub_allow.match(subject):
+            return 0
+        if self.pub_deny is not None and self.pub_deny.match(subject):
+            return 0
+        return 1
+
+
+@cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class FrameParser(DoorParser):
+    """Cuts frames of the native protocol out of a byte stream fed in any
+    pieces (a ``DoorParser``).
+
+    ``feed(data)`` returns the frames it completed, except the PUB frames
+    without ACK it could route itself (``router`` set, ``route_pubs``):
+    those go to ``router`` in C (a problem with one becomes an ``('error',
+    code, message, id)`` entry, a request nobody received a ``('noresp',
+    reply)`` entry).  Each returned frame is a tuple ``(op, flags, id,
+    subject, reply, body)`` (subject and reply str, body bytes); with
+    ``batch_msgs``, runs of MSG frames come as ``('msgs', MsgBatch)``.  A
+    malformed frame raises ``ProtocolError`` (with the code) whose
+    ``frames`` are the frames before it (handled); the parser then refuses
+    more input.
+    """
+    cdef public bint batch_msgs            # MSG frames as ('msgs', MsgBatch) runs
+    cdef bytes last_sb                     # the last MSG subject (bytes and str):
+    cdef str last_ss                       # a stream of one subject decodes it once
+    cdef readonly int64_t frames_in
+
+    def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
+                 Py_ssize_t max_control=65536):
+        self.router = router
+        self.out = out
+        self.max_payload = max_payload
+        self.max_control = max_control
+
+    cdef object _malformed_before(self):
+        return ProtocolError(self.failed.code, 'the stream was malformed before: {}'.format(
+            self.failed))
+
+    cdef object _subject_str(self, const char *s, Py_ssize_t sn):
+        return _frame_str(s, sn, 'subject')
 
     cdef Py_ssize_t _parse(self, const char *p, Py_ssize_t n, list out) except -1:
         """Handle the complete frames of p[:n]; returns the bytes used."""
@@ -654,13 +706,6 @@ cdef class FrameParser:
             i += 1
         return 0
 
-    cdef int _allowed(self, object subject) except -1:
-        if self.pub_allow is not None and not self.pub_allow.match(subject):
-            return 0
-        if self.pub_deny is not None and self.pub_deny.match(subject):
-            return 0
-        return 1
-
     cdef int _route_pub(self, const char *s, Py_ssize_t sn, const char *r, Py_ssize_t rn,
                         const char *b, Py_ssize_t bn, uint32_t fid, list out) except -1:
         """A PUB without ACK: route it here; problems go to ``out`` as
@@ -668,13 +713,7 @@ cdef class FrameParser:
         cdef object subject
         cdef object reply = _frame_str(r, rn, 'reply') if rn else None
         cdef int64_t before
-        if (self.last_pb is not None and sn == PyBytes_GET_SIZE(self.last_pb)
-                and memcmp(PyBytes_AS_STRING(self.last_pb), s, sn) == 0):
-            subject = self.last_ps          # a stream of one subject: decoded once
-        else:
-            subject = _frame_str(s, sn, 'subject')
-            self.last_pb = PyBytes_FromStringAndSize(s, sn)
-            self.last_ps = subject
+        subject = self._pub_subject(s, sn)
         before = self.router.n_delivered
         try:
             if (self.pub_allow is not None or self.pub_deny is not None) \

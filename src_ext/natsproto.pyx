@@ -192,8 +192,9 @@ cdef int _nats_plain(const char *rec, Py_ssize_t rn, const char *dp, Py_ssize_t 
 
 @cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
-cdef class NatsParser:
-    """Cuts the NATS client protocol out of a byte stream fed in any pieces.
+cdef class NatsParser(DoorParser):
+    """Cuts the NATS client protocol out of a byte stream fed in any pieces
+    (a ``DoorParser``).
 
     ``feed(data)`` returns entries for what it completed, except the PUBs it
     routes itself (``router`` set, ``route_pubs``, and no other op before
@@ -209,26 +210,9 @@ cdef class NatsParser:
     whose ``frames`` are the entries before it; the parser then refuses
     more input.
     """
-    cdef char *buf
-    cdef Py_ssize_t n
-    cdef Py_ssize_t cap
-    cdef Py_ssize_t need                    # bytes the buffered op needs (0: unknown)
     cdef char *rec                          # the record of a PUB being routed
     cdef Py_ssize_t rcap
-    cdef public Router router               # None: return PUBs too
-    cdef public OutBuf out                  # this connection's output (echo)
-    cdef public Matcher pub_allow           # None: everything allowed
-    cdef public Matcher pub_deny            # None: nothing denied
-    cdef public Py_ssize_t max_payload
-    cdef public Py_ssize_t max_control
-    cdef public bint route_pubs             # False until CONNECT is done (and in verbose mode)
-    cdef bytes last_pb                      # the last PUB subject (bytes and str):
-    cdef str last_ps                        # a stream of one subject decodes it once
     cdef readonly int64_t ops_in
-    cdef readonly int64_t bytes_in
-    cdef readonly int64_t pubs_in
-    cdef readonly int64_t denied
-    cdef object failed
 
     def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
                  Py_ssize_t max_control=4096):
@@ -238,58 +222,14 @@ cdef class NatsParser:
         self.max_control = max_control
 
     def __dealloc__(self):
-        free(self.buf)
         free(self.rec)
 
-    @property
-    def buffered(self):
-        """Bytes of an incomplete op held."""
-        return self.n
+    cdef object _malformed_before(self):
+        return NatsError(self.failed.text, 'the stream was malformed before: {}'.format(
+            self.failed))
 
-    def feed(self, data):
-        cdef Py_buffer view
-        cdef list out = []
-        cdef Py_ssize_t used
-        if self.failed is not None:
-            raise NatsError(self.failed.text, 'the stream was malformed before: {}'.format(
-                self.failed))
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            self.bytes_in += view.len
-            if self.n == 0:
-                used = self._parse(<const char *>view.buf, view.len, out)
-                if used < view.len:
-                    self._keep(<const char *>view.buf + used, view.len - used)
-            else:
-                self._keep(<const char *>view.buf, view.len)
-                if self.need and self.n < self.need:
-                    return out          # a payload still arriving: nothing to parse yet
-                used = self._parse(self.buf, self.n, out)
-                if used:
-                    memmove(self.buf, self.buf + used, self.n - used)
-                    self.n -= used
-        except NatsError as exc:
-            exc.frames = out
-            self.failed = exc
-            self.n = 0
-            raise
-        finally:
-            PyBuffer_Release(&view)
-        return out
-
-    cdef int _keep(self, const char *p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t cap
-        cdef char *b
-        if self.n + n > self.cap:
-            cap = max(4096, self.cap * 2, self.n + n)
-            b = <char *>realloc(self.buf, cap)
-            if b == NULL:
-                raise MemoryError()
-            self.buf = b
-            self.cap = cap
-        memcpy(self.buf + self.n, p, n)
-        self.n += n
-        return 0
+    cdef object _subject_str(self, const char *s, Py_ssize_t sn):
+        return _nats_str(s, sn, 'subject')
 
     cdef Py_ssize_t _parse(self, const char *p, Py_ssize_t n, list out) except -1:
         """Handle the complete ops of p[:n]; returns the bytes used."""
@@ -303,7 +243,6 @@ cdef class NatsParser:
         # PUBs are routed here only until an op goes back to Python: a SUB
         # before a PUB must be handled before that PUB
         cdef bint in_order = True
-        self.need = 0
         while off < n:
             line = p + off
             e = <const char *>memchr(line, 10, n - off)
@@ -471,19 +410,12 @@ cdef class NatsParser:
         cdef uint64_t h1 = 0
         cdef int64_t before
         cdef char *b
-        if (self.last_pb is not None and sn == PyBytes_GET_SIZE(self.last_pb)
-                and memcmp(PyBytes_AS_STRING(self.last_pb), s, sn) == 0):
-            subject = self.last_ps          # a stream of one subject: decoded once
-        else:
-            subject = _nats_str(s, sn, 'subject')
-            self.last_pb = PyBytes_FromStringAndSize(s, sn)
-            self.last_ps = subject
+        subject = self._pub_subject(s, sn)
         if rn:
             _nats_str(r, rn, 'reply subject')      # (a Parser Error, as on the other path)
         if self.pub_allow is not None or self.pub_deny is not None:
             try:
-                if (self.pub_allow is not None and not self.pub_allow.match(subject)) or (
-                        self.pub_deny is not None and self.pub_deny.match(subject)):
+                if not self._allowed(subject):
                     self.denied += 1
                     out.append(('error', 'Permissions Violation for Publish to "{}"'.format(
                         subject)))
