@@ -506,24 +506,31 @@ class NativeConnection(asyncio.Protocol):
         except RequestError as exc:
             self.close(400, str(exc), it[2])
             return True
+        return self._authenticate(req, req, items, i, it[2])
+
+    def _authenticate(self, creds, req, items, i, rid):
+        """Check ``creds`` (``user``/``password`` or ``token``), then
+        ``_connected(req, ...)``; True when the rest of ``items`` (from
+        ``i``) must wait for the check (scrypt runs in a thread) or the
+        connection closed.  Both doors' CONNECT ends here."""
         auth = self.server.auth
-        if auth.needs_kdf(req):
+        if auth.needs_kdf(creds):
             self.state = ST_AUTHING
             self._stash = list(items[i:])
             self.pause("auth")
-            self._track(self.loop.create_task(self._connect_async(req, it[2])))
+            self._track(self.loop.create_task(self._authenticate_async(creds, req, rid)))
             return True
         try:
-            principal = auth.check(req)
+            principal = auth.check(creds)
         except AuthError as exc:
-            self._auth_failed(exc, it[2])
+            self._auth_failed(exc, rid)
             return True
-        self._connected(req, principal, it[2])
+        self._connected(req, principal, rid)
         return False
 
-    async def _connect_async(self, req, rid):
+    async def _authenticate_async(self, creds, req, rid):
         try:
-            principal = await self.server.auth.authenticate(req, self.loop)
+            principal = await self.server.auth.authenticate(creds, self.loop)
         except AuthError as exc:
             self._auth_failed(exc, rid)
             return

@@ -25,8 +25,7 @@ from fastflow._impl import (
 )
 from fastflow.errors import EventError, FastflowError, SubjectError
 from fastflow.event import _header_value, _unheader
-from fastflow.server.auth import AuthError
-from fastflow.server.native import ST_AUTHING, ST_CLOSED, ST_CLOSING, ST_READY, NativeConnection
+from fastflow.server.native import ST_CLOSED, ST_CLOSING, ST_READY, NativeConnection
 
 __all__ = ("NatsConnection", "event_from_nats", "header_block")
 
@@ -331,34 +330,7 @@ class NatsConnection(NativeConnection):
         for ours, theirs in (("user", "user"), ("password", "pass"), ("token", "auth_token")):
             if req.get(theirs) is not None:
                 creds[ours] = req[theirs]
-        auth = self.server.auth
-        if auth.needs_kdf(creds):
-            self.state = ST_AUTHING
-            self._stash = list(items[i:])
-            self.pause("auth")
-            self._track(self.loop.create_task(self._connect_nats_async(req, creds)))
-            return True
-        try:
-            principal = auth.check(creds)
-        except AuthError as exc:
-            self._auth_failed(exc, 0)
-            return True
-        self._connected(req, principal, 0)
-        return False
-
-    async def _connect_nats_async(self, req, creds):
-        try:
-            principal = await self.server.auth.authenticate(creds, self.loop)
-        except AuthError as exc:
-            self._auth_failed(exc, 0)
-            return
-        if self.state >= ST_CLOSING:
-            return
-        self._connected(req, principal, 0)
-        stash, self._stash = self._stash, None
-        if stash:
-            self.handle(stash)
-        self.resume("auth")
+        return self._authenticate(creds, req, items, i, 0)
 
     def _connected(self, req, principal, rid, implicit=False):
         self.principal = principal
