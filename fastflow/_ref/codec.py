@@ -4,7 +4,8 @@ frames (the router appends MSG frames to it directly; for the NATS door,
 raw control lines (``write``) and MSG / HMSG lines), FrameParser cuts
 frames out of a byte stream (any split) and routes PUB frames to the
 router, handing every other frame to Python (runs of MSG frames, on the
-client side, as MsgBatch columns).
+client side, as MsgBatch columns).  DoorParser, its base, is the input
+side both front doors share (FrameParser and natsproto's NatsParser).
 
 A frame: a 16-byte header (u32 size = bytes after this field, u8 version,
 u8 op, u16 flags, u32 id, u16 subject_len, u16 reply_len), then the
@@ -36,7 +37,8 @@ from fastflow._ref.matcher import Matcher
 from fastflow._ref.subjects import subject_error
 from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
 
-__all__ = ("FLAGS", "OPS", "FrameParser", "MsgBatch", "OutBuf", "ProtocolError", "error_code")
+__all__ = ("FLAGS", "OPS", "DoorParser", "FrameParser", "MsgBatch", "OutBuf", "ProtocolError",
+           "error_code")
 
 FR_HEADER = 16
 FR_VERSION = 1
@@ -498,33 +500,38 @@ def _frame_str(b, what):
         raise ProtocolError(400, "malformed frame: its {} is not UTF-8".format(what)) from None
 
 
-@_final
-class FrameParser:
-    """Cuts frames out of a byte stream fed in any pieces.
+class DoorParser:
+    """The input side of a front door's parser (FrameParser: the native
+    protocol, NatsParser: NATS), pure-Python reference for the base class
+    of src_ext/codec.pyx: the bytes of an incomplete frame / op held
+    between feeds, the front door's state (``router``, ``out``, the publish
+    permissions, the limits, ``route_pubs``), its counters, the last PUB
+    subject decoded and the publish permission check.
 
-    ``feed(data)`` returns the frames it completed, except the PUB frames
-    without ACK it could route itself (``router`` set, ``route_pubs``):
-    those go to ``router`` (a problem with one becomes an ``('error',
-    code, message, id)`` entry, a request nobody received a ``('noresp',
-    reply)`` entry).  Each returned frame is a tuple ``(op, flags, id,
-    subject, reply, body)`` (subject and reply str, body bytes); with
-    ``batch_msgs``, runs of MSG frames come as ``('msgs', MsgBatch)``.  A
-    malformed frame raises ``ProtocolError`` (with the code) whose
-    ``frames`` are the frames before it (handled); the parser then refuses
-    more input.
+    ``feed(data)`` hands what is complete to the subclass's ``_parse(p,
+    out)`` (returns the bytes it used) and keeps the rest; when ``_parse``
+    set ``_need`` (the bytes the buffered frame / op needs, 0: unknown)
+    it is not called again until they are all here.  A protocol error (the
+    subclass's ``_error`` type) gets the entries handled before it as
+    ``frames`` and stops the parser: more input is refused with the error
+    of ``_malformed_before()``.  The other hook: ``_subject_str(s)``, a
+    subject's bytes as a str (or the subclass's error).
     """
 
-    __slots__ = ("_buf", "_router", "_out", "_pub_allow", "_pub_deny", "_max_payload",
-                 "_max_control", "_route_pubs", "_batch_msgs", "_last_sb", "_last_ss",
-                 "_frames_in", "_bytes_in", "_pubs_in", "_denied", "_failed")
+    __slots__ = ("_buf", "_bytes_in", "_denied", "_failed", "_last_pb", "_last_ps",
+                 "_max_control", "_max_payload", "_need", "_out", "_pub_allow", "_pub_deny",
+                 "_pubs_in", "_route_pubs", "_router")
+
+    _error = ()                 # the door's protocol error type (the subclass's)
 
     def __reduce__(self):
         raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
 
     def __new__(cls, /, *args, **kwargs):
-        # the blank state of a native FrameParser before __init__
+        # the blank state of a native parser before __init__
         o = object.__new__(cls)
         o._buf = bytearray()
+        o._need = 0                 # bytes the buffered frame / op needs (0: unknown)
         o._router = None
         o._out = None
         o._pub_allow = None
@@ -532,17 +539,16 @@ class FrameParser:
         o._max_payload = 0
         o._max_control = 0
         o._route_pubs = False
-        o._batch_msgs = False       # MSG frames as ('msgs', MsgBatch) runs
-        o._last_sb = None           # the last MSG subject (bytes and str):
-        o._last_ss = None           # a stream of one subject decodes it once
-        o._frames_in = 0
+        o._last_pb = None           # the last PUB subject (bytes and str):
+        o._last_ps = None           # a stream of one subject decodes it once
         o._bytes_in = 0
         o._pubs_in = 0
         o._denied = 0
-        o._failed = None            # the ProtocolError that stopped the parser
+        o._failed = None            # the protocol error that stopped the parser
         return o
 
-    def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=65536):
+    def __init__(self, router, out, max_payload, max_control):
+        # (the subclasses' __init__, with their defaults)
         router = _typed_arg("router", router, _router_cls())
         out = _typed_arg("out", out, OutBuf)
         max_payload = _c_ssize(max_payload)
@@ -552,14 +558,13 @@ class FrameParser:
         self._max_payload = max_payload
         self._max_control = max_control
 
-    frames_in = _ro("_frames_in")
     bytes_in = _ro("_bytes_in")
     pubs_in = _ro("_pubs_in")
     denied = _ro("_denied")
 
     @property
     def router(self):
-        """None: return PUB frames too."""
+        """None: return PUBs too."""
         return self._router
 
     @router.setter
@@ -611,12 +616,120 @@ class FrameParser:
 
     @property
     def route_pubs(self):
-        """False until CONNECT (auth) is done."""
+        """False until CONNECT (auth) is done (NATS: and in verbose mode)."""
         return self._route_pubs
 
     @route_pubs.setter
     def route_pubs(self, v):
         self._route_pubs = bool(v)
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete frame / op held."""
+        return len(self._buf)
+
+    def feed(self, data):
+        if self._failed is not None:
+            raise self._malformed_before()
+        data = _record_bytes(data)
+        out = []
+        self._bytes_in += len(data)
+        try:
+            if not self._buf:
+                self._need = 0
+                used = self._parse(data, out)
+                if used < len(data):
+                    self._keep(data[used:])
+            else:
+                # (as the native parser: on an error other than a protocol error the
+                # held bytes stay as they were, the new ones appended)
+                self._keep(data)
+                if self._need and len(self._buf) < self._need:
+                    return out          # a payload still arriving: nothing to parse yet
+                self._need = 0
+                used = self._parse(bytes(self._buf), out)
+                if used:
+                    del self._buf[:used]
+        except self._error as exc:
+            # the entries before the bad frame / op were handled: hand them over
+            # too; the stream cannot be resynchronised, so the parser stops here
+            exc.frames = out
+            self._failed = exc
+            self._buf = bytearray()
+            raise
+        return out
+
+    def _keep(self, d):
+        """Hold ``d`` (bytes) after the bytes held."""
+        self._buf += d
+
+    def _parse(self, p, out):
+        """Handle the complete frames / ops of ``p`` (bytes), appending
+        entries to ``out``; returns the bytes used (the subclass's)."""
+        raise NotImplementedError
+
+    def _malformed_before(self):
+        """The error refusing input after ``_failed`` (the subclass's)."""
+        raise NotImplementedError
+
+    def _subject_str(self, s):
+        """A subject (bytes) as a str (the subclass's)."""
+        raise NotImplementedError
+
+    def _pub_subject(self, s):
+        """The subject of a PUB (``s``: bytes) as a str: a stream of one
+        subject decodes it once."""
+        if self._last_pb is not None and s == self._last_pb:
+            return self._last_ps
+        subject = self._subject_str(s)
+        self._last_pb = s
+        self._last_ps = subject
+        return subject
+
+    def _allowed(self, subject):
+        """False if ``pub_allow`` / ``pub_deny`` refuse publishing to
+        ``subject`` (a SubjectError if it is not valid)."""
+        if self._pub_allow is not None and not self._pub_allow.match(subject):
+            return False
+        if self._pub_deny is not None and self._pub_deny.match(subject):
+            return False
+        return True
+
+
+@_final
+class FrameParser(DoorParser):
+    """Cuts frames of the native protocol out of a byte stream fed in any
+    pieces (a ``DoorParser``).
+
+    ``feed(data)`` returns the frames it completed, except the PUB frames
+    without ACK it could route itself (``router`` set, ``route_pubs``):
+    those go to ``router`` (a problem with one becomes an ``('error',
+    code, message, id)`` entry, a request nobody received a ``('noresp',
+    reply)`` entry).  Each returned frame is a tuple ``(op, flags, id,
+    subject, reply, body)`` (subject and reply str, body bytes); with
+    ``batch_msgs``, runs of MSG frames come as ``('msgs', MsgBatch)``.  A
+    malformed frame raises ``ProtocolError`` (with the code) whose
+    ``frames`` are the frames before it (handled); the parser then refuses
+    more input.
+    """
+
+    __slots__ = ("_batch_msgs", "_frames_in", "_last_sb", "_last_ss")
+
+    _error = ProtocolError
+
+    def __new__(cls, /, *args, **kwargs):
+        # the blank state of a native FrameParser before __init__
+        o = DoorParser.__new__(cls)
+        o._batch_msgs = False       # MSG frames as ('msgs', MsgBatch) runs
+        o._last_sb = None           # the last MSG subject (bytes and str):
+        o._last_ss = None           # a stream of one subject decodes it once
+        o._frames_in = 0
+        return o
+
+    def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=65536):
+        DoorParser.__init__(self, router, out, max_payload, max_control)
+
+    frames_in = _ro("_frames_in")
 
     @property
     def batch_msgs(self):
@@ -627,39 +740,12 @@ class FrameParser:
     def batch_msgs(self, v):
         self._batch_msgs = bool(v)
 
-    @property
-    def buffered(self):
-        """Bytes of an incomplete frame held."""
-        return len(self._buf)
+    def _malformed_before(self):
+        return ProtocolError(self._failed.code, "the stream was malformed before: {}".format(
+            self._failed))
 
-    def feed(self, data):
-        failed = self._failed
-        if failed is not None:
-            raise ProtocolError(failed.code, "the stream was malformed before: {}".format(
-                failed))
-        data = _record_bytes(data)
-        out = []
-        self._bytes_in += len(data)
-        try:
-            if not self._buf:
-                used = self._parse(data, out)
-                if used < len(data):
-                    self._buf = bytearray(data[used:])
-            else:
-                # (as the native parser: on an error other than a ProtocolError the
-                # held bytes stay as they were, the new ones appended)
-                self._buf += data
-                used = self._parse(bytes(self._buf), out)
-                if used:
-                    del self._buf[:used]
-        except ProtocolError as exc:
-            # the frames before the bad one were handled: hand them over too;
-            # the stream cannot be resynchronised, so the parser stops here
-            exc.frames = out
-            self._failed = exc
-            self._buf = bytearray()
-            raise
-        return out
+    def _subject_str(self, s):
+        return _frame_str(s, "subject")
 
     def _parse(self, p, out):
         """Handle the complete frames of ``p``; returns the bytes used."""
@@ -735,13 +821,6 @@ class FrameParser:
             out.append(("msgs", mb))
         return off
 
-    def _allowed(self, subject):
-        if self._pub_allow is not None and not self._pub_allow.match(subject):
-            return False
-        if self._pub_deny is not None and self._pub_deny.match(subject):
-            return False
-        return True
-
     def _route_batch(self, b, fid, out):
         """The items of a PUB_BATCH body, routed one by one."""
         off = 0
@@ -775,8 +854,8 @@ class FrameParser:
     def _route_pub(self, s, r, b, fid, out):
         """A PUB without ACK: route it here; problems go to ``out`` as
         ('error', code, message, id) and ('noresp', reply) entries."""
-        subject = _frame_str(s, "subject")
-        reply = _frame_str(r, "reply") if r else None
+        reply = _frame_str(r, "reply") if r else None      # (first, as the native core)
+        subject = self._pub_subject(s)
         router = self._router
         before = router.n_delivered
         try:

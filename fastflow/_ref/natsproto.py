@@ -10,19 +10,17 @@ the router (``OutBuf._nats_msg``, for WireTargets with a NATS sid).
 import re
 
 from fastflow._ref import event as _event
-from fastflow._ref.codec import OutBuf, _as_utf8, _router_cls, _typed, _typed_arg
+from fastflow._ref.codec import DoorParser, _as_utf8
 from fastflow._ref.event import (
     _GENID,
     _HEADER,
     EV_VERSION,
     EVF_GENID,
     EVF_TYPE_SUBJECT,
-    _c_ssize,
     _final,
     _record_bytes,
     _ro,
 )
-from fastflow._ref.matcher import Matcher
 from fastflow.errors import FastflowError, SubjectError
 
 __all__ = ("NatsError", "NatsParser")
@@ -82,8 +80,9 @@ def _nats_str(b, what):
 
 
 @_final
-class NatsParser:
-    """Cuts the NATS client protocol out of a byte stream fed in any pieces.
+class NatsParser(DoorParser):
+    """Cuts the NATS client protocol out of a byte stream fed in any pieces
+    (a ``DoorParser``).
 
     ``feed(data)`` returns entries for what it completed, except the PUBs it
     routes itself (``router`` set, ``route_pubs``, and no other op before
@@ -100,144 +99,26 @@ class NatsParser:
     more input.
     """
 
-    __slots__ = ("_buf", "_bytes_in", "_denied", "_failed", "_last_pb", "_last_ps",
-                 "_max_control", "_max_payload", "_need", "_ops_in", "_out", "_pub_allow",
-                 "_pub_deny", "_pubs_in", "_route_pubs", "_router")
+    __slots__ = ("_ops_in",)
 
-    def __reduce__(self):
-        raise TypeError(f"cannot pickle '{type(self).__qualname__}' object")
+    _error = NatsError
 
     def __new__(cls, /, *args, **kwargs):
         # the blank state of a native NatsParser before __init__
-        o = object.__new__(cls)
-        o._buf = bytearray()
-        o._need = 0                 # bytes the buffered op needs (0: unknown)
-        o._router = None
-        o._out = None
-        o._pub_allow = None
-        o._pub_deny = None
-        o._max_payload = 0
-        o._max_control = 0
-        o._route_pubs = False
-        o._last_pb = None           # the last PUB subject (bytes and str):
-        o._last_ps = None           # a stream of one subject decodes it once
+        o = DoorParser.__new__(cls)
         o._ops_in = 0
-        o._bytes_in = 0
-        o._pubs_in = 0
-        o._denied = 0
-        o._failed = None            # the NatsError that stopped the parser
         return o
 
     def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=4096):
-        router = _typed_arg("router", router, _router_cls())
-        out = _typed_arg("out", out, OutBuf)
-        max_payload = _c_ssize(max_payload)
-        max_control = _c_ssize(max_control)
-        self._router = router
-        self._out = out
-        self._max_payload = max_payload
-        self._max_control = max_control
+        DoorParser.__init__(self, router, out, max_payload, max_control)
 
     ops_in = _ro("_ops_in")
-    bytes_in = _ro("_bytes_in")
-    pubs_in = _ro("_pubs_in")
-    denied = _ro("_denied")
 
-    @property
-    def router(self):
-        """None: return PUBs too."""
-        return self._router
+    def _malformed_before(self):
+        return NatsError(self._failed.text, f"the stream was malformed before: {self._failed}")
 
-    @router.setter
-    def router(self, v):
-        self._router = _typed(v, _router_cls())
-
-    @property
-    def out(self):
-        """This connection's output (echo)."""
-        return self._out
-
-    @out.setter
-    def out(self, v):
-        self._out = _typed(v, OutBuf)
-
-    @property
-    def pub_allow(self):
-        """None: everything allowed."""
-        return self._pub_allow
-
-    @pub_allow.setter
-    def pub_allow(self, v):
-        self._pub_allow = _typed(v, Matcher)
-
-    @property
-    def pub_deny(self):
-        """None: nothing denied."""
-        return self._pub_deny
-
-    @pub_deny.setter
-    def pub_deny(self, v):
-        self._pub_deny = _typed(v, Matcher)
-
-    @property
-    def max_payload(self):
-        return self._max_payload
-
-    @max_payload.setter
-    def max_payload(self, v):
-        self._max_payload = _c_ssize(v)
-
-    @property
-    def max_control(self):
-        return self._max_control
-
-    @max_control.setter
-    def max_control(self, v):
-        self._max_control = _c_ssize(v)
-
-    @property
-    def route_pubs(self):
-        """False until CONNECT is done (and in verbose mode)."""
-        return self._route_pubs
-
-    @route_pubs.setter
-    def route_pubs(self, v):
-        self._route_pubs = bool(v)
-
-    @property
-    def buffered(self):
-        """Bytes of an incomplete op held."""
-        return len(self._buf)
-
-    def feed(self, data):
-        failed = self._failed
-        if failed is not None:
-            raise NatsError(failed.text, f"the stream was malformed before: {failed}")
-        data = _record_bytes(data)
-        out = []
-        self._bytes_in += len(data)
-        try:
-            if not self._buf:
-                used = self._parse(data, out)
-                if used < len(data):
-                    self._buf = bytearray(data[used:])
-            else:
-                # (as the native parser: on an error other than a NatsError the
-                # held bytes stay as they were, the new ones appended)
-                self._buf += data
-                if self._need and len(self._buf) < self._need:
-                    return out          # a payload still arriving: nothing to parse yet
-                used = self._parse(bytes(self._buf), out)
-                if used:
-                    del self._buf[:used]
-        except NatsError as exc:
-            # the entries before the bad op were handled: hand them over too;
-            # the stream cannot be resynchronised, so the parser stops here
-            exc.frames = out
-            self._failed = exc
-            self._buf = bytearray()
-            raise
-        return out
+    def _subject_str(self, s):
+        return _nats_str(s, "subject")
 
     def _parse(self, p, out):
         """Handle the complete ops of ``p``; returns the bytes used."""
@@ -247,7 +128,6 @@ class NatsParser:
         # PUBs are routed here only until an op goes back to Python: a SUB
         # before a PUB must be handled before that PUB
         in_order = True
-        self._need = 0
         while off < n:
             e = p.find(b"\n", off)
             if e < 0:
@@ -379,17 +259,12 @@ class NatsParser:
         go to ``out``."""
         rt = self._router
         srcb = rt._Router__source_b
-        if self._last_pb is not None and s == self._last_pb:
-            subject = self._last_ps         # a stream of one subject: decoded once
-        else:
-            subject = _nats_str(s, "subject")
-            self._last_pb = s
-            self._last_ps = subject
+        subject = self._pub_subject(s)
         if r:
             _nats_str(r, "reply subject")   # (as a PUB that comes back as an entry)
         try:
-            if (self._pub_allow is not None and not self._pub_allow.match(subject)) or (
-                    self._pub_deny is not None and self._pub_deny.match(subject)):
+            if (self._pub_allow is not None or self._pub_deny is not None) \
+                    and not self._allowed(subject):
                 self._denied += 1
                 out.append(("error", f'Permissions Violation for Publish to "{subject}"'))
                 return
