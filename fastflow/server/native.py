@@ -163,6 +163,7 @@ class NativeConnection(asyncio.Protocol):
     """One client connection of the native protocol."""
 
     door = "native"                     # which front door (monitoring)
+    parser_error = ProtocolError        # what the door's parser raises on a bad stream
 
     def __init__(self, server):
         self.server = server
@@ -423,13 +424,15 @@ class NativeConnection(asyncio.Protocol):
         self.pings_out = 0
         try:
             items = self.parser.feed(data)
-        except ProtocolError as exc:
-            before = getattr(exc, "frames", None)
-            if before:                  # the frames ahead of the bad one count
-                self.handle(before)
+        except self.parser_error as exc:
+            if exc.frames:              # the frames ahead of the bad one count
+                self.handle(exc.frames)
+            if self.state >= ST_CLOSING:
+                return
             self.server.n_protocol_errors += 1
-            log.info("client %d (%s): protocol error %d: %s", self.id, self.peer, exc.code, exc)
-            self.close(exc.code, str(exc))
+            code, message = self._protocol_error(exc)
+            log.info("client %d (%s): protocol error: %s", self.id, self.peer, exc)
+            self.close(code, message)
             return
         except Exception as exc:
             log.exception("client %d: error while reading", self.id)
@@ -443,6 +446,11 @@ class NativeConnection(asyncio.Protocol):
         srv = self.server
         if srv.stalled_conns and "stall" not in self._pause and self.is_publisher():
             srv.pause_publisher(self)
+
+    @staticmethod
+    def _protocol_error(exc):
+        """The (code, message) a connection is closed with for ``exc``."""
+        return exc.code, str(exc)
 
     def is_publisher(self):
         return self.parser.pubs_in > 0 or self.in_msgs_py > 0

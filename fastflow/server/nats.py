@@ -130,6 +130,7 @@ class NatsConnection(NativeConnection):
     """One client connection of the NATS protocol."""
 
     door = "nats"
+    parser_error = NatsError
 
     def __init__(self, server):
         NativeConnection.__init__(self, server)
@@ -237,36 +238,14 @@ class NatsConnection(NativeConnection):
     # -- input -------------------------------------------------------------------------
 
     def data_received(self, data):
-        if self.state >= ST_CLOSING or self.server.stopping:
-            return
-        if self._upgrading:                 # plain text where TLS was required
+        if self._upgrading and self.state < ST_CLOSING:     # plain text where TLS was required
             self.close(400, "Secure Connection - TLS Required")
             return
-        self.last_in = self.loop.time()
-        self.pings_out = 0
-        try:
-            items = self.parser.feed(data)
-        except NatsError as exc:
-            if exc.frames:
-                self.handle(exc.frames)
-            if self.state >= ST_CLOSING:
-                return
-            self.server.n_protocol_errors += 1
-            log.info("client %d (%s): NATS protocol error: %s", self.id, self.peer, exc)
-            self.close(400, exc.text)
-            return
-        except Exception as exc:
-            log.exception("client %d: error while reading", self.id)
-            self.close(500, "Internal Error: {}".format(exc))
-            return
-        if items:
-            if self._stash is not None:
-                self._stash.extend(items)
-            else:
-                self.handle(items)
-        srv = self.server
-        if srv.stalled_conns and "stall" not in self._pause and self.is_publisher():
-            srv.pause_publisher(self)
+        NativeConnection.data_received(self, data)
+
+    @staticmethod
+    def _protocol_error(exc):
+        return 400, exc.text                # (-ERR with nats-server's text)
 
     def handle(self, items, start=0):
         n = len(items)
