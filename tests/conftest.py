@@ -122,35 +122,42 @@ def ffserver():
     return run
 
 
-class ServerProcess:
-    """A ``python -m fastflow serve`` subprocess on 127.0.0.1 (see the
-    ``ffproc`` fixture); its log (stderr and stdout) goes to ``log_path``."""
+class ChildServer:
+    """A server in a subprocess on 127.0.0.1, its output (stderr and stdout)
+    in ``log_path``: ``.start()`` / ``await .astart()`` (again after a stop
+    to restart it with the same arguments), ``.stop()`` / ``await
+    .astop()``, ``.kill()``; ``async with`` starts and kills it.  A
+    subclass gives ``WHAT`` (its name in errors), ``READY`` (the log line
+    that says it listens) and ``_command()``."""
 
-    READY = "server ready"
+    WHAT = READY = None
 
-    def __init__(self, args, log_path, port, monitor_port):
-        self.args = args
+    def __init__(self, log_path):
         self.log_path = log_path
-        self.port = port
-        self.monitor_port = monitor_port
-        self.url = "fastflow://127.0.0.1:{}".format(port)
         self.proc = None
         self._log = None
         self._mark = 0
 
+    def _command(self):
+        raise NotImplementedError
+
     @property
     def log(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            return f.read()
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def _spawn(self):
+        self._close_log()
         self._log = open(self.log_path, "a")
         self._mark = self._log.tell()
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastflow", "serve"] + self.args, cwd=REPO, env=env,
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self._command(), cwd=REPO, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
 
     def _check_start(self):
         """True when ready; raises if the process died."""
@@ -160,18 +167,20 @@ class ServerProcess:
         if self.READY in text:
             return True
         if self.proc.poll() is not None:
-            raise RuntimeError("fastflow serve exited with {} before it was ready:\n{}".format(
-                self.proc.returncode, text))
+            raise RuntimeError("{} exited with {} before it was ready:\n{}".format(
+                self.WHAT, self.proc.returncode, text))
         return False
+
+    def _not_ready(self, timeout):
+        self.kill()
+        return TimeoutError("{} not ready within {} s:\n{}".format(self.WHAT, timeout, self.log))
 
     def start(self, timeout=20.0):
         self._spawn()
         deadline = time.monotonic() + timeout
         while not self._check_start():
             if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError("fastflow serve not ready within {} s:\n{}".format(
-                    timeout, self.log))
+                raise self._not_ready(timeout)
             time.sleep(0.02)
         return self
 
@@ -180,9 +189,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while not self._check_start():
             if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError("fastflow serve not ready within {} s:\n{}".format(
-                    timeout, self.log))
+                raise self._not_ready(timeout)
             await asyncio.sleep(0.02)
         return self
 
@@ -191,6 +198,8 @@ class ServerProcess:
 
     def stop(self, sig=signal.SIGTERM, timeout=20.0):
         """Signal and wait; returns the exit status."""
+        if self.proc is None:
+            return None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -199,6 +208,8 @@ class ServerProcess:
             self.kill()
 
     async def astop(self, sig=signal.SIGTERM, timeout=20.0):
+        if self.proc is None:
+            return None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return await self.await_exit(timeout)
@@ -208,8 +219,8 @@ class ServerProcess:
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
                 self.kill()
-                raise TimeoutError("fastflow serve did not exit within {} s:\n{}".format(
-                    timeout, self.log))
+                raise TimeoutError("{} did not exit within {} s:\n{}".format(
+                    self.WHAT, timeout, self.log))
             await asyncio.sleep(0.01)
         self._close_log()
         return self.proc.returncode
@@ -224,6 +235,29 @@ class ServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    async def __aenter__(self):
+        return await self.astart()
+
+    async def __aexit__(self, *exc):
+        self.kill()
+
+
+class ServerProcess(ChildServer):
+    """A ``python -m fastflow serve`` subprocess (see the ``ffproc`` fixture)."""
+
+    WHAT = "fastflow serve"
+    READY = "server ready"
+
+    def __init__(self, args, log_path, port, monitor_port):
+        ChildServer.__init__(self, log_path)
+        self.args = args
+        self.port = port
+        self.monitor_port = monitor_port
+        self.url = "fastflow://127.0.0.1:{}".format(port)
+
+    def _command(self):
+        return [sys.executable, "-m", "fastflow", "serve"] + self.args
 
 
 @pytest.fixture
@@ -478,115 +512,23 @@ def nats_server_config(port, settings):
     return conf
 
 
-class NatsServerProcess:
-    """A real nats-server on 127.0.0.1 (the ``natsd`` fixture): ``.start()``
-    / ``await .astart()`` (again after ``stop`` to restart it on the same
-    port), ``.stop()``, ``.kill()``; ``async with`` starts and kills it.
-    ``.url`` (nats://), ``.port``, ``.log`` (its output), ``.config``."""
+class NatsServerProcess(ChildServer):
+    """A real nats-server on 127.0.0.1 (the ``natsd`` fixture): ``.url``
+    (nats://), ``.port``, ``.log`` (its output), ``.config``."""
 
+    WHAT = "nats-server"
     READY = "Server is ready"
 
     def __init__(self, binary, port, conf_path, log_path, config):
+        ChildServer.__init__(self, log_path)
         self.binary = binary
         self.port = port
         self.url = "nats://127.0.0.1:{}".format(port)
         self.conf_path = conf_path
-        self.log_path = log_path
         self.config = config
-        self.proc = None
-        self._log = None
-        self._mark = 0
 
-    @property
-    def log(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def _spawn(self):
-        self._close_log()
-        self._log = open(self.log_path, "a")
-        self._mark = self._log.tell()
-        self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-c", self.conf_path],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def _check_start(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            f.seek(self._mark)
-            text = f.read()
-        if self.READY in text:
-            return True
-        if self.proc.poll() is not None:
-            raise RuntimeError("nats-server exited with {} before it was ready:\n{}".format(
-                self.proc.returncode, text))
-        return False
-
-    def start(self, timeout=10.0):
-        self._spawn()
-        deadline = time.monotonic() + timeout
-        while not self._check_start():
-            if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError("nats-server not ready within {} s:\n{}".format(timeout,
-                                                                                  self.log))
-            time.sleep(0.01)
-        return self
-
-    async def astart(self, timeout=10.0):
-        self._spawn()
-        deadline = time.monotonic() + timeout
-        while not self._check_start():
-            if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError("nats-server not ready within {} s:\n{}".format(timeout,
-                                                                                  self.log))
-            await asyncio.sleep(0.01)
-        return self
-
-    def stop(self, timeout=10.0):
-        """SIGTERM and wait; returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.kill()
-
-    async def astop(self, timeout=10.0):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError("nats-server did not exit within {} s".format(timeout))
-            await asyncio.sleep(0.01)
-        self._close_log()
-        return self.proc.returncode
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._close_log()
-
-    def _close_log(self):
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    async def __aenter__(self):
-        return await self.astart()
-
-    async def __aexit__(self, *exc):
-        self.kill()
+    def _command(self):
+        return [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-c", self.conf_path]
 
 
 @pytest.fixture
