@@ -51,41 +51,49 @@ cdef inline bint _is_space(char c) noexcept:
     return c == 32 or c == 9
 
 
+cdef inline uint32_t _lower3(const char *p) noexcept:
+    # the bytes in a word, letters lowered (| 0x20 maps only 'X' and 'x'
+    # to 'x' among the letters the ops are made of)
+    return (<uint32_t><uint8_t>p[0] | (<uint32_t><uint8_t>p[1] << 8)
+            | (<uint32_t><uint8_t>p[2] << 16)) | 0x202020
+
+
+cdef inline uint32_t _lower4(const char *p) noexcept:
+    return _lower3(p) | ((<uint32_t><uint8_t>p[3] | 0x20) << 24)
+
+
 cdef int _op_of(const char *p, Py_ssize_t n) noexcept:
     """The op of the name p[:n] (any case), 0 if unknown."""
-    cdef char b[8]
-    cdef Py_ssize_t i
-    if n < 3 or n > 7:
-        return 0
-    for i in range(n):
-        b[i] = _lower(p[i])
+    cdef uint32_t w
     if n == 3:
-        if memcmp(b, b'pub', 3) == 0:
+        w = _lower3(p)
+        if w == 0x627570:               # pub
             return NOP_PUB
-        if memcmp(b, b'sub', 3) == 0:
+        if w == 0x627573:               # sub
             return NOP_SUB
-        if memcmp(b, b'+ok', 3) == 0:
+        if w == 0x6b6f2b and p[0] == 43:    # +ok
             return NOP_OK
-        if memcmp(b, b'msg', 3) == 0:
+        if w == 0x67736d:               # msg
             return NOP_MSG
     elif n == 4:
-        if memcmp(b, b'hpub', 4) == 0:
-            return NOP_HPUB
-        if memcmp(b, b'ping', 4) == 0:
+        w = _lower4(p)
+        if w == 0x676e6970:             # ping
             return NOP_PING
-        if memcmp(b, b'pong', 4) == 0:
+        if w == 0x676e6f70:             # pong
             return NOP_PONG
-        if memcmp(b, b'info', 4) == 0:
+        if w == 0x62757068:             # hpub
+            return NOP_HPUB
+        if w == 0x6f666e69:             # info
             return NOP_INFO
-        if memcmp(b, b'-err', 4) == 0:
+        if w == 0x7272652d and p[0] == 45:  # -err
             return NOP_ERR
-        if memcmp(b, b'hmsg', 4) == 0:
+        if w == 0x67736d68:             # hmsg
             return NOP_HMSG
     elif n == 5:
-        if memcmp(b, b'unsub', 5) == 0:
+        if _lower4(p) == 0x75736e75 and (<uint8_t>p[4] | 0x20) == 0x62:     # unsub
             return NOP_UNSUB
     elif n == 7:
-        if memcmp(b, b'connect', 7) == 0:
+        if _lower4(p) == 0x6e6e6f63 and _lower3(p + 4) == 0x746365:         # connect
             return NOP_CONNECT
     return 0
 
@@ -440,7 +448,7 @@ cdef class NatsParser(DoorParser):
             memcpy(b + 32 + srcn, d, dn)
         before = rt.n_delivered
         try:
-            rt._publish_wire(subject, r, rn, b, rlen, self.out)
+            rt._publish_wire(subject, r, rn, b, rlen, self.out, True)
         except SubjectError:
             out.append(('error', 'Invalid Publish Subject'))
             return 0

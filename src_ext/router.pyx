@@ -302,8 +302,10 @@ cdef class Router:
         return rec
 
     cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
-                               const char *rec, Py_ssize_t rn, OutBuf origin) except -1:
-        """Publish an event record received from the network (a PUB frame)."""
+                               const char *rec, Py_ssize_t rn, OutBuf origin,
+                               bint built=False) except -1:
+        """Publish an event record received from the network (a PUB frame);
+        ``built``: a record the door made itself (no need to check it)."""
         cdef const char *p
         cdef Py_ssize_t n
         cdef const int64_t *res
@@ -314,7 +316,8 @@ cdef class Router:
             raise FastflowError('flow {!r} is closed'.format(self.name))
         as_utf8(subject, &p, &n, False)
         h = ff_hash(p, n, _SEED)
-        _ev_check(subject, rec, rn)
+        if not built:
+            _ev_check(subject, rec, rn)
         if _rd16(rec + 2) or _rd16(rec + 10):
             # lineage: the loop breaker needs the event (rare)
             ev = _ev_decode(subject, rec, rn, 0, None, 0, None)
@@ -322,7 +325,9 @@ cdef class Router:
             return self._deliver(subject, p, n, h, res, None, ev, _now_ns(), NULL, 0, reply,
                                  replyn, origin)
         m._match_res(subject, p, n, h, &res)
-        return self._deliver(subject, p, n, h, res, None, None, _now_ns(), rec, rn, reply,
+        # (now = 0: the time is read when something needs it, a stream or an
+        # in-process subscriber; wire-to-wire deliveries do without)
+        return self._deliver(subject, p, n, h, res, None, None, 0, rec, rn, reply,
                              replyn, origin)
 
     def publish_record(self, subject, record, reply=None, OutBuf origin=None):
@@ -529,6 +534,8 @@ cdef class Router:
                 if rec == NULL:
                     rec = self._record(ev, &rlen, &dp, &dn)
                 ok = False
+                if now == 0:
+                    now = _now_ns()
                 try:                    # (try/finally: free when nothing is raised)
                     s = st.log._append_routed(subject, p, n, <uint32_t>h, rec, rlen,
                                               dp, dn, now)
@@ -604,6 +611,8 @@ cdef class Router:
                 if su.closed:
                     continue
                 if ev is None:          # a network record, for in-process subscribers
+                    if now == 0:
+                        now = _now_ns()
                     ev = _ev_decode(subject, wrec, wrn, seq, self.last_stream, now, self.name)
                 if su.callback is not None:
                     su.delivered += 1
