@@ -1013,7 +1013,8 @@ class Client:
     # -- subscribing ---------------------------------------------------------------------
 
     def subscribe(self, pattern, callback=None, *, queue=None, raw=False, with_reply=False,
-                  max_pending=65536, max_pending_bytes=64 << 20, on_full="drop_oldest"):
+                  batch=False, max_pending=65536, max_pending_bytes=64 << 20,
+                  on_full="drop_oldest"):
         """Subscribe to ``pattern`` (not awaited).
 
         With a ``callback``: a function is called inline, from C, for each
@@ -1024,6 +1025,13 @@ class Client:
         A coroutine function runs in a task, one message at a time, in
         order.  Without a callback, iterate: ``async for ev in sub``,
         ``await sub.next(timeout)``.  ``queue`` joins a queue group.
+
+        ``batch=True`` (a plain function callback): one call per run of
+        messages the client read at once, in order, with lists instead of
+        single messages: ``callback(events)``; ``raw=True``:
+        ``callback(subjects, replies, datas)`` (parallel lists);
+        ``with_reply=True``: ``callback(events, replies)``.  The Python
+        cost per message is then the loop the callback runs itself.
 
         Queued messages (iterators, coroutine callbacks) are bounded by
         ``max_pending`` messages and ``max_pending_bytes`` (record + 64
@@ -1049,9 +1057,12 @@ class Client:
         is_async = callback is not None and inspect.iscoroutinefunction(callback)
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable, got {!r}".format(callback))
+        if batch and (callback is None or is_async):
+            raise ValueError("batch=True needs a plain function callback (iterators and "
+                             "coroutine callbacks take messages one by one)")
         sid = self._new_id()
         sub = Subscription(self, sid, pattern, queue, callback, raw, with_reply, max_pending,
-                           max_pending_bytes, on_full, is_async)
+                           max_pending_bytes, on_full, is_async, batch)
         self._subs[sid] = sub
         self._handlers[sid] = sub._deliver
         if is_async:
@@ -1627,8 +1638,9 @@ class Subscription:
     ``await sub.next(timeout)``) when it has no callback."""
 
     def __init__(self, client, sid, pattern, queue, callback, raw, with_reply, max_pending,
-                 max_pending_bytes, on_full, is_async):
+                 max_pending_bytes, on_full, is_async, batch=False):
         self._client = client
+        self.batch = batch
         self.sid = sid
         self.pattern = pattern
         self.queue = queue
@@ -1688,6 +1700,8 @@ class Subscription:
                 cols = [s[i] for i in idx], [r[i] for i in idx], [d[i] for i in idx]
             if self._queued:
                 self._enqueue(mb, idx, zip(*cols))
+            elif self.batch:
+                self._run_batch(cols)
             else:                                   # the hot path: a call per message, from C
                 self._run(map(self.callback, *cols))
         else:
@@ -1696,10 +1710,14 @@ class Subscription:
                 replies = mb.replies if idx is None else [mb.replies[i] for i in idx]
                 if self._queued:
                     self._enqueue(mb, idx, zip(evs, replies))
+                elif self.batch:
+                    self._run_batch((evs, replies))
                 else:
                     self._run(map(self.callback, evs, replies))
             elif self._queued:
                 self._enqueue(mb, idx, evs)
+            elif self.batch:
+                self._run_batch((evs,))
             else:
                 self._run(map(self.callback, evs))
         if done:
@@ -1714,6 +1732,12 @@ class Subscription:
                 return
             except Exception as exc:
                 self._client._report(exc)
+
+    def _run_batch(self, args):
+        try:
+            self.callback(*args)
+        except Exception as exc:
+            self._client._report(exc)
 
     def _enqueue(self, mb, idx, items):
         offs = mb.offsets

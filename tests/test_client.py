@@ -61,6 +61,75 @@ def connect(srv, **kw):
 # -- publish / subscribe ---------------------------------------------------------------
 
 
+def test_batch_callbacks_get_runs_of_messages_in_order(aloop, ffserver):
+    """``batch=True``: one call per run of messages read at once, lists in
+    order, every message once; with two subscriptions interleaved each gets
+    its own; ``raw``, ``with_reply``, an unsubscribe max and a failing call
+    (reported; later batches still come)."""
+    n = 20_000 // SCALE
+
+    async def main():
+        async with ffserver() as srv:
+            errors = []
+            async with await connect(srv, name="pub") as pub, \
+                    await connect(srv, name="sub", error_callback=errors.append) as sub:
+                evs, raws, pairs, capped = [], [], [], []
+                calls = {"evs": 0, "raws": 0}
+
+                def on_events(batch):
+                    calls["evs"] += 1
+                    assert type(batch) is list
+                    evs.extend(batch)
+                    if calls["evs"] == 1:
+                        raise RuntimeError("a failing batch callback")
+
+                def on_raw(subjects, replies, datas):
+                    calls["raws"] += 1
+                    assert len(subjects) == len(replies) == len(datas)
+                    raws.extend(zip(subjects, replies, datas))
+
+                sub.subscribe("b.a", on_events, batch=True)
+                sub.subscribe("b.*", on_raw, raw=True, batch=True)
+                sub.subscribe("b.a", lambda es, rs: pairs.extend(zip(es, rs)),
+                              with_reply=True, batch=True)
+                capped_sub = sub.subscribe("b.c", lambda es: capped.extend(es), batch=True)
+                await capped_sub.unsubscribe(max=7)
+                with pytest.raises(ValueError, match="batch=True needs a plain function"):
+                    sub.subscribe("b.x", batch=True)
+
+                async def coro(_evs):
+                    pass
+
+                with pytest.raises(ValueError, match="batch=True needs a plain function"):
+                    sub.subscribe("b.x", coro, batch=True)
+                await sub.flush()
+                for i in range(n):
+                    pub.publish("b.a", b"a%d" % i)
+                    if i % 3 == 0:
+                        pub.publish("b.c", b"c%d" % i, reply="r.%d" % i)
+                await pub.flush()
+                n_c = len(range(0, n, 3))
+                await wait_until(lambda: len(evs) == n and len(raws) == n + n_c
+                                 and len(pairs) == n, 10, "every message")
+                assert [e.data for e in evs] == [b"a%d" % i for i in range(n)]
+                assert [e.data for e, _r in pairs] == [b"a%d" % i for i in range(n)]
+                assert all(r is None for _e, r in pairs)
+                want = []
+                for i in range(n):
+                    want.append(("b.a", None, b"a%d" % i))
+                    if i % 3 == 0:
+                        want.append(("b.c", "r.%d" % i, b"c%d" % i))
+                assert raws == want
+                assert [e.data for e in capped] == [b"c%d" % i for i in range(0, 21, 3)]
+                assert capped_sub.closed and capped_sub.delivered == 7
+                # far fewer calls than messages: the point of batches
+                assert calls["raws"] < (n + n_c) // 10, calls
+                await wait_until(lambda: errors, 5, "the callback's error")
+                assert isinstance(errors[0], RuntimeError)
+
+    aloop(main)
+
+
 def test_event_attributes_and_data_cross_the_wire_exactly(aloop, ffserver):
     async def main():
         async with ffserver() as srv:
