@@ -218,7 +218,6 @@ cdef class Router:
     cdef readonly str last_stream           # the stream that stored the last publish
     cdef char *scratch
     cdef Py_ssize_t scap
-    cdef int depth                          # deliveries under way (nested publishes)
     cdef uint64_t stamp
     cdef object last_subject                # publish_batch: the last subject matched,
     cdef uint64_t last_version              # the matcher's version then,
@@ -448,9 +447,8 @@ cdef class Router:
         cdef int nplain_ev = -1             # whether the event goes as a plain MSG,
         cdef object nhdr = None             # else its header block (made once)
         cdef Event hev
-        cdef char *outer_scratch = NULL
-        cdef Py_ssize_t outer_scap = 0
-        cdef bint nested = False
+        cdef bint rec_scratch = False       # rec is in self.scratch (a callback's
+                                            # publish may overwrite it: made again)
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
@@ -467,16 +465,6 @@ cdef class Router:
             if rw == NULL:
                 raise MemoryError()
         memcpy(rw, res, nw * sizeof(int64_t))
-        # a publish from a callback (or another thread) while this one
-        # delivers gets a scratch buffer of its own: ``rec`` may point into
-        # this one's until the end
-        if self.depth:
-            outer_scratch = self.scratch
-            outer_scap = self.scap
-            self.scratch = NULL
-            self.scap = 0
-            nested = True
-        self.depth += 1
         try:
             if ev is not None and (ev.hops or ev._trace is not None):
                 reason = _attrs.check_lineage(self.name, subject, ev.hops, ev._trace,
@@ -533,6 +521,7 @@ cdef class Router:
                 st.stamp = stamp
                 if rec == NULL:
                     rec = self._record(ev, &rlen, &dp, &dn)
+                    rec_scratch = True
                 ok = False
                 if now == 0:
                     now = _now_ns()
@@ -567,6 +556,7 @@ cdef class Router:
                         continue
                     if rec == NULL:
                         rec = self._record(ev, &rlen, &dp, &dn)
+                        rec_scratch = True
                     if wt.nsid is not None:
                         if nplain_ev < 0:
                             nplain_ev = _nats_plain(rec, rlen, dp, dn, &nd, &ndn)
@@ -614,6 +604,14 @@ cdef class Router:
                     if now == 0:
                         now = _now_ns()
                     ev = _ev_decode(subject, wrec, wrn, seq, self.last_stream, now, self.name)
+                if rec_scratch:
+                    # Python runs next (a callback, a queue's advisory): if
+                    # it publishes, the router's scratch buffer holds its
+                    # record after; the wire subscribers still to come get
+                    # this event's record made again
+                    rec = NULL
+                    rec_scratch = False
+                    nplain_ev = -1
                 if su.callback is not None:
                     su.delivered += 1
                     self.n_delivered += 1
@@ -630,11 +628,6 @@ cdef class Router:
                     for listener in list(st.listeners):
                         listener(notify[i + 1])
         finally:
-            self.depth -= 1
-            if nested:
-                free(self.scratch)
-                self.scratch = outer_scratch
-                self.scap = outer_scap
             if hs != local and hs != rw + 2:
                 free(hs)
             if rw != localw:

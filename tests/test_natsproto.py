@@ -1083,6 +1083,31 @@ def test_a_callback_that_publishes_does_not_change_what_later_subscribers_get(co
     assert ob.take() == msg("a", "1", b"hello") + msg("a", "2", b"hello")
 
 
+@pytest.mark.parametrize("core_name", CORE_NAMES)
+def test_a_callback_that_publishes_does_not_change_later_native_frames(core_name):
+    """The same with the native protocol's MSG frames (the record of an
+    event with attributes is built in the router's scratch buffer)."""
+    core = CORES[core_name]
+    router = core.Router()
+    ob = core.OutBuf(0)
+    router.add("other", core.WireTarget(core.OutBuf(0), 7))
+
+    def cb(ev):
+        if ev.data == b"hello":
+            router.publish("other", b"WORLD" * 100, type="u", source="/somewhere/else")
+
+    router.add("a", core.WireTarget(ob, 1))
+    router.add("a", core.SubTarget(cb))
+    router.add("a", core.WireTarget(ob, 2))
+    router.publish("a", b"hello", type="t", k="v")
+    p = core.FrameParser()
+    p.batch_msgs = True
+    ((kind, mb),) = p.feed(ob.take())
+    assert kind == "msgs" and list(mb.sids) == [1, 2]
+    for e in mb.events():
+        assert (e.data, e.type, e["k"]) == (b"hello", "t", "v")
+
+
 # -- the two cores agree -------------------------------------------------------------------------
 
 SCRIPT = (b'CONNECT {"verbose":false}\r\n'
