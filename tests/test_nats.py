@@ -1741,3 +1741,28 @@ def test_tls_like_nats_server(aloop, ffnats, natspy, tls_files):
                              "the plain-text client to be closed")
 
     aloop(main, timeout=TEST_TIMEOUT)
+
+
+def test_header_block_never_raises_and_keeps_only_header_lines():
+    """The router calls header_block while it delivers: values no header can
+    carry are left out, ``natsheaders`` lines that are not ``Name: value``
+    (an event from another door may carry anything) are dropped, a
+    Content-Type that is not printable ASCII goes as ce-datacontenttype."""
+    from fastflow.server.nats import event_from_nats, header_block
+
+    ev = fastflow.Event("a.b", b"x", type="t", datacontenttype="text/plain; charset=utf-8",
+                        natsheaders="X-A: 1\r\n\r\nnot a header\r\nY: 2\r\n")
+    block = header_block(ev, True).decode()
+    assert block.startswith("NATS/1.0\r\n") and block.endswith("\r\n\r\n")
+    lines = block[:-4].split("\r\n")[1:]
+    assert lines[-2:] == ["X-A: 1", "Y: 2"]
+    assert "Content-Type: text/plain; charset=utf-8" in lines and "ce-type: t" in lines
+    odd = fastflow.Event("a.b", b"x", datacontenttype="t\u00ebxt/plain", k="\udc80")
+    lines = header_block(odd, True).decode().split("\r\n")
+    assert "ce-datacontenttype: t%C3%ABxt/plain" in lines
+    assert not [ln for ln in lines if ln.startswith("ce-k:")]
+    # what an HPUB keeps comes back as it was
+    back = event_from_nats("a.b", b"NATS/1.0\r\nX-A: 1\r\nX-A: 2\r\nce-k: v%20w\r\n\r\n", b"p",
+                           "/src")
+    assert back["k"] == "v w" and back["natsheaders"] == "X-A: 1\r\nX-A: 2"
+    assert header_block(back, True).decode().split("\r\n")[-4:-2] == ["X-A: 1", "X-A: 2"]

@@ -13,6 +13,7 @@ are kept as they came, in the ``natsheaders`` extension).
 
 import json
 import logging
+import re
 
 import fastflow
 from fastflow._impl import (
@@ -24,7 +25,7 @@ from fastflow._impl import (
     validate_subject,
 )
 from fastflow.errors import EventError, FastflowError, SubjectError
-from fastflow.event import _header_value, _unheader
+from fastflow.event import _BAD_CONTENT_TYPE, _header_value, _unheader
 from fastflow.server.native import ST_CLOSED, ST_CLOSING, ST_READY, NativeConnection
 
 __all__ = ("NatsConnection", "event_from_nats", "header_block")
@@ -38,6 +39,7 @@ _PONG = b"PONG\r\n"
 _PING = b"PING\r\n"
 _OK = b"+OK\r\n"
 _MINIMAL = frozenset(("specversion", "id", "source", "type"))
+_HEADER_LINE = re.compile(r"[!-9;-~]+:[^\r\n]*\Z")     # a header name, ':', a value
 
 # -ERR texts of nats-server for what the shared connection code closes with
 _CLOSE_TEXTS = {
@@ -60,20 +62,28 @@ def header_block(event, generated_id=True):
     mode): ``ce-<attribute>`` headers, ``Content-Type`` for
     ``datacontenttype``, then the ``natsheaders`` lines as they came.  An
     event with nothing but a generated id, its source and type = its
-    subject gets only those lines (what its NATS publisher sent)."""
+    subject gets only those lines (what its NATS publisher sent).
+
+    The router calls it while it delivers, so it does not raise: a value no
+    header can carry (a lone surrogate) is left out, and so is a
+    ``natsheaders`` line that is not ``Name: value`` (an event from
+    another door may carry anything there)."""
     attrs = event.attributes()
     kept = attrs.pop(NATS_HEADERS, None)
     lines = ["NATS/1.0"]
     if not (generated_id and attrs.keys() <= _MINIMAL
             and attrs["type"] == event.routing_subject):
         for k, v in attrs.items():
-            if k == "datacontenttype":
-                lines.append("Content-Type: " + _header_value(k, v))
-            else:
+            if k == "datacontenttype" and type(v) is str and not _BAD_CONTENT_TYPE.search(v):
+                lines.append("Content-Type: " + v)
+                continue
+            try:
                 lines.append("ce-" + k + ": " + _header_value(k, v))
+            except EventError:
+                continue
     if kept:
-        lines.append(str(kept))
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+        lines.extend(ln for ln in str(kept).split("\r\n") if _HEADER_LINE.match(ln))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
 
 
 def event_from_nats(subject, headers, payload, source):
