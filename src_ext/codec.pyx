@@ -93,8 +93,6 @@ cdef class OutBuf:
 
     cdef char *_reserve(self, Py_ssize_t size) except? NULL:
         """Room for ``size`` more bytes, or NULL (and ``overflow``) past the limit."""
-        cdef Py_ssize_t cap
-        cdef char *p
         if self.closed:
             self.dropped += 1
             return NULL
@@ -107,13 +105,7 @@ cdef class OutBuf:
                 if self.n == 0 and self.on_data is not None:
                     self.on_data()
             return NULL
-        if self.n + size > self.cap:
-            cap = max(OUTBUF_MIN, self.cap * 2, self.n + size)
-            p = <char *>realloc(self.buf, cap)
-            if p == NULL:
-                raise MemoryError()
-            self.buf = p
-            self.cap = cap
+        _grow(<void **>&self.buf, &self.cap, self.n + size, 1, OUTBUF_MIN)
         return self.buf + self.n
 
     cdef int _frame(self, int op, int flags, uint32_t fid, const char *s, Py_ssize_t sn,
@@ -355,15 +347,7 @@ cdef class MsgBatch:
 
     cdef int _add(self, int64_t sid, int flags, object subject, object reply, const char *rec,
                   Py_ssize_t rn) except -1:
-        cdef Py_ssize_t cap
-        cdef char *p
-        if self.bn + rn > self.bcap:
-            cap = max(65536, self.bcap * 2, self.bn + rn)
-            p = <char *>realloc(self.b, cap)
-            if p == NULL:
-                raise MemoryError()
-            self.b = p
-            self.bcap = cap
+        _grow(<void **>&self.b, &self.bcap, self.bn + rn, 1, 65536)
         memcpy(self.b + self.bn, rec, rn)
         self.bn += rn
         self.sids.push(sid)
@@ -507,15 +491,7 @@ cdef class DoorParser:
         return out
 
     cdef int _keep(self, const char *p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t cap
-        cdef char *b
-        if self.n + n > self.cap:
-            cap = max(4096, self.cap * 2, self.n + n)
-            b = <char *>realloc(self.buf, cap)
-            if b == NULL:
-                raise MemoryError()
-            self.buf = b
-            self.cap = cap
+        _grow(<void **>&self.buf, &self.cap, self.n + n, 1, 4096)
         memcpy(self.buf + self.n, p, n)
         self.n += n
         return 0

@@ -431,12 +431,7 @@ cdef class NatsParser(DoorParser):
             except SubjectError:
                 out.append(('error', 'Invalid Publish Subject'))
                 return 0
-        if rlen > self.rcap:
-            b = <char *>realloc(self.rec, max(rlen, 4096))
-            if b == NULL:
-                raise MemoryError()
-            self.rec = b
-            self.rcap = max(rlen, 4096)
+        _grow(<void **>&self.rec, &self.rcap, rlen, 1, 4096)
         b = self.rec
         _id_counter += 1
         memcpy(b, &h0, 8)

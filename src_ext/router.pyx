@@ -272,13 +272,7 @@ cdef class Router:
     # -- publishing ------------------------------------------------------------
 
     cdef char *_room(self, Py_ssize_t n) except NULL:
-        cdef char *p
-        if n > self.scap:
-            p = <char *>realloc(self.scratch, max(n, SCRATCH_MIN))
-            if p == NULL:
-                raise MemoryError()
-            self.scratch = p
-            self.scap = max(n, SCRATCH_MIN)
+        _grow(<void **>&self.scratch, &self.scap, n, 1, SCRATCH_MIN)
         return self.scratch
 
     cdef char *_record(self, Event ev, Py_ssize_t *rlen, const char **dp,
