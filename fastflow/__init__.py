@@ -27,6 +27,7 @@ from fastflow.errors import (
     LogFullError,
     SlowConsumerError,
     StaleRecordError,
+    StorageFullError,
     SubjectError,
 )
 from fastflow.flow import Flow, Retention, Stream, Subscription
@@ -58,6 +59,7 @@ __all__ = (
     "Position",
     "Record",
     "Retention",
+    "StorageFullError",
     "SlowConsumerError",
     "StaleRecordError",
     "Stream",

@@ -9,6 +9,7 @@ __all__ = (
     "LogFullError",
     "SlowConsumerError",
     "StaleRecordError",
+    "StorageFullError",
     "SubjectError",
 )
 
@@ -32,6 +33,21 @@ class EventTooLarge(FastflowError, ValueError):
 class LogFullError(FastflowError):
     """An append rejected by a limit under ``discard="new"``; the message
     names the limit."""
+
+
+class StorageFullError(LogFullError):
+    """An append refused because the disk under a file-backed log is full
+    (ENOSPC): the message names the file and the bytes wanted (``path``,
+    ``wanted``).  Nothing stored before is lost; the log stays readable and
+    takes appends again once space is free."""
+
+    def __init__(self, message, path=None, wanted=0):
+        LogFullError.__init__(self, message)
+        self.path = path
+        self.wanted = wanted
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.path, self.wanted))
 
 
 class GapError(FastflowError):

@@ -29,7 +29,7 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND
 from array import array as _array
 
 from fastflow.errors import (
-    EventTooLarge, LogFullError, GapError, StaleRecordError, CorruptLogError)
+    EventTooLarge, LogFullError, GapError, StaleRecordError, CorruptLogError, StorageFullError)
 
 _logger = logging.getLogger('fastflow.log')
 
@@ -283,6 +283,7 @@ cdef class Log:
     cdef object dedup_ids               # dict msg_id -> (seq, ts)
     cdef object dedup_order             # deque of (ts, msg_id)
     cdef bint closed_
+    cdef Py_ssize_t busy                # calls using the segment store now (close waits)
     cdef readonly object path
     cdef SegmentStore store             # None for an in-memory log
     cdef bint loading
@@ -833,6 +834,16 @@ cdef class Log:
             raise FastflowError('log is closed')
         return 0
 
+    cdef inline int _enter(self) except -1:
+        """Start a call that may use the segment store: ``close()`` (from
+        another thread) waits until it ends, and a call after close raises
+        FastflowError('log is closed').  The check and the count happen
+        under the GIL with nothing in between that could release it."""
+        if self.closed_:
+            raise FastflowError('log is closed')
+        self.busy += 1
+        return 0
+
     cdef int _admit(self, int32_t sid, Py_ssize_t slen, Py_ssize_t dlen) except -1:
         """Apply the count/bytes/per-subject limits for one more record of
         subject ``sid`` (-1: a new subject): evict (discard old) or raise
@@ -991,12 +1002,14 @@ cdef class Log:
         """Append one record for the router: ``pre[:npre] + d[:dlen]``
         (copied once, into the arena); the subject ``p[:n]`` (hash ``h``)
         was validated by the matcher already."""
+        self._enter()
         self.pre = pre
         self.npre = npre
         try:
             return self._append_routed1(subject, p, n, h, d, npre + dlen, now)
         finally:
             self.npre = 0
+            self.busy -= 1
 
     cdef int64_t _append_routed1(self, object subject, const char *p, Py_ssize_t n, uint32_t h,
                                  const char *d, Py_ssize_t dlen, int64_t now) except -1:
@@ -1017,10 +1030,16 @@ cdef class Log:
 
     def append(self, subject, data, time=0):
         """Append one record; returns its seq."""
+        self._enter()
+        try:
+            return self._append(subject, data, time)
+        finally:
+            self.busy -= 1
+
+    cdef int64_t _append(self, object subject, object data, object time) except -1:
         cdef Py_buffer view
         cdef int64_t seq
         cdef int64_t ptime = 0 if time is 0 else _ptime(time)
-        self._check_open()
         if type(data) is bytes:
             seq = self._append1(subject, PyBytes_AS_STRING(data), len(<bytes>data),
                                 ptime, _now_ns())
@@ -1105,14 +1124,22 @@ cdef class Log:
     cdef tuple _append_many(self, object subjects, list datas_l, const char *base,
                             const int64_t *offs, Int64Array sizes, object time):
         """The batch append: payload i is datas_l[i], or base[offs[i]:offs[i+1]]."""
+        self._enter()
+        try:
+            return self._append_many1(subjects, datas_l, base, offs, sizes, time)
+        finally:
+            self.busy -= 1
+
+    cdef tuple _append_many1(self, object subjects, list datas_l, const char *base,
+                             const int64_t *offs, Int64Array sizes, object time):
         cdef Py_ssize_t n = sizes.n, i, dlen
         cdef bint one = isinstance(subjects, (str, bytes))
         cdef int64_t now, first, ptime
         cdef const char *p
         cdef Py_ssize_t slen
         cdef uint32_t h
-        cdef list subj_l
-        cdef Py_buffer view
+        cdef list subj_l = None
+        cdef Py_ssize_t total
         if not one:
             subj_l = list(subjects)
             if len(subj_l) != n:
@@ -1146,6 +1173,20 @@ cdef class Log:
             self._expire(now, AGE_EVICT_STEP)
         if self.discard_mode == DISCARD_NEW:
             self._admit_batch(subjects if one else subj_l, sizes, one)
+        if one:
+            as_utf8(subjects, &p, &slen, False)
+            h = <uint32_t>ff_hash(p, slen, _SEED)
+        if self.store is not None:
+            # the disk space of the whole batch at once where it fits in the
+            # live segment: a full disk then refuses it before anything is stored
+            total = 0
+            for i in range(n):
+                if not one:
+                    as_utf8(subj_l[i], &p, &slen, False)
+                total += (REC_HEADER + slen) * (2 if self.max_per_subject else 1) + sizes.data[i]
+            self.store.reserve_ahead(total)
+            if not one:
+                p = NULL
         first = self._last_seq + 1
         if self.discard_mode == DISCARD_OLD and self.max_events and not self.max_bytes \
                 and not self.max_per_subject:
@@ -1154,9 +1195,26 @@ cdef class Log:
             self._evict_for(min(self.count, self.count + n - self.max_events))
         if self.icount + n > self.icap:
             self._make_room(n)
-        if one:
-            as_utf8(subjects, &p, &slen, False)
-            h = <uint32_t>ff_hash(p, slen, _SEED)
+        try:
+            self._append_loop(subjects, subj_l, datas_l, base, offs, sizes,
+                              ptime, now, one, p, slen, h)
+        except StorageFullError:
+            # records before the refused one (a batch that needed a new
+            # segment) are stored: they are made durable as any append
+            if self.store is not None:
+                self.store.after_append()
+            raise
+        if self.store is not None:
+            self.store.after_append()
+        if FASTFLOW_DEBUG and self.icount < 2000:
+            self._check()
+        return (first, self._last_seq)
+
+    cdef int _append_loop(self, object subjects, list subj_l, list datas_l, const char *base,
+                          const int64_t *offs, Int64Array sizes, int64_t ptime, int64_t now,
+                          bint one, const char *p, Py_ssize_t slen, uint32_t h) except -1:
+        cdef Py_ssize_t i, n = sizes.n
+        cdef Py_buffer view
         for i in range(n):
             if not one:
                 s = subj_l[i]
@@ -1177,11 +1235,7 @@ cdef class Log:
                                        <const char *>view.buf, view.len, ptime, now)
                 finally:
                     PyBuffer_Release(&view)
-        if self.store is not None:
-            self.store.after_append()
-        if FASTFLOW_DEBUG and self.icount < 2000:
-            self._check()
-        return (first, self._last_seq)
+        return 0
 
     cdef int _evict_for(self, int64_t k) except -1:
         """Evict the k oldest records (max_events) in one sweep."""
@@ -1205,6 +1259,12 @@ cdef class Log:
         cdef int32_t sid = self.last_sid
         cdef LogSubject *sj
         cdef int64_t seq
+        if self.store is not None and not self.loading:
+            # the disk space first (and a delete marker's): a full disk
+            # refuses the append before anything changes
+            self.store.reserve(REC_HEADER + n + dlen +
+                               (REC_HEADER + n if self.max_per_subject else 0),
+                               self._last_seq + 1)
         # the subject of the previous append is the likely one
         if sid >= 0:
             sj = &self.subj[sid]
@@ -1325,6 +1385,10 @@ cdef class Log:
         if up_to is not None and up_to < 0:
             raise ValueError('up_to must be >= 0, got {}'.format(up_to))
         limit = self._last_seq if up_to is None else min(<int64_t>up_to, self._last_seq)
+        if self.store is not None:      # the marker's disk space first
+            self.store.reserve(REC_HEADER + (len(subject) * 4 if isinstance(subject, (str, bytes))
+                                             else 0),
+                               self._last_seq + 1)
         removed = self._purge(subject, limit)
         if self.store is not None:
             if subject is None:
@@ -1726,7 +1790,19 @@ cdef class Log:
             return
         self.closed_ = True
         if self.store is not None:
+            # a call in another thread may be using the store (it released
+            # the GIL in a file operation): it finishes first; later calls
+            # raise 'log is closed'
+            while self.busy:
+                _time.sleep(0.0002)
             self.store.close()
+
+    @property
+    def losses(self):
+        """Records lost to damaged segment files, found when the log was
+        opened: a list of dicts ``first_seq``, ``last_seq``, ``file``,
+        ``offset``, ``reason`` (each also logged at ERROR)."""
+        return [] if self.store is None else [dict(l) for l in self.store.losses]
 
     def __enter__(self):
         return self

@@ -8,6 +8,7 @@
 # segments through the log's own append path (same limits, same evictions),
 # so the in-memory state after a reopen is the state before it.
 
+import errno as _errno
 import mmap as _mmap
 import os as _os
 import threading as _threading
@@ -41,6 +42,29 @@ def _flusher(ref, wake, double interval):
 
 cdef enum:
     MAX_SPARES = 2                  # old segment files kept for reuse
+    RESERVE_STEP = 1 << 20          # bytes of the live segment allocated on disk at a time
+
+
+_NO_SPACE = (_errno.ENOSPC, getattr(_errno, 'EDQUOT', _errno.ENOSPC))
+
+
+def _allocate(int fd, Py_ssize_t offset, Py_ssize_t length):
+    """Allocate ``offset:offset + length`` of a file on disk, so that
+    writing it through a map can never fail (SIGBUS on a full disk):
+    posix_fallocate, or zeros written where the file system has no
+    fallocate (the range is known to hold zeros)."""
+    try:
+        _os.posix_fallocate(fd, offset, length)
+        return
+    except AttributeError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (_errno.EOPNOTSUPP, _errno.ENOSYS, _errno.EINVAL):
+            raise
+    zeros = bytes(min(length, 1 << 16))
+    end = offset + length
+    while offset < end:
+        offset += _os.pwrite(fd, zeros[:end - offset], offset)
 
 
 cdef enum FsyncPolicy:
@@ -64,6 +88,42 @@ cdef inline int64_t _get_i64(const char *p) noexcept:
     cdef int64_t v
     memcpy(&v, p, 8)
     return v
+
+
+cdef Py_ssize_t _dirty_end(const char *p, Py_ssize_t start, Py_ssize_t n) noexcept:
+    """The end of the last non-zero byte of p[start:n] (start if none)."""
+    while n > start and p[n - 1] == 0:
+        n -= 1
+    return n
+
+
+cdef Py_ssize_t _record_at(const char *p, Py_ssize_t n, Py_ssize_t off, int64_t expect,
+                           int64_t limit) noexcept:
+    """The length of a record that starts at ``off`` and verifies (length,
+    CRC, header; a record's seq in ``expect`` .. ``limit - 1``, no upper
+    bound when ``limit`` is 0), else 0: used to resynchronise after a
+    corrupt record."""
+    cdef Py_ssize_t rlen, slen
+    cdef int64_t seq
+    cdef int kind
+    if off + REC_HEADER > n:
+        return 0
+    rlen = _get_u32(p + off)
+    if rlen < REC_HEADER or off + rlen > n:
+        return 0
+    kind = <uint8_t>p[off + 34]
+    if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE) or p[off + 35] != 0:
+        return 0
+    slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
+    if REC_HEADER + slen > rlen:
+        return 0
+    if kind == KIND_RECORD:
+        seq = _get_i64(p + off + 8)
+        if seq < expect or (limit and seq >= limit):
+            return 0
+    if ff_crc32c(0, p + off + 8, rlen - 8) != _get_u32(p + off + 4):
+        return 0
+    return rlen
 
 
 def crc32c(data, uint32_t crc=0):
@@ -98,6 +158,7 @@ cdef class SegmentStore:
     cdef Py_ssize_t size
     cdef Py_ssize_t wpos
     cdef Py_ssize_t synced
+    cdef Py_ssize_t reserved            # allocated on disk up to here (writable via the map)
     cdef int64_t live_base
     cdef int64_t live_records
     cdef list live_index                # (seq, ts, offset) every IDX_EVERY records
@@ -116,7 +177,9 @@ cdef class SegmentStore:
     cdef int64_t n_truncated
     cdef int64_t n_corrupt
     cdef int64_t n_deleted_segments
+    cdef int64_t n_storage_full
     cdef int lock_fd
+    cdef readonly list losses           # records lost to damaged files, found at open
 
     def __init__(self, Log log, path, fsync, fsync_interval, segment_size, strict):
         # the arguments were validated by Log.__init__
@@ -135,12 +198,15 @@ cdef class SegmentStore:
         self.wake = _threading.Event()
         self.spares = []
         self.pending = []
+        self.losses = []
         _os.makedirs(self.path, exist_ok=True)
 
     def stats(self):
         return {'segments': len(self.bases), 'fsyncs': self.n_fsyncs,
                 'truncated_bytes': self.n_truncated, 'corrupt_records': self.n_corrupt,
-                'deleted_segments': self.n_deleted_segments}
+                'deleted_segments': self.n_deleted_segments,
+                'lost_records': sum([l['last_seq'] - l['first_seq'] + 1 for l in self.losses]),
+                'storage_full': self.n_storage_full}
 
     # -- opening ---------------------------------------------------------------------
 
@@ -193,10 +259,11 @@ cdef class SegmentStore:
         self.bases = bases
         scans = []
         markers = []
+        found = []                  # (first seq, last seq or 0, file, offset, reason, corrupt)
         for i in range(len(bases)):
             newest = i == len(bases) - 1
             scans.append(self._scan(bases[i], newest,
-                                    0 if newest else bases[i + 1], markers))
+                                    0 if newest else bases[i + 1], markers, found))
 
         def meta_int(key):
             v = meta.get(key, 0)
@@ -213,109 +280,202 @@ cdef class SegmentStore:
                 wild.append((sb, seq))
             else:
                 literal[sb] = max(literal.get(sb, 0), seq)
+        self._report_losses(bases, scans, found, meta_int('first_seq'), meta_int('last_seq'),
+                            floor)
         deleted_bound = {}
-        for data, end, base, _ in scans:
-            self._replay_records(data, end, floor, literal, wild, deleted_bound)
+        for sc in scans:
+            self._replay_records(sc[0], sc[4], floor, literal, wild, deleted_bound)
         log._load_gap(max(last, floor - 1))
         if bases:
-            data, end, base, _ = scans[len(scans) - 1]
-            self._open_live(base, end)
+            sc = scans[len(scans) - 1]
+            self._open_live(sc[2], sc[1], sc[5])
         else:
             self._open_live(log._last_seq + 1, 0)
-        self.write_meta()
+        self.write_meta(None, True)
 
-    cdef tuple _scan(self, int64_t base, bint newest, int64_t next_base, list markers):
-        """Verify one segment; returns (data, good end, base, last record seq)
-        and collects its markers."""
+    cdef _report_losses(self, list bases, list scans, list found, int64_t meta_first,
+                        int64_t meta_last, int64_t floor):
+        """Turn what the scans found into ``losses`` (seq ranges at or above
+        ``floor``: what lies below was evicted or purged anyway), each logged
+        at ERROR: corrupt stretches, sealed segments that end before the next
+        one starts (truncated or deleted files), records that meta.json
+        recorded beyond the newest segment's end, a missing oldest segment."""
+        cdef int64_t a, b
+        if bases and meta_first and meta_first < bases[0]:
+            found.append((meta_first, bases[0] - 1, _os.path.join(self.path, _seg_name(bases[0])),
+                          0, 'no segment holds them (meta.json says first_seq {}, the oldest '
+                          'segment starts at {}): a deleted segment'.format(meta_first, bases[0]),
+                          False))
+        for i in range(len(scans)):
+            sc = scans[i]
+            fname = _os.path.join(self.path, _seg_name(sc[2]))
+            upto = sc[3] if sc[3] else sc[2] - 1    # the last record's seq
+            if i + 1 < len(scans):
+                if not sc[7] and upto + 1 < bases[i + 1]:
+                    found.append((upto + 1, bases[i + 1] - 1, fname, sc[1],
+                                  'the segment ends at seq {}, the next one starts at {}: a '
+                                  'truncated segment or a deleted one'.format(
+                                      upto, bases[i + 1]), False))
+            elif sc[6] is not None and meta_last > upto:
+                # the newest segment's tail is torn and meta.json had recorded more
+                found.append((upto + 1, meta_last, fname, sc[6][0],
+                              'torn tail ({}); meta.json recorded last_seq {}'.format(
+                                  sc[6][1], meta_last), False))
+        for first, last, fname, off, reason, corrupt in found:
+            if last == 0:                   # a corrupt stretch at the end of the newest segment
+                last = meta_last
+            a = max(first, floor)
+            b = last
+            if a > b:
+                if corrupt:
+                    _logger.error('corrupt bytes in %s at offset %d: %s; no retained record '
+                                  'lost', fname, off, reason)
+                continue
+            msg = 'records {}..{} lost ({} records): {} at offset {}: {}'.format(
+                a, b, b - a + 1, fname, off, reason)
+            if self.strict:
+                raise CorruptLogError(msg)
+            _logger.error('%s', msg)
+            self.losses.append({'first_seq': a, 'last_seq': b, 'file': fname, 'offset': off,
+                                'reason': reason})
+
+    cdef tuple _scan(self, int64_t base, bint newest, int64_t next_base, list markers,
+                     list found):
+        """Verify one segment; returns (data, good end, base, last record seq,
+        spans [(start, end)] of verified records, dirty end, torn tail
+        (offset, problem) or None, whether the end of a sealed segment was
+        unreadable), collects
+        its markers, and in ``found`` its corrupt stretches: after a bad
+        record the scan resynchronises at the next record whose header and
+        CRC verify and whose seq follows."""
         cdef const char *p
-        cdef Py_ssize_t n, off = 0, rlen, slen
-        cdef int kind
-        cdef int64_t seq, expect = base, last_rec = 0
+        cdef Py_ssize_t n, off = 0, rlen = 0, slen = 0, start = 0, o
+        cdef int kind = 0
+        cdef int64_t seq = 0, expect = base, last_rec = 0
+        cdef bint tail_lost = False
         cdef bytes data
         fname = _os.path.join(self.path, _seg_name(base))
         with open(fname, 'rb') as f:
             data = f.read()
         p = data
         n = len(data)
-        problem = None
+        spans = []
+        hole = None                         # (first seq lost, offset, what) of a bad stretch
+        torn = None
         while True:
+            problem = None
             if off + 4 > n:
                 if data[off:].strip(b'\0'):
                     problem = 'truncated length field'
-                break
-            rlen = _get_u32(p + off)
-            if rlen == 0:
-                if data[off:].strip(b'\0'):
-                    problem = 'zero length followed by non-zero bytes'
-                break
-            if rlen < REC_HEADER or off + rlen > n:
-                problem = 'record length {} out of range ({} bytes left)'.format(rlen, n - off)
-                break
-            if ff_crc32c(0, p + off + 8, rlen - 8) != _get_u32(p + off + 4):
-                problem = 'checksum mismatch'
-                break
-            seq = _get_i64(p + off + 8)
-            slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
-            kind = <uint8_t>p[off + 34]
-            if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE) or p[off + 35] != 0 \
-                    or REC_HEADER + slen > rlen:
-                problem = 'invalid header (kind {}, subject length {})'.format(kind, slen)
-                break
-            if kind == KIND_RECORD:
-                if seq < expect:
-                    problem = 'seq {} after seq {}'.format(seq, expect - 1)
+                else:
                     break
+            else:
+                rlen = _get_u32(p + off)
+                if rlen == 0:
+                    if data[off:].strip(b'\0'):
+                        problem = 'zero length followed by non-zero bytes'
+                    else:
+                        break
+                elif rlen < REC_HEADER or off + rlen > n:
+                    problem = 'record length {} out of range ({} bytes left)'.format(rlen, n - off)
+                elif ff_crc32c(0, p + off + 8, rlen - 8) != _get_u32(p + off + 4):
+                    problem = 'checksum mismatch'
+                else:
+                    seq = _get_i64(p + off + 8)
+                    slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
+                    kind = <uint8_t>p[off + 34]
+                    if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE) or p[off + 35] != 0 \
+                            or REC_HEADER + slen > rlen:
+                        problem = 'invalid header (kind {}, subject length {})'.format(kind, slen)
+                    elif kind == KIND_RECORD and seq < expect:
+                        problem = 'seq {} after seq {}'.format(seq, expect - 1)
+            if problem is not None:
+                if start < off:
+                    spans.append((start, off))
+                start = off
+                # the next record that verifies and follows
+                o = off + 1
+                while o + REC_HEADER <= n and \
+                        _record_at(p, n, o, expect, 0 if newest else next_base) == 0:
+                    o += 1
+                if o + REC_HEADER > n:
+                    if newest:
+                        torn = (off, problem)
+                    else:
+                        self._corrupt(fname, off, problem)
+                        found.append((expect, next_base - 1, fname, off,
+                                      'corrupt record ({}); the rest of the segment is '
+                                      'unreadable'.format(problem), True))
+                        self.n_corrupt += max(1, next_base - expect)
+                        tail_lost = True
+                    break
+                self._corrupt(fname, off, problem)
+                if hole is None:
+                    hole = (expect, off, 'corrupt record ({}), resynchronised at offset {}'.format(
+                        problem, o))
+                off = start = o
+                continue
+            if kind == KIND_RECORD:
+                if hole is not None:
+                    found.append((hole[0], seq - 1, fname, hole[1], hole[2], True))
+                    self.n_corrupt += max(1, seq - hole[0])
+                    hole = None
                 expect = seq + 1
                 last_rec = seq
             else:
                 markers.append((kind, seq, _get_i64(p + off + 16), _get_i64(p + off + 24),
                                 data[off + REC_HEADER:off + REC_HEADER + slen]))
             off += rlen
-        if problem is not None:
-            if newest:
-                tail = len(data[off:].rstrip(b'\0'))
-                _logger.warning('torn tail in %s at offset %d: %s; truncated %d bytes, never '
-                                'served', fname, off, problem, tail)
-                self.n_truncated += tail
-            else:
-                lost = max(1, next_base - expect)
-                msg = 'corrupt record in {} at offset {}: {}; skipping the rest of the ' \
-                      'segment ({} records)'.format(fname, off, problem, lost)
-                if self.strict:
-                    raise CorruptLogError(msg)
-                _logger.error('%s', msg)
-                self.n_corrupt += lost
-        return (data, off, base, last_rec)
+        if start < off:
+            spans.append((start, off))
+        if hole is not None and torn is None and not tail_lost:
+            # corrupt stretches followed by no record: up to the next segment,
+            # or (newest) up to what meta.json recorded
+            found.append((hole[0], 0 if newest else next_base - 1, fname, hole[1], hole[2], True))
+            self.n_corrupt += 1
+            tail_lost = True
+        if torn is not None:
+            tail = _dirty_end(p, off, n) - off
+            _logger.warning('torn tail in %s at offset %d: %s; truncated %d bytes, never '
+                            'served', fname, off, torn[1], tail)
+            self.n_truncated += tail
+        return (data, off, base, last_rec, spans, _dirty_end(p, off, n), torn, tail_lost)
 
-    cdef _replay_records(self, bytes data, Py_ssize_t end, int64_t floor, dict literal,
+    cdef _corrupt(self, fname, Py_ssize_t off, problem):
+        if self.strict:
+            raise CorruptLogError('corrupt record in {} at offset {}: {}'.format(
+                fname, off, problem))
+
+    cdef _replay_records(self, bytes data, list spans, int64_t floor, dict literal,
                          list wild, dict deleted_bound):
         cdef const char *p = data
-        cdef Py_ssize_t off = 0, rlen, slen
+        cdef Py_ssize_t off, end, rlen, slen
         cdef int64_t seq
         cdef Log log = self.log
         cdef Parsed ps
         cdef PTok pt[MAX_TOKENS]
-        while off < end:
-            rlen = _get_u32(p + off)
-            seq = _get_i64(p + off + 8)
-            slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
-            if <uint8_t>p[off + 34] == KIND_RECORD and seq >= floor:
-                sb = data[off + REC_HEADER:off + REC_HEADER + slen]
-                bound = deleted_bound.get(sb)
-                if bound is None:
-                    bound = literal.get(sb, 0)
-                    for pat, b in wild:
-                        if b > bound:
-                            parse_subject(<const char *>pat, len(pat), &ps, True, pat)
-                            ptoks_of(&ps, pt)
-                            if pattern_matches(pt, ps.ntok, <const char *>sb, slen):
-                                bound = b
-                    deleted_bound[sb] = bound
-                if seq > bound:
-                    log._load_record(seq, _get_i64(p + off + 16), _get_i64(p + off + 24),
-                                     p + off + REC_HEADER, slen, p + off + REC_HEADER + slen,
-                                     rlen - REC_HEADER - slen)
-            off += rlen
+        for off, end in spans:
+            while off < end:
+                rlen = _get_u32(p + off)
+                seq = _get_i64(p + off + 8)
+                slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
+                if <uint8_t>p[off + 34] == KIND_RECORD and seq >= floor:
+                    sb = data[off + REC_HEADER:off + REC_HEADER + slen]
+                    bound = deleted_bound.get(sb)
+                    if bound is None:
+                        bound = literal.get(sb, 0)
+                        for pat, b in wild:
+                            if b > bound:
+                                parse_subject(<const char *>pat, len(pat), &ps, True, pat)
+                                ptoks_of(&ps, pt)
+                                if pattern_matches(pt, ps.ntok, <const char *>sb, slen):
+                                    bound = b
+                        deleted_bound[sb] = bound
+                    if seq > bound:
+                        log._load_record(seq, _get_i64(p + off + 16), _get_i64(p + off + 24),
+                                         p + off + REC_HEADER, slen, p + off + REC_HEADER + slen,
+                                         rlen - REC_HEADER - slen)
+                off += rlen
 
     def _read_json(self, name):
         fname = _os.path.join(self.path, name)
@@ -334,9 +494,11 @@ cdef class SegmentStore:
             _logger.error('%s; ignored', msg)
             return {}
 
-    def write_meta(self, last_seq=None):
+    def write_meta(self, last_seq=None, tolerant=False):
         """Save first_seq, last_seq and the limits (``last_seq``: the last
-        record on disk, when a record being written is already counted)."""
+        record on disk, when a record being written is already counted).
+        ``tolerant``: a full disk is logged and False returned (the segments
+        hold what meta.json would add), else StorageFullError."""
         cdef Log log = self.log
         meta = {
             'format': 1,
@@ -347,25 +509,50 @@ cdef class SegmentStore:
             'max_event_size': log.max_event_size, 'discard': log.discard,
             'segment_size': self.segment_size,
         }
-        self._atomic_write('meta.json', json.dumps(meta, indent=1, sort_keys=True).encode())
+        return self._write_file(_os.path.join(self.path, 'meta.json'),
+                                json.dumps(meta, indent=1, sort_keys=True).encode(), tolerant)
 
-    cdef _atomic_write(self, name, bytes body):
-        self._write_file(_os.path.join(self.path, name), body)
-
-    cdef _write_file(self, fname, bytes body):
+    cdef bint _write_file(self, fname, bytes body, bint tolerant) except -1:
         """Write a small file atomically (tmp + rename); durable now under
-        fsync="always", by the flusher's next round under "interval"."""
+        fsync="always", by the flusher's next round under "interval".  On a
+        full disk the old file stays: False when ``tolerant`` (logged), else
+        StorageFullError."""
         tmp = fname + '.tmp'
-        with open(tmp, 'wb') as f:
-            f.write(body)
-            if self.policy == FSYNC_ALWAYS:
-                f.flush()
-                _os.fsync(f.fileno())
+        try:
+            with open(tmp, 'wb') as f:
+                f.write(body)
+                if self.policy == FSYNC_ALWAYS:
+                    f.flush()
+                    _os.fsync(f.fileno())
+        except OSError as exc:
+            try:
+                _os.unlink(tmp)
+            except OSError:
+                pass
+            if exc.errno not in _NO_SPACE:
+                raise
+            if tolerant:
+                _logger.warning('no space left to write %s (%d bytes): kept the old one', fname,
+                                len(body))
+                return False
+            raise self._full(fname, len(body), 'writing it') from None
         _os.replace(tmp, fname)
         if self.policy == FSYNC_INTERVAL:
             self.pending.append(fname)
+        return True
 
-    cdef _open_live(self, int64_t base, Py_ssize_t wpos):
+    cdef _full(self, fname, Py_ssize_t wanted, what):
+        self.n_storage_full += 1
+        return StorageFullError('storage full: no space left on the device of {} for {} more '
+                                'bytes ({}); the append was refused, the log stays readable '
+                                'and takes appends again once space is free'.format(
+                                    fname, wanted, what), fname, wanted)
+
+    cdef _open_live(self, int64_t base, Py_ssize_t wpos, Py_ssize_t dirty=-1):
+        """Map segment ``base`` as the live one, writing at ``wpos``; a
+        reopened one has bytes up to ``dirty`` cleared (only those: writing
+        zeros to its unallocated pages could fail on a full disk).  Nothing
+        of it is allocated on disk past ``wpos`` until ``reserve``."""
         fname = _os.path.join(self.path, _seg_name(base))
         size = max(self.segment_size, wpos)
         if wpos == 0 and self.spares and not _os.path.exists(fname):
@@ -384,11 +571,14 @@ cdef class SegmentStore:
         PyObject_GetBuffer(self.mm, &self.view, PyBUF_WRITABLE)
         self.mapped = True
         self.base_ptr = <char *>self.view.buf
-        if wpos < cur:
+        if dirty < 0:
+            dirty = cur
+        if wpos < min(dirty, cur):
             # a reopened segment: clear what lay beyond the last good record
             # (a fresh one is all zeros already: leave its pages untouched)
-            memset(self.base_ptr + wpos, 0, cur - wpos)
+            memset(self.base_ptr + wpos, 0, min(dirty, cur) - wpos)
         self.wpos = wpos
+        self.reserved = wpos
         self.synced = wpos
         self.live_base = base
         if not self.bases or self.bases[len(self.bases) - 1] != base:
@@ -413,24 +603,60 @@ cdef class SegmentStore:
 
     # -- writing ---------------------------------------------------------------------
 
-    cdef int _room(self, Py_ssize_t need, int64_t seq) except -1:
+    cdef int reserve(self, Py_ssize_t need, int64_t seq) except -1:
         """Room for ``need`` bytes before writing ``seq`` (or a marker, with
-        ``seq`` = last_seq + 1): roll to a segment named ``seq``, or grow the
-        live one if it holds no record yet (a new one would get its name)."""
-        if self.wpos + need <= self.size:
+        ``seq`` = last_seq + 1), allocated on disk: roll to a segment named
+        ``seq``, or grow the live one if it holds no record yet (a new one
+        would get its name); then allocate up to the end of what will be
+        written (RESERVE_STEP at a time), so that writing through the map
+        can never fault.  A full disk raises StorageFullError and changes
+        nothing the log holds (the log calls this before storing)."""
+        if self.wpos + need <= self.reserved:
             return 0
-        if self.live_base >= seq:
-            self._grow_live(need)
-            return 0
-        self._seal(seq - 1)
-        self._open_live(seq, 0)
+        if not self.mapped:
+            # a roll whose new segment could not be made (no space): retry
+            self._open_live(seq, 0)
+        elif self.wpos + need > self.size:
+            if self.live_base >= seq:
+                self._grow_live(need)
+            else:
+                self._seal(seq - 1)
+                self._open_live(seq, 0)
+        if self.wpos + need > self.reserved:
+            self._allocate(self.wpos + need)
         return 0
+
+    cdef int reserve_ahead(self, Py_ssize_t need) except -1:
+        """Allocate ``need`` more bytes of the live segment if they fit in
+        it (a batch: refused as a whole on a full disk); a roll is left to
+        ``reserve``."""
+        if self.mapped and self.reserved < self.wpos + need <= self.size:
+            self._allocate(self.wpos + need)
+        return 0
+
+    cdef _allocate(self, Py_ssize_t end):
+        cdef Py_ssize_t upto = min(self.size, max(end, self.reserved + RESERVE_STEP))
+        fd = self.file.fileno()
+        try:
+            _allocate(fd, self.reserved, upto - self.reserved)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            upto = end                  # what this write needs, no more
+            try:
+                _allocate(fd, self.reserved, upto - self.reserved)
+            except OSError as exc2:
+                if exc2.errno not in _NO_SPACE:
+                    raise
+                raise self._full(_os.path.join(self.path, _seg_name(self.live_base)),
+                                 end - self.wpos, 'at offset {}'.format(self.wpos)) from None
+        self.reserved = upto
 
     cdef int write_record(self, int64_t seq, int64_t ts, int64_t ptime, const char *s,
                           Py_ssize_t slen, const char *d, Py_ssize_t dlen) except -1:
         cdef Py_ssize_t rlen = REC_HEADER + slen + dlen
         cdef char *p
-        self._room(rlen, seq)
+        self.reserve(rlen, seq)
         p = self.base_ptr + self.wpos
         _put_i64(p + 8, seq)
         _put_i64(p + 16, ts)
@@ -458,7 +684,7 @@ cdef class SegmentStore:
         cdef Py_ssize_t rlen = REC_HEADER + slen
         cdef char *p
         cdef Log log = self.log
-        self._room(rlen, log._last_seq + 1)
+        self.reserve(rlen, log._last_seq + 1)
         p = self.base_ptr + self.wpos
         _put_i64(p + 8, seq)
         _put_i64(p + 16, log.last_ts)
@@ -587,7 +813,8 @@ cdef class SegmentStore:
         cdef int64_t first = log.idx[log.ihead].seq if log.icount else log._last_seq + 1
         if self.bases[1] > first:
             return
-        self.write_meta()  # first_seq is on disk before the records go
+        if not self.write_meta(None, True):
+            return  # first_seq is on disk before the records go (no space: not yet)
         while len(self.bases) > 1 and self.bases[1] <= first:
             b = self.bases.pop(0)
             seg = _os.path.join(self.path, _seg_name(b))
@@ -613,6 +840,7 @@ cdef class SegmentStore:
             self._unmap_locked()
 
     cdef _unmap_locked(self):
+        self.reserved = 0
         if self.mapped:
             PyBuffer_Release(&self.view)
             self.mapped = False
@@ -631,16 +859,19 @@ cdef class SegmentStore:
         elif self.policy == FSYNC_INTERVAL:
             self.pending.append(_os.path.join(self.path, _seg_name(self.live_base)))
         self.file.close()
+        self.file = None
+        # on a full disk the index and meta.json may be left out: opening
+        # rebuilds both from the segments
         self._write_index(self.live_base, self.live_index)
         self.live_index = []
         self.live_records = 0
-        self.write_meta(last_on_disk)
+        self.write_meta(last_on_disk, True)
 
     cdef _write_index(self, int64_t base, list entries):
         self._write_file(_os.path.join(self.path, '{:020d}.idx'.format(base)),
                          b''.join(seq.to_bytes(8, 'little') +
                                   ts.to_bytes(8, 'little', signed=True) +
-                                  off.to_bytes(8, 'little') for seq, ts, off in entries))
+                                  off.to_bytes(8, 'little') for seq, ts, off in entries), True)
 
     # -- cursors -----------------------------------------------------------------------
 
@@ -663,11 +894,21 @@ cdef class SegmentStore:
     def save_cursors(self, dict cursors):
         fname = _os.path.join(self.path, 'cursors.json')
         tmp = fname + '.tmp'
-        with open(tmp, 'wb') as f:
-            f.write(json.dumps(cursors, sort_keys=True).encode())
-            if self.policy != FSYNC_NEVER:
-                f.flush()
-                _os.fsync(f.fileno())
+        body = json.dumps(cursors, sort_keys=True).encode()
+        try:
+            with open(tmp, 'wb') as f:
+                f.write(body)
+                if self.policy != FSYNC_NEVER:
+                    f.flush()
+                    _os.fsync(f.fileno())
+        except OSError as exc:
+            try:
+                _os.unlink(tmp)
+            except OSError:
+                pass
+            if exc.errno not in _NO_SPACE:
+                raise
+            raise self._full(fname, len(body), 'saving the cursors') from None
         _os.replace(tmp, fname)
 
     def abort(self):
@@ -689,7 +930,7 @@ cdef class SegmentStore:
                 self.file.truncate(self.wpos)
                 self.file.close()
                 self.file = None
-            self.write_meta()
+            self.write_meta(None, True)
             self._sync_pending()
         finally:
             self._unlock()
@@ -697,7 +938,7 @@ cdef class SegmentStore:
     def flush(self):
         """Everything written so far made durable now (any policy)."""
         self.sync(True)
-        self.write_meta()
+        self.write_meta(None, True)
         self._sync_pending()
 
     def __dealloc__(self):

@@ -33,9 +33,12 @@ import logging
 import math
 import mmap
 import operator
+import errno
+import functools
 import os
 import re
 import struct
+import threading
 import time as _time
 from array import array
 from collections import OrderedDict, deque
@@ -50,6 +53,7 @@ from fastflow.errors import (
     GapError,
     LogFullError,
     StaleRecordError,
+    StorageFullError,
 )
 
 try:  # advisory lock on the log directory (POSIX)
@@ -93,6 +97,36 @@ _PREFIX = struct.Struct("<II")
 _IDX = struct.Struct("<QqQ")
 RECORD_HEADER = _HEADER.size  # 36 bytes
 _SEG_NAME = re.compile(r"^(\d{20})\.seg$")
+RESERVE_STEP = 1 << 20  # bytes of the live segment allocated on disk at a time
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _allocate(fd, offset, length):
+    """Allocate ``offset:offset + length`` of a file on disk so that
+    writing it through a map can never fault (SIGBUS on a full disk)."""
+    try:
+        os.posix_fallocate(fd, offset, length)
+        return
+    except AttributeError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+    end = offset + length
+    while offset < end:  # no fallocate here: zeros (the range holds zeros)
+        offset += os.pwrite(fd, bytes(min(end - offset, 1 << 16)), offset)
+
+
+def _exclusive(method):
+    """A call that may use the segment files: ``close()`` from another
+    thread waits until it ends (and later calls see the log closed)."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._oplock:
+            return method(self, *args, **kwargs)
+
+    return call
 
 _REASONS = ("max_events", "max_bytes", "max_age", "max_per_subject")
 _DISCARDS = ("old", "new")
@@ -469,7 +503,8 @@ class AsyncReplay(_ReplayBase):
 class _Live:
     """The segment being written: its fd, its map and its fill level."""
 
-    __slots__ = ("base", "path", "fd", "mm", "size", "used", "nrecords", "index", "dirty")
+    __slots__ = ("base", "path", "fd", "mm", "size", "used", "nrecords", "index", "dirty",
+                 "reserved")
 
     def __init__(self, base, path, fd, size, used, nrecords, index):
         self.base = base
@@ -481,6 +516,7 @@ class _Live:
         self.nrecords = nrecords
         self.index = index  # [(seq, ts, offset)]
         self.dirty = False
+        self.reserved = used  # allocated on disk up to here
 
 
 class Log:
@@ -506,6 +542,8 @@ class Log:
         strict=False,
     ):
         self._closed = True  # until fully open
+        self._oplock = threading.RLock()
+        self._losses = []
         self._max_events = _int("max_events", max_events)
         self._max_bytes = _int("max_bytes", max_bytes)
         self._max_age = _seconds("max_age", max_age)
@@ -546,7 +584,8 @@ class Log:
         self._live = None
         self._last_sync = _time.monotonic()
         if path is not None:
-            self._stats.update(fsyncs=0, segments=0, truncated_bytes=0, corrupt_records=0)
+            self._stats.update(fsyncs=0, segments=0, truncated_bytes=0, corrupt_records=0,
+                               lost_records=0, storage_full=0)
             self._open_dir()
             self._stats["loaded"] = self._count
         self._closed = False
@@ -554,7 +593,7 @@ class Log:
             try:
                 self._enforce_limits()
                 self._delete_old_segments()
-                self._write_meta()
+                self._write_meta(tolerant=True)
             except BaseException:
                 self._release()
                 raise
@@ -676,6 +715,12 @@ class Log:
     @property
     def closed(self):
         return self._closed
+
+    @property
+    def losses(self):
+        """Records lost to damaged segment files, found at open: dicts
+        ``first_seq``, ``last_seq``, ``file``, ``offset``, ``reason``."""
+        return [dict(x) for x in self._losses]
 
     @property
     def path(self):
@@ -816,13 +861,25 @@ class Log:
                     raise LogFullError(msg)
         ts = self._now_ts()
         first = self._last_seq + 1
-        for subject, sbytes, data in items:
-            if self._discard == "old":
-                self._make_room(subject, len(sbytes) + len(data))
-            self._store(subject, sbytes, data, time, ts)
-        self._after_change()
+        marker = RECORD_HEADER if self._max_per_subject else 0
+        if self._path is not None:
+            # the disk space first, of the whole batch where it fits in the
+            # live segment: a full disk refuses it before anything changes
+            self._reserve_ahead(sum(RECORD_HEADER + marker + 2 * len(sb) + len(d)
+                                    for _, sb, d in items))
+        try:
+            for subject, sbytes, data in items:
+                if self._path is not None:
+                    self._reserve(RECORD_HEADER + len(sbytes) + len(data) +
+                                  (marker + len(sbytes) if marker else 0))
+                if self._discard == "old":
+                    self._make_room(subject, len(sbytes) + len(data))
+                self._store(subject, sbytes, data, time, ts)
+        finally:
+            self._after_change()
         return first, self._last_seq
 
+    @_exclusive
     def append(self, subject, data, time=0):
         """Append one record; returns its seq."""
         self._check_open()
@@ -831,6 +888,7 @@ class Log:
         t = _int("time", time, _I64_MIN)
         return self._append_many([(s, sb, b)], t)[0]
 
+    @_exclusive
     def append_buffer(self, subjects, buffer, offsets, time=0):
         """Append ``buffer[offsets[i]:offsets[i + 1]]`` for each i (see the
         native core); the same validation and atomicity as append_batch."""
@@ -861,6 +919,7 @@ class Log:
             datas.append(bytes(mv[a:b]))
         return self.append_batch(subjects, datas, time)
 
+    @_exclusive
     def append_batch(self, subjects, datas, time=0):
         """Append records atomically validated; returns (first_seq, last_seq)."""
         self._check_open()
@@ -891,6 +950,7 @@ class Log:
             return self._last_seq + 1, self._last_seq
         return self._append_many(items, t)
 
+    @_exclusive
     def append_unique(self, subject, data, msg_id, time=0):
         """Append unless ``msg_id`` is in the dedup window: (seq, duplicate)."""
         self._check_open()
@@ -922,6 +982,7 @@ class Log:
                 dedup.popitem(last=False)
         return seq, False
 
+    @_exclusive
     def expire(self):
         """Evict every expired record now; returns how many."""
         self._check_open()
@@ -945,6 +1006,7 @@ class Log:
 
     # -- purge ---------------------------------------------------------------
 
+    @_exclusive
     def purge(self, subject=None, up_to=None):
         """Remove all records, those matching ``subject`` (a pattern), those
         with ``seq <= up_to``, or both conditions; returns how many."""
@@ -953,6 +1015,9 @@ class Log:
         if up_to is not None:
             up_to = _int("up_to", up_to)
         bound = self._last_seq if up_to is None else min(up_to, self._last_seq)
+        if self._path is not None:  # the marker's disk space first
+            self._reserve(RECORD_HEADER + (len(subject) * 4 if isinstance(subject, (str, bytes))
+                                           else 0))
         n = 0
         for s in list(self._by_subject):
             if match is not None and not match(s):
@@ -1136,6 +1201,7 @@ class Log:
             raise ValueError("cursor name must not be empty")
         return name
 
+    @_exclusive
     def set_cursor(self, name, seq):
         self._check_open()
         name = self._cursor_name(name)
@@ -1157,6 +1223,7 @@ class Log:
         self._check_open()
         return dict(self._cursors)
 
+    @_exclusive
     def delete_cursor(self, name):
         self._check_open()
         name = self._cursor_name(name)
@@ -1173,13 +1240,15 @@ class Log:
 
     # -- lifecycle -----------------------------------------------------------
 
+    @_exclusive
     def flush(self):
         """Flush the live segment to stable storage and save the metadata."""
         self._check_open()
         if self._path is not None:
             self._sync(force=True)
-            self._write_meta()
+            self._write_meta(tolerant=True)
 
+    @_exclusive
     def close(self):
         """Flush and close; idempotent.  Records handed out become stale."""
         if self._closed:
@@ -1188,7 +1257,7 @@ class Log:
             if self._path is not None:
                 if self._fsync != "never":
                     self._sync(force=True)
-                self._write_meta()
+                self._write_meta(tolerant=True)
                 live = self._live
                 if live is not None:
                     live.mm.close()
@@ -1248,13 +1317,8 @@ class Log:
 
     def _write(self, kind, seq, ts, time, sbytes, data):
         length = RECORD_HEADER + len(sbytes) + len(data)
+        self._reserve(length)
         live = self._live
-        if live is None or live.used + length > live.size:
-            if live is not None and live.base == self._last_seq + 1:
-                self._grow_live(length)  # a segment of markers only: no new name
-            else:
-                self._roll()
-            live = self._live
         body = _BODY.pack(seq, ts, time, len(sbytes), kind, 0) + sbytes + data
         off = live.used
         # the body first, the length last: a record is visible only when whole
@@ -1267,6 +1331,51 @@ class Log:
                 live.index.append((seq, ts, off))
             live.nrecords += 1
 
+    def _reserve(self, length):
+        """Room for ``length`` bytes in the live segment, allocated on disk
+        (roll to a new segment, or grow one of markers only); a full disk
+        raises StorageFullError and changes nothing."""
+        live = self._live
+        if live is not None and live.used + length <= live.reserved:
+            return
+        if live is None or live.used + length > live.size:
+            if live is not None and live.base == self._last_seq + 1:
+                self._grow_live(length)  # a segment of markers only: no new name
+            else:
+                self._roll()
+            live = self._live
+        if live.used + length > live.reserved:
+            self._allocate(live, live.used + length)
+
+    def _reserve_ahead(self, length):
+        live = self._live
+        if live is not None and live.reserved < live.used + length <= live.size:
+            self._allocate(live, live.used + length)
+
+    def _allocate(self, live, end):
+        upto = min(live.size, max(end, live.reserved + RESERVE_STEP))
+        try:
+            _allocate(live.fd, live.reserved, upto - live.reserved)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            upto = end  # what this write needs, no more
+            try:
+                _allocate(live.fd, live.reserved, upto - live.reserved)
+            except OSError as exc2:
+                if exc2.errno not in _NO_SPACE:
+                    raise
+                raise self._no_space(live.path, end - live.used,
+                                 "at offset {}".format(live.used)) from None
+        live.reserved = upto
+
+    def _no_space(self, path, wanted, what):
+        self._stats["storage_full"] += 1
+        return StorageFullError(
+            "storage full: no space left on the device of {} for {} more bytes ({}); the "
+            "append was refused, the log stays readable and takes appends again once space "
+            "is free".format(path, wanted, what), path, wanted)
+
     def _grow_live(self, length):
         live = self._live
         size = live.size + max(self._segment_size, length)
@@ -1274,6 +1383,7 @@ class Log:
         os.ftruncate(live.fd, size)
         live.mm = mmap.mmap(live.fd, size)
         live.size = size
+        live.reserved = live.used
 
     def _roll(self):
         if self._live is not None:
@@ -1298,15 +1408,18 @@ class Log:
         os.ftruncate(live.fd, live.used)
         os.close(live.fd)
         self._live = None
+        # on a full disk the index and meta.json may be left out: opening
+        # rebuilds both from the segments
         idx = b"".join(_IDX.pack(s, t, o) for s, t, o in live.index)
-        self._atomic_write(self._seg_path(live.base, "idx"), idx)
-        self._write_meta()
+        self._atomic_write(self._seg_path(live.base, "idx"), idx, tolerant=True)
+        self._write_meta(tolerant=True)
 
     def _delete_old_segments(self):
         segs = self._segments
         if len(segs) < 2 or segs[1] > self._first:
             return
-        self._write_meta()  # first_seq is on disk before the records go
+        if not self._write_meta(tolerant=True):
+            return  # first_seq is on disk before the records go (no space: not yet)
         while len(segs) >= 2 and segs[1] <= self._first:
             base = segs.pop(0)
             for ext in ("seg", "idx"):
@@ -1315,13 +1428,28 @@ class Log:
                 except FileNotFoundError:
                     pass
 
-    def _atomic_write(self, path, data):
+    def _atomic_write(self, path, data, tolerant=False):
+        """tmp + rename; on a full disk the old file stays: False when
+        ``tolerant`` (logged), else StorageFullError."""
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            if self._fsync != "never":
-                os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                if self._fsync != "never":
+                    os.fsync(f.fileno())
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if exc.errno not in _NO_SPACE:
+                raise
+            if tolerant:
+                logger.warning("no space left to write %s (%d bytes): kept the old one", path,
+                               len(data))
+                return False
+            raise self._no_space(path, len(data), "writing it") from None
         os.replace(tmp, path)
         if self._fsync == "always" and hasattr(os, "O_DIRECTORY"):
             dfd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
@@ -1330,9 +1458,9 @@ class Log:
             finally:
                 os.close(dfd)
 
-    def _write_meta(self):
+    def _write_meta(self, tolerant=False):
         if self._path is None:
-            return
+            return True
         meta = {
             "format": 1,
             "first_seq": self._first,
@@ -1345,10 +1473,11 @@ class Log:
             "discard": self._discard,
             "segment_size": self._segment_size,
         }
-        self._atomic_write(
+        return self._atomic_write(
             os.path.join(self._path, "meta.json"),
             json.dumps(meta, indent=1, sort_keys=True).encode(),
-        )
+            tolerant,
+        ) is not False
 
     def _save_cursors(self):
         if self._path is not None:
@@ -1396,8 +1525,28 @@ class Log:
             self._release()
             raise
 
-    def _scan_segment(self, base, path, newest, next_base):
-        """Parse one segment: (records, markers, good_end, nrecords, index)."""
+    def _record_at(self, buf, off, expect, limit):
+        """The length of a record at ``off`` that verifies (header, CRC, a
+        record's seq in expect .. limit - 1; no bound when limit is 0), else 0."""
+        n = len(buf)
+        if off + RECORD_HEADER > n:
+            return 0
+        length, crc, seq, _, _, slen, kind, reserved = _HEADER.unpack_from(buf, off)
+        if length < RECORD_HEADER or off + length > n or kind not in _KINDS or reserved != 0 \
+                or RECORD_HEADER + slen > length:
+            return 0
+        if kind == KIND_RECORD and (seq < expect or (limit and seq >= limit)):
+            return 0
+        if crc32c(memoryview(buf)[off + 8 : off + length]) != crc:
+            return 0
+        return length
+
+    def _scan_segment(self, base, path, newest, next_base, found):
+        """Parse one segment: (records, markers, good_end, nrecords, index,
+        last record seq, torn tail (offset, problem) or None, whether the end
+        of a sealed segment was unreadable); its corrupt stretches go to
+        ``found``: after a bad record the scan resynchronises at the next
+        record whose header and CRC verify and whose seq follows."""
         with open(path, "rb") as f:
             buf = f.read()
         n = len(buf)
@@ -1407,63 +1556,134 @@ class Log:
         markers = []  # (kind, seq, ts, first_seq, sbytes)
         index = []
         nrec = 0
-        problem = None
+        last_rec = 0
+        hole = None  # (first seq lost, offset, what)
+        torn = None
+        tail_lost = False
         while True:
+            problem = None
             if off + 4 > n:
-                if buf[off:].strip(b"\0"):
-                    problem = "truncated length field"
-                break
-            (length,) = struct.unpack_from("<I", buf, off)
-            if length == 0:
-                if buf[off:].strip(b"\0"):
-                    problem = "zero length followed by non-zero bytes"
-                break
-            if length < RECORD_HEADER or off + length > n:
-                problem = "record length {} out of range ({} bytes left)".format(length, n - off)
-                break
-            _, crc, seq, ts, time, slen, kind, reserved = _HEADER.unpack_from(buf, off)
-            if crc32c(memoryview(buf)[off + 8 : off + length]) != crc:
-                problem = "checksum mismatch"
-                break
-            if kind not in _KINDS or reserved != 0 or RECORD_HEADER + slen > length:
-                problem = "invalid header (kind {}, subject length {})".format(kind, slen)
-                break
-            sb = buf[off + RECORD_HEADER : off + RECORD_HEADER + slen]
-            try:
-                subject = sb.decode("utf-8")
-            except UnicodeDecodeError:
-                problem = "subject is not UTF-8"
-                break
-            if kind == KIND_RECORD:
-                # increasing; a seq may be skipped after a recovered torn tail
-                if seq < expect:
-                    problem = "seq {} after seq {}".format(seq, expect - 1)
+                if not buf[off:].strip(b"\0"):
                     break
+                problem = "truncated length field"
+            else:
+                (length,) = struct.unpack_from("<I", buf, off)
+                if length == 0:
+                    if not buf[off:].strip(b"\0"):
+                        break
+                    problem = "zero length followed by non-zero bytes"
+                elif length < RECORD_HEADER or off + length > n:
+                    problem = "record length {} out of range ({} bytes left)".format(
+                        length, n - off)
+                else:
+                    _, crc, seq, ts, time, slen, kind, reserved = _HEADER.unpack_from(buf, off)
+                    if crc32c(memoryview(buf)[off + 8 : off + length]) != crc:
+                        problem = "checksum mismatch"
+                    elif kind not in _KINDS or reserved != 0 or RECORD_HEADER + slen > length:
+                        problem = "invalid header (kind {}, subject length {})".format(kind, slen)
+                    else:
+                        sb = buf[off + RECORD_HEADER : off + RECORD_HEADER + slen]
+                        try:
+                            subject = sb.decode("utf-8")
+                        except UnicodeDecodeError:
+                            problem = "subject is not UTF-8"
+                        else:
+                            if kind == KIND_RECORD and seq < expect:
+                                problem = "seq {} after seq {}".format(seq, expect - 1)
+            if problem is not None:
+                o = off + 1
+                limit = 0 if newest else next_base
+                while o + RECORD_HEADER <= n and not self._record_at(buf, o, expect, limit):
+                    o += 1
+                if o + RECORD_HEADER > n:
+                    if newest:
+                        torn = (off, problem)
+                    else:
+                        self._corrupt_at(path, off, problem)
+                        found.append((expect, next_base - 1, path, off,
+                                      "corrupt record ({}); the rest of the segment is "
+                                      "unreadable".format(problem), True))
+                        self._stats["corrupt_records"] += max(1, next_base - expect)
+                        tail_lost = True
+                    break
+                self._corrupt_at(path, off, problem)
+                if hole is None:
+                    hole = (expect, off, "corrupt record ({}), resynchronised at offset {}".format(
+                        problem, o))
+                off = o
+                continue
+            if kind == KIND_RECORD:
+                if hole is not None:
+                    found.append((hole[0], seq - 1, path, hole[1], hole[2], True))
+                    self._stats["corrupt_records"] += max(1, seq - hole[0])
+                    hole = None
+                # increasing; a seq may be skipped after a recovered torn tail
                 if nrec % INDEX_INTERVAL == 0:
                     index.append((seq, ts, off))
                 nrec += 1
                 expect = seq + 1
+                last_rec = seq
                 records.append((seq, ts, time, subject, sb, buf[off + RECORD_HEADER + slen : off + length]))
             else:
                 markers.append((kind, seq, ts, time, sb))
             if ts > self._last_ts:
                 self._last_ts = ts
             off += length
-        if problem is not None:
-            if newest:
-                tail = len(buf[off:].rstrip(b"\0"))
-                logger.warning(
-                    "torn tail in %s at offset %d: %s; truncated %d bytes", path, off, problem, tail
-                )
-                self._stats["truncated_bytes"] += tail
-            else:
-                lost = max(1, next_base - expect)
-                self._corrupt(
-                    "corrupt record in {} at offset {}: {}; skipping the rest of the segment "
-                    "({} records)".format(path, off, problem, lost)
-                )
-                self._stats["corrupt_records"] += lost
-        return records, markers, off, nrec, index
+        if hole is not None and torn is None and not tail_lost:
+            found.append((hole[0], 0 if newest else next_base - 1, path, hole[1], hole[2], True))
+            self._stats["corrupt_records"] += 1
+            tail_lost = True
+        if torn is not None:
+            tail = len(buf[off:].rstrip(b"\0"))
+            logger.warning(
+                "torn tail in %s at offset %d: %s; truncated %d bytes", path, off, torn[1], tail
+            )
+            self._stats["truncated_bytes"] += tail
+        return records, markers, off, nrec, index, last_rec, torn, tail_lost
+
+    def _corrupt_at(self, path, off, problem):
+        if self._strict:
+            raise CorruptLogError("corrupt record in {} at offset {}: {}".format(
+                path, off, problem))
+
+    def _report_losses(self, bases, scans, found, meta_first, meta_last, floor):
+        """The seq ranges lost to damaged files (at or above ``floor``), each
+        logged at ERROR (see the native SegmentStore._report_losses)."""
+        if bases and meta_first and meta_first < bases[0]:
+            found.append((meta_first, bases[0] - 1, self._seg_path(bases[0]), 0,
+                          "no segment holds them (meta.json says first_seq {}, the oldest "
+                          "segment starts at {}): a deleted segment".format(meta_first, bases[0]),
+                          False))
+        for i, (base, end, last_rec, torn, tail_lost) in enumerate(scans):
+            path = self._seg_path(base)
+            upto = last_rec if last_rec else base - 1
+            if i + 1 < len(scans):
+                if not tail_lost and upto + 1 < bases[i + 1]:
+                    found.append((upto + 1, bases[i + 1] - 1, path, end,
+                                  "the segment ends at seq {}, the next one starts at {}: a "
+                                  "truncated segment or a deleted one".format(upto, bases[i + 1]),
+                                  False))
+            elif torn is not None and meta_last > upto:
+                found.append((upto + 1, meta_last, path, torn[0],
+                              "torn tail ({}); meta.json recorded last_seq {}".format(
+                                  torn[1], meta_last), False))
+        for first, last, path, off, reason, corrupt in found:
+            if last == 0:
+                last = meta_last
+            a, b = max(first, floor), last
+            if a > b:
+                if corrupt:
+                    logger.error("corrupt bytes in %s at offset %d: %s; no retained record lost",
+                                 path, off, reason)
+                continue
+            msg = "records {}..{} lost ({} records): {} at offset {}: {}".format(
+                a, b, b - a + 1, path, off, reason)
+            if self._strict:
+                raise CorruptLogError(msg)
+            logger.error("%s", msg)
+            self._losses.append({"first_seq": a, "last_seq": b, "file": path, "offset": off,
+                                 "reason": reason})
+            self._stats["lost_records"] += b - a + 1
 
     def _load(self):
         meta = self._read_json("meta.json")
@@ -1476,13 +1696,17 @@ class Log:
         records = []
         markers = []
         live_info = None
+        found = []
+        scans = []
         for i, base in enumerate(bases):
             newest = i == len(bases) - 1
             path = self._seg_path(base)
             next_base = bases[i + 1] if not newest else 0
-            recs, marks, end, nrec, index = self._scan_segment(base, path, newest, next_base)
+            recs, marks, end, nrec, index, last_rec, torn, tail_lost = self._scan_segment(
+                base, path, newest, next_base, found)
             records.extend(recs)
             markers.extend(marks)
+            scans.append((base, end, last_rec, torn, tail_lost))
             if newest:
                 live_info = (base, path, end, nrec, index)
 
@@ -1506,6 +1730,8 @@ class Log:
                     wild.append((_matcher(sb), seq))
                 except ValueError:
                     logger.error("ignoring a delete marker with an invalid pattern %r", sb)
+        self._report_losses(bases, scans, found, meta_int("first_seq"), meta_int("last_seq"),
+                            floor)
         bounds = {}
 
         def deleted(subject, seq):

@@ -116,6 +116,7 @@ class Server:
         self.n_total = 0
         self.n_rejected = 0
         self.n_slow_consumers = 0
+        self._storage_full_seen = {}        # stream -> refusals for space seen by _tick
         self.n_auth_failures = 0
         self.n_protocol_errors = 0
         self.n_denied = 0
@@ -218,6 +219,31 @@ class Server:
         now = self.loop.time()
         for conn in list(self.conns.values()):
             conn.tick(now)
+        self._check_storage()
+
+    def _check_storage(self):
+        """Appends a full disk refused since the last tick (each publisher
+        got its 507 / -ERR): one warning and one ``storage_full`` advisory
+        per stream and second at most."""
+        seen = self._storage_full_seen
+        for name, st in list(self.flow.streams().items()):
+            if st.log.path is None or st.log.closed:
+                continue
+            n = st.log.stats().get("storage_full", 0)
+            if n > seen.get(name, 0):
+                log.warning("stream %s: the disk under %s is full: %d append%s refused", name,
+                            st.log.path, n - seen.get(name, 0), "" if n - seen.get(name, 0) == 1
+                            else "s")
+                self._advise("storage_full", {"stream": name, "path": st.log.path,
+                                              "refused": n - seen.get(name, 0),
+                                              "refused_total": n})
+            seen[name] = n
+
+    def _advise(self, kind, body):
+        try:
+            self.flow.advise(kind, body)
+        except Exception as exc:    # e.g. a stream on $SYS.advisory.> on the full disk
+            log.warning("advisory %s not published: %s", kind, exc)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -331,6 +357,10 @@ class Server:
         for name, st in streams.items():
             log.info("stream %s: %s, %s, %d events (last seq %d)", name,
                      ", ".join(st.subjects), st.storage, len(st.log), st.log.last_seq)
+            for loss in st.log.losses:      # damaged files found at open (logged there)
+                log.error("stream %s: events %d..%d lost: %s", name, loss["first_seq"],
+                          loss["last_seq"], loss["reason"])
+                self._advise("stream_loss", dict(loss, stream=name))
         tls = ""
         if cfg.tls:
             tls = ", TLS required" + (" with client certificates" if cfg.tls_verify else "")

@@ -217,6 +217,7 @@ class MonitorServer:
         for name, st in flow.streams().items():
             info = st.info()
             info.pop("log", None)
+            info["losses"] = st.log.losses     # records lost to damaged files (at open)
             out[name] = info
         return {"server_id": self.server.id, "streams": out}
 
