@@ -346,6 +346,12 @@ class Stream:
     def consumers(self):
         return dict(self._consumers)
 
+    def set_consumer_owner(self, name, owner):
+        """Record who created the consumer ``name`` (the server's
+        ``"user:alice"``): only they, or a manager of the stream, operate it."""
+        self._consumers[name].owner = owner
+        self.flow._save_state()
+
     def delete_consumer(self, name):
         c = self._consumers.pop(name, None)
         if c is None:
@@ -603,6 +609,9 @@ class Flow(Router):
             state["streams"][n] = {
                 "subjects": list(s.subjects), "retention": s.retention.to_dict(),
                 "consumers": {cn: c.config.to_dict() for cn, c in s._consumers.items()}}
+            owners = {cn: c.owner for cn, c in s._consumers.items() if c.owner is not None}
+            if owners:
+                state["streams"][n]["owners"] = owners
         path = self._state_path()
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
@@ -626,8 +635,10 @@ class Flow(Router):
         for n, cfg in streams.items():
             st = self._open_stream(n, cfg["subjects"], Retention.from_dict(cfg["retention"]),
                                    "file")
+            owners = cfg.get("owners", {})
             for cn, ccfg in cfg.get("consumers", {}).items():
-                st._consumers[cn] = Consumer(st, cn, ConsumerConfig.from_dict(ccfg))
+                c = st._consumers[cn] = Consumer(st, cn, ConsumerConfig.from_dict(ccfg))
+                c.owner = owners.get(cn)
 
     # -- lifecycle --------------------------------------------------------------------------
 

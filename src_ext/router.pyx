@@ -46,6 +46,16 @@ cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
     return j
 
 
+cdef object _refusal(str stream, exc):
+    """The error a publisher gets when ``stream`` refused its event."""
+    try:
+        e = type(exc)('stream {!r} did not store the event: {}'.format(stream, exc))
+    except TypeError:               # a subclass that takes other arguments
+        e = exc
+    e.stream = stream
+    return e
+
+
 @cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
 cdef class SubTarget:
@@ -443,6 +453,8 @@ cdef class Router:
         cdef Event hev
         cdef bint rec_scratch = False       # rec is in self.scratch (a callback's
                                             # publish may overwrite it: made again)
+        cdef object refused = None          # the first stream's refusal (raised after
+                                            # the delivery: subscribers get the event)
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
@@ -516,17 +528,20 @@ cdef class Router:
                 if rec == NULL:
                     rec = self._record(ev, &rlen, &dp, &dn)
                     rec_scratch = True
-                ok = False
                 if now == 0:
                     now = _now_ns()
-                try:                    # (try/finally: free when nothing is raised)
+                try:
                     s = st.log._append_routed(subject, p, n, <uint32_t>h, rec, rlen,
                                               dp, dn, now)
-                    ok = True
-                finally:
-                    if not ok:          # LogFullError, EventTooLarge: the publish raises
-                        st.rejected += 1
-                        self.n_rejected += 1
+                except (LogFullError, EventTooLarge) as exc:
+                    # this stream refuses the event (discard='new', too
+                    # large): counted, told to the publisher after the
+                    # delivery, which goes on (as JetStream's)
+                    st.rejected += 1
+                    self.n_rejected += 1
+                    if refused is None:
+                        refused = _refusal(st.name, exc)
+                    continue
                 st.appended += 1
                 self.n_appended += 1
                 if seq == 0:
@@ -621,6 +636,8 @@ cdef class Router:
                     st = <StreamTarget>notify[i]
                     for listener in list(st.listeners):
                         listener(notify[i + 1])
+            if refused is not None:
+                raise refused
         finally:
             if hs != local and hs != rw + 2:
                 free(hs)

@@ -1287,7 +1287,7 @@ def test_max_per_subject():
     assert [(e.seq, e.routing_subject) for e in s.replay()] == [(4, "r.a"), (5, "r.b")]
 
 
-def test_discard_new_refuses_and_does_not_deliver():
+def test_discard_new_refuses_and_still_delivers():
     f = Flow()
     got, sub = collect(f, "n")
     queued = f.subscribe("n")
@@ -1300,13 +1300,14 @@ def test_discard_new_refuses_and_does_not_deliver():
         f.publish("n", b"4", type="t")
     with pytest.raises(LogFullError):
         f.publish_batch("n", [b"5"])
-    assert datas(got) == [b"1", b"2"]
-    assert datas(queued.poll()) == [b"1", b"2"]
+    # the publisher is told, the subscribers get the event all the same (JetStream)
+    assert datas(got) == [b"1", b"2", b"3", b"4", b"5"]
+    assert datas(queued.poll()) == [b"1", b"2", b"3", b"4", b"5"]
     assert [e.data for e in s.replay()] == [b"1", b"2"]
     assert s.info()["rejected"] == 3 and s.info()["log"]["rejected"] == 3
     st = f.stats()
-    assert st["rejected_by_stream"] == 3 and st["stored"] == 2 and st["delivered"] == 4
-    assert sub.stats()["delivered"] == 2
+    assert st["rejected_by_stream"] == 3 and st["stored"] == 2 and st["delivered"] == 10
+    assert sub.stats()["delivered"] == 5
 
 
 def test_max_event_size_is_the_encoded_record():
@@ -1317,7 +1318,7 @@ def test_max_event_size_is_the_encoded_record():
     with pytest.raises(EventTooLarge, match="event of 101 bytes exceeds max_event_size=100") as ei:
         f.publish("big", b"x" * (101 - RECORD_OVERHEAD))
     assert isinstance(ei.value, ValueError)
-    assert len(got) == 1 and len(s) == 1
+    assert len(got) == 2 and len(s) == 1          # refused by the stream, still delivered
     assert s.info()["rejected"] == 1
     assert f.stats()["rejected_by_stream"] == 1
 

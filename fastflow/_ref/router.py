@@ -354,6 +354,16 @@ def _is_utf8(s):
     return True
 
 
+def _refusal(stream, exc):
+    """The error a publisher gets when ``stream`` refused its event."""
+    try:
+        e = type(exc)("stream {!r} did not store the event: {}".format(stream, exc))
+    except TypeError:               # a subclass that takes other arguments
+        e = exc
+    e.stream = stream
+    return e
+
+
 def _append_routed(lg, subject, rec):
     """Append record ``rec`` under ``subject`` (a str) to the log ``lg``:
     ``Log.append`` with the size checks (and messages) of the native
@@ -606,7 +616,8 @@ class Router:
         stamp = self.__stamp
         seq = 0
         notify = None
-        for h in hs:
+        refused = None                  # the first stream's refusal (raised after the
+        for h in hs:                    # delivery: subscribers get the event)
             st = value(h)
             if type(st) is not StreamTarget:
                 continue
@@ -618,10 +629,15 @@ class Router:
                 rec = self.__default_record(ev) if rdef else _ev_encode(ev)
             try:
                 s = _append_routed(st._log, rs, rec)
-            except (LogFullError, EventTooLarge):
+            except (LogFullError, EventTooLarge) as exc:
+                # this stream refuses the event (discard='new', too large):
+                # counted, told to the publisher after the delivery, which
+                # goes on (as JetStream's)
                 st._rejected += 1
                 self.__n_rejected += 1
-                raise
+                if refused is None:
+                    refused = _refusal(st._name, exc)
+                continue
             st._appended += 1
             self.__n_appended += 1
             if seq == 0:
@@ -708,6 +724,8 @@ class Router:
                 st = notify[i]
                 for listener in list(st._listeners):
                     listener(notify[i + 1])
+        if refused is not None:
+            raise refused
         return seq
 
     def __publish(self, subject, data, attributes):
