@@ -1356,12 +1356,12 @@ def test_retention_value():
                   discard="new")
     d = r.to_dict()
     assert d == {"max_events": 1, "max_bytes": 2, "max_age": 3.0, "max_per_subject": 4,
-                 "max_event_size": 5, "discard": "new"}
+                 "max_event_size": 5, "discard": "new", "duplicate_window": 120.0}
     assert type(d["max_age"]) is float
     assert Retention.from_dict(d) == r and Retention() != r and r != d
     assert Retention().to_dict() == {"max_events": 0, "max_bytes": 0, "max_age": 0.0,
                                      "max_per_subject": 0, "max_event_size": 1 << 20,
-                                     "discard": "old"}
+                                     "discard": "old", "duplicate_window": 120.0}
 
 
 # -- the loop breaker ---------------------------------------------------------------------------

@@ -267,3 +267,109 @@ def test_consumer_owners_survive_a_restart(tmp_path):
         assert flow.stream("S").consumers()["c"].owner == "user:alice"
     finally:
         flow.close()
+
+
+# -- the duplicate window: (source, id) ------------------------------------------------------
+
+
+def test_the_duplicate_window_keeps_one_event_per_source_and_id(core):
+    Router, StreamTarget, SubTarget, Log = core
+    r = Router("t")
+    st = StreamTarget("S", Log(dedup_window=120.0))
+    st.dedup = True
+    plain = StreamTarget("P", Log(dedup_window=120.0))     # dedup off: stores every retry
+    r.add("o.>", st)
+    r.add("p.>", plain)
+    got = []
+    r.add("o.>", SubTarget(got.append))
+    assert r.publish("o.1", b"a", id="order-1") == 1 and not r.last_duplicate
+    assert r.publish("o.1", b"a", id="order-1") == 1
+    assert r.last_duplicate and r.last_stream == "S"
+    assert r.publish("o.2", b"b", id="order-1", source="/other") == 2    # another source
+    assert r.publish("o.3", b"c", id="order-1x") == 3
+    # the same event as a network record
+    rec = fastflow.Event("o.1", b"a", id="order-1").encode()
+    assert r.publish_record("o.1", rec) == 1 and r.last_duplicate
+    # generated ids never repeat: never looked up
+    assert r.publish("o.4", b"d") == 4 and r.publish("o.4", b"d") == 5
+    assert not r.last_duplicate
+    assert (len(st.log), st.duplicates, st.appended) == (5, 2, 5)
+    assert st.log.stats()["duplicates"] == 2
+    assert len(got) == 7                # subscribers see every publish (as JetStream's)
+    assert r.publish("p.1", b"", id="x") == 1 and r.publish("p.1", b"", id="x") == 2
+    assert plain.duplicates == 0
+
+
+def test_streams_have_a_duplicate_window_by_default():
+    f = fastflow.Flow()
+    s = f.add_stream("S", "a")
+    off = f.add_stream("OFF", "off.>", fastflow.Retention(duplicate_window=0))
+    assert s.retention.duplicate_window == 120.0
+    assert f.publish("a", b"", id="1") == 1 and f.publish("a", b"", id="1") == 1
+    assert f.publish("off.a", b"", id="1") == 1 and f.publish("off.a", b"", id="1") == 2
+    assert len(off) == 2 and len(s) == 1
+    assert s.info()["duplicates"] == 1 and off.info()["duplicates"] == 0
+    with pytest.raises(ValueError, match="duplicate_window must be a finite number"):
+        fastflow.Retention(duplicate_window=-1)
+
+
+def test_stream_spec_takes_a_duplicate_window_with_units():
+    from fastflow.server.config import ConfigError, stream_spec
+
+    _, _, ret, _ = stream_spec({"name": "S", "subjects": ["s.>"], "duplicate_window": "5m"}, "s")
+    assert ret.duplicate_window == 300.0
+    with pytest.raises(ConfigError, match="s.duplicate_window"):
+        stream_spec({"name": "S", "subjects": ["s.>"], "duplicate_window": "soon"}, "s")
+
+
+def test_a_retried_publish_is_stored_once_and_acked_as_duplicate(aloop, ffserver):
+    async def main():
+        async with ffserver() as srv:
+            async with await fc.connect(srv.url) as c:
+                await c.add_stream("O", ["o.>"])
+                await c.add_stream("N", ["n.>"], {"duplicate_window": 0})
+                first = await c.publish_ack("o.1", b"x", id="order-17")
+                again = await c.publish_ack("o.1", b"x", id="order-17")
+                assert first == again == (1, "O")
+                assert not first.duplicate and again.duplicate and again.seq == 1
+                assert "duplicate=True" in repr(again)
+                assert not (await c.publish_ack("o.2", b"y")).duplicate
+                assert (await c.publish_ack("n.1", b"", id="k"))[0] == 1
+                assert (await c.publish_ack("n.1", b"", id="k"))[0] == 2
+                info = await c.stream_info("O")
+                assert (info["events"], info["duplicates"]) == (2, 1)
+                assert info["retention"]["duplicate_window"] == 120.0
+                # units as in the config
+                info = await c.add_stream("U", ["u.>"], {"duplicate_window": "5m",
+                                                         "max_bytes": "1MiB"})
+                assert info["retention"]["duplicate_window"] == 300.0
+                assert info["retention"]["max_bytes"] == 1 << 20
+                with pytest.raises(fc.ServerError, match="duplicate_window: expected a duration"):
+                    await c.add_stream("V", ["v.>"], {"duplicate_window": "soon"})
+
+    aloop(main)
+
+
+def test_nats_msg_id_is_the_event_id_so_retries_dedupe(aloop, ffnats):
+    nats = pytest.importorskip("nats")
+
+    async def main():
+        async with ffnats() as srv:
+            async with await fc.connect(srv.url) as c:
+                await c.add_stream("O", ["o.>"])
+                sub = c.subscribe("o.>")
+                await c.flush()
+                nc = await nats.connect(srv.nats_url, allow_reconnect=False, connect_timeout=3)
+                try:
+                    for _ in range(3):
+                        await nc.publish("o.1", b"x", headers={"Nats-Msg-Id": "m-1"})
+                    await nc.publish("o.1", b"y", headers={"Nats-Msg-Id": "m-2"})
+                    await nc.flush()
+                finally:
+                    await nc.close()
+                evs = [await sub.next(2) for _ in range(4)]
+                assert [e.id for e in evs] == ["m-1", "m-1", "m-1", "m-2"]
+                info = await c.stream_info("O")
+                assert (info["events"], info["duplicates"]) == (2, 2)
+
+    aloop(main)

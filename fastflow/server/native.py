@@ -28,6 +28,7 @@ from fastflow._impl import (
 from fastflow.errors import FastflowError, SubjectError
 from fastflow.flow import Retention
 from fastflow.server.auth import AuthError
+from fastflow.server.config import parse_duration, parse_size
 
 __all__ = ("NativeConnection",)
 
@@ -53,6 +54,7 @@ OP_NAMES = {v: k for k, v in OPS.items()}
 FL_ACK = FLAGS["ACK"]
 FL_NO_RESPONDERS = FLAGS["NO_RESPONDERS"]
 FL_CLOSE = FLAGS["CLOSE"]
+FL_DUPLICATE = 2                        # PUBACK: the stream had the event already
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -594,7 +596,7 @@ class NativeConnection(asyncio.Protocol):
         self.in_msgs_py += 1
         if flags & FL_ACK:
             stream = flow.last_stream if seq else None
-            self.outbuf.frame(OP_PUBACK, 0, rid,
+            self.outbuf.frame(OP_PUBACK, FL_DUPLICATE if seq and flow.last_duplicate else 0, rid,
                               body=_U64.pack(seq) + (stream.encode() if stream else b""))
         elif self.verbose:
             self.ok(rid)
@@ -836,8 +838,13 @@ class NativeConnection(asyncio.Protocol):
             if unknown:
                 raise RequestError(400, "STREAM add: unknown arguments {}".format(sorted(unknown)))
             try:
+                for k, v in ret.items():        # units as in the config: "2m", "1GiB"
+                    if isinstance(v, str) and k in ("max_age", "duplicate_window"):
+                        ret[k] = parse_duration(v, k)
+                    elif isinstance(v, str) and k in ("max_bytes", "max_event_size"):
+                        ret[k] = parse_size(v, k)
                 retention = Retention(**ret)
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:      # (ConfigError included)
                 raise RequestError(400, "STREAM add: retention: {}".format(exc)) from None
             exists = isinstance(name, str) and name in flow.streams()
             try:

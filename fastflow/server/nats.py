@@ -100,6 +100,7 @@ def event_from_nats(subject, headers, payload, source):
     attrs = {}
     kept = []
     ct = None
+    msg_id = None
     for line in lines[1:]:
         if not line:
             continue
@@ -115,7 +116,11 @@ def event_from_nats(subject, headers, payload, source):
         elif lname == "content-type" and ct is None:
             ct = value.strip(" \t")
         else:
+            if lname == "nats-msg-id" and msg_id is None:
+                msg_id = value.strip(" \t")
             kept.append(line)
+    if msg_id and "id" not in attrs:
+        attrs["id"] = msg_id            # JetStream's dedup id: the event's (ce-id wins)
     sv = attrs.pop("specversion", None)
     if sv is not None and sv != "1.0":
         raise EventError("ce-specversion {!r} is not supported (only 1.0)".format(sv))
