@@ -1071,12 +1071,12 @@ def test_stream_info():
     assert info == {
         "name": "S", "subjects": ["o.>"], "storage": "memory",
         "retention": {"max_events": 10, "max_bytes": 0, "max_age": 60.0, "max_per_subject": 0,
-                      "max_event_size": 1 << 20, "discard": "old"},
+                      "max_event_size": 1 << 20, "discard": "old", "duplicate_window": 120.0},
         "events": 3,
         # bytes: routing subject + record (RECORD_OVERHEAD + data) per event
         "bytes": 3 * (4 + RECORD_OVERHEAD) + 6,
         "first_seq": 1, "last_seq": 3, "distinct_subjects": 2,
-        "stored": 3, "rejected": 0, "consumers": {},
+        "stored": 3, "rejected": 0, "duplicates": 0, "consumers": {},
     }
     assert log_stats["appended"] == 3 and log_stats["evicted"] == 0
     c = s.consumer("c")

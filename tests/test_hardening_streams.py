@@ -373,3 +373,35 @@ def test_nats_msg_id_is_the_event_id_so_retries_dedupe(aloop, ffnats):
                 assert (info["events"], info["duplicates"]) == (2, 2)
 
     aloop(main)
+
+
+def test_a_full_stream_keeps_nats_clients_connected_and_served(aloop, ffnats):
+    nats = pytest.importorskip("nats")
+
+    async def main():
+        async with ffnats() as srv:
+            async with await fc.connect(srv.url) as admin:
+                await admin.add_stream("ALL", [">"], {"max_events": 1, "discard": "new"})
+                errors = []
+
+                async def on_error(e):
+                    errors.append(e)
+
+                nc = await nats.connect(srv.nats_url, allow_reconnect=False, connect_timeout=3,
+                                        error_cb=on_error)
+                try:
+                    sub = await nc.subscribe("x.>")
+                    await nc.flush()
+                    for i in range(3):
+                        await nc.publish("x.{}".format(i), b"%d" % i)
+                    await nc.publish("x.h", b"h", headers={"ce-type": "t"})
+                    await nc.flush()
+                    got = [(await sub.next_msg(2)).data for _ in range(4)]
+                    assert got == [b"0", b"1", b"2", b"h"]
+                    assert nc.is_connected and not errors      # no -ERR (as nats-server)
+                finally:
+                    await nc.close()
+                info = await admin.stream_info("ALL")
+                assert (info["events"], info["rejected"]) == (1, 3)
+
+    aloop(main)
