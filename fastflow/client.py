@@ -72,6 +72,7 @@ __all__ = (
     "NotFoundError",
     "PayloadTooLarge",
     "PermissionDeniedError",
+    "PubAck",
     "Replay",
     "ServerError",
     "Subscription",
@@ -101,6 +102,7 @@ _REPLAY = OPS["REPLAY"]
 _CONSUMER = OPS["CONSUMER"]
 _ACK = OPS["ACK"]
 _FL_ACK = FLAGS["ACK"]
+_FL_DUPLICATE = 2                       # PUBACK: the stream had the event already
 _FL_NO_RESPONDERS = FLAGS["NO_RESPONDERS"]
 _FL_CLOSE = FLAGS["CLOSE"]
 
@@ -194,6 +196,31 @@ class NoRespondersError(FastflowError):
     def __init__(self, subject):
         FastflowError.__init__(self, "no responders for the request to {!r}".format(subject))
         self.subject = subject
+
+
+class PubAck(tuple):
+    """What ``publish_ack`` returns: ``(seq, stream)`` (``(0, None)`` when no
+    stream stored the event), and ``duplicate``: the stream had stored this
+    ``(source, id)`` already, within its duplicate window (``seq`` is the
+    original's; nothing was stored again)."""
+
+    def __new__(cls, seq, stream, duplicate=False):
+        self = tuple.__new__(cls, (seq, stream))
+        self.duplicate = duplicate
+        return self
+
+    def __repr__(self):
+        return "PubAck(seq={}, stream={!r}{})".format(self[0], self[1], ", duplicate=True"
+                                                      if self.duplicate else "")
+
+    seq = property(lambda self: self[0])
+    stream = property(lambda self: self[1])
+
+
+class _DuplicateAck(bytes):
+    """The body of a PUBACK with the DUPLICATE flag."""
+
+    __slots__ = ()
 
 
 _ERROR_CLASSES = {401: AuthenticationError, 408: AuthenticationError,
@@ -853,9 +880,10 @@ class Client:
                            len(rec) + 16)
 
     async def publish_ack(self, subject, /, data=b"", *, timeout=None, **attributes):
-        """Publish and wait until the server has handled it: returns
-        ``(seq, stream)``, the event's seq in the first stream that stored
-        it (``(0, None)`` when none did)."""
+        """Publish and wait until the server has handled it: returns a
+        ``PubAck`` ``(seq, stream)``, the event's seq in the first stream
+        that stored it (``(0, None)`` when none did), with ``duplicate``
+        (that stream had this ``(source, id)`` already)."""
         rec = self._event(subject, data, attributes).encode()
         timeout = self.timeout if timeout is None else timeout
         await self._wait_connected(timeout)
@@ -870,7 +898,7 @@ class Client:
         finally:
             self._pending.pop(rid, None)
         seq = _u64.unpack_from(body)[0] if len(body) >= 8 else 0
-        return seq, (body[8:].decode() or None)
+        return PubAck(seq, body[8:].decode() or None, type(body) is _DuplicateAck)
 
     def publish_batch(self, subjects, datas, /, **attributes):
         """Publish many events with PUB_BATCH frames (one per
@@ -1345,6 +1373,8 @@ class Client:
         elif op == _OK or op == _PUBACK:
             fut = self._pending.get(fid)
             if fut is not None and not fut.done():
+                if op == _PUBACK and flags & _FL_DUPLICATE:
+                    body = _DuplicateAck(body)
                 fut.set_result(body)
         elif op == _ERR:
             self._on_err(proto, flags, fid, body)

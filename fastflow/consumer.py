@@ -95,6 +95,7 @@ class Consumer:
         self.stream = stream
         self.name = name
         self.config = config
+        self.owner = None               # who created it over the wire ("user:alice")
         self._flow = stream.flow
         lg = self._log = stream.log
         if name in lg.cursors():

@@ -43,14 +43,18 @@ class Retention(Settings):
     ``max_age`` (seconds), ``max_per_subject``, ``max_event_size`` (bytes of
     an encoded event: data plus its attributes, ~50 bytes for the
     defaults), ``discard``: ``"old"`` evicts the oldest events, ``"new"``
-    refuses the publish with ``LogFullError``.
+    refuses to store the event (the publish raises ``LogFullError`` after
+    delivering it to the subscribers).  ``duplicate_window`` (seconds, 0 =
+    none): an event whose ``(source, id)`` the stream stored within that
+    long is not stored again (a producer's retry; generated ids never
+    repeat), and the publish answers the original's seq.
     """
 
     __slots__ = ("max_events", "max_bytes", "max_age", "max_per_subject", "max_event_size",
-                 "discard")
+                 "discard", "duplicate_window")
 
     def __init__(self, max_events=0, max_bytes=0, max_age=0.0, max_per_subject=0,
-                 max_event_size=1 << 20, discard="old"):
+                 max_event_size=1 << 20, discard="old", duplicate_window=120.0):
         for name, v in (("max_events", max_events), ("max_bytes", max_bytes),
                         ("max_per_subject", max_per_subject), ("max_event_size", max_event_size)):
             if type(v) is not int or v < 0:
@@ -62,12 +66,17 @@ class Retention(Settings):
                              .format(max_age))
         if discard not in ("old", "new"):
             raise ValueError("Retention.discard must be 'old' or 'new', got {!r}".format(discard))
+        if isinstance(duplicate_window, bool) or not isinstance(duplicate_window, (int, float)) \
+                or not math.isfinite(duplicate_window) or duplicate_window < 0:
+            raise ValueError("Retention.duplicate_window must be a finite number of seconds >= 0 "
+                             "(0 = none), got {!r}".format(duplicate_window))
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_age = float(max_age)
         self.max_per_subject = max_per_subject
         self.max_event_size = max_event_size
         self.discard = discard
+        self.duplicate_window = float(duplicate_window)
 
 
 
@@ -346,6 +355,12 @@ class Stream:
     def consumers(self):
         return dict(self._consumers)
 
+    def set_consumer_owner(self, name, owner):
+        """Record who created the consumer ``name`` (the server's
+        ``"user:alice"``): only they, or a manager of the stream, operate it."""
+        self._consumers[name].owner = owner
+        self.flow._save_state()
+
     def delete_consumer(self, name):
         c = self._consumers.pop(name, None)
         if c is None:
@@ -371,6 +386,7 @@ class Stream:
             "distinct_subjects": lg.subjects,
             "stored": self._target.appended,
             "rejected": self._target.rejected,
+            "duplicates": self._target.duplicates,
             "consumers": {n: c.info() for n, c in self._consumers.items()},
             "log": lg.stats(),
         }
@@ -497,12 +513,13 @@ class Flow(Router):
 
     def _open_stream(self, name, subjects, retention, storage):
         kw = dict(retention.to_dict())
-        kw["dedup_window"] = 0
+        kw["dedup_window"] = kw.pop("duplicate_window")
         if storage == "file":
             kw["path"] = os.path.join(self.data_dir, "streams", name)
             kw["fsync"] = self.fsync
         lg = Log(**kw)
         st = Stream(self, name, subjects, retention, storage, lg)
+        st._target.dedup = retention.duplicate_window > 0
         try:
             for pattern in subjects:
                 st._handles.append(self.add(pattern, st._target))
@@ -603,6 +620,9 @@ class Flow(Router):
             state["streams"][n] = {
                 "subjects": list(s.subjects), "retention": s.retention.to_dict(),
                 "consumers": {cn: c.config.to_dict() for cn, c in s._consumers.items()}}
+            owners = {cn: c.owner for cn, c in s._consumers.items() if c.owner is not None}
+            if owners:
+                state["streams"][n]["owners"] = owners
         path = self._state_path()
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
@@ -626,8 +646,10 @@ class Flow(Router):
         for n, cfg in streams.items():
             st = self._open_stream(n, cfg["subjects"], Retention.from_dict(cfg["retention"]),
                                    "file")
+            owners = cfg.get("owners", {})
             for cn, ccfg in cfg.get("consumers", {}).items():
-                st._consumers[cn] = Consumer(st, cn, ConsumerConfig.from_dict(ccfg))
+                c = st._consumers[cn] = Consumer(st, cn, ConsumerConfig.from_dict(ccfg))
+                c.owner = owners.get(cn)
 
     # -- lifecycle --------------------------------------------------------------------------
 

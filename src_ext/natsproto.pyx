@@ -450,7 +450,9 @@ cdef class NatsParser(DoorParser):
         except UnicodeDecodeError:
             out.append(('error', 'Invalid Publish Subject'))
             return 0
-        except FastflowError as exc:        # a stream refused it (full, too large)
+        except (LogFullError, EventTooLarge):
+            pass    # a stream refused it, the subscribers got it: as nats-server, no -ERR
+        except FastflowError as exc:        # the flow is closed
             out.append(('error', str(exc)))
             return 0
         if rn and rt.n_delivered == before:

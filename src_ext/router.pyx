@@ -46,6 +46,42 @@ cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
     return j
 
 
+cdef inline bytes _dedup_key(const char *rec):
+    """The duplicate window's key of a record: its id and source (with the
+    id's length, so that no two pairs make one key)."""
+    return rec[4:6] + rec[EV_HEADER:EV_HEADER + _rd16(rec + 4) + _rd16(rec + 6)]
+
+
+cdef object _dedup_seen(Log lg, bytes key, int64_t mono):
+    """The seq of the event stored with ``key`` within the log's dedup
+    window, or None (``Log.append_unique``'s window)."""
+    lg._dedup_expire(mono)
+    hit = lg.dedup_ids.get(key)
+    if hit is None:
+        return None
+    lg.n_duplicates += 1
+    return hit[0]
+
+
+cdef int _dedup_remember(Log lg, bytes key, int64_t seq, int64_t mono) except -1:
+    lg.dedup_ids[key] = (seq, mono)
+    lg.dedup_order.append((mono, key))
+    while lg.dedup_max and len(lg.dedup_order) > lg.dedup_max:
+        _, old = lg.dedup_order.popleft()
+        lg.dedup_ids.pop(old, None)
+    return 0
+
+
+cdef object _refusal(str stream, exc):
+    """The error a publisher gets when ``stream`` refused its event."""
+    try:
+        e = type(exc)('stream {!r} did not store the event: {}'.format(stream, exc))
+    except TypeError:               # a subclass that takes other arguments
+        e = exc
+    e.stream = stream
+    return e
+
+
 @cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
 cdef class SubTarget:
@@ -168,6 +204,8 @@ cdef class StreamTarget:
     cdef public list listeners
     cdef readonly int64_t appended
     cdef readonly int64_t rejected
+    cdef readonly int64_t duplicates        # events not stored again (duplicate window)
+    cdef public bint dedup                  # keep (source, id) in the log's dedup window
     cdef uint64_t stamp
 
     def __init__(self, str name, Log log not None):
@@ -216,6 +254,7 @@ cdef class Router:
                                             # with attributes (None: sent without them)
     cdef public bint closed                 # publish raises once set
     cdef readonly str last_stream           # the stream that stored the last publish
+    cdef readonly bint last_duplicate       # ... had it already (its seq is the original's)
     cdef char *scratch
     cdef Py_ssize_t scap
     cdef uint64_t stamp
@@ -443,10 +482,15 @@ cdef class Router:
         cdef Event hev
         cdef bint rec_scratch = False       # rec is in self.scratch (a callback's
                                             # publish may overwrite it: made again)
+        cdef object dkey, hit               # duplicate window: the key, the original's seq
+        cdef int64_t mono = 0
+        cdef object refused = None          # the first stream's refusal (raised after
+                                            # the delivery: subscribers get the event)
         global _id_counter
         nplain = res[0]
         ngroups = res[1]
         self.last_stream = None
+        self.last_duplicate = False
         if nplain + ngroups == 0:
             self.n_published += 1
             self.n_dropped_no_interest += 1
@@ -516,19 +560,38 @@ cdef class Router:
                 if rec == NULL:
                     rec = self._record(ev, &rlen, &dp, &dn)
                     rec_scratch = True
-                ok = False
                 if now == 0:
                     now = _now_ns()
-                try:                    # (try/finally: free when nothing is raised)
+                dkey = None
+                if st.dedup and not (<uint8_t>rec[1] & EVF_GENID):
+                    # an id the producer chose: a retry within the window
+                    # is not stored again (generated ids never repeat)
+                    dkey = _dedup_key(rec)
+                    mono = _time.monotonic_ns()
+                    hit = _dedup_seen(st.log, dkey, mono)
+                    if hit is not None:
+                        st.duplicates += 1
+                        if seq == 0:
+                            seq = hit
+                            self.last_stream = st.name
+                            self.last_duplicate = True
+                        continue
+                try:
                     s = st.log._append_routed(subject, p, n, <uint32_t>h, rec, rlen,
                                               dp, dn, now)
-                    ok = True
-                finally:
-                    if not ok:          # LogFullError, EventTooLarge: the publish raises
-                        st.rejected += 1
-                        self.n_rejected += 1
+                except (LogFullError, EventTooLarge) as exc:
+                    # this stream refuses the event (discard='new', too
+                    # large): counted, told to the publisher after the
+                    # delivery, which goes on (as JetStream's)
+                    st.rejected += 1
+                    self.n_rejected += 1
+                    if refused is None:
+                        refused = _refusal(st.name, exc)
+                    continue
                 st.appended += 1
                 self.n_appended += 1
+                if dkey is not None:
+                    _dedup_remember(st.log, dkey, s, mono)
                 if seq == 0:
                     seq = s
                     self.last_stream = st.name
@@ -621,6 +684,8 @@ cdef class Router:
                     st = <StreamTarget>notify[i]
                     for listener in list(st.listeners):
                         listener(notify[i + 1])
+            if refused is not None:
+                raise refused
         finally:
             if hs != local and hs != rw + 2:
                 free(hs)

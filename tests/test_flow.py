@@ -1071,12 +1071,12 @@ def test_stream_info():
     assert info == {
         "name": "S", "subjects": ["o.>"], "storage": "memory",
         "retention": {"max_events": 10, "max_bytes": 0, "max_age": 60.0, "max_per_subject": 0,
-                      "max_event_size": 1 << 20, "discard": "old"},
+                      "max_event_size": 1 << 20, "discard": "old", "duplicate_window": 120.0},
         "events": 3,
         # bytes: routing subject + record (RECORD_OVERHEAD + data) per event
         "bytes": 3 * (4 + RECORD_OVERHEAD) + 6,
         "first_seq": 1, "last_seq": 3, "distinct_subjects": 2,
-        "stored": 3, "rejected": 0, "consumers": {},
+        "stored": 3, "rejected": 0, "duplicates": 0, "consumers": {},
     }
     assert log_stats["appended"] == 3 and log_stats["evicted"] == 0
     c = s.consumer("c")
@@ -1287,7 +1287,7 @@ def test_max_per_subject():
     assert [(e.seq, e.routing_subject) for e in s.replay()] == [(4, "r.a"), (5, "r.b")]
 
 
-def test_discard_new_refuses_and_does_not_deliver():
+def test_discard_new_refuses_and_still_delivers():
     f = Flow()
     got, sub = collect(f, "n")
     queued = f.subscribe("n")
@@ -1300,13 +1300,14 @@ def test_discard_new_refuses_and_does_not_deliver():
         f.publish("n", b"4", type="t")
     with pytest.raises(LogFullError):
         f.publish_batch("n", [b"5"])
-    assert datas(got) == [b"1", b"2"]
-    assert datas(queued.poll()) == [b"1", b"2"]
+    # the publisher is told, the subscribers get the event all the same (JetStream)
+    assert datas(got) == [b"1", b"2", b"3", b"4", b"5"]
+    assert datas(queued.poll()) == [b"1", b"2", b"3", b"4", b"5"]
     assert [e.data for e in s.replay()] == [b"1", b"2"]
     assert s.info()["rejected"] == 3 and s.info()["log"]["rejected"] == 3
     st = f.stats()
-    assert st["rejected_by_stream"] == 3 and st["stored"] == 2 and st["delivered"] == 4
-    assert sub.stats()["delivered"] == 2
+    assert st["rejected_by_stream"] == 3 and st["stored"] == 2 and st["delivered"] == 10
+    assert sub.stats()["delivered"] == 5
 
 
 def test_max_event_size_is_the_encoded_record():
@@ -1317,7 +1318,7 @@ def test_max_event_size_is_the_encoded_record():
     with pytest.raises(EventTooLarge, match="event of 101 bytes exceeds max_event_size=100") as ei:
         f.publish("big", b"x" * (101 - RECORD_OVERHEAD))
     assert isinstance(ei.value, ValueError)
-    assert len(got) == 1 and len(s) == 1
+    assert len(got) == 2 and len(s) == 1          # refused by the stream, still delivered
     assert s.info()["rejected"] == 1
     assert f.stats()["rejected_by_stream"] == 1
 
@@ -1355,12 +1356,12 @@ def test_retention_value():
                   discard="new")
     d = r.to_dict()
     assert d == {"max_events": 1, "max_bytes": 2, "max_age": 3.0, "max_per_subject": 4,
-                 "max_event_size": 5, "discard": "new"}
+                 "max_event_size": 5, "discard": "new", "duplicate_window": 120.0}
     assert type(d["max_age"]) is float
     assert Retention.from_dict(d) == r and Retention() != r and r != d
     assert Retention().to_dict() == {"max_events": 0, "max_bytes": 0, "max_age": 0.0,
                                      "max_per_subject": 0, "max_event_size": 1 << 20,
-                                     "discard": "old"}
+                                     "discard": "old", "duplicate_window": 120.0}
 
 
 # -- the loop breaker ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from fastflow._ref.event import (
     _record_bytes,
     _ro,
 )
-from fastflow.errors import FastflowError, SubjectError
+from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
 
 __all__ = ("NatsError", "NatsParser")
 
@@ -284,7 +284,9 @@ class NatsParser(DoorParser):
         except (SubjectError, UnicodeDecodeError):
             out.append(("error", "Invalid Publish Subject"))
             return
-        except FastflowError as exc:        # a stream refused it (full, too large)
+        except (LogFullError, EventTooLarge):
+            pass    # a stream refused it, the subscribers got it: as nats-server, no -ERR
+        except FastflowError as exc:        # the flow is closed
             out.append(("error", str(exc)))
             return
         if r and rt.n_delivered == before:

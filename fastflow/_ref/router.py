@@ -205,7 +205,8 @@ class StreamTarget:
     """The engine side of a stream: its log, and listeners called with the
     seq of every event appended (durable push consumers)."""
 
-    __slots__ = ("_name", "_log", "_listeners", "_appended", "_rejected", "_stamp")
+    __slots__ = ("_name", "_log", "_listeners", "_appended", "_rejected", "_stamp",
+                 "_duplicates", "_dedup")
 
     def __init__(self, name, log):
         self._name = _arg_str("name", name)
@@ -214,11 +215,22 @@ class StreamTarget:
         self._appended = 0
         self._rejected = 0
         self._stamp = 0
+        self._duplicates = 0            # events not stored again (duplicate window)
+        self._dedup = False             # keep (source, id) in the log's dedup window
 
     name = _ro("_name")
     log = _ro("_log")
     appended = _ro("_appended")
     rejected = _ro("_rejected")
+    duplicates = _ro("_duplicates")
+
+    @property
+    def dedup(self):
+        return self._dedup
+
+    @dedup.setter
+    def dedup(self, v):
+        self._dedup = bool(v)
 
     @property
     def listeners(self):
@@ -354,6 +366,49 @@ def _is_utf8(s):
     return True
 
 
+def _dedup_key(rec):
+    """The duplicate window's key of a record: its id and source (with the
+    id's length, so that no two pairs make one key)."""
+    idn = int.from_bytes(rec[4:6], "little")
+    srcn = int.from_bytes(rec[6:8], "little")
+    return bytes(rec[4:6]) + bytes(rec[16:16 + idn + srcn])
+
+
+def _dedup_seen(lg, key, mono):
+    """The seq of the event stored with ``key`` within the log's dedup
+    window, or None (``Log.append_unique``'s window)."""
+    dedup = lg._dedup
+    if lg._dedup_window_ns:
+        while dedup:
+            k, (_, at) = next(iter(dedup.items()))
+            if mono - at < lg._dedup_window_ns:
+                break
+            del dedup[k]
+    hit = dedup.get(key)
+    if hit is None:
+        return None
+    lg._stats["duplicates"] += 1
+    return hit[0]
+
+
+def _dedup_remember(lg, key, seq, mono):
+    dedup = lg._dedup
+    dedup[key] = (seq, mono)
+    if lg._dedup_max:
+        while len(dedup) > lg._dedup_max:
+            dedup.popitem(last=False)
+
+
+def _refusal(stream, exc):
+    """The error a publisher gets when ``stream`` refused its event."""
+    try:
+        e = type(exc)("stream {!r} did not store the event: {}".format(stream, exc))
+    except TypeError:               # a subclass that takes other arguments
+        e = exc
+    e.stream = stream
+    return e
+
+
 def _append_routed(lg, subject, rec):
     """Append record ``rec`` under ``subject`` (a str) to the log ``lg``:
     ``Log.append`` with the size checks (and messages) of the native
@@ -398,7 +453,7 @@ class Router:
                  "__last_toks", "__n_published", "__n_delivered", "__n_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
-                 "nats_headers")
+                 "nats_headers", "__last_duplicate")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -424,6 +479,7 @@ class Router:
         self.nats_headers = None
         self.closed = False             # publish raises once set
         self.__last_stream = None       # the stream that stored the last publish
+        self.__last_duplicate = False   # ... had it already (its seq is the original's)
         self.__stamp = 0
         self.__last_subject = None      # publish_batch: the last subject matched,
         self.__last_version = 0         # the matcher's version then,
@@ -449,6 +505,8 @@ class Router:
     n_rejected = _ro("_Router__n_rejected")
     n_callback_errors = _ro("_Router__n_callback_errors")
     last_stream = _ro("_Router__last_stream", "the stream that stored the last publish")
+    last_duplicate = _ro("_Router__last_duplicate",
+                         "whether that stream had it already (its seq is the original's)")
 
     @property
     def hop_limit(self):
@@ -566,6 +624,7 @@ class Router:
         ``reply`` subject (UTF-8 bytes) published by ``origin``."""
         m = self.__matcher
         self.__last_stream = None
+        self.__last_duplicate = False
         if not hs:
             self.__n_published += 1
             self.__n_dropped_no_interest += 1
@@ -606,7 +665,8 @@ class Router:
         stamp = self.__stamp
         seq = 0
         notify = None
-        for h in hs:
+        refused = None                  # the first stream's refusal (raised after the
+        for h in hs:                    # delivery: subscribers get the event)
             st = value(h)
             if type(st) is not StreamTarget:
                 continue
@@ -616,14 +676,35 @@ class Router:
             if rec is None:
                 rdef = self.__is_default(ev)
                 rec = self.__default_record(ev) if rdef else _ev_encode(ev)
+            dkey = None
+            if st._dedup and not rec[1] & EVF_GENID:
+                # an id the producer chose: a retry within the window is not
+                # stored again (generated ids never repeat)
+                dkey = _dedup_key(rec)
+                mono = _time.monotonic_ns()
+                hit = _dedup_seen(st._log, dkey, mono)
+                if hit is not None:
+                    st._duplicates += 1
+                    if seq == 0:
+                        seq = hit
+                        self.__last_stream = st._name
+                        self.__last_duplicate = True
+                    continue
             try:
                 s = _append_routed(st._log, rs, rec)
-            except (LogFullError, EventTooLarge):
+            except (LogFullError, EventTooLarge) as exc:
+                # this stream refuses the event (discard='new', too large):
+                # counted, told to the publisher after the delivery, which
+                # goes on (as JetStream's)
                 st._rejected += 1
                 self.__n_rejected += 1
-                raise
+                if refused is None:
+                    refused = _refusal(st._name, exc)
+                continue
             st._appended += 1
             self.__n_appended += 1
+            if dkey is not None:
+                _dedup_remember(st._log, dkey, s, mono)
             if seq == 0:
                 seq = s
                 self.__last_stream = st._name
@@ -708,6 +789,8 @@ class Router:
                 st = notify[i]
                 for listener in list(st._listeners):
                     listener(notify[i + 1])
+        if refused is not None:
+            raise refused
         return seq
 
     def __publish(self, subject, data, attributes):

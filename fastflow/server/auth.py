@@ -185,10 +185,13 @@ class Permissions:
     ``queue_deny`` (patterns matched against the queue group's name) limit
     the queue groups a subscription may join.  ``allow_responses``: may
     publish on ``_INBOX.>`` (the reply subjects of requests) even outside
-    ``publish.allow``.  ``streams``: ``"manage"`` (every STREAM, REPLAY,
-    CONSUMER and ACK request), ``"read"`` (all but adding, deleting and
-    purging streams) or ``"none"``; reading a stream (replay, consumers)
-    also needs subscribe permission for its subjects (or the filter).
+    ``publish.allow``.  ``streams``: ``"manage"`` (also add, delete and
+    purge streams, and operate every consumer, of the streams on whose
+    subjects the user may publish and subscribe), ``"read"`` (stream info,
+    replay, consumers of its own; the default of a permissions table) or
+    ``"none"``; reading a stream (info, replay, consumers) also needs
+    subscribe permission for its subjects (or the filter).  No permissions
+    at all (``Permissions()``) may do everything.
     """
 
     __slots__ = ("pub_allow_list", "pub_deny_list", "sub_allow_list", "sub_deny_list",
@@ -245,7 +248,7 @@ class Permissions:
                                   .format(where, name, ", ".join(sorted(keys)), t))
         return cls(pub.get("allow"), pub.get("deny"), sub.get("allow"), sub.get("deny"),
                    sub.get("queue_allow"), sub.get("queue_deny"),
-                   d.get("allow_responses", False), d.get("streams", "manage"), where)
+                   d.get("allow_responses", False), d.get("streams", "read"), where)
 
     @property
     def unrestricted(self):
@@ -317,6 +320,41 @@ class Permissions:
                 return why
         return None
 
+    # -- streams: who may manage, read and consume which stream ---------------------
+
+    def stream_manage_denied(self, subjects):
+        """Managing a stream (add, delete, purge; any consumer of it) whose
+        subject patterns are ``subjects``: None if allowed, else why not.
+        Needs ``streams = "manage"`` and, for every pattern, publish and
+        subscribe rights on every subject it matches (so a stream can never
+        capture, refuse or expose events its manager may not touch)."""
+        if self.streams != "manage":
+            return "permission denied: managing streams (streams = '{}')".format(self.streams)
+        for p in subjects:
+            why = self.publish_pattern_denied(p)
+            if why is None:
+                why = self.subscribe_denied(p)
+            if why is not None:
+                return why
+        return None
+
+    def publish_pattern_denied(self, pattern):
+        """Why not every subject of ``pattern`` may be published, or None."""
+        if self.pub_allow_list is not None and not _pattern_inside(
+                _matcher(self.pub_allow_list), pattern):
+            return "permission denied: publish to '{}'".format(pattern)
+        if self.pub_deny_list is not None:
+            toks = _tokens(pattern)
+            for d in self.pub_deny_list:
+                if _overlap(toks, _tokens(d)):
+                    return ("permission denied: publish to '{}' (it overlaps the denied "
+                            "'{}')".format(pattern, d))
+        return None
+
+    def may_read_stream(self, patterns):
+        """``can_read_stream`` as a bool (info, lists)."""
+        return self.unrestricted or self.can_read_stream(patterns) is None
+
     def describe(self):
         d = {"streams": self.streams}
         if self.pub_allow_list is not None or self.pub_deny_list is not None:
@@ -331,6 +369,23 @@ class Permissions:
 
 
 ALL = Permissions()
+
+
+def _pattern_inside(matcher, pattern):
+    """Whether one pattern of ``matcher`` contains every subject
+    ``pattern`` matches (``Permissions._inside_allow`` for any matcher)."""
+    toks = _tokens(pattern)
+    base = [_FRESH + str(i) if t in ("*", ">") else t for i, t in enumerate(toks, 1)]
+    probes = [".".join(base)]
+    if toks[-1] == ">":
+        probes.append(probes[0] + "." + _FRESH + "0")
+    ok = None
+    for probe in probes:
+        got = set(matcher.match(probe))
+        ok = got if ok is None else ok & got
+        if not ok:
+            return False
+    return True
 
 
 class Principal:

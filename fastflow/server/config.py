@@ -275,7 +275,7 @@ class ServerConfig:
 
 
 _RETENTION_KEYS = ("max_events", "max_bytes", "max_age", "max_per_subject", "max_event_size",
-                   "discard")
+                   "discard", "duplicate_window")
 
 
 def stream_spec(s, where):
@@ -296,7 +296,7 @@ def stream_spec(s, where):
         v = s[k]
         if k in ("max_bytes", "max_event_size"):
             v = parse_size(v, "{}.{}".format(where, k))
-        elif k == "max_age":
+        elif k in ("max_age", "duplicate_window"):
             v = parse_duration(v, "{}.{}".format(where, k))
         kw[k] = v
     try:

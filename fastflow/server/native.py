@@ -28,6 +28,7 @@ from fastflow._impl import (
 from fastflow.errors import FastflowError, SubjectError
 from fastflow.flow import Retention
 from fastflow.server.auth import AuthError
+from fastflow.server.config import parse_duration, parse_size
 
 __all__ = ("NativeConnection",)
 
@@ -53,6 +54,7 @@ OP_NAMES = {v: k for k, v in OPS.items()}
 FL_ACK = FLAGS["ACK"]
 FL_NO_RESPONDERS = FLAGS["NO_RESPONDERS"]
 FL_CLOSE = FLAGS["CLOSE"]
+FL_DUPLICATE = 2                        # PUBACK: the stream had the event already
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -594,7 +596,7 @@ class NativeConnection(asyncio.Protocol):
         self.in_msgs_py += 1
         if flags & FL_ACK:
             stream = flow.last_stream if seq else None
-            self.outbuf.frame(OP_PUBACK, 0, rid,
+            self.outbuf.frame(OP_PUBACK, FL_DUPLICATE if seq and flow.last_duplicate else 0, rid,
                               body=_U64.pack(seq) + (stream.encode() if stream else b""))
         elif self.verbose:
             self.ok(rid)
@@ -767,7 +769,44 @@ class NativeConnection(asyncio.Protocol):
     def _need(self, level, what):
         have = self.principal.permissions.streams
         if have == "none" or (level == "manage" and have != "manage"):
-            raise RequestError(403, "permission denied: {}".format(what))
+            raise RequestError(403, "permission denied: {} ({}; this user has streams = "
+                                    "'{}')".format(what, "managing streams needs 'manage'"
+                                                   if level == "manage" else
+                                                   "stream requests need 'read'", have))
+
+    def _may_manage(self, subjects, what):
+        """403 unless this user may manage a stream on ``subjects``."""
+        perms = self.principal.permissions
+        if not perms.unrestricted:
+            why = perms.stream_manage_denied(subjects)
+            if why is not None:
+                raise RequestError(403, "{}: {}".format(what, why))
+
+    def _may_read(self, patterns, what):
+        """403 unless this user may read ``patterns`` (a stream's subjects,
+        or a consumer's or a replay's filter)."""
+        perms = self.principal.permissions
+        if not perms.unrestricted:
+            why = perms.can_read_stream(patterns)
+            if why is not None:
+                raise RequestError(403, "{}: {}".format(what, why))
+
+    @property
+    def owner_id(self):
+        """Who owns the durable consumers this connection creates."""
+        p = self.principal
+        return "{}:{}".format(p.kind, p.name)
+
+    def _may_operate(self, st, c, what):
+        """403 unless this user created the consumer ``c`` or may manage
+        its stream."""
+        perms = self.principal.permissions
+        if perms.unrestricted or c.owner == self.owner_id:
+            return
+        if perms.streams == "manage" and perms.stream_manage_denied(st.subjects) is None:
+            return
+        raise RequestError(403, "permission denied: {} on consumer {!r} of stream {!r}: it "
+                                "belongs to another user".format(what, c.name, st.name))
 
     def _stream(self, it):
         rid, action = it[2], it[3]
@@ -782,6 +821,14 @@ class NativeConnection(asyncio.Protocol):
             if not isinstance(subjects, list) or not subjects:
                 raise RequestError(400, "STREAM add: 'subjects' must be a list of subject "
                                         "patterns")
+            for p in subjects:
+                if not isinstance(p, str):
+                    raise RequestError(400, "STREAM add: 'subjects' must be a list of subject "
+                                            "patterns, got {!r}".format(p))
+                validate_pattern(p)
+            self._may_manage(subjects, "STREAM add")
+            if isinstance(name, str) and name in flow.streams():
+                self._may_manage(flow.streams()[name].subjects, "STREAM add")
             ret = dict(args.get("retention") or {})
             for k in Retention.__slots__:
                 if k in args:
@@ -791,8 +838,13 @@ class NativeConnection(asyncio.Protocol):
             if unknown:
                 raise RequestError(400, "STREAM add: unknown arguments {}".format(sorted(unknown)))
             try:
+                for k, v in ret.items():        # units as in the config: "2m", "1GiB"
+                    if isinstance(v, str) and k in ("max_age", "duplicate_window"):
+                        ret[k] = parse_duration(v, k)
+                    elif isinstance(v, str) and k in ("max_bytes", "max_event_size"):
+                        ret[k] = parse_size(v, k)
                 retention = Retention(**ret)
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:      # (ConfigError included)
                 raise RequestError(400, "STREAM add: retention: {}".format(exc)) from None
             exists = isinstance(name, str) and name in flow.streams()
             try:
@@ -804,19 +856,25 @@ class NativeConnection(asyncio.Protocol):
             self.ok(rid, st.info())
         elif action == "info":
             self._need("read", "STREAM info")
-            self.ok(rid, self._stream_of(args.get("name")).info())
+            st = self._stream_of(args.get("name"))
+            self._may_read(st.subjects, "STREAM info")
+            self.ok(rid, st.info())
         elif action == "list":
             self._need("read", "STREAM list")
-            self.ok(rid, {"streams": [_stream_summary(s) for s in flow.streams().values()]})
+            may = self.principal.permissions.may_read_stream
+            self.ok(rid, {"streams": [_stream_summary(s) for s in flow.streams().values()
+                                      if may(s.subjects)]})
         elif action == "delete":
             self._need("manage", "STREAM delete")
             st = self._stream_of(args.get("name"))
+            self._may_manage(st.subjects, "STREAM delete")
             self.server.end_requests("stream", st, "stream {!r} was deleted".format(st.name))
             flow.delete_stream(st.name)
             self.ok(rid, {"deleted": st.name})
         elif action == "purge":
             self._need("manage", "STREAM purge")
             st = self._stream_of(args.get("name"))
+            self._may_manage(st.subjects, "STREAM purge")
             up_to = args.get("up_to")
             if up_to is not None and (isinstance(up_to, bool) or not isinstance(up_to, int)):
                 raise RequestError(400, "STREAM purge: 'up_to' must be a seq (int)")
@@ -934,7 +992,10 @@ class NativeConnection(asyncio.Protocol):
         self._need("read", "CONSUMER " + action)
         if action == "list":
             st = self._stream_of(args.get("stream"))
-            self.ok(rid, {"consumers": [c.info() for c in st.consumers().values()]})
+            may = self.principal.permissions.may_read_stream
+            self.ok(rid, {"consumers": [
+                c.info() for c in st.consumers().values()
+                if may([c.config.filter] if c.config.filter else st.subjects)]})
             return
         st = self._stream_of(args.get("stream"))
         name = args.get("name")
@@ -951,6 +1012,8 @@ class NativeConnection(asyncio.Protocol):
             if why is not None:
                 raise RequestError(403, why)
             exists = isinstance(name, str) and name in st.consumers()
+            if exists:
+                self._may_operate(st, st.consumers()[name], "CONSUMER add")
             try:
                 c = st.consumer(name, **config)
             except TypeError as exc:
@@ -959,17 +1022,24 @@ class NativeConnection(asyncio.Protocol):
                 raise
             except ValueError as exc:
                 raise RequestError(409 if exists else 400, str(exc)) from None
+            if not exists:
+                st.set_consumer_owner(name, self.owner_id)
             self.ok(rid, c.info())
         elif action == "info":
-            self.ok(rid, self._consumer_of(st, name).info())
+            c = self._consumer_of(st, name)
+            self._may_read([c.config.filter] if c.config.filter else st.subjects,
+                           "CONSUMER info")
+            self.ok(rid, c.info())
         elif action == "delete":
             c = self._consumer_of(st, name)
+            self._may_operate(st, c, "CONSUMER delete")
             self.server.end_requests("consumer", c, "consumer {!r} of stream {!r} was deleted"
                                      .format(name, st.name))
             st.delete_consumer(name)
             self.ok(rid, {"deleted": name})
         elif action == "fetch":
             c = self._consumer_of(st, name)
+            self._may_operate(st, c, "CONSUMER fetch")
             why = perms.can_read_stream([c.config.filter] if c.config.filter else st.subjects)
             if why is not None:
                 raise RequestError(403, why)
@@ -1061,6 +1131,11 @@ class NativeConnection(asyncio.Protocol):
         if c._closed:
             self.acks.pop(subject, None)
             raise RequestError(404, "ACK {}: the consumer was deleted".format(subject))
+        last = c.stream.log.last_seq
+        if seq > last:
+            self.acks.pop(subject, None)
+            raise RequestError(400, "ACK {}: seq {} is beyond the last seq {} of stream {!r}"
+                                    .format(subject, seq, last, c.stream.name))
         d = _Seq(seq)
         if kind == ACK_KIND_ACK:
             c._ack(d)
@@ -1090,6 +1165,7 @@ class NativeConnection(asyncio.Protocol):
         c = st.consumers().get(parts[2]) if st is not None else None
         if c is None:
             raise RequestError(404, "ACK {}: no such stream or consumer".format(subject))
+        self._may_operate(st, c, "ACK")
         return c, int(parts[3])
 
     # -- monitoring --------------------------------------------------------------------

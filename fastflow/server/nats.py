@@ -24,7 +24,7 @@ from fastflow._impl import (
     validate_pattern,
     validate_subject,
 )
-from fastflow.errors import EventError, FastflowError, SubjectError
+from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
 from fastflow.event import _BAD_CONTENT_TYPE, _header_value, _unheader
 from fastflow.server.native import ST_CLOSED, ST_CLOSING, ST_READY, NativeConnection
 
@@ -57,6 +57,15 @@ def _err_line(text):
                                   .replace("\n", " ")).encode("utf-8", "replace")
 
 
+def _msg_id(kept):
+    """The Nats-Msg-Id of the ``natsheaders`` lines ``kept`` (or None)."""
+    for line in kept.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == "nats-msg-id":
+            return value.strip(" \t")
+    return None
+
+
 def header_block(event, generated_id=True):
     """The NATS header block of ``event`` (CloudEvents NATS binding, binary
     mode): ``ce-<attribute>`` headers, ``Content-Type`` for
@@ -71,6 +80,9 @@ def header_block(event, generated_id=True):
     attrs = event.attributes()
     kept = attrs.pop(NATS_HEADERS, None)
     lines = ["NATS/1.0"]
+    if kept and not generated_id:
+        # an id taken from Nats-Msg-Id goes back as that header alone
+        generated_id = _msg_id(str(kept)) == attrs.get("id")
     if not (generated_id and attrs.keys() <= _MINIMAL
             and attrs["type"] == event.routing_subject):
         for k, v in attrs.items():
@@ -100,6 +112,7 @@ def event_from_nats(subject, headers, payload, source):
     attrs = {}
     kept = []
     ct = None
+    msg_id = None
     for line in lines[1:]:
         if not line:
             continue
@@ -115,7 +128,11 @@ def event_from_nats(subject, headers, payload, source):
         elif lname == "content-type" and ct is None:
             ct = value.strip(" \t")
         else:
+            if lname == "nats-msg-id" and msg_id is None:
+                msg_id = value.strip(" \t")
             kept.append(line)
+    if msg_id and "id" not in attrs:
+        attrs["id"] = msg_id            # JetStream's dedup id: the event's (ce-id wins)
     sv = attrs.pop("specversion", None)
     if sv is not None and sv != "1.0":
         raise EventError("ce-specversion {!r} is not supported (only 1.0)".format(sv))
@@ -401,7 +418,9 @@ class NatsConnection(NativeConnection):
         try:
             before = flow.n_delivered
             flow.publish_record(subject, record, reply, self.outbuf)
-        except FastflowError as exc:    # a stream refused it
+        except (LogFullError, EventTooLarge):
+            pass    # a stream refused it, the subscribers got it: as nats-server, no -ERR
+        except FastflowError as exc:    # the flow is closed
             self.err(0, str(exc))
             return
         if reply and flow.n_delivered == before:
