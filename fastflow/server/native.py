@@ -397,6 +397,8 @@ class NativeConnection(asyncio.Protocol):
             self.slow_consumer("pending output over max_pending ({} bytes)".format(
                 self.cfg.max_pending))
             return
+        if self.responses is not None and self.responses.pending:
+            self.responses.take()       # the requests going out: their permits start now
         data = ob.take()
         if not data:
             return
