@@ -427,3 +427,13 @@ def test_monitoring_credentials(aloop, ffserver):
             assert srv.monitor.auth_failures >= 9
 
     aloop(main)
+
+
+def test_auth_and_monitor_settings_are_checked():
+    assert ServerConfig(login_backoff="50ms", login_backoff_max="3s").login_backoff == 0.05
+    with pytest.raises(ConfigError, match=r"login_free_failures: expected an int >= 0"):
+        ServerConfig(login_free_failures=-1)
+    with pytest.raises(ConfigError, match=r"monitor.users\[0\]: unknown key 'pass'"):
+        ServerConfig(monitor_users=[{"user": "u", "pass": "p"}])
+    with pytest.raises(ConfigError, match=r"monitor.token: expected a non-empty string"):
+        ServerConfig(monitor_token="")

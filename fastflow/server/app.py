@@ -294,8 +294,9 @@ class Server:
         self.loop_name = _loop_name(loop)
         self._stopped = loop.create_future()
         self.auth = Authenticator(cfg, log)
+        # (a CONNECT waiting its turn must not meet the auth timeout)
         self.throttle = LoginThrottle(cfg.login_free_failures, cfg.login_backoff,
-                                      cfg.login_backoff_max)
+                                      min(cfg.login_backoff_max, cfg.auth_timeout / 2))
         try:
             import resource
 
