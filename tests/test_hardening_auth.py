@@ -405,7 +405,8 @@ def test_monitoring_credentials(aloop, ffserver):
             "{}:{}".format(user, pw).encode()).decode())
 
     async def main():
-        async with ffserver(monitor=True, monitor_token="mon-token",
+        async with ffserver(monitor=True, monitor_token="mon-token", login_free_failures=2,
+                            login_backoff=0.05,
                             monitor_users=[{"user": "ops", "password": hash_password("ops-pw")},
                                            {"user": "dev", "password": "dev-pw"}]) as srv:
             port = srv.monitor_port
@@ -420,6 +421,7 @@ def test_monitoring_credentials(aloop, ffserver):
             for creds in (("Authorization", "Bearer wrong"), basic("ops", "nope"),
                           basic("dev", "dev-pw\0"), ("Authorization", "Basic !!!")):
                 assert (await _http_get(port, "/varz", [creds]))[0] == 401
+            assert srv.throttle.delayed >= 1            # guesses back off as logins do
             assert (await _http_get(port, "/varz", [basic("ops", "ops-pw")]))[0] == 200
             assert (await _http_get(port, "/varz", [basic("dev", "dev-pw")]))[0] == 200
             status, _, body = await _http_get(port, "/healthz")      # open, for probes

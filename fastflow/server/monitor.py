@@ -61,11 +61,14 @@ class _HTTP(asyncio.Protocol):
         self.monitor = monitor
         self.buf = bytearray()
         self.transport = None
+        self.peer = "?"
         self.timer = None
         self.done = False
 
     def connection_made(self, transport):
         self.transport = transport
+        p = transport.get_extra_info("peername")
+        self.peer = p[0] if isinstance(p, tuple) and p else str(p)
         self.timer = asyncio.get_running_loop().call_later(_TIMEOUT, transport.abort)
 
     def connection_lost(self, exc):
@@ -95,28 +98,48 @@ class _HTTP(asyncio.Protocol):
         mon = self.monitor
         if mon.auth_required and urlsplit(target).path.rstrip("/") != "/healthz":
             creds = _authorization(bytes(self.buf[:end]))
-            ok = mon.check_credentials(creds)
-            if ok is None:              # a hashed password not seen yet: scrypt in a thread
+            if creds is None:
+                self.unauthorized()
+                return
+            # credentials are a guess like a CONNECT's: the server's login
+            # back-off for the address applies
+            throttle = mon.server.throttle
+            wait = throttle.reserve(self.peer) if throttle is not None else 0.0
+            if wait is None:
+                self.unauthorized()
+                return
+            ok = mon.check_credentials(creds) if not wait else None
+            if ok is None:              # wait, or a hashed password: scrypt in a thread
                 self.done = True
                 task = asyncio.get_running_loop().create_task(
-                    self._answer_after_kdf(creds, method, target))
+                    self._answer_later(creds, method, target, wait))
                 mon.tasks.add(task)
                 task.add_done_callback(mon.tasks.discard)
                 return
-            if not ok:
-                self.unauthorized()
+            if not self._checked(ok):
                 return
         self.answer(method, target)
 
-    async def _answer_after_kdf(self, creds, method, target):
-        ok = await asyncio.get_running_loop().run_in_executor(
-            None, self.monitor.check_credentials, creds, True)
+    def _checked(self, ok):
+        """Count a credentials check for the address; 401 when it failed."""
+        throttle = self.monitor.server.throttle
+        if throttle is not None:
+            (throttle.succeeded if ok else throttle.failed)(self.peer)
+        if not ok:
+            self.unauthorized()
+        return ok
+
+    async def _answer_later(self, creds, method, target, wait):
+        if wait:
+            await asyncio.sleep(wait)
+        ok = self.monitor.check_credentials(creds)
+        if ok is None:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, self.monitor.check_credentials, creds, True)
         if self.transport.is_closing():
             return
-        if ok:
+        if self._checked(ok):
             self.answer(method, target)
-        else:
-            self.unauthorized()
 
     def unauthorized(self):
         mon = self.monitor
