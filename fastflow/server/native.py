@@ -117,6 +117,8 @@ def _json_args(body, what):
         return {}
     try:
         args = json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "{}: the body nests too deeply".format(what)) from None
     except ValueError as exc:
         raise RequestError(400, "{}: the body is not valid JSON: {}".format(what, exc)) from None
     if not isinstance(args, dict):
