@@ -603,6 +603,8 @@ class Authenticator:
             log.warning("auth: the password of %s is not hashed; store the output of "
                         "`fastflow passwd` instead", ", ".join(map(repr, plain_users)))
         self.anonymous = Principal(None, self.default, "none")
+        if self.required:
+            _DUMMY_HASH()               # made now, not within the first unknown user's check
         self._ok_cache = {}             # (kind, name, sha256 of the secret) -> Principal
 
     @property
