@@ -58,7 +58,7 @@ from fastflow._impl import (
     validate_pattern,
     validate_subject,
 )
-from fastflow.errors import FastflowError, SlowConsumerError
+from fastflow.errors import FastflowError, SlowConsumerError, SubjectError
 
 __all__ = (
     "AuthenticationError",
@@ -421,7 +421,10 @@ class Client:
     ``timeout`` bounds the connection and its handshake and is the default
     of the requests that take one; ``ping_interval`` (seconds, 0: never)
     pings the server and drops a connection that leaves
-    ``max_outstanding_pings`` unanswered.
+    ``max_outstanding_pings`` unanswered.  ``inbox_prefix`` (default
+    ``"_INBOX"``) begins the reply subjects of ``request`` and
+    ``new_inbox``: with ``"_INBOX.alice"`` a user needs subscribe
+    permission only for ``_INBOX.alice.>``, not for everyone's replies.
 
     Callbacks (functions or coroutine functions): ``error_callback(exc)``
     for errors no call is waiting for (an ERR answering a plain publish, a
@@ -435,7 +438,8 @@ class Client:
                  tls=None, source=None, reconnect=True, max_reconnect_attempts=-1,
                  reconnect_wait=0.25, reconnect_wait_max=4.0, pending_limit=8 << 20, echo=True,
                  timeout=5.0, ping_interval=30.0, max_outstanding_pings=2, error_callback=None,
-                 disconnected_callback=None, reconnected_callback=None, closed_callback=None):
+                 disconnected_callback=None, reconnected_callback=None, closed_callback=None,
+                 inbox_prefix="_INBOX"):
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ValueError("at least one server URL is needed")
@@ -449,6 +453,11 @@ class Client:
                              .format(max_reconnect_attempts))
         if source is not None and (not isinstance(source, str) or not source):
             raise ValueError("source must be a non-empty str, got {!r}".format(source))
+        try:
+            validate_subject(inbox_prefix)
+        except (SubjectError, TypeError) as exc:
+            raise ValueError("inbox_prefix must be a subject without wildcards, such as "
+                             "'_INBOX.alice': {}".format(exc)) from None
         self._servers = []
         for u in urls:
             host, port, url_tls, u_user, u_password, u_token = parse_url(u)
@@ -501,7 +510,8 @@ class Client:
         self._subs = {}                 # sid -> Subscription (live, resubscribed on reconnect)
         self._pending = {}              # request id -> future (OK / ERR / PUBACK)
         self._pongs = deque()           # futures of our PINGs, oldest first
-        self._inbox = None              # "_INBOX.<random>."
+        self.inbox_prefix = inbox_prefix
+        self._inbox = None              # "<inbox_prefix>.<random>."
         self._inbox_sid = 0
         self._requests = {}             # reply subject -> future
         self._req_n = 0
@@ -1127,7 +1137,7 @@ class Client:
     def _ensure_inbox(self):
         if self._inbox is not None:
             return
-        self._inbox = "_INBOX.{}.".format(_random_token())
+        self._inbox = "{}.{}.".format(self.inbox_prefix, _random_token())
         self._inbox_sid = self._new_id()
         self._handlers[self._inbox_sid] = self._on_inbox
         if self._state == _CONNECTED:
@@ -1141,16 +1151,17 @@ class Client:
                 fut.set_result(mb.event(i))
 
     def new_inbox(self):
-        """A fresh unique subject (``_INBOX.<random>``) for custom reply flows."""
-        return "_INBOX.{}".format(_random_token())
+        """A fresh unique subject (``<inbox_prefix>.<random>``) for custom
+        reply flows."""
+        return "{}.{}".format(self.inbox_prefix, _random_token())
 
     async def request(self, subject, /, data=b"", timeout=1.0, **attributes):
         """Publish a request and return the first answer (an ``Event``).
         ``NoRespondersError`` at once when no subscriber got it;
         ``asyncio.TimeoutError`` after ``timeout`` seconds;
         ``ConnectionClosedError`` if the connection is lost meanwhile.
-        One inbox subscription (``_INBOX.<random>.*``) serves every request
-        of the client."""
+        One inbox subscription (``<inbox_prefix>.<random>.*``) serves every
+        request of the client."""
         if self._state == _CLOSED:
             raise ConnectionClosedError("client is closed")
         self._ensure_inbox()

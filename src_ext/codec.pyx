@@ -438,6 +438,8 @@ cdef class DoorParser:
     cdef public OutBuf out                 # this connection's output (echo, acks)
     cdef public Matcher pub_allow          # None: everything allowed
     cdef public Matcher pub_deny           # None: nothing denied
+    cdef public object resp_check          # (subject) -> bool: a publish the Matchers refuse
+                                           # may still go (a response); None: refused
     cdef public Py_ssize_t max_payload
     cdef public Py_ssize_t max_control
     cdef public bint route_pubs            # False until CONNECT (auth) is done
@@ -518,11 +520,12 @@ cdef class DoorParser:
 
     cdef int _allowed(self, object subject) except -1:
         """0 if the publish permissions refuse ``subject`` (it must be valid)."""
-        if self.pub_allow is not None and not self.pub_allow.match(subject):
-            return 0
-        if self.pub_deny is not None and self.pub_deny.match(subject):
-            return 0
-        return 1
+        if (self.pub_allow is None or self.pub_allow.match(subject)) \
+                and (self.pub_deny is None or not self.pub_deny.match(subject)):
+            return 1
+        if self.resp_check is not None and self.resp_check(subject):
+            return 1
+        return 0
 
 
 @cython.final

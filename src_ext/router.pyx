@@ -14,6 +14,7 @@ cdef enum:
     LOCAL_WORDS = 64                # words of a copied match result on the stack
     SCRATCH_MIN = 4096              # bytes of the record scratch buffer
     EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
+    REPLIES_MAX = 65536             # reply subjects a WireTarget's ``replies`` list takes
 
 cdef enum OnFull:
     FULL_DROP_OLDEST = 0
@@ -228,6 +229,9 @@ cdef class WireTarget:
     cdef readonly int64_t dropped
     cdef public int64_t handle
     cdef readonly bytes nsid                # a NATS subscription's sid: MSG/HMSG lines
+    cdef public list replies                # the reply subjects (bytes) of the requests it
+                                            # delivered, for response permissions (None: not
+                                            # kept; at REPLIES_MAX entries no more are added)
 
     def __init__(self, OutBuf outbuf not None, uint32_t sid, bint echo=True, nsid=None):
         self.outbuf = outbuf
@@ -644,6 +648,9 @@ cdef class Router:
                     if ok:
                         wt.delivered += 1
                         self.n_delivered += 1
+                        if replyn and wt.replies is not None \
+                                and len(wt.replies) < REPLIES_MAX:
+                            wt.replies.append(reply[:replyn])
                     else:
                         wt.dropped += 1
                         self.n_dropped_slow += 1

@@ -520,7 +520,7 @@ class DoorParser:
 
     __slots__ = ("_buf", "_bytes_in", "_denied", "_failed", "_last_pb", "_last_ps",
                  "_max_control", "_max_payload", "_need", "_out", "_pub_allow", "_pub_deny",
-                 "_pubs_in", "_route_pubs", "_router")
+                 "_pubs_in", "_route_pubs", "_router", "resp_check")
 
     _error = ()                 # the door's protocol error type (the subclass's)
 
@@ -536,6 +536,8 @@ class DoorParser:
         o._out = None
         o._pub_allow = None
         o._pub_deny = None
+        o.resp_check = None         # (subject) -> bool: a publish the Matchers refuse may
+                                    # still go (a response); None: refused
         o._max_payload = 0
         o._max_control = 0
         o._route_pubs = False
@@ -689,11 +691,10 @@ class DoorParser:
     def _allowed(self, subject):
         """False if ``pub_allow`` / ``pub_deny`` refuse publishing to
         ``subject`` (a SubjectError if it is not valid)."""
-        if self._pub_allow is not None and not self._pub_allow.match(subject):
-            return False
-        if self._pub_deny is not None and self._pub_deny.match(subject):
-            return False
-        return True
+        if (self._pub_allow is None or self._pub_allow.match(subject)) \
+                and (self._pub_deny is None or not self._pub_deny.match(subject)):
+            return True
+        return self.resp_check is not None and bool(self.resp_check(subject))
 
 
 @_final

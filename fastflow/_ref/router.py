@@ -54,6 +54,8 @@ from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullErr
 
 __all__ = ("Router", "StreamTarget", "SubTarget", "WireTarget")
 
+_REPLIES_MAX = 65536                    # reply subjects a WireTarget's ``replies`` list takes
+
 DEFAULT_CACHE_SIZE = 65536
 EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
 
@@ -250,7 +252,7 @@ class WireTarget:
     subscription (``nsid``, its sid) (engine use; see fastflow.server)."""
 
     __slots__ = ("_outbuf", "_sid", "_echo", "_remaining", "owner", "_delivered", "_dropped",
-                 "_handle", "_nsid")
+                 "_handle", "_nsid", "_replies")
 
     def __init__(self, outbuf, sid, echo=True, nsid=None):
         if not isinstance(outbuf, OutBuf):
@@ -274,6 +276,9 @@ class WireTarget:
         self._delivered = 0
         self._dropped = 0
         self._handle = 0
+        self._replies = None            # the reply subjects (bytes) of the requests it
+                                        # delivered, for response permissions (None: not
+                                        # kept; at _REPLIES_MAX entries no more are added)
 
     outbuf = _ro("_outbuf")
     sid = _ro("_sid")
@@ -296,6 +301,16 @@ class WireTarget:
     @remaining.setter
     def remaining(self, v):
         self._remaining = _c_int64(v)
+
+    @property
+    def replies(self):
+        return self._replies
+
+    @replies.setter
+    def replies(self, v):
+        if v is not None and type(v) is not list:
+            raise TypeError("Expected list, got {}".format(type(v).__name__))
+        self._replies = v
 
     @property
     def handle(self):
@@ -757,6 +772,8 @@ class Router:
                 if ok:
                     v._delivered += 1
                     self.__n_delivered += 1
+                    if reply and v._replies is not None and len(v._replies) < _REPLIES_MAX:
+                        v._replies.append(bytes(reply))
                 else:
                     v._dropped += 1
                     self.__n_dropped_slow += 1

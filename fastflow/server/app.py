@@ -24,7 +24,7 @@ import fastflow
 from fastflow._impl import COMPILED
 from fastflow.errors import FastflowError
 from fastflow.flow import Flow
-from fastflow.server.auth import Authenticator
+from fastflow.server.auth import Authenticator, LoginThrottle
 from fastflow.server.config import (
     LOG_LEVELS,
     LOOPS,
@@ -41,6 +41,36 @@ __all__ = ("Server", "add_serve_arguments", "run_serve")
 log = logging.getLogger("fastflow.server")
 
 PROTO = 1
+
+
+def raise_fd_limit():
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as the Go runtime
+    does for nats-server); returns the soft limit then (None: unknown or
+    unlimited)."""
+    try:
+        import resource
+    except ImportError:                 # not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def fd_connection_limit(configured, nofile):
+    """``max_connections`` that the file-descriptor limit ``nofile`` allows:
+    it keeps a reserve for the listeners, stream segments, monitoring
+    requests and the loop (32 + a tenth, up to 4096), so that clients past
+    the limit are refused with the documented error instead of finding
+    accept() failing and /healthz hanging."""
+    if not nofile:
+        return configured
+    fit = max(1, nofile - min(4096, 32 + nofile // 10))
+    return min(configured, fit) if configured else fit
 
 
 def _fmt_size(n):
@@ -90,6 +120,8 @@ class Server:
         self.loop = None
         self.loop_name = None
         self.auth = None
+        self.throttle = None            # LoginThrottle
+        self.max_connections = self.config.max_connections    # as the fd limit allows
         self.ssl_context = None
         self.conns = {}                 # client id -> NativeConnection
         self.stalled_conns = {}         # NativeConnection -> loop time its writing paused
@@ -288,6 +320,22 @@ class Server:
         self.loop_name = _loop_name(loop)
         self._stopped = loop.create_future()
         self.auth = Authenticator(cfg, log)
+        # (a CONNECT waiting its turn must not meet the auth timeout)
+        self.throttle = LoginThrottle(cfg.login_free_failures, cfg.login_backoff,
+                                      min(cfg.login_backoff_max, cfg.auth_timeout / 2))
+        try:
+            import resource
+
+            nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if nofile == resource.RLIM_INFINITY:
+                nofile = None
+        except ImportError:
+            nofile = None
+        self.max_connections = fd_connection_limit(cfg.max_connections, nofile)
+        if self.max_connections != cfg.max_connections:
+            log.info("max_connections %s lowered to %d: the file descriptor limit "
+                        "(RLIMIT_NOFILE) is %d", cfg.max_connections or "unlimited",
+                        self.max_connections, nofile)
         if cfg.tls:
             self.ssl_context = self._make_ssl_context()
         try:
@@ -326,7 +374,8 @@ class Server:
                 from fastflow.server.monitor import MonitorServer
 
                 self.monitor = MonitorServer(self, cfg.monitor_host or cfg.host,
-                                             cfg.monitor_port)
+                                             cfg.monitor_port, cfg.monitor_token,
+                                             cfg.monitor_users)
                 await self.monitor.start()
         except BaseException:
             self._listener.close()
@@ -370,11 +419,13 @@ class Server:
             log.info("listening for NATS clients on %s%s", _addr(a), tls)
         if self.monitor is not None:
             for a in self.monitor.addresses:
-                log.info("monitoring on http://%s/ (healthz, varz, connz, metrics)", _addr(a))
+                log.info("monitoring on http://%s/ (healthz, varz, connz, metrics)%s", _addr(a),
+                         "; all but /healthz need credentials" if self.monitor.auth_required
+                         else "")
         log.info("auth: %s; limits: max_payload %s, max_pending %s, max_connections %s, "
                  "max_subscriptions %s per connection, ping every %gs", self.auth.describe(),
                  _fmt_size(cfg.max_payload), _fmt_size(cfg.max_pending),
-                 cfg.max_connections or "unlimited", cfg.max_subscriptions or "unlimited",
+                 self.max_connections or "unlimited", cfg.max_subscriptions or "unlimited",
                  cfg.ping_interval)
         log.info("server ready")
 
@@ -503,6 +554,8 @@ class Server:
             "stalled_connections": len(self.stalled_conns),
             "paused_publishers": len(self._stall_paused),
             "auth_failures": self.n_auth_failures,
+            "auth_delayed": self.throttle.delayed if self.throttle is not None else 0,
+            "auth_refused_unchecked": self.throttle.refused if self.throttle is not None else 0,
             "protocol_errors": self.n_protocol_errors,
             "permission_denied": self.n_denied + self.closed_denied
             + sum(c.parser.denied for c in conns),
@@ -620,6 +673,7 @@ def run_serve(args):
     """``fastflow serve``: run the server until SIGINT/SIGTERM; returns the
     exit status (0 stopped cleanly, 1 could not start, 2 bad settings)."""
     _tune_malloc()
+    raise_fd_limit()
     try:
         config = build_config(args)
         _name, factory = loop_factory(config.loop)

@@ -19,13 +19,14 @@ import hashlib
 import hmac
 import os
 import sys
+import time
 
 from fastflow._impl import Matcher, validate_pattern, validate_subject
 from fastflow.errors import FastflowError, SubjectError
-from fastflow.server.config import STREAM_PERMS, ConfigError
+from fastflow.server.config import STREAM_PERMS, ConfigError, parse_duration
 
-__all__ = ("AuthError", "Authenticator", "Permissions", "Principal", "hash_password",
-           "hash_password_cli", "verify_password")
+__all__ = ("AuthError", "Authenticator", "LoginThrottle", "Permissions", "Principal",
+           "ResponsePermits", "hash_password", "hash_password_cli", "verify_password")
 
 # scrypt cost: 2**14 x 8 x 1 uses 16 MiB and ~50 ms (OWASP's minimum is 2**17 x 8 x 1
 # for interactive logins; this is a server that verifies once per connection)
@@ -34,6 +35,11 @@ _R = 8
 _P = 1
 _DKLEN = 32
 _PREFIX = "$scrypt$"
+
+# allow_responses
+RESPONSE_MAX = 1                        # responses per request (nats-server's default)
+RESPONSE_EXPIRES = 120.0                # seconds a response may take (nats-server's default)
+RESPONSE_PERMITS_MAX = 16384            # permits one connection holds
 
 
 def _b64(b):
@@ -44,11 +50,26 @@ def _unb64(s):
     return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
 
 
+def _secret_bytes(secret, what="password"):
+    """The UTF-8 bytes of a password or token; ValueError for one with a NUL
+    (scrypt's HMAC pads a short key with zero bytes, so ``pw`` and
+    ``pw\\0`` would derive the same key) or a lone surrogate."""
+    if isinstance(secret, str):
+        try:
+            secret = secret.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the {} is not valid UTF-8 (a lone surrogate)".format(
+                what)) from None
+    if b"\0" in secret:
+        raise ValueError("a {} cannot contain a NUL character".format(what))
+    return bytes(secret)
+
+
 def hash_password(password, *, ln=_LN, r=_R, p=_P):
     """A scrypt hash of ``password`` with a random salt, as one string:
-    ``$scrypt$ln=14,r=8,p=1$<salt>$<hash>``."""
-    if isinstance(password, str):
-        password = password.encode("utf-8")
+    ``$scrypt$ln=14,r=8,p=1$<salt>$<hash>``.  ValueError for a password
+    with a NUL character or a lone surrogate."""
+    password = _secret_bytes(password)
     salt = os.urandom(16)
     dk = hashlib.scrypt(password, salt=salt, n=1 << ln, r=r, p=p, dklen=_DKLEN,
                         maxmem=(1 << ln) * r * 256)
@@ -76,13 +97,17 @@ def is_password_hash(stored):
 
 def verify_password(password, stored):
     """Whether ``password`` matches ``stored`` (a ``hash_password`` string);
-    False for a malformed hash.  Constant-time comparison."""
+    False for a malformed hash, and for a password with a NUL character or
+    a lone surrogate (never derived as the password without them).
+    Constant-time comparison of the whole derived key."""
     try:
         ln, r, p, salt, dk = _parse_hash(stored)
     except (ValueError, KeyError, TypeError):
         return False
-    if isinstance(password, str):
-        password = password.encode("utf-8")
+    try:
+        password = _secret_bytes(password)
+    except ValueError:                  # (a NUL would match the password without it)
+        return False
     got = hashlib.scrypt(password, salt=salt, n=1 << ln, r=r, p=p, dklen=len(dk),
                          maxmem=(1 << ln) * r * 256)
     return hmac.compare_digest(got, dk)
@@ -115,7 +140,11 @@ def hash_password_cli(argv=None):
     if not pw:
         print("fastflow passwd: empty password", file=sys.stderr)
         return 1
-    print(hash_password(pw))
+    try:
+        print(hash_password(pw))
+    except ValueError as exc:
+        print("fastflow passwd: {}".format(exc), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -183,9 +212,11 @@ class Permissions:
     subscription is allowed when its pattern lies inside one allow pattern
     and can match no subject of a deny pattern.  ``queue_allow`` /
     ``queue_deny`` (patterns matched against the queue group's name) limit
-    the queue groups a subscription may join.  ``allow_responses``: may
-    publish on ``_INBOX.>`` (the reply subjects of requests) even outside
-    ``publish.allow``.  ``streams``: ``"manage"`` (also add, delete and
+    the queue groups a subscription may join.  ``allow_responses``: true,
+    or a table ``{max, expires}``: may publish on the reply subject of a
+    request the connection received, ``max`` times (default 1) within
+    ``expires`` (default 2 minutes), as nats-server (``ResponsePermits``).
+    ``streams``: ``"manage"`` (also add, delete and
     purge streams, and operate every consumer, of the streams on whose
     subjects the user may publish and subscribe), ``"read"`` (stream info,
     replay, consumers of its own; the default of a permissions table) or
@@ -195,7 +226,8 @@ class Permissions:
     """
 
     __slots__ = ("pub_allow_list", "pub_deny_list", "sub_allow_list", "sub_deny_list",
-                 "queue_allow_list", "queue_deny_list", "allow_responses", "streams",
+                 "queue_allow_list", "queue_deny_list", "allow_responses", "resp_max",
+                 "resp_expires", "streams",
                  "pub_allow", "pub_deny", "sub_allow", "sub_deny", "queue_allow", "queue_deny")
 
     def __init__(self, publish_allow=None, publish_deny=None, subscribe_allow=None,
@@ -207,18 +239,31 @@ class Permissions:
         self.sub_deny_list = _pattern_list(subscribe_deny, where + ".subscribe.deny") or None
         self.queue_allow_list = _pattern_list(queue_allow, where + ".subscribe.queue_allow")
         self.queue_deny_list = _pattern_list(queue_deny, where + ".subscribe.queue_deny") or None
-        if not isinstance(allow_responses, bool):
-            raise ConfigError("{}.allow_responses: expected true or false, got {!r}".format(
-                where, allow_responses))
+        self.resp_max, self.resp_expires = RESPONSE_MAX, RESPONSE_EXPIRES
+        if isinstance(allow_responses, dict):
+            w = where + ".allow_responses"
+            unknown = set(allow_responses) - {"max", "expires"}
+            if unknown:
+                raise ConfigError("{}: unknown keys {} (known: max, expires)".format(
+                    w, sorted(unknown)))
+            mx = allow_responses.get("max", RESPONSE_MAX)
+            if type(mx) is not int or mx < 1:
+                raise ConfigError("{}.max: expected an integer >= 1, got {!r}".format(w, mx))
+            exp = parse_duration(allow_responses.get("expires", RESPONSE_EXPIRES),
+                                 w + ".expires")
+            if exp <= 0:
+                raise ConfigError("{}.expires: must be > 0, got {!r}".format(w, exp))
+            self.resp_max, self.resp_expires = mx, exp
+            allow_responses = True
+        elif not isinstance(allow_responses, bool):
+            raise ConfigError("{}.allow_responses: expected true, false or a table with max "
+                              "and expires, got {!r}".format(where, allow_responses))
         self.allow_responses = allow_responses
         if streams not in STREAM_PERMS:
             raise ConfigError("{}.streams: expected one of {}, got {!r}".format(
                 where, ", ".join(STREAM_PERMS), streams))
         self.streams = streams
-        pub_allow = self.pub_allow_list
-        if pub_allow is not None and allow_responses:
-            pub_allow = pub_allow + ["_INBOX.>"]
-        self.pub_allow = _matcher(pub_allow)
+        self.pub_allow = _matcher(self.pub_allow_list)
         self.pub_deny = _matcher(self.pub_deny_list)
         self.sub_allow = _matcher(self.sub_allow_list)
         self.sub_deny = _matcher(self.sub_deny_list)
@@ -364,8 +409,16 @@ class Permissions:
         if self.queue_allow_list is not None or self.queue_deny_list is not None:
             d["queues"] = {"allow": self.queue_allow_list, "deny": self.queue_deny_list}
         if self.allow_responses:
-            d["allow_responses"] = True
+            d["allow_responses"] = {"max": self.resp_max, "expires": self.resp_expires}
         return d
+
+    def response_permits(self):
+        """A ``ResponsePermits`` for one connection of this user, or None
+        when it needs none (no ``allow_responses``, or publishing is not
+        restricted)."""
+        if not self.allow_responses or (self.pub_allow is None and self.pub_deny is None):
+            return None
+        return ResponsePermits(self.resp_max, self.resp_expires)
 
 
 ALL = Permissions()
@@ -386,6 +439,172 @@ def _pattern_inside(matcher, pattern):
         if not ok:
             return False
     return True
+# -- response permissions (allow_responses) -----------------------------------------------
+
+
+
+class ResponsePermits:
+    """The reply subjects one connection may publish on although its
+    publish permissions refuse them: those of the requests delivered to it
+    (on its own subscriptions), each ``max`` times within ``expires``
+    seconds of its delivery; then the permit is gone (nats-server's
+    ``allow_responses``).
+
+    The router appends the reply subject (bytes) of every request it
+    delivers to ``pending`` (the ``replies`` list of the connection's
+    ``WireTarget``s, itself bounded); they become permits when the
+    connection publishes (``__call__``, the parser's ``resp_check``) or at
+    its next tick.  At most ``limit`` permits are held: past it the expired
+    ones go, then the oldest (a request still unanswered among more than
+    ``limit`` newer ones loses its permit).  A request received again
+    renews its permit."""
+
+    __slots__ = ("max", "expires", "limit", "pending", "permits", "clock", "granted", "used",
+                 "evicted")
+
+    def __init__(self, max_msgs=RESPONSE_MAX, expires=RESPONSE_EXPIRES,
+                 limit=RESPONSE_PERMITS_MAX, clock=time.monotonic):
+        self.max = max_msgs
+        self.expires = expires
+        self.limit = limit
+        self.clock = clock
+        self.pending = []               # filled by the router (WireTarget.replies)
+        self.permits = {}               # reply subject -> [responses left, expiry time];
+                                        # in the order they expire
+        self.granted = 0
+        self.used = 0
+        self.evicted = 0
+
+    def __len__(self):
+        return len(self.permits)
+
+    def take(self):
+        """Turn the pending reply subjects into permits."""
+        pend = self.pending
+        if not pend:
+            return
+        now = self.clock()
+        exp = now + self.expires
+        d = self.permits
+        for b in pend:
+            key = b.decode("utf-8", "replace")
+            d.pop(key, None)
+            d[key] = [self.max, exp]
+        self.granted += len(pend)
+        pend.clear()
+        if len(d) > self.limit:
+            for key in list(d):
+                if len(d) <= self.limit and d[key][1] > now:
+                    break
+                del d[key]
+                self.evicted += 1
+
+    def __call__(self, subject, use=True):
+        """Whether ``subject`` may be published as a response; ``use``:
+        this publish spends one of its permit's responses."""
+        self.take()
+        e = self.permits.get(subject)
+        if e is None:
+            return False
+        if e[1] <= self.clock():
+            del self.permits[subject]
+            return False
+        if use:
+            self.used += 1
+            e[0] -= 1
+            if e[0] <= 0:
+                del self.permits[subject]
+        return True
+
+    def prune(self):
+        """Forget the expired permits (the connection's tick)."""
+        self.take()
+        d = self.permits
+        if not d:
+            return
+        now = self.clock()
+        for key in list(d):
+            if d[key][1] > now:
+                break
+            del d[key]
+
+
+# -- failed logins -------------------------------------------------------------------------
+
+class LoginThrottle:
+    """A per-address back-off after failed logins.
+
+    After ``free`` failures from one address, each further CONNECT from it
+    is checked only after a delay that starts at ``base`` seconds and
+    doubles with every failure, up to ``cap``; the CONNECTs that come
+    meanwhile queue behind one another (one check per delay, however many
+    connections), and one that would wait longer than ``cap`` is refused at
+    once, unchecked.  A successful login clears its address; so does
+    ``forget`` seconds without a failure.  Other addresses are not slowed.
+    At most ``max_sources`` addresses are remembered (then the one that
+    failed least recently is forgotten)."""
+
+    __slots__ = ("free", "base", "cap", "forget", "max_sources", "sources", "clock",
+                 "delayed", "refused")
+
+    def __init__(self, free=5, base=0.1, cap=2.0, forget=600.0, max_sources=16384,
+                 clock=time.monotonic):
+        self.free = free
+        self.base = base
+        self.cap = cap
+        self.forget = forget
+        self.max_sources = max_sources
+        self.clock = clock
+        self.sources = {}               # address -> [failures, time the next check may run],
+                                        # least recently failed first
+        self.delayed = 0                # CONNECTs checked after a wait
+        self.refused = 0                # CONNECTs refused unchecked
+
+    def _entry(self, src, now):
+        e = self.sources.get(src)
+        if e is not None and now - e[1] > self.forget:
+            del self.sources[src]
+            return None
+        return e
+
+    def _delay(self, failures):
+        return min(self.cap, self.base * (1 << min(failures - self.free, 30)))
+
+    def reserve(self, src):
+        """Seconds a CONNECT from ``src`` waits before its check (0: none),
+        or None: refuse it at once."""
+        if self.free <= 0 and self.base <= 0:
+            return 0.0
+        now = self.clock()
+        e = self._entry(src, now)
+        if e is None or e[0] < self.free:
+            return 0.0
+        at = max(now, e[1])
+        if at - now > self.cap:
+            self.refused += 1
+            return None
+        e[1] = at + self._delay(e[0])   # the next CONNECT from src waits for this one
+        if at > now:
+            self.delayed += 1
+        return at - now
+
+    def failed(self, src):
+        now = self.clock()
+        d = self.sources
+        e = self._entry(src, now)
+        if e is None:
+            if len(d) >= self.max_sources:
+                del d[next(iter(d))]
+            e = [0, now]
+        else:
+            del d[src]                  # (to the end: least recently failed first)
+        d[src] = e
+        e[0] += 1
+        if e[0] >= self.free:
+            e[1] = max(e[1], now + self._delay(e[0]))
+
+    def succeeded(self, src):
+        self.sources.pop(src, None)
 
 
 class Principal:
@@ -428,12 +647,17 @@ class Authenticator:
             stored = u["password"]
             if not is_password_hash(stored):
                 plain_users.append(u["user"])
-                stored = hash_password(stored)
+                try:
+                    stored = hash_password(stored)
+                except ValueError as exc:
+                    raise ConfigError("{}.password: {}".format(where, exc)) from None
             self.users[u["user"]] = (stored, Principal(u["user"], perms, "user"))
         if plain_users and log is not None:
             log.warning("auth: the password of %s is not hashed; store the output of "
                         "`fastflow passwd` instead", ", ".join(map(repr, plain_users)))
         self.anonymous = Principal(None, self.default, "none")
+        if self.required:
+            _DUMMY_HASH()               # made now, not within the first unknown user's check
         self._ok_cache = {}             # (kind, name, sha256 of the secret) -> Principal
 
     @property
@@ -450,10 +674,26 @@ class Authenticator:
             parts.append("{} user{}".format(len(self.users), "s" if len(self.users) > 1 else ""))
         return " + ".join(parts)
 
+    @staticmethod
+    def refusal(connect):
+        """Why the credentials of ``connect`` cannot be checked (an
+        AuthError, refused without running scrypt), or None."""
+        for k in ("user", "password", "token"):
+            v = connect.get(k)
+            if v is None:
+                continue
+            if not isinstance(v, str):
+                return AuthError("authentication failed: {!r} must be a string".format(k))
+            try:
+                _secret_bytes(v, k)
+            except ValueError as exc:
+                return AuthError("authentication failed: {}".format(exc))
+        return None
+
     def needs_kdf(self, connect):
         """Whether checking ``connect`` runs scrypt (then run ``check`` in a
         thread: it releases the GIL and takes ~50 ms)."""
-        if not self.required:
+        if not self.required or self.refusal(connect) is not None:
             return False
         key = self._cache_key(connect)
         if key is not None and key in self._ok_cache:
@@ -474,6 +714,9 @@ class Authenticator:
         """The Principal of a CONNECT request (a dict), or AuthError."""
         if not self.required:
             return self.anonymous
+        why = self.refusal(connect)
+        if why is not None:
+            raise why
         key = self._cache_key(connect)
         if key is not None:
             p = self._ok_cache.get(key)

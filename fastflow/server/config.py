@@ -126,6 +126,8 @@ class ServerConfig:
         ("log_level", "info"),
         ("monitor_host", None),         # None: the same as host
         ("monitor_port", 8232),         # 0: no monitoring endpoint
+        ("monitor_token", None),        # HTTP Bearer token the endpoints require (but /healthz)
+        ("monitor_users", ()),          # [{"user", "password"}]: HTTP Basic users (likewise)
         ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
@@ -147,6 +149,10 @@ class ServerConfig:
         ("tokens", ()),                 # [{"token", "permissions"}]
         ("users", ()),                  # [{"user", "password", "permissions"}]
         ("default_permissions", None),  # for users and tokens without their own
+        ("login_free_failures", 5),     # failed logins from one address before the back-off
+        ("login_backoff", 0.1),         # seconds: its first delay, doubled per failure (0: off)
+        ("login_backoff_max", 1.0),     # ... up to this; a CONNECT that would wait longer is
+                                        # refused at once
         # TLS
         ("tls_cert", None),
         ("tls_key", None),
@@ -233,10 +239,11 @@ class ServerConfig:
         if self.write_low_water > self.write_high_water:
             raise ConfigError("write_low_water ({}) must not exceed write_high_water ({})".format(
                 self.write_low_water, self.write_high_water))
-        for key in ("max_connections", "max_subscriptions", "max_pings_out"):
+        for key in ("max_connections", "max_subscriptions", "max_pings_out",
+                    "login_free_failures"):
             setattr(self, key, _int(getattr(self, key), key))
         for key in ("stall_timeout", "ping_interval", "auth_timeout", "drain_timeout",
-                    "tls_handshake_timeout"):
+                    "tls_handshake_timeout", "login_backoff", "login_backoff_max"):
             setattr(self, key, parse_duration(getattr(self, key), key))
         if self.auth_timeout <= 0:
             raise ConfigError("auth_timeout: must be > 0, got {}".format(self.auth_timeout))
@@ -256,6 +263,12 @@ class ServerConfig:
             if name in seen:
                 raise ConfigError("auth.users: user {!r} is listed twice".format(name))
             seen.add(name)
+        _str(self.monitor_token, "monitor.token", allow_none=True)
+        self.monitor_users = tuple(self.monitor_users)
+        for i, u in enumerate(self.monitor_users):
+            _check_keys(u, ("user", "password"), "monitor.users[{}]".format(i))
+            _str(u.get("user"), "monitor.users[{}].user".format(i))
+            _str(u.get("password"), "monitor.users[{}].password".format(i))
         self.tls_verify = _bool(self.tls_verify, "tls_verify")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls: give both a certificate (tls_cert) and its key (tls_key)")
@@ -312,14 +325,17 @@ def stream_spec(s, where):
 _TOP = {"host": "host", "port": "port", "name": "name", "data_dir": "data_dir",
         "fsync": "fsync", "loop": "loop", "log_level": "log_level"}
 _TABLES = {
-    "monitor": {"host": "monitor_host", "port": "monitor_port"},
+    "monitor": {"host": "monitor_host", "port": "monitor_port", "token": "monitor_token",
+                "users": "monitor_users"},
     "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",
                               "max_pings_out", "auth_timeout", "drain_timeout")},
     "auth": {"token": "token", "tokens": "tokens", "users": "users",
-             "default_permissions": "default_permissions"},
+             "default_permissions": "default_permissions",
+             "login_free_failures": "login_free_failures", "login_backoff": "login_backoff",
+             "login_backoff_max": "login_backoff_max"},
     "tls": {"cert": "tls_cert", "key": "tls_key", "ca": "tls_ca", "verify": "tls_verify",
             "handshake_timeout": "tls_handshake_timeout"},
 }

@@ -7,9 +7,17 @@ request per connection, ``Connection: close``) on its own port.
 ``/connz``    the connections (``?limit=&offset=&sort=&subs=1``)
 ``/streamz``  the streams and their consumers
 ``/metrics``  Prometheus text format 0.0.4
+
+With ``monitor.token`` or ``monitor.users`` every endpoint but
+``/healthz`` needs ``Authorization: Bearer <token>`` or HTTP Basic
+credentials (401 with ``WWW-Authenticate`` otherwise).
 """
 
 import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -26,7 +34,7 @@ log = logging.getLogger("fastflow.server")
 
 _MAX_REQUEST = 16384
 _TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 _SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
           "subscriptions", "uptime", "idle")
@@ -53,11 +61,14 @@ class _HTTP(asyncio.Protocol):
         self.monitor = monitor
         self.buf = bytearray()
         self.transport = None
+        self.peer = "?"
         self.timer = None
         self.done = False
 
     def connection_made(self, transport):
         self.transport = transport
+        p = transport.get_extra_info("peername")
+        self.peer = p[0] if isinstance(p, tuple) and p else str(p)
         self.timer = asyncio.get_running_loop().call_later(_TIMEOUT, transport.abort)
 
     def connection_lost(self, exc):
@@ -84,6 +95,63 @@ class _HTTP(asyncio.Protocol):
         if method not in ("GET", "HEAD"):
             self.respond(405, "text/plain", b"only GET and HEAD\n", {"Allow": "GET, HEAD"})
             return
+        mon = self.monitor
+        if mon.auth_required and urlsplit(target).path.rstrip("/") != "/healthz":
+            creds = _authorization(bytes(self.buf[:end]))
+            if creds is None:
+                self.unauthorized()
+                return
+            # credentials are a guess like a CONNECT's: the server's login
+            # back-off for the address applies
+            throttle = mon.server.throttle
+            wait = throttle.reserve(self.peer) if throttle is not None else 0.0
+            if wait is None:
+                self.unauthorized()
+                return
+            ok = mon.check_credentials(creds) if not wait else None
+            if ok is None:              # wait, or a hashed password: scrypt in a thread
+                self.done = True
+                task = asyncio.get_running_loop().create_task(
+                    self._answer_later(creds, method, target, wait))
+                mon.tasks.add(task)
+                task.add_done_callback(mon.tasks.discard)
+                return
+            if not self._checked(ok):
+                return
+        self.answer(method, target)
+
+    def _checked(self, ok):
+        """Count a credentials check for the address; 401 when it failed."""
+        throttle = self.monitor.server.throttle
+        if throttle is not None:
+            (throttle.succeeded if ok else throttle.failed)(self.peer)
+        if not ok:
+            self.unauthorized()
+        return ok
+
+    async def _answer_later(self, creds, method, target, wait):
+        if wait:
+            await asyncio.sleep(wait)
+        ok = self.monitor.check_credentials(creds)
+        if ok is None:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, self.monitor.check_credentials, creds, True)
+        if self.transport.is_closing():
+            return
+        if self._checked(ok):
+            self.answer(method, target)
+
+    def unauthorized(self):
+        mon = self.monitor
+        mon.auth_failures += 1
+        challenges = []
+        if mon.token is not None:
+            challenges.append(("WWW-Authenticate", 'Bearer realm="fastflow"'))
+        if mon.users:
+            challenges.append(("WWW-Authenticate", 'Basic realm="fastflow", charset="UTF-8"'))
+        self.respond(401, "text/plain", b"authentication required\n", challenges)
+
+    def answer(self, method, target):
         try:
             status, ctype, body = self.monitor.route(target)
         except Exception as exc:       # never take the server down
@@ -97,22 +165,73 @@ class _HTTP(asyncio.Protocol):
                  "Content-Type: " + ctype, "Content-Length: {}".format(len(body)),
                  "Connection: close", "Cache-Control: no-store",
                  "Server: fastflow/" + fastflow.__version__]
-        for k, v in (headers or {}).items():
+        for k, v in (headers.items() if isinstance(headers, dict) else headers or ()):
             lines.append("{}: {}".format(k, v))
         out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.transport.write(out if head else out + body)
         self.transport.close()
 
 
-class MonitorServer:
-    """The HTTP endpoint of a ``Server``."""
+def _authorization(head):
+    """(scheme, credentials) of a request's Authorization header, or None."""
+    for line in head.split(b"\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"authorization":
+            scheme, _, cred = value.strip().partition(b" ")
+            return scheme.lower().decode("latin-1"), cred.strip()
+    return None
 
-    def __init__(self, server, host, port):
+
+class MonitorServer:
+    """The HTTP endpoint of a ``Server``.  ``token`` (HTTP Bearer) and
+    ``users`` (HTTP Basic, ``{"user", "password"}``: plain or a ``fastflow
+    passwd`` hash) protect every endpoint but ``/healthz``."""
+
+    def __init__(self, server, host, port, token=None, users=()):
         self.server = server
         self.host = host
         self.port = port
         self._srv = None
         self.addresses = []
+        self.token = token.encode("utf-8") if token is not None else None
+        self.users = {u["user"].encode("utf-8"): u["password"] for u in users}
+        self.auth_required = self.token is not None or bool(self.users)
+        self.auth_failures = 0
+        self.tasks = set()
+        self._ok = {}                   # SHA-256 of Basic credentials checked by scrypt
+
+    def check_credentials(self, creds, kdf=False):
+        """Whether ``creds`` ((scheme, bytes) or None) are good; None when
+        that needs a scrypt run and ``kdf`` is false."""
+        from fastflow.server.auth import is_password_hash, verify_password
+
+        if creds is None:
+            return False
+        scheme, cred = creds
+        if scheme == "bearer" and self.token is not None:
+            return hmac.compare_digest(cred, self.token)
+        if scheme != "basic" or not self.users:
+            return False
+        try:
+            user, sep, pw = base64.b64decode(cred, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        stored = self.users.get(user)
+        if not sep or stored is None:
+            return False
+        if not is_password_hash(stored):
+            return b"\0" not in pw and hmac.compare_digest(pw, stored.encode("utf-8"))
+        key = hashlib.sha256(cred).digest()
+        if key in self._ok:
+            return True
+        if not kdf:
+            return None
+        if verify_password(pw, stored):
+            if len(self._ok) >= 1024:
+                self._ok.clear()
+            self._ok[key] = True
+            return True
+        return False
 
     async def start(self):
         loop = asyncio.get_running_loop()
@@ -123,6 +242,8 @@ class MonitorServer:
     def close(self):
         if self._srv is not None:
             self._srv.close()
+        for task in list(self.tasks):
+            task.cancel()
 
     # -- routing ---------------------------------------------------------------------------
 

@@ -119,6 +119,8 @@ def _json_args(body, what):
         return {}
     try:
         args = json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "{}: the body nests too deeply".format(what)) from None
     except ValueError as exc:
         raise RequestError(400, "{}: the body is not valid JSON: {}".format(what, exc)) from None
     if not isinstance(args, dict):
@@ -127,8 +129,47 @@ def _json_args(body, what):
     return args
 
 
+CONNECT_DEPTH = 4                       # nesting a CONNECT object may have (it is flat)
+
+
+def _depth(v, limit):
+    """Whether ``v`` (parsed JSON) nests at most ``limit`` levels."""
+    if limit < 0:
+        return False
+    if isinstance(v, dict):
+        return all(_depth(x, limit - 1) for x in v.values())
+    if isinstance(v, list):
+        return all(_depth(x, limit - 1) for x in v)
+    return True
+
+
+def connect_json(body):
+    """The object of a CONNECT body (both doors); ValueError naming what is
+    wrong with it: not JSON, not an object, or nested deeper than
+    ``CONNECT_DEPTH`` levels (refused before Python's recursion limit)."""
+    if not body:
+        return {}
+    try:
+        req = json.loads(body)
+    except RecursionError:
+        raise ValueError("nested deeper than {} levels".format(CONNECT_DEPTH)) from None
+    except ValueError as exc:
+        raise ValueError("the body is not valid JSON: {}".format(exc)) from None
+    if not isinstance(req, dict):
+        raise ValueError("the body must be a JSON object, got {}".format(type(req).__name__))
+    if not _depth(req, CONNECT_DEPTH):
+        raise ValueError("nested deeper than {} levels".format(CONNECT_DEPTH))
+    return req
+
+
 def _json(obj):
     return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def _peer_host(transport):
+    """The peer's address without its port (the login back-off's key)."""
+    p = transport.get_extra_info("peername")
+    return p[0] if isinstance(p, tuple) and p else str(p)
 
 
 def _peer(transport):
@@ -182,6 +223,7 @@ class NativeConnection(asyncio.Protocol):
         self.version = ""
         self.user = None
         self.principal = None
+        self.responses = None           # ResponsePermits (allow_responses) or None
         self.echo = True
         self.verbose = False
         self.subs = {}                  # sid -> (WireTarget, pattern, queue)
@@ -213,6 +255,7 @@ class NativeConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.peer = _peer(transport)
+        self.peer_host = _peer_host(transport)
         srv = self.server
         cfg = self.cfg
         sslobj = transport.get_extra_info("ssl_object")
@@ -225,13 +268,13 @@ class NativeConnection(asyncio.Protocol):
             self.state = ST_CLOSED
             transport.abort()
             return
-        if cfg.max_connections and len(srv.conns) >= cfg.max_connections:
+        limit = srv.max_connections
+        if limit and len(srv.conns) >= limit:
             srv.n_rejected += 1
             self.state = ST_CLOSED
-            log.warning("client %s refused: maximum connections (%d) reached", self.peer,
-                        cfg.max_connections)
+            log.warning("client %s refused: maximum connections (%d) reached", self.peer, limit)
             transport.write(self._refusal(
-                429, "maximum connections ({}) reached".format(cfg.max_connections)))
+                429, "maximum connections ({}) reached".format(limit)))
             transport.close()
             return
         srv.add_connection(self)
@@ -358,6 +401,8 @@ class NativeConnection(asyncio.Protocol):
             self.slow_consumer("pending output over max_pending ({} bytes)".format(
                 self.cfg.max_pending))
             return
+        if self.responses is not None and self.responses.pending:
+            self.responses.take()       # the requests going out: their permits start now
         data = ob.take()
         if not data:
             return
@@ -512,9 +557,10 @@ class NativeConnection(asyncio.Protocol):
         """Returns True when the rest of ``items`` must wait (asynchronous
         check) or the connection closed."""
         try:
-            req = _json_args(it[5], "CONNECT")
-        except RequestError as exc:
-            self.close(400, str(exc), it[2])
+            req = connect_json(it[5])
+        except ValueError as exc:
+            self.server.n_protocol_errors += 1
+            self.close(400, "CONNECT: {}".format(exc), it[2])
             return True
         return self._authenticate(req, req, items, i, it[2])
 
@@ -524,11 +570,21 @@ class NativeConnection(asyncio.Protocol):
         ``i``) must wait for the check (scrypt runs in a thread) or the
         connection closed.  Both doors' CONNECT ends here."""
         auth = self.server.auth
-        if auth.needs_kdf(creds):
+        wait = 0.0
+        if auth.required:
+            wait = self.server.throttle.reserve(self.peer_host)
+            if wait is None:
+                self.server.n_auth_failures += 1
+                log.info("client %d (%s): refused unchecked: too many failed logins from %s",
+                         self.id, self.peer, self.peer_host)
+                self.close(401, "authentication failed: too many failed logins from this "
+                                "address, try again later", rid)
+                return True
+        if wait or auth.needs_kdf(creds):
             self.state = ST_AUTHING
             self._stash = list(items[i:])
             self.pause("auth")
-            self._track(self.loop.create_task(self._authenticate_async(creds, req, rid)))
+            self._track(self.loop.create_task(self._authenticate_async(creds, req, rid, wait)))
             return True
         try:
             principal = auth.check(creds)
@@ -538,7 +594,11 @@ class NativeConnection(asyncio.Protocol):
         self._connected(req, principal, rid)
         return False
 
-    async def _authenticate_async(self, creds, req, rid):
+    async def _authenticate_async(self, creds, req, rid, wait=0.0):
+        if wait:                        # the back-off after failed logins from this address
+            await asyncio.sleep(wait)
+            if self.state >= ST_CLOSING:
+                return
         try:
             principal = await self.server.auth.authenticate(creds, self.loop)
         except AuthError as exc:
@@ -554,6 +614,7 @@ class NativeConnection(asyncio.Protocol):
 
     def _auth_failed(self, exc, rid):
         self.server.n_auth_failures += 1
+        self.server.throttle.failed(self.peer_host)
         log.info("client %d (%s): %s", self.id, self.peer, exc)
         self.close(401, str(exc), rid)
 
@@ -566,10 +627,7 @@ class NativeConnection(asyncio.Protocol):
         self.version = str(req.get("version") or "")[:64]
         self.echo = bool(req.get("echo", True))
         self.verbose = bool(req.get("verbose", False))
-        perms = principal.permissions
-        self.parser.pub_allow = perms.pub_allow
-        self.parser.pub_deny = perms.pub_deny
-        self.parser.route_pubs = not self.verbose    # verbose: every PUB answered from here
+        self._set_principal(principal)
         self.state = ST_READY
         if self._timer is not None:
             self._timer.cancel()
@@ -579,6 +637,29 @@ class NativeConnection(asyncio.Protocol):
         log.debug("client %d (%s) ready: name=%r lang=%r version=%r user=%r", self.id,
                   self.peer, self.name, self.lang, self.version, self.user)
 
+    def _set_principal(self, principal):
+        """Both doors: the publish permissions go to the parser (checked in
+        C), with the connection's response permits (``allow_responses``)."""
+        self.principal = principal
+        if principal.kind != "none":
+            self.server.throttle.succeeded(self.peer_host)
+        perms = principal.permissions
+        self.responses = perms.response_permits()
+        self.parser.pub_allow = perms.pub_allow
+        self.parser.pub_deny = perms.pub_deny
+        self.parser.resp_check = self.responses
+        self.parser.route_pubs = not self.verbose    # verbose: every PUB answered from here
+
+    def may_publish(self, subject, use=True):
+        """Whether this connection may publish on ``subject`` (valid): its
+        permissions, or a response permit (``use``: spend it)."""
+        perms = self.principal.permissions
+        if perms.pub_allow is None and perms.pub_deny is None:
+            return True
+        if perms.can_publish(subject):
+            return True
+        return self.responses is not None and self.responses(subject, use)
+
     def _connect_again(self, it):
         raise RequestError(400, "already connected: CONNECT comes once, first")
 
@@ -586,9 +667,7 @@ class NativeConnection(asyncio.Protocol):
 
     def _pub(self, it):
         _op, flags, rid, subject, reply, body = it
-        perms = self.principal.permissions
-        if (perms.pub_allow is not None or perms.pub_deny is not None) \
-                and not perms.can_publish(subject):
+        if not self.may_publish(subject):
             raise RequestError(403, "permission denied: publish to '{}'".format(subject))
         flow = self.flow
         before = flow.n_delivered
@@ -610,6 +689,7 @@ class NativeConnection(asyncio.Protocol):
         if perms.pub_allow is not None or perms.pub_deny is not None:
             check = perms.can_publish
         allowed = {}
+        responses = self.responses
         publish = self.flow.publish_record
         origin = self.outbuf
         max_payload = self.cfg.max_payload
@@ -637,6 +717,8 @@ class NativeConnection(asyncio.Protocol):
                     ok = allowed.get(subject)
                     if ok is None:
                         ok = allowed[subject] = check(subject)
+                    if not ok and responses is not None:
+                        ok = responses(subject)
                     if not ok:
                         raise RequestError(403, "permission denied: publish to '{}'".format(
                             subject))
@@ -695,6 +777,8 @@ class NativeConnection(asyncio.Protocol):
                                    .format(limit))
         t = WireTarget(self.outbuf, sid, self.echo)
         t.owner = self
+        if self.responses is not None:
+            t.replies = self.responses.pending
         self.flow.add(pattern, t, queue)
         self.subs[sid] = (t, pattern, queue)
         if self.verbose:
@@ -740,6 +824,8 @@ class NativeConnection(asyncio.Protocol):
         close stale ones, catch an overflow no flush saw."""
         if self.state != ST_READY:
             return
+        if self.responses is not None:
+            self.responses.prune()
         if self.outbuf.overflow and not self._flush_scheduled:
             self.slow_consumer("pending output over max_pending ({} bytes)".format(
                 self.cfg.max_pending))

@@ -26,7 +26,13 @@ from fastflow._impl import (
 )
 from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
 from fastflow.event import _BAD_CONTENT_TYPE, _header_value, _unheader
-from fastflow.server.native import ST_CLOSED, ST_CLOSING, ST_READY, NativeConnection
+from fastflow.server.native import (
+    ST_CLOSED,
+    ST_CLOSING,
+    ST_READY,
+    NativeConnection,
+    connect_json,
+)
 
 __all__ = ("NatsConnection", "event_from_nats", "header_block")
 
@@ -322,11 +328,10 @@ class NatsConnection(NativeConnection):
     def _connect_nats(self, body, items, i):
         """True when the rest of ``items`` must wait or the connection closed."""
         try:
-            req = json.loads(body) if body else {}
-            if not isinstance(req, dict):
-                raise ValueError("not an object")
-        except ValueError:
+            req = connect_json(body)
+        except ValueError as exc:
             self.server.n_protocol_errors += 1
+            log.info("client %d (%s): invalid CONNECT: %s", self.id, self.peer, exc)
             self.close(400, "Invalid Connect Protocol")       # (nats-server: closes)
             return True
         if req.get("no_responders") and not req.get("headers"):
@@ -351,10 +356,7 @@ class NatsConnection(NativeConnection):
         self.pedantic = bool(req.get("pedantic", True))
         self.headers = bool(req.get("headers", False))
         self.no_resp = bool(req.get("no_responders", False)) and self.headers
-        perms = principal.permissions
-        self.parser.pub_allow = perms.pub_allow
-        self.parser.pub_deny = perms.pub_deny
-        self.parser.route_pubs = not self.verbose    # verbose: every PUB answered from here
+        self._set_principal(principal)
         self.state = ST_READY
         if self._timer is not None:
             self._timer.cancel()
@@ -374,7 +376,7 @@ class NatsConnection(NativeConnection):
         if self.verbose:
             # +OK before the message is routed (and echoed), as nats-server
             # does; the refusals come instead of it
-            if not self._may_publish(subject):
+            if not self._may_publish(subject, use=False):     # (route spends a permit)
                 return
             self.ok()
         for e in self.parser.route(subject, reply, payload):
@@ -383,16 +385,15 @@ class NatsConnection(NativeConnection):
             else:
                 self.no_responders(e[1])
 
-    def _may_publish(self, subject):
-        """-ERR and False if ``subject`` may not be published."""
+    def _may_publish(self, subject, use=True):
+        """-ERR and False if ``subject`` may not be published (``use``:
+        spend a response permit it needs)."""
         try:
             validate_subject(subject)
         except SubjectError:
             self.err(0, "Invalid Publish Subject")
             return False
-        perms = self.principal.permissions
-        if (perms.pub_allow is not None or perms.pub_deny is not None) \
-                and not perms.can_publish(subject):
+        if not self.may_publish(subject, use):
             self.server.n_denied += 1
             self.err(0, 'Permissions Violation for Publish to "{}"'.format(subject))
             return False
@@ -471,6 +472,8 @@ class NatsConnection(NativeConnection):
                 return
         t = WireTarget(self.outbuf, 0, self.echo, sid)
         t.owner = self
+        if self.responses is not None:
+            t.replies = self.responses.pending
         self.flow.add(pattern, t, queue)
         self.subs[sid] = (t, pattern, queue)
         self.ok()
