@@ -9,6 +9,7 @@ its ``OutBuf`` once per loop tick (``on_data`` schedules the flush).
 """
 
 import asyncio
+import functools
 import datetime as _dt
 import json
 import logging
@@ -259,10 +260,9 @@ class NativeConnection(asyncio.Protocol):
         ob = self.outbuf
         ob.closed = True
         ob.on_data = None
-        m = self.flow.matcher
-        for t, _p, _q in self.subs.values():
-            if t.handle in m:
-                self.flow.remove(t.handle)
+        if self.subs:
+            # one bulk removal: the matcher's cache is invalidated once
+            self.flow.remove_many([t.handle for t, _p, _q in self.subs.values()])
         self.subs.clear()
         self.acks.clear()
         for task in list(self.tasks):
@@ -686,13 +686,14 @@ class NativeConnection(asyncio.Protocol):
                     sid, old[1]))
             self._forget_sub(sid)
         limit = self.cfg.max_subscriptions
+        # self.subs holds only live subscriptions (the engine's automatic
+        # UNSUBs are forgotten by _sub_ended): a refusal costs O(1)
         if limit and len(self.subs) >= limit:
-            self._prune_subs()
-            if len(self.subs) >= limit:
-                raise RequestError(429, "maximum subscriptions per connection ({}) reached"
-                                   .format(limit))
+            raise RequestError(429, "maximum subscriptions per connection ({}) reached"
+                               .format(limit))
         t = WireTarget(self.outbuf, sid, self.echo)
         t.owner = self
+        t.on_end = functools.partial(self._sub_ended, sid)
         self.flow.add(pattern, t, queue)
         self.subs[sid] = (t, pattern, queue)
         if self.verbose:
@@ -715,11 +716,11 @@ class NativeConnection(asyncio.Protocol):
         if t.handle in self.flow.matcher:
             self.flow.remove(t.handle)
 
-    def _prune_subs(self):
-        """Forget subscriptions the engine ended (UNSUB with a max reached)."""
-        m = self.flow.matcher
-        for sid in [sid for sid, e in self.subs.items() if e[0].handle not in m]:
-            self._forget_sub(sid)
+    def _sub_ended(self, sid, t):
+        """The engine ended subscription ``sid`` (UNSUB with a max reached)."""
+        e = self.subs.get(sid)
+        if e is not None and e[0] is t:
+            del self.subs[sid]
 
     def live_subscriptions(self):
         m = self.flow.matcher

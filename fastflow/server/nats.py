@@ -11,6 +11,7 @@ CloudEvents NATS binding: ``ce-*`` headers and Content-Type; other headers
 are kept as they came, in the ``natsheaders`` extension).
 """
 
+import functools
 import json
 import logging
 import re
@@ -445,13 +446,12 @@ class NatsConnection(NativeConnection):
         if old is not None:
             self._forget_sub(sid)
         limit = self.cfg.max_subscriptions
-        if limit and len(self.subs) >= limit:
-            self._prune_subs()
-            if len(self.subs) >= limit:
-                self.err(0, "maximum subscriptions exceeded")
-                return
+        if limit and len(self.subs) >= limit:    # live ones only: O(1)
+            self.err(0, "maximum subscriptions exceeded")
+            return
         t = WireTarget(self.outbuf, 0, self.echo, sid)
         t.owner = self
+        t.on_end = functools.partial(self._sub_ended, sid)
         self.flow.add(pattern, t, queue)
         self.subs[sid] = (t, pattern, queue)
         self.ok()
