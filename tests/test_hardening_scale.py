@@ -221,3 +221,153 @@ def test_refused_subs_cost_o1_nats(aloop, ffnats):
                 w2.close()
 
     aloop(main)
+
+
+# -- before CONNECT: a bounded frame, a server-wide budget ----------------------------
+
+
+def test_big_frame_before_connect_is_refused_at_once(aloop, ffserver):
+    async def main():
+        async with ffserver(max_connect="8KiB") as srv:
+            raw = await Raw.open(srv.port)
+            try:
+                await raw.expect("INFO")
+                # a header announcing 1 MiB: refused before any of it is buffered
+                await raw.send(struct.pack("<IBBHIHH", 1 << 20, 1, OP["PUB"], 0, 0, 1, 0))
+                rest = await raw.until_closed()
+                assert [(f.code, f.message) for f in rest] == [
+                    (431, "frame of 1048576 bytes before CONNECT exceeds max_connect=8192")]
+            finally:
+                raw.close()
+            # a CONNECT over the bound too
+            raw = await Raw.open(srv.port)
+            try:
+                await raw.expect("INFO")
+                await raw.send(frame(OP["CONNECT"], 0, 1, body=b'{"name":"%s"}' % (b"x" * 9000)))
+                rest = await raw.until_closed()
+                assert [f.code for f in rest] == [431]
+                assert "before CONNECT exceeds max_connect=8192" in rest[0].message
+            finally:
+                raw.close()
+            # after CONNECT, max_payload applies again
+            raw = await Raw.open(srv.port)
+            try:
+                await raw.handshake()
+                await raw.send(frame(OP["SUB"], 0, 1, "big"))
+                await raw.send(frame(OP["PUB"], 0, 0, "big", "", record("big", b"x" * 100000)))
+                assert len((await raw.expect("MSG")).body) > 100000
+            finally:
+                raw.close()
+
+    aloop(main)
+
+
+def test_big_payload_before_connect_is_refused_nats(aloop, ffnats):
+    """With auth on, a PUB before CONNECT gets nats-server's answer at its
+    line, before its payload is buffered."""
+    async def main():
+        async with ffnats(max_connect="8KiB", token="s3cret") as srv:
+            r, w = await asyncio.open_connection("127.0.0.1", srv.nats_port)
+            try:
+                await r.readline()
+                w.write(b"PUB a 1000000\r\n")
+                assert await asyncio.wait_for(r.readline(), 5) == \
+                    b"-ERR 'Authorization Violation'\r\n"
+                assert await asyncio.wait_for(r.read(), 5) == b""
+            finally:
+                w.close()
+            # after CONNECT: max_payload (1 MiB)
+            r, w = await asyncio.open_connection("127.0.0.1", srv.nats_port)
+            try:
+                await r.readline()
+                w.write(b'CONNECT {"verbose":false,"auth_token":"s3cret"}\r\nPING\r\n')
+                assert await asyncio.wait_for(r.readline(), 5) == b"PONG\r\n"
+                w.write(b"SUB a 1\r\nPUB a 100000\r\n" + b"x" * 100000 + b"\r\n")
+                assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"MSG a 1 100000")
+            finally:
+                w.close()
+
+    aloop(main)
+
+
+def test_preauth_input_is_bounded_across_connections(aloop, ffserver):
+    async def main():
+        budget = 64 * 1024
+        async with ffserver(max_connect="8KiB", max_preauth_bytes=budget) as srv:
+            conns = []
+            refused = []
+            held = 0
+            try:
+                for i in range(16):
+                    raw = await Raw.open(srv.port)
+                    conns.append(raw)
+                    await raw.expect("INFO")
+                    errs = srv.n_protocol_errors
+                    # a partial frame of 7,000 of its 8,000 bytes, never finished
+                    await raw.send(frame(OP["PUB"], 0, 0, "a", "", b"x" * 7980)[:7000])
+                    await wait_until(lambda: srv.preauth_bytes >= held + 7000
+                                     or srv.n_protocol_errors > errs, what="the server read it")
+                    if srv.n_protocol_errors > errs:
+                        rest = await raw.until_closed()
+                        assert [f.code for f in rest] == [503]
+                        assert "max_preauth_bytes (65536 bytes)" in rest[0].message
+                        refused.append(i)
+                    else:
+                        held += 7000
+                    assert srv.preauth_bytes <= budget
+                assert refused and refused[0] == budget // 7000   # the first over the budget
+                # the ones within the budget are still open, and closing frees it
+                for c in conns[:3]:
+                    c.close()
+                await wait_until(lambda: srv.preauth_bytes <= budget - 3 * 7000)
+            finally:
+                for c in conns:
+                    c.close()
+            await wait_until(lambda: srv.preauth_bytes == 0)
+
+    aloop(main)
+
+
+# -- the server-wide cap on pending output --------------------------------------------
+
+
+def test_pending_output_total_is_capped(aloop, ffserver):
+    async def main():
+        cap = 2 * 1024 * 1024
+        async with ffserver(max_payload="256KiB", max_pending="4MiB", max_pending_total=cap,
+                            write_high_water="32MiB", write_low_water="1MiB") as srv:
+            subs = []
+            pub = await Raw.open(srv.port)
+            try:
+                for _ in range(3):
+                    raw = await Raw.open(srv.port, rcvbuf=4096)
+                    subs.append(raw)
+                    await raw.handshake()
+                    await raw.send(frame(OP["SUB"], 0, 1, "big") + frame(OP["PING"], 0, 1))
+                    await raw.expect("PONG")
+                await pub.handshake()
+                ev = frame(OP["PUB"], 0, 0, "big", "", record("big", b"x" * 200000))
+                for _ in range(40):         # 8 MB for each subscriber that never reads
+                    await pub.send(ev)
+                    assert srv.pending_total <= cap + 2 * len(ev)
+                await pub.send(frame(OP["PING"], 0, 9))
+                await pub.expect("PONG", 20)
+                await wait_until(lambda: srv.n_slow_consumers > 0)
+                srv.enforce_pending_total()
+                assert srv.pending_total <= cap
+                # whoever was cut was told why
+                reasons = []
+                for raw in subs:
+                    try:
+                        frames = await raw.until_closed(2)
+                    except asyncio.TimeoutError:
+                        continue
+                    reasons += [f.message for f in frames if f.name == "ERR"]
+                assert reasons and all(
+                    "max_pending_total (2097152 bytes)" in m for m in reasons), reasons
+            finally:
+                pub.close()
+                for raw in subs:
+                    raw.close()
+
+    aloop(main)

@@ -194,6 +194,9 @@ class NativeConnection(asyncio.Protocol):
             else FLUSH_AT
         self.outbuf.on_flush = self.flush
         self.parser = FrameParser(self.flow, self.outbuf, cfg.max_payload, cfg.max_control)
+        self.parser.max_connect = cfg.max_connect   # until CONNECT is accepted
+        self._preauth = 0               # partial input held before CONNECT (server budget)
+        self._pend = 0                  # pending output last counted in the server's total
         self._flush_scheduled = False
         self._pause = set()             # why reading is paused: "auth", "stall", "drain"
         self._stash = None              # frames that came during an asynchronous CONNECT
@@ -264,6 +267,8 @@ class NativeConnection(asyncio.Protocol):
             # one bulk removal: the matcher's cache is invalidated once
             self.flow.remove_many([t.handle for t, _p, _q in self.subs.values()])
         self.subs.clear()
+        self._preauth_held(0)
+        self._pending_now(0)
         self.acks.clear()
         for task in list(self.tasks):
             task.cancel()
@@ -362,12 +367,13 @@ class NativeConnection(asyncio.Protocol):
         tr = self.transport
         tr.write(data)
         mp = self.cfg.max_pending
+        wbs = tr.get_write_buffer_size()
         if mp:
-            wbs = tr.get_write_buffer_size()
             if wbs > mp:
                 self.slow_consumer("pending output over max_pending ({} bytes)".format(mp))
                 return
             ob.max_pending = max(1, mp - wbs)   # what may still queue up here
+        self._pending_now(wbs)
 
     def pending_bytes(self):
         n = len(self.outbuf)
@@ -385,6 +391,7 @@ class NativeConnection(asyncio.Protocol):
     def resume_writing(self):
         self.write_paused = False
         self.server.unstalled(self)
+        self._pending_now(self.pending_bytes())
         mp = self.cfg.max_pending
         if mp and self.state < ST_CLOSING:
             self.outbuf.max_pending = max(1, mp - self.transport.get_write_buffer_size())
@@ -443,9 +450,36 @@ class NativeConnection(asyncio.Protocol):
                 self._stash.extend(items)
             else:
                 self.handle(items)
+        if self.state < ST_READY and self._preauth_held(self.parser.buffered):
+            self.server.n_protocol_errors += 1
+            log.warning("client %d (%s): unauthenticated input over max_preauth_bytes (%d "
+                        "bytes for all clients): closed", self.id, self.peer,
+                        self.cfg.max_preauth_bytes)
+            self.close(503, "server busy: input of unauthenticated clients over "
+                       "max_preauth_bytes ({} bytes)".format(self.cfg.max_preauth_bytes))
+            return
         srv = self.server
         if srv.stalled_conns and "stall" not in self._pause and self.is_publisher():
             srv.pause_publisher(self)
+
+    def _preauth_held(self, n):
+        """Count ``n`` bytes of partial input held before CONNECT in the
+        server's total; True if that total is now over max_preauth_bytes."""
+        srv = self.server
+        srv.preauth_bytes += n - self._preauth
+        self._preauth = n
+        cap = self.cfg.max_preauth_bytes
+        return bool(n and cap and srv.preauth_bytes > cap)
+
+    def _pending_now(self, n):
+        """Count ``n`` bytes of pending output in the server's total and cut
+        the largest connections if it passed max_pending_total."""
+        srv = self.server
+        srv.pending_total += n - self._pend
+        self._pend = n
+        cap = self.cfg.max_pending_total
+        if n and cap and srv.pending_total > cap:
+            srv.enforce_pending_total()
 
     @staticmethod
     def _protocol_error(exc):
@@ -568,6 +602,8 @@ class NativeConnection(asyncio.Protocol):
         self.parser.pub_allow = perms.pub_allow
         self.parser.pub_deny = perms.pub_deny
         self.parser.route_pubs = not self.verbose    # verbose: every PUB answered from here
+        self.parser.max_connect = 0
+        self._preauth_held(0)
         self.state = ST_READY
         if self._timer is not None:
             self._timer.cancel()

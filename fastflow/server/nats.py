@@ -147,6 +147,10 @@ class NatsConnection(NativeConnection):
         NativeConnection.__init__(self, server)
         cfg = self.cfg
         self.parser = NatsParser(self.flow, self.outbuf, cfg.max_payload, cfg.nats_max_control)
+        if server.auth.required:
+            # before CONNECT a payload may be no larger than max_connect (the
+            # line is bounded by nats_max_control): nothing bigger is buffered
+            self.parser.max_payload = min(cfg.max_payload, cfg.max_connect)
         self.headers = False
         self.no_resp = False
         self._upgrading = False
@@ -254,8 +258,10 @@ class NatsConnection(NativeConnection):
             return
         NativeConnection.data_received(self, data)
 
-    @staticmethod
-    def _protocol_error(exc):
+    def _protocol_error(self, exc):
+        if exc.text == "Maximum Payload Violation" and self.state < ST_READY \
+                and self.server.auth.required:
+            return 401, "Authorization Violation"   # nats-server: CONNECT first
         return 400, exc.text                # (-ERR with nats-server's text)
 
     def handle(self, items, start=0):
@@ -339,6 +345,8 @@ class NatsConnection(NativeConnection):
         self.parser.pub_allow = perms.pub_allow
         self.parser.pub_deny = perms.pub_deny
         self.parser.route_pubs = not self.verbose    # verbose: every PUB answered from here
+        self.parser.max_payload = self.cfg.max_payload
+        self._preauth_held(0)
         self.state = ST_READY
         if self._timer is not None:
             self._timer.cancel()
