@@ -442,6 +442,7 @@ cdef class DoorParser:
                                            # may still go (a response); None: refused
     cdef public Py_ssize_t max_payload
     cdef public Py_ssize_t max_control
+    cdef public Py_ssize_t max_connect     # before CONNECT: the largest frame (0: none)
     cdef public bint route_pubs            # False until CONNECT (auth) is done
     cdef bytes last_pb                     # the last PUB subject (bytes and str):
     cdef str last_ps                       # a stream of one subject decodes it once
@@ -582,6 +583,10 @@ cdef class FrameParser(DoorParser):
             if size < FR_MIN_SIZE:
                 raise ProtocolError(400, 'malformed frame: size {} is below {}'.format(
                     size, FR_MIN_SIZE))
+            if self.max_connect and size > self.max_connect + FR_HEADER:
+                # an unauthenticated client may not make the server buffer more
+                raise ProtocolError(431, 'frame of {} bytes before CONNECT exceeds '
+                                    'max_connect={}'.format(size, self.max_connect))
             if size > self.max_payload + self.max_control + FR_HEADER and size > 65536:
                 raise ProtocolError(413, 'frame of {} bytes exceeds max_payload={}'.format(
                     size, self.max_payload))

@@ -5,7 +5,8 @@ cdef enum:
     MAX_TOKENS = 128                # tokens per subject or pattern
     DEFAULT_CACHE_SIZE = 65536      # result-cache entries (rounded up to 2**k)
     CACHE_WAYS = 4                  # entries per bucket (set-associative)
-    SIG_TOKENS = 4                  # tokens in a cache entry's 32-bit signature
+    CACHE_FIRST_SLOTS = 4096        # generation counters by first token (2**k)
+    BULK_REMOVE_FLUSH = 256         # remove_many: from this many, one cache flush
     DEFAULT_CACHE_MAX_BYTES = 67108864   # 64 MiB for all cached results
     CACHE_MAX_RESULT = 16384        # words; larger results are not cached
     BATCH_RING = 64                 # match_batch look-ahead ring (2**k slots)

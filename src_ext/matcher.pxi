@@ -32,6 +32,10 @@ ctypedef struct CacheBlock:     # one malloc: this header, the result, the subje
     uint32_t nres               # int64 words of the result that follows:
                                 # nplain, ngroups, plain handles...,
                                 # then per group: qid, n, member handles...
+    uint32_t ggen               # the matcher's generations when cached: the
+    uint32_t fgen               # entry is valid while both are current
+    uint32_t fslot              # the generation slot of its first token
+    uint32_t pad
 
 ctypedef struct CacheEntry:     # 16 bytes: a bucket of CACHE_WAYS is one cache line
     uint64_t hash

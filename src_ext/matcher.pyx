@@ -11,8 +11,11 @@
 #           circular list; handle = generation << 32 | slot
 #   cache   4-way set-associative result cache keyed by the subject's bytes:
 #           a hit costs one hash, one bucket line and one block; misses are
-#           cached as empty results; entries are dropped precisely when a
-#           pattern that matches them is added or removed
+#           cached as empty results.  A literal pattern drops its one entry;
+#           a wildcard pattern bumps a generation counter (its first token's,
+#           or the global one for a leading wildcard), so every change costs
+#           O(1) whatever the cache holds; an entry whose generations are not
+#           current is stale: never served, freed when met or evicted
 #
 # A match walks the trie like nats-server's sublist (matchLevel): at each
 # level the '>' child's subscribers match, the '*' child recurses and the
@@ -37,21 +40,6 @@ cdef extern from *:
     }
     """
     int ff_cmp_u64(const void *a, const void *b) noexcept nogil
-
-
-cdef inline uint64_t _sig_bit(uint32_t thash, int pos) noexcept:
-    return (<uint64_t>1) << ((thash >> (5 * pos)) & 31)
-
-
-cdef inline uint64_t _signature(Parsed *ps) noexcept:
-    """A 32-bit Bloom signature of a subject's first SIG_TOKENS tokens (one
-    bit per token, chosen by its hash and position): a pattern can only
-    match subjects whose signature holds the bits of its literal tokens."""
-    cdef uint64_t sig = 0
-    cdef int i
-    for i in range(min(ps.ntok, SIG_TOKENS)):
-        sig |= _sig_bit(ps.toks[i].hash, i)
-    return sig
 
 
 cdef inline int64_t *_blk_res(CacheBlock *b) noexcept:
@@ -120,7 +108,9 @@ cdef class Matcher:
       ``*`` matches one token, ``>`` (last) one or more.  Values added with
       the same ``queue`` name share each matching subject: one of them is
       returned per match, round-robin.
-    * ``remove(handle)``; ``match(subject) -> list of values``;
+    * ``remove(handle)``; ``remove_many(handles) -> int`` (the known ones,
+      with one cache invalidation for a large batch);
+      ``match(subject) -> list of values``;
       ``match_batch(subjects) -> MatchBatch`` (handles, in C end to end).
     * A subject whose first token starts with ``$`` is not matched by a
       pattern whose first token is a wildcard.
@@ -161,7 +151,11 @@ cdef class Matcher:
     cdef CacheEntry *cache
     cdef uint64_t cache_mask            # buckets - 1 (CACHE_WAYS entries each)
     cdef Py_ssize_t cache_slots         # entries
-    cdef Py_ssize_t cache_count
+    cdef Py_ssize_t cache_count         # blocks held, stale ones included
+    cdef Py_ssize_t cache_valid         # entries that can be served
+    cdef uint32_t cgen                  # global generation
+    cdef uint32_t *fgen                 # generation per first-token slot
+    cdef uint32_t *fcnt                 # valid entries per first-token slot
     cdef Py_ssize_t cache_bytes
     cdef Py_ssize_t cache_max_bytes
     # scratch
@@ -216,6 +210,10 @@ cdef class Matcher:
                 raise MemoryError()
             memset(self.cache, 0, slots * sizeof(CacheEntry))
             self.cache_mask = slots // CACHE_WAYS - 1
+            self.fgen = <uint32_t *>calloc(CACHE_FIRST_SLOTS, sizeof(uint32_t))
+            self.fcnt = <uint32_t *>calloc(CACHE_FIRST_SLOTS, sizeof(uint32_t))
+            if self.fgen == NULL or self.fcnt == NULL:
+                raise MemoryError()
         self.cache_slots = slots
         self.cache_max_bytes = cache_max_bytes
 
@@ -225,6 +223,8 @@ cdef class Matcher:
             for i in range(self.cache_slots):
                 free(self.cache[i].blk)
             ff_tfree(self.cache)
+        free(self.fgen)
+        free(self.fcnt)
         if self.subs != NULL:
             for i in range(self.subs_used):
                 Py_XDECREF(self.subs[i].value)
@@ -575,6 +575,43 @@ cdef class Matcher:
     def remove(self, handle):
         """Remove the subscription ``handle`` (KeyError if unknown or removed)."""
         cdef int32_t sid = self._slot_of(handle)
+        cdef PyObject *value = self._remove_sid(sid, True)
+        if FASTFLOW_DEBUG and self.subs_live < 2000:
+            self._check()
+        # last: dropping the value may run arbitrary Python code
+        Py_DECREF(<object>value)
+
+    def remove_many(self, handles):
+        """Remove every subscription of ``handles`` that is still live
+        (unknown or removed handles are skipped); returns how many were
+        removed.  From BULK_REMOVE_FLUSH handles on, the result cache is
+        invalidated once for the whole batch instead of once per pattern."""
+        cdef list values = []
+        cdef int32_t sid
+        cdef bint each
+        cdef Py_ssize_t n = 0
+        cdef PyObject *v
+        handles = list(handles)
+        each = len(handles) < BULK_REMOVE_FLUSH
+        if not each:
+            self._cache_flush()
+        for handle in handles:
+            try:
+                sid = self._slot_of(handle)
+            except KeyError:
+                continue
+            v = self._remove_sid(sid, each)
+            values.append(<object>v)
+            Py_DECREF(<object>v)        # the list holds it now
+            n += 1
+        if FASTFLOW_DEBUG and self.subs_live < 2000:
+            self._check()
+        del values                      # last: may run arbitrary Python code
+        return n
+
+    cdef PyObject *_remove_sid(self, int32_t sid, bint invalidate) noexcept:
+        """Unlink subscription ``sid``; returns its value, whose reference
+        the caller now owns."""
         cdef Sub *s = &self.subs[sid]
         cdef int32_t node = s.node, parent, qid = s.queue
         cdef Node *nd
@@ -583,7 +620,7 @@ cdef class Matcher:
         cdef Py_ssize_t slot
         cdef Edge *e
         cdef uint16_t len
-        if self.cache_count:
+        if invalidate and self.cache_valid:
             self._cache_invalidate(pt, self._pattern_of(node, pt))
         # unlink from the node's list
         nd = &self.nodes[node]
@@ -620,14 +657,18 @@ cdef class Matcher:
         if qid >= 0:
             self.qrefs[qid] -= 1
             if self.qrefs[qid] == 0:
-                del self.qids[self.qnames[qid]]
-                self.qnames[qid] = None
-                self.qfree.append(qid)
+                self._qid_free(qid)
         self.n_removes += 1
-        if FASTFLOW_DEBUG and self.subs_live < 2000:
-            self._check()
-        # last: dropping the value may run arbitrary Python code
-        Py_DECREF(<object>value)
+        return value
+
+    cdef void _qid_free(self, int32_t qid) noexcept:
+        # the name stays referenced by qnames until the slot is reused
+        try:
+            del self.qids[self.qnames[qid]]
+            self.qnames[qid] = None
+            self.qfree.append(qid)
+        except BaseException:           # MemoryError only: the id leaks
+            pass
 
     def __len__(self):
         return self.subs_live
@@ -768,6 +809,10 @@ cdef class Matcher:
         memcpy(_blk_subject(blk), p, n)
         # new entries go to the front of their bucket; a full bucket loses
         # its last entry (hits move entries forward, see _cache_find)
+        blk.ggen = self.cgen
+        blk.fslot = ps.toks[0].hash & (CACHE_FIRST_SLOTS - 1)
+        blk.fgen = self.fgen[blk.fslot]
+        blk.pad = 0
         e = &self.cache[(h & self.cache_mask) * CACHE_WAYS]
         k = 0
         while k < CACHE_WAYS - 1 and e[k].blk != NULL:
@@ -778,9 +823,10 @@ cdef class Matcher:
         if k:
             memmove(&e[1], &e[0], k * sizeof(CacheEntry))
         e.blk = blk
-        # the top 32 bits sign the first tokens, for _cache_invalidate
-        e.hash = (h & HASH_MASK) | (<uint64_t>_signature(&ps) << 32)
+        e.hash = h & HASH_MASK
         self.cache_count += 1
+        self.cache_valid += 1
+        self.fcnt[blk.fslot] += 1
         self.cache_bytes += size
         self.n_cache_inserts += 1
         return 0
@@ -948,6 +994,9 @@ cdef class Matcher:
         for k in range(CACHE_WAYS):
             if ((b[k].hash ^ h) & HASH_MASK) == 0 and b[k].blk != NULL and b[k].blk.len == n \
                     and ff_eq(_blk_subject(b[k].blk), p, n):
+                if not self._blk_valid(b[k].blk):
+                    self._cache_free_entry(&b[k])   # stale: a pattern changed since
+                    return NULL
                 if k:
                     # transpose towards the front: hot subjects settle first
                     tmp = b[k - 1]
@@ -957,7 +1006,13 @@ cdef class Matcher:
                 return &b[k]
         return NULL
 
+    cdef inline bint _blk_valid(self, CacheBlock *b) noexcept:
+        return b.ggen == self.cgen and b.fgen == self.fgen[b.fslot]
+
     cdef void _cache_free_entry(self, CacheEntry *e) noexcept:
+        if self._blk_valid(e.blk):
+            self.cache_valid -= 1
+            self.fcnt[e.blk.fslot] -= 1
         self.cache_bytes -= sizeof(CacheBlock) + e.blk.nres * sizeof(int64_t) + e.blk.len
         self.cache_count -= 1
         free(e.blk)
@@ -965,7 +1020,10 @@ cdef class Matcher:
         e.hash = 0
 
     def cache_clear(self):
-        """Drop every cached result."""
+        """Drop every cached result (and free the stale ones)."""
+        self._cache_clear_all()
+
+    cdef void _cache_clear_all(self) noexcept:
         cdef Py_ssize_t i
         for i in range(self.cache_slots):
             if self.cache[i].blk != NULL:
@@ -980,7 +1038,7 @@ cdef class Matcher:
         cdef CacheEntry *e
         cdef const char *s
         cdef uint64_t tag
-        if self.cache_count == 0:
+        if self.cache_valid == 0:
             return
         for j in range(ntok):
             if pt[j].kind != TK_LITERAL:
@@ -1000,25 +1058,41 @@ cdef class Matcher:
                 self.n_cache_invalidations += 1
             return
         if pt[0].kind != TK_LITERAL:
-            # a leading wildcard can touch any subject: a flush is cheaper
-            self.cache_clear()
-            self.n_cache_flushes += 1
+            # a leading wildcard can touch any subject
+            self._cache_flush()
             return
-        # scan the bucket lines; only entries whose signature holds the bits
-        # of the pattern's literal tokens have their subject read
-        tag = 0
-        for j in range(min(ntok, SIG_TOKENS)):
-            if pt[j].kind == TK_LITERAL:
-                tag |= _sig_bit(<uint32_t>ff_hash(pt[j].p, pt[j].len, _SEED), j)
-        tag <<= 32
-        for i in range(self.cache_slots):
-            e = &self.cache[i]
-            if e.blk == NULL or (e.hash & tag) != tag:
-                continue
-            ok = pattern_matches(pt, ntok, _blk_subject(e.blk), e.blk.len)
-            if ok:
-                self._cache_free_entry(e)
-                self.n_cache_invalidations += 1
+        # every subject starting with the pattern's first token goes stale
+        self._cache_bump_first(<uint32_t>ff_hash(pt[0].p, pt[0].len, _SEED)
+                               & (CACHE_FIRST_SLOTS - 1))
+
+    cdef void _cache_bump_first(self, uint32_t fslot) noexcept:
+        """Make every entry of first-token slot ``fslot`` stale, in O(1)."""
+        cdef uint32_t n = self.fcnt[fslot]
+        if n == 0:
+            return
+        if self.fgen[fslot] == 0xffffffffu:
+            # a wrapping counter could revive entries 2**32 bumps old
+            self._cache_clear_all()
+            self.fgen[fslot] = 0
+        else:
+            self.fgen[fslot] += 1
+            self.fcnt[fslot] = 0
+            self.cache_valid -= n
+        self.n_cache_invalidations += n
+
+    cdef void _cache_flush(self) noexcept:
+        """Make every entry stale, in O(CACHE_FIRST_SLOTS) whatever the cache
+        holds (the blocks are freed as they are met or evicted)."""
+        if self.cache_valid == 0:
+            return
+        self.n_cache_flushes += 1
+        if self.cgen == 0xffffffffu:
+            self._cache_clear_all()
+            self.cgen = 0
+            return
+        self.cgen += 1
+        self.cache_valid = 0
+        memset(self.fcnt, 0, CACHE_FIRST_SLOTS * sizeof(uint32_t))
 
     # -- introspection -------------------------------------------------------
 
@@ -1032,6 +1106,7 @@ cdef class Matcher:
                 + self.edges_cap * sizeof(Edge) + self.subs_cap * sizeof(Sub)
                 + 2 * self.qcap * sizeof(uint32_t)
                 + self.cache_slots * sizeof(CacheEntry) + self.cache_bytes
+                + (2 * CACHE_FIRST_SLOTS * sizeof(uint32_t) if self.cache_slots else 0)
                 + self.found.cap * sizeof(int32_t) + self.result.cap * sizeof(int64_t))
 
     def stats(self):
@@ -1046,7 +1121,8 @@ cdef class Matcher:
             'inserts': self.n_inserts,
             'removes': self.n_removes,
             'cache_size': self.cache_slots,
-            'cache_entries': self.cache_count,
+            'cache_entries': self.cache_valid,
+            'cache_stale': self.cache_count - self.cache_valid,
             'cache_bytes': self.cache_bytes,
             'cache_hits': self.n_hits,
             'cache_misses': self.n_misses,
@@ -1157,8 +1233,10 @@ cdef class Matcher:
         if live_subs != self.subs_live:
             raise FastflowError('Matcher._check: {} live subscriptions, counter says '
                                 '{}'.format(live_subs, self.subs_live))
-        # every cached result equals a fresh computation
+        # every valid cached result equals a fresh computation
         cached = 0
+        valid = 0
+        fcnt = {}
         for i in range(self.cache_slots):
             ce = &self.cache[i]
             if ce.blk == NULL:
@@ -1167,10 +1245,15 @@ cdef class Matcher:
             subject = _blk_subject(ce.blk)[:ce.blk.len]
             h = ff_hash(_blk_subject(ce.blk), ce.blk.len, _SEED)
             parse_subject(_blk_subject(ce.blk), ce.blk.len, &ps, False, subject)
-            if ce.hash != ((h & HASH_MASK) | (<uint64_t>_signature(&ps) << 32)) or \
-                    <uint64_t>(h & self.cache_mask) != <uint64_t>(i // CACHE_WAYS):
+            if ce.hash != (h & HASH_MASK) or \
+                    <uint64_t>(h & self.cache_mask) != <uint64_t>(i // CACHE_WAYS) or \
+                    ce.blk.fslot != (ps.toks[0].hash & (CACHE_FIRST_SLOTS - 1)):
                 raise FastflowError('Matcher._check: cache entry {!r} in the wrong '
                                     'slot or mistagged'.format(subject))
+            if not self._blk_valid(ce.blk):
+                continue
+            valid += 1
+            fcnt[ce.blk.fslot] = fcnt.get(ce.blk.fslot, 0) + 1
             self.found.n = 0
             self._collect(0, &ps, 0)
             self._build_result()
@@ -1181,3 +1264,10 @@ cdef class Matcher:
         if cached != self.cache_count:
             raise FastflowError('Matcher._check: {} cache entries, counter says {}'.format(
                 cached, self.cache_count))
+        if valid != self.cache_valid:
+            raise FastflowError('Matcher._check: {} valid cache entries, counter says '
+                                '{}'.format(valid, self.cache_valid))
+        for i in range(CACHE_FIRST_SLOTS if self.cache_slots else 0):
+            if self.fcnt[i] != fcnt.get(i, 0):
+                raise FastflowError('Matcher._check: first-token slot {} counts {} valid '
+                                    'entries, holds {}'.format(i, self.fcnt[i], fcnt.get(i, 0)))

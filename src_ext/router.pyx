@@ -225,6 +225,7 @@ cdef class WireTarget:
     cdef public bint echo                   # False: not the connection's own publishes
     cdef public int64_t remaining           # messages left before an automatic UNSUB (0: none)
     cdef public object owner
+    cdef public object on_end               # (target) when an UNSUB max ended it
     cdef readonly int64_t delivered
     cdef readonly int64_t dropped
     cdef public int64_t handle
@@ -311,6 +312,11 @@ cdef class Router:
 
     def remove(self, handle):
         self.matcher.remove(handle)
+
+    def remove_many(self, handles):
+        """Remove the live targets of ``handles`` at once (a closing
+        connection's); returns how many were removed."""
+        return self.matcher.remove_many(handles)
 
     # -- publishing ------------------------------------------------------------
 
@@ -658,6 +664,8 @@ cdef class Router:
                         wt.remaining -= 1
                         if wt.remaining == 0 and wt.handle in m:
                             m.remove(wt.handle)     # UNSUB with a max: done
+                            if wt.on_end is not None:
+                                wt.on_end(wt)
                     continue
                 if type(v) is not SubTarget:
                     continue

@@ -519,7 +519,7 @@ class DoorParser:
     """
 
     __slots__ = ("_buf", "_bytes_in", "_denied", "_failed", "_last_pb", "_last_ps",
-                 "_max_control", "_max_payload", "_need", "_out", "_pub_allow", "_pub_deny",
+                 "_max_connect", "_max_control", "_max_payload", "_need", "_out", "_pub_allow", "_pub_deny",
                  "_pubs_in", "_route_pubs", "_router", "resp_check")
 
     _error = ()                 # the door's protocol error type (the subclass's)
@@ -540,6 +540,7 @@ class DoorParser:
                                     # still go (a response); None: refused
         o._max_payload = 0
         o._max_control = 0
+        o._max_connect = 0          # before CONNECT: the largest frame (0: none)
         o._route_pubs = False
         o._last_pb = None           # the last PUB subject (bytes and str):
         o._last_ps = None           # a stream of one subject decodes it once
@@ -615,6 +616,14 @@ class DoorParser:
     @max_control.setter
     def max_control(self, v):
         self._max_control = _c_ssize(v)
+
+    @property
+    def max_connect(self):
+        return self._max_connect
+
+    @max_connect.setter
+    def max_connect(self, v):
+        self._max_connect = _c_ssize(v)
 
     @property
     def route_pubs(self):
@@ -761,6 +770,10 @@ class FrameParser(DoorParser):
             if size < FR_MIN_SIZE:
                 raise ProtocolError(400, "malformed frame: size {} is below {}".format(
                     size, FR_MIN_SIZE))
+            if self._max_connect and size > self._max_connect + FR_HEADER:
+                # an unauthenticated client may not make the server buffer more
+                raise ProtocolError(431, "frame of {} bytes before CONNECT exceeds "
+                                    "max_connect={}".format(size, self._max_connect))
             if size > self._max_payload + self._max_control + FR_HEADER and size > 65536:
                 raise ProtocolError(413, "frame of {} bytes exceeds max_payload={}".format(
                     size, self._max_payload))

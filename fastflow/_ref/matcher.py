@@ -154,6 +154,18 @@ class Matcher:
             node = parent
         self._removes += 1
 
+    def remove_many(self, handles):
+        """Remove every live subscription of ``handles`` (others are
+        skipped); returns how many were removed."""
+        n = 0
+        for h in list(handles):
+            try:
+                self.remove(h)
+            except KeyError:
+                continue
+            n += 1
+        return n
+
     def __len__(self):
         return len(self._subs)
 
@@ -253,6 +265,7 @@ class Matcher:
             "removes": self._removes,
             "cache_size": self._cache_size,
             "cache_entries": 0,
+            "cache_stale": 0,
             "cache_bytes": 0,
             "cache_hits": 0,
             "cache_misses": self._matches,

@@ -251,8 +251,8 @@ class WireTarget:
     output (an OutBuf) as MSG frames, or as NATS MSG/HMSG lines for a NATS
     subscription (``nsid``, its sid) (engine use; see fastflow.server)."""
 
-    __slots__ = ("_outbuf", "_sid", "_echo", "_remaining", "owner", "_delivered", "_dropped",
-                 "_handle", "_nsid", "_replies")
+    __slots__ = ("_outbuf", "_sid", "_echo", "_remaining", "owner", "on_end", "_delivered",
+                 "_dropped", "_handle", "_nsid", "_replies")
 
     def __init__(self, outbuf, sid, echo=True, nsid=None):
         if not isinstance(outbuf, OutBuf):
@@ -273,6 +273,7 @@ class WireTarget:
             self._nsid = nsid
         self._remaining = 0             # messages left before an automatic UNSUB (0: none)
         self.owner = None
+        self.on_end = None              # (target) when an UNSUB max ended it
         self._delivered = 0
         self._dropped = 0
         self._handle = 0
@@ -548,6 +549,11 @@ class Router:
     def remove(self, handle):
         self.__matcher.remove(handle)
 
+    def remove_many(self, handles):
+        """Remove the live targets of ``handles`` at once (a closing
+        connection's); returns how many were removed."""
+        return self.__matcher.remove_many(handles)
+
     # -- publishing ------------------------------------------------------------
 
     def __default_record(self, ev):
@@ -781,6 +787,8 @@ class Router:
                     v._remaining -= 1
                     if v._remaining == 0 and v._handle in m:
                         m.remove(v._handle)     # UNSUB with a max: done
+                        if v.on_end is not None:
+                            v.on_end(v)
                 continue
             if type(v) is not SubTarget:
                 continue

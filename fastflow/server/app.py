@@ -147,6 +147,8 @@ class Server:
         # counters (closed connections' traffic is added when they go)
         self.n_total = 0
         self.n_rejected = 0
+        self.preauth_bytes = 0          # partial input held for unauthenticated clients
+        self.pending_total = 0          # pending output of all connections (as last counted)
         self.n_slow_consumers = 0
         self._storage_full_seen = {}        # stream -> refusals for space seen by _tick
         self.n_auth_failures = 0
@@ -252,6 +254,8 @@ class Server:
         for conn in list(self.conns.values()):
             conn.tick(now)
         self._check_storage()
+        if self.config.max_pending_total:
+            self.enforce_pending_total()    # (also recounts what the kernel took)
 
     def _check_storage(self):
         """Appends a full disk refused since the last tick (each publisher
@@ -276,6 +280,26 @@ class Server:
             self.flow.advise(kind, body)
         except Exception as exc:    # e.g. a stream on $SYS.advisory.> on the full disk
             log.warning("advisory %s not published: %s", kind, exc)
+
+    def enforce_pending_total(self):
+        """Recount the pending output of every connection; while the total is
+        over max_pending_total, cut the connection with the most as a slow
+        consumer (ERR 503 / -ERR 'Slow Consumer', advisory)."""
+        cap = self.config.max_pending_total
+        conns = [c for c in self.conns.values() if c.state < ST_CLOSING]
+        total = 0
+        for c in conns:
+            c._pend = c.pending_bytes()
+            total += c._pend
+        self.pending_total = total
+        if not cap or total <= cap:
+            return
+        conns.sort(key=lambda c: c._pend, reverse=True)
+        for c in conns:
+            if self.pending_total <= cap or not c._pend:
+                break
+            c.slow_consumer("server-wide pending output over max_pending_total ({} bytes), "
+                            "{} bytes pending here".format(cap, c._pend))
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -137,6 +137,9 @@ class ServerConfig:
         ("max_connections", 65536),
         ("max_subscriptions", 65536),   # per connection, 0 = no limit
         ("max_pending", 64 * MiB),      # per connection: output not taken by the kernel
+        ("max_pending_total", GiB),     # all connections: the largest one is cut above it
+        ("max_connect", 8 * KiB),       # the largest frame/payload before CONNECT
+        ("max_preauth_bytes", 64 * MiB),  # partial input of all unauthenticated clients
         ("write_high_water", 4 * MiB),  # a subscriber's transport buffer: publishers pause
         ("write_low_water", MiB),       # ... and resume below this
         ("stall_timeout", 2.0),         # seconds publishers may wait for a stalled subscriber
@@ -224,8 +227,16 @@ class ServerConfig:
                 ", ".join(LOG_LEVELS), self.log_level))
         self.log_level = str(self.log_level).lower()
         for key in ("max_payload", "max_control", "max_pending", "write_high_water",
-                    "write_low_water"):
+                    "write_low_water", "max_pending_total", "max_connect",
+                    "max_preauth_bytes"):
             setattr(self, key, parse_size(getattr(self, key), key))
+        if not 256 <= self.max_connect <= MiB:
+            raise ConfigError("max_connect: expected 256 bytes to 1 MiB, got {}".format(
+                self.max_connect))
+        if self.max_preauth_bytes and self.max_preauth_bytes < self.max_connect:
+            raise ConfigError("max_preauth_bytes ({}) must hold one frame of max_connect ({}) "
+                              "(or be 0 = no limit)".format(self.max_preauth_bytes,
+                                                            self.max_connect))
         if self.max_payload < 1:
             raise ConfigError("max_payload: expected at least 1 byte, got {}".format(
                 self.max_payload))
@@ -331,7 +342,8 @@ _TABLES = {
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",
-                              "max_pings_out", "auth_timeout", "drain_timeout")},
+                              "max_pings_out", "auth_timeout", "drain_timeout",
+                              "max_pending_total", "max_connect", "max_preauth_bytes")},
     "auth": {"token": "token", "tokens": "tokens", "users": "users",
              "default_permissions": "default_permissions",
              "login_free_failures": "login_free_failures", "login_backoff": "login_backoff",

@@ -9,6 +9,7 @@ its ``OutBuf`` once per loop tick (``on_data`` schedules the flush).
 """
 
 import asyncio
+import functools
 import datetime as _dt
 import json
 import logging
@@ -237,6 +238,9 @@ class NativeConnection(asyncio.Protocol):
             else FLUSH_AT
         self.outbuf.on_flush = self.flush
         self.parser = FrameParser(self.flow, self.outbuf, cfg.max_payload, cfg.max_control)
+        self.parser.max_connect = cfg.max_connect   # until CONNECT is accepted
+        self._preauth = 0               # partial input held before CONNECT (server budget)
+        self._pend = 0                  # pending output last counted in the server's total
         self._flush_scheduled = False
         self._pause = set()             # why reading is paused: "auth", "stall", "drain"
         self._stash = None              # frames that came during an asynchronous CONNECT
@@ -304,11 +308,12 @@ class NativeConnection(asyncio.Protocol):
         ob = self.outbuf
         ob.closed = True
         ob.on_data = None
-        m = self.flow.matcher
-        for t, _p, _q in self.subs.values():
-            if t.handle in m:
-                self.flow.remove(t.handle)
+        if self.subs:
+            # one bulk removal: the matcher's cache is invalidated once
+            self.flow.remove_many([t.handle for t, _p, _q in self.subs.values()])
         self.subs.clear()
+        self._preauth_held(0)
+        self._pending_now(0)
         self.acks.clear()
         for task in list(self.tasks):
             task.cancel()
@@ -409,12 +414,13 @@ class NativeConnection(asyncio.Protocol):
         tr = self.transport
         tr.write(data)
         mp = self.cfg.max_pending
+        wbs = tr.get_write_buffer_size()
         if mp:
-            wbs = tr.get_write_buffer_size()
             if wbs > mp:
                 self.slow_consumer("pending output over max_pending ({} bytes)".format(mp))
                 return
             ob.max_pending = max(1, mp - wbs)   # what may still queue up here
+        self._pending_now(wbs)
 
     def pending_bytes(self):
         n = len(self.outbuf)
@@ -432,6 +438,7 @@ class NativeConnection(asyncio.Protocol):
     def resume_writing(self):
         self.write_paused = False
         self.server.unstalled(self)
+        self._pending_now(self.pending_bytes())
         mp = self.cfg.max_pending
         if mp and self.state < ST_CLOSING:
             self.outbuf.max_pending = max(1, mp - self.transport.get_write_buffer_size())
@@ -490,9 +497,36 @@ class NativeConnection(asyncio.Protocol):
                 self._stash.extend(items)
             else:
                 self.handle(items)
+        if self.state < ST_READY and self._preauth_held(self.parser.buffered):
+            self.server.n_protocol_errors += 1
+            log.warning("client %d (%s): unauthenticated input over max_preauth_bytes (%d "
+                        "bytes for all clients): closed", self.id, self.peer,
+                        self.cfg.max_preauth_bytes)
+            self.close(503, "server busy: input of unauthenticated clients over "
+                       "max_preauth_bytes ({} bytes)".format(self.cfg.max_preauth_bytes))
+            return
         srv = self.server
         if srv.stalled_conns and "stall" not in self._pause and self.is_publisher():
             srv.pause_publisher(self)
+
+    def _preauth_held(self, n):
+        """Count ``n`` bytes of partial input held before CONNECT in the
+        server's total; True if that total is now over max_preauth_bytes."""
+        srv = self.server
+        srv.preauth_bytes += n - self._preauth
+        self._preauth = n
+        cap = self.cfg.max_preauth_bytes
+        return bool(n and cap and srv.preauth_bytes > cap)
+
+    def _pending_now(self, n):
+        """Count ``n`` bytes of pending output in the server's total and cut
+        the largest connections if it passed max_pending_total."""
+        srv = self.server
+        srv.pending_total += n - self._pend
+        self._pend = n
+        cap = self.cfg.max_pending_total
+        if n and cap and srv.pending_total > cap:
+            srv.enforce_pending_total()
 
     @staticmethod
     def _protocol_error(exc):
@@ -628,6 +662,8 @@ class NativeConnection(asyncio.Protocol):
         self.echo = bool(req.get("echo", True))
         self.verbose = bool(req.get("verbose", False))
         self._set_principal(principal)
+        self.parser.max_connect = 0
+        self._preauth_held(0)
         self.state = ST_READY
         if self._timer is not None:
             self._timer.cancel()
@@ -770,15 +806,16 @@ class NativeConnection(asyncio.Protocol):
                     sid, old[1]))
             self._forget_sub(sid)
         limit = self.cfg.max_subscriptions
+        # self.subs holds only live subscriptions (the engine's automatic
+        # UNSUBs are forgotten by _sub_ended): a refusal costs O(1)
         if limit and len(self.subs) >= limit:
-            self._prune_subs()
-            if len(self.subs) >= limit:
-                raise RequestError(429, "maximum subscriptions per connection ({}) reached"
-                                   .format(limit))
+            raise RequestError(429, "maximum subscriptions per connection ({}) reached"
+                               .format(limit))
         t = WireTarget(self.outbuf, sid, self.echo)
         t.owner = self
         if self.responses is not None:
             t.replies = self.responses.pending
+        t.on_end = functools.partial(self._sub_ended, sid)
         self.flow.add(pattern, t, queue)
         self.subs[sid] = (t, pattern, queue)
         if self.verbose:
@@ -801,11 +838,11 @@ class NativeConnection(asyncio.Protocol):
         if t.handle in self.flow.matcher:
             self.flow.remove(t.handle)
 
-    def _prune_subs(self):
-        """Forget subscriptions the engine ended (UNSUB with a max reached)."""
-        m = self.flow.matcher
-        for sid in [sid for sid, e in self.subs.items() if e[0].handle not in m]:
-            self._forget_sub(sid)
+    def _sub_ended(self, sid, t):
+        """The engine ended subscription ``sid`` (UNSUB with a max reached)."""
+        e = self.subs.get(sid)
+        if e is not None and e[0] is t:
+            del self.subs[sid]
 
     def live_subscriptions(self):
         m = self.flow.matcher

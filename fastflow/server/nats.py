@@ -11,6 +11,7 @@ CloudEvents NATS binding: ``ce-*`` headers and Content-Type; other headers
 are kept as they came, in the ``natsheaders`` extension).
 """
 
+import functools
 import json
 import logging
 import re
@@ -169,6 +170,10 @@ class NatsConnection(NativeConnection):
         NativeConnection.__init__(self, server)
         cfg = self.cfg
         self.parser = NatsParser(self.flow, self.outbuf, cfg.max_payload, cfg.nats_max_control)
+        if server.auth.required:
+            # before CONNECT a payload may be no larger than max_connect (the
+            # line is bounded by nats_max_control): nothing bigger is buffered
+            self.parser.max_payload = min(cfg.max_payload, cfg.max_connect)
         self.headers = False
         self.no_resp = False
         self._upgrading = False
@@ -276,8 +281,10 @@ class NatsConnection(NativeConnection):
             return
         NativeConnection.data_received(self, data)
 
-    @staticmethod
-    def _protocol_error(exc):
+    def _protocol_error(self, exc):
+        if exc.text == "Maximum Payload Violation" and self.state < ST_READY \
+                and self.server.auth.required:
+            return 401, "Authorization Violation"   # nats-server: CONNECT first
         return 400, exc.text                # (-ERR with nats-server's text)
 
     def handle(self, items, start=0):
@@ -357,6 +364,8 @@ class NatsConnection(NativeConnection):
         self.headers = bool(req.get("headers", False))
         self.no_resp = bool(req.get("no_responders", False)) and self.headers
         self._set_principal(principal)
+        self.parser.max_payload = self.cfg.max_payload
+        self._preauth_held(0)
         self.state = ST_READY
         if self._timer is not None:
             self._timer.cancel()
@@ -465,15 +474,14 @@ class NatsConnection(NativeConnection):
         if old is not None:
             self._forget_sub(sid)
         limit = self.cfg.max_subscriptions
-        if limit and len(self.subs) >= limit:
-            self._prune_subs()
-            if len(self.subs) >= limit:
-                self.err(0, "maximum subscriptions exceeded")
-                return
+        if limit and len(self.subs) >= limit:    # live ones only: O(1)
+            self.err(0, "maximum subscriptions exceeded")
+            return
         t = WireTarget(self.outbuf, 0, self.echo, sid)
         t.owner = self
         if self.responses is not None:
             t.replies = self.responses.pending
+        t.on_end = functools.partial(self._sub_ended, sid)
         self.flow.add(pattern, t, queue)
         self.subs[sid] = (t, pattern, queue)
         self.ok()
