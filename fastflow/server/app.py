@@ -340,7 +340,8 @@ class Server:
             log.info("listening for NATS clients on %s%s", _addr(a), tls)
         if self.monitor is not None:
             for a in self.monitor.addresses:
-                log.info("monitoring on http://%s/ (healthz, varz, connz, metrics)", _addr(a))
+                log.info("monitoring on http://%s/ (%s)", _addr(a),
+                         ", ".join(e.lstrip("/") for e in self.monitor.ENDPOINTS))
         log.info("auth: %s; limits: max_payload %s, max_pending %s, max_connections %s, "
                  "max_subscriptions %s per connection, ping every %gs", self.auth.describe(),
                  _fmt_size(cfg.max_payload), _fmt_size(cfg.max_pending),
@@ -565,8 +566,18 @@ def _run(coro, factory):
 
 def build_config(args):
     """The ServerConfig of parsed ``fastflow serve`` arguments (ConfigError)."""
-    settings = load_config(args.config) if getattr(args, "config", None) else {}
-    return ServerConfig(**apply_args(settings, args))
+    path = getattr(args, "config", None)
+    settings = load_config(path) if path else {}
+    try:
+        return ServerConfig(**apply_args(settings, args))
+    except ConfigError as exc:
+        if not path or str(exc).startswith(str(path)):
+            raise
+        try:                            # the file alone: is the bad value in it?
+            ServerConfig(**settings)
+        except ConfigError:
+            raise ConfigError("{}: {}".format(path, exc)) from None
+        raise
 
 
 def _tune_malloc():
