@@ -316,7 +316,7 @@ class MonitorServer:
                   "loop": srv.loop_name, "core": "native" if COMPILED else "pure-Python",
                   "python": platform.python_version()}, 1)])
         one("fastflow_uptime_seconds", "gauge", "Seconds since the server started.",
-            srv.loop.time() - srv.t0)
+            round(srv.loop.time() - srv.t0, 3))
         one("fastflow_connections", "gauge", "Open client connections.", st["connections"])
         one("fastflow_nats_connections", "gauge", "Open client connections of the NATS door.",
             st["nats_connections"])
