@@ -1710,6 +1710,10 @@ def _build_parser():
                       help="ask for redelivery (after DELAY seconds)")
     kind.add_argument("--term", action="store_true", help="never deliver them again")
     _add_connection_args(a)
+    a = sa.add_parser("rm", help="delete a consumer")
+    a.add_argument("stream")
+    a.add_argument("name")
+    _add_connection_args(a)
     p.set_defaults(_consumers_parser=p)
 
     _add_bench_parser(sub)

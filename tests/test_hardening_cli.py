@@ -294,6 +294,8 @@ def test_cli_consumers(ffproc):
     assert (c1["name"], c1["acked"], c1["pending"]) == ("C1", 5, 0)
     r = cli("consumers", "fetch", "ORD", "NOPE", "-s", url)
     assert r.returncode == 1 and "NOPE" in r.stderr and "Traceback" not in r.stderr
+    r = cli("consumers", "rm", "ORD", "C1", "-s", url)
+    assert (r.returncode, r.stdout) == (0, "deleted consumer C1 of ORD\n"), r.stderr
 
 
 def test_cli_reply_on_the_native_port(ffproc, tmp_path):
