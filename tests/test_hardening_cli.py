@@ -229,6 +229,23 @@ def test_cli_nats_connection_refused_is_one_sentence(natspy):
     assert "could not connect to NATS server" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_without_nats_py_says_how_to_install_it(tmp_path):
+    # a 'nats' package that cannot be imported stands for an install without nats-py
+    (tmp_path / "nats").mkdir()
+    (tmp_path / "nats" / "__init__.py").write_text("raise ImportError(\"No module named 'nats'\")\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))
+    r = subprocess.run([sys.executable, "-m", "fastflow", "pub", "x.y", "data", "-s",
+                        "nats://127.0.0.1:4222"], capture_output=True, text=True, timeout=30,
+                       cwd=REPO, env=env)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "fastflow pub: error: nats://127.0.0.1:4222 speaks the NATS protocol, which needs "
+        "nats-py: pip install 'fastflow[nats]'"]
+    r = subprocess.run([sys.executable, "-m", "fastflow", "--version"], capture_output=True,
+                       text=True, timeout=30, cwd=REPO, env=env)
+    assert r.returncode == 0                    # nothing else imports it
+
+
 # -- the CLI on the native port: streams, consumers, acks ----------------------------------------
 
 
