@@ -1,11 +1,14 @@
 """The ``fastflow`` command.
 
-``fastflow demo`` (the default) runs the embedded engine on the synthetic
-market-data workload and prints what it did and how fast.  ``fastflow
-serve`` runs the network broker (``fastflow.server``), ``fastflow passwd``
-hashes a password for its config; ``pub``, ``sub``, ``req`` and ``streams``
-talk to a server with ``fastflow.client``; ``bench`` measures publishers and
-subscribers through a server (an embedded one by default).
+``fastflow demo`` runs the embedded engine on the synthetic market-data
+workload and prints what it did and how fast (``fastflow`` alone prints the
+help).  ``fastflow serve`` runs the network broker (``fastflow.server``),
+``fastflow passwd`` hashes a password for its config; ``pub``, ``sub``,
+``req``, ``reply``, ``streams`` and ``consumers`` talk to a server with
+``fastflow.client`` (``fastflow://``), and ``pub``, ``sub``, ``req`` and
+``reply`` also to a NATS server or fastflow's NATS door (``nats://``, with
+nats-py: ``pip install 'fastflow[nats]'``); ``bench`` measures publishers
+and subscribers through a server (an embedded one by default).
 """
 
 import argparse
@@ -253,10 +256,293 @@ def _connect_options(args, **extra):
     return opts
 
 
+def _is_nats_url(url):
+    return bool(url) and url.split("://", 1)[0].lower() in ("nats", "tls") and "://" in url
+
+
+def _say(args, text):
+    """A status line on stderr: ``fastflow <command>: text``."""
+    print("fastflow {}: {}".format(args.command, text), file=sys.stderr, flush=True)
+
+
 async def _connect(args, **extra):
     from fastflow.client import connect
 
-    return await connect(args.server or DEFAULT_SERVER, **_connect_options(args, **extra))
+    url = args.server or DEFAULT_SERVER
+    if _is_nats_url(url):
+        raise _CommandError("{} {}needs fastflow's native protocol (fastflow://HOST:PORT, the "
+                            "server's native port); {} speaks NATS".format(
+                                args.command, args.action + " " if getattr(args, "action", None)
+                                else "", url))
+    # a visible reconnect: one line when the connection drops, one when it is back
+    c = None
+    extra.setdefault("disconnected_callback",
+                     lambda: _say(args, "disconnected from {}; reconnecting".format(
+                         c.server if c is not None else url)))
+    extra.setdefault("reconnected_callback",
+                     lambda: _say(args, "reconnected to {}".format(c.server)))
+    c = await connect(url, **_connect_options(args, **extra))
+    return c
+
+
+# -- the NATS protocol (nats-py) -------------------------------------------------------------------
+
+
+def _nats_module(args):
+    try:
+        import nats
+    except ImportError:
+        raise _CommandError("{} speaks the NATS protocol, which needs nats-py: pip install "
+                            "'fastflow[nats]'".format(args.server)) from None
+    return nats
+
+
+async def _nats_connect(args, long_running=False):
+    """A nats-py connection for ``-s nats://...``, with a visible reconnect."""
+    nats = _nats_module(args)
+    last = []
+    connected = False
+
+    async def on_error(exc):
+        if not connected:
+            last[:] = [exc]
+        elif not (nc.is_reconnecting or nc.is_closed or isinstance(
+                exc, (OSError, asyncio.TimeoutError, nats.errors.UnexpectedEOF,
+                      nats.errors.StaleConnectionError))):
+            _say(args, "error: {}".format(exc or type(exc).__name__))     # the drop itself
+
+    async def on_disconnected():
+        if connected and not nc.is_closed and not getattr(nc, "_fastflow_closing", False):
+            _say(args, "disconnected from {}; reconnecting".format(args.server))
+
+    async def on_reconnected():
+        _say(args, "reconnected to {}".format(args.server))
+
+    tls = _connect_options(args)["tls"]
+    opts = {"servers": [args.server], "name": args.name or "fastflow-cli",
+            "connect_timeout": args.timeout, "error_cb": on_error,
+            "disconnected_cb": on_disconnected, "reconnected_cb": on_reconnected,
+            "reconnect_time_wait": 0.5, "allow_reconnect": True,
+            "max_reconnect_attempts": -1 if long_running else 3}
+    if tls is not None:
+        opts["tls"] = tls
+    for k in ("user", "password", "token"):
+        if getattr(args, k):
+            opts[k] = getattr(args, k)
+    try:
+        nc = await asyncio.wait_for(nats.connect(**opts), args.timeout)
+    except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+        why = last[-1] if last else exc
+        raise _CommandError("could not connect to NATS server {}: {}".format(
+            args.server, why or type(why).__name__)) from None
+    connected = True
+    return nc
+
+
+async def _nats_close(nc):
+    nc._fastflow_closing = True         # nats-py reports its own close as a disconnect
+    if not nc.is_closed:
+        await nc.close()
+
+
+def _nats_headers(attrs):
+    """CloudEvents attributes as NATS headers (the CloudEvents NATS binding:
+    ``ce-<name>``; ``datacontenttype`` as ``Content-Type``)."""
+    if not attrs:
+        return None
+    h = {}
+    for k, v in attrs.items():
+        if k == "datacontenttype":
+            h["Content-Type"] = v
+        else:
+            h["ce-" + k] = str(v)
+    return h
+
+
+def _json_data(data, ctype=None):
+    """The JSON members that carry ``data``: the JSON value itself when the
+    data is JSON, a string for a text content type, else ``data_base64``."""
+    import base64
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.strip():
+        try:
+            return {"data": json.loads(text)}
+        except ValueError:
+            pass
+    if text is not None and ctype and (ctype.startswith("text/") or "json" in ctype
+                                       or "xml" in ctype):
+        return {"data": text}
+    return {"data_base64": base64.b64encode(data).decode("ascii")}
+
+
+def _nats_msg_json(msg):
+    out = {"routing_subject": msg.subject}
+    if msg.reply:
+        out["reply"] = msg.reply
+    ctype = None
+    other = {}
+    for k, v in (msg.headers or {}).items():
+        lk = k.lower()
+        if lk.startswith("ce-") and len(k) > 3:
+            out[k[3:]] = v
+        elif lk == "content-type":
+            ctype = out["datacontenttype"] = v
+        else:
+            other[k] = v
+    if other:
+        out["headers"] = other
+    out.update(_json_data(msg.data, ctype))
+    return json.dumps(out, separators=(",", ":"))
+
+
+def _nats_msg_line(n, msg):
+    return "[#{}] {}{}: {}\n".format(n, msg.subject, " reply=" + msg.reply if msg.reply else "",
+                                     _fmt_data(msg.data))
+
+
+async def _until_stopped(stop, closed=None):
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    waits = [stop] + ([closed] if closed is not None else [])
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+
+
+async def _nats_pub(args, data, attrs):
+    nats = _nats_module(args)
+    nc = await _nats_connect(args)
+    headers = _nats_headers(attrs)
+    unstored = 0
+    try:
+        if args.ack and not getattr(nc, "_server_info", {}).get("jetstream"):
+            raise _CommandError("pub --ack over NATS waits for a JetStream stream's "
+                                "acknowledgement, and {} has no JetStream (fastflow's streams "
+                                "acknowledge on its native port: -s fastflow://HOST:PORT)"
+                                .format(args.server))
+        for _ in range(args.count):
+            if args.ack:
+                # JetStream's answer: a stream that captures the subject acknowledges
+                try:
+                    m = await nc.request(args.subject, data, timeout=args.timeout,
+                                         headers=headers)
+                except nats.errors.NoRespondersError:
+                    unstored += 1
+                    continue
+                except nats.errors.TimeoutError:
+                    raise _CommandError("no acknowledgement from {} within {} s".format(
+                        args.server, args.timeout)) from None
+                try:
+                    ack = json.loads(m.data)
+                except ValueError:
+                    ack = {}
+                if isinstance(ack, dict) and ack.get("stream"):
+                    print("stored in {} at seq {}".format(ack["stream"], ack.get("seq")))
+                else:
+                    unstored += 1
+            else:
+                await nc.publish(args.subject, data, reply=args.reply or "", headers=headers)
+        await nc.flush(timeout=args.timeout)
+    finally:
+        await _nats_close(nc)
+    return _published(args, unstored)
+
+
+async def _nats_sub(args):
+    nc = await _nats_connect(args, long_running=True)
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    closed = loop.create_future()
+    n = 0
+    out = sys.stdout
+
+    async def show(msg):
+        nonlocal n
+        if stop.done():
+            return
+        n += 1
+        out.write(_nats_msg_json(msg) + "\n" if args.json else _nats_msg_line(n, msg))
+        out.flush()
+        if args.count and n >= args.count and not stop.done():
+            stop.set_result(None)
+
+    async def on_closed():
+        closed.done() or closed.set_result(None)
+
+    nc._closed_cb = on_closed
+    await nc.subscribe(args.pattern, queue=args.queue or "", cb=show)
+    await nc.flush(timeout=args.timeout)
+    print("listening on {}{} at {}".format(args.pattern, " (queue {})".format(args.queue)
+                                           if args.queue else "", args.server), file=sys.stderr,
+          flush=True)
+    try:
+        await _until_stopped(stop, closed)
+    finally:
+        await _nats_close(nc)
+    return 0 if stop.done() else 1
+
+
+async def _nats_req(args, data, attrs):
+    nats = _nats_module(args)
+    nc = await _nats_connect(args)
+    try:
+        msg = await nc.request(args.subject, data, timeout=args.wait,
+                               headers=_nats_headers(attrs))
+    except nats.errors.NoRespondersError:
+        raise _CommandError("no responders on {}".format(args.subject)) from None
+    except nats.errors.TimeoutError:
+        raise _CommandError("no reply from {} within {} s".format(args.subject, args.wait)) \
+            from None
+    finally:
+        await _nats_close(nc)
+    if args.json:
+        print(_nats_msg_json(msg))
+    else:
+        _write_data(msg.data)
+    return 0
+
+
+async def _nats_reply(args, body_of):
+    nc = await _nats_connect(args, long_running=True)
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    closed = loop.create_future()
+    n = 0
+
+    async def answer(msg):
+        nonlocal n
+        if not msg.reply or stop.done():
+            return
+        await nc.publish(msg.reply, body_of(msg.data))
+        n += 1
+        sys.stdout.write(_nats_msg_line(n, msg))
+        sys.stdout.flush()
+        if args.count and n >= args.count:
+            await nc.flush(timeout=args.timeout)
+            stop.done() or stop.set_result(None)
+
+    async def on_closed():
+        closed.done() or closed.set_result(None)
+
+    nc._closed_cb = on_closed
+    await nc.subscribe(args.subject, queue=args.queue or "", cb=answer)
+    await nc.flush(timeout=args.timeout)
+    print("answering requests on {}{} at {}".format(
+        args.subject, " (queue {})".format(args.queue) if args.queue else "", args.server),
+        file=sys.stderr, flush=True)
+    try:
+        await _until_stopped(stop, closed)
+    finally:
+        await _nats_close(nc)
+    return 0 if stop.done() else 1
 
 
 def _data_arg(data):
@@ -306,6 +592,8 @@ def _fmt_data(data, limit=None):
 
 
 def _event_json(ev, reply=None):
+    """One line of JSON: routing_subject, reply, seq and stream, then the
+    CloudEvents JSON members; data that is JSON shows as JSON."""
     from fastflow.event import to_json
 
     head = {"routing_subject": ev.routing_subject}
@@ -315,42 +603,67 @@ def _event_json(ev, reply=None):
         head["seq"] = ev.seq
         head["stream"] = ev.stream
     body = to_json(ev).decode("utf-8")
+    if '"data_base64":' in body:
+        members = json.loads(body)
+        if "data_base64" in members:
+            del members["data_base64"]
+            members.update(_json_data(ev.data, members.get("datacontenttype")))
+            head.update(members)
+            return json.dumps(head, separators=(",", ":"))
     return json.dumps(head, separators=(",", ":"))[:-1] + "," + body[1:]
+
+
+def _write_data(data):
+    """A reply's or an event's data on stdout, ending with a newline."""
+    sys.stdout.buffer.write(data)
+    if not data.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+
+
+def _published(args, unstored):
+    print("published {:,} event{} to {}".format(args.count, "" if args.count == 1 else "s",
+                                                args.subject), file=sys.stderr)
+    if unstored:
+        what = ("the event was" if args.count == 1 else
+                "{:,} of the {:,} events were".format(unstored, args.count))
+        print("fastflow pub: {} stored by no stream: no stream captures {}".format(
+            what, args.subject), file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _cmd_pub(args):
     data = _data_arg(args.data)
     attrs = _attrs_arg(args)
+    if _is_nats_url(args.server):
+        return await _nats_pub(args, data, attrs)
     c = await _connect(args)
+    unstored = 0
     try:
         if args.ack:
             for _ in range(args.count):
                 seq, stream = await c.publish_ack(args.subject, data, **attrs)
                 if stream:
                     print("stored in {} at seq {}".format(stream, seq))
+                else:
+                    unstored += 1
         else:
             for i in range(args.count):
                 c.publish(args.subject, data, reply=args.reply, **attrs)
                 if i % 1000 == 999:
                     await c.wait_writable()
             await c.flush()
-        print("published {:,} event{} to {}".format(args.count, "" if args.count == 1 else "s",
-                                                    args.subject), file=sys.stderr)
     finally:
         await c.close()
-    return 0
+    return _published(args, unstored)
 
 
 async def _cmd_sub(args):
-    import signal
-
+    if _is_nats_url(args.server):
+        return await _nats_sub(args)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
     c = await _connect(args)
     n = 0
     out = sys.stdout
@@ -376,7 +689,7 @@ async def _cmd_sub(args):
     closed = loop.create_future()
     c.closed_callback = lambda: closed.done() or closed.set_result(None)
     try:
-        await asyncio.wait([stop, closed], return_when=asyncio.FIRST_COMPLETED)
+        await _until_stopped(stop, closed)
     finally:
         if not c.is_closed:
             await sub.unsubscribe()
@@ -386,6 +699,8 @@ async def _cmd_sub(args):
 
 async def _cmd_req(args):
     data = _data_arg(args.data)
+    if _is_nats_url(args.server):
+        return await _nats_req(args, data, _attrs_arg(args))
     c = await _connect(args)
     try:
         ev = await c.request(args.subject, data, timeout=args.wait, **_attrs_arg(args))
@@ -397,11 +712,55 @@ async def _cmd_req(args):
     if args.json:
         print(_event_json(ev))
     else:
-        sys.stdout.buffer.write(ev.data)
-        if not ev.data.endswith(b"\n") and sys.stdout.isatty():
-            sys.stdout.buffer.write(b"\n")
-        sys.stdout.flush()
+        _write_data(ev.data)
     return 0
+
+
+def _reply_body(args):
+    """The function that makes an answer's data from a request's data."""
+    if args.echo:
+        return lambda data: data
+    body = _data_arg(args.body)
+    return lambda data: body
+
+
+async def _cmd_reply(args):
+    body_of = _reply_body(args)
+    if _is_nats_url(args.server):
+        return await _nats_reply(args, body_of)
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    c = await _connect(args)
+    n = 0
+
+    def answer(ev, reply):
+        nonlocal n
+        if not reply or stop.done():
+            return
+        attrs = {"datacontenttype": ev.datacontenttype} if args.echo and \
+            ev.datacontenttype else {}
+        c.respond(reply, body_of(ev.data), **attrs)
+        n += 1
+        sys.stdout.write("[#{}] {}: {}\n".format(n, ev.routing_subject, _fmt_data(ev.data)))
+        sys.stdout.flush()
+        if args.count and n >= args.count:
+            stop.set_result(None)
+
+    sub = c.subscribe(args.subject, answer, queue=args.queue, with_reply=True)
+    await c.flush()
+    print("answering requests on {}{} at {}".format(
+        args.subject, " (queue {})".format(args.queue) if args.queue else "", c.server),
+        file=sys.stderr, flush=True)
+    closed = loop.create_future()
+    c.closed_callback = lambda: closed.done() or closed.set_result(None)
+    try:
+        await _until_stopped(stop, closed)
+    finally:
+        if not c.is_closed:
+            await c.flush()
+            await sub.unsubscribe()
+            await c.close()
+    return 0 if stop.done() else 1
 
 
 def _fmt_int(n):
@@ -428,11 +787,13 @@ async def _cmd_streams(args):
                 widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
                 for r in rows:
                     print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        elif args.action == "read":
+            return await _read_stream(c, args)
         elif args.action == "add":
             ret = {}
             for k in ("max_events", "max_bytes", "max_age", "max_per_subject", "max_event_size",
                       "discard"):
-                v = getattr(args, k)
+                v = getattr(args, k, None)
                 if v is not None:
                     ret[k] = v
             info = await c.add_stream(args.name, args.subjects, ret or None, args.storage)
@@ -446,6 +807,148 @@ async def _cmd_streams(args):
             n = await c.purge_stream(args.name, args.subject, args.up_to)
             print("purged {} event{} from {}".format(_fmt_int(n), "" if n == 1 else "s",
                                                       args.name))
+    finally:
+        await c.close()
+    return 0
+
+
+def _time_arg(text):
+    """A point in time: RFC 3339 (``2026-12-03T10:00:00Z``), a duration
+    ago (``5m``, ``1h30m``, ``2d``), or ns since the epoch (an integer)."""
+    import datetime as dt
+
+    from fastflow.server.config import parse_duration
+
+    t = text.strip()
+    if t.isdigit() and len(t) > 12:
+        return int(t)
+    try:
+        ago = parse_duration(t, "--time")
+    except ValueError:
+        pass
+    else:
+        return time.time_ns() - int(ago * 1e9)
+    try:
+        d = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t[-1:] in "zZ" else t)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected RFC 3339 (2026-12-03T10:00:00Z), a duration "
+                                         "ago (5m, 1h30m, 2d) or ns since the epoch, got {!r}"
+                                         .format(text)) from None
+    if d.tzinfo is None:
+        d = d.astimezone()
+    return (d - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(
+        microseconds=1) * 1000
+
+
+def _size_arg(text):
+    from fastflow.server.config import parse_size
+
+    try:
+        return parse_size(text, "size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
+
+
+def _duration_arg(text):
+    from fastflow.server.config import parse_duration
+
+    try:
+        return parse_duration(text, "duration")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
+
+
+def _event_line(ev):
+    extra = "" if ev.type == ev.routing_subject else " type={}".format(ev.type)
+    return "[{}] {}{}: {}".format(ev.seq, ev.routing_subject, extra, _fmt_data(ev.data))
+
+
+async def _read_stream(c, args):
+    """``streams read``: the events of a stream from a seq, a time, or the last N."""
+    kw = {"filter": args.filter, "limit": args.count or None}
+    if args.last is not None:
+        info = await c.stream_info(args.name)
+        last = info.get("last_seq", 0)
+        if not last or not info.get("events", 1):
+            print("stream {} has no events".format(args.name), file=sys.stderr)
+            return 0
+        kw["seq"] = max(info.get("first_seq", 1), last - args.last + 1)
+    elif args.seq is not None:
+        kw["seq"] = args.seq
+    elif args.time is not None:
+        kw["time"] = args.time
+    n = 0
+    async for ev in c.replay(args.name, **kw):
+        n += 1
+        print(_event_json(ev) if args.json else _event_line(ev), flush=not n % 1000)
+    sys.stdout.flush()
+    print("{:,} event{} of {}".format(n, "" if n == 1 else "s", args.name), file=sys.stderr)
+    return 0
+
+
+async def _cmd_consumers(args):
+    c = await _connect(args)
+    errors = []
+    c.error_callback = errors.append
+    try:
+        if args.action == "ls":
+            consumers = await c.consumers(args.stream)
+            if args.json:
+                print(json.dumps(consumers, indent=2))
+            elif not consumers:
+                print("no consumers of {}".format(args.stream))
+            else:
+                rows = [("NAME", "FILTER", "ACK", "DELIVERED", "ACKED", "PENDING", "LAG")]
+                for ci in consumers:
+                    cfg = ci.get("config", {})
+                    rows.append((ci.get("name", ""), cfg.get("filter") or ">",
+                                 str(cfg.get("ack", "")), _fmt_int(ci.get("delivered", "")),
+                                 _fmt_int(ci.get("acked", "")), _fmt_int(ci.get("pending", "")),
+                                 _fmt_int(ci.get("lag", ""))))
+                widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+                for r in rows:
+                    print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        elif args.action == "add":
+            cfg = {}
+            for k in ("filter", "ack", "ack_wait", "max_deliver", "max_in_flight",
+                      "dead_letter"):
+                v = getattr(args, k)
+                if v is not None:
+                    cfg[k] = v
+            if args.start is not None:
+                st = args.start
+                cfg["start"] = int(st) if st.isdigit() else st
+            _print_info(await c.add_consumer(args.stream, args.name, **cfg), args.json)
+        elif args.action == "info":
+            _print_info(await c.consumer_info(args.stream, args.name), args.json)
+        elif args.action == "rm":
+            await c.delete_consumer(args.stream, args.name)
+            print("deleted consumer {} of {}".format(args.name, args.stream))
+        elif args.action == "fetch":
+            got = await c.fetch(args.stream, args.name, args.count, wait=args.wait)
+            for d in got:
+                print(_event_json(d.event) if args.json else _event_line(d.event))
+                if not args.no_ack:
+                    await d.ack()
+            await c.flush()
+            sys.stdout.flush()
+            print("{} deliver{}{}".format(len(got), "y" if len(got) == 1 else "ies",
+                                          "" if args.no_ack else ", acknowledged"),
+                  file=sys.stderr)
+        elif args.action == "ack":
+            from fastflow.client import _ACK_ACK, _ACK_NAK, _ACK_TERM
+
+            kind = _ACK_TERM if args.term else _ACK_NAK if args.nak is not None else _ACK_ACK
+            for seq in args.seqs:
+                await c._ack("$ACK.{}.{}.{}".format(args.stream, args.name, seq), kind,
+                             args.nak or None)
+            await c.flush()             # the server has read them: errors are in
+            if errors:
+                raise _CommandError(errors[0])
+            print("{} {}".format("terminated" if args.term else "nak'd" if args.nak is not None
+                                 else "acknowledged", ", ".join(map(str, args.seqs))))
+        if errors:
+            raise _CommandError(errors[0])
     finally:
         await c.close()
     return 0
@@ -1048,10 +1551,15 @@ def _bench(args, parser):
 
 def _build_parser():
     parser = argparse.ArgumentParser(
-        prog="fastflow", description="fastflow: an embeddable event-routing engine. Without a "
-        "command: the demo.")
+        prog="fastflow", description="fastflow: an embeddable event-routing engine and its "
+        "broker. Servers: -s fastflow://HOST:PORT (the native protocol, the default "
+        + DEFAULT_SERVER + ") or -s nats://HOST:PORT (a NATS server or fastflow serve "
+        "--nats-port; pub, sub, req and reply).")
+    parser.add_argument("--version", action="version", version="fastflow {} ({} core, Python {})"
+                        .format(fastflow.__version__, "native" if fastflow.COMPILED
+                                else "pure-Python", platform.python_version()))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    d = sub.add_parser("demo", help="run the embedded engine on a synthetic workload (the default)")
+    d = sub.add_parser("demo", help="run the embedded engine on a synthetic workload")
     for p in (parser, d):
         p.add_argument("--subs", type=int, default=10_000, help="subscriptions (default 10,000)")
         p.add_argument("--publishes", type=int, default=1_000_000, help="publishes (default 1,000,000)")
@@ -1071,7 +1579,8 @@ def _build_parser():
     p.add_argument("--count", "-n", type=int, default=1, help="publish it N times (default 1)")
     p.add_argument("--reply", metavar="SUBJECT", help="a reply subject")
     p.add_argument("--ack", action="store_true",
-                   help="wait for the server's acknowledgement (prints the stream and seq)")
+                   help="wait for the server's acknowledgement (prints the stream and seq; "
+                        "exit status 1 when no stream stored the event)")
     _add_event_args(p)
     _add_connection_args(p)
 
@@ -1082,7 +1591,19 @@ def _build_parser():
     p.add_argument("--count", "-n", type=int, default=0, help="exit after N events")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per event: routing_subject, reply, then the "
-                        "CloudEvents JSON members")
+                        "CloudEvents JSON members (JSON data as JSON)")
+    _add_connection_args(p)
+
+    p = sub.add_parser("reply", help="answer the requests of a subject pattern",
+                       description="Subscribe and answer every request (a message with a reply "
+                                   "subject) until interrupted (or --count).")
+    p.add_argument("subject", metavar="PATTERN")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--echo", action="store_true", help="answer with the request's data")
+    how.add_argument("--body", metavar="DATA",
+                     help="answer with DATA: text, '-' for standard input, @FILE for a file")
+    p.add_argument("--queue", "-q", help="join a queue group")
+    p.add_argument("--count", "-n", type=int, default=0, help="exit after N answers")
     _add_connection_args(p)
 
     p = sub.add_parser("req", help="send a request and print the reply",
@@ -1106,10 +1627,12 @@ def _build_parser():
     a.add_argument("name")
     a.add_argument("subjects", nargs="+", metavar="PATTERN", help="subject patterns it captures")
     a.add_argument("--max-events", type=int)
-    a.add_argument("--max-bytes", type=int)
-    a.add_argument("--max-age", type=float, metavar="SECONDS")
+    a.add_argument("--max-bytes", type=_size_arg, metavar="SIZE",
+                   help="bytes, or with a unit: 512MiB, 1GiB, 1GB")
+    a.add_argument("--max-age", type=_duration_arg, metavar="DURATION",
+                   help="seconds, or with units: 90s, 1h30m, 1d")
     a.add_argument("--max-per-subject", type=int)
-    a.add_argument("--max-event-size", type=int)
+    a.add_argument("--max-event-size", type=_size_arg, metavar="SIZE")
     a.add_argument("--discard", choices=("old", "new"))
     a.add_argument("--storage", choices=("memory", "file"))
     a.add_argument("--json", action="store_true")
@@ -1117,6 +1640,20 @@ def _build_parser():
     a = sa.add_parser("info", help="show a stream")
     a.add_argument("name")
     a.add_argument("--json", action="store_true")
+    _add_connection_args(a)
+    a = sa.add_parser("read", help="print the events of a stream (replay)",
+                      description="Print the events of a stream: from the first, from a seq, "
+                                  "from a time, or the last N.")
+    a.add_argument("name")
+    at = a.add_mutually_exclusive_group()
+    at.add_argument("--seq", type=int, metavar="N", help="from seq N")
+    at.add_argument("--time", type=_time_arg, metavar="T",
+                    help="from time T: RFC 3339, a duration ago (5m, 1h30m, 2d) or ns since "
+                         "the epoch")
+    at.add_argument("--last", type=int, metavar="N", help="the last N events")
+    a.add_argument("--count", "-n", type=int, default=0, help="at most N events")
+    a.add_argument("--filter", metavar="PATTERN", help="only events matching it")
+    a.add_argument("--json", action="store_true", help="one JSON object per event")
     _add_connection_args(a)
     a = sa.add_parser("rm", help="delete a stream (and its events)")
     a.add_argument("name")
@@ -1128,12 +1665,68 @@ def _build_parser():
     _add_connection_args(a)
     p.set_defaults(_streams_parser=p)
 
+    p = sub.add_parser("consumers", help="durable consumers: add, ls, info, fetch, ack, rm",
+                       description="Manage and read the durable consumers of a stream.")
+    sa = p.add_subparsers(dest="action", metavar="ACTION")
+    a = sa.add_parser("ls", help="list the consumers of a stream")
+    a.add_argument("stream")
+    a.add_argument("--json", action="store_true")
+    _add_connection_args(a)
+    a = sa.add_parser("add", help="create a durable consumer")
+    a.add_argument("stream")
+    a.add_argument("name")
+    a.add_argument("--start", metavar="WHERE", help="first (default), last, new, or a seq")
+    a.add_argument("--filter", metavar="PATTERN", help="only events matching it")
+    a.add_argument("--ack", choices=("explicit", "all", "none"), help="ack policy (default "
+                   "explicit)")
+    a.add_argument("--ack-wait", type=_duration_arg, metavar="DURATION",
+                   help="redeliver when not acknowledged within it (default 30s)")
+    a.add_argument("--max-deliver", type=int, metavar="N")
+    a.add_argument("--max-in-flight", type=int, metavar="N")
+    a.add_argument("--dead-letter", metavar="SUBJECT")
+    a.add_argument("--json", action="store_true")
+    _add_connection_args(a)
+    a = sa.add_parser("info", help="show a consumer")
+    a.add_argument("stream")
+    a.add_argument("name")
+    a.add_argument("--json", action="store_true")
+    _add_connection_args(a)
+    a = sa.add_parser("fetch", help="print (and acknowledge) the next deliveries")
+    a.add_argument("stream")
+    a.add_argument("name")
+    a.add_argument("--count", "-n", type=int, default=1, help="up to N deliveries (default 1)")
+    a.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait that long for the first one when none is ready")
+    a.add_argument("--no-ack", action="store_true",
+                   help="leave them pending (acknowledge later with consumers ack)")
+    a.add_argument("--json", action="store_true")
+    _add_connection_args(a)
+    a = sa.add_parser("ack", help="acknowledge deliveries by seq")
+    a.add_argument("stream")
+    a.add_argument("name")
+    a.add_argument("seqs", nargs="+", type=int, metavar="SEQ")
+    kind = a.add_mutually_exclusive_group()
+    kind.add_argument("--nak", nargs="?", const=0.0, type=float, metavar="DELAY",
+                      help="ask for redelivery (after DELAY seconds)")
+    kind.add_argument("--term", action="store_true", help="never deliver them again")
+    _add_connection_args(a)
+    a = sa.add_parser("rm", help="delete a consumer")
+    a.add_argument("stream")
+    a.add_argument("name")
+    _add_connection_args(a)
+    p.set_defaults(_consumers_parser=p)
+
     _add_bench_parser(sub)
     return parser
 
 
 def main(argv=None):
     parser = _build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    if not argv:
+        parser.print_help()
+        return 2
     args, rest = parser.parse_known_args(argv)
     cmd = args.command
     if cmd == "serve":
@@ -1157,6 +1750,15 @@ def main(argv=None):
         return _network_command(args, _cmd_sub)
     if cmd == "req":
         return _network_command(args, _cmd_req)
+    if cmd == "reply":
+        if args.count < 0:
+            parser.error("reply: --count must be at least 0")
+        return _network_command(args, _cmd_reply)
+    if cmd == "consumers":
+        if args.action is None:
+            args._consumers_parser.print_help()
+            return 2
+        return _network_command(args, _cmd_consumers)
     if cmd == "streams":
         if args.action is None:
             args._streams_parser.print_help()

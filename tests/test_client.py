@@ -932,7 +932,7 @@ def test_cli_pub_sub_req_streams(ffproc):
         # req: answered by the responder; the reply's data on stdout
         r = cli("req", "svc.echo", "ping", "--server", url)
         assert r.returncode == 0, r.stderr
-        assert r.stdout == "pong:ping"
+        assert r.stdout == "pong:ping\n"
         assert responder.wait(20) == 0
         # a subscriber that does not answer: the request times out
         r = cli("req", "cli.req", "ping", "--wait", "0.5", "--server", url)

@@ -443,7 +443,8 @@ class Server:
             log.info("listening for NATS clients on %s%s", _addr(a), tls)
         if self.monitor is not None:
             for a in self.monitor.addresses:
-                log.info("monitoring on http://%s/ (healthz, varz, connz, metrics)%s", _addr(a),
+                log.info("monitoring on http://%s/ (%s)%s", _addr(a),
+                         ", ".join(e.lstrip("/") for e in self.monitor.ENDPOINTS),
                          "; all but /healthz need credentials" if self.monitor.auth_required
                          else "")
         log.info("auth: %s; limits: max_payload %s, max_pending %s, max_connections %s, "
@@ -672,8 +673,18 @@ def _run(coro, factory):
 
 def build_config(args):
     """The ServerConfig of parsed ``fastflow serve`` arguments (ConfigError)."""
-    settings = load_config(args.config) if getattr(args, "config", None) else {}
-    return ServerConfig(**apply_args(settings, args))
+    path = getattr(args, "config", None)
+    settings = load_config(path) if path else {}
+    try:
+        return ServerConfig(**apply_args(settings, args))
+    except ConfigError as exc:
+        if not path or str(exc).startswith(str(path)):
+            raise
+        try:                            # the file alone: is the bad value in it?
+            ServerConfig(**settings)
+        except ConfigError:
+            raise ConfigError("{}: {}".format(path, exc)) from None
+        raise
 
 
 def _tune_malloc():

@@ -5,8 +5,8 @@ overrides and their validation (docs/server.md lists every key).
 (Python 3.11's ``tomllib``, or ``tomli`` on 3.9/3.10), ``config_from_dict``
 validates a dict of the same shape, ``apply_args`` lays command-line flags
 over it.  Sizes are bytes (an int) or a string with a unit (``"64MiB"``,
-``"4 KiB"``, ``"1GB"``); durations are seconds (a number) or a string
-(``"500ms"``, ``"2s"``, ``"5m"``, ``"24h"``).
+``"4 KiB"``, ``"1GiB"``, ``"1GB"``); durations are seconds (a number) or a
+string (``"500ms"``, ``"2s"``, ``"5m"``, ``"1h30m"``, ``"1d"``).
 """
 
 import math
@@ -33,15 +33,21 @@ class ConfigError(FastflowError, ValueError):
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2,
-          "g": 1000 ** 3, "gb": 1000 ** 3, "kib": KiB, "mib": MiB, "gib": GiB,
-          "ki": KiB, "mi": MiB, "gi": GiB}
+          "g": 1000 ** 3, "gb": 1000 ** 3, "t": 1000 ** 4, "tb": 1000 ** 4,
+          "kib": KiB, "mib": MiB, "gib": GiB, "tib": 1 << 40,
+          "ki": KiB, "mi": MiB, "gi": GiB, "ti": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*\Z")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*\Z")
-_DUR_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+# a duration: one number, or number+unit parts ("1h30m", "1d 12h", "1.5s", "500ms")
+_DUR_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)")
+_DUR_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "m": 60.0, "h": 3600.0,
+              "d": 86400.0, "w": 604800.0}
 
 
 def parse_size(value, key="size"):
-    """Bytes from an int or a string with a unit (``"64MiB"``)."""
+    """Bytes (an int) from an int or a string: a number with an optional
+    unit, ``"512"``, ``"4KiB"``, ``"64MiB"``, ``"1GiB"`` (powers of 1024),
+    ``"1KB"``, ``"1MB"``, ``"1GB"`` (powers of 1000); case and a space
+    before the unit do not matter."""
     if isinstance(value, bool):
         raise ConfigError("{}: expected a size (bytes, or a string like '64MiB'), got {!r}"
                           .format(key, value))
@@ -53,12 +59,14 @@ def parse_size(value, key="size"):
         m = _SIZE.match(value)
         if m and m.group(2).lower() in _UNITS:
             return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    raise ConfigError("{}: expected a size (bytes, or a string like '64MiB', '4KiB', '1GB'), "
-                      "got {!r}".format(key, value))
+    raise ConfigError("{}: expected a size (bytes, or a string like '512MiB', '1GiB', '4KiB', "
+                      "'1GB'), got {!r}".format(key, value))
 
 
 def parse_duration(value, key="duration"):
-    """Seconds (a float) from a number or a string with a unit (``"2s"``)."""
+    """Seconds (a float) from a number or a string: a number of seconds
+    (``"90"``), or parts with units ``ms``, ``s``, ``m``, ``h``, ``d``,
+    ``w`` (``"500ms"``, ``"2s"``, ``"5m"``, ``"1h30m"``, ``"1d"``)."""
     if isinstance(value, bool):
         raise ConfigError("{}: expected a duration, got {!r}".format(key, value))
     if isinstance(value, (int, float)):
@@ -67,11 +75,25 @@ def parse_duration(value, key="duration"):
                               .format(key, value))
         return float(value)
     if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _DUR_UNITS[m.group(2)]
+        total = 0.0
+        pos = 0
+        parts = 0
+        bare = False
+        text = value.rstrip()
+        while pos < len(text):
+            m = _DUR_PART.match(text, pos)
+            unit = m.group(2).lower() if m else None
+            if m is None or unit not in _DUR_UNITS or bare:
+                parts = 0
+                break
+            bare = unit == ""           # a number without a unit stands alone
+            total += float(m.group(1)) * _DUR_UNITS[unit]
+            parts += 1
+            pos = m.end()
+        if parts and not (bare and parts > 1) and math.isfinite(total):
+            return total
     raise ConfigError("{}: expected a duration (seconds, or a string like '500ms', '2s', '5m', "
-                      "'24h'), got {!r}".format(key, value))
+                      "'1h30m', '1d'), got {!r}".format(key, value))
 
 
 def _int(value, key, minimum=0):
@@ -374,9 +396,10 @@ def load_config(path):
         with open(path, "rb") as f:
             data = toml.load(f)
     except OSError as exc:
-        raise ConfigError("cannot read the config file {}: {}".format(path, exc.strerror or exc))
+        raise ConfigError("{}: cannot read the config file: {}".format(
+            path, exc.strerror or exc)) from None
     except ValueError as exc:           # tomllib.TOMLDecodeError is a ValueError
-        raise ConfigError("config file {}: {}".format(path, exc)) from None
+        raise ConfigError("{}: not valid TOML: {}".format(path, exc)) from None
     base = os.path.dirname(os.path.abspath(path))
     out = config_from_dict(data, where=os.fspath(path))
     # relative paths in the file are relative to the file

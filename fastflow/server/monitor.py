@@ -3,8 +3,11 @@ request per connection, ``Connection: close``) on its own port.
 
 ``/healthz``  200 ``{"status": "ok"}`` (503 while stopping)
 ``/varz``     the server: id, version, uptime, traffic, limits, memory, the
-              matcher's and the engine's counters, streams
+              matcher's and the engine's counters, streams (the fields
+              nats-server has carry its names and types: ``mem`` bytes,
+              ``cpu`` percent, ``uptime`` like ``"1h2m3s"``, ...)
 ``/connz``    the connections (``?limit=&offset=&sort=&subs=1``)
+``/subsz``    the subscriptions' matcher, in nats-server's shape
 ``/streamz``  the streams and their consumers
 ``/metrics``  Prometheus text format 0.0.4
 
@@ -20,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -36,6 +40,8 @@ _MAX_REQUEST = 16384
 _TIMEOUT = 10.0
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/metrics")
+_CPU_WINDOW = 0.5                       # seconds: the least time /varz's cpu is measured over
 _SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
           "subscriptions", "uptime", "idle")
 
@@ -54,6 +60,25 @@ def rss_bytes():
 
 def _rfc3339(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def uptime_text(seconds):
+    """An uptime as nats-server writes it: ``"45s"``, ``"3m5s"``,
+    ``"2h0m5s"``, ``"1d2h0m5s"``, ``"1y3d0h0m0s"``."""
+    s = int(seconds)
+    years, s = divmod(s, 365 * 86400)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if years:
+        return "{}y{}d{}h{}m{}s".format(years, days, hours, minutes, s)
+    if days:
+        return "{}d{}h{}m{}s".format(days, hours, minutes, s)
+    if hours:
+        return "{}h{}m{}s".format(hours, minutes, s)
+    if minutes:
+        return "{}m{}s".format(minutes, s)
+    return "{}s".format(s)
 
 
 class _HTTP(asyncio.Protocol):
@@ -187,6 +212,8 @@ class MonitorServer:
     ``users`` (HTTP Basic, ``{"user", "password"}``: plain or a ``fastflow
     passwd`` hash) protect every endpoint but ``/healthz``."""
 
+    ENDPOINTS = ENDPOINTS
+
     def __init__(self, server, host, port, token=None, users=()):
         self.server = server
         self.host = host
@@ -199,6 +226,8 @@ class MonitorServer:
         self.auth_failures = 0
         self.tasks = set()
         self._ok = {}                   # SHA-256 of Basic credentials checked by scrypt
+        self._cpu_at = (time.monotonic(), _cpu_seconds())   # the last cpu sample
+        self._cpu_percent = None
 
     def check_credentials(self, creds, kdf=False):
         """Whether ``creds`` ((scheme, bytes) or None) are good; None when
@@ -252,8 +281,7 @@ class MonitorServer:
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         path = url.path.rstrip("/") or "/"
         if path == "/":
-            return self._json({"endpoints": ["/healthz", "/varz", "/connz", "/streamz",
-                                             "/metrics"]})
+            return self._json({"endpoints": list(ENDPOINTS)})
         if path == "/healthz":
             if self.server.stopping:
                 return self._json({"status": "stopping"}, 503)
@@ -262,6 +290,8 @@ class MonitorServer:
             return self._json(self.varz())
         if path == "/connz":
             return self._json(self.connz(q))
+        if path == "/subsz":
+            return self._json(self.subsz())
         if path == "/streamz":
             return self._json(self.streamz())
         if path == "/metrics":
@@ -281,7 +311,7 @@ class MonitorServer:
         now = srv.loop.time()
         st = srv.stats()
         fs = flow.stats() if not flow.closed else {}
-        cpu = os.times()
+        cpu = _cpu_seconds()
         d = {
             "server_id": srv.id, "server_name": srv.name, "version": fastflow.__version__,
             "proto": 1, "python": platform.python_version(), "loop": srv.loop_name,
@@ -290,9 +320,13 @@ class MonitorServer:
             "tls_required": cfg.tls,
             "tls_verify": cfg.tls_verify, "auth": srv.auth.describe(),
             "start": _rfc3339(srv.start_time), "now": _rfc3339(time.time()),
-            "uptime_seconds": round(now - srv.t0, 3),
-            "mem": {"rss_bytes": rss_bytes()},
-            "cpu_seconds": round(cpu.user + cpu.system, 3),
+            "uptime": uptime_text(now - srv.t0), "uptime_seconds": round(now - srv.t0, 3),
+            "mem": rss_bytes() or 0, "cores": os.cpu_count() or 1, "cpu": self.cpu_percent(),
+            "cpu_seconds": round(cpu, 3),
+            "max_connections": cfg.max_connections, "max_payload": cfg.max_payload,
+            "max_pending": cfg.max_pending, "max_control_line": cfg.nats_max_control,
+            "http_host": self.host, "http_port": self.addresses[0][1] if self.addresses
+            else self.port,
         }
         d.update(st)
         d["limits"] = {k: getattr(cfg, k) for k in (
@@ -311,6 +345,40 @@ class MonitorServer:
                         for n, s in fs.get("streams", {}).items()}
         d["consumers"] = len(fs.get("consumers", {}))
         return d
+
+    def cpu_percent(self):
+        """The process's CPU use (percent of one core, a float) since the
+        previous sample, sampled at most every _CPU_WINDOW seconds."""
+        t, c = time.monotonic(), _cpu_seconds()
+        t0, c0 = self._cpu_at
+        if self._cpu_percent is None or t - t0 >= _CPU_WINDOW:
+            if t > t0:
+                self._cpu_percent = round(100.0 * max(0.0, c - c0) / (t - t0), 2)
+                self._cpu_at = (t, c)
+            else:
+                self._cpu_percent = 0.0
+        return float(self._cpu_percent)
+
+    def subsz(self):
+        """The subscriptions' matcher as nats-server's /subsz shows its
+        sublist; ``avg_fanout`` is the engine's deliveries per publish,
+        ``max_fanout`` the matcher's own figure when it keeps one."""
+        flow = self.server.flow
+        fs = flow.stats() if not flow.closed else {}
+        m = fs.get("matcher", {})
+        matches = m.get("matches", 0)
+        published = fs.get("published", 0)
+        return {
+            "server_id": self.server.id, "now": _rfc3339(time.time()),
+            "num_subscriptions": m.get("subscriptions", 0),
+            "num_cache": m.get("cache_entries", 0),
+            "num_inserts": m.get("inserts", 0),
+            "num_removes": m.get("removes", 0),
+            "num_matches": matches,
+            "cache_hit_rate": round(m.get("cache_hits", 0) / matches, 4) if matches else 0.0,
+            "max_fanout": int(m.get("max_fanout", 0)),
+            "avg_fanout": round(fs.get("delivered", 0) / published, 4) if published else 0.0,
+        }
 
     def connz(self, q):
         srv = self.server
@@ -370,7 +438,7 @@ class MonitorServer:
                   "loop": srv.loop_name, "core": "native" if COMPILED else "pure-Python",
                   "python": platform.python_version()}, 1)])
         one("fastflow_uptime_seconds", "gauge", "Seconds since the server started.",
-            srv.loop.time() - srv.t0)
+            round(srv.loop.time() - srv.t0, 3))
         one("fastflow_connections", "gauge", "Open client connections.", st["connections"])
         one("fastflow_nats_connections", "gauge", "Open client connections of the NATS door.",
             st["nats_connections"])
@@ -434,9 +502,8 @@ class MonitorServer:
                 one("fastflow_matcher_{}{}".format(key, suffix), kind, help_, m[key])
         one("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
             rss_bytes())
-        cpu = os.times()
         one("process_cpu_seconds_total", "counter", "User and system CPU time in seconds.",
-            cpu.user + cpu.system)
+            _cpu_seconds())
         one("process_start_time_seconds", "gauge", "Start time of the process (Unix seconds).",
             srv.start_time)
         return "\n".join(lines) + "\n"
@@ -446,9 +513,21 @@ def _esc(v):
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _cpu_seconds():
+    cpu = os.times()
+    return cpu.user + cpu.system
+
+
 def _num(v):
+    """A sample value: an integer as one, a float in its shortest form
+    without binary noise (0.1 + 0.2 -> ``0.3``, 3.0 -> ``3``)."""
     if isinstance(v, bool):
         return "1" if v else "0"
     if isinstance(v, int):
         return str(v)
-    return repr(float(v))
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return "{:.15g}".format(v)
