@@ -1271,7 +1271,16 @@ class Client:
     def _on_data(self, proto, data):
         if proto is not self._proto:
             return
+        first = self._in_bytes == 0 and not proto.info.done()
         self._in_bytes += len(data)
+        if first and data[:6] == b"INFO {":
+            # a NATS server (or fastflow's NATS door) greets with a text line
+            self._close_err = ConnectError(
+                "{} speaks the NATS protocol, not fastflow's native protocol: connect "
+                "fastflow.client to the native port (fastflow serve --port), or use a NATS "
+                "client".format(self.server))
+            proto.transport.abort()
+            return
         try:
             items = proto.feed(data)
         except ProtocolError as exc:

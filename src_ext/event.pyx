@@ -512,6 +512,11 @@ cdef int _ev_check(object subject, const char *p, Py_ssize_t n) except -1:
     _check_utf8(subject, p + off, _rd16(p + 8))
     off += _rd16(p + 8)
     _check_utf8(subject, p + off, _rd16(p + 10))
+    off += _rd16(p + 10)
+    if _rd32(p + 12):
+        # (only events with optional attributes or extensions: a msgpack map
+        # that every later decode, store and door must be able to read)
+        _attrs.check_rest(subject, PyBytes_FromStringAndSize(p + off, _rd32(p + 12)))
     return 0
 
 
