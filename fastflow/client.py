@@ -1271,9 +1271,8 @@ class Client:
     def _on_data(self, proto, data):
         if proto is not self._proto:
             return
-        first = self._in_bytes == 0 and not proto.info.done()
         self._in_bytes += len(data)
-        if first and data[:6] == b"INFO {":
+        if proto.parser.bytes_in == 0 and data[:6] == b"INFO {":
             # a NATS server (or fastflow's NATS door) greets with a text line
             self._close_err = ConnectError(
                 "{} speaks the NATS protocol, not fastflow's native protocol: connect "
