@@ -16,6 +16,7 @@ import logging
 import re
 
 import fastflow
+from fastflow._attrs import HOPS, TRACE
 from fastflow._impl import (
     Event,
     NatsError,
@@ -24,7 +25,6 @@ from fastflow._impl import (
     validate_pattern,
     validate_subject,
 )
-from fastflow._attrs import HOPS, TRACE
 from fastflow.errors import EventError, FastflowError, SubjectError
 from fastflow.event import _BAD_CONTENT_TYPE, _header_value, _unheader
 from fastflow.server.native import ST_CLOSED, ST_CLOSING, ST_READY, NativeConnection
