@@ -31,6 +31,7 @@ __all__ = (
     "SPECVERSION",
     "TRACE",
     "check_lineage",
+    "check_rest",
     "decode_rest",
     "encode_rest",
     "format_time",
@@ -163,6 +164,34 @@ def decode_rest(raw):
         return _DECODER.decode(raw)
     except msgspec.DecodeError as exc:
         raise EventError("stored event attributes are not a msgpack map: {}".format(exc)) from None
+
+
+_NOT_REST = frozenset(REQUIRED + (HOPS, TRACE, "data", "data_base64"))
+
+
+def check_rest(subject, raw):
+    """Raise ``EventError`` unless ``raw`` (the msgpack block of a record
+    that came from the network) is a map of attribute names to values an
+    event can carry: what a stream stores and every door writes out later
+    is checked once, before it is stored or delivered."""
+    try:
+        rest = _DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise EventError("invalid event record for {!r}: its attributes are not a msgpack "
+                         "map: {}".format(subject, exc)) from None
+    for name, v in rest.items():
+        if type(name) is not str or not _NAME.match(name) or name in _NOT_REST:
+            raise EventError("invalid event record for {!r}: attribute name {!r} (names are "
+                             "lowercase a-z and 0-9, not one of {})".format(
+                                 subject, name, ", ".join(sorted(_NOT_REST))))
+        t = type(v)
+        if t is int:
+            if not INT32_MIN <= v <= INT32_MAX:
+                raise EventError("invalid event record for {!r}: attribute {!r}: integers must "
+                                 "fit in 32 bits, got {}".format(subject, name, v))
+        elif t is not str and t is not bool and t is not bytes:
+            raise EventError("invalid event record for {!r}: attribute {!r}: expected str, "
+                             "bool, int or bytes, got {}".format(subject, name, t.__name__))
 
 
 def trace_entry(flow, subject):

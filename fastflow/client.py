@@ -1311,6 +1311,14 @@ class Client:
         if proto is not self._proto:
             return
         self._in_bytes += len(data)
+        if proto.parser.bytes_in == 0 and data[:6] == b"INFO {":
+            # a NATS server (or fastflow's NATS door) greets with a text line
+            self._close_err = ConnectError(
+                "{} speaks the NATS protocol, not fastflow's native protocol: connect "
+                "fastflow.client to the native port (fastflow serve --port), or use a NATS "
+                "client".format(self.server))
+            proto.transport.abort()
+            return
         try:
             items = proto.feed(data)
         except ProtocolError as exc:

@@ -512,7 +512,146 @@ cdef int _ev_check(object subject, const char *p, Py_ssize_t n) except -1:
     _check_utf8(subject, p + off, _rd16(p + 8))
     off += _rd16(p + 8)
     _check_utf8(subject, p + off, _rd16(p + 10))
+    off += _rd16(p + 10)
+    if _rd32(p + 12) and not _rest_ok(p + off, _rd32(p + 12)):
+        # (events with optional attributes or extensions: a msgpack map that
+        # every later decode, store and door must be able to read; what the
+        # walk below does not vouch for is decided, or refused with the
+        # reason, by the attribute rules)
+        _attrs.check_rest(subject, PyBytes_FromStringAndSize(p + off, _rd32(p + 12)))
     return 0
+
+
+cdef inline uint32_t _be(const uint8_t *p, int n) noexcept:
+    cdef uint32_t v = 0
+    cdef int i
+    for i in range(n):
+        v = (v << 8) | p[i]
+    return v
+
+
+cdef bint _rest_ok(const char *p, Py_ssize_t n) noexcept:
+    """True if p[:n] is exactly one msgpack map of ASCII names [a-z0-9]+
+    (none of id, source, type, specversion, ffhops, fftrace, data,
+    data_base64) to ASCII str, bool, int32 or bin values: the attribute
+    blocks the engine writes.  False: not vouched for (the slow path)."""
+    cdef const uint8_t *b = <const uint8_t *>p
+    cdef Py_ssize_t i = 0, k, ln
+    cdef uint32_t count, j
+    cdef uint8_t c
+    cdef int64_t v
+    if n < 1:
+        return False
+    c = b[0]
+    if 0x80 <= c <= 0x8f:
+        count = c & 0x0f
+        i = 1
+    elif c == 0xde and n >= 3:
+        count = _be(b + 1, 2)
+        i = 3
+    elif c == 0xdf and n >= 5:
+        count = _be(b + 1, 4)
+        i = 5
+    else:
+        return False
+    for j in range(count):
+        # the name
+        if i >= n:
+            return False
+        c = b[i]
+        if 0xa0 <= c <= 0xbf:
+            ln = c & 0x1f
+            i += 1
+        elif c == 0xd9 and i + 2 <= n:
+            ln = b[i + 1]
+            i += 2
+        else:
+            return False
+        if ln == 0 or i + ln > n or _reserved_name(p + i, ln):
+            return False
+        for k in range(i, i + ln):
+            if not ((b[k] >= 97 and b[k] <= 122) or (b[k] >= 48 and b[k] <= 57)):
+                return False
+        i += ln
+        # the value
+        if i >= n:
+            return False
+        c = b[i]
+        i += 1
+        if c <= 0x7f or c >= 0xe0 or c == 0xc2 or c == 0xc3:
+            continue                    # fixint, negative fixint, false, true
+        if c == 0xcc or c == 0xd0:
+            i += 1
+        elif c == 0xcd or c == 0xd1:
+            i += 2
+        elif c == 0xce or c == 0xd2:
+            if i + 4 > n:
+                return False
+            v = _be(b + i, 4)
+            if c == 0xce and v > 0x7fffffff:
+                return False            # (beyond a CloudEvents Integer)
+            i += 4
+        elif 0xa0 <= c <= 0xbf or c == 0xd9 or c == 0xda or c == 0xdb:
+            if c <= 0xbf:
+                ln = c & 0x1f
+            elif c == 0xd9:
+                if i + 1 > n:
+                    return False
+                ln = b[i]
+                i += 1
+            elif c == 0xda:
+                if i + 2 > n:
+                    return False
+                ln = _be(b + i, 2)
+                i += 2
+            else:
+                if i + 4 > n:
+                    return False
+                ln = _be(b + i, 4)
+                i += 4
+            if i + ln > n:
+                return False
+            for k in range(i, i + ln):
+                if b[k] >= 0x80:
+                    return False        # (UTF-8 is checked on the slow path)
+            i += ln
+        elif c == 0xc4 or c == 0xc5 or c == 0xc6:
+            if c == 0xc4:
+                if i + 1 > n:
+                    return False
+                ln = b[i]
+                i += 1
+            elif c == 0xc5:
+                if i + 2 > n:
+                    return False
+                ln = _be(b + i, 2)
+                i += 2
+            else:
+                if i + 4 > n:
+                    return False
+                ln = _be(b + i, 4)
+                i += 4
+            i += ln
+        else:
+            return False
+        if i > n:
+            return False
+    return i == n
+
+
+cdef bint _reserved_name(const char *p, Py_ssize_t n) noexcept:
+    """True for the names that are no 'rest' attribute."""
+    if n == 2:
+        return memcmp(p, b'id', 2) == 0
+    if n == 4:
+        return memcmp(p, b'type', 4) == 0 or memcmp(p, b'data', 4) == 0
+    if n == 6:
+        return (memcmp(p, b'source', 6) == 0 or memcmp(p, b'ffhops', 6) == 0)
+    if n == 7:
+        return memcmp(p, b'fftrace', 7) == 0
+    if n == 11:
+        return (memcmp(p, b'specversion', 11) == 0 or memcmp(p, b'data_base64', 11) == 0)
+    return False
 
 
 cdef int _check_utf8(object subject, const char *p, Py_ssize_t n) except -1:

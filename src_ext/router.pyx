@@ -356,6 +356,9 @@ cdef class Router:
         cdef Event ev = None
         if self.closed:
             raise FastflowError('flow {!r} is closed'.format(self.name))
+        if replyn:
+            # (written into subscribers' MSG lines and frames: a literal subject)
+            check_reply(reply, replyn)
         as_utf8(subject, &p, &n, False)
         h = ff_hash(p, n, _SEED)
         if not built:

@@ -5,7 +5,8 @@
 # the same order as fastflow/_ref/subjects.py so that both raise the same
 # message for the same input.
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check,
+                            PyBytes_FromStringAndSize)
 from cpython.unicode cimport PyUnicode_Check
 from libc.string cimport memcmp
 
@@ -169,6 +170,39 @@ cdef int parse_subject(const char *p, Py_ssize_t n, Parsed *out, bint pattern,
             break
         i += 1  # the dot
     out.ntok = ntok
+    return 0
+
+
+cdef int check_reply(const char *p, Py_ssize_t n) except -1:
+    """Raise SubjectError unless p[:n] is a valid literal subject: a reply
+    subject is written into other clients' wire lines (a NATS MSG line, a
+    native MSG frame), so it is held to the rules of a publish subject."""
+    cdef Py_ssize_t i, start = 0
+    cdef int ntok = 1
+    cdef uint8_t cls
+    if n <= 0 or n > MAX_SUBJECT_LEN:
+        return _reply_error(p, n)
+    for i in range(n):
+        cls = _BYTE_CLASS[<uint8_t>p[i]]
+        if cls == BC_PLAIN:
+            continue
+        if cls != BC_DOT or i == start:
+            return _reply_error(p, n)
+        start = i + 1
+        ntok += 1
+    if start == n or ntok > MAX_TOKENS:
+        return _reply_error(p, n)
+    return 0
+
+
+cdef int _reply_error(const char *p, Py_ssize_t n) except -1:
+    """The SubjectError of an invalid reply subject (the slow path)."""
+    cdef Parsed ps
+    orig = PyBytes_FromStringAndSize(p, n)
+    try:
+        parse_subject(p, n, &ps, False, orig)
+    except SubjectError as exc:
+        raise SubjectError('invalid reply ' + str(exc)[8:]) from None
     return 0
 
 

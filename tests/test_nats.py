@@ -6,9 +6,10 @@ real ``nats-server`` (the ``natsd`` fixture) and the door (``ffnats``) in
 the same test, and what the clients observed is compared.
 
 Deliberate differences from nats-server (tested on the door alone):
-publish subjects are always validated (``-ERR 'Invalid Publish Subject'``,
-non-closing, pedantic or not), and ``$``-subjects are not matched by
-patterns whose first token is a wildcard.
+publish subjects are always validated (an invalid one is dropped and
+counted; pedantic mode adds nats-server's non-closing ``-ERR 'Invalid
+Publish Subject'``), and ``$``-subjects are not matched by patterns whose
+first token is a wildcard.
 
 Async tests run under the standard loop and uvloop (``aloop``); in-process
 servers run in the test's loop; every wait is bounded.  Missing peers
@@ -601,23 +602,28 @@ def test_non_closing_errors_like_nats_server(aloop, natsd, ffnats):
 
 def test_publish_subjects_are_always_validated(aloop, ffnats):
     """A deliberate difference: nats-server checks publish subjects only in
-    pedantic mode; the door always does (-ERR, the connection stays)."""
+    pedantic mode (without it, it delivers a wildcard subject); the door
+    always does: without pedantic an invalid one is dropped silently (nats
+    clients close on an -ERR they do not know), with it -ERR, as
+    nats-server; the connection stays either way."""
     async def main():
         async with ffnats() as srv:
-            r = await NRaw.open(srv.nats_port)
-            try:
-                await r.handshake(pedantic=False, headers=True)
-                await r.send(b"SUB > 1\r\nPING\r\n")
-                assert await r.pongs() == [("PONG",)]
-                bad = [b"a.*", b"a.>", b"a..b", b".a", b"a.", b"*", b">"]
-                await r.send(b"".join(b"PUB %s 1\r\nx\r\n" % s for s in bad)
-                             + hpub(b"h.*", [b"K: v"], b"x") + b"PING\r\n")
-                assert await r.pongs() == [("-ERR", "'Invalid Publish Subject'")] * (
-                    len(bad) + 1) + [("PONG",)]
-                await r.send(b"PUB fine 1\r\nx\r\nPING\r\n")
-                assert await r.pongs() == [("MSG", "fine", "1", None, b"x"), ("PONG",)]
-            finally:
-                r.close()
+            bad = [b"a.*", b"a.>", b"a..b", b".a", b"a.", b"*", b">"]
+            for pedantic in (False, True):
+                r = await NRaw.open(srv.nats_port)
+                try:
+                    await r.handshake(pedantic=pedantic, headers=True)
+                    await r.send(b"SUB > 1\r\nPING\r\n")
+                    assert await r.pongs() == [("PONG",)]
+                    await r.send(b"".join(b"PUB %s 1\r\nx\r\n" % s for s in bad)
+                                 + hpub(b"h.*", [b"K: v"], b"x") + b"PING\r\n")
+                    errs = [("-ERR", "'Invalid Publish Subject'")] * (len(bad) + 1)
+                    assert await r.pongs() == (errs if pedantic else []) + [("PONG",)]
+                    await r.send(b"PUB fine 1\r\nx\r\nPING\r\n")
+                    assert await r.pongs() == [("MSG", "fine", "1", None, b"x"), ("PONG",)]
+                finally:
+                    r.close()
+            assert srv.n_invalid_pubs == 2 * (len(bad) + 1)
 
     aloop(main, timeout=TEST_TIMEOUT)
 

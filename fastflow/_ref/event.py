@@ -600,6 +600,10 @@ def _ev_check(subject, buf, start, end):
     for length in (srcn, typn, trn):
         _check_utf8(subject, buf, p, p + length)
         p += length
+    if restn:
+        # (only events with optional attributes or extensions: a msgpack map
+        # that every later decode, store and door must be able to read)
+        _attrs.check_rest(subject, bytes(buf[p:p + restn]))
 
 
 def _check_utf8(subject, buf, a, b):

@@ -49,7 +49,7 @@ from fastflow._ref import event as _event
 from fastflow._ref.codec import OP_MSG, OutBuf, _as_utf8, _c_uint32
 from fastflow._ref.log import RECORD_HEADER, Log
 from fastflow._ref.matcher import Matcher
-from fastflow._ref.subjects import tokenize
+from fastflow._ref.subjects import check_reply, tokenize
 from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullError, SubjectError
 
 __all__ = ("Router", "StreamTarget", "SubTarget", "WireTarget")
@@ -583,6 +583,9 @@ class Router:
         OutBuf (or None).  Engine use: FrameParser and publish_record."""
         if self.closed:
             raise FastflowError("flow {!r} is closed".format(self.__name))
+        if reply:
+            # (written into subscribers' MSG lines and frames: a literal subject)
+            check_reply(reply)
         _as_utf8(subject, False)        # (not encodable: raises before the record check)
         _ev_check(subject, rec, 0, len(rec))
         m = self.__matcher

@@ -112,6 +112,16 @@ def validate_subject(subject):
     tokenize(subject, False)
 
 
+def check_reply(reply):
+    """Raise ``SubjectError`` unless ``reply`` (UTF-8 bytes) is a valid
+    literal subject: a reply subject is written into other clients' wire
+    lines, so it is held to the rules of a publish subject."""
+    try:
+        tokenize(reply, False)
+    except SubjectError as exc:
+        raise SubjectError("invalid reply " + str(exc)[8:]) from None
+
+
 def validate_pattern(pattern):
     """Raise ``SubjectError`` unless ``pattern`` is a valid subscription pattern."""
     tokenize(pattern, True)

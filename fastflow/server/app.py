@@ -10,6 +10,7 @@ signal stops at once.  docs/server.md is the manual.
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
@@ -154,6 +155,7 @@ class Server:
         self.n_auth_failures = 0
         self.n_protocol_errors = 0
         self.n_denied = 0
+        self.n_invalid_pubs = 0             # NATS publishes dropped: invalid (reply) subject
         self.n_stalls = 0
         self.closed_in_msgs = 0
         self.closed_in_bytes = 0
@@ -387,7 +389,8 @@ class Server:
             if cfg.nats_port:
                 from fastflow.server.nats import NatsConnection, header_block
 
-                self.flow.nats_headers = header_block
+                self.flow.nats_headers = header_block if cfg.nats_lineage == "keep" else \
+                    functools.partial(header_block, lineage=False)
                 self._nats_listener = await loop.create_server(
                     lambda: NatsConnection(self), cfg.nats_host or cfg.host, cfg.nats_port,
                     backlog=1024, reuse_address=True)
@@ -582,6 +585,7 @@ class Server:
             "auth_delayed": self.throttle.delayed if self.throttle is not None else 0,
             "auth_refused_unchecked": self.throttle.refused if self.throttle is not None else 0,
             "protocol_errors": self.n_protocol_errors,
+            "invalid_publishes": self.n_invalid_pubs,
             "permission_denied": self.n_denied + self.closed_denied
             + sum(c.parser.denied for c in conns),
         }

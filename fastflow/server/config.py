@@ -153,6 +153,7 @@ class ServerConfig:
         ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
+        ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -235,6 +236,9 @@ class ServerConfig:
         if not 32 <= self.nats_max_control <= MiB:
             raise ConfigError("nats_max_control: expected 32 bytes to 1 MiB, got {}".format(
                 self.nats_max_control))
+        if self.nats_lineage not in ("keep", "strip"):
+            raise ConfigError("nats_lineage: expected \"keep\" or \"strip\", got {!r}".format(
+                self.nats_lineage))
         _str(self.name, "name", allow_none=True)
         if self.data_dir is not None:
             self.data_dir = os.fspath(self.data_dir)
@@ -360,7 +364,8 @@ _TOP = {"host": "host", "port": "port", "name": "name", "data_dir": "data_dir",
 _TABLES = {
     "monitor": {"host": "monitor_host", "port": "monitor_port", "token": "monitor_token",
                 "users": "monitor_users"},
-    "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control"},
+    "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control",
+             "lineage": "nats_lineage"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",

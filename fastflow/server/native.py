@@ -88,6 +88,11 @@ FLUSH_AT = 256 << 10                    # bytes of output written before the tic
 _scratch = OutBuf(0)                    # builds frames written outside a connection's OutBuf
 
 
+# the first bytes of a NATS client's ops (a NATS client at the native port)
+_NATS_WORDS = frozenset((b"CONN", b"INFO", b"PING", b"PONG", b"SUB ", b"PUB ", b"HPUB",
+                         b"UNSU"))
+
+
 def frame_bytes(op, flags=0, fid=0, subject="", reply="", body=b""):
     """One frame as bytes (for writes that bypass an OutBuf)."""
     _scratch.frame(op, flags, fid, subject, reply, body)
@@ -476,6 +481,8 @@ class NativeConnection(asyncio.Protocol):
             return                      # not accepted: nothing was acknowledged
         self.last_in = self.loop.time()
         self.pings_out = 0
+        if self.parser.bytes_in == 0 and self.door == "native" and self._nats_text(data):
+            return
         try:
             items = self.parser.feed(data)
         except self.parser_error as exc:
@@ -527,6 +534,30 @@ class NativeConnection(asyncio.Protocol):
         cap = self.cfg.max_pending_total
         if n and cap and srv.pending_total > cap:
             srv.enforce_pending_total()
+
+    def _nats_text(self, data):
+        """True (and the connection closes with one NATS -ERR line) if the
+        first bytes are a NATS client's (CONNECT, PING, SUB, ...): as a
+        frame size they would be hundreds of MB, so no native frame begins
+        so."""
+        if data[:4].upper() not in _NATS_WORDS:
+            return False
+        cfg = self.cfg
+        if int.from_bytes(data[:4], "little") <= cfg.max_payload + cfg.max_control + 16:
+            return False
+        self.server.n_protocol_errors += 1
+        port = self.server.nats_port
+        text = "this port speaks the fastflow native protocol, not NATS; {}".format(
+            "NATS clients use port {}".format(port) if port
+            else "this server has no NATS door (nats_port)")
+        log.info("client %d (%s): a NATS client at the native port", self.id, self.peer)
+        try:
+            self.transport.write("-ERR '{}'\r\n".format(text).encode())
+        except (OSError, RuntimeError):
+            pass
+        self.close(flush=False)
+        self.close_reason = text
+        return True
 
     @staticmethod
     def _protocol_error(exc):
@@ -778,14 +809,16 @@ class NativeConnection(asyncio.Protocol):
 
     def no_responders(self, reply):
         """A request (PUB with ``reply``) reached no subscriber: tell the
-        subscribers of its reply subject at once."""
+        requester at once, through its own subscriptions of the reply
+        subject (a notice for nobody else, in this door's frames)."""
         try:
             targets = self.flow.matcher.match(reply)
         except (SubjectError, ValueError):
             return
+        outbuf = self.outbuf
         for t in targets:
-            if type(t) is WireTarget:
-                t.outbuf.frame(OP_MSG, FL_NO_RESPONDERS, t.sid, reply)
+            if type(t) is WireTarget and t.outbuf is outbuf and t.nsid is None:
+                outbuf.frame(OP_MSG, FL_NO_RESPONDERS, t.sid, reply)
 
     # -- subscriptions -----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import logging
 import re
 
 import fastflow
+from fastflow._attrs import HOPS, TRACE
 from fastflow._impl import (
     Event,
     NatsError,
@@ -46,7 +47,10 @@ _PONG = b"PONG\r\n"
 _PING = b"PING\r\n"
 _OK = b"+OK\r\n"
 _MINIMAL = frozenset(("specversion", "id", "source", "type"))
-_HEADER_LINE = re.compile(r"[!-9;-~]+:[^\r\n]*\Z")     # a header name, ':', a value
+_HEADER_LINE = re.compile(r"[!-9;-~]+:[^\r\n\0]*\Z")   # a header name, ':', a value
+_ATTR_NAME = re.compile(r"[a-z0-9]+\Z")                 # what may follow "ce-"
+_LINEAGE = (HOPS, TRACE)
+_INVALID_PUB = "Invalid Publish Subject"
 
 # -ERR texts of nats-server for what the shared connection code closes with
 _CLOSE_TEXTS = {
@@ -73,7 +77,7 @@ def _msg_id(kept):
     return None
 
 
-def header_block(event, generated_id=True):
+def header_block(event, generated_id=True, lineage=True):
     """The NATS header block of ``event`` (CloudEvents NATS binding, binary
     mode): ``ce-<attribute>`` headers, ``Content-Type`` for
     ``datacontenttype``, then the ``natsheaders`` lines as they came.  An
@@ -83,9 +87,15 @@ def header_block(event, generated_id=True):
     The router calls it while it delivers, so it does not raise: a value no
     header can carry (a lone surrogate) is left out, and so is a
     ``natsheaders`` line that is not ``Name: value`` (an event from
-    another door may carry anything there)."""
+    another door may carry anything there), and so is an attribute whose
+    name is not lowercase a-z and 0-9 (the doors refuse such names; a
+    header line is never written from one).  ``lineage`` False leaves out
+    the engine's ``ffhops`` and ``fftrace`` (``[nats] lineage = "strip"``)."""
     attrs = event.attributes()
     kept = attrs.pop(NATS_HEADERS, None)
+    if not lineage:
+        for k in _LINEAGE:
+            attrs.pop(k, None)
     lines = ["NATS/1.0"]
     if kept and not generated_id:
         # an id taken from Nats-Msg-Id goes back as that header alone
@@ -96,6 +106,8 @@ def header_block(event, generated_id=True):
             if k == "datacontenttype" and type(v) is str and not _BAD_CONTENT_TYPE.search(v):
                 lines.append("Content-Type: " + v)
                 continue
+            if type(k) is not str or not _ATTR_NAME.match(k):
+                continue
             try:
                 lines.append("ce-" + k + ": " + _header_value(k, v))
             except EventError:
@@ -105,9 +117,12 @@ def header_block(event, generated_id=True):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
 
 
-def event_from_nats(subject, headers, payload, source):
+def event_from_nats(subject, headers, payload, source, lineage=True):
     """The Event of an HPUB: ``headers`` (the raw block, ``NATS/1.0`` and
-    its lines), ``payload`` bytes; ``source`` is the default source."""
+    its lines), ``payload`` bytes; ``source`` is the default source.
+    ``lineage`` False ignores ``ce-ffhops`` and ``ce-fftrace`` headers (a
+    door facing another organisation: its publishers do not steer the
+    loop breaker)."""
     try:
         text = headers.decode("utf-8")
     except UnicodeDecodeError:
@@ -148,6 +163,9 @@ def event_from_nats(subject, headers, payload, source):
             raise EventError("ce-datacontenttype {!r} contradicts Content-Type {!r}".format(
                 attrs["datacontenttype"], ct))
         attrs["datacontenttype"] = ct
+    if not lineage:
+        for k in _LINEAGE:
+            attrs.pop(k, None)
     hops = attrs.get("ffhops")
     if hops is not None:
         try:
@@ -297,7 +315,10 @@ class NatsConnection(NativeConnection):
             i += 1
             op = it[0]
             if op == "error":
-                self.err(0, it[1])
+                if it[1] == _INVALID_PUB:
+                    self._invalid_pub()
+                else:
+                    self.err(0, it[1])
                 continue
             if op == "noresp":
                 self.no_responders(it[1])
@@ -385,22 +406,37 @@ class NatsConnection(NativeConnection):
         if self.verbose:
             # +OK before the message is routed (and echoed), as nats-server
             # does; the refusals come instead of it
-            if not self._may_publish(subject, use=False):     # (route spends a permit)
+            if not self._may_publish(subject, reply, use=False):     # (route spends a permit)
                 return
             self.ok()
         for e in self.parser.route(subject, reply, payload):
             if e[0] == "error":
-                self.err(0, e[1])
+                if e[1] == _INVALID_PUB:
+                    self._invalid_pub()
+                else:
+                    self.err(0, e[1])
             else:
                 self.no_responders(e[1])
 
-    def _may_publish(self, subject, use=True):
-        """-ERR and False if ``subject`` may not be published (``use``:
-        spend a response permit it needs)."""
+    def _invalid_pub(self):
+        """A PUB/HPUB on an invalid subject or with an invalid reply subject:
+        as nats-server, -ERR in pedantic mode, else dropped silently (nats-py
+        and nats.go close the connection on an -ERR they do not know);
+        counted either way."""
+        self.server.n_invalid_pubs += 1
+        if self.pedantic:
+            self.err(0, _INVALID_PUB)
+
+    def _may_publish(self, subject, reply=None, use=True):
+        """-ERR (or a silent drop) and False if ``subject`` may not be
+        published (or ``reply`` is not a literal subject; ``use``: spend a
+        response permit it needs)."""
         try:
             validate_subject(subject)
+            if reply is not None:
+                validate_subject(reply)
         except SubjectError:
-            self.err(0, "Invalid Publish Subject")
+            self._invalid_pub()
             return False
         if not self.may_publish(subject, use):
             self.server.n_denied += 1
@@ -416,11 +452,12 @@ class NatsConnection(NativeConnection):
             self.close(400, "Parser Error")
             return
         self.in_msgs_py += 1
-        if not self._may_publish(subject):
+        if not self._may_publish(subject, reply):
             return
         flow = self.flow
         try:
-            record = event_from_nats(subject, headers, payload, flow.source).encode()
+            record = event_from_nats(subject, headers, payload, flow.source,
+                                     self.cfg.nats_lineage == "keep").encode()
         except EventError as exc:
             self.err(0, "Invalid CloudEvents Headers: {}".format(exc))
             return
