@@ -34,7 +34,8 @@ log = logging.getLogger("fastflow.server")
 
 _MAX_REQUEST = 16384
 _TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 _SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
           "subscriptions", "uptime", "idle")
