@@ -24,7 +24,7 @@ from fastflow.server.auth import (
 from fastflow.server.config import ConfigError, ServerConfig
 from fastflow.server.native import OP_CONNECT, frame_bytes
 
-from conftest import _free_port, nats_door_available
+from conftest import nats_door_available
 
 
 async def wait_until(cond, timeout=5.0):
@@ -340,7 +340,7 @@ def test_failed_logins_back_off_per_address(aloop, ffnats):
     aloop(main)
 
 
-# -- the file-descriptor limit ---------------------------------------------------------------------
+# -- the file-descriptor limit -----------------------------------------------------------------
 
 _LIMITED = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96)); "
             "os.execv(sys.executable, [sys.executable, '-m', 'fastflow', 'serve'] + sys.argv[1:])")
@@ -384,7 +384,7 @@ def test_max_connections_fits_the_fd_limit(aloop, ffproc, free_port):
     aloop(main)
 
 
-# -- monitoring credentials ------------------------------------------------------------------------
+# -- monitoring credentials --------------------------------------------------------------------
 
 async def _http_get(port, path, headers=()):
     r, w = await asyncio.open_connection("127.0.0.1", port)

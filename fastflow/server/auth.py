@@ -768,5 +768,5 @@ _dummy = []
 
 def _DUMMY_HASH():
     if not _dummy:
-        _dummy.append(hash_password(os.urandom(16)))
+        _dummy.append(hash_password(os.urandom(16).hex()))
     return _dummy[0]

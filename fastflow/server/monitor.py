@@ -38,7 +38,8 @@ log = logging.getLogger("fastflow.server")
 
 _MAX_REQUEST = 16384
 _TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/metrics")
 _CPU_WINDOW = 0.5                       # seconds: the least time /varz's cpu is measured over
