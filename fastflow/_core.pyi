@@ -189,6 +189,8 @@ class StreamTarget:
     listeners: list[Any]
     appended: int
     rejected: int
+    duplicates: int
+    dedup: bool
     def __init__(self, name: str, log: Log) -> None: ...
 
 class Router:
@@ -198,6 +200,7 @@ class Router:
     hop_limit: int
     error_handler: Any
     advisory_handler: Any
+    last_duplicate: bool
     def __init__(self, name: str = "fastflow", source: str = "/fastflow", hop_limit: int = 32,
                  cache_size: int = 65536) -> None: ...
     def add(self, pattern: Subject, target: Union[SubTarget, StreamTarget],

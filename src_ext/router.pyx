@@ -773,8 +773,11 @@ cdef class Router:
         """Publish ``datas`` (a sequence of bytes) on one subject or on a
         sequence of subjects as long; returns the number published.  The
         attributes apply to every event (each gets its own id).  An invalid
-        subject raises naming its index; the events before it are published."""
-        cdef Py_ssize_t n, i
+        subject raises naming its index; the events before it are published.
+        A stream's refusal (``LogFullError``, ``EventTooLarge``) is raised
+        after the whole batch was published, naming the first index."""
+        cdef Py_ssize_t n, i, refused_at = 0
+        cdef object refused = None      # a stream's first refusal
         cdef bint one = isinstance(subjects, (str, bytes))
         cdef object subject = subjects, data
         cdef Event proto = None, ev
@@ -817,6 +820,14 @@ cdef class Router:
                     self._route_cached(subject, data, ev, now)
             except SubjectError as exc:
                 raise SubjectError('{} (batch index {})'.format(exc, i)) from None
+            except (LogFullError, EventTooLarge) as exc:
+                if refused is None:     # delivered, not stored: the batch goes on
+                    refused = exc
+                    refused_at = i
+        if refused is not None:
+            refused.args = ('{} (batch index {}; the whole batch was published)'.format(
+                refused, refused_at),)
+            raise refused
         return n
 
     def stats(self):

@@ -68,6 +68,13 @@ def test_a_stream_that_refuses_an_event_does_not_stop_its_delivery(core):
     assert (full.log.last_seq, small.log.last_seq, keep.log.last_seq) == (1, 2, 3)
     assert r.stats()["rejected_by_stream"] == 3
 
+    # a batch: every event is published, the first refusal raised at the end
+    with pytest.raises(LogFullError, match=r"stream 'FULL' .* \(batch index 0; the whole batch "
+                                           r"was published\)"):
+        r.publish_batch("a.b", [b"4", b"5", b"6"])
+    assert [e.data for e in got[3:]] == [b"4", b"5", b"6"]
+    assert keep.log.last_seq == 6
+
     r2 = Router("t2")
     r2.add("b", StreamTarget("SMALL", Log(max_event_size=200)))
     got2 = []
@@ -94,10 +101,14 @@ def test_a_full_stream_on_every_subject_blocks_no_one_over_the_wire(aloop, ffser
                 assert ei.value.code == 507
                 assert "stream 'ALL' did not store the event" in ei.value.message
                 assert [(await sub.next(2)).data for _ in range(3)] == [b"1", b"2", b"3"]
+                with pytest.raises(fc.ServerError, match=r"PUB_BATCH item 0: stream 'ALL' did not "
+                                                         r"store .* \(all 2 items were published"):
+                    await pub.publish_batch_ack(["x.4", "x.5"], [b"4", b"5"], type="t")
+                assert [(await sub.next(2)).data for _ in range(2)] == [b"4", b"5"]
                 await wait_until(lambda: len(errors) == 1, what="the ERR of the plain PUB")
                 assert errors[0].code == 507 and "'ALL'" in errors[0].message
                 info = await admin.stream_info("ALL")
-                assert (info["events"], info["rejected"]) == (1, 2)
+                assert (info["events"], info["rejected"]) == (1, 4)
 
     aloop(main)
 

@@ -879,11 +879,15 @@ its seq in the first stream that stored it (0 if none did)."""
         """Publish ``datas`` (a sequence of bytes) on one subject or on a
         sequence of subjects as long; returns the number published.  The
         attributes apply to every event (each gets its own id).  An invalid
-        subject raises naming its index; the events before it are published."""
+        subject raises naming its index; the events before it are published.
+        A stream's refusal (``LogFullError``, ``EventTooLarge``) is raised
+        after the whole batch was published, naming the first index."""
         one = isinstance(subjects, (str, bytes))
         subject = subjects
         proto = None
         now = _now_ns()
+        refused = None                  # a stream's first refusal, and its index
+        refused_at = 0
         # tuples: a callback cannot change them under the loop
         if type(datas) is not tuple:
             datas = tuple(datas)
@@ -921,6 +925,14 @@ its seq in the first stream that stored it (0 if none did)."""
                     self.__route_cached(subject, data, ev, now)
             except SubjectError as exc:
                 raise SubjectError("{} (batch index {})".format(exc, i)) from None
+            except (LogFullError, EventTooLarge) as exc:
+                if refused is None:     # delivered, not stored: the batch goes on
+                    refused = exc
+                    refused_at = i
+        if refused is not None:
+            refused.args = ("{} (batch index {}; the whole batch was published)".format(
+                refused, refused_at),)
+            raise refused
         return n
 
     def stats(self):

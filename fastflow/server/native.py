@@ -26,7 +26,7 @@ from fastflow._impl import (
     error_code,
     validate_pattern,
 )
-from fastflow.errors import FastflowError, SubjectError
+from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
 from fastflow.flow import Retention
 from fastflow.server.auth import AuthError
 from fastflow.server.config import parse_duration, parse_size
@@ -763,6 +763,7 @@ class NativeConnection(asyncio.Protocol):
         mv = memoryview(body)
         n = len(body)
         off = count = last = 0
+        refused = None                  # a stream's first refusal: the batch goes on
         try:
             while off < n:
                 if n - off < 6:
@@ -789,7 +790,12 @@ class NativeConnection(asyncio.Protocol):
                     if not ok:
                         raise RequestError(403, "permission denied: publish to '{}'".format(
                             subject))
-                seq = publish(subject, mv[off:off + rn], None, origin)
+                try:
+                    seq = publish(subject, mv[off:off + rn], None, origin)
+                except (LogFullError, EventTooLarge) as exc:   # delivered, not stored
+                    if refused is None:
+                        refused = (count, exc)
+                    seq = 0
                 off += rn
                 count += 1
                 if seq:
@@ -802,6 +808,9 @@ class NativeConnection(asyncio.Protocol):
         finally:
             self.in_msgs_py += count
             mv.release()
+        if refused is not None:
+            raise RequestError(error_code(refused[1]), "PUB_BATCH item {}: {} (all {} items were "
+                               "published)".format(refused[0], refused[1], count))
         if flags & FL_ACK:
             self.outbuf.frame(OP_PUBACK, 0, rid, body=_BATCH_ACK.pack(last, count))
         elif self.verbose:
