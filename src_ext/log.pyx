@@ -1136,8 +1136,8 @@ cdef class Log:
         cdef bint one = isinstance(subjects, (str, bytes))
         cdef int64_t now, first, ptime
         cdef const char *p
-        cdef Py_ssize_t slen
-        cdef uint32_t h
+        cdef Py_ssize_t slen = 0
+        cdef uint32_t h = 0
         cdef list subj_l = None
         cdef Py_ssize_t total
         if not one:

@@ -545,3 +545,43 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_server_reports_losses_found_at_start(core, ffproc, monkeypatch, tmp_path):
+    """A flipped byte in a stream's segment: the restarted server serves the
+    rest, logs the lost seq range at ERROR and lists it in /streamz."""
+    from fastflow import client as fc
+
+    if core == "ref":
+        monkeypatch.setenv("FASTFLOW_NO_EXTENSIONS", "1")
+    data = tmp_path / "data"
+    conf = tmp_path / "server.toml"
+    conf.write_text(CONFIG.format(data=data))
+    sp = ffproc("--config", conf, monitor=True)
+
+    async def publish():
+        async with await fc.connect(sp.url) as c:
+            for i in range(1, 41):
+                assert await c.publish_ack("st.x", b"%04d" % i * 10) == (i, "st")
+
+    sp.start()
+    asyncio.run(publish())
+    assert sp.stop() == 0, sp.log
+    segdir = data / "streams" / "st"
+    (seg,) = [p for p in os.listdir(segdir) if p.endswith(".seg")]
+    path = str(segdir / seg)
+    seq, off, n = _records(path)[16]
+    with open(path, "r+b") as f:
+        f.seek(off + n - 2)
+        b = f.read(1)
+        f.seek(off + n - 2)
+        f.write(bytes([b[0] ^ 1]))
+    sp.start()
+    with urllib.request.urlopen("http://127.0.0.1:{}/streamz".format(sp.monitor_port),
+                                timeout=10) as r:
+        st = json.loads(r.read())["streams"]["st"]
+    assert st["events"] == 39 and st["last_seq"] == 40, st
+    assert [(x["first_seq"], x["last_seq"], x["file"], x["offset"]) for x in st["losses"]] == [
+        (seq, seq, path, off)], st
+    assert sp.stop() == 0, sp.log
+    assert "stream st: events {0}..{0} lost".format(seq) in sp.log, sp.log
