@@ -387,7 +387,8 @@ def test_torn_tail_is_not_a_loss(core, tmp_path, caplog):
     assert _errors(caplog) == []
 
 
-@pytest.mark.parametrize("damage", ["truncated", "deleted", "deleted_oldest"])
+@pytest.mark.parametrize("damage", ["truncated", "deleted", "deleted_oldest", "truncated_newest",
+                                    "deleted_newest"])
 def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
     """Before: a truncated or deleted sealed segment lost its records with no
     log line."""
@@ -396,10 +397,11 @@ def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
     _fill(Log, d, 200)
     segs = _segments(d)
     assert len(segs) >= 4, segs
-    victim = segs[0] if damage == "deleted_oldest" else segs[1]
+    victim = {"deleted_oldest": segs[0], "truncated_newest": segs[-1],
+              "deleted_newest": segs[-1]}.get(damage, segs[1])
     vpath = os.path.join(d, victim)
     recs = _records(vpath)
-    if damage == "truncated":
+    if damage.startswith("truncated"):
         lost = [r[0] for r in recs[len(recs) // 2:]]
         with open(vpath, "r+b") as f:
             f.truncate(recs[len(recs) // 2][1])     # at a record boundary: no bad bytes
@@ -409,6 +411,7 @@ def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     with Log(path=d, segment_size=4096) as log:
         assert _served(log) == [s for s in range(1, 201) if s not in lost]
+        assert log.last_seq == 200                  # a seq is never reused
         assert [(x["first_seq"], x["last_seq"]) for x in log.losses] == [(lost[0], lost[-1])]
         assert log.stats()["lost_records"] == len(lost)
     errs = _errors(caplog)
