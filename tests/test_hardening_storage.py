@@ -166,7 +166,8 @@ print(json.dumps(res))
 """
 
 
-@pytest.mark.parametrize("segment_size", [64 << 20, 256 << 10], ids=["one_segment", "rolls"])
+@pytest.mark.parametrize("segment_size", [64 << 20, 256 << 10, 64 << 10],
+                         ids=["one_segment", "rolls", "small_segments"])
 def test_full_disk_refuses_the_append_and_keeps_the_log(core, small_disk, segment_size):
     """A full disk under the live segment (64 MiB sparse on a 4 MiB disk),
     or one that fills at segment rolls and while .idx / meta.json are
@@ -190,6 +191,59 @@ def test_full_disk_refuses_the_append_and_keeps_the_log(core, small_disk, segmen
     assert res["reopened_append"] == "StorageFullError", out
     assert res["freed"] == [n + 1, n + 2], out
     assert res["final"] == [n + 2, n + 2, True, True], out
+
+
+ROLL = r"""
+import logging
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format='LOG %(message)s')
+d, filler = sys.argv[2], sys.argv[3]
+res = {}
+log = Log(path=d, segment_size=64 << 10, fsync='always')
+payload = lambda i: (b'%08d' % i) * 500
+for i in range(1, 17):                            # 16 records fill the 64 KiB segment
+    assert log.append('roll.x', payload(i)) == i
+# the disk is made full: the next append must roll to a new segment, whose
+# .idx and meta.json writes and allocation all meet ENOSPC
+fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+for size in (1 << 16, 4096, 1):
+    try:
+        while True:
+            os.write(fd, b'\1' * size)
+    except OSError:
+        pass
+os.close(fd)
+try:
+    log.append('roll.x', payload(17))
+    res['roll'] = 'stored'
+except LogFullError as exc:
+    res['roll'] = [type(exc).__name__, str(exc)]
+res['segments'] = sorted(p for p in os.listdir(d) if p.endswith('.seg'))
+res['after'] = [len(log), log.last_seq,
+                all(bytes(log.get(i).data) == payload(i) for i in range(1, 17))]
+os.unlink(filler)
+res['freed'] = log.append('roll.x', payload(17))
+log.close()
+log = Log(path=d, segment_size=64 << 10)
+res['reopened'] = [len(log), log.last_seq,
+                   all(bytes(log.get(i).data) == payload(i) for i in range(1, 18))]
+log.close()
+print(json.dumps(res))
+"""
+
+
+def test_full_disk_at_a_segment_roll(core, small_disk):
+    """The disk full exactly when the live segment is: sealing it (its .idx,
+    meta.json) and allocating the next one meet ENOSPC.  The append is
+    refused, the sealed records stay, and once space is free the append
+    goes into the new segment.  (Before: SIGBUS.)"""
+    d = os.path.join(small_disk, "log")
+    res, out = run_child(core, ROLL, d, os.path.join(small_disk, "filler"))
+    kind, msg = res["roll"]
+    assert kind == "StorageFullError", out
+    assert "00000000000000000017.seg" in msg, out
+    assert res["after"] == [16, 16, True], out
+    assert res["freed"] == 17 and res["reopened"] == [17, 17, True], out
+    assert "no space left to write" in out, out     # the .idx / meta.json left out, logged
 
 
 def test_storage_full_error_is_a_log_full_error():
