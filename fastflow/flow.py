@@ -7,6 +7,7 @@ threading model: docs/engine.md.
 """
 
 import asyncio
+import errno
 import inspect
 import json
 import logging
@@ -19,7 +20,7 @@ import threading
 from fastflow import _attrs
 from fastflow._impl import Event, Log, Router, StreamTarget, SubTarget, events_from_batch
 from fastflow._settings import Settings
-from fastflow.errors import FastflowError, SlowConsumerError
+from fastflow.errors import FastflowError, SlowConsumerError, StorageFullError
 
 __all__ = ("Flow", "Retention", "Stream", "Subscription")
 
@@ -625,10 +626,16 @@ class Flow(Router):
                 state["streams"][n]["owners"] = owners
         path = self._state_path()
         tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "w") as f:
+                json.dump(state, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:          # a full disk: the old state stays, the caller hears
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise StorageFullError("storage full: cannot write {}: {}".format(
+                path, exc.strerror), path, 0) if exc.errno == errno.ENOSPC else exc
         os.replace(tmp, path)
 
     def _load_state(self):

@@ -1136,8 +1136,8 @@ cdef class Log:
         cdef bint one = isinstance(subjects, (str, bytes))
         cdef int64_t now, first, ptime
         cdef const char *p
-        cdef Py_ssize_t slen
-        cdef uint32_t h
+        cdef Py_ssize_t slen = 0
+        cdef uint32_t h = 0
         cdef list subj_l = None
         cdef Py_ssize_t total
         if not one:
@@ -1378,8 +1378,14 @@ cdef class Log:
     def purge(self, subject=None, up_to=None):
         """Remove all records, or those matching the pattern ``subject``,
         and/or those with ``seq <= up_to``; returns how many."""
+        self._enter()
+        try:
+            return self._purge_call(subject, up_to)
+        finally:
+            self.busy -= 1
+
+    cdef _purge_call(self, object subject, object up_to):
         cdef int64_t limit
-        self._check_open()
         if up_to is not None and (not isinstance(up_to, int) or isinstance(up_to, bool)):
             raise TypeError('up_to must be an int seq, not {}'.format(type(up_to).__name__))
         if up_to is not None and up_to < 0:
@@ -1744,7 +1750,13 @@ cdef class Log:
     # -- cursors ---------------------------------------------------------------------
 
     def set_cursor(self, name, int64_t seq):
-        self._check_open()
+        self._enter()
+        try:
+            self._set_cursor(name, seq)
+        finally:
+            self.busy -= 1
+
+    cdef _set_cursor(self, object name, int64_t seq):
         if not isinstance(name, str) or not name:
             raise ValueError('cursor name must be a non-empty str, got {!r}'.format(name))
         if seq < 0 or seq > self._last_seq:
@@ -1763,12 +1775,15 @@ cdef class Log:
         return dict(self._cursors)
 
     def delete_cursor(self, name):
-        self._check_open()
-        if name not in self._cursors:
-            raise KeyError('no cursor named {!r}'.format(name))
-        del self._cursors[name]
-        if self.store is not None:
-            self.store.save_cursors(self._cursors)
+        self._enter()
+        try:
+            if name not in self._cursors:
+                raise KeyError('no cursor named {!r}'.format(name))
+            del self._cursors[name]
+            if self.store is not None:
+                self.store.save_cursors(self._cursors)
+        finally:
+            self.busy -= 1
 
     def lag(self, name):
         self._check_open()
@@ -1781,9 +1796,12 @@ cdef class Log:
         return self.closed_
 
     def flush(self):
-        self._check_open()
-        if self.store is not None:
-            self.store.flush()
+        self._enter()
+        try:
+            if self.store is not None:
+                self.store.flush()
+        finally:
+            self.busy -= 1
 
     def close(self):
         if self.closed_:

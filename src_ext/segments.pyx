@@ -316,11 +316,17 @@ cdef class SegmentStore:
                                   'the segment ends at seq {}, the next one starts at {}: a '
                                   'truncated segment or a deleted one'.format(
                                       upto, bases[i + 1]), False))
-            elif sc[6] is not None and meta_last > upto:
-                # the newest segment's tail is torn and meta.json had recorded more
-                found.append((upto + 1, meta_last, fname, sc[6][0],
-                              'torn tail ({}); meta.json recorded last_seq {}'.format(
-                                  sc[6][1], meta_last), False))
+            elif meta_last > upto and not sc[7]:
+                # meta.json had recorded more than the newest segment holds
+                found.append((upto + 1, meta_last, fname, sc[1] if sc[6] is None else sc[6][0],
+                              ('torn tail ({}); meta.json recorded last_seq {}'.format(
+                                  sc[6][1], meta_last) if sc[6] is not None else
+                               'the newest segment ends at seq {}, meta.json recorded last_seq '
+                               '{}: a truncated or deleted segment'.format(upto, meta_last)),
+                              False))
+        if not bases and meta_first and meta_first <= meta_last:
+            found.append((meta_first, meta_last, self.path, 0, 'no segment file (meta.json '
+                          'recorded seqs {}..{})'.format(meta_first, meta_last), False))
         for first, last, fname, off, reason, corrupt in found:
             if last == 0:                   # a corrupt stretch at the end of the newest segment
                 last = meta_last

@@ -166,7 +166,8 @@ print(json.dumps(res))
 """
 
 
-@pytest.mark.parametrize("segment_size", [64 << 20, 256 << 10], ids=["one_segment", "rolls"])
+@pytest.mark.parametrize("segment_size", [64 << 20, 256 << 10, 64 << 10],
+                         ids=["one_segment", "rolls", "small_segments"])
 def test_full_disk_refuses_the_append_and_keeps_the_log(core, small_disk, segment_size):
     """A full disk under the live segment (64 MiB sparse on a 4 MiB disk),
     or one that fills at segment rolls and while .idx / meta.json are
@@ -190,6 +191,59 @@ def test_full_disk_refuses_the_append_and_keeps_the_log(core, small_disk, segmen
     assert res["reopened_append"] == "StorageFullError", out
     assert res["freed"] == [n + 1, n + 2], out
     assert res["final"] == [n + 2, n + 2, True, True], out
+
+
+ROLL = r"""
+import logging
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format='LOG %(message)s')
+d, filler = sys.argv[2], sys.argv[3]
+res = {}
+log = Log(path=d, segment_size=64 << 10, fsync='always')
+payload = lambda i: (b'%08d' % i) * 500
+for i in range(1, 17):                            # 16 records fill the 64 KiB segment
+    assert log.append('roll.x', payload(i)) == i
+# the disk is made full: the next append must roll to a new segment, whose
+# .idx and meta.json writes and allocation all meet ENOSPC
+fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+for size in (1 << 16, 4096, 1):
+    try:
+        while True:
+            os.write(fd, b'\1' * size)
+    except OSError:
+        pass
+os.close(fd)
+try:
+    log.append('roll.x', payload(17))
+    res['roll'] = 'stored'
+except LogFullError as exc:
+    res['roll'] = [type(exc).__name__, str(exc)]
+res['segments'] = sorted(p for p in os.listdir(d) if p.endswith('.seg'))
+res['after'] = [len(log), log.last_seq,
+                all(bytes(log.get(i).data) == payload(i) for i in range(1, 17))]
+os.unlink(filler)
+res['freed'] = log.append('roll.x', payload(17))
+log.close()
+log = Log(path=d, segment_size=64 << 10)
+res['reopened'] = [len(log), log.last_seq,
+                   all(bytes(log.get(i).data) == payload(i) for i in range(1, 18))]
+log.close()
+print(json.dumps(res))
+"""
+
+
+def test_full_disk_at_a_segment_roll(core, small_disk):
+    """The disk full exactly when the live segment is: sealing it (its .idx,
+    meta.json) and allocating the next one meet ENOSPC.  The append is
+    refused, the sealed records stay, and once space is free the append
+    goes into the new segment.  (Before: SIGBUS.)"""
+    d = os.path.join(small_disk, "log")
+    res, out = run_child(core, ROLL, d, os.path.join(small_disk, "filler"))
+    kind, msg = res["roll"]
+    assert kind == "StorageFullError", out
+    assert "00000000000000000017.seg" in msg, out
+    assert res["after"] == [16, 16, True], out
+    assert res["freed"] == 17 and res["reopened"] == [17, 17, True], out
+    assert "no space left to write" in out, out     # the .idx / meta.json left out, logged
 
 
 def test_storage_full_error_is_a_log_full_error():
@@ -387,7 +441,8 @@ def test_torn_tail_is_not_a_loss(core, tmp_path, caplog):
     assert _errors(caplog) == []
 
 
-@pytest.mark.parametrize("damage", ["truncated", "deleted", "deleted_oldest"])
+@pytest.mark.parametrize("damage", ["truncated", "deleted", "deleted_oldest", "truncated_newest",
+                                    "deleted_newest"])
 def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
     """Before: a truncated or deleted sealed segment lost its records with no
     log line."""
@@ -396,10 +451,11 @@ def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
     _fill(Log, d, 200)
     segs = _segments(d)
     assert len(segs) >= 4, segs
-    victim = segs[0] if damage == "deleted_oldest" else segs[1]
+    victim = {"deleted_oldest": segs[0], "truncated_newest": segs[-1],
+              "deleted_newest": segs[-1]}.get(damage, segs[1])
     vpath = os.path.join(d, victim)
     recs = _records(vpath)
-    if damage == "truncated":
+    if damage.startswith("truncated"):
         lost = [r[0] for r in recs[len(recs) // 2:]]
         with open(vpath, "r+b") as f:
             f.truncate(recs[len(recs) // 2][1])     # at a record boundary: no bad bytes
@@ -409,6 +465,7 @@ def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     with Log(path=d, segment_size=4096) as log:
         assert _served(log) == [s for s in range(1, 201) if s not in lost]
+        assert log.last_seq == 200                  # a seq is never reused
         assert [(x["first_seq"], x["last_seq"]) for x in log.losses] == [(lost[0], lost[-1])]
         assert log.stats()["lost_records"] == len(lost)
     errs = _errors(caplog)
@@ -545,3 +602,43 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_server_reports_losses_found_at_start(core, ffproc, monkeypatch, tmp_path):
+    """A flipped byte in a stream's segment: the restarted server serves the
+    rest, logs the lost seq range at ERROR and lists it in /streamz."""
+    from fastflow import client as fc
+
+    if core == "ref":
+        monkeypatch.setenv("FASTFLOW_NO_EXTENSIONS", "1")
+    data = tmp_path / "data"
+    conf = tmp_path / "server.toml"
+    conf.write_text(CONFIG.format(data=data))
+    sp = ffproc("--config", conf, monitor=True)
+
+    async def publish():
+        async with await fc.connect(sp.url) as c:
+            for i in range(1, 41):
+                assert await c.publish_ack("st.x", b"%04d" % i * 10) == (i, "st")
+
+    sp.start()
+    asyncio.run(publish())
+    assert sp.stop() == 0, sp.log
+    segdir = data / "streams" / "st"
+    (seg,) = [p for p in os.listdir(segdir) if p.endswith(".seg")]
+    path = str(segdir / seg)
+    seq, off, n = _records(path)[16]
+    with open(path, "r+b") as f:
+        f.seek(off + n - 2)
+        b = f.read(1)
+        f.seek(off + n - 2)
+        f.write(bytes([b[0] ^ 1]))
+    sp.start()
+    with urllib.request.urlopen("http://127.0.0.1:{}/streamz".format(sp.monitor_port),
+                                timeout=10) as r:
+        st = json.loads(r.read())["streams"]["st"]
+    assert st["events"] == 39 and st["last_seq"] == 40, st
+    assert [(x["first_seq"], x["last_seq"], x["file"], x["offset"]) for x in st["losses"]] == [
+        (seq, seq, path, off)], st
+    assert sp.stop() == 0, sp.log
+    assert "stream st: events {0}..{0} lost".format(seq) in sp.log, sp.log

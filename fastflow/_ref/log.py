@@ -1595,6 +1595,10 @@ class Log:
                 limit = 0 if newest else next_base
                 while o + RECORD_HEADER <= n and not self._record_at(buf, o, expect, limit):
                     o += 1
+                    if not buf[o : o + 4].strip(b"\0"):
+                        # zeros (a sparse tail): the next record's nonzero
+                        # length has a nonzero byte among its 4
+                        o = max(o, n - len(buf[o:].lstrip(b"\0")) - 3)
                 if o + RECORD_HEADER > n:
                     if newest:
                         torn = (off, problem)
@@ -1663,10 +1667,17 @@ class Log:
                                   "the segment ends at seq {}, the next one starts at {}: a "
                                   "truncated segment or a deleted one".format(upto, bases[i + 1]),
                                   False))
-            elif torn is not None and meta_last > upto:
-                found.append((upto + 1, meta_last, path, torn[0],
+            elif meta_last > upto and not tail_lost:
+                # meta.json had recorded more than the newest segment holds
+                found.append((upto + 1, meta_last, path, end if torn is None else torn[0],
                               "torn tail ({}); meta.json recorded last_seq {}".format(
-                                  torn[1], meta_last), False))
+                                  torn[1], meta_last) if torn is not None else
+                              "the newest segment ends at seq {}, meta.json recorded last_seq "
+                              "{}: a truncated or deleted segment".format(upto, meta_last),
+                              False))
+        if not bases and meta_first and meta_first <= meta_last:
+            found.append((meta_first, meta_last, self._path, 0, "no segment file (meta.json "
+                          "recorded seqs {}..{})".format(meta_first, meta_last), False))
         for first, last, path, off, reason, corrupt in found:
             if last == 0:
                 last = meta_last
