@@ -531,13 +531,15 @@ def test_no_responders_and_error_entries(core):
     assert p.pubs_in == 12
 
 
-def test_a_closed_flow_and_a_full_stream_are_error_entries(core):
+def test_a_closed_flow_is_an_error_entry_a_full_stream_is_not(core):
     router = core.Router(name="fl")
     log = core.Log(max_events=1, discard="new")
-    router.add("s.>", core.StreamTarget("S", log))
+    st = core.StreamTarget("S", log)
+    router.add("s.>", st)
     p = parser(core, router, core.OutBuf(0))
-    assert p.feed(b"PUB s.a 1\r\nx\r\nPUB s.a 1\r\ny\r\n") == [
-        ("error", "log full: max_events=1 reached (discard='new')")]
+    # a stream's refusal: counted there, no -ERR (as nats-server)
+    assert p.feed(b"PUB s.a 1\r\nx\r\nPUB s.a 1\r\ny\r\n") == []
+    assert st.rejected == 1 and len(log) == 1
     router.closed = True
     assert p.feed(b"PUB a 0\r\n\r\n") == [("error", "flow 'fl' is closed")]
     assert p.feed(b"PING\r\n") == [("ping",)]
