@@ -290,6 +290,19 @@ def test_big_payload_before_connect_is_refused_nats(aloop, ffnats):
     aloop(main)
 
 
+def test_preauth_answers_like_nats_server(aloop, natsd, ffnats):
+    from test_nats import observe
+
+    async def main():
+        async with natsd(token="s3cret") as ns, ffnats(token="s3cret") as srv:
+            for data in (b"PUB a 1000000\r\n", b"CONNECT {" + b"x" * 5000):
+                want = await observe(ns.port, data)
+                assert want[-1] == ("EOF",) and want[0][0] == "-ERR", want
+                assert await observe(srv.nats_port, data) == want
+
+    aloop(main)
+
+
 def test_preauth_input_is_bounded_across_connections(aloop, ffserver):
     async def main():
         budget = 64 * 1024
