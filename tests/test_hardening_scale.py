@@ -98,7 +98,7 @@ def test_small_bulk_removal_invalidates_per_pattern(native):
     m._check()
 
 
-def test_generation_wrap_clears_the_cache(native):
+def test_repeated_wildcard_changes_never_serve_stale_results(native):
     m = native(cache_size=64)
     m.add("a.>", 1)
     for _ in range(5):
@@ -107,7 +107,58 @@ def test_generation_wrap_clears_the_cache(native):
         assert sorted(m.match("a.b")) == [1, 2]
         m.remove(h)
         assert m.match("a.b") == [1]
+        h = m.add("*.b", 3)
+        assert sorted(m.match("a.b")) == [1, 3]
+        m.remove_many([h])
+        assert m.match("a.b") == [1]
         m._check()
+
+
+def test_random_churn_with_bulk_removal_against_reference(native):
+    """Random adds, removes, remove_many (small and bulk) and matches on a
+    small cache, compared with the reference after every step."""
+    import random
+
+    from fastflow._ref.matcher import Matcher as Ref
+
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rnd = random.Random(seed)
+    toks = ["a", "b", "c", "$s"]
+
+    def pattern():
+        n = rnd.randint(1, 4)
+        out = [rnd.choice(toks[:3] + ["*"]) for _ in range(n)]
+        if rnd.random() < 0.3:
+            out[-1] = ">"
+        return ".".join(out)
+
+    def subject():
+        return ".".join(rnd.choice(toks) for _ in range(rnd.randint(1, 4)))
+
+    nat, ref = native(cache_size=16), Ref()
+    live = []               # (native handle, ref handle)
+    for step in range(3000):
+        r = rnd.random()
+        if r < 0.35:
+            p, v = pattern(), step
+            live.append((nat.add(p, v), ref.add(p, v)))
+        elif r < 0.45 and live:
+            hn, hr = live.pop(rnd.randrange(len(live)))
+            nat.remove(hn)
+            ref.remove(hr)
+        elif r < 0.48 and live:
+            k = rnd.choice([1, 3, 300])
+            rnd.shuffle(live)
+            batch, live = live[:k], live[k:]
+            assert nat.remove_many([h for h, _ in batch] + [-5]) == len(batch)
+            assert ref.remove_many([h for _, h in batch] + [-5]) == len(batch)
+        else:
+            s = subject()
+            assert sorted(nat.match(s)) == sorted(ref.match(s)), (seed, step, s)
+        if step % 500 == 0:
+            nat._check()
+    nat._check()
 
 
 # -- the server: refusing SUBs past the per-connection limit costs O(1) ---------------
