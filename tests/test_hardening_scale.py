@@ -433,5 +433,7 @@ def test_pending_output_total_is_capped(aloop, ffserver):
                 pub.close()
                 for raw in subs:
                     raw.close()
+            await wait_until(lambda: not srv.conns)
+            assert srv.pending_total == 0 and srv.preauth_bytes == 0
 
     aloop(main)
