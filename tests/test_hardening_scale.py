@@ -437,3 +437,21 @@ def test_pending_output_total_is_capped(aloop, ffserver):
             assert srv.pending_total == 0 and srv.preauth_bytes == 0
 
     aloop(main)
+
+
+def test_a_full_bucket_drops_a_stale_entry_first(native):
+    m = native(cache_size=1)            # one bucket of 4 entries
+    m.add("a.*", 1)
+    for s in ["b.1", "b.2", "a.1", "a.2"]:
+        m.match(s)                      # bucket: a.2 a.1 b.2 b.1
+    m.add("b.*", 2)                     # b.1 and b.2 go stale
+    st = m.stats()
+    assert (st["cache_entries"], st["cache_stale"]) == (2, 2)
+    m.match("c.1")                      # takes a stale entry's place
+    m.match("c.2")
+    st = m.stats()
+    assert st["cache_evictions"] == 0 and st["cache_entries"] == 4
+    hits = st["cache_hits"]
+    assert m.match("a.1") == [1] and m.match("a.2") == [1]
+    assert m.stats()["cache_hits"] == hits + 2
+    m._check()
