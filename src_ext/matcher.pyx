@@ -807,8 +807,8 @@ cdef class Matcher:
         blk.nres = <uint32_t>self.result.n
         memcpy(_blk_res(blk), self.result.data, self.result.n * sizeof(int64_t))
         memcpy(_blk_subject(blk), p, n)
-        # new entries go to the front of their bucket; a full bucket loses
-        # its last entry (hits move entries forward, see _cache_find)
+        # new entries go to the front of their bucket; a full bucket loses a
+        # stale entry, else its last (hits move entries forward, _cache_find)
         blk.ggen = self.cgen
         blk.fslot = ps.toks[0].hash & (CACHE_FIRST_SLOTS - 1)
         blk.fgen = self.fgen[blk.fslot]
@@ -818,8 +818,13 @@ cdef class Matcher:
         while k < CACHE_WAYS - 1 and e[k].blk != NULL:
             k += 1
         if e[k].blk != NULL:
+            # a full bucket: a stale entry goes first, else the last one
+            k = 0
+            while k < CACHE_WAYS - 1 and self._blk_valid(e[k].blk):
+                k += 1
+            if self._blk_valid(e[k].blk):
+                self.n_cache_evictions += 1
             self._cache_free_entry(&e[k])
-            self.n_cache_evictions += 1
         if k:
             memmove(&e[1], &e[0], k * sizeof(CacheEntry))
         e.blk = blk

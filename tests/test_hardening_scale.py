@@ -98,7 +98,7 @@ def test_small_bulk_removal_invalidates_per_pattern(native):
     m._check()
 
 
-def test_generation_wrap_clears_the_cache(native):
+def test_repeated_wildcard_changes_never_serve_stale_results(native):
     m = native(cache_size=64)
     m.add("a.>", 1)
     for _ in range(5):
@@ -107,7 +107,58 @@ def test_generation_wrap_clears_the_cache(native):
         assert sorted(m.match("a.b")) == [1, 2]
         m.remove(h)
         assert m.match("a.b") == [1]
+        h = m.add("*.b", 3)
+        assert sorted(m.match("a.b")) == [1, 3]
+        m.remove_many([h])
+        assert m.match("a.b") == [1]
         m._check()
+
+
+def test_random_churn_with_bulk_removal_against_reference(native):
+    """Random adds, removes, remove_many (small and bulk) and matches on a
+    small cache, compared with the reference after every step."""
+    import random
+
+    from fastflow._ref.matcher import Matcher as Ref
+
+    seed = random.randrange(1 << 30)
+    print("seed", seed)
+    rnd = random.Random(seed)
+    toks = ["a", "b", "c", "$s"]
+
+    def pattern():
+        n = rnd.randint(1, 4)
+        out = [rnd.choice(toks[:3] + ["*"]) for _ in range(n)]
+        if rnd.random() < 0.3:
+            out[-1] = ">"
+        return ".".join(out)
+
+    def subject():
+        return ".".join(rnd.choice(toks) for _ in range(rnd.randint(1, 4)))
+
+    nat, ref = native(cache_size=16), Ref()
+    live = []               # (native handle, ref handle)
+    for step in range(3000):
+        r = rnd.random()
+        if r < 0.35:
+            p, v = pattern(), step
+            live.append((nat.add(p, v), ref.add(p, v)))
+        elif r < 0.45 and live:
+            hn, hr = live.pop(rnd.randrange(len(live)))
+            nat.remove(hn)
+            ref.remove(hr)
+        elif r < 0.48 and live:
+            k = rnd.choice([1, 3, 300])
+            rnd.shuffle(live)
+            batch, live = live[:k], live[k:]
+            assert nat.remove_many([h for h, _ in batch] + [-5]) == len(batch)
+            assert ref.remove_many([h for _, h in batch] + [-5]) == len(batch)
+        else:
+            s = subject()
+            assert sorted(nat.match(s)) == sorted(ref.match(s)), (seed, step, s)
+        if step % 500 == 0:
+            nat._check()
+    nat._check()
 
 
 # -- the server: refusing SUBs past the per-connection limit costs O(1) ---------------
@@ -290,6 +341,19 @@ def test_big_payload_before_connect_is_refused_nats(aloop, ffnats):
     aloop(main)
 
 
+def test_preauth_answers_like_nats_server(aloop, natsd, ffnats):
+    from test_nats import observe
+
+    async def main():
+        async with natsd(token="s3cret") as ns, ffnats(token="s3cret") as srv:
+            for data in (b"PUB a 1000000\r\n", b"CONNECT {" + b"x" * 5000):
+                want = await observe(ns.port, data)
+                assert want[-1] == ("EOF",) and want[0][0] == "-ERR", want
+                assert await observe(srv.nats_port, data) == want
+
+    aloop(main)
+
+
 def test_preauth_input_is_bounded_across_connections(aloop, ffserver):
     async def main():
         budget = 64 * 1024
@@ -369,5 +433,25 @@ def test_pending_output_total_is_capped(aloop, ffserver):
                 pub.close()
                 for raw in subs:
                     raw.close()
+            await wait_until(lambda: not srv.conns)
+            assert srv.pending_total == 0 and srv.preauth_bytes == 0
 
     aloop(main)
+
+
+def test_a_full_bucket_drops_a_stale_entry_first(native):
+    m = native(cache_size=1)            # one bucket of 4 entries
+    m.add("a.*", 1)
+    for s in ["b.1", "b.2", "a.1", "a.2"]:
+        m.match(s)                      # bucket: a.2 a.1 b.2 b.1
+    m.add("b.*", 2)                     # b.1 and b.2 go stale
+    st = m.stats()
+    assert (st["cache_entries"], st["cache_stale"]) == (2, 2)
+    m.match("c.1")                      # takes a stale entry's place
+    m.match("c.2")
+    st = m.stats()
+    assert st["cache_evictions"] == 0 and st["cache_entries"] == 4
+    hits = st["cache_hits"]
+    assert m.match("a.1") == [1] and m.match("a.2") == [1]
+    assert m.stats()["cache_hits"] == hits + 2
+    m._check()

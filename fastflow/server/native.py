@@ -9,8 +9,8 @@ its ``OutBuf`` once per loop tick (``on_data`` schedules the flush).
 """
 
 import asyncio
-import functools
 import datetime as _dt
+import functools
 import json
 import logging
 import struct
@@ -443,7 +443,8 @@ class NativeConnection(asyncio.Protocol):
     def resume_writing(self):
         self.write_paused = False
         self.server.unstalled(self)
-        self._pending_now(self.pending_bytes())
+        if self.state < ST_CLOSING:
+            self._pending_now(self.pending_bytes())     # what the kernel took
         mp = self.cfg.max_pending
         if mp and self.state < ST_CLOSING:
             self.outbuf.max_pending = max(1, mp - self.transport.get_write_buffer_size())
