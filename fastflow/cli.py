@@ -1000,7 +1000,8 @@ def _cmd_serve(rest):
     if app is None:
         return 1
     p = argparse.ArgumentParser(prog="fastflow serve", description="Run the fastflow network "
-                                "broker (native protocol; docs/protocol.md).")
+                                "broker: the native protocol (docs/protocol.md), with "
+                                "--nats-port the NATS protocol too (docs/nats.md).")
     app.add_serve_arguments(p)
     return app.run_serve(p.parse_args(rest))
 

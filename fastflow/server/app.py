@@ -2,8 +2,9 @@
 
 One process, one event loop (uvloop when installed), one engine
 (``fastflow.Flow``, in memory or file-backed) behind the native protocol's
-front door (``fastflow.server.native``) and an HTTP monitoring endpoint
-(``fastflow.server.monitor``).  SIGINT/SIGTERM drain: stop accepting, stop
+front door (``fastflow.server.native``), the NATS door
+(``fastflow.server.nats``, with ``--nats-port``) and an HTTP monitoring
+endpoint (``fastflow.server.monitor``).  SIGINT/SIGTERM drain: stop accepting, stop
 reading, flush the pending output, ``flow.flush()`` and close; a second
 signal stops at once.  docs/server.md is the manual.
 """
