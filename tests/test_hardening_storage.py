@@ -578,8 +578,10 @@ def test_server_on_a_full_disk(core, server_disk, ffproc, monkeypatch, tmp_path)
     body = json.loads(bytes(adv[0].data))
     assert body["stream"] == "st" and body["path"].startswith(data), body
     if nats:
+        # the NATS door answers a stream's refusal as nats-server answers a
+        # core publish: no -ERR (nats-py would close), the connection lives
         answer = _nats_pub(nats_port, "st.z", b"abc")
-        assert "-ERR 'storage full" in answer and "PONG" in answer, answer
+        assert "-ERR" not in answer and "PONG" in answer, answer
     with urllib.request.urlopen("http://127.0.0.1:{}/streamz".format(sp.monitor_port),
                                 timeout=10) as r:
         st = json.loads(r.read())["streams"]["st"]
