@@ -238,6 +238,9 @@ def _add_connection_args(p):
     g.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM)")
     g.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     g.add_argument("--name", help="client name sent to the server")
+    g.add_argument("--inbox-prefix", metavar="PREFIX",
+                   help="reply subjects of requests begin with it (default _INBOX): a user "
+                        "allowed to subscribe to its own inboxes only, e.g. _INBOX.alice")
     g.add_argument("--timeout", type=float, default=5.0,
                    help="seconds for the connection and each request (default 5)")
 
@@ -252,6 +255,8 @@ def _connect_options(args, **extra):
             tls.load_cert_chain(args.tls_cert, args.tls_key)
     opts = {"name": args.name or "fastflow-cli", "token": args.token, "user": args.user,
             "password": args.password, "tls": tls, "timeout": args.timeout}
+    if args.inbox_prefix:
+        opts["inbox_prefix"] = args.inbox_prefix
     opts.update(extra)
     return opts
 
@@ -329,6 +334,8 @@ async def _nats_connect(args, long_running=False):
     for k in ("user", "password", "token"):
         if getattr(args, k):
             opts[k] = getattr(args, k)
+    if args.inbox_prefix:
+        opts["inbox_prefix"] = args.inbox_prefix
     try:
         nc = await asyncio.wait_for(nats.connect(**opts), args.timeout)
     except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
@@ -792,7 +799,7 @@ async def _cmd_streams(args):
         elif args.action == "add":
             ret = {}
             for k in ("max_events", "max_bytes", "max_age", "max_per_subject", "max_event_size",
-                      "discard"):
+                      "discard", "duplicate_window"):
                 v = getattr(args, k, None)
                 if v is not None:
                     ret[k] = v
@@ -1635,6 +1642,9 @@ def _build_parser():
     a.add_argument("--max-per-subject", type=int)
     a.add_argument("--max-event-size", type=_size_arg, metavar="SIZE")
     a.add_argument("--discard", choices=("old", "new"))
+    a.add_argument("--duplicate-window", type=_duration_arg, metavar="DURATION",
+                   help="an event whose (source, id) the stream stored this recently is not "
+                        "stored again (default 2m; 0: off)")
     a.add_argument("--storage", choices=("memory", "file"))
     a.add_argument("--json", action="store_true")
     _add_connection_args(a)

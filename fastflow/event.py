@@ -22,8 +22,9 @@ JSON event format (``application/cloudevents+json``)
   (CloudEvents Binary) becomes its Base64 string (and decodes back as that
   string: JSON cannot tell them apart).  ``time`` passes as the string the
   event holds.  The engine's extensions ``ffhops`` (int) and ``fftrace``
-  (str) are written like any other once set; ``ffhops`` 0 is the default
-  and may be left out.
+  (str) are written like any other once set (``lineage=False`` leaves
+  them out, for a door facing another organisation); ``ffhops`` 0 is the
+  default and may be left out.
 * ``data`` (spec section 3.1), by ``datacontenttype``:
 
   - none: ``data_base64``.  An Event's data is opaque bytes, and the spec
@@ -221,10 +222,23 @@ def _text(data, params):
     return s
 
 
-def _members(event):
+LINEAGE = ("ffhops", "fftrace")
+
+
+def _attributes(event, lineage):
+    """``event.attributes()``, without the engine's lineage extensions
+    (``LINEAGE``) when ``lineage`` is false."""
+    attrs = event.attributes()
+    if not lineage:
+        for k in LINEAGE:
+            attrs.pop(k, None)
+    return attrs
+
+
+def _members(event, lineage=True):
     """The JSON members of ``event`` (a dict) and its data as JSON text to
     splice in as ``data`` (or ``None``)."""
-    members = event.attributes()
+    members = _attributes(event, lineage)
     for k, v in members.items():
         if type(v) is bytes:
             members[k] = _b64(v)
@@ -263,15 +277,17 @@ def _dumps(members, raw):
     return out
 
 
-def to_json(event):
+def to_json(event, lineage=True):
     """``event`` in the CloudEvents JSON event format (structured mode), as
-    UTF-8 bytes."""
-    return _dumps(*_members(event))
+    UTF-8 bytes.  ``lineage=False`` leaves out the engine's ``ffhops`` and
+    ``fftrace`` (for events that leave for another organisation: the loop
+    breaker needs them only between fastflow engines)."""
+    return _dumps(*_members(event, lineage))
 
 
-def to_json_batch(events):
+def to_json_batch(events, lineage=True):
     """``events`` in the JSON batch format (``application/cloudevents-batch+json``)."""
-    return b"[" + b",".join([_dumps(*_members(e)) for e in events]) + b"]"
+    return b"[" + b",".join([_dumps(*_members(e, lineage)) for e in events]) + b"]"
 
 
 def _value(name, raw):
@@ -426,16 +442,17 @@ def _header_value(name, v):
     _fail(name, "cannot be sent as a header: {}".format(t.__name__))
 
 
-def to_http(event, mode="binary"):
+def to_http(event, mode="binary", lineage=True):
     """``(headers, body)`` of ``event`` in the HTTP binding: ``mode`` is
     ``"binary"`` (attributes as ``ce-`` headers, data as the body) or
-    ``"structured"`` (the JSON event as the body)."""
+    ``"structured"`` (the JSON event as the body); ``lineage`` as in
+    ``to_json``."""
     if mode == "structured":
-        return {"content-type": STRUCTURED_CONTENT_TYPE}, to_json(event)
+        return {"content-type": STRUCTURED_CONTENT_TYPE}, to_json(event, lineage)
     if mode != "binary":
         raise ValueError("mode must be 'binary' or 'structured', got {!r}".format(mode))
     headers = {}
-    for k, v in event.attributes().items():
+    for k, v in _attributes(event, lineage).items():
         if k == "datacontenttype":
             if _BAD_CONTENT_TYPE.search(v):
                 _fail(k, "cannot be sent as a Content-Type header (control or "
@@ -446,9 +463,9 @@ def to_http(event, mode="binary"):
     return headers, event.data
 
 
-def to_http_batch(events):
+def to_http_batch(events, lineage=True):
     """``(headers, body)`` of ``events`` in the batched content mode."""
-    return {"content-type": BATCH_CONTENT_TYPE}, to_json_batch(events)
+    return {"content-type": BATCH_CONTENT_TYPE}, to_json_batch(events, lineage)
 
 
 def _latin1(s):

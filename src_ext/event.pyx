@@ -530,6 +530,20 @@ cdef inline uint32_t _be(const uint8_t *p, int n) noexcept:
     return v
 
 
+cdef inline Py_ssize_t _sized(const uint8_t *b, Py_ssize_t *i, Py_ssize_t n,
+                              int kind) noexcept:
+    """The length of a msgpack str 8/16/32 or bin 8/16/32 (``kind`` 1, 2, 3:
+    a 1-, 2- or 4-byte big-endian size at ``b[i[0]]``), ``i[0]`` moved past
+    the size; -1 if the block ends first."""
+    cdef int width = 4 if kind == 3 else kind
+    cdef Py_ssize_t ln
+    if i[0] + width > n:
+        return -1
+    ln = b[i[0]] if width == 1 else _be(b + i[0], width)
+    i[0] += width
+    return ln
+
+
 cdef bint _rest_ok(const char *p, Py_ssize_t n) noexcept:
     """True if p[:n] is exactly one msgpack map of ASCII names [a-z0-9]+
     (none of id, source, type, specversion, ffhops, fftrace, data,
@@ -592,45 +606,17 @@ cdef bint _rest_ok(const char *p, Py_ssize_t n) noexcept:
                 return False            # (beyond a CloudEvents Integer)
             i += 4
         elif 0xa0 <= c <= 0xbf or c == 0xd9 or c == 0xda or c == 0xdb:
-            if c <= 0xbf:
-                ln = c & 0x1f
-            elif c == 0xd9:
-                if i + 1 > n:
-                    return False
-                ln = b[i]
-                i += 1
-            elif c == 0xda:
-                if i + 2 > n:
-                    return False
-                ln = _be(b + i, 2)
-                i += 2
-            else:
-                if i + 4 > n:
-                    return False
-                ln = _be(b + i, 4)
-                i += 4
-            if i + ln > n:
+            ln = (c & 0x1f) if c <= 0xbf else _sized(b, &i, n, c - 0xd8)
+            if ln < 0 or i + ln > n:
                 return False
             for k in range(i, i + ln):
                 if b[k] >= 0x80:
                     return False        # (UTF-8 is checked on the slow path)
             i += ln
         elif c == 0xc4 or c == 0xc5 or c == 0xc6:
-            if c == 0xc4:
-                if i + 1 > n:
-                    return False
-                ln = b[i]
-                i += 1
-            elif c == 0xc5:
-                if i + 2 > n:
-                    return False
-                ln = _be(b + i, 2)
-                i += 2
-            else:
-                if i + 4 > n:
-                    return False
-                ln = _be(b + i, 4)
-                i += 4
+            ln = _sized(b, &i, n, c - 0xc3)
+            if ln < 0:
+                return False
             i += ln
         else:
             return False

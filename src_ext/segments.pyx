@@ -516,18 +516,19 @@ cdef class SegmentStore:
             'segment_size': self.segment_size,
         }
         return self._write_file(_os.path.join(self.path, 'meta.json'),
-                                json.dumps(meta, indent=1, sort_keys=True).encode(), tolerant)
+                                json.dumps(meta, indent=1, sort_keys=True).encode(), tolerant,
+                                self.policy == FSYNC_ALWAYS, 'writing it')
 
-    cdef bint _write_file(self, fname, bytes body, bint tolerant) except -1:
-        """Write a small file atomically (tmp + rename); durable now under
-        fsync="always", by the flusher's next round under "interval".  On a
-        full disk the old file stays: False when ``tolerant`` (logged), else
-        StorageFullError."""
+    cdef bint _write_file(self, fname, bytes body, bint tolerant, bint sync,
+                          str what) except -1:
+        """Write a small file atomically (tmp + rename), fsynced first when
+        ``sync``.  On a full disk the old file stays: False when ``tolerant``
+        (logged), else StorageFullError (``what``: the step that failed)."""
         tmp = fname + '.tmp'
         try:
             with open(tmp, 'wb') as f:
                 f.write(body)
-                if self.policy == FSYNC_ALWAYS:
+                if sync:
                     f.flush()
                     _os.fsync(f.fileno())
         except OSError as exc:
@@ -541,9 +542,9 @@ cdef class SegmentStore:
                 _logger.warning('no space left to write %s (%d bytes): kept the old one', fname,
                                 len(body))
                 return False
-            raise self._full(fname, len(body), 'writing it') from None
+            raise self._full(fname, len(body), what) from None
         _os.replace(tmp, fname)
-        if self.policy == FSYNC_INTERVAL:
+        if self.policy == FSYNC_INTERVAL and not sync:
             self.pending.append(fname)
         return True
 
@@ -877,7 +878,8 @@ cdef class SegmentStore:
         self._write_file(_os.path.join(self.path, '{:020d}.idx'.format(base)),
                          b''.join(seq.to_bytes(8, 'little') +
                                   ts.to_bytes(8, 'little', signed=True) +
-                                  off.to_bytes(8, 'little') for seq, ts, off in entries), True)
+                                  off.to_bytes(8, 'little') for seq, ts, off in entries), True,
+                         self.policy == FSYNC_ALWAYS, 'writing it')
 
     # -- cursors -----------------------------------------------------------------------
 
@@ -898,24 +900,9 @@ cdef class SegmentStore:
         return d
 
     def save_cursors(self, dict cursors):
-        fname = _os.path.join(self.path, 'cursors.json')
-        tmp = fname + '.tmp'
-        body = json.dumps(cursors, sort_keys=True).encode()
-        try:
-            with open(tmp, 'wb') as f:
-                f.write(body)
-                if self.policy != FSYNC_NEVER:
-                    f.flush()
-                    _os.fsync(f.fileno())
-        except OSError as exc:
-            try:
-                _os.unlink(tmp)
-            except OSError:
-                pass
-            if exc.errno not in _NO_SPACE:
-                raise
-            raise self._full(fname, len(body), 'saving the cursors') from None
-        _os.replace(tmp, fname)
+        self._write_file(_os.path.join(self.path, 'cursors.json'),
+                         json.dumps(cursors, sort_keys=True).encode(), False,
+                         self.policy != FSYNC_NEVER, 'saving the cursors')
 
     def abort(self):
         """Release everything of a failed open, writing nothing."""

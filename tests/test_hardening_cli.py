@@ -343,6 +343,40 @@ def test_cli_reply_on_the_native_port(ffproc, tmp_path):
                 p.communicate(timeout=10)
 
 
+def test_cli_inbox_prefix_and_duplicate_window(ffproc, tmp_path):
+    """--inbox-prefix: a user who may subscribe to its own inboxes only can
+    make requests; streams add --duplicate-window takes the config's units."""
+    conf = tmp_path / "server.toml"
+    conf.write_text(
+        '[[auth.users]]\nuser = "alice"\npassword = "alice-pw"\n'
+        'permissions = { publish = ["svc.>"], subscribe = ["_INBOX.alice.>"] }\n'
+        '[[auth.users]]\nuser = "bob"\npassword = "bob-pw"\n'
+        'permissions = { publish = ["none.>"], subscribe = ["svc.>"], allow_responses = true }\n'
+        '[[auth.users]]\nuser = "admin"\npassword = "admin-pw"\n')
+    url = ffproc("--config", conf).start().url
+    alice = ("--user", "alice", "--password", "alice-pw", "-s", url)
+    replier = spawn("reply", "svc.>", "--echo", "--count", "2", "--user", "bob", "--password",
+                    "bob-pw", "-s", url)
+    try:
+        assert replier.stderr.readline().startswith("answering requests on svc.> at ")
+        r = cli("req", "svc.a", "hi", *alice)
+        assert r.returncode != 0 and "_INBOX" in r.stderr, (r.stdout, r.stderr)
+        r = cli("req", "svc.a", "hi", "--inbox-prefix", "_INBOX.alice", *alice)
+        assert (r.returncode, r.stdout) == (0, "hi\n"), r.stderr
+        out, err = finish(replier)
+        # (the refused request went out too: the client learns of the refused
+        # inbox subscription after it sent the request, as nats-py does)
+        assert replier.returncode == 0 and out == "[#1] svc.a: hi\n[#2] svc.a: hi\n", err
+    finally:
+        if replier.poll() is None:
+            replier.kill()
+            replier.communicate(timeout=10)
+    r = cli("streams", "add", "ORD", "ord.>", "--duplicate-window", "5m", "--json", "--user",
+            "admin", "--password", "admin-pw", "-s", url)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["retention"]["duplicate_window"] == 300.0
+
+
 def test_cli_reconnects_visibly(ffnatsproc, natspy):
     server = ffnatsproc().start()
     subs = [spawn("sub", "rc.>", "--count", "1", "-s", server.url),

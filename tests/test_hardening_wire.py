@@ -547,3 +547,29 @@ def test_attribute_block_rule_is_one_rule(block):
             assert str(info.value) == want
     finally:
         flow.close()
+
+
+def test_cloudevents_encoders_can_strip_lineage():
+    """to_json / to_json_batch / to_http keep ffhops and fftrace by default
+    (between engines) and leave them out with lineage=False."""
+    import orjson
+
+    from fastflow import Event
+    from fastflow.event import to_http, to_http_batch, to_json, to_json_batch
+
+    e = Event("a.b", b"{}", type="t", source="s", ffhops=2, fftrace="0011aabb",
+              datacontenttype="application/json", region="eu")
+    assert {"ffhops", "fftrace", "region"} <= set(orjson.loads(to_json(e)))
+    kept = orjson.loads(to_json(e, lineage=False))
+    assert "ffhops" not in kept and "fftrace" not in kept and kept["region"] == "eu"
+    for doc in orjson.loads(to_json_batch([e, e], lineage=False)):
+        assert "ffhops" not in doc and "fftrace" not in doc
+    headers, _ = to_http(e)
+    assert headers["ce-ffhops"] == "2" and headers["ce-fftrace"] == "0011aabb"
+    headers, _ = to_http(e, lineage=False)
+    assert "ce-ffhops" not in headers and "ce-fftrace" not in headers
+    assert headers["ce-region"] == "eu"
+    _, body = to_http(e, "structured", lineage=False)
+    assert "ffhops" not in orjson.loads(body)
+    _, body = to_http_batch([e], lineage=False)
+    assert "fftrace" not in orjson.loads(body)[0]

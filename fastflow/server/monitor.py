@@ -324,16 +324,18 @@ class MonitorServer:
             "uptime": uptime_text(now - srv.t0), "uptime_seconds": round(now - srv.t0, 3),
             "mem": rss_bytes() or 0, "cores": os.cpu_count() or 1, "cpu": self.cpu_percent(),
             "cpu_seconds": round(cpu, 3),
-            "max_connections": cfg.max_connections, "max_payload": cfg.max_payload,
+            "max_connections": srv.max_connections, "max_payload": cfg.max_payload,
             "max_pending": cfg.max_pending, "max_control_line": cfg.nats_max_control,
             "http_host": self.host, "http_port": self.addresses[0][1] if self.addresses
             else self.port,
         }
         d.update(st)
         d["limits"] = {k: getattr(cfg, k) for k in (
-            "max_payload", "max_control", "nats_max_control", "max_connections", "max_subscriptions", "max_pending",
-            "write_high_water", "write_low_water", "stall_timeout", "ping_interval",
-            "max_pings_out", "auth_timeout", "drain_timeout")}
+            "max_payload", "max_control", "nats_max_control", "max_subscriptions", "max_pending",
+            "max_pending_total", "max_connect", "max_preauth_bytes", "write_high_water",
+            "write_low_water", "stall_timeout", "ping_interval", "max_pings_out",
+            "auth_timeout", "drain_timeout")}
+        d["limits"]["max_connections"] = srv.max_connections    # as the fd limit allows
         d["matcher"] = fs.get("matcher", {})
         d["flow"] = {k: fs[k] for k in (
             "published", "delivered", "stored", "dropped_no_interest", "dropped_slow_consumer",
