@@ -689,16 +689,24 @@ async def _cmd_sub(args):
         if args.count and n >= args.count and not stop.done():
             stop.set_result(None)
 
-    sub = c.subscribe(args.pattern, show, queue=args.queue, with_reply=True)
+    return await _serve(c, args.pattern, args.queue, show, stop, "listening on")
+
+
+async def _serve(c, pattern, queue, callback, stop, doing):
+    """Subscribe ``callback(event, reply)`` on ``pattern`` (and ``queue``),
+    say so on stderr, run until ``stop`` is done or the connection closes,
+    then flush, unsubscribe and close; the exit status (0: stopped)."""
+    sub = c.subscribe(pattern, callback, queue=queue, with_reply=True)
     await c.flush()
-    print("listening on {}{} at {}".format(args.pattern, " (queue {})".format(args.queue)
-                                           if args.queue else "", c.server), file=sys.stderr)
-    closed = loop.create_future()
+    print("{} {}{} at {}".format(doing, pattern, " (queue {})".format(queue) if queue else "",
+                                 c.server), file=sys.stderr, flush=True)
+    closed = asyncio.get_running_loop().create_future()
     c.closed_callback = lambda: closed.done() or closed.set_result(None)
     try:
         await _until_stopped(stop, closed)
     finally:
         if not c.is_closed:
+            await c.flush()
             await sub.unsubscribe()
             await c.close()
     return 0 if stop.done() else 1
@@ -753,21 +761,7 @@ async def _cmd_reply(args):
         if args.count and n >= args.count:
             stop.set_result(None)
 
-    sub = c.subscribe(args.subject, answer, queue=args.queue, with_reply=True)
-    await c.flush()
-    print("answering requests on {}{} at {}".format(
-        args.subject, " (queue {})".format(args.queue) if args.queue else "", c.server),
-        file=sys.stderr, flush=True)
-    closed = loop.create_future()
-    c.closed_callback = lambda: closed.done() or closed.set_result(None)
-    try:
-        await _until_stopped(stop, closed)
-    finally:
-        if not c.is_closed:
-            await c.flush()
-            await sub.unsubscribe()
-            await c.close()
-    return 0 if stop.done() else 1
+    return await _serve(c, args.subject, args.queue, answer, stop, "answering requests on")
 
 
 def _fmt_int(n):
