@@ -58,7 +58,21 @@ from fastflow._impl import (
     validate_pattern,
     validate_subject,
 )
-from fastflow.errors import FastflowError, SlowConsumerError, SubjectError
+from fastflow.errors import (
+    AuthenticationError,
+    ClientBufferFull,
+    ConflictError,
+    ConnectError,
+    ConnectionClosedError,
+    FastflowError,
+    NoRespondersError,
+    NotFoundError,
+    PayloadTooLarge,
+    PermissionDeniedError,
+    ServerError,
+    SlowConsumerError,
+    SubjectError,
+)
 
 __all__ = (
     "AuthenticationError",
@@ -137,67 +151,6 @@ _batch_ack = struct.Struct("<QI")       # PUB_BATCH's PUBACK: last seq, count
 _nak = struct.Struct("<Bd")
 
 
-# -- errors ------------------------------------------------------------------------------
-
-
-class ServerError(FastflowError):
-    """An ``ERR`` frame from the server: ``code`` (docs/protocol.md,
-    "Errors") and the server's ``message``."""
-
-    def __init__(self, code, message):
-        FastflowError.__init__(self, "server error {}: {}".format(code, message))
-        self.code = code
-        self.message = message
-
-
-class AuthenticationError(ServerError):
-    """401 (authentication required or failed) or 408 during the handshake
-    (authentication timeout); the client does not reconnect after one."""
-
-
-class PermissionDeniedError(ServerError):
-    """403: the account may not publish / subscribe there."""
-
-
-class NotFoundError(ServerError):
-    """404: no such stream or consumer."""
-
-
-class ConflictError(ServerError):
-    """409: the stream exists with another configuration."""
-
-
-class PayloadTooLarge(FastflowError, ValueError):
-    """An event record larger than the server's ``max_payload`` (raised by
-    the client before sending; the server would close the connection)."""
-
-    code = 413
-
-
-class ClientBufferFull(FastflowError):
-    """``publish`` while ``pending_limit`` bytes are already buffered
-    (disconnected, or the socket is backed up)."""
-
-
-class ConnectionClosedError(FastflowError, ConnectionError):
-    """The connection was lost or the client closed: raised by requests
-    that were waiting for an answer, and by calls on a closed client."""
-
-
-class ConnectError(ConnectionClosedError):
-    """The first connection could not be made (names the server and why)."""
-
-
-class NoRespondersError(FastflowError):
-    """``request`` to a subject that no subscriber listens on."""
-
-    code = 503
-
-    def __init__(self, subject):
-        FastflowError.__init__(self, "no responders for the request to {!r}".format(subject))
-        self.subject = subject
-
-
 class PubAck(tuple):
     """What ``publish_ack`` returns: ``(seq, stream)`` (``(0, None)`` when no
     stream stored the event), and ``duplicate``: the stream had stored this
@@ -223,12 +176,7 @@ class _DuplicateAck(bytes):
     __slots__ = ()
 
 
-_ERROR_CLASSES = {401: AuthenticationError, 408: AuthenticationError,
-                  403: PermissionDeniedError, 404: NotFoundError, 409: ConflictError}
-
-
-def _server_error(code, message):
-    return _ERROR_CLASSES.get(code, ServerError)(code, message)
+from fastflow.protocol import server_error as _server_error
 
 
 def _is_auth_error(exc):

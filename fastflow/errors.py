@@ -1,12 +1,28 @@
-"""fastflow's exceptions: one root, input errors are also ``ValueError``."""
+"""fastflow's exceptions, every one of them: one root (``FastflowError``),
+input errors are also ``ValueError``.  The engine's, the wire protocols'
+(``ProtocolError``, ``NatsError``) and the client's (``ServerError`` and its
+kinds) live here, so that the core, the server and the client raise and
+catch the same classes; ``fastflow.protocol`` maps error codes to them."""
 
 __all__ = (
+    "AuthenticationError",
+    "ClientBufferFull",
+    "ConflictError",
+    "ConnectError",
+    "ConnectionClosedError",
     "CorruptLogError",
     "EventError",
     "EventTooLarge",
     "FastflowError",
     "GapError",
     "LogFullError",
+    "NatsError",
+    "NoRespondersError",
+    "NotFoundError",
+    "PayloadTooLarge",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "ServerError",
     "SlowConsumerError",
     "StaleRecordError",
     "StorageFullError",
@@ -72,3 +88,102 @@ class EventError(FastflowError, ValueError):
 class SlowConsumerError(FastflowError):
     """Raised by a subscription's iterator after the engine cut it off
     because its pending limit was reached (``on_full="cut"``)."""
+
+
+# -- the wire protocols --------------------------------------------------------------------
+
+
+class ProtocolError(FastflowError):
+    """A malformed native frame; ``code`` is the protocol's error code
+    (docs/protocol.md, "Errors"); ``frames`` are the entries the parser
+    handled before the bad frame."""
+
+    def __init__(self, code, message):
+        FastflowError.__init__(self, message)
+        self.code = code
+        self.frames = []
+
+    def __reduce__(self):
+        return (ProtocolError, (self.code, str(self)))
+
+
+class NatsError(FastflowError):
+    """A NATS protocol error that closes the connection: ``text`` is what
+    the client gets as ``-ERR '<text>'`` (nats-server's wording), the
+    message adds the detail; ``frames`` are the entries handled before it."""
+
+    def __init__(self, text, detail=None):
+        FastflowError.__init__(self, text if not detail else "{}: {}".format(text, detail))
+        self.text = text
+        self.detail = detail
+        self.frames = []
+
+    def __reduce__(self):
+        return (NatsError, (self.text, self.detail))
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+class ServerError(FastflowError):
+    """An ``ERR`` frame from the server: ``code`` (docs/protocol.md,
+    "Errors") and the server's ``message``."""
+
+    def __init__(self, code, message):
+        FastflowError.__init__(self, "server error {}: {}".format(code, message))
+        self.code = code
+        self.message = message
+
+    def __reduce__(self):
+        return (type(self), (self.code, self.message))
+
+
+class AuthenticationError(ServerError):
+    """401 (authentication required or failed) or 408 during the handshake
+    (authentication timeout); the client does not reconnect after one."""
+
+
+class PermissionDeniedError(ServerError):
+    """403: the account may not publish / subscribe there."""
+
+
+class NotFoundError(ServerError):
+    """404: no such stream or consumer."""
+
+
+class ConflictError(ServerError):
+    """409: the stream exists with another configuration."""
+
+
+class PayloadTooLarge(FastflowError, ValueError):
+    """An event record larger than the server's ``max_payload`` (raised by
+    the client before sending; the server would close the connection)."""
+
+    code = 413
+
+
+class ClientBufferFull(FastflowError):
+    """``publish`` while ``pending_limit`` bytes are already buffered
+    (disconnected, or the socket is backed up)."""
+
+
+class ConnectionClosedError(FastflowError, ConnectionError):
+    """The connection was lost or the client closed: raised by requests
+    that were waiting for an answer, and by calls on a closed client."""
+
+
+class ConnectError(ConnectionClosedError):
+    """The first connection could not be made (names the server and why)."""
+
+
+class NoRespondersError(FastflowError):
+    """``request`` to a subject that no subscriber listens on."""
+
+    code = 503
+
+    def __init__(self, subject):
+        FastflowError.__init__(self, "no responders for the request to {!r}".format(subject))
+        self.subject = subject
+
+    def __reduce__(self):
+        return (NoRespondersError, (self.subject,))
