@@ -38,7 +38,7 @@ from fastflow.mqtt import (  # noqa: E402
     subject_to_mqtt_topic,
 )
 
-__version__ = "0.1.0"
+from fastflow._version import __version__  # noqa: E402
 
 __all__ = (
     "COMPILED",
