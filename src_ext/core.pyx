@@ -3,14 +3,31 @@
 # other at C level.
 #
 # Only leaf modules of the package are imported: fastflow.errors (exception
-# classes) and fastflow._attrs (CloudEvents attribute rules), both shared with
-# the pure-Python reference core.
+# classes), fastflow.protocol (the wire protocols' numbers and error codes)
+# and fastflow._attrs (CloudEvents attribute rules), all shared with the
+# pure-Python reference core; fastflow.replay (the asyncio form of a replay)
+# only when Log.areplay is called, so the core never imports asyncio.
+#
+# Include order: the core below, then the wire layer: outbuf (a
+# connection's output, the WireTarget base) -> the protocols' targets ->
+# the router (which knows only WireTarget) -> the parsers (which call the
+# router).  Nothing calls back up except through registered callbacks.
 
 import os
 
-from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
+from fastflow.errors import (
+    EventError,
+    EventTooLarge,
+    FastflowError,
+    LogFullError,
+    NatsError,
+    ProtocolError,
+    SubjectError,
+)
+from fastflow.protocol import error_code as _error_code
 
 include "consts.pxi"
+include "bytes.pxi"
 include "subjects.pxi"
 include "buffers.pxi"
 include "matcher.pxi"
@@ -22,9 +39,14 @@ include "matcher.pyx"
 include "log.pyx"
 include "segments.pyx"
 include "event.pyx"
-include "codec.pyx"
+include "wire/proto.pxi"
+include "wire/outbuf.pyx"
+include "wire/native_out.pyx"
+include "wire/nats_out.pyx"
 include "router.pyx"
-include "natsproto.pyx"
+include "wire/door.pyx"
+include "wire/native_in.pyx"
+include "wire/nats_in.pyx"
 
 COMPILED = True
 DEBUG = bool(FASTFLOW_DEBUG)

@@ -215,37 +215,6 @@ cdef class StreamTarget:
         self.listeners = []
 
 
-@cython.final
-@cython.auto_pickle(False)     # engine state: not picklable
-cdef class WireTarget:
-    """A network subscription: events are appended to its connection's
-    output (an OutBuf) as MSG frames, in C (engine use; see fastflow.server)."""
-    cdef readonly OutBuf outbuf
-    cdef readonly uint32_t sid
-    cdef public bint echo                   # False: not the connection's own publishes
-    cdef public int64_t remaining           # messages left before an automatic UNSUB (0: none)
-    cdef public object owner
-    cdef public object on_end               # (target) when an UNSUB max ended it
-    cdef readonly int64_t delivered
-    cdef readonly int64_t dropped
-    cdef public int64_t handle
-    cdef readonly bytes nsid                # a NATS subscription's sid: MSG/HMSG lines
-    cdef public list replies                # the reply subjects (bytes) of the requests it
-                                            # delivered, for response permissions (None: not
-                                            # kept; at REPLIES_MAX entries no more are added)
-
-    def __init__(self, OutBuf outbuf not None, uint32_t sid, bint echo=True, nsid=None):
-        self.outbuf = outbuf
-        self.sid = sid
-        self.echo = echo
-        if nsid is not None:
-            if isinstance(nsid, str):
-                nsid = (<str>nsid).encode('utf-8')
-            if type(nsid) is not bytes or not nsid:
-                raise TypeError('nsid must be a non-empty str or bytes (a NATS sid)')
-            self.nsid = nsid
-
-
 cdef class Router:
     """The publish path of a Flow (engine use; see fastflow.Flow)."""
     cdef readonly Matcher matcher
@@ -255,7 +224,6 @@ cdef class Router:
     cdef public int hop_limit
     cdef public object error_handler        # (exc, subscription) for callback errors
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
-    cdef public object nats_headers         # (Event) -> the NATS header block of an event
                                             # with attributes (None: sent without them)
     cdef public bint closed                 # publish raises once set
     cdef readonly str last_stream           # the stream that stored the last publish
@@ -299,14 +267,15 @@ cdef class Router:
     def add(self, pattern, target, queue=None):
         """Register a SubTarget or a StreamTarget on ``pattern``; returns its handle."""
         if type(target) is not SubTarget and type(target) is not StreamTarget \
-                and type(target) is not WireTarget:
-            raise TypeError('target must be a SubTarget, a WireTarget or a StreamTarget')
+                and not isinstance(target, WireTarget):
+            raise TypeError('target must be a SubTarget, a StreamTarget or a WireTarget '
+                            '(NativeTarget, NatsTarget)')
         if queue is not None and type(target) is StreamTarget:
             raise ValueError('streams do not take a queue group')
         h = self.matcher.add(pattern, target, queue)
         if type(target) is SubTarget:
             (<SubTarget>target).handle = h
-        elif type(target) is WireTarget:
+        elif isinstance(target, WireTarget):
             (<WireTarget>target).handle = h
         return h
 
@@ -398,17 +367,8 @@ cdef class Router:
         its data: the header, the id and the source."""
         cdef Py_ssize_t srcn = len(self.source_b)
         cdef char *rec = self._room(EV_HEADER + EV_GENID + srcn)
-        cdef uint64_t hdr0 = (<uint64_t>EV_VERSION | (<uint64_t>(EVF_GENID | EVF_TYPE_SUBJECT) << 8)
-                              | (<uint64_t>srcn << 48))
-        cdef uint64_t hdr1 = 0
-        if ev.hops:
-            hdr0 |= <uint64_t>(<uint16_t>ev.hops) << 16
-        memcpy(rec, &hdr0, 8)           # version, flags, hops, id len 0, source len
-        memcpy(rec + 8, &hdr1, 8)       # type len 0, trace len 0, rest len 0
-        memcpy(rec + EV_HEADER, &_id_prefix, 8)
-        memcpy(rec + EV_HEADER + 8, &ev._gid, 8)
-        memcpy(rec + EV_HEADER + EV_GENID, PyBytes_AS_STRING(self.source_b), srcn)
-        rlen[0] = EV_HEADER + EV_GENID + srcn
+        rlen[0] = _ev_default_head(rec, ev._gid, PyBytes_AS_STRING(self.source_b), srcn,
+                                   <uint16_t>ev.hops)
         return rec
 
     cdef inline object _value(self, int64_t h):
@@ -488,11 +448,8 @@ cdef class Router:
         cdef const char *dp = NULL
         cdef Py_ssize_t dn = 0
         cdef WireTarget wt
-        cdef const char *nd = NULL          # NATS subscribers: the data,
-        cdef Py_ssize_t ndn = 0
-        cdef int nplain_ev = -1             # whether the event goes as a plain MSG,
-        cdef object nhdr = None             # else its header block (made once)
-        cdef Event hev
+        cdef WireMsg msg                    # what the wire targets get
+        cdef object mstream = None          # (msg.stream, held)
         cdef bint rec_scratch = False       # rec is in self.scratch (a callback's
                                             # publish may overwrite it: made again)
         cdef object dkey, hit               # duplicate window: the key, the original's seq
@@ -500,6 +457,7 @@ cdef class Router:
         cdef object refused = None          # the first stream's refusal (raised after
                                             # the delivery: subscribers get the event)
         global _id_counter
+        msg.rec = NULL                      # (NULL: not made yet)
         nplain = res[0]
         ngroups = res[1]
         self.last_stream = None
@@ -620,40 +578,32 @@ cdef class Router:
                     notify.append(s)
             for i in range(nh):
                 v = self._value(hs[i])
-                if type(v) is WireTarget:
+                if type(v) is not SubTarget:
+                    if not isinstance(v, WireTarget):
+                        continue        # a stream, or a target removed meanwhile
                     wt = <WireTarget>v
                     if not wt.echo and wt.outbuf is origin:
                         continue
-                    if rec == NULL:
-                        rec = self._record(ev, &rlen, &dp, &dn)
-                        rec_scratch = True
-                    if wt.nsid is not None:
-                        if nplain_ev < 0:
-                            nplain_ev = _nats_plain(rec, rlen, dp, dn, &nd, &ndn)
-                            if not nplain_ev and self.nats_headers is not None:
-                                if ev is not None:
-                                    # the event as published: without this
-                                    # flow's lineage entry (which only the
-                                    # in-process deliveries carry)
-                                    hev = Event.__new__(Event)
-                                    _ev_copy(hev, ev)
-                                    hev._origin = None
-                                    nhdr = self.nats_headers(hev, ev._gid != 0)
-                                else:
-                                    nhdr = self.nats_headers(
-                                        _ev_decode(subject, wrec, wrn, seq, self.last_stream,
-                                                   now, None),
-                                        (<uint8_t>wrec[1] & EVF_GENID) != 0)
-                                if type(nhdr) is not bytes:
-                                    raise TypeError('nats_headers must return bytes')
-                        ok = _nats_msg(wt.outbuf, PyBytes_AS_STRING(wt.nsid),
-                                       PyBytes_GET_SIZE(wt.nsid), p, n, reply, replyn,
-                                       PyBytes_AS_STRING(nhdr) if nhdr is not None else NULL,
-                                       PyBytes_GET_SIZE(nhdr) if nhdr is not None else 0,
-                                       nd, ndn)
-                    else:
-                        ok = wt.outbuf._frame(OP_MSG, 0, wt.sid, p, n, reply, replyn, rec, rlen,
-                                              dp, dn)
+                    if msg.rec == NULL:
+                        if rec == NULL:
+                            rec = self._record(ev, &rlen, &dp, &dn)
+                            rec_scratch = True
+                        msg.subject = p
+                        msg.subject_n = n
+                        msg.reply = reply
+                        msg.reply_n = replyn
+                        msg.rec = rec
+                        msg.rec_n = rlen
+                        msg.data = dp
+                        msg.data_n = dn
+                        msg.gen = _next_wire_gen()
+                        msg.subject_obj = <PyObject *>subject
+                        msg.seq = seq
+                        msg.ts = now
+                        mstream = self.last_stream      # (held: a callback may publish)
+                        msg.stream = <PyObject *>mstream
+                    msg.event = <PyObject *>ev if ev is not None else NULL
+                    ok = wt._write(&msg)
                     if ok:
                         wt.delivered += 1
                         self.n_delivered += 1
@@ -670,8 +620,6 @@ cdef class Router:
                             if wt.on_end is not None:
                                 wt.on_end(wt)
                     continue
-                if type(v) is not SubTarget:
-                    continue
                 su = <SubTarget>v
                 if su.closed:
                     continue
@@ -686,7 +634,7 @@ cdef class Router:
                     # this event's record made again
                     rec = NULL
                     rec_scratch = False
-                    nplain_ev = -1
+                    msg.rec = NULL
                 if su.callback is not None:
                     su.delivered += 1
                     self.n_delivered += 1

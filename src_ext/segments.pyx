@@ -73,22 +73,6 @@ cdef enum FsyncPolicy:
     FSYNC_NEVER = 2
 
 
-cdef inline void _put_u32(char *p, uint32_t v) noexcept:
-    memcpy(p, &v, 4)
-
-cdef inline uint32_t _get_u32(const char *p) noexcept:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v
-
-cdef inline void _put_i64(char *p, int64_t v) noexcept:
-    memcpy(p, &v, 8)
-
-cdef inline int64_t _get_i64(const char *p) noexcept:
-    cdef int64_t v
-    memcpy(&v, p, 8)
-    return v
-
 
 cdef Py_ssize_t _dirty_end(const char *p, Py_ssize_t start, Py_ssize_t n) noexcept:
     """The end of the last non-zero byte of p[start:n] (start if none)."""
@@ -108,7 +92,7 @@ cdef Py_ssize_t _record_at(const char *p, Py_ssize_t n, Py_ssize_t off, int64_t 
     cdef int kind
     if off + REC_HEADER > n:
         return 0
-    rlen = _get_u32(p + off)
+    rlen = _rd32(p + off)
     if rlen < REC_HEADER or off + rlen > n:
         return 0
     kind = <uint8_t>p[off + 34]
@@ -118,10 +102,10 @@ cdef Py_ssize_t _record_at(const char *p, Py_ssize_t n, Py_ssize_t off, int64_t 
     if REC_HEADER + slen > rlen:
         return 0
     if kind == KIND_RECORD:
-        seq = _get_i64(p + off + 8)
+        seq = _rdi64(p + off + 8)
         if seq < expect or (limit and seq >= limit):
             return 0
-    if ff_crc32c(0, p + off + 8, rlen - 8) != _get_u32(p + off + 4):
+    if ff_crc32c(0, p + off + 8, rlen - 8) != _rd32(p + off + 4):
         return 0
     return rlen
 
@@ -376,7 +360,7 @@ cdef class SegmentStore:
                 else:
                     break
             else:
-                rlen = _get_u32(p + off)
+                rlen = _rd32(p + off)
                 if rlen == 0:
                     if data[off:].strip(b'\0'):
                         problem = 'zero length followed by non-zero bytes'
@@ -384,10 +368,10 @@ cdef class SegmentStore:
                         break
                 elif rlen < REC_HEADER or off + rlen > n:
                     problem = 'record length {} out of range ({} bytes left)'.format(rlen, n - off)
-                elif ff_crc32c(0, p + off + 8, rlen - 8) != _get_u32(p + off + 4):
+                elif ff_crc32c(0, p + off + 8, rlen - 8) != _rd32(p + off + 4):
                     problem = 'checksum mismatch'
                 else:
-                    seq = _get_i64(p + off + 8)
+                    seq = _rdi64(p + off + 8)
                     slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
                     kind = <uint8_t>p[off + 34]
                     if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE) or p[off + 35] != 0 \
@@ -429,7 +413,7 @@ cdef class SegmentStore:
                 expect = seq + 1
                 last_rec = seq
             else:
-                markers.append((kind, seq, _get_i64(p + off + 16), _get_i64(p + off + 24),
+                markers.append((kind, seq, _rdi64(p + off + 16), _rdi64(p + off + 24),
                                 data[off + REC_HEADER:off + REC_HEADER + slen]))
             off += rlen
         if start < off:
@@ -462,8 +446,8 @@ cdef class SegmentStore:
         cdef PTok pt[MAX_TOKENS]
         for off, end in spans:
             while off < end:
-                rlen = _get_u32(p + off)
-                seq = _get_i64(p + off + 8)
+                rlen = _rd32(p + off)
+                seq = _rdi64(p + off + 8)
                 slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
                 if <uint8_t>p[off + 34] == KIND_RECORD and seq >= floor:
                     sb = data[off + REC_HEADER:off + REC_HEADER + slen]
@@ -478,7 +462,7 @@ cdef class SegmentStore:
                                     bound = b
                         deleted_bound[sb] = bound
                     if seq > bound:
-                        log._load_record(seq, _get_i64(p + off + 16), _get_i64(p + off + 24),
+                        log._load_record(seq, _rdi64(p + off + 16), _rdi64(p + off + 24),
                                          p + off + REC_HEADER, slen, p + off + REC_HEADER + slen,
                                          rlen - REC_HEADER - slen)
                 off += rlen
@@ -665,18 +649,18 @@ cdef class SegmentStore:
         cdef char *p
         self.reserve(rlen, seq)
         p = self.base_ptr + self.wpos
-        _put_i64(p + 8, seq)
-        _put_i64(p + 16, ts)
-        _put_i64(p + 24, ptime)
+        _wri64(p + 8, seq)
+        _wri64(p + 16, ts)
+        _wri64(p + 24, ptime)
         p[32] = <char>(slen & 0xff)
         p[33] = <char>(slen >> 8)
         p[34] = KIND_RECORD
         p[35] = 0
         memcpy(p + REC_HEADER, s, slen)
         memcpy(p + REC_HEADER + slen, d, dlen)
-        _put_u32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
+        _wr32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
         # the length last: a record is complete once its length is there
-        _put_u32(p, <uint32_t>rlen)
+        _wr32(p, <uint32_t>rlen)
         self.live_records += 1
         if self.live_records % IDX_EVERY == 1:
             self.live_index.append((seq, ts, self.wpos))
@@ -693,16 +677,16 @@ cdef class SegmentStore:
         cdef Log log = self.log
         self.reserve(rlen, log._last_seq + 1)
         p = self.base_ptr + self.wpos
-        _put_i64(p + 8, seq)
-        _put_i64(p + 16, log.last_ts)
-        _put_i64(p + 24, log.idx[log.ihead].seq if log.icount else log._last_seq + 1)
+        _wri64(p + 8, seq)
+        _wri64(p + 16, log.last_ts)
+        _wri64(p + 24, log.idx[log.ihead].seq if log.icount else log._last_seq + 1)
         p[32] = <char>(slen & 0xff)
         p[33] = <char>(slen >> 8)
         p[34] = kind
         p[35] = 0
         memcpy(p + REC_HEADER, sb, slen)
-        _put_u32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
-        _put_u32(p, <uint32_t>rlen)
+        _wr32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
+        _wr32(p, <uint32_t>rlen)
         self.wpos += rlen
         return 0
 

@@ -138,6 +138,7 @@ class Server:
         self.port = None
         self.nats_addresses = []
         self.nats_port = None           # the NATS door's port (None: off)
+        self.nats_headers = None        # (Event, generated_id) -> a NATS header block
         self.started = False
         self.stopping = False
         self._stop_task = None
@@ -390,7 +391,7 @@ class Server:
             if cfg.nats_port:
                 from fastflow.server.nats import NatsConnection, header_block
 
-                self.flow.nats_headers = header_block if cfg.nats_lineage == "keep" else \
+                self.nats_headers = header_block if cfg.nats_lineage == "keep" else \
                     functools.partial(header_block, lineage=False)
                 self._nats_listener = await loop.create_server(
                     lambda: NatsConnection(self), cfg.nats_host or cfg.host, cfg.nats_port,

@@ -22,10 +22,10 @@ from fastflow._impl import (
     FrameParser,
     OutBuf,
     ProtocolError,
-    WireTarget,
-    error_code,
+    NativeTarget,
     validate_pattern,
 )
+from fastflow.protocol import error_code
 from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
 from fastflow.flow import Retention
 from fastflow.server.auth import AuthError
@@ -827,7 +827,7 @@ class NativeConnection(asyncio.Protocol):
             return
         outbuf = self.outbuf
         for t in targets:
-            if type(t) is WireTarget and t.outbuf is outbuf and t.nsid is None:
+            if type(t) is NativeTarget and t.outbuf is outbuf:
                 outbuf.frame(OP_MSG, FL_NO_RESPONDERS, t.sid, reply)
 
     # -- subscriptions -----------------------------------------------------------------
@@ -854,7 +854,7 @@ class NativeConnection(asyncio.Protocol):
         if limit and len(self.subs) >= limit:
             raise RequestError(429, "maximum subscriptions per connection ({}) reached"
                                .format(limit))
-        t = WireTarget(self.outbuf, sid, self.echo)
+        t = NativeTarget(self.outbuf, sid, self.echo)
         t.owner = self
         if self.responses is not None:
             t.replies = self.responses.pending

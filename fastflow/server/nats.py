@@ -22,7 +22,7 @@ from fastflow._impl import (
     Event,
     NatsError,
     NatsParser,
-    WireTarget,
+    NatsTarget,
     validate_pattern,
     validate_subject,
 )
@@ -483,8 +483,8 @@ class NatsConnection(NativeConnection):
         except (SubjectError, ValueError):
             return
         for t in targets:
-            if type(t) is WireTarget and t.outbuf is self.outbuf and t.nsid is not None:
-                self.outbuf.nats_msg(reply, t.nsid, None, _STATUS_503, b"")
+            if type(t) is NatsTarget and t.outbuf is self.outbuf:
+                self.outbuf.nats_msg(reply, t.sid, None, _STATUS_503, b"")
                 return
 
     def _sub(self, it):
@@ -514,7 +514,7 @@ class NatsConnection(NativeConnection):
         if limit and len(self.subs) >= limit:    # live ones only: O(1)
             self.err(0, "maximum subscriptions exceeded")
             return
-        t = WireTarget(self.outbuf, 0, self.echo, sid)
+        t = NatsTarget(self.outbuf, sid, self.echo, self.server.nats_headers)
         t.owner = self
         if self.responses is not None:
             t.replies = self.responses.pending

@@ -1,9 +1,8 @@
-# The NATS client protocol as a second front door (docs/nats.md): NatsParser
-# cuts the text protocol (PUB, HPUB, SUB, UNSUB, CONNECT, PING, PONG, ...) out
-# of a byte stream fed in any pieces, op names in any case, and routes PUB to
-# the router in C as an event with the defaults (a new id, the flow's source,
-# type = the subject); _nats_msg writes MSG / HMSG lines into a connection's
-# OutBuf (the router calls it for WireTargets with a NATS sid).
+# The NATS client protocol as a front door (docs/nats.md): NatsParser cuts
+# the text protocol (PUB, HPUB, SUB, UNSUB, CONNECT, PING, PONG, ...) out of a
+# byte stream fed in any pieces, op names in any case, and routes PUB to the
+# router in C as an event with the defaults (a new id, the flow's source,
+# type = the subject).
 
 from libc.string cimport memchr
 
@@ -24,21 +23,6 @@ cdef enum NatsOp:
     NOP_ERR = 10
     NOP_MSG = 11
     NOP_HMSG = 12
-
-
-class NatsError(FastflowError):
-    """A NATS protocol error that closes the connection: ``text`` is what
-    the client gets as ``-ERR '<text>'`` (nats-server's wording), the
-    message adds the detail; ``frames`` are the entries handled before it."""
-
-    def __init__(self, text, detail=None):
-        FastflowError.__init__(self, text if not detail else '{}: {}'.format(text, detail))
-        self.text = text
-        self.detail = detail
-        self.frames = []
-
-    def __reduce__(self):
-        return (NatsError, (self.text, self.detail))
 
 
 cdef inline char _lower(char c) noexcept:
@@ -109,93 +93,6 @@ cdef int64_t _num(const char *p, Py_ssize_t n) noexcept:
             return -1
         v = v * 10 + (p[i] - 48)
     return v
-
-
-cdef inline char *_put_num(char *p, int64_t v) noexcept:
-    cdef char tmp[24]
-    cdef int i = 0
-    if v == 0:
-        p[0] = 48
-        return p + 1
-    while v:
-        tmp[i] = <char>(48 + v % 10)
-        v //= 10
-        i += 1
-    while i:
-        i -= 1
-        p[0] = tmp[i]
-        p += 1
-    return p
-
-
-cdef int _nats_msg(OutBuf ob, const char *sid, Py_ssize_t sidn, const char *s, Py_ssize_t sn,
-                   const char *r, Py_ssize_t rn, const char *h, Py_ssize_t hn,
-                   const char *d, Py_ssize_t dn) except -1:
-    """Append ``MSG <s> <sid> [<r>] <dn>`` + data (no headers: ``h`` NULL)
-    or ``HMSG <s> <sid> [<r>] <hn> <hn+dn>`` + headers + data; 0 if it was
-    dropped (over max_pending, closed)."""
-    cdef Py_ssize_t bound = 5 + sn + 1 + sidn + 1 + rn + 1 + 40 + 2 + hn + dn + 2
-    cdef bint was_empty = ob.n == 0
-    cdef char *p0 = ob._reserve(bound)
-    cdef char *p = p0
-    if p == NULL:
-        return 0
-    if h != NULL:
-        memcpy(p, b'HMSG ', 5)
-        p += 5
-    else:
-        memcpy(p, b'MSG ', 4)
-        p += 4
-    memcpy(p, s, sn)
-    p += sn
-    p[0] = 32
-    memcpy(p + 1, sid, sidn)
-    p += 1 + sidn
-    p[0] = 32
-    p += 1
-    if rn:
-        memcpy(p, r, rn)
-        p += rn
-        p[0] = 32
-        p += 1
-    if h != NULL:
-        p = _put_num(p, hn)
-        p[0] = 32
-        p = _put_num(p + 1, hn + dn)
-    else:
-        p = _put_num(p, dn)
-    p[0] = 13
-    p[1] = 10
-    p += 2
-    if hn:
-        memcpy(p, h, hn)
-        p += hn
-    if dn:
-        memcpy(p, d, dn)
-        p += dn
-    p[0] = 13
-    p[1] = 10
-    p += 2
-    ob._wrote(p - p0, was_empty, True)
-    return 1
-
-
-cdef int _nats_plain(const char *rec, Py_ssize_t rn, const char *dp, Py_ssize_t dn,
-                     const char **data, Py_ssize_t *datan) except -1:
-    """Where the data of a record (``rec``, or a header in ``rec`` and the
-    data at ``dp``) is; 1 if the event carries nothing but the defaults a
-    NATS subscriber would not see (a generated id, type = the subject, no
-    lineage, no optional attribute or extension): it goes as a plain MSG."""
-    cdef Py_ssize_t off
-    if dp != NULL:                      # the router's record of a default event
-        data[0] = dp
-        datan[0] = dn
-        return 1
-    off = _ev_data_offset(rec, rn)
-    data[0] = rec + off
-    datan[0] = rn - off
-    return ((<uint8_t>rec[1] & (EVF_GENID | EVF_TYPE_SUBJECT)) == (EVF_GENID | EVF_TYPE_SUBJECT)
-            and _rd16(rec + 10) == 0 and _rd32(rec + 12) == 0)
 
 
 @cython.final
@@ -413,9 +310,6 @@ cdef class NatsParser(DoorParser):
         cdef Router rt = self.router
         cdef Py_ssize_t srcn = PyBytes_GET_SIZE(rt.source_b)
         cdef Py_ssize_t rlen = EV_HEADER + EV_GENID + srcn + dn
-        cdef uint64_t h0 = (<uint64_t>EV_VERSION | (<uint64_t>(EVF_GENID | EVF_TYPE_SUBJECT) << 8)
-                            | (<uint64_t>srcn << 48))
-        cdef uint64_t h1 = 0
         cdef int64_t before
         cdef char *b
         subject = self._pub_subject(s, sn)
@@ -434,16 +328,12 @@ cdef class NatsParser(DoorParser):
         _grow(<void **>&self.rec, &self.rcap, rlen, 1, 4096)
         b = self.rec
         _id_counter += 1
-        memcpy(b, &h0, 8)
-        memcpy(b + 8, &h1, 8)
-        memcpy(b + 16, &_id_prefix, 8)
-        memcpy(b + 24, &_id_counter, 8)
-        memcpy(b + 32, PyBytes_AS_STRING(rt.source_b), srcn)
+        b += _ev_default_head(b, _id_counter, PyBytes_AS_STRING(rt.source_b), srcn, 0)
         if dn:
-            memcpy(b + 32 + srcn, d, dn)
+            memcpy(b, d, dn)
         before = rt.n_delivered
         try:
-            rt._publish_wire(subject, r, rn, b, rlen, self.out, True)
+            rt._publish_wire(subject, r, rn, self.rec, rlen, self.out, True)
         except SubjectError:
             out.append(('error', 'Invalid Publish Subject'))
             return 0

@@ -1,0 +1,112 @@
+# The input side every front door shares: DoorParser buffers bytes fed in
+# any pieces, bounds them and checks publish permissions; each protocol's
+# parser (native_in.pyx, nats_in.pyx) cuts its own ops.
+
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class DoorParser:
+    """The input side of a front door's parser (FrameParser: the native
+    protocol; NatsParser: NATS): bytes fed in any pieces are kept until an
+    op is complete, ``_parse`` (the subclass) handles the complete ones and
+    routes PUBs to ``router`` in C; the state both doors share (limits,
+    publish permissions, counters, the last PUB subject) lives here.
+
+    ``feed(data)`` returns the entries for what it completed; a malformed
+    stream raises the door's error (its ``frames``: the entries handled
+    before it), and the parser then refuses more input."""
+    cdef char *buf
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t need                    # bytes the buffered op needs (0: unknown)
+    cdef public Router router              # None: return PUBs too
+    cdef public OutBuf out                 # this connection's output (echo, acks)
+    cdef public Matcher pub_allow          # None: everything allowed
+    cdef public Matcher pub_deny           # None: nothing denied
+    cdef public object resp_check          # (subject) -> bool: a publish the Matchers refuse
+                                           # may still go (a response); None: refused
+    cdef public Py_ssize_t max_payload
+    cdef public Py_ssize_t max_control
+    cdef public Py_ssize_t max_connect     # before CONNECT: the largest frame (0: none)
+    cdef public bint route_pubs            # False until CONNECT (auth) is done
+    cdef bytes last_pb                     # the last PUB subject (bytes and str):
+    cdef str last_ps                       # a stream of one subject decodes it once
+    cdef readonly int64_t bytes_in
+    cdef readonly int64_t pubs_in
+    cdef readonly int64_t denied
+    cdef object failed                     # the error that stopped the parser
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    @property
+    def buffered(self):
+        """Bytes of an incomplete op held."""
+        return self.n
+
+    def feed(self, data):
+        cdef Py_buffer view
+        cdef list out = []
+        cdef Py_ssize_t used
+        if self.failed is not None:
+            raise self._malformed_before()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self.bytes_in += view.len
+            if self.n == 0:
+                self.need = 0
+                used = self._parse(<const char *>view.buf, view.len, out)
+                if used < view.len:
+                    self._keep(<const char *>view.buf + used, view.len - used)
+            else:
+                self._keep(<const char *>view.buf, view.len)
+                if self.need and self.n < self.need:
+                    return out          # a payload still arriving: nothing to parse yet
+                self.need = 0
+                used = self._parse(self.buf, self.n, out)
+                if used:
+                    memmove(self.buf, self.buf + used, self.n - used)
+                    self.n -= used
+        except (ProtocolError, NatsError) as exc:
+            # the ops before the bad one were handled: hand them over too;
+            # the stream cannot be resynchronised, so the parser stops here
+            exc.frames = out
+            self.failed = exc
+            self.n = 0
+            raise
+        finally:
+            PyBuffer_Release(&view)
+        return out
+
+    cdef int _keep(self, const char *p, Py_ssize_t n) except -1:
+        _grow(<void **>&self.buf, &self.cap, self.n + n, 1, 4096)
+        memcpy(self.buf + self.n, p, n)
+        self.n += n
+        return 0
+
+    cdef Py_ssize_t _parse(self, const char *p, Py_ssize_t n, list out) except -1:
+        """Handle the complete ops of p[:n]; returns the bytes used."""
+        raise NotImplementedError
+
+    cdef object _malformed_before(self):
+        raise NotImplementedError
+
+    cdef object _pub_subject(self, const char *s, Py_ssize_t sn):
+        """The str of a PUB subject (a stream of one subject: decoded once)."""
+        if (self.last_pb is not None and sn == PyBytes_GET_SIZE(self.last_pb)
+                and memcmp(PyBytes_AS_STRING(self.last_pb), s, sn) == 0):
+            return self.last_ps
+        subject = self._subject_str(s, sn)
+        self.last_pb = PyBytes_FromStringAndSize(s, sn)
+        self.last_ps = subject
+        return subject
+
+    cdef object _subject_str(self, const char *s, Py_ssize_t sn):
+        raise NotImplementedError
+
+    cdef int _allowed(self, object subject) except -1:
+        """0 if the publish permissions refuse ``subject`` (it must be valid)."""
+        if (self.pub_allow is None or self.pub_allow.match(subject)) \
+                and (self.pub_deny is None or not self.pub_deny.match(subject)):
+            return 1
+        if self.resp_check is not None and self.resp_check(subject):
+            return 1
+        return 0

@@ -1,0 +1,151 @@
+# The NATS protocol's output side: MSG / HMSG lines written into an OutBuf,
+# and the wire target of a NATS subscription (its header block made once per
+# message for every subscriber that shares the hook).
+
+cdef inline char *_put_num(char *p, int64_t v) noexcept:
+    cdef char tmp[24]
+    cdef int i = 0
+    if v == 0:
+        p[0] = 48
+        return p + 1
+    while v:
+        tmp[i] = <char>(48 + v % 10)
+        v //= 10
+        i += 1
+    while i:
+        i -= 1
+        p[0] = tmp[i]
+        p += 1
+    return p
+
+
+cdef int _nats_msg(OutBuf ob, const char *sid, Py_ssize_t sidn, const char *s, Py_ssize_t sn,
+                   const char *r, Py_ssize_t rn, const char *h, Py_ssize_t hn,
+                   const char *d, Py_ssize_t dn) except -1:
+    """Append ``MSG <s> <sid> [<r>] <dn>`` + data (no headers: ``h`` NULL)
+    or ``HMSG <s> <sid> [<r>] <hn> <hn+dn>`` + headers + data; 0 if it was
+    dropped (over max_pending, closed)."""
+    cdef Py_ssize_t bound = 5 + sn + 1 + sidn + 1 + rn + 1 + 40 + 2 + hn + dn + 2
+    cdef bint was_empty = ob.n == 0
+    cdef char *p0 = ob._reserve(bound)
+    cdef char *p = p0
+    if p == NULL:
+        return 0
+    if h != NULL:
+        memcpy(p, b'HMSG ', 5)
+        p += 5
+    else:
+        memcpy(p, b'MSG ', 4)
+        p += 4
+    memcpy(p, s, sn)
+    p += sn
+    p[0] = 32
+    memcpy(p + 1, sid, sidn)
+    p += 1 + sidn
+    p[0] = 32
+    p += 1
+    if rn:
+        memcpy(p, r, rn)
+        p += rn
+        p[0] = 32
+        p += 1
+    if h != NULL:
+        p = _put_num(p, hn)
+        p[0] = 32
+        p = _put_num(p + 1, hn + dn)
+    else:
+        p = _put_num(p, dn)
+    p[0] = 13
+    p[1] = 10
+    p += 2
+    if hn:
+        memcpy(p, h, hn)
+        p += hn
+    if dn:
+        memcpy(p, d, dn)
+        p += dn
+    p[0] = 13
+    p[1] = 10
+    p += 2
+    ob._wrote(p - p0, was_empty, True)
+    return 1
+
+
+cdef int _nats_plain(const char *rec, Py_ssize_t rn, const char *dp, Py_ssize_t dn,
+                     const char **data, Py_ssize_t *datan) except -1:
+    """Where the data of a record (``rec``, or a header in ``rec`` and the
+    data at ``dp``) is; 1 if the event carries nothing but the defaults a
+    NATS subscriber would not see (a generated id, type = the subject, no
+    lineage, no optional attribute or extension): it goes as a plain MSG."""
+    cdef Py_ssize_t off
+    if dp != NULL:                      # the router's record of a default event
+        data[0] = dp
+        datan[0] = dn
+        return 1
+    off = _ev_data_offset(rec, rn)
+    data[0] = rec + off
+    datan[0] = rn - off
+    return ((<uint8_t>rec[1] & (EVF_GENID | EVF_TYPE_SUBJECT)) == (EVF_GENID | EVF_TYPE_SUBJECT)
+            and _rd16(rec + 10) == 0 and _rd32(rec + 12) == 0)
+
+
+# What NATS targets compute once per message (WireMsg.gen) and header hook:
+# whether it goes as a plain MSG, where its data is, its header block.
+cdef uint64_t _hdr_gen = 0
+cdef object _hdr_hook = None
+cdef object _hdr_block = None
+cdef const char *_hdr_data = NULL
+cdef Py_ssize_t _hdr_data_n = 0
+
+
+@cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class NatsTarget(WireTarget):
+    """A NATS subscription: MSG lines with its ``sid``, or HMSG lines with
+    the header block ``headers(event, generated_id)`` returns (bytes) for an
+    event that carries more than a NATS subscriber would see by default
+    (``headers`` None: always a plain MSG)."""
+    cdef readonly bytes sid
+    cdef public object headers
+
+    def __init__(self, OutBuf outbuf not None, sid, bint echo=True, headers=None):
+        WireTarget.__init__(self, outbuf, echo)
+        if isinstance(sid, str):
+            sid = (<str>sid).encode('utf-8')
+        if type(sid) is not bytes or not sid:
+            raise TypeError('sid must be a non-empty str or bytes (a NATS sid)')
+        self.sid = sid
+        self.headers = headers
+
+    cdef int _write(self, WireMsg *m) except -1:
+        global _hdr_gen, _hdr_hook, _hdr_block, _hdr_data, _hdr_data_n
+        cdef Event ev
+        cdef Event hev
+        cdef bint plain
+        cdef object hdr = None
+        if m.gen != _hdr_gen or self.headers is not _hdr_hook:
+            plain = _nats_plain(m.rec, m.rec_n, m.data, m.data_n, &_hdr_data, &_hdr_data_n)
+            if not plain and self.headers is not None:
+                if m.event != NULL:
+                    # the event as published: without this flow's lineage
+                    # entry (which only the in-process deliveries carry)
+                    ev = <Event>m.event
+                    hev = Event.__new__(Event)
+                    _ev_copy(hev, ev)
+                    hev._origin = None
+                    hdr = self.headers(hev, ev._gid != 0)
+                else:
+                    hdr = self.headers(
+                        _ev_decode(<object>m.subject_obj, m.rec, m.rec_n, m.seq,
+                                   <object>m.stream, m.ts, None),
+                        (<uint8_t>m.rec[1] & EVF_GENID) != 0)
+                if type(hdr) is not bytes:
+                    raise TypeError('headers must return bytes')
+            _hdr_block = hdr
+            _hdr_hook = self.headers
+            _hdr_gen = m.gen
+        return _nats_msg(self.outbuf, PyBytes_AS_STRING(self.sid), PyBytes_GET_SIZE(self.sid),
+                         m.subject, m.subject_n, m.reply, m.reply_n,
+                         PyBytes_AS_STRING(_hdr_block) if _hdr_block is not None else NULL,
+                         PyBytes_GET_SIZE(_hdr_block) if _hdr_block is not None else 0,
+                         _hdr_data, _hdr_data_n)

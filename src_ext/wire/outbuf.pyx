@@ -1,0 +1,258 @@
+# A connection's output (OutBuf) and the wire target base (WireTarget): the
+# router hands every network subscription the message it is to get as a
+# WireMsg and calls its target's ``_write``; each protocol writes it in its
+# own format (native_out.pyx, nats_out.pyx).  The router knows no protocol.
+
+@cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class OutBuf:
+    """A connection's pending output: frames appended in C, taken by the
+    connection once per loop tick (``take()``), written with one syscall.
+
+    ``max_pending`` bounds the bytes waiting here (0 = no limit); a frame
+    that would pass it is not added and ``overflow`` is set (the
+    connection is then cut as a slow consumer).  ``on_data`` is called
+    (no arguments) when the buffer goes from empty to non-empty."""
+    cdef char *buf
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef public Py_ssize_t max_pending
+    cdef public object on_data
+    cdef public Py_ssize_t flush_at         # call on_flush once this many bytes wait (0: never)
+    cdef public object on_flush             # (a burst is written before the tick ends)
+    cdef public bint overflow
+    cdef public bint closed
+    cdef readonly int64_t frames
+    cdef readonly int64_t msgs
+    cdef readonly int64_t bytes_out
+    cdef readonly int64_t dropped
+
+    def __init__(self, Py_ssize_t max_pending=64 << 20, on_data=None):
+        self.max_pending = max_pending
+        self.on_data = on_data
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    def __len__(self):
+        return self.n
+
+    cdef char *_reserve(self, Py_ssize_t size) except? NULL:
+        """Room for ``size`` more bytes, or NULL (and ``overflow``) past the limit."""
+        if self.closed:
+            self.dropped += 1
+            return NULL
+        if self.max_pending and self.n + size > self.max_pending:
+            self.dropped += 1
+            if not self.overflow:
+                self.overflow = True
+                # nothing may be pending here (the socket holds the rest):
+                # make the connection look now, not at its next tick
+                if self.n == 0 and self.on_data is not None:
+                    self.on_data()
+            return NULL
+        _grow(<void **>&self.buf, &self.cap, self.n + size, 1, OUTBUF_MIN)
+        return self.buf + self.n
+
+    cdef inline int _wrote(self, Py_ssize_t size, bint was_empty, bint msg) except -1:
+        """``size`` bytes were written at the end (after ``_reserve``)."""
+        self.n += size
+        self.frames += 1
+        if msg:
+            self.msgs += 1
+        if was_empty and self.on_data is not None:
+            self.on_data()
+        if self.flush_at and self.n >= self.flush_at and self.on_flush is not None:
+            self.on_flush()
+        return 0
+
+    def write(self, data):
+        """Append raw bytes (a text protocol's control lines).  Returns
+        False if they were dropped (over ``max_pending`` or closed)."""
+        cdef Py_buffer view
+        cdef bint was_empty = self.n == 0
+        cdef char *p
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            p = self._reserve(view.len)
+            if p == NULL:
+                return False
+            memcpy(p, view.buf, view.len)
+            self._wrote(view.len, was_empty, False)
+            return True
+        finally:
+            PyBuffer_Release(&view)
+
+    def nats_msg(self, subject, sid, reply=None, headers=None, data=b''):
+        """Append a NATS ``MSG`` (``headers`` None) or ``HMSG`` line with
+        its payload.  Returns False if it was dropped."""
+        cdef const char *sp
+        cdef const char *ip
+        cdef const char *rp = NULL
+        cdef Py_ssize_t sn, idn, rn = 0
+        cdef bytes hb = None
+        cdef Py_buffer view
+        as_utf8(subject, &sp, &sn, False)
+        as_utf8(sid, &ip, &idn, False)
+        if reply is not None:
+            as_utf8(reply, &rp, &rn, False)
+        if headers is not None:
+            hb = bytes(headers)
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return _nats_msg(self, ip, idn, sp, sn, rp, rn,
+                             PyBytes_AS_STRING(hb) if hb is not None else NULL,
+                             PyBytes_GET_SIZE(hb) if hb is not None else 0,
+                             <const char *>view.buf, view.len) == 1
+        finally:
+            PyBuffer_Release(&view)
+
+    def frame(self, int op, int flags=0, uint32_t id=0, subject=b'', reply=b'', body=b''):
+        """Append one frame (Python use: control frames).  Returns False if
+        it was dropped (over ``max_pending`` or closed)."""
+        cdef const char *sp
+        cdef const char *rp
+        cdef Py_ssize_t sn, rn
+        cdef Py_buffer view
+        as_utf8(subject, &sp, &sn, True) if subject else None
+        if not subject:
+            sp = NULL
+            sn = 0
+        if reply:
+            as_utf8(reply, &rp, &rn, True)
+        else:
+            rp = NULL
+            rn = 0
+        if sn > 65535 or rn > 65535:
+            raise ValueError('subject and reply are limited to 65535 bytes')
+        PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
+        try:
+            return _native_frame(self, op, flags, id, sp, sn, rp, rn, <const char *>view.buf,
+                                 view.len, NULL, 0) == 1
+        finally:
+            PyBuffer_Release(&view)
+
+    def publish(self, subject, data, source, reply=None, uint32_t id=0, int flags=0):
+        """Append a PUB frame of an event with the defaults (a new id,
+        ``source`` (str), type = ``subject``) and payload ``data``, in C:
+        the client's fast path.  Returns False if it was dropped."""
+        cdef const char *sp
+        cdef const char *rp = NULL
+        cdef const char *srcp
+        cdef Py_ssize_t sn, rn = 0, srcn
+        cdef Py_buffer view
+        as_utf8(subject, &sp, &sn, False)
+        if reply is not None:
+            as_utf8(reply, &rp, &rn, False)
+        as_utf8(source, &srcp, &srcn, False)
+        if sn > 65535 or rn > 65535 or srcn > EV_MAX_STRING or srcn == 0:
+            raise ValueError('subject, reply and source are limited to 65535 bytes '
+                             '(and source must not be empty)')
+        if type(data) is bytes:
+            return _native_pub(self, sp, sn, rp, rn, srcp, srcn, PyBytes_AS_STRING(data),
+                                     PyBytes_GET_SIZE(data), id, flags) == 1
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return _native_pub(self, sp, sn, rp, rn, srcp, srcn, <const char *>view.buf,
+                                     view.len, id, flags) == 1
+        finally:
+            PyBuffer_Release(&view)
+
+    def publish_many(self, subject, datas, source):
+        """``publish`` of every payload of ``datas`` (a list or tuple of
+        bytes) on one subject; returns how many were appended."""
+        cdef const char *sp
+        cdef const char *srcp
+        cdef Py_ssize_t sn, srcn, i, n
+        cdef object d
+        as_utf8(subject, &sp, &sn, False)
+        as_utf8(source, &srcp, &srcn, False)
+        if sn > 65535 or srcn > EV_MAX_STRING or srcn == 0:
+            raise ValueError('subject and source are limited to 65535 bytes '
+                             '(and source must not be empty)')
+        if type(datas) is not tuple:
+            datas = tuple(datas)
+        n = len(datas)
+        for i in range(n):
+            d = <object>PyTuple_GET_ITEM(datas, i)
+            if type(d) is not bytes:
+                raise TypeError('datas[{}]: expected bytes, got {}'.format(i, type(d).__name__))
+            if not _native_pub(self, sp, sn, NULL, 0, srcp, srcn, PyBytes_AS_STRING(d),
+                                     PyBytes_GET_SIZE(d), 0, 0):
+                return i
+        return n
+
+    def take(self):
+        """Everything pending, as one bytes object (the buffer empties)."""
+        cdef bytes out
+        if self.n == 0:
+            return b''
+        out = PyBytes_FromStringAndSize(self.buf, self.n)
+        self.bytes_out += self.n
+        self.n = 0
+        if self.cap > 4 * OUTBUF_MIN * 16:   # do not keep a burst's memory
+            free(self.buf)
+            self.buf = NULL
+            self.cap = 0
+        return out
+
+    def clear(self):
+        self.n = 0
+
+
+ctypedef struct WireMsg:
+    # One delivery as every wire target sees it (filled by the router).
+    const char *subject             # UTF-8
+    Py_ssize_t subject_n
+    const char *reply               # NULL: none
+    Py_ssize_t reply_n
+    const char *rec                 # the event's record ...
+    Py_ssize_t rec_n
+    const char *data                # ... and its data when it follows apart (NULL: in rec)
+    Py_ssize_t data_n
+    uint64_t gen                    # new for every record made: the key of what a
+                                    # protocol computes once per message
+    PyObject *subject_obj           # the subject (str)
+    PyObject *event                 # the Event published; NULL: a record from the network
+    PyObject *stream                # the stream that stored it (str), or None
+    int64_t seq
+    int64_t ts
+
+
+cdef uint64_t _wire_gen = 0         # the last WireMsg.gen handed out
+
+
+cdef inline uint64_t _next_wire_gen() noexcept:
+    global _wire_gen
+    _wire_gen += 1
+    return _wire_gen
+
+
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class WireTarget:
+    """A network subscription: the router appends the events it is to get
+    to its connection's output (``outbuf``) in C, through ``_write``, which
+    each protocol's target implements (NativeTarget: MSG frames;
+    NatsTarget: NATS MSG/HMSG lines).  Engine use; see fastflow.server."""
+    cdef readonly OutBuf outbuf
+    cdef public bint echo                   # False: not the connection's own publishes
+    cdef public int64_t remaining           # messages left before an automatic UNSUB (0: none)
+    cdef public object owner
+    cdef public object on_end               # (target) when an UNSUB max ended it
+    cdef readonly int64_t delivered
+    cdef readonly int64_t dropped
+    cdef public int64_t handle
+    cdef public list replies                # the reply subjects (bytes) of the requests it
+                                            # delivered, for response permissions (None: not
+                                            # kept; at REPLIES_MAX entries no more are added)
+
+    def __init__(self, OutBuf outbuf not None, bint echo=True):
+        if type(self) is WireTarget:
+            raise TypeError('WireTarget is the base of the protocols\' targets '
+                            '(NativeTarget, NatsTarget)')
+        self.outbuf = outbuf
+        self.echo = echo
+
+    cdef int _write(self, WireMsg *m) except -1:
+        """Append the message ``m``; 1 if written, 0 if the output dropped it."""
+        raise NotImplementedError
