@@ -11,7 +11,6 @@
 # oldest and newest seq, and the entries of one subject are chained in seq
 # order (per-subject eviction and last-per-subject are O(1)).
 
-import asyncio
 import datetime as _datetime
 import json
 import logging
@@ -1727,9 +1726,11 @@ cdef class Log:
 
     def areplay(self, start='first', *, seq=None, time=None, filter=None, limit=None,
                 strict=False, batch=1024, speed=None):
-        """The asyncio form of ``replay`` (an async iterator)."""
-        return AsyncReplay(self, *self._replay_args(start, seq, time, filter, limit, strict,
-                                                    batch, speed))
+        """The asyncio form of ``replay`` (an async iterator; the event loop
+        stays out of the core: fastflow.replay drives the replay)."""
+        from fastflow.replay import AsyncReplay
+        return AsyncReplay(Replay(self, *self._replay_args(start, seq, time, filter, limit,
+                                                           strict, batch, speed)))
 
     def _replay_args(self, start, seq, time, filter, limit, strict, batch, speed):
         self._check_open()
@@ -2023,25 +2024,4 @@ class Replay(_ReplayBase):
         rec, delay = r
         if delay > 0:
             _time.sleep(delay)
-        return rec
-
-
-class AsyncReplay(_ReplayBase):
-    """Async iterator returned by ``Log.areplay`` (same attributes as ``Replay``)."""
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        if self._speed is None:
-            b = self._read()
-            if b is None:
-                raise StopAsyncIteration
-            await asyncio.sleep(0)
-            return b
-        r = self._next_paced()
-        if r is None:
-            raise StopAsyncIteration
-        rec, delay = r
-        await asyncio.sleep(delay)
         return rec
