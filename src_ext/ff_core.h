@@ -374,6 +374,15 @@ static PyObject *ff_fetch_exception(void) {
     return v;
 }
 
+/* Whether o is an instance of base: its type, or a direct subclass (the
+   protocols' wire targets) at the cost of two loads, else the MRO walk. */
+static inline int ff_is_kind(PyObject *o, PyObject *base) {
+    PyTypeObject *t = Py_TYPE(o);
+    if (t->tp_base == (PyTypeObject *)base || t == (PyTypeObject *)base)
+        return 1;
+    return PyObject_TypeCheck(o, (PyTypeObject *)base);
+}
+
 static inline PyObject *ff_call1(PyObject *f, PyObject *a) {
 #if PY_VERSION_HEX >= 0x03090000
     return PyObject_CallOneArg(f, a);

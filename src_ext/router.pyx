@@ -579,7 +579,7 @@ cdef class Router:
             for i in range(nh):
                 v = self._value(hs[i])
                 if type(v) is not SubTarget:
-                    if not isinstance(v, WireTarget):
+                    if v is None or not ff_is_kind(v, WireTarget):
                         continue        # a stream, or a target removed meanwhile
                     wt = <WireTarget>v
                     if not wt.echo and wt.outbuf is origin:

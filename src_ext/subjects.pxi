@@ -18,6 +18,7 @@ cdef extern from "ff_core.h":
     int ff_install_fastcall(object type, int slot, const char *name, ff_fastcall_t impl,
                             const char *doc) except -1
     PyObject *ff_call1(object f, object a)
+    bint ff_is_kind(object o, object base)
     PyObject *ff_fetch_exception()
     const int FASTFLOW_DEBUG
     const uint32_t FF_EMPTY

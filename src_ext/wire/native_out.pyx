@@ -2,7 +2,7 @@
 # byte layout of docs/protocol.md, here only), the wire target of a native
 # subscription (MSG frames) and the client's Publisher (PUB frames).
 
-cdef int _native_frame(OutBuf ob, int op, int flags, uint32_t fid, const char *s,
+cdef inline int _native_frame(OutBuf ob, int op, int flags, uint32_t fid, const char *s,
                        Py_ssize_t sn, const char *r, Py_ssize_t rn, const char *b0,
                        Py_ssize_t bn0, const char *b1, Py_ssize_t bn1) except -1:
     """Append one frame (body = b0[:bn0] + b1[:bn1]); 0 if it was dropped."""

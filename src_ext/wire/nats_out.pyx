@@ -19,9 +19,9 @@ cdef inline char *_put_num(char *p, int64_t v) noexcept:
     return p
 
 
-cdef int _nats_msg(OutBuf ob, const char *sid, Py_ssize_t sidn, const char *s, Py_ssize_t sn,
-                   const char *r, Py_ssize_t rn, const char *h, Py_ssize_t hn,
-                   const char *d, Py_ssize_t dn) except -1:
+cdef inline int _nats_msg(OutBuf ob, const char *sid, Py_ssize_t sidn, const char *s,
+                          Py_ssize_t sn, const char *r, Py_ssize_t rn, const char *h,
+                          Py_ssize_t hn, const char *d, Py_ssize_t dn) except -1:
     """Append ``MSG <s> <sid> [<r>] <dn>`` + data (no headers: ``h`` NULL)
     or ``HMSG <s> <sid> [<r>] <hn> <hn+dn>`` + headers + data; 0 if it was
     dropped (over max_pending, closed)."""
@@ -93,7 +93,9 @@ cdef int _nats_plain(const char *rec, Py_ssize_t rn, const char *dp, Py_ssize_t 
 # whether it goes as a plain MSG, where its data is, its header block.
 cdef uint64_t _hdr_gen = 0
 cdef object _hdr_hook = None
-cdef object _hdr_block = None
+cdef object _hdr_block = None        # (holds the bytes _hdr_p points into)
+cdef const char *_hdr_p = NULL
+cdef Py_ssize_t _hdr_n = 0
 cdef const char *_hdr_data = NULL
 cdef Py_ssize_t _hdr_data_n = 0
 
@@ -118,34 +120,40 @@ cdef class NatsTarget(WireTarget):
         self.headers = headers
 
     cdef int _write(self, WireMsg *m) except -1:
-        global _hdr_gen, _hdr_hook, _hdr_block, _hdr_data, _hdr_data_n
+        if m.gen != _hdr_gen or self.headers is not _hdr_hook:
+            self._prepare(m)
+        return _nats_msg(self.outbuf, PyBytes_AS_STRING(self.sid), PyBytes_GET_SIZE(self.sid),
+                         m.subject, m.subject_n, m.reply, m.reply_n, _hdr_p, _hdr_n,
+                         _hdr_data, _hdr_data_n)
+
+    cdef int _prepare(self, WireMsg *m) except -1:
+        """What every NATS target with this hook writes for ``m``: a plain
+        MSG or a header block, and where the data is (once per message)."""
+        global _hdr_gen, _hdr_hook, _hdr_block, _hdr_p, _hdr_n, _hdr_data, _hdr_data_n
         cdef Event ev
         cdef Event hev
-        cdef bint plain
         cdef object hdr = None
-        if m.gen != _hdr_gen or self.headers is not _hdr_hook:
-            plain = _nats_plain(m.rec, m.rec_n, m.data, m.data_n, &_hdr_data, &_hdr_data_n)
-            if not plain and self.headers is not None:
-                if m.event != NULL:
-                    # the event as published: without this flow's lineage
-                    # entry (which only the in-process deliveries carry)
-                    ev = <Event>m.event
-                    hev = Event.__new__(Event)
-                    _ev_copy(hev, ev)
-                    hev._origin = None
-                    hdr = self.headers(hev, ev._gid != 0)
-                else:
-                    hdr = self.headers(
-                        _ev_decode(<object>m.subject_obj, m.rec, m.rec_n, m.seq,
-                                   <object>m.stream, m.ts, None),
-                        (<uint8_t>m.rec[1] & EVF_GENID) != 0)
-                if type(hdr) is not bytes:
-                    raise TypeError('headers must return bytes')
-            _hdr_block = hdr
-            _hdr_hook = self.headers
-            _hdr_gen = m.gen
-        return _nats_msg(self.outbuf, PyBytes_AS_STRING(self.sid), PyBytes_GET_SIZE(self.sid),
-                         m.subject, m.subject_n, m.reply, m.reply_n,
-                         PyBytes_AS_STRING(_hdr_block) if _hdr_block is not None else NULL,
-                         PyBytes_GET_SIZE(_hdr_block) if _hdr_block is not None else 0,
-                         _hdr_data, _hdr_data_n)
+        _hdr_gen = 0                    # (until it is complete)
+        if not _nats_plain(m.rec, m.rec_n, m.data, m.data_n, &_hdr_data, &_hdr_data_n) \
+                and self.headers is not None:
+            if m.event != NULL:
+                # the event as published: without this flow's lineage
+                # entry (which only the in-process deliveries carry)
+                ev = <Event>m.event
+                hev = Event.__new__(Event)
+                _ev_copy(hev, ev)
+                hev._origin = None
+                hdr = self.headers(hev, ev._gid != 0)
+            else:
+                hdr = self.headers(
+                    _ev_decode(<object>m.subject_obj, m.rec, m.rec_n, m.seq,
+                               <object>m.stream, m.ts, None),
+                    (<uint8_t>m.rec[1] & EVF_GENID) != 0)
+            if type(hdr) is not bytes:
+                raise TypeError('NatsTarget.headers must return bytes')
+        _hdr_block = hdr
+        _hdr_p = PyBytes_AS_STRING(hdr) if hdr is not None else NULL
+        _hdr_n = PyBytes_GET_SIZE(hdr) if hdr is not None else 0
+        _hdr_hook = self.headers
+        _hdr_gen = m.gen
+        return 0
