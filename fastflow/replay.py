@@ -4,6 +4,7 @@ The core stays free of asyncio (``Log.areplay`` returns one of these).
 """
 
 import asyncio
+from operator import attrgetter
 
 __all__ = ("AsyncReplay",)
 
@@ -19,15 +20,10 @@ class AsyncReplay:
     def __init__(self, replay):
         self._replay = replay
 
-    @property
-    def lost(self):
-        """Records no longer retained when the replay reached them."""
-        return self._replay.lost
-
-    @property
-    def next_seq(self):
-        """Where a later read would continue."""
-        return self._replay.next_seq
+    lost = property(attrgetter("_replay.lost"),
+                    doc="Records no longer retained when the replay reached them.")
+    next_seq = property(attrgetter("_replay.next_seq"),
+                        doc="Where a later read would continue.")
 
     def __aiter__(self):
         return self
