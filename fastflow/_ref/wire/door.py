@@ -14,7 +14,8 @@ __all__ = ("DoorParser",)
 
 def _router(v, arg):
     """A router argument (``arg``) or attribute (``arg`` None): anything
-    with the Router's ``publish_wire`` (the parsers use nothing else), or
+    with the Router's ``publish_wire`` (the parsers publish through it and
+    read its ``n_delivered`` and ``source``; they import no router), or
     None."""
     if v is None or callable(getattr(v, "publish_wire", None)):
         return v
