@@ -1170,7 +1170,7 @@ class Log:
     def areplay(self, start="first", *, seq=None, time=None, filter=None, limit=None,
                 strict=False, batch=1024, speed=None):
         """``replay`` as an async iterator (fastflow.replay.AsyncReplay)."""
-        from fastflow.replay import AsyncReplay     # (asyncio stays out of the core)
+        from fastflow.replay import AsyncReplay  # (here: asyncio stays out of the core)
 
         return AsyncReplay(self.replay(start, seq=seq, time=time, filter=filter, limit=limit,
                                        strict=strict, batch=batch, speed=speed))
