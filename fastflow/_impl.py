@@ -18,9 +18,9 @@ __all__ = (
     "Matcher",
     "MsgBatch",
     "NativeTarget",
-    "NatsTarget",
     "NatsError",
     "NatsParser",
+    "NatsTarget",
     "OutBuf",
     "Publisher",
     "Position",
@@ -36,22 +36,33 @@ __all__ = (
 )
 
 if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
-    from fastflow._ref.codec import (
-        Publisher,
+    from fastflow._ref import (
         FLAGS,
         OPS,
+        Batch,
+        Event,
         FrameParser,
+        Log,
+        MatchBatch,
+        Matcher,
         MsgBatch,
+        NativeTarget,
+        NatsError,
+        NatsParser,
+        NatsTarget,
         OutBuf,
+        Position,
         ProtocolError,
-        error_code,
+        Publisher,
+        Record,
+        Router,
+        StreamTarget,
+        SubTarget,
+        WireTarget,
+        events_from_batch,
+        validate_pattern,
+        validate_subject,
     )
-    from fastflow._ref.event import Event, events_from_batch
-    from fastflow._ref.log import Batch, Log, Position, Record
-    from fastflow._ref.matcher import Matcher, MatchBatch
-    from fastflow._ref.natsproto import NatsError, NatsParser
-    from fastflow._ref.router import Router, StreamTarget, SubTarget, WireTarget
-    from fastflow._ref.subjects import validate_pattern, validate_subject
 
     COMPILED = False
 else:

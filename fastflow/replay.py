@@ -1,31 +1,29 @@
-"""The asyncio form of a log replay: ``Log.areplay`` (and ``Stream.areplay``)
-return an ``AsyncReplay`` over the core's replay, so that the core itself
-never touches the event loop (as asyncpg keeps its protocol core free of
-it).  A leaf module: it imports only asyncio."""
+"""Replaying a stream's log from asyncio code: ``AsyncReplay`` iterates a
+core replay (``Log.replay``, either core) without blocking the event loop.
+The core stays free of asyncio (``Log.areplay`` returns one of these).
+"""
 
 import asyncio
+from operator import attrgetter
 
 __all__ = ("AsyncReplay",)
 
 
 class AsyncReplay:
-    """An async iterator over a core replay (``Log.replay``'s iterator):
-    ``Batch``es as fast as possible, yielding to the loop after each, or
-    with a ``speed`` one ``Record`` at a time at the original pace.  ``lost``
-    and ``next_seq`` are the replay's."""
+    """Async iterator over a core replay object: Batches, yielding to the
+    loop between them, or with ``speed`` Records at their original pace
+    (``await asyncio.sleep`` instead of the replay's blocking sleep).
+    ``lost`` and ``next_seq`` are the replay's."""
 
     __slots__ = ("_replay",)
 
     def __init__(self, replay):
         self._replay = replay
 
-    @property
-    def lost(self):
-        return self._replay.lost
-
-    @property
-    def next_seq(self):
-        return self._replay.next_seq
+    lost = property(attrgetter("_replay.lost"),
+                    doc="Records no longer retained when the replay reached them.")
+    next_seq = property(attrgetter("_replay.next_seq"),
+                        doc="Where a later read would continue.")
 
     def __aiter__(self):
         return self
@@ -36,11 +34,11 @@ class AsyncReplay:
             b = r._read()
             if b is None:
                 raise StopAsyncIteration
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # let other tasks run between batches
             return b
-        step = r._next_paced()
-        if step is None:
+        p = r._next_paced()
+        if p is None:
             raise StopAsyncIteration
-        rec, delay = step
+        rec, delay = p
         await asyncio.sleep(delay)
         return rec

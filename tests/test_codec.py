@@ -1,5 +1,5 @@
 """The native protocol's codec: OutBuf, FrameParser and MsgBatch
-(src_ext/codec.pyx and its pure-Python twin fastflow/_ref/codec.py).
+(src_ext/wire/ and its pure-Python twin fastflow/_ref/wire/).
 
 Every test runs once per core (the compiled one, when it is built, and the
 reference).  Frames are built here with ``struct`` from docs/protocol.md,
@@ -7,7 +7,7 @@ independently of the codec, so the codec is checked against the document:
 round trips of every op, incremental parsing at every split point and byte
 by byte, malformed frames (codes, messages, the frames handled before, the
 parser refusing more input), the limits, PUB and PUB_BATCH routing to a
-router with WireTargets (and to a Flow), the order of a SUB and a PUB in one
+router with NativeTargets (and to a Flow), the order of a SUB and a PUB in one
 read, echo, UNSUB max, no-responders and error entries, and the records of
 OutBuf.publish / publish_many.  Hypothesis throws random bytes and mutated
 or truncated frame streams at the parser: it only returns frames or raises
@@ -27,23 +27,24 @@ from hypothesis import strategies as st
 
 import fastflow
 from fastflow import FastflowError
-from fastflow._ref import codec as _ref_codec
+from fastflow import _ref as _ref_core
 from fastflow._ref import event as _ref_event
 from fastflow._ref import log as _ref_log
 from fastflow._ref import matcher as _ref_matcher
 from fastflow._ref import router as _ref_router
+from fastflow.protocol import error_code
 
 
 def _core_ns(name, codec, router, event, log, matcher):
     return SimpleNamespace(
         name=name, OutBuf=codec.OutBuf, FrameParser=codec.FrameParser, MsgBatch=codec.MsgBatch,
         ProtocolError=codec.ProtocolError, OPS=codec.OPS, FLAGS=codec.FLAGS,
-        error_code=codec.error_code, Router=router.Router, WireTarget=router.WireTarget,
+        error_code=error_code, Router=router.Router, NativeTarget=codec.NativeTarget,
         SubTarget=router.SubTarget, StreamTarget=router.StreamTarget, Event=event.Event,
         Log=log.Log, Matcher=matcher.Matcher)
 
 
-CORES = {"ref": _core_ns("ref", _ref_codec, _ref_router, _ref_event, _ref_log, _ref_matcher)}
+CORES = {"ref": _core_ns("ref", _ref_core, _ref_router, _ref_event, _ref_log, _ref_matcher)}
 if fastflow.COMPILED:
     from fastflow import _core
 
@@ -120,7 +121,7 @@ def msgs_of(core, outbuf):
 
 def wire(core, router, pattern, sid, queue=None, echo=True, outbuf=None):
     ob = outbuf if outbuf is not None else core.OutBuf(0)
-    t = core.WireTarget(ob, sid, echo)
+    t = core.NativeTarget(ob, sid, echo)
     router.add(pattern, t, queue)
     return t
 
@@ -534,7 +535,7 @@ def test_pubs_are_routed_to_wire_targets(core):
 def test_pub_routing_to_a_flow(seed):
     """The active core's Flow: streams store the record, in-process
     subscribers and network subscriptions get the event."""
-    from fastflow._impl import FrameParser, OutBuf, WireTarget
+    from fastflow._impl import FrameParser, NativeTarget, OutBuf
 
     f = fastflow.Flow()
     try:
@@ -542,7 +543,7 @@ def test_pub_routing_to_a_flow(seed):
         local = []
         f.subscribe("orders.*", local.append)
         net = OutBuf(0)
-        t = WireTarget(net, 5)
+        t = NativeTarget(net, 5)
         f.add("orders.>", t)
         p = FrameParser(f, OutBuf(0))
         p.route_pubs = True

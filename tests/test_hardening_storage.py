@@ -250,7 +250,7 @@ def test_storage_full_error_is_a_log_full_error():
     e = fastflow.StorageFullError("storage full: x", "/p/1.seg", 10)
     assert isinstance(e, fastflow.LogFullError) and isinstance(e, fastflow.FastflowError)
     assert (e.path, e.wanted) == ("/p/1.seg", 10)
-    from fastflow._ref.codec import error_code
+    from fastflow.protocol import error_code
 
     assert error_code(e) == 507
     if "native" in CORES:

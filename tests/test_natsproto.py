@@ -1,17 +1,17 @@
 """The NATS client protocol parser and the MSG / HMSG lines of NATS
-subscriptions (src_ext/natsproto.pyx, the NATS branch of the router and
-OutBuf.write / nats_msg, and their pure-Python twins fastflow/_ref/).
+subscriptions (src_ext/wire/nats_in.pyx and nats_out.pyx, OutBuf.write /
+nats_msg, and their pure-Python twins fastflow/_ref/wire/).
 
 Every test runs once per core (the compiled one, when it is built, and the
 reference), and the differential ones run both cores on the same input
 and compare entries, errors (text, detail, message) and output bytes.
 Covered: every op and its entry, op names in any case, spaces and tabs
 between the arguments, every split point of a stream (and byte by byte),
-PUB routed to WireTargets with a NATS sid, to SubTargets and into a Flow,
+PUB routed to NatsTargets, to SubTargets and into a Flow,
 HPUB, every protocol error (its text, its detail, the entries before it,
 the parser refusing more input), permissions, invalid publish subjects,
 no-responders, echo, UNSUB max, OutBuf.nats_msg / write byte for byte,
-HMSG with ``Router.nats_headers``.  Hypothesis throws random valid op
+HMSG with ``NatsTarget.headers``.  Hypothesis throws random valid op
 streams (random case, whitespace and splits) and random or mutated bytes
 at both cores: they only return entries or raise NatsError, agree with
 each other, and a split stream does what the whole one does
@@ -34,11 +34,10 @@ from hypothesis import strategies as st
 
 import fastflow
 from fastflow import FastflowError
-from fastflow._ref import codec as _ref_codec
+from fastflow import _ref as _ref_core
 from fastflow._ref import event as _ref_event
 from fastflow._ref import log as _ref_log
 from fastflow._ref import matcher as _ref_matcher
-from fastflow._ref import natsproto as _ref_nats
 from fastflow._ref import router as _ref_router
 from fastflow.errors import SubjectError
 
@@ -47,13 +46,13 @@ def _core_ns(name, codec, router, event, log, matcher, nats):
     return SimpleNamespace(
         name=name, OutBuf=codec.OutBuf, FrameParser=codec.FrameParser,
         NatsParser=nats.NatsParser, NatsError=nats.NatsError, Router=router.Router,
-        WireTarget=router.WireTarget, SubTarget=router.SubTarget,
+        NativeTarget=codec.NativeTarget, NatsTarget=nats.NatsTarget, SubTarget=router.SubTarget,
         StreamTarget=router.StreamTarget, Event=event.Event, Log=log.Log,
         Matcher=matcher.Matcher)
 
 
-CORES = {"ref": _core_ns("ref", _ref_codec, _ref_router, _ref_event, _ref_log, _ref_matcher,
-                         _ref_nats)}
+CORES = {"ref": _core_ns("ref", _ref_core, _ref_router, _ref_event, _ref_log, _ref_matcher,
+                         _ref_core)}
 if fastflow.COMPILED:
     from fastflow import _core
 
@@ -130,9 +129,9 @@ def hmsg(subject, sid, headers, data, reply=None):
 
 
 def nwire(core, router, pattern, nsid, queue=None, echo=True, outbuf=None):
-    """A NATS subscription (a WireTarget with a NATS sid) on ``pattern``."""
+    """A NATS subscription (a NatsTarget) on ``pattern``."""
     ob = outbuf if outbuf is not None else core.OutBuf(0)
-    t = core.WireTarget(ob, 0, echo, nsid)
+    t = core.NatsTarget(ob, nsid, echo)
     router.add(pattern, t, queue)
     return t
 
@@ -273,13 +272,14 @@ def session(core, chunks, route=True, perms=False, echo=True, max_payload=1 << 2
     router = core.Router(source="/nats/test")
     own = core.OutBuf(0)
     other = core.OutBuf(0)
-    router.add("a.>", core.WireTarget(other, 0, True, "all"))
+    hook = None
+    if headers:
+        def hook(ev, gen):
+            return b"NATS/1.0\r\nce-type: %s\r\ngen: %d\r\n\r\n" % (ev.type.encode(), gen)
+    router.add("a.>", core.NatsTarget(other, "all", True, hook))
     local = []
     router.add("a.>", core.SubTarget(lambda ev: local.append(
         (ev.routing_subject, ev.type, ev.source, ev.data))))
-    if headers:
-        router.nats_headers = lambda ev, gen: b"NATS/1.0\r\nce-type: %s\r\ngen: %d\r\n\r\n" % (
-            ev.type.encode(), gen)
     p = core.NatsParser(router, own, max_payload, max_control)
     p.route_pubs = route
     if perms:
@@ -302,7 +302,7 @@ def session(core, chunks, route=True, perms=False, echo=True, max_payload=1 << 2
                 if old is not None and old.handle in router.matcher:
                     effects.append(("sub-in-use", sid))
                     continue
-                t = core.WireTarget(own, 0, echo, sid)
+                t = core.NatsTarget(own, sid, echo, hook)
                 try:
                     router.add(pattern, t, queue)
                 except (SubjectError, ValueError) as exc:
@@ -388,7 +388,7 @@ def test_pubs_are_routed_to_nats_wire_targets_and_sub_targets(core):
     a = nwire(core, router, "orders.*", "sid-1")
     b = nwire(core, router, "orders.>", "2")
     frames = core.OutBuf(0)
-    router.add("orders.eu", core.WireTarget(frames, 9))       # a native-protocol subscriber
+    router.add("orders.eu", core.NativeTarget(frames, 9))     # a native-protocol subscriber
     got = []
     router.add("orders.>", core.SubTarget(got.append))
     p = parser(core, router, core.OutBuf(0))
@@ -424,7 +424,7 @@ def test_pubs_are_routed_to_nats_wire_targets_and_sub_targets(core):
 def test_pub_routing_into_a_flow(seed):
     """The active core's Flow: streams store the events, in-process
     subscribers and NATS subscriptions get them, queue groups take turns."""
-    from fastflow._impl import NatsParser, OutBuf, WireTarget
+    from fastflow._impl import NatsParser, NatsTarget, OutBuf
 
     f = fastflow.Flow()
     try:
@@ -432,10 +432,10 @@ def test_pub_routing_into_a_flow(seed):
         local = []
         f.subscribe("orders.*", local.append)
         net = OutBuf(0)
-        t = WireTarget(net, 0, True, "7")
+        t = NatsTarget(net, "7")
         f.add("orders.>", t)
-        q1 = WireTarget(net, 0, True, "q1")
-        q2 = WireTarget(net, 0, True, "q2")
+        q1 = NatsTarget(net, "q1")
+        q2 = NatsTarget(net, "q2")
         f.add("orders.*", q1, "workers")
         f.add("orders.*", q2, "workers")
         p = NatsParser(f, OutBuf(0))
@@ -619,7 +619,7 @@ def test_an_invalid_subject_with_permissions_is_an_error_entry(core_name):
     assert p.denied == 0
 
 
-# -- HMSG and the router's nats_headers ---------------------------------------------------------
+# -- HMSG and NatsTarget.headers ------------------------------------------------------------------
 
 
 def test_events_with_attributes_go_as_hmsg_with_nats_headers(core):
@@ -631,8 +631,8 @@ def test_events_with_attributes_go_as_hmsg_with_nats_headers(core):
         calls.append((ev.routing_subject, ev.type, ev.data, gen))
         return HDR
 
-    assert router.nats_headers is None
-    router.nats_headers = headers
+    assert t.headers is None
+    t.headers = headers
     router.publish("a.b", b"plain")                      # every default: MSG
     router.publish("a.b", b"..", type="t")               # a type: HMSG
     router.publish("a.b", b"id", id="my-id")             # an id of its own: HMSG, not generated
@@ -657,8 +657,7 @@ def test_events_with_lineage_go_as_hmsg(core):
     t = nwire(core, router, "b", "x")
     got = []
     router.add("a", core.SubTarget(got.append))
-    router.nats_headers = lambda ev, gen: b"H %d %s %d\r\n\r\n" % (gen, ev.type.encode(),
-                                                                   ev.hops)
+    t.headers = lambda ev, gen: b"H %d %s %d\r\n\r\n" % (gen, ev.type.encode(), ev.hops)
     router.publish("a", b"1")
     derived = got[0].derive("b", b"derived")
     router.publish(derived)
@@ -672,15 +671,15 @@ def test_nats_headers_are_made_once_per_publish(core):
     a = nwire(core, router, "a", "1")
     b = nwire(core, router, "a", "2", outbuf=a.outbuf)
     frames = core.OutBuf(0)
-    router.add("a", core.WireTarget(frames, 3))
+    router.add("a", core.NativeTarget(frames, 3))
     n = []
-    router.nats_headers = lambda ev, gen: n.append(1) or b"NATS/1.0\r\n\r\n"
+    a.headers = b.headers = lambda ev, gen: n.append(1) or b"NATS/1.0\r\n\r\n"
     router.publish("a", b"x", type="t")
     assert len(n) == 1
     assert a.outbuf.take() == (hmsg("a", "1", b"NATS/1.0\r\n\r\n", b"x")
                                + hmsg("a", "2", b"NATS/1.0\r\n\r\n", b"x"))
     assert len(frames.take()) > 0 and (a.delivered, b.delivered) == (1, 1)
-    router.nats_headers = lambda ev, gen: b""             # an empty header block: HMSG 0 n
+    a.headers = b.headers = lambda ev, gen: b""           # an empty header block: HMSG 0 n
     router.publish("a", b"x", type="t")
     assert a.outbuf.take() == b"HMSG a 1 0 1\r\nx\r\nHMSG a 2 0 1\r\nx\r\n"
 
@@ -694,9 +693,9 @@ def test_without_nats_headers_events_with_attributes_go_as_msg(core):
 
 def test_nats_headers_must_return_bytes(core):
     router = core.Router()
-    nwire(core, router, "a", "1")
-    router.nats_headers = lambda ev, gen: "NATS/1.0\r\n\r\n"
-    with pytest.raises(TypeError, match="nats_headers must return bytes"):
+    t = nwire(core, router, "a", "1")
+    t.headers = lambda ev, gen: "NATS/1.0\r\n\r\n"
+    with pytest.raises(TypeError, match="headers must return bytes"):
         router.publish("a", b"x", type="t")
     router.publish("a", b"x")                 # a plain event does not call it
 
@@ -704,11 +703,10 @@ def test_nats_headers_must_return_bytes(core):
 def test_hmsg_sizes_through_a_flow():
     f = fastflow.Flow()
     try:
-        from fastflow._impl import OutBuf, WireTarget
+        from fastflow._impl import NatsTarget, OutBuf
 
         out = OutBuf(0)
-        f.add("s.>", WireTarget(out, 0, True, b"99"))
-        f.nats_headers = lambda ev, gen: b"NATS/1.0\r\nX: 1\r\n\r\n"
+        f.add("s.>", NatsTarget(out, b"99", headers=lambda ev, gen: b"NATS/1.0\r\nX: 1\r\n\r\n"))
         f.publish("s.x", b"..", type="t")
         f.publish("s.x", b"plain")
         f.publish("s.x", b"", type="t")
@@ -719,7 +717,7 @@ def test_hmsg_sizes_through_a_flow():
         f.close()
 
 
-# -- OutBuf.nats_msg, OutBuf.write, WireTarget nsid ------------------------------------------------
+# -- OutBuf.nats_msg, OutBuf.write, NatsTarget sid -------------------------------------------------
 
 
 def test_outbuf_nats_msg_bytes(core):
@@ -806,19 +804,19 @@ def test_outbuf_nats_msg_argument_checks(core):
     assert len(ob) == 0 and ob.frames == 0
 
 
-def test_wire_target_nsid(core):
+def test_nats_target_sid(core):
     ob = core.OutBuf(0)
-    assert core.WireTarget(ob, 3).nsid is None
-    assert core.WireTarget(ob, 3, True, "1").nsid == b"1"
-    assert core.WireTarget(ob, 3, False, b"x.y").nsid == b"x.y"
-    assert core.WireTarget(ob, 0, nsid="é").nsid == "é".encode()
-    t = core.WireTarget(ob, 0, nsid="s")
-    assert (t.sid, t.echo, t.remaining, t.delivered) == (0, True, 0, 0)
+    assert core.NativeTarget(ob, 3).sid == 3
+    assert core.NatsTarget(ob, "1").sid == b"1"
+    assert core.NatsTarget(ob, b"x.y", False).sid == b"x.y"
+    assert core.NatsTarget(ob, sid="é").sid == "é".encode()
+    t = core.NatsTarget(ob, "s")
+    assert (t.echo, t.remaining, t.delivered, t.headers) == (True, 0, 0, None)
     for bad in ("", b"", 1, bytearray(b"1")):
-        with pytest.raises(TypeError, match="nsid must be a non-empty str or bytes"):
-            core.WireTarget(ob, 0, True, bad)
+        with pytest.raises(TypeError, match="sid must be a non-empty str or bytes"):
+            core.NatsTarget(ob, bad)
     with pytest.raises(AttributeError):
-        t.nsid = b"2"
+        t.sid = b"2"
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -1050,8 +1048,8 @@ def test_parser_attributes_and_argument_types(core):
 def test_route_without_a_router_raises(core_name):
     code = ("import sys\n"
             "from fastflow import _core\n"
-            "from fastflow._ref import natsproto\n"
-            "P = {'native': lambda: _core.NatsParser, 'ref': lambda: natsproto.NatsParser}"
+            "from fastflow import _ref\n"
+            "P = {'native': lambda: _core.NatsParser, 'ref': lambda: _ref.NatsParser}"
             "[sys.argv[1]]()\n"
             "try:\n"
             "    P().route('a', None, b'x')\n"
@@ -1072,7 +1070,7 @@ def test_a_callback_that_publishes_does_not_change_what_later_subscribers_get(co
     core = CORES[core_name]
     router = core.Router()
     ob = core.OutBuf(0)
-    router.add("other", core.WireTarget(core.OutBuf(0), 7))
+    router.add("other", core.NativeTarget(core.OutBuf(0), 7))
 
     def cb(ev):
         if ev.data == b"hello":
@@ -1092,15 +1090,15 @@ def test_a_callback_that_publishes_does_not_change_later_native_frames(core_name
     core = CORES[core_name]
     router = core.Router()
     ob = core.OutBuf(0)
-    router.add("other", core.WireTarget(core.OutBuf(0), 7))
+    router.add("other", core.NativeTarget(core.OutBuf(0), 7))
 
     def cb(ev):
         if ev.data == b"hello":
             router.publish("other", b"WORLD" * 100, type="u", source="/somewhere/else")
 
-    router.add("a", core.WireTarget(ob, 1))
+    router.add("a", core.NativeTarget(ob, 1))
     router.add("a", core.SubTarget(cb))
-    router.add("a", core.WireTarget(ob, 2))
+    router.add("a", core.NativeTarget(ob, 2))
     router.publish("a", b"hello", type="t", k="v")
     p = core.FrameParser()
     p.batch_msgs = True

@@ -2,5 +2,78 @@
 
 They are the oracles of the differential tests and the fallback core when
 ``FASTFLOW_NO_EXTENSIONS=1`` (no C compiler). They favour clarity over speed
-and must behave exactly like ``src_ext/`` on every input.
+and must behave exactly like ``src_ext/``: this package exports the names
+``fastflow._core`` exports, from the modules that mirror its sources
+(``wire/`` mirrors ``src_ext/wire/``).
 """
+
+from fastflow._ref.event import Event, events_from_batch
+from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
+from fastflow._ref.matcher import MatchBatch, Matcher
+from fastflow._ref.router import Router, StreamTarget, SubTarget
+from fastflow._ref.subjects import validate_pattern, validate_subject
+from fastflow._ref.wire.door import DoorParser
+from fastflow._ref.wire.native_in import FrameParser, MsgBatch
+from fastflow._ref.wire.native_out import NativeTarget, Publisher
+from fastflow._ref.wire.nats_in import NatsParser
+from fastflow._ref.wire.nats_out import NatsTarget
+from fastflow._ref.wire.outbuf import OutBuf, WireTarget
+from fastflow._ref.wire.proto import FLAGS, OPS
+from fastflow.errors import (
+    CorruptLogError,
+    EventError,
+    EventTooLarge,
+    FastflowError,
+    GapError,
+    LogFullError,
+    NatsError,
+    ProtocolError,
+    StaleRecordError,
+    StorageFullError,
+    SubjectError,
+)
+
+__all__ = (
+    "COMPILED",
+    "DEBUG",
+    "FLAGS",
+    "OPS",
+    "Batch",
+    "CorruptLogError",
+    "DoorParser",
+    "Event",
+    "EventError",
+    "EventTooLarge",
+    "FastflowError",
+    "FrameParser",
+    "GapError",
+    "Log",
+    "LogFullError",
+    "MatchBatch",
+    "Matcher",
+    "MsgBatch",
+    "NativeTarget",
+    "NatsError",
+    "NatsParser",
+    "NatsTarget",
+    "OutBuf",
+    "Position",
+    "ProtocolError",
+    "Publisher",
+    "Record",
+    "Replay",
+    "Router",
+    "StaleRecordError",
+    "StorageFullError",
+    "StreamTarget",
+    "SubTarget",
+    "SubjectError",
+    "WireTarget",
+    "crc32c",
+    "events_from_batch",
+    "validate_pattern",
+    "validate_subject",
+)
+
+COMPILED = False
+DEBUG = False

@@ -25,7 +25,6 @@ docs/log.md (see ``_HEADER``), with these details the document leaves open:
   the 1st, 4097th, ... record (kind 1) of the segment.
 """
 
-import asyncio
 import bisect
 import datetime as _dt
 import json
@@ -394,7 +393,12 @@ class Batch:
 # -- replay iterators --------------------------------------------------------------
 
 
-class _ReplayBase:
+class Replay:
+    """Iterator returned by ``Log.replay``: ``lost`` (the gap notice, growing
+    if records are evicted before the replay reaches them) and ``next_seq``
+    (where a later read would continue).  ``_read()`` and ``_next_paced()``
+    are also what fastflow.replay.AsyncReplay iterates with."""
+
     def __init__(self, log, pos, matcher, limit, strict, batch, speed):
         self._log = log
         self.lost = pos.lost
@@ -410,6 +414,11 @@ class _ReplayBase:
         self._done = False
 
     def _read(self):
+        """The next Batch (None at the end) and advance."""
+        entries = self._entries()
+        return Batch(entries, self.next_seq) if entries else None
+
+    def _entries(self):
         """The next entries (a list, empty at the end) and advance."""
         log = self._log
         log._check_open()
@@ -437,7 +446,7 @@ class _ReplayBase:
     def _next_paced(self):
         """(record, seconds to wait before yielding it) or None at the end."""
         if not self._pending:
-            self._pending.extend(self._read())
+            self._pending.extend(self._entries())
             if not self._pending:
                 return None
         e = self._pending.popleft()
@@ -451,49 +460,21 @@ class _ReplayBase:
             delay = max(0.0, (due - now) / 1e9)
         return Record(self._log, e), delay
 
-
-class Replay(_ReplayBase):
-    """Iterator returned by ``Log.replay``: ``lost`` (the gap notice, growing
-    if records are evicted before the replay reaches them) and ``next_seq``
-    (where a later read would continue)."""
-
     def __iter__(self):
         return self
 
     def __next__(self):
         if self._speed is None:
-            entries = self._read()
-            if not entries:
+            b = self._read()
+            if b is None:
                 raise StopIteration
-            return Batch(entries, self.next_seq)
+            return b
         r = self._next_paced()
         if r is None:
             raise StopIteration
         rec, delay = r
         if delay > 0:
             _time.sleep(delay)
-        return rec
-
-
-class AsyncReplay(_ReplayBase):
-    """Async iterator returned by ``Log.areplay`` (same attributes as ``Replay``)."""
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        if self._speed is None:
-            entries = self._read()
-            if not entries:
-                raise StopAsyncIteration
-            batch = Batch(entries, self.next_seq)
-            await asyncio.sleep(0)  # let other tasks run between batches
-            return batch
-        r = self._next_paced()
-        if r is None:
-            raise StopAsyncIteration
-        rec, delay = r
-        await asyncio.sleep(delay)
         return rec
 
 
@@ -1188,8 +1169,11 @@ class Log:
 
     def areplay(self, start="first", *, seq=None, time=None, filter=None, limit=None,
                 strict=False, batch=1024, speed=None):
-        """``replay`` as an async iterator."""
-        return self._replay(AsyncReplay, start, seq, time, filter, limit, strict, batch, speed)
+        """``replay`` as an async iterator (fastflow.replay.AsyncReplay)."""
+        from fastflow.replay import AsyncReplay  # (here: asyncio stays out of the core)
+
+        return AsyncReplay(self.replay(start, seq=seq, time=time, filter=filter, limit=limit,
+                                       strict=strict, batch=batch, speed=speed))
 
     # -- cursors -------------------------------------------------------------
 

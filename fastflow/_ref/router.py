@@ -3,11 +3,12 @@ once, append once to every capturing stream, deliver to every interested
 subscription.
 
 One Matcher holds every kind of target: a SubTarget per subscription, a
-WireTarget per network subscription (its MSG frames go to its connection's
-OutBuf) and a StreamTarget per (stream, subject pattern).  A publish copies
-the matched handles (one member per queue group) before it runs any Python
-code (callbacks may publish, subscribe or unsubscribe), and resolves each
-handle again when it gets to it, so a target removed meanwhile is skipped.
+WireTarget per network subscription (it writes each message it gets into
+its connection's OutBuf in its own protocol: fastflow/_ref/wire/) and a
+StreamTarget per (stream, subject pattern).  A publish copies the matched
+handles (one member per queue group) before it runs any Python code
+(callbacks may publish, subscribe or unsubscribe), and resolves each handle
+again when it gets to it, so a target removed meanwhile is skipped.
 
 The native Router's private state and helpers are C-level (a subclass such
 as ``fastflow.Flow`` cannot see or override them); here they are
@@ -36,7 +37,6 @@ from fastflow._ref.event import (
     _c_ssize,
     _ev_check,
     _ev_copy,
-    _ev_data_offset,
     _ev_decode,
     _ev_encode,
     _ev_init_attrs,
@@ -46,13 +46,13 @@ from fastflow._ref.event import (
     _ro,
 )
 from fastflow._ref import event as _event
-from fastflow._ref.codec import OP_MSG, OutBuf, _as_utf8, _c_uint32
 from fastflow._ref.log import RECORD_HEADER, Log
 from fastflow._ref.matcher import Matcher
 from fastflow._ref.subjects import check_reply, tokenize
+from fastflow._ref.wire.outbuf import OutBuf, WireMsg, WireTarget, _as_utf8
 from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullError, SubjectError
 
-__all__ = ("Router", "StreamTarget", "SubTarget", "WireTarget")
+__all__ = ("Router", "StreamTarget", "SubTarget")
 
 _REPLIES_MAX = 65536                    # reply subjects a WireTarget's ``replies`` list takes
 
@@ -245,99 +245,6 @@ class StreamTarget:
         self._listeners = v
 
 
-@_final
-class WireTarget:
-    """A network subscription: events are appended to its connection's
-    output (an OutBuf) as MSG frames, or as NATS MSG/HMSG lines for a NATS
-    subscription (``nsid``, its sid) (engine use; see fastflow.server)."""
-
-    __slots__ = ("_outbuf", "_sid", "_echo", "_remaining", "owner", "on_end", "_delivered",
-                 "_dropped", "_handle", "_nsid", "_replies")
-
-    def __init__(self, outbuf, sid, echo=True, nsid=None):
-        if not isinstance(outbuf, OutBuf):
-            raise TypeError("Argument 'outbuf' has incorrect type (expected {}.{}, got {})"
-                            .format(OutBuf.__module__, OutBuf.__qualname__,
-                                    type(outbuf).__name__))
-        sid = _c_uint32(sid)
-        echo = bool(echo)
-        self._outbuf = outbuf
-        self._sid = sid
-        self._echo = echo               # False: not the connection's own publishes
-        self._nsid = None               # a NATS subscription's sid: MSG/HMSG lines
-        if nsid is not None:
-            if isinstance(nsid, str):
-                nsid = nsid.encode("utf-8")
-            if type(nsid) is not bytes or not nsid:
-                raise TypeError("nsid must be a non-empty str or bytes (a NATS sid)")
-            self._nsid = nsid
-        self._remaining = 0             # messages left before an automatic UNSUB (0: none)
-        self.owner = None
-        self.on_end = None              # (target) when an UNSUB max ended it
-        self._delivered = 0
-        self._dropped = 0
-        self._handle = 0
-        self._replies = None            # the reply subjects (bytes) of the requests it
-                                        # delivered, for response permissions (None: not
-                                        # kept; at _REPLIES_MAX entries no more are added)
-
-    outbuf = _ro("_outbuf")
-    sid = _ro("_sid")
-    nsid = _ro("_nsid", "a NATS subscription's sid (bytes): MSG/HMSG lines; None: MSG frames")
-    delivered = _ro("_delivered")
-    dropped = _ro("_dropped")
-
-    @property
-    def echo(self):
-        return self._echo
-
-    @echo.setter
-    def echo(self, v):
-        self._echo = bool(v)
-
-    @property
-    def remaining(self):
-        return self._remaining
-
-    @remaining.setter
-    def remaining(self, v):
-        self._remaining = _c_int64(v)
-
-    @property
-    def replies(self):
-        return self._replies
-
-    @replies.setter
-    def replies(self, v):
-        if v is not None and type(v) is not list:
-            raise TypeError("Expected list, got {}".format(type(v).__name__))
-        self._replies = v
-
-    @property
-    def handle(self):
-        return self._handle
-
-    @handle.setter
-    def handle(self, v):
-        self._handle = _c_int64(v)
-
-
-def _nats_plain(rec, ddata):
-    """``(plain, data)`` of a record for NATS subscribers: ``plain`` 1 if
-    the event carries nothing but the defaults a NATS subscriber would not
-    see (a generated id, type = the subject, no lineage, no optional
-    attribute or extension): it goes as a plain MSG; ``ddata`` is the data
-    when ``rec`` is the router's record of an event with every default."""
-    if ddata is not None:
-        return 1, ddata
-    n = len(rec)
-    data = rec[_ev_data_offset(rec, 0, n):]
-    _, flags, _, _, _, _, trn, restn = _HEADER.unpack_from(rec, 0)
-    plain = (flags & (EVF_GENID | EVF_TYPE_SUBJECT)) == (EVF_GENID | EVF_TYPE_SUBJECT) \
-        and trn == 0 and restn == 0
-    return (1 if plain else 0), data
-
-
 def _callback_error(r, exc, su):
     if r.error_handler is not None:
         r.error_handler(exc, su.owner)
@@ -469,7 +376,7 @@ class Router:
                  "__last_toks", "__n_published", "__n_delivered", "__n_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
-                 "nats_headers", "__last_duplicate")
+                 "__last_duplicate")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -490,9 +397,6 @@ class Router:
         self.__hop_limit = hop_limit
         self.error_handler = None       # (exc, subscription) for callback errors
         self.advisory_handler = None    # (kind, info) for slow consumers, loops
-        # (event, generated_id) -> the NATS header block (bytes) of an event
-        # with attributes, for NATS subscriptions (None: sent without them)
-        self.nats_headers = None
         self.closed = False             # publish raises once set
         self.__last_stream = None       # the stream that stored the last publish
         self.__last_duplicate = False   # ... had it already (its seq is the original's)
@@ -535,14 +439,15 @@ class Router:
     # -- targets ---------------------------------------------------------------
 
     def add(self, pattern, target, queue=None):
-        """Register a SubTarget or a StreamTarget on ``pattern``; returns its handle."""
+        """Register a SubTarget, a StreamTarget or a WireTarget on ``pattern``;
+        returns its handle."""
         if type(target) is not SubTarget and type(target) is not StreamTarget \
-                and type(target) is not WireTarget:
+                and not isinstance(target, WireTarget):
             raise TypeError("target must be a SubTarget, a WireTarget or a StreamTarget")
         if queue is not None and type(target) is StreamTarget:
             raise ValueError("streams do not take a queue group")
         h = self.__matcher.add(pattern, target, queue)
-        if type(target) is SubTarget or type(target) is WireTarget:
+        if type(target) is not StreamTarget:
             target._handle = h
         return h
 
@@ -570,24 +475,40 @@ class Router:
                 and ev._rest is None and ev._rest_raw is None
                 and ev._source is self.__source)
 
+    def __wire_msg(self, subject, reply, rec, rdef, ev, seq, now):
+        """The WireMsg of a delivery: of ``ev``, or (``ev`` None) of the
+        record ``rec`` from the network; ``rdef``: ``rec`` is the record of
+        ``ev`` with every default (its data goes apart)."""
+        if rdef:
+            data = ev._data
+            rec = rec[:len(rec) - len(data)]
+        else:
+            data = None
+        sb = subject.encode("utf-8") if isinstance(subject, str) else bytes(subject)
+        gen = ev._gid != 0 if ev is not None else (rec[1] & EVF_GENID) != 0
+        return WireMsg(subject, sb, reply or None, rec, data, gen, ev, seq, now,
+                       self.__last_stream)
+
     def __record(self, ev):
         """The record of ``ev`` (bytes)."""
         if self.__is_default(ev):
             return self.__default_record(ev)
         return _ev_encode(ev)
 
-    def __publish_wire(self, subject, reply, rec, origin):
+    def publish_wire(self, subject, reply, rec, origin, built=False):
         """Publish an event record received from the network (a PUB frame):
         ``subject`` a str, ``reply`` its UTF-8 bytes (or None / empty),
         ``rec`` the record (bytes), ``origin`` the publishing connection's
-        OutBuf (or None).  Engine use: FrameParser and publish_record."""
+        OutBuf (or None); ``built``: a record the door made itself (no need
+        to check it).  Engine use: the parsers and publish_record."""
         if self.closed:
             raise FastflowError("flow {!r} is closed".format(self.__name))
         if reply:
             # (written into subscribers' MSG lines and frames: a literal subject)
             check_reply(reply)
         _as_utf8(subject, False)        # (not encodable: raises before the record check)
-        _ev_check(subject, rec, 0, len(rec))
+        if not built:
+            _ev_check(subject, rec, 0, len(rec))
         m = self.__matcher
         _, _, hops, _, _, _, trn, _ = _HEADER.unpack_from(rec, 0)
         if hops or trn:
@@ -612,7 +533,7 @@ class Router:
         if reply is not None:
             rb = _as_utf8(reply, False)
         rec = _record_bytes(record)
-        return self.__publish_wire(_subject_str(subject), rb, rec, origin)
+        return self.publish_wire(_subject_str(subject), rb, rec, origin)
 
     def __route(self, subject, data, ev, now):
         """Publish one event: ``ev`` when the publisher gave attributes or an
@@ -742,42 +663,19 @@ class Router:
                     notify = []
                 notify.append(st)
                 notify.append(s)
-        sb = None                       # the subject's UTF-8 bytes (MSG frames)
-        nplain = -1                     # NATS subscribers: whether the event goes as a
-        nd = None                       # plain MSG (its data), else its header block
-        nhdr = None                     # (made once)
+        msg = None                      # what the wire targets get (made once)
         for h in hs:
             v = value(h)
-            if type(v) is WireTarget:
+            if isinstance(v, WireTarget):
                 if not v._echo and v._outbuf is origin:
                     continue
-                if rec is None:
-                    rdef = self.__is_default(ev)
-                    rec = self.__default_record(ev) if rdef else _ev_encode(ev)
-                if sb is None:
-                    sb = subject.encode("utf-8") if isinstance(subject, str) else bytes(subject)
-                if v._nsid is not None:
-                    if nplain < 0:
-                        nplain, nd = _nats_plain(rec, ev._data if rdef else None)
-                        if not nplain and self.nats_headers is not None:
-                            if ev is not None:
-                                # the event as published: without this
-                                # flow's lineage entry (only the in-process
-                                # deliveries carry it)
-                                hev = Event.__new__(Event)
-                                _ev_copy(hev, ev)
-                                hev._origin = None
-                                nhdr = self.nats_headers(hev, ev._gid != 0)
-                            else:
-                                nhdr = self.nats_headers(
-                                    _ev_decode(subject, wrec, 0, len(wrec), seq,
-                                               self.__last_stream, now, None),
-                                    (wrec[1] & EVF_GENID) != 0)
-                            if type(nhdr) is not bytes:
-                                raise TypeError("nats_headers must return bytes")
-                    ok = v._outbuf._nats_msg(v._nsid, sb, reply or b"", nhdr, nd)
-                else:
-                    ok = v._outbuf._frame(OP_MSG, 0, v._sid, sb, reply or b"", rec)
+                if msg is None:
+                    if rec is None:
+                        rdef = self.__is_default(ev)
+                        rec = self.__default_record(ev) if rdef else _ev_encode(ev)
+                    msg = self.__wire_msg(subject, reply, rec, rdef, ev if wrec is None else None,
+                                          seq, now)
+                ok = v.write(msg)
                 if ok:
                     v._delivered += 1
                     self.__n_delivered += 1

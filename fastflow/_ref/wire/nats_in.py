@@ -1,16 +1,15 @@
-"""The NATS client protocol as a second front door (docs/nats.md),
-pure-Python reference for src_ext/natsproto.pyx: NatsParser cuts the text
-protocol (PUB, HPUB, SUB, UNSUB, CONNECT, PING, PONG, ...) out of a byte
-stream fed in any pieces, op names in any case, and routes PUB to the
-router as an event with the defaults (a new id, the flow's source, type =
-the subject).  The MSG / HMSG lines of NATS subscriptions are written by
-the router (``OutBuf._nats_msg``, for WireTargets with a NATS sid).
+"""The NATS client protocol's input side (docs/nats.md), pure-Python twin of
+src_ext/wire/nats_in.pyx: ``NatsParser`` cuts the text protocol (PUB,
+HPUB, SUB, UNSUB, CONNECT, PING, PONG, ...) out of a byte stream fed in
+any pieces, op names in any case, and routes PUB to the router as an
+event with the defaults (a new id, the flow's source, type = the
+subject).  The MSG / HMSG lines of NATS subscriptions are written by
+their NatsTargets (nats_out.py).
 """
 
 import re
 
 from fastflow._ref import event as _event
-from fastflow._ref.codec import DoorParser, _as_utf8
 from fastflow._ref.event import (
     _GENID,
     _HEADER,
@@ -21,9 +20,11 @@ from fastflow._ref.event import (
     _record_bytes,
     _ro,
 )
-from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
+from fastflow._ref.wire.door import DoorParser
+from fastflow._ref.wire.outbuf import _as_utf8
+from fastflow.errors import EventTooLarge, FastflowError, LogFullError, NatsError, SubjectError
 
-__all__ = ("NatsError", "NatsParser")
+__all__ = ("NatsParser",)
 
 NATS_MAX_ARGS = 5
 NATS_NUM_MAX = 18               # digits of a size or a max (fits an int64)
@@ -48,21 +49,6 @@ _OPS = {b"pub": NOP_PUB, b"hpub": NOP_HPUB, b"sub": NOP_SUB, b"unsub": NOP_UNSUB
 
 _NAME = re.compile(rb"[^ \t]*")         # the op name: up to a space or a tab
 _ARG = re.compile(rb"[^ \t]+")          # the arguments, separated by spaces or tabs
-
-
-class NatsError(FastflowError):
-    """A NATS protocol error that closes the connection: ``text`` is what
-    the client gets as ``-ERR '<text>'`` (nats-server's wording), the
-    message adds the detail; ``frames`` are the entries handled before it."""
-
-    def __init__(self, text, detail=None):
-        FastflowError.__init__(self, text if not detail else f"{text}: {detail}")
-        self.text = text
-        self.detail = detail
-        self.frames = []
-
-    def __reduce__(self):
-        return (NatsError, (self.text, self.detail))
 
 
 def _num(b):
@@ -258,7 +244,6 @@ class NatsParser(DoorParser):
         the payload: bytes): an event with the defaults, routed; problems
         go to ``out``."""
         rt = self._router
-        srcb = rt._Router__source_b
         subject = self._pub_subject(s)
         if r:
             _nats_str(r, "reply subject")   # (as a PUB that comes back as an entry)
@@ -273,6 +258,7 @@ class NatsParser(DoorParser):
             out.append(("error", "Invalid Publish Subject"))
             return
         # the record: as Event.encode() of an event with every default
+        srcb = rt.source.encode("utf-8", "surrogatepass")    # (as the Router keeps it)
         rec = b"".join((
             _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT, 0, 0, len(srcb) & 0xFFFF,
                          0, 0, 0),
@@ -280,7 +266,7 @@ class NatsParser(DoorParser):
             srcb, d))
         before = rt.n_delivered
         try:
-            rt._Router__publish_wire(subject, r, rec, self._out)
+            rt.publish_wire(subject, r, rec, self._out, True)
         except (SubjectError, UnicodeDecodeError):
             out.append(("error", "Invalid Publish Subject"))
             return

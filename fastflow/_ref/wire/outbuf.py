@@ -1,0 +1,365 @@
+"""A connection's output (``OutBuf``) and the wire target base
+(``WireTarget``), pure-Python twin of src_ext/wire/outbuf.pyx: the router
+hands every network subscription the message it is to get as a
+``WireMsg`` and calls its target's ``write``; each protocol writes it in
+its own format (native_out.py, nats_out.py).  The router knows no
+protocol.
+"""
+
+from fastflow._ref.event import (
+    EV_MAX_STRING,
+    _c_int,
+    _c_int64,
+    _c_ssize,
+    _final,
+    _record_bytes,
+    _ro,
+)
+from fastflow._ref.subjects import subject_error
+
+__all__ = ("OutBuf", "WireMsg", "WireTarget")
+
+
+# -- the native core's argument conversions ------------------------------------------
+
+
+def _c_uint32(v):
+    """``v`` as a C uint32_t argument."""
+    if type(v) is not int:
+        if isinstance(v, int):
+            v = int(v)
+        else:
+            conv = getattr(type(v), "__int__", None)
+            if conv is None:
+                raise TypeError("an integer is required")
+            v = conv(v)
+    if v < 0:
+        raise OverflowError("can't convert negative value to uint32_t")
+    if v > 0xFFFFFFFF:
+        raise OverflowError("value too large to convert to uint32_t")
+    return v
+
+
+def _as_utf8(s, pattern):
+    """The UTF-8 bytes of a str or bytes argument (the native ``as_utf8``:
+    bytes are taken as they are)."""
+    if isinstance(s, str):
+        try:
+            return s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise subject_error("pattern" if pattern else "subject", s,
+                                "not encodable as UTF-8") from None
+    if isinstance(s, bytes):
+        return bytes(s)
+    raise TypeError("{} must be str or bytes, not {}".format(
+        "pattern" if pattern else "subject", type(s).__name__))
+
+
+def _typed(v, cls):
+    """Assignment to a typed attribute of a native class (None allowed)."""
+    if v is not None and not isinstance(v, cls):
+        raise TypeError("Cannot convert {} to {}.{}".format(
+            type(v).__name__, cls.__module__, cls.__qualname__))
+    return v
+
+
+def _typed_arg(name, v, cls):
+    """A typed argument of a native method (None allowed)."""
+    if v is not None and not isinstance(v, cls):
+        raise TypeError("Argument '{}' has incorrect type (expected {}.{}, got {})".format(
+            name, cls.__module__, cls.__qualname__, type(v).__name__))
+    return v
+
+
+# -- the output buffer ----------------------------------------------------------------
+
+
+@_final
+class OutBuf:
+    """A connection's pending output: frames appended by the router, taken
+    by the connection once per loop tick (``take()``), written with one
+    syscall.
+
+    ``max_pending`` bounds the bytes waiting here (0 = no limit); a frame
+    that would pass it is not added and ``overflow`` is set (the
+    connection is then cut as a slow consumer).  ``on_data`` is called
+    (no arguments) when the buffer goes from empty to non-empty."""
+
+    __slots__ = ("_buf", "_max_pending", "on_data", "_overflow", "_closed", "_frames", "_msgs",
+                 "_bytes_out", "_dropped", "flush_at", "on_flush")
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
+
+    def __new__(cls, /, *args, **kwargs):
+        # the blank state of a native OutBuf before __init__
+        o = object.__new__(cls)
+        o._buf = bytearray()
+        o._max_pending = 0
+        o.on_data = None
+        o.flush_at = 0          # call on_flush once this many bytes wait (0: never)
+        o.on_flush = None
+        o._overflow = False
+        o._closed = False
+        o._frames = 0
+        o._msgs = 0
+        o._bytes_out = 0
+        o._dropped = 0
+        return o
+
+    def __init__(self, max_pending=64 << 20, on_data=None):
+        self._max_pending = _c_ssize(max_pending)
+        self.on_data = on_data
+
+    frames = _ro("_frames")
+    msgs = _ro("_msgs")
+    bytes_out = _ro("_bytes_out")
+    dropped = _ro("_dropped")
+
+    @property
+    def max_pending(self):
+        return self._max_pending
+
+    @max_pending.setter
+    def max_pending(self, v):
+        self._max_pending = _c_ssize(v)
+
+    @property
+    def overflow(self):
+        return self._overflow
+
+    @overflow.setter
+    def overflow(self, v):
+        self._overflow = bool(v)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @closed.setter
+    def closed(self, v):
+        self._closed = bool(v)
+
+    def __len__(self):
+        return len(self._buf)
+
+    def _reserve(self, size):
+        """Room for ``size`` more bytes, or False (and ``overflow``) past the limit."""
+        if self._closed:
+            self._dropped += 1
+            return False
+        if self._max_pending and len(self._buf) + size > self._max_pending:
+            self._dropped += 1
+            if not self._overflow:
+                self._overflow = True
+                # nothing may be pending here (the socket holds the rest):
+                # make the connection look now, not at its next tick
+                if not self._buf and self.on_data is not None:
+                    self.on_data()
+            return False
+        return True
+
+    def _wrote(self, was_empty, msg):
+        """Bytes were appended (after ``_reserve``): count the frame, call
+        the hooks."""
+        self._frames += 1
+        if msg:
+            self._msgs += 1
+        if was_empty and self.on_data is not None:
+            self.on_data()
+        if self.flush_at and len(self._buf) >= self.flush_at and self.on_flush is not None:
+            self.on_flush()
+
+    def write(self, data):
+        """Append raw bytes (a text protocol's control lines).  Returns
+        False if they were dropped (over ``max_pending`` or closed)."""
+        d = _record_bytes(data)
+        was_empty = not self._buf
+        if not self._reserve(len(d)):
+            return False
+        self._buf += d
+        self._wrote(was_empty, False)
+        return True
+
+    # (the protocols' writers build on this module: they are imported when used)
+
+    def nats_msg(self, subject, sid, reply=None, headers=None, data=b""):
+        """Append a NATS ``MSG`` (``headers`` None) or ``HMSG`` line with
+        its payload.  Returns False if it was dropped."""
+        from fastflow._ref.wire.nats_out import _nats_msg
+
+        s = _as_utf8(subject, False)
+        i = _as_utf8(sid, False)
+        r = _as_utf8(reply, False) if reply is not None else b""
+        h = bytes(headers) if headers is not None else None
+        d = _record_bytes(data)
+        return _nats_msg(self, i, s, r, h, d) == 1
+
+    def frame(self, op, flags=0, id=0, subject=b"", reply=b"", body=b""):
+        """Append one frame (Python use: control frames).  Returns False if
+        it was dropped (over ``max_pending`` or closed)."""
+        from fastflow._ref.wire.native_out import _native_frame
+
+        op = _c_int(op)
+        flags = _c_int(flags)
+        id = _c_uint32(id)
+        s = _as_utf8(subject, True) if subject else b""
+        r = _as_utf8(reply, True) if reply else b""
+        if len(s) > 65535 or len(r) > 65535:
+            raise ValueError("subject and reply are limited to 65535 bytes")
+        return _native_frame(self, op, flags, id, s, r, _record_bytes(body)) == 1
+
+    def publish(self, subject, data, source, reply=None, id=0, flags=0):
+        """Append a PUB frame of an event with the defaults (a new id,
+        ``source`` (str), type = ``subject``) and payload ``data``: the
+        client's fast path.  Returns False if it was dropped."""
+        from fastflow._ref.wire.native_out import _native_pub
+
+        id = _c_uint32(id)
+        flags = _c_int(flags)
+        s = _as_utf8(subject, False)
+        r = _as_utf8(reply, False) if reply is not None else b""
+        src = _as_utf8(source, False)
+        if len(s) > 65535 or len(r) > 65535 or len(src) > EV_MAX_STRING or not src:
+            raise ValueError("subject, reply and source are limited to 65535 bytes "
+                             "(and source must not be empty)")
+        d = data if type(data) is bytes else _record_bytes(data)
+        return _native_pub(self, s, r, src, d, id, flags) == 1
+
+    def publish_many(self, subject, datas, source):
+        """``publish`` of every payload of ``datas`` (a list or tuple of
+        bytes) on one subject; returns how many were appended."""
+        from fastflow._ref.wire.native_out import _native_pub
+
+        s = _as_utf8(subject, False)
+        src = _as_utf8(source, False)
+        if len(s) > 65535 or len(src) > EV_MAX_STRING or not src:
+            raise ValueError("subject and source are limited to 65535 bytes "
+                             "(and source must not be empty)")
+        if type(datas) is not tuple:
+            datas = tuple(datas)
+        n = len(datas)
+        for i in range(n):
+            d = datas[i]
+            if type(d) is not bytes:
+                raise TypeError("datas[{}]: expected bytes, got {}".format(i, type(d).__name__))
+            if not _native_pub(self, s, b"", src, d, 0, 0):
+                return i
+        return n
+
+    def take(self):
+        """Everything pending, as one bytes object (the buffer empties)."""
+        if not self._buf:
+            return b""
+        out = bytes(self._buf)
+        self._bytes_out += len(out)
+        self._buf = bytearray()
+        return out
+
+    def clear(self):
+        self._buf = bytearray()
+
+
+# -- what the router hands a wire target ----------------------------------------------
+
+
+@_final
+class WireMsg:
+    """One delivery, as the router hands it to every wire target of a
+    publish (engine use): ``subject`` (str) and ``subject_b`` (its UTF-8
+    bytes), ``reply`` (bytes or None), ``rec`` the event record and
+    ``data`` the data that follows it when the router built the record of
+    an event with every default without it (None: ``rec`` holds its data),
+    ``generated_id``, ``event`` (None: a record from the network), the
+    ``seq``, ``ts`` and ``stream`` a stream stored it with, and ``cache``,
+    where the protocols keep what they make once per message (the NATS
+    header block)."""
+
+    __slots__ = ("subject", "subject_b", "reply", "rec", "data", "generated_id", "event", "seq",
+                 "ts", "stream", "cache")
+
+    def __init__(self, subject, subject_b, reply, rec, data, generated_id, event, seq, ts,
+                 stream):
+        self.subject = subject
+        self.subject_b = subject_b
+        self.reply = reply
+        self.rec = rec
+        self.data = data
+        self.generated_id = generated_id
+        self.event = event
+        self.seq = seq
+        self.ts = ts
+        self.stream = stream
+        self.cache = {}
+
+
+class WireTarget:
+    """A network subscription (engine use; see fastflow.server): the router
+    hands it each message it matched and ``write`` appends it to its
+    connection's output (an OutBuf) in its protocol's format; the
+    bookkeeping (echo, counters, ``replies``, ``remaining``) is the
+    router's.  The protocols' targets: NativeTarget, NatsTarget."""
+
+    __slots__ = ("_outbuf", "_echo", "_remaining", "owner", "on_end", "_delivered", "_dropped",
+                 "_handle", "_replies")
+
+    def __init__(self, outbuf, echo=True):
+        if not isinstance(outbuf, OutBuf):
+            raise TypeError("Argument 'outbuf' has incorrect type (expected {}.{}, got {})"
+                            .format(OutBuf.__module__, OutBuf.__qualname__,
+                                    type(outbuf).__name__))
+        echo = bool(echo)
+        self._outbuf = outbuf
+        self._echo = echo               # False: not the connection's own publishes
+        self._remaining = 0             # messages left before an automatic UNSUB (0: none)
+        self.owner = None
+        self.on_end = None              # (target) when an UNSUB max ended it
+        self._delivered = 0
+        self._dropped = 0
+        self._handle = 0
+        self._replies = None            # the reply subjects (bytes) of the requests it
+                                        # delivered, for response permissions (None: not
+                                        # kept; at _REPLIES_MAX entries no more are added)
+
+    outbuf = _ro("_outbuf")
+    delivered = _ro("_delivered")
+    dropped = _ro("_dropped")
+
+    @property
+    def echo(self):
+        return self._echo
+
+    @echo.setter
+    def echo(self, v):
+        self._echo = bool(v)
+
+    @property
+    def remaining(self):
+        return self._remaining
+
+    @remaining.setter
+    def remaining(self, v):
+        self._remaining = _c_int64(v)
+
+    @property
+    def replies(self):
+        return self._replies
+
+    @replies.setter
+    def replies(self, v):
+        if v is not None and type(v) is not list:
+            raise TypeError("Expected list, got {}".format(type(v).__name__))
+        self._replies = v
+
+    @property
+    def handle(self):
+        return self._handle
+
+    @handle.setter
+    def handle(self, v):
+        self._handle = _c_int64(v)
+
+    def write(self, msg):
+        """Append ``msg`` (a WireMsg) to ``outbuf`` in this target's
+        protocol; False if the OutBuf dropped it (its limit, closed)."""
+        raise NotImplementedError("{}.write".format(type(self).__qualname__))
