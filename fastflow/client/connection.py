@@ -35,8 +35,15 @@ from fastflow._impl import (
 )
 from fastflow._version import __version__
 from fastflow.client._common import (
+    _CLOSED,
+    _CONNECTED,
+    _CONNECTING,
+    _FL_ACK,
+    _FL_CLOSE,
+    _FL_DUPLICATE,
     _PUB,
     _PUB_BATCH,
+    _RECONNECTING,
     _await_with_timeout,
     _json,
     _loads,
@@ -56,7 +63,7 @@ from fastflow.errors import (
     ServerError,
     SubjectError,
 )
-from fastflow.protocol import FRAME_VERSION, ClientState, ErrorCode, Flag, Op, server_error
+from fastflow.protocol import FRAME_VERSION, ErrorCode, Op, server_error
 
 log = logging.getLogger("fastflow.client")
 
@@ -208,7 +215,7 @@ class Client(SubscriberMixin, StreamsMixin):
         self.closed_callback = closed_callback
 
         self._loop = None
-        self._state = ClientState.CONNECTING
+        self._state = _CONNECTING
         self._proto = None
         self._transport = None
         self._writable = False          # connected, handshake done, socket not backed up
@@ -257,11 +264,11 @@ class Client(SubscriberMixin, StreamsMixin):
 
     @property
     def is_connected(self):
-        return self._state == ClientState.CONNECTED
+        return self._state == _CONNECTED
 
     @property
     def is_closed(self):
-        return self._state == ClientState.CLOSED
+        return self._state == _CLOSED
 
     @property
     def state(self):
@@ -325,7 +332,7 @@ class Client(SubscriberMixin, StreamsMixin):
             try:
                 await self._connect_once(self._servers[i])
             except AuthenticationError:
-                self._state = ClientState.CLOSED
+                self._state = _CLOSED
                 self._out.closed = True
                 raise
             except (OSError, asyncio.TimeoutError, FastflowError) as exc:
@@ -333,7 +340,7 @@ class Client(SubscriberMixin, StreamsMixin):
                 continue
             self._start_pinger()
             return
-        self._state = ClientState.CLOSED
+        self._state = _CLOSED
         self._out.closed = True
         raise ConnectError("could not connect to fastflow server {}".format("; ".join(errors)))
 
@@ -407,10 +414,10 @@ class Client(SubscriberMixin, StreamsMixin):
                     self._proto = None
                     self._transport = None
                 transport.abort()
-        if self._state == ClientState.CLOSED:           # closed during the handshake
+        if self._state == _CLOSED:                     # closed during the handshake
             transport.abort()
             raise ConnectionClosedError("client is closed")
-        self._state = ClientState.CONNECTED
+        self._state = _CONNECTED
         self._ever_connected = True
         self._set_writable(not proto.paused)
 
@@ -434,9 +441,9 @@ class Client(SubscriberMixin, StreamsMixin):
         return t
 
     async def _pinger(self):
-        while self._state != ClientState.CLOSED:
+        while self._state != _CLOSED:
             await asyncio.sleep(self.ping_interval)
-            if self._state != ClientState.CONNECTED:
+            if self._state != _CONNECTED:
                 continue
             if len(self._pongs) >= self.max_outstanding_pings:
                 self._close_err = ConnectionClosedError(
@@ -489,7 +496,7 @@ class Client(SubscriberMixin, StreamsMixin):
         ``pending_limit``."""
         out = self._out
         out.overflow = False
-        if self._state == ClientState.CLOSED:
+        if self._state == _CLOSED:
             raise ConnectionClosedError("client is closed")
         if self._writable:
             self._flush_out()
@@ -511,7 +518,7 @@ class Client(SubscriberMixin, StreamsMixin):
             "client buffer full: {} bytes are waiting ({}), pending_limit={} bytes; "
             "await client.wait_writable() or flush() to follow the connection's pace".format(
                 len(out),
-                "socket backed up" if self._state == ClientState.CONNECTED else self.state,
+                "socket backed up" if self._state == _CONNECTED else self.state,
                 self.pending_limit))
 
     def _send(self, op, flags, fid, subject, reply, body):
@@ -523,11 +530,11 @@ class Client(SubscriberMixin, StreamsMixin):
         self._msgs_adjust -= 1                  # not an event (stats: OutBuf counts frames)
 
     def _on_pause(self, proto):
-        if proto is self._proto and self._state == ClientState.CONNECTED:
+        if proto is self._proto and self._state == _CONNECTED:
             self._set_writable(False)
 
     def _on_resume(self, proto):
-        if proto is self._proto and self._state == ClientState.CONNECTED:
+        if proto is self._proto and self._state == _CONNECTED:
             self._set_writable(True)
 
     async def wait_writable(self, timeout=None):
@@ -543,14 +550,14 @@ class Client(SubscriberMixin, StreamsMixin):
         await self._wait_writable(timeout, "writable")
 
     async def _wait_connected(self, timeout):
-        if self._state == ClientState.CONNECTED:
+        if self._state == _CONNECTED:
             return
         await self._wait_writable(timeout, "connected")
 
     async def _wait_writable(self, timeout, what):
         """Wait until the client is connected and writable (``_set_writable``);
         ``what`` names the wait in the timeout's message."""
-        if self._state == ClientState.CLOSED:
+        if self._state == _CLOSED:
             raise ConnectionClosedError("client is closed")
         fut = self._loop.create_future()
         self._waiters.append(fut)
@@ -628,7 +635,7 @@ class Client(SubscriberMixin, StreamsMixin):
         fut = self._loop.create_future()
         self._pending[rid] = fut
         try:
-            self._publish_record(subject, rec, None, Flag.ACK, rid)
+            self._publish_record(subject, rec, None, _FL_ACK, rid)
             body = await _await_with_timeout(self._loop, fut, timeout,
                                              "no PUBACK for {!r} within {} s".format(subject,
                                                                                     timeout))
@@ -668,7 +675,7 @@ class Client(SubscriberMixin, StreamsMixin):
                 rid = self._new_id()
                 fut = self._pending[rid] = self._loop.create_future()
                 futs.append((rid, fut))
-                self._send(_PUB_BATCH, Flag.ACK, rid, b"", b"", body)
+                self._send(_PUB_BATCH, _FL_ACK, rid, b"", b"", body)
                 self._msgs_adjust += n
             last = count = 0
             for _rid, fut in futs:
@@ -784,7 +791,7 @@ class Client(SubscriberMixin, StreamsMixin):
         self._inbox = "{}.{}.".format(self.inbox_prefix, _random_token())
         self._inbox_sid = self._new_id()
         self._handlers[self._inbox_sid] = self._on_inbox
-        if self._state == ClientState.CONNECTED:
+        if self._state == _CONNECTED:
             self._send(Op.SUB, 0, self._inbox_sid, self._inbox + "*", b"", b"")
 
     def _on_inbox(self, mb, idx):
@@ -806,7 +813,7 @@ class Client(SubscriberMixin, StreamsMixin):
         ``ConnectionClosedError`` if the connection is lost meanwhile.
         One inbox subscription (``<inbox_prefix>.<random>.*``) serves every
         request of the client."""
-        if self._state == ClientState.CLOSED:
+        if self._state == _CLOSED:
             raise ConnectionClosedError("client is closed")
         self._ensure_inbox()
         self._req_n += 1
@@ -902,7 +909,7 @@ class Client(SubscriberMixin, StreamsMixin):
     def _on_puback(self, proto, flags, fid, body):
         fut = self._pending.get(fid)
         if fut is not None and not fut.done():
-            fut.set_result(_DuplicateAck(body) if flags & Flag.DUPLICATE else body)
+            fut.set_result(_DuplicateAck(body) if flags & _FL_DUPLICATE else body)
 
     def _on_msg(self, proto, flags, fid, body):
         # MSG frames come in batches (FrameParser.batch_msgs); kept for safety
@@ -923,13 +930,13 @@ class Client(SubscriberMixin, StreamsMixin):
     def _on_err(self, proto, flags, fid, body):
         code = _u16.unpack_from(body)[0] if len(body) >= 2 else 0
         message = body[2:].decode("utf-8", "replace")
-        if code == ErrorCode.TIMEOUT and self._state == ClientState.CONNECTED:
+        if code == ErrorCode.TIMEOUT and self._state == _CONNECTED:
             # after the handshake a 408 is a stale connection (PINGs missed),
             # not an authentication timeout: reconnecting is right
             exc = ServerError(code, message)
         else:
             exc = server_error(code, message)
-        if flags & Flag.CLOSE:
+        if flags & _FL_CLOSE:
             self._close_err = exc
         fut = self._pending.get(fid) if fid else None
         if fut is not None and not fut.done():
@@ -950,7 +957,7 @@ class Client(SubscriberMixin, StreamsMixin):
             self._report(exc)
         else:
             self._report(exc)
-        if flags & Flag.CLOSE:
+        if flags & _FL_CLOSE:
             proto.transport.close()
 
     def _report(self, exc):
@@ -1007,12 +1014,12 @@ class Client(SubscriberMixin, StreamsMixin):
             self._ctl_in_buf = False
         out.max_pending = self.pending_limit
         self._fail_pending(err)
-        if self._state != ClientState.CONNECTED:
+        if self._state != _CONNECTED:
             return                      # a handshake fails by itself (first or reconnect)
         cause = getattr(err, "server_error", None)
         self._call_back(self.disconnected_callback)
         if self.reconnect and self.max_reconnect_attempts != 0 and not _is_auth_error(cause):
-            self._state = ClientState.RECONNECTING
+            self._state = _RECONNECTING
             self._spawn(self._reconnect_loop(cause or err))
         else:
             self._finish_close(cause or err)
@@ -1030,7 +1037,7 @@ class Client(SubscriberMixin, StreamsMixin):
     async def _reconnect_loop(self, reason):
         attempt = 0
         last = reason
-        while self._state == ClientState.RECONNECTING:
+        while self._state == _RECONNECTING:
             if 0 <= self.max_reconnect_attempts <= attempt:
                 self._finish_close(ConnectionClosedError(
                     "gave up reconnecting to {} after {} attempt{}: {}".format(
@@ -1060,7 +1067,7 @@ class Client(SubscriberMixin, StreamsMixin):
     def _finish_close(self, err=None):
         if self._closed_fut is not None:
             return
-        self._state = ClientState.CLOSED
+        self._state = _CLOSED
         self._writable = False
         self._out.closed = True
         exc = err if isinstance(err, ConnectionError) else ConnectionClosedError(
@@ -1093,7 +1100,7 @@ class Client(SubscriberMixin, StreamsMixin):
         """Close now: what is buffered is written first (best effort);
         waiting requests fail with ``ConnectionClosedError``; subscription
         iterators end.  Idempotent."""
-        if self._state == ClientState.CLOSED:
+        if self._state == _CLOSED:
             return
         proto, transport = self._proto, self._transport
         if self._writable:
@@ -1110,11 +1117,11 @@ class Client(SubscriberMixin, StreamsMixin):
         """Unsubscribe everything, wait until the server has sent what it
         had in flight to us and coroutine callbacks have handled their
         queues, then close."""
-        if self._state == ClientState.CLOSED:
+        if self._state == _CLOSED:
             return
         timeout = self.timeout if timeout is None else timeout
         subs = list(self._subs.values())
-        if self._state == ClientState.CONNECTED:
+        if self._state == _CONNECTED:
             for sub in subs:
                 self._send(Op.UNSUB, 0, sub.sid, b"", b"", b"")
             try:

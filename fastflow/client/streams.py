@@ -7,10 +7,10 @@ import struct
 from collections import deque
 
 from fastflow._impl import Event, validate_pattern
-from fastflow.client._common import _await_with_timeout, _json, _loads
+from fastflow.client._common import _ACK, _CONNECTED, _await_with_timeout, _json, _loads
 from fastflow.consumer import ConsumerConfig
 from fastflow.errors import FastflowError
-from fastflow.protocol import AckKind, ClientState, Op
+from fastflow.protocol import AckKind, Op
 
 _REPLAY_PAGE = 8192             # events per REPLAY request of an unbounded replay
 
@@ -186,10 +186,10 @@ class StreamsMixin:
         return [Delivery(self, stream, subject, reply, rec) for subject, reply, rec in msgs]
 
     async def _ack(self, ack_subject, kind, delay=None):
-        if self._state != ClientState.CONNECTED:
+        if self._state != _CONNECTED:
             await self._wait_connected(self.timeout)
         body = _nak.pack(kind, delay) if delay else bytes((kind,))
-        self._send(Op.ACK, 0, 0, ack_subject, b"", body)
+        self._send(_ACK, 0, 0, ack_subject, b"", body)
 
 
 def _collector(msgs):

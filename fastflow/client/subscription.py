@@ -6,9 +6,9 @@ import inspect
 from collections import deque
 
 from fastflow._impl import validate_pattern
-from fastflow.client._common import _FL_NO_RESPONDERS, _u32
+from fastflow.client._common import _CLOSED, _CONNECTED, _FL_NO_RESPONDERS, _u32
 from fastflow.errors import ConnectionClosedError, SlowConsumerError
-from fastflow.protocol import ClientState, Op
+from fastflow.protocol import Op
 
 _EVENT_OVERHEAD = 64            # bytes counted per queued event on top of its body
 _ON_FULL = ("drop_oldest", "drop_new", "cut")
@@ -47,7 +47,7 @@ class SubscriberMixin:
         each); at the limit ``on_full`` drops the oldest, drops the new one
         (``"drop_new"``) or cuts the subscription (``"cut"``: unsubscribed,
         the iterator raises ``SlowConsumerError``)."""
-        if self._state == ClientState.CLOSED:
+        if self._state == _CLOSED:
             raise ConnectionClosedError("client is closed")
         validate_pattern(pattern)
         if isinstance(pattern, bytes):
@@ -76,19 +76,19 @@ class SubscriberMixin:
         self._handlers[sid] = sub._deliver
         if is_async:
             sub._task = self._spawn(sub._pump())
-        if self._state == ClientState.CONNECTED:
+        if self._state == _CONNECTED:
             self._send(Op.SUB, 0, sid, pattern, queue, b"")
         return sub
 
     def _unsubscribe(self, sub, max_msgs=None):
         if max_msgs is not None and max_msgs > 0:
             sub._remaining = max_msgs
-            if self._state == ClientState.CONNECTED:
+            if self._state == _CONNECTED:
                 self._send(Op.UNSUB, 0, sub.sid, b"", b"", _u32.pack(max_msgs))
             return
         self._subs.pop(sub.sid, None)
         self._handlers.pop(sub.sid, None)
-        if self._state == ClientState.CONNECTED:
+        if self._state == _CONNECTED:
             self._send(Op.UNSUB, 0, sub.sid, b"", b"", b"")
         sub._close()
 
@@ -347,7 +347,7 @@ class Subscription:
         if self.closed:
             return
         c = self._client
-        if c._state == ClientState.CONNECTED:
+        if c._state == _CONNECTED:
             c._send(Op.UNSUB, 0, self.sid, b"", b"", b"")
             try:
                 await c.flush(timeout)
