@@ -937,9 +937,10 @@ async def _cmd_consumers(args):
                                           "" if args.no_ack else ", acknowledged"),
                   file=sys.stderr)
         elif args.action == "ack":
-            from fastflow.client import _ACK_ACK, _ACK_NAK, _ACK_TERM
+            from fastflow.protocol import AckKind
 
-            kind = _ACK_TERM if args.term else _ACK_NAK if args.nak is not None else _ACK_ACK
+            kind = (AckKind.TERM if args.term else AckKind.NAK if args.nak is not None
+                    else AckKind.ACK)
             for seq in args.seqs:
                 await c._ack("$ACK.{}.{}.{}".format(args.stream, args.name, seq), kind,
                              args.nak or None)

@@ -30,6 +30,7 @@ import fastflow
 import fastflow.client as fc
 from fastflow import Event, Flow
 from fastflow.errors import EventError
+from fastflow.protocol import Op
 
 TIMEOUT = 30.0
 FORGED = b"forged"
@@ -50,7 +51,7 @@ async def wait_until(pred, timeout=5.0, what="the condition"):
 
 def raw_pub(client, subject, record, reply=None):
     """A PUB frame as any program could write it (no client-side checks)."""
-    assert client._frame(fc._PUB, 0, 0, subject, reply, record)
+    assert client._frame(Op.PUB, 0, 0, subject, reply, record)
 
 
 def hpub_line(subject, headers, payload=b"hi", reply=None):

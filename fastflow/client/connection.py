@@ -1,14 +1,7 @@
-"""The asyncio client of fastflow's native protocol (docs/protocol.md).
-
-```python
-import fastflow.client
-
-client = await fastflow.client.connect("fastflow://127.0.0.1:4232", name="billing")
-client.publish("orders.eu.created", b'{"id": 42}', type="com.acme.order.created")
-sub = client.subscribe("orders.>", lambda ev: print(ev.routing_subject, ev.data))
-answer = await client.request("svc.price", b"AAPL", timeout=1.0)
-await client.drain()
-```
+"""The client's connection: ``Client`` (connecting, the handshake,
+reconnecting, writing, publishing, request/reply, closing) over one
+``asyncio.Protocol``; subscriptions and streams are mixed in from
+``subscription.py`` and ``streams.py``.
 
 The connection is an ``asyncio.Protocol`` over ``loop.create_connection``;
 the core's codec does the framing.  Receiving: a ``FrameParser`` with
@@ -20,224 +13,72 @@ decoded in C, made only for subscriptions that take events.  Sending:
 publishes append their frames to an ``OutBuf`` (``OutBuf.publish`` writes
 the PUB frame of a default event in C), and one flush per loop tick writes
 everything with one ``transport.write``.
-
-Publishing does not wait: ``publish`` buffers and returns.  While the client
-is disconnected (and reconnecting), and while the socket is backed up, up to
-``pending_limit`` bytes are buffered; past that ``publish`` raises
-``ClientBufferFull``.  ``await client.wait_writable()`` (or ``flush()``)
-lets a fast producer follow the connection's pace; ``publish_many`` is the
-fastest way to publish many payloads.
-
-A client belongs to the event loop it connected in (asyncio or uvloop) and
-is not thread-safe: from another thread, go through
-``loop.call_soon_threadsafe``.  Callbacks run inline in the loop, in the
-order the server sent the messages.
 """
 
 import asyncio
-import datetime as _dt
 import inspect
-import json
 import logging
 import os
 import random
 import ssl as _ssl
 import struct
-import urllib.parse
 from collections import deque
 
-from fastflow import _attrs
+from fastflow._attrs import DEFAULT_SOURCE as _DEFAULT_SOURCE
 from fastflow._impl import (
-    FLAGS,
-    OPS,
     Event,
     FrameParser,
-    Publisher,
     OutBuf,
     ProtocolError,
-    validate_pattern,
+    Publisher,
     validate_subject,
 )
+from fastflow._version import __version__
+from fastflow.client._common import (
+    _CLOSED,
+    _CONNECTED,
+    _CONNECTING,
+    _FL_ACK,
+    _FL_CLOSE,
+    _FL_DUPLICATE,
+    _PUB,
+    _PUB_BATCH,
+    _RECONNECTING,
+    _await_with_timeout,
+    _json,
+    _loads,
+    _u32,
+)
+from fastflow.client.streams import PubAck, StreamsMixin, _DuplicateAck
+from fastflow.client.subscription import SubscriberMixin
+from fastflow.client.url import DEFAULT_URL, _Server, parse_url
 from fastflow.errors import (
     AuthenticationError,
     ClientBufferFull,
-    ConflictError,
     ConnectError,
     ConnectionClosedError,
     FastflowError,
     NoRespondersError,
-    NotFoundError,
     PayloadTooLarge,
-    PermissionDeniedError,
     ServerError,
-    SlowConsumerError,
     SubjectError,
 )
-
-__all__ = (
-    "AuthenticationError",
-    "Client",
-    "ClientBufferFull",
-    "ConflictError",
-    "ConnectError",
-    "ConnectionClosedError",
-    "Delivery",
-    "NoRespondersError",
-    "NotFoundError",
-    "PayloadTooLarge",
-    "PermissionDeniedError",
-    "PubAck",
-    "Replay",
-    "ServerError",
-    "Subscription",
-    "connect",
-    "parse_url",
-)
+from fastflow.protocol import FRAME_VERSION, ErrorCode, Op, server_error
 
 log = logging.getLogger("fastflow.client")
 
-DEFAULT_PORT = 4232
-DEFAULT_URL = "fastflow://127.0.0.1:4232"
-
-_INFO = OPS["INFO"]
-_CONNECT = OPS["CONNECT"]
-_PUB = OPS["PUB"]
-_PUBACK = OPS["PUBACK"]
-_PUB_BATCH = OPS["PUB_BATCH"]
-_SUB = OPS["SUB"]
-_UNSUB = OPS["UNSUB"]
-_MSG = OPS["MSG"]
-_PING = OPS["PING"]
-_PONG = OPS["PONG"]
-_OK = OPS["OK"]
-_ERR = OPS["ERR"]
-_STREAM = OPS["STREAM"]
-_REPLAY = OPS["REPLAY"]
-_CONSUMER = OPS["CONSUMER"]
-_ACK = OPS["ACK"]
-_FL_ACK = FLAGS["ACK"]
-_FL_DUPLICATE = 2                       # PUBACK: the stream had the event already
-_FL_NO_RESPONDERS = FLAGS["NO_RESPONDERS"]
-_FL_CLOSE = FLAGS["CLOSE"]
-
-_ACK_ACK = 1
-_ACK_NAK = 2
-_ACK_TERM = 3
-_ACK_PROGRESS = 4
-
-# connection states
-_CONNECTING = 1                 # the first connection's handshake
-_CONNECTED = 2
-_RECONNECTING = 3               # lost; retrying (a handshake may be in progress)
-_CLOSED = 4
-_STATE_NAMES = {_CONNECTING: "connecting", _CONNECTED: "connected",
-                _RECONNECTING: "reconnecting", _CLOSED: "closed"}
-
 _WRITE_CHUNK = 1 << 20          # bytes: while writable, output past this is written at once
-_EVENT_OVERHEAD = 64            # bytes counted per queued event on top of its body
-_REPLAY_PAGE = 8192             # events per REPLAY request of an unbounded replay
 _MAX_CONTROL_IN = 64 << 20      # the parser's limits: the client trusts its server's frames
 _MAX_PAYLOAD_IN = 1 << 30
-_ON_FULL = ("drop_oldest", "drop_new", "cut")
-
-_DEFAULT_SOURCE = _attrs.DEFAULT_SOURCE
-_sink = deque(maxlen=0).extend          # runs an iterator of callback calls in C
 
 _u16 = struct.Struct("<H")
-_u32 = struct.Struct("<I")
 _u64 = struct.Struct("<Q")
 _item_head = struct.Struct("<HI")       # PUB_BATCH item: subject_len, record_len
 _batch_ack = struct.Struct("<QI")       # PUB_BATCH's PUBACK: last seq, count
-_nak = struct.Struct("<Bd")
-
-
-class PubAck(tuple):
-    """What ``publish_ack`` returns: ``(seq, stream)`` (``(0, None)`` when no
-    stream stored the event), and ``duplicate``: the stream had stored this
-    ``(source, id)`` already, within its duplicate window (``seq`` is the
-    original's; nothing was stored again)."""
-
-    def __new__(cls, seq, stream, duplicate=False):
-        self = tuple.__new__(cls, (seq, stream))
-        self.duplicate = duplicate
-        return self
-
-    def __repr__(self):
-        return "PubAck(seq={}, stream={!r}{})".format(self[0], self[1], ", duplicate=True"
-                                                      if self.duplicate else "")
-
-    seq = property(lambda self: self[0])
-    stream = property(lambda self: self[1])
-
-
-class _DuplicateAck(bytes):
-    """The body of a PUBACK with the DUPLICATE flag."""
-
-    __slots__ = ()
-
-
-from fastflow.protocol import server_error as _server_error
 
 
 def _is_auth_error(exc):
     return isinstance(exc, AuthenticationError)
-
-
-# -- URLs ----------------------------------------------------------------------------------
-
-
-class _Server:
-    __slots__ = ("url", "host", "port", "tls", "user", "password", "token")
-
-    def __init__(self, url, host, port, tls, user, password, token):
-        self.url = url
-        self.host = host
-        self.port = port
-        self.tls = tls
-        self.user = user
-        self.password = password
-        self.token = token
-
-    def __repr__(self):
-        return "{}://{}:{}".format("fastflows" if self.tls else "fastflow",
-                                   "[{}]".format(self.host) if ":" in self.host else self.host,
-                                   self.port)
-
-
-def parse_url(url):
-    """``(host, port, tls, user, password, token)`` of a server URL:
-    ``fastflow://[user:password@]host[:port]`` (``fastflows://`` for TLS;
-    ``fastflow://token@host``: a user without a password is a token; no
-    scheme: ``fastflow://``; the port defaults to 4232)."""
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("server URL must be a non-empty string, got {!r}".format(url))
-    url = url.strip()
-    if "://" not in url:
-        url = "fastflow://" + url
-    u = urllib.parse.urlsplit(url)
-    scheme = u.scheme.lower()
-    if scheme in ("fastflow", "tcp"):
-        tls = False
-    elif scheme in ("fastflows", "tls"):
-        tls = True
-    else:
-        raise ValueError("server URL {!r}: unknown scheme {!r} (expected fastflow:// or "
-                         "fastflows://)".format(url, u.scheme))
-    if u.path not in ("", "/") or u.query or u.fragment:
-        raise ValueError("server URL {!r}: expected scheme://[user:password@]host[:port], "
-                         "without a path or query".format(url))
-    try:
-        port = u.port
-    except ValueError:
-        raise ValueError("server URL {!r}: the port must be a number from 1 to 65535".format(url)) \
-            from None
-    host = u.hostname or "127.0.0.1"
-    user = urllib.parse.unquote(u.username) if u.username else None
-    password = urllib.parse.unquote(u.password) if u.password is not None else None
-    token = None
-    if user is not None and password is None:
-        user, token = None, user
-    return host, port or DEFAULT_PORT, tls, user, password, token
 
 
 # -- the connection --------------------------------------------------------------------------
@@ -291,66 +132,10 @@ class _Protocol(asyncio.Protocol):
         self.client._on_resume(self)
 
 
-def _set_timeout(fut, what):
-    if not fut.done():
-        fut.set_exception(asyncio.TimeoutError(what))
-
-
-async def _await_with_timeout(loop, fut, timeout, what):
-    """``await fut`` for at most ``timeout`` seconds (None: no limit), then
-    ``asyncio.TimeoutError(what)``; cheaper than ``wait_for`` (no task)."""
-    if timeout is None:
-        return await fut
-    h = loop.call_later(timeout, _set_timeout, fut, what)
-    try:
-        return await fut
-    finally:
-        h.cancel()
-
-
-def _json(obj):
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _retention_dict(retention):
-    if retention is None:
-        return None
-    if isinstance(retention, dict):
-        return dict(retention)
-    to_dict = getattr(retention, "to_dict", None)
-    if to_dict is None:
-        raise TypeError("retention must be a dict or a fastflow.Retention, got {}".format(
-            type(retention).__name__))
-    return to_dict()
-
-
-def _time_ns(t):
-    """A replay/consumer start time as ns since the epoch (``datetime``:
-    naive means local time, as the log)."""
-    if t is None:
-        return None
-    if isinstance(t, _dt.datetime):
-        if t.tzinfo is None:
-            t = t.astimezone()
-        return (t - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) // _dt.timedelta(
-            microseconds=1) * 1000
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise TypeError("time must be ns since the epoch (int) or a datetime, got {!r}".format(t))
-    return int(t)
-
-
 # -- the client ----------------------------------------------------------------------------------
 
 
-async def connect(url=DEFAULT_URL, **options):
-    """Connect to a fastflow server and return the ``Client``
-    (``Client(url, **options)``, connected; see its options)."""
-    client = Client(url, **options)
-    await client._connect_first()
-    return client
-
-
-class Client:
+class Client(SubscriberMixin, StreamsMixin):
     """A connection to a fastflow server (make it with ``await connect(...)``).
 
     ``url``: ``fastflow://[user:password@]host[:port]`` or ``fastflows://``
@@ -488,7 +273,7 @@ class Client:
     @property
     def state(self):
         """``"connecting"``, ``"connected"``, ``"reconnecting"`` or ``"closed"``."""
-        return _STATE_NAMES[self._state]
+        return self._state.label
 
     @property
     def server(self):
@@ -580,7 +365,7 @@ class Client:
             if info.get("tls_required") and ctx is None:
                 raise ConnectError("server {} requires TLS: use fastflows:// or tls=".format(
                     server))
-            connect = {"name": self.name, "version": _version(), "lang": "python",
+            connect = {"name": self.name, "version": __version__, "lang": "python",
                        "echo": self.echo, "verbose": False}
             if server.token is not None:
                 connect["token"] = server.token
@@ -592,14 +377,14 @@ class Client:
             cfut = loop.create_future()
             cfut.add_done_callback(_consume)
             self._pending[cid] = cfut
-            ctl.frame(_CONNECT, 0, cid, b"", b"", _json(connect))
+            ctl.frame(Op.CONNECT, 0, cid, b"", b"", _json(connect))
             for sid, sub in self._subs.items():
-                ctl.frame(_SUB, 0, sid, sub.pattern, sub.queue, b"")
+                ctl.frame(Op.SUB, 0, sid, sub.pattern, sub.queue, b"")
                 if sub._remaining:
-                    ctl.frame(_UNSUB, 0, sid, b"", b"", _u32.pack(sub._remaining))
+                    ctl.frame(Op.UNSUB, 0, sid, b"", b"", _u32.pack(sub._remaining))
             if self._inbox is not None:
-                ctl.frame(_SUB, 0, self._inbox_sid, self._inbox + "*", b"", b"")
-            ctl.frame(_PING, 0, 0, b"", b"", b"")
+                ctl.frame(Op.SUB, 0, self._inbox_sid, self._inbox + "*", b"", b"")
+            ctl.frame(Op.PING, 0, 0, b"", b"", b"")
             pong = loop.create_future()
             self._pongs.append(pong)
             self._write(ctl.take())
@@ -669,7 +454,7 @@ class Client:
             fut = self._loop.create_future()
             fut.add_done_callback(_consume)
             self._pongs.append(fut)
-            self._send(_PING, 0, 0, b"", b"", b"")
+            self._send(Op.PING, 0, 0, b"", b"", b"")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -732,7 +517,8 @@ class Client:
         raise ClientBufferFull(
             "client buffer full: {} bytes are waiting ({}), pending_limit={} bytes; "
             "await client.wait_writable() or flush() to follow the connection's pace".format(
-                len(out), "socket backed up" if self._state == _CONNECTED else self.state,
+                len(out),
+                "socket backed up" if self._state == _CONNECTED else self.state,
                 self.pending_limit))
 
     def _send(self, op, flags, fid, subject, reply, body):
@@ -761,22 +547,22 @@ class Client:
                 self._flush_out()               # a big tick: write it now
             if self._writable:
                 return
-        if self._state == _CLOSED:
-            raise ConnectionClosedError("client is closed")
-        fut = self._loop.create_future()
-        self._waiters.append(fut)
-        await _await_with_timeout(self._loop, fut, timeout,
-                                  "not writable within {} s ({})".format(timeout, self.state))
+        await self._wait_writable(timeout, "writable")
 
     async def _wait_connected(self, timeout):
         if self._state == _CONNECTED:
             return
+        await self._wait_writable(timeout, "connected")
+
+    async def _wait_writable(self, timeout, what):
+        """Wait until the client is connected and writable (``_set_writable``);
+        ``what`` names the wait in the timeout's message."""
         if self._state == _CLOSED:
             raise ConnectionClosedError("client is closed")
         fut = self._loop.create_future()
         self._waiters.append(fut)
         await _await_with_timeout(self._loop, fut, timeout,
-                                  "not connected within {} s ({})".format(timeout, self.state))
+                                  "not {} within {} s ({})".format(what, timeout, self.state))
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -992,93 +778,10 @@ class Client:
         await self._wait_connected(timeout)
         fut = loop.create_future()
         self._pongs.append(fut)
-        self._send(_PING, 0, 0, b"", b"", b"")
+        self._send(Op.PING, 0, 0, b"", b"", b"")
         left = None if timeout is None else max(0.0, timeout - (loop.time() - t0))
         await _await_with_timeout(loop, fut, left, "flush: no PONG within {} s".format(timeout))
 
-    # -- subscribing ---------------------------------------------------------------------
-
-    def subscribe(self, pattern, callback=None, *, queue=None, raw=False, with_reply=False,
-                  batch=False, max_pending=65536, max_pending_bytes=64 << 20,
-                  on_full="drop_oldest"):
-        """Subscribe to ``pattern`` (not awaited).
-
-        With a ``callback``: a function is called inline, from C, for each
-        message: with the ``Event`` (decoded in C); with ``raw=True``, with
-        ``(subject, reply, data)``: the routing subject, the reply subject
-        (None when there is none) and the event's payload, no event made
-        (the fastest); with ``with_reply=True``, with ``(event, reply)``.
-        A coroutine function runs in a task, one message at a time, in
-        order.  Without a callback, iterate: ``async for ev in sub``,
-        ``await sub.next(timeout)``.  ``queue`` joins a queue group.
-
-        ``batch=True`` (a plain function callback): one call per run of
-        messages the client read at once, in order, with lists instead of
-        single messages: ``callback(events)``; ``raw=True``:
-        ``callback(subjects, replies, datas)`` (parallel lists);
-        ``with_reply=True``: ``callback(events, replies)``.  The Python
-        cost per message is then the loop the callback runs itself.
-
-        Queued messages (iterators, coroutine callbacks) are bounded by
-        ``max_pending`` messages and ``max_pending_bytes`` (record + 64
-        each); at the limit ``on_full`` drops the oldest, drops the new one
-        (``"drop_new"``) or cuts the subscription (``"cut"``: unsubscribed,
-        the iterator raises ``SlowConsumerError``)."""
-        if self._state == _CLOSED:
-            raise ConnectionClosedError("client is closed")
-        validate_pattern(pattern)
-        if isinstance(pattern, bytes):
-            pattern = pattern.decode()
-        if queue is not None:
-            if isinstance(queue, bytes):
-                queue = queue.decode()
-            if not queue or any(c in queue for c in " \t\r\n.*>"):
-                raise ValueError("queue group name must be a non-empty token without spaces, "
-                                 "'.', '*' or '>', got {!r}".format(queue))
-        if on_full not in _ON_FULL:
-            raise ValueError("on_full must be 'drop_oldest', 'drop_new' or 'cut', got {!r}"
-                             .format(on_full))
-        if raw and with_reply:
-            raise ValueError("raw=True passes the reply already: with_reply is for events")
-        is_async = callback is not None and inspect.iscoroutinefunction(callback)
-        if callback is not None and not callable(callback):
-            raise TypeError("callback must be callable, got {!r}".format(callback))
-        if batch and (callback is None or is_async):
-            raise ValueError("batch=True needs a plain function callback (iterators and "
-                             "coroutine callbacks take messages one by one)")
-        sid = self._new_id()
-        sub = Subscription(self, sid, pattern, queue, callback, raw, with_reply, max_pending,
-                           max_pending_bytes, on_full, is_async, batch)
-        self._subs[sid] = sub
-        self._handlers[sid] = sub._deliver
-        if is_async:
-            sub._task = self._spawn(sub._pump())
-        if self._state == _CONNECTED:
-            self._send(_SUB, 0, sid, pattern, queue, b"")
-        return sub
-
-    def _unsubscribe(self, sub, max_msgs=None):
-        if max_msgs is not None and max_msgs > 0:
-            sub._remaining = max_msgs
-            if self._state == _CONNECTED:
-                self._send(_UNSUB, 0, sub.sid, b"", b"", _u32.pack(max_msgs))
-            return
-        self._subs.pop(sub.sid, None)
-        self._handlers.pop(sub.sid, None)
-        if self._state == _CONNECTED:
-            self._send(_UNSUB, 0, sub.sid, b"", b"", b"")
-        sub._close()
-
-    def _sub_done(self, sub):
-        """An UNSUB max was reached (the server forgets it by itself)."""
-        self._subs.pop(sub.sid, None)
-        self._handlers.pop(sub.sid, None)
-        sub._close()
-
-    @property
-    def subscriptions(self):
-        """The live subscriptions (a list)."""
-        return list(self._subs.values())
 
     # -- request / reply -------------------------------------------------------------------
 
@@ -1089,7 +792,7 @@ class Client:
         self._inbox_sid = self._new_id()
         self._handlers[self._inbox_sid] = self._on_inbox
         if self._state == _CONNECTED:
-            self._send(_SUB, 0, self._inbox_sid, self._inbox + "*", b"", b"")
+            self._send(Op.SUB, 0, self._inbox_sid, self._inbox + "*", b"", b"")
 
     def _on_inbox(self, mb, idx):
         subjects = mb.subjects
@@ -1133,125 +836,6 @@ class Client:
             raise ValueError("respond: the message has no reply subject")
         self.publish(reply, data, **attributes)
 
-    async def _call(self, op, subject, args, timeout=None, collect=False):
-        """A control request (STREAM, CONSUMER, REPLAY): the OK's JSON result
-        (with ``collect``: ``(result, msgs)``, the MSGs sent for it as
-        ``(subject, reply, record)``)."""
-        timeout = self.timeout if timeout is None else timeout
-        await self._wait_connected(timeout)
-        rid = self._new_id()
-        fut = self._loop.create_future()
-        self._pending[rid] = fut
-        msgs = None
-        if collect:
-            msgs = []
-            self._handlers[rid] = _collector(msgs)
-        try:
-            self._send(op, 0, rid, subject, b"", _json(args) if args is not None else b"")
-            body = await _await_with_timeout(
-                self._loop, fut, timeout, "no answer to {} {!r} within {} s".format(
-                    _OP_NAMES.get(op, op), subject, timeout))
-        finally:
-            self._pending.pop(rid, None)
-            if collect:
-                self._handlers.pop(rid, None)
-        result = _loads(body)
-        return (result, msgs) if collect else result
-
-    # -- streams -------------------------------------------------------------------------
-
-    async def add_stream(self, name, subjects, retention=None, storage=None, *, timeout=None):
-        """Create the stream ``name`` capturing ``subjects`` (patterns), or
-        confirm the existing one (``ConflictError`` if its config differs);
-        ``retention``: a dict or a ``fastflow.Retention``; ``storage``:
-        ``"memory"`` or ``"file"``.  Returns the stream's info (a dict)."""
-        if isinstance(subjects, str):
-            subjects = [subjects]
-        args = {"name": name, "subjects": list(subjects)}
-        r = _retention_dict(retention)
-        if r is not None:
-            args["retention"] = r
-        if storage is not None:
-            args["storage"] = storage
-        return await self._call(_STREAM, "add", args, timeout)
-
-    async def stream_info(self, name, *, timeout=None):
-        """The stream's info (a dict: subjects, retention, events, first/last seq...)."""
-        return await self._call(_STREAM, "info", {"name": name}, timeout)
-
-    async def delete_stream(self, name, *, timeout=None):
-        return await self._call(_STREAM, "delete", {"name": name}, timeout)
-
-    async def streams(self, *, timeout=None):
-        """The server's streams (a list of summaries)."""
-        r = await self._call(_STREAM, "list", {}, timeout)
-        return r.get("streams", []) if isinstance(r, dict) else (r or [])
-
-    async def purge_stream(self, name, subject=None, up_to=None, *, timeout=None):
-        """Remove events of a stream (all; those matching the pattern
-        ``subject``; those with ``seq <= up_to``); returns how many."""
-        args = {"name": name}
-        if subject is not None:
-            args["subject"] = subject
-        if up_to is not None:
-            args["up_to"] = up_to
-        r = await self._call(_STREAM, "purge", args, timeout)
-        return r.get("purged", r) if isinstance(r, dict) else r
-
-    def replay(self, stream, start="first", *, seq=None, time=None, filter=None, limit=None,
-               page=_REPLAY_PAGE, timeout=None):
-        """An async iterator of the events of ``stream`` from a position
-        (``start`` ``"first"``/``"last"``/``"new"``, or ``seq=``, or ``time=``
-        ns since the epoch or a datetime), ``filter`` a subject pattern, at
-        most ``limit`` events; it ends at the last event stored when each
-        page was asked for.  Events carry ``seq``, ``stream`` and ``ts``.
-        They come in pages of ``page`` events (one REPLAY request each), so
-        a long replay holds one page in memory."""
-        return Replay(self, stream, start, seq, time, filter, limit, page, timeout)
-
-    # -- durable consumers ---------------------------------------------------------------
-
-    async def add_consumer(self, stream, name, *, timeout=None, **config):
-        """Create the durable consumer ``name`` of ``stream`` (``config`` as
-        ``Stream.consumer``: start, filter, ack, ack_wait, max_deliver,
-        max_in_flight, dead_letter), or confirm the existing one.  Returns
-        its info."""
-        from fastflow.consumer import ConsumerConfig
-
-        cfg = ConsumerConfig(**config).to_dict()        # checked here, sent as given
-        args = {"stream": stream, "name": name}
-        args.update({k: v for k, v in cfg.items() if k in config})
-        return await self._call(_CONSUMER, "add", args, timeout)
-
-    async def consumer_info(self, stream, name, *, timeout=None):
-        return await self._call(_CONSUMER, "info", {"stream": stream, "name": name}, timeout)
-
-    async def delete_consumer(self, stream, name, *, timeout=None):
-        return await self._call(_CONSUMER, "delete", {"stream": stream, "name": name}, timeout)
-
-    async def consumers(self, stream, *, timeout=None):
-        """The consumers of ``stream`` (a list of infos)."""
-        r = await self._call(_CONSUMER, "list", {"stream": stream}, timeout)
-        return r.get("consumers", []) if isinstance(r, dict) else (r or [])
-
-    async def fetch(self, stream, consumer, n=1, *, wait=0.0, timeout=None):
-        """Up to ``n`` deliveries of a durable consumer (a list of
-        ``Delivery``: event-like, with ``seq``, and ``await d.ack()``,
-        ``nak(delay)``, ``term()``, ``in_progress()``); with ``wait``
-        seconds, waits that long for the first one when none is ready."""
-        if timeout is None:
-            timeout = self.timeout + (wait or 0)
-        args = {"stream": stream, "name": consumer, "n": n}
-        if wait:
-            args["wait"] = wait
-        _result, msgs = await self._call(_CONSUMER, "fetch", args, timeout, collect=True)
-        return [Delivery(self, stream, subject, reply, rec) for subject, reply, rec in msgs]
-
-    async def _ack(self, ack_subject, kind, delay=None):
-        if self._state != _CONNECTED:
-            await self._wait_connected(self.timeout)
-        body = _nak.pack(kind, delay) if delay else bytes((kind,))
-        self._send(_ACK, 0, 0, ack_subject, b"", body)
 
     # -- the receive path ----------------------------------------------------------------
 
@@ -1279,44 +863,21 @@ class Client:
         self._dispatch(proto, items)
 
     def _dispatch(self, proto, items):
-        for it in items:
+        for item in items:
             try:
-                if it[0] == "msgs":
-                    self._on_msgs(it[1])
+                if len(item) == 2:          # ("msgs", MsgBatch): a run of MSG frames
+                    _kind, batch = item
+                    self._on_msgs(batch)
+                    continue
+                op, flags, fid, _subject, _reply, body = item
+                handler = _ON_FRAME.get(op)
+                if handler is None:
+                    self._report(ProtocolError(400, "unexpected {} frame from the server".format(
+                        _OP_NAMES.get(op, op))))
                 else:
-                    self._on_frame(proto, *it)
+                    handler(self, proto, flags, fid, body)
             except Exception as exc:        # a bug (callbacks' errors are caught nearer)
                 self._report(exc)
-
-    def _on_msgs(self, mb):
-        """A run of MSG frames: one subscription's (the common case) goes to
-        it whole; a mixed run is split by sid."""
-        n = len(mb)
-        self._in_msgs += n
-        sids = bytes(mb.sids)
-        fl = bytes(mb.flags)
-        if (n == 1 or sids == sids[:8] * n) and fl.count(0) == len(fl):
-            h = self._handlers.get(mb.sids[0])
-            if h is not None:
-                h(mb, None)
-            return
-        groups = {}
-        flags = mb.flags
-        for i, sid in enumerate(mb.sids.tolist()):
-            if flags[i]:
-                if flags[i] & _FL_NO_RESPONDERS:
-                    self._no_responders(mb.subjects[i])
-                    continue
-            g = groups.get(sid)
-            if g is None:
-                groups[sid] = [i]
-            else:
-                g.append(i)
-        get = self._handlers.get
-        for sid, idx in groups.items():
-            h = get(sid)
-            if h is not None:
-                h(mb, idx)
 
     def _no_responders(self, subject):
         self._in_msgs -= 1
@@ -1324,53 +885,57 @@ class Client:
         if fut is not None and not fut.done():
             fut.set_exception(NoRespondersError(subject))
 
-    def _on_frame(self, proto, op, flags, fid, subject, reply, body):
-        if op == _PONG:
-            while self._pongs:
-                fut = self._pongs.popleft()
-                if not fut.done():
-                    fut.set_result(None)
-                    break
-        elif op == _PING:
-            if self._writable:
-                self._send(_PONG, 0, fid, b"", b"", b"")
-            else:
-                self._out_bytes += 16
-                proto.transport.write(_PONG_FRAME)
-        elif op == _OK or op == _PUBACK:
-            fut = self._pending.get(fid)
-            if fut is not None and not fut.done():
-                if op == _PUBACK and flags & _FL_DUPLICATE:
-                    body = _DuplicateAck(body)
-                fut.set_result(body)
-        elif op == _ERR:
-            self._on_err(proto, flags, fid, body)
-        elif op == _MSG:                    # (MSG frames come in batches; kept for safety)
-            self._report(ProtocolError(400, "unbatched MSG frame"))
-        elif op == _INFO:
-            info = _loads(body)
-            if not isinstance(info, dict):
-                self._report(ProtocolError(400, "bad INFO from the server: {!r}".format(body)))
-                info = {}
-            self.info = info
-            mp = info.get("max_payload")
-            if type(mp) is int and mp > 0:
-                self._set_max_payload(mp)
-            if proto.info is not None and not proto.info.done():
-                proto.info.set_result(info)
+    # the handlers of the frames a server sends (but MSG: _on_msgs), by op in _ON_FRAME
+
+    def _on_pong(self, proto, flags, fid, body):
+        while self._pongs:
+            fut = self._pongs.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                break
+
+    def _on_ping(self, proto, flags, fid, body):
+        if self._writable:
+            self._send(Op.PONG, 0, fid, b"", b"", b"")
         else:
-            self._report(ProtocolError(400, "unexpected {} frame from the server".format(
-                _OP_NAMES.get(op, op))))
+            self._out_bytes += 16
+            proto.transport.write(_PONG_FRAME)
+
+    def _on_ok(self, proto, flags, fid, body):
+        fut = self._pending.get(fid)
+        if fut is not None and not fut.done():
+            fut.set_result(body)
+
+    def _on_puback(self, proto, flags, fid, body):
+        fut = self._pending.get(fid)
+        if fut is not None and not fut.done():
+            fut.set_result(_DuplicateAck(body) if flags & _FL_DUPLICATE else body)
+
+    def _on_msg(self, proto, flags, fid, body):
+        # MSG frames come in batches (FrameParser.batch_msgs); kept for safety
+        self._report(ProtocolError(400, "unbatched MSG frame"))
+
+    def _on_info(self, proto, flags, fid, body):
+        info = _loads(body)
+        if not isinstance(info, dict):
+            self._report(ProtocolError(400, "bad INFO from the server: {!r}".format(body)))
+            info = {}
+        self.info = info
+        mp = info.get("max_payload")
+        if type(mp) is int and mp > 0:
+            self._set_max_payload(mp)
+        if proto.info is not None and not proto.info.done():
+            proto.info.set_result(info)
 
     def _on_err(self, proto, flags, fid, body):
         code = _u16.unpack_from(body)[0] if len(body) >= 2 else 0
         message = body[2:].decode("utf-8", "replace")
-        if code == 408 and self._state == _CONNECTED:
+        if code == ErrorCode.TIMEOUT and self._state == _CONNECTED:
             # after the handshake a 408 is a stale connection (PINGs missed),
             # not an authentication timeout: reconnecting is right
             exc = ServerError(code, message)
         else:
-            exc = _server_error(code, message)
+            exc = server_error(code, message)
         if flags & _FL_CLOSE:
             self._close_err = exc
         fut = self._pending.get(fid) if fid else None
@@ -1558,7 +1123,7 @@ class Client:
         subs = list(self._subs.values())
         if self._state == _CONNECTED:
             for sub in subs:
-                self._send(_UNSUB, 0, sub.sid, b"", b"", b"")
+                self._send(Op.UNSUB, 0, sub.sid, b"", b"", b"")
             try:
                 await self.flush(timeout)
             except (asyncio.TimeoutError, ConnectionError):
@@ -1573,27 +1138,13 @@ class Client:
         await self.close()
 
 
-_PONG_FRAME = struct.pack("<IBBHIHH", 12, 1, _PONG, 0, 0, 0, 0)
-_OP_NAMES = {v: k for k, v in OPS.items()}
+_PONG_FRAME = struct.pack("<IBBHIHH", 12, FRAME_VERSION, Op.PONG, 0, 0, 0, 0)
+_OP_NAMES = {int(op): op.name for op in Op}
 
-
-def _loads(body):
-    if not body:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise ProtocolError(400, "the server sent a body that is not JSON: {!r}".format(
-            bytes(body[:100]))) from None
-
-
-def _collector(msgs):
-    def collect(mb, idx):
-        subjects, replies = mb.subjects, mb.replies
-        record = mb.record
-        for i in range(len(mb)) if idx is None else idx:
-            msgs.append((subjects[i], replies[i], record(i)))
-    return collect
+# op -> the Client method that handles a frame of it
+_ON_FRAME = {Op.PONG: Client._on_pong, Op.PING: Client._on_ping, Op.OK: Client._on_ok,
+             Op.PUBACK: Client._on_puback, Op.ERR: Client._on_err, Op.MSG: Client._on_msg,
+             Op.INFO: Client._on_info}
 
 
 def _consume(fut):
@@ -1616,397 +1167,3 @@ def _random_token():
 def _describe(exc):
     s = str(exc)
     return "{}: {}".format(type(exc).__name__, s) if s else type(exc).__name__
-
-
-def _version():
-    from fastflow import __version__
-
-    return __version__
-
-
-# -- subscriptions ---------------------------------------------------------------------------
-
-
-class Subscription:
-    """Interest in a subject pattern on a client (``client.subscribe``).
-
-    ``delivered`` counts the messages handed to its callback or queue,
-    ``dropped`` those its queue limits dropped.  Iterate it (``async for``,
-    ``await sub.next(timeout)``) when it has no callback."""
-
-    def __init__(self, client, sid, pattern, queue, callback, raw, with_reply, max_pending,
-                 max_pending_bytes, on_full, is_async, batch=False):
-        self._client = client
-        self.batch = batch
-        self.sid = sid
-        self.pattern = pattern
-        self.queue = queue
-        self.callback = callback
-        self.raw = raw
-        self.with_reply = with_reply
-        self.max_pending = max_pending
-        self.max_pending_bytes = max_pending_bytes
-        self.on_full = on_full
-        self._queued = callback is None or is_async
-        self._q = deque()                # (item, size)
-        self._qbytes = 0
-        self._waiter = None
-        self._task = None
-        self._remaining = 0             # UNSUB max: messages left
-        self.delivered = 0
-        self.dropped = 0
-        self.closed = False
-        self._error = None              # why it closed (slow consumer, refused)
-
-    @property
-    def pending(self):
-        """Messages queued, not yet taken."""
-        return len(self._q)
-
-    @property
-    def pending_bytes(self):
-        return self._qbytes
-
-    def stats(self):
-        return {"sid": self.sid, "pattern": self.pattern, "queue": self.queue,
-                "delivered": self.delivered, "dropped": self.dropped, "pending": len(self._q),
-                "pending_bytes": self._qbytes, "closed": self.closed,
-                "slow_consumer": isinstance(self._error, SlowConsumerError)}
-
-    # -- delivery (the client's receive loop) ---------------------------------------------
-
-    def _deliver(self, mb, idx):
-        """Messages of a MsgBatch: all of them (``idx`` None) or those at ``idx``."""
-        if self.closed:
-            return
-        k = len(mb) if idx is None else len(idx)
-        done = False
-        if self._remaining:
-            if k >= self._remaining:
-                idx = list(range(self._remaining)) if idx is None else idx[:self._remaining]
-                k = len(idx)
-                done = True
-            self._remaining -= k
-        if not self._queued:
-            self.delivered += k
-        if self.raw:
-            if idx is None:
-                cols = mb.subjects, mb.replies, mb.datas()
-            else:
-                s, r, d = mb.subjects, mb.replies, mb.datas()
-                cols = [s[i] for i in idx], [r[i] for i in idx], [d[i] for i in idx]
-            if self._queued:
-                self._enqueue(mb, idx, zip(*cols))
-            elif self.batch:
-                self._run_batch(cols)
-            else:                                   # the hot path: a call per message, from C
-                self._run(map(self.callback, *cols))
-        else:
-            evs = mb.events() if idx is None else [mb.event(i) for i in idx]
-            if self.with_reply:
-                replies = mb.replies if idx is None else [mb.replies[i] for i in idx]
-                if self._queued:
-                    self._enqueue(mb, idx, zip(evs, replies))
-                elif self.batch:
-                    self._run_batch((evs, replies))
-                else:
-                    self._run(map(self.callback, evs, replies))
-            elif self._queued:
-                self._enqueue(mb, idx, evs)
-            elif self.batch:
-                self._run_batch((evs,))
-            else:
-                self._run(map(self.callback, evs))
-        if done:
-            self._client._sub_done(self)
-
-    def _run(self, calls):
-        """Run an iterator of callback calls in C; a callback's exception is
-        reported and the rest of the batch still delivered."""
-        while True:
-            try:
-                _sink(calls)
-                return
-            except Exception as exc:
-                self._client._report(exc)
-
-    def _run_batch(self, args):
-        try:
-            self.callback(*args)
-        except Exception as exc:
-            self._client._report(exc)
-
-    def _enqueue(self, mb, idx, items):
-        offs = mb.offsets
-        q = self._q
-        mp, mpb = self.max_pending, self.max_pending_bytes
-        i = -1
-        for j, item in enumerate(items):
-            i = j if idx is None else idx[j]
-            size = offs[i + 1] - offs[i] + _EVENT_OVERHEAD
-            if (mp and len(q) >= mp) or (mpb and self._qbytes + size > mpb):
-                if self.on_full == "drop_new":
-                    self.dropped += 1
-                    continue
-                if self.on_full == "cut":
-                    self._cut()
-                    return
-                while q and ((mp and len(q) >= mp) or (mpb and self._qbytes + size > mpb)):
-                    self._qbytes -= q.popleft()[1]
-                    self.dropped += 1
-            q.append((item, size))
-            self._qbytes += size
-            self.delivered += 1
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _cut(self):
-        self.dropped += len(self._q) + 1
-        self._q.clear()
-        self._qbytes = 0
-        self._error = SlowConsumerError(
-            "subscription to {!r} was cut off as a slow consumer: {} pending messages or {} "
-            "bytes reached".format(self.pattern, self.max_pending, self.max_pending_bytes))
-        self._client._unsubscribe(self)
-
-    def _close(self, error=None):
-        if self.closed:
-            return
-        self.closed = True
-        if error is not None and self._error is None:
-            self._error = error
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    # -- taking messages ---------------------------------------------------------------------
-
-    def __aiter__(self):
-        if not self._queued:
-            raise TypeError("a subscription with a callback is not iterable")
-        return self
-
-    async def __anext__(self):
-        while True:
-            if self._q:
-                item, size = self._q.popleft()
-                self._qbytes -= size
-                return item
-            if self.closed:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            self._waiter = self._client._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    async def next(self, timeout=None):
-        """The next message, waiting up to ``timeout`` seconds
-        (``asyncio.TimeoutError`` then; ``StopAsyncIteration`` once the
-        subscription ended)."""
-        if timeout is None:
-            return await self.__anext__()
-        return await asyncio.wait_for(self.__anext__(), timeout)
-
-    async def _pump(self):
-        cb = self.callback
-        star = self.raw or self.with_reply
-        try:
-            async for item in self:
-                try:
-                    await (cb(*item) if star else cb(item))
-                except Exception as exc:
-                    self._client._report(exc)
-        except SlowConsumerError as exc:
-            self._client._report(exc)
-
-    # -- ending --------------------------------------------------------------------------------
-
-    async def unsubscribe(self, max=None):
-        """Stop the subscription (queued messages can still be read, then
-        the iterator ends); with ``max``: after that many more messages."""
-        if self.closed:
-            return
-        if max is not None and (type(max) is not int or max < 0):
-            raise ValueError("max must be an int >= 0, got {!r}".format(max))
-        self._client._unsubscribe(self, max)
-
-    async def drain(self, timeout=None):
-        """Unsubscribe, wait until the server has sent what it had in
-        flight, and until a coroutine callback has handled its queue."""
-        if self.closed:
-            return
-        c = self._client
-        if c._state == _CONNECTED:
-            c._send(_UNSUB, 0, self.sid, b"", b"", b"")
-            try:
-                await c.flush(timeout)
-            except (asyncio.TimeoutError, ConnectionError):
-                pass
-        c._subs.pop(self.sid, None)
-        c._handlers.pop(self.sid, None)
-        self._close()
-        if self._task is not None and not self._task.done():
-            await asyncio.wait([self._task], timeout=timeout or c.timeout)
-
-    def __repr__(self):
-        return "<fastflow.client.Subscription sid={} {!r}{} delivered={} pending={}{}>".format(
-            self.sid, self.pattern, " queue={!r}".format(self.queue) if self.queue else "",
-            self.delivered, len(self._q), " closed" if self.closed else "")
-
-
-# -- replay --------------------------------------------------------------------------------
-
-
-class Replay:
-    """An async iterator of the events of a stream (``client.replay(...)``);
-    ``count`` is the events received so far, ``lost`` the events that were
-    gone (evicted) when asked for, ``next_seq`` where to continue."""
-
-    def __init__(self, client, stream, start, seq, time, filter, limit, page, timeout):
-        if start not in ("first", "last", "new"):
-            raise ValueError("start must be 'first', 'last' or 'new', got {!r}".format(start))
-        if seq is not None and (type(seq) is not int or seq < 0):
-            raise ValueError("seq must be an int >= 0, got {!r}".format(seq))
-        if limit is not None and (type(limit) is not int or limit < 0):
-            raise ValueError("limit must be an int >= 0, got {!r}".format(limit))
-        if type(page) is not int or page < 1:
-            raise ValueError("page must be an int >= 1, got {!r}".format(page))
-        if filter is not None:
-            validate_pattern(filter)
-        self._client = client
-        self.stream = stream
-        self._args = {"start": start}
-        if seq is not None:
-            self._args["seq"] = seq
-        if time is not None:
-            self._args["time"] = _time_ns(time)
-        if filter is not None:
-            self._args["filter"] = filter
-        self._limit = limit
-        self._page = page
-        self._timeout = timeout
-        self._buf = deque()
-        self._done = False
-        self.count = 0
-        self.lost = 0
-        self.next_seq = None
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        while not self._buf:
-            if self._done:
-                raise StopAsyncIteration
-            await self._next_page()
-        subject, reply, rec = self._buf.popleft()
-        self.count += 1
-        seq, ts = _replay_position(reply)
-        return Event.decode(subject, rec, seq, self.stream, ts)
-
-    async def _next_page(self):
-        want = self._page if self._limit is None else min(self._page, self._limit - self.count)
-        if want <= 0:
-            self._done = True
-            return
-        args = dict(self._args)
-        args["limit"] = want
-        if self.next_seq is not None:               # the next pages: from where it stopped
-            args.pop("time", None)
-            args["start"] = "first"
-            args["seq"] = self.next_seq
-        result, msgs = await self._client._call(_REPLAY, self.stream, args, self._timeout,
-                                                collect=True)
-        result = result if isinstance(result, dict) else {}
-        self.lost += result.get("lost", 0) or 0
-        nxt = result.get("next_seq")
-        self._buf.extend(msgs)
-        if len(msgs) < want or nxt is None or (self.next_seq is not None and nxt <= self.next_seq):
-            self._done = True
-        self.next_seq = nxt
-
-    async def list(self):
-        """Every event of the replay (a list)."""
-        return [ev async for ev in self]
-
-
-def _replay_position(reply):
-    """(seq, ts) of a replayed MSG's reply ``$REPLAY.<stream>.<seq>.<ts>``."""
-    if reply:
-        parts = reply.rsplit(".", 2)
-        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-            return int(parts[1]), int(parts[2])
-    return 0, 0
-
-
-# -- durable consumers' deliveries -----------------------------------------------------------
-
-
-class Delivery:
-    """A delivery of a durable consumer: the ``event`` (its attributes read
-    through: ``d.data``, ``d.id``, ``d.routing_subject``...), ``seq``, the
-    ``ack_subject``, and ``await d.ack()``, ``nak(delay)``, ``term()``,
-    ``in_progress()``."""
-
-    __slots__ = ("_client", "event", "ack_subject", "stream", "seq", "acked")
-
-    def __init__(self, client, stream, subject, reply, rec):
-        self._client = client
-        self.stream = stream
-        self.ack_subject = reply
-        self.seq = _ack_seq(reply)
-        self.event = Event.decode(subject, rec, self.seq, stream)
-        self.acked = False
-
-    def __getattr__(self, name):
-        if name.startswith("_") or name in Delivery.__slots__:
-            raise AttributeError(name)
-        return getattr(self.event, name)
-
-    def __getitem__(self, name):
-        return self.event[name]
-
-    async def ack(self):
-        """Acknowledge: done with this event."""
-        await self._settle(_ACK_ACK)
-
-    async def nak(self, delay=0.0):
-        """Ask for redelivery after ``delay`` seconds."""
-        await self._settle(_ACK_NAK, float(delay) if delay else None)
-
-    async def term(self):
-        """Never deliver this event to the consumer again."""
-        await self._settle(_ACK_TERM)
-
-    async def in_progress(self):
-        """Reset the ack timer: still working on it."""
-        self._check()
-        await self._client._ack(self.ack_subject, _ACK_PROGRESS)
-
-    def _check(self):
-        if not self.ack_subject:
-            raise FastflowError("the delivery of {!r} has no ack subject".format(
-                self.event.routing_subject))
-
-    async def _settle(self, kind, delay=None):
-        if self.acked:
-            return
-        self._check()
-        await self._client._ack(self.ack_subject, kind, delay)
-        self.acked = True
-
-    def __repr__(self):
-        return "<Delivery seq={} {!r}>".format(self.seq, self.event)
-
-
-def _ack_seq(s):
-    """The seq in an ack subject ``$ACK.<stream>.<consumer>.<seq>`` (0 if none)."""
-    if s:
-        tail = s.rsplit(".", 1)[-1]
-        if tail.isdigit():
-            return int(tail)
-    return 0
