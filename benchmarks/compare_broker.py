@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import atexit
 import json
-import math
 import os
 import platform
 import queue
@@ -1464,15 +1463,9 @@ def section_tput(bench):
     return rows
 
 
-def pct(sorted_values, q):
-    """Nearest-rank percentile of sorted values."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 def summarize_lat(per_run):
+    from fastflow._stats import percentile as pct
+
     pooled = sorted(v for run in per_run for v in run)
     out = {"samples": len(pooled)}
     for q, k in ((50, "p50_ns"), (90, "p90_ns"), (99, "p99_ns"), (99.9, "p99_9_ns")):

@@ -23,6 +23,7 @@ import time
 
 import fastflow
 from fastflow._ref.matcher import Matcher as RefMatcher
+from fastflow._stats import percentile
 from fastflow.workload import make_workload
 
 
@@ -1190,13 +1191,6 @@ def _bench_worker(role, url, o, idx, n, shared, ready_q, go_evt, done_evt, resul
                                                                           exc)})
 
 
-def _percentile(sorted_values, q):
-    if not sorted_values:
-        return None
-    i = min(len(sorted_values) - 1, max(0, int(round(q / 100.0 * (len(sorted_values) - 1)))))
-    return sorted_values[i]
-
-
 class _Progress:
     def __init__(self, enabled, total_pub, total_sub):
         self.enabled = enabled
@@ -1449,7 +1443,7 @@ def _bench_report(args, o, where, results, expected):
     out["delivered_mb_per_s"] = received * args.size / sub_dt / 1e6 if received else 0.0
     lat.sort()
     out["latency_samples"] = len(lat)
-    out["latency_us"] = {k: (None if _percentile(lat, q) is None else _percentile(lat, q) / 1e3)
+    out["latency_us"] = {k: (percentile(lat, q) / 1e3 if lat else None)
                          for k, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))}
     out["latency_us"]["max"] = lat[-1] / 1e3 if lat else None
     if args.json:
