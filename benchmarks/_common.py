@@ -45,6 +45,15 @@ def write_json(doc):
     sys.stdout.write("\n")
 
 
+def paho_add(mm, topic, value):
+    """Subscribe ``value`` to ``topic`` in paho's ``MQTTMatcher`` (a list of
+    values per topic filter, the way paho's client keeps its callbacks)."""
+    try:
+        mm[topic].append(value)
+    except KeyError:
+        mm[topic] = [value]
+
+
 # -- machine facts ------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
