@@ -75,6 +75,12 @@ def _add_event_args(p):
                    help="an extension attribute (repeatable)")
 
 
+def _add_listen_args(p, what):
+    """The queue group of sub and reply, and how many ``what`` they handle before exiting."""
+    p.add_argument("--queue", "-q", help="join a queue group")
+    p.add_argument("--count", "-n", type=int, default=0, help="exit after N {}".format(what))
+
+
 def _add_json_flag(p):
     p.add_argument("--json", action="store_true")
 
@@ -137,6 +143,10 @@ def _build_parser():
                         .format(__version__, "native" if COMPILED else "pure-Python",
                                 platform.python_version()))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, help, description, *adders):
+        """A command that sends to or receives from a server (see ``network``)."""
+        return network(sub.add_parser(name, help=help, description=description), *adders)
     d = sub.add_parser("demo", help="run the embedded engine on a synthetic workload")
     for p in (parser, d):
         p.add_argument("--subs", type=int, default=10_000, help="subscriptions (default 10,000)")
@@ -152,8 +162,7 @@ def _build_parser():
     sub.add_parser("passwd", add_help=False,
                    help="print a password hash for the server's config (fastflow passwd --help)")
 
-    p = network(sub.add_parser("pub", help="publish an event", description="Publish an event."),
-                _add_event_args)
+    p = command("pub", "publish an event", "Publish an event.", _add_event_args)
     _add_message_args(p)
     p.add_argument("--count", "-n", type=int, default=1, help="publish it N times (default 1)")
     p.add_argument("--reply", metavar="SUBJECT", help="a reply subject")
@@ -161,30 +170,26 @@ def _build_parser():
                    help="wait for the server's acknowledgement (prints the stream and seq; "
                         "exit status 1 when no stream stored the event)")
 
-    p = network(sub.add_parser("sub", help="print the events of a subject pattern",
-                               description="Subscribe and print events until interrupted (or "
-                                           "--count)."))
+    p = command("sub", "print the events of a subject pattern",
+                "Subscribe and print events until interrupted (or --count).")
     p.add_argument("pattern")
-    p.add_argument("--queue", "-q", help="join a queue group")
-    p.add_argument("--count", "-n", type=int, default=0, help="exit after N events")
+    _add_listen_args(p, "events")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per event: routing_subject, reply, then the "
                         "CloudEvents JSON members (JSON data as JSON)")
 
-    p = network(sub.add_parser("reply", help="answer the requests of a subject pattern",
-                               description="Subscribe and answer every request (a message with "
-                                           "a reply subject) until interrupted (or --count)."))
+    p = command("reply", "answer the requests of a subject pattern",
+                "Subscribe and answer every request (a message with a reply subject) until "
+                "interrupted (or --count).")
     p.add_argument("subject", metavar="PATTERN")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--echo", action="store_true", help="answer with the request's data")
     how.add_argument("--body", metavar="DATA",
                      help="answer with DATA: text, '-' for standard input, @FILE for a file")
-    p.add_argument("--queue", "-q", help="join a queue group")
-    p.add_argument("--count", "-n", type=int, default=0, help="exit after N answers")
+    _add_listen_args(p, "answers")
 
-    p = network(sub.add_parser("req", help="send a request and print the reply",
-                               description="Publish a request and print the reply's data."),
-                _add_event_args)
+    p = command("req", "send a request and print the reply",
+                "Publish a request and print the reply's data.", _add_event_args)
     _add_message_args(p)
     p.add_argument("--wait", "-w", type=float, default=1.0, metavar="SECONDS",
                    help="how long to wait for the reply (default 1)")
