@@ -46,7 +46,7 @@ from collections import deque
 from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_range, fmt_rate,
                      fmt_ratio, fmt_time,
                      machine_format_fields, peak_rss, python_desc, read_text, render_table,
-                     report_to, say, wrap, write_json)
+                     report_to, say, time_rows, wrap, write_json)
 from fastflow._stats import percentile, rank
 
 SUBJECT = "orders.eu.created"
@@ -183,28 +183,6 @@ def floor_batch(cb, count, payloads):
 def usage():
     u = resource.getrusage(resource.RUSAGE_SELF)
     return u.ru_minflt, u.ru_nivcsw
-
-
-def time_rows(rows, repeat, warmup=True):
-    """Run every row ``repeat`` times, interleaved; returns {key: [seconds]} and
-    {key: [(minor page faults, involuntary context switches)]} per run."""
-    times = {r["key"]: [] for r in rows}
-    counts = {r["key"]: [] for r in rows}
-    if warmup:
-        for r in rows:
-            r["fn"]()
-    for _ in range(repeat):
-        for r in rows:
-            gc.collect()
-            gc.disable()
-            try:
-                f0, s0 = usage()
-                times[r["key"]].append(r["fn"]())
-                f1, s1 = usage()
-            finally:
-                gc.enable()
-            counts[r["key"]].append((f1 - f0, s1 - s0))
-    return times, counts
 
 
 # -- latency ----------------------------------------------------------------------------
