@@ -15,6 +15,7 @@ Switches, as ``build_ext`` options or environment variables:
 """
 
 import os
+import runpy
 import sys
 
 from setuptools import Extension, setup
@@ -31,9 +32,9 @@ MODULES = [
     ("fastflow._core", ["src_ext/core.pyx"]),
 ]
 
-
-def _env_flag(name):
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+# the package's own reading of the switches; run by path: importing fastflow
+# would load the core this script is about to build
+_env_flag = runpy.run_path(os.path.join(HERE, "fastflow", "_settings.py"))["env_flag"]
 
 
 class BuildError(SystemExit):

@@ -1,4 +1,4 @@
-"""What compare_matchers.py and compare_logs.py share: the report stream,
+"""What the compare_*.py scripts share: the report stream, timing rows,
 machine facts, memory probes, rate formatting, the table and the JSON output.
 
 The scripts run as ``python benchmarks/<script>.py``, so this folder is on
@@ -6,9 +6,11 @@ The scripts run as ``python benchmarks/<script>.py``, so this folder is on
 """
 
 import functools
+import gc
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import textwrap
@@ -43,6 +45,40 @@ def write_json(doc):
     """``doc`` as one indented JSON document on stdout."""
     json.dump(doc, sys.stdout, indent=1)
     sys.stdout.write("\n")
+
+
+def paho_add(mm, topic, value):
+    """Subscribe ``value`` to ``topic`` in paho's ``MQTTMatcher`` (a list of
+    values per topic filter, the way paho's client keeps its callbacks)."""
+    try:
+        mm[topic].append(value)
+    except KeyError:
+        mm[topic] = [value]
+
+
+# -- timing -------------------------------------------------------------------
+
+def time_rows(rows, repeat, warmup=True):
+    """Run every row ``repeat`` times, interleaved; returns {key: [seconds]}
+    and {key: [(minor page faults, involuntary context switches)]} per run."""
+    times = {r["key"]: [] for r in rows}
+    counts = {r["key"]: [] for r in rows}
+    if warmup:
+        for r in rows:
+            r["fn"]()
+    usage = resource.getrusage
+    for _ in range(repeat):
+        for r in rows:
+            gc.collect()
+            gc.disable()
+            try:
+                u0 = usage(resource.RUSAGE_SELF)
+                times[r["key"]].append(r["fn"]())
+                u1 = usage(resource.RUSAGE_SELF)
+            finally:
+                gc.enable()
+            counts[r["key"]].append((u1.ru_minflt - u0.ru_minflt, u1.ru_nivcsw - u0.ru_nivcsw))
+    return times, counts
 
 
 # -- machine facts ------------------------------------------------------------

@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import atexit
 import json
-import math
 import os
 import platform
 import queue
@@ -146,10 +145,19 @@ class Window:
         self.waits = 0
         self.event = asyncio.Event()
 
+    @classmethod
+    def of(cls, spec):
+        """The window of a publisher's spec (None without spec["window"])."""
+        return cls(spec.get("subs", 1), spec["window"]) if spec.get("window") else None
+
     def on_ack(self, i, count):
         if 0 <= i < len(self.acked) and count > self.acked[i]:
             self.acked[i] = count
             self.event.set()
+
+    def on_report(self, subject, data):
+        """A report on ACK.<i>: subscriber i's count."""
+        self.on_ack(int(subject[len(ACK) + 1:]), int(data))
 
     async def wait(self, k, deadline):
         if k - min(self.acked) <= self.window:
@@ -171,13 +179,138 @@ def pace_interval(spec):
     return 1.0 / spec["rate"] if spec.get("rate") else 0.0
 
 
+async def paced(n, interval):
+    """0 .. n-1, one every ``interval`` seconds (at once with 0): the loop of
+    the paced publishers and of the echo client."""
+    mono, sleep = time.monotonic, asyncio.sleep
+    prev = mono()
+    for i in range(n):
+        if i:
+            d = prev + interval - mono()
+            if d > 0:
+                await sleep(d)
+        prev = mono()
+        yield i
+
+
+class Stamps:
+    """A latency subscriber's samples: now - the stamp of each message from
+    seq ``warm`` on, and how many messages came out of order."""
+
+    def __init__(self, warm):
+        self.warm = warm
+        self.samples = []
+        self.max_seq = -1
+        self.out_of_order = 0
+
+    def add(self, now, data, offset=0):
+        ts, seq = STAMP.unpack_from(data, offset)
+        if seq <= self.max_seq:
+            self.out_of_order += 1
+        self.max_seq = seq
+        if seq >= self.warm:
+            self.samples.append(now - ts)
+
+
+async def ready_until(done, spec, **ready):
+    """Tell the script this worker is ready (with ``ready``), then wait for
+    ``done`` up to spec["timeout"]: (timed out, the CPU mark of the start)."""
+    cpu0 = mark()
+    emit(dict(ready=True, **ready))
+    try:
+        await asyncio.wait_for(asyncio.shield(done), spec["timeout"])
+    except asyncio.TimeoutError:
+        return True, cpu0
+    return False, cpu0
+
+
+def sub_state(spec):
+    """What a subscriber keeps: n (the messages it waits for), its counts
+    (count, first and last arrival in ns), its latency ``Stamps`` (None unless
+    spec["lat"]), the future done at the n-th message, and where and how often
+    it reports its count to the publisher's window."""
+    stamps = Stamps(spec.get("warmup", 0)) if spec.get("lat") else None
+    return (spec["n"], dict(count=0, first=0, last=0), stamps,
+            asyncio.get_running_loop().create_future(), "{}.{}".format(ACK, spec.get("id", 0)),
+            spec.get("ack_every") or 0)
+
+
+class Countdown:
+    """Counts what a replier answered; ``done`` is set at the n-th."""
+
+    def __init__(self, n):
+        self.n = n
+        self.count = 0
+        self.done = asyncio.get_running_loop().create_future()
+
+    def tick(self):
+        self.count += 1
+        if self.count == self.n and not self.done.done():
+            self.done.set_result(None)
+
+    async def result(self, spec, errors):
+        """Ready, then until the n-th answer: the replier's result."""
+        timed_out, cpu0 = await ready_until(self.done, spec)
+        return dict(answered=self.count, timed_out=timed_out,
+                    cpu_s=time.process_time() - cpu0, errors=errors)
+
+
+def pub_result(sent, start, cpu0, errors, win=None, timed_out=False):
+    """A publisher's result; ``start`` is its first publish, now its end."""
+    end = time.time_ns()
+    return dict(sent=sent, start_ns=start, end_ns=end, seconds=(end - start) / 1e9,
+                window_waits=win.waits if win else 0, timed_out=timed_out,
+                cpu_s=time.process_time() - cpu0, errors=errors)
+
+
+def sub_result(st, stamps, timed_out, cpu, errors):
+    """A subscriber's result (with its latency samples when it took ``stamps``)."""
+    out = dict(received=st["count"], first_ns=st["first"], last_ns=st["last"],
+               timed_out=timed_out, cpu_s=cpu, errors=errors)
+    if stamps is not None:
+        out.update(latencies_ns=stamps.samples, out_of_order=stamps.out_of_order)
+    return out
+
+
+async def round_trips(request, spec, errors):
+    """The requester: warm-up + n requests back to back; its result, with the
+    round trips in ns (after the warm-up)."""
+    data = bytes(spec["size"])
+    warm, n = spec.get("warmup", 0), spec["n"]
+    rtts = []
+    pc = time.perf_counter_ns
+    cpu0 = mark()
+    for i in range(warm + n):
+        t = pc()
+        msg = await request(RR_SUBJECT, data, timeout=10)
+        d = pc() - t
+        if len(msg.data) != len(data):
+            raise SystemExit("reply {}: {} bytes for {}".format(i, len(msg.data), len(data)))
+        if i >= warm:
+            rtts.append(d)
+    return dict(rtts_ns=rtts, cpu_s=time.process_time() - cpu0, errors=first_errors(errors))
+
+
+def first_errors(errors):
+    """The first five errors a client reported, as reprs (for the result)."""
+    return [repr(e) for e in errors[:5]]
+
+
+async def close_within(closing, seconds=5):
+    """Await a client's close, for ``seconds`` at most."""
+    try:
+        await asyncio.wait_for(closing, seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
 # -- nats-py -------------------------------------------------------------------
 
 async def nats_connect(spec, errors):
     import nats
 
     async def on_error(e):
-        errors.append(repr(e))
+        errors.append(e)
 
     return await nats.connect(spec["url"], allow_reconnect=False, connect_timeout=10,
                               error_cb=on_error, name="compare_broker-" + spec["role"])
@@ -186,15 +319,12 @@ async def nats_connect(spec, errors):
 async def nats_pub(spec):
     errors = []
     nc = await nats_connect(spec, errors)
-    n, size, subs = spec["n"], spec["size"], spec.get("subs", 1)
+    n, size = spec["n"], spec["size"]
     deadline = time.monotonic() + spec["timeout"]
-    win = None
-    if spec.get("window"):
-        win = Window(subs, spec["window"])
-        plen = len(ACK) + 1
-
+    win = Window.of(spec)
+    if win is not None:
         async def on_ack(msg):
-            win.on_ack(int(msg.subject[plen:]), int(msg.data))
+            win.on_report(msg.subject, msg.data)
 
         await nc.subscribe(ACK + ".*", cb=on_ack)
         await nc.flush(timeout=10)
@@ -209,14 +339,8 @@ async def nats_pub(spec):
     subject = SUBJECT_OF[spec["kind"]]
     if interval:
         pad = bytes(size - STAMP.size)
-        pack, tns, mono, sleep = STAMP.pack, time.time_ns, time.monotonic, asyncio.sleep
-        prev = mono()
-        for i in range(n):
-            if i:
-                d = prev + interval - mono()
-                if d > 0:
-                    await sleep(d)
-            prev = mono()
+        pack, tns = STAMP.pack, time.time_ns
+        async for i in paced(n, interval):
             await publish(subject, pack(tns(), i) + pad)
             sent += 1
     else:
@@ -233,10 +357,7 @@ async def nats_pub(spec):
     # The second PING goes out after the flusher has written the queue.
     await nc.flush(timeout=max(1, deadline - time.monotonic()))
     await nc.flush(timeout=max(1, deadline - time.monotonic()))
-    end = time.time_ns()
-    out = dict(sent=sent, start_ns=start, end_ns=end, seconds=(end - start) / 1e9,
-               window_waits=win.waits if win else 0, timed_out=timed_out,
-               cpu_s=time.process_time() - cpu0, errors=errors[:5])
+    out = pub_result(sent, start, cpu0, first_errors(errors), win, timed_out)
     await nc.close()
     return out
 
@@ -244,14 +365,9 @@ async def nats_pub(spec):
 async def nats_sub(spec):
     errors = []
     nc = await nats_connect(spec, errors)
-    n, lat, warm = spec["n"], spec.get("lat", False), spec.get("warmup", 0)
-    st = dict(count=0, first=0, last=0, max_seq=-1, out_of_order=0)
-    lats = []
-    done = asyncio.get_running_loop().create_future()
-    ack_subj = "{}.{}".format(ACK, spec.get("id", 0))
-    every = spec.get("ack_every") or 0
+    n, st, stamps, done, ack_subj, every = sub_state(spec)
     publish = nc.publish
-    tns, unpack = time.time_ns, STAMP.unpack_from
+    tns = time.time_ns
 
     async def on_msg(msg):
         now = tns()
@@ -259,13 +375,8 @@ async def nats_sub(spec):
         if c == 1:
             st["first"] = now
         st["last"] = now
-        if lat:
-            ts, seq = unpack(msg.data)
-            if seq <= st["max_seq"]:
-                st["out_of_order"] += 1
-            st["max_seq"] = seq
-            if seq >= warm:
-                lats.append(now - ts)
+        if stamps is not None:
+            stamps.add(now, msg.data)
         if every and (c % every == 0 or c == n):
             await publish(ack_subj, b"%d" % c)
         if c == n and not done.done():
@@ -274,43 +385,16 @@ async def nats_sub(spec):
     await nc.subscribe(SUBJECT_OF[spec["kind"]], cb=on_msg, pending_msgs_limit=4_000_000,
                        pending_bytes_limit=1 << 30)
     await nc.flush(timeout=10)
-    cpu0 = mark()
-    emit({"ready": True})
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
-    cpu = time.process_time() - cpu0
-    out = dict(received=st["count"], first_ns=st["first"], last_ns=st["last"],
-               timed_out=timed_out, cpu_s=cpu, errors=errors[:5])
-    if lat:
-        out.update(latencies_ns=lats, out_of_order=st["out_of_order"])
-    try:
-        await asyncio.wait_for(nc.close(), 5)
-    except asyncio.TimeoutError:
-        pass
+    timed_out, cpu0 = await ready_until(done, spec)
+    out = sub_result(st, stamps, timed_out, time.process_time() - cpu0, first_errors(errors))
+    await close_within(nc.close())
     return out
 
 
 async def nats_req(spec):
     errors = []
     nc = await nats_connect(spec, errors)
-    data = bytes(spec["size"])
-    warm, n = spec.get("warmup", 0), spec["n"]
-    rtts = []
-    pc = time.perf_counter_ns
-    request = nc.request
-    cpu0 = mark()
-    for i in range(warm + n):
-        t = pc()
-        msg = await request(RR_SUBJECT, data, timeout=10)
-        d = pc() - t
-        if len(msg.data) != len(data):
-            raise SystemExit("reply {}: {} bytes for {}".format(i, len(msg.data), len(data)))
-        if i >= warm:
-            rtts.append(d)
-    out = dict(rtts_ns=rtts, cpu_s=time.process_time() - cpu0, errors=errors[:5])
+    out = await round_trips(nc.request, spec, errors)
     await nc.close()
     return out
 
@@ -318,28 +402,16 @@ async def nats_req(spec):
 async def nats_reply(spec):
     errors = []
     nc = await nats_connect(spec, errors)
-    st = dict(count=0)
-    done = asyncio.get_running_loop().create_future()
-    n = spec["n"]
+    answered = Countdown(spec["n"])
     publish = nc.publish
 
     async def on_req(msg):
         await publish(msg.reply, msg.data)
-        st["count"] += 1
-        if st["count"] == n and not done.done():
-            done.set_result(None)
+        answered.tick()
 
     await nc.subscribe(RR_SUBJECT, cb=on_req)
     await nc.flush(timeout=10)
-    cpu0 = mark()
-    emit({"ready": True})
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
-    out = dict(answered=st["count"], timed_out=timed_out, cpu_s=time.process_time() - cpu0,
-               errors=errors[:5])
+    out = await answered.result(spec, first_errors(errors))
     await nc.flush(timeout=5)
     await nc.flush(timeout=5)  # see nats_pub
     await nc.close()
@@ -366,17 +438,11 @@ async def ff_connect(spec, errors):
 async def ff_pub(spec):
     errors = []
     c = await ff_connect(spec, errors)
-    n, size, subs = spec["n"], spec["size"], spec.get("subs", 1)
+    n, size = spec["n"], spec["size"]
     deadline = time.monotonic() + spec["timeout"]
-    win = None
-    if spec.get("window"):
-        win = Window(subs, spec["window"])
-        plen = len(ACK) + 1
-
-        def on_ack(ev):
-            win.on_ack(int(ev.routing_subject[plen:]), int(ev.data))
-
-        c.subscribe(ACK + ".*", on_ack)
+    win = Window.of(spec)
+    if win is not None:
+        c.subscribe(ACK + ".*", lambda ev: win.on_report(ev.routing_subject, ev.data))
         await c.flush(10)
     publish, writable = c.publish, c.wait_writable
     subject = SUBJECT_OF[spec["kind"]]
@@ -392,14 +458,8 @@ async def ff_pub(spec):
     start = time.time_ns()
     if interval:
         pad = bytes(size - STAMP.size)
-        pack, tns, mono, sleep = STAMP.pack, time.time_ns, time.monotonic, asyncio.sleep
-        prev = mono()
-        for i in range(n):
-            if i:
-                d = prev + interval - mono()
-                if d > 0:
-                    await sleep(d)
-            prev = mono()
+        pack, tns = STAMP.pack, time.time_ns
+        async for i in paced(n, interval):
             publish(subject, pack(tns(), i) + pad)
             sent += 1
     else:
@@ -420,10 +480,7 @@ async def ff_pub(spec):
             sent = min(n, i + check)
             await asyncio.sleep(0)  # let the acks in
     await c.flush(max(1, deadline - time.monotonic()))
-    end = time.time_ns()
-    out = dict(sent=sent, start_ns=start, end_ns=end, seconds=(end - start) / 1e9,
-               window_waits=win.waits if win else 0, timed_out=timed_out,
-               cpu_s=time.process_time() - cpu0, errors=[repr(e) for e in errors[:5]])
+    out = pub_result(sent, start, cpu0, first_errors(errors), win, timed_out)
     await c.close()
     return out
 
@@ -431,28 +488,18 @@ async def ff_pub(spec):
 async def ff_sub(spec):
     errors = []
     c = await ff_connect(spec, errors)
-    n, lat, warm = spec["n"], spec.get("lat", False), spec.get("warmup", 0)
-    st = dict(count=0, first=0, last=0, max_seq=-1, out_of_order=0)
-    lats = []
-    done = asyncio.get_running_loop().create_future()
-    ack_subj = "{}.{}".format(ACK, spec.get("id", 0))
-    every = spec.get("ack_every") or 0
+    n, st, stamps, done, ack_subj, every = sub_state(spec)
     publish = c.publish
-    tns, unpack = time.time_ns, STAMP.unpack_from
+    tns = time.time_ns
 
-    if lat:
+    if stamps is not None:
         def on_msg(ev):  # an Event: the payload is read
             now = tns()
             cnt = st["count"] = st["count"] + 1
             if cnt == 1:
                 st["first"] = now
             st["last"] = now
-            ts, seq = unpack(ev.data)
-            if seq <= st["max_seq"]:
-                st["out_of_order"] += 1
-            st["max_seq"] = seq
-            if seq >= warm:
-                lats.append(now - ts)
+            stamps.add(now, ev.data)
             if cnt == n and not done.done():
                 done.set_result(None)
 
@@ -485,45 +532,18 @@ async def ff_sub(spec):
 
         c.subscribe(SUBJECT_OF[spec["kind"]], on_msg, raw=True)
     await c.flush(10)
-    cpu0 = mark()
-    emit({"ready": True})
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
+    timed_out, cpu0 = await ready_until(done, spec)
+    if timed_out:
         st["last"] = tns()
-    cpu = time.process_time() - cpu0
-    out = dict(received=st["count"], first_ns=st["first"], last_ns=st["last"],
-               timed_out=timed_out, cpu_s=cpu, errors=[repr(e) for e in errors[:5]])
-    if lat:
-        out.update(latencies_ns=lats, out_of_order=st["out_of_order"])
-    try:
-        await asyncio.wait_for(c.close(), 5)
-    except asyncio.TimeoutError:
-        pass
+    out = sub_result(st, stamps, timed_out, time.process_time() - cpu0, first_errors(errors))
+    await close_within(c.close())
     return out
 
 
 async def ff_req(spec):
     errors = []
     c = await ff_connect(spec, errors)
-    data = bytes(spec["size"])
-    warm, n = spec.get("warmup", 0), spec["n"]
-    rtts = []
-    pc = time.perf_counter_ns
-    request = c.request
-    cpu0 = mark()
-    for i in range(warm + n):
-        t = pc()
-        ev = await request(RR_SUBJECT, data, timeout=10)
-        d = pc() - t
-        if len(ev.data) != len(data):
-            raise SystemExit("reply {}: {} bytes for {}".format(i, len(ev.data), len(data)))
-        if i >= warm:
-            rtts.append(d)
-    out = dict(rtts_ns=rtts, cpu_s=time.process_time() - cpu0,
-               errors=[repr(e) for e in errors[:5]])
+    out = await round_trips(c.request, spec, errors)
     await c.close()
     return out
 
@@ -531,28 +551,16 @@ async def ff_req(spec):
 async def ff_reply(spec):
     errors = []
     c = await ff_connect(spec, errors)
-    st = dict(count=0)
-    done = asyncio.get_running_loop().create_future()
-    n = spec["n"]
+    answered = Countdown(spec["n"])
     publish = c.publish
 
     def on_req(ev, reply):
         publish(reply, ev.data)
-        st["count"] += 1
-        if st["count"] == n and not done.done():
-            done.set_result(None)
+        answered.tick()
 
     c.subscribe(RR_SUBJECT, on_req, with_reply=True)
     await c.flush(10)
-    cpu0 = mark()
-    emit({"ready": True})
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
-    out = dict(answered=st["count"], timed_out=timed_out, cpu_s=time.process_time() - cpu0,
-               errors=[repr(e) for e in errors[:5]])
+    out = await answered.result(spec, first_errors(errors))
     await c.flush(5)
     await c.close()
     return out
@@ -658,37 +666,29 @@ async def ffraw_paced(conn, spec):
     n, size, interval = spec["n"], spec["size"], pace_interval(spec)
     publish, send, subject = conn.out.publish, conn.send, SUBJECT_OF[spec["kind"]]
     pad = bytes(size - STAMP.size)
-    pack, tns, mono, sleep = STAMP.pack, time.time_ns, time.monotonic, asyncio.sleep
+    pack, tns = STAMP.pack, time.time_ns
     cpu0 = mark()
     start = tns()
-    prev = mono()
-    for i in range(n):
-        if i:
-            d = prev + interval - mono()
-            if d > 0:
-                await sleep(d)
-        prev = mono()
+    async for i in paced(n, interval):
         publish(subject, pack(tns(), i) + pad, SOURCE)
         send()
     await conn.flush()
-    end = tns()
+    out = pub_result(n, start, cpu0, conn.errors[:5])
     conn.transport.close()
-    return dict(sent=n, start_ns=start, end_ns=end, seconds=(end - start) / 1e9,
-                cpu_s=time.process_time() - cpu0, errors=conn.errors[:5])
+    return out
 
 
 async def ffraw_pub(spec):
     conn = await raw_connect(spec)
     if spec.get("rate"):
         return await ffraw_paced(conn, spec)
-    n, size, subs = spec["n"], spec["size"], spec.get("subs", 1)
+    n, size = spec["n"], spec["size"]
     deadline = time.monotonic() + spec["timeout"]
-    win = Window(subs, spec["window"])
-    plen = len(ACK) + 1
+    win = Window.of(spec)
 
     def on_msgs(batch):
         for subject, d in zip(batch.subjects, batch.datas()):
-            win.on_ack(int(subject[plen:]), int(d))
+            win.on_report(subject, d)
 
     conn.on_msgs = on_msgs
     conn.subscribe(1, ACK + ".*")
@@ -714,34 +714,22 @@ async def ffraw_pub(spec):
         sent = min(n, i + check)
         await asyncio.sleep(0)
     await conn.flush(max(1, deadline - time.monotonic()))
-    end = time.time_ns()
+    out = pub_result(sent, start, cpu0, conn.errors[:5], win, timed_out)
     conn.transport.close()
-    return dict(sent=sent, start_ns=start, end_ns=end, seconds=(end - start) / 1e9,
-                window_waits=win.waits, timed_out=timed_out, cpu_s=time.process_time() - cpu0,
-                errors=conn.errors[:5])
+    return out
 
 
 async def ffraw_sub(spec):
     conn = await raw_connect(spec)
-    n, lat, warm = spec["n"], spec.get("lat", False), spec.get("warmup", 0)
-    st = dict(count=0, first=0, last=0, max_seq=-1, out_of_order=0)
-    lats = []
-    done = asyncio.get_running_loop().create_future()
-    ack_subj = "{}.{}".format(ACK, spec.get("id", 0))
-    every = spec.get("ack_every") or 0
+    n, st, stamps, done, ack_subj, every = sub_state(spec)
     publish = conn.out.publish
-    tns, unpack = time.time_ns, STAMP.unpack_from
+    tns = time.time_ns
 
     def on_msgs(batch):
         now = tns()
-        if lat:
+        if stamps is not None:
             for d in batch.datas():
-                ts, seq = unpack(d)
-                if seq <= st["max_seq"]:
-                    st["out_of_order"] += 1
-                st["max_seq"] = seq
-                if seq >= warm:
-                    lats.append(now - ts)
+                stamps.add(now, d)
         before = st["count"]
         cnt = st["count"] = before + len(batch)
         if before == 0:
@@ -756,17 +744,8 @@ async def ffraw_sub(spec):
     conn.on_msgs = on_msgs
     conn.subscribe(1, SUBJECT_OF[spec["kind"]])
     await conn.flush()
-    cpu0 = mark()
-    emit({"ready": True})
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
-    out = dict(received=st["count"], first_ns=st["first"], last_ns=st["last"],
-               timed_out=timed_out, cpu_s=time.process_time() - cpu0, errors=conn.errors[:5])
-    if lat:
-        out.update(latencies_ns=lats, out_of_order=st["out_of_order"])
+    timed_out, cpu0 = await ready_until(done, spec)
+    out = sub_result(st, stamps, timed_out, time.process_time() - cpu0, conn.errors[:5])
     conn.transport.close()
     return out
 
@@ -789,14 +768,7 @@ async def echo_server(spec):
                 done.set_result(None)
 
     server = await loop.create_server(Echo, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    cpu0 = mark()
-    emit({"ready": True, "port": port})
-    timed_out = False
-    try:
-        await asyncio.wait_for(done, spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
+    timed_out, cpu0 = await ready_until(done, spec, port=server.sockets[0].getsockname()[1])
     server.close()
     return dict(timed_out=timed_out, cpu_s=time.process_time() - cpu0)
 
@@ -821,16 +793,8 @@ async def echo_client(spec):
     data = bytes(size)
     rtts = []
     pc = time.perf_counter_ns
-    interval = pace_interval(spec)
-    mono, sleep = time.monotonic, asyncio.sleep
-    prev = mono()
     cpu0 = mark()
-    for i in range(warm + n):
-        if interval and i:
-            d = prev + interval - mono()
-            if d > 0:
-                await sleep(d)
-            prev = mono()
+    async for i in paced(warm + n, pace_interval(spec)):
         proto.got = 0
         fut = proto.waiter = loop.create_future()
         t = pc()
@@ -867,13 +831,7 @@ async def relay_server(spec):
                 done.set_result(None)
 
     server = await loop.create_server(Relay, "127.0.0.1", 0)
-    cpu0 = mark()
-    emit({"ready": True, "port": server.sockets[0].getsockname()[1]})
-    timed_out = False
-    try:
-        await asyncio.wait_for(done, spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
+    timed_out, cpu0 = await ready_until(done, spec, port=server.sockets[0].getsockname()[1])
     server.close()
     return dict(timed_out=timed_out, cpu_s=time.process_time() - cpu0)
 
@@ -882,18 +840,12 @@ async def relay_pub(spec):
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", spec["port"])
     n, interval = spec["n"], pace_interval(spec)
-    pack, tns, mono, sleep = STAMP.pack, time.time_ns, time.monotonic, asyncio.sleep
+    pack, tns = STAMP.pack, time.time_ns
     cpu0 = mark()
     start = tns()
-    prev = mono()
-    for i in range(n):
-        if i:
-            d = prev + interval - mono()
-            if d > 0:
-                await sleep(d)
-        prev = mono()
+    async for i in paced(n, interval):
         transport.write(pack(tns(), i))
-    await sleep(0.05)
+    await asyncio.sleep(0.05)
     transport.close()
     return dict(sent=n, start_ns=start, seconds=(tns() - start) / 1e9,
                 cpu_s=time.process_time() - cpu0)
@@ -901,11 +853,11 @@ async def relay_pub(spec):
 
 async def relay_sub(spec):
     loop = asyncio.get_running_loop()
-    n, warm = spec["n"], spec.get("warmup", 0)
+    n = spec["n"]
     done = loop.create_future()
-    st = dict(count=0, max_seq=-1, out_of_order=0, buf=b"")
-    lats = []
-    tns, unpack, size = time.time_ns, STAMP.unpack_from, STAMP.size
+    st = dict(count=0, buf=b"")
+    stamps = Stamps(spec.get("warmup", 0))
+    tns, size = time.time_ns, STAMP.size
 
     class Sub(asyncio.Protocol):
         def data_received(self, data):
@@ -913,12 +865,7 @@ async def relay_sub(spec):
             buf = st["buf"] + data
             k = len(buf) - len(buf) % size
             for off in range(0, k, size):
-                ts, seq = unpack(buf, off)
-                if seq <= st["max_seq"]:
-                    st["out_of_order"] += 1
-                st["max_seq"] = seq
-                if seq >= warm:
-                    lats.append(now - ts)
+                stamps.add(now, buf, off)
                 st["count"] += 1
             st["buf"] = buf[k:]
             if st["count"] >= n and not done.done():
@@ -926,16 +873,11 @@ async def relay_sub(spec):
 
     transport, _ = await loop.create_connection(Sub, "127.0.0.1", spec["port"])
     await asyncio.sleep(0.05)  # the relay has seen the connection
-    cpu0 = mark()
-    emit({"ready": True})
-    timed_out = False
-    try:
-        await asyncio.wait_for(asyncio.shield(done), spec["timeout"])
-    except asyncio.TimeoutError:
-        timed_out = True
+    timed_out, cpu0 = await ready_until(done, spec)
     transport.close()
-    return dict(received=st["count"], latencies_ns=lats, out_of_order=st["out_of_order"],
-                timed_out=timed_out, cpu_s=time.process_time() - cpu0)
+    return dict(received=st["count"], latencies_ns=stamps.samples,
+                out_of_order=stamps.out_of_order, timed_out=timed_out,
+                cpu_s=time.process_time() - cpu0)
 
 
 WORKERS = {
@@ -1464,15 +1406,9 @@ def section_tput(bench):
     return rows
 
 
-def pct(sorted_values, q):
-    """Nearest-rank percentile of sorted values."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 def summarize_lat(per_run):
+    from fastflow._stats import percentile as pct
+
     pooled = sorted(v for run in per_run for v in run)
     out = {"samples": len(pooled)}
     for q, k in ((50, "p50_ns"), (90, "p90_ns"), (99, "p99_ns"), (99.9, "p99_9_ns")):

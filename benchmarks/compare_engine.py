@@ -34,7 +34,6 @@ report goes to stderr); ``--quick`` is a smoke run of a few seconds.
 import argparse
 import gc
 import itertools
-import math
 import platform
 import random
 import resource
@@ -47,7 +46,8 @@ from collections import deque
 from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_range, fmt_rate,
                      fmt_ratio, fmt_time,
                      machine_format_fields, peak_rss, python_desc, read_text, render_table,
-                     report_to, say, wrap, write_json)
+                     report_to, say, time_rows, wrap, write_json)
+from fastflow._stats import percentile, rank
 
 SUBJECT = "orders.eu.created"
 PATTERN = "orders.*.created"
@@ -185,28 +185,6 @@ def usage():
     return u.ru_minflt, u.ru_nivcsw
 
 
-def time_rows(rows, repeat, warmup=True):
-    """Run every row ``repeat`` times, interleaved; returns {key: [seconds]} and
-    {key: [(minor page faults, involuntary context switches)]} per run."""
-    times = {r["key"]: [] for r in rows}
-    counts = {r["key"]: [] for r in rows}
-    if warmup:
-        for r in rows:
-            r["fn"]()
-    for _ in range(repeat):
-        for r in rows:
-            gc.collect()
-            gc.disable()
-            try:
-                f0, s0 = usage()
-                times[r["key"]].append(r["fn"]())
-                f1, s1 = usage()
-            finally:
-                gc.enable()
-            counts[r["key"]].append((f1 - f0, s1 - s0))
-    return times, counts
-
-
 # -- latency ----------------------------------------------------------------------------
 
 class Histogram:
@@ -251,11 +229,11 @@ class Histogram:
             self.min = lo if self.min is None else min(self.min, lo)
 
     def percentile(self, q):
-        rank = max(1, math.ceil(q / 100.0 * self.total))
+        r = rank(q, self.total)
         seen = 0
         for i in sorted(self.counts):
             seen += self.counts[i]
-            if seen >= rank:
+            if seen >= r:
                 return min(self.highest(i), self.max)
         return self.max
 
@@ -264,12 +242,6 @@ class Histogram:
                 "p90_ns": self.percentile(90), "p99_ns": self.percentile(99),
                 "p99_9_ns": self.percentile(99.9), "max_ns": self.max, "min_ns": self.min,
                 "buckets": len(self.counts)}
-
-
-def exact_percentile(sorted_values, q):
-    """The same rank rule on the raw samples (the histogram's check)."""
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 class Stamps:
@@ -531,15 +503,15 @@ def section_latency(bench):
         s = h.summary()
         exact = sorted(samples)
         for q in (50, 99, 99.9):
-            e = exact_percentile(exact, q)
+            e = percentile(exact, q)
             got = h.percentile(q)
             if not e <= got <= e + e // 64 + 1:
                 bench.sanity.append("latency {}: histogram p{} = {} ns, exact {} ns".format(
                     k, q, got, e))
-        s["exact_p99_ns"] = exact_percentile(exact, 99)
+        s["exact_p99_ns"] = percentile(exact, 99)
         s["minor_faults"] = faults[k]
-        s["run_p99_ns"] = [exact_percentile(sorted(d), 99) for d in per_run[k]]
-        s["run_p50_ns"] = [exact_percentile(sorted(d), 50) for d in per_run[k]]
+        s["run_p99_ns"] = [percentile(sorted(d), 99) for d in per_run[k]]
+        s["run_p50_ns"] = [percentile(sorted(d), 50) for d in per_run[k]]
         out[k] = s
     return out
 

@@ -45,7 +45,6 @@ import mmap
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import sys
@@ -55,7 +54,7 @@ import time
 from _common import (add_output_args, core_built, cpu_facts, fastflow_facts, fmt_range, fmt_rate,
                      fmt_ratio, fmt_time,
                      machine_format_fields, malloc_trim, peak_rss, proc_kib, python_desc,
-                     read_text, render_table, report_to, rss, say, wrap, write_json)
+                     read_text, render_table, report_to, rss, say, time_rows, wrap, write_json)
 
 SUBJECT = "md.xnas.AAPL"
 PAYLOAD = 100  # bytes
@@ -250,29 +249,6 @@ def np_dtype(size):
 def row(key, impl, op, n, fn, vs=None, vs_mark="", target=None, per="record"):
     return dict(key=key, impl=impl, op=op, n=n, fn=fn, vs=vs, vs_mark=vs_mark,
                 target=target, per=per)
-
-
-def time_rows(rows, repeat, warmup=True):
-    """Run every row ``repeat`` times, interleaved; returns {key: [seconds]}
-    and {key: [(minor page faults, involuntary context switches)]} per run."""
-    times = {r["key"]: [] for r in rows}
-    counts = {r["key"]: [] for r in rows}
-    if warmup:
-        for r in rows:
-            r["fn"]()
-    usage = resource.getrusage
-    for _ in range(repeat):
-        for r in rows:
-            gc.collect()
-            gc.disable()
-            try:
-                u0 = usage(resource.RUSAGE_SELF)
-                times[r["key"]].append(r["fn"]())
-                u1 = usage(resource.RUSAGE_SELF)
-            finally:
-                gc.enable()
-            counts[r["key"]].append((u1.ru_minflt - u0.ru_minflt, u1.ru_nivcsw - u0.ru_nivcsw))
-    return times, counts
 
 
 # -- 1 + 2: in-memory append, steady state -----------------------------------------

@@ -5,7 +5,7 @@ generator ``fastflow demo`` uses too; see README.md) in
 
 * fastflow ``Matcher(cache_size=0)``  (result cache off),
 * fastflow ``Matcher()``              (cache on, warmed with one pass first),
-* fastflow's pure-Python reference    (``fastflow._ref.matcher``),
+* fastflow's pure-Python reference    (``fastflow._ref.Matcher``),
 * paho-mqtt's ``MQTTMatcher``         (MQTT syntax: '/', '+', '#'; one value
   per filter, so each filter holds the list of its subscribers' values),
 
@@ -38,8 +38,8 @@ from array import array
 from collections import Counter
 
 from _common import (add_output_args, core_built, cpu_facts, fastflow_facts,
-                     fmt_rate as _fmt_rate, machine_format_fields, malloc_trim, peak_rss,
-                     python_desc, render_table, report_to, rss, say, wrap, write_json)
+                     fmt_rate as _fmt_rate, machine_format_fields, malloc_trim, paho_add,
+                     peak_rss, python_desc, render_table, report_to, rss, say, wrap, write_json)
 from fastflow.workload import (
     DEFAULT_SEED,
     format_stats,
@@ -89,7 +89,7 @@ def format_machine(m):
 
 def build_matchers(w, with_paho):
     import fastflow
-    from fastflow._ref.matcher import Matcher as RefMatcher
+    from fastflow._ref import Matcher as RefMatcher
 
     built = {}
     for key, factory in (
@@ -108,11 +108,7 @@ def build_matchers(w, with_paho):
         mm = MQTTMatcher()
         t0 = time.perf_counter()
         for i, p in enumerate(w.patterns):
-            f = to_mqtt(p)
-            try:
-                mm[f].append(i)
-            except KeyError:
-                mm[f] = [i]
+            paho_add(mm, to_mqtt(p), i)
         built["paho"] = (mm, time.perf_counter() - t0)
     return built
 
@@ -331,7 +327,7 @@ def memory_child(kind, n, seed):
             m = fastflow.Matcher(cache_size=0)
             mb = m.memory_bytes
         else:
-            from fastflow._ref.matcher import Matcher as RefMatcher
+            from fastflow._ref import Matcher as RefMatcher
 
             m = RefMatcher(cache_size=0)
         value = 7 if kind == "ff_int" else None
@@ -340,11 +336,7 @@ def memory_child(kind, n, seed):
         for i, p in enumerate(pats):
             handles[i] = add(p, value)
         add_s = time.perf_counter() - t0
-        gc.collect()
-        rss1 = rss()
-        peak = peak_rss() if peak_ok else None
-        malloc_trim()
-        rss1_trimmed = rss()
+        rss1, peak, rss1_trimmed = _after_add(peak_ok)
         out["memory_bytes"] = mb() if mb else None
         out["stats"] = {k: v for k, v in m.stats().items() if k in ("nodes", "tokens", "edges")}
         remove = m.remove
@@ -366,16 +358,9 @@ def memory_child(kind, n, seed):
         peak_ok = _reset_peak()
         t0 = time.perf_counter()
         for t in topics:
-            try:
-                mm[t].append(value)
-            except KeyError:
-                mm[t] = [value]
+            paho_add(mm, t, value)
         add_s = time.perf_counter() - t0
-        gc.collect()
-        rss1 = rss()
-        peak = peak_rss() if peak_ok else None
-        malloc_trim()
-        rss1_trimmed = rss()
+        rss1, peak, rss1_trimmed = _after_add(peak_ok)
         t0 = time.perf_counter()
         for t in topics:
             lst = mm[t]
@@ -398,6 +383,16 @@ def memory_child(kind, n, seed):
     )
     json.dump(out, sys.stdout)
     return 0
+
+
+def _after_add(peak_ok):
+    """The RSS once the subscriptions are in, the peak (None unless it could be
+    reset before), and the RSS once malloc has given back what it can."""
+    gc.collect()
+    rss1 = rss()
+    peak = peak_rss() if peak_ok else None
+    malloc_trim()
+    return rss1, peak, rss()
 
 
 def run_memory(n, seed, kinds):

@@ -132,6 +132,8 @@ class State:
 
 def run_one(bench, st, server, n, cfg):
     """One run of ``st``'s row on ``server``; the run's figures (raises RuntimeError)."""
+    from fastflow._stats import percentile
+
     if not server.alive():
         raise RuntimeError("{} is not running (exit {}): {}".format(
             SERVER_LABEL[st.server], server.child.proc.returncode,
@@ -158,8 +160,8 @@ def run_one(bench, st, server, n, cfg):
             if not s:
                 raise RuntimeError("no round trips measured")
             server_cpu = (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None
-            res = {"samples": len(s), "p50_ns": cb.pct(s, 50), "p90_ns": cb.pct(s, 90),
-                   "p99_ns": cb.pct(s, 99), "max_ns": s[-1],
+            res = {"samples": len(s), "p50_ns": percentile(s, 50), "p90_ns": percentile(s, 90),
+                   "p99_ns": percentile(s, 99), "max_ns": s[-1],
                    "server_cpu": server_cpu, "cpu": r["cpu"]}
     except (KeyError, TypeError, ValueError) as exc:  # a worker's answer without its figures
         raise RuntimeError(f"bad worker result: {type(exc).__name__}: {exc}") from exc

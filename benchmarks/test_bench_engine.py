@@ -19,21 +19,13 @@ makes.  There are no timing assertions here; see ``compare_engine.py`` for
 the comparison table, the latency percentiles and the targets.
 """
 
-import random
-
 import pytest
 
 import fastflow
+# compare_engine.py's workload and its baseline; conftest.py's payload fixtures read PAYLOAD
+from compare_engine import (BATCH, FANOUT_PATTERNS, PATTERN, PAYLOAD, RING,  # noqa: F401
+                            STREAM_PATTERN, SUBJECT, DictBus)
 
-SUBJECT = "orders.eu.created"
-PATTERN = "orders.*.created"
-STREAM_PATTERN = "orders.>"
-FANOUT_PATTERNS = ("orders.*.created", "orders.eu.*", "orders.>", "*.eu.created",
-                   "orders.eu.created", "*.*.created", "orders.*.*", ">", "*.eu.>",
-                   "orders.eu.created")
-PAYLOAD = 100
-BATCH = 1_000  # events per publish_batch
-RING = 100_000  # the stream's max_events
 PREFILL = 400_000
 CALLS = 10_000  # publish() per round
 BATCHES = 10  # publish_batch() per round
@@ -43,17 +35,6 @@ SEED = 2026
 
 def on_event(ev):
     """The callback: a Python function doing nothing."""
-
-
-@pytest.fixture(scope="module")
-def payload():
-    return random.Random(SEED).randbytes(PAYLOAD)
-
-
-@pytest.fixture(scope="module")
-def payloads():
-    rnd = random.Random(SEED)
-    return [rnd.randbytes(PAYLOAD) for _ in range(BATCH)]
 
 
 def _flow(patterns, payloads):
@@ -75,28 +56,8 @@ def flows(payloads):
         f.close()
 
 
-class DictBus:
-    """The baseline: exact subjects, a list of callbacks each."""
-
-    def __init__(self, fanout, callback=on_event):
-        subs = {SUBJECT: [callback] * fanout}
-
-        def publish(subject, data):
-            for cb in subs.get(subject, ()):
-                cb(data)
-
-        def publish_batch(subject, datas):
-            cbs = subs.get(subject, ())
-            for d in datas:
-                for cb in cbs:
-                    cb(d)
-
-        self.publish = publish
-        self.publish_batch = publish_batch
-
-
 def _bus(name, fanout, flows):
-    return flows[fanout] if name == "fastflow" else DictBus(fanout)
+    return flows[fanout] if name == "fastflow" else DictBus([(SUBJECT, on_event)] * fanout)
 
 
 def _call_loop(publish, n, payload):
@@ -160,7 +121,7 @@ def test_sanity(payloads):
         assert got == [(1, payloads[0])] * len(FANOUT_PATTERNS)
         assert [e.data for e in stream.replay()] == [payloads[0]]
     calls = []
-    bus = DictBus(10, calls.append)
+    bus = DictBus([(SUBJECT, calls.append)] * 10)
     bus.publish(SUBJECT, payloads[0])
     bus.publish_batch(SUBJECT, payloads[:3])
     bus.publish("orders.us.created", payloads[0])  # exact subjects only

@@ -34,17 +34,6 @@ ROUNDS = 20
 SEED = 2026
 
 
-@pytest.fixture(scope="module")
-def payload():
-    return random.Random(SEED).randbytes(PAYLOAD)
-
-
-@pytest.fixture(scope="module")
-def payloads():
-    rnd = random.Random(SEED)
-    return [rnd.randbytes(PAYLOAD) for _ in range(BATCH)]
-
-
 def _precycle(log, payloads):
     for _ in range(PREFILL // BATCH):
         log.append_batch(SUBJECT, payloads)

@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 
 import fastflow
-from fastflow._ref.matcher import Matcher as RefMatcher
+from _common import paho_add
+from fastflow._ref import Matcher as RefMatcher
 from fastflow.workload import DEFAULT_SEED, make_subscriptions, make_workload, to_mqtt
 
 N_SUBS = 10_000
@@ -67,11 +68,7 @@ def paho(wl):
     matcher = pytest.importorskip("paho.mqtt.matcher")
     mm = matcher.MQTTMatcher()
     for i, p in enumerate(wl.patterns):
-        f = to_mqtt(p)
-        try:
-            mm[f].append(i)
-        except KeyError:
-            mm[f] = [i]
+        paho_add(mm, to_mqtt(p), i)
     return mm
 
 

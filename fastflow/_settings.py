@@ -1,7 +1,20 @@
 """A base for small settings objects (Retention, ConsumerConfig): fields in
-``__slots__``, a dict form for flow.json, equality and a repr."""
+``__slots__``, a dict form for flow.json, equality and a repr; and
+``env_flag``, the one reading of the ``FASTFLOW_*`` on/off environment
+switches (``FASTFLOW_NO_EXTENSIONS``, ``FASTFLOW_DEBUG``, ...).
 
-__all__ = ("Settings",)
+A leaf module (the standard library only): ``setup.py`` runs it by path,
+before the package can be imported."""
+
+import os
+
+__all__ = ("Settings", "env_flag")
+
+
+def env_flag(name):
+    """Whether the environment variable ``name`` is set to 1, true, yes or on
+    (any case, spaces around ignored); unset, empty or anything else is off."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class Settings:

@@ -88,7 +88,7 @@ class Workload:
         computed with the pure-Python reference matcher (independent of the
         compiled one), or with ``matcher_cls`` (e.g. ``fastflow.Matcher``)."""
         if matcher_cls is None:
-            from fastflow._ref.matcher import Matcher as matcher_cls
+            from fastflow._ref import Matcher as matcher_cls
         m = matcher_cls(cache_size=0)
         for i, p in enumerate(self.patterns):
             m.add(p, i)
