@@ -11,24 +11,14 @@ order, and time seeks use the timestamps each log reports.
 import shutil
 import tempfile
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from fastflow._ref.log import COUNTERS
 
-import fastflow
-from fastflow._ref.log import Log as RefLog
+from conftest import CORES, both_cores
 
-try:
-    from fastflow import _core
-except ImportError:  # pragma: no cover
-    _core = None
-
-pytestmark = pytest.mark.skipif(
-    not (fastflow.COMPILED and _core is not None and hasattr(_core, "Log")),
-    reason="fastflow._core has no Log (not built yet, or FASTFLOW_NO_EXTENSIONS=1)",
-)
+pytestmark = both_cores
 
 SUBJECTS = ["a", "b", "a.x", "a.y", "$s.x"]
 PATTERNS = SUBJECTS + ["a.*", ">", "*", "$s.>", "a.>"]
@@ -99,11 +89,11 @@ class LogMachine(RuleBasedStateMachine):
 
     def _open(self):
         if self.dirs:
-            self.nat = _core.Log(path=self.dirs[0], **self.kwargs)
-            self.ref = RefLog(path=self.dirs[1], **self.kwargs)
+            self.nat = CORES["native"].Log(path=self.dirs[0], **self.kwargs)
+            self.ref = CORES["ref"].Log(path=self.dirs[1], **self.kwargs)
         else:
-            self.nat = _core.Log(**self.kwargs)
-            self.ref = RefLog(**self.kwargs)
+            self.nat = CORES["native"].Log(**self.kwargs)
+            self.ref = CORES["ref"].Log(**self.kwargs)
 
     def teardown(self):
         for log in (self.nat, self.ref):
