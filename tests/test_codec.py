@@ -414,7 +414,8 @@ def test_malformed_frame_raises_protocol_error(core, name, bad, code, message, s
 
 def test_limits_are_inclusive(core):
     p = parser(core, route=False, max_payload=1000, max_control=300)
-    ok = [frame(OP["PUB"], 0, 1, "a", b"r", b"x" * 1000), frame(OP["MSG"], 0, 1, "a", b"", b"y" * 1000),
+    ok = [frame(OP["PUB"], 0, 1, "a", b"r", b"x" * 1000),
+          frame(OP["MSG"], 0, 1, "a", b"", b"y" * 1000),
           frame(OP["STREAM"], 0, 1, "add", b"", b"z" * 297),
           frame(OP["SUB"], 0, 1, "s" * 150, "q" * 150)]
     assert len(p.feed(b"".join(ok))) == 4

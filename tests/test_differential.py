@@ -51,7 +51,8 @@ class MatcherMachine(RuleBasedStateMachine):
     def add(self, pattern, queue):
         self.counter += 1
         v = (self.counter, pattern, queue)
-        self.live.append((self.nat.add(pattern, v, queue=queue), self.ref.add(pattern, v, queue=queue)))
+        self.live.append((self.nat.add(pattern, v, queue=queue),
+                          self.ref.add(pattern, v, queue=queue)))
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
@@ -90,7 +91,8 @@ TestMatcherMachine.settings = settings(
 
 
 @settings(max_examples=300, deadline=None)
-@given(pats=st.lists(st.tuples(patterns(), queues), max_size=12), subs=st.lists(subjects, min_size=1, max_size=12))
+@given(pats=st.lists(st.tuples(patterns(), queues), max_size=12),
+       subs=st.lists(subjects, min_size=1, max_size=12))
 def test_match_equals_reference(pats, subs):
     for cache_size in (0, 4, 1024):
         nat, ref = _core.Matcher(cache_size=cache_size), REF_CORE.Matcher()

@@ -233,7 +233,8 @@ def test_cli_nats_connection_refused_is_one_sentence(natspy):
 def test_cli_without_nats_py_says_how_to_install_it(tmp_path):
     # a 'nats' package that cannot be imported stands for an install without nats-py
     (tmp_path / "nats").mkdir()
-    (tmp_path / "nats" / "__init__.py").write_text("raise ImportError(\"No module named 'nats'\")\n")
+    (tmp_path / "nats" / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'nats'\")\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))
     r = subprocess.run([sys.executable, "-m", "fastflow", "pub", "x.y", "data", "-s",
                         "nats://127.0.0.1:4222"], capture_output=True, text=True, timeout=30,

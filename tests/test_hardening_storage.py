@@ -533,7 +533,7 @@ def test_server_on_a_full_disk(core, server_disk, ffproc, monkeypatch, tmp_path)
                 # 64 KiB events until one is refused, then smaller ones: the
                 # disk ends up too full for any event
                 for size in (1 << 16, 1000, 1):
-                    for i in range(1000):           # 8 MiB hold about 125 of 64 KiB
+                    for _ in range(1000):           # 8 MiB hold about 125 of 64 KiB
                         try:
                             await c.publish_ack("st.x", b"e" * size)
                         except fc.ServerError as exc:

@@ -13,6 +13,7 @@ import time
 from array import array
 
 import pytest
+
 from fastflow._ref.log import COUNTERS
 from fastflow.errors import (
     CorruptLogError,
@@ -152,7 +153,7 @@ def test_time_kept_as_is(core):
 def test_timestamps_never_decrease(core):
     log = core.Log()
     before = time.time_ns()
-    for i in range(3000):
+    for _ in range(3000):
         log.append("a.b", b"x")
     after = time.time_ns()
     ts = list(log.read(0, limit=5000).ts)
@@ -303,7 +304,8 @@ def test_limits_combined(core):
     assert log.last_seq == 40
     assert log.get(40).data == b"x" * (39 % 7)
     st = log.stats()
-    assert st["evicted"] == sum(st["evicted_" + r] for r in ("max_events", "max_bytes", "max_age", "max_per_subject"))
+    assert st["evicted"] == sum(st["evicted_" + r]
+                                for r in ("max_events", "max_bytes", "max_age", "max_per_subject"))
     assert st["evicted"] + len(log) == 40
 
 
@@ -311,7 +313,8 @@ def test_discard_new_max_events(core):
     log = core.Log(max_events=3, discard="new")
     for _ in range(3):
         log.append("a", b"x")
-    with pytest.raises(LogFullError, match=r"^log full: max_events=3 reached \(discard='new'\)$") as ei:
+    with pytest.raises(LogFullError,
+                       match=r"^log full: max_events=3 reached \(discard='new'\)$") as ei:
         log.append("a", b"x")
     assert isinstance(ei.value, FastflowError)
     assert (log.first_seq, log.last_seq, len(log)) == (1, 3, 3)
@@ -332,7 +335,8 @@ def test_discard_new_max_per_subject(core):
     log = core.Log(max_per_subject=2, discard="new")
     log.append("a", b"")
     log.append("a", b"")
-    with pytest.raises(LogFullError, match=r"^log full: max_per_subject=2 reached for .*'a'.*\(discard='new'\)"):
+    with pytest.raises(LogFullError,
+                       match=r"^log full: max_per_subject=2 reached for .*'a'.*\(discard='new'\)"):
         log.append("a", b"")
     log.append("b", b"")
     assert all_seqs(log) == [1, 2, 3]
@@ -374,7 +378,8 @@ def test_batch_under_discard_old_larger_than_limit(core):
 def test_append_batch(core):
     log = core.Log()
     assert log.append_batch("a.b", [b"1", b"2"]) == (1, 2)
-    assert log.append_batch(["x", b"y", "z"], (b"3", bytearray(b"4"), memoryview(b"5")), time=7) == (3, 5)
+    assert log.append_batch(["x", b"y", "z"], (b"3", bytearray(b"4"), memoryview(b"5")),
+                            time=7) == (3, 5)
     b = log.read(0)
     assert [b.subject(i) for i in range(len(b))] == ["a.b", "a.b", "x", "y", "z"]
     assert payloads(b) == [b"1", b"2", b"3", b"4", b"5"]
