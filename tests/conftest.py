@@ -52,11 +52,12 @@ REF_CORE = SimpleNamespace(COMPILED=False, DEBUG=False, **{
 
 # Every core this build has, by test id: the compiled one (when it is built) and the
 # reference.  A test module that compares them takes CORES from here.
-CORES = {"ref": REF_CORE}
 if fastflow.COMPILED:
     from fastflow import _core
 
     CORES = {"native": _core, "ref": REF_CORE}
+else:
+    CORES = {"ref": REF_CORE}
 ACTIVE_CORE = CORES["native" if fastflow.COMPILED else "ref"]
 both_cores = pytest.mark.skipif(len(CORES) < 2, reason="one core only: FASTFLOW_NO_EXTENSIONS=1")
 
