@@ -16,7 +16,6 @@ Switches, as ``build_ext`` options or environment variables:
 
 import os
 import runpy
-import sys
 
 from setuptools import Extension, setup
 from setuptools.errors import CCompilerError, ExecError as DistutilsExecError

@@ -38,7 +38,7 @@ from fastflow.mqtt import (  # noqa: E402
     subject_to_mqtt_topic,
 )
 
-from fastflow._version import __version__  # noqa: E402
+from fastflow._version import __version__ as __version__  # noqa: E402
 
 __all__ = (
     "COMPILED",

@@ -1,11 +1,54 @@
-"""Type stubs of the native core (src_ext/core.pyx)."""
+"""Type stubs of the native core (src_ext/core.pyx), and the declared contract
+of a core: ``__all__`` lists the names that fastflow._core and the pure-Python
+reference (fastflow._ref) both provide, each class with the methods and
+attributes declared here (tests/test_contract.py checks both against this
+file).  A name the core gains, loses or moves is changed here first."""
 
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+from fastflow.errors import FastflowError
+
+__all__ = [
+    "COMPILED",
+    "DEBUG",
+    "FLAGS",
+    "OPS",
+    "Batch",
+    "DoorParser",
+    "Event",
+    "FrameParser",
+    "Log",
+    "MatchBatch",
+    "Matcher",
+    "MsgBatch",
+    "NativeTarget",
+    "NatsError",
+    "NatsParser",
+    "NatsTarget",
+    "OutBuf",
+    "Position",
+    "ProtocolError",
+    "Publisher",
+    "Record",
+    "Replay",
+    "Router",
+    "StreamTarget",
+    "SubTarget",
+    "WireTarget",
+    "crc32c",
+    "events_from_batch",
+    "validate_pattern",
+    "validate_subject",
+]
 
 Subject = Union[str, bytes]
 
 COMPILED: bool
 DEBUG: bool
+OPS: dict[str, int]             # the native protocol's op codes by name (docs/protocol.md)
+FLAGS: dict[str, int]           # its frame flags by name
+
+def crc32c(data: Any, crc: int = 0) -> int: ...
 
 def validate_subject(subject: Subject) -> None: ...
 def validate_pattern(pattern: Subject) -> None: ...
@@ -116,6 +159,28 @@ class Log:
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
+class SegmentStore:
+    """The segment files of a Log with a path (internal to Log: not in __all__)."""
+    segment_size: int
+    losses: list[dict[str, Any]]
+    def __init__(self, log: Log, path: str, fsync: str, fsync_interval: float, segment_size: int,
+                 strict: bool) -> None: ...
+    def load(self) -> None: ...
+    def write_meta(self, last_seq: Optional[int] = None, tolerant: bool = False) -> bool: ...
+    def load_cursors(self) -> dict[str, int]: ...
+    def save_cursors(self, cursors: dict[str, int]) -> None: ...
+    def sync(self, force: bool) -> None: ...
+    def flush(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def abort(self) -> None: ...
+    def close(self) -> None: ...
+
+class Replay:
+    lost: int
+    next_seq: int
+    def __iter__(self) -> Iterator[Any]: ...
+    def __next__(self) -> Any: ...
+
 class Event:
     routing_subject: Optional[str]
     source: str
@@ -195,6 +260,32 @@ class StreamTarget:
     dedup: bool
     def __init__(self, name: str, log: Log) -> None: ...
 
+class WireTarget:
+    """The base of the protocols' wire targets (not instantiable itself)."""
+    outbuf: "OutBuf"
+    echo: bool
+    remaining: int
+    owner: Any
+    on_end: Optional[Callable[["WireTarget"], Any]]
+    delivered: int
+    dropped: int
+    handle: int
+    replies: Optional[list[bytes]]
+    def __init__(self, outbuf: "OutBuf", echo: bool = True) -> None: ...
+
+class NativeTarget(WireTarget):
+    """A native subscription: MSG frames with its ``sid``."""
+    sid: int
+    def __init__(self, outbuf: "OutBuf", sid: int, echo: bool = True) -> None: ...
+
+class NatsTarget(WireTarget):
+    """A NATS subscription: MSG / HMSG lines with its ``sid``; ``headers``
+    makes the header block of an event with attributes (None: plain MSG)."""
+    sid: bytes
+    headers: Optional[Callable[[Event, bool], bytes]]
+    def __init__(self, outbuf: "OutBuf", sid: Subject, echo: bool = True,
+                 headers: Optional[Callable[[Event, bool], bytes]] = None) -> None: ...
+
 class Router:
     matcher: Matcher
     name: str
@@ -203,13 +294,115 @@ class Router:
     error_handler: Any
     advisory_handler: Any
     last_duplicate: bool
+    last_stream: Optional[str]
+    closed: bool
+    n_published: int
+    n_delivered: int
+    n_appended: int
+    n_rejected: int
+    n_dropped_slow: int
+    n_dropped_loop: int
+    n_dropped_no_interest: int
+    n_callback_errors: int
     def __init__(self, name: str = "fastflow", source: str = "/fastflow", hop_limit: int = 32,
                  cache_size: int = 65536) -> None: ...
-    def add(self, pattern: Subject, target: Union[SubTarget, StreamTarget],
+    def add(self, pattern: Subject, target: Union[SubTarget, StreamTarget, WireTarget],
             queue: Optional[str] = None) -> int: ...
     def remove(self, handle: int) -> None: ...
     def remove_many(self, handles: Iterable[int]) -> int: ...
     def publish(self, subject: Union[Subject, Event], data: Any = b"", /,
                 **attributes: Any) -> int: ...
     def publish_batch(self, subjects: Any, datas: Any, /, **attributes: Any) -> int: ...
+    def publish_record(self, subject: Subject, record: Any, reply: Optional[Subject] = None,
+                       origin: Optional[str] = None) -> int: ...
     def stats(self) -> dict[str, int]: ...
+
+# -- the wire: output buffer, parsers, errors -------------------------------------------------
+
+class ProtocolError(FastflowError):
+    code: int
+    frames: list[Any]
+    def __init__(self, code: int, message: str) -> None: ...
+
+class NatsError(FastflowError):
+    text: str
+    detail: Optional[str]
+    frames: list[Any]
+    def __init__(self, text: str, detail: Optional[str] = None) -> None: ...
+
+class OutBuf:
+    max_pending: int
+    on_data: Optional[Callable[[bytes], Any]]
+    flush_at: int
+    on_flush: Optional[Callable[[], Any]]
+    overflow: bool
+    closed: bool
+    frames: int
+    msgs: int
+    bytes_out: int
+    dropped: int
+    def __init__(self, max_pending: int = 67108864, on_data: Any = None) -> None: ...
+    def __len__(self) -> int: ...
+    def frame(self, op: int, flags: int = 0, id: int = 0, subject: Subject = b"",
+              reply: Subject = b"", body: Any = b"") -> bool: ...
+    def publish(self, subject: Subject, data: Any, source: str, reply: Optional[Subject] = None,
+                id: int = 0, flags: int = 0) -> bool: ...
+    def publish_many(self, subject: Subject, datas: Any, source: str) -> int: ...
+    def nats_msg(self, subject: Subject, sid: Subject, reply: Optional[Subject] = None,
+                 headers: Optional[bytes] = None, data: Any = b"") -> bool: ...
+    def write(self, data: Any) -> bool: ...
+    def take(self) -> bytes: ...
+    def clear(self) -> None: ...
+
+class MsgBatch:
+    sids: Int64Array
+    flags: Int64Array
+    offsets: Int64Array
+    subjects: list[str]
+    replies: list[Optional[str]]
+    buffer: bytes
+    def __len__(self) -> int: ...
+    def record(self, i: int) -> memoryview: ...
+    def event(self, i: int) -> Event: ...
+    def events(self) -> list[Event]: ...
+    def datas(self) -> list[bytes]: ...
+
+class DoorParser:
+    router: Optional[Router]
+    out: Optional[OutBuf]
+    pub_allow: Optional[Matcher]
+    pub_deny: Optional[Matcher]
+    resp_check: Optional[Callable[[str], bool]]
+    max_payload: int
+    max_control: int
+    max_connect: int
+    route_pubs: bool
+    bytes_in: int
+    pubs_in: int
+    denied: int
+    @property
+    def buffered(self) -> int: ...
+    def feed(self, data: Any) -> list[Any]: ...
+
+class FrameParser(DoorParser):
+    batch_msgs: bool
+    frames_in: int
+    def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
+                 max_payload: int = 1048576, max_control: int = 65536) -> None: ...
+
+class NatsParser(DoorParser):
+    ops_in: int
+    def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
+                 max_payload: int = 1048576, max_control: int = 4096) -> None: ...
+    def route(self, subject: Subject, reply: Optional[Subject], payload: Any) -> list[Any]: ...
+
+class Publisher:
+    out: OutBuf
+    slow: Any
+    on_overflow: Any
+    source: str
+    vsubj: Any
+    max_data: int
+    def __init__(self, out: OutBuf, slow: Any, on_overflow: Any, source: str) -> None: ...
+    def publish(self, subject: Subject, data: Any = b"", /, *, reply: Optional[Subject] = None,
+                **attributes: Any) -> Any: ...

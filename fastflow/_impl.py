@@ -4,7 +4,7 @@ pure-Python reference (``fastflow._ref``) with ``FASTFLOW_NO_EXTENSIONS=1``.
 Every module of the package takes core classes from here, so that one
 switch selects them all."""
 
-import os
+from fastflow._settings import env_flag
 
 __all__ = (
     "COMPILED",
@@ -35,7 +35,7 @@ __all__ = (
     "validate_subject",
 )
 
-if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
+if env_flag("FASTFLOW_NO_EXTENSIONS"):
     from fastflow._ref import (
         FLAGS,
         OPS,
@@ -77,8 +77,10 @@ else:
             Matcher,
             MatchBatch,
             MsgBatch,
+            NativeTarget,
             NatsError,
             NatsParser,
+            NatsTarget,
             OutBuf,
             Publisher,
             Position,
@@ -88,8 +90,6 @@ else:
             StreamTarget,
             SubTarget,
             WireTarget,
-            NativeTarget,
-            NatsTarget,
             events_from_batch,
             validate_pattern,
             validate_subject,

@@ -89,7 +89,6 @@ or the problem.
 import base64
 import binascii
 import codecs
-import os
 import re
 from urllib.parse import quote, unquote
 
@@ -97,12 +96,9 @@ import msgspec
 import orjson
 
 from fastflow import _attrs
+from fastflow._impl import Event
 from fastflow.errors import EventError
 
-if os.environ.get("FASTFLOW_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes", "on"):
-    from fastflow._ref.event import Event
-else:
-    from fastflow._core import Event
 
 __all__ = (
     "BATCH_CONTENT_TYPE",

@@ -634,8 +634,10 @@ class Flow(Router):
         except OSError as exc:          # a full disk: the old state stays, the caller hears
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if exc.errno != errno.ENOSPC:
+                raise
             raise StorageFullError("storage full: cannot write {}: {}".format(
-                path, exc.strerror), path, 0) if exc.errno == errno.ENOSPC else exc
+                path, exc.strerror), path, 0) from exc
         os.replace(tmp, path)
 
     def _load_state(self):

@@ -37,7 +37,8 @@ def _check_text(kind, text):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _error(kind, text.decode("utf-8", "replace"), "not valid UTF-8: {}".format(exc)) from None
+            raise _error(kind, text.decode("utf-8", "replace"),
+                         "not valid UTF-8: {}".format(exc)) from None
     elif not isinstance(text, str):
         raise TypeError("MQTT {} must be str or bytes, not {}".format(kind, type(text).__name__))
     if not text:
@@ -116,13 +117,16 @@ def mqtt_filter_to_patterns(mqtt_filter):
     for i, level in enumerate(levels, 1):
         if "#" in level:
             if level != "#":
-                raise _error("filter", text, "'#' must occupy a whole level (level {} is {!r})".format(i, level))
+                raise _error("filter", text, "'#' must occupy a whole level (level {} is {!r})"
+                             .format(i, level))
             if i != last:
-                raise _error("filter", text, "'#' must be the last level (found at level {} of {})".format(i, last))
+                raise _error("filter", text, "'#' must be the last level (found at level {} of {})"
+                             .format(i, last))
             tokens.append(">")
         elif "+" in level:
             if level != "+":
-                raise _error("filter", text, "'+' must occupy a whole level (level {} is {!r})".format(i, level))
+                raise _error("filter", text, "'+' must occupy a whole level (level {} is {!r})"
+                             .format(i, level))
             tokens.append("*")
         else:
             tokens.append(_level_token("filter", text, level, i))

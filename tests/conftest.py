@@ -1,36 +1,55 @@
+"""The fixtures of the test suite: the core under test, seeds, event loops,
+in-process and child servers, peers.  The peer processes themselves
+(child servers, nats-server, certificates, ports) are in peers.py."""
+
+import asyncio
+import contextlib
+import json
 import os
 import random
-from types import SimpleNamespace
 
 import pytest
+import uvloop
 
 import fastflow
-from fastflow._ref import matcher as _ref_matcher
-from fastflow._ref import subjects as _ref_subjects
+from fastflow import _ref
 
-IMPLS = {
-    "ref": SimpleNamespace(
-        name="ref",
-        Matcher=_ref_matcher.Matcher,
-        validate_subject=_ref_subjects.validate_subject,
-        validate_pattern=_ref_subjects.validate_pattern,
-    )
-}
+from peers import (
+    NatsServerProcess,
+    ServerProcess,
+    free_port as _free_port,
+    make_tls_files,
+    nats_door_available,
+    nats_server_binary,
+    nats_server_config,
+    require_peer,
+)
+
+# -- the core under test ------------------------------------------------------------------
+
+# The reference core: fastflow._ref exports exactly fastflow._core's names
+# (tests/test_contract.py holds both to fastflow/_core.pyi).
+REF_CORE = _ref
+
+# Every core this build has, by test id: the compiled one (when it is built) and the
+# reference.  A test module that compares them takes CORES from here.
 if fastflow.COMPILED:
     from fastflow import _core
 
-    IMPLS["native"] = SimpleNamespace(
-        name="native",
-        Matcher=_core.Matcher,
-        validate_subject=_core.validate_subject,
-        validate_pattern=_core.validate_pattern,
-    )
+    CORES = {"native": _core, "ref": REF_CORE}
+else:
+    CORES = {"ref": REF_CORE}
+ACTIVE_CORE = CORES["native" if fastflow.COMPILED else "ref"]
+both_cores = pytest.mark.skipif(len(CORES) < 2, reason="one core only: FASTFLOW_NO_EXTENSIONS=1")
 
 
-@pytest.fixture(params=sorted(IMPLS))
-def impl(request):
-    """Runs a test once per core: the compiled one and the pure-Python reference."""
-    return IMPLS[request.param]
+@pytest.fixture(params=list(CORES.values()), ids=list(CORES))
+def core(request):
+    """Runs a test once per core, the compiled one ("native") and the
+    pure-Python reference ("ref"): the core's names (``core.Matcher``,
+    ``core.Log``, ``core.Router``, ``core.OutBuf``, ``core.NatsParser``, ...;
+    ``core.COMPILED`` tells which)."""
+    return request.param
 
 
 @pytest.fixture
@@ -42,21 +61,10 @@ def seed():
     return s
 
 
-# -- network tests (test_client.py, test_server.py): event loops, servers, certificates ------
-
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import uvloop  # noqa: E402
+# -- network tests: event loops, servers, certificates --------------------------------------
 
 NET_LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 NET_TEST_TIMEOUT = 60.0         # seconds an async network test may take in all
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(params=sorted(NET_LOOPS))
@@ -82,12 +90,6 @@ def aloop(request):
 
     run.name = name
     return run
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -122,144 +124,6 @@ def ffserver():
     return run
 
 
-class ChildServer:
-    """A server in a subprocess on 127.0.0.1, its output (stderr and stdout)
-    in ``log_path``: ``.start()`` / ``await .astart()`` (again after a stop
-    to restart it with the same arguments), ``.stop()`` / ``await
-    .astop()``, ``.kill()``; ``async with`` starts and kills it.  A
-    subclass gives ``WHAT`` (its name in errors), ``READY`` (the log line
-    that says it listens) and ``_command()``."""
-
-    WHAT = READY = None
-
-    def __init__(self, log_path):
-        self.log_path = log_path
-        self.proc = None
-        self._log = None
-        self._mark = 0
-
-    def _command(self):
-        raise NotImplementedError
-
-    @property
-    def log(self):
-        try:
-            with open(self.log_path, "r", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def _spawn(self):
-        self._close_log()
-        self._log = open(self.log_path, "a")
-        self._mark = self._log.tell()
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(self._command(), cwd=REPO, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-
-    def _check_start(self):
-        """True when ready; raises if the process died."""
-        with open(self.log_path, "r", errors="replace") as f:
-            f.seek(self._mark)
-            text = f.read()
-        if self.READY in text:
-            return True
-        if self.proc.poll() is not None:
-            raise RuntimeError("{} exited with {} before it was ready:\n{}".format(
-                self.WHAT, self.proc.returncode, text))
-        return False
-
-    def _not_ready(self, timeout):
-        self.kill()
-        return TimeoutError("{} not ready within {} s:\n{}".format(self.WHAT, timeout, self.log))
-
-    def start(self, timeout=20.0):
-        self._spawn()
-        deadline = time.monotonic() + timeout
-        while not self._check_start():
-            if time.monotonic() > deadline:
-                raise self._not_ready(timeout)
-            time.sleep(0.02)
-        return self
-
-    async def astart(self, timeout=20.0):
-        self._spawn()
-        deadline = time.monotonic() + timeout
-        while not self._check_start():
-            if time.monotonic() > deadline:
-                raise self._not_ready(timeout)
-            await asyncio.sleep(0.02)
-        return self
-
-    def send_signal(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-
-    def stop(self, sig=signal.SIGTERM, timeout=20.0):
-        """Signal and wait; returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.kill()
-
-    async def astop(self, sig=signal.SIGTERM, timeout=20.0):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return await self.await_exit(timeout)
-
-    async def await_exit(self, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError("{} did not exit within {} s:\n{}".format(
-                    self.WHAT, timeout, self.log))
-            await asyncio.sleep(0.01)
-        self._close_log()
-        return self.proc.returncode
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._close_log()
-
-    def _close_log(self):
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    async def __aenter__(self):
-        return await self.astart()
-
-    async def __aexit__(self, *exc):
-        self.kill()
-
-
-class ServerProcess(ChildServer):
-    """A ``python -m fastflow serve`` subprocess (see the ``ffproc`` fixture)."""
-
-    WHAT = "fastflow serve"
-    READY = "server ready"
-
-    def __init__(self, args, log_path, port, monitor_port):
-        ChildServer.__init__(self, log_path)
-        self.args = args
-        self.port = port
-        self.monitor_port = monitor_port
-        self.url = "fastflow://127.0.0.1:{}".format(port)
-
-    def _command(self):
-        return [sys.executable, "-m", "fastflow", "serve"] + self.args
-
-
 @pytest.fixture
 def ffproc(tmp_path):
     """``ffproc(*args, port=None, monitor=False)``: a ServerProcess (not
@@ -285,104 +149,12 @@ def ffproc(tmp_path):
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
-    """A throwaway CA, a server certificate it signed (localhost,
-    127.0.0.1) and a client certificate it signed, made with the openssl
-    command: paths ``ca``, ``cert``, ``key``, ``client_cert``, ``client_key``."""
-    d = tmp_path_factory.mktemp("tls")
-    ext = d / "ext.cnf"
-    ext.write_text("[srv]\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                   "extendedKeyUsage=serverAuth\n[cli]\nbasicConstraints=CA:FALSE\n"
-                   "extendedKeyUsage=clientAuth\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def openssl(*args):
-        r = subprocess.run(["openssl"] + list(args), cwd=str(d), capture_output=True, text=True,
-                           timeout=60)
-        assert r.returncode == 0, "openssl {} failed:\n{}{}".format(" ".join(args), r.stdout,
-                                                                     r.stderr)
-
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=fastflow test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    for name, cn, section in (("server", "localhost", "srv"), ("client", "test-client", "cli")):
-        openssl("req", *ec, "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn)
-        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", "ext.cnf",
-                "-extensions", section)
-    return SimpleNamespace(ca=str(d / "ca.pem"), cert=str(d / "server.pem"),
-                           key=str(d / "server.key"), client_cert=str(d / "client.pem"),
-                           client_key=str(d / "client.key"))
+    """The throwaway CA and certificates of ``peers.make_tls_files``, made
+    once per session."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
-# -- the NATS door (test_nats.py): peers, fastflow with --nats-port, a real nats-server ------
-
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-
-NATS_GO_SRC = "/usr/share/gocode/src/github.com/nats-io/nats.go"
-PEERS = {
-    "nats-server": "the nats-server binary (Debian/Ubuntu: apt-get install nats-server)",
-    "nats-py": "the NATS Python client 2.x (pip install 'nats-py>=2.2')",
-    "go": "the Go toolchain and the nats.go sources (Debian/Ubuntu: apt-get install golang-go "
-          "golang-github-nats-io-go-nats-dev, which puts them under /usr/share/gocode)",
-}
-
-
-def nats_server_binary():
-    """The path of nats-server (also looked for in /usr/sbin, where Debian
-    puts it and which a non-root PATH often lacks), or None."""
-    return (shutil.which("nats-server")
-            or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin:/usr/local/bin"))
-
-
-def _peer_missing(name):
-    """Why peer ``name`` (a key of PEERS) cannot be used, or None."""
-    if name == "nats-server":
-        return None if nats_server_binary() else "no nats-server on PATH or in /usr/sbin"
-    if name == "nats-py":
-        if importlib.util.find_spec("nats") is None:
-            return "the Python module 'nats' is not installed"
-        try:
-            from nats.aio.client import Client
-        except ImportError as exc:
-            return "the 'nats' module is not nats-py ({})".format(exc)
-        import inspect
-        if "no_echo" not in inspect.signature(Client.connect).parameters:
-            return "nats-py is too old (no no_echo option: 2.x needed)"
-        return None
-    if name == "go":
-        if not shutil.which("go"):
-            return "no `go` on PATH"
-        if not os.path.isfile(os.path.join(NATS_GO_SRC, "nats.go")):
-            return "no nats.go sources under {}".format(NATS_GO_SRC)
-        return None
-    raise ValueError("unknown peer {!r}".format(name))
-
-
-def require_peer(*names):
-    """Skip the test, loudly, when a peer it needs (PEERS) is missing; with
-    FASTFLOW_REQUIRE_PEERS=1 in the environment (CI), fail it instead."""
-    for name in names:
-        why = _peer_missing(name)
-        if why is None:
-            continue
-        msg = ("MISSING TEST PEER {!r}: {}. This test needs {}. (With FASTFLOW_REQUIRE_PEERS=1 "
-               "a missing peer is a failure.)".format(name, why, PEERS[name]))
-        if os.environ.get("FASTFLOW_REQUIRE_PEERS", "").strip() == "1":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-
-
-def nats_door_available():
-    """None, or why this build has no NATS door (the pure-Python core of
-    FASTFLOW_NO_EXTENSIONS=1 may lack its parser)."""
-    try:
-        import fastflow.server.nats  # noqa: F401
-    except ImportError as exc:
-        return "the NATS door cannot be imported in this build ({}core: {})".format(
-            "native " if fastflow.COMPILED else "pure-Python ", exc)
-    return None
+# -- the NATS door (test_nats.py): fastflow with --nats-port, a real nats-server ------
 
 
 @pytest.fixture
@@ -428,107 +200,6 @@ def ffnatsproc(ffproc):
         return sp
 
     return make
-
-
-def _nats_size(v, key):
-    from fastflow.server.config import parse_size
-    return parse_size(v, key)
-
-
-def _nats_ms(v, key):
-    from fastflow.server.config import parse_duration
-    return "{}ms".format(int(round(parse_duration(v, key) * 1000)))
-
-
-def _nats_patterns(v, where):
-    if isinstance(v, (str, list, tuple)):
-        v = {"allow": v}
-    out = {}
-    for k, pats in v.items():
-        if k not in ("allow", "deny"):
-            raise ValueError("natsd: {}.{} has no nats-server equivalent".format(where, k))
-        out[k] = [pats] if isinstance(pats, str) else list(pats)
-    return out
-
-
-def _nats_permissions(p, where):
-    out = {}
-    for k, v in p.items():
-        if k in ("publish", "subscribe"):
-            out[k] = _nats_patterns(v, where + "." + k)
-        elif k == "allow_responses":
-            out[k] = v
-        elif k == "streams":
-            continue                    # fastflow only: nats-server has no streams here
-        else:
-            raise ValueError("natsd: {}.{} has no nats-server equivalent".format(where, k))
-    return out
-
-
-def nats_server_config(port, settings):
-    """A nats-server config (a dict, written as JSON, which its parser
-    reads) for ``settings``, the ServerConfig keywords of ``ffnats`` that
-    have a nats-server equivalent; ``conf`` (a dict) adds nats-server's own
-    keys.  Raises ValueError for a setting it cannot translate, so that a
-    differential test never compares different configurations unknowingly."""
-    conf = {"listen": "127.0.0.1:{}".format(port)}
-    auth = {}
-    simple = {"max_payload": ("max_payload", _nats_size),
-              "max_pending": ("max_pending", _nats_size),
-              "nats_max_control": ("max_control_line", _nats_size),
-              "max_connections": ("max_connections", None),
-              "max_subscriptions": ("max_subscriptions", None),
-              "max_pings_out": ("ping_max", None), "ping_interval": ("ping_interval", _nats_ms),
-              "name": ("server_name", None)}
-    for k, v in settings.items():
-        if k in simple:
-            key, conv = simple[k]
-            conf[key] = conv(v, k) if conv else v
-        elif k == "token":
-            auth["token"] = v
-        elif k == "auth_timeout":
-            from fastflow.server.config import parse_duration
-            auth["timeout"] = parse_duration(v, k)
-        elif k == "users":
-            users = []
-            for i, u in enumerate(v):
-                if str(u["password"]).startswith("$scrypt$"):
-                    raise ValueError("natsd: users[{}] has a scrypt hash; nats-server needs the "
-                                     "plain password".format(i))
-                nu = {"user": u["user"], "password": u["password"]}
-                if u.get("permissions") is not None:
-                    nu["permissions"] = _nats_permissions(u["permissions"],
-                                                          "users[{}].permissions".format(i))
-                users.append(nu)
-            auth["users"] = users
-        elif k == "default_permissions":
-            auth["default_permissions"] = _nats_permissions(v, "default_permissions")
-        elif k == "conf":
-            conf.update(v)
-        else:
-            raise ValueError("natsd: the setting {!r} has no nats-server equivalent".format(k))
-    if auth:
-        conf["authorization"] = auth
-    return conf
-
-
-class NatsServerProcess(ChildServer):
-    """A real nats-server on 127.0.0.1 (the ``natsd`` fixture): ``.url``
-    (nats://), ``.port``, ``.log`` (its output), ``.config``."""
-
-    WHAT = "nats-server"
-    READY = "Server is ready"
-
-    def __init__(self, binary, port, conf_path, log_path, config):
-        ChildServer.__init__(self, log_path)
-        self.binary = binary
-        self.port = port
-        self.url = "nats://127.0.0.1:{}".format(port)
-        self.conf_path = conf_path
-        self.config = config
-
-    def _command(self):
-        return [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-c", self.conf_path]
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ def test_compiled_core_is_loaded():
 def _run(code, **env):
     e = dict(os.environ)
     e.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_no_extensions_switch_selects_the_reference():

@@ -19,7 +19,6 @@ import pickle
 import random
 import re
 import struct
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,35 +26,9 @@ from hypothesis import strategies as st
 
 import fastflow
 from fastflow import FastflowError
-from fastflow import _ref as _ref_core
-from fastflow._ref import event as _ref_event
-from fastflow._ref import log as _ref_log
-from fastflow._ref import matcher as _ref_matcher
-from fastflow._ref import router as _ref_router
 from fastflow.protocol import error_code
 
-
-def _core_ns(name, codec, router, event, log, matcher):
-    return SimpleNamespace(
-        name=name, OutBuf=codec.OutBuf, FrameParser=codec.FrameParser, MsgBatch=codec.MsgBatch,
-        ProtocolError=codec.ProtocolError, OPS=codec.OPS, FLAGS=codec.FLAGS,
-        error_code=error_code, Router=router.Router, NativeTarget=codec.NativeTarget,
-        SubTarget=router.SubTarget, StreamTarget=router.StreamTarget, Event=event.Event,
-        Log=log.Log, Matcher=matcher.Matcher)
-
-
-CORES = {"ref": _core_ns("ref", _ref_core, _ref_router, _ref_event, _ref_log, _ref_matcher)}
-if fastflow.COMPILED:
-    from fastflow import _core
-
-    CORES["native"] = _core_ns("native", _core, _core, _core, _core, _core)
-CORE_NAMES = sorted(CORES)
-
-
-@pytest.fixture(params=CORE_NAMES)
-def core(request):
-    """The codec of one core (native, then the pure-Python reference)."""
-    return CORES[request.param]
+from conftest import ACTIVE_CORE, CORES, both_cores
 
 
 # -- frames built from docs/protocol.md ---------------------------------------------------
@@ -195,9 +168,7 @@ def test_outbuf_argument_checks(core):
         ob.frame(OP["PING"], 0, 1 << 32)
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
-def test_engine_objects_refuse_pickling(core_name):
-    core = CORES[core_name]
+def test_engine_objects_refuse_pickling(core):
     p = parser(core, batch=True)
     (mb,) = p.feed(frame(OP["MSG"], 0, 1, "a", b"", rec(core, "a")))
     for obj in (core.OutBuf(0), p, mb[1]):
@@ -444,7 +415,8 @@ def test_malformed_frame_raises_protocol_error(core, name, bad, code, message, s
 
 def test_limits_are_inclusive(core):
     p = parser(core, route=False, max_payload=1000, max_control=300)
-    ok = [frame(OP["PUB"], 0, 1, "a", b"r", b"x" * 1000), frame(OP["MSG"], 0, 1, "a", b"", b"y" * 1000),
+    ok = [frame(OP["PUB"], 0, 1, "a", b"r", b"x" * 1000),
+          frame(OP["MSG"], 0, 1, "a", b"", b"y" * 1000),
           frame(OP["STREAM"], 0, 1, "add", b"", b"z" * 297),
           frame(OP["SUB"], 0, 1, "s" * 150, "q" * 150)]
     assert len(p.feed(b"".join(ok))) == 4
@@ -557,7 +529,7 @@ def test_pub_routing_to_a_flow(seed):
         assert [e.data for e in local] == [b"0", b"1", b"2", b"3", b"4"]
         assert [e["n"] for e in local] == [0, 1, 2, 3, 4]
         assert [(e.seq, e.stream) for e in local] == [(i + 1, "S") for i in range(5)]
-        got = msgs_of(CORES["native" if fastflow.COMPILED else "ref"], net)
+        got = msgs_of(ACTIVE_CORE, net)
         assert [m[4] for m in got] == records
         s = f.stats()
         assert (s["published"], s["stored"]) == (5, 5)
@@ -671,10 +643,10 @@ def test_no_responders_and_error_entries(core):
     assert "a..b" in got[2][2]
     assert len(log) == 1
     assert [m[2] for m in msgs_of(core, t.outbuf)] == ["svc.x", "svc.z"]
-    assert core.error_code(fastflow.SubjectError("x")) == 422
-    assert core.error_code(fastflow.EventTooLarge("x")) == 413
-    assert core.error_code(fastflow.LogFullError("x")) == 507
-    assert core.error_code(FastflowError("x")) == 400
+    assert error_code(fastflow.SubjectError("x")) == 422
+    assert error_code(fastflow.EventTooLarge("x")) == 413
+    assert error_code(fastflow.LogFullError("x")) == 507
+    assert error_code(FastflowError("x")) == 400
 
 
 def test_publish_permissions_in_the_parser(core):
@@ -714,7 +686,7 @@ def test_parser_argument_types(core):
         p.feed("a str")
 
 
-@pytest.mark.skipif(not fastflow.COMPILED, reason="one core only: FASTFLOW_NO_EXTENSIONS=1")
+@both_cores
 def test_the_cores_write_and_read_the_same_bytes():
     nat, ref = CORES["native"], CORES["ref"]
     for mk, rd in ((nat, ref), (ref, nat)):
@@ -885,7 +857,7 @@ FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
+@pytest.mark.parametrize("core_name", list(CORES))
 @FUZZ
 @given(data=st.binary(max_size=300), route=st.booleans(), batch=st.booleans(),
        split=st.data())
@@ -893,7 +865,7 @@ def test_fuzz_random_bytes(core_name, data, route, batch, split):
     fuzz_run(CORES[core_name], chunked(split.draw, data), route, batch, False)
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
+@pytest.mark.parametrize("core_name", list(CORES))
 @FUZZ
 @given(stream=mutated_stream_st(), route=st.booleans(), batch=st.booleans(),
        perms=st.booleans(), split=st.data())
@@ -906,7 +878,7 @@ def test_fuzz_mutated_frame_streams(core_name, stream, route, batch, perms, spli
 def test_fuzz_with_a_flow_router(stream, route, perms, split):
     """The active core's parser routing into a Flow (streams, in-process
     subscribers, network subscriptions): the same outcome as a bare router."""
-    core = CORES["native" if fastflow.COMPILED else "ref"]
+    core = ACTIVE_CORE
     chunks = chunked(split.draw, stream)
     f = fastflow.Flow()
     try:
@@ -917,7 +889,7 @@ def test_fuzz_with_a_flow_router(stream, route, perms, split):
     assert with_flow == fuzz_run(core, chunks, route, False, perms)
 
 
-@pytest.mark.skipif(not fastflow.COMPILED, reason="one core only: FASTFLOW_NO_EXTENSIONS=1")
+@both_cores
 @FUZZ
 @given(stream=mutated_stream_st(), route=st.booleans(), batch=st.booleans(),
        perms=st.booleans(), split=st.data())

@@ -725,7 +725,7 @@ def test_consumer_resumes_after_the_ack_floor(tmp_path):
 def test_flush_persists_the_floor(tmp_path):
     f = Flow(tmp_path)
     s = f.add_stream("S", "c.>")
-    for i in range(3):
+    for _ in range(3):
         f.publish("c.x", b"")
     c = s.consumer("k")
     for e in c.fetch(2):

@@ -13,8 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import fastflow
 from fastflow import SubjectError
-from fastflow._ref import subjects as ref_subjects
-from fastflow._ref.matcher import Matcher as RefMatcher
+
+from conftest import REF_CORE
 
 pytestmark = pytest.mark.skipif(
     not fastflow.COMPILED, reason="the compiled core is not loaded (FASTFLOW_NO_EXTENSIONS=1)"
@@ -43,7 +43,7 @@ class MatcherMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.nat = _core.Matcher(cache_size=8)
-        self.ref = RefMatcher()
+        self.ref = REF_CORE.Matcher()
         self.live = []
         self.counter = 0
 
@@ -51,7 +51,8 @@ class MatcherMachine(RuleBasedStateMachine):
     def add(self, pattern, queue):
         self.counter += 1
         v = (self.counter, pattern, queue)
-        self.live.append((self.nat.add(pattern, v, queue=queue), self.ref.add(pattern, v, queue=queue)))
+        self.live.append((self.nat.add(pattern, v, queue=queue),
+                          self.ref.add(pattern, v, queue=queue)))
 
     @precondition(lambda self: self.live)
     @rule(data=st.data())
@@ -90,10 +91,11 @@ TestMatcherMachine.settings = settings(
 
 
 @settings(max_examples=300, deadline=None)
-@given(pats=st.lists(st.tuples(patterns(), queues), max_size=12), subs=st.lists(subjects, min_size=1, max_size=12))
+@given(pats=st.lists(st.tuples(patterns(), queues), max_size=12),
+       subs=st.lists(subjects, min_size=1, max_size=12))
 def test_match_equals_reference(pats, subs):
     for cache_size in (0, 4, 1024):
-        nat, ref = _core.Matcher(cache_size=cache_size), RefMatcher()
+        nat, ref = _core.Matcher(cache_size=cache_size), REF_CORE.Matcher()
         for i, (p, q) in enumerate(pats):
             nat.add(p, (i, q), queue=q)
             ref.add(p, (i, q), queue=q)
@@ -119,14 +121,14 @@ def _outcome(fn, arg):
 @settings(max_examples=1000, deadline=None)
 @given(text=texts)
 def test_validation_messages_equal_reference(text):
-    assert _outcome(_core.validate_subject, text) == _outcome(ref_subjects.validate_subject, text)
-    assert _outcome(_core.validate_pattern, text) == _outcome(ref_subjects.validate_pattern, text)
+    assert _outcome(_core.validate_subject, text) == _outcome(REF_CORE.validate_subject, text)
+    assert _outcome(_core.validate_pattern, text) == _outcome(REF_CORE.validate_pattern, text)
     b = text.encode()
-    assert _outcome(_core.validate_pattern, b) == _outcome(ref_subjects.validate_pattern, b)
+    assert _outcome(_core.validate_pattern, b) == _outcome(REF_CORE.validate_pattern, b)
 
 
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 200), width=st.integers(1, 12))
 def test_length_and_token_limits_equal_reference(n, width):
     text = ".".join(["t" * width] * n)
-    assert _outcome(_core.validate_subject, text) == _outcome(ref_subjects.validate_subject, text)
+    assert _outcome(_core.validate_subject, text) == _outcome(REF_CORE.validate_subject, text)

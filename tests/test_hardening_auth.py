@@ -24,7 +24,7 @@ from fastflow.server.auth import (
 from fastflow.server.config import ConfigError, ServerConfig
 from fastflow.server.native import OP_CONNECT, frame_bytes
 
-from conftest import nats_door_available
+from peers import nats_door_available
 
 
 async def wait_until(cond, timeout=5.0):

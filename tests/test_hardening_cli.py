@@ -15,8 +15,9 @@ import urllib.request
 import pytest
 
 import fastflow
-from conftest import _free_port
 from fastflow.server.config import ConfigError, parse_duration, parse_size
+
+from peers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -223,7 +224,7 @@ def test_cli_pub_ack_over_nats_without_jetstream(ffnatsproc, natspy):
 
 
 def test_cli_nats_connection_refused_is_one_sentence(natspy):
-    r = cli("pub", "x.y", "data", "-s", "nats://127.0.0.1:{}".format(_free_port()),
+    r = cli("pub", "x.y", "data", "-s", "nats://127.0.0.1:{}".format(free_port()),
             "--timeout", "2")
     assert r.returncode == 1
     assert "could not connect to NATS server" in r.stderr and "Traceback" not in r.stderr
@@ -232,7 +233,8 @@ def test_cli_nats_connection_refused_is_one_sentence(natspy):
 def test_cli_without_nats_py_says_how_to_install_it(tmp_path):
     # a 'nats' package that cannot be imported stands for an install without nats-py
     (tmp_path / "nats").mkdir()
-    (tmp_path / "nats" / "__init__.py").write_text("raise ImportError(\"No module named 'nats'\")\n")
+    (tmp_path / "nats" / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'nats'\")\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))
     r = subprocess.run([sys.executable, "-m", "fastflow", "pub", "x.y", "data", "-s",
                         "nats://127.0.0.1:4222"], capture_output=True, text=True, timeout=30,
@@ -420,8 +422,8 @@ _VARZ_LIKE_NATS = ("server_id", "server_name", "version", "proto", "host", "port
 
 def test_varz_subsz_like_nats_server(ffnatsproc, natsd):
     ff = ffnatsproc(monitor=True).start()
-    mport = _free_port()
-    ns = natsd(conf={"http": "127.0.0.1:{}".format(mport)}).start()
+    mport = free_port()
+    natsd(conf={"http": "127.0.0.1:{}".format(mport)}).start()
     r = cli("pub", "m.x", "data", "-s", ff.url)
     assert r.returncode == 0, r.stderr
     # the start-up line names every endpoint

@@ -15,8 +15,8 @@ from test_server import OP, Raw, frame, record, wait_until
 # -- the matcher: O(1) invalidation, bulk removal -------------------------------------
 
 
-def test_remove_many_removes_the_live_handles(impl):
-    m = impl.Matcher()
+def test_remove_many_removes_the_live_handles(core):
+    m = core.Matcher()
     hs = [m.add("a.%d.*" % i, i) for i in range(10)] + [m.add("b.>", "b")]
     m.remove(hs[3])
     # unknown, removed and foreign handles are skipped, not errors
@@ -30,13 +30,13 @@ def test_remove_many_removes_the_live_handles(impl):
     m._check()
 
 
-def test_remove_many_releases_values_once(impl):
+def test_remove_many_releases_values_once(core):
     import weakref
 
     class V:
         pass
 
-    m = impl.Matcher()
+    m = core.Matcher()
     vals = [V() for _ in range(300)]
     refs = [weakref.ref(v) for v in vals]
     hs = [m.add("q.%d.>" % i, v) for i, v in enumerate(vals)]
@@ -119,7 +119,7 @@ def test_random_churn_with_bulk_removal_against_reference(native):
     small cache, compared with the reference after every step."""
     import random
 
-    from fastflow._ref.matcher import Matcher as Ref
+    from conftest import REF_CORE
 
     seed = random.randrange(1 << 30)
     print("seed", seed)
@@ -136,7 +136,7 @@ def test_random_churn_with_bulk_removal_against_reference(native):
     def subject():
         return ".".join(rnd.choice(toks) for _ in range(rnd.randint(1, 4)))
 
-    nat, ref = native(cache_size=16), Ref()
+    nat, ref = native(cache_size=16), REF_CORE.Matcher()
     live = []               # (native handle, ref handle)
     for step in range(3000):
         r = rnd.random()

@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,24 +27,12 @@ import urllib.request
 import pytest
 
 import fastflow
-from fastflow._ref import log as ref_log
+from fastflow.protocol import error_code
 
-try:
-    from fastflow import _core
-except ImportError:  # pragma: no cover - reference-only installs
-    _core = None
+from peers import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORES = ["ref"] + (["native"] if fastflow.COMPILED and _core is not None else [])
-LOG_CLASSES = {"ref": ref_log.Log}
-if "native" in CORES:
-    LOG_CLASSES["native"] = _core.Log
 CHILD_TIMEOUT = 240
-
-
-@pytest.fixture(params=CORES)
-def core(request):
-    return request.param
 
 
 def _mount_tmpfs(path, size):
@@ -81,8 +68,8 @@ def server_disk(tmp_path):
 
 
 def run_child(core, code, *args, timeout=CHILD_TIMEOUT):
-    """Run ``code`` in a child Python with the log class of ``core`` as
-    ``Log``; returns its JSON result (the last stdout line).  A crash (a
+    """Run ``code`` in a child Python with the log class of ``core`` (the
+    ``core`` fixture) as ``Log``; returns its JSON result (the last stdout line).  A crash (a
     signal) fails the test with the child's output."""
     prelude = (
         "import json, os, sys, threading, time, random\n"
@@ -95,7 +82,8 @@ def run_child(core, code, *args, timeout=CHILD_TIMEOUT):
     )
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONFAULTHANDLER="1")
-    p = subprocess.run([sys.executable, "-c", prelude + code, core] + [str(a) for a in args],
+    name = "native" if core.COMPILED else "ref"
+    p = subprocess.run([sys.executable, "-c", prelude + code, name] + [str(a) for a in args],
                        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     out = "exit status {}\nstdout:\n{}\nstderr:\n{}".format(p.returncode, p.stdout[-4000:],
                                                              p.stderr[-4000:])
@@ -250,11 +238,7 @@ def test_storage_full_error_is_a_log_full_error():
     e = fastflow.StorageFullError("storage full: x", "/p/1.seg", 10)
     assert isinstance(e, fastflow.LogFullError) and isinstance(e, fastflow.FastflowError)
     assert (e.path, e.wanted) == ("/p/1.seg", 10)
-    from fastflow.protocol import error_code
-
     assert error_code(e) == 507
-    if "native" in CORES:
-        assert _core.error_code(e) == 507
 
 
 # -- close() while another thread appends --------------------------------------------------
@@ -312,14 +296,14 @@ def test_close_while_another_thread_appends(core, tmp_path, fsync, seed):
     """close() waits for a call in progress in another thread; the other
     thread's next call raises FastflowError('log is closed').  (Before: a
     segfault in some runs, or 'truncate of closed file'.)"""
-    reps = 40 if core == "native" else 15
+    reps = 40 if core.COMPILED else 15
     res, out = run_child(core, RACE, tmp_path, reps, fsync, seed)
     assert res["wrong"] == [], out
     assert res["closed_seen"] == reps, out
 
 
 def test_closed_log_refuses_every_call(core, tmp_path):
-    Log = LOG_CLASSES[core]
+    Log = core.Log
     log = Log(path=tmp_path / "l", segment_size=4096)
     log.append("a.b", b"x")
     log.close()
@@ -383,7 +367,7 @@ def _errors(caplog):
 
 def test_flipped_byte_in_the_newest_segment_loses_one_record(core, tmp_path, caplog):
     """Before: the rest of the segment was dropped as a WARNING 'torn tail'."""
-    Log = LOG_CLASSES[core]
+    Log = core.Log
     d = str(tmp_path / "log")
     _fill(Log, d, 60, segment_size=1 << 20)       # one segment
     (seg,) = _segments(d)
@@ -418,7 +402,7 @@ def test_flipped_byte_in_the_newest_segment_loses_one_record(core, tmp_path, cap
 def test_torn_tail_is_not_a_loss(core, tmp_path, caplog):
     """The end of the newest segment cut in the middle of the last record
     (an append that never returned) stays a WARNING 'torn tail', no loss."""
-    Log = LOG_CLASSES[core]
+    Log = core.Log
     d = str(tmp_path / "log")
     _fill(Log, d, 30, segment_size=1 << 20)
     (seg,) = _segments(d)
@@ -446,7 +430,7 @@ def test_torn_tail_is_not_a_loss(core, tmp_path, caplog):
 def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
     """Before: a truncated or deleted sealed segment lost its records with no
     log line."""
-    Log = LOG_CLASSES[core]
+    Log = core.Log
     d = str(tmp_path / "log")
     _fill(Log, d, 200)
     segs = _segments(d)
@@ -473,7 +457,7 @@ def test_damaged_sealed_segment_is_reported(core, tmp_path, caplog, damage):
 
 
 def test_strict_refuses_a_truncated_segment(core, tmp_path):
-    Log = LOG_CLASSES[core]
+    Log = core.Log
     d = str(tmp_path / "log")
     _fill(Log, d, 120)
     victim = os.path.join(d, _segments(d)[1])
@@ -522,14 +506,14 @@ def test_server_on_a_full_disk(core, server_disk, ffproc, monkeypatch, tmp_path)
     still get their events, and it restarts on the still full disk."""
     from fastflow import client as fc
 
-    if core == "ref":
+    if not core.COMPILED:
         monkeypatch.setenv("FASTFLOW_NO_EXTENSIONS", "1")
-    nats = core == "native"
+    nats = core.COMPILED
     data = os.path.join(server_disk, "data")
     conf = tmp_path / "server.toml"
     conf.write_text(CONFIG.format(data=data))
     args = ["--config", conf]
-    nats_port = _free_port()
+    nats_port = free_port()
     if nats:
         args = ["--nats-port", nats_port] + args
     sp = ffproc(*args, monitor=True)
@@ -548,7 +532,7 @@ def test_server_on_a_full_disk(core, server_disk, ffproc, monkeypatch, tmp_path)
                 # 64 KiB events until one is refused, then smaller ones: the
                 # disk ends up too full for any event
                 for size in (1 << 16, 1000, 1):
-                    for i in range(1000):           # 8 MiB hold about 125 of 64 KiB
+                    for _ in range(1000):           # 8 MiB hold about 125 of 64 KiB
                         try:
                             await c.publish_ack("st.x", b"e" * size)
                         except fc.ServerError as exc:
@@ -600,18 +584,12 @@ def test_server_on_a_full_disk(core, server_disk, ffproc, monkeypatch, tmp_path)
     assert "Traceback" not in sp.log and "SIGBUS" not in sp.log, sp.log
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_server_reports_losses_found_at_start(core, ffproc, monkeypatch, tmp_path):
     """A flipped byte in a stream's segment: the restarted server serves the
     rest, logs the lost seq range at ERROR and lists it in /streamz."""
     from fastflow import client as fc
 
-    if core == "ref":
+    if not core.COMPILED:
         monkeypatch.setenv("FASTFLOW_NO_EXTENSIONS", "1")
     data = tmp_path / "data"
     conf = tmp_path / "server.toml"

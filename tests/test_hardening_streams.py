@@ -14,24 +14,7 @@ import pytest
 
 import fastflow
 import fastflow.client as fc
-from fastflow import _ref
 from fastflow.errors import EventTooLarge, LogFullError
-
-CORES = {"ref": _ref}
-if fastflow.COMPILED:
-    from fastflow import _core
-
-    CORES["native"] = _core
-
-
-@pytest.fixture(params=sorted(CORES))
-def core(request):
-    mod = CORES[request.param]
-    if request.param == "ref":
-        from fastflow._ref.log import Log
-        from fastflow._ref.router import Router, StreamTarget, SubTarget
-        return Router, StreamTarget, SubTarget, Log
-    return mod.Router, mod.StreamTarget, mod.SubTarget, mod.Log
 
 
 async def wait_until(pred, timeout=5.0, what="the condition"):
@@ -46,7 +29,7 @@ async def wait_until(pred, timeout=5.0, what="the condition"):
 
 
 def test_a_stream_that_refuses_an_event_does_not_stop_its_delivery(core):
-    Router, StreamTarget, SubTarget, Log = core
+    Router, StreamTarget, SubTarget, Log = core.Router, core.StreamTarget, core.SubTarget, core.Log
     r = Router("t")
     full = StreamTarget("FULL", Log(max_events=1, discard="new"))
     small = StreamTarget("SMALL", Log(max_event_size=200))
@@ -284,7 +267,7 @@ def test_consumer_owners_survive_a_restart(tmp_path):
 
 
 def test_the_duplicate_window_keeps_one_event_per_source_and_id(core):
-    Router, StreamTarget, SubTarget, Log = core
+    Router, StreamTarget, SubTarget, Log = core.Router, core.StreamTarget, core.SubTarget, core.Log
     r = Router("t")
     st = StreamTarget("S", Log(dedup_window=120.0))
     st.dedup = True

@@ -1,8 +1,7 @@
-"""The event log (docs/log.md), run against both cores (``log_impl`` fixture).
-
-``ref`` is the pure-Python reference (fastflow._ref.log.Log); ``native`` is
-fastflow._core.Log, skipped until the compiled core exports it.  Timing is
-only ever checked loosely ("at least", never "at most" tight bounds).
+"""The event log (docs/log.md), run against both cores (``core`` fixture:
+``native`` is fastflow._core.Log, ``ref`` the pure-Python reference).
+Timing is only ever checked loosely ("at least", never "at most" tight
+bounds).
 """
 
 import asyncio
@@ -14,10 +13,8 @@ import time
 from array import array
 
 import pytest
-from fastflow._ref.log import COUNTERS
 
-import fastflow
-from fastflow._ref import log as ref_log
+from fastflow._ref.log import COUNTERS
 from fastflow.errors import (
     CorruptLogError,
     EventTooLarge,
@@ -28,26 +25,7 @@ from fastflow.errors import (
     SubjectError,
 )
 
-try:
-    from fastflow import _core
-except ImportError:  # pragma: no cover - reference-only installs
-    _core = None
-
-LOG_IMPLS = {"ref": ref_log.Log}
-if fastflow.COMPILED and _core is not None and hasattr(_core, "Log"):
-    LOG_IMPLS["native"] = _core.Log
-
-
-@pytest.fixture(params=["ref", "native"])
-def log_impl(request):
-    """The Log class of one core (native skipped until it exists)."""
-    if request.param not in LOG_IMPLS:
-        pytest.skip("native Log not available (not built yet, or FASTFLOW_NO_EXTENSIONS=1)")
-    return LOG_IMPLS[request.param]
-
-
-def is_ref(log_impl):
-    return log_impl is ref_log.Log
+from conftest import REF_CORE
 
 
 def payloads(batch):
@@ -70,7 +48,7 @@ FILE_STAT_KEYS = {"fsyncs", "segments", "truncated_bytes", "corrupt_records"}
 
 
 def test_crc32c_vectors():
-    crc = ref_log.crc32c
+    crc = REF_CORE.crc32c
     assert crc(b"123456789") == 0xE3069283
     assert crc(b"") == 0
     assert crc(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4
@@ -94,7 +72,7 @@ def parse_segment(path):
         )
         if length == 0:
             break
-        assert ref_log.crc32c(buf[off + 8 : off + length]) == crc, (path, off)
+        assert REF_CORE.crc32c(buf[off + 8 : off + length]) == crc, (path, off)
         assert reserved == 0 and kind in (1, 2, 3)
         out.append(
             dict(
@@ -119,8 +97,8 @@ def seg_files(path):
 # -- basics -------------------------------------------------------------------------------
 
 
-def test_new_log(log_impl):
-    log = log_impl()
+def test_new_log(core):
+    log = core.Log()
     assert (log.first_seq, log.last_seq, len(log), log.bytes, log.subjects) == (1, 0, 0, 0, 0)
     st = log.stats()
     assert STAT_KEYS <= set(st)  # a core may report more (sizes, arena)
@@ -132,8 +110,8 @@ def test_new_log(log_impl):
     assert log.seek("new") == (1, 0)
 
 
-def test_append_and_get(log_impl):
-    log = log_impl()
+def test_append_and_get(core):
+    log = core.Log()
     assert log.append("orders.eu", b"one") == 1
     assert log.append(b"orders.us", bytearray(b"two"), time=123) == 2
     assert log.append("orders.eu", memoryview(b"xthreex")[1:-1]) == 3
@@ -149,8 +127,8 @@ def test_append_and_get(log_impl):
     assert log.stats()["appended"] == 3
 
 
-def test_data_accepts_buffers_not_str(log_impl):
-    log = log_impl()
+def test_data_accepts_buffers_not_str(core):
+    log = core.Log()
     log.append("a", array("i", [1, 2]))
     assert log.get(1).data == array("i", [1, 2]).tobytes()
     log.append("a", b"")
@@ -162,8 +140,8 @@ def test_data_accepts_buffers_not_str(log_impl):
     assert log.last_seq == 2
 
 
-def test_time_kept_as_is(log_impl):
-    log = log_impl()
+def test_time_kept_as_is(core):
+    log = core.Log()
     for t in (0, -5, 1, 2**62, -(2**63), 2**63 - 1):
         assert log.get(log.append("a", b"", time=t)).time == t
     with pytest.raises(ValueError, match="time"):
@@ -172,10 +150,10 @@ def test_time_kept_as_is(log_impl):
         log.append("a", b"", time=1.5)
 
 
-def test_timestamps_never_decrease(log_impl):
-    log = log_impl()
+def test_timestamps_never_decrease(core):
+    log = core.Log()
     before = time.time_ns()
-    for i in range(3000):
+    for _ in range(3000):
         log.append("a.b", b"x")
     after = time.time_ns()
     ts = list(log.read(0, limit=5000).ts)
@@ -194,8 +172,8 @@ def test_timestamps_never_decrease(log_impl):
         ("a b", "not allowed"),
     ],
 )
-def test_invalid_subject(log_impl, subject, msg):
-    log = log_impl()
+def test_invalid_subject(core, subject, msg):
+    log = core.Log()
     with pytest.raises(SubjectError, match=msg):
         log.append(subject, b"x")
     with pytest.raises(ValueError):
@@ -203,9 +181,9 @@ def test_invalid_subject(log_impl, subject, msg):
     assert log.last_seq == 0 and len(log) == 0
 
 
-def test_subject_type(log_impl):
+def test_subject_type(core):
     with pytest.raises(TypeError):
-        log_impl().append(5, b"x")
+        core.Log().append(5, b"x")
 
 
 @pytest.mark.parametrize(
@@ -225,21 +203,21 @@ def test_subject_type(log_impl):
         (dict(segment_size=4095), "segment_size"),
     ],
 )
-def test_invalid_arguments(log_impl, kwargs, name):
+def test_invalid_arguments(core, kwargs, name):
     with pytest.raises(ValueError, match=name):
-        log_impl(**kwargs)
+        core.Log(**kwargs)
 
 
-def test_constructor_is_keyword_only(log_impl):
+def test_constructor_is_keyword_only(core):
     with pytest.raises(TypeError):
-        log_impl(10)
+        core.Log(10)
 
 
 # -- limits -------------------------------------------------------------------------------
 
 
-def test_max_event_size(log_impl):
-    log = log_impl(max_event_size=1024)
+def test_max_event_size(core):
+    log = core.Log(max_event_size=1024)
     log.append("a", b"x" * 1024)
     with pytest.raises(EventTooLarge, match=r"1025 bytes.*max_event_size=1024") as ei:
         log.append("a", b"x" * 1025)
@@ -248,22 +226,22 @@ def test_max_event_size(log_impl):
     assert log.stats()["rejected"] == 0
 
 
-def test_max_event_size_zero_means_no_limit(log_impl):
-    log = log_impl(max_event_size=0)
+def test_max_event_size_zero_means_no_limit(core):
+    log = core.Log(max_event_size=0)
     log.append("a", bytes(3 << 20))
     assert len(log.get(1).data) == 3 << 20
 
 
-def test_record_larger_than_max_bytes(log_impl):
-    log = log_impl(max_bytes=10)
+def test_record_larger_than_max_bytes(core):
+    log = core.Log(max_bytes=10)
     log.append("a", b"123456789")  # 1 + 9
     with pytest.raises(EventTooLarge, match="max_bytes=10"):
         log.append("a", b"1234567890")
     assert all_seqs(log) == [1]
 
 
-def test_max_events_discard_old(log_impl):
-    log = log_impl(max_events=3)
+def test_max_events_discard_old(core):
+    log = core.Log(max_events=3)
     for i in range(10):
         log.append("a", b"%d" % i)
         assert len(log) == min(i + 1, 3)
@@ -274,8 +252,8 @@ def test_max_events_discard_old(log_impl):
     assert st["appended"] == 10
 
 
-def test_max_bytes_discard_old(log_impl):
-    log = log_impl(max_bytes=20)  # subject "s" + payload
+def test_max_bytes_discard_old(core):
+    log = core.Log(max_bytes=20)  # subject "s" + payload
     log.append("s", b"x" * 9)  # 10
     log.append("s", b"x" * 4)  # 5
     log.append("s", b"x" * 4)  # 5 -> 20 exactly
@@ -285,8 +263,8 @@ def test_max_bytes_discard_old(log_impl):
     assert log.stats()["evicted_max_bytes"] == 2
 
 
-def test_max_per_subject_evicts_oldest_of_that_subject(log_impl):
-    log = log_impl(max_per_subject=2)
+def test_max_per_subject_evicts_oldest_of_that_subject(core):
+    log = core.Log(max_per_subject=2)
     log.append("a", b"a1")  # 1
     log.append("b", b"b1")  # 2
     log.append("a", b"a2")  # 3
@@ -302,9 +280,9 @@ def test_max_per_subject_evicts_oldest_of_that_subject(log_impl):
     assert log.subjects == 2
 
 
-def test_per_subject_before_global_limits(log_impl):
+def test_per_subject_before_global_limits(core):
     # the per-subject eviction makes room: no global eviction needed
-    log = log_impl(max_events=3, max_per_subject=1)
+    log = core.Log(max_events=3, max_per_subject=1)
     log.append("b", b"")
     log.append("a", b"")
     log.append("c", b"")
@@ -314,8 +292,8 @@ def test_per_subject_before_global_limits(log_impl):
     assert st["evicted_max_per_subject"] == 1 and st["evicted_max_events"] == 0
 
 
-def test_limits_combined(log_impl):
-    log = log_impl(max_events=5, max_bytes=30, max_per_subject=3)
+def test_limits_combined(core):
+    log = core.Log(max_events=5, max_bytes=30, max_per_subject=3)
     for i in range(40):
         log.append("s%d" % (i % 3), b"x" * (i % 7))
         assert len(log) <= 5 and log.bytes <= 30
@@ -326,15 +304,17 @@ def test_limits_combined(log_impl):
     assert log.last_seq == 40
     assert log.get(40).data == b"x" * (39 % 7)
     st = log.stats()
-    assert st["evicted"] == sum(st["evicted_" + r] for r in ("max_events", "max_bytes", "max_age", "max_per_subject"))
+    assert st["evicted"] == sum(st["evicted_" + r]
+                                for r in ("max_events", "max_bytes", "max_age", "max_per_subject"))
     assert st["evicted"] + len(log) == 40
 
 
-def test_discard_new_max_events(log_impl):
-    log = log_impl(max_events=3, discard="new")
+def test_discard_new_max_events(core):
+    log = core.Log(max_events=3, discard="new")
     for _ in range(3):
         log.append("a", b"x")
-    with pytest.raises(LogFullError, match=r"^log full: max_events=3 reached \(discard='new'\)$") as ei:
+    with pytest.raises(LogFullError,
+                       match=r"^log full: max_events=3 reached \(discard='new'\)$") as ei:
         log.append("a", b"x")
     assert isinstance(ei.value, FastflowError)
     assert (log.first_seq, log.last_seq, len(log)) == (1, 3, 3)
@@ -342,8 +322,8 @@ def test_discard_new_max_events(log_impl):
     assert log.stats()["evicted"] == 0
 
 
-def test_discard_new_max_bytes(log_impl):
-    log = log_impl(max_bytes=20, discard="new")
+def test_discard_new_max_bytes(core):
+    log = core.Log(max_bytes=20, discard="new")
     log.append("s", b"x" * 15)
     with pytest.raises(LogFullError, match=r"^log full: max_bytes=20 reached.*\(discard='new'\)"):
         log.append("s", b"x" * 4)
@@ -351,18 +331,19 @@ def test_discard_new_max_bytes(log_impl):
     assert log.bytes == 20
 
 
-def test_discard_new_max_per_subject(log_impl):
-    log = log_impl(max_per_subject=2, discard="new")
+def test_discard_new_max_per_subject(core):
+    log = core.Log(max_per_subject=2, discard="new")
     log.append("a", b"")
     log.append("a", b"")
-    with pytest.raises(LogFullError, match=r"^log full: max_per_subject=2 reached for .*'a'.*\(discard='new'\)"):
+    with pytest.raises(LogFullError,
+                       match=r"^log full: max_per_subject=2 reached for .*'a'.*\(discard='new'\)"):
         log.append("a", b"")
     log.append("b", b"")
     assert all_seqs(log) == [1, 2, 3]
 
 
-def test_batch_atomic_under_discard_new(log_impl):
-    log = log_impl(max_events=4, discard="new")
+def test_batch_atomic_under_discard_new(core):
+    log = core.Log(max_events=4, discard="new")
     log.append("a", b"1")
     log.append("a", b"2")
     with pytest.raises(LogFullError, match="max_events=4"):
@@ -372,20 +353,20 @@ def test_batch_atomic_under_discard_new(log_impl):
     assert log.append_batch("a", [b"3", b"4"]) == (3, 4)
     assert payloads(log.read(0)) == [b"1", b"2", b"3", b"4"]
 
-    log = log_impl(max_per_subject=2, discard="new")
+    log = core.Log(max_per_subject=2, discard="new")
     log.append("a", b"")
     with pytest.raises(LogFullError, match="max_per_subject=2"):
         log.append_batch(["b", "a", "a"], [b"", b"", b""])
     assert log.last_seq == 1
-    log = log_impl(max_bytes=10, discard="new")
+    log = core.Log(max_bytes=10, discard="new")
     with pytest.raises(LogFullError, match="max_bytes=10"):
         log.append_batch("a", [b"1234", b"1234", b"1234"])  # 3 x 5 bytes
     assert log.last_seq == 0
     assert log.append_batch("a", [b"1234", b"1234"]) == (1, 2)  # exactly 10
 
 
-def test_batch_under_discard_old_larger_than_limit(log_impl):
-    log = log_impl(max_events=3)
+def test_batch_under_discard_old_larger_than_limit(core):
+    log = core.Log(max_events=3)
     assert log.append_batch("a", [b"%d" % i for i in range(7)]) == (1, 7)
     assert payloads(log.read(0)) == [b"4", b"5", b"6"]
     assert log.stats()["appended"] == 7
@@ -394,10 +375,11 @@ def test_batch_under_discard_old_larger_than_limit(log_impl):
 # -- append_batch ------------------------------------------------------------------------
 
 
-def test_append_batch(log_impl):
-    log = log_impl()
+def test_append_batch(core):
+    log = core.Log()
     assert log.append_batch("a.b", [b"1", b"2"]) == (1, 2)
-    assert log.append_batch(["x", b"y", "z"], (b"3", bytearray(b"4"), memoryview(b"5")), time=7) == (3, 5)
+    assert log.append_batch(["x", b"y", "z"], (b"3", bytearray(b"4"), memoryview(b"5")),
+                            time=7) == (3, 5)
     b = log.read(0)
     assert [b.subject(i) for i in range(len(b))] == ["a.b", "a.b", "x", "y", "z"]
     assert payloads(b) == [b"1", b"2", b"3", b"4", b"5"]
@@ -406,16 +388,16 @@ def test_append_batch(log_impl):
     assert ts == sorted(ts)
 
 
-def test_append_batch_empty(log_impl):
-    log = log_impl()
+def test_append_batch_empty(core):
+    log = core.Log()
     assert log.append_batch("a", []) == (1, 0)
     log.append("a", b"")
     assert log.append_batch([], []) == (2, 1)
     assert log.last_seq == 1
 
 
-def test_append_batch_validates_before_storing(log_impl):
-    log = log_impl(max_event_size=4)
+def test_append_batch_validates_before_storing(core):
+    log = core.Log(max_event_size=4)
     with pytest.raises(SubjectError, match=r"invalid subject 'b\.\.c'") as ei:
         log.append_batch(["a", "b..c", "d"], [b"", b"", b""])
     assert "subjects[1]" in str(ei.value)
@@ -432,8 +414,8 @@ def test_append_batch_validates_before_storing(log_impl):
 # -- dedup -------------------------------------------------------------------------------
 
 
-def test_append_unique(log_impl):
-    log = log_impl()
+def test_append_unique(core):
+    log = core.Log()
     assert log.append_unique("a", b"1", "m1") == (1, False)
     assert log.append_unique("a", b"2", "m2") == (2, False)
     assert log.append_unique("a", b"1 again", "m1") == (1, True)
@@ -445,15 +427,15 @@ def test_append_unique(log_impl):
         log.append_unique("a", b"", 5)
 
 
-def test_dedup_original_evicted(log_impl):
-    log = log_impl(max_events=1)
+def test_dedup_original_evicted(core):
+    log = core.Log(max_events=1)
     log.append_unique("a", b"1", "m1")
     log.append("a", b"2")
     assert log.append_unique("a", b"1", "m1") == (1, True)
 
 
-def test_dedup_window_time_bound(log_impl):
-    log = log_impl(dedup_window=0.05)
+def test_dedup_window_time_bound(core):
+    log = core.Log(dedup_window=0.05)
     assert log.append_unique("a", b"", "m") == (1, False)
     assert log.append_unique("a", b"", "m") == (1, True)
     time.sleep(0.12)
@@ -461,8 +443,8 @@ def test_dedup_window_time_bound(log_impl):
     assert log.append_unique("a", b"", "m") == (2, True)
 
 
-def test_dedup_window_size_bound(log_impl):
-    log = log_impl(dedup_max=2)
+def test_dedup_window_size_bound(core):
+    log = core.Log(dedup_max=2)
     log.append_unique("a", b"", "m1")  # 1
     log.append_unique("a", b"", "m2")  # 2
     log.append_unique("a", b"", "m3")  # 3: m1 forgotten
@@ -472,8 +454,8 @@ def test_dedup_window_size_bound(log_impl):
     assert log.append_unique("a", b"", "m2") == (5, False)
 
 
-def test_dedup_rejected_append_not_remembered(log_impl):
-    log = log_impl(max_events=1, discard="new")
+def test_dedup_rejected_append_not_remembered(core):
+    log = core.Log(max_events=1, discard="new")
     log.append("a", b"")
     with pytest.raises(LogFullError):
         log.append_unique("a", b"", "m")
@@ -484,8 +466,8 @@ def test_dedup_rejected_append_not_remembered(log_impl):
 # -- age ---------------------------------------------------------------------------------
 
 
-def test_max_age_reads_and_expire(log_impl):
-    log = log_impl(max_age=0.05)
+def test_max_age_reads_and_expire(core):
+    log = core.Log(max_age=0.05)
     log.append_batch("a", [b"1", b"2", b"3"])
     assert all_seqs(log) == [1, 2, 3]
     time.sleep(0.12)
@@ -503,8 +485,8 @@ def test_max_age_reads_and_expire(log_impl):
     assert log.expire() == 0
 
 
-def test_max_age_evicted_by_append(log_impl):
-    log = log_impl(max_age=0.05)
+def test_max_age_evicted_by_append(core):
+    log = core.Log(max_age=0.05)
     log.append("a", b"old")
     time.sleep(0.12)
     log.append("a", b"new")
@@ -512,10 +494,10 @@ def test_max_age_evicted_by_append(log_impl):
     assert log.stats()["evicted_max_age"] == 1
 
 
-def test_age_eviction_bounded_per_call(log_impl):
-    step = log_impl.AGE_EVICT_STEP
+def test_age_eviction_bounded_per_call(core):
+    step = core.Log.AGE_EVICT_STEP
     assert step == 4096
-    log = log_impl(max_age=0.05)
+    log = core.Log(max_age=0.05)
     log.append_batch("a", [b"x"] * 5000)
     time.sleep(0.12)
     log.append("a", b"y")
@@ -527,8 +509,8 @@ def test_age_eviction_bounded_per_call(log_impl):
     assert len(log) == 1
 
 
-def test_expired_records_never_block_discard_new(log_impl):
-    log = log_impl(max_events=2, max_age=0.05, discard="new")
+def test_expired_records_never_block_discard_new(core):
+    log = core.Log(max_events=2, max_age=0.05, discard="new")
     log.append("a", b"")
     log.append("a", b"")
     time.sleep(0.12)
@@ -539,15 +521,15 @@ def test_expired_records_never_block_discard_new(log_impl):
 # -- purge -------------------------------------------------------------------------------
 
 
-def _filled(log_impl, **kw):
-    log = log_impl(**kw)
+def _filled(core, **kw):
+    log = core.Log(**kw)
     for i, s in enumerate(["a.x", "b.x", "a.y", "b.y", "a.x", "c"], 1):
         log.append(s, b"%d" % i)
     return log
 
 
-def test_purge_all_keeps_counter(log_impl):
-    log = _filled(log_impl)
+def test_purge_all_keeps_counter(core):
+    log = _filled(core)
     assert log.purge() == 6
     assert (len(log), log.first_seq, log.last_seq, log.bytes, log.subjects) == (0, 7, 6, 0, 0)
     assert log.append("a", b"") == 7
@@ -557,8 +539,8 @@ def test_purge_all_keeps_counter(log_impl):
     assert log.purge() == 0
 
 
-def test_purge_subject_pattern(log_impl):
-    log = _filled(log_impl)
+def test_purge_subject_pattern(core):
+    log = _filled(core)
     assert log.purge("a.*") == 3
     assert all_seqs(log) == [2, 4, 6]
     assert log.first_seq == 2
@@ -569,8 +551,8 @@ def test_purge_subject_pattern(log_impl):
         log.purge("a..b")
 
 
-def test_purge_up_to(log_impl):
-    log = _filled(log_impl)
+def test_purge_up_to(core):
+    log = _filled(core)
     assert log.purge(up_to=3) == 3
     assert all_seqs(log) == [4, 5, 6] and log.first_seq == 4
     assert log.purge(up_to=2) == 0
@@ -580,8 +562,8 @@ def test_purge_up_to(log_impl):
         log.purge(up_to=-1)
 
 
-def test_purge_subject_and_up_to(log_impl):
-    log = _filled(log_impl)
+def test_purge_subject_and_up_to(core):
+    log = _filled(core)
     assert log.purge("a.>", up_to=4) == 2
     assert all_seqs(log) == [2, 4, 5, 6]
     assert log.bytes == sum(len(s) + 1 for s in ["b.x", "b.y", "a.x", "c"])
@@ -590,8 +572,8 @@ def test_purge_subject_and_up_to(log_impl):
 # -- get / read ----------------------------------------------------------------------------
 
 
-def test_get_keyerror_names_seq_and_range(log_impl):
-    log = log_impl(max_events=3)
+def test_get_keyerror_names_seq_and_range(core):
+    log = core.Log(max_events=3)
     with pytest.raises(KeyError, match=r"\b1\b"):
         log.get(1)
     for _ in range(6):
@@ -606,8 +588,8 @@ def test_get_keyerror_names_seq_and_range(log_impl):
         log.get(-1)
 
 
-def test_stale_record(log_impl):
-    log = log_impl(max_events=1)
+def test_stale_record(core):
+    log = core.Log(max_events=1)
     log.append("a", b"one")
     r = log.get(1)
     assert r.data == b"one"
@@ -623,10 +605,10 @@ def test_stale_record(log_impl):
         r2.data
 
 
-def test_record_buffer_protocol(log_impl):
-    if is_ref(log_impl):
+def test_record_buffer_protocol(core):
+    if not core.COMPILED:
         pytest.skip("the reference cannot export a buffer on Python < 3.12")
-    log = log_impl()
+    log = core.Log()
     log.append("a", b"payload")
     r = log.get(1)
     mv = memoryview(r)
@@ -634,8 +616,8 @@ def test_record_buffer_protocol(log_impl):
     mv.release()
 
 
-def test_read_limit_and_next_seq(log_impl):
-    log = log_impl()
+def test_read_limit_and_next_seq(core):
+    log = core.Log()
     for i in range(10):
         log.append("a", b"%d" % i)
     b = log.read(3, limit=4)
@@ -652,15 +634,15 @@ def test_read_limit_and_next_seq(log_impl):
         log.read(-1)
 
 
-def test_read_from_evicted_seq_starts_at_first(log_impl):
-    log = log_impl(max_events=3)
-    for i in range(6):
+def test_read_from_evicted_seq_starts_at_first(core):
+    log = core.Log(max_events=3)
+    for _ in range(6):
         log.append("a", b"")
     assert seqs(log.read(1)) == [4, 5, 6]
 
 
-def test_read_max_bytes(log_impl):
-    log = log_impl()
+def test_read_max_bytes(core):
+    log = core.Log()
     for n in (5, 5, 5, 20, 1):
         log.append("a", b"x" * n)
     b = log.read(1, max_bytes=12)
@@ -673,8 +655,8 @@ def test_read_max_bytes(log_impl):
     assert len(b) == 5
 
 
-def test_read_filter(log_impl):
-    log = _filled(log_impl)
+def test_read_filter(core):
+    log = _filled(core)
     b = log.read(0, filter="a.*")
     assert seqs(b) == [1, 3, 5] and b.next_seq == 7
     b = log.read(0, filter="a.*", limit=2)
@@ -689,8 +671,8 @@ def test_read_filter(log_impl):
         log.read(0, filter="a.>.b")
 
 
-def test_batch_structure(log_impl):
-    log = log_impl()
+def test_batch_structure(core):
+    log = core.Log()
     log.append("s.one", b"abc", time=11)
     log.append("s.two", b"", time=12)
     log.append("s.one", b"defg", time=13)
@@ -720,8 +702,8 @@ def test_batch_structure(log_impl):
     assert bytes(b.data(2)) == b"defg"
 
 
-def test_read_into(log_impl):
-    log = log_impl()
+def test_read_into(core):
+    log = core.Log()
     for p in (b"aaa", b"bb", b"cccc", b"d"):
         log.append("x", p)
     log.append("y", b"yy")
@@ -748,8 +730,8 @@ def test_read_into(log_impl):
 # -- seek ----------------------------------------------------------------------------------
 
 
-def test_seek_starts(log_impl):
-    log = log_impl()
+def test_seek_starts(core):
+    log = core.Log()
     for _ in range(5):
         log.append("a", b"")
     assert log.seek() == (1, 0) and log.seek("first") == (1, 0)
@@ -763,8 +745,8 @@ def test_seek_starts(log_impl):
     assert log.seek("first") == (6, 0) and log.seek("last") == (6, 0) and log.seek("new") == (6, 0)
 
 
-def test_seek_last_with_purged_tail(log_impl):
-    log = log_impl()
+def test_seek_last_with_purged_tail(core):
+    log = core.Log()
     log.append("a", b"")
     log.append("a", b"")
     log.append("b", b"")
@@ -773,8 +755,8 @@ def test_seek_last_with_purged_tail(log_impl):
     assert log.seek("new") == (4, 0)
 
 
-def test_seek_seq_gap_and_strict(log_impl):
-    log = log_impl(max_events=5)
+def test_seek_seq_gap_and_strict(core):
+    log = core.Log(max_events=5)
     for _ in range(12):
         log.append("a", b"")
     assert log.first_seq == 8
@@ -790,8 +772,8 @@ def test_seek_seq_gap_and_strict(log_impl):
         log.seek(seq=-1)
 
 
-def test_seek_seq_on_new_and_empty_log(log_impl):
-    log = log_impl()
+def test_seek_seq_on_new_and_empty_log(core):
+    log = core.Log()
     assert log.seek(seq=1) == (1, 0)
     assert log.seek(seq=5) == (1, 0)
     for _ in range(10):
@@ -801,15 +783,15 @@ def test_seek_seq_on_new_and_empty_log(log_impl):
     assert log.seek(seq=0) == (11, 10)
 
 
-def test_seek_seq_in_hole(log_impl):
-    log = _filled(log_impl)
+def test_seek_seq_in_hole(core):
+    log = _filled(core)
     log.purge("b.*")
     assert log.seek(seq=2) == (2, 0)
     assert seqs(log.read(log.seek(seq=2).seq)) == [3, 5, 6]
 
 
-def test_seek_time(log_impl):
-    log = log_impl()
+def test_seek_time(core):
+    log = core.Log()
     for i in range(5):
         log.append("a", b"%d" % i)
         time.sleep(0.002)
@@ -830,15 +812,15 @@ def test_seek_time(log_impl):
         log.seek(seq=1, time=ts[0])
 
 
-def test_seek_time_equal_timestamps_first_one(log_impl):
-    log = log_impl()
+def test_seek_time_equal_timestamps_first_one(core):
+    log = core.Log()
     log.append_batch("a", [b"1", b"2", b"3"])  # one call: one timestamp
     ts = list(log.read(0).ts)
     assert log.seek(time=ts[1]).seq == 1 + ts.index(ts[1])
 
 
-def test_seek_time_after_eviction(log_impl):
-    log = log_impl(max_events=3)
+def test_seek_time_after_eviction(core):
+    log = core.Log(max_events=3)
     for _ in range(6):
         log.append("a", b"")
     assert log.seek(time=0) == (4, 0)
@@ -847,8 +829,8 @@ def test_seek_time_after_eviction(log_impl):
 # -- last_per_subject ----------------------------------------------------------------------
 
 
-def test_last_per_subject(log_impl):
-    log = _filled(log_impl)
+def test_last_per_subject(core):
+    log = _filled(core)
     b = log.last_per_subject()
     assert seqs(b) == [2, 3, 4, 5, 6]
     assert [b.subject(i) for i in range(len(b))] == ["b.x", "a.y", "b.y", "a.x", "c"]
@@ -857,14 +839,14 @@ def test_last_per_subject(log_impl):
     assert seqs(b) == [3, 5]
     log.purge("a.x")
     assert seqs(log.last_per_subject()) == [2, 3, 4, 6]
-    assert len(log_impl().last_per_subject()) == 0
+    assert len(core.Log().last_per_subject()) == 0
 
 
 # -- replay --------------------------------------------------------------------------------
 
 
-def test_replay_batches(log_impl):
-    log = log_impl()
+def test_replay_batches(core):
+    log = core.Log()
     for i in range(25):
         log.append("s.%d" % (i % 2), b"%d" % i)
     batches = list(log.replay(batch=10))
@@ -880,8 +862,8 @@ def test_replay_batches(log_impl):
         log.replay(batch=0)
 
 
-def test_replay_time_start(log_impl):
-    log = log_impl()
+def test_replay_time_start(core):
+    log = core.Log()
     for _ in range(3):
         log.append("a", b"")
         time.sleep(0.002)
@@ -889,8 +871,8 @@ def test_replay_time_start(log_impl):
     assert sum((seqs(b) for b in log.replay(time=t)), []) == [2, 3]
 
 
-def test_replay_gap_notice(log_impl):
-    log = log_impl(max_events=4)
+def test_replay_gap_notice(core):
+    log = core.Log(max_events=4)
     for _ in range(10):
         log.append("a", b"")
     r = log.replay(seq=2)
@@ -901,8 +883,8 @@ def test_replay_gap_notice(log_impl):
         log.replay(seq=2, strict=True)
 
 
-def test_replay_stops_at_the_end(log_impl):
-    log = log_impl()
+def test_replay_stops_at_the_end(core):
+    log = core.Log()
     log.append_batch("a", [b""] * 3)
     it = log.replay(batch=2)
     first = next(it)
@@ -911,8 +893,8 @@ def test_replay_stops_at_the_end(log_impl):
     assert seqs(first) + sum((seqs(b) for b in rest), []) == [1, 2, 3]
 
 
-def test_paced_replay(log_impl):
-    log = log_impl()
+def test_paced_replay(core):
+    log = core.Log()
     for i in range(3):
         log.append("a.%d" % i, b"%d" % i, time=i)
         if i < 2:
@@ -934,8 +916,8 @@ def test_paced_replay(log_impl):
         log.replay(speed=-1)
 
 
-def test_areplay(log_impl):
-    log = log_impl()
+def test_areplay(core):
+    log = core.Log()
     for i in range(5):
         log.append("a", b"%d" % i)
         time.sleep(0.005)
@@ -965,8 +947,8 @@ def test_areplay(log_impl):
 # -- cursors ------------------------------------------------------------------------------
 
 
-def test_cursors(log_impl):
-    log = log_impl()
+def test_cursors(core):
+    log = core.Log()
     assert log.cursor("c1") == 0
     assert log.cursors() == {}
     for _ in range(10):
@@ -989,8 +971,8 @@ def test_cursors(log_impl):
         log.delete_cursor("c2")
 
 
-def test_lag_after_eviction_and_purge(log_impl):
-    log = log_impl(max_events=5)
+def test_lag_after_eviction_and_purge(core):
+    log = core.Log(max_events=5)
     for _ in range(10):
         log.append("s.%d" % (_ % 2), b"")
     log.set_cursor("c", 2)
@@ -1007,8 +989,8 @@ def test_lag_after_eviction_and_purge(log_impl):
 # -- closed log ----------------------------------------------------------------------------
 
 
-def test_closed_log(log_impl):
-    log = log_impl()
+def test_closed_log(core):
+    log = core.Log()
     log.append("a", b"x")
     r = log.get(1)
     log.close()
@@ -1044,16 +1026,16 @@ def test_closed_log(log_impl):
         r.data
 
 
-def test_context_manager(log_impl):
-    with log_impl() as log:
+def test_context_manager(core):
+    with core.Log() as log:
         log.append("a", b"")
     assert log.closed
     with pytest.raises(FastflowError):
         log.append("a", b"")
 
 
-def test_replay_after_close(log_impl):
-    log = log_impl()
+def test_replay_after_close(core):
+    log = core.Log()
     log.append_batch("a", [b""] * 3)
     it = log.replay(batch=1)
     next(it)
@@ -1065,8 +1047,8 @@ def test_replay_after_close(log_impl):
 # -- file-backed ---------------------------------------------------------------------------
 
 
-def test_file_reopen_keeps_everything(log_impl, tmp_path):
-    with log_impl(path=tmp_path) as log:
+def test_file_reopen_keeps_everything(core, tmp_path):
+    with core.Log(path=tmp_path) as log:
         log.append("a.b", b"one", time=5)
         log.append_batch(["c", "d"], [b"two", b"three"])
         log.set_cursor("reader", 2)
@@ -1075,7 +1057,7 @@ def test_file_reopen_keeps_everything(log_impl, tmp_path):
     assert (tmp_path / "meta.json").exists() and (tmp_path / "cursors.json").exists()
     assert json.loads((tmp_path / "cursors.json").read_text()) == {"reader": 2}
     assert json.loads((tmp_path / "meta.json").read_text())["first_seq"] == 1
-    with log_impl(path=str(tmp_path)) as log:
+    with core.Log(path=str(tmp_path)) as log:
         assert (log.first_seq, log.last_seq, len(log)) == (1, 3, 3)
         b = log.read(0)
         assert payloads(b) == [b"one", b"two", b"three"]
@@ -1088,23 +1070,23 @@ def test_file_reopen_keeps_everything(log_impl, tmp_path):
         assert log.seek(time=ts[1]).seq == 2
 
 
-def test_file_directory_created(log_impl, tmp_path):
+def test_file_directory_created(core, tmp_path):
     p = tmp_path / "new" / "dir"
-    with log_impl(path=p) as log:
+    with core.Log(path=p) as log:
         log.append("a", b"")
     assert p.is_dir()
 
 
-def test_file_one_writer(log_impl, tmp_path):
-    with log_impl(path=tmp_path):
+def test_file_one_writer(core, tmp_path):
+    with core.Log(path=tmp_path):
         with pytest.raises(FastflowError, match="open|lock"):
-            log_impl(path=tmp_path)
-    with log_impl(path=tmp_path):
+            core.Log(path=tmp_path)
+    with core.Log(path=tmp_path):
         pass  # released on close
 
 
-def test_file_format(log_impl, tmp_path):
-    with log_impl(path=tmp_path) as log:
+def test_file_format(core, tmp_path):
+    with core.Log(path=tmp_path) as log:
         log.append("orders.eu", b"payload", time=-3)
         log.append("x", b"")
         r = log.get(1)
@@ -1121,9 +1103,9 @@ def test_file_format(log_impl, tmp_path):
     assert recs[1]["offset"] == recs[0]["length"]
 
 
-def test_segments_roll_over(log_impl, tmp_path):
+def test_segments_roll_over(core, tmp_path):
     n = 300
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         for i in range(n):
             log.append("s.%d" % (i % 3), b"%04d" % i + bytes(96))
         assert log.stats()["segments"] == len(seg_files(tmp_path)) > 5
@@ -1141,14 +1123,14 @@ def test_segments_roll_over(log_impl, tmp_path):
         seq, ts, off = struct.unpack_from("<QqQ", idx, 0)
         assert seq == int(f.stem) and off == 0
         assert f.stat().st_size == sum(r["length"] for r in parse_segment(f))
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         assert all_seqs(log) == list(range(1, n + 1))
         log.append("s.0", b"more")
         assert log.last_seq == n + 1
 
 
-def test_retention_deletes_whole_segments(log_impl, tmp_path):
-    with log_impl(path=tmp_path, segment_size=4096, max_events=40) as log:
+def test_retention_deletes_whole_segments(core, tmp_path):
+    with core.Log(path=tmp_path, segment_size=4096, max_events=40) as log:
         for i in range(600):
             log.append("s", b"%04d" % i + bytes(96))
         first = log.first_seq
@@ -1158,28 +1140,28 @@ def test_retention_deletes_whole_segments(log_impl, tmp_path):
         # the oldest kept segment holds first_seq, the next one starts after it
         assert bases[0] <= first and (len(bases) == 1 or bases[1] > first)
         assert not any(p.suffix == ".idx" and int(p.stem) < bases[0] for p in tmp_path.iterdir())
-    with log_impl(path=tmp_path, segment_size=4096, max_events=40) as log:
+    with core.Log(path=tmp_path, segment_size=4096, max_events=40) as log:
         assert log.first_seq == first and log.last_seq == 600 and len(log) == 40
 
 
-def test_reopen_after_purge(log_impl, tmp_path):
-    with log_impl(path=tmp_path) as log:
+def test_reopen_after_purge(core, tmp_path):
+    with core.Log(path=tmp_path) as log:
         for s in ["a", "b", "a", "b", "c"]:
             log.append(s, s.encode())
         log.purge("b")
         log.purge(up_to=1)
-    with log_impl(path=tmp_path) as log:
+    with core.Log(path=tmp_path) as log:
         assert all_seqs(log) == [3, 5]
         log.purge()
-    with log_impl(path=tmp_path) as log:
+    with core.Log(path=tmp_path) as log:
         assert (len(log), log.first_seq, log.last_seq) == (0, 6, 5)
         assert log.append("a", b"") == 6
 
 
-def test_reopen_after_crash_keeps_deletions(log_impl, tmp_path):
+def test_reopen_after_crash_keeps_deletions(core, tmp_path):
     """Nothing deleted comes back when the log is not closed (process killed:
     the mmap'd data is in the page cache)."""
-    log = log_impl(path=tmp_path, max_events=2, fsync="never", segment_size=4096)
+    log = core.Log(path=tmp_path, max_events=2, fsync="never", segment_size=4096)
     log.append("a", b"1")
     log.append("b", b"2")
     log.append("b", b"3")  # evicts 1
@@ -1191,43 +1173,43 @@ def test_reopen_after_crash_keeps_deletions(log_impl, tmp_path):
         if p.is_file():
             (crash / p.name).write_bytes(p.read_bytes())
     log.close()
-    with log_impl(path=crash, segment_size=4096) as log2:
+    with core.Log(path=crash, segment_size=4096) as log2:
         assert len(log2) == 0 and log2.last_seq == 3
 
 
-def test_per_subject_eviction_survives_reopen_with_looser_limit(log_impl, tmp_path):
-    with log_impl(path=tmp_path, max_per_subject=1) as log:
+def test_per_subject_eviction_survives_reopen_with_looser_limit(core, tmp_path):
+    with core.Log(path=tmp_path, max_per_subject=1) as log:
         for i in range(5):
             log.append("a", b"%d" % i)
         log.append("b", b"b")
-    with log_impl(path=tmp_path) as log:
+    with core.Log(path=tmp_path) as log:
         assert all_seqs(log) == [5, 6]
 
 
-def test_reopen_with_tighter_limits(log_impl, tmp_path):
-    with log_impl(path=tmp_path) as log:
+def test_reopen_with_tighter_limits(core, tmp_path):
+    with core.Log(path=tmp_path) as log:
         log.append_batch("a", [b"%d" % i for i in range(10)])
-    with log_impl(path=tmp_path, max_events=3) as log:
+    with core.Log(path=tmp_path, max_events=3) as log:
         assert all_seqs(log) == [8, 9, 10]
-    with log_impl(path=tmp_path) as log:
+    with core.Log(path=tmp_path) as log:
         assert all_seqs(log) == [8, 9, 10]
 
 
-def test_cursors_persist(log_impl, tmp_path):
-    with log_impl(path=tmp_path) as log:
+def test_cursors_persist(core, tmp_path):
+    with core.Log(path=tmp_path) as log:
         log.append_batch("a", [b""] * 5)
         log.set_cursor("x", 3)
         log.set_cursor("y", 5)
         log.delete_cursor("y")
-    with log_impl(path=tmp_path) as log:
+    with core.Log(path=tmp_path) as log:
         assert log.cursors() == {"x": 3}
         assert log.lag("x") == 2
 
 
-def test_fsync_modes(log_impl, tmp_path):
+def test_fsync_modes(core, tmp_path):
     for mode in ("always", "interval", "never"):
         d = tmp_path / mode
-        with log_impl(path=d, fsync=mode, fsync_interval=0.01) as log:
+        with core.Log(path=d, fsync=mode, fsync_interval=0.01) as log:
             for i in range(5):
                 log.append("a", b"%d" % i)
             n = log.stats()["fsyncs"]
@@ -1237,12 +1219,12 @@ def test_fsync_modes(log_impl, tmp_path):
                 assert n == 0
             log.flush()
             assert log.stats()["fsyncs"] >= n
-        with log_impl(path=d) as log:
+        with core.Log(path=d) as log:
             assert len(log) == 5
 
 
-def test_torn_tail_truncated(log_impl, tmp_path, caplog):
-    with log_impl(path=tmp_path) as log:
+def test_torn_tail_truncated(core, tmp_path, caplog):
+    with core.Log(path=tmp_path) as log:
         for i in range(5):
             log.append("a", b"record-%d" % i)
     (seg,) = seg_files(tmp_path)
@@ -1251,7 +1233,7 @@ def test_torn_tail_truncated(log_impl, tmp_path, caplog):
     with open(seg, "r+b") as f:
         f.truncate(cut)
     with caplog.at_level(logging.WARNING, logger="fastflow.log"):
-        log = log_impl(path=tmp_path)
+        log = core.Log(path=tmp_path)
     with log:
         assert all_seqs(log) == [1, 2, 3, 4]
         assert log.stats()["truncated_bytes"] == 20
@@ -1259,13 +1241,13 @@ def test_torn_tail_truncated(log_impl, tmp_path, caplog):
         # the seq of a record that may have been seen is not reused
         assert log.append("a", b"new") == 6
         assert log.get(6).data == b"new"
-    with log_impl(path=tmp_path) as log:
+    with core.Log(path=tmp_path) as log:
         assert all_seqs(log) == [1, 2, 3, 4, 6]
         assert log.stats()["truncated_bytes"] == 0
 
 
-def test_garbage_tail_truncated(log_impl, tmp_path, caplog):
-    with log_impl(path=tmp_path) as log:
+def test_garbage_tail_truncated(core, tmp_path, caplog):
+    with core.Log(path=tmp_path) as log:
         for i in range(3):
             log.append("a", b"r%d" % i)
     (seg,) = seg_files(tmp_path)
@@ -1273,17 +1255,17 @@ def test_garbage_tail_truncated(log_impl, tmp_path, caplog):
     with open(seg, "ab") as f:
         f.write(garbage)
     with caplog.at_level(logging.WARNING, logger="fastflow.log"):
-        with log_impl(path=tmp_path) as log:
+        with core.Log(path=tmp_path) as log:
             assert all_seqs(log) == [1, 2, 3]
             assert log.stats()["truncated_bytes"] == len(garbage)
             assert log.append("a", b"r3") == 4
     assert caplog.records
-    with log_impl(path=tmp_path) as log:
+    with core.Log(path=tmp_path) as log:
         assert payloads(log.read(0)) == [b"r0", b"r1", b"r2", b"r3"]
 
 
-def _three_segments(log_impl, tmp_path):
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+def _three_segments(core, tmp_path):
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         for i in range(100):
             log.append("s", b"data-%03d" % i + bytes(100))
     files = seg_files(tmp_path)
@@ -1291,8 +1273,8 @@ def _three_segments(log_impl, tmp_path):
     return files
 
 
-def test_corrupt_older_segment_reported(log_impl, tmp_path, caplog):
-    files = _three_segments(log_impl, tmp_path)
+def test_corrupt_older_segment_reported(core, tmp_path, caplog):
+    files = _three_segments(core, tmp_path)
     victim = files[1]
     recs = parse_segment(victim)
     bad = recs[2]
@@ -1301,7 +1283,7 @@ def test_corrupt_older_segment_reported(log_impl, tmp_path, caplog):
     victim.write_bytes(bytes(raw))
     later = [r["seq"] for f in files[2:] for r in parse_segment(f)]
     with caplog.at_level(logging.WARNING, logger="fastflow.log"):
-        with log_impl(path=tmp_path, segment_size=4096) as log:
+        with core.Log(path=tmp_path, segment_size=4096) as log:
             kept = all_seqs(log)
             st = log.stats()
     # the scan resynchronises at the next record: only the damaged one is lost
@@ -1317,23 +1299,23 @@ def test_corrupt_older_segment_reported(log_impl, tmp_path, caplog):
     assert victim.name in msgs and str(bad["offset"]) in msgs
 
 
-def test_corrupt_older_segment_strict(log_impl, tmp_path):
-    files = _three_segments(log_impl, tmp_path)
+def test_corrupt_older_segment_strict(core, tmp_path):
+    files = _three_segments(core, tmp_path)
     victim = files[0]
     recs = parse_segment(victim)
     raw = bytearray(victim.read_bytes())
     raw[recs[1]["offset"] + 12] ^= 0xFF  # in the seq field
     victim.write_bytes(bytes(raw))
     with pytest.raises(CorruptLogError, match=r"%s.*offset %d" % (victim.name, recs[1]["offset"])):
-        log_impl(path=tmp_path, segment_size=4096, strict=True)
+        core.Log(path=tmp_path, segment_size=4096, strict=True)
     # not strict: opens (and the lock was released by the failed open)
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         assert log.stats()["corrupt_records"] >= 1
         assert 1 in all_seqs(log) and 2 not in all_seqs(log)
 
 
-def test_closed_file_log(log_impl, tmp_path):
-    log = log_impl(path=tmp_path)
+def test_closed_file_log(core, tmp_path):
+    log = core.Log(path=tmp_path)
     log.append("a", b"")
     log.close()
     with pytest.raises(FastflowError, match="closed"):
@@ -1342,39 +1324,39 @@ def test_closed_file_log(log_impl, tmp_path):
         log.flush()
 
 
-def test_file_event_larger_than_segment(log_impl, tmp_path):
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+def test_file_event_larger_than_segment(core, tmp_path):
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         log.append("a", b"x" * (4096 - 37))  # 36-byte header + subject "a"
         with pytest.raises(EventTooLarge, match="segment_size=4096"):
             log.append("a", b"x" * (4096 - 36))
         assert log.last_seq == 1
 
 
-def test_file_many_markers_one_segment(log_impl, tmp_path):
+def test_file_many_markers_one_segment(core, tmp_path):
     # segments filled by delete markers only (no record to name a new one after)
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         for i in range(300):
             log.append("s.%d" % i, b"x")
         for i in range(299):
             assert log.purge("s.%d" % i) == 1
         assert all_seqs(log) == [300]
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         assert all_seqs(log) == [300]
         assert log.append("s.0", b"y") == 301
-    with log_impl(path=tmp_path, segment_size=4096) as log:
+    with core.Log(path=tmp_path, segment_size=4096) as log:
         assert all_seqs(log) == [300, 301]
 
 
-def test_append_buffer(log_impl):
+def test_append_buffer(core):
     from array import array
 
-    log = log_impl()
+    log = core.Log()
     buf = b"abcdefghij"
     assert log.append_buffer("s.one", buf, array("q", [0, 3, 3, 10])) == (1, 3)
     assert [bytes(m) for _, _, _, m in log.read(1)] == [b"abc", b"", b"defghij"]
     # a batch as it was read appends as it was read
     b = log.read(1)
-    other = log_impl()
+    other = core.Log()
     assert other.append_buffer(b.subjects, b.buffer, b.offsets) == (1, 3)
     assert [(s, bytes(m)) for _, _, s, m in other.read(1)] == [
         (s, bytes(m)) for _, _, s, m in b

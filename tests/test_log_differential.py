@@ -11,24 +11,15 @@ order, and time seeks use the timestamps each log reports.
 import shutil
 import tempfile
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from fastflow._ref.log import COUNTERS
 
-import fastflow
-from fastflow._ref.log import Log as RefLog
+from conftest import CORES, both_cores
 
-try:
-    from fastflow import _core
-except ImportError:  # pragma: no cover
-    _core = None
-
-pytestmark = pytest.mark.skipif(
-    not (fastflow.COMPILED and _core is not None and hasattr(_core, "Log")),
-    reason="fastflow._core has no Log (not built yet, or FASTFLOW_NO_EXTENSIONS=1)",
-)
+pytestmark = both_cores
 
 SUBJECTS = ["a", "b", "a.x", "a.y", "$s.x"]
 PATTERNS = SUBJECTS + ["a.*", ">", "*", "$s.>", "a.>"]
@@ -93,17 +84,18 @@ class LogMachine(RuleBasedStateMachine):
             max_event_size=64,
         )
         if on_disk:
-            self.dirs = [tempfile.mkdtemp(prefix="fastflow-log-"), tempfile.mkdtemp(prefix="fastflow-log-")]
+            self.dirs = [tempfile.mkdtemp(prefix="fastflow-log-"),
+                         tempfile.mkdtemp(prefix="fastflow-log-")]
             self.kwargs.update(segment_size=4096, fsync="never")
         self._open()
 
     def _open(self):
         if self.dirs:
-            self.nat = _core.Log(path=self.dirs[0], **self.kwargs)
-            self.ref = RefLog(path=self.dirs[1], **self.kwargs)
+            self.nat = CORES["native"].Log(path=self.dirs[0], **self.kwargs)
+            self.ref = CORES["ref"].Log(path=self.dirs[1], **self.kwargs)
         else:
-            self.nat = _core.Log(**self.kwargs)
-            self.ref = RefLog(**self.kwargs)
+            self.nat = CORES["native"].Log(**self.kwargs)
+            self.ref = CORES["ref"].Log(**self.kwargs)
 
     def teardown(self):
         for log in (self.nat, self.ref):
@@ -124,7 +116,8 @@ class LogMachine(RuleBasedStateMachine):
     def append(self, subject, data, t):
         self.both("append", subject, data, time=t)
 
-    @rule(subject=st.one_of(subjects, st.lists(subjects, min_size=0, max_size=5)), n=st.integers(0, 5), data=datas)
+    @rule(subject=st.one_of(subjects, st.lists(subjects, min_size=0, max_size=5)),
+          n=st.integers(0, 5), data=datas)
     def append_batch(self, subject, n, data):
         if isinstance(subject, list):
             n = len(subject)
@@ -144,8 +137,8 @@ class LogMachine(RuleBasedStateMachine):
 
     # -- reads --------------------------------------------------------------
 
-    @rule(seq=st.integers(0, 45), limit=st.integers(1, 6), max_bytes=st.sampled_from([0, 1, 10, 30]),
-          filter=st.one_of(st.none(), patterns))
+    @rule(seq=st.integers(0, 45), limit=st.integers(1, 6),
+          max_bytes=st.sampled_from([0, 1, 10, 30]), filter=st.one_of(st.none(), patterns))
     def read(self, seq, limit, max_bytes, filter):
         bn = self.nat.read(seq, limit=limit, max_bytes=max_bytes, filter=filter)
         br = self.ref.read(seq, limit=limit, max_bytes=max_bytes, filter=filter)
@@ -166,7 +159,8 @@ class LogMachine(RuleBasedStateMachine):
 
     @rule(filter=st.one_of(st.none(), patterns))
     def last_per_subject(self, filter):
-        assert batch_view(self.nat.last_per_subject(filter)) == batch_view(self.ref.last_per_subject(filter))
+        assert batch_view(self.nat.last_per_subject(filter)) == \
+            batch_view(self.ref.last_per_subject(filter))
 
     @rule(seq=st.integers(0, 45))
     def get(self, seq):
@@ -179,8 +173,8 @@ class LogMachine(RuleBasedStateMachine):
         else:
             assert rn[0] == "error" and rn[1] == rr[1], (rn, rr)
 
-    @rule(start=st.sampled_from(["first", "last", "new"]), seq=st.one_of(st.none(), st.integers(0, 45)),
-          strict=st.booleans())
+    @rule(start=st.sampled_from(["first", "last", "new"]),
+          seq=st.one_of(st.none(), st.integers(0, 45)), strict=st.booleans())
     def seek(self, start, seq, strict):
         self.both("seek", start, seq=seq, strict=strict)
 

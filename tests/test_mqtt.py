@@ -118,7 +118,8 @@ def filters(draw):
 
 
 @settings(max_examples=500, deadline=None)
-@given(filts=st.lists(filters(), min_size=1, max_size=6, unique=True), tops=st.lists(topics, min_size=1, max_size=6))
+@given(filts=st.lists(filters(), min_size=1, max_size=6, unique=True),
+       tops=st.lists(topics, min_size=1, max_size=6))
 def test_matching_equals_paho(filts, tops):
     matcher_mod = pytest.importorskip("paho.mqtt.matcher")
     paho = matcher_mod.MQTTMatcher()

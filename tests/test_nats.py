@@ -1660,7 +1660,7 @@ async def run_smoke(binary, url):
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
-        raise AssertionError("natssmoke against {} did not finish in 25 s".format(url))
+        raise AssertionError("natssmoke against {} did not finish in 25 s".format(url)) from None
     return proc.returncode, out.decode("utf-8", "replace")
 
 

@@ -26,7 +26,6 @@ import random
 import re
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -34,41 +33,9 @@ from hypothesis import strategies as st
 
 import fastflow
 from fastflow import FastflowError
-from fastflow import _ref as _ref_core
-from fastflow._ref import event as _ref_event
-from fastflow._ref import log as _ref_log
-from fastflow._ref import matcher as _ref_matcher
-from fastflow._ref import router as _ref_router
 from fastflow.errors import SubjectError
 
-
-def _core_ns(name, codec, router, event, log, matcher, nats):
-    return SimpleNamespace(
-        name=name, OutBuf=codec.OutBuf, FrameParser=codec.FrameParser,
-        NatsParser=nats.NatsParser, NatsError=nats.NatsError, Router=router.Router,
-        NativeTarget=codec.NativeTarget, NatsTarget=nats.NatsTarget, SubTarget=router.SubTarget,
-        StreamTarget=router.StreamTarget, Event=event.Event, Log=log.Log,
-        Matcher=matcher.Matcher)
-
-
-CORES = {"ref": _core_ns("ref", _ref_core, _ref_router, _ref_event, _ref_log, _ref_matcher,
-                         _ref_core)}
-if fastflow.COMPILED:
-    from fastflow import _core
-
-    CORES["native"] = _core_ns("native", _core, _core, _core, _core, _core, _core)
-CORE_NAMES = sorted(CORES)
-BOTH = len(CORES) == 2
-both_cores = pytest.mark.skipif(not BOTH, reason="one core only: FASTFLOW_NO_EXTENSIONS=1")
-ACTIVE = CORES["native" if fastflow.COMPILED else "ref"]
-
-
-@pytest.fixture(params=CORE_NAMES)
-def core(request):
-    """The NATS parser and engine classes of one core (native, then the reference)."""
-    return CORES[request.param]
-
-
+from conftest import CORES, both_cores
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -560,9 +527,7 @@ def test_a_non_utf8_subject_is_a_parser_error_routed_or_not(core):
     assert p.feed(b"PING\r\n") == [("ping",)]       # (route() does not stop the parser)
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
-def test_a_non_utf8_reply_is_a_parser_error_routed_or_not(core_name):
-    core = CORES[core_name]
+def test_a_non_utf8_reply_is_a_parser_error_routed_or_not(core):
     for route in (True, False):
         router = core.Router()
         t = nwire(core, router, "a", "1")
@@ -604,9 +569,7 @@ def test_publish_permissions(core):
     assert p.feed(b"PUB z 0\r\n\r\n") == [("pub", "z", None, b"")]     # checks an entry)
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
-def test_an_invalid_subject_with_permissions_is_an_error_entry(core_name):
-    core = CORES[core_name]
+def test_an_invalid_subject_with_permissions_is_an_error_entry(core):
     router = core.Router()
     p = parser(core, router, core.OutBuf(0))
     p.pub_deny = core.Matcher()
@@ -915,7 +878,7 @@ def test_protocol_errors(core, name, bad, text, detail, route):
     assert ei2.value.frames == []
     # byte by byte: the same error, the entries before it came from the feeds before
     p = parser(core, core.Router(), core.OutBuf(0), route=route, **LIMITS)
-    if core.name == "native" and route and name == "a reply not UTF-8":
+    if core.COMPILED and route and name == "a reply not UTF-8":
         return      # (routed, it is not refused: a known bug, test_a_non_utf8_reply_...)
     got, exc = feed_until_error(p, bytewise(data))
     assert got == [("ping",), ("sub", "x", None, "1")]
@@ -968,9 +931,7 @@ def test_limits_are_inclusive(core):
     assert err(ei.value)[1:3] == (MCLE, "no line end within 16 bytes (max_control)")
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
-def test_a_line_of_max_control_split_between_cr_and_lf(core_name):
-    core = CORES[core_name]
+def test_a_line_of_max_control_split_between_cr_and_lf(core):
     p = parser(core, max_control=16)
     assert p.feed(b"SUB a.bcdefgh 12\r") == []
     assert p.feed(b"\n") == [("sub", "a.bcdefgh", None, "12")]
@@ -989,9 +950,7 @@ def test_a_long_line_without_newline_is_refused_as_it_comes(core):
     assert p.feed(b"x" * 1000 + b"\r\n") == [("pub", "a", None, b"x" * 9000)]
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
-def test_ops_in_counts_each_op_once(core_name):
-    core = CORES[core_name]
+def test_ops_in_counts_each_op_once(core):
     p = parser(core)
     feed_all(p, bytewise(ALL_OPS))
     assert p.ops_in == len(ALL_ENTRIES)
@@ -1044,7 +1003,7 @@ def test_parser_attributes_and_argument_types(core):
     assert p.feed(b"PUB a 0\r\n\r\n") == [("pub", "a", None, b"")]     # no router: an entry
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
+@pytest.mark.parametrize("core_name", list(CORES))
 def test_route_without_a_router_raises(core_name):
     code = ("import sys\n"
             "from fastflow import _core\n"
@@ -1065,9 +1024,7 @@ def test_route_without_a_router_raises(core_name):
     assert r.stdout.startswith("raised"), r.stdout
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
-def test_a_callback_that_publishes_does_not_change_what_later_subscribers_get(core_name):
-    core = CORES[core_name]
+def test_a_callback_that_publishes_does_not_change_what_later_subscribers_get(core):
     router = core.Router()
     ob = core.OutBuf(0)
     router.add("other", core.NativeTarget(core.OutBuf(0), 7))
@@ -1083,11 +1040,9 @@ def test_a_callback_that_publishes_does_not_change_what_later_subscribers_get(co
     assert ob.take() == msg("a", "1", b"hello") + msg("a", "2", b"hello")
 
 
-@pytest.mark.parametrize("core_name", CORE_NAMES)
-def test_a_callback_that_publishes_does_not_change_later_native_frames(core_name):
+def test_a_callback_that_publishes_does_not_change_later_native_frames(core):
     """The same with the native protocol's MSG frames (the record of an
     event with attributes is built in the router's scratch buffer)."""
-    core = CORES[core_name]
     router = core.Router()
     ob = core.OutBuf(0)
     router.add("other", core.NativeTarget(core.OutBuf(0), 7))
@@ -1129,14 +1084,14 @@ SCRIPT = (b'CONNECT {"verbose":false}\r\n'
 def test_both_cores_give_the_same_entries_errors_and_bytes(route, echo):
     chunk_sets = [[SCRIPT], bytewise(SCRIPT)] + splits2(SCRIPT)[::7]
     for chunks in chunk_sets:
-        got = {n: session(CORES[n], chunks, route=route, echo=echo) for n in CORE_NAMES}
+        got = {n: session(CORES[n], chunks, route=route, echo=echo) for n in CORES}
         assert got["native"] == got["ref"]
         assert dict(got["ref"])["effects"][-1] == (
             "failed", PE, "the payload of 3 bytes is not followed by CRLF",
             "Parser Error: the payload of 3 bytes is not followed by CRLF")
     for chunks in chunk_sets:
         got = {}
-        for n in CORE_NAMES:
+        for n in CORES:
             p = parser(CORES[n], route=False)
             entries, exc = feed_until_error(p, chunks)
             got[n] = (entries, err(exc), p.bytes_in, p.buffered)
@@ -1147,7 +1102,7 @@ def test_both_cores_give_the_same_entries_errors_and_bytes(route, echo):
 @pytest.mark.parametrize("name,bad,text,detail", ERRORS, ids=[e[0] for e in ERRORS])
 def test_both_cores_give_the_same_errors(name, bad, text, detail):
     got = {}
-    for n in CORE_NAMES:
+    for n in CORES:
         p = parser(CORES[n], CORES[n].Router(), CORES[n].OutBuf(0), **LIMITS)
         got[n] = feed_until_error(p, [b"PING\r\n" + bad])
         got[n] = (got[n][0], err(got[n][1]), p.ops_in, p.bytes_in)
@@ -1296,7 +1251,7 @@ def test_property_valid_op_streams(ops, route, perms, echo, split):
     data = b"".join(ops)
     chunks = chunked(split.draw, data)
     results = {}
-    for n in CORE_NAMES:
+    for n in CORES:
         core = CORES[n]
         whole = session(core, [data], route=route, perms=perms, echo=echo)
         assert not any(e[0] == "failed" for e in dict(whole)["effects"]), whole
@@ -1317,7 +1272,7 @@ def test_property_invalid_publish_subjects(ops, route, split):
     data = b"".join(ops)
     chunks = chunked(split.draw, data)
     results = {}
-    for n in CORE_NAMES:
+    for n in CORES:
         whole = session(CORES[n], [data], route=route)
         assert not any(e[0] == "failed" for e in dict(whole)["effects"]), whole
         assert session(CORES[n], chunks, route=route) == whole
@@ -1348,7 +1303,7 @@ def fuzz_both(data, chunks, route, perms, **kw):
     """Both cores on ``data`` (whole, and in ``chunks``): they agree; the
     pieces do what the whole does."""
     results = {}
-    for n in CORE_NAMES:
+    for n in CORES:
         core = CORES[n]
         whole = session(core, [data], route=route, perms=perms, **kw)
         parts = session(core, chunks, route=route, perms=perms, **kw)
@@ -1382,7 +1337,7 @@ def test_fuzz_small_limits(data, route, max_control, max_payload):
     reference does what the whole feed does (the native core refuses a line
     of max_control bytes split between its CR and LF: a known bug, above)."""
     kw = {"max_control": max_control, "max_payload": max_payload}
-    if BOTH and data.endswith(b"\r"):
+    if len(CORES) == 2 and data.endswith(b"\r"):
         # the known bug of a line of max_control bytes whose LF has not come
         p = parser(CORES["ref"], route=False, **kw)
         try:
@@ -1392,7 +1347,7 @@ def test_fuzz_small_limits(data, route, max_control, max_payload):
         else:
             assume(p.buffered != max_control + 1)
     results = {}
-    for n in CORE_NAMES:
+    for n in CORES:
         results[n] = (session(CORES[n], [data], route=route, **kw),
                       plain_entries(CORES[n], [data], **kw))
     assert len({repr((across_cores(r[0]), r[1])) for r in results.values()}) == 1

@@ -881,7 +881,8 @@ METRICS = [
         "cache_entries", "cache_evictions_total", "memory_bytes")] + [
     "process_resident_memory_bytes", "process_cpu_seconds_total", "process_start_time_seconds"]
 
-SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})?'
+SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)'
+                    r'(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})?'
                     r" (\S+)\Z")
 
 

@@ -783,9 +783,8 @@ class Log:
             for subject, k in per.items():
                 dq = self._by_subject.get(subject)
                 if (len(dq) if dq else 0) + k > self._max_per_subject:
-                    return "log full: max_per_subject={} reached for subject {} (discard='new')".format(
-                        self._max_per_subject, _show(subject)
-                    )
+                    return ("log full: max_per_subject={} reached for subject {} "
+                            "(discard='new')".format(self._max_per_subject, _show(subject)))
         return None
 
     def _make_room(self, subject, size):
@@ -1080,7 +1079,8 @@ class Log:
         self._check_open()
         mv = memoryview(buffer)
         if mv.readonly:
-            raise TypeError("buffer must be writable, got a read-only {}".format(type(buffer).__name__))
+            raise TypeError("buffer must be writable, got a read-only {}".format(
+                type(buffer).__name__))
         mv = mv.cast("B")
         seq = _int("seq", seq)
         limit = _int("limit", limit, 1)
@@ -1155,7 +1155,8 @@ class Log:
         batch = _int("batch", batch, 1)
         if speed is not None:
             if isinstance(speed, bool) or not isinstance(speed, (int, float)):
-                raise TypeError("speed must be a number or None, not {}".format(type(speed).__name__))
+                raise TypeError("speed must be a number or None, not {}".format(
+                    type(speed).__name__))
             if not speed > 0:
                 raise ValueError("speed must be > 0, got {!r}".format(speed))
             speed = float(speed)
@@ -1611,7 +1612,8 @@ class Log:
                 nrec += 1
                 expect = seq + 1
                 last_rec = seq
-                records.append((seq, ts, time, subject, sb, buf[off + RECORD_HEADER + slen : off + length]))
+                records.append((seq, ts, time, subject, sb,
+                                buf[off + RECORD_HEADER + slen : off + length]))
             else:
                 markers.append((kind, seq, ts, time, sb))
             if ts > self._last_ts:
@@ -1714,7 +1716,7 @@ class Log:
         floor = max([meta_int("first_seq"), 1] + [m[3] for m in markers if m[3] > 0])
         literal = {}  # subject -> delete up to
         wild = []  # (match, bound)
-        for kind, seq, ts, first, sb in markers:
+        for kind, seq, _ts, _first, sb in markers:
             if kind == KIND_PURGE:
                 floor = max(floor, seq + 1)
             elif _is_literal(sb):

@@ -282,7 +282,7 @@ class Matcher:
 
     def _check(self):
         """Internal consistency check (raises FastflowError)."""
-        for h, (value, node, queue) in self._subs.items():
+        for h, (_value, node, _queue) in self._subs.items():
             if h not in node.subs:
                 raise FastflowError("_check: handle {} missing from its node".format(h))
 
