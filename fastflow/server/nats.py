@@ -27,7 +27,7 @@ from fastflow._impl import (
     validate_subject,
 )
 from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
-from fastflow.event import _BAD_CONTENT_TYPE, _header_value, _unheader
+from fastflow.event import BAD_CONTENT_TYPE, header_value, unheader
 from fastflow.server.native import (
     ST_CLOSED,
     ST_CLOSING,
@@ -103,13 +103,13 @@ def header_block(event, generated_id=True, lineage=True):
     if not (generated_id and attrs.keys() <= _MINIMAL
             and attrs["type"] == event.routing_subject):
         for k, v in attrs.items():
-            if k == "datacontenttype" and type(v) is str and not _BAD_CONTENT_TYPE.search(v):
+            if k == "datacontenttype" and type(v) is str and not BAD_CONTENT_TYPE.search(v):
                 lines.append("Content-Type: " + v)
                 continue
             if type(k) is not str or not _ATTR_NAME.match(k):
                 continue
             try:
-                lines.append("ce-" + k + ": " + _header_value(k, v))
+                lines.append("ce-" + k + ": " + header_value(k, v))
             except EventError:
                 continue
     if kept:
@@ -146,7 +146,7 @@ def event_from_nats(subject, headers, payload, source, lineage=True):
             attr = lname[3:]
             if attr in attrs:
                 raise EventError("header {!r} appears more than once".format(name.strip()))
-            attrs[attr] = _unheader(attr, value)
+            attrs[attr] = unheader(attr, value)
         elif lname == "content-type" and ct is None:
             ct = value.strip(" \t")
         else:
