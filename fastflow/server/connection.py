@@ -110,7 +110,11 @@ class DoorProtocol:
     """What a front door's protocol adds to a ``Connection``: its parser,
     its handler table (``handle``) and the frames the shared lifecycle
     writes in this protocol's words.  One instance per connection
-    (``self.conn``); a subclass per door."""
+    (``self.conn``); a subclass per door.
+
+    The lifecycle names errors by the native protocol's codes
+    (``fastflow.protocol.ErrorCode``: 401, 408, 429, 503, ...); each door
+    says them in its own words (``close_data``)."""
 
     name = ""                           # the door (monitoring: a connection's "door")
     parser_error = Exception            # what the door's parser raises on a bad stream
@@ -126,8 +130,9 @@ class DoorProtocol:
         self.parser = None              # the door's parser (fed by Connection.data_received)
 
     def handle(self, items, start=0):
-        """Act on the parser's entries ``items[start:]`` (the connection
-        stops calling when it closes)."""
+        """Act on the parser's entries ``items[start:]``, in order, until
+        the connection closes or an asynchronous CONNECT check holds the
+        rest (``Connection.authenticate``)."""
         raise NotImplementedError
 
     def started(self):
