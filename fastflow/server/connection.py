@@ -129,10 +129,10 @@ class DoorProtocol:
         self.outbuf = conn.outbuf
         self.parser = None              # the door's parser (fed by Connection.data_received)
 
-    def handle(self, items, start=0):
-        """Act on the parser's entries ``items[start:]``, in order, until
-        the connection closes or an asynchronous CONNECT check holds the
-        rest (``Connection.authenticate``)."""
+    def handle(self, items):
+        """Act on the parser's entries ``items``, in order, until the
+        connection closes or an asynchronous CONNECT check holds the rest
+        (``Connection.authenticate``)."""
         raise NotImplementedError
 
     def started(self):
@@ -526,11 +526,12 @@ class Connection(asyncio.Protocol):
 
     # -- CONNECT -----------------------------------------------------------------------
 
-    def authenticate(self, creds, req, items, i, rid):
+    def authenticate(self, creds, req, rest, rid):
         """Check ``creds`` (``user``/``password`` or ``token``), then
-        ``connected(req, ...)``; True when the rest of ``items`` (from
-        ``i``) must wait for the check (scrypt runs in a thread) or the
-        connection closed.  Every door's CONNECT ends here."""
+        ``connected(req, ...)``; True when the entries that came after
+        the CONNECT (the iterator ``rest``) must wait for the check (scrypt
+        runs in a thread) or the connection closed.  Every door's CONNECT
+        ends here."""
         auth = self.server.auth
         wait = 0.0
         if auth.required:
@@ -544,7 +545,7 @@ class Connection(asyncio.Protocol):
                 return True
         if wait or auth.needs_kdf(creds):
             self.state = ConnState.AUTHING
-            self._stash = list(items[i:])
+            self._stash = list(rest)
             self.pause("auth")
             self.track(self.loop.create_task(self._authenticate_async(creds, req, rid, wait)))
             return True

@@ -208,18 +208,15 @@ class NativeProtocol(DoorProtocol):
 
     # -- the frames --------------------------------------------------------------------
 
-    def handle(self, items, start=0):
+    def handle(self, items):
         """Act on the frames (and the parser's 'error'/'noresp' entries):
         each frame goes to its op's handler, as ``(flags, id, subject,
         reply, body)`` (``fastflow.protocol.Frame``)."""
         conn = self.conn
-        n = len(items)
-        i = start
-        while i < n:
+        rest = iter(items)              # (what follows a CONNECT may wait for its check)
+        for item in rest:
             if conn.state >= CLOSING:
                 return
-            item = items[i]
-            i += 1
             op = item[0]                # a frame's op, or what the parser has to say
             if type(op) is str:
                 if op == "error":     # (denied publishes: counted by the parser)
@@ -232,7 +229,7 @@ class NativeProtocol(DoorProtocol):
             _op, flags, rid, subject, reply, body = item
             if conn.state != READY:
                 if op == Op.CONNECT:
-                    if self._connect(body, rid, items, i):
+                    if self._connect(body, rid, rest):
                         return          # the rest waits for the (asynchronous) check
                 elif op == Op.PING:
                     self.outbuf.frame(_PONG, 0, rid)
@@ -264,8 +261,8 @@ class NativeProtocol(DoorProtocol):
 
     # -- CONNECT -----------------------------------------------------------------------
 
-    def _connect(self, body, rid, items, i):
-        """Returns True when the rest of ``items`` must wait (asynchronous
+    def _connect(self, body, rid, rest):
+        """Returns True when the frames ``rest`` must wait (asynchronous
         check) or the connection closed."""
         try:
             req = connect_json(body)
@@ -273,7 +270,7 @@ class NativeProtocol(DoorProtocol):
             self.server.n_protocol_errors += 1
             self.conn.close(400, "CONNECT: {}".format(exc), rid)
             return True
-        return self.conn.authenticate(req, req, items, i, rid)
+        return self.conn.authenticate(req, req, rest, rid)
 
     def options(self, req):
         self.conn.verbose = bool(req.get("verbose", False))

@@ -259,19 +259,16 @@ class NatsProtocol(DoorProtocol):
 
     # -- the ops -----------------------------------------------------------------------
 
-    def handle(self, items, start=0):
+    def handle(self, items):
         """Act on the parser's entries: each goes to its op's handler, with
         the entry's fields as arguments (``("pub", subject, reply,
         payload)`` -> ``_pub(op, subject, reply, payload)``)."""
         conn = self.conn
-        n = len(items)
-        i = start
-        while i < n:
+        rest = iter(items)              # (what follows a CONNECT may wait for its check)
+        for item in rest:
             if conn.state >= CLOSING:
                 return
-            item = items[i]
-            i += 1
-            op = item[0]
+            op = item[0]                # the op, or what the parser has to say
             if op == "error":
                 _op, text = item
                 self._error(text)
@@ -283,7 +280,7 @@ class NatsProtocol(DoorProtocol):
             if conn.state != READY:
                 if op == "connect":
                     _op, body = item
-                    if self._connect(body, items, i):
+                    if self._connect(body, rest):
                         return          # the rest waits for the (asynchronous) check
                     continue
                 if self.server.auth.required:     # (nats-server: CONNECT first)
@@ -318,8 +315,8 @@ class NatsProtocol(DoorProtocol):
 
     # -- CONNECT -----------------------------------------------------------------------
 
-    def _connect(self, body, items, i):
-        """True when the rest of ``items`` must wait or the connection closed."""
+    def _connect(self, body, rest):
+        """True when the entries ``rest`` must wait or the connection closed."""
         conn = self.conn
         try:
             req = connect_json(body)
@@ -335,7 +332,7 @@ class NatsProtocol(DoorProtocol):
         for ours, theirs in (("user", "user"), ("password", "pass"), ("token", "auth_token")):
             if req.get(theirs) is not None:
                 creds[ours] = req[theirs]
-        return conn.authenticate(creds, req, items, i, 0)
+        return conn.authenticate(creds, req, rest, 0)
 
     def options(self, req):
         # nats-server's defaults for what CONNECT leaves out
