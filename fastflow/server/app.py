@@ -44,7 +44,6 @@ __all__ = ("Server", "add_serve_arguments", "run_serve")
 log = logging.getLogger("fastflow.server")
 
 
-
 def raise_fd_limit():
     """Raise the soft RLIMIT_NOFILE to the hard limit (as the Go runtime
     does for nats-server); returns the soft limit then (None: unknown or
