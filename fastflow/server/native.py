@@ -137,8 +137,6 @@ def _time_arg(v):
                             "got {!r}".format(v))
 
 
-
-
 class NativeProtocol(DoorProtocol):
     """The native protocol's handlers for one connection (``conn``)."""
 
@@ -368,7 +366,6 @@ class NativeProtocol(DoorProtocol):
             self.outbuf.frame(_PUBACK, 0, rid, body=_BATCH_ACK.pack(last, count))
         elif conn.verbose:
             self.ok(rid)
-
 
     def no_responders(self, reply):
         """A request (PUB with ``reply``) reached no subscriber: tell the
