@@ -134,7 +134,7 @@ _JSON_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
 _NEEDS_PERCENT = re.compile(r'[^\x21\x23\x24\x26-\x7e]')
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
-_BAD_CONTENT_TYPE = re.compile(r"[^\x20-\x7e\t]")
+BAD_CONTENT_TYPE = re.compile(r"[^\x20-\x7e\t]")
 
 
 def _fail(name, msg):
@@ -424,7 +424,7 @@ def _percent(name, s):
         _fail(name, "not valid Unicode (a lone surrogate), cannot be percent-encoded")
 
 
-def _header_value(name, v):
+def header_value(name, v):
     """The canonical string of an attribute value, percent-encoded."""
     t = type(v)
     if t is str:
@@ -450,12 +450,12 @@ def to_http(event, mode="binary", lineage=True):
     headers = {}
     for k, v in _attributes(event, lineage).items():
         if k == "datacontenttype":
-            if _BAD_CONTENT_TYPE.search(v):
+            if BAD_CONTENT_TYPE.search(v):
                 _fail(k, "cannot be sent as a Content-Type header (control or "
                          "non-ASCII characters): {!r}".format(v))
             headers["content-type"] = v
         else:
-            headers["ce-" + k] = _header_value(k, v)
+            headers["ce-" + k] = header_value(k, v)
     return headers, event.data
 
 
@@ -505,7 +505,7 @@ def _mode(ct):
     return "binary"
 
 
-def _unheader(name, value):
+def unheader(name, value):
     """A ``ce-`` header value: unquoted if a quoted-string, percent-decoded."""
     v = value.strip(" \t")
     if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
@@ -536,7 +536,7 @@ def _from_binary(h, body, routing_subject):
     for name, value in h.items():
         if name.startswith("ce-"):
             attr = name[3:]
-            attrs[attr] = _unheader(attr, value)
+            attrs[attr] = unheader(attr, value)
     if not attrs:
         raise EventError("not a CloudEvents HTTP message: no ce- headers and Content-Type "
                          "{!r} is not a CloudEvents format".format(h.get("content-type")))

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import fastflow.client as fc
+from fastflow.protocol import Op
 from fastflow.server.auth import (
     LoginThrottle,
     ResponsePermits,
@@ -22,7 +23,7 @@ from fastflow.server.auth import (
     verify_password,
 )
 from fastflow.server.config import ConfigError, ServerConfig
-from fastflow.server.native import OP_CONNECT, frame_bytes
+from fastflow.server.native import frame_bytes
 
 from peers import nats_door_available
 
@@ -211,7 +212,7 @@ async def _read_all(reader, timeout=2.0):
 async def _native_connect(port, body, timeout=2.0):
     r, w = await asyncio.open_connection("127.0.0.1", port)
     try:
-        w.write(frame_bytes(OP_CONNECT, body=body))
+        w.write(frame_bytes(Op.CONNECT, body=body))
         return await _read_all(r, timeout)
     finally:
         w.close()

@@ -4,15 +4,15 @@ One process, one event loop (uvloop when installed), one engine
 (``fastflow.Flow``, in memory or file-backed) behind the native protocol's
 front door (``fastflow.server.native``), the NATS door
 (``fastflow.server.nats``, with ``--nats-port``) and an HTTP monitoring
-endpoint (``fastflow.server.monitor``).  SIGINT/SIGTERM drain: stop accepting, stop
-reading, flush the pending output, ``flow.flush()`` and close; a second
-signal stops at once.  docs/server.md is the manual.
+endpoint (``fastflow.server.monitor``); every door's connections share one
+lifecycle (``fastflow.server.connection``).  SIGINT/SIGTERM drain: stop
+accepting, stop reading, flush the pending output, ``flow.flush()`` and
+close; a second signal stops at once.  docs/server.md is the manual.
 """
 
 import asyncio
 import base64
 import functools
-import json
 import logging
 import os
 import platform
@@ -22,8 +22,9 @@ import sys
 import threading
 import time
 
-import fastflow
+from fastflow._aio import run as run_loop
 from fastflow._impl import COMPILED
+from fastflow._version import __version__
 from fastflow.errors import FastflowError
 from fastflow.flow import Flow
 from fastflow.server.auth import Authenticator, LoginThrottle
@@ -36,13 +37,12 @@ from fastflow.server.config import (
     load_config,
     stream_spec,
 )
-from fastflow.server.native import ST_CLOSED, ST_CLOSING, NativeConnection
+from fastflow.server.connection import CLOSED, CLOSING, Connection
+from fastflow.server.native import NativeProtocol
 
 __all__ = ("Server", "add_serve_arguments", "run_serve")
 
 log = logging.getLogger("fastflow.server")
-
-PROTO = 1
 
 
 def raise_fd_limit():
@@ -125,8 +125,8 @@ class Server:
         self.throttle = None            # LoginThrottle
         self.max_connections = self.config.max_connections    # as the fd limit allows
         self.ssl_context = None
-        self.conns = {}                 # client id -> NativeConnection
-        self.stalled_conns = {}         # NativeConnection -> loop time its writing paused
+        self.conns = {}                 # client id -> Connection
+        self.stalled_conns = {}         # Connection -> loop time its writing paused
         self._stall_paused = set()      # publishers paused for stalled subscribers
         self._paused_since = 0.0        # loop time the first of them was paused
         self._stall_timer = None
@@ -165,7 +165,7 @@ class Server:
         self.closed_out_bytes = 0
         self.closed_denied = 0
 
-    # -- connections (called by NativeConnection) -------------------------------------
+    # -- connections (called by Connection) -------------------------------------------
 
     def next_client_id(self):
         self._next_cid += 1
@@ -194,26 +194,16 @@ class Server:
                 if getattr(task, kind, None) is obj:
                     conn.end_request(task, 404, message)
 
-    def info_body(self, conn):
-        cfg = self.config
-        return json.dumps({
-            "server_id": self.id, "server_name": self.name, "version": fastflow.__version__,
-            "proto": PROTO, "max_payload": cfg.max_payload, "max_control": cfg.max_control,
-            "auth_required": self.auth.required, "tls_required": cfg.tls,
-            "tls_verify": cfg.tls_verify, "ping_interval": cfg.ping_interval,
-            "max_subscriptions": cfg.max_subscriptions, "client_id": conn.id,
-        }, separators=(",", ":")).encode()
-
     # -- backpressure: subscribers whose socket is full slow the publishers --------------
 
     def stalled(self, conn):
-        if self.stopping or conn.state >= ST_CLOSING or conn in self.stalled_conns:
+        if self.stopping or conn.state >= CLOSING or conn in self.stalled_conns:
             return
         self.stalled_conns[conn] = self.loop.time()
         self.n_stalls += 1
         if len(self.stalled_conns) == 1:
             for c in list(self.conns.values()):
-                if c.state < ST_CLOSING and c.is_publisher():
+                if c.state < CLOSING and c.is_publisher():
                     self.pause_publisher(c)
         if self._stall_timer is None:
             self._stall_timer = self.loop.call_later(self._stall_check_every(),
@@ -290,7 +280,7 @@ class Server:
         over max_pending_total, cut the connection with the most as a slow
         consumer (ERR 503 / -ERR 'Slow Consumer', advisory)."""
         cap = self.config.max_pending_total
-        conns = [c for c in self.conns.values() if c.state < ST_CLOSING]
+        conns = [c for c in self.conns.values() if c.state < CLOSING]
         total = 0
         for c in conns:
             c._pend = c.pending_bytes()
@@ -379,7 +369,7 @@ class Server:
             kw["ssl_handshake_timeout"] = cfg.tls_handshake_timeout
         try:
             self._listener = await loop.create_server(
-                lambda: NativeConnection(self), cfg.host, cfg.port, backlog=1024,
+                lambda: Connection(self, NativeProtocol), cfg.host, cfg.port, backlog=1024,
                 reuse_address=True, **kw)
         except BaseException:
             if self._own_flow:
@@ -389,13 +379,13 @@ class Server:
         self.port = self.addresses[0][1] if self.addresses else cfg.port
         try:
             if cfg.nats_port:
-                from fastflow.server.nats import NatsConnection, header_block
+                from fastflow.server.nats import NatsProtocol, header_block
 
                 self.nats_headers = header_block if cfg.nats_lineage == "keep" else \
                     functools.partial(header_block, lineage=False)
                 self._nats_listener = await loop.create_server(
-                    lambda: NatsConnection(self), cfg.nats_host or cfg.host, cfg.nats_port,
-                    backlog=1024, reuse_address=True)
+                    lambda: Connection(self, NatsProtocol), cfg.nats_host or cfg.host,
+                    cfg.nats_port, backlog=1024, reuse_address=True)
                 self.nats_addresses = [s.getsockname() for s in self._nats_listener.sockets]
                 self.nats_port = self.nats_addresses[0][1] if self.nats_addresses \
                     else cfg.nats_port
@@ -423,7 +413,7 @@ class Server:
         cfg = self.config
         flow = self.flow
         log.info("fastflow %s server %s starting (Python %s, %s loop, %s core, pid %d)",
-                 fastflow.__version__, self.name if self.name == self.id else
+                 __version__, self.name if self.name == self.id else
                  "{} ({})".format(self.name, self.id), platform.python_version(),
                  self.loop_name, "native" if COMPILED else "pure-Python", os.getpid())
         streams = flow.streams()
@@ -525,9 +515,9 @@ class Server:
             if drain:
                 deadline = t0 + cfg.drain_timeout
                 while not self._hurry and loop.time() < deadline and any(
-                        c.state < ST_CLOSED and c.pending_bytes() for c in conns):
+                        c.state < CLOSED and c.pending_bytes() for c in conns):
                     await asyncio.sleep(0.01)
-                left = sum(c.pending_bytes() for c in conns if c.state < ST_CLOSED)
+                left = sum(c.pending_bytes() for c in conns if c.state < CLOSED)
                 if left:
                     log.warning("drain: %d bytes not taken by clients after %.1f s", left,
                                 loop.time() - t0)
@@ -540,7 +530,7 @@ class Server:
                 if drain and not self._hurry:
                     c.close(flush=True)
                 else:
-                    c.state = ST_CLOSING
+                    c.state = CLOSING
                     c._teardown()
                     c.transport.abort()
             # give the transports a moment to report connection_lost
@@ -656,27 +646,6 @@ def setup_logging(level):
     logging.getLogger("fastflow").setLevel(level.upper())
 
 
-def _run(coro, factory):
-    """Run ``coro`` on a new loop from ``factory`` (works on 3.9+)."""
-    loop = factory()
-    try:
-        asyncio.set_event_loop(loop)
-        return loop.run_until_complete(coro)
-    finally:
-        try:
-            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for t in tasks:
-                t.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            if hasattr(loop, "shutdown_default_executor"):     # the scrypt threads
-                loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
 def build_config(args):
     """The ServerConfig of parsed ``fastflow serve`` arguments (ConfigError)."""
     path = getattr(args, "config", None)
@@ -724,7 +693,7 @@ def run_serve(args):
     setup_logging(config.log_level)
     server = Server(config)
     try:
-        _run(server.serve_forever(), factory)
+        run_loop(server.serve_forever(), factory)
     except ConfigError as exc:
         log.error("cannot start: %s", exc)
         return 2

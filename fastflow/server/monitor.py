@@ -29,8 +29,8 @@ import platform
 import time
 from urllib.parse import parse_qs, urlsplit
 
-import fastflow
 from fastflow._impl import COMPILED
+from fastflow._version import __version__
 
 __all__ = ("MonitorServer",)
 
@@ -190,7 +190,7 @@ class _HTTP(asyncio.Protocol):
         lines = ["HTTP/1.1 {} {}".format(status, _REASONS.get(status, "")),
                  "Content-Type: " + ctype, "Content-Length: {}".format(len(body)),
                  "Connection: close", "Cache-Control: no-store",
-                 "Server: fastflow/" + fastflow.__version__]
+                 "Server: fastflow/" + __version__]
         for k, v in (headers.items() if isinstance(headers, dict) else headers or ()):
             lines.append("{}: {}".format(k, v))
         out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -314,7 +314,7 @@ class MonitorServer:
         fs = flow.stats() if not flow.closed else {}
         cpu = _cpu_seconds()
         d = {
-            "server_id": srv.id, "server_name": srv.name, "version": fastflow.__version__,
+            "server_id": srv.id, "server_name": srv.name, "version": __version__,
             "proto": 1, "python": platform.python_version(), "loop": srv.loop_name,
             "core": "native" if COMPILED else "pure-Python", "pid": os.getpid(),
             "host": cfg.host, "port": srv.port, "nats_port": srv.nats_port,
@@ -437,7 +437,7 @@ class MonitorServer:
             metric(name, kind, help_, [(None, value)])
 
         metric("fastflow_info", "gauge", "Server build and identity (always 1).",
-               [({"version": fastflow.__version__, "server_id": srv.id, "server_name": srv.name,
+               [({"version": __version__, "server_id": srv.id, "server_name": srv.name,
                   "loop": srv.loop_name, "core": "native" if COMPILED else "pure-Python",
                   "python": platform.python_version()}, 1)])
         one("fastflow_uptime_seconds", "gauge", "Seconds since the server started.",

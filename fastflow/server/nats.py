@@ -1,22 +1,25 @@
 """The NATS front door (docs/nats.md): the NATS client protocol on its own
-port, one ``asyncio.Protocol`` per connection, the same engine, users,
-permissions, limits, slow-consumer policy and monitoring as the native door.
+port, with the same engine, users, permissions, limits, slow-consumer
+policy and monitoring as the native door.
+
+Each connection's lifecycle is the shared one (``Connection``); this module
+is the NATS protocol's part (``NatsProtocol``): its parser, one handler per
+op, and the NATS words for INFO, PING, +OK/-ERR and the reasons a
+connection closes.
 
 The hot path runs in C: ``NatsParser.feed`` cuts the protocol and routes
 every PUB to the engine as an event with the defaults; the router writes
-MSG lines for NATS subscriptions (``WireTarget`` with a NATS sid) straight
+MSG lines for NATS subscriptions (``NatsTarget``) straight
 into the connection's ``OutBuf``.  Python handles CONNECT, SUB, UNSUB,
 PING/PONG and HPUB (headers become CloudEvents attributes, per the
 CloudEvents NATS binding: ``ce-*`` headers and Content-Type; other headers
 are kept as they came, in the ``natsheaders`` extension).
 """
 
-import functools
 import json
 import logging
 import re
 
-import fastflow
 from fastflow._attrs import HOPS, TRACE
 from fastflow._impl import (
     Event,
@@ -26,17 +29,12 @@ from fastflow._impl import (
     validate_pattern,
     validate_subject,
 )
+from fastflow._version import __version__
 from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
-from fastflow.event import _BAD_CONTENT_TYPE, _header_value, _unheader
-from fastflow.server.native import (
-    ST_CLOSED,
-    ST_CLOSING,
-    ST_READY,
-    NativeConnection,
-    connect_json,
-)
+from fastflow.event import BAD_CONTENT_TYPE, header_value, unheader
+from fastflow.server.connection import CLOSING, READY, DoorProtocol, connect_json
 
-__all__ = ("NatsConnection", "event_from_nats", "header_block")
+__all__ = ("NatsProtocol", "event_from_nats", "header_block")
 
 log = logging.getLogger("fastflow.server")
 
@@ -103,13 +101,13 @@ def header_block(event, generated_id=True, lineage=True):
     if not (generated_id and attrs.keys() <= _MINIMAL
             and attrs["type"] == event.routing_subject):
         for k, v in attrs.items():
-            if k == "datacontenttype" and type(v) is str and not _BAD_CONTENT_TYPE.search(v):
+            if k == "datacontenttype" and type(v) is str and not BAD_CONTENT_TYPE.search(v):
                 lines.append("Content-Type: " + v)
                 continue
             if type(k) is not str or not _ATTR_NAME.match(k):
                 continue
             try:
-                lines.append("ce-" + k + ": " + _header_value(k, v))
+                lines.append("ce-" + k + ": " + header_value(k, v))
             except EventError:
                 continue
     if kept:
@@ -146,7 +144,7 @@ def event_from_nats(subject, headers, payload, source, lineage=True):
             attr = lname[3:]
             if attr in attrs:
                 raise EventError("header {!r} appears more than once".format(name.strip()))
-            attrs[attr] = _unheader(attr, value)
+            attrs[attr] = unheader(attr, value)
         elif lname == "content-type" and ct is None:
             ct = value.strip(" \t")
         else:
@@ -178,87 +176,55 @@ def event_from_nats(subject, headers, payload, source, lineage=True):
     return Event(subject, payload, **attrs)
 
 
-class NatsConnection(NativeConnection):
-    """One client connection of the NATS protocol."""
+class NatsProtocol(DoorProtocol):
+    """The NATS protocol's handlers for one connection (``conn``)."""
 
-    door = "nats"
+    name = "nats"
     parser_error = NatsError
+    ready_note = " (NATS)"
 
-    def __init__(self, server):
-        NativeConnection.__init__(self, server)
+    def __init__(self, conn):
+        DoorProtocol.__init__(self, conn)
         cfg = self.cfg
         self.parser = NatsParser(self.flow, self.outbuf, cfg.max_payload, cfg.nats_max_control)
-        if server.auth.required:
+        if self.server.auth.required:
             # before CONNECT a payload may be no larger than max_connect (the
             # line is bounded by nats_max_control): nothing bigger is buffered
             self.parser.max_payload = min(cfg.max_payload, cfg.max_connect)
         self.headers = False
         self.no_resp = False
-        self._upgrading = False
         self.pedantic = False
 
     # -- TLS: INFO in plain text, then the client starts the handshake -----------------
 
-    def connection_made(self, transport):
-        NativeConnection.connection_made(self, transport)
-        if self.server.ssl_context is None or self.state >= ST_CLOSING:
-            return
-        # INFO goes out now, in plain text; nothing more is read until the
-        # handshake is done (a client that writes instead is refused)
-        self._upgrading = True
-        transport.write(self.outbuf.take())
-        self.pause("tls")
-        self._track(self.loop.create_task(self._start_tls()))
+    def started(self):
+        if self.server.ssl_context is not None:
+            self.conn.start_tls()
 
-    async def _start_tls(self):
-        cfg = self.cfg
-        old = self.transport
-        try:
-            tr = await self.loop.start_tls(old, self, self.server.ssl_context, server_side=True,
-                                           ssl_handshake_timeout=cfg.tls_handshake_timeout)
-        except Exception as exc:            # (CancelledError: the connection went first)
-            log.info("client %d (%s): TLS handshake failed: %s", self.id, self.peer,
-                     exc or type(exc).__name__)
-            self.server.n_auth_failures += 1
-            self.close_reason = "TLS handshake failed: {}".format(exc or type(exc).__name__)
-            self.state = ST_CLOSED
-            self._teardown()
-            old.abort()
-            return
-        self._upgrading = False
-        self.transport = tr
-        sslobj = tr.get_extra_info("ssl_object")
-        if sslobj is not None:
-            self.tls = {"version": sslobj.version(), "cipher": (sslobj.cipher() or ("",))[0]}
-            cert = tr.get_extra_info("peercert")
-            if cert:
-                self.tls["subject"] = dict(x[0] for x in cert.get("subject", ()) if x)
-        try:
-            tr.set_write_buffer_limits(high=cfg.write_high_water, low=cfg.write_low_water)
-        except (AttributeError, NotImplementedError):
-            pass
-        self._pause.discard("tls")
-        if not self._pause and self.state < ST_CLOSING:
-            tr.resume_reading()
-        if len(self.outbuf):
-            self.flush()
+    def refused(self, data):
+        conn = self.conn
+        if conn.upgrading and conn.state < CLOSING:    # plain text where TLS was required
+            conn.close(400, "Secure Connection - TLS Required")
+            return True
+        return False
 
-    # -- what differs from the native door's output ----------------------------------
+    # -- what the lifecycle writes -----------------------------------------------------
 
-    def _send_info(self):
+    def greet(self):
         self.outbuf.write(self._info_line())
 
-    def _refusal(self, code, message):
-        return self._info_line() + self._close_data(code, message, 0)   # (INFO first)
+    def refusal(self, code, message):
+        return self._info_line() + self.close_data(code, message, 0)   # (INFO first)
 
     def _info_line(self):
         srv = self.server
         cfg = self.cfg
+        conn = self.conn
         info = {
-            "server_id": srv.id, "server_name": srv.name, "version": fastflow.__version__,
+            "server_id": srv.id, "server_name": srv.name, "version": __version__,
             "proto": PROTO, "go": "fastflow", "host": cfg.nats_host or cfg.host,
             "port": srv.nats_port, "headers": True, "max_payload": cfg.max_payload,
-            "client_id": self.id, "client_ip": self.peer.rpartition(":")[0].strip("[]"),
+            "client_id": conn.id, "client_ip": conn.peer.rpartition(":")[0].strip("[]"),
         }
         if srv.auth.required:
             info["auth_required"] = True
@@ -268,71 +234,60 @@ class NatsConnection(NativeConnection):
                 info["tls_verify"] = True
         return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n"
 
-    def _close_data(self, code, message, rid):
+    def close_data(self, code, message, rid):
         text = _CLOSE_TEXTS.get(code)         # (400: the message is the text)
         if code == 408:
             text = "Stale Connection" if "stale" in message else "Authentication Timeout"
         return _err_line(text or message)
 
-    def flush(self):
-        if self._upgrading:                 # written once the handshake is done
-            self._flush_scheduled = False
-            return
-        NativeConnection.flush(self)
-
-    def _send_ping(self):
+    def ping(self):
         self.outbuf.write(_PING)
 
-    def ok(self, rid=0, result=None):
-        if self.verbose:
+    def ok(self):
+        if self.conn.verbose:
             self.outbuf.write(_OK)
 
     def err(self, code, message, rid=0):
-        log.debug("client %d: -ERR %s", self.id, message)
+        log.debug("client %d: -ERR %s", self.conn.id, message)
         self.outbuf.write(_err_line(message))
 
-    # -- input -------------------------------------------------------------------------
-
-    def data_received(self, data):
-        if self._upgrading and self.state < ST_CLOSING:     # plain text where TLS was required
-            self.close(400, "Secure Connection - TLS Required")
-            return
-        NativeConnection.data_received(self, data)
-
-    def _protocol_error(self, exc):
-        if exc.text == "Maximum Payload Violation" and self.state < ST_READY \
+    def protocol_error(self, exc):
+        if exc.text == "Maximum Payload Violation" and self.conn.state < READY \
                 and self.server.auth.required:
             return 401, "Authorization Violation"   # nats-server: CONNECT first
         return 400, exc.text                # (-ERR with nats-server's text)
 
-    def handle(self, items, start=0):
-        n = len(items)
-        i = start
-        while i < n:
-            if self.state >= ST_CLOSING:
+    # -- the ops -----------------------------------------------------------------------
+
+    def handle(self, items):
+        """Act on the parser's entries: each goes to its op's handler, with
+        the entry's fields as arguments (``("pub", subject, reply,
+        payload)`` -> ``_pub(op, subject, reply, payload)``)."""
+        conn = self.conn
+        rest = iter(items)              # (what follows a CONNECT may wait for its check)
+        for item in rest:
+            if conn.state >= CLOSING:
                 return
-            it = items[i]
-            i += 1
-            op = it[0]
+            op = item[0]                # the op, or what the parser has to say
             if op == "error":
-                if it[1] == _INVALID_PUB:
-                    self._invalid_pub()
-                else:
-                    self.err(0, it[1])
+                _op, text = item
+                self._error(text)
                 continue
             if op == "noresp":
-                self.no_responders(it[1])
+                _op, reply = item
+                self.no_responders(reply)
                 continue
-            if self.state != ST_READY:
+            if conn.state != READY:
                 if op == "connect":
-                    if self._connect_nats(it[1], items, i):
+                    _op, body = item
+                    if self._connect(body, rest):
                         return          # the rest waits for the (asynchronous) check
                     continue
                 if self.server.auth.required:     # (nats-server: CONNECT first)
                     self.server.n_auth_failures += 1
-                    log.info("client %d (%s): %s before CONNECT", self.id, self.peer,
+                    log.info("client %d (%s): %s before CONNECT", conn.id, conn.peer,
                              op.upper())
-                    self.close(401, "Authorization Violation")
+                    conn.close(401, "Authorization Violation")
                     return
                 if op == "ping":
                     self.outbuf.write(_PONG)
@@ -340,83 +295,73 @@ class NatsConnection(NativeConnection):
                 if op in ("pong", "+ok", "-err", "info"):
                     continue
                 # no auth: nats-server takes the defaults of a CONNECT never sent
-                self._connected({}, self.server.auth.anonymous, 0, implicit=True)
+                conn.connected({}, self.server.auth.anonymous, 0, answer=False)
             try:
                 handler = _HANDLERS[op]
             except KeyError:
                 continue                # +OK, INFO from a client: nothing to do
             try:
-                handler(self, it)
+                handler(self, *item)
             except Exception as exc:
-                log.exception("client %d: %s failed", self.id, op.upper())
+                log.exception("client %d: %s failed", conn.id, op.upper())
                 self.err(500, "Internal Error: {}".format(exc))
+
+    def _error(self, text):
+        """A refusal the parser made (an invalid or denied publish)."""
+        if text == _INVALID_PUB:
+            self._invalid_pub()
+        else:
+            self.err(0, text)
 
     # -- CONNECT -----------------------------------------------------------------------
 
-    def _connect_nats(self, body, items, i):
-        """True when the rest of ``items`` must wait or the connection closed."""
+    def _connect(self, body, rest):
+        """True when the entries ``rest`` must wait or the connection closed."""
+        conn = self.conn
         try:
             req = connect_json(body)
         except ValueError as exc:
             self.server.n_protocol_errors += 1
-            log.info("client %d (%s): invalid CONNECT: %s", self.id, self.peer, exc)
-            self.close(400, "Invalid Connect Protocol")       # (nats-server: closes)
+            log.info("client %d (%s): invalid CONNECT: %s", conn.id, conn.peer, exc)
+            conn.close(400, "Invalid Connect Protocol")       # (nats-server: closes)
             return True
         if req.get("no_responders") and not req.get("headers"):
-            self.close(400, "no responders requires headers support")
+            conn.close(400, "no responders requires headers support")
             return True
         creds = {}
         for ours, theirs in (("user", "user"), ("password", "pass"), ("token", "auth_token")):
             if req.get(theirs) is not None:
                 creds[ours] = req[theirs]
-        return self._authenticate(creds, req, items, i, 0)
+        return conn.authenticate(creds, req, rest, 0)
 
-    def _connected(self, req, principal, rid, implicit=False):
-        self.principal = principal
-        self.user = principal.name if principal.kind == "user" else (
-            "token:" + principal.name if principal.kind == "token" else None)
-        self.name = str(req.get("name") or "")[:256]
-        self.lang = str(req.get("lang") or "")[:64]
-        self.version = str(req.get("version") or "")[:64]
+    def options(self, req):
         # nats-server's defaults for what CONNECT leaves out
-        self.echo = bool(req.get("echo", True))
-        self.verbose = bool(req.get("verbose", True))
+        self.conn.verbose = bool(req.get("verbose", True))
         self.pedantic = bool(req.get("pedantic", True))
         self.headers = bool(req.get("headers", False))
         self.no_resp = bool(req.get("no_responders", False)) and self.headers
-        self._set_principal(principal)
         self.parser.max_payload = self.cfg.max_payload
-        self._preauth_held(0)
-        self.state = ST_READY
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not implicit:
-            self.ok()
-        log.debug("client %d (%s) ready (NATS): name=%r lang=%r version=%r user=%r", self.id,
-                  self.peer, self.name, self.lang, self.version, self.user)
 
-    # -- the ops -----------------------------------------------------------------------
+    def welcome(self, rid):
+        self.ok()
 
-    def _connect_again(self, it):
+    def _connect_again(self, _op, _body):
         self.ok()                       # nats-server takes a second CONNECT too
 
-    def _pub(self, it):
-        _op, subject, reply, payload = it
-        if self.verbose:
+    # -- publishing --------------------------------------------------------------------
+
+    def _pub(self, _op, subject, reply, payload):
+        if self.conn.verbose:
             # +OK before the message is routed (and echoed), as nats-server
             # does; the refusals come instead of it
             if not self._may_publish(subject, reply, use=False):     # (route spends a permit)
                 return
             self.ok()
-        for e in self.parser.route(subject, reply, payload):
-            if e[0] == "error":
-                if e[1] == _INVALID_PUB:
-                    self._invalid_pub()
-                else:
-                    self.err(0, e[1])
+        for kind, arg in self.parser.route(subject, reply, payload):
+            if kind == "error":
+                self._error(arg)
             else:
-                self.no_responders(e[1])
+                self.no_responders(arg)
 
     def _invalid_pub(self):
         """A PUB/HPUB on an invalid subject or with an invalid reply subject:
@@ -438,20 +383,19 @@ class NatsConnection(NativeConnection):
         except SubjectError:
             self._invalid_pub()
             return False
-        if not self.may_publish(subject, use):
+        if not self.conn.may_publish(subject, use):
             self.server.n_denied += 1
             self.err(0, 'Permissions Violation for Publish to "{}"'.format(subject))
             return False
         return True
 
-    def _hpub(self, it):
-        _op, subject, reply, headers, payload = it
+    def _hpub(self, _op, subject, reply, headers, payload):
         if not self.headers:
             # nats-server: a protocol violation, the connection closes
             self.server.n_protocol_errors += 1
-            self.close(400, "Parser Error")
+            self.conn.close(400, "Parser Error")
             return
-        self.in_msgs_py += 1
+        self.conn.in_msgs_py += 1
         if not self._may_publish(subject, reply):
             return
         flow = self.flow
@@ -487,8 +431,10 @@ class NatsConnection(NativeConnection):
                 self.outbuf.nats_msg(reply, t.sid, None, _STATUS_503, b"")
                 return
 
-    def _sub(self, it):
-        _op, pattern, queue, sid = it
+    # -- subscriptions -----------------------------------------------------------------
+
+    def _sub(self, _op, pattern, queue, sid):
+        conn = self.conn
         try:
             validate_pattern(pattern)
             if queue is not None:
@@ -498,64 +444,64 @@ class NatsConnection(NativeConnection):
         except SubjectError:
             self.err(0, "Invalid Subject")
             return
-        perms = self.principal.permissions
+        perms = conn.principal.permissions
         if not perms.unrestricted and perms.subscribe_denied(pattern, queue) is not None:
             self.server.n_denied += 1
             self.err(0, 'Permissions Violation for Subscription to "{}"{}'.format(
                 pattern, ' using queue "{}"'.format(queue) if queue else ""))
             return
-        old = self.subs.get(sid)
+        old = conn.subs.get(sid)
         if old is not None and old[0].handle in self.flow.matcher:
             self.ok()                   # a sid in use: nats-server ignores the SUB
             return
         if old is not None:
-            self._forget_sub(sid)
+            conn.forget_sub(sid)
         limit = self.cfg.max_subscriptions
-        if limit and len(self.subs) >= limit:    # live ones only: O(1)
+        if limit and len(conn.subs) >= limit:    # live ones only: O(1)
             self.err(0, "maximum subscriptions exceeded")
             return
-        t = NatsTarget(self.outbuf, sid, self.echo, self.server.nats_headers)
-        t.owner = self
-        if self.responses is not None:
-            t.replies = self.responses.pending
-        t.on_end = functools.partial(self._sub_ended, sid)
-        self.flow.add(pattern, t, queue)
-        self.subs[sid] = (t, pattern, queue)
+        conn.subscribe(sid, pattern, queue,
+                       NatsTarget(self.outbuf, sid, conn.echo, self.server.nats_headers))
         self.ok()
 
-    def _unsub(self, it):
-        _op, sid, mx = it
-        entry = self.subs.get(sid)
+    def _unsub(self, _op, sid, mx):
+        conn = self.conn
+        entry = conn.subs.get(sid)
         if entry is not None:
             t = entry[0]
             if mx and mx > t.delivered:
                 t.remaining = mx - t.delivered  # max counts what was delivered already
             else:
-                self._forget_sub(sid)
+                conn.forget_sub(sid)
         self.ok()
 
-    def _ping(self, it):
+    # -- PING / PONG, a client's -ERR ----------------------------------------------------
+
+    def _ping(self, _op):
         self.outbuf.write(_PONG)
 
-    def _client_err(self, it):
-        log.info("client %d (%s) sent -ERR %s", self.id, self.peer, it[1])
+    def _pong(self, _op):
+        self.conn.pings_out = 0
+
+    def _client_err(self, _op, text):
+        conn = self.conn
+        log.info("client %d (%s) sent -ERR %s", conn.id, conn.peer, text)
 
     # -- monitoring --------------------------------------------------------------------
 
-    def stats(self, now, subs=False):
-        d = NativeConnection.stats(self, now, subs)
+    def stats(self, d):
         d["headers"] = self.headers
-        d["verbose"] = self.verbose
-        return d
+        d["verbose"] = self.conn.verbose
 
 
+# op -> handler(self, op, *the entry's fields), once the client is ready
 _HANDLERS = {
-    "connect": NatsConnection._connect_again,
-    "pub": NatsConnection._pub,
-    "hpub": NatsConnection._hpub,
-    "sub": NatsConnection._sub,
-    "unsub": NatsConnection._unsub,
-    "ping": NatsConnection._ping,
-    "pong": NativeConnection._pong,
-    "-err": NatsConnection._client_err,
+    "connect": NatsProtocol._connect_again,
+    "pub": NatsProtocol._pub,
+    "hpub": NatsProtocol._hpub,
+    "sub": NatsProtocol._sub,
+    "unsub": NatsProtocol._unsub,
+    "ping": NatsProtocol._ping,
+    "pong": NatsProtocol._pong,
+    "-err": NatsProtocol._client_err,
 }
