@@ -1183,7 +1183,8 @@ class Bench:
         children = []
         try:
             for i in range(subs):
-                children.append(self.spawn(client, "sub", dict(base, id=i, ack_every=max(1, win // 8)),
+                children.append(self.spawn(client, "sub", dict(base, id=i,
+                                                               ack_every=max(1, win // 8)),
                                            "{} sub {}".format(CLIENTS[client][0], i)))
             for c in children:
                 c.next_json(time.monotonic() + 30)
@@ -1653,8 +1654,8 @@ def main(argv=None):
     ap.add_argument("--clients", default="ff,ffbatch,ffraw,nats,go",
                     help="which clients to run: ff (fastflow.client, publish() per message), "
                          "ffbatch (fastflow.client, publish_batch() of 1,000 and batch=True "
-                         "subscribers; throughput only), ffraw (the fastflow codec without the client; throughput "
-                         "only), nats (nats-py), go (default %(default)s)")
+                         "subscribers; throughput only), ffraw (the fastflow codec without the "
+                         "client; throughput only), nats (nats-py), go (default %(default)s)")
     ap.add_argument("--window", type=int, default=0,
                     help="most messages a publisher runs ahead of its slowest subscriber "
                          "(default: 32 MiB of frames, at most 500,000)")

@@ -7,9 +7,10 @@ Python function doing nothing (``def on_event(ev): pass``), and a stream
 capturing ``orders.>`` with ``Retention(max_events=100,000)``, pre-filled
 with 400,000 events (steady state: no growth and no first touch of fresh
 pages while timed; "wrapped" is not enough: the log keeps first-touching
-its index until about 131,072 appends, see the caveats).  The baseline, in the same run: a dict of lists keyed by the exact
-subject, ``for cb in subs.get(subject, ()): cb(data)`` (no matching, no log,
-no event object), with the same callback.  Sections:
+its index until about 131,072 appends, see the caveats).  The baseline, in
+the same run: a dict of lists keyed by the exact subject, ``for cb in
+subs.get(subject, ()): cb(data)`` (no matching, no log, no event object),
+with the same callback.  Sections:
 
 1. ``flow.publish(subject, payload)`` per call; target >= 4 M events/s;
    also with a C callable as the callback (``deque(maxlen=0).append``: the
@@ -464,7 +465,7 @@ def section_latency(bench):
     t0 = time.perf_counter()
     per_run = {k: [] for k in runners}
     faults = {k: 0 for k in runners}
-    for k, fn in runners.items():
+    for fn in runners.values():
         fn(0, warm)
     for r in range(repeat):
         a = warm + r * chunk

@@ -32,8 +32,9 @@ Each figure is the median of ``--repeat`` runs; the runs of all rows of a
 section are interleaved and gc is off while a run is timed (as in
 ``timeit``).  The minor page faults of each run are counted (getrusage):
 first touches of fresh pages are expensive on the VM this was written on, so
-the script measures their cost first and prints it with the machine facts.  ``--json`` writes every figure as one JSON document to stdout
-(the report goes to stderr); ``--quick`` is a smoke run of a few seconds.
+the script measures their cost first and prints it with the machine facts.
+``--json`` writes every figure as one JSON document to stdout (the report
+goes to stderr); ``--quick`` is a smoke run of a few seconds.
 """
 
 import argparse
@@ -88,7 +89,8 @@ def _fs_of(path):
         with open("/proc/mounts") as f:
             for line in f:
                 dev, mnt, fstype = line.split()[:3]
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
+                if ((path == mnt or path.startswith(mnt.rstrip("/") + "/"))
+                        and len(mnt) >= len(best[0])):
                     best = (mnt, fstype, dev)
     except OSError:
         pass
@@ -115,7 +117,6 @@ def _touch_fresh(size, huge):
             def fill(v):
                 a[:] = v
         except ImportError:
-            a = None
 
             def touch(v):
                 for i in range(0, size, page):
@@ -128,7 +129,9 @@ def _touch_fresh(size, huge):
         t1 = time.perf_counter()
         fill(2)
         t2 = time.perf_counter()
-        del a, touch, fill
+        # Drop the numpy view (the closures see it through their cell), or mm.close() raises
+        # BufferError: a mapping with exported buffers cannot be closed.
+        a = None
     finally:
         mm.close()
     return t1 - t0, t2 - t1
@@ -909,9 +912,9 @@ def report(bench, machine):
             args.repeat, PAYLOAD, SUBJECT, cfg["ring"],
             " [QUICK RUN: indicative only]" if args.quick else ""))
     say(results_table(bench, results, by_key))
-    say(wrap("per op: median time per record (seek rows: per seek).  faults: minor page faults "
-             "per run (median; a 4 KiB first touch each, or one per huge page).  vs. deque: median rate "
-             "against the deque row of the same operation (append per call, batched, replay, "
+    say(wrap("per op: median time per record (seek rows: per seek).  faults: minor page faults per "
+             "run (median; a 4 KiB first touch each, or one per huge page).  vs. deque: median "
+             "rate against the deque row of the same operation (append per call, batched, replay, "
              "cold); + = file-backed fastflow against the in-memory deque; * = seek rows against "
              "bisect over the same timestamps (no deque row: bisect on a deque indexes in O(n), "
              "and 10M tuples would take ~1.5 GiB); c = fresh unbounded structures, growth "
@@ -1018,13 +1021,15 @@ def report(bench, machine):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="timed runs per row; the median is reported")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED,
                     help="payload bytes and seek times (default %(default)s)")
     ap.add_argument("--tmpdir", default="/tmp",
                     help="where the file-backed logs are created (default %(default)s)")
     ap.add_argument("--skip-file", action="store_true", help="leave out the file-backed rows")
-    ap.add_argument("--skip-seek", action="store_true", help="leave out the 10M-record seek section")
+    ap.add_argument("--skip-seek", action="store_true",
+                    help="leave out the 10M-record seek section")
     ap.add_argument("--no-numpy", action="store_true", help="leave out the numpy record ring")
     add_output_args(ap, quick_help="small smoke run (seconds): 20,000-record rings, 100,000 "
                                     "appends per run, 200,000 records for seek, repeat 3")
@@ -1054,14 +1059,15 @@ def main(argv=None):
         say("WARNING: fastflow runs its pure-Python core (FASTFLOW_NO_EXTENSIONS?): "
             "the fastflow rows are not the compiled log")
     say(wrap(
-        "NOTE: on this VM first-touch page faults are expensive: the kernel zeroes each fresh "
-        "page in the fault, at ~0.5 GB/s (it varies from run to run; just now: {:.2f} GB/s for anonymous memory, {:.2f} GB/s "
-        "for a new sparse file, against {:.0f} GB/s for writing memory already mapped).  So the "
-        "append rows are measured on steady-state logs and rings (pre-cycled: {:,} appends into "
-        "max_events={:,} before timing, no growth while timed), and a \"cold\" row shows appends "
-        "into a fresh unbounded log, growth and page faults included, so both are visible.  A "
-        "file-backed log cannot avoid them: every record lands on a page of a new segment (at "
-        "{} bytes per record, {:.2f} GB/s is {} records/s before any other work).".format(
+        "NOTE: on this VM first-touch page faults are expensive: the kernel zeroes each fresh page "
+        "in the fault, at ~0.5 GB/s (it varies from run to run; just now: {:.2f} GB/s for "
+        "anonymous memory, {:.2f} GB/s for a new sparse file, against {:.0f} GB/s for writing "
+        "memory already mapped).  So the append rows are measured on steady-state logs and rings "
+        "(pre-cycled: {:,} appends into max_events={:,} before timing, no growth while timed), and "
+        "a \"cold\" row shows appends into a fresh unbounded log, growth and page faults included, "
+        "so both are visible.  A file-backed log cannot avoid them: every record lands on a page "
+        "of a new segment (at {} bytes per record, {:.2f} GB/s is {} records/s before any other "
+        "work).".format(
             touch["first_gb_s"], touch["file_first_gb_s"], touch["mapped_write_gb_s"],
             cfg["prefill"], cfg["ring"], FILE_RECORD, touch["file_first_gb_s"],
             fmt_rate(touch["file_first_gb_s"] * 1e9 / FILE_RECORD).replace("/s", ""))))

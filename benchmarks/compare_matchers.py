@@ -254,7 +254,8 @@ def time_isolated(args, peers):
         out = json.loads(p.stdout)
         if out["core_built"] != core_built():
             say("WARNING: the {} run loaded a different fastflow build ({}) than this process "
-                "({}): fastflow was rebuilt meanwhile".format(peer, out["core_built"], core_built()))
+                "({}): fastflow was rebuilt meanwhile".format(
+                    peer, out["core_built"], core_built()))
         times.update(out["times"])
         if peer == "fastflow":
             cache = out["cache"]
@@ -431,7 +432,8 @@ def memory_table(mem):
         rows.append([
             impl, mode,
             "{:.1f}".format(g / mib),
-            "-" if r.get("rss_growth_trimmed") is None else "{:.1f}".format(r["rss_growth_trimmed"] / mib),
+            "-" if r.get("rss_growth_trimmed") is None
+            else "{:.1f}".format(r["rss_growth_trimmed"] / mib),
             "{:.0f}".format(g / n),
             "-" if r.get("peak_growth") is None else "{:.1f}".format(r["peak_growth"] / mib),
             "-" if r.get("memory_bytes") is None else "{:.1f}".format(r["memory_bytes"] / mib),
@@ -457,7 +459,8 @@ def main(argv=None):
                     help="distinct subjects the stream draws from (default 50,000)")
     ap.add_argument("--slow-publishes", type=int, default=200_000,
                     help="publishes timed for the reference and paho (default 200,000)")
-    ap.add_argument("--repeat", type=int, default=5, help="timed runs per row; the median is reported")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="timed runs per row; the median is reported")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--memory-subs", type=int, default=1_000_000,
                     help="subscriptions for the memory part (default 1,000,000)")
@@ -519,7 +522,8 @@ def main(argv=None):
     say("sanity: first {publishes_checked:,} publishes, {values_checked:,} matched values: "
         "fastflow (cache off, on, match_batch) == reference{paho} as multisets -> {verdict}".format(
             paho=" == paho" if with_paho else "",
-            verdict="OK" if not sanity["mismatches"] else "{} MISMATCHES".format(sanity["mismatches"]),
+            verdict="OK" if not sanity["mismatches"]
+            else "{} MISMATCHES".format(sanity["mismatches"]),
             **sanity))
     if sanity["mismatches"]:
         for b in sanity["first_mismatches"]:
@@ -574,7 +578,8 @@ def main(argv=None):
             "{}-{}".format(fmt_rate(min(r["rates"])).split()[0], fmt_rate(max(r["rates"]))),
             fmt_ratio(r["vs_paho"]) if r["key"] != "floor" else "",
             fmt_ratio(r["vs_ref"]) if r["key"] != "floor" else "",
-            "" if t is None else ">= {} {}".format(fmt_rate(t["target"]), "PASS" if t["pass"] else "FAIL"),
+            "" if t is None
+            else ">= {} {}".format(fmt_rate(t["target"]), "PASS" if t["pass"] else "FAIL"),
         ])
     say("")
     say("publishes/s, median of {} runs (gc off while timed; {}); {:,} subscriptions, stream "
@@ -610,9 +615,9 @@ def main(argv=None):
         say(memory_table(memory))
         any_r = next((r for r in memory.values() if "error" not in r), None)
         if any_r:
-            say(wrap("{:,} patterns, {:,} distinct.  RSS growth = resident set after adding all (and "
-                "gc.collect()) minus before; the patterns and a handle array exist before, and "
-                "malloc_trim(0) runs before the baseline so that memory freed while generating "
+            say(wrap("{:,} patterns, {:,} distinct.  RSS growth = resident set after adding all "
+                "(and gc.collect()) minus before; the patterns and a handle array exist before, "
+                "and malloc_trim(0) runs before the baseline so that memory freed while generating "
                 "them is not reused unseen.  trimmed = the same after another malloc_trim(0): "
                 "memory in use, without free heap chunks glibc keeps resident.  peak = VmHWM "
                 "growth while adding.  add = subs/s of a Python loop of add(); remove all = a "

@@ -348,7 +348,8 @@ def make_subscriptions(n=1_000_000, seed=DEFAULT_SEED):
     symbols = _symbols(rnd, n_symbols)
     sym_cum = list(itertools.accumulate(_power_weights(n_symbols, SYMBOL_S)))
     accounts = ["a{:06d}".format(i) for i in range(100_000)]
-    kinds = rnd.choices(range(8), cum_weights=(0.40, 0.60, 0.95, 0.965, 0.975, 0.985, 0.995, 1.0), k=n)
+    kinds = rnd.choices(range(8), cum_weights=(0.40, 0.60, 0.95, 0.965, 0.975, 0.985, 0.995, 1.0),
+                        k=n)
     syms = rnd.choices(symbols, cum_weights=sym_cum, k=n)
     accs = rnd.choices(accounts, k=n)
     regs = rnd.choices(REGIONS, k=n)
