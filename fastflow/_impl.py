@@ -2,102 +2,23 @@
 pure-Python reference (``fastflow._ref``) with ``FASTFLOW_NO_EXTENSIONS=1``.
 
 Every module of the package takes core classes from here, so that one
-switch selects them all."""
+switch selects them all.  Both cores export the same names (their
+``__all__``, the contract of ``fastflow/_core.pyi``)."""
 
 from fastflow._settings import env_flag
 
-__all__ = (
-    "COMPILED",
-    "FLAGS",
-    "OPS",
-    "Batch",
-    "Event",
-    "FrameParser",
-    "Log",
-    "MatchBatch",
-    "Matcher",
-    "MsgBatch",
-    "NativeTarget",
-    "NatsError",
-    "NatsParser",
-    "NatsTarget",
-    "OutBuf",
-    "Publisher",
-    "Position",
-    "ProtocolError",
-    "Record",
-    "Router",
-    "StreamTarget",
-    "SubTarget",
-    "WireTarget",
-    "events_from_batch",
-    "validate_pattern",
-    "validate_subject",
-)
-
 if env_flag("FASTFLOW_NO_EXTENSIONS"):
-    from fastflow._ref import (
-        FLAGS,
-        OPS,
-        Batch,
-        Event,
-        FrameParser,
-        Log,
-        MatchBatch,
-        Matcher,
-        MsgBatch,
-        NativeTarget,
-        NatsError,
-        NatsParser,
-        NatsTarget,
-        OutBuf,
-        Position,
-        ProtocolError,
-        Publisher,
-        Record,
-        Router,
-        StreamTarget,
-        SubTarget,
-        WireTarget,
-        events_from_batch,
-        validate_pattern,
-        validate_subject,
-    )
-
-    COMPILED = False
+    from fastflow import _ref as _selected
+    from fastflow._ref import *  # noqa: F403 (exactly the core's names)
 else:
     try:
-        from fastflow._core import (
-            FLAGS,
-            OPS,
-            Batch,
-            Event,
-            FrameParser,
-            Log,
-            Matcher,
-            MatchBatch,
-            MsgBatch,
-            NativeTarget,
-            NatsError,
-            NatsParser,
-            NatsTarget,
-            OutBuf,
-            Publisher,
-            Position,
-            ProtocolError,
-            Record,
-            Router,
-            StreamTarget,
-            SubTarget,
-            WireTarget,
-            events_from_batch,
-            validate_pattern,
-            validate_subject,
-        )
+        from fastflow import _core as _selected
+        from fastflow._core import *  # noqa: F403
     except ImportError as _exc:  # pragma: no cover - depends on the install
         raise ImportError(
             "fastflow's compiled core (fastflow._core) is missing or broken ({}); "
             "reinstall fastflow on a machine with a C compiler, or set "
             "FASTFLOW_NO_EXTENSIONS=1 to use the slow pure-Python core".format(_exc)
         ) from None
-    COMPILED = True
+
+__all__ = _selected.__all__

@@ -50,3 +50,47 @@ include "wire/nats_in.pyx"
 
 COMPILED = True
 DEBUG = bool(FASTFLOW_DEBUG)
+
+# The names the core exports: the same as fastflow._ref (tests/test_contract.py
+# holds both to fastflow/_core.pyi).
+__all__ = (
+    'COMPILED',
+    'DEBUG',
+    'FLAGS',
+    'OPS',
+    'Batch',
+    'CorruptLogError',
+    'DoorParser',
+    'Event',
+    'EventError',
+    'EventTooLarge',
+    'FastflowError',
+    'FrameParser',
+    'GapError',
+    'Log',
+    'LogFullError',
+    'MatchBatch',
+    'Matcher',
+    'MsgBatch',
+    'NativeTarget',
+    'NatsError',
+    'NatsParser',
+    'NatsTarget',
+    'OutBuf',
+    'Position',
+    'ProtocolError',
+    'Publisher',
+    'Record',
+    'Replay',
+    'Router',
+    'StaleRecordError',
+    'StorageFullError',
+    'StreamTarget',
+    'SubTarget',
+    'SubjectError',
+    'WireTarget',
+    'crc32c',
+    'events_from_batch',
+    'validate_pattern',
+    'validate_subject',
+)

@@ -15,6 +15,8 @@ import re
 
 import pytest
 
+import fastflow.errors
+
 from conftest import CORES
 from peers import REPO
 
@@ -126,6 +128,18 @@ def test_the_core_provides_the_declared_name(core, name):
         problems = _missing_members(core, obj, name, members)
         assert not problems, "the core's {} differs from {}:\n  {}".format(
             name, STUB, "\n  ".join(problems))
+
+
+def test_the_core_exports_the_declared_names_and_the_errors(core):
+    # the core's __all__ (what fastflow._impl re-exports) is the stub's, plus the
+    # error classes it takes from fastflow.errors
+    exported = set(core.__all__)
+    assert set(EXPORTED) <= exported, "missing from {}.__all__: {}".format(
+        core.__name__, sorted(set(EXPORTED) - exported))
+    extra = sorted(n for n in exported - set(EXPORTED)
+                   if getattr(fastflow.errors, n, None) is not getattr(core, n))
+    assert not extra, "{}.__all__ exports what {} does not declare: {}".format(
+        core.__name__, STUB, extra)
 
 
 @pytest.mark.skipif("native" not in CORES, reason="one core only: FASTFLOW_NO_EXTENSIONS=1")
