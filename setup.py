@@ -14,6 +14,7 @@ Switches, as ``build_ext`` options or environment variables:
                                       without a C compiler)
 """
 
+import glob
 import os
 import runpy
 
@@ -31,6 +32,14 @@ MODULES = [
     ("fastflow._core", ["src_ext/core.pyx"]),
 ]
 
+# The core's declarations: fastflow/_core.pxd (Cython finds a module's .pxd
+# by the module's name, through the include path) and the .pxd/.pxi files it
+# includes from src_ext/.  Cython's dependency scan follows the .pyx's
+# includes only, so build_ext re-cythonizes when one of these is newer than
+# the generated C.
+DECLARATIONS = [os.path.join(HERE, "fastflow", "_core.pxd")] + glob.glob(
+    os.path.join(HERE, "src_ext", "**", "*.px[di]"), recursive=True)
+
 # the package's own reading of the switches; run by path: importing fastflow
 # would load the core this script is about to build
 _env_flag = runpy.run_path(os.path.join(HERE, "fastflow", "_settings.py"))["env_flag"]
@@ -38,6 +47,15 @@ _env_flag = runpy.run_path(os.path.join(HERE, "fastflow", "_settings.py"))["env_
 
 class BuildError(SystemExit):
     pass
+
+
+def _declarations_newer(ext):
+    """Whether a declaration file changed since ``ext``'s C was generated."""
+    try:
+        built = os.path.getmtime(os.path.join(HERE, os.path.splitext(ext.sources[0])[0] + ".c"))
+    except OSError:
+        return False            # no C yet: cythonize generates it anyway
+    return any(os.path.getmtime(f) > built for f in DECLARATIONS)
 
 
 class build_ext(_build_ext):
@@ -110,12 +128,14 @@ class build_ext(_build_ext):
                 changed = f.read() != want
         except OSError:
             changed = True
+        changed = changed or any(_declarations_newer(ext) for ext in self.extensions)
         cythonized = cythonize(
             self.extensions,
             compiler_directives=directives,
             annotate=self.cython_annotate,
             force=self.cython_always or changed,
-            include_path=[os.path.join(HERE, "src_ext")],
+            # src_ext for the includes, the project root for fastflow/_core.pxd
+            include_path=[os.path.join(HERE, "src_ext"), HERE],
             # The debug and release builds differ in C macros only; keep
             # the generated C beside the .pyx (it is git-ignored).
             quiet=True,

@@ -59,14 +59,6 @@ cdef class Int64Array:
     copy; it refuses to grow while a view is exported.
     """
 
-    cdef int64_t *data
-    cdef Py_ssize_t n
-    cdef Py_ssize_t cap
-    cdef Py_ssize_t exports
-    cdef Py_ssize_t shape[1]
-    cdef Py_ssize_t strides[1]
-
-
     def __cinit__(self):
         self.data = NULL
         self.n = 0

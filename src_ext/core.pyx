@@ -26,12 +26,8 @@ from fastflow.errors import (
 )
 from fastflow.protocol import error_code as _error_code
 
-include "consts.pxi"
+# (the C types and the classes' interfaces: fastflow/_core.pxd)
 include "bytes.pxi"
-include "subjects.pxi"
-include "buffers.pxi"
-include "matcher.pxi"
-include "log.pxi"
 
 include "buffers.pyx"
 include "subjects.pyx"

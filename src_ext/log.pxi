@@ -25,6 +25,10 @@ ctypedef struct LogSubject:     # one per distinct retained subject
     int64_t last_abs            # absolute index entry of `last` (a hint)
     uint64_t hint_epoch         # valid while equal to the log's rebuild epoch
 
+cdef enum Discard:                  # what a full log does with an append
+    DISCARD_OLD = 0
+    DISCARD_NEW = 1
+
 # The segment file format (segments.pyx, docs/log.md).
 cdef enum:
     REC_HEADER = 36                 # bytes before the subject

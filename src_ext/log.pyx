@@ -39,10 +39,6 @@ cdef enum:
     LOG_MIN_ARENA = 65536           # bytes
     LOG_MIN_SUBJECTS = 64
 
-cdef enum Discard:
-    DISCARD_OLD = 0
-    DISCARD_NEW = 1
-
 cdef enum:                          # eviction reasons (counter index)
     EV_EVENTS = 0
     EV_BYTES = 1
@@ -81,8 +77,6 @@ def _seek_time_ns(t):
 cdef class Position:
     """Where a read starts: ``seq`` and the number of records ``lost``
     (requested but evicted)."""
-    cdef readonly int64_t seq
-    cdef readonly int64_t lost
 
     def __init__(self, int64_t seq, int64_t lost=0):
         self.seq = seq
@@ -106,17 +100,6 @@ cdef class Record:
     that would evict or move it raises ``BufferError``.  Using a record that
     was evicted since raises ``StaleRecordError``.
     """
-    cdef readonly Log log
-    cdef readonly int64_t seq
-    cdef readonly int64_t ts
-    cdef readonly int64_t time
-    cdef readonly str subject
-    cdef uint64_t pos
-    cdef uint32_t len
-    cdef uint64_t gen
-    cdef Py_ssize_t exports
-    cdef Py_ssize_t shape[1]
-    cdef Py_ssize_t strides[1]
 
     cdef int _resolve(self) except -1:
         cdef LogEntry *e
@@ -175,14 +158,6 @@ cdef class Batch:
     ``Int64Array`` columns ``offsets`` (len + 1), ``seqs``, ``ts``, ``times``;
     ``subjects`` is a list of str.  ``next_seq`` is where the next read
     starts."""
-    cdef readonly object buffer
-    cdef readonly Int64Array offsets
-    cdef readonly Int64Array seqs
-    cdef readonly Int64Array ts
-    cdef readonly Int64Array times
-    cdef readonly list subjects
-    cdef readonly int64_t next_seq
-    cdef public int64_t lost
 
     def __len__(self):
         return self.seqs.n
@@ -237,65 +212,6 @@ cdef class Log:
     AGE_EVICT_STEP = 4096  # expired records evicted per append at most
 
     # configuration
-    cdef readonly int64_t max_events
-    cdef readonly int64_t max_bytes
-    cdef readonly double max_age
-    cdef int64_t max_age_ns
-    cdef readonly int64_t max_per_subject
-    cdef readonly int64_t max_event_size
-    cdef Discard discard_mode
-    cdef readonly double dedup_window
-    cdef readonly int64_t dedup_max
-    # index ring
-    cdef LogEntry *idx
-    cdef Py_ssize_t icap                # power of two
-    cdef Py_ssize_t ihead
-    cdef Py_ssize_t icount              # entries in the ring (deleted included)
-    cdef Py_ssize_t ideleted            # deleted entries in the ring
-    cdef bint dense                     # no entry dropped by a rebuild: O(1) lookup
-    cdef int64_t habs                   # absolute number of the head entry
-    cdef uint64_t repoch                # bumped by every rebuild (entries renumbered)
-    # arena
-    cdef char *arena
-    cdef Py_ssize_t acap
-    cdef Py_ssize_t atail
-    cdef Py_ssize_t adead               # payload bytes of deleted entries
-    cdef readonly uint64_t agen         # bumped when records move
-    # subjects
-    cdef LogSubject *subj
-    cdef Py_ssize_t scap
-    cdef Py_ssize_t sused
-    cdef uint32_t sfree                 # free list head (sid + 1), 0 = empty
-    cdef Py_ssize_t slive
-    cdef uint32_t *stab                 # open addressing: sid + 1, 0 = empty
-    cdef uint64_t smask
-    cdef uint32_t memo_stamp
-    # state
-    cdef int64_t _last_seq
-    cdef int64_t last_ts
-    cdef int64_t count
-    cdef int64_t nbytes                 # subject + payload bytes retained
-    cdef Py_ssize_t apay                # payload bytes retained
-    cdef dict pins                      # seq -> exported views
-    cdef Py_ssize_t npins
-    cdef dict _cursors
-    cdef object dedup_ids               # dict msg_id -> (seq, ts)
-    cdef object dedup_order             # deque of (ts, msg_id)
-    cdef bint closed_
-    cdef Py_ssize_t busy                # calls using the segment store now (close waits)
-    cdef readonly object path
-    cdef SegmentStore store             # None for an in-memory log
-    cdef bint loading
-    cdef bint limited                   # any of max_events, max_bytes, max_per_subject
-    cdef int32_t last_sid               # subject of the last append (a hint)
-    cdef const char *pre                # _append_routed: the record's first piece
-    cdef Py_ssize_t npre                # (0 = a record in one piece)
-    # counters
-    cdef int64_t n_appended
-    cdef int64_t n_evicted[5]
-    cdef int64_t n_rejected
-    cdef int64_t n_duplicates
-    cdef int64_t n_loaded
 
     def __cinit__(self):
         self.pins = {}
@@ -1835,7 +1751,6 @@ cdef class Log:
         return 'Log(first_seq={}, last_seq={}, records={}, bytes={}{})'.format(
             self.first_seq, self._last_seq, self.count, self.nbytes,
             ', path={!r}'.format(self.path) if self.path is not None else '')
-
 
     def _check(self):
         """Check every internal invariant; raise FastflowError naming the

@@ -50,7 +50,6 @@ cdef inline char *_blk_subject(CacheBlock *b) noexcept:
     return <char *>(<int64_t *>(b + 1) + b.nres)
 
 
-
 @cython.final
 cdef class MatchBatch:
     """The result of ``Matcher.match_batch``: matched handles in CSR layout.
@@ -60,11 +59,6 @@ cdef class MatchBatch:
     ``Int64Array`` buffers (zero-copy into memoryview or numpy).
     ``batch[i]`` looks the values up (handles removed since are skipped).
     """
-
-    cdef readonly Matcher matcher
-    cdef readonly Int64Array offsets
-    cdef readonly Int64Array handles
-
 
     def __len__(self):
         return self.offsets.n - 1
@@ -120,58 +114,6 @@ cdef class Matcher:
     """
 
     # trie
-    cdef Node *nodes
-    cdef Py_ssize_t nodes_cap
-    cdef Py_ssize_t nodes_used          # high-water mark
-    cdef int32_t nodes_free
-    cdef Py_ssize_t nodes_live
-    # edges: one table for every node's children
-    cdef Edge *edges
-    cdef Py_ssize_t edges_cap           # any size (fastrange), grown by half
-    cdef Py_ssize_t edges_live
-    # token bytes of the literal edges: [uint16 length][bytes] each
-    cdef char *arena
-    cdef Py_ssize_t arena_cap
-    cdef Py_ssize_t arena_used
-    cdef Py_ssize_t arena_holes
-    # subscriptions
-    cdef Sub *subs
-    cdef Py_ssize_t subs_cap
-    cdef Py_ssize_t subs_used
-    cdef int32_t subs_free
-    cdef Py_ssize_t subs_live
-    # queue groups
-    cdef dict qids                      # name -> qid
-    cdef list qnames                    # qid -> name or None
-    cdef uint32_t *qrefs
-    cdef uint32_t *qrr                  # round-robin counters
-    cdef Py_ssize_t qcap
-    cdef list qfree
-    # result cache
-    cdef CacheEntry *cache
-    cdef uint64_t cache_mask            # buckets - 1 (CACHE_WAYS entries each)
-    cdef Py_ssize_t cache_slots         # entries
-    cdef Py_ssize_t cache_count         # blocks held, stale ones included
-    cdef Py_ssize_t cache_valid         # entries that can be served
-    cdef uint32_t cgen                  # global generation
-    cdef uint32_t *fgen                 # generation per first-token slot
-    cdef uint32_t *fcnt                 # valid entries per first-token slot
-    cdef Py_ssize_t cache_bytes
-    cdef Py_ssize_t cache_max_bytes
-    # scratch
-    cdef I32Vec found
-    cdef I64Vec result
-    # counters
-    cdef uint64_t n_matches
-    cdef uint64_t n_hits
-    cdef uint64_t n_misses
-    cdef uint64_t n_inserts
-    cdef uint64_t n_removes
-    cdef uint64_t n_cache_inserts
-    cdef uint64_t n_cache_evictions
-    cdef uint64_t n_cache_invalidations
-    cdef uint64_t n_cache_flushes
-    cdef uint64_t n_cache_uncacheable
 
     def __cinit__(self, Py_ssize_t cache_size=DEFAULT_CACHE_SIZE,
                   Py_ssize_t cache_max_bytes=DEFAULT_CACHE_MAX_BYTES):

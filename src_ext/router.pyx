@@ -25,9 +25,6 @@ _ON_FULL = {'drop_oldest': FULL_DROP_OLDEST, 'drop_new': FULL_DROP_NEW, 'cut': F
 _ON_FULL_NAMES = {v: k for k, v in _ON_FULL.items()}
 
 
-cdef class Router
-
-
 cdef inline str _subject_str(object subject):
     if type(subject) is str:
         return <str>subject
@@ -88,24 +85,6 @@ cdef object _refusal(str stream, exc):
 cdef class SubTarget:
     """The engine side of a subscription: a callback run inline, or a
     bounded queue of pending events (engine use; see fastflow.Subscription)."""
-    cdef readonly object callback
-    cdef readonly object pending            # deque of events (queued mode)
-    cdef object _push
-    cdef object _pop
-    cdef object _popleft
-    cdef readonly int64_t max_pending       # events, 0 = no limit
-    cdef readonly int64_t max_pending_bytes # bytes, 0 = no limit
-    cdef readonly int64_t pending_bytes
-    cdef int on_full_
-    cdef public object wake                 # called when an event is queued while waiting
-    cdef public bint waiting
-    cdef readonly bint closed
-    cdef readonly bint cut                  # closed as a slow consumer
-    cdef public object owner                # the Subscription (for handlers)
-    cdef readonly int64_t delivered
-    cdef readonly int64_t dropped
-    cdef readonly int64_t errors
-    cdef readonly int64_t handle
 
     def __init__(self, callback=None, int64_t max_pending=65536,
                  int64_t max_pending_bytes=64 << 20, on_full='drop_oldest'):
@@ -200,14 +179,6 @@ cdef class SubTarget:
 cdef class StreamTarget:
     """The engine side of a stream: its log, and listeners called with the
     seq of every event appended (durable push consumers)."""
-    cdef readonly str name
-    cdef readonly Log log
-    cdef public list listeners
-    cdef readonly int64_t appended
-    cdef readonly int64_t rejected
-    cdef readonly int64_t duplicates        # events not stored again (duplicate window)
-    cdef public bint dedup                  # keep (source, id) in the log's dedup window
-    cdef uint64_t stamp
 
     def __init__(self, str name, Log log not None):
         self.name = name
@@ -217,32 +188,6 @@ cdef class StreamTarget:
 
 cdef class Router:
     """The publish path of a Flow (engine use; see fastflow.Flow)."""
-    cdef readonly Matcher matcher
-    cdef readonly str name
-    cdef readonly str source
-    cdef bytes source_b                     # its UTF-8 bytes
-    cdef public int hop_limit
-    cdef public object error_handler        # (exc, subscription) for callback errors
-    cdef public object advisory_handler     # (kind, info) for slow consumers, loops
-                                            # with attributes (None: sent without them)
-    cdef public bint closed                 # publish raises once set
-    cdef readonly str last_stream           # the stream that stored the last publish
-    cdef readonly bint last_duplicate       # ... had it already (its seq is the original's)
-    cdef char *scratch
-    cdef Py_ssize_t scap
-    cdef uint64_t stamp
-    cdef object last_subject                # publish_batch: the last subject matched,
-    cdef uint64_t last_version              # the matcher's version then,
-    cdef uint64_t last_h                    # its hash
-    cdef I64Vec last_res                    # and its match result
-    cdef readonly int64_t n_published
-    cdef readonly int64_t n_delivered
-    cdef readonly int64_t n_appended
-    cdef readonly int64_t n_dropped_no_interest
-    cdef readonly int64_t n_dropped_slow
-    cdef readonly int64_t n_dropped_loop
-    cdef readonly int64_t n_rejected
-    cdef readonly int64_t n_callback_errors
 
     def __init__(self, str name='fastflow', str source=_attrs.DEFAULT_SOURCE, int hop_limit=32,
                  Py_ssize_t cache_size=DEFAULT_CACHE_SIZE):

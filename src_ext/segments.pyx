@@ -67,13 +67,6 @@ def _allocate(int fd, Py_ssize_t offset, Py_ssize_t length):
         offset += _os.pwrite(fd, zeros[:end - offset], offset)
 
 
-cdef enum FsyncPolicy:
-    FSYNC_ALWAYS = 0
-    FSYNC_INTERVAL = 1
-    FSYNC_NEVER = 2
-
-
-
 cdef Py_ssize_t _dirty_end(const char *p, Py_ssize_t start, Py_ssize_t n) noexcept:
     """The end of the last non-zero byte of p[start:n] (start if none)."""
     while n > start and p[n - 1] == 0:
@@ -126,44 +119,6 @@ def _seg_name(int64_t base):
 
 @cython.final
 cdef class SegmentStore:
-    cdef Log log
-    cdef object path
-    cdef FsyncPolicy policy
-    cdef double interval
-    cdef readonly Py_ssize_t segment_size
-    cdef bint strict
-    cdef list bases                     # base seq of every segment, oldest first
-    # the live segment
-    cdef object file
-    cdef object mm
-    cdef Py_buffer view
-    cdef bint mapped
-    cdef char *base_ptr
-    cdef Py_ssize_t size
-    cdef Py_ssize_t wpos
-    cdef Py_ssize_t synced
-    cdef Py_ssize_t reserved            # allocated on disk up to here (writable via the map)
-    cdef int64_t live_base
-    cdef int64_t live_records
-    cdef list live_index                # (seq, ts, offset) every IDX_EVERY records
-    cdef int64_t last_sync_ns
-    cdef int64_t interval_ns
-    cdef object __weakref__
-    cdef list spares                    # old segment files kept for reuse
-    cdef list pending                   # fsync="interval": files the flusher fsyncs
-    cdef int64_t spare_counter
-    cdef object lock                    # held while the live map is msync'd or replaced
-    cdef object wake
-    cdef object flusher
-    cdef bint stopping
-    # counters
-    cdef int64_t n_fsyncs
-    cdef int64_t n_truncated
-    cdef int64_t n_corrupt
-    cdef int64_t n_deleted_segments
-    cdef int64_t n_storage_full
-    cdef int lock_fd
-    cdef readonly list losses           # records lost to damaged files, found at open
 
     def __init__(self, Log log, path, fsync, fsync_interval, segment_size, strict):
         # the arguments were validated by Log.__init__

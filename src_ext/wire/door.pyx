@@ -13,26 +13,6 @@ cdef class DoorParser:
     ``feed(data)`` returns the entries for what it completed; a malformed
     stream raises the door's error (its ``frames``: the entries handled
     before it), and the parser then refuses more input."""
-    cdef char *buf
-    cdef Py_ssize_t n
-    cdef Py_ssize_t cap
-    cdef Py_ssize_t need                    # bytes the buffered op needs (0: unknown)
-    cdef public Router router              # None: return PUBs too
-    cdef public OutBuf out                 # this connection's output (echo, acks)
-    cdef public Matcher pub_allow          # None: everything allowed
-    cdef public Matcher pub_deny           # None: nothing denied
-    cdef public object resp_check          # (subject) -> bool: a publish the Matchers refuse
-                                           # may still go (a response); None: refused
-    cdef public Py_ssize_t max_payload
-    cdef public Py_ssize_t max_control
-    cdef public Py_ssize_t max_connect     # before CONNECT: the largest frame (0: none)
-    cdef public bint route_pubs            # False until CONNECT (auth) is done
-    cdef bytes last_pb                     # the last PUB subject (bytes and str):
-    cdef str last_ps                       # a stream of one subject decodes it once
-    cdef readonly int64_t bytes_in
-    cdef readonly int64_t pubs_in
-    cdef readonly int64_t denied
-    cdef object failed                     # the error that stopped the parser
 
     def __dealloc__(self):
         free(self.buf)

@@ -7,15 +7,6 @@
 cdef class MsgBatch:
     """The MSG frames of one ``FrameParser.feed`` run (``batch_msgs``):
     columns over one buffer of records, events made only when asked."""
-    cdef readonly Int64Array sids
-    cdef readonly Int64Array flags
-    cdef readonly Int64Array offsets        # record i: buffer[offsets[i]:offsets[i+1]]
-    cdef readonly list subjects
-    cdef readonly list replies              # str, or None
-    cdef readonly bytes buffer
-    cdef char *b
-    cdef Py_ssize_t bn
-    cdef Py_ssize_t bcap
 
     def __dealloc__(self):
         free(self.b)
@@ -97,7 +88,6 @@ cdef MsgBatch _new_msg_batch():
     return m
 
 
-
 @cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
 cdef class FrameParser(DoorParser):
@@ -115,10 +105,6 @@ cdef class FrameParser(DoorParser):
     ``frames`` are the frames before it (handled); the parser then refuses
     more input.
     """
-    cdef public bint batch_msgs            # MSG frames as ('msgs', MsgBatch) runs
-    cdef bytes last_sb                     # the last MSG subject (bytes and str):
-    cdef str last_ss                       # a stream of one subject decodes it once
-    cdef readonly int64_t frames_in
 
     def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
                  Py_ssize_t max_control=65536):

@@ -75,12 +75,6 @@ cdef class Publisher:
     PUB frame of a default event appended to ``out``.  Everything else goes
     to ``slow(subject, data, reply, attributes)``; a frame that does not fit
     to ``on_overflow(subject, data)``."""
-    cdef readonly OutBuf out
-    cdef public object slow
-    cdef public object on_overflow
-    cdef public str source
-    cdef public object vsubj
-    cdef public Py_ssize_t max_data
 
     def __init__(self, OutBuf out not None, slow, on_overflow, str source):
         self.out = out
@@ -142,7 +136,6 @@ ff_install_fastcall(Publisher, 1, b'publish', <ff_fastcall_t>_publish2_fc, _PUBL
 @cython.auto_pickle(False)     # engine state: not picklable
 cdef class NativeTarget(WireTarget):
     """A native subscription: MSG frames with its ``sid``."""
-    cdef readonly uint32_t sid
 
     def __init__(self, OutBuf outbuf not None, uint32_t sid, bint echo=True):
         WireTarget.__init__(self, outbuf, echo)

@@ -115,9 +115,6 @@ cdef class NatsParser(DoorParser):
     whose ``frames`` are the entries before it; the parser then refuses
     more input.
     """
-    cdef char *rec                          # the record of a PUB being routed
-    cdef Py_ssize_t rcap
-    cdef readonly int64_t ops_in
 
     def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
                  Py_ssize_t max_control=4096):

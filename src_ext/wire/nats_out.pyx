@@ -107,8 +107,6 @@ cdef class NatsTarget(WireTarget):
     the header block ``headers(event, generated_id)`` returns (bytes) for an
     event that carries more than a NATS subscriber would see by default
     (``headers`` None: always a plain MSG)."""
-    cdef readonly bytes sid
-    cdef public object headers
 
     def __init__(self, OutBuf outbuf not None, sid, bint echo=True, headers=None):
         WireTarget.__init__(self, outbuf, echo)

@@ -13,19 +13,6 @@ cdef class OutBuf:
     that would pass it is not added and ``overflow`` is set (the
     connection is then cut as a slow consumer).  ``on_data`` is called
     (no arguments) when the buffer goes from empty to non-empty."""
-    cdef char *buf
-    cdef Py_ssize_t n
-    cdef Py_ssize_t cap
-    cdef public Py_ssize_t max_pending
-    cdef public object on_data
-    cdef public Py_ssize_t flush_at         # call on_flush once this many bytes wait (0: never)
-    cdef public object on_flush             # (a burst is written before the tick ends)
-    cdef public bint overflow
-    cdef public bint closed
-    cdef readonly int64_t frames
-    cdef readonly int64_t msgs
-    cdef readonly int64_t bytes_out
-    cdef readonly int64_t dropped
 
     def __init__(self, Py_ssize_t max_pending=64 << 20, on_data=None):
         self.max_pending = max_pending
@@ -200,25 +187,6 @@ cdef class OutBuf:
         self.n = 0
 
 
-ctypedef struct WireMsg:
-    # One delivery as every wire target sees it (filled by the router).
-    const char *subject             # UTF-8
-    Py_ssize_t subject_n
-    const char *reply               # NULL: none
-    Py_ssize_t reply_n
-    const char *rec                 # the event's record ...
-    Py_ssize_t rec_n
-    const char *data                # ... and its data when it follows apart (NULL: in rec)
-    Py_ssize_t data_n
-    uint64_t gen                    # new for every record made: the key of what a
-                                    # protocol computes once per message
-    PyObject *subject_obj           # the subject (str)
-    PyObject *event                 # the Event published; NULL: a record from the network
-    PyObject *stream                # the stream that stored it (str), or None
-    int64_t seq
-    int64_t ts
-
-
 cdef uint64_t _wire_gen = 0         # the last WireMsg.gen handed out
 
 
@@ -234,17 +202,6 @@ cdef class WireTarget:
     to its connection's output (``outbuf``) in C, through ``_write``, which
     each protocol's target implements (NativeTarget: MSG frames;
     NatsTarget: NATS MSG/HMSG lines).  Engine use; see fastflow.server."""
-    cdef readonly OutBuf outbuf
-    cdef public bint echo                   # False: not the connection's own publishes
-    cdef public int64_t remaining           # messages left before an automatic UNSUB (0: none)
-    cdef public object owner
-    cdef public object on_end               # (target) when an UNSUB max ended it
-    cdef readonly int64_t delivered
-    cdef readonly int64_t dropped
-    cdef public int64_t handle
-    cdef public list replies                # the reply subjects (bytes) of the requests it
-                                            # delivered, for response permissions (None: not
-                                            # kept; at REPLIES_MAX entries no more are added)
 
     def __init__(self, OutBuf outbuf not None, bint echo=True):
         if type(self) is WireTarget:

@@ -1,0 +1,84 @@
+# The interface of router.pyx's classes (the bodies and docstrings are there).
+
+cdef class SubTarget:
+    cdef readonly object callback
+    cdef readonly object pending            # deque of events (queued mode)
+    cdef object _push
+    cdef object _pop
+    cdef object _popleft
+    cdef readonly int64_t max_pending       # events, 0 = no limit
+    cdef readonly int64_t max_pending_bytes # bytes, 0 = no limit
+    cdef readonly int64_t pending_bytes
+    cdef int on_full_
+    cdef public object wake                 # called when an event is queued while waiting
+    cdef public bint waiting
+    cdef readonly bint closed
+    cdef readonly bint cut                  # closed as a slow consumer
+    cdef public object owner                # the Subscription (for handlers)
+    cdef readonly int64_t delivered
+    cdef readonly int64_t dropped
+    cdef readonly int64_t errors
+    cdef readonly int64_t handle
+
+    cdef int _queue(self, Event e, Router r) except -1
+
+
+cdef class StreamTarget:
+    cdef readonly str name
+    cdef readonly Log log
+    cdef public list listeners
+    cdef readonly int64_t appended
+    cdef readonly int64_t rejected
+    cdef readonly int64_t duplicates        # events not stored again (duplicate window)
+    cdef public bint dedup                  # keep (source, id) in the log's dedup window
+    cdef uint64_t stamp
+
+
+cdef class Router:
+    cdef readonly Matcher matcher
+    cdef readonly str name
+    cdef readonly str source
+    cdef bytes source_b                     # its UTF-8 bytes
+    cdef public int hop_limit
+    cdef public object error_handler        # (exc, subscription) for callback errors
+    cdef public object advisory_handler     # (kind, info) for slow consumers, loops
+                                            # with attributes (None: sent without them)
+    cdef public bint closed                 # publish raises once set
+    cdef readonly str last_stream           # the stream that stored the last publish
+    cdef readonly bint last_duplicate       # ... had it already (its seq is the original's)
+    cdef char *scratch
+    cdef Py_ssize_t scap
+    cdef uint64_t stamp
+    cdef object last_subject                # publish_batch: the last subject matched,
+    cdef uint64_t last_version              # the matcher's version then,
+    cdef uint64_t last_h                    # its hash
+    cdef I64Vec last_res                    # and its match result
+    cdef readonly int64_t n_published
+    cdef readonly int64_t n_delivered
+    cdef readonly int64_t n_appended
+    cdef readonly int64_t n_dropped_no_interest
+    cdef readonly int64_t n_dropped_slow
+    cdef readonly int64_t n_dropped_loop
+    cdef readonly int64_t n_rejected
+    cdef readonly int64_t n_callback_errors
+
+    cdef char *_room(self, Py_ssize_t n) except NULL
+    cdef char *_record(self, Event ev, Py_ssize_t *rlen, const char **dp,
+                       Py_ssize_t *dn) except NULL
+    cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
+                               const char *rec, Py_ssize_t rn, OutBuf origin,
+                               bint built=*) except -1
+    cdef char *_default_header(self, Event ev, Py_ssize_t *rlen) except NULL
+    cdef inline object _value(self, int64_t h)
+    cdef int64_t _route(self, object subject, object data, Event ev, int64_t now) except -1
+    cdef int64_t _route_cached(self, object subject, object data, Event ev,
+                               int64_t now) except -1
+    cdef int64_t _deliver(self, object subject, const char *p, Py_ssize_t n, uint64_t h,
+                          const int64_t *res, object data, Event ev, int64_t now,
+                          const char *wrec=*, Py_ssize_t wrn=*, const char *reply=*,
+                          Py_ssize_t replyn=*, OutBuf origin=*) except -1
+    cdef int _callback_failed(self, SubTarget su) except -1
+    cdef int _callback_error(self, exc, SubTarget su) except -1
+    cdef int _slow_consumer(self, SubTarget su) except -1
+    cdef int _loop_break(self, subject, Event ev, str reason) except -1
+    cdef object _publish(self, object subject, object data, dict attributes)

@@ -1,0 +1,55 @@
+# The interface of outbuf.pyx: a connection's output and the WireTarget base
+# (the bodies and docstrings are there).
+
+ctypedef struct WireMsg:
+    # One delivery as every wire target sees it (filled by the router).
+    const char *subject             # UTF-8
+    Py_ssize_t subject_n
+    const char *reply               # NULL: none
+    Py_ssize_t reply_n
+    const char *rec                 # the event's record ...
+    Py_ssize_t rec_n
+    const char *data                # ... and its data when it follows apart (NULL: in rec)
+    Py_ssize_t data_n
+    uint64_t gen                    # new for every record made: the key of what a
+                                    # protocol computes once per message
+    PyObject *subject_obj           # the subject (str)
+    PyObject *event                 # the Event published; NULL: a record from the network
+    PyObject *stream                # the stream that stored it (str), or None
+    int64_t seq
+    int64_t ts
+
+
+cdef class OutBuf:
+    cdef char *buf
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef public Py_ssize_t max_pending
+    cdef public object on_data
+    cdef public Py_ssize_t flush_at         # call on_flush once this many bytes wait (0: never)
+    cdef public object on_flush             # (a burst is written before the tick ends)
+    cdef public bint overflow
+    cdef public bint closed
+    cdef readonly int64_t frames
+    cdef readonly int64_t msgs
+    cdef readonly int64_t bytes_out
+    cdef readonly int64_t dropped
+
+    cdef char *_reserve(self, Py_ssize_t size) except? NULL
+    cdef inline int _wrote(self, Py_ssize_t size, bint was_empty, bint msg) except -1
+
+
+cdef class WireTarget:
+    cdef readonly OutBuf outbuf
+    cdef public bint echo                   # False: not the connection's own publishes
+    cdef public int64_t remaining           # messages left before an automatic UNSUB (0: none)
+    cdef public object owner
+    cdef public object on_end               # (target) when an UNSUB max ended it
+    cdef readonly int64_t delivered
+    cdef readonly int64_t dropped
+    cdef public int64_t handle
+    cdef public list replies                # the reply subjects (bytes) of the requests it
+                                            # delivered, for response permissions (None: not
+                                            # kept; at REPLIES_MAX entries no more are added)
+
+    cdef int _write(self, WireMsg *m) except -1
