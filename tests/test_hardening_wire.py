@@ -32,6 +32,8 @@ from fastflow import Event, Flow
 from fastflow.errors import EventError
 from fastflow.protocol import Op
 
+from helpers import wait_until
+
 TIMEOUT = 30.0
 FORGED = b"forged"
 _HEAD = struct.Struct("<BBHHHHHI")      # the event record's header (docs/engine.md)
@@ -39,14 +41,6 @@ _HEAD = struct.Struct("<BBHHHHHI")      # the event record's header (docs/engine
 
 def run(aloop, coro_fn):
     return aloop(coro_fn, timeout=TIMEOUT)
-
-
-async def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after {} s waiting for {}".format(timeout, what))
-        await asyncio.sleep(0.005)
 
 
 def raw_pub(client, subject, record, reply=None):
