@@ -61,7 +61,7 @@ def seed():
     return s
 
 
-# -- network tests: event loops, servers, certificates --------------------------------------
+# -- async and network tests: event loops, servers, certificates ----------------------------
 
 NET_LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 NET_TEST_TIMEOUT = 60.0         # seconds an async network test may take in all

@@ -28,19 +28,13 @@ import fastflow
 import fastflow.client as fc
 from fastflow import Event, Flow, SubjectError
 
+from helpers import cli, wait_until
+
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 HEAD = struct.Struct("<IBBHIHH")        # a frame's header (docs/protocol.md)
 UTC = dt.timezone.utc
 # the reference core routes in Python: smaller volumes keep the tests quick
 SCALE = 1 if fastflow.COMPILED else 4
-
-
-async def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after {} s waiting for {}".format(timeout, what))
-        await asyncio.sleep(0.005)
 
 
 async def take(sub, n, timeout=5.0):
@@ -870,12 +864,6 @@ def test_reconnect_after_a_server_restart(aloop, ffproc, tmp_path):
 
 
 # -- the command line ---------------------------------------------------------------------------
-
-
-def cli(*args, timeout=30, input=None):
-    return subprocess.run([sys.executable, "-m", "fastflow"] + [str(a) for a in args],
-                          capture_output=True, text=True, timeout=timeout, input=input,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 RESPONDER = """

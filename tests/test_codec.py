@@ -29,6 +29,7 @@ from fastflow import FastflowError
 from fastflow.protocol import error_code
 
 from conftest import ACTIVE_CORE, CORES, both_cores
+from helpers import chunked
 
 
 # -- frames built from docs/protocol.md ---------------------------------------------------
@@ -70,13 +71,6 @@ def parser(core, router=None, out=None, route=True, batch=False, **kw):
     p.route_pubs = route
     p.batch_msgs = batch
     return p
-
-
-def feed_all(p, chunks):
-    out = []
-    for c in chunks:
-        out.extend(p.feed(c))
-    return out
 
 
 def msgs_of(core, outbuf):
@@ -768,16 +762,6 @@ def mutated_stream_st(draw):
     return bytes(data)
 
 
-def chunked(draw, data):
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=5)))
-    out = []
-    prev = 0
-    for c in cuts + [len(data)]:
-        out.append(data[prev:c])
-        prev = c
-    return out
-
-
 def fuzz_run(core, chunks, route, batch, perms, flow=None):
     """Feed ``chunks`` to a parser routing into a router (or ``flow``, a
     Flow of the active core) with network, queue, stream and local
@@ -862,7 +846,7 @@ FUZZ = settings(max_examples=200, deadline=None,
 @given(data=st.binary(max_size=300), route=st.booleans(), batch=st.booleans(),
        split=st.data())
 def test_fuzz_random_bytes(core_name, data, route, batch, split):
-    fuzz_run(CORES[core_name], chunked(split.draw, data), route, batch, False)
+    fuzz_run(CORES[core_name], chunked(split.draw, data, most_cuts=5), route, batch, False)
 
 
 @pytest.mark.parametrize("core_name", list(CORES))
@@ -870,7 +854,7 @@ def test_fuzz_random_bytes(core_name, data, route, batch, split):
 @given(stream=mutated_stream_st(), route=st.booleans(), batch=st.booleans(),
        perms=st.booleans(), split=st.data())
 def test_fuzz_mutated_frame_streams(core_name, stream, route, batch, perms, split):
-    fuzz_run(CORES[core_name], chunked(split.draw, stream), route, batch, perms)
+    fuzz_run(CORES[core_name], chunked(split.draw, stream, most_cuts=5), route, batch, perms)
 
 
 @FUZZ
@@ -879,7 +863,7 @@ def test_fuzz_with_a_flow_router(stream, route, perms, split):
     """The active core's parser routing into a Flow (streams, in-process
     subscribers, network subscriptions): the same outcome as a bare router."""
     core = ACTIVE_CORE
-    chunks = chunked(split.draw, stream)
+    chunks = chunked(split.draw, stream, most_cuts=5)
     f = fastflow.Flow()
     try:
         with_flow = fuzz_run(core, chunks, route, False, perms, flow=f)
@@ -894,6 +878,6 @@ def test_fuzz_with_a_flow_router(stream, route, perms, split):
 @given(stream=mutated_stream_st(), route=st.booleans(), batch=st.booleans(),
        perms=st.booleans(), split=st.data())
 def test_fuzz_both_cores_agree(stream, route, batch, perms, split):
-    chunks = chunked(split.draw, stream)
+    chunks = chunked(split.draw, stream, most_cuts=5)
     assert fuzz_run(CORES["native"], chunks, route, batch, perms) == \
         fuzz_run(CORES["ref"], chunks, route, batch, perms)

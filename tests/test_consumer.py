@@ -10,7 +10,6 @@ import time
 import types
 
 import pytest
-import uvloop
 
 import fastflow.consumer as consumer_module
 from fastflow import (
@@ -48,31 +47,6 @@ def collect(flow, pattern):
     got = []
     flow.subscribe(pattern, got.append)
     return got
-
-
-LOOP_RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
-
-
-@pytest.fixture(params=sorted(LOOP_RUNNERS))
-def arun(request):
-    """Run ``coro_fn(*args)`` under the standard loop and under uvloop; fail
-    if anything reached the loop's exception handler."""
-    name = request.param
-
-    def run(coro_fn, *args):
-        handled = []
-
-        async def main():
-            loop = asyncio.get_running_loop()
-            assert type(loop).__module__.startswith("uvloop") == (name == "uvloop")
-            loop.set_exception_handler(lambda lp, ctx: handled.append(ctx))
-            return await coro_fn(*args)
-
-        result = LOOP_RUNNERS[name](main())
-        assert handled == []
-        return result
-
-    return run
 
 
 # -- pull -------------------------------------------------------------------------------
@@ -554,7 +528,7 @@ def test_push_callback_errors_are_logged_by_default(caplog):
     assert [r.exc_info[0] for r in caplog.records if r.name == "fastflow"] == [ValueError]
 
 
-def test_push_redelivery_on_a_timer_under_a_running_loop(arun):
+def test_push_redelivery_on_a_timer_under_a_running_loop(aloop):
     async def main():
         f = Flow()
         s = f.add_stream("S", "c.>")
@@ -579,13 +553,13 @@ def test_push_redelivery_on_a_timer_under_a_running_loop(arun):
         await asyncio.sleep(0.1)
         assert len(got) == 2
         f.close()
-    arun(main)
+    aloop(main)
 
 
 # -- async pull ----------------------------------------------------------------------------
 
 
-def test_async_pull_waits_for_new_events(arun):
+def test_async_pull_waits_for_new_events(aloop):
     async def main():
         f = Flow()
         s = f.add_stream("S", "c.>")
@@ -607,10 +581,10 @@ def test_async_pull_waits_for_new_events(arun):
         await task
         assert got == [(2, b"\x00", 1), (3, b"\x01", 1), (4, b"\x02", 1)]
         assert (c.ack_floor, c.pending) == (4, 0)
-    arun(main)
+    aloop(main)
 
 
-def test_async_pull_redelivers_when_due(arun):
+def test_async_pull_redelivers_when_due(aloop):
     async def main():
         f, s = make(1)
         c = s.consumer("q", ack_wait=0.03)
@@ -622,10 +596,10 @@ def test_async_pull_redelivers_when_due(arun):
                 break
         assert got == [(1, 1), (1, 2)]
         assert c.pending == 0
-    arun(main)
+    aloop(main)
 
 
-def test_async_pull_wakes_on_publish_from_another_thread(arun):
+def test_async_pull_wakes_on_publish_from_another_thread(aloop):
     async def main():
         f = Flow()
         s = f.add_stream("S", "c.>")
@@ -637,10 +611,10 @@ def test_async_pull_wakes_on_publish_from_another_thread(arun):
         finally:
             th.join()
         assert (ev.seq, ev.data) == (1, b"t")
-    arun(main)
+    aloop(main)
 
 
-def test_async_pull_publish_between_fetch_and_listen_is_not_lost(arun, monkeypatch):
+def test_async_pull_publish_between_fetch_and_listen_is_not_lost(aloop, monkeypatch):
     async def main():
         f = Flow()
         s = f.add_stream("S", "c.>")
@@ -663,11 +637,11 @@ def test_async_pull_publish_between_fetch_and_listen_is_not_lost(arun, monkeypat
         finally:
             assert fired == [True]
         assert ev.data == b"raced"
-    arun(main)
+    aloop(main)
 
 
 @pytest.mark.parametrize("how", ["delete_consumer", "flow_close"])
-def test_async_pull_ends_when_the_consumer_is_closed(arun, how):
+def test_async_pull_ends_when_the_consumer_is_closed(aloop, how):
     async def main():
         f, s = make(0)
         c = s.consumer("q")
@@ -675,7 +649,7 @@ def test_async_pull_ends_when_the_consumer_is_closed(arun, how):
         asyncio.get_running_loop().call_later(0.02, close)
         got = [ev async for ev in c]
         assert got == []
-    arun(main)
+    aloop(main)
 
 
 # -- durability ------------------------------------------------------------------------------

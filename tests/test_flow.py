@@ -20,7 +20,6 @@ import time
 import types
 
 import pytest
-import uvloop
 
 import fastflow
 import fastflow.flow as flow_module
@@ -58,38 +57,6 @@ def collect(flow, pattern, **kw):
     got = []
     sub = flow.subscribe(pattern, got.append, **kw)
     return got, sub
-
-
-# -- asyncio under both loops -----------------------------------------------------------
-
-LOOP_RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
-
-
-@pytest.fixture(params=sorted(LOOP_RUNNERS))
-def arun(request):
-    """``arun(coro_fn, *args)`` runs ``coro_fn(*args)`` in a new event loop
-    (the standard one, then uvloop) and fails if anything reached the
-    loop's exception handler."""
-    name = request.param
-
-    def run(coro_fn, *args):
-        handled = []
-
-        async def main():
-            loop = asyncio.get_running_loop()
-            if name == "uvloop":
-                assert type(loop).__module__.startswith("uvloop")
-            else:
-                assert not type(loop).__module__.startswith("uvloop")
-            loop.set_exception_handler(lambda lp, ctx: handled.append(ctx))
-            return await coro_fn(*args)
-
-        result = LOOP_RUNNERS[name](main())
-        assert handled == []
-        return result
-
-    run.loop_name = name
-    return run
 
 
 # -- publish / subscribe -------------------------------------------------------------------
@@ -781,7 +748,7 @@ def test_a_callback_subscription_is_not_iterable():
 # -- asyncio ----------------------------------------------------------------------------------
 
 
-def test_async_for_over_a_subscription(arun):
+def test_async_for_over_a_subscription(aloop):
     async def main():
         f = Flow()
         sub = f.subscribe("a.>")
@@ -804,10 +771,10 @@ def test_async_for_over_a_subscription(arun):
         assert [(e.routing_subject, e.data) for e in got] == [
             ("a.1", b"1"), ("a.2", b"2"), ("a.3", b"3"), ("a.4", b"4")]
         assert sub.pending == 0
-    arun(main)
+    aloop(main)
 
 
-def test_next_with_timeout(arun):
+def test_next_with_timeout(aloop):
     async def main():
         f = Flow()
         sub = f.subscribe("n")
@@ -825,10 +792,10 @@ def test_next_with_timeout(arun):
         f.publish("n", b"3")
         assert sub.pending == 1
         assert (await sub.next(1)).data == b"3"
-    arun(main)
+    aloop(main)
 
 
-def test_publish_from_another_thread_wakes_the_iterator(arun):
+def test_publish_from_another_thread_wakes_the_iterator(aloop):
     async def main():
         f = Flow()
         sub = f.subscribe("th")
@@ -860,7 +827,7 @@ def test_publish_from_another_thread_wakes_the_iterator(arun):
             assert (await sub.next(2)).data == b"late"
         finally:
             th.join()
-    arun(main)
+    aloop(main)
 
 
 def _publish_between_check_and_wait(monkeypatch, flow, subject):
@@ -882,7 +849,7 @@ def _publish_between_check_and_wait(monkeypatch, flow, subject):
     return fired
 
 
-def test_publish_from_another_thread_between_check_and_wait_is_not_lost(arun, monkeypatch):
+def test_publish_from_another_thread_between_check_and_wait_is_not_lost(aloop, monkeypatch):
     async def main():
         f = Flow()
         sub = f.subscribe("race")
@@ -893,10 +860,10 @@ def test_publish_from_another_thread_between_check_and_wait_is_not_lost(arun, mo
             assert fired == [True]
             assert sub.pending in (0, 1)
         assert ev.data == b"raced"
-    arun(main)
+    aloop(main)
 
 
-def test_coroutine_callbacks_run_in_order(arun):
+def test_coroutine_callbacks_run_in_order(aloop):
     async def main():
         f = Flow()
         got = []
@@ -923,10 +890,10 @@ def test_coroutine_callbacks_run_in_order(arun):
         f.publish("co", b"late")
         await asyncio.sleep(0.01)
         assert len(got) == 8
-    arun(main)
+    aloop(main)
 
 
-def test_coroutine_callback_errors_go_to_the_error_handler(arun):
+def test_coroutine_callback_errors_go_to_the_error_handler(aloop):
     async def main():
         errors = []
         f = Flow(error_handler=lambda exc, sub: errors.append((exc, sub)))
@@ -949,10 +916,10 @@ def test_coroutine_callback_errors_go_to_the_error_handler(arun):
         assert type(errors[0][0]) is KeyError and errors[0][1] is sub
         assert sub.async_errors == 1
         sub.unsubscribe()
-    arun(main)
+    aloop(main)
 
 
-def test_coroutine_callback_errors_are_in_the_stats(arun):
+def test_coroutine_callback_errors_are_in_the_stats(aloop):
     async def main():
         f = Flow(error_handler=lambda exc, sub: None)
 
@@ -969,7 +936,7 @@ def test_coroutine_callback_errors_are_in_the_stats(arun):
         entry = f.stats()["subscriptions"][0]
         sub.unsubscribe()
         assert entry["errors"] == 1 or entry.get("async_errors") == 1
-    arun(main)
+    aloop(main)
 
 
 def test_coroutine_callback_needs_a_running_loop():
@@ -983,7 +950,7 @@ def test_coroutine_callback_needs_a_running_loop():
     assert f.stats()["subscriptions"] == []
 
 
-def test_unsubscribe_ends_the_iterator(arun):
+def test_unsubscribe_ends_the_iterator(aloop):
     async def main():
         f = Flow()
         sub = f.subscribe("u")
@@ -1008,10 +975,10 @@ def test_unsubscribe_ends_the_iterator(arun):
         finally:
             th.join()
         assert got == []
-    arun(main)
+    aloop(main)
 
 
-def test_cut_raises_slow_consumer_error_from_the_iterator(arun):
+def test_cut_raises_slow_consumer_error_from_the_iterator(aloop):
     async def main():
         f = Flow()
         sub = f.subscribe("s", max_pending=2, on_full="cut")
@@ -1033,7 +1000,7 @@ def test_cut_raises_slow_consumer_error_from_the_iterator(arun):
             await task
         assert got == [b"\x00"]
         assert sub.stats()["slow_consumer"] is True
-    arun(main)
+    aloop(main)
 
 
 # -- streams ------------------------------------------------------------------------------------
@@ -1194,7 +1161,7 @@ def test_replay_after_eviction_counts_lost():
         s.replay(seq=1, strict=True)
 
 
-def test_replay_async_and_areplay(arun):
+def test_replay_async_and_areplay(aloop):
     f, s = _filled_stream()
 
     async def main():
@@ -1206,16 +1173,16 @@ def test_replay_async_and_areplay(arun):
         assert [(e.seq, e.routing_subject, e.data, e.stream) for e in paced] == [
             (e.seq, e.routing_subject, e.data, e.stream) for e in s.replay()]
         assert [e.id for e in paced] == [e.id for e in s.replay()]
-    arun(main)
+    aloop(main)
 
 
-def test_async_for_over_replay(arun):
+def test_async_for_over_replay(aloop):
     f, s = _filled_stream()
 
     async def main():
         return [e.seq async for e in s.replay(filter="r.b")]
 
-    assert arun(main) == [2, 5]
+    assert aloop(main) == [2, 5]
 
 
 def test_last_per_subject():

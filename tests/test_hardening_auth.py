@@ -25,15 +25,8 @@ from fastflow.server.auth import (
 from fastflow.server.config import ConfigError, ServerConfig
 from fastflow.server.native import frame_bytes
 
+from helpers import wait_until
 from peers import nats_door_available
-
-
-async def wait_until(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within {} s".format(timeout))
-        await asyncio.sleep(0.01)
 
 
 # -- response permissions -------------------------------------------------------------------

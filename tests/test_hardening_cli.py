@@ -17,14 +17,8 @@ import pytest
 import fastflow
 from fastflow.server.config import ConfigError, parse_duration, parse_size
 
-from peers import free_port
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(*args, timeout=30, input=None):
-    return subprocess.run([sys.executable, "-m", "fastflow"] + [str(a) for a in args],
-                          capture_output=True, text=True, timeout=timeout, input=input, cwd=REPO)
+from helpers import cli
+from peers import REPO, free_port
 
 
 def spawn(*args):

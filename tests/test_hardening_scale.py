@@ -10,7 +10,9 @@ import pytest
 
 import fastflow
 from fastflow import Flow
-from test_server import OP, Raw, frame, record, wait_until
+
+from helpers import wait_until
+from test_server import OP, Raw, frame, record
 
 # -- the matcher: O(1) invalidation, bulk removal -------------------------------------
 
@@ -410,8 +412,7 @@ def test_pending_output_total_is_capped(aloop, ffserver):
                     raw = await Raw.open(srv.port, rcvbuf=4096)
                     subs.append(raw)
                     await raw.handshake()
-                    await raw.send(frame(OP["SUB"], 0, 1, "big") + frame(OP["PING"], 0, 1))
-                    await raw.expect("PONG")
+                    await raw.subscribe("big")
                 await pub.handshake()
                 ev = frame(OP["PUB"], 0, 0, "big", "", record("big", b"x" * 200000))
                 for _ in range(40):         # 8 MB for each subscriber that never reads

@@ -7,22 +7,13 @@ Engine tests run on both cores (``core``); server tests run in the
 test's loop under asyncio and uvloop (``aloop``), on the core the run
 selected (``FASTFLOW_NO_EXTENSIONS=1`` for the reference)."""
 
-import asyncio
-import time
-
 import pytest
 
 import fastflow
 import fastflow.client as fc
 from fastflow.errors import EventTooLarge, LogFullError
 
-
-async def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after {} s waiting for {}".format(timeout, what))
-        await asyncio.sleep(0.005)
+from helpers import wait_until
 
 
 # -- a refusing stream never blocks delivery ------------------------------------------------

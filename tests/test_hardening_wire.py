@@ -32,6 +32,8 @@ from fastflow import Event, Flow
 from fastflow.errors import EventError
 from fastflow.protocol import Op
 
+from helpers import wait_until
+
 TIMEOUT = 30.0
 FORGED = b"forged"
 _HEAD = struct.Struct("<BBHHHHHI")      # the event record's header (docs/engine.md)
@@ -39,14 +41,6 @@ _HEAD = struct.Struct("<BBHHHHHI")      # the event record's header (docs/engine
 
 def run(aloop, coro_fn):
     return aloop(coro_fn, timeout=TIMEOUT)
-
-
-async def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after {} s waiting for {}".format(timeout, what))
-        await asyncio.sleep(0.005)
 
 
 def raw_pub(client, subject, record, reply=None):
@@ -112,6 +106,24 @@ class Victim:
         return [g[0] for g in self.got]
 
 
+@contextlib.asynccontextmanager
+async def mallory_and_victim(srv, natspy):
+    """``(c, victim, errors)``: mallory's native client ``c`` of ``srv``, whose
+    server errors go to ``errors``, and a Victim on its NATS door; both are
+    closed at exit."""
+    victim = await Victim(natspy).start(srv.nats_url)
+    try:
+        errors = []
+        c = await fc.connect(srv.url, user="mallory", password="pw-mallory",
+                             error_callback=errors.append)
+        try:
+            yield c, victim, errors
+        finally:
+            await c.close()
+    finally:
+        await victim.close()
+
+
 async def raw_nats(port, connect=None):
     """A NATS connection by hand: (reader, writer) after INFO and CONNECT."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
@@ -143,30 +155,23 @@ def test_reply_with_crlf_from_the_native_door_injects_nothing(aloop, ffnats, nat
     reply with CRLF and a forged ``MSG orders.secret.x`` line; the nats-py
     subscriber must not get a message on orders.secret.x."""
     async def main():
-        async with ffnats(users=USERS) as srv:
-            victim = await Victim(natspy).start(srv.nats_url)
-            errors = []
-            c = await fc.connect(srv.url, user="mallory", password="pw-mallory",
-                                 error_callback=errors.append)
-            try:
-                # (the victim's subscription of m.> is its sid 1)
-                reply = "r 0\r\n\r\nMSG orders.secret.x 1 6\r\nforged\r\nMSG m.x 1 r"
-                # raw PUB frames: the client's own check of the reply left out
-                raw_pub(c, "m.x", Event("m.x", b"hello").encode(), reply)
-                raw_pub(c, "m.y", Event("m.y", b"hello").encode(), "a b")
-                c.publish("m.ok", b"after")
-                await c.flush()
-                with contextlib.suppress(AssertionError):
-                    await wait_until(lambda: "m.ok" in victim.subjects(), what="m.ok")
-                assert victim.subjects() == ["m.ok"], victim.got
-                assert not victim.errors
-                await wait_until(lambda: len(errors) >= 2, what="the refusals")
-                assert all(isinstance(e, fc.ServerError) and e.code == 422
-                           and "invalid reply subject" in str(e) for e in errors), errors
-                assert "not allowed" in str(errors[0])
-            finally:
-                await c.close()
-                await victim.close()
+        async with ffnats(users=USERS) as srv, \
+                mallory_and_victim(srv, natspy) as (c, victim, errors):
+            # (the victim's subscription of m.> is its sid 1)
+            reply = "r 0\r\n\r\nMSG orders.secret.x 1 6\r\nforged\r\nMSG m.x 1 r"
+            # raw PUB frames: the client's own check of the reply left out
+            raw_pub(c, "m.x", Event("m.x", b"hello").encode(), reply)
+            raw_pub(c, "m.y", Event("m.y", b"hello").encode(), "a b")
+            c.publish("m.ok", b"after")
+            await c.flush()
+            with contextlib.suppress(AssertionError):
+                await wait_until(lambda: "m.ok" in victim.subjects(), what="m.ok")
+            assert victim.subjects() == ["m.ok"], victim.got
+            assert not victim.errors
+            await wait_until(lambda: len(errors) >= 2, what="the refusals")
+            assert all(isinstance(e, fc.ServerError) and e.code == 422
+                       and "invalid reply subject" in str(e) for e in errors), errors
+            assert "not allowed" in str(errors[0])
     run(aloop, main)
 
 
@@ -174,32 +179,25 @@ def test_attribute_name_with_crlf_becomes_no_nats_header_line(aloop, ffnats, nat
     """An attribute name ``ce-Bad Name\\r\\nX-Injected: v`` in a native event
     record is refused at the door (422) and never reaches a NATS header."""
     async def main():
-        async with ffnats(users=USERS) as srv:
-            victim = await Victim(natspy).start(srv.nats_url)
-            errors = []
-            c = await fc.connect(srv.url, user="mallory", password="pw-mallory",
-                                 error_callback=errors.append)
-            try:
-                ev = Event("m.h", b"data", id="1", source="/s", type="t", ext="x")
-                for name in ("ce-Bad Name\r\nX-Injected: v", "Bad Name\r\nX-Injected: v",
-                             "a:b", "nul\0"):
-                    rest = msgspec.msgpack.encode({name: "v"})
-                    raw_pub(c, "m.h", with_rest(ev, rest))
-                await c.flush()
-                await wait_until(lambda: len(errors) >= 4, what="the refusals")
-                assert all(isinstance(e, fc.ServerError) and e.code == 422 for e in errors)
-                assert "attribute name" in str(errors[0]), errors[0]
-                c._publish_record("m.h", ev.encode(), None)
-                await c.flush()
-                await wait_until(lambda: victim.got, what="the good event")
-                assert len(victim.got) == 1, victim.got
-                subject, _reply, data, headers = victim.got[0]
-                assert (subject, data) == ("m.h", b"data")
-                assert headers.get("ce-ext") == "x", headers
-                assert not any("injected" in k.lower() or " " in k for k in headers), headers
-            finally:
-                await c.close()
-                await victim.close()
+        async with ffnats(users=USERS) as srv, \
+                mallory_and_victim(srv, natspy) as (c, victim, errors):
+            ev = Event("m.h", b"data", id="1", source="/s", type="t", ext="x")
+            for name in ("ce-Bad Name\r\nX-Injected: v", "Bad Name\r\nX-Injected: v",
+                         "a:b", "nul\0"):
+                rest = msgspec.msgpack.encode({name: "v"})
+                raw_pub(c, "m.h", with_rest(ev, rest))
+            await c.flush()
+            await wait_until(lambda: len(errors) >= 4, what="the refusals")
+            assert all(isinstance(e, fc.ServerError) and e.code == 422 for e in errors)
+            assert "attribute name" in str(errors[0]), errors[0]
+            c._publish_record("m.h", ev.encode(), None)
+            await c.flush()
+            await wait_until(lambda: victim.got, what="the good event")
+            assert len(victim.got) == 1, victim.got
+            subject, _reply, data, headers = victim.got[0]
+            assert (subject, data) == ("m.h", b"data")
+            assert headers.get("ce-ext") == "x", headers
+            assert not any("injected" in k.lower() or " " in k for k in headers), headers
     run(aloop, main)
 
 

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import time
 
@@ -32,6 +31,8 @@ import fastflow
 import fastflow.client as fc
 from fastflow import Flow
 from fastflow.server import hash_password
+
+from helpers import RawConnection, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GO_SRC = os.path.join(REPO, "tests", "go", "natssmoke.go")
@@ -45,18 +46,10 @@ CLOSING_ERRS = {"'Unknown Protocol Operation'", "'Maximum Payload Violation'",
                 "'maximum connections exceeded'", "'Invalid Connect Protocol'"}
 
 
-async def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after {} s waiting for {}".format(timeout, what))
-        await asyncio.sleep(0.005)
-
-
 # -- a raw NATS connection -------------------------------------------------------------------
 
 
-class NRaw:
+class NRaw(RawConnection):
     """A TCP connection speaking NATS by hand.  The server's output is cut
     into items here, independently of the door's code:
     ``("INFO", dict)``, ``("+OK",)``, ``("-ERR", "'text'")``, ``("PING",)``,
@@ -66,34 +59,13 @@ class NRaw:
     pings a new connection after a second or so)."""
 
     def __init__(self, sock, auto_pong=True):
-        self.sock = sock
-        self.loop = asyncio.get_running_loop()
-        self.buf = b""
-        self.eof = False
+        super().__init__(sock)
         self.auto_pong = auto_pong
-        self.info = None
         self.raw = b""                  # every byte received
 
     @classmethod
     async def open(cls, port, rcvbuf=None, auto_pong=True):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if rcvbuf:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.setblocking(False)
-        try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
-                s, ("127.0.0.1", port)), 5)
-        except BaseException:
-            s.close()
-            raise
-        return cls(s, auto_pong)
-
-    def close(self):
-        self.sock.close()
-
-    async def send(self, data):
-        await asyncio.wait_for(self.loop.sock_sendall(self.sock, data), 5)
+        return await super().open(port, rcvbuf, nodelay=True, auto_pong=auto_pong)
 
     async def send_pieces(self, pieces, pause=0.001):
         """Each piece in its own write, with a pause for the server to read it."""
@@ -102,14 +74,7 @@ class NRaw:
             await asyncio.sleep(pause)
 
     async def _fill(self, timeout):
-        try:
-            data = await asyncio.wait_for(self.loop.sock_recv(self.sock, 1 << 16), timeout)
-        except (ConnectionResetError, BrokenPipeError):
-            data = b""
-        if not data:
-            self.eof = True
-        self.raw += data
-        self.buf += data
+        self.raw += await super()._fill(timeout)
 
     def _cut(self):
         i = self.buf.find(b"\r\n")
@@ -149,26 +114,17 @@ class NRaw:
         self.buf = self.buf[end:]
         return item
 
-    async def next(self, timeout=5.0):
-        """The next item (None once the server closed the connection)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            item = self._cut()
-            if item is not None:
-                if item[0] == "INFO" and self.info is None:
-                    self.info = item[1]
-                if item == ("PING",) and self.auto_pong:
-                    with contextlib.suppress(OSError, asyncio.TimeoutError):
-                        await self.send(b"PONG\r\n")
-                    continue
-                return item
-            if self.eof:
-                return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise asyncio.TimeoutError("nothing more within {} s; got so far {!r}".format(
-                    timeout, self.raw[-300:]))
-            await self._fill(left)
+    async def _keep(self, item):
+        if item[0] == "INFO" and self.info is None:
+            self.info = item[1]
+        if item == ("PING",) and self.auto_pong:
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await self.send(b"PONG\r\n")
+            return False
+        return True
+
+    def _timeout_message(self, timeout):
+        return "nothing more within {} s; got so far {!r}".format(timeout, self.raw[-300:])
 
     async def until(self, pred, timeout=5.0):
         """Items up to and including the first one for which ``pred`` is

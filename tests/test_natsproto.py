@@ -36,6 +36,7 @@ from fastflow import FastflowError
 from fastflow.errors import SubjectError
 
 from conftest import CORES, both_cores
+from helpers import chunked, feed_all
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -45,13 +46,6 @@ def parser(core, router=None, out=None, route=True, **kw):
     p = core.NatsParser(router, out, **kw)
     p.route_pubs = route
     return p
-
-
-def feed_all(p, chunks):
-    out = []
-    for c in chunks:
-        out.extend(p.feed(c))
-    return out
 
 
 def splits2(data):
@@ -1169,19 +1163,6 @@ def op_st(draw, valid_subjects=True):
     if kind == "-ERR":
         return line(draw(st.sampled_from([b"'Slow Consumer'", b"'x y'", b"\xc3\xa9"])))
     return line()
-
-
-def chunked(draw, data):
-    """``data`` cut at random points."""
-    if not data:
-        return [data]
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    out = []
-    prev = 0
-    for c in cuts + [len(data)]:
-        out.append(data[prev:c])
-        prev = c
-    return out
 
 
 def no_detail(result):

@@ -29,6 +29,8 @@ import fastflow.client as fc
 from fastflow import Flow
 from fastflow.server import hash_password
 
+from helpers import RawConnection, wait_until
+
 SCALE = 1 if fastflow.COMPILED else 4
 HEAD = struct.Struct("<IBBHIHH")
 OP = {"INFO": 1, "CONNECT": 2, "PUB": 3, "PUBACK": 4, "PUB_BATCH": 5, "SUB": 6, "UNSUB": 7,
@@ -82,45 +84,11 @@ class Frame:
                                                       self.reply, len(self.body))
 
 
-class Raw:
+class Raw(RawConnection):
     """A raw TCP connection speaking the protocol by hand (frames parsed
     here with struct, independently of the codec)."""
 
-    def __init__(self, sock):
-        self.sock = sock
-        self.loop = asyncio.get_running_loop()
-        self.buf = b""
-        self.eof = False
-        self.info = None
-
-    @classmethod
-    async def open(cls, port, rcvbuf=None):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.setblocking(False)
-        try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
-                s, ("127.0.0.1", port)), 5)
-        except BaseException:
-            s.close()
-            raise
-        return cls(s)
-
-    def close(self):
-        self.sock.close()
-
-    async def send(self, data):
-        await asyncio.wait_for(self.loop.sock_sendall(self.sock, data), 5)
-
-    async def _fill(self, timeout):
-        try:
-            data = await asyncio.wait_for(self.loop.sock_recv(self.sock, 1 << 16), timeout)
-        except (ConnectionResetError, BrokenPipeError):
-            data = b""
-        if not data:
-            self.eof = True
-        self.buf += data
+    what = "frame"
 
     def _cut(self):
         if len(self.buf) < 16:
@@ -133,20 +101,6 @@ class Raw:
         self.buf = self.buf[size + 4:]
         return Frame(op, flags, fid, f[16:16 + sn].decode(), f[16 + sn:16 + sn + rn].decode(),
                      f[16 + sn + rn:])
-
-    async def next(self, timeout=5.0):
-        """The next frame (None once the server closed the connection)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            f = self._cut()
-            if f is not None:
-                return f
-            if self.eof:
-                return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise asyncio.TimeoutError("no frame within {} s".format(timeout))
-            await self._fill(left)
 
     async def expect(self, op, timeout=5.0):
         f = await self.next(timeout)
@@ -170,13 +124,10 @@ class Raw:
         assert ok.id == 1
         return ok.json()
 
-
-async def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after {} s waiting for {}".format(timeout, what))
-        await asyncio.sleep(0.005)
+    async def subscribe(self, subject, sid=1):
+        """SUB ``subject`` as ``sid``; returns once the server's PONG says it has it."""
+        await self.send(frame(OP["SUB"], 0, sid, subject) + frame(OP["PING"]))
+        await self.expect("PONG")
 
 
 async def http(port, path, method="GET"):
@@ -304,8 +255,7 @@ def test_slow_consumer_is_cut_advised_and_counted(aloop, ffserver):
                 try:
                     await slow.handshake(name="never-reads")
                     cid = slow.info["client_id"]
-                    await slow.send(frame(OP["SUB"], 0, 1, "flood.>") + frame(OP["PING"]))
-                    await slow.expect("PONG")
+                    await slow.subscribe("flood.>")
                     async with await fc.connect(srv.url, name="publisher") as pub, \
                             await fc.connect(srv.url, name="reader") as reader:
                         got = []
@@ -383,8 +333,7 @@ def test_stalled_subscriber_pauses_publishers_then_is_cut(aloop, ffserver):
                 stuck = await Raw.open(srv.port, rcvbuf=4096)
                 try:
                     await stuck.handshake(name="stuck")
-                    await stuck.send(frame(OP["SUB"], 0, 1, "st.>") + frame(OP["PING"]))
-                    await stuck.expect("PONG")
+                    await stuck.subscribe("st.>")
                     async with await fc.connect(srv.url, name="pub") as pub, \
                             await fc.connect(srv.url, name="reader") as reader:
                         got = []
@@ -1084,8 +1033,7 @@ def test_drain_waits_for_readers_and_a_second_signal_stops_at_once(aloop, ffproc
         stuck = await Raw.open(server.port, rcvbuf=4096)
         try:
             await stuck.handshake(name="stuck")
-            await stuck.send(frame(OP["SUB"], 0, 1, "big.>") + frame(OP["PING"]))
-            await stuck.expect("PONG")
+            await stuck.subscribe("big.>")
             async with await fc.connect(server.url, reconnect=False,
                                         error_callback=lambda e: None) as pub:
                 for _ in range(16):                  # 16 MB the subscriber does not read
