@@ -31,14 +31,8 @@ from fastflow.errors import (
     SubjectError,
 )
 from fastflow.flow import Flow, Retention, Stream, Subscription
-
-from fastflow.mqtt import (  # noqa: E402
-    mqtt_filter_to_patterns,
-    mqtt_topic_to_subject,
-    subject_to_mqtt_topic,
-)
-
-from fastflow._version import __version__ as __version__  # noqa: E402
+from fastflow.mqtt import mqtt_filter_to_patterns, mqtt_topic_to_subject, subject_to_mqtt_topic
+from fastflow._version import __version__ as __version__
 
 __all__ = (
     "COMPILED",

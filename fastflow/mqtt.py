@@ -18,6 +18,7 @@ in MQTT topics but cannot be carried by fastflow subjects (where ``*`` and
 ``>`` are wildcards): they raise ``SubjectError`` rather than change meaning.
 """
 
+from fastflow._impl import validate_pattern, validate_subject
 from fastflow.errors import SubjectError
 
 __all__ = ("mqtt_filter_to_patterns", "mqtt_topic_to_subject", "subject_to_mqtt_topic")
@@ -70,8 +71,6 @@ def _level_token(kind, text, level, index):
 
 def mqtt_topic_to_subject(topic):
     """Translate an MQTT topic name (as published) to a fastflow subject."""
-    from fastflow import validate_subject
-
     topic = _check_text("topic", topic)
     tokens = []
     for i, level in enumerate(topic.split("/"), 1):
@@ -96,8 +95,6 @@ def mqtt_filter_to_patterns(mqtt_filter):
     matches what the filter matches; ``queue`` is the share name of a
     ``$share/<group>/<filter>`` subscription, else ``None``.
     """
-    from fastflow import validate_pattern
-
     text = _check_text("filter", mqtt_filter)
     queue = None
     filt = text
@@ -147,8 +144,6 @@ def subject_to_mqtt_topic(subject):
     The inverse of ``mqtt_topic_to_subject``; a subject that did not come
     from MQTT may still be translated if its tokens carry no ``+`` or ``#``.
     """
-    from fastflow import validate_subject
-
     validate_subject(subject)
     if isinstance(subject, (bytes, bytearray)):
         subject = bytes(subject).decode("utf-8")

@@ -173,3 +173,17 @@ def test_read_stub_reads_kinds_members_and_exports(tmp_path):
     stub.write_text("__all__ = ['C', 'gone']\nclass C: ...\n")
     with pytest.raises(AssertionError, match="names it does not declare: gone"):
         read_stub(str(stub))
+
+
+def test_the_core_numbers_the_protocol_as_fastflow_protocol(core):
+    # src_ext/wire/proto.pxi (and the twin's wire/proto.py) against fastflow/protocol.py
+    from fastflow.protocol import Flag, Op
+
+    assert core.OPS == {op.name: int(op) for op in Op}
+    assert core.FLAGS == {"ACK": int(Flag.ACK), "NO_RESPONDERS": int(Flag.NO_RESPONDERS),
+                          "CLOSE": int(Flag.CLOSE)}
+
+
+def test_the_wire_target_base_is_abstract(core):
+    with pytest.raises(TypeError, match="base of the protocols"):
+        core.WireTarget(core.OutBuf())

@@ -304,6 +304,9 @@ class WireTarget:
                  "_handle", "_replies")
 
     def __init__(self, outbuf, echo=True):
+        if type(self) is WireTarget:
+            raise TypeError("WireTarget is the base of the protocols' targets "
+                            "(NativeTarget, NatsTarget)")
         if not isinstance(outbuf, OutBuf):
             raise TypeError("Argument 'outbuf' has incorrect type (expected {}.{}, got {})"
                             .format(OutBuf.__module__, OutBuf.__qualname__,
