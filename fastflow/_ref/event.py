@@ -82,16 +82,22 @@ _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
 
 
+def _c_int_value(v):
+    """``v`` as Cython converts a C integer argument: an int, or an object
+    with ``__int__``."""
+    if type(v) is int:
+        return v
+    if isinstance(v, int):
+        return int(v)
+    conv = getattr(type(v), "__int__", None)
+    if conv is None:
+        raise TypeError("an integer is required")
+    return conv(v)
+
+
 def _c_integer(v, lo, hi, overflow):
     """``v`` as a C long/int argument: ints, or objects with ``__int__``."""
-    if type(v) is not int:
-        if isinstance(v, int):
-            v = int(v)
-        else:
-            conv = getattr(type(v), "__int__", None)
-            if conv is None:
-                raise TypeError("an integer is required")
-            v = conv(v)
+    v = _c_int_value(v)
     if not lo <= v <= hi:
         raise OverflowError(overflow)
     return v

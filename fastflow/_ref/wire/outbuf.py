@@ -10,6 +10,7 @@ from fastflow._ref.event import (
     EV_MAX_STRING,
     _c_int,
     _c_int64,
+    _c_int_value,
     _c_ssize,
     _final,
     _record_bytes,
@@ -25,14 +26,7 @@ __all__ = ("OutBuf", "WireMsg", "WireTarget")
 
 def _c_uint32(v):
     """``v`` as a C uint32_t argument."""
-    if type(v) is not int:
-        if isinstance(v, int):
-            v = int(v)
-        else:
-            conv = getattr(type(v), "__int__", None)
-            if conv is None:
-                raise TypeError("an integer is required")
-            v = conv(v)
+    v = _c_int_value(v)
     if v < 0:
         raise OverflowError("can't convert negative value to uint32_t")
     if v > 0xFFFFFFFF:
