@@ -2,15 +2,11 @@
 # byte layout of docs/protocol.md, here only), the wire target of a native
 # subscription (MSG frames) and the client's Publisher (PUB frames).
 
-cdef inline int _native_frame(OutBuf ob, int op, int flags, uint32_t fid, const char *s,
-                       Py_ssize_t sn, const char *r, Py_ssize_t rn, const char *b0,
-                       Py_ssize_t bn0, const char *b1, Py_ssize_t bn1) except -1:
-    """Append one frame (body = b0[:bn0] + b1[:bn1]); 0 if it was dropped."""
-    cdef Py_ssize_t size = FR_HEADER + sn + rn + bn0 + bn1
-    cdef bint was_empty = ob.n == 0
-    cdef char *p = ob._reserve(size)
-    if p == NULL:
-        return 0
+cdef inline char *_frame_head(char *p, Py_ssize_t size, int op, int flags, uint32_t fid,
+                              const char *s, Py_ssize_t sn, const char *r,
+                              Py_ssize_t rn) noexcept:
+    """Write a frame's 16-byte header (``size``: the whole frame), its subject
+    and its reply at ``p``; returns where the body goes."""
     _wr32(p, <uint32_t>(size - 4))
     p[4] = <char>FR_VERSION
     p[5] = <char>op
@@ -25,6 +21,19 @@ cdef inline int _native_frame(OutBuf ob, int op, int flags, uint32_t fid, const 
     if rn:
         memcpy(p, r, rn)
         p += rn
+    return p
+
+
+cdef inline int _native_frame(OutBuf ob, int op, int flags, uint32_t fid, const char *s,
+                              Py_ssize_t sn, const char *r, Py_ssize_t rn, const char *b0,
+                              Py_ssize_t bn0, const char *b1, Py_ssize_t bn1) except -1:
+    """Append one frame (body = b0[:bn0] + b1[:bn1]); 0 if it was dropped."""
+    cdef Py_ssize_t size = FR_HEADER + sn + rn + bn0 + bn1
+    cdef bint was_empty = ob.n == 0
+    cdef char *p = ob._reserve(size)
+    if p == NULL:
+        return 0
+    p = _frame_head(p, size, op, flags, fid, s, sn, r, rn)
     if bn0:
         memcpy(p, b0, bn0)
         p += bn0
@@ -46,19 +55,7 @@ cdef int _native_pub(OutBuf ob, const char *sp, Py_ssize_t sn, const char *rp, P
     if p == NULL:
         return 0
     _id_counter += 1
-    _wr32(p, <uint32_t>(size - 4))
-    p[4] = <char>FR_VERSION
-    p[5] = <char>OP_PUB
-    _wr16(p + 6, <uint16_t>flags)
-    _wr32(p + 8, fid)
-    _wr16(p + 12, <uint16_t>sn)
-    _wr16(p + 14, <uint16_t>rn)
-    p += FR_HEADER
-    memcpy(p, sp, sn)
-    p += sn
-    if rn:
-        memcpy(p, rp, rn)
-        p += rn
+    p = _frame_head(p, size, OP_PUB, flags, fid, sp, sn, rp, rn)
     p += _ev_default_head(p, _id_counter, src, srcn, 0)
     if dn:
         memcpy(p, d, dn)
