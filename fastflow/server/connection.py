@@ -176,6 +176,11 @@ class DoorProtocol:
     def stats(self, d):
         """Add the door's fields to the connection's monitoring entry ``d``."""
 
+    def tick(self, now):
+        """Once a second on a ready connection, before the PING check: True
+        if the door closed it (HTTP: idle keep-alive, slow requests)."""
+        return False
+
 
 class Connection(asyncio.Protocol):
     """One client connection, served by the door protocol ``door``
@@ -660,6 +665,8 @@ class Connection(asyncio.Protocol):
         """Once a second (the server's housekeeping): PING idle clients,
         close stale ones, catch an overflow no flush saw."""
         if self.state != READY:
+            return
+        if self.proto.tick(now):
             return
         if self.responses is not None:
             self.responses.prune()
