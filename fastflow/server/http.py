@@ -26,6 +26,7 @@ import base64
 import binascii
 import email.utils
 import logging
+import re
 import time
 from collections import deque
 from urllib.parse import parse_qsl, unquote
@@ -66,6 +67,8 @@ BATCH = "application/cloudevents-batch+json"
 _JSON = "application/json"
 _ACK_VALUES = frozenset(("1", "true", "stored", "yes"))
 _BAD_HEADER_CHARS = str.maketrans("", "", "\r\n\0")
+
+_METHOD_LIKE = re.compile(rb"\s*[A-Z]{1,24} ")
 
 _date_cache = [0, b""]
 
@@ -219,8 +222,11 @@ class HttpParser:
                 400, "malformed request: {}".format(exc.__context__ or exc))
             raise self._fail(err) from None
         except httptools.HttpParserInvalidMethodError:
-            raise self._fail(HttpError(501 if self._req is None else 400,
-                                       "unknown or malformed request method")) from None
+            # a token of capitals is a method this server does not implement;
+            # anything else is not HTTP
+            if _METHOD_LIKE.match(data):
+                raise self._fail(HttpError(501, "unknown request method")) from None
+            raise self._fail(HttpError(400, "malformed request: not HTTP/1.1")) from None
         except httptools.HttpParserError as exc:
             msg = str(exc) or type(exc).__name__
             raise self._fail(HttpError(400, "malformed request: {}".format(msg))) from None
@@ -524,8 +530,10 @@ class HttpProtocol(DoorProtocol):
             handler = self.route(req)
             handler(self, req, p)
         except HttpError as exc:
+            self.busy = False
             self.refuse(req, exc)
         except Exception as exc:
+            self.busy = False
             log.exception("client %d: %s %s failed", self.conn.id, req.method, req.path)
             self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
         if not self.busy:
