@@ -133,12 +133,16 @@ class Server:
         self._tick_timer = None
         self._listener = None
         self._nats_listener = None
+        self._http_listener = None
         self.monitor = None
         self.addresses = []
         self.port = None
         self.nats_addresses = []
         self.nats_port = None           # the NATS door's port (None: off)
         self.nats_headers = None        # (Event, generated_id) -> a NATS header block
+        self.http_addresses = []
+        self.http_port = None           # the web doors' port (None: off)
+        self.n_http_requests = 0        # HTTP requests answered (closed connections included)
         self.started = False
         self.stopping = False
         self._stop_task = None
@@ -389,6 +393,15 @@ class Server:
                 self.nats_addresses = [s.getsockname() for s in self._nats_listener.sockets]
                 self.nats_port = self.nats_addresses[0][1] if self.nats_addresses \
                     else cfg.nats_port
+            if cfg.http_port:
+                from fastflow.server.http import HttpProtocol
+
+                self._http_listener = await loop.create_server(
+                    lambda: Connection(self, HttpProtocol), cfg.http_host or cfg.host,
+                    cfg.http_port, backlog=1024, reuse_address=True, **kw)
+                self.http_addresses = [s.getsockname() for s in self._http_listener.sockets]
+                self.http_port = self.http_addresses[0][1] if self.http_addresses \
+                    else cfg.http_port
             if cfg.monitor_port:
                 from fastflow.server.monitor import MonitorServer
 
@@ -398,8 +411,9 @@ class Server:
                 await self.monitor.start()
         except BaseException:
             self._listener.close()
-            if self._nats_listener is not None:
-                self._nats_listener.close()
+            for lst in (self._nats_listener, self._http_listener):
+                if lst is not None:
+                    lst.close()
             if self._own_flow:
                 self.flow.close()
             raise
@@ -436,6 +450,9 @@ class Server:
             log.info("listening for native clients on %s%s", _addr(a), tls)
         for a in self.nats_addresses:
             log.info("listening for NATS clients on %s%s", _addr(a), tls)
+        for a in self.http_addresses:
+            log.info("listening for HTTP clients (CloudEvents, WebSocket, SSE) on %s://%s/",
+                     "https" if cfg.tls else "http", _addr(a))
         if self.monitor is not None:
             for a in self.monitor.addresses:
                 log.info("monitoring on http://%s/ (%s)%s", _addr(a),
@@ -497,8 +514,9 @@ class Server:
         cfg = self.config
         try:
             self._listener.close()
-            if self._nats_listener is not None:
-                self._nats_listener.close()
+            for lst in (self._nats_listener, self._http_listener):
+                if lst is not None:
+                    lst.close()
             for timer in (self._tick_timer, self._stall_timer):
                 if timer is not None:
                     timer.cancel()
@@ -612,6 +630,10 @@ def add_serve_arguments(parser):
                    help="also speak the NATS client protocol on PORT (default 0 = off; "
                         "NATS's usual port is 4222)")
     g.add_argument("--nats-host", metavar="HOST", help="NATS door address (default: --host)")
+    g.add_argument("--http-port", type=int, metavar="PORT",
+                   help="also serve CloudEvents over HTTP, WebSocket and SSE on PORT "
+                        "(default 0 = off; docs/http.md)")
+    g.add_argument("--http-host", metavar="HOST", help="HTTP door address (default: --host)")
     g = parser.add_argument_group("limits (sizes take units: 64MiB, 512KiB)")
     g.add_argument("--max-payload", metavar="SIZE", help="largest event record (default 1MiB)")
     g.add_argument("--max-connections", type=int, metavar="N", help="default 65536 (0 = no limit)")

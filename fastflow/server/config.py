@@ -154,6 +154,17 @@ class ServerConfig:
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
+        ("http_host", None),            # the web doors (docs/http.md); None: the same as host
+        ("http_port", 0),               # 0: no HTTP door (CloudEvents, WebSocket, SSE)
+        ("http_max_header", 16 * KiB),  # request line and headers of one request
+        ("http_max_headers", 100),      # header fields of one request
+        ("http_max_body", 16 * MiB),    # one request's body (a batch of events)
+        ("http_idle_timeout", 60.0),    # seconds a keep-alive connection may sit idle
+        ("http_request_timeout", 30.0), # seconds one request (head and body) may take to arrive
+        ("http_cors_origins", ()),      # browser origins allowed (CORS); ["*"]: any
+        ("http_webhook_origins", ("*",)),  # WebHook-Request-Origin values allowed to deliver
+        ("http_webhook_rate", 0),       # WebHook-Allowed-Rate answered (0: "*", no limit)
+        ("http_lineage", "keep"),       # ffhops/fftrace on the web doors: "keep" or "strip"
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -236,6 +247,39 @@ class ServerConfig:
         if not 32 <= self.nats_max_control <= MiB:
             raise ConfigError("nats_max_control: expected 32 bytes to 1 MiB, got {}".format(
                 self.nats_max_control))
+        self.http_port = _int(self.http_port, "http_port")
+        if self.http_port > 65535:
+            raise ConfigError("http_port: expected 0..65535 (0 = off), got {}".format(
+                self.http_port))
+        _str(self.http_host, "http_host", allow_none=True)
+        self.http_max_header = parse_size(self.http_max_header, "http_max_header")
+        if not 1 * KiB <= self.http_max_header <= MiB:
+            raise ConfigError("http_max_header: expected 1 KiB to 1 MiB, got {}".format(
+                self.http_max_header))
+        self.http_max_headers = _int(self.http_max_headers, "http_max_headers")
+        if not 8 <= self.http_max_headers <= 1000:
+            raise ConfigError("http_max_headers: expected 8..1000, got {}".format(
+                self.http_max_headers))
+        self.http_max_body = parse_size(self.http_max_body, "http_max_body")
+        if self.http_max_body < 1:
+            raise ConfigError("http_max_body: expected at least 1 byte, got {}".format(
+                self.http_max_body))
+        for key in ("http_idle_timeout", "http_request_timeout"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ConfigError("{}: expected a number of seconds > 0, got {!r}".format(key, v))
+        for key in ("http_cors_origins", "http_webhook_origins"):
+            v = getattr(self, key)
+            if isinstance(v, str) or not all(isinstance(o, str) and o and
+                                             not any(c in o for c in "\r\n\0 ,")
+                                             for o in v):
+                raise ConfigError("{}: expected a list of origins (strings without spaces, "
+                                  "commas or control characters), got {!r}".format(key, v))
+            setattr(self, key, tuple(v))
+        self.http_webhook_rate = _int(self.http_webhook_rate, "http_webhook_rate")
+        if self.http_lineage not in ("keep", "strip"):
+            raise ConfigError("http_lineage: expected \"keep\" or \"strip\", got {!r}".format(
+                self.http_lineage))
         if self.nats_lineage not in ("keep", "strip"):
             raise ConfigError("nats_lineage: expected \"keep\" or \"strip\", got {!r}".format(
                 self.nats_lineage))
@@ -366,6 +410,11 @@ _TABLES = {
                 "users": "monitor_users"},
     "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control",
              "lineage": "nats_lineage"},
+    "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
+             "max_headers": "http_max_headers", "max_body": "http_max_body",
+             "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",
+             "cors_origins": "http_cors_origins", "webhook_origins": "http_webhook_origins",
+             "webhook_rate": "http_webhook_rate", "lineage": "http_lineage"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",
@@ -446,6 +495,7 @@ def config_from_dict(data, where="config"):
 # command-line flag (argparse dest) -> ServerConfig field
 _ARGS = {"host": "host", "port": "port", "data_dir": "data_dir", "monitor_port": "monitor_port",
          "nats_port": "nats_port", "nats_host": "nats_host",
+         "http_port": "http_port", "http_host": "http_host",
          "monitor_host": "monitor_host", "name": "name", "max_payload": "max_payload",
          "max_connections": "max_connections", "max_subscriptions": "max_subscriptions",
          "max_pending": "max_pending", "auth_token": "token", "tls_cert": "tls_cert",

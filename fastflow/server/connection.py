@@ -176,6 +176,11 @@ class DoorProtocol:
     def stats(self, d):
         """Add the door's fields to the connection's monitoring entry ``d``."""
 
+    def tick(self, now):
+        """Once a second on a ready connection, before the PING check: True
+        if the door closed it (HTTP: idle keep-alive, slow requests)."""
+        return False
+
 
 class Connection(asyncio.Protocol):
     """One client connection, served by the door protocol ``door``
@@ -208,11 +213,8 @@ class Connection(asyncio.Protocol):
         self.outbuf.flush_at = min(FLUSH_AT, cfg.max_pending // 4) if cfg.max_pending \
             else FLUSH_AT
         self.outbuf.on_flush = self.flush
-        self.proto = door(self)
-        self.door = door.name
-        self.parser = self.proto.parser
-        self.parser_error = door.parser_error
-        self.handle = self.proto.handle
+        self.framing = None             # output -> the bytes written (WebSocket: one frame)
+        self.switch(door(self))
         self._preauth = 0               # partial input held before CONNECT (server budget)
         self._pend = 0                  # pending output last counted in the server's total
         self._flush_scheduled = False
@@ -228,6 +230,16 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.in_msgs_py = 0             # publishes handled in Python (PUB+ACK, batches, verbose)
         self.close_reason = None
+
+    def switch(self, proto):
+        """Serve the connection with the door protocol ``proto`` from now on
+        (an HTTP connection upgraded to WebSocket, or answering with an
+        event stream): its parser, its handlers, its words."""
+        self.proto = proto
+        self.door = proto.name
+        self.parser = proto.parser
+        self.parser_error = proto.parser_error
+        self.handle = proto.handle
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -299,6 +311,8 @@ class Connection(asyncio.Protocol):
         self.state = CLOSING
         self.close_reason = message or "closed by the server"
         data = self.outbuf.take() if flush and not self.outbuf.overflow else b""
+        if data and self.framing is not None:
+            data = self.framing(data)
         self.outbuf.clear()
         if code is not None:
             data += self.proto.close_data(code, message, rid)
@@ -408,6 +422,8 @@ class Connection(asyncio.Protocol):
         data = ob.take()
         if not data:
             return
+        if self.framing is not None:
+            data = self.framing(data)
         tr = self.transport
         tr.write(data)
         mp = self.cfg.max_pending
@@ -660,6 +676,8 @@ class Connection(asyncio.Protocol):
         """Once a second (the server's housekeeping): PING idle clients,
         close stale ones, catch an overflow no flush saw."""
         if self.state != READY:
+            return
+        if self.proto.tick(now):
             return
         if self.responses is not None:
             self.responses.prune()

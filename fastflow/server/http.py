@@ -1,0 +1,786 @@
+"""The web doors (docs/http.md): HTTP/1.1 on one listener (``--http-port``)
+with the same engine, users, permissions, limits, TLS, drain and
+monitoring as the other doors.
+
+- CloudEvents over HTTP (the HTTP protocol binding 1.0): ``POST /events``
+  and ``POST /events/<subject>`` in binary, structured and batched content
+  modes; ``OPTIONS`` answers the CloudEvents webhook abuse-protection
+  handshake and CORS preflights.
+- WebSocket (``GET /ws``, ``fastflow.server.ws``) and Server-Sent Events
+  (``GET /events/<pattern>`` or ``GET /streams/<name>/events`` with
+  ``Accept: text/event-stream``, ``fastflow.server.sse``): once a request
+  switches the connection to one of them, its door protocol changes.
+- Replay and durable consumers for ``curl`` (``/streams/...``,
+  ``fastflow.server.sse``).
+
+Each connection is a ``Connection`` (the lifecycle every door shares);
+this module is the HTTP protocol's part: the parser (llhttp, in C, through
+``httptools``), the handler table (method and first path segment ->
+handler) and HTTP's words for errors.  Requests are answered in order
+(pipelining); a request that waits (a password check in a thread) holds the
+ones behind it, with reading paused.
+"""
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import logging
+import re
+import time
+from collections import deque
+from urllib.parse import parse_qsl, unquote
+
+import httptools
+
+from fastflow._impl import validate_pattern, validate_subject
+from fastflow._version import __version__
+from fastflow.errors import (
+    EventError,
+    EventTooLarge,
+    FastflowError,
+    LogFullError,
+    SubjectError,
+)
+from fastflow.event import from_http_batch, from_json, from_json_batch
+from fastflow.protocol import error_code
+from fastflow.server.auth import AuthError
+from fastflow.server.connection import CLOSING, READY, DoorProtocol
+
+__all__ = ("HttpError", "HttpParser", "HttpProtocol", "Request", "http_date", "response_head")
+
+log = logging.getLogger("fastflow.server")
+
+REASONS = {
+    101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict",
+    411: "Length Required", 413: "Content Too Large", 414: "URI Too Long",
+    415: "Unsupported Media Type", 426: "Upgrade Required", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+    507: "Insufficient Storage",
+}
+SERVER = "fastflow/" + __version__
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+_JSON = "application/json"
+_ACK_VALUES = frozenset(("1", "true", "stored", "yes"))
+_BAD_HEADER_CHARS = str.maketrans("", "", "\r\n\0")
+
+_METHOD_LIKE = re.compile(rb"\s*[A-Z]{1,24} ")
+
+_date_cache = [0, b""]
+_accepted_cache = [0, b""]
+
+
+def http_date():
+    """The Date header's value (IMF-fixdate), made once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = email.utils.formatdate(now, usegmt=True).encode("ascii")
+    return _date_cache[1]
+
+
+def _hv(v):
+    """A header value as bytes, without CR, LF or NUL (they would end the line)."""
+    if isinstance(v, bytes):
+        v = v.decode("latin-1")
+    return str(v).translate(_BAD_HEADER_CHARS).encode("latin-1", "replace")
+
+
+def response_head(status, length, ctype=None, headers=(), close=False):
+    """The status line and headers of a response with a ``length``-byte
+    body (None: no Content-Length, the body runs until the connection
+    closes or is a stream of its own)."""
+    out = [b"HTTP/1.1 %d %s\r\nserver: %s\r\ndate: %s\r\n" % (
+        status, REASONS.get(status, "Unknown").encode(), SERVER.encode(), http_date())]
+    if ctype is not None:
+        out.append(b"content-type: " + _hv(ctype) + b"\r\n")
+    if length is not None:
+        out.append(b"content-length: %d\r\n" % length)
+    for k, v in headers:
+        out.append(_hv(k) + b": " + _hv(v) + b"\r\n")
+    if close:
+        out.append(b"connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def error_body(status, message, **extra):
+    d = {"error": {"code": status, "message": message}}
+    d["error"].update(extra)
+    return _dumps(d)
+
+
+try:
+    import orjson
+
+    def _dumps(obj):
+        return orjson.dumps(obj)
+except ImportError:                     # (orjson is a dependency; this keeps imports safe)
+    import json
+
+    def _dumps(obj):
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class HttpError(FastflowError):
+    """A request the door refuses: ``status`` (an HTTP status code),
+    ``message``; ``headers`` go with the answer; ``frames`` are the requests
+    complete before it (a parser error)."""
+
+    def __init__(self, status, message, headers=(), close=False):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+        self.close = close
+        self.frames = None
+
+
+class Request:
+    """One HTTP request as the parser cut it."""
+
+    __slots__ = ("method", "target", "path", "query", "headers", "pairs", "body", "keep_alive",
+                 "version", "upgrade", "rest", "_chunks", "_size", "t0")
+
+    def __init__(self):
+        self.method = ""
+        self.target = b""
+        self.path = ""
+        self.query = ""
+        self.headers = {}               # lower-cased name -> value (repeats joined by ", ")
+        self.pairs = []                 # (lower-cased name, value) as they came
+        self.body = b""
+        self.keep_alive = True
+        self.version = "1.1"
+        self.upgrade = False
+        self.rest = b""                 # bytes after an upgrade request
+        self._chunks = []
+        self._size = 0
+        self.t0 = 0.0
+
+    def header(self, name, default=None):
+        return self.headers.get(name, default)
+
+    def params(self):
+        """The query parameters (a dict; a repeated one keeps the last)."""
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def param_list(self, name):
+        return [v for k, v in parse_qsl(self.query, keep_blank_values=True) if k == name]
+
+
+class HttpParser:
+    """The HTTP door's parser: llhttp (C, through ``httptools``) cuts the
+    requests; this holds the door's limits (head size, header count, body
+    size, checked before a body is read) and counts like ``DoorParser``.
+    ``feed`` returns the requests completed by ``data``; a request that
+    breaks HTTP or a limit raises ``HttpError`` (its ``frames``: the
+    requests complete before it) and the parser takes no more input."""
+
+    def __init__(self, max_header=16384, max_headers=100, max_body=16 << 20):
+        self.max_header = max_header
+        self.max_headers = max_headers
+        self.max_body = max_body
+        self._p = httptools.HttpRequestParser(self)
+        self._done = []
+        self._req = None
+        self._head = 0
+        self._err = None
+        self.dead = False
+        # what the shared Connection reads of every door's parser
+        self.bytes_in = 0
+        self.pubs_in = 0
+        self.buffered = 0
+        self.denied = 0
+        self.pub_allow = None
+        self.pub_deny = None
+        self.resp_check = None
+        self.route_pubs = False
+
+    @property
+    def in_request(self):
+        """A request has begun and is not complete (its start time, else 0)."""
+        return self._req.t0 if self._req is not None else 0.0
+
+    def feed(self, data):
+        if self.dead:
+            return []
+        self.bytes_in += len(data)
+        try:
+            self._p.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            req = self._done[-1] if self._done else None
+            if req is None or not req.upgrade:
+                raise self._fail(HttpError(400, "malformed upgrade request")) from None
+            req.rest = bytes(data[exc.args[0]:])
+            self.dead = True            # the connection speaks something else from here
+        except httptools.HttpParserCallbackError as exc:
+            err = exc.__context__ if isinstance(exc.__context__, HttpError) else HttpError(
+                400, "malformed request: {}".format(exc.__context__ or exc))
+            raise self._fail(err) from None
+        except httptools.HttpParserInvalidMethodError:
+            # a token of capitals is a method this server does not implement;
+            # anything else is not HTTP
+            if _METHOD_LIKE.match(data):
+                raise self._fail(HttpError(501, "unknown request method")) from None
+            raise self._fail(HttpError(400, "malformed request: not HTTP/1.1")) from None
+        except httptools.HttpParserError as exc:
+            msg = str(exc) or type(exc).__name__
+            raise self._fail(HttpError(400, "malformed request: {}".format(msg))) from None
+        out, self._done = self._done, []
+        return out
+
+    def _fail(self, err):
+        self.dead = True
+        err.frames, self._done = self._done, []
+        err.close = True
+        return err
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self):
+        r = self._req = Request()
+        r.t0 = time.monotonic()
+        self._head = 0
+
+    def on_url(self, url):
+        self._head += len(url)
+        if self._head > self.max_header:
+            raise HttpError(414, "request target longer than {} bytes".format(self.max_header))
+        self._req.target += url
+
+    def on_header(self, name, value):
+        r = self._req
+        self._head += len(name) + len(value) + 4
+        if self._head > self.max_header:
+            raise HttpError(431, "request head over {} bytes".format(self.max_header))
+        if len(r.pairs) >= self.max_headers:
+            raise HttpError(431, "more than {} header fields".format(self.max_headers))
+        n = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        r.pairs.append((n, v))
+        h = r.headers
+        if n in h:
+            h[n] = h[n] + ", " + v
+        else:
+            h[n] = v
+
+    def on_headers_complete(self):
+        r = self._req
+        p = self._p
+        r.method = p.get_method().decode("ascii", "replace")
+        r.version = p.get_http_version()
+        r.keep_alive = p.should_keep_alive()
+        r.upgrade = p.should_upgrade()
+        if r.version not in ("1.1", "1.0"):
+            raise HttpError(505, "HTTP/{} is not supported (HTTP/1.1 is)".format(r.version))
+        try:
+            target = r.target.decode("ascii")
+        except UnicodeDecodeError:
+            raise HttpError(400, "the request target is not ASCII (percent-encode it)") from None
+        path, _, r.query = target.partition("?")
+        if not path.startswith("/"):
+            raise HttpError(400, "the request target must be a path (origin form)")
+        r.path = path
+        cl = r.headers.get("content-length")
+        if cl is not None:
+            if not cl.isdigit():
+                raise HttpError(400, "invalid Content-Length {!r}".format(cl[:32]))
+            if int(cl) > self.max_body:
+                raise HttpError(413, "request body of {} bytes is over the limit of {} "
+                                     "bytes".format(cl, self.max_body))
+
+    def on_body(self, body):
+        r = self._req
+        r._size += len(body)
+        if r._size > self.max_body:
+            raise HttpError(413, "request body over the limit of {} bytes".format(self.max_body))
+        r._chunks.append(body)
+
+    def on_message_complete(self):
+        r = self._req
+        self._req = None
+        if r._chunks:
+            r.body = r._chunks[0] if len(r._chunks) == 1 else b"".join(r._chunks)
+            r._chunks = None
+        self._done.append(r)
+
+
+def _basic(value):
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise HttpError(401, "authentication failed: Basic credentials are not "
+                             "base64 of UTF-8 'user:password'") from None
+    user, sep, pw = raw.partition(":")
+    if not sep:
+        raise HttpError(401, "authentication failed: Basic credentials need 'user:password'")
+    return {"user": user, "password": pw}
+
+
+def credentials(req):
+    """The credentials of a request (CONNECT's shape: ``token``, or
+    ``user`` and ``password``): ``Authorization: Bearer`` or ``Basic``,
+    or the ``access_token`` query parameter (browsers cannot set headers
+    on a WebSocket or an EventSource); None when it has none."""
+    auth = req.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return {"token": value.strip()}
+        if scheme == "basic":
+            return _basic(value)
+        raise HttpError(401, "authentication failed: unsupported Authorization scheme {!r} "
+                             "(Bearer or Basic)".format(scheme[:32]))
+    if "access_token=" in req.query:
+        tok = req.params().get("access_token")
+        if tok:
+            return {"token": tok}
+    return None
+
+
+class HttpProtocol(DoorProtocol):
+    """The HTTP door's part of a connection: the parser, the routes and
+    HTTP's words for the lifecycle's errors."""
+
+    name = "http"
+    parser_error = HttpError
+    ready_note = " (HTTP)"
+
+    def __init__(self, conn):
+        super().__init__(conn)
+        cfg = self.cfg
+        self.parser = HttpParser(cfg.http_max_header, cfg.http_max_headers, cfg.http_max_body)
+        self.queue = deque()            # requests waiting for the one being answered
+        self.busy = False               # a request is being answered asynchronously
+        self.requests = 0               # answered on this connection
+        self.principal = None           # the last request's (cached with its credentials)
+        self._creds_key = None
+        self.lineage = cfg.http_lineage == "keep"
+
+    # -- the lifecycle's hooks ---------------------------------------------------------
+
+    def started(self):
+        # HTTP has no CONNECT: the connection is ready at once and every
+        # request carries its credentials
+        self.conn.connected({}, self.server.auth.anonymous, 0, answer=False)
+
+    def greet(self):
+        pass
+
+    def refusal(self, code, message):
+        status = 503 if code == 429 else code
+        body = error_body(status, message)
+        return response_head(status, len(body), _JSON, (("retry-after", "1"),), close=True) + body
+
+    def close_data(self, code, message, rid):
+        if self.busy or self.parser.in_request or code == 408:
+            status = 408 if code == 408 else (code if code in REASONS else 500)
+            body = error_body(status, message)
+            return response_head(status, len(body), _JSON, close=True) + body
+        return b""
+
+    def ping(self):
+        # an idle keep-alive connection: nothing to ping (tick closes it)
+        self.conn.pings_out = 0
+
+    def err(self, code, message, rid=0):
+        self.respond(None, code if code in REASONS else 500, error_body(code, message), _JSON)
+
+    def protocol_error(self, exc):
+        return exc.status, exc.message
+
+    def tick(self, now):
+        """Close a keep-alive connection idle past ``http_idle_timeout``, and
+        one whose request is arriving too slowly (``http_request_timeout``:
+        a slow head or body, slowloris)."""
+        conn = self.conn
+        started = self.parser.in_request
+        if started and time.monotonic() - started > self.cfg.http_request_timeout:
+            log.info("client %d (%s): request not complete after %g s: closed", conn.id,
+                     conn.peer, self.cfg.http_request_timeout)
+            conn.close(408, "the request did not arrive within {:g} s".format(
+                self.cfg.http_request_timeout))
+            return True
+        if (not self.busy and not started and not conn.tasks
+                and now - conn.last_in > self.cfg.http_idle_timeout):
+            conn.close_reason = "idle keep-alive connection"
+            conn.close()
+            return True
+        return False
+
+    def stats(self, d):
+        d["requests"] = self.requests
+
+    # -- requests ----------------------------------------------------------------------
+
+    def handle(self, items):
+        self.queue.extend(items)
+        self._drain()
+
+    def _drain(self):
+        """Answer the waiting requests in order, until one goes asynchronous."""
+        q = self.queue
+        conn = self.conn
+        while q and not self.busy and conn.state == READY:
+            self._dispatch(q.popleft())
+
+    def _next(self):
+        """The asynchronous request is answered: go on with the waiting ones."""
+        self.busy = False
+        self.conn.resume("http")
+        self._drain()
+
+    def _dispatch(self, req):
+        conn = self.conn
+        try:
+            if self.server.stopping:
+                raise HttpError(503, "the server is shutting down", (("retry-after", "5"),),
+                                close=True)
+            handler = self.route(req)
+            principal = self._principal(req)
+            if principal is None:       # being checked in a thread: answered later
+                return
+            handler(self, req, principal)
+        except HttpError as exc:
+            self.refuse(req, exc)
+        except Exception as exc:
+            log.exception("client %d: %s %s failed", conn.id, req.method, req.path)
+            self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
+
+    def route(self, req):
+        """The handler of ``req`` (raises 404 / 405)."""
+        seg = req.path.split("/", 2)[1]
+        table = _ROUTES.get(seg)
+        if table is None:
+            raise HttpError(404, "no such resource: {!r} (see docs/http.md)".format(
+                req.path[:200]))
+        h = table.get(req.method)
+        if h is None:
+            if req.method == "HEAD" and "GET" in table:
+                return table["GET"]
+            allow = ", ".join(sorted(table))
+            raise HttpError(405, "{} is not allowed on {}".format(req.method, "/" + seg),
+                            (("allow", allow),))
+        return h
+
+    # -- auth --------------------------------------------------------------------------
+
+    def _principal(self, req):
+        """The principal of ``req``; None while its password is checked in
+        a thread (the request is answered then)."""
+        auth = self.server.auth
+        if not auth.required and "authorization" not in req.headers:
+            return auth.anonymous
+        creds = credentials(req)
+        if creds is None:
+            if auth.required and req.method != "OPTIONS":
+                raise HttpError(401, "authentication required: Authorization: Bearer <token> "
+                                     "or Basic", (("www-authenticate", 'Bearer realm="fastflow"'),
+                                                  ("www-authenticate", 'Basic realm="fastflow"')))
+            return auth.anonymous
+        key = tuple(sorted(creds.items()))
+        if key == self._creds_key and self.principal is not None:
+            return self.principal
+        conn = self.conn
+        wait = 0.0
+        if auth.required:
+            wait = self.server.throttle.reserve(conn.peer_host)
+            if wait is None:
+                self.server.n_auth_failures += 1
+                raise HttpError(429, "authentication failed: too many failed logins from this "
+                                     "address, try again later", (("retry-after", "2"),))
+        if wait or auth.needs_kdf(creds):
+            self.busy = True
+            conn.pause("http")
+            conn.track(self.loop.create_task(self._principal_async(req, creds, key, wait)))
+            return None
+        return self._checked(req, creds, key)
+
+    def _checked(self, req, creds, key):
+        try:
+            p = self.server.auth.check(creds)
+        except AuthError as exc:
+            self._auth_failed(exc)
+        self.conn._set_principal(p)
+        self.principal, self._creds_key = p, key
+        return p
+
+    def _auth_failed(self, exc):
+        self.server.n_auth_failures += 1
+        self.server.throttle.failed(self.conn.peer_host)
+        log.info("client %d (%s): %s", self.conn.id, self.conn.peer, exc)
+        raise HttpError(401, str(exc), (("www-authenticate", 'Bearer realm="fastflow"'),))
+
+    async def _principal_async(self, req, creds, key, wait):
+        try:
+            if wait:
+                await asyncio.sleep(wait)
+            try:
+                p = await self.server.auth.authenticate(creds, self.loop)
+            except AuthError as exc:
+                self._auth_failed(exc)
+            if self.conn.state != READY:
+                return
+            self.conn._set_principal(p)
+            self.principal, self._creds_key = p, key
+            self.busy = False
+            handler = self.route(req)
+            handler(self, req, p)
+        except HttpError as exc:
+            self.busy = False
+            self.refuse(req, exc)
+        except Exception as exc:
+            self.busy = False
+            log.exception("client %d: %s %s failed", self.conn.id, req.method, req.path)
+            self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
+        if not self.busy:
+            self._next()
+
+    # -- answers -----------------------------------------------------------------------
+
+    def cors(self, req):
+        """The CORS headers for ``req`` (its Origin allowed by
+        ``http_cors_origins``), or ()."""
+        origin = req.headers.get("origin") if req is not None else None
+        allowed = self.cfg.http_cors_origins
+        if not origin or not allowed:
+            return ()
+        if "*" in allowed:
+            return (("access-control-allow-origin", "*"),
+                    ("access-control-expose-headers", "location, retry-after"))
+        if origin in allowed:
+            return (("access-control-allow-origin", origin), ("vary", "origin"),
+                    ("access-control-allow-credentials", "true"),
+                    ("access-control-expose-headers", "location, retry-after"))
+        return ()
+
+    def respond(self, req, status, body=b"", ctype=None, headers=(), close=False):
+        """Write the response to ``req`` (None: the request being answered
+        is unknown, the connection closes after it)."""
+        conn = self.conn
+        if conn.state >= CLOSING:
+            return
+        close = close or req is None or not req.keep_alive
+        hs = tuple(headers) + self.cors(req)
+        head_only = req is not None and req.method == "HEAD"
+        self.outbuf.write(response_head(status, len(body), ctype, hs, close)
+                          + (b"" if head_only else body))
+        self.requests += 1
+        self.server.n_http_requests += 1
+        if close:
+            conn.close_reason = "HTTP response with Connection: close"
+            conn.close()
+
+    def json(self, req, obj, status=200, headers=()):
+        self.respond(req, status, _dumps(obj), _JSON, headers)
+
+    def refuse(self, req, exc):
+        """Answer ``req`` with the HttpError ``exc``."""
+        if exc.status == 403:
+            self.server.n_denied += 1
+        self.respond(req, exc.status, error_body(exc.status, exc.message), _JSON, exc.headers,
+                     close=exc.close)
+
+    # -- the handlers ------------------------------------------------------------------
+
+    def _root(self, req, principal):
+        self.json(req, {"server": SERVER, "endpoints": {
+            "publish": "POST /events[/<subject>]",
+            "subscribe": "GET /events/<pattern> (text/event-stream), GET /ws",
+            "streams": "GET /streams", "health": "GET /healthz"}})
+
+    def _health(self, req, principal):
+        if self.server.stopping:
+            self.json(req, {"status": "stopping"}, 503)
+        else:
+            self.json(req, {"status": "ok"})
+
+    def _options(self, req, principal):
+        """CORS preflight and the CloudEvents webhook validation handshake
+        (CloudEvents Web Hooks for Event Delivery, section 4)."""
+        h = req.headers
+        hs = [("allow", "OPTIONS, GET, HEAD, POST")]
+        origin = h.get("webhook-request-origin")
+        if origin is not None:
+            allowed = self.cfg.http_webhook_origins
+            origin = origin.strip()
+            if "*" not in allowed and origin not in allowed:
+                raise HttpError(403, "WebHook-Request-Origin {!r} may not deliver here".format(
+                    origin[:200]))
+            hs.append(("webhook-allowed-origin", origin))
+            rate = self.cfg.http_webhook_rate
+            asked = h.get("webhook-request-rate")
+            if rate:
+                if asked is not None and asked.strip().isdigit():
+                    rate = min(rate, int(asked))
+                hs.append(("webhook-allowed-rate", str(rate)))
+            else:
+                hs.append(("webhook-allowed-rate", "*"))
+        if h.get("access-control-request-method") is not None and self.cors(req):
+            hs.append(("access-control-allow-methods", "GET, HEAD, POST, OPTIONS"))
+            want = h.get("access-control-request-headers")
+            hs.append(("access-control-allow-headers", want if want else
+                       "authorization, content-type"))
+            hs.append(("access-control-max-age", "600"))
+            self.respond(req, 204, b"", None, hs)
+            return
+        self.respond(req, 200 if origin is not None else 204, b"", None, hs)
+
+    def _events_get(self, req, principal):
+        from fastflow.server.sse import subscribe_sse
+        subscribe_sse(self, req, principal, _subject_of(req.path, "/events/", pattern=True))
+
+    def _events_post(self, req, principal):
+        subject = _subject_of(req.path, "/events/")
+        self.publish(req, principal, subject)
+
+    def publish(self, req, principal, subject):
+        """Publish the CloudEvents of ``req`` (any content mode) on
+        ``subject`` (None: each event's ``type``); 202, or 201 with each
+        event's stream and seq when ``?ack=1`` or ``ff-ack: 1`` asks."""
+        conn = self.conn
+        ct = req.headers.get("content-type")
+        mt = ct.partition(";")[0].strip().lower() if ct is not None else ""
+        try:
+            if mt == STRUCTURED:
+                events = [from_json(req.body, subject)]
+            elif mt == BATCH:
+                events = from_json_batch(req.body, subject)
+            else:
+                if mt.startswith("application/cloudevents"):
+                    raise HttpError(415, "unsupported CloudEvents format {!r}: {} or {}".format(
+                        mt, STRUCTURED, BATCH), (("accept-post", STRUCTURED + ", " + BATCH),))
+                if not any(n.startswith("ce-") for n, _ in req.pairs):
+                    raise HttpError(415, "Content-Type {!r} with no ce- headers is not a "
+                                         "CloudEvent: send binary mode (ce-specversion, ce-id, "
+                                         "ce-source, ce-type headers) or {}".format(
+                                             mt, STRUCTURED),
+                                    (("accept-post", STRUCTURED + ", " + BATCH),))
+                events = from_http_batch(req.pairs, req.body, subject)
+        except EventError as exc:
+            raise HttpError(400, str(exc)) from None
+        if subject is None:
+            events = [_routed_by_type(ev, i, len(events)) for i, ev in enumerate(events)]
+        perms = principal.permissions
+        max_payload = self.cfg.max_payload
+        if perms.pub_allow is not None or perms.pub_deny is not None:
+            seen = {}
+            for i, ev in enumerate(events):
+                s = ev.routing_subject
+                ok = seen.get(s)
+                if ok is None:
+                    ok = seen[s] = conn.may_publish(s)
+                if not ok:
+                    conn.parser.denied += 1
+                    raise HttpError(403, "permission denied: publish to {!r}{}".format(
+                        s, _at(i, len(events))))
+        for i, ev in enumerate(events):
+            if len(ev.data) > max_payload:
+                raise HttpError(413, "event data of {} bytes exceeds max_payload={}{}".format(
+                    len(ev.data), max_payload, _at(i, len(events))))
+        ack = req.params().get("ack", req.headers.get("ff-ack", "")).lower() in _ACK_VALUES \
+            if (req.query or "ff-ack" in req.headers) else False
+        flow = self.flow
+        publish = flow.publish
+        acks = [] if ack else None
+        refused = None
+        n = 0
+        for i, ev in enumerate(events):
+            try:
+                seq = publish(ev)
+            except (LogFullError, EventTooLarge) as exc:    # routed, not stored
+                if refused is None:
+                    refused = (i, exc)
+                seq = 0
+            except SubjectError as exc:
+                raise HttpError(400, "{}{} ({} published before it)".format(
+                    exc, _at(i, len(events)), n)) from None
+            n += 1
+            if acks is not None:
+                acks.append({"id": ev.id, "stream": flow.last_stream if seq else None,
+                             "seq": seq, "duplicate": bool(seq and flow.last_duplicate)})
+        conn.in_msgs_py += n
+        if refused is not None:
+            i, exc = refused
+            code = error_code(exc)
+            hs = (("retry-after", "1"),) if isinstance(exc, LogFullError) else ()
+            status = 429 if isinstance(exc, LogFullError) else (413 if code == 413 else 507)
+            raise HttpError(status, "{}{}: routed but not stored (all {} events were "
+                                    "routed)".format(exc, _at(i, len(events)), n), hs)
+        if acks is not None:
+            self.json(req, {"count": n, "acks": acks}, 201)
+        elif n == 1 and req.keep_alive and "origin" not in req.headers:
+            # the common answer, made once a second
+            c = _accepted_cache
+            now = int(time.time())
+            if c[0] != now:
+                c[1] = response_head(202, 0, None, (("ff-count", "1"),))
+                c[0] = now
+            self.outbuf.write(c[1])
+            self.requests += 1
+            self.server.n_http_requests += 1
+        else:
+            self.respond(req, 202, b"", None, (("ff-count", str(n)),))
+
+    def _ws(self, req, principal):
+        from fastflow.server.ws import upgrade
+        upgrade(self, req, principal)
+
+    def _streams(self, req, principal):
+        from fastflow.server.sse import streams_request
+        streams_request(self, req, principal)
+
+
+def _at(i, n):
+    return " (batch index {})".format(i) if n > 1 else ""
+
+
+def _routed_by_type(ev, i, n):
+    """``ev`` with its ``type`` as its routing subject (``POST /events``)."""
+    t = ev.type
+    try:
+        validate_subject(t)
+    except SubjectError as exc:
+        raise HttpError(400, "the event type {!r} cannot route it: {} (POST to "
+                             "/events/<subject> to choose the subject){}".format(
+                                 t[:200], exc, _at(i, n))) from None
+    return type(ev).decode(t, ev.encode())
+
+
+def _subject_of(path, prefix, pattern=False):
+    """The subject (or pattern) of a path ``<prefix><subject>``, percent-
+    decoded; None for the bare collection."""
+    if len(path) <= len(prefix) - 1 or path == prefix[:-1] or path == prefix:
+        return None
+    raw = path[len(prefix):]
+    try:
+        s = unquote(raw, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise HttpError(400, "the subject in the path is not percent-encoded UTF-8") from None
+    try:
+        if pattern:
+            validate_pattern(s)
+        else:
+            validate_subject(s)
+    except SubjectError as exc:
+        raise HttpError(400, "invalid {} {!r} in the path: {}".format(
+            "subject pattern" if pattern else "subject", s[:200], exc)) from None
+    return s
+
+
+# first path segment -> method -> handler
+_ROUTES = {
+    "": {"GET": HttpProtocol._root},
+    "healthz": {"GET": HttpProtocol._health},
+    "events": {"POST": HttpProtocol._events_post, "GET": HttpProtocol._events_get,
+               "OPTIONS": HttpProtocol._options},
+    "ws": {"GET": HttpProtocol._ws, "OPTIONS": HttpProtocol._options},
+    "streams": {"GET": HttpProtocol._streams, "POST": HttpProtocol._streams,
+                "DELETE": HttpProtocol._streams, "OPTIONS": HttpProtocol._options},
+}
