@@ -64,7 +64,6 @@ import urllib.request
 import compare_broker as cb
 from _common import (
     add_output_args,
-    fmt_rate,
     render_table,
     report_to,
     say,
@@ -456,6 +455,36 @@ class HttpConn(asyncio.Protocol):
             self.closed.set_result(exc)
 
 
+async def on_schedule(n, rate):
+    """0 .. n-1, the i-th at start + i / rate (at once when late): the
+    latency publishers' pace.  A sleep lasts at least the loop's timer
+    tick (uvloop: 1 ms), so a pace that waits ``1 / rate`` after each send
+    falls short of ``rate``; this one keeps it."""
+    mono, sleep = time.monotonic, asyncio.sleep
+    start = mono()
+    for i in range(n):
+        d = start + i / rate - mono()
+        if d > 0:
+            await sleep(d)
+        yield i
+
+
+async def ff_lat_pub(spec):
+    """Row 4's native publisher: fastflow.client publish() of a 16-byte stamp."""
+    errors = []
+    c = await cb.ff_connect(dict(spec, role="pub"), errors)
+    publish, subject = c.publish, spec["subject"]
+    pack, tns = cb.STAMP.pack, time.time_ns
+    cpu0 = cb.mark()
+    start = tns()
+    async for i in on_schedule(spec["n"], spec["rate"]):
+        publish(subject, pack(tns(), i))
+    await c.flush(10)
+    out = cb.pub_result(spec["n"], start, cpu0, cb.first_errors(errors))
+    await c.close()
+    return out
+
+
 async def http_pub(spec):
     """Row 4's publisher: one POST per interval on one keep-alive connection,
     binary content mode (ce-* headers), the data a 16-byte stamp
@@ -470,7 +499,7 @@ async def http_pub(spec):
     pack, tns, write = cb.STAMP.pack, time.time_ns, conn.transport.write
     cpu0 = cb.mark()
     start = tns()
-    async for i in cb.paced(n, 1.0 / spec["rate"]):
+    async for i in on_schedule(n, spec["rate"]):
         write(head + b"%d\r\n\r\n" % i + pack(tns(), i))
     deadline = time.monotonic() + 10
     while conn.answered < n and time.monotonic() < deadline:
@@ -482,7 +511,7 @@ async def http_pub(spec):
 
 
 WORKERS = {"ws_sub": ws_sub, "nats_pub": nats_raw_pub, "ff_pub": ff_raw_pub,
-           "http_pub": http_pub}
+           "http_pub": http_pub, "ff_lat_pub": ff_lat_pub}
 
 
 def worker_main(spec_json):
@@ -564,9 +593,10 @@ class Servers:
             return None
         if key not in self.started:
             try:
-                self.started[key] = getattr(self, "_start_" + key)()
-                s = self.started[key]
-                say("  started {}: {} (pid {})".format(key, s.version, s.child.proc.pid))
+                s = getattr(self, "_start_" + key)()
+                if s not in self.started.values():
+                    say("  started {}: {} (pid {})".format(key, s.version, s.child.proc.pid))
+                self.started[key] = s
             except (RuntimeError, OSError) as exc:
                 self.failed[key] = str(exc)
                 say(f"  {key}: did not start: {exc}")
@@ -593,14 +623,15 @@ class Servers:
                          "FastAPI {} (pydantic {}) on uvicorn {}".format(
                              _version("fastapi"), _version("pydantic"), _version("uvicorn")))
 
-    def _start_fastflow(self):
-        if self.door_why:
+    def _start_fastflow(self, door=True):
+        if door and self.door_why:
             raise RuntimeError(self.door_why)
         port, http_port, mon = cb.free_port(), cb.free_port(), cb.free_port()
+        http = ["--http-port", str(http_port)] if door else []
         child = self._child("fastflow serve", [
             sys.executable, "-m", "fastflow", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--http-port", str(http_port), "--monitor-port", str(mon), "--config", FASTFLOW_CONF,
-            "--log-level", self.log_level], [port, http_port, mon])
+            *http, "--monitor-port", str(mon), "--config", FASTFLOW_CONF,
+            "--log-level", self.log_level], [port, mon] + ([http_port] if door else []))
         import fastflow
 
         s = cb.Server("fastflow", child, http_port, f"http://127.0.0.1:{http_port}",
@@ -609,6 +640,12 @@ class Servers:
         s.monitor_port = mon
         s.ws_url = f"ws://127.0.0.1:{http_port}{WS_PATH}"
         return s
+
+    def _start_fastflow_native(self):
+        """The native door alone (row 4's native figure): the server of the
+        other rows when it runs, else one without --http-port."""
+        s = None if self.door_why else self.get("fastflow")
+        return s or self._start_fastflow(door=False)
 
     def _start_nats(self):
         exe = shutil.which("nats-server") or shutil.which(
@@ -627,6 +664,8 @@ class Servers:
 
     def stop_all(self, sanity):
         for key, s in self.started.items():
+            if key == "fastflow_native" and s is self.started.get("fastflow"):
+                continue
             if not s.alive():
                 sanity.append(f"{key} exited during the run ({s.child.proc.returncode}): "
                               f"{s.child.stderr_tail(600)}")
@@ -867,21 +906,14 @@ class Bench:
     def lat_run(self, variant):
         """One row-4 run: the latency samples (ns) after the warm-up."""
         cfg = self.cfg
-        s = self.servers.started["fastflow"]
         n, warm, rate = cfg["lat_n"], cfg["lat_warm"], cfg["lat_rate"]
-        if variant == "native":
-            b = cb.Bench(argparse.Namespace(lat_rate=rate), {})
-            b.servers = {"fastflow": cb.Server("fastflow", s.child, None, s.native_url,
-                                               s.version)}
-            res = b.run_oneway("ff", n, warm)
-            self.sanity.extend(f"row latency, {variant}: {m}" for m in b.sanity)
-            return res["samples"]
+        s = self.servers.started["fastflow_native" if variant == "native" else "fastflow"]
         timeout = 30 + (n + warm) / rate * 3
         base = dict(n=n + warm, subject=LAT_SUBJECT, timeout=timeout)
         children = []
         deadline = time.monotonic() + timeout + 20
         try:
-            if variant == "http_native":
+            if variant in ("native", "http_native"):
                 sub = cb.Child("fastflow.client latency subscriber", self.cores.argv(None, [
                     sys.executable, cb.__file__, "--worker", json.dumps(dict(
                         client="ff", role="sub", url=s.native_url, n=n + warm, size=SIZE,
@@ -892,20 +924,25 @@ class Bench:
                                                 warmup=warm), f"{kind} latency subscriber")
             children.append(sub)
             sub.next_json(time.monotonic() + 30)
-            pub = self.spawn("http_pub", dict(base, port=s.port, rate=rate), "HTTP publisher")
+            if variant == "native":
+                pub = self.spawn("ff_lat_pub", dict(base, url=s.native_url, rate=rate),
+                                 "fastflow.client publisher")
+            else:
+                pub = self.spawn("http_pub", dict(base, port=s.port, rate=rate),
+                                 "HTTP publisher")
             children.append(pub)
             p = pub.next_json(deadline)
             r = sub.next_json(deadline)
         finally:
             for c in children:
                 c.finish(time.monotonic() + 5)
-        if p.get("statuses") != {"202": n + warm}:
+        if variant != "native" and p.get("statuses") != {"202": n + warm}:
             self.sanity.append(f"row latency, {variant}: HTTP answers {p.get('statuses')} "
                                f"for {n + warm:,} POSTs")
         if r["received"] != n + warm or r.get("out_of_order"):
             self.sanity.append(f"row latency, {variant}: {r['received']:,} of {n + warm:,} "
                                f"received, {r.get('out_of_order')} out of order")
-        return r["latencies_ns"]
+        return r["latencies_ns"], (n + warm - 1) / max(1e-9, p["seconds"])
 
 
 def ws_row(bench):
@@ -925,7 +962,7 @@ def ws_row(bench):
             continue
         n = int(min(cfg["ws_max"], max(cfg["ws_min"], warm["rate"] * cfg["ws_seconds"])))
         st["n"] = -(-n // 1000) * 1000
-        say("  {}: warm-up {}, N = {:,}".format(WS_VARIANTS[v][1], fmt_rate(warm["rate"]),
+        say("  {}: warm-up {}, N = {:,}".format(WS_VARIANTS[v][1], fmt_rate3(warm["rate"]),
                                                st["n"]))
         order.append(v)
     for rnd in range(cfg["rounds"]):
@@ -960,19 +997,19 @@ def latency_row(bench):
     cfg = bench.cfg
     row = {"key": "latency", "rate": cfg["lat_rate"], "n": cfg["lat_n"],
            "warmup": cfg["lat_warm"], "variants": {}}
-    s = bench.servers.get("fastflow")
     for v in LAT_VARIANTS:
-        row["variants"][v] = {"samples": [], "error": None if s else "did not start: "
-                              + bench.servers.failed.get("fastflow", "?")}
-    if s is None:
-        return row
+        key = "fastflow_native" if v == "native" else "fastflow"
+        row["variants"][v] = {"samples": [], "error": None if bench.servers.get(key) else
+                              "did not start: " + bench.servers.failed.get(key, "?")}
     for rnd in range(cfg["lat_rounds"]):
         for v in (list(LAT_VARIANTS)[rnd % 4:] + list(LAT_VARIANTS)[:rnd % 4]):
             st = row["variants"][v]
             if st["error"]:
                 continue
             try:
-                st["samples"].extend(bench.lat_run(v))
+                samples, achieved = bench.lat_run(v)
+                st["samples"].extend(samples)
+                st.setdefault("rates", []).append(achieved)
             except (RuntimeError, KeyError) as exc:
                 st["error"] = f"round {rnd + 1}: {exc}"
         say("  row latency round {}/{} done".format(rnd + 1, cfg["lat_rounds"]))
@@ -992,6 +1029,17 @@ def latency_row(bench):
 
 
 # -- report ---------------------------------------------------------------------------------
+
+def fmt_rate3(r):
+    """A rate with 3 significant digits (fmt_rate gives 2 k/s for 2,490/s)."""
+    if r is None:
+        return "-"
+    for scale, unit in ((1e6, "M/s"), (1e3, "k/s")):
+        if r >= scale:
+            v = r / scale
+            return "{:.{d}f} {}".format(v, unit, d=2 if v < 10 else 1 if v < 100 else 0)
+    return "{:.0f} /s".format(r)
+
 
 def fmt_us(us):
     if us is None:
@@ -1024,10 +1072,10 @@ def http_table(row):
         target = ""
         if k == "fastflow":
             target = (f">= {TARGET_INGEST:.1f}x {verdict(row.get('pass'))}" if key == "ingest"
-                      else f">= {fmt_rate(TARGET_BATCH)} {verdict(row.get('pass'))}")
-        rng = "{}-{}".format(fmt_rate(st["min"]), fmt_rate(st["max"]))
-        out.append([label, what, fmt_rate(st["median"]), rng,
-                    fmt_rate(st["events_median"]) if key == "batch" else "",
+                      else f">= {fmt_rate3(TARGET_BATCH)} {verdict(row.get('pass'))}")
+        rng = "{}-{}".format(fmt_rate3(st["min"]), fmt_rate3(st["max"]))
+        out.append([label, what, fmt_rate3(st["median"]), rng,
+                    fmt_rate3(st["events_median"]) if key == "batch" else "",
                     fmt_us(st["p50_us"]), fmt_us(st["p99_us"]), fmt_x(ratio), target,
                     fmt_pct(st["server_cpu"]), fmt_pct(st["wrk_cpu"])])
     head = ["server", "what it does", "requests/s", "range", "events/s" if key == "batch" else "",
@@ -1043,8 +1091,8 @@ def ws_table(row):
             out.append([label, "not run", "", "", "", "", ""])
             continue
         target = "" if v == "nats" else f">= {TARGET_WS:.1f}x {verdict(st.get('pass'))}"
-        out.append([label, fmt_rate(st["median"]),
-                    "{}-{}".format(fmt_rate(st["min"]), fmt_rate(st["max"])),
+        out.append([label, fmt_rate3(st["median"]),
+                    "{}-{}".format(fmt_rate3(st["min"]), fmt_rate3(st["max"])),
                     fmt_x(st.get("ratio")) if v != "nats" else "1.00x", target,
                     fmt_pct(st["sub_cpu"]), fmt_pct(st["server_cpu"])])
     return render_table(["server and subprotocol", "msgs/s", "range", "vs. nats-server",
@@ -1055,14 +1103,15 @@ def lat_table(row):
     out = []
     for v, st in row["variants"].items():
         if not st.get("count"):
-            out.append([LAT_VARIANTS[v], "not run", "", "", "", "", ""])
+            out.append([LAT_VARIANTS[v], "not run", "", "", "", "", "", ""])
             continue
-        out.append([LAT_VARIANTS[v], cb.fmt_us(st["p50_ns"]), cb.fmt_us(st["p90_ns"]),
+        out.append([LAT_VARIANTS[v], fmt_rate3(statistics.median(st["rates"])),
+                    cb.fmt_us(st["p50_ns"]), cb.fmt_us(st["p90_ns"]),
                     cb.fmt_us(st["p99_ns"]), cb.fmt_us(st["max_ns"]), f"{st['count']:,}",
                     "" if v == "native" else "{} / {}".format(fmt_x(st.get("ratio_p50")),
                                                               fmt_x(st.get("ratio_p99")))])
-    return render_table(["path", "p50", "p90", "p99", "max", "samples", "vs. native p50 / p99"],
-                        out, "<>>>>>>")
+    return render_table(["path", "sent at", "p50", "p90", "p99", "max", "samples",
+                         "vs. native p50 / p99"], out, "<>>>>>>>")
 
 
 def report(args, cfg, bench, results, machine):
