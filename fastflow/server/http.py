@@ -357,6 +357,7 @@ class HttpResponder:
     implements ``write``; the other hooks have defaults."""
 
     parser_error = HttpError
+    who = "client"                      # a connection, in the log
     routes = {}                         # first path segment -> method -> handler
     routes_doc = "docs/http.md"         # where a 404 sends the client
     # the 401's challenges
@@ -421,8 +422,8 @@ class HttpResponder:
         conn = self.conn
         started = self.parser.in_request
         if started and time.monotonic() - started > self.cfg.http_request_timeout:
-            log.info("client %d (%s): request not complete after %g s: closed", conn.id,
-                     conn.peer, self.cfg.http_request_timeout)
+            log.info("%s %d (%s): request not complete after %g s: closed", self.who,
+                     conn.id, conn.peer, self.cfg.http_request_timeout)
             conn.close(408, "the request did not arrive within {:g} s".format(
                 self.cfg.http_request_timeout))
             return True
@@ -464,7 +465,7 @@ class HttpResponder:
         except HttpError as exc:
             self.refuse(req, exc)
         except Exception as exc:
-            log.exception("client %d: %s %s failed", conn.id, req.method, req.path)
+            log.exception("%s %d: %s %s failed", self.who, conn.id, req.method, req.path)
             self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
 
     def route(self, req):
@@ -534,7 +535,7 @@ class HttpResponder:
     def _auth_failed(self, exc):
         self.login_failed()
         self.server.throttle.failed(self.conn.peer_host)
-        log.info("client %d (%s): %s", self.conn.id, self.conn.peer, exc)
+        log.info("%s %d (%s): %s", self.who, self.conn.id, self.conn.peer, exc)
         raise self.unauthorized(str(exc))
 
     async def _principal_async(self, req, creds, key, wait):
@@ -557,7 +558,7 @@ class HttpResponder:
             self.refuse(req, exc)
         except Exception as exc:
             self.busy = False
-            log.exception("client %d: %s %s failed", self.conn.id, req.method, req.path)
+            log.exception("%s %d: %s %s failed", self.who, self.conn.id, req.method, req.path)
             self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
         if not self.busy:
             self._next()
