@@ -268,6 +268,8 @@ def test_credentials_on_a_kept_connection(aloop, ffserver):
                     r = await c.get("/varz", headers={"Authorization": auth})
                     assert r.status_code == 401, auth
                     assert len(r.headers.get_list("www-authenticate")) == 2
+                r = await c.get("/connz?access_token=mon-token&limit=1")
+                assert r.status_code == 200 and r.json()["limit"] == 1
                 # httpx's own Basic auth
                 r = await c.get("/connz", auth=("ops", "ops-pw"))
                 assert r.status_code == 200 and r.json()["connections"] == []
