@@ -164,6 +164,29 @@ def test_pipelined_requests_are_answered_in_order(aloop, ffserver):
     aloop(main)
 
 
+def test_a_client_that_does_not_read_is_not_read(aloop, ffserver):
+    async def main():
+        async with ffserver(monitor=True) as srv:
+            c = await Raw.open(srv.monitor_port)
+            try:
+                c.send(get("/healthz"))
+                assert (await c.response())[0] == 200
+                (mc,) = srv.monitor.conns
+                # the transport's buffer passed its high-water mark (the
+                # client does not read): no more requests are read ...
+                mc.pause_writing()
+                c.send(get("/healthz"))
+                with pytest.raises(asyncio.TimeoutError):
+                    await c.response(timeout=0.3)
+                # ... until it is written
+                mc.resume_writing()
+                assert (await c.response())[0] == 200
+            finally:
+                c.close()
+
+    aloop(main)
+
+
 def test_the_http_limits_apply(aloop, ffserver):
     async def main():
         async with ffserver(monitor=True, http_max_header="1KiB", http_max_headers=8) as srv:

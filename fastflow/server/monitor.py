@@ -221,8 +221,21 @@ class MonitorConnection(asyncio.Protocol):
                 log.info("monitoring client %d (%s): %s", self.id, self.peer, exc)
                 self.close(*proto.protocol_error(exc))
             return
+        except Exception as exc:
+            log.exception("monitoring client %d: error while reading", self.id)
+            self.close(500, "internal error: {}".format(exc))
+            return
         if items:
             proto.handle(items)
+
+    # a client that sends requests and does not read the answers: no more
+    # requests are read until the transport has written what it holds
+
+    def pause_writing(self):
+        self.pause("write")
+
+    def resume_writing(self):
+        self.resume("write")
 
     def pause(self, why):
         if not self._pause and self.state < CLOSING:
