@@ -36,10 +36,18 @@ cdef const char *_B64 = b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 # The JSON escape of each ASCII byte, as orjson writes it: 0 as is, 'u' for
 # \u00XX (lower-case hex), else the letter after the backslash.
 cdef char _JESC[128]
+cdef char _HEX2[512]                    # byte -> its two hex digits
+cdef char _B64_2[8192]                  # 12 bits -> their two Base64 characters
 
 
 cdef int _init_web_tables() except -1:
     cdef int i
+    for i in range(256):
+        _HEX2[2 * i] = _HEXL[i >> 4]
+        _HEX2[2 * i + 1] = _HEXL[i & 15]
+    for i in range(4096):
+        _B64_2[2 * i] = _B64[i >> 6]
+        _B64_2[2 * i + 1] = _B64[i & 63]
     for i in range(128):
         _JESC[i] = 117 if i < 32 else 0
     _JESC[8] = 98           # \b
@@ -96,6 +104,17 @@ cdef inline char *_put_u4(char *o, uint32_t v) noexcept:
     return o + 6
 
 
+cdef inline bint _plain8(uint64_t w) noexcept:
+    """Whether none of the 8 bytes of ``w`` needs escaping in a JSON string
+    or is past ASCII (no byte below 0x20, '"', '\\' or 0x80 and up)."""
+    cdef uint64_t ones = 0x0101010101010101ULL
+    cdef uint64_t highs = 0x8080808080808080ULL
+    cdef uint64_t q = w ^ 0x2222222222222222ULL
+    cdef uint64_t bs = w ^ 0x5c5c5c5c5c5c5c5cULL
+    return ((w & highs) | ((w - 0x2020202020202020ULL) & ~w & highs)
+            | ((q - ones) & ~q & highs) | ((bs - ones) & ~bs & highs)) == 0
+
+
 cdef char *_json_str(char *o, const char *s, Py_ssize_t n, bint surrogates) noexcept:
     """Write the JSON string of UTF-8 ``s[:n]`` at ``o`` (quoted; ``"``,
     ``\\`` and the control characters escaped as orjson does, the rest as
@@ -108,9 +127,19 @@ cdef char *_json_str(char *o, const char *s, Py_ssize_t n, bint surrogates) noex
     cdef uint8_t c
     cdef char e
     cdef int k
+    cdef uint64_t w
     o[0] = 34
     o += 1
     while i < n:
+        while i + 8 <= n:               # eight bytes at a time while they pass as they are
+            memcpy(&w, b + i, 8)
+            if not _plain8(w):
+                break
+            memcpy(o, &w, 8)
+            o += 8
+            i += 8
+        if i >= n:
+            break
         c = b[i]
         if c < 0x80:
             e = _JESC[c]
@@ -147,10 +176,8 @@ cdef char *_put_b64(char *o, const char *s, Py_ssize_t n) noexcept:
     cdef uint32_t v
     while i + 3 <= n:
         v = (<uint32_t>b[i] << 16) | (<uint32_t>b[i + 1] << 8) | b[i + 2]
-        o[0] = _B64[v >> 18]
-        o[1] = _B64[(v >> 12) & 63]
-        o[2] = _B64[(v >> 6) & 63]
-        o[3] = _B64[v & 63]
+        memcpy(o, &_B64_2[2 * (v >> 12)], 2)
+        memcpy(o + 2, &_B64_2[2 * (v & 4095)], 2)
         o += 4
         i += 3
     if n - i == 1:
@@ -687,9 +714,10 @@ cdef int _wj_fill(WebJson *w, WireMsg *m, bint lineage) except -1:
         free(w.buf)                     # do not keep a large event's memory
         w.buf = NULL
         w.cap = 0
+    w.breaks = False
     if not _wj_make(w, m, lineage):
         _wj_slow(w, m, lineage)
-    w.breaks = (memchr(w.buf, 10, w.n) != NULL or memchr(w.buf, 13, w.n) != NULL)
+        w.breaks = memchr(w.buf, 10, w.n) != NULL or memchr(w.buf, 13, w.n) != NULL
     w.gen = m.gen
     return 0
 
@@ -762,6 +790,8 @@ cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage) except -1:
             at = o - w.buf
             _wj_room(w, at + 16 + (b - a))
             o = _put_lit(_put_lit(w.buf + at, b',"data":', 8), d + a, b - a)
+            # (raw line breaks in a JSON text are whitespace between its tokens)
+            w.breaks = memchr(d + a, 10, b - a) != NULL or memchr(d + a, 13, b - a) != NULL
         else:
             o2 = NULL
             if kind == DK_TEXT:
@@ -784,9 +814,10 @@ cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage) except -1:
 
 
 cdef inline char *_put_hex64(char *o, uint64_t v) noexcept:
+    """``v`` as 16 lower-case hex digits (the halves of a generated id)."""
     cdef int i
-    for i in range(16):
-        o[i] = _HEXL[(v >> (60 - 4 * i)) & 15]
+    for i in range(8):
+        memcpy(o + 2 * i, &_HEX2[2 * ((v >> (56 - 8 * i)) & 0xff)], 2)
     return o + 16
 
 
