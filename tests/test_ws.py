@@ -238,7 +238,9 @@ def test_auth_and_permissions(aloop, ffserver):
         settings = dict(
             http_port=free_port(), token="admin-token",
             tokens=[{"name": "ci", "token": "ci-token",
-                     "permissions": {"publish": ["ci.>"], "subscribe": ["ci.>"]}}])
+                     "permissions": {"publish": ["ci.>"], "subscribe": ["ci.>"]}}],
+            users=[{"user": "u", "password": "pw", "permissions": {
+                "subscribe": {"allow": ["q.>"], "queue_allow": ["shared"]}}}])
         async with ffserver(**settings) as srv:
             for kw in ({}, {"additional_headers": {"Authorization": "Bearer wrong"}}):
                 with pytest.raises(InvalidStatus) as ei:
@@ -270,6 +272,17 @@ def test_auth_and_permissions(aloop, ffserver):
                                                     "sid": "sub-1"}
                 await admin.send(event(3, "x.y"))
                 assert (await recv_json(admin))["id"] == "3"
+            # Basic credentials; a queue group the user may not join
+            basic = {"Authorization": "Basic " + base64.b64encode(b"u:pw").decode()}
+            with pytest.raises(InvalidStatus) as ei:
+                async with ws_connect(srv, "?subject=q.a&queue=other",
+                                      additional_headers=basic):
+                    pass
+            assert ei.value.response.status_code == 403
+            async with ws_connect(srv, "?subject=q.a&queue=shared",
+                                  additional_headers=basic) as u:
+                await u.send(event(4, "q.a"))
+                assert (await recv_json(u))["id"] == "4"
             assert srv.stats()["auth_failures"] >= 1     # (the wrong token)
 
     aloop(main)
@@ -428,6 +441,44 @@ def test_publish_over_the_socket(aloop, ffserver):
                     assert pub.state is websockets.protocol.State.OPEN
         finally:
             f.close()
+
+    aloop(main)
+
+
+def test_subscription_limits_and_a_frame_that_never_ends(aloop, ffserver):
+    async def main():
+        async with ffserver(http_port=free_port(), max_subscriptions=3,
+                            http_request_timeout=1) as srv:
+            with pytest.raises(InvalidStatus) as ei:
+                async with ws_connect(srv, "?subject=a&subject=b&subject=c&subject=d"):
+                    pass
+            assert ei.value.response.status_code == 429
+            async with ws_connect(srv, "?subject=a&subject=b") as ws:
+                async def ask(**ctl):
+                    await ws.send(json.dumps(dict(op="subscribe", **ctl)))
+                    return await recv_json(ws)
+
+                assert (await ask(sid="url-1", subject="z"))["code"] == 409
+                assert (await ask(subject="a..b"))["code"] == 400
+                assert (await ask(subject="a", queue="q.*"))["code"] == 400
+                assert (await ask(subject=["a"]))["code"] == 400
+                assert (await ask(sid=True, subject="a"))["code"] == 400
+                assert (await ask(sid=3, subject="c"))["op"] == "ok"
+                ans = await ask(subject="d")
+                assert ans["code"] == 429 and "maximum subscriptions" in ans["message"]
+                await ws.send(json.dumps({"op": "unsubscribe", "sid": 3}))
+                assert (await recv_json(ws))["count"] == 1
+                assert (await ask(sid="3", subject="d"))["op"] == "ok"
+            # half a frame, and then nothing: closed after http_request_timeout
+            raw = await RawWs.connect(srv.http_port)
+            try:
+                await raw.send(RawWs.frame(1, b"x" * 100)[:50])
+                t0 = time.monotonic()
+                code, reason, _ = await raw.close_code(8)
+                assert code == 1008 and "did not arrive" in reason
+                assert 0.5 < time.monotonic() - t0 < 6      # (checked once a second)
+            finally:
+                raw.close()
 
     aloop(main)
 

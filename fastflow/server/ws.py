@@ -292,12 +292,14 @@ class WsParser:
 
 
 class _Refusal(Exception):
-    """A control message or a publish refused: the error frame's code and message."""
+    """A control message or a publish refused: the error frame's code and
+    message (``re``: what the message was, when that is known)."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, re=None):
         Exception.__init__(self, message)
         self.code = code
         self.message = message
+        self.re = re
 
 
 class WsProtocol(DoorProtocol):
@@ -469,7 +471,7 @@ class WsProtocol(DoorProtocol):
                 try:
                     self._text(item[1])
                 except _Refusal as exc:
-                    self._refused(None, exc)
+                    self._refused({"re": exc.re} if exc.re else None, exc)
                 except WsError as exc:      # (bad UTF-8: the stream cannot go on)
                     self.server.n_protocol_errors += 1
                     log.info("client %d (%s): %s", conn.id, conn.peer, exc)
@@ -494,7 +496,7 @@ class WsProtocol(DoorProtocol):
                 events = from_json_batch(data)
             except EventError as exc:
                 self._check_utf8(data)
-                raise _Refusal(400, str(exc)) from None
+                raise _Refusal(400, str(exc), "publish") from None
             self._publish(events, True)
             return
         if first != 0x7B:                               # not '{'
@@ -508,7 +510,7 @@ class WsProtocol(DoorProtocol):
             except EventError as exc:
                 ctl = self._object(data, None)
                 if ctl is None or "specversion" in ctl or "op" not in ctl:
-                    raise _Refusal(400, str(exc)) from None
+                    raise _Refusal(400, str(exc), "publish") from None
                 self._op(ctl)
                 return
             self._publish((ev,), False)
@@ -634,7 +636,7 @@ class WsProtocol(DoorProtocol):
 
     def _op(self, ctl):
         op = ctl.get("op")
-        answer = {"re": op}
+        answer = {"re": op} if isinstance(op, str) and len(op) <= 64 else {}
         ref = ctl.get("ref")
         if ref is not None:
             answer["ref"] = ref
