@@ -509,7 +509,7 @@ class NativeWs:
 
 def test_fastflow_subprotocol_carries_the_native_protocol(aloop, ffserver):
     async def main():
-        async with ffserver(http_port=free_port(), token="tok") as srv:
+        async with ffserver(http_port=free_port(), token="tok", max_payload="64KiB") as srv:
             auth = {"Authorization": "Bearer tok"}
             async with ws_connect(srv, subprotocols=["fastflow"],
                                           additional_headers=auth) as ws, \
@@ -553,6 +553,18 @@ def test_fastflow_subprotocol_carries_the_native_protocol(aloop, ffserver):
                 assert struct.unpack_from("<H", err[3])[0] == 401
                 code, reason = await closed_with(ws)
                 assert code == 1008 and "authentication failed" in reason
+            # a frame over max_payload: the native ERR 413, then 1009
+            async with ws_connect(srv, subprotocols=["fastflow"], additional_headers=auth) as ws:
+                n = NativeWs(ws)
+                await n.expect("INFO")
+                await ws.send(native_frame(OP["CONNECT"], 0, 1))
+                await n.expect("OK")
+                await ws.send(native_frame(OP["PUB"], 0, 0, "big",
+                                           Event("big", b"x" * 70000).encode()))
+                err = await n.expect("ERR")
+                assert struct.unpack_from("<H", err[3])[0] == 413
+                code, reason = await closed_with(ws)
+                assert code == 1009 and "max_payload" in reason
 
     aloop(main)
 
