@@ -813,6 +813,8 @@ def upgrade(http, req, principal):
 
     ws = WsProtocol(conn, subprotocol, principal, publish_to, http.lineage,
                     max(cfg.http_max_body, cfg.max_payload + cfg.max_control + 64))
+    if conn.principal is not principal:     # (this request's credentials, not an earlier one's)
+        conn._set_principal(principal)
     sids = ["url-{}".format(i + 1) for i in range(len(subjects))]
     for i, (sid, pattern) in enumerate(zip(sids, subjects)):
         try:
