@@ -338,6 +338,12 @@ def test_events_from_every_door_arrive_in_order(aloop, ffnats, natspy):
                     assert (await recv_json(ws))["id"] == "last"
                     await ws.send(json.dumps({"op": "ping", "ref": "p"}))
                     assert await recv_json(ws) == {"op": "pong", "ref": "p"}
+                    # monitoring: door ws, its subprotocol and subscriptions
+                    (st,) = [c.stats(0, subs=True) for c in srv.conns.values()
+                             if c.door == "ws"]
+                    assert st["subprotocol"] == "cloudevents.json"
+                    assert [s["subject"] for s in st["subs"]] == ["b.*"]
+                    assert st["in_msgs"] == 0 and st["out_msgs"] >= 16
             finally:
                 await nc.close()
                 await http.aclose()

@@ -94,7 +94,7 @@ _REFUSAL_BURST = 64                     # refused messages a socket may send at 
 _REFUSAL_RATE = 8.0                     # ... and per second after that; then 1008
 _QUERY_JSON = frozenset(("subject", "queue", "publish", "echo", "access_token"))
 _QUERY_FASTFLOW = frozenset(("access_token",))
-_WS = b" \t\r\n"
+_JSON_SPACE = b" \t\r\n"            # what may come before a JSON text's first character
 
 
 def close_frame(code, reason=""):
@@ -102,7 +102,7 @@ def close_frame(code, reason=""):
     fits, at a character boundary."""
     if code is None:
         return ws_frame_head(_OP_CLOSE, 0)
-    r = reason.encode("utf-8", "replace")
+    r = (reason or "").encode("utf-8", "replace")
     if len(r) > _MAX_REASON:
         r = r[:_MAX_REASON].decode("utf-8", "ignore").encode("utf-8")
     return ws_frame_head(_OP_CLOSE, 2 + len(r)) + _U16.pack(code) + r
@@ -488,7 +488,7 @@ class WsProtocol(DoorProtocol):
         """One text message: a CloudEvent, a batch of them, or a control message."""
         i = 0
         n = len(data)
-        while i < n and data[i] in _WS:
+        while i < n and data[i] in _JSON_SPACE:
             i += 1
         first = data[i] if i < n else 0
         if first == 0x5B:                               # '[': a batch
