@@ -52,6 +52,7 @@ _REPLAY_BATCH = 1024                    # records per log read
 _REPLAY_BYTES = 1 << 20                 # bytes per log read
 _FETCH_CHUNK = 256                      # deliveries per Consumer.fetch call
 _ACK_MAP_MAX = 65536                    # ack subjects remembered per connection
+_CREDENTIALS = ("user", "password", "token")    # the members of CONNECT that log in
 
 _scratch = OutBuf(0)                    # builds frames written outside a connection's OutBuf
 
@@ -149,6 +150,9 @@ class NativeProtocol(DoorProtocol):
         self.parser = FrameParser(self.flow, self.outbuf, cfg.max_payload, cfg.max_control)
         self.parser.max_connect = cfg.max_connect   # until CONNECT is accepted
         self.acks = {}                  # ack subject -> (Consumer, seq)
+        # the principal an HTTP upgrade request authenticated (WebSocket):
+        # a CONNECT without credentials takes it
+        self.upgrade_principal = None
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -268,6 +272,10 @@ class NativeProtocol(DoorProtocol):
             self.server.n_protocol_errors += 1
             self.conn.close(400, "CONNECT: {}".format(exc), rid)
             return True
+        if self.upgrade_principal is not None and all(
+                req.get(k) is None for k in _CREDENTIALS):
+            self.conn.connected(req, self.upgrade_principal, rid)
+            return False
         return self.conn.authenticate(req, req, rest, rid)
 
     def options(self, req):
