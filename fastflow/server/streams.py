@@ -410,7 +410,7 @@ class LogReader:
         self.seq = pos.seq              # the next seq to read
         self.lost = pos.lost
         self.filter = filt
-        self.gap = None
+        self.gap = (pos.seq - pos.lost, pos.seq - 1) if pos.lost else None
 
     def read(self, stop, limit=REPLAY_BATCH, max_bytes=REPLAY_BYTES):
         """The retained records from ``seq`` up to ``stop`` (at most
