@@ -8,7 +8,6 @@ process when a test restarts one (``ffproc``)."""
 
 import asyncio
 import json
-import shutil
 import socket
 
 import httpx
@@ -19,7 +18,11 @@ from fastflow.event import Event, to_json
 
 from helpers import wait_until
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+@pytest.fixture(autouse=True)
+def _curl(peer):
+    peer("curl")            # (fails, not skips, with FASTFLOW_REQUIRE_PEERS=1)
+
 
 SSE = {"accept": "text/event-stream"}
 

@@ -446,6 +446,8 @@ async def _tail(conn, st, reader, target):
             if target.write_batch(b, name, stop) < k:
                 return                  # over max_pending: the flush cuts the connection
             await room(conn, low)
+        if lg.closed and conn.state == READY:   # (deleted in-process, not by a request)
+            conn.close(404, "stream {!r} was deleted".format(name))
     except Exception as exc:            # (not CancelledError: the connection or stream went)
         log.exception("client %d: SSE tail of stream %s failed", conn.id, name)
         conn.close(500, "internal error: {}".format(exc))
