@@ -53,6 +53,7 @@ PAGE_LIMIT = 100                        # events of a JSON page unless ?limit= s
 PAGE_LIMIT_MAX = 10000                  # the most ?limit= may ask
 PAGE_BYTES = 4 << 20                    # records read for one JSON page (about)
 FETCH_MAX = 10000                       # deliveries one HTTP fetch may ask for
+_RECHECK = 5.0                          # seconds an idle tail sleeps before it looks again
 
 _KEEPALIVE = b": keep-alive\n\n"
 _OPENED = b": ok\n\n"                   # right after the head: clients (curl) and proxies
@@ -440,8 +441,9 @@ async def _tail(conn, st, reader, target):
                 outbuf.write(_sse_event(b"lost", {"stream": name, "first": first, "last": last,
                                                   "count": last - first + 1}, last))
             if b is None:
-                # (registered before anything else runs: no append is missed)
-                await wait_append(st, None)
+                # (registered before anything else runs: no append is missed;
+                # woken now and then to see whether the stream is gone)
+                await wait_append(st, conn.loop.time() + _RECHECK)
                 continue
             if target.write_batch(b, name, stop) < k:
                 return                  # over max_pending: the flush cuts the connection
