@@ -319,6 +319,11 @@ def test_live_sse_refusals(ffserver, free_port):
             assert r.status_code == 400 and "query parameter 'subject'" in r.text
             r = await hc.get(base + "/events", headers={**SSE, **bob})
             assert r.status_code == 400 and "no subject pattern" in r.text
+            # HEAD: the head alone, nothing subscribed, the connection kept
+            r = await hc.head(base + "/events/public.a", headers={**SSE, **bob})
+            assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+            r = await hc.get(base + "/events/public.a", headers=bob)
+            assert r.status_code == 406 and n_subs(srv) == 0
             # the token in the query (EventSource cannot set headers)
             s = await CurlStream.open(base + "/events/public.a?access_token=bob-t")
             assert s.status == 200
@@ -600,12 +605,14 @@ def test_json_pages_of_a_stream(aloop, ffserver, free_port):
             for q, word in (("seq=x", "'seq'"), ("limit=0", "'limit'"), ("limit=10001", "'limit'"),
                             ("start=middle", "'start'"), ("time=yesterday", "'time'"),
                             ("filter=a..b", "'filter'"), ("wait=-1", "'wait'"),
-                            ("seq=1&time=5", "'seq' or 'time'")):
+                            ("seq=1&time=5", "'seq' or 'time'"),
+                            ("seq=99999999999999999999", "'seq'")):
                 r = await hc.get(url + "?" + q)
                 assert r.status_code == 400, q
                 assert word in r.json()["error"]["message"], (q, r.text)
-            r = await hc.get(url, headers={**SSE, "last-event-id": "abc"})
-            assert r.status_code == 400 and "Last-Event-ID" in r.text
+            for bad in ("abc", "-1", "9" * 20):
+                r = await hc.get(url, headers={**SSE, "last-event-id": bad})
+                assert r.status_code == 400 and "Last-Event-ID" in r.text
             r = await hc.get(base + "/streams/nope/events")
             assert r.status_code == 404 and r.json()["error"]["message"] == \
                 "no stream named 'nope'"

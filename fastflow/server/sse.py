@@ -53,6 +53,7 @@ PAGE_LIMIT = 100                        # events of a JSON page unless ?limit= s
 PAGE_LIMIT_MAX = 10000                  # the most ?limit= may ask
 PAGE_BYTES = 4 << 20                    # records read for one JSON page (about)
 FETCH_MAX = 10000                       # deliveries one HTTP fetch may ask for
+_INT_MAX = (1 << 63) - 2                # the most a seq or a time (ns) may be
 _RECHECK = 5.0                          # seconds an idle tail sleeps before it looks again
 
 _KEEPALIVE = b": keep-alive\n\n"
@@ -126,9 +127,9 @@ def _replay_args(req, params, sse):
         if v is not None:
             args[key] = v
     t = args.get("time")
-    if t is not None and t.strip().isdigit():
-        args["time"] = int(t)
-    seq = _int_param(params, "seq")
+    if t is not None and t.strip().isdigit() and t.isascii():
+        args["time"] = _int_param(params, "time", 0, _INT_MAX)
+    seq = _int_param(params, "seq", 0, _INT_MAX)
     if seq is not None:
         args["seq"] = seq
     if "start" in args and args["start"] not in ("first", "last", "new"):
@@ -143,7 +144,7 @@ def _replay_args(req, params, sse):
         last = req.headers.get("last-event-id")
         if last is not None and last.strip():
             last = last.strip()
-            if not last.isdigit() or not last.isascii():
+            if not last.isdigit() or not last.isascii() or int(last) >= _INT_MAX:
                 raise HttpError(400, "Last-Event-ID must be a stream seq (an integer), got "
                                      "{!r}".format(last[:40]))
             for key in ("start", "time"):
@@ -250,7 +251,9 @@ def _open_stream(proto, req, what, headers=()):
     proto.requests += 1
     proto.server.n_http_requests += 1
     if req.method == "HEAD":
-        proto.outbuf.write(response_head(200, None, EVENT_STREAM, hs))
+        proto.outbuf.write(response_head(200, None, EVENT_STREAM, hs, not req.keep_alive))
+        if not req.keep_alive:
+            conn.close()
         return None
     proto.outbuf.write(response_head(200, None, EVENT_STREAM, hs, close=True) + _OPENED)
     # the HTTP requests behind this one are never answered: the response
@@ -538,6 +541,9 @@ def _fetch(proto, req, sr, name, cname):
     n = args.get("n", 1)
     if type(n) is int and n > FETCH_MAX:
         raise HttpError(400, "'n' must be from 1 to {}, got {}".format(FETCH_MAX, n))
+    wait = args.get("wait", 0)
+    if isinstance(wait, (int, float)) and not isinstance(wait, bool) and wait > 3600:
+        raise HttpError(400, "'wait' must be seconds from 0 to 3600, got {}".format(wait))
     args.update(stream=name, name=cname)
     st, c, n, wait = sr.fetch(args, "fetch")
     proto.busy = True
