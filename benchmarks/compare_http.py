@@ -233,10 +233,12 @@ async def ws_handshake_binary(ws, subject, parser):
 
 
 async def ws_handshake_json(ws, subject):
-    """The cloudevents.json subprotocol: subscribe to ``subject``.
-    PLACEHOLDER until the door lands: the control message is the door's
-    design (docs/http.md)."""
-    await ws.send(json.dumps({"subscribe": subject}))
+    """The cloudevents.json subprotocol (docs/http.md): the control message
+    ``{"op": "subscribe"}``, until its ``{"op": "ok"}``."""
+    await ws.send(json.dumps({"op": "subscribe", "subject": subject, "sid": "s1", "ref": 1}))
+    answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    if answer.get("op") != "ok" or answer.get("ref") != 1:
+        raise RuntimeError(f"fastflow answered the subscribe with {answer!r}")
 
 
 def ws_url(spec):
