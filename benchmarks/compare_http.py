@@ -102,6 +102,7 @@ HTTP_SERVERS = {  # key: (label, what it does)
     "fastflow": ("fastflow", "validates, routes, stores in a memory stream, 202"),
 }
 WS_VARIANTS = {  # key: (server, label)
+    "floor": (None, f"floor: pre-framed {WS_JSON} messages, no broker"),
     "nats": ("nats", "nats-server WebSocket (NATS protocol)"),
     "ff_binary": ("fastflow", f"fastflow WebSocket, subprotocol {WS_BINARY}"),
     "ff_json": ("fastflow", f"fastflow WebSocket, subprotocol {WS_JSON}"),
@@ -428,6 +429,101 @@ async def ff_raw_pub(spec):
     return out
 
 
+def ws_text_frame(payload):
+    """An unmasked FIN text frame (server -> client, RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x81, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, n)
+    return head + payload
+
+
+async def ws_floor(spec):
+    """The client library's floor for one event per message: a server that
+    answers the WebSocket handshake and the cloudevents.json subscribe, then
+    writes spec["n"] pre-built text frames, each the JSON of a 16-byte event
+    as fastflow.event.to_json gives it, 1,000 per write (no broker, no
+    routing), at most a window ahead of the subscriber's count."""
+    import hashlib
+
+    from fastflow._impl import Event
+    from fastflow.event import to_json
+
+    loop = asyncio.get_running_loop()
+    frame = ws_text_frame(to_json(Event(spec["subject"], bytes(SIZE), source=cb.SOURCE)))
+    done = loop.create_future()
+
+    class Floor(asyncio.Protocol):
+        def __init__(self):
+            self.buf = b""
+            self.upgraded = False
+            self.resumed = None
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if self.upgraded:
+                if not self.started:  # the subscribe message: answer it, then publish
+                    self.started = True
+                    self.transport.write(ws_text_frame(
+                        b'{"op":"ok","re":"subscribe","sid":"s1","ref":1}'))
+                    asyncio.ensure_future(self.publish())
+                return
+            self.buf += data
+            if b"\r\n\r\n" not in self.buf:
+                return
+            head = self.buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            h = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in head[1:])}
+            accept = base64.b64encode(hashlib.sha1(
+                (h["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()
+            ).digest()).decode()
+            proto = ("Sec-WebSocket-Protocol: " + WS_JSON + "\r\n"
+                     if WS_JSON in h.get("sec-websocket-protocol", "") else "")
+            self.transport.write((
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{}\r\n").format(
+                    accept, proto).encode())
+            self.upgraded, self.started = True, False
+
+        def pause_writing(self):
+            self.resumed = loop.create_future()
+
+        def resume_writing(self):
+            if self.resumed is not None and not self.resumed.done():
+                self.resumed.set_result(None)
+            self.resumed = None
+
+        async def writable(self, timeout):
+            if self.resumed is not None:
+                await asyncio.wait_for(asyncio.shield(self.resumed), timeout)
+
+        async def publish(self):
+            step = 1000
+            block = frame * step
+            write = self.transport.write
+
+            def send_block(k):
+                write(block if k == step else frame * k)
+
+            try:
+                cpu0 = cb.mark()
+                sent, start, timed_out = await bulk_publish(spec, send_block, self.writable,
+                                                            step)
+                done.set_result(cb.pub_result(sent, start, cpu0, [], timed_out=timed_out))
+            except Exception as exc:  # noqa: BLE001 - reported as the worker's error
+                done.set_exception(exc)
+
+    server = await loop.create_server(Floor, "127.0.0.1", 0)
+    cb.emit({"ready": True, "port": server.sockets[0].getsockname()[1]})
+    out = await asyncio.wait_for(done, spec["timeout"])
+    server.close()
+    return out
+
+
 class HttpConn(asyncio.Protocol):
     """A keep-alive HTTP/1.1 client connection that counts the status lines
     of the answers (each answer is one small head, no body)."""
@@ -513,7 +609,7 @@ async def http_pub(spec):
 
 
 WORKERS = {"ws_sub": ws_sub, "nats_pub": nats_raw_pub, "ff_pub": ff_raw_pub,
-           "http_pub": http_pub, "ff_lat_pub": ff_lat_pub}
+           "http_pub": http_pub, "ff_lat_pub": ff_lat_pub, "ws_floor": ws_floor}
 
 
 def worker_main(spec_json):
@@ -856,35 +952,47 @@ class Bench:
     def ws_run(self, variant, n):
         """One row-3 run: the subscriber, then the publisher; the subscriber's rate."""
         server_key, _ = WS_VARIANTS[variant]
-        s = self.servers.started[server_key]
-        if not s.alive():
+        s = self.servers.started[server_key] if server_key else None
+        if s is not None and not s.alive():
             raise RuntimeError(f"{server_key} is not running ({s.child.proc.returncode}): "
                                f"{s.child.stderr_tail(400)}")
         window = self.args.window
         timeout = min(600.0, 20.0 + n / 20_000.0)
         counter = self.counter_file()
-        kind = {"nats": "nats", "ff_binary": WS_BINARY, "ff_json": WS_JSON}[variant]
+        kind = {"floor": WS_JSON, "nats": "nats", "ff_binary": WS_BINARY,
+                "ff_json": WS_JSON}[variant]
         base = dict(n=n, subject=WS_SUBJECT, timeout=timeout, counter=counter)
         children = []
         deadline = time.monotonic() + timeout + 20
         try:
-            sub = self.spawn("ws_sub", dict(base, url=s.ws_url, kind=kind,
+            if s is None:  # the floor: its server is the publisher
+                pub = self.spawn("ws_floor", dict(base, window=window), "WebSocket floor",
+                                 self.cores.server)
+                children.append(pub)
+                url = "ws://127.0.0.1:{}{}".format(pub.next_json(time.monotonic() + 30)["port"],
+                                                    WS_PATH)
+            else:
+                url = s.ws_url
+            sub = self.spawn("ws_sub", dict(base, url=url, kind=kind,
                                             report_every=max(1, window // 8)),
                              f"{variant} subscriber", self.cores.driver)
             children.append(sub)
             sub.next_json(time.monotonic() + 30)
-            cpu0, _ = s.stat()
+            cpu0 = s.stat()[0] if s is not None else None
             busy0, t0 = cb.system_busy_s(), time.monotonic()
-            if server_key == "nats":
+            if s is None:
+                pass
+            elif server_key == "nats":
                 pub = self.spawn("nats_pub", dict(base, port=s.port, window=window),
                                  "nats raw publisher")
             else:
                 pub = self.spawn("ff_pub", dict(base, native_url=s.native_url, window=window),
                                  "fastflow raw publisher")
-            children.append(pub)
+            if s is not None:
+                children.append(pub)
             p = pub.next_json(deadline)
             r = sub.next_json(deadline)
-            cpu1, _ = s.stat()
+            cpu1 = s.stat()[0] if s is not None else None
             busy1, t1 = cb.system_busy_s(), time.monotonic()
         finally:
             for c in children:
@@ -896,14 +1004,15 @@ class Bench:
                 if p.get("errors") or r.get("errors") else ""))
         wall = max(1e-9, (r["last_ns"] - r["first_ns"]) / 1e9)
         span = max(1e-9, (r["last_ns"] - p["start_ns"]) / 1e9)
+        server_cpu = (cpu1 - cpu0) if cpu0 is not None else p["cpu_s"]
         other = None
-        if None not in (busy0, busy1, cpu0, cpu1):
-            other = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - r["cpu_s"] - p["cpu_s"]) / (t1 - t0)
+        if None not in (busy0, busy1):
+            other = max(0.0, (busy1 - busy0) - server_cpu - r["cpu_s"]
+                        - (p["cpu_s"] if s is not None else 0)) / (t1 - t0)
         return dict(n=n, rate=r["received"] / wall, seconds=wall,
                     pub_rate=p["sent"] / max(1e-9, p["seconds"]),
                     sub_cpu=r["cpu_s"] / span, pub_cpu=p["cpu_s"] / span,
-                    server_cpu=(cpu1 - cpu0) / span if cpu0 is not None else None,
-                    other_cpu=other)
+                    server_cpu=server_cpu / span, other_cpu=other)
 
     def lat_run(self, variant):
         """One row-4 run: the latency samples (ns) after the warm-up."""
@@ -953,7 +1062,7 @@ def ws_row(bench):
     order = []
     for v, (server_key, _) in WS_VARIANTS.items():
         st = row["variants"][v] = {"runs": [], "error": None}
-        s = bench.servers.get(server_key)
+        s = bench.servers.get(server_key) if server_key else True
         if s is None:
             st["error"] = "did not start: " + bench.servers.failed.get(server_key, "?")
             continue
@@ -985,11 +1094,11 @@ def ws_row(bench):
                       sub_cpu=_median(r["sub_cpu"] for r in st["runs"]),
                       server_cpu=_median(r["server_cpu"] for r in st["runs"]))
     nats = row["variants"]["nats"].get("median")
-    for v in ("ff_binary", "ff_json"):
-        st = row["variants"][v]
+    for v, st in row["variants"].items():
         if nats and st.get("median"):
             st["ratio"] = st["median"] / nats
-            st["pass"] = st["ratio"] >= TARGET_WS
+            if v.startswith("ff_"):
+                st["pass"] = st["ratio"] >= TARGET_WS
     return row
 
 
@@ -1092,10 +1201,10 @@ def ws_table(row):
         if not st.get("runs"):
             out.append([label, "not run", "", "", "", "", ""])
             continue
-        target = "" if v == "nats" else f">= {TARGET_WS:.1f}x {verdict(st.get('pass'))}"
+        target = f">= {TARGET_WS:.1f}x {verdict(st.get('pass'))}" if v.startswith("ff_") else ""
         out.append([label, fmt_rate3(st["median"]),
                     "{}-{}".format(fmt_rate3(st["min"]), fmt_rate3(st["max"])),
-                    fmt_x(st.get("ratio")) if v != "nats" else "1.00x", target,
+                    fmt_x(st.get("ratio")), target,
                     fmt_pct(st["sub_cpu"]), fmt_pct(st["server_cpu"])])
     return render_table(["server and subprotocol", "msgs/s", "range", "vs. nats-server",
                          "target", "CPU sub", "CPU srv"], out, "<>>><>>")
