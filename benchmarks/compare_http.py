@@ -877,6 +877,8 @@ def ingest_rows(bench, key):
             cpu1, _ = s.stat()
             busy1, t1 = cb.system_busy_s(), time.monotonic()
             res["server_cpu"] = (cpu1 - cpu0) / res["seconds"] if cpu0 is not None else None
+            res["server_us_per_event"] = (1e6 * (cpu1 - cpu0) / max(1, res["requests"] * events)
+                                          if cpu0 is not None else None)
             if None not in (busy0, busy1, cpu0, cpu1):
                 res["other_cpu"] = max(0.0, (busy1 - busy0) - (cpu1 - cpu0)
                                        - res["wrk_cpu"] * res["seconds"]) / (t1 - t0)
@@ -904,6 +906,7 @@ def ingest_rows(bench, key):
                       p50_us=statistics.median(r["p50_us"] for r in runs),
                       p99_us=statistics.median(r["p99_us"] for r in runs),
                       server_cpu=_median(r.get("server_cpu") for r in runs),
+                      server_us_per_event=_median(r.get("server_us_per_event") for r in runs),
                       wrk_cpu=_median(r.get("wrk_cpu") for r in runs))
     floor, ff = row["servers"].get("floor", {}), row["servers"].get("fastflow", {})
     if key == "ingest":
@@ -1012,7 +1015,9 @@ class Bench:
         return dict(n=n, rate=r["received"] / wall, seconds=wall,
                     pub_rate=p["sent"] / max(1e-9, p["seconds"]),
                     sub_cpu=r["cpu_s"] / span, pub_cpu=p["cpu_s"] / span,
-                    server_cpu=server_cpu / span, other_cpu=other)
+                    server_cpu=server_cpu / span, other_cpu=other,
+                    sub_us_per_msg=1e6 * r["cpu_s"] / max(1, r["received"]),
+                    server_us_per_msg=1e6 * server_cpu / max(1, r["received"]))
 
     def lat_run(self, variant):
         """One row-4 run: the latency samples (ns) after the warm-up."""
@@ -1061,6 +1066,8 @@ def ws_row(bench):
     row = {"key": "ws", "window": bench.args.window, "variants": {}}
     order = []
     for v, (server_key, _) in WS_VARIANTS.items():
+        if v not in bench.args.ws:
+            continue
         st = row["variants"][v] = {"runs": [], "error": None}
         s = bench.servers.get(server_key) if server_key else True
         if s is None:
@@ -1092,8 +1099,10 @@ def ws_row(bench):
             rates = [r["rate"] for r in st["runs"]]
             st.update(median=statistics.median(rates), min=min(rates), max=max(rates),
                       sub_cpu=_median(r["sub_cpu"] for r in st["runs"]),
-                      server_cpu=_median(r["server_cpu"] for r in st["runs"]))
-    nats = row["variants"]["nats"].get("median")
+                      server_cpu=_median(r["server_cpu"] for r in st["runs"]),
+                      sub_us_per_msg=_median(r["sub_us_per_msg"] for r in st["runs"]),
+                      server_us_per_msg=_median(r["server_us_per_msg"] for r in st["runs"]))
+    nats = row["variants"].get("nats", {}).get("median")
     for v, st in row["variants"].items():
         if nats and st.get("median"):
             st["ratio"] = st["median"] / nats
@@ -1158,6 +1167,10 @@ def fmt_us(us):
     return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} us"
 
 
+def fmt_cpu_us(us):
+    return "-" if us is None else f"{us:.1f} us" if us < 100 else f"{us:.0f} us"
+
+
 def fmt_x(x):
     return "-" if x is None else f"{x:.2f}x"
 
@@ -1177,7 +1190,7 @@ def http_table(row):
     for k, st in row["servers"].items():
         label, what = HTTP_SERVERS[k]
         if not st.get("runs"):
-            out.append([label, what, "not run", "", "", "", "", "", "", "", ""])
+            out.append([label, what, "not run", "", "", "", "", "", "", "", "", ""])
             continue
         ratio = st["median"] / floor if floor else None
         target = ""
@@ -1188,10 +1201,12 @@ def http_table(row):
         out.append([label, what, fmt_rate3(st["median"]), rng,
                     fmt_rate3(st["events_median"]) if key == "batch" else "",
                     fmt_us(st["p50_us"]), fmt_us(st["p99_us"]), fmt_x(ratio), target,
-                    fmt_pct(st["server_cpu"]), fmt_pct(st["wrk_cpu"])])
+                    fmt_pct(st["server_cpu"]), fmt_cpu_us(st["server_us_per_event"]),
+                    fmt_pct(st["wrk_cpu"])])
     head = ["server", "what it does", "requests/s", "range", "events/s" if key == "batch" else "",
-            "p50", "p99", "vs. floor", "target", "CPU srv", "CPU wrk"]
-    return render_table(head, out, "<<>>>>>><>>>")
+            "p50", "p99", "vs. floor", "target", "CPU srv",
+            "srv CPU/event" if key == "batch" else "srv CPU/req", "CPU wrk"]
+    return render_table(head, out, "<<>>>>>><>>>>")
 
 
 def ws_table(row):
@@ -1199,15 +1214,17 @@ def ws_table(row):
     for v, st in row["variants"].items():
         label = WS_VARIANTS[v][1]
         if not st.get("runs"):
-            out.append([label, "not run", "", "", "", "", ""])
+            out.append([label, "not run", "", "", "", "", "", "", ""])
             continue
         target = f">= {TARGET_WS:.1f}x {verdict(st.get('pass'))}" if v.startswith("ff_") else ""
         out.append([label, fmt_rate3(st["median"]),
                     "{}-{}".format(fmt_rate3(st["min"]), fmt_rate3(st["max"])),
                     fmt_x(st.get("ratio")), target,
-                    fmt_pct(st["sub_cpu"]), fmt_pct(st["server_cpu"])])
+                    fmt_pct(st["sub_cpu"]), fmt_cpu_us(st["sub_us_per_msg"]),
+                    fmt_pct(st["server_cpu"]), fmt_cpu_us(st["server_us_per_msg"])])
     return render_table(["server and subprotocol", "msgs/s", "range", "vs. nats-server",
-                         "target", "CPU sub", "CPU srv"], out, "<>>><>>")
+                         "target", "CPU sub", "sub CPU/msg", "CPU srv", "srv CPU/msg"], out,
+                        "<>>><>>>>")
 
 
 def lat_table(row):
@@ -1265,8 +1282,10 @@ def report(args, cfg, bench, results, machine):
                                                         fmt_pct(max(others)))))
         say("")
     say(wrap("CPU srv: the server process's CPU over the run (100% = one core); CPU wrk: "
-             "wrk's; CPU sub: row 3's subscriber's.  Processes: " + bench.cores.describe()
-             + "."))
+             "wrk's; CPU sub: row 3's subscriber's.  srv CPU/req (/event, /msg) and sub "
+             "CPU/msg: the process's CPU time per unit of work, which other work on the "
+             "machine moves less than the rates.  Row 3's floor has no server: its CPU srv is "
+             "its writer's.  Processes: " + bench.cores.describe() + "."))
     say("sanity: " + ("; ".join(bench.sanity) if bench.sanity else "OK"))
     if bench.servers.failed:
         for k, why in bench.servers.failed.items():
@@ -1315,6 +1334,14 @@ def parse_servers(text):
     return want
 
 
+def parse_ws(text):
+    want = [s.strip() for s in text.split(",") if s.strip()]
+    for s in want:
+        if s not in WS_VARIANTS:
+            raise argparse.ArgumentTypeError(f"unknown variant {s!r} ({', '.join(WS_VARIANTS)})")
+    return want
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -1332,6 +1359,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, help="events per request of row 2 (default 1000)")
     ap.add_argument("--ws-seconds", type=float,
                     help="about how long a row-3 run lasts (default 2; --quick 0.5)")
+    ap.add_argument("--ws", type=parse_ws, default=list(WS_VARIANTS),
+                    help="row 3's variants: floor, nats, ff_binary, ff_json (default all)")
     ap.add_argument("--window", type=int, default=100_000,
                     help="row 3: most messages the publisher runs ahead of the subscriber "
                          "(default %(default)s)")
