@@ -26,6 +26,7 @@ import base64
 import binascii
 import email.utils
 import logging
+import re
 import time
 from collections import deque
 from urllib.parse import parse_qsl, unquote
@@ -41,7 +42,7 @@ from fastflow.errors import (
     LogFullError,
     SubjectError,
 )
-from fastflow.event import from_http_batch
+from fastflow.event import from_http_batch, from_json, from_json_batch
 from fastflow.protocol import error_code
 from fastflow.server.auth import AuthError
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
@@ -67,7 +68,10 @@ _JSON = "application/json"
 _ACK_VALUES = frozenset(("1", "true", "stored", "yes"))
 _BAD_HEADER_CHARS = str.maketrans("", "", "\r\n\0")
 
+_METHOD_LIKE = re.compile(rb"\s*[A-Z]{1,24} ")
+
 _date_cache = [0, b""]
+_accepted_cache = [0, b""]
 
 
 def http_date():
@@ -219,8 +223,11 @@ class HttpParser:
                 400, "malformed request: {}".format(exc.__context__ or exc))
             raise self._fail(err) from None
         except httptools.HttpParserInvalidMethodError:
-            raise self._fail(HttpError(501 if self._req is None else 400,
-                                       "unknown or malformed request method")) from None
+            # a token of capitals is a method this server does not implement;
+            # anything else is not HTTP
+            if _METHOD_LIKE.match(data):
+                raise self._fail(HttpError(501, "unknown request method")) from None
+            raise self._fail(HttpError(400, "malformed request: not HTTP/1.1")) from None
         except httptools.HttpParserError as exc:
             msg = str(exc) or type(exc).__name__
             raise self._fail(HttpError(400, "malformed request: {}".format(msg))) from None
@@ -468,6 +475,8 @@ class HttpProtocol(DoorProtocol):
         """The principal of ``req``; None while its password is checked in
         a thread (the request is answered then)."""
         auth = self.server.auth
+        if not auth.required and "authorization" not in req.headers:
+            return auth.anonymous
         creds = credentials(req)
         if creds is None:
             if auth.required and req.method != "OPTIONS":
@@ -524,8 +533,10 @@ class HttpProtocol(DoorProtocol):
             handler = self.route(req)
             handler(self, req, p)
         except HttpError as exc:
+            self.busy = False
             self.refuse(req, exc)
         except Exception as exc:
+            self.busy = False
             log.exception("client %d: %s %s failed", self.conn.id, req.method, req.path)
             self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
         if not self.busy:
@@ -635,19 +646,23 @@ class HttpProtocol(DoorProtocol):
         event's stream and seq when ``?ack=1`` or ``ff-ack: 1`` asks."""
         conn = self.conn
         ct = req.headers.get("content-type")
-        if ct is not None:
-            mt = ct.split(";", 1)[0].strip().lower()
-            if mt.startswith("application/cloudevents") and mt not in (STRUCTURED, BATCH):
-                raise HttpError(415, "unsupported CloudEvents format {!r}: {} or {}".format(
-                    mt, STRUCTURED, BATCH), (("accept-post", STRUCTURED + ", " + BATCH),))
-            if mt not in (STRUCTURED, BATCH) and not any(
-                    n.startswith("ce-") for n, _ in req.pairs):
-                raise HttpError(415, "Content-Type {!r} with no ce- headers is not a CloudEvent: "
-                                     "send binary mode (ce-specversion, ce-id, ce-source, "
-                                     "ce-type headers) or {}".format(mt, STRUCTURED),
-                                (("accept-post", STRUCTURED + ", " + BATCH),))
+        mt = ct.partition(";")[0].strip().lower() if ct is not None else ""
         try:
-            events = from_http_batch(req.pairs, req.body, subject)
+            if mt == STRUCTURED:
+                events = [from_json(req.body, subject)]
+            elif mt == BATCH:
+                events = from_json_batch(req.body, subject)
+            else:
+                if mt.startswith("application/cloudevents"):
+                    raise HttpError(415, "unsupported CloudEvents format {!r}: {} or {}".format(
+                        mt, STRUCTURED, BATCH), (("accept-post", STRUCTURED + ", " + BATCH),))
+                if not any(n.startswith("ce-") for n, _ in req.pairs):
+                    raise HttpError(415, "Content-Type {!r} with no ce- headers is not a "
+                                         "CloudEvent: send binary mode (ce-specversion, ce-id, "
+                                         "ce-source, ce-type headers) or {}".format(
+                                             mt, STRUCTURED),
+                                    (("accept-post", STRUCTURED + ", " + BATCH),))
+                events = from_http_batch(req.pairs, req.body, subject)
         except EventError as exc:
             raise HttpError(400, str(exc)) from None
         if subject is None:
@@ -700,6 +715,16 @@ class HttpProtocol(DoorProtocol):
                                     "routed)".format(exc, _at(i, len(events)), n), hs)
         if acks is not None:
             self.json(req, {"count": n, "acks": acks}, 201)
+        elif n == 1 and req.keep_alive and "origin" not in req.headers:
+            # the common answer, made once a second
+            c = _accepted_cache
+            now = int(time.time())
+            if c[0] != now:
+                c[1] = response_head(202, 0, None, (("ff-count", "1"),))
+                c[0] = now
+            self.outbuf.write(c[1])
+            self.requests += 1
+            self.server.n_http_requests += 1
         else:
             self.respond(req, 202, b"", None, (("ff-count", str(n)),))
 
