@@ -457,3 +457,18 @@ def test_http_publisher_keeps_one_connection_through_the_idle_timeout(aloop, ffs
                 assert p.http.connections == 2
 
     aloop(main)
+
+
+def test_http_timeouts_in_the_config_are_durations():
+    """``[http] idle_timeout`` and ``request_timeout`` take the config's
+    durations ("60s", "500ms") like every other timeout (docs/http.md)."""
+    from fastflow.server.config import ConfigError, ServerConfig, config_from_dict
+
+    cfg = ServerConfig(**config_from_dict({"http": {"idle_timeout": "2m",
+                                                    "request_timeout": "500ms"}}))
+    assert (cfg.http_idle_timeout, cfg.http_request_timeout) == (120.0, 0.5)
+    assert ServerConfig(http_idle_timeout=5).http_idle_timeout == 5.0
+    with pytest.raises(ConfigError, match=r"^http_idle_timeout: expected a duration > 0"):
+        ServerConfig(http_idle_timeout=0)
+    with pytest.raises(ConfigError, match=r"^http_request_timeout: expected a duration"):
+        ServerConfig(http_request_timeout="soon")
