@@ -16,6 +16,7 @@ import time
 import pytest
 
 import fastflow.client.http as web
+import fastflow.errors as fastflow_errors
 from fastflow.client.websub import SseParser
 from fastflow.errors import AuthenticationError, ServerError
 from fastflow.event import Event
@@ -472,3 +473,57 @@ def test_http_timeouts_in_the_config_are_durations():
         ServerConfig(http_idle_timeout=0)
     with pytest.raises(ConfigError, match=r"^http_request_timeout: expected a duration"):
         ServerConfig(http_request_timeout="soon")
+
+
+def test_websocket_subscription_against_a_websockets_server(aloop):
+    """The WebSocket side of ``subscribe`` against the ``websockets``
+    library's server: the handshake (path, subprotocol, credentials), text
+    messages whole and fragmented, a close with 4000 + status raised after
+    the events before it, and a refused handshake raised with its JSON
+    error."""
+    from websockets.asyncio.server import serve
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    ev = [json.dumps({"specversion": "1.0", "id": str(i), "source": "/s", "type": "t",
+                      "data": "e{}".format(i)}) for i in range(3)]
+    seen = []
+
+    def check(conn, request):
+        seen.append((request.path, request.headers.get("authorization"),
+                     request.headers.get("sec-websocket-protocol")))
+        if request.headers.get("authorization") != "Bearer tk":
+            body = b'{"error":{"code":401,"message":"authentication failed"}}'
+            return Response(401, "Unauthorized", Headers([("content-type", "application/json"),
+                                                          ("content-length", str(len(body)))]),
+                            body)
+        return None
+
+    async def handler(ws):
+        assert ws.subprotocol == "cloudevents.json"
+        await ws.send(ev[0])
+        await ws.send([ev[1][:10], ev[1][10:]])         # one message in two frames
+        await ws.send('{"info": "ignored"}')
+        await ws.send(ev[2])
+        await ws.close(4403, "permission denied: subscribe to 'orders.>'")
+
+    async def main():
+        async with serve(handler, "127.0.0.1", 0, subprotocols=["cloudevents.json"],
+                         process_request=check, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            url = "ws://127.0.0.1:{}".format(port)
+            got = []
+            with pytest.raises(fastflow_errors.PermissionDeniedError,
+                               match="403: permission denied: subscribe"):
+                async with web.subscribe(url, "orders.>", queue="q", token="tk") as sub:
+                    assert sub.protocol == "websocket"
+                    async for e in sub:
+                        got.append(e.data)
+            assert got == [b"\"e0\"", b"\"e1\"", b"\"e2\""]
+            assert seen[0] == ("/ws?subject=orders.%3E&queue=q", "Bearer tk",
+                               "cloudevents.json")
+            with pytest.raises(AuthenticationError, match="401: authentication failed"):
+                await web.subscribe(url + "/ws", "orders.>", token="bad").start()
+            assert seen[1][0].startswith("/ws?subject=")
+
+    aloop(main)

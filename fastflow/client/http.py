@@ -366,7 +366,7 @@ class HttpConnection:
             if not reused:
                 await self.open()
             try:
-                return await asyncio.wait_for(self._exchange(method, data, reused, stream),
+                return await asyncio.wait_for(self._exchange(method, data, stream),
                                               self.timeout)
             except _NoResponse:
                 self._drop()
@@ -387,10 +387,10 @@ class HttpConnection:
                 self._drop()
                 raise
 
-    async def _exchange(self, method, data, reused, stream):
+    async def _exchange(self, method, data, stream):
         self._writer.write(data)
         while True:
-            resp = await self._read_head(reused)
+            resp = await self._read_head()
             if not 100 <= resp.status < 200 or resp.status == 101:
                 break
         self.requests += 1
@@ -425,7 +425,7 @@ class HttpConnection:
             self._drop()
         return resp
 
-    async def _read_head(self, reused):
+    async def _read_head(self):
         try:
             raw = await self._reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:

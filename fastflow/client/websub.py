@@ -246,9 +246,8 @@ class _WsSource:
         return resp.error()
 
     async def next(self):
-        from wsproto.events import CloseConnection, Ping, TextMessage
-
         while True:
+            self._take()                # (what came with the handshake's answer first)
             if self.events:
                 item = self.events.popleft()
                 if isinstance(item, Exception):
@@ -258,26 +257,38 @@ class _WsSource:
                 return None
             data = await self.reader.read(_READ)
             self.ws.receive_data(data or None)
-            for ev in self.ws.events():
-                if isinstance(ev, TextMessage):
-                    self.text.append(ev.data)
-                    if ev.message_finished:
-                        text, self.text = "".join(self.text), []
-                        self._message(text)
-                elif isinstance(ev, Ping):
-                    self.writer.write(self.ws.send(ev.response()))
-                elif isinstance(ev, CloseConnection):
-                    self.closed = True
-                    try:
-                        self.writer.write(self.ws.send(ev.response()))
-                    except Exception:           # the connection is going anyway
-                        pass
-                    if ev.code not in (1000, 1001, 1005, 1006):
-                        self.events.append(status_error(
-                            _close_status(ev.code),
-                            ev.reason or "WebSocket closed with code {}".format(ev.code)))
             if not data:
                 self.closed = True
+                self._take()
+
+    def _take(self):
+        """Act on the WebSocket events wsproto has cut: text messages
+        become events (or errors) in ``self.events``; pings are answered,
+        a close is answered and ends the connection."""
+        from wsproto.events import CloseConnection, Ping, TextMessage
+
+        for ev in self.ws.events():
+            if isinstance(ev, TextMessage):
+                self.text.append(ev.data)
+                if ev.message_finished:
+                    text, self.text = "".join(self.text), []
+                    self._message(text)
+            elif isinstance(ev, Ping):
+                self._send(ev.response())
+            elif isinstance(ev, CloseConnection):
+                self.closed = True
+                self._send(ev.response())
+                if ev.code not in (1000, 1001, 1005, 1006):
+                    self.events.append(status_error(
+                        _close_status(ev.code),
+                        ev.reason or "WebSocket closed with code {}".format(ev.code)))
+
+    def _send(self, event):
+        if self.writer is not None:
+            try:
+                self.writer.write(self.ws.send(event))
+            except Exception:           # the connection is going anyway
+                pass
 
     def _message(self, text):
         """A text message: an event, or the server's ``{"error": ...}``
