@@ -503,7 +503,7 @@ def test_websocket_subscription_against_a_websockets_server(aloop):
         assert ws.subprotocol == "cloudevents.json"
         await ws.send(ev[0])
         await ws.send([ev[1][:10], ev[1][10:]])         # one message in two frames
-        await ws.send('{"info": "ignored"}')
+        await ws.send('{"op": "ok", "re": "subscribe", "sid": "url-1"}')     # ignored
         await ws.send(ev[2])
         await ws.close(4403, "permission denied: subscribe to 'orders.>'")
 

@@ -160,13 +160,15 @@ def _event(text):
 
 
 def _close_status(code):
-    """The HTTP-like status of a WebSocket close code: 4000 + status
-    (4401, 4403, ...) is that status; 1008 (policy violation) is 403."""
+    """The status of the error a WebSocket close code raises: 4000 +
+    status (4401, 4403, ...) is that status, 1012 and 1013 (restarting,
+    try again later) are 503 (reconnected), any other is itself (1008:
+    policy violation, 1009: too big, ...; the reason says why)."""
     if 4000 <= code < 5000:
         return code - 4000
-    if code in (1012, 1013):            # service restart, try again later
+    if code in (1012, 1013):
         return 503
-    return 403 if code == 1008 else code
+    return code
 
 
 class _WsSource:
@@ -291,19 +293,20 @@ class _WsSource:
                 pass
 
     def _message(self, text):
-        """A text message: an event, or the server's ``{"error": ...}``
-        (queued as the exception it raises in turn)."""
+        """A text message: an event, or one of the door's answers (an
+        object with ``op``): ``{"op": "error", "code", "message"}`` is
+        queued as the exception it raises in turn, the others are
+        ignored."""
         try:
             obj = orjson.loads(text)
         except ValueError:
             obj = None
         if isinstance(obj, dict) and "specversion" not in obj:
-            err = obj.get("error")
-            if isinstance(err, dict):
-                code = err.get("code")
+            if obj.get("op") == "error":
+                code = obj.get("code")
                 self.events.append(status_error(code if isinstance(code, int) else 400,
-                                                str(err.get("message"))))
-            return                      # something else of the server's (an ack, info)
+                                                str(obj.get("message"))))
+            return
         try:
             self.events.append((from_json(text), None))
         except EventError as exc:
