@@ -151,6 +151,19 @@ def test_pub_over_http_credentials(webproc):
     assert len(_stored_with(sp, "--token", "t0ken")) == 4
 
 
+def test_pub_over_https(webproc, tls_files):
+    """With [tls] the web door speaks HTTPS: pub verifies the server with
+    --tls-ca (and fails to, without it, saying so)."""
+    sp = webproc("--tls-cert", tls_files.cert, "--tls-key", tls_files.key)
+    url = sp.http.replace("http://", "https://")
+    r = cli("pub", "orders.tls", "x", "--ack", "--tls-ca", tls_files.ca, "-s", url)
+    assert r.returncode == 0 and r.stdout == "stored in orders at seq 1\n", r.stderr
+    r = cli("pub", "orders.tls", "x", "-s", url)
+    assert r.returncode == 1 and "certificate verify failed" in r.stderr, r.stderr
+    r = cli("pub", "orders.tls", "x", "-s", sp.http, "--timeout", "3")
+    assert r.returncode == 1 and "error:" in r.stderr, r.stderr
+
+
 def _stored_with(sp, *creds):
     r = cli("streams", "read", "orders", "--json", "-s", sp.url, *creds)
     assert r.returncode == 0, r.stderr
