@@ -569,20 +569,19 @@ async def publish(url, events, subject=None, *, mode=None, ack=False, batch_size
         return await p.publish(events, subject, mode=mode, ack=ack, batch_size=batch_size)
 
 
-def subscribe(url, pattern, *, queue=None, token=None, user=None, password=None, tls=None,
-              timeout=10.0, last_event_id=None, reconnect=True, reconnect_wait=0.25,
-              reconnect_wait_max=4.0, disconnected_callback=None, reconnected_callback=None):
-    """A ``WebSubscription`` (``fastflow.client.websub``) to ``pattern`` at
-    ``url``: Server-Sent Events (``GET /events/<pattern>``) for
-    http(s)://, the WebSocket door (``GET /ws?subject=<pattern>``,
-    subprotocol ``cloudevents.json``) for ws(s)://.  Not connected yet:
+def subscribe(url, pattern=None, **options):
+    """A ``WebSubscription`` (``fastflow.client.websub``) at ``url``:
+    Server-Sent Events for http(s)://, the WebSocket door (subprotocol
+    ``cloudevents.json``) for ws(s)://.  ``pattern``: the subject pattern
+    (``GET /events/<pattern>``, ``GET /ws?subject=<pattern>``); options:
+    ``queue``; ``stream`` with ``start``, ``seq`` or ``time`` to read a
+    stream (SSE, ``GET /streams/<stream>/events``, resumed with
+    ``Last-Event-ID``); ``last_event_id``; ``reconnect``,
+    ``reconnect_wait``, ``reconnect_wait_max``, ``disconnected_callback``,
+    ``reconnected_callback``; and ``HttpConnection``'s (``token``,
+    ``user``, ``password``, ``tls``, ``timeout``).  Not connected yet:
     ``await sub.start()`` (or ``async with``, or the first ``async for``)
     connects."""
     from fastflow.client.websub import WebSubscription
 
-    return WebSubscription(url, pattern, queue=queue, token=token, user=user,
-                           password=password, tls=tls, timeout=timeout,
-                           last_event_id=last_event_id, reconnect=reconnect,
-                           reconnect_wait=reconnect_wait, reconnect_wait_max=reconnect_wait_max,
-                           disconnected_callback=disconnected_callback,
-                           reconnected_callback=reconnected_callback)
+    return WebSubscription(url, pattern, **options)

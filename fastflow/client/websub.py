@@ -11,7 +11,7 @@ The WebSocket framing is wsproto's (sans-I/O); the HTTP/1.1 requests are
 import asyncio
 import ssl as _ssl
 from collections import deque
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -109,8 +109,7 @@ class _SseSource:
     async def open(self):
         sub = self.sub
         http = HttpConnection(sub.url, tls=sub.tls, timeout=sub.timeout, **sub.credentials)
-        query = {"queue": sub.queue} if sub.queue else {}
-        path = sub.path + ("?" + urlencode(query) if query else "")
+        path = sub.path + ("?" + urlencode(sub.query) if sub.query else "")
         headers = {"accept": "text/event-stream", "cache-control": "no-cache"}
         if sub.last_event_id is not None:
             headers["last-event-id"] = sub.last_event_id
@@ -333,25 +332,36 @@ class _WsSource:
 
 class WebSubscription:
     """A subscription over SSE or WebSocket: ``async for ev in sub``
-    (``Event`` objects), ``await sub.next(timeout)``.  ``last_event_id``
-    is the SSE id of the last event returned (the stream's seq when the
-    subscription reads a stream; None over WebSocket).
+    (``Event`` objects), ``await sub.next(timeout)``.
+
+    ``pattern`` (and ``queue``, a queue group) subscribes to what is
+    published from now on: ``GET /events/<pattern>`` (SSE) or ``GET
+    /ws?subject=<pattern>`` (WebSocket).  ``stream`` reads a stream
+    instead, over SSE: ``GET /streams/<stream>/events`` from ``start``
+    (``"first"``, ``"last"``, ``"new"``), ``seq`` or ``time`` (ns since the
+    epoch, or RFC 3339), the stored events and then the new ones, only
+    those matching ``pattern`` when it is given; each event's SSE id is
+    its seq in the stream, ``last_event_id`` the id of the last event
+    returned.
 
     When the connection is lost and ``reconnect`` is true, it calls
     ``disconnected_callback()``, connects again (waiting ``reconnect_wait``
     doubling up to ``reconnect_wait_max``, or the server's SSE ``retry:``),
-    over SSE with ``Last-Event-ID``, and calls ``reconnected_callback()``;
-    events published meanwhile are missed unless the subscription reads
-    a stream.  A refusal (401, 403, 404, 400) ends it with the
+    over SSE with ``Last-Event-ID`` (a stream's reader goes on after the
+    last event it returned: nothing lost, nothing twice), and calls
+    ``reconnected_callback()``; a live subscription misses what was
+    published meanwhile.  A refusal (401, 403, 404, 400) ends it with the
     ``ServerError``; without ``reconnect`` a lost connection ends the
     iteration."""
 
-    def __init__(self, url, pattern, *, queue=None, token=None, user=None, password=None,
-                 tls=None, timeout=10.0, last_event_id=None, reconnect=True,
-                 reconnect_wait=0.25, reconnect_wait_max=4.0, disconnected_callback=None,
+    def __init__(self, url, pattern=None, *, stream=None, start=None, seq=None, time=None,
+                 queue=None, token=None, user=None, password=None, tls=None, timeout=10.0,
+                 last_event_id=None, reconnect=True, reconnect_wait=0.25,
+                 reconnect_wait_max=4.0, disconnected_callback=None,
                  reconnected_callback=None):
         self.url = url if isinstance(url, WebUrl) else parse_web_url(url)
         self.pattern = pattern
+        self.stream = stream
         self.queue = queue
         self.credentials = {"token": token, "user": user, "password": password}
         self.tls = tls
@@ -364,15 +374,36 @@ class WebSubscription:
         self.disconnected_callback = disconnected_callback
         self.reconnected_callback = reconnected_callback
         self.protocol = "websocket" if self.url.websocket else "sse"
-        self.path = "/events/" + subject_path(pattern)
+        self.query = {}
+        if stream is not None:
+            if self.url.websocket:
+                raise ValueError("a stream's events come over Server-Sent Events: subscribe "
+                                 "with an http:// or https:// URL")
+            if queue is not None:
+                raise ValueError("queue: a stream's reader is not in a queue group (use a "
+                                 "durable consumer)")
+            self.path = "/streams/{}/events".format(quote(stream, safe=""))
+            for k, v in (("filter", pattern), ("start", start), ("seq", seq), ("time", time)):
+                if v is not None:
+                    self.query[k] = v
+        else:
+            if pattern is None:
+                raise ValueError("subscribe needs a subject pattern (or a stream)")
+            if start is not None or seq is not None or time is not None:
+                raise ValueError("start, seq and time choose where a stream is read from: "
+                                 "give the stream too")
+            self.path = "/events/" + subject_path(pattern)
+            if queue:
+                self.query["queue"] = queue
         self.received = 0
         self.reconnects = 0
         self._source = None
         self._closed = False
 
     def __repr__(self):
-        return "<WebSubscription {} {!r} at {}>".format(self.protocol, self.pattern,
-                                                       self.url.origin)
+        return "<WebSubscription {} {!r}{} at {}>".format(
+            self.protocol, self.pattern, " of stream {!r}".format(self.stream)
+            if self.stream is not None else "", self.url.origin)
 
     async def __aenter__(self):
         await self.start()
