@@ -383,7 +383,8 @@ def test_max_connections_fits_the_fd_limit(aloop, ffproc, free_port):
 async def _http_get(port, path, headers=()):
     r, w = await asyncio.open_connection("127.0.0.1", port)
     try:
-        w.write("GET {} HTTP/1.1\r\nHost: x\r\n{}\r\n".format(
+        # (Connection: close: read until the monitor closes; it keeps connections open)
+        w.write("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}\r\n".format(
             path, "".join("{}: {}\r\n".format(k, v) for k, v in headers)).encode())
         data = await _read_all(r, 5)
     finally:

@@ -1570,7 +1570,7 @@ def test_monitoring_counts_nats_connections(aloop, ffnats, natspy):
             r, w = await asyncio.wait_for(asyncio.open_connection(
                 "127.0.0.1", srv.monitor_port), 5)
             try:
-                w.write(b"GET /connz HTTP/1.1\r\nHost: x\r\n\r\n")
+                w.write(b"GET /connz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 data = await asyncio.wait_for(r.read(), 5)
             finally:
                 w.close()

@@ -131,10 +131,13 @@ class Raw(RawConnection):
 
 
 async def http(port, path, method="GET"):
-    """(status, headers, body) of one HTTP/1.1 request to the monitor."""
+    """(status, headers, body) of one HTTP/1.1 request to the monitor, on a
+    connection of its own (``Connection: close``: the monitor keeps
+    connections open otherwise)."""
     r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
     try:
-        w.write("{} {} HTTP/1.1\r\nHost: x\r\n\r\n".format(method, path).encode())
+        w.write("{} {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".format(
+            method, path).encode())
         data = await asyncio.wait_for(r.read(), 5)
     finally:
         w.close()

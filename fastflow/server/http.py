@@ -47,7 +47,8 @@ from fastflow.protocol import error_code
 from fastflow.server.auth import AuthError
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
 
-__all__ = ("HttpError", "HttpParser", "HttpProtocol", "Request", "http_date", "response_head")
+__all__ = ("HttpError", "HttpParser", "HttpProtocol", "HttpResponder", "Request", "http_date",
+           "response_head")
 
 log = logging.getLogger("fastflow.server")
 
@@ -344,34 +345,67 @@ def credentials(req):
     return None
 
 
-class HttpProtocol(DoorProtocol):
-    """The HTTP door's part of a connection: the parser, the routes and
-    HTTP's words for the lifecycle's errors."""
+class HttpResponder:
+    """An HTTP/1.1 server connection's answering side, whatever it serves
+    (the HTTP door's ``HttpProtocol``, the monitoring port's
+    ``MonitorProtocol``): the requests the parser cut are answered one at a
+    time, in order (keep-alive and pipelining), by the handler its
+    ``routes`` table names (first path segment -> method -> handler
+    ``handler(self, req, principal)``); credentials (``Authorization:
+    Bearer`` or ``Basic``) are checked against ``auth`` with the server's
+    login back-off, scrypt in a thread while reading pauses; a head or body
+    arriving too slowly, or a connection idle too long, is closed.
 
-    name = "http"
+    It works on ``self.conn``: the web doors' ``Connection``, or another
+    object with its few members (``state``, ``id``, ``peer``,
+    ``peer_host``, ``last_in``, ``tasks``, ``close_reason``, ``pause``,
+    ``resume``, ``track``, ``close``).  A subclass sets ``self.conn``,
+    ``server``, ``cfg``, ``loop`` and ``auth``, calls ``_start_http``, and
+    implements ``write``; the other hooks have defaults."""
+
     parser_error = HttpError
-    ready_note = " (HTTP)"
+    who = "client"                      # a connection, in the log
+    routes = {}                         # first path segment -> method -> handler
+    routes_doc = "docs/http.md"         # where a 404 sends the client
+    # the 401's challenges
+    challenges = (("www-authenticate", 'Bearer realm="fastflow"'),
+                  ("www-authenticate", 'Basic realm="fastflow", charset="UTF-8"'))
 
-    def __init__(self, conn):
-        super().__init__(conn)
+    def _start_http(self, max_body):
         cfg = self.cfg
-        self.parser = HttpParser(cfg.http_max_header, cfg.http_max_headers, cfg.http_max_body)
+        self.parser = HttpParser(cfg.http_max_header, cfg.http_max_headers, max_body)
         self.queue = deque()            # requests waiting for the one being answered
         self.busy = False               # a request is being answered asynchronously
         self.requests = 0               # answered on this connection
         self.principal = None           # the last request's (cached with its credentials)
         self._creds_key = None
-        self.lineage = cfg.http_lineage == "keep"
 
-    # -- the lifecycle's hooks ---------------------------------------------------------
+    # -- hooks -------------------------------------------------------------------------
 
-    def started(self):
-        # HTTP has no CONNECT: the connection is ready at once and every
-        # request carries its credentials
-        self.conn.connected({}, self.server.auth.anonymous, 0, answer=False)
+    def write(self, data):
+        """Send the bytes of one response."""
+        raise NotImplementedError
 
-    def greet(self):
-        pass
+    def response_headers(self, req):
+        """Headers every response to ``req`` carries (the door: CORS)."""
+        return ()
+
+    def admit(self, req):
+        """Raise an HttpError to refuse ``req`` before it is routed."""
+
+    def public(self, req):
+        """Whether ``req`` is answered without looking at credentials."""
+        return False
+
+    def accepted(self, principal):
+        """``principal``'s credentials were good."""
+        if principal.kind != "none":
+            self.server.throttle.succeeded(self.conn.peer_host)
+
+    def login_failed(self):
+        """Count credentials that were wrong, or refused unchecked."""
+
+    # -- HTTP's words for the connection's errors ------------------------------------------
 
     def refusal(self, code, message):
         status = 503 if code == 429 else code
@@ -385,13 +419,6 @@ class HttpProtocol(DoorProtocol):
             return response_head(status, len(body), _JSON, close=True) + body
         return b""
 
-    def ping(self):
-        # an idle keep-alive connection: nothing to ping (tick closes it)
-        self.conn.pings_out = 0
-
-    def err(self, code, message, rid=0):
-        self.respond(None, code if code in REASONS else 500, error_body(code, message), _JSON)
-
     def protocol_error(self, exc):
         return exc.status, exc.message
 
@@ -402,8 +429,8 @@ class HttpProtocol(DoorProtocol):
         conn = self.conn
         started = self.parser.in_request
         if started and time.monotonic() - started > self.cfg.http_request_timeout:
-            log.info("client %d (%s): request not complete after %g s: closed", conn.id,
-                     conn.peer, self.cfg.http_request_timeout)
+            log.info("%s %d (%s): request not complete after %g s: closed", self.who,
+                     conn.id, conn.peer, self.cfg.http_request_timeout)
             conn.close(408, "the request did not arrive within {:g} s".format(
                 self.cfg.http_request_timeout))
             return True
@@ -413,9 +440,6 @@ class HttpProtocol(DoorProtocol):
             conn.close()
             return True
         return False
-
-    def stats(self, d):
-        d["requests"] = self.requests
 
     # -- requests ----------------------------------------------------------------------
 
@@ -439,9 +463,7 @@ class HttpProtocol(DoorProtocol):
     def _dispatch(self, req):
         conn = self.conn
         try:
-            if self.server.stopping:
-                raise HttpError(503, "the server is shutting down", (("retry-after", "5"),),
-                                close=True)
+            self.admit(req)
             handler = self.route(req)
             principal = self._principal(req)
             if principal is None:       # being checked in a thread: answered later
@@ -450,39 +472,47 @@ class HttpProtocol(DoorProtocol):
         except HttpError as exc:
             self.refuse(req, exc)
         except Exception as exc:
-            log.exception("client %d: %s %s failed", conn.id, req.method, req.path)
+            log.exception("%s %d: %s %s failed", self.who, conn.id, req.method, req.path)
             self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
 
     def route(self, req):
-        """The handler of ``req`` (raises 404 / 405)."""
+        """The handler of ``req`` (raises 404 / 405; HEAD is served by GET's)."""
         seg = req.path.split("/", 2)[1]
-        table = _ROUTES.get(seg)
+        table = self.routes.get(seg)
         if table is None:
-            raise HttpError(404, "no such resource: {!r} (see docs/http.md)".format(
-                req.path[:200]))
+            raise HttpError(404, "no such resource: {!r} (see {})".format(
+                req.path[:200], self.routes_doc))
         h = table.get(req.method)
         if h is None:
             if req.method == "HEAD" and "GET" in table:
                 return table["GET"]
-            allow = ", ".join(sorted(table))
+            allow = ", ".join(sorted(set(table) | ({"HEAD"} if "GET" in table else set())))
             raise HttpError(405, "{} is not allowed on {}".format(req.method, "/" + seg),
                             (("allow", allow),))
         return h
 
     # -- auth --------------------------------------------------------------------------
 
+    def unauthorized(self, message):
+        """The 401 of a request without good credentials."""
+        return HttpError(401, message, self.challenges)
+
     def _principal(self, req):
         """The principal of ``req``; None while its password is checked in
         a thread (the request is answered then)."""
-        auth = self.server.auth
+        auth = self.auth
         if not auth.required and "authorization" not in req.headers:
             return auth.anonymous
-        creds = credentials(req)
+        if self.public(req):
+            return auth.anonymous
+        try:
+            creds = credentials(req)
+        except HttpError as exc:        # not credentials at all: nothing to check
+            raise self.unauthorized(exc.message) from None
         if creds is None:
             if auth.required and req.method != "OPTIONS":
-                raise HttpError(401, "authentication required: Authorization: Bearer <token> "
-                                     "or Basic", (("www-authenticate", 'Bearer realm="fastflow"'),
-                                                  ("www-authenticate", 'Basic realm="fastflow"')))
+                raise self.unauthorized("authentication required: Authorization: Bearer "
+                                        "<token> or Basic")
             return auth.anonymous
         key = tuple(sorted(creds.items()))
         if key == self._creds_key and self.principal is not None:
@@ -492,7 +522,7 @@ class HttpProtocol(DoorProtocol):
         if auth.required:
             wait = self.server.throttle.reserve(conn.peer_host)
             if wait is None:
-                self.server.n_auth_failures += 1
+                self.login_failed()
                 raise HttpError(429, "authentication failed: too many failed logins from this "
                                      "address, try again later", (("retry-after", "2"),))
         if wait or auth.needs_kdf(creds):
@@ -504,30 +534,30 @@ class HttpProtocol(DoorProtocol):
 
     def _checked(self, req, creds, key):
         try:
-            p = self.server.auth.check(creds)
+            p = self.auth.check(creds)
         except AuthError as exc:
             self._auth_failed(exc)
-        self.conn._set_principal(p)
+        self.accepted(p)
         self.principal, self._creds_key = p, key
         return p
 
     def _auth_failed(self, exc):
-        self.server.n_auth_failures += 1
+        self.login_failed()
         self.server.throttle.failed(self.conn.peer_host)
-        log.info("client %d (%s): %s", self.conn.id, self.conn.peer, exc)
-        raise HttpError(401, str(exc), (("www-authenticate", 'Bearer realm="fastflow"'),))
+        log.info("%s %d (%s): %s", self.who, self.conn.id, self.conn.peer, exc)
+        raise self.unauthorized(str(exc))
 
     async def _principal_async(self, req, creds, key, wait):
         try:
             if wait:
                 await asyncio.sleep(wait)
             try:
-                p = await self.server.auth.authenticate(creds, self.loop)
+                p = await self.auth.authenticate(creds, self.loop)
             except AuthError as exc:
                 self._auth_failed(exc)
             if self.conn.state != READY:
                 return
-            self.conn._set_principal(p)
+            self.accepted(p)
             self.principal, self._creds_key = p, key
             self.busy = False
             handler = self.route(req)
@@ -537,10 +567,96 @@ class HttpProtocol(DoorProtocol):
             self.refuse(req, exc)
         except Exception as exc:
             self.busy = False
-            log.exception("client %d: %s %s failed", self.conn.id, req.method, req.path)
+            log.exception("%s %d: %s %s failed", self.who, self.conn.id, req.method, req.path)
             self.refuse(req, HttpError(500, "internal error: {}".format(exc)))
         if not self.busy:
             self._next()
+
+    # -- answers -----------------------------------------------------------------------
+
+    def respond(self, req, status, body=b"", ctype=None, headers=(), close=False):
+        """Write the response to ``req`` (None: the request being answered
+        is unknown, the connection closes after it)."""
+        conn = self.conn
+        if conn.state >= CLOSING:
+            return
+        close = close or req is None or not req.keep_alive
+        hs = tuple(headers) + self.response_headers(req)
+        head_only = req is not None and req.method == "HEAD"
+        self.write(response_head(status, len(body), ctype, hs, close)
+                   + (b"" if head_only else body))
+        self.requests += 1
+        if close:
+            conn.close_reason = "HTTP response with Connection: close"
+            conn.close()
+
+    def json(self, req, obj, status=200, headers=()):
+        self.respond(req, status, _dumps(obj), _JSON, headers)
+
+    def refuse(self, req, exc):
+        """Answer ``req`` with the HttpError ``exc``."""
+        self.respond(req, exc.status, error_body(exc.status, exc.message), _JSON, exc.headers,
+                     close=exc.close)
+
+
+class HttpProtocol(HttpResponder, DoorProtocol):
+    """The HTTP door's part of a connection: the parser, the routes and
+    HTTP's words for the lifecycle's errors (``HttpResponder``)."""
+
+    name = "http"
+    ready_note = " (HTTP)"
+
+    def __init__(self, conn):
+        super().__init__(conn)
+        cfg = self.cfg
+        self.auth = self.server.auth
+        self._start_http(cfg.http_max_body)
+        self.lineage = cfg.http_lineage == "keep"
+
+    # -- the lifecycle's hooks ---------------------------------------------------------
+
+    def started(self):
+        # HTTP has no CONNECT: the connection is ready at once and every
+        # request carries its credentials
+        self.conn.connected({}, self.server.auth.anonymous, 0, answer=False)
+
+    def greet(self):
+        pass
+
+    def ping(self):
+        # an idle keep-alive connection: nothing to ping (tick closes it)
+        self.conn.pings_out = 0
+
+    def err(self, code, message, rid=0):
+        self.respond(None, code if code in REASONS else 500, error_body(code, message), _JSON)
+
+    def stats(self, d):
+        d["requests"] = self.requests
+
+    # -- HttpResponder's hooks ---------------------------------------------------------
+
+    def write(self, data):
+        self.outbuf.write(data)
+        self.server.n_http_requests += 1
+
+    def response_headers(self, req):
+        return self.cors(req)
+
+    def admit(self, req):
+        if self.server.stopping:
+            raise HttpError(503, "the server is shutting down", (("retry-after", "5"),),
+                            close=True)
+
+    def accepted(self, principal):
+        self.conn._set_principal(principal)
+
+    def login_failed(self):
+        self.server.n_auth_failures += 1
+
+    def refuse(self, req, exc):
+        if exc.status == 403:
+            self.server.n_denied += 1
+        super().refuse(req, exc)
 
     # -- answers -----------------------------------------------------------------------
 
@@ -559,33 +675,6 @@ class HttpProtocol(DoorProtocol):
                     ("access-control-allow-credentials", "true"),
                     ("access-control-expose-headers", "location, retry-after"))
         return ()
-
-    def respond(self, req, status, body=b"", ctype=None, headers=(), close=False):
-        """Write the response to ``req`` (None: the request being answered
-        is unknown, the connection closes after it)."""
-        conn = self.conn
-        if conn.state >= CLOSING:
-            return
-        close = close or req is None or not req.keep_alive
-        hs = tuple(headers) + self.cors(req)
-        head_only = req is not None and req.method == "HEAD"
-        self.outbuf.write(response_head(status, len(body), ctype, hs, close)
-                          + (b"" if head_only else body))
-        self.requests += 1
-        self.server.n_http_requests += 1
-        if close:
-            conn.close_reason = "HTTP response with Connection: close"
-            conn.close()
-
-    def json(self, req, obj, status=200, headers=()):
-        self.respond(req, status, _dumps(obj), _JSON, headers)
-
-    def refuse(self, req, exc):
-        """Answer ``req`` with the HttpError ``exc``."""
-        if exc.status == 403:
-            self.server.n_denied += 1
-        self.respond(req, exc.status, error_body(exc.status, exc.message), _JSON, exc.headers,
-                     close=exc.close)
 
     # -- the handlers ------------------------------------------------------------------
 
@@ -722,9 +811,8 @@ class HttpProtocol(DoorProtocol):
             if c[0] != now:
                 c[1] = response_head(202, 0, None, (("ff-count", "1"),))
                 c[0] = now
-            self.outbuf.write(c[1])
+            self.write(c[1])
             self.requests += 1
-            self.server.n_http_requests += 1
         else:
             self.respond(req, 202, b"", None, (("ff-count", str(n)),))
 
@@ -775,7 +863,7 @@ def _subject_of(path, prefix, pattern=False):
 
 
 # first path segment -> method -> handler
-_ROUTES = {
+HttpProtocol.routes = _ROUTES = {
     "": {"GET": HttpProtocol._root},
     "healthz": {"GET": HttpProtocol._health},
     "events": {"POST": HttpProtocol._events_post, "GET": HttpProtocol._events_get,

@@ -1,5 +1,7 @@
-"""The monitoring endpoint: a tiny HTTP/1.1 server (GET and HEAD only, one
-request per connection, ``Connection: close``) on its own port.
+"""The monitoring endpoint: HTTP/1.1 on its own port, GET and HEAD, served
+by the web doors' HTTP stack (``fastflow.server.http``: llhttp through
+``httptools``, keep-alive and pipelining, the ``[http]`` limits, the same
+response writing and error bodies).
 
 ``/healthz``  200 ``{"status": "ok"}`` (503 while stopping)
 ``/varz``     the server: id, version, uptime, traffic, limits, memory, the
@@ -14,11 +16,16 @@ request per connection, ``Connection: close``) on its own port.
 With ``monitor.token`` or ``monitor.users`` every endpoint but
 ``/healthz`` needs ``Authorization: Bearer <token>`` or HTTP Basic
 credentials (401 with ``WWW-Authenticate`` otherwise).
+
+A monitoring connection is not a client of the engine: it is a
+``MonitorConnection``, not a ``Connection``, so it is not in ``/connz``
+or the connection counters it reports, does not count against
+``max_connections`` (the monitor answers when clients have used them all)
+and keeps answering while the server drains (``/healthz`` says
+``stopping``).
 """
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -27,24 +34,30 @@ import math
 import os
 import platform
 import time
-from urllib.parse import parse_qs, urlsplit
 
 from fastflow._impl import COMPILED
 from fastflow._version import __version__
+from fastflow.protocol import ConnState
+from fastflow.server.auth import AuthError, Principal, is_password_hash, verify_password
+from fastflow.server.connection import CLOSED, CLOSING, READY, _peer, _peer_host
+from fastflow.server.http import HttpError, HttpResponder
 
-__all__ = ("MonitorServer",)
+__all__ = ("MonitorAuth", "MonitorConnection", "MonitorProtocol", "MonitorServer")
 
 log = logging.getLogger("fastflow.server")
 
-_MAX_REQUEST = 16384
-_TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+MAX_CONNECTIONS = 64                    # open monitoring connections; more get 503
+MAX_BODY = 64 << 10                     # bytes: no endpoint reads a body (read, then dropped)
+_CLOSE_GRACE = 5.0                      # seconds a closing connection may take to flush
 ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/metrics")
 _CPU_WINDOW = 0.5                       # seconds: the least time /varz's cpu is measured over
 _SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
           "subscriptions", "uptime", "idle")
+_BEARER = ("WWW-Authenticate", 'Bearer realm="fastflow"')
+_BASIC = ("WWW-Authenticate", 'Basic realm="fastflow", charset="UTF-8"')
+_NO_STORE = (("Cache-Control", "no-store"),)
+_JSON = "application/json"
+_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def rss_bytes():
@@ -82,130 +95,277 @@ def uptime_text(seconds):
     return "{}s".format(s)
 
 
-class _HTTP(asyncio.Protocol):
+class MonitorAuth:
+    """The monitoring port's credentials, checked with what
+    ``HttpResponder`` calls of the clients' ``Authenticator`` (``required``,
+    ``anonymous``, ``needs_kdf``, ``check``, ``authenticate``): ``token``
+    (HTTP Bearer) and ``users`` (HTTP Basic, ``{"user", "password"}``: the
+    password plain, or a ``fastflow passwd`` hash checked by scrypt once,
+    in a worker thread, then remembered)."""
+
+    def __init__(self, token=None, users=()):
+        self.token = token.encode("utf-8") if token is not None else None
+        self.users = {u["user"]: u["password"] for u in users}
+        self.required = self.token is not None or bool(self.users)
+        self.anonymous = Principal(None, None, "none")
+        self._ok = {}                   # SHA-256 of user:password checked by scrypt
+
+    @staticmethod
+    def _key(creds):
+        return hashlib.sha256("{}\0{}".format(creds["user"], creds["password"]).encode(
+            "utf-8", "surrogatepass")).digest()
+
+    def needs_kdf(self, creds):
+        """Whether checking ``creds`` runs scrypt (~50 ms: in a thread)."""
+        stored = self.users.get(creds.get("user"))
+        return (stored is not None and is_password_hash(stored)
+                and self._key(creds) not in self._ok)
+
+    def check(self, creds):
+        """The Principal of ``creds`` (``token``, or ``user`` and
+        ``password``), or AuthError."""
+        if not self.required:
+            return self.anonymous
+        token = creds.get("token")
+        if token is not None:
+            if self.token is not None and hmac.compare_digest(
+                    token.encode("utf-8", "surrogatepass"), self.token):
+                return Principal("token", None, "token")
+            raise AuthError("authentication failed")
+        user = creds.get("user")
+        stored = self.users.get(user)
+        if stored is None:
+            raise AuthError("authentication failed")
+        pw = creds["password"].encode("utf-8", "surrogatepass")
+        if not is_password_hash(stored):
+            ok = b"\0" not in pw and hmac.compare_digest(pw, stored.encode("utf-8"))
+        else:
+            key = self._key(creds)
+            ok = key in self._ok or verify_password(pw, stored)
+            if ok and key not in self._ok:
+                if len(self._ok) >= 1024:
+                    self._ok.clear()
+                self._ok[key] = True
+        if not ok:
+            raise AuthError("authentication failed")
+        return Principal(user, None, "user")
+
+    async def authenticate(self, creds, loop=None):
+        """``check``, in a worker thread when it runs scrypt."""
+        if not self.needs_kdf(creds):
+            return self.check(creds)
+        loop = loop or asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.check, creds)
+
+
+class MonitorConnection(asyncio.Protocol):
+    """One connection to the monitoring port: what ``Connection`` is to a
+    door's protocol, for a ``MonitorProtocol`` (the members
+    ``HttpResponder`` uses), without what makes a client of the engine:
+    no subscriptions, output limits or engine counters, not in ``/connz``,
+    not counted against ``max_connections``, and it keeps answering while
+    the server drains."""
+
     def __init__(self, monitor):
         self.monitor = monitor
-        self.buf = bytearray()
+        self.server = monitor.server
+        self.cfg = self.server.config
+        self.loop = self.server.loop
+        self.id = monitor.next_id()
+        self.state = ConnState.NEW
         self.transport = None
-        self.peer = "?"
-        self.timer = None
-        self.done = False
+        self.peer = self.peer_host = "?"
+        self.tasks = set()              # password checks under way
+        self.close_reason = None
+        self.last_in = self.loop.time()
+        self._pause = set()
+        self._timer = None              # the close grace
+        self.proto = MonitorProtocol(self)
 
     def connection_made(self, transport):
         self.transport = transport
-        p = transport.get_extra_info("peername")
-        self.peer = p[0] if isinstance(p, tuple) and p else str(p)
-        self.timer = asyncio.get_running_loop().call_later(_TIMEOUT, transport.abort)
+        self.peer = _peer(transport)
+        self.peer_host = _peer_host(transport)
+        mon = self.monitor
+        if len(mon.conns) >= MAX_CONNECTIONS:
+            self.state = CLOSED
+            log.warning("monitoring client %s refused: %d monitoring connections open",
+                        self.peer, MAX_CONNECTIONS)
+            transport.write(self.proto.refusal(503, "too many monitoring connections ({} "
+                                                    "open)".format(MAX_CONNECTIONS)))
+            transport.close()
+            return
+        mon.conns.add(self)
+        self.state = READY
 
     def connection_lost(self, exc):
-        if self.timer is not None:
-            self.timer.cancel()
+        self.state = CLOSED
+        self.monitor.conns.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self.tasks):
+            task.cancel()
 
     def data_received(self, data):
-        if self.done:
+        if self.state >= CLOSING:
             return
-        self.buf += data
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            end = self.buf.find(b"\n\n")
-        if end < 0:
-            if len(self.buf) > _MAX_REQUEST:
-                self.respond(431, "text/plain", b"request too large\n")
-            return
-        line = bytes(self.buf[:self.buf.find(b"\n")]).decode("latin-1").strip()
-        parts = line.split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            self.respond(400, "text/plain", b"bad request\n")
-            return
-        method, target = parts[0], parts[1]
-        if method not in ("GET", "HEAD"):
-            self.respond(405, "text/plain", b"only GET and HEAD\n", {"Allow": "GET, HEAD"})
-            return
-        mon = self.monitor
-        if mon.auth_required and urlsplit(target).path.rstrip("/") != "/healthz":
-            creds = _authorization(bytes(self.buf[:end]))
-            if creds is None:
-                self.unauthorized()
-                return
-            # credentials are a guess like a CONNECT's: the server's login
-            # back-off for the address applies
-            throttle = mon.server.throttle
-            wait = throttle.reserve(self.peer) if throttle is not None else 0.0
-            if wait is None:
-                self.unauthorized()
-                return
-            ok = mon.check_credentials(creds) if not wait else None
-            if ok is None:              # wait, or a hashed password: scrypt in a thread
-                self.done = True
-                task = asyncio.get_running_loop().create_task(
-                    self._answer_later(creds, method, target, wait))
-                mon.tasks.add(task)
-                task.add_done_callback(mon.tasks.discard)
-                return
-            if not self._checked(ok):
-                return
-        self.answer(method, target)
-
-    def _checked(self, ok):
-        """Count a credentials check for the address; 401 when it failed."""
-        throttle = self.monitor.server.throttle
-        if throttle is not None:
-            (throttle.succeeded if ok else throttle.failed)(self.peer)
-        if not ok:
-            self.unauthorized()
-        return ok
-
-    async def _answer_later(self, creds, method, target, wait):
-        if wait:
-            await asyncio.sleep(wait)
-        ok = self.monitor.check_credentials(creds)
-        if ok is None:
-            ok = await asyncio.get_running_loop().run_in_executor(
-                None, self.monitor.check_credentials, creds, True)
-        if self.transport.is_closing():
-            return
-        if self._checked(ok):
-            self.answer(method, target)
-
-    def unauthorized(self):
-        mon = self.monitor
-        mon.auth_failures += 1
-        challenges = []
-        if mon.token is not None:
-            challenges.append(("WWW-Authenticate", 'Bearer realm="fastflow"'))
-        if mon.users:
-            challenges.append(("WWW-Authenticate", 'Basic realm="fastflow", charset="UTF-8"'))
-        self.respond(401, "text/plain", b"authentication required\n", challenges)
-
-    def answer(self, method, target):
+        self.last_in = self.loop.time()
+        proto = self.proto
         try:
-            status, ctype, body = self.monitor.route(target)
-        except Exception as exc:       # never take the server down
-            log.exception("monitor: %s failed", target)
-            status, ctype, body = 503, "text/plain", "error: {}\n".format(exc).encode()
-        self.respond(status, ctype, body, head=method == "HEAD")
+            items = proto.parser.feed(data)
+        except HttpError as exc:
+            if exc.frames:              # the requests ahead of the bad one are answered
+                proto.handle(exc.frames)
+            if self.state < CLOSING:
+                log.info("monitoring client %d (%s): %s", self.id, self.peer, exc)
+                self.close(*proto.protocol_error(exc))
+            return
+        except Exception as exc:
+            log.exception("monitoring client %d: error while reading", self.id)
+            self.close(500, "internal error: {}".format(exc))
+            return
+        if items:
+            proto.handle(items)
 
-    def respond(self, status, ctype, body, headers=None, head=False):
-        self.done = True
-        lines = ["HTTP/1.1 {} {}".format(status, _REASONS.get(status, "")),
-                 "Content-Type: " + ctype, "Content-Length: {}".format(len(body)),
-                 "Connection: close", "Cache-Control: no-store",
-                 "Server: fastflow/" + __version__]
-        for k, v in (headers.items() if isinstance(headers, dict) else headers or ()):
-            lines.append("{}: {}".format(k, v))
-        out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.transport.write(out if head else out + body)
-        self.transport.close()
+    # a client that sends requests and does not read the answers: no more
+    # requests are read until the transport has written what it holds
+
+    def pause_writing(self):
+        self.pause("write")
+
+    def resume_writing(self):
+        self.resume("write")
+
+    def pause(self, why):
+        if not self._pause and self.state < CLOSING:
+            self.transport.pause_reading()
+        self._pause.add(why)
+
+    def resume(self, why):
+        if why not in self._pause:
+            return
+        self._pause.discard(why)
+        if not self._pause and self.state < CLOSING:
+            self.transport.resume_reading()
+
+    def track(self, task):
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def close(self, code=None, message=None):
+        """Close: the HTTP answer for error ``code`` (if given and a request
+        is under way), then the socket."""
+        if self.state >= CLOSING:
+            return
+        self.state = CLOSING
+        self.close_reason = message or "closed by the server"
+        data = self.proto.close_data(code, message, 0) if code is not None else b""
+        for task in list(self.tasks):
+            task.cancel()
+        try:
+            if data:
+                self.transport.write(data)
+            self.transport.close()
+        except (OSError, RuntimeError):     # the transport is gone already
+            pass
+        self._timer = self.loop.call_later(_CLOSE_GRACE, self._abort)
+
+    def _abort(self):
+        self._timer = None
+        if self.state != CLOSED:
+            self.transport.abort()
+
+    def tick(self, now):
+        """Once a second: close it when idle or its request is too slow."""
+        if self.state == READY:
+            self.proto.tick(now)
 
 
-def _authorization(head):
-    """(scheme, credentials) of a request's Authorization header, or None."""
-    for line in head.split(b"\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep and name.strip().lower() == b"authorization":
-            scheme, _, cred = value.strip().partition(b" ")
-            return scheme.lower().decode("latin-1"), cred.strip()
-    return None
+class MonitorProtocol(HttpResponder):
+    """The monitoring port's requests on the HTTP stack of the web doors:
+    GET (and HEAD) of each endpoint, ``/healthz`` open to anyone."""
+
+    who = "monitoring client"
+    routes_doc = "GET / for the list"
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.monitor = conn.monitor
+        self.server = conn.server
+        self.cfg = conn.cfg
+        self.loop = conn.loop
+        self.auth = self.monitor.auth
+        self.challenges = self.monitor.challenges
+        self._start_http(MAX_BODY)
+
+    # -- HttpResponder's hooks ---------------------------------------------------------
+
+    def write(self, data):
+        self.conn.transport.write(data)
+
+    def response_headers(self, req):
+        return _NO_STORE
+
+    def public(self, req):
+        return not self.auth.required or req.path.rstrip("/") == "/healthz"
+
+    def route(self, req):
+        if req.path.rstrip("/").count("/") > 1:
+            raise HttpError(404, "no such resource: {!r} (see {})".format(
+                req.path[:200], self.routes_doc))
+        return super().route(req)
+
+    def respond(self, req, status, body=b"", ctype=None, headers=(), close=False):
+        # while the server stops, each answer closes its connection
+        super().respond(req, status, body, ctype, headers, close or self.server.stopping)
+
+    def refuse(self, req, exc):
+        if exc.status in (401, 429):
+            self.monitor.auth_failures += 1
+        super().refuse(req, exc)
+
+    # -- the endpoints -----------------------------------------------------------------
+
+    def document(self, req, obj, status=200):
+        self.respond(req, status, (json.dumps(obj, indent=2, default=str) + "\n").encode(),
+                     _JSON)
+
+    def _root(self, req, principal):
+        self.document(req, {"endpoints": list(ENDPOINTS)})
+
+    def _healthz(self, req, principal):
+        if self.server.stopping:
+            self.document(req, {"status": "stopping"}, 503)
+        else:
+            self.document(req, {"status": "ok"})
+
+    def _varz(self, req, principal):
+        self.document(req, self.monitor.varz())
+
+    def _connz(self, req, principal):
+        self.document(req, self.monitor.connz(req.params()))
+
+    def _subsz(self, req, principal):
+        self.document(req, self.monitor.subsz())
+
+    def _streamz(self, req, principal):
+        self.document(req, self.monitor.streamz())
+
+    def _metrics(self, req, principal):
+        self.respond(req, 200, self.monitor.metrics().encode(), _METRICS)
+
+
+# first path segment -> method -> handler (HEAD is served by GET's)
+MonitorProtocol.routes = {
+    "": {"GET": MonitorProtocol._root},
+    "healthz": {"GET": MonitorProtocol._healthz},
+    "varz": {"GET": MonitorProtocol._varz},
+    "connz": {"GET": MonitorProtocol._connz},
+    "subsz": {"GET": MonitorProtocol._subsz},
+    "streamz": {"GET": MonitorProtocol._streamz},
+    "metrics": {"GET": MonitorProtocol._metrics},
+}
 
 
 class MonitorServer:
@@ -221,87 +381,45 @@ class MonitorServer:
         self.port = port
         self._srv = None
         self.addresses = []
-        self.token = token.encode("utf-8") if token is not None else None
-        self.users = {u["user"].encode("utf-8"): u["password"] for u in users}
-        self.auth_required = self.token is not None or bool(self.users)
-        self.auth_failures = 0
-        self.tasks = set()
-        self._ok = {}                   # SHA-256 of Basic credentials checked by scrypt
+        self.auth = MonitorAuth(token, users)
+        self.auth_required = self.auth.required
+        self.challenges = ((_BEARER,) if token is not None else ()) + (
+            (_BASIC,) if users else ())
+        self.auth_failures = 0          # requests answered 401 or 429
+        self.conns = set()              # the open MonitorConnections
+        self._next_id = 0
+        self._tick_timer = None
         self._cpu_at = (time.monotonic(), _cpu_seconds())   # the last cpu sample
         self._cpu_percent = None
 
-    def check_credentials(self, creds, kdf=False):
-        """Whether ``creds`` ((scheme, bytes) or None) are good; None when
-        that needs a scrypt run and ``kdf`` is false."""
-        from fastflow.server.auth import is_password_hash, verify_password
-
-        if creds is None:
-            return False
-        scheme, cred = creds
-        if scheme == "bearer" and self.token is not None:
-            return hmac.compare_digest(cred, self.token)
-        if scheme != "basic" or not self.users:
-            return False
-        try:
-            user, sep, pw = base64.b64decode(cred, validate=True).partition(b":")
-        except (binascii.Error, ValueError):
-            return False
-        stored = self.users.get(user)
-        if not sep or stored is None:
-            return False
-        if not is_password_hash(stored):
-            return b"\0" not in pw and hmac.compare_digest(pw, stored.encode("utf-8"))
-        key = hashlib.sha256(cred).digest()
-        if key in self._ok:
-            return True
-        if not kdf:
-            return None
-        if verify_password(pw, stored):
-            if len(self._ok) >= 1024:
-                self._ok.clear()
-            self._ok[key] = True
-            return True
-        return False
+    def next_id(self):
+        self._next_id += 1
+        return self._next_id
 
     async def start(self):
         loop = asyncio.get_running_loop()
-        self._srv = await loop.create_server(lambda: _HTTP(self), self.host, self.port,
-                                             reuse_address=True)
+        self._srv = await loop.create_server(lambda: MonitorConnection(self), self.host,
+                                             self.port, reuse_address=True)
         self.addresses = [s.getsockname() for s in self._srv.sockets]
+        self._tick_timer = loop.call_later(1.0, self._tick)
+
+    def _tick(self):
+        loop = self.server.loop
+        self._tick_timer = loop.call_later(1.0, self._tick)
+        now = loop.time()
+        for conn in list(self.conns):
+            conn.tick(now)
 
     def close(self):
+        """Stop listening and close every monitoring connection."""
         if self._srv is not None:
             self._srv.close()
-        for task in list(self.tasks):
-            task.cancel()
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
+        for conn in list(self.conns):
+            conn.close()
 
-    # -- routing ---------------------------------------------------------------------------
-
-    def route(self, target):
-        url = urlsplit(target)
-        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        path = url.path.rstrip("/") or "/"
-        if path == "/":
-            return self._json({"endpoints": list(ENDPOINTS)})
-        if path == "/healthz":
-            if self.server.stopping:
-                return self._json({"status": "stopping"}, 503)
-            return self._json({"status": "ok"})
-        if path == "/varz":
-            return self._json(self.varz())
-        if path == "/connz":
-            return self._json(self.connz(q))
-        if path == "/subsz":
-            return self._json(self.subsz())
-        if path == "/streamz":
-            return self._json(self.streamz())
-        if path == "/metrics":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics().encode()
-        return self._json({"error": "not found: {}".format(url.path)}, 404)
-
-    @staticmethod
-    def _json(obj, status=200):
-        return status, "application/json", (json.dumps(obj, indent=2, default=str) + "\n").encode()
 
     # -- the documents ------------------------------------------------------------------------
 
