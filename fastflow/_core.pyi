@@ -32,13 +32,16 @@ __all__ = [
     "Record",
     "Replay",
     "Router",
+    "SseTarget",
     "StreamTarget",
     "SubTarget",
     "WireTarget",
+    "WsJsonTarget",
     "crc32c",
     "events_from_batch",
     "validate_pattern",
     "validate_subject",
+    "ws_frame_head",
 ]
 
 Subject = Union[str, bytes]
@@ -272,6 +275,10 @@ class WireTarget:
     handle: int
     replies: Optional[list[bytes]]
     def __init__(self, outbuf: "OutBuf", echo: bool = True) -> None: ...
+    def write_record(self, subject: Subject, record: Any, stream: Optional[str] = None,
+                     seq: int = 0, ts: int = 0) -> bool: ...
+    def write_batch(self, batch: "Batch", stream: Optional[str] = None,
+                    last_seq: Optional[int] = None) -> int: ...
 
 class NativeTarget(WireTarget):
     """A native subscription: MSG frames with its ``sid``."""
@@ -285,6 +292,22 @@ class NatsTarget(WireTarget):
     headers: Optional[Callable[[Event, bool], bytes]]
     def __init__(self, outbuf: "OutBuf", sid: Subject, echo: bool = True,
                  headers: Optional[Callable[[Event, bool], bytes]] = None) -> None: ...
+
+class WsJsonTarget(WireTarget):
+    """A WebSocket subscription (subprotocol ``cloudevents.json``): each event
+    one text frame carrying its CloudEvents JSON (``fastflow.event.to_json``)."""
+    lineage: bool
+    def __init__(self, outbuf: "OutBuf", echo: bool = True, lineage: bool = True) -> None: ...
+
+class SseTarget(WireTarget):
+    """A Server-Sent Events subscription: each event one message, ``id: <seq>``
+    when it was stored in ``stream``, then ``data: <CloudEvents JSON>``."""
+    lineage: bool
+    stream: Optional[str]
+    def __init__(self, outbuf: "OutBuf", stream: Optional[str] = None, echo: bool = True,
+                 lineage: bool = True) -> None: ...
+
+def ws_frame_head(opcode: int, length: int, fin: bool = True) -> bytes: ...
 
 class Router:
     matcher: Matcher

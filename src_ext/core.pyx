@@ -39,6 +39,7 @@ include "wire/proto.pxi"
 include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
 include "wire/nats_out.pyx"
+include "wire/web_out.pyx"
 include "router.pyx"
 include "wire/door.pyx"
 include "wire/native_in.pyx"
@@ -83,10 +84,13 @@ __all__ = (
     'StorageFullError',
     'StreamTarget',
     'SubTarget',
+    'SseTarget',
     'SubjectError',
     'WireTarget',
+    'WsJsonTarget',
     'crc32c',
     'events_from_batch',
     'validate_pattern',
     'validate_subject',
+    'ws_frame_head',
 )

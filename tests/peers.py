@@ -209,6 +209,7 @@ PEERS = {
     "nats-py": "the NATS Python client 2.x (pip install 'nats-py>=2.2')",
     "go": "the Go toolchain and the nats.go sources (Debian/Ubuntu: apt-get install golang-go "
           "golang-github-nats-io-go-nats-dev, which puts them under /usr/share/gocode)",
+    "curl": "curl, as the HTTP door's command-line client (Debian/Ubuntu: apt-get install curl)",
 }
 
 
@@ -240,6 +241,8 @@ def _peer_missing(name):
         if not os.path.isfile(os.path.join(NATS_GO_SRC, "nats.go")):
             return "no nats.go sources under {}".format(NATS_GO_SRC)
         return None
+    if name == "curl":
+        return None if shutil.which("curl") else "no curl on PATH"
     raise ValueError("unknown peer {!r}".format(name))
 
 

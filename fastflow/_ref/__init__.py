@@ -19,6 +19,7 @@ from fastflow._ref.wire.nats_in import NatsParser
 from fastflow._ref.wire.nats_out import NatsTarget
 from fastflow._ref.wire.outbuf import OutBuf, WireTarget
 from fastflow._ref.wire.proto import FLAGS, OPS
+from fastflow._ref.wire.web_out import SseTarget, WsJsonTarget, ws_frame_head
 from fastflow.errors import (
     CorruptLogError,
     EventError,
@@ -67,12 +68,15 @@ __all__ = (
     "StorageFullError",
     "StreamTarget",
     "SubTarget",
+    "SseTarget",
     "SubjectError",
     "WireTarget",
+    "WsJsonTarget",
     "crc32c",
     "events_from_batch",
     "validate_pattern",
     "validate_subject",
+    "ws_frame_head",
 )
 
 COMPILED = False

@@ -155,6 +155,12 @@ class DoorProtocol:
         """The bytes that tell the client why it is closed."""
         raise NotImplementedError
 
+    def goodbye(self):
+        """The bytes that end a connection closed without an error (drain,
+        an exchange the client ended): WebSocket's close frame; none by
+        default."""
+        return b""
+
     def ping(self):
         """Write a PING (the connection is idle)."""
         raise NotImplementedError
@@ -314,8 +320,8 @@ class Connection(asyncio.Protocol):
         if data and self.framing is not None:
             data = self.framing(data)
         self.outbuf.clear()
-        if code is not None:
-            data += self.proto.close_data(code, message, rid)
+        data += self.proto.close_data(code, message, rid) if code is not None \
+            else self.proto.goodbye()
         self._teardown()
         tr = self.transport
         try:
@@ -338,6 +344,14 @@ class Connection(asyncio.Protocol):
             log.info("client %d (%s): authentication timeout", self.id, self.peer)
             self.close(408, "authentication timeout: no CONNECT within {:g} s".format(
                 self.cfg.auth_timeout))
+
+    def expect_connect(self):
+        """Wait for a CONNECT again, under the auth timeout (a door switched
+        to a protocol that has one: WebSocket carrying the native protocol)."""
+        self.state = ConnState.NEW
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self.cfg.auth_timeout, self._auth_timeout)
 
     def pause(self, why):
         if not self._pause and self.state < CLOSING:

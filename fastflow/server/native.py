@@ -9,20 +9,24 @@ one handler per op), and each connection writes its ``OutBuf`` once per
 loop tick.
 """
 
-import asyncio
-import datetime as _dt
 import json
 import logging
 import struct
-import time
 
 from fastflow._impl import FrameParser, NativeTarget, OutBuf, ProtocolError, validate_pattern
 from fastflow._version import __version__
 from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
-from fastflow.flow import Retention
 from fastflow.protocol import AckKind, Flag, Op, error_code
-from fastflow.server.config import parse_duration, parse_size
 from fastflow.server.connection import CLOSING, READY, DoorProtocol, connect_json
+from fastflow.server.streams import (
+    REPLAY_BATCH,
+    LogReader,
+    RequestError,
+    StreamRequests,
+    json_args,
+    room,
+    wait_append,
+)
 
 __all__ = ("NativeProtocol", "RequestError", "frame_bytes")
 
@@ -47,11 +51,11 @@ _PUBACK = int(Op.PUBACK)
 _FL_ACK = int(Flag.ACK)
 _FL_DUPLICATE = int(Flag.DUPLICATE)
 _FL_NO_RESPONDERS = int(Flag.NO_RESPONDERS)
+_NAK = int(AckKind.NAK)
 
-_REPLAY_BATCH = 1024                    # records per log read
-_REPLAY_BYTES = 1 << 20                 # bytes per log read
 _FETCH_CHUNK = 256                      # deliveries per Consumer.fetch call
 _ACK_MAP_MAX = 65536                    # ack subjects remembered per connection
+_CREDENTIALS = ("user", "password", "token")    # the members of CONNECT that log in
 
 _scratch = OutBuf(0)                    # builds frames written outside a connection's OutBuf
 
@@ -71,70 +75,16 @@ def err_body(code, message):
     return _U16.pack(code) + message.encode("utf-8", "replace")
 
 
+def _json(obj):
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
 def _op_name(op):
     """An op's name for a message (the number if it has none)."""
     try:
         return Op(op).name
     except ValueError:
         return op
-
-
-class RequestError(FastflowError):
-    """A request refused with a protocol error code (the connection stays)."""
-
-    def __init__(self, code, message):
-        FastflowError.__init__(self, message)
-        self.code = code
-
-
-class _Seq:
-    """What Consumer._ack/_nak/_term/_in_progress need of a delivery."""
-
-    __slots__ = ("seq",)
-
-    def __init__(self, seq):
-        self.seq = seq
-
-
-def _json_args(body, what):
-    if not body:
-        return {}
-    try:
-        args = json.loads(body)
-    except RecursionError:
-        raise RequestError(400, "{}: the body nests too deeply".format(what)) from None
-    except ValueError as exc:
-        raise RequestError(400, "{}: the body is not valid JSON: {}".format(what, exc)) from None
-    if not isinstance(args, dict):
-        raise RequestError(400, "{}: the body must be a JSON object, got {}".format(
-            what, type(args).__name__))
-    return args
-
-
-def _json(obj):
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
-
-
-def _time_arg(v):
-    """A REPLAY ``time``: ns since the epoch (int) or an RFC 3339 string."""
-    if isinstance(v, bool):
-        raise RequestError(400, "REPLAY: 'time' must be ns since the epoch or an RFC 3339 string")
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str):
-        s = v.strip()
-        if s.endswith(("Z", "z")):
-            s = s[:-1] + "+00:00"
-        try:
-            t = _dt.datetime.fromisoformat(s)
-        except ValueError:
-            raise RequestError(400, "REPLAY: 'time' {!r} is not an RFC 3339 time".format(v)) \
-                from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=_dt.timezone.utc)
-        return t
-    raise RequestError(400, "REPLAY: 'time' must be ns since the epoch or an RFC 3339 string, "
-                            "got {!r}".format(v))
 
 
 class NativeProtocol(DoorProtocol):
@@ -149,6 +99,9 @@ class NativeProtocol(DoorProtocol):
         self.parser = FrameParser(self.flow, self.outbuf, cfg.max_payload, cfg.max_control)
         self.parser.max_connect = cfg.max_connect   # until CONNECT is accepted
         self.acks = {}                  # ack subject -> (Consumer, seq)
+        # the principal an HTTP upgrade request authenticated (WebSocket):
+        # a CONNECT without credentials takes it
+        self.upgrade_principal = None
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -268,6 +221,10 @@ class NativeProtocol(DoorProtocol):
             self.server.n_protocol_errors += 1
             self.conn.close(400, "CONNECT: {}".format(exc), rid)
             return True
+        if self.upgrade_principal is not None and all(
+                req.get(k) is None for k in _CREDENTIALS):
+            self.conn.connected(req, self.upgrade_principal, rid)
+            return False
         return self.conn.authenticate(req, req, rest, rid)
 
     def options(self, req):
@@ -432,150 +389,15 @@ class NativeProtocol(DoorProtocol):
 
     # -- streams -----------------------------------------------------------------------
 
-    def _stream_of(self, name):
-        if not isinstance(name, str) or not name:
-            raise RequestError(400, "a stream name is required")
-        st = self.flow.streams().get(name)
-        if st is None:
-            raise RequestError(404, "no stream named {!r}".format(name))
-        return st
-
-    def _need(self, level, what):
-        have = self.conn.principal.permissions.streams
-        if have == "none" or (level == "manage" and have != "manage"):
-            raise RequestError(403, "permission denied: {} ({}; this user has streams = "
-                                    "'{}')".format(what, "managing streams needs 'manage'"
-                                                   if level == "manage" else
-                                                   "stream requests need 'read'", have))
-
-    def _may_manage(self, subjects, what):
-        """403 unless this user may manage a stream on ``subjects``."""
-        perms = self.conn.principal.permissions
-        if not perms.unrestricted:
-            why = perms.stream_manage_denied(subjects)
-            if why is not None:
-                raise RequestError(403, "{}: {}".format(what, why))
-
-    def _may_read(self, patterns, what):
-        """403 unless this user may read ``patterns`` (a stream's subjects,
-        or a consumer's or a replay's filter)."""
-        perms = self.conn.principal.permissions
-        if not perms.unrestricted:
-            why = perms.can_read_stream(patterns)
-            if why is not None:
-                raise RequestError(403, "{}: {}".format(what, why))
-
-    @property
-    def owner_id(self):
-        """Who owns the durable consumers this connection creates."""
-        p = self.conn.principal
-        return "{}:{}".format(p.kind, p.name)
-
-    def _may_operate(self, st, c, what):
-        """403 unless this user created the consumer ``c`` or may manage
-        its stream."""
-        perms = self.conn.principal.permissions
-        if perms.unrestricted or c.owner == self.owner_id:
-            return
-        if perms.streams == "manage" and perms.stream_manage_denied(st.subjects) is None:
-            return
-        raise RequestError(403, "permission denied: {} on consumer {!r} of stream {!r}: it "
-                                "belongs to another user".format(what, c.name, st.name))
+    def _requests(self):
+        """The stream requests of this connection's user."""
+        return StreamRequests(self.server, self.conn.principal)
 
     def _stream(self, _flags, rid, action, _reply, body):
-        args = _json_args(body, "STREAM " + action)
-        flow = self.flow
-        if action == "add":
-            self._need("manage", "STREAM add")
-            name = args.get("name")
-            subjects = args.get("subjects")
-            if isinstance(subjects, str):
-                subjects = [subjects]
-            if not isinstance(subjects, list) or not subjects:
-                raise RequestError(400, "STREAM add: 'subjects' must be a list of subject "
-                                        "patterns")
-            for p in subjects:
-                if not isinstance(p, str):
-                    raise RequestError(400, "STREAM add: 'subjects' must be a list of subject "
-                                            "patterns, got {!r}".format(p))
-                validate_pattern(p)
-            self._may_manage(subjects, "STREAM add")
-            if isinstance(name, str) and name in flow.streams():
-                self._may_manage(flow.streams()[name].subjects, "STREAM add")
-            ret = dict(args.get("retention") or {})
-            for k in Retention.__slots__:
-                if k in args:
-                    ret[k] = args[k]
-            unknown = set(args) - {"name", "subjects", "storage", "retention"} - set(
-                Retention.__slots__)
-            if unknown:
-                raise RequestError(400, "STREAM add: unknown arguments {}".format(sorted(unknown)))
-            try:
-                for k, v in ret.items():        # units as in the config: "2m", "1GiB"
-                    if isinstance(v, str) and k in ("max_age", "duplicate_window"):
-                        ret[k] = parse_duration(v, k)
-                    elif isinstance(v, str) and k in ("max_bytes", "max_event_size"):
-                        ret[k] = parse_size(v, k)
-                retention = Retention(**ret)
-            except (TypeError, ValueError) as exc:      # (ConfigError included)
-                raise RequestError(400, "STREAM add: retention: {}".format(exc)) from None
-            exists = isinstance(name, str) and name in flow.streams()
-            try:
-                st = flow.add_stream(name, subjects, retention, args.get("storage"))
-            except SubjectError:
-                raise
-            except ValueError as exc:
-                raise RequestError(409 if exists else 400, str(exc)) from None
-            self.ok(rid, st.info())
-        elif action == "info":
-            self._need("read", "STREAM info")
-            st = self._stream_of(args.get("name"))
-            self._may_read(st.subjects, "STREAM info")
-            self.ok(rid, st.info())
-        elif action == "list":
-            self._need("read", "STREAM list")
-            may = self.conn.principal.permissions.may_read_stream
-            self.ok(rid, {"streams": [_stream_summary(s) for s in flow.streams().values()
-                                      if may(s.subjects)]})
-        elif action == "delete":
-            self._need("manage", "STREAM delete")
-            st = self._stream_of(args.get("name"))
-            self._may_manage(st.subjects, "STREAM delete")
-            self.server.end_requests("stream", st, "stream {!r} was deleted".format(st.name))
-            flow.delete_stream(st.name)
-            self.ok(rid, {"deleted": st.name})
-        elif action == "purge":
-            self._need("manage", "STREAM purge")
-            st = self._stream_of(args.get("name"))
-            self._may_manage(st.subjects, "STREAM purge")
-            up_to = args.get("up_to")
-            if up_to is not None and (isinstance(up_to, bool) or not isinstance(up_to, int)):
-                raise RequestError(400, "STREAM purge: 'up_to' must be a seq (int)")
-            self.ok(rid, {"purged": st.purge(args.get("subject"), up_to)})
-        else:
-            raise RequestError(400, "unknown STREAM action {!r} (add, info, list, delete, purge)"
-                               .format(action))
+        self.ok(rid, self._requests().stream(action, json_args(body, "STREAM " + action)))
 
     def _replay(self, _flags, rid, name, _reply, body):
-        args = _json_args(body, "REPLAY")
-        self._need("read", "REPLAY")
-        st = self._stream_of(name)
-        filt = args.get("filter")
-        if filt is not None:
-            validate_pattern(filt)
-        why = self.conn.principal.permissions.can_read_stream([filt] if filt else st.subjects)
-        if why is not None:
-            raise RequestError(403, why)
-        limit = args.get("limit")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 0):
-            raise RequestError(400, "REPLAY: 'limit' must be an int >= 0")
-        seq = args.get("seq")
-        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-            raise RequestError(400, "REPLAY: 'seq' must be an int >= 0")
-        t = args.get("time")
-        pos = st.log.seek(args.get("start", "first"), seq=seq,
-                          time=None if t is None else _time_arg(t))
+        st, pos, filt, limit = self._requests().replay(name, json_args(body, "REPLAY"))
         self.conn.track(self.loop.create_task(self._replay_task(rid, st, pos, filt, limit,
                                                             st.log.last_seq)), rid, st)
 
@@ -583,42 +405,28 @@ class NativeProtocol(DoorProtocol):
         """MSG frames of the stored records (their bytes as stored: no
         re-encoding), in bounded batches that wait for the socket to drain."""
         lg = st.log
-        seq = pos.seq
-        lost = pos.lost
+        reader = LogReader(lg, pos, filt)
         count = 0
         frame = self.outbuf.frame
         prefix = "$REPLAY.{}.".format(st.name)
         try:
-            while seq <= stop and (limit is None or count < limit):
+            while limit is None or count < limit:
                 if lg.closed or self.conn.state != READY:
                     return
-                first = lg.first_seq
-                if seq < first:         # evicted while we waited
-                    lost += min(first, stop + 1) - seq
-                    seq = first
-                    if seq > stop:
-                        break
-                n = _REPLAY_BATCH if limit is None else min(_REPLAY_BATCH, limit - count)
-                b = lg.read(seq, limit=n, max_bytes=_REPLAY_BYTES, filter=filt)
-                k = len(b)
+                b, k = reader.read(stop, REPLAY_BATCH if limit is None
+                                   else min(REPLAY_BATCH, limit - count))
+                if b is None:
+                    break
                 seqs, ts, offs, subjects = b.seqs, b.ts, b.offsets, b.subjects
                 buf = memoryview(b.buffer)
                 for i in range(k):
-                    s = seqs[i]
-                    if s > stop:
-                        k = i
-                        break
-                    frame(_MSG, 0, rid, subjects[i], "{}{}.{}".format(prefix, s, ts[i]),
+                    frame(_MSG, 0, rid, subjects[i], "{}{}.{}".format(prefix, seqs[i], ts[i]),
                           buf[offs[i]:offs[i + 1]])
                 buf.release()
                 count += k
-                if b.next_seq <= seq:
-                    break
-                seq = b.next_seq
-                if k == 0 and seq > stop:
-                    break
-                await self._room()
-            self.ok(rid, {"count": count, "lost": lost, "next_seq": min(seq, stop + 1)})
+                await room(self.conn, self.cfg.write_low_water)
+            self.ok(rid, {"count": count, "lost": reader.lost,
+                          "next_seq": min(reader.seq, stop + 1)})
         except (FastflowError, ValueError) as exc:
             if self.conn.state == READY:
                 self.err(error_code(exc) if isinstance(exc, FastflowError) else 400,
@@ -628,90 +436,17 @@ class NativeProtocol(DoorProtocol):
             if self.conn.state == READY:
                 self.err(500, "REPLAY {}: internal error: {}".format(st.name, exc), rid)
 
-    async def _room(self):
-        """Let this tick's output go out; wait while the connection's pending
-        output is above the low-water mark (replays and fetches never queue
-        more than that, so they do not stall publishers)."""
-        await asyncio.sleep(0)
-        low = self.cfg.write_low_water
-        while self.conn.state == READY and self.conn.pending_bytes() > low:
-            await asyncio.sleep(0.005)
-
     # -- durable consumers -------------------------------------------------------------
 
-    def _consumer_of(self, st, name):
-        c = st.consumers().get(name) if isinstance(name, str) else None
-        if c is None:
-            raise RequestError(404, "stream {!r} has no consumer {!r}".format(st.name, name))
-        return c
-
     def _consumer(self, _flags, rid, action, _reply, body):
-        args = _json_args(body, "CONSUMER " + action)
-        self._need("read", "CONSUMER " + action)
-        if action == "list":
-            st = self._stream_of(args.get("stream"))
-            may = self.conn.principal.permissions.may_read_stream
-            self.ok(rid, {"consumers": [
-                c.info() for c in st.consumers().values()
-                if may([c.config.filter] if c.config.filter else st.subjects)]})
+        args = json_args(body, "CONSUMER " + action)
+        req = self._requests()
+        if action != "fetch":
+            self.ok(rid, req.consumer(action, args))
             return
-        st = self._stream_of(args.get("stream"))
-        name = args.get("name")
-        perms = self.conn.principal.permissions
-        if action == "add":
-            config = dict(args.get("config") or {})
-            for k, v in args.items():
-                if k not in ("stream", "name", "config"):
-                    config[k] = v
-            filt = config.get("filter")
-            if filt is not None:
-                validate_pattern(filt)
-            why = perms.can_read_stream([filt] if filt else st.subjects)
-            if why is not None:
-                raise RequestError(403, why)
-            exists = isinstance(name, str) and name in st.consumers()
-            if exists:
-                self._may_operate(st, st.consumers()[name], "CONSUMER add")
-            try:
-                c = st.consumer(name, **config)
-            except TypeError as exc:
-                raise RequestError(400, "CONSUMER add: {}".format(exc)) from None
-            except SubjectError:
-                raise
-            except ValueError as exc:
-                raise RequestError(409 if exists else 400, str(exc)) from None
-            if not exists:
-                st.set_consumer_owner(name, self.owner_id)
-            self.ok(rid, c.info())
-        elif action == "info":
-            c = self._consumer_of(st, name)
-            self._may_read([c.config.filter] if c.config.filter else st.subjects,
-                           "CONSUMER info")
-            self.ok(rid, c.info())
-        elif action == "delete":
-            c = self._consumer_of(st, name)
-            self._may_operate(st, c, "CONSUMER delete")
-            self.server.end_requests("consumer", c, "consumer {!r} of stream {!r} was deleted"
-                                     .format(name, st.name))
-            st.delete_consumer(name)
-            self.ok(rid, {"deleted": name})
-        elif action == "fetch":
-            c = self._consumer_of(st, name)
-            self._may_operate(st, c, "CONSUMER fetch")
-            why = perms.can_read_stream([c.config.filter] if c.config.filter else st.subjects)
-            if why is not None:
-                raise RequestError(403, why)
-            n = args.get("n", 1)
-            wait = args.get("wait", 0)
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise RequestError(400, "CONSUMER fetch: 'n' must be an int >= 1")
-            if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait:
-                raise RequestError(400, "CONSUMER fetch: 'wait' must be seconds >= 0")
-            self.conn.track(self.loop.create_task(self._fetch_task(rid, st, c, n, float(wait))),
+        st, c, n, wait = req.fetch(args)
+        self.conn.track(self.loop.create_task(self._fetch_task(rid, st, c, n, wait)),
                         rid, st, c)
-        else:
-            raise RequestError(400, "unknown CONSUMER action {!r} (add, info, list, delete, "
-                                    "fetch)".format(action))
 
     async def _fetch_task(self, rid, st, c, n, wait):
         """Deliveries of ``c`` as MSG frames (reply = the ack subject), up
@@ -738,11 +473,11 @@ class NativeProtocol(DoorProtocol):
                 if count >= n:
                     break
                 if evs:
-                    await self._room()
+                    await room(self.conn, self.cfg.write_low_water)
                     continue
                 if count or loop.time() >= deadline:
                     break
-                await self._wait_append(st, c, deadline)
+                await wait_append(st, deadline, c)
             if self.conn.state == READY:
                 self.ok(rid, {"count": count})
         except (FastflowError, ValueError) as exc:     # a consumer closed meanwhile
@@ -755,84 +490,29 @@ class NativeProtocol(DoorProtocol):
                 self.err(500, "CONSUMER fetch {}/{}: internal error: {}".format(
                     st.name, c.name, exc), rid)
 
-    async def _wait_append(self, st, c, deadline):
-        loop = self.loop
-        fut = loop.create_future()
-
-        def on_append(_seq):
-            if not fut.done():
-                fut.set_result(None)
-
-        listeners = st._target.listeners
-        listeners.append(on_append)
-        timeout = deadline - loop.time()
-        if c.pending:                   # a redelivery may fall due first
-            timeout = min(timeout, max(0.0, c._due - time.monotonic()) + 0.001)
-        try:
-            await asyncio.wait_for(fut, max(0.0, timeout))
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            if on_append in listeners:
-                listeners.remove(on_append)
-
     def _ack(self, _flags, rid, subject, _reply, body):
-        self._need("read", "ACK")
+        req = self._requests()
+        req.need("read", "ACK")
         if not body:
             raise RequestError(400, "ACK: the body must start with the kind (1-4)")
         kind = body[0]
         entry = self.acks.get(subject)
         if entry is None:
-            entry = self._parse_ack(subject)
+            entry = req.parse_ack(subject)
         c, seq = entry
-        if c._closed:
+        delay = _F64.unpack_from(body, 1)[0] if kind == _NAK and len(body) >= 9 else 0.0
+        try:
+            done = req.ack(c, seq, kind, delay, "ACK " + subject)
+        except RequestError:
+            if c._closed or seq > c.stream.log.last_seq:
+                self.acks.pop(subject, None)    # no use remembering it
+            raise
+        if done:
             self.acks.pop(subject, None)
-            raise RequestError(404, "ACK {}: the consumer was deleted".format(subject))
-        last = c.stream.log.last_seq
-        if seq > last:
-            self.acks.pop(subject, None)
-            raise RequestError(400, "ACK {}: seq {} is beyond the last seq {} of stream {!r}"
-                                    .format(subject, seq, last, c.stream.name))
-        d = _Seq(seq)
-        if kind == AckKind.ACK:
-            c._ack(d)
-            self.acks.pop(subject, None)
-        elif kind == AckKind.NAK:
-            delay = _F64.unpack_from(body, 1)[0] if len(body) >= 9 else 0.0
-            c._nak(d, delay)
-        elif kind == AckKind.TERM:
-            c._term(d)
-            self.acks.pop(subject, None)
-        elif kind == AckKind.PROGRESS:
-            c._in_progress(d)
-        else:
-            raise RequestError(400, "ACK: unknown kind {} (1 ack, 2 nak, 3 term, 4 in "
-                                    "progress)".format(kind))
         if self.conn.verbose:
             self.ok(rid)
 
-    def _parse_ack(self, subject):
-        """(consumer, seq) of ``$ACK.<stream>.<consumer>.<seq>`` (a delivery
-        made to another connection, or forgotten)."""
-        parts = subject.split(".")
-        if len(parts) != 4 or parts[0] != "$ACK" or not parts[3].isdigit():
-            raise RequestError(400, "ACK: {!r} is not an ack subject "
-                                    "($ACK.<stream>.<consumer>.<seq>)".format(subject))
-        st = self.flow.streams().get(parts[1])
-        c = st.consumers().get(parts[2]) if st is not None else None
-        if c is None:
-            raise RequestError(404, "ACK {}: no such stream or consumer".format(subject))
-        self._may_operate(st, c, "ACK")
-        return c, int(parts[3])
-
     # -- monitoring --------------------------------------------------------------------
-
-
-def _stream_summary(st):
-    lg = st.log
-    return {"name": st.name, "subjects": list(st.subjects), "storage": st.storage,
-            "events": len(lg), "bytes": lg.bytes, "first_seq": lg.first_seq,
-            "last_seq": lg.last_seq, "consumers": len(st.consumers())}
 
 
 # op -> handler(self, flags, id, subject, reply, body), once the client is ready

@@ -213,3 +213,69 @@ cdef class WireTarget:
     cdef int _write(self, WireMsg *m) except -1:
         """Append the message ``m``; 1 if written, 0 if the output dropped it."""
         raise NotImplementedError
+
+    def write_record(self, subject, record, str stream=None, int64_t seq=0, int64_t ts=0):
+        """Append a stored event (a replay's, a stream resume's) as this
+        target writes a delivery: ``record`` its bytes, stored under
+        ``subject`` in ``stream`` with ``seq`` and ``ts``.  True if written,
+        False if the OutBuf dropped it (its limit; ``overflow`` is then
+        set).  The router's bookkeeping (``delivered``, ``dropped``,
+        ``remaining``) is left to the caller."""
+        cdef WireMsg m
+        cdef Py_buffer view
+        cdef Parsed ps
+        if type(subject) is bytes:
+            subject = (<bytes>subject).decode('utf-8')
+        as_utf8(subject, &m.subject, &m.subject_n, False)
+        parse_subject(m.subject, m.subject_n, &ps, False, subject)
+        PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
+        try:
+            _ev_check(subject, <const char *>view.buf, view.len)
+            _stored_msg(&m, subject, <const char *>view.buf, view.len, stream, seq, ts)
+            return self._write(&m) == 1
+        finally:
+            PyBuffer_Release(&view)
+
+    def write_batch(self, Batch batch not None, str stream=None, last_seq=None):
+        """Append the events of a log read (``Log.read``'s Batch, from
+        ``stream``) in order, as ``write_record`` does, up to seq
+        ``last_seq`` (None: all of them).  Returns how many were written:
+        fewer than that when the OutBuf dropped one (it then has
+        ``overflow`` set) and stopped there."""
+        cdef WireMsg m
+        cdef Py_buffer view
+        cdef Py_ssize_t i, n = batch.seqs.n
+        cdef int64_t stop = 0x7fffffffffffffff if last_seq is None else last_seq
+        cdef object subject
+        cdef const int64_t *offs = batch.offsets.data
+        PyObject_GetBuffer(batch.buffer, &view, PyBUF_SIMPLE)
+        try:
+            for i in range(n):
+                if batch.seqs.data[i] > stop:
+                    return i
+                subject = <object>PyList_GET_ITEM(batch.subjects, i)
+                as_utf8(subject, &m.subject, &m.subject_n, False)
+                _stored_msg(&m, subject, <const char *>view.buf + offs[i], offs[i + 1] - offs[i],
+                            stream, batch.seqs.data[i], batch.ts.data[i])
+                if self._write(&m) != 1:
+                    return i
+            return n
+        finally:
+            PyBuffer_Release(&view)
+
+
+cdef inline void _stored_msg(WireMsg *m, object subject, const char *rec, Py_ssize_t rn,
+                             object stream, int64_t seq, int64_t ts) noexcept:
+    """Fill ``m`` (its subject's UTF-8 set) for a stored record."""
+    m.reply = NULL
+    m.reply_n = 0
+    m.rec = rec
+    m.rec_n = rn
+    m.data = NULL
+    m.data_n = 0
+    m.gen = _next_wire_gen()
+    m.subject_obj = <PyObject *>subject
+    m.event = NULL
+    m.stream = <PyObject *>stream
+    m.seq = seq
+    m.ts = ts

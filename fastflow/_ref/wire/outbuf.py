@@ -7,16 +7,21 @@ protocol.
 """
 
 from fastflow._ref.event import (
+    _I64_MAX,
     EV_MAX_STRING,
+    EVF_GENID,
+    _arg_str,
     _c_int,
     _c_int64,
     _c_int_value,
     _c_ssize,
+    _ev_check,
     _final,
     _record_bytes,
     _ro,
 )
-from fastflow._ref.subjects import subject_error
+from fastflow._ref.log import Batch
+from fastflow._ref.subjects import subject_error, validate_subject
 
 __all__ = ("OutBuf", "WireMsg", "WireTarget")
 
@@ -360,3 +365,53 @@ class WireTarget:
         """Append ``msg`` (a WireMsg) to ``outbuf`` in this target's
         protocol; False if the OutBuf dropped it (its limit, closed)."""
         raise NotImplementedError("{}.write".format(type(self).__qualname__))
+
+    def write_record(self, subject, record, stream=None, seq=0, ts=0):
+        """Append a stored event (a replay's, a stream resume's) as this
+        target writes a delivery: ``record`` its bytes, stored under
+        ``subject`` in ``stream`` with ``seq`` and ``ts``.  True if written,
+        False if the OutBuf dropped it (its limit; ``overflow`` is then
+        set).  The router's bookkeeping (``delivered``, ``dropped``,
+        ``remaining``) is left to the caller."""
+        stream = _arg_str("stream", stream)
+        seq = _c_int64(seq)
+        ts = _c_int64(ts)
+        if type(subject) is bytes:
+            subject = subject.decode("utf-8")
+        sb = _as_utf8(subject, False)
+        validate_subject(subject)
+        rec = _record_bytes(record)
+        _ev_check(subject, rec, 0, len(rec))
+        return self.write(_stored_msg(subject, sb, rec, stream, seq, ts)) == 1
+
+    def write_batch(self, batch, stream=None, last_seq=None):
+        """Append the events of a log read (``Log.read``'s Batch, from
+        ``stream``) in order, as ``write_record`` does, up to seq
+        ``last_seq`` (None: all of them).  Returns how many were written:
+        fewer than that when the OutBuf dropped one (it then has
+        ``overflow`` set) and stopped there."""
+        if not isinstance(batch, Batch):
+            raise TypeError("Argument 'batch' has incorrect type (expected {}.{}, got {})".format(
+                Batch.__module__, Batch.__qualname__, type(batch).__name__))
+        stream = _arg_str("stream", stream)
+        stop = _I64_MAX if last_seq is None else _c_int64(last_seq)
+        buf = batch.buffer
+        offs = batch.offsets
+        subjects = batch.subjects
+        n = len(batch.seqs)
+        for i in range(n):
+            seq = batch.seqs[i]
+            if seq > stop:
+                return i
+            subject = subjects[i]
+            msg = _stored_msg(subject, _as_utf8(subject, False), buf[offs[i]:offs[i + 1]],
+                              stream, seq, batch.ts[i])
+            if self.write(msg) != 1:
+                return i
+        return n
+
+
+def _stored_msg(subject, subject_b, rec, stream, seq, ts):
+    """The WireMsg of a stored record."""
+    return WireMsg(subject, subject_b, None, rec, None, (rec[1] & EVF_GENID) != 0, None, seq, ts,
+                   stream)
