@@ -7,7 +7,6 @@ written here by hand."""
 
 import asyncio
 import base64
-import importlib.util
 import json
 import subprocess
 import sys
@@ -29,13 +28,6 @@ STREAMS = """
 name = "orders"
 subjects = ["orders.>"]
 """
-
-
-def _door_missing(module):
-    """Why the door of ``module`` cannot be tested yet (None: it can)."""
-    if importlib.util.find_spec(module) is None:
-        return "{} is not in this tree yet (the door is being written)".format(module)
-    return None
 
 
 @pytest.fixture
@@ -237,26 +229,17 @@ def _sub_receives_what_pub_sent(sp, url, protocol):
 
 
 def test_sub_over_sse_receives_what_pub_sent(webproc):
-    why = _door_missing("fastflow.server.sse")
-    if why:
-        pytest.skip(why)
     sp = webproc()
     _sub_receives_what_pub_sent(sp, sp.http, "Server-Sent Events")
 
 
 def test_sub_over_websocket_receives_what_pub_sent(webproc):
-    why = _door_missing("fastflow.server.ws")
-    if why:
-        pytest.skip(why)
     sp = webproc()
     _sub_receives_what_pub_sent(sp, sp.ws, "WebSocket")
 
 
 @pytest.mark.parametrize("door", ["sse", "ws"])
 def test_sub_over_the_web_says_why_it_is_refused(webproc, door):
-    why = _door_missing("fastflow.server." + door)
-    if why:
-        pytest.skip(why)
     sp = webproc("--auth-token", "t0ken")
     url = sp.http if door == "sse" else sp.ws
     r = cli("sub", "orders.>", "-s", url, timeout=30)
@@ -548,9 +531,6 @@ def test_sse_stream_reader_resumes_across_a_server_restart(aloop, webproc, tmp_p
     """A subscription that reads a stream over SSE (``stream=``) gets each
     event's seq as its SSE id, and after a restart of the server goes on
     with ``Last-Event-ID``: nothing lost, nothing twice."""
-    why = _door_missing("fastflow.server.sse")
-    if why:
-        pytest.skip(why)
 
     async def main():
         sp = webproc("--data-dir", tmp_path / aloop.name)
@@ -576,5 +556,71 @@ def test_sse_stream_reader_resumes_across_a_server_restart(aloop, webproc, tmp_p
                 got.append((ev.data, sub.last_event_id))
         assert got == [(b"%d" % i, str(i + 1)) for i in range(5)]
         assert seen == ["lost", "back"]
+
+    aloop(main)
+
+
+def test_sse_lost_and_close_messages(aloop):
+    """``event: lost`` counts into ``sub.lost``, ``event: close`` is the
+    ``close_reason`` of the end that follows (neither is an event)."""
+    e = json.dumps({"specversion": "1.0", "id": "9", "source": "/s", "type": "t"})
+
+    async def handler(srv, reader, writer, n):
+        await srv.head(reader)
+        if n:
+            writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 51\r\n\r\n"
+                         b'{"error":{"code":404,"message":"no stream named x"}}')
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n: ok\n\n"
+                     b'event: lost\nid: 8\ndata: {"stream":"x","first":5,"last":8,"count":4}\n\n'
+                     b"id: 9\ndata: " + e.encode() + b"\n\n"
+                     b'event: close\ndata: {"code":404,"message":"stream \'x\' was deleted"}\n\n')
+        writer.close()
+
+    async def main():
+        async with FakeServer(handler) as srv:
+            sub = web.subscribe(srv.url, stream="x", seq=5, reconnect_wait=0.01)
+            with pytest.raises(fastflow_errors.NotFoundError, match="no stream named x"):
+                async with sub:
+                    async for ev in sub:
+                        assert (ev.id, sub.last_event_id, sub.lost) == ("9", "9", 4)
+            assert sub.close_reason == (404, "stream 'x' was deleted")
+            assert srv.heads[0].startswith("GET /streams/x/events?seq=5 HTTP/1.1")
+            assert "last-event-id: 9" in srv.heads[1]
+
+    aloop(main)
+
+
+def test_queue_group_across_sse_and_websocket(aloop, ffserver, free_port):
+    """One SSE and one WebSocket subscriber in queue group ``q`` share the
+    events: each goes to exactly one of them; a plain one gets all."""
+
+    async def main():
+        async with ffserver(http_port=free_port()) as srv:
+            http = "http://127.0.0.1:{}".format(srv.http_port)
+            ws = "ws://127.0.0.1:{}".format(srv.http_port)
+            subs = [web.subscribe(http, "q.>", queue="q"), web.subscribe(ws, "q.>", queue="q"),
+                    web.subscribe(ws, "q.>")]
+            for s in subs:
+                await s.start()
+            got = [[], [], []]
+
+            async def read(i):
+                async for ev in subs[i]:
+                    got[i].append(int(ev.data))
+
+            tasks = [asyncio.ensure_future(read(i)) for i in range(3)]
+            res = await web.publish(http, [Event("q.a", b"%d" % i) for i in range(40)],
+                                    batch_size=7)
+            assert res.count == 40
+            deadline = time.monotonic() + 10
+            while len(got[2]) < 40 or len(got[0]) + len(got[1]) < 40:
+                assert time.monotonic() < deadline, got
+                await asyncio.sleep(0.02)
+            for s in subs:
+                await s.close()
+            await asyncio.gather(*tasks)
+            assert sorted(got[0] + got[1]) == list(range(40)) and got[0] and got[1]
+            assert got[2] == list(range(40))
 
     aloop(main)

@@ -81,9 +81,14 @@ async def sub(args):
 
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
+    def disconnected():
+        why = s.close_reason
+        say(args, "disconnected from {}{}; reconnecting".format(
+            args.server, " ({}: {})".format(*why) if why else ""))
+        s.close_reason = None
+
     s = subscribe(args.server, args.pattern, queue=args.queue, **_options(args),
-                  disconnected_callback=lambda: say(args, "disconnected from {}; reconnecting"
-                                                    .format(args.server)),
+                  disconnected_callback=disconnected,
                   reconnected_callback=lambda: say(args, "reconnected to {}".format(
                       args.server)))
     await s.start()

@@ -137,6 +137,13 @@ class _SseSource:
             for kind, text, eid in self.parser.feed(data):
                 if kind == "message":
                     self.ready.append((text, eid))
+                elif kind == "close":       # why the server is about to end the stream
+                    info = _json_object(text)
+                    self.sub.close_reason = (info.get("code"), info.get("message"))
+                elif kind == "lost":        # a stream's events evicted before they were read
+                    count = _json_object(text).get("count")
+                    if isinstance(count, int):
+                        self.sub.lost += count
             if self.parser.retry is not None:
                 self.sub.retry = self.parser.retry / 1000.0
         text, eid = self.ready.popleft()
@@ -145,6 +152,14 @@ class _SseSource:
     def close(self):
         if self.resp is not None:
             self.resp.close()
+
+
+def _json_object(text):
+    try:
+        obj = orjson.loads(text)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _event(text):
@@ -279,6 +294,8 @@ class _WsSource:
             elif isinstance(ev, CloseConnection):
                 self.closed = True
                 self._send(ev.response())
+                if ev.code != 1000:
+                    self.sub.close_reason = (ev.code, ev.reason)
                 if ev.code not in (1000, 1001, 1005, 1006):
                     self.events.append(status_error(
                         _close_status(ev.code),
@@ -352,7 +369,11 @@ class WebSubscription:
     ``reconnected_callback()``; a live subscription misses what was
     published meanwhile.  A refusal (401, 403, 404, 400) ends it with the
     ``ServerError``; without ``reconnect`` a lost connection ends the
-    iteration."""
+    iteration.  ``close_reason`` is the ``(code, message)`` the server
+    gave when it last ended the connection (SSE ``event: close``, a
+    WebSocket close frame), None if it gave none; ``lost`` counts a
+    stream's events evicted before the reader got to them (SSE ``event:
+    lost``)."""
 
     def __init__(self, url, pattern=None, *, stream=None, start=None, seq=None, time=None,
                  queue=None, token=None, user=None, password=None, tls=None, timeout=10.0,
@@ -371,6 +392,8 @@ class WebSubscription:
         self.reconnect_wait = reconnect_wait
         self.reconnect_wait_max = reconnect_wait_max
         self.retry = None               # the server's SSE retry, in seconds
+        self.close_reason = None        # (code, message) of the server's last goodbye
+        self.lost = 0                   # a stream's events evicted before they were read
         self.disconnected_callback = disconnected_callback
         self.reconnected_callback = reconnected_callback
         self.protocol = "websocket" if self.url.websocket else "sse"
