@@ -7,11 +7,14 @@ help).  ``fastflow serve`` runs the network broker (``fastflow.server``),
 ``req``, ``reply``, ``streams`` and ``consumers`` talk to a server with
 ``fastflow.client`` (``fastflow://``), and ``pub``, ``sub``, ``req`` and
 ``reply`` also to a NATS server or fastflow's NATS door (``nats://``, with
-nats-py: ``pip install 'fastflow[nats]'``); ``bench`` measures publishers
-and subscribers through a server (an embedded one by default).
+nats-py: ``pip install 'fastflow[nats]'``), ``pub`` and ``sub`` to the web
+doors (``http://``, ``https://``, ``ws://``, ``wss://``); ``bench``
+measures publishers and subscribers through a server (an embedded one by
+default).
 
 This module parses the command line and hands each command to its module:
-``demo``, ``messages`` (pub, sub, req, reply; ``natspy`` over NATS),
+``demo``, ``messages`` (pub, sub, req, reply; ``natspy`` over NATS,
+``web`` at the web doors),
 ``streams`` (streams, consumers) and ``bench`` (the load generator), each
 imported when its command runs; ``base`` holds what the network commands
 share, ``formats`` what they read and print.
@@ -137,8 +140,9 @@ def _build_parser():
     parser = argparse.ArgumentParser(
         prog="fastflow", description="fastflow: an embeddable event-routing engine and its "
         "broker. Servers: -s fastflow://HOST:PORT (the native protocol, the default "
-        + DEFAULT_SERVER + ") or -s nats://HOST:PORT (a NATS server or fastflow serve "
-        "--nats-port; pub, sub, req and reply).")
+        + DEFAULT_SERVER + "), -s nats://HOST:PORT (a NATS server or fastflow serve "
+        "--nats-port; pub, sub, req and reply) or -s http://HOST:PORT, ws://HOST:PORT "
+        "(fastflow serve --http-port; pub and sub).")
     parser.add_argument("--version", action="version", version="fastflow {} ({} core, Python {})"
                         .format(__version__, "native" if COMPILED else "pure-Python",
                                 platform.python_version()))
@@ -169,6 +173,15 @@ def _build_parser():
     p.add_argument("--ack", action="store_true",
                    help="wait for the server's acknowledgement (prints the stream and seq; "
                         "exit status 1 when no stream stored the event)")
+    g = p.add_argument_group("over HTTP (-s http://HOST:PORT; default: binary mode for one "
+                             "event, batched mode for more)")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--binary", dest="http_mode", action="store_const", const="binary",
+                     help="a request per event, attributes as ce- headers, data as the body")
+    how.add_argument("--structured", dest="http_mode", action="store_const",
+                     const="structured", help="a request per event, the JSON event as the body")
+    how.add_argument("--batch", type=int, metavar="K",
+                     help="batched mode: K events per request (default 1000)")
 
     p = command("sub", "print the events of a subject pattern",
                 "Subscribe and print events until interrupted (or --count).")
@@ -301,6 +314,10 @@ def main(argv=None):
         low = {"pub": 1, "sub": 0, "reply": 0}.get(cmd)
         if low is not None and args.count < low:
             parser.error("{}: --count must be at least {}".format(cmd, low))
+        if cmd == "pub" and args.batch is not None:
+            if args.batch < 1:
+                parser.error("pub: --batch must be at least 1")
+            args.http_mode = "batch"
         from fastflow.cli import messages
 
         return network_command(args, getattr(messages, cmd))

@@ -1,6 +1,7 @@
 """What every network command of the CLI shares: the connection options,
-connecting (``fastflow://``; NATS in ``natspy``), running a command on an
-event loop and reporting its errors as one line."""
+connecting (``fastflow://``; NATS in ``natspy``, the web doors in
+``web``), running a command on an event loop and reporting its errors as
+one line."""
 
 import asyncio
 import os
@@ -56,10 +57,11 @@ def add_connection_args(p):
     """The ``connection`` option group, on ``p`` (the parent of every network command)."""
     g = p.add_argument_group("connection")
     g.add_argument("--server", "-s", metavar="URL", default=os.environ.get("FASTFLOW_URL"),
-                   help="fastflow://[user:password@]host[:port] or fastflows:// (TLS); default "
-                        "$FASTFLOW_URL or " + DEFAULT_SERVER)
-    g.add_argument("--token", help="authentication token")
-    g.add_argument("--user", help="user name (with --password)")
+                   help="fastflow://[user:password@]host[:port] or fastflows:// (TLS); "
+                        "nats://; for pub and sub also http(s):// and ws(s):// (the web "
+                        "doors); default $FASTFLOW_URL or " + DEFAULT_SERVER)
+    g.add_argument("--token", help="authentication token (over HTTP: Bearer)")
+    g.add_argument("--user", help="user name (with --password; over HTTP: Basic)")
     g.add_argument("--password", help="password of --user")
     g.add_argument("--tls", action="store_true", help="use TLS (also implied by fastflows://)")
     g.add_argument("--tls-ca", metavar="FILE", help="CA certificates to verify the server with")
@@ -94,6 +96,12 @@ def is_nats_url(url):
     return bool(url) and url.split("://", 1)[0].lower() in ("nats", "tls") and "://" in url
 
 
+def is_web_url(url):
+    """A web door's URL: http://, https://, ws:// or wss:// (``fastflow.cli.web``)."""
+    return bool(url) and "://" in url and url.split("://", 1)[0].lower() in (
+        "http", "https", "ws", "wss")
+
+
 def say(args, text):
     """A status line on stderr: ``fastflow <command>: text``."""
     print("fastflow {}: {}".format(args.command, text), file=sys.stderr, flush=True)
@@ -104,11 +112,12 @@ async def connect(args, **extra):
     from fastflow.client import connect
 
     url = args.server or DEFAULT_SERVER
-    if is_nats_url(url):
+    if is_nats_url(url) or is_web_url(url):
         raise CommandError("{} {}needs fastflow's native protocol (fastflow://HOST:PORT, the "
-                           "server's native port); {} speaks NATS".format(
+                           "server's native port); {} {}".format(
                                args.command, args.action + " " if getattr(args, "action", None)
-                               else "", url))
+                               else "", url, "speaks NATS" if is_nats_url(url) else
+                               "is a web door, where only pub and sub go"))
     # a visible reconnect: one line when the connection drops, one when it is back
     c = None
     extra.setdefault("disconnected_callback",

@@ -115,17 +115,19 @@ def fmt_data(data, limit=None):
     return text
 
 
-def event_json(ev, reply=None):
-    """One line of JSON: routing_subject, reply, seq and stream, then the
-    CloudEvents JSON members; data that is JSON shows as JSON."""
+def event_json(ev, reply=None, head=None):
+    """One line of JSON: ``head`` (default: routing_subject, reply, seq and
+    stream), then the CloudEvents JSON members; data that is JSON shows as
+    JSON."""
     from fastflow.event import to_json
 
-    head = {"routing_subject": ev.routing_subject}
-    if reply:
-        head["reply"] = reply
-    if ev.seq:
-        head["seq"] = ev.seq
-        head["stream"] = ev.stream
+    if head is None:
+        head = {"routing_subject": ev.routing_subject}
+        if reply:
+            head["reply"] = reply
+        if ev.seq:
+            head["seq"] = ev.seq
+            head["stream"] = ev.stream
     body = to_json(ev).decode("utf-8")
     if '"data_base64":' in body:
         members = json.loads(body)
@@ -134,6 +136,8 @@ def event_json(ev, reply=None):
             members.update(json_data(ev.data, members.get("datacontenttype")))
             head.update(members)
             return json.dumps(head, separators=(",", ":"))
+    if not head:
+        return body
     return json.dumps(head, separators=(",", ":"))[:-1] + "," + body[1:]
 
 

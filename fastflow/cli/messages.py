@@ -1,11 +1,20 @@
 """``pub``, ``sub``, ``req`` and ``reply``: on fastflow's native protocol
-with ``fastflow.client``, over NATS (``-s nats://...``) with ``natspy``."""
+with ``fastflow.client``, over NATS (``-s nats://...``) with ``natspy``;
+``pub`` and ``sub`` also at the web doors (``-s http://...``, ``ws://...``)
+with ``web``."""
 
 import asyncio
 import sys
 
 from fastflow.cli import natspy
-from fastflow.cli.base import CommandError, connect, is_nats_url, listening, until_stopped
+from fastflow.cli.base import (
+    CommandError,
+    connect,
+    is_nats_url,
+    is_web_url,
+    listening,
+    until_stopped,
+)
 from fastflow.cli.formats import (
     attrs_arg,
     data_arg,
@@ -19,6 +28,14 @@ from fastflow.cli.formats import (
 async def pub(args):
     data = data_arg(args.data)
     attrs = attrs_arg(args)
+    if is_web_url(args.server):
+        from fastflow.cli import web
+
+        return await web.pub(args, data, attrs)
+    if args.http_mode or args.batch:
+        raise CommandError("--{} chooses how events go over HTTP: it needs -s http://HOST:PORT "
+                           "(the server's --http-port)".format(
+                               "batch" if args.batch else args.http_mode))
     if is_nats_url(args.server):
         return await natspy.pub(args, data, attrs)
     c = await connect(args)
@@ -43,6 +60,10 @@ async def pub(args):
 
 
 async def sub(args):
+    if is_web_url(args.server):
+        from fastflow.cli import web
+
+        return await web.sub(args)
     if is_nats_url(args.server):
         return await natspy.sub(args)
     loop = asyncio.get_running_loop()

@@ -26,7 +26,9 @@ The package, as nats.py splits its client: ``connection`` (``Client``: the
 connection, reconnecting, publishing, request/reply), ``subscription``
 (``Subscription`` and the delivery of received messages), ``streams``
 (streams, durable consumers, ``Replay``, ``Delivery``, ``PubAck``) and
-``url`` (server URLs); the errors are ``fastflow.errors``'.
+``url`` (server URLs); the errors are ``fastflow.errors``'.  The web
+doors (HTTP, SSE, WebSocket) have their own small client, imported by
+name: ``fastflow.client.http`` (docs/client.md, "The web doors").
 """
 
 from fastflow.client.connection import Client

@@ -265,9 +265,10 @@ class ServerConfig:
             raise ConfigError("http_max_body: expected at least 1 byte, got {}".format(
                 self.http_max_body))
         for key in ("http_idle_timeout", "http_request_timeout"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ConfigError("{}: expected a number of seconds > 0, got {!r}".format(key, v))
+            v = parse_duration(getattr(self, key), key)
+            if not v > 0:
+                raise ConfigError("{}: expected a duration > 0, got {!r}".format(key, v))
+            setattr(self, key, v)
         for key in ("http_cors_origins", "http_webhook_origins"):
             v = getattr(self, key)
             if isinstance(v, str) or not all(isinstance(o, str) and o and
