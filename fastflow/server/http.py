@@ -367,6 +367,7 @@ class HttpResponder:
     who = "client"                      # a connection, in the log
     routes = {}                         # first path segment -> method -> handler
     routes_doc = "docs/http.md"         # where a 404 sends the client
+    burst = 256                         # requests answered in one loop iteration at most
     # the 401's challenges
     challenges = (("www-authenticate", 'Bearer realm="fastflow"'),
                   ("www-authenticate", 'Basic realm="fastflow", charset="UTF-8"'))
@@ -379,6 +380,7 @@ class HttpResponder:
         self.requests = 0               # answered on this connection
         self.principal = None           # the last request's (cached with its credentials)
         self._creds_key = None
+        self._burst_scheduled = False
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -448,11 +450,28 @@ class HttpResponder:
         self._drain()
 
     def _drain(self):
-        """Answer the waiting requests in order, until one goes asynchronous."""
+        """Answer the waiting requests in order, until one goes asynchronous;
+        at most ``burst`` at once: then reading pauses and the rest are
+        answered in the next loop iterations (a client pipelining thousands
+        of requests does not hold the loop from the others)."""
         q = self.queue
         conn = self.conn
+        n = self.burst
         while q and not self.busy and conn.state == READY:
+            if not n:
+                if not self._burst_scheduled:
+                    self._burst_scheduled = True
+                    conn.pause("burst")
+                    self.loop.call_soon(self._burst_next)
+                return
+            n -= 1
             self._dispatch(q.popleft())
+
+    def _burst_next(self):
+        self._burst_scheduled = False
+        self._drain()
+        if not self._burst_scheduled:
+            self.conn.resume("burst")
 
     def _next(self):
         """The asynchronous request is answered: go on with the waiting ones."""
@@ -605,6 +624,7 @@ class HttpProtocol(HttpResponder, DoorProtocol):
 
     name = "http"
     ready_note = " (HTTP)"
+    answers_only = True
 
     def __init__(self, conn):
         super().__init__(conn)

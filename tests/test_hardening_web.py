@@ -1,0 +1,56 @@
+"""The web doors under attack (docs/http.md): what an outsider or a user
+without rights throws at the HTTP listener, on a live in-process server
+that must keep serving the others.
+"""
+
+import asyncio
+import time
+
+REQ = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+async def _get(port, path=b"/healthz", timeout=2.0):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"GET " + path + b" HTTP/1.1\r\nconnection: close\r\n\r\n")
+    try:
+        return await asyncio.wait_for(r.read(), timeout)
+    finally:
+        w.close()
+
+
+def test_pipelining_without_reading_neither_starves_others_nor_pauses_publishers(
+        aloop, ffserver, free_port):
+    """A client pipelining tens of thousands of requests and never reading
+    the answers: its reading pauses (no unbounded output, no stalled
+    subscriber that would pause every publisher), the loop answers the
+    others at once, and every answer arrives in order once it reads."""
+    n = 30000
+
+    async def main():
+        async with ffserver(http_port=free_port(), write_high_water="256KiB",
+                            write_low_water="64KiB") as srv:
+            r, w = await asyncio.open_connection("127.0.0.1", srv.http_port)
+            w.transport.set_write_buffer_limits(high=64 << 20)
+            w.write(REQ * n)
+            worst = 0.0
+            for _ in range(20):
+                t = time.monotonic()
+                out = await _get(srv.http_port)
+                worst = max(worst, time.monotonic() - t)
+                assert out.startswith(b"HTTP/1.1 200 "), out[:100]
+                await asyncio.sleep(0.02)
+            assert worst < 0.5, worst
+            assert srv.n_stalls == 0        # no publisher was ever paused for it
+            got = 0
+            buf = b""
+            while got < n:
+                chunk = await asyncio.wait_for(r.read(1 << 20), 10)
+                assert chunk
+                buf += chunk
+                got += buf.count(b"HTTP/1.1 200 OK")
+                buf = buf[buf.rfind(b"HTTP/1.1 200 OK") + 15:] if b"HTTP/1.1 200 OK" in buf \
+                    else buf
+            assert got == n
+            w.close()
+
+    aloop(main, timeout=25)
