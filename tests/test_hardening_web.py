@@ -54,3 +54,35 @@ def test_pipelining_without_reading_neither_starves_others_nor_pauses_publishers
             w.close()
 
     aloop(main, timeout=25)
+
+
+async def _raw(port, data, timeout=2.0):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(data)
+    try:
+        return await asyncio.wait_for(r.read(), timeout)
+    finally:
+        w.close()
+
+
+def test_webhook_request_rate_that_is_no_number_gets_the_configured_rate(
+        aloop, ffserver, free_port, caplog):
+    """``WebHook-Request-Rate: \\xb2`` (a digit to str.isdigit, not to
+    int) or one of 5000 digits was an unauthenticated 500 with a traceback
+    in the log per request; it is ignored like any rate that is no number."""
+
+    async def main():
+        async with ffserver(http_port=free_port(), http_webhook_rate=5,
+                            token="s3cret") as srv:
+            for asked, rate in ((b"\xb2", b"5"), (b"9" * 5000, b"5"), (b"3", b"3"),
+                                (b"\xd9\xa3", b"5")):
+                out = await _raw(srv.http_port, b"OPTIONS /events HTTP/1.1\r\n"
+                                 b"WebHook-Request-Origin: a.example\r\n"
+                                 b"WebHook-Request-Rate: " + asked + b"\r\n"
+                                 b"connection: close\r\n\r\n")
+                assert out.startswith(b"HTTP/1.1 200 "), out
+                assert b"\r\nwebhook-allowed-rate: " + rate + b"\r\n" in out, out
+
+    with caplog.at_level("ERROR", "fastflow.server"):
+        aloop(main, timeout=20)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

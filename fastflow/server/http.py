@@ -289,7 +289,7 @@ class HttpParser:
         r.path = path
         cl = r.headers.get("content-length")
         if cl is not None:
-            if not cl.isdigit():
+            if not (cl.isdigit() and cl.isascii()):
                 raise HttpError(400, "invalid Content-Length {!r}".format(cl[:32]))
             if int(cl) > self.max_body:
                 raise HttpError(413, "request body of {} bytes is over the limit of {} "
@@ -726,7 +726,10 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             rate = self.cfg.http_webhook_rate
             asked = h.get("webhook-request-rate")
             if rate:
-                if asked is not None and asked.strip().isdigit():
+                asked = asked.strip() if asked is not None else ""
+                # (ASCII digits only: str.isdigit also takes '\xb2'; a number
+                # of thousands of digits is no rate either)
+                if asked.isdigit() and asked.isascii() and len(asked) <= 18:
                     rate = min(rate, int(asked))
                 hs.append(("webhook-allowed-rate", str(rate)))
             else:
