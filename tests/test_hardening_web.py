@@ -86,3 +86,33 @@ def test_webhook_request_rate_that_is_no_number_gets_the_configured_rate(
     with caplog.at_level("ERROR", "fastflow.server"):
         aloop(main, timeout=20)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_body_without_credentials_is_refused_before_it_is_read(aloop, ffserver, free_port):
+    """With authentication on, ``POST`` with ``Content-Length: 16000000``
+    and no credentials at all: 401 (with its challenges) at once and the
+    connection closes; the body is not buffered (twenty such clients held
+    300 MB).  A user with credentials still publishes."""
+
+    async def main():
+        async with ffserver(http_port=free_port(), token="s3cret") as srv:
+            r, w = await asyncio.open_connection("127.0.0.1", srv.http_port)
+            w.write(b"POST /events/x.y HTTP/1.1\r\ncontent-type: application/cloudevents+json"
+                    b"\r\ncontent-length: 16000000\r\n\r\n" + b"x" * 65536)
+            out = await asyncio.wait_for(r.read(), 5)
+            w.close()
+            assert out.startswith(b"HTTP/1.1 401 "), out
+            assert b"\r\nwww-authenticate: bearer" in out.lower(), out
+            assert b"connection: close" in out
+            ev = (b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1}')
+            for auth in (b"authorization: Bearer s3cret\r\n", b""):
+                out = await _raw(srv.http_port, b"POST /events/x.y" + (
+                    b"" if auth else b"?access_token=s3cret") + b" HTTP/1.1\r\n" + auth
+                    + b"content-type: application/cloudevents+json\r\n"
+                    b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(ev) + ev)
+                assert out.startswith(b"HTTP/1.1 202 "), out
+            # no body, no credentials: the usual 401 on a connection that stays
+            out = await _raw(srv.http_port, b"GET /streams HTTP/1.1\r\nconnection: close\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 401 "), out
+
+    aloop(main, timeout=20)

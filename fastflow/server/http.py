@@ -201,6 +201,8 @@ class HttpParser:
         self.pub_deny = None
         self.resp_check = None
         self.route_pubs = False
+        # called with each request once its head is read (before its body)
+        self.head_check = None
 
     @property
     def in_request(self):
@@ -294,6 +296,8 @@ class HttpParser:
             if int(cl) > self.max_body:
                 raise HttpError(413, "request body of {} bytes is over the limit of {} "
                                      "bytes".format(cl, self.max_body))
+        if self.head_check is not None:
+            self.head_check(r)
 
     def on_body(self, body):
         r = self._req
@@ -381,6 +385,19 @@ class HttpResponder:
         self.principal = None           # the last request's (cached with its credentials)
         self._creds_key = None
         self._burst_scheduled = False
+        self.parser.head_check = self._head_check
+
+    def _head_check(self, req):
+        """A request with a body and no credentials at all, where they are
+        required: refused before its body is read (an outsider does not
+        make the server hold ``http_max_body`` bytes per connection)."""
+        h = req.headers
+        if ((h.get("content-length", "0") != "0" or "transfer-encoding" in h)
+                and self.auth.required and "authorization" not in h
+                and "access_token=" not in req.query and req.method != "OPTIONS"
+                and not self.public(req)):
+            raise HttpError(401, "authentication required: Authorization: Bearer <token> or "
+                                 "Basic (the body was not read)", self.challenges)
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -418,10 +435,14 @@ class HttpResponder:
         if self.busy or self.parser.in_request or code == 408:
             status = 408 if code == 408 else (code if code in REASONS else 500)
             body = error_body(status, message)
-            return response_head(status, len(body), _JSON, close=True) + body
+            return response_head(status, len(body), _JSON, self._close_headers,
+                                 close=True) + body
         return b""
 
+    _close_headers = ()
+
     def protocol_error(self, exc):
+        self._close_headers = exc.headers
         return exc.status, exc.message
 
     def tick(self, now):
