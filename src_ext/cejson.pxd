@@ -51,7 +51,8 @@ cdef class _JsonRecords:
     cdef Py_ssize_t cap
     cdef Py_ssize_t size
     cdef I64Vec ends                        # where each record ends in buf
-    cdef list subjects                      # each record's routing subject (a str)
+    cdef list subjects                      # each record's routing subject (a str),
+                                            # when each is its event's type
     cdef str routing_subject                # every record's, or None: each event's type
     cdef str last_type                      # the last type made a subject (checked)
     cdef object subject_error               # the first event whose type is no subject

@@ -154,33 +154,56 @@ cdef inline int32_t _cj_hex4(const uint8_t *p) noexcept:
     return (<int32_t>a << 12) | (<int32_t>b << 8) | (<int32_t>c << 4) | d
 
 
-cdef inline bint _cj_plain8(const uint8_t *p) noexcept:
-    """Whether the 8 bytes at p are plain ASCII string characters (no '"',
-    no backslash, no control character, nothing >= 0x80): one word test."""
+cdef inline uint64_t _cj_special8(const uint8_t *p) noexcept:
+    """The high bit of each of the 8 bytes at ``p`` that ends a run of
+    plain ASCII string characters ('"', backslash, a control character, a
+    byte >= 0x80), in one word; the lowest one set is exact (the word is
+    read little-endian, as the records are)."""
     cdef uint64_t x, q, b
     memcpy(&x, p, 8)
     q = x ^ 0x2222222222222222ULL
     b = x ^ 0x5c5c5c5c5c5c5c5cULL
-    return ((((q - 0x0101010101010101ULL) & ~q)
-             | ((b - 0x0101010101010101ULL) & ~b)
-             | ((x - 0x2020202020202020ULL) & ~x)
-             | x) & 0x8080808080808080ULL) == 0
+    return (((q - 0x0101010101010101ULL) & ~q)
+            | ((b - 0x0101010101010101ULL) & ~b)
+            | ((x - 0x2020202020202020ULL) & ~x)
+            | x) & 0x8080808080808080ULL
 
 
-cdef const uint8_t *_cj_string(const uint8_t *p, const uint8_t *end, uint8_t *esc) noexcept:
+cdef inline const uint8_t *_cj_plain(const uint8_t *p, const uint8_t *end) noexcept:
+    """The first byte from ``p`` on that is no plain ASCII string character
+    (``end`` if there is none)."""
+    cdef uint64_t m
+    while end - p >= 8:
+        m = _cj_special8(p)
+        if m:
+            return p + (ff_ctz64(m) >> 3)
+        p += 8
+    while p < end and _CJ_STR[p[0]] == 0:
+        p += 1
+    return p
+
+
+cdef inline const uint8_t *_cj_string(const uint8_t *p, const uint8_t *end,
+                                      uint8_t *esc) noexcept:
     """The end of the JSON string whose characters start at ``p`` (after its
     opening quote): past its closing quote; NULL if it is no valid string
     (a control character, a bad escape, a lone surrogate escape, bytes that
     are not UTF-8, no closing quote).  ``esc[0]`` is set to 1 if it has
-    escapes."""
+    escapes.  (Inline: the run of plain characters and the quote; the rest
+    in _cj_string_rest.)"""
+    p = _cj_plain(p, end)
+    if p < end and p[0] == b'"':
+        return p + 1
+    return _cj_string_rest(p, end, esc)
+
+
+cdef const uint8_t *_cj_string_rest(const uint8_t *p, const uint8_t *end,
+                                    uint8_t *esc) noexcept:
+    """_cj_string from ``p``, a byte that is no plain ASCII character."""
     cdef uint8_t c
     cdef int32_t cp
     cdef Py_ssize_t k
     while True:
-        while end - p >= 8 and _cj_plain8(p):
-            p += 8
-        while p < end and _CJ_STR[p[0]] == 0:
-            p += 1
         if p >= end:
             return NULL
         c = _CJ_STR[p[0]]
@@ -218,6 +241,7 @@ cdef const uint8_t *_cj_string(const uint8_t *p, const uint8_t *end, uint8_t *es
             if k == 0:
                 return NULL
             p += k
+        p = _cj_plain(p, end)
 
 
 cdef const uint8_t *_cj_number(const uint8_t *p, const uint8_t *end) noexcept:
@@ -497,10 +521,10 @@ cdef void _cj_resolve(CjMember *m, CjScratch *sc) noexcept:
 
 
 cdef inline bint _cj_is(const uint8_t *k, Py_ssize_t n, const char *word, Py_ssize_t wn) noexcept:
-    return n == wn and memcmp(k, word, n) == 0
+    return n == wn and memcmp(k, word, wn) == 0
 
 
-cdef int _cj_attr_of(const uint8_t *k, Py_ssize_t n) noexcept:
+cdef inline int _cj_attr_of(const uint8_t *k, Py_ssize_t n) noexcept:
     """The attribute a key names (CJA_EXT: none of the spec's or the engine's)."""
     if n == 2:
         if _cj_is(k, n, b'id', 2):
@@ -662,6 +686,8 @@ cdef int _cj_media(const uint8_t *s, Py_ssize_t n) noexcept:
     ``*/*+json``), 0 text in UTF-8 (no charset, or utf-8), -1 for the
     reference to decide (a byte outside printable ASCII, another charset)."""
     cdef Py_ssize_t i, a, b, semi = n, slash = -1, eq, ka, kb, va, vb, csa = 0, csb = 0
+    if n == 16 and memcmp(s, b'application/json', 16) == 0:
+        return 1                        # (the common case)
     for i in range(n):
         if s[i] < 0x20 or s[i] > 0x7e:
             return -1
@@ -765,6 +791,7 @@ cdef int _cj_attrs(CjEvent *ev, CjScratch *sc) noexcept:
     CJ_OTHER, the reference decides."""
     cdef int i, j, a, media
     cdef CjMember *m
+    cdef uint32_t seen = 0              # a bit per attribute met (CjAttr)
     cdef bint specversion = False
     cdef int64_t v = 0
     cdef Py_ssize_t n
@@ -781,13 +808,19 @@ cdef int _cj_attrs(CjEvent *ev, CjScratch *sc) noexcept:
         m.rest = 0
         if m.kesc:
             return CJ_OTHER
-        for j in range(i):
-            # a repeated key: the reference keeps the last value in the
-            # first one's place (a dict), which it decides
-            if ev.m[j].keyn == m.keyn and memcmp(ev.m[j].key, m.key, m.keyn) == 0:
-                return CJ_OTHER
+        # a repeated key: the reference keeps the last value in the first
+        # one's place (a dict), which it decides
         a = _cj_attr_of(m.key, m.keyn)
         m.attr = a
+        if a != CJA_EXT:
+            if seen & ((<uint32_t>1) << a):
+                return CJ_OTHER
+            seen |= (<uint32_t>1) << a
+        else:
+            for j in range(i):
+                if (ev.m[j].attr == CJA_EXT and ev.m[j].keyn == m.keyn
+                        and memcmp(ev.m[j].key, m.key, m.keyn) == 0):
+                    return CJ_OTHER
         if a == CJA_DATA:
             ev.data = i                 # ("data": null is data, b"null")
             continue
@@ -1348,19 +1381,20 @@ cdef class _JsonRecords:
 
     cdef char *_room(self, Py_ssize_t n) except NULL:
         """Room for a record of ``n`` bytes at the end of buf."""
-        _grow(<void **>&self.buf, &self.cap, self.size + n, 1, 4096)
-        _i64_reserve(&self.ends, 1)
+        if self.size + n > self.cap or self.ends.n == self.ends.cap:
+            _grow(<void **>&self.buf, &self.cap, self.size + n, 1, 65536)
+            _i64_reserve(&self.ends, 1)
         return self.buf + self.size
 
     cdef int _add_subject(self, str subject) except -1:
-        """Route the record just added on ``subject``; with no routing
-        subject given, ``subject`` is the event's type: a valid subject, or
-        the batch's SubjectError (naming the first such index)."""
+        """Route the record just added on ``subject``, the event's type,
+        when no routing subject was given (then ``subjects`` has one per
+        record): a valid subject, or the batch's SubjectError (naming the
+        first such index)."""
         cdef const char *p
         cdef Py_ssize_t n
         cdef Parsed ps
         if self.routing_subject is not None:
-            self.subjects.append(self.routing_subject)
             return 0
         if subject is not self.last_type:
             try:

@@ -775,19 +775,22 @@ cdef class Router:
             if batch:
                 raise SubjectError('{} (batch index {})'.format(exc, i)) from None
             raise exc
-        if check is not None:
-            checked = set()
-            for subject in recs.subjects:
-                if subject is not last and subject not in checked:
-                    check(subject)
-                    checked.add(subject)
-                last = subject
+        if check is not None and recs.ends.n:
+            if rs is not None:
+                check(rs)
+            else:
+                checked = set()
+                for subject in recs.subjects:
+                    if subject is not last and subject not in checked:
+                        check(subject)
+                        checked.add(subject)
+                    last = subject
         for i in range(recs.ends.n):
+            subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
             # (FASTFLOW_DEBUG: each record is checked as a network one is)
             try:
-                seq = self._publish_wire(<object>PyList_GET_ITEM(recs.subjects, i), NULL, 0,
-                                         recs.buf + start, recs.ends.data[i] - start, origin,
-                                         not FASTFLOW_DEBUG)
+                seq = self._publish_wire(subject, NULL, 0, recs.buf + start,
+                                         recs.ends.data[i] - start, origin, not FASTFLOW_DEBUG)
             except (LogFullError, EventTooLarge) as exc:
                 if not batch:
                     raise
