@@ -1130,17 +1130,19 @@ cdef inline int _cj_reserve(CjScratch *sc, Py_ssize_t n) except -1:
 
 
 cdef object _CJ_REFER = object()     # _cj_routing: the reference decides
+cdef str _cj_last_routing = None      # the last routing subject found valid
 
 
 cdef object _cj_routing(object routing_subject):
     """The routing subject an Event gets (a valid subject as a str, or
     None); _CJ_REFER when the reference should decide (it raises, or takes
     what the C path does not)."""
+    global _cj_last_routing
     cdef const char *p
     cdef Py_ssize_t n
     cdef Parsed ps
-    if routing_subject is None:
-        return None
+    if routing_subject is None or routing_subject is _cj_last_routing:
+        return routing_subject
     if type(routing_subject) is not str and type(routing_subject) is not bytes:
         return _CJ_REFER
     try:
@@ -1150,10 +1152,16 @@ cdef object _cj_routing(object routing_subject):
             return (<bytes>routing_subject).decode('utf-8')
     except (SubjectError, UnicodeError):
         return _CJ_REFER
+    _cj_last_routing = routing_subject
     return routing_subject
 
 
 # -- making Events --------------------------------------------------------------------------
+
+# the source and type of the last Event made: a producer's events share them,
+# from one call to the next too
+cdef str _cj_last_source = None
+cdef str _cj_last_type = None
 
 cdef inline str _cj_str(const uint8_t *s, Py_ssize_t n, str last):
     """The str of UTF-8 ``s[:n]``: ``last`` when that is the same ASCII text
@@ -1208,6 +1216,7 @@ def decode_event(body, routing_subject=None):
     and the errors (``EventError`` naming the attribute) are those of the
     reference, ``fastflow.event._from_json_py``, which decides what the C
     path leaves to it."""
+    global _cj_last_source, _cj_last_type
     cdef Py_buffer view
     cdef const uint8_t *p
     cdef const uint8_t *end
@@ -1230,7 +1239,9 @@ def decode_event(body, routing_subject=None):
                     and _cj_ws(q, end) == end):
                 _cj_reserve(&sc, n)
                 if _cj_attrs(&ev, &sc) == CJ_OK:
-                    e = _cj_event(&ev, rs, None, None)
+                    e = _cj_event(&ev, rs, _cj_last_source, _cj_last_type)
+                    _cj_last_source = (<Event>e).source
+                    _cj_last_type = (<Event>e)._type
     finally:
         _cj_give(&sc)
         if kind == CJI_VIEW:
@@ -1255,9 +1266,9 @@ def decode_batch(body, routing_subject=None):
     cdef int kind, st
     cdef CjEvent ev
     cdef CjScratch sc
+    global _cj_last_source, _cj_last_type
     cdef list out = []
     cdef bint whole = True              # the reference decides the whole body
-    cdef str last_source = None, last_type = None
     cdef Event e
     kind = _cj_input(body, &view, &p, &n)
     if kind == CJI_REFER:
@@ -1279,9 +1290,9 @@ def decode_batch(body, routing_subject=None):
                         break
                     _cj_reserve(&sc, q - p)
                     if _cj_attrs(&ev, &sc) == CJ_OK:
-                        e = _cj_event(&ev, rs, last_source, last_type)
-                        last_source = e.source
-                        last_type = e._type
+                        e = _cj_event(&ev, rs, _cj_last_source, _cj_last_type)
+                        _cj_last_source = e.source
+                        _cj_last_type = e._type
                     else:
                         try:
                             e = _cj_ref()._from_json_py(
