@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastflow.event as fevent
-from fastflow.errors import EventError, EventTooLarge, LogFullError, SubjectError
+from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
 
 from conftest import CORES, both_cores
 
@@ -804,3 +804,16 @@ def test_publish_json_cores_agree(items, rs):
                    else [])
         results.append(res)
     assert results[0] == results[1]
+
+
+def test_publish_json_subject_forms_and_a_closed_flow(core):
+    r, log = _router(core)
+    assert r.publish_json_batch(_body(2), b"orders.b") == 2
+    assert r.publish_json(json.dumps(doc()), b"orders.b") == 3
+    assert [log.get(s).subject for s in range(1, 4)] == ["orders.b"] * 3
+    with pytest.raises(SubjectError, match="not UTF-8"):
+        r.publish_json(json.dumps(doc()), b"\xff")
+    r.closed = True
+    with pytest.raises(FastflowError, match="closed"):
+        r.publish_json_batch(_body(2), "orders.b")
+    assert len(log) == 3
