@@ -1189,6 +1189,7 @@ cdef Event _cj_event(CjEvent *ev, object routing_subject, str last_source, str l
     cdef CjMember *m
     cdef bytes rest
     cdef Py_ssize_t n
+    cdef uint8_t *o
     e.routing_subject = routing_subject
     m = &ev.m[ev.id]
     e._id = PyUnicode_DecodeUTF8(<const char *>m.s, m.sn, NULL)
@@ -1203,7 +1204,10 @@ cdef Event _cj_event(CjEvent *ev, object routing_subject, str last_source, str l
     if ev.nrest:
         n = _cj_rest_size(ev)
         rest = PyBytes_FromStringAndSize(NULL, n)
-        _cj_rest_write(ev, <uint8_t *>PyBytes_AS_STRING(rest))
+        o = _cj_rest_write(ev, <uint8_t *>PyBytes_AS_STRING(rest))
+        if FASTFLOW_DEBUG and o != <uint8_t *>PyBytes_AS_STRING(rest) + n:
+            raise FastflowError('_cj_event: wrote a rest map of {} bytes, sized {}'.format(
+                o - <uint8_t *>PyBytes_AS_STRING(rest), n))
         e._rest_raw = rest
     e._data = _cj_data(ev)
     return e
@@ -1329,9 +1333,10 @@ cdef Py_ssize_t _cj_record_size(CjEvent *ev, Py_ssize_t restn) noexcept:
     return n
 
 
-cdef void _cj_record_write(CjEvent *ev, char *out, Py_ssize_t restn) noexcept:
+cdef Py_ssize_t _cj_record_write(CjEvent *ev, char *out, Py_ssize_t restn) noexcept:
     """Write the record of ``ev`` (_cj_record_size bytes; event.pyx has the
-    layout): the id and the type as given, no flags."""
+    layout): the id and the type as given, no flags.  Returns the bytes
+    written."""
     cdef uint8_t *o = <uint8_t *>out + EV_HEADER
     cdef CjMember *m
     cdef Py_ssize_t trn = ev.m[ev.trace].sn if ev.trace >= 0 else 0
@@ -1361,6 +1366,7 @@ cdef void _cj_record_write(CjEvent *ev, char *out, Py_ssize_t restn) noexcept:
         _cj_b64_decode(ev.dp, ev.dn, o)
     elif ev.dmode != CJD_NONE:
         memcpy(o, ev.dp, ev.dlen)
+    return (o + ev.dlen) - <uint8_t *>out
 
 
 @cython.final
@@ -1426,7 +1432,9 @@ cdef class _JsonRecords:
         cdef Py_ssize_t n = _cj_record_size(ev, restn)
         cdef CjMember *m
         cdef str subject = None
-        _cj_record_write(ev, self._room(n), restn)
+        cdef Py_ssize_t written = _cj_record_write(ev, self._room(n), restn)
+        if FASTFLOW_DEBUG and written != n:
+            raise FastflowError('_JsonRecords._add: wrote {} bytes, sized {}'.format(written, n))
         self.size += n
         self.ends.data[self.ends.n] = self.size
         self.ends.n += 1
