@@ -38,6 +38,8 @@ __all__ = [
     "WireTarget",
     "WsJsonTarget",
     "crc32c",
+    "decode_batch",
+    "decode_event",
     "events_from_batch",
     "validate_pattern",
     "validate_subject",
@@ -231,6 +233,10 @@ class Event:
 def events_from_batch(b: Batch, stream: Optional[str] = None,
                       origin: Optional[str] = None) -> list[Event]: ...
 
+# CloudEvents JSON (src_ext/cejson.pyx): fastflow.event.from_json / from_json_batch
+def decode_event(body: Any, routing_subject: Optional[Subject] = None) -> Event: ...
+def decode_batch(body: Any, routing_subject: Optional[Subject] = None) -> list[Event]: ...
+
 class SubTarget:
     callback: Any
     pending: Any
@@ -338,6 +344,13 @@ class Router:
     def publish_batch(self, subjects: Any, datas: Any, /, **attributes: Any) -> int: ...
     def publish_record(self, subject: Subject, record: Any, reply: Optional[Subject] = None,
                        origin: Optional[str] = None) -> int: ...
+    def publish_json(self, body: Any, routing_subject: Optional[Subject] = None, *,
+                     origin: Optional["OutBuf"] = None,
+                     check: Optional[Callable[[str], Any]] = None) -> int: ...
+    def publish_json_batch(self, body: Any, routing_subject: Optional[Subject] = None, *,
+                           origin: Optional["OutBuf"] = None,
+                           check: Optional[Callable[[str], Any]] = None,
+                           acks: bool = False) -> Union[int, list[tuple[Optional[str], int]]]: ...
     def stats(self) -> dict[str, int]: ...
 
 # -- the wire: output buffer, parsers, errors -------------------------------------------------

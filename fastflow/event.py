@@ -95,7 +95,7 @@ from urllib.parse import quote, unquote
 import msgspec
 import orjson
 
-from fastflow import _attrs
+from fastflow import _attrs, _impl
 from fastflow._impl import Event
 from fastflow.errors import EventError
 
@@ -128,7 +128,7 @@ _OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _BATCH = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
 _VALUE = msgspec.json.Decoder()
 _DOCUMENT = msgspec.json.Decoder(msgspec.Raw)
-_JSON_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+_JSON_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeError, RecursionError)
 
 # header values: printable ASCII but space, '"' and '%' pass as they are
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
@@ -293,9 +293,10 @@ def _value(name, raw):
         _fail(name, "not a valid JSON value ({})".format(exc))
 
 
-def _make(attrs, data, routing_subject, missing):
-    """The Event of decoded ``attrs`` (``None`` values dropped); ``missing``
-    says where a required attribute was looked for."""
+def _make(attrs, data, routing_subject, missing, event_class=Event):
+    """The ``event_class`` (the core's Event) of decoded ``attrs`` (``None``
+    values dropped); ``missing`` says where a required attribute was looked
+    for."""
     for name in _REQUIRED:
         if name not in attrs:
             _fail(name, "required, missing ({})".format(missing(name)))
@@ -308,14 +309,14 @@ def _make(attrs, data, routing_subject, missing):
                 _fail(name, "reserved for the event data, not an extension name")
             if not _EXT_NAME.match(name):
                 _fail(name, "extension names are lowercase a-z and 0-9")
-    return Event(routing_subject, data, **attrs)
+    return event_class(routing_subject, data, **attrs)
 
 
 def _json_missing(name):
     return "no {!r} member in the JSON event".format(name)
 
 
-def _from_members(members, routing_subject):
+def _from_members(members, routing_subject, event_class):
     data_raw = members.pop("data", None)
     b64_raw = members.pop("data_base64", None)
     attrs = {}
@@ -371,12 +372,14 @@ def _from_members(members, routing_subject):
                                      "encoded as {} ({})".format(codec, exc)) from None
     else:
         data = b""
-    return _make(attrs, data, routing_subject, _json_missing)
+    return _make(attrs, data, routing_subject, _json_missing, event_class)
 
 
-def from_json(body, routing_subject=None):
+def _from_json_py(body, routing_subject=None, event_class=Event):
     """The Event of a JSON event (``application/cloudevents+json``; bytes or
-    str), with ``routing_subject`` as its routing key."""
+    str), with ``routing_subject`` as its routing key: the reference
+    semantics of ``from_json`` (the core's ``decode_event`` runs it in C;
+    ``event_class``: the Event class of the core that asks)."""
     try:
         members = _OBJECT.decode(body)
     except msgspec.ValidationError as exc:
@@ -386,13 +389,14 @@ def from_json(body, routing_subject=None):
     except TypeError as exc:
         raise EventError("invalid JSON event: expected bytes or str, got {}".format(
             type(body).__name__)) from exc
-    return _from_members(members, routing_subject)
+    return _from_members(members, routing_subject, event_class)
 
 
-def from_json_batch(body, routing_subject=None):
+def _from_json_batch_py(body, routing_subject=None, event_class=Event):
     """The Events of a JSON batch (``application/cloudevents-batch+json``),
     each with ``routing_subject``.  An invalid event raises naming its
-    index."""
+    index.  The reference semantics of ``from_json_batch`` (the core's
+    ``decode_batch`` runs it in C)."""
     try:
         items = _BATCH.decode(body)
     except msgspec.ValidationError as exc:
@@ -406,10 +410,16 @@ def from_json_batch(body, routing_subject=None):
     out = []
     for i, members in enumerate(items):
         try:
-            out.append(_from_members(members, routing_subject))
+            out.append(_from_members(members, routing_subject, event_class))
         except EventError as exc:
             raise EventError("{} (batch index {})".format(exc, i)) from None
     return out
+
+
+# The decoders every caller uses: the core's (in C in the compiled core; the
+# reference core's call the two functions above).
+from_json = _impl.decode_event
+from_json_batch = _impl.decode_batch
 
 
 # -- HTTP binding ----------------------------------------------------------------

@@ -35,6 +35,7 @@ include "matcher.pyx"
 include "log.pyx"
 include "segments.pyx"
 include "event.pyx"
+include "cejson.pyx"
 include "wire/proto.pxi"
 include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
@@ -89,6 +90,8 @@ __all__ = (
     'WireTarget',
     'WsJsonTarget',
     'crc32c',
+    'decode_batch',
+    'decode_event',
     'events_from_batch',
     'validate_pattern',
     'validate_subject',

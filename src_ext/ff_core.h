@@ -117,6 +117,20 @@ static void *ff_trealloc(void *p, size_t size) {
 #define ff_prefetch(p) ((void)(p))
 #endif
 
+/* The number of trailing zero bits of x (x != 0). */
+static inline int ff_ctz64(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int n = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
 /* 64-bit multiply-xorshift finaliser (splitmix64). */
 static inline uint64_t ff_mix(uint64_t x) {
     x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;

@@ -82,3 +82,5 @@ cdef class Router:
     cdef int _slow_consumer(self, SubTarget su) except -1
     cdef int _loop_break(self, subject, Event ev, str reason) except -1
     cdef object _publish(self, object subject, object data, dict attributes)
+    cdef object _publish_json(self, object body, object routing_subject, bint batch,
+                              OutBuf origin, object check, bint acks)

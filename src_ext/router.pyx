@@ -723,6 +723,92 @@ cdef class Router:
             raise refused
         return n
 
+    def publish_json(self, body, routing_subject=None, *, OutBuf origin=None, check=None):
+        """Publish one event in the CloudEvents JSON format (structured mode,
+        ``application/cloudevents+json``) as ``fastflow.event.from_json``
+        reads it, decoded in C into its record (no Event is made unless an
+        in-process subscriber takes one): the data is stored as received.
+        It is routed on ``routing_subject``, or, when that is None, on the
+        event's ``type``.  ``check(subject)`` (optional) is called with the
+        routing subject before the event is published, and refuses it by
+        raising; ``origin`` is the publishing connection (for ``echo``).
+        Returns the seq in the first stream that stored it (its name:
+        ``last_stream``), 0 if none did.  Raises ``EventError`` as
+        ``from_json`` does, ``SubjectError`` for a routing subject (or a
+        type) that is no valid subject."""
+        return self._publish_json(body, routing_subject, False, origin, check, False)
+
+    def publish_json_batch(self, body, routing_subject=None, *, OutBuf origin=None,
+                           check=None, bint acks=False):
+        """Publish the events of a CloudEvents JSON batch
+        (``application/cloudevents-batch+json``) as ``from_json_batch``
+        reads it, decoded in C into records: Python pays once per batch.
+        Each is routed on ``routing_subject``, or on its ``type``.  Nothing
+        is published unless the whole batch is valid (``EventError`` naming
+        the batch index; ``SubjectError`` naming the index of a type that
+        is no subject) and ``check(subject)`` (called once per distinct
+        routing subject, in order) raised for none.  Returns the number
+        published, or with ``acks`` a list of ``(stream, seq)`` per event
+        (``(None, 0)``: stored nowhere).  A stream's refusal
+        (``LogFullError``, ``EventTooLarge``) is raised after the whole
+        batch was published, naming the first index."""
+        return self._publish_json(body, routing_subject, True, origin, check, acks)
+
+    cdef object _publish_json(self, object body, object routing_subject, bint batch,
+                              OutBuf origin, object check, bint acks):
+        cdef _JsonRecords recs = _JsonRecords.__new__(_JsonRecords)
+        cdef const char *p
+        cdef Py_ssize_t n, i, start = 0, refused_at = 0
+        cdef Parsed ps
+        cdef str rs = None
+        cdef object subject, last = None, refused = None
+        cdef int64_t seq = 0
+        cdef list out = [] if acks else None
+        cdef set checked
+        if routing_subject is not None:
+            rs = _subject_str(routing_subject)
+            as_utf8(rs, &p, &n, False)
+            parse_subject(p, n, &ps, False, rs)
+        recs.fill(body, rs, batch)
+        if recs.subject_error is not None:
+            i, exc = recs.subject_error
+            if batch:
+                raise SubjectError('{} (batch index {})'.format(exc, i)) from None
+            raise exc
+        if check is not None and recs.ends.n:
+            if rs is not None:
+                check(rs)
+            else:
+                checked = set()
+                for subject in recs.subjects:
+                    if subject is not last and subject not in checked:
+                        check(subject)
+                        checked.add(subject)
+                    last = subject
+        for i in range(recs.ends.n):
+            subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
+            # (FASTFLOW_DEBUG: each record is checked as a network one is)
+            try:
+                seq = self._publish_wire(subject, NULL, 0, recs.buf + start,
+                                         recs.ends.data[i] - start, origin, not FASTFLOW_DEBUG)
+            except (LogFullError, EventTooLarge) as exc:
+                if not batch:
+                    raise
+                if refused is None:     # delivered, not stored: the batch goes on
+                    refused = exc
+                    refused_at = i
+                seq = 0
+            start = recs.ends.data[i]
+            if acks:
+                out.append((self.last_stream if seq else None, seq))
+        if refused is not None:
+            refused.args = ('{} (batch index {}; the whole batch was published)'.format(
+                refused, refused_at),)
+            raise refused
+        if not batch:
+            return seq
+        return out if acks else recs.ends.n
+
     def stats(self):
         return {
             'published': self.n_published,

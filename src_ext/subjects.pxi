@@ -8,6 +8,7 @@ cdef extern from "ff_core.h":
     uint64_t ff_mix(uint64_t x) nogil
     bint ff_eq(const char *a, const char *b, size_t n) nogil
     void ff_prefetch(const void *p) nogil
+    int ff_ctz64(uint64_t x) nogil
     void *ff_talloc(size_t size) nogil
     void *ff_trealloc(void *p, size_t size) nogil
     void ff_tfree(void *p) nogil

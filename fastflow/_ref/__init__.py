@@ -7,6 +7,7 @@ and must behave exactly like ``src_ext/``: this package exports the names
 (``wire/`` mirrors ``src_ext/wire/``).
 """
 
+from fastflow._ref.cejson import decode_batch, decode_event
 from fastflow._ref.event import Event, events_from_batch
 from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
 from fastflow._ref.matcher import MatchBatch, Matcher
@@ -73,6 +74,8 @@ __all__ = (
     "WireTarget",
     "WsJsonTarget",
     "crc32c",
+    "decode_batch",
+    "decode_event",
     "events_from_batch",
     "validate_pattern",
     "validate_subject",

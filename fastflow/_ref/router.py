@@ -833,6 +833,88 @@ its seq in the first stream that stored it (0 if none did)."""
             raise refused
         return n
 
+    def publish_json(self, body, routing_subject=None, *, origin=None, check=None):
+        """Publish one event in the CloudEvents JSON format (structured mode,
+        ``application/cloudevents+json``) as ``fastflow.event.from_json``
+        reads it, decoded in C into its record (no Event is made unless an
+        in-process subscriber takes one): the data is stored as received.
+        It is routed on ``routing_subject``, or, when that is None, on the
+        event's ``type``.  ``check(subject)`` (optional) is called with the
+        routing subject before the event is published, and refuses it by
+        raising; ``origin`` is the publishing connection (for ``echo``).
+        Returns the seq in the first stream that stored it (its name:
+        ``last_stream``), 0 if none did.  Raises ``EventError`` as
+        ``from_json`` does, ``SubjectError`` for a routing subject (or a
+        type) that is no valid subject."""
+        return self.__publish_json(body, routing_subject, False, origin, check, False)
+
+    def publish_json_batch(self, body, routing_subject=None, *, origin=None, check=None,
+                           acks=False):
+        """Publish the events of a CloudEvents JSON batch
+        (``application/cloudevents-batch+json``) as ``from_json_batch``
+        reads it, decoded in C into records: Python pays once per batch.
+        Each is routed on ``routing_subject``, or on its ``type``.  Nothing
+        is published unless the whole batch is valid (``EventError`` naming
+        the batch index; ``SubjectError`` naming the index of a type that
+        is no subject) and ``check(subject)`` (called once per distinct
+        routing subject, in order) raised for none.  Returns the number
+        published, or with ``acks`` a list of ``(stream, seq)`` per event
+        (``(None, 0)``: stored nowhere).  A stream's refusal
+        (``LogFullError``, ``EventTooLarge``) is raised after the whole
+        batch was published, naming the first index."""
+        return self.__publish_json(body, routing_subject, True, origin, check, bool(acks))
+
+    def __publish_json(self, body, routing_subject, batch, origin, check, acks):
+        from fastflow._ref.cejson import decode_batch, decode_event
+
+        if origin is not None and not isinstance(origin, OutBuf):
+            raise TypeError("Argument 'origin' has incorrect type (expected {}.{}, got {})"
+                            .format(OutBuf.__module__, OutBuf.__qualname__,
+                                    type(origin).__name__))
+        rs = None
+        if routing_subject is not None:
+            rs = _subject_str(routing_subject)
+            tokenize(rs, False)
+        events = decode_batch(body, rs) if batch else [decode_event(body, rs)]
+        subjects = []
+        for i, e in enumerate(events):
+            if rs is not None:
+                subjects.append(rs)
+                continue
+            try:
+                tokenize(e.type, False)
+            except SubjectError as exc:
+                if batch:
+                    raise SubjectError("{} (batch index {})".format(exc, i)) from None
+                raise
+            subjects.append(e.type)
+        if check is not None:
+            for subject in dict.fromkeys(subjects):
+                check(subject)
+        out = [] if acks else None
+        seq = 0
+        refused = None
+        refused_at = 0
+        for i, (subject, e) in enumerate(zip(subjects, events)):
+            try:
+                seq = self.publish_wire(subject, None, _ev_encode(e), origin, built=True)
+            except (LogFullError, EventTooLarge) as exc:
+                if not batch:
+                    raise
+                if refused is None:     # delivered, not stored: the batch goes on
+                    refused = exc
+                    refused_at = i
+                seq = 0
+            if acks:
+                out.append((self.last_stream if seq else None, seq))
+        if refused is not None:
+            refused.args = ("{} (batch index {}; the whole batch was published)".format(
+                refused, refused_at),)
+            raise refused
+        if not batch:
+            return seq
+        return out if acks else len(events)
+
     def stats(self):
         return {
             "published": self.__n_published,

@@ -15,7 +15,7 @@ async with web.subscribe("http://127.0.0.1:8080", "orders.>") as sub:
         ...
 ```
 
-Standard library asyncio plus ``orjson`` (and ``wsproto`` for the
+Standard library asyncio plus ``orjson`` (and ``websockets``' sans-I/O protocol for the
 WebSocket framing): no HTTP client library.  This module holds the URLs
 and credentials, ``HttpConnection`` (a small HTTP/1.1 client:
 keep-alive, ``Content-Length``, chunked and close-delimited bodies, one

@@ -4,7 +4,8 @@
 ``cloudevents.json``), as one async iterator of Events,
 ``WebSubscription``; ``fastflow.client.http.subscribe`` makes one.
 
-The WebSocket framing is wsproto's (sans-I/O); the HTTP/1.1 requests are
+The WebSocket framing is websockets' sans-I/O protocol (the server's too); the
+HTTP/1.1 requests are
 ``fastflow.client.http``'s.
 """
 
@@ -185,6 +186,9 @@ def _close_status(code):
     return code
 
 
+_MAX_MESSAGE = 64 << 20                # the largest message a subscription takes
+
+
 class _WsSource:
     """One WebSocket connection of a subscription (subprotocol
     ``cloudevents.json``: every text message is one JSON event)."""
@@ -200,8 +204,10 @@ class _WsSource:
         self.closed = False
 
     async def open(self):
-        from wsproto import ConnectionType, WSConnection
-        from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+        from websockets.client import ClientProtocol
+        from websockets.http11 import Response as WsResponse
+        from websockets.typing import Subprotocol
+        from websockets.uri import parse_uri
 
         sub = self.sub
         http = HttpConnection(sub.url, tls=sub.tls, timeout=sub.timeout, **sub.credentials)
@@ -210,35 +216,36 @@ class _WsSource:
         query = {"subject": sub.pattern}
         if sub.queue:
             query["queue"] = sub.queue
-        headers = [("user-agent", USER_AGENT)]
+        uri = parse_uri("{}://{}{}/ws?{}".format("wss" if sub.tls else "ws",
+                                                 sub.url.host_header, sub.url.base,
+                                                 urlencode(query)))
+        ws = self.ws = ClientProtocol(uri, subprotocols=[Subprotocol(SUBPROTOCOL)],
+                                      max_size=_MAX_MESSAGE)
+        req = ws.connect()
+        req.headers["User-Agent"] = USER_AGENT
         if http.authorization:
-            headers.append(("authorization", http.authorization))
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.writer.write(self.ws.send(Request(
-            host=sub.url.host_header, target=sub.url.base + "/ws?" + urlencode(query),
-            subprotocols=[SUBPROTOCOL], extra_headers=headers)))
-        reject = None
-        body = []
+            req.headers["Authorization"] = http.authorization
+        ws.send_request(req)
+        self._flush()
         deadline = asyncio.get_running_loop().time() + sub.timeout
         while True:
-            for ev in self.ws.events():
-                if isinstance(ev, AcceptConnection):
-                    if ev.subprotocol != SUBPROTOCOL:
+            got = ws.events_received()
+            for i, ev in enumerate(got):
+                if isinstance(ev, WsResponse):
+                    if ev.status_code != 101:
+                        self.close()
+                        raise self._rejected(ev)
+                    if ws.handshake_exc is not None:
+                        self.close()
+                        raise ServerError(400, "the WebSocket handshake failed: {}".format(
+                            ws.handshake_exc))
+                    if ws.subprotocol != SUBPROTOCOL:
                         self.close()
                         raise ServerError(400, "the server did not accept the WebSocket "
                                                "subprotocol {} (it answered {!r})".format(
-                                                   SUBPROTOCOL, ev.subprotocol))
+                                                   SUBPROTOCOL, ws.subprotocol))
+                    self._take(got[i + 1:])     # frames that came with the answer
                     return
-                if isinstance(ev, RejectConnection):
-                    reject = ev
-                    if not ev.has_body:
-                        self.close()
-                        raise self._rejected(reject, b"")
-                elif isinstance(ev, RejectData):
-                    body.append(ev.data)
-                    if ev.body_finished:
-                        self.close()
-                        raise self._rejected(reject, b"".join(body))
             left = deadline - asyncio.get_running_loop().time()
             try:
                 data = await asyncio.wait_for(self.reader.read(_READ), max(left, 0.001))
@@ -248,22 +255,28 @@ class _WsSource:
                                            "s".format(sub.url.origin, sub.timeout)) from None
             if not data:
                 self.close()
-                if reject is not None:
-                    raise self._rejected(reject, b"".join(body))
                 raise ConnectionClosedError("{} closed the connection during the WebSocket "
                                             "handshake".format(sub.url.origin))
-            self.ws.receive_data(data)
+            ws.receive_data(data)
 
     @staticmethod
-    def _rejected(reject, body):
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reject.headers}
-        resp = Response(reject.status_code, "", "1.1", headers)
-        resp.body = body
+    def _rejected(reject):
+        headers = {k.lower(): v for k, v in reject.headers.raw_items()}
+        resp = Response(reject.status_code, reject.reason_phrase, "1.1", headers)
+        resp.body = reject.body or b""
         return resp.error()
+
+    def _flush(self):
+        """Write what the WebSocket protocol has to send (pongs, the close)."""
+        out = self.ws.data_to_send()
+        if self.writer is not None and out:
+            try:
+                self.writer.write(b"".join(out))
+            except Exception:           # the connection is going anyway
+                pass
 
     async def next(self):
         while True:
-            self._take()                # (what came with the handshake's answer first)
             if self.events:
                 item = self.events.popleft()
                 if isinstance(item, Exception):
@@ -272,41 +285,37 @@ class _WsSource:
             if self.closed:
                 return None
             data = await self.reader.read(_READ)
-            self.ws.receive_data(data or None)
-            if not data:
+            if data:
+                self.ws.receive_data(data)
+            else:
+                self.ws.receive_eof()
                 self.closed = True
-                self._take()
+            self._take(self.ws.events_received())
+            self._flush()
 
-    def _take(self):
-        """Act on the WebSocket events wsproto has cut: text messages
-        become events (or errors) in ``self.events``; pings are answered,
-        a close is answered and ends the connection."""
-        from wsproto.events import CloseConnection, Ping, TextMessage
+    def _take(self, frames):
+        """Act on the frames websockets' protocol has cut: text messages
+        become events (or errors) in ``self.events``; a close ends the
+        connection (pings are answered by the protocol itself)."""
+        from websockets.frames import Opcode
 
-        for ev in self.ws.events():
-            if isinstance(ev, TextMessage):
-                self.text.append(ev.data)
-                if ev.message_finished:
-                    text, self.text = "".join(self.text), []
+        for fr in frames:
+            op = fr.opcode
+            if op is Opcode.TEXT or (op is Opcode.CONT and self.text):
+                self.text.append(fr.data)
+                if fr.fin:
+                    text, self.text = b"".join(self.text), []
                     self._message(text)
-            elif isinstance(ev, Ping):
-                self._send(ev.response())
-            elif isinstance(ev, CloseConnection):
+            elif op is Opcode.CLOSE:
                 self.closed = True
-                self._send(ev.response())
-                if ev.code != 1000:
-                    self.sub.close_reason = (ev.code, ev.reason)
-                if ev.code not in (1000, 1001, 1005, 1006):
+                rcvd = self.ws.close_rcvd
+                code, reason = (rcvd.code, rcvd.reason) if rcvd is not None else (1005, "")
+                if code != 1000:
+                    self.sub.close_reason = (code, reason)
+                if code not in (1000, 1001, 1005, 1006):
                     self.events.append(status_error(
-                        _close_status(ev.code),
-                        ev.reason or "WebSocket closed with code {}".format(ev.code)))
-
-    def _send(self, event):
-        if self.writer is not None:
-            try:
-                self.writer.write(self.ws.send(event))
-            except Exception:           # the connection is going anyway
-                pass
+                        _close_status(code),
+                        reason or "WebSocket closed with code {}".format(code)))
 
     def _message(self, text):
         """A text message: an event, or one of the door's answers (an
@@ -331,16 +340,16 @@ class _WsSource:
 
     def close(self):
         if self.writer is not None:
-            w, self.writer = self.writer, None
             if self.ws is not None and not self.closed:
-                from wsproto.connection import ConnectionState
-                from wsproto.events import CloseConnection
+                from websockets.protocol import State
 
-                if self.ws.state == ConnectionState.OPEN:
+                if self.ws.state is State.OPEN:
                     try:
-                        w.write(self.ws.send(CloseConnection(code=1000)))
+                        self.ws.send_close(1000)
+                        self._flush()
                     except Exception:
                         pass
+            w, self.writer = self.writer, None
             w.close()
 
 

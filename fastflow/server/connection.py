@@ -119,6 +119,9 @@ class DoorProtocol:
     name = ""                           # the door (monitoring: a connection's "door")
     parser_error = Exception            # what the door's parser raises on a bad stream
     ready_note = ""                     # in the log line of a client that is ready
+    # request/response (HTTP): a client that does not read its answers has
+    # its reading paused; it is not a stalled subscriber slowing publishers
+    answers_only = False
 
     def __init__(self, conn):
         self.conn = conn
@@ -460,10 +463,14 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self):
         self.write_paused = True
+        if self.proto.answers_only:
+            self.pause("write")
+            return
         self.server.stalled(self)
 
     def resume_writing(self):
         self.write_paused = False
+        self.resume("write")
         self.server.unstalled(self)
         if self.state < CLOSING:
             self._pending_now(self.pending_bytes())     # what the kernel took

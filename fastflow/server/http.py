@@ -201,6 +201,8 @@ class HttpParser:
         self.pub_deny = None
         self.resp_check = None
         self.route_pubs = False
+        # called with each request once its head is read (before its body)
+        self.head_check = None
 
     @property
     def in_request(self):
@@ -289,11 +291,13 @@ class HttpParser:
         r.path = path
         cl = r.headers.get("content-length")
         if cl is not None:
-            if not cl.isdigit():
+            if not (cl.isdigit() and cl.isascii()):
                 raise HttpError(400, "invalid Content-Length {!r}".format(cl[:32]))
             if int(cl) > self.max_body:
                 raise HttpError(413, "request body of {} bytes is over the limit of {} "
                                      "bytes".format(cl, self.max_body))
+        if self.head_check is not None:
+            self.head_check(r)
 
     def on_body(self, body):
         r = self._req
@@ -367,6 +371,7 @@ class HttpResponder:
     who = "client"                      # a connection, in the log
     routes = {}                         # first path segment -> method -> handler
     routes_doc = "docs/http.md"         # where a 404 sends the client
+    burst = 256                         # requests answered in one loop iteration at most
     # the 401's challenges
     challenges = (("www-authenticate", 'Bearer realm="fastflow"'),
                   ("www-authenticate", 'Basic realm="fastflow", charset="UTF-8"'))
@@ -379,6 +384,20 @@ class HttpResponder:
         self.requests = 0               # answered on this connection
         self.principal = None           # the last request's (cached with its credentials)
         self._creds_key = None
+        self._burst_scheduled = False
+        self.parser.head_check = self._head_check
+
+    def _head_check(self, req):
+        """A request with a body and no credentials at all, where they are
+        required: refused before its body is read (an outsider does not
+        make the server hold ``http_max_body`` bytes per connection)."""
+        h = req.headers
+        if ((h.get("content-length", "0") != "0" or "transfer-encoding" in h)
+                and self.auth.required and "authorization" not in h
+                and "access_token=" not in req.query and req.method != "OPTIONS"
+                and not self.public(req)):
+            raise HttpError(401, "authentication required: Authorization: Bearer <token> or "
+                                 "Basic (the body was not read)", self.challenges)
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -416,10 +435,14 @@ class HttpResponder:
         if self.busy or self.parser.in_request or code == 408:
             status = 408 if code == 408 else (code if code in REASONS else 500)
             body = error_body(status, message)
-            return response_head(status, len(body), _JSON, close=True) + body
+            return response_head(status, len(body), _JSON, self._close_headers,
+                                 close=True) + body
         return b""
 
+    _close_headers = ()
+
     def protocol_error(self, exc):
+        self._close_headers = exc.headers
         return exc.status, exc.message
 
     def tick(self, now):
@@ -448,11 +471,28 @@ class HttpResponder:
         self._drain()
 
     def _drain(self):
-        """Answer the waiting requests in order, until one goes asynchronous."""
+        """Answer the waiting requests in order, until one goes asynchronous;
+        at most ``burst`` at once: then reading pauses and the rest are
+        answered in the next loop iterations (a client pipelining thousands
+        of requests does not hold the loop from the others)."""
         q = self.queue
         conn = self.conn
+        n = self.burst
         while q and not self.busy and conn.state == READY:
+            if not n:
+                if not self._burst_scheduled:
+                    self._burst_scheduled = True
+                    conn.pause("burst")
+                    self.loop.call_soon(self._burst_next)
+                return
+            n -= 1
             self._dispatch(q.popleft())
+
+    def _burst_next(self):
+        self._burst_scheduled = False
+        self._drain()
+        if not self._burst_scheduled:
+            self.conn.resume("burst")
 
     def _next(self):
         """The asynchronous request is answered: go on with the waiting ones."""
@@ -605,6 +645,7 @@ class HttpProtocol(HttpResponder, DoorProtocol):
 
     name = "http"
     ready_note = " (HTTP)"
+    answers_only = True
 
     def __init__(self, conn):
         super().__init__(conn)
@@ -706,7 +747,10 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             rate = self.cfg.http_webhook_rate
             asked = h.get("webhook-request-rate")
             if rate:
-                if asked is not None and asked.strip().isdigit():
+                asked = asked.strip() if asked is not None else ""
+                # (ASCII digits only: str.isdigit also takes '\xb2'; a number
+                # of thousands of digits is no rate either)
+                if asked.isdigit() and asked.isascii() and len(asked) <= 18:
                     rate = min(rate, int(asked))
                 hs.append(("webhook-allowed-rate", str(rate)))
             else:
