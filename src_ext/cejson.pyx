@@ -927,7 +927,7 @@ cdef inline Py_ssize_t _mp_str_size(Py_ssize_t n) noexcept:
     return n + (1 if n <= 31 else (2 if n <= 255 else (3 if n <= 65535 else 5)))
 
 
-cdef inline uint8_t *_mp_str(uint8_t *o, const uint8_t *s, Py_ssize_t n) noexcept:
+cdef inline uint8_t *_mp_put_str(uint8_t *o, const uint8_t *s, Py_ssize_t n) noexcept:
     if n <= 31:
         o[0] = <uint8_t>(0xa0 | n)
         o += 1
@@ -957,7 +957,7 @@ cdef inline Py_ssize_t _mp_int_size(int64_t v) noexcept:
     return 1 if v >= -32 else (2 if v >= -128 else (3 if v >= -32768 else 5))
 
 
-cdef uint8_t *_mp_int(uint8_t *o, int64_t v) noexcept:
+cdef uint8_t *_mp_put_int(uint8_t *o, int64_t v) noexcept:
     """A 32-bit integer in its shortest msgpack form (as msgspec writes it)."""
     cdef uint32_t u = <uint32_t>v
     if v >= 0:
@@ -1035,17 +1035,17 @@ cdef uint8_t *_cj_rest_write(CjEvent *ev, uint8_t *o) noexcept:
         m = &ev.m[i]
         if not m.rest:
             continue
-        o = _mp_str(o, m.key, m.keyn)
+        o = _mp_put_str(o, m.key, m.keyn)
         if m.kind == CJK_STRING:
-            o = _mp_str(o, m.s, m.sn)
+            o = _mp_put_str(o, m.s, m.sn)
         elif m.kind == CJK_NUMBER:
-            o = _mp_int(o, m.num)
+            o = _mp_put_int(o, m.num)
         else:
             o[0] = 0xc3 if m.kind == CJK_TRUE else 0xc2
             o += 1
     if ev.ct_default:
-        o = _mp_str(o, <const uint8_t *>b'datacontenttype', 15)
-        o = _mp_str(o, <const uint8_t *>b'application/json', 16)
+        o = _mp_put_str(o, <const uint8_t *>b'datacontenttype', 15)
+        o = _mp_put_str(o, <const uint8_t *>b'application/json', 16)
     return o
 
 
