@@ -780,6 +780,11 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         conn = self.conn
         ct = req.headers.get("content-type")
         mt = ct.partition(";")[0].strip().lower() if ct is not None else ""
+        ack = req.params().get("ack", req.headers.get("ff-ack", "")).lower() in _ACK_VALUES \
+            if (req.query or "ff-ack" in req.headers) else False
+        if not ack and (mt == STRUCTURED or mt == BATCH):
+            self._publish_json(req, principal, subject, mt == BATCH)
+            return
         try:
             if mt == STRUCTURED:
                 events = [from_json(req.body, subject)]
@@ -817,8 +822,6 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             if len(ev.data) > max_payload:
                 raise HttpError(413, "event data of {} bytes exceeds max_payload={}{}".format(
                     len(ev.data), max_payload, _at(i, len(events))))
-        ack = req.params().get("ack", req.headers.get("ff-ack", "")).lower() in _ACK_VALUES \
-            if (req.query or "ff-ack" in req.headers) else False
         flow = self.flow
         publish = flow.publish
         acks = [] if ack else None
@@ -848,7 +851,46 @@ class HttpProtocol(HttpResponder, DoorProtocol):
                                     "routed)".format(exc, _at(i, len(events)), n), hs)
         if acks is not None:
             self.json(req, {"count": n, "acks": acks}, 201)
-        elif n == 1 and req.keep_alive and "origin" not in req.headers:
+        else:
+            self._accepted(req, n)
+
+    def _publish_json(self, req, principal, subject, batch):
+        """Structured or batched JSON without an ack asked: decoded in C
+        into records and published in one call (the data as received)."""
+        conn = self.conn
+        perms = principal.permissions
+        check = None
+        if perms.pub_allow is not None or perms.pub_deny is not None:
+            def check(s):
+                if not conn.may_publish(s):
+                    conn.parser.denied += 1
+                    raise HttpError(403, "permission denied: publish to {!r}".format(s))
+        flow = self.flow
+        try:
+            if batch:
+                n = flow.publish_json_batch(req.body, subject, check=check)
+            else:
+                flow.publish_json(req.body, subject, check=check)
+                n = 1
+        except EventError as exc:
+            raise HttpError(400, str(exc)) from None
+        except SubjectError as exc:
+            if subject is None:
+                raise HttpError(400, "the event type cannot route it: {} (POST to "
+                                     "/events/<subject> to choose the subject)".format(
+                                         exc)) from None
+            raise HttpError(400, str(exc)) from None
+        except (LogFullError, EventTooLarge) as exc:    # routed, not stored
+            conn.in_msgs_py += 1 if not batch else 0
+            full = isinstance(exc, LogFullError)
+            raise HttpError(429 if full else 413 if error_code(exc) == 413 else 507,
+                            "{}: routed but not stored".format(exc),
+                            (("retry-after", "1"),) if full else ()) from None
+        conn.in_msgs_py += n
+        self._accepted(req, n)
+
+    def _accepted(self, req, n):
+        if n == 1 and req.keep_alive and "origin" not in req.headers:
             # the common answer, made once a second
             c = _accepted_cache
             now = int(time.time())
