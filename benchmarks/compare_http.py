@@ -513,7 +513,13 @@ async def ws_floor(spec):
                 cpu0 = cb.mark()
                 sent, start, timed_out = await bulk_publish(spec, send_block, self.writable,
                                                             step)
-                done.set_result(cb.pub_result(sent, start, cpu0, [], timed_out=timed_out))
+                out = cb.pub_result(sent, start, cpu0, [], timed_out=timed_out)
+                # the last frames may still be in the transport's buffer: stay until the
+                # subscriber has them all (an exit now would drop them)
+                counter, deadline = Counter(spec["counter"]), time.monotonic() + 30
+                while counter.get() < sent and time.monotonic() < deadline:
+                    await asyncio.sleep(0.002)
+                done.set_result(out)
             except Exception as exc:  # noqa: BLE001 - reported as the worker's error
                 done.set_exception(exc)
 
@@ -1305,7 +1311,10 @@ def report(args, cfg, bench, results, machine):
              "server's, the ratio of rates each would reach on a core of its own.  Row 3's "
              "floor has no server: its CPU srv is its writer's.  (noisy): other processes "
              "took over 20% of a core during the row.  Processes: " + bench.cores.describe() + "."))
-    say("sanity: " + ("; ".join(bench.sanity) if bench.sanity else "OK"))
+    failed = [f"{row['key']}/{k}" for row in results
+              for k, st in (row.get("servers") or row.get("variants")).items() if st.get("error")]
+    say("sanity: " + ("; ".join(bench.sanity) if bench.sanity else "OK")
+        + ("; FAILED (above): " + ", ".join(failed) if failed else ""))
     if bench.servers.failed:
         for k, why in bench.servers.failed.items():
             say(f"not started: {k}: {why}")
@@ -1470,7 +1479,9 @@ def main(argv=None):
                                 for k, s in servers.started.items()},
                     "not_started": servers.failed, "results": results,
                     "sanity": bench.sanity, "total_s": total_s})
-    return 1 if bench.sanity else 0
+    failed = any(st.get("error") for row in results
+                 for st in (row.get("servers") or row.get("variants")).values())
+    return 1 if bench.sanity or failed else 0
 
 
 if __name__ == "__main__":
