@@ -38,7 +38,7 @@ from fastflow._version import __version__
 from fastflow.errors import (
     EventError,
     EventTooLarge,
-    FastflowError,
+    HttpError,
     LogFullError,
     SubjectError,
 )
@@ -124,20 +124,6 @@ except ImportError:                     # (orjson is a dependency; this keeps im
 
     def _dumps(obj):
         return json.dumps(obj, separators=(",", ":")).encode()
-
-
-class HttpError(FastflowError):
-    """A request the door refuses: ``status`` (an HTTP status code),
-    ``message``; ``headers`` go with the answer; ``frames`` are the requests
-    complete before it (a parser error)."""
-
-    def __init__(self, status, message, headers=(), close=False):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = tuple(headers)
-        self.close = close
-        self.frames = None
 
 
 class Request:
