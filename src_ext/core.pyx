@@ -19,6 +19,7 @@ from fastflow.errors import (
     EventError,
     EventTooLarge,
     FastflowError,
+    HttpError,
     LogFullError,
     NatsError,
     ProtocolError,
@@ -43,6 +44,7 @@ include "router.pyx"
 include "wire/door.pyx"
 include "wire/native_in.pyx"
 include "wire/nats_in.pyx"
+include "wire/http_in.pyx"
 
 COMPILED = True
 DEBUG = bool(FASTFLOW_DEBUG)
@@ -63,6 +65,8 @@ __all__ = (
     'FastflowError',
     'FrameParser',
     'GapError',
+    'HttpError',
+    'HttpParser',
     'Log',
     'LogFullError',
     'MatchBatch',
@@ -77,6 +81,7 @@ __all__ = (
     'ProtocolError',
     'Publisher',
     'Record',
+    'Request',
     'Replay',
     'Router',
     'StaleRecordError',

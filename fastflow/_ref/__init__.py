@@ -13,6 +13,7 @@ from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import Router, StreamTarget, SubTarget
 from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
+from fastflow._ref.wire.http_in import HttpParser, Request
 from fastflow._ref.wire.native_in import FrameParser, MsgBatch
 from fastflow._ref.wire.native_out import NativeTarget, Publisher
 from fastflow._ref.wire.nats_in import NatsParser
@@ -25,6 +26,7 @@ from fastflow.errors import (
     EventTooLarge,
     FastflowError,
     GapError,
+    HttpError,
     LogFullError,
     NatsError,
     ProtocolError,
@@ -47,6 +49,8 @@ __all__ = (
     "FastflowError",
     "FrameParser",
     "GapError",
+    "HttpError",
+    "HttpParser",
     "Log",
     "LogFullError",
     "MatchBatch",
@@ -61,6 +65,7 @@ __all__ = (
     "ProtocolError",
     "Publisher",
     "Record",
+    "Request",
     "Replay",
     "Router",
     "StaleRecordError",
