@@ -17,6 +17,8 @@ __all__ = [
     "DoorParser",
     "Event",
     "FrameParser",
+    "HttpError",
+    "HttpParser",
     "Log",
     "MatchBatch",
     "Matcher",
@@ -30,6 +32,7 @@ __all__ = [
     "ProtocolError",
     "Publisher",
     "Record",
+    "Request",
     "Replay",
     "Router",
     "SseTarget",
@@ -366,6 +369,15 @@ class NatsError(FastflowError):
     frames: list[Any]
     def __init__(self, text: str, detail: Optional[str] = None) -> None: ...
 
+class HttpError(FastflowError):
+    status: int
+    message: str
+    headers: tuple[tuple[str, str], ...]
+    close: bool
+    frames: Optional[list[Any]]
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = (),
+                 close: bool = False) -> None: ...
+
 class OutBuf:
     max_pending: int
     on_data: Optional[Callable[[bytes], Any]]
@@ -431,6 +443,37 @@ class NatsParser(DoorParser):
     def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
                  max_payload: int = 1048576, max_control: int = 4096) -> None: ...
     def route(self, subject: Subject, reply: Optional[Subject], payload: Any) -> list[Any]: ...
+
+class Request:
+    method: str
+    target: bytes
+    path: str
+    query: str
+    headers: dict[str, str]
+    pairs: list[tuple[str, str]]
+    body: bytes
+    keep_alive: bool
+    version: str
+    upgrade: bool
+    rest: bytes
+    t0: float
+    def __init__(self) -> None: ...
+    def header(self, name: str, default: Optional[str] = None) -> Optional[str]: ...
+    def params(self) -> dict[str, str]: ...
+    def param_list(self, name: str) -> list[str]: ...
+
+class HttpParser(DoorParser):
+    max_header: int
+    max_headers: int
+    max_body: int
+    head_check: Optional[Callable[[Request], None]]
+    def __init__(self, max_header: int = 16384, max_headers: int = 100,
+                 max_body: int = 16777216) -> None: ...
+    @property
+    def in_request(self) -> float: ...
+    @property
+    def dead(self) -> bool: ...
+    def feed(self, data: Any) -> list[Request]: ...
 
 class Publisher:
     out: OutBuf

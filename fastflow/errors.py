@@ -15,6 +15,7 @@ __all__ = (
     "EventTooLarge",
     "FastflowError",
     "GapError",
+    "HttpError",
     "LogFullError",
     "NatsError",
     "NoRespondersError",
@@ -120,6 +121,25 @@ class NatsError(FastflowError):
 
     def __reduce__(self):
         return (NatsError, (self.text, self.detail))
+
+
+class HttpError(FastflowError):
+    """A request the HTTP door refuses: ``status`` (an HTTP status code) and
+    ``message`` go into the answer with ``headers``; ``close``: the
+    connection closes after it (every error of the parser: the stream
+    cannot be resynchronised); ``frames`` are the requests complete before
+    it (a parser error), else None."""
+
+    def __init__(self, status, message, headers=(), close=False):
+        FastflowError.__init__(self, message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+        self.close = close
+        self.frames = None
+
+    def __reduce__(self):
+        return (HttpError, (self.status, self.message, self.headers, self.close))
 
 
 # -- the client ----------------------------------------------------------------------------

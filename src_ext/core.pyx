@@ -19,6 +19,7 @@ from fastflow.errors import (
     EventError,
     EventTooLarge,
     FastflowError,
+    HttpError,
     LogFullError,
     NatsError,
     ProtocolError,
@@ -45,6 +46,7 @@ include "router.pyx"
 include "wire/door.pyx"
 include "wire/native_in.pyx"
 include "wire/nats_in.pyx"
+include "wire/http_in.pyx"
 
 COMPILED = True
 DEBUG = bool(FASTFLOW_DEBUG)
@@ -65,6 +67,8 @@ __all__ = (
     'FastflowError',
     'FrameParser',
     'GapError',
+    'HttpError',
+    'HttpParser',
     'Log',
     'LogFullError',
     'MatchBatch',
@@ -79,6 +83,7 @@ __all__ = (
     'ProtocolError',
     'Publisher',
     'Record',
+    'Request',
     'Replay',
     'Router',
     'StaleRecordError',

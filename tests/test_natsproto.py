@@ -961,9 +961,12 @@ def test_parser_attributes_and_argument_types(core):
     assert (p.router, p.out, p.max_payload, p.max_control) == (r, ob, 10, 20)
     p.route_pubs = 1
     assert p.route_pubs is True
-    for attr in ("ops_in", "bytes_in", "pubs_in", "denied", "buffered"):
+    for attr in ("ops_in", "bytes_in", "pubs_in", "buffered"):
         with pytest.raises(AttributeError):
             setattr(p, attr, 1)
+    p.denied += 1               # (writable: the HTTP door counts its refusals in Python)
+    assert p.denied == 1
+    p.denied = 0
     with pytest.raises(TypeError):
         core.NatsParser(router=1)
     with pytest.raises(TypeError):

@@ -14,6 +14,7 @@ from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import Router, StreamTarget, SubTarget
 from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
+from fastflow._ref.wire.http_in import HttpParser, Request
 from fastflow._ref.wire.native_in import FrameParser, MsgBatch
 from fastflow._ref.wire.native_out import NativeTarget, Publisher
 from fastflow._ref.wire.nats_in import NatsParser
@@ -27,6 +28,7 @@ from fastflow.errors import (
     EventTooLarge,
     FastflowError,
     GapError,
+    HttpError,
     LogFullError,
     NatsError,
     ProtocolError,
@@ -49,6 +51,8 @@ __all__ = (
     "FastflowError",
     "FrameParser",
     "GapError",
+    "HttpError",
+    "HttpParser",
     "Log",
     "LogFullError",
     "MatchBatch",
@@ -63,6 +67,7 @@ __all__ = (
     "ProtocolError",
     "Publisher",
     "Record",
+    "Request",
     "Replay",
     "Router",
     "StaleRecordError",

@@ -14,8 +14,8 @@ monitoring as the other doors.
   ``fastflow.server.sse``).
 
 Each connection is a ``Connection`` (the lifecycle every door shares);
-this module is the HTTP protocol's part: the parser (llhttp, in C, through
-``httptools``), the handler table (method and first path segment ->
+this module is the HTTP protocol's part: the parser (the core's
+``HttpParser``, in C), the handler table (method and first path segment ->
 handler) and HTTP's words for errors.  Requests are answered in order
 (pipelining); a request that waits (a password check in a thread) holds the
 ones behind it, with reading paused.
@@ -26,19 +26,16 @@ import base64
 import binascii
 import email.utils
 import logging
-import re
 import time
 from collections import deque
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
-import httptools
-
-from fastflow._impl import validate_pattern, validate_subject
+from fastflow._impl import HttpParser, Request, validate_pattern, validate_subject
 from fastflow._version import __version__
 from fastflow.errors import (
     EventError,
     EventTooLarge,
-    FastflowError,
+    HttpError,
     LogFullError,
     SubjectError,
 )
@@ -68,8 +65,6 @@ BATCH = "application/cloudevents-batch+json"
 _JSON = "application/json"
 _ACK_VALUES = frozenset(("1", "true", "stored", "yes"))
 _BAD_HEADER_CHARS = str.maketrans("", "", "\r\n\0")
-
-_METHOD_LIKE = re.compile(rb"\s*[A-Z]{1,24} ")
 
 _date_cache = [0, b""]
 _accepted_cache = [0, b""]
@@ -125,194 +120,6 @@ except ImportError:                     # (orjson is a dependency; this keeps im
 
     def _dumps(obj):
         return json.dumps(obj, separators=(",", ":")).encode()
-
-
-class HttpError(FastflowError):
-    """A request the door refuses: ``status`` (an HTTP status code),
-    ``message``; ``headers`` go with the answer; ``frames`` are the requests
-    complete before it (a parser error)."""
-
-    def __init__(self, status, message, headers=(), close=False):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = tuple(headers)
-        self.close = close
-        self.frames = None
-
-
-class Request:
-    """One HTTP request as the parser cut it."""
-
-    __slots__ = ("method", "target", "path", "query", "headers", "pairs", "body", "keep_alive",
-                 "version", "upgrade", "rest", "_chunks", "_size", "t0")
-
-    def __init__(self):
-        self.method = ""
-        self.target = b""
-        self.path = ""
-        self.query = ""
-        self.headers = {}               # lower-cased name -> value (repeats joined by ", ")
-        self.pairs = []                 # (lower-cased name, value) as they came
-        self.body = b""
-        self.keep_alive = True
-        self.version = "1.1"
-        self.upgrade = False
-        self.rest = b""                 # bytes after an upgrade request
-        self._chunks = []
-        self._size = 0
-        self.t0 = 0.0
-
-    def header(self, name, default=None):
-        return self.headers.get(name, default)
-
-    def params(self):
-        """The query parameters (a dict; a repeated one keeps the last)."""
-        return dict(parse_qsl(self.query, keep_blank_values=True))
-
-    def param_list(self, name):
-        return [v for k, v in parse_qsl(self.query, keep_blank_values=True) if k == name]
-
-
-class HttpParser:
-    """The HTTP door's parser: llhttp (C, through ``httptools``) cuts the
-    requests; this holds the door's limits (head size, header count, body
-    size, checked before a body is read) and counts like ``DoorParser``.
-    ``feed`` returns the requests completed by ``data``; a request that
-    breaks HTTP or a limit raises ``HttpError`` (its ``frames``: the
-    requests complete before it) and the parser takes no more input."""
-
-    def __init__(self, max_header=16384, max_headers=100, max_body=16 << 20):
-        self.max_header = max_header
-        self.max_headers = max_headers
-        self.max_body = max_body
-        self._p = httptools.HttpRequestParser(self)
-        self._done = []
-        self._req = None
-        self._head = 0
-        self._err = None
-        self.dead = False
-        # what the shared Connection reads of every door's parser
-        self.bytes_in = 0
-        self.pubs_in = 0
-        self.buffered = 0
-        self.denied = 0
-        self.pub_allow = None
-        self.pub_deny = None
-        self.resp_check = None
-        self.route_pubs = False
-        # called with each request once its head is read (before its body)
-        self.head_check = None
-
-    @property
-    def in_request(self):
-        """A request has begun and is not complete (its start time, else 0)."""
-        return self._req.t0 if self._req is not None else 0.0
-
-    def feed(self, data):
-        if self.dead:
-            return []
-        self.bytes_in += len(data)
-        try:
-            self._p.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            req = self._done[-1] if self._done else None
-            if req is None or not req.upgrade:
-                raise self._fail(HttpError(400, "malformed upgrade request")) from None
-            req.rest = bytes(data[exc.args[0]:])
-            self.dead = True            # the connection speaks something else from here
-        except httptools.HttpParserCallbackError as exc:
-            err = exc.__context__ if isinstance(exc.__context__, HttpError) else HttpError(
-                400, "malformed request: {}".format(exc.__context__ or exc))
-            raise self._fail(err) from None
-        except httptools.HttpParserInvalidMethodError:
-            # a token of capitals is a method this server does not implement;
-            # anything else is not HTTP
-            if _METHOD_LIKE.match(data):
-                raise self._fail(HttpError(501, "unknown request method")) from None
-            raise self._fail(HttpError(400, "malformed request: not HTTP/1.1")) from None
-        except httptools.HttpParserError as exc:
-            msg = str(exc) or type(exc).__name__
-            raise self._fail(HttpError(400, "malformed request: {}".format(msg))) from None
-        out, self._done = self._done, []
-        return out
-
-    def _fail(self, err):
-        self.dead = True
-        err.frames, self._done = self._done, []
-        err.close = True
-        return err
-
-    # -- httptools callbacks -------------------------------------------------------------
-
-    def on_message_begin(self):
-        r = self._req = Request()
-        r.t0 = time.monotonic()
-        self._head = 0
-
-    def on_url(self, url):
-        self._head += len(url)
-        if self._head > self.max_header:
-            raise HttpError(414, "request target longer than {} bytes".format(self.max_header))
-        self._req.target += url
-
-    def on_header(self, name, value):
-        r = self._req
-        self._head += len(name) + len(value) + 4
-        if self._head > self.max_header:
-            raise HttpError(431, "request head over {} bytes".format(self.max_header))
-        if len(r.pairs) >= self.max_headers:
-            raise HttpError(431, "more than {} header fields".format(self.max_headers))
-        n = name.decode("latin-1").lower()
-        v = value.decode("latin-1")
-        r.pairs.append((n, v))
-        h = r.headers
-        if n in h:
-            h[n] = h[n] + ", " + v
-        else:
-            h[n] = v
-
-    def on_headers_complete(self):
-        r = self._req
-        p = self._p
-        r.method = p.get_method().decode("ascii", "replace")
-        r.version = p.get_http_version()
-        r.keep_alive = p.should_keep_alive()
-        r.upgrade = p.should_upgrade()
-        if r.version not in ("1.1", "1.0"):
-            raise HttpError(505, "HTTP/{} is not supported (HTTP/1.1 is)".format(r.version))
-        try:
-            target = r.target.decode("ascii")
-        except UnicodeDecodeError:
-            raise HttpError(400, "the request target is not ASCII (percent-encode it)") from None
-        path, _, r.query = target.partition("?")
-        if not path.startswith("/"):
-            raise HttpError(400, "the request target must be a path (origin form)")
-        r.path = path
-        cl = r.headers.get("content-length")
-        if cl is not None:
-            if not (cl.isdigit() and cl.isascii()):
-                raise HttpError(400, "invalid Content-Length {!r}".format(cl[:32]))
-            if int(cl) > self.max_body:
-                raise HttpError(413, "request body of {} bytes is over the limit of {} "
-                                     "bytes".format(cl, self.max_body))
-        if self.head_check is not None:
-            self.head_check(r)
-
-    def on_body(self, body):
-        r = self._req
-        r._size += len(body)
-        if r._size > self.max_body:
-            raise HttpError(413, "request body over the limit of {} bytes".format(self.max_body))
-        r._chunks.append(body)
-
-    def on_message_complete(self):
-        r = self._req
-        self._req = None
-        if r._chunks:
-            r.body = r._chunks[0] if len(r._chunks) == 1 else b"".join(r._chunks)
-            r._chunks = None
-        self._done.append(r)
 
 
 def _basic(value):

@@ -19,9 +19,10 @@ cdef class DoorParser:
     cdef str last_ps                       # a stream of one subject decodes it once
     cdef readonly int64_t bytes_in
     cdef readonly int64_t pubs_in
-    cdef readonly int64_t denied
+    cdef public int64_t denied             # (the HTTP door counts its refusals in Python)
     cdef object failed                     # the error that stopped the parser
 
+    cdef list _feed(self, object data)
     cdef int _keep(self, const char *p, Py_ssize_t n) except -1
     cdef Py_ssize_t _parse(self, const char *p, Py_ssize_t n, list out) except -1
     cdef object _malformed_before(self)

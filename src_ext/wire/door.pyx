@@ -1,6 +1,6 @@
 # The input side every front door shares: DoorParser buffers bytes fed in
 # any pieces, bounds them and checks publish permissions; each protocol's
-# parser (native_in.pyx, nats_in.pyx) cuts its own ops.
+# parser (native_in.pyx, nats_in.pyx, http_in.pyx) cuts its own ops.
 
 @cython.auto_pickle(False)     # engine state: not picklable
 cdef class DoorParser:
@@ -23,6 +23,9 @@ cdef class DoorParser:
         return self.n
 
     def feed(self, data):
+        return self._feed(data)
+
+    cdef list _feed(self, object data):
         cdef Py_buffer view
         cdef list out = []
         cdef Py_ssize_t used
@@ -45,7 +48,7 @@ cdef class DoorParser:
                 if used:
                     memmove(self.buf, self.buf + used, self.n - used)
                     self.n -= used
-        except (ProtocolError, NatsError) as exc:
+        except (ProtocolError, NatsError, HttpError) as exc:
             # the ops before the bad one were handled: hand them over too;
             # the stream cannot be resynchronised, so the parser stops here
             exc.frames = out

@@ -5,7 +5,7 @@ router's ``publish_wire``; each protocol's parser (native_in.py,
 nats_in.py) cuts its own ops.
 """
 
-from fastflow._ref.event import _c_ssize, _record_bytes, _ro
+from fastflow._ref.event import _c_int64, _c_ssize, _record_bytes, _ro
 from fastflow._ref.matcher import Matcher
 from fastflow._ref.wire.outbuf import OutBuf, _typed, _typed_arg
 
@@ -88,7 +88,15 @@ class DoorParser:
 
     bytes_in = _ro("_bytes_in")
     pubs_in = _ro("_pubs_in")
-    denied = _ro("_denied")
+
+    @property
+    def denied(self):
+        """Publishes refused by the permissions (the HTTP door counts its own)."""
+        return self._denied
+
+    @denied.setter
+    def denied(self, v):
+        self._denied = _c_int64(v)
 
     @property
     def router(self):
