@@ -75,8 +75,8 @@ cdef class Log:
     cdef dict pins                      # seq -> exported views
     cdef Py_ssize_t npins
     cdef dict _cursors
-    cdef object dedup_ids               # dict msg_id -> (seq, ts)
-    cdef object dedup_order             # deque of (ts, msg_id)
+    cdef ff_dedup dedup                 # the duplicate window (ff_dedup.h)
+    cdef int64_t dedup_window_ns
     cdef bint closed_
     cdef Py_ssize_t busy                # calls using the segment store now (close waits)
     cdef readonly object path
@@ -142,7 +142,10 @@ cdef class Log:
                                   uint32_t h, const char *d, Py_ssize_t dlen,
                                   int64_t ptime, int64_t now) except -1
     cdef int _admit_batch(self, object subjects, Int64Array sizes, bint one) except -1
-    cdef _dedup_expire(self, int64_t now)
+    cdef int64_t _dedup_seen(self, uint32_t tag, const char *key, uint32_t n, uint64_t h,
+                             int64_t mono) noexcept
+    cdef int _dedup_remember(self, uint32_t tag, const char *key, uint32_t n, uint64_t h,
+                             int64_t seq, int64_t mono) except -1
     cdef _purge_call(self, object subject, object up_to)
     cdef int64_t _purge(self, object subject, int64_t limit) except -1
     cdef int64_t _lo(self) except -1

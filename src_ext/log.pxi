@@ -25,6 +25,21 @@ ctypedef struct LogSubject:     # one per distinct retained subject
     int64_t last_abs            # absolute index entry of `last` (a hint)
     uint64_t hint_epoch         # valid while equal to the log's rebuild epoch
 
+cdef extern from "ff_dedup.h":
+    # the duplicate window (its comment says how it works)
+    ctypedef struct ff_dedup_ent:
+        int64_t seq
+    ctypedef struct ff_dedup:
+        pass
+    uint32_t FF_DEDUP_MSGID
+    uint64_t ff_dedup_count(const ff_dedup *d) nogil
+    ff_dedup_ent *ff_dedup_find(const ff_dedup *d, uint64_t hash, uint32_t tag,
+                                const char *key, uint32_t len) nogil
+    int ff_dedup_add(ff_dedup *d, uint64_t hash, uint32_t tag, const char *key, uint32_t len,
+                     int64_t seq, int64_t mono) nogil
+    void ff_dedup_trim(ff_dedup *d, int64_t cutoff, uint64_t max) nogil
+    void ff_dedup_free(ff_dedup *d) nogil
+
 cdef enum Discard:                  # what a full log does with an append
     DISCARD_OLD = 0
     DISCARD_NEW = 1

@@ -24,6 +24,8 @@ from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport malloc, free
+from libc.stdint cimport INT64_MIN
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND
 from array import array as _array
 
@@ -49,6 +51,13 @@ cdef enum:                          # eviction reasons (counter index)
 
 cdef inline int64_t _now_ns() noexcept nogil:
     return ff_now_ns()
+
+
+cdef inline int64_t _mono_ns() noexcept nogil:
+    # time.monotonic_ns()'s clock (the duplicate window's), without a Python call
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef int64_t _ptime(object t) except? -1:
@@ -216,8 +225,6 @@ cdef class Log:
     def __cinit__(self):
         self.pins = {}
         self._cursors = {}
-        self.dedup_ids = {}
-        self.dedup_order = deque()
         self.dense = True
 
     def __init__(self, *, max_events=0, max_bytes=0, max_age=0, max_per_subject=0,
@@ -247,6 +254,7 @@ cdef class Log:
         self.max_event_size = max_event_size if max_event_size else 0xffffffff
         self.discard_mode = DISCARD_OLD if discard == 'old' else DISCARD_NEW
         self.dedup_window = dedup_window
+        self.dedup_window_ns = <int64_t>(dedup_window * 1e9) if dedup_window < 1e9 else 0
         self.dedup_max = dedup_max
         self.limited = bool(max_events or max_bytes or max_per_subject or discard == 'new')
         self.last_sid = -1
@@ -307,6 +315,7 @@ cdef class Log:
                     free(self.subj[i].bytes)
                     Py_XDECREF(self.subj[i].name)
         ff_tfree(self.subj)
+        ff_dedup_free(&self.dedup)
         ff_tfree(self.stab)
         ff_tfree(self.idx)
         ff_tfree(self.arena)
@@ -1253,6 +1262,10 @@ cdef class Log:
     def append_unique(self, subject, data, msg_id, time=0):
         """Append unless ``msg_id`` was seen within the dedup window; returns
         ``(seq, duplicate)``."""
+        cdef bytes key
+        cdef int64_t now, hit, seq
+        cdef uint64_t h
+        cdef uint32_t n
         self._check_open()
         if isinstance(msg_id, str):
             key = msg_id.encode('utf-8')
@@ -1260,28 +1273,42 @@ cdef class Log:
             key = bytes(msg_id)
         else:
             raise TypeError('msg_id must be str or bytes, not {}'.format(type(msg_id).__name__))
-        now = _time.monotonic_ns()
-        self._dedup_expire(now)
-        hit = self.dedup_ids.get(key)
-        if hit is not None:
-            self.n_duplicates += 1
-            return (hit[0], True)
+        if PyBytes_GET_SIZE(key) > 0xffff:
+            raise ValueError('msg_id of {} bytes is over the limit of 65535 bytes'.format(
+                PyBytes_GET_SIZE(key)))
+        n = <uint32_t>PyBytes_GET_SIZE(key)
+        h = ff_hash(PyBytes_AS_STRING(key), n, _SEED ^ FF_DEDUP_MSGID)
+        now = _mono_ns()
+        hit = self._dedup_seen(FF_DEDUP_MSGID, PyBytes_AS_STRING(key), n, h, now)
+        if hit >= 0:
+            return (hit, True)
         seq = self.append(subject, data, time)
-        self.dedup_ids[key] = (seq, now)
-        self.dedup_order.append((now, key))
-        while self.dedup_max and len(self.dedup_order) > self.dedup_max:
-            _, old = self.dedup_order.popleft()
-            self.dedup_ids.pop(old, None)
+        self._dedup_remember(FF_DEDUP_MSGID, PyBytes_AS_STRING(key), n, h, seq, now)
         return (seq, False)
 
-    cdef _dedup_expire(self, int64_t now):
-        cdef int64_t cutoff = now - <int64_t>(self.dedup_window * 1e9)
-        if self.dedup_window == 0:
-            return
-        order = self.dedup_order
-        while order and order[0][0] <= cutoff:
-            _, old = order.popleft()
-            self.dedup_ids.pop(old, None)
+    cdef int64_t _dedup_seen(self, uint32_t tag, const char *key, uint32_t n, uint64_t h,
+                             int64_t mono) noexcept:
+        """The seq stored with this key within the duplicate window, or -1
+        (the window's expired keys are forgotten first).  ``tag`` keeps
+        kinds of key apart (an event's id length, or FF_DEDUP_MSGID); ``h``
+        is ff_hash of the key, seeded with ``_SEED ^ tag``."""
+        cdef ff_dedup_ent *e
+        if self.dedup_window_ns:
+            ff_dedup_trim(&self.dedup, mono - self.dedup_window_ns, 0)
+        e = ff_dedup_find(&self.dedup, h, tag, key, n)
+        if e == NULL:
+            return -1
+        self.n_duplicates += 1
+        return e.seq
+
+    cdef int _dedup_remember(self, uint32_t tag, const char *key, uint32_t n, uint64_t h,
+                             int64_t seq, int64_t mono) except -1:
+        """Remember a key _dedup_seen did not find, stored as ``seq``; the
+        oldest keys past dedup_max are forgotten."""
+        if ff_dedup_add(&self.dedup, h, tag, key, n, seq, mono) < 0:
+            raise MemoryError()
+        ff_dedup_trim(&self.dedup, INT64_MIN, <uint64_t>self.dedup_max)
+        return 0
 
     def expire(self):
         """Evict every expired record now; returns how many."""

@@ -44,32 +44,6 @@ cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
     return j
 
 
-cdef inline bytes _dedup_key(const char *rec):
-    """The duplicate window's key of a record: its id and source (with the
-    id's length, so that no two pairs make one key)."""
-    return rec[4:6] + rec[EV_HEADER:EV_HEADER + _rd16(rec + 4) + _rd16(rec + 6)]
-
-
-cdef object _dedup_seen(Log lg, bytes key, int64_t mono):
-    """The seq of the event stored with ``key`` within the log's dedup
-    window, or None (``Log.append_unique``'s window)."""
-    lg._dedup_expire(mono)
-    hit = lg.dedup_ids.get(key)
-    if hit is None:
-        return None
-    lg.n_duplicates += 1
-    return hit[0]
-
-
-cdef int _dedup_remember(Log lg, bytes key, int64_t seq, int64_t mono) except -1:
-    lg.dedup_ids[key] = (seq, mono)
-    lg.dedup_order.append((mono, key))
-    while lg.dedup_max and len(lg.dedup_order) > lg.dedup_max:
-        _, old = lg.dedup_order.popleft()
-        lg.dedup_ids.pop(old, None)
-    return 0
-
-
 cdef object _refusal(str stream, exc):
     """The error a publisher gets when ``stream`` refused its event."""
     try:
@@ -397,8 +371,13 @@ cdef class Router:
         cdef object mstream = None          # (msg.stream, held)
         cdef bint rec_scratch = False       # rec is in self.scratch (a callback's
                                             # publish may overwrite it: made again)
-        cdef object dkey, hit               # duplicate window: the key, the original's seq
-        cdef int64_t mono = 0
+        # the duplicate window's key of a record: its id and source, told
+        # apart by the id's length (the tag), and the key's hash
+        cdef const char *dkey = NULL
+        cdef uint32_t dtag = 0, dlen = 0
+        cdef uint64_t dhash = 0
+        cdef int64_t mono = 0, hit
+        cdef bint dd
         cdef object refused = None          # the first stream's refusal (raised after
                                             # the delivery: subscribers get the event)
         global _id_counter
@@ -478,14 +457,18 @@ cdef class Router:
                     rec_scratch = True
                 if now == 0:
                     now = _now_ns()
-                dkey = None
-                if st.dedup and not (<uint8_t>rec[1] & EVF_GENID):
+                dd = st.dedup and not (<uint8_t>rec[1] & EVF_GENID)
+                if dd:
                     # an id the producer chose: a retry within the window
                     # is not stored again (generated ids never repeat)
-                    dkey = _dedup_key(rec)
-                    mono = _time.monotonic_ns()
-                    hit = _dedup_seen(st.log, dkey, mono)
-                    if hit is not None:
+                    dtag = _rd16(rec + 4)
+                    dkey = rec + EV_HEADER
+                    dlen = dtag + _rd16(rec + 6)
+                    dhash = ff_hash(dkey, dlen, _SEED ^ dtag)
+                    if mono == 0:
+                        mono = _mono_ns()
+                    hit = st.log._dedup_seen(dtag, dkey, dlen, dhash, mono)
+                    if hit >= 0:
                         st.duplicates += 1
                         if seq == 0:
                             seq = hit
@@ -506,8 +489,8 @@ cdef class Router:
                     continue
                 st.appended += 1
                 self.n_appended += 1
-                if dkey is not None:
-                    _dedup_remember(st.log, dkey, s, mono)
+                if dd:
+                    st.log._dedup_remember(dtag, dkey, dlen, dhash, s, mono)
                 if seq == 0:
                     seq = s
                     self.last_stream = st.name

@@ -272,15 +272,22 @@ def test_the_duplicate_window_keeps_one_event_per_source_and_id(core):
     assert r.last_duplicate and r.last_stream == "S"
     assert r.publish("o.2", b"b", id="order-1", source="/other") == 2    # another source
     assert r.publish("o.3", b"c", id="order-1x") == 3
+    # the same bytes split otherwise between id and source: another event
+    assert r.publish("o.5", b"", id="ab", source="c") == 4
+    assert r.publish("o.5", b"", id="a", source="bc") == 5 and not r.last_duplicate
+    assert r.publish("o.5", b"", id="ab", source="c") == 4 and r.last_duplicate
+    # a long id (kept out of the window's entry) is found again as well
+    assert r.publish("o.6", b"", id="L" * 500) == 6
+    assert r.publish("o.6", b"", id="L" * 500) == 6 and r.last_duplicate
     # the same event as a network record
     rec = fastflow.Event("o.1", b"a", id="order-1").encode()
     assert r.publish_record("o.1", rec) == 1 and r.last_duplicate
     # generated ids never repeat: never looked up
-    assert r.publish("o.4", b"d") == 4 and r.publish("o.4", b"d") == 5
+    assert r.publish("o.4", b"d") == 7 and r.publish("o.4", b"d") == 8
     assert not r.last_duplicate
-    assert (len(st.log), st.duplicates, st.appended) == (5, 2, 5)
-    assert st.log.stats()["duplicates"] == 2
-    assert len(got) == 7                # subscribers see every publish (as JetStream's)
+    assert (len(st.log), st.duplicates, st.appended) == (8, 4, 8)
+    assert st.log.stats()["duplicates"] == 4
+    assert len(got) == 12               # subscribers see every publish (as JetStream's)
     assert r.publish("p.1", b"", id="x") == 1 and r.publish("p.1", b"", id="x") == 2
     assert plain.duplicates == 0
 

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import random
 import struct
 import time
 from array import array
@@ -25,7 +26,7 @@ from fastflow.errors import (
     SubjectError,
 )
 
-from conftest import REF_CORE
+from conftest import CORES, REF_CORE, both_cores
 
 
 def payloads(batch):
@@ -461,6 +462,32 @@ def test_dedup_rejected_append_not_remembered(core):
         log.append_unique("a", b"", "m")
     log.purge()
     assert log.append_unique("a", b"", "m") == (2, False)
+
+
+def test_dedup_msg_id_limit(core):
+    log = core.Log()
+    assert log.append_unique("a", b"", "m" * 65535) == (1, False)
+    assert log.append_unique("a", b"", b"m" * 65535) == (1, True)
+    with pytest.raises(ValueError, match="65536 bytes is over the limit of 65535"):
+        log.append_unique("a", b"", "m" * 65536)
+    assert log.last_seq == 1
+
+
+@both_cores
+@pytest.mark.parametrize("dedup_max", [0, 1, 7, 300])
+def test_dedup_window_under_churn_matches_the_reference(dedup_max):
+    """Thousands of keys, short and long (kept in the entry and out of it),
+    repeated at random: the native window (a ring and an open-addressing
+    table with backward-shift deletion) answers as the reference's dict."""
+    rnd = random.Random(dedup_max)
+    logs = [c.Log(dedup_max=dedup_max) for c in CORES.values()]
+    keys = ["k%d" % i for i in range(500)] + ["long-" + "x" * 50 + str(i) for i in range(100)]
+    keys.append(b"")
+    for step in range(6000):
+        k = rnd.choice(keys[:50] if step % 3 == 0 else keys)
+        got = {lg.append_unique("a", b"", k) for lg in logs}
+        assert len(got) == 1, (step, k, got)
+    assert len({(lg.last_seq, lg.stats()["duplicates"]) for lg in logs}) == 1
 
 
 # -- age ---------------------------------------------------------------------------------

@@ -943,6 +943,9 @@ class Log:
             key = bytes(msg_id)
         else:
             raise TypeError("msg_id must be str or bytes, not {}".format(type(msg_id).__name__))
+        if len(key) > 0xffff:
+            raise ValueError("msg_id of {} bytes is over the limit of 65535 bytes".format(
+                len(key)))
         now = _time.monotonic_ns()
         dedup = self._dedup
         if self._dedup_window_ns:
