@@ -22,7 +22,8 @@ Sections:
    reference decoder and with the C one, and ``flow.publish_json_batch(body,
    subject)`` (records made in C from the JSON, no Event), for a memory
    stream (with the default 120 s duplicate window, which keeps every
-   producer id, and with none) and a file-backed one.
+   producer id, and with none) and a file-backed one.  Every event
+   published has an id of its own (none is a duplicate).
 
 Each figure is the median of ``--repeat`` runs; the rows of a section are
 interleaved and gc is off while a run is timed.  ``--json`` writes the
@@ -48,11 +49,14 @@ BATCH = 1000
 SINGLES = 10000
 
 
-def workload(kind, n=BATCH, start=0):
+PREFIX = b"@@@@@@@@"       # (publish_rows: each batch's ids begin with a number there)
+
+
+def workload(kind, n=BATCH, start=0, prefix=""):
     events = []
     for i in range(start, start + n):
         if kind == "small":
-            events.append(Event(SUBJECT, b'{"n": %d, "item": "book"}' % i, id=str(i),
+            events.append(Event(SUBJECT, b'{"n": %d, "item": "book"}' % i, id=prefix + str(i),
                                 source="/shop", type="order.created",
                                 datacontenttype="application/json"))
         else:
@@ -113,25 +117,35 @@ def publish_rows(storage, window, tmp, batches):
     flow = Flow(tmp if storage == "file" else None)
     flow.add_stream("orders-{}-{}".format(storage, int(window)), "orders.>",
                     Retention(max_events=100_000, duplicate_window=window), storage)
-    bodies = [workload("small", BATCH, k * BATCH) for k in range(8)]
-    for k in range(110):                    # the stream's steady state
-        flow.publish_json_batch(bodies[k % 8], SUBJECT)
+    # every event of every run has an id of its own (a repeated id would be a
+    # duplicate, looked up and not stored): the batches differ in their ids'
+    # prefix, put in before a run is timed
+    template = workload("small", BATCH, 0, PREFIX.decode() + "-")
+    made = iter(range(1 << 62))
+
+    def fresh(n):
+        return [template.replace(PREFIX, b"%08d" % next(made)) for _ in range(n)]
+
+    for body in fresh(110):                 # the stream's steady state
+        flow.publish_json_batch(body, SUBJECT)
     ref_batch, c_batch = fevent._from_json_batch_py, fastflow._impl.decode_batch
     publish, publish_json_batch = flow.publish, flow.publish_json_batch
 
     def decoded(decode):
         def run():
+            bodies = fresh(batches)
             t0 = perf()
-            for k in range(batches):
-                for e in decode(bodies[k % 8], SUBJECT):
+            for body in bodies:
+                for e in decode(body, SUBJECT):
                     publish(e)
             return batches * BATCH / (perf() - t0)
         return run
 
     def in_c():
+        bodies = fresh(batches)
         t0 = perf()
-        for k in range(batches):
-            publish_json_batch(bodies[k % 8], SUBJECT)
+        for body in bodies:
+            publish_json_batch(body, SUBJECT)
         return batches * BATCH / (perf() - t0)
 
     key = (storage, window)
