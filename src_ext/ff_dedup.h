@@ -114,6 +114,13 @@ static inline ff_dedup_ent *ff_dedup_find(const ff_dedup *d, uint64_t hash, uint
     return NULL;
 }
 
+/* Bring the table slot where a lookup of this hash begins into the cache
+ * (a batch asks for a later event's while it handles an earlier one). */
+static inline void ff_dedup_prefetch(const ff_dedup *d, uint64_t hash) {
+    if (d->tcap)
+        FF_PREFETCH(&d->table[hash & (d->tcap - 1)]);
+}
+
 static inline void ff_dedup_place(uint64_t *table, uint64_t mask, uint64_t hash,
                                   uint64_t num) {
     uint64_t i = hash & mask;

@@ -38,6 +38,7 @@ cdef extern from "ff_dedup.h":
     int ff_dedup_add(ff_dedup *d, uint64_t hash, uint32_t tag, const char *key, uint32_t len,
                      int64_t seq, int64_t mono) nogil
     void ff_dedup_trim(ff_dedup *d, int64_t cutoff, uint64_t max) nogil
+    void ff_dedup_prefetch(const ff_dedup *d, uint64_t hash) nogil
     void ff_dedup_free(ff_dedup *d) nogil
 
 cdef enum Discard:                  # what a full log does with an append

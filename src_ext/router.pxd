@@ -53,6 +53,9 @@ cdef class Router:
     cdef uint64_t last_version              # the matcher's version then,
     cdef uint64_t last_h                    # its hash
     cdef I64Vec last_res                    # and its match result
+    cdef Log dedup_hint                     # the log whose duplicate window was looked
+                                            # up last (a batch prefetches there)
+    cdef int64_t mono_batch                 # a batch's monotonic time (0: read per event)
     cdef readonly int64_t n_published
     cdef readonly int64_t n_delivered
     cdef readonly int64_t n_appended

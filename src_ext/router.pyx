@@ -15,6 +15,7 @@ cdef enum:
     SCRATCH_MIN = 4096              # bytes of the record scratch buffer
     EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
     REPLIES_MAX = 65536             # reply subjects a WireTarget's ``replies`` list takes
+    _DEDUP_AHEAD = 4                # publish_json_batch: events between a prefetch and its use
 
 cdef enum OnFull:
     FULL_DROP_OLDEST = 0
@@ -42,6 +43,16 @@ cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
     for i in range(res[1]):
         j += 2 + res[j + 1]
     return j
+
+
+cdef inline uint64_t _dedup_key(const char *rec, uint32_t *tag, const char **key,
+                                uint32_t *n) noexcept:
+    """The duplicate window's key of a record: its id and source, told apart
+    by the id's length (the tag); returns the key's hash."""
+    tag[0] = _rd16(rec + 4)
+    key[0] = rec + EV_HEADER
+    n[0] = tag[0] + _rd16(rec + 6)
+    return ff_hash(key[0], n[0], _SEED ^ tag[0])
 
 
 cdef object _refusal(str stream, exc):
@@ -199,11 +210,13 @@ cdef class Router:
         return h
 
     def remove(self, handle):
+        self.dedup_hint = None          # (it may be the log of a stream going away)
         self.matcher.remove(handle)
 
     def remove_many(self, handles):
         """Remove the live targets of ``handles`` at once (a closing
         connection's); returns how many were removed."""
+        self.dedup_hint = None
         return self.matcher.remove_many(handles)
 
     # -- publishing ------------------------------------------------------------
@@ -461,12 +474,10 @@ cdef class Router:
                 if dd:
                     # an id the producer chose: a retry within the window
                     # is not stored again (generated ids never repeat)
-                    dtag = _rd16(rec + 4)
-                    dkey = rec + EV_HEADER
-                    dlen = dtag + _rd16(rec + 6)
-                    dhash = ff_hash(dkey, dlen, _SEED ^ dtag)
+                    dhash = _dedup_key(rec, &dtag, &dkey, &dlen)
                     if mono == 0:
-                        mono = _mono_ns()
+                        mono = self.mono_batch if self.mono_batch else _mono_ns()
+                    self.dedup_hint = st.log
                     hit = st.log._dedup_seen(dtag, dkey, dlen, dhash, mono)
                     if hit >= 0:
                         st.duplicates += 1
@@ -748,6 +759,9 @@ cdef class Router:
         cdef int64_t seq = 0
         cdef list out = [] if acks else None
         cdef set checked
+        cdef const char *ahead
+        cdef const char *dkey
+        cdef uint32_t dtag, dlen
         if routing_subject is not None:
             rs = _subject_str(routing_subject)
             as_utf8(rs, &p, &n, False)
@@ -768,22 +782,34 @@ cdef class Router:
                         check(subject)
                         checked.add(subject)
                     last = subject
-        for i in range(recs.ends.n):
-            subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
-            # (FASTFLOW_DEBUG: each record is checked as a network one is)
-            try:
-                seq = self._publish_wire(subject, NULL, 0, recs.buf + start,
-                                         recs.ends.data[i] - start, origin, not FASTFLOW_DEBUG)
-            except (LogFullError, EventTooLarge) as exc:
-                if not batch:
-                    raise
-                if refused is None:     # delivered, not stored: the batch goes on
-                    refused = exc
-                    refused_at = i
-                seq = 0
-            start = recs.ends.data[i]
-            if acks:
-                out.append((self.last_stream if seq else None, seq))
+        # one monotonic time for the batch's duplicate-window lookups
+        self.mono_batch = _mono_ns()
+        try:
+            for i in range(recs.ends.n):
+                subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
+                if self.dedup_hint is not None and i + _DEDUP_AHEAD < recs.ends.n:
+                    # the window's slot of a later event, fetched while this one goes
+                    ahead = recs.buf + recs.ends.data[i + _DEDUP_AHEAD - 1]
+                    if not (<uint8_t>ahead[1] & EVF_GENID):
+                        ff_dedup_prefetch(&self.dedup_hint.dedup,
+                                          _dedup_key(ahead, &dtag, &dkey, &dlen))
+                # (FASTFLOW_DEBUG: each record is checked as a network one is)
+                try:
+                    seq = self._publish_wire(subject, NULL, 0, recs.buf + start,
+                                             recs.ends.data[i] - start, origin,
+                                             not FASTFLOW_DEBUG)
+                except (LogFullError, EventTooLarge) as exc:
+                    if not batch:
+                        raise
+                    if refused is None:     # delivered, not stored: the batch goes on
+                        refused = exc
+                        refused_at = i
+                    seq = 0
+                start = recs.ends.data[i]
+                if acks:
+                    out.append((self.last_stream if seq else None, seq))
+        finally:
+            self.mono_batch = 0
         if refused is not None:
             refused.args = ('{} (batch index {}; the whole batch was published)'.format(
                 refused, refused_at),)

@@ -225,6 +225,52 @@ def test_a_body_arriving_in_pieces(core):
 # -- chunked bodies ---------------------------------------------------------------------------
 
 
+
+@pytest.mark.parametrize("piece", [1, 7, 4096, 16383, 16384, 65536, 1 << 20])
+def test_a_large_body_in_pieces_with_requests_after_it(core, piece):
+    """A Content-Length body of 16 KiB or more that does not come in one
+    read is read straight into its bytes object: the same requests come
+    out, whatever the pieces, and the bytes held are counted."""
+    big = bytes(range(256)) * 100                       # 25,600 bytes
+    stream = req(b"POST", b"/a", body=big) + req(b"PUT", b"/b", body=b"xy") + req(b"GET", b"/c")
+    p = core.HttpParser()
+    got = []
+    held = 0
+    for k in range(0, len(stream), piece):
+        got += p.feed(memoryview(stream)[k:k + piece])
+        held = max(held, p.buffered)
+    assert [(r.method, r.path, r.body) for r in got] == [
+        ("POST", "/a", big), ("PUT", "/b", b"xy"), ("GET", "/c", b"")]
+    assert type(got[0].body) is bytes
+    assert p.buffered == 0 and not p.in_request and not p.dead
+    assert p.bytes_in == len(stream)
+    if piece < len(big):
+        assert held >= min(piece, len(big)) - 200
+
+
+def test_a_bad_request_after_a_large_body_carries_it(core):
+    big = b"z" * 20000
+    head = req(b"POST", body=big)[:-len(big)]
+    p = core.HttpParser()
+    assert p.feed(head + big[:100]) == []
+    assert p.buffered >= 100 and p.in_request
+    with pytest.raises(HttpError) as ei:
+        p.feed(big[100:] + req() + b"GET / HTTP/9.9\r\n\r\n")
+    e = ei.value
+    assert e.status == 505 and [(r.method, len(r.body)) for r in e.frames] == [
+        ("POST", 20000), ("GET", 0)]
+    assert p.dead and p.feed(req()) == []
+
+
+def test_an_upgrade_after_a_large_body_keeps_the_rest(core):
+    big = b"b" * 20000
+    up = req(b"GET", b"/ws", headers=[(b"Connection", b"upgrade"), (b"Upgrade", b"websocket")])
+    p = core.HttpParser()
+    stream = req(b"POST", body=big) + up + b"\x81\x00after"
+    got = p.feed(stream[:50]) + p.feed(stream[50:])
+    assert [r.method for r in got] == ["POST", "GET"] and got[0].body == big
+    assert got[1].upgrade and got[1].rest == b"\x81\x00after" and p.dead
+
 def test_chunked_bodies(core):
     te = [(b"Transfer-Encoding", b"chunked")]
     assert one(core, req(b"POST", headers=te) + chunked_body(b"a", b"bc", b"d" * 300)).body \

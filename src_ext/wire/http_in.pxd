@@ -30,6 +30,8 @@ cdef class HttpParser(DoorParser):
     cdef char *body                         # a chunked body decoded so far
     cdef Py_ssize_t body_len
     cdef Py_ssize_t body_cap
+    cdef bytes pend                         # a large body being read (HTTP_BODY_DIRECT)
+    cdef Py_ssize_t pend_got                # its bytes so far
     cdef bint upgraded                      # an upgrade request ended the HTTP stream
     cdef bint closed                        # the last request did not keep the connection
 
@@ -43,4 +45,5 @@ cdef class HttpParser(DoorParser):
     cdef int _head_done(self) except -1
     cdef Py_ssize_t _chunk_line(self, const char *p, Py_ssize_t n) except -1
     cdef int _keep_body(self, const char *p, Py_ssize_t n) except -1
+    cdef bint _complete(self, list out) except -1
     cdef int _reset(self) noexcept

@@ -12,6 +12,8 @@ from cpython.dict cimport PyDict_SetDefault
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.object cimport PyObject
 from cpython.list cimport PyList_Append
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_READ
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeASCII
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -23,6 +25,9 @@ cdef enum:
     HTTP_CHUNK_LINE_MAX = 4096      # bytes of a chunk-size line with its extensions
     HTTP_NAME_CACHE_MAX = 32        # names up to this long may be one of _HTTP_NAMES
     HTTP_BODY_KEEP = 65536          # a chunked-body buffer larger than this is freed
+    HTTP_BODY_DIRECT = 16384        # a Content-Length body of this many bytes or more,
+                                    # not complete in one read, is read into its bytes
+                                    # object (no copy through the parser's buffer)
 
 # Where the request in progress is (HttpParser.state).
 cdef enum HttpState:
@@ -439,12 +444,58 @@ cdef class HttpParser(DoorParser):
     def buffered(self):
         """Bytes of the request in progress held (its body so far, or the
         line being read)."""
-        return self.n + self.body_len
+        return self.n + self.body_len + self.pend_got
 
     def feed(self, data):
+        cdef Py_buffer view
+        cdef Py_ssize_t take
+        cdef list out
+        cdef Request req
         if self.upgraded or self.failed is not None:
             return []
-        return self._feed(data)
+        if self.pend is None:
+            return self._feed(data)
+        # the rest of a large body, straight into its bytes object
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            take = min(view.len, PyBytes_GET_SIZE(self.pend) - self.pend_got)
+            memcpy(PyBytes_AS_STRING(self.pend) + self.pend_got, view.buf, take)
+            self.pend_got += take
+            self.bytes_in += take
+            if self.pend_got < PyBytes_GET_SIZE(self.pend):
+                return []
+            req = self.req
+            req.body = self.pend
+            self.pend = None
+            self.pend_got = 0
+            out = []
+            if self._complete(out):
+                req.rest = PyBytes_FromStringAndSize(<const char *>view.buf + take,
+                                                     view.len - take)
+                return out
+            if take < view.len:
+                try:
+                    out += self._feed(PyMemoryView_FromMemory(<char *>view.buf + take,
+                                                              view.len - take, PyBUF_READ))
+                except HttpError as exc:
+                    exc.frames = out + (exc.frames or [])
+                    raise
+            return out
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef bint _complete(self, list out) except -1:
+        """The request whose head and body are read is complete: handed over
+        and the parser made ready for the next; True: it was an upgrade (the
+        caller sets its ``rest``, and the parser takes no more)."""
+        cdef Request req = self.req
+        PyList_Append(out, req)
+        self._reset()
+        self.closed = not req.keep_alive
+        if req.upgrade:
+            self.upgraded = True
+            return True
+        return False
 
     cdef object _malformed_before(self):
         return _http_error(400, "the stream was malformed before: {}".format(self.failed))
@@ -518,17 +569,19 @@ cdef class HttpParser(DoorParser):
                 req = self.req
                 if self.length:
                     if <uint64_t>(n - pos) < self.length:
-                        self.need = <Py_ssize_t>self.length     # the body, from the buffer's start
-                        return pos
+                        if self.length < HTTP_BODY_DIRECT:
+                            self.need = <Py_ssize_t>self.length     # from the buffer's start
+                            return pos
+                        # a large body: read into its bytes object as it comes (feed)
+                        self.pend = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>self.length)
+                        memcpy(PyBytes_AS_STRING(self.pend), p + pos, n - pos)
+                        self.pend_got = n - pos
+                        return n
                     req.body = PyBytes_FromStringAndSize(p + pos, <Py_ssize_t>self.length)
                     pos += <Py_ssize_t>self.length
-                PyList_Append(out, req)
-                self._reset()
-                self.closed = not req.keep_alive
-                if req.upgrade:
+                if self._complete(out):
                     # the connection speaks another protocol from here
                     req.rest = PyBytes_FromStringAndSize(p + pos, n - pos)
-                    self.upgraded = True
                     return n
             elif self.state == HS_CHUNK_SIZE:
                 r = self._chunk_line(p + pos, n - pos)
