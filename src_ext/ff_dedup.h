@@ -30,6 +30,7 @@
 #define FF_DEDUP_MSGID 0x10000u     /* a tag (an id's length is at most 0xffff) */
 #define FF_DEDUP_MAX (1u << 30)     /* entries at most (the table's slots: 2**31) */
 #define FF_DEDUP_BATCH 32           /* forgotten entries removed together */
+#define FF_DEDUP_AHEAD 8            /* removals between a slot's prefetch and its own */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FF_PREFETCH(p) __builtin_prefetch(p, 1, 1)
@@ -164,10 +165,16 @@ static void ff_dedup_sweep(ff_dedup *d, uint64_t at_least) {
     uint64_t i, n = d->live - d->head;
     if (n == 0 || n < at_least)
         return;
-    for (i = d->head; i != d->live; i++)
+    /* each slot is fetched FF_DEDUP_AHEAD removals before its own */
+    for (i = d->head; i != d->live && i - d->head < FF_DEDUP_AHEAD; i++)
         FF_PREFETCH(&d->table[ff_dedup_ring(d, i)->hash & (d->tcap - 1)]);
-    while (d->head != d->live)
+    while (d->head != d->live) {
+        if (i != d->live) {
+            FF_PREFETCH(&d->table[ff_dedup_ring(d, i)->hash & (d->tcap - 1)]);
+            i++;
+        }
         ff_dedup_pop(d);
+    }
 }
 
 /* Room for one more entry: the ring and the table (kept at most half

@@ -56,6 +56,7 @@ cdef class Router:
     cdef Log dedup_hint                     # the log whose duplicate window was looked
                                             # up last (a batch prefetches there)
     cdef int64_t mono_batch                 # a batch's monotonic time (0: read per event)
+    cdef int64_t now_batch                  # a batch's time, its events' ts (0: per event)
     cdef readonly int64_t n_published
     cdef readonly int64_t n_delivered
     cdef readonly int64_t n_appended

@@ -469,7 +469,7 @@ cdef class Router:
                     rec = self._record(ev, &rlen, &dp, &dn)
                     rec_scratch = True
                 if now == 0:
-                    now = _now_ns()
+                    now = self.now_batch if self.now_batch else _now_ns()
                 dd = st.dedup and not (<uint8_t>rec[1] & EVF_GENID)
                 if dd:
                     # an id the producer chose: a retry within the window
@@ -564,7 +564,7 @@ cdef class Router:
                     continue
                 if ev is None:          # a network record, for in-process subscribers
                     if now == 0:
-                        now = _now_ns()
+                        now = self.now_batch if self.now_batch else _now_ns()
                     ev = _ev_decode(subject, wrec, wrn, seq, self.last_stream, now, self.name)
                 if rec_scratch:
                     # Python runs next (a callback, a queue's advisory): if
@@ -782,8 +782,10 @@ cdef class Router:
                         check(subject)
                         checked.add(subject)
                     last = subject
-        # one monotonic time for the batch's duplicate-window lookups
+        # one time for the batch: its events' ts (a log clamps it to its
+        # last) and its duplicate-window lookups (the monotonic clock)
         self.mono_batch = _mono_ns()
+        self.now_batch = _now_ns()
         try:
             for i in range(recs.ends.n):
                 subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
@@ -810,6 +812,7 @@ cdef class Router:
                     out.append((self.last_stream if seq else None, seq))
         finally:
             self.mono_batch = 0
+            self.now_batch = 0
         if refused is not None:
             refused.args = ('{} (batch index {}; the whole batch was published)'.format(
                 refused, refused_at),)
