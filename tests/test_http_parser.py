@@ -568,6 +568,17 @@ def test_head_check_sees_each_head_before_its_body(core):
     p.head_check = None
     assert core.HttpParser().head_check is None
 
+
+def test_ready_counts_the_requests_ahead_of_a_head(core):
+    seen = []
+    p = core.HttpParser()
+    p.head_check = lambda r: seen.append((r.path, p.ready))
+    big = b"b" * 20000
+    r3 = req(b"POST", b"/3", body=big)
+    p.feed(req(b"GET", b"/1") + req(b"GET", b"/2") + r3[:100])
+    p.feed(r3[100:] + req(b"GET", b"/4"))
+    assert seen == [("/1", 0), ("/2", 1), ("/3", 2), ("/4", 1)]
+
 def test_defaults(core):
     p = core.HttpParser()
     assert (p.max_header, p.max_headers, p.max_body) == (16384, 100, 16 << 20)

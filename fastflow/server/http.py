@@ -53,6 +53,7 @@ REASONS = {
     101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict",
+    417: "Expectation Failed",
     411: "Length Required", 413: "Content Too Large", 414: "URI Too Long",
     415: "Unsupported Media Type", 426: "Upgrade Required", 429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error",
@@ -195,22 +196,39 @@ class HttpResponder:
         self.parser.head_check = self._head_check
 
     def _head_check(self, req):
-        """A request with a body and no credentials at all, where they are
-        required: refused before its body is read (an outsider does not
-        make the server hold ``http_max_body`` bytes per connection)."""
+        """A request's head, before its body is read.  With a body and no
+        credentials at all, where they are required: refused (an outsider
+        does not make the server hold ``http_max_body`` bytes per
+        connection).  ``Expect: 100-continue`` (RFC 9110 10.1.1): a ``100
+        Continue`` goes out when no answer is due before this request's
+        (pipelined requests ahead of it), so that a client waiting for it
+        (curl, for a body over 1 KiB) sends the body at once; any other
+        expectation is 417."""
         h = req.headers
-        if ((h.get("content-length", "0") != "0" or "transfer-encoding" in h)
-                and self.auth.required and "authorization" not in h
+        body = h.get("content-length", "0") != "0" or "transfer-encoding" in h
+        if (body and self.auth.required and "authorization" not in h
                 and "access_token=" not in req.query and req.method != "OPTIONS"
                 and not self.public(req)):
             raise HttpError(401, "authentication required: Authorization: Bearer <token> or "
                                  "Basic (the body was not read)", self.challenges)
+        expect = h.get("expect")
+        if expect is not None:
+            if expect.strip().lower() != "100-continue":
+                raise HttpError(417, "unsupported expectation {!r} (this server knows "
+                                     "100-continue)".format(expect[:64]))
+            if (body and req.version == "1.1" and not self.queue and not self.busy
+                    and not self.parser.ready):
+                self.interim(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # -- hooks -------------------------------------------------------------------------
 
     def write(self, data):
         """Send the bytes of one response."""
         raise NotImplementedError
+
+    def interim(self, data):
+        """Send an interim (1xx) response: not an answer to count."""
+        self.write(data)
 
     def response_headers(self, req):
         """Headers every response to ``req`` carries (the door: CORS)."""
@@ -486,6 +504,9 @@ class HttpProtocol(HttpResponder, DoorProtocol):
     def write(self, data):
         self.outbuf.write(data)
         self.server.n_http_requests += 1
+
+    def interim(self, data):
+        self.outbuf.write(data)
 
     def response_headers(self, req):
         return self.cors(req)

@@ -30,6 +30,8 @@ cdef class HttpParser(DoorParser):
     cdef char *body                         # a chunked body decoded so far
     cdef Py_ssize_t body_len
     cdef Py_ssize_t body_cap
+    cdef list feeding                       # the requests the feed under way completed
+    cdef Py_ssize_t ahead                   # and those it completed before feeding's
     cdef bytes pend                         # a large body being read (HTTP_BODY_DIRECT)
     cdef Py_ssize_t pend_got                # its bytes so far
     cdef bint upgraded                      # an upgrade request ended the HTTP stream

@@ -441,6 +441,13 @@ cdef class HttpParser(DoorParser):
         return self.upgraded or self.failed is not None
 
     @property
+    def ready(self):
+        """Requests the feed under way has completed and not returned yet
+        (a ``head_check`` can tell whether answers are due before its
+        request's)."""
+        return self.ahead + (len(self.feeding) if self.feeding is not None else 0)
+
+    @property
     def buffered(self):
         """Bytes of the request in progress held (its body so far, or the
         line being read)."""
@@ -453,6 +460,7 @@ cdef class HttpParser(DoorParser):
         cdef Request req
         if self.upgraded or self.failed is not None:
             return []
+        self.ahead = 0
         if self.pend is None:
             return self._feed(data)
         # the rest of a large body, straight into its bytes object
@@ -474,6 +482,7 @@ cdef class HttpParser(DoorParser):
                                                      view.len - take)
                 return out
             if take < view.len:
+                self.ahead = len(out)
                 try:
                     out += self._feed(PyMemoryView_FromMemory(<char *>view.buf + take,
                                                               view.len - take, PyBUF_READ))
@@ -522,6 +531,7 @@ cdef class HttpParser(DoorParser):
         cdef uint64_t take
         cdef Request req
         cdef double now = 0.0
+        self.feeding = out
         while True:
             if self.state == HS_IDLE:
                 if self.t0 == 0.0:

@@ -145,6 +145,11 @@ class HttpParser(DoorParser):
         return self._upgraded or self._failed is not None
 
     @property
+    def ready(self):
+        """Requests the feed under way has completed and not returned yet."""
+        return len(self._done)
+
+    @property
     def buffered(self):
         """Bytes of the request in progress held (its body so far)."""
         return self._req._size if self._req is not None else 0
