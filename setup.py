@@ -165,7 +165,9 @@ class build_ext(_build_ext):
 if _env_flag("FASTFLOW_NO_EXTENSIONS"):
     ext_modules = []
 else:
-    ext_modules = [Extension(name, sources) for name, sources in MODULES]
+    # (the C headers: a change to one recompiles the generated C)
+    headers = glob.glob(os.path.join("src_ext", "*.h"))
+    ext_modules = [Extension(name, sources, depends=headers) for name, sources in MODULES]
 
 setup(
     ext_modules=ext_modules,

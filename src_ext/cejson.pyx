@@ -665,27 +665,13 @@ cdef bint _cj_time(const uint8_t *s, Py_ssize_t n) noexcept:
     return hh >= 0 and hh <= 23 and mi >= 0 and mi <= 59
 
 
-cdef inline uint8_t _cj_lower(uint8_t c) noexcept:
-    return c + 32 if c >= 0x41 and c <= 0x5a else c
-
-
-cdef bint _cj_ieq(const uint8_t *s, Py_ssize_t n, const char *word, Py_ssize_t wn) noexcept:
-    """ASCII case-insensitive s[:n] == word (lower case)."""
-    cdef Py_ssize_t i
-    if n != wn:
-        return False
-    for i in range(n):
-        if _cj_lower(s[i]) != <uint8_t>word[i]:
-            return False
-    return True
-
-
 cdef int _cj_media(const uint8_t *s, Py_ssize_t n) noexcept:
     """What a datacontenttype says of the data, as the reference reads it
     (fastflow.event: _media_type, _is_json, _codec): 1 JSON (``*/json``,
     ``*/*+json``), 0 text in UTF-8 (no charset, or utf-8), -1 for the
     reference to decide (a byte outside printable ASCII, another charset)."""
     cdef Py_ssize_t i, a, b, semi = n, slash = -1, eq, ka, kb, va, vb, csa = 0, csb = 0
+    cdef const char *c = <const char *>s
     if n == 16 and memcmp(s, b'application/json', 16) == 0:
         return 1                        # (the common case)
     for i in range(n):
@@ -704,8 +690,8 @@ cdef int _cj_media(const uint8_t *s, Py_ssize_t n) noexcept:
         if s[i] == b'/':
             slash = i
             break
-    if slash >= 0 and (_cj_ieq(s + slash + 1, b - slash - 1, b'json', 4)
-                       or (b - slash - 1 >= 5 and _cj_ieq(s + b - 5, 5, b'+json', 5))):
+    if slash >= 0 and (_ascii_ieq(c + slash + 1, b - slash - 1, b'json', 4)
+                       or (b - slash - 1 >= 5 and _ascii_ieq(c + b - 5, 5, b'+json', 5))):
         return 1
     # the parameters: 'key=value' between ';' (the last charset counts)
     a = semi
@@ -726,7 +712,7 @@ cdef int _cj_media(const uint8_t *s, Py_ssize_t n) noexcept:
                 ka += 1
             while kb > ka and s[kb - 1] == b' ':
                 kb -= 1
-            if _cj_ieq(s + ka, kb - ka, b'charset', 7):
+            if _ascii_ieq(c + ka, kb - ka, b'charset', 7):
                 va = eq + 1
                 vb = b
                 while va < vb and s[va] == b' ':
@@ -739,8 +725,8 @@ cdef int _cj_media(const uint8_t *s, Py_ssize_t n) noexcept:
                 csa = va
                 csb = vb
         a = b
-    if csb == csa or _cj_ieq(s + csa, csb - csa, b'utf-8', 5) \
-            or _cj_ieq(s + csa, csb - csa, b'utf8', 4):
+    if csb == csa or _ascii_ieq(c + csa, csb - csa, b'utf-8', 5) \
+            or _ascii_ieq(c + csa, csb - csa, b'utf8', 4):
         return 0
     return -1
 
@@ -921,79 +907,8 @@ cdef int _cj_attrs(CjEvent *ev, CjScratch *sc) noexcept:
 
 
 # -- the record's rest: the msgpack map of the other attributes -----------------------------
-# (byte for byte what fastflow._attrs.encode_rest makes of the same dict)
-
-cdef inline Py_ssize_t _mp_str_size(Py_ssize_t n) noexcept:
-    return n + (1 if n <= 31 else (2 if n <= 255 else (3 if n <= 65535 else 5)))
-
-
-cdef inline uint8_t *_mp_put_str(uint8_t *o, const uint8_t *s, Py_ssize_t n) noexcept:
-    if n <= 31:
-        o[0] = <uint8_t>(0xa0 | n)
-        o += 1
-    elif n <= 255:
-        o[0] = 0xd9
-        o[1] = <uint8_t>n
-        o += 2
-    elif n <= 65535:
-        o[0] = 0xda
-        o[1] = <uint8_t>(n >> 8)
-        o[2] = <uint8_t>n
-        o += 3
-    else:
-        o[0] = 0xdb
-        o[1] = <uint8_t>(n >> 24)
-        o[2] = <uint8_t>(n >> 16)
-        o[3] = <uint8_t>(n >> 8)
-        o[4] = <uint8_t>n
-        o += 5
-    memcpy(o, s, n)
-    return o + n
-
-
-cdef inline Py_ssize_t _mp_int_size(int64_t v) noexcept:
-    if v >= 0:
-        return 1 if v <= 127 else (2 if v <= 255 else (3 if v <= 65535 else 5))
-    return 1 if v >= -32 else (2 if v >= -128 else (3 if v >= -32768 else 5))
-
-
-cdef uint8_t *_mp_put_int(uint8_t *o, int64_t v) noexcept:
-    """A 32-bit integer in its shortest msgpack form (as msgspec writes it)."""
-    cdef uint32_t u = <uint32_t>v
-    if v >= 0:
-        if v <= 127:
-            o[0] = <uint8_t>v
-            return o + 1
-        if v <= 255:
-            o[0] = 0xcc
-            o[1] = <uint8_t>v
-            return o + 2
-        if v <= 65535:
-            o[0] = 0xcd
-            o[1] = <uint8_t>(u >> 8)
-            o[2] = <uint8_t>u
-            return o + 3
-        o[0] = 0xce
-    else:
-        if v >= -32:
-            o[0] = <uint8_t>v
-            return o + 1
-        if v >= -128:
-            o[0] = 0xd0
-            o[1] = <uint8_t>v
-            return o + 2
-        if v >= -32768:
-            o[0] = 0xd1
-            o[1] = <uint8_t>(u >> 8)
-            o[2] = <uint8_t>u
-            return o + 3
-        o[0] = 0xd2
-    o[1] = <uint8_t>(u >> 24)
-    o[2] = <uint8_t>(u >> 16)
-    o[3] = <uint8_t>(u >> 8)
-    o[4] = <uint8_t>u
-    return o + 5
-
+# (byte for byte what fastflow._attrs.encode_rest makes of the same dict;
+# the msgpack forms: mpack.pxi)
 
 cdef Py_ssize_t _cj_rest_size(CjEvent *ev) noexcept:
     cdef Py_ssize_t n

@@ -29,6 +29,7 @@ from fastflow.protocol import error_code as _error_code
 
 # (the C types and the classes' interfaces: fastflow/_core.pxd)
 include "bytes.pxi"
+include "mpack.pxi"
 
 include "buffers.pyx"
 include "subjects.pyx"

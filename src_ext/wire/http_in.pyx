@@ -176,23 +176,6 @@ cdef inline bint _ows(char c) noexcept:
     return c == 32 or c == 9
 
 
-cdef inline uint8_t _lower_ascii(char c) noexcept:
-    if 65 <= c <= 90:
-        return <uint8_t>(c + 32)
-    return <uint8_t>c
-
-
-cdef bint _token_is(const char *p, Py_ssize_t n, const char *lower, Py_ssize_t ln) noexcept:
-    """Whether p[:n] is ``lower`` (ASCII letters in any case)."""
-    cdef Py_ssize_t i
-    if n != ln:
-        return False
-    for i in range(n):
-        if _lower_ascii(p[i]) != <uint8_t>lower[i]:
-            return False
-    return True
-
-
 cdef int _http_method(const char *p, Py_ssize_t n) noexcept:
     """The index of the method p[:n] in _HTTP_METHODS (case-sensitive), -1."""
     cdef int i
@@ -211,7 +194,7 @@ cdef object _http_name(const char *p, Py_ssize_t n, int *index):
     index[0] = -1
     if n <= HTTP_NAME_CACHE_MAX:
         for i in range(n):
-            low[i] = <char>_lower_ascii(p[i])
+            low[i] = <char>_ascii_lower(p[i])
         for k in range(_name_by_len[n], _name_by_len[n + 1]):
             j = _name_order[k]
             if memcmp(_name_ptr[j], low, n) == 0:
@@ -279,7 +262,7 @@ cdef int _codings(const char *p, Py_ssize_t n, int *flags) except -1:
         i = _token_end(p, i, n)
         if i == s:
             raise _malformed("invalid Transfer-Encoding {!r}".format(p[:min(n, 64)]))
-        chunked = _token_is(p + s, i - s, b"chunked", 7)
+        chunked = _ascii_ieq(p + s, i - s, b"chunked", 7)
         params = False
         i = _skip_ows(p, i, n)
         while i < n and p[i] == 59:     # ;name=value (RFC 9112 4)
@@ -331,11 +314,11 @@ cdef int _connection(const char *p, Py_ssize_t n, int *flags) noexcept:
         e = i
         while e > s and _ows(p[e - 1]):
             e -= 1
-        if _token_is(p + s, e - s, b"close", 5):
+        if _ascii_ieq(p + s, e - s, b"close", 5):
             flags[0] |= HF_CLOSE
-        elif _token_is(p + s, e - s, b"keep-alive", 10):
+        elif _ascii_ieq(p + s, e - s, b"keep-alive", 10):
             flags[0] |= HF_KEEP_ALIVE
-        elif _token_is(p + s, e - s, b"upgrade", 7):
+        elif _ascii_ieq(p + s, e - s, b"upgrade", 7):
             flags[0] |= HF_CONN_UPGRADE
     return 0
 
@@ -664,8 +647,8 @@ cdef class HttpParser(DoorParser):
                     if p[i + 1] != 10:
                         raise _malformed("a CR not followed by LF")
                 if tn and (p[t] == 47 or (tn == 1 and p[t] == 42) or (
-                        tn >= 7 and _token_is(p + t, 7, b"http://", 7)) or (
-                        tn >= 8 and _token_is(p + t, 8, b"https://", 8))):
+                        tn >= 7 and _ascii_ieq(p + t, 7, b"http://", 7)) or (
+                        tn >= 8 and _ascii_ieq(p + t, 8, b"https://", 8))):
                     raise _http_error(505, "HTTP/0.9 is not supported (HTTP/1.1 is)")
             raise _malformed("invalid character {!r} in the request target".format(
                 PyBytes_FromStringAndSize(&c, 1)))
@@ -832,9 +815,9 @@ cdef class HttpParser(DoorParser):
         if t[0] == 47:                                  # origin-form
             a = 0
         else:                                           # absolute-form http(s)://authority
-            if tn > 7 and _token_is(t, 7, b"http://", 7):
+            if tn > 7 and _ascii_ieq(t, 7, b"http://", 7):
                 a = 7
-            elif tn > 8 and _token_is(t, 8, b"https://", 8):
+            elif tn > 8 and _ascii_ieq(t, 8, b"https://", 8):
                 a = 8
             else:
                 raise _malformed("the request target must be a path or an absolute http URI")

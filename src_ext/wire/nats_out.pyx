@@ -2,23 +2,6 @@
 # and the wire target of a NATS subscription (its header block made once per
 # message for every subscriber that shares the hook).
 
-cdef inline char *_put_num(char *p, int64_t v) noexcept:
-    cdef char tmp[24]
-    cdef int i = 0
-    if v == 0:
-        p[0] = 48
-        return p + 1
-    while v:
-        tmp[i] = <char>(48 + v % 10)
-        v //= 10
-        i += 1
-    while i:
-        i -= 1
-        p[0] = tmp[i]
-        p += 1
-    return p
-
-
 cdef inline int _nats_msg(OutBuf ob, const char *sid, Py_ssize_t sidn, const char *s,
                           Py_ssize_t sn, const char *r, Py_ssize_t rn, const char *h,
                           Py_ssize_t hn, const char *d, Py_ssize_t dn) except -1:
@@ -50,11 +33,11 @@ cdef inline int _nats_msg(OutBuf ob, const char *sid, Py_ssize_t sidn, const cha
         p[0] = 32
         p += 1
     if h != NULL:
-        p = _put_num(p, hn)
+        p = _put_int(p, hn)
         p[0] = 32
-        p = _put_num(p + 1, hn + dn)
+        p = _put_int(p + 1, hn + dn)
     else:
-        p = _put_num(p, dn)
+        p = _put_int(p, dn)
     p[0] = 13
     p[1] = 10
     p += 2

@@ -197,75 +197,12 @@ cdef char *_put_b64(char *o, const char *s, Py_ssize_t n) noexcept:
     return o
 
 
-cdef char *_put_int(char *o, int64_t v) noexcept:
-    """``v`` in decimal (at most 20 bytes)."""
-    cdef char tmp[24]
-    cdef int i = 0
-    cdef uint64_t u
-    if v < 0:
-        o[0] = 45
-        o += 1
-        u = <uint64_t>(-(v + 1)) + 1
-    else:
-        u = <uint64_t>v
-    if u == 0:
-        o[0] = 48
-        return o + 1
-    while u:
-        tmp[i] = <char>(48 + u % 10)
-        u //= 10
-        i += 1
-    while i:
-        i -= 1
-        o[0] = tmp[i]
-        o += 1
-    return o
-
-
 cdef inline char *_put_lit(char *o, const char *s, Py_ssize_t n) noexcept:
     memcpy(o, s, n)
     return o + n
 
 
-# -- the attribute block (a msgpack map) ---------------------------------------------
-
-
-cdef inline Py_ssize_t _mp_size(const uint8_t *b, Py_ssize_t *i, Py_ssize_t n,
-                                int width) noexcept:
-    """A big-endian size of ``width`` bytes at ``b[i[0]]``, ``i[0]`` moved
-    past it; -1 if the block ends first."""
-    cdef Py_ssize_t v = 0
-    cdef int k
-    if i[0] + width > n:
-        return -1
-    for k in range(width):
-        v = (v << 8) | b[i[0] + k]
-    i[0] += width
-    return v
-
-
-cdef inline Py_ssize_t _mp_str(const uint8_t *b, Py_ssize_t *i, Py_ssize_t n) noexcept:
-    """The length of the msgpack str at ``b[i[0]]`` (``i[0]`` moved to its
-    bytes); -1 if it is no str or overruns the block."""
-    cdef uint8_t c
-    cdef Py_ssize_t ln
-    if i[0] >= n:
-        return -1
-    c = b[i[0]]
-    i[0] += 1
-    if 0xa0 <= c <= 0xbf:
-        ln = c & 0x1f
-    elif c == 0xd9:
-        ln = _mp_size(b, i, n, 1)
-    elif c == 0xda:
-        ln = _mp_size(b, i, n, 2)
-    elif c == 0xdb:
-        ln = _mp_size(b, i, n, 4)
-    else:
-        return -1
-    if ln < 0 or ln > n - i[0]:
-        return -1
-    return ln
+# -- the attribute block (a msgpack map; its readers: mpack.pxi) --------------------
 
 
 cdef char *_json_rest(char *o, const char *p, Py_ssize_t n, const char **ct,
