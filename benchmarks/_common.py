@@ -1,10 +1,13 @@
 """What the compare_*.py scripts share: the report stream, timing rows,
-machine facts, memory probes, rate formatting, the table and the JSON output.
+machine facts, memory probes, rate formatting, the table and the JSON output,
+the option parsers of rows and of named choices, and the signal that unwinds
+a run.
 
 The scripts run as ``python benchmarks/<script>.py``, so this folder is on
 ``sys.path`` and they import this module as ``_common``.
 """
 
+import argparse
 import functools
 import gc
 import json
@@ -39,6 +42,43 @@ def add_output_args(ap, quick_help):
     ``quick_help`` says) and --json (see ``report_to`` and ``write_json``)."""
     ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--json", action="store_true", help="write all figures as JSON to stdout")
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C (every child stopped on the way out)."""
+
+
+def on_signal(signum, frame):
+    raise Interrupted(signum)
+
+
+def rows_arg(rows):
+    """The --rows option's type: a comma-separated list of rows, each by
+    number or key, into their keys (``rows``: dicts with "num" and "key")."""
+    def parse(text):
+        want = []
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            match = [r for r in rows if part in (str(r["num"]), r["key"])]
+            if not match:
+                raise argparse.ArgumentTypeError("unknown row {!r} (1-{} or {})".format(
+                    part, len(rows), ", ".join(r["key"] for r in rows)))
+            want.append(match[0]["key"])
+        return want
+    return parse
+
+
+def choices_arg(known, what):
+    """An option's type: a comma-separated list of names from ``known``."""
+    def parse(text):
+        want = [s.strip() for s in text.split(",") if s.strip()]
+        for s in want:
+            if s not in known:
+                raise argparse.ArgumentTypeError(f"unknown {what} {s!r} ({', '.join(known)})")
+        return want
+    return parse
 
 
 def write_json(doc):

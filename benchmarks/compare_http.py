@@ -63,9 +63,13 @@ import urllib.request
 
 import compare_broker as cb
 from _common import (
+    Interrupted,
     add_output_args,
+    choices_arg,
+    on_signal,
     render_table,
     report_to,
+    rows_arg,
     say,
     wrap,
     write_json,
@@ -1332,51 +1336,14 @@ def machine_facts():
 
 # -- main -----------------------------------------------------------------------------------
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP: unwinds like Ctrl-C (every child stopped on the way out)."""
-
-
-def on_signal(signum, frame):
-    raise Interrupted(signum)
-
-
-def parse_rows(text):
-    want = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        match = [r for r in ROWS if part in (str(r["num"]), r["key"])]
-        if not match:
-            raise argparse.ArgumentTypeError("unknown row {!r} (1-4 or {})".format(
-                part, ", ".join(r["key"] for r in ROWS)))
-        want.append(match[0]["key"])
-    return want
-
-
-def parse_servers(text):
-    want = [s.strip() for s in text.split(",") if s.strip()]
-    for s in want:
-        if s not in HTTP_SERVERS:
-            raise argparse.ArgumentTypeError(f"unknown server {s!r} ({', '.join(HTTP_SERVERS)})")
-    return want
-
-
-def parse_ws(text):
-    want = [s.strip() for s in text.split(",") if s.strip()]
-    for s in want:
-        if s not in WS_VARIANTS:
-            raise argparse.ArgumentTypeError(f"unknown variant {s!r} ({', '.join(WS_VARIANTS)})")
-    return want
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--rows", type=parse_rows, default=[r["key"] for r in ROWS],
+    ap.add_argument("--rows", type=rows_arg(ROWS), default=[r["key"] for r in ROWS],
                     help="rows to run, by number or name: 1 ingest, 2 batch, 3 ws, 4 latency "
                          "(default all)")
-    ap.add_argument("--servers", type=parse_servers, default=list(HTTP_SERVERS),
+    ap.add_argument("--servers", type=choices_arg(HTTP_SERVERS, "server"),
+                    default=list(HTTP_SERVERS),
                     help="the HTTP servers of rows 1 and 2 (default floor,fastapi,fastflow)")
     ap.add_argument("--rounds", type=int, help="rounds per row (default 5; --quick 2)")
     ap.add_argument("--seconds", type=int,
@@ -1387,7 +1354,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, help="events per request of row 2 (default 1000)")
     ap.add_argument("--ws-seconds", type=float,
                     help="about how long a row-3 run lasts (default 2; --quick 0.5)")
-    ap.add_argument("--ws", type=parse_ws, default=list(WS_VARIANTS),
+    ap.add_argument("--ws", type=choices_arg(WS_VARIANTS, "variant"),
+                    default=list(WS_VARIANTS),
                     help="row 3's variants: floor, nats, ff_binary, ff_json (default all)")
     ap.add_argument("--window", type=int, default=100_000,
                     help="row 3: most messages the publisher runs ahead of the subscriber "

@@ -43,10 +43,14 @@ import time
 
 import compare_broker as cb
 from _common import (
+    Interrupted,
     add_output_args,
+    choices_arg,
     fmt_rate,
+    on_signal,
     render_table,
     report_to,
+    rows_arg,
     say,
     wrap,
     write_json,
@@ -391,42 +395,12 @@ def report(args, cfg, results, skipped, sanity):
 
 # -- main ------------------------------------------------------------------------------
 
-class Interrupted(BaseException):
-    """SIGTERM or SIGHUP: unwinds like Ctrl-C (every child stopped on the way out)."""
-
-
-def on_signal(signum, frame):
-    raise Interrupted(signum)
-
-
-def parse_rows(text):
-    want = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        match = [r for r in ROWS if part in (str(r["num"]), r["key"])]
-        if not match:
-            raise argparse.ArgumentTypeError("unknown row {!r} (1-4 or {})".format(
-                part, ", ".join(r["key"] for r in ROWS)))
-        want.append(match[0]["key"])
-    return want
-
-
-def parse_servers(text):
-    want = [s.strip() for s in text.split(",") if s.strip()]
-    for s in want:
-        if s not in SERVERS:
-            raise argparse.ArgumentTypeError(f"unknown server {s!r} (nats, fastflow)")
-    return want
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=parse_rows, default=[r["key"] for r in ROWS],
+    ap.add_argument("--rows", type=rows_arg(ROWS), default=[r["key"] for r in ROWS],
                     help="rows to run, by number or name: 1 py_1to1, 2 py_1to5, 3 py_rr, "
                          "4 go_1to1 (default all)")
-    ap.add_argument("--servers", type=parse_servers, default=list(SERVERS),
+    ap.add_argument("--servers", type=choices_arg(SERVERS, "server"), default=list(SERVERS),
                     help="nats, fastflow or both (default nats,fastflow)")
     ap.add_argument("--repeat", type=int, help="runs per row and server (default 5; --quick 3)")
     ap.add_argument("--run-seconds", type=float,
