@@ -518,6 +518,14 @@ def _mode(ct):
 def unheader(name, value):
     """A ``ce-`` header value: unquoted if a quoted-string, percent-decoded."""
     v = value.strip(" \t")
+    if not v.isascii():
+        # raw bytes past ASCII, as a server reads them (Latin-1; the binding
+        # asks for percent-encoding): the UTF-8 they nearly always are; a
+        # value that is no such thing is kept as it is
+        try:
+            v = v.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            pass
     if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
         v = _QUOTED_PAIR.sub(lambda m: m.group(1), v[1:-1])
     if "%" in v:

@@ -649,6 +649,17 @@ def test_binary_without_content_type():
     assert r.datacontenttype is None
 
 
+
+def test_raw_utf8_in_a_ce_header_is_read_as_utf8():
+    """A server reads header bytes as Latin-1; raw UTF-8 there (the binding
+    asks for percent-encoding, some senders do not) is the text it spells,
+    and a str that is no such thing stays as it was given."""
+    raw = "caf\u00e9 \u20ac".encode("utf-8").decode("latin-1")
+    hs = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t",
+          "ce-subject": raw, "ce-ext": "\u00e9t\u00e9"}
+    e = from_http(hs, b"", SUBJ)
+    assert e.subject == "caf\u00e9 \u20ac" and e.attributes()["ext"] == "\u00e9t\u00e9"
+
 def test_binary_percent_encoding():
     e = Event(SUBJ, b"", id="id 1", source="/caf\u00e9/a b", subject='50% "off" \u20ac\U0001F600',
               type="t\tx", ext="\u00e9", plain="a!#$&'()*+,/:;<=>?@[\\]^_`{|}~")

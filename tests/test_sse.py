@@ -606,11 +606,12 @@ def test_json_pages_of_a_stream(aloop, ffserver, free_port):
                             ("start=middle", "'start'"), ("time=yesterday", "'time'"),
                             ("filter=a..b", "'filter'"), ("wait=-1", "'wait'"),
                             ("seq=1&time=5", "'seq' or 'time'"),
-                            ("seq=99999999999999999999", "'seq'")):
+                            ("seq=99999999999999999999", "'seq'"), ("seq=" + "9" * 5000, "'seq'"),
+                            ("seq=%C2%B2", "'seq'"), ("limit=" + "1" * 4500, "'limit'")):
                 r = await hc.get(url + "?" + q)
                 assert r.status_code == 400, q
                 assert word in r.json()["error"]["message"], (q, r.text)
-            for bad in ("abc", "-1", "9" * 20):
+            for bad in ("abc", "-1", "9" * 20, "9" * 5000):
                 r = await hc.get(url, headers={**SSE, "last-event-id": bad})
                 assert r.status_code == 400 and "Last-Event-ID" in r.text
             r = await hc.get(base + "/streams/nope/events")
@@ -713,6 +714,9 @@ def test_consumer_fetch_ack_and_redelivery(aloop, ffserver, free_port):
             for body, word in (({"kind": "maybe", "seqs": [1]}, "'kind'"),
                                ({"seqs": ["1"]}, "'seqs'"),
                                ({"tokens": ["$ACK.orders.other.1"]}, "no such stream or"),
+                               ({"tokens": ["$ACK.orders.work." + "9" * 5000]},
+                                "not an ack subject"),
+                               ({"tokens": ["$ACK.orders.work.\u00b2"]}, "not an ack subject"),
                                ({}, "nothing to acknowledge"),
                                ({"seqs": [1000]}, "beyond the last seq")):
                 r = await hc.post(c + "/ack", json=body)

@@ -37,6 +37,7 @@ from fastflow.server.streams import (
     RequestError,
     StreamRequests,
     ack_subject,
+    decimal,
     json_args,
     room,
     wait_append,
@@ -95,12 +96,12 @@ def _int_param(params, key, least=0, most=None):
     if v is None:
         return None
     v = v.strip()
-    if not v.isdigit() or not v.isascii() or int(v) < least or (most is not None
-                                                                  and int(v) > most):
+    n = decimal(v)
+    if n is None or n < least or n >= _INT_MAX or (most is not None and n > most):
         raise HttpError(400, "query parameter '{}' must be an integer {}, got {!r}".format(
             key, ">= {}".format(least) if most is None else "from {} to {}".format(least, most),
             v[:40]))
-    return int(v)
+    return n
 
 
 def _seconds_param(params, key, most):
@@ -144,12 +145,13 @@ def _replay_args(req, params, sse):
         last = req.headers.get("last-event-id")
         if last is not None and last.strip():
             last = last.strip()
-            if not last.isdigit() or not last.isascii() or int(last) >= _INT_MAX:
+            n = decimal(last)
+            if n is None or n >= _INT_MAX:
                 raise HttpError(400, "Last-Event-ID must be a stream seq (an integer), got "
                                      "{!r}".format(last[:40]))
             for key in ("start", "time"):
                 args.pop(key, None)
-            args["seq"] = int(last) + 1
+            args["seq"] = n + 1
     if "seq" in args and "time" in args:
         raise HttpError(400, "give query parameter 'seq' or 'time', not both")
     return args
@@ -601,10 +603,11 @@ def _ack(proto, req, sr, name, cname):
         raise HttpError(400, "'seqs' must be a list of stream seqs (integers >= 1)")
     seqs = list(seqs)
     for v in req.param_list("seq"):
-        if not v.isdigit() or not v.isascii() or int(v) < 1:
+        n = decimal(v)
+        if n is None or n < 1:
             raise HttpError(400, "query parameter 'seq' must be an integer >= 1, got "
                                  "{!r}".format(v[:40]))
-        seqs.append(int(v))
+        seqs.append(n)
     tokens = args.get("tokens", [])
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise HttpError(400, "'tokens' must be a list of ack tokens (strings)")

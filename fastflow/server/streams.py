@@ -99,6 +99,15 @@ def stream_summary(st):
             "last_seq": lg.last_seq, "consumers": len(st.consumers())}
 
 
+def decimal(text, digits=19):
+    """The int the ASCII decimal ``text`` spells (at most ``digits``
+    digits), else None: str.isdigit also takes '\u00b2', and int() refuses
+    over 4,300 digits with its own words; neither is a number here."""
+    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _int_arg(args, key, what, least=0):
     v = args.get(key)
     if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
@@ -382,7 +391,8 @@ class StreamRequests:
         """(consumer, seq) of an ack subject ``$ACK.<stream>.<consumer>.<seq>``
         (the reply of a native delivery, the ``ack`` token of an HTTP one)."""
         parts = subject.split(".") if isinstance(subject, str) else ()
-        if len(parts) != 4 or parts[0] != "$ACK" or not parts[3].isdigit():
+        seq = decimal(parts[3], 20) if len(parts) == 4 else None
+        if parts[0] != "$ACK" or seq is None:
             raise RequestError(400, "{}: {!r} is not an ack subject "
                                     "($ACK.<stream>.<consumer>.<seq>)".format(what, subject))
         st = self.flow.streams().get(parts[1])
@@ -390,7 +400,7 @@ class StreamRequests:
         if c is None:
             raise RequestError(404, "{} {}: no such stream or consumer".format(what, subject))
         self.may_operate(st, c, what)
-        return c, int(parts[3])
+        return c, seq
 
 
 def ack_subject(stream, consumer, seq):
