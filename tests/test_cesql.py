@@ -1144,3 +1144,12 @@ def test_compiled_expression_is_reusable():
     value, errors = compiled.evaluate({})
     assert (value, len(errors)) == (0, 1)
     assert compiled.evaluate({"n": 4}) == (8, [])
+
+
+def test_trim_strips_exactly_unicode_white_space():
+    # White_Space is str.isspace() less U+001C..U+001F (bidi class B/S, not White_Space)
+    spaces = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert set(cesql._WHITESPACE) == spaces - {"\x1c", "\x1d", "\x1e", "\x1f"}
+    for c in spaces:
+        value, errors = cesql.compile("TRIM(s)").evaluate({"s": c + "x" + c})
+        assert value == ("x" if c in cesql._WHITESPACE else c + "x" + c)
