@@ -6,8 +6,11 @@ parser's messages and filtering real fastflow.Event objects."""
 
 import base64
 import datetime as dt
+from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastflow
 from fastflow import cesql
@@ -1153,3 +1156,23 @@ def test_trim_strips_exactly_unicode_white_space():
     for c in spaces:
         value, errors = cesql.compile("TRIM(s)").evaluate({"s": c + "x" + c})
         assert value == ("x" if c in cesql._WHITESPACE else c + "x" + c)
+
+
+INT32 = st.integers(-2 ** 31, 2 ** 31 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=INT32, y=INT32, op=st.sampled_from(["+", "-", "*", "/", "%"]))
+def test_integer_arithmetic_against_exact_fractions(x, y, op):
+    # spec 3.4.2: / truncates towards 0; % = x - y * (x / y) has the sign of x;
+    # a result outside 32 bits is a MathError with 0, as is / or % by zero
+    if op in "/%" and y == 0:
+        expected = (0, ["math"])
+    else:
+        quotient = int(Fraction(x, y)) if op in "/%" else None
+        exact = {"+": x + y, "-": x - y, "*": x * y, "/": quotient,
+                 "%": x - y * quotient if quotient is not None else None}[op]
+        expected = (exact, []) if -2 ** 31 <= exact < 2 ** 31 else (0, ["math"])
+    assert run("{} {} {}".format(x, op, y)) == expected
+    # the same through attributes, which are cast from strings
+    assert run("x {} y".format(op), {"x": str(x), "y": str(y)}) == expected
