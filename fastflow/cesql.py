@@ -778,7 +778,7 @@ def _tokens(text):
             while True:
                 if i >= n:
                     raise CesqlParseError(
-                        "unterminated string literal starting at position {}".format(start),
+                        "at position {}: unterminated string literal".format(start),
                         text, start)
                 d = text[i]
                 if d == c:
@@ -926,8 +926,6 @@ class _Parser:
                     self.fail(t, "',' or ')' in the IN set")
                 node = _In(node, items, negated)
             else:
-                if negated:
-                    self.fail(self.peek(), "LIKE or IN after NOT")
                 return node
 
     def unary(self):

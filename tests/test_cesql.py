@@ -942,7 +942,7 @@ PARSE_ERRORS = [
     ("a[0]", 1, "unexpected character '['"),
     ("é", 0, "unexpected character 'é'"),
     ("1\u00a0+ 1", 1, "unexpected character '\\xa0'"),
-    ("'abc", 0, "unterminated string literal starting at position 0"),
+    ("'abc", 0, "at position 0: unterminated string literal"),
     ("x = \"abc", 4, "unterminated string literal"),
     ("'abc\\'", 0, "unterminated string literal"),
     ("'it''s'", 4, "expected an operator or the end of the expression, got string"),
@@ -957,8 +957,7 @@ PARSE_ERRORS = [
 
 @pytest.mark.parametrize("expression, position, message", PARSE_ERRORS)
 def test_parse_errors(expression, position, message):
-    with pytest.raises(CesqlParseError, match="^at position {}: |position {}".format(
-            position, position)) as info:
+    with pytest.raises(CesqlParseError, match="^at position {}: ".format(position)) as info:
         cesql.compile(expression)
     assert message in str(info.value)
     assert info.value.position == position
