@@ -77,7 +77,16 @@ import base64
 import datetime as _dt
 import re
 
-from fastflow.errors import FastflowError
+from fastflow.errors import (
+    CastError,
+    CesqlParseError,
+    EvaluationError,
+    FunctionEvaluationError,
+    GenericError,
+    MathError,
+    MissingAttributeError,
+    MissingFunctionError,
+)
 
 __all__ = (
     "BOOLEAN",
@@ -113,72 +122,7 @@ _WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
 _INT_TEXT = re.compile(r"[+-]?[0-9]+\Z", re.ASCII)
 
 
-# -- errors -----------------------------------------------------------------
-
-class CesqlParseError(FastflowError, ValueError):
-    """An expression that does not parse (the spec's ParseError).
-
-    ``position`` is the 0-based index in ``expression`` where the problem
-    was found; the message says what was expected and what came.
-    """
-
-    def __init__(self, message, expression="", position=0):
-        FastflowError.__init__(self, message)
-        self.expression = expression
-        self.position = position
-
-    def __reduce__(self):
-        return (type(self), (str(self), self.expression, self.position))
-
-
-class EvaluationError(FastflowError):
-    """An error met while evaluating an expression.  These are collected
-    and returned by ``Expression.evaluate``, not raised."""
-
-    kind = "generic"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and str(self) == str(other)
-
-    def __hash__(self):
-        return hash((type(self), str(self)))
-
-
-class MathError(EvaluationError):
-    """Division or remainder by zero, or an Integer overflow."""
-
-    kind = "math"
-
-
-class CastError(EvaluationError):
-    """A value that cannot be cast to the type an operator or function needs."""
-
-    kind = "cast"
-
-
-class MissingAttributeError(EvaluationError):
-    """An attribute the event does not have."""
-
-    kind = "missingAttribute"
-
-
-class MissingFunctionError(EvaluationError):
-    """A function that does not exist, or not with that many arguments."""
-
-    kind = "missingFunction"
-
-
-class FunctionEvaluationError(EvaluationError):
-    """A function given arguments outside its domain."""
-
-    kind = "functionEvaluation"
-
-
-class GenericError(EvaluationError):
-    """Any other evaluation error."""
-
-    kind = "generic"
-
+# (the error classes live with every other in fastflow.errors; re-exported here)
 
 # -- casting (spec 3.7) -----------------------------------------------------
 
