@@ -67,8 +67,9 @@ Beyond the spec
 ---------------
 
 The casting functions ``INT``, ``BOOL`` and ``STRING`` (which the spec
-names in 3.7 and its TCK tests) and ``IS_BOOL``/``IS_INT`` (from the
-pre-1.0 drafts) are built in.  The spec leaves the result of an Integer
+names in 3.7 and its TCK tests) are built in.  ``IS_BOOL`` and ``IS_INT``
+of the pre-1.0 drafts are not: 1.0 and its TCK dropped them, so they are
+missing functions here as in any 1.0 evaluator.  The spec leaves the result of an Integer
 overflow in ``+ - * /`` open: it is a MathError with 0; ``-(-2147483648)``
 is 2147483647 with a MathError, like ``ABS``.
 """
@@ -581,24 +582,6 @@ def _fn_abs(ctx, x):
     return abs(x)
 
 
-def _fn_is_int(ctx, x):
-    t = type_of(x)
-    if t is INTEGER:
-        return True
-    if t is BOOLEAN:
-        return False
-    return _INT_TEXT.match(x) is not None and INT32_MIN <= int(x) <= INT32_MAX
-
-
-def _fn_is_bool(ctx, x):
-    t = type_of(x)
-    if t is BOOLEAN:
-        return True
-    if t is INTEGER:
-        return False
-    return x.lower() in ("true", "false")
-
-
 _ANY = "Any"    # a parameter taken without casting
 
 # name -> {arity: (params, return type, body)}; variadic: name -> (fixed
@@ -617,8 +600,6 @@ _FUNCTIONS = {
     "INT": {1: ((INTEGER,), INTEGER, lambda ctx, x: x)},
     "BOOL": {1: ((BOOLEAN,), BOOLEAN, lambda ctx, x: x)},
     "STRING": {1: ((STRING,), STRING, lambda ctx, x: x)},
-    "IS_INT": {1: ((_ANY,), BOOLEAN, _fn_is_int)},
-    "IS_BOOL": {1: ((_ANY,), BOOLEAN, _fn_is_bool)},
 }
 
 _VARIADIC = {

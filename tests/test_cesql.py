@@ -715,18 +715,6 @@ SPEC_VALUES = [
     ("ABS(-2147483647)", None, 2147483647),
     ("ABS('-5')", None, 5),
     ("ABS(TRUE)", None, 1),
-    # IS_BOOL and IS_INT (pre-1.0 drafts, kept as built-ins)
-    ("IS_BOOL('true')", None, True),
-    ("IS_BOOL('FALSE')", None, True),
-    ("IS_BOOL(TRUE)", None, True),
-    ("IS_BOOL(1)", None, False),
-    ("IS_BOOL('abc')", None, False),
-    ("IS_INT('-1')", None, True),
-    ("IS_INT(1)", None, True),
-    ("IS_INT(TRUE)", None, False),
-    ("IS_INT('abc')", None, False),
-    ("IS_INT('2147483648')", None, False),
-    ("IS_INT(' 1')", None, False),
     # 3.6 AND and OR short-circuit: the right operand is not evaluated at all
     ("FALSE AND missing", None, False),
     ("TRUE OR missing", None, True),
@@ -758,7 +746,9 @@ SPEC_ERRORS = [
     ("LEFT('abc', missing)", None, "", ["missingAttribute"]),
     ("INT(missing)", None, 0, ["missingAttribute"]),
     ("STRING(missing)", None, "", ["missingAttribute"]),
-    ("IS_BOOL(missing)", None, False, ["missingAttribute"]),
+    # IS_BOOL and IS_INT of the pre-1.0 drafts are not 1.0 functions
+    ("IS_BOOL('true')", None, False, ["missingFunction"]),
+    ("IS_INT(1)", None, False, ["missingFunction"]),
     # an operand's error makes the operator yield its zero value, even where the
     # other operand would decide: OR evaluates its right operand, XOR both
     ("missing OR TRUE", None, False, ["missingAttribute"]),
