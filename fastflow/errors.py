@@ -6,17 +6,25 @@ catch the same classes; ``fastflow.protocol`` maps error codes to them."""
 
 __all__ = (
     "AuthenticationError",
+    "CastError",
+    "CesqlParseError",
     "ClientBufferFull",
     "ConflictError",
     "ConnectError",
     "ConnectionClosedError",
     "CorruptLogError",
+    "EvaluationError",
     "EventError",
     "EventTooLarge",
     "FastflowError",
+    "FunctionEvaluationError",
     "GapError",
+    "GenericError",
     "HttpError",
     "LogFullError",
+    "MathError",
+    "MissingAttributeError",
+    "MissingFunctionError",
     "NatsError",
     "NoRespondersError",
     "NotFoundError",
@@ -207,3 +215,70 @@ class NoRespondersError(FastflowError):
 
     def __reduce__(self):
         return (NoRespondersError, (self.subject,))
+
+
+# -- CESQL (fastflow.cesql) ---------------------------------------------------------------
+
+class CesqlParseError(FastflowError, ValueError):
+    """An expression that does not parse (the spec's ParseError).
+
+    ``position`` is the 0-based index in ``expression`` where the problem
+    was found; the message says what was expected and what came.
+    """
+
+    def __init__(self, message, expression="", position=0):
+        FastflowError.__init__(self, message)
+        self.expression = expression
+        self.position = position
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.expression, self.position))
+
+
+class EvaluationError(FastflowError):
+    """An error met while evaluating an expression.  These are collected
+    and returned by ``Expression.evaluate``, not raised."""
+
+    kind = "generic"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and str(self) == str(other)
+
+    def __hash__(self):
+        return hash((type(self), str(self)))
+
+
+class MathError(EvaluationError):
+    """Division or remainder by zero, or an Integer overflow."""
+
+    kind = "math"
+
+
+class CastError(EvaluationError):
+    """A value that cannot be cast to the type an operator or function needs."""
+
+    kind = "cast"
+
+
+class MissingAttributeError(EvaluationError):
+    """An attribute the event does not have."""
+
+    kind = "missingAttribute"
+
+
+class MissingFunctionError(EvaluationError):
+    """A function that does not exist, or not with that many arguments."""
+
+    kind = "missingFunction"
+
+
+class FunctionEvaluationError(EvaluationError):
+    """A function given arguments outside its domain."""
+
+    kind = "functionEvaluation"
+
+
+class GenericError(EvaluationError):
+    """Any other evaluation error."""
+
+    kind = "generic"
