@@ -8,6 +8,7 @@ directly (``from peers import free_port``)."""
 import asyncio
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,11 +24,33 @@ import fastflow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Ports are handed out below the kernel's ephemeral range
+# (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default): a port the
+# kernel chose with bind(0) can be given again as the source port of any
+# outgoing connection before the server that was to listen on it binds it.
+# Each process walks the range from its own random start and never hands the
+# same port out twice, so two servers of one run cannot be given one port.
+_PORT_LOW, _PORT_HIGH = 20000, 32768
+_port_next = [random.Random(os.getpid() ^ time.time_ns()).randrange(_PORT_LOW, _PORT_HIGH)]
+_ports_given = set()
+
+
 def free_port():
-    """A TCP port of 127.0.0.1 that nobody listens on (now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port of 127.0.0.1 that nobody listens on (now), outside the
+    kernel's ephemeral range and not handed out before in this process."""
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        port = _port_next[0]
+        _port_next[0] = port + 1 if port + 1 < _PORT_HIGH else _PORT_LOW
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise RuntimeError("no free port of 127.0.0.1 between {} and {}".format(_PORT_LOW, _PORT_HIGH))
 
 
 def make_tls_files(d):
