@@ -135,6 +135,7 @@ class Server:
         self._nats_listener = None
         self._http_listener = None
         self.monitor = None
+        self.subscriptions = None       # the Subscriptions API's manager (with the HTTP door)
         self.addresses = []
         self.port = None
         self.nats_addresses = []
@@ -402,6 +403,14 @@ class Server:
                 self.http_addresses = [s.getsockname() for s in self._http_listener.sockets]
                 self.http_port = self.http_addresses[0][1] if self.http_addresses \
                     else cfg.http_port
+                from fastflow.subscriptions import SubscriptionManager, sink_host_check
+
+                self.subscriptions = SubscriptionManager(
+                    self.flow, cfg.data_dir, max_subscriptions=cfg.subscriptions_max,
+                    max_per_owner=cfg.subscriptions_max_per_user,
+                    sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
+                    origin=self.name)
+                await self.subscriptions.start()
             if cfg.monitor_port:
                 from fastflow.server.monitor import MonitorServer
 
@@ -414,6 +423,9 @@ class Server:
             for lst in (self._nats_listener, self._http_listener):
                 if lst is not None:
                     lst.close()
+            if self.subscriptions is not None:
+                await self.subscriptions.stop()
+                self.subscriptions = None
             if self._own_flow:
                 self.flow.close()
             raise
@@ -539,6 +551,11 @@ class Server:
                 if left:
                     log.warning("drain: %d bytes not taken by clients after %.1f s", left,
                                 loop.time() - t0)
+            if self.subscriptions is not None:
+                try:
+                    await self.subscriptions.stop()
+                except Exception:
+                    log.exception("stopping the subscriptions failed")
             try:
                 if not self.flow.closed:
                     self.flow.flush()

@@ -165,6 +165,10 @@ class ServerConfig:
         ("http_webhook_origins", ("*",)),  # WebHook-Request-Origin values allowed to deliver
         ("http_webhook_rate", 0),       # WebHook-Allowed-Rate answered (0: "*", no limit)
         ("http_lineage", "keep"),       # ffhops/fftrace on the web doors: "keep" or "strip"
+        # the Subscriptions API on the HTTP door (docs/subscriptions.md)
+        ("subscriptions_max", 100000),  # subscriptions on the server (0: no limit)
+        ("subscriptions_max_per_user", 10000),  # per owner (0: no limit)
+        ("subscriptions_sink_hosts", ("*",)),   # webhook sink hosts allowed (fnmatch patterns)
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -281,6 +285,14 @@ class ServerConfig:
         if self.http_lineage not in ("keep", "strip"):
             raise ConfigError("http_lineage: expected \"keep\" or \"strip\", got {!r}".format(
                 self.http_lineage))
+        for key in ("subscriptions_max", "subscriptions_max_per_user"):
+            setattr(self, key, _int(getattr(self, key), key))
+        v = self.subscriptions_sink_hosts
+        if isinstance(v, str) or not all(isinstance(o, str) and o and
+                                         not any(c in o for c in "\r\n\0 ,/") for o in v):
+            raise ConfigError("subscriptions_sink_hosts: expected a list of host name patterns "
+                              "(\"*\", \"*.example.com\", \"127.0.0.1\"), got {!r}".format(v))
+        self.subscriptions_sink_hosts = tuple(o.lower() for o in v)
         if self.nats_lineage not in ("keep", "strip"):
             raise ConfigError("nats_lineage: expected \"keep\" or \"strip\", got {!r}".format(
                 self.nats_lineage))
@@ -416,6 +428,8 @@ _TABLES = {
              "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",
              "cors_origins": "http_cors_origins", "webhook_origins": "http_webhook_origins",
              "webhook_rate": "http_webhook_rate", "lineage": "http_lineage"},
+    "subscriptions": {"max": "subscriptions_max", "max_per_user": "subscriptions_max_per_user",
+                      "sink_hosts": "subscriptions_sink_hosts"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",

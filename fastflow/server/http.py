@@ -551,7 +551,8 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         self.json(req, {"server": SERVER, "endpoints": {
             "publish": "POST /events[/<subject>]",
             "subscribe": "GET /events/<pattern> (text/event-stream), GET /ws",
-            "streams": "GET /streams", "health": "GET /healthz"}})
+            "streams": "GET /streams", "subscriptions": "GET, POST /subscriptions",
+            "openapi": "GET /openapi.json", "health": "GET /healthz"}})
 
     def _health(self, req, principal):
         if self.server.stopping:
@@ -738,6 +739,14 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         from fastflow.server.sse import streams_request
         streams_request(self, req, principal)
 
+    def _subscriptions(self, req, principal):
+        from fastflow.server.subscriptions import subscriptions_request
+        subscriptions_request(self, req, principal)
+
+    def _openapi(self, req, principal):
+        from fastflow.server.subscriptions import openapi_request
+        openapi_request(self, req, principal)
+
 
 def _at(i, n):
     return " (batch index {})".format(i) if n > 1 else ""
@@ -785,4 +794,7 @@ HttpProtocol.routes = _ROUTES = {
     "ws": {"GET": HttpProtocol._ws, "OPTIONS": HttpProtocol._options},
     "streams": {"GET": HttpProtocol._streams, "POST": HttpProtocol._streams,
                 "DELETE": HttpProtocol._streams, "OPTIONS": HttpProtocol._options},
+    "subscriptions": {m: HttpProtocol._subscriptions
+                      for m in ("GET", "POST", "PUT", "DELETE", "OPTIONS")},
+    "openapi.json": {"GET": HttpProtocol._openapi},
 }

@@ -1,0 +1,364 @@
+"""Subscription filters (CloudEvents Subscriptions API 0.1, section 3.2.4)
+and the index that keeps 10,000 subscriptions from costing 10,000 filter
+evaluations per event.
+
+A subscription's ``source``, ``types`` and ``filters`` compile into one
+predicate over an event (``compile_filter``), plus the *keys* the index
+can find it under: the conditions every event it takes must meet, that a
+dictionary lookup can test (an exact or prefix value of ``type``,
+``source`` or ``subject``; the routing subject's pattern through the
+matcher).  ``FilterIndex.candidates`` asks those dictionaries once per
+event; only the candidates (and the few subscriptions nothing indexes)
+have their predicate evaluated, CESQL included.
+
+Dialects: ``exact``, ``prefix``, ``suffix`` (a map of attribute name to
+non-empty string; every entry must hold; case-sensitive), ``all``,
+``any`` (a non-empty list of filters), ``not`` (one filter), and ``sql``
+(a CESQL 1.0 expression; ``cesql`` is accepted as the same dialect, the
+name Knative uses).  An attribute the event does not have fails
+``exact``, ``prefix`` and ``suffix``; a CESQL expression that errors is
+false (spec 3.2.4.1.2).
+"""
+
+import re
+
+from fastflow import cesql
+from fastflow._impl import Matcher, validate_pattern
+from fastflow.errors import CesqlParseError, SubjectError
+
+__all__ = ("DIALECTS", "FilterError", "FilterIndex", "compile_filter", "attribute_text")
+
+DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "sql", "cesql")
+MAX_DEPTH = 16                  # nesting of all / any / not
+MAX_NODES = 256                 # filter expressions in one subscription
+MAX_SQL = 4096                  # characters of one CESQL expression
+MAX_VALUE = 4096                # characters of one exact / prefix / suffix value
+_NAME = re.compile(r"[a-z0-9]{1,64}\Z")
+# the attributes the index can look up (the routing subject apart)
+INDEXED = ("type", "source", "subject")
+
+
+class FilterError(ValueError):
+    """An invalid filter; ``field`` is the JSON path of the culprit
+    (``filters[2].exact.type``), the message says what is wrong."""
+
+    def __init__(self, field, message):
+        super().__init__("{}: {}".format(field, message))
+        self.field = field
+        self.reason = message
+
+
+# -- attribute values as text ------------------------------------------------------------
+
+
+def attribute_text(ev, name):
+    """The value of attribute ``name`` of ``ev`` (an Event) as the string
+    the filters compare, or None when the event does not have it."""
+    if name == "type":
+        return ev.type
+    if name == "source":
+        return ev.source
+    if name == "subject":
+        return ev.subject
+    if name == "id":
+        return ev.id
+    if name == "specversion":
+        return "1.0"
+    v = ev.get(name)
+    if v is None or type(v) is str:
+        return v
+    if type(v) is bool:
+        return "true" if v else "false"
+    return str(cesql._attribute_value(v))
+
+
+# -- compiling -------------------------------------------------------------------------------
+
+
+class _Compiler:
+    def __init__(self):
+        self.nodes = 0
+
+    def filters(self, items, where):
+        """A list of filters, all of which must hold."""
+        if not isinstance(items, list):
+            raise FilterError(where, "expected a list of filter expressions, got {}".format(
+                _kind(items)))
+        preds = [self.one(f, "{}[{}]".format(where, i), 1) for i, f in enumerate(items)]
+        return _all(preds)
+
+    def one(self, f, where, depth):
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise FilterError(where, "more than {} filter expressions".format(MAX_NODES))
+        if depth > MAX_DEPTH:
+            raise FilterError(where, "filters nested more than {} deep".format(MAX_DEPTH))
+        if not isinstance(f, dict):
+            raise FilterError(where, "expected a filter expression (an object with one dialect "
+                                     "name), got {}".format(_kind(f)))
+        if len(f) != 1:
+            raise FilterError(where, "a filter expression names exactly one dialect, got {}"
+                              .format(sorted(f) if f else "none"))
+        ((dialect, arg),) = f.items()
+        at = "{}.{}".format(where, dialect)
+        if dialect in ("exact", "prefix", "suffix"):
+            return _attribute_filter(dialect, self.attributes(arg, at))
+        if dialect in ("all", "any"):
+            if not isinstance(arg, list) or not arg:
+                raise FilterError(at, "expected a non-empty list of filter expressions, got {}"
+                                  .format(_kind(arg) if not isinstance(arg, list) else "[]"))
+            preds = [self.one(g, "{}[{}]".format(at, i), depth + 1) for i, g in enumerate(arg)]
+            return _all(preds) if dialect == "all" else _any(preds)
+        if dialect == "not":
+            inner = self.one(arg, at, depth + 1)
+            return lambda ev: not inner(ev)
+        if dialect in ("sql", "cesql"):
+            if not isinstance(arg, str) or not arg.strip():
+                raise FilterError(at, "expected a CESQL expression (a non-empty string), got {}"
+                                  .format(_kind(arg)))
+            if len(arg) > MAX_SQL:
+                raise FilterError(at, "a CESQL expression of over {} characters".format(MAX_SQL))
+            try:
+                expr = cesql.compile(arg)
+            except CesqlParseError as exc:
+                raise FilterError(at, "invalid CESQL expression: {}".format(exc)) from None
+            return expr.matches
+        raise FilterError(where, "unsupported filter dialect {!r} (supported: {})".format(
+            dialect[:100], ", ".join(DIALECTS)))
+
+    def attributes(self, arg, at):
+        if not isinstance(arg, dict) or not arg:
+            raise FilterError(at, "expected a non-empty map of attribute name to value, got {}"
+                              .format(_kind(arg) if not isinstance(arg, dict) else "{}"))
+        out = []
+        for name, value in arg.items():
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise FilterError(at, "invalid attribute name {!r}: CloudEvents attribute names "
+                                      "are 1 to 64 lowercase letters and digits".format(name[:80]))
+            if not isinstance(value, str) or not value:
+                raise FilterError("{}.{}".format(at, name), "expected a non-empty string, got {}"
+                                  .format(_kind(value) if value != "" else "an empty string"))
+            if len(value) > MAX_VALUE:
+                raise FilterError("{}.{}".format(at, name), "a value of over {} characters"
+                                  .format(MAX_VALUE))
+            out.append((name, value))
+        return out
+
+
+def _kind(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _true(ev):
+    return True
+
+
+def _all(preds):
+    if not preds:
+        return _true
+    if len(preds) == 1:
+        return preds[0]
+    return lambda ev: all(p(ev) for p in preds)
+
+
+def _any(preds):
+    if len(preds) == 1:
+        return preds[0]
+    return lambda ev: any(p(ev) for p in preds)
+
+
+def _attribute_filter(dialect, pairs):
+    def test(ev):
+        for name, value in pairs:
+            v = attribute_text(ev, name)
+            if v is None:
+                return False
+            if dialect == "exact":
+                if v != value:
+                    return False
+            elif dialect == "prefix":
+                if not v.startswith(value):
+                    return False
+            elif not v.endswith(value):
+                return False
+        return True
+    return test
+
+
+def _keys(source, types, filters, routing):
+    """The index keys of a subscription: a list of alternatives, one of
+    which every event it takes meets (``("exact", attr, value)``,
+    ``("prefix", attr, value)``, ``("routing", pattern)``), or None when
+    nothing indexable is required."""
+    groups = []
+    if types:
+        groups.append([("exact", "type", t) for t in types])
+    if source is not None:
+        groups.append([("exact", "source", source)])
+    if routing is not None and routing != ">":
+        groups.append([("routing", routing)])
+
+    def walk(items):
+        for f in items:
+            if not isinstance(f, dict) or len(f) != 1:
+                continue
+            ((dialect, arg),) = f.items()
+            if dialect in ("exact", "prefix"):
+                for name, value in arg.items():
+                    if name in INDEXED:
+                        groups.append([(dialect, name, value)])
+            elif dialect == "all":
+                walk(arg)
+            elif dialect == "any":
+                alts = []
+                for g in arg:
+                    if isinstance(g, dict) and len(g) == 1:
+                        ((d2, a2),) = g.items()
+                        if d2 in ("exact", "prefix") and len(a2) == 1:
+                            ((n2, v2),) = a2.items()
+                            if n2 in INDEXED:
+                                alts.append((d2, n2, v2))
+                                continue
+                    alts = None
+                    break
+                if alts:
+                    groups.append(alts)
+    walk(filters or ())
+    if not groups:
+        return None
+    # the best alternative set: exact before routing before prefix, then the fewest keys
+    rank = {"exact": 0, "routing": 1, "prefix": 2}
+    return min(groups, key=lambda g: (max(rank[k[0]] for k in g), len(g)))
+
+
+def compile_filter(source=None, types=None, filters=None, routing=None, where="filters"):
+    """``(predicate, keys)`` for a subscription's ``source`` (exact),
+    ``types`` (any of), ``filters`` (all of) and routing-subject pattern
+    (``routing``, checked by the index and again by the predicate):
+    ``predicate(event)`` is the whole test; ``keys`` as ``_keys``.
+    Raises FilterError naming the field at fault."""
+    c = _Compiler()
+    preds = []
+    if routing is not None:
+        try:
+            validate_pattern(routing)
+        except SubjectError as exc:
+            raise FilterError("config.subject", str(exc)) from None
+        if routing != ">":
+            m = Matcher(cache_size=0)
+            m.add(routing, True)
+            preds.append(lambda ev: bool(m.match(ev.routing_subject)))
+    if source is not None:
+        preds.append(_attribute_filter("exact", [("source", source)]))
+    if types:
+        tset = frozenset(types)
+        preds.append(lambda ev: ev.type in tset)
+    if filters is not None:
+        preds.append(c.filters(filters, where))
+    return _all(preds), _keys(source, types, filters, routing)
+
+
+# -- the index -------------------------------------------------------------------------------
+
+
+class FilterIndex:
+    """Subscriptions (any hashable value) by their index keys; an event's
+    ``candidates`` are those whose keys it meets, plus the unindexed."""
+
+    def __init__(self):
+        self.exact = {a: {} for a in INDEXED}           # attr -> value -> set
+        self.prefix = {a: {} for a in INDEXED}          # attr -> length -> value -> set
+        self.routing = Matcher()
+        self.unindexed = set()
+        self._handles = {}                              # value -> [key or matcher handle]
+
+    def __len__(self):
+        return len(self._handles)
+
+    def add(self, value, keys):
+        if value in self._handles:
+            self.remove(value)
+        held = []
+        if keys is None:
+            self.unindexed.add(value)
+        else:
+            for k in keys:
+                if k[0] == "exact":
+                    self.exact[k[1]].setdefault(k[2], set()).add(value)
+                    held.append(k)
+                elif k[0] == "prefix":
+                    self.prefix[k[1]].setdefault(len(k[2]), {}).setdefault(k[2], set()).add(value)
+                    held.append(k)
+                else:
+                    held.append(("routing", self.routing.add(k[1], value)))
+        self._handles[value] = held
+
+    def remove(self, value):
+        held = self._handles.pop(value, None)
+        if held is None:
+            return
+        self.unindexed.discard(value)
+        for k in held:
+            if k[0] == "exact":
+                d = self.exact[k[1]]
+                s = d.get(k[2])
+                if s is not None:
+                    s.discard(value)
+                    if not s:
+                        del d[k[2]]
+            elif k[0] == "prefix":
+                by_len = self.prefix[k[1]]
+                d = by_len.get(len(k[2]))
+                if d is not None:
+                    s = d.get(k[2])
+                    if s is not None:
+                        s.discard(value)
+                        if not s:
+                            del d[k[2]]
+                    if not d:
+                        del by_len[len(k[2])]
+            else:
+                self.routing.remove(k[1])
+
+    def candidates(self, ev):
+        """The subscriptions that may take ``ev`` (a set; may be shared:
+        do not change it)."""
+        out = None
+        exact = self.exact
+        for attr in INDEXED:
+            d = exact[attr]
+            if d:
+                v = attribute_text(ev, attr)
+                if v is not None:
+                    s = d.get(v)
+                    if s:
+                        out = set(s) if out is None else out | s
+            p = self.prefix[attr]
+            if p:
+                v = attribute_text(ev, attr)
+                if v is not None:
+                    n = len(v)
+                    for length, d2 in p.items():
+                        if length <= n:
+                            s = d2.get(v[:length])
+                            if s:
+                                out = set(s) if out is None else out | s
+        if len(self.routing):
+            got = self.routing.match(ev.routing_subject)
+            if got:
+                out = set(got) if out is None else out.union(got)
+        if self.unindexed:
+            out = set(self.unindexed) if out is None else out | self.unindexed
+        return out if out is not None else ()

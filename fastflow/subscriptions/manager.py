@@ -1,0 +1,591 @@
+"""The subscription manager: Subscriptions-API subscriptions over the
+engine's streams, delivered to webhooks (HTTP) or NATS subjects.
+
+How events reach a subscription
+-------------------------------
+Every subscription reads one stream, from its own durable position (its
+*floor*: every event of the stream at or below it is done, delivered or
+filtered out).  Reading is shared: the subscriptions of a stream that
+are at the same position form one *reader*, which reads each batch of
+the stream once and asks its ``FilterIndex`` which subscriptions may take
+each event; only those evaluate their filter.  A subscription whose
+outbox is full (its sink is slower than the stream) leaves the shared
+reader and reads on its own from where it stopped; when it catches up it
+joins the shared reader again.  So 10,000 subscriptions that keep up
+cost one read and one index lookup per event, and a slow sink costs only
+itself.
+
+Durability: the floors are saved with the subscriptions in
+``<data_dir>/subscriptions.json`` (written atomically, at most every
+``save_interval`` seconds and at stop).  After a restart each
+subscription resumes after its floor: events delivered after the last
+save are delivered again (at least once; the receiver deduplicates on
+the CloudEvents ``source`` + ``id``).  An event the stream's retention
+removed before a subscription took it is counted in ``lost``.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from collections import deque
+
+from fastflow._impl import events_from_batch
+from fastflow.subscriptions.filters import FilterIndex
+from fastflow.subscriptions.model import parse
+
+__all__ = ("SubscriptionManager", "SubscriptionLimit")
+
+log = logging.getLogger("fastflow.subscriptions")
+
+STATE_FILE = "subscriptions.json"
+_READ = 1024                    # events per read of a stream
+_PUMP_BATCHES = 16              # reads per loop iteration, at most (then yield)
+_MAX_HELD = 4096                # an outbox's limit: past it, the subscription reads alone
+_RETRY_MIN = 0.05               # seconds before an engine-side delivery is tried again
+_RETRY_MAX = 5.0
+
+
+class SubscriptionLimit(Exception):
+    """A limit refused a new subscription (the API answers 429 / 403)."""
+
+
+class _Reader:
+    """Subscriptions of one stream at one position, read together."""
+
+    __slots__ = ("stream", "pos", "index", "subs", "shared")
+
+    def __init__(self, stream, pos, shared):
+        self.stream = stream
+        self.pos = pos                  # the next seq to read
+        self.index = FilterIndex()
+        self.subs = {}                  # id -> _Sub
+        self.shared = shared            # the stream's shared reader (else a lone one)
+
+    def add(self, sub):
+        self.subs[sub.id] = sub
+        self.index.add(sub.id, sub.spec.keys)
+        sub.reader = self
+
+    def remove(self, sub):
+        self.subs.pop(sub.id, None)
+        self.index.remove(sub.id)
+        sub.reader = None
+
+
+class _Sub:
+    """One subscription's definition and delivery state."""
+
+    def __init__(self, sid, owner, spec, body, created):
+        self.id = sid
+        self.owner = owner
+        self.spec = spec
+        self.body = body                # what was accepted (sinkcredential included)
+        self.created = created
+        self.status = "active"          # "active", "retired", "error"
+        self.reason = None
+        self.reader = None
+        self.outbox = deque()           # matched events, not yet done (oldest first)
+        self.floor = 0
+        self.wake = asyncio.Event()
+        self.task = None
+        self.sink = None
+        self.matched = self.delivered = self.failed = self.dead = self.lost = 0
+        self.retried = 0
+        self.last_error = None
+        self.last_delivery = None
+
+    def info(self):
+        if self.spec is None:
+            return {"id": self.id, "owner": self.owner, "status": self.status,
+                    "reason": self.reason, "created": self.created, "floor": self.floor}
+        sink = self.sink.info() if self.sink is not None and hasattr(self.sink, "info") else {}
+        rd = self.reader
+        last = rd.stream.log.last_seq if rd is not None else None
+        return {"id": self.id, "owner": self.owner, "stream": self.spec.stream,
+                "protocol": self.spec.resource["protocol"], "sink": self.spec.resource["sink"],
+                "status": self.status, "reason": self.reason, "created": self.created,
+                "floor": self.current_floor(), "lag": None if last is None else
+                max(0, last - self.current_floor()), "pending": len(self.outbox),
+                "shared_reader": bool(rd is not None and rd.shared),
+                "matched": self.matched, "delivered": self.delivered, "failed": self.failed,
+                "retried": self.retried + sink.get("retried", 0), "dead": self.dead,
+                "lost": self.lost, "last_error": self.last_error or sink.get("last_error"),
+                "last_delivery": self.last_delivery, "sink_state": sink or None}
+
+    def current_floor(self):
+        if self.outbox:
+            return self.outbox[0].seq - 1
+        if self.reader is not None:
+            return self.reader.pos - 1
+        return self.floor
+
+
+class SubscriptionManager:
+    """The subscriptions of one ``Flow``.  ``data_dir``: where they are
+    kept (None: in memory only).  ``max_subscriptions`` /
+    ``max_per_owner``: limits (0: none).  ``sink_allowed(urlsplit) ->
+    None or why not`` vets webhook sinks.  ``origin``: this server's name
+    in the webhook handshake."""
+
+    def __init__(self, flow, data_dir=None, *, max_subscriptions=100000, max_per_owner=10000,
+                 sink_allowed=None, origin="fastflow", save_interval=0.5, webhook_defaults=None):
+        self.flow = flow
+        self.data_dir = data_dir
+        self.max_subscriptions = max_subscriptions
+        self.max_per_owner = max_per_owner
+        self.sink_allowed = sink_allowed
+        self.origin = origin
+        self.save_interval = save_interval
+        self.webhook_defaults = webhook_defaults or {}
+        self.subs = {}                  # id -> _Sub
+        self.readers = {}               # stream name -> the shared _Reader
+        self.lone = []                  # _Readers of one subscription each
+        self._per_owner = {}
+        self._listening = set()         # streams whose appends we hear
+        self._pump_scheduled = False
+        self._save_timer = None
+        self._dirty = False
+        self._started = False
+        self._closed = False
+        self._nats = {}                 # nats URL -> [client, users]
+        self.loop = None
+
+    # -- life ------------------------------------------------------------------------------
+
+    async def start(self):
+        """Load the saved subscriptions and start delivering."""
+        self.loop = asyncio.get_running_loop()
+        self._started = True
+        for rec in self._load():
+            try:
+                self._restore(rec)
+            except Exception as exc:    # a stream deleted meanwhile, a setting now refused
+                log.error("subscription %s could not be restored: %s", rec.get("id"), exc)
+                sub = _Sub(rec["id"], rec.get("owner"), None, rec.get("body"),
+                           rec.get("created"))
+                sub.status, sub.reason = "error", str(exc)
+                sub.floor = rec.get("floor", 0)
+                self.subs[sub.id] = sub
+        self._schedule_pump()
+
+    async def stop(self):
+        """Stop delivering and save the floors."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [s.task for s in self.subs.values() if s.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for s in self.subs.values():
+            if s.sink is not None and hasattr(s.sink, "close"):
+                try:
+                    await s.sink.close()
+                except Exception:
+                    pass
+        for nc, _ in self._nats.values():
+            try:
+                await nc.close()
+            except Exception:
+                pass
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+        for name in list(self._listening):
+            st = self.flow.streams().get(name)
+            if st is not None and self._on_append in st._target.listeners:
+                st._target.listeners.remove(self._on_append)
+        self._save()
+
+    # -- the API's operations ---------------------------------------------------------------
+
+    def visible(self, principal_name, admin):
+        """The subscriptions ``principal_name`` may see (``admin``: all)."""
+        return [s for s in self.subs.values() if admin or s.owner == principal_name]
+
+    def get(self, sid, principal_name, admin):
+        s = self.subs.get(sid)
+        if s is None or not (admin or s.owner == principal_name):
+            return None
+        return s
+
+    def validate(self, body):
+        streams = {n: st.subjects for n, st in self.flow.streams().items()}
+        return parse(body, streams, self.sink_allowed)
+
+    def create(self, body, owner, spec=None):
+        """A new subscription from ``body`` (validated: ``spec``) for
+        ``owner``; returns it."""
+        if spec is None:
+            spec = self.validate(body)
+        if self.max_subscriptions and len(self.subs) >= self.max_subscriptions:
+            raise SubscriptionLimit("this server holds its limit of {} subscriptions".format(
+                self.max_subscriptions))
+        n = self._per_owner.get(owner, 0)
+        if self.max_per_owner and n >= self.max_per_owner:
+            raise SubscriptionLimit("{} holds the limit of {} subscriptions per user".format(
+                owner or "this user", self.max_per_owner))
+        sid = "sub-" + secrets.token_hex(8)
+        while sid in self.subs:
+            sid = "sub-" + secrets.token_hex(8)
+        sub = _Sub(sid, owner, spec, body, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        st = self.flow.stream(spec.stream)
+        lg = st.log
+        start = spec.start
+        if start == "new":
+            pos = lg.last_seq + 1
+        elif start == "first":
+            pos = lg.first_seq
+        else:
+            pos = max(start, lg.first_seq)
+        self._attach(sub, pos)
+        self._dirty_now()
+        return sub
+
+    def update(self, sub, body, spec=None):
+        """Replace ``sub``'s definition (its id, owner and position stay)."""
+        if spec is None:
+            spec = self.validate(body)
+        pos = sub.current_floor() + 1
+        if spec.stream != (sub.spec.stream if sub.spec is not None else None):
+            lg = self.flow.stream(spec.stream).log
+            pos = {"new": lg.last_seq + 1, "first": lg.first_seq}.get(spec.start, spec.start) \
+                if not isinstance(spec.start, int) else max(spec.start, lg.first_seq)
+        self._detach(sub)
+        sub.outbox.clear()
+        sub.spec, sub.body = spec, body
+        sub.status, sub.reason = "active", None
+        self._per_owner[sub.owner] = self._per_owner.get(sub.owner, 0) - 1
+        del self.subs[sub.id]
+        self._attach(sub, pos)
+        self._dirty_now()
+        return sub
+
+    def delete(self, sub):
+        self._detach(sub)
+        if sub.id in self.subs:
+            del self.subs[sub.id]
+            if sub.spec is not None or sub.owner in self._per_owner:
+                self._per_owner[sub.owner] = max(0, self._per_owner.get(sub.owner, 0) - 1)
+        self._dirty_now()
+
+    def stats(self):
+        return [s.info() for s in self.subs.values()]
+
+    # -- attaching to readers ---------------------------------------------------------------
+
+    def _attach(self, sub, pos):
+        self.subs[sub.id] = sub
+        self._per_owner[sub.owner] = self._per_owner.get(sub.owner, 0) + 1
+        st = self.flow.stream(sub.spec.stream)
+        self._listen(st)
+        shared = self.readers.get(st.name)
+        if shared is None:
+            shared = self.readers[st.name] = _Reader(st, max(pos, st.log.first_seq), True)
+        if pos == shared.pos:
+            shared.add(sub)
+        else:
+            rd = _Reader(st, pos, False)
+            rd.add(sub)
+            self.lone.append(rd)
+        sub.floor = pos - 1
+        sub.sink = self._make_sink(sub)
+        sub.task = self.loop.create_task(self._deliver_loop(sub)) if self.loop else None
+        self._schedule_pump()
+
+    def _detach(self, sub):
+        rd = sub.reader
+        if rd is not None:
+            sub.floor = sub.current_floor()
+            rd.remove(sub)
+            if not rd.shared and not rd.subs and rd in self.lone:
+                self.lone.remove(rd)
+        if sub.task is not None:
+            sub.task.cancel()
+            sub.task = None
+        if sub.sink is not None and hasattr(sub.sink, "close"):
+            self.loop.create_task(sub.sink.close())
+        sub.sink = None
+
+    def _listen(self, st):
+        if st.name not in self._listening:
+            st._target.listeners.append(self._on_append)
+            self._listening.add(st.name)
+
+    def _on_append(self, seq):
+        self._schedule_pump()
+
+    # -- reading the streams -----------------------------------------------------------------
+
+    def _schedule_pump(self):
+        if not self._pump_scheduled and self.loop is not None and not self._closed:
+            self._pump_scheduled = True
+            self.loop.call_soon(self._pump)
+
+    def _pump(self):
+        self._pump_scheduled = False
+        if self._closed:
+            return
+        more = False
+        for rd in list(self.readers.values()) + list(self.lone):
+            if rd.subs:
+                more |= self._read(rd, _PUMP_BATCHES)
+            elif rd.shared:             # nobody reads with it: it waits at the end
+                rd.pos = rd.stream.log.last_seq + 1
+        self._merge()
+        if more:
+            self._schedule_pump()
+
+    def _read(self, rd, rounds):
+        """Up to ``rounds`` reads of ``rd``'s stream; True if there is more."""
+        lg = rd.stream.log
+        flow_name = self.flow.name
+        sname = rd.stream.name
+        subs = rd.subs
+        for _ in range(rounds):
+            if rd.pos > lg.last_seq or not subs:
+                return False
+            if not rd.shared:
+                (sub,) = subs.values()
+                room = _MAX_HELD - len(sub.outbox)
+                if room <= 0:
+                    return False        # its delivery task pumps again when there is room
+            b = lg.read(rd.pos, limit=_READ)
+            if b.lost:
+                for s in subs.values():
+                    s.lost += b.lost
+            evs = events_from_batch(b, sname, flow_name)
+            index = rd.index
+            woken = set()
+            stop_at = None
+            for ev in evs:
+                for sid in index.candidates(ev):
+                    s = subs.get(sid)
+                    if s is None or not s.spec.predicate(ev):
+                        continue
+                    if len(s.outbox) >= _MAX_HELD:
+                        if rd.shared:
+                            self._split(rd, s, ev.seq)
+                            continue
+                        stop_at = ev.seq
+                        break
+                    s.outbox.append(ev)
+                    s.matched += 1
+                    woken.add(s)
+                if stop_at is not None:
+                    break
+            rd.pos = stop_at if stop_at is not None else b.next_seq
+            for s in woken:
+                s.wake.set()
+            if stop_at is not None:
+                return False
+        return rd.pos <= lg.last_seq
+
+    def _split(self, shared, sub, seq):
+        """``sub`` cannot take event ``seq`` now: it reads alone from there."""
+        shared.remove(sub)
+        rd = _Reader(shared.stream, seq, False)
+        rd.add(sub)
+        self.lone.append(rd)
+
+    def _merge(self):
+        """Lone readers that caught up with their stream's shared one join it."""
+        if not self.lone:
+            return
+        keep = []
+        for rd in self.lone:
+            shared = self.readers.get(rd.stream.name)
+            if shared is not None and not shared.subs and rd.subs:
+                shared.pos = rd.pos     # the shared reader is idle: it takes this one's place
+            if shared is not None and rd.pos == shared.pos and rd.subs:
+                for s in list(rd.subs.values()):
+                    if len(s.outbox) < _MAX_HELD // 2:
+                        rd.remove(s)
+                        shared.add(s)
+                if rd.subs:
+                    keep.append(rd)
+            elif rd.subs:
+                keep.append(rd)
+        self.lone = keep
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    def _make_sink(self, sub):
+        spec = sub.spec
+        if spec.resource["protocol"] == "HTTP":
+            from fastflow.subscriptions.webhook import WebhookSettings, WebhookSink
+
+            ps = spec.settings
+            settings = dict(self.webhook_defaults)
+            settings.update(mode=ps["mode"], max_batch=ps["maxbatch"], timeout=ps["timeout"],
+                            max_in_flight=ps["maxinflight"], max_retries=ps["maxretries"],
+                            handshake=ps["handshake"])
+            return WebhookSink(spec.resource["sink"], WebhookSettings(**settings),
+                               credential=spec.credential, origin=self.origin,
+                               headers=ps["headers"], method=ps["method"])
+        return None
+
+    async def _deliver_loop(self, sub):
+        delay = _RETRY_MIN
+        while True:
+            if not sub.outbox:
+                sub.wake.clear()
+                self._schedule_pump()
+                await sub.wake.wait()
+                continue
+            n = sub.spec.settings.get("maxbatch", 256) * sub.spec.settings.get(
+                "maxinflight", 1) if sub.sink is not None else 1024
+            batch = [sub.outbox[i] for i in range(min(n, len(sub.outbox)))]
+            try:
+                outcomes = await self._send(sub, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:    # the engine refused (a full stream): try again later
+                sub.failed += 1
+                sub.retried += 1
+                sub.last_error = str(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            delay = _RETRY_MIN
+            retired = None
+            for ev, out in zip(batch, outcomes):
+                sub.outbox.popleft()
+                if out == "delivered":
+                    sub.delivered += 1
+                elif out[0] == "retired":
+                    retired = out[1]
+                    sub.dead += 1
+                    self._dead_letter(sub, ev, out[1])
+                else:
+                    sub.dead += 1
+                    sub.last_error = out[1]
+                    self._dead_letter(sub, ev, out[1])
+            sub.last_delivery = time.time()
+            if retired is not None:
+                self._retire(sub, retired)
+                return
+            self._dirty_soon()
+
+    async def _send(self, sub, batch):
+        spec = sub.spec
+        if sub.sink is not None:
+            return await sub.sink.deliver(batch)
+        subject = spec.settings["subject"]
+        sink = spec.resource["sink"]
+        if sink == "fastflow:":
+            publish = self.flow.publish_record
+            for ev in batch:
+                publish(subject, ev.encode())
+            return ["delivered"] * len(batch)
+        nc = await self._nats_client(sink)
+        from fastflow.event import to_http
+
+        for ev in batch:
+            headers, body = to_http(ev)
+            await nc.publish(subject, body, headers=dict(headers))
+        await nc.flush()
+        return ["delivered"] * len(batch)
+
+    async def _nats_client(self, url):
+        got = self._nats.get(url)
+        if got is not None and got[0].is_connected:
+            return got[0]
+        import nats
+
+        nc = await nats.connect(url, name="fastflow-subscriptions", allow_reconnect=True,
+                                max_reconnect_attempts=-1, connect_timeout=5)
+        self._nats[url] = [nc, 1]
+        return nc
+
+    def _dead_letter(self, sub, ev, reason):
+        subject = sub.spec.deadletter or "$DLQ.subscriptions.{}".format(sub.id)
+        try:
+            attrs = ev.attributes()
+            attrs["ffdeadreason"] = reason[:1000]
+            self.flow.publish(type(ev)(subject, ev.data, **attrs))
+        except Exception as exc:
+            log.warning("subscription %s: dead letter of %s not published: %s", sub.id, ev.id,
+                        exc)
+        self.flow.advise("subscription_dead_letter", {
+            "subscription": sub.id, "stream": sub.spec.stream, "seq": ev.seq, "id": ev.id,
+            "reason": reason[:1000], "dead_letter_subject": subject})
+
+    def _retire(self, sub, reason):
+        sub.status, sub.reason = "retired", reason
+        rd = sub.reader
+        if rd is not None:
+            sub.floor = sub.current_floor()
+            rd.remove(sub)
+            if not rd.shared and rd in self.lone:
+                self.lone.remove(rd)
+        sub.outbox.clear()
+        sub.task = None
+        self.flow.advise("subscription_retired", {"subscription": sub.id, "reason": reason})
+        self._dirty_now()
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def _path(self):
+        return os.path.join(self.data_dir, STATE_FILE) if self.data_dir else None
+
+    def _load(self):
+        path = self._path()
+        if path is None or not os.path.exists(path):
+            return []
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+        if doc.get("version") != 1:
+            raise ValueError("{}: unknown version {!r}".format(path, doc.get("version")))
+        return doc["subscriptions"]
+
+    def _restore(self, rec):
+        body = rec["body"]
+        spec = self.validate(body)
+        sub = _Sub(rec["id"], rec.get("owner"), spec, body, rec.get("created"))
+        lg = self.flow.stream(spec.stream).log
+        floor = int(rec.get("floor", 0))
+        pos = max(floor + 1, lg.first_seq)
+        if pos > floor + 1:
+            sub.lost += pos - floor - 1
+        if rec.get("status") == "retired":
+            sub.status, sub.reason, sub.floor = "retired", rec.get("reason"), floor
+            self.subs[sub.id] = sub
+            self._per_owner[sub.owner] = self._per_owner.get(sub.owner, 0) + 1
+            return
+        self._attach(sub, min(pos, lg.last_seq + 1))
+
+    def _dirty_now(self):
+        self._dirty = True
+        self._save()
+
+    def _dirty_soon(self):
+        self._dirty = True
+        if self._save_timer is None and self.loop is not None and not self._closed:
+            self._save_timer = self.loop.call_later(self.save_interval, self._save_due)
+
+    def _save_due(self):
+        self._save_timer = None
+        self._save()
+
+    def _save(self):
+        path = self._path()
+        if path is None:
+            return
+        doc = {"version": 1, "subscriptions": [
+            {"id": s.id, "owner": s.owner, "created": s.created, "body": s.body,
+             "floor": s.current_floor(), "status": s.status, "reason": s.reason}
+            for s in self.subs.values()]}
+        tmp = path + ".tmp"
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self._dirty = False
