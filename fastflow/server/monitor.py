@@ -49,7 +49,7 @@ log = logging.getLogger("fastflow.server")
 MAX_CONNECTIONS = 64                    # open monitoring connections; more get 503
 MAX_BODY = 64 << 10                     # bytes: no endpoint reads a body (read, then dropped)
 _CLOSE_GRACE = 5.0                      # seconds a closing connection may take to flush
-ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/metrics")
+ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/subscriptionz", "/metrics")
 _CPU_WINDOW = 0.5                       # seconds: the least time /varz's cpu is measured over
 _SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
           "subscriptions", "uptime", "idle")
@@ -352,6 +352,9 @@ class MonitorProtocol(HttpResponder):
     def _streamz(self, req, principal):
         self.document(req, self.monitor.streamz())
 
+    def _subscriptionz(self, req, principal):
+        self.document(req, self.monitor.subscriptionz(req.params()))
+
     def _metrics(self, req, principal):
         self.respond(req, 200, self.monitor.metrics().encode(), _METRICS)
 
@@ -364,6 +367,7 @@ MonitorProtocol.routes = {
     "connz": {"GET": MonitorProtocol._connz},
     "subsz": {"GET": MonitorProtocol._subsz},
     "streamz": {"GET": MonitorProtocol._streamz},
+    "subscriptionz": {"GET": MonitorProtocol._subscriptionz},
     "metrics": {"GET": MonitorProtocol._metrics},
 }
 
@@ -531,6 +535,25 @@ class MonitorServer:
             out[name] = info
         return {"server_id": self.server.id, "streams": out}
 
+    def subscriptionz(self, q):
+        """The Subscriptions API's subscriptions with their delivery
+        counters (``offset``, ``limit``: a page; ``id``: one)."""
+        mgr = self.server.subscriptions
+        if mgr is None:
+            return {"server_id": self.server.id, "enabled": False, "total": 0,
+                    "subscriptions": []}
+        try:
+            limit = max(0, int(q.get("limit", 1024)))
+            offset = max(0, int(q.get("offset", 0)))
+        except ValueError:
+            limit, offset = 1024, 0
+        subs = list(mgr.subs.values())
+        if "id" in q:
+            subs = [s for s in subs if s.id == q["id"]]
+        return {"server_id": self.server.id, "enabled": True, "total": len(subs),
+                "offset": offset, "limit": limit,
+                "subscriptions": [s.info() for s in subs[offset:offset + limit]]}
+
     def metrics(self):
         srv = self.server
         flow = srv.flow
@@ -610,6 +633,22 @@ class MonitorServer:
         metric("fastflow_consumer_lag", "gauge", "Events stored after the ack floor.",
                [({"stream": c["stream"], "consumer": c["name"]}, c["lag"])
                 for c in consumers.values()])
+        mgr = srv.subscriptions
+        if mgr is not None:
+            infos = [s.info() for s in mgr.subs.values() if s.spec is not None]
+            one("fastflow_api_subscriptions", "gauge", "Subscriptions-API subscriptions.",
+                len(mgr.subs))
+            for key, kind, help_ in (
+                    ("delivered", "counter", "Events delivered to the sink."),
+                    ("failed", "counter", "Deliveries that failed (each attempt)."),
+                    ("retried", "counter", "Deliveries tried again."),
+                    ("dead", "counter", "Events given up on (dead-lettered)."),
+                    ("lost", "counter", "Events retention removed before delivery."),
+                    ("lag", "gauge", "Events stored after the subscription's floor."),
+                    ("pending", "gauge", "Events matched, not yet delivered.")):
+                metric("fastflow_api_subscription_{}{}".format(
+                    key, "_total" if kind == "counter" else ""), kind, help_,
+                    [({"id": i["id"], "stream": i["stream"]}, i[key]) for i in infos])
         for key, kind, help_ in (
                 ("subscriptions", "gauge", "Matcher subscriptions (network, local, streams)."),
                 ("matches", "counter", "Matcher lookups."),

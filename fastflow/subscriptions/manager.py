@@ -110,7 +110,8 @@ class _Sub:
                 "floor": self.current_floor(), "lag": None if last is None else
                 max(0, last - self.current_floor()), "pending": len(self.outbox),
                 "shared_reader": bool(rd is not None and rd.shared),
-                "matched": self.matched, "delivered": self.delivered, "failed": self.failed,
+                "matched": self.matched, "delivered": self.delivered,
+                "failed": self.failed + sink.get("failed", 0),
                 "retried": self.retried + sink.get("retried", 0), "dead": self.dead,
                 "lost": self.lost, "last_error": self.last_error or sink.get("last_error"),
                 "last_delivery": self.last_delivery, "sink_state": sink or None}
