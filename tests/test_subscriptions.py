@@ -139,7 +139,13 @@ _attr_filter = st.builds(lambda d, a, v: {d: {a: v}}, st.sampled_from(["exact", 
                                                                        "suffix"]),
                          st.sampled_from(["type", "source", "subject", "region"]),
                          st.sampled_from(_TYPES + _SOURCES + ["com.", "/e", "x"]))
-_filter = st.recursive(_attr_filter, lambda inner: st.one_of(
+_vals = st.sampled_from(_TYPES + _SOURCES + ["com.", "/e", "x"])
+_sql_filter = st.builds(lambda t, a, b: {"sql": t.format(a=a, b=b)}, st.sampled_from([
+    "type = '{a}'", "'{a}' = source", "source LIKE '{a}%'", "type IN ('{a}', '{b}')",
+    "type = '{a}' AND subject = '{b}'", "type = '{a}' OR source = '{b}'", "NOT type = '{a}'",
+    "type LIKE '{a}_%'", "subject LIKE '{a}%' AND region = 'eu'", "type = '{a}' AND 1 / 0 = 0"]),
+    _vals, _vals)
+_filter = st.recursive(st.one_of(_attr_filter, _sql_filter), lambda inner: st.one_of(
     st.builds(lambda fs: {"all": fs}, st.lists(inner, min_size=1, max_size=3)),
     st.builds(lambda fs: {"any": fs}, st.lists(inner, min_size=1, max_size=3)),
     st.builds(lambda f: {"not": f}, inner)), max_leaves=6)
@@ -176,6 +182,25 @@ def test_index_candidates_hold_every_match(subs, events, rnd):
         want = {i for i, p in preds.items() if i not in gone and p(ev)}
         assert want <= cands, (want - cands, ev)
         assert not cands & set(gone)
+        # where the lookup is the whole filter, being a candidate is matching
+        for i in cands:
+            if getattr(preds[i], "index_decides", False):
+                assert preds[i](ev), (subs[i], ev)
+
+
+def test_cesql_filters_are_indexed_by_what_they_require():
+    def keys(sql):
+        return compile_filter(filters=[{"sql": sql}])[1]
+    assert keys("type = 'com.acme.order' AND source LIKE '/eu/%' AND amount > 100") == \
+        [("exact", "type", "com.acme.order")]
+    assert keys("source LIKE '/eu/%' AND amount > 100") == [("prefix", "source", "/eu/")]
+    assert keys("'x' = subject") == [("exact", "subject", "x")]
+    assert keys("type IN ('a', 'b', 'a')") == [("exact", "type", "a"), ("exact", "type", "b")]
+    # nothing every true event must meet: evaluated for every event
+    for sql in ("type = 'a' OR source = 'b'", "NOT type = 'a'", "type LIKE 'a_%'",
+                "type NOT IN ('a')", "type <> 'a'", "amount > 100", "region = 'eu'",
+                "type = 1", "source LIKE '%x'"):
+        assert keys(sql) is None, sql
 
 
 def test_index_is_selective():

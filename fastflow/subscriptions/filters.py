@@ -197,6 +197,53 @@ def _attribute_filter(dialect, pairs):
     return test
 
 
+def _sql_groups(text):
+    """Index keys a CESQL filter implies: from the operands of its top
+    AND chain, ``<attr> = '<text>'`` (either side), ``<attr> IN ('a',
+    'b')`` and ``<attr> LIKE '<text>%'`` for the indexed attributes (a
+    filter is true only when the whole chain is true without an error,
+    so each of these must hold).  A list of alternative-key lists."""
+    try:
+        root = cesql.compile(text)._root
+    except Exception:
+        return []
+    out = []
+
+    def attr(node):
+        name = getattr(node, "name", None)
+        return name if type(node).__name__ == "_Attribute" and name in INDEXED else None
+
+    def text_of(node):
+        if type(node).__name__ == "_Literal" and type(node.value) is str:
+            return node.value
+        return None
+
+    def walk(node):
+        kind = type(node).__name__
+        if kind == "_Logic" and node.op == "AND":
+            walk(node.left)
+            walk(node.right)
+        elif kind == "_Compare" and node.op == "=":
+            for a, b in ((node.left, node.right), (node.right, node.left)):
+                name, value = attr(a), text_of(b)
+                if name and value:
+                    out.append([("exact", name, value)])
+                    return
+        elif kind == "_In" and not node.negated:
+            name = attr(node.operand)
+            values = [text_of(i) for i in node.items]
+            if name and values and all(values):
+                out.append([("exact", name, v) for v in dict.fromkeys(values)])
+        elif kind == "_Like" and not node.negated:
+            name = attr(node.operand)
+            p = node.pattern
+            if name and len(p) > 1 and p.endswith("%") and not any(
+                    c in p[:-1] for c in "%_\\"):
+                out.append([("prefix", name, p[:-1])])
+    walk(root)
+    return out
+
+
 def _keys(source, types, filters, routing):
     """The index keys of a subscription: a list of alternatives, one of
     which every event it takes meets (``("exact", attr, value)``,
@@ -219,6 +266,8 @@ def _keys(source, types, filters, routing):
                 for name, value in arg.items():
                     if name in INDEXED:
                         groups.append([(dialect, name, value)])
+            elif dialect in ("sql", "cesql"):
+                groups.extend(_sql_groups(arg))
             elif dialect == "all":
                 walk(arg)
             elif dialect == "any":
@@ -267,7 +316,21 @@ def compile_filter(source=None, types=None, filters=None, routing=None, where="f
         preds.append(lambda ev: ev.type in tset)
     if filters is not None:
         preds.append(c.filters(filters, where))
-    return _all(preds), _keys(source, types, filters, routing)
+    keys = _keys(source, types, filters, routing)
+    pred = _all(preds)
+    if keys is not None and len(preds) == 1 and (
+            filters is None or (len(filters) == 1 and len(next(iter(filters[0].values()))) == 1
+                                and next(iter(filters[0])) in ("exact", "prefix"))):
+        # one condition, the one the index looks up: a candidate matches
+        pred = _decided(pred)
+    return pred, keys
+
+
+def _decided(pred):
+    def decided(ev):
+        return pred(ev)
+    decided.index_decides = True
+    return decided
 
 
 # -- the index -------------------------------------------------------------------------------

@@ -92,6 +92,8 @@ class _Sub:
         self.wake = asyncio.Event()
         self.task = None
         self.sink = None
+        self.inline = None              # this engine's subject: delivered as it is read
+        self.decided = False            # the index's lookup is the whole filter
         self.matched = self.delivered = self.failed = self.dead = self.lost = 0
         self.retried = 0
         self.last_error = None
@@ -294,6 +296,10 @@ class SubscriptionManager:
             self.lone.append(rd)
         sub.floor = pos - 1
         sub.sink = self._make_sink(sub)
+        res = sub.spec.resource
+        sub.decided = getattr(sub.spec.predicate, "index_decides", False)
+        sub.inline = sub.spec.settings["subject"] if res["protocol"] == "NATS" and \
+            res["sink"] == "fastflow:" else None
         sub.task = self.loop.create_task(self._deliver_loop(sub)) if self.loop else None
         self._schedule_pump()
 
@@ -343,6 +349,7 @@ class SubscriptionManager:
     def _read(self, rd, rounds):
         """Up to ``rounds`` reads of ``rd``'s stream; True if there is more."""
         lg = rd.stream.log
+        publish = self.flow.publish_record
         flow_name = self.flow.name
         sname = rd.stream.name
         subs = rd.subs
@@ -362,11 +369,25 @@ class SubscriptionManager:
             index = rd.index
             woken = set()
             stop_at = None
+            candidates = index.candidates
             for ev in evs:
-                for sid in index.candidates(ev):
+                for sid in candidates(ev):
                     s = subs.get(sid)
-                    if s is None or not s.spec.predicate(ev):
+                    if s is None or not (s.decided or s.spec.predicate(ev)):
                         continue
+                    if s.inline is not None and not s.outbox:
+                        # this engine's subject: delivered here, no task wakes up
+                        s.matched += 1
+                        try:
+                            publish(s.inline, ev.encode())
+                            s.delivered += 1
+                            continue
+                        except Exception as exc:    # a full stream: the task tries again
+                            s.failed += 1
+                            s.last_error = str(exc)
+                            s.outbox.append(ev)
+                            woken.add(s)
+                            continue
                     if len(s.outbox) >= _MAX_HELD:
                         if rd.shared:
                             self._split(rd, s, ev.seq)
