@@ -585,3 +585,40 @@ def test_random_bodies_never_fail_the_server(aloop, ffserver, free_port):
                     assert "Traceback" not in r.text
             assert (await c.get("/healthz")).status_code == 200
     aloop(main)
+
+
+def test_the_command_line(aloop, ffserver, free_port):
+    import sys
+
+    async def cli(*args):
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fastflow", "subscriptions", *args, "-s", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await p.communicate()
+        return p.returncode, out.decode(), err.decode()
+
+    async def main():
+        nonlocal url
+        async with _serve(ffserver, free_port) as srv:
+            url = "http://127.0.0.1:{}".format(srv.http_port)
+            rc, out, err = await cli("ls")
+            assert (rc, out) == (0, "no subscriptions\n"), err
+            rc, out, err = await cli("add", "fastflow:", "--subject", "out.x", "--type", "a",
+                                     "--type", "b", "--sql", "amount > 1", "--start", "first")
+            assert rc == 0 and out.startswith("created sub-"), err
+            sid = out.split()[1]
+            doc = srv.subscriptions.subs[sid].spec.public(sid)
+            assert doc["types"] == ["a", "b"] and doc["filters"] == [{"sql": "amount > 1"}]
+            assert doc["config"] == {"start": "first"}
+            rc, out, err = await cli("ls", "--json")
+            assert rc == 0 and json.loads(out)[0]["id"] == sid
+            rc, out, err = await cli("info", sid)
+            assert rc == 0 and "status: active" in out
+            rc, out, err = await cli("add", "fastflow:", "--subject", "out.x", "--sql", "a =")
+            assert rc == 1 and "filters[0].sql: invalid CESQL expression" in err
+            rc, out, err = await cli("rm", sid)
+            assert (rc, out) == (0, "deleted {}\n".format(sid))
+            rc, out, err = await cli("info", sid)
+            assert rc == 1 and "no subscription" in err
+    url = None
+    aloop(main)

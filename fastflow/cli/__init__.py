@@ -276,6 +276,37 @@ def _build_parser():
     action(sa, "rm", "stream", "name", help="delete a consumer")
     p.set_defaults(_command_parser=p)
 
+    p = sub.add_parser("subscriptions", help="Subscriptions API: ls, add, info, rm (-s http://)",
+                       description="Manage the Subscriptions-API subscriptions of a server's "
+                                   "HTTP door (-s http://HOST:PORT; docs/subscriptions.md).")
+    sa = p.add_subparsers(dest="action", metavar="ACTION")
+    action(sa, "ls", json=True, help="list the subscriptions you may see")
+    a = action(sa, "add", "sink", json=True, help="create a subscription",
+               description="Create a subscription: events of a stream that pass its filters "
+                           "are delivered to SINK: a webhook (http:// or https://), a NATS "
+                           "server (nats://HOST:PORT) or this server's subjects (fastflow:).")
+    a.add_argument("--protocol", choices=("HTTP", "NATS"), help="default: from the sink")
+    a.add_argument("--subject", help="NATS: the subject to publish on")
+    a.add_argument("--mode", choices=("binary", "structured", "batch"),
+                   help="HTTP: the CloudEvents content mode (default binary)")
+    a.add_argument("--sink-token", metavar="TOKEN", help="HTTP: sent as Authorization: Bearer")
+    a.add_argument("--stream", help="the stream to deliver from (default: the only one)")
+    a.add_argument("--start", help="new (default), first, or a seq")
+    a.add_argument("--pattern", metavar="PATTERN", help="only events routed on these subjects")
+    a.add_argument("--source", help="only events of this source")
+    a.add_argument("--type", action="append", metavar="TYPE",
+                   help="only events of this type (repeatable: any of them)")
+    a.add_argument("--exact", action="append", metavar="ATTR=VALUE", help="an exact filter")
+    a.add_argument("--prefix", action="append", metavar="ATTR=VALUE", help="a prefix filter")
+    a.add_argument("--sql", metavar="EXPR", help="a CESQL filter")
+    a.add_argument("--dead-letter", metavar="SUBJECT",
+                   help="where failed events go (default $DLQ.subscriptions.<id>)")
+    a.add_argument("--body", metavar="JSON",
+                   help="the whole Subscription resource as JSON (or @FILE) instead")
+    action(sa, "info", "id", json=True, help="a subscription's delivery state and counters")
+    action(sa, "rm", "id", json=True, help="delete a subscription")
+    p.set_defaults(_command_parser=p)
+
     b = sub.add_parser("bench", help="measure publishers -> subscribers through a server",
                        description="Publishers and subscribers through a fastflow server (an "
                                    "embedded one on a free loopback port unless --server): "
@@ -328,6 +359,13 @@ def main(argv=None):
         from fastflow.cli import streams
 
         return network_command(args, getattr(streams, cmd))
+    if cmd == "subscriptions":
+        if args.action is None:
+            args._command_parser.print_help()
+            return 2
+        from fastflow.cli.subscriptions import subscriptions
+
+        return network_command(args, subscriptions)
     if cmd == "bench":
         from fastflow.cli import bench
 
