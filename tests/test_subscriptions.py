@@ -385,7 +385,8 @@ def test_crud(aloop, ffserver, free_port):
             # the OpenAPI document
             r = await c.get("/openapi.json")
             assert r.status_code == 200
-            assert set(r.json()["paths"]) == {"/subscriptions", "/subscriptions/{id}"}
+            assert set(r.json()["paths"]) == {"/subscriptions", "/subscriptions/{id}",
+                                           "/subscriptions/{id}/status"}
     aloop(main)
 
 
@@ -621,4 +622,38 @@ def test_the_command_line(aloop, ffserver, free_port):
             rc, out, err = await cli("info", sid)
             assert rc == 1 and "no subscription" in err
     url = None
+    aloop(main)
+
+
+def test_subscriptions_that_feed_each_other_are_stopped(aloop):
+    """A subscription may not deliver into the stream it reads; two that
+    feed each other's streams are processors: each delivery adds a hop,
+    and the engine's loop breaker stops the chain at its hop limit."""
+    from fastflow.subscriptions import SubscriptionManager
+
+    async def main():
+        flow = fastflow.Flow(hop_limit=8)
+        flow.add_stream("a", ["a.>"])
+        flow.add_stream("b", ["b.>"])
+        mgr = SubscriptionManager(flow)
+        await mgr.start()
+        try:
+            with pytest.raises(FilterError) as ei:
+                mgr.create(_nats_sub("a.again", config={"stream": "a"}), None)
+            assert ei.value.field == "protocolsettings.subject"
+            assert "captured by stream 'a'" in ei.value.reason
+            mgr.create(_nats_sub("b.x", config={"stream": "a"}), None)
+            mgr.create(_nats_sub("a.y", config={"stream": "b"}), None)
+            flow.publish(fastflow.Event("a.start", b"x", type="t"))
+            await wait_until(lambda: flow.stats()["dropped_loop"] == 1, 5)
+            await asyncio.sleep(0.1)
+            a, b = flow.stream("a").log.last_seq, flow.stream("b").log.last_seq
+            assert a + b == 9           # the original and 8 hops
+            hops = [e.hops for e in flow.stream("a").replay()]
+            assert hops == [0, 2, 4, 6, 8]
+            # the CloudEvents attributes and data are the producer's
+            first, last = list(flow.stream("a").replay())[::4]
+            assert (first.id, first.source, first.data) == (last.id, last.source, last.data)
+        finally:
+            await mgr.stop()
     aloop(main)

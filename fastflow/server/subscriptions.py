@@ -120,12 +120,17 @@ def subscriptions_request(proto, req, principal):
             return
         sid = parts[2]
         sub = mgr.get(sid, name, admin)
-        if method == "OPTIONS" and len(parts) == 3:
-            proto.respond(req, 200, b"", None, (("allow", _ALLOW_ITEM),)
+        if method == "OPTIONS" and len(parts) == 3 and req.headers.get(
+                "access-control-request-method") is not None:
+            # a browser's preflight carries no credentials: answered for any id
+            proto.respond(req, 204, b"", None, (("allow", _ALLOW_ITEM),)
                           + _preflight(proto, req, _ALLOW_ITEM))
             return
         if sub is None:
             raise HttpError(404, "no subscription {!r}".format(sid[:200]))
+        if method == "OPTIONS" and len(parts) == 3:
+            proto.respond(req, 200, b"", None, (("allow", _ALLOW_ITEM),))
+            return
         if len(parts) == 4:
             if method != "GET":
                 raise HttpError(405, "{} is not allowed on {}".format(
@@ -201,7 +206,16 @@ def openapi_document():
         "protocol": {"type": "string", "enum": ["HTTP", "NATS"]},
         "protocolsettings": {"type": "object"},
         "sink": {"type": "string", "format": "uri"},
-        "sinkcredential": {"type": "object", "writeOnly": True},
+        "sinkcredential": {
+            "type": "object", "writeOnly": True, "required": ["credentialtype"],
+            "properties": {
+                "credentialtype": {"type": "string", "enum": ["ACCESSTOKEN", "REFRESHTOKEN",
+                                                              "PLAIN"]},
+                "accesstoken": {"type": "string", "minLength": 1},
+                "accesstokenexpiresutc": {"type": "string", "format": "date-time"},
+                "accesstokentype": _STR, "refreshtoken": _STR, "refreshtokenendpoint": _STR,
+                "identifier": {"type": "string", "minLength": 1},
+                "secret": {"type": "string", "minLength": 1}}},
         "source": {"type": "string", "minLength": 1},
         "types": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "filters": {"type": "array", "items": {"$ref": "#/components/schemas/Filter"}},
@@ -251,8 +265,16 @@ def openapi_document():
                            "responses": {"200": ok_item, "401": _ERROR, "404": _ERROR}},
                 "options": {"operationId": "getSubscriptionFeatures", "parameters": idp,
                             "responses": {"200": {"description": "OK", "headers": {
-                                "Allow": {"schema": _STR}}}}},
+                                "Allow": {"schema": _STR}}}, "401": _ERROR, "404": _ERROR}},
             },
+            "/subscriptions/{id}/status": {
+                "get": {"operationId": "getSubscriptionStatus", "parameters": idp,
+                        "description": "fastflow: the delivery state and counters",
+                        "responses": {"200": {"description": "OK", "content": {
+                            "application/json": {"schema": {
+                                "type": "object", "required": ["id", "status"],
+                                "properties": {"id": _STR, "status": _STR}}}}},
+                            "401": _ERROR, "404": _ERROR}}},
         },
         "components": {"schemas": {
             "SubscriptionRequest": {"type": "object", "properties": req_props,

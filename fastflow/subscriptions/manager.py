@@ -32,8 +32,8 @@ import secrets
 import time
 from collections import deque
 
-from fastflow._impl import events_from_batch
-from fastflow.subscriptions.filters import FilterIndex
+from fastflow._impl import Matcher, events_from_batch
+from fastflow.subscriptions.filters import FilterError, FilterIndex
 from fastflow.subscriptions.model import parse
 
 __all__ = ("SubscriptionManager", "SubscriptionLimit")
@@ -46,6 +46,21 @@ _PUMP_BATCHES = 16              # reads per loop iteration, at most (then yield)
 _MAX_HELD = 4096                # an outbox's limit: past it, the subscription reads alone
 _RETRY_MIN = 0.05               # seconds before an engine-side delivery is tried again
 _RETRY_MAX = 5.0
+
+
+def forwarded(ev):
+    """The record of ``ev`` with one hop more (``ffhops``, bytes 2-3 of
+    the record, little-endian): a subscription that republishes on this
+    engine is a processor, and the engine's loop breaker stops a chain of
+    them that feeds itself (``Flow(hop_limit=...)``).  The CloudEvents
+    attributes and the data stay the bytes the producer sent."""
+    rec = bytearray(ev.encode())
+    hops = rec[2] | rec[3] << 8
+    if hops < 0xFFFF:
+        hops += 1
+        rec[2] = hops & 0xFF
+        rec[3] = hops >> 8
+    return bytes(rec)
 
 
 class SubscriptionLimit(Exception):
@@ -217,7 +232,17 @@ class SubscriptionManager:
 
     def validate(self, body):
         streams = {n: st.subjects for n, st in self.flow.streams().items()}
-        return parse(body, streams, self.sink_allowed)
+        spec = parse(body, streams, self.sink_allowed)
+        if spec.resource["protocol"] == "NATS" and spec.resource["sink"] == "fastflow:":
+            subject = spec.settings["subject"]
+            m = Matcher(cache_size=0)
+            for p in streams[spec.stream]:
+                m.add(p, p)
+            if m.match(subject):
+                raise FilterError("protocolsettings.subject", "{!r} is captured by stream {!r}, "
+                                  "which this subscription reads: every delivery would come "
+                                  "back to it".format(subject, spec.stream))
+        return spec
 
     def create(self, body, owner, spec=None):
         """A new subscription from ``body`` (validated: ``spec``) for
@@ -379,7 +404,7 @@ class SubscriptionManager:
                         # this engine's subject: delivered here, no task wakes up
                         s.matched += 1
                         try:
-                            publish(s.inline, ev.encode())
+                            publish(s.inline, forwarded(ev))
                             s.delivered += 1
                             continue
                         except Exception as exc:    # a full stream: the task tries again
@@ -501,7 +526,7 @@ class SubscriptionManager:
         if sink == "fastflow:":
             publish = self.flow.publish_record
             for ev in batch:
-                publish(subject, ev.encode())
+                publish(subject, forwarded(ev))
             return ["delivered"] * len(batch)
         nc = await self._nats_client(sink)
         from fastflow.event import to_http
