@@ -109,6 +109,7 @@ class _Sub:
         self.sink = None
         self.inline = None              # this engine's subject: delivered as it is read
         self.decided = False            # the index's lookup is the whole filter
+        self.loops = False              # a stream captures its inline subject: add a hop
         self.matched = self.delivered = self.failed = self.dead = self.lost = 0
         self.retried = 0
         self.last_error = None
@@ -169,6 +170,7 @@ class SubscriptionManager:
         self._started = False
         self._closed = False
         self._nats = {}                 # nats URL -> [client, users]
+        self._stream_names = None       # the streams _mark_loops saw
         self.loop = None
 
     # -- life ------------------------------------------------------------------------------
@@ -325,6 +327,7 @@ class SubscriptionManager:
         sub.decided = getattr(sub.spec.predicate, "index_decides", False)
         sub.inline = sub.spec.settings["subject"] if res["protocol"] == "NATS" and \
             res["sink"] == "fastflow:" else None
+        self._stream_names = None       # (marked again before the next read)
         sub.task = self.loop.create_task(self._deliver_loop(sub)) if self.loop else None
         self._schedule_pump()
 
@@ -347,6 +350,16 @@ class SubscriptionManager:
             st._target.listeners.append(self._on_append)
             self._listening.add(st.name)
 
+    def _mark_loops(self):
+        """Which inline subscriptions deliver into a stream (and so may feed
+        a chain that comes back): their records get one hop more."""
+        m = Matcher(cache_size=0)
+        for st in self.flow.streams().values():
+            for p in st.subjects:
+                m.add(p, st.name)
+        for s in self.subs.values():
+            s.loops = s.inline is not None and bool(m.match(s.inline))
+
     def _on_append(self, seq):
         self._schedule_pump()
 
@@ -361,6 +374,10 @@ class SubscriptionManager:
         self._pump_scheduled = False
         if self._closed:
             return
+        names = tuple(self.flow.streams())
+        if names != self._stream_names:
+            self._stream_names = names
+            self._mark_loops()
         more = False
         for rd in list(self.readers.values()) + list(self.lone):
             if rd.subs:
@@ -404,7 +421,7 @@ class SubscriptionManager:
                         # this engine's subject: delivered here, no task wakes up
                         s.matched += 1
                         try:
-                            publish(s.inline, forwarded(ev))
+                            publish(s.inline, forwarded(ev) if s.loops else ev.encode())
                             s.delivered += 1
                             continue
                         except Exception as exc:    # a full stream: the task tries again
@@ -526,7 +543,7 @@ class SubscriptionManager:
         if sink == "fastflow:":
             publish = self.flow.publish_record
             for ev in batch:
-                publish(subject, forwarded(ev))
+                publish(subject, forwarded(ev) if sub.loops else ev.encode())
             return ["delivered"] * len(batch)
         nc = await self._nats_client(sink)
         from fastflow.event import to_http
