@@ -169,6 +169,7 @@ class ServerConfig:
         ("subscriptions_max", 100000),  # subscriptions on the server (0: no limit)
         ("subscriptions_max_per_user", 10000),  # per owner (0: no limit)
         ("subscriptions_sink_hosts", ("*",)),   # webhook sink hosts allowed (fnmatch patterns)
+        ("subscriptions_callback_url", None),   # the HTTP door's public URL (webhook callbacks)
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -293,6 +294,11 @@ class ServerConfig:
             raise ConfigError("subscriptions_sink_hosts: expected a list of host name patterns "
                               "(\"*\", \"*.example.com\", \"127.0.0.1\"), got {!r}".format(v))
         self.subscriptions_sink_hosts = tuple(o.lower() for o in v)
+        cb = self.subscriptions_callback_url
+        if cb is not None and (not isinstance(cb, str) or not re.match(
+                r"https?://[!-~]+\Z", cb) or "?" in cb or "#" in cb):
+            raise ConfigError("subscriptions_callback_url: expected the HTTP door's public "
+                              "http(s) URL (printable ASCII, no query), got {!r}".format(cb))
         if self.nats_lineage not in ("keep", "strip"):
             raise ConfigError("nats_lineage: expected \"keep\" or \"strip\", got {!r}".format(
                 self.nats_lineage))
@@ -429,7 +435,8 @@ _TABLES = {
              "cors_origins": "http_cors_origins", "webhook_origins": "http_webhook_origins",
              "webhook_rate": "http_webhook_rate", "lineage": "http_lineage"},
     "subscriptions": {"max": "subscriptions_max", "max_per_user": "subscriptions_max_per_user",
-                      "sink_hosts": "subscriptions_sink_hosts"},
+                      "sink_hosts": "subscriptions_sink_hosts",
+                      "callback_url": "subscriptions_callback_url"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",

@@ -468,6 +468,11 @@ class HttpProtocol(HttpResponder, DoorProtocol):
     """The HTTP door's part of a connection: the parser, the routes and
     HTTP's words for the lifecycle's errors (``HttpResponder``)."""
 
+    def public(self, req):
+        # a webhook sink granting delivery proves itself with the URL's token
+        from fastflow.server.subscriptions import is_grant
+        return is_grant(req)
+
     name = "http"
     ready_note = " (HTTP)"
     answers_only = True

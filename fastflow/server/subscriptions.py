@@ -83,6 +83,8 @@ def subscriptions_request(proto, req, principal):
     if mgr is None:
         raise HttpError(404, "the Subscriptions API is off on this server")
     parts = req.path.split("/")
+    if is_grant(req):
+        return _grant(proto, req, mgr, parts[2])
     # "", "subscriptions"[, id[, "status"]]
     if len(parts) > 4 or (len(parts) == 4 and parts[3] != "status") or \
             (len(parts) >= 3 and not parts[2]):
@@ -163,6 +165,28 @@ def subscriptions_request(proto, req, principal):
     except _FieldError as exc:
         proto.respond(req, exc.status, error_body(exc.status, exc.message, field=exc.field),
                       _JSON, exc.headers)
+
+
+def is_grant(req):
+    """``GET /subscriptions/{id}/grant?token=...``: a webhook sink grants
+    delivery (the handshake's callback variant).  It carries no
+    credentials of ours: the token in the URL, a secret of that
+    subscription, is its proof."""
+    p = req.path
+    return req.method in ("GET", "POST") and p.startswith("/subscriptions/") and \
+        p.endswith("/grant") and p.count("/") == 3
+
+
+def _grant(proto, req, mgr, sid):
+    token = req.params().get("token")
+    rate = req.headers.get("webhook-allowed-rate")
+    n = None
+    if rate is not None and rate.strip() != "*":
+        r = rate.strip()
+        n = int(r) if r.isascii() and r.isdigit() and len(r) <= 9 else None
+    if not mgr.grant(sid, token, n):
+        raise HttpError(404, "no such grant (an unknown subscription or a wrong token)")
+    proto.json(req, {"granted": sid})
 
 
 def _preflight(proto, req, allow):

@@ -98,6 +98,7 @@ class _Sub:
         self.owner = owner
         self.spec = spec
         self.body = body                # what was accepted (sinkcredential included)
+        self.grant_token = secrets.token_urlsafe(24)    # the handshake callback's secret
         self.created = created
         self.status = "active"          # "active", "retired", "error"
         self.reason = None
@@ -150,7 +151,8 @@ class SubscriptionManager:
     in the webhook handshake."""
 
     def __init__(self, flow, data_dir=None, *, max_subscriptions=100000, max_per_owner=10000,
-                 sink_allowed=None, origin="fastflow", save_interval=0.5, webhook_defaults=None):
+                 sink_allowed=None, origin="fastflow", save_interval=0.5, webhook_defaults=None,
+                 callback_base=None):
         self.flow = flow
         self.data_dir = data_dir
         self.max_subscriptions = max_subscriptions
@@ -159,6 +161,8 @@ class SubscriptionManager:
         self.origin = origin
         self.save_interval = save_interval
         self.webhook_defaults = webhook_defaults or {}
+        # the public URL of the HTTP door, for the handshake's callback variant (None: not offered)
+        self.callback_base = callback_base.rstrip("/") if callback_base else None
         self.subs = {}                  # id -> _Sub
         self.readers = {}               # stream name -> the shared _Reader
         self.lone = []                  # _Readers of one subscription each
@@ -487,10 +491,36 @@ class SubscriptionManager:
             settings.update(mode=ps["mode"], max_batch=ps["maxbatch"], timeout=ps["timeout"],
                             max_in_flight=ps["maxinflight"], max_retries=ps["maxretries"],
                             handshake=ps["handshake"])
+            callback = None
+            if self.callback_base and ps["handshake"]:
+                callback = "{}/subscriptions/{}/grant?token={}".format(
+                    self.callback_base, sub.id, sub.grant_token)
             return WebhookSink(spec.resource["sink"], WebhookSettings(**settings),
                                credential=spec.credential, origin=self.origin,
-                               headers=ps["headers"], method=ps["method"])
+                               headers=ps["headers"], method=ps["method"],
+                               callback_url=callback, advise=self._sink_advice(sub))
         return None
+
+    def _sink_advice(self, sub):
+        def advise(kind, info):
+            self.flow.advise("subscription_sink_" + kind, {
+                "subscription": sub.id, "sink": sub.spec.resource["sink"],
+                "reason": info.get("last_error") if isinstance(info, dict) else None})
+        return advise
+
+    def grant(self, sid, token, rate=None):
+        """The callback variant of the webhook handshake: the sink of
+        subscription ``sid`` calls its callback URL.  True if ``token`` is
+        that subscription's."""
+        import hmac
+
+        sub = self.subs.get(sid)
+        if sub is None or not isinstance(token, str) or not hmac.compare_digest(
+                token.encode(), sub.grant_token.encode()):
+            return False
+        if sub.sink is not None:
+            sub.sink.granted(rate)
+        return True
 
     async def _deliver_loop(self, sub):
         delay = _RETRY_MIN
@@ -610,6 +640,7 @@ class SubscriptionManager:
         body = rec["body"]
         spec = self.validate(body)
         sub = _Sub(rec["id"], rec.get("owner"), spec, body, rec.get("created"))
+        sub.grant_token = rec.get("grant_token") or sub.grant_token
         lg = self.flow.stream(spec.stream).log
         floor = int(rec.get("floor", 0))
         pos = max(floor + 1, lg.first_seq)
@@ -641,6 +672,7 @@ class SubscriptionManager:
             return
         doc = {"version": 1, "subscriptions": [
             {"id": s.id, "owner": s.owner, "created": s.created, "body": s.body,
+             "grant_token": s.grant_token,
              "floor": s.current_floor(), "status": s.status, "reason": s.reason}
             for s in self.subs.values()]}
         tmp = path + ".tmp"
