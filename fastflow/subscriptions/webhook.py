@@ -163,6 +163,7 @@ def batch_json(events, lineage=True):
     out = []
     append = out.append
     raw = _RAW.decode
+    kinds = _ct_kind
     for ev in events:
         m = ev.attributes()
         if not lineage:
@@ -171,7 +172,7 @@ def batch_json(events, lineage=True):
         data = ev.data
         if data:
             ct = m.get("datacontenttype")
-            k = _OTHER if ct is None else _kind(ct)
+            k = _OTHER if ct is None else kinds.get(ct) or _kind(ct)
             if k == _JSON:
                 try:
                     if not data.isascii():
@@ -603,11 +604,12 @@ class WebhookSink:
         return outcomes
 
     def _units(self, events, outcomes):
-        """The requests of ``events``: ``(first, count, bytes)``; events
-        that cannot be written get their dead outcome here."""
+        """The requests of ``events``, written as the workers ask for them
+        (so at most ``max_in_flight`` requests' bytes exist at once):
+        ``(first, count, bytes)``; events that cannot be written get their
+        dead outcome here."""
         s = self.settings
         head = self._post_head
-        units = []
         if s.mode == "batch":
             step = s.max_batch
             for i in range(0, len(events), step):
@@ -615,12 +617,12 @@ class WebhookSink:
                 try:
                     body = batch_json(chunk, s.lineage)
                 except (EventError, ValueError, TypeError):
-                    units.extend(self._units_one_by_one(chunk, i, outcomes))
+                    yield from self._units_one_by_one(chunk, i, outcomes)
                     continue
-                units.append((i, len(chunk), b"".join((
+                yield (i, len(chunk), b"".join((
                     "{}content-length: {}\r\n\r\n".format(head, len(body)).encode("ascii"),
-                    body))))
-            return units
+                    body)))
+            return
         mode = s.mode
         lineage = s.lineage
         for i, ev in enumerate(events):
@@ -636,8 +638,7 @@ class WebhookSink:
             except (EventError, ValueError, TypeError, UnicodeEncodeError) as exc:
                 outcomes[i] = ("dead", "event cannot be sent: {}".format(exc))
                 continue
-            units.append((i, 1, data))
-        return units
+            yield (i, 1, data)
 
     def _units_one_by_one(self, chunk, first, outcomes):
         """A batch with an event that cannot be written: that event dead,
@@ -669,19 +670,17 @@ class WebhookSink:
         return out
 
     async def _run(self, events, outcomes):
-        units = self._units(events, outcomes)
-        if not units:
-            return
         s = self.settings
         if self._slots is None:
             self._slots = asyncio.Semaphore(s.max_in_flight)
-        queue = collections.deque(units)
-        workers = min(s.max_in_flight, len(units))
+        units = self._units(events, outcomes)
+        requests = len(events) if s.mode != "batch" else -(-len(events) // s.max_batch)
+        workers = min(s.max_in_flight, -(-requests // s.pipeline))
         if workers == 1:
-            await self._worker(queue, outcomes)
+            await self._worker(units, outcomes)
             return
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._worker(queue, outcomes)) for _ in range(workers)]
+        tasks = [loop.create_task(self._worker(units, outcomes)) for _ in range(workers)]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -689,23 +688,29 @@ class WebhookSink:
                 t.cancel()
             await asyncio.wait(tasks)
 
-    async def _worker(self, queue, outcomes):
-        """Sends units from ``queue`` one after the other (``pipeline`` > 1:
-        that many written at once) while holding one in-flight slot."""
+    async def _worker(self, units, outcomes):
+        """Sends the next requests of ``units`` (an iterator shared by the
+        workers) one after the other (``pipeline`` > 1: that many written
+        at once) while holding one in-flight slot."""
         async with self._slots:
             depth = self.settings.pipeline
-            while queue:
+            while True:
                 if self.retired:
-                    while queue:
-                        first, count, _ = queue.popleft()
+                    for first, count, _ in units:
                         outcomes[first:first + count] = [("retired", self.retired_reason)] \
                             * count
                     return
-                if depth > 1 and len(queue) > 1:
-                    group = [queue.popleft() for _ in range(min(depth, len(queue)))]
-                    await self._pipelined(group, outcomes)
-                    continue
-                first, count, data = queue.popleft()
+                if depth > 1:
+                    group = [u for _, u in zip(range(depth), units)]
+                    if len(group) > 1:
+                        await self._pipelined(group, outcomes)
+                        continue
+                    unit = group[0] if group else None
+                else:
+                    unit = next(units, None)
+                if unit is None:
+                    return
+                first, count, data = unit
                 outcome = await self._request(data, count)
                 outcomes[first:first + count] = [outcome] * count
 
