@@ -610,3 +610,82 @@ def test_data_bytes_base64_in_batch(aloop):
             assert base64.b64decode(body[0]["data_base64"]) == bytes(range(256))
 
     aloop(main)
+
+
+def test_pipelined_failures_are_retried(aloop):
+    async def script(sink, request, n):
+        if n in (1, 5):
+            return web.Response(status=500)
+        if n == 3:
+            return web.Response(status=429, headers={"Retry-After": "0"})
+
+    async def main():
+        async with Sink(script) as sink:
+            wh = sink_for(sink, max_in_flight=1, pipeline=8)
+            evs = sample_events(12)
+            assert await wh.deliver(evs) == [DELIVERED] * 12
+            assert len(sink.posts) == 15 and wh.failed == 3 and wh.retried == 3
+            check_same(evs, _last_per_id(sink.events()))
+
+    aloop(main)
+
+
+def _last_per_id(got):
+    out = {}
+    for g in got:
+        out[g.get_id()] = g
+    return list(out.values())
+
+
+def test_batch_with_a_bad_event(aloop):
+    async def main():
+        async with Sink() as sink:
+            wh = sink_for(sink, mode="batch", max_batch=10)
+            evs = sample_events(6)
+            evs.insert(3, Event("a.b", b"x", source="bad\udcff"))
+            out = await wh.deliver(evs)
+            assert out[3][0] == "dead" and "lone surrogate" in out[3][1]
+            assert out[:3] + out[4:] == [DELIVERED] * 6
+            assert len(sink.posts) == 2 and wh.dead == 1
+            check_same(evs[:3] + evs[4:], sink.events())
+
+    aloop(main)
+
+
+def test_handshake_410_and_redirect(aloop):
+    async def gone(sink, request):
+        return web.Response(status=410)
+
+    async def moved(sink, request):
+        return web.Response(status=301, headers={"Location": "http://evil.example/"})
+
+    async def main():
+        async with Sink(options=gone) as sink:
+            wh = sink_for(sink)
+            out = await wh.deliver(sample_events(2))
+            assert [o[0] for o in out] == ["retired"] * 2 and wh.retired and wh.dead == 0
+        async with Sink(options=moved) as sink:
+            wh = sink_for(sink)
+            out = await wh.deliver(sample_events(1))
+            assert out[0][0] == "dead" and "'http://evil.example/'" in out[0][1]
+            assert out[0][1].startswith("webhook handshake refused: ")
+            assert len(sink.requests) == 1
+
+    aloop(main)
+
+
+def test_advise_raising_is_kept_not_raised(aloop):
+    async def script(sink, request, n):
+        return web.Response(status=410)
+
+    def advise(kind, info):
+        raise RuntimeError("advisory bus down")
+
+    async def main():
+        async with Sink(script) as sink:
+            wh = WebhookSink(sink.url, WebhookSettings(**FAST), origin=ORIGIN, advise=advise)
+            out = await wh.deliver(sample_events(1))
+            assert out[0][0] == "retired"
+            assert "advisory bus down" in wh.last_error
+
+    aloop(main)

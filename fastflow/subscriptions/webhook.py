@@ -571,7 +571,7 @@ class WebhookSink:
                 return "callback"
             raise _Final(("dead", "webhook handshake refused: the sink answered {} without "
                           "WebHook-Allowed-Origin".format(answer.status)))
-        if allowed != "*" and allowed != self.origin:
+        if allowed != "*" and allowed.lower() != self.origin.lower():   # host names
             raise _Final(("dead", "webhook handshake refused: WebHook-Allowed-Origin {!r} is "
                           "not this sender's origin {!r}".format(allowed[:200], self.origin)))
         self.granted(answer.headers.get("webhook-allowed-rate"))
