@@ -689,3 +689,31 @@ def test_advise_raising_is_kept_not_raised(aloop):
             assert "advisory bus down" in wh.last_error
 
     aloop(main)
+
+
+def test_concurrent_calls_share_one_refusal(aloop):
+    async def slow_refusal(sink, request):
+        await asyncio.sleep(0.05)
+        return web.Response(status=403)
+
+    async def main():
+        async with Sink(options=slow_refusal) as sink:
+            wh = sink_for(sink)
+            outs = await asyncio.gather(*[wh.deliver(sample_events(2)) for _ in range(3)])
+            assert all(o[0] == "dead" and "refused" in o[1] for out in outs for o in out)
+            assert len(sink.requests) == 1 and wh.dead == 6
+
+    aloop(main)
+
+
+def test_close_then_deliver_again(aloop):
+    async def main():
+        async with Sink() as sink:
+            wh = sink_for(sink, max_in_flight=2)
+            assert await wh.deliver(sample_events(4)) == [DELIVERED] * 4
+            await wh.close()
+            assert await wh.deliver(sample_events(4)) == [DELIVERED] * 4
+            assert wh.delivered == 8 and wh.connections > 2
+            await wh.close()
+
+    aloop(main)

@@ -461,7 +461,8 @@ class WebhookSink:
         self._slots = None              # asyncio.Semaphore(max_in_flight), made in the loop
         self._handshake_lock = None
         self._grant = None              # the callback variant's event
-        self._closed = False
+        self._handshakes = 0            # handshakes finished
+        self._refusal = None            # the outcome of the last refusal
         if not settings.handshake:
             self._grant_deliveries()
 
@@ -521,15 +522,22 @@ class WebhookSink:
             return None
         if self._handshake_lock is None:
             self._handshake_lock = asyncio.Lock()
+        seen = self._handshakes
         async with self._handshake_lock:
             if self.handshake == "granted":
                 return None
+            if self.retired:
+                return ("retired", self.retired_reason)
+            if self._handshakes != seen and self._refusal is not None:
+                return self._refusal    # refused while this call waited: the same answer
             outcome = await self._handshake()
+            self._handshakes += 1
             if outcome is None:
                 return None
             if outcome[0] == "dead":
                 self.handshake = "refused"
                 self.last_error = outcome[1]
+                self._refusal = outcome
                 self._advise("refused")
             return outcome
 
@@ -678,15 +686,20 @@ class WebhookSink:
         workers = min(s.max_in_flight, -(-requests // s.pipeline))
         if workers == 1:
             await self._worker(units, outcomes)
-            return
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._worker(units, outcomes)) for _ in range(workers)]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks)
+        else:
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(self._worker(units, outcomes)) for _ in range(workers)]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.wait(tasks)
+        if self.retired:                # the events not sent when a 410 came
+            gone = ("retired", self.retired_reason)
+            for i, o in enumerate(outcomes):
+                if o is None:
+                    outcomes[i] = gone
 
     async def _worker(self, units, outcomes):
         """Sends the next requests of ``units`` (an iterator shared by the
@@ -696,10 +709,7 @@ class WebhookSink:
             depth = self.settings.pipeline
             while True:
                 if self.retired:
-                    for first, count, _ in units:
-                        outcomes[first:first + count] = [("retired", self.retired_reason)] \
-                            * count
-                    return
+                    return              # _run marks what is left
                 if depth > 1:
                     group = [u for _, u in zip(range(depth), units)]
                     if len(group) > 1:
@@ -892,7 +902,7 @@ class WebhookSink:
         return link
 
     def _release(self, link):
-        if link.closed or self._closed:
+        if link.closed or link not in self._links:
             self._links.discard(link)
             if not link.closed:
                 link.fail(ConnectionClosedError("the sink is closed"))
@@ -935,8 +945,8 @@ class WebhookSink:
             return answer
 
     async def close(self):
-        """Close every connection (deliveries running on them fail)."""
-        self._closed = True
+        """Close every connection (requests on them fail: cancel the
+        ``deliver`` calls first).  A later ``deliver`` opens new ones."""
         links = list(self._links)
         self._links.clear()
         self._idle.clear()
