@@ -11,6 +11,7 @@ import orjson
 import pytest
 from dateutil.parser import isoparse
 
+from fastflow.errors import EventError
 from fastflow.event import Event, to_json_batch
 from fastflow.subscriptions.webhook import (
     DELIVERED,
@@ -180,10 +181,22 @@ def test_batch_writer_matches_to_json_batch():
         Event("a.c", b"", source="/x", flag=True, blob=b"\x00\x01"),
         Event("a.d", b"<x/>", datacontenttype="application/xml"),
         Event("a.e", b"\xff\xfe", datacontenttype="text/plain"),
+        Event("a.f", b'{"x": 1}', datacontenttype="application/json", ffhops=0, fftrace="t1"),
+        Event("a.g", b'{"x": "\xc3\xa9"}', datacontenttype="application/cloudevents+json",
+              ffhops=3, time="2026-12-03T10:00:00.123Z", subject="s", dataschema="urn:x"),
+        Event("a.h", b'{"x": "\xc3"}', datacontenttype="application/json", fftrace="t2"),
+        Event("a.i", b"\x00\x01", datacontenttype="application/octet-stream", ffhops=1),
+        Event("a.j", b"", ffhops=0),
+        Event("a.k", b"[1]", datacontenttype="application/json", n=5, fftrace="t3"),
     ]
     for lineage in (True, False):
         assert orjson.loads(batch_json(evs, lineage)) == orjson.loads(
             to_json_batch(evs, lineage))
+        for ev in evs:
+            assert orjson.loads(batch_json([ev], lineage)) == orjson.loads(
+                to_json_batch([ev], lineage))
+    with pytest.raises(EventError, match="lone surrogate"):
+        batch_json([Event("a.b", b"", source="x\udcff")])
 
 
 def test_lineage_left_out(aloop):

@@ -35,6 +35,7 @@ import random
 import re
 import ssl as _ssl
 import time
+from typing import Optional
 from urllib.parse import urlsplit
 
 import httptools
@@ -141,6 +142,7 @@ class WebhookSettings(Settings):
 _RAW = msgspec.json.Decoder(msgspec.Raw)
 _ENCODE = msgspec.json.Encoder().encode
 _JSON, _TEXT, _OTHER = 1, 2, 3
+_LINEAGE = frozenset(("ffhops", "fftrace"))
 _ct_kind = {}
 
 
@@ -154,6 +156,47 @@ def _kind(ct):
     return k
 
 
+class _JsonEvent(msgspec.Struct, gc=False, omit_defaults=True):
+    """The JSON members of an event without extensions other than the
+    engine's lineage (most events): written by msgspec without a dict."""
+    specversion: str
+    id: str
+    source: str
+    type: str
+    time: Optional[str] = None
+    subject: Optional[str] = None
+    datacontenttype: Optional[str] = None
+    dataschema: Optional[str] = None
+    ffhops: Optional[int] = None
+    fftrace: Optional[str] = None
+    data: Optional[msgspec.Raw] = None
+    data_base64: Optional[str] = None
+
+
+def _json_members(ev, lineage):
+    """The members of any event (a dict), data included: ``to_json``'s rules."""
+    m = ev.attributes()
+    if not lineage:
+        m.pop("ffhops", None)
+        m.pop("fftrace", None)
+    data = ev.data
+    if data:
+        ct = m.get("datacontenttype")
+        k = _OTHER if type(ct) is not str else _kind(ct)
+        if k == _JSON:
+            try:
+                if not data.isascii():
+                    data.decode("utf-8")
+                m["data"] = _RAW.decode(data)
+                return m
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                pass
+        elif k == _TEXT:
+            return msgspec.Raw(to_json(ev, lineage))        # the charset rules: to_json's
+        m["data_base64"] = base64.b64encode(data).decode("ascii")
+    return m
+
+
 def batch_json(events, lineage=True):
     """``events`` in the JSON batch format: the bytes of
     ``fastflow.event.to_json_batch(events, lineage)`` up to member order
@@ -164,27 +207,39 @@ def batch_json(events, lineage=True):
     append = out.append
     raw = _RAW.decode
     kinds = _ct_kind
+    lineage_only = _LINEAGE.issuperset
     for ev in events:
-        m = ev.attributes()
-        if not lineage:
-            m.pop("ffhops", None)
-            m.pop("fftrace", None)
+        ext = ev.extensions
+        hops = trace = None
+        if ext:
+            if not lineage_only(ext):
+                append(_json_members(ev, lineage))
+                continue
+            if lineage:
+                hops = ext.get("ffhops")
+                trace = ext.get("fftrace")
+        ct = ev.datacontenttype
         data = ev.data
+        body = b64 = None
         if data:
-            ct = m.get("datacontenttype")
-            k = _OTHER if ct is None else kinds.get(ct) or _kind(ct)
+            if type(ct) is not str:
+                k = _OTHER if ct is None else 0
+            else:
+                k = kinds.get(ct) or _kind(ct)
             if k == _JSON:
                 try:
                     if not data.isascii():
                         data.decode("utf-8")
-                    m["data"] = raw(data)
+                    body = raw(data)
                 except (msgspec.DecodeError, UnicodeDecodeError):
-                    m["data_base64"] = base64.b64encode(data).decode("ascii")
-            elif k == _TEXT:
-                m = msgspec.Raw(to_json(ev, lineage))     # the charset rules: to_json's
+                    b64 = base64.b64encode(data).decode("ascii")
+            elif k == _OTHER:
+                b64 = base64.b64encode(data).decode("ascii")
             else:
-                m["data_base64"] = base64.b64encode(data).decode("ascii")
-        append(m)
+                append(_json_members(ev, lineage))
+                continue
+        append(_JsonEvent(ev.specversion, ev.id, ev.source, ev.type, ev.time, ev.subject, ct,
+                          ev.dataschema, hops, trace, body, b64))
     try:
         return _ENCODE(out)
     except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
