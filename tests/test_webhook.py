@@ -36,7 +36,8 @@ class Sink:
     request as ``(method, headers, body, time)`` and the most POSTs at
     once."""
 
-    def __init__(self, script=None, options=None):
+    def __init__(self, script=None, options=None, ssl=None):
+        self.ssl = ssl
         self.script = script
         self.options = options
         self.requests = []
@@ -70,10 +71,11 @@ class Sink:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
-        self.url = "http://127.0.0.1:{}/hook?k=1".format(self.port)
+        self.url = "{}://127.0.0.1:{}/hook?k=1".format("https" if self.ssl else "http",
+                                                      self.port)
         return self
 
     async def __aexit__(self, *exc):
@@ -728,5 +730,26 @@ def test_close_then_deliver_again(aloop):
             assert await wh.deliver(sample_events(4)) == [DELIVERED] * 4
             assert wh.delivered == 8 and wh.connections > 2
             await wh.close()
+
+    aloop(main)
+
+
+def test_https_sink(aloop, tls_files):
+    import ssl
+
+    async def main():
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.load_cert_chain(tls_files.cert, tls_files.key)
+        async with Sink(ssl=server) as sink:
+            trust = ssl.create_default_context(cafile=tls_files.ca)
+            wh = WebhookSink(sink.url, WebhookSettings(**FAST), origin=ORIGIN, tls=trust)
+            evs = sample_events(3)
+            assert await wh.deliver(evs) == [DELIVERED] * 3
+            check_same(evs, sink.events())
+            await wh.close()
+            # the system's trust store does not know the test CA: no delivery
+            wh = WebhookSink(sink.url, WebhookSettings(max_retries=0, **FAST), origin=ORIGIN)
+            out = await wh.deliver(evs[:1])
+            assert out[0][0] == "dead" and "CERTIFICATE_VERIFY_FAILED" in out[0][1]
 
     aloop(main)
