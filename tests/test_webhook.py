@@ -603,6 +603,9 @@ def test_settings_validated():
         WebhookSettings(max_retries=-1)
     s = WebhookSettings(mode="batch", rate=60)
     assert WebhookSettings.from_dict(s.to_dict()) == s
+    import socket
+
+    assert WebhookSink("http://127.0.0.1:9/").origin == socket.gethostname()
 
 
 def test_retry_after_date():

@@ -33,6 +33,7 @@ import collections
 import math
 import random
 import re
+import socket
 import ssl as _ssl
 import time
 from typing import Optional
@@ -430,7 +431,8 @@ class WebhookSink:
     """Delivers events to the webhook at ``url`` (``http://`` or
     ``https://``, any path and query; no user info: the credential is
     ``credential``, sent as ``Authorization: Bearer``).  ``origin``: this
-    sender's ``WebHook-Request-Origin`` (a host name).  ``callback_url``:
+    sender's ``WebHook-Request-Origin``, a host name (default: this
+    machine's, ``socket.gethostname()``).  ``callback_url``:
     sent as ``WebHook-Request-Callback`` in the handshake; the sink may
     then grant later, by calling it (the server's route calls
     ``granted``).  ``advise(kind, info)``: called when the sink is
@@ -440,7 +442,7 @@ class WebhookSink:
     another control character on a header line raise ``ValueError``
     here."""
 
-    def __init__(self, url, settings=None, *, credential=None, origin="localhost",
+    def __init__(self, url, settings=None, *, credential=None, origin=None,
                  callback_url=None, advise=None, tls=None):
         self.settings = settings = settings if settings is not None else WebhookSettings()
         if not isinstance(settings, WebhookSettings):
@@ -475,6 +477,8 @@ class WebhookSink:
             if not credential or credential != credential.strip():
                 raise ValueError("credential must be a non-empty token without surrounding "
                                  "spaces, got {!r}".format(credential))
+        if origin is None:
+            origin = socket.gethostname() or "localhost"
         self.origin = _header_safe("origin", origin)
         if not origin or " " in origin or "\t" in origin:
             raise ValueError("origin must be a host name (no spaces), got {!r}".format(origin))
