@@ -26,6 +26,7 @@ count is checked against what was sent after every row.
 
     python benchmarks/bench_webhook.py                # full
     python benchmarks/bench_webhook.py --quick        # a smoke run
+    python benchmarks/bench_webhook.py --rows batch   # the floor and row 4
     python benchmarks/bench_webhook.py --json > out.json
 """
 
@@ -191,6 +192,8 @@ async def bench(args, url):
         {"num": 4, "key": "batch", "what": "WebhookSink batch, 1,000 events/POST",
          "fn": sink_row(sinks["batch"]), "events": many},
     ]
+    if args.rows:
+        rows = [r for r in rows if r["key"] == "floor" or r["key"] in args.rows]
     times = {r["key"]: [] for r in rows}
     # warm-up (the handshakes, the connections), then the rounds, rows interleaved
     for r in rows:
@@ -224,6 +227,10 @@ async def bench(args, url):
     return result
 
 
+ROWS = [{"num": 1, "key": "floor"}, {"num": 2, "key": "binary"},
+        {"num": 3, "key": "pipelined"}, {"num": 4, "key": "batch"}]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,6 +243,9 @@ def main():
     ap.add_argument("--events", type=int, default=20000, help="events per round, rows 1-3")
     ap.add_argument("--batch-events", type=int, default=200000, help="events per round, row 4")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rows", type=_common.rows_arg(ROWS),
+                    help="the rows to run, by number or key (the floor always runs): "
+                         + ", ".join("{num} {key}".format(**r) for r in ROWS))
     ap.add_argument("--no-pin", action="store_true",
                     help="leave both processes to the scheduler (no CPU pinning)")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
