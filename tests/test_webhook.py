@@ -73,7 +73,7 @@ class Sink:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self.runner.addresses[0][1]
         self.url = "{}://127.0.0.1:{}/hook?k=1".format("https" if self.ssl else "http",
                                                       self.port)
         return self
