@@ -46,6 +46,8 @@ _PUMP_BATCHES = 16              # reads per loop iteration, at most (then yield)
 _MAX_HELD = 4096                # an outbox's limit: past it, the subscription reads alone
 _RETRY_MIN = 0.05               # seconds before an engine-side delivery is tried again
 _RETRY_MAX = 5.0
+_REFUSED_MIN = 1.0              # seconds before a refused webhook handshake is asked again
+_REFUSED_MAX = 300.0
 
 
 def forwarded(ev):
@@ -524,6 +526,7 @@ class SubscriptionManager:
 
     async def _deliver_loop(self, sub):
         delay = _RETRY_MIN
+        refused_delay = _REFUSED_MIN
         while True:
             if not sub.outbox:
                 sub.wake.clear()
@@ -544,6 +547,19 @@ class SubscriptionManager:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
+            if sub.sink is not None and getattr(sub.sink, "handshake", None) == "refused":
+                # the sink did not grant delivery: nothing is given up, the
+                # handshake is asked again later (status "refused" meanwhile)
+                sub.status = "refused"
+                sub.reason = sub.sink.last_error
+                self.flow.advise("subscription_refused", {"subscription": sub.id,
+                                                          "reason": sub.reason})
+                await asyncio.sleep(refused_delay)
+                refused_delay = min(refused_delay * 2, _REFUSED_MAX)
+                continue
+            if sub.status == "refused":
+                sub.status, sub.reason = "active", None
+            refused_delay = _REFUSED_MIN
             delay = _RETRY_MIN
             retired = None
             for ev, out in zip(batch, outcomes):
