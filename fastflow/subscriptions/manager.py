@@ -563,14 +563,18 @@ class SubscriptionManager:
             delay = _RETRY_MIN
             retired = None
             for ev, out in zip(batch, outcomes):
-                sub.outbox.popleft()
                 if out == "delivered":
                     sub.delivered += 1
-                elif out[0] == "retired":
-                    retired = out[1]
-                    sub.dead += 1
-                    self._dead_letter(sub, ev, out[1])
-                else:
+                    if retired is None:
+                        sub.outbox.popleft()
+                    continue
+                if out[0] == "retired":
+                    # the sink is gone (410): the subscription stops at this event, which
+                    # stays undelivered (a PUT that revives it starts here)
+                    retired = retired or out[1]
+                    continue
+                if retired is None:
+                    sub.outbox.popleft()
                     sub.dead += 1
                     sub.last_error = out[1]
                     self._dead_letter(sub, ev, out[1])
