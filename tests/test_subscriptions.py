@@ -914,3 +914,57 @@ def test_the_openapi_document_holds_under_fuzzing(tmp_path, ffserver, free_port)
             assert " passed" in text and "FAILURES" not in text, text[-6000:]
             assert srv.subscriptions is not None
     asyncio.run(main())
+
+
+def test_a_deleted_stream_stops_its_subscriptions(aloop, ffserver, free_port, tmp_path):
+    async def main():
+        async with _serve(ffserver, free_port, streams=[
+                {"name": "orders", "subjects": ["orders.>"]},
+                {"name": "other", "subjects": ["other.>"]}]) as srv, _client(srv) as c:
+            got = []
+            srv.flow.subscribe("out.x", got.append)
+            r = await c.post("/subscriptions", json=_nats_sub("out.x", config={
+                "stream": "orders"}))
+            sid = r.json()["id"]
+            r = await c.post("/subscriptions", json=_nats_sub("out.x", config={
+                "stream": "other"}))
+            await _publish(c, 3)
+            await wait_until(lambda: len(got) == 3, 5)
+            assert (await c.delete("/streams/orders")).status_code == 200
+            sub = srv.subscriptions.subs[sid]
+            await wait_until(lambda: sub.status == "error", 5)
+            st = (await c.get("/subscriptions/{}/status".format(sid))).json()
+            assert st["status"] == "error" and "'orders' was deleted" in st["reason"]
+            # the other goes on
+            await c.post("/events/other.a", json={"specversion": "1.0", "id": "o1",
+                                                   "source": "/s", "type": "t"},
+                         headers={"content-type": "application/cloudevents+json"})
+            await wait_until(lambda: len(got) == 4, 5)
+            # a PUT to another stream revives it
+            r = await c.put("/subscriptions/" + sid, json=_nats_sub("out.x", config={
+                "stream": "other", "start": "first"}))
+            assert r.status_code == 200
+            await wait_until(lambda: sub.status == "active" and len(got) == 5, 5)
+    aloop(main)
+
+
+def test_a_damaged_subscription_file_is_named_at_start(tmp_path):
+    from fastflow.subscriptions import SubscriptionManager
+
+    d = tmp_path / "data"
+    flow = fastflow.Flow(str(d))
+    flow.add_stream("orders", ["orders.>"])
+
+    async def main():
+        mgr = SubscriptionManager(flow, str(d))
+        await mgr.start()
+        sub = mgr.create(_nats_sub("out.x"), "alice")
+        await mgr.stop()
+        path = d / "subscriptions" / (sub.id + ".json")
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        path.write_text("{not json")
+        mgr = SubscriptionManager(flow, str(d))
+        with pytest.raises(ValueError, match=sub.id + ".json"):
+            await mgr.start()
+    asyncio.run(main())
+    flow.close()

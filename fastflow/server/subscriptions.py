@@ -14,11 +14,12 @@ import json
 
 from fastflow.server.http import _JSON, HttpError, _dumps, error_body
 from fastflow.subscriptions.filters import FilterError
-from fastflow.subscriptions.manager import SubscriptionLimit
+from fastflow.subscriptions.manager import SubscriptionLimit, SubscriptionStoreError
 
 __all__ = ("OPENAPI_PATH", "openapi_document", "subscriptions_request")
 
 OPENAPI_PATH = "/openapi.json"
+MAX_BODY = 256 * 1024                   # bytes of one Subscription (types, filters, headers)
 _ALLOW_COLLECTION = "GET, HEAD, POST, OPTIONS"
 _ALLOW_ITEM = "GET, HEAD, PUT, DELETE, OPTIONS"
 
@@ -44,6 +45,9 @@ def _body(req):
     if not req.body:
         raise _FieldError(400, "(body): the request has no body: send a Subscription object",
                           "(body)")
+    if len(req.body) > MAX_BODY:
+        raise HttpError(413, "a Subscription of {} bytes: at most {} here".format(
+            len(req.body), MAX_BODY))
     try:
         return json.loads(req.body)
     except RecursionError:
@@ -112,6 +116,8 @@ def subscriptions_request(proto, req, principal):
                     sub = mgr.create(body, name, spec)
                 except SubscriptionLimit as exc:
                     raise HttpError(403, str(exc)) from None
+                except SubscriptionStoreError as exc:
+                    raise HttpError(503, str(exc)) from None
                 proto.json(req, spec.public(sub.id), 201, (("location", _location(sub)),))
             elif method == "OPTIONS":
                 proto.respond(req, 200, b"", None, (("allow", _ALLOW_COLLECTION),)
@@ -153,7 +159,10 @@ def subscriptions_request(proto, req, principal):
             except FilterError as exc:
                 raise _refuse_field(exc) from None
             _check_rights(proto, principal, spec)
-            mgr.update(sub, body, spec)
+            try:
+                mgr.update(sub, body, spec)
+            except SubscriptionStoreError as exc:
+                raise HttpError(503, str(exc)) from None
             proto.json(req, spec.public(sub.id))
         elif method == "DELETE":
             doc = sub.spec.public(sub.id) if sub.spec is not None else {"id": sub.id}
@@ -273,7 +282,7 @@ def openapi_document():
                                      "headers": {"Location": {"schema": _STR}},
                                      "content": {"application/json": {"schema": item}}},
                              "400": _ERROR, "401": _ERROR, "403": _ERROR, "413": _ERROR,
-                             "415": _ERROR}},
+                             "415": _ERROR, "503": _ERROR}},
                 "options": {"operationId": "getFeatures", "responses": {
                     "200": {"description": "OK", "headers": {"Allow": {"schema": _STR}}}}},
             },
@@ -284,7 +293,7 @@ def openapi_document():
                         "requestBody": body,
                         "responses": {"200": ok_item, "400": _ERROR, "401": _ERROR,
                                       "403": _ERROR, "404": _ERROR, "413": _ERROR,
-                                      "415": _ERROR}},
+                                      "415": _ERROR, "503": _ERROR}},
                 "delete": {"operationId": "deleteSubscription", "parameters": idp,
                            "responses": {"200": ok_item, "401": _ERROR, "404": _ERROR}},
                 "options": {"operationId": "getSubscriptionFeatures", "parameters": idp,

@@ -36,11 +36,12 @@ from fastflow._impl import Matcher, events_from_batch
 from fastflow.subscriptions.filters import FilterError, FilterIndex
 from fastflow.subscriptions.model import parse
 
-__all__ = ("SubscriptionManager", "SubscriptionLimit")
+__all__ = ("SubscriptionLimit", "SubscriptionManager", "SubscriptionStoreError")
 
 log = logging.getLogger("fastflow.subscriptions")
 
-STATE_FILE = "subscriptions.json"
+STATE_DIR = "subscriptions"     # <data_dir>/subscriptions/: sub-<id>.json each, floors.json
+FLOORS_FILE = "floors.json"
 _READ = 1024                    # events per read of a stream
 _PUMP_BATCHES = 16              # reads per loop iteration, at most (then yield)
 _MAX_HELD = 4096                # an outbox's limit: past it, the subscription reads alone
@@ -65,8 +66,34 @@ def forwarded(ev):
     return bytes(rec)
 
 
+def _fsync_dir(d):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path, text, d):
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(d)
+
+
 class SubscriptionLimit(Exception):
-    """A limit refused a new subscription (the API answers 429 / 403)."""
+    """A limit refused a new subscription (the API answers 403)."""
+
+
+class SubscriptionStoreError(Exception):
+    """A subscription could not be saved in the data directory (503)."""
 
 
 class _Reader:
@@ -172,6 +199,7 @@ class SubscriptionManager:
         self._listening = set()         # streams whose appends we hear
         self._pump_scheduled = False
         self._save_timer = None
+        self._tick_timer = None
         self._dirty = False
         self._started = False
         self._closed = False
@@ -196,6 +224,16 @@ class SubscriptionManager:
                 sub.floor = rec.get("floor", 0)
                 self.subs[sub.id] = sub
         self._schedule_pump()
+        self._tick_timer = self.loop.call_later(1.0, self._tick)
+
+    def _tick(self):
+        """Once a second: a stream deleted meanwhile stops its subscriptions."""
+        self._tick_timer = None
+        if self._closed:
+            return
+        if tuple(self.flow.streams()) != self._stream_names:
+            self._schedule_pump()
+        self._tick_timer = self.loop.call_later(1.0, self._tick)
 
     async def stop(self):
         """Stop delivering and save the floors."""
@@ -218,13 +256,19 @@ class SubscriptionManager:
                 await nc.close()
             except Exception:
                 pass
-        if self._save_timer is not None:
-            self._save_timer.cancel()
+        for timer in (self._save_timer, self._tick_timer):
+            if timer is not None:
+                timer.cancel()
         for name in list(self._listening):
             st = self.flow.streams().get(name)
             if st is not None and self._on_append in st._target.listeners:
                 st._target.listeners.remove(self._on_append)
-        self._save()
+        self._dirty = True
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("the subscriptions' floors could not be saved at stop: %s (delivery "
+                      "resumes at the floors saved before)", exc)
 
     # -- the API's operations ---------------------------------------------------------------
 
@@ -278,7 +322,14 @@ class SubscriptionManager:
         else:
             pos = max(start, lg.first_seq)
         self._attach(sub, pos)
-        self._dirty_now()
+        try:
+            self._write(sub)
+        except OSError as exc:          # (a full disk): the subscription is not made
+            self._detach(sub)
+            del self.subs[sub.id]
+            self._per_owner[owner] -= 1
+            raise SubscriptionStoreError("the subscription could not be saved: {}".format(
+                exc.strerror or exc)) from None
         return sub
 
     def update(self, sub, body, spec=None):
@@ -297,7 +348,12 @@ class SubscriptionManager:
         self._per_owner[sub.owner] = self._per_owner.get(sub.owner, 0) - 1
         del self.subs[sub.id]
         self._attach(sub, pos)
-        self._dirty_now()
+        try:
+            self._write(sub)
+        except OSError as exc:
+            # (running with the new definition; saved again at the next change or stop)
+            raise SubscriptionStoreError("the new definition could not be saved: {}".format(
+                exc.strerror or exc)) from None
         return sub
 
     def delete(self, sub):
@@ -306,7 +362,7 @@ class SubscriptionManager:
             del self.subs[sub.id]
             if sub.spec is not None or sub.owner in self._per_owner:
                 self._per_owner[sub.owner] = max(0, self._per_owner.get(sub.owner, 0) - 1)
-        self._dirty_now()
+        self._unlink(sub)
 
     def stats(self):
         return [s.info() for s in self.subs.values()]
@@ -356,6 +412,22 @@ class SubscriptionManager:
             st._target.listeners.append(self._on_append)
             self._listening.add(st.name)
 
+    def _orphans(self, streams):
+        """Subscriptions whose stream was deleted stop, status "error"."""
+        for rd in list(self.readers.values()) + list(self.lone):
+            if streams.get(rd.stream.name) is not rd.stream:
+                for sub in list(rd.subs.values()):
+                    self._broken(sub, "stream {!r} was deleted".format(rd.stream.name))
+                if rd.shared:
+                    self.readers.pop(rd.stream.name, None)
+                self._listening.discard(rd.stream.name)
+
+    def _broken(self, sub, reason):
+        self._detach(sub)
+        sub.outbox.clear()
+        sub.status, sub.reason = "error", reason
+        self.flow.advise("subscription_error", {"subscription": sub.id, "reason": reason})
+
     def _mark_loops(self):
         """Which inline subscriptions deliver into a stream (and so may feed
         a chain that comes back): their records get one hop more."""
@@ -380,14 +452,22 @@ class SubscriptionManager:
         self._pump_scheduled = False
         if self._closed:
             return
-        names = tuple(self.flow.streams())
+        streams = self.flow.streams()
+        names = tuple(streams)
         if names != self._stream_names:
             self._stream_names = names
             self._mark_loops()
+            self._orphans(streams)
         more = False
         for rd in list(self.readers.values()) + list(self.lone):
             if rd.subs:
-                more |= self._read(rd, _PUMP_BATCHES)
+                try:
+                    more |= self._read(rd, _PUMP_BATCHES)
+                except Exception as exc:    # (a bug or a closed log): these stop, others go on
+                    log.exception("subscriptions of stream %s: reading failed", rd.stream.name)
+                    for sub in list(rd.subs.values()):
+                        self._broken(sub, "reading stream {!r} failed: {}".format(
+                            rd.stream.name, exc))
             elif rd.shared:             # nobody reads with it: it waits at the end
                 rd.pos = rd.stream.log.last_seq + 1
         self._merge()
@@ -639,22 +719,48 @@ class SubscriptionManager:
         sub.outbox.clear()
         sub.task = None
         self.flow.advise("subscription_retired", {"subscription": sub.id, "reason": reason})
-        self._dirty_now()
+        try:
+            self._write(sub)
+        except OSError as exc:
+            log.error("subscription %s: its retirement could not be saved: %s", sub.id, exc)
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def _path(self):
-        return os.path.join(self.data_dir, STATE_FILE) if self.data_dir else None
+    def _dir(self):
+        return os.path.join(self.data_dir, STATE_DIR) if self.data_dir else None
 
     def _load(self):
-        path = self._path()
-        if path is None or not os.path.exists(path):
+        """The saved subscriptions (dicts), each with its last saved floor."""
+        d = self._dir()
+        if d is None or not os.path.isdir(d):
             return []
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-        if doc.get("version") != 1:
-            raise ValueError("{}: unknown version {!r}".format(path, doc.get("version")))
-        return doc["subscriptions"]
+        floors = {}
+        fp = os.path.join(d, FLOORS_FILE)
+        if os.path.exists(fp):
+            try:
+                with open(fp, "rb") as f:
+                    floors = json.loads(f.read())["floors"]
+            except (ValueError, KeyError, TypeError) as exc:
+                # (the definitions are intact; delivery restarts at each one's saved floor)
+                log.error("%s is damaged (%s): using the floors saved with each subscription",
+                          fp, exc)
+        out = []
+        for name in sorted(os.listdir(d)):
+            if not (name.startswith("sub-") and name.endswith(".json")):
+                continue
+            path = os.path.join(d, name)
+            try:
+                with open(path, "rb") as f:
+                    rec = json.loads(f.read())
+                if rec.get("version") != 1 or rec.get("id") != name[:-5]:
+                    raise ValueError("not a subscription of this version")
+            except ValueError as exc:
+                raise ValueError("{}: {}".format(path, exc)) from None
+            f = floors.get(rec["id"])
+            if type(f) is int and f >= rec.get("floor", 0):
+                rec["floor"] = f
+            out.append(rec)
+        return out
 
     def _restore(self, rec):
         body = rec["body"]
@@ -673,9 +779,29 @@ class SubscriptionManager:
             return
         self._attach(sub, min(pos, lg.last_seq + 1))
 
-    def _dirty_now(self):
-        self._dirty = True
-        self._save()
+    def _write(self, sub):
+        """Save ``sub``'s definition (its own file: a create costs one
+        small write, whatever the number of subscriptions)."""
+        d = self._dir()
+        if d is None:
+            return
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        _atomic_write(os.path.join(d, sub.id + ".json"), json.dumps({
+            "version": 1, "id": sub.id, "owner": sub.owner, "created": sub.created,
+            "body": sub.body, "grant_token": sub.grant_token, "status": sub.status,
+            "reason": sub.reason, "floor": sub.current_floor()}, separators=(",", ":")), d)
+        self._dirty_soon()
+
+    def _unlink(self, sub):
+        d = self._dir()
+        if d is None:
+            return
+        try:
+            os.unlink(os.path.join(d, sub.id + ".json"))
+        except FileNotFoundError:
+            pass
+        _fsync_dir(d)
+        self._dirty_soon()
 
     def _dirty_soon(self):
         self._dirty = True
@@ -684,24 +810,19 @@ class SubscriptionManager:
 
     def _save_due(self):
         self._save_timer = None
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("the subscriptions' floors could not be saved: %s (tried again at the "
+                      "next change)", exc)
 
     def _save(self):
-        path = self._path()
-        if path is None:
+        """Save every subscription's floor (one small file)."""
+        d = self._dir()
+        if d is None or not self._dirty:
             return
-        doc = {"version": 1, "subscriptions": [
-            {"id": s.id, "owner": s.owner, "created": s.created, "body": s.body,
-             "grant_token": s.grant_token,
-             "floor": s.current_floor(), "status": s.status, "reason": s.reason}
-            for s in self.subs.values()]}
-        tmp = path + ".tmp"
-        data = json.dumps(doc, separators=(",", ":")).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        _atomic_write(os.path.join(d, FLOORS_FILE), json.dumps({
+            "version": 1, "floors": {s.id: s.current_floor() for s in self.subs.values()}},
+            separators=(",", ":")), d)
         self._dirty = False
