@@ -25,10 +25,12 @@ removed before a subscription took it is counted in ``lost``.
 """
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections import deque
 
@@ -206,12 +208,14 @@ class SubscriptionManager:
         self._nats = {}                 # nats URL -> [client, users]
         self._stream_names = None       # the streams _mark_loops saw
         self.loop = None
+        self._thread = None
 
     # -- life ------------------------------------------------------------------------------
 
     async def start(self):
         """Load the saved subscriptions and start delivering."""
         self.loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._started = True
         for rec in self._load():
             try:
@@ -285,6 +289,10 @@ class SubscriptionManager:
     def validate(self, body):
         streams = {n: st.subjects for n, st in self.flow.streams().items()}
         spec = parse(body, streams, self.sink_allowed)
+        if spec.resource["protocol"] == "NATS" and spec.resource["sink"] != "fastflow:" \
+                and importlib.util.find_spec("nats") is None:
+            raise FilterError("sink", "delivery to a NATS server needs nats-py on this server "
+                              "(pip install 'fastflow[nats]')")
         if spec.resource["protocol"] == "NATS" and spec.resource["sink"] == "fastflow:":
             subject = spec.settings["subject"]
             m = Matcher(cache_size=0)
@@ -439,7 +447,12 @@ class SubscriptionManager:
             s.loops = s.inline is not None and bool(m.match(s.inline))
 
     def _on_append(self, seq):
-        self._schedule_pump()
+        if self._pump_scheduled or self._closed or self.loop is None:
+            return
+        if threading.get_ident() == self._thread:
+            self._schedule_pump()
+        else:                           # a publish from another thread
+            self.loop.call_soon_threadsafe(self._schedule_pump)
 
     # -- reading the streams -----------------------------------------------------------------
 
