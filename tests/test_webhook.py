@@ -756,3 +756,29 @@ def test_https_sink(aloop, tls_files):
             assert out[0][0] == "dead" and "CERTIFICATE_VERIFY_FAILED" in out[0][1]
 
     aloop(main)
+
+
+def test_answers_chunked_and_connection_close(aloop):
+    async def script(sink, request, n):
+        if n % 2:
+            resp = web.StreamResponse(status=202)
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            await resp.write(b"accepted " * 1000)
+            await resp.write_eof()
+            return resp
+        resp = web.Response(status=200, text="ok")
+        resp.force_close()
+        return resp
+
+    async def main():
+        async with Sink(script) as sink:
+            wh = sink_for(sink, max_in_flight=1)
+            evs = sample_events(6)
+            assert await wh.deliver(evs) == [DELIVERED] * 6
+            assert wh.failed == 0 and wh.retried == 0
+            assert wh.connections == 4          # the handshake's, then one per closing answer
+            check_same(evs, sink.events())
+
+    aloop(main)
+
