@@ -409,7 +409,7 @@ class Server:
                     self.flow, cfg.data_dir, max_subscriptions=cfg.subscriptions_max,
                     max_per_owner=cfg.subscriptions_max_per_user,
                     sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
-                    origin=self.name, callback_base=cfg.subscriptions_callback_url,
+                    origin=None, callback_base=cfg.subscriptions_callback_url,
                     webhook_defaults={"lineage": cfg.http_lineage == "keep"})
                 await self.subscriptions.start()
             if cfg.monitor_port:

@@ -178,11 +178,11 @@ class SubscriptionManager:
     """The subscriptions of one ``Flow``.  ``data_dir``: where they are
     kept (None: in memory only).  ``max_subscriptions`` /
     ``max_per_owner``: limits (0: none).  ``sink_allowed(urlsplit) ->
-    None or why not`` vets webhook sinks.  ``origin``: this server's name
-    in the webhook handshake."""
+    None or why not`` vets webhook sinks.  ``origin``: this server's host
+    name in the webhook handshake (None: the machine's)."""
 
     def __init__(self, flow, data_dir=None, *, max_subscriptions=100000, max_per_owner=10000,
-                 sink_allowed=None, origin="fastflow", save_interval=0.5, webhook_defaults=None,
+                 sink_allowed=None, origin=None, save_interval=0.5, webhook_defaults=None,
                  callback_base=None):
         self.flow = flow
         self.data_dir = data_dir
