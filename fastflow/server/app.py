@@ -136,6 +136,7 @@ class Server:
         self._http_listener = None
         self.monitor = None
         self.subscriptions = None       # the Subscriptions API's manager (with the HTTP door)
+        self.catalog = None             # the discovery catalog (with the HTTP door)
         self.addresses = []
         self.port = None
         self.nats_addresses = []
@@ -411,6 +412,8 @@ class Server:
                     sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
                     origin=self.name)
                 await self.subscriptions.start()
+                self.catalog = self._make_catalog()
+                self.catalog.start(loop)
             if cfg.monitor_port:
                 from fastflow.server.monitor import MonitorServer
 
@@ -426,6 +429,9 @@ class Server:
             if self.subscriptions is not None:
                 await self.subscriptions.stop()
                 self.subscriptions = None
+            if self.catalog is not None:
+                self.catalog.stop()
+                self.catalog = None
             if self._own_flow:
                 self.flow.close()
             raise
@@ -434,6 +440,15 @@ class Server:
         self.t0 = loop.time()
         self._tick_timer = loop.call_later(1.0, self._tick)
         self._log_start(restored)
+
+    def _make_catalog(self):
+        from urllib.parse import urlsplit
+
+        from fastflow.catalog import Catalog
+        from fastflow.server.catalog import doors
+
+        return Catalog(self.flow, registry_id=self.name, name=self.name,
+                       doors=lambda base: doors(self, urlsplit(base).netloc))
 
     def _log_start(self, restored):
         cfg = self.config
@@ -551,6 +566,8 @@ class Server:
                 if left:
                     log.warning("drain: %d bytes not taken by clients after %.1f s", left,
                                 loop.time() - t0)
+            if self.catalog is not None:
+                self.catalog.stop()
             if self.subscriptions is not None:
                 try:
                     await self.subscriptions.stop()

@@ -552,7 +552,8 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             "publish": "POST /events[/<subject>]",
             "subscribe": "GET /events/<pattern> (text/event-stream), GET /ws",
             "streams": "GET /streams", "subscriptions": "GET, POST /subscriptions",
-            "openapi": "GET /openapi.json", "health": "GET /healthz"}})
+            "openapi": "GET /openapi.json", "catalog": "GET /registry (xRegistry)",
+            "health": "GET /healthz"}})
 
     def _health(self, req, principal):
         if self.server.stopping:
@@ -747,6 +748,14 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         from fastflow.server.subscriptions import openapi_request
         openapi_request(self, req, principal)
 
+    def _catalog(self, req, principal):
+        from fastflow.server.catalog import catalog_request
+        catalog_request(self, req, principal)
+
+    def _well_known(self, req, principal):
+        from fastflow.server.catalog import well_known_request
+        well_known_request(self, req, principal)
+
 
 def _at(i, n):
     return " (batch index {})".format(i) if n > 1 else ""
@@ -797,4 +806,6 @@ HttpProtocol.routes = _ROUTES = {
     "subscriptions": {m: HttpProtocol._subscriptions
                       for m in ("GET", "POST", "PUT", "DELETE", "OPTIONS")},
     "openapi.json": {"GET": HttpProtocol._openapi},
+    "registry": {m: HttpProtocol._catalog for m in ("GET", "PUT", "POST", "DELETE", "OPTIONS")},
+    ".well-known": {"GET": HttpProtocol._well_known},
 }

@@ -1,0 +1,364 @@
+"""The discovery catalog (docs/catalog.md): the type tracker, the
+xRegistry documents served on the HTTP door (root, capabilities, model,
+export, endpoints, messagegroups with live figures), the export checked
+against the model it advertises and against the xRegistry CloudEvents
+document schema (tests/data/xregistry), permissions, errors, and
+``fastflow catalog``.
+"""
+
+import asyncio
+import json
+import os
+import random
+import string
+
+import httpx
+import jsonschema
+import pytest
+
+import fastflow
+from fastflow.catalog import Catalog, Trackers, check_document, message_id, model
+from fastflow.cli import main as cli_main
+from fastflow.server import hash_password
+
+_DATA = os.path.join(os.path.dirname(__file__), "data", "xregistry")
+_NOT_FOUND = "https://github.com/xregistry/spec/blob/main/core/http.md#api_not_found"
+STREAMS = [{"name": "orders", "subjects": ["orders.>"]},
+           {"name": "eu", "subjects": ["orders.eu.>"]}]
+
+
+def _ev(type_, routing="orders.eu.new", source="/shop", **kw):
+    return fastflow.Event(routing, b"{}", type=type_, source=source, **kw)
+
+
+# -- the tracker ---------------------------------------------------------------------------------
+
+
+def test_tracker_counts_types_in_batches():
+    f = fastflow.Flow()
+    f.add_stream("s", ["a.>"])
+    for i in range(2500):
+        f.publish(_ev("com.a" if i % 5 else "com.b", "a.x", source="/s{}".format(i % 2)))
+    tr = Trackers(f, budget=1000)
+    tr.update()
+    t = tr.trackers["s"]
+    assert t.count == 1000                  # the budget of one pass
+    tr.update()
+    tr.update()
+    assert t.count == 2500 and t.next_seq == 2501
+    assert t.types["com.a"].count == 2000 and t.types["com.b"].count == 500
+    assert t.types["com.b"].first_seq == 1 and t.types["com.b"].last_seq == 2496
+    assert t.types["com.a"].sources == 2
+    tr.update()                             # nothing new: nothing read
+    assert t.count == 2500
+    f.close()
+
+
+def test_tracker_bounds_types_and_counts_evictions():
+    f = fastflow.Flow()
+    f.add_stream("s", ["a.>"], fastflow.Retention(max_events=10))
+    tr = Trackers(f, max_types=3)
+    for i in range(5):
+        f.publish(_ev("t{}".format(i), "a.x"))
+    tr.update()
+    t = tr.trackers["s"]
+    assert sorted(t.types) == ["t0", "t1", "t2"] and t.other == 2
+    for _ in range(30):                     # 20 are evicted before the tracker reads them
+        f.publish(_ev("t0", "a.x"))
+    tr.update()
+    assert t.unread == 20 and t.types["t0"].count == 11
+    f.delete_stream("s")
+    f.add_stream("s", ["b.>"])
+    tr.update()
+    assert tr.trackers["s"].count == 0      # a new stream of the same name starts over
+    f.close()
+
+
+def test_message_ids():
+    assert message_id("com.acme.order") == "com.acme.order"
+    odd = message_id("a type/with spaces")
+    assert odd.startswith("t-") and len(odd) == 26
+    assert message_id("a type/with spaces") == odd
+
+
+def test_check_document_finds_problems():
+    m = model()
+    f = fastflow.Flow()
+    f.add_stream("s", ["a.>"])
+    f.publish(_ev("com.a", "a.x"))
+    cat = Catalog(f, registry_id="r1")
+    from fastflow.catalog import Access
+    _, doc, _, _ = cat.request("GET", "", {"inline": "*"}, "http://h/registry", Access())
+    assert check_document(doc, m) == []
+    bad = json.loads(json.dumps(doc))
+    del bad["epoch"]
+    bad["messagegroups"]["s"]["bogus"] = 1
+    bad["messagegroups"]["s"]["messages"]["com.a"]["ffcount"] = "many"
+    problems = check_document(bad, m)
+    assert "/: required attribute 'epoch' is missing" in problems
+    assert "/messagegroups/s: attribute 'bogus' is not in the model" in problems
+    assert any("'ffcount' is not of type uinteger" in p for p in problems)
+    f.close()
+
+
+# -- over HTTP ---------------------------------------------------------------------------------
+
+
+def _serve(ffserver, free_port, **kw):
+    kw.setdefault("streams", STREAMS)
+    return ffserver(http_port=free_port(), **kw)
+
+
+def _client(srv, **kw):
+    return httpx.AsyncClient(base_url="http://127.0.0.1:{}".format(srv.http_port), **kw)
+
+
+_ids = iter(range(1 << 62))
+
+
+async def _publish(c, type_, n, subject="orders.eu.new", source="/eu/shop"):
+    evs = [{"specversion": "1.0", "id": "ev-{}".format(next(_ids)), "source": source,
+            "type": type_, "data": {"n": i}} for i in range(n)]
+    r = await c.post("/events/" + subject, content=json.dumps(evs),
+                     headers={"content-type": "application/cloudevents-batch+json"})
+    assert r.status_code == 202, r.text
+
+
+_ROOT_REQUIRED = ("specversion", "registryid", "self", "xid", "epoch", "createdat",
+                  "modifiedat")
+
+
+def test_root_discovery_capabilities_model(aloop, ffserver, free_port):
+    async def main():
+        async with _serve(ffserver, free_port, nats_port=free_port()) as srv:
+            async with _client(srv) as c:
+                base = "http://127.0.0.1:{}/registry".format(srv.http_port)
+                r = await c.get("/.well-known/xregistry")
+                assert r.status_code == 200 and r.json() == {"registries": [base]}
+                r = await c.get("/registry")
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("application/json")
+                root = r.json()
+                for k in _ROOT_REQUIRED:
+                    assert k in root, k
+                assert root["specversion"] == fastflow.catalog.SPECVERSION
+                assert root["self"] == base and root["xid"] == "/"
+                assert root["endpointsurl"] == base + "/endpoints"
+                assert root["endpointscount"] == 4      # native, nats, http, websocket
+                assert root["messagegroupscount"] == 2
+                assert root["schemagroupscount"] == 0
+                assert "endpoints" not in root          # not inlined unless asked
+                caps = (await c.get("/registry/capabilities")).json()
+                assert set(caps["available"]) >= {"capabilities", "export", "model"}
+                assert "inline" in caps["flags"]
+                assert caps["specversions"] == [fastflow.catalog.SPECVERSION]
+                m = (await c.get("/registry/model")).json()
+                assert set(m["groups"]) == {"endpoints", "messagegroups", "schemagroups"}
+                assert m == model()
+                eps = (await c.get("/registry/endpoints")).json()
+                assert set(eps) == {"native", "nats", "http", "websocket"}
+                assert eps["nats"]["protocol"] == "NATS"
+                assert eps["nats"]["protocoloptions"]["endpoints"] == [
+                    {"uri": "nats://127.0.0.1:{}".format(srv.nats_port)}]
+                assert eps["http"]["protocoloptions"]["endpoints"] == [
+                    {"uri": "http://127.0.0.1:{}/events".format(srv.http_port)}]
+                assert eps["native"]["protocoloptions"]["endpoints"] == [
+                    {"uri": "fastflow://127.0.0.1:{}".format(srv.port)}]
+                assert eps["websocket"]["envelope"] == "CloudEvents/1.0"
+                assert sorted(eps["http"]["messagegroups"]) == [
+                    "/messagegroups/eu", "/messagegroups/orders"]
+                one = (await c.get("/registry/endpoints/http")).json()
+                assert one == eps["http"]
+                # a forged Host header does not reach the URLs
+                r = await c.get("/registry", headers={"host": 'evil.example/"<x>'})
+                assert r.status_code == 200 and "evil" not in r.text
+                r = await c.get("/registry", headers={"host": "other.example:8080"})
+                assert r.json()["self"] == "http://other.example:8080/registry"
+    aloop(main)
+
+
+def test_messagegroups_count_types_live(aloop, ffserver, free_port):
+    async def main():
+        async with _serve(ffserver, free_port) as srv:
+            async with _client(srv) as c:
+                await _publish(c, "com.acme.order.created", 7)
+                await _publish(c, "com.acme.order.paid", 3, "orders.us.paid", "/us/shop")
+                await _publish(c, "com.acme.order.paid", 2, "orders.us.paid", "/us/other")
+                g = (await c.get("/registry/messagegroups/orders?inline=messages")).json()
+                assert g["messagegroupid"] == "orders" and g["ffevents"] == 12
+                assert g["messagescount"] == 2 and g["ffcount"] == 12
+                assert g["ffsubjects"] == ["orders.>"]
+                msgs = g["messages"]
+                created = msgs["com.acme.order.created"]
+                assert created["ffcount"] == 7 and created["ffsources"] == "one"
+                assert created["ffsource"] == "/eu/shop"
+                assert created["envelopemetadata"]["type"]["value"] == "com.acme.order.created"
+                assert created["envelopemetadata"]["source"]["value"] == "/eu/shop"
+                assert created["fffirstseen"] <= created["fflastseen"]
+                assert created["versionid"] == "1" and created["isdefault"] is True
+                assert isinstance(created["ffrate"], float)
+                paid = msgs["com.acme.order.paid"]
+                assert paid["ffcount"] == 5 and paid["ffsources"] == "many"
+                assert "value" not in paid["envelopemetadata"]["source"]
+                eu = (await c.get("/registry/messagegroups/eu?inline=messages")).json()
+                assert set(eu["messages"]) == {"com.acme.order.created"}
+                # the resource, its meta, its versions
+                base = "/registry/messagegroups/orders/messages/com.acme.order.created"
+                r = (await c.get(base)).json()
+                assert r["ffcount"] == 7 and r["metaurl"].endswith(base + "/meta")
+                meta = (await c.get(base + "/meta")).json()
+                assert meta["defaultversionid"] == "1" and meta["readonly"] is True
+                vs = (await c.get(base + "/versions")).json()
+                assert list(vs) == ["1"] and vs["1"]["ffcount"] == 7
+                assert (await c.get(base + "/versions/1")).json()["messageid"] == \
+                    "com.acme.order.created"
+                # more events: the figures follow
+                await _publish(c, "com.acme.order.created", 5)
+                r = (await c.get(base)).json()
+                assert r["ffcount"] == 12
+                # the timer reads without a request, too
+                await _publish(c, "com.acme.order.created", 1)
+                tr = srv.catalog.trackers.trackers["orders"]
+                for _ in range(300):
+                    if tr.types["com.acme.order.created"].count == 13:
+                        break
+                    await asyncio.sleep(0.01)
+                assert tr.types["com.acme.order.created"].count == 13
+    aloop(main)
+
+
+def _schema():
+    with open(os.path.join(_DATA, "cloudevents-document-schema.json")) as f:
+        return json.load(f)
+
+
+def test_export_conforms_to_the_model_and_the_spec_schema(aloop, ffserver, free_port):
+    async def main():
+        async with _serve(ffserver, free_port, nats_port=free_port()) as srv:
+            async with _client(srv) as c:
+                await _publish(c, "com.acme.order.created", 3)
+                await _publish(c, "odd type/with spaces", 1, "orders.x")
+                m = (await c.get("/registry/model")).json()
+                exp = (await c.get("/registry/export")).json()
+                assert check_document(exp, m) == []
+                assert exp["self"] == "#/"
+                assert exp["messagegroups"]["orders"]["self"] == "#/messagegroups/orders"
+                assert "capabilities" in exp and "modelsource" in exp
+                msgs = exp["messagegroups"]["orders"]["messages"]
+                assert len(msgs) == 2
+                full = (await c.get("/registry?inline=*,capabilities,model")).json()
+                assert check_document(full, m) == []
+                assert full["model"] == m
+                # the xRegistry CloudEvents document schema (xregistry/spec)
+                jsonschema.Draft7Validator(_schema()).validate(exp)
+                jsonschema.Draft7Validator(_schema()).validate(full)
+    aloop(main)
+
+
+def test_permissions_hide_streams(aloop, ffserver, free_port):
+    users = [{"user": "alice", "password": hash_password("pw-a"),
+              "permissions": {"subscribe": ["orders.eu.>"], "publish": ["orders.>"]}},
+             {"user": "admin", "password": hash_password("pw-x")}]
+
+    async def main():
+        async with _serve(ffserver, free_port, users=users) as srv:
+            alice = _client(srv, auth=("alice", "pw-a"))
+            admin = _client(srv, auth=("admin", "pw-x"))
+            anon = _client(srv)
+            try:
+                await _publish(admin, "com.acme.order.created", 2)
+                r = await anon.get("/registry")
+                assert r.status_code == 401
+                root = (await alice.get("/registry?inline=messagegroups")).json()
+                assert list(root["messagegroups"]) == ["eu"]
+                assert root["messagegroupscount"] == 1
+                r = await alice.get("/registry/messagegroups/orders")
+                assert r.status_code == 404
+                assert r.json()["type"].endswith("#not_found")
+                eps = (await alice.get("/registry/endpoints/http")).json()
+                assert eps["messagegroups"] == ["/messagegroups/eu"]
+                exp = (await alice.get("/registry/export")).json()
+                assert list(exp["messagegroups"]) == ["eu"]
+                root = (await admin.get("/registry")).json()
+                assert root["messagegroupscount"] == 2
+            finally:
+                for c in (alice, admin, anon):
+                    await c.aclose()
+    aloop(main)
+
+
+def test_errors_are_problem_details(aloop, ffserver, free_port, seed):
+    async def main():
+        async with _serve(ffserver, free_port) as srv:
+            async with _client(srv) as c:
+                for path in ("/registry/nope", "/registry/endpoints/http/messages",
+                             "/registry/export/x", "/registry/capabilities/x",
+                             "/registry//endpoints", "/.well-known/other"):
+                    r = await c.get(path)
+                    assert r.status_code == 404, path
+                    assert r.headers["content-type"] == "application/problem+json"
+                    p = r.json()
+                    assert p["type"] == _NOT_FOUND and p["status"] == 404
+                    assert p["title"].startswith("The specified API is not supported")
+                r = await c.get("/registry/messagegroups/nope")
+                assert r.status_code == 404 and r.json()["subject"] == "/messagegroups/nope"
+                r = await c.get("/registry?inline=bogus")
+                assert r.status_code == 400 and r.json()["type"].endswith(
+                    "#inline_noninlineable")
+                r = await c.put("/registry/messagegroups/orders", json={})
+                assert r.status_code == 400 and r.json()["type"].endswith("#readonly")
+                r = await c.delete("/registry/endpoints/http")
+                assert r.status_code == 400 and r.json()["type"].endswith("#readonly")
+                r = await c.post("/registry/model", json={})
+                assert r.status_code == 405
+                # escaped, never echoed raw
+                r = await c.get('/registry/messagegroups/"><script>')
+                assert r.status_code == 404 and "<script>" in r.json()["subject"]
+                assert r.headers["content-type"] == "application/problem+json"
+                # random paths below the base: never a 500
+                rnd = random.Random(seed)
+                alphabet = string.ascii_letters + string.digits + "/$%._-~:@!*'()"
+                names = ["messagegroups", "endpoints", "schemagroups", "orders", "messages",
+                         "versions", "meta", "http", "1", "$details", "export", "model"]
+                for _ in range(300):
+                    parts = [rnd.choice(names) if rnd.random() < 0.6 else "".join(
+                        rnd.choice(alphabet) for _ in range(rnd.randrange(0, 8)))
+                        for _ in range(rnd.randrange(0, 7))]
+                    path = "/registry/" + "/".join(parts)
+                    q = rnd.choice(["", "?inline=*", "?doc", "?inline=messages,meta",
+                                    "?inline=%ff"])
+                    method = rnd.choice(["GET", "GET", "HEAD", "PUT", "POST", "DELETE"])
+                    r = await c.request(method, path + q, content=b"{}")
+                    assert r.status_code < 500, (method, path + q, r.text)
+    aloop(main)
+
+
+def test_cli_catalog(aloop, ffserver, free_port, capsys):
+    async def main():
+        async with _serve(ffserver, free_port) as srv:
+            async with _client(srv) as c:
+                await _publish(c, "com.acme.order.created", 4)
+            url = "http://127.0.0.1:{}".format(srv.http_port)
+            rc = await asyncio.to_thread(cli_main, ["catalog", "-s", url])
+            assert rc == 0
+            out = capsys.readouterr().out
+            assert "endpoints:" in out and "orders" in out and "websocket" in out
+            rc = await asyncio.to_thread(cli_main, ["catalog", "orders", "-s", url])
+            assert rc == 0
+            out = capsys.readouterr().out
+            assert "com.acme.order.created" in out and " 4 " in out
+            rc = await asyncio.to_thread(cli_main, ["catalog", "orders", "--json", "-s", url])
+            assert rc == 0
+            doc = json.loads(capsys.readouterr().out)
+            assert doc["messages"]["com.acme.order.created"]["ffcount"] == 4
+            rc = await asyncio.to_thread(cli_main, ["catalog", "nope", "-s", url])
+            assert rc == 1
+            assert "cannot be found" in capsys.readouterr().err
+    aloop(main)
+
+
+def test_pytest_knows_the_data():
+    assert os.path.exists(os.path.join(_DATA, "cloudevents-document-schema.json"))
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:jsonschema")
