@@ -20,6 +20,7 @@ ENVELOPE = "CloudEvents/1.0"
 
 _CORE = "https://github.com/xregistry/spec/blob/main/core/spec.md#"
 _HTTP = "https://github.com/xregistry/spec/blob/main/core/http.md#"
+_OWN = "urn:fastflow:catalog:error:"
 
 ID_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.\-~:@]{0,127}$")     # an entity id (core spec)
 
@@ -27,8 +28,11 @@ ID_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.\-~:@]{0,127}$")     # an entity i
 ERRORS = {
     "api_not_found": (404, "The specified API is not supported: {subject}.", _HTTP),
     "not_found": (404, "The targeted entity ({subject}) cannot be found.", _CORE),
-    "method_not_allowed": (405, "The specified HTTP method is not supported for: {subject}.",
-                           _HTTP),
+    "action_not_supported": (405, "The specified action ({action}) is not supported for: "
+                                  "{subject}.", _CORE),
+    "missing_body": (400, "For \"{subject}\", the request is missing an HTTP body - try "
+                          "'{{}}'.", _HTTP),
+    "bad_request": (400, "The request cannot be processed: {subject}.", _CORE),
     "readonly": (400, "Updating a read-only entity ({subject}) is not allowed.", _CORE),
     "invalid_attribute": (400, "The attribute \"{name}\" for \"{subject}\" is not valid: "
                                "{error_detail}.", _CORE),
@@ -43,9 +47,9 @@ ERRORS = {
     "capability_error": (400, "There was an error in the capabilities provided: {subject}.",
                          _CORE),
     "server_error": (500, "An unexpected error occurred, please try again later.", _CORE),
-    "unauthorized": (401, "Authentication is required to access: {subject}.", _HTTP),
-    "forbidden": (403, "Permission denied: {subject}.", _HTTP),
-    "too_many": (400, "A limit of this server would be exceeded by: {subject}.", _CORE),
+    # fastflow's own (the spec leaves authorization and limits to implementations)
+    "forbidden": (403, "Permission denied: {subject}.", _OWN),
+    "limit": (400, "A limit of this server would be exceeded by: {subject}.", _OWN),
 }
 
 

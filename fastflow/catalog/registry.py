@@ -396,7 +396,7 @@ class Catalog:
             if segs and segs[0] in ("endpoints", "messagegroups"):
                 raise XRegistryError("readonly", subject,
                                      "{} are derived from the live server".format(segs[0]))
-            raise XRegistryError("method_not_allowed", path or "/",
+            raise XRegistryError("action_not_supported", path or "/", action=method,
                                  headers=(("allow", "GET, HEAD"),))
         raise XRegistryError("api_not_found", path or "/")
 

@@ -445,10 +445,12 @@ class Server:
         from urllib.parse import urlsplit
 
         from fastflow.catalog import Catalog
+        from fastflow.catalog.schemas import SchemaStore
         from fastflow.server.catalog import doors
 
         return Catalog(self.flow, registry_id=self.name, name=self.name,
-                       doors=lambda base: doors(self, urlsplit(base).netloc))
+                       doors=lambda base: doors(self, urlsplit(base).netloc),
+                       schemas=SchemaStore(self.config.data_dir))
 
     def _log_start(self, restored):
         cfg = self.config

@@ -141,7 +141,9 @@ def catalog_request(proto, req, principal):
             raise
         _problem(proto, req, XRegistryError("parsing_data", instance, exc.message), instance)
         return
-    if ctype == "doc":                  # a resource's document, as it was registered
+    if ctype == "empty":
+        proto.respond(req, status, b"", None, headers)
+    elif ctype == "doc":                # a resource's document, as it was registered
         proto.respond(req, status, _dumps(body), _JSON, headers)
     else:
         proto.respond(req, status, _dumps(body), _JSON + "; charset=utf-8", headers)

@@ -612,7 +612,11 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         mt = ct.partition(";")[0].strip().lower() if ct is not None else ""
         ack = req.params().get("ack", req.headers.get("ff-ack", "")).lower() in _ACK_VALUES \
             if (req.query or "ff-ack" in req.headers) else False
-        if not ack and (mt == STRUCTURED or mt == BATCH):
+        catalog = self.server.catalog
+        schemas = catalog.schemas if catalog is not None else None
+        if schemas is not None and not schemas.active:
+            schemas = None
+        if not ack and schemas is None and (mt == STRUCTURED or mt == BATCH):
             self._publish_json(req, principal, subject, mt == BATCH)
             return
         try:
@@ -652,6 +656,15 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             if len(ev.data) > max_payload:
                 raise HttpError(413, "event data of {} bytes exceeds max_payload={}{}".format(
                     len(ev.data), max_payload, _at(i, len(events))))
+        if schemas is not None:
+            from fastflow.catalog.schemas import SchemaRefusal
+            try:
+                schemas.check(events)
+            except SchemaRefusal as exc:
+                self.respond(req, 400, error_body(
+                    400, "{}{} (nothing was published)".format(exc, _at(exc.index, len(events))),
+                    path=exc.path, schema=exc.schema, index=exc.index), _JSON)
+                return
         flow = self.flow
         publish = flow.publish
         acks = [] if ack else None
