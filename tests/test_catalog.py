@@ -589,3 +589,13 @@ def test_schema_writes_are_checked(aloop, ffserver, free_port):
                 for c in (alice, reader, admin):
                     await c.aclose()
     aloop(main)
+
+
+def test_a_damaged_schema_file_is_named(tmp_path):
+    from fastflow.catalog.schemas import SchemaStore
+
+    (tmp_path / "catalog.json").write_text("{not json")
+    with pytest.raises(fastflow.FastflowError, match="catalog.json is damaged"):
+        SchemaStore(str(tmp_path))
+    (tmp_path / "catalog.json").write_text('{"version": 1, "groups": {}}')
+    assert SchemaStore(str(tmp_path)).group_ids() == []

@@ -21,7 +21,7 @@ from fastflow.catalog.model import (
     capabilities,
     model,
 )
-from fastflow.catalog.tracker import Trackers
+from fastflow.catalog.tracker import TICK_BUDGET, Trackers
 
 __all__ = ("Access", "Catalog", "Resource", "message_id", "rfc3339")
 
@@ -147,7 +147,7 @@ class Catalog:
     def _tick(self):
         self._timer = self._loop.call_later(self.interval, self._tick)
         try:
-            self.trackers.update()
+            self.trackers.update(budget=TICK_BUDGET)
         except Exception:               # (a stream closing under it: next tick)
             import logging
             logging.getLogger("fastflow.server").exception("catalog: the type tracker failed")

@@ -19,7 +19,7 @@ import time
 from fastflow._impl import Matcher, validate_pattern
 from fastflow.catalog.model import ID_RE, XRegistryError
 from fastflow.catalog.registry import Resource, rfc3339
-from fastflow.errors import SubjectError
+from fastflow.errors import FastflowError, SubjectError
 
 __all__ = ("FORMATS", "SchemaRefusal", "SchemaStore", "compile_schema", "write_request")
 
@@ -407,8 +407,17 @@ class SchemaStore:
         path = self._path()
         if path is None or not os.path.exists(path):
             return
-        with open(path, "rb") as f:
-            state = json.loads(f.read())
+        try:
+            with open(path, "rb") as f:
+                state = json.loads(f.read())
+            self._restore(state, path)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise FastflowError("catalog: {} is damaged ({}: {}); move it away to start "
+                                "without its schemas".format(path, type(exc).__name__,
+                                                             exc)) from None
+        self._rebind()
+
+    def _restore(self, state, path):
         for gid, gd in state.get("groups", {}).items():
             g = self.groups[gid] = _Group(gd.get("attrs", {}), gd["created"])
             g.modified, g.epoch = gd["modified"], gd["epoch"]
@@ -429,7 +438,6 @@ class SchemaStore:
                     s.default = sd["default"] if sd["default"] in s.versions else max(
                         s.versions, key=lambda k: s.versions[k].created)
                     g.schemas[sid] = s
-        self._rebind()
 
 
 def _loads(data):
