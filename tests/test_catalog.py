@@ -599,3 +599,41 @@ def test_a_damaged_schema_file_is_named(tmp_path):
         SchemaStore(str(tmp_path))
     (tmp_path / "catalog.json").write_text('{"version": 1, "groups": {}}')
     assert SchemaStore(str(tmp_path)).group_ids() == []
+
+
+def test_doc_view_inline_head_and_options(aloop, ffserver, free_port):
+    async def main():
+        async with _serve(ffserver, free_port) as srv:
+            async with _client(srv) as c:
+                await _publish(c, "com.acme.order.created", 2)
+                r = await c.post("/registry/schemagroups/g/schemas/s", json={"type": "object"})
+                assert r.status_code == 201
+                # document view: URLs of what the response holds are JSON pointers into it
+                d = (await c.get("/registry/messagegroups?doc&inline=messages")).json()
+                assert d["orders"]["self"] == "#/orders"
+                assert d["orders"]["messagesurl"] == "#/orders/messages"
+                m = d["orders"]["messages"]["com.acme.order.created"]
+                assert m["self"] == "#/orders/messages/com.acme.order.created"
+                assert "versionid" not in m and "ffcount" not in m   # no default version
+                d = (await c.get("/registry/schemagroups/g?doc&inline=schemas.versions")).json()
+                s = d["schemas"]["s"]
+                assert s["versions"]["1"]["schema"] == {"type": "object"}
+                assert s["versionsurl"] == "#/schemas/s/versions"
+                assert s["metaurl"].startswith("http://")            # not inlined
+                # nested inline without doc; the document only when asked for
+                d = (await c.get("/registry/schemagroups?inline=schemas.versions")).json()
+                v = d["g"]["schemas"]["s"]["versions"]["1"]
+                assert "schema" not in v and v["self"].startswith("http://")
+                d = (await c.get("/registry/schemagroups?inline=schemas.versions.schema")).json()
+                assert d["g"]["schemas"]["s"]["versions"]["1"]["schema"] == {"type": "object"}
+                r = await c.get("/registry/schemagroups/g?inline=nope")
+                assert r.status_code == 400
+                # HEAD: GET's status and headers, no body; OPTIONS: the methods
+                r = await c.head("/registry/schemagroups/g/schemas/s")
+                assert r.status_code == 200 and r.content == b""
+                assert r.headers["xregistry-versionid"] == "1"
+                r = await c.head("/registry/nope")
+                assert r.status_code == 404 and r.content == b""
+                r = await c.options("/registry")
+                assert r.status_code == 204 and "PUT" in r.headers["allow"]
+    aloop(main)
