@@ -637,3 +637,87 @@ def test_doc_view_inline_head_and_options(aloop, ffserver, free_port):
                 r = await c.options("/registry")
                 assert r.status_code == 204 and "PUT" in r.headers["allow"]
     aloop(main)
+
+
+async def _nats_exchange(port, lines, want=b"PONG\r\n", connect=b'{"verbose":false,'
+                         b'"pedantic":false,"headers":true}'):
+    """Send CONNECT, ``lines`` and PING on the NATS door; what came back
+    up to the PONG."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await reader.readline()                                 # INFO
+        writer.write(b"CONNECT " + connect + b"\r\n" + b"".join(lines) + b"PING\r\n")
+        await writer.drain()
+        out = b""
+        while not out.endswith(want):
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            assert chunk, out
+            out += chunk
+        return out
+    finally:
+        writer.close()
+
+
+def _pub(subject, payload):
+    return b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload)
+
+
+def _hpub(subject, headers, payload):
+    h = b"NATS/1.0\r\n" + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode())
+                                   for k, v in headers.items()) + b"\r\n"
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject.encode(), len(h), len(h) + len(payload),
+                                          h, payload)
+
+
+def test_bound_schema_refuses_nats_publishes(aloop, ffserver, free_port):
+    sg = "/registry/schemagroups/acme"
+
+    async def main():
+        async with _serve(ffserver, free_port, nats_port=free_port()) as srv:
+            port = srv.nats_port
+            st = srv.flow.stream("orders")
+            async with _client(srv) as c:
+                # a connection made before the binding is checked too
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                await reader.readline()
+                writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+                await writer.drain()
+                assert await reader.readline() == b"PONG\r\n"
+                out = await _nats_exchange(port, [_pub("orders.eu.new", b'{"amount":"x"}')])
+                assert b"-ERR" not in out                       # not bound yet
+                r = await c.put(sg + "/schemas/order$details", json={
+                    "schema": ORDER, "ffsubjects": ["orders.eu.>"],
+                    "fftypes": ["com.acme.paid"]})
+                assert r.status_code == 201, r.text
+                n = len(st.log)
+                out = await _nats_exchange(port, [_pub("orders.eu.new", b'{"amount":"x"}'),
+                                                  _pub("orders.eu.new", b'{"amount":3}'),
+                                                  _pub("orders.us.new", b'{"amount":"x"}')])
+                assert out.count(b"-ERR") == 1, out
+                assert b"-ERR 'Permissions Violation for Publish to \"orders.eu.new\"" in out
+                assert b"$.amount" in out and b"must be integer" in out
+                assert len(st.log) == n + 2                     # the valid one, the unbound one
+                # HPUB: the type's binding applies; the connection stays usable
+                out = await _nats_exchange(port, [
+                    _hpub("orders.x", {"ce-type": "com.acme.paid", "ce-id": "p1",
+                                       "ce-source": "/s"}, b'{"amount":-1}'),
+                    _hpub("orders.x", {"ce-type": "com.acme.paid", "ce-id": "p2",
+                                       "ce-source": "/s"}, b'{"amount":1}')])
+                assert out.count(b"-ERR") == 1 and b"$.amount" in out, out
+                assert len(st.log) == n + 3
+                # verbose clients get -ERR instead of +OK
+                out = await _nats_exchange(port, [_pub("orders.eu.new", b"not json")],
+                                           connect=b'{"verbose":true,"pedantic":false}')
+                assert b"not JSON" in out and out.count(b"+OK") == 1    # (the CONNECT's)
+                writer.write(_pub("orders.eu.new", b'{"amount":"y"}') + b"PING\r\n")
+                await writer.drain()
+                line = await reader.readline()
+                assert line.startswith(b"-ERR 'Permissions Violation"), line
+                assert await reader.readline() == b"PONG\r\n"
+                # unbound again: the parser routes by itself
+                assert (await c.delete(sg + "/schemas/order")).status_code == 204
+                writer.write(_pub("orders.eu.new", b'{"amount":"y"}') + b"PING\r\n")
+                await writer.drain()
+                assert await reader.readline() == b"PONG\r\n"
+                writer.close()
+    aloop(main)

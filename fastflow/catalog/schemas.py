@@ -1,8 +1,8 @@
 """The catalog's ``schemagroups`` (docs/catalog.md#schemas): JSON Schemas
 that producers register, with versions, and their bindings to subjects
-and CloudEvents types.  A publish on the HTTP door whose data does not
-validate against the schema bound to its subject (or type) is refused
-with the failing JSON path named.
+and CloudEvents types.  A publish on the HTTP or NATS door whose data
+does not validate against the schema bound to its subject (or type) is
+refused with the failing JSON path named (the native door does not check).
 
 ``SchemaStore`` keeps them in memory, and in ``<data_dir>/catalog.json``
 (written atomically after every change) when the server has a data
@@ -145,7 +145,8 @@ class SchemaStore:
         self.modified = time.time()
         self._subjects = None           # Matcher: subject pattern -> (gid, sid)
         self._types = {}                # type -> (gid, sid)
-        self.active = False             # any binding: the HTTP door validates
+        self.active = False             # any binding: the HTTP and NATS doors validate
+        self.on_change = None           # called after every change (the server: the doors)
         self._load()
 
     # -- reading ---------------------------------------------------------------------------
@@ -371,6 +372,8 @@ class SchemaStore:
         self.modified = time.time()
         self._rebind()
         self._save()
+        if self.on_change is not None:
+            self.on_change()
 
     # -- the file ---------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from fastflow.server.config import (
     load_config,
     stream_spec,
 )
-from fastflow.server.connection import CLOSED, CLOSING, Connection
+from fastflow.server.connection import CLOSED, CLOSING, READY, Connection
 from fastflow.server.native import NativeProtocol
 
 __all__ = ("Server", "add_serve_arguments", "run_serve")
@@ -448,9 +448,18 @@ class Server:
         from fastflow.catalog.schemas import SchemaStore
         from fastflow.server.catalog import doors
 
+        store = SchemaStore(self.config.data_dir)
+        store.on_change = self.schemas_changed
         return Catalog(self.flow, registry_id=self.name, name=self.name,
-                       doors=lambda base: doors(self, urlsplit(base).netloc),
-                       schemas=SchemaStore(self.config.data_dir))
+                       doors=lambda base: doors(self, urlsplit(base).netloc), schemas=store)
+
+    def schemas_changed(self):
+        """The catalog's schema bindings changed: the doors that validate
+        hand every publish to Python while one is bound (their parsers
+        route the others themselves)."""
+        for conn in list(self.conns.values()):
+            if conn.door == "nats" and conn.state == READY and conn.principal is not None:
+                conn.parser.route_pubs = not conn.verbose and not conn.proto.validates()
 
     def _log_start(self, restored):
         cfg = self.config
