@@ -721,3 +721,54 @@ def test_bound_schema_refuses_nats_publishes(aloop, ffserver, free_port):
                 assert await reader.readline() == b"PONG\r\n"
                 writer.close()
     aloop(main)
+
+
+def test_bound_schema_refuses_native_and_websocket_publishes(aloop, ffserver, free_port):
+    import websockets
+
+    from fastflow.client import connect
+
+    sg = "/registry/schemagroups/acme"
+
+    async def main():
+        async with _serve(ffserver, free_port) as srv:
+            st = srv.flow.stream("orders")
+            async with _client(srv) as c:
+                nc = await connect(srv.url)             # before the binding
+                try:
+                    r = await c.put(sg + "/schemas/order$details", json={
+                        "schema": ORDER, "ffsubjects": ["orders.eu.>"]})
+                    assert r.status_code == 201
+                    n = len(st.log)
+                    with pytest.raises(fastflow.FastflowError, match=r"\$\.amount"):
+                        await nc.publish_ack("orders.eu.new", b'{"amount":"x"}',
+                                             type="com.acme.order")
+                    await nc.publish_ack("orders.eu.new", b'{"amount":2}', type="com.acme.order")
+                    await nc.publish_ack("orders.us.new", b'{"amount":"x"}',
+                                         type="com.acme.order")
+                    assert len(st.log) == n + 2
+                    # a batch stops at the refused item (those before it are published)
+                    with pytest.raises(fastflow.FastflowError, match=r"item 1: .*\$\.amount"):
+                        await nc.publish_batch_ack(
+                            ["orders.eu.a", "orders.eu.b"], [b'{"amount":1}', b'{"amount":-5}'],
+                            type="com.acme.order")
+                    assert len(st.log) == n + 3
+                    # fire-and-forget publishes are refused too (an error frame comes back)
+                    nc.publish("orders.eu.new", b'{"amount":"z"}', type="com.acme.order")
+                    await nc.flush()
+                    assert len(st.log) == n + 3
+                finally:
+                    await nc.close()
+                url = "ws://127.0.0.1:{}/ws?publish=orders.eu.new".format(srv.http_port)
+                async with websockets.connect(url, close_timeout=2) as ws:
+                    await ws.send(json.dumps(_ce({"amount": "x"}, "w1")))
+                    ans = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert ans["op"] == "error" and ans["code"] == 400
+                    assert ans["path"] == "$.amount" and ans["id"] == "w1"
+                    await ws.send(json.dumps([_ce({"amount": 1}, "w2"),
+                                              _ce({"items": []}, "w3")]))
+                    ans = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    assert ans["index"] == 1 and ans["path"] == "$"
+                    assert "amount" in ans["message"]
+                assert len(st.log) == n + 3
+    aloop(main)

@@ -2,7 +2,8 @@
 that producers register, with versions, and their bindings to subjects
 and CloudEvents types.  A publish on the HTTP or NATS door whose data
 does not validate against the schema bound to its subject (or type) is
-refused with the failing JSON path named (the native door does not check).
+refused with the failing JSON path named (HTTP, WebSocket, NATS and
+native doors alike).
 
 ``SchemaStore`` keeps them in memory, and in ``<data_dir>/catalog.json``
 (written atomically after every change) when the server has a data
@@ -206,15 +207,16 @@ class SchemaStore:
             out.append(t)
         return out
 
-    def check(self, events):
+    def check(self, events, subjects=None):
         """Raise ``SchemaRefusal`` for the first of ``events`` whose data
-        does not validate against a schema bound to its routing subject or
-        its type."""
+        does not validate against a schema bound to its routing subject
+        (or ``subjects[i]``, where it will be published) or its type."""
         import fastjsonschema
 
         loads = _loads
         for i, ev in enumerate(events):
-            bound = self._bound(ev.routing_subject, ev.type)
+            bound = self._bound(ev.routing_subject if subjects is None else subjects[i],
+                                ev.type)
             if not bound:
                 continue
             data = None

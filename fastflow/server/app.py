@@ -458,7 +458,8 @@ class Server:
         hand every publish to Python while one is bound (their parsers
         route the others themselves)."""
         for conn in list(self.conns.values()):
-            if conn.door == "nats" and conn.state == READY and conn.principal is not None:
+            if conn.door in ("nats", "native") and conn.state == READY and \
+                    conn.principal is not None:
                 conn.parser.route_pubs = not conn.verbose and not conn.proto.validates()
 
     def _log_start(self, restored):
