@@ -307,6 +307,13 @@ def _build_parser():
     action(sa, "rm", "id", json=True, help="delete a subscription")
     p.set_defaults(_command_parser=p)
 
+    p = action(sub, "catalog", json=True, help="the discovery catalog (-s http://): doors, "
+               "streams, event types", description="Show the discovery catalog (xRegistry) of a "
+               "server's HTTP door (-s http://HOST:PORT; docs/catalog.md): its doors and "
+               "streams, or with STREAM the CloudEvents types seen in it with counts, rates and "
+               "first and last seen.")
+    p.add_argument("stream", nargs="?", help="a stream: its event types")
+
     b = sub.add_parser("bench", help="measure publishers -> subscribers through a server",
                        description="Publishers and subscribers through a fastflow server (an "
                                    "embedded one on a free loopback port unless --server): "
@@ -366,6 +373,10 @@ def main(argv=None):
         from fastflow.cli.subscriptions import subscriptions
 
         return network_command(args, subscriptions)
+    if cmd == "catalog":
+        from fastflow.cli.catalog import catalog
+
+        return network_command(args, catalog)
     if cmd == "bench":
         from fastflow.cli import bench
 

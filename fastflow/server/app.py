@@ -37,7 +37,7 @@ from fastflow.server.config import (
     load_config,
     stream_spec,
 )
-from fastflow.server.connection import CLOSED, CLOSING, Connection
+from fastflow.server.connection import CLOSED, CLOSING, READY, Connection
 from fastflow.server.native import NativeProtocol
 
 __all__ = ("Server", "add_serve_arguments", "run_serve")
@@ -136,6 +136,7 @@ class Server:
         self._http_listener = None
         self.monitor = None
         self.subscriptions = None       # the Subscriptions API's manager (with the HTTP door)
+        self.catalog = None             # the discovery catalog (with the HTTP door)
         self.addresses = []
         self.port = None
         self.nats_addresses = []
@@ -412,6 +413,8 @@ class Server:
                     origin=None, callback_base=cfg.subscriptions_callback_url,
                     webhook_defaults={"lineage": cfg.http_lineage == "keep"})
                 await self.subscriptions.start()
+                self.catalog = self._make_catalog()
+                self.catalog.start(loop)
             if cfg.monitor_port:
                 from fastflow.server.monitor import MonitorServer
 
@@ -427,6 +430,9 @@ class Server:
             if self.subscriptions is not None:
                 await self.subscriptions.stop()
                 self.subscriptions = None
+            if self.catalog is not None:
+                self.catalog.stop()
+                self.catalog = None
             if self._own_flow:
                 self.flow.close()
             raise
@@ -435,6 +441,27 @@ class Server:
         self.t0 = loop.time()
         self._tick_timer = loop.call_later(1.0, self._tick)
         self._log_start(restored)
+
+    def _make_catalog(self):
+        from urllib.parse import urlsplit
+
+        from fastflow.catalog import Catalog
+        from fastflow.catalog.schemas import SchemaStore
+        from fastflow.server.catalog import doors
+
+        store = SchemaStore(self.config.data_dir)
+        store.on_change = self.schemas_changed
+        return Catalog(self.flow, registry_id=self.name, name=self.name,
+                       doors=lambda base: doors(self, urlsplit(base).netloc), schemas=store)
+
+    def schemas_changed(self):
+        """The catalog's schema bindings changed: the doors that validate
+        hand every publish to Python while one is bound (their parsers
+        route the others themselves)."""
+        for conn in list(self.conns.values()):
+            if conn.door in ("nats", "native") and conn.state == READY and \
+                    conn.principal is not None:
+                conn.parser.route_pubs = not conn.verbose and not conn.proto.validates()
 
     def _log_start(self, restored):
         cfg = self.config
@@ -552,6 +579,8 @@ class Server:
                 if left:
                     log.warning("drain: %d bytes not taken by clients after %.1f s", left,
                                 loop.time() - t0)
+            if self.catalog is not None:
+                self.catalog.stop()
             if self.subscriptions is not None:
                 try:
                     await self.subscriptions.stop()

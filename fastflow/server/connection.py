@@ -132,6 +132,11 @@ class DoorProtocol:
         self.outbuf = conn.outbuf
         self.parser = None              # the door's parser (fed by Connection.data_received)
 
+    def validates(self):
+        """Whether this door checks publishes against the catalog's bound
+        schemas (its parser then hands every publish to Python)."""
+        return False
+
     def handle(self, items):
         """Act on the parser's entries ``items``, in order, until the
         connection closes or an asynchronous CONNECT check holds the rest
@@ -652,7 +657,8 @@ class Connection(asyncio.Protocol):
         self.parser.pub_allow = perms.pub_allow
         self.parser.pub_deny = perms.pub_deny
         self.parser.resp_check = self.responses
-        self.parser.route_pubs = not self.verbose    # verbose: every PUB answered in Python
+        # verbose: every PUB answered in Python; so is every PUB a bound schema may refuse
+        self.parser.route_pubs = not self.verbose and not self.proto.validates()
 
     def may_publish(self, subject, use=True):
         """Whether this connection may publish on ``subject`` (valid): its

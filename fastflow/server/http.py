@@ -557,7 +557,8 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             "publish": "POST /events[/<subject>]",
             "subscribe": "GET /events/<pattern> (text/event-stream), GET /ws",
             "streams": "GET /streams", "subscriptions": "GET, POST /subscriptions",
-            "openapi": "GET /openapi.json", "health": "GET /healthz"}})
+            "openapi": "GET /openapi.json", "catalog": "GET /registry (xRegistry)",
+            "health": "GET /healthz"}})
 
     def _health(self, req, principal):
         if self.server.stopping:
@@ -616,7 +617,11 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         mt = ct.partition(";")[0].strip().lower() if ct is not None else ""
         ack = req.params().get("ack", req.headers.get("ff-ack", "")).lower() in _ACK_VALUES \
             if (req.query or "ff-ack" in req.headers) else False
-        if not ack and (mt == STRUCTURED or mt == BATCH):
+        catalog = self.server.catalog
+        schemas = catalog.schemas if catalog is not None else None
+        if schemas is not None and not schemas.active:
+            schemas = None
+        if not ack and schemas is None and (mt == STRUCTURED or mt == BATCH):
             self._publish_json(req, principal, subject, mt == BATCH)
             return
         try:
@@ -656,6 +661,15 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             if len(ev.data) > max_payload:
                 raise HttpError(413, "event data of {} bytes exceeds max_payload={}{}".format(
                     len(ev.data), max_payload, _at(i, len(events))))
+        if schemas is not None:
+            from fastflow.catalog.schemas import SchemaRefusal
+            try:
+                schemas.check(events)
+            except SchemaRefusal as exc:
+                self.respond(req, 400, error_body(
+                    400, "{}{} (nothing was published)".format(exc, _at(exc.index, len(events))),
+                    path=exc.path, schema=exc.schema, index=exc.index), _JSON)
+                return
         flow = self.flow
         publish = flow.publish
         acks = [] if ack else None
@@ -752,6 +766,14 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         from fastflow.server.subscriptions import openapi_request
         openapi_request(self, req, principal)
 
+    def _catalog(self, req, principal):
+        from fastflow.server.catalog import catalog_request
+        catalog_request(self, req, principal)
+
+    def _well_known(self, req, principal):
+        from fastflow.server.catalog import well_known_request
+        well_known_request(self, req, principal)
+
 
 def _at(i, n):
     return " (batch index {})".format(i) if n > 1 else ""
@@ -802,4 +824,6 @@ HttpProtocol.routes = _ROUTES = {
     "subscriptions": {m: HttpProtocol._subscriptions
                       for m in ("GET", "POST", "PUT", "DELETE", "OPTIONS")},
     "openapi.json": {"GET": HttpProtocol._openapi},
+    "registry": {m: HttpProtocol._catalog for m in ("GET", "PUT", "POST", "DELETE", "OPTIONS")},
+    ".well-known": {"GET": HttpProtocol._well_known},
 }

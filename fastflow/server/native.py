@@ -13,7 +13,14 @@ import json
 import logging
 import struct
 
-from fastflow._impl import FrameParser, NativeTarget, OutBuf, ProtocolError, validate_pattern
+from fastflow._impl import (
+    Event,
+    FrameParser,
+    NativeTarget,
+    OutBuf,
+    ProtocolError,
+    validate_pattern,
+)
 from fastflow._version import __version__
 from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
 from fastflow.protocol import AckKind, Flag, Op, error_code
@@ -240,10 +247,38 @@ class NativeProtocol(DoorProtocol):
 
     # -- publishing (the frames the parser did not route) ------------------------------
 
+    def validates(self):
+        return self._schemas() is not None
+
+    def _schemas(self):
+        """The catalog's schema store while a schema is bound (else None)."""
+        catalog = self.server.catalog
+        store = catalog.schemas if catalog is not None else None
+        return store if store is not None and store.active else None
+
+    @staticmethod
+    def _check_schema(store, subject, record):
+        """RequestError 400 when the event ``record`` published on
+        ``subject`` does not validate against a schema bound to it
+        (docs/catalog.md)."""
+        from fastflow.catalog.schemas import SchemaRefusal
+
+        try:
+            ev = Event.decode(subject, record)
+        except (FastflowError, ValueError) as exc:
+            raise RequestError(400, "not an event record: {}".format(exc)) from None
+        try:
+            store.check((ev,))
+        except SchemaRefusal as exc:
+            raise RequestError(400, str(exc)) from None
+
     def _pub(self, flags, rid, subject, reply, body):
         conn = self.conn
         if not conn.may_publish(subject):
             raise RequestError(403, "permission denied: publish to '{}'".format(subject))
+        store = self._schemas()
+        if store is not None:
+            self._check_schema(store, subject, body)
         flow = self.flow
         before = flow.n_delivered
         seq = flow.publish_record(subject, body, reply or None, self.outbuf)
@@ -268,6 +303,7 @@ class NativeProtocol(DoorProtocol):
         publish = self.flow.publish_record
         origin = self.outbuf
         max_payload = self.cfg.max_payload
+        store = self._schemas()
         mv = memoryview(body)
         n = len(body)
         off = count = last = 0
@@ -298,6 +334,8 @@ class NativeProtocol(DoorProtocol):
                     if not ok:
                         raise RequestError(403, "permission denied: publish to '{}'".format(
                             subject))
+                if store is not None:
+                    self._check_schema(store, subject, bytes(mv[off:off + rn]))
                 try:
                     seq = publish(subject, mv[off:off + rn], None, origin)
                 except (LogFullError, EventTooLarge) as exc:   # delivered, not stored

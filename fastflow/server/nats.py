@@ -350,11 +350,40 @@ class NatsProtocol(DoorProtocol):
 
     # -- publishing --------------------------------------------------------------------
 
+    def validates(self):
+        return self._schemas() is not None
+
+    def _schemas(self):
+        """The catalog's schema store while a schema is bound (else None)."""
+        catalog = self.server.catalog
+        store = catalog.schemas if catalog is not None else None
+        return store if store is not None and store.active else None
+
+    def _schema_refused(self, store, event):
+        """-ERR and True when ``event``'s data does not validate against a
+        schema bound to its subject or type (docs/catalog.md).  The words
+        are a publish permission's, the refusal NATS clients report
+        without taking the connection down (nats.go)."""
+        from fastflow.catalog.schemas import SchemaRefusal
+
+        try:
+            store.check((event,))
+        except SchemaRefusal as exc:
+            self.server.n_denied += 1
+            self.err(0, 'Permissions Violation for Publish to "{}": {}'.format(
+                event.routing_subject, exc))
+            return True
+        return False
+
     def _pub(self, _op, subject, reply, payload):
-        if self.conn.verbose:
+        store = self._schemas()
+        if self.conn.verbose or store is not None:
             # +OK before the message is routed (and echoed), as nats-server
             # does; the refusals come instead of it
             if not self._may_publish(subject, reply, use=False):     # (route spends a permit)
+                return
+            if store is not None and self._schema_refused(
+                    store, Event(subject, payload, source=self.flow.source)):
                 return
             self.ok()
         for kind, arg in self.parser.route(subject, reply, payload):
@@ -400,10 +429,14 @@ class NatsProtocol(DoorProtocol):
             return
         flow = self.flow
         try:
-            record = event_from_nats(subject, headers, payload, flow.source,
-                                     self.cfg.nats_lineage == "keep").encode()
+            event = event_from_nats(subject, headers, payload, flow.source,
+                                    self.cfg.nats_lineage == "keep")
+            record = event.encode()
         except EventError as exc:
             self.err(0, "Invalid CloudEvents Headers: {}".format(exc))
+            return
+        store = self._schemas()
+        if store is not None and self._schema_refused(store, event):
             return
         self.ok()
         try:

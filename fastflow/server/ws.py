@@ -610,6 +610,19 @@ class WsProtocol(DoorProtocol):
                                                                            max_payload)))
                 return
             subjects.append(s)
+        catalog = self.server.catalog
+        store = catalog.schemas if catalog is not None else None
+        if store is not None and store.active:
+            from fastflow.catalog.schemas import SchemaRefusal
+            try:
+                store.check(events, subjects)
+            except SchemaRefusal as exc:
+                where = {"re": "publish", "id": events[exc.index].id, "path": exc.path,
+                         "schema": exc.schema}
+                if batch:
+                    where["index"] = exc.index
+                self._refused(where, _Refusal(400, "{} (nothing was published)".format(exc)))
+                return
         publish = self.flow.publish_record
         origin = self.outbuf
         refused = None
