@@ -772,3 +772,29 @@ def test_bound_schema_refuses_native_and_websocket_publishes(aloop, ffserver, fr
                     assert "amount" in ans["message"]
                 assert len(st.log) == n + 3
     aloop(main)
+
+
+def test_a_change_that_cannot_be_saved_is_not_kept(tmp_path, monkeypatch):
+    """The disk refuses the write (ENOSPC): the change is undone, the
+    error says so (503), and what was saved before is intact."""
+    import errno
+    import os as _os
+
+    from fastflow.catalog import schemas as sm
+    from fastflow.catalog.model import XRegistryError
+
+    store = sm.SchemaStore(str(tmp_path))
+    store.put_group("g", {})
+    store.put_version("g", "s", None, {"type": "object"}, "JsonSchema/draft-07")
+    real = _os.replace
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(sm.os, "replace", full)
+    with pytest.raises(XRegistryError) as ei:
+        store.put_version("g", "s2", None, {"type": "string"}, "JsonSchema/draft-07")
+    assert ei.value.status == 503 and "No space left" in str(ei.value)
+    assert set(store.groups["g"].schemas) == {"s"}
+    monkeypatch.setattr(sm.os, "replace", real)
+    again = sm.SchemaStore(str(tmp_path))
+    assert set(again.groups["g"].schemas) == {"s"}

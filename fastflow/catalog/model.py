@@ -50,6 +50,7 @@ ERRORS = {
     # fastflow's own (the spec leaves authorization and limits to implementations)
     "forbidden": (403, "Permission denied: {subject}.", _OWN),
     "limit": (400, "A limit of this server would be exceeded by: {subject}.", _OWN),
+    "storage": (503, "The change could not be saved: {subject}.", _OWN),
 }
 
 

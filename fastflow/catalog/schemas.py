@@ -373,7 +373,17 @@ class SchemaStore:
     def _changed(self):
         self.modified = time.time()
         self._rebind()
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            # (a full disk): the change is not kept; the schemas are what the file holds
+            self.groups = {}
+            self._load()
+            self._rebind()
+            if self.on_change is not None:
+                self.on_change()
+            raise XRegistryError("storage", self._path(), detail=str(
+                exc.strerror or exc)) from None
         if self.on_change is not None:
             self.on_change()
 
