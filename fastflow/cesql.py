@@ -115,6 +115,8 @@ BOOLEAN = "Boolean"
 
 _ZERO = {STRING: "", INTEGER: 0, BOOLEAN: False, None: False}
 
+_ANY = "Any"    # a parameter taken without casting
+
 # Unicode White_Space (the property TRIM uses, spec 3.5.1); str.strip()
 # would also remove U+001C..U+001F, which are not White_Space.
 _WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
@@ -275,42 +277,52 @@ class _Exists(_Node):
         return "EXISTS " + self.name
 
 
-class _Not(_Node):
+class _Unary(_Node):
+    """An operator of one operand: the operand is evaluated and cast to
+    ``param``; if either added an error the node yields the zero value of
+    its type, else ``apply(ctx, value)``."""
+
     __slots__ = ("operand",)
+    param = None
 
     def __init__(self, operand):
         self.operand = operand
-        self.type = BOOLEAN
 
     def children(self):
         return (self.operand,)
 
     def eval(self, ctx):
         n = len(ctx.errors)
-        v = ctx.cast(self.operand.eval(ctx), BOOLEAN)
+        v = ctx.cast(self.operand.eval(ctx), self.param)
         if len(ctx.errors) > n:
-            return False
+            return _ZERO[self.type]
+        return self.apply(ctx, v)
+
+
+class _Not(_Unary):
+    __slots__ = ()
+    param = BOOLEAN
+
+    def __init__(self, operand):
+        _Unary.__init__(self, operand)
+        self.type = BOOLEAN
+
+    def apply(self, ctx, v):
         return not v
 
     def __repr__(self):
         return "(NOT {!r})".format(self.operand)
 
 
-class _Negate(_Node):
-    __slots__ = ("operand",)
+class _Negate(_Unary):
+    __slots__ = ()
+    param = INTEGER
 
     def __init__(self, operand):
-        self.operand = operand
+        _Unary.__init__(self, operand)
         self.type = INTEGER
 
-    def children(self):
-        return (self.operand,)
-
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        v = ctx.cast(self.operand.eval(ctx), INTEGER)
-        if len(ctx.errors) > n:
-            return 0
+    def apply(self, ctx, v):
         if v == INT32_MIN:
             ctx.error(MathError("integer overflow: -(-2147483648)"))
             return INT32_MAX
@@ -318,6 +330,27 @@ class _Negate(_Node):
 
     def __repr__(self):
         return "(-{!r})".format(self.operand)
+
+
+def _operands(ctx, nodes, params):
+    """The values of ``nodes`` cast to ``params`` (a type each, or _ANY: not
+    cast), or None if an evaluation or a cast added an error: every node is
+    evaluated before any is cast."""
+    n = len(ctx.errors)
+    values = [node.eval(ctx) for node in nodes]
+    if len(ctx.errors) > n:
+        return None
+    values = [v if p is _ANY else ctx.cast(v, p) for v, p in zip(values, params)]
+    if len(ctx.errors) > n:
+        return None
+    return values
+
+
+def _cast_or_none(ctx, value, target):
+    """``value`` cast to ``target``, or None if the cast added an error."""
+    n = len(ctx.errors)
+    value = ctx.cast(value, target)
+    return None if len(ctx.errors) > n else value
 
 
 def _div(x, y):
@@ -368,15 +401,10 @@ class _Arithmetic(_Binary):
     __slots__ = ()
 
     def eval(self, ctx):
-        n = len(ctx.errors)
-        x = self.left.eval(ctx)
-        y = self.right.eval(ctx)
-        if len(ctx.errors) > n:
+        values = _operands(ctx, (self.left, self.right), (INTEGER, INTEGER))
+        if values is None:
             return 0
-        x = ctx.cast(x, INTEGER)
-        y = ctx.cast(y, INTEGER)
-        if len(ctx.errors) > n:
-            return 0
+        x, y = values
         op = self.op
         if y == 0 and (op == "/" or op == "%"):
             ctx.error(MathError("{} by zero: {} {} 0".format(
@@ -393,23 +421,22 @@ class _Compare(_Binary):
     __slots__ = ()
 
     def eval(self, ctx):
-        n = len(ctx.errors)
-        x = self.left.eval(ctx)
-        y = self.right.eval(ctx)
-        if len(ctx.errors) > n:
+        values = _operands(ctx, (self.left, self.right), (_ANY, _ANY))
+        if values is None:
             return False
+        x, y = values
         op = self.op
         if op in _ORDER:
             # Defined for Integer x Integer only: both operands cast.
-            x = ctx.cast(x, INTEGER)
-            y = ctx.cast(y, INTEGER)
-            if len(ctx.errors) > n:
+            x = _cast_or_none(ctx, x, INTEGER)
+            y = _cast_or_none(ctx, y, INTEGER)
+            if x is None or y is None:
                 return False
             return _ORDER[op](x, y)
         # = != <> are ambiguous (String, Integer and Boolean): exactly one
         # definition has the right operand's type, so x is cast to it.
-        x = ctx.cast(x, type_of(y))
-        if len(ctx.errors) > n:
+        x = _cast_or_none(ctx, x, type_of(y))
+        if x is None:
             return False
         return (x == y) if op == "=" else (x != y)
 
@@ -465,24 +492,18 @@ def _like_regex(pattern):
     return re.compile("".join(out), re.DOTALL)
 
 
-class _Like(_Node):
-    __slots__ = ("operand", "pattern", "negated", "regex")
+class _Like(_Unary):
+    __slots__ = ("pattern", "negated", "regex")
+    param = STRING
 
     def __init__(self, operand, pattern, negated):
-        self.operand = operand
+        _Unary.__init__(self, operand)
         self.pattern = pattern
         self.negated = negated
         self.regex = _like_regex(pattern)
         self.type = BOOLEAN
 
-    def children(self):
-        return (self.operand,)
-
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        v = ctx.cast(self.operand.eval(ctx), STRING)
-        if len(ctx.errors) > n:
-            return False
+    def apply(self, ctx, v):
         return (self.regex.fullmatch(v) is None) is self.negated
 
     def __repr__(self):
@@ -582,8 +603,6 @@ def _fn_abs(ctx, x):
     return abs(x)
 
 
-_ANY = "Any"    # a parameter taken without casting
-
 # name -> {arity: (params, return type, body)}; variadic: name -> (fixed
 # params, variadic type, return type, body), used for arities >= len(fixed)
 # that have no fixed definition.
@@ -643,12 +662,8 @@ class _Call(_Node):
             ctx.error(MissingFunctionError(msg))
             return False
         params, ret, body = self.target
-        n = len(ctx.errors)
-        values = [a.eval(ctx) for a in self.args]
-        if len(ctx.errors) > n:
-            return _ZERO[ret]
-        values = [v if p is _ANY else ctx.cast(v, p) for v, p in zip(values, params)]
-        if len(ctx.errors) > n:
+        values = _operands(ctx, self.args, params)
+        if values is None:
             return _ZERO[ret]
         return body(ctx, *values)
 
