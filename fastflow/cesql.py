@@ -1,11 +1,14 @@
-"""CloudEvents SQL Expression Language (CESQL) v1.0: the pure-Python
-reference implementation.
+"""CloudEvents SQL Expression Language (CESQL) v1.0: the parser and the
+compiler.
 
-``compile(text)`` parses an expression once and returns an
-:class:`Expression`; ``Expression.evaluate(event)`` computes its value for
-one event and ``Expression.matches(event)`` is the filter predicate of the
-Subscriptions API.  An event is a :class:`fastflow.Event` or a mapping of
-attribute name -> value.
+``compile(text)`` parses an expression once, lowers it to a program
+(``fastflow._cesqlcode``) and returns an :class:`Expression` holding the
+core's ``CesqlProgram`` of it (C in ``src_ext/cesql.pyx``, Python in
+``fastflow/_ref/cesql.py``); ``Expression.evaluate(event)`` computes its
+value for one event, ``Expression.matches(event)`` is the filter predicate
+of the Subscriptions API and ``Expression.match_batch(batch)`` filters a
+log ``Batch``.  An event is a :class:`fastflow.Event`, a stored record or a
+mapping of attribute name -> value.
 
 Types
 -----
