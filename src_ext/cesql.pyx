@@ -655,11 +655,16 @@ cdef int _cq_open_record(CqRun *r, object subject, const char *p, Py_ssize_t n) 
     off += idn
     r.source = p + off
     off += r.sourcen
-    r.type = NULL if r.flags & EVF_TYPE_SUBJECT else p + off
+    if r.flags & EVF_TYPE_SUBJECT:
+        r.type = NULL
+    else:
+        r.type = p + off
     off += r.typen
     r.trace = p + off
     off += r.tracen
-    r.rest = p + off if r.restn else NULL
+    r.rest = NULL
+    if r.restn:
+        r.rest = p + off
     return 0
 
 
@@ -983,6 +988,9 @@ cdef class CesqlProgram:
                 sp += 1
                 _cq_bool(v, False, 1)
                 _cq_error(r, _cq.missing_function(<object>ins.obj) if r.collect else None)
+            if FASTFLOW_DEBUG and not 0 < sp <= self.depth:
+                raise FastflowError('CesqlProgram._exec: stack at {} after instruction {}, '
+                                    'sized {}'.format(sp, pc - 1, self.depth))
             if r.stop:
                 break
         if not r.stop:
