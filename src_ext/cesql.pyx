@@ -829,7 +829,10 @@ cdef class CesqlProgram:
         cdef int op, e1, e2, bad
         cdef int64_t x, y, z
         cdef bint found
-        while pc < self.nins:
+        while pc < self.nins and not r.stop:      # (fail-fast: stop at the first error)
+            if FASTFLOW_DEBUG and not 0 <= sp <= self.depth:
+                raise FastflowError('CesqlProgram._exec: stack at {} before instruction {}, '
+                                    'sized {}'.format(sp, pc, self.depth))
             ins = &self.ins[pc]
             pc += 1
             op = ins.op
@@ -988,11 +991,6 @@ cdef class CesqlProgram:
                 sp += 1
                 _cq_bool(v, False, 1)
                 _cq_error(r, _cq.missing_function(<object>ins.obj) if r.collect else None)
-            if FASTFLOW_DEBUG and not 0 < sp <= self.depth:
-                raise FastflowError('CesqlProgram._exec: stack at {} after instruction {}, '
-                                    'sized {}'.format(sp, pc - 1, self.depth))
-            if r.stop:
-                break
         if not r.stop:
             out[0] = st[0]
         return 0

@@ -197,6 +197,25 @@ def test_the_native_program_checks_what_it_runs(code, consts, type_, message):
         CORES["native"].CesqlProgram(code, consts, type_)
 
 
+def test_fail_fast_runs_nothing_after_the_first_error(core):
+    # ('a' = 1) OR body('a'): the cast error decides; fail-fast never calls body
+    calls = []
+
+    def body(x):
+        calls.append(x)
+        return True, None
+
+    code = [(C.PUSH, 0, 0), (C.PUSH, 1, 0), (C.COMPARE, C.EQ, 0), (C.LOGIC, C.OR, 7),
+            (C.PUSH, 0, 0), (C.CALL, 2, 1), (C.LOGIC2, C.OR, 0)]
+    program = core.CesqlProgram(code, ("a", 1, ((C.T_STRING,), C.T_BOOLEAN, body)),
+                                C.T_BOOLEAN)
+    value, errors = program.evaluate({}, fail_fast=True)
+    assert (value, [type(e) for e in errors], calls) == (False, [cesql.CastError], [])
+    assert program.matches({}) is False and calls == []
+    value, errors = program.evaluate({})
+    assert (value, [type(e) for e in errors], calls) == (False, [cesql.CastError], ["a"])
+
+
 def test_ref_program_reads_any_mapping():
     program = _ref.CesqlProgram(*_parts("a + 1"))
     assert program.evaluate({"a": "41"}) == (42, [])
