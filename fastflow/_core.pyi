@@ -14,6 +14,7 @@ __all__ = [
     "FLAGS",
     "OPS",
     "Batch",
+    "CesqlProgram",
     "DoorParser",
     "Event",
     "FrameParser",
@@ -122,6 +123,16 @@ class Batch:
     def subject(self, i: int) -> str: ...
     def data(self, i: int) -> memoryview: ...
     def __iter__(self) -> Iterator[tuple[int, int, str, memoryview]]: ...
+
+class CesqlProgram:
+    """A compiled CESQL expression (fastflow.cesql compiles; fastflow/_cesqlcode.py)."""
+    code: tuple[tuple[int, int, int], ...]
+    consts: tuple[Any, ...]
+    type: int
+    def __init__(self, code: Any, consts: Any, type: int) -> None: ...
+    def evaluate(self, event: Any, fail_fast: bool = False) -> tuple[Any, list[Any]]: ...
+    def matches(self, event: Any) -> bool: ...
+    def match_batch(self, batch: "Batch") -> list[int]: ...
 
 class Log:
     AGE_EVICT_STEP: int

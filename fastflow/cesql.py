@@ -1,11 +1,14 @@
-"""CloudEvents SQL Expression Language (CESQL) v1.0: the pure-Python
-reference implementation.
+"""CloudEvents SQL Expression Language (CESQL) v1.0: the parser and the
+compiler.
 
-``compile(text)`` parses an expression once and returns an
-:class:`Expression`; ``Expression.evaluate(event)`` computes its value for
-one event and ``Expression.matches(event)`` is the filter predicate of the
-Subscriptions API.  An event is a :class:`fastflow.Event` or a mapping of
-attribute name -> value.
+``compile(text)`` parses an expression once, lowers it to a program
+(``fastflow._cesqlcode``) and returns an :class:`Expression` holding the
+core's ``CesqlProgram`` of it (C in ``src_ext/cesql.pyx``, Python in
+``fastflow/_ref/cesql.py``); ``Expression.evaluate(event)`` computes its
+value for one event, ``Expression.matches(event)`` is the filter predicate
+of the Subscriptions API and ``Expression.match_batch(batch)`` filters a
+log ``Batch``.  An event is a :class:`fastflow.Event`, a stored record or a
+mapping of attribute name -> value.
 
 Types
 -----
@@ -74,10 +77,10 @@ overflow in ``+ - * /`` open: it is a MathError with 0; ``-(-2147483648)``
 is 2147483647 with a MathError, like ``ABS``.
 """
 
-import base64
-import datetime as _dt
 import re
 
+from fastflow import _cesqlcode as C
+from fastflow._impl import CesqlProgram
 from fastflow.errors import (
     CastError,
     CesqlParseError,
@@ -113,110 +116,40 @@ STRING = "String"
 INTEGER = "Integer"
 BOOLEAN = "Boolean"
 
-_ZERO = {STRING: "", INTEGER: 0, BOOLEAN: False, None: False}
+_TYPE_CODE = {STRING: C.T_STRING, INTEGER: C.T_INTEGER, BOOLEAN: C.T_BOOLEAN, None: C.T_ANY}
+_TYPE_NAME = {code: name for name, code in _TYPE_CODE.items()}
 
-# Unicode White_Space (the property TRIM uses, spec 3.5.1); str.strip()
-# would also remove U+001C..U+001F, which are not White_Space.
-_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
-               "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+# (TRIM strips Unicode White_Space: see fastflow._cesqlcode)
+_WHITESPACE = C.WHITESPACE
 
-_INT_TEXT = re.compile(r"[+-]?[0-9]+\Z", re.ASCII)
-
-
-# (the error classes live with every other in fastflow.errors; re-exported here)
-
-# -- casting (spec 3.7) -----------------------------------------------------
 
 def type_of(value):
     """The CESQL type of a Python value (bool before int: bool is an int)."""
-    if type(value) is bool:
-        return BOOLEAN
-    if type(value) is int:
-        return INTEGER
-    return STRING
-
-
-def _cast(value, target, errors):
-    """``value`` cast to ``target``; on failure the zero value of ``target``
-    and a CastError appended to ``errors``."""
-    t = type_of(value)
-    if t is target:
-        return value
-    if target is STRING:
-        if t is BOOLEAN:
-            return "true" if value else "false"
-        return str(value)
-    if target is INTEGER:
-        if t is BOOLEAN:
-            return 1 if value else 0
-        if _INT_TEXT.match(value):
-            n = int(value)
-            if INT32_MIN <= n <= INT32_MAX:
-                return n
-            errors.append(CastError(
-                "cannot cast {!r} to Integer: outside -2147483648..2147483647".format(value)))
-            return 0
-        errors.append(CastError("cannot cast {!r} to Integer: not a base 10 integer".format(value)))
-        return 0
-    # target is BOOLEAN
-    if t is INTEGER:
-        return value != 0
-    low = value.lower()
-    if low == "true":
-        return True
-    if low == "false":
-        return False
-    errors.append(CastError(
-        "cannot cast {!r} to Boolean: expected 'true' or 'false'".format(value)))
-    return False
-
-
-def _attribute_value(v):
-    """An attribute value as a CESQL value (spec 3.2)."""
-    t = type(v)
-    if t is str or t is bool:
-        return v
-    if t is int:
-        return v if INT32_MIN <= v <= INT32_MAX else str(v)
-    if t is bytes or t is bytearray or t is memoryview:
-        return base64.b64encode(bytes(v)).decode("ascii")
-    if isinstance(v, _dt.datetime):
-        s = v.isoformat()
-        return s[:-6] + "Z" if s.endswith("+00:00") else s
-    return str(v)
-
-
-# -- evaluation context -----------------------------------------------------
-
-class _Stop(Exception):
-    """Raised in fail-fast mode at the first error."""
-
-
-class _Context:
-    __slots__ = ("attributes", "errors", "fail_fast")
-
-    def __init__(self, attributes, fail_fast):
-        self.attributes = attributes
-        self.errors = []
-        self.fail_fast = fail_fast
-
-    def error(self, err):
-        self.errors.append(err)
-        if self.fail_fast:
-            raise _Stop()
-
-    def cast(self, value, target):
-        n = len(self.errors)
-        out = _cast(value, target, self.errors)
-        if self.fail_fast and len(self.errors) > n:
-            raise _Stop()
-        return out
+    return _TYPE_NAME[C.type_of(value)]
 
 
 # -- syntax tree ------------------------------------------------------------
 # Each node has ``type`` (its static return type, None if unknown) and
-# ``eval(ctx)``.  A node checks whether its operands added errors to
-# ``ctx.errors``; if so it returns its zero value (see the module docstring).
+# ``emit(program)``, which appends its instructions to a _Program: the
+# operands first, then the operator (fastflow._cesqlcode).
+
+class _Program:
+    """The instructions and constants of a program being compiled."""
+
+    __slots__ = ("code", "consts")
+
+    def __init__(self):
+        self.code = []
+        self.consts = []
+
+    def const(self, value):
+        self.consts.append(value)
+        return len(self.consts) - 1
+
+    def add(self, op, a=0, b=0):
+        self.code.append([op, a, b])
+        return len(self.code) - 1
+
 
 class _Node:
     __slots__ = ("type",)
@@ -232,8 +165,8 @@ class _Literal(_Node):
         self.value = value
         self.type = type_of(value)
 
-    def eval(self, ctx):
-        return self.value
+    def emit(self, program):
+        program.add(C.PUSH, program.const(self.value))
 
     def __repr__(self):
         if self.type is STRING:
@@ -250,12 +183,8 @@ class _Attribute(_Node):
         self.name = name
         self.type = None
 
-    def eval(self, ctx):
-        v = ctx.attributes.get(self.name)
-        if v is None:
-            ctx.error(MissingAttributeError("missing attribute {!r}".format(self.name)))
-            return False
-        return _attribute_value(v)
+    def emit(self, program):
+        program.add(C.LOAD, program.const(self.name))
 
     def __repr__(self):
         return self.name
@@ -268,84 +197,58 @@ class _Exists(_Node):
         self.name = name
         self.type = BOOLEAN
 
-    def eval(self, ctx):
-        return ctx.attributes.get(self.name) is not None
+    def emit(self, program):
+        program.add(C.EXISTS, program.const(self.name))
 
     def __repr__(self):
         return "EXISTS " + self.name
 
 
-class _Not(_Node):
+class _Unary(_Node):
+    """An operator of one operand (``op``, an instruction that pops it)."""
+
     __slots__ = ("operand",)
+    op = None
 
     def __init__(self, operand):
         self.operand = operand
-        self.type = BOOLEAN
 
     def children(self):
         return (self.operand,)
 
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        v = ctx.cast(self.operand.eval(ctx), BOOLEAN)
-        if len(ctx.errors) > n:
-            return False
-        return not v
+    def emit(self, program):
+        self.operand.emit(program)
+        program.add(self.op)
+
+
+class _Not(_Unary):
+    __slots__ = ()
+    op = C.NOT
+
+    def __init__(self, operand):
+        _Unary.__init__(self, operand)
+        self.type = BOOLEAN
 
     def __repr__(self):
         return "(NOT {!r})".format(self.operand)
 
 
-class _Negate(_Node):
-    __slots__ = ("operand",)
+class _Negate(_Unary):
+    __slots__ = ()
+    op = C.NEGATE
 
     def __init__(self, operand):
-        self.operand = operand
+        _Unary.__init__(self, operand)
         self.type = INTEGER
-
-    def children(self):
-        return (self.operand,)
-
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        v = ctx.cast(self.operand.eval(ctx), INTEGER)
-        if len(ctx.errors) > n:
-            return 0
-        if v == INT32_MIN:
-            ctx.error(MathError("integer overflow: -(-2147483648)"))
-            return INT32_MAX
-        return -v
 
     def __repr__(self):
         return "(-{!r})".format(self.operand)
 
 
-def _div(x, y):
-    """Integer division rounded towards 0."""
-    q = abs(x) // abs(y)
-    return q if (x < 0) == (y < 0) else -q
-
-
-def _mod(x, y):
-    """Remainder with the sign of ``x``."""
-    r = abs(x) % abs(y)
-    return -r if x < 0 else r
-
-
-_ARITHMETIC = {
-    "+": lambda x, y: x + y,
-    "-": lambda x, y: x - y,
-    "*": lambda x, y: x * y,
-    "/": _div,
-    "%": _mod,
-}
-
-_ORDER = {
-    "<": lambda x, y: x < y,
-    "<=": lambda x, y: x <= y,
-    ">": lambda x, y: x > y,
-    ">=": lambda x, y: x >= y,
-}
+_ARITHMETIC = {"+": C.ADD, "-": C.SUB, "*": C.MUL, "/": C.DIV, "%": C.MOD}
+_COMPARISON = {"=": C.EQ, "!=": C.NE, "<>": C.NE, "<": C.LT, "<=": C.LE, ">": C.GT,
+               ">=": C.GE}
+_LOGIC = {"AND": C.AND, "OR": C.OR, "XOR": C.XOR}
 
 
 class _Binary(_Node):
@@ -367,123 +270,46 @@ class _Binary(_Node):
 class _Arithmetic(_Binary):
     __slots__ = ()
 
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        x = self.left.eval(ctx)
-        y = self.right.eval(ctx)
-        if len(ctx.errors) > n:
-            return 0
-        x = ctx.cast(x, INTEGER)
-        y = ctx.cast(y, INTEGER)
-        if len(ctx.errors) > n:
-            return 0
-        op = self.op
-        if y == 0 and (op == "/" or op == "%"):
-            ctx.error(MathError("{} by zero: {} {} 0".format(
-                "division" if op == "/" else "remainder", x, op)))
-            return 0
-        r = _ARITHMETIC[op](x, y)
-        if not INT32_MIN <= r <= INT32_MAX:
-            ctx.error(MathError("integer overflow: {} {} {} is {}".format(x, op, y, r)))
-            return 0
-        return r
+    def emit(self, program):
+        self.left.emit(program)
+        self.right.emit(program)
+        program.add(C.ARITH, _ARITHMETIC[self.op])
 
 
 class _Compare(_Binary):
     __slots__ = ()
 
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        x = self.left.eval(ctx)
-        y = self.right.eval(ctx)
-        if len(ctx.errors) > n:
-            return False
-        op = self.op
-        if op in _ORDER:
-            # Defined for Integer x Integer only: both operands cast.
-            x = ctx.cast(x, INTEGER)
-            y = ctx.cast(y, INTEGER)
-            if len(ctx.errors) > n:
-                return False
-            return _ORDER[op](x, y)
-        # = != <> are ambiguous (String, Integer and Boolean): exactly one
-        # definition has the right operand's type, so x is cast to it.
-        x = ctx.cast(x, type_of(y))
-        if len(ctx.errors) > n:
-            return False
-        return (x == y) if op == "=" else (x != y)
+    def emit(self, program):
+        self.left.emit(program)
+        self.right.emit(program)
+        program.add(C.COMPARE, _COMPARISON[self.op])
 
 
 class _Logic(_Binary):
     __slots__ = ()
 
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        x = ctx.cast(self.left.eval(ctx), BOOLEAN)
-        op = self.op
-        if len(ctx.errors) == n:
-            # Short circuit: the right operand is not evaluated.
-            if op == "AND" and not x:
-                return False
-            if op == "OR" and x:
-                return True
-        else:
-            # The left operand's value is the zero value false: AND stops,
-            # OR and XOR evaluate the right one (its errors are collected).
-            if op == "AND":
-                return False
-        y = ctx.cast(self.right.eval(ctx), BOOLEAN)
-        if len(ctx.errors) > n:
-            return False
-        if op == "AND":
-            return x and y
-        if op == "OR":
-            return x or y
-        return x != y
+    def emit(self, program):
+        # LOGIC jumps past LOGIC2 when the left operand decides (short circuit)
+        op = _LOGIC[self.op]
+        self.left.emit(program)
+        jump = program.add(C.LOGIC, op)
+        self.right.emit(program)
+        program.add(C.LOGIC2, op)
+        program.code[jump][2] = len(program.code)
 
 
-def _like_regex(pattern):
-    """A regular expression for a LIKE pattern: ``%`` any run of
-    characters, ``_`` one character, ``\\%`` and ``\\_`` themselves; any
-    other backslash is an ordinary character."""
-    out = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n and pattern[i + 1] in "%_":
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if c == "%":
-            out.append(".*")
-        elif c == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
-class _Like(_Node):
-    __slots__ = ("operand", "pattern", "negated", "regex")
+class _Like(_Unary):
+    __slots__ = ("pattern", "negated")
 
     def __init__(self, operand, pattern, negated):
-        self.operand = operand
+        _Unary.__init__(self, operand)
         self.pattern = pattern
         self.negated = negated
-        self.regex = _like_regex(pattern)
         self.type = BOOLEAN
 
-    def children(self):
-        return (self.operand,)
-
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        v = ctx.cast(self.operand.eval(ctx), STRING)
-        if len(ctx.errors) > n:
-            return False
-        return (self.regex.fullmatch(v) is None) is self.negated
+    def emit(self, program):
+        self.operand.emit(program)
+        program.add(C.LIKE, program.const(self.pattern), int(self.negated))
 
     def __repr__(self):
         return "({!r} {}LIKE {!r})".format(
@@ -502,122 +328,15 @@ class _In(_Node):
     def children(self):
         return (self.operand,) + tuple(self.items)
 
-    def eval(self, ctx):
-        n = len(ctx.errors)
-        x = self.operand.eval(ctx)
-        values = [item.eval(ctx) for item in self.items]
-        if len(ctx.errors) > n:
-            return False
-        # The left operand's type is the target type of every element.
-        target = type_of(x)
-        found = False
-        for v in values:
-            if ctx.cast(v, target) == x:
-                found = True
-        if len(ctx.errors) > n:
-            return False
-        return found is not self.negated
+    def emit(self, program):
+        self.operand.emit(program)
+        for item in self.items:
+            item.emit(program)
+        program.add(C.IN, len(self.items), int(self.negated))
 
     def __repr__(self):
         return "({!r} {}IN ({}))".format(self.operand, "NOT " if self.negated else "",
                                          ", ".join(repr(i) for i in self.items))
-
-
-# -- functions (spec 3.5) ---------------------------------------------------
-# Each built-in: (parameter types, variadic type or None, return type, body).
-# A body takes (ctx, args) with args already cast; it returns a value of
-# the return type and reports its own errors through ctx.error.
-
-def _fn_left(ctx, x, y):
-    if y < 0:
-        ctx.error(FunctionEvaluationError(
-            "LEFT: the length must not be negative, got {}".format(y)))
-        return x
-    return x[:y]
-
-
-def _fn_right(ctx, x, y):
-    if y < 0:
-        ctx.error(FunctionEvaluationError(
-            "RIGHT: the length must not be negative, got {}".format(y)))
-        return x
-    return x[len(x) - y:] if y < len(x) else x
-
-
-def _substring_start(ctx, x, pos):
-    """The 0-based start for SUBSTRING, or None (with an error) if ``pos``
-    is outside the string."""
-    n = len(x)
-    if pos > n or pos < -n:
-        ctx.error(FunctionEvaluationError(
-            "SUBSTRING: position {} is outside a string of length {}".format(pos, n)))
-        return None
-    return pos - 1 if pos > 0 else n + pos
-
-
-def _fn_substring2(ctx, x, pos):
-    start = _substring_start(ctx, x, pos)
-    if start is None or pos == 0:
-        return ""
-    return x[start:]
-
-
-def _fn_substring3(ctx, x, pos, length):
-    start = _substring_start(ctx, x, pos)
-    if start is None:
-        return ""
-    if length < 0:
-        ctx.error(FunctionEvaluationError(
-            "SUBSTRING: the length must not be negative, got {}".format(length)))
-        return ""
-    if pos == 0:
-        return ""
-    return x[start:start + length]
-
-
-def _fn_abs(ctx, x):
-    if x == INT32_MIN:
-        ctx.error(MathError("ABS(-2147483648) overflows; the result is 2147483647"))
-        return INT32_MAX
-    return abs(x)
-
-
-_ANY = "Any"    # a parameter taken without casting
-
-# name -> {arity: (params, return type, body)}; variadic: name -> (fixed
-# params, variadic type, return type, body), used for arities >= len(fixed)
-# that have no fixed definition.
-_FUNCTIONS = {
-    "LENGTH": {1: ((STRING,), INTEGER, lambda ctx, x: len(x))},
-    "LOWER": {1: ((STRING,), STRING, lambda ctx, x: x.lower())},
-    "UPPER": {1: ((STRING,), STRING, lambda ctx, x: x.upper())},
-    "TRIM": {1: ((STRING,), STRING, lambda ctx, x: x.strip(_WHITESPACE))},
-    "LEFT": {2: ((STRING, INTEGER), STRING, _fn_left)},
-    "RIGHT": {2: ((STRING, INTEGER), STRING, _fn_right)},
-    "SUBSTRING": {2: ((STRING, INTEGER), STRING, _fn_substring2),
-                  3: ((STRING, INTEGER, INTEGER), STRING, _fn_substring3)},
-    "ABS": {1: ((INTEGER,), INTEGER, _fn_abs)},
-    "INT": {1: ((INTEGER,), INTEGER, lambda ctx, x: x)},
-    "BOOL": {1: ((BOOLEAN,), BOOLEAN, lambda ctx, x: x)},
-    "STRING": {1: ((STRING,), STRING, lambda ctx, x: x)},
-}
-
-_VARIADIC = {
-    "CONCAT": ((), STRING, STRING, lambda ctx, *xs: "".join(xs)),
-    "CONCAT_WS": ((STRING,), STRING, STRING, lambda ctx, sep, *xs: sep.join(xs)),
-}
-
-
-def _dispatch(name, arity):
-    """``(parameter types, return type, body)`` for a call, or None."""
-    fixed = _FUNCTIONS.get(name)
-    if fixed is not None and arity in fixed:
-        return fixed[arity]
-    variadic = _VARIADIC.get(name)
-    if variadic is not None and arity >= len(variadic[0]):
-        params, rest, ret, body = variadic
-        return (params + (rest,) * (arity - len(params)), ret, body)
-    return None
 
 
 class _Call(_Node):
@@ -626,31 +345,26 @@ class _Call(_Node):
     def __init__(self, name, args):
         self.name = name
         self.args = args
-        self.target = _dispatch(name, len(args))
+        self.target = C.dispatch(name, len(args))
         # A call that cannot be dispatched yields false (spec 3.5).
-        self.type = BOOLEAN if self.target is None else self.target[1]
+        self.type = BOOLEAN if self.target is None else _TYPE_NAME[self.target[1]]
 
     def children(self):
         return tuple(self.args)
 
-    def eval(self, ctx):
+    def emit(self, program):
         if self.target is None:
-            if self.name in _FUNCTIONS or self.name in _VARIADIC:
+            # its arguments are not evaluated
+            if self.name in C.FUNCTIONS or self.name in C.VARIADIC:
                 msg = "function {} does not take {} argument(s)".format(
                     self.name, len(self.args))
             else:
                 msg = "unknown function {}".format(self.name)
-            ctx.error(MissingFunctionError(msg))
-            return False
-        params, ret, body = self.target
-        n = len(ctx.errors)
-        values = [a.eval(ctx) for a in self.args]
-        if len(ctx.errors) > n:
-            return _ZERO[ret]
-        values = [v if p is _ANY else ctx.cast(v, p) for v, p in zip(values, params)]
-        if len(ctx.errors) > n:
-            return _ZERO[ret]
-        return body(ctx, *values)
+            program.add(C.NOFUNC, program.const(msg))
+            return
+        for arg in self.args:
+            arg.emit(program)
+        program.add(C.CALL, program.const(self.target), len(self.args))
 
     def __repr__(self):
         return "{}({})".format(self.name, ", ".join(repr(a) for a in self.args))
@@ -922,46 +636,41 @@ class _Parser:
 
 # -- public API -------------------------------------------------------------
 
-def _attributes_of(event):
-    attributes = getattr(event, "attributes", None)
-    if callable(attributes):
-        return attributes()
-    return event
-
-
 class Expression:
     """A compiled CESQL expression.  ``expression`` is its source text;
     ``type`` its static return type (``"Boolean"``, ``"Integer"``,
-    ``"String"``, or None for a lone attribute reference)."""
+    ``"String"``, or None for a lone attribute reference); ``program`` the
+    core's ``CesqlProgram`` that evaluates it."""
 
-    __slots__ = ("expression", "_root")
+    __slots__ = ("expression", "program", "_root")
 
     def __init__(self, expression, root):
         self.expression = expression
         self._root = root
+        out = _Program()
+        root.emit(out)
+        self.program = CesqlProgram(out.code, out.consts, _TYPE_CODE[root.type])
 
     @property
     def type(self):
         return self._root.type
 
     def evaluate(self, event, fail_fast=False):
-        """``(value, errors)`` for ``event`` (a ``fastflow.Event`` or a
-        mapping of attribute name -> value).  ``errors`` is a list of
-        :class:`EvaluationError`, empty when none occurred.  With
+        """``(value, errors)`` for ``event`` (a ``fastflow.Event``, a stored
+        record or a mapping of attribute name -> value).  ``errors`` is a
+        list of :class:`EvaluationError`, empty when none occurred.  With
         ``fail_fast`` the evaluation stops at the first error and the value
         is the zero value of the expression's return type."""
-        ctx = _Context(_attributes_of(event), fail_fast)
-        try:
-            value = self._root.eval(ctx)
-        except _Stop:
-            return _ZERO[self._root.type], ctx.errors[:1]
-        return value, ctx.errors
+        return self.program.evaluate(event, fail_fast)
 
     def matches(self, event):
         """The filter result (spec 1.2): true only if the expression
         evaluates to the Boolean true without any error."""
-        value, errors = self.evaluate(event, fail_fast=True)
-        return value is True and not errors
+        return self.program.matches(event)
+
+    def match_batch(self, batch):
+        """The indexes (a list) of the records of a log ``Batch`` that match."""
+        return self.program.match_batch(batch)
 
     def __repr__(self):
         return "<cesql.Expression {!r} parsed as {!r}>".format(self.expression, self._root)

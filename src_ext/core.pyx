@@ -38,6 +38,7 @@ include "log.pyx"
 include "segments.pyx"
 include "event.pyx"
 include "cejson.pyx"
+include "cesql.pyx"
 include "wire/proto.pxi"
 include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
@@ -60,6 +61,7 @@ __all__ = (
     'FLAGS',
     'OPS',
     'Batch',
+    'CesqlProgram',
     'CorruptLogError',
     'DoorParser',
     'Event',

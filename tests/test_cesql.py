@@ -1,7 +1,9 @@
 """CESQL v1.0 (fastflow.cesql): the TCK of the CloudEvents spec repository
 (cesql/cesql_tck/*.yaml) as a table of our own, then one test per statement
 of the spec (cesql/spec.md) that the TCK leaves open, the error model, the
-parser's messages and filtering real fastflow.Event objects."""
+parser's messages and filtering real fastflow.Event objects.  Every test
+runs once per core's evaluator (the ``evaluator`` fixture); the two are
+compared on random expressions in test_cesql_core.py."""
 
 
 import base64
@@ -9,7 +11,7 @@ import datetime as dt
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastflow
@@ -23,6 +25,15 @@ from fastflow.cesql import (
     MissingFunctionError,
 )
 from fastflow.errors import FastflowError
+
+from conftest import CORES
+
+
+@pytest.fixture(autouse=True, params=list(CORES), ids=list(CORES))
+def evaluator(request, monkeypatch):
+    """The core whose CesqlProgram evaluates the compiled expressions."""
+    monkeypatch.setattr(cesql, "CesqlProgram", CORES[request.param].CesqlProgram)
+    return CORES[request.param]
 
 # -- the TCK ------------------------------------------------------------------------------
 # Each row: (TCK case name, expression, input event or None, result, error kind).  The
@@ -1150,7 +1161,8 @@ def test_trim_strips_exactly_unicode_white_space():
 INT32 = st.integers(-2 ** 31, 2 ** 31 - 1)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(x=INT32, y=INT32, op=st.sampled_from(["+", "-", "*", "/", "%"]))
 def test_integer_arithmetic_against_exact_fractions(x, y, op):
     # spec 3.4.2: / truncates towards 0; % = x - y * (x / y) has the sign of x;

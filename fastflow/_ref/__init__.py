@@ -8,6 +8,7 @@ and must behave exactly like ``src_ext/``: this package exports the names
 """
 
 from fastflow._ref.cejson import decode_batch, decode_event
+from fastflow._ref.cesql import CesqlProgram
 from fastflow._ref.event import Event, events_from_batch
 from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
 from fastflow._ref.matcher import MatchBatch, Matcher
@@ -43,6 +44,7 @@ __all__ = (
     "FLAGS",
     "OPS",
     "Batch",
+    "CesqlProgram",
     "CorruptLogError",
     "DoorParser",
     "Event",

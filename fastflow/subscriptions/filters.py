@@ -23,6 +23,7 @@ false (spec 3.2.4.1.2).
 import re
 
 from fastflow import cesql
+from fastflow._cesqlcode import attribute_value
 from fastflow._impl import Matcher, validate_pattern
 from fastflow.errors import CesqlParseError, SubjectError
 
@@ -69,7 +70,7 @@ def attribute_text(ev, name):
         return v
     if type(v) is bool:
         return "true" if v else "false"
-    return str(cesql._attribute_value(v))
+    return str(attribute_value(v))
 
 
 # -- compiling -------------------------------------------------------------------------------
