@@ -968,3 +968,26 @@ def test_a_damaged_subscription_file_is_named_at_start(tmp_path):
             await mgr.start()
     asyncio.run(main())
     flow.close()
+
+
+def test_events_retention_removed_are_counted_lost(aloop):
+    from fastflow.subscriptions import SubscriptionManager
+
+    async def main():
+        flow = fastflow.Flow()
+        flow.add_stream("a", ["a.>"], fastflow.Retention(max_events=10))
+        mgr = SubscriptionManager(flow)
+        await mgr.start()
+        try:
+            got = []
+            flow.subscribe("out.x", got.append)
+            sub = mgr.create(_nats_sub("out.x", config={"start": "first"}), None)
+            for i in range(25):        # read only when the loop runs: 15 are gone by then
+                flow.publish(fastflow.Event("a.b", b"%d" % i, type="t"))
+            await wait_until(lambda: sub.current_floor() == 25, 5)
+            assert sub.lost == 15 and [e.data for e in got] == [b"%d" % i for i in
+                                                                range(15, 25)]
+            assert sub.info()["lost"] == 15
+        finally:
+            await mgr.stop()
+    aloop(main)

@@ -502,10 +502,12 @@ class SubscriptionManager:
                 room = _MAX_HELD - len(sub.outbox)
                 if room <= 0:
                     return False        # its delivery task pumps again when there is room
-            b = lg.read(rd.pos, limit=_READ)
-            if b.lost:
+            lo = lg.first_seq
+            if rd.pos < lo:             # retention removed what these had not read
                 for s in subs.values():
-                    s.lost += b.lost
+                    s.lost += lo - rd.pos
+                rd.pos = lo
+            b = lg.read(rd.pos, limit=_READ)
             evs = events_from_batch(b, sname, flow_name)
             index = rd.index
             woken = set()
