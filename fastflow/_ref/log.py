@@ -336,9 +336,10 @@ class Batch:
     ``offsets`` (``len + 1`` entries), ``seqs``, ``ts`` and ``times``
     (``array('q')``), ``subject(i)``, ``data(i)`` and ``next_seq``."""
 
-    __slots__ = ("buffer", "offsets", "seqs", "ts", "times", "_subjects", "next_seq")
+    __slots__ = ("buffer", "offsets", "seqs", "ts", "times", "_subjects", "next_seq", "lost")
 
     def __init__(self, entries, next_seq):
+        self.lost = 0                   # (a replay's batches: records skipped before these)
         self.buffer = b"".join(e.data for e in entries)
         offsets = array("q", [0])
         pos = 0
