@@ -38,6 +38,7 @@ include "log.pyx"
 include "segments.pyx"
 include "event.pyx"
 include "cejson.pyx"
+include "subindex.pyx"
 include "wire/proto.pxi"
 include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
@@ -93,6 +94,7 @@ __all__ = (
     'SubTarget',
     'SseTarget',
     'SubjectError',
+    'SubscriptionIndex',
     'WireTarget',
     'WsJsonTarget',
     'crc32c',

@@ -81,12 +81,12 @@ class _Reader:
 
     def add(self, sub):
         self.subs[sub.id] = sub
-        self.index.add(sub.id, sub.spec.keys)
+        self.index.add(sub, sub.spec.keys)
         sub.reader = self
 
     def remove(self, sub):
         self.subs.pop(sub.id, None)
-        self.index.remove(sub.id)
+        self.index.remove(sub)
         sub.reader = None
 
 
@@ -407,14 +407,18 @@ class SubscriptionManager:
             if b.lost:
                 for s in subs.values():
                     s.lost += b.lost
-            evs = events_from_batch(b, sname, flow_name)
             index = rd.index
+            rows, cands = index.candidates_batch(b)
             woken = set()
             stop_at = None
-            candidates = index.candidates
-            for ev in evs:
-                for sid in candidates(ev):
-                    s = subs.get(sid)
+            if rows:
+                # (the Events, once an event of the batch has candidates)
+                evs = events_from_batch(b, sname, flow_name)
+                values = index.values
+            for i, handles in zip(rows, cands):
+                ev = evs[i]
+                for h in handles:
+                    s = values[h]       # (None: it left this reader in this batch)
                     if s is None or not (s.decided or s.spec.predicate(ev)):
                         continue
                     if s.inline is not None and not s.outbox:
