@@ -175,10 +175,10 @@ cdef class SubscriptionIndex:
     unindexed ones, each once.
 
     ``candidates_batch(batch)`` reads a log ``Batch``'s records in C (no
-    Event is made) and returns ``(rows, handles)``: the indexes in the
-    batch of the events that have candidates, ascending, and for each a
-    list of its candidates' handles.  ``candidates(routing_subject,
-    record)``: one record's (a list).
+    Event is made) and returns ``(rows, handles)``: one pair (index in the
+    batch, handle) per candidate of each event, in event order, as two
+    lists.  ``candidates(routing_subject, record)``: one record's (a
+    list).
     """
 
     def __cinit__(self):
@@ -564,21 +564,25 @@ cdef class SubscriptionIndex:
         return self._found_list()
 
     def candidates_batch(self, Batch batch not None):
-        """``(rows, handles)`` of a log ``Batch``: the indexes of the
-        events that have candidates (ascending) and for each the list of
-        its candidates' handles."""
-        cdef Py_ssize_t i, count = batch.offsets.n - 1
-        cdef list rows = [], lists = []
+        """``(rows, handles)`` of a log ``Batch``: two lists of the same
+        length, one pair (event index in the batch, handle) per candidate
+        of each event, in event order; no list per event, so the caller
+        allocates nothing for events without candidates."""
+        cdef Py_ssize_t i, k, count = batch.offsets.n - 1
+        cdef list rows = [], handles = []
         cdef MatchBatch mb = None
         cdef const int64_t *offs = batch.offsets.data
         cdef const int64_t *moffs = NULL
         cdef Py_buffer view
         cdef const char *base
+        cdef object row
         if count <= 0 or not self.held:
-            return rows, lists
+            return rows, handles
         if self.matcher is not None and len(self.matcher):
             mb = self.matcher.match_batch(batch.subjects)
             moffs = mb.offsets.data
+        while len(self.ints) < count:   # (the rows share the int objects too)
+            self.ints.append(len(self.ints))
         PyObject_GetBuffer(batch.buffer, &view, PyBUF_SIMPLE)
         try:
             base = <const char *>view.buf
@@ -588,8 +592,10 @@ cdef class SubscriptionIndex:
                              mb.handles.data + moffs[i] if mb is not None else NULL,
                              moffs[i + 1] - moffs[i] if mb is not None else 0)
                 if self.nfound:
-                    rows.append(i)
-                    lists.append(self._found_list())
+                    row = <object>PyList_GET_ITEM(self.ints, i)
+                    for k in range(self.nfound):
+                        rows.append(row)
+                        handles.append(<object>PyList_GET_ITEM(self.ints, self.found[k]))
         finally:
             PyBuffer_Release(&view)
-        return rows, lists
+        return rows, handles

@@ -64,10 +64,10 @@ class SubscriptionIndex:
     candidates are the handles one of whose keys it meets, and the
     unindexed ones, each once.
 
-    ``candidates_batch(batch)`` returns ``(rows, handles)``: the indexes
-    in the batch of the events that have candidates, ascending, and for
-    each a list of its candidates' handles.  ``candidates(routing_subject,
-    record)``: one record's (a list).
+    ``candidates_batch(batch)`` returns ``(rows, handles)``: one pair
+    (index in the batch, handle) per candidate of each event, in event
+    order, as two lists.  ``candidates(routing_subject, record)``: one
+    record's (a list).
     """
 
     def __init__(self):
@@ -171,18 +171,17 @@ class SubscriptionIndex:
         return self._of_event(Event.decode(routing_subject, bytes(record)))
 
     def candidates_batch(self, batch):
-        """``(rows, handles)`` of a log ``Batch``: the indexes of the
-        events that have candidates (ascending) and for each the list of
-        its candidates' handles."""
-        rows, lists = [], []
+        """``(rows, handles)`` of a log ``Batch``: two lists of the same
+        length, one pair (event index in the batch, handle) per candidate
+        of each event, in event order."""
+        rows, handles = [], []
         if not self._held:
-            return rows, lists
+            return rows, handles
         offs = batch.offsets
         buf = memoryview(batch.buffer)
         subjects = batch.subjects
         for i in range(len(offs) - 1):
             got = self.candidates(subjects[i], buf[offs[i]:offs[i + 1]])
-            if got:
-                rows.append(i)
-                lists.append(got)
-        return rows, lists
+            rows.extend([i] * len(got))
+            handles.extend(got)
+        return rows, handles

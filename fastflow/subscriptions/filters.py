@@ -344,8 +344,8 @@ class FilterIndex:
     The lookup is the core's ``SubscriptionIndex`` (``core``), which knows
     each value by a small int handle: ``values[handle]`` is the value.
     ``candidates_batch(batch)`` answers for a whole log ``Batch`` in C:
-    ``(rows, handles)``, the indexes of the events that have candidates
-    and for each the list of its candidates' handles."""
+    ``(rows, handles)``, one pair (index in the batch, handle) per
+    candidate of each event, in event order, as two lists."""
 
     def __init__(self):
         self.core = SubscriptionIndex()

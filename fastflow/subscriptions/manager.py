@@ -415,36 +415,35 @@ class SubscriptionManager:
                 # (the Events, once an event of the batch has candidates)
                 evs = events_from_batch(b, sname, flow_name)
                 values = index.values
-            for i, handles in zip(rows, cands):
+            for i, h in zip(rows, cands):
+                s = values[h]           # (None: it left this reader in this batch)
+                if s is None:
+                    continue
                 ev = evs[i]
-                for h in handles:
-                    s = values[h]       # (None: it left this reader in this batch)
-                    if s is None or not (s.decided or s.spec.predicate(ev)):
-                        continue
-                    if s.inline is not None and not s.outbox:
-                        # this engine's subject: delivered here, no task wakes up
-                        s.matched += 1
-                        try:
-                            publish(s.inline, forwarded(ev) if s.loops else ev.encode())
-                            s.delivered += 1
-                            continue
-                        except Exception as exc:    # a full stream: the task tries again
-                            s.failed += 1
-                            s.last_error = str(exc)
-                            s.outbox.append(ev)
-                            woken.add(s)
-                            continue
-                    if len(s.outbox) >= _MAX_HELD:
-                        if rd.shared:
-                            self._split(rd, s, ev.seq)
-                            continue
-                        stop_at = ev.seq
-                        break
-                    s.outbox.append(ev)
+                if not (s.decided or s.spec.predicate(ev)):
+                    continue
+                if s.inline is not None and not s.outbox:
+                    # this engine's subject: delivered here, no task wakes up
                     s.matched += 1
-                    woken.add(s)
-                if stop_at is not None:
+                    try:
+                        publish(s.inline, forwarded(ev) if s.loops else ev.encode())
+                        s.delivered += 1
+                        continue
+                    except Exception as exc:    # a full stream: the task tries again
+                        s.failed += 1
+                        s.last_error = str(exc)
+                        s.outbox.append(ev)
+                        woken.add(s)
+                        continue
+                if len(s.outbox) >= _MAX_HELD:
+                    if rd.shared:
+                        self._split(rd, s, ev.seq)
+                        continue
+                    stop_at = ev.seq
                     break
+                s.outbox.append(ev)
+                s.matched += 1
+                woken.add(s)
             rd.pos = stop_at if stop_at is not None else b.next_seq
             for s in woken:
                 s.wake.set()
