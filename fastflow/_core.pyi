@@ -234,8 +234,8 @@ class Event:
     def decode(routing_subject: Subject, record: Any, seq: int = 0, stream: Optional[str] = None,
                ts: int = 0) -> "Event": ...
 
-def events_from_batch(b: Batch, stream: Optional[str] = None,
-                      origin: Optional[str] = None) -> list[Event]: ...
+def events_from_batch(b: Batch, stream: Optional[str] = None, origin: Optional[str] = None,
+                      rows: Optional[Iterable[int]] = None) -> list[Optional[Event]]: ...
 
 # The subscription index (src_ext/subindex.pyx): fastflow.subscriptions' FilterIndex
 class SubscriptionIndex:

@@ -180,3 +180,14 @@ def test_bad_keys_and_handles_are_refused_and_change_nothing(cls):
         with pytest.raises(err, match=match):
             index.add(handle, None)
     assert len(index) == 1
+
+
+def test_events_only_for_the_rows():
+    batch = _stored([_event("a.{}".format(i), None, "/s", None, None) for i in range(6)])
+    every = _impl.events_from_batch(batch, "s")
+    some = _impl.events_from_batch(batch, "s", None, [4, 1, 4])
+    assert [e is not None for e in some] == [False, True, False, False, True, False]
+    assert some[1] == every[1] and some[4].routing_subject == "a.4" and some[4].stream == "s"
+    assert _impl.events_from_batch(batch, "s", None, []) == [None] * 6
+    with pytest.raises(IndexError, match="batch index 6 out of range for length 6"):
+        _impl.events_from_batch(batch, "s", None, [6])

@@ -412,8 +412,8 @@ class SubscriptionManager:
             woken = set()
             stop_at = None
             if rows:
-                # (the Events, once an event of the batch has candidates)
-                evs = events_from_batch(b, sname, flow_name)
+                # Events only for the events of the batch that have candidates
+                evs = events_from_batch(b, sname, flow_name, rows)
                 values = index.values
             for i, h in zip(rows, cands):
                 s = values[h]           # (None: it left this reader in this batch)
