@@ -11,6 +11,7 @@ include "subjects.pxi"
 include "buffers.pxi"
 include "matcher.pxi"
 include "log.pxi"
+include "subindex.pxi"
 
 cdef class Log
 cdef class SegmentStore
@@ -23,6 +24,7 @@ include "segments.pxd"
 include "event.pxd"
 include "cejson.pxd"
 include "cesql.pxd"
+include "subindex.pxd"
 include "wire/outbuf.pxd"
 include "wire/native_out.pxd"
 include "wire/nats_out.pxd"

@@ -27,3 +27,18 @@ cdef enum TokKind:
     TK_LITERAL = 0
     TK_PWC = 1                      # '*'
     TK_FWC = 2                      # '>'
+
+# The subscription index (subindex.pyx).
+cdef enum:
+    SI_MAX_HANDLE = 16777216        # handles are 0 .. SI_MAX_HANDLE - 1 (2**24)
+    SI_MAX_VALUE = 65535            # UTF-8 bytes of an exact or prefix value
+    SI_MIN_SLOTS = 64               # key table slots, at least (2**k)
+    SI_MP_DEPTH = 16                # msgpack nesting the subject reader skips over
+    SI_ATTRS = 3                    # type, source, subject
+
+# An index key's attribute; its table's tag: the attribute for an exact key,
+# SI_ATTRS + the attribute for a prefix key.
+cdef enum:
+    SI_TYPE = 0
+    SI_SOURCE = 1
+    SI_SUBJECT = 2

@@ -39,6 +39,7 @@ include "segments.pyx"
 include "event.pyx"
 include "cejson.pyx"
 include "cesql.pyx"
+include "subindex.pyx"
 include "wire/proto.pxi"
 include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
@@ -95,6 +96,7 @@ __all__ = (
     'SubTarget',
     'SseTarget',
     'SubjectError',
+    'SubscriptionIndex',
     'WireTarget',
     'WsJsonTarget',
     'crc32c',

@@ -703,16 +703,35 @@ cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, 
     return e
 
 
-def events_from_batch(Batch b not None, str stream=None, str origin=None):
-    """The events of a log ``Batch`` read from a stream (a list)."""
-    cdef Py_ssize_t i, n = b.offsets.n - 1
+def events_from_batch(Batch b not None, str stream=None, str origin=None, rows=None):
+    """The events of a log ``Batch`` read from a stream (a list).
+    ``rows``: the indexes of the events to make (repeats allowed); the
+    list then holds None for the others."""
+    cdef Py_ssize_t i, k, n = b.offsets.n - 1
     cdef Py_buffer view
     cdef const char *base
     cdef list out = PyList_New(n)
+    cdef list only
     cdef Event e
+    if rows is not None:
+        only = rows if type(rows) is list else list(rows)
+        for i in range(n):
+            Py_INCREF(None)
+            PyList_SET_ITEM(out, i, None)
     PyObject_GetBuffer(b.buffer, &view, PyBUF_SIMPLE)
     try:
         base = <const char *>view.buf
+        if rows is not None:
+            for k in range(len(only)):
+                i = only[k]
+                if not 0 <= i < n:
+                    raise IndexError('batch index {} out of range for length {}'.format(i, n))
+                if PyList_GET_ITEM(out, i) == <PyObject *>None:
+                    out[i] = _ev_decode(<object>PyList_GET_ITEM(b.subjects, i),
+                                        base + b.offsets.data[i],
+                                        b.offsets.data[i + 1] - b.offsets.data[i],
+                                        b.seqs.data[i], stream, b.ts.data[i], origin)
+            return out
         for i in range(n):
             e = _ev_decode(<object>PyList_GET_ITEM(b.subjects, i),
                            base + b.offsets.data[i], b.offsets.data[i + 1] - b.offsets.data[i],

@@ -215,7 +215,7 @@ def test_index_is_selective():
     for i in range(10000):
         idx.remove(i)
     idx.remove("p")
-    assert len(idx) == 0 and not any(idx.exact.values()) and not any(idx.prefix.values())
+    assert len(idx) == 0 and len(idx.core) == 0 and idx.core.nkeys == 0
 
 
 # -- the resource ----------------------------------------------------------------------------------

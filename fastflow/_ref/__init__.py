@@ -13,6 +13,7 @@ from fastflow._ref.event import Event, events_from_batch
 from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
 from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import Router, StreamTarget, SubTarget
+from fastflow._ref.subindex import SubscriptionIndex
 from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.http_in import HttpParser, Request
@@ -78,6 +79,7 @@ __all__ = (
     "SubTarget",
     "SseTarget",
     "SubjectError",
+    "SubscriptionIndex",
     "WireTarget",
     "WsJsonTarget",
     "crc32c",

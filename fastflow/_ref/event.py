@@ -691,8 +691,10 @@ def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):
     return e
 
 
-def events_from_batch(b, stream=None, origin=None):
-    """The events of a log ``Batch`` read from a stream (a list)."""
+def events_from_batch(b, stream=None, origin=None, rows=None):
+    """The events of a log ``Batch`` read from a stream (a list).
+    ``rows``: the indexes of the events to make (repeats allowed); the
+    list then holds None for the others."""
     if not isinstance(b, Batch):
         # (the native core takes None here, and crashes)
         raise TypeError("Argument 'b' has incorrect type (expected {}.{}, got {})".format(
@@ -704,5 +706,15 @@ def events_from_batch(b, stream=None, origin=None):
     seqs = b.seqs
     tss = b.ts
     buf = _record_bytes(b.buffer)
-    return [_ev_decode(subjects[i], buf, offs[i], offs[i + 1], seqs[i], stream, tss[i], origin)
-            for i in range(len(offs) - 1)]
+    n = len(offs) - 1
+    if rows is None:
+        return [_ev_decode(subjects[i], buf, offs[i], offs[i + 1], seqs[i], stream, tss[i],
+                           origin) for i in range(n)]
+    out = [None] * n
+    for i in rows:
+        if not 0 <= i < n:
+            raise IndexError("batch index {} out of range for length {}".format(i, n))
+        if out[i] is None:
+            out[i] = _ev_decode(subjects[i], buf, offs[i], offs[i + 1], seqs[i], stream,
+                                tss[i], origin)
+    return out

@@ -334,7 +334,8 @@ class Record:
 class Batch:
     """Records read in one call: one contiguous ``buffer`` of the payloads,
     ``offsets`` (``len + 1`` entries), ``seqs``, ``ts`` and ``times``
-    (``array('q')``), ``subject(i)``, ``data(i)`` and ``next_seq``."""
+    (``array('q')``), ``subject(i)``, ``data(i)`` and ``next_seq``; ``lost``:
+    the records a replay skipped before it (0 for a read)."""
 
     __slots__ = ("buffer", "offsets", "seqs", "ts", "times", "_subjects", "next_seq", "lost")
 
@@ -352,6 +353,7 @@ class Batch:
         self.times = array("q", [e.time for e in entries])
         self._subjects = [e.subject for e in entries]
         self.next_seq = next_seq
+        self.lost = 0
 
     @property
     def subjects(self):
@@ -417,7 +419,11 @@ class Replay:
     def _read(self):
         """The next Batch (None at the end) and advance."""
         entries = self._entries()
-        return Batch(entries, self.next_seq) if entries else None
+        if not entries:
+            return None
+        b = Batch(entries, self.next_seq)
+        b.lost = self.lost
+        return b
 
     def _entries(self):
         """The next entries (a list, empty at the end) and advance."""

@@ -7,9 +7,10 @@ predicate over an event (``compile_filter``), plus the *keys* the index
 can find it under: the conditions every event it takes must meet, that a
 dictionary lookup can test (an exact or prefix value of ``type``,
 ``source`` or ``subject``; the routing subject's pattern through the
-matcher).  ``FilterIndex.candidates`` asks those dictionaries once per
-event; only the candidates (and the few subscriptions nothing indexes)
-have their predicate evaluated, CESQL included.
+matcher).  ``FilterIndex`` keeps them in the core's
+``SubscriptionIndex``, which reads a batch of stored records and looks
+their attributes up in C; only the candidates (and the few subscriptions
+nothing indexes) have their predicate evaluated, CESQL included.
 
 Dialects: ``exact``, ``prefix``, ``suffix`` (a map of attribute name to
 non-empty string; every entry must hold; case-sensitive), ``all``,
@@ -24,7 +25,7 @@ import re
 
 from fastflow import cesql
 from fastflow._cesqlcode import attribute_value
-from fastflow._impl import Matcher, validate_pattern
+from fastflow._impl import Matcher, SubscriptionIndex, validate_pattern
 from fastflow.errors import CesqlParseError, SubjectError
 
 __all__ = ("DIALECTS", "FilterError", "FilterIndex", "compile_filter", "attribute_text")
@@ -339,90 +340,54 @@ def _decided(pred):
 
 class FilterIndex:
     """Subscriptions (any hashable value) by their index keys; an event's
-    ``candidates`` are those whose keys it meets, plus the unindexed."""
+    ``candidates`` are those whose keys it meets, plus the unindexed.
+
+    The lookup is the core's ``SubscriptionIndex`` (``core``), which knows
+    each value by a small int handle: ``values[handle]`` is the value.
+    ``candidates_batch(batch)`` answers for a whole log ``Batch`` in C:
+    ``(rows, handles)``, one pair (index in the batch, handle) per
+    candidate of each event, in event order, as two lists."""
 
     def __init__(self):
-        self.exact = {a: {} for a in INDEXED}           # attr -> value -> set
-        self.prefix = {a: {} for a in INDEXED}          # attr -> length -> value -> set
-        self.routing = Matcher()
-        self.unindexed = set()
-        self._handles = {}                              # value -> [key or matcher handle]
+        self.core = SubscriptionIndex()
+        self.values = []                # handle -> value (None: a free handle)
+        self._handles = {}              # value -> handle
+        self._free = []                 # handles to use again
 
     def __len__(self):
         return len(self._handles)
 
     def add(self, value, keys):
-        if value in self._handles:
-            self.remove(value)
-        held = []
-        if keys is None:
-            self.unindexed.add(value)
-        else:
-            for k in keys:
-                if k[0] == "exact":
-                    self.exact[k[1]].setdefault(k[2], set()).add(value)
-                    held.append(k)
-                elif k[0] == "prefix":
-                    self.prefix[k[1]].setdefault(len(k[2]), {}).setdefault(k[2], set()).add(value)
-                    held.append(k)
-                else:
-                    held.append(("routing", self.routing.add(k[1], value)))
-        self._handles[value] = held
+        h = self._handles.get(value)
+        new = h is None
+        if new:
+            h = self._free.pop() if self._free else len(self.values)
+        try:
+            self.core.add(h, keys)
+        except BaseException:
+            if new:
+                self._free.append(h)
+            raise
+        if new:
+            if h == len(self.values):
+                self.values.append(value)
+            else:
+                self.values[h] = value
+            self._handles[value] = h
 
     def remove(self, value):
-        held = self._handles.pop(value, None)
-        if held is None:
+        h = self._handles.pop(value, None)
+        if h is None:
             return
-        self.unindexed.discard(value)
-        for k in held:
-            if k[0] == "exact":
-                d = self.exact[k[1]]
-                s = d.get(k[2])
-                if s is not None:
-                    s.discard(value)
-                    if not s:
-                        del d[k[2]]
-            elif k[0] == "prefix":
-                by_len = self.prefix[k[1]]
-                d = by_len.get(len(k[2]))
-                if d is not None:
-                    s = d.get(k[2])
-                    if s is not None:
-                        s.discard(value)
-                        if not s:
-                            del d[k[2]]
-                    if not d:
-                        del by_len[len(k[2])]
-            else:
-                self.routing.remove(k[1])
+        self.core.remove(h)
+        self.values[h] = None
+        self._free.append(h)
 
     def candidates(self, ev):
-        """The subscriptions that may take ``ev`` (a set; may be shared:
-        do not change it)."""
-        out = None
-        exact = self.exact
-        for attr in INDEXED:
-            d = exact[attr]
-            if d:
-                v = attribute_text(ev, attr)
-                if v is not None:
-                    s = d.get(v)
-                    if s:
-                        out = set(s) if out is None else out | s
-            p = self.prefix[attr]
-            if p:
-                v = attribute_text(ev, attr)
-                if v is not None:
-                    n = len(v)
-                    for length, d2 in p.items():
-                        if length <= n:
-                            s = d2.get(v[:length])
-                            if s:
-                                out = set(s) if out is None else out | s
-        if len(self.routing):
-            got = self.routing.match(ev.routing_subject)
-            if got:
-                out = set(got) if out is None else out.union(got)
-        if self.unindexed:
-            out = set(self.unindexed) if out is None else out | self.unindexed
-        return out if out is not None else ()
+        """The subscriptions that may take ``ev`` (an Event; a set)."""
+        values = self.values
+        return {values[h] for h in self.core.candidates(ev.routing_subject, ev.encode())}
+
+    def candidates_batch(self, batch):
+        """``(rows, handles)`` of a log ``Batch`` (see the class)."""
+        return self.core.candidates_batch(batch)

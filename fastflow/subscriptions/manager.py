@@ -112,12 +112,12 @@ class _Reader:
 
     def add(self, sub):
         self.subs[sub.id] = sub
-        self.index.add(sub.id, sub.spec.keys)
+        self.index.add(sub, sub.spec.keys)
         sub.reader = self
 
     def remove(self, sub):
         self.subs.pop(sub.id, None)
-        self.index.remove(sub.id)
+        self.index.remove(sub)
         sub.reader = None
 
 
@@ -508,40 +508,43 @@ class SubscriptionManager:
                     s.lost += lo - rd.pos
                 rd.pos = lo
             b = lg.read(rd.pos, limit=_READ)
-            evs = events_from_batch(b, sname, flow_name)
             index = rd.index
+            rows, cands = index.candidates_batch(b)
             woken = set()
             stop_at = None
-            candidates = index.candidates
-            for ev in evs:
-                for sid in candidates(ev):
-                    s = subs.get(sid)
-                    if s is None or not (s.decided or s.spec.predicate(ev)):
-                        continue
-                    if s.inline is not None and not s.outbox:
-                        # this engine's subject: delivered here, no task wakes up
-                        s.matched += 1
-                        try:
-                            publish(s.inline, forwarded(ev) if s.loops else ev.encode())
-                            s.delivered += 1
-                            continue
-                        except Exception as exc:    # a full stream: the task tries again
-                            s.failed += 1
-                            s.last_error = str(exc)
-                            s.outbox.append(ev)
-                            woken.add(s)
-                            continue
-                    if len(s.outbox) >= _MAX_HELD:
-                        if rd.shared:
-                            self._split(rd, s, ev.seq)
-                            continue
-                        stop_at = ev.seq
-                        break
-                    s.outbox.append(ev)
+            if rows:
+                # Events only for the events of the batch that have candidates
+                evs = events_from_batch(b, sname, flow_name, rows)
+                values = index.values
+            for i, h in zip(rows, cands):
+                s = values[h]           # (None: it left this reader in this batch)
+                if s is None:
+                    continue
+                ev = evs[i]
+                if not (s.decided or s.spec.predicate(ev)):
+                    continue
+                if s.inline is not None and not s.outbox:
+                    # this engine's subject: delivered here, no task wakes up
                     s.matched += 1
-                    woken.add(s)
-                if stop_at is not None:
+                    try:
+                        publish(s.inline, forwarded(ev) if s.loops else ev.encode())
+                        s.delivered += 1
+                        continue
+                    except Exception as exc:    # a full stream: the task tries again
+                        s.failed += 1
+                        s.last_error = str(exc)
+                        s.outbox.append(ev)
+                        woken.add(s)
+                        continue
+                if len(s.outbox) >= _MAX_HELD:
+                    if rd.shared:
+                        self._split(rd, s, ev.seq)
+                        continue
+                    stop_at = ev.seq
                     break
+                s.outbox.append(ev)
+                s.matched += 1
+                woken.add(s)
             rd.pos = stop_at if stop_at is not None else b.next_seq
             for s in woken:
                 s.wake.set()
