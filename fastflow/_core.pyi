@@ -45,6 +45,7 @@ __all__ = [
     "decode_batch",
     "decode_event",
     "events_from_batch",
+    "json_batch",
     "validate_pattern",
     "validate_subject",
     "ws_frame_head",
@@ -328,6 +329,8 @@ class SseTarget(WireTarget):
                  lineage: bool = True) -> None: ...
 
 def ws_frame_head(opcode: int, length: int, fin: bool = True) -> bytes: ...
+
+def json_batch(events: Iterable["Event"], lineage: bool = True) -> bytes: ...
 
 class Router:
     matcher: Matcher
