@@ -907,19 +907,23 @@ def json_batch(events, bint lineage=True):
                     _ev_copy(rev, ev)
                     rev._trace = ev.trace
                     rev._origin = None
-            if rev is None:
-                m.rec = NULL
-            else:
-                rn = _ev_size(rev, len(<bytes>rev._data))
-                if rn > rcap:
-                    nb = <char *>realloc(rec, rn)
-                    if nb == NULL:
-                        raise MemoryError()
-                    rec = nb
-                    rcap = rn
-                _ev_write(rev, rec, rev._data, rn)
-                m.rec = rec
-                m.rec_n = rn
+            m.rec = NULL
+            if rev is not None:
+                try:
+                    rn = _ev_size(rev, len(<bytes>rev._data))
+                    if rn > rcap:
+                        nb = <char *>realloc(rec, rn)
+                        if nb == NULL:
+                            raise MemoryError()
+                        rec = nb
+                        rcap = rn
+                    _ev_write(rev, rec, rev._data, rn)
+                    m.rec = rec
+                    m.rec_n = rn
+                except (EventError, ValueError):
+                    m.rec = NULL        # no record (an extension with a lone
+                                        # surrogate, an id past the record's
+                                        # limit, ...): to_json decides
             m.subject = NULL
             m.subject_n = 0
             if ev._type is None and ev.routing_subject is not None:
