@@ -46,6 +46,7 @@ __all__ = [
     "decode_batch",
     "decode_event",
     "events_from_batch",
+    "json_batch",
     "validate_pattern",
     "validate_subject",
     "ws_frame_head",
@@ -341,6 +342,8 @@ class SseTarget(WireTarget):
                  lineage: bool = True) -> None: ...
 
 def ws_frame_head(opcode: int, length: int, fin: bool = True) -> bytes: ...
+
+def json_batch(events: Iterable["Event"], lineage: bool = True) -> bytes: ...
 
 class Router:
     matcher: Matcher

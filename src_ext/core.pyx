@@ -103,6 +103,7 @@ __all__ = (
     'decode_batch',
     'decode_event',
     'events_from_batch',
+    'json_batch',
     'validate_pattern',
     'validate_subject',
     'ws_frame_head',

@@ -898,3 +898,80 @@ def test_common_events_need_no_python(monkeypatch):
         w.router.publish(ev)
     monkeypatch.undo()
     w.check(events)
+
+
+# -- json_batch: a list of Events as one JSON batch ------------------------------------------
+
+
+def _batch_events(core):
+    """Events of every kind the writer meets: the attribute sets and data
+    above, the type as the routing subject (non-ASCII too), generated ids,
+    records decoded again, events read back from a stream and in-process
+    deliveries (this flow's lineage entry, ffhops 0 and not)."""
+    events = [core.Event(SUBJ, data, **attrs) for attrs in ATTRIBUTE_SETS for data in DATAS]
+    events += [core.Event("ordérs.ü\"\\.x", b"1", datacontenttype="application/json"),
+               core.Event("a.b", "é".encode(), datacontenttype="text/plain; charset=utf-8",
+                          x="ü", n=-1)]
+    events += [core.Event.decode(e.routing_subject, e.encode()) for e in events[::7]]
+    router = core.Router()
+    got = []
+    router.add(">", core.SubTarget(got.append))
+    log = core.Log()
+    router.add(">", core.StreamTarget("S", log))
+    for i, data in enumerate(DATAS):
+        attrs = {"ffhops": i % 3}
+        if i % 2:
+            attrs["fftrace"] = "t{}".format(i)
+        router.publish(SUBJ, data, **attrs)
+    router.publish(SUBJ, b"{}", datacontenttype="application/json", type="t.x", k=True)
+    assert all(e.trace for e in got)    # (this flow's entry)
+    events += got
+    events += [core.Event.decode(subject, rec, seq, "S", ts)
+               for seq, ts, subject, rec in log.read(1)]
+    return events
+
+
+def test_json_batch_is_to_json_batch(core):
+    events = _batch_events(core)
+    for lineage in (True, False):
+        assert core.json_batch(events, lineage) == cloudevents.to_json_batch(events, lineage)
+        for i in range(0, len(events), 13):
+            part = events[i:i + 5]
+            assert core.json_batch(part, lineage) == cloudevents.to_json_batch(part, lineage)
+    assert core.json_batch(events) == core.json_batch(iter(events), True)
+    assert core.json_batch([]) == b"[]"
+
+
+def test_json_batch_refuses_what_to_json_refuses(core):
+    good = core.Event(SUBJ, b"1")
+    for attrs in ({"source": "x\udcff"}, {"id": "\ud800"}, {"type": "t\udfff"},
+                  {"fftrace": "a\ud800"}, {"x": "\udc00"}):
+        bad = core.Event(SUBJ, b"", **attrs)
+        with pytest.raises(EventError):
+            cloudevents.to_json(bad, True)
+        with pytest.raises(EventError):
+            core.json_batch([good, bad, good])
+    # without lineage the trace is not written: nothing to refuse
+    bad = core.Event(SUBJ, b"", fftrace="a\ud800")
+    assert core.json_batch([bad], False) == cloudevents.to_json_batch([bad], False)
+    with pytest.raises(TypeError):
+        core.json_batch([good, b"not an event"])
+
+
+@FUZZ
+@given(st.lists(random_event(), max_size=6), st.booleans())
+def test_random_json_batches(events, lineage):
+    for core in CORES.values():
+        evs = []
+        for attrs, data in events:
+            try:
+                evs.append(core.Event(SUBJ, data, **attrs))
+            except EventError:
+                pass
+        try:
+            want = cloudevents.to_json_batch(evs, lineage)
+        except EventError:
+            with pytest.raises(EventError):
+                core.json_batch(evs, lineage)
+            continue
+        assert core.json_batch(evs, lineage) == want

@@ -23,7 +23,7 @@ from fastflow._ref.wire.nats_in import NatsParser
 from fastflow._ref.wire.nats_out import NatsTarget
 from fastflow._ref.wire.outbuf import OutBuf, WireTarget
 from fastflow._ref.wire.proto import FLAGS, OPS
-from fastflow._ref.wire.web_out import SseTarget, WsJsonTarget, ws_frame_head
+from fastflow._ref.wire.web_out import SseTarget, WsJsonTarget, json_batch, ws_frame_head
 from fastflow.errors import (
     CorruptLogError,
     EventError,
@@ -86,6 +86,7 @@ __all__ = (
     "decode_batch",
     "decode_event",
     "events_from_batch",
+    "json_batch",
     "validate_pattern",
     "validate_subject",
     "ws_frame_head",

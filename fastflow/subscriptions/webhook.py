@@ -28,7 +28,6 @@ written as prepared bytes, no task per request.
 """
 
 import asyncio
-import base64
 import collections
 import math
 import random
@@ -36,23 +35,15 @@ import re
 import socket
 import ssl as _ssl
 import time
-from typing import Optional
 from urllib.parse import urlsplit
 
 import httptools
-import msgspec
 
+from fastflow._impl import json_batch
 from fastflow._settings import Settings
 from fastflow._version import __version__
 from fastflow.errors import ConnectionClosedError, EventError
-from fastflow.event import (
-    BATCH_CONTENT_TYPE,
-    _is_json,
-    _is_text,
-    _media_type,
-    to_http,
-    to_json,
-)
+from fastflow.event import BATCH_CONTENT_TYPE, to_http
 
 __all__ = ("DELIVERED", "MODES", "WebhookSettings", "WebhookSink")
 
@@ -65,7 +56,6 @@ _BODY_KEEP = 4 * 1024               # bytes of an answer's body kept (for error 
 _BODY_LIMIT = 1024 * 1024           # bytes: an answer body longer than this drops the connection
 _REASON_BODY = 200                  # characters of an error answer's body in a reason
 _RETRY_AFTER_MAX = 3600.0           # seconds: the default longest Retry-After honoured
-_CT_CACHE = 256                     # content types whose kind is remembered (batch writer)
 
 # what a header line may not hold: CR, LF, NUL and the other controls but tab
 _BAD_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -136,118 +126,6 @@ class WebhookSettings(Settings):
         self.handshake = handshake
         self.callback_timeout = _number("callback_timeout", callback_timeout, 0, above=True)
         self.pipeline = _number("pipeline", pipeline, 1, integer=True)
-
-
-# -- the JSON batch writer -----------------------------------------------------------------
-
-_RAW = msgspec.json.Decoder(msgspec.Raw)
-_ENCODE = msgspec.json.Encoder().encode
-_JSON, _TEXT, _OTHER = 1, 2, 3
-_LINEAGE = frozenset(("ffhops", "fftrace"))
-_ct_kind = {}
-
-
-def _kind(ct):
-    k = _ct_kind.get(ct)
-    if k is None:
-        mt, params = _media_type(ct)
-        k = _JSON if _is_json(mt) else _TEXT if _is_text(mt, params) else _OTHER
-        if len(_ct_kind) < _CT_CACHE:
-            _ct_kind[ct] = k
-    return k
-
-
-class _JsonEvent(msgspec.Struct, gc=False, omit_defaults=True):
-    """The JSON members of an event without extensions other than the
-    engine's lineage (most events): written by msgspec without a dict."""
-    specversion: str
-    id: str
-    source: str
-    type: str
-    time: Optional[str] = None
-    subject: Optional[str] = None
-    datacontenttype: Optional[str] = None
-    dataschema: Optional[str] = None
-    ffhops: Optional[int] = None
-    fftrace: Optional[str] = None
-    data: Optional[msgspec.Raw] = None
-    data_base64: Optional[str] = None
-
-
-def _json_members(ev, lineage):
-    """The members of any event (a dict), data included: ``to_json``'s rules."""
-    m = ev.attributes()
-    if not lineage:
-        m.pop("ffhops", None)
-        m.pop("fftrace", None)
-    data = ev.data
-    if data:
-        ct = m.get("datacontenttype")
-        k = _OTHER if type(ct) is not str else _kind(ct)
-        if k == _JSON:
-            try:
-                if not data.isascii():
-                    data.decode("utf-8")
-                m["data"] = _RAW.decode(data)
-                return m
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                pass
-        elif k == _TEXT:
-            return msgspec.Raw(to_json(ev, lineage))        # the charset rules: to_json's
-        m["data_base64"] = base64.b64encode(data).decode("ascii")
-    return m
-
-
-def batch_json(events, lineage=True):
-    """``events`` in the JSON batch format: the bytes of
-    ``fastflow.event.to_json_batch(events, lineage)`` up to member order
-    and whitespace, written with one encoder call for the batch (an
-    event's JSON data is spliced in as it is).  Raises ``EventError``
-    when an event cannot be written (``to_json``'s reasons)."""
-    out = []
-    append = out.append
-    raw = _RAW.decode
-    kinds = _ct_kind
-    lineage_only = _LINEAGE.issuperset
-    for ev in events:
-        ext = ev.extensions
-        hops = trace = None
-        if ext:
-            if not lineage_only(ext):
-                append(_json_members(ev, lineage))
-                continue
-            if lineage:
-                hops = ext.get("ffhops")
-                trace = ext.get("fftrace")
-        ct = ev.datacontenttype
-        data = ev.data
-        body = b64 = None
-        if data:
-            if type(ct) is not str:
-                k = _OTHER if ct is None else 0
-            else:
-                k = kinds.get(ct) or _kind(ct)
-            if k == _JSON:
-                try:
-                    if not data.isascii():
-                        data.decode("utf-8")
-                    body = raw(data)
-                except (msgspec.DecodeError, UnicodeDecodeError):
-                    b64 = base64.b64encode(data).decode("ascii")
-            elif k == _OTHER:
-                b64 = base64.b64encode(data).decode("ascii")
-            else:
-                append(_json_members(ev, lineage))
-                continue
-        append(_JsonEvent(ev.specversion, ev.id, ev.source, ev.type, ev.time, ev.subject, ct,
-                          ev.dataschema, hops, trace, body, b64))
-    try:
-        return _ENCODE(out)
-    except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
-        # a value JSON cannot hold (a lone surrogate, ...): to_json names it
-        for ev in events:
-            to_json(ev, lineage)
-        raise
 
 
 # -- one connection ------------------------------------------------------------------------
@@ -696,7 +574,7 @@ class WebhookSink:
             for i in range(0, len(events), step):
                 chunk = events[i:i + step]
                 try:
-                    body = batch_json(chunk, s.lineage)
+                    body = json_batch(chunk, s.lineage)
                 except (EventError, ValueError, TypeError):
                     yield from self._units_one_by_one(chunk, i, outcomes)
                     continue
@@ -727,7 +605,7 @@ class WebhookSink:
         good = []
         for j, ev in enumerate(chunk):
             try:
-                batch_json([ev], self.settings.lineage)
+                json_batch([ev], self.settings.lineage)
             except (EventError, ValueError, TypeError) as exc:
                 outcomes[first + j] = ("dead", "event cannot be sent: {}".format(exc))
                 continue
@@ -744,7 +622,7 @@ class WebhookSink:
             units.append(run)
         out = []
         for run in units:
-            body = batch_json([chunk[i - first] for i in run], self.settings.lineage)
+            body = json_batch([chunk[i - first] for i in run], self.settings.lineage)
             out.append((run[0], len(run), b"".join((
                 "{}content-length: {}\r\n\r\n".format(self._post_head, len(body)).encode(
                     "ascii"), body))))

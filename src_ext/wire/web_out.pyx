@@ -12,8 +12,8 @@
 # not write, ...) goes to ``_event_json`` below, in Python, once per message.
 
 from libc.stdint cimport int8_t
-from libc.stdlib cimport free, realloc
-from libc.string cimport memchr, memcmp
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memset
 
 cdef enum:
     WS_FIN = 0x80
@@ -644,24 +644,27 @@ cdef int _wj_room(WebJson *w, Py_ssize_t size) except -1:
     return 0
 
 
-cdef int _wj_fill(WebJson *w, WireMsg *m, bint lineage) except -1:
-    """Make ``w`` the CloudEvents JSON of ``m``: in C, or by ``_event_json``."""
+cdef int _wj_fill(WebJson *w, WireMsg *m, bint lineage, bint strict=False) except -1:
+    """Make ``w`` the CloudEvents JSON of ``m``: in C, or by ``_event_json``.
+    ``strict``: refuse what ``to_json`` refuses (EventError) rather than
+    write it as a web subscriber gets it (lone surrogates escaped)."""
     w.gen = 0                           # (until it is complete)
     if w.cap > WEB_JSON_KEEP and m.rec_n + m.data_n < WEB_JSON_KEEP // 8:
         free(w.buf)                     # do not keep a large event's memory
         w.buf = NULL
         w.cap = 0
     w.breaks = False
-    if not _wj_make(w, m, lineage):
-        _wj_slow(w, m, lineage)
+    if not _wj_make(w, m, lineage, strict):
+        _wj_slow(w, m, lineage, strict)
         w.breaks = memchr(w.buf, 10, w.n) != NULL or memchr(w.buf, 13, w.n) != NULL
     w.gen = m.gen
     return 0
 
 
-cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage) except -1:
+cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage, bint strict) except -1:
     """The JSON of ``m`` written in C into ``w``; 0 where the Python encoder
-    decides."""
+    decides (``strict``: a lone surrogate too)."""
+    cdef bint sur = not strict
     cdef const char *rec = m.rec
     cdef Py_ssize_t off = _ev_data_offset(m.rec, m.rec_n)
     cdef uint8_t flags = <uint8_t>rec[1]
@@ -690,19 +693,19 @@ cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage) except -1:
         o[0] = 34
         o += 1
     else:
-        o = _json_str(o, p, idn, True)
+        o = _json_str(o, p, idn, sur)
         if o == NULL:
             return 0
     p += idn
-    o = _json_str(_put_lit(o, b',"source":', 10), p, srcn, True)
+    o = _json_str(_put_lit(o, b',"source":', 10), p, srcn, sur)
     if o == NULL:
         return 0
     p += srcn
     o = _put_lit(o, b',"type":', 8)
     if flags & EVF_TYPE_SUBJECT:
-        o = _json_str(o, m.subject, m.subject_n, True)
+        o = _json_str(o, m.subject, m.subject_n, sur)
     else:
-        o = _json_str(o, p, typn, True)
+        o = _json_str(o, p, typn, sur)
     if o == NULL:
         return 0
     p += typn
@@ -714,7 +717,7 @@ cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage) except -1:
         if _rd16(rec + 2):
             o = _put_int(_put_lit(o, b',"ffhops":', 10), _rd16(rec + 2))
         if trn:
-            o = _json_str(_put_lit(o, b',"fftrace":', 11), p, trn, True)
+            o = _json_str(_put_lit(o, b',"fftrace":', 11), p, trn, sur)
             if o == NULL:
                 return 0
     if dn:
@@ -758,11 +761,18 @@ cdef inline char *_put_hex64(char *o, uint64_t v) noexcept:
     return o + 16
 
 
-cdef int _wj_slow(WebJson *w, WireMsg *m, bint lineage) except -1:
-    """The JSON of ``m`` by the Python encoder, copied into ``w``."""
+cdef int _wj_slow(WebJson *w, WireMsg *m, bint lineage, bint strict) except -1:
+    """The JSON of ``m`` by the Python encoder, copied into ``w``
+    (``strict``: ``to_json`` of ``m.event`` as it is, which may refuse it)."""
     cdef Event ev
     cdef bytes out
-    if m.event != NULL:
+    global _cloudevents
+    if strict:
+        if _cloudevents is None:
+            from fastflow import event as ce
+            _cloudevents = ce
+        out = _cloudevents.to_json(<object>m.event, lineage)
+    elif m.event != NULL:
         # the event as published: without this flow's lineage entry (which
         # only the in-process deliveries carry)
         ev = Event.__new__(Event)
@@ -771,7 +781,8 @@ cdef int _wj_slow(WebJson *w, WireMsg *m, bint lineage) except -1:
     else:
         ev = _ev_decode(<object>m.subject_obj, m.rec, m.rec_n, m.seq, <object>m.stream, m.ts,
                         None)
-    out = _event_json(ev, lineage)
+    if not strict:
+        out = _event_json(ev, lineage)
     _wj_room(w, len(out))
     memcpy(w.buf, PyBytes_AS_STRING(out), len(out))
     w.n = len(out)
@@ -852,6 +863,102 @@ def _json_value(v):
     if v is False:
         return b"false"
     return str(v).encode("ascii")
+
+
+# -- a batch of events -------------------------------------------------------------
+
+
+def json_batch(events, bint lineage=True):
+    """``events`` (a sequence of Events) in the JSON batch format
+    (``application/cloudevents-batch+json``): the bytes of
+    ``fastflow.event.to_json_batch(events, lineage)``, each event written
+    by the web targets' JSON writer.  Raises ``EventError`` where
+    ``to_json`` does (no lone surrogate is escaped here), ``TypeError``
+    for an item that is not an Event."""
+    cdef list evs = events if type(events) is list else list(events)
+    cdef WebJson w
+    cdef WireMsg m
+    cdef Event ev, rev
+    cdef object subj = None
+    cdef char *out = NULL
+    cdef char *rec = NULL
+    cdef char *nb
+    cdef Py_ssize_t on = 1, ocap = 0, rcap = 0, rn, need
+    memset(&w, 0, sizeof(w))
+    memset(&m, 0, sizeof(m))
+    try:
+        ocap = 64 + 512 * len(evs)
+        out = <char *>malloc(ocap)
+        if out == NULL:
+            raise MemoryError()
+        out[0] = 91                     # [
+        for ob in evs:
+            if not isinstance(ob, Event):
+                raise TypeError('json_batch: an Event expected, got {}'.format(
+                    type(ob).__name__))
+            ev = <Event>ob
+            rev = ev
+            if lineage and ev._origin is not None:
+                # an in-process delivery: its lineage entry joins fftrace;
+                # ffhops 0 is written only by to_json (the record leaves it out)
+                rev = None
+                if ev.hops:
+                    rev = Event.__new__(Event)
+                    _ev_copy(rev, ev)
+                    rev._trace = ev.trace
+                    rev._origin = None
+            m.rec = NULL
+            if rev is not None:
+                try:
+                    rn = _ev_size(rev, len(<bytes>rev._data))
+                    if rn > rcap:
+                        nb = <char *>realloc(rec, rn)
+                        if nb == NULL:
+                            raise MemoryError()
+                        rec = nb
+                        rcap = rn
+                    _ev_write(rev, rec, rev._data, rn)
+                    m.rec = rec
+                    m.rec_n = rn
+                except (EventError, ValueError):
+                    m.rec = NULL        # no record (an extension with a lone
+                                        # surrogate, an id past the record's
+                                        # limit, ...): to_json decides
+            m.subject = NULL
+            m.subject_n = 0
+            if ev._type is None and ev.routing_subject is not None:
+                subj = ev.routing_subject.encode('utf-8', 'surrogatepass')
+                m.subject = PyBytes_AS_STRING(subj)
+                m.subject_n = len(<bytes>subj)
+            m.gen = _next_wire_gen()
+            m.subject_obj = <PyObject *>ev.routing_subject
+            m.event = <PyObject *>ev
+            m.stream = <PyObject *>ev.stream
+            m.seq = ev.seq
+            m.ts = ev.ts
+            if m.rec == NULL:
+                _wj_slow(&w, &m, lineage, True)
+            else:
+                _wj_fill(&w, &m, lineage, True)
+            need = on + w.n + 2
+            if need > ocap:
+                while ocap < need:
+                    ocap *= 2
+                nb = <char *>realloc(out, ocap)
+                if nb == NULL:
+                    raise MemoryError()
+                out = nb
+            if on > 1:
+                out[on] = 44            # ,
+                on += 1
+            memcpy(out + on, w.buf, w.n)
+            on += w.n
+        out[on] = 93                    # ]
+        return PyBytes_FromStringAndSize(out, on + 1)
+    finally:
+        free(w.buf)
+        free(rec)
+        free(out)
 
 
 # -- the targets -------------------------------------------------------------------

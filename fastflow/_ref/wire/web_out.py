@@ -22,7 +22,7 @@ from fastflow._ref.event import (
 from fastflow._ref.wire.outbuf import WireTarget
 from fastflow.errors import EventError
 
-__all__ = ("SseTarget", "WsJsonTarget", "ws_frame_head")
+__all__ = ("SseTarget", "WsJsonTarget", "json_batch", "ws_frame_head")
 
 WS_FIN = 0x80
 WS_OP_TEXT = 1
@@ -67,6 +67,25 @@ def _event_json(event, lineage):
     if raw is not None:
         out = out[:len(out) - 1] + b',"data":' + raw + b"}"
     return out
+
+
+def json_batch(events, lineage=True):
+    """``events`` (a sequence of Events) in the JSON batch format
+    (``application/cloudevents-batch+json``): the bytes of
+    ``fastflow.event.to_json_batch(events, lineage)``.  Raises
+    ``EventError`` where ``to_json`` does (no lone surrogate is escaped
+    here), ``TypeError`` for an item that is not an Event."""
+    global _cloudevents
+    if _cloudevents is None:
+        from fastflow import event as ce
+        _cloudevents = ce
+    to_json = _cloudevents.to_json
+    out = []
+    for ev in events:
+        if not isinstance(ev, Event):
+            raise TypeError("json_batch: an Event expected, got {}".format(type(ev).__name__))
+        out.append(to_json(ev, lineage))
+    return b"[" + b",".join(out) + b"]"
 
 
 _JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
