@@ -340,7 +340,6 @@ class Batch:
     __slots__ = ("buffer", "offsets", "seqs", "ts", "times", "_subjects", "next_seq", "lost")
 
     def __init__(self, entries, next_seq):
-        self.lost = 0                   # (a replay's batches: records skipped before these)
         self.buffer = b"".join(e.data for e in entries)
         offsets = array("q", [0])
         pos = 0
