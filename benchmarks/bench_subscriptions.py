@@ -81,9 +81,12 @@ async def run(flow, config):
     t0 = time.perf_counter()
     try:
         while True:
-            await asyncio.sleep(0.005)
-            if all(s.current_floor() >= last for s in subs):
-                break
+            await asyncio.sleep(0.001)
+            # (the floors are asked once the readers are at the end: asking
+            # 10,000 subscriptions every millisecond would be the figure)
+            if mgr.reading() or not all(s.current_floor() >= last for s in subs):
+                continue
+            break
     finally:
         t = time.perf_counter() - t0
         gc.enable()

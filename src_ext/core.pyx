@@ -104,6 +104,7 @@ __all__ = (
     'decode_event',
     'events_from_batch',
     'json_batch',
+    'sink_record',
     'validate_pattern',
     'validate_subject',
     'ws_frame_head',

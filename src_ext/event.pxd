@@ -1,5 +1,14 @@
 # The interface of event.pyx's class (the bodies and docstrings are there).
 
+ctypedef struct EvHead:         # a record's checked header (_ev_head)
+    uint8_t flags
+    uint16_t hops
+    Py_ssize_t idn              # the id's bytes (a generated id's 16 included)
+    Py_ssize_t srcn
+    Py_ssize_t typn
+    Py_ssize_t trn
+    Py_ssize_t restn
+
 cdef class Event:
     cdef readonly str routing_subject
     cdef object _data

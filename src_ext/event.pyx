@@ -645,6 +645,28 @@ cdef Py_ssize_t _ev_data_offset(const char *p, Py_ssize_t n) except -1:
     return off
 
 
+cdef inline int _ev_head(object subject, const char *p, Py_ssize_t n,
+                         EvHead *hd) except -1:
+    """The header of record ``p[:n]`` stored under ``subject`` into ``hd``,
+    checked: the version, and lengths that fit in ``n``."""
+    cdef Py_ssize_t need
+    if n < EV_HEADER or <uint8_t>p[0] != EV_VERSION:
+        raise FastflowError('record of {} bytes under {!r} is not an event record '
+                            '(version byte {})'.format(n, subject, <uint8_t>p[0] if n else -1))
+    hd.flags = <uint8_t>p[1]
+    hd.hops = _rd16(p + 2)
+    hd.idn = EV_GENID if hd.flags & EVF_GENID else _rd16(p + 4)
+    hd.srcn = _rd16(p + 6)
+    hd.typn = _rd16(p + 8)
+    hd.trn = _rd16(p + 10)
+    hd.restn = _rd32(p + 12)
+    need = EV_HEADER + hd.idn + hd.srcn + hd.typn + hd.trn + hd.restn
+    if need > n:
+        raise FastflowError('event record of {} bytes under {!r} is truncated: its header '
+                            'needs {}'.format(n, subject, need))
+    return 0
+
+
 cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, str stream,
                       int64_t ts, str origin):
     """The event of record ``p[:n]`` stored under ``subject`` (a str)."""
@@ -652,19 +674,14 @@ cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, 
     cdef Event e
     cdef uint8_t flags
     cdef Py_ssize_t idn, srcn, typn, trn, restn, off
-    if n < EV_HEADER or <uint8_t>p[0] != EV_VERSION:
-        raise FastflowError('record of {} bytes under {!r} is not an event record '
-                            '(version byte {})'.format(n, subject, <uint8_t>p[0] if n else -1))
-    flags = <uint8_t>p[1]
-    idn = EV_GENID if flags & EVF_GENID else _rd16(p + 4)
-    srcn = _rd16(p + 6)
-    typn = _rd16(p + 8)
-    trn = _rd16(p + 10)
-    restn = _rd32(p + 12)
-    off = EV_HEADER + idn + srcn + typn + trn + restn
-    if off > n:
-        raise FastflowError('event record of {} bytes under {!r} is truncated: its header '
-                            'needs {}'.format(n, subject, off))
+    cdef EvHead hd
+    _ev_head(subject, p, n, &hd)
+    flags = hd.flags
+    idn = hd.idn
+    srcn = hd.srcn
+    typn = hd.typn
+    trn = hd.trn
+    restn = hd.restn
     e = Event.__new__(Event)
     if type(subject) is bytes:
         subject = (<bytes>subject).decode('utf-8')

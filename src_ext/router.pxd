@@ -72,6 +72,10 @@ cdef class Router:
     cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
                                const char *rec, Py_ssize_t rn, OutBuf origin,
                                bint built=*) except -1
+    cdef int64_t _publish_matched(self, object subject, const char *p, Py_ssize_t n,
+                                  uint64_t h, const int64_t *res, const char *rec,
+                                  Py_ssize_t rn, const char *reply, Py_ssize_t replyn,
+                                  OutBuf origin, Event ev) except -1
     cdef char *_default_header(self, Event ev, Py_ssize_t *rlen) except NULL
     cdef inline object _value(self, int64_t h)
     cdef int64_t _route(self, object subject, object data, Event ev, int64_t now) except -1

@@ -265,12 +265,25 @@ cdef class Router:
         if not built:
             _ev_check(subject, rec, rn)
         if _rd16(rec + 2) or _rd16(rec + 10):
-            # lineage: the loop breaker needs the event (rare)
+            # lineage: the loop breaker needs the event (rare; made before
+            # the match: the result is the matcher's until _deliver copies it)
             ev = _ev_decode(subject, rec, rn, 0, None, 0, None)
-            m._match_res(subject, p, n, h, &res)
+        m._match_res(subject, p, n, h, &res)
+        return self._publish_matched(subject, p, n, h, res, rec, rn, reply, replyn, origin, ev)
+
+    cdef int64_t _publish_matched(self, object subject, const char *p, Py_ssize_t n,
+                                  uint64_t h, const int64_t *res, const char *rec,
+                                  Py_ssize_t rn, const char *reply, Py_ssize_t replyn,
+                                  OutBuf origin, Event ev) except -1:
+        """The rest of ``_publish_wire`` (also the subscription index's
+        sinks'): checked record ``rec[:rn]`` on subject ``p[:n]`` (``h``
+        its hash), ``res`` its matcher result; ``ev``: the record's event
+        when it carries lineage (hops or a trace), else None."""
+        if self.closed:
+            raise FastflowError('flow {!r} is closed'.format(self.name))
+        if ev is not None:
             return self._deliver(subject, p, n, h, res, None, ev, _now_ns(), NULL, 0, reply,
                                  replyn, origin)
-        m._match_res(subject, p, n, h, &res)
         # (now = 0: the time is read when something needs it, a stream or an
         # in-process subscriber; wire-to-wire deliveries do without)
         return self._deliver(subject, p, n, h, res, None, None, 0, rec, rn, reply,

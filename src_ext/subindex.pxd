@@ -28,6 +28,12 @@ cdef class SubscriptionIndex:
     cdef uint32_t epoch
     cdef dict held                      # handle -> list of (tag, value bytes) / matcher handle
     cdef list ints                      # handle -> its int object (the results share them)
+    # the sinks route_batch delivers to itself: handle -> its sink
+    cdef SiSink *sinks
+    cdef list sink_objs                 # handle -> its subject (a str), else None
+    cdef Py_ssize_t nsinks              # handles with a sink
+    cdef char *scratch                  # a record being rewritten for a sink
+    cdef Py_ssize_t scratch_cap
 
     cdef inline uint64_t _hash(self, uint32_t tag, const char *p, Py_ssize_t n) noexcept
     cdef inline SiEntry *_find(self, uint32_t tag, const char *p, Py_ssize_t n) noexcept
@@ -36,9 +42,13 @@ cdef class SubscriptionIndex:
     cdef void _key_remove(self, uint32_t tag, bytes value, int32_t handle) noexcept
     cdef int _plen_add(self, uint32_t attr, uint32_t len) except -1
     cdef void _plen_remove(self, uint32_t attr, uint32_t len) noexcept
+    cdef int _drop_keys(self, int32_t h) except -1
     cdef int _reserve_handle(self, Py_ssize_t handle) except -1
     cdef inline void _take(self, const int32_t *hs, Py_ssize_t n) noexcept
     cdef inline void _attr(self, uint32_t attr, const char *p, Py_ssize_t n) noexcept
     cdef int _record(self, object rsubj, const char *p, Py_ssize_t n,
                      const int64_t *routed, Py_ssize_t nrouted) except -1
     cdef list _found_list(self)
+    cdef tuple _batch(self, Batch batch, Router router)
+    cdef int _sink_publish(self, Router router, int32_t h, object rsubj, const char *rec,
+                           Py_ssize_t rn) except -1

@@ -191,3 +191,106 @@ def test_events_only_for_the_rows():
     assert _impl.events_from_batch(batch, "s", None, []) == [None] * 6
     with pytest.raises(IndexError, match="batch index 6 out of range for length 6"):
         _impl.events_from_batch(batch, "s", None, [6])
+
+
+# -- sinks: candidates the index publishes itself -------------------------------------------
+
+
+def _sink_events():
+    evs = [_event("orders.eu.new", None, "/s", None, None),        # type = the routing subject
+           _event("orders.us.old", "t", "/s", "x", "e1"),
+           fastflow.Event("other.x", b"data", type="t", source="/s", amount=5)]
+    return evs
+
+
+@pytest.mark.parametrize("cls", INDEXES + [TwinIndex], ids=IDS + ["twin"])
+def test_sinks_are_published_by_the_index(cls):
+    """``route_batch`` publishes the candidates of handles with a sink on
+    their subject (the type written out when it was the routing subject,
+    one hop more with ``hop``) and returns the others; counts per sink."""
+    batch = _stored(_sink_events())
+    flow = fastflow.Flow()
+    got = []
+    flow.subscribe("out.>", lambda ev: got.append(ev))
+    index = cls()
+    index.add(1, [("exact", "type", "t")])
+    index.add(2, [("routing", "orders.>")])
+    index.add(3, None)
+    index.set_sink(1, "out.one")
+    index.set_sink(2, b"out.two", hop=True)
+    rows, handles, failed = index.route_batch(batch, flow)
+    assert list(zip(rows, handles)) == [(0, 3), (1, 3), (2, 3)] and failed == []
+    assert [(e.routing_subject, e.type, e.id if e.id == "e1" else "*", e.hops, e.data)
+            for e in got] == [
+        ("out.two", "orders.eu.new", "*", 1, b"{}"),
+        ("out.one", "t", "e1", 0, b"{}"), ("out.two", "t", "e1", 1, b"{}"),
+        ("out.one", "t", "*", 0, b"data")]
+    assert got[3].extensions["amount"] == 5 and got[1].subject == "x"
+    assert [index.sink_delivered(h) for h in (1, 2, 3, 4)] == [2, 2, 0, 0]
+    # a sink taken away: its candidates come back; the count stays until removal
+    index.set_sink(2, None)
+    rows, handles, _ = index.route_batch(batch, flow)
+    assert sorted(zip(rows, handles)) == [(0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    assert index.sink_delivered(2) == 2 and len(got) == 6
+    index.remove(1)
+    assert index.sink_delivered(1) == 0
+    index.add(1, [("exact", "type", "t")])          # back without its sink
+    assert (1, 1) in set(zip(*index.route_batch(batch, flow)[:2]))
+
+
+@pytest.mark.parametrize("cls", INDEXES + [TwinIndex], ids=IDS + ["twin"])
+def test_a_sink_that_fails_is_turned_off_and_its_events_come_back(cls):
+    """A publish that raises (a full stream that refuses) turns the sink
+    off: that event and the later ones of its handle are returned, in
+    order, with the reason once; other sinks go on."""
+    batch = _stored([_event("a.{}".format(i), "t", "/s", None, None) for i in range(5)])
+    flow = fastflow.Flow()
+    flow.add_stream("full", ["out.one"], fastflow.Retention(max_events=2, discard="new"))
+    got = []
+    flow.subscribe("out.two", lambda ev: got.append(ev))
+    index = cls()
+    index.add(1, [("exact", "type", "t")])
+    index.add(2, [("exact", "type", "t")])
+    index.set_sink(1, "out.one")
+    index.set_sink(2, "out.two")
+    rows, handles, failed = index.route_batch(batch, flow)
+    assert list(zip(rows, handles)) == [(2, 1), (3, 1), (4, 1)]
+    assert [h for h, _ in failed] == [1] and "full" in failed[0][1].lower()
+    assert index.sink_delivered(1) == 2 and index.sink_delivered(2) == 5 and len(got) == 5
+
+
+@pytest.mark.parametrize("cls", INDEXES + [TwinIndex], ids=IDS + ["twin"])
+def test_sink_refusals(cls):
+    index = cls()
+    with pytest.raises(KeyError, match="handle 7 is not in the index"):
+        index.set_sink(7, "a")
+    index.add(7, None)
+    for subject, err in (("a.*", fastflow.SubjectError), ("a..b", fastflow.SubjectError),
+                         ("a b", fastflow.SubjectError), (5, TypeError)):
+        with pytest.raises(err):
+            index.set_sink(7, subject)
+    with pytest.raises(TypeError):
+        index.route_batch(_stored([_event("a", "t", "/s", None, None)]), None)
+
+
+@pytest.mark.parametrize("name", IDS)
+def test_sink_record_against_the_twin(name):
+    sink_record = CORES[name].sink_record
+    from fastflow._ref.subindex import sink_record as twin
+    for ev in _sink_events() + [fastflow.Event("a", b"", source="/s", ffhops=0xFFFF)]:
+        rec = ev.encode()
+        for hop in (False, True):
+            out = sink_record(ev.routing_subject, rec, hop)
+            assert out == twin(ev.routing_subject, rec, hop)
+            back = fastflow.Event.decode("elsewhere", out)
+            assert back.type == ev.type and back.id == ev.id and back.data == ev.data
+            assert back.hops == min(ev.hops + hop, 0xFFFF)
+    for bad, match in ((b"", "not an event record"),
+                       (b"\x01\x00\x00\x00\x05" + bytes(11), "truncated"),
+                       (rec[:-1] if len(rec) > 17 else b"\x02" * 20, None)):
+        with pytest.raises(fastflow.FastflowError, match=match):
+            sink_record("a", bad)
+        with pytest.raises(fastflow.FastflowError, match=match):
+            twin("a", bad)
+    with pytest.raises(fastflow.FastflowError, match="without a routing subject"):
+        sink_record(None, fastflow.Event("a", b"", source="/s").encode())

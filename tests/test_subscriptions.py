@@ -991,3 +991,43 @@ def test_events_retention_removed_are_counted_lost(aloop):
         finally:
             await mgr.stop()
     aloop(main)
+
+
+def test_a_refused_delivery_waits_in_order_and_the_index_takes_over_again(aloop):
+    """Deliveries to this engine's subjects are made by the filter index
+    itself while nothing waits; a publish the engine refuses (a full
+    stream captures the subject) puts that event and the later ones in the
+    outbox, retried in order; once it is empty the index delivers again.
+    An event whose type is its routing subject keeps that type."""
+    from fastflow.subscriptions import SubscriptionManager
+
+    async def main():
+        flow = fastflow.Flow()
+        flow.add_stream("a", ["a.>"])
+        flow.add_stream("full", ["out.x"], fastflow.Retention(max_events=3, discard="new"))
+        mgr = SubscriptionManager(flow)
+        await mgr.start()
+        try:
+            got = []
+            flow.subscribe("out.x", got.append)
+            sub = mgr.create(_nats_sub("out.x", config={"stream": "a", "start": "first"}), None)
+            for i in range(10):
+                flow.publish(fastflow.Event("a.b", b"%d" % i))
+            await wait_until(lambda: sub.failed >= 2, 5)
+            assert sub.info()["pending"] == 7 and sub.current_floor() == 3
+            flow.delete_stream("full")
+            await wait_until(lambda: sub.current_floor() == 10, 5)
+            for i in range(10, 15):
+                flow.publish(fastflow.Event("a.b", b"%d" % i))
+            await wait_until(lambda: sub.current_floor() == 15, 5)
+            datas = [e.data for e in got]
+            # (a refused publish reached the subscriber before the stream refused it)
+            assert list(dict.fromkeys(datas)) == [b"%d" % i for i in range(15)]
+            assert datas == sorted(datas, key=int)
+            assert {e.type for e in got} == {"a.b"} and {e.routing_subject for e in got} == {
+                "out.x"}
+            assert sub.delivered == sub.matched == 15
+            assert sub.reader.index.sink_delivered(sub) == 3 + 5
+        finally:
+            await mgr.stop()
+    aloop(main)

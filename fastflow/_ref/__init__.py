@@ -13,7 +13,7 @@ from fastflow._ref.event import Event, events_from_batch
 from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
 from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import Router, StreamTarget, SubTarget
-from fastflow._ref.subindex import SubscriptionIndex
+from fastflow._ref.subindex import SubscriptionIndex, sink_record
 from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.http_in import HttpParser, Request
@@ -87,6 +87,7 @@ __all__ = (
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "sink_record",
     "validate_pattern",
     "validate_subject",
     "ws_frame_head",

@@ -637,9 +637,10 @@ def _ev_data_offset(buf, start, end):
     return off
 
 
-def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):
-    """The event of record ``buf[start:end]`` stored under ``subject``."""
-    global _src_cache_b, _src_cache_s
+def _ev_header(subject, buf, start, end):
+    """``(flags, hops, idn, srcn, typn, trn, restn)`` of the checked header
+    of record ``buf[start:end]`` stored under ``subject`` (``idn``: the
+    id's bytes, a generated one's included)."""
     n = end - start
     if n < EV_HEADER or buf[start] != EV_VERSION:
         raise FastflowError("record of {} bytes under {!r} is not an event record "
@@ -651,6 +652,13 @@ def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):
     if off > n:
         raise FastflowError("event record of {} bytes under {!r} is truncated: its header "
                             "needs {}".format(n, subject, off))
+    return flags, hops, idn, srcn, typn, trn, restn
+
+
+def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):
+    """The event of record ``buf[start:end]`` stored under ``subject``."""
+    global _src_cache_b, _src_cache_s
+    flags, hops, idn, srcn, typn, trn, restn = _ev_header(subject, buf, start, end)
     e = Event.__new__(Event)
     if type(subject) is bytes:
         subject = subject.decode("utf-8")

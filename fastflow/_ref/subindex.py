@@ -7,11 +7,12 @@ the routing patterns in a ``Matcher``, over the events the records
 decode to.
 """
 
-from fastflow._ref.event import Event
+from fastflow._ref.event import EV_HEADER, EVF_TYPE_SUBJECT, Event, _ev_header
 from fastflow._ref.matcher import Matcher
-from fastflow._ref.subjects import validate_pattern
+from fastflow._ref.subjects import validate_pattern, validate_subject
+from fastflow.errors import EventError, FastflowError
 
-__all__ = ("SubscriptionIndex",)
+__all__ = ("SubscriptionIndex", "sink_record")
 
 MAX_HANDLE = 1 << 24            # handles are 0 .. MAX_HANDLE - 1
 MAX_VALUE = 65535               # UTF-8 bytes of an exact or prefix value
@@ -76,6 +77,8 @@ class SubscriptionIndex:
         self._routing = None                            # Matcher of handles, once needed
         self._unindexed = {}                            # handle -> None
         self._held = {}                                 # handle -> [key or matcher handle]
+        self._sinks = {}                                # handle -> (subject, hop)
+        self._sink_n = {}                               # handle -> records it delivered
 
     def __len__(self):
         return len(self._held)
@@ -100,7 +103,7 @@ class SubscriptionIndex:
         _handle(handle)
         parsed = None if keys is None else [_key(k) for k in keys]
         if handle in self._held:
-            self.remove(handle)
+            self._drop_keys(handle)
         held = self._held[handle] = []
         if parsed is None:
             self._unindexed[handle] = None
@@ -119,8 +122,15 @@ class SubscriptionIndex:
                 held.append(self._routing.add(k[1], handle))
 
     def remove(self, handle):
-        """Forget ``handle`` and its keys (nothing happens if it has none)."""
+        """Forget ``handle``, its keys and its sink (nothing happens if
+        it has none)."""
         _handle(handle)
+        if handle in self._held:
+            self._drop_keys(handle)
+            self._sinks.pop(handle, None)
+            self._sink_n.pop(handle, None)
+
+    def _drop_keys(self, handle):
         held = self._held.pop(handle, None)
         if held is None:
             return
@@ -185,3 +195,88 @@ class SubscriptionIndex:
             rows.extend([i] * len(got))
             handles.extend(got)
         return rows, handles
+
+    # -- sinks: candidates the index delivers itself --------------------------
+
+    def set_sink(self, handle, subject, hop=False):
+        """Let ``route_batch`` deliver ``handle``'s candidates itself: each
+        record is published on ``subject`` (a literal subject) of the
+        router, as ``sink_record`` makes it (``hop``: with one hop more).
+        ``subject=None``: the handle's candidates are returned again.  The
+        handle must be held (``add``); its count of deliveries stays."""
+        _handle(handle)
+        if handle not in self._held:
+            raise KeyError("handle {} is not in the index".format(handle))
+        if subject is None:
+            self._sinks.pop(handle, None)
+            return
+        validate_subject(subject)
+        if isinstance(subject, bytes):
+            subject = subject.decode("utf-8")
+        self._sinks[handle] = (subject, bool(hop))
+
+    def sink_delivered(self, handle):
+        """Records ``route_batch`` delivered for ``handle`` (0 once it is
+        removed)."""
+        _handle(handle)
+        return self._sink_n.get(handle, 0)
+
+    def route_batch(self, batch, router):
+        """``candidates_batch`` that delivers the candidates of the handles
+        with a sink (``set_sink``) itself, each with one ``publish`` of the
+        record on ``router`` (no Event is made), and returns the others:
+        ``(rows, handles, failed)``.  A publish that raises turns that
+        handle's sink off, and its pair is returned from there on, the
+        failed one included; ``failed`` lists ``(handle, message)`` of
+        those, in order."""
+        if router is None:
+            raise TypeError("route_batch() needs a router")
+        rows, handles, failed = [], [], []
+        if not self._held:
+            return rows, handles, failed
+        offs = batch.offsets
+        buf = memoryview(batch.buffer)
+        subjects = batch.subjects
+        for i in range(len(offs) - 1):
+            rec = buf[offs[i]:offs[i + 1]]
+            for h in self.candidates(subjects[i], rec):
+                sink = self._sinks.get(h)
+                if sink is not None:
+                    try:
+                        router.publish_record(sink[0], sink_record(subjects[i], rec, sink[1]))
+                        self._sink_n[h] = self._sink_n.get(h, 0) + 1
+                        continue
+                    except Exception as exc:
+                        self._sinks.pop(h, None)
+                        failed.append((h, str(exc) or type(exc).__name__))
+                rows.append(i)
+                handles.append(h)
+        return rows, handles, failed
+
+
+def sink_record(routing_subject, record, hop=False):
+    """The record a subscription delivers for event record ``record``
+    stored under ``routing_subject``: the same event, its type written
+    out when it was the routing subject (the record is published on
+    another subject), with one hop more (``ffhops``) if ``hop``."""
+    if isinstance(routing_subject, bytes):
+        routing_subject = routing_subject.decode("utf-8")
+    elif routing_subject is not None and type(routing_subject) is not str:
+        raise TypeError("subject must be str or bytes, not {}".format(
+            type(routing_subject).__name__))
+    p = bytes(record)
+    flags, hops, idn, srcn, _, _, _ = _ev_header(routing_subject, p, 0, len(p))
+    out = bytearray(p)
+    if flags & EVF_TYPE_SUBJECT:
+        if routing_subject is None:
+            raise FastflowError("event record without a type and without a routing subject")
+        t = routing_subject.encode("utf-8", "surrogatepass")
+        if len(t) > 0xFFFF:
+            raise EventError("invalid event attribute 'type': over 65535 bytes")
+        off = EV_HEADER + idn + srcn
+        out[off:off] = t
+        out[1] = flags & ~EVF_TYPE_SUBJECT
+        out[8:10] = len(t).to_bytes(2, "little")
+    if hop and hops < 0xFFFF:
+        out[2:4] = (hops + 1).to_bytes(2, "little")
+    return bytes(out)

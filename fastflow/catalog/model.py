@@ -102,10 +102,11 @@ def _attrs(*items):
     return {a["name"]: a for a in items}
 
 
-def _common(id_name):
-    """The attributes every group, resource and version has (core spec)."""
+def _common(id_name, id_readonly=False):
+    """The attributes every group, resource and version has (core spec);
+    the registry's too (its id read-only)."""
     return [
-        _attr(id_name, "string", True, immutable=True),
+        _attr(id_name, "string", True, id_readonly, immutable=True),
         _attr("self", "url", True, True, immutable=True),
         _attr("xid", "xid", True, True, immutable=True),
         _attr("epoch", "uinteger", True, True),
@@ -227,17 +228,7 @@ def _build_model():
     )
     registry_attrs = _attrs(
         _attr("specversion", "string", True, True, default=SPECVERSION),
-        _attr("registryid", "string", True, True, immutable=True),
-        _attr("self", "url", True, True, immutable=True),
-        _attr("xid", "xid", True, True, immutable=True),
-        _attr("epoch", "uinteger", True, True),
-        _attr("name", "string"),
-        _attr("description", "string"),
-        _attr("documentation", "url"),
-        _attr("icon", "url"),
-        _attr("labels", "map", item={"type": "string"}),
-        _attr("createdat", "timestamp", True),
-        _attr("modifiedat", "timestamp", True),
+        *_common("registryid", id_readonly=True),
         _attr("capabilities", "object", attributes={"*": {"name": "*", "type": "any"}}),
         _attr("model", "object", attributes={"*": {"name": "*", "type": "any"}}),
         _attr("modelsource", "object", attributes={"*": {"name": "*", "type": "any"}}),

@@ -122,6 +122,8 @@ class DoorProtocol:
     # request/response (HTTP): a client that does not read its answers has
     # its reading paused; it is not a stalled subscriber slowing publishers
     answers_only = False
+    # publishes are checked against the catalog's bound schemas (docs/catalog.md)
+    checks_schemas = False
 
     def __init__(self, conn):
         self.conn = conn
@@ -134,8 +136,15 @@ class DoorProtocol:
 
     def validates(self):
         """Whether this door checks publishes against the catalog's bound
-        schemas (its parser then hands every publish to Python)."""
-        return False
+        schemas (its parser then hands every publish to Python): a door
+        that does (``checks_schemas``) while a schema is bound."""
+        return self.checks_schemas and self._schemas() is not None
+
+    def _schemas(self):
+        """The catalog's schema store while a schema is bound (else None)."""
+        catalog = self.server.catalog
+        store = catalog.schemas if catalog is not None else None
+        return store if store is not None and store.active else None
 
     def handle(self, items):
         """Act on the parser's entries ``items``, in order, until the

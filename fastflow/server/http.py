@@ -617,10 +617,7 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         mt = ct.partition(";")[0].strip().lower() if ct is not None else ""
         ack = req.params().get("ack", req.headers.get("ff-ack", "")).lower() in _ACK_VALUES \
             if (req.query or "ff-ack" in req.headers) else False
-        catalog = self.server.catalog
-        schemas = catalog.schemas if catalog is not None else None
-        if schemas is not None and not schemas.active:
-            schemas = None
+        schemas = self._schemas()
         if not ack and schemas is None and (mt == STRUCTURED or mt == BATCH):
             self._publish_json(req, principal, subject, mt == BATCH)
             return

@@ -99,6 +99,7 @@ class NativeProtocol(DoorProtocol):
 
     name = "native"
     parser_error = ProtocolError
+    checks_schemas = True
 
     def __init__(self, conn):
         DoorProtocol.__init__(self, conn)
@@ -246,15 +247,6 @@ class NativeProtocol(DoorProtocol):
         raise RequestError(400, "already connected: CONNECT comes once, first")
 
     # -- publishing (the frames the parser did not route) ------------------------------
-
-    def validates(self):
-        return self._schemas() is not None
-
-    def _schemas(self):
-        """The catalog's schema store while a schema is bound (else None)."""
-        catalog = self.server.catalog
-        store = catalog.schemas if catalog is not None else None
-        return store if store is not None and store.active else None
 
     @staticmethod
     def _check_schema(store, subject, record):

@@ -182,6 +182,7 @@ class NatsProtocol(DoorProtocol):
     name = "nats"
     parser_error = NatsError
     ready_note = " (NATS)"
+    checks_schemas = True
 
     def __init__(self, conn):
         DoorProtocol.__init__(self, conn)
@@ -349,15 +350,6 @@ class NatsProtocol(DoorProtocol):
         self.ok()                       # nats-server takes a second CONNECT too
 
     # -- publishing --------------------------------------------------------------------
-
-    def validates(self):
-        return self._schemas() is not None
-
-    def _schemas(self):
-        """The catalog's schema store while a schema is bound (else None)."""
-        catalog = self.server.catalog
-        store = catalog.schemas if catalog is not None else None
-        return store if store is not None and store.active else None
 
     def _schema_refused(self, store, event):
         """-ERR and True when ``event``'s data does not validate against a

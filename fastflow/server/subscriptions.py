@@ -60,6 +60,17 @@ def _admin(principal):
     return principal.permissions.unrestricted
 
 
+def _validated(proto, principal, mgr, body):
+    """The spec of subscription ``body``: 400 naming the field at fault,
+    403 when ``principal`` may not read or deliver what it names."""
+    try:
+        spec = mgr.validate(body)
+    except FilterError as exc:
+        raise _refuse_field(exc) from None
+    _check_rights(proto, principal, spec)
+    return spec
+
+
 def _check_rights(proto, principal, spec):
     """403 unless ``principal`` may read what ``spec`` delivers (and
     publish where it publishes)."""
@@ -107,11 +118,7 @@ def subscriptions_request(proto, req, principal):
                                  for s in mgr.visible(name, admin)])
             elif method == "POST":
                 body = _body(req)
-                try:
-                    spec = mgr.validate(body)
-                except FilterError as exc:
-                    raise _refuse_field(exc) from None
-                _check_rights(proto, principal, spec)
+                spec = _validated(proto, principal, mgr, body)
                 try:
                     sub = mgr.create(body, name, spec)
                 except SubscriptionLimit as exc:
@@ -154,11 +161,7 @@ def subscriptions_request(proto, req, principal):
                                   .format(str(body["id"])[:100], sub.id), "id")
             if isinstance(body, dict):
                 body = {k: v for k, v in body.items() if k != "id"}
-            try:
-                spec = mgr.validate(body)
-            except FilterError as exc:
-                raise _refuse_field(exc) from None
-            _check_rights(proto, principal, spec)
+            spec = _validated(proto, principal, mgr, body)
             try:
                 mgr.update(sub, body, spec)
             except SubscriptionStoreError as exc:

@@ -320,7 +320,10 @@ def compile_filter(source=None, types=None, filters=None, routing=None, where="f
         preds.append(c.filters(filters, where))
     keys = _keys(source, types, filters, routing)
     pred = _all(preds)
-    if keys is not None and len(preds) == 1 and (
+    if not preds:
+        # no condition: every event is a candidate, and matches
+        pred = _decided(pred)
+    elif keys is not None and len(preds) == 1 and (
             filters is None or (len(filters) == 1 and len(next(iter(filters[0].values()))) == 1
                                 and next(iter(filters[0])) in ("exact", "prefix"))):
         # one condition, the one the index looks up: a candidate matches
@@ -391,3 +394,19 @@ class FilterIndex:
     def candidates_batch(self, batch):
         """``(rows, handles)`` of a log ``Batch`` (see the class)."""
         return self.core.candidates_batch(batch)
+
+    def set_sink(self, value, subject, hop=False):
+        """``value``'s events are published on ``subject`` of the router
+        by ``route_batch`` itself (None: returned again); see
+        ``SubscriptionIndex.set_sink``."""
+        self.core.set_sink(self._handles[value], subject, hop)
+
+    def sink_delivered(self, value):
+        """Events ``route_batch`` delivered for ``value`` (0 if it is not here)."""
+        h = self._handles.get(value)
+        return 0 if h is None else self.core.sink_delivered(h)
+
+    def route_batch(self, batch, router):
+        """``(rows, handles, failed)``: ``candidates_batch`` with the sinks
+        delivered by the index (see ``SubscriptionIndex.route_batch``)."""
+        return self.core.route_batch(batch, router)

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 
-from fastflow._impl import Matcher, events_from_batch
+from fastflow._impl import Matcher, events_from_batch, sink_record
 from fastflow.subscriptions.filters import FilterError, FilterIndex
 from fastflow.subscriptions.model import parse
 
@@ -53,19 +53,15 @@ _REFUSED_MIN = 1.0              # seconds before a refused webhook handshake is 
 _REFUSED_MAX = 300.0
 
 
-def forwarded(ev):
-    """The record of ``ev`` with one hop more (``ffhops``, bytes 2-3 of
-    the record, little-endian): a subscription that republishes on this
-    engine is a processor, and the engine's loop breaker stops a chain of
-    them that feeds itself (``Flow(hop_limit=...)``).  The CloudEvents
-    attributes and the data stay the bytes the producer sent."""
-    rec = bytearray(ev.encode())
-    hops = rec[2] | rec[3] << 8
-    if hops < 0xFFFF:
-        hops += 1
-        rec[2] = hops & 0xFF
-        rec[3] = hops >> 8
-    return bytes(rec)
+def outgoing(sub, ev):
+    """The record ``sub`` publishes for ``ev`` on this engine: the event as
+    it was stored (its type written out when it was the routing subject),
+    with one hop more (``ffhops``) when a stream captures the target
+    subject: a subscription that republishes on this engine is a
+    processor, and the engine's loop breaker stops a chain of them that
+    feeds itself (``Flow(hop_limit=...)``).  The same record the index
+    makes when it delivers itself (``SubscriptionIndex.set_sink``)."""
+    return sink_record(ev.routing_subject, ev.encode(), sub.loops)
 
 
 def _fsync_dir(d):
@@ -114,11 +110,24 @@ class _Reader:
         self.subs[sub.id] = sub
         self.index.add(sub, sub.spec.keys)
         sub.reader = self
+        self.sync_sink(sub)
 
     def remove(self, sub):
-        self.subs.pop(sub.id, None)
+        if self.subs.pop(sub.id, None) is not None:
+            n = self.index.sink_delivered(sub)
+            sub._matched += n
+            sub._delivered += n
         self.index.remove(sub)
         sub.reader = None
+
+    def sync_sink(self, sub):
+        """The index delivers ``sub``'s events itself (no Event is made)
+        when its filter is the index's lookup, its target this engine's
+        subject and nothing waits in its outbox (order is kept)."""
+        if sub.inline is not None and sub.decided and not sub.outbox:
+            self.index.set_sink(sub, sub.inline, sub.loops)
+        else:
+            self.index.set_sink(sub, None)
 
 
 class _Sub:
@@ -142,7 +151,7 @@ class _Sub:
         self.inline = None              # this engine's subject: delivered as it is read
         self.decided = False            # the index's lookup is the whole filter
         self.loops = False              # a stream captures its inline subject: add a hop
-        self.matched = self.delivered = self.failed = self.dead = self.lost = 0
+        self._matched = self._delivered = self.failed = self.dead = self.lost = 0
         self.retried = 0
         self.last_error = None
         self.last_delivery = None
@@ -165,6 +174,16 @@ class _Sub:
                 "retried": self.retried + sink.get("retried", 0), "dead": self.dead,
                 "lost": self.lost, "last_error": self.last_error or sink.get("last_error"),
                 "last_delivery": self.last_delivery, "sink_state": sink or None}
+
+    @property
+    def matched(self):
+        rd = self.reader
+        return self._matched + (rd.index.sink_delivered(self) if rd is not None else 0)
+
+    @property
+    def delivered(self):
+        rd = self.reader
+        return self._delivered + (rd.index.sink_delivered(self) if rd is not None else 0)
 
     def current_floor(self):
         if self.outbox:
@@ -372,6 +391,11 @@ class SubscriptionManager:
                 self._per_owner[sub.owner] = max(0, self._per_owner.get(sub.owner, 0) - 1)
         self._unlink(sub)
 
+    def reading(self):
+        """True while a reader has events of its stream left to read."""
+        return any(rd.subs and rd.pos <= rd.stream.log.last_seq
+                   for rd in list(self.readers.values()) + self.lone)
+
     def stats(self):
         return [s.info() for s in self.subs.values()]
 
@@ -385,21 +409,32 @@ class SubscriptionManager:
         shared = self.readers.get(st.name)
         if shared is None:
             shared = self.readers[st.name] = _Reader(st, max(pos, st.log.first_seq), True)
-        if pos == shared.pos:
-            shared.add(sub)
-        else:
-            rd = _Reader(st, pos, False)
-            rd.add(sub)
-            self.lone.append(rd)
         sub.floor = pos - 1
         sub.sink = self._make_sink(sub)
         res = sub.spec.resource
         sub.decided = getattr(sub.spec.predicate, "index_decides", False)
         sub.inline = sub.spec.settings["subject"] if res["protocol"] == "NATS" and \
             res["sink"] == "fastflow:" else None
+        if pos == shared.pos:
+            shared.add(sub)
+        else:
+            rd = _Reader(st, pos, False)
+            rd.add(sub)
+            self.lone.append(rd)
         self._stream_names = None       # (marked again before the next read)
-        sub.task = self.loop.create_task(self._deliver_loop(sub)) if self.loop else None
+        if sub.inline is None:
+            self._start_task(sub)
+        # (a subscription to this engine's subject gets its task when
+        # something waits in its outbox: 10,000 of them are 10,000 idle tasks)
         self._schedule_pump()
+
+    def _start_task(self, sub):
+        if sub.task is None and self.loop is not None and not self._closed:
+            sub.task = self.loop.create_task(self._deliver_loop(sub))
+
+    def _wake(self, sub):
+        self._start_task(sub)
+        sub.wake.set()
 
     def _detach(self, sub):
         rd = sub.reader
@@ -444,7 +479,11 @@ class SubscriptionManager:
             for p in st.subjects:
                 m.add(p, st.name)
         for s in self.subs.values():
-            s.loops = s.inline is not None and bool(m.match(s.inline))
+            loops = s.inline is not None and bool(m.match(s.inline))
+            if loops != s.loops:
+                s.loops = loops
+                if s.reader is not None:
+                    s.reader.sync_sink(s)
 
     def _on_append(self, seq):
         if self._pump_scheduled or self._closed or self.loop is None:
@@ -490,8 +529,9 @@ class SubscriptionManager:
     def _read(self, rd, rounds):
         """Up to ``rounds`` reads of ``rd``'s stream; True if there is more."""
         lg = rd.stream.log
-        publish = self.flow.publish_record
-        flow_name = self.flow.name
+        flow = self.flow
+        publish = flow.publish_record
+        flow_name = flow.name
         sname = rd.stream.name
         subs = rd.subs
         for _ in range(rounds):
@@ -509,13 +549,23 @@ class SubscriptionManager:
                 rd.pos = lo
             b = lg.read(rd.pos, limit=_READ)
             index = rd.index
-            rows, cands = index.candidates_batch(b)
+            # the index delivers to its sinks itself; the rest come back
+            rows, cands, failed = index.route_batch(b, flow)
             woken = set()
             stop_at = None
+            values = index.values
+            c_failed = ()
+            if failed:                  # (a full stream): these wait in their outboxes
+                c_failed = set()
+                for h, msg in failed:
+                    s = values[h]
+                    if s is not None:
+                        s.failed += 1
+                        s.last_error = msg
+                        c_failed.add(s)
             if rows:
                 # Events only for the events of the batch that have candidates
                 evs = events_from_batch(b, sname, flow_name, rows)
-                values = index.values
             for i, h in zip(rows, cands):
                 s = values[h]           # (None: it left this reader in this batch)
                 if s is None:
@@ -523,12 +573,12 @@ class SubscriptionManager:
                 ev = evs[i]
                 if not (s.decided or s.spec.predicate(ev)):
                     continue
-                if s.inline is not None and not s.outbox:
+                if s.inline is not None and not s.outbox and s not in c_failed:
                     # this engine's subject: delivered here, no task wakes up
-                    s.matched += 1
+                    s._matched += 1
                     try:
-                        publish(s.inline, forwarded(ev) if s.loops else ev.encode())
-                        s.delivered += 1
+                        publish(s.inline, outgoing(s, ev))
+                        s._delivered += 1
                         continue
                     except Exception as exc:    # a full stream: the task tries again
                         s.failed += 1
@@ -543,11 +593,11 @@ class SubscriptionManager:
                     stop_at = ev.seq
                     break
                 s.outbox.append(ev)
-                s.matched += 1
+                s._matched += 1
                 woken.add(s)
             rd.pos = stop_at if stop_at is not None else b.next_seq
             for s in woken:
-                s.wake.set()
+                self._wake(s)
             if stop_at is not None:
                 return False
         return rd.pos <= lg.last_seq
@@ -662,7 +712,7 @@ class SubscriptionManager:
             retired = None
             for ev, out in zip(batch, outcomes):
                 if out == "delivered":
-                    sub.delivered += 1
+                    sub._delivered += 1
                     if retired is None:
                         sub.outbox.popleft()
                     continue
@@ -680,6 +730,8 @@ class SubscriptionManager:
             if retired is not None:
                 self._retire(sub, retired)
                 return
+            if not sub.outbox and sub.reader is not None and sub.inline is not None:
+                sub.reader.sync_sink(sub)   # the index delivers again
             self._dirty_soon()
 
     async def _send(self, sub, batch):
@@ -691,7 +743,7 @@ class SubscriptionManager:
         if sink == "fastflow:":
             publish = self.flow.publish_record
             for ev in batch:
-                publish(subject, forwarded(ev) if sub.loops else ev.encode())
+                publish(subject, outgoing(sub, ev))
             return ["delivered"] * len(batch)
         nc = await self._nats_client(sink)
         from fastflow.event import to_http
