@@ -35,6 +35,7 @@ cdef enum:
     SI_MIN_SLOTS = 64               # key table slots, at least (2**k)
     SI_MP_DEPTH = 16                # msgpack nesting the subject reader skips over
     SI_SINK_RES = 6                 # matcher result words a sink keeps (more: matched each time)
+    SI_AHEAD = 4                    # route_batch prefetches the subject this many pairs ahead
     SI_ATTRS = 3                    # type, source, subject
 
 # An index key's attribute; its table's tag: the attribute for an exact key,

@@ -33,6 +33,7 @@ cdef class SubscriptionIndex:
     cdef list sink_objs                 # handle -> its subject (a str), else None
     cdef Py_ssize_t nsinks              # handles with a sink
     cdef char *scratch                  # a record being rewritten for a sink
+    cdef I64Vec pairs                   # route_batch's (row << 32 | handle) of a batch
     cdef Py_ssize_t scratch_cap
 
     cdef inline uint64_t _hash(self, uint32_t tag, const char *p, Py_ssize_t n) noexcept

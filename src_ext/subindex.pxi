@@ -20,7 +20,8 @@ ctypedef struct SiSink:         # a handle's sink (route_batch delivers itself)
     uint8_t on                  # 0: none; 1; 2: one hop more
     uint8_t nres                # words in res (0: not matched for this version)
     int64_t n                   # records delivered
-    const char *subj            # the subject's UTF-8 (borrowed from the str in sink_objs)
+    void *obj                   # the subject, a str (borrowed: sink_objs holds it)
+    const char *subj            # its UTF-8 (in the str)
     Py_ssize_t subjn
     uint64_t hash               # the router's hash of it
     uint64_t version            # the router matcher's version res is of

@@ -206,6 +206,7 @@ cdef class SubscriptionIndex:
         free(self.found)
         free(self.sinks)
         free(self.scratch)
+        free(self.pairs.data)
 
     def __len__(self):
         return len(self.held)
@@ -606,6 +607,7 @@ cdef class SubscriptionIndex:
             self.nsinks -= 1
         sk.on = 0
         sk.nres = 0
+        sk.obj = NULL
         sk.subj = NULL
         sk.subjn = 0
         self.sink_objs[h] = None
@@ -613,6 +615,7 @@ cdef class SubscriptionIndex:
             return
         # (the UTF-8 bytes stay where they are while sink_objs holds the str)
         self.sink_objs[h] = subj
+        sk.obj = <void *>subj
         sk.subj = p
         sk.subjn = n
         sk.hash = ff_hash(p, n, _SEED)
@@ -636,19 +639,17 @@ cdef class SubscriptionIndex:
         return self._batch(batch, router)
 
     cdef tuple _batch(self, Batch batch, Router router):
-        cdef Py_ssize_t i, k, nf, count = batch.offsets.n - 1, rn
+        cdef Py_ssize_t i, k, j, nf, count = batch.offsets.n - 1, rn
         cdef list rows = [], handles = [], failed = []
         cdef MatchBatch mb = None
         cdef const int64_t *offs = batch.offsets.data
         cdef const int64_t *moffs = NULL
         cdef Py_buffer view
         cdef const char *base
-        cdef const char *rec
-        cdef object row, rsubj
+        cdef object row
         cdef int32_t h
-        cdef int32_t local[64]
-        cdef int32_t *found = local
-        cdef Py_ssize_t found_cap = 64
+        cdef int64_t pr
+        cdef I64Vec pairs
         cdef bint sinks = router is not None and self.nsinks > 0
         if count <= 0 or not self.held:
             return rows, handles, failed
@@ -657,54 +658,64 @@ cdef class SubscriptionIndex:
             moffs = mb.offsets.data
         while len(self.ints) < count:   # (the rows share the int objects too)
             self.ints.append(len(self.ints))
+        # with sinks, two passes: the candidates of the whole batch first
+        # (their sinks prefetched), then the publishes, which run
+        # subscribers' code (that may use this index: the pairs are this
+        # call's own meanwhile)
+        pairs = self.pairs
+        self.pairs.data = NULL
+        self.pairs.n = self.pairs.cap = 0
+        pairs.n = 0
         PyObject_GetBuffer(batch.buffer, &view, PyBUF_SIMPLE)
         try:
             base = <const char *>view.buf
             for i in range(count):
-                rsubj = <object>PyList_GET_ITEM(batch.subjects, i)
-                rec = base + offs[i]
-                rn = offs[i + 1] - offs[i]
-                self._record(rsubj, rec, rn,
+                self._record(<object>PyList_GET_ITEM(batch.subjects, i), base + offs[i],
+                             offs[i + 1] - offs[i],
                              mb.handles.data + moffs[i] if mb is not None else NULL,
                              moffs[i + 1] - moffs[i] if mb is not None else 0)
                 nf = self.nfound
                 if not nf:
                     continue
-                row = <object>PyList_GET_ITEM(self.ints, i)
-                if not sinks:
+                if sinks:
+                    _i64_reserve(&pairs, nf)
                     for k in range(nf):
-                        rows.append(row)
-                        handles.append(<object>PyList_GET_ITEM(self.ints, self.found[k]))
+                        h = self.found[k]
+                        ff_prefetch(&self.sinks[h])
+                        pairs.data[pairs.n] = (<int64_t>i << 32) | h
+                        pairs.n += 1
                     continue
-                # a publish runs subscribers' code, which may use this index:
-                # the candidates are copied first
-                if nf > found_cap:
-                    if found != local:
-                        free(found)
-                        found = local
-                    found = <int32_t *>malloc(nf * sizeof(int32_t))
-                    if found == NULL:
-                        raise MemoryError()
-                    found_cap = nf
-                memcpy(found, self.found, nf * sizeof(int32_t))
+                row = <object>PyList_GET_ITEM(self.ints, i)
                 for k in range(nf):
-                    h = found[k]
-                    if h < self.handles_cap and self.sinks[h].on:
-                        try:
-                            self._sink_publish(router, h, rsubj, rec, rn)
-                            continue
-                        except Exception as exc:
-                            if self.sinks[h].on:
-                                self.sinks[h].on = 0
-                                self.nsinks -= 1
-                            failed.append((<object>PyList_GET_ITEM(self.ints, h),
-                                           str(exc) or type(exc).__name__))
                     rows.append(row)
-                    handles.append(<object>PyList_GET_ITEM(self.ints, h))
+                    handles.append(<object>PyList_GET_ITEM(self.ints, self.found[k]))
+            for j in range(pairs.n):
+                if j + SI_AHEAD < pairs.n:
+                    h = <int32_t>(pairs.data[j + SI_AHEAD] & 0xFFFFFFFF)
+                    if self.sinks[h].obj != NULL:
+                        ff_prefetch(self.sinks[h].obj)
+                pr = pairs.data[j]
+                i = <Py_ssize_t>(pr >> 32)
+                h = <int32_t>(pr & 0xFFFFFFFF)
+                if self.sinks[h].on:
+                    try:
+                        self._sink_publish(router, h, <object>PyList_GET_ITEM(batch.subjects, i),
+                                           base + offs[i], offs[i + 1] - offs[i])
+                        continue
+                    except Exception as exc:
+                        if self.sinks[h].on:
+                            self.sinks[h].on = 0
+                            self.nsinks -= 1
+                        failed.append((<object>PyList_GET_ITEM(self.ints, h),
+                                       str(exc) or type(exc).__name__))
+                rows.append(<object>PyList_GET_ITEM(self.ints, i))
+                handles.append(<object>PyList_GET_ITEM(self.ints, h))
         finally:
             PyBuffer_Release(&view)
-            if found != local:
-                free(found)
+            if self.pairs.data == NULL:
+                self.pairs = pairs
+            else:
+                free(pairs.data)
         return rows, handles, failed
 
     cdef int _sink_publish(self, Router router, int32_t h, object rsubj, const char *rec,
@@ -721,7 +732,7 @@ cdef class SubscriptionIndex:
         cdef bint hop = sk.on == 2
         cdef const char *ts = NULL
         cdef Py_ssize_t tn = 0, n, cap, nw
-        cdef object subject = <object>PyList_GET_ITEM(self.sink_objs, h)
+        cdef object subject = <object>sk.obj
         cdef const char *sp = sk.subj
         cdef Py_ssize_t sn = sk.subjn
         cdef uint64_t sh = sk.hash
