@@ -8,16 +8,19 @@ Every subscription reads one stream, from its own durable position (its
 filtered out).  Reading is shared: the subscriptions of a stream that
 are at the same position form one *reader*, which reads each batch of
 the stream once and asks its ``FilterIndex`` which subscriptions may take
-each event; only those evaluate their filter.  A subscription whose
+each event; only those evaluate their filter.  The index delivers to
+this engine's subjects itself (``SubscriptionIndex.route_batch``), with
+no Event made, while a subscription's outbox is empty.  A subscription whose
 outbox is full (its sink is slower than the stream) leaves the shared
 reader and reads on its own from where it stopped; when it catches up it
 joins the shared reader again.  So 10,000 subscriptions that keep up
 cost one read and one index lookup per event, and a slow sink costs only
 itself.
 
-Durability: the floors are saved with the subscriptions in
-``<data_dir>/subscriptions.json`` (written atomically, at most every
-``save_interval`` seconds and at stop).  After a restart each
+Durability: each subscription is saved in
+``<data_dir>/subscriptions/sub-<id>.json`` and the floors in
+``floors.json`` beside them (written atomically, the floors at most every
+``save_interval`` seconds while delivery moves and at stop).  After a restart each
 subscription resumes after its floor: events delivered after the last
 save are delivered again (at least once; the receiver deduplicates on
 the CloudEvents ``source`` + ``id``).  An event the stream's retention
