@@ -672,46 +672,40 @@ cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, 
     """The event of record ``p[:n]`` stored under ``subject`` (a str)."""
     global _src_cache_b, _src_cache_s
     cdef Event e
-    cdef uint8_t flags
-    cdef Py_ssize_t idn, srcn, typn, trn, restn, off
+    cdef Py_ssize_t off
     cdef EvHead hd
     _ev_head(subject, p, n, &hd)
-    flags = hd.flags
-    idn = hd.idn
-    srcn = hd.srcn
-    typn = hd.typn
-    trn = hd.trn
-    restn = hd.restn
     e = Event.__new__(Event)
     if type(subject) is bytes:
         subject = (<bytes>subject).decode('utf-8')
     e.routing_subject = subject
     off = EV_HEADER
-    if flags & EVF_GENID:
+    if hd.flags & EVF_GENID:
         e._gpre = _rd64(p + off)
         e._gid = _rd64(p + off + 8)
         if e._gid == 0:                 # not made by fastflow: keep it as text
             e._id = _hex_id(e._gpre, 0)
     else:
-        e._id = _decode_str(p + off, idn)
-    off += idn
-    if srcn == len(_src_cache_b) and memcmp(PyBytes_AS_STRING(_src_cache_b), p + off, srcn) == 0:
+        e._id = _decode_str(p + off, hd.idn)
+    off += hd.idn
+    if hd.srcn == len(_src_cache_b) and memcmp(PyBytes_AS_STRING(_src_cache_b), p + off,
+                                               hd.srcn) == 0:
         e.source = _src_cache_s
     else:
-        e.source = _decode_str(p + off, srcn)
-        _src_cache_b = PyBytes_FromStringAndSize(p + off, srcn)
+        e.source = _decode_str(p + off, hd.srcn)
+        _src_cache_b = PyBytes_FromStringAndSize(p + off, hd.srcn)
         _src_cache_s = e.source
-    off += srcn
-    if not flags & EVF_TYPE_SUBJECT:
-        e._type = _decode_str(p + off, typn)
-    off += typn
-    e.hops = _rd16(p + 2)
-    if trn:
-        e._trace = _decode_str(p + off, trn)
-    off += trn
-    if restn:
-        e._rest_raw = PyBytes_FromStringAndSize(p + off, restn)
-    off += restn
+    off += hd.srcn
+    if not hd.flags & EVF_TYPE_SUBJECT:
+        e._type = _decode_str(p + off, hd.typn)
+    off += hd.typn
+    e.hops = hd.hops
+    if hd.trn:
+        e._trace = _decode_str(p + off, hd.trn)
+    off += hd.trn
+    if hd.restn:
+        e._rest_raw = PyBytes_FromStringAndSize(p + off, hd.restn)
+    off += hd.restn
     e._data = PyBytes_FromStringAndSize(p + off, n - off)
     e.seq = seq
     e.stream = stream

@@ -503,8 +503,7 @@ cdef class SubscriptionIndex:
                      const int64_t *routed, Py_ssize_t nrouted) except -1:
         """The candidates of record ``p[:n]`` stored under ``rsubj`` (found[:nfound]);
         ``routed``: the matcher handles its routing subject matched."""
-        cdef uint8_t flags
-        cdef Py_ssize_t idn, srcn, typn, trn, restn, off, k
+        cdef Py_ssize_t off, k
         cdef EvHead hd
         cdef const char *s
         cdef Py_ssize_t sn
@@ -516,29 +515,24 @@ cdef class SubscriptionIndex:
         self.nfound = 0
         if self.nentries:
             _ev_head(rsubj, p, n, &hd)
-            flags = hd.flags
-            idn = hd.idn
-            srcn = hd.srcn
-            typn = hd.typn
-            trn = hd.trn
-            restn = hd.restn
-            off = EV_HEADER + idn
-            self._attr(SI_SOURCE, p + off, srcn)
-            off += srcn
-            if not flags & EVF_TYPE_SUBJECT:
-                self._attr(SI_TYPE, p + off, typn)
+            off = EV_HEADER + hd.idn
+            self._attr(SI_SOURCE, p + off, hd.srcn)
+            off += hd.srcn
+            if not hd.flags & EVF_TYPE_SUBJECT:
+                self._attr(SI_TYPE, p + off, hd.typn)
             elif rsubj is not None and (self.nexact[SI_TYPE] or
                                         self.pstart[SI_TYPE + 1] > self.pstart[SI_TYPE]):
                 as_utf8(rsubj, &s, &sn, False)
                 self._attr(SI_TYPE, s, sn)
-            off += typn + trn
-            if restn and (self.nexact[SI_SUBJECT] or self.pstart[SI_SUBJECT + 1] > self.pstart[SI_SUBJECT]):
-                sn = _si_rest_subject(p + off, restn, &s)
+            off += hd.typn + hd.trn
+            if hd.restn and (self.nexact[SI_SUBJECT] or
+                             self.pstart[SI_SUBJECT + 1] > self.pstart[SI_SUBJECT]):
+                sn = _si_rest_subject(p + off, hd.restn, &s)
                 if sn >= 0:
                     self._attr(SI_SUBJECT, s, sn)
                 elif sn == -2:
                     # a block this reader does not walk: the decoder's answer
-                    v = _si_attrs.decode_rest(PyBytes_FromStringAndSize(p + off, restn))
+                    v = _si_attrs.decode_rest(PyBytes_FromStringAndSize(p + off, hd.restn))
                     v = v.get('subject') if type(v) is dict else None
                     if type(v) is str:
                         raw = (<str>v).encode('utf-8', 'surrogatepass')
