@@ -166,7 +166,10 @@ cdef class Batch:
     """Records read in one call: one contiguous ``buffer`` of payloads and
     ``Int64Array`` columns ``offsets`` (len + 1), ``seqs``, ``ts``, ``times``;
     ``subjects`` is a list of str.  ``next_seq`` is where the next read
-    starts."""
+    starts.  ``lost``: for a read, the records from the requested seq up to
+    the first readable one that existed and are gone (as
+    ``seek(seq=...).lost``); for a replay's batch, the records the replay
+    skipped so far."""
 
     def __len__(self):
         return self.seqs.n
@@ -1476,7 +1479,8 @@ cdef class Log:
                 if not (e.sid & ENTRY_DELETED) and (not filtered or self._filter_ok(
                         e.sid, pt, ps.ntok)):
                     if max_bytes and nsel and total + e.len > max_bytes:
-                        break
+                        next_seq = e.seq    # left for the next read (not past a gap
+                        break               # in the index: seqs there may be missing)
                     _i64_push(&sel, k)
                     total += e.len
                     nsel += 1
@@ -1505,13 +1509,17 @@ cdef class Log:
             b.seqs.n = b.ts.n = b.times.n = nsel
             b.subjects = lst
             b.next_seq = next_seq
-            b.lost = 0
+            # records from seq up to the first readable one that existed and are
+            # gone (as seek(seq=...).lost; a replay sets its own running count)
+            b.lost = max(0, min(lo, stop + 1) - max(seq, 1)) if seq < lo else 0
             return b
         finally:
             free(sel.data)
 
     def read(self, int64_t seq=1, Py_ssize_t limit=1024, Py_ssize_t max_bytes=0, filter=None):
-        """Records with seq >= ``seq``, in order, as one ``Batch``."""
+        """Records with seq >= ``seq``, in order, as one ``Batch``; its
+        ``lost`` counts the records from ``seq`` up to the first readable one
+        that are gone."""
         self._check_open()
         if seq < 0:
             raise ValueError('seq must be >= 0, got {}'.format(seq))
@@ -1557,6 +1565,7 @@ cdef class Log:
                         if nsel == 0:
                             raise ValueError('buffer too small: record {} has {} bytes, the '
                                              'buffer {}'.format(e.seq, e.len, view.len))
+                        next_seq = e.seq    # left for the next call (as in _read_batch)
                         break
                     memcpy(<char *>view.buf + total, self.arena + e.pos, e.len)
                     total += e.len

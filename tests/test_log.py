@@ -754,6 +754,87 @@ def test_read_into(core):
         log.read_into(bytearray(2), 3)
 
 
+def _read_stopped_by_size(log):
+    """read and read_into from seq 1 where the second readable record does not fit."""
+    b = log.read(1, max_bytes=5)
+    count, nxt, offsets = log.read_into(bytearray(5), 1)
+    return seqs(b), b.next_seq, (count, nxt, list(offsets))
+
+
+def test_read_next_seq_after_size_stop_is_the_record_left_out(core, tmp_path):
+    # Records 2, 4 and 6 purged: after a reopen the native index holds only
+    # 1, 3, 5 (not 2 as a deleted entry), and a read that stops for size
+    # used to report next_seq 2 (after the last record scanned) there, 3 in
+    # memory.  next_seq is the first record left for the next read: 3.
+    with core.Log(path=tmp_path, fsync="never") as log:
+        for i in range(1, 7):
+            log.append("a" if i % 2 else "b", b"x" * 5)
+        log.purge("b")
+        assert _read_stopped_by_size(log) == ([1], 3, (1, 3, [0, 5]))
+    with core.Log(path=tmp_path, fsync="never") as log:
+        assert all_seqs(log) == [1, 3, 5]
+        assert _read_stopped_by_size(log) == ([1], 3, (1, 3, [0, 5]))
+        b = log.read(3, max_bytes=5, filter="a")
+        assert seqs(b) == [3] and b.next_seq == 5
+
+
+def test_read_next_seq_after_size_stop_in_a_compacted_index(core):
+    # The same in memory: a purge of a quarter of the index or more, then an
+    # append that needs more index room, compacts the native index.
+    log = core.Log()
+    for i in range(1, 1025):
+        log.append("a" if i % 2 else "b", b"x" * 5)
+    log.purge("b")
+    log.append("a", b"x" * 5)
+    assert _read_stopped_by_size(log) == ([1], 3, (1, 3, [0, 5]))
+    b = log.read(1023, max_bytes=5)
+    assert seqs(b) == [1023] and b.next_seq == 1025
+    if core is not REF_CORE:
+        log._check()                            # the native index's invariants
+
+
+def test_read_lost_counts_records_gone_before_the_first(core):
+    log = core.Log(max_events=4)
+    b = log.read(1)
+    assert len(b) == 0 and b.lost == 0          # a new log lost nothing
+    for _ in range(10):
+        log.append("a", b"")
+    assert log.first_seq == 7
+    b = log.read(2)
+    assert seqs(b) == [7, 8, 9, 10] and b.lost == 5 and b.lost == log.seek(seq=2).lost
+    assert log.read(0).lost == 6 and log.read(1).lost == 6
+    assert log.read(6).lost == 1
+    assert log.read(7).lost == 0 and log.read(9).lost == 0 and log.read(50).lost == 0
+    # with limit, max_bytes and a filter the notice is the same
+    assert log.read(3, limit=1, max_bytes=1, filter="zzz").lost == 4
+    # records purged after the first readable one are not a gap (as seek)
+    log.purge(up_to=7)
+    log.append("b", b"")
+    log.purge("b")                              # seq 11 gone, 8..10 kept
+    assert log.read(8).lost == 0
+    assert log.read(3).lost == 5 == log.seek(seq=3).lost
+    # everything gone: the gap runs up to last_seq
+    log.purge()
+    assert log.first_seq == 12
+    b = log.read(5)
+    assert len(b) == 0 and b.next_seq == 12 and b.lost == 7
+    # a replay's batches carry the replay's own running count
+    for _ in range(3):
+        log.append("a", b"")
+    r = log.replay(seq=10)
+    assert [b.lost for b in r] == [r.lost] == [2]
+
+
+def test_read_lost_counts_expired_records(core):
+    log = core.Log(max_age=0.05)
+    log.append("a", b"")
+    log.append("a", b"")
+    time.sleep(0.1)
+    assert log.first_seq == 1                   # expired, not evicted yet: reads skip them
+    b = log.read(1)
+    assert len(b) == 0 and b.next_seq == 3 and b.lost == 2 == log.seek(seq=1).lost
+
+
 # -- seek ----------------------------------------------------------------------------------
 
 

@@ -143,6 +143,7 @@ class LogMachine(RuleBasedStateMachine):
         bn = self.nat.read(seq, limit=limit, max_bytes=max_bytes, filter=filter)
         br = self.ref.read(seq, limit=limit, max_bytes=max_bytes, filter=filter)
         assert batch_view(bn) == batch_view(br)
+        assert bn.lost == br.lost == self.ref.seek(seq=seq).lost
         ts = list(bn.ts)
         assert ts == sorted(ts)
 

@@ -335,7 +335,9 @@ class Batch:
     """Records read in one call: one contiguous ``buffer`` of the payloads,
     ``offsets`` (``len + 1`` entries), ``seqs``, ``ts`` and ``times``
     (``array('q')``), ``subject(i)``, ``data(i)`` and ``next_seq``; ``lost``:
-    the records a replay skipped before it (0 for a read)."""
+    for a read, the records from the requested seq up to the first readable
+    one that existed and are gone (as ``seek(seq=...).lost``); for a
+    replay's batch, the records the replay skipped so far."""
 
     __slots__ = ("buffer", "offsets", "seqs", "ts", "times", "_subjects", "next_seq", "lost")
 
@@ -1074,14 +1076,19 @@ class Log:
         return Record(self, e)
 
     def read(self, seq, limit=1024, max_bytes=0, filter=None):
-        """Retained records from ``seq`` on, as a Batch."""
+        """Retained records from ``seq`` on, as a Batch; its ``lost`` counts
+        the records from ``seq`` up to the first readable one that are gone."""
         self._check_open()
         seq = _int("seq", seq)
         limit = _int("limit", limit, 1)
         max_bytes = _int("max_bytes", max_bytes)
         match = _matcher(filter)
         entries, nxt = self._scan(seq, self._last_seq, limit, max_bytes, match)
-        return Batch(entries, nxt)
+        b = Batch(entries, nxt)
+        lo = self._lo()                 # (last_seq + 1 when nothing is readable)
+        if seq < lo:
+            b.lost = lo - max(seq, 1)   # (seq 0 on a log starting at 1 loses nothing)
+        return b
 
     def read_into(self, buffer, seq, limit=1024, filter=None):
         """Copy payloads into ``buffer``: (count, next_seq, offsets)."""
