@@ -1,0 +1,423 @@
+"""MQTT scenarios with paho-mqtt, run against a real mosquitto (the
+reference server): what an MQTT door must answer so that MQTT clients
+behave unchanged.  Each scenario runs once per broker of ``BROKERS``; the
+MQTT door joins the list when it exists, and every deliberate difference
+from mosquitto is written next to the scenario it changes."""
+
+import queue
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from peers import MosquittoProcess, free_port, require_peer
+
+BROKERS = ["mosquitto"]
+V311, V5 = 4, 5
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request, tmp_path):
+    """The broker of a scenario: ``.port``, ``.restart()`` (stop and start
+    again with its state: persistent sessions and retained messages)."""
+    require_peer("paho-mqtt")
+    if request.param == "mosquitto":
+        require_peer("mosquitto")
+        proc = MosquittoProcess(free_port(), str(tmp_path)).start()
+
+        def restart():
+            proc.stop()
+            proc.start()
+
+        try:
+            yield SimpleNamespace(name="mosquitto", port=proc.port, restart=restart, proc=proc)
+        finally:
+            proc.stop()
+
+
+class Mqtt:
+    """A paho-mqtt client of ``broker`` that records what it receives:
+    ``get()`` the next message, ``none()`` asserts nothing comes."""
+
+    def __init__(self, broker, version=V5, client_id="", clean=True, keepalive=60, will=None,
+                 session_expiry=None, connect=True):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.properties import Properties
+        from paho.mqtt.packettypes import PacketTypes
+
+        self.mqtt = mqtt
+        self.version = version
+        self.port = broker.port
+        kw = {}
+        if version == V311:
+            kw["clean_session"] = clean
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5 if version == V5 else mqtt.MQTTv311, **kw)
+        self.clean = clean
+        self.keepalive = keepalive
+        self.msgs = queue.Queue()
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.acks = queue.Queue()
+        self.connack = None
+        self.disconnect_reason = None
+        self.c.on_message = lambda c, u, m: self.msgs.put(m)
+        self.c.on_connect = self._on_connect
+        self.c.on_disconnect = self._on_disconnect
+        self.c.on_subscribe = lambda c, u, mid, codes, props: self.acks.put(("sub", mid, codes))
+        self.c.on_unsubscribe = lambda c, u, mid, codes, props: self.acks.put(("unsub", mid,
+                                                                               codes))
+        if will is not None:
+            topic, payload, qos, retain = will[:4]
+            wprops = None
+            if len(will) > 4 and version == V5:
+                wprops = Properties(PacketTypes.WILLMESSAGE)
+                for k, v in will[4].items():
+                    setattr(wprops, k, v)
+            self.c.will_set(topic, payload, qos, retain, properties=wprops)
+        self.props = None
+        if version == V5 and session_expiry is not None:
+            self.props = Properties(PacketTypes.CONNECT)
+            self.props.SessionExpiryInterval = session_expiry
+        if connect:
+            self.connect()
+
+    def _on_connect(self, c, u, flags, reason, props):
+        self.connack = SimpleNamespace(session_present=flags.session_present,
+                                       reason=reason.value, props=props)
+        self.connected.set()
+
+    def _on_disconnect(self, c, u, flags, reason, props):
+        self.disconnect_reason = reason.value if hasattr(reason, "value") else reason
+        self.disconnected.set()
+
+    def connect(self, timeout=5):
+        kw = {}
+        if self.version == V5:
+            kw["clean_start"] = self.clean
+            kw["properties"] = self.props
+        self.connected.clear()
+        self.c.connect("127.0.0.1", self.port, self.keepalive, **kw)
+        self.c.loop_start()
+        assert self.connected.wait(timeout), "no CONNACK within {} s".format(timeout)
+        return self.connack
+
+    def sub(self, topic, qos=0, timeout=5, **opts):
+        """Subscribe; the SUBACK's reason codes (ints)."""
+        props = None
+        if self.version == V5:
+            from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            sid = opts.pop("sid", None)
+            opts = SubscribeOptions(qos=qos, **opts)
+            qos = 0
+            if sid is not None:
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = sid
+        _, mid = self.c.subscribe(topic, qos, options=opts or None, properties=props)
+        kind, got, codes = self.acks.get(timeout=timeout)
+        assert (kind, got) == ("sub", mid)
+        return [c.value for c in codes]
+
+    def unsub(self, topic, timeout=5):
+        _, mid = self.c.unsubscribe(topic)
+        kind, got, codes = self.acks.get(timeout=timeout)
+        assert (kind, got) == ("unsub", mid)
+        return [c.value for c in codes] if isinstance(codes, list) else codes
+
+    def pub(self, topic, payload, qos=0, retain=False, props=None, wait=True):
+        p = None
+        if props and self.version == V5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            p = Properties(PacketTypes.PUBLISH)
+            for k, v in props.items():
+                setattr(p, k, v)
+        info = self.c.publish(topic, payload, qos, retain, properties=p)
+        if wait:
+            info.wait_for_publish(5)
+            assert info.is_published()
+        return info
+
+    def get(self, timeout=5):
+        try:
+            return self.msgs.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no message within {} s".format(timeout)) from None
+
+    def none(self, wait=0.3):
+        time.sleep(wait)
+        assert self.msgs.empty(), "unexpected message on {!r}".format(self.msgs.queue[0].topic)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+    def kill(self):
+        """Drop the TCP connection without DISCONNECT (a device losing power)."""
+        sock = self.c.socket()
+        self.c.loop_stop()
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+
+
+@pytest.fixture
+def clients():
+    made = []
+
+    def make(*args, **kw):
+        c = Mqtt(*args, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        try:
+            c.c.loop_stop()
+            c.c.disconnect()
+        except Exception:
+            pass
+
+
+# -- publish and subscribe ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+@pytest.mark.parametrize("sub_qos,pub_qos", [(0, 0), (1, 1), (2, 2), (0, 2), (2, 1), (1, 0)])
+def test_delivery_at_the_lower_qos_in_order(broker, clients, version, sub_qos, pub_qos):
+    s = clients(broker, version)
+    assert s.sub("plant/1/temp", sub_qos) == [sub_qos]
+    p = clients(broker, version)
+    for i in range(50):
+        p.pub("plant/1/temp", b"%d" % i, pub_qos)
+    got = [s.get() for _ in range(50)]
+    assert [m.payload for m in got] == [b"%d" % i for i in range(50)]
+    assert {m.qos for m in got} == {min(sub_qos, pub_qos)}
+    assert {m.retain for m in got} == {False} and {m.topic for m in got} == {"plant/1/temp"}
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_wildcards_and_the_dollar_rule(broker, clients, version):
+    s = clients(broker, version)
+    s.sub("a/#", 0)
+    s.sub("+/x", 0)
+    h = clients(broker, version)
+    h.sub("#", 0)
+    p = clients(broker, version)
+    for t in ("a", "a/b/c", "b/x", "$SYS/x", "$own/x"):
+        p.pub(t, t.encode())
+    assert sorted(s.get().topic for _ in range(3)) == ["a", "a/b/c", "b/x"]
+    s.none()
+    assert sorted(h.get().topic for _ in range(3)) == ["a", "a/b/c", "b/x"]
+    h.none()         # '#' and '+' do not reach topics starting with '$'
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_unsubscribe(broker, clients, version):
+    s = clients(broker, version)
+    s.sub("u/1", 1)
+    p = clients(broker, version)
+    p.pub("u/1", b"a", 1)
+    assert s.get().payload == b"a"
+    codes = s.unsub("u/1")
+    if version == V5:
+        assert codes == [0]
+        assert s.unsub("u/never") == [17]       # no subscription existed
+    p.pub("u/1", b"b", 1)
+    s.none()
+
+
+def test_shared_subscriptions_share(broker, clients):
+    a, b = clients(broker), clients(broker)
+    a.sub("$share/g/jobs/+", 1)
+    b.sub("$share/g/jobs/+", 1)
+    p = clients(broker)
+    for i in range(40):
+        p.pub("jobs/x", b"%d" % i, 1)
+    time.sleep(0.5)
+    got_a = [a.msgs.get_nowait().payload for _ in range(a.msgs.qsize())]
+    got_b = [b.msgs.get_nowait().payload for _ in range(b.msgs.qsize())]
+    assert sorted(got_a + got_b, key=int) == [b"%d" % i for i in range(40)]
+    assert got_a and got_b
+
+
+def test_no_local_and_subscription_identifiers(broker, clients):
+    c = clients(broker)
+    c.sub("n/1", 0, noLocal=True)
+    c.sub("n/+", 0, sid=7)
+    c.pub("n/1", b"own")
+    m = c.get()                 # the no-local subscription drops it; n/+ has it
+    assert m.payload == b"own" and m.properties.SubscriptionIdentifier == [7]
+    c.none()
+
+
+def test_v5_properties_reach_the_subscriber(broker, clients):
+    s = clients(broker)
+    s.sub("rr/#", 1)
+    p = clients(broker)
+    p.pub("rr/q", b"{}", 1, props={"ContentType": "application/json",
+                                   "ResponseTopic": "rr/answer", "CorrelationData": b"c1",
+                                   "UserProperty": [("a", "1"), ("a", "2"), ("b", "x")],
+                                   "PayloadFormatIndicator": 1, "MessageExpiryInterval": 60})
+    m = s.get()
+    pr = m.properties
+    assert (pr.ContentType, pr.ResponseTopic, pr.CorrelationData) == (
+        "application/json", "rr/answer", b"c1")
+    assert pr.UserProperty == [("a", "1"), ("a", "2"), ("b", "x")]   # order and repeats kept
+    assert pr.PayloadFormatIndicator == 1 and 0 < pr.MessageExpiryInterval <= 60
+
+
+def test_assigned_client_identifier(broker, clients):
+    c = clients(broker, V5, client_id="")
+    assigned = c.connack.props.AssignedClientIdentifier
+    assert isinstance(assigned, str) and assigned
+
+
+# -- retained messages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_retained_messages(broker, clients, version):
+    p = clients(broker, version)
+    p.pub("r/1", b"one", 1, retain=True)
+    p.pub("r/2", b"two", 0, retain=True)
+    s = clients(broker, version)
+    s.sub("r/+", 1)
+    got = sorted((m.topic, m.payload, m.retain) for m in (s.get(), s.get()))
+    assert got == [("r/1", b"one", True), ("r/2", b"two", True)]
+    p.pub("r/1", b"live", 0)              # not retained: the retained one stays
+    m = s.get()
+    assert (m.payload, m.retain) == (b"live", False)
+    p.pub("r/1", b"", 1, retain=True)      # an empty retained publish clears the topic
+    m = s.get()
+    assert m.payload == b""
+    s2 = clients(broker, version)
+    s2.sub("r/+", 1)
+    m = s2.get()
+    assert (m.topic, m.payload) == ("r/2", b"two")
+    s2.none()
+
+
+def test_retain_handling_and_retain_as_published(broker, clients):
+    p = clients(broker)
+    p.pub("rh/1", b"kept", 1, retain=True)
+    never = clients(broker)
+    never.sub("rh/#", 1, retainHandling=2)
+    never.none()
+    rap = clients(broker)
+    rap.sub("rh/#", 1, retainAsPublished=True, retainHandling=1)
+    assert rap.get().retain is True
+    rap.sub("rh/#", 1, retainAsPublished=True, retainHandling=1)   # exists: none again
+    rap.none()
+    p.pub("rh/1", b"new", 1, retain=True)
+    assert rap.get().retain is True        # kept as published
+    plain = clients(broker)
+    plain.sub("rh/#", 1, retainHandling=2)
+    p.pub("rh/1", b"newer", 1, retain=True)
+    assert plain.get().retain is False     # live delivery: the flag cleared
+
+
+def test_retained_messages_survive_a_restart(broker, clients):
+    p = clients(broker)
+    p.pub("keep/1", b"durable", 1, retain=True)
+    p.close()
+    time.sleep(0.2)
+    broker.restart()
+    s = clients(broker)
+    s.sub("keep/#", 1)
+    m = s.get()
+    assert (m.topic, m.payload, m.retain) == ("keep/1", b"durable", True)
+
+
+# -- wills ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_a_will_on_a_dropped_connection_and_none_on_disconnect(broker, clients, version):
+    w = clients(broker, version)
+    w.sub("wills/#", 1)
+    dev = clients(broker, version, client_id="dev-1", will=("wills/dev-1", b"gone", 1, False))
+    dev.kill()
+    m = w.get()
+    assert (m.topic, m.payload) == ("wills/dev-1", b"gone")
+    ok = clients(broker, version, client_id="dev-2", will=("wills/dev-2", b"gone", 1, False))
+    ok.close()
+    w.none(0.5)
+
+
+def test_a_will_delay(broker, clients):
+    w = clients(broker)
+    w.sub("wills/#", 1)
+    dev = clients(broker, client_id="dev-3", session_expiry=60,
+                  will=("wills/dev-3", b"late", 1, False, {"WillDelayInterval": 1}))
+    t0 = time.monotonic()
+    dev.kill()
+    m = w.get(5)
+    assert m.payload == b"late" and time.monotonic() - t0 >= 0.9
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_a_persistent_session_keeps_messages_while_away(broker, clients, version):
+    kw = {"clean": False} if version == V311 else {"clean": False, "session_expiry": 300}
+    s = clients(broker, version, client_id="sess-1", **kw)
+    assert s.connack.session_present is False
+    s.sub("orders/#", 1)
+    s.close()
+    p = clients(broker, version)
+    for i in range(20):
+        p.pub("orders/new", b"%d" % i, 1)
+    p.pub("orders/new", b"q0", 0)
+    back = clients(broker, version, client_id="sess-1", **kw)
+    assert back.connack.session_present is True
+    got = [back.get().payload for _ in range(20)]
+    assert got == [b"%d" % i for i in range(20)]
+    # mosquitto queues QoS 0 messages for an offline client too (queue_qos0_messages
+    # false: it does not): none here
+    back.none()
+
+
+def test_a_persistent_session_survives_a_restart(broker, clients):
+    s = clients(broker, V5, client_id="sess-2", clean=False, session_expiry=300)
+    s.sub("dur/#", 1)
+    s.close()
+    p = clients(broker)
+    for i in range(5):
+        p.pub("dur/x", b"%d" % i, 1)
+    p.close()
+    time.sleep(0.2)
+    broker.restart()
+    back = clients(broker, V5, client_id="sess-2", clean=False, session_expiry=300)
+    assert back.connack.session_present is True
+    assert [back.get().payload for _ in range(5)] == [b"%d" % i for i in range(5)]
+
+
+def test_a_clean_start_drops_the_session(broker, clients):
+    s = clients(broker, V5, client_id="sess-3", clean=False, session_expiry=300)
+    s.sub("gone/#", 1)
+    s.close()
+    again = clients(broker, V5, client_id="sess-3", clean=True)
+    assert again.connack.session_present is False
+    clients(broker).pub("gone/x", b"x", 1)
+    again.none()
+
+
+def test_a_second_connection_takes_the_session_over(broker, clients):
+    first = clients(broker, V5, client_id="same")
+    second = clients(broker, V5, client_id="same")
+    assert first.disconnected.wait(5)
+    # (mosquitto 2.0.11 closes the first connection without a DISCONNECT
+    # 0x8E; paho reports an unspecified error then)
+    assert first.disconnect_reason in (128, 142)
+    second.sub("t/o", 0)
+    clients(broker).pub("t/o", b"x")
+    assert second.get().payload == b"x"
