@@ -312,6 +312,16 @@ def test_every_packet_and_its_entry(core, name):
     assert p.packets_in == len(entries) and p.bytes_in == len(data) and p.buffered == 0
 
 
+def test_mqtt31_user_name_and_password_flags_without_the_fields(core):
+    """As mosquitto: an MQTT 3.1 client's flags without the fields are ignored."""
+    p = parser(core)
+    assert p.feed(packet(0x10, s("MQIsdp") + b"\x03\xc2\x00\x0a" + s("c"))) == [
+        conn_entry(3, "c", keepalive=10)]
+    p = parser(core)
+    with pytest.raises(MqttError, match="the length of the user name needs 2 bytes, 0 left"):
+        p.feed(packet(0x10, s("MQTT") + b"\x04\xc2\x00\x0a" + s("c")))
+
+
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_byte_by_byte_gives_the_same_entries(core, name):
     data, entries, _ = STREAMS[name]
@@ -579,6 +589,10 @@ BAD = [
      "request_problem_information 2"),
     ("topic alias 0", C5 + publish("t", version=5, pprops=[("topic_alias", 0)]), 0x94,
      "topic alias 0 in PUBLISH"),
+    ("response topic wildcard", C5 + publish("t", version=5, pprops=[
+        ("response_topic", "r/#")]), 0x82, "response_topic 'r/#' in PUBLISH has wildcards"),
+    ("will response topic wildcard", connect(5, will=("t", b"", 0, False, [
+        ("response_topic", "+")])), 0x82, "response_topic '\\+' in the will properties"),
     ("auth data without method", connect(5, cprops=[("authentication_data", b"x")]), 0x82,
      "authentication_data without authentication_method"),
     ("properties past the packet", C5 + packet(0x30, s("t") + b"\x05\x01\x00"), 0x81,

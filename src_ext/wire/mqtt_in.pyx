@@ -258,6 +258,9 @@ cdef dict _mq_props(MqReader *r, str where, int bit):
                 raise _mq_protocol('{} {} in {}: 0 or 1 expected'.format(name, v, where))
             if v == 0 and pid == 0x23:
                 raise MqttError(MQR_TOPIC_ALIAS_INVALID, 'topic alias 0 in ' + where)
+        elif pid == 0x08 and ('+' in props_value or '#' in props_value):
+            raise _mq_protocol("response_topic {!r} in {} has wildcards ('+', '#')".format(
+                props_value, where))
         props[name] = props_value
     r.end = outer
     return props
@@ -713,8 +716,13 @@ cdef class MqttParser(DoorParser):
                 raise MqttError(MQR_TOPIC_NAME_INVALID, 'an empty will topic')
             will = (will_topic, _mq_bin(r, 'the will payload'), will_qos, bool(flags & 0x20),
                     will_props)
-        username = _mq_str(r, 'the user name') if flags & 0x80 else None
-        password = _mq_bin(r, 'the password') if flags & 0x40 else None
+        # (MQTT 3.1 clients may set the flags without the fields: as mosquitto, they are
+        # ignored then)
+        username = password = None
+        if flags & 0x80 and (level != 3 or r.i < r.end):
+            username = _mq_str(r, 'the user name')
+        if flags & 0x40 and (level != 3 or r.i < r.end):
+            password = _mq_bin(r, 'the password')
         _mq_done(r, 'CONNECT')
         return (MQ_CONNECT, {
             'proto_name': proto_name, 'version': level, 'clean': bool(flags & 2),

@@ -217,6 +217,9 @@ class _Reader:
                 raise _protocol("{} {} in {}: 0 or 1 expected".format(name, v, where))
             if pid == 0x23 and v == 0:
                 raise MqttError(MQR_TOPIC_ALIAS_INVALID, "topic alias 0 in " + where)
+            if pid == 0x08 and ("+" in v or "#" in v):
+                raise _protocol("response_topic {!r} in {} has wildcards ('+', '#')".format(
+                    v, where))
             props[name] = v
         self.end = outer
         return props
@@ -533,8 +536,13 @@ class MqttParser(DoorParser):
                 raise MqttError(MQR_TOPIC_NAME_INVALID, "an empty will topic")
             will = (will_topic, r.bin("the will payload"), will_qos, bool(flags & 0x20),
                     will_props)
-        username = r.str("the user name") if flags & 0x80 else None
-        password = r.bin("the password") if flags & 0x40 else None
+        # (MQTT 3.1 clients may set the flags without the fields: as mosquitto, they are
+        # ignored then)
+        username = password = None
+        if flags & 0x80 and (level != 3 or r.left()):
+            username = r.str("the user name")
+        if flags & 0x40 and (level != 3 or r.left()):
+            password = r.bin("the password")
         r.done("CONNECT")
         return (MQ_CONNECT, {
             "proto_name": proto_name, "version": level, "clean": bool(flags & 2),
