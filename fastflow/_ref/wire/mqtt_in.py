@@ -264,9 +264,41 @@ def _topic_subject_or_none(topic):
 
 @_final
 class MqttParser(DoorParser):
-    """Cuts the MQTT packets a client sends out of a byte stream fed in any
-    pieces (a ``DoorParser``); see src_ext/wire/mqtt_in.pyx for the
-    entries, the errors and the C path."""
+    """Cuts the MQTT packets a client sends (3.1: ``MQIsdp`` level 3,
+    3.1.1: level 4, 5.0: level 5) out of a byte stream fed in any pieces
+    (a ``DoorParser``).
+
+    ``feed(data)`` returns an entry per packet (a tuple; the first item is
+    the packet type as the spec numbers it), except the PUBLISHes it routes
+    itself: ``router`` set, ``route_pubs``, no entry before them in this
+    feed, QoS 0 without retain, no properties, a topic that translates to a
+    subject (``mqtt_topic_subject``) the publish permissions allow; those
+    go to ``router`` as events with the defaults, the payload as data.
+    Entries::
+
+        (1, {proto_name, version, clean, keepalive, client_id, will, username,
+             password, props})              CONNECT; will: None or
+                                            (topic, payload, qos, retain, props)
+        (3, flags, topic, packet_id, props, payload)        PUBLISH
+        (4 | 5 | 6 | 7, packet_id, reason, props)           PUBACK .. PUBCOMP
+        (8, packet_id, [(filter, options), ...], props)     SUBSCRIBE
+        (10, packet_id, [filter, ...], props)               UNSUBSCRIBE
+        (12,)                                               PINGREQ
+        (14, reason, props)                                 DISCONNECT
+        (15, reason, props)                                 AUTH (MQTT 5)
+
+    ``flags``: the fixed header's (dup << 3 | qos << 1 | retain);
+    ``packet_id``: None for QoS 0; ``props``: the MQTT 5 properties by
+    their names in snake case ({} before MQTT 5), ``user_property`` a list
+    of (name, value), ``subscription_identifier`` a list in PUBLISH.
+    The first packet must be CONNECT (bounded by ``max_connect`` when it is
+    not 0), which sets ``version``; every later one is bounded by
+    ``max_packet`` (bytes, the fixed header included: refused from the
+    fixed header, before the body is kept) and read by that version's
+    rules.  A packet that breaks them raises ``MqttError`` (``reason``: the
+    MQTT 5 reason code) whose ``frames`` are the entries before it; the
+    parser then refuses more input.
+    """
 
     __slots__ = ("_max_packet", "_packets_in", "_version")
 
