@@ -23,6 +23,8 @@ __all__ = [
     "Log",
     "MatchBatch",
     "Matcher",
+    "MqttError",
+    "MqttParser",
     "MsgBatch",
     "NativeTarget",
     "NatsError",
@@ -47,6 +49,7 @@ __all__ = [
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "mqtt_topic_subject",
     "sink_record",
     "validate_pattern",
     "validate_subject",
@@ -403,6 +406,12 @@ class NatsError(FastflowError):
     frames: list[Any]
     def __init__(self, text: str, detail: Optional[str] = None) -> None: ...
 
+class MqttError(FastflowError):
+    reason: int
+    message: str
+    frames: list[Any]
+    def __init__(self, reason: int, message: str) -> None: ...
+
 class HttpError(FastflowError):
     status: int
     message: str
@@ -477,6 +486,15 @@ class NatsParser(DoorParser):
     def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
                  max_payload: int = 1048576, max_control: int = 4096) -> None: ...
     def route(self, subject: Subject, reply: Optional[Subject], payload: Any) -> list[Any]: ...
+
+class MqttParser(DoorParser):
+    max_packet: int
+    version: int
+    packets_in: int
+    def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
+                 max_packet: int = 1048576, max_connect: int = 0) -> None: ...
+
+def mqtt_topic_subject(topic: Subject) -> str: ...
 
 class Request:
     method: str

@@ -21,6 +21,7 @@ from fastflow.errors import (
     FastflowError,
     HttpError,
     LogFullError,
+    MqttError,
     NatsError,
     ProtocolError,
     SubjectError,
@@ -49,6 +50,7 @@ include "router.pyx"
 include "wire/door.pyx"
 include "wire/native_in.pyx"
 include "wire/nats_in.pyx"
+include "wire/mqtt_in.pyx"
 include "wire/http_in.pyx"
 
 COMPILED = True
@@ -77,6 +79,8 @@ __all__ = (
     'LogFullError',
     'MatchBatch',
     'Matcher',
+    'MqttError',
+    'MqttParser',
     'MsgBatch',
     'NativeTarget',
     'NatsError',
@@ -104,6 +108,7 @@ __all__ = (
     'decode_event',
     'events_from_batch',
     'json_batch',
+    'mqtt_topic_subject',
     'sink_record',
     'validate_pattern',
     'validate_subject',

@@ -19,6 +19,7 @@ from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.http_in import HttpParser, Request
 from fastflow._ref.wire.native_in import FrameParser, MsgBatch
 from fastflow._ref.wire.native_out import NativeTarget, Publisher
+from fastflow._ref.wire.mqtt_in import MqttParser, mqtt_topic_subject
 from fastflow._ref.wire.nats_in import NatsParser
 from fastflow._ref.wire.nats_out import NatsTarget
 from fastflow._ref.wire.outbuf import OutBuf, WireTarget
@@ -32,6 +33,7 @@ from fastflow.errors import (
     GapError,
     HttpError,
     LogFullError,
+    MqttError,
     NatsError,
     ProtocolError,
     StaleRecordError,
@@ -60,6 +62,8 @@ __all__ = (
     "LogFullError",
     "MatchBatch",
     "Matcher",
+    "MqttError",
+    "MqttParser",
     "MsgBatch",
     "NativeTarget",
     "NatsError",
@@ -87,6 +91,7 @@ __all__ = (
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "mqtt_topic_subject",
     "sink_record",
     "validate_pattern",
     "validate_subject",

@@ -48,7 +48,7 @@ cdef class DoorParser:
                 if used:
                     memmove(self.buf, self.buf + used, self.n - used)
                     self.n -= used
-        except (ProtocolError, NatsError, HttpError) as exc:
+        except (ProtocolError, NatsError, HttpError, MqttError) as exc:
             # the ops before the bad one were handled: hand them over too;
             # the stream cannot be resynchronised, so the parser stops here
             exc.frames = out
