@@ -6,6 +6,7 @@ from mosquitto is written next to the scenario it changes."""
 
 import queue
 import socket
+import struct
 import threading
 import time
 from types import SimpleNamespace
@@ -164,7 +165,8 @@ class Mqtt:
         sock = self.c.socket()
         self.c.loop_stop()
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            # (linger 0: a reset, as a device that loses power leaves no FIN)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
 
 
