@@ -4,6 +4,7 @@ behave unchanged.  Each scenario runs once per broker of ``BROKERS``; the
 MQTT door joins the list when it exists, and every deliberate difference
 from mosquitto is written next to the scenario it changes."""
 
+import os
 import queue
 import socket
 import struct
@@ -15,7 +16,9 @@ import pytest
 
 from peers import MosquittoProcess, free_port, require_peer
 
-BROKERS = ["mosquitto"]
+# (the door is under construction: FASTFLOW_MQTT_DOOR=1 adds it; it becomes a
+# plain member of the list when it passes every scenario)
+BROKERS = ["mosquitto"] + (["fastflow"] if os.environ.get("FASTFLOW_MQTT_DOOR") == "1" else [])
 V311, V5 = 4, 5
 
 
@@ -36,6 +39,60 @@ def broker(request, tmp_path):
             yield SimpleNamespace(name="mosquitto", port=proc.port, restart=restart, proc=proc)
         finally:
             proc.stop()
+    elif request.param == "fastflow":
+        proc = FastflowMqtt(free_port(), str(tmp_path)).start()
+
+        def restart():
+            proc.stop()
+            proc.start()
+
+        try:
+            yield SimpleNamespace(name="fastflow", port=proc.port, restart=restart, proc=proc)
+        finally:
+            proc.stop()
+
+
+class FastflowMqtt:
+    """``fastflow serve`` with its MQTT door on ``port`` (a child process)."""
+
+    def __init__(self, port, directory):
+        self.port = port
+        self.directory = directory
+        self.proc = None
+
+    def start(self, timeout=20.0):
+        import os
+        import subprocess
+        import sys
+
+        with open(os.path.join(self.directory, "ff.log"), "a") as errlog:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fastflow", "serve", "--port", "0", "--monitor-port",
+                 "0", "--mqtt-port", str(self.port), "--data-dir",
+                 os.path.join(self.directory, "data")],
+                stdout=subprocess.DEVNULL, stderr=errlog)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("fastflow serve exited with {}".format(self.proc.returncode))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("fastflow did not listen on {}".format(self.port))
+
+    def stop(self):
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
 
 
 class Mqtt:

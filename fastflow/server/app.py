@@ -133,6 +133,9 @@ class Server:
         self._tick_timer = None
         self._listener = None
         self._nats_listener = None
+        self._mqtt_listener = None
+        self.mqtt_port = None           # the MQTT door's port (None: off)
+        self.mqtt_sessions = None       # its sessions and retained messages
         self._http_listener = None
         self.monitor = None
         self.subscriptions = None       # the Subscriptions API's manager (with the HTTP door)
@@ -395,6 +398,14 @@ class Server:
                 self.nats_addresses = [s.getsockname() for s in self._nats_listener.sockets]
                 self.nats_port = self.nats_addresses[0][1] if self.nats_addresses \
                     else cfg.nats_port
+            if cfg.mqtt_port:
+                from fastflow.server.mqtt import MqttProtocol, MqttSessions
+
+                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued)
+                self._mqtt_listener = await loop.create_server(
+                    lambda: Connection(self, MqttProtocol), cfg.mqtt_host or cfg.host,
+                    cfg.mqtt_port, backlog=1024, reuse_address=True)
+                self.mqtt_port = self._mqtt_listener.sockets[0].getsockname()[1]
             if cfg.http_port:
                 from fastflow.server.http import HttpProtocol
 
@@ -424,7 +435,7 @@ class Server:
                 await self.monitor.start()
         except BaseException:
             self._listener.close()
-            for lst in (self._nats_listener, self._http_listener):
+            for lst in (self._nats_listener, self._mqtt_listener, self._http_listener):
                 if lst is not None:
                     lst.close()
             if self.subscriptions is not None:
@@ -554,7 +565,7 @@ class Server:
         cfg = self.config
         try:
             self._listener.close()
-            for lst in (self._nats_listener, self._http_listener):
+            for lst in (self._nats_listener, self._mqtt_listener, self._http_listener):
                 if lst is not None:
                     lst.close()
             for timer in (self._tick_timer, self._stall_timer):
@@ -677,6 +688,10 @@ def add_serve_arguments(parser):
                    help="also speak the NATS client protocol on PORT (default 0 = off; "
                         "NATS's usual port is 4222)")
     g.add_argument("--nats-host", metavar="HOST", help="NATS door address (default: --host)")
+    g.add_argument("--mqtt-port", type=int, metavar="PORT",
+                   help="also speak MQTT 3.1.1 and 5.0 on PORT (default 0 = off; MQTT's "
+                        "usual port is 1883; docs/mqtt.md)")
+    g.add_argument("--mqtt-host", metavar="HOST", help="MQTT door address (default: --host)")
     g.add_argument("--http-port", type=int, metavar="PORT",
                    help="also serve CloudEvents over HTTP, WebSocket and SSE on PORT "
                         "(default 0 = off; docs/http.md)")

@@ -152,6 +152,9 @@ class ServerConfig:
         ("monitor_users", ()),          # [{"user", "password"}]: HTTP Basic users (likewise)
         ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
+        ("mqtt_host", None),            # the MQTT door (docs/mqtt.md); None: the same as host
+        ("mqtt_port", 0),               # 0: no MQTT door (its usual port: 1883)
+        ("mqtt_max_queued", 10000),     # QoS 1/2 messages a session keeps for its client
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
         ("http_host", None),            # the web doors (docs/http.md); None: the same as host
@@ -243,6 +246,12 @@ class ServerConfig:
             raise ConfigError("monitor_port: expected 0..65535 (0 = off), got {}".format(
                 self.monitor_port))
         _str(self.monitor_host, "monitor_host", allow_none=True)
+        self.mqtt_port = _int(self.mqtt_port, "mqtt_port")
+        if self.mqtt_port > 65535:
+            raise ConfigError("mqtt_port: expected 0..65535 (0 = off), got {}".format(
+                self.mqtt_port))
+        _str(self.mqtt_host, "mqtt_host", allow_none=True)
+        self.mqtt_max_queued = _int(self.mqtt_max_queued, "mqtt_max_queued")
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
@@ -429,6 +438,7 @@ _TABLES = {
                 "users": "monitor_users"},
     "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control",
              "lineage": "nats_lineage"},
+    "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued"},
     "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
              "max_headers": "http_max_headers", "max_body": "http_max_body",
              "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",
@@ -517,6 +527,7 @@ def config_from_dict(data, where="config"):
 # command-line flag (argparse dest) -> ServerConfig field
 _ARGS = {"host": "host", "port": "port", "data_dir": "data_dir", "monitor_port": "monitor_port",
          "nats_port": "nats_port", "nats_host": "nats_host",
+         "mqtt_port": "mqtt_port", "mqtt_host": "mqtt_host",
          "http_port": "http_port", "http_host": "http_host",
          "monitor_host": "monitor_host", "name": "name", "max_payload": "max_payload",
          "max_connections": "max_connections", "max_subscriptions": "max_subscriptions",

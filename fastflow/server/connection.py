@@ -204,6 +204,10 @@ class DoorProtocol:
         if the door closed it (HTTP: idle keep-alive, slow requests)."""
         return False
 
+    def ended(self):
+        """The connection is gone (its subscriptions removed): what the door
+        does then (MQTT: the will, the session kept for its client)."""
+
 
 class Connection(asyncio.Protocol):
     """One client connection, served by the door protocol ``door``
@@ -324,6 +328,10 @@ class Connection(asyncio.Protocol):
             task.cancel()
         self.tasks.clear()
         self.server.remove_connection(self)
+        try:
+            self.proto.ended()
+        except Exception:
+            log.exception("client %d: the %s door's end failed", self.id, self.door)
 
     def close(self, code=None, message=None, rid=0, flush=True, grace=_CLOSE_GRACE):
         """Close the connection: the pending output (``flush``), then the
