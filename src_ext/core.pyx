@@ -45,6 +45,7 @@ include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
 include "wire/nats_out.pyx"
 include "wire/web_out.pyx"
+include "wire/mqtt_out.pyx"
 include "router.pyx"
 include "wire/door.pyx"
 include "wire/native_in.pyx"
@@ -77,6 +78,7 @@ __all__ = (
     'LogFullError',
     'MatchBatch',
     'Matcher',
+    'MqttTarget',
     'MsgBatch',
     'NativeTarget',
     'NatsError',
@@ -104,6 +106,7 @@ __all__ = (
     'decode_event',
     'events_from_batch',
     'json_batch',
+    'mqtt_subject_topic',
     'sink_record',
     'validate_pattern',
     'validate_subject',
