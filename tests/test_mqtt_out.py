@@ -357,7 +357,8 @@ def test_arguments(core):
 
 def test_topics_and_the_cache(core):
     m = Mqtt(core, 4)
-    subjects = ["a", "a.b", "/.a./.b./", "v1//2.x", "a.///", "x.$SYS", "a", "a", "a.b", "é.ü"]
+    subjects = ["a", "a.b", "/.a./.b./", "v1//2.x", "a.///", "x.$SYS", "a", "a", "a.b", "a.c",
+                "a.c", "b.c", "é.ü"]
     for s in subjects:
         m.router.publish(core.Event(s, s.encode()))
     got = m.packets()
@@ -368,10 +369,10 @@ def test_topics_and_the_cache(core):
 
 def test_untranslatable_subjects_are_counted(core):
     m = Mqtt(core, 5)
-    for s in ["a.b+c", "a", "#", "a", "/", "a.#.b", "a"]:
+    for s in ["a.b+c", "a", "#", "a", "/", "a.#.b", "a", "a.b#c", "a.bcc"]:
         m.router.publish(core.Event(s, b"x"))
-    assert [p["topic"] for p in m.packets()] == ["a", "a", "a"]
-    assert (m.target.untranslatable, m.target.delivered, m.target.dropped) == (4, 7, 0)
+    assert [p["topic"] for p in m.packets()] == ["a", "a", "a", "a/bcc"]
+    assert (m.target.untranslatable, m.target.delivered, m.target.dropped) == (5, 9, 0)
     assert m.out.dropped == 0
 
 
