@@ -25,6 +25,7 @@ __all__ = [
     "Matcher",
     "MqttError",
     "MqttParser",
+    "MqttTarget",
     "MsgBatch",
     "NativeTarget",
     "NatsError",
@@ -49,6 +50,7 @@ __all__ = [
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "mqtt_subject_topic",
     "mqtt_topic_subject",
     "sink_record",
     "validate_pattern",
@@ -354,6 +356,24 @@ class SseTarget(WireTarget):
 def ws_frame_head(opcode: int, length: int, fin: bool = True) -> bytes: ...
 
 def json_batch(events: Iterable["Event"], lineage: bool = True) -> bytes: ...
+
+class MqttTarget(WireTarget):
+    """An MQTT subscription at QoS 0: each event one PUBLISH packet, its
+    topic the routing subject translated back; ``mode`` "raw" (the data),
+    "binary" (MQTT 5: CloudEvents attributes as properties) or "structured"
+    (the CloudEvents JSON)."""
+    version: int
+    mode: str
+    subscription_identifier: Optional[int]
+    max_packet: int
+    lineage: bool
+    untranslatable: int
+    too_large: int
+    def __init__(self, outbuf: "OutBuf", version: int = 4, mode: str = "raw",
+                 subscription_identifier: Optional[int] = None, max_packet: int = 0,
+                 echo: bool = True, lineage: bool = False) -> None: ...
+
+def mqtt_subject_topic(subject: Subject) -> str: ...
 
 class Router:
     matcher: Matcher

@@ -46,6 +46,7 @@ include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
 include "wire/nats_out.pyx"
 include "wire/web_out.pyx"
+include "wire/mqtt_out.pyx"
 include "router.pyx"
 include "wire/door.pyx"
 include "wire/native_in.pyx"
@@ -81,6 +82,7 @@ __all__ = (
     'Matcher',
     'MqttError',
     'MqttParser',
+    'MqttTarget',
     'MsgBatch',
     'NativeTarget',
     'NatsError',
@@ -108,6 +110,7 @@ __all__ = (
     'decode_event',
     'events_from_batch',
     'json_batch',
+    'mqtt_subject_topic',
     'mqtt_topic_subject',
     'sink_record',
     'validate_pattern',
