@@ -16,7 +16,7 @@ import struct
 import time
 from collections import OrderedDict, deque
 
-from fastflow._impl import MqttParser, SubTarget
+from fastflow._impl import MqttParser, MqttTarget, SubTarget
 from fastflow.errors import MqttError, SubjectError
 from fastflow.event import Event
 from fastflow.mqtt import mqtt_filter_to_patterns, mqtt_topic_to_subject, subject_to_mqtt_topic
@@ -99,9 +99,10 @@ def publish_packet(version, topic, payload, qos=0, packet_id=None, retain=False,
 
 
 class Session:
-    """One client id's state: its subscriptions (filter -> (options,
-    [engine handles])), the QoS 1/2 messages that wait for it or for its
-    acknowledgement, and the inbound QoS 2 packet ids awaiting PUBREL."""
+    """One client id's state: its subscriptions (filter -> [options,
+    patterns, queue group, engine handles]), the QoS 1/2 messages that
+    wait for it or for its acknowledgement, and the inbound QoS 2 packet
+    ids awaiting PUBREL."""
 
     def __init__(self, client_id):
         self.client_id = client_id
@@ -141,7 +142,7 @@ class MqttSessions:
 
     def end(self, session):
         """Forget ``session`` and its subscriptions in the engine."""
-        handles = [h for _o, hs in session.subs.values() for h in hs]
+        handles = [h for sub in session.subs.values() for h in sub[3]]
         if handles:
             self.flow.remove_many(handles)
         session.subs.clear()
@@ -322,6 +323,10 @@ class MqttProtocol(DoorProtocol):
         else:
             body = bytes([int(present), 0])
         self.outbuf.write(_packet(CONNACK, 0, body))
+        if present:                     # its subscriptions write to this connection now
+            for sub in session.subs.values():
+                if sub[0][0] == 0:
+                    self._attach(session, sub)
         # what waited while the client was away
         for pid, m in list(session.inflight.items()):
             self._send(m[0], m[1], m[2], m[3], pid, dup=True)
@@ -355,7 +360,7 @@ class MqttProtocol(DoorProtocol):
             if qos:
                 self._ack(qos, packet_id, 0)     # 3.1.1 has no refusal: acknowledged, dropped
             return
-        ev = Event(subject, payload, source=self.flow.source)
+        record = Event(subject, payload, source=self.flow.source).encode()
         if retain:
             retained = self.server.mqtt_sessions.retained
             if payload:
@@ -364,7 +369,8 @@ class MqttProtocol(DoorProtocol):
                 retained.pop(subject, None)
         conn.in_msgs_py += 1
         try:
-            self.flow.publish(ev)
+            # (the origin: a subscription of this connection with no-local skips it)
+            self.flow.publish_record(subject, record, None, self.outbuf)
         except Exception as exc:        # a full stream: the subscribers had it
             log.debug("client %d: publish on %s: %s", conn.id, subject, exc)
         if qos == 2:
@@ -433,14 +439,11 @@ class MqttProtocol(DoorProtocol):
             existed = flt in session.subs
             if existed:
                 old = session.subs.pop(flt)
-                self.flow.remove_many(old[1])
+                self.flow.remove_many(old[3])
             sid = props.get("subscription_identifier")
-            opts = (qos, no_local, rap, sid)
-            handles = []
-            for p in patterns:
-                t = SubTarget(self._deliverer(session, opts), max_pending=0)
-                handles.append(self.flow.add(p, t, group))
-            session.subs[flt] = (opts, handles)
+            sub = [(qos, no_local, rap, sid), patterns, group, []]
+            self._attach(session, sub)
+            session.subs[flt] = sub
             codes.append(qos)
             if group is None and (handling == 0 or (handling == 1 and not existed)):
                 retained_out.append((patterns, qos, rap, sid))
@@ -448,6 +451,24 @@ class MqttProtocol(DoorProtocol):
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
             self._send_retained(retained_out)
+
+    def _attach(self, session, sub):
+        """Put subscription ``sub`` of ``session`` in the engine for this
+        connection: QoS 0 through the C wire target (PUBLISH packets
+        written as the router delivers), QoS 1 and 2 through the session."""
+        opts, patterns, group, handles = sub
+        qos, no_local, _rap, sid = opts
+        if handles:
+            self.flow.remove_many(handles)
+            del handles[:]
+        for p in patterns:
+            if qos == 0:
+                t = MqttTarget(self.outbuf, self.version, "raw",
+                               sid if self.version == 5 else None, self.max_packet,
+                               not no_local)
+            else:
+                t = SubTarget(self._deliverer(session, opts), max_pending=0)
+            handles.append(self.flow.add(p, t, group))
 
     def _send_retained(self, wanted):
         from fastflow._impl import Matcher
@@ -469,7 +490,7 @@ class MqttProtocol(DoorProtocol):
             if old is None:
                 codes.append(RC_NO_SUBSCRIPTION_EXISTED)
                 continue
-            self.flow.remove_many(old[1])
+            self.flow.remove_many(old[3])
             codes.append(RC_SUCCESS)
         body = struct.pack(">H", packet_id)
         if self.version == 5:
