@@ -86,13 +86,40 @@ def _props(pairs):
 
 
 def publish_packet(version, topic, payload, qos=0, packet_id=None, retain=False, dup=False,
-                   props=()):
+                   props=b""):
+    """A PUBLISH; ``props``: the MQTT 5 property block's content (bytes)."""
     body = _str(topic)
     if qos:
         body += struct.pack(">H", packet_id)
     if version == 5:
-        body += _props(props)
+        body += _vbi(len(props)) + props
     return _packet(PUBLISH, (dup << 3) | (qos << 1) | int(retain), body + payload)
+
+
+# the PUBLISH properties a subscriber gets as the publisher sent them (MQTT 5
+# section 3.3.2.3: topic alias and subscription identifiers are per connection)
+def _forwarded_props(props):
+    """The property block content (bytes) of ``props`` (the parser's dict)
+    that travels with the message to its subscribers."""
+    out = bytearray()
+    v = props.get("payload_format_indicator")
+    if v is not None:
+        out += bytes([0x01, v])
+    v = props.get("message_expiry_interval")
+    if v is not None:
+        out += b"\x02" + struct.pack(">I", v)
+    v = props.get("content_type")
+    if v is not None:
+        out += b"\x03" + _str(v)
+    v = props.get("response_topic")
+    if v is not None:
+        out += b"\x08" + _str(v)
+    v = props.get("correlation_data")
+    if v is not None:
+        out += b"\x09" + struct.pack(">H", len(v)) + v
+    for k, val in props.get("user_property", ()):
+        out += b"\x26" + _str(k) + _str(val)
+    return bytes(out)
 
 
 # -- sessions ----------------------------------------------------------------------------------
@@ -329,7 +356,7 @@ class MqttProtocol(DoorProtocol):
                     self._attach(session, sub)
         # what waited while the client was away
         for pid, m in list(session.inflight.items()):
-            self._send(m[0], m[1], m[2], m[3], pid, dup=True)
+            self._send(m[0], m[1], m[2], m[3], pid, dup=True, sid=m[5], fwd=m[6])
         self._drain_queue()
 
     def _taken_over(self):
@@ -360,11 +387,23 @@ class MqttProtocol(DoorProtocol):
             if qos:
                 self._ack(qos, packet_id, 0)     # 3.1.1 has no refusal: acknowledged, dropped
             return
-        record = Event(subject, payload, source=self.flow.source).encode()
+        # the MQTT side of the message travels as extensions: its QoS (a
+        # subscriber gets the lower of it and its own; the other doors'
+        # messages are QoS 0, as nats-server has it) and the MQTT 5
+        # properties its subscribers get (the block as bytes)
+        attrs = {}
+        if qos:
+            attrs["mqttqos"] = qos
+        fwd = _forwarded_props(props) if props else b""
+        if fwd:
+            attrs["mqttprops"] = fwd
+            if "content_type" in props:
+                attrs["datacontenttype"] = props["content_type"]
+        record = Event(subject, payload, source=self.flow.source, **attrs).encode()
         if retain:
             retained = self.server.mqtt_sessions.retained
             if payload:
-                retained[subject] = (topic, payload, qos, props)
+                retained[subject] = (topic, payload, qos, fwd)
             else:
                 retained.pop(subject, None)
         conn.in_msgs_py += 1
@@ -478,9 +517,9 @@ class MqttProtocol(DoorProtocol):
             m = Matcher(cache_size=0)
             for p in patterns:
                 m.add(p, True)
-            for subject, (topic, payload, rqos, _p) in list(retained.items()):
+            for subject, (topic, payload, rqos, fwd) in list(retained.items()):
                 if m.match(subject):
-                    self._queue(topic, payload, min(qos, rqos), True, sid)
+                    self._queue(topic, payload, min(qos, rqos), True, sid, fwd)
 
     def _unsubscribe(self, packet_id, filters, props):
         session = self.session
@@ -509,22 +548,26 @@ class MqttProtocol(DoorProtocol):
                 topic = subject_to_mqtt_topic(ev.routing_subject)
             except SubjectError:
                 return
-            data = ev.data
+            ext = ev.extensions
+            q = min(qos, ext.get("mqttqos", 0)) if ext else 0
+            fwd = ext.get("mqttprops", b"") if ext else b""
+            if type(fwd) is not bytes:
+                fwd = b""
             if proto is None:
-                if qos and len(session.queue) < sessions.max_queued:
-                    session.queue.append((topic, data, qos, False, sid))
+                if q and len(session.queue) < sessions.max_queued:
+                    session.queue.append((topic, ev.data, q, False, sid, fwd))
                 else:
                     session.dropped += 1
                 return
-            proto._queue(topic, data, qos, False, sid)
+            proto._queue(topic, ev.data, q, False, sid, fwd)
         return deliver
 
-    def _queue(self, topic, payload, qos, retain, sid=None):
+    def _queue(self, topic, payload, qos, retain, sid=None, fwd=b""):
         session = self.session
         if qos == 0:
-            self._send(topic, payload, 0, retain, None, sid=sid)
+            self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
             return
-        session.queue.append((topic, payload, qos, retain, sid))
+        session.queue.append((topic, payload, qos, retain, sid, fwd))
         self._drain_queue()
 
     def _drain_queue(self):
@@ -532,18 +575,20 @@ class MqttProtocol(DoorProtocol):
         if session is None:
             return
         while session.queue and len(session.inflight) < self.receive_max:
-            topic, payload, qos, retain, sid = session.queue.popleft()
+            topic, payload, qos, retain, sid, fwd = session.queue.popleft()
             if qos == 0:
-                self._send(topic, payload, 0, retain, None, sid=sid)
+                self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
                 continue
             pid = session.packet_id()
-            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid]
-            self._send(topic, payload, qos, retain, pid, sid=sid)
+            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd]
+            self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd)
 
-    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None):
-        props = []
-        if self.version == 5 and sid:
-            props.append((0x0B, _vbi(sid)))
+    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b""):
+        props = b""
+        if self.version == 5:
+            props = fwd
+            if sid:
+                props += b"\x0b" + _vbi(sid)
         pkt = publish_packet(self.version, topic, payload, qos, pid, retain, dup, props)
         if self.max_packet and len(pkt) > self.max_packet:
             return
@@ -578,9 +623,14 @@ class MqttProtocol(DoorProtocol):
 
         def send():
             if retain:
-                self.server.mqtt_sessions.retained[subject] = (topic, payload, qos, props)
+                self.server.mqtt_sessions.retained[subject] = (
+                    topic, payload, qos, _forwarded_props(props) if props else b"")
+            attrs = {"mqttqos": qos} if qos else {}
+            fwd = _forwarded_props(props) if props else b""
+            if fwd:
+                attrs["mqttprops"] = fwd
             try:
-                self.flow.publish(Event(subject, payload, source=self.flow.source))
+                self.flow.publish(Event(subject, payload, source=self.flow.source, **attrs))
             except Exception:
                 pass
         if delay:
