@@ -394,6 +394,8 @@ class MqttProtocol(DoorProtocol):
         attrs = {}
         if qos:
             attrs["mqttqos"] = qos
+        if retain:
+            attrs["mqttretain"] = True  # (for subscriptions with retain-as-published)
         fwd = _forwarded_props(props) if props else b""
         if fwd:
             attrs["mqttprops"] = fwd
@@ -539,7 +541,7 @@ class MqttProtocol(DoorProtocol):
     # -- delivering --------------------------------------------------------------------
 
     def _deliverer(self, session, opts):
-        qos, no_local, rap, sid = opts
+        qos, _no_local, rap, sid = opts
         sessions = self.server.mqtt_sessions
 
         def deliver(ev):
@@ -550,16 +552,17 @@ class MqttProtocol(DoorProtocol):
                 return
             ext = ev.extensions
             q = min(qos, ext.get("mqttqos", 0)) if ext else 0
+            keep = bool(rap and ext and ext.get("mqttretain") is True)
             fwd = ext.get("mqttprops", b"") if ext else b""
             if type(fwd) is not bytes:
                 fwd = b""
             if proto is None:
                 if q and len(session.queue) < sessions.max_queued:
-                    session.queue.append((topic, ev.data, q, False, sid, fwd))
+                    session.queue.append((topic, ev.data, q, keep, sid, fwd))
                 else:
                     session.dropped += 1
                 return
-            proto._queue(topic, ev.data, q, False, sid, fwd)
+            proto._queue(topic, ev.data, q, keep, sid, fwd)
         return deliver
 
     def _queue(self, topic, payload, qos, retain, sid=None, fwd=b""):
