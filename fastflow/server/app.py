@@ -401,7 +401,8 @@ class Server:
             if cfg.mqtt_port:
                 from fastflow.server.mqtt import MqttProtocol, MqttSessions
 
-                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued)
+                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir)
+                self.mqtt_sessions.load()
                 self._mqtt_listener = await loop.create_server(
                     lambda: Connection(self, MqttProtocol), cfg.mqtt_host or cfg.host,
                     cfg.mqtt_port, backlog=1024, reuse_address=True)
@@ -615,6 +616,11 @@ class Server:
                 await asyncio.sleep(0.01)
             for c in list(self.conns.values()):
                 c.transport.abort()
+            if self.mqtt_sessions is not None:
+                try:
+                    self.mqtt_sessions.save()
+                except OSError as exc:
+                    log.error("the MQTT sessions could not be saved at stop: %s", exc)
             if self.monitor is not None:
                 self.monitor.close()
             if self._own_flow:

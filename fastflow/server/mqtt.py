@@ -11,11 +11,15 @@ away: its subscriptions stay in the engine and what they match waits in
 the session, up to ``max_queued`` messages (QoS 1 and 2).
 """
 
+import base64
+import json
 import logging
+import os
 import struct
 import time
 from collections import OrderedDict, deque
 
+from fastflow._files import atomic_write
 from fastflow._impl import MqttParser, MqttTarget, SubTarget
 from fastflow.errors import MqttError, SubjectError
 from fastflow.event import Event
@@ -153,14 +157,19 @@ class Session:
 
 
 class MqttSessions:
-    """The server's MQTT sessions and retained messages (in memory)."""
+    """The server's MQTT sessions and retained messages.  With a data
+    directory they are kept in ``<data_dir>/mqtt/`` (``sessions.json``,
+    ``retained.json``), written when the server stops and read when it
+    starts: a session that outlives its connection survives a restart
+    with its subscriptions and the QoS 1/2 messages that wait for it."""
 
-    def __init__(self, flow, max_queued=10000):
+    def __init__(self, flow, max_queued=10000, data_dir=None):
         self.flow = flow
         self.sessions = {}              # client id -> Session
-        self.retained = {}              # subject -> (topic, payload, qos, props)
+        self.retained = {}              # subject -> (topic, payload, qos, property bytes)
         self.max_queued = max_queued
         self.next_assigned = 1
+        self.dir = os.path.join(data_dir, "mqtt") if data_dir else None
 
     def assign_id(self, server_id):
         cid = "ff-{}-{}".format(server_id[-8:], self.next_assigned)
@@ -180,6 +189,102 @@ class MqttSessions:
         for s in list(self.sessions.values()):
             if s.conn is None and s.gone_at is not None and now - s.gone_at >= s.expiry:
                 self.end(s)
+
+    # -- deliveries to a session ---------------------------------------------------------
+
+    def deliverer(self, session, opts):
+        """The callback of a QoS 1/2 subscription of ``session``: to its
+        connection, or into its queue while the client is away."""
+        qos, _no_local, rap, sid = opts
+        sessions = self
+
+        def deliver(ev):
+            proto = session.conn
+            try:
+                topic = subject_to_mqtt_topic(ev.routing_subject)
+            except SubjectError:
+                return
+            ext = ev.extensions
+            q = min(qos, ext.get("mqttqos", 0)) if ext else 0
+            keep = bool(rap and ext and ext.get("mqttretain") is True)
+            fwd = ext.get("mqttprops", b"") if ext else b""
+            if type(fwd) is not bytes:
+                fwd = b""
+            if proto is None:
+                if q and len(session.queue) < sessions.max_queued:
+                    session.queue.append((topic, ev.data, q, keep, sid, fwd))
+                else:
+                    session.dropped += 1
+                return
+            proto._queue(topic, ev.data, q, keep, sid, fwd)
+        return deliver
+
+    def attach_away(self, session, sub):
+        """Subscription ``sub`` of a session whose client is away: its QoS
+        1/2 deliveries wait in the session (QoS 0 ones are not kept)."""
+        opts, patterns, group, handles = sub
+        if opts[0] == 0 or handles:
+            return
+        for p in patterns:
+            handles.append(self.flow.add(p, SubTarget(self.deliverer(session, opts),
+                                                      max_pending=0), group))
+
+    # -- kept in the data directory ------------------------------------------------------
+
+    def save(self):
+        if self.dir is None:
+            return
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        b64 = _b64
+        sessions = []
+        for s in self.sessions.values():
+            if s.expiry == 0:
+                continue
+            # (what was sent and not acknowledged goes first, sent again after the restart)
+            waiting = [(m[0], m[1], m[2], m[3], m[5], m[6]) for m in s.inflight.values()]
+            waiting += s.queue
+            sessions.append({
+                "client_id": s.client_id, "expiry": s.expiry,
+                "subs": [[flt, list(sub[0])] for flt, sub in s.subs.items()],
+                "queue": [[t, b64(p), q, r, sid, b64(f)] for t, p, q, r, sid, f in waiting]})
+        atomic_write(os.path.join(self.dir, "sessions.json"), json.dumps(sessions))
+        atomic_write(os.path.join(self.dir, "retained.json"), json.dumps(
+            [[subj, t, b64(p), q, b64(f)] for subj, (t, p, q, f) in self.retained.items()]))
+
+    def load(self):
+        if self.dir is None:
+            return
+        from fastflow.mqtt import mqtt_filter_to_patterns
+
+        unb64 = base64.b64decode
+        try:
+            with open(os.path.join(self.dir, "retained.json")) as f:
+                for subj, t, p, q, fwd in json.load(f):
+                    self.retained[subj] = (t, unb64(p), q, unb64(fwd))
+        except FileNotFoundError:
+            pass
+        try:
+            with open(os.path.join(self.dir, "sessions.json")) as f:
+                saved = json.load(f)
+        except FileNotFoundError:
+            saved = []
+        now = time.monotonic()
+        for rec in saved:
+            s = Session(rec["client_id"])
+            s.expiry = rec["expiry"]
+            s.gone_at = now
+            for flt, opts in rec["subs"]:
+                patterns, group = mqtt_filter_to_patterns(flt)
+                sub = [tuple(opts), patterns, group, []]
+                s.subs[flt] = sub
+                self.attach_away(s, sub)
+            for t, p, q, r, sid, fwd in rec["queue"]:
+                s.queue.append((t, unb64(p), q, r, sid, unb64(fwd)))
+            self.sessions[s.client_id] = s
+
+
+def _b64(b):
+    return base64.b64encode(b).decode("ascii")
 
 
 # -- the door ----------------------------------------------------------------------------------
@@ -352,7 +457,7 @@ class MqttProtocol(DoorProtocol):
         self.outbuf.write(_packet(CONNACK, 0, body))
         if present:                     # its subscriptions write to this connection now
             for sub in session.subs.values():
-                if sub[0][0] == 0:
+                if sub[0][0] == 0 or not sub[3]:
                     self._attach(session, sub)
         # what waited while the client was away
         for pid, m in list(session.inflight.items()):
@@ -508,7 +613,8 @@ class MqttProtocol(DoorProtocol):
                                sid if self.version == 5 else None, self.max_packet,
                                not no_local)
             else:
-                t = SubTarget(self._deliverer(session, opts), max_pending=0)
+                t = SubTarget(self.server.mqtt_sessions.deliverer(session, opts),
+                              max_pending=0)
             handles.append(self.flow.add(p, t, group))
 
     def _send_retained(self, wanted):
@@ -539,31 +645,6 @@ class MqttProtocol(DoorProtocol):
         self.outbuf.write(_packet(UNSUBACK, 0, body))
 
     # -- delivering --------------------------------------------------------------------
-
-    def _deliverer(self, session, opts):
-        qos, _no_local, rap, sid = opts
-        sessions = self.server.mqtt_sessions
-
-        def deliver(ev):
-            proto = session.conn
-            try:
-                topic = subject_to_mqtt_topic(ev.routing_subject)
-            except SubjectError:
-                return
-            ext = ev.extensions
-            q = min(qos, ext.get("mqttqos", 0)) if ext else 0
-            keep = bool(rap and ext and ext.get("mqttretain") is True)
-            fwd = ext.get("mqttprops", b"") if ext else b""
-            if type(fwd) is not bytes:
-                fwd = b""
-            if proto is None:
-                if q and len(session.queue) < sessions.max_queued:
-                    session.queue.append((topic, ev.data, q, keep, sid, fwd))
-                else:
-                    session.dropped += 1
-                return
-            proto._queue(topic, ev.data, q, keep, sid, fwd)
-        return deliver
 
     def _queue(self, topic, payload, qos, retain, sid=None, fwd=b""):
         session = self.session

@@ -37,6 +37,8 @@ import threading
 import time
 from collections import deque
 
+from fastflow._files import atomic_write as _atomic_write
+from fastflow._files import fsync_dir as _fsync_dir
 from fastflow._impl import Matcher, events_from_batch, sink_record
 from fastflow.subscriptions.filters import FilterError, FilterIndex
 from fastflow.subscriptions.model import parse
@@ -65,28 +67,6 @@ def outgoing(sub, ev):
     feeds itself (``Flow(hop_limit=...)``).  The same record the index
     makes when it delivers itself (``SubscriptionIndex.set_sink``)."""
     return sink_record(ev.routing_subject, ev.encode(), sub.loops)
-
-
-def _fsync_dir(d):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path, text, d):
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        data = text.encode()
-        while data:
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(d)
 
 
 class SubscriptionLimit(Exception):
