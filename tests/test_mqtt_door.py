@@ -1,10 +1,10 @@
 """MQTT scenarios with paho-mqtt, run against a real mosquitto (the
-reference server): what an MQTT door must answer so that MQTT clients
-behave unchanged.  Each scenario runs once per broker of ``BROKERS``; the
-MQTT door joins the list when it exists, and every deliberate difference
-from mosquitto is written next to the scenario it changes."""
+reference server) and against fastflow's MQTT door (``fastflow serve
+--mqtt-port``, a child process): what the door must answer so that MQTT
+clients behave unchanged.  Each scenario runs once per broker of
+``BROKERS``; every deliberate difference from mosquitto is written next to
+the scenario it changes."""
 
-import os
 import queue
 import socket
 import struct
@@ -16,9 +16,7 @@ import pytest
 
 from peers import MosquittoProcess, free_port, require_peer
 
-# (the door is under construction: FASTFLOW_MQTT_DOOR=1 adds it; it becomes a
-# plain member of the list when it passes every scenario)
-BROKERS = ["mosquitto"] + (["fastflow"] if os.environ.get("FASTFLOW_MQTT_DOOR") == "1" else [])
+BROKERS = ["mosquitto", "fastflow"]
 V311, V5 = 4, 5
 
 
