@@ -478,3 +478,30 @@ def test_a_second_connection_takes_the_session_over(broker, clients):
     second.sub("t/o", 0)
     clients(broker).pub("t/o", b"x")
     assert second.get().payload == b"x"
+
+
+def test_retained_messages_survive_a_crash(tmp_path, clients):
+    """fastflow keeps retained messages in a stream, written as each one
+    arrives: a SIGKILL loses none.  (mosquitto writes its store at
+    shutdown and every autosave_interval: a crash loses what came since.)"""
+    require_peer("paho-mqtt")
+    import signal
+
+    proc = FastflowMqtt(free_port(), str(tmp_path)).start()
+    try:
+        broker = SimpleNamespace(port=proc.port)
+        p = clients(broker)
+        for i in range(5):
+            p.pub("crash/{}".format(i), b"v%d" % i, 1, retain=True)
+        p.pub("crash/0", b"", 1, retain=True)          # cleared
+        p.close()
+        proc.proc.send_signal(signal.SIGKILL)
+        proc.proc.wait(5)
+        proc.start()
+        s = clients(broker)
+        s.sub("crash/#", 1)
+        got = sorted((m.topic, m.payload, m.retain) for m in (s.get() for _ in range(4)))
+        assert got == [("crash/{}".format(i), b"v%d" % i, True) for i in range(1, 5)]
+        s.none()
+    finally:
+        proc.stop()

@@ -156,12 +156,18 @@ class Session:
         raise MqttError(RC_QUOTA_EXCEEDED, "no free packet identifier")
 
 
+RETAINED_STREAM = "mqtt_retained"
+RETAINED_PREFIX = "$MQTT.rt."
+
+
 class MqttSessions:
     """The server's MQTT sessions and retained messages.  With a data
-    directory they are kept in ``<data_dir>/mqtt/`` (``sessions.json``,
-    ``retained.json``), written when the server stops and read when it
-    starts: a session that outlives its connection survives a restart
-    with its subscriptions and the QoS 1/2 messages that wait for it."""
+    directory, retained messages are kept in the stream ``mqtt_retained``
+    (one event per topic, written as each arrives: crash-safe as every
+    file-backed stream), and the sessions in ``<data_dir>/mqtt/sessions.json``,
+    written when the server stops and read when it starts: a session that
+    outlives its connection survives a restart with its subscriptions and
+    the QoS 1/2 messages that wait for it."""
 
     def __init__(self, flow, max_queued=10000, data_dir=None):
         self.flow = flow
@@ -170,6 +176,30 @@ class MqttSessions:
         self.max_queued = max_queued
         self.next_assigned = 1
         self.dir = os.path.join(data_dir, "mqtt") if data_dir else None
+        self.stream = None
+        if data_dir:
+            from fastflow import Retention
+
+            self.stream = flow.add_stream(RETAINED_STREAM, [RETAINED_PREFIX + ">"],
+                                          Retention(max_per_subject=1))
+
+    def retain(self, subject, topic, payload, qos, fwd):
+        """Keep (or, with an empty payload, forget) the retained message of
+        ``subject``."""
+        if payload:
+            self.retained[subject] = (topic, payload, qos, fwd)
+        else:
+            self.retained.pop(subject, None)
+        if self.stream is None:
+            return
+        if payload:
+            attrs = {"mqttqos": qos} if qos else {}
+            if fwd:
+                attrs["mqttprops"] = fwd
+            self.flow.publish(Event(RETAINED_PREFIX + subject, payload,
+                                    source=self.flow.source, **attrs))
+        else:
+            self.stream.purge(RETAINED_PREFIX + subject)
 
     def assign_id(self, server_id):
         cid = "ff-{}-{}".format(server_id[-8:], self.next_assigned)
@@ -248,8 +278,6 @@ class MqttSessions:
                 "subs": [[flt, list(sub[0])] for flt, sub in s.subs.items()],
                 "queue": [[t, b64(p), q, r, sid, b64(f)] for t, p, q, r, sid, f in waiting]})
         atomic_write(os.path.join(self.dir, "sessions.json"), json.dumps(sessions))
-        atomic_write(os.path.join(self.dir, "retained.json"), json.dumps(
-            [[subj, t, b64(p), q, b64(f)] for subj, (t, p, q, f) in self.retained.items()]))
 
     def load(self):
         if self.dir is None:
@@ -257,12 +285,17 @@ class MqttSessions:
         from fastflow.mqtt import mqtt_filter_to_patterns
 
         unb64 = base64.b64decode
-        try:
-            with open(os.path.join(self.dir, "retained.json")) as f:
-                for subj, t, p, q, fwd in json.load(f):
-                    self.retained[subj] = (t, unb64(p), q, unb64(fwd))
-        except FileNotFoundError:
-            pass
+        n = len(RETAINED_PREFIX)
+        for key, ev in self.stream.last(RETAINED_PREFIX + ">").items():
+            subject = key[n:]
+            try:
+                topic = subject_to_mqtt_topic(subject)
+            except SubjectError:
+                continue
+            ext = ev.extensions
+            fwd = ext.get("mqttprops", b"")
+            self.retained[subject] = (topic, ev.data, ext.get("mqttqos", 0),
+                                      fwd if type(fwd) is bytes else b"")
         try:
             with open(os.path.join(self.dir, "sessions.json")) as f:
                 saved = json.load(f)
@@ -508,11 +541,7 @@ class MqttProtocol(DoorProtocol):
                 attrs["datacontenttype"] = props["content_type"]
         record = Event(subject, payload, source=self.flow.source, **attrs).encode()
         if retain:
-            retained = self.server.mqtt_sessions.retained
-            if payload:
-                retained[subject] = (topic, payload, qos, fwd)
-            else:
-                retained.pop(subject, None)
+            self.server.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
         conn.in_msgs_py += 1
         try:
             # (the origin: a subscription of this connection with no-local skips it)
@@ -707,8 +736,8 @@ class MqttProtocol(DoorProtocol):
 
         def send():
             if retain:
-                self.server.mqtt_sessions.retained[subject] = (
-                    topic, payload, qos, _forwarded_props(props) if props else b"")
+                self.server.mqtt_sessions.retain(subject, topic, payload, qos,
+                                                 _forwarded_props(props) if props else b"")
             attrs = {"mqttqos": qos} if qos else {}
             fwd = _forwarded_props(props) if props else b""
             if fwd:
