@@ -40,6 +40,7 @@ RC_NO_SUBSCRIPTION_EXISTED = 0x11
 RC_UNSPECIFIED = 0x80
 RC_MALFORMED = 0x81
 RC_PROTOCOL = 0x82
+RC_UNSUPPORTED_VERSION = 0x84
 RC_NOT_AUTHORIZED = 0x87
 RC_SERVER_BUSY = 0x89
 RC_BAD_CREDENTIALS = 0x86
@@ -47,6 +48,7 @@ RC_KEEP_ALIVE_TIMEOUT = 0x8D
 RC_SESSION_TAKEN_OVER = 0x8E
 RC_TOPIC_FILTER_INVALID = 0x8F
 RC_TOPIC_NAME_INVALID = 0x90
+RC_TOPIC_ALIAS_INVALID = 0x94
 RC_PACKET_ID_NOT_FOUND = 0x92
 RC_QUOTA_EXCEEDED = 0x97
 RC_SHARED_NOT_SUPPORTED = 0x9E
@@ -343,6 +345,8 @@ class MqttProtocol(DoorProtocol):
         self.receive_max = 65535
         self.max_packet = 0
         self._connect_req = None
+        self._acked = False             # the CONNACK was sent
+        self._taken = False             # another connection took the session over
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -353,9 +357,13 @@ class MqttProtocol(DoorProtocol):
         return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED)
 
     def close_data(self, code, message, rid):
-        if self.conn.state < READY:
+        if not self._acked:             # before the CONNACK (state is CLOSING already)
             if code == 401:
                 return self._connack_refusal(RC_NOT_AUTHORIZED)
+            if code == RC_UNSUPPORTED_VERSION:
+                # (as mosquitto: a CONNACK in the words of 3.1.1 when the
+                # level is unknown, return code 1)
+                return self._connack_refusal(RC_UNSUPPORTED_VERSION)
             return b""
         if self.version == 5:
             reason = {408: RC_KEEP_ALIVE_TIMEOUT, 401: RC_NOT_AUTHORIZED,
@@ -488,6 +496,7 @@ class MqttProtocol(DoorProtocol):
         else:
             body = bytes([int(present), 0])
         self.outbuf.write(_packet(CONNACK, 0, body))
+        self._acked = True
         if present:                     # its subscriptions write to this connection now
             for sub in session.subs.values():
                 if sub[0][0] == 0 or not sub[3]:
@@ -501,7 +510,7 @@ class MqttProtocol(DoorProtocol):
         conn = self.conn
         if conn.state >= CLOSING:
             return
-        self.session = None             # (the new connection has it now)
+        self._taken = True              # (the new connection has the session now)
         conn.close(RC_SESSION_TAKEN_OVER, "session taken over")
 
     # -- PUBLISH in --------------------------------------------------------------------
@@ -510,6 +519,10 @@ class MqttProtocol(DoorProtocol):
         qos = (flags >> 1) & 3
         retain = bool(flags & 1)
         conn = self.conn
+        if "topic_alias" in props:
+            # (CONNACK's Topic Alias Maximum is 0: no alias is valid)
+            raise MqttError(RC_TOPIC_ALIAS_INVALID, "topic alias {} over the maximum 0".format(
+                props["topic_alias"]))
         if qos == 2 and packet_id in self.session.inbound_qos2:
             self.outbuf.write(_packet(PUBREC, 0, struct.pack(">H", packet_id)))
             return                      # a resend: delivered once already
@@ -756,7 +769,7 @@ class MqttProtocol(DoorProtocol):
         if not self.clean_exit:
             self._lost_will()
         session = self.session
-        if session is None or session.conn is not self:
+        if self._taken or session is None or session.conn is not self:
             return
         session.conn = None
         session.gone_at = time.monotonic()
