@@ -27,27 +27,19 @@ def broker(request, tmp_path):
     require_peer("paho-mqtt")
     if request.param == "mosquitto":
         require_peer("mosquitto")
-        proc = MosquittoProcess(free_port(), str(tmp_path)).start()
+        proc = MosquittoProcess(free_port(), str(tmp_path))
+    else:
+        proc = FastflowMqtt(free_port(), str(tmp_path))
+    proc.start()
 
-        def restart():
-            proc.stop()
-            proc.start()
+    def restart():
+        proc.stop()
+        proc.start()
 
-        try:
-            yield SimpleNamespace(name="mosquitto", port=proc.port, restart=restart, proc=proc)
-        finally:
-            proc.stop()
-    elif request.param == "fastflow":
-        proc = FastflowMqtt(free_port(), str(tmp_path)).start()
-
-        def restart():
-            proc.stop()
-            proc.start()
-
-        try:
-            yield SimpleNamespace(name="fastflow", port=proc.port, restart=restart, proc=proc)
-        finally:
-            proc.stop()
+    try:
+        yield SimpleNamespace(name=request.param, port=proc.port, restart=restart, proc=proc)
+    finally:
+        proc.stop()
 
 
 class FastflowMqtt:
