@@ -308,6 +308,17 @@ def test_no_local_and_subscription_identifiers(broker, clients):
     c.none()
 
 
+@pytest.mark.parametrize("pub_qos", [0, 1])
+def test_no_local_at_qos_1(broker, clients, pub_qos):
+    c = clients(broker)
+    c.sub("nq/1", 1, noLocal=True)
+    other = clients(broker)
+    c.pub("nq/1", b"own", pub_qos)
+    other.pub("nq/1", b"theirs", pub_qos)
+    assert c.get().payload == b"theirs"
+    c.none()
+
+
 def test_v5_properties_reach_the_subscriber(broker, clients):
     s = clients(broker)
     s.sub("rr/#", 1)

@@ -227,11 +227,13 @@ class MqttSessions:
     def deliverer(self, session, opts):
         """The callback of a QoS 1/2 subscription of ``session``: to its
         connection, or into its queue while the client is away."""
-        qos, _no_local, rap, sid = opts
+        qos, no_local, rap, sid = opts
         sessions = self
 
         def deliver(ev):
             proto = session.conn
+            if no_local and proto is not None and proto._publishing:
+                return
             try:
                 topic = subject_to_mqtt_topic(ev.routing_subject)
             except SubjectError:
@@ -346,6 +348,7 @@ class MqttProtocol(DoorProtocol):
         self.max_packet = 0
         self._connect_req = None
         self._acked = False             # the CONNACK was sent
+        self._publishing = False        # a publish of this connection is being routed
         self._taken = False             # another connection took the session over
 
     # -- what the lifecycle writes -----------------------------------------------------
@@ -501,6 +504,8 @@ class MqttProtocol(DoorProtocol):
             for sub in session.subs.values():
                 if sub[0][0] == 0 or not sub[3]:
                     self._attach(session, sub)
+                if sub[0][0] and sub[0][1]:
+                    self.parser.route_pubs = False  # (no-local at QoS 1/2: see _subscribe)
         # what waited while the client was away
         for pid, m in list(session.inflight.items()):
             self._send(m[0], m[1], m[2], m[3], pid, dup=True, sid=m[5], fwd=m[6])
@@ -556,11 +561,16 @@ class MqttProtocol(DoorProtocol):
         if retain:
             self.server.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
         conn.in_msgs_py += 1
+        # (the origin: this connection's no-local subscriptions skip it, the
+        # QoS 0 ones in C by the origin, the others by _publishing: their
+        # deliveries run inline, within this call)
+        self._publishing = True
         try:
-            # (the origin: a subscription of this connection with no-local skips it)
             self.flow.publish_record(subject, record, None, self.outbuf)
         except Exception as exc:        # a full stream: the subscribers had it
             log.debug("client %d: publish on %s: %s", conn.id, subject, exc)
+        finally:
+            self._publishing = False
         if qos == 2:
             self.session.inbound_qos2.add(packet_id)
         self._ack(qos, packet_id, 0)
@@ -631,6 +641,10 @@ class MqttProtocol(DoorProtocol):
             sid = props.get("subscription_identifier")
             sub = [(qos, no_local, rap, sid), patterns, group, []]
             self._attach(session, sub)
+            if no_local and qos:
+                # (the parser's C path routes without telling Python whose
+                # publish it is: this connection's publishes go through Python)
+                self.parser.route_pubs = False
             session.subs[flt] = sub
             codes.append(qos)
             if group is None and (handling == 0 or (handling == 1 and not existed)):
