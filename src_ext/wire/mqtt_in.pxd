@@ -6,8 +6,6 @@ ctypedef struct MqReader:                   # the body of one packet, read from 
     Py_ssize_t end                          # every read stops here
 
 cdef class MqttParser(DoorParser):
-    cdef char *rec                          # the record of a PUBLISH being routed
-    cdef Py_ssize_t rcap
     cdef public Py_ssize_t max_packet       # the largest packet after CONNECT (bytes)
     cdef readonly int version               # 0 before CONNECT; 3, 4 or 5 from it
     cdef readonly int64_t packets_in

@@ -441,9 +441,6 @@ cdef class MqttParser(DoorParser):
         self.max_packet = max_packet
         self.max_connect = max_connect
 
-    def __dealloc__(self):
-        free(self.rec)
-
     cdef object _malformed_before(self):
         return MqttError(self.failed.reason, 'the stream was malformed before: {}'.format(
             self.failed))
@@ -563,19 +560,8 @@ cdef class MqttParser(DoorParser):
     cdef int _route(self, object subject, const char *d, Py_ssize_t dn) except -1:
         """A PUBLISH: an event with the defaults, routed (1); 0 if the flow
         refuses it (closed: the PUBLISH goes to Python)."""
-        global _id_counter
-        cdef Router rt = self.router
-        cdef Py_ssize_t srcn = PyBytes_GET_SIZE(rt.source_b)
-        cdef Py_ssize_t rlen = EV_HEADER + EV_GENID + srcn + dn
-        cdef char *b
-        _grow(<void **>&self.rec, &self.rcap, rlen, 1, 4096)
-        b = self.rec
-        _id_counter += 1
-        b += _ev_default_head(b, _id_counter, PyBytes_AS_STRING(rt.source_b), srcn, 0)
-        if dn:
-            memcpy(b, d, dn)
         try:
-            rt._publish_wire(subject, NULL, 0, self.rec, rlen, self.out, True)
+            self._publish_default(subject, NULL, 0, d, dn)
         except (LogFullError, EventTooLarge):
             pass    # a stream refused it, the subscribers got it (QoS 0: no answer)
         except (FastflowError, UnicodeDecodeError):
