@@ -12,6 +12,7 @@ from fastflow import _impl
 from fastflow._ref.subindex import SubscriptionIndex as TwinIndex
 
 from conftest import CORES
+from test_routing_model import matches
 
 INDEXES = [c.SubscriptionIndex for c in CORES.values()]
 IDS = list(CORES)
@@ -49,22 +50,11 @@ _events = st.lists(st.builds(
     st.one_of(st.none(), st.sampled_from(["e1", "ü"]))), min_size=1, max_size=12)
 
 
-def _route(pattern, subject):
-    """Whether ``subject`` matches ``pattern`` (NATS rules, written out)."""
-    p, s = pattern.split("."), subject.split(".")
-    if s[0].startswith("$") and p[0] in ("*", ">"):
-        return False
-    for i, t in enumerate(p):
-        if t == ">":
-            return len(s) > i
-        if i >= len(s) or (t != "*" and t != s[i]):
-            return False
-    return len(s) == len(p)
 
 
 def _meets(key, ev):
     if key[0] == "routing":
-        return _route(key[1], ev.routing_subject)
+        return matches(key[1], ev.routing_subject)
     v = getattr(ev, key[1])
     if v is None:
         return False
@@ -294,3 +284,4 @@ def test_sink_record_against_the_twin(name):
             twin("a", bad)
     with pytest.raises(fastflow.FastflowError, match="without a routing subject"):
         sink_record(None, fastflow.Event("a", b"", source="/s").encode())
+
