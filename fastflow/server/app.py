@@ -199,7 +199,7 @@ class Server:
         """Answer ERR 404 to the replays and fetches reading a stream or a
         consumer that is being deleted."""
         for conn in list(self.conns.values()):
-            for task in list(conn.tasks):
+            for task in list(conn.tasks or ()):
                 if getattr(task, kind, None) is obj:
                     conn.end_request(task, 404, message)
 
@@ -578,7 +578,7 @@ class Server:
                      ", draining" if drain else "")
             for c in conns:             # nothing more is read: what was read is handled
                 c.pause("drain")
-                for task in list(c.tasks):
+                for task in list(c.tasks or ()):
                     task.cancel()
             for c in conns:
                 c.flush()
