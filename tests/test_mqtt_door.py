@@ -549,3 +549,101 @@ def test_an_unknown_protocol_level_is_answered_with_connack_1(broker, level):
             got += chunk
         assert got[:4] == b"\x20\x02\x00\x01"
         assert sock.recv(16) == b""
+
+
+# -- mosquitto's own command-line clients ---------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_mosquitto_pub_and_sub(broker, version):
+    """A smoke test with mosquitto's C clients: ``mosquitto_sub`` gets
+    what ``mosquitto_pub`` sends, one message and a file of lines, QoS 0
+    to 2, and leaves after ``-C`` messages."""
+    import shutil
+    import subprocess
+
+    require_peer("mosquitto")
+    sub_bin, pub_bin = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub")
+    if sub_bin is None or pub_bin is None:
+        require_peer("mosquitto-clients")
+    base = ["-h", "127.0.0.1", "-p", str(broker.port), "-V", version]
+    sub = subprocess.Popen([sub_bin] + base + ["-t", "smoke/#", "-q", "2", "-C", "5", "-v",
+                                               "-W", "20"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)                 # (mosquitto_sub has no "subscribed" signal)
+        run = dict(timeout=20, check=True, capture_output=True)
+        subprocess.run([pub_bin] + base + ["-t", "smoke/one", "-m", "hello", "-q", "1"], **run)
+        subprocess.run([pub_bin] + base + ["-t", "smoke/lines", "-l", "-q", "2"],
+                       input=b"a\nb\nc\n", **run)
+        subprocess.run([pub_bin] + base + ["-t", "smoke/zero", "-m", "last"], **run)
+        out, err = sub.communicate(timeout=20)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+    assert sub.returncode == 0, err
+    assert out.decode().splitlines() == [
+        "smoke/one hello", "smoke/lines a", "smoke/lines b", "smoke/lines c", "smoke/zero last"]
+
+
+# -- the other doors ------------------------------------------------------------------------
+
+
+def test_mqtt_nats_and_native_clients_see_each_other(tmp_path, clients):
+    """One engine behind every door: an MQTT publish reaches a native
+    subscriber, a NATS subscriber and a stream under the subject its topic
+    translates to; what the native and NATS clients publish reaches the
+    MQTT subscriber under the topic translated back."""
+    require_peer("paho-mqtt")
+    import asyncio
+
+    import fastflow.client
+
+    native, nats = free_port(), free_port()
+    proc = FastflowMqtt(free_port(), str(tmp_path),
+                        ["--port", str(native), "--nats-port", str(nats)]).start()
+    try:
+        broker = SimpleNamespace(port=proc.port)
+
+        async def main():
+            client = await fastflow.client.connect("fastflow://127.0.0.1:{}".format(native))
+            got = asyncio.Queue()
+            client.subscribe("plant.>", lambda ev: got.put_nowait(ev))
+            await client.add_stream("plant", ["plant.>"])
+            await client.flush()
+            sock = socket.create_connection(("127.0.0.1", nats), timeout=5)
+            sock.recv(4096)                                 # INFO
+            sock.sendall(b'CONNECT {"verbose":false}\r\nSUB plant.> 1\r\nPING\r\n')
+            seen = b""
+            while b"PONG" not in seen:
+                seen += sock.recv(4096)
+            mq = clients(broker, V5)
+            mq.sub("plant/#", 1)
+            m3 = clients(broker, V311)
+            await asyncio.to_thread(m3.pub, "plant/line.1/temp", b"21.5", 1)
+            ev = await asyncio.wait_for(got.get(), 5)
+            assert (ev.routing_subject, ev.data) == ("plant.line//1.temp", b"21.5")
+            seen = b""
+            while b"21.5" not in seen:
+                seen += sock.recv(4096)
+            assert seen.startswith(b"MSG plant.line//1.temp 1 4\r\n21.5\r\n")
+            m = mq.get()
+            assert (m.topic, m.payload, m.qos) == ("plant/line.1/temp", b"21.5", 1)
+            client.publish("plant.line//2.temp", b"19.0")
+            await client.flush()
+            m = await asyncio.to_thread(mq.get)
+            assert (m.topic, m.payload, m.qos) == ("plant/line.2/temp", b"19.0", 0)
+            sock.sendall(b"PUB plant.gate 4\r\nopen\r\n")
+            m = await asyncio.to_thread(mq.get)
+            assert (m.topic, m.payload) == ("plant/gate", b"open")
+            events = [e async for e in client.replay("plant", "first")]
+            assert [(e.routing_subject, e.data) for e in events] == [
+                ("plant.line//1.temp", b"21.5"), ("plant.line//2.temp", b"19.0"),
+                ("plant.gate", b"open")]
+            sock.close()
+            await client.close()
+
+        asyncio.run(main())
+    finally:
+        proc.stop()
