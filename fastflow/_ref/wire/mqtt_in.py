@@ -17,6 +17,7 @@ from fastflow._ref.event import (
     _c_ssize,
     _final,
     _ro,
+    _ssize,
 )
 from fastflow._ref.wire.door import DoorParser
 from fastflow.errors import EventTooLarge, FastflowError, LogFullError, MqttError, SubjectError
@@ -320,14 +321,8 @@ class MqttParser(DoorParser):
     packets_in = _ro("_packets_in")
     version = _ro("_version")
 
-    @property
-    def max_packet(self):
-        """The largest packet (bytes, the fixed header included) after CONNECT."""
-        return self._max_packet
-
-    @max_packet.setter
-    def max_packet(self, v):
-        self._max_packet = _c_ssize(v)
+    max_packet = _ssize("_max_packet",
+                        "The largest packet (bytes, the fixed header included) after CONNECT.")
 
     def _malformed_before(self):
         return MqttError(self._failed.reason,
