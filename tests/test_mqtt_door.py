@@ -322,11 +322,13 @@ def test_no_local_at_qos_1(broker, clients, pub_qos):
     c.none()
 
 
-def test_v5_properties_reach_the_subscriber(broker, clients):
+@pytest.mark.parametrize("sub_qos,pub_qos", [(0, 0), (1, 1), (2, 2), (2, 0), (0, 2)])
+def test_v5_properties_reach_the_subscriber(request, broker, clients, sub_qos, pub_qos):
+    _c_target_gap(request, broker, sub_qos)
     s = clients(broker)
-    s.sub("rr/#", 1)
+    s.sub("rr/#", sub_qos)
     p = clients(broker)
-    p.pub("rr/q", b"{}", 1, props={"ContentType": "application/json",
+    p.pub("rr/q", b"{}", pub_qos, props={"ContentType": "application/json",
                                    "ResponseTopic": "rr/answer", "CorrelationData": b"c1",
                                    "UserProperty": [("a", "1"), ("a", "2"), ("b", "x")],
                                    "PayloadFormatIndicator": 1, "MessageExpiryInterval": 60})
@@ -336,6 +338,75 @@ def test_v5_properties_reach_the_subscriber(broker, clients):
         "application/json", "rr/answer", b"c1")
     assert pr.UserProperty == [("a", "1"), ("a", "2"), ("b", "x")]   # order and repeats kept
     assert pr.PayloadFormatIndicator == 1 and 0 < pr.MessageExpiryInterval <= 60
+    assert m.qos == min(sub_qos, pub_qos)
+
+
+def _c_target_gap(request, broker, sub_qos):
+    """Known gap: QoS 0 subscriptions (the C wire target) do not carry the
+    MQTT 5 properties of MQTT publishes yet (strict: a fix shows here)."""
+    if broker.name == "fastflow" and sub_qos == 0:
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="the C wire target does not forward MQTT 5 properties yet"))
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_request_response(request, broker, clients, qos):
+    """A requester names its response topic and correlation data; the
+    responder answers there with them."""
+    _c_target_gap(request, broker, qos)
+    responder = clients(broker)
+    responder.sub("svc/time", qos)
+    requester = clients(broker)
+    requester.sub("replies/me", qos)
+    for n in (b"c1", b"c2"):
+        requester.pub("svc/time", b"now?", qos, props={"ResponseTopic": "replies/me",
+                                                       "CorrelationData": n})
+    for _ in range(2):
+        req = responder.get()
+        responder.pub(req.properties.ResponseTopic, b"12:00", qos,
+                      props={"CorrelationData": req.properties.CorrelationData})
+    got = [requester.get() for _ in range(2)]
+    assert [(m.topic, m.payload, m.properties.CorrelationData) for m in got] == [
+        ("replies/me", b"12:00", b"c1"), ("replies/me", b"12:00", b"c2")]
+
+
+_MESSAGE_PROPS = ("PayloadFormatIndicator", "MessageExpiryInterval", "ContentType",
+                  "ResponseTopic", "CorrelationData", "UserProperty", "TopicAlias")
+
+
+@pytest.mark.parametrize("sub_qos", [0, 1])
+def test_no_properties_from_a_publisher_without_them(broker, clients, sub_qos):
+    """A 3.1.1 publisher's message reaches a 5.0 subscriber without
+    message properties (none invented)."""
+    s = clients(broker)
+    s.sub("np/#", sub_qos)
+    clients(broker, V311).pub("np/x", b"plain", 1)
+    m = s.get()
+    assert m.payload == b"plain"
+    assert [n for n in _MESSAGE_PROPS if hasattr(m.properties, n)] == []
+
+
+@pytest.mark.parametrize("sub_qos", [0, 1])
+def test_no_properties_from_a_nats_publisher(tmp_path, clients, sub_qos):
+    """A message published on the NATS door reaches a 5.0 subscriber as
+    QoS 0, without message properties (fastflow only: the other door)."""
+    require_peer("paho-mqtt")
+    nats_port = free_port()
+    proc = FastflowMqtt(free_port(), str(tmp_path), ["--nats-port", str(nats_port)]).start()
+    try:
+        s = clients(SimpleNamespace(port=proc.port))
+        s.sub("from/+/x", sub_qos)
+        with socket.create_connection(("127.0.0.1", nats_port), timeout=5) as n:
+            n.recv(4096)                                 # INFO
+            n.sendall(b"CONNECT {}\r\nPUB from.nats.x 5\r\nhello\r\nPING\r\n")
+            got = b""
+            while b"PONG" not in got:
+                got += n.recv(4096)
+            m = s.get()
+        assert (m.topic, m.payload, m.qos) == ("from/nats/x", b"hello", 0)
+        assert [n for n in _MESSAGE_PROPS if hasattr(m.properties, n)] == []
+    finally:
+        proc.stop()
 
 
 def test_assigned_client_identifier(broker, clients):
