@@ -764,6 +764,26 @@ def small_broker(request, tmp_path):
         proc.stop()
 
 
+def test_mqtt_limits_in_the_config_file(tmp_path):
+    from fastflow.server.config import ConfigError, ServerConfig, load_config
+
+    path = tmp_path / "mqtt.toml"
+    path.write_text('[mqtt]\nmax_inflight = 5\nmax_topic_alias = 0\nmax_packet = "64KiB"\n'
+                    'max_keepalive = 0\n')
+    cfg = ServerConfig(**load_config(str(path)))
+    assert (cfg.mqtt_max_inflight, cfg.mqtt_max_topic_alias, cfg.mqtt_max_packet,
+            cfg.mqtt_max_keepalive) == (5, 0, 65536, 0)
+    from fastflow.server.mqtt import server_max_packet
+
+    assert server_max_packet(cfg) == 65536
+    assert server_max_packet(ServerConfig(max_payload=1000)) == 1000 + 65536 + 16
+    for kw, what in (({"mqtt_max_inflight": 0}, r"mqtt_max_inflight: expected 1\.\.65535"),
+                     ({"mqtt_max_topic_alias": 70000}, r"mqtt_max_topic_alias: expected 0"),
+                     ({"mqtt_max_packet": 10}, r"mqtt_max_packet: expected 64 bytes")):
+        with pytest.raises(ConfigError, match=what):
+            ServerConfig(**kw)
+
+
 def test_connack_tells_the_limits(broker):
     """Receive Maximum 20 and Topic Alias Maximum 10 (mosquitto's defaults);
     no Maximum QoS (2 is supported); what is available is not denied."""
