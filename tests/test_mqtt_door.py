@@ -822,6 +822,23 @@ def test_server_keep_alive(small_broker):
     assert _disconnect_reason(got) == (0x8D if b.name == "fastflow" else None)
 
 
+def test_the_keep_alive_is_the_clients_not_the_ping_interval(tmp_path):
+    """An MQTT client pings on its own keep-alive: the server's PING clock
+    (ping_interval, max_pings_out), which MQTT has no packet for, does not
+    close a client quiet for longer than it but within its keep-alive."""
+    require_peer("paho-mqtt")
+    conf = tmp_path / "ff.toml"
+    conf.write_text('[limits]\nping_interval = "1s"\nmax_pings_out = 1\n')
+    proc = FastflowMqtt(free_port(), str(tmp_path), ["--config", str(conf)]).start()
+    try:
+        c = Raw(proc.port, keepalive=10)
+        time.sleep(3.5)                                  # quiet, within its keep-alive
+        c.send(b"\xc0\x00")                              # PINGREQ
+        assert c.next() == (13, 0, b"")
+    finally:
+        proc.stop()
+
+
 def test_topic_aliases_in(broker, clients):
     s = clients(broker)
     s.sub("al/#", 1)

@@ -409,7 +409,10 @@ class MqttProtocol(DoorProtocol):
         return b""
 
     def ping(self):
-        pass                            # MQTT: the client pings; keep-alive in tick()
+        # MQTT: the client pings, on its keep-alive (held by tick()); the
+        # server has no PING to send, so the lifecycle's count of PINGs
+        # without an answer (ping_interval, max_pings_out) does not apply
+        self.conn.pings_out = 0
 
     def err(self, code, message, rid=0):
         log.debug("client %d: MQTT error %s: %s", self.conn.id, code, message)
