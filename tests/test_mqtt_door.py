@@ -633,6 +633,8 @@ def test_wrong_credentials_get_connack_not_authorized(tmp_path, clients):
             try:
                 assert c.connected.wait(5)
                 assert c.connack.reason == code
+                if version == V5:       # (5.0: the reason in words)
+                    assert "auth" in c.connack.props.ReasonString
             finally:
                 c.c.loop_stop()
     finally:

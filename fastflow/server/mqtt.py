@@ -370,12 +370,13 @@ class MqttProtocol(DoorProtocol):
         pass                            # MQTT: the client speaks first
 
     def refusal(self, code, message):
-        return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED)
+        return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED,
+                                     message)
 
     def close_data(self, code, message, rid):
         if not self._acked:             # before the CONNACK (state is CLOSING already)
             if code == 401:
-                return self._connack_refusal(RC_NOT_AUTHORIZED)
+                return self._connack_refusal(RC_NOT_AUTHORIZED, message)
             if code == RC_UNSUPPORTED_VERSION:
                 # (as mosquitto: a CONNACK in the words of 3.1.1 when the
                 # level is unknown, return code 1)
@@ -430,7 +431,7 @@ class MqttProtocol(DoorProtocol):
 
     def _connack_refusal(self, reason, message=None):
         if self.version == 5:
-            pairs = [(0x1F, _str(message))] if message and self.problem_info else []
+            pairs = [(0x1F, _str(str(message)[:200]))] if message and self.problem_info else []
             return _packet(CONNACK, 0, b"\x00" + bytes([reason]) + _props(pairs))
         return _packet(CONNACK, 0, b"\x00" + bytes([_V3_CONNACK.get(reason, 3)]))
 
