@@ -582,8 +582,9 @@ class MqttProtocol(DoorProtocol):
         retain = bool(flags & 1)
         conn = self.conn
         alias = props.get("topic_alias")
+        subject = None
         if alias is not None:
-            topic = self._alias(alias, topic)
+            topic, subject = self._alias(alias, topic)
         inbound = self.session.inbound_qos2
         if qos == 2:
             if packet_id in inbound:
@@ -595,10 +596,11 @@ class MqttProtocol(DoorProtocol):
                 raise MqttError(RC_RECEIVE_MAXIMUM_EXCEEDED, "more than the Receive Maximum "
                                 "{} QoS 2 publishes awaiting PUBREL".format(
                                     self.cfg.mqtt_max_inflight))
-        try:
-            subject = mqtt_topic_to_subject(topic)
-        except SubjectError as exc:
-            raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+        if subject is None:
+            try:
+                subject = mqtt_topic_to_subject(topic)
+            except SubjectError as exc:
+                raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
         if not conn.may_publish(subject):
             self.server.n_denied += 1
             if self.version == 5:
@@ -640,8 +642,9 @@ class MqttProtocol(DoorProtocol):
         self._ack(qos, packet_id, 0)
 
     def _alias(self, alias, topic):
-        """The topic of a PUBLISH with Topic Alias ``alias`` (MQTT 5 section
-        3.3.2.3.4): a topic name sets the alias, an empty one uses it."""
+        """``(topic, subject)`` of a PUBLISH with Topic Alias ``alias`` (MQTT
+        5 section 3.3.2.3.4): a topic name sets the alias, an empty one uses
+        it; the subject is translated once per alias set (None: not yet)."""
         top = self.cfg.mqtt_max_topic_alias
         if alias > top:                 # (0: the parser refuses it with 0x94)
             raise MqttError(RC_TOPIC_ALIAS_INVALID, "topic alias {} over the maximum {}".format(
@@ -650,8 +653,12 @@ class MqttProtocol(DoorProtocol):
         if aliases is None:
             aliases = self.aliases = {}     # (at most max_topic_alias entries)
         if topic:
-            aliases[alias] = topic
-            return topic
+            try:
+                subject = mqtt_topic_to_subject(topic)
+            except SubjectError as exc:
+                raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+            aliases[alias] = topic, subject
+            return topic, subject
         try:
             return aliases[alias]
         except KeyError:
