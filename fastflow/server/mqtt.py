@@ -44,12 +44,15 @@ RC_UNSUPPORTED_VERSION = 0x84
 RC_NOT_AUTHORIZED = 0x87
 RC_SERVER_BUSY = 0x89
 RC_BAD_CREDENTIALS = 0x86
+RC_SERVER_SHUTTING_DOWN = 0x8B
+RC_BAD_AUTH_METHOD = 0x8C
 RC_KEEP_ALIVE_TIMEOUT = 0x8D
 RC_SESSION_TAKEN_OVER = 0x8E
 RC_TOPIC_FILTER_INVALID = 0x8F
 RC_TOPIC_NAME_INVALID = 0x90
 RC_TOPIC_ALIAS_INVALID = 0x94
 RC_PACKET_ID_NOT_FOUND = 0x92
+RC_RECEIVE_MAXIMUM_EXCEEDED = 0x93
 RC_QUOTA_EXCEEDED = 0x97
 RC_SHARED_NOT_SUPPORTED = 0x9E
 
@@ -327,6 +330,13 @@ def _b64(b):
 # -- the door ----------------------------------------------------------------------------------
 
 
+def server_max_packet(cfg):
+    """The largest packet the door takes (CONNACK's Maximum Packet Size):
+    ``[mqtt] max_packet``, else a payload of ``max_payload`` with 64 KiB of
+    topic and properties."""
+    return cfg.mqtt_max_packet or cfg.max_payload + 65536 + 16
+
+
 class MqttProtocol(DoorProtocol):
     """The MQTT handlers for one connection (``conn``)."""
 
@@ -337,7 +347,7 @@ class MqttProtocol(DoorProtocol):
     def __init__(self, conn):
         DoorProtocol.__init__(self, conn)
         cfg = self.cfg
-        self.parser = MqttParser(self.flow, self.outbuf, cfg.max_payload + 65536 + 16,
+        self.parser = MqttParser(self.flow, self.outbuf, server_max_packet(cfg),
                                  cfg.max_connect)
         self.version = 4
         self.session = None
@@ -350,6 +360,9 @@ class MqttProtocol(DoorProtocol):
         self._acked = False             # the CONNACK was sent
         self._publishing = False        # a publish of this connection is being routed
         self._taken = False             # another connection took the session over
+        self.aliases = None             # MQTT 5 inbound topic aliases: alias -> topic
+        self.problem_info = True        # MQTT 5 Request Problem Information (reason strings)
+        self.server_keepalive = None    # MQTT 5 Server Keep Alive, if it lowered the client's
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -357,12 +370,13 @@ class MqttProtocol(DoorProtocol):
         pass                            # MQTT: the client speaks first
 
     def refusal(self, code, message):
-        return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED)
+        return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED,
+                                     message)
 
     def close_data(self, code, message, rid):
         if not self._acked:             # before the CONNACK (state is CLOSING already)
             if code == 401:
-                return self._connack_refusal(RC_NOT_AUTHORIZED)
+                return self._connack_refusal(RC_NOT_AUTHORIZED, message)
             if code == RC_UNSUPPORTED_VERSION:
                 # (as mosquitto: a CONNACK in the words of 3.1.1 when the
                 # level is unknown, return code 1)
@@ -373,12 +387,33 @@ class MqttProtocol(DoorProtocol):
                       400: RC_PROTOCOL}.get(code, RC_UNSPECIFIED)
             if isinstance(code, int) and 0x80 <= code <= 0xA2:
                 reason = code
-            return _packet(DISCONNECT, 0, bytes([reason]) + _props(
-                [(0x1F, _str(str(message)[:200]))] if message else []))
+            return self._disconnect_packet(reason, message)
+        return b""
+
+    def _disconnect_packet(self, reason, message=None):
+        """A DISCONNECT with ``reason``; the reason string unless the client
+        asked for none (Request Problem Information 0) or its Maximum Packet
+        Size leaves no room for it."""
+        pkt = _packet(DISCONNECT, 0, bytes([reason]) + _props([]))
+        if message and self.problem_info:
+            full = _packet(DISCONNECT, 0, bytes([reason]) + _props(
+                [(0x1F, _str(str(message)[:200]))]))
+            if not self.max_packet or len(full) <= self.max_packet:
+                pkt = full
+        return pkt
+
+    def goodbye(self):
+        # (the server stops: a 5.0 client is told why, DISCONNECT 0x8B; a
+        # DISCONNECT of the client's own ends with nothing more)
+        if self.version == 5 and self._acked and not self.clean_exit and self.server.stopping:
+            return self._disconnect_packet(RC_SERVER_SHUTTING_DOWN, "server shutting down")
         return b""
 
     def ping(self):
-        pass                            # MQTT: the client pings; keep-alive in tick()
+        # MQTT: the client pings, on its keep-alive (held by tick()); the
+        # server has no PING to send, so the lifecycle's count of PINGs
+        # without an answer (ping_interval, max_pings_out) does not apply
+        self.conn.pings_out = 0
 
     def err(self, code, message, rid=0):
         log.debug("client %d: MQTT error %s: %s", self.conn.id, code, message)
@@ -394,9 +429,10 @@ class MqttProtocol(DoorProtocol):
             return True
         return False
 
-    def _connack_refusal(self, reason):
+    def _connack_refusal(self, reason, message=None):
         if self.version == 5:
-            return _packet(CONNACK, 0, b"\x00" + bytes([reason]) + _props([]))
+            pairs = [(0x1F, _str(str(message)[:200]))] if message and self.problem_info else []
+            return _packet(CONNACK, 0, b"\x00" + bytes([reason]) + _props(pairs))
         return _packet(CONNACK, 0, b"\x00" + bytes([_V3_CONNACK.get(reason, 3)]))
 
     # -- the packets -------------------------------------------------------------------
@@ -440,6 +476,19 @@ class MqttProtocol(DoorProtocol):
         self.will = c["will"]
         self.receive_max = props.get("receive_maximum", 65535)
         self.max_packet = props.get("maximum_packet_size", 0)
+        if self.version == 5:
+            self.problem_info = props.get("request_problem_information", 1) != 0
+            if "authentication_method" in props:
+                # (no enhanced authentication here: as mosquitto without an
+                # auth plugin, CONNACK 0x8C bad authentication method)
+                self.outbuf.write(self._connack_refusal(
+                    RC_BAD_AUTH_METHOD, "authentication method {!r} not supported".format(
+                        props["authentication_method"])))
+                conn.close(flush=True)
+                return True
+            cap = self.cfg.mqtt_max_keepalive
+            if cap and (self.keepalive == 0 or self.keepalive > cap):
+                self.keepalive = self.server_keepalive = cap
         creds = {}
         if c["username"] is not None:
             creds["user"] = c["username"]
@@ -489,12 +538,20 @@ class MqttProtocol(DoorProtocol):
             session.expiry = 0 if c["clean"] else 0xFFFFFFFF
         self.session = session
         if self.version == 5:
-            pairs = [(0x21, struct.pack(">H", 65535)), (0x22, struct.pack(">H", 0)),
-                     (0x2A, b"\x01")]
+            cfg = self.cfg
+            # (what the door offers; Maximum QoS is absent: 2 is supported)
+            pairs = [(0x21, struct.pack(">H", cfg.mqtt_max_inflight)),
+                     (0x25, b"\x01"),                  # Retain Available
+                     (0x27, struct.pack(">I", server_max_packet(cfg))),
+                     (0x28, b"\x01"),                  # Wildcard Subscription Available
+                     (0x29, b"\x01"),                  # Subscription Identifier Available
+                     (0x2A, b"\x01")]                  # Shared Subscription Available
+            if cfg.mqtt_max_topic_alias:
+                pairs.append((0x22, struct.pack(">H", cfg.mqtt_max_topic_alias)))
             if assigned is not None:
                 pairs.append((0x12, _str(assigned)))
-            if self.keepalive == 0:
-                pass
+            if self.server_keepalive is not None:
+                pairs.append((0x13, struct.pack(">H", self.server_keepalive)))
             body = bytes([int(present), 0]) + _props(pairs)
         else:
             body = bytes([int(present), 0])
@@ -524,17 +581,26 @@ class MqttProtocol(DoorProtocol):
         qos = (flags >> 1) & 3
         retain = bool(flags & 1)
         conn = self.conn
-        if "topic_alias" in props:
-            # (CONNACK's Topic Alias Maximum is 0: no alias is valid)
-            raise MqttError(RC_TOPIC_ALIAS_INVALID, "topic alias {} over the maximum 0".format(
-                props["topic_alias"]))
-        if qos == 2 and packet_id in self.session.inbound_qos2:
-            self.outbuf.write(_packet(PUBREC, 0, struct.pack(">H", packet_id)))
-            return                      # a resend: delivered once already
-        try:
-            subject = mqtt_topic_to_subject(topic)
-        except SubjectError as exc:
-            raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+        alias = props.get("topic_alias")
+        subject = None
+        if alias is not None:
+            topic, subject = self._alias(alias, topic)
+        inbound = self.session.inbound_qos2
+        if qos == 2:
+            if packet_id in inbound:
+                self.outbuf.write(_packet(PUBREC, 0, struct.pack(">H", packet_id)))
+                return                  # a resend: delivered once already
+            if self.version == 5 and len(inbound) >= self.cfg.mqtt_max_inflight:
+                # (QoS 1 publishes are acknowledged as they come: only QoS 2
+                # ones awaiting PUBREL count against the Receive Maximum)
+                raise MqttError(RC_RECEIVE_MAXIMUM_EXCEEDED, "more than the Receive Maximum "
+                                "{} QoS 2 publishes awaiting PUBREL".format(
+                                    self.cfg.mqtt_max_inflight))
+        if subject is None:
+            try:
+                subject = mqtt_topic_to_subject(topic)
+            except SubjectError as exc:
+                raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
         if not conn.may_publish(subject):
             self.server.n_denied += 1
             if self.version == 5:
@@ -574,6 +640,29 @@ class MqttProtocol(DoorProtocol):
         if qos == 2:
             self.session.inbound_qos2.add(packet_id)
         self._ack(qos, packet_id, 0)
+
+    def _alias(self, alias, topic):
+        """``(topic, subject)`` of a PUBLISH with Topic Alias ``alias`` (MQTT
+        5 section 3.3.2.3.4): a topic name sets the alias, an empty one uses
+        it; the subject is translated once per alias set (None: not yet)."""
+        top = self.cfg.mqtt_max_topic_alias
+        if alias > top:                 # (0: the parser refuses it with 0x94)
+            raise MqttError(RC_TOPIC_ALIAS_INVALID, "topic alias {} over the maximum {}".format(
+                alias, top))
+        aliases = self.aliases
+        if aliases is None:
+            aliases = self.aliases = {}     # (at most max_topic_alias entries)
+        if topic:
+            try:
+                subject = mqtt_topic_to_subject(topic)
+            except SubjectError as exc:
+                raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+            aliases[alias] = topic, subject
+            return topic, subject
+        try:
+            return aliases[alias]
+        except KeyError:
+            raise MqttError(RC_PROTOCOL, "topic alias {} was never set".format(alias)) from None
 
     def _ack(self, qos, packet_id, reason):
         if not qos:
@@ -721,7 +810,8 @@ class MqttProtocol(DoorProtocol):
                 continue
             pid = session.packet_id()
             session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd]
-            self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd)
+            if not self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd):
+                del session.inflight[pid]   # (over the client's maximum: as if delivered)
 
     def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b""):
         props = b""
@@ -731,8 +821,10 @@ class MqttProtocol(DoorProtocol):
                 props += b"\x0b" + _vbi(sid)
         pkt = publish_packet(self.version, topic, payload, qos, pid, retain, dup, props)
         if self.max_packet and len(pkt) > self.max_packet:
-            return
+            # (MQTT 5 section 3.1.2.11.4: discarded, as if it had been sent)
+            return False
         self.outbuf.write(pkt)
+        return True
 
     # -- PING, DISCONNECT, the end -----------------------------------------------------
 
