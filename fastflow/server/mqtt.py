@@ -179,6 +179,8 @@ class MqttSessions:
         self.next_assigned = 1
         self.dir = os.path.join(data_dir, "mqtt") if data_dir else None
         self.stream = None
+        self.dropped = 0                # QoS 1/2 messages dropped at a full session queue
+        self.too_large = 0              # PUBLISHes over max_payload, dropped
         if data_dir:
             from fastflow import Retention
 
@@ -222,6 +224,22 @@ class MqttSessions:
             if s.conn is None and s.gone_at is not None and now - s.gone_at >= s.expiry:
                 self.end(s)
 
+    def stats(self):
+        """The door's figures for monitoring (``/varz`` "mqtt")."""
+        live = away = queued = inflight = subs = 0
+        for s in self.sessions.values():
+            if s.conn is None:
+                away += 1
+            else:
+                live += 1
+            queued += len(s.queue)
+            inflight += len(s.inflight)
+            subs += len(s.subs)
+        return {"sessions": live + away, "sessions_live": live, "sessions_away": away,
+                "subscriptions": subs, "retained": len(self.retained), "queued": queued,
+                "inflight": inflight, "dropped": self.dropped, "too_large": self.too_large,
+                "max_queued": self.max_queued}
+
     # -- deliveries to a session ---------------------------------------------------------
 
     def deliverer(self, session, opts):
@@ -245,10 +263,13 @@ class MqttSessions:
             if type(fwd) is not bytes:
                 fwd = b""
             if proto is None:
-                if q and len(session.queue) < sessions.max_queued:
+                if not q:
+                    return              # (QoS 0 is not kept for a client away, as mosquitto)
+                if len(session.queue) < sessions.max_queued:
                     session.queue.append((topic, ev.data, q, keep, sid, fwd))
                 else:
                     session.dropped += 1
+                    sessions.dropped += 1
                 return
             proto._queue(topic, ev.data, q, keep, sid, fwd)
         return deliver
@@ -339,6 +360,8 @@ class MqttProtocol(DoorProtocol):
         cfg = self.cfg
         self.parser = MqttParser(self.flow, self.outbuf, cfg.max_payload + 65536 + 16,
                                  cfg.max_connect)
+        # (a QoS 0 publish over it goes to Python, which drops it: _publish)
+        self.parser.max_payload = cfg.max_payload
         self.version = 4
         self.session = None
         self.keepalive = 0
@@ -350,6 +373,7 @@ class MqttProtocol(DoorProtocol):
         self._acked = False             # the CONNACK was sent
         self._publishing = False        # a publish of this connection is being routed
         self._taken = False             # another connection took the session over
+        self._creds = False             # the CONNECT carried a user name or a password
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -357,20 +381,28 @@ class MqttProtocol(DoorProtocol):
         pass                            # MQTT: the client speaks first
 
     def refusal(self, code, message):
-        return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED)
+        # (over max_connections, before any CONNECT: the client's protocol
+        # version is not known yet, so no CONNACK can be right; closed at
+        # once, as mosquitto does)
+        return b""
 
     def close_data(self, code, message, rid):
         if not self._acked:             # before the CONNACK (state is CLOSING already)
             if code == 401:
-                return self._connack_refusal(RC_NOT_AUTHORIZED)
+                # a user name or password that did not pass: 0x86 (3.1.1:
+                # 4); no credentials where the server wants them: 0x87 (5)
+                return self._connack_refusal(RC_BAD_CREDENTIALS if self._creds
+                                             else RC_NOT_AUTHORIZED)
             if code == RC_UNSUPPORTED_VERSION:
                 # (as mosquitto: a CONNACK in the words of 3.1.1 when the
                 # level is unknown, return code 1)
                 return self._connack_refusal(RC_UNSUPPORTED_VERSION)
             return b""
         if self.version == 5:
+            # (503: a slow consumer, its output over max_pending: a limit
+            # the administrator set, 0x97 quota exceeded)
             reason = {408: RC_KEEP_ALIVE_TIMEOUT, 401: RC_NOT_AUTHORIZED,
-                      400: RC_PROTOCOL}.get(code, RC_UNSPECIFIED)
+                      400: RC_PROTOCOL, 503: RC_QUOTA_EXCEEDED}.get(code, RC_UNSPECIFIED)
             if isinstance(code, int) and 0x80 <= code <= 0xA2:
                 reason = code
             return _packet(DISCONNECT, 0, bytes([reason]) + _props(
@@ -448,6 +480,11 @@ class MqttProtocol(DoorProtocol):
                 creds["password"] = c["password"].decode("utf-8")
             except UnicodeDecodeError:
                 creds["password"] = c["password"].decode("latin-1")
+        auth = self.server.auth
+        if "password" in creds and creds.get("user") not in auth.users and auth.tokens:
+            # a token goes in the password field (the user name, if any, is not a user)
+            creds = {"token": creds["password"]}
+        self._creds = bool(creds)
         req = {"name": c["client_id"], "mqtt": c}
         return conn.authenticate(creds, req, rest, 0)
 
@@ -490,7 +527,7 @@ class MqttProtocol(DoorProtocol):
         self.session = session
         if self.version == 5:
             pairs = [(0x21, struct.pack(">H", 65535)), (0x22, struct.pack(">H", 0)),
-                     (0x2A, b"\x01")]
+                     (0x2A, b"\x01"), (0x27, struct.pack(">I", self.parser.max_packet))]
             if assigned is not None:
                 pairs.append((0x12, _str(assigned)))
             if self.keepalive == 0:
@@ -535,6 +572,14 @@ class MqttProtocol(DoorProtocol):
             subject = mqtt_topic_to_subject(topic)
         except SubjectError as exc:
             raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+        if len(payload) > self.cfg.max_payload:
+            # (as mosquitto's message_size_limit: dropped, the connection
+            # stays; a packet over max_packet closes it.  5.0 is told 0x97
+            # quota exceeded: 0x95 is no PUBACK/PUBREC reason code, and
+            # paho takes mosquitto's 0x95 there for a malformed packet)
+            self.server.mqtt_sessions.too_large += 1
+            self._ack(qos, packet_id, RC_QUOTA_EXCEEDED if self.version == 5 else 0)
+            return
         if not conn.may_publish(subject):
             self.server.n_denied += 1
             if self.version == 5:
@@ -635,6 +680,10 @@ class MqttProtocol(DoorProtocol):
                 codes.append(RC_NOT_AUTHORIZED if self.version == 5 else 0x80)
                 continue
             existed = flt in session.subs
+            limit = self.cfg.max_subscriptions
+            if limit and not existed and len(session.subs) >= limit:
+                codes.append(RC_QUOTA_EXCEEDED if self.version == 5 else 0x80)
+                continue
             if existed:
                 old = session.subs.pop(flt)
                 self.flow.remove_many(old[3])
@@ -707,6 +756,10 @@ class MqttProtocol(DoorProtocol):
         if qos == 0:
             self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
             return
+        if len(session.queue) >= self.server.mqtt_sessions.max_queued:
+            session.dropped += 1        # (as mosquitto's max_queued_messages: the newest go)
+            self.server.mqtt_sessions.dropped += 1
+            return
         session.queue.append((topic, payload, qos, retain, sid, fwd))
         self._drain_queue()
 
@@ -760,6 +813,9 @@ class MqttProtocol(DoorProtocol):
             subject = mqtt_topic_to_subject(topic)
         except SubjectError:
             return
+        if self.conn.principal is None or not self.conn.may_publish(subject, False):
+            self.server.n_denied += 1   # (a will on a topic its user may not publish on)
+            return
 
         def send():
             if retain:
@@ -777,6 +833,26 @@ class MqttProtocol(DoorProtocol):
             self.loop.call_later(delay, send)
         else:
             send()
+
+    def stats(self, d):
+        """The MQTT fields of this connection's monitoring entry: its
+        client id, protocol level, keep-alive, its session's subscriptions
+        (MQTT filters), messages in flight and queued."""
+        session = self.session
+        d["client_id"] = session.client_id if session is not None else None
+        d["mqtt_version"] = self.version
+        d["keepalive"] = self.keepalive
+        if session is None:
+            d["inflight"] = d["queued"] = 0
+            return
+        d["subscriptions"] = len(session.subs)
+        d["inflight"] = len(session.inflight)
+        d["queued"] = len(session.queue)
+        d["dropped"] += session.dropped
+        d["session_expiry"] = session.expiry
+        if "subs" in d:
+            d["subs"] = [{"filter": flt, "qos": sub[0][0], "subjects": list(sub[1]),
+                          "queue": sub[2]} for flt, sub in session.subs.items()]
 
     def ended(self):
         """The connection is gone: the will, and the session kept or ended."""
