@@ -550,6 +550,21 @@ def test_a_client_that_sends_no_connect_is_closed(start):
     assert http_json(b.monitor, "/varz")["auth_failures"] == 2
 
 
+@pytest.mark.parametrize("name", BROKERS)
+def test_keep_alive_zero_is_not_closed_by_the_server_ping(start, name):
+    """A client with keep-alive 0 (no keep-alive, MQTT 3.1.2.10) stays
+    connected while idle: the server's ping_interval / max_pings_out check
+    (other doors: PING, then stale) has no PING to send an MQTT client."""
+    b = start(name, fastflow='[limits]\nping_interval = "0.2s"\nmax_pings_out = 1\n')
+    head = _s("MQTT") + bytes([V5, 2, 0, 0]) + b"\x00"
+    with socket.create_connection(("127.0.0.1", b.port), timeout=5) as sock:
+        sock.sendall(_packet(1, 0, head + _s("idle")))
+        assert read_packet(sock)[0] == 0x20
+        assert not closed(sock, 2)      # (the check would close it after 0.4 s)
+        sock.sendall(b"\xc0\x00")
+        assert read_packet(sock) == (0xD0, 0, b"")
+
+
 # -- monitoring -------------------------------------------------------------------------------
 
 

@@ -410,7 +410,10 @@ class MqttProtocol(DoorProtocol):
         return b""
 
     def ping(self):
-        pass                            # MQTT: the client pings; keep-alive in tick()
+        # MQTT: the client pings, and its keep-alive is checked in tick();
+        # the server's PING has nothing to send, so it never finds the
+        # connection stale (keep-alive 0: no limit, as MQTT says)
+        self.conn.pings_out = 0
 
     def err(self, code, message, rid=0):
         log.debug("client %d: MQTT error %s: %s", self.conn.id, code, message)
