@@ -336,6 +336,31 @@ def test_a_will_its_user_may_not_publish_is_dropped(start, clients, name, versio
     bob.none()
 
 
+@pytest.mark.parametrize("version", [V311, V5])
+@pytest.mark.parametrize("name", BROKERS)
+def test_a_session_of_another_user(start, clients, name, version):
+    """A client id whose session belongs to another user: fastflow refuses
+    the CONNECT (0x87, 3.1.1: 5), so the session is neither taken over nor
+    ended, and its messages wait for their user.  mosquitto 2.0.11 lets
+    the other user take the session over and filters the deliveries
+    against its ACL.  Either way bob never gets alice's messages."""
+    b = start(name, users=True)
+    kw = {"client_id": "dev-1", "clean": False, "session_expiry": 300}
+    alice = clients(b, version, "alice", "apw", **kw)
+    assert alice.sub("a/#", 1) == [1]
+    alice.close()
+    clients(b, version, "alice", "apw").pub("a/x", b"for alice", 1)
+    if name == "fastflow":
+        assert connack(clients(b, version, "bob", "bpw", connect=False, **kw)) == 0x87
+        back = clients(b, version, "alice", "apw", **kw)
+        assert back.connack.session_present is True
+        assert back.get().payload == b"for alice"
+    else:
+        bob = clients(b, version, "bob", "bpw", **kw)
+        assert bob.connack.reason == 0
+        bob.none()
+
+
 def test_a_token_goes_in_the_password(start, clients):
     """With tokens, an MQTT client gives the token as its password (the
     user name, when it is not a user, is not looked at)."""

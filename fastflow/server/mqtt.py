@@ -148,6 +148,7 @@ class Session:
         self.expiry = 0                 # seconds the session outlives its connection
         self.gone_at = None             # when its connection ended
         self.dropped = 0
+        self.user = None                # the user (or token:<name>) it belongs to
 
     def packet_id(self):
         for _ in range(65535):
@@ -299,7 +300,7 @@ class MqttSessions:
             waiting = [(m[0], m[1], m[2], m[3], m[5], m[6]) for m in s.inflight.values()]
             waiting += s.queue
             sessions.append({
-                "client_id": s.client_id, "expiry": s.expiry,
+                "client_id": s.client_id, "expiry": s.expiry, "user": s.user,
                 "subs": [[flt, list(sub[0])] for flt, sub in s.subs.items()],
                 "queue": [[t, b64(p), q, r, sid, b64(f)] for t, p, q, r, sid, f in waiting]})
         atomic_write(os.path.join(self.dir, "sessions.json"), json.dumps(sessions))
@@ -330,6 +331,7 @@ class MqttSessions:
         for rec in saved:
             s = Session(rec["client_id"])
             s.expiry = rec["expiry"]
+            s.user = rec.get("user")
             s.gone_at = now
             for flt, opts in rec["subs"]:
                 patterns, group = mqtt_filter_to_patterns(flt)
@@ -510,6 +512,16 @@ class MqttProtocol(DoorProtocol):
                 return
             cid = assigned = sessions.assign_id(srv.id)
         old = sessions.sessions.get(cid)
+        if old is not None and old.user != self.conn.user:
+            # another user's session: its subscriptions were checked against
+            # that user's permissions, so neither taken over nor ended
+            self.server.n_denied += 1
+            log.info("client %d (%s): client id %r is a session of another user: refused",
+                     self.conn.id, self.conn.peer, cid)
+            self.will = None
+            self.outbuf.write(self._connack_refusal(RC_NOT_AUTHORIZED))
+            self.conn.close(flush=True)
+            return
         if old is not None and old.conn is not None and old.conn is not self:
             old.conn._taken_over()
         present = False
@@ -520,6 +532,7 @@ class MqttProtocol(DoorProtocol):
             if old is not None:
                 sessions.end(old)
             session = Session(cid)
+            session.user = self.conn.user
             sessions.sessions[cid] = session
         session.conn = self
         session.gone_at = None
