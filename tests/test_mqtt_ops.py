@@ -361,6 +361,30 @@ def test_a_session_of_another_user(start, clients, name, version):
         bob.none()
 
 
+def test_a_resumed_session_loses_the_filters_its_user_may_no_longer_read(start, clients):
+    """The permissions changed in the config across a restart: a session's
+    filter its user may no longer read is gone when the session resumes
+    (a SUBSCRIBE would be refused now); the others stay."""
+    user = '[[auth.users]]\nuser = "alice"\npassword = "apw"\n' \
+        '[auth.users.permissions]\npublish = [">"]\nsubscribe = {}\n'
+    b = start("fastflow", fastflow=user.format('["a", "a.>"]'))
+    kw = {"client_id": "dev-2", "clean": False, "session_expiry": 300}
+    alice = clients(b, V5, "alice", "apw", **kw)
+    assert alice.sub("a/#", 1) == [1] and alice.sub("a/y", 1) == [1]
+    alice.close()
+    b.proc.stop()
+    with open(b.proc.args[1], "w") as f:
+        f.write(user.format('["a.y"]'))
+    b.proc.start()
+    back = clients(b, V5, "alice", "apw", **kw)
+    assert back.connack.session_present is True
+    p = clients(b, V5, "alice", "apw")
+    p.pub("a/x", b"no longer", 1)
+    p.pub("a/y", b"still", 1)
+    assert back.get().payload == b"still"
+    back.none()
+
+
 def test_a_token_goes_in_the_password(start, clients):
     """With tokens, an MQTT client gives the token as its password (the
     user name, when it is not a user, is not looked at)."""

@@ -554,6 +554,13 @@ class MqttProtocol(DoorProtocol):
         self.outbuf.write(_packet(CONNACK, 0, body))
         self._acked = True
         if present:                     # its subscriptions write to this connection now
+            # (a filter its user may no longer read, the permissions changed
+            # in the config since: gone, as a SUBSCRIBE now would be refused)
+            perms = self.conn.principal.permissions
+            for flt, sub in list(session.subs.items()):
+                if not self._may_read(perms, sub[1], sub[2]):
+                    self.flow.remove_many(sub[3])
+                    del session.subs[flt]
             for sub in session.subs.values():
                 if sub[0][0] == 0 or not sub[3]:
                     self._attach(session, sub)
@@ -690,8 +697,7 @@ class MqttProtocol(DoorProtocol):
             except SubjectError:
                 codes.append(RC_TOPIC_FILTER_INVALID if self.version == 5 else 0x80)
                 continue
-            if not perms.unrestricted and any(
-                    perms.subscribe_denied(p, group) is not None for p in patterns):
+            if not self._may_read(perms, patterns, group):
                 self.server.n_denied += 1
                 codes.append(RC_NOT_AUTHORIZED if self.version == 5 else 0x80)
                 continue
@@ -718,6 +724,13 @@ class MqttProtocol(DoorProtocol):
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
             self._send_retained(retained_out)
+
+    @staticmethod
+    def _may_read(perms, patterns, group):
+        """Whether ``perms`` allow subscribing to every one of ``patterns``
+        (one filter's) in queue group ``group``."""
+        return perms.unrestricted or not any(
+            perms.subscribe_denied(p, group) is not None for p in patterns)
 
     def _attach(self, session, sub):
         """Put subscription ``sub`` of ``session`` in the engine for this
