@@ -385,6 +385,24 @@ def test_a_resumed_session_loses_the_filters_its_user_may_no_longer_read(start, 
     back.none()
 
 
+@pytest.mark.parametrize("version", [V311, V5])
+def test_shared_subscriptions_check_the_queue_group(start, clients, version):
+    """``$share/<group>/<filter>`` joins queue group ``<group>``: the
+    user's queue_allow / queue_deny decide, with the filter's own check.
+    (mosquitto's ACL has no rule for groups.)"""
+    b = start("fastflow", fastflow='[[auth.users]]\nuser = "w"\npassword = "wpw"\n'
+              '[auth.users.permissions]\npublish = [">"]\n'
+              'subscribe = { allow = ["s", "s.>"], queue_allow = ["g1"] }\n')
+    c = clients(b, version, "w", "wpw")
+    no = 0x87 if version == V5 else 0x80
+    assert c.sub("$share/g1/s/#", 1) == [1]
+    assert c.sub("$share/g2/s/#", 1) == [no]
+    assert c.sub("$share/g1/t/#", 1) == [no]
+    clients(b, version, "w", "wpw").pub("s/x", b"once", 1)
+    assert c.get().payload == b"once"
+    c.none()
+
+
 def test_a_token_goes_in_the_password(start, clients):
     """With tokens, an MQTT client gives the token as its password (the
     user name, when it is not a user, is not looked at)."""
