@@ -640,7 +640,7 @@ class Server:
     def stats(self):
         """The server's counters (live connections plus closed ones)."""
         conns = list(self.conns.values())
-        return {
+        d = {
             "connections": len(conns),
             "nats_connections": sum(1 for c in conns if c.door == "nats"),
             "total_connections": self.n_total,
@@ -663,6 +663,10 @@ class Server:
             "permission_denied": self.n_denied + self.closed_denied
             + sum(c.parser.denied for c in conns),
         }
+        if self.mqtt_sessions is not None:     # the MQTT door (docs/mqtt.md "Monitoring")
+            d["mqtt_connections"] = sum(1 for c in conns if c.door == "mqtt")
+            d["mqtt"] = self.mqtt_sessions.stats()
+        return d
 
 
 def _loop_name(loop):

@@ -151,6 +151,7 @@ class Session:
         self.expiry = 0                 # seconds the session outlives its connection
         self.gone_at = None             # when its connection ended
         self.dropped = 0
+        self.user = None                # the user (or token:<name>) it belongs to
 
     def packet_id(self):
         for _ in range(65535):
@@ -182,6 +183,8 @@ class MqttSessions:
         self.next_assigned = 1
         self.dir = os.path.join(data_dir, "mqtt") if data_dir else None
         self.stream = None
+        self.dropped = 0                # QoS 1/2 messages dropped at a full session queue
+        self.too_large = 0              # PUBLISHes over max_payload, dropped
         if data_dir:
             from fastflow import Retention
 
@@ -225,6 +228,22 @@ class MqttSessions:
             if s.conn is None and s.gone_at is not None and now - s.gone_at >= s.expiry:
                 self.end(s)
 
+    def stats(self):
+        """The door's figures for monitoring (``/varz`` "mqtt")."""
+        live = away = queued = inflight = subs = 0
+        for s in self.sessions.values():
+            if s.conn is None:
+                away += 1
+            else:
+                live += 1
+            queued += len(s.queue)
+            inflight += len(s.inflight)
+            subs += len(s.subs)
+        return {"sessions": live + away, "sessions_live": live, "sessions_away": away,
+                "subscriptions": subs, "retained": len(self.retained), "queued": queued,
+                "inflight": inflight, "dropped": self.dropped, "too_large": self.too_large,
+                "max_queued": self.max_queued}
+
     # -- deliveries to a session ---------------------------------------------------------
 
     def deliverer(self, session, opts):
@@ -248,10 +267,13 @@ class MqttSessions:
             if type(fwd) is not bytes:
                 fwd = b""
             if proto is None:
-                if q and len(session.queue) < sessions.max_queued:
+                if not q:
+                    return              # (QoS 0 is not kept for a client away, as mosquitto)
+                if len(session.queue) < sessions.max_queued:
                     session.queue.append((topic, ev.data, q, keep, sid, fwd))
                 else:
                     session.dropped += 1
+                    sessions.dropped += 1
                 return
             proto._queue(topic, ev.data, q, keep, sid, fwd)
         return deliver
@@ -281,7 +303,7 @@ class MqttSessions:
             waiting = [(m[0], m[1], m[2], m[3], m[5], m[6]) for m in s.inflight.values()]
             waiting += s.queue
             sessions.append({
-                "client_id": s.client_id, "expiry": s.expiry,
+                "client_id": s.client_id, "expiry": s.expiry, "user": s.user,
                 "subs": [[flt, list(sub[0])] for flt, sub in s.subs.items()],
                 "queue": [[t, b64(p), q, r, sid, b64(f)] for t, p, q, r, sid, f in waiting]})
         atomic_write(os.path.join(self.dir, "sessions.json"), json.dumps(sessions))
@@ -312,6 +334,7 @@ class MqttSessions:
         for rec in saved:
             s = Session(rec["client_id"])
             s.expiry = rec["expiry"]
+            s.user = rec.get("user")
             s.gone_at = now
             for flt, opts in rec["subs"]:
                 patterns, group = mqtt_filter_to_patterns(flt)
@@ -349,6 +372,8 @@ class MqttProtocol(DoorProtocol):
         cfg = self.cfg
         self.parser = MqttParser(self.flow, self.outbuf, server_max_packet(cfg),
                                  cfg.max_connect)
+        # (a QoS 0 publish over it goes to Python, which drops it: _publish)
+        self.parser.max_payload = cfg.max_payload
         self.version = 4
         self.session = None
         self.keepalive = 0
@@ -363,6 +388,7 @@ class MqttProtocol(DoorProtocol):
         self.aliases = None             # MQTT 5 inbound topic aliases: alias -> topic
         self.problem_info = True        # MQTT 5 Request Problem Information (reason strings)
         self.server_keepalive = None    # MQTT 5 Server Keep Alive, if it lowered the client's
+        self._creds = False             # the CONNECT carried a user name or a password
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -370,21 +396,28 @@ class MqttProtocol(DoorProtocol):
         pass                            # MQTT: the client speaks first
 
     def refusal(self, code, message):
-        return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED,
-                                     message)
+        # (over max_connections, before any CONNECT: the client's protocol
+        # version is not known yet, so no CONNACK can be right; closed at
+        # once, as mosquitto does)
+        return b""
 
     def close_data(self, code, message, rid):
         if not self._acked:             # before the CONNACK (state is CLOSING already)
             if code == 401:
-                return self._connack_refusal(RC_NOT_AUTHORIZED, message)
+                # a user name or password that did not pass: 0x86 (3.1.1:
+                # 4); no credentials where the server wants them: 0x87 (5)
+                return self._connack_refusal(RC_BAD_CREDENTIALS if self._creds
+                                             else RC_NOT_AUTHORIZED, message)
             if code == RC_UNSUPPORTED_VERSION:
                 # (as mosquitto: a CONNACK in the words of 3.1.1 when the
                 # level is unknown, return code 1)
                 return self._connack_refusal(RC_UNSUPPORTED_VERSION)
             return b""
         if self.version == 5:
+            # (503: a slow consumer, its output over max_pending: a limit
+            # the administrator set, 0x97 quota exceeded)
             reason = {408: RC_KEEP_ALIVE_TIMEOUT, 401: RC_NOT_AUTHORIZED,
-                      400: RC_PROTOCOL}.get(code, RC_UNSPECIFIED)
+                      400: RC_PROTOCOL, 503: RC_QUOTA_EXCEEDED}.get(code, RC_UNSPECIFIED)
             if isinstance(code, int) and 0x80 <= code <= 0xA2:
                 reason = code
             return self._disconnect_packet(reason, message)
@@ -497,6 +530,11 @@ class MqttProtocol(DoorProtocol):
                 creds["password"] = c["password"].decode("utf-8")
             except UnicodeDecodeError:
                 creds["password"] = c["password"].decode("latin-1")
+        auth = self.server.auth
+        if "password" in creds and creds.get("user") not in auth.users and auth.tokens:
+            # a token goes in the password field (the user name, if any, is not a user)
+            creds = {"token": creds["password"]}
+        self._creds = bool(creds)
         req = {"name": c["client_id"], "mqtt": c}
         return conn.authenticate(creds, req, rest, 0)
 
@@ -519,6 +557,16 @@ class MqttProtocol(DoorProtocol):
                 return
             cid = assigned = sessions.assign_id(srv.id)
         old = sessions.sessions.get(cid)
+        if old is not None and old.user != self.conn.user:
+            # another user's session: its subscriptions were checked against
+            # that user's permissions, so neither taken over nor ended
+            self.server.n_denied += 1
+            log.info("client %d (%s): client id %r is a session of another user: refused",
+                     self.conn.id, self.conn.peer, cid)
+            self.will = None
+            self.outbuf.write(self._connack_refusal(RC_NOT_AUTHORIZED))
+            self.conn.close(flush=True)
+            return
         if old is not None and old.conn is not None and old.conn is not self:
             old.conn._taken_over()
         present = False
@@ -529,6 +577,7 @@ class MqttProtocol(DoorProtocol):
             if old is not None:
                 sessions.end(old)
             session = Session(cid)
+            session.user = self.conn.user
             sessions.sessions[cid] = session
         session.conn = self
         session.gone_at = None
@@ -558,6 +607,13 @@ class MqttProtocol(DoorProtocol):
         self.outbuf.write(_packet(CONNACK, 0, body))
         self._acked = True
         if present:                     # its subscriptions write to this connection now
+            # (a filter its user may no longer read, the permissions changed
+            # in the config since: gone, as a SUBSCRIBE now would be refused)
+            perms = self.conn.principal.permissions
+            for flt, sub in list(session.subs.items()):
+                if not self._may_read(perms, sub[1], sub[2]):
+                    self.flow.remove_many(sub[3])
+                    del session.subs[flt]
             for sub in session.subs.values():
                 if sub[0][0] == 0 or not sub[3]:
                     self._attach(session, sub)
@@ -601,6 +657,14 @@ class MqttProtocol(DoorProtocol):
                 subject = mqtt_topic_to_subject(topic)
             except SubjectError as exc:
                 raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+        if len(payload) > self.cfg.max_payload:
+            # (as mosquitto's message_size_limit: dropped, the connection
+            # stays; a packet over max_packet closes it.  5.0 is told 0x97
+            # quota exceeded: 0x95 is no PUBACK/PUBREC reason code, and
+            # paho takes mosquitto's 0x95 there for a malformed packet)
+            self.server.mqtt_sessions.too_large += 1
+            self._ack(qos, packet_id, RC_QUOTA_EXCEEDED if self.version == 5 else 0)
+            return
         if not conn.may_publish(subject):
             self.server.n_denied += 1
             if self.version == 5:
@@ -718,12 +782,15 @@ class MqttProtocol(DoorProtocol):
             except SubjectError:
                 codes.append(RC_TOPIC_FILTER_INVALID if self.version == 5 else 0x80)
                 continue
-            if not perms.unrestricted and any(
-                    perms.subscribe_denied(p, group) is not None for p in patterns):
+            if not self._may_read(perms, patterns, group):
                 self.server.n_denied += 1
                 codes.append(RC_NOT_AUTHORIZED if self.version == 5 else 0x80)
                 continue
             existed = flt in session.subs
+            limit = self.cfg.max_subscriptions
+            if limit and not existed and len(session.subs) >= limit:
+                codes.append(RC_QUOTA_EXCEEDED if self.version == 5 else 0x80)
+                continue
             if existed:
                 old = session.subs.pop(flt)
                 self.flow.remove_many(old[3])
@@ -742,6 +809,13 @@ class MqttProtocol(DoorProtocol):
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
             self._send_retained(retained_out)
+
+    @staticmethod
+    def _may_read(perms, patterns, group):
+        """Whether ``perms`` allow subscribing to every one of ``patterns``
+        (one filter's) in queue group ``group``."""
+        return perms.unrestricted or not any(
+            perms.subscribe_denied(p, group) is not None for p in patterns)
 
     def _attach(self, session, sub):
         """Put subscription ``sub`` of ``session`` in the engine for this
@@ -795,6 +869,10 @@ class MqttProtocol(DoorProtocol):
         session = self.session
         if qos == 0:
             self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
+            return
+        if len(session.queue) >= self.server.mqtt_sessions.max_queued:
+            session.dropped += 1        # (as mosquitto's max_queued_messages: the newest go)
+            self.server.mqtt_sessions.dropped += 1
             return
         session.queue.append((topic, payload, qos, retain, sid, fwd))
         self._drain_queue()
@@ -852,6 +930,9 @@ class MqttProtocol(DoorProtocol):
             subject = mqtt_topic_to_subject(topic)
         except SubjectError:
             return
+        if self.conn.principal is None or not self.conn.may_publish(subject, False):
+            self.server.n_denied += 1   # (a will on a topic its user may not publish on)
+            return
 
         def send():
             if retain:
@@ -869,6 +950,26 @@ class MqttProtocol(DoorProtocol):
             self.loop.call_later(delay, send)
         else:
             send()
+
+    def stats(self, d):
+        """The MQTT fields of this connection's monitoring entry: its
+        client id, protocol level, keep-alive, its session's subscriptions
+        (MQTT filters), messages in flight and queued."""
+        session = self.session
+        d["client_id"] = session.client_id if session is not None else None
+        d["mqtt_version"] = self.version
+        d["keepalive"] = self.keepalive
+        if session is None:
+            d["inflight"] = d["queued"] = 0
+            return
+        d["subscriptions"] = len(session.subs)
+        d["inflight"] = len(session.inflight)
+        d["queued"] = len(session.queue)
+        d["dropped"] += session.dropped
+        d["session_expiry"] = session.expiry
+        if "subs" in d:
+            d["subs"] = [{"filter": flt, "qos": sub[0][0], "subjects": list(sub[1]),
+                          "queue": sub[2]} for flt, sub in session.subs.items()]
 
     def ended(self):
         """The connection is gone: the will, and the session kept or ended."""

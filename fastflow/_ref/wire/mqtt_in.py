@@ -423,6 +423,8 @@ class MqttParser(DoorParser):
             if data == end or p[data] != 0:
                 return False                # properties (or none at all: malformed)
             data += 1
+        if self._max_payload and end - data > self._max_payload:
+            return False                    # over max_payload: Python answers it (0x95)
         subject = self._pub_subject(p[body + 2:body + 2 + tn])
         if subject is None:
             return False
