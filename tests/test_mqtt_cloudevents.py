@@ -452,3 +452,23 @@ def test_mqtt_subscription_refusals_over_http(aloop, ffserver, free_port):
                 assert err["field"] == field and words in err["message"], err
     aloop(main)
 
+
+
+def test_mqtt_subscription_needs_the_right_to_publish_there(aloop, ffserver, free_port):
+    from fastflow.server import hash_password
+
+    users = [{"user": "alice", "password": hash_password("pw-a"),
+              "permissions": {"subscribe": ["orders.>"], "publish": ["out.alice.>"]}}]
+
+    async def main():
+        async with _serve(ffserver, free_port, users=users) as srv, httpx.AsyncClient(
+                base_url="http://127.0.0.1:{}".format(srv.http_port),
+                auth=("alice", "pw-a")) as c:
+            body = {"protocol": "MQTT5", "sink": "fastflow:", "config": {"stream": "orders"},
+                    "protocolsettings": {"topicname": "out/bob"}}
+            r = await c.post("/subscriptions", json=body)
+            assert r.status_code == 403 and "publish to MQTT topic 'out/bob'" in r.text
+            body["protocolsettings"]["topicname"] = "out/alice/x"
+            r = await c.post("/subscriptions", json=body)
+            assert r.status_code == 201, r.text
+    aloop(main)
