@@ -654,3 +654,32 @@ def test_random_events_both_cores(event, how, lineage, sid):
             assert len(paho_messages(buf, version)) == 2
         got[name] = buf
     assert got["native"] == got["ref"]
+
+
+@both_cores
+@FUZZ
+@given(random_event(), st.binary(max_size=300), st.sampled_from(MODES))
+def test_random_mqtt_door_records_both_cores(event, fwd, how):
+    """Records of the MQTT door with random attributes and a random
+    mqttprops: C finds the extension in the record (or leaves it to
+    Python), and both cores write the same bytes: payload and mqttprops."""
+    attrs, data = event
+    attrs = {k: v for k, v in attrs.items() if not k.startswith("mqtt")}
+    version, mode = how
+    got = {}
+    rec = None
+    for name, core in CORES.items():
+        try:
+            ev = core.Event(SUBJ, data, mqttprops=fwd, **attrs)
+        except EventError:
+            assume(False)
+        if rec is None:
+            rec = mqtt_origin(ev.encode())
+        m = Mqtt(core, version, mode)
+        m.router.publish_record(SUBJ, rec)
+        buf = m.out.take()
+        props, payload = core.mqtt_parts(core.Event.decode(SUBJ, rec), version, mode)
+        assert payload == data and props == (fwd if version == 5 else b"")
+        assert buf.endswith(props + payload)
+        got[name] = buf
+    assert got["native"] == got["ref"]

@@ -360,6 +360,54 @@ cdef WebJson _mqtt_fwd
 cdef object _mqtt_fwd_payload = None
 
 
+cdef int _fwd_scan(WireMsg *m, WebJson *w) except -1:
+    """``_fwd_get`` in C: the extension ``mqttprops`` (bin) copied into
+    ``w``; 0 where Python decides (a structured CloudEvent, ``mqttce``; a
+    map32 or a malformed block)."""
+    cdef Py_ssize_t restn = _rd32(m.rec + 12)
+    cdef Py_ssize_t off = (EV_HEADER + (EV_GENID if <uint8_t>m.rec[1] & EVF_GENID
+                                        else _rd16(m.rec + 4))
+                           + _rd16(m.rec + 6) + _rd16(m.rec + 8) + _rd16(m.rec + 10))
+    cdef const uint8_t *b = <const uint8_t *>m.rec + off
+    cdef Py_ssize_t i = 1, count, j, kn, vn, e
+    cdef uint8_t c
+    if off + restn > m.rec_n:
+        return 0
+    c = b[0]
+    if 0x80 <= c <= 0x8f:
+        count = c & 0x0f
+    elif c == 0xde:
+        count = _mp_size(b, &i, restn, 2)
+    else:
+        return 0
+    for j in range(count):
+        kn = _mp_str(b, &i, restn)
+        if kn < 0:
+            return 0
+        if kn == 6 and memcmp(b + i, b'mqttce', 6) == 0:
+            return 0
+        if kn == 9 and memcmp(b + i, b'mqttprops', 9) == 0:
+            i += kn
+            if i >= restn or not 0xc4 <= b[i] <= 0xc6:
+                return 0
+            c = b[i]
+            i += 1
+            vn = _mp_size(b, &i, restn, 1 << (c - 0xc4))
+            if vn < 0 or vn > restn - i or vn > MQTT_VBI_MAX:
+                return 0
+            _wj_room(w, vn)
+            memcpy(w.buf, b + i, vn)
+            w.n = vn
+            i += vn
+            continue
+        i += kn
+        e = _mp_skip(b, i, restn, 0)      # (cesql.pyx's)
+        if e < 0:
+            return 0
+        i = e
+    return 1 if i == restn else 0
+
+
 cdef int _fwd_get(WireMsg *m, WebJson **out) except -1:
     """The MQTT 5 properties a message published through the MQTT door
     carries to its subscribers (the bytes of its extension ``mqttprops``;
@@ -374,7 +422,8 @@ cdef int _fwd_get(WireMsg *m, WebJson **out) except -1:
         w.gen = 0
         w.n = 0
         _mqtt_fwd_payload = None
-        if _rd32(m.rec + 12):           # (the rest: a plain publish has none)
+        if _rd32(m.rec + 12) and not _fwd_scan(m, w):
+            w.n = 0                     # (Python decides: what C copied is dropped)
             if m.event != NULL:
                 ev = <Event>m.event
             else:
