@@ -50,6 +50,7 @@ __all__ = [
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "mqtt_parts",
     "mqtt_subject_topic",
     "mqtt_topic_subject",
     "sink_record",
@@ -225,6 +226,8 @@ class Event:
     @property
     def specversion(self) -> str: ...
     @property
+    def from_mqtt(self) -> bool: ...
+    @property
     def data(self) -> bytes: ...
     @property
     def time(self) -> Optional[str]: ...
@@ -373,6 +376,8 @@ class MqttTarget(WireTarget):
                  subscription_identifier: Optional[int] = None, max_packet: int = 0,
                  echo: bool = True, lineage: bool = False) -> None: ...
 
+def mqtt_parts(event: "Event", version: int = 5, mode: str = "binary",
+               lineage: bool = False) -> tuple[bytes, bytes]: ...
 def mqtt_subject_topic(subject: Subject) -> str: ...
 
 class Router:

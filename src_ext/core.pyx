@@ -110,6 +110,7 @@ __all__ = (
     'decode_event',
     'events_from_batch',
     'json_batch',
+    'mqtt_parts',
     'mqtt_subject_topic',
     'mqtt_topic_subject',
     'sink_record',

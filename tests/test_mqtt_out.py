@@ -296,6 +296,109 @@ def test_structured_with_lineage(core):
     assert p["payload"] == cloudevents.to_json(ev, True)
 
 
+EVF_MQTT = 4        # the record flag of a publish through the MQTT door (src_ext/event.pyx)
+
+
+def mqtt_origin(rec):
+    """``rec`` flagged as published through the MQTT door."""
+    return rec[:1] + bytes((rec[1] | EVF_MQTT,)) + rec[2:]
+
+
+def _fwd(*pairs, ct=None):
+    """An MQTT 5 property block's content: User Properties, a Content Type."""
+    def s(x):
+        b = x.encode()
+        return struct.pack(">H", len(b)) + b
+    out = b"".join(b"\x26" + s(k) + s(v) for k, v in pairs)
+    return out + (b"\x03" + s(ct) if ct is not None else b"")
+
+
+MODES = [(4, "raw"), (4, "structured"), (5, "raw"), (5, "binary"), (5, "structured")]
+
+
+@pytest.mark.parametrize("version,mode", MODES)
+def test_mqtt_door_messages_go_as_sent_in_every_mode(core, version, mode):
+    """A record of the MQTT door (flag EVF_MQTT) is no CloudEvent to the
+    modes: its payload, and (5.0) the properties its publisher gave
+    (extension mqttprops), nothing added; its Event keeps the flag."""
+    fwd = _fwd(("a", "1"), ("a", "2"), ct="text/plain")
+    recs = [mqtt_origin(core.Event(SUBJ, b"plain").encode()),
+            mqtt_origin(core.Event(SUBJ, b"qos1", mqttqos=1).encode()),
+            mqtt_origin(core.Event(SUBJ, b"props", mqttqos=2, mqttprops=fwd,
+                                   datacontenttype="text/plain").encode())]
+    m = Mqtt(core, version, mode)
+    for rec in recs:
+        ev = core.Event.decode(SUBJ, rec)
+        assert ev.from_mqtt and ev.encode() == rec
+        m.router.publish_record(SUBJ, rec)
+        m.router.publish(ev)            # (an Event of such a record: the same)
+    got = m.packets()
+    assert [p["payload"] for p in got] == [b"plain"] * 2 + [b"qos1"] * 2 + [b"props"] * 2
+    if version == 5:
+        assert [p["props"] for p in got] == [[]] * 4 + [
+            [(0x26, ("a", "1")), (0x26, ("a", "2")), (0x03, "text/plain")]] * 2
+    assert not core.Event(SUBJ, b"").from_mqtt
+
+
+def test_a_structured_cloudevent_of_the_mqtt_door_goes_as_its_json(core):
+    # (the door decoded it: its subscribers get the event's JSON, without
+    # the door's own extensions)
+    fwd = _fwd(ct=STRUCTURED_CT)
+    ev = core.Event(SUBJ, b'{"a":1}', id="x1", source="/dev", type="t.x", subject="s",
+                    datacontenttype="application/json", mqttprops=fwd, mqttce="structured",
+                    mqttqos=1)
+    rec = mqtt_origin(ev.encode())
+    plain = core.Event(SUBJ, b'{"a":1}', id="x1", source="/dev", type="t.x", subject="s",
+                       datacontenttype="application/json")
+    for version in (4, 5):
+        m = Mqtt(core, version, "binary" if version == 5 else "raw")
+        m.router.publish_record(SUBJ, rec)
+        (p,) = m.packets()
+        assert p["payload"] == cloudevents.to_json(plain, False)
+        assert p["props"] == ([(0x03, STRUCTURED_CT)] if version == 5 else None)
+
+
+@pytest.mark.parametrize("version,mode", MODES)
+def test_mqtt_parts_is_what_the_target_writes(core, version, mode):
+    """``mqtt_parts`` (the door's QoS 1/2 deliveries) makes the payload
+    and properties MqttTarget writes at QoS 0: one function, not two."""
+    evs = events(core) + [core.Event.decode(SUBJ, mqtt_origin(core.Event(
+        SUBJ, b"m", mqttprops=_fwd(("k", "v"))).encode()))]
+    m = Mqtt(core, version, mode)
+    for ev in evs:
+        m.router.publish(ev)
+        props, payload = core.mqtt_parts(ev, version, mode)
+        body = b"\x00\x09orders/eu"
+        if version == 5:
+            body += bytes([len(props)]) if len(props) < 128 else bytes(
+                [len(props) & 127 | 128, len(props) >> 7])
+            body += props
+        else:
+            assert props == b""
+        body += payload
+        head = bytearray([0x30])
+        n = len(body)
+        while n >= 128:
+            head.append(n & 127 | 128)
+            n >>= 7
+        head.append(n)
+        assert m.out.take() == bytes(head) + body, ev.attributes()
+
+
+def test_mqtt_parts_arguments(core):
+    ev = core.Event(SUBJ, b"x")
+    with pytest.raises(ValueError, match="binary mode needs MQTT 5"):
+        core.mqtt_parts(ev, 4, "binary")
+    with pytest.raises(ValueError, match="'raw', 'binary' or 'structured'"):
+        core.mqtt_parts(ev, 5, "json")
+    with pytest.raises(ValueError, match="3, 4 .3.1.1. or 5"):
+        core.mqtt_parts(ev, 6)
+    with pytest.raises(ValueError, match="no routing subject"):
+        core.mqtt_parts(core.Event(None, b"", type="t"))
+    with pytest.raises(TypeError):
+        core.mqtt_parts(b"not an event")
+
+
 @pytest.mark.parametrize("sid", [1, 127, 128, 16383, 16384, 2097151, 2097152, 268435455])
 def test_subscription_identifier(core, sid):
     for mode in ("raw", "binary", "structured"):
@@ -549,5 +652,34 @@ def test_random_events_both_cores(event, how, lineage, sid):
         assert len(packets) == 2 and packets[0] == packets[1]
         if mode == "binary":
             assert len(paho_messages(buf, version)) == 2
+        got[name] = buf
+    assert got["native"] == got["ref"]
+
+
+@both_cores
+@FUZZ
+@given(random_event(), st.binary(max_size=300), st.sampled_from(MODES))
+def test_random_mqtt_door_records_both_cores(event, fwd, how):
+    """Records of the MQTT door with random attributes and a random
+    mqttprops: C finds the extension in the record (or leaves it to
+    Python), and both cores write the same bytes: payload and mqttprops."""
+    attrs, data = event
+    attrs = {k: v for k, v in attrs.items() if not k.startswith("mqtt")}
+    version, mode = how
+    got = {}
+    rec = None
+    for name, core in CORES.items():
+        try:
+            ev = core.Event(SUBJ, data, mqttprops=fwd, **attrs)
+        except EventError:
+            assume(False)
+        if rec is None:
+            rec = mqtt_origin(ev.encode())
+        m = Mqtt(core, version, mode)
+        m.router.publish_record(SUBJ, rec)
+        buf = m.out.take()
+        props, payload = core.mqtt_parts(core.Event.decode(SUBJ, rec), version, mode)
+        assert payload == data and props == (fwd if version == 5 else b"")
+        assert buf.endswith(props + payload)
         got[name] = buf
     assert got["native"] == got["ref"]

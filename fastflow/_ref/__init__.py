@@ -18,7 +18,7 @@ from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.http_in import HttpParser, Request
 from fastflow._ref.wire.native_in import FrameParser, MsgBatch
-from fastflow._ref.wire.mqtt_out import MqttTarget, mqtt_subject_topic
+from fastflow._ref.wire.mqtt_out import MqttTarget, mqtt_parts, mqtt_subject_topic
 from fastflow._ref.wire.native_out import NativeTarget, Publisher
 from fastflow._ref.wire.mqtt_in import MqttParser, mqtt_topic_subject
 from fastflow._ref.wire.nats_in import NatsParser
@@ -93,6 +93,7 @@ __all__ = (
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "mqtt_parts",
     "mqtt_subject_topic",
     "mqtt_topic_subject",
     "sink_record",

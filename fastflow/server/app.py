@@ -401,7 +401,8 @@ class Server:
             if cfg.mqtt_port:
                 from fastflow.server.mqtt import MqttProtocol, MqttSessions
 
-                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir)
+                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir,
+                                                  cfg.mqtt_structured)
                 self.mqtt_sessions.load()
                 self._mqtt_listener = await loop.create_server(
                     lambda: Connection(self, MqttProtocol), cfg.mqtt_host or cfg.host,
@@ -423,7 +424,8 @@ class Server:
                     max_per_owner=cfg.subscriptions_max_per_user,
                     sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
                     origin=None, callback_base=cfg.subscriptions_callback_url,
-                    webhook_defaults={"lineage": cfg.http_lineage == "keep"})
+                    webhook_defaults={"lineage": cfg.http_lineage == "keep"},
+                    mqtt=self.mqtt_sessions)
                 await self.subscriptions.start()
                 self.catalog = self._make_catalog()
                 self.catalog.start(loop)

@@ -159,6 +159,7 @@ class ServerConfig:
         ("mqtt_max_topic_alias", 10),   # MQTT 5 Topic Alias Maximum (0: no aliases)
         ("mqtt_max_packet", 0),         # largest packet (0: max_payload + 64 KiB of headers)
         ("mqtt_max_keepalive", 65535),  # MQTT 5 Server Keep Alive cap, seconds (0: none)
+        ("mqtt_structured", ()),        # topic filters whose publishes are structured CloudEvents
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
         ("http_host", None),            # the web doors (docs/http.md); None: the same as host
@@ -266,6 +267,14 @@ class ServerConfig:
         if self.mqtt_max_packet and not 64 <= self.mqtt_max_packet <= 268435460:
             raise ConfigError("mqtt_max_packet: expected 64 bytes to 256 MiB (0: from "
                               "max_payload), got {}".format(self.mqtt_max_packet))
+        self.mqtt_structured = _str_list(self.mqtt_structured, "mqtt_structured")
+        for flt in self.mqtt_structured:
+            from fastflow.mqtt import mqtt_filter_to_patterns
+
+            try:
+                mqtt_filter_to_patterns(flt)
+            except ValueError as exc:
+                raise ConfigError("mqtt_structured: {}".format(exc)) from None
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
@@ -454,7 +463,8 @@ _TABLES = {
              "lineage": "nats_lineage"},
     "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued",
              "max_inflight": "mqtt_max_inflight", "max_topic_alias": "mqtt_max_topic_alias",
-             "max_packet": "mqtt_max_packet", "max_keepalive": "mqtt_max_keepalive"},
+             "max_packet": "mqtt_max_packet", "max_keepalive": "mqtt_max_keepalive",
+             "structured": "mqtt_structured"},
     "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
              "max_headers": "http_max_headers", "max_body": "http_max_body",
              "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",

@@ -15,14 +15,15 @@ import base64
 import json
 import logging
 import os
+import re
 import struct
 import time
 from collections import OrderedDict, deque
 
 from fastflow._files import atomic_write
-from fastflow._impl import MqttParser, MqttTarget, SubTarget
+from fastflow._impl import Matcher, MqttParser, MqttTarget, SubTarget, mqtt_parts, sink_record
 from fastflow.errors import MqttError, SubjectError
-from fastflow.event import Event
+from fastflow.event import Event, from_json
 from fastflow.mqtt import mqtt_filter_to_patterns, mqtt_topic_to_subject, subject_to_mqtt_topic
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
 
@@ -54,6 +55,8 @@ RC_TOPIC_ALIAS_INVALID = 0x94
 RC_PACKET_ID_NOT_FOUND = 0x92
 RC_RECEIVE_MAXIMUM_EXCEEDED = 0x93
 RC_QUOTA_EXCEEDED = 0x97
+RC_IMPLEMENTATION_SPECIFIC = 0x83
+RC_PAYLOAD_FORMAT_INVALID = 0x99
 RC_SHARED_NOT_SUPPORTED = 0x9E
 
 # MQTT 3.1.1 CONNACK return codes for the same refusals
@@ -131,6 +134,124 @@ def _forwarded_props(props):
     return bytes(out)
 
 
+# -- CloudEvents (the MQTT binding) ------------------------------------------------------------
+
+EVF_MQTT = 4                # the record flag of a publish through this door (src_ext/event.pyx)
+CE_STRUCTURED = "application/cloudevents+json"
+# attribute names as CloudEvents 1.0 has them (section "Attribute Naming Convention")
+_CE_NAME = re.compile(r"[a-z0-9]{1,20}\Z")
+
+
+# a 5.0 SUBSCRIBE's User Property choosing how the other doors' events come
+# (the binding's modes; MQTT's own messages always come as they were sent)
+CE_MODE_PROPERTY = "cloudevents"
+CE_MODES = ("binary", "structured", "raw")
+
+
+def delivery_mode(version, mode):
+    """The MqttTarget mode of a subscription asking for ``mode`` (None: the
+    default) on a connection of ``version``: 5.0 binary, 3.1.1 raw (the
+    binary mode needs properties)."""
+    if mode is None or (mode == "binary" and version != 5):
+        return "binary" if version == 5 else "raw"
+    return mode
+
+
+def mqtt_record(event):
+    """The record of ``event`` marked as published through this door (its
+    MQTT subscribers get it as MQTT sent it: ``Event.from_mqtt``)."""
+    rec = event.encode()
+    return rec[:1] + bytes((rec[1] | EVF_MQTT,)) + rec[2:]
+
+
+def ce_mode(version, props):
+    """The CloudEvents mode of an MQTT 5 PUBLISH by its properties:
+    "structured" (Content Type application/cloudevents+json), "binary"
+    (a User Property specversion), or None (a plain message)."""
+    if version != 5 or not props:
+        return None
+    ct = props.get("content_type")
+    if ct is not None and ct.split(";", 1)[0].strip().lower() == CE_STRUCTURED:
+        return "structured"
+    for k, _v in props.get("user_property", ()):
+        if k == "specversion":
+            return "binary"
+    return None
+
+
+def ce_event(subject, payload, props, mode, attrs):
+    """The event of a CloudEvents PUBLISH on ``subject``: ``mode``
+    "structured" (the payload a CloudEvent in the JSON format) or "binary"
+    (the attributes in User Properties by their names, datacontenttype the
+    Content Type); ``attrs``: the door's own (``mqtt*``) extensions.
+    Raises ValueError naming what is wrong."""
+    if mode == "structured":
+        ev = from_json(payload, subject)
+        a = {k: v for k, v in ev.attributes().items()
+             if k != "specversion" and not k.startswith("mqtt")}
+        a.update(attrs)
+        a["mqttce"] = "structured"
+        return Event(subject, ev.data, **a)
+    a = {}
+    for k, v in props.get("user_property", ()):
+        # (a User Property whose name is not an attribute name stays an
+        # MQTT property only; the lineage and mqtt* are the engine's)
+        if not _CE_NAME.match(k) or k in ("ffhops", "fftrace") or k.startswith("mqtt"):
+            continue
+        if k in a:
+            raise ValueError("CloudEvents attribute {!r}: given twice in the user "
+                             "properties".format(k))
+        a[k] = v
+    sv = a.pop("specversion", None)
+    if sv != "1.0":
+        raise ValueError("CloudEvents attribute 'specversion': only '1.0' is supported, "
+                         "got {!r}".format(sv))
+    for name in ("id", "source", "type"):
+        if not a.get(name):
+            raise ValueError("CloudEvents attribute {!r}: required, missing (a user property "
+                             "{!r})".format(name, name))
+    if "data" in a:
+        raise ValueError("CloudEvents attribute 'data': reserved for the event data")
+    if props.get("content_type") is not None:
+        a["datacontenttype"] = props["content_type"]
+    a.update(attrs)
+    return Event(subject, payload, **a)
+
+
+def subscription_message(ev, protocol, settings, hop=False):
+    """What a Subscriptions-API subscription of ``protocol`` (MQTT3 or
+    MQTT5; ``settings`` from fastflow.subscriptions.model) publishes for
+    ``ev``: ``(record, payload, properties)``, the record (for the topic's
+    subject, marked as this door's, one hop more with ``hop``) and the
+    MQTT message its subscribers get.  MQTT5: the binding's binary mode
+    (the attributes as User Properties, datacontenttype the Content Type),
+    the Message Expiry Interval and the subscription's user properties;
+    MQTT3: the structured mode (the event's JSON; Content Type
+    application/cloudevents+json for 5.0 subscribers of the topic)."""
+    attrs = {k: v for k, v in ev.attributes().items()
+             if k != "specversion" and not k.startswith("mqtt")}
+    plain = Event(ev.routing_subject, ev.data, **attrs)     # (as the other doors see it)
+    if protocol == "MQTT5":
+        props, payload = mqtt_parts(plain, 5, "binary")
+        if settings["expiry"] is not None:
+            props += b"\x02" + struct.pack(">I", settings["expiry"])
+        for k, v in settings["userproperties"]:
+            props += b"\x26" + _str(k) + _str(v)
+    else:
+        _none, payload = mqtt_parts(plain, 4, "structured")
+        props = b"\x03" + _str(CE_STRUCTURED)
+        attrs["mqttce"] = "structured"
+    if settings["qos"]:
+        attrs["mqttqos"] = settings["qos"]
+    if settings["retain"]:
+        attrs["mqttretain"] = True
+    attrs["mqttprops"] = props
+    rec = mqtt_record(Event(settings["subject"], ev.data, **attrs))
+    if hop:
+        rec = sink_record(settings["subject"], rec, True)
+    return rec, payload, props
+
+
 # -- sessions ----------------------------------------------------------------------------------
 
 
@@ -175,8 +296,17 @@ class MqttSessions:
     outlives its connection survives a restart with its subscriptions and
     the QoS 1/2 messages that wait for it."""
 
-    def __init__(self, flow, max_queued=10000, data_dir=None):
+    def __init__(self, flow, max_queued=10000, data_dir=None, structured=()):
         self.flow = flow
+        # the topics whose publishes are structured CloudEvents (a Matcher; None: none)
+        self.structured = None
+        if structured:
+            self.structured = Matcher(cache_size=0)
+            for flt in structured:
+                patterns, _group = mqtt_filter_to_patterns(flt)
+                for p in patterns:
+                    self.structured.add(p, True)
+        self.ce_refused = 0             # CloudEvents publishes refused (not valid)
         self.sessions = {}              # client id -> Session
         self.retained = {}              # subject -> (topic, payload, qos, property bytes)
         self.max_queued = max_queued
@@ -249,7 +379,8 @@ class MqttSessions:
     def deliverer(self, session, opts):
         """The callback of a QoS 1/2 subscription of ``session``: to its
         connection, or into its queue while the client is away."""
-        qos, no_local, rap, sid = opts
+        qos, no_local, rap, sid = opts[:4]
+        mode = opts[4] if len(opts) > 4 else None
         sessions = self
 
         def deliver(ev):
@@ -263,19 +394,20 @@ class MqttSessions:
             ext = ev.extensions
             q = min(qos, ext.get("mqttqos", 0)) if ext else 0
             keep = bool(rap and ext and ext.get("mqttretain") is True)
-            fwd = ext.get("mqttprops", b"") if ext else b""
-            if type(fwd) is not bytes:
-                fwd = b""
+            # (the bytes MqttTarget writes at QoS 0: MQTT's own messages as
+            # sent, the other doors' in the subscription's CloudEvents mode)
+            version = proto.version if proto is not None else (5 if mode == "binary" else 4)
+            fwd, payload = mqtt_parts(ev, version, delivery_mode(version, mode))
             if proto is None:
                 if not q:
                     return              # (QoS 0 is not kept for a client away, as mosquitto)
                 if len(session.queue) < sessions.max_queued:
-                    session.queue.append((topic, ev.data, q, keep, sid, fwd))
+                    session.queue.append((topic, payload, q, keep, sid, fwd))
                 else:
                     session.dropped += 1
                     sessions.dropped += 1
                 return
-            proto._queue(topic, ev.data, q, keep, sid, fwd)
+            proto._queue(topic, payload, q, keep, sid, fwd)
         return deliver
 
     def attach_away(self, session, sub):
@@ -453,6 +585,11 @@ class MqttProtocol(DoorProtocol):
 
     def protocol_error(self, exc):
         return exc.reason, str(exc)
+
+    def validates(self):
+        # (with topics marked structured, each publish is looked at in
+        # Python: the parser's C path would route their payloads as data)
+        return DoorProtocol.validates(self) or self.server.mqtt_sessions.structured is not None
 
     def tick(self, now):
         conn = self.conn
@@ -685,9 +822,30 @@ class MqttProtocol(DoorProtocol):
         fwd = _forwarded_props(props) if props else b""
         if fwd:
             attrs["mqttprops"] = fwd
-            if "content_type" in props:
+        sessions = self.server.mqtt_sessions
+        mode = ce_mode(self.version, props)
+        if mode is None and sessions.structured is not None and sessions.structured.match(
+                subject):
+            mode = "structured"         # (a topic the operator marks)
+        if mode is None:
+            if fwd and "content_type" in props:
                 attrs["datacontenttype"] = props["content_type"]
-        record = Event(subject, payload, source=self.flow.source, **attrs).encode()
+            event = Event(subject, payload, source=self.flow.source, **attrs)
+        else:
+            try:
+                event = ce_event(subject, payload, props, mode, attrs)
+            except ValueError as exc:
+                # a bad CloudEvent: refused (5.0 QoS 1/2: 0x99), nothing routed
+                sessions.ce_refused += 1
+                log.debug("client %d: CloudEvent refused on %s: %s", conn.id, topic, exc)
+                if qos and self.version == 5:
+                    self._ack(qos, packet_id, RC_PAYLOAD_FORMAT_INVALID)
+                elif qos:
+                    self._ack(qos, packet_id, 0)     # 3.1.1 has no refusal: dropped
+                    if qos == 2:
+                        self.session.inbound_qos2.add(packet_id)
+                return
+        record = mqtt_record(event)
         if retain:
             self.server.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
         conn.in_msgs_py += 1
@@ -772,6 +930,18 @@ class MqttProtocol(DoorProtocol):
         codes = bytearray()
         retained_out = []
         perms = conn.principal.permissions
+        mode = None                     # the CloudEvents mode: the version's default
+        for k, v in props.get("user_property", ()):
+            if k == CE_MODE_PROPERTY:
+                mode = v
+        if mode is not None and mode not in CE_MODES:
+            # (5.0 only: 3.1.1 has no properties) every filter refused
+            log.debug("client %d: SUBSCRIBE with %s %r", conn.id, CE_MODE_PROPERTY, mode)
+            self.outbuf.write(_packet(SUBACK, 0, struct.pack(">H", packet_id) + _props(
+                [(0x1F, _str("{} must be one of {}, got {!r}".format(
+                    CE_MODE_PROPERTY, ", ".join(CE_MODES), mode)[:200]))])
+                + bytes([RC_IMPLEMENTATION_SPECIFIC] * len(filters))))
+            return
         for flt, options in filters:
             qos = options & 3
             no_local = bool(options & 4)
@@ -795,7 +965,7 @@ class MqttProtocol(DoorProtocol):
                 old = session.subs.pop(flt)
                 self.flow.remove_many(old[3])
             sid = props.get("subscription_identifier")
-            sub = [(qos, no_local, rap, sid), patterns, group, []]
+            sub = [(qos, no_local, rap, sid, mode), patterns, group, []]
             self._attach(session, sub)
             if no_local and qos:
                 # (the parser's C path routes without telling Python whose
@@ -822,13 +992,14 @@ class MqttProtocol(DoorProtocol):
         connection: QoS 0 through the C wire target (PUBLISH packets
         written as the router delivers), QoS 1 and 2 through the session."""
         opts, patterns, group, handles = sub
-        qos, no_local, _rap, sid = opts
+        qos, no_local, _rap, sid = opts[:4]
+        mode = delivery_mode(self.version, opts[4] if len(opts) > 4 else None)
         if handles:
             self.flow.remove_many(handles)
             del handles[:]
         for p in patterns:
             if qos == 0:
-                t = MqttTarget(self.outbuf, self.version, "raw",
+                t = MqttTarget(self.outbuf, self.version, mode,
                                sid if self.version == 5 else None, self.max_packet,
                                not no_local)
             else:
@@ -943,7 +1114,8 @@ class MqttProtocol(DoorProtocol):
             if fwd:
                 attrs["mqttprops"] = fwd
             try:
-                self.flow.publish(Event(subject, payload, source=self.flow.source, **attrs))
+                self.flow.publish_record(subject, mqtt_record(
+                    Event(subject, payload, source=self.flow.source, **attrs)), None, None)
             except Exception:
                 pass
         if delay:

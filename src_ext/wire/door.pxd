@@ -23,6 +23,7 @@ cdef class DoorParser:
     cdef object failed                     # the error that stopped the parser
     cdef char *rec                         # the record of a publish being routed
     cdef Py_ssize_t rcap
+    cdef uint8_t rec_flags                 # record flags of its publishes (MQTT: EVF_MQTT)
 
     cdef list _feed(self, object data)
     cdef int _keep(self, const char *p, Py_ssize_t n) except -1

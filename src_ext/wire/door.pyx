@@ -101,6 +101,7 @@ cdef class DoorParser:
         b = self.rec
         _id_counter += 1
         b += _ev_default_head(b, _id_counter, PyBytes_AS_STRING(rt.source_b), srcn, 0)
+        self.rec[1] = <char>(<uint8_t>self.rec[1] | self.rec_flags)
         if dn:
             memcpy(b, d, dn)
         rt._publish_wire(subject, r, rn, self.rec, rlen, self.out, True)

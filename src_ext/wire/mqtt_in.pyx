@@ -440,6 +440,7 @@ cdef class MqttParser(DoorParser):
         self.out = out
         self.max_packet = max_packet
         self.max_connect = max_connect
+        self.rec_flags = EVF_MQTT       # (its subscribers get it as MQTT sent it)
 
     cdef object _malformed_before(self):
         return MqttError(self.failed.reason, 'the stream was malformed before: {}'.format(

@@ -12,6 +12,12 @@
 #               attributes and extensions in the record's order);
 #   structured  the CloudEvents JSON of the event (web_out.pyx's writer) as
 #               payload, Content Type application/cloudevents+json on MQTT 5.
+# The modes are for the events of the other doors: a message published
+# through the MQTT door (its record flag EVF_MQTT) goes in every mode as MQTT
+# sent it, as a broker delivers it: its payload and (MQTT 5) the properties
+# its publisher gave (the extension ``mqttprops``), nothing added.
+# ``_mqtt_parts`` decides both, for MqttTarget (QoS 0, in C) and, through
+# ``mqtt_parts``, for the door's QoS 1 and 2 deliveries (in Python).
 #
 # MQTT strings may not hold U+0000 nor the code points of surrogates (MQTT 5
 # section 1.5.4): a record's string may (a NUL inside an id, a lone surrogate
@@ -348,6 +354,184 @@ cdef int _props_get(WireMsg *m, bint lineage, WebJson **out) except -1:
     return 0
 
 
+# the forwarded properties (extension mqttprops) of the last MQTT message, and
+# its payload when that is not its data (a structured CloudEvent; None: the data)
+cdef WebJson _mqtt_fwd
+cdef object _mqtt_fwd_payload = None
+
+
+cdef int _fwd_scan(WireMsg *m, WebJson *w) except -1:
+    """``_fwd_get`` in C: the extension ``mqttprops`` (bin) copied into
+    ``w``; 0 where Python decides (a structured CloudEvent, ``mqttce``; a
+    map32 or a malformed block)."""
+    cdef Py_ssize_t restn = _rd32(m.rec + 12)
+    cdef Py_ssize_t off = (EV_HEADER + (EV_GENID if <uint8_t>m.rec[1] & EVF_GENID
+                                        else _rd16(m.rec + 4))
+                           + _rd16(m.rec + 6) + _rd16(m.rec + 8) + _rd16(m.rec + 10))
+    cdef const uint8_t *b = <const uint8_t *>m.rec + off
+    cdef Py_ssize_t i = 1, count, j, kn, vn, e
+    cdef uint8_t c
+    if off + restn > m.rec_n:
+        return 0
+    c = b[0]
+    if 0x80 <= c <= 0x8f:
+        count = c & 0x0f
+    elif c == 0xde:
+        count = _mp_size(b, &i, restn, 2)
+    else:
+        return 0
+    for j in range(count):
+        kn = _mp_str(b, &i, restn)
+        if kn < 0:
+            return 0
+        if kn == 6 and memcmp(b + i, b'mqttce', 6) == 0:
+            return 0
+        if kn == 9 and memcmp(b + i, b'mqttprops', 9) == 0:
+            i += kn
+            if i >= restn or not 0xc4 <= b[i] <= 0xc6:
+                return 0
+            c = b[i]
+            i += 1
+            vn = _mp_size(b, &i, restn, 1 << (c - 0xc4))
+            if vn < 0 or vn > restn - i or vn > MQTT_VBI_MAX:
+                return 0
+            _wj_room(w, vn)
+            memcpy(w.buf, b + i, vn)
+            w.n = vn
+            i += vn
+            continue
+        i += kn
+        e = _mp_skip(b, i, restn, 0)      # (cesql.pyx's)
+        if e < 0:
+            return 0
+        i = e
+    return 1 if i == restn else 0
+
+
+cdef int _fwd_get(WireMsg *m, WebJson **out) except -1:
+    """The MQTT 5 properties a message published through the MQTT door
+    carries to its subscribers (the bytes of its extension ``mqttprops``;
+    none if it has no other attributes), made once per message; and
+    ``_mqtt_fwd_payload``."""
+    global _mqtt_fwd_payload
+    cdef WebJson *w = &_mqtt_fwd
+    cdef Event ev
+    cdef dict rest
+    cdef object fwd
+    if w.gen != m.gen or m.gen == 0:
+        w.gen = 0
+        w.n = 0
+        _mqtt_fwd_payload = None
+        if _rd32(m.rec + 12) and not _fwd_scan(m, w):
+            w.n = 0                     # (Python decides: what C copied is dropped)
+            if m.event != NULL:
+                ev = <Event>m.event
+            else:
+                ev = _ev_decode(<object>m.subject_obj, m.rec, m.rec_n, m.seq, <object>m.stream,
+                                m.ts, None)
+            rest = ev._restd()
+            fwd = rest.get('mqttprops') if rest is not None else None
+            if type(fwd) is bytes and len(<bytes>fwd) <= MQTT_VBI_MAX:
+                _wj_room(w, len(<bytes>fwd))
+                memcpy(w.buf, PyBytes_AS_STRING(fwd), len(<bytes>fwd))
+                w.n = len(<bytes>fwd)
+            if rest is not None and rest.get('mqttce') == 'structured':
+                _mqtt_fwd_payload = _structured_payload(ev)
+        w.gen = m.gen
+    out[0] = w
+    return 0
+
+
+def _structured_payload(event):
+    """The payload a structured CloudEvent published through the MQTT door
+    goes on with to MQTT subscribers: its JSON (without the door's own
+    ``mqtt*`` extensions and the lineage)."""
+    from fastflow.event import to_json
+    attrs = {k: v for k, v in event.attributes().items()
+             if not k.startswith('mqtt') and k not in ('specversion', 'ffhops', 'fftrace')}
+    return to_json(Event(event.routing_subject, event.data, **attrs), False)
+
+
+cdef int _mqtt_parts(WireMsg *m, int version, int mode, bint lineage, const char **d,
+                     Py_ssize_t *dn, const char **pp, Py_ssize_t *pn) except -1:
+    """The payload ``d[:dn]`` and the MQTT 5 properties ``pp[:pn]`` (without
+    a subscription identifier; none for 3.1.1) of ``m`` for a subscriber
+    of ``version`` in ``mode``: what MQTT sent for a message of the MQTT
+    door, the mode's for the others."""
+    cdef WebJson *w
+    cdef Py_ssize_t off
+    pp[0] = NULL
+    pn[0] = 0
+    if mode == MQTT_MODE_STRUCTURED and not <uint8_t>m.rec[1] & EVF_MQTT:
+        _wj_get(m, lineage, &w)
+        d[0] = w.buf
+        dn[0] = w.n
+        if version == 5:
+            pp[0] = PyBytes_AS_STRING(_CT_STRUCTURED)
+            pn[0] = PyBytes_GET_SIZE(_CT_STRUCTURED)
+        return 0
+    if m.data != NULL:
+        d[0] = m.data
+        dn[0] = m.data_n
+    else:
+        off = _ev_data_offset(m.rec, m.rec_n)
+        d[0] = m.rec + off
+        dn[0] = m.rec_n - off
+    if <uint8_t>m.rec[1] & EVF_MQTT:
+        _fwd_get(m, &w)
+        if _mqtt_fwd_payload is not None:
+            d[0] = PyBytes_AS_STRING(_mqtt_fwd_payload)
+            dn[0] = PyBytes_GET_SIZE(_mqtt_fwd_payload)
+        if version != 5:
+            return 0
+    elif mode == MQTT_MODE_BINARY and version == 5:
+        _props_get(m, lineage, &w)
+    else:
+        return 0
+    pp[0] = w.buf
+    pn[0] = w.n
+    return 0
+
+
+def mqtt_parts(Event event not None, int version=5, str mode='binary', bint lineage=False):
+    """``(properties, payload)`` (bytes) of a PUBLISH carrying ``event`` to
+    a subscriber of MQTT ``version`` (3, 4 or 5) in ``mode`` ("raw",
+    "binary" (5 only) or "structured"), as MqttTarget writes it:
+    ``properties`` the MQTT 5 property block's content without its length
+    and without a subscription identifier (b'' for 3.1.1).  An event
+    published through the MQTT door (``from_mqtt``) comes out as MQTT
+    sent it, whatever the mode."""
+    cdef WireMsg m
+    cdef bytes rec, subject_b
+    cdef const char *d
+    cdef const char *pp
+    cdef Py_ssize_t dn, pn
+    cdef int md
+    if version not in (3, 4, 5):
+        raise ValueError('MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}'.format(
+            version))
+    if mode not in _MODES:
+        raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
+                         "got {!r}".format(mode))
+    md = _MODES[mode]
+    if md == MQTT_MODE_BINARY and version != 5:
+        raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
+                         "'raw' and 'structured'".format(version))
+    if event.routing_subject is None:
+        raise ValueError('mqtt_parts: the event has no routing subject')
+    rec = event.encode()
+    subject = event.routing_subject
+    subject_b = (<str>subject).encode('utf-8', 'surrogatepass')
+    m.subject = PyBytes_AS_STRING(subject_b)
+    m.subject_n = len(subject_b)
+    _stored_msg(&m, subject, PyBytes_AS_STRING(rec), len(rec), event.stream, event.seq,
+                event.ts)
+    m.event = <PyObject *>event
+    _mqtt_parts(&m, version, md, lineage, &d, &dn, &pp, &pn)
+    return (PyBytes_FromStringAndSize(pp, pn) if pn else b'',
+            PyBytes_FromStringAndSize(d, dn) if dn else b'')
+
+
 # -- the Python writer of the binary mode's properties: what C leaves to it ---------
 
 
@@ -471,10 +655,9 @@ cdef class MqttTarget(WireTarget):
     cdef int _write(self, WireMsg *m) except -1:
         cdef OutBuf ob = self.outbuf
         cdef bint was_empty = ob.n == 0
-        cdef WebJson *w
         cdef const char *d
-        cdef const char *pp = NULL
-        cdef Py_ssize_t dn, tn, pn = 0, props = 0, rl, size, off
+        cdef const char *pp
+        cdef Py_ssize_t dn, tn, pn, props = 0, rl, size
         cdef char *o
         cdef char *o0
         if self._subject is None or PyBytes_GET_SIZE(self._subject) != m.subject_n \
@@ -484,25 +667,7 @@ cdef class MqttTarget(WireTarget):
             self.untranslatable += 1
             return 1
         tn = PyBytes_GET_SIZE(self._topic)
-        if self._mode == MQTT_MODE_STRUCTURED:
-            _wj_get(m, self.lineage, &w)
-            d = w.buf
-            dn = w.n
-            if self.version == 5:
-                pp = PyBytes_AS_STRING(_CT_STRUCTURED)
-                pn = PyBytes_GET_SIZE(_CT_STRUCTURED)
-        else:
-            if m.data != NULL:
-                d = m.data
-                dn = m.data_n
-            else:
-                off = _ev_data_offset(m.rec, m.rec_n)
-                d = m.rec + off
-                dn = m.rec_n - off
-            if self._mode == MQTT_MODE_BINARY:
-                _props_get(m, self.lineage, &w)
-                pp = w.buf
-                pn = w.n
+        _mqtt_parts(m, self.version, self._mode, self.lineage, &d, &dn, &pp, &pn)
         if self.version == 5:
             props = PyBytes_GET_SIZE(self._sid_prop) + pn
             if props > MQTT_VBI_MAX:

@@ -13,6 +13,7 @@ from fastflow._ref.event import (
     _HEADER,
     EV_VERSION,
     EVF_GENID,
+    EVF_MQTT,
     EVF_TYPE_SUBJECT,
     _c_ssize,
     _final,
@@ -439,7 +440,8 @@ class MqttParser(DoorParser):
         rt = self._router
         srcb = rt.source.encode("utf-8", "surrogatepass")    # (as the Router keeps it)
         rec = b"".join((
-            _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT, 0, 0, len(srcb) & 0xFFFF,
+            _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT | EVF_MQTT, 0, 0,
+                         len(srcb) & 0xFFFF,
                          0, 0, 0),
             _GENID.pack(_event._id_prefix, _event._next_gid() & 0xFFFFFFFFFFFFFFFF),
             srcb, d))

@@ -13,11 +13,16 @@ nor surrogates: such characters are written as U+FFFD; a property whose
 name or value would pass 65535 bytes is left out.  The native core writes
 the binary mode's properties in C and leaves what it does not vouch for to
 ``_binary_props``; this twin uses ``_binary_props`` for every message.
+The modes are for the events of the other doors: a message published
+through the MQTT door (``Event.from_mqtt``, record flag EVF_MQTT) goes in
+every mode as MQTT sent it (its payload and, MQTT 5, its extension
+``mqttprops``).  ``_parts`` decides both, for MqttTarget and ``mqtt_parts``.
 """
 
 import base64
 
 from fastflow._ref.event import (
+    EVF_MQTT,
     Event,
     _c_ssize,
     _ev_copy,
@@ -28,11 +33,11 @@ from fastflow._ref.event import (
     _ssize,
 )
 from fastflow._ref.subjects import validate_subject
-from fastflow._ref.wire.outbuf import WireTarget
+from fastflow._ref.wire.outbuf import WireTarget, _stored_msg
 from fastflow._ref.wire.web_out import _web_json
 from fastflow.errors import SubjectError
 
-__all__ = ("MqttTarget", "mqtt_subject_topic")
+__all__ = ("MqttTarget", "mqtt_parts", "mqtt_subject_topic")
 
 MQTT_PUBLISH = 0x30             # type 3, QoS 0, DUP 0, RETAIN 0
 MQTT_PROP_CONTENT_TYPE = 0x03
@@ -164,6 +169,96 @@ def _data_of(msg):
     return rec[_ev_data_offset(rec, 0, len(rec)):]
 
 
+def _forwarded(msg):
+    """``(properties, payload)`` a message of the MQTT door carries to its
+    subscribers: its extension ``mqttprops`` (bytes), and its payload when
+    that is not its data (a structured CloudEvent; None: the data)."""
+    key = ("mqttfwd",)
+    got = msg.cache.get(key)
+    if got is None:
+        fwd = b""
+        payload = None
+        rec = msg.rec
+        if int.from_bytes(rec[12:16], "little"):
+            ev = msg.event if msg.event is not None else _event_of(msg)
+            ext = ev.extensions
+            v = ext.get("mqttprops")
+            if type(v) is bytes and len(v) <= MQTT_VBI_MAX:
+                fwd = v
+            if ext.get("mqttce") == "structured":
+                payload = _structured_payload(ev)
+        got = msg.cache[key] = (fwd, payload)
+    return got
+
+
+def _structured_payload(event):
+    """The payload a structured CloudEvent published through the MQTT door
+    goes on with to MQTT subscribers: its JSON (without the door's own
+    ``mqtt*`` extensions and the lineage)."""
+    from fastflow.event import to_json
+    attrs = {k: v for k, v in event.attributes().items()
+             if not k.startswith("mqtt") and k not in ("specversion", "ffhops", "fftrace")}
+    return to_json(Event(event.routing_subject, event.data, **attrs), False)
+
+
+def _parts(msg, version, mode, lineage):
+    """``(payload, properties)`` of ``msg`` for a subscriber of ``version``
+    in ``mode`` (properties without a subscription identifier; None: none):
+    what MQTT sent for a message of the MQTT door, the mode's otherwise."""
+    mqtt = msg.rec[1] & EVF_MQTT
+    if mode == "structured" and not mqtt:
+        return _web_json(msg, lineage), (_CT_STRUCTURED if version == 5 else None)
+    payload = _data_of(msg)
+    if mqtt:
+        fwd, own = _forwarded(msg)
+        return (payload if own is None else own), (fwd if version == 5 else None)
+    if version != 5:
+        return payload, None
+    if mode == "binary":
+        key = ("mqtt", lineage)
+        props = msg.cache.get(key)
+        if props is None:
+            props = msg.cache[key] = _binary_props(_event_of(msg), lineage)
+        return payload, props
+    return payload, None
+
+
+def mqtt_parts(event, version=5, mode="binary", lineage=False):
+    """``(properties, payload)`` (bytes) of a PUBLISH carrying ``event`` to
+    a subscriber of MQTT ``version`` (3, 4 or 5) in ``mode`` ("raw",
+    "binary" (5 only) or "structured"), as MqttTarget writes it:
+    ``properties`` the MQTT 5 property block's content without its length
+    and without a subscription identifier (b'' for 3.1.1).  An event
+    published through the MQTT door (``from_mqtt``) comes out as MQTT
+    sent it, whatever the mode."""
+    if not isinstance(event, Event):
+        raise TypeError("Argument 'event' has incorrect type (expected "
+                        "fastflow._core.Event, got {})".format(type(event).__name__))
+    if type(version) is not int:
+        raise TypeError("an integer is required")
+    if mode is not None and type(mode) is not str:
+        raise TypeError("Argument 'mode' has incorrect type (expected str, got {})".format(
+            type(mode).__name__))
+    if version not in (3, 4, 5):
+        raise ValueError("MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}".format(
+            version))
+    if mode not in _MODES:
+        raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
+                         "got {!r}".format(mode))
+    if mode == "binary" and version != 5:
+        raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
+                         "'raw' and 'structured'".format(version))
+    subject = event.routing_subject
+    if subject is None:
+        raise ValueError("mqtt_parts: the event has no routing subject")
+    rec = event.encode()
+    msg = _stored_msg(subject, subject.encode("utf-8", "surrogatepass"), rec, event.stream,
+                      event.seq, event.ts)
+    msg.event = event
+    payload, props = _parts(msg, version, mode, bool(lineage))
+    return bytes(props or b""), bytes(payload)
+
+
 @_final
 class MqttTarget(WireTarget):
     """An MQTT subscription delivered at QoS 0: each message one PUBLISH
@@ -254,18 +349,7 @@ class MqttTarget(WireTarget):
         if topic is None:
             self._untranslatable += 1
             return True
-        props = None
-        if self._mode == "structured":
-            payload = _web_json(msg, self._lineage)
-            if self._version == 5:
-                props = _CT_STRUCTURED
-        else:
-            payload = _data_of(msg)
-            if self._mode == "binary":
-                key = ("mqtt", self._lineage)
-                props = msg.cache.get(key)
-                if props is None:
-                    props = msg.cache[key] = _binary_props(_event_of(msg), self._lineage)
+        payload, props = _parts(msg, self._version, self._mode, self._lineage)
         parts = [len(topic).to_bytes(2, "big"), topic]
         if self._version == 5:
             block = self._sid_prop + (props or b"")
