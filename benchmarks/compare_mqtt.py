@@ -39,8 +39,10 @@ of 200,000 never finish.  ``--max-inflight`` (``mosquitto_pub -M``, paho's
 N is sized per row and broker from a warm-up run to last about
 ``--run-seconds``; the brokers run each row back to back, alternating
 which goes first; figures are medians of ``--repeat`` runs.  A row is
-marked client-bound when a client process used >= 85% of a core over the
-run.  ``--json`` writes the figures as JSON to stdout (report on stderr).
+marked with what bound it on each broker: "broker" when the broker used
+>= 85% of a core over the run, "client" when the publisher or a subscriber
+did, "-" when none did (they waited for each other or for the CPU: the
+machine's other work).  ``--json`` writes the figures as JSON to stdout (report on stderr).
 """
 
 import argparse
@@ -87,7 +89,7 @@ TOPIC = "bench/data"
 READY = "bench/ready"
 LAT_TOPIC = "bench/lat"
 STAMP = struct.Struct("<qq")  # CLOCK_REALTIME ns, sequence: 16 bytes
-CLIENT_BOUND = 0.85  # a client process at this share of a core or more
+BUSY = 0.85  # a process at this share of a core or more bounds the run
 
 ROWS = []
 for _c, _cl in (("c", "mosquitto_pub/sub"), ("paho", "paho-mqtt")):
@@ -620,8 +622,10 @@ def summarize(rows, res):
                     s.update(p50_ns=med(st["runs"], "p50_ns"), p99_ns=med(st["runs"], "p99_ns"))
                 for key in ("server_cpu", "pub_cpu", "sub_cpu", "other_cpu"):
                     s[key] = med(st["runs"], key)
-                s["client_bound"] = max(s.get("pub_cpu") or 0, s.get("sub_cpu") or 0) >= \
-                    CLIENT_BOUND if row["kind"] == "tput" else None
+                if row["kind"] == "tput":
+                    s["bound"] = ("broker" if (s.get("server_cpu") or 0) >= BUSY else "client"
+                                  if max(s.get("pub_cpu") or 0, s.get("sub_cpu") or 0) >= BUSY
+                                  else "-")
             r["servers"][k] = s
         f, m, a = (r["servers"].get(k, {}) for k in ("fastflow", "mosquitto", "amqtt"))
         if row["kind"] == "tput":
@@ -634,7 +638,7 @@ def summarize(rows, res):
                 r["pass"] = (r.get("ratio") is not None and r["ratio"] >= 1.5
                              and (r.get("ratio_amqtt") is None or r["ratio_amqtt"] >= 10))
             else:
-                r["target"] = "- (client-bound)"
+                r["target"] = "- (the client is the limit)"
         elif row["kind"] == "idle":
             if f.get("median") and m.get("median"):
                 r["ratio"] = f["median"] / m["median"]
@@ -693,8 +697,8 @@ def table(results):
             continue
         cpu = " / ".join(fmt_pct(sv[k].get("server_cpu")) if k in sv else "-"
                          for k in ("mosquitto", "fastflow"))
-        bound = ", ".join(k for k in ("mosquitto", "fastflow", "amqtt")
-                          if sv.get(k, {}).get("client_bound"))
+        bound = " / ".join(sv[k].get("bound") or "-" for k in ("mosquitto", "fastflow", "amqtt")
+                           if k in sv) if r["kind"] == "tput" else ""
         lines.append([r["num"], r["label"], cell(sv.get("mosquitto"), r["kind"]),
                       cell(sv.get("fastflow"), r["kind"]),
                       cell(sv.get("amqtt"), r["kind"]) if "amqtt" in sv else "-",
@@ -705,13 +709,14 @@ def table(results):
         while len(ln) < 10:
             ln.append("")
     return render_table(["#", "workload", "mosquitto", "fastflow", "amqtt", "ff/mosq",
-                         "ff/amqtt", "target", "CPU srv mosq/ff", "client-bound on"],
+                         "ff/amqtt", "target", "CPU srv mosq/ff", "bound by m/f/a"],
                         lines, "><>>>>><<<")
 
 
 def markdown(results):
     out = ["| # | workload | mosquitto | fastflow | amqtt | fastflow/mosquitto | fastflow/amqtt "
-           "| target | client-bound on |", "|---|---|---|---|---|---|---|---|---|"]
+           "| target | bound by (mosquitto / fastflow / amqtt) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         sv = r["servers"]
         verdict = "" if r.get("pass") is None else (" pass" if r["pass"] else " **miss**")
@@ -721,8 +726,8 @@ def markdown(results):
                     r["num"], r["label"], q[:3], cell(sv.get("mosquitto"), "lat", q),
                     cell(sv.get("fastflow"), "lat", q), fmt_x(r.get("ratio_" + q[:3]))))
             continue
-        bound = ", ".join(k for k in ("mosquitto", "fastflow", "amqtt")
-                          if sv.get(k, {}).get("client_bound"))
+        bound = " / ".join(sv[k].get("bound") or "-" for k in ("mosquitto", "fastflow", "amqtt")
+                           if k in sv) if r["kind"] == "tput" else ""
         out.append("| {} | {} | {} | {} | {} | {} | {} | {}{} | {} |".format(
             r["num"], r["label"], cell(sv.get("mosquitto"), r["kind"]),
             cell(sv.get("fastflow"), r["kind"]),
@@ -762,10 +767,11 @@ def report(args, cfg, results):
         for k, s in r["servers"].items():
             if s.get("error"):
                 say(f"FAILED row {r['num']} ({r['label']}) on {k}: {s['error']}")
-    say(wrap("client-bound: a client process (the publisher or a subscriber) used >= {:.0f}% "
-             "of a core over the run: the row measures the client as much as the broker.  "
-             "CPU srv: the broker's CPU over the run's wall time (100% = one core).".format(
-                 100 * CLIENT_BOUND)))
+    say(wrap("bound by: \"broker\" when the broker used >= {0:.0f}% of a core over the run, "
+             "\"client\" when the publisher or a subscriber did, \"-\" when none did (they "
+             "waited for each other or for the CPU: other work on the machine, see \"other\"). "
+             " CPU srv: the broker's CPU over the run's wall time (100% = one core); other: "
+             "the CPU of every other process meanwhile (rows 1-4).".format(100 * BUSY)))
     say(wrap(f"caveats: {os.cpu_count()} cores shared by the broker and the clients (and by "
              "whatever else runs on the machine); mosquitto is one C thread, fastflow serve one "
              "uvloop process, amqtt one asyncio process."))
