@@ -112,8 +112,8 @@ for _i, _r in enumerate(ROWS, 1):
 SERVERS = ("mosquitto", "fastflow", "amqtt")
 LABEL = {"mosquitto": "mosquitto", "fastflow": "fastflow", "amqtt": "amqtt"}
 
-FULL = {"run_s": 2.0, "repeat": 3, "calib": {"c": 40_000, "paho": 6_000}, "calib_amqtt": 1_500,
-        "min_n": 2_000, "max_n": 2_000_000, "idle_n": 10_000, "lat_n": 3_000, "lat_warm": 300}
+FULL = {"run_s": 1.5, "repeat": 3, "calib": {"c": 30_000, "paho": 4_000}, "calib_amqtt": 1_000,
+        "min_n": 2_000, "max_n": 2_000_000, "idle_n": 10_000, "lat_n": 2_000, "lat_warm": 200}
 QUICK = {"run_s": 0.7, "repeat": 1, "calib": {"c": 20_000, "paho": 3_000}, "calib_amqtt": 800,
          "min_n": 1_000, "max_n": 1_000_000, "idle_n": 2_000, "lat_n": 1_000, "lat_warm": 100}
 
@@ -812,7 +812,7 @@ def main(argv=None):
                     help="mosquitto, fastflow, amqtt (default all; amqtt runs the paho rows)")
     ap.add_argument("--repeat", type=int, help="runs per row and broker (default 3; --quick 1)")
     ap.add_argument("--run-seconds", type=float,
-                    help="about how long a throughput run lasts (default 2; --quick 0.7)")
+                    help="about how long a throughput run lasts (default 1.5; --quick 0.7)")
     ap.add_argument("--idle", type=int, help="idle connections of row 9 (default 10,000)")
     ap.add_argument("--max-inflight", type=int, default=100,
                     help="QoS 1 messages a publisher keeps in flight (mosquitto_pub -M, paho's "
