@@ -2,8 +2,11 @@
 reference server) and against fastflow's MQTT door (``fastflow serve
 --mqtt-port``, a child process): what the door must answer so that MQTT
 clients behave unchanged.  Each scenario runs once per broker of
-``BROKERS``; every deliberate difference from mosquitto is written next to
-the scenario it changes."""
+``BROKERS`` and per transport of ``TRANSPORTS`` (MQTT over TCP, and over
+WebSocket: mosquitto's ``protocol websockets`` listener, fastflow's HTTP
+listener at ``/mqtt``); a few also over TLS (``TLS_TRANSPORTS``: with a CA
+made by the test).  Every deliberate difference from mosquitto is written
+next to the scenario it changes."""
 
 import queue
 import socket
@@ -14,22 +17,43 @@ from types import SimpleNamespace
 
 import pytest
 
-from peers import MosquittoProcess, free_port, require_peer
+from peers import MosquittoProcess, free_port, make_tls_files, require_peer
 
 BROKERS = ["mosquitto", "fastflow"]
+TRANSPORTS = ["tcp", "ws"]              # every scenario
+TLS_TRANSPORTS = ["tls", "wss"]         # the scenarios marked with them (tls_brokers)
 V311, V5 = 4, 5
 
 
-@pytest.fixture(params=BROKERS)
+def _pairs(transports):
+    return [pytest.param((b, t), id="{}-{}".format(b, t)) for t in transports for b in BROKERS]
+
+
+def tls_brokers(transports=TRANSPORTS + TLS_TRANSPORTS):
+    """The mark that runs a scenario over ``transports`` (TLS ones too)."""
+    return pytest.mark.parametrize("broker", _pairs(transports), indirect=True)
+
+
+@pytest.fixture(params=_pairs(TRANSPORTS))
 def broker(request, tmp_path):
-    """The broker of a scenario: ``.port``, ``.restart()`` (stop and start
-    again with its state: persistent sessions and retained messages)."""
+    """The broker of a scenario and how its clients reach it: ``.port``
+    (of its ``.transport``: ``tcp``, ``ws``, ``tls``, ``wss``), ``.path``
+    (WebSocket), ``.ca`` (TLS: the CA file), ``.tcp_port`` (plain MQTT
+    over TCP; None with TLS: fastflow has one TLS configuration for all
+    its listeners), ``.restart()`` (stop and start again with its state:
+    persistent sessions and retained messages)."""
     require_peer("paho-mqtt")
-    if request.param == "mosquitto":
+    name, transport = request.param
+    tls = make_tls_files(tmp_path) if transport in ("tls", "wss") else None
+    port = tcp_port = free_port()
+    if transport != "tcp" and not (name == "fastflow" and transport == "tls"):
+        port = free_port()
+    if name == "mosquitto":
         require_peer("mosquitto")
-        proc = MosquittoProcess(free_port(), str(tmp_path))
+        proc = MosquittoProcess(tcp_port, str(tmp_path), mosquitto_listener(port, transport, tls),
+                                also=[port] if port != tcp_port else [])
     else:
-        proc = FastflowMqtt(free_port(), str(tmp_path))
+        proc = FastflowMqtt(tcp_port, str(tmp_path), fastflow_args(port, transport, tls))
     proc.start()
 
     def restart():
@@ -37,19 +61,50 @@ def broker(request, tmp_path):
         proc.start()
 
     try:
-        yield SimpleNamespace(name=request.param, port=proc.port, restart=restart, proc=proc)
+        yield SimpleNamespace(name=name, transport=transport, port=port,
+                              tcp_port=None if tls else tcp_port,
+                              path="/mqtt", ca=tls.ca if tls else None, restart=restart,
+                              proc=proc)
     finally:
         proc.stop()
 
 
+def mosquitto_listener(port, transport, tls):
+    """The mosquitto.conf lines of the listener for ``transport`` (besides
+    its plain MQTT one; mosquitto 2.0.11 does not start with a websockets
+    listener alone, and listens on every address with one)."""
+    if transport == "tcp":
+        return ""
+    conf = "listener {} 127.0.0.1\n".format(port)
+    if transport in ("ws", "wss"):
+        conf += "protocol websockets\n"
+    if tls is not None:
+        conf += "cafile {}\ncertfile {}\nkeyfile {}\n".format(tls.ca, tls.cert, tls.key)
+    return conf
+
+
+def fastflow_args(port, transport, tls):
+    """``fastflow serve``'s flags for ``transport``: WebSocket on the HTTP
+    listener, TLS on every listener (one server TLS configuration)."""
+    args = []
+    if transport in ("ws", "wss"):
+        args += ["--http-port", str(port)]
+    if tls is not None:
+        args += ["--tls-cert", tls.cert, "--tls-key", tls.key]
+    return args
+
+
 class FastflowMqtt:
-    """``fastflow serve`` with its MQTT door on ``port`` (a child process)."""
+    """``fastflow serve`` with its MQTT door on ``port`` (a child process);
+    started when it listens on ``port`` and the ports of ``--http-port``."""
 
     def __init__(self, port, directory, args=()):
         self.port = port
         self.directory = directory
         self.args = list(args)
         self.proc = None
+        self.ports = [port] + [int(self.args[i + 1]) for i, a in enumerate(self.args)
+                               if a == "--http-port"]
 
     def start(self, timeout=20.0):
         import os
@@ -63,12 +118,15 @@ class FastflowMqtt:
                  os.path.join(self.directory, "data")] + self.args,
                 stdout=subprocess.DEVNULL, stderr=errlog)
         deadline = time.monotonic() + timeout
+        waiting = list(self.ports)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("fastflow serve exited with {}".format(self.proc.returncode))
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+                    if not waiting:
+                        return self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("fastflow did not listen on {}".format(self.port))
@@ -102,8 +160,15 @@ class Mqtt:
         kw = {}
         if version == V311:
             kw["clean_session"] = clean
+        transport = getattr(broker, "transport", "tcp")
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv5 if version == V5 else mqtt.MQTTv311, **kw)
+                             protocol=mqtt.MQTTv5 if version == V5 else mqtt.MQTTv311,
+                             transport="websockets" if transport in ("ws", "wss") else "tcp",
+                             **kw)
+        if transport in ("ws", "wss"):
+            self.c.ws_set_options(path=broker.path)
+        if transport in ("tls", "wss"):
+            self.c.tls_set(ca_certs=broker.ca)
         self.clean = clean
         self.keepalive = keepalive
         self.msgs = queue.Queue()
@@ -212,6 +277,7 @@ class Mqtt:
         """Drop the TCP connection without DISCONNECT (a device losing power)."""
         sock = self.c.socket()
         self.c.loop_stop()
+        sock = getattr(sock, "_socket", sock)   # (WebSocket: paho's wrapper of the socket)
         if sock is not None:
             # (linger 0: a reset, as a device that loses power leaves no FIN)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -534,6 +600,7 @@ def test_wrong_credentials_get_connack_not_authorized(tmp_path, clients):
         proc.stop()
 
 
+@pytest.mark.parametrize("broker", _pairs(["tcp"]), indirect=True)
 @pytest.mark.parametrize("level", [2, 6])
 def test_an_unknown_protocol_level_is_answered_with_connack_1(broker, level):
     """A CONNECT of a level the server does not speak: CONNACK return code

@@ -350,6 +350,7 @@ class MqttProtocol(DoorProtocol):
         self._acked = False             # the CONNACK was sent
         self._publishing = False        # a publish of this connection is being routed
         self._taken = False             # another connection took the session over
+        self.upgrade_principal = None   # WebSocket: who the upgrade request's credentials named
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -449,6 +450,9 @@ class MqttProtocol(DoorProtocol):
             except UnicodeDecodeError:
                 creds["password"] = c["password"].decode("latin-1")
         req = {"name": c["client_id"], "mqtt": c}
+        if self.upgrade_principal is not None and not creds:
+            conn.connected(req, self.upgrade_principal, 0)  # (MQTT over WebSocket)
+            return False
         return conn.authenticate(creds, req, rest, 0)
 
     def options(self, req):
