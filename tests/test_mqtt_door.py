@@ -8,6 +8,7 @@ listener at ``/mqtt``); a few also over TLS (``TLS_TRANSPORTS``: with a CA
 made by the test).  Every deliberate difference from mosquitto is written
 next to the scenario it changes."""
 
+import base64
 import queue
 import socket
 import struct
@@ -296,8 +297,8 @@ def clients():
     yield make
     for c in made:
         try:
+            c.c.disconnect()            # (first: loop_stop wakes at once then)
             c.c.loop_stop()
-            c.c.disconnect()
         except Exception:
             pass
 
@@ -616,3 +617,207 @@ def test_an_unknown_protocol_level_is_answered_with_connack_1(broker, level):
             got += chunk
         assert got[:4] == b"\x20\x02\x00\x01"
         assert sock.recv(16) == b""
+
+
+# -- WebSocket and TLS (docs/mqtt.md "WebSocket and TLS") -----------------------------------
+
+
+def _mqtt_str(s):
+    b = s.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+def _mqtt_packet(first, body):
+    n, vbi = len(body), bytearray()
+    while True:
+        n, b = n >> 7, n & 0x7F
+        vbi.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes([first]) + bytes(vbi) + body
+
+
+def _connect_311(client_id, proto=b"\x00\x04MQTT\x04"):
+    return _mqtt_packet(0x10, proto + b"\x02\x00\x3c" + _mqtt_str(client_id))
+
+
+def _ws_read(ws, n, timeout=5):
+    """``n`` bytes of the MQTT stream the broker sent in binary messages."""
+    got = b""
+    while len(got) < n:
+        msg = ws.recv(timeout)
+        assert isinstance(msg, bytes), "a text message: {!r}".format(msg[:80])
+        got += msg
+    return got
+
+
+@pytest.mark.parametrize("broker", _pairs(["ws"]), indirect=True)
+def test_mqtt_packets_span_websocket_frames(broker):
+    """MQTT 5.0 section 6: the binary messages carry the byte stream;
+    several packets in one message and one packet over several messages
+    (and over the fragments of one message) are read alike."""
+    from websockets.sync.client import connect
+
+    url = "ws://127.0.0.1:{}{}".format(broker.port, broker.path)
+    with connect(url, subprotocols=["mqtt"], max_size=None) as ws:
+        assert ws.subprotocol == "mqtt"
+        subscribe = _mqtt_packet(0x82, b"\x00\x07" + _mqtt_str("span/#") + b"\x00")
+        ws.send(_connect_311("span-1") + subscribe)                 # two packets, one message
+        assert _ws_read(ws, 9) == b"\x20\x02\x00\x00" + b"\x90\x03\x00\x07\x00"
+        payload = bytes(range(256)) * 300                             # 76,800 bytes
+        publish = _mqtt_packet(0x30, _mqtt_str("span/x") + payload)
+        ws.send(publish[:1])                                          # the first byte alone
+        ws.send(publish[1:40000])
+        ws.send([publish[40000:40001], publish[40001:60000], publish[60000:]])  # fragments
+        ws.send(_mqtt_packet(0x30, _mqtt_str("span/y") + b"a") + _mqtt_packet(
+            0x30, _mqtt_str("span/y") + b"b") + b"\xc0\x00")             # 2 PUBLISH + PINGREQ
+        expected = publish + _mqtt_packet(0x30, _mqtt_str("span/y") + b"a") + _mqtt_packet(
+            0x30, _mqtt_str("span/y") + b"b") + b"\xd0\x00"
+        assert _ws_read(ws, len(expected), 20) == expected
+
+
+@pytest.mark.parametrize("broker", _pairs(["ws"]), indirect=True)
+def test_subprotocol_mqttv31_for_old_clients(broker):
+    """``mqttv3.1`` is what MQTT 3.1 clients (``MQIsdp``) offer; the
+    server answers with it."""
+    from websockets.sync.client import connect
+
+    url = "ws://127.0.0.1:{}{}".format(broker.port, broker.path)
+    with connect(url, subprotocols=["mqttv3.1"]) as ws:
+        assert ws.subprotocol == "mqttv3.1"
+        ws.send(_connect_311("old-1", b"\x00\x06MQIsdp\x03"))
+        assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+
+
+@tls_brokers(["tls", "wss"])
+@pytest.mark.parametrize("version", [V311, V5])
+def test_publish_and_subscribe_over_tls(broker, clients, version):
+    s = clients(broker, version)
+    assert s.sub("secure/#", 2) == [2]
+    p = clients(broker, version)
+    p.pub("secure/r", b"kept", 1, retain=True)
+    m = s.get()
+    assert (m.payload, m.retain) == (b"kept", False)   # (live: the flag cleared)
+    big = bytes(range(256)) * 200
+    for qos in (0, 1, 2):
+        p.pub("secure/big", big + bytes([qos]), qos)
+    got = [s.get(10) for _ in range(3)]
+    assert [(m.payload[-1], len(m.payload), m.qos) for m in got] == [
+        (0, 51201, 0), (1, 51201, 1), (2, 51201, 2)]
+    late = clients(broker, version)
+    late.sub("secure/r", 0)
+    m = late.get()
+    assert (m.payload, m.retain) == (b"kept", True)
+
+
+@tls_brokers(["tls"])
+def test_a_plaintext_client_on_the_tls_port_gets_no_connack(broker):
+    """A client that does not speak TLS to a TLS listener fails the
+    handshake: no CONNACK, the connection closes."""
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        sock.sendall(_connect_311("plain-1"))
+        got = b""
+        while True:
+            try:
+                chunk = sock.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        assert not got.startswith(b"\x20")          # (a TLS alert, or nothing)
+
+
+@tls_brokers(["tls"])
+def test_mosquitto_clients_with_cafile(broker):
+    """mosquitto_pub / mosquitto_sub ``--cafile`` (verifying the server's
+    certificate and name) against the TLS listener."""
+    import subprocess
+
+    require_peer("mosquitto")
+    common = ["-h", "localhost", "-p", str(broker.port), "--cafile", broker.ca, "-V", "mqttv5"]
+    subprocess.run(["mosquitto_pub"] + common + ["-t", "smoke/tls", "-m", "hello", "-r",
+                                                 "-q", "1"], check=True, timeout=20)
+    r = subprocess.run(["mosquitto_sub"] + common + ["-t", "smoke/#", "-C", "1", "-W", "10",
+                                                     "-v"],
+                       capture_output=True, text=True, timeout=20)
+    assert (r.returncode, r.stdout) == (0, "smoke/tls hello\n"), r.stderr
+
+
+def _fastflow_ws(tmp_path, args):
+    http = free_port()
+    return FastflowMqtt(free_port(), str(tmp_path), ["--http-port", str(http)] + args), http
+
+
+def test_mqtt_over_websocket_logs_in_with_connect_or_the_upgrade(tmp_path):
+    """With users, an MQTT client over WebSocket logs in with CONNECT's
+    user name and password (its upgrade request needs no credentials), or
+    with the upgrade request's (HTTP Basic) when CONNECT has none."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    proc, http = _fastflow_ws(tmp_path, ["--user", "alice", "--password", "pw"])
+    proc.start()
+    url = "ws://127.0.0.1:{}/mqtt".format(http)
+    anonymous = _connect_311("a-1")
+    login = _mqtt_packet(0x10, b"\x00\x04MQTT\x04\xc2\x00\x3c" + _mqtt_str("a-2") +
+                         _mqtt_str("alice") + _mqtt_str("pw"))
+    basic = {"Authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    try:
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(anonymous)
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x05"   # not authorized
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(login)
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+        with connect(url, subprotocols=["mqtt"], additional_headers=basic) as ws:
+            ws.send(anonymous)
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+        bad = {"Authorization": "Basic " + base64.b64encode(b"alice:no").decode()}
+        with pytest.raises(InvalidStatus, match="401"):
+            connect(url, subprotocols=["mqtt"], additional_headers=bad)
+    finally:
+        proc.stop()
+
+
+def test_mqtt_over_websocket_refusals(tmp_path):
+    """What fastflow's WebSocket layer refuses on an MQTT connection: a
+    text message (1003), a malformed packet (the MQTT 5 DISCONNECT 0x81
+    in a binary message, then close 1002), a subprotocol not spoken at
+    /mqtt; and /mqtt while the MQTT door is off (404)."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    proc, http = _fastflow_ws(tmp_path, [])
+    proc.start()
+    url = "ws://127.0.0.1:{}/mqtt".format(http)
+    try:
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(_connect_311("r-1"))
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+            ws.send("a text message")
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(5)
+            assert info.value.rcvd.code == 1003
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(_mqtt_packet(0x10, b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + _mqtt_str("r-2")))
+            d = _ws_read(ws, 4)
+            assert (d[0], d[3]) == (0x20, 0)                    # CONNACK, success
+            ws.send(b"\x30\xff\xff\xff\xff\x01")                 # a length over 4 bytes
+            d = _ws_read(ws, 3)
+            assert (d[0], d[2]) == (0xE0, 0x81)                 # DISCONNECT, malformed packet
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(5)
+            assert info.value.rcvd.code == 1002
+        with pytest.raises(InvalidStatus, match="400"):
+            connect(url, subprotocols=["fastflow"])
+        with connect("ws://127.0.0.1:{}/ws".format(http), subprotocols=["mqtt"]) as ws:
+            assert ws.subprotocol == "mqtt"     # /ws speaks it too, when asked
+    finally:
+        proc.stop()
+    off = FastflowMqtt(http, str(tmp_path), ["--http-port", str(http), "--mqtt-port", "0"])
+    off.start()
+    try:
+        with pytest.raises(InvalidStatus, match="404"):
+            connect(url, subprotocols=["mqtt"])
+    finally:
+        off.stop()
