@@ -783,7 +783,8 @@ def test_mqtt_over_websocket_refusals(tmp_path):
     """What fastflow's WebSocket layer refuses on an MQTT connection: a
     text message (1003), a malformed packet (the MQTT 5 DISCONNECT 0x81
     in a binary message, then close 1002), a subprotocol not spoken at
-    /mqtt; and /mqtt while the MQTT door is off (404)."""
+    /mqtt; and with ``[mqtt] ws = false``, /mqtt (404) and the subprotocol
+    at /ws (400)."""
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
@@ -814,10 +815,14 @@ def test_mqtt_over_websocket_refusals(tmp_path):
             assert ws.subprotocol == "mqtt"     # /ws speaks it too, when asked
     finally:
         proc.stop()
-    off = FastflowMqtt(http, str(tmp_path), ["--http-port", str(http), "--mqtt-port", "0"])
+    conf = tmp_path / "ff.toml"
+    conf.write_text("[mqtt]\nws = false\n")
+    off = FastflowMqtt(free_port(), str(tmp_path), ["--http-port", str(http), "-c", str(conf)])
     off.start()
     try:
         with pytest.raises(InvalidStatus, match="404"):
             connect(url, subprotocols=["mqtt"])
+        with pytest.raises(InvalidStatus, match="400"):
+            connect("ws://127.0.0.1:{}/ws".format(http), subprotocols=["mqtt"])
     finally:
         off.stop()

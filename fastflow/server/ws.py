@@ -105,9 +105,11 @@ TRY_AGAIN_LATER = 1013
 # reason codes (0x80-0xA2: the MQTT door's DISCONNECT, in the last message, says which)
 _CLOSE_CODES = {400: PROTOCOL_ERROR, 401: POLICY, 403: POLICY, 408: POLICY, 413: TOO_BIG,
                 429: TRY_AGAIN_LATER, 431: TOO_BIG, 500: INTERNAL_ERROR, 503: TRY_AGAIN_LATER,
-                0x81: PROTOCOL_ERROR, 0x82: PROTOCOL_ERROR, 0x86: POLICY, 0x87: POLICY,
-                0x8D: POLICY, 0x8E: NORMAL, 0x95: TOO_BIG, 0x97: TRY_AGAIN_LATER}
-_MQTT_REASONS = range(0x80, 0xA3)
+                0x81: PROTOCOL_ERROR, 0x82: PROTOCOL_ERROR, 0x8F: PROTOCOL_ERROR,
+                0x90: PROTOCOL_ERROR, 0x93: PROTOCOL_ERROR, 0x94: PROTOCOL_ERROR,
+                0x86: POLICY, 0x87: POLICY, 0x8D: POLICY, 0x8E: NORMAL, 0x95: TOO_BIG,
+                0x97: TRY_AGAIN_LATER}
+_MQTT_REASONS = range(0x80, 0xA3)       # (the others: 1008)
 
 _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 1, 2, 8, 9, 10
 _U16 = struct.Struct("!H")
@@ -406,7 +408,8 @@ class WsProtocol(DoorProtocol):
             if code == 408 and "stale" in message:
                 code = GOING_AWAY       # (nats-server: a stale connection "goes away")
             else:
-                code = _CLOSE_CODES.get(code, INTERNAL_ERROR)
+                code = _CLOSE_CODES.get(code, POLICY if code in _MQTT_REASONS
+                                        else INTERNAL_ERROR)
         return out + close_frame(code, message)
 
     def goodbye(self):
