@@ -826,3 +826,32 @@ def test_mqtt_over_websocket_refusals(tmp_path):
             connect("ws://127.0.0.1:{}/ws".format(http), subprotocols=["mqtt"])
     finally:
         off.stop()
+
+
+def test_mqtt_keep_alive_over_websocket_is_mqtts(tmp_path, clients):
+    """The server sends no WebSocket pings on an MQTT connection: a client
+    whose WebSocket answers pings but whose MQTT side is silent past 1.5 x
+    its keep-alive is closed and its will published (with pings every
+    second, its pongs would keep it alive)."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    conf = tmp_path / "ff.toml"
+    conf.write_text("[limits]\nping_interval = 1.0\n")
+    proc, http = _fastflow_ws(tmp_path, ["-c", str(conf)])
+    proc.start()
+    try:
+        # (keep-alive 1: its PINGREQs keep it fresh for the server's stale check)
+        w = clients(SimpleNamespace(port=proc.port), V311, keepalive=1)
+        w.sub("gone/#", 1)
+        will = _mqtt_str("gone/ws") + _mqtt_str("bye")
+        with connect("ws://127.0.0.1:{}/mqtt".format(http), subprotocols=["mqtt"]) as ws:
+            ws.send(_mqtt_packet(0x10, b"\x00\x04MQTT\x04\x0e\x00\x02" + _mqtt_str("ka-1") +
+                                 will))             # will QoS 1, keep-alive 2 s
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+            m = w.get(10)
+            assert (m.topic, m.payload) == ("gone/ws", b"bye")
+            with pytest.raises(ConnectionClosed):
+                ws.recv(5)
+    finally:
+        proc.stop()

@@ -396,6 +396,11 @@ class WsProtocol(DoorProtocol):
             self.inner.greet()
 
     def ping(self):
+        if self.subprotocol in (MQTT, MQTT_31):
+            # (MQTT's keep-alive is the client's PINGREQ, on every transport:
+            # a pong would keep a client alive whose MQTT side is silent)
+            self.inner.ping()
+            return
         self._control(ws_frame_head(_OP_PING, 0))
 
     def close_data(self, code, message, rid):
