@@ -152,10 +152,10 @@ class ServerConfig:
         ("monitor_users", ()),          # [{"user", "password"}]: HTTP Basic users (likewise)
         ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
+        ("mqtt_ws", True),              # MQTT over WebSocket on the HTTP listener (/mqtt, /ws)
         ("mqtt_host", None),            # the MQTT door (docs/mqtt.md); None: the same as host
         ("mqtt_port", 0),               # 0: no MQTT door (its usual port: 1883)
         ("mqtt_max_queued", 10000),     # QoS 1/2 messages a session keeps for its client
-        ("mqtt_ws", True),              # MQTT over WebSocket on the HTTP listener (/mqtt, /ws)
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
         ("http_host", None),            # the web doors (docs/http.md); None: the same as host
@@ -247,13 +247,13 @@ class ServerConfig:
             raise ConfigError("monitor_port: expected 0..65535 (0 = off), got {}".format(
                 self.monitor_port))
         _str(self.monitor_host, "monitor_host", allow_none=True)
+        self.mqtt_ws = _bool(self.mqtt_ws, "mqtt_ws")
         self.mqtt_port = _int(self.mqtt_port, "mqtt_port")
         if self.mqtt_port > 65535:
             raise ConfigError("mqtt_port: expected 0..65535 (0 = off), got {}".format(
                 self.mqtt_port))
         _str(self.mqtt_host, "mqtt_host", allow_none=True)
         self.mqtt_max_queued = _int(self.mqtt_max_queued, "mqtt_max_queued")
-        self.mqtt_ws = _bool(self.mqtt_ws, "mqtt_ws")
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(

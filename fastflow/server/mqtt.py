@@ -341,6 +341,7 @@ class MqttProtocol(DoorProtocol):
                                  cfg.max_connect)
         self.version = 4
         self.session = None
+        self.upgrade_principal = None   # WebSocket: who the upgrade request's credentials named
         self.keepalive = 0
         self.will = None
         self.clean_exit = False
@@ -350,7 +351,6 @@ class MqttProtocol(DoorProtocol):
         self._acked = False             # the CONNACK was sent
         self._publishing = False        # a publish of this connection is being routed
         self._taken = False             # another connection took the session over
-        self.upgrade_principal = None   # WebSocket: who the upgrade request's credentials named
 
     # -- what the lifecycle writes -----------------------------------------------------
 

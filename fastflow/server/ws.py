@@ -423,9 +423,12 @@ class WsProtocol(DoorProtocol):
         self.close_sent = True
         if self._goodbye is not None:
             return self._goodbye
+        # (the inner door's last words first: an MQTT 5 DISCONNECT when the server stops)
+        last = self.inner.goodbye() if self.inner is not None else b""
+        last = _binary_frame(last) if last else b""
         if self.server.stopping:
-            return close_frame(GOING_AWAY, "the server is shutting down")
-        return close_frame(NORMAL)
+            return last + close_frame(GOING_AWAY, "the server is shutting down")
+        return last + close_frame(NORMAL)
 
     def err(self, code, message, rid=0):
         if self.inner is not None:
