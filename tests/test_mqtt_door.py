@@ -169,7 +169,8 @@ class Mqtt:
         if transport in ("ws", "wss"):
             self.c.ws_set_options(path=broker.path)
         if transport in ("tls", "wss"):
-            self.c.tls_set(ca_certs=broker.ca)
+            self.c.tls_set(ca_certs=broker.ca, certfile=getattr(broker, "client_cert", None),
+                           keyfile=getattr(broker, "client_key", None))
         self.clean = clean
         self.keepalive = keepalive
         self.msgs = queue.Queue()
@@ -853,5 +854,49 @@ def test_mqtt_keep_alive_over_websocket_is_mqtts(tmp_path, clients):
             assert (m.topic, m.payload) == ("gone/ws", b"bye")
             with pytest.raises(ConnectionClosed):
                 ws.recv(5)
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("name", BROKERS)
+def test_client_certificates_on_the_tls_port(name, tmp_path, clients):
+    """A TLS listener that requires client certificates (fastflow:
+    ``tls.verify`` with ``tls.ca``; mosquitto: ``require_certificate``):
+    a client with a certificate the CA signed is served, one without gets
+    no CONNACK."""
+    import ssl
+
+    require_peer("paho-mqtt")
+    tls = make_tls_files(tmp_path)
+    port = free_port()
+    if name == "mosquitto":
+        require_peer("mosquitto")
+        proc = MosquittoProcess(free_port(), str(tmp_path), mosquitto_listener(port, "tls", tls) +
+                                "require_certificate true\n", also=[port])
+    else:
+        proc = FastflowMqtt(port, str(tmp_path), fastflow_args(port, "tls", tls) + [
+            "--tls-ca", tls.ca, "--tls-verify"])
+    proc.start()
+    try:
+        broker = SimpleNamespace(name=name, transport="tls", port=port, ca=tls.ca,
+                                 client_cert=tls.client_cert, client_key=tls.client_key)
+        s = clients(broker)
+        s.sub("cert/#", 1)
+        clients(broker).pub("cert/x", b"signed", 1)
+        assert s.get().payload == b"signed"
+        ctx = ssl.create_default_context(cafile=tls.ca)
+        got = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            try:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+                    sock.sendall(_connect_311("no-cert"))
+                    while True:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+            except (ssl.SSLError, OSError):
+                pass
+        assert not got.startswith(b"\x20")          # no CONNACK
     finally:
         proc.stop()
