@@ -776,6 +776,10 @@ def test_mqtt_over_websocket_logs_in_with_connect_or_the_upgrade(tmp_path):
         bad = {"Authorization": "Basic " + base64.b64encode(b"alice:no").decode()}
         with pytest.raises(InvalidStatus, match="401"):
             connect(url, subprotocols=["mqtt"], additional_headers=bad)
+        # offering mqtt lets an upgrade through unchecked only if mqtt is what it gets
+        for first in ("fastflow", "cloudevents.json"):
+            with pytest.raises(InvalidStatus, match="401"):
+                connect("ws://127.0.0.1:{}/ws".format(http), subprotocols=[first, "mqtt"])
     finally:
         proc.stop()
 

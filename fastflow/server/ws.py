@@ -892,10 +892,14 @@ def upgrade(http, req, principal):
             ", ".join(offered)[:200], ", ".join(spoken)), close=close)
     subprotocol = chosen or spoken[0]
     stream = subprotocol in STREAM_DOORS
-    if stream and subprotocol != FASTFLOW and credentials(req) is None:
-        principal_in = None             # (MQTT: the CONNECT logs in; mqtt_upgrade let it through)
-    else:
-        principal_in = principal
+    principal_in = principal
+    if credentials(req) is None:
+        if subprotocol in (MQTT, MQTT_31):
+            principal_in = None         # (the CONNECT logs in: mqtt_upgrade let it through)
+        elif http.auth.required:
+            # (let through unchecked for the mqtt it offered, but another was chosen)
+            raise HttpError(401, "authentication required: Authorization: Bearer <token> or "
+                                 "Basic, or ?access_token=", http.challenges, close=close)
 
     # the URL: cloudevents.json subscriptions and options
     pairs = parse_qsl(req.query, keep_blank_values=True)
