@@ -421,10 +421,13 @@ class NatsServerProcess(ChildServer):
 
 class MosquittoProcess:
     """A real mosquitto broker on 127.0.0.1:``port`` (persistence in
-    ``directory``), started by ``start()`` and killed by ``stop()``."""
+    ``directory``; more listeners in ``conf``, their ports in ``also``),
+    started by ``start()`` (when every port listens) and killed by
+    ``stop()``."""
 
-    def __init__(self, port, directory, conf=""):
+    def __init__(self, port, directory, conf="", also=()):
         self.port = port
+        self.also = list(also)
         self.directory = directory
         self.conf_path = os.path.join(directory, "mosquitto.conf")
         self.log_path = os.path.join(directory, "mosquitto.log")
@@ -440,13 +443,16 @@ class MosquittoProcess:
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", self.conf_path],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
+        waiting = [self.port] + self.also
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("mosquitto exited with {}: {}".format(
                     self.proc.returncode, self.log()))
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+                    if not waiting:
+                        return self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not listen on {} within {} s".format(self.port, timeout))

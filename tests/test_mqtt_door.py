@@ -2,9 +2,13 @@
 reference server) and against fastflow's MQTT door (``fastflow serve
 --mqtt-port``, a child process): what the door must answer so that MQTT
 clients behave unchanged.  Each scenario runs once per broker of
-``BROKERS``; every deliberate difference from mosquitto is written next to
-the scenario it changes."""
+``BROKERS`` and per transport of ``TRANSPORTS`` (MQTT over TCP, and over
+WebSocket: mosquitto's ``protocol websockets`` listener, fastflow's HTTP
+listener at ``/mqtt``); a few also over TLS (``TLS_TRANSPORTS``: with a CA
+made by the test).  Every deliberate difference from mosquitto is written
+next to the scenario it changes."""
 
+import base64
 import queue
 import socket
 import struct
@@ -14,22 +18,43 @@ from types import SimpleNamespace
 
 import pytest
 
-from peers import MosquittoProcess, free_port, require_peer
+from peers import MosquittoProcess, free_port, make_tls_files, require_peer
 
 BROKERS = ["mosquitto", "fastflow"]
+TRANSPORTS = ["tcp", "ws"]              # every scenario
+TLS_TRANSPORTS = ["tls", "wss"]         # the scenarios marked with them (tls_brokers)
 V311, V5 = 4, 5
 
 
-@pytest.fixture(params=BROKERS)
+def _pairs(transports):
+    return [pytest.param((b, t), id="{}-{}".format(b, t)) for t in transports for b in BROKERS]
+
+
+def tls_brokers(transports=TRANSPORTS + TLS_TRANSPORTS):
+    """The mark that runs a scenario over ``transports`` (TLS ones too)."""
+    return pytest.mark.parametrize("broker", _pairs(transports), indirect=True)
+
+
+@pytest.fixture(params=_pairs(TRANSPORTS))
 def broker(request, tmp_path):
-    """The broker of a scenario: ``.port``, ``.restart()`` (stop and start
-    again with its state: persistent sessions and retained messages)."""
+    """The broker of a scenario and how its clients reach it: ``.port``
+    (of its ``.transport``: ``tcp``, ``ws``, ``tls``, ``wss``), ``.path``
+    (WebSocket), ``.ca`` (TLS: the CA file), ``.tcp_port`` (plain MQTT
+    over TCP; None with TLS: fastflow has one TLS configuration for all
+    its listeners), ``.restart()`` (stop and start again with its state:
+    persistent sessions and retained messages)."""
     require_peer("paho-mqtt")
-    if request.param == "mosquitto":
+    name, transport = request.param
+    tls = make_tls_files(tmp_path) if transport in ("tls", "wss") else None
+    port = tcp_port = free_port()
+    if transport != "tcp" and not (name == "fastflow" and transport == "tls"):
+        port = free_port()
+    if name == "mosquitto":
         require_peer("mosquitto")
-        proc = MosquittoProcess(free_port(), str(tmp_path))
+        proc = MosquittoProcess(tcp_port, str(tmp_path), mosquitto_listener(port, transport, tls),
+                                also=[port] if port != tcp_port else [])
     else:
-        proc = FastflowMqtt(free_port(), str(tmp_path))
+        proc = FastflowMqtt(tcp_port, str(tmp_path), fastflow_args(port, transport, tls))
     proc.start()
 
     def restart():
@@ -37,19 +62,50 @@ def broker(request, tmp_path):
         proc.start()
 
     try:
-        yield SimpleNamespace(name=request.param, port=proc.port, restart=restart, proc=proc)
+        yield SimpleNamespace(name=name, transport=transport, port=port,
+                              tcp_port=None if tls else tcp_port,
+                              path="/mqtt", ca=tls.ca if tls else None, restart=restart,
+                              proc=proc)
     finally:
         proc.stop()
 
 
+def mosquitto_listener(port, transport, tls):
+    """The mosquitto.conf lines of the listener for ``transport`` (besides
+    its plain MQTT one; mosquitto 2.0.11 does not start with a websockets
+    listener alone, and listens on every address with one)."""
+    if transport == "tcp":
+        return ""
+    conf = "listener {} 127.0.0.1\n".format(port)
+    if transport in ("ws", "wss"):
+        conf += "protocol websockets\n"
+    if tls is not None:
+        conf += "cafile {}\ncertfile {}\nkeyfile {}\n".format(tls.ca, tls.cert, tls.key)
+    return conf
+
+
+def fastflow_args(port, transport, tls):
+    """``fastflow serve``'s flags for ``transport``: WebSocket on the HTTP
+    listener, TLS on every listener (one server TLS configuration)."""
+    args = []
+    if transport in ("ws", "wss"):
+        args += ["--http-port", str(port)]
+    if tls is not None:
+        args += ["--tls-cert", tls.cert, "--tls-key", tls.key]
+    return args
+
+
 class FastflowMqtt:
-    """``fastflow serve`` with its MQTT door on ``port`` (a child process)."""
+    """``fastflow serve`` with its MQTT door on ``port`` (a child process);
+    started when it listens on ``port`` and the ports of ``--http-port``."""
 
     def __init__(self, port, directory, args=()):
         self.port = port
         self.directory = directory
         self.args = list(args)
         self.proc = None
+        self.ports = [port] + [int(self.args[i + 1]) for i, a in enumerate(self.args)
+                               if a == "--http-port"]
 
     def start(self, timeout=20.0):
         import os
@@ -63,12 +119,15 @@ class FastflowMqtt:
                  os.path.join(self.directory, "data")] + self.args,
                 stdout=subprocess.DEVNULL, stderr=errlog)
         deadline = time.monotonic() + timeout
+        waiting = list(self.ports)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("fastflow serve exited with {}".format(self.proc.returncode))
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+                    if not waiting:
+                        return self
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("fastflow did not listen on {}".format(self.port))
@@ -102,8 +161,16 @@ class Mqtt:
         kw = {}
         if version == V311:
             kw["clean_session"] = clean
+        transport = getattr(broker, "transport", "tcp")
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv5 if version == V5 else mqtt.MQTTv311, **kw)
+                             protocol=mqtt.MQTTv5 if version == V5 else mqtt.MQTTv311,
+                             transport="websockets" if transport in ("ws", "wss") else "tcp",
+                             **kw)
+        if transport in ("ws", "wss"):
+            self.c.ws_set_options(path=broker.path)
+        if transport in ("tls", "wss"):
+            self.c.tls_set(ca_certs=broker.ca, certfile=getattr(broker, "client_cert", None),
+                           keyfile=getattr(broker, "client_key", None))
         self.clean = clean
         self.keepalive = keepalive
         self.msgs = queue.Queue()
@@ -215,6 +282,7 @@ class Mqtt:
         """Drop the TCP connection without DISCONNECT (a device losing power)."""
         sock = self.c.socket()
         self.c.loop_stop()
+        sock = getattr(sock, "_socket", sock)   # (WebSocket: paho's wrapper of the socket)
         if sock is not None:
             # (linger 0: a reset, as a device that loses power leaves no FIN)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -233,8 +301,8 @@ def clients():
     yield make
     for c in made:
         try:
+            c.c.disconnect()            # (first: loop_stop wakes at once then)
             c.c.loop_stop()
-            c.c.disconnect()
         except Exception:
             pass
 
@@ -642,6 +710,7 @@ def test_wrong_credentials_get_connack_bad_credentials(tmp_path, clients):
         proc.stop()
 
 
+@pytest.mark.parametrize("broker", _pairs(["tcp"]), indirect=True)
 @pytest.mark.parametrize("level", [2, 6])
 def test_an_unknown_protocol_level_is_answered_with_connack_1(broker, level):
     """A CONNECT of a level the server does not speak: CONNACK return code
@@ -896,6 +965,156 @@ def small_broker(request, tmp_path):
         proc.stop()
 
 
+# -- WebSocket and TLS (docs/mqtt.md "WebSocket and TLS") -----------------------------------
+
+
+def _connect_311(client_id, proto=b"\x00\x04MQTT\x04"):
+    return _pkt(0x10, proto + b"\x02\x00\x3c" + _s(client_id))
+
+
+def _ws_read(ws, n, timeout=5):
+    """``n`` bytes of the MQTT stream the broker sent in binary messages."""
+    got = b""
+    while len(got) < n:
+        msg = ws.recv(timeout)
+        assert isinstance(msg, bytes), "a text message: {!r}".format(msg[:80])
+        got += msg
+    return got
+
+
+@pytest.mark.parametrize("broker", _pairs(["ws"]), indirect=True)
+def test_mqtt_packets_span_websocket_frames(broker):
+    """MQTT 5.0 section 6: the binary messages carry the byte stream;
+    several packets in one message and one packet over several messages
+    (and over the fragments of one message) are read alike."""
+    from websockets.sync.client import connect
+
+    url = "ws://127.0.0.1:{}{}".format(broker.port, broker.path)
+    with connect(url, subprotocols=["mqtt"], max_size=None) as ws:
+        assert ws.subprotocol == "mqtt"
+        subscribe = _pkt(0x82, b"\x00\x07" + _s("span/#") + b"\x00")
+        ws.send(_connect_311("span-1") + subscribe)                 # two packets, one message
+        assert _ws_read(ws, 9) == b"\x20\x02\x00\x00" + b"\x90\x03\x00\x07\x00"
+        payload = bytes(range(256)) * 300                             # 76,800 bytes
+        publish = _pkt(0x30, _s("span/x") + payload)
+        ws.send(publish[:1])                                          # the first byte alone
+        ws.send(publish[1:40000])
+        ws.send([publish[40000:40001], publish[40001:60000], publish[60000:]])  # fragments
+        ws.send(_pkt(0x30, _s("span/y") + b"a") + _pkt(
+            0x30, _s("span/y") + b"b") + b"\xc0\x00")             # 2 PUBLISH + PINGREQ
+        expected = publish + _pkt(0x30, _s("span/y") + b"a") + _pkt(
+            0x30, _s("span/y") + b"b") + b"\xd0\x00"
+        assert _ws_read(ws, len(expected), 20) == expected
+
+
+@pytest.mark.parametrize("broker", _pairs(["ws"]), indirect=True)
+def test_subprotocol_mqttv31_for_old_clients(broker):
+    """``mqttv3.1`` is what MQTT 3.1 clients (``MQIsdp``) offer; the
+    server answers with it."""
+    from websockets.sync.client import connect
+
+    url = "ws://127.0.0.1:{}{}".format(broker.port, broker.path)
+    with connect(url, subprotocols=["mqttv3.1"]) as ws:
+        assert ws.subprotocol == "mqttv3.1"
+        ws.send(_connect_311("old-1", b"\x00\x06MQIsdp\x03"))
+        assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+
+
+@tls_brokers(["tls", "wss"])
+@pytest.mark.parametrize("version", [V311, V5])
+def test_publish_and_subscribe_over_tls(broker, clients, version):
+    s = clients(broker, version)
+    assert s.sub("secure/#", 2) == [2]
+    p = clients(broker, version)
+    p.pub("secure/r", b"kept", 1, retain=True)
+    m = s.get()
+    assert (m.payload, m.retain) == (b"kept", False)   # (live: the flag cleared)
+    big = bytes(range(256)) * 200
+    for qos in (0, 1, 2):
+        p.pub("secure/big", big + bytes([qos]), qos)
+    got = [s.get(10) for _ in range(3)]
+    assert [(m.payload[-1], len(m.payload), m.qos) for m in got] == [
+        (0, 51201, 0), (1, 51201, 1), (2, 51201, 2)]
+    late = clients(broker, version)
+    late.sub("secure/r", 0)
+    m = late.get()
+    assert (m.payload, m.retain) == (b"kept", True)
+
+
+@tls_brokers(["tls"])
+def test_a_plaintext_client_on_the_tls_port_gets_no_connack(broker):
+    """A client that does not speak TLS to a TLS listener fails the
+    handshake: no CONNACK, the connection closes."""
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        sock.sendall(_connect_311("plain-1"))
+        got = b""
+        while True:
+            try:
+                chunk = sock.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        assert not got.startswith(b"\x20")          # (a TLS alert, or nothing)
+
+
+@tls_brokers(["tls"])
+def test_mosquitto_clients_with_cafile(broker):
+    """mosquitto_pub / mosquitto_sub ``--cafile`` (verifying the server's
+    certificate and name) against the TLS listener."""
+    import subprocess
+
+    require_peer("mosquitto")
+    common = ["-h", "localhost", "-p", str(broker.port), "--cafile", broker.ca, "-V", "mqttv5"]
+    subprocess.run(["mosquitto_pub"] + common + ["-t", "smoke/tls", "-m", "hello", "-r",
+                                                 "-q", "1"], check=True, timeout=20)
+    r = subprocess.run(["mosquitto_sub"] + common + ["-t", "smoke/#", "-C", "1", "-W", "10",
+                                                     "-v"],
+                       capture_output=True, text=True, timeout=20)
+    assert (r.returncode, r.stdout) == (0, "smoke/tls hello\n"), r.stderr
+
+
+def _fastflow_ws(tmp_path, args):
+    http = free_port()
+    return FastflowMqtt(free_port(), str(tmp_path), ["--http-port", str(http)] + args), http
+
+
+def test_mqtt_over_websocket_logs_in_with_connect_or_the_upgrade(tmp_path):
+    """With users, an MQTT client over WebSocket logs in with CONNECT's
+    user name and password (its upgrade request needs no credentials), or
+    with the upgrade request's (HTTP Basic) when CONNECT has none."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    proc, http = _fastflow_ws(tmp_path, ["--user", "alice", "--password", "pw"])
+    proc.start()
+    url = "ws://127.0.0.1:{}/mqtt".format(http)
+    anonymous = _connect_311("a-1")
+    login = _pkt(0x10, b"\x00\x04MQTT\x04\xc2\x00\x3c" + _s("a-2") +
+                         _s("alice") + _s("pw"))
+    basic = {"Authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    try:
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(anonymous)
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x05"   # not authorized
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(login)
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+        with connect(url, subprotocols=["mqtt"], additional_headers=basic) as ws:
+            ws.send(anonymous)
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+        bad = {"Authorization": "Basic " + base64.b64encode(b"alice:no").decode()}
+        with pytest.raises(InvalidStatus, match="401"):
+            connect(url, subprotocols=["mqtt"], additional_headers=bad)
+        # offering mqtt lets an upgrade through unchecked only if mqtt is what it gets
+        for first in ("fastflow", "cloudevents.json"):
+            with pytest.raises(InvalidStatus, match="401"):
+                connect("ws://127.0.0.1:{}/ws".format(http), subprotocols=[first, "mqtt"])
+    finally:
+        proc.stop()
+
+
 def test_mqtt_limits_in_the_config_file(tmp_path):
     from fastflow.server.config import ConfigError, ServerConfig, load_config
 
@@ -1131,3 +1350,125 @@ def test_packet_identifier_0_is_refused(broker, version, packet):
         assert _disconnect_reason(got) in (0x81, 0x82)
     else:
         assert _disconnect_reason(got) is None and not got
+
+
+def test_mqtt_over_websocket_refusals(tmp_path):
+    """What fastflow's WebSocket layer refuses on an MQTT connection: a
+    text message (1003), a malformed packet (the MQTT 5 DISCONNECT 0x81
+    in a binary message, then close 1002), a subprotocol not spoken at
+    /mqtt; and with ``[mqtt] ws = false``, /mqtt (404) and the subprotocol
+    at /ws (400)."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    proc, http = _fastflow_ws(tmp_path, [])
+    proc.start()
+    url = "ws://127.0.0.1:{}/mqtt".format(http)
+    try:
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(_connect_311("r-1"))
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+            ws.send("a text message")
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(5)
+            assert info.value.rcvd.code == 1003
+        with connect(url, subprotocols=["mqtt"]) as ws:
+            ws.send(_pkt(0x10, b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + _s("r-2")))
+            d = _ws_read(ws, 4)
+            assert (d[0], d[3]) == (0x20, 0)                    # CONNACK, success
+            ws.send(b"\x30\xff\xff\xff\xff\x01")                 # a length over 4 bytes
+            d = _ws_read(ws, 3)
+            assert (d[0], d[2]) == (0xE0, 0x81)                 # DISCONNECT, malformed packet
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(5)
+            assert info.value.rcvd.code == 1002
+        with pytest.raises(InvalidStatus, match="400"):
+            connect(url, subprotocols=["fastflow"])
+        with connect("ws://127.0.0.1:{}/ws".format(http), subprotocols=["mqtt"]) as ws:
+            assert ws.subprotocol == "mqtt"     # /ws speaks it too, when asked
+    finally:
+        proc.stop()
+    conf = tmp_path / "ff.toml"
+    conf.write_text("[mqtt]\nws = false\n")
+    off = FastflowMqtt(free_port(), str(tmp_path), ["--http-port", str(http), "-c", str(conf)])
+    off.start()
+    try:
+        with pytest.raises(InvalidStatus, match="404"):
+            connect(url, subprotocols=["mqtt"])
+        with pytest.raises(InvalidStatus, match="400"):
+            connect("ws://127.0.0.1:{}/ws".format(http), subprotocols=["mqtt"])
+    finally:
+        off.stop()
+
+
+def test_mqtt_keep_alive_over_websocket_is_mqtts(tmp_path, clients):
+    """The server sends no WebSocket pings on an MQTT connection: a client
+    whose WebSocket answers pings but whose MQTT side is silent past 1.5 x
+    its keep-alive is closed and its will published (with pings every
+    second, its pongs would keep it alive)."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    conf = tmp_path / "ff.toml"
+    conf.write_text("[limits]\nping_interval = 1.0\n")
+    proc, http = _fastflow_ws(tmp_path, ["-c", str(conf)])
+    proc.start()
+    try:
+        # (keep-alive 1: its PINGREQs keep it fresh for the server's stale check)
+        w = clients(SimpleNamespace(port=proc.port), V311, keepalive=1)
+        w.sub("gone/#", 1)
+        will = _s("gone/ws") + _s("bye")
+        with connect("ws://127.0.0.1:{}/mqtt".format(http), subprotocols=["mqtt"]) as ws:
+            ws.send(_pkt(0x10, b"\x00\x04MQTT\x04\x0e\x00\x02" + _s("ka-1") +
+                                 will))             # will QoS 1, keep-alive 2 s
+            assert _ws_read(ws, 4) == b"\x20\x02\x00\x00"
+            m = w.get(10)
+            assert (m.topic, m.payload) == ("gone/ws", b"bye")
+            with pytest.raises(ConnectionClosed):
+                ws.recv(5)
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("name", BROKERS)
+def test_client_certificates_on_the_tls_port(name, tmp_path, clients):
+    """A TLS listener that requires client certificates (fastflow:
+    ``tls.verify`` with ``tls.ca``; mosquitto: ``require_certificate``):
+    a client with a certificate the CA signed is served, one without gets
+    no CONNACK."""
+    import ssl
+
+    require_peer("paho-mqtt")
+    tls = make_tls_files(tmp_path)
+    port = free_port()
+    if name == "mosquitto":
+        require_peer("mosquitto")
+        proc = MosquittoProcess(free_port(), str(tmp_path), mosquitto_listener(port, "tls", tls) +
+                                "require_certificate true\n", also=[port])
+    else:
+        proc = FastflowMqtt(port, str(tmp_path), fastflow_args(port, "tls", tls) + [
+            "--tls-ca", tls.ca, "--tls-verify"])
+    proc.start()
+    try:
+        broker = SimpleNamespace(name=name, transport="tls", port=port, ca=tls.ca,
+                                 client_cert=tls.client_cert, client_key=tls.client_key)
+        s = clients(broker)
+        s.sub("cert/#", 1)
+        clients(broker).pub("cert/x", b"signed", 1)
+        assert s.get().payload == b"signed"
+        ctx = ssl.create_default_context(cafile=tls.ca)
+        got = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            try:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+                    sock.sendall(_connect_311("no-cert"))
+                    while True:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+            except (ssl.SSLError, OSError):
+                pass
+        assert not got.startswith(b"\x20")          # no CONNACK
+    finally:
+        proc.stop()

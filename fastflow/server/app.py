@@ -404,9 +404,10 @@ class Server:
                 self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir,
                                                   cfg.mqtt_structured)
                 self.mqtt_sessions.load()
+                # (TLS as the native port: from the first byte, MQTT has no STARTTLS)
                 self._mqtt_listener = await loop.create_server(
                     lambda: Connection(self, MqttProtocol), cfg.mqtt_host or cfg.host,
-                    cfg.mqtt_port, backlog=1024, reuse_address=True)
+                    cfg.mqtt_port, backlog=1024, reuse_address=True, **kw)
                 self.mqtt_port = self._mqtt_listener.sockets[0].getsockname()[1]
             if cfg.http_port:
                 from fastflow.server.http import HttpProtocol
@@ -504,9 +505,13 @@ class Server:
             log.info("listening for native clients on %s%s", _addr(a), tls)
         for a in self.nats_addresses:
             log.info("listening for NATS clients on %s%s", _addr(a), tls)
+        if self._mqtt_listener is not None:
+            for s in self._mqtt_listener.sockets:
+                log.info("listening for MQTT clients on %s%s", _addr(s.getsockname()), tls)
         for a in self.http_addresses:
-            log.info("listening for HTTP clients (CloudEvents, WebSocket, SSE) on %s://%s/",
-                     "https" if cfg.tls else "http", _addr(a))
+            log.info("listening for HTTP clients (CloudEvents, WebSocket, SSE%s) on %s://%s/",
+                     ", MQTT at /mqtt" if self.mqtt_sessions is not None and cfg.mqtt_ws
+                     else "", "https" if cfg.tls else "http", _addr(a))
         if self.monitor is not None:
             for a in self.monitor.addresses:
                 log.info("monitoring on http://%s/ (%s)%s", _addr(a),

@@ -152,6 +152,7 @@ class ServerConfig:
         ("monitor_users", ()),          # [{"user", "password"}]: HTTP Basic users (likewise)
         ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
+        ("mqtt_ws", True),              # MQTT over WebSocket on the HTTP listener (/mqtt, /ws)
         ("mqtt_host", None),            # the MQTT door (docs/mqtt.md); None: the same as host
         ("mqtt_port", 0),               # 0: no MQTT door (its usual port: 1883)
         ("mqtt_max_queued", 10000),     # QoS 1/2 messages a session keeps for its client
@@ -251,6 +252,7 @@ class ServerConfig:
             raise ConfigError("monitor_port: expected 0..65535 (0 = off), got {}".format(
                 self.monitor_port))
         _str(self.monitor_host, "monitor_host", allow_none=True)
+        self.mqtt_ws = _bool(self.mqtt_ws, "mqtt_ws")
         self.mqtt_port = _int(self.mqtt_port, "mqtt_port")
         if self.mqtt_port > 65535:
             raise ConfigError("mqtt_port: expected 0..65535 (0 = off), got {}".format(
@@ -464,7 +466,7 @@ _TABLES = {
     "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued",
              "max_inflight": "mqtt_max_inflight", "max_topic_alias": "mqtt_max_topic_alias",
              "max_packet": "mqtt_max_packet", "max_keepalive": "mqtt_max_keepalive",
-             "structured": "mqtt_structured"},
+             "structured": "mqtt_structured", "ws": "mqtt_ws"},
     "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
              "max_headers": "http_max_headers", "max_body": "http_max_body",
              "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",

@@ -508,6 +508,7 @@ class MqttProtocol(DoorProtocol):
         self.parser.max_payload = cfg.max_payload
         self.version = 4
         self.session = None
+        self.upgrade_principal = None   # WebSocket: who the upgrade request's credentials named
         self.keepalive = 0
         self.will = None
         self.clean_exit = False
@@ -673,6 +674,9 @@ class MqttProtocol(DoorProtocol):
             creds = {"token": creds["password"]}
         self._creds = bool(creds)
         req = {"name": c["client_id"], "mqtt": c}
+        if self.upgrade_principal is not None and not creds:
+            conn.connected(req, self.upgrade_principal, 0)  # (MQTT over WebSocket)
+            return False
         return conn.authenticate(creds, req, rest, 0)
 
     def options(self, req):
