@@ -115,11 +115,7 @@ def clients():
 
     yield make
     for c in made:
-        try:
-            c.c.loop_stop()
-            c.c.disconnect()
-        except Exception:
-            pass
+        c.release()
 
 
 def connack(client, timeout=5):
@@ -127,6 +123,7 @@ def connack(client, timeout=5):
     (paho reports 3.1.1's return codes 4 and 5 as 0x86 and 0x87)."""
     client.connected.clear()
     client.c.connect("127.0.0.1", client.port, 60)
+    client.c._reset_sockets(sockpair_only=True)     # (loop_start makes a new pair)
     client.c.loop_start()
     try:
         assert client.connected.wait(timeout), "no CONNACK"

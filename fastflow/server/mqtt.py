@@ -470,12 +470,22 @@ class MqttSessions:
             s.gone_at = now
             for flt, opts in rec["subs"]:
                 patterns, group = mqtt_filter_to_patterns(flt)
-                sub = [tuple(opts), patterns, group, []]
+                sub = [tuple(opts), patterns, _engine_group(flt, group), []]
                 s.subs[flt] = sub
                 self.attach_away(s, sub)
             for t, p, q, r, sid, fwd in rec["queue"]:
                 s.queue.append((t, unb64(p), q, r, sid, unb64(fwd)))
             self.sessions[s.client_id] = s
+
+
+def _engine_group(flt, share):
+    """The engine's queue group of the subscription to filter ``flt``
+    whose share name is ``share`` (None: not shared).  A shared
+    subscription is its share name and its filter (MQTT 5 section 4.8.2):
+    ``$share/g/#`` and ``$share/g/+/x`` are two, and a message matching
+    both goes to one member of each, while the engine's groups, as
+    NATS's, span patterns: the whole filter names the group."""
+    return None if share is None else flt
 
 
 def _b64(b):
@@ -969,7 +979,7 @@ class MqttProtocol(DoorProtocol):
                 old = session.subs.pop(flt)
                 self.flow.remove_many(old[3])
             sid = props.get("subscription_identifier")
-            sub = [(qos, no_local, rap, sid, mode), patterns, group, []]
+            sub = [(qos, no_local, rap, sid, mode), patterns, _engine_group(flt, group), []]
             self._attach(session, sub)
             if no_local and qos:
                 # (the parser's C path routes without telling Python whose
