@@ -256,6 +256,8 @@ class Server:
         now = self.loop.time()
         for conn in list(self.conns.values()):
             conn.tick(now)
+        if self.mqtt_sessions is not None:
+            self.mqtt_sessions.expire(time.time())
         self._check_storage()
         if self.config.max_pending_total:
             self.enforce_pending_total()    # (also recounts what the kernel took)
@@ -401,7 +403,8 @@ class Server:
             if cfg.mqtt_port:
                 from fastflow.server.mqtt import MqttProtocol, MqttSessions
 
-                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir)
+                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir,
+                                                  cfg.mqtt_session_expiry_max)
                 self.mqtt_sessions.load()
                 self._mqtt_listener = await loop.create_server(
                     lambda: Connection(self, MqttProtocol), cfg.mqtt_host or cfg.host,
@@ -662,6 +665,7 @@ class Server:
             "invalid_publishes": self.n_invalid_pubs,
             "permission_denied": self.n_denied + self.closed_denied
             + sum(c.parser.denied for c in conns),
+            **({"mqtt": self.mqtt_sessions.stats()} if self.mqtt_sessions is not None else {}),
         }
 
 

@@ -155,6 +155,7 @@ class ServerConfig:
         ("mqtt_host", None),            # the MQTT door (docs/mqtt.md); None: the same as host
         ("mqtt_port", 0),               # 0: no MQTT door (its usual port: 1883)
         ("mqtt_max_queued", 10000),     # QoS 1/2 messages a session keeps for its client
+        ("mqtt_session_expiry_max", 0xFFFFFFFF),  # longest session expiry granted (s; max: never)
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
         ("http_host", None),            # the web doors (docs/http.md); None: the same as host
@@ -252,6 +253,8 @@ class ServerConfig:
                 self.mqtt_port))
         _str(self.mqtt_host, "mqtt_host", allow_none=True)
         self.mqtt_max_queued = _int(self.mqtt_max_queued, "mqtt_max_queued")
+        self.mqtt_session_expiry_max = min(0xFFFFFFFF, int(parse_duration(
+            self.mqtt_session_expiry_max, "mqtt_session_expiry_max")))
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
@@ -438,7 +441,8 @@ _TABLES = {
                 "users": "monitor_users"},
     "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control",
              "lineage": "nats_lineage"},
-    "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued"},
+    "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued",
+             "session_expiry_max": "mqtt_session_expiry_max"},
     "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
              "max_headers": "http_max_headers", "max_body": "http_max_body",
              "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",

@@ -8,18 +8,20 @@ ways, wills, keep-alive.
 
 Sessions live in the server (``MqttSessions``) while their client is
 away: its subscriptions stay in the engine and what they match waits in
-the session, up to ``max_queued`` messages (QoS 1 and 2).
+the session, up to ``max_queued`` messages (QoS 1 and 2).  With a data
+directory a persistent session is written as it changes (two streams:
+``mqtt_sessions``, ``mqtt_queued``): a crash loses none of it.
 """
 
-import base64
+import datetime
+import hashlib
 import json
 import logging
-import os
+import math
 import struct
 import time
 from collections import OrderedDict, deque
 
-from fastflow._files import atomic_write
 from fastflow._impl import MqttParser, MqttTarget, SubTarget
 from fastflow.errors import MqttError, SubjectError
 from fastflow.event import Event
@@ -128,7 +130,41 @@ def _forwarded_props(props):
     return bytes(out)
 
 
+def _expiry_deadline(props):
+    """The ``mqttexpiry`` extension of a publish with a Message Expiry
+    Interval: the moment it expires (a timestamp), or None."""
+    v = props.get("message_expiry_interval")
+    if v is None:
+        return None
+    return datetime.datetime.fromtimestamp(time.time() + v, datetime.timezone.utc)
+
+
+def _deadline_of(ext):
+    """The expiry moment (epoch seconds) of an event's ``mqttexpiry``, or None."""
+    v = ext.get("mqttexpiry") if ext else None
+    if type(v) is not str:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _with_expiry(fwd, remaining):
+    """``fwd`` (the forwarded property block, as _forwarded_props writes
+    it: payload format first, message expiry next) with the Message Expiry
+    Interval ``remaining`` seconds (MQTT 5 section 3.3.2.3.3: the time the
+    message waited in the server taken off)."""
+    i = 2 if fwd[:1] == b"\x01" else 0
+    if fwd[i:i + 1] != b"\x02":
+        return fwd
+    return fwd[:i + 1] + struct.pack(">I", remaining) + fwd[i + 5:]
+
+
 # -- sessions ----------------------------------------------------------------------------------
+
+
+NEVER = 0xFFFFFFFF                      # a session expiry interval that never ends
 
 
 class Session:
@@ -139,15 +175,29 @@ class Session:
 
     def __init__(self, client_id):
         self.client_id = client_id
+        self.key = hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:32]
         self.subs = OrderedDict()
         self.conn = None                # the MqttProtocol serving it, None while away
-        self.queue = deque()            # (topic, payload, qos, retain) not yet sent
-        self.inflight = OrderedDict()   # packet id -> [topic, payload, qos, retain, state]
+        # not yet sent: (topic, payload, qos, retain, sid, fwd, mid, deadline);
+        # mid: its number in the stream mqtt_queued (None: not written),
+        # deadline: when it expires (epoch seconds; None: never)
+        self.queue = deque()
+        # packet id -> [topic, payload, qos, retain, state, sid, fwd, mid, deadline]
+        self.inflight = OrderedDict()
         self.inbound_qos2 = set()       # packet ids received at QoS 2, PUBREL not yet
         self.next_id = 1
+        self.next_mid = 1
         self.expiry = 0                 # seconds the session outlives its connection
-        self.gone_at = None             # when its connection ended
-        self.dropped = 0
+        self.gone_at = None             # when its connection ended (time.time())
+        self.stored = False             # written in the stream mqtt_sessions
+        self.dropped = 0                # messages not queued: max_queued reached
+        self.expired = 0                # messages dropped: their expiry interval passed
+
+    def stats(self):
+        return {"client_id": self.client_id, "connected": self.conn is not None,
+                "expiry": self.expiry, "subscriptions": len(self.subs),
+                "queued": len(self.queue), "inflight": len(self.inflight),
+                "dropped": self.dropped, "expired": self.expired}
 
     def packet_id(self):
         for _ in range(65535):
@@ -160,29 +210,47 @@ class Session:
 
 RETAINED_STREAM = "mqtt_retained"
 RETAINED_PREFIX = "$MQTT.rt."
+# persistent sessions (docs/mqtt.md "Sessions, retained messages, wills"):
+# $MQTT.sess.<key>            the session: client id, expiry, subscriptions (JSON)
+# $MQTT.q.<key>.m<n>          a QoS 1/2 message for it (n: its number in the session)
+# $MQTT.p.<key>.m<n>          that message sent: its packet id, PUBREL sent or not
+# $MQTT.in.<key>.p<id>        an inbound QoS 2 packet id awaiting PUBREL
+# (key: the client id's SHA-256, 32 hex digits: any client id makes one token)
+SESSIONS_STREAM = "mqtt_sessions"
+SESSION_PREFIX = "$MQTT.sess."
+QUEUED_STREAM = "mqtt_queued"
 
 
 class MqttSessions:
     """The server's MQTT sessions and retained messages.  With a data
     directory, retained messages are kept in the stream ``mqtt_retained``
-    (one event per topic, written as each arrives: crash-safe as every
-    file-backed stream), and the sessions in ``<data_dir>/mqtt/sessions.json``,
-    written when the server stops and read when it starts: a session that
-    outlives its connection survives a restart with its subscriptions and
-    the QoS 1/2 messages that wait for it."""
+    (one event per topic), persistent sessions (expiry > 0) in the stream
+    ``mqtt_sessions`` (one event per session, written when the session
+    changes) and what waits for them in ``mqtt_queued`` (an event per
+    message written when it is queued, one per delivery state change,
+    removed when acknowledged): all written as they happen, crash-safe as
+    every file-backed stream; read back when the server starts."""
 
-    def __init__(self, flow, max_queued=10000, data_dir=None):
+    def __init__(self, flow, max_queued=10000, data_dir=None, expiry_max=NEVER):
         self.flow = flow
         self.sessions = {}              # client id -> Session
         self.retained = {}              # subject -> (topic, payload, qos, property bytes)
         self.max_queued = max_queued
+        self.expiry_max = expiry_max
         self.next_assigned = 1
-        self.dir = os.path.join(data_dir, "mqtt") if data_dir else None
-        self.stream = None
+        self.n_dropped = 0              # messages not queued (max_queued), all sessions
+        self.n_expired = 0              # messages dropped at their expiry, all sessions
+        self.n_sessions_expired = 0
+        self.stream = self.sess_stream = self.queued = None
         if data_dir:
             from fastflow import Retention
 
             self.stream = flow.add_stream(RETAINED_STREAM, [RETAINED_PREFIX + ">"],
+                                          Retention(max_per_subject=1))
+            self.sess_stream = flow.add_stream(SESSIONS_STREAM, [SESSION_PREFIX + ">"],
+                                               Retention(max_per_subject=1))
+            self.queued = flow.add_stream(QUEUED_STREAM, ["$MQTT.q.>", "$MQTT.p.>",
+                                                          "$MQTT.in.>"],
                                           Retention(max_per_subject=1))
 
     def retain(self, subject, topic, payload, qos, fwd):
@@ -216,11 +284,100 @@ class MqttSessions:
         session.subs.clear()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if session.stored:
+            self._forget(session.key)
+            session.stored = False
 
     def expire(self, now):
+        """End the sessions whose client has been away longer than their
+        expiry interval (``now``: time.time(), wall-clock: the time the
+        server was down counts)."""
         for s in list(self.sessions.values()):
-            if s.conn is None and s.gone_at is not None and now - s.gone_at >= s.expiry:
+            if s.conn is None and s.gone_at is not None and s.expiry != NEVER \
+                    and now - s.gone_at >= s.expiry:
+                self.n_sessions_expired += 1
                 self.end(s)
+
+    def stats(self):
+        ss = list(self.sessions.values())
+        return {"sessions": len(ss), "away": sum(1 for s in ss if s.conn is None),
+                "queued": sum(len(s.queue) for s in ss),
+                "inflight": sum(len(s.inflight) for s in ss),
+                "dropped": self.n_dropped, "expired": self.n_expired,
+                "sessions_expired": self.n_sessions_expired,
+                "retained": len(self.retained)}
+
+    # -- written as it changes -----------------------------------------------------------
+
+    def durable(self, session):
+        return self.sess_stream is not None and session.expiry > 0
+
+    def write(self, session):
+        """Write ``session`` (client id, expiry, subscriptions, when its
+        client went away) if it is persistent."""
+        if not self.durable(session):
+            return
+        rec = {"client_id": session.client_id, "expiry": session.expiry,
+               "gone_at": session.gone_at,
+               "subs": [[flt, list(sub[0])] for flt, sub in session.subs.items()]}
+        self._append(SESSION_PREFIX + session.key, json.dumps(rec).encode(), {},
+                     self.sess_stream)
+        session.stored = True
+
+    def _append(self, subject, data, attrs, stream=None):
+        ev = Event(subject, data, source=self.flow.source, **attrs)
+        (self.queued if stream is None else stream).log.append(subject, ev.encode())
+
+    def _forget(self, key):
+        self.sess_stream.purge(SESSION_PREFIX + key)
+        self.queued.purge("$MQTT.*.{}.>".format(key))
+
+    def store(self, session, m, pid=None):
+        """Write the message ``m`` (a queue entry) of ``session`` (its
+        packet id ``pid`` when it is sent at once); returns ``m`` with its
+        number, or ``m`` unchanged when the session is not persistent."""
+        if not self.durable(session):
+            return m
+        mid = session.next_mid
+        session.next_mid = mid + 1
+        topic, payload, qos, retain, sid, fwd, _, deadline = m
+        attrs = {"mqtttopic": topic, "mqttqos": qos}
+        if retain:
+            attrs["mqttretain"] = True
+        if sid:
+            attrs["mqttsid"] = sid
+        if fwd:
+            attrs["mqttprops"] = fwd
+        if deadline is not None:
+            attrs["mqttexpiry"] = datetime.datetime.fromtimestamp(deadline,
+                                                                  datetime.timezone.utc)
+        if pid is not None:
+            attrs["mqttpid"] = pid
+        self._append("$MQTT.q.{}.m{}".format(session.key, mid), payload, attrs)
+        return (topic, payload, qos, retain, sid, fwd, mid, deadline)
+
+    def sent(self, session, mid, pid, state="pub"):
+        """Message ``mid`` was sent with packet id ``pid`` (state "pub"),
+        or its PUBREC came and PUBREL went (state "rel")."""
+        if mid is None or not session.stored:
+            return
+        self._append("$MQTT.p.{}.m{}".format(session.key, mid), b"",
+                     {"mqttpid": pid, "mqttstate": state})
+
+    def done(self, session, mid):
+        """Message ``mid`` was acknowledged (or dropped): forget it."""
+        if mid is not None and session.stored:
+            self.queued.purge("$MQTT.*.{}.m{}".format(session.key, mid))
+
+    def inbound(self, session, pid, awaiting):
+        """Inbound QoS 2 packet id ``pid`` awaits PUBREL (or no longer)."""
+        if not session.stored:
+            return
+        subject = "$MQTT.in.{}.p{}".format(session.key, pid)
+        if awaiting:
+            self._append(subject, b"", {})
+        else:
+            self.queued.purge(subject)
 
     # -- deliveries to a session ---------------------------------------------------------
 
@@ -244,13 +401,20 @@ class MqttSessions:
             fwd = ext.get("mqttprops", b"") if ext else b""
             if type(fwd) is not bytes:
                 fwd = b""
+            deadline = _deadline_of(ext) if fwd else None
+            if deadline is not None and deadline <= time.time():
+                session.expired += 1
+                sessions.n_expired += 1
+                return
             if proto is None:
                 if q and len(session.queue) < sessions.max_queued:
-                    session.queue.append((topic, ev.data, q, keep, sid, fwd))
-                else:
+                    session.queue.append(sessions.store(
+                        session, (topic, ev.data, q, keep, sid, fwd, None, deadline)))
+                elif q:
                     session.dropped += 1
+                    sessions.n_dropped += 1
                 return
-            proto._queue(topic, ev.data, q, keep, sid, fwd)
+            proto._queue(topic, ev.data, q, keep, sid, fwd, deadline)
         return deliver
 
     def attach_away(self, session, sub):
@@ -263,32 +427,18 @@ class MqttSessions:
             handles.append(self.flow.add(p, SubTarget(self.deliverer(session, opts),
                                                       max_pending=0), group))
 
-    # -- kept in the data directory ------------------------------------------------------
+    # -- read back at start --------------------------------------------------------------
 
     def save(self):
-        if self.dir is None:
-            return
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        b64 = _b64
-        sessions = []
-        for s in self.sessions.values():
-            if s.expiry == 0:
-                continue
-            # (what was sent and not acknowledged goes first, sent again after the restart)
-            waiting = [(m[0], m[1], m[2], m[3], m[5], m[6]) for m in s.inflight.values()]
-            waiting += s.queue
-            sessions.append({
-                "client_id": s.client_id, "expiry": s.expiry,
-                "subs": [[flt, list(sub[0])] for flt, sub in s.subs.items()],
-                "queue": [[t, b64(p), q, r, sid, b64(f)] for t, p, q, r, sid, f in waiting]})
-        atomic_write(os.path.join(self.dir, "sessions.json"), json.dumps(sessions))
+        """At stop: the persistent sessions written once more (each was
+        written as it changed)."""
+        for s in list(self.sessions.values()):
+            if s.stored:
+                self.write(s)
 
     def load(self):
-        if self.dir is None:
+        if self.stream is None:
             return
-        from fastflow.mqtt import mqtt_filter_to_patterns
-
-        unb64 = base64.b64decode
         n = len(RETAINED_PREFIX)
         for key, ev in self.stream.last(RETAINED_PREFIX + ">").items():
             subject = key[n:]
@@ -300,28 +450,62 @@ class MqttSessions:
             fwd = ext.get("mqttprops", b"")
             self.retained[subject] = (topic, ev.data, ext.get("mqttqos", 0),
                                       fwd if type(fwd) is bytes else b"")
-        try:
-            with open(os.path.join(self.dir, "sessions.json")) as f:
-                saved = json.load(f)
-        except FileNotFoundError:
-            saved = []
-        now = time.monotonic()
-        for rec in saved:
+        # what waits, by session key: messages, their delivery states, inbound ids
+        msgs, states, inbound = {}, {}, {}
+        for subject, ev in self.queued.last("$MQTT.>").items():
+            _, kind, key, num = subject.split(".", 3)
+            if kind == "q":
+                msgs.setdefault(key, {})[int(num[1:])] = ev
+            elif kind == "p":
+                states.setdefault(key, {})[int(num[1:])] = ev.extensions
+            elif kind == "in":
+                inbound.setdefault(key, set()).add(int(num[1:]))
+        now = time.time()
+        keys = set()
+        for ev in self.sess_stream.last(SESSION_PREFIX + ">").values():
+            rec = json.loads(ev.data)
             s = Session(rec["client_id"])
-            s.expiry = rec["expiry"]
-            s.gone_at = now
+            keys.add(s.key)
+            s.expiry = min(rec["expiry"], self.expiry_max)
+            # (a session whose client was connected at a crash: away since the start)
+            s.gone_at = rec["gone_at"] if rec["gone_at"] is not None else now
+            s.stored = True
+            if s.expiry != NEVER and now - s.gone_at >= s.expiry:
+                self.n_sessions_expired += 1
+                self._forget(s.key)
+                continue
             for flt, opts in rec["subs"]:
                 patterns, group = mqtt_filter_to_patterns(flt)
                 sub = [tuple(opts), patterns, group, []]
                 s.subs[flt] = sub
                 self.attach_away(s, sub)
-            for t, p, q, r, sid, fwd in rec["queue"]:
-                s.queue.append((t, unb64(p), q, r, sid, unb64(fwd)))
+            self._load_messages(s, msgs.get(s.key, {}), states.get(s.key, {}), now)
+            s.inbound_qos2 = inbound.get(s.key, set())
             self.sessions[s.client_id] = s
+        for key in (set(msgs) | set(states) | set(inbound)) - keys:
+            self.queued.purge("$MQTT.*.{}.>".format(key))     # a session gone in a crash
 
-
-def _b64(b):
-    return base64.b64encode(b).decode("ascii")
+    def _load_messages(self, s, msgs, states, now):
+        for mid in sorted(msgs):
+            ev = msgs[mid]
+            ext = ev.extensions
+            fwd = ext.get("mqttprops", b"")
+            fwd = fwd if type(fwd) is bytes else b""
+            deadline = _deadline_of(ext)
+            st = states.get(mid) or {}
+            pid = st.get("mqttpid", ext.get("mqttpid"))
+            m = [ext["mqtttopic"], ev.data, ext["mqttqos"], ext.get("mqttretain") is True,
+                 st.get("mqttstate", "pub"), ext.get("mqttsid"), fwd, mid, deadline]
+            if pid is not None and pid not in s.inflight:
+                s.inflight[pid] = m                 # sent, not acknowledged: sent again
+            elif deadline is not None and deadline <= now:
+                s.expired += 1
+                self.n_expired += 1
+                self.done(s, mid)
+            else:
+                s.queue.append((m[0], m[1], m[2], m[3], m[5], m[6], mid, deadline))
+        if msgs:
+            s.next_mid = max(msgs) + 1
 
 
 # -- the door ----------------------------------------------------------------------------------
@@ -484,15 +668,19 @@ class MqttProtocol(DoorProtocol):
         session.conn = self
         session.gone_at = None
         if self.version == 5:
-            session.expiry = c["props"].get("session_expiry_interval", 0)
+            asked = c["props"].get("session_expiry_interval", 0)
         else:
-            session.expiry = 0 if c["clean"] else 0xFFFFFFFF
+            asked = 0 if c["clean"] else NEVER
+        session.expiry = min(asked, sessions.expiry_max)
         self.session = session
+        sessions.write(session)
         if self.version == 5:
             pairs = [(0x21, struct.pack(">H", 65535)), (0x22, struct.pack(">H", 0)),
                      (0x2A, b"\x01")]
             if assigned is not None:
                 pairs.append((0x12, _str(assigned)))
+            if session.expiry < asked:  # (lowered to [mqtt] session_expiry_max)
+                pairs.append((0x11, struct.pack(">I", session.expiry)))
             if self.keepalive == 0:
                 pass
             body = bytes([int(present), 0]) + _props(pairs)
@@ -508,7 +696,11 @@ class MqttProtocol(DoorProtocol):
                     self.parser.route_pubs = False  # (no-local at QoS 1/2: see _subscribe)
         # what waited while the client was away
         for pid, m in list(session.inflight.items()):
-            self._send(m[0], m[1], m[2], m[3], pid, dup=True, sid=m[5], fwd=m[6])
+            if m[4] == "rel":           # PUBREC came: the PUBREL again
+                self.outbuf.write(_packet(PUBREL, 2, struct.pack(">H", pid)))
+                continue
+            self._send(m[0], m[1], m[2], m[3], pid, dup=True, sid=m[5], fwd=m[6],
+                       deadline=m[8], floor=1)
         self._drain_queue()
 
     def _taken_over(self):
@@ -557,6 +749,8 @@ class MqttProtocol(DoorProtocol):
             attrs["mqttprops"] = fwd
             if "content_type" in props:
                 attrs["datacontenttype"] = props["content_type"]
+            if "message_expiry_interval" in props:
+                attrs["mqttexpiry"] = _expiry_deadline(props)
         record = Event(subject, payload, source=self.flow.source, **attrs).encode()
         if retain:
             self.server.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
@@ -573,6 +767,7 @@ class MqttProtocol(DoorProtocol):
             self._publishing = False
         if qos == 2:
             self.session.inbound_qos2.add(packet_id)
+            self.server.mqtt_sessions.inbound(self.session, packet_id, True)
         self._ack(qos, packet_id, 0)
 
     def _ack(self, qos, packet_id, reason):
@@ -584,13 +779,21 @@ class MqttProtocol(DoorProtocol):
         self.outbuf.write(_packet(PUBACK if qos == 1 else PUBREC, 0, body))
 
     def _pubrel(self, packet_id, reason, props):
-        self.session.inbound_qos2.discard(packet_id)
+        if packet_id in self.session.inbound_qos2:
+            self.session.inbound_qos2.discard(packet_id)
+            self.server.mqtt_sessions.inbound(self.session, packet_id, False)
         self.outbuf.write(_packet(PUBCOMP, 0, struct.pack(">H", packet_id)))
 
     # -- acknowledgements of what the door sent ----------------------------------------
 
     def _puback(self, packet_id, reason, props):
-        self.session.inflight.pop(packet_id, None)
+        self._acked_out(packet_id)
+
+    def _acked_out(self, packet_id):
+        """Packet id ``packet_id`` delivered (or refused): forget it, send more."""
+        m = self.session.inflight.pop(packet_id, None)
+        if m is not None:
+            self.server.mqtt_sessions.done(self.session, m[7])
         self._drain_queue()
 
     def _pubrec(self, packet_id, reason, props):
@@ -601,15 +804,15 @@ class MqttProtocol(DoorProtocol):
             self.outbuf.write(_packet(PUBREL, 2, body))
             return
         if reason >= 0x80:
-            self.session.inflight.pop(packet_id, None)
-            self._drain_queue()
+            self._acked_out(packet_id)
             return
-        m[4] = "rel"
+        if m[4] != "rel":
+            m[4] = "rel"
+            self.server.mqtt_sessions.sent(self.session, m[7], packet_id, "rel")
         self.outbuf.write(_packet(PUBREL, 2, struct.pack(">H", packet_id)))
 
     def _pubcomp(self, packet_id, reason, props):
-        self.session.inflight.pop(packet_id, None)
-        self._drain_queue()
+        self._acked_out(packet_id)
 
     # -- SUBSCRIBE ---------------------------------------------------------------------
 
@@ -649,6 +852,7 @@ class MqttProtocol(DoorProtocol):
             codes.append(qos)
             if group is None and (handling == 0 or (handling == 1 and not existed)):
                 retained_out.append((patterns, qos, rap, sid))
+        self.server.mqtt_sessions.write(session)
         self.outbuf.write(_packet(SUBACK, 0, struct.pack(">H", packet_id) + (
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
@@ -695,6 +899,7 @@ class MqttProtocol(DoorProtocol):
                 continue
             self.flow.remove_many(old[3])
             codes.append(RC_SUCCESS)
+        self.server.mqtt_sessions.write(session)
         body = struct.pack(">H", packet_id)
         if self.version == 5:
             body += _props([]) + bytes(codes)
@@ -702,31 +907,59 @@ class MqttProtocol(DoorProtocol):
 
     # -- delivering --------------------------------------------------------------------
 
-    def _queue(self, topic, payload, qos, retain, sid=None, fwd=b""):
+    def _queue(self, topic, payload, qos, retain, sid=None, fwd=b"", deadline=None):
         session = self.session
         if qos == 0:
-            self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
+            self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd, deadline=deadline)
             return
-        session.queue.append((topic, payload, qos, retain, sid, fwd))
+        sessions = self.server.mqtt_sessions
+        m = (topic, payload, qos, retain, sid, fwd, None, deadline)
+        if not session.queue and len(session.inflight) < self.receive_max:
+            # sent at once: written once, with its packet id
+            pid = session.packet_id()
+            m = sessions.store(session, m, pid)
+            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd, m[6],
+                                     deadline]
+            self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd, deadline=deadline)
+            return
+        if len(session.queue) >= sessions.max_queued:
+            session.dropped += 1
+            sessions.n_dropped += 1
+            return
+        session.queue.append(sessions.store(session, m))
         self._drain_queue()
 
     def _drain_queue(self):
         session = self.session
         if session is None:
             return
+        sessions = self.server.mqtt_sessions
+        now = None
         while session.queue and len(session.inflight) < self.receive_max:
-            topic, payload, qos, retain, sid, fwd = session.queue.popleft()
+            topic, payload, qos, retain, sid, fwd, mid, deadline = session.queue.popleft()
+            if deadline is not None:
+                now = now or time.time()
+                if deadline <= now:     # expired while it waited: not sent
+                    session.expired += 1
+                    sessions.n_expired += 1
+                    sessions.done(session, mid)
+                    continue
             if qos == 0:
                 self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
                 continue
             pid = session.packet_id()
-            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd]
-            self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd)
+            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd, mid,
+                                     deadline]
+            sessions.sent(session, mid, pid)
+            self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd, deadline=deadline)
 
-    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b""):
+    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b"",
+              deadline=None, floor=0):
         props = b""
         if self.version == 5:
             props = fwd
+            if deadline is not None:    # the interval left (at least ``floor``)
+                props = _with_expiry(fwd, max(floor, math.ceil(deadline - time.time())))
             if sid:
                 props += b"\x0b" + _vbi(sid)
         pkt = publish_packet(self.version, topic, payload, qos, pid, retain, dup, props)
@@ -742,8 +975,11 @@ class MqttProtocol(DoorProtocol):
     def _disconnect(self, reason, props):
         if reason != 0x04:
             self.will = None
-        if self.version == 5 and "session_expiry_interval" in props and self.session:
-            self.session.expiry = props["session_expiry_interval"]
+        if self.version == 5 and "session_expiry_interval" in props and self.session \
+                and self.session.expiry:
+            # (from 0 it may not change: MQTT 5 section 3.14.2.2.2; ended() writes it)
+            self.session.expiry = min(props["session_expiry_interval"],
+                                      self.server.mqtt_sessions.expiry_max)
         self.clean_exit = True
         self.conn.close(flush=True)
 
@@ -769,6 +1005,8 @@ class MqttProtocol(DoorProtocol):
             fwd = _forwarded_props(props) if props else b""
             if fwd:
                 attrs["mqttprops"] = fwd
+                if "message_expiry_interval" in props:
+                    attrs["mqttexpiry"] = _expiry_deadline(props)
             try:
                 self.flow.publish(Event(subject, payload, source=self.flow.source, **attrs))
             except Exception:
@@ -786,9 +1024,11 @@ class MqttProtocol(DoorProtocol):
         if self._taken or session is None or session.conn is not self:
             return
         session.conn = None
-        session.gone_at = time.monotonic()
+        session.gone_at = time.time()
         if session.expiry == 0:
             self.server.mqtt_sessions.end(session)
+        else:
+            self.server.mqtt_sessions.write(session)
 
 
 _HANDLERS = {
