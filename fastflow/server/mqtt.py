@@ -187,6 +187,7 @@ class Session:
         self.inbound_qos2 = set()       # packet ids received at QoS 2, PUBREL not yet
         self.next_id = 1
         self.next_mid = 1
+        self.staged = set()             # mids with a delivery state record ($MQTT.p)
         self.expiry = 0                 # seconds the session outlives its connection
         self.gone_at = None             # when its connection ended (time.time())
         self.stored = False             # written in the stream mqtt_sessions
@@ -314,8 +315,12 @@ class MqttSessions:
 
     def write(self, session):
         """Write ``session`` (client id, expiry, subscriptions, when its
-        client went away) if it is persistent."""
+        client went away) if it is persistent; forget it if it no longer
+        is (its client came back with expiry 0)."""
         if not self.durable(session):
+            if session.stored:
+                self._forget(session.key)
+                session.stored = False
             return
         rec = {"client_id": session.client_id, "expiry": session.expiry,
                "gone_at": session.gone_at,
@@ -361,13 +366,18 @@ class MqttSessions:
         or its PUBREC came and PUBREL went (state "rel")."""
         if mid is None or not session.stored:
             return
+        session.staged.add(mid)
         self._append("$MQTT.p.{}.m{}".format(session.key, mid), b"",
                      {"mqttpid": pid, "mqttstate": state})
 
     def done(self, session, mid):
         """Message ``mid`` was acknowledged (or dropped): forget it."""
         if mid is not None and session.stored:
-            self.queued.purge("$MQTT.*.{}.m{}".format(session.key, mid))
+            # (two exact subjects: each found by its hash, not by a walk)
+            self.queued.purge("$MQTT.q.{}.m{}".format(session.key, mid))
+            if mid in session.staged:
+                session.staged.discard(mid)
+                self.queued.purge("$MQTT.p.{}.m{}".format(session.key, mid))
 
     def inbound(self, session, pid, awaiting):
         """Inbound QoS 2 packet id ``pid`` awaits PUBREL (or no longer)."""
@@ -493,6 +503,8 @@ class MqttSessions:
             fwd = fwd if type(fwd) is bytes else b""
             deadline = _deadline_of(ext)
             st = states.get(mid) or {}
+            if mid in states:
+                s.staged.add(mid)
             pid = st.get("mqttpid", ext.get("mqttpid"))
             m = [ext["mqtttopic"], ev.data, ext["mqttqos"], ext.get("mqttretain") is True,
                  st.get("mqttstate", "pub"), ext.get("mqttsid"), fwd, mid, deadline]
