@@ -895,3 +895,21 @@ def test_a_qos2_message_without_pubrec_is_sent_again_with_dup(tmp_path, clients,
         sub.close()
     finally:
         broker.proc.stop()
+
+
+def test_a_session_set_to_expiry_0_is_not_back_after_a_crash(tmp_path, clients):
+    """A persistent session whose client comes back asking for expiry 0
+    ends with that connection: a crash while it is connected does not
+    bring it back (fastflow only: the crash)."""
+    broker = _broker_with("fastflow", tmp_path)
+    try:
+        s = clients(broker, V5, client_id="to-zero", clean=False, session_expiry=300)
+        s.sub("z/#", 1)
+        s.close()
+        back = clients(broker, V5, client_id="to-zero", clean=False, session_expiry=0)
+        assert back.connack.session_present is True
+        _crash(broker)
+        again = clients(broker, V5, client_id="to-zero", clean=False, session_expiry=300)
+        assert again.connack.session_present is False
+    finally:
+        broker.proc.stop()
