@@ -194,12 +194,6 @@ class Session:
         self.dropped = 0                # messages not queued: max_queued reached
         self.expired = 0                # messages dropped: their expiry interval passed
 
-    def stats(self):
-        return {"client_id": self.client_id, "connected": self.conn is not None,
-                "expiry": self.expiry, "subscriptions": len(self.subs),
-                "queued": len(self.queue), "inflight": len(self.inflight),
-                "dropped": self.dropped, "expired": self.expired}
-
     def packet_id(self):
         for _ in range(65535):
             pid = self.next_id
