@@ -91,7 +91,7 @@ class Mqtt:
     ``get()`` the next message, ``none()`` asserts nothing comes."""
 
     def __init__(self, broker, version=V5, client_id="", clean=True, keepalive=60, will=None,
-                 session_expiry=None, connect=True, manual_ack=False):
+                 session_expiry=None, connect=True, props=None, manual_ack=False):
         import paho.mqtt.client as mqtt
         from paho.mqtt.properties import Properties
         from paho.mqtt.packettypes import PacketTypes
@@ -128,9 +128,12 @@ class Mqtt:
                     setattr(wprops, k, v)
             self.c.will_set(topic, payload, qos, retain, properties=wprops)
         self.props = None
-        if version == V5 and session_expiry is not None:
+        if version == V5 and (session_expiry is not None or props):
             self.props = Properties(PacketTypes.CONNECT)
-            self.props.SessionExpiryInterval = session_expiry
+            if session_expiry is not None:
+                self.props.SessionExpiryInterval = session_expiry
+            for k, v in (props or {}).items():
+                setattr(self.props, k, v)
         if connect:
             self.connect()
 
@@ -270,6 +273,37 @@ def test_wildcards_and_the_dollar_rule(broker, clients, version):
     h.none()         # '#' and '+' do not reach topics starting with '$'
 
 
+def test_the_dollar_rule_for_shared_and_explicit_filters(broker, clients):
+    s = clients(broker)
+    s.sub("$share/g1/#", 0)
+    s.sub("$share/g2/+/x", 0)
+    d = clients(broker)
+    d.sub("$own/#", 0)                  # a filter that names the '$' level gets them
+    p = clients(broker)
+    for t in ("$own/x", "k/x"):
+        p.pub(t, t.encode())
+    assert sorted(s.get().topic for _ in range(2)) == ["k/x", "k/x"]
+    s.none()
+    assert d.get().topic == "$own/x"
+    d.none()
+
+
+def test_one_share_name_with_two_filters_is_two_shared_subscriptions(request, broker,
+                                                                      clients):
+    """MQTT 5 section 4.8.2: a shared subscription is its share name and its
+    filter; a message matching two of them goes to one member of each."""
+    if broker.name == "fastflow":
+        # (known gap: the door passes the share name alone as the engine's
+        # queue group, and the engine's groups span patterns as NATS's do)
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="shared subscriptions grouped by share name only"))
+    s = clients(broker)
+    s.sub("$share/g/#", 0)
+    s.sub("$share/g/+/x", 0)
+    clients(broker).pub("k/x", b"1")
+    assert [s.get().topic for _ in range(2)] == ["k/x", "k/x"]
+
+
 @pytest.mark.parametrize("version", [V311, V5])
 def test_unsubscribe(broker, clients, version):
     s = clients(broker, version)
@@ -320,11 +354,13 @@ def test_no_local_at_qos_1(broker, clients, pub_qos):
     c.none()
 
 
-def test_v5_properties_reach_the_subscriber(broker, clients):
+@pytest.mark.parametrize("sub_qos,pub_qos", [(0, 0), (1, 1), (2, 2), (2, 0), (0, 2)])
+def test_v5_properties_reach_the_subscriber(request, broker, clients, sub_qos, pub_qos):
+    _c_target_gap(request, broker, sub_qos)
     s = clients(broker)
-    s.sub("rr/#", 1)
+    s.sub("rr/#", sub_qos)
     p = clients(broker)
-    p.pub("rr/q", b"{}", 1, props={"ContentType": "application/json",
+    p.pub("rr/q", b"{}", pub_qos, props={"ContentType": "application/json",
                                    "ResponseTopic": "rr/answer", "CorrelationData": b"c1",
                                    "UserProperty": [("a", "1"), ("a", "2"), ("b", "x")],
                                    "PayloadFormatIndicator": 1, "MessageExpiryInterval": 60})
@@ -334,6 +370,75 @@ def test_v5_properties_reach_the_subscriber(broker, clients):
         "application/json", "rr/answer", b"c1")
     assert pr.UserProperty == [("a", "1"), ("a", "2"), ("b", "x")]   # order and repeats kept
     assert pr.PayloadFormatIndicator == 1 and 0 < pr.MessageExpiryInterval <= 60
+    assert m.qos == min(sub_qos, pub_qos)
+
+
+def _c_target_gap(request, broker, sub_qos):
+    """Known gap: QoS 0 subscriptions (the C wire target) do not carry the
+    MQTT 5 properties of MQTT publishes yet (strict: a fix shows here)."""
+    if broker.name == "fastflow" and sub_qos == 0:
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="the C wire target does not forward MQTT 5 properties yet"))
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_request_response(request, broker, clients, qos):
+    """A requester names its response topic and correlation data; the
+    responder answers there with them."""
+    _c_target_gap(request, broker, qos)
+    responder = clients(broker)
+    responder.sub("svc/time", qos)
+    requester = clients(broker)
+    requester.sub("replies/me", qos)
+    for n in (b"c1", b"c2"):
+        requester.pub("svc/time", b"now?", qos, props={"ResponseTopic": "replies/me",
+                                                       "CorrelationData": n})
+    for _ in range(2):
+        req = responder.get()
+        responder.pub(req.properties.ResponseTopic, b"12:00", qos,
+                      props={"CorrelationData": req.properties.CorrelationData})
+    got = [requester.get() for _ in range(2)]
+    assert [(m.topic, m.payload, m.properties.CorrelationData) for m in got] == [
+        ("replies/me", b"12:00", b"c1"), ("replies/me", b"12:00", b"c2")]
+
+
+_MESSAGE_PROPS = ("PayloadFormatIndicator", "MessageExpiryInterval", "ContentType",
+                  "ResponseTopic", "CorrelationData", "UserProperty", "TopicAlias")
+
+
+@pytest.mark.parametrize("sub_qos", [0, 1])
+def test_no_properties_from_a_publisher_without_them(broker, clients, sub_qos):
+    """A 3.1.1 publisher's message reaches a 5.0 subscriber without
+    message properties (none invented)."""
+    s = clients(broker)
+    s.sub("np/#", sub_qos)
+    clients(broker, V311).pub("np/x", b"plain", 1)
+    m = s.get()
+    assert m.payload == b"plain"
+    assert [n for n in _MESSAGE_PROPS if hasattr(m.properties, n)] == []
+
+
+@pytest.mark.parametrize("sub_qos", [0, 1])
+def test_no_properties_from_a_nats_publisher(tmp_path, clients, sub_qos):
+    """A message published on the NATS door reaches a 5.0 subscriber as
+    QoS 0, without message properties (fastflow only: the other door)."""
+    require_peer("paho-mqtt")
+    nats_port = free_port()
+    proc = FastflowMqtt(free_port(), str(tmp_path), ["--nats-port", str(nats_port)]).start()
+    try:
+        s = clients(SimpleNamespace(port=proc.port))
+        s.sub("from/+/x", sub_qos)
+        with socket.create_connection(("127.0.0.1", nats_port), timeout=5) as n:
+            n.recv(4096)                                 # INFO
+            n.sendall(b"CONNECT {}\r\nPUB from.nats.x 5\r\nhello\r\nPING\r\n")
+            got = b""
+            while b"PONG" not in got:
+                got += n.recv(4096)
+            m = s.get()
+        assert (m.topic, m.payload, m.qos) == ("from/nats/x", b"hello", 0)
+        assert [n for n in _MESSAGE_PROPS if hasattr(m.properties, n)] == []
+    finally:
+        proc.stop()
 
 
 def test_assigned_client_identifier(broker, clients):
@@ -512,15 +617,16 @@ def test_retained_messages_survive_a_crash(tmp_path, clients):
         proc.stop()
 
 
-def test_wrong_credentials_get_connack_not_authorized(tmp_path, clients):
-    """A refused login is told so before the close: CONNACK 0x87 (5.0) or
-    return code 5 (3.1.1), as mosquitto answers."""
+def test_wrong_credentials_get_connack_bad_credentials(tmp_path, clients):
+    """A refused login is told so before the close: CONNACK 0x86 bad user
+    name or password (5.0) or return code 4 (3.1.1); mosquitto 2.0.11
+    answers 0x87 / 5 (tests/test_mqtt_ops.py: test_logins)."""
     require_peer("paho-mqtt")
     proc = FastflowMqtt(free_port(), str(tmp_path), ["--auth-token", "s3cret"]).start()
     try:
         broker = SimpleNamespace(port=proc.port)
-        # (paho reports 3.1.1's return code 5 as 0x87 too; 4 would be 0x86)
-        for version, code in ((V5, 0x87), (V311, 0x87)):
+        # (paho reports 3.1.1's return code 4 as 0x86 too; 5 would be 0x87)
+        for version, code in ((V5, 0x86), (V311, 0x86)):
             c = Mqtt(broker, version, connect=False)
             c.c.username_pw_set("nobody", "wrong")
             c.connected.clear()
@@ -529,6 +635,8 @@ def test_wrong_credentials_get_connack_not_authorized(tmp_path, clients):
             try:
                 assert c.connected.wait(5)
                 assert c.connack.reason == code
+                if version == V5:       # (5.0: the reason in words)
+                    assert "auth" in c.connack.props.ReasonString
             finally:
                 c.c.loop_stop()
     finally:
@@ -550,6 +658,480 @@ def test_an_unknown_protocol_level_is_answered_with_connack_1(broker, level):
             got += chunk
         assert got[:4] == b"\x20\x02\x00\x01"
         assert sock.recv(16) == b""
+
+
+# -- mosquitto's own command-line clients ---------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_mosquitto_pub_and_sub(broker, version):
+    """A smoke test with mosquitto's C clients: ``mosquitto_sub`` gets
+    what ``mosquitto_pub`` sends, one message and a file of lines, QoS 0
+    to 2, and leaves after ``-C`` messages."""
+    import shutil
+    import subprocess
+
+    require_peer("mosquitto")
+    sub_bin, pub_bin = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub")
+    if sub_bin is None or pub_bin is None:
+        require_peer("mosquitto-clients")
+    base = ["-h", "127.0.0.1", "-p", str(broker.port), "-V", version]
+    sub = subprocess.Popen([sub_bin] + base + ["-t", "smoke/#", "-q", "2", "-C", "5", "-v",
+                                               "-W", "20"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)                 # (mosquitto_sub has no "subscribed" signal)
+        run = dict(timeout=20, check=True, capture_output=True)
+        subprocess.run([pub_bin] + base + ["-t", "smoke/one", "-m", "hello", "-q", "1"], **run)
+        subprocess.run([pub_bin] + base + ["-t", "smoke/lines", "-l", "-q", "2"],
+                       input=b"a\nb\nc\n", **run)
+        subprocess.run([pub_bin] + base + ["-t", "smoke/zero", "-m", "last"], **run)
+        out, err = sub.communicate(timeout=20)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+    assert sub.returncode == 0, err
+    assert out.decode().splitlines() == [
+        "smoke/one hello", "smoke/lines a", "smoke/lines b", "smoke/lines c", "smoke/zero last"]
+
+
+# -- the other doors ------------------------------------------------------------------------
+
+
+def test_mqtt_nats_and_native_clients_see_each_other(tmp_path, clients):
+    """One engine behind every door: an MQTT publish reaches a native
+    subscriber, a NATS subscriber and a stream under the subject its topic
+    translates to; what the native and NATS clients publish reaches the
+    MQTT subscriber under the topic translated back."""
+    require_peer("paho-mqtt")
+    import asyncio
+
+    import fastflow.client
+
+    native, nats = free_port(), free_port()
+    proc = FastflowMqtt(free_port(), str(tmp_path),
+                        ["--port", str(native), "--nats-port", str(nats)]).start()
+    try:
+        broker = SimpleNamespace(port=proc.port)
+
+        async def main():
+            client = await fastflow.client.connect("fastflow://127.0.0.1:{}".format(native))
+            got = asyncio.Queue()
+            client.subscribe("plant.>", lambda ev: got.put_nowait(ev))
+            await client.add_stream("plant", ["plant.>"])
+            await client.flush()
+            sock = socket.create_connection(("127.0.0.1", nats), timeout=5)
+            sock.recv(4096)                                 # INFO
+            sock.sendall(b'CONNECT {"verbose":false}\r\nSUB plant.> 1\r\nPING\r\n')
+            seen = b""
+            while b"PONG" not in seen:
+                seen += sock.recv(4096)
+            mq = clients(broker, V5)
+            mq.sub("plant/#", 1)
+            m3 = clients(broker, V311)
+            await asyncio.to_thread(m3.pub, "plant/line.1/temp", b"21.5", 1)
+            ev = await asyncio.wait_for(got.get(), 5)
+            assert (ev.routing_subject, ev.data) == ("plant.line//1.temp", b"21.5")
+            seen = b""
+            while b"21.5" not in seen:
+                seen += sock.recv(4096)
+            assert seen.startswith(b"MSG plant.line//1.temp 1 4\r\n21.5\r\n")
+            m = mq.get()
+            assert (m.topic, m.payload, m.qos) == ("plant/line.1/temp", b"21.5", 1)
+            client.publish("plant.line//2.temp", b"19.0")
+            await client.flush()
+            m = await asyncio.to_thread(mq.get)
+            assert (m.topic, m.payload, m.qos) == ("plant/line.2/temp", b"19.0", 0)
+            sock.sendall(b"PUB plant.gate 4\r\nopen\r\n")
+            m = await asyncio.to_thread(mq.get)
+            assert (m.topic, m.payload) == ("plant/gate", b"open")
+            events = [e async for e in client.replay("plant", "first")]
+            assert [(e.routing_subject, e.data) for e in events] == [
+                ("plant.line//1.temp", b"21.5"), ("plant.line//2.temp", b"19.0"),
+                ("plant.gate", b"open")]
+            sock.close()
+            await client.close()
+
+        asyncio.run(main())
+    finally:
+        proc.stop()
+
+
+# -- MQTT 5: limits, flow control, reason codes (raw packets where paho hides them) ---------
+
+
+def _vbi(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _s(text):
+    b = text.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+def _pkt(b0, body):
+    return bytes([b0]) + _vbi(len(body)) + body
+
+
+_RAWS = []
+
+
+@pytest.fixture(autouse=True)
+def _close_raws():
+    yield
+    while _RAWS:
+        _RAWS.pop().close()
+
+
+class Raw:
+    """An MQTT client of raw packets: what a broker writes, byte for byte
+    (closed at the end of its test)."""
+
+    def __init__(self, port, version=V5, keepalive=60, props=b"", client_id="raw",
+                 connect=True):
+        self.version = version
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        _RAWS.append(self)
+        self.buf = b""
+        self.eof = False
+        if not connect:
+            return
+        body = _s("MQTT") + bytes([version, 2]) + struct.pack(">H", keepalive)
+        if version == V5:
+            body += _vbi(len(props)) + props
+        self.send(_pkt(0x10, body + _s(client_id)))
+        self.connack = self.next()
+        assert self.connack[0] == 2, self.connack
+
+    def send(self, *packets):
+        self.sock.sendall(b"".join(packets))
+
+    def publish(self, topic, payload, qos=0, pid=None, props=b""):
+        body = _s(topic) + (struct.pack(">H", pid) if qos else b"")
+        if self.version == V5:
+            body += _vbi(len(props)) + props
+        self.send(_pkt(0x30 | qos << 1, body + payload))
+
+    def next(self, timeout=5):
+        """The next packet (type, flags, body), or None at the end of the stream."""
+        self.sock.settimeout(timeout)
+        while True:
+            if len(self.buf) >= 2:
+                n, k, shift = 0, 1, 0
+                while k < len(self.buf):
+                    b = self.buf[k]
+                    n |= (b & 0x7F) << shift
+                    shift += 7
+                    k += 1
+                    if not b & 0x80:
+                        if len(self.buf) >= k + n:
+                            b0, body = self.buf[0], self.buf[k:k + n]
+                            self.buf = self.buf[k + n:]
+                            return b0 >> 4, b0 & 15, body
+                        break
+            if self.eof:
+                return None
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+
+    def until_end(self, timeout=5):
+        """The packets written until the broker closes the connection."""
+        got = []
+        while True:
+            p = self.next(timeout)
+            if p is None:
+                return got
+            got.append(p)
+
+    def close(self):
+        self.sock.close()
+
+
+def _disconnect_reason(packets):
+    """The reason code of the DISCONNECT among ``packets`` (None: none came)."""
+    for kind, _flags, body in packets:
+        if kind == 14:
+            return body[0] if body else 0
+    return None
+
+
+def _connack_props(body):
+    """The CONNACK's properties by identifier (its raw values)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNACK)
+    props.unpack(body[2:])
+    return props
+
+
+@pytest.fixture(params=BROKERS)
+def small_broker(request, tmp_path):
+    """A broker whose packets are limited to 1000 bytes and whose clients'
+    keep-alive to 10 s (mosquitto: max_packet_size, max_keepalive, which
+    takes 10 at least; fastflow: [mqtt] max_packet, max_keepalive)."""
+    require_peer("paho-mqtt")
+    if request.param == "mosquitto":
+        require_peer("mosquitto")
+        proc = MosquittoProcess(free_port(), str(tmp_path),
+                                "max_packet_size 1000\nmax_keepalive 10\n")
+    else:
+        conf = tmp_path / "ff.toml"
+        conf.write_text("[mqtt]\nmax_packet = 1000\nmax_keepalive = 10\n")
+        proc = FastflowMqtt(free_port(), str(tmp_path), ["--config", str(conf)])
+    proc.start()
+    try:
+        yield SimpleNamespace(name=request.param, port=proc.port, proc=proc)
+    finally:
+        proc.stop()
+
+
+def test_mqtt_limits_in_the_config_file(tmp_path):
+    from fastflow.server.config import ConfigError, ServerConfig, load_config
+
+    path = tmp_path / "mqtt.toml"
+    path.write_text('[mqtt]\nmax_inflight = 5\nmax_topic_alias = 0\nmax_packet = "64KiB"\n'
+                    'max_keepalive = 0\n')
+    cfg = ServerConfig(**load_config(str(path)))
+    assert (cfg.mqtt_max_inflight, cfg.mqtt_max_topic_alias, cfg.mqtt_max_packet,
+            cfg.mqtt_max_keepalive) == (5, 0, 65536, 0)
+    from fastflow.server.mqtt import server_max_packet
+
+    assert server_max_packet(cfg) == 65536
+    assert server_max_packet(ServerConfig(max_payload=1000)) == 1000 + 65536 + 16
+    for kw, what in (({"mqtt_max_inflight": 0}, r"mqtt_max_inflight: expected 1\.\.65535"),
+                     ({"mqtt_max_topic_alias": 70000}, r"mqtt_max_topic_alias: expected 0"),
+                     ({"mqtt_max_packet": 10}, r"mqtt_max_packet: expected 64 bytes")):
+        with pytest.raises(ConfigError, match=what):
+            ServerConfig(**kw)
+
+
+def test_connack_tells_the_limits(broker):
+    """Receive Maximum 20 and Topic Alias Maximum 10 (mosquitto's defaults);
+    no Maximum QoS (2 is supported); what is available is not denied."""
+    c = Raw(broker.port)
+    pr = _connack_props(c.connack[2])
+    assert (pr.ReceiveMaximum, pr.TopicAliasMaximum) == (20, 10)
+    assert not hasattr(pr, "MaximumQoS") and not hasattr(pr, "ServerKeepAlive")
+    for name in ("RetainAvailable", "WildcardSubscriptionAvailable",
+                 "SubscriptionIdentifierAvailable", "SharedSubscriptionAvailable"):
+        assert getattr(pr, name, 1) == 1, name
+    # (mosquitto offers the protocol's limit by not saying; the door says its own)
+    if broker.name == "fastflow":
+        assert pr.MaximumPacketSize == (1 << 20) + 65536 + 16
+    else:
+        assert not hasattr(pr, "MaximumPacketSize")
+    c.close()
+    zero = Raw(broker.port, keepalive=0)             # no keep-alive: the server's cap, 65535
+    assert _connack_props(zero.connack[2]).ServerKeepAlive == 65535
+    zero.close()
+
+
+def test_server_keep_alive(small_broker):
+    """A keep-alive over the server's cap (or none) is lowered to it; one
+    under it is kept, and a client silent for 1.5 times it is closed."""
+    b = small_broker
+    for asked in (60, 0):
+        c = Raw(b.port, keepalive=asked)
+        assert _connack_props(c.connack[2]).ServerKeepAlive == 10
+        c.close()
+    low = Raw(b.port, keepalive=1)
+    assert not hasattr(_connack_props(low.connack[2]), "ServerKeepAlive")
+    low.send(b"\xc0\x00")                                # PINGREQ
+    assert low.next()[0] == 13
+    got = low.until_end(10)                              # then silent: closed
+    # (mosquitto 2.0.11 closes without a DISCONNECT)
+    assert _disconnect_reason(got) == (0x8D if b.name == "fastflow" else None)
+
+
+def test_the_keep_alive_is_the_clients_not_the_ping_interval(tmp_path):
+    """An MQTT client pings on its own keep-alive: the server's PING clock
+    (ping_interval, max_pings_out), which MQTT has no packet for, does not
+    close a client quiet for longer than it but within its keep-alive."""
+    require_peer("paho-mqtt")
+    conf = tmp_path / "ff.toml"
+    conf.write_text('[limits]\nping_interval = "1s"\nmax_pings_out = 1\n')
+    proc = FastflowMqtt(free_port(), str(tmp_path), ["--config", str(conf)]).start()
+    try:
+        c = Raw(proc.port, keepalive=10)
+        time.sleep(3.5)                                  # quiet, within its keep-alive
+        c.send(b"\xc0\x00")                              # PINGREQ
+        assert c.next() == (13, 0, b"")
+    finally:
+        proc.stop()
+
+
+def test_topic_aliases_in(broker, clients):
+    s = clients(broker)
+    s.sub("al/#", 1)
+    p = clients(broker)
+    p.pub("al/one", b"1", 1, props={"TopicAlias": 1})
+    p.pub("", b"2", 1, props={"TopicAlias": 1})          # the alias stands for al/one
+    p.pub("al/two", b"3", 0, props={"TopicAlias": 1})    # set again
+    p.pub("", b"4", 0, props={"TopicAlias": 1})
+    got = [s.get() for _ in range(4)]
+    assert [(m.topic, m.payload) for m in got] == [("al/one", b"1"), ("al/one", b"2"),
+                                                   ("al/two", b"3"), ("al/two", b"4")]
+    assert not any(hasattr(m.properties, "TopicAlias") for m in got)  # (per connection)
+
+
+@pytest.mark.parametrize("alias,topic,reason", [
+    (5, "", 0x82),              # never set on this connection: protocol error
+    (11, "al/x", 0x94),         # over the Topic Alias Maximum 10
+    (0, "al/x", 0x94),          # 0 is not an alias
+])
+def test_a_bad_topic_alias_is_refused(broker, alias, topic, reason):
+    c = Raw(broker.port)
+    c.publish(topic, b"x", 1, 1, b"\x23" + struct.pack(">H", alias))
+    if alias == 0 and broker.name == "mosquitto":
+        reason = 0x81           # (mosquitto 2.0.11: malformed; MQTT 5 3.3.2.3.4 says 0x94)
+    assert _disconnect_reason(c.until_end()) == reason
+
+
+def test_receive_maximum_in(broker):
+    """More QoS 2 publishes awaiting PUBREL than the Receive Maximum (20)
+    it announced: the door answers DISCONNECT 0x93 as MQTT 5 section
+    3.3.4 says; mosquitto 2.0.11 refuses the 21st with PUBREC 0x97 (quota
+    exceeded) and keeps the connection."""
+    c = Raw(broker.port)
+    for pid in range(1, 21):
+        c.publish("rm/in", b"x", 2, pid)
+    recs = [c.next() for _ in range(20)]
+    assert [struct.unpack(">H", body[:2])[0] for _k, _f, body in recs] == list(range(1, 21))
+    assert {k for k, _f, _b in recs} == {5}
+    c.publish("rm/in", b"x", 2, 21)
+    if broker.name == "fastflow":
+        assert _disconnect_reason(c.until_end()) == 0x93
+    else:
+        assert c.next() == (5, 0, b"\x00\x15\x97")
+    c.close()
+
+
+def test_receive_maximum_out(broker, clients):
+    """The client's Receive Maximum bounds the QoS 1 messages in flight to it."""
+    c = Raw(broker.port, props=b"\x21\x00\x02")          # Receive Maximum 2
+    c.send(_pkt(0x82, b"\x00\x01\x00" + _s("ro/#") + b"\x01"))
+    assert c.next()[0] == 9
+    p = clients(broker)
+    for i in range(5):
+        p.pub("ro/x", b"%d" % i, 1)
+    first = [c.next() for _ in range(2)]
+    assert [b[-1:] for _k, _f, b in first] == [b"0", b"1"]
+    c.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):                 # no third before an acknowledgement
+        c.sock.recv(1)
+    pid = first[0][2][6:8]                               # (topic "ro/x": 2 + 4 bytes)
+    c.send(_pkt(0x40, pid))                              # PUBACK
+    third = c.next()
+    assert third[0] == 3 and third[2].endswith(b"2")
+    c.close()
+
+
+def test_a_packet_over_the_maximum_packet_size(small_broker):
+    b = small_broker
+    c = Raw(b.port)
+    assert _connack_props(c.connack[2]).MaximumPacketSize == 1000
+    c.publish("big/x", b"x" * 1200)
+    assert _disconnect_reason(c.until_end()) == 0x95
+
+
+@pytest.mark.parametrize("sub_qos", [0, 1])
+def test_nothing_over_the_clients_maximum_packet_size(broker, clients, sub_qos):
+    """A message too large for the client is discarded as if delivered
+    (MQTT 5 section 3.1.2.11.4): the next ones still come, after more of
+    them than the Receive Maximum.  mosquitto 2.0.11 keeps a discarded QoS
+    1 message in flight: after 20 of them nothing more comes."""
+    s = clients(broker, props={"MaximumPacketSize": 200})
+    s.sub("mp/#", sub_qos)
+    p = clients(broker)
+    for _ in range(3):
+        p.pub("mp/x", b"b" * 300, 1)
+    p.pub("mp/x", b"small", 1)
+    assert s.get().payload == b"small"
+    for _ in range(22):
+        p.pub("mp/x", b"b" * 300, 1)
+    p.pub("mp/x", b"last", 1)
+    if broker.name == "mosquitto" and sub_qos == 1:
+        s.none(1.0)
+        return
+    assert s.get().payload == b"last"
+    s.none()
+
+
+def test_an_authentication_method_is_refused(broker):
+    """No enhanced authentication: CONNACK 0x8C (bad authentication method)."""
+    c = Raw(broker.port, connect=False)
+    body = _s("MQTT") + b"\x05\x02\x00\x3c" + _vbi(8) + b"\x15" + _s("SCRAM") + b"" + _s("am")
+    c.send(_pkt(0x10, body))
+    kind, _f, ack = c.next()
+    assert (kind, ack[:2]) == (2, b"\x00\x8c")
+    assert c.until_end() == []
+    c.close()
+
+
+def test_auth_without_a_method_is_a_protocol_error(broker):
+    c = Raw(broker.port)
+    c.send(_pkt(0xF0, b"\x18\x00"))                     # AUTH continue authentication
+    # (mosquitto 2.0.11 closes without a DISCONNECT)
+    assert _disconnect_reason(c.until_end()) == (0x82 if broker.name == "fastflow" else None)
+
+
+@pytest.mark.parametrize("problem_info", [None, 0])
+def test_reason_strings_only_when_asked(broker, problem_info):
+    props = b"" if problem_info is None else b"\x17\x00"
+    c = Raw(broker.port, props=props)
+    c.publish("", b"x", 1, 1, b"\x23\x00\x05")           # an alias never set: 0x82
+    got = c.until_end()
+    assert _disconnect_reason(got) == 0x82
+    body = [b for k, _f, b in got if k == 14][0]
+    has_string = b"\x1f" in body[1:3]
+    # (mosquitto 2.0.11 never sends reason strings)
+    assert has_string is (broker.name == "fastflow" and problem_info is None)
+
+
+def test_a_stopping_server_says_so(broker):
+    c = Raw(broker.port)
+    broker.proc.stop()
+    # (MQTT 5 section 3.14: the server MAY say 0x8B; mosquitto 2.0.11 closes without)
+    assert _disconnect_reason(c.until_end()) == (0x8B if broker.name == "fastflow" else None)
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+def test_unsubscribe_answers_per_filter(broker, version):
+    c = Raw(broker.port, version)
+    c.send(_pkt(0x82, b"\x00\x01" + (b"\x00" if version == V5 else b"") + _s("uf/a") + b"\x00"))
+    assert c.next()[0] == 9
+    c.send(_pkt(0xA2, b"\x00\x02" + (b"\x00" if version == V5 else b"") + _s("uf/a")
+                + _s("uf/b")))
+    # (5.0: a reason code per filter; 3.1.1: the packet identifier only)
+    assert c.next() == (11, 0, b"\x00\x02\x00\x00\x11" if version == V5 else b"\x00\x02")
+    c.close()
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+@pytest.mark.parametrize("packet", ["publish", "subscribe", "unsubscribe"])
+def test_packet_identifier_0_is_refused(broker, version, packet):
+    c = Raw(broker.port, version)
+    p5 = b"\x00" if version == V5 else b""
+    c.send({"publish": _pkt(0x32, _s("z/0") + b"\x00\x00" + p5 + b"x"),
+            "subscribe": _pkt(0x82, b"\x00\x00" + p5 + _s("z/0") + b"\x00"),
+            "unsubscribe": _pkt(0xA2, b"\x00\x00" + p5 + _s("z/0"))}[packet])
+    got = c.until_end()
+    if version == V5:
+        assert _disconnect_reason(got) in (0x81, 0x82)
+    else:
+        assert _disconnect_reason(got) is None and not got
 
 
 # -- sessions across a restart and a crash ----------------------------------------------------

@@ -722,6 +722,9 @@ def test_what_the_c_path_does_not_route_comes_back(core):
         publish("a/b", b"retained", retain=True, version=5),
         publish("a/b", b"qos1", qos=1, packet_id=1, version=5),
         publish("a/b", b"props", version=5, pprops=[("content_type", "x")]),
+        # (a topic alias is a property: the door's alias map resolves it)
+        publish("a/b", b"alias set", version=5, pprops=[("topic_alias", 1)]),
+        publish("", b"alias used", version=5, pprops=[("topic_alias", 1)]),
     ]
     got = p.feed(pubs[0])
     assert got == [] and p.pubs_in == 1
@@ -735,6 +738,24 @@ def test_what_the_c_path_does_not_route_comes_back(core):
     # route_pubs off: everything comes back
     p.route_pubs = False
     assert p.feed(pubs[0]) == [(3, 0, "a/b", None, {}, b"routed")]
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_payload_over_max_payload_is_not_routed(core, version):
+    """The C path routes up to max_payload bytes of payload; a bigger one
+    comes back as an entry (the door drops it and says why); 0: no limit."""
+    router = core.Router()
+    got = []
+    router.add("t.>", core.SubTarget(got.append))
+    p = parser(core, router, core.OutBuf(0), route=True)
+    p.max_payload = 4
+    p.feed(C5 if version == 5 else C4)
+    assert p.feed(publish("t/x", b"four", version=version)) == []
+    assert p.feed(publish("t/x", b"fives", version=version)) == [
+        (3, 0, "t/x", None, {}, b"fives")]
+    p.max_payload = 0
+    assert p.feed(publish("t/x", b"any size", version=version)) == []
+    assert [e.data for e in got] == [b"four", b"any size"] and p.pubs_in == 2
 
 
 def test_routed_into_a_router_with_a_subscriber(core):

@@ -151,6 +151,16 @@ def _final(cls):
     return cls
 
 
+class _ssize(property):
+    """A ``public Py_ssize_t`` attribute stored in ``slot`` (a value past
+    the C type raises what the native core raises)."""
+
+    def __init__(self, slot, doc=None):
+        def put(obj, v):
+            setattr(obj, slot, _c_ssize(v))
+        super().__init__(operator.attrgetter(slot), put, None, doc)
+
+
 class _ro(property):
     """A read-only attribute stored in ``slot`` (writing it raises what the
     native core raises for a ``readonly`` attribute)."""

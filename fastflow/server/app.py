@@ -199,7 +199,7 @@ class Server:
         """Answer ERR 404 to the replays and fetches reading a stream or a
         consumer that is being deleted."""
         for conn in list(self.conns.values()):
-            for task in list(conn.tasks):
+            for task in list(conn.tasks or ()):
                 if getattr(task, kind, None) is obj:
                     conn.end_request(task, 404, message)
 
@@ -581,7 +581,7 @@ class Server:
                      ", draining" if drain else "")
             for c in conns:             # nothing more is read: what was read is handled
                 c.pause("drain")
-                for task in list(c.tasks):
+                for task in list(c.tasks or ()):
                     task.cancel()
             for c in conns:
                 c.flush()
@@ -643,7 +643,7 @@ class Server:
     def stats(self):
         """The server's counters (live connections plus closed ones)."""
         conns = list(self.conns.values())
-        return {
+        d = {
             "connections": len(conns),
             "nats_connections": sum(1 for c in conns if c.door == "nats"),
             "total_connections": self.n_total,
@@ -665,8 +665,11 @@ class Server:
             "invalid_publishes": self.n_invalid_pubs,
             "permission_denied": self.n_denied + self.closed_denied
             + sum(c.parser.denied for c in conns),
-            **({"mqtt": self.mqtt_sessions.stats()} if self.mqtt_sessions is not None else {}),
         }
+        if self.mqtt_sessions is not None:     # the MQTT door (docs/mqtt.md "Monitoring")
+            d["mqtt_connections"] = sum(1 for c in conns if c.door == "mqtt")
+            d["mqtt"] = self.mqtt_sessions.stats()
+        return d
 
 
 def _loop_name(loop):

@@ -156,6 +156,10 @@ class ServerConfig:
         ("mqtt_port", 0),               # 0: no MQTT door (its usual port: 1883)
         ("mqtt_max_queued", 10000),     # QoS 1/2 messages a session keeps for its client
         ("mqtt_session_expiry_max", 0xFFFFFFFF),  # longest session expiry granted (s; max: never)
+        ("mqtt_max_inflight", 20),      # MQTT 5 Receive Maximum: a client's QoS 1/2 in flight
+        ("mqtt_max_topic_alias", 10),   # MQTT 5 Topic Alias Maximum (0: no aliases)
+        ("mqtt_max_packet", 0),         # largest packet (0: max_payload + 64 KiB of headers)
+        ("mqtt_max_keepalive", 65535),  # MQTT 5 Server Keep Alive cap, seconds (0: none)
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
         ("http_host", None),            # the web doors (docs/http.md); None: the same as host
@@ -255,6 +259,16 @@ class ServerConfig:
         self.mqtt_max_queued = _int(self.mqtt_max_queued, "mqtt_max_queued")
         self.mqtt_session_expiry_max = min(0xFFFFFFFF, int(parse_duration(
             self.mqtt_session_expiry_max, "mqtt_session_expiry_max")))
+        for key, lo, hi in (("mqtt_max_inflight", 1, 65535), ("mqtt_max_topic_alias", 0, 65535),
+                            ("mqtt_max_keepalive", 0, 65535)):
+            v = _int(getattr(self, key), key)
+            if not lo <= v <= hi:
+                raise ConfigError("{}: expected {}..{}, got {}".format(key, lo, hi, v))
+            setattr(self, key, v)
+        self.mqtt_max_packet = parse_size(self.mqtt_max_packet, "mqtt_max_packet")
+        if self.mqtt_max_packet and not 64 <= self.mqtt_max_packet <= 268435460:
+            raise ConfigError("mqtt_max_packet: expected 64 bytes to 256 MiB (0: from "
+                              "max_payload), got {}".format(self.mqtt_max_packet))
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
@@ -442,6 +456,8 @@ _TABLES = {
     "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control",
              "lineage": "nats_lineage"},
     "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued",
+             "max_inflight": "mqtt_max_inflight", "max_topic_alias": "mqtt_max_topic_alias",
+             "max_packet": "mqtt_max_packet", "max_keepalive": "mqtt_max_keepalive",
              "session_expiry_max": "mqtt_session_expiry_max"},
     "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
              "max_headers": "http_max_headers", "max_body": "http_max_body",

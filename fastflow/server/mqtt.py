@@ -46,12 +46,15 @@ RC_UNSUPPORTED_VERSION = 0x84
 RC_NOT_AUTHORIZED = 0x87
 RC_SERVER_BUSY = 0x89
 RC_BAD_CREDENTIALS = 0x86
+RC_SERVER_SHUTTING_DOWN = 0x8B
+RC_BAD_AUTH_METHOD = 0x8C
 RC_KEEP_ALIVE_TIMEOUT = 0x8D
 RC_SESSION_TAKEN_OVER = 0x8E
 RC_TOPIC_FILTER_INVALID = 0x8F
 RC_TOPIC_NAME_INVALID = 0x90
 RC_TOPIC_ALIAS_INVALID = 0x94
 RC_PACKET_ID_NOT_FOUND = 0x92
+RC_RECEIVE_MAXIMUM_EXCEEDED = 0x93
 RC_QUOTA_EXCEEDED = 0x97
 RC_SHARED_NOT_SUPPORTED = 0x9E
 
@@ -193,6 +196,7 @@ class Session:
         self.stored = False             # written in the stream mqtt_sessions
         self.dropped = 0                # messages not queued: max_queued reached
         self.expired = 0                # messages dropped: their expiry interval passed
+        self.user = None                # the user (or token:<name>) it belongs to
 
     def packet_id(self):
         for _ in range(65535):
@@ -233,9 +237,10 @@ class MqttSessions:
         self.max_queued = max_queued
         self.expiry_max = expiry_max
         self.next_assigned = 1
-        self.n_dropped = 0              # messages not queued (max_queued), all sessions
-        self.n_expired = 0              # messages dropped at their expiry, all sessions
-        self.n_sessions_expired = 0
+        self.dropped = 0                # QoS 1/2 messages dropped at a full session queue
+        self.too_large = 0              # PUBLISHes over max_payload, dropped
+        self.expired = 0                # messages dropped at their expiry, all sessions
+        self.sessions_expired = 0
         self.stream = self.sess_stream = self.queued = None
         if data_dir:
             from fastflow import Retention
@@ -290,17 +295,25 @@ class MqttSessions:
         for s in list(self.sessions.values()):
             if s.conn is None and s.gone_at is not None and s.expiry != NEVER \
                     and now - s.gone_at >= s.expiry:
-                self.n_sessions_expired += 1
+                self.sessions_expired += 1
                 self.end(s)
 
     def stats(self):
-        ss = list(self.sessions.values())
-        return {"sessions": len(ss), "away": sum(1 for s in ss if s.conn is None),
-                "queued": sum(len(s.queue) for s in ss),
-                "inflight": sum(len(s.inflight) for s in ss),
-                "dropped": self.n_dropped, "expired": self.n_expired,
-                "sessions_expired": self.n_sessions_expired,
-                "retained": len(self.retained)}
+        """The door's figures for monitoring (``/varz`` "mqtt")."""
+        live = away = queued = inflight = subs = 0
+        for s in self.sessions.values():
+            if s.conn is None:
+                away += 1
+            else:
+                live += 1
+            queued += len(s.queue)
+            inflight += len(s.inflight)
+            subs += len(s.subs)
+        return {"sessions": live + away, "sessions_live": live, "sessions_away": away,
+                "subscriptions": subs, "retained": len(self.retained), "queued": queued,
+                "inflight": inflight, "dropped": self.dropped, "too_large": self.too_large,
+                "max_queued": self.max_queued, "expired": self.expired,
+                "sessions_expired": self.sessions_expired}
 
     # -- written as it changes -----------------------------------------------------------
 
@@ -317,7 +330,7 @@ class MqttSessions:
                 session.stored = False
             return
         rec = {"client_id": session.client_id, "expiry": session.expiry,
-               "gone_at": session.gone_at,
+               "gone_at": session.gone_at, "user": session.user,
                "subs": [[flt, list(sub[0])] for flt, sub in session.subs.items()]}
         self._append(SESSION_PREFIX + session.key, json.dumps(rec).encode(), {},
                      self.sess_stream)
@@ -408,15 +421,17 @@ class MqttSessions:
             deadline = _deadline_of(ext) if fwd else None
             if deadline is not None and deadline <= time.time():
                 session.expired += 1
-                sessions.n_expired += 1
+                sessions.expired += 1
                 return
             if proto is None:
-                if q and len(session.queue) < sessions.max_queued:
+                if not q:
+                    return              # (QoS 0 is not kept for a client away, as mosquitto)
+                if len(session.queue) < sessions.max_queued:
                     session.queue.append(sessions.store(
                         session, (topic, ev.data, q, keep, sid, fwd, None, deadline)))
-                elif q:
+                else:
                     session.dropped += 1
-                    sessions.n_dropped += 1
+                    sessions.dropped += 1
                 return
             proto._queue(topic, ev.data, q, keep, sid, fwd, deadline)
         return deliver
@@ -471,11 +486,12 @@ class MqttSessions:
             s = Session(rec["client_id"])
             keys.add(s.key)
             s.expiry = min(rec["expiry"], self.expiry_max)
+            s.user = rec.get("user")
             # (a session whose client was connected at a crash: away since the start)
             s.gone_at = rec["gone_at"] if rec["gone_at"] is not None else now
             s.stored = True
             if s.expiry != NEVER and now - s.gone_at >= s.expiry:
-                self.n_sessions_expired += 1
+                self.sessions_expired += 1
                 self._forget(s.key)
                 continue
             for flt, opts in rec["subs"]:
@@ -506,7 +522,7 @@ class MqttSessions:
                 s.inflight[pid] = m                 # sent, not acknowledged: sent again
             elif deadline is not None and deadline <= now:
                 s.expired += 1
-                self.n_expired += 1
+                self.expired += 1
                 self.done(s, mid)
             else:
                 s.queue.append((m[0], m[1], m[2], m[3], m[5], m[6], mid, deadline))
@@ -515,6 +531,13 @@ class MqttSessions:
 
 
 # -- the door ----------------------------------------------------------------------------------
+
+
+def server_max_packet(cfg):
+    """The largest packet the door takes (CONNACK's Maximum Packet Size):
+    ``[mqtt] max_packet``, else a payload of ``max_payload`` with 64 KiB of
+    topic and properties."""
+    return cfg.mqtt_max_packet or cfg.max_payload + 65536 + 16
 
 
 class MqttProtocol(DoorProtocol):
@@ -527,8 +550,10 @@ class MqttProtocol(DoorProtocol):
     def __init__(self, conn):
         DoorProtocol.__init__(self, conn)
         cfg = self.cfg
-        self.parser = MqttParser(self.flow, self.outbuf, cfg.max_payload + 65536 + 16,
+        self.parser = MqttParser(self.flow, self.outbuf, server_max_packet(cfg),
                                  cfg.max_connect)
+        # (a QoS 0 publish over it goes to Python, which drops it: _publish)
+        self.parser.max_payload = cfg.max_payload
         self.version = 4
         self.session = None
         self.keepalive = 0
@@ -540,6 +565,10 @@ class MqttProtocol(DoorProtocol):
         self._acked = False             # the CONNACK was sent
         self._publishing = False        # a publish of this connection is being routed
         self._taken = False             # another connection took the session over
+        self.aliases = None             # MQTT 5 inbound topic aliases: alias -> topic
+        self.problem_info = True        # MQTT 5 Request Problem Information (reason strings)
+        self.server_keepalive = None    # MQTT 5 Server Keep Alive, if it lowered the client's
+        self._creds = False             # the CONNECT carried a user name or a password
 
     # -- what the lifecycle writes -----------------------------------------------------
 
@@ -547,28 +576,57 @@ class MqttProtocol(DoorProtocol):
         pass                            # MQTT: the client speaks first
 
     def refusal(self, code, message):
-        return self._connack_refusal(RC_SERVER_BUSY if code in (429, 503) else RC_UNSPECIFIED)
+        # (over max_connections, before any CONNECT: the client's protocol
+        # version is not known yet, so no CONNACK can be right; closed at
+        # once, as mosquitto does)
+        return b""
 
     def close_data(self, code, message, rid):
         if not self._acked:             # before the CONNACK (state is CLOSING already)
             if code == 401:
-                return self._connack_refusal(RC_NOT_AUTHORIZED)
+                # a user name or password that did not pass: 0x86 (3.1.1:
+                # 4); no credentials where the server wants them: 0x87 (5)
+                return self._connack_refusal(RC_BAD_CREDENTIALS if self._creds
+                                             else RC_NOT_AUTHORIZED, message)
             if code == RC_UNSUPPORTED_VERSION:
                 # (as mosquitto: a CONNACK in the words of 3.1.1 when the
                 # level is unknown, return code 1)
                 return self._connack_refusal(RC_UNSUPPORTED_VERSION)
             return b""
         if self.version == 5:
+            # (503: a slow consumer, its output over max_pending: a limit
+            # the administrator set, 0x97 quota exceeded)
             reason = {408: RC_KEEP_ALIVE_TIMEOUT, 401: RC_NOT_AUTHORIZED,
-                      400: RC_PROTOCOL}.get(code, RC_UNSPECIFIED)
+                      400: RC_PROTOCOL, 503: RC_QUOTA_EXCEEDED}.get(code, RC_UNSPECIFIED)
             if isinstance(code, int) and 0x80 <= code <= 0xA2:
                 reason = code
-            return _packet(DISCONNECT, 0, bytes([reason]) + _props(
-                [(0x1F, _str(str(message)[:200]))] if message else []))
+            return self._disconnect_packet(reason, message)
+        return b""
+
+    def _disconnect_packet(self, reason, message=None):
+        """A DISCONNECT with ``reason``; the reason string unless the client
+        asked for none (Request Problem Information 0) or its Maximum Packet
+        Size leaves no room for it."""
+        pkt = _packet(DISCONNECT, 0, bytes([reason]) + _props([]))
+        if message and self.problem_info:
+            full = _packet(DISCONNECT, 0, bytes([reason]) + _props(
+                [(0x1F, _str(str(message)[:200]))]))
+            if not self.max_packet or len(full) <= self.max_packet:
+                pkt = full
+        return pkt
+
+    def goodbye(self):
+        # (the server stops: a 5.0 client is told why, DISCONNECT 0x8B; a
+        # DISCONNECT of the client's own ends with nothing more)
+        if self.version == 5 and self._acked and not self.clean_exit and self.server.stopping:
+            return self._disconnect_packet(RC_SERVER_SHUTTING_DOWN, "server shutting down")
         return b""
 
     def ping(self):
-        pass                            # MQTT: the client pings; keep-alive in tick()
+        # MQTT: the client pings, on its keep-alive (held by tick()); the
+        # server has no PING to send, so the lifecycle's count of PINGs
+        # without an answer (ping_interval, max_pings_out) does not apply
+        self.conn.pings_out = 0
 
     def err(self, code, message, rid=0):
         log.debug("client %d: MQTT error %s: %s", self.conn.id, code, message)
@@ -584,9 +642,10 @@ class MqttProtocol(DoorProtocol):
             return True
         return False
 
-    def _connack_refusal(self, reason):
+    def _connack_refusal(self, reason, message=None):
         if self.version == 5:
-            return _packet(CONNACK, 0, b"\x00" + bytes([reason]) + _props([]))
+            pairs = [(0x1F, _str(str(message)[:200]))] if message and self.problem_info else []
+            return _packet(CONNACK, 0, b"\x00" + bytes([reason]) + _props(pairs))
         return _packet(CONNACK, 0, b"\x00" + bytes([_V3_CONNACK.get(reason, 3)]))
 
     # -- the packets -------------------------------------------------------------------
@@ -630,6 +689,19 @@ class MqttProtocol(DoorProtocol):
         self.will = c["will"]
         self.receive_max = props.get("receive_maximum", 65535)
         self.max_packet = props.get("maximum_packet_size", 0)
+        if self.version == 5:
+            self.problem_info = props.get("request_problem_information", 1) != 0
+            if "authentication_method" in props:
+                # (no enhanced authentication here: as mosquitto without an
+                # auth plugin, CONNACK 0x8C bad authentication method)
+                self.outbuf.write(self._connack_refusal(
+                    RC_BAD_AUTH_METHOD, "authentication method {!r} not supported".format(
+                        props["authentication_method"])))
+                conn.close(flush=True)
+                return True
+            cap = self.cfg.mqtt_max_keepalive
+            if cap and (self.keepalive == 0 or self.keepalive > cap):
+                self.keepalive = self.server_keepalive = cap
         creds = {}
         if c["username"] is not None:
             creds["user"] = c["username"]
@@ -638,6 +710,11 @@ class MqttProtocol(DoorProtocol):
                 creds["password"] = c["password"].decode("utf-8")
             except UnicodeDecodeError:
                 creds["password"] = c["password"].decode("latin-1")
+        auth = self.server.auth
+        if "password" in creds and creds.get("user") not in auth.users and auth.tokens:
+            # a token goes in the password field (the user name, if any, is not a user)
+            creds = {"token": creds["password"]}
+        self._creds = bool(creds)
         req = {"name": c["client_id"], "mqtt": c}
         return conn.authenticate(creds, req, rest, 0)
 
@@ -660,6 +737,16 @@ class MqttProtocol(DoorProtocol):
                 return
             cid = assigned = sessions.assign_id(srv.id)
         old = sessions.sessions.get(cid)
+        if old is not None and old.user != self.conn.user:
+            # another user's session: its subscriptions were checked against
+            # that user's permissions, so neither taken over nor ended
+            self.server.n_denied += 1
+            log.info("client %d (%s): client id %r is a session of another user: refused",
+                     self.conn.id, self.conn.peer, cid)
+            self.will = None
+            self.outbuf.write(self._connack_refusal(RC_NOT_AUTHORIZED))
+            self.conn.close(flush=True)
+            return
         if old is not None and old.conn is not None and old.conn is not self:
             old.conn._taken_over()
         present = False
@@ -670,6 +757,7 @@ class MqttProtocol(DoorProtocol):
             if old is not None:
                 sessions.end(old)
             session = Session(cid)
+            session.user = self.conn.user
             sessions.sessions[cid] = session
         session.conn = self
         session.gone_at = None
@@ -681,20 +769,38 @@ class MqttProtocol(DoorProtocol):
         self.session = session
         sessions.write(session)
         if self.version == 5:
-            pairs = [(0x21, struct.pack(">H", 65535)), (0x22, struct.pack(">H", 0)),
-                     (0x2A, b"\x01")]
+            cfg = self.cfg
+            # (what the door offers; Maximum QoS is absent: 2 is supported)
+            pairs = [(0x21, struct.pack(">H", cfg.mqtt_max_inflight)),
+                     (0x25, b"\x01"),                  # Retain Available
+                     (0x27, struct.pack(">I", server_max_packet(cfg))),
+                     (0x28, b"\x01"),                  # Wildcard Subscription Available
+                     (0x29, b"\x01"),                  # Subscription Identifier Available
+                     (0x2A, b"\x01")]                  # Shared Subscription Available
+            if cfg.mqtt_max_topic_alias:
+                pairs.append((0x22, struct.pack(">H", cfg.mqtt_max_topic_alias)))
             if assigned is not None:
                 pairs.append((0x12, _str(assigned)))
             if session.expiry < asked:  # (lowered to [mqtt] session_expiry_max)
                 pairs.append((0x11, struct.pack(">I", session.expiry)))
-            if self.keepalive == 0:
-                pass
+            if self.server_keepalive is not None:
+                pairs.append((0x13, struct.pack(">H", self.server_keepalive)))
             body = bytes([int(present), 0]) + _props(pairs)
         else:
             body = bytes([int(present), 0])
         self.outbuf.write(_packet(CONNACK, 0, body))
         self._acked = True
         if present:                     # its subscriptions write to this connection now
+            # (a filter its user may no longer read, the permissions changed
+            # in the config since: gone, as a SUBSCRIBE now would be refused)
+            perms = self.conn.principal.permissions
+            n = len(session.subs)
+            for flt, sub in list(session.subs.items()):
+                if not self._may_read(perms, sub[1], sub[2]):
+                    self.flow.remove_many(sub[3])
+                    del session.subs[flt]
+            if len(session.subs) != n:
+                sessions.write(session)
             for sub in session.subs.values():
                 if sub[0][0] == 0 or not sub[3]:
                     self._attach(session, sub)
@@ -722,17 +828,34 @@ class MqttProtocol(DoorProtocol):
         qos = (flags >> 1) & 3
         retain = bool(flags & 1)
         conn = self.conn
-        if "topic_alias" in props:
-            # (CONNACK's Topic Alias Maximum is 0: no alias is valid)
-            raise MqttError(RC_TOPIC_ALIAS_INVALID, "topic alias {} over the maximum 0".format(
-                props["topic_alias"]))
-        if qos == 2 and packet_id in self.session.inbound_qos2:
-            self.outbuf.write(_packet(PUBREC, 0, struct.pack(">H", packet_id)))
-            return                      # a resend: delivered once already
-        try:
-            subject = mqtt_topic_to_subject(topic)
-        except SubjectError as exc:
-            raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+        alias = props.get("topic_alias")
+        subject = None
+        if alias is not None:
+            topic, subject = self._alias(alias, topic)
+        inbound = self.session.inbound_qos2
+        if qos == 2:
+            if packet_id in inbound:
+                self.outbuf.write(_packet(PUBREC, 0, struct.pack(">H", packet_id)))
+                return                  # a resend: delivered once already
+            if self.version == 5 and len(inbound) >= self.cfg.mqtt_max_inflight:
+                # (QoS 1 publishes are acknowledged as they come: only QoS 2
+                # ones awaiting PUBREL count against the Receive Maximum)
+                raise MqttError(RC_RECEIVE_MAXIMUM_EXCEEDED, "more than the Receive Maximum "
+                                "{} QoS 2 publishes awaiting PUBREL".format(
+                                    self.cfg.mqtt_max_inflight))
+        if subject is None:
+            try:
+                subject = mqtt_topic_to_subject(topic)
+            except SubjectError as exc:
+                raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+        if len(payload) > self.cfg.max_payload:
+            # (as mosquitto's message_size_limit: dropped, the connection
+            # stays; a packet over max_packet closes it.  5.0 is told 0x97
+            # quota exceeded: 0x95 is no PUBACK/PUBREC reason code, and
+            # paho takes mosquitto's 0x95 there for a malformed packet)
+            self.server.mqtt_sessions.too_large += 1
+            self._ack(qos, packet_id, RC_QUOTA_EXCEEDED if self.version == 5 else 0)
+            return
         if not conn.may_publish(subject):
             self.server.n_denied += 1
             if self.version == 5:
@@ -775,6 +898,29 @@ class MqttProtocol(DoorProtocol):
             self.session.inbound_qos2.add(packet_id)
             self.server.mqtt_sessions.inbound(self.session, packet_id, True)
         self._ack(qos, packet_id, 0)
+
+    def _alias(self, alias, topic):
+        """``(topic, subject)`` of a PUBLISH with Topic Alias ``alias`` (MQTT
+        5 section 3.3.2.3.4): a topic name sets the alias, an empty one uses
+        it; the subject is translated once per alias set (None: not yet)."""
+        top = self.cfg.mqtt_max_topic_alias
+        if alias > top:                 # (0: the parser refuses it with 0x94)
+            raise MqttError(RC_TOPIC_ALIAS_INVALID, "topic alias {} over the maximum {}".format(
+                alias, top))
+        aliases = self.aliases
+        if aliases is None:
+            aliases = self.aliases = {}     # (at most max_topic_alias entries)
+        if topic:
+            try:
+                subject = mqtt_topic_to_subject(topic)
+            except SubjectError as exc:
+                raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
+            aliases[alias] = topic, subject
+            return topic, subject
+        try:
+            return aliases[alias]
+        except KeyError:
+            raise MqttError(RC_PROTOCOL, "topic alias {} was never set".format(alias)) from None
 
     def _ack(self, qos, packet_id, reason):
         if not qos:
@@ -838,12 +984,15 @@ class MqttProtocol(DoorProtocol):
             except SubjectError:
                 codes.append(RC_TOPIC_FILTER_INVALID if self.version == 5 else 0x80)
                 continue
-            if not perms.unrestricted and any(
-                    perms.subscribe_denied(p, group) is not None for p in patterns):
+            if not self._may_read(perms, patterns, group):
                 self.server.n_denied += 1
                 codes.append(RC_NOT_AUTHORIZED if self.version == 5 else 0x80)
                 continue
             existed = flt in session.subs
+            limit = self.cfg.max_subscriptions
+            if limit and not existed and len(session.subs) >= limit:
+                codes.append(RC_QUOTA_EXCEEDED if self.version == 5 else 0x80)
+                continue
             if existed:
                 old = session.subs.pop(flt)
                 self.flow.remove_many(old[3])
@@ -863,6 +1012,13 @@ class MqttProtocol(DoorProtocol):
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
             self._send_retained(retained_out)
+
+    @staticmethod
+    def _may_read(perms, patterns, group):
+        """Whether ``perms`` allow subscribing to every one of ``patterns``
+        (one filter's) in queue group ``group``."""
+        return perms.unrestricted or not any(
+            perms.subscribe_denied(p, group) is not None for p in patterns)
 
     def _attach(self, session, sub):
         """Put subscription ``sub`` of ``session`` in the engine for this
@@ -926,11 +1082,14 @@ class MqttProtocol(DoorProtocol):
             m = sessions.store(session, m, pid)
             session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd, m[6],
                                      deadline]
-            self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd, deadline=deadline)
+            if not self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd,
+                              deadline=deadline):
+                del session.inflight[pid]   # (over the client's maximum: as if delivered)
+                sessions.done(session, m[6])
             return
         if len(session.queue) >= sessions.max_queued:
-            session.dropped += 1
-            sessions.n_dropped += 1
+            session.dropped += 1        # (as mosquitto's max_queued_messages: the newest go)
+            sessions.dropped += 1
             return
         session.queue.append(sessions.store(session, m))
         self._drain_queue()
@@ -947,7 +1106,7 @@ class MqttProtocol(DoorProtocol):
                 now = now or time.time()
                 if deadline <= now:     # expired while it waited: not sent
                     session.expired += 1
-                    sessions.n_expired += 1
+                    sessions.expired += 1
                     sessions.done(session, mid)
                     continue
             if qos == 0:
@@ -956,8 +1115,12 @@ class MqttProtocol(DoorProtocol):
             pid = session.packet_id()
             session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd, mid,
                                      deadline]
+            if not self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd,
+                              deadline=deadline):
+                del session.inflight[pid]   # (over the client's maximum: as if delivered)
+                sessions.done(session, mid)
+                continue
             sessions.sent(session, mid, pid)
-            self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd, deadline=deadline)
 
     def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b"",
               deadline=None, floor=0):
@@ -970,8 +1133,10 @@ class MqttProtocol(DoorProtocol):
                 props += b"\x0b" + _vbi(sid)
         pkt = publish_packet(self.version, topic, payload, qos, pid, retain, dup, props)
         if self.max_packet and len(pkt) > self.max_packet:
-            return
+            # (MQTT 5 section 3.1.2.11.4: discarded, as if it had been sent)
+            return False
         self.outbuf.write(pkt)
+        return True
 
     # -- PING, DISCONNECT, the end -----------------------------------------------------
 
@@ -1002,6 +1167,9 @@ class MqttProtocol(DoorProtocol):
             subject = mqtt_topic_to_subject(topic)
         except SubjectError:
             return
+        if self.conn.principal is None or not self.conn.may_publish(subject, False):
+            self.server.n_denied += 1   # (a will on a topic its user may not publish on)
+            return
 
         def send():
             if retain:
@@ -1021,6 +1189,26 @@ class MqttProtocol(DoorProtocol):
             self.loop.call_later(delay, send)
         else:
             send()
+
+    def stats(self, d):
+        """The MQTT fields of this connection's monitoring entry: its
+        client id, protocol level, keep-alive, its session's subscriptions
+        (MQTT filters), messages in flight and queued."""
+        session = self.session
+        d["client_id"] = session.client_id if session is not None else None
+        d["mqtt_version"] = self.version
+        d["keepalive"] = self.keepalive
+        if session is None:
+            d["inflight"] = d["queued"] = 0
+            return
+        d["subscriptions"] = len(session.subs)
+        d["inflight"] = len(session.inflight)
+        d["queued"] = len(session.queue)
+        d["dropped"] += session.dropped
+        d["session_expiry"] = session.expiry
+        if "subs" in d:
+            d["subs"] = [{"filter": flt, "qos": sub[0][0], "subjects": list(sub[1]),
+                          "queue": sub[2]} for flt, sub in session.subs.items()]
 
     def ended(self):
         """The connection is gone: the will, and the session kept or ended."""

@@ -549,6 +549,8 @@ cdef class MqttParser(DoorParser):
             if data == end or p[data] != 0:
                 return 0                    # properties (or none at all: malformed)
             data += 1
+        if self.max_payload and end - data > self.max_payload:
+            return 0                        # over max_payload: Python answers it (0x95)
         subject = self._pub_subject(p + body + 2, tn)
         if subject is None:
             return 0

@@ -17,6 +17,7 @@ from fastflow._ref.event import (
     _c_ssize,
     _final,
     _ro,
+    _ssize,
 )
 from fastflow._ref.wire.door import DoorParser
 from fastflow.errors import EventTooLarge, FastflowError, LogFullError, MqttError, SubjectError
@@ -320,14 +321,8 @@ class MqttParser(DoorParser):
     packets_in = _ro("_packets_in")
     version = _ro("_version")
 
-    @property
-    def max_packet(self):
-        """The largest packet (bytes, the fixed header included) after CONNECT."""
-        return self._max_packet
-
-    @max_packet.setter
-    def max_packet(self, v):
-        self._max_packet = _c_ssize(v)
+    max_packet = _ssize("_max_packet",
+                        "The largest packet (bytes, the fixed header included) after CONNECT.")
 
     def _malformed_before(self):
         return MqttError(self._failed.reason,
@@ -428,6 +423,8 @@ class MqttParser(DoorParser):
             if data == end or p[data] != 0:
                 return False                # properties (or none at all: malformed)
             data += 1
+        if self._max_payload and end - data > self._max_payload:
+            return False                    # over max_payload: Python answers it (0x95)
         subject = self._pub_subject(p[body + 2:body + 2 + tn])
         if subject is None:
             return False

@@ -25,6 +25,7 @@ from fastflow._ref.event import (
     _ev_decode,
     _final,
     _ro,
+    _ssize,
 )
 from fastflow._ref.subjects import validate_subject
 from fastflow._ref.wire.outbuf import WireTarget
@@ -232,14 +233,7 @@ class MqttTarget(WireTarget):
     untranslatable = _ro("_untranslatable")
     too_large = _ro("_too_large")
 
-    @property
-    def max_packet(self):
-        """The client's Maximum Packet Size (0: no limit)."""
-        return self._max_packet
-
-    @max_packet.setter
-    def max_packet(self, v):
-        self._max_packet = _c_ssize(v)
+    max_packet = _ssize("_max_packet", "The client's Maximum Packet Size (0: no limit).")
 
     def _translate(self, subject_b):
         """The topic of a subject (UTF-8), kept for the messages of that
