@@ -256,6 +256,8 @@ class Server:
         now = self.loop.time()
         for conn in list(self.conns.values()):
             conn.tick(now)
+        if self.mqtt_sessions is not None:
+            self.mqtt_sessions.expire(time.time())
         self._check_storage()
         if self.config.max_pending_total:
             self.enforce_pending_total()    # (also recounts what the kernel took)
@@ -402,7 +404,7 @@ class Server:
                 from fastflow.server.mqtt import MqttProtocol, MqttSessions
 
                 self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir,
-                                                  cfg.mqtt_structured)
+                                                  cfg.mqtt_structured, cfg.mqtt_session_expiry_max)
                 self.mqtt_sessions.load()
                 # (TLS as the native port: from the first byte, MQTT has no STARTTLS)
                 self._mqtt_listener = await loop.create_server(

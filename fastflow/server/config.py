@@ -156,6 +156,7 @@ class ServerConfig:
         ("mqtt_host", None),            # the MQTT door (docs/mqtt.md); None: the same as host
         ("mqtt_port", 0),               # 0: no MQTT door (its usual port: 1883)
         ("mqtt_max_queued", 10000),     # QoS 1/2 messages a session keeps for its client
+        ("mqtt_session_expiry_max", 0xFFFFFFFF),  # longest session expiry granted (s; max: never)
         ("mqtt_max_inflight", 20),      # MQTT 5 Receive Maximum: a client's QoS 1/2 in flight
         ("mqtt_max_topic_alias", 10),   # MQTT 5 Topic Alias Maximum (0: no aliases)
         ("mqtt_max_packet", 0),         # largest packet (0: max_payload + 64 KiB of headers)
@@ -259,6 +260,8 @@ class ServerConfig:
                 self.mqtt_port))
         _str(self.mqtt_host, "mqtt_host", allow_none=True)
         self.mqtt_max_queued = _int(self.mqtt_max_queued, "mqtt_max_queued")
+        self.mqtt_session_expiry_max = min(0xFFFFFFFF, int(parse_duration(
+            self.mqtt_session_expiry_max, "mqtt_session_expiry_max")))
         for key, lo, hi in (("mqtt_max_inflight", 1, 65535), ("mqtt_max_topic_alias", 0, 65535),
                             ("mqtt_max_keepalive", 0, 65535)):
             v = _int(getattr(self, key), key)
@@ -466,7 +469,8 @@ _TABLES = {
     "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued",
              "max_inflight": "mqtt_max_inflight", "max_topic_alias": "mqtt_max_topic_alias",
              "max_packet": "mqtt_max_packet", "max_keepalive": "mqtt_max_keepalive",
-             "structured": "mqtt_structured", "ws": "mqtt_ws"},
+             "structured": "mqtt_structured", "ws": "mqtt_ws",
+             "session_expiry_max": "mqtt_session_expiry_max"},
     "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
              "max_headers": "http_max_headers", "max_body": "http_max_body",
              "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",

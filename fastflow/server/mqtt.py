@@ -8,19 +8,21 @@ ways, wills, keep-alive.
 
 Sessions live in the server (``MqttSessions``) while their client is
 away: its subscriptions stay in the engine and what they match waits in
-the session, up to ``max_queued`` messages (QoS 1 and 2).
+the session, up to ``max_queued`` messages (QoS 1 and 2).  With a data
+directory a persistent session is written as it changes (two streams:
+``mqtt_sessions``, ``mqtt_queued``): a crash loses none of it.
 """
 
-import base64
+import datetime
+import hashlib
 import json
 import logging
-import os
+import math
 import re
 import struct
 import time
 from collections import OrderedDict, deque
 
-from fastflow._files import atomic_write
 from fastflow._impl import Matcher, MqttParser, MqttTarget, SubTarget, mqtt_parts, sink_record
 from fastflow.errors import MqttError, SubjectError
 from fastflow.event import Event, from_json
@@ -132,6 +134,37 @@ def _forwarded_props(props):
     for k, val in props.get("user_property", ()):
         out += b"\x26" + _str(k) + _str(val)
     return bytes(out)
+
+
+def _expiry_deadline(props):
+    """The ``mqttexpiry`` extension of a publish with a Message Expiry
+    Interval: the moment it expires (a timestamp), or None."""
+    v = props.get("message_expiry_interval")
+    if v is None:
+        return None
+    return datetime.datetime.fromtimestamp(time.time() + v, datetime.timezone.utc)
+
+
+def _deadline_of(ext):
+    """The expiry moment (epoch seconds) of an event's ``mqttexpiry``, or None."""
+    v = ext.get("mqttexpiry") if ext else None
+    if type(v) is not str:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _with_expiry(fwd, remaining):
+    """``fwd`` (the forwarded property block, as _forwarded_props writes
+    it: payload format first, message expiry next) with the Message Expiry
+    Interval ``remaining`` seconds (MQTT 5 section 3.3.2.3.3: the time the
+    message waited in the server taken off)."""
+    i = 2 if fwd[:1] == b"\x01" else 0
+    if fwd[i:i + 1] != b"\x02":
+        return fwd
+    return fwd[:i + 1] + struct.pack(">I", remaining) + fwd[i + 5:]
 
 
 # -- CloudEvents (the MQTT binding) ------------------------------------------------------------
@@ -255,6 +288,9 @@ def subscription_message(ev, protocol, settings, hop=False):
 # -- sessions ----------------------------------------------------------------------------------
 
 
+NEVER = 0xFFFFFFFF                      # a session expiry interval that never ends
+
+
 class Session:
     """One client id's state: its subscriptions (filter -> [options,
     patterns, queue group, engine handles]), the QoS 1/2 messages that
@@ -263,15 +299,24 @@ class Session:
 
     def __init__(self, client_id):
         self.client_id = client_id
+        self.key = hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:32]
         self.subs = OrderedDict()
         self.conn = None                # the MqttProtocol serving it, None while away
-        self.queue = deque()            # (topic, payload, qos, retain) not yet sent
-        self.inflight = OrderedDict()   # packet id -> [topic, payload, qos, retain, state]
+        # not yet sent: (topic, payload, qos, retain, sid, fwd, mid, deadline);
+        # mid: its number in the stream mqtt_queued (None: not written),
+        # deadline: when it expires (epoch seconds; None: never)
+        self.queue = deque()
+        # packet id -> [topic, payload, qos, retain, state, sid, fwd, mid, deadline]
+        self.inflight = OrderedDict()
         self.inbound_qos2 = set()       # packet ids received at QoS 2, PUBREL not yet
         self.next_id = 1
+        self.next_mid = 1
+        self.staged = set()             # mids with a delivery state record ($MQTT.p)
         self.expiry = 0                 # seconds the session outlives its connection
-        self.gone_at = None             # when its connection ended
-        self.dropped = 0
+        self.gone_at = None             # when its connection ended (time.time())
+        self.stored = False             # written in the stream mqtt_sessions
+        self.dropped = 0                # messages not queued: max_queued reached
+        self.expired = 0                # messages dropped: their expiry interval passed
         self.user = None                # the user (or token:<name>) it belongs to
 
     def packet_id(self):
@@ -285,18 +330,29 @@ class Session:
 
 RETAINED_STREAM = "mqtt_retained"
 RETAINED_PREFIX = "$MQTT.rt."
+# persistent sessions (docs/mqtt.md "Sessions, retained messages, wills"):
+# $MQTT.sess.<key>            the session: client id, expiry, subscriptions (JSON)
+# $MQTT.q.<key>.m<n>          a QoS 1/2 message for it (n: its number in the session)
+# $MQTT.p.<key>.m<n>          that message sent: its packet id, PUBREL sent or not
+# $MQTT.in.<key>.p<id>        an inbound QoS 2 packet id awaiting PUBREL
+# (key: the client id's SHA-256, 32 hex digits: any client id makes one token)
+SESSIONS_STREAM = "mqtt_sessions"
+SESSION_PREFIX = "$MQTT.sess."
+QUEUED_STREAM = "mqtt_queued"
 
 
 class MqttSessions:
     """The server's MQTT sessions and retained messages.  With a data
     directory, retained messages are kept in the stream ``mqtt_retained``
-    (one event per topic, written as each arrives: crash-safe as every
-    file-backed stream), and the sessions in ``<data_dir>/mqtt/sessions.json``,
-    written when the server stops and read when it starts: a session that
-    outlives its connection survives a restart with its subscriptions and
-    the QoS 1/2 messages that wait for it."""
+    (one event per topic), persistent sessions (expiry > 0) in the stream
+    ``mqtt_sessions`` (one event per session, written when the session
+    changes) and what waits for them in ``mqtt_queued`` (an event per
+    message written when it is queued, one per delivery state change,
+    removed when acknowledged): all written as they happen, crash-safe as
+    every file-backed stream; read back when the server starts."""
 
-    def __init__(self, flow, max_queued=10000, data_dir=None, structured=()):
+    def __init__(self, flow, max_queued=10000, data_dir=None, structured=(),
+                 expiry_max=NEVER):
         self.flow = flow
         # the topics whose publishes are structured CloudEvents (a Matcher; None: none)
         self.structured = None
@@ -310,15 +366,22 @@ class MqttSessions:
         self.sessions = {}              # client id -> Session
         self.retained = {}              # subject -> (topic, payload, qos, property bytes)
         self.max_queued = max_queued
+        self.expiry_max = expiry_max
         self.next_assigned = 1
-        self.dir = os.path.join(data_dir, "mqtt") if data_dir else None
-        self.stream = None
         self.dropped = 0                # QoS 1/2 messages dropped at a full session queue
         self.too_large = 0              # PUBLISHes over max_payload, dropped
+        self.expired = 0                # messages dropped at their expiry, all sessions
+        self.sessions_expired = 0
+        self.stream = self.sess_stream = self.queued = None
         if data_dir:
             from fastflow import Retention
 
             self.stream = flow.add_stream(RETAINED_STREAM, [RETAINED_PREFIX + ">"],
+                                          Retention(max_per_subject=1))
+            self.sess_stream = flow.add_stream(SESSIONS_STREAM, [SESSION_PREFIX + ">"],
+                                               Retention(max_per_subject=1))
+            self.queued = flow.add_stream(QUEUED_STREAM, ["$MQTT.q.>", "$MQTT.p.>",
+                                                          "$MQTT.in.>"],
                                           Retention(max_per_subject=1))
 
     def retain(self, subject, topic, payload, qos, fwd):
@@ -352,10 +415,18 @@ class MqttSessions:
         session.subs.clear()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if session.stored:
+            self._forget(session.key)
+            session.stored = False
 
     def expire(self, now):
+        """End the sessions whose client has been away longer than their
+        expiry interval (``now``: time.time(), wall-clock: the time the
+        server was down counts)."""
         for s in list(self.sessions.values()):
-            if s.conn is None and s.gone_at is not None and now - s.gone_at >= s.expiry:
+            if s.conn is None and s.gone_at is not None and s.expiry != NEVER \
+                    and now - s.gone_at >= s.expiry:
+                self.sessions_expired += 1
                 self.end(s)
 
     def stats(self):
@@ -372,7 +443,89 @@ class MqttSessions:
         return {"sessions": live + away, "sessions_live": live, "sessions_away": away,
                 "subscriptions": subs, "retained": len(self.retained), "queued": queued,
                 "inflight": inflight, "dropped": self.dropped, "too_large": self.too_large,
-                "max_queued": self.max_queued}
+                "max_queued": self.max_queued, "expired": self.expired,
+                "sessions_expired": self.sessions_expired}
+
+    # -- written as it changes -----------------------------------------------------------
+
+    def durable(self, session):
+        return self.sess_stream is not None and session.expiry > 0
+
+    def write(self, session):
+        """Write ``session`` (client id, expiry, subscriptions, when its
+        client went away) if it is persistent; forget it if it no longer
+        is (its client came back with expiry 0)."""
+        if not self.durable(session):
+            if session.stored:
+                self._forget(session.key)
+                session.stored = False
+            return
+        rec = {"client_id": session.client_id, "expiry": session.expiry,
+               "gone_at": session.gone_at, "user": session.user,
+               "subs": [[flt, list(sub[0])] for flt, sub in session.subs.items()]}
+        self._append(SESSION_PREFIX + session.key, json.dumps(rec).encode(), {},
+                     self.sess_stream)
+        session.stored = True
+
+    def _append(self, subject, data, attrs, stream=None):
+        ev = Event(subject, data, source=self.flow.source, **attrs)
+        (self.queued if stream is None else stream).log.append(subject, ev.encode())
+
+    def _forget(self, key):
+        self.sess_stream.purge(SESSION_PREFIX + key)
+        self.queued.purge("$MQTT.*.{}.>".format(key))
+
+    def store(self, session, m, pid=None):
+        """Write the message ``m`` (a queue entry) of ``session`` (its
+        packet id ``pid`` when it is sent at once); returns ``m`` with its
+        number, or ``m`` unchanged when the session is not persistent."""
+        if not self.durable(session):
+            return m
+        mid = session.next_mid
+        session.next_mid = mid + 1
+        topic, payload, qos, retain, sid, fwd, _, deadline = m
+        attrs = {"mqtttopic": topic, "mqttqos": qos}
+        if retain:
+            attrs["mqttretain"] = True
+        if sid:
+            attrs["mqttsid"] = sid
+        if fwd:
+            attrs["mqttprops"] = fwd
+        if deadline is not None:
+            attrs["mqttexpiry"] = datetime.datetime.fromtimestamp(deadline,
+                                                                  datetime.timezone.utc)
+        if pid is not None:
+            attrs["mqttpid"] = pid
+        self._append("$MQTT.q.{}.m{}".format(session.key, mid), payload, attrs)
+        return (topic, payload, qos, retain, sid, fwd, mid, deadline)
+
+    def sent(self, session, mid, pid, state="pub"):
+        """Message ``mid`` was sent with packet id ``pid`` (state "pub"),
+        or its PUBREC came and PUBREL went (state "rel")."""
+        if mid is None or not session.stored:
+            return
+        session.staged.add(mid)
+        self._append("$MQTT.p.{}.m{}".format(session.key, mid), b"",
+                     {"mqttpid": pid, "mqttstate": state})
+
+    def done(self, session, mid):
+        """Message ``mid`` was acknowledged (or dropped): forget it."""
+        if mid is not None and session.stored:
+            # (two exact subjects: each found by its hash, not by a walk)
+            self.queued.purge("$MQTT.q.{}.m{}".format(session.key, mid))
+            if mid in session.staged:
+                session.staged.discard(mid)
+                self.queued.purge("$MQTT.p.{}.m{}".format(session.key, mid))
+
+    def inbound(self, session, pid, awaiting):
+        """Inbound QoS 2 packet id ``pid`` awaits PUBREL (or no longer)."""
+        if not session.stored:
+            return
+        subject = "$MQTT.in.{}.p{}".format(session.key, pid)
+        if awaiting:
+            self._append(subject, b"", {})
+        else:
+            self.queued.purge(subject)
 
     # -- deliveries to a session ---------------------------------------------------------
 
@@ -398,16 +551,22 @@ class MqttSessions:
             # sent, the other doors' in the subscription's CloudEvents mode)
             version = proto.version if proto is not None else (5 if mode == "binary" else 4)
             fwd, payload = mqtt_parts(ev, version, delivery_mode(version, mode))
+            deadline = _deadline_of(ext) if fwd else None
+            if deadline is not None and deadline <= time.time():
+                session.expired += 1
+                sessions.expired += 1
+                return
             if proto is None:
                 if not q:
                     return              # (QoS 0 is not kept for a client away, as mosquitto)
                 if len(session.queue) < sessions.max_queued:
-                    session.queue.append((topic, payload, q, keep, sid, fwd))
+                    session.queue.append(sessions.store(
+                        session, (topic, payload, q, keep, sid, fwd, None, deadline)))
                 else:
                     session.dropped += 1
                     sessions.dropped += 1
                 return
-            proto._queue(topic, payload, q, keep, sid, fwd)
+            proto._queue(topic, payload, q, keep, sid, fwd, deadline)
         return deliver
 
     def attach_away(self, session, sub):
@@ -420,32 +579,18 @@ class MqttSessions:
             handles.append(self.flow.add(p, SubTarget(self.deliverer(session, opts),
                                                       max_pending=0), group))
 
-    # -- kept in the data directory ------------------------------------------------------
+    # -- read back at start --------------------------------------------------------------
 
     def save(self):
-        if self.dir is None:
-            return
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        b64 = _b64
-        sessions = []
-        for s in self.sessions.values():
-            if s.expiry == 0:
-                continue
-            # (what was sent and not acknowledged goes first, sent again after the restart)
-            waiting = [(m[0], m[1], m[2], m[3], m[5], m[6]) for m in s.inflight.values()]
-            waiting += s.queue
-            sessions.append({
-                "client_id": s.client_id, "expiry": s.expiry, "user": s.user,
-                "subs": [[flt, list(sub[0])] for flt, sub in s.subs.items()],
-                "queue": [[t, b64(p), q, r, sid, b64(f)] for t, p, q, r, sid, f in waiting]})
-        atomic_write(os.path.join(self.dir, "sessions.json"), json.dumps(sessions))
+        """At stop: the persistent sessions written once more (each was
+        written as it changed)."""
+        for s in list(self.sessions.values()):
+            if s.stored:
+                self.write(s)
 
     def load(self):
-        if self.dir is None:
+        if self.stream is None:
             return
-        from fastflow.mqtt import mqtt_filter_to_patterns
-
-        unb64 = base64.b64decode
         n = len(RETAINED_PREFIX)
         for key, ev in self.stream.last(RETAINED_PREFIX + ">").items():
             subject = key[n:]
@@ -457,25 +602,65 @@ class MqttSessions:
             fwd = ext.get("mqttprops", b"")
             self.retained[subject] = (topic, ev.data, ext.get("mqttqos", 0),
                                       fwd if type(fwd) is bytes else b"")
-        try:
-            with open(os.path.join(self.dir, "sessions.json")) as f:
-                saved = json.load(f)
-        except FileNotFoundError:
-            saved = []
-        now = time.monotonic()
-        for rec in saved:
+        # what waits, by session key: messages, their delivery states, inbound ids
+        msgs, states, inbound = {}, {}, {}
+        for subject, ev in self.queued.last("$MQTT.>").items():
+            _, kind, key, num = subject.split(".", 3)
+            if kind == "q":
+                msgs.setdefault(key, {})[int(num[1:])] = ev
+            elif kind == "p":
+                states.setdefault(key, {})[int(num[1:])] = ev.extensions
+            elif kind == "in":
+                inbound.setdefault(key, set()).add(int(num[1:]))
+        now = time.time()
+        keys = set()
+        for ev in self.sess_stream.last(SESSION_PREFIX + ">").values():
+            rec = json.loads(ev.data)
             s = Session(rec["client_id"])
-            s.expiry = rec["expiry"]
+            keys.add(s.key)
+            s.expiry = min(rec["expiry"], self.expiry_max)
             s.user = rec.get("user")
-            s.gone_at = now
+            # (a session whose client was connected at a crash: away since the start)
+            s.gone_at = rec["gone_at"] if rec["gone_at"] is not None else now
+            s.stored = True
+            if s.expiry != NEVER and now - s.gone_at >= s.expiry:
+                self.sessions_expired += 1
+                self._forget(s.key)
+                continue
             for flt, opts in rec["subs"]:
                 patterns, group = mqtt_filter_to_patterns(flt)
                 sub = [tuple(opts), patterns, _engine_group(flt, group), []]
                 s.subs[flt] = sub
                 self.attach_away(s, sub)
-            for t, p, q, r, sid, fwd in rec["queue"]:
-                s.queue.append((t, unb64(p), q, r, sid, unb64(fwd)))
+            self._load_messages(s, msgs.get(s.key, {}), states.get(s.key, {}), now)
+            s.inbound_qos2 = inbound.get(s.key, set())
             self.sessions[s.client_id] = s
+        for key in (set(msgs) | set(states) | set(inbound)) - keys:
+            self.queued.purge("$MQTT.*.{}.>".format(key))     # a session gone in a crash
+
+    def _load_messages(self, s, msgs, states, now):
+        for mid in sorted(msgs):
+            ev = msgs[mid]
+            ext = ev.extensions
+            fwd = ext.get("mqttprops", b"")
+            fwd = fwd if type(fwd) is bytes else b""
+            deadline = _deadline_of(ext)
+            st = states.get(mid) or {}
+            if mid in states:
+                s.staged.add(mid)
+            pid = st.get("mqttpid", ext.get("mqttpid"))
+            m = [ext["mqtttopic"], ev.data, ext["mqttqos"], ext.get("mqttretain") is True,
+                 st.get("mqttstate", "pub"), ext.get("mqttsid"), fwd, mid, deadline]
+            if pid is not None and pid not in s.inflight:
+                s.inflight[pid] = m                 # sent, not acknowledged: sent again
+            elif deadline is not None and deadline <= now:
+                s.expired += 1
+                self.expired += 1
+                self.done(s, mid)
+            else:
+                s.queue.append((m[0], m[1], m[2], m[3], m[5], m[6], mid, deadline))
+        if msgs:
+            s.next_mid = max(msgs) + 1
 
 
 def _engine_group(flt, share):
@@ -487,9 +672,6 @@ def _engine_group(flt, share):
     NATS's, span patterns: the whole filter names the group."""
     return None if share is None else flt
 
-
-def _b64(b):
-    return base64.b64encode(b).decode("ascii")
 
 
 # -- the door ----------------------------------------------------------------------------------
@@ -733,10 +915,12 @@ class MqttProtocol(DoorProtocol):
         session.conn = self
         session.gone_at = None
         if self.version == 5:
-            session.expiry = c["props"].get("session_expiry_interval", 0)
+            asked = c["props"].get("session_expiry_interval", 0)
         else:
-            session.expiry = 0 if c["clean"] else 0xFFFFFFFF
+            asked = 0 if c["clean"] else NEVER
+        session.expiry = min(asked, sessions.expiry_max)
         self.session = session
+        sessions.write(session)
         if self.version == 5:
             cfg = self.cfg
             # (what the door offers; Maximum QoS is absent: 2 is supported)
@@ -750,6 +934,8 @@ class MqttProtocol(DoorProtocol):
                 pairs.append((0x22, struct.pack(">H", cfg.mqtt_max_topic_alias)))
             if assigned is not None:
                 pairs.append((0x12, _str(assigned)))
+            if session.expiry < asked:  # (lowered to [mqtt] session_expiry_max)
+                pairs.append((0x11, struct.pack(">I", session.expiry)))
             if self.server_keepalive is not None:
                 pairs.append((0x13, struct.pack(">H", self.server_keepalive)))
             body = bytes([int(present), 0]) + _props(pairs)
@@ -761,10 +947,13 @@ class MqttProtocol(DoorProtocol):
             # (a filter its user may no longer read, the permissions changed
             # in the config since: gone, as a SUBSCRIBE now would be refused)
             perms = self.conn.principal.permissions
+            n = len(session.subs)
             for flt, sub in list(session.subs.items()):
                 if not self._may_read(perms, sub[1], sub[2]):
                     self.flow.remove_many(sub[3])
                     del session.subs[flt]
+            if len(session.subs) != n:
+                sessions.write(session)
             for sub in session.subs.values():
                 if sub[0][0] == 0 or not sub[3]:
                     self._attach(session, sub)
@@ -772,7 +961,11 @@ class MqttProtocol(DoorProtocol):
                     self.parser.route_pubs = False  # (no-local at QoS 1/2: see _subscribe)
         # what waited while the client was away
         for pid, m in list(session.inflight.items()):
-            self._send(m[0], m[1], m[2], m[3], pid, dup=True, sid=m[5], fwd=m[6])
+            if m[4] == "rel":           # PUBREC came: the PUBREL again
+                self.outbuf.write(_packet(PUBREL, 2, struct.pack(">H", pid)))
+                continue
+            self._send(m[0], m[1], m[2], m[3], pid, dup=True, sid=m[5], fwd=m[6],
+                       deadline=m[8], floor=1)
         self._drain_queue()
 
     def _taken_over(self):
@@ -836,6 +1029,8 @@ class MqttProtocol(DoorProtocol):
         fwd = _forwarded_props(props) if props else b""
         if fwd:
             attrs["mqttprops"] = fwd
+            if "message_expiry_interval" in props:
+                attrs["mqttexpiry"] = _expiry_deadline(props)
         sessions = self.server.mqtt_sessions
         mode = ce_mode(self.version, props)
         if mode is None and sessions.structured is not None and sessions.structured.match(
@@ -875,6 +1070,7 @@ class MqttProtocol(DoorProtocol):
             self._publishing = False
         if qos == 2:
             self.session.inbound_qos2.add(packet_id)
+            self.server.mqtt_sessions.inbound(self.session, packet_id, True)
         self._ack(qos, packet_id, 0)
 
     def _alias(self, alias, topic):
@@ -909,13 +1105,21 @@ class MqttProtocol(DoorProtocol):
         self.outbuf.write(_packet(PUBACK if qos == 1 else PUBREC, 0, body))
 
     def _pubrel(self, packet_id, reason, props):
-        self.session.inbound_qos2.discard(packet_id)
+        if packet_id in self.session.inbound_qos2:
+            self.session.inbound_qos2.discard(packet_id)
+            self.server.mqtt_sessions.inbound(self.session, packet_id, False)
         self.outbuf.write(_packet(PUBCOMP, 0, struct.pack(">H", packet_id)))
 
     # -- acknowledgements of what the door sent ----------------------------------------
 
     def _puback(self, packet_id, reason, props):
-        self.session.inflight.pop(packet_id, None)
+        self._acked_out(packet_id)
+
+    def _acked_out(self, packet_id):
+        """Packet id ``packet_id`` delivered (or refused): forget it, send more."""
+        m = self.session.inflight.pop(packet_id, None)
+        if m is not None:
+            self.server.mqtt_sessions.done(self.session, m[7])
         self._drain_queue()
 
     def _pubrec(self, packet_id, reason, props):
@@ -926,15 +1130,15 @@ class MqttProtocol(DoorProtocol):
             self.outbuf.write(_packet(PUBREL, 2, body))
             return
         if reason >= 0x80:
-            self.session.inflight.pop(packet_id, None)
-            self._drain_queue()
+            self._acked_out(packet_id)
             return
-        m[4] = "rel"
+        if m[4] != "rel":
+            m[4] = "rel"
+            self.server.mqtt_sessions.sent(self.session, m[7], packet_id, "rel")
         self.outbuf.write(_packet(PUBREL, 2, struct.pack(">H", packet_id)))
 
     def _pubcomp(self, packet_id, reason, props):
-        self.session.inflight.pop(packet_id, None)
-        self._drain_queue()
+        self._acked_out(packet_id)
 
     # -- SUBSCRIBE ---------------------------------------------------------------------
 
@@ -989,6 +1193,7 @@ class MqttProtocol(DoorProtocol):
             codes.append(qos)
             if group is None and (handling == 0 or (handling == 1 and not existed)):
                 retained_out.append((patterns, qos, rap, sid))
+        self.server.mqtt_sessions.write(session)
         self.outbuf.write(_packet(SUBACK, 0, struct.pack(">H", packet_id) + (
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
@@ -1043,6 +1248,7 @@ class MqttProtocol(DoorProtocol):
                 continue
             self.flow.remove_many(old[3])
             codes.append(RC_SUCCESS)
+        self.server.mqtt_sessions.write(session)
         body = struct.pack(">H", packet_id)
         if self.version == 5:
             body += _props([]) + bytes(codes)
@@ -1050,36 +1256,66 @@ class MqttProtocol(DoorProtocol):
 
     # -- delivering --------------------------------------------------------------------
 
-    def _queue(self, topic, payload, qos, retain, sid=None, fwd=b""):
+    def _queue(self, topic, payload, qos, retain, sid=None, fwd=b"", deadline=None):
         session = self.session
         if qos == 0:
-            self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
+            self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd, deadline=deadline)
             return
-        if len(session.queue) >= self.server.mqtt_sessions.max_queued:
+        sessions = self.server.mqtt_sessions
+        m = (topic, payload, qos, retain, sid, fwd, None, deadline)
+        if not session.queue and len(session.inflight) < self.receive_max:
+            # sent at once: written once, with its packet id
+            pid = session.packet_id()
+            m = sessions.store(session, m, pid)
+            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd, m[6],
+                                     deadline]
+            if not self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd,
+                              deadline=deadline):
+                del session.inflight[pid]   # (over the client's maximum: as if delivered)
+                sessions.done(session, m[6])
+            return
+        if len(session.queue) >= sessions.max_queued:
             session.dropped += 1        # (as mosquitto's max_queued_messages: the newest go)
-            self.server.mqtt_sessions.dropped += 1
+            sessions.dropped += 1
             return
-        session.queue.append((topic, payload, qos, retain, sid, fwd))
+        session.queue.append(sessions.store(session, m))
         self._drain_queue()
 
     def _drain_queue(self):
         session = self.session
         if session is None:
             return
+        sessions = self.server.mqtt_sessions
+        now = None
         while session.queue and len(session.inflight) < self.receive_max:
-            topic, payload, qos, retain, sid, fwd = session.queue.popleft()
+            topic, payload, qos, retain, sid, fwd, mid, deadline = session.queue.popleft()
+            if deadline is not None:
+                now = now or time.time()
+                if deadline <= now:     # expired while it waited: not sent
+                    session.expired += 1
+                    sessions.expired += 1
+                    sessions.done(session, mid)
+                    continue
             if qos == 0:
                 self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd)
                 continue
             pid = session.packet_id()
-            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd]
-            if not self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd):
+            session.inflight[pid] = [topic, payload, qos, retain, "pub", sid, fwd, mid,
+                                     deadline]
+            if not self._send(topic, payload, qos, retain, pid, sid=sid, fwd=fwd,
+                              deadline=deadline):
                 del session.inflight[pid]   # (over the client's maximum: as if delivered)
+                sessions.done(session, mid)
+                continue
+            sessions.sent(session, mid, pid)
 
-    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b""):
+    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b"",
+              deadline=None, floor=0):
         props = b""
         if self.version == 5:
             props = fwd
+            if deadline is not None:    # the interval left (at least ``floor``)
+                props = _with_expiry(fwd, max(floor, math.ceil(deadline - time.time())))
             if sid:
                 props += b"\x0b" + _vbi(sid)
         pkt = publish_packet(self.version, topic, payload, qos, pid, retain, dup, props)
@@ -1097,8 +1333,11 @@ class MqttProtocol(DoorProtocol):
     def _disconnect(self, reason, props):
         if reason != 0x04:
             self.will = None
-        if self.version == 5 and "session_expiry_interval" in props and self.session:
-            self.session.expiry = props["session_expiry_interval"]
+        if self.version == 5 and "session_expiry_interval" in props and self.session \
+                and self.session.expiry:
+            # (from 0 it may not change: MQTT 5 section 3.14.2.2.2; ended() writes it)
+            self.session.expiry = min(props["session_expiry_interval"],
+                                      self.server.mqtt_sessions.expiry_max)
         self.clean_exit = True
         self.conn.close(flush=True)
 
@@ -1127,6 +1366,8 @@ class MqttProtocol(DoorProtocol):
             fwd = _forwarded_props(props) if props else b""
             if fwd:
                 attrs["mqttprops"] = fwd
+                if "message_expiry_interval" in props:
+                    attrs["mqttexpiry"] = _expiry_deadline(props)
             try:
                 self.flow.publish_record(subject, mqtt_record(
                     Event(subject, payload, source=self.flow.source, **attrs)), None, None)
@@ -1165,9 +1406,11 @@ class MqttProtocol(DoorProtocol):
         if self._taken or session is None or session.conn is not self:
             return
         session.conn = None
-        session.gone_at = time.monotonic()
+        session.gone_at = time.time()
         if session.expiry == 0:
             self.server.mqtt_sessions.end(session)
+        else:
+            self.server.mqtt_sessions.write(session)
 
 
 _HANDLERS = {
