@@ -318,6 +318,7 @@ class Session:
         self.dropped = 0                # messages not queued: max_queued reached
         self.expired = 0                # messages dropped: their expiry interval passed
         self.user = None                # the user (or token:<name>) it belongs to
+        self.version = 5                # its client's protocol level (how what waits is written)
 
     def packet_id(self):
         for _ in range(65535):
@@ -461,7 +462,7 @@ class MqttSessions:
                 session.stored = False
             return
         rec = {"client_id": session.client_id, "expiry": session.expiry,
-               "gone_at": session.gone_at, "user": session.user,
+               "gone_at": session.gone_at, "user": session.user, "version": session.version,
                "subs": [[flt, list(sub[0])] for flt, sub in session.subs.items()]}
         self._append(SESSION_PREFIX + session.key, json.dumps(rec).encode(), {},
                      self.sess_stream)
@@ -549,7 +550,7 @@ class MqttSessions:
             keep = bool(rap and ext and ext.get("mqttretain") is True)
             # (the bytes MqttTarget writes at QoS 0: MQTT's own messages as
             # sent, the other doors' in the subscription's CloudEvents mode)
-            version = proto.version if proto is not None else (5 if mode == "binary" else 4)
+            version = session.version
             fwd, payload = mqtt_parts(ev, version, delivery_mode(version, mode))
             deadline = _deadline_of(ext) if fwd else None
             if deadline is not None and deadline <= time.time():
@@ -620,6 +621,7 @@ class MqttSessions:
             keys.add(s.key)
             s.expiry = min(rec["expiry"], self.expiry_max)
             s.user = rec.get("user")
+            s.version = rec.get("version", 5)
             # (a session whose client was connected at a crash: away since the start)
             s.gone_at = rec["gone_at"] if rec["gone_at"] is not None else now
             s.stored = True
@@ -913,6 +915,7 @@ class MqttProtocol(DoorProtocol):
             session.user = self.conn.user
             sessions.sessions[cid] = session
         session.conn = self
+        session.version = self.version
         session.gone_at = None
         if self.version == 5:
             asked = c["props"].get("session_expiry_interval", 0)
