@@ -1835,3 +1835,36 @@ def test_a_session_set_to_expiry_0_is_not_back_after_a_crash(started, clients):
     _crash(broker)
     again = clients(broker, V5, client_id="to-zero", clean=False, session_expiry=300)
     assert again.connack.session_present is False
+
+
+def test_a_record_not_written_by_the_door_does_not_stop_a_restart(tmp_path, clients):
+    """The subjects $MQTT.> are the door's, but a client with the right to
+    publish there can put an event in its session streams: at start such
+    a record is left out (and dropped), and the door's own sessions come
+    back (fastflow only)."""
+    require_peer("paho-mqtt")
+    nats = free_port()
+    proc = FastflowMqtt(free_port(), str(tmp_path), ["--nats-port", str(nats)]).start()
+    try:
+        broker = SimpleNamespace(port=proc.port)
+        kw = {"client_id": "keeper", "clean": False, "session_expiry": 300}
+        s = clients(broker, V5, **kw)
+        s.sub("kept/#", 1)
+        s.close()
+        with socket.create_connection(("127.0.0.1", nats), timeout=5) as n:
+            n.recv(4096)
+            n.sendall(b"CONNECT {}\r\nPUB $MQTT.sess.0123 5\r\nhello\r\n"
+                      b"PUB $MQTT.q.0123.mx 2\r\nhi\r\nPING\r\n")
+            got = b""
+            while b"PONG" not in got:
+                got += n.recv(4096)
+        proc.stop()
+        proc.start()
+        back = clients(broker, V5, **kw)
+        assert back.connack.session_present is True
+        clients(broker).pub("kept/1", b"still", 1)
+        assert back.get().payload == b"still"
+        with open(tmp_path / "ff.log") as f:
+            assert "is not the door's" in f.read()
+    finally:
+        proc.stop()

@@ -606,39 +606,60 @@ class MqttSessions:
         # what waits, by session key: messages, their delivery states, inbound ids
         msgs, states, inbound = {}, {}, {}
         for subject, ev in self.queued.last("$MQTT.>").items():
-            _, kind, key, num = subject.split(".", 3)
+            try:
+                _, kind, key, num = subject.split(".", 3)
+                num = int(num[1:])
+            except ValueError:
+                log.warning("MQTT: %s in %s is not the door's: left out", subject, QUEUED_STREAM)
+                continue
             if kind == "q":
-                msgs.setdefault(key, {})[int(num[1:])] = ev
+                msgs.setdefault(key, {})[num] = ev
             elif kind == "p":
-                states.setdefault(key, {})[int(num[1:])] = ev.extensions
+                states.setdefault(key, {})[num] = ev.extensions
             elif kind == "in":
-                inbound.setdefault(key, set()).add(int(num[1:]))
+                inbound.setdefault(key, set()).add(num)
         now = time.time()
         keys = set()
-        for ev in self.sess_stream.last(SESSION_PREFIX + ">").values():
-            rec = json.loads(ev.data)
-            s = Session(rec["client_id"])
-            keys.add(s.key)
-            s.expiry = min(rec["expiry"], self.expiry_max)
-            s.user = rec.get("user")
-            s.version = rec.get("version", 5)
-            # (a session whose client was connected at a crash: away since the start)
-            s.gone_at = rec["gone_at"] if rec["gone_at"] is not None else now
-            s.stored = True
-            if s.expiry != NEVER and now - s.gone_at >= s.expiry:
-                self.sessions_expired += 1
-                self._forget(s.key)
-                continue
-            for flt, opts in rec["subs"]:
-                patterns, group = mqtt_filter_to_patterns(flt)
-                sub = [tuple(opts), patterns, _engine_group(flt, group), []]
-                s.subs[flt] = sub
-                self.attach_away(s, sub)
-            self._load_messages(s, msgs.get(s.key, {}), states.get(s.key, {}), now)
-            s.inbound_qos2 = inbound.get(s.key, set())
-            self.sessions[s.client_id] = s
+        for subject, ev in self.sess_stream.last(SESSION_PREFIX + ">").items():
+            s = None
+            try:
+                rec = json.loads(ev.data)
+                s = Session(rec["client_id"])
+                keys.add(s.key)
+                if self._load_session(s, rec, msgs, states, inbound, now):
+                    self.sessions[s.client_id] = s
+            except Exception as exc:
+                # (a record the door did not write: the subjects $MQTT.> are
+                # the door's, but a client with the right to publish there
+                # could put one in; the server starts without it)
+                log.warning("MQTT: the session record %s is not the door's (%s): left out",
+                            subject, exc)
+                if s is not None:
+                    self.end(s)
         for key in (set(msgs) | set(states) | set(inbound)) - keys:
             self.queued.purge("$MQTT.*.{}.>".format(key))     # a session gone in a crash
+
+    def _load_session(self, s, rec, msgs, states, inbound, now):
+        """Session ``s`` from its stored record ``rec`` and what waits for
+        it; False if it expired while the server was down."""
+        s.expiry = min(int(rec["expiry"]), self.expiry_max)
+        s.user = rec.get("user")
+        s.version = rec.get("version", 5)
+        # (a session whose client was connected at a crash: away since the start)
+        s.gone_at = rec["gone_at"] if rec["gone_at"] is not None else now
+        s.stored = True
+        if s.expiry != NEVER and now - s.gone_at >= s.expiry:
+            self.sessions_expired += 1
+            self._forget(s.key)
+            return False
+        for flt, opts in rec["subs"]:
+            patterns, group = mqtt_filter_to_patterns(flt)
+            sub = [tuple(opts), patterns, _engine_group(flt, group), []]
+            s.subs[flt] = sub
+            self.attach_away(s, sub)
+        self._load_messages(s, msgs.get(s.key, {}), states.get(s.key, {}), now)
+        s.inbound_qos2 = inbound.get(s.key, set())
+        return True
 
     def _load_messages(self, s, msgs, states, now):
         for mid in sorted(msgs):
