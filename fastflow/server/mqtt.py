@@ -23,10 +23,19 @@ import struct
 import time
 from collections import OrderedDict, deque
 
-from fastflow._impl import Matcher, MqttParser, MqttTarget, SubTarget, mqtt_parts, sink_record
+from fastflow._impl import (
+    Matcher,
+    MqttParser,
+    MqttTarget,
+    SubTarget,
+    mqtt_parts,
+    mqtt_subject_topic,
+    mqtt_topic_subject,
+    sink_record,
+)
 from fastflow.errors import MqttError, SubjectError
 from fastflow.event import Event, from_json
-from fastflow.mqtt import mqtt_filter_to_patterns, mqtt_topic_to_subject, subject_to_mqtt_topic
+from fastflow.mqtt import mqtt_filter_to_patterns
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
 
 __all__ = ("MqttProtocol", "MqttSessions")
@@ -542,7 +551,7 @@ class MqttSessions:
             if no_local and proto is not None and proto._publishing:
                 return
             try:
-                topic = subject_to_mqtt_topic(ev.routing_subject)
+                topic = mqtt_subject_topic(ev.routing_subject)
             except SubjectError:
                 return
             ext = ev.extensions
@@ -596,7 +605,7 @@ class MqttSessions:
         for key, ev in self.stream.last(RETAINED_PREFIX + ">").items():
             subject = key[n:]
             try:
-                topic = subject_to_mqtt_topic(subject)
+                topic = mqtt_subject_topic(subject)
             except SubjectError:
                 continue
             ext = ev.extensions
@@ -1022,7 +1031,7 @@ class MqttProtocol(DoorProtocol):
                                     self.cfg.mqtt_max_inflight))
         if subject is None:
             try:
-                subject = mqtt_topic_to_subject(topic)
+                subject = mqtt_topic_subject(topic)
             except SubjectError as exc:
                 raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
         if len(payload) > self.cfg.max_payload:
@@ -1110,7 +1119,7 @@ class MqttProtocol(DoorProtocol):
             aliases = self.aliases = {}     # (at most max_topic_alias entries)
         if topic:
             try:
-                subject = mqtt_topic_to_subject(topic)
+                subject = mqtt_topic_subject(topic)
             except SubjectError as exc:
                 raise MqttError(RC_TOPIC_NAME_INVALID, str(exc)) from None
             aliases[alias] = topic, subject
@@ -1375,7 +1384,7 @@ class MqttProtocol(DoorProtocol):
         topic, payload, qos, retain, props = will
         delay = props.get("will_delay_interval", 0) if self.version == 5 else 0
         try:
-            subject = mqtt_topic_to_subject(topic)
+            subject = mqtt_topic_subject(topic)
         except SubjectError:
             return
         if self.conn.principal is None or not self.conn.may_publish(subject, False):
