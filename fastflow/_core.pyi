@@ -23,6 +23,9 @@ __all__ = [
     "Log",
     "MatchBatch",
     "Matcher",
+    "MqttError",
+    "MqttParser",
+    "MqttTarget",
     "MsgBatch",
     "NativeTarget",
     "NatsError",
@@ -47,6 +50,9 @@ __all__ = [
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "mqtt_parts",
+    "mqtt_subject_topic",
+    "mqtt_topic_subject",
     "sink_record",
     "validate_pattern",
     "validate_subject",
@@ -220,6 +226,8 @@ class Event:
     @property
     def specversion(self) -> str: ...
     @property
+    def from_mqtt(self) -> bool: ...
+    @property
     def data(self) -> bytes: ...
     @property
     def time(self) -> Optional[str]: ...
@@ -352,6 +360,26 @@ def ws_frame_head(opcode: int, length: int, fin: bool = True) -> bytes: ...
 
 def json_batch(events: Iterable["Event"], lineage: bool = True) -> bytes: ...
 
+class MqttTarget(WireTarget):
+    """An MQTT subscription at QoS 0: each event one PUBLISH packet, its
+    topic the routing subject translated back; ``mode`` "raw" (the data),
+    "binary" (MQTT 5: CloudEvents attributes as properties) or "structured"
+    (the CloudEvents JSON)."""
+    version: int
+    mode: str
+    subscription_identifier: Optional[int]
+    max_packet: int
+    lineage: bool
+    untranslatable: int
+    too_large: int
+    def __init__(self, outbuf: "OutBuf", version: int = 4, mode: str = "raw",
+                 subscription_identifier: Optional[int] = None, max_packet: int = 0,
+                 echo: bool = True, lineage: bool = False) -> None: ...
+
+def mqtt_parts(event: "Event", version: int = 5, mode: str = "binary",
+               lineage: bool = False) -> tuple[bytes, bytes]: ...
+def mqtt_subject_topic(subject: Subject) -> str: ...
+
 class Router:
     matcher: Matcher
     name: str
@@ -402,6 +430,12 @@ class NatsError(FastflowError):
     detail: Optional[str]
     frames: list[Any]
     def __init__(self, text: str, detail: Optional[str] = None) -> None: ...
+
+class MqttError(FastflowError):
+    reason: int
+    message: str
+    frames: list[Any]
+    def __init__(self, reason: int, message: str) -> None: ...
 
 class HttpError(FastflowError):
     status: int
@@ -477,6 +511,15 @@ class NatsParser(DoorParser):
     def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
                  max_payload: int = 1048576, max_control: int = 4096) -> None: ...
     def route(self, subject: Subject, reply: Optional[Subject], payload: Any) -> list[Any]: ...
+
+class MqttParser(DoorParser):
+    max_packet: int
+    version: int
+    packets_in: int
+    def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
+                 max_packet: int = 1048576, max_connect: int = 0) -> None: ...
+
+def mqtt_topic_subject(topic: Subject) -> str: ...
 
 class Request:
     method: str

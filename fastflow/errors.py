@@ -25,6 +25,7 @@ __all__ = (
     "MathError",
     "MissingAttributeError",
     "MissingFunctionError",
+    "MqttError",
     "NatsError",
     "NoRespondersError",
     "NotFoundError",
@@ -129,6 +130,23 @@ class NatsError(FastflowError):
 
     def __reduce__(self):
         return (NatsError, (self.text, self.detail))
+
+
+class MqttError(FastflowError):
+    """An MQTT packet that closes the connection: ``reason`` is its MQTT 5
+    reason code (0x81 malformed packet, 0x82 protocol error, 0x84
+    unsupported protocol version, 0x90 topic name invalid, 0x94 topic alias
+    invalid, 0x95 packet too large), ``message`` the detail; ``frames`` are
+    the entries handled before it."""
+
+    def __init__(self, reason, message):
+        FastflowError.__init__(self, message)
+        self.reason = reason
+        self.message = message
+        self.frames = []
+
+    def __reduce__(self):
+        return (MqttError, (self.reason, self.message))
 
 
 class HttpError(FastflowError):

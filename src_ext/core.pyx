@@ -21,6 +21,7 @@ from fastflow.errors import (
     FastflowError,
     HttpError,
     LogFullError,
+    MqttError,
     NatsError,
     ProtocolError,
     SubjectError,
@@ -45,10 +46,12 @@ include "wire/outbuf.pyx"
 include "wire/native_out.pyx"
 include "wire/nats_out.pyx"
 include "wire/web_out.pyx"
+include "wire/mqtt_out.pyx"
 include "router.pyx"
 include "wire/door.pyx"
 include "wire/native_in.pyx"
 include "wire/nats_in.pyx"
+include "wire/mqtt_in.pyx"
 include "wire/http_in.pyx"
 
 COMPILED = True
@@ -77,6 +80,9 @@ __all__ = (
     'LogFullError',
     'MatchBatch',
     'Matcher',
+    'MqttError',
+    'MqttParser',
+    'MqttTarget',
     'MsgBatch',
     'NativeTarget',
     'NatsError',
@@ -104,6 +110,9 @@ __all__ = (
     'decode_event',
     'events_from_batch',
     'json_batch',
+    'mqtt_parts',
+    'mqtt_subject_topic',
+    'mqtt_topic_subject',
     'sink_record',
     'validate_pattern',
     'validate_subject',

@@ -22,6 +22,7 @@ cdef class Event:
     cdef str _origin                    # the flow that delivered it, or None
     cdef object _rest                   # dict, or None
     cdef object _rest_raw               # msgpack bytes decoded on first use
+    cdef uint8_t _rflags                # the record flags it keeps (EVF_MQTT)
     cdef readonly int64_t seq
     cdef readonly str stream
     cdef readonly int64_t ts

@@ -7,7 +7,9 @@
 #   0  u8   version (EV_VERSION)
 #   1  u8   flags: EVF_GENID (the id is 16 raw bytes: a per-process random
 #           64-bit prefix and a 64-bit counter, shown as 32 hex digits),
-#           EVF_TYPE_SUBJECT (type = the routing subject, not stored)
+#           EVF_TYPE_SUBJECT (type = the routing subject, not stored),
+#           EVF_MQTT (published through the MQTT door: MQTT subscribers
+#           get it as MQTT sent it; kept by the Event, ``from_mqtt``)
 #   2  u16  hops (the ffhops extension)
 #   4  u16  id bytes (0 with EVF_GENID)
 #   6  u16  source bytes
@@ -34,6 +36,7 @@ cdef enum:
     EV_GENID = 16                   # bytes of a generated id
     EVF_GENID = 1
     EVF_TYPE_SUBJECT = 2
+    EVF_MQTT = 4
     EV_MAX_STRING = 65535
 
 cdef uint64_t _id_prefix = 0
@@ -118,6 +121,12 @@ cdef class Event:
     @property
     def specversion(self):
         return _SPECVERSION
+
+    @property
+    def from_mqtt(self):
+        """True if it was published through the MQTT door (its MQTT
+        subscribers get it as MQTT sent it, not in a CloudEvents mode)."""
+        return bool(self._rflags & EVF_MQTT)
 
     @property
     def data(self):
@@ -350,6 +359,7 @@ cdef void _ev_copy(Event e, Event src) noexcept:
     e._origin = src._origin
     e._rest = src._rest
     e._rest_raw = src._rest_raw
+    e._rflags = src._rflags
 
 
 cdef inline bytes _utf8(str s):
@@ -413,7 +423,7 @@ cdef Py_ssize_t _ev_write(Event e, char *out, object data, Py_ssize_t total) exc
     cdef char *p = out + EV_HEADER
     cdef Py_ssize_t idn, srcn, typn, trn, restn = 0
     cdef bytes rest = None
-    cdef uint8_t flags = 0
+    cdef uint8_t flags = e._rflags
     if e.hops > 65535:
         raise EventError("invalid event attribute 'ffhops': over 65535")
     if e._gid:
@@ -711,6 +721,7 @@ cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, 
     e.stream = stream
     e.ts = ts
     e._origin = origin
+    e._rflags = hd.flags & EVF_MQTT
     return e
 
 

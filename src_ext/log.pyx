@@ -1360,6 +1360,7 @@ cdef class Log:
         cdef Py_ssize_t n, k
         cdef LogEntry *e
         cdef LogSubject *s
+        cdef int32_t one
         if subject is None:
             k = 0
             while k < self.icount and self._at(k).seq <= limit:
@@ -1379,6 +1380,15 @@ cdef class Log:
                         pt, ps.ntok, self.subj[e.sid].bytes, self.subj[e.sid].len):
                     raise BufferError('record {} is exported as a buffer (memoryview); '
                                       'release it before purging it'.format(seq))
+        if ps.nwild == 0:               # one subject: found by its hash, not by a walk
+            one = self._sid_find(p, n, <uint32_t>ff_hash(p, n, _SEED))
+            if one < 0:
+                return 0
+            s = &self.subj[one]
+            while s.bytes != NULL and s.count and s.first <= limit:
+                self._delete(self._entry(s.first), EV_PURGE)
+                removed += 1
+            return removed
         for sid in range(self.sused):
             s = &self.subj[sid]
             if s.bytes == NULL or not pattern_matches(pt, ps.ntok, s.bytes, s.len):

@@ -232,7 +232,8 @@ cdef class Router:
         to follow from ``dp[:dn]``."""
         cdef char *rec
         if (ev._gpre == _id_prefix and ev._gid and ev._type is None and ev._trace is None
-                and ev._rest is None and ev._rest_raw is None and ev.source is self.source):
+                and ev._rest is None and ev._rest_raw is None and ev._rflags == 0
+                and ev.source is self.source):
             rec = self._default_header(ev, rlen)
             dp[0] = PyBytes_AS_STRING(ev._data)
             dn[0] = len(<bytes>ev._data)

@@ -6,6 +6,7 @@ conftest.py turns these into fixtures; a test module imports what it uses
 directly (``from peers import free_port``)."""
 
 import asyncio
+import getpass
 import importlib.util
 import os
 import random
@@ -233,7 +234,16 @@ PEERS = {
     "go": "the Go toolchain and the nats.go sources (Debian/Ubuntu: apt-get install golang-go "
           "golang-github-nats-io-go-nats-dev, which puts them under /usr/share/gocode)",
     "curl": "curl, as the HTTP door's command-line client (Debian/Ubuntu: apt-get install curl)",
+    "mosquitto": "the mosquitto broker and its clients, the MQTT door's reference server "
+                 "(Debian/Ubuntu: apt-get install mosquitto mosquitto-clients)",
+    "paho-mqtt": "the Eclipse Paho MQTT Python client 2.x (pip install 'paho-mqtt>=2')",
 }
+
+
+def mosquitto_binary():
+    """The path of the mosquitto broker (Debian puts it in /usr/sbin), or None."""
+    return (shutil.which("mosquitto")
+            or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin:/usr/local/bin"))
 
 
 def nats_server_binary():
@@ -266,6 +276,17 @@ def _peer_missing(name):
         return None
     if name == "curl":
         return None if shutil.which("curl") else "no curl on PATH"
+    if name == "mosquitto":
+        if not mosquitto_binary():
+            return "no mosquitto on PATH or in /usr/sbin"
+        return None if shutil.which("mosquitto_pub") else "no mosquitto_pub on PATH"
+    if name == "paho-mqtt":
+        if importlib.util.find_spec("paho") is None:
+            return "the Python module 'paho.mqtt' is not installed"
+        import paho.mqtt.client as mqtt
+        if not hasattr(mqtt, "CallbackAPIVersion"):
+            return "paho-mqtt is too old (2.x needed)"
+        return None
     raise ValueError("unknown peer {!r}".format(name))
 
 
@@ -393,3 +414,62 @@ class NatsServerProcess(ChildServer):
 
     def _command(self):
         return [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-c", self.conf_path]
+
+
+# -- MQTT peers -----------------------------------------------------------------------------
+
+
+class MosquittoProcess:
+    """A real mosquitto broker on 127.0.0.1:``port`` (persistence in
+    ``directory``; more listeners in ``conf``, their ports in ``also``),
+    started by ``start()`` (when every port listens) and killed by
+    ``stop()``."""
+
+    def __init__(self, port, directory, conf="", also=()):
+        self.port = port
+        self.also = list(also)
+        self.directory = directory
+        self.conf_path = os.path.join(directory, "mosquitto.conf")
+        self.log_path = os.path.join(directory, "mosquitto.log")
+        self.proc = None
+        with open(self.conf_path, "w") as f:
+            # (user: started as root, mosquitto would drop to a user that
+            # cannot write the test's directory)
+            f.write("listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                    "persistence_location {}/\nlog_dest file {}\nuser {}\n{}".format(
+                        port, directory, self.log_path, getpass.getuser(), conf))
+
+    def start(self, timeout=10.0):
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", self.conf_path],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        waiting = [self.port] + self.also
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mosquitto exited with {}: {}".format(
+                    self.proc.returncode, self.log()))
+            try:
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+                    if not waiting:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not listen on {} within {} s".format(self.port, timeout))
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""

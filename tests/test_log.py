@@ -578,6 +578,20 @@ def test_purge_subject_pattern(core):
         log.purge("a..b")
 
 
+def test_purge_one_subject(core):
+    """A subject without wildcards is looked up (not walked to): the same
+    results, with up_to, for a subject never seen, and for one freed and
+    used again."""
+    log = _filled(core)
+    assert log.purge("a.x", up_to=4) == 1
+    assert all_seqs(log) == [2, 3, 4, 5, 6]
+    assert log.purge(b"a.x") == 1 and log.subjects == 4
+    assert log.purge("a.x") == 0 and log.purge("never.seen") == 0
+    log.append("a.x", b"again")
+    assert log.purge("a.x") == 1
+    assert all_seqs(log) == [2, 3, 4, 6] and log.subjects == 4
+
+
 def test_purge_up_to(core):
     log = _filled(core)
     assert log.purge(up_to=3) == 3

@@ -537,6 +537,37 @@ def test_hpub_without_headers_in_connect_closes_like_nats_server(aloop, natsd, f
     aloop(main, timeout=TEST_TIMEOUT)
 
 
+def test_a_client_without_headers_gets_plain_msgs_like_nats_server(aloop, natsd, ffnats):
+    """A subscriber that did not announce headers in CONNECT gets MSG, the
+    header block left out, for a message published with headers (and, on
+    fastflow, for an event with attributes past the defaults)."""
+    sub = b'CONNECT {"verbose":false,"headers":false}\r\nSUB h.> 1\r\nPING\r\n'
+    pub = (b'CONNECT {"verbose":false,"headers":true}\r\n'
+           + hpub(b"h.a", [b"K: v", b"ce-region: eu"], b"x") + b"PING\r\n")
+
+    async def one(port):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        await r.readline()                                  # INFO
+        w.write(sub)
+        assert (await r.readline()) == b"PONG\r\n"
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        await r2.readline()
+        w2.write(pub)
+        await r2.readline()
+        got = await asyncio.wait_for(r.readline(), 5), await asyncio.wait_for(r.readline(), 5)
+        w.close()
+        w2.close()
+        return got
+
+    async def main():
+        async with natsd() as ns, ffnats() as srv:
+            want = await one(ns.port)
+            assert want == (b"MSG h.a 1 1\r\n", b"x\r\n")
+            assert await one(srv.nats_port) == want
+
+    aloop(main, timeout=TEST_TIMEOUT)
+
+
 def test_non_closing_errors_like_nats_server(aloop, natsd, ffnats):
     script = (b'CONNECT {"verbose":false,"pedantic":false}\r\n'
               b"SUB a..b 1\r\nSUB .x 2\r\nSUB x. 3\r\nSUB a.>.b 4\r\nPING\r\n"

@@ -445,7 +445,7 @@ def test_stream_tail_replays_then_follows_without_gap_or_duplicate(aloop, ffserv
                 await s.close()
                 s = await CurlStream.open(base + "/streams/orders/events?start=new")
                 await wait_until(lambda: any(t.stream for c in sse_conns(srv)
-                                             for t in c.tasks), what="the tail")
+                                             for t in c.tasks or ()), what="the tail")
                 await asyncio.sleep(0.05)
                 nc.publish("orders.eu", b"y", id="new", type="t")
                 m = await s.next()

@@ -18,7 +18,9 @@ from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.http_in import HttpParser, Request
 from fastflow._ref.wire.native_in import FrameParser, MsgBatch
+from fastflow._ref.wire.mqtt_out import MqttTarget, mqtt_parts, mqtt_subject_topic
 from fastflow._ref.wire.native_out import NativeTarget, Publisher
+from fastflow._ref.wire.mqtt_in import MqttParser, mqtt_topic_subject
 from fastflow._ref.wire.nats_in import NatsParser
 from fastflow._ref.wire.nats_out import NatsTarget
 from fastflow._ref.wire.outbuf import OutBuf, WireTarget
@@ -32,6 +34,7 @@ from fastflow.errors import (
     GapError,
     HttpError,
     LogFullError,
+    MqttError,
     NatsError,
     ProtocolError,
     StaleRecordError,
@@ -60,6 +63,9 @@ __all__ = (
     "LogFullError",
     "MatchBatch",
     "Matcher",
+    "MqttError",
+    "MqttParser",
+    "MqttTarget",
     "MsgBatch",
     "NativeTarget",
     "NatsError",
@@ -87,6 +93,9 @@ __all__ = (
     "decode_event",
     "events_from_batch",
     "json_batch",
+    "mqtt_parts",
+    "mqtt_subject_topic",
+    "mqtt_topic_subject",
     "sink_record",
     "validate_pattern",
     "validate_subject",

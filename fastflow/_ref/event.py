@@ -8,7 +8,9 @@ map), then the data.  All integers little-endian.
   0  u8   version (EV_VERSION)
   1  u8   flags: EVF_GENID (the id is 16 raw bytes: a per-process random
           64-bit prefix and a 64-bit counter, shown as 32 hex digits),
-          EVF_TYPE_SUBJECT (type = the routing subject, not stored)
+          EVF_TYPE_SUBJECT (type = the routing subject, not stored),
+          EVF_MQTT (published through the MQTT door: MQTT subscribers
+          get it as MQTT sent it; kept by the Event, ``from_mqtt``)
   2  u16  hops (the ffhops extension)
   4  u16  id bytes (0 with EVF_GENID)
   6  u16  source bytes
@@ -39,6 +41,7 @@ EV_HEADER = 16
 EV_GENID = 16                   # bytes of a generated id
 EVF_GENID = 1
 EVF_TYPE_SUBJECT = 2
+EVF_MQTT = 4
 EV_MAX_STRING = 65535
 
 _HEADER = struct.Struct("<BBHHHHHI")
@@ -151,6 +154,16 @@ def _final(cls):
     return cls
 
 
+class _ssize(property):
+    """A ``public Py_ssize_t`` attribute stored in ``slot`` (a value past
+    the C type raises what the native core raises)."""
+
+    def __init__(self, slot, doc=None):
+        def put(obj, v):
+            setattr(obj, slot, _c_ssize(v))
+        super().__init__(operator.attrgetter(slot), put, None, doc)
+
+
 class _ro(property):
     """A read-only attribute stored in ``slot`` (writing it raises what the
     native core raises for a ``readonly`` attribute)."""
@@ -204,6 +217,7 @@ class Event:
         "_ts",
         "_deliveries",
         "_acker",       # the consumer of a consumer delivery
+        "_rflags",      # the record flags it keeps (EVF_MQTT)
     )
 
     def __new__(cls, /, *args, **kwargs):
@@ -226,6 +240,7 @@ class Event:
         e._ts = 0
         e._deliveries = 0
         e._acker = None
+        e._rflags = 0
         return e
 
     def __init__(self, /, routing_subject=None, data=b"", **attributes):
@@ -264,6 +279,12 @@ class Event:
     @property
     def specversion(self):
         return _SPECVERSION
+
+    @property
+    def from_mqtt(self):
+        """True if it was published through the MQTT door (its MQTT
+        subscribers get it as MQTT sent it, not in a CloudEvents mode)."""
+        return bool(self._rflags & EVF_MQTT)
 
     @property
     def data(self):
@@ -484,6 +505,7 @@ def _ev_copy(e, src):
     e._origin = src._origin
     e._rest = src._rest
     e._rest_raw = src._rest_raw
+    e._rflags = src._rflags
 
 
 # -- encoding ----------------------------------------------------------------------
@@ -524,7 +546,7 @@ def _ev_encode(e):
     if e._hops > 65535:
         raise EventError("invalid event attribute 'ffhops': over 65535")
     parts = [b""]
-    flags = 0
+    flags = e._rflags
     if e._gid:
         flags |= EVF_GENID
         parts.append(_GENID.pack(e._gpre, e._gid))
@@ -696,6 +718,7 @@ def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):
     e._stream = stream
     e._ts = ts
     e._origin = origin
+    e._rflags = flags & EVF_MQTT
     return e
 
 

@@ -1010,7 +1010,12 @@ class Log:
             self._reserve(RECORD_HEADER + (len(subject) * 4 if isinstance(subject, (str, bytes))
                                            else 0))
         n = 0
-        for s in list(self._by_subject):
+        names = self._by_subject
+        if isinstance(subject, (str, bytes)) and _is_literal(as_bytes(subject, "pattern")):
+            # (one subject: looked up, not found by a walk)
+            key = subject.decode("utf-8") if isinstance(subject, bytes) else subject
+            names = (key,) if key in self._by_subject else ()
+        for s in list(names):
             if match is not None and not match(s):
                 continue
             dq = self._by_subject[s]

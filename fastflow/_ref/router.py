@@ -472,7 +472,7 @@ class Router:
         """Whether ``ev`` has every default (its record: ``__default_record``)."""
         return (ev._gpre == _event._id_prefix and ev._gid and ev._type is None
                 and ev._trace is None
-                and ev._rest is None and ev._rest_raw is None
+                and ev._rest is None and ev._rest_raw is None and ev._rflags == 0
                 and ev._source is self.__source)
 
     def __wire_msg(self, subject, reply, rec, rdef, ev, seq, now):

@@ -133,6 +133,9 @@ class Server:
         self._tick_timer = None
         self._listener = None
         self._nats_listener = None
+        self._mqtt_listener = None
+        self.mqtt_port = None           # the MQTT door's port (None: off)
+        self.mqtt_sessions = None       # its sessions and retained messages
         self._http_listener = None
         self.monitor = None
         self.subscriptions = None       # the Subscriptions API's manager (with the HTTP door)
@@ -196,7 +199,7 @@ class Server:
         """Answer ERR 404 to the replays and fetches reading a stream or a
         consumer that is being deleted."""
         for conn in list(self.conns.values()):
-            for task in list(conn.tasks):
+            for task in list(conn.tasks or ()):
                 if getattr(task, kind, None) is obj:
                     conn.end_request(task, 404, message)
 
@@ -253,6 +256,8 @@ class Server:
         now = self.loop.time()
         for conn in list(self.conns.values()):
             conn.tick(now)
+        if self.mqtt_sessions is not None:
+            self.mqtt_sessions.expire(time.time())
         self._check_storage()
         if self.config.max_pending_total:
             self.enforce_pending_total()    # (also recounts what the kernel took)
@@ -395,6 +400,17 @@ class Server:
                 self.nats_addresses = [s.getsockname() for s in self._nats_listener.sockets]
                 self.nats_port = self.nats_addresses[0][1] if self.nats_addresses \
                     else cfg.nats_port
+            if cfg.mqtt_port:
+                from fastflow.server.mqtt import MqttProtocol, MqttSessions
+
+                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir,
+                                                  cfg.mqtt_structured, cfg.mqtt_session_expiry_max)
+                self.mqtt_sessions.load()
+                # (TLS as the native port: from the first byte, MQTT has no STARTTLS)
+                self._mqtt_listener = await loop.create_server(
+                    lambda: Connection(self, MqttProtocol), cfg.mqtt_host or cfg.host,
+                    cfg.mqtt_port, backlog=1024, reuse_address=True, **kw)
+                self.mqtt_port = self._mqtt_listener.sockets[0].getsockname()[1]
             if cfg.http_port:
                 from fastflow.server.http import HttpProtocol
 
@@ -411,7 +427,8 @@ class Server:
                     max_per_owner=cfg.subscriptions_max_per_user,
                     sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
                     origin=None, callback_base=cfg.subscriptions_callback_url,
-                    webhook_defaults={"lineage": cfg.http_lineage == "keep"})
+                    webhook_defaults={"lineage": cfg.http_lineage == "keep"},
+                    mqtt=self.mqtt_sessions)
                 await self.subscriptions.start()
                 self.catalog = self._make_catalog()
                 self.catalog.start(loop)
@@ -424,7 +441,7 @@ class Server:
                 await self.monitor.start()
         except BaseException:
             self._listener.close()
-            for lst in (self._nats_listener, self._http_listener):
+            for lst in (self._nats_listener, self._mqtt_listener, self._http_listener):
                 if lst is not None:
                     lst.close()
             if self.subscriptions is not None:
@@ -490,9 +507,13 @@ class Server:
             log.info("listening for native clients on %s%s", _addr(a), tls)
         for a in self.nats_addresses:
             log.info("listening for NATS clients on %s%s", _addr(a), tls)
+        if self._mqtt_listener is not None:
+            for s in self._mqtt_listener.sockets:
+                log.info("listening for MQTT clients on %s%s", _addr(s.getsockname()), tls)
         for a in self.http_addresses:
-            log.info("listening for HTTP clients (CloudEvents, WebSocket, SSE) on %s://%s/",
-                     "https" if cfg.tls else "http", _addr(a))
+            log.info("listening for HTTP clients (CloudEvents, WebSocket, SSE%s) on %s://%s/",
+                     ", MQTT at /mqtt" if self.mqtt_sessions is not None and cfg.mqtt_ws
+                     else "", "https" if cfg.tls else "http", _addr(a))
         if self.monitor is not None:
             for a in self.monitor.addresses:
                 log.info("monitoring on http://%s/ (%s)%s", _addr(a),
@@ -554,7 +575,7 @@ class Server:
         cfg = self.config
         try:
             self._listener.close()
-            for lst in (self._nats_listener, self._http_listener):
+            for lst in (self._nats_listener, self._mqtt_listener, self._http_listener):
                 if lst is not None:
                     lst.close()
             for timer in (self._tick_timer, self._stall_timer):
@@ -566,7 +587,7 @@ class Server:
                      ", draining" if drain else "")
             for c in conns:             # nothing more is read: what was read is handled
                 c.pause("drain")
-                for task in list(c.tasks):
+                for task in list(c.tasks or ()):
                     task.cancel()
             for c in conns:
                 c.flush()
@@ -604,6 +625,11 @@ class Server:
                 await asyncio.sleep(0.01)
             for c in list(self.conns.values()):
                 c.transport.abort()
+            if self.mqtt_sessions is not None:
+                try:
+                    self.mqtt_sessions.save()
+                except OSError as exc:
+                    log.error("the MQTT sessions could not be saved at stop: %s", exc)
             if self.monitor is not None:
                 self.monitor.close()
             if self._own_flow:
@@ -623,7 +649,7 @@ class Server:
     def stats(self):
         """The server's counters (live connections plus closed ones)."""
         conns = list(self.conns.values())
-        return {
+        d = {
             "connections": len(conns),
             "nats_connections": sum(1 for c in conns if c.door == "nats"),
             "total_connections": self.n_total,
@@ -646,6 +672,10 @@ class Server:
             "permission_denied": self.n_denied + self.closed_denied
             + sum(c.parser.denied for c in conns),
         }
+        if self.mqtt_sessions is not None:     # the MQTT door (docs/mqtt.md "Monitoring")
+            d["mqtt_connections"] = sum(1 for c in conns if c.door == "mqtt")
+            d["mqtt"] = self.mqtt_sessions.stats()
+        return d
 
 
 def _loop_name(loop):
@@ -677,6 +707,10 @@ def add_serve_arguments(parser):
                    help="also speak the NATS client protocol on PORT (default 0 = off; "
                         "NATS's usual port is 4222)")
     g.add_argument("--nats-host", metavar="HOST", help="NATS door address (default: --host)")
+    g.add_argument("--mqtt-port", type=int, metavar="PORT",
+                   help="also speak MQTT 3.1.1 and 5.0 on PORT (default 0 = off; MQTT's "
+                        "usual port is 1883; docs/mqtt.md)")
+    g.add_argument("--mqtt-host", metavar="HOST", help="MQTT door address (default: --host)")
     g.add_argument("--http-port", type=int, metavar="PORT",
                    help="also serve CloudEvents over HTTP, WebSocket and SSE on PORT "
                         "(default 0 = off; docs/http.md)")

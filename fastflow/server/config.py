@@ -152,6 +152,16 @@ class ServerConfig:
         ("monitor_users", ()),          # [{"user", "password"}]: HTTP Basic users (likewise)
         ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
+        ("mqtt_ws", True),              # MQTT over WebSocket on the HTTP listener (/mqtt, /ws)
+        ("mqtt_host", None),            # the MQTT door (docs/mqtt.md); None: the same as host
+        ("mqtt_port", 0),               # 0: no MQTT door (its usual port: 1883)
+        ("mqtt_max_queued", 10000),     # QoS 1/2 messages a session keeps for its client
+        ("mqtt_session_expiry_max", 0xFFFFFFFF),  # longest session expiry granted (s; max: never)
+        ("mqtt_max_inflight", 20),      # MQTT 5 Receive Maximum: a client's QoS 1/2 in flight
+        ("mqtt_max_topic_alias", 10),   # MQTT 5 Topic Alias Maximum (0: no aliases)
+        ("mqtt_max_packet", 0),         # largest packet (0: max_payload + 64 KiB of headers)
+        ("mqtt_max_keepalive", 65535),  # MQTT 5 Server Keep Alive cap, seconds (0: none)
+        ("mqtt_structured", ()),        # topic filters whose publishes are structured CloudEvents
         ("nats_max_control", 4 * KiB),  # longest NATS control line (nats-server's default)
         ("nats_lineage", "keep"),       # ffhops/fftrace on the NATS door: "keep" or "strip"
         ("http_host", None),            # the web doors (docs/http.md); None: the same as host
@@ -243,6 +253,33 @@ class ServerConfig:
             raise ConfigError("monitor_port: expected 0..65535 (0 = off), got {}".format(
                 self.monitor_port))
         _str(self.monitor_host, "monitor_host", allow_none=True)
+        self.mqtt_ws = _bool(self.mqtt_ws, "mqtt_ws")
+        self.mqtt_port = _int(self.mqtt_port, "mqtt_port")
+        if self.mqtt_port > 65535:
+            raise ConfigError("mqtt_port: expected 0..65535 (0 = off), got {}".format(
+                self.mqtt_port))
+        _str(self.mqtt_host, "mqtt_host", allow_none=True)
+        self.mqtt_max_queued = _int(self.mqtt_max_queued, "mqtt_max_queued")
+        self.mqtt_session_expiry_max = min(0xFFFFFFFF, int(parse_duration(
+            self.mqtt_session_expiry_max, "mqtt_session_expiry_max")))
+        for key, lo, hi in (("mqtt_max_inflight", 1, 65535), ("mqtt_max_topic_alias", 0, 65535),
+                            ("mqtt_max_keepalive", 0, 65535)):
+            v = _int(getattr(self, key), key)
+            if not lo <= v <= hi:
+                raise ConfigError("{}: expected {}..{}, got {}".format(key, lo, hi, v))
+            setattr(self, key, v)
+        self.mqtt_max_packet = parse_size(self.mqtt_max_packet, "mqtt_max_packet")
+        if self.mqtt_max_packet and not 64 <= self.mqtt_max_packet <= 268435460:
+            raise ConfigError("mqtt_max_packet: expected 64 bytes to 256 MiB (0: from "
+                              "max_payload), got {}".format(self.mqtt_max_packet))
+        self.mqtt_structured = _str_list(self.mqtt_structured, "mqtt_structured")
+        for flt in self.mqtt_structured:
+            from fastflow.mqtt import mqtt_filter_to_patterns
+
+            try:
+                mqtt_filter_to_patterns(flt)
+            except ValueError as exc:
+                raise ConfigError("mqtt_structured: {}".format(exc)) from None
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
@@ -429,6 +466,11 @@ _TABLES = {
                 "users": "monitor_users"},
     "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control",
              "lineage": "nats_lineage"},
+    "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued",
+             "max_inflight": "mqtt_max_inflight", "max_topic_alias": "mqtt_max_topic_alias",
+             "max_packet": "mqtt_max_packet", "max_keepalive": "mqtt_max_keepalive",
+             "structured": "mqtt_structured", "ws": "mqtt_ws",
+             "session_expiry_max": "mqtt_session_expiry_max"},
     "http": {"host": "http_host", "port": "http_port", "max_header": "http_max_header",
              "max_headers": "http_max_headers", "max_body": "http_max_body",
              "idle_timeout": "http_idle_timeout", "request_timeout": "http_request_timeout",
@@ -517,6 +559,7 @@ def config_from_dict(data, where="config"):
 # command-line flag (argparse dest) -> ServerConfig field
 _ARGS = {"host": "host", "port": "port", "data_dir": "data_dir", "monitor_port": "monitor_port",
          "nats_port": "nats_port", "nats_host": "nats_host",
+         "mqtt_port": "mqtt_port", "mqtt_host": "mqtt_host",
          "http_port": "http_port", "http_host": "http_host",
          "monitor_host": "monitor_host", "name": "name", "max_payload": "max_payload",
          "max_connections": "max_connections", "max_subscriptions": "max_subscriptions",

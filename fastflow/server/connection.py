@@ -204,10 +204,28 @@ class DoorProtocol:
         if the door closed it (HTTP: idle keep-alive, slow requests)."""
         return False
 
+    def ended(self):
+        """The connection is gone (its subscriptions removed): what the door
+        does then (MQTT: the will, the session kept for its client)."""
+
+
+_NOT_PAUSED = frozenset()           # a connection's reasons to pause, while it has none
+
 
 class Connection(asyncio.Protocol):
     """One client connection, served by the door protocol ``door``
-    (a ``DoorProtocol`` subclass)."""
+    (a ``DoorProtocol`` subclass).
+
+    Slotted: a device fleet keeps many thousands of idle connections, and
+    every byte of one is paid that many times (docs/mqtt.md, "Memory")."""
+
+    __slots__ = ("server", "cfg", "flow", "loop", "id", "state", "transport", "peer",
+                 "peer_host", "tls", "name", "lang", "version", "user", "principal",
+                 "responses", "echo", "verbose", "subs", "tasks", "outbuf", "framing",
+                 "proto", "door", "parser", "parser_error", "handle", "_preauth", "_pend",
+                 "_flush_scheduled", "upgrading", "_pause", "_stash", "_timer", "started",
+                 "t0", "last_in", "last_ping", "pings_out", "write_paused", "in_msgs_py",
+                 "close_reason")
 
     def __init__(self, server, door):
         self.server = server
@@ -218,6 +236,7 @@ class Connection(asyncio.Protocol):
         self.state = ConnState.NEW
         self.transport = None
         self.peer = "?"
+        self.peer_host = "?"
         self.tls = None
         self.name = ""
         self.lang = ""
@@ -228,7 +247,7 @@ class Connection(asyncio.Protocol):
         self.echo = True
         self.verbose = False
         self.subs = {}                  # sid -> (WireTarget, pattern, queue)
-        self.tasks = set()              # replays, fetches, checks under way
+        self.tasks = None               # replays, fetches, checks under way (a set)
         self.outbuf = OutBuf(cfg.max_pending, self._on_data)
         # a burst routed within one tick (one big read of a publisher) is
         # written as it grows, not held until the tick ends: only what the
@@ -242,7 +261,7 @@ class Connection(asyncio.Protocol):
         self._pend = 0                  # pending output last counted in the server's total
         self._flush_scheduled = False
         self.upgrading = False          # a TLS handshake after a plain greeting is under way
-        self._pause = set()             # why reading is paused: "auth", "stall", "drain", "tls"
+        self._pause = _NOT_PAUSED       # why reading is paused: "auth", "stall", "drain", "tls"
         self._stash = None              # frames that came during an asynchronous CONNECT
         self._timer = None              # the auth timeout, then the close grace
         self.started = time.time()
@@ -320,10 +339,15 @@ class Connection(asyncio.Protocol):
         self.subs.clear()
         self._preauth_held(0)
         self._pending_now(0)
-        for task in list(self.tasks):
-            task.cancel()
-        self.tasks.clear()
+        if self.tasks:
+            for task in list(self.tasks):
+                task.cancel()
+            self.tasks.clear()
         self.server.remove_connection(self)
+        try:
+            self.proto.ended()
+        except Exception:
+            log.exception("client %d: the %s door's end failed", self.id, self.door)
 
     def close(self, code=None, message=None, rid=0, flush=True, grace=_CLOSE_GRACE):
         """Close the connection: the pending output (``flush``), then the
@@ -376,6 +400,8 @@ class Connection(asyncio.Protocol):
                 self.transport.pause_reading()
             except (RuntimeError, AttributeError):
                 pass
+        if self._pause is _NOT_PAUSED:
+            self._pause = set()
         self._pause.add(why)
 
     def resume(self, why):
@@ -422,9 +448,7 @@ class Connection(asyncio.Protocol):
             tr.set_write_buffer_limits(high=cfg.write_high_water, low=cfg.write_low_water)
         except (AttributeError, NotImplementedError):
             pass
-        self._pause.discard("tls")
-        if not self._pause and self.state < CLOSING:
-            tr.resume_reading()
+        self.resume("tls")
         if len(self.outbuf):
             self.flush()
 
@@ -738,6 +762,8 @@ class Connection(asyncio.Protocol):
         task.rid = rid
         task.stream = stream
         task.consumer = consumer
+        if self.tasks is None:
+            self.tasks = set()
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -768,7 +794,7 @@ class Connection(asyncio.Protocol):
              "dropped": sum(e[0].dropped for e in self.subs.values()),
              "uptime": round(now - self.t0, 3), "idle": round(now - self.last_in, 3),
              "pings_out": self.pings_out, "paused": sorted(self._pause),
-             "write_paused": self.write_paused, "tasks": len(self.tasks)}
+             "write_paused": self.write_paused, "tasks": len(self.tasks or ())}
         if subs:
             d["subs"] = [{"sid": sid, "subject": p, "queue": q, "delivered": t.delivered,
                           "dropped": t.dropped, "remaining": t.remaining}

@@ -469,9 +469,11 @@ class HttpProtocol(HttpResponder, DoorProtocol):
     HTTP's words for the lifecycle's errors (``HttpResponder``)."""
 
     def public(self, req):
-        # a webhook sink granting delivery proves itself with the URL's token
+        # a webhook sink granting delivery proves itself with the URL's token; an
+        # MQTT client over WebSocket with its CONNECT
         from fastflow.server.subscriptions import is_grant
-        return is_grant(req)
+        from fastflow.server.ws import mqtt_upgrade
+        return is_grant(req) or mqtt_upgrade(req)
 
     name = "http"
     ready_note = " (HTTP)"
@@ -816,6 +818,7 @@ HttpProtocol.routes = _ROUTES = {
     "events": {"POST": HttpProtocol._events_post, "GET": HttpProtocol._events_get,
                "OPTIONS": HttpProtocol._options},
     "ws": {"GET": HttpProtocol._ws, "OPTIONS": HttpProtocol._options},
+    "mqtt": {"GET": HttpProtocol._ws},          # (MQTT over WebSocket: docs/mqtt.md)
     "streams": {"GET": HttpProtocol._streams, "POST": HttpProtocol._streams,
                 "DELETE": HttpProtocol._streams, "OPTIONS": HttpProtocol._options},
     "subscriptions": {m: HttpProtocol._subscriptions

@@ -440,6 +440,7 @@ class MonitorServer:
             "proto": 1, "python": platform.python_version(), "loop": srv.loop_name,
             "core": "native" if COMPILED else "pure-Python", "pid": os.getpid(),
             "host": cfg.host, "port": srv.port, "nats_port": srv.nats_port,
+            "mqtt_port": srv.mqtt_port,
             "tls_required": cfg.tls,
             "tls_verify": cfg.tls_verify, "auth": srv.auth.describe(),
             "start": _rfc3339(srv.start_time), "now": _rfc3339(time.time()),
@@ -456,7 +457,7 @@ class MonitorServer:
             "max_payload", "max_control", "nats_max_control", "max_subscriptions", "max_pending",
             "max_pending_total", "max_connect", "max_preauth_bytes", "write_high_water",
             "write_low_water", "stall_timeout", "ping_interval", "max_pings_out",
-            "auth_timeout", "drain_timeout")}
+            "auth_timeout", "drain_timeout", "mqtt_max_queued")}
         d["limits"]["max_connections"] = srv.max_connections    # as the fd limit allows
         d["matcher"] = fs.get("matcher", {})
         d["flow"] = {k: fs[k] for k in (
@@ -586,6 +587,21 @@ class MonitorServer:
         one("fastflow_connections", "gauge", "Open client connections.", st["connections"])
         one("fastflow_nats_connections", "gauge", "Open client connections of the NATS door.",
             st["nats_connections"])
+        mq = st.get("mqtt")
+        if mq is not None:              # the MQTT door (docs/mqtt.md "Monitoring")
+            one("fastflow_mqtt_connections", "gauge", "Open client connections of the MQTT "
+                "door.", st["mqtt_connections"])
+            for key, kind, help_ in (
+                    ("sessions_live", "gauge", "MQTT sessions with their client connected."),
+                    ("sessions_away", "gauge", "MQTT sessions kept while their client is away."),
+                    ("subscriptions", "gauge", "MQTT subscriptions (filters) of all sessions."),
+                    ("retained", "gauge", "MQTT retained messages."),
+                    ("queued", "gauge", "MQTT QoS 1/2 messages waiting in sessions."),
+                    ("inflight", "gauge", "MQTT QoS 1/2 messages sent, not yet acknowledged."),
+                    ("dropped", "counter", "MQTT messages dropped at a full session queue."),
+                    ("too_large", "counter", "MQTT PUBLISHes over max_payload, dropped.")):
+                one("fastflow_mqtt_{}{}".format(key, "_total" if kind == "counter" else ""),
+                    kind, help_, mq[key])
         one("fastflow_connections_total", "counter", "Client connections accepted.",
             st["total_connections"])
         one("fastflow_connections_rejected_total", "counter",

@@ -485,8 +485,11 @@ class NatsProtocol(DoorProtocol):
         if limit and len(conn.subs) >= limit:    # live ones only: O(1)
             self.err(0, "maximum subscriptions exceeded")
             return
+        # (a client that did not say "headers": true in CONNECT gets plain
+        # MSGs, the headers left out, as nats-server does)
         conn.subscribe(sid, pattern, queue,
-                       NatsTarget(self.outbuf, sid, conn.echo, self.server.nats_headers))
+                       NatsTarget(self.outbuf, sid, conn.echo,
+                                  self.server.nats_headers if self.headers else None))
         self.ok()
 
     def _unsub(self, _op, sid, mx):

@@ -7,7 +7,8 @@ A subscription belongs to the user who made it; others do not see it
 (404, as for an unknown id) unless their permissions are unrestricted.
 Creating one needs the right to read its stream (the whole stream, or
 the routing subjects of ``config.subject``) and, for a ``fastflow:``
-NATS sink, to publish on its subject.
+NATS sink, to publish on its subject (MQTT3 / MQTT5: on the subject of
+its topic, as an MQTT client publishing there would need).
 """
 
 import json
@@ -82,6 +83,10 @@ def _check_rights(proto, principal, spec):
             spec.resource["sink"] == "fastflow:" and not perms.can_publish(
                 spec.settings["subject"]):
         why = "permission denied: publish to '{}'".format(spec.settings["subject"])
+    if why is None and spec.resource["protocol"] in ("MQTT3", "MQTT5") and \
+            not perms.can_publish(spec.settings["subject"]):
+        why = "permission denied: publish to MQTT topic '{}' (subject '{}')".format(
+            spec.settings["topic"], spec.settings["subject"])
     if why is None and spec.deadletter and not perms.can_publish(spec.deadletter):
         why = "permission denied: publish to '{}' (config.deadletter)".format(spec.deadletter)
     if why is not None:
@@ -239,7 +244,7 @@ def _filter_schema():
 
 def openapi_document():
     req_props = {
-        "protocol": {"type": "string", "enum": ["HTTP", "NATS"]},
+        "protocol": {"type": "string", "enum": ["HTTP", "NATS", "MQTT3", "MQTT5"]},
         "protocolsettings": {"type": "object"},
         "sink": {"type": "string", "format": "uri"},
         "sinkcredential": {

@@ -17,6 +17,16 @@ Two subprotocols:
   ``FrameParser`` reads it and ``NativeProtocol``'s handler table answers
   it (INFO, CONNECT, SUB, PUB, REPLAY, ...); each flush of the
   connection's output is one binary frame (``Connection.framing``).
+- ``mqtt`` (and ``mqttv3.1``, what older clients ask for): MQTT (docs/mqtt.md,
+  MQTT 5.0 section 6) the same way, served by ``MqttProtocol``; also at
+  ``GET /mqtt``, where it is the default.
+
+The last two are one mechanism: a *byte-stream door* (``STREAM_DOORS``:
+subprotocol -> its ``DoorProtocol``) runs inside the WebSocket connection
+as it would on its own port.  The payload of the client's binary messages
+goes to the door's parser (a packet may span messages, a message may hold
+several), its handler table answers, and what it and its wire targets
+write is framed per flush.
 
 The client's frames are cut by websockets' sans-I/O ``Protocol`` (masking,
 fragmentation, control frames, UTF-8 of close reasons, the size limit);
@@ -50,17 +60,33 @@ from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullErr
 from fastflow.event import from_json, from_json_batch
 from fastflow.protocol import error_code
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
-from fastflow.server.http import HttpError, response_head
+from fastflow.server.http import HttpError, credentials, response_head
 from fastflow.server.native import NativeProtocol
 
-__all__ = ("CLOUDEVENTS_JSON", "FASTFLOW", "WsError", "WsParser", "WsProtocol", "close_frame",
-           "upgrade")
+__all__ = ("CLOUDEVENTS_JSON", "FASTFLOW", "MQTT", "MQTT_PATH", "WsError", "WsParser",
+           "WsProtocol", "close_frame", "mqtt_upgrade", "upgrade")
 
 log = logging.getLogger("fastflow.server")
 
 CLOUDEVENTS_JSON = "cloudevents.json"
 FASTFLOW = "fastflow"
-SUBPROTOCOLS = (CLOUDEVENTS_JSON, FASTFLOW)     # the server's preference, when a client offers both
+MQTT = "mqtt"
+MQTT_31 = "mqttv3.1"                    # (the name clients of MQTT 3.1 offer)
+SUBPROTOCOLS = (CLOUDEVENTS_JSON, FASTFLOW, MQTT, MQTT_31)  # (the client's order decides)
+MQTT_PATH = "mqtt"                      # GET /mqtt: where MQTT clients look by default
+
+
+def _native_door():
+    return NativeProtocol
+
+
+def _mqtt_door():
+    from fastflow.server.mqtt import MqttProtocol
+    return MqttProtocol
+
+
+# the byte-stream doors a WebSocket can carry: subprotocol -> its DoorProtocol class
+STREAM_DOORS = {FASTFLOW: _native_door, MQTT: _mqtt_door, MQTT_31: _mqtt_door}
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 
 # close codes (RFC 6455 section 7.4.1; 1013: the IANA registry)
@@ -75,9 +101,15 @@ TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 
-# the lifecycle's error codes (fastflow.protocol.ErrorCode) as close codes
+# the lifecycle's error codes (fastflow.protocol.ErrorCode) as close codes; and MQTT 5
+# reason codes (0x80-0xA2: the MQTT door's DISCONNECT, in the last message, says which)
 _CLOSE_CODES = {400: PROTOCOL_ERROR, 401: POLICY, 403: POLICY, 408: POLICY, 413: TOO_BIG,
-                429: TRY_AGAIN_LATER, 431: TOO_BIG, 500: INTERNAL_ERROR, 503: TRY_AGAIN_LATER}
+                429: TRY_AGAIN_LATER, 431: TOO_BIG, 500: INTERNAL_ERROR, 503: TRY_AGAIN_LATER,
+                0x81: PROTOCOL_ERROR, 0x82: PROTOCOL_ERROR, 0x8F: PROTOCOL_ERROR,
+                0x90: PROTOCOL_ERROR, 0x93: PROTOCOL_ERROR, 0x94: PROTOCOL_ERROR,
+                0x86: POLICY, 0x87: POLICY, 0x8D: POLICY, 0x8E: NORMAL, 0x95: TOO_BIG,
+                0x97: TRY_AGAIN_LATER}
+_MQTT_REASONS = range(0x80, 0xA3)       # (the others: 1008)
 
 _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 1, 2, 8, 9, 10
 _U16 = struct.Struct("!H")
@@ -93,7 +125,7 @@ _MAX_SID = 256                          # characters of a subscription id
 _REFUSAL_BURST = 64                     # refused messages a socket may send at once ...
 _REFUSAL_RATE = 8.0                     # ... and per second after that; then 1008
 _QUERY_JSON = frozenset(("subject", "queue", "publish", "echo", "access_token"))
-_QUERY_FASTFLOW = frozenset(("access_token",))
+_QUERY_STREAM = frozenset(("access_token",))       # (a byte-stream door's URL)
 _JSON_SPACE = b" \t\r\n"            # what may come before a JSON text's first character
 
 
@@ -109,7 +141,7 @@ def close_frame(code, reason=""):
 
 
 def _binary_frame(data):
-    """One flush of the ``fastflow`` subprotocol's output as one binary frame."""
+    """One flush of a byte-stream door's output as one binary frame."""
     return ws_frame_head(_OP_BINARY, len(data)) + data
 
 
@@ -154,7 +186,7 @@ def _framing_error(exc):
 
 def _inner_attr(name):
     """A parser attribute the shared Connection sets (the publish
-    permissions): the native parser's when there is one."""
+    permissions): the inner door's parser's when there is one."""
     own = "_" + name
 
     def get(self):
@@ -173,20 +205,24 @@ def _inner_attr(name):
 class WsParser:
     """The client's frames -> entries: ``(_TEXT, bytes)`` per complete text
     message, ``(_PING, payload)``, ``(_PONG, payload)``, ``(_CLOSE, code,
-    reason)``; with a native parser ``inner`` (subprotocol ``fastflow``),
-    the payload of every binary frame goes to it and its entries come out
-    in order.  A stream that breaks RFC 6455 raises ``WsError`` (a binary
-    message without ``inner``, or a text one with it: 1003), the native
-    parser's ``ProtocolError`` passes through; either way ``frames`` holds
-    the entries before it and the parser takes no more input.
+    reason)``; with the parser ``inner`` of a byte-stream door (subprotocol
+    ``fastflow``, ``mqtt``: ``subprotocol``), the payload of every binary
+    frame goes to it and its entries come out in order.  A stream that
+    breaks RFC 6455 raises ``WsError`` (a binary message without ``inner``,
+    or a text one with it: 1003), the inner parser's errors (``inner_error``)
+    pass through; either way ``frames`` holds the entries before it and the
+    parser takes no more input.
 
     It stands where the shared Connection expects a door's parser: the
-    counters and the publish permissions are the native parser's when
+    counters and the publish permissions are the inner parser's when
     there is one."""
 
-    def __init__(self, max_message, inner=None):
+    def __init__(self, max_message, inner=None, inner_error=ProtocolError,
+                 subprotocol=FASTFLOW):
         self._ws = Protocol(Side.SERVER, state=State.OPEN, max_size=max_message)
         self.inner = inner
+        self.subprotocol = subprotocol
+        self._errors = (WsError, inner_error)
         self._parts = None              # the text message being assembled (fragments)
         self._kind = None               # the opcode of the message being received
         self.dead = False
@@ -253,8 +289,9 @@ class WsParser:
                         self._kind = None
                 elif op is Opcode.TEXT:
                     if inner is not None:
-                        raise WsError(UNSUPPORTED_DATA, "a text message on subprotocol "
-                                                        "'fastflow' (binary messages only)")
+                        raise WsError(UNSUPPORTED_DATA, "a text message on subprotocol {!r} "
+                                                        "(binary messages only)".format(
+                                                            self.subprotocol))
                     if f.fin:
                         out.append((_TEXT, f.data))
                         self.messages += 1
@@ -277,10 +314,10 @@ class WsParser:
                     out.append((_CLOSE, close.code, close.reason))
                     self.dead = True
                     break
-        except (WsError, ProtocolError) as exc:
+        except self._errors as exc:
             self.frames_in += len(frames)
             self.dead = True
-            exc.frames = out + (exc.frames or []) if isinstance(exc, ProtocolError) else out
+            exc.frames = out if isinstance(exc, WsError) else out + (exc.frames or [])
             raise
         self.frames_in += len(frames)
         if ws.parser_exc is not None and not self.dead:
@@ -304,8 +341,9 @@ class _Refusal(Exception):
 
 class WsProtocol(DoorProtocol):
     """A WebSocket connection (after the upgrade): its parser (``WsParser``)
-    and, by subprotocol, the JSON messages' handlers or the native
-    protocol's (``self.native``, a ``NativeProtocol`` on this connection)."""
+    and, by subprotocol, the JSON messages' handlers or those of a
+    byte-stream door (``self.inner``: the ``NativeProtocol`` or
+    ``MqttProtocol`` of this connection, ``STREAM_DOORS``)."""
 
     name = "ws"
     ready_note = " (WebSocket)"
@@ -322,14 +360,16 @@ class WsProtocol(DoorProtocol):
         self._budget = float(_REFUSAL_BURST)
         self._budget_t = self.loop.time()
         self._progress = (0, 0.0)       # (frames_in, when) at the last tick with partial input
-        if subprotocol == FASTFLOW:
-            self.native = NativeProtocol(conn)
-            self.native.upgrade_principal = principal
-            self.parser = WsParser(max_message, self.native.parser)
-            self.parser_error = (WsError, ProtocolError)
-            self.handle = self._handle_native
+        door = STREAM_DOORS.get(subprotocol)
+        if door is not None:
+            inner = self.inner = door()(conn)
+            # (a CONNECT without credentials takes those of the upgrade request)
+            inner.upgrade_principal = principal
+            self.parser = WsParser(max_message, inner.parser, inner.parser_error, subprotocol)
+            self.parser_error = (WsError, inner.parser_error)
+            self.handle = self._handle_inner
         else:
-            self.native = None
+            self.inner = None
             self.parser = WsParser(max_message)
             self.parser_error = WsError
             self.handle = self._handle_json
@@ -352,22 +392,29 @@ class WsProtocol(DoorProtocol):
                 pass
 
     def greet(self):
-        if self.native is not None:
-            self.native.greet()
+        if self.inner is not None:
+            self.inner.greet()
 
     def ping(self):
+        if self.subprotocol in (MQTT, MQTT_31):
+            # (MQTT's keep-alive is the client's PINGREQ, on every transport:
+            # a pong would keep a client alive whose MQTT side is silent)
+            self.inner.ping()
+            return
         self._control(ws_frame_head(_OP_PING, 0))
 
     def close_data(self, code, message, rid):
         self.close_sent = True
         out = b""
         if code < 1000:                 # the lifecycle's code (fastflow.protocol.ErrorCode)
-            if self.native is not None:
-                out = _binary_frame(self.native.close_data(code, message, rid))
+            if self.inner is not None:
+                out = self.inner.close_data(code, message, rid)
+                out = _binary_frame(out) if out else b""
             if code == 408 and "stale" in message:
                 code = GOING_AWAY       # (nats-server: a stale connection "goes away")
             else:
-                code = _CLOSE_CODES.get(code, INTERNAL_ERROR)
+                code = _CLOSE_CODES.get(code, POLICY if code in _MQTT_REASONS
+                                        else INTERNAL_ERROR)
         return out + close_frame(code, message)
 
     def goodbye(self):
@@ -376,38 +423,53 @@ class WsProtocol(DoorProtocol):
         self.close_sent = True
         if self._goodbye is not None:
             return self._goodbye
+        # (the inner door's last words first: an MQTT 5 DISCONNECT when the server stops)
+        last = self.inner.goodbye() if self.inner is not None else b""
+        last = _binary_frame(last) if last else b""
         if self.server.stopping:
-            return close_frame(GOING_AWAY, "the server is shutting down")
-        return close_frame(NORMAL)
+            return last + close_frame(GOING_AWAY, "the server is shutting down")
+        return last + close_frame(NORMAL)
 
     def err(self, code, message, rid=0):
-        if self.native is not None:
-            self.native.err(code, message, rid)
+        if self.inner is not None:
+            self.inner.err(code, message, rid)
         else:
             self.outbuf.write(_text_frame({"op": "error", "code": code, "message": message}))
 
     def protocol_error(self, exc):
         if isinstance(exc, WsError):
             return exc.code, exc.message
-        return exc.code, str(exc)       # the native parser's (in the close frame's reason too)
+        return self.inner.protocol_error(exc)   # (its message in the close frame's reason too)
 
     def options(self, req):
-        if self.native is not None:
-            self.native.options(req)
+        if self.inner is not None:
+            self.inner.options(req)
 
     def welcome(self, rid):
-        if self.native is not None:
-            self.native.welcome(rid)
+        if self.inner is not None:
+            self.inner.welcome(rid)
 
     def stats(self, d):
         d["subprotocol"] = self.subprotocol
         if self.publish_to is not None:
             d["publish"] = self.publish_to
+        if self.inner is not None:
+            self.inner.stats(d)
+
+    def ended(self):
+        if self.inner is not None:
+            self.inner.ended()
 
     def tick(self, now):
         """Close a connection whose frame or message has not completed
         within ``http_request_timeout`` while nothing else arrived (a
-        slow-drip sender holding buffered input)."""
+        slow-drip sender holding buffered input); then the inner door's
+        own (MQTT: keep-alive)."""
+        if self._stalled_frame(now):
+            return True
+        return self.inner is not None and self.inner.tick(now)
+
+    def _stalled_frame(self, now):
         p = self.parser
         if not p.buffered:
             self._progress = (p.frames_in, 0.0)
@@ -441,16 +503,16 @@ class WsProtocol(DoorProtocol):
             conn.close()
         # (_PONG: any input already counts as liveness)
 
-    # -- subprotocol fastflow: the native protocol's handlers ----------------------------------
+    # -- a byte-stream door's handlers (subprotocols fastflow, mqtt) -----------------------------
 
-    def _handle_native(self, items):
+    def _handle_inner(self, items):
         run = []
         conn = self.conn
-        native = self.native
+        inner = self.inner
         for item in items:
             if type(item[0]) is str and item[0].startswith("ws."):
                 if run:
-                    native.handle(run)
+                    inner.handle(run)
                     run = []
                 if conn.state >= CLOSING:
                     return
@@ -458,7 +520,7 @@ class WsProtocol(DoorProtocol):
             else:
                 run.append(item)
         if run and conn.state < CLOSING:
-            native.handle(run)
+            inner.handle(run)
 
     # -- subprotocol cloudevents.json ---------------------------------------------------------
 
@@ -747,13 +809,36 @@ def _accept(key):
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode()
 
 
-def _choose(offered):
+def _spoken(server, path):
+    """The subprotocols spoken on ``path`` (``/ws``, ``/mqtt``): MQTT's
+    only while the MQTT door is on and ``mqtt.ws`` is true."""
+    mqtt = server.mqtt_sessions is not None and server.config.mqtt_ws
+    if path.split("/", 2)[1] == MQTT_PATH:
+        return (MQTT, MQTT_31) if mqtt else ()
+    return SUBPROTOCOLS if mqtt else (CLOUDEVENTS_JSON, FASTFLOW)
+
+
+def _choose(offered, spoken):
     """The subprotocol for a ``Sec-WebSocket-Protocol`` offer: the client's
-    first that the server speaks."""
+    first that is ``spoken``."""
     for p in offered:
-        if p in SUBPROTOCOLS:
+        if p in spoken:
             return p
     return None
+
+
+def mqtt_upgrade(req):
+    """Whether ``req`` asks for MQTT over WebSocket without credentials of
+    its own: the MQTT CONNECT has them (the HTTP door lets it through
+    unchecked)."""
+    if req.path.split("/", 2)[1] != MQTT_PATH:
+        offered = req.headers.get("sec-websocket-protocol")
+        if not offered or not {MQTT, MQTT_31} & {p.strip() for p in offered.split(",")}:
+            return False
+    try:
+        return credentials(req) is None
+    except HttpError:
+        return False
 
 
 def upgrade(http, req, principal):
@@ -797,15 +882,28 @@ def upgrade(http, req, principal):
                              .format(origin[:200]), close=close)
     offered = [p.strip() for p in (h.get("sec-websocket-protocol") or "").split(",")
                if p.strip()]
-    chosen = _choose(offered)
+    spoken = _spoken(http.server, req.path)
+    if not spoken:
+        raise HttpError(404, "no MQTT over WebSocket here: the MQTT door is off (mqtt.port) "
+                             "or mqtt.ws is false", close=close)
+    chosen = _choose(offered, spoken)
     if offered and chosen is None:
         raise HttpError(400, "none of the subprotocols offered ({}) is spoken here: {}".format(
-            ", ".join(offered)[:200], ", ".join(SUBPROTOCOLS)), close=close)
-    subprotocol = chosen or CLOUDEVENTS_JSON
+            ", ".join(offered)[:200], ", ".join(spoken)), close=close)
+    subprotocol = chosen or spoken[0]
+    stream = subprotocol in STREAM_DOORS
+    principal_in = principal
+    if credentials(req) is None:
+        if subprotocol in (MQTT, MQTT_31):
+            principal_in = None         # (the CONNECT logs in: mqtt_upgrade let it through)
+        elif http.auth.required:
+            # (let through unchecked for the mqtt it offered, but another was chosen)
+            raise HttpError(401, "authentication required: Authorization: Bearer <token> or "
+                                 "Basic, or ?access_token=", http.challenges, close=close)
 
     # the URL: cloudevents.json subscriptions and options
     pairs = parse_qsl(req.query, keep_blank_values=True)
-    known = _QUERY_FASTFLOW if subprotocol == FASTFLOW else _QUERY_JSON
+    known = _QUERY_STREAM if stream else _QUERY_JSON
     for k, _v in pairs:
         if k not in known:
             raise HttpError(400, "unknown query parameter {!r} for subprotocol {} ({})".format(
@@ -824,7 +922,7 @@ def upgrade(http, req, principal):
     if echo not in ("true", "false", "1", "0"):
         raise HttpError(400, "?echo is true or false, got {!r}".format(echo[:32]), close=close)
 
-    ws = WsProtocol(conn, subprotocol, principal, publish_to, http.lineage,
+    ws = WsProtocol(conn, subprotocol, principal_in, publish_to, http.lineage,
                     max(cfg.http_max_body, cfg.max_payload + cfg.max_control + 64))
     if conn.principal is not principal:     # (this request's credentials, not an earlier one's)
         conn._set_principal(principal)
@@ -851,9 +949,9 @@ def upgrade(http, req, principal):
     conn.switch(ws)
     ws.parser.bytes_in = http.parser.bytes_in - len(rest)
     conn.close_reason = None
-    if subprotocol == FASTFLOW:
+    if stream:
         conn.framing = _binary_frame
-        conn.expect_connect()           # the native protocol: INFO, then the client's CONNECT
+        conn.expect_connect()           # (native: INFO, then the client's CONNECT; MQTT: CONNECT)
         ws.greet()
     else:
         conn.echo = echo in ("true", "1")

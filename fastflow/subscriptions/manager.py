@@ -1,5 +1,5 @@
 """The subscription manager: Subscriptions-API subscriptions over the
-engine's streams, delivered to webhooks (HTTP) or NATS subjects.
+engine's streams, delivered to webhooks (HTTP), NATS subjects or MQTT topics.
 
 How events reach a subscription
 -------------------------------
@@ -37,6 +37,8 @@ import threading
 import time
 from collections import deque
 
+from fastflow._files import atomic_write as _atomic_write
+from fastflow._files import fsync_dir as _fsync_dir
 from fastflow._impl import Matcher, events_from_batch, sink_record
 from fastflow.subscriptions.filters import FilterError, FilterIndex
 from fastflow.subscriptions.model import parse
@@ -65,28 +67,6 @@ def outgoing(sub, ev):
     feeds itself (``Flow(hop_limit=...)``).  The same record the index
     makes when it delivers itself (``SubscriptionIndex.set_sink``)."""
     return sink_record(ev.routing_subject, ev.encode(), sub.loops)
-
-
-def _fsync_dir(d):
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path, text, d):
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        data = text.encode()
-        while data:
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(d)
 
 
 class SubscriptionLimit(Exception):
@@ -153,7 +133,7 @@ class _Sub:
         self.sink = None
         self.inline = None              # this engine's subject: delivered as it is read
         self.decided = False            # the index's lookup is the whole filter
-        self.loops = False              # a stream captures its inline subject: add a hop
+        self.loops = False              # a stream captures its target subject: add a hop
         self._matched = self._delivered = self.failed = self.dead = self.lost = 0
         self.retried = 0
         self.last_error = None
@@ -205,8 +185,9 @@ class SubscriptionManager:
 
     def __init__(self, flow, data_dir=None, *, max_subscriptions=100000, max_per_owner=10000,
                  sink_allowed=None, origin=None, save_interval=0.5, webhook_defaults=None,
-                 callback_base=None):
+                 callback_base=None, mqtt=None):
         self.flow = flow
+        self.mqtt = mqtt                # the MQTT door's MqttSessions (retained messages), or None
         self.data_dir = data_dir
         self.max_subscriptions = max_subscriptions
         self.max_per_owner = max_per_owner
@@ -315,13 +296,18 @@ class SubscriptionManager:
                 and importlib.util.find_spec("nats") is None:
             raise FilterError("sink", "delivery to a NATS server needs nats-py on this server "
                               "(pip install 'fastflow[nats]')")
-        if spec.resource["protocol"] == "NATS" and spec.resource["sink"] == "fastflow:":
+        if spec.resource["protocol"] in ("NATS", "MQTT3", "MQTT5") \
+                and spec.resource["sink"] == "fastflow:":
             subject = spec.settings["subject"]
             m = Matcher(cache_size=0)
             for p in streams[spec.stream]:
                 m.add(p, p)
             if m.match(subject):
-                raise FilterError("protocolsettings.subject", "{!r} is captured by stream {!r}, "
+                field = "protocolsettings.subject"
+                if spec.resource["protocol"] != "NATS":
+                    field = "protocolsettings.topicname"
+                    subject = spec.settings["topic"]
+                raise FilterError(field, "{!r} is captured by stream {!r}, "
                                   "which this subscription reads: every delivery would come "
                                   "back to it".format(subject, spec.stream))
         return spec
@@ -482,7 +468,10 @@ class SubscriptionManager:
             for p in st.subjects:
                 m.add(p, st.name)
         for s in self.subs.values():
-            loops = s.inline is not None and bool(m.match(s.inline))
+            target = s.inline
+            if target is None and s.spec.resource["protocol"] in ("MQTT3", "MQTT5"):
+                target = s.spec.settings["subject"]     # (through the MQTT door)
+            loops = target is not None and bool(m.match(target))
             if loops != s.loops:
                 s.loops = loops
                 if s.reader is not None:
@@ -743,6 +732,19 @@ class SubscriptionManager:
             return await sub.sink.deliver(batch)
         subject = spec.settings["subject"]
         sink = spec.resource["sink"]
+        protocol = spec.resource["protocol"]
+        if protocol in ("MQTT3", "MQTT5"):
+            # a message on the topic, through this server's MQTT door
+            from fastflow.server.mqtt import subscription_message
+
+            settings = spec.settings
+            publish = self.flow.publish_record
+            for ev in batch:
+                rec, payload, props = subscription_message(ev, protocol, settings, sub.loops)
+                if settings["retain"] and self.mqtt is not None:
+                    self.mqtt.retain(subject, settings["topic"], payload, settings["qos"], props)
+                publish(subject, rec)
+            return ["delivered"] * len(batch)
         if sink == "fastflow:":
             publish = self.flow.publish_record
             for ev in batch:

@@ -14,7 +14,10 @@ fastflow's words for the open parts of the resource:
 - ``protocol``: ``HTTP`` (webhook delivery to ``sink``, an http(s) URL)
   or ``NATS`` (``sink`` is ``fastflow:`` for this engine, or a
   ``nats://`` URL; ``protocolsettings.subject`` is the subject to
-  publish on).
+  publish on), or ``MQTT3`` / ``MQTT5`` (``sink`` is ``fastflow:``: this
+  server's MQTT door; ``protocolsettings`` the specification's
+  ``topicname``, ``qos``, ``retain``, and for MQTT5 ``expiry`` and
+  ``userproperties``).
 - ``protocolsettings`` for HTTP: ``headers`` (added to each request),
   ``method`` (``POST``, the default, or ``PUT``), and fastflow's
   ``mode`` (``binary``, ``structured`` or ``batch``), ``maxbatch``,
@@ -30,13 +33,16 @@ from fastflow.subscriptions.filters import FilterError, _kind, compile_filter
 
 __all__ = ("PROTOCOLS", "Spec", "parse")
 
-PROTOCOLS = ("HTTP", "NATS")
+PROTOCOLS = ("HTTP", "NATS", "MQTT3", "MQTT5")
 KNOWN_PROTOCOLS = ("HTTP", "MQTT3", "MQTT5", "AMQP", "NATS", "KAFKA")
 FIELDS = ("id", "source", "types", "config", "filters", "sink", "sinkcredential", "protocol",
           "protocolsettings")
 CONFIG_KEYS = ("stream", "start", "subject", "deadletter")
 HTTP_SETTINGS = ("headers", "method", "mode", "maxbatch", "timeout", "maxinflight",
                  "maxretries", "handshake")
+MQTT_SETTINGS = ("topicname", "qos", "retain", "expiry", "userproperties")
+MAX_USER_PROPERTIES = 32
+MAX_MQTT_STR = 65535            # bytes of an MQTT string
 MAX_TYPES = 1024
 MAX_HEADERS = 32
 MAX_URL = 2048
@@ -156,6 +162,69 @@ def _http_settings(ps):
     return out
 
 
+def _mqtt_str(v, field):
+    v = _text(v, field, empty=True, limit=MAX_MQTT_STR)
+    if len(v.encode("utf-8", "surrogatepass")) > MAX_MQTT_STR:
+        raise FilterError(field, "longer than {} bytes (an MQTT string)".format(MAX_MQTT_STR))
+    if any("\ud800" <= c <= "\udfff" for c in v):
+        raise FilterError(field, "holds a lone surrogate (not UTF-8)")
+    return v
+
+
+def _mqtt_settings(protocol, ps):
+    """The delivery settings of an MQTT3 / MQTT5 subscription: ``subject``
+    (the topic's), ``topic``, ``qos`` (default 1, as the specification
+    says), ``retain`` (default false), ``expiry`` (seconds, or None) and
+    ``userproperties`` (a list of pairs); the last two MQTT5 only."""
+    from fastflow.mqtt import mqtt_topic_to_subject
+
+    for k in ps:
+        if k not in MQTT_SETTINGS:
+            raise FilterError("protocolsettings." + str(k)[:64], "unknown MQTT setting (known: {})"
+                              .format(", ".join(MQTT_SETTINGS)))
+    topic = ps.get("topicname")
+    if topic is None:
+        raise FilterError("protocolsettings.topicname", "required for {}: the MQTT topic to "
+                          "publish to".format(protocol))
+    topic = _mqtt_str(topic, "protocolsettings.topicname")
+    try:
+        subject = mqtt_topic_to_subject(topic)
+    except (SubjectError, ValueError) as exc:
+        raise FilterError("protocolsettings.topicname", str(exc)) from None
+    qos = ps.get("qos", 1)
+    if type(qos) is not int or qos not in (0, 1, 2):
+        raise FilterError("protocolsettings.qos", "expected 0, 1 or 2, got {!r}".format(qos))
+    retain = ps.get("retain", False)
+    if type(retain) is not bool:
+        raise FilterError("protocolsettings.retain", "expected true or false, got {}".format(
+            _kind(retain)))
+    expiry = ps.get("expiry")
+    if expiry is not None:
+        if protocol != "MQTT5":
+            raise FilterError("protocolsettings.expiry", "MQTT 5.0 only (a message expiry "
+                              "interval): use protocol MQTT5")
+        if type(expiry) is not int or not 0 <= expiry <= 0xFFFFFFFF:
+            raise FilterError("protocolsettings.expiry", "expected seconds 0..4294967295, got "
+                              "{!r}".format(expiry))
+    up = ps.get("userproperties")
+    pairs = []
+    if up is not None:
+        if protocol != "MQTT5":
+            raise FilterError("protocolsettings.userproperties", "MQTT 5.0 only (user "
+                              "properties): use protocol MQTT5")
+        if not isinstance(up, dict):
+            raise FilterError("protocolsettings.userproperties", "expected an object of name "
+                              "to value, got {}".format(_kind(up)))
+        if len(up) > MAX_USER_PROPERTIES:
+            raise FilterError("protocolsettings.userproperties", "more than {} user properties"
+                              .format(MAX_USER_PROPERTIES))
+        for name, value in up.items():
+            at = "protocolsettings.userproperties.{}".format(str(name)[:64])
+            pairs.append((_mqtt_str(name, at), _mqtt_str(value, at)))
+    return {"subject": subject, "topic": topic, "qos": qos, "retain": retain,
+            "expiry": expiry, "userproperties": pairs}
+
+
 def parse(body, streams, sink_allowed=None):
     """Validate a Subscription request ``body`` (a decoded JSON object)
     against the server's ``streams`` (name -> subjects); returns a
@@ -207,6 +276,12 @@ def parse(body, streams, sink_allowed=None):
             if why:
                 raise FilterError("sink", why)
         s.settings = _http_settings(ps)
+    elif protocol in ("MQTT3", "MQTT5"):
+        if sink != "fastflow:":
+            raise FilterError("sink", "an {} sink is 'fastflow:' (this server's MQTT door; "
+                              "a remote MQTT broker is not delivered to), got {!r}".format(
+                                  protocol, sink[:200]))
+        s.settings = _mqtt_settings(protocol, ps)
     else:
         if sink != "fastflow:" and (u.scheme != "nats" or not u.hostname):
             raise FilterError("sink", "a NATS sink is 'fastflow:' (this engine) or a nats:// "

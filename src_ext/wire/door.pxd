@@ -21,6 +21,9 @@ cdef class DoorParser:
     cdef readonly int64_t pubs_in
     cdef public int64_t denied             # (the HTTP door counts its refusals in Python)
     cdef object failed                     # the error that stopped the parser
+    cdef char *rec                         # the record of a publish being routed
+    cdef Py_ssize_t rcap
+    cdef uint8_t rec_flags                 # record flags of its publishes (MQTT: EVF_MQTT)
 
     cdef list _feed(self, object data)
     cdef int _keep(self, const char *p, Py_ssize_t n) except -1
@@ -29,3 +32,5 @@ cdef class DoorParser:
     cdef object _pub_subject(self, const char *s, Py_ssize_t sn)
     cdef object _subject_str(self, const char *s, Py_ssize_t sn)
     cdef int _allowed(self, object subject) except -1
+    cdef int _publish_default(self, object subject, const char *r, Py_ssize_t rn,
+                              const char *d, Py_ssize_t dn) except -1

@@ -16,6 +16,7 @@ cdef class DoorParser:
 
     def __dealloc__(self):
         free(self.buf)
+        free(self.rec)
 
     @property
     def buffered(self):
@@ -48,7 +49,7 @@ cdef class DoorParser:
                 if used:
                     memmove(self.buf, self.buf + used, self.n - used)
                     self.n -= used
-        except (ProtocolError, NatsError, HttpError) as exc:
+        except (ProtocolError, NatsError, HttpError, MqttError) as exc:
             # the ops before the bad one were handled: hand them over too;
             # the stream cannot be resynchronised, so the parser stops here
             exc.frames = out
@@ -84,6 +85,27 @@ cdef class DoorParser:
 
     cdef object _subject_str(self, const char *s, Py_ssize_t sn):
         raise NotImplementedError
+
+    cdef int _publish_default(self, object subject, const char *r, Py_ssize_t rn,
+                              const char *d, Py_ssize_t dn) except -1:
+        """Route data ``d[:dn]`` published on ``subject`` (reply ``r[:rn]``)
+        as an event with the defaults (a new id, the flow's source, type =
+        the subject), made in this parser's record buffer: a NATS PUB, a
+        plain MQTT PUBLISH.  The router's errors go to the caller."""
+        global _id_counter
+        cdef Router rt = self.router
+        cdef Py_ssize_t srcn = PyBytes_GET_SIZE(rt.source_b)
+        cdef Py_ssize_t rlen = EV_HEADER + EV_GENID + srcn + dn
+        cdef char *b
+        _grow(<void **>&self.rec, &self.rcap, rlen, 1, 4096)
+        b = self.rec
+        _id_counter += 1
+        b += _ev_default_head(b, _id_counter, PyBytes_AS_STRING(rt.source_b), srcn, 0)
+        self.rec[1] = <char>(<uint8_t>self.rec[1] | self.rec_flags)
+        if dn:
+            memcpy(b, d, dn)
+        rt._publish_wire(subject, r, rn, self.rec, rlen, self.out, True)
+        return 0
 
     cdef int _allowed(self, object subject) except -1:
         """0 if the publish permissions refuse ``subject`` (it must be valid)."""

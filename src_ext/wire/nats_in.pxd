@@ -1,8 +1,6 @@
 # The interface of nats_in.pyx's class (the bodies and docstrings are there).
 
 cdef class NatsParser(DoorParser):
-    cdef char *rec                          # the record of a PUB being routed
-    cdef Py_ssize_t rcap
     cdef readonly int64_t ops_in
 
     cdef object _malformed_before(self)

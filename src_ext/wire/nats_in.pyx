@@ -123,9 +123,6 @@ cdef class NatsParser(DoorParser):
         self.max_payload = max_payload
         self.max_control = max_control
 
-    def __dealloc__(self):
-        free(self.rec)
-
     cdef object _malformed_before(self):
         return NatsError(self.failed.text, 'the stream was malformed before: {}'.format(
             self.failed))
@@ -302,13 +299,9 @@ cdef class NatsParser(DoorParser):
     cdef int _route(self, const char *s, Py_ssize_t sn, const char *r, Py_ssize_t rn,
                     const char *d, Py_ssize_t dn, list out) except -1:
         """A PUB: an event with the defaults, routed; problems go to ``out``."""
-        global _id_counter
         cdef object subject
         cdef Router rt = self.router
-        cdef Py_ssize_t srcn = PyBytes_GET_SIZE(rt.source_b)
-        cdef Py_ssize_t rlen = EV_HEADER + EV_GENID + srcn + dn
         cdef int64_t before
-        cdef char *b
         subject = self._pub_subject(s, sn)
         if rn:
             _nats_str(r, rn, 'reply subject')      # (a Parser Error, as on the other path)
@@ -322,15 +315,9 @@ cdef class NatsParser(DoorParser):
             except SubjectError:
                 out.append(('error', 'Invalid Publish Subject'))
                 return 0
-        _grow(<void **>&self.rec, &self.rcap, rlen, 1, 4096)
-        b = self.rec
-        _id_counter += 1
-        b += _ev_default_head(b, _id_counter, PyBytes_AS_STRING(rt.source_b), srcn, 0)
-        if dn:
-            memcpy(b, d, dn)
         before = rt.n_delivered
         try:
-            rt._publish_wire(subject, r, rn, self.rec, rlen, self.out, True)
+            self._publish_default(subject, r, rn, d, dn)
         except SubjectError:
             out.append(('error', 'Invalid Publish Subject'))
             return 0

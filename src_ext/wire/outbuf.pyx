@@ -38,7 +38,7 @@ cdef class OutBuf:
                 if self.n == 0 and self.on_data is not None:
                     self.on_data()
             return NULL
-        _grow(<void **>&self.buf, &self.cap, self.n + size, 1, OUTBUF_MIN)
+        _grow(<void **>&self.buf, &self.cap, self.n + size, 1, OUTBUF_FIRST)
         return self.buf + self.n
 
     cdef inline int _wrote(self, Py_ssize_t size, bint was_empty, bint msg) except -1:

@@ -6,6 +6,7 @@ cdef enum:
     FR_VERSION = 1
     FR_MIN_SIZE = 12                # size field minimum (header after the size)
     OUTBUF_MIN = 65536
+    OUTBUF_FIRST = 1024             # an OutBuf's first allocation (an idle connection keeps it)
 
 cdef enum Op:
     OP_INFO = 1

@@ -5,7 +5,7 @@ router's ``publish_wire``; each protocol's parser (native_in.py,
 nats_in.py) cuts its own ops.
 """
 
-from fastflow._ref.event import _c_int64, _c_ssize, _record_bytes, _ro
+from fastflow._ref.event import _c_int64, _c_ssize, _record_bytes, _ro, _ssize
 from fastflow._ref.matcher import Matcher
 from fastflow._ref.wire.outbuf import OutBuf, _typed, _typed_arg
 
@@ -135,29 +135,9 @@ class DoorParser:
     def pub_deny(self, v):
         self._pub_deny = _typed(v, Matcher)
 
-    @property
-    def max_payload(self):
-        return self._max_payload
-
-    @max_payload.setter
-    def max_payload(self, v):
-        self._max_payload = _c_ssize(v)
-
-    @property
-    def max_control(self):
-        return self._max_control
-
-    @max_control.setter
-    def max_control(self, v):
-        self._max_control = _c_ssize(v)
-
-    @property
-    def max_connect(self):
-        return self._max_connect
-
-    @max_connect.setter
-    def max_connect(self, v):
-        self._max_connect = _c_ssize(v)
+    max_payload = _ssize("_max_payload")
+    max_control = _ssize("_max_control")
+    max_connect = _ssize("_max_connect")
 
     @property
     def route_pubs(self):

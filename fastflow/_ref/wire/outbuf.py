@@ -19,6 +19,7 @@ from fastflow._ref.event import (
     _final,
     _record_bytes,
     _ro,
+    _ssize,
 )
 from fastflow._ref.log import Batch
 from fastflow._ref.subjects import subject_error, validate_subject
@@ -115,13 +116,7 @@ class OutBuf:
     bytes_out = _ro("_bytes_out")
     dropped = _ro("_dropped")
 
-    @property
-    def max_pending(self):
-        return self._max_pending
-
-    @max_pending.setter
-    def max_pending(self, v):
-        self._max_pending = _c_ssize(v)
+    max_pending = _ssize("_max_pending")
 
     @property
     def overflow(self):
