@@ -278,7 +278,7 @@ class Mqtt:
     def close(self):
         self.c.disconnect()
         self.c.loop_stop()
-        self.c._reset_sockets(sockpair_only=True)
+        self.c._reset_sockets()         # (its socket too: a later connect() makes a new one)
 
     def release(self):
         """Disconnect, stop the network thread and close every socket now.
