@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -237,6 +238,12 @@ def malloc_trim():
 
 
 # -- report -----------------------------------------------------------------------
+
+def median_of(runs, key):
+    """The median of ``key`` over the runs (dicts) that have it, or None."""
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
 
 def fmt_rate(r, kilo_floor=False):
     """``r`` per second in M/s, k/s or /s; with ``kilo_floor`` a rate under

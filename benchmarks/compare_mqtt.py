@@ -54,7 +54,6 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -71,6 +70,7 @@ from _common import (
     fastflow_facts,
     fmt_rate,
     machine_format_fields,
+    median_of,
     on_signal,
     proc_kib,
     python_desc,
@@ -599,11 +599,6 @@ def run_all(rows, brokers, cfg, args, tmpdir):
 
 # -- report ---------------------------------------------------------------------------------
 
-def med(runs, key):
-    vals = [r[key] for r in runs if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
-
-
 def summarize(rows, res):
     out = []
     for row in rows:
@@ -614,14 +609,15 @@ def summarize(rows, res):
             s = {"runs": st["runs"], "error": st["error"], "n": st["n"]}
             if st["runs"]:
                 if row["kind"] == "tput":
-                    s.update(median=med(st["runs"], "rate"), min=min(x["rate"] for x in st["runs"]),
-                             max=max(x["rate"] for x in st["runs"]))
+                    rates = [x["rate"] for x in st["runs"]]
+                    s.update(median=median_of(st["runs"], "rate"), min=min(rates), max=max(rates))
                 elif row["kind"] == "idle":
-                    s.update(median=med(st["runs"], "per_conn"))
+                    s.update(median=median_of(st["runs"], "per_conn"))
                 else:
-                    s.update(p50_ns=med(st["runs"], "p50_ns"), p99_ns=med(st["runs"], "p99_ns"))
+                    s.update(p50_ns=median_of(st["runs"], "p50_ns"),
+                             p99_ns=median_of(st["runs"], "p99_ns"))
                 for key in ("server_cpu", "pub_cpu", "sub_cpu", "other_cpu"):
-                    s[key] = med(st["runs"], key)
+                    s[key] = median_of(st["runs"], key)
                 if row["kind"] == "tput":
                     s["bound"] = ("broker" if (s.get("server_cpu") or 0) >= BUSY else "client"
                                   if max(s.get("pub_cpu") or 0, s.get("sub_cpu") or 0) >= BUSY

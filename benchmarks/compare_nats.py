@@ -47,6 +47,7 @@ from _common import (
     add_output_args,
     choices_arg,
     fmt_rate,
+    median_of,
     on_signal,
     render_table,
     report_to,
@@ -227,11 +228,6 @@ def run_all(bench, rows, servers, cfg):
 
 
 # -- summary and report -----------------------------------------------------------------
-
-def median_of(runs, key):
-    vals = [r[key] for r in runs if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
-
 
 def summarize(states, rows, servers):
     out = []

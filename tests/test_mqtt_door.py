@@ -1700,19 +1700,27 @@ def test_a_session_expires_while_the_server_is_down(started, clients, name):
                    session_expiry=1).connack.session_present is (name == "mosquitto")
 
 
-@pytest.mark.parametrize("name", BROKERS)
-def test_a_queued_message_expires(started, clients, name):
-    """MQTT 5 message expiry: a message that waits for a session past its
-    Message Expiry Interval is dropped; one delivered later carries the
-    interval left (section 3.3.2.3.3)."""
-    broker = started(name)
-    kw = {"client_id": "mexp", "clean": False, "session_expiry": 300}
+def _two_waiting_with_expiry(broker, clients, client_id):
+    """A persistent session away, two QoS 1 messages waiting for it (1 s
+    and 60 s of Message Expiry Interval); the session's CONNECT options."""
+    kw = {"client_id": client_id, "clean": False, "session_expiry": 300}
     s = clients(broker, V5, **kw)
     s.sub("mx/#", 1)
     s.close()
     p = clients(broker)
     p.pub("mx/short", b"short", 1, props={"MessageExpiryInterval": 1})
     p.pub("mx/long", b"long", 1, props={"MessageExpiryInterval": 60})
+    p.close()
+    return kw
+
+
+@pytest.mark.parametrize("name", BROKERS)
+def test_a_queued_message_expires(started, clients, name):
+    """MQTT 5 message expiry: a message that waits for a session past its
+    Message Expiry Interval is dropped; one delivered later carries the
+    interval left (section 3.3.2.3.3)."""
+    broker = started(name)
+    kw = _two_waiting_with_expiry(broker, clients, "mexp")
     time.sleep(2.2)
     back = clients(broker, V5, **kw)
     m = back.get()
@@ -1724,14 +1732,7 @@ def test_a_queued_message_expires(started, clients, name):
 def test_a_queued_message_expires_across_a_crash(started, clients):
     """The expiry of what waits is kept with it (fastflow only: the crash)."""
     broker = started("fastflow")
-    kw = {"client_id": "mexp2", "clean": False, "session_expiry": 300}
-    s = clients(broker, V5, **kw)
-    s.sub("mx/#", 1)
-    s.close()
-    p = clients(broker)
-    p.pub("mx/short", b"short", 1, props={"MessageExpiryInterval": 1})
-    p.pub("mx/long", b"long", 1, props={"MessageExpiryInterval": 60})
-    p.close()
+    kw = _two_waiting_with_expiry(broker, clients, "mexp2")
     _crash(broker)
     time.sleep(1.5)
     back = clients(broker, V5, **kw)

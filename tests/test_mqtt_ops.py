@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from peers import MosquittoProcess, free_port, require_peer
-from test_mqtt_door import V5, V311, FastflowMqtt, Mqtt
+from test_mqtt_door import V5, V311, FastflowMqtt, Mqtt, _pkt, _s, _vbi
 
 BROKERS = ["mosquitto", "fastflow"]
 
@@ -141,22 +141,8 @@ def pub_reason(client, topic, payload, qos):
 # -- raw packets (what paho does not show: PUBREC's reason, the bytes of a close) -------------
 
 
-def _s(text):
-    b = text.encode()
-    return struct.pack(">H", len(b)) + b
-
-
-def _vbi(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
 def _packet(kind, flags, body):
-    return bytes([kind << 4 | flags]) + _vbi(len(body)) + body
+    return _pkt(kind << 4 | flags, body)
 
 
 def raw_connect(port, version, client_id, user=None, password=None, props=b"", rcvbuf=None):

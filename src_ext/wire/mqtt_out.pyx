@@ -493,6 +493,25 @@ cdef int _mqtt_parts(WireMsg *m, int version, int mode, bint lineage, const char
     return 0
 
 
+cdef dict _MODES = {'raw': MQTT_MODE_RAW, 'binary': MQTT_MODE_BINARY,
+                    'structured': MQTT_MODE_STRUCTURED}
+
+
+cdef int _mqtt_mode(int version, str mode) except -1:
+    """The MqttMode of ``mode`` for a subscriber of MQTT ``version``, or
+    ValueError naming what does not go (MqttTarget and mqtt_parts)."""
+    if version not in (3, 4, 5):
+        raise ValueError('MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}'.format(
+            version))
+    if mode not in _MODES:
+        raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
+                         "got {!r}".format(mode))
+    if mode == 'binary' and version != 5:
+        raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
+                         "'raw' and 'structured'".format(version))
+    return _MODES[mode]
+
+
 def mqtt_parts(Event event not None, int version=5, str mode='binary', bint lineage=False):
     """``(properties, payload)`` (bytes) of a PUBLISH carrying ``event`` to
     a subscriber of MQTT ``version`` (3, 4 or 5) in ``mode`` ("raw",
@@ -507,16 +526,7 @@ def mqtt_parts(Event event not None, int version=5, str mode='binary', bint line
     cdef const char *pp
     cdef Py_ssize_t dn, pn
     cdef int md
-    if version not in (3, 4, 5):
-        raise ValueError('MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}'.format(
-            version))
-    if mode not in _MODES:
-        raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
-                         "got {!r}".format(mode))
-    md = _MODES[mode]
-    if md == MQTT_MODE_BINARY and version != 5:
-        raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
-                         "'raw' and 'structured'".format(version))
+    md = _mqtt_mode(version, mode)
     if event.routing_subject is None:
         raise ValueError('mqtt_parts: the event has no routing subject')
     rec = event.encode()
@@ -592,10 +602,6 @@ def _binary_props(event, lineage):
 # -- the target ---------------------------------------------------------------------
 
 
-cdef dict _MODES = {'raw': MQTT_MODE_RAW, 'binary': MQTT_MODE_BINARY,
-                    'structured': MQTT_MODE_STRUCTURED}
-
-
 @cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
 cdef class MqttTarget(WireTarget):
@@ -622,15 +628,6 @@ cdef class MqttTarget(WireTarget):
         cdef char tmp[8]
         cdef char *e
         WireTarget.__init__(self, outbuf, echo)
-        if version not in (3, 4, 5):
-            raise ValueError('MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}'.format(
-                version))
-        if mode not in _MODES:
-            raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
-                             "got {!r}".format(mode))
-        if mode == 'binary' and version != 5:
-            raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
-                             "'raw' and 'structured'".format(version))
         if subscription_identifier is not None:
             if version != 5:
                 raise ValueError('a subscription identifier needs MQTT 5, version is {}'.format(
@@ -647,7 +644,7 @@ cdef class MqttTarget(WireTarget):
             raise ValueError('max_packet must be >= 0 (0: no limit), got {}'.format(max_packet))
         self.version = version
         self.mode = mode
-        self._mode = _MODES[mode]
+        self._mode = _mqtt_mode(version, mode)
         self.subscription_identifier = subscription_identifier
         self.max_packet = max_packet
         self.lineage = lineage

@@ -223,6 +223,29 @@ def _parts(msg, version, mode, lineage):
     return payload, None
 
 
+def _arg_types(version, mode):
+    """The native core's argument conversions of ``version`` and ``mode``."""
+    if type(version) is not int:
+        raise TypeError("an integer is required")
+    if mode is not None and type(mode) is not str:
+        raise TypeError("Argument 'mode' has incorrect type (expected str, got {})".format(
+            type(mode).__name__))
+
+
+def _check_mode(version, mode):
+    """ValueError naming what does not go in ``mode`` for a subscriber of
+    MQTT ``version`` (MqttTarget and mqtt_parts)."""
+    if version not in (3, 4, 5):
+        raise ValueError("MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}".format(
+            version))
+    if mode not in _MODES:
+        raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
+                         "got {!r}".format(mode))
+    if mode == "binary" and version != 5:
+        raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
+                         "'raw' and 'structured'".format(version))
+
+
 def mqtt_parts(event, version=5, mode="binary", lineage=False):
     """``(properties, payload)`` (bytes) of a PUBLISH carrying ``event`` to
     a subscriber of MQTT ``version`` (3, 4 or 5) in ``mode`` ("raw",
@@ -234,20 +257,8 @@ def mqtt_parts(event, version=5, mode="binary", lineage=False):
     if not isinstance(event, Event):
         raise TypeError("Argument 'event' has incorrect type (expected "
                         "fastflow._core.Event, got {})".format(type(event).__name__))
-    if type(version) is not int:
-        raise TypeError("an integer is required")
-    if mode is not None and type(mode) is not str:
-        raise TypeError("Argument 'mode' has incorrect type (expected str, got {})".format(
-            type(mode).__name__))
-    if version not in (3, 4, 5):
-        raise ValueError("MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}".format(
-            version))
-    if mode not in _MODES:
-        raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
-                         "got {!r}".format(mode))
-    if mode == "binary" and version != 5:
-        raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
-                         "'raw' and 'structured'".format(version))
+    _arg_types(version, mode)
+    _check_mode(version, mode)
     subject = event.routing_subject
     if subject is None:
         raise ValueError("mqtt_parts: the event has no routing subject")
@@ -284,21 +295,9 @@ class MqttTarget(WireTarget):
     def __init__(self, outbuf, version=4, mode="raw", subscription_identifier=None,
                  max_packet=0, echo=True, lineage=False):
         WireTarget.__init__(self, outbuf, echo)
-        if type(version) is not int:
-            raise TypeError("an integer is required")
-        if mode is not None and type(mode) is not str:
-            raise TypeError("Argument 'mode' has incorrect type (expected str, got {})".format(
-                type(mode).__name__))
-        max_packet = _c_ssize(max_packet)
-        if version not in (3, 4, 5):
-            raise ValueError("MQTT protocol version must be 3, 4 (3.1.1) or 5, got {}".format(
-                version))
-        if mode not in _MODES:
-            raise ValueError("MQTT delivery mode must be 'raw', 'binary' or 'structured', "
-                             "got {!r}".format(mode))
-        if mode == "binary" and version != 5:
-            raise ValueError("the binary mode needs MQTT 5 (properties); version {} has "
-                             "'raw' and 'structured'".format(version))
+        _arg_types(version, mode)
+        max_packet = _c_ssize(max_packet)     # (the native core converts in argument order)
+        _check_mode(version, mode)
         sid_prop = b""
         if subscription_identifier is not None:
             if version != 5:
