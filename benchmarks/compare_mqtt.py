@@ -5,7 +5,8 @@ clients, the same workloads, the brokers in one run.
 One run starts mosquitto (a generated config on a free loopback port:
 ``max_queued_messages 0`` so that no QoS 1 message is dropped from a
 subscriber's queue; the rest mosquitto's defaults), ``python -m fastflow
-serve --mqtt-port <free>`` and, for the paho rows, amqtt's broker (``python
+serve --mqtt-port <free>`` (a generated config: ``[mqtt] max_queued`` set
+as high, 100,000,000, for the same reason) and, for the paho rows, amqtt's broker (``python
 -m amqtt.scripts.broker_script``, anonymous, one TCP listener), each in its
 own process, all stopped at the end (also on failure or Ctrl-C).  Rows:
 
@@ -90,6 +91,7 @@ READY = "bench/ready"
 LAT_TOPIC = "bench/lat"
 STAMP = struct.Struct("<qq")  # CLOCK_REALTIME ns, sequence: 16 bytes
 BUSY = 0.85  # a process at this share of a core or more bounds the run
+FF_MAX_QUEUED = 100_000_000  # fastflow's [mqtt] max_queued: mosquitto's 0 (no limit)
 
 ROWS = []
 for _c, _cl in (("c", "mosquitto_pub/sub"), ("paho", "paho-mqtt")):
@@ -268,10 +270,15 @@ def start_mosquitto(tmpdir):
     return Broker("mosquitto", child, port, mosquitto_version(exe))
 
 
-def start_fastflow(log_level):
+def start_fastflow(tmpdir, log_level):
     port = cb.free_port()
-    srv = cb.start_fastflow_server(["--host", "127.0.0.1", "--mqtt-port", str(port)],
-                                   log_level=log_level)
+    conf = os.path.join(tmpdir, f"fastflow-{port}.toml")
+    with open(conf, "w") as f:
+        # (as mosquitto's max_queued_messages 0: no QoS 1 message dropped from
+        # a subscriber's queue; the queue's byte bound, 64 MiB, stays)
+        f.write(f"[mqtt]\nmax_queued = {FF_MAX_QUEUED}\n")
+    srv = cb.start_fastflow_server(["--host", "127.0.0.1", "--mqtt-port", str(port),
+                                    "--config", conf], log_level=log_level)
     try:
         cb.wait_listening(srv.child, port, 20)
     except RuntimeError:
@@ -304,7 +311,7 @@ def start_broker(kind, tmpdir, args):
     if kind == "mosquitto":
         return start_mosquitto(tmpdir)
     if kind == "fastflow":
-        return start_fastflow(args.ff_log_level)
+        return start_fastflow(tmpdir, args.ff_log_level)
     return start_amqtt(tmpdir)
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "Matcher",
     "MqttError",
     "MqttParser",
+    "MqttFlight",
     "MqttTarget",
     "MsgBatch",
     "NativeTarget",
@@ -360,11 +361,36 @@ def ws_frame_head(opcode: int, length: int, fin: bool = True) -> bytes: ...
 
 def json_batch(events: Iterable["Event"], lineage: bool = True) -> bytes: ...
 
+class MqttFlight:
+    """A connection's QoS 1 deliveries in C: packet ids 1..32767, the
+    client's Receive Maximum as window (at most 1,024 of its own), a
+    bounded queue, PUBACKs taken by the parser."""
+    outbuf: "OutBuf"
+    receive_max: int
+    others: int
+    inflight: int
+    queued: int
+    max_queued: int
+    queued_bytes: int
+    sent: int
+    acked: int
+    dropped: int
+    expired: int
+    window: int
+    wake: Optional[Callable[[], Any]]
+    def __init__(self, outbuf: "OutBuf", receive_max: int = 65535,
+                 max_queued: int = 10000) -> None: ...
+    def push(self, packet: bytes, pid_offset: int, deadline: Optional[float] = None,
+             expiry_offset: int = -1) -> bool: ...
+    def ack(self, pid: int) -> bool: ...
+    def owns(self, pid: int) -> bool: ...
+    def drain(self) -> None: ...
+
 class MqttTarget(WireTarget):
-    """An MQTT subscription at QoS 0: each event one PUBLISH packet, its
-    topic the routing subject translated back; ``mode`` "raw" (the data),
-    "binary" (MQTT 5: CloudEvents attributes as properties) or "structured"
-    (the CloudEvents JSON)."""
+    """An MQTT subscription at QoS 0 (or 1, through an MqttFlight): each
+    event one PUBLISH packet, its topic the routing subject translated
+    back; ``mode`` "raw" (the data), "binary" (MQTT 5: CloudEvents
+    attributes as properties) or "structured" (the CloudEvents JSON)."""
     version: int
     mode: str
     subscription_identifier: Optional[int]
@@ -372,9 +398,15 @@ class MqttTarget(WireTarget):
     lineage: bool
     untranslatable: int
     too_large: int
+    qos: int
+    flight: Optional[MqttFlight]
+    retain_as_published: bool
+    fallback: Optional[Callable[["Event"], Any]]
     def __init__(self, outbuf: "OutBuf", version: int = 4, mode: str = "raw",
                  subscription_identifier: Optional[int] = None, max_packet: int = 0,
-                 echo: bool = True, lineage: bool = False) -> None: ...
+                 echo: bool = True, lineage: bool = False, qos: int = 0,
+                 flight: Optional[MqttFlight] = None, retain_as_published: bool = False,
+                 fallback: Optional[Callable[["Event"], Any]] = None) -> None: ...
 
 def mqtt_parts(event: "Event", version: int = 5, mode: str = "binary",
                lineage: bool = False) -> tuple[bytes, bytes]: ...
@@ -516,6 +548,8 @@ class MqttParser(DoorParser):
     max_packet: int
     version: int
     packets_in: int
+    acks_in: int
+    flight: Optional[MqttFlight]
     def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
                  max_packet: int = 1048576, max_connect: int = 0) -> None: ...
 

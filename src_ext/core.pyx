@@ -81,6 +81,7 @@ __all__ = (
     'MatchBatch',
     'Matcher',
     'MqttError',
+    'MqttFlight',
     'MqttParser',
     'MqttTarget',
     'MsgBatch',

@@ -720,7 +720,10 @@ def test_what_the_c_path_does_not_route_comes_back(core):
         publish("a/*", b"star: no subject", version=5),
         publish("secret/x", b"refused", version=5),
         publish("a/b", b"retained", retain=True, version=5),
-        publish("a/b", b"qos1", qos=1, packet_id=1, version=5),
+        publish("a/b", b"qos2", qos=2, packet_id=1, version=5),
+        publish("a/b", b"qos1 id 0", qos=1, packet_id=0, version=5)[:-9] + b"qos1 id 0",
+        publish("a/b", b"qos1 props", qos=1, packet_id=1, version=5,
+                pprops=[("content_type", "x")]),
         publish("a/b", b"props", version=5, pprops=[("content_type", "x")]),
         # (a topic alias is a property: the door's alias map resolves it)
         publish("a/b", b"alias set", version=5, pprops=[("topic_alias", 1)]),
@@ -729,9 +732,17 @@ def test_what_the_c_path_does_not_route_comes_back(core):
     got = p.feed(pubs[0])
     assert got == [] and p.pubs_in == 1
     for pk in pubs[1:]:
+        if pk == pubs[6]:
+            # (packet id 0: the entry is the parser's error, as the door's would be)
+            with pytest.raises(MqttError, match="packet identifier 0"):
+                p.feed(pk)
+            p = parser(core, router, core.OutBuf(0), route=True)
+            p.feed(C5)
+            p.pub_deny = deny
+            continue
         entry = p.feed(pk)
         assert len(entry) == 1 and entry[0][0] == 3 and entry[0][5] != b"routed"
-    assert p.pubs_in == 1
+    assert p.pubs_in == 0
     # after an entry, the PUBLISHes of the same feed come back too (they keep their order)
     got = p.feed(ack(4, 1) + pubs[0])
     assert [e[0] for e in got] == [4, 3]
@@ -756,6 +767,60 @@ def test_a_payload_over_max_payload_is_not_routed(core, version):
     p.max_payload = 0
     assert p.feed(publish("t/x", b"any size", version=version)) == []
     assert [e.data for e in got] == [b"four", b"any size"] and p.pubs_in == 2
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_qos1_publish_is_routed_and_acknowledged_in_c(core, version):
+    """A plain QoS 1 PUBLISH (DUP or not) is routed by the parser, its
+    event marked with the extension mqttqos 1, and its PUBACK written into
+    the connection's OutBuf; the publish permissions and max_payload send
+    it back to Python as for QoS 0."""
+    router = core.Router()
+    got = []
+    router.add("t.>", core.SubTarget(got.append))
+    out = core.OutBuf(0)
+    p = parser(core, router, out, route=True)
+    p.feed(C5 if version == 5 else C4)
+    pubs = (publish("t/x", b"one", qos=1, packet_id=7, version=version)
+            + publish("t/x", b"two", qos=1, packet_id=0x1234, dup=True, version=version))
+    assert p.feed(pubs) == []
+    assert out.take() == b"\x40\x02\x00\x07" + b"\x40\x02\x12\x34"
+    assert [(e.data, e.extensions.get("mqttqos"), e.from_mqtt) for e in got] == [
+        (b"one", 1, True), (b"two", 1, True)]
+    assert p.pubs_in == 2
+    deny = core.Matcher()
+    deny.add("t.secret", 1)
+    p.pub_deny = deny
+    assert p.feed(publish("t/secret", b"no", qos=1, packet_id=9, version=version)) == [
+        (3, 2, "t/secret", 9, {}, b"no")]
+    p.max_payload = 2
+    assert p.feed(publish("t/x", b"big", qos=1, packet_id=10, version=version)) == [
+        (3, 2, "t/x", 10, {}, b"big")]
+    assert out.take() == b"" and len(got) == 2
+
+
+def test_pubacks_of_a_flight_are_taken_in_c(core):
+    """With a flight set, a PUBACK of one of its packet ids frees it in the
+    parser (no entry); the others (an id it does not hold, a reason code
+    other than 0, properties) come back as entries."""
+    out = core.OutBuf(0)
+    p = parser(core, None, out)
+    p.feed(C5)
+    fl = core.MqttFlight(out, 10)
+    p.flight = fl
+    pkt = publish("t", b"x", qos=1, packet_id=0, version=5)
+    for _ in range(3):
+        assert fl.push(pkt, len(pkt) - 4) is True
+    assert fl.inflight == 3 and fl.owns(1) and fl.owns(3) and not fl.owns(4)
+    assert p.feed(ack(4, 1) + ack(4, 2, 0)) == [] and p.acks_in == 2
+    assert fl.inflight == 1 and fl.acked == 2
+    assert p.feed(ack(4, 3, 0x10)) == [(4, 3, 0x10, {})]     # (a reason: Python's)
+    assert p.feed(ack(4, 3, 0, [("reason_string", "r")])) == [
+        (4, 3, 0, {"reason_string": "r"})]
+    assert p.feed(ack(4, 40000)) == [(4, 40000, 0, {})]     # (not its id)
+    assert p.feed(ack(4, 3)) == [] and fl.inflight == 0 and p.acks_in == 3
+    p.flight = None
+    assert p.feed(ack(4, 5)) == [(4, 5, 0, {})]
 
 
 def test_routed_into_a_router_with_a_subscriber(core):

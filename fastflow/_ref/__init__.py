@@ -18,7 +18,12 @@ from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.http_in import HttpParser, Request
 from fastflow._ref.wire.native_in import FrameParser, MsgBatch
-from fastflow._ref.wire.mqtt_out import MqttTarget, mqtt_parts, mqtt_subject_topic
+from fastflow._ref.wire.mqtt_out import (
+    MqttFlight,
+    MqttTarget,
+    mqtt_parts,
+    mqtt_subject_topic,
+)
 from fastflow._ref.wire.native_out import NativeTarget, Publisher
 from fastflow._ref.wire.mqtt_in import MqttParser, mqtt_topic_subject
 from fastflow._ref.wire.nats_in import NatsParser
@@ -65,6 +70,7 @@ __all__ = (
     "Matcher",
     "MqttError",
     "MqttParser",
+    "MqttFlight",
     "MqttTarget",
     "MsgBatch",
     "NativeTarget",

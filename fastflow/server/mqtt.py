@@ -25,6 +25,7 @@ from collections import OrderedDict, deque
 
 from fastflow._impl import (
     Matcher,
+    MqttFlight,
     MqttParser,
     MqttTarget,
     SubTarget,
@@ -298,6 +299,7 @@ def subscription_message(ev, protocol, settings, hop=False):
 
 
 NEVER = 0xFFFFFFFF                      # a session expiry interval that never ends
+FLIGHT_IDS = 32767                      # an MqttFlight's packet ids: 1 .. this
 
 
 class Session:
@@ -328,14 +330,27 @@ class Session:
         self.expired = 0                # messages dropped: their expiry interval passed
         self.user = None                # the user (or token:<name>) it belongs to
         self.version = 5                # its client's protocol level (how what waits is written)
+        # a session that ends with its connection (expiry 0, new): its QoS 1
+        # deliveries go through an MqttFlight (C), made at its first QoS 1/2
+        # SUBSCRIBE; the packet ids of this side are then the ones above its
+        self.flight_ok = False
+        self.flight = None
 
     def packet_id(self):
-        for _ in range(65535):
+        lo = FLIGHT_IDS + 1 if self.flight is not None else 1
+        for _ in range(65536 - lo):
             pid = self.next_id
-            self.next_id = pid % 65535 + 1
+            if pid < lo:
+                pid = lo
+            self.next_id = pid + 1 if pid < 65535 else lo
             if pid not in self.inflight:
                 return pid
         raise MqttError(RC_QUOTA_EXCEEDED, "no free packet identifier")
+
+    def flight_stats(self):
+        """(in flight, queued) of its MqttFlight."""
+        f = self.flight
+        return (f.inflight, f.queued) if f is not None else (0, 0)
 
 
 RETAINED_STREAM = "mqtt_retained"
@@ -423,11 +438,22 @@ class MqttSessions:
         if handles:
             self.flow.remove_many(handles)
         session.subs.clear()
+        self.drop_flight(session)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if session.stored:
             self._forget(session.key)
             session.stored = False
+
+    def drop_flight(self, session):
+        """Forget the MqttFlight of ``session`` (what it held in flight and
+        queued goes with it: the session ends, or another connection took
+        it over), its counts kept."""
+        f = session.flight
+        if f is not None:
+            session.flight = None
+            self.dropped += f.dropped + f.queued
+            self.expired += f.expired
 
     def expire(self, now):
         """End the sessions whose client has been away longer than their
@@ -442,18 +468,23 @@ class MqttSessions:
     def stats(self):
         """The door's figures for monitoring (``/varz`` "mqtt")."""
         live = away = queued = inflight = subs = 0
+        dropped, expired = self.dropped, self.expired
         for s in self.sessions.values():
+            if s.flight is not None:
+                dropped += s.flight.dropped
+                expired += s.flight.expired
             if s.conn is None:
                 away += 1
             else:
                 live += 1
-            queued += len(s.queue)
-            inflight += len(s.inflight)
+            fi, fq = s.flight_stats()
+            queued += len(s.queue) + fq
+            inflight += len(s.inflight) + fi
             subs += len(s.subs)
         return {"sessions": live + away, "sessions_live": live, "sessions_away": away,
                 "subscriptions": subs, "retained": len(self.retained), "queued": queued,
-                "inflight": inflight, "dropped": self.dropped, "too_large": self.too_large,
-                "max_queued": self.max_queued, "expired": self.expired,
+                "inflight": inflight, "dropped": dropped, "too_large": self.too_large,
+                "max_queued": self.max_queued, "expired": expired,
                 "sessions_expired": self.sessions_expired}
 
     # -- written as it changes -----------------------------------------------------------
@@ -944,6 +975,14 @@ class MqttProtocol(DoorProtocol):
             session = Session(cid)
             session.user = self.conn.user
             sessions.sessions[cid] = session
+        if session.flight is not None:
+            # (a session of expiry 0 taken over before its connection ended:
+            # its QoS 1 subscriptions are attached anew below, on this side)
+            sessions.drop_flight(session)
+            for sub in session.subs.values():
+                if sub[0][0] == 1 and sub[3]:
+                    self.flow.remove_many(sub[3])
+                    del sub[3][:]
         session.conn = self
         session.version = self.version
         session.gone_at = None
@@ -952,6 +991,7 @@ class MqttProtocol(DoorProtocol):
         else:
             asked = 0 if c["clean"] else NEVER
         session.expiry = min(asked, sessions.expiry_max)
+        session.flight_ok = not present and session.expiry == 0
         self.session = session
         sessions.write(session)
         if self.version == 5:
@@ -1150,10 +1190,17 @@ class MqttProtocol(DoorProtocol):
 
     def _acked_out(self, packet_id):
         """Packet id ``packet_id`` delivered (or refused): forget it, send more."""
-        m = self.session.inflight.pop(packet_id, None)
+        session = self.session
+        flight = session.flight
+        if flight is not None and flight.ack(packet_id):
+            return                      # (a PUBACK with a reason: the parser left it)
+        m = session.inflight.pop(packet_id, None)
         if m is not None:
-            self.server.mqtt_sessions.done(self.session, m[7])
+            self.server.mqtt_sessions.done(session, m[7])
         self._drain_queue()
+        if flight is not None:
+            flight.others = len(session.inflight)
+            flight.drain()
 
     def _pubrec(self, packet_id, reason, props):
         m = self.session.inflight.get(packet_id)
@@ -1217,6 +1264,10 @@ class MqttProtocol(DoorProtocol):
                 self.flow.remove_many(old[3])
             sid = props.get("subscription_identifier")
             sub = [(qos, no_local, rap, sid, mode), patterns, _engine_group(flt, group), []]
+            if qos and session.flight_ok and session.flight is None:
+                session.flight = MqttFlight(self.outbuf, min(self.receive_max, 65535),
+                                            self.server.mqtt_sessions.max_queued)
+                self.parser.flight = session.flight
             self._attach(session, sub)
             if no_local and qos:
                 # (the parser's C path routes without telling Python whose
@@ -1244,7 +1295,7 @@ class MqttProtocol(DoorProtocol):
         connection: QoS 0 through the C wire target (PUBLISH packets
         written as the router delivers), QoS 1 and 2 through the session."""
         opts, patterns, group, handles = sub
-        qos, no_local, _rap, sid = opts[:4]
+        qos, no_local, rap, sid = opts[:4]
         mode = delivery_mode(self.version, opts[4] if len(opts) > 4 else None)
         if handles:
             self.flow.remove_many(handles)
@@ -1254,6 +1305,12 @@ class MqttProtocol(DoorProtocol):
                 t = MqttTarget(self.outbuf, self.version, mode,
                                sid if self.version == 5 else None, self.max_packet,
                                not no_local)
+            elif qos == 1 and session.flight is not None:
+                # (QoS 1 in C: MqttTarget writes through the flight)
+                t = MqttTarget(self.outbuf, self.version, mode,
+                               sid if self.version == 5 else None, self.max_packet,
+                               not no_local, False, 1, session.flight, rap,
+                               self.server.mqtt_sessions.deliverer(session, opts))
             else:
                 t = SubTarget(self.server.mqtt_sessions.deliverer(session, opts),
                               max_pending=0)
@@ -1294,9 +1351,13 @@ class MqttProtocol(DoorProtocol):
         if qos == 0:
             self._send(topic, payload, 0, retain, None, sid=sid, fwd=fwd, deadline=deadline)
             return
+        flight = session.flight
+        if qos == 1 and flight is not None:
+            self._push(topic, payload, retain, sid, fwd, deadline)
+            return
         sessions = self.server.mqtt_sessions
         m = (topic, payload, qos, retain, sid, fwd, None, deadline)
-        if not session.queue and len(session.inflight) < self.receive_max:
+        if not session.queue and self._inflight() < self.receive_max:
             # sent at once: written once, with its packet id
             pid = session.packet_id()
             m = sessions.store(session, m, pid)
@@ -1314,13 +1375,51 @@ class MqttProtocol(DoorProtocol):
         session.queue.append(sessions.store(session, m))
         self._drain_queue()
 
+    def _inflight(self):
+        """This connection's QoS 1/2 messages awaiting acknowledgement."""
+        session = self.session
+        flight = session.flight
+        if flight is None:
+            return len(session.inflight)
+        flight.others = len(session.inflight)
+        return len(session.inflight) + flight.inflight
+
+    def _push(self, topic, payload, retain, sid, fwd, deadline):
+        """A QoS 1 message sent (or queued) through the session's flight:
+        the packet made here, its packet id and window the flight's."""
+        props = b""
+        exp_off = -1
+        if self.version == 5:
+            props = fwd
+            if deadline is not None:
+                props = _with_expiry(fwd, max(0, math.ceil(deadline - time.time())))
+            if sid:
+                props += b"\x0b" + _vbi(sid)
+        pkt = publish_packet(self.version, topic, payload, 1, 0, retain, False, props)
+        if self.max_packet and len(pkt) > self.max_packet:
+            return                      # (MQTT 5 section 3.1.2.11.4: as if it had been sent)
+        # (the fixed header, the topic, then the packet id: where it goes)
+        pid_off = len(pkt) - len(payload) - len(props) - 2
+        if self.version == 5:
+            pid_off -= len(_vbi(len(props)))
+            if deadline is not None:
+                i = 2 if fwd[:1] == b"\x01" else 0
+                if fwd[i:i + 1] == b"\x02":
+                    exp_off = len(pkt) - len(payload) - len(props) + i + 1
+        session = self.session
+        session.flight.others = len(session.inflight)
+        session.flight.push(pkt, pid_off, deadline, exp_off)
+
     def _drain_queue(self):
         session = self.session
         if session is None:
             return
         sessions = self.server.mqtt_sessions
         now = None
-        while session.queue and len(session.inflight) < self.receive_max:
+        flight = session.flight
+        if flight is not None:
+            flight.wake = None
+        while session.queue and self._inflight() < self.receive_max:
             topic, payload, qos, retain, sid, fwd, mid, deadline = session.queue.popleft()
             if deadline is not None:
                 now = now or time.time()
@@ -1341,6 +1440,10 @@ class MqttProtocol(DoorProtocol):
                 sessions.done(session, mid)
                 continue
             sessions.sent(session, mid, pid)
+        if flight is not None:
+            flight.others = len(session.inflight)
+            if session.queue:           # (its acknowledgements make room for these too)
+                flight.wake = self._drain_queue
 
     def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b"",
               deadline=None, floor=0):
@@ -1423,9 +1526,10 @@ class MqttProtocol(DoorProtocol):
             d["inflight"] = d["queued"] = 0
             return
         d["subscriptions"] = len(session.subs)
-        d["inflight"] = len(session.inflight)
-        d["queued"] = len(session.queue)
-        d["dropped"] += session.dropped
+        fi, fq = session.flight_stats()
+        d["inflight"] = len(session.inflight) + fi
+        d["queued"] = len(session.queue) + fq
+        d["dropped"] += session.dropped + (session.flight.dropped if session.flight else 0)
         d["session_expiry"] = session.expiry
         if "subs" in d:
             d["subs"] = [{"filter": flt, "qos": sub[0][0], "subjects": list(sub[1]),

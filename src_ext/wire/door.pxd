@@ -33,4 +33,5 @@ cdef class DoorParser:
     cdef object _subject_str(self, const char *s, Py_ssize_t sn)
     cdef int _allowed(self, object subject) except -1
     cdef int _publish_default(self, object subject, const char *r, Py_ssize_t rn,
-                              const char *d, Py_ssize_t dn) except -1
+                              const char *d, Py_ssize_t dn, const char *x=*,
+                              Py_ssize_t xn=*) except -1

@@ -87,21 +87,30 @@ cdef class DoorParser:
         raise NotImplementedError
 
     cdef int _publish_default(self, object subject, const char *r, Py_ssize_t rn,
-                              const char *d, Py_ssize_t dn) except -1:
+                              const char *d, Py_ssize_t dn, const char *x=NULL,
+                              Py_ssize_t xn=0) except -1:
         """Route data ``d[:dn]`` published on ``subject`` (reply ``r[:rn]``)
         as an event with the defaults (a new id, the flow's source, type =
         the subject), made in this parser's record buffer: a NATS PUB, a
-        plain MQTT PUBLISH.  The router's errors go to the caller."""
+        plain MQTT PUBLISH.  ``x[:xn]``: the record's extension block (a
+        msgpack map; the door's own, e.g. an MQTT QoS 1 PUBLISH's
+        ``{"mqttqos": 1}``), none when ``xn`` is 0.  The router's errors go
+        to the caller."""
         global _id_counter
         cdef Router rt = self.router
         cdef Py_ssize_t srcn = PyBytes_GET_SIZE(rt.source_b)
-        cdef Py_ssize_t rlen = EV_HEADER + EV_GENID + srcn + dn
+        cdef Py_ssize_t rlen = EV_HEADER + EV_GENID + srcn + xn + dn
+        cdef uint32_t xlen = <uint32_t>xn
         cdef char *b
         _grow(<void **>&self.rec, &self.rcap, rlen, 1, 4096)
         b = self.rec
         _id_counter += 1
         b += _ev_default_head(b, _id_counter, PyBytes_AS_STRING(rt.source_b), srcn, 0)
         self.rec[1] = <char>(<uint8_t>self.rec[1] | self.rec_flags)
+        if xn:
+            memcpy(self.rec + 12, &xlen, 4)     # (the rest length; type and trace: none)
+            memcpy(b, x, xn)
+            b += xn
         if dn:
             memcpy(b, d, dn)
         rt._publish_wire(subject, r, rn, self.rec, rlen, self.out, True)

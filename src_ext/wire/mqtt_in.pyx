@@ -121,6 +121,10 @@ cdef _init_mqtt_in():
 _init_mqtt_in()
 
 
+# the extension block of a QoS 1 PUBLISH routed in C: {"mqttqos": 1}
+cdef const char *_MQ_QOS1_EXT = b'\x81\xa7mqttqos\x01'
+
+
 cdef object _mq_malformed(str text):
     return MqttError(MQR_MALFORMED, 'malformed packet: ' + text)
 
@@ -526,8 +530,10 @@ cdef class MqttParser(DoorParser):
             body = off + k
             end = off + total
             off = end
-            if (b0 == (MQ_PUBLISH << 4) and in_order and self.route_pubs
-                    and self.router is not None and self._publish_c(p, body, end)):
+            if ((b0 == 0x30 or b0 == 0x32 or b0 == 0x3A) and in_order and self.route_pubs
+                    and self.router is not None and self._publish_c(b0, p, body, end)):
+                continue
+            if b0 == 0x40 and self.flight is not None and self._puback_c(p, body, end):
                 continue
             in_order = False
             r.p = p
@@ -536,16 +542,26 @@ cdef class MqttParser(DoorParser):
             out.append(self._packet(b0 >> 4, b0 & 15, &r))
         return off
 
-    cdef int _publish_c(self, const char *p, Py_ssize_t body, Py_ssize_t end) except -1:
-        """A QoS 0 PUBLISH without retain: routed here (1) if it has no
-        properties, a subject and the permissions; 0: it goes to Python."""
+    cdef int _publish_c(self, uint8_t b0, const char *p, Py_ssize_t body,
+                        Py_ssize_t end) except -1:
+        """A QoS 0 or 1 PUBLISH without retain: routed here (1) if it has no
+        properties, a subject and the permissions (QoS 1: its PUBACK
+        written here too); 0: it goes to Python."""
         cdef Py_ssize_t tn, data
+        cdef int pid = 0
         if end - body < 2:
             return 0
         tn = (<uint8_t>p[body] << 8) | <uint8_t>p[body + 1]
         data = body + 2 + tn
         if tn == 0 or data > end:
             return 0
+        if b0 & 2:                          # QoS 1: the packet identifier
+            if data + 2 > end or self.out is None:
+                return 0
+            pid = (<uint8_t>p[data] << 8) | <uint8_t>p[data + 1]
+            if pid == 0:
+                return 0                    # (Python refuses it)
+            data += 2
         if self.version == 5:
             if data == end or p[data] != 0:
                 return 0                    # properties (or none at all: malformed)
@@ -558,18 +574,47 @@ cdef class MqttParser(DoorParser):
         if (self.pub_allow is not None or self.pub_deny is not None) \
                 and not self._allowed(subject):
             return 0
-        return self._route(subject, p + data, end - data)
+        return self._route(subject, p + data, end - data, pid)
 
-    cdef int _route(self, object subject, const char *d, Py_ssize_t dn) except -1:
-        """A PUBLISH: an event with the defaults, routed (1); 0 if the flow
+    cdef int _puback_c(self, const char *p, Py_ssize_t body, Py_ssize_t end) except -1:
+        """A PUBACK of a packet id of ``flight``, with no reason code or
+        with 0x00 and no properties: taken here (1); 0: it goes to Python."""
+        cdef int pid
+        if end - body != 2 and not (end - body == 3 and self.version == 5 and p[body + 2] == 0):
+            return 0
+        pid = (<uint8_t>p[body] << 8) | <uint8_t>p[body + 1]
+        if not self.flight._ack(pid):
+            return 0
+        self.acks_in += 1
+        return 1
+
+    cdef int _route(self, object subject, const char *d, Py_ssize_t dn, int pid) except -1:
+        """A PUBLISH: an event with the defaults (QoS 1, ``pid`` not 0: the
+        extension ``mqttqos`` 1, and its PUBACK), routed (1); 0 if the flow
         refuses it (closed: the PUBLISH goes to Python)."""
+        cdef OutBuf ob
+        cdef bint was_empty
+        cdef char *o
         try:
-            self._publish_default(subject, NULL, 0, d, dn)
+            if pid:
+                self._publish_default(subject, NULL, 0, d, dn, _MQ_QOS1_EXT, 10)
+            else:
+                self._publish_default(subject, NULL, 0, d, dn)
         except (LogFullError, EventTooLarge):
-            pass    # a stream refused it, the subscribers got it (QoS 0: no answer)
+            pass    # a stream refused it, the subscribers got it (QoS 1: acknowledged)
         except (FastflowError, UnicodeDecodeError):
             return 0
         self.pubs_in += 1
+        if pid:
+            ob = self.out
+            was_empty = ob.n == 0
+            o = ob._reserve(4)
+            if o != NULL:
+                o[0] = <char>(MQ_PUBACK << 4)
+                o[1] = 2
+                o[2] = <char>(pid >> 8)
+                o[3] = <char>(pid & 0xff)
+                ob._wrote(4, was_empty, False)
         return 1
 
     cdef object _packet(self, int kind, int flags, MqReader *r):

@@ -36,6 +36,14 @@ cdef enum:
     MQTT_VBI_MAX = 268435455        # the largest Variable Byte Integer (4 bytes)
     MQTT_STR_MAX = 65535            # bytes of a UTF-8 string or a topic
 
+cdef enum:
+    MQTT_PUBLISH_QOS1 = 0x32        # type 3, QoS 1
+    MQTT_FLIGHT_IDS = 32767         # an MqttFlight's packet ids: 1 .. this (the door's
+                                    # Python side takes the ones above)
+    MQTT_FLIGHT_RING = 1024         # at most this many in flight (a power of 2)
+    FWD_RETAIN = 1                  # _mqtt_fwd_flags: the message was published retained
+    FWD_EXPIRY = 2                  # ... it has a Message Expiry Interval
+
 cdef enum MqttMode:
     MQTT_MODE_RAW = 0
     MQTT_MODE_BINARY = 1
@@ -45,7 +53,19 @@ cdef enum MqttMode:
 cdef bytes _CT_STRUCTURED = b'\x03\x00\x1capplication/cloudevents+json'
 
 
+from libc.math cimport ceil
+from libc.string cimport memmove
+from libc.stdlib cimport calloc
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
+
 import base64
+
+
+cdef inline void _wr32be(char *p, int64_t v) noexcept:
+    p[0] = <char>((v >> 24) & 0xff)
+    p[1] = <char>((v >> 16) & 0xff)
+    p[2] = <char>((v >> 8) & 0xff)
+    p[3] = <char>(v & 0xff)
 
 
 # -- pieces of a packet ---------------------------------------------------------------
@@ -358,12 +378,17 @@ cdef int _props_get(WireMsg *m, bint lineage, WebJson **out) except -1:
 # its payload when that is not its data (a structured CloudEvent; None: the data)
 cdef WebJson _mqtt_fwd
 cdef object _mqtt_fwd_payload = None
+# and the QoS it was published with (its extension mqttqos), FWD_RETAIN, FWD_EXPIRY
+cdef int _mqtt_fwd_qos = 0
+cdef int _mqtt_fwd_flags = 0
 
 
 cdef int _fwd_scan(WireMsg *m, WebJson *w) except -1:
     """``_fwd_get`` in C: the extension ``mqttprops`` (bin) copied into
-    ``w``; 0 where Python decides (a structured CloudEvent, ``mqttce``; a
-    map32 or a malformed block)."""
+    ``w``, ``mqttqos``, ``mqttretain`` and ``mqttexpiry`` noted; 0 where
+    Python decides (a structured CloudEvent, ``mqttce``; a map32, a value
+    of another type than the door writes, a malformed block)."""
+    global _mqtt_fwd_qos, _mqtt_fwd_flags
     cdef Py_ssize_t restn = _rd32(m.rec + 12)
     cdef Py_ssize_t off = (EV_HEADER + (EV_GENID if <uint8_t>m.rec[1] & EVF_GENID
                                         else _rd16(m.rec + 4))
@@ -400,6 +425,23 @@ cdef int _fwd_scan(WireMsg *m, WebJson *w) except -1:
             w.n = vn
             i += vn
             continue
+        if kn == 7 and memcmp(b + i, b'mqttqos', 7) == 0:
+            i += kn
+            if i >= restn or b[i] > 2:
+                return 0
+            _mqtt_fwd_qos = b[i]
+            i += 1
+            continue
+        if kn == 10 and memcmp(b + i, b'mqttretain', 10) == 0:
+            i += kn
+            if i >= restn or (b[i] != 0xc3 and b[i] != 0xc2):
+                return 0
+            if b[i] == 0xc3:
+                _mqtt_fwd_flags |= FWD_RETAIN
+            i += 1
+            continue
+        if kn == 10 and memcmp(b + i, b'mqttexpiry', 10) == 0:
+            _mqtt_fwd_flags |= FWD_EXPIRY
         i += kn
         e = _mp_skip(b, i, restn, 0)      # (cesql.pyx's)
         if e < 0:
@@ -413,17 +455,21 @@ cdef int _fwd_get(WireMsg *m, WebJson **out) except -1:
     carries to its subscribers (the bytes of its extension ``mqttprops``;
     none if it has no other attributes), made once per message; and
     ``_mqtt_fwd_payload``."""
-    global _mqtt_fwd_payload
+    global _mqtt_fwd_payload, _mqtt_fwd_qos, _mqtt_fwd_flags
     cdef WebJson *w = &_mqtt_fwd
     cdef Event ev
     cdef dict rest
-    cdef object fwd
+    cdef object fwd, q
     if w.gen != m.gen or m.gen == 0:
         w.gen = 0
         w.n = 0
         _mqtt_fwd_payload = None
+        _mqtt_fwd_qos = 0
+        _mqtt_fwd_flags = 0
         if _rd32(m.rec + 12) and not _fwd_scan(m, w):
             w.n = 0                     # (Python decides: what C copied is dropped)
+            _mqtt_fwd_qos = 0
+            _mqtt_fwd_flags = 0
             if m.event != NULL:
                 ev = <Event>m.event
             else:
@@ -437,6 +483,14 @@ cdef int _fwd_get(WireMsg *m, WebJson **out) except -1:
                 w.n = len(<bytes>fwd)
             if rest is not None and rest.get('mqttce') == 'structured':
                 _mqtt_fwd_payload = _structured_payload(ev)
+            if rest is not None:
+                q = rest.get('mqttqos')
+                if type(q) is int and 0 <= q <= 2:
+                    _mqtt_fwd_qos = q
+                if rest.get('mqttretain') is True:
+                    _mqtt_fwd_flags |= FWD_RETAIN
+                if 'mqttexpiry' in rest:
+                    _mqtt_fwd_flags |= FWD_EXPIRY
         w.gen = m.gen
     out[0] = w
     return 0
@@ -599,6 +653,213 @@ def _binary_props(event, lineage):
     return b''.join(out)
 
 
+# -- QoS 1 in C: a connection's packet ids, window and queue --------------------------
+
+
+cdef inline double _wall_now() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+@cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class MqttFlight:
+    """The QoS 1 deliveries of one MQTT connection whose session ends with
+    it (clean session, session expiry 0), kept in C: its MqttTargets of
+    QoS 1 subscriptions write each PUBLISH here, which gives it a packet
+    identifier (1 .. 32767; the door's Python side takes the ones above
+    for QoS 2 and what it sends itself) and writes it into ``outbuf`` while
+    fewer than ``receive_max`` messages (its own plus ``others``, the ones
+    Python has in flight) await their PUBACK, and at most 1,024 of its
+    own; the rest waits in its queue, in order, and goes out as PUBACKs
+    come (``ack``, which the parser calls in C).
+
+    Limits: at most ``max_queued`` messages and the OutBuf's
+    ``max_pending`` bytes wait; a message past either is dropped (counted
+    in ``dropped``: the newest go, as mosquitto's max_queued_messages).  A
+    message with a Message Expiry Interval (``push``'s ``deadline``) that
+    passes while it waits is dropped (``expired``); one sent goes with the
+    interval left.  ``wake`` (no arguments) is called when an
+    acknowledgement frees room and nothing of its own waits: the door's
+    Python side sends what it keeps."""
+
+    def __cinit__(self):
+        self.next_id = 1
+
+    def __init__(self, OutBuf outbuf not None, int receive_max=65535,
+                 Py_ssize_t max_queued=10000):
+        cdef int ring = 16
+        if not 1 <= receive_max <= 65535:
+            raise ValueError('receive_max must be 1..65535, got {}'.format(receive_max))
+        if max_queued < 0:
+            raise ValueError('max_queued must be >= 0, got {}'.format(max_queued))
+        while ring < receive_max and ring < MQTT_FLIGHT_RING:
+            ring <<= 1
+        if self.slots == NULL:
+            self.slots = <uint16_t *>calloc(ring, sizeof(uint16_t))
+            if self.slots == NULL:
+                raise MemoryError()
+            self.mask = ring - 1
+        self.outbuf = outbuf
+        self.receive_max = receive_max
+        self.max_queued = max_queued
+
+    def __dealloc__(self):
+        free(self.slots)
+        free(self.q)
+
+    @property
+    def window(self):
+        """Messages it may have in flight at most (its ring)."""
+        return self.mask + 1
+
+    cdef inline bint _room(self) noexcept:
+        return (self.inflight + self.others < self.receive_max
+                and self.slots[self.next_id & self.mask] == 0)
+
+    cdef char *_begin(self, Py_ssize_t size) except? NULL:
+        """Room for a packet of ``size`` bytes: in the OutBuf when it goes
+        out at once (``now``), else in the queue; NULL: dropped (the
+        queue's limits; the OutBuf's, which counts it)."""
+        cdef Py_ssize_t need, bound
+        cdef char *p
+        if self.queued == 0 and self._room():
+            self.now = True
+            return self.outbuf._reserve(size)
+        self.now = False
+        bound = self.outbuf.max_pending
+        if self.queued >= self.max_queued or (bound and self.queued_bytes + size > bound):
+            self.dropped += 1
+            return NULL
+        need = sizeof(FlightEntry) + ((size + 7) & ~7)
+        if self.qtail + need > self.qcap:
+            if self.qhead:
+                memmove(self.q, self.q + self.qhead, self.qtail - self.qhead)
+                self.qtail -= self.qhead
+                self.qhead = 0
+            _grow(<void **>&self.q, &self.qcap, self.qtail + need, 1, 4096)
+        p = self.q + self.qtail
+        return p + sizeof(FlightEntry)
+
+    cdef int _commit(self, char *p, Py_ssize_t size, Py_ssize_t pid_off, Py_ssize_t exp_off,
+                     double deadline, bint was_empty) except -1:
+        """The packet at ``p`` (from ``_begin``) is complete: sent with the
+        next packet id, or queued."""
+        cdef FlightEntry *e
+        cdef int pid
+        if self.now:
+            pid = self.next_id
+            self.next_id = pid % MQTT_FLIGHT_IDS + 1
+            self.slots[pid & self.mask] = <uint16_t>pid
+            self.inflight += 1
+            self.sent += 1
+            p[pid_off] = <char>(pid >> 8)
+            p[pid_off + 1] = <char>(pid & 0xff)
+            self.outbuf._wrote(size, was_empty, True)
+            return 0
+        e = <FlightEntry *>(p - sizeof(FlightEntry))
+        e.size = <int32_t>size
+        e.pid_off = <int32_t>pid_off
+        e.exp_off = <int32_t>exp_off
+        e.deadline = deadline
+        self.qtail += sizeof(FlightEntry) + ((size + 7) & ~7)
+        self.queued += 1
+        self.queued_bytes += size
+        return 0
+
+    cdef int _ack(self, int pid) except -1:
+        """PUBACK ``pid``: 1 if it was one of its packet ids (freed: what
+        waits goes out), 0 if not."""
+        if pid < 1 or pid > MQTT_FLIGHT_IDS or self.slots[pid & self.mask] != pid:
+            return 0
+        self.slots[pid & self.mask] = 0
+        self.inflight -= 1
+        self.acked += 1
+        if self.queued:
+            self._drain()
+        if self.queued == 0 and self.wake is not None \
+                and self.inflight + self.others < self.receive_max:
+            self.wake()
+        return 1
+
+    cdef int _drain(self) except -1:
+        """Send what waits while there is room, in order."""
+        cdef FlightEntry *e
+        cdef OutBuf ob = self.outbuf
+        cdef char *o
+        cdef double now = 0
+        cdef int64_t left
+        cdef Py_ssize_t size
+        cdef bint was_empty
+        while self.queued and self._room():
+            e = <FlightEntry *>(self.q + self.qhead)
+            size = e.size
+            self.qhead += sizeof(FlightEntry) + ((size + 7) & ~7)
+            self.queued -= 1
+            self.queued_bytes -= size
+            if self.queued == 0:
+                self.qhead = self.qtail = 0
+            if e.deadline > 0:
+                if now == 0:
+                    now = _wall_now()
+                if e.deadline <= now:
+                    self.expired += 1
+                    continue
+                if e.exp_off >= 0:      # the interval left (MQTT 5 section 3.3.2.3.3)
+                    left = <int64_t>ceil(e.deadline - now)
+                    _wr32be(<char *>e + sizeof(FlightEntry) + e.exp_off, left)
+            was_empty = ob.n == 0
+            o = ob._reserve(size)
+            if o == NULL:
+                continue                # (the OutBuf counts it; its connection is cut)
+            memcpy(o, <char *>e + sizeof(FlightEntry), size)
+            self.now = True
+            self._commit(o, size, e.pid_off, -1, 0, was_empty)
+        return 0
+
+    def push(self, packet, Py_ssize_t pid_offset, deadline=None, Py_ssize_t expiry_offset=-1):
+        """Send (or queue) ``packet``, a complete QoS 1 PUBLISH whose packet
+        identifier (2 bytes at ``pid_offset``) it fills in; ``deadline``:
+        when it expires (epoch seconds), then ``expiry_offset``: where the
+        4 bytes of its Message Expiry Interval are (-1: none), rewritten
+        with the time left when it goes out of the queue.  Returns False
+        if it was dropped (the queue's limits or the OutBuf's)."""
+        cdef Py_buffer view
+        cdef char *p
+        cdef bint was_empty = self.outbuf.n == 0
+        cdef double dl = 0 if deadline is None else deadline
+        PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE)
+        try:
+            if not 0 <= pid_offset <= view.len - 2 or expiry_offset > view.len - 4:
+                raise ValueError('pid_offset {} or expiry_offset {} outside a packet of {} '
+                                 'bytes'.format(pid_offset, expiry_offset, view.len))
+            if deadline is not None and dl <= _wall_now():
+                self.expired += 1
+                return False
+            p = self._begin(view.len)
+            if p == NULL:
+                return False
+            memcpy(p, view.buf, view.len)
+            self._commit(p, view.len, pid_offset, expiry_offset, dl, was_empty)
+            return True
+        finally:
+            PyBuffer_Release(&view)
+
+    def ack(self, int pid):
+        """A PUBACK of ``pid`` (one that did not come through the parser's
+        C path): True if it was one of its packet ids."""
+        return self._ack(pid) == 1
+
+    def owns(self, int pid):
+        """Whether ``pid`` is one of its packet identifiers in flight."""
+        return 1 <= pid <= MQTT_FLIGHT_IDS and self.slots[pid & self.mask] == pid
+
+    def drain(self):
+        """Send what waits while there is room (after ``others`` fell)."""
+        self._drain()
+
+
 # -- the target ---------------------------------------------------------------------
 
 
@@ -620,13 +881,30 @@ cdef class MqttTarget(WireTarget):
     limit) in ``too_large``; neither is written, and the router counts
     both as delivered (MQTT 5 section 3.1.2.25: the server behaves as if
     it had sent them).  A packet the OutBuf drops (its limit) is counted
-    there, as for every target."""
+    there, as for every target.
+
+    ``qos`` 1 (with ``flight``, an MqttFlight on the same OutBuf, and
+    ``fallback``): a QoS 1 subscription.  A message published through
+    the MQTT door at QoS 1 or 2 goes at QoS 1 through ``flight`` (its
+    packet id, window and queue; one the queue's limits drop counts as
+    dropped here too); the others at QoS 0, as MQTT has it (the lower of
+    the two).  One with a Message Expiry Interval, or published retained
+    to a subscription with ``retain_as_published``, goes to
+    ``fallback(event)`` (the door's Python side, which sends it through
+    ``flight.push``)."""
 
     def __init__(self, OutBuf outbuf not None, int version=4, str mode='raw',
                  subscription_identifier=None, Py_ssize_t max_packet=0, bint echo=True,
-                 bint lineage=False):
+                 bint lineage=False, int qos=0, MqttFlight flight=None,
+                 bint retain_as_published=False, fallback=None):
         cdef char tmp[8]
         cdef char *e
+        if qos != 0 and qos != 1:
+            raise ValueError('qos must be 0 or 1 (QoS 2 is the door\'s), got {}'.format(qos))
+        if qos and (flight is None or fallback is None):
+            raise ValueError('qos 1 needs a flight and a fallback')
+        if flight is not None and flight.outbuf is not outbuf:
+            raise ValueError('the flight writes to another OutBuf')
         WireTarget.__init__(self, outbuf, echo)
         if subscription_identifier is not None:
             if version != 5:
@@ -648,15 +926,21 @@ cdef class MqttTarget(WireTarget):
         self.subscription_identifier = subscription_identifier
         self.max_packet = max_packet
         self.lineage = lineage
+        self.qos = qos
+        self.flight = flight
+        self.retain_as_published = retain_as_published
+        self.fallback = fallback
 
     cdef int _write(self, WireMsg *m) except -1:
         cdef OutBuf ob = self.outbuf
         cdef bint was_empty = ob.n == 0
         cdef const char *d
         cdef const char *pp
-        cdef Py_ssize_t dn, tn, pn, props = 0, rl, size
+        cdef Py_ssize_t dn, tn, pn, props = 0, rl, size, pid_off = 0
+        cdef int q = 0
         cdef char *o
         cdef char *o0
+        cdef Event ev
         if self._subject is None or PyBytes_GET_SIZE(self._subject) != m.subject_n \
                 or memcmp(PyBytes_AS_STRING(self._subject), m.subject, m.subject_n) != 0:
             self._translate(m)
@@ -665,13 +949,25 @@ cdef class MqttTarget(WireTarget):
             return 1
         tn = PyBytes_GET_SIZE(self._topic)
         _mqtt_parts(m, self.version, self._mode, self.lineage, &d, &dn, &pp, &pn)
+        if self.qos and <uint8_t>m.rec[1] & EVF_MQTT and _mqtt_fwd_qos:
+            # (_mqtt_parts read the message's extensions)
+            if _mqtt_fwd_flags & FWD_EXPIRY or (self.retain_as_published
+                                                 and _mqtt_fwd_flags & FWD_RETAIN):
+                if m.event != NULL:
+                    ev = <Event>m.event
+                else:
+                    ev = _ev_decode(<object>m.subject_obj, m.rec, m.rec_n, m.seq,
+                                    <object>m.stream, m.ts, None)
+                self.fallback(ev)
+                return 1
+            q = 1
         if self.version == 5:
             props = PyBytes_GET_SIZE(self._sid_prop) + pn
             if props > MQTT_VBI_MAX:
                 self.too_large += 1
                 return 1
             props += _vbi_size(props)
-        rl = 2 + tn + props + dn
+        rl = 2 + tn + props + dn + 2 * q
         if rl > MQTT_VBI_MAX:
             self.too_large += 1
             return 1
@@ -679,12 +975,18 @@ cdef class MqttTarget(WireTarget):
         if self.max_packet and size > self.max_packet:
             self.too_large += 1
             return 1
-        o0 = ob._reserve(size)
+        if q:
+            o0 = self.flight._begin(size)
+        else:
+            o0 = ob._reserve(size)
         if o0 == NULL:
             return 0
-        o0[0] = <char>MQTT_PUBLISH
+        o0[0] = <char>(MQTT_PUBLISH_QOS1 if q else MQTT_PUBLISH)
         o = _put_vbi(o0 + 1, rl)
         o = _put_lit(_put_u16(o, tn), PyBytes_AS_STRING(self._topic), tn)
+        if q:
+            pid_off = o - o0
+            o += 2                      # (the packet id: the flight's)
         if self.version == 5:
             o = _put_vbi(o, PyBytes_GET_SIZE(self._sid_prop) + pn)
             o = _put_lit(o, PyBytes_AS_STRING(self._sid_prop), PyBytes_GET_SIZE(self._sid_prop))
@@ -695,7 +997,10 @@ cdef class MqttTarget(WireTarget):
         if FASTFLOW_DEBUG and o - o0 != size:
             raise FastflowError('MqttTarget._write: wrote {} bytes, sized {}'.format(
                 o - o0, size))
-        ob._wrote(size, was_empty, True)
+        if q:
+            self.flight._commit(o0, size, pid_off, -1, 0, was_empty)
+        else:
+            ob._wrote(size, was_empty, True)
         return 1
 
     cdef int _translate(self, WireMsg *m) except -1:

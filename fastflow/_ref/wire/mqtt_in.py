@@ -21,6 +21,8 @@ from fastflow._ref.event import (
     _ssize,
 )
 from fastflow._ref.wire.door import DoorParser
+from fastflow._ref.wire.mqtt_out import MqttFlight
+from fastflow._ref.wire.outbuf import _typed
 from fastflow.errors import EventTooLarge, FastflowError, LogFullError, MqttError, SubjectError
 
 __all__ = ("MqttParser", "mqtt_topic_subject")
@@ -115,6 +117,10 @@ DISCONNECT_REASONS = frozenset((0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 
 AUTH_REASONS = frozenset((0x00, 0x18, 0x19))
 
 _SHARE = "$share/"
+
+
+# the extension block of a QoS 1 PUBLISH routed in C: {"mqttqos": 1}
+_QOS1_EXT = b"\x81\xa7mqttqos\x01"
 
 
 def _malformed(text):
@@ -302,7 +308,7 @@ class MqttParser(DoorParser):
     parser then refuses more input.
     """
 
-    __slots__ = ("_max_packet", "_packets_in", "_version")
+    __slots__ = ("_max_packet", "_packets_in", "_version", "_flight", "_acks_in")
 
     _error = MqttError
 
@@ -312,6 +318,8 @@ class MqttParser(DoorParser):
         o._max_packet = 0
         o._packets_in = 0
         o._version = 0
+        o._flight = None
+        o._acks_in = 0
         return o
 
     def __init__(self, router=None, out=None, max_packet=1 << 20, max_connect=0):
@@ -321,6 +329,17 @@ class MqttParser(DoorParser):
 
     packets_in = _ro("_packets_in")
     version = _ro("_version")
+    acks_in = _ro("_acks_in")
+
+    @property
+    def flight(self):
+        """Its connection's QoS 1 deliveries (an MqttFlight; None: none):
+        their PUBACKs are taken in C."""
+        return self._flight
+
+    @flight.setter
+    def flight(self, v):
+        self._flight = _typed(v, MqttFlight)
 
     max_packet = _ssize("_max_packet",
                         "The largest packet (bytes, the fixed header included) after CONNECT.")
@@ -404,22 +423,33 @@ class MqttParser(DoorParser):
             body = off + k
             end = off + total
             off = end
-            if (kind == MQ_PUBLISH and b0 & 15 == 0 and in_order and self._route_pubs
-                    and self._router is not None and self._publish_c(p, body, end, out)):
+            if (b0 in (0x30, 0x32, 0x3A) and in_order and self._route_pubs
+                    and self._router is not None and self._publish_c(b0, p, body, end, out)):
+                continue
+            if b0 == 0x40 and self._flight is not None and self._puback_c(p, body, end):
                 continue
             in_order = False
             out.append(self._packet(kind, b0 & 15, _Reader(p, body, end)))
         return off
 
-    def _publish_c(self, p, body, end, out):
-        """A QoS 0 PUBLISH without retain: routed here if it has no
-        properties, a subject and the permissions; False: it goes to Python."""
+    def _publish_c(self, b0, p, body, end, out):
+        """A QoS 0 or 1 PUBLISH without retain: routed here if it has no
+        properties, a subject and the permissions (QoS 1: its PUBACK
+        written here too); False: it goes to Python."""
         if end - body < 2:
             return False
         tn = int.from_bytes(p[body:body + 2], "big")
         data = body + 2 + tn
         if tn == 0 or data > end:
             return False
+        pid = 0
+        if b0 & 2:                          # QoS 1: the packet identifier
+            if data + 2 > end or self._out is None:
+                return False
+            pid = int.from_bytes(p[data:data + 2], "big")
+            if pid == 0:
+                return False                # (Python refuses it)
+            data += 2
         if self._version == 5:
             if data == end or p[data] != 0:
                 return False                # properties (or none at all: malformed)
@@ -432,26 +462,44 @@ class MqttParser(DoorParser):
         if (self._pub_allow is not None or self._pub_deny is not None) \
                 and not self._allowed(subject):
             return False
-        return self._route(subject, p[data:end])
+        return self._route(subject, p[data:end], pid)
 
-    def _route(self, subject, d):
-        """A PUBLISH: an event with the defaults, routed; False if the flow
+    def _puback_c(self, p, body, end):
+        """A PUBACK of a packet id of ``flight``, with no reason code or
+        with 0x00 and no properties: taken here; False: it goes to Python."""
+        if end - body != 2 and not (end - body == 3 and self._version == 5 and p[body + 2] == 0):
+            return False
+        if not self._flight._ack(int.from_bytes(p[body:body + 2], "big")):
+            return False
+        self._acks_in += 1
+        return True
+
+    def _route(self, subject, d, pid=0):
+        """A PUBLISH: an event with the defaults (QoS 1, ``pid`` not 0: the
+        extension ``mqttqos`` 1, and its PUBACK), routed; False if the flow
         refuses it (closed: the PUBLISH goes to Python)."""
         rt = self._router
         srcb = rt.source.encode("utf-8", "surrogatepass")    # (as the Router keeps it)
+        ext = _QOS1_EXT if pid else b""
         rec = b"".join((
             _HEADER.pack(EV_VERSION, EVF_GENID | EVF_TYPE_SUBJECT | EVF_MQTT, 0, 0,
                          len(srcb) & 0xFFFF,
-                         0, 0, 0),
+                         0, 0, len(ext)),
             _GENID.pack(_event._id_prefix, _event._next_gid() & 0xFFFFFFFFFFFFFFFF),
-            srcb, d))
+            srcb, ext, d))
         try:
             rt.publish_wire(subject, None, rec, self._out, True)
         except (LogFullError, EventTooLarge):
-            pass    # a stream refused it, the subscribers got it (QoS 0: no answer)
+            pass    # a stream refused it, the subscribers got it (QoS 1: acknowledged)
         except (FastflowError, UnicodeDecodeError):
             return False
         self._pubs_in += 1
+        if pid:
+            ob = self._out
+            was_empty = not ob._buf
+            if ob._reserve(4):
+                ob._buf += bytes((MQ_PUBACK << 4, 2, pid >> 8, pid & 0xFF))
+                ob._wrote(was_empty, False)
         return True
 
     def _packet(self, kind, flags, r):

@@ -20,10 +20,14 @@ every mode as MQTT sent it (its payload and, MQTT 5, its extension
 """
 
 import base64
+import math
+import time
+from collections import deque
 
 from fastflow._ref.event import (
     EVF_MQTT,
     Event,
+    _c_int,
     _c_ssize,
     _ev_copy,
     _ev_data_offset,
@@ -33,13 +37,16 @@ from fastflow._ref.event import (
     _ssize,
 )
 from fastflow._ref.subjects import validate_subject
-from fastflow._ref.wire.outbuf import WireTarget, _stored_msg
+from fastflow._ref.wire.outbuf import OutBuf, WireTarget, _stored_msg
 from fastflow._ref.wire.web_out import _web_json
 from fastflow.errors import SubjectError
 
 __all__ = ("MqttTarget", "mqtt_parts", "mqtt_subject_topic")
 
 MQTT_PUBLISH = 0x30             # type 3, QoS 0, DUP 0, RETAIN 0
+MQTT_PUBLISH_QOS1 = 0x32        # type 3, QoS 1
+MQTT_FLIGHT_IDS = 32767         # an MqttFlight's packet ids: 1 .. this
+MQTT_FLIGHT_RING = 1024         # at most this many in flight (a power of 2)
 MQTT_PROP_CONTENT_TYPE = 0x03
 MQTT_PROP_SUBSCRIPTION_ID = 0x0B
 MQTT_PROP_USER = 0x26
@@ -191,6 +198,27 @@ def _forwarded(msg):
     return got
 
 
+def _fwd_qos(msg):
+    """``(qos, retain, expiry)`` of a message of the MQTT door: its
+    extensions ``mqttqos`` (0..2; 0 otherwise), ``mqttretain`` (True) and
+    whether it has ``mqttexpiry``."""
+    key = ("mqttqos",)
+    got = msg.cache.get(key)
+    if got is None:
+        q, retain, expiry = 0, False, False
+        rec = msg.rec
+        if int.from_bytes(rec[12:16], "little"):
+            ev = msg.event if msg.event is not None else _event_of(msg)
+            ext = ev.extensions
+            v = ext.get("mqttqos")
+            if type(v) is int and 0 <= v <= 2:
+                q = v
+            retain = ext.get("mqttretain") is True
+            expiry = "mqttexpiry" in ext
+        got = msg.cache[key] = (q, retain, expiry)
+    return got
+
+
 def _structured_payload(event):
     """The payload a structured CloudEvent published through the MQTT door
     goes on with to MQTT subscribers: its JSON (without the door's own
@@ -271,6 +299,191 @@ def mqtt_parts(event, version=5, mode="binary", lineage=False):
 
 
 @_final
+class MqttFlight:
+    """The QoS 1 deliveries of one MQTT connection whose session ends with
+    it (clean session, session expiry 0), kept in C: its MqttTargets of
+    QoS 1 subscriptions write each PUBLISH here, which gives it a packet
+    identifier (1 .. 32767; the door's Python side takes the ones above
+    for QoS 2 and what it sends itself) and writes it into ``outbuf`` while
+    fewer than ``receive_max`` messages (its own plus ``others``, the ones
+    Python has in flight) await their PUBACK, and at most 1,024 of its
+    own; the rest waits in its queue, in order, and goes out as PUBACKs
+    come (``ack``, which the parser calls in C).
+
+    Limits: at most ``max_queued`` messages and the OutBuf's
+    ``max_pending`` bytes wait; a message past either is dropped (counted
+    in ``dropped``: the newest go, as mosquitto's max_queued_messages).  A
+    message with a Message Expiry Interval (``push``'s ``deadline``) that
+    passes while it waits is dropped (``expired``); one sent goes with the
+    interval left.  ``wake`` (no arguments) is called when an
+    acknowledgement frees room and nothing of its own waits: the door's
+    Python side sends what it keeps."""
+
+    __slots__ = ("_outbuf", "_receive_max", "_others", "_inflight", "_queue", "_max_queued",
+                 "_queued_bytes", "_sent", "_acked", "_dropped", "_expired", "wake", "_slots",
+                 "_mask", "_next_id")
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
+
+    def __init__(self, outbuf, receive_max=65535, max_queued=10000):
+        if not isinstance(outbuf, OutBuf):
+            raise TypeError("Argument 'outbuf' has incorrect type (expected {}.{}, got {})"
+                            .format(OutBuf.__module__, OutBuf.__qualname__,
+                                    type(outbuf).__name__))
+        receive_max = _c_int(receive_max)
+        max_queued = _c_ssize(max_queued)
+        if not 1 <= receive_max <= 65535:
+            raise ValueError("receive_max must be 1..65535, got {}".format(receive_max))
+        if max_queued < 0:
+            raise ValueError("max_queued must be >= 0, got {}".format(max_queued))
+        ring = 16
+        while ring < receive_max and ring < MQTT_FLIGHT_RING:
+            ring <<= 1
+        if not hasattr(self, "_slots"):
+            self._slots = [0] * ring
+            self._mask = ring - 1
+            self._next_id = 1
+            self._inflight = 0
+            self._queue = deque()   # [packet (bytearray), pid_off, exp_off, deadline]
+            self._queued_bytes = 0
+            self._sent = self._acked = self._dropped = self._expired = 0
+            self._others = 0
+            self.wake = None
+        self._outbuf = outbuf
+        self._receive_max = receive_max
+        self._max_queued = max_queued
+
+    outbuf = _ro("_outbuf")
+    inflight = _ro("_inflight")
+    queued_bytes = _ro("_queued_bytes")
+    sent = _ro("_sent")
+    acked = _ro("_acked")
+    dropped = _ro("_dropped")
+    expired = _ro("_expired")
+    max_queued = _ssize("_max_queued")
+
+    @property
+    def queued(self):
+        return len(self._queue)
+
+    @property
+    def receive_max(self):
+        return self._receive_max
+
+    @receive_max.setter
+    def receive_max(self, v):
+        self._receive_max = _c_int(v)
+
+    @property
+    def others(self):
+        return self._others
+
+    @others.setter
+    def others(self, v):
+        self._others = _c_int(v)
+
+    @property
+    def window(self):
+        """Messages it may have in flight at most (its ring)."""
+        return self._mask + 1
+
+    def _room(self):
+        return (self._inflight + self._others < self._receive_max
+                and self._slots[self._next_id & self._mask] == 0)
+
+    def _send(self, packet, pid_off):
+        """``packet`` (a bytearray) out now with the next packet id; False:
+        the OutBuf dropped it."""
+        ob = self._outbuf
+        was_empty = not ob._buf
+        if not ob._reserve(len(packet)):
+            return False
+        pid = self._next_id
+        self._next_id = pid % MQTT_FLIGHT_IDS + 1
+        self._slots[pid & self._mask] = pid
+        self._inflight += 1
+        self._sent += 1
+        packet[pid_off:pid_off + 2] = pid.to_bytes(2, "big")
+        ob._buf += packet
+        ob._wrote(was_empty, True)
+        return True
+
+    def _put(self, packet, pid_off, exp_off=-1, deadline=0.0):
+        """Send or queue ``packet``: False if dropped."""
+        if not self._queue and self._room():
+            return self._send(packet, pid_off)
+        bound = self._outbuf._max_pending
+        if len(self._queue) >= self._max_queued or (
+                bound and self._queued_bytes + len(packet) > bound):
+            self._dropped += 1
+            return False
+        self._queue.append((packet, pid_off, exp_off, deadline))
+        self._queued_bytes += len(packet)
+        return True
+
+    def _ack(self, pid):
+        if not 1 <= pid <= MQTT_FLIGHT_IDS or self._slots[pid & self._mask] != pid:
+            return False
+        self._slots[pid & self._mask] = 0
+        self._inflight -= 1
+        self._acked += 1
+        if self._queue:
+            self.drain()
+        if not self._queue and self.wake is not None \
+                and self._inflight + self._others < self._receive_max:
+            self.wake()
+        return True
+
+    def drain(self):
+        """Send what waits while there is room (after ``others`` fell)."""
+        now = 0.0
+        q = self._queue
+        while q and self._room():
+            packet, pid_off, exp_off, deadline = q.popleft()
+            self._queued_bytes -= len(packet)
+            if deadline > 0:
+                if now == 0.0:
+                    now = time.time()
+                if deadline <= now:
+                    self._expired += 1
+                    continue
+                if exp_off >= 0:        # the interval left (MQTT 5 section 3.3.2.3.3)
+                    packet[exp_off:exp_off + 4] = (
+                        int(math.ceil(deadline - now)) & 0xFFFFFFFF).to_bytes(4, "big")
+            self._send(packet, pid_off)
+
+    def push(self, packet, pid_offset, deadline=None, expiry_offset=-1):
+        """Send (or queue) ``packet``, a complete QoS 1 PUBLISH whose packet
+        identifier (2 bytes at ``pid_offset``) it fills in; ``deadline``:
+        when it expires (epoch seconds), then ``expiry_offset``: where the
+        4 bytes of its Message Expiry Interval are (-1: none), rewritten
+        with the time left when it goes out of the queue.  Returns False
+        if it was dropped (the queue's limits or the OutBuf's)."""
+        packet = bytearray(memoryview(packet).cast("B"))
+        pid_offset = _c_ssize(pid_offset)
+        dl = 0.0 if deadline is None else float(deadline)
+        expiry_offset = _c_ssize(expiry_offset)
+        if not 0 <= pid_offset <= len(packet) - 2 or expiry_offset > len(packet) - 4:
+            raise ValueError("pid_offset {} or expiry_offset {} outside a packet of {} "
+                             "bytes".format(pid_offset, expiry_offset, len(packet)))
+        if deadline is not None and dl <= time.time():
+            self._expired += 1
+            return False
+        return self._put(packet, pid_offset, expiry_offset, dl)
+
+    def ack(self, pid):
+        """A PUBACK of ``pid`` (one that did not come through the parser's
+        C path): True if it was one of its packet ids."""
+        return self._ack(_c_int(pid))
+
+    def owns(self, pid):
+        """Whether ``pid`` is one of its packet identifiers in flight."""
+        pid = _c_int(pid)
+        return 1 <= pid <= MQTT_FLIGHT_IDS and self._slots[pid & self._mask] == pid
+
+
+@_final
 class MqttTarget(WireTarget):
     """An MQTT subscription delivered at QoS 0: each message one PUBLISH
     packet (RETAIN 0), its topic the routing subject translated back
@@ -287,16 +500,39 @@ class MqttTarget(WireTarget):
     limit) in ``too_large``; neither is written, and the router counts
     both as delivered (MQTT 5 section 3.1.2.25: the server behaves as if
     it had sent them).  A packet the OutBuf drops (its limit) is counted
-    there, as for every target."""
+    there, as for every target.
+
+    ``qos`` 1 (with ``flight``, an MqttFlight on the same OutBuf, and
+    ``fallback``): a QoS 1 subscription.  A message published through
+    the MQTT door at QoS 1 or 2 goes at QoS 1 through ``flight`` (its
+    packet id, window and queue; one the queue's limits drop counts as
+    dropped here too); the others at QoS 0, as MQTT has it (the lower of
+    the two).  One with a Message Expiry Interval, or published retained
+    to a subscription with ``retain_as_published``, goes to
+    ``fallback(event)`` (the door's Python side, which sends it through
+    ``flight.push``)."""
 
     __slots__ = ("_version", "_mode", "_subscription_identifier", "_max_packet", "_lineage",
-                 "_untranslatable", "_too_large", "_sid_prop", "_subject", "_topic")
+                 "_untranslatable", "_too_large", "_sid_prop", "_subject", "_topic", "_qos",
+                 "_flight", "_retain_as_published", "fallback")
 
     def __init__(self, outbuf, version=4, mode="raw", subscription_identifier=None,
-                 max_packet=0, echo=True, lineage=False):
-        WireTarget.__init__(self, outbuf, echo)
+                 max_packet=0, echo=True, lineage=False, qos=0, flight=None,
+                 retain_as_published=False, fallback=None):
         _arg_types(version, mode)
         max_packet = _c_ssize(max_packet)     # (the native core converts in argument order)
+        qos = _c_int(qos)
+        if flight is not None and not isinstance(flight, MqttFlight):
+            raise TypeError("Argument 'flight' has incorrect type (expected {}.{}, got {})"
+                            .format(MqttFlight.__module__, MqttFlight.__qualname__,
+                                    type(flight).__name__))
+        if qos != 0 and qos != 1:
+            raise ValueError("qos must be 0 or 1 (QoS 2 is the door's), got {}".format(qos))
+        if qos and (flight is None or fallback is None):
+            raise ValueError("qos 1 needs a flight and a fallback")
+        if flight is not None and flight.outbuf is not outbuf:
+            raise ValueError("the flight writes to another OutBuf")
+        WireTarget.__init__(self, outbuf, echo)
         _check_mode(version, mode)
         sid_prop = b""
         if subscription_identifier is not None:
@@ -319,11 +555,18 @@ class MqttTarget(WireTarget):
         self._sid_prop = sid_prop       # the Subscription Identifier property (b"": none)
         self._subject = None            # the last message's subject ...
         self._topic = None              # ... and its topic (bytes; None: it has none)
+        self._qos = qos                 # the subscription's QoS (1: through flight)
+        self._flight = flight
+        self._retain_as_published = bool(retain_as_published)
+        self.fallback = fallback        # (event) the messages C leaves to Python
 
     version = _ro("_version")
     mode = _ro("_mode")
     subscription_identifier = _ro("_subscription_identifier")
     lineage = _ro("_lineage")
+    qos = _ro("_qos")
+    flight = _ro("_flight")
+    retain_as_published = _ro("_retain_as_published")
     untranslatable = _ro("_untranslatable")
     too_large = _ro("_too_large")
 
@@ -349,7 +592,17 @@ class MqttTarget(WireTarget):
             self._untranslatable += 1
             return True
         payload, props = _parts(msg, self._version, self._mode, self._lineage)
+        q = 0
+        if self._qos and msg.rec[1] & EVF_MQTT:
+            mq, retain, expiry = _fwd_qos(msg)
+            if mq:
+                if expiry or (self._retain_as_published and retain):
+                    self.fallback(msg.event if msg.event is not None else _event_of(msg))
+                    return True
+                q = 1
         parts = [len(topic).to_bytes(2, "big"), topic]
+        if q:
+            parts.append(b"\0\0")       # (the packet id: the flight's)
         if self._version == 5:
             block = self._sid_prop + (props or b"")
             if len(block) > MQTT_VBI_MAX:
@@ -362,10 +615,13 @@ class MqttTarget(WireTarget):
         if len(body) > MQTT_VBI_MAX:
             self._too_large += 1
             return True
-        packet = bytes((MQTT_PUBLISH,)) + _vbi(len(body)) + body
+        head = bytes((MQTT_PUBLISH_QOS1 if q else MQTT_PUBLISH,)) + _vbi(len(body))
+        packet = head + body
         if self._max_packet and len(packet) > self._max_packet:
             self._too_large += 1
             return True
+        if q:
+            return self._flight._put(bytearray(packet), len(head) + 2 + len(topic))
         ob = self._outbuf
         was_empty = not ob._buf
         if not ob._reserve(len(packet)):
