@@ -305,3 +305,37 @@ def test_receive_maximum_covers_qos_1_and_2_together(broker):  # noqa: F811 (the
         # (mosquitto 2.0 lets more go when QoS 1 and 2 mix: 6 of 2 here;
         # docs/mqtt.md "Differences from mosquitto")
         assert most >= 2
+
+
+# -- retained messages that expire ----------------------------------------------------------
+
+
+def test_retained_messages_are_forgotten_when_they_expire(tmp_path):
+    """MqttSessions forgets a retained message whose Message Expiry
+    Interval passed (expire(), every second in the server), in memory and
+    in the stream; a republished topic's older deadline does not end the
+    newer message; the heap of deadlines stays bounded."""
+    import fastflow
+    from fastflow.server.mqtt import MqttSessions, _forwarded_props
+
+    flow = fastflow.Flow()
+    try:
+        ms = MqttSessions(flow, data_dir=str(tmp_path))
+        short = _forwarded_props({"message_expiry_interval": 10})
+        ms.retain("a", "a", b"1", 0, short)
+        ms.retain("b", "b", b"2", 0, _forwarded_props({"message_expiry_interval": 1000}))
+        ms.retain("c", "c", b"3", 0, b"")
+        now = time.time()
+        ms.expire(now + 5)
+        assert sorted(ms.retained) == ["a", "b", "c"]
+        ms.retain("a", "a", b"1 again", 0, _forwarded_props({"message_expiry_interval": 100}))
+        ms.expire(now + 20)         # (the first deadline of "a" passed: not the second's)
+        assert sorted(ms.retained) == ["a", "b", "c"]
+        ms.expire(now + 200)
+        assert sorted(ms.retained) == ["b", "c"]
+        assert list(ms.stream.last("$MQTT.rt.>")) == ["$MQTT.rt.b", "$MQTT.rt.c"]
+        for _ in range(3000):       # republished: stale deadlines pile up, then rebuilt
+            ms.retain("d", "d", b"x", 0, short)
+        assert len(ms.retained_expiry) <= 2 * len(ms.retained) + 1024
+    finally:
+        flow.close()

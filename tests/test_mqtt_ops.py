@@ -673,3 +673,28 @@ def test_mqtt_connections_and_sessions_in_the_monitor(start, clients):
     assert (metrics["fastflow_mqtt_connections"], metrics["fastflow_mqtt_sessions_away"],
             metrics["fastflow_mqtt_dropped_total"]) == ("4", "1", "2")
     slow.close()
+
+
+def test_mqtt_over_websocket_counts_as_an_mqtt_connection(tmp_path):
+    """/varz ``mqtt_connections`` counts the MQTT clients over WebSocket
+    too (their /connz door is "ws", subprotocol "mqtt")."""
+    from websockets.sync.client import connect
+
+    http, mport = free_port(), free_port()
+    proc = FastflowMqtt(free_port(), str(tmp_path), ["--http-port", str(http),
+                                                     "--monitor-port", str(mport)])
+    proc.start()
+    try:
+        with connect("ws://127.0.0.1:{}/mqtt".format(http), subprotocols=["mqtt"],
+                     open_timeout=5) as ws:
+            ws.send(_pkt(0x10, _s("MQTT") + b"\x04\x02\x00\x3c" + _s("over-ws")))
+            assert ws.recv(timeout=5)[:1] == b"\x20"
+            tcp = raw_connect(proc.port, V311, "over-tcp")
+            v = http_json(mport, "/varz")
+            assert v["mqtt_connections"] == 2
+            doors = sorted((c["door"], c.get("subprotocol")) for c in
+                           http_json(mport, "/connz")["connections"])
+            assert doors == [("mqtt", None), ("ws", "mqtt")]
+            tcp.close()
+    finally:
+        proc.stop()

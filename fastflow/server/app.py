@@ -673,7 +673,11 @@ class Server:
             + sum(c.parser.denied for c in conns),
         }
         if self.mqtt_sessions is not None:     # the MQTT door (docs/mqtt.md "Monitoring")
-            d["mqtt_connections"] = sum(1 for c in conns if c.door == "mqtt")
+            # (MQTT over WebSocket too: a "ws" connection whose inner door is MQTT)
+            d["mqtt_connections"] = sum(
+                1 for c in conns if c.door == "mqtt" or (
+                    c.door == "ws" and getattr(getattr(c.proto, "inner", None), "name",
+                                               None) == "mqtt"))
             d["mqtt"] = self.mqtt_sessions.stats()
         return d
 

@@ -15,6 +15,7 @@ directory a persistent session is written as it changes (two streams:
 
 import datetime
 import hashlib
+import heapq
 import json
 import logging
 import math
@@ -166,15 +167,51 @@ def _deadline_of(ext):
         return None
 
 
+# the sizes of the PUBLISH properties a forwarded block holds: 0 a string
+# or binary data (2-byte length), -1 a string pair, -2 a variable byte integer
+_PROP_SIZE = {0x01: 1, 0x02: 4, 0x03: 0, 0x08: 0, 0x09: 0, 0x0B: -2, 0x26: -1}
+
+
+def _expiry_at(fwd):
+    """Where the 4 bytes of the Message Expiry Interval are in ``fwd`` (a
+    PUBLISH property block's content: _forwarded_props', a Subscriptions-API
+    subscription's), or -1."""
+    i, n = 0, len(fwd)
+    while i < n:
+        size = _PROP_SIZE.get(fwd[i])
+        if size is None:
+            return -1                   # (not a block of PUBLISH properties)
+        if fwd[i] == 0x02:
+            return i + 1 if i + 5 <= n else -1
+        i += 1
+        if size > 0:
+            i += size
+        elif size == -2:
+            while i < n and fwd[i] & 0x80:
+                i += 1
+            i += 1
+        else:
+            for _ in range(2 if size == -1 else 1):
+                if i + 2 > n:
+                    return -1
+                i += 2 + int.from_bytes(fwd[i:i + 2], "big")
+    return -1
+
+
+def _fwd_expiry(fwd):
+    """The Message Expiry Interval in ``fwd``, or None."""
+    i = _expiry_at(fwd)
+    return None if i < 0 else struct.unpack(">I", fwd[i:i + 4])[0]
+
+
 def _with_expiry(fwd, remaining):
-    """``fwd`` (the forwarded property block, as _forwarded_props writes
-    it: payload format first, message expiry next) with the Message Expiry
+    """``fwd`` (a forwarded property block) with the Message Expiry
     Interval ``remaining`` seconds (MQTT 5 section 3.3.2.3.3: the time the
     message waited in the server taken off)."""
-    i = 2 if fwd[:1] == b"\x01" else 0
-    if fwd[i:i + 1] != b"\x02":
+    i = _expiry_at(fwd)
+    if i < 0:
         return fwd
-    return fwd[:i + 1] + struct.pack(">I", remaining) + fwd[i + 5:]
+    return fwd[:i] + struct.pack(">I", remaining) + fwd[i + 4:]
 
 
 # -- CloudEvents (the MQTT binding) ------------------------------------------------------------
@@ -389,7 +426,9 @@ class MqttSessions:
                     self.structured.add(p, True)
         self.ce_refused = 0             # CloudEvents publishes refused (not valid)
         self.sessions = {}              # client id -> Session
-        self.retained = {}              # subject -> (topic, payload, qos, property bytes)
+        # subject -> (topic, payload, qos, property bytes, deadline: epoch seconds or None)
+        self.retained = {}
+        self.retained_expiry = []       # a heap of (deadline, subject): see expire()
         self.max_queued = max_queued
         self.expiry_max = expiry_max
         self.next_assigned = 1
@@ -411,9 +450,15 @@ class MqttSessions:
 
     def retain(self, subject, topic, payload, qos, fwd):
         """Keep (or, with an empty payload, forget) the retained message of
-        ``subject``."""
+        ``subject``; one with a Message Expiry Interval (in ``fwd``) is
+        forgotten when it passes (MQTT 5 section 3.3.2.3.3)."""
+        deadline = None
         if payload:
-            self.retained[subject] = (topic, payload, qos, fwd)
+            interval = _fwd_expiry(fwd) if fwd else None
+            if interval is not None:
+                deadline = time.time() + interval
+                self._expires(deadline, subject)
+            self.retained[subject] = (topic, payload, qos, fwd, deadline)
         else:
             self.retained.pop(subject, None)
         if self.stream is None:
@@ -422,10 +467,23 @@ class MqttSessions:
             attrs = {"mqttqos": qos} if qos else {}
             if fwd:
                 attrs["mqttprops"] = fwd
+            if deadline is not None:
+                attrs["mqttexpiry"] = datetime.datetime.fromtimestamp(deadline,
+                                                                      datetime.timezone.utc)
             self.flow.publish(Event(RETAINED_PREFIX + subject, payload,
                                     source=self.flow.source, **attrs))
         else:
             self.stream.purge(RETAINED_PREFIX + subject)
+
+    def _expires(self, deadline, subject):
+        """Note when the retained message of ``subject`` expires (a
+        republished topic leaves its old entry behind, skipped when it
+        comes up: rebuilt once they outnumber the retained messages)."""
+        heap = self.retained_expiry
+        heapq.heappush(heap, (deadline, subject))
+        if len(heap) > 2 * len(self.retained) + 1024:
+            heap[:] = [(r[4], subj) for subj, r in self.retained.items() if r[4] is not None]
+            heapq.heapify(heap)
 
     def assign_id(self, server_id):
         cid = "ff-{}-{}".format(server_id[-8:], self.next_assigned)
@@ -464,6 +522,12 @@ class MqttSessions:
                     and now - s.gone_at >= s.expiry:
                 self.sessions_expired += 1
                 self.end(s)
+        heap = self.retained_expiry
+        while heap and heap[0][0] <= now:
+            deadline, subject = heapq.heappop(heap)
+            r = self.retained.get(subject)
+            if r is not None and r[4] == deadline:
+                self.retain(subject, r[0], b"", 0, b"")     # (forgotten, and purged)
 
     def stats(self):
         """The door's figures for monitoring (``/varz`` "mqtt")."""
@@ -641,8 +705,14 @@ class MqttSessions:
                 continue
             ext = ev.extensions
             fwd = ext.get("mqttprops", b"")
+            deadline = _deadline_of(ext)
+            if deadline is not None and deadline <= time.time():
+                self.stream.purge(key)          # (it expired while the server was down)
+                continue
+            if deadline is not None:
+                self._expires(deadline, subject)
             self.retained[subject] = (topic, ev.data, ext.get("mqttqos", 0),
-                                      fwd if type(fwd) is bytes else b"")
+                                      fwd if type(fwd) is bytes else b"", deadline)
         # what waits, by session key: messages, their delivery states, inbound ids
         msgs, states, inbound = {}, {}, {}
         for subject, ev in self.queued.last("$MQTT.>").items():
@@ -1319,14 +1389,19 @@ class MqttProtocol(DoorProtocol):
     def _send_retained(self, wanted):
         from fastflow._impl import Matcher
 
-        retained = self.server.mqtt_sessions.retained
+        sessions = self.server.mqtt_sessions
+        retained = sessions.retained
+        now = time.time()
         for patterns, qos, _rap, sid in wanted:
             m = Matcher(cache_size=0)
             for p in patterns:
                 m.add(p, True)
-            for subject, (topic, payload, rqos, fwd) in list(retained.items()):
+            for subject, (topic, payload, rqos, fwd, deadline) in list(retained.items()):
+                if deadline is not None and deadline <= now:
+                    continue            # (expired: expire() forgets it)
                 if m.match(subject):
-                    self._queue(topic, payload, min(qos, rqos), True, sid, fwd)
+                    # (with the interval left, as a message that waited)
+                    self._queue(topic, payload, min(qos, rqos), True, sid, fwd, deadline)
 
     def _unsubscribe(self, packet_id, filters, props):
         session = self.session
@@ -1403,9 +1478,9 @@ class MqttProtocol(DoorProtocol):
         if self.version == 5:
             pid_off -= len(_vbi(len(props)))
             if deadline is not None:
-                i = 2 if fwd[:1] == b"\x01" else 0
-                if fwd[i:i + 1] == b"\x02":
-                    exp_off = len(pkt) - len(payload) - len(props) + i + 1
+                i = _expiry_at(fwd)
+                if i >= 0:
+                    exp_off = len(pkt) - len(payload) - len(props) + i
         session = self.session
         session.flight.others = len(session.inflight)
         session.flight.push(pkt, pid_off, deadline, exp_off)
