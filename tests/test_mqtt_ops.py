@@ -552,8 +552,10 @@ def test_a_slow_consumer_gets_disconnect_quota_exceeded(start, clients):
     max_queued_messages and drops.)"""
     b = start("fastflow", fastflow='[limits]\nmax_payload = 4096\nmax_pending = "256KiB"\n'
               'stall_timeout = "1s"\n', monitor=True)
+    adv = clients(b, V5)
+    assert adv.sub("$SYS/advisory/slow_consumer", 0) == [0]
     sub = raw_connect(b.port, V5, "slow", rcvbuf=4096)
-    sub.sendall(_packet(8, 2, b"\x00\x01\x00" + _s("s/#") + b"\x00"))
+    sub.sendall(_packet(8, 2, b"\x00\x01\x00" + _s("s/#") + b"\x00" + _s("t/+") + b"\x00"))
     assert read_packet(sub)[0] == 0x90
     pub = raw_connect(b.port, V5, "fast")
     chunk = raw_publish("s/x", b"p" * 4000, 0, V5) * 64
@@ -586,6 +588,9 @@ def test_a_slow_consumer_gets_disconnect_quota_exceeded(start, clients):
             last = got
     assert last is not None and last[0] == 0xE0 and last[2][0] == 0x97
     assert http_json(b.monitor, "/varz")["slow_consumers"] == 1
+    # the advisory names its MQTT filters
+    body = json.loads(adv.get().payload)
+    assert body["subscriptions"] == ["s/#", "t/+"] and body["name"] == "slow"
 
 
 def test_a_client_that_sends_no_connect_is_closed(start):

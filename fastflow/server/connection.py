@@ -199,6 +199,12 @@ class DoorProtocol:
     def stats(self, d):
         """Add the door's fields to the connection's monitoring entry ``d``."""
 
+    def subscription_names(self):
+        """The subscriptions an advisory names for this connection, in the
+        door's words (MQTT: its session's filters); None: the connection's
+        own (native, NATS: their subjects)."""
+        return None
+
     def tick(self, now):
         """Once a second on a ready connection, before the PING check: True
         if the door closed it (HTTP: idle keep-alive, slow requests)."""
@@ -526,9 +532,12 @@ class Connection(asyncio.Protocol):
         log.warning("client %d (%s%s%s): slow consumer, %s; %d bytes pending: closed", self.id,
                     self.peer, " " + self.name if self.name else "",
                     " user " + self.user if self.user else "", reason, pending)
+        subs = self.proto.subscription_names()
+        if subs is None:
+            subs = [p for _t, p, _q in self.subs.values()]
         info = {"client_id": self.id, "peer": self.peer, "name": self.name, "user": self.user,
                 "reason": reason, "pending_bytes": pending, "max_pending": self.cfg.max_pending,
-                "subscriptions": [p for _t, p, _q in self.subs.values()]}
+                "subscriptions": subs}
         self.close(503, "slow consumer: " + reason, flush=False, grace=_SLOW_GRACE)
         try:
             self.flow.advise("slow_consumer", info)

@@ -510,7 +510,7 @@ class MqttSessions:
         f = session.flight
         if f is not None:
             session.flight = None
-            self.dropped += f.dropped + f.queued
+            self.dropped += f.dropped
             self.expired += f.expired
 
     def expire(self, now):
@@ -1609,6 +1609,10 @@ class MqttProtocol(DoorProtocol):
         if "subs" in d:
             d["subs"] = [{"filter": flt, "qos": sub[0][0], "subjects": list(sub[1]),
                           "queue": sub[2]} for flt, sub in session.subs.items()]
+
+    def subscription_names(self):
+        """Its session's MQTT filters (the advisories name them)."""
+        return list(self.session.subs) if self.session is not None else []
 
     def ended(self):
         """The connection is gone: the will, and the session kept or ended."""

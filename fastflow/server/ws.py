@@ -460,6 +460,9 @@ class WsProtocol(DoorProtocol):
         if self.inner is not None:
             self.inner.ended()
 
+    def subscription_names(self):
+        return self.inner.subscription_names() if self.inner is not None else None
+
     def tick(self, now):
         """Close a connection whose frame or message has not completed
         within ``http_request_timeout`` while nothing else arrived (a

@@ -36,6 +36,7 @@ cdef class MqttFlight:
                      double deadline, bint was_empty) except -1
     cdef int _ack(self, int pid) except -1
     cdef int _drain(self) except -1
+    cdef inline void _pop(self, Py_ssize_t size) noexcept
 
 
 cdef class MqttTarget(WireTarget):

@@ -790,33 +790,41 @@ cdef class MqttFlight:
         cdef char *o
         cdef double now = 0
         cdef int64_t left
-        cdef Py_ssize_t size
+        cdef Py_ssize_t size, pid_off
         cdef bint was_empty
         while self.queued and self._room():
             e = <FlightEntry *>(self.q + self.qhead)
             size = e.size
-            self.qhead += sizeof(FlightEntry) + ((size + 7) & ~7)
-            self.queued -= 1
-            self.queued_bytes -= size
-            if self.queued == 0:
-                self.qhead = self.qtail = 0
             if e.deadline > 0:
                 if now == 0:
                     now = _wall_now()
                 if e.deadline <= now:
                     self.expired += 1
+                    self._pop(size)
                     continue
                 if e.exp_off >= 0:      # the interval left (MQTT 5 section 3.3.2.3.3)
                     left = <int64_t>ceil(e.deadline - now)
                     _wr32be(<char *>e + sizeof(FlightEntry) + e.exp_off, left)
             was_empty = ob.n == 0
             o = ob._reserve(size)
+            # (the entry again: a callback of the OutBuf's may have moved the queue)
+            e = <FlightEntry *>(self.q + self.qhead)
+            pid_off = e.pid_off
+            self._pop(size)
             if o == NULL:
                 continue                # (the OutBuf counts it; its connection is cut)
-            memcpy(o, <char *>e + sizeof(FlightEntry), size)
+            memcpy(o, <char *>e + sizeof(FlightEntry), size)    # (popped, not yet overwritten)
             self.now = True
-            self._commit(o, size, e.pid_off, -1, 0, was_empty)
+            self._commit(o, size, pid_off, -1, 0, was_empty)
         return 0
+
+    cdef inline void _pop(self, Py_ssize_t size) noexcept:
+        """The entry at the head (``size`` bytes of packet) leaves the queue."""
+        self.qhead += sizeof(FlightEntry) + ((size + 7) & ~7)
+        self.queued -= 1
+        self.queued_bytes -= size
+        if self.queued == 0:
+            self.qhead = self.qtail = 0
 
     def push(self, packet, Py_ssize_t pid_offset, deadline=None, Py_ssize_t expiry_offset=-1):
         """Send (or queue) ``packet``, a complete QoS 1 PUBLISH whose packet
