@@ -1462,19 +1462,13 @@ class MqttProtocol(DoorProtocol):
     def _push(self, topic, payload, retain, sid, fwd, deadline):
         """A QoS 1 message sent (or queued) through the session's flight:
         the packet made here, its packet id and window the flight's."""
-        props = b""
-        exp_off = -1
-        if self.version == 5:
-            props = fwd
-            if deadline is not None:
-                props = _with_expiry(fwd, max(0, math.ceil(deadline - time.time())))
-            if sid:
-                props += b"\x0b" + _vbi(sid)
-        pkt = publish_packet(self.version, topic, payload, 1, 0, retain, False, props)
-        if self.max_packet and len(pkt) > self.max_packet:
+        made = self._publish_out(topic, payload, 1, 0, retain, False, sid, fwd, deadline)
+        if made is None:
             return                      # (MQTT 5 section 3.1.2.11.4: as if it had been sent)
+        pkt, props = made
         # (the fixed header, the topic, then the packet id: where it goes)
         pid_off = len(pkt) - len(payload) - len(props) - 2
+        exp_off = -1
         if self.version == 5:
             pid_off -= len(_vbi(len(props)))
             if deadline is not None:
@@ -1520,20 +1514,30 @@ class MqttProtocol(DoorProtocol):
             if session.queue:           # (its acknowledgements make room for these too)
                 flight.wake = self._drain_queue
 
-    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b"",
-              deadline=None, floor=0):
+    def _publish_out(self, topic, payload, qos, pid, retain, dup, sid, fwd, deadline, floor=0):
+        """``(packet, properties)`` of a PUBLISH to this client (MQTT 5: the
+        forwarded properties, the expiry interval left, at least ``floor``,
+        and the subscription identifier), or None over its Maximum Packet
+        Size."""
         props = b""
         if self.version == 5:
             props = fwd
-            if deadline is not None:    # the interval left (at least ``floor``)
+            if deadline is not None:
                 props = _with_expiry(fwd, max(floor, math.ceil(deadline - time.time())))
             if sid:
                 props += b"\x0b" + _vbi(sid)
         pkt = publish_packet(self.version, topic, payload, qos, pid, retain, dup, props)
         if self.max_packet and len(pkt) > self.max_packet:
-            # (MQTT 5 section 3.1.2.11.4: discarded, as if it had been sent)
-            return False
-        self.outbuf.write(pkt)
+            return None
+        return pkt, props
+
+    def _send(self, topic, payload, qos, retain, pid, dup=False, sid=None, fwd=b"",
+              deadline=None, floor=0):
+        made = self._publish_out(topic, payload, qos, pid, retain, dup, sid, fwd, deadline,
+                                 floor)
+        if made is None:
+            return False                # (MQTT 5 section 3.1.2.11.4: discarded, as if sent)
+        self.outbuf.write(made[0])
         return True
 
     # -- PING, DISCONNECT, the end -----------------------------------------------------
