@@ -422,6 +422,10 @@ class Flow(Router):
         self._advising = False
         self.n_advisories = 0
         self.n_async_errors = 0
+        # where advisories go (None: this flow, on $SYS.advisory.<kind>); a
+        # server's accounts send theirs to the system account's flow
+        self.advisory_flow = None
+        self.advisory_prefix = ADVISORY_PREFIX
         self.user_error_handler = error_handler
         self.error_handler = self._callback_error
         self.advisory_handler = self._advisory
@@ -575,13 +579,15 @@ class Flow(Router):
         self.advise(kind, body)
 
     def advise(self, kind, body):
-        """Publish an advisory on ``$SYS.advisory.<kind>`` (JSON data)."""
+        """Publish an advisory on ``$SYS.advisory.<kind>`` (JSON data), in
+        this flow or in ``advisory_flow`` (on ``advisory_prefix + kind``)."""
         if self._advising:
             return
         self._advising = True
         try:
             self.n_advisories += 1
-            self.publish(ADVISORY_PREFIX + kind, json.dumps(body, default=str).encode(),
+            to = self.advisory_flow if self.advisory_flow is not None else self
+            to.publish(self.advisory_prefix + kind, json.dumps(body, default=str).encode(),
                          type="io.fastflow.advisory." + kind,
                          datacontenttype="application/json")
         finally:

@@ -26,6 +26,7 @@ from fastflow._aio import run as run_loop
 from fastflow._impl import COMPILED
 from fastflow._version import __version__
 from fastflow.errors import FastflowError
+from fastflow.accounts import Accounts, account_data_dir
 from fastflow.flow import Flow
 from fastflow.server.auth import Authenticator, LoginThrottle
 from fastflow.server.config import (
@@ -140,6 +141,8 @@ class Server:
         self.monitor = None
         self.subscriptions = None       # the Subscriptions API's manager (with the HTTP door)
         self.catalog = None             # the discovery catalog (with the HTTP door)
+        self.accounts = None            # fastflow.accounts.Accounts ($G's services are the
+                                        # attributes above)
         self.addresses = []
         self.port = None
         self.nats_addresses = []
@@ -256,8 +259,11 @@ class Server:
         now = self.loop.time()
         for conn in list(self.conns.values()):
             conn.tick(now)
-        if self.mqtt_sessions is not None:
-            self.mqtt_sessions.expire(time.time())
+        wall = time.time()
+        for acct in self.accounts:
+            if acct.mqtt_sessions is not None:
+                acct.mqtt_sessions.expire(wall)
+        self.accounts.prune()
         self._check_storage()
         if self.config.max_pending_total:
             self.enforce_pending_total()    # (also recounts what the kernel took)
@@ -267,22 +273,26 @@ class Server:
         got its 507 / -ERR): one warning and one ``storage_full`` advisory
         per stream and second at most."""
         seen = self._storage_full_seen
-        for name, st in list(self.flow.streams().items()):
-            if st.log.path is None or st.log.closed:
-                continue
-            n = st.log.stats().get("storage_full", 0)
-            if n > seen.get(name, 0):
-                log.warning("stream %s: the disk under %s is full: %d append%s refused", name,
-                            st.log.path, n - seen.get(name, 0), "" if n - seen.get(name, 0) == 1
-                            else "s")
-                self._advise("storage_full", {"stream": name, "path": st.log.path,
-                                              "refused": n - seen.get(name, 0),
-                                              "refused_total": n})
-            seen[name] = n
+        for acct in self.accounts:
+            for name, st in list(acct.flow.streams().items()):
+                if st.log.path is None or st.log.closed:
+                    continue
+                key = (acct.name, name)
+                n = st.log.stats().get("storage_full", 0)
+                if n > seen.get(key, 0):
+                    log.warning("stream %s: the disk under %s is full: %d append%s refused",
+                                name, st.log.path, n - seen.get(key, 0),
+                                "" if n - seen.get(key, 0) == 1 else "s")
+                    body = {"stream": name, "path": st.log.path,
+                            "refused": n - seen.get(key, 0), "refused_total": n}
+                    if self.accounts.enabled:
+                        body["account"] = acct.name
+                    self._advise("storage_full", body, acct.flow)
+                seen[key] = n
 
-    def _advise(self, kind, body):
+    def _advise(self, kind, body, flow=None):
         try:
-            self.flow.advise(kind, body)
+            (flow or self.flow).advise(kind, body)
         except Exception as exc:    # e.g. a stream on $SYS.advisory.> on the full disk
             log.warning("advisory %s not published: %s", kind, exc)
 
@@ -324,20 +334,43 @@ class Server:
         return ctx
 
     def _make_flow(self):
+        """The engine of every account ($G's is ``self.flow``), their
+        streams from the config, their imports."""
         cfg = self.config
         if self.flow is None:
             self.flow = Flow(cfg.data_dir, fsync=cfg.fsync) if cfg.data_dir else Flow()
-        flow = self.flow
-        restored = sorted(flow.streams())
-        for i, spec in enumerate(cfg.streams):
-            name, subjects, retention, storage = stream_spec(spec, "streams[{}]".format(i))
-            try:
-                flow.add_stream(name, subjects, retention, storage)
-            except ValueError as exc:
-                hint = (" (it was restored from {}; delete it there or change the config)".format(
-                    cfg.data_dir) if name in restored else "")
-                raise ConfigError("streams[{}] ({!r}): {}{}".format(i, name, exc, hint)) from None
+        specs = cfg.account_specs()
+        system = cfg.system_account or ("$SYS" if cfg.accounts else None)
+
+        def make_flow(name):
+            d = account_data_dir(cfg.data_dir, name)
+            return Flow(d, fsync=cfg.fsync, name="fastflow/" + name)
+
+        self.accounts = Accounts(specs, self.flow, make_flow, system)
+        restored = sorted(self.flow.streams())
+        for acct in self.accounts:
+            flow = acct.flow
+            have = sorted(flow.streams())
+            where = "streams" if acct is self.accounts.default else \
+                "accounts.{}.streams".format(acct.name)
+            items = cfg.streams if acct is self.accounts.default else acct.streams
+            for i, spec in enumerate(items):
+                name, subjects, retention, storage = stream_spec(spec, "{}[{}]".format(where, i))
+                try:
+                    flow.add_stream(name, subjects, retention, storage)
+                except ValueError as exc:
+                    hint = (" (it was restored from {}; delete it there or change the config)"
+                            .format(flow.data_dir) if name in have else "")
+                    raise ConfigError("{}[{}] ({!r}): {}{}".format(where, i, name, exc,
+                                                                  hint)) from None
+        self.accounts.wire()
         return restored
+
+    def _close_flows(self):
+        if self.accounts is not None:
+            self.accounts.close()
+        if self._own_flow and self.flow is not None:
+            self.flow.close()
 
     async def start(self):
         """Create the engine and the streams of the config, listen, log
@@ -370,8 +403,8 @@ class Server:
         try:
             restored = self._make_flow()
         except BaseException:
-            if self._own_flow and self.flow is not None:
-                self.flow.close()
+            self._close_flows()
+            if self._own_flow:
                 self.flow = None
             raise
         kw = {}
@@ -383,8 +416,7 @@ class Server:
                 lambda: Connection(self, NativeProtocol), cfg.host, cfg.port, backlog=1024,
                 reuse_address=True, **kw)
         except BaseException:
-            if self._own_flow:
-                self.flow.close()
+            self._close_flows()
             raise
         self.addresses = [s.getsockname() for s in self._listener.sockets]
         self.port = self.addresses[0][1] if self.addresses else cfg.port
@@ -403,9 +435,12 @@ class Server:
             if cfg.mqtt_port:
                 from fastflow.server.mqtt import MqttProtocol, MqttSessions
 
-                self.mqtt_sessions = MqttSessions(self.flow, cfg.mqtt_max_queued, cfg.data_dir,
-                                                  cfg.mqtt_structured, cfg.mqtt_session_expiry_max)
-                self.mqtt_sessions.load()
+                for acct in self.accounts:
+                    acct.mqtt_sessions = MqttSessions(
+                        acct.flow, cfg.mqtt_max_queued, acct.data_dir, cfg.mqtt_structured,
+                        cfg.mqtt_session_expiry_max)
+                    acct.mqtt_sessions.load()
+                self.mqtt_sessions = self.accounts.default.mqtt_sessions
                 # (TLS as the native port: from the first byte, MQTT has no STARTTLS)
                 self._mqtt_listener = await loop.create_server(
                     lambda: Connection(self, MqttProtocol), cfg.mqtt_host or cfg.host,
@@ -422,16 +457,19 @@ class Server:
                     else cfg.http_port
                 from fastflow.subscriptions import SubscriptionManager, sink_host_check
 
-                self.subscriptions = SubscriptionManager(
-                    self.flow, cfg.data_dir, max_subscriptions=cfg.subscriptions_max,
-                    max_per_owner=cfg.subscriptions_max_per_user,
-                    sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
-                    origin=None, callback_base=cfg.subscriptions_callback_url,
-                    webhook_defaults={"lineage": cfg.http_lineage == "keep"},
-                    mqtt=self.mqtt_sessions)
-                await self.subscriptions.start()
-                self.catalog = self._make_catalog()
-                self.catalog.start(loop)
+                for acct in self.accounts:
+                    acct.subscriptions = SubscriptionManager(
+                        acct.flow, acct.data_dir, max_subscriptions=cfg.subscriptions_max,
+                        max_per_owner=cfg.subscriptions_max_per_user,
+                        sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
+                        origin=None, callback_base=cfg.subscriptions_callback_url,
+                        webhook_defaults={"lineage": cfg.http_lineage == "keep"},
+                        mqtt=acct.mqtt_sessions)
+                    await acct.subscriptions.start()
+                    acct.catalog = self._make_catalog(acct)
+                    acct.catalog.start(loop)
+                self.subscriptions = self.accounts.default.subscriptions
+                self.catalog = self.accounts.default.catalog
             if cfg.monitor_port:
                 from fastflow.server.monitor import MonitorServer
 
@@ -444,14 +482,15 @@ class Server:
             for lst in (self._nats_listener, self._mqtt_listener, self._http_listener):
                 if lst is not None:
                     lst.close()
-            if self.subscriptions is not None:
-                await self.subscriptions.stop()
-                self.subscriptions = None
-            if self.catalog is not None:
-                self.catalog.stop()
-                self.catalog = None
-            if self._own_flow:
-                self.flow.close()
+            for acct in self.accounts:
+                if acct.subscriptions is not None:
+                    await acct.subscriptions.stop()
+                    acct.subscriptions = None
+                if acct.catalog is not None:
+                    acct.catalog.stop()
+                    acct.catalog = None
+            self.subscriptions = self.catalog = None
+            self._close_flows()
             raise
         self.started = True
         self.start_time = time.time()
@@ -459,16 +498,18 @@ class Server:
         self._tick_timer = loop.call_later(1.0, self._tick)
         self._log_start(restored)
 
-    def _make_catalog(self):
+    def _make_catalog(self, acct):
         from urllib.parse import urlsplit
 
         from fastflow.catalog import Catalog
         from fastflow.catalog.schemas import SchemaStore
         from fastflow.server.catalog import doors
 
-        store = SchemaStore(self.config.data_dir)
+        store = SchemaStore(acct.data_dir)
         store.on_change = self.schemas_changed
-        return Catalog(self.flow, registry_id=self.name, name=self.name,
+        name = self.name if acct is self.accounts.default else \
+            "{}/{}".format(self.name, acct.name)
+        return Catalog(acct.flow, registry_id=name, name=name,
                        doors=lambda base: doors(self, urlsplit(base).netloc), schemas=store)
 
     def schemas_changed(self):
@@ -600,18 +641,19 @@ class Server:
                 if left:
                     log.warning("drain: %d bytes not taken by clients after %.1f s", left,
                                 loop.time() - t0)
-            if self.catalog is not None:
-                self.catalog.stop()
-            if self.subscriptions is not None:
+            for acct in self.accounts:
+                if acct.catalog is not None:
+                    acct.catalog.stop()
+                if acct.subscriptions is not None:
+                    try:
+                        await acct.subscriptions.stop()
+                    except Exception:
+                        log.exception("stopping the subscriptions of %s failed", acct.name)
                 try:
-                    await self.subscriptions.stop()
+                    if not acct.flow.closed:
+                        acct.flow.flush()
                 except Exception:
-                    log.exception("stopping the subscriptions failed")
-            try:
-                if not self.flow.closed:
-                    self.flow.flush()
-            except Exception:
-                log.exception("flow.flush() failed")
+                    log.exception("flow.flush() of account %s failed", acct.name)
             for c in conns:
                 if drain and not self._hurry:
                     c.close(flush=True)
@@ -625,15 +667,16 @@ class Server:
                 await asyncio.sleep(0.01)
             for c in list(self.conns.values()):
                 c.transport.abort()
-            if self.mqtt_sessions is not None:
-                try:
-                    self.mqtt_sessions.save()
-                except OSError as exc:
-                    log.error("the MQTT sessions could not be saved at stop: %s", exc)
+            for acct in self.accounts:
+                if acct.mqtt_sessions is not None:
+                    try:
+                        acct.mqtt_sessions.save()
+                    except OSError as exc:
+                        log.error("the MQTT sessions of %s could not be saved at stop: %s",
+                                  acct.name, exc)
             if self.monitor is not None:
                 self.monitor.close()
-            if self._own_flow:
-                self.flow.close()
+            self._close_flows()
             st = self.stats()
             log.info("stopped after %.2f s: %d connection%s served, %d msgs in, %d msgs out, "
                      "%d slow consumer%s; uptime %.0f s", loop.time() - t0, self.n_total,
@@ -678,7 +721,12 @@ class Server:
                 1 for c in conns if c.door == "mqtt" or (
                     c.door == "ws" and getattr(getattr(c.proto, "inner", None), "name",
                                                None) == "mqtt"))
-            d["mqtt"] = self.mqtt_sessions.stats()
+            d["mqtt"] = mq = self.mqtt_sessions.stats()
+            for acct in self.accounts:          # (every account's sessions)
+                if acct is not self.accounts.default and acct.mqtt_sessions is not None:
+                    for k, v in acct.mqtt_sessions.stats().items():
+                        if isinstance(v, int) and isinstance(mq.get(k), int):
+                            mq[k] += v
         return d
 
 

@@ -609,14 +609,15 @@ class LoginThrottle:
 
 class Principal:
     """An authenticated client: its ``name`` (user name, token name, or
-    None without auth) and its ``permissions``."""
+    None without auth), its ``permissions`` and its ``account`` (a name)."""
 
-    __slots__ = ("name", "permissions", "kind")
+    __slots__ = ("name", "permissions", "kind", "account")
 
-    def __init__(self, name, permissions, kind):
+    def __init__(self, name, permissions, kind, account="$G"):
         self.name = name
         self.permissions = permissions
         self.kind = kind                # "none", "token", "user"
+        self.account = account
 
 
 class AuthError(FastflowError):
@@ -639,7 +640,7 @@ class Authenticator:
             perms = (Permissions.from_dict(t["permissions"], where + ".permissions")
                      if "permissions" in t else self.default)
             self.tokens.append((t["token"], Principal(t.get("name", "token{}".format(i)), perms,
-                                                      "token")))
+                                                      "token", t.get("account", "$G"))))
         for i, u in enumerate(config.users):
             where = "auth.users[{}]".format(i)
             perms = (Permissions.from_dict(u["permissions"], where + ".permissions")
@@ -651,7 +652,8 @@ class Authenticator:
                     stored = hash_password(stored)
                 except ValueError as exc:
                     raise ConfigError("{}.password: {}".format(where, exc)) from None
-            self.users[u["user"]] = (stored, Principal(u["user"], perms, "user"))
+            self.users[u["user"]] = (stored, Principal(u["user"], perms, "user",
+                                                       u.get("account", "$G")))
         if plain_users and log is not None:
             log.warning("auth: the password of %s is not hashed; store the output of "
                         "`fastflow passwd` instead", ", ".join(map(repr, plain_users)))

@@ -117,7 +117,7 @@ def _segments(raw):
 
 def catalog_request(proto, req, principal):
     """Every ``/registry...`` request."""
-    catalog = proto.server.catalog
+    catalog = proto.conn.account.catalog
     raw = req.path[len(BASE):] if req.path.startswith(BASE) else None
     instance = req.path[:200]
     if catalog is None or raw is None or (raw and not raw.startswith("/")):
@@ -152,7 +152,7 @@ def catalog_request(proto, req, principal):
 def well_known_request(proto, req, principal):
     """``GET /.well-known/xregistry``: the registries of this host (core
     spec, "Host-based Discovery")."""
-    if req.path.rstrip("/") != WELL_KNOWN or proto.server.catalog is None:
+    if req.path.rstrip("/") != WELL_KNOWN or proto.conn.account.catalog is None:
         instance = req.path[:200]
         _problem(proto, req, XRegistryError("api_not_found", instance), instance)
         return

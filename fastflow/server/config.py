@@ -213,6 +213,9 @@ class ServerConfig:
         ("tls_handshake_timeout", 5.0),
         # streams created at start-up: [{"name", "subjects", "storage", retention...}]
         ("streams", ()),
+        # accounts (docs/accounts.md): {name: {"exports", "imports", "streams"}}
+        ("accounts", None),
+        ("system_account", None),       # None: $SYS with accounts, else the one account
     )
 
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -225,6 +228,30 @@ class ServerConfig:
                 raise ConfigError("unknown setting {!r}".format(k))
             setattr(self, k, v)
         self.validate()
+
+    def account_specs(self):
+        """``{name: AccountSpec}`` of the accounts (``$G`` alone without any)."""
+        from fastflow.accounts import AccountConfigError, check_accounts
+
+        system = self.system_account
+        if self.accounts and system is None:
+            system = "$SYS"
+        try:
+            return check_accounts(self.accounts or {}, system)
+        except AccountConfigError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _check_accounts(self):
+        specs = self.account_specs()
+        for kind, items in (("users", self.users), ("tokens", self.tokens)):
+            for i, u in enumerate(items):
+                a = u.get("account")
+                if a is not None and a not in specs:
+                    raise ConfigError("auth.{}[{}].account: no account {!r} (accounts: {})".format(
+                        kind, i, a, ", ".join(sorted(specs))))
+        for name, spec in specs.items():
+            for i, s in enumerate(spec.streams):
+                stream_spec(s, "accounts.{}.streams[{}]".format(name, i))
 
     @property
     def tls(self):
@@ -390,11 +417,13 @@ class ServerConfig:
         self.tokens = tuple(self.tokens)
         self.users = tuple(self.users)
         for i, t in enumerate(self.tokens):
-            _check_keys(t, ("token", "name", "permissions"), "auth.tokens[{}]".format(i))
+            _check_keys(t, ("token", "name", "permissions", "account"),
+                        "auth.tokens[{}]".format(i))
             _str(t.get("token"), "auth.tokens[{}].token".format(i))
         seen = set()
         for i, u in enumerate(self.users):
-            _check_keys(u, ("user", "password", "permissions"), "auth.users[{}]".format(i))
+            _check_keys(u, ("user", "password", "permissions", "account"),
+                        "auth.users[{}]".format(i))
             name = _str(u.get("user"), "auth.users[{}].user".format(i))
             _str(u.get("password"), "auth.users[{}].password".format(i))
             if name in seen:
@@ -415,6 +444,7 @@ class ServerConfig:
         if self.tls_ca is not None and self.tls_cert is None:
             raise ConfigError("tls_ca given without tls_cert/tls_key")
         self.streams = tuple(self.streams)
+        self._check_accounts()
         names = set()
         for i, s in enumerate(self.streams):
             stream_spec(s, "streams[{}]".format(i))
@@ -460,7 +490,8 @@ def stream_spec(s, where):
 
 # top-level key -> ServerConfig field (tables are flattened below)
 _TOP = {"host": "host", "port": "port", "name": "name", "data_dir": "data_dir",
-        "fsync": "fsync", "loop": "loop", "log_level": "log_level"}
+        "fsync": "fsync", "loop": "loop", "log_level": "log_level",
+        "system_account": "system_account"}
 _TABLES = {
     "monitor": {"host": "monitor_host", "port": "monitor_port", "token": "monitor_token",
                 "users": "monitor_users"},
@@ -531,7 +562,7 @@ def load_config(path):
 def config_from_dict(data, where="config"):
     """Flatten and check the shape of a config dict (the TOML file's
     layout); returns ServerConfig keyword arguments."""
-    allowed = set(_TOP) | set(_TABLES) | {"streams"}
+    allowed = set(_TOP) | set(_TABLES) | {"streams", "accounts"}
     _check_keys(data, allowed, where)
     out = {}
     for k, v in data.items():
@@ -542,6 +573,11 @@ def config_from_dict(data, where="config"):
                 raise ConfigError("{}: 'streams' must be an array of tables ([[streams]])"
                                   .format(where))
             out["streams"] = v
+        elif k == "accounts":
+            if not isinstance(v, dict):
+                raise ConfigError("{}: 'accounts' must be tables ([accounts.<name>])".format(
+                    where))
+            out["accounts"] = v
         else:
             table = _TABLES[k]
             _check_keys(v, table, "{}: [{}]".format(where, k))

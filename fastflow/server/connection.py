@@ -134,6 +134,13 @@ class DoorProtocol:
         self.outbuf = conn.outbuf
         self.parser = None              # the door's parser (fed by Connection.data_received)
 
+    def set_flow(self, flow):
+        """Serve the connection from ``flow`` (its account's engine) from now on."""
+        self.flow = flow
+        router = getattr(self.parser, "router", None)
+        if router is not None:
+            self.parser.router = flow
+
     def validates(self):
         """Whether this door checks publishes against the catalog's bound
         schemas (its parser then hands every publish to Python): a door
@@ -142,7 +149,7 @@ class DoorProtocol:
 
     def _schemas(self):
         """The catalog's schema store while a schema is bound (else None)."""
-        catalog = self.server.catalog
+        catalog = self.conn.account.catalog
         store = catalog.schemas if catalog is not None else None
         return store if store is not None and store.active else None
 
@@ -225,7 +232,7 @@ class Connection(asyncio.Protocol):
     Slotted: a device fleet keeps many thousands of idle connections, and
     every byte of one is paid that many times (docs/mqtt.md, "Memory")."""
 
-    __slots__ = ("server", "cfg", "flow", "loop", "id", "state", "transport", "peer",
+    __slots__ = ("server", "cfg", "account", "flow", "loop", "id", "state", "transport", "peer",
                  "peer_host", "tls", "name", "lang", "version", "user", "principal",
                  "responses", "echo", "verbose", "subs", "tasks", "outbuf", "framing",
                  "proto", "door", "parser", "parser_error", "handle", "_preauth", "_pend",
@@ -236,6 +243,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server, door):
         self.server = server
         cfg = self.cfg = server.config
+        self.account = server.accounts.default  # (its principal's, once authenticated)
         self.flow = server.flow
         self.loop = server.loop
         self.id = server.next_client_id()
@@ -694,6 +702,16 @@ class Connection(asyncio.Protocol):
         self.principal = principal
         if principal.kind != "none":
             self.server.throttle.succeeded(self.peer_host)
+        acct = self.server.accounts.get(principal.account)
+        if acct is None:                # (the config names only accounts it has)
+            raise AuthError("authentication failed: no account {!r}".format(principal.account))
+        if acct is not self.account:
+            if self.subs:
+                raise AuthError("authentication failed: the connection belongs to account "
+                                "{!r}".format(self.account.name))
+            self.account = acct
+            self.flow = acct.flow
+            self.proto.set_flow(acct.flow)
         perms = principal.permissions
         self.responses = perms.response_permits()
         self.parser.pub_allow = perms.pub_allow
@@ -794,7 +812,8 @@ class Connection(asyncio.Protocol):
     def stats(self, now, subs=False):
         d = {"cid": self.id, "door": self.door, "peer": self.peer, "name": self.name,
              "lang": self.lang,
-             "version": self.version, "user": self.user, "state": self.state.label,
+             "version": self.version, "user": self.user, "account": self.account.name,
+             "state": self.state.label,
              "tls": self.tls, "echo": self.echo,
              "subscriptions": len(self.live_subscriptions()),
              "in_msgs": self.in_msgs, "in_bytes": self.parser.bytes_in,

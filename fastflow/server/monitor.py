@@ -49,7 +49,8 @@ log = logging.getLogger("fastflow.server")
 MAX_CONNECTIONS = 64                    # open monitoring connections; more get 503
 MAX_BODY = 64 << 10                     # bytes: no endpoint reads a body (read, then dropped)
 _CLOSE_GRACE = 5.0                      # seconds a closing connection may take to flush
-ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/subscriptionz", "/metrics")
+ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/subscriptionz",
+             "/accountz", "/metrics")
 _CPU_WINDOW = 0.5                       # seconds: the least time /varz's cpu is measured over
 _SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
           "subscriptions", "uptime", "idle")
@@ -355,6 +356,9 @@ class MonitorProtocol(HttpResponder):
     def _subscriptionz(self, req, principal):
         self.document(req, self.monitor.subscriptionz(req.params()))
 
+    def _accountz(self, req, principal):
+        self.document(req, self.monitor.accountz(req.params()))
+
     def _metrics(self, req, principal):
         self.respond(req, 200, self.monitor.metrics().encode(), _METRICS)
 
@@ -368,6 +372,7 @@ MonitorProtocol.routes = {
     "subsz": {"GET": MonitorProtocol._subsz},
     "streamz": {"GET": MonitorProtocol._streamz},
     "subscriptionz": {"GET": MonitorProtocol._subscriptionz},
+    "accountz": {"GET": MonitorProtocol._accountz},
     "metrics": {"GET": MonitorProtocol._metrics},
 }
 
@@ -535,6 +540,25 @@ class MonitorServer:
             info["losses"] = st.log.losses     # records lost to damaged files (at open)
             out[name] = info
         return {"server_id": self.server.id, "streams": out}
+
+    def accountz(self, q):
+        """The accounts: exports, imports with their traffic, streams,
+        connections (``acc``: one account)."""
+        srv = self.server
+        accounts = srv.accounts
+        conns = {}
+        for c in list(srv.conns.values()):
+            conns[c.account.name] = conns.get(c.account.name, 0) + 1
+        out = {}
+        for acct in accounts:
+            if "acc" in q and q["acc"] != acct.name:
+                continue
+            info = acct.info() if not acct.flow.closed else {"name": acct.name}
+            info["connections"] = conns.get(acct.name, 0)
+            out[acct.name] = info
+        return {"server_id": srv.id, "now": _rfc3339(time.time()),
+                "enabled": accounts.enabled, "system_account": accounts.system.name,
+                "accounts": out}
 
     def subscriptionz(self, q):
         """The Subscriptions API's subscriptions with their delivery

@@ -915,7 +915,8 @@ class MqttProtocol(DoorProtocol):
     def validates(self):
         # (with topics marked structured, each publish is looked at in
         # Python: the parser's C path would route their payloads as data)
-        return DoorProtocol.validates(self) or self.server.mqtt_sessions.structured is not None
+        return DoorProtocol.validates(self) or \
+            self.conn.account.mqtt_sessions.structured is not None
 
     def tick(self, now):
         conn = self.conn
@@ -1013,7 +1014,7 @@ class MqttProtocol(DoorProtocol):
     def _accepted(self, c):
         """The CONNACK of an accepted CONNECT, the session taken or made."""
         srv = self.server
-        sessions = srv.mqtt_sessions
+        sessions = self.conn.account.mqtt_sessions
         cid = c["client_id"]
         assigned = None
         if not cid:
@@ -1149,7 +1150,7 @@ class MqttProtocol(DoorProtocol):
             # stays; a packet over max_packet closes it.  5.0 is told 0x97
             # quota exceeded: 0x95 is no PUBACK/PUBREC reason code, and
             # paho takes mosquitto's 0x95 there for a malformed packet)
-            self.server.mqtt_sessions.too_large += 1
+            self.conn.account.mqtt_sessions.too_large += 1
             self._ack(qos, packet_id, RC_QUOTA_EXCEEDED if self.version == 5 else 0)
             return
         if not conn.may_publish(subject):
@@ -1174,7 +1175,7 @@ class MqttProtocol(DoorProtocol):
             attrs["mqttprops"] = fwd
             if "message_expiry_interval" in props:
                 attrs["mqttexpiry"] = _expiry_deadline(props)
-        sessions = self.server.mqtt_sessions
+        sessions = self.conn.account.mqtt_sessions
         mode = ce_mode(self.version, props)
         if mode is None and sessions.structured is not None and sessions.structured.match(
                 subject):
@@ -1199,7 +1200,7 @@ class MqttProtocol(DoorProtocol):
                 return
         record = mqtt_record(event)
         if retain:
-            self.server.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
+            self.conn.account.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
         conn.in_msgs_py += 1
         # (the origin: this connection's no-local subscriptions skip it, the
         # QoS 0 ones in C by the origin, the others by _publishing: their
@@ -1213,7 +1214,7 @@ class MqttProtocol(DoorProtocol):
             self._publishing = False
         if qos == 2:
             self.session.inbound_qos2.add(packet_id)
-            self.server.mqtt_sessions.inbound(self.session, packet_id, True)
+            self.conn.account.mqtt_sessions.inbound(self.session, packet_id, True)
         self._ack(qos, packet_id, 0)
 
     def _alias(self, alias, topic):
@@ -1250,7 +1251,7 @@ class MqttProtocol(DoorProtocol):
     def _pubrel(self, packet_id, reason, props):
         if packet_id in self.session.inbound_qos2:
             self.session.inbound_qos2.discard(packet_id)
-            self.server.mqtt_sessions.inbound(self.session, packet_id, False)
+            self.conn.account.mqtt_sessions.inbound(self.session, packet_id, False)
         self.outbuf.write(_packet(PUBCOMP, 0, struct.pack(">H", packet_id)))
 
     # -- acknowledgements of what the door sent ----------------------------------------
@@ -1266,7 +1267,7 @@ class MqttProtocol(DoorProtocol):
             return                      # (a PUBACK with a reason: the parser left it)
         m = session.inflight.pop(packet_id, None)
         if m is not None:
-            self.server.mqtt_sessions.done(session, m[7])
+            self.conn.account.mqtt_sessions.done(session, m[7])
         self._drain_queue()
         if flight is not None:
             flight.others = len(session.inflight)
@@ -1284,7 +1285,7 @@ class MqttProtocol(DoorProtocol):
             return
         if m[4] != "rel":
             m[4] = "rel"
-            self.server.mqtt_sessions.sent(self.session, m[7], packet_id, "rel")
+            self.conn.account.mqtt_sessions.sent(self.session, m[7], packet_id, "rel")
         self.outbuf.write(_packet(PUBREL, 2, struct.pack(">H", packet_id)))
 
     def _pubcomp(self, packet_id, reason, props):
@@ -1336,7 +1337,7 @@ class MqttProtocol(DoorProtocol):
             sub = [(qos, no_local, rap, sid, mode), patterns, _engine_group(flt, group), []]
             if qos and session.flight_ok and session.flight is None:
                 session.flight = MqttFlight(self.outbuf, min(self.receive_max, 65535),
-                                            self.server.mqtt_sessions.max_queued)
+                                            self.conn.account.mqtt_sessions.max_queued)
                 self.parser.flight = session.flight
             self._attach(session, sub)
             if no_local and qos:
@@ -1347,7 +1348,7 @@ class MqttProtocol(DoorProtocol):
             codes.append(qos)
             if group is None and (handling == 0 or (handling == 1 and not existed)):
                 retained_out.append((patterns, qos, rap, sid))
-        self.server.mqtt_sessions.write(session)
+        self.conn.account.mqtt_sessions.write(session)
         self.outbuf.write(_packet(SUBACK, 0, struct.pack(">H", packet_id) + (
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
@@ -1380,16 +1381,16 @@ class MqttProtocol(DoorProtocol):
                 t = MqttTarget(self.outbuf, self.version, mode,
                                sid if self.version == 5 else None, self.max_packet,
                                not no_local, False, 1, session.flight, rap,
-                               self.server.mqtt_sessions.deliverer(session, opts))
+                               self.conn.account.mqtt_sessions.deliverer(session, opts))
             else:
-                t = SubTarget(self.server.mqtt_sessions.deliverer(session, opts),
+                t = SubTarget(self.conn.account.mqtt_sessions.deliverer(session, opts),
                               max_pending=0)
             handles.append(self.flow.add(p, t, group))
 
     def _send_retained(self, wanted):
         from fastflow._impl import Matcher
 
-        sessions = self.server.mqtt_sessions
+        sessions = self.conn.account.mqtt_sessions
         retained = sessions.retained
         now = time.time()
         for patterns, qos, _rap, sid in wanted:
@@ -1413,7 +1414,7 @@ class MqttProtocol(DoorProtocol):
                 continue
             self.flow.remove_many(old[3])
             codes.append(RC_SUCCESS)
-        self.server.mqtt_sessions.write(session)
+        self.conn.account.mqtt_sessions.write(session)
         body = struct.pack(">H", packet_id)
         if self.version == 5:
             body += _props([]) + bytes(codes)
@@ -1430,7 +1431,7 @@ class MqttProtocol(DoorProtocol):
         if qos == 1 and flight is not None:
             self._push(topic, payload, retain, sid, fwd, deadline)
             return
-        sessions = self.server.mqtt_sessions
+        sessions = self.conn.account.mqtt_sessions
         m = (topic, payload, qos, retain, sid, fwd, None, deadline)
         if not session.queue and self._inflight() < self.receive_max:
             # sent at once: written once, with its packet id
@@ -1483,7 +1484,7 @@ class MqttProtocol(DoorProtocol):
         session = self.session
         if session is None:
             return
-        sessions = self.server.mqtt_sessions
+        sessions = self.conn.account.mqtt_sessions
         now = None
         flight = session.flight
         if flight is not None:
@@ -1552,7 +1553,7 @@ class MqttProtocol(DoorProtocol):
                 and self.session.expiry:
             # (from 0 it may not change: MQTT 5 section 3.14.2.2.2; ended() writes it)
             self.session.expiry = min(props["session_expiry_interval"],
-                                      self.server.mqtt_sessions.expiry_max)
+                                      self.conn.account.mqtt_sessions.expiry_max)
         self.clean_exit = True
         self.conn.close(flush=True)
 
@@ -1575,7 +1576,7 @@ class MqttProtocol(DoorProtocol):
 
         def send():
             if retain:
-                self.server.mqtt_sessions.retain(subject, topic, payload, qos,
+                self.conn.account.mqtt_sessions.retain(subject, topic, payload, qos,
                                                  _forwarded_props(props) if props else b"")
             attrs = {"mqttqos": qos} if qos else {}
             fwd = _forwarded_props(props) if props else b""
@@ -1628,9 +1629,9 @@ class MqttProtocol(DoorProtocol):
         session.conn = None
         session.gone_at = time.time()
         if session.expiry == 0:
-            self.server.mqtt_sessions.end(session)
+            self.conn.account.mqtt_sessions.end(session)
         else:
-            self.server.mqtt_sessions.write(session)
+            self.conn.account.mqtt_sessions.write(session)
 
 
 _HANDLERS = {

@@ -118,11 +118,12 @@ def _int_arg(args, key, what, least=0):
 class StreamRequests:
     """The stream and consumer requests of ``principal`` (a
     ``fastflow.server.auth.Principal``) on ``server``'s engine.  Made per
-    request (HTTP: each request has its own principal)."""
+    request (HTTP: each request has its own principal), on the engine of
+    the principal's account."""
 
     def __init__(self, server, principal):
         self.server = server
-        self.flow = server.flow
+        self.flow = server.accounts[principal.account].flow
         self.principal = principal
         self.perms = principal.permissions
 

@@ -99,7 +99,7 @@ def _location(sub):
 
 def subscriptions_request(proto, req, principal):
     """Every ``/subscriptions...`` request."""
-    mgr = proto.server.subscriptions
+    mgr = proto.conn.account.subscriptions
     if mgr is None:
         raise HttpError(404, "the Subscriptions API is off on this server")
     parts = req.path.split("/")

@@ -374,6 +374,11 @@ class WsProtocol(DoorProtocol):
             self.parser_error = WsError
             self.handle = self._handle_json
 
+    def set_flow(self, flow):
+        DoorProtocol.set_flow(self, flow)
+        if self.inner is not None:
+            self.inner.set_flow(flow)
+
     # -- what the lifecycle writes ----------------------------------------------------------
 
     def _control(self, frame):
@@ -675,7 +680,7 @@ class WsProtocol(DoorProtocol):
                                                                            max_payload)))
                 return
             subjects.append(s)
-        catalog = self.server.catalog
+        catalog = self.conn.account.catalog
         store = catalog.schemas if catalog is not None else None
         if store is not None and store.active:
             from fastflow.catalog.schemas import SchemaRefusal
