@@ -20,6 +20,7 @@ __all__ = [
     "FrameParser",
     "HttpError",
     "HttpParser",
+    "ImportTarget",
     "Log",
     "MatchBatch",
     "Matcher",
@@ -449,6 +450,27 @@ class Router:
                            check: Optional[Callable[[str], Any]] = None,
                            acks: bool = False) -> Union[int, list[tuple[Optional[str], int]]]: ...
     def stats(self) -> dict[str, int]: ...
+
+class ImportTarget(WireTarget):
+    """An account's import: registered in the exporting account's router on
+    the exported pattern, it republishes each message matched into ``dest``
+    (the record as received) on ``prefix + subject[strip:]``, or on what
+    ``subject_map(subject)`` returns (None: refused); the reply only through
+    ``reply_map`` (else dropped).  ``outbuf`` is None, ``echo`` True."""
+    dest: Router
+    strip: int
+    prefix: bytes
+    reply_map: Optional[Callable[[bytes], Optional[bytes]]]
+    subject_map: Optional[Callable[[bytes], Optional[bytes]]]
+    max_depth: int
+    forwarded: int
+    forwarded_bytes: int
+    refused: int
+    looped: int
+    def __init__(self, dest: Router, strip: int = 0, prefix: bytes = b"",
+                 reply_map: Optional[Callable[[bytes], Optional[bytes]]] = None,
+                 subject_map: Optional[Callable[[bytes], Optional[bytes]]] = None,
+                 max_depth: int = 8) -> None: ...
 
 # -- the wire: output buffer, parsers, errors -------------------------------------------------
 

@@ -76,6 +76,7 @@ __all__ = (
     'GapError',
     'HttpError',
     'HttpParser',
+    'ImportTarget',
     'Log',
     'LogFullError',
     'MatchBatch',

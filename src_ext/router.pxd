@@ -92,3 +92,21 @@ cdef class Router:
     cdef object _publish(self, object subject, object data, dict attributes)
     cdef object _publish_json(self, object body, object routing_subject, bint batch,
                               OutBuf origin, object check, bint acks)
+
+
+cdef class ImportTarget(WireTarget):
+    cdef readonly Router dest               # the importing account's router
+    cdef readonly int strip                 # bytes cut from the front of the subject
+    cdef readonly bytes prefix              # put before what is left
+    cdef readonly object reply_map          # (bytes reply) -> bytes or None; None: no reply
+    cdef readonly object subject_map        # (bytes subject) -> bytes or None (refused)
+    cdef readonly int max_depth             # nested imports at which a message stops
+    cdef readonly int64_t forwarded
+    cdef readonly int64_t forwarded_bytes
+    cdef readonly int64_t refused
+    cdef readonly int64_t looped
+    cdef bytes last_in                      # the last source subject rewritten
+    cdef str last_out                       # ... and what it became
+
+    cdef int _write(self, WireMsg *m) except -1
+    cdef object _rewrite(self, WireMsg *m)

@@ -557,6 +557,12 @@ cdef class Router:
                         msg.stream = <PyObject *>mstream
                     msg.event = <PyObject *>ev if ev is not None else NULL
                     ok = wt._write(&msg)
+                    if rec_scratch and type(wt) is ImportTarget:
+                        # the dest's delivery ran Python (callbacks): as
+                        # after a SubTarget, the record is made again
+                        rec = NULL
+                        rec_scratch = False
+                        msg.rec = NULL
                     if ok:
                         wt.delivered += 1
                         self.n_delivered += 1
@@ -881,3 +887,142 @@ cdef object _publish_fc(object self, PyObject **args, Py_ssize_t nargs, PyObject
 
 
 ff_install_fastcall(Router, 0, b'publish', <ff_fastcall_t>_publish_fc, _PUBLISH_DOC)
+
+
+# -- imports: one account's router republishing a match into another's ------------------
+
+cdef enum:
+    IMPORT_DEPTH_MAX = 64           # the highest max_depth an ImportTarget takes
+    IMPORT_BUF_MIN = 512            # bytes of a depth's record buffer at first
+
+# Imports in progress (nested: an import's delivery in its dest ran an import
+# of its own), and per depth a buffer holding the record forwarded at that
+# depth: a copy, so that a publish made by the dest's callbacks (into any
+# router, the source's scratch buffer included) cannot change the record
+# under the dest's delivery.  One import runs at each depth at a time.
+cdef int _import_depth = 0
+cdef char *_import_buf[IMPORT_DEPTH_MAX]
+cdef Py_ssize_t _import_cap[IMPORT_DEPTH_MAX]
+
+
+cdef inline bytes _map_bytes(object v, str what):
+    """What a map returned, as UTF-8 bytes (bytes, or a str encoded)."""
+    if type(v) is bytes:
+        return <bytes>v
+    if isinstance(v, str):
+        return (<str>v).encode('utf-8', 'surrogatepass')
+    if isinstance(v, bytes):
+        return bytes(v)
+    raise TypeError('{} must return bytes, str or None, not {}'.format(what, type(v).__name__))
+
+
+@cython.final
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class ImportTarget(WireTarget):
+    """One account's import of another's export: registered in the
+    exporting account's router on the exported pattern, it republishes each
+    message matched into ``dest`` (the importing account's router) as its
+    record was received, on the subject ``prefix + subject[strip:]`` (bytes;
+    or what ``subject_map(subject)`` returns, None: not forwarded).  The
+    reply crosses only through ``reply_map(reply)`` (None: no reply).  At
+    ``max_depth`` imports in progress (accounts importing from each other in
+    a cycle) a message is not forwarded (``looped``); a stream of ``dest``
+    refusing it (``LogFullError``, ``EventTooLarge``) or a rewritten
+    subject that is no valid subject there counts as ``refused`` and does
+    not reach the publisher.  Engine use."""
+
+    def __init__(self, Router dest not None, int strip=0, prefix=b'', reply_map=None,
+                 subject_map=None, int max_depth=8):
+        if strip < 0:
+            raise ValueError('strip must be >= 0, got {}'.format(strip))
+        if not 1 <= max_depth <= IMPORT_DEPTH_MAX:
+            raise ValueError('max_depth must be 1 to {}, got {}'.format(IMPORT_DEPTH_MAX,
+                                                                       max_depth))
+        if isinstance(prefix, str):
+            prefix = (<str>prefix).encode('utf-8')
+        elif type(prefix) is not bytes:
+            raise TypeError('prefix must be bytes, not {}'.format(type(prefix).__name__))
+        for name, f in (('reply_map', reply_map), ('subject_map', subject_map)):
+            if f is not None and not callable(f):
+                raise TypeError('{} must be callable or None, got {}'.format(
+                    name, type(f).__name__))
+        self.outbuf = None              # no connection: never "the publisher's own"
+        self.echo = True
+        self.dest = dest
+        self.strip = strip
+        self.prefix = prefix
+        self.reply_map = reply_map
+        self.subject_map = subject_map
+        self.max_depth = max_depth
+
+    cdef object _rewrite(self, WireMsg *m):
+        """``prefix + subject[strip:]`` as a str (the last one is kept)."""
+        cdef Py_ssize_t k, pn, n
+        cdef bytes b
+        cdef char *o
+        if (self.last_in is not None and PyBytes_GET_SIZE(self.last_in) == m.subject_n
+                and memcmp(PyBytes_AS_STRING(self.last_in), m.subject, m.subject_n) == 0):
+            return self.last_out
+        k = self.strip if self.strip < m.subject_n else m.subject_n
+        pn = PyBytes_GET_SIZE(self.prefix)
+        n = pn + m.subject_n - k
+        b = PyBytes_FromStringAndSize(NULL, n)
+        o = PyBytes_AS_STRING(b)
+        memcpy(o, PyBytes_AS_STRING(self.prefix), pn)
+        memcpy(o + pn, m.subject + k, m.subject_n - k)
+        out = _subject_str(b)           # (SubjectError: a cut through a character)
+        self.last_in = PyBytes_FromStringAndSize(m.subject, m.subject_n)
+        self.last_out = out
+        return out
+
+    cdef int _write(self, WireMsg *m) except -1:
+        global _import_depth
+        cdef int d = _import_depth
+        cdef object subject, r
+        cdef bytes reply = None
+        cdef const char *rp = NULL
+        cdef Py_ssize_t rpn = 0, rn
+        cdef char *buf
+        if d >= self.max_depth:
+            self.looped += 1
+            return 1
+        try:
+            if self.subject_map is None:
+                subject = self._rewrite(m)
+            else:
+                r = self.subject_map(PyBytes_FromStringAndSize(m.subject, m.subject_n))
+                if r is None:
+                    self.refused += 1
+                    return 1
+                subject = _subject_str(_map_bytes(r, 'subject_map'))
+        except SubjectError:
+            self.refused += 1
+            return 1
+        if m.reply != NULL and m.reply_n and self.reply_map is not None:
+            r = self.reply_map(PyBytes_FromStringAndSize(m.reply, m.reply_n))
+            if r is not None:
+                reply = _map_bytes(r, 'reply_map')
+                rp = PyBytes_AS_STRING(reply)
+                rpn = PyBytes_GET_SIZE(reply)
+        # the record as received, in this depth's buffer (its data appended
+        # when the router made the record of a default event without it)
+        rn = m.rec_n + (m.data_n if m.data != NULL else 0)
+        _grow(<void **>&_import_buf[d], &_import_cap[d], rn, 1, IMPORT_BUF_MIN)
+        buf = _import_buf[d]
+        memcpy(buf, m.rec, m.rec_n)
+        if m.data != NULL:
+            memcpy(buf + m.rec_n, m.data, m.data_n)
+        _import_depth = d + 1
+        try:
+            # (a record the source checked or made: checked again in debug builds)
+            self.dest._publish_wire(subject, rp, rpn, buf, rn, None, not FASTFLOW_DEBUG)
+        except (LogFullError, EventTooLarge, SubjectError):
+            # delivered in dest but not stored, or no valid subject or reply
+            # there: the dest's business, not the source publisher's
+            self.refused += 1
+            return 1
+        finally:
+            _import_depth = d
+        self.forwarded += 1
+        self.forwarded_bytes += rn
+        return 1

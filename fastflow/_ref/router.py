@@ -52,7 +52,7 @@ from fastflow._ref.subjects import check_reply, tokenize
 from fastflow._ref.wire.outbuf import OutBuf, WireMsg, WireTarget, _as_utf8
 from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullError, SubjectError
 
-__all__ = ("Router", "StreamTarget", "SubTarget")
+__all__ = ("ImportTarget", "Router", "StreamTarget", "SubTarget")
 
 _REPLIES_MAX = 65536                    # reply subjects a WireTarget's ``replies`` list takes
 
@@ -926,3 +926,149 @@ its seq in the first stream that stored it (0 if none did)."""
             "rejected_by_stream": self.__n_rejected,
             "callback_errors": self.__n_callback_errors,
         }
+
+
+# -- imports: one account's router republishing a match into another's ------------------
+
+IMPORT_DEPTH_MAX = 64           # the highest max_depth an ImportTarget takes
+
+# Imports in progress (nested: an import's delivery in its dest ran an import
+# of its own).  (The native core copies each forwarded record into a buffer
+# per depth; here records are immutable bytes.)
+_import_depth = 0
+
+
+def _map_bytes(v, what):
+    """What a map returned, as UTF-8 bytes (bytes, or a str encoded)."""
+    if type(v) is bytes:
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogatepass")
+    if isinstance(v, bytes):
+        return bytes(v)
+    raise TypeError("{} must return bytes, str or None, not {}".format(what, type(v).__name__))
+
+
+@_final
+class ImportTarget(WireTarget):
+    """One account's import of another's export: registered in the
+    exporting account's router on the exported pattern, it republishes each
+    message matched into ``dest`` (the importing account's router) as its
+    record was received, on the subject ``prefix + subject[strip:]`` (bytes;
+    or what ``subject_map(subject)`` returns, None: not forwarded).  The
+    reply crosses only through ``reply_map(reply)`` (None: no reply).  At
+    ``max_depth`` imports in progress (accounts importing from each other in
+    a cycle) a message is not forwarded (``looped``); a stream of ``dest``
+    refusing it (``LogFullError``, ``EventTooLarge``) or a rewritten
+    subject that is no valid subject there counts as ``refused`` and does
+    not reach the publisher.  Engine use."""
+
+    __slots__ = ("_dest", "_strip", "_prefix", "_reply_map", "_subject_map", "_max_depth",
+                 "_forwarded", "_forwarded_bytes", "_refused", "_looped", "_last_in",
+                 "_last_out")
+
+    def __init__(self, dest, strip=0, prefix=b"", reply_map=None, subject_map=None,
+                 max_depth=8):
+        if not isinstance(dest, Router):
+            if dest is None:
+                raise TypeError("Argument 'dest' must not be None")
+            raise TypeError("Argument 'dest' has incorrect type (expected {}.{}, got {})".format(
+                Router.__module__, Router.__qualname__, type(dest).__name__))
+        strip = _c_int(strip)
+        max_depth = _c_int(max_depth)
+        if strip < 0:
+            raise ValueError("strip must be >= 0, got {}".format(strip))
+        if not 1 <= max_depth <= IMPORT_DEPTH_MAX:
+            raise ValueError("max_depth must be 1 to {}, got {}".format(IMPORT_DEPTH_MAX,
+                                                                       max_depth))
+        if isinstance(prefix, str):
+            prefix = prefix.encode("utf-8")
+        elif type(prefix) is not bytes:
+            raise TypeError("prefix must be bytes, not {}".format(type(prefix).__name__))
+        for name, f in (("reply_map", reply_map), ("subject_map", subject_map)):
+            if f is not None and not callable(f):
+                raise TypeError("{} must be callable or None, got {}".format(
+                    name, type(f).__name__))
+        # the WireTarget's state, without its OutBuf: no connection, never
+        # "the publisher's own"
+        self._outbuf = None
+        self._echo = True
+        self._remaining = 0
+        self.owner = None
+        self.on_end = None
+        self._delivered = 0
+        self._dropped = 0
+        self._handle = 0
+        self._replies = None
+        self._dest = dest               # the importing account's router
+        self._strip = strip             # bytes cut from the front of the subject
+        self._prefix = prefix           # put before what is left
+        self._reply_map = reply_map     # (bytes reply) -> bytes or None; None: no reply
+        self._subject_map = subject_map     # (bytes subject) -> bytes or None (refused)
+        self._max_depth = max_depth     # nested imports at which a message stops
+        self._forwarded = 0
+        self._forwarded_bytes = 0
+        self._refused = 0
+        self._looped = 0
+        self._last_in = None            # the last source subject rewritten
+        self._last_out = None           # ... and what it became
+
+    dest = _ro("_dest")
+    strip = _ro("_strip")
+    prefix = _ro("_prefix")
+    reply_map = _ro("_reply_map")
+    subject_map = _ro("_subject_map")
+    max_depth = _ro("_max_depth")
+    forwarded = _ro("_forwarded")
+    forwarded_bytes = _ro("_forwarded_bytes")
+    refused = _ro("_refused")
+    looped = _ro("_looped")
+
+    def __rewrite(self, sb):
+        """``prefix + subject[strip:]`` as a str (the last one is kept)."""
+        if sb == self._last_in:
+            return self._last_out
+        out = _subject_str(self._prefix + sb[self._strip:])   # (SubjectError: a cut
+        self._last_in = sb                                      # through a character)
+        self._last_out = out
+        return out
+
+    def write(self, msg):
+        global _import_depth
+        d = _import_depth
+        if d >= self._max_depth:
+            self._looped += 1
+            return 1
+        try:
+            if self._subject_map is None:
+                subject = self.__rewrite(msg.subject_b)
+            else:
+                r = self._subject_map(bytes(msg.subject_b))
+                if r is None:
+                    self._refused += 1
+                    return 1
+                subject = _subject_str(_map_bytes(r, "subject_map"))
+        except SubjectError:
+            self._refused += 1
+            return 1
+        reply = None
+        if msg.reply and self._reply_map is not None:
+            r = self._reply_map(bytes(msg.reply))
+            if r is not None:
+                reply = _map_bytes(r, "reply_map")
+        # the record as received (its data appended when the router made the
+        # record of a default event without it)
+        rec = bytes(msg.rec) if msg.data is None else bytes(msg.rec) + bytes(msg.data)
+        _import_depth = d + 1
+        try:
+            self._dest.publish_wire(subject, reply, rec, None, built=True)
+        except (LogFullError, EventTooLarge, SubjectError):
+            # delivered in dest but not stored, or no valid subject or reply
+            # there: the dest's business, not the source publisher's
+            self._refused += 1
+            return 1
+        finally:
+            _import_depth = d
+        self._forwarded += 1
+        self._forwarded_bytes += len(rec)
+        return 1
