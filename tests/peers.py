@@ -374,6 +374,8 @@ def nats_server_config(port, settings):
         elif k == "auth_timeout":
             from fastflow.server.config import parse_duration
             auth["timeout"] = parse_duration(v, k)
+        elif k in ("accounts", "system_account"):
+            continue                    # below, with the users
         elif k == "users":
             users = []
             for i, u in enumerate(v):
@@ -384,6 +386,8 @@ def nats_server_config(port, settings):
                 if u.get("permissions") is not None:
                     nu["permissions"] = _nats_permissions(u["permissions"],
                                                           "users[{}].permissions".format(i))
+                if u.get("account") is not None:
+                    nu["account"] = u["account"]
                 users.append(nu)
             auth["users"] = users
         elif k == "default_permissions":
@@ -392,9 +396,58 @@ def nats_server_config(port, settings):
             conf.update(v)
         else:
             raise ValueError("natsd: the setting {!r} has no nats-server equivalent".format(k))
+    if settings.get("accounts"):
+        conf["accounts"] = _nats_accounts(settings["accounts"], auth.pop("users", []))
+        if settings.get("system_account"):
+            conf["system_account"] = settings["system_account"]
     if auth:
         conf["authorization"] = auth
     return conf
+
+
+def _nats_accounts(accounts, users):
+    """nats-server's ``accounts`` block for fastflow's ``accounts`` and the
+    users that name theirs (users without one stay in $G)."""
+    out = {}
+    for name, spec in accounts.items():
+        spec = spec or {}
+        a = {"users": [{k: v for k, v in u.items() if k != "account"} for u in users
+                       if u.get("account") == name]}
+        exports = []
+        for e in spec.get("exports", ()):
+            kind = "stream" if "stream" in e else "service"
+            ne = {kind: e[kind]}
+            if e.get("accounts"):
+                ne["accounts"] = list(e["accounts"])
+            if kind == "service":
+                ne["response_type"] = {"single": "singleton", "stream": "stream"}[
+                    e.get("response", "single")]
+                if "response_threshold" in e:
+                    ne["response_threshold"] = _nats_ms(e["response_threshold"],
+                                                        "response_threshold")
+            exports.append(ne)
+        imports = []
+        for i in spec.get("imports", ()):
+            kind = "stream" if "stream" in i else "service"
+            ni = {kind: {"account": i["account"], "subject": i[kind]}}
+            if i.get("prefix"):
+                if kind == "stream":
+                    ni["prefix"] = i["prefix"]
+                else:
+                    ni["to"] = i["prefix"] + "." + i[kind]
+            imports.append(ni)
+        if exports:
+            a["exports"] = exports
+        if imports:
+            a["imports"] = imports
+        if spec.get("streams"):
+            raise ValueError("natsd: accounts.{}.streams has no nats-server equivalent".format(
+                name))
+        out[name] = a
+    rest = [u for u in users if u.get("account") is None]
+    if rest:
+        raise ValueError("natsd: users without an account next to accounts")
+    return out
 
 
 class NatsServerProcess(ChildServer):
