@@ -314,6 +314,19 @@ def _build_parser():
                "first and last seen.")
     p.add_argument("stream", nargs="?", help="a stream: its event types")
 
+    p = sub.add_parser("accounts", help="accounts: ls, info, usage (-s http://MONITOR)",
+                       description="Show the accounts of a server, read from /accountz on its "
+                                   "monitoring port (-s http://HOST:PORT, port 8232 unless "
+                                   "given; fastflow serve --monitor-port; docs/accounts.md).")
+    sa = p.add_subparsers(dest="action", metavar="ACTION")
+    action(sa, "ls", json=True, help="one line per account: connections, subscriptions, "
+           "streams, exports, imports")
+    action(sa, "info", "name", json=True, help="an account's exports, imports and streams")
+    a = action(sa, "usage", json=True, help="published and delivered per account, forwarded "
+               "per import")
+    a.add_argument("name", nargs="?", help="one account (default: every one)")
+    p.set_defaults(_command_parser=p)
+
     b = sub.add_parser("bench", help="measure publishers -> subscribers through a server",
                        description="Publishers and subscribers through a fastflow server (an "
                                    "embedded one on a free loopback port unless --server): "
@@ -373,6 +386,13 @@ def main(argv=None):
         from fastflow.cli.subscriptions import subscriptions
 
         return network_command(args, subscriptions)
+    if cmd == "accounts":
+        if args.action is None:
+            args._command_parser.print_help()
+            return 2
+        from fastflow.cli.accounts import accounts
+
+        return network_command(args, accounts)
     if cmd == "catalog":
         from fastflow.cli.catalog import catalog
 
