@@ -4,6 +4,7 @@ account semantics are the reference) and the NATS door, then every other
 door of one server."""
 
 import asyncio
+import base64
 import json
 import urllib.request
 
@@ -11,6 +12,7 @@ import pytest
 
 from fastflow.accounts import check_accounts, pattern_within
 from fastflow.server.config import ConfigError, ServerConfig
+from peers import require_peer
 
 from test_nats import Clients, flush, take
 
@@ -186,3 +188,176 @@ def test_accountz_shows_the_imports_and_their_traffic(aloop, ffnats):
     i = [i for i in doc["accounts"]["initech"]["imports"]][0]
     assert i["forwarded"] == 5
     assert doc["accounts"]["acme"]["published"] == 5
+
+
+TOML = """
+[auth]
+users = [
+  {user = "acme", password = "pa", account = "acme"},
+  {user = "globex", password = "pg", account = "globex"},
+  {user = "initech", password = "pi", account = "initech"},
+  {user = "umbrella", password = "pu", account = "umbrella"},
+]
+
+[accounts.acme]
+exports = [{stream = "orders.>"}, {service = "quotes.*", accounts = ["globex"]}]
+streams = [{name = "orders", subjects = ["orders.>"]}]
+
+[accounts.globex]
+imports = [
+  {stream = "orders.>", account = "acme", prefix = "partner.acme"},
+  {service = "quotes.*", account = "acme", prefix = "acme"},
+]
+streams = [{name = "partner", subjects = ["partner.>"]}]
+
+[accounts.initech]
+imports = [{stream = "orders.eu.>", account = "acme"}]
+
+[accounts.umbrella]
+"""
+
+
+class _Paho:
+    """A paho-mqtt 5 client logged in as ``user``, recording what it gets."""
+
+    def __init__(self, port, user, password, client_id, ws=False):
+        import queue
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self.msgs = queue.Queue()
+        self.ready = threading.Event()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5, transport="websockets" if ws else "tcp")
+        if ws:
+            self.c.ws_set_options(path="/mqtt")
+        self.c.username_pw_set(user, password)
+        self.c.on_message = lambda c, u, m: self.msgs.put(m)
+        self.c.on_connect = lambda c, u, f, rc, p: self.ready.set()
+        self.c.on_subscribe = lambda c, u, mid, codes, p: self.ready.set()
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        assert self.ready.wait(5), "no CONNACK"
+
+    def sub(self, topic, qos=0):
+        self.ready.clear()
+        self.c.subscribe(topic, qos)
+        assert self.ready.wait(5), "no SUBACK"
+
+    def pub(self, topic, payload, qos=0, retain=False):
+        self.c.publish(topic, payload, qos, retain).wait_for_publish(5)
+
+    def drain(self, quiet=0.3):
+        import queue
+
+        out = []
+        while True:
+            try:
+                m = self.msgs.get(timeout=quiet)
+            except queue.Empty:
+                return out
+            out.append((m.topic, m.payload, m.retain))
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_every_door_keeps_accounts_apart_and_honours_imports(ffproc, tmp_path, free_port):
+    """One server, accounts from its TOML file: native, NATS, HTTP (SSE and
+    publishes), WebSocket and MQTT clients of four accounts; each sees its
+    own account and what it imports, nothing else; streams, retained
+    messages and MQTT client ids are per account."""
+    require_peer("paho-mqtt")
+    import fastflow.client as fc
+    from fastflow.client.http import HttpConnection
+
+    conf = tmp_path / "ff.toml"
+    conf.write_text(TOML)
+    http, mqtt, nport = free_port(), free_port(), free_port()
+    sp = ffproc("-c", str(conf), "--http-port", http, "--mqtt-port", mqtt, "--nats-port", nport,
+                "--data-dir", str(tmp_path / "data"))
+    sp.start()
+    base = "http://127.0.0.1:{}".format(http)
+
+    async def main():
+        acme = await fc.connect(sp.url, user="acme", password="pa")
+        umbrella = await fc.connect(sp.url, user="umbrella", password="pu")
+        seen = {"acme": [], "umbrella": []}
+        acme.subscribe(">", lambda ev: seen["acme"].append(ev.routing_subject))
+        umbrella.subscribe(">", lambda ev: seen["umbrella"].append(ev.routing_subject))
+        await acme.flush()
+        await umbrella.flush()
+        # SSE for globex on its imported subjects, with Basic credentials
+        sse_r, sse_w = await asyncio.open_connection("127.0.0.1", http)
+        sse_w.write(b"GET /events/partner.acme.%3E HTTP/1.1\r\nHost: x\r\n"
+                    b"Accept: text/event-stream\r\nAuthorization: Basic "
+                    + base64.b64encode(b"globex:pg") + b"\r\n\r\n")
+        head = await asyncio.wait_for(sse_r.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        # MQTT: globex and umbrella, with the same client id (two accounts: two sessions)
+        mg = await asyncio.to_thread(_Paho, mqtt, "globex", "pg", "same-id")
+        mu = await asyncio.to_thread(_Paho, mqtt, "umbrella", "pu", "same-id")
+        mw = await asyncio.to_thread(_Paho, http, "initech", "pi", "same-id", True)  # WebSocket
+        await asyncio.to_thread(mg.sub, "#")
+        await asyncio.to_thread(mu.sub, "#")
+        await asyncio.to_thread(mw.sub, "#")
+        # acme publishes from the native door, umbrella over HTTP on the same subjects
+        acme.publish("orders.eu.1", b"o1")
+        acme.publish("secrets.1", b"s1")
+        await acme.flush()
+        async with HttpConnection(base, user="umbrella", password="pu") as hc:
+            resp = await hc.request("POST", "/events/orders.eu.2", b"u2",
+                                    headers=(("ce-id", "u2"), ("ce-source", "/u"),
+                                             ("ce-type", "t"), ("ce-specversion", "1.0")))
+            assert resp.status in (200, 202, 204), resp.status
+            await resp.read()
+        # acme retains a message over MQTT: only acme's account keeps it
+        ma = await asyncio.to_thread(_Paho, mqtt, "acme", "pa", "acme-1")
+        await asyncio.to_thread(ma.pub, "orders/eu/3", b"o3", 1, True)
+        got_g = await asyncio.to_thread(mg.drain)
+        got_u = await asyncio.to_thread(mu.drain)
+        assert sorted(got_g) == [("partner/acme/orders/eu/1", b"o1", False),
+                                 ("partner/acme/orders/eu/3", b"o3", False)]
+        assert got_u == [("orders/eu/2", b"u2", False)]
+        assert sorted(await asyncio.to_thread(mw.drain, 0.05)) == [
+            ("orders/eu/1", b"o1", False), ("orders/eu/3", b"o3", False)]
+        mu2 = await asyncio.to_thread(_Paho, mqtt, "umbrella", "pu", "other")
+        await asyncio.to_thread(mu2.sub, "orders/#")
+        assert await asyncio.to_thread(mu2.drain) == []      # acme's retained stays in acme
+        ma2 = await asyncio.to_thread(_Paho, mqtt, "acme", "pa", "acme-2")
+        await asyncio.to_thread(ma2.sub, "orders/#")
+        assert await asyncio.to_thread(ma2.drain) == [("orders/eu/3", b"o3", True)]
+        text = b""
+        while text.count(b"partner.acme.orders.eu.") < 2:
+            text += await asyncio.wait_for(sse_r.read(65536), 5)
+        assert b"partner.acme.orders.eu.1" in text and b"secrets" not in text
+        sse_w.close()
+        await sse_w.wait_closed()
+        # streams: acme's holds its orders, globex's the imported ones; neither sees the other's
+        async def own_streams(c):      # (the MQTT door keeps its state in mqtt_* streams)
+            return [s["name"] for s in await c.streams() if not s["name"].startswith("mqtt_")]
+
+        assert await own_streams(acme) == ["orders"]
+        assert await own_streams(umbrella) == []
+        globex = await fc.connect(sp.url, user="globex", password="pg")
+        assert await own_streams(globex) == ["partner"]
+        stored = [(e.routing_subject, e.data) async for e in globex.replay("partner", "first")]
+        assert stored == [("partner.acme.orders.eu.1", b"o1"), ("partner.acme.orders.eu.3", b"o3")]
+        # the service import, from the native door
+        acme.subscribe("quotes.*", lambda ev, reply: acme.publish(reply, b"q:" + ev.data),
+                       with_reply=True)
+        await acme.flush()
+        rep = await globex.request("acme.quotes.eur", b"7", timeout=3)
+        assert rep.data == b"q:7"
+        # (acme's answer goes out on a reply subject of its own account, as nats-server's)
+        assert sorted(s if not s.startswith("_R_.") else "_R_" for s in seen["acme"]) == [
+            "_R_", "orders.eu.1", "orders.eu.3", "quotes.eur", "secrets.1"]
+        assert sorted(seen["umbrella"]) == ["orders.eu.2"]
+        for c in (mg, mu, mw, ma, mu2, ma2):
+            await asyncio.to_thread(c.close)
+        for c in (acme, umbrella, globex):
+            await c.close()
+
+    asyncio.run(main())
