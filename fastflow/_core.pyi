@@ -295,6 +295,7 @@ class SubTarget:
     cut: bool
     owner: Any
     delivered: int
+    delivered_bytes: int
     dropped: int
     errors: int
     handle: int
@@ -309,6 +310,7 @@ class StreamTarget:
     log: Log
     listeners: list[Any]
     appended: int
+    appended_bytes: int
     rejected: int
     duplicates: int
     dedup: bool
@@ -322,6 +324,7 @@ class WireTarget:
     owner: Any
     on_end: Optional[Callable[["WireTarget"], Any]]
     delivered: int
+    delivered_bytes: int
     dropped: int
     handle: int
     replies: Optional[list[bytes]]
@@ -426,6 +429,9 @@ class Router:
     n_published: int
     n_delivered: int
     n_appended: int
+    bytes_published: int
+    bytes_delivered: int
+    bytes_appended: int
     n_rejected: int
     n_dropped_slow: int
     n_dropped_loop: int
@@ -510,6 +516,7 @@ class OutBuf:
     frames: int
     msgs: int
     bytes_out: int
+    pub_bytes: int
     dropped: int
     def __init__(self, max_pending: int = 67108864, on_data: Any = None) -> None: ...
     def __len__(self) -> int: ...

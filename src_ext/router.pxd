@@ -16,6 +16,7 @@ cdef class SubTarget:
     cdef readonly bint cut                  # closed as a slow consumer
     cdef public object owner                # the Subscription (for handlers)
     cdef readonly int64_t delivered
+    cdef readonly int64_t delivered_bytes   # payload bytes of what it delivered
     cdef readonly int64_t dropped
     cdef readonly int64_t errors
     cdef readonly int64_t handle
@@ -28,6 +29,7 @@ cdef class StreamTarget:
     cdef readonly Log log
     cdef public list listeners
     cdef readonly int64_t appended
+    cdef readonly int64_t appended_bytes    # payload bytes of what it stored
     cdef readonly int64_t rejected
     cdef readonly int64_t duplicates        # events not stored again (duplicate window)
     cdef public bint dedup                  # keep (source, id) in the log's dedup window
@@ -60,6 +62,9 @@ cdef class Router:
     cdef readonly int64_t n_published
     cdef readonly int64_t n_delivered
     cdef readonly int64_t n_appended
+    cdef readonly int64_t bytes_published   # payload bytes (metering: the data, as
+    cdef readonly int64_t bytes_delivered   # nats-server counts an account's bytes)
+    cdef readonly int64_t bytes_appended
     cdef readonly int64_t n_dropped_no_interest
     cdef readonly int64_t n_dropped_slow
     cdef readonly int64_t n_dropped_loop

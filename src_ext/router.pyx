@@ -37,6 +37,22 @@ cdef inline str _subject_str(object subject):
     return str(subject)
 
 
+cdef inline int64_t _rec_payload(const char *p, Py_ssize_t n) noexcept:
+    """The data bytes of event record ``p[:n]`` (0 for one that is not)."""
+    cdef Py_ssize_t off
+    if n < EV_HEADER:
+        return 0
+    off = (EV_HEADER + (EV_GENID if <uint8_t>p[1] & EVF_GENID else _rd16(p + 4)) + _rd16(p + 6)
+           + _rd16(p + 8) + _rd16(p + 10) + _rd32(p + 12))
+    return n - off if off <= n else 0
+
+
+cdef inline int64_t _payload_len(object data) except -1:
+    if type(data) is bytes:
+        return PyBytes_GET_SIZE(data)
+    return len(data) if data is not None else 0
+
+
 cdef inline Py_ssize_t _res_words(const int64_t *res) noexcept:
     """int64 words of a matcher result (nplain, ngroups, plain..., groups...)."""
     cdef Py_ssize_t j = 2 + res[0], i
@@ -407,14 +423,24 @@ cdef class Router:
         cdef bint dd
         cdef object refused = None          # the first stream's refusal (raised after
                                             # the delivery: subscribers get the event)
+        cdef int64_t plen                   # the payload's bytes (metering)
         global _id_counter
         msg.rec = NULL                      # (NULL: not made yet)
         nplain = res[0]
         ngroups = res[1]
         self.last_stream = None
         self.last_duplicate = False
+        if wrec != NULL:
+            plen = _rec_payload(wrec, wrn)
+        elif ev is not None:
+            plen = _payload_len(ev._data)
+        else:
+            plen = _payload_len(data)
+        if origin is not None:
+            origin.pub_bytes += plen
         if nplain + ngroups == 0:
             self.n_published += 1
+            self.bytes_published += plen
             self.n_dropped_no_interest += 1
             return 0
         # copy the match result before any Python code runs (another thread
@@ -468,6 +494,7 @@ cdef class Router:
                 ev._origin = self.name
                 ev.ts = now
             self.n_published += 1
+            self.bytes_published += plen
             # streams first: the event is stored before anyone sees it
             self.stamp += 1
             stamp = self.stamp
@@ -513,7 +540,9 @@ cdef class Router:
                         refused = _refusal(st.name, exc)
                     continue
                 st.appended += 1
+                st.appended_bytes += plen
                 self.n_appended += 1
+                self.bytes_appended += plen
                 if dd:
                     st.log._dedup_remember(dtag, dkey, dlen, dhash, s, mono)
                 if seq == 0:
@@ -565,7 +594,9 @@ cdef class Router:
                         msg.rec = NULL
                     if ok:
                         wt.delivered += 1
+                        wt.delivered_bytes += plen
                         self.n_delivered += 1
+                        self.bytes_delivered += plen
                         if replyn and wt.replies is not None \
                                 and len(wt.replies) < REPLIES_MAX:
                             wt.replies.append(reply[:replyn])
@@ -596,14 +627,18 @@ cdef class Router:
                     msg.rec = NULL
                 if su.callback is not None:
                     su.delivered += 1
+                    su.delivered_bytes += plen
                     self.n_delivered += 1
+                    self.bytes_delivered += plen
                     r = ff_call1(su.callback, ev)
                     if r == NULL:
                         self._callback_failed(su)
                     else:
                         Py_DECREF(<object>r)
                 elif su._queue(ev, self):
+                    su.delivered_bytes += plen
                     self.n_delivered += 1
+                    self.bytes_delivered += plen
             if notify is not None:
                 for i in range(0, len(notify), 2):
                     st = <StreamTarget>notify[i]
@@ -1024,5 +1059,5 @@ cdef class ImportTarget(WireTarget):
         finally:
             _import_depth = d
         self.forwarded += 1
-        self.forwarded_bytes += rn
+        self.forwarded_bytes += _rec_payload(buf, rn)
         return 1

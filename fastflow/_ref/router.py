@@ -33,6 +33,7 @@ from fastflow._ref.event import (
     _as_data,
     _as_str_field,
     _c_int,
+    _ev_data_offset,
     _c_int64,
     _c_ssize,
     _ev_check,
@@ -56,6 +57,14 @@ __all__ = ("ImportTarget", "Router", "StreamTarget", "SubTarget")
 
 _REPLIES_MAX = 65536                    # reply subjects a WireTarget's ``replies`` list takes
 
+
+def _rec_payload(rec):
+    """The data bytes of event record ``rec`` (0 for one that is not)."""
+    try:
+        return len(rec) - _ev_data_offset(rec, 0, len(rec))
+    except FastflowError:
+        return 0
+
 DEFAULT_CACHE_SIZE = 65536
 EVENT_OVERHEAD = 64             # bytes a queued event counts beyond its data
 
@@ -76,7 +85,8 @@ class SubTarget:
 
     __slots__ = ("_callback", "_pending", "_push", "_pop", "_popleft", "_max_pending",
                  "_max_pending_bytes", "_pending_bytes", "_on_full", "wake", "_waiting",
-                 "_closed", "_cut", "owner", "_delivered", "_dropped", "_errors", "_handle")
+                 "_closed", "_cut", "owner", "_delivered", "_dropped", "_errors", "_handle",
+                 "_delivered_bytes")
 
     def __init__(self, callback=None, max_pending=65536, max_pending_bytes=64 << 20,
                  on_full="drop_oldest"):
@@ -105,6 +115,7 @@ class SubTarget:
         self._cut = False               # closed as a slow consumer
         self.owner = None               # the Subscription (for handlers)
         self._delivered = 0
+        self._delivered_bytes = 0
         self._dropped = 0
         self._errors = 0
         self._handle = 0
@@ -117,6 +128,7 @@ class SubTarget:
     closed = _ro("_closed")
     cut = _ro("_cut", "closed as a slow consumer")
     delivered = _ro("_delivered")
+    delivered_bytes = _ro("_delivered_bytes")
     dropped = _ro("_dropped")
     errors = _ro("_errors")
     handle = _ro("_handle")
@@ -207,7 +219,8 @@ class StreamTarget:
     """The engine side of a stream: its log, and listeners called with the
     seq of every event appended (durable push consumers)."""
 
-    __slots__ = ("_name", "_log", "_listeners", "_appended", "_rejected", "_stamp",
+    __slots__ = ("_name", "_log", "_listeners", "_appended", "_appended_bytes", "_rejected",
+                 "_stamp",
                  "_duplicates", "_dedup")
 
     def __init__(self, name, log):
@@ -215,6 +228,7 @@ class StreamTarget:
         self._log = _arg_type("log", log, Log, "{}.{}".format(Log.__module__, Log.__qualname__))
         self._listeners = []
         self._appended = 0
+        self._appended_bytes = 0
         self._rejected = 0
         self._stamp = 0
         self._duplicates = 0            # events not stored again (duplicate window)
@@ -223,6 +237,7 @@ class StreamTarget:
     name = _ro("_name")
     log = _ro("_log")
     appended = _ro("_appended")
+    appended_bytes = _ro("_appended_bytes")
     rejected = _ro("_rejected")
     duplicates = _ro("_duplicates")
 
@@ -374,6 +389,7 @@ class Router:
     __slots__ = ("__matcher", "__name", "__source", "__source_b", "__hop_limit", "error_handler",
                  "advisory_handler", "__stamp", "__last_subject", "__last_version",
                  "__last_toks", "__n_published", "__n_delivered", "__n_appended",
+                 "__bytes_published", "__bytes_delivered", "__bytes_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
                  "__last_duplicate")
@@ -407,6 +423,9 @@ class Router:
         self.__n_published = 0
         self.__n_delivered = 0
         self.__n_appended = 0
+        self.__bytes_published = 0
+        self.__bytes_delivered = 0
+        self.__bytes_appended = 0
         self.__n_dropped_no_interest = 0
         self.__n_dropped_slow = 0
         self.__n_dropped_loop = 0
@@ -419,6 +438,9 @@ class Router:
     n_published = _ro("_Router__n_published")
     n_delivered = _ro("_Router__n_delivered")
     n_appended = _ro("_Router__n_appended")
+    bytes_published = _ro("_Router__bytes_published")
+    bytes_delivered = _ro("_Router__bytes_delivered")
+    bytes_appended = _ro("_Router__bytes_appended")
     n_dropped_no_interest = _ro("_Router__n_dropped_no_interest")
     n_dropped_slow = _ro("_Router__n_dropped_slow")
     n_dropped_loop = _ro("_Router__n_dropped_loop")
@@ -570,8 +592,17 @@ class Router:
         m = self.__matcher
         self.__last_stream = None
         self.__last_duplicate = False
+        if wrec is not None:
+            dlen = _rec_payload(wrec)
+        elif ev is not None:
+            dlen = len(ev._data) if ev._data is not None else 0
+        else:
+            dlen = len(data) if data is not None else 0
+        if origin is not None:
+            origin.pub_bytes += dlen
         if not hs:
             self.__n_published += 1
+            self.__bytes_published += dlen
             self.__n_dropped_no_interest += 1
             return 0
         if ev is not None and (ev._hops or ev._trace is not None):
@@ -605,6 +636,7 @@ class Router:
         else:
             rs = subject
         self.__n_published += 1
+        self.__bytes_published += dlen
         # streams first: the event is stored before anyone sees it
         self.__stamp += 1
         stamp = self.__stamp
@@ -647,7 +679,9 @@ class Router:
                     refused = _refusal(st._name, exc)
                 continue
             st._appended += 1
+            st._appended_bytes += dlen
             self.__n_appended += 1
+            self.__bytes_appended += dlen
             if dkey is not None:
                 _dedup_remember(st._log, dkey, s, mono)
             if seq == 0:
@@ -678,7 +712,9 @@ class Router:
                 ok = v.write(msg)
                 if ok:
                     v._delivered += 1
+                    v._delivered_bytes += dlen
                     self.__n_delivered += 1
+                    self.__bytes_delivered += dlen
                     if reply and v._replies is not None and len(v._replies) < _REPLIES_MAX:
                         v._replies.append(bytes(reply))
                 else:
@@ -701,7 +737,9 @@ class Router:
                                 self.__name)
             if su._callback is not None:
                 su._delivered += 1
+                su._delivered_bytes += dlen
                 self.__n_delivered += 1
+                self.__bytes_delivered += dlen
                 try:
                     su._callback(ev)
                 except Exception as exc:
@@ -709,7 +747,9 @@ class Router:
                     self.__n_callback_errors += 1
                     _callback_error(self, exc, su)
             elif su._queue(ev, self):
+                su._delivered_bytes += dlen
                 self.__n_delivered += 1
+                self.__bytes_delivered += dlen
         if notify is not None:
             for i in range(0, len(notify), 2):
                 st = notify[i]
@@ -997,6 +1037,7 @@ class ImportTarget(WireTarget):
         self.owner = None
         self.on_end = None
         self._delivered = 0
+        self._delivered_bytes = 0
         self._dropped = 0
         self._handle = 0
         self._replies = None
@@ -1070,5 +1111,5 @@ class ImportTarget(WireTarget):
         finally:
             _import_depth = d
         self._forwarded += 1
-        self._forwarded_bytes += len(rec)
+        self._forwarded_bytes += _rec_payload(rec)
         return 1

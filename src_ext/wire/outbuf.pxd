@@ -33,6 +33,8 @@ cdef class OutBuf:
     cdef readonly int64_t frames
     cdef readonly int64_t msgs
     cdef readonly int64_t bytes_out
+    cdef public int64_t pub_bytes           # payload bytes the router took from this
+                                            # connection's publishes (metering)
     cdef readonly int64_t dropped
 
     cdef char *_reserve(self, Py_ssize_t size) except? NULL
@@ -46,6 +48,7 @@ cdef class WireTarget:
     cdef public object owner
     cdef public object on_end               # (target) when an UNSUB max ended it
     cdef readonly int64_t delivered
+    cdef readonly int64_t delivered_bytes   # payload bytes of what it delivered
     cdef readonly int64_t dropped
     cdef public int64_t handle
     cdef public list replies                # the reply subjects (bytes) of the requests it

@@ -86,7 +86,7 @@ class OutBuf:
     (no arguments) when the buffer goes from empty to non-empty."""
 
     __slots__ = ("_buf", "_max_pending", "on_data", "_overflow", "_closed", "_frames", "_msgs",
-                 "_bytes_out", "_dropped", "flush_at", "on_flush")
+                 "_bytes_out", "_dropped", "flush_at", "on_flush", "_pub_bytes")
 
     def __reduce__(self):
         raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
@@ -105,6 +105,7 @@ class OutBuf:
         o._msgs = 0
         o._bytes_out = 0
         o._dropped = 0
+        o._pub_bytes = 0        # payload bytes the router took from this connection's publishes
         return o
 
     def __init__(self, max_pending=64 << 20, on_data=None):
@@ -114,6 +115,14 @@ class OutBuf:
     frames = _ro("_frames")
     msgs = _ro("_msgs")
     bytes_out = _ro("_bytes_out")
+
+    @property
+    def pub_bytes(self):
+        return self._pub_bytes
+
+    @pub_bytes.setter
+    def pub_bytes(self, v):
+        self._pub_bytes = _c_int64(v)
     dropped = _ro("_dropped")
 
     max_pending = _ssize("_max_pending")
@@ -295,7 +304,7 @@ class WireTarget:
     router's.  The protocols' targets: NativeTarget, NatsTarget."""
 
     __slots__ = ("_outbuf", "_echo", "_remaining", "owner", "on_end", "_delivered", "_dropped",
-                 "_handle", "_replies")
+                 "_handle", "_replies", "_delivered_bytes")
 
     def __init__(self, outbuf, echo=True):
         if type(self) is WireTarget:
@@ -312,6 +321,7 @@ class WireTarget:
         self.owner = None
         self.on_end = None              # (target) when an UNSUB max ended it
         self._delivered = 0
+        self._delivered_bytes = 0
         self._dropped = 0
         self._handle = 0
         self._replies = None            # the reply subjects (bytes) of the requests it
@@ -320,6 +330,7 @@ class WireTarget:
 
     outbuf = _ro("_outbuf")
     delivered = _ro("_delivered")
+    delivered_bytes = _ro("_delivered_bytes")
     dropped = _ro("_dropped")
 
     @property
