@@ -50,6 +50,7 @@ __all__ = [
     "crc32c",
     "decode_batch",
     "decode_event",
+    "batch_payload_bytes",
     "events_from_batch",
     "json_batch",
     "mqtt_parts",
@@ -257,6 +258,7 @@ class Event:
     def decode(routing_subject: Subject, record: Any, seq: int = 0, stream: Optional[str] = None,
                ts: int = 0) -> "Event": ...
 
+def batch_payload_bytes(b: Batch, n: int = -1) -> int: ...
 def events_from_batch(b: Batch, stream: Optional[str] = None, origin: Optional[str] = None,
                       rows: Optional[Iterable[int]] = None) -> list[Optional[Event]]: ...
 

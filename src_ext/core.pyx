@@ -110,6 +110,7 @@ __all__ = (
     'crc32c',
     'decode_batch',
     'decode_event',
+    'batch_payload_bytes',
     'events_from_batch',
     'json_batch',
     'mqtt_parts',

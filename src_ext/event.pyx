@@ -725,6 +725,30 @@ cdef Event _ev_decode(object subject, const char *p, Py_ssize_t n, int64_t seq, 
     return e
 
 
+def batch_payload_bytes(Batch b not None, Py_ssize_t n=-1):
+    """The data bytes of the first ``n`` records of a log ``Batch`` (all:
+    -1), for metering what a replay sent."""
+    cdef Py_ssize_t i, off, rn, total = 0, have = b.offsets.n - 1
+    cdef Py_buffer view
+    cdef const char *p
+    if n < 0 or n > have:
+        n = have
+    PyObject_GetBuffer(b.buffer, &view, PyBUF_SIMPLE)
+    try:
+        for i in range(n):
+            p = <const char *>view.buf + b.offsets.data[i]
+            rn = b.offsets.data[i + 1] - b.offsets.data[i]
+            if rn < EV_HEADER:
+                continue
+            off = (EV_HEADER + (EV_GENID if <uint8_t>p[1] & EVF_GENID else _rd16(p + 4))
+                   + _rd16(p + 6) + _rd16(p + 8) + _rd16(p + 10) + _rd32(p + 12))
+            if off <= rn:
+                total += rn - off
+    finally:
+        PyBuffer_Release(&view)
+    return total
+
+
 def events_from_batch(Batch b not None, str stream=None, str origin=None, rows=None):
     """The events of a log ``Batch`` read from a stream (a list).
     ``rows``: the indexes of the events to make (repeats allowed); the

@@ -184,7 +184,11 @@ def test_accountz_shows_the_imports_and_their_traffic(aloop, ffnats):
     g = doc["accounts"]["globex"]
     orders = [i for i in g["imports"] if i.get("stream") == "orders.>"][0]
     assert orders["local"] == "partner.acme.orders.>" and orders["forwarded"] == 5
-    assert orders["forwarded_bytes"] > 50
+    assert orders["forwarded_bytes"] == 50             # (payload bytes)
+    assert orders["usage"] == {"msgs": 5, "bytes": 50}
+    assert g["usage"]["imported_msgs"] == 5 and g["usage"]["in_msgs"] == 0
+    assert doc["accounts"]["acme"]["usage"]["exported_msgs"] == 10    # (to globex, initech)
+    assert doc["accounts"]["acme"]["users"]["acme"]["in_bytes"] == 50
     i = [i for i in doc["accounts"]["initech"]["imports"]][0]
     assert i["forwarded"] == 5
     assert doc["accounts"]["acme"]["published"] == 5

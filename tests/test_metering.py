@@ -63,3 +63,149 @@ def test_an_import_counts_the_payload_bytes_that_crossed(core):
     assert (dst.n_published, dst.bytes_published) == (3, 9)
     assert (w.delivered, w.delivered_bytes) == (3, 9)
     assert src.bytes_published == 17
+
+
+# -- the server: per account, per user, per import; kept across a restart ------------------
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+
+import fastflow.client as fc  # noqa: E402
+
+USERS = [{"user": "acme", "password": "pa", "account": "acme"},
+         {"user": "globex", "password": "pg", "account": "globex"},
+         {"user": "ops", "password": "po", "account": "$SYS"}]
+ACCOUNTS = {
+    "acme": {"exports": [{"stream": "orders.>"}, {"service": "quotes.*"}]},
+    "globex": {"imports": [{"stream": "orders.>", "account": "acme", "prefix": "partner.acme"},
+                           {"service": "quotes.*", "account": "acme", "prefix": "acme"}]},
+}
+
+
+async def _workload(url):
+    """acme: 10 orders of 100 bytes, a stream of them read back once, a
+    quote service; globex: a subscriber of the imported orders, 2 requests
+    of 5 bytes (answers of 8 bytes), 3 events of 7 bytes of its own."""
+    acme = await fc.connect(url, user="acme", password="pa")
+    globex = await fc.connect(url, user="globex", password="pg")
+    got = []
+    globex.subscribe("partner.acme.>", lambda ev: got.append(ev))
+    mine = []
+    acme.subscribe("orders.>", lambda ev: mine.append(ev))
+    acme.subscribe("quotes.*", lambda ev, reply: acme.publish(reply, b"q:" + ev.data[:6]),
+                   with_reply=True)
+    await acme.add_stream("orders", ["orders.>"])
+    await acme.purge_stream("orders")           # (the second run: only its own)
+    await acme.flush()
+    await globex.flush()
+    for i in range(10):
+        acme.publish("orders.{}".format(i), bytes(100))
+    for i in range(3):
+        globex.publish("own.{}".format(i), bytes(7))
+    await acme.flush()
+    for _ in range(2):
+        r = await globex.request("acme.quotes.x", b"12345", timeout=3)
+        assert r.data == b"q:12345"
+    replayed = [e async for e in acme.replay("orders", "first")]
+    assert len(replayed) == 10
+    await globex.flush()
+    for _ in range(100):
+        if len(got) == 10 and len(mine) == 10:
+            break
+        await asyncio.sleep(0.01)
+    await acme.close()
+    await globex.close()
+
+
+def _accountz(port):
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:{}/accountz".format(port), timeout=5) as r:
+        return json.loads(r.read())
+
+
+EXPECT_ACME = {"in_msgs": 12, "in_bytes": 1000 + 2 * 7, "out_msgs": 12, "out_bytes": 1000 + 10,
+               "imported_msgs": 2, "imported_bytes": 10, "exported_msgs": 12,
+               "exported_bytes": 1000 + 2 * 7, "stored_msgs": 10, "stored_bytes": 1000,
+               "replayed_msgs": 10, "replayed_bytes": 1000}
+EXPECT_GLOBEX = {"in_msgs": 5, "in_bytes": 21 + 10, "out_msgs": 12, "out_bytes": 1000 + 14,
+                 "imported_msgs": 12, "imported_bytes": 1014, "exported_msgs": 2,
+                 "exported_bytes": 10, "stored_msgs": 0, "stored_bytes": 0,
+                 "replayed_msgs": 0, "replayed_bytes": 0}
+
+
+def test_metering_is_exact_and_survives_a_restart(aloop, ffserver, tmp_path):
+    settings = dict(users=USERS, accounts=ACCOUNTS, data_dir=str(tmp_path / "data"),
+                    metering_interval=0)
+
+    async def run():
+        async with ffserver(monitor=True, **settings) as srv:
+            await _workload(srv.url)
+            await asyncio.sleep(0.05)
+            first = await asyncio.to_thread(_accountz, srv.monitor_port)
+        async with ffserver(monitor=True, **settings) as srv:
+            after = await asyncio.to_thread(_accountz, srv.monitor_port)
+            await _workload(srv.url)
+            await asyncio.sleep(0.05)
+            twice = await asyncio.to_thread(_accountz, srv.monitor_port)
+        return first, after, twice
+
+    first, after, twice = aloop(run)
+    for doc in (first, after):
+        acme, globex = doc["accounts"]["acme"], doc["accounts"]["globex"]
+        assert acme["usage"] == EXPECT_ACME
+        assert globex["usage"] == EXPECT_GLOBEX
+        imps = {i["local"]: i["usage"] for i in globex["imports"]}
+        assert imps["partner.acme.orders.>"] == {"msgs": 10, "bytes": 1000}
+        assert imps["acme.quotes.*"] == {"msgs": 2, "bytes": 10, "responses": 2,
+                                         "response_bytes": 14}
+        u = globex["users"]["globex"]
+        assert (u["in_msgs"], u["in_bytes"], u["out_msgs"], u["out_bytes"]) == (
+            5, 31, 12, 1014)
+        assert u["connections"] == 1
+    acme = twice["accounts"]["acme"]["usage"]
+    assert acme == {k: 2 * v for k, v in EXPECT_ACME.items()}
+    assert twice["accounts"]["globex"]["users"]["globex"]["connections"] == 2
+
+
+def test_usage_events_reach_the_system_account(aloop, ffserver):
+    async def run():
+        async with ffserver(users=USERS, accounts=ACCOUNTS, metering_interval=0.2) as srv:
+            ops = await fc.connect(srv.url, user="ops", password="po")
+            got = asyncio.Queue()
+            ops.subscribe("$SYS.account.*.usage", lambda ev: got.put_nowait(ev))
+            await ops.flush()
+            await _workload(srv.url)
+            seen = {}
+            while "acme" not in seen or seen["acme"]["usage"].get("in_msgs", 0) < 12:
+                ev = await asyncio.wait_for(got.get(), 5)
+                doc = json.loads(ev.data)
+                seen[doc["account"]] = doc
+                assert ev.type == "io.fastflow.account.usage"
+            # globex's own clients cannot see the system account's subjects
+            globex = await fc.connect(srv.url, user="globex", password="pg")
+            theirs = []
+            globex.subscribe("$SYS.>", lambda ev: theirs.append(ev))
+            await globex.flush()
+            await asyncio.sleep(0.5)
+            await globex.close()
+            await ops.close()
+            return seen, theirs
+
+    seen, theirs = aloop(run)
+    assert seen["acme"]["usage"] == EXPECT_ACME
+    assert theirs == []
+
+
+def test_a_damaged_metering_file_is_kept_aside(aloop, ffserver, tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "metering.json").write_text("{not json")
+
+    async def run():
+        async with ffserver(users=USERS, accounts=ACCOUNTS, data_dir=str(d)) as srv:
+            return srv.meter.totals()["accounts"]["acme"]["in_msgs"]
+
+    assert aloop(run) == 0
+    assert [p.name.startswith("metering.json.bad-") for p in d.iterdir()].count(True) == 1
+    assert json.loads((d / "metering.json").read_text())["version"] == 1

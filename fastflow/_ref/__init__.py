@@ -9,7 +9,7 @@ and must behave exactly like ``src_ext/``: this package exports the names
 
 from fastflow._ref.cejson import decode_batch, decode_event
 from fastflow._ref.cesql import CesqlProgram
-from fastflow._ref.event import Event, events_from_batch
+from fastflow._ref.event import Event, batch_payload_bytes, events_from_batch
 from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
 from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import ImportTarget, Router, StreamTarget, SubTarget
@@ -98,6 +98,7 @@ __all__ = (
     "crc32c",
     "decode_batch",
     "decode_event",
+    "batch_payload_bytes",
     "events_from_batch",
     "json_batch",
     "mqtt_parts",

@@ -722,6 +722,25 @@ def _ev_decode(subject, buf, start, end, seq, stream, ts, origin):
     return e
 
 
+def batch_payload_bytes(b, n=-1):
+    """The data bytes of the first ``n`` records of a log ``Batch`` (all:
+    -1), for metering what a replay sent."""
+    if not isinstance(b, Batch):
+        raise TypeError("Argument 'b' has incorrect type (expected {}.{}, got {})".format(
+            Batch.__module__, Batch.__qualname__, type(b).__name__))
+    offs = b.offsets
+    have = len(offs) - 1
+    n = have if n < 0 or n > have else n
+    buf = _record_bytes(b.buffer)
+    total = 0
+    for i in range(n):
+        try:
+            total += offs[i + 1] - offs[i] - _ev_data_offset(buf, offs[i], offs[i + 1])
+        except FastflowError:
+            pass
+    return total
+
+
 def events_from_batch(b, stream=None, origin=None, rows=None):
     """The events of a log ``Batch`` read from a stream (a list).
     ``rows``: the indexes of the events to make (repeats allowed); the

@@ -353,8 +353,58 @@ class Account:
         self.mqtt_sessions = None
         self.subscriptions = None
         self.catalog = None
-        self.wired = []                 # (Import, ImportTarget, handle, _Permits or None)
-        self.reply_routes = []          # (flow, handle) of service reply routes in exporters
+        self.wired = []                 # (Import, ImportTarget, reply route or None,
+                                        # _Permits or None) of its imports
+        self.bridges_in = []            # ImportTargets publishing into its flow
+        self.bridges_out = []           # ImportTargets registered in its flow
+        self.n_replayed = 0             # stored events sent (replays, consumers)
+        self.bytes_replayed = 0
+
+    # -- metering ----------------------------------------------------------------------
+
+    def replayed(self, n, nbytes):
+        """``n`` stored events of ``nbytes`` payload bytes were read for a
+        replay (the doors' LogReader)."""
+        self.n_replayed += n
+        self.bytes_replayed += nbytes
+
+    def replayed_events(self, evs):
+        """Events a consumer delivered from a stream."""
+        if evs:
+            self.n_replayed += len(evs)
+            self.bytes_replayed += sum(len(e.data) for e in evs if e.data is not None)
+
+    def usage(self):
+        """This account's traffic since the engine started, from the core's
+        counters: events and payload bytes its clients published (``in``)
+        and received (``out``), what crossed from and to other accounts
+        (``imported``, ``exported``), stored and replayed."""
+        f = self.flow
+        bi, bo = self.bridges_in, self.bridges_out
+        imp_n = sum(t.forwarded for t in bi)
+        imp_b = sum(t.forwarded_bytes for t in bi)
+        return {
+            "in_msgs": f.n_published - imp_n, "in_bytes": f.bytes_published - imp_b,
+            "out_msgs": f.n_delivered - sum(t.delivered for t in bo),
+            "out_bytes": f.bytes_delivered - sum(t.delivered_bytes for t in bo),
+            "imported_msgs": imp_n, "imported_bytes": imp_b,
+            "exported_msgs": sum(t.forwarded for t in bo),
+            "exported_bytes": sum(t.forwarded_bytes for t in bo),
+            "stored_msgs": f.n_appended, "stored_bytes": f.bytes_appended,
+            "replayed_msgs": self.n_replayed, "replayed_bytes": self.bytes_replayed,
+        }
+
+    def import_usage(self):
+        """``{key: counters}`` per import of this account (what crossed
+        from the exporter; a service's requests and responses)."""
+        out = {}
+        for imp, t, back, _permits in self.wired:
+            d = {"msgs": t.forwarded, "bytes": t.forwarded_bytes}
+            if back is not None:        # (a service: msgs/bytes are the requests)
+                d["responses"] = back.forwarded
+                d["response_bytes"] = back.forwarded_bytes
+            out[import_key(self.name, imp)] = d
+        return out
 
     @property
     def data_dir(self):
@@ -364,8 +414,9 @@ class Account:
         """This account's state for /accountz."""
         flow = self.flow
         imports = []
-        for imp, target, _h, permits in self.wired:
+        for imp, target, _back, permits in self.wired:
             d = imp.to_dict()
+            d["key"] = import_key(self.name, imp)
             d["local"] = imp.local
             d["forwarded"] = target.forwarded
             d["forwarded_bytes"] = target.forwarded_bytes
@@ -431,22 +482,27 @@ class Accounts:
                     prefix = b"" if imp.prefix is None else (imp.prefix + ".").encode()
                     t = ImportTarget(acct.flow, 0, prefix)
                     src.flow.add(imp.subject, t)
-                    acct.wired.append((imp, t, t.handle, None))
+                    acct.wired.append((imp, t, None, None))
+                    src.bridges_out.append(t)
+                    acct.bridges_in.append(t)
                 else:
                     permits = _Permits(imp.export)
                     strip = 0 if imp.prefix is None else len(imp.prefix.encode()) + 1
                     t = ImportTarget(src.flow, strip, b"", reply_map=permits.request)
                     acct.flow.add(imp.local, t)
-                    acct.wired.append((imp, t, t.handle, permits))
                     back = ImportTarget(acct.flow, 0, b"", subject_map=permits.response)
                     src.flow.add(permits.pattern, back)
-                    acct.reply_routes.append((src.flow, back.handle))
+                    acct.wired.append((imp, t, back, permits))
+                    acct.bridges_out.append(t)
+                    src.bridges_in.append(t)
+                    src.bridges_out.append(back)
+                    acct.bridges_in.append(back)
 
     def prune(self):
         """Drop expired response permits (the server's housekeeping)."""
         now = time.monotonic()
         for acct in self.by_name.values():
-            for _imp, _t, _h, permits in acct.wired:
+            for _imp, _t, _back, permits in acct.wired:
                 if permits is not None:
                     permits.prune(now)
 
@@ -457,6 +513,13 @@ class Accounts:
 
     def info(self):
         return {name: acct.info() for name, acct in sorted(self.by_name.items())}
+
+
+def import_key(importer, imp):
+    """The name of an import in the metering records: importer, kind,
+    exporter, subject (and prefix)."""
+    return "{}<{}:{}:{}{}".format(importer, imp.kind, imp.account, imp.subject,
+                                  "" if imp.prefix is None else " as " + imp.prefix)
 
 
 def account_data_dir(data_dir, name):

@@ -39,6 +39,7 @@ from fastflow.server.config import (
     stream_spec,
 )
 from fastflow.server.connection import CLOSED, CLOSING, READY, Connection
+from fastflow.server.metering import Meter
 from fastflow.server.native import NativeProtocol
 
 __all__ = ("Server", "add_serve_arguments", "run_serve")
@@ -143,6 +144,7 @@ class Server:
         self.catalog = None             # the discovery catalog (with the HTTP door)
         self.accounts = None            # fastflow.accounts.Accounts ($G's services are the
                                         # attributes above)
+        self.meter = None               # fastflow.server.metering.Meter
         self.addresses = []
         self.port = None
         self.nats_addresses = []
@@ -195,6 +197,8 @@ class Server:
         self.closed_out_msgs += conn.outbuf.msgs
         self.closed_out_bytes += conn.outbuf.bytes_out
         self.closed_denied += conn.parser.denied
+        if conn.principal is not None and self.meter is not None:
+            self.meter.closed(conn)
         self._stall_paused.discard(conn)
         self.unstalled(conn)
 
@@ -264,6 +268,7 @@ class Server:
             if acct.mqtt_sessions is not None:
                 acct.mqtt_sessions.expire(wall)
         self.accounts.prune()
+        self.meter.tick(now)
         self._check_storage()
         if self.config.max_pending_total:
             self.enforce_pending_total()    # (also recounts what the kernel took)
@@ -364,6 +369,8 @@ class Server:
                     raise ConfigError("{}[{}] ({!r}): {}{}".format(where, i, name, exc,
                                                                   hint)) from None
         self.accounts.wire()
+        self.meter = Meter(self, cfg.data_dir, cfg.metering_interval)
+        self.meter.load()
         return restored
 
     def _close_flows(self):
@@ -667,6 +674,7 @@ class Server:
                 await asyncio.sleep(0.01)
             for c in list(self.conns.values()):
                 c.transport.abort()
+            self.meter.save()
             for acct in self.accounts:
                 if acct.mqtt_sessions is not None:
                     try:

@@ -216,6 +216,8 @@ class ServerConfig:
         # accounts (docs/accounts.md): {name: {"exports", "imports", "streams"}}
         ("accounts", None),
         ("system_account", None),       # None: $SYS with accounts, else the one account
+        ("metering_interval", 60.0),    # seconds between usage reports (0: none; the
+                                        # totals are still kept, and saved at stop)
     )
 
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -407,7 +409,8 @@ class ServerConfig:
                     "login_free_failures"):
             setattr(self, key, _int(getattr(self, key), key))
         for key in ("stall_timeout", "ping_interval", "auth_timeout", "drain_timeout",
-                    "tls_handshake_timeout", "login_backoff", "login_backoff_max"):
+                    "tls_handshake_timeout", "login_backoff", "login_backoff_max",
+                    "metering_interval"):
             setattr(self, key, parse_duration(getattr(self, key), key))
         if self.auth_timeout <= 0:
             raise ConfigError("auth_timeout: must be > 0, got {}".format(self.auth_timeout))
@@ -519,6 +522,7 @@ _TABLES = {
              "default_permissions": "default_permissions",
              "login_free_failures": "login_free_failures", "login_backoff": "login_backoff",
              "login_backoff_max": "login_backoff_max"},
+    "metering": {"interval": "metering_interval"},
     "tls": {"cert": "tls_cert", "key": "tls_key", "ca": "tls_ca", "verify": "tls_verify",
             "handshake_timeout": "tls_handshake_timeout"},
 }

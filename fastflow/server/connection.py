@@ -238,7 +238,7 @@ class Connection(asyncio.Protocol):
                  "proto", "door", "parser", "parser_error", "handle", "_preauth", "_pend",
                  "_flush_scheduled", "upgrading", "_pause", "_stash", "_timer", "started",
                  "t0", "last_in", "last_ping", "pings_out", "write_paused", "in_msgs_py",
-                 "close_reason")
+                 "close_reason", "ended_out")
 
     def __init__(self, server, door):
         self.server = server
@@ -286,6 +286,7 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self.in_msgs_py = 0             # publishes handled in Python (PUB+ACK, batches, verbose)
         self.close_reason = None
+        self.ended_out = [0, 0]         # events, payload bytes of its ended subscriptions
 
     def switch(self, proto):
         """Serve the connection with the door protocol ``proto`` from now on
@@ -350,6 +351,8 @@ class Connection(asyncio.Protocol):
         if self.subs:
             # one bulk removal: the matcher's cache is invalidated once
             self.flow.remove_many([t.handle for t, _p, _q in self.subs.values()])
+            for t, _p, _q in self.subs.values():
+                self._ended(t)
         self.subs.clear()
         self._preauth_held(0)
         self._pending_now(0)
@@ -744,14 +747,29 @@ class Connection(asyncio.Protocol):
 
     def forget_sub(self, sid):
         t = self.subs.pop(sid)[0]
+        self._ended(t)
         if t.handle in self.flow.matcher:
             self.flow.remove(t.handle)
+
+    def _ended(self, t):
+        self.ended_out[0] += t.delivered
+        self.ended_out[1] += t.delivered_bytes
+
+    def usage(self):
+        """What this connection published and received (metering)."""
+        out_n, out_b = self.ended_out
+        for t, _p, _q in self.subs.values():
+            out_n += t.delivered
+            out_b += t.delivered_bytes
+        return {"in_msgs": self.in_msgs, "in_bytes": self.outbuf.pub_bytes,
+                "out_msgs": out_n, "out_bytes": out_b}
 
     def _sub_ended(self, sid, t):
         """The engine ended subscription ``sid`` (UNSUB with a max reached)."""
         e = self.subs.get(sid)
         if e is not None and e[0] is t:
             del self.subs[sid]
+            self._ended(t)
 
     def live_subscriptions(self):
         m = self.flow.matcher

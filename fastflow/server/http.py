@@ -685,6 +685,7 @@ class HttpProtocol(HttpResponder, DoorProtocol):
                 raise HttpError(400, "{}{} ({} published before it)".format(
                     exc, _at(i, len(events)), n)) from None
             n += 1
+            conn.outbuf.pub_bytes += len(ev.data)       # (metering: this user's bytes in)
             if acks is not None:
                 acks.append({"id": ev.id, "stream": flow.last_stream if seq else None,
                              "seq": seq, "duplicate": bool(seq and flow.last_duplicate)})
@@ -715,9 +716,10 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         flow = self.flow
         try:
             if batch:
-                n = flow.publish_json_batch(req.body, subject, check=check)
+                n = flow.publish_json_batch(req.body, subject, check=check,
+                                            origin=conn.outbuf)
             else:
-                flow.publish_json(req.body, subject, check=check)
+                flow.publish_json(req.body, subject, check=check, origin=conn.outbuf)
                 n = 1
         except EventError as exc:
             raise HttpError(400, str(exc)) from None

@@ -37,6 +37,7 @@ import time
 
 from fastflow._impl import COMPILED
 from fastflow._version import __version__
+from fastflow.accounts import import_key
 from fastflow.protocol import ConnState
 from fastflow.server.auth import AuthError, Principal, is_password_hash, verify_password
 from fastflow.server.connection import CLOSED, CLOSING, READY, _peer, _peer_host
@@ -550,15 +551,28 @@ class MonitorServer:
         for c in list(srv.conns.values()):
             conns[c.account.name] = conns.get(c.account.name, 0) + 1
         out = {}
+        totals = srv.meter.totals()
         for acct in accounts:
             if "acc" in q and q["acc"] != acct.name:
                 continue
             info = acct.info() if not acct.flow.closed else {"name": acct.name}
             info["connections"] = conns.get(acct.name, 0)
+            m = srv.meter.account(acct.name, totals)
+            info["usage"] = m["usage"]
+            info["users"] = m["users"]
+            for d in info.get("imports", ()):
+                d["usage"] = m["imports"].get(d["key"], {})
+            if q.get("subs", "") in ("1", "true", "yes"):
+                info["subscriptions_detail"] = [
+                    {"cid": c.id, "user": c.user, "sid": sid, "subject": p, "queue": qg,
+                     "delivered": t.delivered, "delivered_bytes": t.delivered_bytes,
+                     "dropped": t.dropped}
+                    for c in list(srv.conns.values()) if c.account is acct
+                    for sid, (t, p, qg) in list(c.subs.items())]
             out[acct.name] = info
         return {"server_id": srv.id, "now": _rfc3339(time.time()),
                 "enabled": accounts.enabled, "system_account": accounts.system.name,
-                "accounts": out}
+                "since": _rfc3339(srv.meter.since), "accounts": out}
 
     def subscriptionz(self, q):
         """The Subscriptions API's subscriptions with their delivery
@@ -689,6 +703,39 @@ class MonitorServer:
                 metric("fastflow_api_subscription_{}{}".format(
                     key, "_total" if kind == "counter" else ""), kind, help_,
                     [({"id": i["id"], "stream": i["stream"]}, i[key]) for i in infos])
+        # metering: one label set per account and per import (both bounded by the config)
+        totals = srv.meter.totals()
+        accts = totals["accounts"]
+        for key, help_ in (
+                ("in_msgs", "Events an account's clients published."),
+                ("in_bytes", "Payload bytes an account's clients published."),
+                ("out_msgs", "Events delivered to an account's subscribers."),
+                ("out_bytes", "Payload bytes delivered to an account's subscribers."),
+                ("imported_msgs", "Events that crossed into an account by its imports."),
+                ("imported_bytes", "Payload bytes that crossed into an account."),
+                ("exported_msgs", "Events that crossed out of an account."),
+                ("exported_bytes", "Payload bytes that crossed out of an account."),
+                ("stored_msgs", "Events an account's streams stored."),
+                ("stored_bytes", "Payload bytes an account's streams stored."),
+                ("replayed_msgs", "Stored events an account's clients read back."),
+                ("replayed_bytes", "Stored payload bytes an account's clients read back.")):
+            metric("fastflow_account_{}_total".format(key), "counter", help_,
+                   [({"account": a}, u.get(key, 0)) for a, u in sorted(accts.items())])
+        conns_by = {}
+        for c in list(srv.conns.values()):
+            conns_by[c.account.name] = conns_by.get(c.account.name, 0) + 1
+        metric("fastflow_account_connections", "gauge", "Open connections per account.",
+               [({"account": a.name}, conns_by.get(a.name, 0)) for a in srv.accounts])
+        imps = []
+        for a in srv.accounts:
+            for imp, _t, _b, _p in a.wired:
+                u = totals["imports"].get(import_key(a.name, imp), {})
+                imps.append(({"account": a.name, "from": imp.account, "kind": imp.kind,
+                              "subject": imp.subject}, u))
+        metric("fastflow_import_msgs_total", "counter", "Events that crossed by an import "
+               "(a service's: its requests).", [(lab, u.get("msgs", 0)) for lab, u in imps])
+        metric("fastflow_import_bytes_total", "counter", "Payload bytes that crossed by an "
+               "import.", [(lab, u.get("bytes", 0)) for lab, u in imps])
         for key, kind, help_ in (
                 ("subscriptions", "gauge", "Matcher subscriptions (network, local, streams)."),
                 ("matches", "counter", "Matcher lookups."),

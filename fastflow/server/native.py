@@ -435,7 +435,7 @@ class NativeProtocol(DoorProtocol):
         """MSG frames of the stored records (their bytes as stored: no
         re-encoding), in bounded batches that wait for the socket to drain."""
         lg = st.log
-        reader = LogReader(lg, pos, filt)
+        reader = LogReader(lg, pos, filt, self.conn.account)
         count = 0
         frame = self.outbuf.frame
         prefix = "$REPLAY.{}.".format(st.name)
@@ -491,6 +491,7 @@ class NativeProtocol(DoorProtocol):
         try:
             while self.conn.state == READY:
                 evs = c.fetch(min(_FETCH_CHUNK, n - count))
+                self.conn.account.replayed_events(evs)
                 for ev in evs:
                     ack = prefix + str(ev.seq)
                     frame(_MSG, 0, rid, ev.routing_subject, ack, ev.encode())

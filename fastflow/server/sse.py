@@ -410,7 +410,7 @@ def _events(proto, req, sr, name):
         args["limit"] = _int_param(params, "limit", 1, PAGE_LIMIT_MAX) or PAGE_LIMIT
     wait = _seconds_param(params, "wait", 3600.0)
     st, pos, filt, limit = sr.replay(name, args, what)
-    reader = LogReader(st.log, pos, filt)
+    reader = LogReader(st.log, pos, filt, proto.conn.account)
     conn = proto.conn
     if not sse:
         if wait and reader.seq > st.log.last_seq and pos.lost == 0:
@@ -560,7 +560,9 @@ async def _fetch_task(proto, req, st, c, n, wait):
     out = []
     try:
         while conn.state == READY:
-            out.extend(c.fetch(n - len(out)))
+            got = c.fetch(n - len(out))
+            conn.account.replayed_events(got)
+            out.extend(got)
             if out or loop.time() >= deadline:
                 break
             await wait_append(st, deadline, c)

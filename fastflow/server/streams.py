@@ -16,7 +16,7 @@ import datetime as _dt
 import json
 import time
 
-from fastflow._impl import validate_pattern
+from fastflow._impl import batch_payload_bytes, validate_pattern
 from fastflow.errors import FastflowError, SubjectError
 from fastflow.flow import Retention
 from fastflow.protocol import AckKind
@@ -412,16 +412,18 @@ def ack_subject(stream, consumer, seq):
 class LogReader:
     """Reads a stream's log from a position on, in bounded batches, and
     counts the records evicted before it got to them (``lost``; ``gap``:
-    the last such range, first and last seq)."""
+    the last such range, first and last seq); what it read is metered as
+    replayed by ``account``."""
 
-    __slots__ = ("log", "seq", "lost", "filter", "gap")
+    __slots__ = ("log", "seq", "lost", "filter", "gap", "account")
 
-    def __init__(self, lg, pos, filt=None):
+    def __init__(self, lg, pos, filt=None, account=None):
         self.log = lg
         self.seq = pos.seq              # the next seq to read
         self.lost = pos.lost
         self.filter = filt
         self.gap = (pos.seq - pos.lost, pos.seq - 1) if pos.lost else None
+        self.account = account
 
     def read(self, stop, limit=REPLAY_BATCH, max_bytes=REPLAY_BYTES):
         """The retained records from ``seq`` up to ``stop`` (at most
@@ -448,6 +450,8 @@ class LogReader:
         while k and seqs[k - 1] > stop:
             k -= 1
         self.seq = seqs[k] if k < len(b) else b.next_seq
+        if self.account is not None:
+            self.account.replayed(k, batch_payload_bytes(b, k))
         return b, k
 
 
