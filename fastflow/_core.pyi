@@ -40,6 +40,7 @@ __all__ = [
     "Record",
     "Request",
     "Replay",
+    "RateLimit",
     "Router",
     "SseTarget",
     "StreamTarget",
@@ -284,6 +285,19 @@ def sink_record(routing_subject: Optional[Subject], record: Any, hop: bool = Fal
 def decode_event(body: Any, routing_subject: Optional[Subject] = None) -> Event: ...
 def decode_batch(body: Any, routing_subject: Optional[Subject] = None) -> list[Event]: ...
 
+class RateLimit:
+    """An account's ingress token bucket (engine use): taken from by the
+    router for each publish of a connection; may go into debt."""
+    msgs_rate: float
+    bytes_rate: float
+    burst: float
+    taken: int
+    taken_bytes: int
+    def __init__(self, msgs_per_second: float = 0, bytes_per_second: float = 0,
+                 burst: float = 1.0) -> None: ...
+    def take(self, n: int = 1, nbytes: int = 0) -> None: ...
+    def wait(self, n: int = 0, nbytes: int = 0) -> float: ...
+
 class SubTarget:
     callback: Any
     pending: Any
@@ -431,6 +445,7 @@ class Router:
     n_published: int
     n_delivered: int
     n_appended: int
+    ingress: Optional[RateLimit]
     bytes_published: int
     bytes_delivered: int
     bytes_appended: int

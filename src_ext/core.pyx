@@ -97,6 +97,7 @@ __all__ = (
     'Record',
     'Request',
     'Replay',
+    'RateLimit',
     'Router',
     'StaleRecordError',
     'StorageFullError',

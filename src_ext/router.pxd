@@ -1,5 +1,19 @@
 # The interface of router.pyx's classes (the bodies and docstrings are there).
 
+cdef class RateLimit:
+    cdef readonly double msgs_rate
+    cdef readonly double bytes_rate
+    cdef readonly double burst
+    cdef double tm                          # tokens (events, bytes); below 0: in debt
+    cdef double tb
+    cdef int64_t last                       # the monotonic time of the last refill
+    cdef readonly int64_t taken             # events and payload bytes taken
+    cdef readonly int64_t taken_bytes
+
+    cdef inline void _refill(self) noexcept
+    cdef inline void _take(self, int64_t nbytes) noexcept
+
+
 cdef class SubTarget:
     cdef readonly object callback
     cdef readonly object pending            # deque of events (queued mode)
@@ -43,6 +57,7 @@ cdef class Router:
     cdef bytes source_b                     # its UTF-8 bytes
     cdef public int hop_limit
     cdef public object error_handler        # (exc, subscription) for callback errors
+    cdef public RateLimit ingress           # the account's ingress quota (None: none)
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
                                             # with attributes (None: sent without them)
     cdef public bint closed                 # publish raises once set

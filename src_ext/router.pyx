@@ -83,6 +83,66 @@ cdef object _refusal(str stream, exc):
 
 @cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
+cdef class RateLimit:
+    """A token bucket for an account's ingress: ``msgs_per_second`` events
+    and ``bytes_per_second`` payload bytes (0: no limit on that), ``burst``
+    seconds of each deep.  The router takes from it for every publish of a
+    connection (``Router.ingress``) and never refuses: the bucket may go
+    into debt, and ``wait()`` tells how long the account's publishers must
+    pause (their doors stop reading them) for it to be paid back.  Engine
+    use."""
+
+    def __init__(self, double msgs_per_second=0, double bytes_per_second=0, double burst=1.0):
+        if not (msgs_per_second >= 0 and bytes_per_second >= 0 and burst > 0):
+            raise ValueError('rates must be >= 0 and burst > 0')
+        self.msgs_rate = msgs_per_second
+        self.bytes_rate = bytes_per_second
+        self.burst = burst
+        self.tm = msgs_per_second * burst
+        self.tb = bytes_per_second * burst
+        self.last = _mono_ns()
+
+    cdef inline void _refill(self) noexcept:
+        cdef int64_t now = _mono_ns()
+        cdef double dt = (now - self.last) * 1e-9
+        self.last = now
+        if self.msgs_rate:
+            self.tm = min(self.tm + dt * self.msgs_rate, self.msgs_rate * self.burst)
+        if self.bytes_rate:
+            self.tb = min(self.tb + dt * self.bytes_rate, self.bytes_rate * self.burst)
+
+    cdef inline void _take(self, int64_t nbytes) noexcept:
+        self._refill()
+        self.taken += 1
+        self.taken_bytes += nbytes
+        if self.msgs_rate:
+            self.tm -= 1
+        if self.bytes_rate:
+            self.tb -= nbytes
+
+    def take(self, int64_t n=1, int64_t nbytes=0):
+        """Take ``n`` events of ``nbytes`` payload bytes (a publish made in
+        Python: the HTTP door's)."""
+        self._refill()
+        self.taken += n
+        self.taken_bytes += nbytes
+        if self.msgs_rate:
+            self.tm -= n
+        if self.bytes_rate:
+            self.tb -= nbytes
+
+    def wait(self, int64_t n=0, int64_t nbytes=0):
+        """Seconds until the bucket holds ``n`` events and ``nbytes``
+        bytes again (0.0: now; with the defaults, until it is out of debt)."""
+        cdef double w = 0.0
+        self._refill()
+        if self.msgs_rate and self.tm < n:
+            w = (n - self.tm) / self.msgs_rate
+        if self.bytes_rate and self.tb < nbytes:
+            w = max(w, (nbytes - self.tb) / self.bytes_rate)
+        return w
+
+
 cdef class SubTarget:
     """The engine side of a subscription: a callback run inline, or a
     bounded queue of pending events (engine use; see fastflow.Subscription)."""
@@ -438,6 +498,8 @@ cdef class Router:
             plen = _payload_len(data)
         if origin is not None:
             origin.pub_bytes += plen
+            if self.ingress is not None:
+                self.ingress._take(plen)
         if nplain + ngroups == 0:
             self.n_published += 1
             self.bytes_published += plen

@@ -209,3 +209,35 @@ def test_a_damaged_metering_file_is_kept_aside(aloop, ffserver, tmp_path):
     assert aloop(run) == 0
     assert [p.name.startswith("metering.json.bad-") for p in d.iterdir()].count(True) == 1
     assert json.loads((d / "metering.json").read_text())["version"] == 1
+
+
+# -- the ingress quota's bucket (both cores) --------------------------------------------------
+
+
+def test_a_rate_limit_goes_into_debt_and_says_how_long_to_wait(core):
+    import time
+
+    r = core.Router("acct")
+    origin = core.OutBuf(0)
+    wire(core, r, ">")
+    b = r.ingress = core.RateLimit(msgs_per_second=100, bytes_per_second=0, burst=0.1)
+    assert b.wait() == 0.0                      # 10 events in the bucket
+    for i in range(30):
+        r.publish_record("a", rec(core, "a", b"xy"), origin=origin)
+    r.publish_record("a", rec(core, "a", b"xy"))        # (no origin: not a client's: free)
+    assert (b.taken, b.taken_bytes) == (30, 60)
+    w = b.wait()
+    assert 0.15 < w <= 0.2                      # 20 in debt at 100/s
+    time.sleep(0.05)
+    assert b.wait() < w
+    assert 0.2 < b.wait(10) <= 0.25             # and 10 more
+    bb = core.RateLimit(bytes_per_second=1000, burst=1.0)
+    bb.take(1, 1500)
+    assert 0.45 < bb.wait() <= 0.5
+    r.ingress = None
+    try:
+        r.ingress = "no"
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a str taken as a RateLimit")

@@ -12,7 +12,7 @@ from fastflow._ref.cesql import CesqlProgram
 from fastflow._ref.event import Event, batch_payload_bytes, events_from_batch
 from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
 from fastflow._ref.matcher import MatchBatch, Matcher
-from fastflow._ref.router import ImportTarget, Router, StreamTarget, SubTarget
+from fastflow._ref.router import ImportTarget, RateLimit, Router, StreamTarget, SubTarget
 from fastflow._ref.subindex import SubscriptionIndex, sink_record
 from fastflow._ref.subjects import validate_pattern, validate_subject
 from fastflow._ref.wire.door import DoorParser
@@ -85,6 +85,7 @@ __all__ = (
     "Record",
     "Request",
     "Replay",
+    "RateLimit",
     "Router",
     "StaleRecordError",
     "StorageFullError",

@@ -53,7 +53,7 @@ from fastflow._ref.subjects import check_reply, tokenize
 from fastflow._ref.wire.outbuf import OutBuf, WireMsg, WireTarget, _as_utf8
 from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullError, SubjectError
 
-__all__ = ("ImportTarget", "Router", "StreamTarget", "SubTarget")
+__all__ = ("ImportTarget", "RateLimit", "Router", "StreamTarget", "SubTarget")
 
 _REPLIES_MAX = 65536                    # reply subjects a WireTarget's ``replies`` list takes
 
@@ -76,6 +76,73 @@ _ON_FULL = {"drop_oldest": FULL_DROP_OLDEST, "drop_new": FULL_DROP_NEW, "cut": F
 _ON_FULL_NAMES = {v: k for k, v in _ON_FULL.items()}
 
 _now_ns = _time.time_ns
+
+
+@_final
+class RateLimit:
+    """A token bucket for an account's ingress: ``msgs_per_second`` events
+    and ``bytes_per_second`` payload bytes (0: no limit on that), ``burst``
+    seconds of each deep.  The router takes from it for every publish of a
+    connection (``Router.ingress``) and never refuses: the bucket may go
+    into debt, and ``wait()`` tells how long the account's publishers must
+    pause (their doors stop reading them) for it to be paid back.  Engine
+    use."""
+
+    __slots__ = ("_msgs_rate", "_bytes_rate", "_burst", "_tm", "_tb", "_last", "_taken",
+                 "_taken_bytes")
+
+    def __init__(self, msgs_per_second=0, bytes_per_second=0, burst=1.0):
+        msgs_per_second, bytes_per_second, burst = (float(msgs_per_second),
+                                                    float(bytes_per_second), float(burst))
+        if not (msgs_per_second >= 0 and bytes_per_second >= 0 and burst > 0):
+            raise ValueError("rates must be >= 0 and burst > 0")
+        self._msgs_rate = msgs_per_second
+        self._bytes_rate = bytes_per_second
+        self._burst = burst
+        self._tm = msgs_per_second * burst
+        self._tb = bytes_per_second * burst
+        self._last = _time.monotonic_ns()
+        self._taken = 0
+        self._taken_bytes = 0
+
+    msgs_rate = _ro("_msgs_rate")
+    bytes_rate = _ro("_bytes_rate")
+    burst = _ro("_burst")
+    taken = _ro("_taken")
+    taken_bytes = _ro("_taken_bytes")
+
+    def _refill(self):
+        now = _time.monotonic_ns()
+        dt = (now - self._last) * 1e-9
+        self._last = now
+        if self._msgs_rate:
+            self._tm = min(self._tm + dt * self._msgs_rate, self._msgs_rate * self._burst)
+        if self._bytes_rate:
+            self._tb = min(self._tb + dt * self._bytes_rate, self._bytes_rate * self._burst)
+
+    def take(self, n=1, nbytes=0):
+        """Take ``n`` events of ``nbytes`` payload bytes (a publish made in
+        Python: the HTTP door's)."""
+        n, nbytes = _c_int64(n), _c_int64(nbytes)
+        self._refill()
+        self._taken += n
+        self._taken_bytes += nbytes
+        if self._msgs_rate:
+            self._tm -= n
+        if self._bytes_rate:
+            self._tb -= nbytes
+
+    def wait(self, n=0, nbytes=0):
+        """Seconds until the bucket holds ``n`` events and ``nbytes``
+        bytes again (0.0: now; with the defaults, until it is out of debt)."""
+        n, nbytes = _c_int64(n), _c_int64(nbytes)
+        w = 0.0
+        self._refill()
+        if self._msgs_rate and self._tm < n:
+            w = (n - self._tm) / self._msgs_rate
+        if self._bytes_rate and self._tb < nbytes:
+            w = max(w, (nbytes - self._tb) / self._bytes_rate)
+        return w
 
 
 @_final
@@ -392,7 +459,7 @@ class Router:
                  "__bytes_published", "__bytes_delivered", "__bytes_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
-                 "__last_duplicate")
+                 "__last_duplicate", "__ingress")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -413,6 +480,7 @@ class Router:
         self.__hop_limit = hop_limit
         self.error_handler = None       # (exc, subscription) for callback errors
         self.advisory_handler = None    # (kind, info) for slow consumers, loops
+        self.__ingress = None           # the account's ingress quota (a RateLimit)
         self.closed = False             # publish raises once set
         self.__last_stream = None       # the stream that stored the last publish
         self.__last_duplicate = False   # ... had it already (its seq is the original's)
@@ -438,6 +506,17 @@ class Router:
     n_published = _ro("_Router__n_published")
     n_delivered = _ro("_Router__n_delivered")
     n_appended = _ro("_Router__n_appended")
+
+    @property
+    def ingress(self):
+        return self.__ingress
+
+    @ingress.setter
+    def ingress(self, v):
+        if v is not None and not isinstance(v, RateLimit):
+            raise TypeError("Cannot convert {} to fastflow._core.RateLimit".format(
+                type(v).__name__))
+        self.__ingress = v
     bytes_published = _ro("_Router__bytes_published")
     bytes_delivered = _ro("_Router__bytes_delivered")
     bytes_appended = _ro("_Router__bytes_appended")
@@ -600,6 +679,8 @@ class Router:
             dlen = len(data) if data is not None else 0
         if origin is not None:
             origin.pub_bytes += dlen
+            if self.ingress is not None:
+                self.ingress.take(1, dlen)
         if not hs:
             self.__n_published += 1
             self.__bytes_published += dlen

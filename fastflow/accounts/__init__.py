@@ -213,15 +213,17 @@ class Import:
 
 
 class AccountSpec:
-    """One account's configuration: exports, imports, streams."""
+    """One account's configuration: exports, imports, streams, limits
+    (a table the server's quotas read)."""
 
-    __slots__ = ("name", "exports", "imports", "streams")
+    __slots__ = ("name", "exports", "imports", "streams", "limits")
 
-    def __init__(self, name, exports=(), imports=(), streams=()):
+    def __init__(self, name, exports=(), imports=(), streams=(), limits=None):
         self.name = name
         self.exports = list(exports)
         self.imports = list(imports)
         self.streams = list(streams)
+        self.limits = limits
 
 
 def check_accounts(table, system=None, where="accounts"):
@@ -237,7 +239,7 @@ def check_accounts(table, system=None, where="accounts"):
         account_name(name, w)
         if d is None:
             d = {}
-        _check_keys(d, ("exports", "imports", "streams"), w)
+        _check_keys(d, ("exports", "imports", "streams", "limits"), w)
         exports, imports = [], []
         for key, cls, out in (("exports", Export, exports), ("imports", Import, imports)):
             v = d.get(key, [])
@@ -248,7 +250,7 @@ def check_accounts(table, system=None, where="accounts"):
         streams = d.get("streams", [])
         if not isinstance(streams, list):
             raise AccountConfigError("{}.streams: expected an array of tables".format(w))
-        specs[name] = AccountSpec(name, exports, imports, streams)
+        specs[name] = AccountSpec(name, exports, imports, streams, d.get("limits"))
     specs.setdefault(DEFAULT_ACCOUNT, AccountSpec(DEFAULT_ACCOUNT))
     if system is not None:
         account_name(system, "system_account")
@@ -357,6 +359,7 @@ class Account:
                                         # _Permits or None) of its imports
         self.bridges_in = []            # ImportTargets publishing into its flow
         self.bridges_out = []           # ImportTargets registered in its flow
+        self.limits = None              # the server's quotas.Limits
         self.n_replayed = 0             # stored events sent (replays, consumers)
         self.bytes_replayed = 0
 

@@ -41,6 +41,7 @@ from fastflow.server.config import (
 from fastflow.server.connection import CLOSED, CLOSING, READY, Connection
 from fastflow.server.metering import Meter
 from fastflow.server.native import NativeProtocol
+from fastflow.server.quotas import QuotaExceeded, Quotas
 
 __all__ = ("Server", "add_serve_arguments", "run_serve")
 
@@ -145,6 +146,7 @@ class Server:
         self.accounts = None            # fastflow.accounts.Accounts ($G's services are the
                                         # attributes above)
         self.meter = None               # fastflow.server.metering.Meter
+        self.quotas = None              # fastflow.server.quotas.Quotas
         self.addresses = []
         self.port = None
         self.nats_addresses = []
@@ -199,6 +201,9 @@ class Server:
         self.closed_denied += conn.parser.denied
         if conn.principal is not None and self.meter is not None:
             self.meter.closed(conn)
+        if conn.quota_key is not None:
+            self.quotas.leave(*conn.quota_key)
+            conn.quota_key = None
         self._stall_paused.discard(conn)
         self.unstalled(conn)
 
@@ -352,6 +357,8 @@ class Server:
             return Flow(d, fsync=cfg.fsync, name="fastflow/" + name)
 
         self.accounts = Accounts(specs, self.flow, make_flow, system)
+        self.quotas = Quotas(self, cfg)
+        self.quotas.install(self.accounts)
         restored = sorted(self.flow.streams())
         for acct in self.accounts:
             flow = acct.flow
@@ -362,7 +369,10 @@ class Server:
             for i, spec in enumerate(items):
                 name, subjects, retention, storage = stream_spec(spec, "{}[{}]".format(where, i))
                 try:
+                    self.quotas.may_add_stream(acct, name, retention)
                     flow.add_stream(name, subjects, retention, storage)
+                except QuotaExceeded as exc:
+                    raise ConfigError("{}[{}] ({!r}): {}".format(where, i, name, exc)) from None
                 except ValueError as exc:
                     hint = (" (it was restored from {}; delete it there or change the config)"
                             .format(flow.data_dir) if name in have else "")

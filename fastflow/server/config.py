@@ -254,6 +254,14 @@ class ServerConfig:
         for name, spec in specs.items():
             for i, s in enumerate(spec.streams):
                 stream_spec(s, "accounts.{}.streams[{}]".format(name, i))
+        from fastflow.server.quotas import ACCOUNT_LIMITS, USER_LIMITS, Limits
+
+        for name, spec in specs.items():
+            Limits.from_dict(spec.limits, "accounts.{}.limits".format(name), ACCOUNT_LIMITS)
+        for kind, items in (("users", self.users), ("tokens", self.tokens)):
+            for i, u in enumerate(items):
+                Limits.from_dict(u.get("limits"), "auth.{}[{}].limits".format(kind, i),
+                                 USER_LIMITS)
 
     @property
     def tls(self):
@@ -420,12 +428,12 @@ class ServerConfig:
         self.tokens = tuple(self.tokens)
         self.users = tuple(self.users)
         for i, t in enumerate(self.tokens):
-            _check_keys(t, ("token", "name", "permissions", "account"),
+            _check_keys(t, ("token", "name", "permissions", "account", "limits"),
                         "auth.tokens[{}]".format(i))
             _str(t.get("token"), "auth.tokens[{}].token".format(i))
         seen = set()
         for i, u in enumerate(self.users):
-            _check_keys(u, ("user", "password", "permissions", "account"),
+            _check_keys(u, ("user", "password", "permissions", "account", "limits"),
                         "auth.users[{}]".format(i))
             name = _str(u.get("user"), "auth.users[{}].user".format(i))
             _str(u.get("password"), "auth.users[{}].password".format(i))

@@ -30,6 +30,7 @@ import time
 from fastflow._impl import OutBuf
 from fastflow.protocol import ConnState
 from fastflow.server.auth import AuthError
+from fastflow.server.quotas import QuotaExceeded
 
 __all__ = ("CLOSED", "CLOSING", "READY", "Connection", "DoorProtocol", "connect_json")
 
@@ -238,7 +239,7 @@ class Connection(asyncio.Protocol):
                  "proto", "door", "parser", "parser_error", "handle", "_preauth", "_pend",
                  "_flush_scheduled", "upgrading", "_pause", "_stash", "_timer", "started",
                  "t0", "last_in", "last_ping", "pings_out", "write_paused", "in_msgs_py",
-                 "close_reason", "ended_out")
+                 "close_reason", "ended_out", "quota_key")
 
     def __init__(self, server, door):
         self.server = server
@@ -287,6 +288,7 @@ class Connection(asyncio.Protocol):
         self.in_msgs_py = 0             # publishes handled in Python (PUB+ACK, batches, verbose)
         self.close_reason = None
         self.ended_out = [0, 0]         # events, payload bytes of its ended subscriptions
+        self.quota_key = None           # (account, user) it counts for (quotas)
 
     def switch(self, proto):
         """Serve the connection with the door protocol ``proto`` from now on
@@ -596,6 +598,13 @@ class Connection(asyncio.Protocol):
         srv = self.server
         if srv.stalled_conns and "stall" not in self._pause and self.is_publisher():
             srv.pause_publisher(self)
+        ing = self.flow.ingress
+        if ing is not None and "quota" not in self._pause:
+            wait = ing.wait()
+            if wait > 0:                # the account's ingress quota is in debt: pay it back
+                self.pause("quota")
+                srv.quotas.throttled_for(self.account.name, wait)
+                self.loop.call_later(wait, self.resume, "quota")
 
     def _preauth_held(self, n):
         """Count ``n`` bytes of partial input held before CONNECT in the
@@ -687,7 +696,12 @@ class Connection(asyncio.Protocol):
         self.version = str(req.get("version") or "")[:64]
         self.echo = bool(req.get("echo", True))
         self.proto.options(req)
-        self._set_principal(principal)
+        try:
+            self._set_principal(principal)
+        except QuotaExceeded as exc:
+            log.info("client %d (%s): %s", self.id, self.peer, exc)
+            self.close(429, str(exc), rid)
+            return
         self._preauth_held(0)
         self.state = READY
         if self._timer is not None:
@@ -708,10 +722,18 @@ class Connection(asyncio.Protocol):
         acct = self.server.accounts.get(principal.account)
         if acct is None:                # (the config names only accounts it has)
             raise AuthError("authentication failed: no account {!r}".format(principal.account))
+        if acct is not self.account and self.subs:
+            raise AuthError("authentication failed: the connection belongs to account "
+                            "{!r}".format(self.account.name))
+        user = principal.name if principal.kind != "none" else None
+        key = (acct.name, user)
+        if key != self.quota_key:
+            quotas = self.server.quotas
+            quotas.join(*key)           # (QuotaExceeded: at the limit)
+            if self.quota_key is not None:
+                quotas.leave(*self.quota_key)
+            self.quota_key = key
         if acct is not self.account:
-            if self.subs:
-                raise AuthError("authentication failed: the connection belongs to account "
-                                "{!r}".format(self.account.name))
             self.account = acct
             self.flow = acct.flow
             self.proto.set_flow(acct.flow)
@@ -744,6 +766,7 @@ class Connection(asyncio.Protocol):
         target.on_end = functools.partial(self._sub_ended, sid)
         self.flow.add(pattern, target, queue)
         self.subs[sid] = (target, pattern, queue)
+        self.server.quotas.subscribed(self, 1)
 
     def forget_sub(self, sid):
         t = self.subs.pop(sid)[0]
@@ -754,6 +777,12 @@ class Connection(asyncio.Protocol):
     def _ended(self, t):
         self.ended_out[0] += t.delivered
         self.ended_out[1] += t.delivered_bytes
+        self.server.quotas.subscribed(self, -1)
+
+    def may_subscribe(self, n=1, mqtt=0):
+        """None, or why the quotas of this connection's account or user
+        refuse ``n`` more subscriptions (the door says it in its words)."""
+        return self.server.quotas.may_subscribe(self, n, mqtt)
 
     def usage(self):
         """What this connection published and received (metering)."""

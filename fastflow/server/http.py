@@ -26,6 +26,7 @@ import base64
 import binascii
 import email.utils
 import logging
+import math
 import time
 from collections import deque
 from urllib.parse import unquote
@@ -42,6 +43,7 @@ from fastflow.errors import (
 from fastflow.event import from_http_batch, from_json, from_json_batch
 from fastflow.protocol import error_code
 from fastflow.server.auth import AuthError
+from fastflow.server.quotas import QuotaExceeded
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
 
 __all__ = ("HttpError", "HttpParser", "HttpProtocol", "HttpResponder", "Request", "http_date",
@@ -524,7 +526,10 @@ class HttpProtocol(HttpResponder, DoorProtocol):
                             close=True)
 
     def accepted(self, principal):
-        self.conn._set_principal(principal)
+        try:
+            self.conn._set_principal(principal)
+        except QuotaExceeded as exc:
+            raise HttpError(429, str(exc), (("retry-after", str(exc.retry_after)),)) from None
 
     def login_failed(self):
         self.server.n_auth_failures += 1
@@ -660,6 +665,7 @@ class HttpProtocol(HttpResponder, DoorProtocol):
             if len(ev.data) > max_payload:
                 raise HttpError(413, "event data of {} bytes exceeds max_payload={}{}".format(
                     len(ev.data), max_payload, _at(i, len(events))))
+        self._ingress(len(events), sum(len(ev.data) for ev in events), True)
         if schemas is not None:
             from fastflow.catalog.schemas import SchemaRefusal
             try:
@@ -702,10 +708,33 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         else:
             self._accepted(req, n)
 
+    def _ingress(self, n, nbytes, take=False):
+        """The account's ingress quota: 429 with Retry-After (nothing of
+        the request published) while it cannot take ``n`` events of
+        ``nbytes`` bytes (the HTTP door's publishes count in Python)."""
+        ing = self.flow.ingress
+        if ing is None:
+            return
+        wait = ing.wait(n, nbytes)
+        if wait > 0:
+            acct = self.conn.account.name
+            try:
+                self.server.quotas.refuse(acct, "ingress", "the ingress rate of account {} is "
+                                          "exceeded: retry in {:.3f} s".format(acct, wait),
+                                          self.conn.user, max(1, math.ceil(wait)))
+            except QuotaExceeded as exc:
+                raise HttpError(429, str(exc), (("retry-after", str(exc.retry_after)),)) \
+                    from None
+        if take:
+            ing.take(n, nbytes)
+
     def _publish_json(self, req, principal, subject, batch):
         """Structured or batched JSON without an ack asked: decoded in C
         into records and published in one call (the data as received)."""
         conn = self.conn
+        ing = self.flow.ingress
+        if ing is not None:             # (its events are counted as the router takes them)
+            self._ingress(1, len(req.body))
         perms = principal.permissions
         check = None
         if perms.pub_allow is not None or perms.pub_deny is not None:

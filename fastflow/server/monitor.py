@@ -559,6 +559,7 @@ class MonitorServer:
             info["connections"] = conns.get(acct.name, 0)
             m = srv.meter.account(acct.name, totals)
             info["usage"] = m["usage"]
+            info["quotas"] = srv.quotas.info(acct.name)
             info["users"] = m["users"]
             for d in info.get("imports", ()):
                 d["usage"] = m["imports"].get(d["key"], {})

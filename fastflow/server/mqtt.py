@@ -870,6 +870,8 @@ class MqttProtocol(DoorProtocol):
                 # (as mosquitto: a CONNACK in the words of 3.1.1 when the
                 # level is unknown, return code 1)
                 return self._connack_refusal(RC_UNSUPPORTED_VERSION)
+            if code == 429:             # a quota (3.1.1: 3, server unavailable)
+                return self._connack_refusal(RC_QUOTA_EXCEEDED, message)
             return b""
         if self.version == 5:
             # (503: a slow consumer, its output over max_pending: a limit
@@ -1328,6 +1330,9 @@ class MqttProtocol(DoorProtocol):
             existed = flt in session.subs
             limit = self.cfg.max_subscriptions
             if limit and not existed and len(session.subs) >= limit:
+                codes.append(RC_QUOTA_EXCEEDED if self.version == 5 else 0x80)
+                continue
+            if not existed and self.conn.may_subscribe(1, len(session.subs)) is not None:
                 codes.append(RC_QUOTA_EXCEEDED if self.version == 5 else 0x80)
                 continue
             if existed:

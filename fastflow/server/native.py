@@ -393,6 +393,9 @@ class NativeProtocol(DoorProtocol):
         if limit and len(conn.subs) >= limit:
             raise RequestError(429, "maximum subscriptions per connection ({}) reached"
                                .format(limit))
+        why = conn.may_subscribe()
+        if why is not None:
+            raise RequestError(429, why)
         conn.subscribe(sid, pattern, queue, NativeTarget(self.outbuf, sid, conn.echo))
         if conn.verbose:
             self.ok(sid)

@@ -239,6 +239,8 @@ class NatsProtocol(DoorProtocol):
         text = _CLOSE_TEXTS.get(code)         # (400: the message is the text)
         if code == 408:
             text = "Stale Connection" if "stale" in message else "Authentication Timeout"
+        elif code == 429 and "active connections" in message:     # an account's quota
+            text = "maximum account active connections exceeded"
         return _err_line(text or message)
 
     def ping(self):
@@ -483,6 +485,9 @@ class NatsProtocol(DoorProtocol):
             conn.forget_sub(sid)
         limit = self.cfg.max_subscriptions
         if limit and len(conn.subs) >= limit:    # live ones only: O(1)
+            self.err(0, "maximum subscriptions exceeded")
+            return
+        if conn.may_subscribe() is not None:     # the account's or the user's quota
             self.err(0, "maximum subscriptions exceeded")
             return
         # (a client that did not say "headers": true in CONNECT gets plain

@@ -162,7 +162,8 @@ def _refusal(exc):
     if isinstance(exc, HttpError):
         return exc
     if isinstance(exc, RequestError):
-        return HttpError(exc.code, str(exc))
+        return HttpError(exc.code, str(exc),
+                         (("retry-after", "1"),) if exc.code == 429 else ())
     if isinstance(exc, KeyError):
         return HttpError(404, str(exc.args[0]) if exc.args else "not found")
     if isinstance(exc, FastflowError):
@@ -293,6 +294,9 @@ def subscribe_sse(proto, req, principal, pattern):
     if limit and len(patterns) > limit:
         raise HttpError(400, "{} subject patterns: at most max_subscriptions ({}) on one "
                              "connection".format(len(patterns), limit))
+    why = proto.conn.may_subscribe(len(patterns))
+    if why is not None:
+        raise HttpError(429, why, (("retry-after", "1"),))
     queue = req.params().get("queue") or None
     if queue is not None and (len(queue) > 256 or any(c.isspace() for c in queue)):
         raise HttpError(400, "query parameter 'queue': a queue group name has no white space "

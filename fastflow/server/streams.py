@@ -22,6 +22,7 @@ from fastflow.flow import Retention
 from fastflow.protocol import AckKind
 from fastflow.server.config import parse_duration, parse_size
 from fastflow.server.connection import READY
+from fastflow.server.quotas import QuotaExceeded
 
 __all__ = ("ACK_KINDS", "LogReader", "RequestError", "StreamRequests", "json_args", "room",
            "stream_summary", "time_arg", "wait_append")
@@ -123,7 +124,8 @@ class StreamRequests:
 
     def __init__(self, server, principal):
         self.server = server
-        self.flow = server.accounts[principal.account].flow
+        self.account = server.accounts[principal.account]
+        self.flow = self.account.flow
         self.principal = principal
         self.perms = principal.permissions
 
@@ -258,6 +260,11 @@ class StreamRequests:
         except (TypeError, ValueError) as exc:      # (ConfigError included)
             raise RequestError(400, "STREAM add: retention: {}".format(exc)) from None
         exists = isinstance(name, str) and name in flow.streams()
+        if isinstance(name, str):
+            try:
+                self.server.quotas.may_add_stream(self.account, name, retention)
+            except QuotaExceeded as exc:
+                raise RequestError(429, "STREAM add: {}".format(exc)) from None
         try:
             st = flow.add_stream(name, subjects, retention, args.get("storage"))
         except SubjectError:
@@ -331,6 +338,11 @@ class StreamRequests:
         exists = isinstance(name, str) and name in st.consumers()
         if exists:
             self.may_operate(st, st.consumers()[name], "CONSUMER add")
+        else:
+            try:
+                self.server.quotas.may_add_consumer(self.account, st, name)
+            except QuotaExceeded as exc:
+                raise RequestError(429, "CONSUMER add: {}".format(exc)) from None
         try:
             c = st.consumer(name, **config)
         except TypeError as exc:

@@ -802,6 +802,9 @@ class WsProtocol(DoorProtocol):
         if limit and len(conn.subs) + more >= limit:
             raise _Refusal(429, "maximum subscriptions per connection ({}) reached".format(
                 limit))
+        why = conn.may_subscribe(1 + more)
+        if why is not None:
+            raise _Refusal(429, why)
 
     def subscribe(self, sid, pattern, queue):
         conn = self.conn
