@@ -365,3 +365,61 @@ def test_every_door_keeps_accounts_apart_and_honours_imports(ffproc, tmp_path, f
             await c.close()
 
     asyncio.run(main())
+
+
+def test_a_shared_stream_is_read_only_for_its_importer(aloop, ffserver):
+    """acme shares its stream "orders" with globex (as "acme-orders"):
+    globex replays it and keeps a durable consumer on it, cannot purge,
+    delete or shadow it, and sees none of acme's consumers; umbrella sees
+    nothing of it; what globex read is metered under the import."""
+    users = USERS
+    accounts = {
+        "acme": {"exports": [{"share": "orders", "accounts": ["globex"]}],
+                 "streams": [{"name": "orders", "subjects": ["orders.>"]}]},
+        "globex": {"imports": [{"share": "orders", "account": "acme", "as": "acme-orders"}]},
+        "initech": {}, "umbrella": {}}
+    import fastflow.client as fc
+    from fastflow.errors import ServerError
+
+    async def run():
+        async with ffserver(users=users, accounts=accounts) as srv:
+            acme = await fc.connect(srv.url, user="acme", password="pa")
+            for i in range(5):
+                acme.publish("orders.{}".format(i), b"o%d" % i)
+            await acme.flush()
+            await acme.add_consumer("orders", "acme-own")
+            g = await fc.connect(srv.url, user="globex", password="pg")
+            listed = {s["name"]: s for s in await g.streams()}
+            assert listed["acme-orders"]["shared_by"] == "acme"
+            got = [(e.routing_subject, e.data) async for e in g.replay("acme-orders", "first")]
+            assert got == [("orders.{}".format(i), b"o%d" % i) for i in range(5)]
+            await g.add_consumer("acme-orders", "gx")
+            consumers = await g.consumers("acme-orders")
+            assert [c["name"] for c in consumers] == ["gx"]
+            evs = await g.fetch("acme-orders", "gx", 3)
+            assert [e.data for e in evs] == [b"o0", b"o1", b"o2"]
+            for e in evs:
+                await e.ack()
+            for call in (g.purge_stream("acme-orders"), g.delete_stream("acme-orders")):
+                with pytest.raises(ServerError) as ei:
+                    await call
+                assert ei.value.code == 403 and "shared with this account by account acme" in \
+                    str(ei.value)
+            with pytest.raises(ServerError) as ei:
+                await g.add_stream("acme-orders", ["x.>"])
+            assert ei.value.code == 409
+            with pytest.raises(ServerError) as ei:
+                await g.delete_consumer("acme-orders", "acme-own")
+            assert ei.value.code in (403, 404)
+            u = await fc.connect(srv.url, user="umbrella", password="pu")
+            assert [s["name"] for s in await u.streams()] == []
+            with pytest.raises(ServerError) as ei:
+                await u.stream_info("acme-orders")
+            assert ei.value.code == 404
+            usage = srv.meter.totals()["imports"]
+            for c in (acme, g, u):
+                await c.close()
+            return usage
+
+    usage = aloop(run)
+    assert usage["globex<share:acme:orders"] == {"msgs": 5, "bytes": 10}

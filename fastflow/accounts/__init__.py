@@ -103,6 +103,22 @@ def _check_keys(d, allowed, where):
             ", ".join(sorted(allowed))))
 
 
+def _kind(d, where, what):
+    kinds = [k for k in ("stream", "service", "share") if k in d]
+    if len(kinds) != 1:
+        raise AccountConfigError("{}: {} names one 'stream' or one 'service' subject pattern, "
+                                 "or one 'share' (a stream's name)".format(where, what))
+    return kinds[0]
+
+
+def _share_name(v, where):
+    if not isinstance(v, str) or not v or len(v) > 256 or any(c.isspace() or c in "./*>"
+                                                              for c in v):
+        raise AccountConfigError("{}: a stream name (no '.', '/', '*', '>' or white space), "
+                                 "got {!r}".format(where, v))
+    return v
+
+
 class Export:
     """What an account offers: a ``stream`` (subjects to subscribe to) or
     a ``service`` (subjects to send requests to), to every account
@@ -120,13 +136,11 @@ class Export:
 
     @classmethod
     def from_dict(cls, d, where):
-        _check_keys(d, ("stream", "service", "accounts", "response", "response_threshold"),
-                    where)
-        if ("stream" in d) == ("service" in d):
-            raise AccountConfigError("{}: an export names one 'stream' or one 'service' "
-                                     "subject pattern".format(where))
-        kind = "stream" if "stream" in d else "service"
-        subject = _pattern(d[kind], "{}.{}".format(where, kind))
+        _check_keys(d, ("stream", "service", "share", "accounts", "response",
+                        "response_threshold"), where)
+        kind = _kind(d, where, "an export")
+        subject = _share_name(d[kind], where) if kind == "share" else \
+            _pattern(d[kind], "{}.{}".format(where, kind))
         accounts = d.get("accounts")
         if accounts is not None:
             if not isinstance(accounts, list) or not accounts:
@@ -134,7 +148,7 @@ class Export:
                                          "names".format(where))
             accounts = [account_name(a, "{}.accounts".format(where)) for a in accounts]
         response = d.get("response", "single")
-        if kind == "stream" and ("response" in d or "response_threshold" in d):
+        if kind != "service" and ("response" in d or "response_threshold" in d):
             raise AccountConfigError("{}: 'response' and 'response_threshold' are for service "
                                      "exports".format(where))
         if response not in ("single", "stream"):
@@ -165,28 +179,40 @@ class Import:
     service), the exporter's ``account`` and ``subject`` pattern, and the
     local ``prefix`` it appears under (None: the same subjects)."""
 
-    __slots__ = ("kind", "account", "subject", "prefix", "export")
+    __slots__ = ("kind", "account", "subject", "prefix", "export", "name")
 
-    def __init__(self, kind, account, subject, prefix=None):
+    def __init__(self, kind, account, subject, prefix=None, name=None):
         self.kind = kind
         self.account = account
-        self.subject = subject
+        self.subject = subject          # (a share: the exporter's stream name)
         self.prefix = prefix
+        self.name = name if name is not None else subject   # a share's local name
         self.export = None              # the Export it takes (set by check_accounts)
 
     @property
     def local(self):
-        """The pattern of the imported subjects in the importing account."""
+        """The pattern of the imported subjects in the importing account
+        (a share: the stream's local name)."""
+        if self.kind == "share":
+            return self.name
         return self.subject if self.prefix is None else self.prefix + "." + self.subject
 
     @classmethod
     def from_dict(cls, d, where):
-        _check_keys(d, ("stream", "service", "account", "prefix"), where)
-        if ("stream" in d) == ("service" in d):
-            raise AccountConfigError("{}: an import names one 'stream' or one 'service' "
-                                     "subject pattern".format(where))
-        kind = "stream" if "stream" in d else "service"
-        subject = _pattern(d[kind], "{}.{}".format(where, kind))
+        _check_keys(d, ("stream", "service", "share", "account", "prefix", "as"), where)
+        kind = _kind(d, where, "an import")
+        if kind == "share":
+            if "prefix" in d:
+                raise AccountConfigError("{}: a shared stream takes 'as' (its local name), "
+                                         "not 'prefix'".format(where))
+            subject = _share_name(d["share"], where)
+            name = _share_name(d["as"], where) if "as" in d else subject
+        else:
+            if "as" in d:
+                raise AccountConfigError("{}: 'as' names a shared stream ('share')".format(
+                    where))
+            subject = _pattern(d[kind], "{}.{}".format(where, kind))
+            name = None
         if "account" not in d:
             raise AccountConfigError("{}: 'account' (the exporting account) is missing"
                                      .format(where))
@@ -203,12 +229,14 @@ class Import:
             if any(t in ("*", ">") for t in prefix.split(".")):
                 raise AccountConfigError("{}.prefix: no wildcards in a prefix, got {!r}".format(
                     where, prefix))
-        return cls(kind, account, subject, prefix)
+        return cls(kind, account, subject, prefix, name)
 
     def to_dict(self):
         d = {self.kind: self.subject, "account": self.account}
         if self.prefix is not None:
             d["prefix"] = self.prefix
+        if self.kind == "share" and self.name != self.subject:
+            d["as"] = self.name
         return d
 
 
@@ -263,8 +291,9 @@ def check_accounts(table, system=None, where="accounts"):
             src = specs.get(imp.account)
             if src is None:
                 raise AccountConfigError("{}: no account {!r}".format(w, imp.account))
-            found = [e for e in src.exports if e.kind == imp.kind
-                     and pattern_within(imp.subject, e.subject)]
+            found = [e for e in src.exports if e.kind == imp.kind and (
+                e.subject == imp.subject if imp.kind == "share"
+                else pattern_within(imp.subject, e.subject))]
             if not found:
                 raise AccountConfigError("{}: account {!r} exports no {} covering {!r}".format(
                     w, imp.account, imp.kind, imp.subject))
@@ -274,6 +303,10 @@ def check_accounts(table, system=None, where="accounts"):
                     w, imp.account, imp.kind, found[0].subject,
                     ", ".join(sorted(found[0].accounts))))
             imp.export = allowed[0]
+        names = [i.name for i in spec.imports if i.kind == "share"]
+        if len(set(names)) != len(names):
+            raise AccountConfigError("{}.{}: two shared streams imported under one name".format(
+                where, spec.name))
     return specs
 
 
@@ -357,6 +390,9 @@ class Account:
         self.catalog = None
         self.wired = []                 # (Import, ImportTarget, reply route or None,
                                         # _Permits or None) of its imports
+        self.shared = {}                # local name -> (exporting Account, stream name,
+                                        # Import): streams shared with it (read-only)
+        self.share_reads = {}           # import key -> [events, bytes] read from a share
         self.bridges_in = []            # ImportTargets publishing into its flow
         self.bridges_out = []           # ImportTargets registered in its flow
         self.limits = None              # the server's quotas.Limits
@@ -365,11 +401,26 @@ class Account:
 
     # -- metering ----------------------------------------------------------------------
 
-    def replayed(self, n, nbytes):
+    def replayed(self, n, nbytes, share=None):
         """``n`` stored events of ``nbytes`` payload bytes were read for a
-        replay (the doors' LogReader)."""
+        replay (the doors' LogReader); ``share``: from that shared stream's
+        import (its key)."""
         self.n_replayed += n
         self.bytes_replayed += nbytes
+        if share is not None:
+            c = self.share_reads.setdefault(share, [0, 0])
+            c[0] += n
+            c[1] += nbytes
+
+    def shared_stream(self, name):
+        """(the exporter's Stream, import key) of the shared stream known
+        here as ``name``, or (None, None)."""
+        e = self.shared.get(name)
+        if e is None:
+            return None, None
+        src, sname, imp = e
+        st = src.flow.streams().get(sname) if not src.flow.closed else None
+        return st, import_key(self.name, imp)
 
     def replayed_events(self, evs):
         """Events a consumer delivered from a stream."""
@@ -401,6 +452,10 @@ class Account:
         """``{key: counters}`` per import of this account (what crossed
         from the exporter; a service's requests and responses)."""
         out = {}
+        for _name, (_src, _s, imp) in self.shared.items():
+            k = import_key(self.name, imp)
+            n, b = self.share_reads.get(k, (0, 0))
+            out[k] = {"msgs": n, "bytes": b}
         for imp, t, back, _permits in self.wired:
             d = {"msgs": t.forwarded, "bytes": t.forwarded_bytes}
             if back is not None:        # (a service: msgs/bytes are the requests)
@@ -417,6 +472,11 @@ class Account:
         """This account's state for /accountz."""
         flow = self.flow
         imports = []
+        for name, (_src, _s, imp) in sorted(self.shared.items()):
+            d = imp.to_dict()
+            d["key"] = import_key(self.name, imp)
+            d["local"] = name
+            imports.append(d)
         for imp, target, _back, permits in self.wired:
             d = imp.to_dict()
             d["key"] = import_key(self.name, imp)
@@ -481,6 +541,9 @@ class Accounts:
                 from fastflow._impl import ImportTarget
 
                 src = self.by_name[imp.account]
+                if imp.kind == "share":
+                    acct.shared[imp.name] = (src, imp.subject, imp)
+                    continue
                 if imp.kind == "stream":
                     prefix = b"" if imp.prefix is None else (imp.prefix + ".").encode()
                     t = ImportTarget(acct.flow, 0, prefix)

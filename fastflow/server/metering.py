@@ -157,7 +157,7 @@ class Meter:
         acct = self.server.accounts.get(name)
         imports = {}
         if acct is not None:
-            keys = {import_key(name, imp) for imp, _t, _b, _p in acct.wired}
+            keys = {import_key(name, imp) for imp in acct.imports}
             imports = {k: v for k, v in t["imports"].items() if k in keys}
         return {"account": name, "since": self.since, "time": time.time(),
                 "usage": t["accounts"].get(name, {}),

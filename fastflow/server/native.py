@@ -430,15 +430,16 @@ class NativeProtocol(DoorProtocol):
         self.ok(rid, self._requests().stream(action, json_args(body, "STREAM " + action)))
 
     def _replay(self, _flags, rid, name, _reply, body):
-        st, pos, filt, limit = self._requests().replay(name, json_args(body, "REPLAY"))
-        self.conn.track(self.loop.create_task(self._replay_task(rid, st, pos, filt, limit,
-                                                            st.log.last_seq)), rid, st)
+        req = self._requests()
+        st, pos, filt, limit = req.replay(name, json_args(body, "REPLAY"))
+        self.conn.track(self.loop.create_task(self._replay_task(
+            rid, st, pos, filt, limit, st.log.last_seq, req.share_key(st))), rid, st)
 
-    async def _replay_task(self, rid, st, pos, filt, limit, stop):
+    async def _replay_task(self, rid, st, pos, filt, limit, stop, share=None):
         """MSG frames of the stored records (their bytes as stored: no
         re-encoding), in bounded batches that wait for the socket to drain."""
         lg = st.log
-        reader = LogReader(lg, pos, filt, self.conn.account)
+        reader = LogReader(lg, pos, filt, self.conn.account, share)
         count = 0
         frame = self.outbuf.frame
         prefix = "$REPLAY.{}.".format(st.name)

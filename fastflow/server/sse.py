@@ -414,7 +414,7 @@ def _events(proto, req, sr, name):
         args["limit"] = _int_param(params, "limit", 1, PAGE_LIMIT_MAX) or PAGE_LIMIT
     wait = _seconds_param(params, "wait", 3600.0)
     st, pos, filt, limit = sr.replay(name, args, what)
-    reader = LogReader(st.log, pos, filt, proto.conn.account)
+    reader = LogReader(st.log, pos, filt, proto.conn.account, sr.share_key(st))
     conn = proto.conn
     if not sse:
         if wait and reader.seq > st.log.last_seq and pos.lost == 0:

@@ -168,7 +168,13 @@ class StreamRequests:
         """403 unless this user created the consumer ``c`` or may manage
         its stream."""
         perms = self.perms
-        if perms.unrestricted or c.owner == self.owner_id:
+        if c.owner == self.owner_id:
+            return
+        if self.is_shared(st):          # another account's consumer: never
+            raise RequestError(403, "permission denied: {} on consumer {!r} of stream {!r}: "
+                                    "it belongs to another account".format(what, c.name,
+                                                                          st.name))
+        if perms.unrestricted:
             return
         if perms.streams == "manage" and perms.stream_manage_denied(st.subjects) is None:
             return
@@ -176,12 +182,37 @@ class StreamRequests:
                                 "belongs to another user".format(what, c.name, st.name))
 
     def stream_of(self, name):
+        """The stream ``name`` of this account, or one another account
+        shares with it (read-only: ``is_shared``)."""
         if not isinstance(name, str) or not name:
             raise RequestError(400, "a stream name is required")
         st = self.flow.streams().get(name)
         if st is None:
+            st, _key = self.account.shared_stream(name)
+        if st is None:
             raise RequestError(404, "no stream named {!r}".format(name))
         return st
+
+    def is_shared(self, st):
+        """Whether ``st`` is another account's stream shared with this one."""
+        return st.name not in self.flow.streams() or self.flow.streams()[st.name] is not st
+
+    def share_key(self, st):
+        """The import key a replay of ``st`` is metered under (None: own)."""
+        if not self.is_shared(st):
+            return None
+        for name, (src, sname, _imp) in self.account.shared.items():
+            if src.flow.streams().get(sname) is st:
+                return self.account.shared_stream(name)[1]
+        return None
+
+    def read_only(self, st, what):
+        if self.is_shared(st):
+            owner = next((src.name for src, sname, _i in self.account.shared.values()
+                          if src.flow.streams().get(sname) is st), "?")
+            raise RequestError(403, "permission denied: {}: stream {!r} is shared with this "
+                                    "account by account {} (read-only)".format(what, st.name,
+                                                                              owner))
 
     def consumer_of(self, st, name):
         c = st.consumers().get(name) if isinstance(name, str) else None
@@ -205,11 +236,19 @@ class StreamRequests:
         if action == "list":
             self.need("read", "STREAM list")
             may = self.perms.may_read_stream
-            return {"streams": [stream_summary(s) for s in flow.streams().values()
-                                if may(s.subjects)]}
+            out = [stream_summary(s) for s in flow.streams().values() if may(s.subjects)]
+            for name in sorted(self.account.shared):
+                st, _key = self.account.shared_stream(name)
+                if st is not None and may(st.subjects):
+                    d = stream_summary(st)
+                    d["name"] = name
+                    d["shared_by"] = self.account.shared[name][0].name
+                    out.append(d)
+            return {"streams": out}
         if action == "delete":
             self.need("manage", "STREAM delete")
             st = self.stream_of(args.get("name"))
+            self.read_only(st, "STREAM delete")
             self.may_manage(st.subjects, "STREAM delete")
             self.server.end_requests("stream", st, "stream {!r} was deleted".format(st.name))
             flow.delete_stream(st.name)
@@ -217,6 +256,7 @@ class StreamRequests:
         if action == "purge":
             self.need("manage", "STREAM purge")
             st = self.stream_of(args.get("name"))
+            self.read_only(st, "STREAM purge")
             self.may_manage(st.subjects, "STREAM purge")
             up_to = args.get("up_to")
             if up_to is not None and (isinstance(up_to, bool) or not isinstance(up_to, int)):
@@ -260,6 +300,10 @@ class StreamRequests:
         except (TypeError, ValueError) as exc:      # (ConfigError included)
             raise RequestError(400, "STREAM add: retention: {}".format(exc)) from None
         exists = isinstance(name, str) and name in flow.streams()
+        if isinstance(name, str) and name in self.account.shared:
+            raise RequestError(409, "STREAM add: {!r} is the name of a stream account {} "
+                                    "shares with this account".format(
+                                        name, self.account.shared[name][0].name))
         if isinstance(name, str):
             try:
                 self.server.quotas.may_add_stream(self.account, name, retention)
@@ -304,9 +348,11 @@ class StreamRequests:
         st = self.stream_of(args.get("stream"))
         if action == "list":
             may = self.perms.may_read_stream
+            shared = self.is_shared(st)
             return {"consumers": [c.info() for c in st.consumers().values()
                                   if may([c.config.filter] if c.config.filter
-                                         else st.subjects)]}
+                                         else st.subjects)
+                                  and (not shared or c.owner == self.owner_id)]}
         name = args.get("name")
         if action == "add":
             return self._add_consumer(st, name, args)
@@ -409,6 +455,11 @@ class StreamRequests:
             raise RequestError(400, "{}: {!r} is not an ack subject "
                                     "($ACK.<stream>.<consumer>.<seq>)".format(what, subject))
         st = self.flow.streams().get(parts[1])
+        if st is None:                  # (a shared stream's ack names it by its own name)
+            for src, sname, _imp in self.account.shared.values():
+                if sname == parts[1] and not src.flow.closed:
+                    st = src.flow.streams().get(sname)
+                    break
         c = st.consumers().get(parts[2]) if st is not None else None
         if c is None:
             raise RequestError(404, "{} {}: no such stream or consumer".format(what, subject))
@@ -427,15 +478,16 @@ class LogReader:
     the last such range, first and last seq); what it read is metered as
     replayed by ``account``."""
 
-    __slots__ = ("log", "seq", "lost", "filter", "gap", "account")
+    __slots__ = ("log", "seq", "lost", "filter", "gap", "account", "share")
 
-    def __init__(self, lg, pos, filt=None, account=None):
+    def __init__(self, lg, pos, filt=None, account=None, share=None):
         self.log = lg
         self.seq = pos.seq              # the next seq to read
         self.lost = pos.lost
         self.filter = filt
         self.gap = (pos.seq - pos.lost, pos.seq - 1) if pos.lost else None
         self.account = account
+        self.share = share              # the import key of a shared stream (metering)
 
     def read(self, stop, limit=REPLAY_BATCH, max_bytes=REPLAY_BYTES):
         """The retained records from ``seq`` up to ``stop`` (at most
@@ -463,7 +515,7 @@ class LogReader:
             k -= 1
         self.seq = seqs[k] if k < len(b) else b.next_seq
         if self.account is not None:
-            self.account.replayed(k, batch_payload_bytes(b, k))
+            self.account.replayed(k, batch_payload_bytes(b, k), self.share)
         return b, k
 
 
