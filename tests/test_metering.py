@@ -222,7 +222,7 @@ def test_a_rate_limit_goes_into_debt_and_says_how_long_to_wait(core):
     wire(core, r, ">")
     b = r.ingress = core.RateLimit(msgs_per_second=100, bytes_per_second=0, burst=0.1)
     assert b.wait() == 0.0                      # 10 events in the bucket
-    for i in range(30):
+    for _ in range(30):
         r.publish_record("a", rec(core, "a", b"xy"), origin=origin)
     r.publish_record("a", rec(core, "a", b"xy"))        # (no origin: not a client's: free)
     assert (b.taken, b.taken_bytes) == (30, 60)

@@ -247,7 +247,7 @@ def test_ingress_quota_paces_publishers_and_loses_nothing(aloop, ffserver, free_
             await pub.flush(timeout=10)
             took = time.monotonic() - t0
             # the HTTP door answers while the bucket is in debt
-            for i in range(1000):
+            for _ in range(1000):
                 pub.publish("in.native", b"x")
             status = await asyncio.to_thread(http_post)
             await pub.flush(timeout=10)
@@ -258,7 +258,7 @@ def test_ingress_quota_paces_publishers_and_loses_nothing(aloop, ffserver, free_
             # account B has no quota
             b = await fc.connect(srv.url, user="b", password="pb")
             t1 = time.monotonic()
-            for i in range(1000):
+            for _ in range(1000):
                 b.publish("in.b", b"x")
             await b.flush()
             took_b = time.monotonic() - t1

@@ -396,6 +396,9 @@ class Account:
         self.bridges_in = []            # ImportTargets publishing into its flow
         self.bridges_out = []           # ImportTargets registered in its flow
         self.limits = None              # the server's quotas.Limits
+        self.retired_in = [0, 0]        # what imports that were removed had counted
+        self.retired_out = [0, 0, 0, 0]
+        self.retired_imports = {}
         self.n_replayed = 0             # stored events sent (replays, consumers)
         self.bytes_replayed = 0
 
@@ -435,15 +438,16 @@ class Account:
         (``imported``, ``exported``), stored and replayed."""
         f = self.flow
         bi, bo = self.bridges_in, self.bridges_out
-        imp_n = sum(t.forwarded for t in bi)
-        imp_b = sum(t.forwarded_bytes for t in bi)
+        ri, ro = self.retired_in, self.retired_out
+        imp_n = sum(t.forwarded for t in bi) + ri[0]
+        imp_b = sum(t.forwarded_bytes for t in bi) + ri[1]
         return {
             "in_msgs": f.n_published - imp_n, "in_bytes": f.bytes_published - imp_b,
-            "out_msgs": f.n_delivered - sum(t.delivered for t in bo),
-            "out_bytes": f.bytes_delivered - sum(t.delivered_bytes for t in bo),
+            "out_msgs": f.n_delivered - sum(t.delivered for t in bo) - ro[0],
+            "out_bytes": f.bytes_delivered - sum(t.delivered_bytes for t in bo) - ro[1],
             "imported_msgs": imp_n, "imported_bytes": imp_b,
-            "exported_msgs": sum(t.forwarded for t in bo),
-            "exported_bytes": sum(t.forwarded_bytes for t in bo),
+            "exported_msgs": sum(t.forwarded for t in bo) + ro[2],
+            "exported_bytes": sum(t.forwarded_bytes for t in bo) + ro[3],
             "stored_msgs": f.n_appended, "stored_bytes": f.bytes_appended,
             "replayed_msgs": self.n_replayed, "replayed_bytes": self.bytes_replayed,
         }
@@ -451,7 +455,7 @@ class Account:
     def import_usage(self):
         """``{key: counters}`` per import of this account (what crossed
         from the exporter; a service's requests and responses)."""
-        out = {}
+        out = {k: dict(v) for k, v in self.retired_imports.items()}
         for _name, (_src, _s, imp) in self.shared.items():
             k = import_key(self.name, imp)
             n, b = self.share_reads.get(k, (0, 0))
@@ -461,7 +465,10 @@ class Account:
             if back is not None:        # (a service: msgs/bytes are the requests)
                 d["responses"] = back.forwarded
                 d["response_bytes"] = back.forwarded_bytes
-            out[import_key(self.name, imp)] = d
+            k = import_key(self.name, imp)
+            for kk, v in out.get(k, {}).items():
+                d[kk] = d.get(kk, 0) + v
+            out[k] = d
         return out
 
     @property
@@ -535,34 +542,113 @@ class Accounts:
     def wire(self):
         """Install every import: stream imports as ImportTargets in the
         exporter, service imports as ImportTargets in the importer (with
-        their reply routes in the exporter)."""
+        their reply routes in the exporter), shared streams by name.  Run
+        again after a change (``update``): an import that did not change
+        keeps its targets (its counters, its pending responses), one that
+        went is removed from the routers at once (its counts kept)."""
+        from fastflow._impl import ImportTarget
+
+        want = {}
         for acct in self.by_name.values():
             for imp in acct.imports:
-                from fastflow._impl import ImportTarget
-
-                src = self.by_name[imp.account]
-                if imp.kind == "share":
-                    acct.shared[imp.name] = (src, imp.subject, imp)
-                    continue
-                if imp.kind == "stream":
-                    prefix = b"" if imp.prefix is None else (imp.prefix + ".").encode()
-                    t = ImportTarget(acct.flow, 0, prefix)
-                    src.flow.add(imp.subject, t)
-                    acct.wired.append((imp, t, None, None))
-                    src.bridges_out.append(t)
-                    acct.bridges_in.append(t)
+                want[_wire_id(acct.name, imp)] = (acct, imp)
+        for acct in self.by_name.values():
+            keep = []
+            for entry in acct.wired:
+                imp = entry[0]
+                if _wire_id(acct.name, imp) in want and imp.account in self.by_name:
+                    keep.append(entry)
                 else:
-                    permits = _Permits(imp.export)
-                    strip = 0 if imp.prefix is None else len(imp.prefix.encode()) + 1
-                    t = ImportTarget(src.flow, strip, b"", reply_map=permits.request)
-                    acct.flow.add(imp.local, t)
-                    back = ImportTarget(acct.flow, 0, b"", subject_map=permits.response)
-                    src.flow.add(permits.pattern, back)
-                    acct.wired.append((imp, t, back, permits))
-                    acct.bridges_out.append(t)
-                    src.bridges_in.append(t)
-                    src.bridges_out.append(back)
-                    acct.bridges_in.append(back)
+                    self._unwire(acct, entry)
+            acct.wired = keep
+            acct.shared = {}
+        have = {_wire_id(a.name, e[0]) for a in self.by_name.values() for e in a.wired}
+        for wid, (acct, imp) in want.items():
+            src = self.by_name[imp.account]
+            if imp.kind == "share":
+                acct.shared[imp.name] = (src, imp.subject, imp)
+                continue
+            if wid in have:
+                continue
+            if imp.kind == "stream":
+                prefix = b"" if imp.prefix is None else (imp.prefix + ".").encode()
+                t = ImportTarget(acct.flow, 0, prefix)
+                src.flow.add(imp.subject, t)
+                acct.wired.append((imp, t, None, None))
+                src.bridges_out.append(t)
+                acct.bridges_in.append(t)
+            else:
+                permits = _Permits(imp.export)
+                strip = 0 if imp.prefix is None else len(imp.prefix.encode()) + 1
+                t = ImportTarget(src.flow, strip, b"", reply_map=permits.request)
+                acct.flow.add(imp.local, t)
+                back = ImportTarget(acct.flow, 0, b"", subject_map=permits.response)
+                src.flow.add(permits.pattern, back)
+                acct.wired.append((imp, t, back, permits))
+                acct.bridges_out.append(t)
+                src.bridges_in.append(t)
+                src.bridges_out.append(back)
+                acct.bridges_in.append(back)
+
+    def _unwire(self, acct, entry):
+        """Take an import's targets out of the routers; keep what they counted."""
+        imp, t, back, _permits = entry
+        for target in (t, back):
+            if target is None:
+                continue
+            for a in self.by_name.values():
+                if target in a.bridges_out:
+                    a.bridges_out.remove(target)
+                    a.retired_out[0] += target.delivered
+                    a.retired_out[1] += target.delivered_bytes
+                    a.retired_out[2] += target.forwarded
+                    a.retired_out[3] += target.forwarded_bytes
+                    if not a.flow.closed and target.handle in a.flow.matcher:
+                        a.flow.remove(target.handle)
+                if target in a.bridges_in:
+                    a.bridges_in.remove(target)
+                    a.retired_in[0] += target.forwarded
+                    a.retired_in[1] += target.forwarded_bytes
+        key = import_key(acct.name, imp)
+        d = acct.retired_imports.setdefault(key, {})
+        d["msgs"] = d.get("msgs", 0) + t.forwarded
+        d["bytes"] = d.get("bytes", 0) + t.forwarded_bytes
+        if back is not None:
+            d["responses"] = d.get("responses", 0) + back.forwarded
+            d["response_bytes"] = d.get("response_bytes", 0) + back.forwarded_bytes
+
+    def update(self, specs, make_flow):
+        """Apply a new configuration (``check_accounts`` output): accounts
+        added (returned, their services to start), changed, removed
+        (returned: their connections to close, their services to stop);
+        then the imports wired again."""
+        added, removed = [], []
+        for name in list(self.by_name):
+            if name not in specs:
+                removed.append(self.by_name.pop(name))
+        for name, spec in specs.items():
+            acct = self.by_name.get(name)
+            if acct is None:
+                acct = self.by_name[name] = Account(name, make_flow(name), spec)
+                acct.flow.advisory_flow = self.system.flow
+                acct.flow.advisory_prefix = "$SYS.account.{}.advisory.".format(name)
+                added.append(acct)
+            else:
+                acct.exports, acct.imports, acct.streams = spec.exports, spec.imports, \
+                    spec.streams
+        for acct in removed:
+            for entry in acct.wired:
+                self._unwire(acct, entry)
+            acct.wired = []
+            acct.shared = {}
+            for a in self.by_name.values():      # its exports' targets in other accounts
+                for entry in list(a.wired):
+                    if entry[0].account == acct.name:
+                        self._unwire(a, entry)
+                        a.wired.remove(entry)
+        self.enabled = True
+        self.wire()
+        return added, removed
 
     def prune(self):
         """Drop expired response permits (the server's housekeeping)."""
@@ -579,6 +665,14 @@ class Accounts:
 
     def info(self):
         return {name: acct.info() for name, acct in sorted(self.by_name.items())}
+
+
+def _wire_id(importer, imp):
+    """What makes two imports the same wiring: the importer, the import,
+    the export it takes."""
+    e = imp.export
+    return (importer, import_key(importer, imp),
+            None if e is None else repr(sorted(e.to_dict().items())))
 
 
 def import_key(importer, imp):

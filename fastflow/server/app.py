@@ -147,6 +147,7 @@ class Server:
                                         # attributes above)
         self.meter = None               # fastflow.server.metering.Meter
         self.quotas = None              # fastflow.server.quotas.Quotas
+        self.admin_lock = None          # one admin API change at a time
         self.addresses = []
         self.port = None
         self.nats_addresses = []
@@ -352,36 +353,89 @@ class Server:
         specs = cfg.account_specs()
         system = cfg.system_account or ("$SYS" if cfg.accounts else None)
 
-        def make_flow(name):
-            d = account_data_dir(cfg.data_dir, name)
-            return Flow(d, fsync=cfg.fsync, name="fastflow/" + name)
-
-        self.accounts = Accounts(specs, self.flow, make_flow, system)
+        self.accounts = Accounts(specs, self.flow, self.make_account_flow, system)
         self.quotas = Quotas(self, cfg)
         self.quotas.install(self.accounts)
         restored = sorted(self.flow.streams())
         for acct in self.accounts:
-            flow = acct.flow
-            have = sorted(flow.streams())
-            where = "streams" if acct is self.accounts.default else \
-                "accounts.{}.streams".format(acct.name)
-            items = cfg.streams if acct is self.accounts.default else acct.streams
-            for i, spec in enumerate(items):
-                name, subjects, retention, storage = stream_spec(spec, "{}[{}]".format(where, i))
-                try:
-                    self.quotas.may_add_stream(acct, name, retention)
-                    flow.add_stream(name, subjects, retention, storage)
-                except QuotaExceeded as exc:
-                    raise ConfigError("{}[{}] ({!r}): {}".format(where, i, name, exc)) from None
-                except ValueError as exc:
-                    hint = (" (it was restored from {}; delete it there or change the config)"
-                            .format(flow.data_dir) if name in have else "")
-                    raise ConfigError("{}[{}] ({!r}): {}{}".format(where, i, name, exc,
-                                                                  hint)) from None
+            if acct is self.accounts.default:
+                self.add_account_streams(acct, cfg.streams, "streams")
+            else:
+                self.add_account_streams(acct, acct.streams,
+                                         "accounts.{}.streams".format(acct.name))
         self.accounts.wire()
         self.meter = Meter(self, cfg.data_dir, cfg.metering_interval)
         self.meter.load()
         return restored
+
+    # -- the services of an account (at start, and as the admin API adds one) --------------
+
+    def make_account_flow(self, name):
+        cfg = self.config
+        return Flow(account_data_dir(cfg.data_dir, name), fsync=cfg.fsync,
+                    name="fastflow/" + name)
+
+    def add_account_streams(self, acct, items, where):
+        """The streams of the config of ``acct`` (ConfigError)."""
+        flow = acct.flow
+        have = sorted(flow.streams())
+        for i, spec in enumerate(items):
+            name, subjects, retention, storage = stream_spec(spec, "{}[{}]".format(where, i))
+            try:
+                self.quotas.may_add_stream(acct, name, retention)
+                flow.add_stream(name, subjects, retention, storage)
+            except QuotaExceeded as exc:
+                raise ConfigError("{}[{}] ({!r}): {}".format(where, i, name, exc)) from None
+            except ValueError as exc:
+                hint = (" (it was restored from {}; delete it there or change the config)"
+                        .format(flow.data_dir) if name in have else "")
+                raise ConfigError("{}[{}] ({!r}): {}{}".format(where, i, name, exc,
+                                                              hint)) from None
+
+    def _start_mqtt(self, acct):
+        from fastflow.server.mqtt import MqttSessions
+
+        cfg = self.config
+        acct.mqtt_sessions = MqttSessions(acct.flow, cfg.mqtt_max_queued, acct.data_dir,
+                                          cfg.mqtt_structured, cfg.mqtt_session_expiry_max)
+        acct.mqtt_sessions.load()
+
+    async def _start_web(self, acct):
+        from fastflow.subscriptions import SubscriptionManager, sink_host_check
+
+        cfg = self.config
+        acct.subscriptions = SubscriptionManager(
+            acct.flow, acct.data_dir, max_subscriptions=cfg.subscriptions_max,
+            max_per_owner=cfg.subscriptions_max_per_user,
+            sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
+            origin=None, callback_base=cfg.subscriptions_callback_url,
+            webhook_defaults={"lineage": cfg.http_lineage == "keep"},
+            mqtt=acct.mqtt_sessions)
+        await acct.subscriptions.start()
+        acct.catalog = self._make_catalog(acct)
+        acct.catalog.start(self.loop)
+
+    async def start_account(self, acct):
+        """The services of an account added at run time (as at start)."""
+        if self.mqtt_port:
+            self._start_mqtt(acct)
+        if self.http_port:
+            await self._start_web(acct)
+
+    async def stop_account(self, acct):
+        """An account goes: its services stopped, its engine flushed and closed."""
+        if acct.catalog is not None:
+            acct.catalog.stop()
+        if acct.subscriptions is not None:
+            await acct.subscriptions.stop()
+        if acct.mqtt_sessions is not None:
+            try:
+                acct.mqtt_sessions.save()
+            except OSError as exc:
+                log.error("the MQTT sessions of %s could not be saved: %s", acct.name, exc)
+        if acct.own_flow and not acct.flow.closed:
+            acct.flow.flush()
+            acct.flow.close()
 
     def _close_flows(self):
         if self.accounts is not None:
@@ -417,6 +471,15 @@ class Server:
                         self.max_connections, nofile)
         if cfg.tls:
             self.ssl_context = self._make_ssl_context()
+        from fastflow.server.admin import load_state
+
+        state = load_state(cfg.data_dir)
+        if state is not None:           # what the admin API made supersedes the file's
+            log.info("accounts and users from %s/accounts.json (the admin API's)",
+                     cfg.data_dir)
+            cfg = self.config = cfg.copy(accounts=state[0], users=tuple(state[1]))
+            self.auth = Authenticator(cfg, log)
+        self.admin_lock = asyncio.Lock()
         try:
             restored = self._make_flow()
         except BaseException:
@@ -450,13 +513,10 @@ class Server:
                 self.nats_port = self.nats_addresses[0][1] if self.nats_addresses \
                     else cfg.nats_port
             if cfg.mqtt_port:
-                from fastflow.server.mqtt import MqttProtocol, MqttSessions
+                from fastflow.server.mqtt import MqttProtocol
 
                 for acct in self.accounts:
-                    acct.mqtt_sessions = MqttSessions(
-                        acct.flow, cfg.mqtt_max_queued, acct.data_dir, cfg.mqtt_structured,
-                        cfg.mqtt_session_expiry_max)
-                    acct.mqtt_sessions.load()
+                    self._start_mqtt(acct)
                 self.mqtt_sessions = self.accounts.default.mqtt_sessions
                 # (TLS as the native port: from the first byte, MQTT has no STARTTLS)
                 self._mqtt_listener = await loop.create_server(
@@ -472,19 +532,8 @@ class Server:
                 self.http_addresses = [s.getsockname() for s in self._http_listener.sockets]
                 self.http_port = self.http_addresses[0][1] if self.http_addresses \
                     else cfg.http_port
-                from fastflow.subscriptions import SubscriptionManager, sink_host_check
-
                 for acct in self.accounts:
-                    acct.subscriptions = SubscriptionManager(
-                        acct.flow, acct.data_dir, max_subscriptions=cfg.subscriptions_max,
-                        max_per_owner=cfg.subscriptions_max_per_user,
-                        sink_allowed=sink_host_check(cfg.subscriptions_sink_hosts),
-                        origin=None, callback_base=cfg.subscriptions_callback_url,
-                        webhook_defaults={"lineage": cfg.http_lineage == "keep"},
-                        mqtt=acct.mqtt_sessions)
-                    await acct.subscriptions.start()
-                    acct.catalog = self._make_catalog(acct)
-                    acct.catalog.start(loop)
+                    await self._start_web(acct)
                 self.subscriptions = self.accounts.default.subscriptions
                 self.catalog = self.accounts.default.catalog
             if cfg.monitor_port:

@@ -611,13 +611,14 @@ class Principal:
     """An authenticated client: its ``name`` (user name, token name, or
     None without auth), its ``permissions`` and its ``account`` (a name)."""
 
-    __slots__ = ("name", "permissions", "kind", "account")
+    __slots__ = ("name", "permissions", "kind", "account", "admin")
 
-    def __init__(self, name, permissions, kind, account="$G"):
+    def __init__(self, name, permissions, kind, account="$G", admin=False):
         self.name = name
         self.permissions = permissions
         self.kind = kind                # "none", "token", "user"
         self.account = account
+        self.admin = admin              # may use the admin API (/admin on the HTTP door)
 
 
 class AuthError(FastflowError):
@@ -640,7 +641,8 @@ class Authenticator:
             perms = (Permissions.from_dict(t["permissions"], where + ".permissions")
                      if "permissions" in t else self.default)
             self.tokens.append((t["token"], Principal(t.get("name", "token{}".format(i)), perms,
-                                                      "token", t.get("account", "$G"))))
+                                                      "token", t.get("account", "$G"),
+                                                      bool(t.get("admin")))))
         for i, u in enumerate(config.users):
             where = "auth.users[{}]".format(i)
             perms = (Permissions.from_dict(u["permissions"], where + ".permissions")
@@ -653,7 +655,8 @@ class Authenticator:
                 except ValueError as exc:
                     raise ConfigError("{}.password: {}".format(where, exc)) from None
             self.users[u["user"]] = (stored, Principal(u["user"], perms, "user",
-                                                       u.get("account", "$G")))
+                                                       u.get("account", "$G"),
+                                                       bool(u.get("admin"))))
         if plain_users and log is not None:
             log.warning("auth: the password of %s is not hashed; store the output of "
                         "`fastflow passwd` instead", ", ".join(map(repr, plain_users)))

@@ -256,6 +256,12 @@ class ServerConfig:
                 stream_spec(s, "accounts.{}.streams[{}]".format(name, i))
         from fastflow.server.quotas import ACCOUNT_LIMITS, USER_LIMITS, Limits
 
+        for kind, items in (("users", self.users), ("tokens", self.tokens)):
+            for i, u in enumerate(items):
+                if not isinstance(u.get("admin", False), bool):
+                    raise ConfigError("auth.{}[{}].admin: true or false, got {!r}".format(
+                        kind, i, u.get("admin")))
+
         for name, spec in specs.items():
             Limits.from_dict(spec.limits, "accounts.{}.limits".format(name), ACCOUNT_LIMITS)
         for kind, items in (("users", self.users), ("tokens", self.tokens)):
@@ -428,12 +434,12 @@ class ServerConfig:
         self.tokens = tuple(self.tokens)
         self.users = tuple(self.users)
         for i, t in enumerate(self.tokens):
-            _check_keys(t, ("token", "name", "permissions", "account", "limits"),
+            _check_keys(t, ("token", "name", "permissions", "account", "limits", "admin"),
                         "auth.tokens[{}]".format(i))
             _str(t.get("token"), "auth.tokens[{}].token".format(i))
         seen = set()
         for i, u in enumerate(self.users):
-            _check_keys(u, ("user", "password", "permissions", "account", "limits"),
+            _check_keys(u, ("user", "password", "permissions", "account", "limits", "admin"),
                         "auth.users[{}]".format(i))
             name = _str(u.get("user"), "auth.users[{}].user".format(i))
             _str(u.get("password"), "auth.users[{}].password".format(i))

@@ -194,6 +194,12 @@ class DoorProtocol:
         """Write an error answer to request ``rid`` (the connection stays)."""
         raise NotImplementedError
 
+    def revoked(self, sid, pattern, why):
+        """Subscription ``sid`` on ``pattern`` was ended: its user's
+        permissions no longer allow it (the admin API changed them)."""
+        self.err(403, "permission denied: subscription {} to {!r} ended: {}".format(
+            sid, pattern, why), sid if isinstance(sid, int) else 0)
+
     def protocol_error(self, exc):
         """The (code, message) a connection is closed with for a parser error."""
         raise NotImplementedError

@@ -800,6 +800,10 @@ class HttpProtocol(HttpResponder, DoorProtocol):
         from fastflow.server.catalog import catalog_request
         catalog_request(self, req, principal)
 
+    def _admin(self, req, principal):
+        from fastflow.server.admin import admin_request
+        admin_request(self, req, principal)
+
     def _well_known(self, req, principal):
         from fastflow.server.catalog import well_known_request
         well_known_request(self, req, principal)
@@ -857,4 +861,5 @@ HttpProtocol.routes = _ROUTES = {
     "openapi.json": {"GET": HttpProtocol._openapi},
     "registry": {m: HttpProtocol._catalog for m in ("GET", "PUT", "POST", "DELETE", "OPTIONS")},
     ".well-known": {"GET": HttpProtocol._well_known},
+    "admin": {m: HttpProtocol._admin for m in ("GET", "PUT", "DELETE")},
 }

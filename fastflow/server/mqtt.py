@@ -1092,14 +1092,7 @@ class MqttProtocol(DoorProtocol):
         if present:                     # its subscriptions write to this connection now
             # (a filter its user may no longer read, the permissions changed
             # in the config since: gone, as a SUBSCRIBE now would be refused)
-            perms = self.conn.principal.permissions
-            n = len(session.subs)
-            for flt, sub in list(session.subs.items()):
-                if not self._may_read(perms, sub[1], sub[2]):
-                    self.flow.remove_many(sub[3])
-                    del session.subs[flt]
-            if len(session.subs) != n:
-                sessions.write(session)
+            self.revoke_filters()
             for sub in session.subs.values():
                 if sub[0][0] == 0 or not sub[3]:
                     self._attach(session, sub)
@@ -1358,6 +1351,20 @@ class MqttProtocol(DoorProtocol):
             _props([]) if self.version == 5 else b"") + bytes(codes)))
         if retained_out:
             self._send_retained(retained_out)
+
+    def revoke_filters(self):
+        """End the session's filters its user's permissions no longer allow
+        (MQTT has no word for it: they stop, as a SUBSCRIBE now would be
+        refused)."""
+        session = self.session
+        perms = self.conn.principal.permissions
+        n = len(session.subs)
+        for flt, sub in list(session.subs.items()):
+            if not self._may_read(perms, sub[1], sub[2]):
+                self.flow.remove_many(sub[3])
+                del session.subs[flt]
+        if len(session.subs) != n:
+            self.conn.account.mqtt_sessions.write(session)
 
     @staticmethod
     def _may_read(perms, patterns, group):

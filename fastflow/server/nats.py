@@ -254,6 +254,9 @@ class NatsProtocol(DoorProtocol):
         log.debug("client %d: -ERR %s", self.conn.id, message)
         self.outbuf.write(_err_line(message))
 
+    def revoked(self, sid, pattern, why):
+        self.err(0, 'Permissions Violation for Subscription to "{}"'.format(pattern))
+
     def protocol_error(self, exc):
         if exc.text == "Maximum Payload Violation" and self.conn.state < READY \
                 and self.server.auth.required:

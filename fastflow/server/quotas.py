@@ -118,15 +118,27 @@ class Quotas:
                     self.users[(u.get("account", "$G"), name)] = Limits.from_dict(
                         u["limits"], "auth.{}[{}].limits".format(kind, i), USER_LIMITS)
 
+    def take_counts(self, old):
+        """Carry the live counts of ``old`` (the quotas before a change)."""
+        for k in ("conns", "user_conns", "subs", "user_subs", "refused", "throttled",
+                  "_advised"):
+            setattr(self, k, getattr(old, k))
+
     def install(self, accounts):
         """Give each account with an ingress limit its RateLimit."""
         from fastflow._impl import RateLimit
 
         for acct in accounts:
             lim = self.accounts.get(acct.name)
+            ing = acct.flow.ingress
             if lim is not None and (lim.msgs_per_second or lim.bytes_per_second):
-                acct.flow.ingress = RateLimit(lim.msgs_per_second, lim.bytes_per_second,
-                                              lim.burst)
+                if ing is None or (ing.msgs_rate, ing.bytes_rate, ing.burst) != (
+                        float(lim.msgs_per_second), float(lim.bytes_per_second),
+                        float(lim.burst)):
+                    acct.flow.ingress = RateLimit(lim.msgs_per_second, lim.bytes_per_second,
+                                                  lim.burst)
+            elif ing is not None:
+                acct.flow.ingress = None
             acct.limits = lim
 
     # -- refusals ----------------------------------------------------------------------
