@@ -79,7 +79,7 @@ def row(kind, calls, every):
     pub(SUBJECT, rec)
     assert out.msgs == 1, out.msgs
     if target is not None:
-        assert target.forwarded == 1 and target.forwarded_bytes == RECORD_BYTES
+        assert target.forwarded == 1 and 0 < target.forwarded_bytes < RECORD_BYTES  # (payload)
     clear()
     return run
 
