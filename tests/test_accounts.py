@@ -423,3 +423,34 @@ def test_a_shared_stream_is_read_only_for_its_importer(aloop, ffserver):
 
     usage = aloop(run)
     assert usage["globex<share:acme:orders"] == {"msgs": 5, "bytes": 10}
+
+
+def test_consumers_on_a_shared_stream_are_told_apart_by_account(aloop, ffserver):
+    """Tokens of the same name in the exporting and the importing account:
+    the importer's cannot list, read or delete the exporter's consumer."""
+    import fastflow.client as fc
+    from fastflow.errors import ServerError
+
+    tokens = [{"token": "ta", "name": "svc", "account": "A"},
+              {"token": "tb", "name": "svc", "account": "B"}]
+    accounts = {"A": {"exports": [{"share": "orders"}],
+                      "streams": [{"name": "orders", "subjects": ["orders.>"]}]},
+                "B": {"imports": [{"share": "orders", "account": "A"}]}}
+
+    async def run():
+        async with ffserver(tokens=tokens, accounts=accounts) as srv:
+            a = await fc.connect(srv.url.replace("://", "://ta@"))
+            b = await fc.connect(srv.url.replace("://", "://tb@"))
+            a.publish("orders.1", b"private")
+            await a.flush()
+            await a.add_consumer("orders", "billing")
+            assert await b.consumers("orders") == []
+            for call in (b.fetch("orders", "billing", 1), b.delete_consumer("orders", "billing")):
+                with pytest.raises(ServerError) as ei:
+                    await call
+                assert ei.value.code == 403
+            assert [c["name"] for c in await a.consumers("orders")] == ["billing"]
+            await a.close()
+            await b.close()
+
+    aloop(run)

@@ -74,6 +74,12 @@ def test_admin_api_changes_accounts_live(aloop, ffserver, free_port, tmp_path):
             await acme.flush()
             await asyncio.sleep(0.05)
             assert got == ["p.orders.2", "p.orders.3"]
+            # a stream the account cannot have: refused whole, no account made
+            st, doc = await api("PUT", "/admin/accounts/bad", {"streams": [
+                {"name": "bad name", "subjects": ["x"]}]})
+            assert st == 400 and "stream name" in json.dumps(doc)
+            st, doc = await api("GET", "/admin/accounts")
+            assert "bad" not in doc["accounts"]
             # a new account and a user of it, live
             st, doc = await api("PUT", "/admin/accounts/initech", {})
             assert st == 201
@@ -125,6 +131,18 @@ def test_admin_api_changes_accounts_live(aloop, ffserver, free_port, tmp_path):
             assert st == 409 and "has users" in json.dumps(doc)
             st, _ = await api("DELETE", "/admin/accounts/initech")
             assert st == 204
+            # the last user cannot go: the server would ask for no credentials
+            for u in ("acme", "globex"):
+                st, _ = await api("DELETE", "/admin/users/" + u)
+                assert st == 204
+            st, doc = await api("DELETE", "/admin/users/root")
+            assert st == 409 and "the last" in json.dumps(doc)
+            for u, a in (("acme", "acme"), ("globex", "globex")):
+                st, _ = await api("PUT", "/admin/users/" + u, {
+                    "password": "p" + u[0], "account": a,
+                    "permissions": {"subscribe": {"allow": ["ok.>"]}} if u == "globex"
+                    else None})
+                assert st == 201
             for c in (acme, globex, g2, pub):
                 await c.close()
         # kept across a restart: initech gone, globex's user has its new permissions

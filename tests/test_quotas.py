@@ -344,3 +344,39 @@ def test_quota_advisories_reach_the_system_account(aloop, ffserver):
     assert ev.routing_subject == "$SYS.account.A.advisory.quota"
     body = json.loads(ev.data)
     assert body["account"] == "A" and body["kind"] == "connections" and body["user"] == "a"
+
+
+def test_the_doors_own_stream_names_do_not_escape_the_quota(aloop, ffserver):
+    settings = dict(users=USERS, accounts={"A": {"limits": {"streams": 1}}, "B": {}})
+
+    async def run():
+        async with ffserver(**settings) as srv:
+            c = await fc.connect(srv.url, user="a", password="pa")
+            await c.add_stream("mqtt_s0", ["s0.>"])
+            with pytest.raises(ServerError) as ei:
+                await c.add_stream("mqtt_s1", ["s1.>"])
+            assert "maximum streams exceeded" in str(ei.value)
+            await c.close()
+
+    aloop(run)
+
+
+def test_a_tokens_subscription_limit_holds(aloop, ffserver):
+    tokens = [{"token": "t", "name": "svc", "account": "A", "limits": {"subscriptions": 1}}]
+
+    async def run():
+        async with ffserver(users=USERS, tokens=tokens, accounts={"A": {}, "B": {}}) as srv:
+            errors = []
+            c = await fc.connect(srv.url.replace("://", "://t@"), error_callback=errors.append)
+            c.subscribe("x.1")
+            c.subscribe("x.2")
+            await c.flush()
+            for _ in range(100):
+                if errors:
+                    break
+                await asyncio.sleep(0.01)
+            await c.close()
+            return errors
+
+    errors = aloop(run)
+    assert len(errors) == 1 and errors[0].code == 429 and "user svc" in str(errors[0])

@@ -169,6 +169,11 @@ async def _change(proto, req, principal, what, name, body):
                     if not found:
                         raise HttpError(404, "no user {!r}".format(name))
                     del users[found[0]]
+                    cfg = srv.config
+                    if not users and not cfg.tokens and not cfg.token:
+                        raise HttpError(409, "user {} is the last: without users or tokens "
+                                             "the server would ask for no credentials".format(
+                                                 name))
                 else:
                     u = dict(body, user=name)
                     pw = u.get("password")
@@ -188,10 +193,14 @@ async def _change(proto, req, principal, what, name, body):
                     else:
                         status = 201
                         users.append(u)
+            old = (dict(srv.config.accounts or {}), [dict(u) for u in srv.config.users])
             try:
-                await apply(srv, accounts, users)
+                await apply(srv, accounts, users, name if what == "accounts" and
+                            req.method == "PUT" else None)
             except ConfigError as exc:
                 msg = str(exc)
+                if srv.config.accounts != old[0] or list(srv.config.users) != old[1]:
+                    await apply(srv, *old)      # (applied in part: undone)
                 raise HttpError(409 if "no account" in msg else 400, msg) from None
             _save_state(srv)
             log.info("admin %s: %s %s/%s", principal.name, req.method, what, name)
@@ -210,9 +219,11 @@ async def _change(proto, req, principal, what, name, body):
     proto._next()
 
 
-async def apply(srv, accounts, users):
+async def apply(srv, accounts, users, streams_of=None):
     """Make ``accounts`` (the config's table) and ``users`` the server's:
-    checked whole (ConfigError, nothing changed), then applied."""
+    checked whole (ConfigError, nothing changed), then applied; the
+    streams of new accounts and of ``streams_of`` made (ConfigError: the
+    caller undoes the change)."""
     cfg = srv.config.copy(accounts=accounts, users=tuple(users),
                           system_account=srv.accounts.system.name)
     specs = cfg.account_specs()
@@ -227,7 +238,9 @@ async def apply(srv, accounts, users):
     quotas.install(srv.accounts)
     for acct in added:
         await srv.start_account(acct)
-        srv.add_account_streams(acct, acct.streams, "accounts.{}.streams".format(acct.name))
+    for acct in srv.accounts:
+        if acct in added or acct.name == streams_of:
+            srv.add_account_streams(acct, acct.streams, "accounts.{}.streams".format(acct.name))
     old_auth, srv.auth = srv.auth, auth
     gone = {a.name for a in removed}
     for conn in list(srv.conns.values()):

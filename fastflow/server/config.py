@@ -15,6 +15,7 @@ import re
 
 from fastflow.errors import FastflowError
 from fastflow.flow import Retention
+from fastflow.flow import _check_name as _check_stream_name
 
 __all__ = ("ConfigError", "ServerConfig", "apply_args", "config_from_dict", "load_config",
            "parse_duration", "parse_size")
@@ -479,6 +480,10 @@ def stream_spec(s, where):
     """Check one ``[[streams]]`` entry; returns (name, subjects, Retention, storage)."""
     _check_keys(s, ("name", "subjects", "storage") + _RETENTION_KEYS, where)
     name = _str(s.get("name"), where + ".name")
+    try:
+        _check_stream_name("stream", name)
+    except ValueError as exc:
+        raise ConfigError("{}.name: {}".format(where, exc)) from None
     subjects = _str_list(s.get("subjects", ()), where + ".subjects")
     if not subjects:
         raise ConfigError("{}.subjects: a stream needs at least one subject pattern".format(where))

@@ -785,10 +785,10 @@ class Connection(asyncio.Protocol):
         self.ended_out[1] += t.delivered_bytes
         self.server.quotas.subscribed(self, -1)
 
-    def may_subscribe(self, n=1, mqtt=0):
+    def may_subscribe(self, n=1):
         """None, or why the quotas of this connection's account or user
         refuse ``n`` more subscriptions (the door says it in its words)."""
-        return self.server.quotas.may_subscribe(self, n, mqtt)
+        return self.server.quotas.may_subscribe(self, n)
 
     def usage(self):
         """What this connection published and received (metering)."""

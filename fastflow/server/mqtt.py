@@ -1325,7 +1325,7 @@ class MqttProtocol(DoorProtocol):
             if limit and not existed and len(session.subs) >= limit:
                 codes.append(RC_QUOTA_EXCEEDED if self.version == 5 else 0x80)
                 continue
-            if not existed and self.conn.may_subscribe(1, len(session.subs)) is not None:
+            if not existed and self.conn.may_subscribe(1) is not None:
                 codes.append(RC_QUOTA_EXCEEDED if self.version == 5 else 0x80)
                 continue
             if existed:

@@ -187,13 +187,13 @@ class Quotas:
 
     # -- subscriptions -----------------------------------------------------------------
 
-    def may_subscribe(self, conn, n=1, mqtt=0):
+    def may_subscribe(self, conn, n=1):
         """None, or why ``conn`` may not add ``n`` subscriptions (a message;
-        counted and advised).  ``mqtt``: the MQTT filters its session
-        holds (they count for the account besides the others)."""
+        counted and advised).  MQTT filters of the account's sessions count
+        besides the others."""
         acct = conn.account
         lim = self.accounts.get(acct.name)
-        user = conn.user
+        user = conn.quota_key[1] if conn.quota_key is not None else None
         if lim is not None and lim.subscriptions:
             have = self.subs.get(acct.name, 0) + _mqtt_filters(acct)
             if have + n > lim.subscriptions:
@@ -201,7 +201,7 @@ class Quotas:
                                 "of {})".format(acct.name, have, lim.subscriptions), user)
         ulim = self.users.get((acct.name, user))
         if ulim is not None and ulim.subscriptions:
-            have = self.user_subs.get((acct.name, user), 0) + mqtt
+            have = self.user_subs.get((acct.name, user), 0) + _mqtt_filters(acct, conn.user)
             if have + n > ulim.subscriptions:
                 return self._no(acct.name, "maximum subscriptions exceeded (user {} has {} of "
                                 "{})".format(user, have, ulim.subscriptions), user)
@@ -218,7 +218,7 @@ class Quotas:
         """``n`` subscriptions of ``conn`` came (n > 0) or went (n < 0)."""
         a = conn.account.name
         self.subs[a] = self.subs.get(a, 0) + n
-        key = (a, conn.user)
+        key = (a, conn.quota_key[1] if conn.quota_key is not None else None)
         self.user_subs[key] = self.user_subs.get(key, 0) + n
 
     # -- streams -----------------------------------------------------------------------
@@ -229,7 +229,7 @@ class Quotas:
         lim = self.accounts.get(acct.name)
         if lim is None:
             return
-        streams = {n: s for n, s in acct.flow.streams().items() if not n.startswith("mqtt_")}
+        streams = {n: s for n, s in acct.flow.streams().items() if n not in _DOOR_STREAMS}
         if lim.streams and name not in streams and len(streams) >= lim.streams:
             self.refuse(acct.name, "streams", "maximum streams exceeded (account {} has {} of "
                         "{})".format(acct.name, len(streams), lim.streams))
@@ -244,11 +244,21 @@ class Quotas:
                             "{} of {} bytes reserved by its streams; {} asks {})".format(
                                 acct.name, used, lim.storage, name, mb))
 
-    def may_add_consumer(self, acct, stream, name):
+    def may_add_consumer(self, acct, stream, name, shared=False):
+        """QuotaExceeded unless ``acct`` may add consumer ``name`` to
+        ``stream`` (``shared``: another account's, shared with it).  An
+        account's consumers: those of its streams that are its own, and
+        its own on streams shared with it."""
         lim = self.accounts.get(acct.name)
         if lim is None or not lim.consumers:
             return
-        have = sum(len(s.consumers()) for s in acct.flow.streams().values())
+        have = sum(1 for s in acct.flow.streams().values() for c in s.consumers().values()
+                   if _owner_account(c.owner) in (acct.name, None))
+        for src, sname, _imp in acct.shared.values():
+            st = src.flow.streams().get(sname) if not src.flow.closed else None
+            if st is not None:
+                have += sum(1 for c in st.consumers().values()
+                            if _owner_account(c.owner) == acct.name)
         if name not in stream.consumers() and have >= lim.consumers:
             self.refuse(acct.name, "consumers", "maximum consumers exceeded (account {} has {} "
                         "of {})".format(acct.name, have, lim.consumers))
@@ -285,8 +295,23 @@ class Quotas:
         return d
 
 
-def _mqtt_filters(acct):
+def _mqtt_filters(acct, user=False):
+    """The MQTT filters the account's sessions hold (``user``: that user's)."""
     ms = acct.mqtt_sessions
     if ms is None:
         return 0
-    return sum(len(s.subs) for s in ms.sessions.values())
+    if user is False:
+        return sum(len(s.subs) for s in ms.sessions.values())
+    return sum(len(s.subs) for s in ms.sessions.values() if s.user == user)
+
+
+def _owner_account(owner):
+    """The account of a consumer's owner (``kind:name@account``; None: $G's
+    or unknown)."""
+    if not isinstance(owner, str) or "@" not in owner:
+        return None
+    return owner.rpartition("@")[2]
+
+
+# the streams the MQTT door keeps its state in (not the account's to count)
+_DOOR_STREAMS = ("mqtt_retained", "mqtt_sessions", "mqtt_queued")

@@ -160,9 +160,13 @@ class StreamRequests:
 
     @property
     def owner_id(self):
-        """Who owns the durable consumers this user creates."""
+        """Who owns the durable consumers this user creates (in an account
+        other than $G, with its account: a consumer on a shared stream is
+        never another account's user's of the same name)."""
         p = self.principal
-        return "{}:{}".format(p.kind, p.name)
+        if p.account == "$G":
+            return "{}:{}".format(p.kind, p.name)
+        return "{}:{}@{}".format(p.kind, p.name, p.account)
 
     def may_operate(self, st, c, what):
         """403 unless this user created the consumer ``c`` or may manage
@@ -386,7 +390,7 @@ class StreamRequests:
             self.may_operate(st, st.consumers()[name], "CONSUMER add")
         else:
             try:
-                self.server.quotas.may_add_consumer(self.account, st, name)
+                self.server.quotas.may_add_consumer(self.account, st, name, self.is_shared(st))
             except QuotaExceeded as exc:
                 raise RequestError(429, "CONSUMER add: {}".format(exc)) from None
         try:

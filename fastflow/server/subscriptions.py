@@ -104,6 +104,12 @@ def subscriptions_request(proto, req, principal):
         raise HttpError(404, "the Subscriptions API is off on this server")
     parts = req.path.split("/")
     if is_grant(req):
+        # (no credentials: the subscription's own account, found by its id)
+        for acct in proto.server.accounts:
+            m = acct.subscriptions
+            if m is not None and parts[2] in m.subs:
+                mgr = m
+                break
         return _grant(proto, req, mgr, parts[2])
     # "", "subscriptions"[, id[, "status"]]
     if len(parts) > 4 or (len(parts) == 4 and parts[3] != "status") or \
