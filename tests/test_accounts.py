@@ -174,11 +174,17 @@ def test_accountz_shows_the_imports_and_their_traffic(aloop, ffnats):
                 for i in range(5):
                     await acme.publish("orders.eu.{}".format(i), b"x" * 10)
                 await flush(acme)
-            doc = await asyncio.get_running_loop().run_in_executor(
-                None, _get_json, "http://127.0.0.1:{}/accountz".format(srv.monitor_port))
-            return doc
+            base = "http://127.0.0.1:{}".format(srv.monitor_port)
+            doc = await asyncio.to_thread(_get_json, base + "/accountz")
+            per = {a: await asyncio.to_thread(_get_json, base + "/subsz?acc=" + a)
+                   for a in ("acme", "umbrella")}
+            none = await asyncio.to_thread(_get_json, base + "/streamz?acc=nope")
+            return doc, per, none
 
-    doc = aloop(run)
+    doc, per, none = aloop(run)
+    # the per-engine endpoints take ?acc=: acme's engine matched its publishes
+    assert per["acme"]["num_matches"] >= 5 and per["umbrella"]["num_matches"] == 0
+    assert none["error"] == "no account 'nope'"
     assert doc["enabled"] is True and doc["system_account"] == "$SYS"
     assert set(doc["accounts"]) == {"$G", "$SYS", "acme", "globex", "initech", "umbrella"}
     g = doc["accounts"]["globex"]

@@ -349,10 +349,10 @@ class MonitorProtocol(HttpResponder):
         self.document(req, self.monitor.connz(req.params()))
 
     def _subsz(self, req, principal):
-        self.document(req, self.monitor.subsz())
+        self.document(req, self.monitor.subsz(req.params()))
 
     def _streamz(self, req, principal):
-        self.document(req, self.monitor.streamz())
+        self.document(req, self.monitor.streamz(req.params()))
 
     def _subscriptionz(self, req, principal):
         self.document(req, self.monitor.subscriptionz(req.params()))
@@ -491,11 +491,24 @@ class MonitorServer:
                 self._cpu_percent = 0.0
         return float(self._cpu_percent)
 
-    def subsz(self):
+    def _account(self, q):
+        """The account a per-engine endpoint describes: ``?acc=<name>``
+        ($G by default); a KeyError names an unknown one."""
+        name = q.get("acc", "$G") if q else "$G"
+        acct = self.server.accounts.get(name)
+        if acct is None:
+            raise KeyError(name)
+        return acct
+
+    def subsz(self, q=None):
         """The subscriptions' matcher as nats-server's /subsz shows its
-        sublist; ``avg_fanout`` is the engine's deliveries per publish,
-        ``max_fanout`` the matcher's own figure when it keeps one."""
-        flow = self.server.flow
+        sublist (``?acc=``: that account's engine); ``avg_fanout`` is the
+        engine's deliveries per publish, ``max_fanout`` the matcher's own
+        figure when it keeps one."""
+        try:
+            flow = self._account(q).flow
+        except KeyError as exc:
+            return {"server_id": self.server.id, "error": "no account {}".format(exc)}
         fs = flow.stats() if not flow.closed else {}
         m = fs.get("matcher", {})
         matches = m.get("matches", 0)
@@ -530,8 +543,13 @@ class MonitorServer:
                 "num_connections": len(conns), "total": srv.n_total, "offset": offset,
                 "limit": limit, "sort": sort, "connections": conns[offset:offset + limit]}
 
-    def streamz(self):
-        flow = self.server.flow
+    def streamz(self, q=None):
+        """The streams of an account's engine (``?acc=``, $G by default)."""
+        try:
+            flow = self._account(q).flow
+        except KeyError as exc:
+            return {"server_id": self.server.id, "error": "no account {}".format(exc),
+                    "streams": {}}
         if flow.closed:
             return {"streams": {}}
         out = {}
@@ -578,7 +596,11 @@ class MonitorServer:
     def subscriptionz(self, q):
         """The Subscriptions API's subscriptions with their delivery
         counters (``offset``, ``limit``: a page; ``id``: one)."""
-        mgr = self.server.subscriptions
+        try:
+            mgr = self._account(q).subscriptions
+        except KeyError as exc:
+            return {"server_id": self.server.id, "error": "no account {}".format(exc),
+                    "enabled": False, "total": 0, "subscriptions": []}
         if mgr is None:
             return {"server_id": self.server.id, "enabled": False, "total": 0,
                     "subscriptions": []}
