@@ -241,7 +241,7 @@ async def apply(srv, accounts, users, streams_of=None):
     for acct in srv.accounts:
         if acct in added or acct.name == streams_of:
             srv.add_account_streams(acct, acct.streams, "accounts.{}.streams".format(acct.name))
-    old_auth, srv.auth = srv.auth, auth
+    srv.auth = auth
     gone = {a.name for a in removed}
     for conn in list(srv.conns.values()):
         _recheck(srv, conn, auth, gone)
@@ -250,7 +250,6 @@ async def apply(srv, accounts, users, streams_of=None):
             await srv.stop_account(acct)
         except Exception:
             log.exception("admin: stopping account %s failed", acct.name)
-    del old_auth
 
 
 def _recheck(srv, conn, auth, gone):
@@ -281,7 +280,6 @@ def _recheck(srv, conn, auth, gone):
         return
     if conn.state != READY:
         return
-    conn.principal = new
     conn._set_principal(new)
     perms = new.permissions
     if perms.unrestricted:
