@@ -33,6 +33,7 @@ __all__ = (
     "PermissionDeniedError",
     "ProtocolError",
     "ServerError",
+    "SignatureError",
     "SlowConsumerError",
     "StaleRecordError",
     "StorageFullError",
@@ -86,6 +87,23 @@ class StaleRecordError(FastflowError):
 
 class CorruptLogError(FastflowError):
     """A segment file failed its checksum (names the file and offset)."""
+
+
+class SignatureError(FastflowError, ValueError):
+    """An event that fails verification (docs/provenance.md) or a trust
+    policy at a door: ``reason`` is one of ``unsigned``, ``malformed``,
+    ``unknown payload type``, ``unknown key``, ``bad signature``,
+    ``bad signedextattrs``, ``digest mismatch``; the message names it
+    and what was wrong."""
+
+    REASONS = ("unsigned", "malformed", "unknown payload type", "unknown key",
+               "bad signature", "bad signedextattrs", "digest mismatch")
+
+    def __init__(self, reason, detail=""):
+        self.reason = reason
+        self.detail = detail
+        super().__init__("signature check failed: {}{}".format(
+            reason, ": " + detail if detail else ""))
 
 
 class EventError(FastflowError, ValueError):

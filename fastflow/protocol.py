@@ -19,6 +19,7 @@ from fastflow.errors import (
     NotFoundError,
     PermissionDeniedError,
     ServerError,
+    SignatureError,
     SubjectError,
 )
 
@@ -147,7 +148,8 @@ class Frame(NamedTuple):
 # -- error codes <-> exceptions ----------------------------------------------------------
 
 # engine exceptions -> the code a door answers with (most specific first)
-_CODE_OF = ((LogFullError, ErrorCode.FULL), (EventTooLarge, ErrorCode.TOO_LARGE),
+_CODE_OF = ((SignatureError, ErrorCode.FORBIDDEN), (LogFullError, ErrorCode.FULL),
+            (EventTooLarge, ErrorCode.TOO_LARGE),
             (SubjectError, ErrorCode.INVALID), (EventError, ErrorCode.INVALID))
 
 # ERR codes -> the exception the client raises

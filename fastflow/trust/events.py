@@ -1,0 +1,280 @@
+"""Signed CloudEvents: the verifiability extension (``dssematerial``,
+``signedextattrs``) over DSSE v1.0.2 (docs/provenance.md).
+
+The material signed is one SHA-256 over the SHA-256 of each core attribute
+(``id``, ``source``, ``specversion``, ``type``, ``datacontenttype``,
+``dataschema``, ``subject``, ``time`` normalised to RFC 3339 UTC with a
+``Z`` and whole seconds; an unset one hashes as the empty string), of the
+``data`` bytes, then of the name and the value of each signed extension
+attribute in ``signedextattrs`` order (a value as its CloudEvents canonical
+string).  That digest is the DSSE body, ``https://cloudevents.io/
+verifiability/dsse/v0.1`` its payload type; the envelope, as compact JSON
+in Base64, is the ``dssematerial`` attribute.
+
+``data`` is the event's bytes: as the producer sent them through a door
+(binary mode: the body; a structured JSON event: the ``data`` member's JSON
+text as written, without the whitespace around it; ``data_base64``: the
+decoded bytes).  The engine keeps and forwards those bytes, so a consumer
+several hops away hashes what the producer hashed.
+"""
+
+import base64
+import binascii
+import calendar
+import hashlib
+import re
+import time as _time
+
+import orjson
+
+from fastflow.errors import SignatureError
+from fastflow.event import Event
+from fastflow.trust.keys import KeySet, SigningKey
+
+__all__ = ("PAYLOAD_TYPE", "MODES", "digest", "pae", "sign", "verify", "check")
+
+PAYLOAD_TYPE = "https://cloudevents.io/verifiability/dsse/v0.1"
+_PT = PAYLOAD_TYPE.encode()
+MODES = ("strict", "core-only", "passthrough")
+
+# limits on what a verifier reads (an envelope is a few hundred bytes)
+MAX_MATERIAL = 16384            # characters of dssematerial
+MAX_SIGNATURES = 8              # signatures tried per event
+MAX_SIGNED_EXTENSIONS = 64
+
+_CORE = frozenset(("id", "source", "specversion", "type", "datacontenttype", "dataschema",
+                   "subject", "time"))
+_ENGINE = frozenset(("ffhops", "fftrace"))      # lineage: changes on every hop
+_OWN = frozenset(("dssematerial", "signedextattrs"))
+_EMPTY = hashlib.sha256(b"").digest()
+_sha = hashlib.sha256
+
+_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d+)?"
+                   r"(?:([Zz])|([+-])(\d\d):(\d\d))\Z")
+
+
+def normalize_time(t):
+    """``t`` (RFC 3339) as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC (whole seconds:
+    the precision the extension verifies)."""
+    m = _TIME.match(t)
+    if m is None:
+        raise SignatureError("malformed", "time {!r} is not RFC 3339".format(t))
+    y, mo, d, h, mi, s = (int(x) for x in m.group(1, 2, 3, 4, 5, 6))
+    try:
+        secs = calendar.timegm((y, mo, d, h, mi, min(s, 59), 0, 0, 0))
+    except (ValueError, OverflowError):
+        raise SignatureError("malformed", "time {!r} is out of range".format(t)) from None
+    if m.group(8):
+        off = int(m.group(9)) * 3600 + int(m.group(10)) * 60
+        secs -= off if m.group(8) == "+" else -off
+    tm = _time.gmtime(secs)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (tm.tm_year, tm.tm_mon, tm.tm_mday,
+                                               tm.tm_hour, tm.tm_min,
+                                               s if s == 60 else tm.tm_sec)
+
+
+def _canonical(v):
+    t = type(v)
+    if t is str:
+        return v.encode("utf-8", "surrogatepass")
+    if t is bool:
+        return b"true" if v else b"false"
+    if t is int:
+        return str(v).encode()
+    if t is bytes:
+        return base64.b64encode(v)
+    raise SignatureError("malformed", "an attribute value of type {}".format(t.__name__))
+
+
+def _h(v):
+    return _EMPTY if v is None else _sha(_canonical(v)).digest()
+
+
+def _ext_list(value):
+    """The names of ``signedextattrs`` (validated: the extension's rules)."""
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, str):
+        raise SignatureError("bad signedextattrs", "not a string")
+    names = value.split(",")
+    if len(names) > MAX_SIGNED_EXTENSIONS:
+        raise SignatureError("bad signedextattrs", "more than {} names".format(
+            MAX_SIGNED_EXTENSIONS))
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise SignatureError("bad signedextattrs", "{!r} is listed twice".format(n))
+        if n in _CORE or n in _OWN:
+            raise SignatureError("bad signedextattrs", "{!r} may not be listed".format(n))
+        if not n or not n.isascii() or not n.isalnum() or n != n.lower():
+            raise SignatureError("bad signedextattrs",
+                                 "{!r} is not an attribute name (a-z, 0-9)".format(n))
+        seen.add(n)
+    return names
+
+
+def digest(event, extensions=()):
+    """The verification material of ``event`` (32 bytes): its core
+    attributes, data and the extension attributes named in ``extensions``."""
+    attrs = event.attributes()
+    t = attrs.get("time")
+    parts = [_h(attrs.get("id")), _h(attrs.get("source")), _h(attrs.get("specversion")),
+             _h(attrs.get("type")), _h(attrs.get("datacontenttype")),
+             _h(attrs.get("dataschema")), _h(attrs.get("subject")),
+             _h(None if t is None else normalize_time(t)), _sha(event.data).digest()]
+    for n in extensions:
+        parts.append(_sha(n.encode()).digest())
+        parts.append(_h(attrs.get(n)))
+    return _sha(b"".join(parts)).digest()
+
+
+def pae(payload_type, body):
+    """DSSE v1 pre-authentication encoding."""
+    return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type, len(body), body)
+
+
+def envelope(body, key):
+    """The ``dssematerial`` value for DSSE body ``body`` signed by ``key``."""
+    sig = key.sign(pae(_PT, body))
+    env = {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(body).decode(),
+           "signatures": [{"keyid": key.keyid, "sig": base64.b64encode(sig).decode()}]}
+    return base64.b64encode(orjson.dumps(env)).decode()
+
+
+def sign(event, key, extensions=()):
+    """A new Event: ``event`` with ``dssematerial`` (and ``signedextattrs``
+    when ``extensions`` names extension attributes to sign) from ``key``
+    (a SigningKey).  The routing subject, data and every attribute are
+    kept; ``type`` and ``id`` are written out (a signed event does not take
+    them from the subject or the engine); lineage is left out."""
+    if not isinstance(key, SigningKey):
+        raise TypeError("key must be a SigningKey, not {}".format(type(key).__name__))
+    if isinstance(extensions, str):
+        extensions = extensions.split(",") if extensions else ()
+    extensions = tuple(extensions)
+    attrs = event.attributes()
+    for n in _ENGINE | _OWN:
+        attrs.pop(n, None)
+    if extensions:
+        _ext_list(",".join(extensions))          # the extension's rules, checked
+    for n in extensions:
+        if n in _ENGINE:
+            raise ValueError("{!r} is the engine's lineage, changed on every hop: it "
+                             "cannot be signed".format(n))
+        if n not in attrs or n in _CORE:
+            raise ValueError("cannot sign extension {!r}: the event has no such extension "
+                             "attribute".format(n))
+    if extensions:
+        attrs["signedextattrs"] = ",".join(extensions)
+    attrs.pop("specversion", None)
+    unsigned = Event(event.routing_subject, event.data, **attrs)
+    attrs["dssematerial"] = envelope(digest(unsigned, extensions), key)
+    return Event(event.routing_subject, event.data, **attrs)
+
+
+def _b64(s, what):
+    if not isinstance(s, str):
+        raise SignatureError("malformed", "{} is not a string".format(what))
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("malformed", "{} is not Base64".format(what)) from None
+
+
+def _envelope(material):
+    if len(material) > MAX_MATERIAL:
+        raise SignatureError("malformed", "dssematerial longer than {} characters".format(
+            MAX_MATERIAL))
+    try:
+        env = orjson.loads(_b64(material, "dssematerial"))
+    except orjson.JSONDecodeError:
+        raise SignatureError("malformed", "dssematerial is not a JSON DSSE envelope") from None
+    if not isinstance(env, dict) or not isinstance(env.get("signatures"), list):
+        raise SignatureError("malformed", "dssematerial is not a DSSE envelope "
+                             "(no signatures list)")
+    pt = env.get("payloadType")
+    if not isinstance(pt, str):
+        raise SignatureError("malformed", "the envelope has no payloadType")
+    return env, pt, _b64(env.get("payload"), "the envelope's payload")
+
+
+def check(event, keys):
+    """Verify ``event`` against ``keys`` (a KeySet or an iterable of keys):
+    returns ``(keyid, signed extension names)``; raises SignatureError
+    naming the reason.  The steps and their order are the extension's."""
+    if not isinstance(keys, KeySet):
+        keys = KeySet(keys)
+    attrs = event.attributes()
+    material = attrs.get("dssematerial")
+    if material is None or material == "":
+        raise SignatureError("unsigned", "the event has no dssematerial")
+    env, pt, body = _envelope(material)
+    sigs = env["signatures"]
+    ptb = pt.encode("utf-8", "surrogatepass")
+    message = None
+    known = False
+    tried = 0
+    signer = None
+    for s in sigs:
+        if not isinstance(s, dict):
+            raise SignatureError("malformed", "a signature is not an object")
+        kid = s.get("keyid")
+        cands = [keys.get(kid)] if kid else list(keys)
+        for k in cands:
+            if k is None:
+                continue
+            known = True
+            tried += 1
+            if tried > MAX_SIGNATURES:
+                break
+            if message is None:
+                message = pae(ptb, body)
+            if k.verify(_b64(s.get("sig"), "a signature"), message):
+                signer = k.keyid
+                break
+        if signer is not None or tried > MAX_SIGNATURES:
+            break
+    if signer is None:
+        if not known:
+            raise SignatureError("unknown key", "no signature by an accepted key (key ids: "
+                                 "{})".format(", ".join(repr(s.get("keyid")) for s in sigs
+                                                        if isinstance(s, dict))[:300] or "none"))
+        raise SignatureError("bad signature", "the envelope's signature does not verify")
+    if pt != PAYLOAD_TYPE:
+        raise SignatureError("unknown payload type", repr(pt[:100]))
+    if len(body) != 32:
+        raise SignatureError("malformed", "the signed payload is {} bytes, not 32".format(
+            len(body)))
+    names = _ext_list(attrs.get("signedextattrs"))
+    if digest(event, names) != body:
+        raise SignatureError("digest mismatch", "the event is not the one that was signed "
+                             "(an attribute or the data changed)")
+    return signer, names
+
+
+def verify(event, keys, mode="strict"):
+    """Verify ``event``; returns the event to use, by ``mode``:
+
+    * ``strict`` (the extension's rule): a new Event of the core
+      attributes, the data and exactly the signed extension attributes;
+      an unsigned event fails.
+    * ``core-only``: the core attributes and the data only.
+    * ``passthrough``: the event unchanged (every attribute); an unsigned
+      one passes too (it is not checked), a signed one must verify.
+
+    Raises SignatureError (``reason``) when it does not verify."""
+    if mode not in MODES:
+        raise ValueError("mode must be one of {}, got {!r}".format(", ".join(MODES), mode))
+    if mode == "passthrough":
+        if event.get("dssematerial") in (None, ""):
+            return event
+        check(event, keys)
+        return event
+    _, names = check(event, keys)
+    attrs = event.attributes()
+    keep = {k: v for k, v in attrs.items() if k in _CORE and k != "specversion"}
+    if mode == "strict":
+        for n in names:
+            if n in attrs:
+                keep[n] = attrs[n]
+    return Event(event.routing_subject, event.data, **keep)
