@@ -446,6 +446,9 @@ class Router:
     n_delivered: int
     n_appended: int
     ingress: Optional[RateLimit]
+    trust_on: Optional[Matcher]
+    trust_check: Any
+    trust_skip: bool
     bytes_published: int
     bytes_delivered: int
     bytes_appended: int

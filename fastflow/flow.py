@@ -429,9 +429,33 @@ class Flow(Router):
         self.user_error_handler = error_handler
         self.error_handler = self._callback_error
         self.advisory_handler = self._advisory
+        self._trust = None
         if self.data_dir is not None:
             os.makedirs(os.path.join(self.data_dir, "streams"), exist_ok=True)
             self._load_state()
+
+    # -- provenance ----------------------------------------------------------------
+
+    @property
+    def trust(self):
+        """The trust policy its publishes must pass (a
+        ``fastflow.trust.TrustPolicy``; None: none): per subject pattern, the
+        keys that may sign and whether a signature is required.  A refused
+        publish raises SignatureError (docs/provenance.md)."""
+        return self._trust
+
+    @trust.setter
+    def trust(self, policy):
+        from fastflow.trust.policy import TrustPolicy
+
+        if policy is None:
+            TrustPolicy.uninstall(self)
+        elif not isinstance(policy, TrustPolicy):
+            raise TypeError("trust must be a TrustPolicy or None, not {}".format(
+                type(policy).__name__))
+        else:
+            policy.install(self)
+        self._trust = policy
 
     # -- subscriptions -------------------------------------------------------------
 

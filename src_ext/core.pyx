@@ -24,6 +24,7 @@ from fastflow.errors import (
     MqttError,
     NatsError,
     ProtocolError,
+    SignatureError,
     SubjectError,
 )
 from fastflow.protocol import error_code as _error_code

@@ -58,6 +58,11 @@ cdef class Router:
     cdef public int hop_limit
     cdef public object error_handler        # (exc, subscription) for callback errors
     cdef public RateLimit ingress           # the account's ingress quota (None: none)
+    cdef public Matcher trust_on            # subjects under a trust policy (None: none)
+    cdef public object trust_check          # (subject, record | Event | None): raises
+                                            # SignatureError to refuse (fastflow.trust)
+    cdef public bint trust_skip             # set while a batch its caller checked whole
+                                            # is published (engine use)
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
                                             # with attributes (None: sent without them)
     cdef public bint closed                 # publish raises once set
@@ -89,6 +94,7 @@ cdef class Router:
     cdef char *_room(self, Py_ssize_t n) except NULL
     cdef char *_record(self, Event ev, Py_ssize_t *rlen, const char **dp,
                        Py_ssize_t *dn) except NULL
+    cdef int _trust(self, object subject, const char *rec, Py_ssize_t rn, Event ev) except -1
     cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
                                const char *rec, Py_ssize_t rn, OutBuf origin,
                                bint built=*) except -1

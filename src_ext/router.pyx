@@ -321,6 +321,20 @@ cdef class Router:
             dn[0] = 0
         return rec
 
+    cdef int _trust(self, object subject, const char *rec, Py_ssize_t rn, Event ev) except -1:
+        """The trust policy's check of a publish on ``subject`` (one of its
+        subjects): of record ``rec[:rn]``, or ``ev``, or (both unset) an
+        event with the defaults.  Raises (SignatureError) to refuse it;
+        nothing is matched or counted before, so a refusal leaves no trace
+        but the policy's counters."""
+        if self.trust_check is None or self.trust_skip or not self.trust_on.match(subject):
+            return 0
+        if rec != NULL:
+            self.trust_check(subject, PyBytes_FromStringAndSize(rec, rn))
+        else:
+            self.trust_check(subject, ev)
+        return 0
+
     cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
                                const char *rec, Py_ssize_t rn, OutBuf origin,
                                bint built=False) except -1:
@@ -341,6 +355,8 @@ cdef class Router:
         h = ff_hash(p, n, _SEED)
         if not built:
             _ev_check(subject, rec, rn)
+        if self.trust_on is not None:
+            self._trust(subject, rec, rn, None)
         if _rd16(rec + 2) or _rd16(rec + 10):
             # lineage: the loop breaker needs the event (rare; made before
             # the match: the result is the matcher's until _deliver copies it)
@@ -411,6 +427,8 @@ cdef class Router:
         if self.closed:
             raise FastflowError('flow {!r} is closed'.format(self.name))
         as_utf8(subject, &p, &n, False)
+        if self.trust_on is not None:
+            self._trust(subject, NULL, 0, ev)
         h = ff_hash(p, n, _SEED)
         m._match_res(subject, p, n, h, &res)
         return self._deliver(subject, p, n, h, res, data, ev, now)
@@ -428,6 +446,8 @@ cdef class Router:
         cdef Py_ssize_t n_words
         if self.closed:
             raise FastflowError('flow {!r} is closed'.format(self.name))
+        if self.trust_on is not None:
+            self._trust(subject, NULL, 0, ev)
         if subject is not self.last_subject or version != self.last_version:
             as_utf8(subject, &p, &n, False)
             h = ff_hash(p, n, _SEED)
@@ -879,6 +899,7 @@ cdef class Router:
         cdef const char *ahead
         cdef const char *dkey
         cdef uint32_t dtag, dlen
+        cdef bint skip
         if routing_subject is not None:
             rs = _subject_str(routing_subject)
             as_utf8(rs, &p, &n, False)
@@ -899,10 +920,26 @@ cdef class Router:
                         check(subject)
                         checked.add(subject)
                     last = subject
+        if self.trust_on is not None and not self.trust_skip:
+            # the trust policy: every event passes before any is published
+            start = 0
+            for i in range(recs.ends.n):
+                subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
+                try:
+                    self._trust(subject, recs.buf + start, recs.ends.data[i] - start, None)
+                except SignatureError as exc:
+                    if batch:
+                        exc.args = ('{} (batch index {}; nothing was published)'.format(
+                            exc, i),)
+                    raise
+                start = recs.ends.data[i]
+            start = 0
         # one time for the batch: its events' ts (a log clamps it to its
         # last) and its duplicate-window lookups (the monotonic clock)
         self.mono_batch = _mono_ns()
         self.now_batch = _now_ns()
+        skip = self.trust_skip
+        self.trust_skip = True
         try:
             for i in range(recs.ends.n):
                 subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
@@ -930,6 +967,7 @@ cdef class Router:
         finally:
             self.mono_batch = 0
             self.now_batch = 0
+            self.trust_skip = skip
         if refused is not None:
             refused.args = ('{} (batch index {}; the whole batch was published)'.format(
                 refused, refused_at),)
@@ -1024,7 +1062,8 @@ cdef class ImportTarget(WireTarget):
     reply crosses only through ``reply_map(reply)`` (None: no reply).  At
     ``max_depth`` imports in progress (accounts importing from each other in
     a cycle) a message is not forwarded (``looped``); a stream of ``dest``
-    refusing it (``LogFullError``, ``EventTooLarge``) or a rewritten
+    refusing it (``LogFullError``, ``EventTooLarge``), its trust policy
+    refusing it (``SignatureError``) or a rewritten
     subject that is no valid subject there counts as ``refused`` and does
     not reach the publisher.  Engine use."""
 
@@ -1113,7 +1152,7 @@ cdef class ImportTarget(WireTarget):
         try:
             # (a record the source checked or made: checked again in debug builds)
             self.dest._publish_wire(subject, rp, rpn, buf, rn, None, not FASTFLOW_DEBUG)
-        except (LogFullError, EventTooLarge, SubjectError):
+        except (LogFullError, EventTooLarge, SubjectError, SignatureError):
             # delivered in dest but not stored, or no valid subject or reply
             # there: the dest's business, not the source publisher's
             self.refused += 1

@@ -246,3 +246,111 @@ def test_dsse_pae_and_keys(tmp_path):
     assert check(s, ks)[0] == "k1"
     assert digest(s) == base64.b64decode(_env(s)["payload"])
     assert _env(s)["payloadType"] == PAYLOAD_TYPE
+
+
+# -- the trust policy of a flow ---------------------------------------------------------------
+
+def _flow_with_policy(rules, keys):
+    from fastflow import Flow
+    from fastflow.trust import TrustPolicy
+
+    f = Flow()
+    got = []
+    f.subscribe(">", got.append)
+    f.trust = TrustPolicy(rules, keys)
+    return f, got
+
+
+def test_policy_rules_first_match_and_require():
+    from fastflow.trust import TrustRule
+
+    a, b = SigningKey.generate(keyid="a"), SigningKey.generate(keyid="b")
+    f, got = _flow_with_policy([TrustRule(["orders.vip.>"], ["b"]),
+                                TrustRule("orders.>", ["a"]),
+                                TrustRule("metrics.>", require=False)], [a, b])
+    f.publish(sign(Event("orders.eu", b"1", type="t"), a))
+    f.publish(sign(Event("orders.vip.x", b"2", type="t"), b))      # the first rule: b only
+    with pytest.raises(SignatureError, match="unknown key"):
+        f.publish(sign(Event("orders.vip.x", b"3", type="t"), a))
+    f.publish("metrics.cpu", b"4")                                  # require = false
+    with pytest.raises(SignatureError, match="digest mismatch"):
+        s = sign(Event("metrics.cpu", b"5", type="t"), a)
+        f.publish(_tampered(s, data=b"6"))
+    f.publish("other", b"7")                                        # no rule
+    with pytest.raises(SignatureError, match="unsigned"):
+        f.publish_batch(["orders.a", "orders.b"], [b"8", b"9"])
+    assert [e.data for e in got] == [b"1", b"2", b"4", b"7"]
+    st = f.trust.stats()
+    assert st["passed"] == 2 and st["unsigned_passed"] == 1
+    assert st["refused"]["unknown key"] == 1 and st["refused"]["digest mismatch"] == 1
+    assert st["refused"]["unsigned"] == 1
+    f.trust = None
+    f.publish("orders.eu", b"10")
+    assert got[-1].data == b"10"
+
+
+def test_policy_json_batch_is_checked_whole():
+    from fastflow.event import to_json_batch
+    from fastflow.trust import TrustRule
+
+    a = SigningKey.generate(keyid="a")
+    f, got = _flow_with_policy([TrustRule("o.>")], [a])
+    good = sign(Event("o.1", b'{"x": 1}', type="o.1", datacontenttype="application/json"), a)
+    body = to_json_batch([good, Event("o.2", b"{}", type="o.2")])
+    with pytest.raises(SignatureError, match=r"unsigned.*batch index 1; nothing was published"):
+        f.publish_json_batch(body)
+    assert got == []
+    assert f.publish_json_batch(to_json_batch([good, good])) == 2
+    assert [verify(e, [a]).data for e in got] == [b'{"x": 1}'] * 2
+
+
+def test_policy_of_an_importing_flow_refuses_without_telling_the_exporter():
+    from fastflow import Flow
+    from fastflow._impl import ImportTarget
+    from fastflow.trust import TrustPolicy, TrustRule
+
+    a = SigningKey.generate(keyid="a")
+    exporter, importer = Flow(name="fastflow/x"), Flow(name="fastflow/y")
+    got = []
+    importer.subscribe(">", got.append)
+    importer.trust = TrustPolicy([TrustRule("in.>", ["a"])], [a])
+    t = ImportTarget(importer, 0, b"in.")
+    exporter.add("orders.>", t)
+    exporter.publish("orders.1", b"unsigned")          # the exporter's publisher: no error
+    exporter.publish(sign(Event("orders.2", b"signed", type="t"), a))
+    assert [e.data for e in got] == [b"signed"] and t.refused == 1
+    assert verify(got[0], [a]).data == b"signed"
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"rules": [{"subjects": "a.>", "keys": ["nobody"]}]}, "names key 'nobody'"),
+    ({"keys": {"k": "/nonexistent.pub"}}, "trust.keys.k"),
+    ({"keys": {"k": "-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----\n"}},
+     "not a PEM public key"),
+    ({"rules": [{"subjects": []}]}, "subjects"),
+    ({"rules": [{"subjects": "a..b"}]}, "a..b"),
+    ({"rules": [{"subjects": "a", "require": "yes"}]}, "require"),
+    ({"rules": [{"subject": "a"}]}, "unknown key 'subject'"),
+    ({"rule": []}, "unknown key 'rule'"),
+])
+def test_policy_config_errors(table, message):
+    from fastflow.trust import TrustPolicy
+
+    with pytest.raises(ValueError, match=message):
+        TrustPolicy.from_config(table)
+
+
+def test_server_config_trust_tables(tmp_path):
+    from fastflow.server.config import ConfigError, ServerConfig
+
+    k = SigningKey.generate()
+    k.save(tmp_path / "k.key")
+    cfg = ServerConfig(trust={"keys": {"k": str(tmp_path / "k.key.pub")},
+                              "rules": [{"subjects": ["a.>"]}]},
+                       accounts={"acme": {"trust": {"keys": {"k": str(tmp_path / "k.key")},
+                                                    "rules": [{"subjects": "b"}]}}},
+                       users=[{"user": "u", "password": "p", "account": "acme"}])
+    pols = cfg.trust_policies()
+    assert sorted(pols) == ["$G", "acme"] and pols["acme"].keys.ids() == ["k"]
+    with pytest.raises(ConfigError, match=r"accounts.acme.trust.rules\[0\]"):
+        ServerConfig(accounts={"acme": {"trust": {"rules": [{"subjects": 5}]}}})

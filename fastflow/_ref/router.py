@@ -51,7 +51,8 @@ from fastflow._ref.log import RECORD_HEADER, Log
 from fastflow._ref.matcher import Matcher
 from fastflow._ref.subjects import check_reply, tokenize
 from fastflow._ref.wire.outbuf import OutBuf, WireMsg, WireTarget, _as_utf8
-from fastflow.errors import EventError, FastflowError, EventTooLarge, LogFullError, SubjectError
+from fastflow.errors import (EventError, FastflowError, EventTooLarge, LogFullError,
+                             SignatureError, SubjectError)
 
 __all__ = ("ImportTarget", "RateLimit", "Router", "StreamTarget", "SubTarget")
 
@@ -459,7 +460,8 @@ class Router:
                  "__bytes_published", "__bytes_delivered", "__bytes_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
-                 "__last_duplicate", "__ingress")
+                 "__last_duplicate", "__ingress", "__trust_on", "trust_check",
+                 "trust_skip")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -481,6 +483,10 @@ class Router:
         self.error_handler = None       # (exc, subscription) for callback errors
         self.advisory_handler = None    # (kind, info) for slow consumers, loops
         self.__ingress = None           # the account's ingress quota (a RateLimit)
+        self.__trust_on = None          # subjects under a trust policy (a Matcher)
+        self.trust_check = None         # (subject, record | Event | None): raises to refuse
+        self.trust_skip = False         # set while a batch its caller checked whole is
+                                        # published (engine use)
         self.closed = False             # publish raises once set
         self.__last_stream = None       # the stream that stored the last publish
         self.__last_duplicate = False   # ... had it already (its seq is the original's)
@@ -517,6 +523,25 @@ class Router:
             raise TypeError("Cannot convert {} to fastflow._core.RateLimit".format(
                 type(v).__name__))
         self.__ingress = v
+    @property
+    def trust_on(self):
+        return self.__trust_on
+
+    @trust_on.setter
+    def trust_on(self, v):
+        if v is not None and not isinstance(v, Matcher):
+            raise TypeError("Cannot convert {} to fastflow._core.Matcher".format(
+                type(v).__name__))
+        self.__trust_on = v
+
+    def __trust(self, subject, rec, ev):
+        """The trust policy's check of a publish on ``subject``: of record
+        ``rec``, or ``ev``, or (both None) an event with the defaults;
+        raises (SignatureError) to refuse it, before anything is matched."""
+        if self.trust_check is None or self.trust_skip or not self.__trust_on.match(subject):
+            return
+        self.trust_check(subject, rec if rec is not None else ev)
+
     bytes_published = _ro("_Router__bytes_published")
     bytes_delivered = _ro("_Router__bytes_delivered")
     bytes_appended = _ro("_Router__bytes_appended")
@@ -610,6 +635,8 @@ class Router:
         _as_utf8(subject, False)        # (not encodable: raises before the record check)
         if not built:
             _ev_check(subject, rec, 0, len(rec))
+        if self.__trust_on is not None:
+            self.__trust(subject, bytes(rec), None)
         m = self.__matcher
         _, _, hops, _, _, _, trn, _ = _HEADER.unpack_from(rec, 0)
         if hops or trn:
@@ -641,6 +668,9 @@ class Router:
         Event (its data is set), else ``data`` (bytes) with the defaults."""
         if self.closed:
             raise FastflowError("flow {!r} is closed".format(self.__name))
+        if self.__trust_on is not None:
+            _as_utf8(subject, False)
+            self.__trust(subject, None, ev)
         m = self.__matcher
         hs = m._collect(_tokens(m, subject))
         return self.__deliver(subject, hs, data, ev, now)
@@ -650,6 +680,9 @@ class Router:
         (while no subscription changes); the queue groups still take turns."""
         if self.closed:
             raise FastflowError("flow {!r} is closed".format(self.__name))
+        if self.__trust_on is not None:
+            _as_utf8(subject, False)
+            self.__trust(subject, None, ev)
         m = self.__matcher
         version = m._inserts + m._removes
         if subject is not self.__last_subject or version != self.__last_version:
@@ -1012,13 +1045,32 @@ its seq in the first stream that stored it (0 if none did)."""
         if check is not None:
             for subject in dict.fromkeys(subjects):
                 check(subject)
+        records = [_ev_encode(e) for e in events]
+        if self.__trust_on is not None and not self.trust_skip:
+            # the trust policy: every event passes before any is published
+            for i, subject in enumerate(subjects):
+                try:
+                    self.__trust(subject, records[i], None)
+                except SignatureError as exc:
+                    if batch:
+                        exc.args = ("{} (batch index {}; nothing was published)".format(
+                            exc, i),)
+                    raise
         out = [] if acks else None
+        skip = self.trust_skip
+        self.trust_skip = True
+        try:
+            return self.__publish_records(subjects, records, batch, origin, acks, out)
+        finally:
+            self.trust_skip = skip
+
+    def __publish_records(self, subjects, records, batch, origin, acks, out):
         seq = 0
         refused = None
         refused_at = 0
-        for i, (subject, e) in enumerate(zip(subjects, events)):
+        for i, (subject, rec) in enumerate(zip(subjects, records)):
             try:
-                seq = self.publish_wire(subject, None, _ev_encode(e), origin, built=True)
+                seq = self.publish_wire(subject, None, rec, origin, built=True)
             except (LogFullError, EventTooLarge) as exc:
                 if not batch:
                     raise
@@ -1034,7 +1086,7 @@ its seq in the first stream that stored it (0 if none did)."""
             raise refused
         if not batch:
             return seq
-        return out if acks else len(events)
+        return out if acks else len(records)
 
     def stats(self):
         return {
@@ -1184,7 +1236,7 @@ class ImportTarget(WireTarget):
         _import_depth = d + 1
         try:
             self._dest.publish_wire(subject, reply, rec, None, built=True)
-        except (LogFullError, EventTooLarge, SubjectError):
+        except (LogFullError, EventTooLarge, SubjectError, SignatureError):
             # delivered in dest but not stored, or no valid subject or reply
             # there: the dest's business, not the source publisher's
             self._refused += 1

@@ -267,7 +267,7 @@ def check_accounts(table, system=None, where="accounts"):
         account_name(name, w)
         if d is None:
             d = {}
-        _check_keys(d, ("exports", "imports", "streams", "limits"), w)
+        _check_keys(d, ("exports", "imports", "streams", "limits", "trust"), w)
         exports, imports = [], []
         for key, cls, out in (("exports", Export, exports), ("imports", Import, imports)):
             v = d.get(key, [])

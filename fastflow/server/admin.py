@@ -236,6 +236,7 @@ async def apply(srv, accounts, users, streams_of=None):
     quotas.take_counts(srv.quotas)
     srv.quotas = quotas
     quotas.install(srv.accounts)
+    srv.install_trust()
     for acct in added:
         await srv.start_account(acct)
     for acct in srv.accounts:

@@ -356,6 +356,7 @@ class Server:
         self.accounts = Accounts(specs, self.flow, self.make_account_flow, system)
         self.quotas = Quotas(self, cfg)
         self.quotas.install(self.accounts)
+        self.install_trust()
         restored = sorted(self.flow.streams())
         for acct in self.accounts:
             if acct is self.accounts.default:
@@ -369,6 +370,20 @@ class Server:
         return restored
 
     # -- the services of an account (at start, and as the admin API adds one) --------------
+
+    def install_trust(self):
+        """The trust policy of each account (docs/provenance.md): made from
+        the config, kept (with its counters) where the config did not
+        change."""
+        policies = self.config.trust_policies()
+        for acct in self.accounts:
+            new = policies.get(acct.name)
+            old = acct.flow.trust
+            if new is None:
+                if old is not None:
+                    acct.flow.trust = None
+            elif old is None or old.source != new.source:
+                acct.flow.trust = new
 
     def make_account_flow(self, name):
         cfg = self.config
@@ -781,6 +796,9 @@ class Server:
             "invalid_publishes": self.n_invalid_pubs,
             "permission_denied": self.n_denied + self.closed_denied
             + sum(c.parser.denied for c in conns),
+            # publishes the accounts' trust policies refused (docs/provenance.md)
+            "trust_refused": sum(sum(a.flow.trust.refused.values()) for a in self.accounts
+                                 if a.flow.trust is not None) if self.accounts else 0,
         }
         if self.mqtt_sessions is not None:     # the MQTT door (docs/mqtt.md "Monitoring")
             # (MQTT over WebSocket too: a "ws" connection whose inner door is MQTT)

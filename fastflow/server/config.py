@@ -219,6 +219,9 @@ class ServerConfig:
         ("system_account", None),       # None: $SYS with accounts, else the one account
         ("metering_interval", 60.0),    # seconds between usage reports (0: none; the
                                         # totals are still kept, and saved at stop)
+        # the trust policy of $G (docs/provenance.md): {"keys": {id: PEM file},
+        # "rules": [{"subjects", "keys", "require"}]}; an account's: accounts.<name>.trust
+        ("trust", None),
     )
 
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -244,6 +247,25 @@ class ServerConfig:
         except AccountConfigError as exc:
             raise ConfigError(str(exc)) from None
 
+    def trust_policies(self):
+        """``{account name: TrustPolicy}`` of the accounts with a trust policy
+        (``[trust]`` is ``$G``'s); ConfigError naming what is wrong."""
+        from fastflow.trust.policy import TrustPolicy
+
+        tables = {}
+        if self.trust:
+            tables["$G"] = (self.trust, "trust")
+        for name, d in (self.accounts or {}).items():
+            if isinstance(d, dict) and d.get("trust"):
+                tables[name] = (d["trust"], "accounts.{}.trust".format(name))
+        out = {}
+        for name, (d, where) in tables.items():
+            try:
+                out[name] = TrustPolicy.from_config(d, where)
+            except (ValueError, TypeError, OSError) as exc:
+                raise ConfigError(str(exc)) from None
+        return out
+
     def _check_accounts(self):
         specs = self.account_specs()
         for kind, items in (("users", self.users), ("tokens", self.tokens)):
@@ -255,6 +277,7 @@ class ServerConfig:
         for name, spec in specs.items():
             for i, s in enumerate(spec.streams):
                 stream_spec(s, "accounts.{}.streams[{}]".format(name, i))
+        self.trust_policies()
         from fastflow.server.quotas import ACCOUNT_LIMITS, USER_LIMITS, Limits
 
         for kind, items in (("users", self.users), ("tokens", self.tokens)):
@@ -579,13 +602,21 @@ def load_config(path):
         v = out.get(key)
         if isinstance(v, str) and not os.path.isabs(v):
             out[key] = os.path.join(base, v)
+    trusts = [out.get("trust")] + [a.get("trust") for a in (out.get("accounts") or {}).values()
+                                   if isinstance(a, dict)]
+    for t in trusts:        # (the key files of trust policies, too)
+        keys = t.get("keys") if isinstance(t, dict) else None
+        if isinstance(keys, dict):
+            for kid, v in keys.items():
+                if isinstance(v, str) and "-----BEGIN" not in v and not os.path.isabs(v):
+                    keys[kid] = os.path.join(base, v)
     return out
 
 
 def config_from_dict(data, where="config"):
     """Flatten and check the shape of a config dict (the TOML file's
     layout); returns ServerConfig keyword arguments."""
-    allowed = set(_TOP) | set(_TABLES) | {"streams", "accounts"}
+    allowed = set(_TOP) | set(_TABLES) | {"streams", "accounts", "trust"}
     _check_keys(data, allowed, where)
     out = {}
     for k, v in data.items():
@@ -596,6 +627,10 @@ def config_from_dict(data, where="config"):
                 raise ConfigError("{}: 'streams' must be an array of tables ([[streams]])"
                                   .format(where))
             out["streams"] = v
+        elif k == "trust":
+            if not isinstance(v, dict):
+                raise ConfigError("{}: 'trust' must be a table ([trust])".format(where))
+            out["trust"] = v
         elif k == "accounts":
             if not isinstance(v, dict):
                 raise ConfigError("{}: 'accounts' must be tables ([accounts.<name>])".format(

@@ -38,6 +38,7 @@ from fastflow.errors import (
     EventTooLarge,
     HttpError,
     LogFullError,
+    SignatureError,
     SubjectError,
 )
 from fastflow.event import from_http_batch, from_json, from_json_batch
@@ -676,6 +677,21 @@ class HttpProtocol(HttpResponder, DoorProtocol):
                     path=exc.path, schema=exc.schema, index=exc.index), _JSON)
                 return
         flow = self.flow
+        if flow.trust is not None:
+            # the trust policy: every event passes before any is published
+            for i, ev in enumerate(events):
+                try:
+                    flow.trust.check_event(ev.routing_subject, ev)
+                except SignatureError as exc:
+                    raise HttpError(403, "{}{} (nothing was published)".format(
+                        exc, _at(i, len(events)))) from None
+            flow.trust_skip = True
+        try:
+            self._publish_events(req, conn, flow, events, ack)
+        finally:
+            flow.trust_skip = False
+
+    def _publish_events(self, req, conn, flow, events, ack):
         publish = flow.publish
         acks = [] if ack else None
         refused = None
@@ -758,6 +774,8 @@ class HttpProtocol(HttpResponder, DoorProtocol):
                                      "/events/<subject> to choose the subject)".format(
                                          exc)) from None
             raise HttpError(400, str(exc)) from None
+        except SignatureError as exc:   # the trust policy (a batch: the events before
+            raise HttpError(403, str(exc)) from None    # the refused one were published)
         except (LogFullError, EventTooLarge) as exc:    # routed, not stored
             conn.in_msgs_py += 1 if not batch else 0
             full = isinstance(exc, LogFullError)

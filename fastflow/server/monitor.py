@@ -579,6 +579,8 @@ class MonitorServer:
             info["usage"] = m["usage"]
             info["quotas"] = srv.quotas.info(acct.name)
             info["users"] = m["users"]
+            if acct.flow.trust is not None:
+                info["trust"] = acct.flow.trust.stats()
             for d in info.get("imports", ()):
                 d["usage"] = m["imports"].get(d["key"], {})
             if q.get("subs", "") in ("1", "true", "yes"):
@@ -749,6 +751,14 @@ class MonitorServer:
             conns_by[c.account.name] = conns_by.get(c.account.name, 0) + 1
         metric("fastflow_account_connections", "gauge", "Open connections per account.",
                [({"account": a.name}, conns_by.get(a.name, 0)) for a in srv.accounts])
+        # the trust policies (docs/provenance.md): publishes checked, refused by reason
+        trusted = [(a.name, a.flow.trust.stats()) for a in srv.accounts
+                   if a.flow.trust is not None and not a.flow.closed]
+        metric("fastflow_trust_checked_total", "counter", "Publishes a trust policy checked.",
+               [({"account": a}, st["checked"]) for a, st in trusted])
+        metric("fastflow_trust_refused_total", "counter", "Publishes a trust policy refused, "
+               "by reason.", [({"account": a, "reason": r}, n) for a, st in trusted
+                              for r, n in sorted(st["refused"].items())])
         imps = []
         for a in srv.accounts:
             for imp, _t, _b, _p in a.wired:

@@ -35,7 +35,7 @@ from fastflow._impl import (
     mqtt_topic_subject,
     sink_record,
 )
-from fastflow.errors import MqttError, SubjectError
+from fastflow.errors import MqttError, SignatureError, SubjectError
 from fastflow.event import Event, from_json
 from fastflow.mqtt import mqtt_filter_to_patterns
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
@@ -1194,6 +1194,22 @@ class MqttProtocol(DoorProtocol):
                         self.session.inbound_qos2.add(packet_id)
                 return
         record = mqtt_record(event)
+        trust = self.flow.trust
+        if trust is not None:
+            # the trust policy, before anything is kept (a retained message too):
+            # refused as a publish permission is (5.0: 0x87 with the reason;
+            # 3.1.1 has no refusal: acknowledged and dropped, as mosquitto)
+            try:
+                trust.check_event(subject, record)
+            except SignatureError as exc:
+                log.debug("client %d: publish on %s refused: %s", conn.id, topic, exc)
+                if self.version == 5 and qos:
+                    self._ack_reason(qos, packet_id, RC_NOT_AUTHORIZED, str(exc))
+                elif qos:
+                    self._ack(qos, packet_id, 0)
+                    if qos == 2:
+                        self.session.inbound_qos2.add(packet_id)
+                return
         if retain:
             self.conn.account.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
         conn.in_msgs_py += 1
@@ -1201,12 +1217,14 @@ class MqttProtocol(DoorProtocol):
         # QoS 0 ones in C by the origin, the others by _publishing: their
         # deliveries run inline, within this call)
         self._publishing = True
+        self.flow.trust_skip = trust is not None        # (checked above)
         try:
             self.flow.publish_record(subject, record, None, self.outbuf)
         except Exception as exc:        # a full stream: the subscribers had it
             log.debug("client %d: publish on %s: %s", conn.id, subject, exc)
         finally:
             self._publishing = False
+            self.flow.trust_skip = False
         if qos == 2:
             self.session.inbound_qos2.add(packet_id)
             self.conn.account.mqtt_sessions.inbound(self.session, packet_id, True)
@@ -1242,6 +1260,13 @@ class MqttProtocol(DoorProtocol):
         if self.version == 5 and reason:
             body += bytes([reason])
         self.outbuf.write(_packet(PUBACK if qos == 1 else PUBREC, 0, body))
+
+    def _ack_reason(self, qos, packet_id, reason, message):
+        """A 5.0 PUBACK / PUBREC with ``reason`` and (when the client takes
+        problem information) a Reason String."""
+        pairs = [(0x1F, _str(message[:200]))] if self.problem_info else []
+        self.outbuf.write(_packet(PUBACK if qos == 1 else PUBREC, 0,
+                                  struct.pack(">H", packet_id) + bytes([reason]) + _props(pairs)))
 
     def _pubrel(self, packet_id, reason, props):
         if packet_id in self.session.inbound_qos2:
@@ -1587,18 +1612,22 @@ class MqttProtocol(DoorProtocol):
             return
 
         def send():
-            if retain:
-                self.conn.account.mqtt_sessions.retain(subject, topic, payload, qos,
-                                                 _forwarded_props(props) if props else b"")
             attrs = {"mqttqos": qos} if qos else {}
             fwd = _forwarded_props(props) if props else b""
             if fwd:
                 attrs["mqttprops"] = fwd
                 if "message_expiry_interval" in props:
                     attrs["mqttexpiry"] = _expiry_deadline(props)
+            record = mqtt_record(Event(subject, payload, source=self.flow.source, **attrs))
+            if self.flow.trust is not None:
+                try:                    # (the trust policy: a refused will is not retained)
+                    self.flow.trust.check_event(subject, record)
+                except SignatureError:
+                    return
+            if retain:
+                self.conn.account.mqtt_sessions.retain(subject, topic, payload, qos, fwd)
             try:
-                self.flow.publish_record(subject, mqtt_record(
-                    Event(subject, payload, source=self.flow.source, **attrs)), None, None)
+                self.flow.publish_record(subject, record, None, None)
             except Exception:
                 pass
         if delay:

@@ -30,7 +30,8 @@ from fastflow._impl import (
     validate_subject,
 )
 from fastflow._version import __version__
-from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
+from fastflow.errors import (EventError, EventTooLarge, FastflowError, LogFullError,
+                             SignatureError, SubjectError)
 from fastflow.event import BAD_CONTENT_TYPE, header_value, unheader
 from fastflow.server.connection import CLOSING, READY, DoorProtocol, connect_json
 
@@ -441,6 +442,9 @@ class NatsProtocol(DoorProtocol):
             flow.publish_record(subject, record, reply, self.outbuf)
         except (LogFullError, EventTooLarge):
             pass    # a stream refused it, the subscribers got it: as nats-server, no -ERR
+        except SignatureError as exc:   # the trust policy (as a publish permission)
+            self.err(0, 'Permissions Violation for Publish to "{}": {}'.format(subject, exc))
+            return
         except FastflowError as exc:    # the flow is closed
             self.err(0, str(exc))
             return

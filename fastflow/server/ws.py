@@ -56,7 +56,8 @@ from fastflow._impl import (
     validate_subject,
     ws_frame_head,
 )
-from fastflow.errors import EventError, EventTooLarge, FastflowError, LogFullError, SubjectError
+from fastflow.errors import (EventError, EventTooLarge, FastflowError, LogFullError,
+                             SignatureError, SubjectError)
 from fastflow.event import from_json, from_json_batch
 from fastflow.protocol import error_code
 from fastflow.server.connection import CLOSING, READY, DoorProtocol
@@ -693,10 +694,24 @@ class WsProtocol(DoorProtocol):
                     where["index"] = exc.index
                 self._refused(where, _Refusal(400, "{} (nothing was published)".format(exc)))
                 return
+        trust = self.flow.trust
+        if trust is not None:
+            # the trust policy: every event passes before any is published
+            for i, (ev, s) in enumerate(zip(events, subjects)):
+                try:
+                    trust.check_event(s, ev)
+                except SignatureError as exc:
+                    where = {"re": "publish", "id": ev.id}
+                    if batch:
+                        where["index"] = i
+                    self._refused(where, _Refusal(403, "{} (nothing was published)".format(
+                        exc)))
+                    return
         publish = self.flow.publish_record
         origin = self.outbuf
         refused = None
         n = 0
+        self.flow.trust_skip = trust is not None
         try:
             for ev, s in zip(events, subjects):
                 try:
@@ -706,6 +721,7 @@ class WsProtocol(DoorProtocol):
                         refused = (n, ev, exc)
                 n += 1
         finally:
+            self.flow.trust_skip = False
             conn.in_msgs_py += n
         if refused is not None:
             i, ev, exc = refused

@@ -113,19 +113,39 @@ def _ext_list(value):
     return names
 
 
+_ORDER = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject")
+_name_digests = {}              # extension name -> SHA-256 (bounded: names are short)
+
+
+def _digest(attrs, data, extensions):
+    get = attrs.get
+    out = _sha()
+    for name in _ORDER:
+        v = get(name)
+        if v is None:
+            out.update(_EMPTY)
+        elif type(v) is str:
+            out.update(_sha(v.encode("utf-8", "surrogatepass")).digest())
+        else:
+            out.update(_sha(_canonical(v)).digest())
+    t = get("time")
+    out.update(_EMPTY if t is None else _sha(normalize_time(t).encode()).digest())
+    out.update(_sha(data).digest())
+    for n in extensions:
+        d = _name_digests.get(n)
+        if d is None:
+            d = _sha(n.encode()).digest()
+            if len(_name_digests) < 4096:
+                _name_digests[n] = d
+        out.update(d)
+        out.update(_h(get(n)))
+    return out.digest()
+
+
 def digest(event, extensions=()):
     """The verification material of ``event`` (32 bytes): its core
     attributes, data and the extension attributes named in ``extensions``."""
-    attrs = event.attributes()
-    t = attrs.get("time")
-    parts = [_h(attrs.get("id")), _h(attrs.get("source")), _h(attrs.get("specversion")),
-             _h(attrs.get("type")), _h(attrs.get("datacontenttype")),
-             _h(attrs.get("dataschema")), _h(attrs.get("subject")),
-             _h(None if t is None else normalize_time(t)), _sha(event.data).digest()]
-    for n in extensions:
-        parts.append(_sha(n.encode()).digest())
-        parts.append(_h(attrs.get(n)))
-    return _sha(b"".join(parts)).digest()
+    return _digest(event.attributes(), event.data, extensions)
 
 
 def pae(payload_type, body):
@@ -172,11 +192,21 @@ def sign(event, key, extensions=()):
     return Event(event.routing_subject, event.data, **attrs)
 
 
+try:
+    binascii.a2b_base64(b"", strict_mode=True)
+
+    def _unb64(s):
+        return binascii.a2b_base64(s, strict_mode=True)
+except TypeError:               # (Python < 3.11)
+    def _unb64(s):
+        return base64.b64decode(s, validate=True)
+
+
 def _b64(s, what):
     if not isinstance(s, str):
         raise SignatureError("malformed", "{} is not a string".format(what))
     try:
-        return base64.b64decode(s, validate=True)
+        return _unb64(s)
     except (binascii.Error, ValueError):
         raise SignatureError("malformed", "{} is not Base64".format(what)) from None
 
@@ -204,7 +234,10 @@ def check(event, keys):
     naming the reason.  The steps and their order are the extension's."""
     if not isinstance(keys, KeySet):
         keys = KeySet(keys)
-    attrs = event.attributes()
+    return _check(event.attributes(), event.data, keys)
+
+
+def _check(attrs, data, keys):
     material = attrs.get("dssematerial")
     if material is None or material == "":
         raise SignatureError("unsigned", "the event has no dssematerial")
@@ -246,7 +279,7 @@ def check(event, keys):
         raise SignatureError("malformed", "the signed payload is {} bytes, not 32".format(
             len(body)))
     names = _ext_list(attrs.get("signedextattrs"))
-    if digest(event, names) != body:
+    if _digest(attrs, data, names) != body:
         raise SignatureError("digest mismatch", "the event is not the one that was signed "
                              "(an attribute or the data changed)")
     return signer, names

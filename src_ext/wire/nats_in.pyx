@@ -326,6 +326,12 @@ cdef class NatsParser(DoorParser):
             return 0
         except (LogFullError, EventTooLarge):
             pass    # a stream refused it, the subscribers got it: as nats-server, no -ERR
+        except SignatureError as exc:
+            # the trust policy: in a publish permission's words, the refusal
+            # NATS clients report without taking the connection down
+            out.append(('error', 'Permissions Violation for Publish to "{}": {}'.format(
+                subject, exc)))
+            return 0
         except FastflowError as exc:        # the flow is closed
             out.append(('error', str(exc)))
             return 0

@@ -22,7 +22,8 @@ from fastflow._ref.event import (
 )
 from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.outbuf import _as_utf8
-from fastflow.errors import EventTooLarge, FastflowError, LogFullError, NatsError, SubjectError
+from fastflow.errors import (EventTooLarge, FastflowError, LogFullError, NatsError,
+                             SignatureError, SubjectError)
 
 __all__ = ("NatsParser",)
 
@@ -272,6 +273,12 @@ class NatsParser(DoorParser):
             return
         except (LogFullError, EventTooLarge):
             pass    # a stream refused it, the subscribers got it: as nats-server, no -ERR
+        except SignatureError as exc:
+            # the trust policy: in a publish permission's words, the refusal
+            # NATS clients report without taking the connection down
+            out.append(("error", 'Permissions Violation for Publish to "{}": {}'.format(
+                subject, exc)))
+            return
         except FastflowError as exc:        # the flow is closed
             out.append(("error", str(exc)))
             return
