@@ -168,6 +168,14 @@ def _build_parser():
 
     p = command("pub", "publish an event", "Publish an event.", _add_event_args)
     _add_message_args(p)
+    g = p.add_argument_group("signing (docs/provenance.md)")
+    g.add_argument("--sign", metavar="KEYFILE",
+                   help="sign the event (the CloudEvents verifiability extension) with this "
+                        "private key (PEM: fastflow keys new)")
+    g.add_argument("--key-id", metavar="ID",
+                   help="the key id in the signature (default: SHA-256 of the public key)")
+    g.add_argument("--sign-ext", metavar="NAMES",
+                   help="extension attributes the signature covers, comma-separated")
     p.add_argument("--count", "-n", type=int, default=1, help="publish it N times (default 1)")
     p.add_argument("--reply", metavar="SUBJECT", help="a reply subject")
     p.add_argument("--ack", action="store_true",
@@ -186,6 +194,15 @@ def _build_parser():
     p = command("sub", "print the events of a subject pattern",
                 "Subscribe and print events until interrupted (or --count).")
     p.add_argument("pattern")
+    g = p.add_argument_group("verifying (docs/provenance.md)")
+    g.add_argument("--verify", action="append", metavar="[ID=]PUBFILE",
+                   help="verify each event's signature against these public keys "
+                        "(repeatable); events that fail go to stderr with the reason")
+    g.add_argument("--verify-mode", choices=("strict", "core-only", "passthrough"),
+                   default="strict",
+                   help="strict (default): signed events only, shown with the core and "
+                        "signed attributes; core-only: without extensions; passthrough: "
+                        "unsigned events too, signed ones must verify")
     _add_listen_args(p, "events")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per event: routing_subject, reply, then the "
@@ -327,6 +344,18 @@ def _build_parser():
     a.add_argument("name", nargs="?", help="one account (default: every one)")
     p.set_defaults(_command_parser=p)
 
+    k = sub.add_parser("keys", help="make signing keys, show key ids",
+                       description="Signing keys of signed events (docs/provenance.md).")
+    ka = k.add_subparsers(dest="action", metavar="ACTION")
+    a = ka.add_parser("new", help="write a new private key PATH (mode 0600) and PATH.pub")
+    a.add_argument("path", metavar="PATH")
+    a.add_argument("--alg", choices=("ed25519", "p256"), default="ed25519",
+                   help="Ed25519 (default) or ECDSA P-256")
+    a.add_argument("--key-id", metavar="ID", help="print this id (the id is the verifier's "
+                   "name for the key; default: SHA-256 of the public key)")
+    a = ka.add_parser("id", help="print the default key id of a key file")
+    a.add_argument("path", metavar="PATH")
+    k.set_defaults(_command_parser=k)
     b = sub.add_parser("bench", help="measure publishers -> subscribers through a server",
                        description="Publishers and subscribers through a fastflow server (an "
                                    "embedded one on a free loopback port unless --server): "
@@ -397,6 +426,18 @@ def main(argv=None):
         from fastflow.cli.catalog import catalog
 
         return network_command(args, catalog)
+    if cmd == "keys":
+        if args.action is None:
+            args._command_parser.print_help()
+            return 2
+        from fastflow.cli.base import CommandError
+        from fastflow.cli.keys import keys
+
+        try:
+            return keys(args)
+        except CommandError as exc:
+            print("fastflow keys: {}".format(exc), file=sys.stderr)
+            return 2
     if cmd == "bench":
         from fastflow.cli import bench
 

@@ -15,6 +15,7 @@ from fastflow.cli.base import (
     listening,
     until_stopped,
 )
+from fastflow.cli.keys import note_refused, signed_attrs, signer, verifier
 from fastflow.cli.formats import (
     attrs_arg,
     data_arg,
@@ -28,6 +29,15 @@ from fastflow.cli.formats import (
 async def pub(args):
     data = data_arg(args.data)
     attrs = attrs_arg(args)
+    sign = signer(args)
+    if sign is not None and not is_web_url(args.server) and not is_nats_url(args.server):
+        return await _pub_native(args, data, attrs, sign)
+    if sign is not None:
+        if args.count > 1:
+            raise CommandError("pub --sign --count N signs each event (its own id) on the "
+                               "native protocol (-s fastflow://HOST:PORT); over {} sign one "
+                               "event per pub".format(args.server))
+        attrs = signed_attrs(sign, args.subject, data, attrs)
     if is_web_url(args.server):
         from fastflow.cli import web
 
@@ -38,28 +48,46 @@ async def pub(args):
                                "batch" if args.batch else args.http_mode))
     if is_nats_url(args.server):
         return await natspy.pub(args, data, attrs)
+    return await _pub_native(args, data, attrs, None)
+
+
+async def _pub_native(args, data, attrs, sign):
+    def attrs_of():
+        return signed_attrs(sign, args.subject, data, attrs) if sign is not None else attrs
     c = await connect(args)
+    refused = []
+    c.error_callback = refused.append        # (the server's refusals, after flush)
     unstored = 0
     try:
         if args.ack:
             for _ in range(args.count):
-                seq, stream = await c.publish_ack(args.subject, data, **attrs)
+                seq, stream = await c.publish_ack(args.subject, data, **attrs_of())
                 if stream:
                     print("stored in {} at seq {}".format(stream, seq))
                 else:
                     unstored += 1
         else:
             for i in range(args.count):
-                c.publish(args.subject, data, reply=args.reply, **attrs)
+                c.publish(args.subject, data, reply=args.reply, **attrs_of())
                 if i % 1000 == 999:
                     await c.wait_writable()
             await c.flush()
     finally:
         await c.close()
+    if refused:
+        for exc in refused[:10]:
+            print("fastflow pub: refused by the server: {}".format(exc), file=sys.stderr)
+        print("fastflow pub: {:,} of the {:,} events were refused".format(
+            len(refused), args.count), file=sys.stderr)
+        return 1
     return published(args, unstored)
 
 
 async def sub(args):
+    check = verifier(args)
+    if check is not None and (is_web_url(args.server) or is_nats_url(args.server)):
+        raise CommandError("sub --verify reads events on the native protocol (-s "
+                           "fastflow://HOST:PORT)")
     if is_web_url(args.server):
         from fastflow.cli import web
 
@@ -75,13 +103,20 @@ async def sub(args):
     def show(ev, reply):
         nonlocal n
         n += 1
+        note = ""
+        if check is not None:
+            shown, note = check(ev)
+            if shown is None:
+                note_refused(n, ev, note)
+                return
+            ev, note = shown, " (" + note + ")"
         if args.json:
             out.write(event_json(ev, reply) + "\n")
         else:
             extra = "" if ev.type == ev.routing_subject else " type={}".format(ev.type)
-            out.write("[#{}] {}{}{}: {}\n".format(n, ev.routing_subject, extra,
-                                                  " reply=" + reply if reply else "",
-                                                  fmt_data(ev.data)))
+            out.write("[#{}] {}{}{}{}: {}\n".format(n, ev.routing_subject, extra,
+                                                    " reply=" + reply if reply else "", note,
+                                                    fmt_data(ev.data)))
         out.flush()
         if args.count and n >= args.count and not stop.done():
             stop.set_result(None)

@@ -47,6 +47,7 @@ from fastflow.errors import (
     PayloadTooLarge,
     PermissionDeniedError,
     ServerError,
+    SignatureError,
 )
 
 __all__ = (
@@ -64,6 +65,7 @@ __all__ = (
     "PubAck",
     "Replay",
     "ServerError",
+    "SignatureError",
     "Subscription",
     "connect",
     "parse_url",

@@ -23,7 +23,7 @@ class SubscriberMixin:
 
     def subscribe(self, pattern, callback=None, *, queue=None, raw=False, with_reply=False,
                   batch=False, max_pending=65536, max_pending_bytes=64 << 20,
-                  on_full="drop_oldest"):
+                  on_full="drop_oldest", verify=None, verify_mode="strict"):
         """Subscribe to ``pattern`` (not awaited).
 
         With a ``callback``: a function is called inline, from C, for each
@@ -46,7 +46,14 @@ class SubscriberMixin:
         ``max_pending`` messages and ``max_pending_bytes`` (record + 64
         each); at the limit ``on_full`` drops the oldest, drops the new one
         (``"drop_new"``) or cuts the subscription (``"cut"``: unsubscribed,
-        the iterator raises ``SlowConsumerError``)."""
+        the iterator raises ``SlowConsumerError``).
+
+        ``verify`` (a ``fastflow.trust.KeySet`` or keys): each event's
+        signature is checked (docs/provenance.md) before the callback sees
+        it, which gets the event ``fastflow.trust.verify`` returns in
+        ``verify_mode``; an event that fails is not delivered and goes to
+        the client's ``error_callback`` as a ``SignatureError`` naming the
+        reason.  It needs an event callback (not ``raw`` or ``batch``)."""
         if self._state == _CLOSED:
             raise ConnectionClosedError("client is closed")
         validate_pattern(pattern)
@@ -69,6 +76,11 @@ class SubscriberMixin:
         if batch and (callback is None or is_async):
             raise ValueError("batch=True needs a plain function callback (iterators and "
                              "coroutine callbacks take messages one by one)")
+        if verify is not None:
+            if callback is None or raw or batch:
+                raise ValueError("verify= checks events before an event callback: it needs a "
+                                 "callback, without raw or batch")
+            callback = self._verifying(callback, verify, verify_mode, with_reply, is_async)
         sid = self._new_id()
         sub = Subscription(self, sid, pattern, queue, callback, raw, with_reply, max_pending,
                            max_pending_bytes, on_full, is_async, batch)
@@ -79,6 +91,49 @@ class SubscriberMixin:
         if self._state == _CONNECTED:
             self._send(Op.SUB, 0, sid, pattern, queue, b"")
         return sub
+
+    def _verifying(self, callback, keys, mode, with_reply, is_async):
+        """``callback`` behind the signature check of ``subscribe(verify=)``."""
+        from fastflow.errors import SignatureError
+        from fastflow.trust import KeySet, MODES, verify
+
+        if mode not in MODES:
+            raise ValueError("verify_mode must be one of {}, got {!r}".format(
+                ", ".join(MODES), mode))
+        keys = keys if isinstance(keys, KeySet) else KeySet(keys)
+        report = self._report
+
+        def checked(ev):
+            try:
+                return verify(ev, keys, mode)
+            except SignatureError as exc:
+                exc.event = ev
+                report(exc)
+                return None
+
+        if is_async:
+            if with_reply:
+                async def acall(ev, reply):
+                    ev = checked(ev)
+                    if ev is not None:
+                        await callback(ev, reply)
+            else:
+                async def acall(ev):
+                    ev = checked(ev)
+                    if ev is not None:
+                        await callback(ev)
+            return acall
+        if with_reply:
+            def call(ev, reply):
+                ev = checked(ev)
+                if ev is not None:
+                    callback(ev, reply)
+        else:
+            def call(ev):
+                ev = checked(ev)
+                if ev is not None:
+                    callback(ev)
+        return call
 
     def _unsubscribe(self, sub, max_msgs=None):
         if max_msgs is not None and max_msgs > 0:
