@@ -33,8 +33,10 @@ JSON event format (``application/cloudevents+json``)
     JSON document, embedded as the ``data`` member's JSON value (an object
     stays an object, not a string).  The bytes are spliced in as they are,
     without re-serialising, so numbers, key order and spacing inside the
-    document are kept; whitespace around the document is not.  Bytes that
-    are not one valid UTF-8 JSON document go as ``data_base64``.
+    document are kept; whitespace around the document is not (but for a
+    signed event, one with ``dssematerial``, such data goes as
+    ``data_base64``: its signature covers those bytes).  Bytes that are not
+    one valid UTF-8 JSON document go as ``data_base64``.
   - text (``text/*``, ``*/xml``, ``*/*+xml`` or any type with a
     ``charset`` parameter): the bytes decoded with the charset (UTF-8 by
     default) as a ``data`` string; bytes that do not decode (or would not
@@ -246,7 +248,10 @@ def _members(event, lineage=True):
         mt, params = _media_type(ct)
         if _is_json(mt):
             raw = _json_text(data)
-            if raw is not None:
+            # (a signed event's data with whitespace around it goes as
+            # data_base64: the JSON member would lose that whitespace, and
+            # the signature covers it; docs/provenance.md)
+            if raw is not None and (len(raw) == len(data) or "dssematerial" not in members):
                 return members, raw
         elif _is_text(mt, params):
             s = _text(data, params)

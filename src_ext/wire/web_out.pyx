@@ -661,6 +661,21 @@ cdef int _wj_fill(WebJson *w, WireMsg *m, bint lineage, bint strict=False) excep
     return 0
 
 
+cdef bint _signed(const char *rest, Py_ssize_t n) noexcept:
+    """Whether attribute block ``rest[:n]`` (msgpack) may hold ``dssematerial``
+    (a value holding those bytes too: the caller lets Python decide)."""
+    cdef const char *q = rest
+    cdef const char *end = rest + n
+    while end - q >= 13:
+        q = <const char *>memchr(q, 0xac, end - q - 12)
+        if q == NULL:
+            return False
+        if memcmp(q + 1, b'dssematerial', 12) == 0:
+            return True
+        q += 1
+    return False
+
+
 cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage, bint strict) except -1:
     """The JSON of ``m`` written in C into ``w``; 0 where the Python encoder
     decides (``strict``: a lone surrogate too)."""
@@ -727,6 +742,9 @@ cdef int _wj_make(WebJson *w, WireMsg *m, bint lineage, bint strict) except -1:
         if kind == DK_JSON:
             if not _json_doc(d, dn, &a, &b):
                 return 0
+            if (a != 0 or b != dn) and restn and _signed(p + trn, restn):
+                return 0        # a signed event's data with whitespace around it: as
+                                # data_base64 (its signature covers those bytes), by Python
             at = o - w.buf
             _wj_room(w, at + 16 + (b - a))
             o = _put_lit(_put_lit(w.buf + at, b',"data":', 8), d + a, b - a)
