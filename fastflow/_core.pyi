@@ -448,7 +448,6 @@ class Router:
     ingress: Optional[RateLimit]
     trust_on: Optional[Matcher]
     trust_check: Any
-    trust_skip: bool
     bytes_published: int
     bytes_delivered: int
     bytes_appended: int
@@ -467,7 +466,7 @@ class Router:
                 **attributes: Any) -> int: ...
     def publish_batch(self, subjects: Any, datas: Any, /, **attributes: Any) -> int: ...
     def publish_record(self, subject: Subject, record: Any, reply: Optional[Subject] = None,
-                       origin: Optional[str] = None) -> int: ...
+                       origin: Optional[str] = None, *, trust_checked: bool = False) -> int: ...
     def publish_json(self, body: Any, routing_subject: Optional[Subject] = None, *,
                      origin: Optional["OutBuf"] = None,
                      check: Optional[Callable[[str], Any]] = None) -> int: ...

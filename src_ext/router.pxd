@@ -61,8 +61,6 @@ cdef class Router:
     cdef public Matcher trust_on            # subjects under a trust policy (None: none)
     cdef public object trust_check          # (subject, record | Event | None): raises
                                             # SignatureError to refuse (fastflow.trust)
-    cdef public bint trust_skip             # set while a batch its caller checked whole
-                                            # is published (engine use)
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
                                             # with attributes (None: sent without them)
     cdef public bint closed                 # publish raises once set
@@ -97,7 +95,7 @@ cdef class Router:
     cdef int _trust(self, object subject, const char *rec, Py_ssize_t rn, Event ev) except -1
     cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
                                const char *rec, Py_ssize_t rn, OutBuf origin,
-                               bint built=*) except -1
+                               bint built=*, bint trust_checked=*) except -1
     cdef int64_t _publish_matched(self, object subject, const char *p, Py_ssize_t n,
                                   uint64_t h, const int64_t *res, const char *rec,
                                   Py_ssize_t rn, const char *reply, Py_ssize_t replyn,

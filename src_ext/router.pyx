@@ -327,7 +327,7 @@ cdef class Router:
         event with the defaults.  Raises (SignatureError) to refuse it;
         nothing is matched or counted before, so a refusal leaves no trace
         but the policy's counters."""
-        if self.trust_check is None or self.trust_skip or not self.trust_on.match(subject):
+        if self.trust_check is None or not self.trust_on.match(subject):
             return 0
         if rec != NULL:
             self.trust_check(subject, PyBytes_FromStringAndSize(rec, rn))
@@ -337,9 +337,10 @@ cdef class Router:
 
     cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,
                                const char *rec, Py_ssize_t rn, OutBuf origin,
-                               bint built=False) except -1:
+                               bint built=False, bint trust_checked=False) except -1:
         """Publish an event record received from the network (a PUB frame);
-        ``built``: a record the door made itself (no need to check it)."""
+        ``built``: a record the door made itself (no need to check it);
+        ``trust_checked``: one the caller had the trust policy check."""
         cdef const char *p
         cdef Py_ssize_t n
         cdef const int64_t *res
@@ -355,7 +356,7 @@ cdef class Router:
         h = ff_hash(p, n, _SEED)
         if not built:
             _ev_check(subject, rec, rn)
-        if self.trust_on is not None:
+        if self.trust_on is not None and not trust_checked:
             self._trust(subject, rec, rn, None)
         if _rd16(rec + 2) or _rd16(rec + 10):
             # lineage: the loop breaker needs the event (rare; made before
@@ -382,12 +383,15 @@ cdef class Router:
         return self._deliver(subject, p, n, h, res, None, None, 0, rec, rn, reply,
                              replyn, origin)
 
-    def publish_record(self, subject, record, reply=None, OutBuf origin=None):
+    def publish_record(self, subject, record, reply=None, OutBuf origin=None, *,
+                       bint trust_checked=False):
         """Publish an event given as its record (``Event.encode()``, a PUB
         frame's body) without decoding it; ``reply`` goes to network
         subscribers; ``origin`` is the publishing connection (for its
-        ``echo``).  Returns the seq in the first stream that stored it (its
-        name: ``last_stream``), 0 if none did."""
+        ``echo``); ``trust_checked``: the caller had the trust policy check
+        it (``flow.trust.check_event``: a door that checks a request's
+        events before it publishes any).  Returns the seq in the first
+        stream that stored it (its name: ``last_stream``), 0 if none did."""
         cdef Py_buffer view
         cdef const char *rp = NULL
         cdef Py_ssize_t rn = 0
@@ -396,7 +400,7 @@ cdef class Router:
         PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
         try:
             return self._publish_wire(_subject_str(subject), rp, rn, <const char *>view.buf,
-                                      view.len, origin)
+                                      view.len, origin, False, trust_checked)
         finally:
             PyBuffer_Release(&view)
 
@@ -899,7 +903,7 @@ cdef class Router:
         cdef const char *ahead
         cdef const char *dkey
         cdef uint32_t dtag, dlen
-        cdef bint skip
+        cdef bint trusted
         if routing_subject is not None:
             rs = _subject_str(routing_subject)
             as_utf8(rs, &p, &n, False)
@@ -920,7 +924,8 @@ cdef class Router:
                         check(subject)
                         checked.add(subject)
                     last = subject
-        if self.trust_on is not None and not self.trust_skip:
+        trusted = self.trust_on is not None
+        if trusted:
             # the trust policy: every event passes before any is published
             start = 0
             for i in range(recs.ends.n):
@@ -938,8 +943,6 @@ cdef class Router:
         # last) and its duplicate-window lookups (the monotonic clock)
         self.mono_batch = _mono_ns()
         self.now_batch = _now_ns()
-        skip = self.trust_skip
-        self.trust_skip = True
         try:
             for i in range(recs.ends.n):
                 subject = rs if rs is not None else <object>PyList_GET_ITEM(recs.subjects, i)
@@ -953,7 +956,7 @@ cdef class Router:
                 try:
                     seq = self._publish_wire(subject, NULL, 0, recs.buf + start,
                                              recs.ends.data[i] - start, origin,
-                                             not FASTFLOW_DEBUG)
+                                             not FASTFLOW_DEBUG, trusted)
                 except (LogFullError, EventTooLarge) as exc:
                     if not batch:
                         raise
@@ -967,7 +970,6 @@ cdef class Router:
         finally:
             self.mono_batch = 0
             self.now_batch = 0
-            self.trust_skip = skip
         if refused is not None:
             refused.args = ('{} (batch index {}; the whole batch was published)'.format(
                 refused, refused_at),)

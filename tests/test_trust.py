@@ -358,3 +358,13 @@ def test_server_config_trust_tables(tmp_path):
     assert sorted(pols) == ["$G", "acme"] and pols["acme"].keys.ids() == ["k"]
     with pytest.raises(ConfigError, match=r"accounts.acme.trust.rules\[0\]"):
         ServerConfig(accounts={"acme": {"trust": {"rules": [{"subjects": 5}]}}})
+
+
+def test_a_signed_empty_extension_cannot_be_dropped():
+    """An absent extension and an empty one would hash alike: a signed one that
+    is missing is a mismatch of its own."""
+    k = SigningKey.generate()
+    s = sign(Event("a", b"x", type="t", note=""), k, ["note"])
+    verify(s, [k])
+    with pytest.raises(SignatureError, match="signed extension 'note' is missing"):
+        verify(_tampered(s, note=None), [k])

@@ -460,8 +460,7 @@ class Router:
                  "__bytes_published", "__bytes_delivered", "__bytes_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
-                 "__last_duplicate", "__ingress", "__trust_on", "trust_check",
-                 "trust_skip")
+                 "__last_duplicate", "__ingress", "__trust_on", "trust_check")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -485,8 +484,6 @@ class Router:
         self.__ingress = None           # the account's ingress quota (a RateLimit)
         self.__trust_on = None          # subjects under a trust policy (a Matcher)
         self.trust_check = None         # (subject, record | Event | None): raises to refuse
-        self.trust_skip = False         # set while a batch its caller checked whole is
-                                        # published (engine use)
         self.closed = False             # publish raises once set
         self.__last_stream = None       # the stream that stored the last publish
         self.__last_duplicate = False   # ... had it already (its seq is the original's)
@@ -538,7 +535,7 @@ class Router:
         """The trust policy's check of a publish on ``subject``: of record
         ``rec``, or ``ev``, or (both None) an event with the defaults;
         raises (SignatureError) to refuse it, before anything is matched."""
-        if self.trust_check is None or self.trust_skip or not self.__trust_on.match(subject):
+        if self.trust_check is None or not self.__trust_on.match(subject):
             return
         self.trust_check(subject, rec if rec is not None else ev)
 
@@ -621,7 +618,7 @@ class Router:
             return self.__default_record(ev)
         return _ev_encode(ev)
 
-    def publish_wire(self, subject, reply, rec, origin, built=False):
+    def publish_wire(self, subject, reply, rec, origin, built=False, trust_checked=False):
         """Publish an event record received from the network (a PUB frame):
         ``subject`` a str, ``reply`` its UTF-8 bytes (or None / empty),
         ``rec`` the record (bytes), ``origin`` the publishing connection's
@@ -635,7 +632,7 @@ class Router:
         _as_utf8(subject, False)        # (not encodable: raises before the record check)
         if not built:
             _ev_check(subject, rec, 0, len(rec))
-        if self.__trust_on is not None:
+        if self.__trust_on is not None and not trust_checked:
             self.__trust(subject, bytes(rec), None)
         m = self.__matcher
         _, _, hops, _, _, _, trn, _ = _HEADER.unpack_from(rec, 0)
@@ -647,12 +644,14 @@ class Router:
         hs = m._collect(_tokens(m, subject))
         return self.__deliver(subject, hs, None, None, _now_ns(), rec, reply, origin)
 
-    def publish_record(self, subject, record, reply=None, origin=None):
+    def publish_record(self, subject, record, reply=None, origin=None, *, trust_checked=False):
         """Publish an event given as its record (``Event.encode()``, a PUB
         frame's body) without decoding it; ``reply`` goes to network
         subscribers; ``origin`` is the publishing connection (for its
-        ``echo``).  Returns the seq in the first stream that stored it (its
-        name: ``last_stream``), 0 if none did."""
+        ``echo``); ``trust_checked``: the caller had the trust policy check
+        it (``flow.trust.check_event``: a door that checks a request's
+        events before it publishes any).  Returns the seq in the first
+        stream that stored it (its name: ``last_stream``), 0 if none did."""
         if origin is not None and not isinstance(origin, OutBuf):
             raise TypeError("Argument 'origin' has incorrect type (expected {}.{}, got {})"
                             .format(OutBuf.__module__, OutBuf.__qualname__,
@@ -661,7 +660,8 @@ class Router:
         if reply is not None:
             rb = _as_utf8(reply, False)
         rec = _record_bytes(record)
-        return self.publish_wire(_subject_str(subject), rb, rec, origin)
+        return self.publish_wire(_subject_str(subject), rb, rec, origin,
+                                 trust_checked=bool(trust_checked))
 
     def __route(self, subject, data, ev, now):
         """Publish one event: ``ev`` when the publisher gave attributes or an
@@ -1046,7 +1046,8 @@ its seq in the first stream that stored it (0 if none did)."""
             for subject in dict.fromkeys(subjects):
                 check(subject)
         records = [_ev_encode(e) for e in events]
-        if self.__trust_on is not None and not self.trust_skip:
+        checked = self.__trust_on is not None
+        if checked:
             # the trust policy: every event passes before any is published
             for i, subject in enumerate(subjects):
                 try:
@@ -1057,20 +1058,16 @@ its seq in the first stream that stored it (0 if none did)."""
                             exc, i),)
                     raise
         out = [] if acks else None
-        skip = self.trust_skip
-        self.trust_skip = True
-        try:
-            return self.__publish_records(subjects, records, batch, origin, acks, out)
-        finally:
-            self.trust_skip = skip
+        return self.__publish_records(subjects, records, batch, origin, acks, out, checked)
 
-    def __publish_records(self, subjects, records, batch, origin, acks, out):
+    def __publish_records(self, subjects, records, batch, origin, acks, out, checked):
         seq = 0
         refused = None
         refused_at = 0
         for i, (subject, rec) in enumerate(zip(subjects, records)):
             try:
-                seq = self.publish_wire(subject, None, rec, origin, built=True)
+                seq = self.publish_wire(subject, None, rec, origin, built=True,
+                                        trust_checked=checked)
             except (LogFullError, EventTooLarge) as exc:
                 if not batch:
                     raise

@@ -374,13 +374,14 @@ class Server:
     def install_trust(self):
         """The trust policy of each account (docs/provenance.md): made from
         the config, kept (with its counters) where the config did not
-        change."""
+        change; a policy the embedding code set on a flow it gave the
+        server (its ``source`` None) stays unless the config has one."""
         policies = self.config.trust_policies()
         for acct in self.accounts:
             new = policies.get(acct.name)
             old = acct.flow.trust
             if new is None:
-                if old is not None:
+                if old is not None and old.source is not None:
                     acct.flow.trust = None
             elif old is None or old.source != new.source:
                 acct.flow.trust = new

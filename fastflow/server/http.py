@@ -677,7 +677,8 @@ class HttpProtocol(HttpResponder, DoorProtocol):
                     path=exc.path, schema=exc.schema, index=exc.index), _JSON)
                 return
         flow = self.flow
-        if flow.trust is not None:
+        checked = flow.trust is not None
+        if checked:
             # the trust policy: every event passes before any is published
             for i, ev in enumerate(events):
                 try:
@@ -685,20 +686,13 @@ class HttpProtocol(HttpResponder, DoorProtocol):
                 except SignatureError as exc:
                     raise HttpError(403, "{}{} (nothing was published)".format(
                         exc, _at(i, len(events)))) from None
-            flow.trust_skip = True
-        try:
-            self._publish_events(req, conn, flow, events, ack)
-        finally:
-            flow.trust_skip = False
-
-    def _publish_events(self, req, conn, flow, events, ack):
-        publish = flow.publish
+        publish = flow.publish_record
         acks = [] if ack else None
         refused = None
         n = 0
         for i, ev in enumerate(events):
             try:
-                seq = publish(ev)
+                seq = publish(ev.routing_subject, ev.encode(), None, None, trust_checked=checked)
             except (LogFullError, EventTooLarge) as exc:    # routed, not stored
                 if refused is None:
                     refused = (i, exc)

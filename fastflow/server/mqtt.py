@@ -1217,14 +1217,13 @@ class MqttProtocol(DoorProtocol):
         # QoS 0 ones in C by the origin, the others by _publishing: their
         # deliveries run inline, within this call)
         self._publishing = True
-        self.flow.trust_skip = trust is not None        # (checked above)
         try:
-            self.flow.publish_record(subject, record, None, self.outbuf)
+            self.flow.publish_record(subject, record, None, self.outbuf,
+                                     trust_checked=trust is not None)   # (checked above)
         except Exception as exc:        # a full stream: the subscribers had it
             log.debug("client %d: publish on %s: %s", conn.id, subject, exc)
         finally:
             self._publishing = False
-            self.flow.trust_skip = False
         if qos == 2:
             self.session.inbound_qos2.add(packet_id)
             self.conn.account.mqtt_sessions.inbound(self.session, packet_id, True)

@@ -711,17 +711,16 @@ class WsProtocol(DoorProtocol):
         origin = self.outbuf
         refused = None
         n = 0
-        self.flow.trust_skip = trust is not None
+        checked = trust is not None
         try:
             for ev, s in zip(events, subjects):
                 try:
-                    publish(s, ev.encode(), None, origin)
+                    publish(s, ev.encode(), None, origin, trust_checked=checked)
                 except (LogFullError, EventTooLarge) as exc:    # routed, not stored
                     if refused is None:
                         refused = (n, ev, exc)
                 n += 1
         finally:
-            self.flow.trust_skip = False
             conn.in_msgs_py += n
         if refused is not None:
             i, ev, exc = refused

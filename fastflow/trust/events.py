@@ -20,10 +20,8 @@ several hops away hashes what the producer hashed.
 
 import base64
 import binascii
-import calendar
 import hashlib
 import re
-import time as _time
 
 import orjson
 
@@ -49,28 +47,67 @@ _OWN = frozenset(("dssematerial", "signedextattrs"))
 _EMPTY = hashlib.sha256(b"").digest()
 _sha = hashlib.sha256
 
-_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d+)?"
-                   r"(?:([Zz])|([+-])(\d\d):(\d\d))\Z")
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+                   r"(?:\.[0-9]+)?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z")
+
+
+def _bad_time(t, why):
+    return SignatureError("malformed", "time {!r} {}".format(t[:64], why))
+
+
+def _leap(y):
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
+_MDAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (any year)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _civil_from_days(z):
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (m <= 2), m, d
 
 
 def normalize_time(t):
     """``t`` (RFC 3339) as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC (whole seconds:
-    the precision the extension verifies)."""
+    the precision the extension verifies).  A time RFC 3339 does not allow
+    (a 13th month, a 31st of April, second 61, an offset past 23:59) is
+    refused: two such strings could name one instant, and a relay could
+    swap them under a signature."""
+    if type(t) is not str:
+        raise SignatureError("malformed", "time is not a string")
     m = _TIME.match(t)
     if m is None:
-        raise SignatureError("malformed", "time {!r} is not RFC 3339".format(t))
+        raise _bad_time(t, "is not RFC 3339")
     y, mo, d, h, mi, s = (int(x) for x in m.group(1, 2, 3, 4, 5, 6))
-    try:
-        secs = calendar.timegm((y, mo, d, h, mi, min(s, 59), 0, 0, 0))
-    except (ValueError, OverflowError):
-        raise SignatureError("malformed", "time {!r} is out of range".format(t)) from None
+    if not (1 <= mo <= 12 and 1 <= d <= _MDAYS[mo - 1] + (mo == 2 and _leap(y))
+            and h <= 23 and mi <= 59 and s <= 60):
+        raise _bad_time(t, "is out of range")
+    mins = _days_from_civil(y, mo, d) * 1440 + h * 60 + mi
     if m.group(8):
-        off = int(m.group(9)) * 3600 + int(m.group(10)) * 60
-        secs -= off if m.group(8) == "+" else -off
-    tm = _time.gmtime(secs)
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (tm.tm_year, tm.tm_mon, tm.tm_mday,
-                                               tm.tm_hour, tm.tm_min,
-                                               s if s == 60 else tm.tm_sec)
+        oh, om = int(m.group(9)), int(m.group(10))
+        if oh > 23 or om > 59:
+            raise _bad_time(t, "has an offset out of range")
+        mins -= (oh * 60 + om) if m.group(8) == "+" else -(oh * 60 + om)
+    days, rest = divmod(mins, 1440)
+    y, mo, d = _civil_from_days(days)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, d, rest // 60, rest % 60, s)
 
 
 def _canonical(v):
@@ -90,10 +127,22 @@ def _h(v):
     return _EMPTY if v is None else _sha(_canonical(v)).digest()
 
 
+_ext_lists = {}                 # signedextattrs -> its names, checked (bounded)
+
+
 def _ext_list(value):
     """The names of ``signedextattrs`` (validated: the extension's rules)."""
     if value is None or value == "":
         return ()
+    names = _ext_lists.get(value)
+    if names is None:
+        names = _ext_list_checked(value)
+        if len(_ext_lists) < 1024:
+            _ext_lists[value] = names
+    return names
+
+
+def _ext_list_checked(value):
     if not isinstance(value, str):
         raise SignatureError("bad signedextattrs", "not a string")
     names = value.split(",")
@@ -110,7 +159,7 @@ def _ext_list(value):
             raise SignatureError("bad signedextattrs",
                                  "{!r} is not an attribute name (a-z, 0-9)".format(n))
         seen.add(n)
-    return names
+    return tuple(names)
 
 
 _ORDER = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject")
@@ -132,13 +181,16 @@ def _digest(attrs, data, extensions):
     out.update(_EMPTY if t is None else _sha(normalize_time(t).encode()).digest())
     out.update(_sha(data).digest())
     for n in extensions:
+        v = get(n)
+        if v is None:
+            raise SignatureError("digest mismatch", "signed extension {!r} is missing".format(n))
         d = _name_digests.get(n)
         if d is None:
             d = _sha(n.encode()).digest()
             if len(_name_digests) < 4096:
                 _name_digests[n] = d
         out.update(d)
-        out.update(_h(get(n)))
+        out.update(_h(v))
     return out.digest()
 
 
@@ -212,6 +264,8 @@ def _b64(s, what):
 
 
 def _envelope(material):
+    if type(material) is not str:
+        raise SignatureError("malformed", "dssematerial is not a string")
     if len(material) > MAX_MATERIAL:
         raise SignatureError("malformed", "dssematerial longer than {} characters".format(
             MAX_MATERIAL))
@@ -234,7 +288,8 @@ def check(event, keys):
     naming the reason.  The steps and their order are the extension's."""
     if not isinstance(keys, KeySet):
         keys = KeySet(keys)
-    return _check(event.attributes(), event.data, keys)
+    signer, names = _check(event.attributes(), event.data, keys)
+    return signer, list(names)
 
 
 def _check(attrs, data, keys):
@@ -243,6 +298,26 @@ def _check(attrs, data, keys):
         raise SignatureError("unsigned", "the event has no dssematerial")
     env, pt, body = _envelope(material)
     sigs = env["signatures"]
+    signer = None
+    if len(sigs) == 1 and type(sigs[0]) is dict:
+        # (the common case: one signature, by a key id the verifier has)
+        s = sigs[0]
+        kid = s.get("keyid")
+        k = keys.get(kid) if type(kid) is str else None
+        if k is not None:
+            if not k.verify(_b64(s.get("sig"), "a signature"),
+                            pae(pt.encode("utf-8", "surrogatepass"), body)):
+                raise SignatureError("bad signature", "the envelope's signature does not "
+                                     "verify")
+            signer = k.keyid
+    if signer is None:
+        signer = _signer(sigs, keys, pt, body)
+    return signer, _after_signature(attrs, data, pt, body)
+
+
+def _signer(sigs, keys, pt, body):
+    """The key id of the first signature of ``sigs`` that verifies by one of
+    ``keys`` (at most MAX_SIGNATURES tries); SignatureError if none."""
     ptb = pt.encode("utf-8", "surrogatepass")
     message = None
     known = False
@@ -252,6 +327,8 @@ def _check(attrs, data, keys):
         if not isinstance(s, dict):
             raise SignatureError("malformed", "a signature is not an object")
         kid = s.get("keyid")
+        if kid is not None and type(kid) is not str:
+            raise SignatureError("malformed", "a signature's keyid is not a string")
         cands = [keys.get(kid)] if kid else list(keys)
         for k in cands:
             if k is None:
@@ -273,6 +350,12 @@ def _check(attrs, data, keys):
                                  "{})".format(", ".join(repr(s.get("keyid")) for s in sigs
                                                         if isinstance(s, dict))[:300] or "none"))
         raise SignatureError("bad signature", "the envelope's signature does not verify")
+    return signer
+
+
+def _after_signature(attrs, data, pt, body):
+    """The extension's steps after the signature: the payload type, the
+    payload's length, signedextattrs, the digest; the signed names."""
     if pt != PAYLOAD_TYPE:
         raise SignatureError("unknown payload type", repr(pt[:100]))
     if len(body) != 32:
@@ -282,7 +365,7 @@ def _check(attrs, data, keys):
     if _digest(attrs, data, names) != body:
         raise SignatureError("digest mismatch", "the event is not the one that was signed "
                              "(an attribute or the data changed)")
-    return signer, names
+    return names
 
 
 def verify(event, keys, mode="strict"):

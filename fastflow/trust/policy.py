@@ -35,7 +35,7 @@ class TrustRule:
     """``subjects`` (patterns), ``keys`` (key ids; empty: every key of the
     policy), ``require`` (an unsigned event is refused)."""
 
-    __slots__ = ("subjects", "keys", "require", "keyset")
+    __slots__ = ("subjects", "keys", "require")
 
     def __init__(self, subjects, keys=(), require=True):
         if isinstance(subjects, str):
@@ -45,7 +45,6 @@ class TrustRule:
         self.subjects = list(subjects)
         self.keys = list(keys)
         self.require = bool(require)
-        self.keyset = None
 
     def __repr__(self):
         return "TrustRule({!r}, keys={!r}, require={})".format(self.subjects, self.keys,
@@ -61,6 +60,7 @@ class TrustPolicy:
         self.keys = keys if isinstance(keys, KeySet) else KeySet(keys)
         self.rules = [r if isinstance(r, TrustRule) else TrustRule(**r) for r in rules]
         self.matcher = Matcher()
+        self._keysets = []              # per rule: the keys it accepts (the policy's own)
         for i, r in enumerate(self.rules):
             if r.keys:
                 ks = KeySet()
@@ -71,9 +71,9 @@ class TrustPolicy:
                                          "the policy's keys ({})".format(
                                              i, kid, ", ".join(self.keys.ids()) or "none"))
                     ks.add(k)
-                r.keyset = ks
+                self._keysets.append(ks)
             else:
-                r.keyset = self.keys
+                self._keysets.append(self.keys)
             for p in r.subjects:
                 self.matcher.add(p, i)
         self.checked = 0
@@ -161,6 +161,7 @@ class TrustPolicy:
         flow.trust_check = None
 
     def rule_for(self, subject):
+        """The rule that decides for ``subject`` (None: not checked)."""
         hits = self.matcher.match(subject)
         return self.rules[min(hits)] if hits else None
 
@@ -168,9 +169,11 @@ class TrustPolicy:
         """Apply the policy to a publish on ``subject`` of ``what`` (an Event,
         a record, or None: an event with the defaults); raises SignatureError
         to refuse it."""
-        rule = self.rule_for(subject)
-        if rule is None:
+        hits = self.matcher.match(subject)
+        if not hits:
             return
+        i = min(hits)
+        rule = self.rules[i]
         self.checked += 1
         ev = Event.decode(subject, what) if isinstance(what, bytes) else what
         try:
@@ -181,11 +184,19 @@ class TrustPolicy:
                         subject))
                 self.unsigned_passed += 1
                 return
-            _check(attrs, ev.data, rule.keyset)
+            _check(attrs, ev.data, self._keysets[i])
         except SignatureError as exc:
             self.refused[exc.reason] = self.refused.get(exc.reason, 0) + 1
             self._advise(subject, ev, exc)
             raise
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            # (what the checks above did not foresee is still a refusal, never
+            # a door's internal error)
+            err = SignatureError("malformed", "{}: {}".format(type(exc).__name__,
+                                                             str(exc)[:100]))
+            self.refused["malformed"] += 1
+            self._advise(subject, ev, err)
+            raise err from None
         self.passed += 1
 
     def _advise(self, subject, ev, exc):
