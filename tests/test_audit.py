@@ -302,3 +302,47 @@ def test_verify_range(core, tmp_path, key):
     bad = dict(cp, seq=cp["seq"] + 1)
     with pytest.raises(AuditError, match="does not verify"):
         verify_checkpoint(bad, key.public_key())
+
+
+# -- the server's signed checkpoints (fastflow/server/checkpoints.py) ---------------------------
+
+def test_server_signs_checkpoints(aloop, ffserver, tmp_path, capsys):
+    import asyncio
+
+    from fastflow.server import ServerConfig
+    from fastflow.server.config import config_from_dict
+
+    data = tmp_path / "data"
+    cfg = ServerConfig(**config_from_dict({"provenance": {"checkpoint_events": 5,
+                                                          "checkpoint_interval": "100ms"}}))
+    cfg.validate()
+    assert (cfg.checkpoint_events, cfg.checkpoint_interval) == (5, 0.1)
+
+    async def main():
+        async with ffserver(data_dir=str(data), checkpoint_events=5, checkpoint_interval=0.1,
+                            streams=[{"name": "orders", "subjects": ["orders.>"]}]) as srv:
+            seen = []
+            srv.flow.subscribe("$SYS.stream.orders.checkpoint", seen.append)
+            for i in range(12):
+                srv.flow.publish("orders.eu", b"%d" % i)
+            for _ in range(100):
+                if seen and json.loads(bytes(seen[-1].data))["seq"] == 12:
+                    break
+                await asyncio.sleep(0.02)
+            cp = json.loads(bytes(seen[-1].data))
+            assert cp["stream"] == "orders" and cp["seq"] == 12 and len(cp["head"]) == 64
+            assert seen[-1].type == "io.fastflow.checkpoint"
+            n = srv.checkpoints.signed
+            await asyncio.sleep(0.3)        # unchanged: no new checkpoint
+            assert srv.checkpoints.signed == n
+            srv.flow.publish("orders.eu", b"last")
+        # stop signs the last change
+
+    aloop(main)
+    assert os.stat(data / "server.key").st_mode & 0o777 == 0o600
+    assert (data / "server.pub").exists()
+    lines = (data / "streams" / "orders" / "checkpoints.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["seq"] == 13
+    rc, out = audit(capsys, data)
+    assert rc == 0, out
+    assert "{} in file, {} verified".format(len(lines), len(lines)) in out

@@ -219,6 +219,9 @@ class ServerConfig:
         ("system_account", None),       # None: $SYS with accounts, else the one account
         ("metering_interval", 60.0),    # seconds between usage reports (0: none; the
                                         # totals are still kept, and saved at stop)
+        # signed checkpoints of the streams' hash chains (server/checkpoints.py)
+        ("checkpoint_events", 10000),   # events between two (0: no count trigger)
+        ("checkpoint_interval", 10.0),  # seconds between two (0: no time trigger)
     )
 
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -421,11 +424,11 @@ class ServerConfig:
             raise ConfigError("write_low_water ({}) must not exceed write_high_water ({})".format(
                 self.write_low_water, self.write_high_water))
         for key in ("max_connections", "max_subscriptions", "max_pings_out",
-                    "login_free_failures"):
+                    "login_free_failures", "checkpoint_events"):
             setattr(self, key, _int(getattr(self, key), key))
         for key in ("stall_timeout", "ping_interval", "auth_timeout", "drain_timeout",
                     "tls_handshake_timeout", "login_backoff", "login_backoff_max",
-                    "metering_interval"):
+                    "metering_interval", "checkpoint_interval"):
             setattr(self, key, parse_duration(getattr(self, key), key))
         if self.auth_timeout <= 0:
             raise ConfigError("auth_timeout: must be > 0, got {}".format(self.auth_timeout))
@@ -542,6 +545,8 @@ _TABLES = {
              "login_free_failures": "login_free_failures", "login_backoff": "login_backoff",
              "login_backoff_max": "login_backoff_max"},
     "metering": {"interval": "metering_interval"},
+    "provenance": {"checkpoint_events": "checkpoint_events",
+                   "checkpoint_interval": "checkpoint_interval"},
     "tls": {"cert": "tls_cert", "key": "tls_key", "ca": "tls_ca", "verify": "tls_verify",
             "handshake_timeout": "tls_handshake_timeout"},
 }
