@@ -481,11 +481,14 @@ class _Chain:
         path, off, seq, body, stored = self.first
         if chain_link(self.genesis, body) == stored:
             return
-        # the newest eviction marker names the link the kept records follow
+        # an eviction marker names the link the kept records follow (the
+        # newest one, or an older one when a crash came between the newest
+        # marker and the deletion it announced)
         if r.evictions:
+            for ev in r.evictions:
+                if chain_link(ev[3], body) == stored:
+                    return
             first, last, reason, link, mpath, moff = max(r.evictions, key=lambda e: e[1])
-            if chain_link(link, body) == stored:
-                return
             r.fail(path, off, "the first frame (seq {}) does not follow the link of the newest "
                    "eviction marker ({} at offset {}: seqs {}..{} removed): records after "
                    "seq {} were removed without a marker (a segment deleted by hand?)".format(
