@@ -366,7 +366,9 @@ class _Chain:
             # the slow path: whatever stopped it (end, marker, damage, ...)
             if off + 4 > n:
                 if off < n and not _all_zero(mm, off, n):
-                    return self._tail(mm, path, off, n, newest, "truncated length field")
+                    # (the live segment is preallocated: a crash cannot cut a field)
+                    r.fail(path, off, "truncated length field")
+                    return False
                 r.bytes += off
                 return True
             length = int.from_bytes(mm[off:off + 4], "little")
@@ -377,8 +379,9 @@ class _Chain:
                 r.bytes += off
                 return True
             if length < HEADER_LEN or length > n - off:
-                return self._tail(mm, path, off, n, newest, "frame length {} out of range ({} "
-                                  "bytes left in the file)".format(length, n - off))
+                r.fail(path, off, "frame length {} out of range ({} bytes left in the file)"
+                       .format(length, n - off))
+                return False
             _, crc, seq, ts, ptime, slen, kind, version = _HEADER.unpack_from(mm, off)
             if crc32c(mm[off + 8:off + length]) != crc:
                 return self._tail(mm, path, off, n, newest, "checksum mismatch", off + length)
@@ -460,9 +463,11 @@ class _Chain:
     def _tail(self, mm, path, off, n, newest, problem, end=None):
         """Bytes that are no frame: a torn tail of the newest segment (a
         crash; the log cuts it on open) is a warning, anything else fails.
-        A torn tail: the bad spot is a length field that never got its
-        frame, or a frame whose length reached the file but not all of its
-        bytes (``end``: only zeros may follow it)."""
+        A torn tail: bytes of a frame whose length was never written (the
+        length goes last), or a frame whose length reached the disk but not
+        all of its bytes (``end``: only zeros may follow it).  Cutting the
+        newest records this way is what a chain alone cannot see: the
+        signed checkpoints can ("past the end of the chain")."""
         r = self.r
         if newest and (end is None or _all_zero(mm, min(end, n), n)):
             r.warnings.append("{} at offset {}: torn tail ({}), {} bytes after the last "

@@ -268,6 +268,17 @@ def test_garbage_and_hostile_input(stream, capsys):
     assert rc == 2 and "not a PEM public key" in out
 
 
+def test_lying_length_in_newest_segment(stream):
+    # no crash leaves a length past the end of the preallocated live
+    # segment: not a torn tail
+    seg = seg_files(stream)[-1]
+    buf = bytearray(seg.read_bytes())
+    fr = frames(bytes(buf))[-2]
+    struct.pack_into("<I", buf, fr["offset"], len(buf))
+    seg.write_bytes(bytes(buf))
+    expect_failure(stream, "out of range", seg.name, fr["offset"])
+
+
 def test_checkpoint_past_the_end(stream, key):
     # the newest segment's tail cut off with its records: the checkpoint at
     # seq 120 is past the chain's end

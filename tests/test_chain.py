@@ -119,7 +119,9 @@ def test_torn_tail_cut_on_reopen_keeps_the_chain(core, tmp_path):
     buf = bytearray(seg.read_bytes())
     end = all_frames(d)[-1]
     end = end["offset"] + end["length"]
-    # a crash while writing the next frame: its bytes, but no length yet
+    # a crash while writing the next frame into the preallocated (zero)
+    # space of the live segment: its bytes, but no length yet
+    buf[end:] = bytes(4096)
     buf[end + 4 : end + 60] = os.urandom(56)
     seg.write_bytes(bytes(buf))
     r = audit_stream(d)
