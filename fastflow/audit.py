@@ -210,7 +210,7 @@ class StreamReport:
     def __init__(self, name, path):
         self.name = name
         self.path = path
-        self.chain_name = name
+        self.chain_name = os.path.basename(os.path.normpath(path))
         self.segments = 0
         self.records = 0
         self.first_seq = 0
@@ -661,8 +661,9 @@ def _find_key(data_dir, key_path):
 
 def stream_dirs(data_dir, stream=None):
     """[(name, path)] of the stream directories under ``data_dir`` (a
-    server's or a Flow's data dir, ``<data_dir>/streams/<name>``, or one
-    stream directory itself)."""
+    server's or a Flow's data dir, ``<data_dir>/streams/<name>``, an
+    account's ``<data_dir>/accounts/<account>/streams/<name>``, named
+    ``<account>/<name>``; or one stream directory itself)."""
     data_dir = os.path.abspath(data_dir)
     if any(_SEG_NAME.match(n) for n in os.listdir(data_dir)) or \
             os.path.exists(os.path.join(data_dir, "meta.json")):
@@ -671,19 +672,24 @@ def stream_dirs(data_dir, stream=None):
             raise AuditError("{} is the directory of stream {!r}, not {!r}".format(
                 data_dir, name, stream))
         return [(name, data_dir)]
-    root = os.path.join(data_dir, "streams")
-    if not os.path.isdir(root):
+    roots = [("", os.path.join(data_dir, "streams"))]
+    accounts = os.path.join(data_dir, "accounts")
+    if os.path.isdir(accounts) and not os.path.islink(accounts):
+        for a in sorted(os.listdir(accounts)):
+            roots.append((a + "/", os.path.join(accounts, a, "streams")))
+    roots = [(prefix, r) for prefix, r in roots if os.path.isdir(r) and not os.path.islink(r)]
+    if not roots:
         raise AuditError("{}: no streams/ directory and no segment files".format(data_dir))
-    if stream is not None:
-        p = os.path.join(root, stream)
-        if os.sep in stream or stream in ("", ".", "..") or not os.path.isdir(p):
-            raise AuditError("no stream {!r} in {}".format(stream, root))
-        return [(stream, p)]
     out = []
-    for n in sorted(os.listdir(root)):
-        p = os.path.join(root, n)
-        if os.path.isdir(p) and not os.path.islink(p):
-            out.append((n, p))
+    for prefix, root in roots:
+        for n in sorted(os.listdir(root)):
+            p = os.path.join(root, n)
+            if os.path.isdir(p) and not os.path.islink(p):
+                out.append((prefix + n, p))
+    if stream is not None:
+        out = [(n, p) for n, p in out if n == stream]
+        if not out:
+            raise AuditError("no stream {!r} in {}".format(stream, data_dir))
     return out
 
 

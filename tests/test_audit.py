@@ -357,3 +357,14 @@ def test_server_signs_checkpoints(aloop, ffserver, tmp_path, capsys):
     rc, out = audit(capsys, data)
     assert rc == 0, out
     assert "{} in file, {} verified".format(len(lines), len(lines)) in out
+
+
+def test_account_streams_are_audited(core, tmp_path, capsys):
+    data = tmp_path / "data"
+    for d in (data / "streams" / "orders", data / "accounts" / "acme" / "streams" / "orders"):
+        with core.Log(path=d) as log:
+            log.append("orders.x", b"1")
+    rc, out = audit(capsys, data)
+    assert rc == 0 and "stream orders" in out and "stream acme/orders" in out, out
+    rc, out = audit(capsys, data, "--stream", "acme/orders")
+    assert rc == 0 and "stream orders " not in out and "chain 'orders'" in out
