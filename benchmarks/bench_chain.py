@@ -2,15 +2,16 @@
 
 1. File-backed appends (``fsync="never"``: what the chain costs the
    processor; ``fsync="interval"``: as deployed, with the msyncs of the
-   flusher thread, noisier; 100-byte payloads, one subject) with the chain (``Log(chain=True)``, the default) and without
-   (``chain=False``, format-1 frames), per call and with ``append_batch``
-   of 10,000, into a log of 4 MiB segments keeping 20,000 records; each log
-   is warmed first (twice ``--records`` appends: retention cycles and the
-   deleted segments come back as spares with resident pages), then
-   ``--records`` appends are
-   timed (after an ``os.sync()``, so that the write-back of earlier runs
-   does not land in this one).  The runs of both variants are interleaved; medians of
-   ``--repeat`` runs and the ratio chain / no chain (goal: <= 1.10).
+   flusher thread, noisier; 100-byte payloads, one subject) with the chain
+   (``Log(chain=True)``, the default) and without (``chain=False``,
+   format-1 frames), per call and with ``append_batch`` of 10,000, into a
+   log of 4 MiB segments keeping 20,000 records.  Each log is warmed first
+   (twice ``--records`` appends: retention cycles and the deleted segments
+   come back as spares with resident pages), then ``--records`` appends
+   are timed (after an ``os.sync()``, so that the write-back of earlier
+   runs does not land in this one).  The runs of both variants are
+   interleaved; medians of ``--repeat`` runs and the ratio chain / no
+   chain (goal: <= 1.10).
 2. ``fastflow audit`` (``fastflow.audit.audit_stream``) over a stream of
    ``--audit-records`` records (default 10,000,000; ~180 bytes a frame),
    in records/s and MB/s, against ``sha256sum`` of the same segment files
