@@ -74,7 +74,7 @@ def audit(capsys, *args):
 def test_clean_stream_audits_ok(stream, capsys):
     rc, out = audit(capsys, stream.parent.parent)
     assert rc == 0, out
-    assert "stream orders" in out and "120 records" in out and "2 verified" in out
+    assert "stream orders" in out and "120 records in the files" in out and "2 verified" in out
     assert "server.pub" in out and "MB/s" in out and "audit OK" in out
     rc, out = audit(capsys, stream.parent.parent, "--stream", "orders", "--json")
     doc = json.loads(out)
@@ -368,3 +368,21 @@ def test_account_streams_are_audited(core, tmp_path, capsys):
     assert rc == 0 and "stream orders" in out and "stream acme/orders" in out, out
     rc, out = audit(capsys, data, "--stream", "acme/orders")
     assert rc == 0 and "stream orders " not in out and "chain 'orders'" in out
+
+
+def test_server_key_file(tmp_path):
+    from fastflow.errors import FastflowError
+    from fastflow.server.checkpoints import load_or_create_key
+
+    d = tmp_path / "new" / "data"
+    key = load_or_create_key(str(d))            # made, with its directory
+    assert os.stat(d / "server.key").st_mode & 0o777 == 0o600
+    again = load_or_create_key(str(d))          # loaded: the same key
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    assert again.public_key().public_bytes(*raw) == key.public_key().public_bytes(*raw)
+    (d / "server.pub").unlink()
+    load_or_create_key(str(d))                  # server.pub written again
+    assert (d / "server.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+    (d / "server.key").write_bytes(b"garbage")
+    with pytest.raises(FastflowError, match="not a PEM private key"):
+        load_or_create_key(str(d))

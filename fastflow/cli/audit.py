@@ -26,7 +26,7 @@ def _print_report(r, out):
         if r.failures > 1:
             print("  ({} problems in all)".format(r.failures), file=out)
     seqs = "seqs {}..{}".format(r.first_seq, r.last_seq) if r.records else "no records"
-    print("  {} records ({}) in {} segments, {} markers, {} evictions".format(
+    print("  {} records in the files ({}), {} segments, {} markers, {} evictions".format(
         r.records, seqs, r.segments, r.markers, len(r.evictions)), file=out)
     for first, last, reason, _, path, off in r.evictions:
         print("    eviction: seqs {}..{} removed ({}), marker in {} at offset {}".format(

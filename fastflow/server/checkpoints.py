@@ -58,6 +58,7 @@ def load_or_create_key(data_dir):
         if os.stat(path).st_mode & 0o077:
             log.warning("the server key %s is readable by others (chmod 600 it)", path)
     else:
+        os.makedirs(data_dir, exist_ok=True)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
