@@ -9,6 +9,8 @@ Switches, as ``build_ext`` options or environment variables:
   --cython-always / FASTFLOW_CYTHON_ALWAYS=1   always re-cythonize
   --cython-annotate / FASTFLOW_CYTHON_ANNOTATE=1  write annotated HTML
   --cython-directives / FASTFLOW_CYTHON_DIRECTIVES="a=b,c=d"  extra directives
+  FASTFLOW_NO_LIBCRYPTO=1             hash chain: compile the portable SHA-256
+                                      instead of linking OpenSSL's libcrypto
   FASTFLOW_NO_EXTENSIONS=1            build nothing: the pure-Python reference
                                       core is used instead (slow, for machines
                                       without a C compiler)
@@ -43,6 +45,21 @@ DECLARATIONS = [os.path.join(HERE, "fastflow", "_core.pxd")] + glob.glob(
 # the package's own reading of the switches; run by path: importing fastflow
 # would load the core this script is about to build
 _env_flag = runpy.run_path(os.path.join(HERE, "fastflow", "_settings.py"))["env_flag"]
+
+
+def _libcrypto():
+    """The linker argument for OpenSSL's libcrypto (its SHA-256 uses the
+    processor's SHA extensions), or None: the core then compiles its
+    portable SHA-256 (src_ext/ff_sha256.h).  Only the shared library is
+    needed, not the headers: ``libcrypto.so.3`` is on every Debian/Ubuntu
+    that has python3."""
+    if _env_flag("FASTFLOW_NO_LIBCRYPTO"):
+        return None
+    import ctypes.util
+    name = ctypes.util.find_library("crypto")
+    if not name or not name.startswith("libcrypto.so"):
+        return None
+    return "-l:" + name
 
 
 class BuildError(SystemExit):
@@ -112,6 +129,10 @@ class build_ext(_build_ext):
             macros = [("FASTFLOW_DEBUG", "1" if debug else "0")]
             if debug:
                 macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+            crypto = _libcrypto()
+            if crypto:
+                macros.append(("FF_LIBCRYPTO", "1"))
+                ext.extra_link_args = [crypto]
             ext.define_macros = macros
             ext.include_dirs = [os.path.join(HERE, "src_ext")]
             if debug:

@@ -48,6 +48,10 @@ __all__ = [
     "SubscriptionIndex",
     "WireTarget",
     "WsJsonTarget",
+    "CHAIN_IMPL",
+    "chain_genesis",
+    "chain_link",
+    "chain_walk",
     "crc32c",
     "decode_batch",
     "decode_event",
@@ -71,6 +75,12 @@ OPS: dict[str, int]             # the native protocol's op codes by name (docs/p
 FLAGS: dict[str, int]           # its frame flags by name
 
 def crc32c(data: Any, crc: int = 0) -> int: ...
+
+CHAIN_IMPL: str                 # the SHA-256 behind the chain: "openssl", "portable", "hashlib"
+def chain_genesis(name: str) -> bytes: ...          # the link before a log's first frame
+def chain_link(prev: Any, body: Any) -> bytes: ...  # SHA-256(prev || body)
+def chain_walk(buf: Any, off: int, prev: Any, after: int,
+               stop: int) -> tuple[int, bytes, int, int]: ...  # fastflow.audit's fast path
 
 def validate_subject(subject: Subject) -> None: ...
 def validate_pattern(pattern: Subject) -> None: ...
@@ -154,7 +164,8 @@ class Log:
                  max_per_subject: int = 0, max_event_size: int = 1048576, discard: str = "old",
                  dedup_window: float = 120.0, dedup_max: int = 100000, path: Any = None,
                  fsync: str = "interval", fsync_interval: float = 1.0,
-                 segment_size: int = 67108864, strict: bool = False) -> None: ...
+                 segment_size: int = 67108864, strict: bool = False,
+                 chain: Optional[bool] = None, chain_name: Optional[str] = None) -> None: ...
     first_seq: int
     last_seq: int
     bytes: int
@@ -188,6 +199,9 @@ class Log:
     def closed(self) -> bool: ...
     @property
     def losses(self) -> list[dict[str, Any]]: ...
+    def chain_head(self) -> tuple[int, Optional[bytes]]: ...
+    @property
+    def chain_name(self) -> Optional[str]: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 

@@ -329,6 +329,43 @@ class Stream:
         with ``seq <= up_to``); returns how many."""
         return self.log.purge(subject, up_to)
 
+    # -- provenance (docs/provenance.md) ----------------------------------------------
+
+    def chain_head(self):
+        """``(seq, link)``: the last seq and the hash chain's link after the
+        last frame (32 bytes; ``None`` for a memory stream: no chain)."""
+        return self.log.chain_head()
+
+    def checkpoint(self, key=None, *, time=None):
+        """The checkpoint of the chain now: ``{"stream", "seq", "head" (hex),
+        "time" (ns)}``.  With ``key`` (an Ed25519 private key) it is signed
+        (``key_id``, ``sig``: fastflow.audit.sign_checkpoint) and appended as
+        one JSON line to ``checkpoints.jsonl`` in the stream's directory.
+        Raises FastflowError for a stream without a chain."""
+        import time as _time
+
+        seq, link = self.log.chain_head()
+        if link is None:
+            raise FastflowError("stream {!r} has no hash chain (storage={!r})".format(
+                self.name, self.storage))
+        cp = {"stream": self.log.chain_name, "seq": seq, "head": link.hex(),
+              "time": _time.time_ns() if time is None else int(time)}
+        if key is None:
+            return cp
+        from fastflow.audit import CHECKPOINTS, sign_checkpoint
+
+        cp = sign_checkpoint(cp, key)
+        line = (json.dumps(cp, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        fd = os.open(os.path.join(self.log.path, CHECKPOINTS),
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            os.write(fd, line)          # one write: a line is whole or absent
+            if self.flow.fsync == "always":
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return cp
+
     # -- consumers --------------------------------------------------------------
 
     def consumer(self, name, **config):

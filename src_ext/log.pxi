@@ -41,6 +41,12 @@ cdef extern from "ff_dedup.h":
     void ff_dedup_prefetch(const ff_dedup *d, uint64_t hash) nogil
     void ff_dedup_free(ff_dedup *d) nogil
 
+cdef extern from "ff_sha256.h":
+    # the hash chain of file-backed logs: SHA-256(prev || body)
+    const char *ff_sha256_impl
+    void ff_chain_link(const unsigned char *prev, const char *body, size_t n,
+                       unsigned char *out) nogil
+
 cdef enum Discard:                  # what a full log does with an append
     DISCARD_OLD = 0
     DISCARD_NEW = 1
@@ -51,4 +57,8 @@ cdef enum:
     KIND_RECORD = 1
     KIND_DELETE = 2                 # subject field: a pattern; seq field: the bound
     KIND_PURGE = 3                  # every record with seq <= the seq field
+    KIND_EVICT = 4                  # segments deleted: seqs time..seq; data: the link at seq
+    FRAME_V1 = 0                    # byte 35 of a frame: format 1, no chain link
+    FRAME_V2 = 2                    # format 2: a 32-byte chain link ends the frame
+    LINK_LEN = 32                   # bytes of a chain link (SHA-256)
     IDX_EVERY = 4096                # records between sparse index entries

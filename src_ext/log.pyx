@@ -233,7 +233,7 @@ cdef class Log:
     def __init__(self, *, max_events=0, max_bytes=0, max_age=0, max_per_subject=0,
                  max_event_size=1 << 20, discard='old', dedup_window=120.0,
                  dedup_max=100_000, path=None, fsync='interval', fsync_interval=1.0,
-                 segment_size=64 << 20, strict=False):
+                 segment_size=64 << 20, strict=False, chain=None, chain_name=None):
         for name, v in (('max_events', max_events), ('max_bytes', max_bytes),
                         ('max_per_subject', max_per_subject), ('dedup_max', dedup_max)):
             if not isinstance(v, int) or v < 0:
@@ -277,9 +277,15 @@ cdef class Log:
                 fsync_interval))
         if not isinstance(segment_size, int) or segment_size < 4096:
             raise ValueError('segment_size must be an int >= 4096, got {!r}'.format(segment_size))
+        if chain not in (None, True, False):
+            raise ValueError('chain must be True, False or None (on for a file-backed log), '
+                             'got {!r}'.format(chain))
+        if chain_name is not None and (not isinstance(chain_name, str) or not chain_name):
+            raise ValueError('chain_name must be a non-empty str, got {!r}'.format(chain_name))
         self.path = path
         if path is not None:
-            self.store = SegmentStore(self, path, fsync, fsync_interval, segment_size, strict)
+            self.store = SegmentStore(self, path, fsync, fsync_interval, segment_size, strict,
+                                      chain is not False, chain_name)
             # replay the segments through the append path; under the limits
             # of this open, the oldest records give way (never a rejection)
             self.loading = True
@@ -910,9 +916,10 @@ cdef class Log:
             raise EventTooLarge('payload of {} bytes exceeds max_event_size={}'.format(
                 dlen, self.max_event_size))
         as_utf8(subject, &p, &n, False)
-        if self.store is not None and REC_HEADER + n + dlen > self.store.segment_size:
+        if self.store is not None and \
+                REC_HEADER + self.store.frame_extra + n + dlen > self.store.segment_size:
             raise EventTooLarge('record of {} bytes exceeds segment_size={}'.format(
-                REC_HEADER + n + dlen, self.store.segment_size))
+                REC_HEADER + self.store.frame_extra + n + dlen, self.store.segment_size))
         h = <uint32_t>ff_hash(p, n, _SEED)
         sj = &self.subj[self.last_sid] if self.last_sid >= 0 else NULL
         if not (sj != NULL and sj.bytes != NULL and sj.hash == h and sj.len == n
@@ -945,9 +952,10 @@ cdef class Log:
         if dlen > self.max_event_size:
             raise EventTooLarge('event of {} bytes exceeds max_event_size={}'.format(
                 dlen, self.max_event_size))
-        if self.store is not None and REC_HEADER + n + dlen > self.store.segment_size:
+        if self.store is not None and \
+                REC_HEADER + self.store.frame_extra + n + dlen > self.store.segment_size:
             raise EventTooLarge('record of {} bytes exceeds segment_size={}'.format(
-                REC_HEADER + n + dlen, self.store.segment_size))
+                REC_HEADER + self.store.frame_extra + n + dlen, self.store.segment_size))
         if self.max_age_ns:
             self._expire(now, AGE_EVICT_STEP)
         self._append_known(subject, p, n, h, d, dlen, 0, now)
@@ -1083,12 +1091,13 @@ cdef class Log:
                                     'max_event_size={}'.format(i, dlen, self.max_event_size))
             s = subjects if one else subj_l[i]
             if self.store is not None and \
-                    REC_HEADER + len(s) * 4 + dlen > self.store.segment_size:
+                    REC_HEADER + LINK_LEN + len(s) * 4 + dlen > self.store.segment_size:
                 as_utf8(s, &p, &slen, False)
-                if REC_HEADER + slen + dlen > self.store.segment_size:
+                if REC_HEADER + self.store.frame_extra + slen + dlen > self.store.segment_size:
                     raise EventTooLarge('datas[{}]: record of {} bytes exceeds '
                                         'segment_size={}'.format(
-                                            i, REC_HEADER + slen + dlen, self.store.segment_size))
+                                            i, REC_HEADER + self.store.frame_extra + slen + dlen,
+                                            self.store.segment_size))
             if one and i:
                 continue
             try:
@@ -1110,7 +1119,8 @@ cdef class Log:
             for i in range(n):
                 if not one:
                     as_utf8(subj_l[i], &p, &slen, False)
-                total += (REC_HEADER + slen) * (2 if self.max_per_subject else 1) + sizes.data[i]
+                total += (REC_HEADER + self.store.frame_extra + slen) * \
+                    (2 if self.max_per_subject else 1) + sizes.data[i]
             self.store.reserve_ahead(total)
             if not one:
                 p = NULL
@@ -1189,8 +1199,9 @@ cdef class Log:
         if self.store is not None and not self.loading:
             # the disk space first (and a delete marker's): a full disk
             # refuses the append before anything changes
-            self.store.reserve(REC_HEADER + n + dlen +
-                               (REC_HEADER + n if self.max_per_subject else 0),
+            self.store.reserve(REC_HEADER + self.store.frame_extra + n + dlen +
+                               (REC_HEADER + self.store.frame_extra + n
+                                if self.max_per_subject else 0),
                                self._last_seq + 1)
         # the subject of the previous append is the likely one
         if sid >= 0:
@@ -1337,8 +1348,8 @@ cdef class Log:
             raise ValueError('up_to must be >= 0, got {}'.format(up_to))
         limit = self._last_seq if up_to is None else min(<int64_t>up_to, self._last_seq)
         if self.store is not None:      # the marker's disk space first
-            self.store.reserve(REC_HEADER + (len(subject) * 4 if isinstance(subject, (str, bytes))
-                                             else 0),
+            self.store.reserve(REC_HEADER + self.store.frame_extra +
+                               (len(subject) * 4 if isinstance(subject, (str, bytes)) else 0),
                                self._last_seq + 1)
         removed = self._purge(subject, limit)
         if self.store is not None:
@@ -1777,6 +1788,22 @@ cdef class Log:
             while self.busy:
                 _time.sleep(0.0002)
             self.store.close()
+
+    def chain_head(self):
+        """``(seq, link)``: the last seq and the chain link of the last frame
+        written (32 bytes; ``None`` for a log without a chain: in memory, or
+        ``chain=False``)."""
+        self._check_open()
+        if self.store is None or not self.store.chain:
+            return (self._last_seq, None)
+        return (self._last_seq, self.store.link[:LINK_LEN])
+
+    @property
+    def chain_name(self):
+        """The name the chain's genesis link is derived from (None: no chain)."""
+        if self.store is None or not self.store.chain:
+            return None
+        return self.store.chain_name
 
     @property
     def losses(self):

@@ -45,6 +45,13 @@ cdef class SegmentStore:
     cdef int64_t n_storage_full
     cdef int lock_fd
     cdef readonly list losses           # records lost to damaged files, found at open
+    # the hash chain (docs/log.md): link = SHA-256(previous link || frame body)
+    cdef readonly bint chain            # frames written in format 2 (with a link)
+    cdef readonly Py_ssize_t frame_extra    # bytes a frame carries past its payload
+    cdef readonly str chain_name        # the genesis link is derived from it
+    cdef bytes genesis
+    cdef unsigned char link[32]         # the link of the last frame written
+    cdef dict tails                     # base seq -> the link that ends that segment
 
     cdef _lock(self)
     cdef _unlock(self)
@@ -67,7 +74,8 @@ cdef class SegmentStore:
     cdef int write_record(self, int64_t seq, int64_t ts, int64_t ptime, const char *s,
                           Py_ssize_t slen, const char *d, Py_ssize_t dlen) except -1
     cdef int write_marker(self, int kind, int64_t seq, const char *sb,
-                          Py_ssize_t slen) except -1
+                          Py_ssize_t slen, const char *d=*, Py_ssize_t dlen=*) except -1
+    cdef void _frame_end(self, char *p, Py_ssize_t rlen) noexcept
     cdef _grow_live(self, Py_ssize_t need)
     cdef int after_append(self) except -1
     cpdef sync(self, bint force)

@@ -9,13 +9,14 @@
 # so the in-memory state after a reopen is the state before it.
 
 import errno as _errno
+import hashlib
 import mmap as _mmap
 import os as _os
 import threading as _threading
 import weakref as _weakref
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 
 ff_crc32c_init()
@@ -82,17 +83,19 @@ cdef Py_ssize_t _record_at(const char *p, Py_ssize_t n, Py_ssize_t off, int64_t 
     corrupt record."""
     cdef Py_ssize_t rlen, slen
     cdef int64_t seq
-    cdef int kind
+    cdef int kind, version
     if off + REC_HEADER > n:
         return 0
     rlen = _rd32(p + off)
     if rlen < REC_HEADER or off + rlen > n:
         return 0
     kind = <uint8_t>p[off + 34]
-    if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE) or p[off + 35] != 0:
+    version = <uint8_t>p[off + 35]
+    if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE, KIND_EVICT) or \
+            version not in (FRAME_V1, FRAME_V2):
         return 0
     slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
-    if REC_HEADER + slen > rlen:
+    if REC_HEADER + slen + (LINK_LEN if version == FRAME_V2 else 0) > rlen:
         return 0
     if kind == KIND_RECORD:
         seq = _rdi64(p + off + 8)
@@ -117,13 +120,102 @@ def _seg_name(int64_t base):
     return '{:020d}.seg'.format(base)
 
 
+def chain_genesis(name):
+    """The link before the first frame of the log named ``name`` (a str:
+    by default the directory's name, a stream's name)."""
+    return hashlib.sha256(b'fastflow.chain.v1\0' + name.encode('utf-8')).digest()
+
+
+def chain_link(prev, body):
+    """SHA-256(prev || body): the link of a frame whose body (the bytes
+    between its CRC and its link) is ``body``."""
+    cdef Py_buffer pv, bv
+    cdef unsigned char out[32]
+    PyObject_GetBuffer(prev, &pv, PyBUF_SIMPLE)
+    try:
+        if pv.len != LINK_LEN:
+            raise ValueError('a chain link is {} bytes, got {}'.format(LINK_LEN, pv.len))
+        PyObject_GetBuffer(body, &bv, PyBUF_SIMPLE)
+        try:
+            ff_chain_link(<const unsigned char *>pv.buf, <const char *>bv.buf, bv.len, out)
+        finally:
+            PyBuffer_Release(&bv)
+    finally:
+        PyBuffer_Release(&pv)
+    return out[:LINK_LEN]
+
+
+def chain_walk(buf, Py_ssize_t off, prev, int64_t after, int64_t stop):
+    """The audit's fast path (fastflow.audit): verify the format-2 record
+    frames of ``buf`` from ``off`` while each one is whole, has a good CRC,
+    a seq above ``after`` and the link SHA-256(previous link || body),
+    starting from the link ``prev``; stop before any other frame (a marker,
+    a format-1 frame, the end, a damaged one: the caller looks at it) or
+    after the record whose seq reaches ``stop`` (0: none).  Returns
+    ``(offset, link, records, last seq)``."""
+    cdef Py_buffer view, pv
+    cdef const char *p
+    cdef Py_ssize_t n, rlen, slen
+    cdef int64_t seq, count = 0
+    cdef unsigned char link[32]
+    cdef unsigned char got[32]
+    PyObject_GetBuffer(prev, &pv, PyBUF_SIMPLE)
+    try:
+        if pv.len != LINK_LEN:
+            raise ValueError('a chain link is {} bytes, got {}'.format(LINK_LEN, pv.len))
+        memcpy(link, pv.buf, LINK_LEN)
+    finally:
+        PyBuffer_Release(&pv)
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    p = <const char *>view.buf
+    n = view.len
+    if off < 0:
+        off = 0
+    try:
+        while off + REC_HEADER <= n:
+            rlen = _rd32(p + off)
+            if rlen < REC_HEADER + LINK_LEN or rlen > n - off:
+                break
+            slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
+            seq = _rdi64(p + off + 8)
+            if <uint8_t>p[off + 34] != KIND_RECORD or <uint8_t>p[off + 35] != FRAME_V2 \
+                    or REC_HEADER + slen + LINK_LEN > rlen or seq <= after:
+                break
+            if ff_crc32c(0, p + off + 8, rlen - 8) != _rd32(p + off + 4):
+                break
+            ff_chain_link(link, p + off + 8, rlen - 8 - LINK_LEN, got)
+            if memcmp(got, p + off + rlen - LINK_LEN, LINK_LEN) != 0:
+                break
+            memcpy(link, got, LINK_LEN)
+            after = seq
+            count += 1
+            off += rlen
+            if stop and seq >= stop:
+                break
+    finally:
+        PyBuffer_Release(&view)
+    return (off, link[:LINK_LEN], count, after)
+
+
+CHAIN_HASH = 'sha256'
+CHAIN_IMPL = ff_sha256_impl.decode()
+
+
 @cython.final
 cdef class SegmentStore:
 
-    def __init__(self, Log log, path, fsync, fsync_interval, segment_size, strict):
+    def __init__(self, Log log, path, fsync, fsync_interval, segment_size, strict, chain=True,
+                 chain_name=None):
         # the arguments were validated by Log.__init__
         self.log = log
         self.path = _os.fspath(path)
+        self.chain = chain
+        self.frame_extra = LINK_LEN if chain else 0
+        self.chain_name = chain_name if chain_name is not None else \
+            _os.path.basename(_os.path.normpath(_os.path.abspath(self.path)))
+        self.genesis = chain_genesis(self.chain_name)
+        memcpy(self.link, <const char *>self.genesis, LINK_LEN)
+        self.tails = {}
         self.policy = {'always': FSYNC_ALWAYS, 'interval': FSYNC_INTERVAL,
                        'never': FSYNC_NEVER}[fsync]
         self.interval = fsync_interval
@@ -225,6 +317,17 @@ cdef class SegmentStore:
         for sc in scans:
             self._replay_records(sc[0], sc[4], floor, literal, wild, deleted_bound)
         log._load_gap(max(last, floor - 1))
+        # the chain goes on from the last verified frame (a format-1 frame:
+        # from the genesis link); every segment's closing link is kept for
+        # the eviction marker written when it is deleted
+        link = self.genesis
+        self.tails = {}
+        for i in range(len(scans)):
+            sc = scans[i]
+            if sc[8]:
+                link = sc[9] if sc[9] is not None else self.genesis
+            self.tails[bases[i]] = link
+        memcpy(self.link, <const char *>link, LINK_LEN)
         if bases:
             sc = scans[len(scans) - 1]
             self._open_live(sc[2], sc[1], sc[5])
@@ -289,7 +392,8 @@ cdef class SegmentStore:
         """Verify one segment; returns (data, good end, base, last record seq,
         spans [(start, end)] of verified records, dirty end, torn tail
         (offset, problem) or None, whether the end of a sealed segment was
-        unreadable), collects
+        unreadable, whether it holds a verified frame, the last frame's
+        chain link or None (a format-1 frame)), collects
         its markers, and in ``found`` its corrupt stretches: after a bad
         record the scan resynchronises at the next record whose header and
         CRC verify and whose seq follows."""
@@ -298,7 +402,10 @@ cdef class SegmentStore:
         cdef int kind = 0
         cdef int64_t seq = 0, expect = base, last_rec = 0
         cdef bint tail_lost = False
+        cdef bint framed = False
         cdef bytes data
+        cdef int version = 0
+        last_link = None
         fname = _os.path.join(self.path, _seg_name(base))
         with open(fname, 'rb') as f:
             data = f.read()
@@ -329,9 +436,12 @@ cdef class SegmentStore:
                     seq = _rdi64(p + off + 8)
                     slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
                     kind = <uint8_t>p[off + 34]
-                    if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE) or p[off + 35] != 0 \
-                            or REC_HEADER + slen > rlen:
-                        problem = 'invalid header (kind {}, subject length {})'.format(kind, slen)
+                    version = <uint8_t>p[off + 35]
+                    if kind not in (KIND_RECORD, KIND_DELETE, KIND_PURGE, KIND_EVICT) \
+                            or version not in (FRAME_V1, FRAME_V2) \
+                            or REC_HEADER + slen + (LINK_LEN if version == FRAME_V2 else 0) > rlen:
+                        problem = 'invalid header (kind {}, format byte {}, subject length ' \
+                                  '{})'.format(kind, version, slen)
                     elif kind == KIND_RECORD and seq < expect:
                         problem = 'seq {} after seq {}'.format(seq, expect - 1)
             if problem is not None:
@@ -367,9 +477,11 @@ cdef class SegmentStore:
                     hole = None
                 expect = seq + 1
                 last_rec = seq
-            else:
+            elif kind != KIND_EVICT:        # (an eviction marker only feeds the chain)
                 markers.append((kind, seq, _rdi64(p + off + 16), _rdi64(p + off + 24),
                                 data[off + REC_HEADER:off + REC_HEADER + slen]))
+            framed = True
+            last_link = data[off + rlen - LINK_LEN:off + rlen] if version == FRAME_V2 else None
             off += rlen
         if start < off:
             spans.append((start, off))
@@ -384,7 +496,8 @@ cdef class SegmentStore:
             _logger.warning('torn tail in %s at offset %d: %s; truncated %d bytes, never '
                             'served', fname, off, torn[1], tail)
             self.n_truncated += tail
-        return (data, off, base, last_rec, spans, _dirty_end(p, off, n), torn, tail_lost)
+        return (data, off, base, last_rec, spans, _dirty_end(p, off, n), torn, tail_lost,
+                framed, last_link)
 
     cdef _corrupt(self, fname, Py_ssize_t off, problem):
         if self.strict:
@@ -404,6 +517,8 @@ cdef class SegmentStore:
                 rlen = _rd32(p + off)
                 seq = _rdi64(p + off + 8)
                 slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
+                if <uint8_t>p[off + 35] == FRAME_V2:
+                    rlen -= LINK_LEN        # the link ends the frame
                 if <uint8_t>p[off + 34] == KIND_RECORD and seq >= floor:
                     sb = data[off + REC_HEADER:off + REC_HEADER + slen]
                     bound = deleted_bound.get(sb)
@@ -420,7 +535,7 @@ cdef class SegmentStore:
                         log._load_record(seq, _rdi64(p + off + 16), _rdi64(p + off + 24),
                                          p + off + REC_HEADER, slen, p + off + REC_HEADER + slen,
                                          rlen - REC_HEADER - slen)
-                off += rlen
+                off += _rd32(p + off)
 
     def _read_json(self, name):
         fname = _os.path.join(self.path, name)
@@ -453,6 +568,7 @@ cdef class SegmentStore:
             'max_age': log.max_age, 'max_per_subject': log.max_per_subject,
             'max_event_size': log.max_event_size, 'discard': log.discard,
             'segment_size': self.segment_size,
+            'chain': CHAIN_HASH if self.chain else None, 'chain_name': self.chain_name,
         }
         return self._write_file(_os.path.join(self.path, 'meta.json'),
                                 json.dumps(meta, indent=1, sort_keys=True).encode(), tolerant,
@@ -600,7 +716,7 @@ cdef class SegmentStore:
 
     cdef int write_record(self, int64_t seq, int64_t ts, int64_t ptime, const char *s,
                           Py_ssize_t slen, const char *d, Py_ssize_t dlen) except -1:
-        cdef Py_ssize_t rlen = REC_HEADER + slen + dlen
+        cdef Py_ssize_t rlen = REC_HEADER + slen + dlen + self.frame_extra
         cdef char *p
         self.reserve(rlen, seq)
         p = self.base_ptr + self.wpos
@@ -610,10 +726,10 @@ cdef class SegmentStore:
         p[32] = <char>(slen & 0xff)
         p[33] = <char>(slen >> 8)
         p[34] = KIND_RECORD
-        p[35] = 0
+        p[35] = FRAME_V2 if self.chain else FRAME_V1
         memcpy(p + REC_HEADER, s, slen)
         memcpy(p + REC_HEADER + slen, d, dlen)
-        _wr32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
+        self._frame_end(p, rlen)
         # the length last: a record is complete once its length is there
         _wr32(p, <uint32_t>rlen)
         self.live_records += 1
@@ -622,12 +738,22 @@ cdef class SegmentStore:
         self.wpos += rlen
         return 0
 
+    cdef void _frame_end(self, char *p, Py_ssize_t rlen) noexcept:
+        """The chain link (format 2) and the CRC of the frame at ``p``,
+        whose other fields are written."""
+        if self.chain:
+            # link = SHA-256(previous link || the frame between CRC and link)
+            ff_chain_link(self.link, p + 8, rlen - 8 - LINK_LEN, self.link)
+            memcpy(p + rlen - LINK_LEN, self.link, LINK_LEN)
+        _wr32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
+
     cdef int write_marker(self, int kind, int64_t seq, const char *sb,
-                          Py_ssize_t slen) except -1:
-        """A delete (pattern, bound) or purge-up-to (bound) marker; its time
-        field holds the log's first_seq, so that a crash cannot bring back
-        records evicted before it."""
-        cdef Py_ssize_t rlen = REC_HEADER + slen
+                          Py_ssize_t slen, const char *d=NULL, Py_ssize_t dlen=0) except -1:
+        """A delete (pattern, bound), purge-up-to (bound) or eviction marker
+        (``d``: the link at ``seq``, the first seq removed, the reason); its
+        time field holds the log's first_seq, so that a crash cannot bring
+        back records evicted before it."""
+        cdef Py_ssize_t rlen = REC_HEADER + slen + dlen + self.frame_extra
         cdef char *p
         cdef Log log = self.log
         self.reserve(rlen, log._last_seq + 1)
@@ -638,9 +764,11 @@ cdef class SegmentStore:
         p[32] = <char>(slen & 0xff)
         p[33] = <char>(slen >> 8)
         p[34] = kind
-        p[35] = 0
+        p[35] = FRAME_V2 if self.chain else FRAME_V1
         memcpy(p + REC_HEADER, sb, slen)
-        _wr32(p + 4, ff_crc32c(0, p + 8, rlen - 8))
+        if dlen:
+            memcpy(p + REC_HEADER + slen, d, dlen)
+        self._frame_end(p, rlen)
         _wr32(p, <uint32_t>rlen)
         self.wpos += rlen
         return 0
@@ -761,8 +889,26 @@ cdef class SegmentStore:
             return
         if not self.write_meta(None, True):
             return  # first_seq is on disk before the records go (no space: not yet)
+        if self.chain:
+            # history shrinks in the open: an eviction marker in the chain
+            # says which seqs went and the link they ended on, so that the
+            # audit can tell this from a removed record
+            k = 1
+            while k + 1 < len(self.bases) and self.bases[k + 1] <= first:
+                k += 1
+            gone_to = self.bases[k] - 1
+            body = (self.tails.get(self.bases[k - 1], self.genesis) +
+                    (<int64_t>self.bases[0]).to_bytes(8, 'little') +
+                    'segments deleted: first_seq {}'.format(first).encode())
+            try:
+                self.write_marker(KIND_EVICT, gone_to, NULL, 0, <const char *>body, len(body))
+            except StorageFullError:
+                return  # no marker, no deletion (tried again after the next append)
+            if self.policy == FSYNC_ALWAYS:
+                self.sync(True)
         while len(self.bases) > 1 and self.bases[1] <= first:
             b = self.bases.pop(0)
+            self.tails.pop(b, None)
             seg = _os.path.join(self.path, _seg_name(b))
             try:
                 _os.unlink(_os.path.join(self.path, '{:020d}.idx'.format(b)))
@@ -806,6 +952,7 @@ cdef class SegmentStore:
             self.pending.append(_os.path.join(self.path, _seg_name(self.live_base)))
         self.file.close()
         self.file = None
+        self.tails[self.live_base] = self.link[:LINK_LEN]
         # on a full disk the index and meta.json may be left out: opening
         # rebuilds both from the segments
         self._write_index(self.live_base, self.live_index)

@@ -74,7 +74,9 @@ def parse_segment(path):
         if length == 0:
             break
         assert REF_CORE.crc32c(buf[off + 8 : off + length]) == crc, (path, off)
-        assert reserved == 0 and kind in (1, 2, 3)
+        # byte 35: 0 = format 1, 2 = format 2 (a 32-byte chain link ends the frame)
+        assert reserved in (0, 2) and kind in (1, 2, 3, 4)
+        link = buf[off + length - 32 : off + length] if reserved == 2 else None
         out.append(
             dict(
                 offset=off,
@@ -84,7 +86,8 @@ def parse_segment(path):
                 time=t,
                 kind=kind,
                 subject=buf[off + 36 : off + 36 + slen].decode(),
-                data=buf[off + 36 + slen : off + length],
+                data=buf[off + 36 + slen : off + length - (32 if link else 0)],
+                link=link,
             )
         )
         off += length
@@ -1221,8 +1224,22 @@ def test_file_format(core, tmp_path):
         (2, 1, "x", b"", 0),
     ]
     assert recs[0]["ts"] == rts
-    assert recs[0]["offset"] == 0 and recs[0]["length"] == 36 + 9 + 7
+    # format 2: the frame ends with its chain link
+    assert recs[0]["offset"] == 0 and recs[0]["length"] == 36 + 9 + 7 + 32
     assert recs[1]["offset"] == recs[0]["length"]
+    genesis = core.chain_genesis(tmp_path.name)
+    body0 = seg.read_bytes()[8 : recs[0]["length"] - 32]
+    assert recs[0]["link"] == core.chain_link(genesis, body0)
+
+
+def test_file_format_without_chain(core, tmp_path):
+    # chain=False writes format-1 frames (byte 35 = 0, no link)
+    with core.Log(path=tmp_path, chain=False) as log:
+        log.append("orders.eu", b"payload", time=-3)
+        assert log.chain_head() == (1, None)
+    (seg,) = seg_files(tmp_path)
+    (rec,) = parse_segment(seg)
+    assert rec["length"] == 36 + 9 + 7 and rec["link"] is None and rec["data"] == b"payload"
 
 
 def test_segments_roll_over(core, tmp_path):
@@ -1453,9 +1470,9 @@ def test_closed_file_log(core, tmp_path):
 
 def test_file_event_larger_than_segment(core, tmp_path):
     with core.Log(path=tmp_path, segment_size=4096) as log:
-        log.append("a", b"x" * (4096 - 37))  # 36-byte header + subject "a"
+        log.append("a", b"x" * (4096 - 37 - 32))  # 36-byte header + subject "a" + link
         with pytest.raises(EventTooLarge, match="segment_size=4096"):
-            log.append("a", b"x" * (4096 - 36))
+            log.append("a", b"x" * (4096 - 36 - 32))
         assert log.last_seq == 1
 
 

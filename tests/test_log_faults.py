@@ -21,6 +21,7 @@ timing, so the failure messages carry what was found on disk.
 """
 
 import gc
+import hashlib
 import itertools
 import json
 import logging
@@ -57,7 +58,7 @@ LOGGER = "fastflow.log"
 # -- the on-disk format (docs/log.md), parsed independently of the implementation ------
 
 # [u32 length][u32 CRC32C of the rest][u64 seq][i64 ts][i64 time]
-# [u16 subject length][u8 kind][u8 reserved][subject][data], little-endian
+# [u16 subject length][u8 kind][u8 format][subject][data][link, format 2], little-endian
 HEADER = struct.Struct("<IIQqqHBB")
 assert HEADER.size == 36
 KIND_RECORD = 1
@@ -124,7 +125,8 @@ def scan_segment(buf, crc=None):
                 kind=kind,
                 reserved=reserved,
                 subject=bytes(buf[off + 36 : off + 36 + slen]).decode(),
-                data=bytes(buf[off + 36 + slen : off + length]),
+                # format 2 (reserved == 2): a 32-byte chain link ends the frame
+                data=bytes(buf[off + 36 + slen : off + length - (32 if reserved == 2 else 0)]),
             )
         )
         off += length
@@ -662,13 +664,17 @@ def test_crc32c_and_stored_checksums(seed, tmp_path):
         rec = buf[off : off + r["length"]]
         (stored,) = struct.unpack_from("<I", rec, 4)
         assert stored == crc(rec[8:]) == py_crc32c(rec[8:])
-        assert r["seq"] == i + 1 and r["kind"] == KIND_RECORD and r["reserved"] == 0
+        assert r["seq"] == i + 1 and r["kind"] == KIND_RECORD and r["reserved"] == 2
         assert r["ts"] == ts[i]
         if i < 8:
             assert (r["subject"], r["data"], r["time"]) == rows[i]
         else:
             assert (r["subject"], r["data"], r["time"]) == ("empty", b"", 0)
-        assert r["length"] == 36 + len(r["subject"].encode()) + len(r["data"])
+        # format 2: the chain link SHA-256(previous link || body) ends the frame
+        assert r["length"] == 36 + len(r["subject"].encode()) + len(r["data"]) + 32
+        prev = hashlib.sha256(b"fastflow.chain.v1\0log").digest() if i == 0 else \
+            buf[off - 32 : off]
+        assert rec[-32:] == hashlib.sha256(prev + rec[8:-32]).digest()
         off += r["length"]
 
 
@@ -760,7 +766,9 @@ def test_recycled_segments_hold_no_stale_records(tmp_path):
     reused file is cleared first, so a reopen finds exactly the retained
     records and no torn tail."""
     d = tmp_path / "log"
-    with Log(path=d, segment_size=4096, max_events=50) as log:
+    # (format 1: with the chain's 32 bytes a frame, the phase of rolls and
+    # deletions at the end differs and no spare may be left at that moment)
+    with Log(path=d, segment_size=4096, max_events=50, chain=False) as log:
         for i in range(3000):
             log.append("r.%d" % (i % 7), b"%06d" % i + b"." * (i % 90))
         st = log.stats()
@@ -789,8 +797,8 @@ def test_markers_only_segment_is_never_rolled_onto_itself(tmp_path):
         assert log.purge("gone.>") == 2  # its marker is in segment 6
         for i in range(100, 200):  # and fill it
             log.purge("nothing.%d" % i)
-        assert log.append("keep.x", b"x" * 4050) == 6
+        assert log.append("keep.x", b"x" * 4018) == 6  # (4050 before the 32-byte link)
     with Log(path=d, segment_size=4096) as log:
         assert [s for s, _, _, _ in log.read(1)] == [1, 2, 3, 6]
-        assert log.get(6).data == b"x" * 4050
+        assert log.get(6).data == b"x" * 4018
         assert log.stats()["truncated_bytes"] == 0

@@ -10,7 +10,18 @@ and must behave exactly like ``src_ext/``: this package exports the names
 from fastflow._ref.cejson import decode_batch, decode_event
 from fastflow._ref.cesql import CesqlProgram
 from fastflow._ref.event import Event, batch_payload_bytes, events_from_batch
-from fastflow._ref.log import Batch, Log, Position, Record, Replay, crc32c
+from fastflow._ref.log import (
+    CHAIN_IMPL,
+    Batch,
+    Log,
+    Position,
+    Record,
+    Replay,
+    chain_genesis,
+    chain_link,
+    chain_walk,
+    crc32c,
+)
 from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import ImportTarget, RateLimit, Router, StreamTarget, SubTarget
 from fastflow._ref.subindex import SubscriptionIndex, sink_record
@@ -96,6 +107,10 @@ __all__ = (
     "SubscriptionIndex",
     "WireTarget",
     "WsJsonTarget",
+    "CHAIN_IMPL",
+    "chain_genesis",
+    "chain_link",
+    "chain_walk",
     "crc32c",
     "decode_batch",
     "decode_event",

@@ -34,6 +34,7 @@ import mmap
 import operator
 import errno
 import functools
+import hashlib
 import os
 import re
 import struct
@@ -87,9 +88,72 @@ _I64_MAX = (1 << 63) - 1
 KIND_RECORD = 1
 KIND_DELETE = 2
 KIND_PURGE = 3
-_KINDS = (KIND_RECORD, KIND_DELETE, KIND_PURGE)
+KIND_EVICT = 4  # segments deleted: seqs time..seq; data: the link at seq, first seq, reason
+_KINDS = (KIND_RECORD, KIND_DELETE, KIND_PURGE, KIND_EVICT)
+FRAME_V1 = 0  # byte 35 of a frame: format 1, no chain link
+FRAME_V2 = 2  # format 2: a 32-byte chain link ends the frame
+_VERSIONS = (FRAME_V1, FRAME_V2)
+LINK_LEN = 32
+CHAIN_HASH = "sha256"
+CHAIN_IMPL = "hashlib"
 
-# [u32 length][u32 crc32c][u64 seq][i64 ts][i64 time][u16 subject length][u8 kind][u8 reserved]
+
+def chain_genesis(name):
+    """The link before the first frame of the log named ``name``."""
+    return hashlib.sha256(b"fastflow.chain.v1\0" + name.encode("utf-8")).digest()
+
+
+def chain_link(prev, body):
+    """SHA-256(prev || body): the link of a frame whose body (the bytes
+    between its CRC and its link) is ``body``."""
+    prev = bytes(prev)
+    if len(prev) != LINK_LEN:
+        raise ValueError("a chain link is {} bytes, got {}".format(LINK_LEN, len(prev)))
+    h = hashlib.sha256(prev)
+    h.update(body)
+    return h.digest()
+
+
+def chain_walk(buf, off, prev, after, stop):
+    """The audit's fast path (see the native chain_walk): verify format-2
+    record frames from ``off`` while whole, CRC-good, with a seq above
+    ``after`` and the right link from ``prev``; stop before anything else
+    or after the record whose seq reaches ``stop`` (0: none).  Returns
+    ``(offset, link, records, last seq)``."""
+    link = bytes(prev)
+    if len(link) != LINK_LEN:
+        raise ValueError("a chain link is {} bytes, got {}".format(LINK_LEN, len(link)))
+    with memoryview(buf) as whole, whole.cast("B") as mv:
+        return _chain_walk(mv, max(off, 0), link, after, stop)
+
+
+def _chain_walk(mv, off, link, after, stop):
+    n = len(mv)
+    count = 0
+    while off + RECORD_HEADER <= n:
+        length, crc, seq, _, _, slen, kind, version = _HEADER.unpack_from(mv, off)
+        if length < RECORD_HEADER + LINK_LEN or length > n - off or kind != KIND_RECORD \
+                or version != FRAME_V2 or RECORD_HEADER + slen + LINK_LEN > length \
+                or seq <= after:
+            break
+        if crc32c(mv[off + 8 : off + length]) != crc:
+            break
+        got = hashlib.sha256(link)
+        got.update(mv[off + 8 : off + length - LINK_LEN])
+        got = got.digest()
+        if got != mv[off + length - LINK_LEN : off + length]:
+            break
+        link = got
+        after = seq
+        count += 1
+        off += length
+        if stop and seq >= stop:
+            break
+    return off, link, count, after
+
+
+# [u32 length][u32 crc32c][u64 seq][i64 ts][i64 time][u16 subject length][u8 kind][u8 format]
+# [subject][data][link: 32 bytes, format 2 only]
 _HEADER = struct.Struct("<IIQqqHBB")
 _BODY = struct.Struct("<QqqHBB")  # the fixed part covered by the CRC
 _PREFIX = struct.Struct("<II")
@@ -529,6 +593,8 @@ class Log:
         fsync_interval=1.0,
         segment_size=64 << 20,
         strict=False,
+        chain=None,
+        chain_name=None,
     ):
         self._closed = True  # until fully open
         self._oplock = threading.RLock()
@@ -547,11 +613,26 @@ class Log:
         self._fsync_interval = _seconds("fsync_interval", fsync_interval)
         self._segment_size = _int("segment_size", segment_size, MIN_SEGMENT_SIZE, 1 << 40)
         self._strict = bool(strict)
+        if chain not in (None, True, False):
+            raise ValueError("chain must be True, False or None (on for a file-backed log), "
+                             "got {!r}".format(chain))
+        if chain_name is not None and (not isinstance(chain_name, str) or not chain_name):
+            raise ValueError("chain_name must be a non-empty str, got {!r}".format(chain_name))
         if path is not None:
             path = os.fspath(path)
             if isinstance(path, bytes):
                 path = os.fsdecode(path)
         self._path = path
+        # the hash chain (docs/log.md): link = SHA-256(previous link || frame body)
+        self._chain = path is not None and chain is not False
+        self._frame_extra = LINK_LEN if self._chain else 0
+        self._chain_name = None
+        if path is not None:
+            self._chain_name = chain_name if chain_name is not None else \
+                os.path.basename(os.path.normpath(os.path.abspath(path)))
+            self._genesis = chain_genesis(self._chain_name)
+            self._link = self._genesis
+        self._tails = {}  # base seq -> the link that ends that segment
 
         # the records
         self._entries = []  # _Entry or None, index seq - _base
@@ -764,10 +845,12 @@ class Log:
                     prefix, size, self._max_bytes
                 )
             )
-        if self._path is not None and RECORD_HEADER + size > self._segment_size:
+        if self._path is not None and RECORD_HEADER + self._frame_extra + size > \
+                self._segment_size:
             raise EventTooLarge(
                 "{}event too large: a record of {} bytes does not fit in a segment "
-                "(segment_size={})".format(prefix, RECORD_HEADER + size, self._segment_size)
+                "(segment_size={})".format(prefix, RECORD_HEADER + self._frame_extra + size,
+                                           self._segment_size)
             )
         return b
 
@@ -849,16 +932,16 @@ class Log:
                     raise LogFullError(msg)
         ts = self._now_ts()
         first = self._last_seq + 1
-        marker = RECORD_HEADER if self._max_per_subject else 0
+        marker = RECORD_HEADER + self._frame_extra if self._max_per_subject else 0
         if self._path is not None:
             # the disk space first, of the whole batch where it fits in the
             # live segment: a full disk refuses it before anything changes
-            self._reserve_ahead(sum(RECORD_HEADER + marker + 2 * len(sb) + len(d)
-                                    for _, sb, d in items))
+            self._reserve_ahead(sum(RECORD_HEADER + self._frame_extra + marker + 2 * len(sb)
+                                    + len(d) for _, sb, d in items))
         try:
             for subject, sbytes, data in items:
                 if self._path is not None:
-                    self._reserve(RECORD_HEADER + len(sbytes) + len(data) +
+                    self._reserve(RECORD_HEADER + self._frame_extra + len(sbytes) + len(data) +
                                   (marker + len(sbytes) if marker else 0))
                 if self._discard == "old":
                     self._make_room(subject, len(sbytes) + len(data))
@@ -1007,8 +1090,8 @@ class Log:
             up_to = _int("up_to", up_to)
         bound = self._last_seq if up_to is None else min(up_to, self._last_seq)
         if self._path is not None:  # the marker's disk space first
-            self._reserve(RECORD_HEADER + (len(subject) * 4 if isinstance(subject, (str, bytes))
-                                           else 0))
+            self._reserve(RECORD_HEADER + self._frame_extra +
+                          (len(subject) * 4 if isinstance(subject, (str, bytes)) else 0))
         n = 0
         names = self._by_subject
         if isinstance(subject, (str, bytes)) and _is_literal(as_bytes(subject, "pattern")):
@@ -1295,6 +1378,17 @@ class Log:
 
     # -- files: writing ------------------------------------------------------
 
+    def chain_head(self):
+        """``(seq, link)``: the last seq and the chain link of the last frame
+        written (None for a log without a chain)."""
+        self._check_open()
+        return (self._last_seq, self._link if self._chain else None)
+
+    @property
+    def chain_name(self):
+        """The name the chain's genesis link is derived from (None: no chain)."""
+        return self._chain_name if self._chain else None
+
     def _seg_path(self, base, ext="seg"):
         return os.path.join(self._path, "{:020d}.{}".format(base, ext))
 
@@ -1318,14 +1412,18 @@ class Log:
         self._last_sync = _time.monotonic()
         self._stats["fsyncs"] += 1
 
-    def _write_marker(self, kind, seq, sbytes):
-        self._write(kind, seq, self._now_ts(), self._first, sbytes, b"")
+    def _write_marker(self, kind, seq, sbytes, data=b""):
+        self._write(kind, seq, self._now_ts(), self._first, sbytes, data)
 
     def _write(self, kind, seq, ts, time, sbytes, data):
-        length = RECORD_HEADER + len(sbytes) + len(data)
+        length = RECORD_HEADER + len(sbytes) + len(data) + self._frame_extra
         self._reserve(length)
         live = self._live
-        body = _BODY.pack(seq, ts, time, len(sbytes), kind, 0) + sbytes + data
+        body = _BODY.pack(seq, ts, time, len(sbytes), kind,
+                          FRAME_V2 if self._chain else FRAME_V1) + sbytes + data
+        if self._chain:
+            self._link = chain_link(self._link, body)
+            body += self._link
         off = live.used
         # the body first, the length last: a record is visible only when whole
         live.mm[off + 8 : off + length] = body
@@ -1414,6 +1512,7 @@ class Log:
         os.ftruncate(live.fd, live.used)
         os.close(live.fd)
         self._live = None
+        self._tails[live.base] = self._link
         # on a full disk the index and meta.json may be left out: opening
         # rebuilds both from the segments
         idx = b"".join(_IDX.pack(s, t, o) for s, t, o in live.index)
@@ -1426,8 +1525,23 @@ class Log:
             return
         if not self._write_meta(tolerant=True):
             return  # first_seq is on disk before the records go (no space: not yet)
+        if self._chain:
+            # history shrinks in the open: an eviction marker in the chain
+            # says which seqs went and the link they ended on
+            k = 1
+            while k + 1 < len(segs) and segs[k + 1] <= self._first:
+                k += 1
+            body = (self._tails.get(segs[k - 1], self._genesis) + segs[0].to_bytes(8, "little")
+                    + "segments deleted: first_seq {}".format(self._first).encode())
+            try:
+                self._write_marker(KIND_EVICT, segs[k] - 1, b"", body)
+            except StorageFullError:
+                return  # no marker, no deletion (tried again after the next append)
+            if self._fsync == "always":
+                self._sync(force=True)
         while len(segs) >= 2 and segs[1] <= self._first:
             base = segs.pop(0)
+            self._tails.pop(base, None)
             for ext in ("seg", "idx"):
                 try:
                     os.unlink(self._seg_path(base, ext))
@@ -1478,6 +1592,8 @@ class Log:
             "max_event_size": self._max_event_size,
             "discard": self._discard,
             "segment_size": self._segment_size,
+            "chain": CHAIN_HASH if self._chain else None,
+            "chain_name": self._chain_name,
         }
         return self._atomic_write(
             os.path.join(self._path, "meta.json"),
@@ -1537,9 +1653,10 @@ class Log:
         n = len(buf)
         if off + RECORD_HEADER > n:
             return 0
-        length, crc, seq, _, _, slen, kind, reserved = _HEADER.unpack_from(buf, off)
-        if length < RECORD_HEADER or off + length > n or kind not in _KINDS or reserved != 0 \
-                or RECORD_HEADER + slen > length:
+        length, crc, seq, _, _, slen, kind, version = _HEADER.unpack_from(buf, off)
+        if length < RECORD_HEADER or off + length > n or kind not in _KINDS \
+                or version not in _VERSIONS \
+                or RECORD_HEADER + slen + (LINK_LEN if version == FRAME_V2 else 0) > length:
             return 0
         if kind == KIND_RECORD and (seq < expect or (limit and seq >= limit)):
             return 0
@@ -1566,6 +1683,8 @@ class Log:
         hole = None  # (first seq lost, offset, what)
         torn = None
         tail_lost = False
+        framed = False  # a frame verified
+        last_link = None  # the last frame's link (None: format 1)
         while True:
             problem = None
             if off + 4 > n:
@@ -1582,11 +1701,14 @@ class Log:
                     problem = "record length {} out of range ({} bytes left)".format(
                         length, n - off)
                 else:
-                    _, crc, seq, ts, time, slen, kind, reserved = _HEADER.unpack_from(buf, off)
+                    _, crc, seq, ts, time, slen, kind, version = _HEADER.unpack_from(buf, off)
+                    extra = LINK_LEN if version == FRAME_V2 else 0
                     if crc32c(memoryview(buf)[off + 8 : off + length]) != crc:
                         problem = "checksum mismatch"
-                    elif kind not in _KINDS or reserved != 0 or RECORD_HEADER + slen > length:
-                        problem = "invalid header (kind {}, subject length {})".format(kind, slen)
+                    elif kind not in _KINDS or version not in _VERSIONS \
+                            or RECORD_HEADER + slen + extra > length:
+                        problem = "invalid header (kind {}, format byte {}, subject length " \
+                                  "{})".format(kind, version, slen)
                     else:
                         sb = buf[off + RECORD_HEADER : off + RECORD_HEADER + slen]
                         try:
@@ -1634,9 +1756,11 @@ class Log:
                 expect = seq + 1
                 last_rec = seq
                 records.append((seq, ts, time, subject, sb,
-                                buf[off + RECORD_HEADER + slen : off + length]))
-            else:
+                                buf[off + RECORD_HEADER + slen : off + length - extra]))
+            elif kind != KIND_EVICT:  # (an eviction marker only feeds the chain)
                 markers.append((kind, seq, ts, time, sb))
+            framed = True
+            last_link = buf[off + length - LINK_LEN : off + length] if extra else None
             if ts > self._last_ts:
                 self._last_ts = ts
             off += length
@@ -1650,7 +1774,7 @@ class Log:
                 "torn tail in %s at offset %d: %s; truncated %d bytes", path, off, torn[1], tail
             )
             self._stats["truncated_bytes"] += tail
-        return records, markers, off, nrec, index, last_rec, torn, tail_lost
+        return records, markers, off, nrec, index, last_rec, torn, tail_lost, framed, last_link
 
     def _corrupt_at(self, path, off, problem):
         if self._strict:
@@ -1720,8 +1844,12 @@ class Log:
             newest = i == len(bases) - 1
             path = self._seg_path(base)
             next_base = bases[i + 1] if not newest else 0
-            recs, marks, end, nrec, index, last_rec, torn, tail_lost = self._scan_segment(
-                base, path, newest, next_base, found)
+            recs, marks, end, nrec, index, last_rec, torn, tail_lost, framed, last_link = \
+                self._scan_segment(base, path, newest, next_base, found)
+            # the chain goes on from the last verified frame (format 1: from genesis)
+            if framed:
+                self._link = last_link if last_link is not None else self._genesis
+            self._tails[base] = self._link
             records.extend(recs)
             markers.extend(marks)
             scans.append((base, end, last_rec, torn, tail_lost))

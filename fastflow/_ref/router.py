@@ -424,7 +424,7 @@ def _append_routed(lg, subject, rec):
             raise EventTooLarge("event of {} bytes exceeds max_event_size={}".format(
                 len(rec), lg._max_event_size))
         if lg._path is not None:
-            size = RECORD_HEADER + len(subject.encode("utf-8")) + len(rec)
+            size = RECORD_HEADER + lg._frame_extra + len(subject.encode("utf-8")) + len(rec)
             if size > lg._segment_size:
                 raise EventTooLarge("record of {} bytes exceeds segment_size={}".format(
                     size, lg._segment_size))

@@ -356,6 +356,18 @@ def _build_parser():
     a = ka.add_parser("id", help="print the default key id of a key file")
     a.add_argument("path", metavar="PATH")
     k.set_defaults(_command_parser=k)
+    p = sub.add_parser("audit", help="verify the hash chains and signed checkpoints of streams",
+                       description="Read the segment files of a data directory's streams "
+                                   "(DATA_DIR/streams/NAME, or one stream's directory) and "
+                                   "verify every frame's CRC, every chain link and marker, and "
+                                   "every signed checkpoint; report the first broken link with "
+                                   "its file and offset. Exit status 1 on any failure.")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--stream", metavar="NAME", help="audit this stream only")
+    p.add_argument("--key", metavar="PUB", help="the Ed25519 public key (PEM) that signed the "
+                   "checkpoints (default: DATA_DIR/server.pub)")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+
     b = sub.add_parser("bench", help="measure publishers -> subscribers through a server",
                        description="Publishers and subscribers through a fastflow server (an "
                                    "embedded one on a free loopback port unless --server): "
@@ -438,6 +450,10 @@ def main(argv=None):
         except CommandError as exc:
             print("fastflow keys: {}".format(exc), file=sys.stderr)
             return 2
+    if cmd == "audit":
+        from fastflow.cli.audit import audit
+
+        return audit(args)
     if cmd == "bench":
         from fastflow.cli import bench
 

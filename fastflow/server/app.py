@@ -27,6 +27,7 @@ from fastflow._impl import COMPILED
 from fastflow._version import __version__
 from fastflow.errors import FastflowError
 from fastflow.accounts import Accounts, account_data_dir
+from fastflow.server.checkpoints import Checkpointer
 from fastflow.flow import Flow
 from fastflow.server.auth import Authenticator, LoginThrottle
 from fastflow.server.config import (
@@ -134,6 +135,7 @@ class Server:
         self._paused_since = 0.0        # loop time the first of them was paused
         self._stall_timer = None
         self._tick_timer = None
+        self.checkpoints = None         # server/checkpoints.py, from start()
         self._listener = None
         self._nats_listener = None
         self._mqtt_listener = None
@@ -578,6 +580,7 @@ class Server:
         self.start_time = time.time()
         self.t0 = loop.time()
         self._tick_timer = loop.call_later(1.0, self._tick)
+        self.checkpoints = Checkpointer.start(self)     # signed chain heads (provenance)
         self._log_start(restored)
 
     def _make_catalog(self, acct):
@@ -704,6 +707,8 @@ class Server:
             for timer in (self._tick_timer, self._stall_timer):
                 if timer is not None:
                     timer.cancel()
+            if self.checkpoints is not None:
+                self.checkpoints.stop()     # a last checkpoint of what changed
             self._tick_timer = self._stall_timer = None
             conns = list(self.conns.values())
             log.info("stopping: %d connection%s%s", len(conns), "" if len(conns) == 1 else "s",

@@ -222,6 +222,9 @@ class ServerConfig:
         # the trust policy of $G (docs/provenance.md): {"keys": {id: PEM file},
         # "rules": [{"subjects", "keys", "require"}]}; an account's: accounts.<name>.trust
         ("trust", None),
+        # signed checkpoints of the streams' hash chains (server/checkpoints.py)
+        ("checkpoint_events", 10000),   # events between two (0: no count trigger)
+        ("checkpoint_interval", 10.0),  # seconds between two (0: no time trigger)
     )
 
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -444,11 +447,11 @@ class ServerConfig:
             raise ConfigError("write_low_water ({}) must not exceed write_high_water ({})".format(
                 self.write_low_water, self.write_high_water))
         for key in ("max_connections", "max_subscriptions", "max_pings_out",
-                    "login_free_failures"):
+                    "login_free_failures", "checkpoint_events"):
             setattr(self, key, _int(getattr(self, key), key))
         for key in ("stall_timeout", "ping_interval", "auth_timeout", "drain_timeout",
                     "tls_handshake_timeout", "login_backoff", "login_backoff_max",
-                    "metering_interval"):
+                    "metering_interval", "checkpoint_interval"):
             setattr(self, key, parse_duration(getattr(self, key), key))
         if self.auth_timeout <= 0:
             raise ConfigError("auth_timeout: must be > 0, got {}".format(self.auth_timeout))
@@ -565,6 +568,8 @@ _TABLES = {
              "login_free_failures": "login_free_failures", "login_backoff": "login_backoff",
              "login_backoff_max": "login_backoff_max"},
     "metering": {"interval": "metering_interval"},
+    "provenance": {"checkpoint_events": "checkpoint_events",
+                   "checkpoint_interval": "checkpoint_interval"},
     "tls": {"cert": "tls_cert", "key": "tls_key", "ca": "tls_ca", "verify": "tls_verify",
             "handshake_timeout": "tls_handshake_timeout"},
 }
