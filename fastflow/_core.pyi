@@ -61,6 +61,7 @@ __all__ = [
     "mqtt_parts",
     "mqtt_subject_topic",
     "mqtt_topic_subject",
+    "sha256_of_digests",
     "sink_record",
     "validate_pattern",
     "validate_subject",
@@ -78,6 +79,7 @@ def crc32c(data: Any, crc: int = 0) -> int: ...
 
 CHAIN_IMPL: str                 # the SHA-256 behind the chain: "openssl", "portable", "hashlib"
 def chain_genesis(name: str) -> bytes: ...          # the link before a log's first frame
+def sha256_of_digests(parts: Any) -> bytes: ...      # SHA-256 of the SHA-256s of parts
 def chain_link(prev: Any, body: Any) -> bytes: ...  # SHA-256(prev || body)
 def chain_walk(buf: Any, off: int, prev: Any, after: int,
                stop: int) -> tuple[int, bytes, int, int]: ...  # fastflow.audit's fast path

@@ -122,6 +122,7 @@ __all__ = (
     'mqtt_parts',
     'mqtt_subject_topic',
     'mqtt_topic_subject',
+    'sha256_of_digests',
     'sink_record',
     'validate_pattern',
     'validate_subject',

@@ -44,6 +44,11 @@ cdef extern from "ff_dedup.h":
 cdef extern from "ff_sha256.h":
     # the hash chain of file-backed logs: SHA-256(prev || body)
     const char *ff_sha256_impl
+    ctypedef struct ff_sha256_ctx:
+        pass
+    void ff_sha256_init(ff_sha256_ctx *c) nogil
+    void ff_sha256_update(ff_sha256_ctx *c, const void *p, size_t n) nogil
+    void ff_sha256_final(ff_sha256_ctx *c, unsigned char *out) nogil
     void ff_chain_link(const unsigned char *prev, const char *body, size_t n,
                        unsigned char *out) nogil
 

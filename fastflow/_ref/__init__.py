@@ -21,6 +21,7 @@ from fastflow._ref.log import (
     chain_link,
     chain_walk,
     crc32c,
+    sha256_of_digests,
 )
 from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import ImportTarget, RateLimit, Router, StreamTarget, SubTarget
@@ -120,6 +121,7 @@ __all__ = (
     "mqtt_parts",
     "mqtt_subject_topic",
     "mqtt_topic_subject",
+    "sha256_of_digests",
     "sink_record",
     "validate_pattern",
     "validate_subject",

@@ -103,6 +103,16 @@ def chain_genesis(name):
     return hashlib.sha256(b"fastflow.chain.v1\0" + name.encode("utf-8")).digest()
 
 
+def sha256_of_digests(parts):
+    """SHA-256 of the concatenated SHA-256s of ``parts`` (bytes-like; None
+    hashes as the empty string): the CloudEvents verifiability extension's
+    digest in one call (fastflow.trust)."""
+    out = hashlib.sha256()
+    for part in parts:
+        out.update(hashlib.sha256(b"" if part is None else part).digest())
+    return out.digest()
+
+
 def chain_link(prev, body):
     """SHA-256(prev || body): the link of a frame whose body (the bytes
     between its CRC and its link) is ``body``."""

@@ -20,11 +20,11 @@ several hops away hashes what the producer hashed.
 
 import base64
 import binascii
-import hashlib
 import re
 
 import orjson
 
+from fastflow._impl import sha256_of_digests
 from fastflow.errors import SignatureError
 from fastflow.event import Event
 from fastflow.trust.keys import KeySet, SigningKey
@@ -44,8 +44,6 @@ _CORE = frozenset(("id", "source", "specversion", "type", "datacontenttype", "da
                    "subject", "time"))
 _ENGINE = frozenset(("ffhops", "fftrace"))      # lineage: changes on every hop
 _OWN = frozenset(("dssematerial", "signedextattrs"))
-_EMPTY = hashlib.sha256(b"").digest()
-_sha = hashlib.sha256
 
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
                    r"(?:\.[0-9]+)?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z")
@@ -123,9 +121,6 @@ def _canonical(v):
     raise SignatureError("malformed", "an attribute value of type {}".format(t.__name__))
 
 
-def _h(v):
-    return _EMPTY if v is None else _sha(_canonical(v)).digest()
-
 
 _ext_lists = {}                 # signedextattrs -> its names, checked (bounded)
 
@@ -162,36 +157,27 @@ def _ext_list_checked(value):
     return tuple(names)
 
 
-_ORDER = ("id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject")
-_name_digests = {}              # extension name -> SHA-256 (bounded: names are short)
+def _enc(v):
+    if v is None:
+        return None
+    if type(v) is str:
+        return v.encode("utf-8", "surrogatepass")
+    return _canonical(v)
 
 
 def _digest(attrs, data, extensions):
     get = attrs.get
-    out = _sha()
-    for name in _ORDER:
-        v = get(name)
-        if v is None:
-            out.update(_EMPTY)
-        elif type(v) is str:
-            out.update(_sha(v.encode("utf-8", "surrogatepass")).digest())
-        else:
-            out.update(_sha(_canonical(v)).digest())
     t = get("time")
-    out.update(_EMPTY if t is None else _sha(normalize_time(t).encode()).digest())
-    out.update(_sha(data).digest())
+    parts = [_enc(get("id")), _enc(get("source")), _enc(get("specversion")),
+             _enc(get("type")), _enc(get("datacontenttype")), _enc(get("dataschema")),
+             _enc(get("subject")), None if t is None else normalize_time(t).encode(), data]
     for n in extensions:
         v = get(n)
         if v is None:
             raise SignatureError("digest mismatch", "signed extension {!r} is missing".format(n))
-        d = _name_digests.get(n)
-        if d is None:
-            d = _sha(n.encode()).digest()
-            if len(_name_digests) < 4096:
-                _name_digests[n] = d
-        out.update(d)
-        out.update(_h(v))
-    return out.digest()
+        parts.append(n.encode())
+        parts.append(_enc(v))
+    return sha256_of_digests(parts)      # (the hashing in C)
 
 
 def digest(event, extensions=()):
