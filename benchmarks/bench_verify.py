@@ -31,9 +31,7 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import compare_accounts  # noqa: E402
 from _common import say  # noqa: E402
 
 CONF = """
@@ -108,33 +107,14 @@ def engine(k, evs):
     return len(recs) / dt
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start(d, k, policy):
-    port = free_port()
+    """A ``fastflow serve`` with (or without) the policy; (process, port)."""
     pub = os.path.join(d, "k.pub")
     with open(pub, "wb") as f:
         f.write(k.public.pem())
-    path = os.path.join(d, "serve.toml")
-    with open(path, "w") as f:
-        f.write(CONF.format(port=port, trust=TRUST.format(pub=pub) if policy else ""))
-    p = subprocess.Popen([sys.executable, "-m", "fastflow", "serve", "-c", path],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return p, port
-        except OSError:
-            time.sleep(0.05)
-    p.kill()
-    raise RuntimeError("fastflow serve did not start")
+    # (compare_accounts.start formats the file with the port: braces doubled)
+    trust = TRUST.format(pub=pub).replace("{", "{{").replace("}", "}}") if policy else ""
+    return compare_accounts.start(CONF.replace("{trust}", trust), d, "verify")
 
 
 async def _door(port, evs):
