@@ -59,7 +59,8 @@ cdef class Router:
     cdef public object error_handler        # (exc, subscription) for callback errors
     cdef public RateLimit ingress           # the account's ingress quota (None: none)
     cdef public Matcher trust_on            # subjects under a trust policy (None: none)
-    cdef public object trust_check          # (subject, record | Event | None): raises
+    cdef public object trust_check          # (subject, record | Event | None, the trust_on
+                                            # match of subject): raises
                                             # SignatureError to refuse (fastflow.trust)
     cdef public object advisory_handler     # (kind, info) for slow consumers, loops
                                             # with attributes (None: sent without them)

@@ -327,12 +327,16 @@ cdef class Router:
         event with the defaults.  Raises (SignatureError) to refuse it;
         nothing is matched or counted before, so a refusal leaves no trace
         but the policy's counters."""
-        if self.trust_check is None or not self.trust_on.match(subject):
+        if self.trust_check is None:
             return 0
+        hits = self.trust_on.match(subject)
+        if not hits:
+            return 0
+        # (the match result goes along: the policy picks its rule from it)
         if rec != NULL:
-            self.trust_check(subject, PyBytes_FromStringAndSize(rec, rn))
+            self.trust_check(subject, PyBytes_FromStringAndSize(rec, rn), hits)
         else:
-            self.trust_check(subject, ev)
+            self.trust_check(subject, ev, hits)
         return 0
 
     cdef int64_t _publish_wire(self, object subject, const char *reply, Py_ssize_t replyn,

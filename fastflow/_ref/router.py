@@ -483,7 +483,8 @@ class Router:
         self.advisory_handler = None    # (kind, info) for slow consumers, loops
         self.__ingress = None           # the account's ingress quota (a RateLimit)
         self.__trust_on = None          # subjects under a trust policy (a Matcher)
-        self.trust_check = None         # (subject, record | Event | None): raises to refuse
+        self.trust_check = None         # (subject, record | Event | None, the trust_on match):
+                                        # raises to refuse
         self.closed = False             # publish raises once set
         self.__last_stream = None       # the stream that stored the last publish
         self.__last_duplicate = False   # ... had it already (its seq is the original's)
@@ -535,9 +536,13 @@ class Router:
         """The trust policy's check of a publish on ``subject``: of record
         ``rec``, or ``ev``, or (both None) an event with the defaults;
         raises (SignatureError) to refuse it, before anything is matched."""
-        if self.trust_check is None or not self.__trust_on.match(subject):
+        if self.trust_check is None:
             return
-        self.trust_check(subject, rec if rec is not None else ev)
+        hits = self.__trust_on.match(subject)
+        if not hits:
+            return
+        # (the match result goes along: the policy picks its rule from it)
+        self.trust_check(subject, rec if rec is not None else ev, hits)
 
     bytes_published = _ro("_Router__bytes_published")
     bytes_delivered = _ro("_Router__bytes_delivered")

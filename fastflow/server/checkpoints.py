@@ -21,6 +21,7 @@ import logging
 import os
 import time
 
+from fastflow._files import atomic_write
 from fastflow.errors import FastflowError
 
 log = logging.getLogger("fastflow.server")
@@ -60,16 +61,9 @@ def load_or_create_key(data_dir):
     else:
         os.makedirs(data_dir, exist_ok=True)
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic_write(path, key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
         log.info("provenance: made the server key %s", path)
     want = key.public_key().public_bytes(serialization.Encoding.PEM,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -160,16 +160,13 @@ class TrustPolicy:
         flow.trust_on = None
         flow.trust_check = None
 
-    def rule_for(self, subject):
-        """The rule that decides for ``subject`` (None: not checked)."""
-        hits = self.matcher.match(subject)
-        return self.rules[min(hits)] if hits else None
-
-    def check_event(self, subject, what):
+    def check_event(self, subject, what, hits=None):
         """Apply the policy to a publish on ``subject`` of ``what`` (an Event,
         a record, or None: an event with the defaults); raises SignatureError
-        to refuse it."""
-        hits = self.matcher.match(subject)
+        to refuse it.  ``hits``: the policy's matcher result for ``subject``
+        when the caller has it (the router: it matched to decide to call)."""
+        if hits is None:
+            hits = self.matcher.match(subject)
         if not hits:
             return
         i = min(hits)
