@@ -20,7 +20,7 @@ cdef int _grow(void **p, Py_ssize_t *cap, Py_ssize_t need, size_t elem,
     if c == 0:
         c = first
     while c < need:
-        c += c >> 1
+        c += (c >> 1) or 1
     q = ff_trealloc(p[0], c * elem) if table else realloc(p[0], c * elem)
     if q == NULL:
         raise MemoryError()

@@ -38,6 +38,7 @@ include "subjects.pyx"
 include "matcher.pyx"
 include "log.pyx"
 include "segments.pyx"
+include "tail.pyx"
 include "event.pyx"
 include "cejson.pyx"
 include "cesql.pyx"
@@ -107,6 +108,7 @@ __all__ = (
     'SseTarget',
     'SubjectError',
     'SubscriptionIndex',
+    'TailReader',
     'WireTarget',
     'WsJsonTarget',
     'CHAIN_IMPL',

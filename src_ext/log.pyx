@@ -233,7 +233,8 @@ cdef class Log:
     def __init__(self, *, max_events=0, max_bytes=0, max_age=0, max_per_subject=0,
                  max_event_size=1 << 20, discard='old', dedup_window=120.0,
                  dedup_max=100_000, path=None, fsync='interval', fsync_interval=1.0,
-                 segment_size=64 << 20, strict=False, chain=None, chain_name=None):
+                 segment_size=64 << 20, strict=False, chain=None, chain_name=None,
+                 notify=False):
         for name, v in (('max_events', max_events), ('max_bytes', max_bytes),
                         ('max_per_subject', max_per_subject), ('dedup_max', dedup_max)):
             if not isinstance(v, int) or v < 0:
@@ -284,8 +285,10 @@ cdef class Log:
             raise ValueError('chain_name must be a non-empty str, got {!r}'.format(chain_name))
         self.path = path
         if path is not None:
+            if notify not in (True, False):
+                raise ValueError('notify must be True or False, got {!r}'.format(notify))
             self.store = SegmentStore(self, path, fsync, fsync_interval, segment_size, strict,
-                                      chain is not False, chain_name)
+                                      chain is not False, chain_name, notify)
             # replay the segments through the append path; under the limits
             # of this open, the oldest records give way (never a rejection)
             self.loading = True
@@ -1788,6 +1791,14 @@ cdef class Log:
             while self.busy:
                 _time.sleep(0.0002)
             self.store.close()
+
+    @staticmethod
+    def open_reader(path, start='first', *, seq=None, time=None, filter=None, wait='spin',
+                    strict=False, spin=None, poll_interval=0.001):
+        """A ``TailReader`` of the file-backed log in directory ``path``, from
+        this process or another one (docs/latency.md)."""
+        return TailReader(path, start, seq=seq, time=time, filter=filter, wait=wait,
+                          strict=strict, spin=spin, poll_interval=poll_interval)
 
     def chain_head(self):
         """``(seq, link)``: the last seq and the chain link of the last frame

@@ -52,6 +52,11 @@ cdef class SegmentStore:
     cdef bytes genesis
     cdef unsigned char link[32]         # the link of the last frame written
     cdef dict tails                     # base seq -> the link that ends that segment
+    # tail.ctl (ff_tail.h): what readers in other processes see of the writer
+    cdef object ctl_mm
+    cdef Py_buffer ctl_view
+    cdef char *ctl                      # NULL until the log is loaded (or without a map)
+    cdef readonly bint notify           # wake blocked readers after every append call
 
     cdef _lock(self)
     cdef _unlock(self)
@@ -87,3 +92,6 @@ cdef class SegmentStore:
     cdef _unmap_locked(self)
     cdef _seal(self, int64_t last_on_disk)
     cdef _write_index(self, int64_t base, list entries)
+    cdef _ctl_open(self)
+    cdef _ctl_close(self)
+    cdef Py_ssize_t _sealed_size(self) noexcept

@@ -225,7 +225,7 @@ CHAIN_IMPL = ff_sha256_impl.decode()
 cdef class SegmentStore:
 
     def __init__(self, Log log, path, fsync, fsync_interval, segment_size, strict, chain=True,
-                 chain_name=None):
+                 chain_name=None, notify=False):
         # the arguments were validated by Log.__init__
         self.log = log
         self.path = _os.fspath(path)
@@ -250,6 +250,7 @@ cdef class SegmentStore:
         self.spares = []
         self.pending = []
         self.losses = []
+        self.notify = notify
         _os.makedirs(self.path, exist_ok=True)
 
     def stats(self):
@@ -354,6 +355,7 @@ cdef class SegmentStore:
         else:
             self._open_live(log._last_seq + 1, 0)
         self.write_meta(None, True)
+        self._ctl_open()
 
     cdef _report_losses(self, list bases, list scans, list found, int64_t meta_first,
                         int64_t meta_last, int64_t floor):
@@ -663,6 +665,10 @@ cdef class SegmentStore:
         self.reserved = wpos
         self.synced = wpos
         self.live_base = base
+        if self.ctl != NULL:
+            # (the previous segment is sealed: a reader that sees the new
+            # base finds every frame of the old one in place)
+            ff_ctl_store64(self.ctl, FF_TAIL_LIVE_BASE, base)
         if not self.bases or self.bases[len(self.bases) - 1] != base:
             self.bases.append(base)
         self.last_sync_ns = ff_now_ns()
@@ -750,8 +756,9 @@ cdef class SegmentStore:
         memcpy(p + REC_HEADER, s, slen)
         memcpy(p + REC_HEADER + slen, d, dlen)
         self._frame_end(p, rlen)
-        # the length last: a record is complete once its length is there
-        _wr32(p, <uint32_t>rlen)
+        # the length last, by a release store: a record is complete (to a
+        # reader in another process too) once its length is there
+        ff_publish32(p, <uint32_t>rlen)
         self.live_records += 1
         if self.live_records % IDX_EVERY == 1:
             self.live_index.append((seq, ts, self.wpos))
@@ -789,7 +796,7 @@ cdef class SegmentStore:
         if dlen:
             memcpy(p + REC_HEADER + slen, d, dlen)
         self._frame_end(p, rlen)
-        _wr32(p, <uint32_t>rlen)
+        ff_publish32(p, <uint32_t>rlen)
         self.wpos += rlen
         return 0
 
@@ -803,6 +810,17 @@ cdef class SegmentStore:
         self._open_live(self.live_base, wpos)
 
     cdef int after_append(self) except -1:
+        cdef Log log
+        cdef int64_t first
+        if self.ctl != NULL:
+            log = self.log
+            ff_ctl_store64(self.ctl, FF_TAIL_LAST_SEQ, log._last_seq)
+            first = log.idx[log.ihead].seq if log.icount else log._last_seq + 1
+            # (written only when it moves: a reader's line stays clean)
+            if ff_ctl_load64(self.ctl, FF_TAIL_FIRST_SEQ) != first:
+                ff_ctl_store64(self.ctl, FF_TAIL_FIRST_SEQ, first)
+            if self.notify:
+                ff_tail_wake(self.ctl)
         if self.policy == FSYNC_ALWAYS:
             self.sync(True)
         elif self.policy == FSYNC_INTERVAL and self.flusher is None:
@@ -926,6 +944,13 @@ cdef class SegmentStore:
                 return  # no marker, no deletion (tried again after the next append)
             if self.policy == FSYNC_ALWAYS:
                 self.sync(True)
+        if self.ctl != NULL:
+            # readers learn that these segments go before any of their
+            # bytes does (a spare is cleared and rewritten later)
+            k = 0
+            while k + 1 < len(self.bases) and self.bases[k + 1] <= first:
+                k += 1
+            ff_ctl_store64(self.ctl, FF_TAIL_FIRST_BASE, self.bases[k])
         while len(self.bases) > 1 and self.bases[1] <= first:
             b = self.bases.pop(0)
             self.tails.pop(b, None)
@@ -965,7 +990,7 @@ cdef class SegmentStore:
         if self.policy == FSYNC_ALWAYS:
             self.sync(True)
         self._unmap()
-        self.file.truncate(self.wpos)
+        self.file.truncate(self._sealed_size())
         if self.policy == FSYNC_ALWAYS:
             _os.fsync(self.file.fileno())
         elif self.policy == FSYNC_INTERVAL:
@@ -986,6 +1011,73 @@ cdef class SegmentStore:
                                   ts.to_bytes(8, 'little', signed=True) +
                                   off.to_bytes(8, 'little') for seq, ts, off in entries), True,
                          self.policy == FSYNC_ALWAYS, 'writing it')
+
+    cdef Py_ssize_t _sealed_size(self) noexcept:
+        """What a closed or sealed segment is cut to: its frames and the rest
+        of their last page (at least the 8 bytes after them), so that a
+        reader in another process reading the zero length after the last
+        frame never touches a page past the end of the file (SIGBUS)."""
+        cdef Py_ssize_t page = _mmap.PAGESIZE
+        return min(self.size, (self.wpos + 8 + page - 1) // page * page)
+
+    # -- tail.ctl (ff_tail.h, docs/latency.md) --------------------------------------------
+
+    cdef _ctl_open(self):
+        """Map tail.ctl (made on the first open) and publish the state of this
+        open; a reader attaches once the magic is there.  Readers that wait
+        on it keep their map across reopens (the same file: never replaced)."""
+        cdef Log log = self.log
+        cdef char *c
+        fname = _os.path.join(self.path, 'tail.ctl')
+        try:
+            fd = _os.open(fname, _os.O_RDWR | _os.O_CREAT, 0o644)
+        except OSError as exc:
+            _logger.warning('fastflow: %s: no tail.ctl (%s): other processes cannot tail '
+                            'this log', self.path, exc)
+            return
+        try:
+            if _os.fstat(fd).st_size < FF_TAIL_CTL_SIZE:
+                _os.ftruncate(fd, FF_TAIL_CTL_SIZE)
+                _allocate(fd, 0, FF_TAIL_CTL_SIZE)
+            mm = _mmap.mmap(fd, FF_TAIL_CTL_SIZE)
+        except OSError as exc:
+            _logger.warning('fastflow: %s: tail.ctl could not be mapped (%s): other processes '
+                            'cannot tail this log', self.path, exc)
+            return
+        finally:
+            _os.close(fd)
+        self.ctl_mm = mm
+        PyObject_GetBuffer(mm, &self.ctl_view, PyBUF_WRITABLE)
+        c = <char *>self.ctl_view.buf
+        _wr32(c + FF_TAIL_VERSION_OFF, FF_TAIL_VERSION)
+        _wr32(c + FF_TAIL_NOTIFY, 1 if self.notify else 0)
+        ff_ctl_store64(c, FF_TAIL_PID, _os.getpid())
+        ff_ctl_store64(c, FF_TAIL_EPOCH, ff_ctl_load64(c, FF_TAIL_EPOCH) + 1)
+        ff_ctl_store64(c, FF_TAIL_FIRST_BASE, self.bases[0] if self.bases else self.live_base)
+        ff_ctl_store64(c, FF_TAIL_LIVE_BASE, self.live_base)
+        ff_ctl_store64(c, FF_TAIL_FIRST_SEQ,
+                       log.idx[log.ihead].seq if log.icount else log._last_seq + 1)
+        ff_ctl_store64(c, FF_TAIL_LAST_SEQ, log._last_seq)
+        ff_ctl_store64(c, FF_TAIL_CLOSED, 0)
+        # readers asleep before this open count themselves in again when
+        # their wait times out (one killed while asleep is not counted forever)
+        _wr32(c + FF_TAIL_WAITERS, 0)
+        # the magic "FFTAIL01" last: its first half by a release store
+        _wr32(c + FF_TAIL_MAGIC + 4, 0x31304c49)             # "IL01"
+        ff_publish32(c + FF_TAIL_MAGIC, 0x41544646)          # "FFTA"
+        self.ctl = c
+        if self.notify:
+            ff_tail_wake(c)
+
+    cdef _ctl_close(self):
+        if self.ctl != NULL:
+            self.ctl = NULL
+            PyBuffer_Release(&self.ctl_view)
+            try:
+                self.ctl_mm.close()
+            except Exception:
+                pass
+            self.ctl_mm = None
 
     # -- cursors -----------------------------------------------------------------------
 
@@ -1012,6 +1104,7 @@ cdef class SegmentStore:
 
     def abort(self):
         """Release everything of a failed open, writing nothing."""
+        self._ctl_close()
         self._stop_flusher()
         self._unmap()
         if self.file is not None:
@@ -1026,12 +1119,17 @@ cdef class SegmentStore:
                 self.sync(True)
             self._unmap()
             if self.file is not None:
-                self.file.truncate(self.wpos)
+                self.file.truncate(self._sealed_size())
                 self.file.close()
                 self.file = None
             self.write_meta(None, True)
             self._sync_pending()
         finally:
+            if self.ctl != NULL:
+                ff_ctl_store64(self.ctl, FF_TAIL_CLOSED, 1)
+                if self.notify:
+                    ff_tail_wake(self.ctl)
+            self._ctl_close()
             self._unlock()
 
     def flush(self):
@@ -1041,6 +1139,9 @@ cdef class SegmentStore:
         self._sync_pending()
 
     def __dealloc__(self):
+        if self.ctl != NULL:
+            PyBuffer_Release(&self.ctl_view)
+            self.ctl = NULL
         if self.mapped:
             PyBuffer_Release(&self.view)
             self.mapped = False
