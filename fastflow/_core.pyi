@@ -331,8 +331,11 @@ class SubTarget:
     dropped: int
     errors: int
     handle: int
+    conflate: bool
+    conflated: int
     def __init__(self, callback: Any = None, max_pending: int = 65536,
-                 max_pending_bytes: int = 67108864, on_full: str = "drop_oldest") -> None: ...
+                 max_pending_bytes: int = 67108864, on_full: str = "drop_oldest",
+                 conflate: bool = False) -> None: ...
     def pop(self) -> Event: ...
     def pop_many(self, n: int) -> list[Event]: ...
     def close(self) -> None: ...
@@ -360,6 +363,8 @@ class WireTarget:
     dropped: int
     handle: int
     replies: Optional[list[bytes]]
+    conflate: bool
+    conflated: int
     def __init__(self, outbuf: "OutBuf", echo: bool = True) -> None: ...
     def write_record(self, subject: Subject, record: Any, stream: Optional[str] = None,
                      seq: int = 0, ts: int = 0) -> bool: ...
@@ -469,6 +474,7 @@ class Router:
     bytes_appended: int
     n_rejected: int
     n_dropped_slow: int
+    n_conflated: int
     n_dropped_loop: int
     n_dropped_no_interest: int
     n_callback_errors: int
@@ -553,7 +559,12 @@ class OutBuf:
     bytes_out: int
     pub_bytes: int
     dropped: int
+    behind: bool
+    kept_bytes: int
+    kept_messages: int
+    conflated: int
     def __init__(self, max_pending: int = 67108864, on_data: Any = None) -> None: ...
+    def flush_kept(self, live: Any = None) -> int: ...
     def __len__(self) -> int: ...
     def frame(self, op: int, flags: int = 0, id: int = 0, subject: Subject = b"",
               reply: Subject = b"", body: Any = b"") -> bool: ...
