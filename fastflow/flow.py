@@ -460,6 +460,7 @@ class Flow(Router):
         self._advising = False
         self.n_advisories = 0
         self.n_async_errors = 0
+        self.n_consumer_conflated = 0   # records durable consumers skipped as superseded
         # where advisories go (None: this flow, on $SYS.advisory.<kind>); a
         # server's accounts send theirs to the system account's flow
         self.advisory_flow = None
@@ -674,6 +675,7 @@ class Flow(Router):
         subscription, per consumer, and the matcher's."""
         out = dict(super().stats())
         out["callback_errors"] += self.n_async_errors
+        out["conflated"] += self.n_consumer_conflated
         out["advisories"] = self.n_advisories
         out["streams"] = {n: {**(s.log.stats() if not s.log.closed else {}),
                               "stored": s._target.appended, "rejected": s._target.rejected,

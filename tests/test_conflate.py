@@ -265,3 +265,56 @@ def test_wire_keep_limit_and_forget(core):
     router.remove(h)
     ob2.behind = False
     assert ob2.flush_kept(router.matcher) == 0 and ob2.take() == b""
+
+
+# -- durable consumers ---------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops)
+def test_consumer_against_model(ops):
+    """A conflating consumer's fetch delivers, of the backlog it reads, the
+    records that are their subject's newest in the stream (in seq order);
+    the superseded ones are done (the ack floor passes them)."""
+    with Flow() as flow:
+        st_ = flow.add_stream("px", ["px.>"])
+        c = st_.consumer("c", conflate=True, ack="explicit")
+        stored = []                     # (seq, subject, data) of every record
+        delivered_to = 0                # the last seq the model has read up to
+        conflated = 0
+        n = 0
+        for op, arg in ops:
+            if op == "pub":
+                n += 1
+                flow.publish(SUBJECTS[arg], str(n).encode())
+                stored.append((len(stored) + 1, SUBJECTS[arg], str(n).encode()))
+            else:
+                got = c.fetch(arg)
+                window = [r for r in stored if r[0] > delivered_to][:arg]
+                newest = {s: seq for seq, s, _d in stored}
+                expect = [r for r in window if newest[r[1]] == r[0]]
+                conflated += len(window) - len(expect)
+                if window:
+                    delivered_to = window[-1][0]
+                assert [(e.seq, e.routing_subject, e.data) for e in got] == expect
+                for e in got:
+                    e.ack()
+                assert c.info()["conflated"] == conflated
+                assert c.ack_floor == delivered_to
+        assert flow.stats()["conflated"] == conflated
+
+
+def test_consumer_conflate_config():
+    with Flow() as flow:
+        st_ = flow.add_stream("px", ["px.>"])
+        with pytest.raises(ValueError, match="conflate must be true or false, got 'yes'"):
+            st_.consumer("c", conflate="yes")
+        for i in range(10):
+            flow.publish("px.a", str(i).encode())
+            flow.publish("px.b", str(i).encode())
+        got = []
+        c = st_.consumer("push", callback=got.append, conflate=True, ack="none")
+        assert [(e.routing_subject, e.data) for e in got] == [("px.a", b"9"), ("px.b", b"9")]
+        flow.publish("px.a", b"new")    # caught up: every record
+        assert got[-1].data == b"new" and c.info()["conflated"] == 18
+        assert c.config.to_dict()["conflate"] is True
