@@ -30,10 +30,10 @@ class ConsumerConfig(Settings):
     """A consumer's settings (see ``Stream.consumer``)."""
 
     __slots__ = ("start", "filter", "ack", "ack_wait", "max_deliver", "max_in_flight",
-                 "dead_letter")
+                 "dead_letter", "conflate")
 
     def __init__(self, start="first", filter=None, ack="explicit", ack_wait=30.0,
-                 max_deliver=0, max_in_flight=1024, dead_letter=None):
+                 max_deliver=0, max_in_flight=1024, dead_letter=None, conflate=False):
         if isinstance(start, _dt.datetime):
             if start.tzinfo is None:
                 start = start.astimezone()          # naive: local time, as the log
@@ -64,6 +64,8 @@ class ConsumerConfig(Settings):
             from fastflow._impl import validate_subject
 
             validate_subject(dead_letter)
+        if not isinstance(conflate, bool):
+            raise ValueError("conflate must be true or false, got {!r}".format(conflate))
         self.start = start
         self.filter = filter
         self.ack = ack
@@ -71,6 +73,7 @@ class ConsumerConfig(Settings):
         self.max_deliver = max_deliver
         self.max_in_flight = max_in_flight
         self.dead_letter = dead_letter
+        self.conflate = conflate
 
 
 
@@ -89,6 +92,11 @@ class Consumer:
     deliveries (0 = no limit) it is published on the dead-letter subject
     (``$DLQ.<stream>.<consumer>`` unless ``dead_letter`` is given) and an
     advisory goes to ``$SYS.advisory.dead_letter``.
+
+    ``conflate``: when the consumer is behind, each read of its backlog
+    delivers only the records that are their subject's newest in the
+    stream; the superseded ones are skipped as done (``conflated`` counts
+    them).  A consumer that keeps up gets every record.
     """
 
     def __init__(self, stream, name, config):
@@ -132,6 +140,7 @@ class Consumer:
         self.dead_lettered = 0
         self.lost = 0
         self.errors = 0
+        self.conflated = 0              # records skipped: a newer one of their subject followed
 
     # -- pull ---------------------------------------------------------------------
 
@@ -154,6 +163,15 @@ class Consumer:
         lg = self._log
         if room > 0 and self._next <= lg.last_seq:
             b = lg.read(self._next, limit=room, filter=cfg.filter)
+            skipped = 0
+            if cfg.conflate and len(b):
+                # (the per-record check in the core: its subject's newest seq)
+                kept = lg.latest_only(b)
+                skipped = len(b) - len(kept)
+                if skipped:
+                    self.conflated += skipped
+                    self._flow.n_consumer_conflated += skipped
+                    b = kept
             acker = self
             deadline = now + cfg.ack_wait
             sname = self.stream.name
@@ -166,8 +184,8 @@ class Consumer:
             self.delivered += len(b)
             if b.next_seq > self._next:
                 self._next = b.next_seq
-            if cfg.ack == "none":
-                self._move_floor()
+            if cfg.ack == "none" or skipped:
+                self._move_floor()      # (superseded records are done)
         return out
 
     def _redeliver(self, now, n, out):
@@ -395,6 +413,7 @@ class Consumer:
                 "delivered": self.delivered, "redelivered": self.redelivered,
                 "acked": self.acked, "naked": self.naked, "terminated": self.terminated,
                 "dead_lettered": self.dead_lettered, "lost": self.lost, "errors": self.errors,
+                "conflated": self.conflated,
                 "pending": len(self._pending), "ack_floor": self._floor,
                 "next_seq": self._next, "lag": self.lag, "push": self._callback is not None}
 

@@ -123,7 +123,8 @@ class Subscription:
                 "dropped": t.dropped, "pending": len(t.pending),
                 "pending_bytes": t.pending_bytes, "errors": t.errors + self.async_errors,
                 "max_pending": t.max_pending, "max_pending_bytes": t.max_pending_bytes,
-                "on_full": t.on_full, "closed": t.closed, "slow_consumer": t.cut}
+                "on_full": t.on_full, "conflate": t.conflate, "conflated": t.conflated,
+                "closed": t.closed, "slow_consumer": t.cut}
 
     # -- taking events --------------------------------------------------------
 
@@ -459,6 +460,7 @@ class Flow(Router):
         self._advising = False
         self.n_advisories = 0
         self.n_async_errors = 0
+        self.n_consumer_conflated = 0   # records durable consumers skipped as superseded
         # where advisories go (None: this flow, on $SYS.advisory.<kind>); a
         # server's accounts send theirs to the system account's flow
         self.advisory_flow = None
@@ -497,7 +499,7 @@ class Flow(Router):
     # -- subscriptions -------------------------------------------------------------
 
     def subscribe(self, pattern, callback=None, *, queue=None, max_pending=65536,
-                  max_pending_bytes=64 << 20, on_full="drop_oldest"):
+                  max_pending_bytes=64 << 20, on_full="drop_oldest", conflate=False):
         """Subscribe to ``pattern``.  With a ``callback`` (a function: run
         inline on the publisher's thread; a coroutine function: run by a
         task of the running loop, in order); without one, iterate the
@@ -505,7 +507,13 @@ class Flow(Router):
         queue group (each event goes to one member).  Queued events are
         bounded by ``max_pending`` events and ``max_pending_bytes``;
         ``on_full`` is ``"drop_oldest"``, ``"drop_new"`` or ``"cut"`` (the
-        subscription is closed as a slow consumer and an advisory sent)."""
+        subscription is closed as a slow consumer and an advisory sent).
+        ``conflate``: while events are pending, a new event on a subject
+        that has one pending replaces it in its place (counted in
+        ``conflated``): the subscriber reads the latest event of each
+        subject; ``max_pending`` then counts subjects (docs/engine.md,
+        "Conflation").  Not with a plain function callback (nothing is
+        ever pending for it)."""
         self._check_open()
         is_async = callback is not None and inspect.iscoroutinefunction(callback)
         if is_async:
@@ -514,8 +522,14 @@ class Flow(Router):
             except RuntimeError:
                 raise FastflowError("a coroutine callback needs a running event loop: "
                                     "subscribe from inside it") from None
+        if not isinstance(conflate, bool):
+            raise TypeError("conflate must be True or False, got {!r}".format(conflate))
+        if conflate and callback is not None and not is_async:
+            raise ValueError("conflate needs a queued subscription (no callback, or a coroutine "
+                             "callback): a function callback takes every event as it is "
+                             "published, nothing is ever pending")
         target = SubTarget(None if is_async else callback, max_pending, max_pending_bytes,
-                           on_full)
+                           on_full, conflate)
         sub = Subscription(self, pattern, target, queue)
         self.add(pattern, target, queue)
         self._subs[id(sub)] = sub
@@ -661,6 +675,7 @@ class Flow(Router):
         subscription, per consumer, and the matcher's."""
         out = dict(super().stats())
         out["callback_errors"] += self.n_async_errors
+        out["conflated"] += self.n_consumer_conflated
         out["advisories"] = self.n_advisories
         out["streams"] = {n: {**(s.log.stats() if not s.log.closed else {}),
                               "stored": s._target.appended, "rejected": s._target.rejected,

@@ -68,6 +68,7 @@ class Flag(enum.IntFlag):
 
     ACK = 1                 # PUB, PUB_BATCH: answer with PUBACK
     CLOSE = 1               # ERR: the connection closes after it
+    CONFLATE = 1            # SUB: the latest message per subject while the connection is behind
     NO_RESPONDERS = 2       # MSG: no subscriber for the request
     DUPLICATE = 2           # PUBACK: the stream had the event already
 

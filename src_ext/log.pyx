@@ -21,7 +21,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM
 from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport INT64_MIN
@@ -1664,6 +1664,27 @@ cdef class Log:
                 seqs.append(s.last)
         seqs.sort()
         return self._gather(seqs)
+
+    def latest_only(self, Batch batch not None):
+        """The records of ``batch`` (a read of this log) that are the newest
+        retained record of their subject, in order: a conflating consumer's
+        backlog without what newer records superseded.  Its ``next_seq``
+        is ``batch``'s (the superseded ones are read too)."""
+        cdef Py_ssize_t i, n = batch.seqs.n
+        cdef int32_t sid
+        cdef list seqs = []
+        cdef Batch out
+        self._check_open()
+        for i in range(n):
+            sid = self._subject_sid(<object>PyList_GET_ITEM(batch.subjects, i), False)
+            if sid >= 0 and self.subj[sid].last == batch.seqs.data[i]:
+                seqs.append(batch.seqs.data[i])
+        if len(seqs) == n:
+            return batch
+        out = self._gather(seqs)
+        out.next_seq = batch.next_seq
+        out.lost = batch.lost
+        return out
 
     cdef Batch _gather(self, list seqs):
         cdef Py_ssize_t n = len(seqs), i, total = 0

@@ -34,8 +34,14 @@ cdef class SubTarget:
     cdef readonly int64_t dropped
     cdef readonly int64_t errors
     cdef readonly int64_t handle
+    cdef readonly bint conflate             # keep only the latest pending event per subject
+    cdef dict latest                        # conflate: subject -> its latest pending event
+                                            # (``pending`` then holds the subjects, in order)
+    cdef readonly int64_t conflated         # pending events replaced by a newer one
 
     cdef int _queue(self, Event e, Router r) except -1
+    cdef int _queue_latest(self, Event e, Router r) except -1
+    cdef int _cut_off(self, Router r) except -1
 
 
 cdef class StreamTarget:
@@ -86,6 +92,8 @@ cdef class Router:
     cdef readonly int64_t bytes_appended
     cdef readonly int64_t n_dropped_no_interest
     cdef readonly int64_t n_dropped_slow
+    cdef readonly int64_t n_conflated       # pending events and messages replaced by a newer
+                                            # one (conflating subscriptions, wire targets)
     cdef readonly int64_t n_dropped_loop
     cdef readonly int64_t n_rejected
     cdef readonly int64_t n_callback_errors

@@ -7,6 +7,7 @@
 # (callbacks may publish, subscribe or unsubscribe), and resolves each
 # handle again when it gets to it, so a target removed meanwhile is skipped.
 
+from cpython.dict cimport PyDict_GetItem
 from collections import deque as _deque
 
 cdef enum:
@@ -145,10 +146,17 @@ cdef class RateLimit:
 
 cdef class SubTarget:
     """The engine side of a subscription: a callback run inline, or a
-    bounded queue of pending events (engine use; see fastflow.Subscription)."""
+    bounded queue of pending events (engine use; see fastflow.Subscription).
+
+    ``conflate`` (a queue only): while events are pending, a new event on
+    a subject that already has one pending replaces it where it stands
+    (counted in ``conflated``); ``pending`` then holds the subjects in the
+    order they became pending and ``pop`` returns each one's latest
+    event.  ``max_pending`` then counts distinct subjects; at a limit
+    ``on_full`` decides for a new subject as for any queue."""
 
     def __init__(self, callback=None, int64_t max_pending=65536,
-                 int64_t max_pending_bytes=64 << 20, on_full='drop_oldest'):
+                 int64_t max_pending_bytes=64 << 20, on_full='drop_oldest', bint conflate=False):
         if callback is not None and not callable(callback):
             raise TypeError('callback must be callable, got {}'.format(type(callback).__name__))
         if max_pending < 0 or max_pending_bytes < 0:
@@ -157,6 +165,9 @@ cdef class SubTarget:
         if on_full not in _ON_FULL:
             raise ValueError("on_full must be 'drop_oldest', 'drop_new' or 'cut', got {!r}"
                              .format(on_full))
+        if conflate and callback is not None:
+            raise ValueError('conflate needs a queued subscription: a callback takes every '
+                             'event as it is published, nothing is ever pending')
         self.callback = callback
         self.pending = _deque()
         self._push = self.pending.append
@@ -165,14 +176,22 @@ cdef class SubTarget:
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.on_full_ = _ON_FULL[on_full]
+        self.conflate = conflate
+        if conflate:
+            self.latest = {}
 
     @property
     def on_full(self):
         return _ON_FULL_NAMES[self.on_full_]
 
     def pop(self):
-        """The oldest pending event (IndexError when none)."""
-        cdef Event e = self._popleft()
+        """The oldest pending event (IndexError when none); conflating:
+        the latest event of the subject pending longest."""
+        cdef Event e
+        if self.conflate:
+            e = self.latest.pop(self._popleft())
+        else:
+            e = self._popleft()
         self.pending_bytes -= len(<bytes>e._data) + EVENT_OVERHEAD
         return e
 
@@ -181,7 +200,10 @@ cdef class SubTarget:
         cdef list out = []
         cdef Event e
         while n > 0 and self.pending:
-            e = self._popleft()
+            if self.conflate:
+                e = self.latest.pop(self._popleft())
+            else:
+                e = self._popleft()
             self.pending_bytes -= len(<bytes>e._data) + EVENT_OVERHEAD
             out.append(e)
             n -= 1
@@ -190,9 +212,30 @@ cdef class SubTarget:
     def close(self):
         self.closed = True
 
+    cdef int _cut_off(self, Router r) except -1:
+        """on_full 'cut': drop everything pending, close, tell."""
+        self.dropped += 1 + len(self.pending)
+        r.n_dropped_slow += 1 + len(self.pending)
+        self.pending.clear()
+        if self.conflate:
+            self.latest.clear()
+        self.pending_bytes = 0
+        self.closed = True
+        self.cut = True
+        if self.handle in r.matcher:
+            r.matcher.remove(self.handle)   # no more events for it
+        r._slow_consumer(self)
+        if self.wake is not None:
+            self.waiting = False
+            self.wake()
+        return 0
+
     cdef int _queue(self, Event e, Router r) except -1:
-        cdef Py_ssize_t size = len(<bytes>e._data) + EVENT_OVERHEAD
+        cdef Py_ssize_t size
         cdef Event old
+        if self.conflate:
+            return self._queue_latest(e, r)
+        size = len(<bytes>e._data) + EVENT_OVERHEAD
         if self.max_pending_bytes and size > self.max_pending_bytes and self.on_full_ != FULL_CUT:
             self.dropped += 1           # can never fit: drop it, keep the queue
             r.n_dropped_slow += 1
@@ -205,19 +248,7 @@ cdef class SubTarget:
                 r.n_dropped_slow += 1
                 return 0
             if self.on_full_ == FULL_CUT:
-                self.dropped += 1 + len(self.pending)
-                r.n_dropped_slow += 1 + len(self.pending)
-                self.pending.clear()
-                self.pending_bytes = 0
-                self.closed = True
-                self.cut = True
-                if self.handle in r.matcher:
-                    r.matcher.remove(self.handle)   # no more events for it
-                r._slow_consumer(self)
-                if self.wake is not None:
-                    self.waiting = False
-                    self.wake()
-                return 0
+                return self._cut_off(r)
             while self.pending and (
                     (self.max_pending and len(self.pending) >= self.max_pending)
                     or (self.max_pending_bytes
@@ -227,6 +258,68 @@ cdef class SubTarget:
                 self.dropped += 1
                 r.n_dropped_slow += 1
         self._push(e)
+        self.pending_bytes += size
+        self.delivered += 1
+        if self.waiting:
+            self.waiting = False
+            self.wake()
+        return 1
+
+    cdef int _queue_latest(self, Event e, Router r) except -1:
+        """``_queue`` of a conflating subscription: ``e`` replaces the
+        pending event of its subject in place, or queues its subject at
+        the back under the limits (``max_pending`` distinct subjects)."""
+        cdef Py_ssize_t size = len(<bytes>e._data) + EVENT_OVERHEAD, osize
+        cdef object subject = e.routing_subject
+        cdef PyObject *op
+        cdef Event old
+        if self.max_pending_bytes and size > self.max_pending_bytes and self.on_full_ != FULL_CUT:
+            self.dropped += 1           # can never fit: drop it, keep the queue
+            r.n_dropped_slow += 1
+            return 0
+        op = PyDict_GetItem(self.latest, subject)
+        if op != NULL:
+            old = <Event>op
+            osize = len(<bytes>old._data) + EVENT_OVERHEAD
+            if not (self.max_pending_bytes
+                    and self.pending_bytes - osize + size > self.max_pending_bytes):
+                self.latest[subject] = e            # (a dict keeps the key's place)
+                self.pending_bytes += size - osize
+                self.conflated += 1
+                r.n_conflated += 1
+                self.delivered += 1
+                return 1
+            if self.on_full_ == FULL_DROP_NEW:
+                self.dropped += 1       # (the pending one stays)
+                r.n_dropped_slow += 1
+                return 0
+            # the bigger one does not fit even in the older one's room: the
+            # older one is superseded and the subject queues again as a new
+            # one, under on_full (rare: a linear search of the queue)
+            self.pending.remove(subject)
+            del self.latest[subject]
+            self.pending_bytes -= osize
+            self.conflated += 1
+            r.n_conflated += 1
+        if ((self.max_pending and len(self.pending) >= self.max_pending)
+                or (self.max_pending_bytes and self.pending_bytes + size > self.max_pending_bytes)):
+            if self.on_full_ == FULL_DROP_NEW or (
+                    self.on_full_ == FULL_DROP_OLDEST and not self.pending):
+                self.dropped += 1
+                r.n_dropped_slow += 1
+                return 0
+            if self.on_full_ == FULL_CUT:
+                return self._cut_off(r)
+            while self.pending and (
+                    (self.max_pending and len(self.pending) >= self.max_pending)
+                    or (self.max_pending_bytes
+                        and self.pending_bytes + size > self.max_pending_bytes)):
+                old = self.latest.pop(self._popleft())
+                self.pending_bytes -= len(<bytes>old._data) + EVENT_OVERHEAD
+                self.dropped += 1
+                r.n_dropped_slow += 1
+        self._push(subject)
+        self.latest[subject] = e
         self.pending_bytes += size
         self.delivered += 1
         if self.waiting:
@@ -494,7 +587,7 @@ cdef class Router:
         cdef char *rec = NULL
         cdef list notify = None
         cdef PyObject *r
-        cdef bint ok
+        cdef int ok
         cdef const char *dp = NULL
         cdef Py_ssize_t dn = 0
         cdef WireTarget wt
@@ -675,7 +768,14 @@ cdef class Router:
                         mstream = self.last_stream      # (held: a callback may publish)
                         msg.stream = <PyObject *>mstream
                     msg.event = <PyObject *>ev if ev is not None else NULL
-                    ok = wt._write(&msg)
+                    if wt.conflate and wt.outbuf.behind:
+                        # (the connection cannot write: keep the latest per subject)
+                        ok = wt.outbuf._keep(wt, &msg)
+                        if ok == 2:
+                            wt.conflated += 1
+                            self.n_conflated += 1
+                    else:
+                        ok = wt._write(&msg)
                     if rec_scratch and type(wt) is ImportTarget:
                         # the dest's delivery ran Python (callbacks): as
                         # after a SubTarget, the record is made again
@@ -989,6 +1089,7 @@ cdef class Router:
             'stored': self.n_appended,
             'dropped_no_interest': self.n_dropped_no_interest,
             'dropped_slow_consumer': self.n_dropped_slow,
+            'conflated': self.n_conflated,
             'dropped_loop': self.n_dropped_loop,
             'rejected_by_stream': self.n_rejected,
             'callback_errors': self.n_callback_errors,

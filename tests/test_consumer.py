@@ -407,12 +407,14 @@ def test_config_value():
                          max_in_flight=4, dead_letter="d")
     d = cfg.to_dict()
     assert d == {"start": {"time": 1000 * 10 ** 9}, "filter": "a.>", "ack": "all",
-                 "ack_wait": 2.0, "max_deliver": 3, "max_in_flight": 4, "dead_letter": "d"}
+                 "ack_wait": 2.0, "max_deliver": 3, "max_in_flight": 4, "dead_letter": "d",
+                 "conflate": False}
     assert ConsumerConfig.from_dict(d) == cfg
     assert ConsumerConfig() == ConsumerConfig(start="first", ack_wait=30)
     assert ConsumerConfig().to_dict() == {"start": "first", "filter": None, "ack": "explicit",
                                           "ack_wait": 30.0, "max_deliver": 0,
-                                          "max_in_flight": 1024, "dead_letter": None}
+                                          "max_in_flight": 1024, "dead_letter": None,
+                                          "conflate": False}
 
 
 def test_info_lag_pending_and_stats():
@@ -423,9 +425,11 @@ def test_info_lag_pending_and_stats():
     assert c.info() == {
         "name": "k", "stream": "S",
         "config": {"start": "first", "filter": None, "ack": "explicit", "ack_wait": 7.0,
-                   "max_deliver": 0, "max_in_flight": 1024, "dead_letter": None},
+                   "max_deliver": 0, "max_in_flight": 1024, "dead_letter": None,
+                   "conflate": False},
         "delivered": 3, "redelivered": 0, "acked": 1, "naked": 0, "terminated": 0,
-        "dead_lettered": 0, "lost": 0, "errors": 0, "pending": 2, "ack_floor": 1,
+        "dead_lettered": 0, "lost": 0, "errors": 0, "conflated": 0, "pending": 2,
+        "ack_floor": 1,
         "next_seq": 4, "lag": 3, "push": False}
     assert (c.pending, c.lag) == (2, 3)
     assert f.stats()["consumers"] == {"S/k": c.info()}

@@ -1551,9 +1551,9 @@ def test_stats_snapshot():
     f.publish("none", b"")
     snap = f.stats()
     assert set(snap) == {"published", "delivered", "stored", "dropped_no_interest",
-                         "dropped_slow_consumer", "dropped_loop", "rejected_by_stream",
-                         "callback_errors", "advisories", "streams", "subscriptions",
-                         "consumers", "matcher"}
+                         "dropped_slow_consumer", "conflated", "dropped_loop",
+                         "rejected_by_stream", "callback_errors", "advisories", "streams",
+                         "subscriptions", "consumers", "matcher"}
     assert {k: snap[k] for k in ("published", "delivered", "stored", "dropped_no_interest",
                                  "dropped_slow_consumer", "dropped_loop", "rejected_by_stream",
                                  "callback_errors", "advisories")} == {
@@ -1569,8 +1569,8 @@ def test_stats_snapshot():
     assert snap["subscriptions"] == [{
         "pattern": "st.*", "queue": None, "delivered": 1, "dropped": 0, "pending": 1,
         "pending_bytes": 5 + OVERHEAD, "errors": 0, "max_pending": 5,
-        "max_pending_bytes": 64 << 20, "on_full": "drop_oldest", "closed": False,
-        "slow_consumer": False}]
+        "max_pending_bytes": 64 << 20, "on_full": "drop_oldest", "conflate": False,
+        "conflated": 0, "closed": False, "slow_consumer": False}]
     assert snap["consumers"] == {"S/c": c.info()}
     assert snap["matcher"]["subscriptions"] == 2
     # a snapshot: later changes do not alter it

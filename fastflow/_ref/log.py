@@ -1261,6 +1261,26 @@ class Log:
         newest.sort(key=lambda e: e.seq)
         return Batch(newest, self._last_seq + 1)
 
+    def latest_only(self, batch):
+        """The records of ``batch`` (a read of this log) that are the newest
+        retained record of their subject, in order: a conflating consumer's
+        backlog without what newer records superseded.  Its ``next_seq``
+        is ``batch``'s (the superseded ones are read too)."""
+        if not isinstance(batch, Batch):
+            raise TypeError("Argument 'batch' has incorrect type (expected {}.{}, got {})".format(
+                Batch.__module__, Batch.__qualname__, type(batch).__name__))
+        self._check_open()
+        keep = []
+        for s, seq in zip(batch.subjects, batch.seqs):
+            dq = self._by_subject.get(s)
+            if dq and dq[-1].seq == seq:
+                keep.append(self._entry(seq))
+        if len(keep) == len(batch):
+            return batch
+        out = Batch(keep, batch.next_seq)
+        out.lost = batch.lost
+        return out
+
     def _replay(self, cls, start, seq, time, filter, limit, strict, batch, speed):
         self._check_open()
         match = _matcher(filter)

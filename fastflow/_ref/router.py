@@ -149,17 +149,25 @@ class RateLimit:
 @_final
 class SubTarget:
     """The engine side of a subscription: a callback run inline, or a
-    bounded queue of pending events (engine use; see fastflow.Subscription)."""
+    bounded queue of pending events (engine use; see fastflow.Subscription).
+
+    ``conflate`` (a queue only): while events are pending, a new event on
+    a subject that already has one pending replaces it where it stands
+    (counted in ``conflated``); ``pending`` then holds the subjects in the
+    order they became pending and ``pop`` returns each one's latest
+    event.  ``max_pending`` then counts distinct subjects; at a limit
+    ``on_full`` decides for a new subject as for any queue."""
 
     __slots__ = ("_callback", "_pending", "_push", "_pop", "_popleft", "_max_pending",
                  "_max_pending_bytes", "_pending_bytes", "_on_full", "wake", "_waiting",
                  "_closed", "_cut", "owner", "_delivered", "_dropped", "_errors", "_handle",
-                 "_delivered_bytes")
+                 "_delivered_bytes", "_conflate", "_latest", "_conflated")
 
     def __init__(self, callback=None, max_pending=65536, max_pending_bytes=64 << 20,
-                 on_full="drop_oldest"):
+                 on_full="drop_oldest", conflate=False):
         max_pending = _c_int64(max_pending)
         max_pending_bytes = _c_int64(max_pending_bytes)
+        conflate = bool(conflate)
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable, got {}".format(type(callback).__name__))
         if max_pending < 0 or max_pending_bytes < 0:
@@ -168,6 +176,9 @@ class SubTarget:
         if on_full not in _ON_FULL:
             raise ValueError("on_full must be 'drop_oldest', 'drop_new' or 'cut', got {!r}"
                              .format(on_full))
+        if conflate and callback is not None:
+            raise ValueError("conflate needs a queued subscription: a callback takes every "
+                             "event as it is published, nothing is ever pending")
         self._callback = callback
         self._pending = _deque()
         self._push = self._pending.append
@@ -187,9 +198,12 @@ class SubTarget:
         self._dropped = 0
         self._errors = 0
         self._handle = 0
+        self._conflate = conflate       # keep only the latest pending event per subject
+        self._latest = {} if conflate else None     # subject -> its latest pending event
+        self._conflated = 0             # pending events replaced by a newer one
 
     callback = _ro("_callback")
-    pending = _ro("_pending", "deque of events (queued mode)")
+    pending = _ro("_pending", "deque of events (queued mode; conflating: of subjects)")
     max_pending = _ro("_max_pending", "events, 0 = no limit")
     max_pending_bytes = _ro("_max_pending_bytes", "bytes, 0 = no limit")
     pending_bytes = _ro("_pending_bytes")
@@ -200,6 +214,8 @@ class SubTarget:
     dropped = _ro("_dropped")
     errors = _ro("_errors")
     handle = _ro("_handle")
+    conflate = _ro("_conflate", "keep only the latest pending event per subject")
+    conflated = _ro("_conflated", "pending events replaced by a newer one")
 
     @property
     def waiting(self):
@@ -214,8 +230,11 @@ class SubTarget:
         return _ON_FULL_NAMES[self._on_full]
 
     def pop(self):
-        """The oldest pending event (IndexError when none)."""
+        """The oldest pending event (IndexError when none); conflating:
+        the latest event of the subject pending longest."""
         e = self._popleft()
+        if self._conflate:
+            e = self._latest.pop(e)
         self._pending_bytes -= len(e._data) + EVENT_OVERHEAD
         return e
 
@@ -225,6 +244,8 @@ class SubTarget:
         out = []
         while n > 0 and self._pending:
             e = self._popleft()
+            if self._conflate:
+                e = self._latest.pop(e)
             self._pending_bytes -= len(e._data) + EVENT_OVERHEAD
             out.append(e)
             n -= 1
@@ -233,9 +254,30 @@ class SubTarget:
     def close(self):
         self._closed = True
 
+    def _cut_off(self, r):
+        """on_full 'cut': drop everything pending, close, tell."""
+        pending = self._pending
+        self._dropped += 1 + len(pending)
+        r._Router__n_dropped_slow += 1 + len(pending)
+        pending.clear()
+        if self._conflate:
+            self._latest.clear()
+        self._pending_bytes = 0
+        self._closed = True
+        self._cut = True
+        if self._handle in r.matcher:
+            r.matcher.remove(self._handle)  # no more events for it
+        _slow_consumer(r, self)
+        if self.wake is not None:
+            self._waiting = False
+            self.wake()
+        return 0
+
     def _queue(self, e, r):
         """Queue ``e`` under the pending limits (engine use: ``r`` is the
         publishing Router)."""
+        if self._conflate:
+            return self._queue_latest(e, r)
         size = len(e._data) + EVENT_OVERHEAD
         pending = self._pending
         if self._max_pending_bytes and size > self._max_pending_bytes \
@@ -252,19 +294,7 @@ class SubTarget:
                 r._Router__n_dropped_slow += 1
                 return 0
             if self._on_full == FULL_CUT:
-                self._dropped += 1 + len(pending)
-                r._Router__n_dropped_slow += 1 + len(pending)
-                pending.clear()
-                self._pending_bytes = 0
-                self._closed = True
-                self._cut = True
-                if self._handle in r.matcher:
-                    r.matcher.remove(self._handle)  # no more events for it
-                _slow_consumer(r, self)
-                if self.wake is not None:
-                    self._waiting = False
-                    self.wake()
-                return 0
+                return self._cut_off(r)
             while pending and (
                     (self._max_pending and len(pending) >= self._max_pending)
                     or (self._max_pending_bytes
@@ -274,6 +304,68 @@ class SubTarget:
                 self._dropped += 1
                 r._Router__n_dropped_slow += 1
         self._push(e)
+        self._pending_bytes += size
+        self._delivered += 1
+        if self._waiting:
+            self._waiting = False
+            self.wake()
+        return 1
+
+    def _queue_latest(self, e, r):
+        """``_queue`` of a conflating subscription: ``e`` replaces the
+        pending event of its subject in place, or queues its subject at
+        the back under the limits (``max_pending`` distinct subjects)."""
+        size = len(e._data) + EVENT_OVERHEAD
+        subject = e.routing_subject
+        pending = self._pending
+        latest = self._latest
+        if self._max_pending_bytes and size > self._max_pending_bytes \
+                and self._on_full != FULL_CUT:
+            self._dropped += 1          # can never fit: drop it, keep the queue
+            r._Router__n_dropped_slow += 1
+            return 0
+        old = latest.get(subject)
+        if old is not None:
+            osize = len(old._data) + EVENT_OVERHEAD
+            if not (self._max_pending_bytes
+                    and self._pending_bytes - osize + size > self._max_pending_bytes):
+                latest[subject] = e             # (a dict keeps the key's place)
+                self._pending_bytes += size - osize
+                self._conflated += 1
+                r._Router__n_conflated += 1
+                self._delivered += 1
+                return 1
+            if self._on_full == FULL_DROP_NEW:
+                self._dropped += 1      # (the pending one stays)
+                r._Router__n_dropped_slow += 1
+                return 0
+            # the bigger one does not fit even in the older one's room: the
+            # older one is superseded and the subject queues again as a new one
+            pending.remove(subject)
+            del latest[subject]
+            self._pending_bytes -= osize
+            self._conflated += 1
+            r._Router__n_conflated += 1
+        if ((self._max_pending and len(pending) >= self._max_pending)
+                or (self._max_pending_bytes
+                    and self._pending_bytes + size > self._max_pending_bytes)):
+            if self._on_full == FULL_DROP_NEW or (
+                    self._on_full == FULL_DROP_OLDEST and not pending):
+                self._dropped += 1
+                r._Router__n_dropped_slow += 1
+                return 0
+            if self._on_full == FULL_CUT:
+                return self._cut_off(r)
+            while pending and (
+                    (self._max_pending and len(pending) >= self._max_pending)
+                    or (self._max_pending_bytes
+                        and self._pending_bytes + size > self._max_pending_bytes)):
+                old = latest.pop(self._popleft())
+                self._pending_bytes -= len(old._data) + EVENT_OVERHEAD
+                self._dropped += 1
+                r._Router__n_dropped_slow += 1
+        self._push(subject)
+        latest[subject] = e
         self._pending_bytes += size
         self._delivered += 1
         if self._waiting:
@@ -458,7 +550,7 @@ class Router:
                  "advisory_handler", "__stamp", "__last_subject", "__last_version",
                  "__last_toks", "__n_published", "__n_delivered", "__n_appended",
                  "__bytes_published", "__bytes_delivered", "__bytes_appended",
-                 "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop",
+                 "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop", "__n_conflated",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
                  "__last_duplicate", "__ingress", "__trust_on", "trust_check")
 
@@ -500,6 +592,7 @@ class Router:
         self.__bytes_appended = 0
         self.__n_dropped_no_interest = 0
         self.__n_dropped_slow = 0
+        self.__n_conflated = 0
         self.__n_dropped_loop = 0
         self.__n_rejected = 0
         self.__n_callback_errors = 0
@@ -549,6 +642,7 @@ class Router:
     bytes_appended = _ro("_Router__bytes_appended")
     n_dropped_no_interest = _ro("_Router__n_dropped_no_interest")
     n_dropped_slow = _ro("_Router__n_dropped_slow")
+    n_conflated = _ro("_Router__n_conflated")
     n_dropped_loop = _ro("_Router__n_dropped_loop")
     n_rejected = _ro("_Router__n_rejected")
     n_callback_errors = _ro("_Router__n_callback_errors")
@@ -828,7 +922,14 @@ class Router:
                         rec = self.__default_record(ev) if rdef else _ev_encode(ev)
                     msg = self.__wire_msg(subject, reply, rec, rdef, ev if wrec is None else None,
                                           seq, now)
-                ok = v.write(msg)
+                if v._conflate and v._outbuf._behind:
+                    # (the connection cannot write: keep the latest per subject)
+                    ok = v._outbuf._keep(v, msg)
+                    if ok == 2:
+                        v._conflated += 1
+                        self.__n_conflated += 1
+                else:
+                    ok = v.write(msg)
                 if ok:
                     v._delivered += 1
                     v._delivered_bytes += dlen
@@ -1097,6 +1198,7 @@ its seq in the first stream that stored it (0 if none did)."""
             "stored": self.__n_appended,
             "dropped_no_interest": self.__n_dropped_no_interest,
             "dropped_slow_consumer": self.__n_dropped_slow,
+            "conflated": self.__n_conflated,
             "dropped_loop": self.__n_dropped_loop,
             "rejected_by_stream": self.__n_rejected,
             "callback_errors": self.__n_callback_errors,

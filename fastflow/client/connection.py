@@ -379,7 +379,7 @@ class Client(SubscriberMixin, StreamsMixin):
             self._pending[cid] = cfut
             ctl.frame(Op.CONNECT, 0, cid, b"", b"", _json(connect))
             for sid, sub in self._subs.items():
-                ctl.frame(Op.SUB, 0, sid, sub.pattern, sub.queue, b"")
+                ctl.frame(Op.SUB, sub.sub_flags, sid, sub.pattern, sub.queue, b"")
                 if sub._remaining:
                     ctl.frame(Op.UNSUB, 0, sid, b"", b"", _u32.pack(sub._remaining))
             if self._inbox is not None:

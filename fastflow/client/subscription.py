@@ -8,7 +8,7 @@ from collections import deque
 from fastflow._impl import validate_pattern
 from fastflow.client._common import _CLOSED, _CONNECTED, _FL_NO_RESPONDERS, _u32
 from fastflow.errors import ConnectionClosedError, SlowConsumerError
-from fastflow.protocol import Op
+from fastflow.protocol import Flag, Op
 
 _EVENT_OVERHEAD = 64            # bytes counted per queued event on top of its body
 _ON_FULL = ("drop_oldest", "drop_new", "cut")
@@ -23,7 +23,7 @@ class SubscriberMixin:
 
     def subscribe(self, pattern, callback=None, *, queue=None, raw=False, with_reply=False,
                   batch=False, max_pending=65536, max_pending_bytes=64 << 20,
-                  on_full="drop_oldest", verify=None, verify_mode="strict"):
+                  on_full="drop_oldest", verify=None, verify_mode="strict", conflate=False):
         """Subscribe to ``pattern`` (not awaited).
 
         With a ``callback``: a function is called inline, from C, for each
@@ -48,6 +48,15 @@ class SubscriberMixin:
         (``"drop_new"``) or cuts the subscription (``"cut"``: unsubscribed,
         the iterator raises ``SlowConsumerError``).
 
+        ``conflate=True`` (market data: the newest price, not every tick):
+        while the connection is behind, the server keeps only the latest
+        message of each subject for this subscription and sends those
+        when it catches up (SUB flag ``CONFLATE``); the client's own
+        queue (iterators, coroutine callbacks) does the same while
+        messages wait in it: a newer message of a subject replaces the
+        queued one where it stands (``conflated`` counts them;
+        ``max_pending`` then counts subjects).  docs/engine.md, "Conflation".
+
         ``verify`` (a ``fastflow.trust.KeySet`` or keys): each event's
         signature is checked (docs/provenance.md) before the callback sees
         it, which gets the event ``fastflow.trust.verify`` returns in
@@ -70,6 +79,8 @@ class SubscriberMixin:
                              .format(on_full))
         if raw and with_reply:
             raise ValueError("raw=True passes the reply already: with_reply is for events")
+        if not isinstance(conflate, bool):
+            raise TypeError("conflate must be True or False, got {!r}".format(conflate))
         is_async = callback is not None and inspect.iscoroutinefunction(callback)
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable, got {!r}".format(callback))
@@ -83,13 +94,13 @@ class SubscriberMixin:
             callback = self._verifying(callback, verify, verify_mode, with_reply, is_async)
         sid = self._new_id()
         sub = Subscription(self, sid, pattern, queue, callback, raw, with_reply, max_pending,
-                           max_pending_bytes, on_full, is_async, batch)
+                           max_pending_bytes, on_full, is_async, batch, conflate)
         self._subs[sid] = sub
         self._handlers[sid] = sub._deliver
         if is_async:
             sub._task = self._spawn(sub._pump())
         if self._state == _CONNECTED:
-            self._send(Op.SUB, 0, sid, pattern, queue, b"")
+            self._send(Op.SUB, sub.sub_flags, sid, pattern, queue, b"")
         return sub
 
     def _verifying(self, callback, keys, mode, with_reply, is_async):
@@ -197,7 +208,7 @@ class Subscription:
     ``await sub.next(timeout)``) when it has no callback."""
 
     def __init__(self, client, sid, pattern, queue, callback, raw, with_reply, max_pending,
-                 max_pending_bytes, on_full, is_async, batch=False):
+                 max_pending_bytes, on_full, is_async, batch=False, conflate=False):
         self._client = client
         self.batch = batch
         self.sid = sid
@@ -210,8 +221,11 @@ class Subscription:
         self.max_pending_bytes = max_pending_bytes
         self.on_full = on_full
         self._queued = callback is None or is_async
-        self._q = deque()                # (item, size)
+        self._q = deque()                # (item, size); conflating: subjects
         self._qbytes = 0
+        self.conflate = conflate
+        self._latest = {} if conflate else None     # subject -> (item, size)
+        self.conflated = 0              # queued messages replaced by a newer one
         self._waiter = None
         self._task = None
         self._remaining = 0             # UNSUB max: messages left
@@ -231,7 +245,8 @@ class Subscription:
 
     def stats(self):
         return {"sid": self.sid, "pattern": self.pattern, "queue": self.queue,
-                "delivered": self.delivered, "dropped": self.dropped, "pending": len(self._q),
+                "delivered": self.delivered, "dropped": self.dropped,
+                "conflate": self.conflate, "conflated": self.conflated, "pending": len(self._q),
                 "pending_bytes": self._qbytes, "closed": self.closed,
                 "slow_consumer": isinstance(self._error, SlowConsumerError)}
 
@@ -298,7 +313,14 @@ class Subscription:
         except Exception as exc:
             self._client._report(exc)
 
+    @property
+    def sub_flags(self):
+        """The flags of its SUB frame."""
+        return Flag.CONFLATE if self.conflate else 0
+
     def _enqueue(self, mb, idx, items):
+        if self.conflate:
+            return self._enqueue_latest(mb, idx, items)
         offs = mb.offsets
         q = self._q
         mp, mpb = self.max_pending, self.max_pending_bytes
@@ -323,8 +345,47 @@ class Subscription:
         if w is not None and not w.done():
             w.set_result(None)
 
+    def _enqueue_latest(self, mb, idx, items):
+        """``_enqueue`` of a conflating subscription: a message replaces the
+        queued one of its subject in place, or queues its subject."""
+        offs = mb.offsets
+        subjects = mb.subjects
+        q = self._q
+        latest = self._latest
+        mp, mpb = self.max_pending, self.max_pending_bytes
+        for j, item in enumerate(items):
+            i = j if idx is None else idx[j]
+            size = offs[i + 1] - offs[i] + _EVENT_OVERHEAD
+            subject = subjects[i]
+            old = latest.get(subject)
+            self.delivered += 1
+            if old is not None:
+                latest[subject] = (item, size)
+                self._qbytes += size - old[1]
+                self.conflated += 1
+                continue
+            if (mp and len(q) >= mp) or (mpb and self._qbytes + size > mpb):
+                if self.on_full == "drop_new":
+                    self.dropped += 1
+                    self.delivered -= 1
+                    continue
+                if self.on_full == "cut":
+                    self._cut()
+                    return
+                while q and ((mp and len(q) >= mp) or (mpb and self._qbytes + size > mpb)):
+                    self._qbytes -= latest.pop(q.popleft())[1]
+                    self.dropped += 1
+            q.append(subject)
+            latest[subject] = (item, size)
+            self._qbytes += size
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
     def _cut(self):
         self.dropped += len(self._q) + 1
+        if self._latest:
+            self._latest.clear()
         self._q.clear()
         self._qbytes = 0
         self._error = SlowConsumerError(
@@ -352,7 +413,8 @@ class Subscription:
     async def __anext__(self):
         while True:
             if self._q:
-                item, size = self._q.popleft()
+                item = self._q.popleft()
+                item, size = self._latest.pop(item) if self.conflate else item
                 self._qbytes -= size
                 return item
             if self.closed:

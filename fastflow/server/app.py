@@ -29,7 +29,7 @@ from fastflow.errors import FastflowError
 from fastflow.accounts import Accounts, account_data_dir
 from fastflow.server.checkpoints import Checkpointer
 from fastflow.flow import Flow
-from fastflow.server.auth import Authenticator, LoginThrottle
+from fastflow.server.auth import Authenticator, LoginThrottle, _pattern_inside
 from fastflow.server.config import (
     LOG_LEVELS,
     LOOPS,
@@ -172,6 +172,8 @@ class Server:
         self.preauth_bytes = 0          # partial input held for unauthenticated clients
         self.pending_total = 0          # pending output of all connections (as last counted)
         self.n_slow_consumers = 0
+        self.closed_conflated = 0           # messages conflated on connections now closed
+        self._conflate_on = None            # a Matcher of conflate.subjects (None: none)
         self._storage_full_seen = {}        # stream -> refusals for space seen by _tick
         self.n_auth_failures = 0
         self.n_protocol_errors = 0
@@ -185,6 +187,19 @@ class Server:
         self.closed_denied = 0
 
     # -- connections (called by Connection) -------------------------------------------
+
+    def conflates(self, pattern):
+        """Whether a subscription to ``pattern`` conflates by the config
+        (``[conflate] subjects``: it lies inside one of those patterns)."""
+        if not self.config.conflate_subjects:
+            return False
+        if self._conflate_on is None:
+            from fastflow._impl import Matcher
+
+            self._conflate_on = Matcher(cache_size=0)
+            for p in self.config.conflate_subjects:
+                self._conflate_on.add(p, True)
+        return _pattern_inside(self._conflate_on, pattern)
 
     def next_client_id(self):
         self._next_cid += 1
@@ -200,6 +215,7 @@ class Server:
         self.closed_in_msgs += conn.in_msgs
         self.closed_in_bytes += conn.parser.bytes_in
         self.closed_out_msgs += conn.outbuf.msgs
+        self.closed_conflated += conn.outbuf.conflated
         self.closed_out_bytes += conn.outbuf.bytes_out
         self.closed_denied += conn.parser.denied
         if conn.principal is not None and self.meter is not None:
@@ -792,6 +808,9 @@ class Server:
             "subscriptions": sum(len(c.live_subscriptions()) for c in conns),
             "pending_bytes": sum(c.pending_bytes() for c in conns),
             "slow_consumers": self.n_slow_consumers,
+            # messages replaced by a newer one of their subject while their connection
+            # was behind (conflating subscriptions, every door)
+            "conflated": self.closed_conflated + sum(c.outbuf.conflated for c in conns),
             "stalls": self.n_stalls,
             "stalled_connections": len(self.stalled_conns),
             "paused_publishers": len(self._stall_paused),

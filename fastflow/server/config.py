@@ -181,6 +181,9 @@ class ServerConfig:
         ("subscriptions_max_per_user", 10000),  # per owner (0: no limit)
         ("subscriptions_sink_hosts", ("*",)),   # webhook sink hosts allowed (fnmatch patterns)
         ("subscriptions_callback_url", None),   # the HTTP door's public URL (webhook callbacks)
+        # conflation (docs/server.md "Conflation"): subscriptions inside these patterns keep
+        # only the latest message per subject while their connection is behind, on every door
+        ("conflate_subjects", ()),
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -350,6 +353,14 @@ class ServerConfig:
                 mqtt_filter_to_patterns(flt)
             except ValueError as exc:
                 raise ConfigError("mqtt_structured: {}".format(exc)) from None
+        self.conflate_subjects = _str_list(self.conflate_subjects, "conflate.subjects")
+        for p in self.conflate_subjects:
+            from fastflow._impl import validate_pattern
+
+            try:
+                validate_pattern(p)
+            except ValueError as exc:
+                raise ConfigError("conflate.subjects: {}".format(exc)) from None
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
@@ -558,6 +569,7 @@ _TABLES = {
     "subscriptions": {"max": "subscriptions_max", "max_per_user": "subscriptions_max_per_user",
                       "sink_hosts": "subscriptions_sink_hosts",
                       "callback_url": "subscriptions_callback_url"},
+    "conflate": {"subjects": "conflate_subjects"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",

@@ -61,6 +61,18 @@ def _depth(v, limit):
     return True
 
 
+def conflate_option(value, where):
+    """A door's conflate option (a query parameter, a user property, a
+    JSON field) as a bool: ``1``/``true``/``0``/``false`` (any case) or a
+    JSON boolean; ValueError naming ``where`` and the value otherwise."""
+    if value is True or value is False:
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "0", "false"):
+        return value.lower() in ("1", "true")
+    raise ValueError("{} is 1, true, 0 or false, got {!r}".format(
+        where, value[:32] if isinstance(value, str) else value))
+
+
 def connect_json(body):
     """The object of a CONNECT body (every door); ValueError naming what is
     wrong with it: not JSON, not an object, or nested deeper than
@@ -212,6 +224,11 @@ class DoorProtocol:
 
     def stats(self, d):
         """Add the door's fields to the connection's monitoring entry ``d``."""
+
+    def conflating_only(self):
+        """Whether every subscription conflates, when the door keeps its own
+        table of them (MQTT); None: ask ``conn.subs``."""
+        return None
 
     def subscription_names(self):
         """The subscriptions an advisory names for this connection, in the
@@ -516,7 +533,7 @@ class Connection(asyncio.Protocol):
         self._pending_now(wbs)
 
     def pending_bytes(self):
-        n = len(self.outbuf)
+        n = len(self.outbuf) + self.outbuf.kept_bytes
         if self.transport is not None and self.state < CLOSED:
             try:
                 n += self.transport.get_write_buffer_size()
@@ -526,13 +543,19 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self):
         self.write_paused = True
+        # behind: conflating subscriptions keep the latest message per subject
+        # (OutBuf.flush_kept writes them when the transport takes more)
+        self.outbuf.behind = True
         if self.proto.answers_only:
             self.pause("write")
             return
+        if self.conflating_only():
+            return                      # its output does not grow: publishers go on
         self.server.stalled(self)
 
     def resume_writing(self):
         self.write_paused = False
+        self.outbuf.behind = False
         self.resume("write")
         self.server.unstalled(self)
         if self.state < CLOSING:
@@ -540,6 +563,17 @@ class Connection(asyncio.Protocol):
         mp = self.cfg.max_pending
         if mp and self.state < CLOSING:
             self.outbuf.max_pending = max(1, mp - self.transport.get_write_buffer_size())
+        if self.outbuf.kept_messages and self.state < CLOSING:
+            self.outbuf.flush_kept(self.flow.matcher)
+
+    def conflating_only(self):
+        """Whether every subscription of the connection conflates (then a
+        full socket does not pause publishers: what it keeps is bounded by
+        its subjects, and by max_pending)."""
+        only = self.proto.conflating_only()
+        if only is not None:
+            return only
+        return bool(self.subs) and all(e[0].conflate for e in self.subs.values())
 
     def slow_consumer(self, reason):
         """Cut the connection: the door's error 503, close, advisory, counted."""
@@ -763,9 +797,12 @@ class Connection(asyncio.Protocol):
 
     # -- subscriptions -----------------------------------------------------------------
 
-    def subscribe(self, sid, pattern, queue, target):
+    def subscribe(self, sid, pattern, queue, target, conflate=False):
         """Subscribe ``target`` (a wire target writing into this
-        connection's OutBuf) to ``pattern`` as subscription ``sid``."""
+        connection's OutBuf) to ``pattern`` as subscription ``sid``;
+        ``conflate`` (or the config's ``[conflate] subjects``): it keeps
+        only the latest message per subject while the connection is behind."""
+        target.conflate = conflate or self.server.conflates(pattern)
         target.owner = self
         if self.responses is not None:
             target.replies = self.responses.pending
@@ -873,12 +910,14 @@ class Connection(asyncio.Protocol):
              "out_msgs": self.out_msgs, "out_bytes": self.outbuf.bytes_out,
              "pending_bytes": self.pending_bytes(), "denied": self.parser.denied,
              "dropped": sum(e[0].dropped for e in self.subs.values()),
+             "conflated": self.outbuf.conflated, "kept": self.outbuf.kept_messages,
              "uptime": round(now - self.t0, 3), "idle": round(now - self.last_in, 3),
              "pings_out": self.pings_out, "paused": sorted(self._pause),
              "write_paused": self.write_paused, "tasks": len(self.tasks or ())}
         if subs:
             d["subs"] = [{"sid": sid, "subject": p, "queue": q, "delivered": t.delivered,
-                          "dropped": t.dropped, "remaining": t.remaining}
+                          "dropped": t.dropped, "remaining": t.remaining,
+                          "conflate": t.conflate, "conflated": t.conflated}
                          for sid, (t, p, q) in self.live_subscriptions()]
         self.proto.stats(d)
         return d

@@ -459,6 +459,7 @@ class MonitorServer:
             else self.port,
         }
         d.update(st)
+        d["conflate_subjects"] = list(cfg.conflate_subjects)
         d["limits"] = {k: getattr(cfg, k) for k in (
             "max_payload", "max_control", "nats_max_control", "max_subscriptions", "max_pending",
             "max_pending_total", "max_connect", "max_preauth_bytes", "write_high_water",
@@ -468,7 +469,8 @@ class MonitorServer:
         d["matcher"] = fs.get("matcher", {})
         d["flow"] = {k: fs[k] for k in (
             "published", "delivered", "stored", "dropped_no_interest", "dropped_slow_consumer",
-            "dropped_loop", "rejected_by_stream", "callback_errors", "advisories") if k in fs}
+            "dropped_loop", "rejected_by_stream", "conflated", "callback_errors",
+            "advisories") if k in fs}
         d["flow"]["data_dir"] = flow.data_dir
         d["flow"]["local_subscriptions"] = len(fs.get("subscriptions", ()))
         d["streams"] = {n: {"events": s.get("events", 0), "bytes": s.get("bytes", 0),
@@ -678,6 +680,9 @@ class MonitorServer:
             st["pending_bytes"])
         one("fastflow_slow_consumers_total", "counter",
             "Connections cut as slow consumers.", st["slow_consumers"])
+        one("fastflow_conflated_total", "counter",
+            "Messages replaced by a newer one of their subject while their connection was "
+            "behind (conflating subscriptions).", st["conflated"])
         one("fastflow_stalls_total", "counter",
             "Times a subscriber's socket filled up (publishers paused).", st["stalls"])
         one("fastflow_paused_publishers", "gauge",
@@ -694,6 +699,8 @@ class MonitorServer:
                 ("stored", "counter", "Events appended to streams."),
                 ("dropped_no_interest", "counter", "Events with no subscriber and no stream."),
                 ("dropped_slow_consumer", "counter", "Deliveries dropped at a full queue."),
+                ("conflated", "counter", "Pending deliveries replaced by a newer one of "
+                                         "their subject (conflation)."),
                 ("dropped_loop", "counter", "Events stopped by the loop breaker."),
                 ("rejected_by_stream", "counter", "Events a full stream refused."),
                 ("advisories", "counter", "Advisories published.")):

@@ -38,7 +38,7 @@ from fastflow._impl import (
 from fastflow.errors import MqttError, SignatureError, SubjectError
 from fastflow.event import Event, from_json
 from fastflow.mqtt import mqtt_filter_to_patterns
-from fastflow.server.connection import CLOSING, READY, DoorProtocol
+from fastflow.server.connection import CLOSING, READY, DoorProtocol, conflate_option
 
 __all__ = ("MqttProtocol", "MqttSessions")
 
@@ -225,6 +225,7 @@ _CE_NAME = re.compile(r"[a-z0-9]{1,20}\Z")
 # a 5.0 SUBSCRIBE's User Property choosing how the other doors' events come
 # (the binding's modes; MQTT's own messages always come as they were sent)
 CE_MODE_PROPERTY = "cloudevents"
+CONFLATE_PROPERTY = "conflate"          # SUBSCRIBE user property: 1/true, 0/false
 CE_MODES = ("binary", "structured", "raw")
 
 
@@ -1319,15 +1320,24 @@ class MqttProtocol(DoorProtocol):
         retained_out = []
         perms = conn.principal.permissions
         mode = None                     # the CloudEvents mode: the version's default
+        conflate = False                # the latest message per subject while behind
+        why = None
         for k, v in props.get("user_property", ()):
             if k == CE_MODE_PROPERTY:
                 mode = v
+            elif k == CONFLATE_PROPERTY:
+                try:
+                    conflate = conflate_option(v, "user property " + CONFLATE_PROPERTY)
+                except ValueError as exc:
+                    why = str(exc)
         if mode is not None and mode not in CE_MODES:
+            why = "{} must be one of {}, got {!r}".format(CE_MODE_PROPERTY, ", ".join(CE_MODES),
+                                                         mode)
+        if why is not None:
             # (5.0 only: 3.1.1 has no properties) every filter refused
-            log.debug("client %d: SUBSCRIBE with %s %r", conn.id, CE_MODE_PROPERTY, mode)
+            log.debug("client %d: SUBSCRIBE refused: %s", conn.id, why)
             self.outbuf.write(_packet(SUBACK, 0, struct.pack(">H", packet_id) + _props(
-                [(0x1F, _str("{} must be one of {}, got {!r}".format(
-                    CE_MODE_PROPERTY, ", ".join(CE_MODES), mode)[:200]))])
+                [(0x1F, _str(why[:200]))])
                 + bytes([RC_IMPLEMENTATION_SPECIFIC] * len(filters))))
             return
         for flt, options in filters:
@@ -1356,7 +1366,8 @@ class MqttProtocol(DoorProtocol):
                 old = session.subs.pop(flt)
                 self.flow.remove_many(old[3])
             sid = props.get("subscription_identifier")
-            sub = [(qos, no_local, rap, sid, mode), patterns, _engine_group(flt, group), []]
+            sub = [(qos, no_local, rap, sid, mode, conflate), patterns,
+                   _engine_group(flt, group), []]
             if qos and session.flight_ok and session.flight is None:
                 session.flight = MqttFlight(self.outbuf, min(self.receive_max, 65535),
                                             self.conn.account.mqtt_sessions.max_queued)
@@ -1404,6 +1415,7 @@ class MqttProtocol(DoorProtocol):
         opts, patterns, group, handles = sub
         qos, no_local, rap, sid = opts[:4]
         mode = delivery_mode(self.version, opts[4] if len(opts) > 4 else None)
+        conflate = len(opts) > 5 and bool(opts[5])
         if handles:
             self.flow.remove_many(handles)
             del handles[:]
@@ -1421,6 +1433,8 @@ class MqttProtocol(DoorProtocol):
             else:
                 t = SubTarget(self.conn.account.mqtt_sessions.deliverer(session, opts),
                               max_pending=0)
+            if type(t) is MqttTarget:   # (QoS 0 and 1: conflated while the connection is behind)
+                t.conflate = conflate or self.server.conflates(p)
             handles.append(self.flow.add(p, t, group))
 
     def _send_retained(self, wanted):
@@ -1654,6 +1668,21 @@ class MqttProtocol(DoorProtocol):
         if "subs" in d:
             d["subs"] = [{"filter": flt, "qos": sub[0][0], "subjects": list(sub[1]),
                           "queue": sub[2]} for flt, sub in session.subs.items()]
+
+    def conflating_only(self):
+        """Whether every filter of its session conflates (QoS 0 and 1, with
+        the user property or inside ``[conflate] subjects``)."""
+        session = self.session
+        if session is None or not session.subs:
+            return False
+        for sub in session.subs.values():
+            opts = sub[0]
+            if opts[0] > 1 or (opts[0] == 1 and session.flight is None):
+                return False            # (QoS 2: the session's queue, not conflated)
+            if not (len(opts) > 5 and opts[5]) and not all(
+                    self.server.conflates(p) for p in sub[1]):
+                return False
+        return True
 
     def subscription_names(self):
         """Its session's MQTT filters (the advisories name them)."""

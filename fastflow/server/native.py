@@ -58,6 +58,7 @@ _PUBACK = int(Op.PUBACK)
 _FL_ACK = int(Flag.ACK)
 _FL_DUPLICATE = int(Flag.DUPLICATE)
 _FL_NO_RESPONDERS = int(Flag.NO_RESPONDERS)
+_FL_CONFLATE = int(Flag.CONFLATE)
 _NAK = int(AckKind.NAK)
 
 _FETCH_CHUNK = 256                      # deliveries per Consumer.fetch call
@@ -369,11 +370,14 @@ class NativeProtocol(DoorProtocol):
 
     # -- subscriptions -----------------------------------------------------------------
 
-    def _sub(self, _flags, sid, pattern, queue, _body):
+    def _sub(self, flags, sid, pattern, queue, _body):
         conn = self.conn
         queue = queue or None
         if not pattern:
             raise RequestError(400, "SUB needs a subject pattern")
+        if flags & ~_FL_CONFLATE:
+            raise RequestError(400, "SUB: unknown flags 0x{:x} (known: CONFLATE = 0x{:x})".format(
+                flags & ~_FL_CONFLATE, _FL_CONFLATE))
         validate_pattern(pattern)
         perms = conn.principal.permissions
         if not perms.unrestricted:
@@ -396,7 +400,8 @@ class NativeProtocol(DoorProtocol):
         why = conn.may_subscribe()
         if why is not None:
             raise RequestError(429, why)
-        conn.subscribe(sid, pattern, queue, NativeTarget(self.outbuf, sid, conn.echo))
+        conn.subscribe(sid, pattern, queue, NativeTarget(self.outbuf, sid, conn.echo),
+                       conflate=bool(flags & _FL_CONFLATE))
         if conn.verbose:
             self.ok(sid)
 

@@ -29,7 +29,7 @@ from fastflow._impl import Event, SseTarget, events_from_batch, validate_pattern
 from fastflow.errors import EventError, FastflowError
 from fastflow.event import to_json
 from fastflow.protocol import error_code
-from fastflow.server.connection import READY, DoorProtocol
+from fastflow.server.connection import READY, DoorProtocol, conflate_option
 from fastflow.server.http import BATCH, HttpError, _dumps, response_head
 from fastflow.server.streams import (
     ACK_KINDS,
@@ -298,6 +298,11 @@ def subscribe_sse(proto, req, principal, pattern):
     if why is not None:
         raise HttpError(429, why, (("retry-after", "1"),))
     queue = req.params().get("queue") or None
+    try:
+        conflate = conflate_option(req.params().get("conflate", "0"), "query parameter "
+                                                                      "'conflate'")
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
     if queue is not None and (len(queue) > 256 or any(c.isspace() for c in queue)):
         raise HttpError(400, "query parameter 'queue': a queue group name has no white space "
                              "and at most 256 characters")
@@ -313,7 +318,8 @@ def subscribe_sse(proto, req, principal, pattern):
     conn = proto.conn
     lineage = proto.lineage
     for sid, p in enumerate(dict.fromkeys(patterns), 1):
-        conn.subscribe(sid, p, queue, SseTarget(conn.outbuf, None, conn.echo, lineage))
+        conn.subscribe(sid, p, queue, SseTarget(conn.outbuf, None, conn.echo, lineage),
+                       conflate)
 
 
 # -- /streams ------------------------------------------------------------------------------

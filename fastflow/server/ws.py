@@ -60,7 +60,7 @@ from fastflow.errors import (EventError, EventTooLarge, FastflowError, LogFullEr
                              SignatureError, SubjectError)
 from fastflow.event import from_json, from_json_batch
 from fastflow.protocol import error_code
-from fastflow.server.connection import CLOSING, READY, DoorProtocol
+from fastflow.server.connection import CLOSING, READY, DoorProtocol, conflate_option
 from fastflow.server.http import HttpError, credentials, response_head
 from fastflow.server.native import NativeProtocol
 
@@ -125,7 +125,7 @@ _TEXT = "ws.text"
 _MAX_SID = 256                          # characters of a subscription id
 _REFUSAL_BURST = 64                     # refused messages a socket may send at once ...
 _REFUSAL_RATE = 8.0                     # ... and per second after that; then 1008
-_QUERY_JSON = frozenset(("subject", "queue", "publish", "echo", "access_token"))
+_QUERY_JSON = frozenset(("subject", "queue", "publish", "echo", "access_token", "conflate"))
 _QUERY_STREAM = frozenset(("access_token",))       # (a byte-stream door's URL)
 _JSON_SPACE = b" \t\r\n"            # what may come before a JSON text's first character
 
@@ -750,9 +750,13 @@ class WsProtocol(DoorProtocol):
                     raise _Refusal(400, "subscribe needs 'subject', a subject pattern (string)")
                 if queue is not None and not isinstance(queue, str):
                     raise _Refusal(400, "'queue' must be a string (a queue group's name)")
+                try:
+                    conflate = conflate_option(ctl.get("conflate", False), "'conflate'")
+                except ValueError as exc:
+                    raise _Refusal(400, str(exc)) from None
                 key = self._sid_key(sid)
                 self.check_subscription(key, subject, queue or None)
-                self.subscribe(key, subject, queue or None)
+                self.subscribe(key, subject, queue or None, conflate)
             elif op == "unsubscribe":
                 sid, subject = ctl.get("sid"), ctl.get("subject")
                 conn = self.conn
@@ -821,11 +825,12 @@ class WsProtocol(DoorProtocol):
         if why is not None:
             raise _Refusal(429, why)
 
-    def subscribe(self, sid, pattern, queue):
+    def subscribe(self, sid, pattern, queue, conflate=False):
         conn = self.conn
         if sid in conn.subs:
             conn.forget_sub(sid)
-        conn.subscribe(sid, pattern, queue, WsJsonTarget(self.outbuf, conn.echo, self.lineage))
+        conn.subscribe(sid, pattern, queue, WsJsonTarget(self.outbuf, conn.echo, self.lineage),
+                       conflate)
 
 
 # -- the upgrade (an HTTP request handler) ----------------------------------------------------
@@ -947,6 +952,10 @@ def upgrade(http, req, principal):
     echo = params.get("echo", "true").lower()
     if echo not in ("true", "false", "1", "0"):
         raise HttpError(400, "?echo is true or false, got {!r}".format(echo[:32]), close=close)
+    try:
+        conflate = conflate_option(params.get("conflate", "0"), "?conflate")
+    except ValueError as exc:
+        raise HttpError(400, str(exc), close=close) from None
 
     ws = WsProtocol(conn, subprotocol, principal_in, publish_to, http.lineage,
                     max(cfg.http_max_body, cfg.max_payload + cfg.max_control + 64))
@@ -982,7 +991,7 @@ def upgrade(http, req, principal):
     else:
         conn.echo = echo in ("true", "1")
         for sid, pattern in zip(sids, subjects):
-            ws.subscribe(sid, pattern, queue)
+            ws.subscribe(sid, pattern, queue, conflate)
     log.debug("client %d (%s): WebSocket, subprotocol %s%s", conn.id, conn.peer, subprotocol,
               "" if chosen else " (none asked)")
     if rest:

@@ -20,6 +20,9 @@ ctypedef struct WireMsg:
     int64_t ts
 
 
+cdef class WireTarget
+
+
 cdef class OutBuf:
     cdef char *buf
     cdef Py_ssize_t n
@@ -36,9 +39,16 @@ cdef class OutBuf:
     cdef public int64_t pub_bytes           # payload bytes the router took from this
                                             # connection's publishes (metering)
     cdef readonly int64_t dropped
+    cdef public bint behind                 # the connection cannot write (its transport is
+                                            # paused): conflating targets keep, not write
+    cdef dict kept                          # (target, subject) -> _Kept: the latest message of
+                                            # each, in the order they were first kept
+    cdef readonly Py_ssize_t kept_bytes     # what they hold (counted against max_pending)
+    cdef readonly int64_t conflated         # kept messages replaced by a newer one
 
     cdef char *_reserve(self, Py_ssize_t size) except? NULL
     cdef inline int _wrote(self, Py_ssize_t size, bint was_empty, bint msg) except -1
+    cdef int _keep(self, WireTarget t, WireMsg *m) except -1
 
 
 cdef class WireTarget:
@@ -54,5 +64,21 @@ cdef class WireTarget:
     cdef public list replies                # the reply subjects (bytes) of the requests it
                                             # delivered, for response permissions (None: not
                                             # kept; at REPLIES_MAX entries no more are added)
+    cdef public bint conflate               # while its connection is behind, keep only the
+                                            # latest message per subject (OutBuf.flush_kept)
+    cdef readonly int64_t conflated         # its messages replaced by a newer one so
 
     cdef int _write(self, WireMsg *m) except -1
+
+
+cdef class _Kept:
+    # One message a conflating target keeps while its connection is behind.
+    cdef WireTarget target
+    cdef object subject                     # str
+    cdef bytes record                       # the whole event record
+    cdef bytes reply                        # None: none
+    cdef object stream
+    cdef int64_t seq
+    cdef int64_t ts
+    cdef Py_ssize_t size                    # what it counts in kept_bytes
+

@@ -2,6 +2,14 @@
 # router hands every network subscription the message it is to get as a
 # WireMsg and calls its target's ``_write``; each protocol writes it in its
 # own format (native_out.pyx, nats_out.pyx).  The router knows no protocol.
+#
+# Conflation lives here too, once for every protocol: while a connection is
+# behind (``OutBuf.behind``), the router hands a conflating target's
+# messages to ``OutBuf._keep`` instead of ``_write``; ``flush_kept`` writes
+# the latest per (target, subject) through ``_write`` when it can write again.
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 @cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
@@ -17,6 +25,7 @@ cdef class OutBuf:
     def __init__(self, Py_ssize_t max_pending=64 << 20, on_data=None):
         self.max_pending = max_pending
         self.on_data = on_data
+        self.kept = {}
 
     def __dealloc__(self):
         free(self.buf)
@@ -29,7 +38,7 @@ cdef class OutBuf:
         if self.closed:
             self.dropped += 1
             return NULL
-        if self.max_pending and self.n + size > self.max_pending:
+        if self.max_pending and self.n + self.kept_bytes + size > self.max_pending:
             self.dropped += 1
             if not self.overflow:
                 self.overflow = True
@@ -185,6 +194,104 @@ cdef class OutBuf:
 
     def clear(self):
         self.n = 0
+
+    # -- conflation ---------------------------------------------------------------
+
+    cdef int _keep(self, WireTarget t, WireMsg *m) except -1:
+        """Keep ``m`` for conflating target ``t`` while the connection is
+        behind: it replaces the message ``t`` keeps for its subject (where
+        that one stands), or is kept after the others.  2 if it replaced
+        one, 1 if kept, 0 if dropped (closed, or over ``max_pending``:
+        ``overflow`` is set, as for a frame)."""
+        cdef Py_ssize_t size = m.rec_n + m.data_n + m.reply_n + KEPT_OVERHEAD
+        cdef object subject = <object>m.subject_obj
+        cdef object key
+        cdef PyObject *op
+        cdef _Kept k
+        cdef bint replace
+        if self.closed:
+            self.dropped += 1
+            return 0
+        if type(subject) is not str:
+            subject = PyUnicode_DecodeUTF8(m.subject, m.subject_n, NULL)
+        key = (t, subject)
+        op = PyDict_GetItem(self.kept, key)
+        replace = op != NULL
+        if replace:
+            k = <_Kept>op
+            size -= k.size
+        if self.max_pending and self.n + self.kept_bytes + size > self.max_pending:
+            self.dropped += 1
+            if not self.overflow:
+                self.overflow = True
+                if self.n == 0 and self.on_data is not None:
+                    self.on_data()
+            return 0
+        if not replace:
+            k = _Kept.__new__(_Kept)
+            k.target = t
+            k.subject = subject
+            k.size = 0
+            self.kept[key] = k
+        if m.data != NULL:
+            k.record = PyBytes_FromStringAndSize(NULL, m.rec_n + m.data_n)
+            memcpy(PyBytes_AS_STRING(k.record), m.rec, m.rec_n)
+            memcpy(PyBytes_AS_STRING(k.record) + m.rec_n, m.data, m.data_n)
+        else:
+            k.record = PyBytes_FromStringAndSize(m.rec, m.rec_n)
+        k.reply = PyBytes_FromStringAndSize(m.reply, m.reply_n) if m.reply_n else None
+        k.stream = <object>m.stream if m.stream != NULL else None
+        k.seq = m.seq
+        k.ts = m.ts
+        k.size += size
+        self.kept_bytes += size
+        if replace:
+            self.conflated += 1
+            return 2
+        return 1
+
+    @property
+    def kept_messages(self):
+        """How many messages conflating targets keep (one per target and subject)."""
+        return len(self.kept)
+
+    def flush_kept(self, live=None):
+        """Write the messages conflating targets kept while the connection
+        was behind, each through its target, in the order they were first
+        kept (the connection calls it when it can write again).  A target
+        whose handle is not in ``live`` (a Matcher: the subscription ended
+        meanwhile) has its messages forgotten.  Returns how many were
+        written; one the OutBuf drops (its limit) is counted in its
+        target's ``dropped`` and ``overflow`` is set."""
+        cdef dict kept = self.kept
+        cdef _Kept k
+        cdef WireMsg m
+        cdef int64_t written = 0
+        if not kept:
+            return 0
+        self.kept = {}
+        self.kept_bytes = 0
+        for k in kept.values():
+            if live is not None and k.target.handle not in live:
+                continue
+            as_utf8(k.subject, &m.subject, &m.subject_n, False)
+            _stored_msg(&m, k.subject, PyBytes_AS_STRING(k.record),
+                        PyBytes_GET_SIZE(k.record), k.stream, k.seq, k.ts)
+            if k.reply is not None:
+                m.reply = PyBytes_AS_STRING(k.reply)
+                m.reply_n = PyBytes_GET_SIZE(k.reply)
+            if k.target._write(&m) == 1:
+                written += 1
+            else:
+                k.target.dropped += 1
+        return written
+
+
+@cython.final
+@cython.freelist(64)
+@cython.auto_pickle(False)     # engine state: not picklable
+cdef class _Kept:
+    """A message kept by conflation (OutBuf._keep)."""
 
 
 cdef uint64_t _wire_gen = 0         # the last WireMsg.gen handed out

@@ -7,6 +7,7 @@ cdef enum:
     FR_MIN_SIZE = 12                # size field minimum (header after the size)
     OUTBUF_MIN = 65536
     OUTBUF_FIRST = 1024             # an OutBuf's first allocation (an idle connection keeps it)
+    KEPT_OVERHEAD = 128             # bytes a message kept by conflation counts beyond its own
 
 cdef enum Op:
     OP_INFO = 1

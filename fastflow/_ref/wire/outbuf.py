@@ -4,6 +4,11 @@ hands every network subscription the message it is to get as a
 ``WireMsg`` and calls its target's ``write``; each protocol writes it in
 its own format (native_out.py, nats_out.py).  The router knows no
 protocol.
+
+Conflation lives here too, once for every protocol: while a connection is
+behind (``OutBuf.behind``), the router hands a conflating target's messages
+to ``OutBuf._keep`` instead of ``write``; ``flush_kept`` writes the latest
+per (target, subject) through ``write`` when it can write again.
 """
 
 from fastflow._ref.event import (
@@ -25,6 +30,8 @@ from fastflow._ref.log import Batch
 from fastflow._ref.subjects import subject_error, validate_subject
 
 __all__ = ("OutBuf", "WireMsg", "WireTarget")
+
+KEPT_OVERHEAD = 128         # bytes a message kept by conflation counts beyond its own
 
 
 # -- the native core's argument conversions ------------------------------------------
@@ -86,7 +93,8 @@ class OutBuf:
     (no arguments) when the buffer goes from empty to non-empty."""
 
     __slots__ = ("_buf", "_max_pending", "on_data", "_overflow", "_closed", "_frames", "_msgs",
-                 "_bytes_out", "_dropped", "flush_at", "on_flush", "_pub_bytes")
+                 "_bytes_out", "_dropped", "flush_at", "on_flush", "_pub_bytes", "_behind",
+                 "_kept", "_kept_bytes", "_conflated")
 
     def __reduce__(self):
         raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
@@ -106,6 +114,11 @@ class OutBuf:
         o._bytes_out = 0
         o._dropped = 0
         o._pub_bytes = 0        # payload bytes the router took from this connection's publishes
+        o._behind = False       # the connection cannot write: conflating targets keep
+        o._kept = {}            # (target, subject) -> [target, subject, record, reply,
+                                # stream, seq, ts, size], in the order first kept
+        o._kept_bytes = 0       # what they hold (counted against max_pending)
+        o._conflated = 0        # kept messages replaced by a newer one
         return o
 
     def __init__(self, max_pending=64 << 20, on_data=None):
@@ -126,6 +139,16 @@ class OutBuf:
     dropped = _ro("_dropped")
 
     max_pending = _ssize("_max_pending")
+    kept_bytes = _ro("_kept_bytes")
+    conflated = _ro("_conflated")
+
+    @property
+    def behind(self):
+        return self._behind
+
+    @behind.setter
+    def behind(self, v):
+        self._behind = bool(v)
 
     @property
     def overflow(self):
@@ -151,7 +174,7 @@ class OutBuf:
         if self._closed:
             self._dropped += 1
             return False
-        if self._max_pending and len(self._buf) + size > self._max_pending:
+        if self._max_pending and len(self._buf) + self._kept_bytes + size > self._max_pending:
             self._dropped += 1
             if not self._overflow:
                 self._overflow = True
@@ -262,6 +285,69 @@ class OutBuf:
     def clear(self):
         self._buf = bytearray()
 
+    # -- conflation ---------------------------------------------------------------
+
+    def _keep(self, t, m):
+        """Keep WireMsg ``m`` for conflating target ``t`` while the
+        connection is behind: it replaces the message ``t`` keeps for its
+        subject (where that one stands), or is kept after the others.  2
+        if it replaced one, 1 if kept, 0 if dropped (closed, or over
+        ``max_pending``: ``overflow`` is set, as for a frame)."""
+        if self._closed:
+            self._dropped += 1
+            return 0
+        record = bytes(m.rec) + (bytes(m.data) if m.data is not None else b"")
+        reply = bytes(m.reply) if m.reply else None
+        size = len(record) + (len(reply) if reply else 0) + KEPT_OVERHEAD
+        subject = m.subject if type(m.subject) is str else m.subject_b.decode("utf-8")
+        key = (t, subject)
+        k = self._kept.get(key)
+        grow = size - (k[7] if k is not None else 0)
+        if self._max_pending and len(self._buf) + self._kept_bytes + grow > self._max_pending:
+            self._dropped += 1
+            if not self._overflow:
+                self._overflow = True
+                if not self._buf and self.on_data is not None:
+                    self.on_data()
+            return 0
+        self._kept_bytes += grow
+        if k is not None:
+            k[2:8] = [record, reply, m.stream, m.seq, m.ts, size]
+            self._conflated += 1
+            return 2
+        self._kept[key] = [t, subject, record, reply, m.stream, m.seq, m.ts, size]
+        return 1
+
+    @property
+    def kept_messages(self):
+        """How many messages conflating targets keep (one per target and subject)."""
+        return len(self._kept)
+
+    def flush_kept(self, live=None):
+        """Write the messages conflating targets kept while the connection
+        was behind, each through its target, in the order they were first
+        kept (the connection calls it when it can write again).  A target
+        whose handle is not in ``live`` (a Matcher: the subscription ended
+        meanwhile) has its messages forgotten.  Returns how many were
+        written; one the OutBuf drops (its limit) is counted in its
+        target's ``dropped`` and ``overflow`` is set."""
+        kept = self._kept
+        if not kept:
+            return 0
+        self._kept = {}
+        self._kept_bytes = 0
+        written = 0
+        for t, subject, record, reply, stream, seq, ts, _size in kept.values():
+            if live is not None and t._handle not in live:
+                continue
+            msg = _stored_msg(subject, subject.encode("utf-8"), record, stream, seq, ts)
+            msg.reply = reply
+            if t.write(msg) == 1:
+                written += 1
+            else:
+                t._dropped += 1
+        return written
+
 
 # -- what the router hands a wire target ----------------------------------------------
 
@@ -304,7 +390,7 @@ class WireTarget:
     router's.  The protocols' targets: NativeTarget, NatsTarget."""
 
     __slots__ = ("_outbuf", "_echo", "_remaining", "owner", "on_end", "_delivered", "_dropped",
-                 "_handle", "_replies", "_delivered_bytes")
+                 "_handle", "_replies", "_delivered_bytes", "_conflate", "_conflated")
 
     def __init__(self, outbuf, echo=True):
         if type(self) is WireTarget:
@@ -327,8 +413,20 @@ class WireTarget:
         self._replies = None            # the reply subjects (bytes) of the requests it
                                         # delivered, for response permissions (None: not
                                         # kept; at _REPLIES_MAX entries no more are added)
+        self._conflate = False          # while its connection is behind, keep only the
+                                        # latest message per subject (OutBuf.flush_kept)
+        self._conflated = 0             # its messages replaced by a newer one so
 
     outbuf = _ro("_outbuf")
+    conflated = _ro("_conflated")
+
+    @property
+    def conflate(self):
+        return self._conflate
+
+    @conflate.setter
+    def conflate(self, v):
+        self._conflate = bool(v)
     delivered = _ro("_delivered")
     delivered_bytes = _ro("_delivered_bytes")
     dropped = _ro("_dropped")
