@@ -33,6 +33,7 @@ from fastflow.errors import (
 )
 from fastflow.flow import Flow, Retention, Stream, Subscription
 from fastflow.mqtt import mqtt_filter_to_patterns, mqtt_topic_to_subject, subject_to_mqtt_topic
+from fastflow.tail import StreamReader, open_stream_reader
 from fastflow._version import __version__ as __version__
 
 __all__ = (
@@ -59,9 +60,11 @@ __all__ = (
     "StaleRecordError",
     "StorageFullError",
     "Stream",
+    "StreamReader",
     "SubjectError",
     "Subscription",
     "mqtt_filter_to_patterns",
+    "open_stream_reader",
     "mqtt_topic_to_subject",
     "subject_to_mqtt_topic",
     "validate_pattern",

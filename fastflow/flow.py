@@ -451,10 +451,16 @@ class Flow(Router):
     """
 
     def __init__(self, data_dir=None, *, name="fastflow", source=_attrs.DEFAULT_SOURCE,
-                 hop_limit=32, cache_size=65536, fsync="interval", error_handler=None):
+                 hop_limit=32, cache_size=65536, fsync="interval", error_handler=None,
+                 wake_readers=False):
         super().__init__(name, source, hop_limit, cache_size)
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
         self.fsync = fsync
+        if wake_readers not in (True, False):
+            raise ValueError("wake_readers must be True or False, got {!r}".format(wake_readers))
+        # file-backed streams wake readers of other processes blocked on them
+        # (docs/latency.md: a fence and a load per append call when on)
+        self.wake_readers = wake_readers
         self._streams = {}
         self._subs = {}
         self._advising = False
@@ -591,12 +597,22 @@ class Flow(Router):
         self._save_state()
         return st
 
+    @staticmethod
+    def open_reader(data_dir, stream, start="first", **kw):
+        """A ``StreamReader``: the events of the file-backed stream
+        ``stream`` of the flow at ``data_dir`` as that flow (in this process
+        or another) stores them (fastflow.tail.open_stream_reader)."""
+        from fastflow.tail import open_stream_reader
+
+        return open_stream_reader(data_dir, stream, start, **kw)
+
     def _open_stream(self, name, subjects, retention, storage):
         kw = dict(retention.to_dict())
         kw["dedup_window"] = kw.pop("duplicate_window")
         if storage == "file":
             kw["path"] = os.path.join(self.data_dir, "streams", name)
             kw["fsync"] = self.fsync
+            kw["notify"] = self.wake_readers
         lg = Log(**kw)
         st = Stream(self, name, subjects, retention, storage, lg)
         st._target.dedup = retention.duplicate_window > 0

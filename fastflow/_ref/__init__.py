@@ -27,6 +27,7 @@ from fastflow._ref.matcher import MatchBatch, Matcher
 from fastflow._ref.router import ImportTarget, RateLimit, Router, StreamTarget, SubTarget
 from fastflow._ref.subindex import SubscriptionIndex, sink_record
 from fastflow._ref.subjects import validate_pattern, validate_subject
+from fastflow._ref.tail import TailReader
 from fastflow._ref.wire.door import DoorParser
 from fastflow._ref.wire.http_in import HttpParser, Request
 from fastflow._ref.wire.native_in import FrameParser, MsgBatch
@@ -106,6 +107,7 @@ __all__ = (
     "SseTarget",
     "SubjectError",
     "SubscriptionIndex",
+    "TailReader",
     "WireTarget",
     "WsJsonTarget",
     "CHAIN_IMPL",

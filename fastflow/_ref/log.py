@@ -280,6 +280,17 @@ def _choice(name, value, choices):
     return value
 
 
+_TAIL_LIVE_BASE = 128  # tail.ctl offsets (fastflow/_ref/tail.py)
+_TAIL_FIRST_BASE = 136
+
+
+def _sealed_size(used, size):
+    """A sealed or closed segment keeps the rest of its last page (8 bytes
+    past its frames at least): a tailing reader never reads past the end."""
+    page = mmap.PAGESIZE
+    return min(size, (used + 8 + page - 1) // page * page)
+
+
 def _time_ns(name, t):
     """An int (ns since the epoch) or a datetime (naive = local time) as ns."""
     if isinstance(t, _dt.datetime):
@@ -605,8 +616,10 @@ class Log:
         strict=False,
         chain=None,
         chain_name=None,
+        notify=False,
     ):
         self._closed = True  # until fully open
+        self._ctl = None
         self._oplock = threading.RLock()
         self._losses = []
         self._max_events = _int("max_events", max_events)
@@ -628,6 +641,9 @@ class Log:
                              "got {!r}".format(chain))
         if chain_name is not None and (not isinstance(chain_name, str) or not chain_name):
             raise ValueError("chain_name must be a non-empty str, got {!r}".format(chain_name))
+        if path is not None and notify not in (True, False):
+            raise ValueError("notify must be True or False, got {!r}".format(notify))
+        self._notify = bool(notify)
         if path is not None:
             path = os.fspath(path)
             if isinstance(path, bytes):
@@ -674,6 +690,7 @@ class Log:
                 self._enforce_limits()
                 self._delete_old_segments()
                 self._write_meta(tolerant=True)
+                self._ctl_open()
             except BaseException:
                 self._release()
                 raise
@@ -1380,11 +1397,14 @@ class Log:
                 live = self._live
                 if live is not None:
                     live.mm.close()
-                    os.ftruncate(live.fd, live.used)
+                    os.ftruncate(live.fd, _sealed_size(live.used, live.size))
                     os.close(live.fd)
                     self._live = None
         finally:
             self._closed = True
+            if self._ctl is not None:
+                self._ctl.close()
+                self._ctl = None
             self._release()
 
     def _release(self):
@@ -1426,6 +1446,33 @@ class Log:
         if self._path is not None:
             self._delete_old_segments()
             self._sync()
+            if self._ctl is not None:
+                self._ctl.appended(self._first, self._last_seq)
+
+    def _ctl_open(self):
+        """tail.ctl: what readers in other processes see of this writer
+        (fastflow/_ref/tail.py, docs/latency.md)."""
+        from fastflow._ref.tail import TailCtl
+
+        live = self._live
+        base = live.base if live is not None else self._last_seq + 1
+        try:
+            self._ctl = TailCtl(self._path, self._notify, base,
+                                self._segments[0] if self._segments else base, self._first,
+                                self._last_seq)
+        except OSError as exc:
+            logger.warning("fastflow: %s: no tail.ctl (%s): other processes cannot tail this "
+                           "log", self._path, exc)
+
+    @staticmethod
+    def open_reader(path, start="first", *, seq=None, time=None, filter=None, wait="spin",
+                    strict=False, spin=None, poll_interval=0.001):
+        """A ``TailReader`` of the file-backed log in directory ``path``, from
+        this process or another one (docs/latency.md)."""
+        from fastflow._ref.tail import TailReader
+
+        return TailReader(path, start, seq=seq, time=time, filter=filter, wait=wait,
+                          strict=strict, spin=spin, poll_interval=poll_interval)
 
     def _sync(self, force=False):
         live = self._live
@@ -1532,6 +1579,8 @@ class Log:
             os.close(fd)
             raise
         self._segments.append(base)
+        if self._ctl is not None:
+            self._ctl.set(_TAIL_LIVE_BASE, base)
 
     def _seal(self):
         live = self._live
@@ -1539,7 +1588,7 @@ class Log:
             live.mm.flush()
             self._stats["fsyncs"] += 1
         live.mm.close()
-        os.ftruncate(live.fd, live.used)
+        os.ftruncate(live.fd, _sealed_size(live.used, live.size))
         os.close(live.fd)
         self._live = None
         self._tails[live.base] = self._link
@@ -1569,6 +1618,12 @@ class Log:
                 return  # no marker, no deletion (tried again after the next append)
             if self._fsync == "always":
                 self._sync(force=True)
+        if self._ctl is not None:
+            # readers learn that these segments go before any byte of them does
+            k = 0
+            while k + 1 < len(segs) and segs[k + 1] <= self._first:
+                k += 1
+            self._ctl.set(_TAIL_FIRST_BASE, segs[k])
         while len(segs) >= 2 and segs[1] <= self._first:
             base = segs.pop(0)
             self._tails.pop(base, None)
