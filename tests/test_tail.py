@@ -211,7 +211,7 @@ READER = textwrap.dedent("""
     core = _ref if sys.argv[4] == "ref" else _core
     def payload(seq):
         return struct.pack("<Q", seq) * (1 + seq % 13)
-    r = core.TailReader(sys.argv[1], wait=sys.argv[2])
+    r = core.TailReader(sys.argv[1], seq=1, wait=sys.argv[2])
     stop = int(sys.argv[3])
     last = 0
     n = 0
@@ -350,3 +350,42 @@ def test_a_flow_stream_tailed_by_name_from_another_process(tmp_path, which):
     assert [e.seq for e in evs] == list(range(1, 51)) and time.monotonic() - t0 < 5
     r.close()
     paced.close()
+
+
+def test_a_server_stream_tailed_beside_fastflow_serve(aloop, ffproc, tmp_path):
+    """``fastflow serve`` with a data dir: a process on the same machine
+    tails its stream from the segment files, blocked until the server's
+    publish path wakes it (``wake_readers``)."""
+    import asyncio
+
+    import fastflow.client as fc
+    from fastflow.tail import open_stream_reader
+
+    data = tmp_path / "data"
+    config = tmp_path / "server.toml"
+    config.write_text('data_dir = "{}"\nwake_readers = true\n\n[[streams]]\nname = "md"\n'
+                      'subjects = ["md.>"]\n'.format(data))
+    server = ffproc("-c", config)
+    r = open_stream_reader(str(data), "md", wait="block")
+
+    async def main():
+        await server.astart()
+        async with await fc.connect(server.url, reconnect=False) as c:
+            for i in range(200):
+                c.publish("md.x.%d" % (i % 4), b"%d" % i)
+            await c.flush()
+        got = []
+        for _ in range(100):
+            got += await asyncio.to_thread(r.read_events, 256, 5.0)
+            if len(got) >= 200:
+                break
+        return got
+
+    try:
+        got = aloop(main)
+        assert [e.data for e in got] == [b"%d" % i for i in range(200)]
+        assert got[5].routing_subject == "md.x.1" and got[-1].seq == 200
+        assert r.lost == 0
+    finally:
+        r.close()
+        server.kill()

@@ -367,7 +367,8 @@ class Server:
         streams from the config, their imports."""
         cfg = self.config
         if self.flow is None:
-            self.flow = Flow(cfg.data_dir, fsync=cfg.fsync) if cfg.data_dir else Flow()
+            self.flow = Flow(cfg.data_dir, fsync=cfg.fsync, wake_readers=cfg.wake_readers) \
+                if cfg.data_dir else Flow()
         specs = cfg.account_specs()
         system = cfg.system_account or ("$SYS" if cfg.accounts else None)
 
@@ -407,6 +408,7 @@ class Server:
     def make_account_flow(self, name):
         cfg = self.config
         return Flow(account_data_dir(cfg.data_dir, name), fsync=cfg.fsync,
+                    wake_readers=cfg.wake_readers and cfg.data_dir is not None,
                     name="fastflow/" + name)
 
     def add_account_streams(self, acct, items, where):

@@ -145,6 +145,7 @@ class ServerConfig:
         ("name", None),                 # the server's name in INFO (default: the id)
         ("data_dir", None),             # None: streams in memory
         ("fsync", "interval"),          # file-backed streams: "always" | "interval" | "never"
+        ("wake_readers", False),        # file-backed streams wake blocked tail readers
         ("loop", "auto"),
         ("log_level", "info"),
         ("monitor_host", None),         # None: the same as host
@@ -327,6 +328,7 @@ class ServerConfig:
                 self.monitor_port))
         _str(self.monitor_host, "monitor_host", allow_none=True)
         self.mqtt_ws = _bool(self.mqtt_ws, "mqtt_ws")
+        self.wake_readers = _bool(self.wake_readers, "wake_readers")
         self.mqtt_port = _int(self.mqtt_port, "mqtt_port")
         if self.mqtt_port > 65535:
             raise ConfigError("mqtt_port: expected 0..65535 (0 = off), got {}".format(
@@ -549,7 +551,7 @@ def stream_spec(s, where):
 
 # top-level key -> ServerConfig field (tables are flattened below)
 _TOP = {"host": "host", "port": "port", "name": "name", "data_dir": "data_dir",
-        "fsync": "fsync", "loop": "loop", "log_level": "log_level",
+        "fsync": "fsync", "wake_readers": "wake_readers", "loop": "loop", "log_level": "log_level",
         "system_account": "system_account"}
 _TABLES = {
     "monitor": {"host": "monitor_host", "port": "monitor_port", "token": "monitor_token",
