@@ -21,7 +21,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM
 from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport INT64_MIN
@@ -1002,14 +1002,15 @@ cdef class Log:
         n = len(datas_l)
         sizes = Int64Array.new(n)
         for i in range(n):
-            if type(datas_l[i]) is bytes:
-                sizes.data[i] = PyBytes_GET_SIZE(datas_l[i])
+            d = <object>PyList_GET_ITEM(datas_l, i)
+            if type(d) is bytes:
+                sizes.data[i] = PyBytes_GET_SIZE(d)
             else:
                 try:
-                    sizes.data[i] = memoryview(datas_l[i]).nbytes
+                    sizes.data[i] = memoryview(d).nbytes
                 except TypeError:
                     raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
-                        i, type(datas_l[i]).__name__)) from None
+                        i, type(d).__name__)) from None
         sizes.n = n
         return self._append_many(subjects, datas_l, NULL, NULL, sizes, time)
 
@@ -1083,12 +1084,16 @@ cdef class Log:
         ptime = _ptime(time)
         if n == 0:
             return (self._last_seq + 1, self._last_seq)
-        # validate everything first
+        # validate everything first: the sizes (a C loop), then the subjects
         for i in range(n):
-            dlen = sizes.data[i]
-            if dlen > self.max_event_size:
+            if sizes.data[i] > self.max_event_size:
                 raise EventTooLarge('datas[{}]: payload of {} bytes exceeds '
-                                    'max_event_size={}'.format(i, dlen, self.max_event_size))
+                                    'max_event_size={}'.format(i, sizes.data[i],
+                                                               self.max_event_size))
+        for i in range(n):
+            if self.store is None and one and i:
+                break                   # one subject, checked at i == 0
+            dlen = sizes.data[i]
             s = subjects if one else subj_l[i]
             if self.store is not None and \
                     REC_HEADER + LINK_LEN + len(s) * 4 + dlen > self.store.segment_size:
@@ -1132,6 +1137,14 @@ cdef class Log:
             self._evict_for(min(self.count, self.count + n - self.max_events))
         if self.icount + n > self.icap:
             self._make_room(n)
+        if one and self._run_ok(n):
+            # the common batch: one subject, a memory log whose limits the
+            # sweep above settled; one C loop stores the records
+            self._append_run(self._sid_intern(subjects, p, slen, h), NULL, datas_l, base,
+                             offs, sizes, ptime, NULL, now)
+            if FASTFLOW_DEBUG and self.icount < 2000:
+                self._check()
+            return (first, self._last_seq)
         try:
             self._append_loop(subjects, subj_l, datas_l, base, offs, sizes,
                               ptime, now, one, p, slen, h)
@@ -1177,16 +1190,142 @@ cdef class Log:
     cdef int _evict_for(self, int64_t k) except -1:
         """Evict the k oldest records (max_events) in one sweep."""
         cdef Py_ssize_t j = 0, live = 0
+        cdef LogEntry *e
+        cdef LogSubject *s
+        cdef uint64_t mask = self.icap - 1
+        cdef Py_ssize_t h = self.ihead
+        cdef int64_t done, i, nb = 0, pay = 0
         if k <= 0:
             return 0
-        while live < k and j < self.icount:
-            if not (self._at(j).sid & ENTRY_DELETED):
-                live += 1
-            j += 1
+        if self.ideleted == 0:
+            j = min(k, <int64_t>self.icount)
+        else:
+            while live < k and j < self.icount:
+                if not (self._at(j).sid & ENTRY_DELETED):
+                    live += 1
+                j += 1
         self._check_pins_head(j)
-        while k > 0 and self.icount:
-            self._evict_head(EV_EVENTS)
-            k -= 1
+        if self.ideleted:
+            while k > 0 and self.icount:
+                self._evict_head(EV_EVENTS)
+                k -= 1
+            return 0
+        # no deleted entry in the ring: _evict_head's work inline, the heads
+        # and the totals moved once at the end
+        done = j
+        for i in range(done):
+            e = &self.idx[(h + i) & mask]
+            s = &self.subj[e.sid]
+            pay += e.len
+            nb += e.len + s.len
+            s.count -= 1
+            if s.count == 0:
+                self._sid_release(e.sid)
+            else:
+                s.first = e.next_same
+        self.count -= done
+        self.nbytes -= nb
+        self.apay -= pay
+        self.n_evicted[EV_EVENTS] += done
+        self.ihead = (h + done) & mask
+        self.icount -= done
+        self.habs += done
+        if self.icount == 0:
+            self.atail = 0
+            self.adead = 0
+            self.dense = True
+        return 0
+
+    cdef inline bint _run_ok(self, Py_ssize_t n) noexcept:
+        """Whether ``_append_run`` may store ``n`` records now: a memory log
+        (no frames to write), no limit but max_events, which leaves room for
+        them (the caller's sweep evicted what they push out)."""
+        return (self.store is None and not self.loading and self.npre == 0 and
+                self.discard_mode == DISCARD_OLD and not self.max_bytes and
+                not self.max_per_subject and
+                (self.max_events == 0 or self.count + n <= self.max_events) and
+                self.icount + n <= self.icap)
+
+    cdef int _append_run(self, int32_t sid, const int32_t *sids, list datas_l, const char *base,
+                         const int64_t *offs, Int64Array sizes, int64_t ptime,
+                         const int64_t *ptimes, int64_t now) except -1:
+        """Store ``sizes.n`` admitted records in one C loop (see _run_ok):
+        payload i is ``datas_l[i]`` or ``base[offs[i]:offs[i] + sizes[i]]``,
+        its subject ``sid`` or ``sids[i]`` (interned), its producer time
+        ``ptime`` or ``ptimes[i]``.  The log is consistent after every
+        record (an error stops the loop with the records before stored)."""
+        cdef Py_ssize_t i, n = sizes.n, dlen, pos, head
+        cdef int64_t ts = now if now > self.last_ts else self.last_ts
+        cdef int64_t seq = self._last_seq
+        cdef LogEntry *e
+        cdef LogEntry *prev
+        cdef LogSubject *s = &self.subj[sid] if sid >= 0 else NULL
+        cdef Py_buffer view
+        cdef object o
+        for i in range(n):
+            dlen = sizes.data[i]
+            # where the payload goes: after the tail, or wrapped to the start
+            if self.icount:
+                head = <Py_ssize_t>self.idx[self.ihead].pos
+                if self.atail > head:
+                    if dlen <= self.acap - self.atail:
+                        pos = self.atail
+                    elif dlen <= head:
+                        pos = 0
+                    else:
+                        pos = self._reserve_bytes(dlen)
+                elif self.atail < head and dlen <= head - self.atail:
+                    pos = self.atail
+                else:
+                    pos = self._reserve_bytes(dlen)
+            else:
+                pos = self._reserve_bytes(dlen)
+            if base != NULL:
+                memcpy(self.arena + pos, base + offs[i], dlen)
+            else:
+                o = <object>PyList_GET_ITEM(datas_l, i)
+                if type(o) is bytes:
+                    memcpy(self.arena + pos, PyBytes_AS_STRING(o), dlen)
+                else:
+                    PyObject_GetBuffer(o, &view, PyBUF_SIMPLE)
+                    if view.len != dlen:
+                        PyBuffer_Release(&view)
+                        raise ValueError('datas[{}] changed size during the append'.format(i))
+                    memcpy(self.arena + pos, view.buf, dlen)
+                    PyBuffer_Release(&view)
+            if sids != NULL:
+                sid = sids[i]
+                s = &self.subj[sid]
+            seq += 1
+            e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
+            e.seq = seq
+            e.ts = ts
+            e.ptime = ptime if ptimes == NULL else ptimes[i]
+            e.next_same = 0
+            e.pos = pos
+            e.len = <uint32_t>dlen
+            e.sid = <uint32_t>sid
+            self.icount += 1
+            self.atail = pos + dlen
+            if s.count:
+                if s.hint_epoch == self.repoch:
+                    prev = &self.idx[(self.ihead + (s.last_abs - self.habs)) & (self.icap - 1)]
+                else:
+                    prev = self._entry(s.last)
+                prev.next_same = seq
+            else:
+                s.first = seq
+            s.last = seq
+            s.last_abs = self.habs + self.icount - 1
+            s.hint_epoch = self.repoch
+            s.count += 1
+            self.count += 1
+            self.nbytes += dlen + s.len
+            self.apay += dlen
+            self._last_seq = seq
+            self.last_ts = ts
+            self.n_appended += 1
+        self.last_sid = sid
         return 0
 
     cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
