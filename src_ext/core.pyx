@@ -39,6 +39,7 @@ include "matcher.pyx"
 include "log.pyx"
 include "segments.pyx"
 include "event.pyx"
+include "columns.pyx"
 include "cejson.pyx"
 include "cesql.pyx"
 include "subindex.pyx"
@@ -66,6 +67,7 @@ __all__ = (
     'FLAGS',
     'OPS',
     'Batch',
+    'Columns',
     'CesqlProgram',
     'CorruptLogError',
     'DoorParser',

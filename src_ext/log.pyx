@@ -1739,6 +1739,28 @@ cdef class Log:
         finally:
             PyBuffer_Release(&view)
 
+    def columns(self, start='first', *, seq=None, time=None, stop=None, limit=None,
+                filter=None, events=False):
+        """The records from a position (``start``/``seq``/``time`` as in
+        ``seek``) up to seq ``stop`` (excluded) or ``limit`` records, matching
+        ``filter``, as numpy arrays: a ``Columns`` (``seq``, ``ts``,
+        ``time``, ``subject_id`` + ``subjects``, ``offsets`` into one
+        ``payload``, ``lost``, ``next_seq``).  ``events=True``: the records
+        are CloudEvents records (a Flow stream's) and ``payload`` holds each
+        event's data.  Needs numpy."""
+        return _log_columns(self, start, seq, time, stop, limit, filter, events)
+
+    def append_columns(self, payload, offsets=None, *, subject=None, subject_id=None,
+                       subjects=None, time=None):
+        """Append records from arrays; returns ``(first_seq, last_seq)``.
+        ``payload``: a buffer with ``offsets`` (int64, len + 1), or without
+        them a structured or 2-d array (one record per row), or a
+        ``Columns``; ``subject`` (one for all) or ``subject_id`` (integer
+        array) into the table ``subjects``; ``time``: an int or an int64
+        array of producer times.  Validated as a whole first; atomic under
+        ``discard="new"``; no Python object per record."""
+        return _log_append_columns(self, payload, offsets, subject, subject_id, subjects, time)
+
     def seek(self, start='first', *, seq=None, time=None, strict=False):
         """Resolve a start position; returns ``Position(seq, lost)``."""
         cdef int64_t lo, s, t
