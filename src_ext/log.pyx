@@ -1254,79 +1254,126 @@ cdef class Log:
         its subject ``sid`` or ``sids[i]`` (interned), its producer time
         ``ptime`` or ``ptimes[i]``.  The log is consistent after every
         record (an error stops the loop with the records before stored)."""
-        cdef Py_ssize_t i, n = sizes.n, dlen, pos, head
+        cdef Py_ssize_t i, n = sizes.n, dlen
         cdef int64_t ts = now if now > self.last_ts else self.last_ts
-        cdef int64_t seq = self._last_seq
-        cdef LogEntry *e
-        cdef LogEntry *prev
-        cdef LogSubject *s = &self.subj[sid] if sid >= 0 else NULL
         cdef Py_buffer view
         cdef object o
         for i in range(n):
             dlen = sizes.data[i]
-            # where the payload goes: after the tail, or wrapped to the start
-            if self.icount:
-                head = <Py_ssize_t>self.idx[self.ihead].pos
-                if self.atail > head:
-                    if dlen <= self.acap - self.atail:
-                        pos = self.atail
-                    elif dlen <= head:
-                        pos = 0
-                    else:
-                        pos = self._reserve_bytes(dlen)
-                elif self.atail < head and dlen <= head - self.atail:
-                    pos = self.atail
-                else:
-                    pos = self._reserve_bytes(dlen)
-            else:
-                pos = self._reserve_bytes(dlen)
-            if base != NULL:
-                memcpy(self.arena + pos, base + offs[i], dlen)
-            else:
-                o = <object>PyList_GET_ITEM(datas_l, i)
-                if type(o) is bytes:
-                    memcpy(self.arena + pos, PyBytes_AS_STRING(o), dlen)
-                else:
-                    PyObject_GetBuffer(o, &view, PyBUF_SIMPLE)
-                    if view.len != dlen:
-                        PyBuffer_Release(&view)
-                        raise ValueError('datas[{}] changed size during the append'.format(i))
-                    memcpy(self.arena + pos, view.buf, dlen)
-                    PyBuffer_Release(&view)
             if sids != NULL:
                 sid = sids[i]
-                s = &self.subj[sid]
-            seq += 1
-            e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
-            e.seq = seq
-            e.ts = ts
-            e.ptime = ptime if ptimes == NULL else ptimes[i]
-            e.next_same = 0
-            e.pos = pos
-            e.len = <uint32_t>dlen
-            e.sid = <uint32_t>sid
-            self.icount += 1
-            self.atail = pos + dlen
-            if s.count:
-                if s.hint_epoch == self.repoch:
-                    prev = &self.idx[(self.ihead + (s.last_abs - self.habs)) & (self.icap - 1)]
-                else:
-                    prev = self._entry(s.last)
-                prev.next_same = seq
-            else:
-                s.first = seq
-            s.last = seq
-            s.last_abs = self.habs + self.icount - 1
-            s.hint_epoch = self.repoch
-            s.count += 1
-            self.count += 1
-            self.nbytes += dlen + s.len
-            self.apay += dlen
-            self._last_seq = seq
-            self.last_ts = ts
-            self.n_appended += 1
+            if base != NULL:
+                self._put(sid, NULL, 0, base + offs[i], dlen, ts,
+                          ptime if ptimes == NULL else ptimes[i])
+                continue
+            o = <object>PyList_GET_ITEM(datas_l, i)
+            if type(o) is bytes:
+                self._put(sid, NULL, 0, PyBytes_AS_STRING(o), dlen, ts, ptime)
+                continue
+            PyObject_GetBuffer(o, &view, PyBUF_SIMPLE)
+            try:
+                if view.len != dlen:
+                    raise ValueError('datas[{}] changed size during the append'.format(i))
+                self._put(sid, NULL, 0, <const char *>view.buf, dlen, ts, ptime)
+            finally:
+                PyBuffer_Release(&view)
         self.last_sid = sid
         return 0
+
+    cdef inline int64_t _put(self, int32_t sid, const char *pre, Py_ssize_t npre, const char *d,
+                             Py_ssize_t dlen, int64_t ts, int64_t ptime) except -1:
+        """Store one admitted record ``pre[:npre] + d[:dlen]`` of the interned
+        subject ``sid`` (a memory log: no frame to write); returns its seq."""
+        cdef Py_ssize_t pos, head, size = npre + dlen
+        cdef LogEntry *e
+        cdef LogEntry *prev
+        cdef LogSubject *s
+        cdef int64_t seq = self._last_seq + 1
+        if self.icount == self.icap:
+            self._make_room(1)
+        # where the record goes: after the tail, or wrapped to the start
+        if self.icount:
+            head = <Py_ssize_t>self.idx[self.ihead].pos
+            if self.atail > head:
+                if size <= self.acap - self.atail:
+                    pos = self.atail
+                elif size <= head:
+                    pos = 0
+                else:
+                    pos = self._reserve_bytes(size)
+            elif self.atail < head and size <= head - self.atail:
+                pos = self.atail
+            else:
+                pos = self._reserve_bytes(size)
+        else:
+            pos = self._reserve_bytes(size)
+        if npre:
+            memcpy(self.arena + pos, pre, npre)
+        memcpy(self.arena + pos + npre, d, dlen)
+        s = &self.subj[sid]
+        e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
+        e.seq = seq
+        e.ts = ts
+        e.ptime = ptime
+        e.next_same = 0
+        e.pos = pos
+        e.len = <uint32_t>size
+        e.sid = <uint32_t>sid
+        self.icount += 1
+        self.atail = pos + size
+        if s.count:
+            if s.hint_epoch == self.repoch:
+                prev = &self.idx[(self.ihead + (s.last_abs - self.habs)) & (self.icap - 1)]
+            else:
+                prev = self._entry(s.last)
+            prev.next_same = seq
+        else:
+            s.first = seq
+        s.last = seq
+        s.last_abs = self.habs + self.icount - 1
+        s.hint_epoch = self.repoch
+        s.count += 1
+        self.count += 1
+        self.nbytes += size + s.len
+        self.apay += size
+        self._last_seq = seq
+        self.last_ts = ts
+        self.n_appended += 1
+        return seq
+
+    cdef inline bint _pre_ok(self, Py_ssize_t size) noexcept:
+        """Whether ``_append_pre`` may store a record of ``size`` bytes now:
+        an open memory log whose only limits are max_events and max_age
+        (discard='old'), no record exported as a buffer."""
+        return (not self.closed_ and self.store is None and not self.loading and
+                self.npre == 0 and self.npins == 0 and self.discard_mode == DISCARD_OLD and
+                not self.max_bytes and not self.max_per_subject and
+                size <= self.max_event_size)
+
+    cdef inline int64_t _append_pre(self, object subject, const char *p, Py_ssize_t n,
+                                    uint32_t h, const char *pre, Py_ssize_t npre,
+                                    const char *d, Py_ssize_t dlen, int64_t now) except -1:
+        """The router's batch append (after ``_pre_ok``): one record
+        ``pre[:npre] + d[:dlen]`` of the validated subject ``p[:n]`` (hash
+        ``h``); the oldest record goes when max_events is reached.  Returns
+        its seq."""
+        cdef int32_t sid
+        cdef LogSubject *sj
+        if self.max_age_ns:
+            self._expire(now, AGE_EVICT_STEP)
+        if self.max_events and self.count >= self.max_events:
+            self._evict_head(EV_EVENTS)
+        sid = self.last_sid
+        if sid >= 0:
+            sj = &self.subj[sid]
+            if not (sj.bytes != NULL and sj.hash == h and sj.len == n and ff_eq(sj.bytes, p, n)):
+                sid = self._sid_find(p, n, h)
+        else:
+            sid = self._sid_find(p, n, h)
+        if sid < 0:
+            sid = self._sid_intern(subject, p, n, h)
+        self.last_sid = sid
+        return self._put(sid, pre, npre, d, dlen, now if now > self.last_ts else self.last_ts, 0)
 
     cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
                                   uint32_t h, const char *d, Py_ssize_t dlen,
