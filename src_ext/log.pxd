@@ -142,6 +142,8 @@ cdef class Log:
     cdef int _append_run(self, int32_t sid, const int32_t *sids, list datas_l, const char *base,
                          const int64_t *offs, Int64Array sizes, int64_t ptime,
                          const int64_t *ptimes, int64_t now) except -1
+    cdef Py_ssize_t _run_bytes(self, int32_t sid, list datas_l, Int64Array sizes, int64_t ts,
+                               int64_t ptime) except -1
     cdef inline int64_t _put(self, int32_t sid, const char *pre, Py_ssize_t npre, const char *d,
                              Py_ssize_t dlen, int64_t ts, int64_t ptime) except -1
     cdef inline bint _pre_ok(self, Py_ssize_t size) noexcept

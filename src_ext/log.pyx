@@ -49,6 +49,18 @@ cdef enum:                          # eviction reasons (counter index)
     EV_PURGE = 4
 
 
+cdef extern from *:
+    """
+    #define _ff_is_bytes(o) PyBytes_CheckExact((PyObject *)(o))
+    #define _ff_bytes_size(o) PyBytes_GET_SIZE((PyObject *)(o))
+    #define _ff_bytes_data(o) PyBytes_AS_STRING((PyObject *)(o))
+    """
+    # a list item's bytes without taking a reference (the macros write nothing)
+    bint _is_bytes "_ff_is_bytes"(void *o) noexcept
+    Py_ssize_t _bytes_size "_ff_bytes_size"(void *o) noexcept
+    const char *_bytes_data "_ff_bytes_data"(void *o) noexcept
+
+
 cdef inline int64_t _now_ns() noexcept nogil:
     return ff_now_ns()
 
@@ -658,8 +670,11 @@ cdef class Log:
                 return 0
             return -1
         if self.atail == head:
-            # full, or every live payload is empty
-            return self.atail if n == 0 else -1
+            # full, or every retained payload is empty (no byte of the arena
+            # in use: the record starts where the head's empty one is)
+            if n == 0 or (self.apay == 0 and self.adead == 0 and n <= self.acap - self.atail):
+                return self.atail
+            return -1
         return self.atail if n <= head - self.atail else -1
 
     cdef int _rebuild(self, Py_ssize_t acap, Py_ssize_t icap) except -1:
@@ -758,7 +773,11 @@ cdef class Log:
             self.acap = acap
             return self._place(n)
         self._rebuild(acap, self.icap)
-        return self._place(n)
+        pos = self._place(n)
+        if pos < 0:
+            raise FastflowError('Log._reserve_bytes: no room for {} bytes after a rebuild of '
+                                '{} bytes'.format(n, acap))
+        return pos
 
     # -- appending ------------------------------------------------------------------
 
@@ -1002,15 +1021,16 @@ cdef class Log:
         n = len(datas_l)
         sizes = Int64Array.new(n)
         for i in range(n):
+            # (a borrowed pointer: no reference count written per payload)
+            if _is_bytes(PyList_GET_ITEM(datas_l, i)):
+                sizes.data[i] = _bytes_size(PyList_GET_ITEM(datas_l, i))
+                continue
             d = <object>PyList_GET_ITEM(datas_l, i)
-            if type(d) is bytes:
-                sizes.data[i] = PyBytes_GET_SIZE(d)
-            else:
-                try:
-                    sizes.data[i] = memoryview(d).nbytes
-                except TypeError:
-                    raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
-                        i, type(d).__name__)) from None
+            try:
+                sizes.data[i] = memoryview(d).nbytes
+            except TypeError:
+                raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
+                    i, type(d).__name__)) from None
         sizes.n = n
         return self._append_many(subjects, datas_l, NULL, NULL, sizes, time)
 
@@ -1254,11 +1274,13 @@ cdef class Log:
         its subject ``sid`` or ``sids[i]`` (interned), its producer time
         ``ptime`` or ``ptimes[i]``.  The log is consistent after every
         record (an error stops the loop with the records before stored)."""
-        cdef Py_ssize_t i, n = sizes.n, dlen
+        cdef Py_ssize_t i = 0, n = sizes.n, dlen
         cdef int64_t ts = now if now > self.last_ts else self.last_ts
         cdef Py_buffer view
         cdef object o
-        for i in range(n):
+        if sids == NULL and base == NULL and ptimes == NULL:
+            i = self._run_bytes(sid, datas_l, sizes, ts, ptime)
+        for i in range(i, n):
             dlen = sizes.data[i]
             if sids != NULL:
                 sid = sids[i]
@@ -1266,10 +1288,12 @@ cdef class Log:
                 self._put(sid, NULL, 0, base + offs[i], dlen, ts,
                           ptime if ptimes == NULL else ptimes[i])
                 continue
-            o = <object>PyList_GET_ITEM(datas_l, i)
-            if type(o) is bytes:
-                self._put(sid, NULL, 0, PyBytes_AS_STRING(o), dlen, ts, ptime)
+            if _is_bytes(PyList_GET_ITEM(datas_l, i)):
+                # (borrowed: the list holds it, and no Python code runs here)
+                self._put(sid, NULL, 0, _bytes_data(PyList_GET_ITEM(datas_l, i)), dlen, ts,
+                          ptime)
                 continue
+            o = <object>PyList_GET_ITEM(datas_l, i)
             PyObject_GetBuffer(o, &view, PyBUF_SIMPLE)
             try:
                 if view.len != dlen:
@@ -1279,6 +1303,81 @@ cdef class Log:
                 PyBuffer_Release(&view)
         self.last_sid = sid
         return 0
+
+    cdef Py_ssize_t _run_bytes(self, int32_t sid, list datas_l, Int64Array sizes, int64_t ts,
+                               int64_t ptime) except -1:
+        """_append_run's loop for bytes payloads of one subject with the
+        log's state in locals (written back once): stores records while
+        each is a bytes object that fits after the tail without moving
+        anything; returns how many it stored (_put does the others)."""
+        cdef Py_ssize_t i, n = sizes.n, dlen, pos
+        cdef Py_ssize_t icount = self.icount, atail = self.atail, acap = self.acap
+        cdef Py_ssize_t head, room
+        cdef uint64_t mask = self.icap - 1, ihead = self.ihead
+        cdef LogEntry *idx = self.idx
+        cdef LogEntry *e
+        cdef LogEntry *prev = NULL
+        cdef LogSubject *s = &self.subj[sid]
+        cdef char *arena = self.arena
+        cdef int64_t seq = self._last_seq, first = seq + 1, total = 0
+        cdef void *o
+        if icount == 0 or icount + n > self.icap:
+            return 0
+        head = <Py_ssize_t>idx[ihead].pos
+        if s.count:
+            if s.hint_epoch == self.repoch:
+                prev = &idx[(ihead + (s.last_abs - self.habs)) & mask]
+            else:
+                prev = self._entry(s.last)
+        i = 0
+        while i < n:
+            o = PyList_GET_ITEM(datas_l, i)
+            if not _is_bytes(o):
+                break
+            dlen = sizes.data[i]
+            # room after the tail: to the end of the arena, or to the head
+            room = (acap - atail) if atail > head else (head - atail)
+            if dlen > room or atail == head:
+                if atail > head and dlen <= head and dlen:
+                    atail = 0           # wrap to the start
+                    room = head
+                else:
+                    break
+            pos = atail
+            memcpy(arena + pos, _bytes_data(o), dlen)
+            atail = pos + dlen
+            seq += 1
+            e = &idx[(ihead + icount) & mask]
+            e.seq = seq
+            e.ts = ts
+            e.ptime = ptime
+            e.next_same = 0
+            e.pos = pos
+            e.len = <uint32_t>dlen
+            e.sid = <uint32_t>sid
+            icount += 1
+            if prev != NULL:
+                prev.next_same = seq
+            prev = e
+            total += dlen
+            i += 1
+        if i == 0:
+            return 0
+        self.icount = icount
+        self.atail = atail
+        if s.count == 0:
+            s.first = first
+        s.last = seq
+        s.last_abs = self.habs + icount - 1
+        s.hint_epoch = self.repoch
+        s.count += i
+        self.count += i
+        self.nbytes += total + <int64_t>i * s.len
+        self.apay += total
+        self._last_seq = seq
+        self.last_ts = ts
+        self.n_appended += i
+        return i
 
     cdef inline int64_t _put(self, int32_t sid, const char *pre, Py_ssize_t npre, const char *d,
                              Py_ssize_t dlen, int64_t ts, int64_t ptime) except -1:
