@@ -1379,37 +1379,31 @@ cdef class Log:
         self.n_appended += i
         return i
 
-    cdef inline int64_t _put(self, int32_t sid, const char *pre, Py_ssize_t npre, const char *d,
-                             Py_ssize_t dlen, int64_t ts, int64_t ptime) except -1:
-        """Store one admitted record ``pre[:npre] + d[:dlen]`` of the interned
-        subject ``sid`` (a memory log: no frame to write); returns its seq."""
-        cdef Py_ssize_t pos, head, size = npre + dlen
-        cdef LogEntry *e
-        cdef LogEntry *prev
-        cdef LogSubject *s
-        cdef int64_t seq = self._last_seq + 1
+    cdef inline Py_ssize_t _slot(self, Py_ssize_t size) except -2:
+        """Arena offset for a new record of ``size`` bytes: after the tail,
+        or wrapped to the start (``_reserve_bytes`` when neither fits)."""
+        cdef Py_ssize_t head
         if self.icount == self.icap:
             self._make_room(1)
-        # where the record goes: after the tail, or wrapped to the start
         if self.icount:
             head = <Py_ssize_t>self.idx[self.ihead].pos
             if self.atail > head:
                 if size <= self.acap - self.atail:
-                    pos = self.atail
-                elif size <= head:
-                    pos = 0
-                else:
-                    pos = self._reserve_bytes(size)
+                    return self.atail
+                if size <= head:
+                    return 0
             elif self.atail < head and size <= head - self.atail:
-                pos = self.atail
-            else:
-                pos = self._reserve_bytes(size)
-        else:
-            pos = self._reserve_bytes(size)
-        if npre:
-            memcpy(self.arena + pos, pre, npre)
-        memcpy(self.arena + pos + npre, d, dlen)
-        s = &self.subj[sid]
+                return self.atail
+        return self._reserve_bytes(size)
+
+    cdef inline int64_t _index(self, int32_t sid, Py_ssize_t pos, Py_ssize_t size, int64_t ts,
+                               int64_t ptime) noexcept:
+        """The index entry and the counters of a record just copied to
+        ``pos`` (room in the index made by ``_slot``); returns its seq."""
+        cdef LogEntry *e
+        cdef LogEntry *prev
+        cdef LogSubject *s = &self.subj[sid]
+        cdef int64_t seq = self._last_seq + 1
         e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
         e.seq = seq
         e.ts = ts
@@ -1440,8 +1434,18 @@ cdef class Log:
         self.n_appended += 1
         return seq
 
+    cdef inline int64_t _put(self, int32_t sid, const char *pre, Py_ssize_t npre, const char *d,
+                             Py_ssize_t dlen, int64_t ts, int64_t ptime) except -1:
+        """Store one admitted record ``pre[:npre] + d[:dlen]`` of the interned
+        subject ``sid`` (a memory log: no frame to write); returns its seq."""
+        cdef Py_ssize_t pos = self._slot(npre + dlen)
+        if npre:
+            memcpy(self.arena + pos, pre, npre)
+        memcpy(self.arena + pos + npre, d, dlen)
+        return self._index(sid, pos, npre + dlen, ts, ptime)
+
     cdef inline bint _pre_ok(self, Py_ssize_t size) noexcept:
-        """Whether ``_append_pre`` may store a record of ``size`` bytes now:
+        """Whether ``_append_event`` may store a record of ``size`` bytes now:
         an open memory log whose only limits are max_events and max_age
         (discard='old'), no record exported as a buffer."""
         return (not self.closed_ and self.store is None and not self.loading and
@@ -1449,19 +1453,35 @@ cdef class Log:
                 not self.max_bytes and not self.max_per_subject and
                 size <= self.max_event_size)
 
-    cdef inline int64_t _append_pre(self, object subject, const char *p, Py_ssize_t n,
-                                    uint32_t h, const char *pre, Py_ssize_t npre,
-                                    const char *d, Py_ssize_t dlen, int64_t now) except -1:
-        """The router's batch append (after ``_pre_ok``): one record
-        ``pre[:npre] + d[:dlen]`` of the validated subject ``p[:n]`` (hash
-        ``h``); the oldest record goes when max_events is reached.  Returns
-        its seq."""
+    cdef inline int64_t _append_event(self, object subject, const char *p, Py_ssize_t n,
+                                      uint32_t h, uint64_t gid, const char *src,
+                                      Py_ssize_t srcn, uint16_t hops, const char *d,
+                                      Py_ssize_t dlen, int64_t now) except -1:
+        """The router's batch append (after ``_pre_ok``): the record of an
+        event with every attribute a default (its header, generated id
+        ``gid`` and source written in place, then ``d[:dlen]``) on the
+        validated subject ``p[:n]`` (hash ``h``); the oldest record goes when
+        max_events is reached.  Returns its seq."""
         cdef int32_t sid
         cdef LogSubject *sj
+        cdef Py_ssize_t pos, size = EV_HEADER + EV_GENID + srcn + dlen
         if self.max_age_ns:
             self._expire(now, AGE_EVICT_STEP)
         if self.max_events and self.count >= self.max_events:
-            self._evict_head(EV_EVENTS)
+            if self.ideleted == 0 and self.subj[self.idx[self.ihead].sid].count > 1:
+                # _evict_head inline: the head's subject keeps records
+                sj = &self.subj[self.idx[self.ihead].sid]
+                sj.count -= 1
+                sj.first = self.idx[self.ihead].next_same
+                self.count -= 1
+                self.nbytes -= self.idx[self.ihead].len + sj.len
+                self.apay -= self.idx[self.ihead].len
+                self.n_evicted[EV_EVENTS] += 1
+                self.ihead = (self.ihead + 1) & (self.icap - 1)
+                self.icount -= 1
+                self.habs += 1
+            else:
+                self._evict_head(EV_EVENTS)
         sid = self.last_sid
         if sid >= 0:
             sj = &self.subj[sid]
@@ -1472,7 +1492,10 @@ cdef class Log:
         if sid < 0:
             sid = self._sid_intern(subject, p, n, h)
         self.last_sid = sid
-        return self._put(sid, pre, npre, d, dlen, now if now > self.last_ts else self.last_ts, 0)
+        pos = self._slot(size)
+        _ev_default_head(self.arena + pos, gid, src, srcn, hops)
+        memcpy(self.arena + pos + EV_HEADER + EV_GENID + srcn, d, dlen)
+        return self._index(sid, pos, size, now if now > self.last_ts else self.last_ts, 0)
 
     cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
                                   uint32_t h, const char *d, Py_ssize_t dlen,

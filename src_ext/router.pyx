@@ -806,7 +806,7 @@ cdef class Router:
         """publish_batch of events with every attribute a default on one
         subject whose targets are streams in memory (retention by count and
         age) and in-process subscriptions: the match once, then per event
-        its record straight into each stream's arena (Log._append_pre), one
+        its record straight into each stream's arena (Log._append_event), one
         Event, the callbacks, in the order of _deliver.  Returns how many it
         published: 0 when the match has other targets, fewer than ``n`` when
         an event needs the general path (a subscription changed, a record
@@ -814,7 +814,7 @@ cdef class Router:
         publishes the rest."""
         cdef Matcher m = self.matcher
         cdef const char *p
-        cdef Py_ssize_t sn, nplain, i, j, nst = 0, nsu = 0, rlen, plen
+        cdef Py_ssize_t sn, nplain, i, j, nst = 0, nsu = 0, plen
         cdef const int64_t *res
         cdef uint64_t h
         cdef uint64_t version
@@ -828,7 +828,6 @@ cdef class Router:
         cdef str rsubject
         cdef int64_t seq, ts, s
         cdef int64_t seqs[8]
-        cdef char *hdr
         cdef PyObject *r
         cdef Py_ssize_t srcn = len(self.source_b)
         global _id_counter
@@ -855,7 +854,6 @@ cdef class Router:
         if nst > 8:
             return 0
         rsubject = _subject_str(subject)
-        hdr = self._room(EV_HEADER + EV_GENID + srcn)
         for i in range(n):
             if self.closed or m.n_inserts + m.n_removes != version:
                 return i
@@ -869,20 +867,17 @@ cdef class Router:
             _id_counter += 1
             self.n_published += 1
             self.bytes_published += plen
-            self.last_stream = None
-            self.last_duplicate = False
             seq = 0
             ts = now
             if nst:
-                # the record: the header with this event's id, then its data
-                hdr = self._room(EV_HEADER + EV_GENID + srcn)
-                rlen = _ev_default_head(hdr, _id_counter, PyBytes_AS_STRING(self.source_b),
-                                        srcn, 0)
+                # the record (header, this event's id, the source, its data)
+                # written straight into each stream's arena
                 for j in range(nst):
                     st = <StreamTarget>streams[j]
                     lg = st.log
-                    s = lg._append_pre(subject, p, sn, <uint32_t>h, hdr, rlen,
-                                       PyBytes_AS_STRING(data), plen, ts)
+                    s = lg._append_event(subject, p, sn, <uint32_t>h, _id_counter,
+                                         PyBytes_AS_STRING(self.source_b), srcn, 0,
+                                         PyBytes_AS_STRING(data), plen, ts)
                     seqs[j] = s
                     st.appended += 1
                     st.appended_bytes += plen
@@ -890,7 +885,6 @@ cdef class Router:
                     self.bytes_appended += plen
                     if seq == 0:
                         seq = s
-                        self.last_stream = st.name
                         ts = lg.last_ts
             if nsu:
                 ev = Event.__new__(Event)
@@ -903,7 +897,7 @@ cdef class Router:
                 ev.ts = ts
                 if seq:
                     ev.seq = seq
-                    ev.stream = self.last_stream
+                    ev.stream = (<StreamTarget>streams[0]).name
                 for j in range(nsu):
                     su = <SubTarget>subs[j]
                     if su.closed:
@@ -927,6 +921,9 @@ cdef class Router:
                 if st.listeners:
                     for listener in list(st.listeners):
                         listener(seqs[j])
+            # (publish's: the stream that stored the last event, no duplicate)
+            self.last_stream = (<StreamTarget>streams[0]).name if nst else None
+            self.last_duplicate = False
         return n
 
     def publish_batch(self, subjects, datas, /, **attributes):
