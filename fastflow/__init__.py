@@ -8,6 +8,7 @@ default; ``FASTFLOW_NO_EXTENSIONS=1`` selects the pure-Python reference core
 from fastflow._impl import (
     COMPILED,
     Batch,
+    Columns,
     Event,
     Log,
     MatchBatch,
@@ -39,6 +40,7 @@ from fastflow._version import __version__ as __version__
 __all__ = (
     "COMPILED",
     "Batch",
+    "Columns",
     "Consumer",
     "ConsumerConfig",
     "CorruptLogError",

@@ -14,6 +14,7 @@ __all__ = [
     "FLAGS",
     "OPS",
     "Batch",
+    "Columns",
     "CesqlProgram",
     "DoorParser",
     "Event",
@@ -150,6 +151,24 @@ class Batch:
     def data(self, i: int) -> memoryview: ...
     def __iter__(self) -> Iterator[tuple[int, int, str, memoryview]]: ...
 
+class Columns:
+    """Records as numpy arrays (Log.columns; docs/log.md)."""
+    seq: Any            # numpy int64
+    ts: Any             # numpy int64, append time (ns)
+    time: Any           # numpy int64, producer time (ns)
+    subject_id: Any     # numpy int32, into subjects
+    subjects: tuple[str, ...]
+    offsets: Any        # numpy int64, len + 1
+    payload: Any        # numpy uint8
+    lost: int
+    next_seq: int
+    def __init__(self, seq: Any, ts: Any, time: Any, subject_id: Any, subjects: Any,
+                 offsets: Any, payload: Any, lost: int = 0, next_seq: int = 0) -> None: ...
+    def __len__(self) -> int: ...
+    def subject(self, i: int) -> str: ...
+    def data(self, i: int) -> memoryview: ...
+    def view(self, dtype: Any) -> Any: ...
+
 class CesqlProgram:
     """A compiled CESQL expression (fastflow.cesql compiles; fastflow/_cesqlcode.py)."""
     code: tuple[tuple[int, int, int], ...]
@@ -189,6 +208,12 @@ class Log:
              filter: Optional[Subject] = None) -> Batch: ...
     def read_into(self, buffer: Any, seq: int = 1, limit: int = 1024,
                   filter: Optional[Subject] = None) -> Any: ...
+    def columns(self, start: str = "first", *, seq: Optional[int] = None, time: Any = None,
+                stop: Optional[int] = None, limit: Optional[int] = None,
+                filter: Optional[str] = None, events: bool = False) -> Columns: ...
+    def append_columns(self, payload: Any, offsets: Any = None, *, subject: Any = None,
+                       subject_id: Any = None, subjects: Any = None,
+                       time: Any = None) -> tuple[int, int]: ...
     def seek(self, start: str = "first", *, seq: Optional[int] = None, time: Any = None,
              strict: bool = False) -> Position: ...
     def last_per_subject(self, filter: Optional[Subject] = None) -> Batch: ...

@@ -325,6 +325,18 @@ class Stream:
         b = self.log.last_per_subject(filter)
         return {ev.routing_subject: ev for ev in events_from_batch(b, self.name, self.flow.name)}
 
+    def columns(self, start="first", *, seq=None, time=None, stop=None, limit=None,
+                filter=None, data=True):
+        """Events from a position as numpy arrays (``Log.columns``, docs/log.md):
+        ``seq``, ``ts`` (engine time), ``subject_id`` + ``subjects`` (routing
+        subjects), ``offsets`` into ``payload``: each event's data (``data=True``,
+        read from the stored record in C, no Event made), or the stored
+        CloudEvents records (``data=False``, ``Event.decode`` reads one).
+        ``time`` is 0 (the CloudEvents ``time`` attribute is in the record).
+        Needs numpy."""
+        return self.log.columns(start, seq=seq, time=time, stop=stop, limit=limit,
+                                filter=filter, events=data)
+
     def purge(self, subject=None, up_to=None):
         """Remove events (all; those matching the pattern ``subject``; those
         with ``seq <= up_to``); returns how many."""

@@ -40,6 +40,7 @@ include "log.pyx"
 include "segments.pyx"
 include "tail.pyx"
 include "event.pyx"
+include "columns.pyx"
 include "cejson.pyx"
 include "cesql.pyx"
 include "subindex.pyx"
@@ -67,6 +68,7 @@ __all__ = (
     'FLAGS',
     'OPS',
     'Batch',
+    'Columns',
     'CesqlProgram',
     'CorruptLogError',
     'DoorParser',

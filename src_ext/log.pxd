@@ -138,6 +138,22 @@ cdef class Log:
                           const int64_t *offs, Int64Array sizes, int64_t ptime, int64_t now,
                           bint one, const char *p, Py_ssize_t slen, uint32_t h) except -1
     cdef int _evict_for(self, int64_t k) except -1
+    cdef inline bint _run_ok(self, Py_ssize_t n) noexcept
+    cdef int _append_run(self, int32_t sid, const int32_t *sids, list datas_l, const char *base,
+                         const int64_t *offs, Int64Array sizes, int64_t ptime,
+                         const int64_t *ptimes, int64_t now) except -1
+    cdef Py_ssize_t _run_bytes(self, int32_t sid, list datas_l, Int64Array sizes, int64_t ts,
+                               int64_t ptime) except -1
+    cdef inline Py_ssize_t _slot(self, Py_ssize_t size) except -2
+    cdef inline int64_t _index(self, int32_t sid, Py_ssize_t pos, Py_ssize_t size, int64_t ts,
+                               int64_t ptime) noexcept
+    cdef inline int64_t _put(self, int32_t sid, const char *pre, Py_ssize_t npre, const char *d,
+                             Py_ssize_t dlen, int64_t ts, int64_t ptime) except -1
+    cdef inline bint _pre_ok(self, Py_ssize_t size) noexcept
+    cdef inline int64_t _append_event(self, object subject, const char *p, Py_ssize_t n,
+                                      uint32_t h, uint64_t gid, const char *src,
+                                      Py_ssize_t srcn, uint16_t hops, const char *d,
+                                      Py_ssize_t dlen, int64_t now) except -1
     cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
                                   uint32_t h, const char *d, Py_ssize_t dlen,
                                   int64_t ptime, int64_t now) except -1

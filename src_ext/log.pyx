@@ -49,6 +49,18 @@ cdef enum:                          # eviction reasons (counter index)
     EV_PURGE = 4
 
 
+cdef extern from *:
+    """
+    #define _ff_is_bytes(o) PyBytes_CheckExact((PyObject *)(o))
+    #define _ff_bytes_size(o) PyBytes_GET_SIZE((PyObject *)(o))
+    #define _ff_bytes_data(o) PyBytes_AS_STRING((PyObject *)(o))
+    """
+    # a list item's bytes without taking a reference (the macros write nothing)
+    bint _is_bytes "_ff_is_bytes"(void *o) noexcept
+    Py_ssize_t _bytes_size "_ff_bytes_size"(void *o) noexcept
+    const char *_bytes_data "_ff_bytes_data"(void *o) noexcept
+
+
 cdef inline int64_t _now_ns() noexcept nogil:
     return ff_now_ns()
 
@@ -661,8 +673,11 @@ cdef class Log:
                 return 0
             return -1
         if self.atail == head:
-            # full, or every live payload is empty
-            return self.atail if n == 0 else -1
+            # full, or every retained payload is empty (no byte of the arena
+            # in use: the record starts where the head's empty one is)
+            if n == 0 or (self.apay == 0 and self.adead == 0 and n <= self.acap - self.atail):
+                return self.atail
+            return -1
         return self.atail if n <= head - self.atail else -1
 
     cdef int _rebuild(self, Py_ssize_t acap, Py_ssize_t icap) except -1:
@@ -761,7 +776,11 @@ cdef class Log:
             self.acap = acap
             return self._place(n)
         self._rebuild(acap, self.icap)
-        return self._place(n)
+        pos = self._place(n)
+        if pos < 0:
+            raise FastflowError('Log._reserve_bytes: no room for {} bytes after a rebuild of '
+                                '{} bytes'.format(n, acap))
+        return pos
 
     # -- appending ------------------------------------------------------------------
 
@@ -1005,14 +1024,16 @@ cdef class Log:
         n = len(datas_l)
         sizes = Int64Array.new(n)
         for i in range(n):
-            if type(datas_l[i]) is bytes:
-                sizes.data[i] = PyBytes_GET_SIZE(datas_l[i])
-            else:
-                try:
-                    sizes.data[i] = memoryview(datas_l[i]).nbytes
-                except TypeError:
-                    raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
-                        i, type(datas_l[i]).__name__)) from None
+            # (a borrowed pointer: no reference count written per payload)
+            if _is_bytes(PyList_GET_ITEM(datas_l, i)):
+                sizes.data[i] = _bytes_size(PyList_GET_ITEM(datas_l, i))
+                continue
+            d = <object>PyList_GET_ITEM(datas_l, i)
+            try:
+                sizes.data[i] = memoryview(d).nbytes
+            except TypeError:
+                raise TypeError('datas[{}]: a bytes-like object is required, not {}'.format(
+                    i, type(d).__name__)) from None
         sizes.n = n
         return self._append_many(subjects, datas_l, NULL, NULL, sizes, time)
 
@@ -1086,12 +1107,16 @@ cdef class Log:
         ptime = _ptime(time)
         if n == 0:
             return (self._last_seq + 1, self._last_seq)
-        # validate everything first
+        # validate everything first: the sizes (a C loop), then the subjects
         for i in range(n):
-            dlen = sizes.data[i]
-            if dlen > self.max_event_size:
+            if sizes.data[i] > self.max_event_size:
                 raise EventTooLarge('datas[{}]: payload of {} bytes exceeds '
-                                    'max_event_size={}'.format(i, dlen, self.max_event_size))
+                                    'max_event_size={}'.format(i, sizes.data[i],
+                                                               self.max_event_size))
+        for i in range(n):
+            if self.store is None and one and i:
+                break                   # one subject, checked at i == 0
+            dlen = sizes.data[i]
             s = subjects if one else subj_l[i]
             if self.store is not None and \
                     REC_HEADER + LINK_LEN + len(s) * 4 + dlen > self.store.segment_size:
@@ -1135,6 +1160,14 @@ cdef class Log:
             self._evict_for(min(self.count, self.count + n - self.max_events))
         if self.icount + n > self.icap:
             self._make_room(n)
+        if one and self._run_ok(n):
+            # the common batch: one subject, a memory log whose limits the
+            # sweep above settled; one C loop stores the records
+            self._append_run(self._sid_intern(subjects, p, slen, h), NULL, datas_l, base,
+                             offs, sizes, ptime, NULL, now)
+            if FASTFLOW_DEBUG and self.icount < 2000:
+                self._check()
+            return (first, self._last_seq)
         try:
             self._append_loop(subjects, subj_l, datas_l, base, offs, sizes,
                               ptime, now, one, p, slen, h)
@@ -1180,17 +1213,292 @@ cdef class Log:
     cdef int _evict_for(self, int64_t k) except -1:
         """Evict the k oldest records (max_events) in one sweep."""
         cdef Py_ssize_t j = 0, live = 0
+        cdef LogEntry *e
+        cdef LogSubject *s
+        cdef uint64_t mask = self.icap - 1
+        cdef Py_ssize_t h = self.ihead
+        cdef int64_t done, i, nb = 0, pay = 0
         if k <= 0:
             return 0
-        while live < k and j < self.icount:
-            if not (self._at(j).sid & ENTRY_DELETED):
-                live += 1
-            j += 1
+        if self.ideleted == 0:
+            j = min(k, <int64_t>self.icount)
+        else:
+            while live < k and j < self.icount:
+                if not (self._at(j).sid & ENTRY_DELETED):
+                    live += 1
+                j += 1
         self._check_pins_head(j)
-        while k > 0 and self.icount:
-            self._evict_head(EV_EVENTS)
-            k -= 1
+        if self.ideleted:
+            while k > 0 and self.icount:
+                self._evict_head(EV_EVENTS)
+                k -= 1
+            return 0
+        # no deleted entry in the ring: _evict_head's work inline, the heads
+        # and the totals moved once at the end
+        done = j
+        for i in range(done):
+            e = &self.idx[(h + i) & mask]
+            s = &self.subj[e.sid]
+            pay += e.len
+            nb += e.len + s.len
+            s.count -= 1
+            if s.count == 0:
+                self._sid_release(e.sid)
+            else:
+                s.first = e.next_same
+        self.count -= done
+        self.nbytes -= nb
+        self.apay -= pay
+        self.n_evicted[EV_EVENTS] += done
+        self.ihead = (h + done) & mask
+        self.icount -= done
+        self.habs += done
+        if self.icount == 0:
+            self.atail = 0
+            self.adead = 0
+            self.dense = True
         return 0
+
+    cdef inline bint _run_ok(self, Py_ssize_t n) noexcept:
+        """Whether ``_append_run`` may store ``n`` records now: a memory log
+        (no frames to write), no limit but max_events, which leaves room for
+        them (the caller's sweep evicted what they push out)."""
+        return (self.store is None and not self.loading and self.npre == 0 and
+                self.discard_mode == DISCARD_OLD and not self.max_bytes and
+                not self.max_per_subject and
+                (self.max_events == 0 or self.count + n <= self.max_events) and
+                self.icount + n <= self.icap)
+
+    cdef int _append_run(self, int32_t sid, const int32_t *sids, list datas_l, const char *base,
+                         const int64_t *offs, Int64Array sizes, int64_t ptime,
+                         const int64_t *ptimes, int64_t now) except -1:
+        """Store ``sizes.n`` admitted records in one C loop (see _run_ok):
+        payload i is ``datas_l[i]`` or ``base[offs[i]:offs[i] + sizes[i]]``,
+        its subject ``sid`` or ``sids[i]`` (interned), its producer time
+        ``ptime`` or ``ptimes[i]``.  The log is consistent after every
+        record (an error stops the loop with the records before stored)."""
+        cdef Py_ssize_t i = 0, n = sizes.n, dlen
+        cdef int64_t ts = now if now > self.last_ts else self.last_ts
+        cdef Py_buffer view
+        cdef object o
+        if sids == NULL and base == NULL and ptimes == NULL:
+            i = self._run_bytes(sid, datas_l, sizes, ts, ptime)
+        for i in range(i, n):
+            dlen = sizes.data[i]
+            if sids != NULL:
+                sid = sids[i]
+            if base != NULL:
+                self._put(sid, NULL, 0, base + offs[i], dlen, ts,
+                          ptime if ptimes == NULL else ptimes[i])
+                continue
+            if _is_bytes(PyList_GET_ITEM(datas_l, i)):
+                # (borrowed: the list holds it, and no Python code runs here)
+                self._put(sid, NULL, 0, _bytes_data(PyList_GET_ITEM(datas_l, i)), dlen, ts,
+                          ptime)
+                continue
+            o = <object>PyList_GET_ITEM(datas_l, i)
+            PyObject_GetBuffer(o, &view, PyBUF_SIMPLE)
+            try:
+                if view.len != dlen:
+                    raise ValueError('datas[{}] changed size during the append'.format(i))
+                self._put(sid, NULL, 0, <const char *>view.buf, dlen, ts, ptime)
+            finally:
+                PyBuffer_Release(&view)
+        self.last_sid = sid
+        return 0
+
+    cdef Py_ssize_t _run_bytes(self, int32_t sid, list datas_l, Int64Array sizes, int64_t ts,
+                               int64_t ptime) except -1:
+        """_append_run's loop for bytes payloads of one subject with the
+        log's state in locals (written back once): stores records while
+        each is a bytes object that fits after the tail without moving
+        anything; returns how many it stored (_put does the others)."""
+        cdef Py_ssize_t i, n = sizes.n, dlen, pos
+        cdef Py_ssize_t icount = self.icount, atail = self.atail, acap = self.acap
+        cdef Py_ssize_t head, room
+        cdef uint64_t mask = self.icap - 1, ihead = self.ihead
+        cdef LogEntry *idx = self.idx
+        cdef LogEntry *e
+        cdef LogEntry *prev = NULL
+        cdef LogSubject *s = &self.subj[sid]
+        cdef char *arena = self.arena
+        cdef int64_t seq = self._last_seq, first = seq + 1, total = 0
+        cdef void *o
+        if icount == 0 or icount + n > self.icap:
+            return 0
+        head = <Py_ssize_t>idx[ihead].pos
+        if s.count:
+            if s.hint_epoch == self.repoch:
+                prev = &idx[(ihead + (s.last_abs - self.habs)) & mask]
+            else:
+                prev = self._entry(s.last)
+        i = 0
+        while i < n:
+            o = PyList_GET_ITEM(datas_l, i)
+            if not _is_bytes(o):
+                break
+            dlen = sizes.data[i]
+            # room after the tail: to the end of the arena, or to the head
+            room = (acap - atail) if atail > head else (head - atail)
+            if dlen > room or atail == head:
+                if atail > head and dlen <= head and dlen:
+                    atail = 0           # wrap to the start
+                    room = head
+                else:
+                    break
+            pos = atail
+            memcpy(arena + pos, _bytes_data(o), dlen)
+            atail = pos + dlen
+            seq += 1
+            e = &idx[(ihead + icount) & mask]
+            e.seq = seq
+            e.ts = ts
+            e.ptime = ptime
+            e.next_same = 0
+            e.pos = pos
+            e.len = <uint32_t>dlen
+            e.sid = <uint32_t>sid
+            icount += 1
+            if prev != NULL:
+                prev.next_same = seq
+            prev = e
+            total += dlen
+            i += 1
+        if i == 0:
+            return 0
+        self.icount = icount
+        self.atail = atail
+        if s.count == 0:
+            s.first = first
+        s.last = seq
+        s.last_abs = self.habs + icount - 1
+        s.hint_epoch = self.repoch
+        s.count += i
+        self.count += i
+        self.nbytes += total + <int64_t>i * s.len
+        self.apay += total
+        self._last_seq = seq
+        self.last_ts = ts
+        self.n_appended += i
+        return i
+
+    cdef inline Py_ssize_t _slot(self, Py_ssize_t size) except -2:
+        """Arena offset for a new record of ``size`` bytes: after the tail,
+        or wrapped to the start (``_reserve_bytes`` when neither fits)."""
+        cdef Py_ssize_t head
+        if self.icount == self.icap:
+            self._make_room(1)
+        if self.icount:
+            head = <Py_ssize_t>self.idx[self.ihead].pos
+            if self.atail > head:
+                if size <= self.acap - self.atail:
+                    return self.atail
+                if size <= head:
+                    return 0
+            elif self.atail < head and size <= head - self.atail:
+                return self.atail
+        return self._reserve_bytes(size)
+
+    cdef inline int64_t _index(self, int32_t sid, Py_ssize_t pos, Py_ssize_t size, int64_t ts,
+                               int64_t ptime) noexcept:
+        """The index entry and the counters of a record just copied to
+        ``pos`` (room in the index made by ``_slot``); returns its seq."""
+        cdef LogEntry *e
+        cdef LogEntry *prev
+        cdef LogSubject *s = &self.subj[sid]
+        cdef int64_t seq = self._last_seq + 1
+        e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
+        e.seq = seq
+        e.ts = ts
+        e.ptime = ptime
+        e.next_same = 0
+        e.pos = pos
+        e.len = <uint32_t>size
+        e.sid = <uint32_t>sid
+        self.icount += 1
+        self.atail = pos + size
+        if s.count:
+            if s.hint_epoch == self.repoch:
+                prev = &self.idx[(self.ihead + (s.last_abs - self.habs)) & (self.icap - 1)]
+            else:
+                prev = self._entry(s.last)
+            prev.next_same = seq
+        else:
+            s.first = seq
+        s.last = seq
+        s.last_abs = self.habs + self.icount - 1
+        s.hint_epoch = self.repoch
+        s.count += 1
+        self.count += 1
+        self.nbytes += size + s.len
+        self.apay += size
+        self._last_seq = seq
+        self.last_ts = ts
+        self.n_appended += 1
+        return seq
+
+    cdef inline int64_t _put(self, int32_t sid, const char *pre, Py_ssize_t npre, const char *d,
+                             Py_ssize_t dlen, int64_t ts, int64_t ptime) except -1:
+        """Store one admitted record ``pre[:npre] + d[:dlen]`` of the interned
+        subject ``sid`` (a memory log: no frame to write); returns its seq."""
+        cdef Py_ssize_t pos = self._slot(npre + dlen)
+        if npre:
+            memcpy(self.arena + pos, pre, npre)
+        memcpy(self.arena + pos + npre, d, dlen)
+        return self._index(sid, pos, npre + dlen, ts, ptime)
+
+    cdef inline bint _pre_ok(self, Py_ssize_t size) noexcept:
+        """Whether ``_append_event`` may store a record of ``size`` bytes now:
+        an open memory log whose only limits are max_events and max_age
+        (discard='old'), no record exported as a buffer."""
+        return (not self.closed_ and self.store is None and not self.loading and
+                self.npre == 0 and self.npins == 0 and self.discard_mode == DISCARD_OLD and
+                not self.max_bytes and not self.max_per_subject and
+                size <= self.max_event_size)
+
+    cdef inline int64_t _append_event(self, object subject, const char *p, Py_ssize_t n,
+                                      uint32_t h, uint64_t gid, const char *src,
+                                      Py_ssize_t srcn, uint16_t hops, const char *d,
+                                      Py_ssize_t dlen, int64_t now) except -1:
+        """The router's batch append (after ``_pre_ok``): the record of an
+        event with every attribute a default (its header, generated id
+        ``gid`` and source written in place, then ``d[:dlen]``) on the
+        validated subject ``p[:n]`` (hash ``h``); the oldest record goes when
+        max_events is reached.  Returns its seq."""
+        cdef int32_t sid
+        cdef LogSubject *sj
+        cdef Py_ssize_t pos, size = EV_HEADER + EV_GENID + srcn + dlen
+        if self.max_age_ns:
+            self._expire(now, AGE_EVICT_STEP)
+        if self.max_events and self.count >= self.max_events:
+            if self.ideleted == 0 and self.subj[self.idx[self.ihead].sid].count > 1:
+                # _evict_head inline: the head's subject keeps records
+                sj = &self.subj[self.idx[self.ihead].sid]
+                sj.count -= 1
+                sj.first = self.idx[self.ihead].next_same
+                self.count -= 1
+                self.nbytes -= self.idx[self.ihead].len + sj.len
+                self.apay -= self.idx[self.ihead].len
+                self.n_evicted[EV_EVENTS] += 1
+                self.ihead = (self.ihead + 1) & (self.icap - 1)
+                self.icount -= 1
+                self.habs += 1
+            else:
+                self._evict_head(EV_EVENTS)
+        sid = self.last_sid
+        if sid >= 0:
+            sj = &self.subj[sid]
+            if not (sj.bytes != NULL and sj.hash == h and sj.len == n and ff_eq(sj.bytes, p, n)):
+                sid = self._sid_find(p, n, h)
+        else:
+            sid = self._sid_find(p, n, h)
+        if sid < 0:
+            sid = self._sid_intern(subject, p, n, h)
+        self.last_sid = sid
+        pos = self._slot(size)
+        _ev_default_head(self.arena + pos, gid, src, srcn, hops)
+        memcpy(self.arena + pos + EV_HEADER + EV_GENID + srcn, d, dlen)
+        return self._index(sid, pos, size, now if now > self.last_ts else self.last_ts, 0)
 
     cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
                                   uint32_t h, const char *d, Py_ssize_t dlen,
@@ -1602,6 +1910,28 @@ cdef class Log:
             return (nsel, min(next_seq, self._last_seq + 1), offs)
         finally:
             PyBuffer_Release(&view)
+
+    def columns(self, start='first', *, seq=None, time=None, stop=None, limit=None,
+                filter=None, events=False):
+        """The records from a position (``start``/``seq``/``time`` as in
+        ``seek``) up to seq ``stop`` (excluded) or ``limit`` records, matching
+        ``filter``, as numpy arrays: a ``Columns`` (``seq``, ``ts``,
+        ``time``, ``subject_id`` + ``subjects``, ``offsets`` into one
+        ``payload``, ``lost``, ``next_seq``).  ``events=True``: the records
+        are CloudEvents records (a Flow stream's) and ``payload`` holds each
+        event's data.  Needs numpy."""
+        return _log_columns(self, start, seq, time, stop, limit, filter, events)
+
+    def append_columns(self, payload, offsets=None, *, subject=None, subject_id=None,
+                       subjects=None, time=None):
+        """Append records from arrays; returns ``(first_seq, last_seq)``.
+        ``payload``: a buffer with ``offsets`` (int64, len + 1), or without
+        them a structured or 2-d array (one record per row), or a
+        ``Columns``; ``subject`` (one for all) or ``subject_id`` (integer
+        array) into the table ``subjects``; ``time``: an int or an int64
+        array of producer times.  Validated as a whole first; atomic under
+        ``discard="new"``; no Python object per record."""
+        return _log_append_columns(self, payload, offsets, subject, subject_id, subjects, time)
 
     def seek(self, start='first', *, seq=None, time=None, strict=False):
         """Resolve a start position; returns ``Position(seq, lost)``."""

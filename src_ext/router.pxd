@@ -112,6 +112,8 @@ cdef class Router:
     cdef char *_default_header(self, Event ev, Py_ssize_t *rlen) except NULL
     cdef inline object _value(self, int64_t h)
     cdef int64_t _route(self, object subject, object data, Event ev, int64_t now) except -1
+    cdef Py_ssize_t _publish_run(self, object subject, tuple datas, Py_ssize_t n,
+                                 int64_t now) except -1
     cdef int64_t _route_cached(self, object subject, object data, Event ev,
                                int64_t now) except -1
     cdef int64_t _deliver(self, object subject, const char *p, Py_ssize_t n, uint64_t h,

@@ -394,6 +394,95 @@ def test_publish_batch_matches_again_after_a_subscription_change():
     assert datas(late) == [b"3", b"4"]
 
 
+def _run_vs_calls(setup, payloads):
+    """The same flow fed by one publish_batch and by publish() calls: the
+    events the callbacks saw, the streams' records and the counters."""
+    out = []
+    for batched in (True, False):
+        f = Flow()
+        seen = setup(f)
+        if batched:
+            assert f.publish_batch("run.a", payloads) == len(payloads)
+        else:
+            for p in payloads:
+                f.publish("run.a", p)
+        st = f.stream("S")
+        recs = [(r.seq, r.subject, bytes(r.data)[32:]) for b in st.log.replay() for r in
+                [st.log.get(q) for q in b.seqs]]
+        events = [(e.routing_subject, e.data, e.seq, e.stream, e.source, e.type) for e in seen]
+        stats = {k: v for k, v in f.stats().items() if isinstance(v, int)}
+        out.append((events, recs, stats, [e.id for e in seen]))
+        f.close()
+    (e1, r1, s1, ids1), (e2, r2, s2, ids2) = out
+    assert e1 == e2 and r1 == r2 and s1 == s2
+    assert len(set(ids1)) == len(ids1)
+    return out[0]
+
+
+def test_publish_batch_run_equals_publish_calls():
+    # the run path (one subject, default attributes, streams in memory and
+    # callbacks) stores and delivers exactly what one publish() per event does
+    def setup(f):
+        seen = []
+        f.add_stream("S", "run.>", retention=fastflow.Retention(max_events=7, max_age=3600))
+        f.add_stream("T", ["run.a", "run.*"])
+        f.subscribe("run.*", seen.append)
+        f.subscribe("run.>", lambda ev: None)
+        return seen
+
+    events, recs, stats, _ = _run_vs_calls(setup, [bytes([i]) * i for i in range(20)])
+    assert [r[0] for r in recs] == list(range(14, 21))
+    assert [e[2] for e in events] == list(range(1, 21)) and events[0][3] == "S"
+    assert stats["stored"] == 40 and stats["delivered"] == 40
+
+
+def test_publish_batch_run_with_nested_publishes_and_changes():
+    # a callback that publishes into the same stream, subscribes and
+    # unsubscribes mid-batch: the order of a loop of publish() calls
+    def setup(f):
+        seen = []
+        f.add_stream("S", ">")
+        subs = []
+
+        def cb(ev):
+            seen.append(ev)
+            if ev.data == b"\x03":
+                f.publish("nested.x", b"n")
+            if ev.data == b"\x05":
+                subs.append(f.subscribe("run.a", lambda ev: None))
+            if ev.data == b"\x08":
+                subs[0].unsubscribe()
+
+        f.subscribe("run.a", cb)
+        return seen
+
+    events, recs, _, _ = _run_vs_calls(setup, [bytes([i]) for i in range(10)])
+    assert [r[1] for r in recs].index("nested.x") == 4
+
+
+def test_publish_batch_run_leaves_exported_records_alone():
+    f = Flow()
+    st = f.add_stream("S", "run.>", retention=fastflow.Retention(max_events=3))
+    f.subscribe("run.>", lambda ev: None)
+    f.publish_batch("run.a", [b"1", b"2", b"3"])
+    view = memoryview(st.log.get(1))
+    with pytest.raises(BufferError):
+        f.publish_batch("run.a", [b"4", b"5"])
+    view.release()
+    f.publish_batch("run.a", [b"4", b"5"])
+    assert [e.data for e in st.replay()] == [b"3", b"4", b"5"]
+
+
+def test_publish_batch_run_notifies_push_consumers():
+    f = Flow()
+    st = f.add_stream("S", "run.>")
+    got = []
+    st.consumer("c", callback=lambda ev: (got.append(ev.seq), ev.ack()))
+    f.subscribe("run.>", lambda ev: None)
+    f.publish_batch("run.a", [b"1", b"2", b"3"])
+    assert got == [1, 2, 3]
+
+
 # -- queue groups ---------------------------------------------------------------------------
 
 

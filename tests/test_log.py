@@ -1524,3 +1524,21 @@ def test_append_buffer(core):
     with pytest.raises(SubjectError, match=r"subjects\[1\]"):
         other.append_buffer(["a", "b..c"], b"abc", [0, 1, 2])
     assert other.last_seq == 5
+
+
+def test_records_after_only_empty_payloads(core):
+    # every retained payload empty: the arena's tail meets its head without
+    # the arena being full; the next payload must land inside it, whole
+    log = core.Log()
+    want = {log.append("a", b""): b""}
+    want[log.append("a", b"12345")] = b"12345"
+    log2 = core.Log(max_events=3)
+    want2 = {}
+    for i in range(200):
+        datas = [b""] * (i % 4) + [bytes([i % 256]) * (i * 37 % 5000)]
+        first, _ = log2.append_batch("b.c", datas)
+        want2.update({first + k: d for k, d in enumerate(datas)})
+        for seq in range(log2.first_seq, log2.last_seq + 1):
+            assert bytes(log2.get(seq).data) == want2[seq]
+    log.append_batch("a", [b"x" * 3000] * 40)
+    assert [bytes(log.get(s).data) for s in (1, 2)] == [want[1], want[2]]

@@ -13,6 +13,7 @@ from fastflow._ref.event import Event, batch_payload_bytes, events_from_batch
 from fastflow._ref.log import (
     CHAIN_IMPL,
     Batch,
+    Columns,
     Log,
     Position,
     Record,
@@ -66,6 +67,7 @@ __all__ = (
     "FLAGS",
     "OPS",
     "Batch",
+    "Columns",
     "CesqlProgram",
     "CorruptLogError",
     "DoorParser",

@@ -593,6 +593,122 @@ class _Live:
         self.reserved = used  # allocated on disk up to here
 
 
+
+# -- columns (Log.columns, Log.append_columns) ---------------------------------
+
+_EV_HEADER = struct.Struct("<BBHHHHHI")     # a CloudEvents record's header (event.py)
+_np = None
+
+
+def _numpy():
+    global _np
+    if _np is None:
+        try:
+            import numpy
+        except ImportError:
+            raise ImportError("columns need numpy, which is not installed: pip install numpy "
+                              "(fastflow does not depend on it otherwise)") from None
+        _np = numpy
+    return _np
+
+
+def _event_data_off(rec):
+    """Where the data of CloudEvents record ``rec`` starts (-1: not one)."""
+    if len(rec) < 16:
+        return -1
+    _, flags, _, idn, srcn, typn, trn, restn = _EV_HEADER.unpack_from(rec, 0)
+    off = 16 + (16 if flags & 1 else idn) + srcn + typn + trn + restn
+    return off if off <= len(rec) else -1
+
+
+class Columns:
+    """Records of a log as numpy arrays (see the native core)."""
+
+    __slots__ = ("seq", "ts", "time", "subject_id", "subjects", "offsets", "payload", "lost",
+                 "next_seq")
+
+    def __init__(self, seq, ts, time, subject_id, subjects, offsets, payload, lost=0,
+                 next_seq=0):
+        self.seq = seq
+        self.ts = ts
+        self.time = time
+        self.subject_id = subject_id
+        self.subjects = tuple(subjects)
+        self.offsets = offsets
+        self.payload = payload
+        self.lost = lost
+        self.next_seq = next_seq
+
+    def __len__(self):
+        return len(self.seq)
+
+    def subject(self, i):
+        """The subject of record ``i`` (str)."""
+        return self.subjects[self.subject_id[i]]
+
+    def data(self, i):
+        """The payload of record ``i`` as a memoryview slice of ``payload``."""
+        n = len(self.seq)
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError("columns index {} out of range for length {}".format(i, n))
+        return memoryview(self.payload)[int(self.offsets[j]):int(self.offsets[j + 1])]
+
+    def view(self, dtype):
+        """``payload`` as a structured array of ``dtype`` (see the native core)."""
+        np = _numpy()
+        dt = np.dtype(dtype)
+        if dt.itemsize == 0:
+            raise ValueError("view: dtype {} has no bytes".format(dt))
+        sizes = np.diff(self.offsets)
+        bad = np.flatnonzero(sizes != dt.itemsize)
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError("view: record at index {} (seq {}) has {} bytes, dtype {} needs {} "
+                             "({} of {} records differ)".format(
+                                 i, int(self.seq[i]), int(sizes[i]), dt, dt.itemsize,
+                                 len(bad), len(sizes)))
+        return self.payload[:len(sizes) * dt.itemsize].view(dt)
+
+    def __repr__(self):
+        n = len(self.seq)
+        return "Columns({} records, seq {}..{}, {} subjects, {} payload bytes, lost={})".format(
+            n, int(self.seq[0]) if n else "-", int(self.seq[n - 1]) if n else "-",
+            len(self.subjects), len(self.payload), self.lost)
+
+
+def _int_column(arr, name, n):
+    np = _numpy()
+    try:
+        mv = memoryview(arr)
+    except TypeError:
+        raise TypeError("{} must be an integer array (numpy, array.array), not {}".format(
+            name, type(arr).__name__)) from None
+    if mv.ndim != 1 or not mv.c_contiguous:
+        raise ValueError("{} must be a contiguous 1-d array".format(name))
+    fmt = mv.format
+    if fmt[:1] in (">", "!") or fmt[-1:] not in tuple("bBhHiIlLqQ") or \
+            mv.itemsize not in (1, 2, 4, 8):
+        raise TypeError("{} must hold native integers, not format {!r}".format(name, fmt))
+    if len(mv) != n:
+        raise ValueError("{} has {} values, the payloads are {}".format(name, len(mv), n))
+    return np.asarray(arr)
+
+
+def _i64_column(arr, name, n):
+    try:
+        mv = memoryview(arr)
+    except TypeError:
+        raise TypeError("{} must be an int (ns) or an int64 array, not {}".format(
+            name, type(arr).__name__)) from None
+    if mv.itemsize != 8 or mv.format not in ("q", "l", "<q", "=q", "<l", "=l") or \
+            mv.ndim != 1 or not mv.c_contiguous:
+        raise TypeError("{} must be a contiguous 1-d array of int64 (ns)".format(name))
+    if len(mv) != n:
+        raise ValueError("{} has {} values, the payloads are {}".format(name, len(mv), n))
+    return mv.tolist()
+
+
 class Log:
     """Reference event log; see docs/log.md for the contract."""
 
@@ -966,13 +1082,14 @@ class Log:
             self._reserve_ahead(sum(RECORD_HEADER + self._frame_extra + marker + 2 * len(sb)
                                     + len(d) for _, sb, d in items))
         try:
-            for subject, sbytes, data in items:
+            times = time if isinstance(time, list) else None    # (append_columns: one each)
+            for i, (subject, sbytes, data) in enumerate(items):
                 if self._path is not None:
                     self._reserve(RECORD_HEADER + self._frame_extra + len(sbytes) + len(data) +
                                   (marker + len(sbytes) if marker else 0))
                 if self._discard == "old":
                     self._make_room(subject, len(sbytes) + len(data))
-                self._store(subject, sbytes, data, time, ts)
+                self._store(subject, sbytes, data, time if times is None else times[i], ts)
         finally:
             self._after_change()
         return first, self._last_seq
@@ -1224,6 +1341,155 @@ class Log:
             pos += len(e.data)
             offsets.append(pos)
         return len(entries), nxt, offsets
+
+    def columns(self, start="first", *, seq=None, time=None, stop=None, limit=None,
+                filter=None, events=False):
+        """The records from a position as numpy arrays (see the native core)."""
+        np = _numpy()
+        self._check_open()
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                  or limit < 0):
+            raise ValueError("limit must be an int >= 0 or None, got {!r}".format(limit))
+        if stop is not None and (not isinstance(stop, int) or isinstance(stop, bool) or stop < 0):
+            raise ValueError("stop must be a seq (an int >= 0) or None, got {!r}".format(stop))
+        pos = self._seek(start, seq, time, False)
+        lo = self._lo()
+        stopseq = self._last_seq if stop is None else min(stop - 1, self._last_seq)
+        lost = pos.lost
+        if seq is not None and seq < lo:
+            lost = max(0, min(lo, stopseq + 1) - max(seq, 1))
+        match = _matcher(filter)
+        if limit == 0:
+            entries, nxt = [], pos.seq
+        else:
+            entries, nxt = self._scan(pos.seq, stopseq, (1 << 62) if limit is None else limit,
+                                      0, match)
+        if nxt > stopseq:
+            nxt = max(nxt, stopseq + 1)
+        nxt = min(nxt, self._last_seq + 1)
+        datas = []
+        for e in entries:
+            d = e.data
+            if events:
+                off = _event_data_off(d)
+                if off < 0:
+                    raise ValueError("record {} is not a CloudEvents record (a stream of a Flow "
+                                     "holds them; events=False exports the stored "
+                                     "bytes)".format(e.seq))
+                d = d[off:]
+            datas.append(d)
+        ids = {}
+        n = len(entries)
+        offsets = np.zeros(n + 1, np.int64)
+        if n:
+            offsets[1:] = np.cumsum([len(d) for d in datas])
+        return Columns(
+            np.array([e.seq for e in entries], np.int64),
+            np.array([e.ts for e in entries], np.int64),
+            np.array([e.time for e in entries], np.int64),
+            np.array([ids.setdefault(e.subject, len(ids)) for e in entries], np.int32),
+            list(ids), offsets, np.frombuffer(bytearray(b"".join(datas)), np.uint8),
+            lost, nxt)
+
+    @_exclusive
+    def append_columns(self, payload, offsets=None, *, subject=None, subject_id=None,
+                       subjects=None, time=None):
+        """Append records from arrays (see the native core)."""
+        self._check_open()
+        if type(payload) is Columns:
+            cols = payload
+            if offsets is not None:
+                raise ValueError("append_columns(columns) takes no offsets: they are the "
+                                 "columns'")
+            payload, offsets = cols.payload, cols.offsets
+            if subject is None and subject_id is None and subjects is None:
+                subject_id, subjects = cols.subject_id, cols.subjects
+            if time is None:
+                time = cols.time
+        if subject is not None and (subject_id is not None or subjects is not None):
+            raise ValueError("append_columns: give subject= (one for every record) or "
+                             "subject_id= with subjects= (the table), not both")
+        if subject is None and (subject_id is None or subjects is None):
+            raise ValueError("append_columns: give subject= (one for every record) or "
+                             "subject_id= and subjects= (the table)")
+        if subject is not None and not isinstance(subject, (str, bytes)):
+            raise TypeError("subject must be str or bytes, not {}".format(type(subject).__name__))
+        try:
+            mv = memoryview(payload)
+        except TypeError:
+            raise TypeError("payload must be a buffer (bytes, numpy array), not {}".format(
+                type(payload).__name__)) from None
+        if not mv.c_contiguous:
+            raise ValueError("payload must be C-contiguous")
+        if offsets is None:
+            if mv.ndim == 0 or (mv.ndim == 1 and mv.itemsize == 1):
+                raise ValueError("payload: a buffer of single bytes needs offsets (or give a "
+                                 "structured or 2-d array: one record per row)")
+            n = mv.shape[0]
+            width = mv.nbytes // n if n else 0
+            offs = [i * width for i in range(n + 1)]
+        else:
+            if isinstance(offsets, list):
+                offsets = array("q", offsets)
+            try:
+                om = memoryview(offsets)
+            except TypeError:
+                raise TypeError("offsets must be a buffer of int64 (numpy int64, array(\"q\")) "
+                                "or a list of ints, not {}".format(
+                                    type(offsets).__name__)) from None
+            if om.itemsize != 8 or om.format not in ("q", "l", "<q", "=q", "<l", "=l") or \
+                    om.ndim != 1 or not om.c_contiguous:
+                raise TypeError("offsets must be a contiguous 1-d array of int64")
+            offs = om.tolist()
+            if not offs:
+                raise ValueError("offsets needs at least one entry (len(payloads) + 1)")
+            n = len(offs) - 1
+        raw = mv.cast("B") if mv.ndim == 1 and mv.format == "B" else memoryview(mv.tobytes())
+        datas = []
+        for i in range(n):
+            a, b = offs[i], offs[i + 1]
+            if a < 0 or b < a or b > len(raw):
+                raise ValueError("offsets[{}:{}] = {}..{} is not a slice of the {}-byte payload "
+                                 "buffer".format(i, i + 2, a, b, len(raw)))
+            if self._max_event_size and b - a > self._max_event_size:
+                raise EventTooLarge("payload {}: {} bytes exceeds max_event_size={}".format(
+                    i, b - a, self._max_event_size))
+            datas.append(bytes(raw[a:b]))
+        if time is None or (type(time) is int and time == 0):
+            times = None
+            t = 0
+        elif isinstance(time, int) and not isinstance(time, bool):
+            times = None
+            t = _int("time", time, _I64_MIN)
+        else:
+            times = _i64_column(time, "time", n)
+        if subject is not None:
+            table = [self._check_subject(subject)]
+            ids = [0] * n
+        else:
+            if isinstance(subjects, (str, bytes)):
+                raise TypeError("subjects must be a sequence of subjects (the table), not one "
+                                "{}".format(type(subjects).__name__))
+            table = []
+            for j, x in enumerate(subjects):
+                if not isinstance(x, (str, bytes)):
+                    raise TypeError("subjects[{}] must be str or bytes, not {}".format(
+                        j, type(x).__name__))
+                table.append(self._check_subject(x, "subjects[{}]".format(j)))
+            ids = _int_column(subject_id, "subject_id", n).tolist()
+            for i, v in enumerate(ids):
+                if not 0 <= v < len(table):
+                    raise ValueError("subject_id[{}] = {} is not an index of the {}-subject "
+                                     "table".format(i, v, len(table)))
+        items = []
+        for i in range(n):
+            s, sb = table[ids[i]]
+            items.append((s, sb, self._check_data(datas[i], sb, "payload {}".format(i))))
+        if not items:
+            return self._last_seq + 1, self._last_seq
+        if times is None:
+            return self._append_many(items, t)
+        return self._append_many(items, times)
 
     # -- positions and replay ------------------------------------------------
 
