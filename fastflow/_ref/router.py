@@ -1284,6 +1284,8 @@ class ImportTarget(WireTarget):
         self._reply_map = reply_map     # (bytes reply) -> bytes or None; None: no reply
         self._subject_map = subject_map     # (bytes subject) -> bytes or None (refused)
         self._max_depth = max_depth     # nested imports at which a message stops
+        self._conflate = False          # (a WireTarget's: an import never conflates)
+        self._conflated = 0
         self._forwarded = 0
         self._forwarded_bytes = 0
         self._refused = 0
