@@ -43,6 +43,7 @@ def _flusher(ref, wake, double interval):
 
 cdef enum:
     MAX_SPARES = 2                  # old segment files kept for reuse
+    TAIL_GAP = 8                    # zero bytes always left after a segment's last frame
     RESERVE_STEP = 1 << 20          # bytes of the live segment allocated on disk at a time
 
 
@@ -699,19 +700,21 @@ cdef class SegmentStore:
         written (RESERVE_STEP at a time), so that writing through the map
         can never fault.  A full disk raises StorageFullError and changes
         nothing the log holds (the log calls this before storing)."""
-        if self.wpos + need <= self.reserved:
+        if self.wpos + need + TAIL_GAP <= self.reserved:
             return 0
         if not self.mapped:
             # a roll whose new segment could not be made (no space): retry
             self._open_live(seq, 0)
-        elif self.wpos + need > self.size:
+        elif self.wpos + need + TAIL_GAP > self.size:
+            # (a segment never fills to its last byte: a zero length stays
+            # after the last frame, where a tailing reader waits)
             if self.live_base >= seq:
                 self._grow_live(need)
             else:
                 self._seal(seq - 1)
                 self._open_live(seq, 0)
-        if self.wpos + need > self.reserved:
-            self._allocate(self.wpos + need)
+        if self.wpos + need + TAIL_GAP > self.reserved:
+            self._allocate(min(self.size, self.wpos + need + TAIL_GAP))
         return 0
 
     cdef int reserve_ahead(self, Py_ssize_t need) except -1:
@@ -803,7 +806,7 @@ cdef class SegmentStore:
     cdef _grow_live(self, Py_ssize_t need):
         cdef Py_ssize_t wpos = self.wpos
         self._unmap()
-        size = self.size + max(self.segment_size, need + 4)
+        size = self.size + max(self.segment_size, need + TAIL_GAP)
         _os.ftruncate(self.file.fileno(), size)
         self.file.close()
         self.file = None

@@ -1,5 +1,13 @@
 # The interface of tail.pyx's class (the bodies and docstrings are there).
 
+ctypedef struct TailFrame:         # a frame's header, read once (the map may change under it)
+    int64_t seq
+    int64_t ts
+    int64_t time
+    Py_ssize_t slen
+    Py_ssize_t dlen
+    int kind
+
 cdef class TailReader:
     cdef readonly str path
     cdef object start
@@ -32,6 +40,7 @@ cdef class TailReader:
     cdef int64_t batch_lost
     cdef int status
     cdef readonly bint closed
+    cdef int busy                      # calls in progress (close() waits for them to end)
     # a read()'s scratch: payloads, subjects
     cdef char *scratch
     cdef Py_ssize_t scap
@@ -51,7 +60,7 @@ cdef class TailReader:
     cdef _close_segment(self)
     cdef int _locate(self, int64_t target) except -1
     cdef int _locate_time(self, int64_t t) except -1
-    cdef Py_ssize_t _frame(self, Py_ssize_t off) noexcept
+    cdef Py_ssize_t _frame(self, Py_ssize_t off, TailFrame *f) noexcept
     cdef Py_ssize_t _take(self, char *out, Py_ssize_t cap, Py_ssize_t limit,
                           Py_ssize_t max_bytes, bint grow, Int64Array offs, Int64Array seqs,
                           Int64Array tss, Int64Array times, Int64Array soffs) except -1
@@ -61,3 +70,5 @@ cdef class TailReader:
     cdef int _settle(self) except -1
     cdef bint _ready(self) noexcept nogil
     cdef bint _wait(self, int64_t deadline) except -1
+    cdef int _enter(self) except -1
+    cdef int _leave(self) except -1

@@ -202,11 +202,19 @@ cdef class TailReader:
         except FileNotFoundError:
             return False
         try:
-            n = _os.fstat(fd).st_size
-            if n == 0:
-                _os.close(fd)
-                return False
-            mm = _mmap.mmap(fd, n, access=_mmap.ACCESS_READ)
+            for _ in range(8):
+                n = _os.fstat(fd).st_size
+                if n == 0:
+                    _os.close(fd)
+                    return False
+                try:
+                    mm = _mmap.mmap(fd, n, access=_mmap.ACCESS_READ)
+                    break
+                except ValueError:
+                    continue            # cut (sealed) between fstat and mmap: again
+            else:
+                raise FastflowError('{}: the segment {} keeps changing size'.format(
+                    self.path, _seg_name(base)))
         except BaseException:
             _os.close(fd)
             raise
@@ -233,12 +241,14 @@ cdef class TailReader:
         self.segment = -1
         self.status = ST_NONE
 
-    cdef Py_ssize_t _frame(self, Py_ssize_t off) noexcept:
+    cdef Py_ssize_t _frame(self, Py_ssize_t off, TailFrame *f) noexcept:
         """The length of the verified frame at ``off``, 0 if there is none
         (yet), -1 if what is there does not verify, -2 if it ends past the
-        map (the live segment grew)."""
+        map (the live segment grew); its header in ``f``, read once (a
+        segment given up may change under the reader: only these values,
+        checked together, are used)."""
         cdef const char *p = self.seg
-        cdef Py_ssize_t rlen, slen
+        cdef Py_ssize_t rlen, slen, extra
         cdef int kind, version
         if off + 4 > self.seg_len:
             return 0
@@ -252,10 +262,17 @@ cdef class TailReader:
         kind = <uint8_t>p[off + 34]
         version = <uint8_t>p[off + 35]
         slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
+        extra = LINK_LEN if version == FRAME_V2 else 0
         if kind < KIND_RECORD or kind > KIND_EVICT or (version != FRAME_V1 and
                                                         version != FRAME_V2) or \
-                REC_HEADER + slen + (LINK_LEN if version == FRAME_V2 else 0) > rlen:
+                REC_HEADER + slen + extra > rlen:
             return -1
+        f.seq = _rdi64(p + off + 8)
+        f.ts = _rdi64(p + off + 16)
+        f.time = _rdi64(p + off + 24)
+        f.kind = kind
+        f.slen = slen
+        f.dlen = rlen - REC_HEADER - slen - extra
         if ff_crc32c(0, p + off + 8, rlen - 8) != _rd32(p + off + 4):
             return -1
         return rlen
@@ -264,7 +281,7 @@ cdef class TailReader:
         """Open the segment that holds ``target`` (or the first one after
         it) at the first record >= target, or at its end."""
         cdef Py_ssize_t rlen
-        cdef int64_t seq
+        cdef TailFrame f
         bases = self._bases()
         if not bases:
             self._close_segment()
@@ -276,20 +293,19 @@ cdef class TailReader:
             self._close_segment()
             return 0
         while True:
-            rlen = self._frame(self.off)
+            rlen = self._frame(self.off, &f)
             if rlen <= 0:
                 break
-            if self.seg[self.off + 34] == KIND_RECORD:
-                seq = _rdi64(self.seg + self.off + 8)
-                if seq >= target:
-                    break
+            if f.kind == KIND_RECORD and f.seq >= target:
+                break
             self.off += rlen
         return 0
 
     cdef int _locate_time(self, int64_t t) except -1:
         """The first record with an append time >= t (the log's ``seek(time=)``)."""
         cdef Py_ssize_t rlen
-        cdef int64_t seq
+        cdef TailFrame f
+        cdef int64_t seen = 0
         bases = self._bases()
         self.expect = max(1, ff_ctl_load64(self.ctl, FF_TAIL_FIRST_SEQ))
         if not bases:
@@ -298,25 +314,26 @@ cdef class TailReader:
         i = len(bases) - 1
         while i > 0:
             if self._open_segment(bases[i]):
-                rlen = self._frame(0)
-                if rlen > 0 and self.seg[34] == KIND_RECORD and _rdi64(self.seg + 16) <= t:
+                rlen = self._frame(0, &f)
+                if rlen > 0 and f.kind == KIND_RECORD and f.ts <= t:
                     break
             i -= 1
         while i < len(bases):
             if self._open_segment(bases[i]):
                 while True:
-                    rlen = self._frame(self.off)
+                    rlen = self._frame(self.off, &f)
                     if rlen <= 0:
                         break
-                    if self.seg[self.off + 34] == KIND_RECORD:
-                        seq = _rdi64(self.seg + self.off + 8)
-                        if _rdi64(self.seg + self.off + 16) >= t and seq >= self.expect:
-                            self.expect = seq
+                    if f.kind == KIND_RECORD:
+                        if f.ts >= t and f.seq >= self.expect:
+                            self.expect = f.seq
                             return 0
+                        seen = f.seq
                     self.off += rlen
                 if i == len(bases) - 1:
-                    # nothing at or after t yet: from the end on
-                    self.expect = max(self.expect, ff_ctl_load64(self.ctl, FF_TAIL_LAST_SEQ) + 1)
+                    # nothing at or after t yet: on after the last record
+                    # looked at (a record appended since is read next)
+                    self.expect = max(self.expect, seen + 1, bases[i])
                     return 0
             i += 1
         return 0
@@ -333,7 +350,7 @@ cdef class TailReader:
         cdef const char *p = self.seg
         cdef Py_ssize_t n = 0, total = 0, stotal = 0, off = self.off, rlen, slen, dlen, ncap
         cdef int64_t seq, expect = self.expect, lost = 0, floor
-        cdef int version
+        cdef TailFrame f
         cdef char *dst = out
         cdef char *grown
         if p == NULL:
@@ -345,14 +362,14 @@ cdef class TailReader:
             if off + 4 > self.seg_len:
                 self.status = ST_END
                 break
-            rlen = self._frame(off)
+            rlen = self._frame(off, &f)
             if rlen <= 0:
                 self.status = ST_EMPTY if rlen == 0 else ST_END if rlen == -2 else ST_SUSPECT
                 break
-            if p[off + 34] != KIND_RECORD:
+            if f.kind != KIND_RECORD:
                 off += rlen
                 continue
-            seq = _rdi64(p + off + 8)
+            seq = f.seq
             if seq < expect:            # before the start
                 off += rlen
                 continue
@@ -361,9 +378,8 @@ cdef class TailReader:
                 expect = seq + 1
                 off += rlen
                 continue
-            slen = (<uint8_t>p[off + 32]) | ((<uint8_t>p[off + 33]) << 8)
-            version = <uint8_t>p[off + 35]
-            dlen = rlen - REC_HEADER - slen - (LINK_LEN if version == FRAME_V2 else 0)
+            slen = f.slen
+            dlen = f.dlen
             if self.filtered and not pattern_matches(self.pt, self.ps.ntok, p + off + REC_HEADER,
                                                      slen):
                 lost += seq - expect
@@ -397,8 +413,8 @@ cdef class TailReader:
                 stotal += slen
                 soffs.push(stotal)
                 seqs.push(seq)
-                tss.push(_rdi64(p + off + 16))
-                times.push(_rdi64(p + off + 24))
+                tss.push(f.ts)
+                times.push(f.time)
             memcpy(dst + total, p + off + REC_HEADER + slen, dlen)
             total += dlen
             offs.push(total)
@@ -433,6 +449,7 @@ cdef class TailReader:
         cdef Py_ssize_t rlen
         cdef int64_t live, first_base
         cdef int tries
+        cdef TailFrame f
         if self.status == ST_NONE or self.segment < 0:
             self._locate(self.expect)
             return 0
@@ -448,12 +465,17 @@ cdef class TailReader:
                 if self._open_segment(self.segment):
                     self.off = off
                 return 0
-        elif self.status == ST_SUSPECT:
+            if self.off + 4 <= self.seg_len:
+                # a length past the end of a file that did not grow: looked
+                # at while being stored, or damage (below)
+                self.status = ST_SUSPECT
+        if self.status == ST_SUSPECT:
             # a torn look (a length read while being stored across a cache
             # line) settles at once; a frame that stays bad is damage
             for tries in range(100):
                 ff_sleep_ns(1000)
-                if self._frame(self.off) != -1:
+                rlen = self._frame(self.off, &f)
+                if rlen >= 0 or (rlen == -2 and _os.fstat(self.seg_fd).st_size > self.seg_len):
                     return 0
                 if ff_ctl_load64(self.ctl, FF_TAIL_FIRST_BASE) > self.segment:
                     self.status = ST_GONE
@@ -463,7 +485,7 @@ cdef class TailReader:
         # the end of what is there: has the writer moved to a newer segment?
         live = ff_ctl_load64(self.ctl, FF_TAIL_LIVE_BASE)
         if live != self.segment:
-            if self._frame(self.off) != 0:
+            if self._frame(self.off, &f) != 0:
                 return 0                    # the last frames came meanwhile
             for b in self._bases():
                 if b > self.segment:
@@ -477,10 +499,8 @@ cdef class TailReader:
                           Int64Array tss, Int64Array times, Int64Array soffs) except -1:
         cdef Py_ssize_t n
         cdef int rounds
-        if self.closed:
-            raise FastflowError('tail reader is closed')
         self.batch_lost = 0
-        if not self._attach():
+        if self.closed or not self._attach():
             return 0
         for rounds in range(64):
             n = self._take(out, cap, limit, max_bytes, grow, offs, seqs, tss, times, soffs)
@@ -498,13 +518,14 @@ cdef class TailReader:
     # -- waiting --------------------------------------------------------------------
 
     cdef bint _ready(self) noexcept nogil:
-        """Anything to do at the read position (cheap: two loads)?"""
+        """Anything to do at the read position (cheap: two loads)?  (Also
+        True once the reader is closed from another thread: the wait ends.)"""
+        if self.closed:
+            return True
         if self.seg == NULL:
             return ff_ctl_load64(self.ctl, FF_TAIL_FIRST_BASE) >= 0 and \
                 ff_ctl_load64(self.ctl, FF_TAIL_LAST_SEQ) >= self.expect
-        if self.off + 4 > self.seg_len:
-            return True
-        if ff_acquire32(self.seg + self.off) != 0:
+        if self.off + 4 <= self.seg_len and ff_acquire32(self.seg + self.off) != 0:
             return True
         return ff_ctl_load64(self.ctl, FF_TAIL_LIVE_BASE) != self.segment or \
             ff_ctl_load64(self.ctl, FF_TAIL_FIRST_BASE) > self.segment
@@ -519,6 +540,8 @@ cdef class TailReader:
         cdef int mode = self.mode
         cdef int64_t spin = self.spin
         while True:
+            if self.closed:
+                return True
             if self.ctl == NULL:
                 # not there yet: look again every poll_interval
                 if self._attach():
@@ -598,11 +621,16 @@ cdef class TailReader:
         b.offsets.push(0)
         soffs = Int64Array.new(16)
         soffs.push(0)
-        while True:
-            n = self._read(self.scratch, self.scap, limit, max_bytes, True, b.offsets, b.seqs,
-                           b.ts, b.times, soffs)
-            if n or deadline == 0 or not self._wait(deadline):
-                break
+        self._enter()
+        try:
+            while True:
+                n = self._read(self.scratch, self.scap, limit, max_bytes, True, b.offsets,
+                               b.seqs, b.ts, b.times, soffs)
+                if n or deadline == 0 or self.closed or (deadline > 0 and _mono() >= deadline) \
+                        or not self._wait(deadline):
+                    break
+        finally:
+            self._leave()
         b.buffer = PyBytes_FromStringAndSize(self.scratch, b.offsets.data[n]) if n else b''
         for i in range(n):
             b.subjects.append(PyUnicode_DecodeUTF8(self.sbuf + soffs.data[i],
@@ -629,11 +657,16 @@ cdef class TailReader:
         try:
             offs = Int64Array.new(min(limit, 4096) + 1)
             offs.push(0)
-            while True:
-                n = self._read(<char *>view.buf, view.len, limit, 0, False, offs, None, None,
-                               None, None)
-                if n or deadline == 0 or not self._wait(deadline):
-                    break
+            self._enter()
+            try:
+                while True:
+                    n = self._read(<char *>view.buf, view.len, limit, 0, False, offs, None,
+                                   None, None, None)
+                    if n or deadline == 0 or self.closed or \
+                            (deadline > 0 and _mono() >= deadline) or not self._wait(deadline):
+                        break
+            finally:
+                self._leave()
             return (n, self.expect, offs)
         finally:
             PyBuffer_Release(&view)
@@ -641,9 +674,24 @@ cdef class TailReader:
     def wait(self, timeout=None):
         """Wait (in the reader's mode) until a record may be there; False
         when ``timeout`` seconds passed first."""
+        cdef int64_t deadline = self._deadline(timeout)
+        self._enter()
+        try:
+            return self._wait(deadline) and not self.closed
+        finally:
+            self._leave()
+
+    cdef int _enter(self) except -1:
         if self.closed:
             raise FastflowError('tail reader is closed')
-        return self._wait(self._deadline(timeout))
+        self.busy += 1
+        return 0
+
+    cdef int _leave(self) except -1:
+        self.busy -= 1
+        if self.closed and self.busy == 0:
+            self._detach()      # closed by another thread while this call waited
+        return 0
 
     def _deadline(self, timeout):
         if timeout is None:
@@ -659,7 +707,12 @@ cdef class TailReader:
     def __iter__(self):
         """Batches, waiting for each (until the reader is closed)."""
         while not self.closed:
-            b = self.read(timeout=None)
+            try:
+                b = self.read(timeout=None)
+            except FastflowError:
+                if self.closed:
+                    return
+                raise
             if len(b):
                 yield b
 
@@ -696,9 +749,12 @@ cdef class TailReader:
                 'segment': self.segment, 'next_seq': self.expect, 'lag': self.lag}
 
     def close(self):
+        """Close the reader; a call waiting in another thread returns (what
+        it read: nothing) and the maps go when it has."""
         if not self.closed:
             self.closed = True
-            self._detach()
+            if self.busy == 0:
+                self._detach()
 
     def __enter__(self):
         return self

@@ -389,3 +389,91 @@ def test_a_server_stream_tailed_beside_fastflow_serve(aloop, ffproc, tmp_path):
     finally:
         r.close()
         server.kill()
+
+
+@pytest.mark.parametrize("mode", ["spin", "block"])
+def test_segments_never_fill_to_the_byte_and_timeouts_hold(writer_core, reader_core, tmp_path,
+                                                           mode):
+    """Frames that would fill a segment exactly roll it instead: a zero
+    length always follows the last frame, and a reader waiting there
+    returns at its timeout."""
+    d = str(tmp_path)
+    log = writer_core.Log(path=d, segment_size=4096)
+    for i in range(4):                  # frames of 1,024 bytes
+        log.append("a", bytes([i]) * 955)
+    assert len([n for n in os.listdir(d) if n.endswith(".seg")]) == 2
+    r = reader_core.TailReader(d, wait=mode)
+    assert len(r.read(limit=100)) + len(r.read(limit=100)) == 4     # one segment a read
+    t0 = time.monotonic()
+    assert len(r.read(timeout=0.2)) == 0
+    assert 0.15 < time.monotonic() - t0 < 2
+    log.append("a", b"more")
+    assert [bytes(x[3]) for x in r.read(timeout=1)] == [b"more"]
+    log.close()
+
+
+def test_a_length_past_the_end_of_the_file_is_corruption(reader_core, tmp_path):
+    d = str(tmp_path)
+    log = _core.Log(path=d, segment_size=4096)
+    for s in range(1, 40):
+        log.append("c", payload(s))
+    log.close()
+    seg = os.path.join(d, sorted(n for n in os.listdir(d) if n.endswith(".seg"))[0])
+    r = reader_core.TailReader(d)
+    got = check(r.read(limit=5))
+    with open(seg, "r+b") as f:         # the next frame's length now points past the file
+        data = f.read()
+        off = 0
+        for _ in range(5):
+            off += struct.unpack_from("<I", data, off)[0]
+        f.seek(off)
+        f.write(struct.pack("<I", 1 << 30))
+    with pytest.raises(__import__("fastflow").CorruptLogError, match="offset {}".format(off)):
+        r.read(timeout=1)
+    assert got == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("mode", ["spin", "block"])
+def test_close_from_another_thread_ends_a_waiting_read(reader_core, tmp_path, mode):
+    import threading
+
+    d = str(tmp_path)
+    log = _core.Log(path=d)
+    log.append("a", b"x")
+    r = reader_core.TailReader(d, wait=mode)
+    got, errors = [], []
+
+    def it():
+        try:
+            for b in r:
+                got.append(len(b))
+        except Exception as exc:        # pragma: no cover - the failure shown
+            errors.append(exc)
+
+    t = threading.Thread(target=it)
+    t.start()
+    time.sleep(0.2)
+    r.close()
+    t.join(5)
+    assert not t.is_alive() and errors == [] and got == [1]
+    with pytest.raises(FastflowError, match="closed"):
+        r.read()
+    log.close()
+
+
+def test_a_reopening_writer_never_cuts_a_mapped_segment(writer_core, reader_core, tmp_path):
+    """A writer reopening the log clears a torn tail in place (a reader may
+    map the file: cutting it would be SIGBUS there)."""
+    d = str(tmp_path)
+    log = writer_core.Log(path=d, segment_size=1 << 16)
+    log.append("a", b"x" * (4096 - 36 - 1 - 32))        # ends on a page boundary
+    log.close()
+    r = reader_core.TailReader(d, wait="block")
+    assert len(r.read()) == 1
+    for i in range(20):
+        log = writer_core.Log(path=d, segment_size=1 << 16)
+        if i % 5 == 0:
+            log.append("a", b"y")
+        log.close()
+        r.read()
+    assert r.next_seq == 6 and r.lost == 0

@@ -281,6 +281,26 @@ def _choice(name, value, choices):
 
 
 _TAIL_LIVE_BASE = 128  # tail.ctl offsets (fastflow/_ref/tail.py)
+_TAIL_GAP = 8  # zero bytes always left after a segment's last frame
+
+
+def _zero_tail(fd, start, end):
+    """Zero what lies in ``start:end`` of a file, up to its last non-zero
+    byte, without shrinking it (a reader in another process may map it:
+    cutting a mapped file is SIGBUS there)."""
+    dirty = start
+    off = start
+    while off < end:
+        chunk = os.pread(fd, min(1 << 20, end - off), off)
+        if not chunk:
+            break
+        stripped = chunk.rstrip(b"\0")
+        if stripped:
+            dirty = off + len(stripped)
+        off += len(chunk)
+    off = start
+    while off < dirty:
+        off += os.pwrite(fd, bytes(min(1 << 20, dirty - off)), off)
 _TAIL_FIRST_BASE = 136
 
 
@@ -1783,16 +1803,18 @@ class Log:
         (roll to a new segment, or grow one of markers only); a full disk
         raises StorageFullError and changes nothing."""
         live = self._live
-        if live is not None and live.used + length <= live.reserved:
+        if live is not None and live.used + length + _TAIL_GAP <= live.reserved:
             return
-        if live is None or live.used + length > live.size:
+        # (a segment never fills to its last byte: a zero length stays after
+        # the last frame, where a tailing reader waits)
+        if live is None or live.used + length + _TAIL_GAP > live.size:
             if live is not None and live.base == self._last_seq + 1:
                 self._grow_live(length)  # a segment of markers only: no new name
             else:
                 self._roll()
             live = self._live
-        if live.used + length > live.reserved:
-            self._allocate(live, live.used + length)
+        if live.used + length + _TAIL_GAP > live.reserved:
+            self._allocate(live, min(live.size, live.used + length + _TAIL_GAP))
 
     def _reserve_ahead(self, length):
         live = self._live
@@ -1825,7 +1847,7 @@ class Log:
 
     def _grow_live(self, length):
         live = self._live
-        size = live.size + max(self._segment_size, length)
+        size = live.size + max(self._segment_size, length + _TAIL_GAP)
         live.mm.close()
         os.ftruncate(live.fd, size)
         live.mm = mmap.mmap(live.fd, size)
@@ -2285,9 +2307,11 @@ class Log:
                 pass
             fd = os.open(path, os.O_RDWR)
             try:
-                size = max(os.fstat(fd).st_size, self._segment_size, end)
-                os.ftruncate(fd, end)  # drop a torn tail
-                os.ftruncate(fd, size)
+                cur = os.fstat(fd).st_size
+                size = max(cur, self._segment_size, end)
+                _zero_tail(fd, end, cur)  # drop a torn tail (in place: readers map it)
+                if size > cur:
+                    os.ftruncate(fd, size)
                 self._live = _Live(base, path, fd, size, end, nrec, index)
             except BaseException:
                 os.close(fd)

@@ -58,7 +58,9 @@ class TailCtl:
         finally:
             os.close(fd)
         mm = self.mm
-        struct.pack_into("<II", mm, 8, VERSION, 1 if notify else 0)
+        # (this core has no futex: it never wakes blocked readers, who then
+        # poll; notify stays 0 so that they do not wait for a wake)
+        struct.pack_into("<II", mm, 8, VERSION, 0)
         _Q.pack_into(mm, PID, os.getpid())
         _Q.pack_into(mm, EPOCH, _Q.unpack_from(mm, EPOCH)[0] + 1)
         _Q.pack_into(mm, FIRST_BASE, first_base)
@@ -152,6 +154,7 @@ class TailReader:
         self.closed = False
         self._n = dict(read=0, gaps=0, rolls=0, waits=0, sleeps=0)
         self._batch_lost = 0
+        self._busy = 0
         self._attach()
 
     # -- attaching, segments -------------------------------------------------------
@@ -209,10 +212,18 @@ class TailReader:
         self._close_segment()
         try:
             with open(os.path.join(self.path, "{:020d}.seg".format(base)), "rb") as f:
-                n = os.fstat(f.fileno()).st_size
-                if n == 0:
-                    return False
-                self._seg = mmap.mmap(f.fileno(), n, access=mmap.ACCESS_READ)
+                for _ in range(8):
+                    n = os.fstat(f.fileno()).st_size
+                    if n == 0:
+                        return False
+                    try:
+                        self._seg = mmap.mmap(f.fileno(), n, access=mmap.ACCESS_READ)
+                        break
+                    except ValueError:
+                        continue  # cut (sealed) between fstat and mmap: again
+                else:
+                    raise FastflowError("{}: the segment {:020d}.seg keeps changing size".format(
+                        self.path, base))
         except FileNotFoundError:
             return False
         self.segment = base
@@ -282,18 +293,22 @@ class TailReader:
                 if f[0] > 0 and f[1] == KIND_RECORD and f[3] <= t:
                     break
             i -= 1
+        seen = 0
         while i < len(bases):
             if self._open_segment(bases[i]):
                 while True:
                     f = self._frame(self._off)
                     if f[0] <= 0:
                         break
-                    if f[1] == KIND_RECORD and f[3] >= t and f[2] >= self._expect:
-                        self._expect = f[2]
-                        return
+                    if f[1] == KIND_RECORD:
+                        if f[3] >= t and f[2] >= self._expect:
+                            self._expect = f[2]
+                            return
+                        seen = f[2]
                     self._off += f[0]
                 if i == len(bases) - 1:
-                    self._expect = max(self._expect, self._get(LAST_SEQ) + 1)
+                    # on after the last record looked at
+                    self._expect = max(self._expect, seen + 1, bases[i])
                     return
             i += 1
 
@@ -362,16 +377,22 @@ class TailReader:
             self._locate(max(self._expect, first_base))
             return
         if status == "end":
-            size = os.path.getsize(os.path.join(self.path, "{:020d}.seg".format(self.segment)))
+            try:
+                size = os.path.getsize(os.path.join(self.path,
+                                                    "{:020d}.seg".format(self.segment)))
+            except FileNotFoundError:
+                return self._settle("gone")
             if size > len(self._seg):
                 off = self._off
                 if self._open_segment(self.segment):
                     self._off = off
                 return
-        elif status == "suspect":
+            if self._off + 4 <= len(self._seg):
+                status = "suspect"  # a length past the end of a file that did not grow
+        if status == "suspect":
             for _ in range(100):
                 _time.sleep(1e-6)
-                if self._frame(self._off)[0] != -1:
+                if self._frame(self._off)[0] >= 0:
                     return
                 if self._get(FIRST_BASE) > self.segment:
                     return self._settle("gone")
@@ -388,10 +409,8 @@ class TailReader:
                     return
 
     def _read(self, limit, max_bytes, cap):
-        if self.closed:
-            raise FastflowError("tail reader is closed")
         self._batch_lost = 0
-        if not self._attach():
+        if self.closed or not self._attach():
             return []
         for _ in range(64):
             out, status = self._take(limit, max_bytes, cap)
@@ -408,11 +427,13 @@ class TailReader:
     # -- waiting -------------------------------------------------------------------
 
     def _ready(self):
+        if self.closed:
+            return True
         if self._ctl is None:
             return False
         if self._seg is None:
             return self._get(LAST_SEQ) >= self._expect
-        if self._off + 4 > len(self._seg) or _I.unpack_from(self._seg, self._off)[0]:
+        if self._off + 4 <= len(self._seg) and _I.unpack_from(self._seg, self._off)[0]:
             return True
         return self._get(LIVE_BASE) != self.segment or self._get(FIRST_BASE) > self.segment
 
@@ -452,10 +473,16 @@ class TailReader:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0, got {}".format(max_bytes))
         deadline = self._deadline(timeout)
-        while True:
-            out = self._read(limit, max_bytes, None)
-            if out or timeout == 0 or not self._wait(deadline):
-                break
+        self._enter()
+        try:
+            while True:
+                out = self._read(limit, max_bytes, None)
+                if out or timeout == 0 or self.closed or (
+                        deadline is not None and _time.monotonic() >= deadline) or \
+                        not self._wait(deadline):
+                    break
+        finally:
+            self._leave()
         b = Batch([], self._expect)
         b.buffer = b"".join(r[4] for r in out)
         offs = array("q", [0])
@@ -483,10 +510,16 @@ class TailReader:
         if mv.readonly:
             raise TypeError("read_into needs a writable buffer, got {}".format(
                 type(buffer).__name__))
-        while True:
-            out = self._read(limit, 0, len(mv))
-            if out or timeout == 0 or not self._wait(deadline):
-                break
+        self._enter()
+        try:
+            while True:
+                out = self._read(limit, 0, len(mv))
+                if out or timeout == 0 or self.closed or (
+                        deadline is not None and _time.monotonic() >= deadline) or \
+                        not self._wait(deadline):
+                    break
+        finally:
+            self._leave()
         offs = array("q", [0])
         pos = 0
         for r in out:
@@ -496,13 +529,21 @@ class TailReader:
         return (len(out), self._expect, offs)
 
     def wait(self, timeout=None):
-        if self.closed:
-            raise FastflowError("tail reader is closed")
-        return self._wait(self._deadline(timeout))
+        deadline = self._deadline(timeout)
+        self._enter()
+        try:
+            return self._wait(deadline) and not self.closed
+        finally:
+            self._leave()
 
     def __iter__(self):
         while not self.closed:
-            b = self.read(timeout=None)
+            try:
+                b = self.read(timeout=None)
+            except FastflowError:
+                if self.closed:
+                    return
+                raise
             if len(b):
                 yield b
 
@@ -537,10 +578,24 @@ class TailReader:
     def close(self):
         if not self.closed:
             self.closed = True
-            self._close_segment()
-            if self._ctl is not None:
-                self._ctl.close()
-                self._ctl = None
+            if not self._busy:
+                self._detach()
+
+    def _detach(self):
+        self._close_segment()
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+
+    def _enter(self):
+        if self.closed:
+            raise FastflowError("tail reader is closed")
+        self._busy += 1
+
+    def _leave(self):
+        self._busy -= 1
+        if self.closed and not self._busy:
+            self._detach()  # closed by another thread while this call waited
 
     def __enter__(self):
         return self
