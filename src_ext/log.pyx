@@ -876,10 +876,8 @@ cdef class Log:
                         int64_t ptime) except -1:
         """Write one admitted record (room in the index is reserved)."""
         cdef Py_ssize_t pos
-        cdef LogEntry *e
         cdef LogEntry *prev
         cdef LogSubject *s
-        cdef int64_t seq = self._last_seq + 1
         if self.icount == self.icap:
             self._make_room(1)
         if self.icount and self.atail > <Py_ssize_t>self.idx[self.ihead].pos \
@@ -894,38 +892,14 @@ cdef class Log:
                 memcpy(self.arena + pos + self.npre, d, dlen - self.npre)
         else:
             memcpy(self.arena + pos, d, dlen)
-        self.atail = pos + dlen
-        e = &self.idx[(self.ihead + self.icount) & (self.icap - 1)]
-        self.icount += 1
-        e.seq = seq
-        e.ts = ts
-        e.ptime = ptime
-        e.next_same = 0
-        e.pos = pos
-        e.len = <uint32_t>dlen
-        e.sid = <uint32_t>sid
-        s = &self.subj[sid]
-        if s.count:
-            if s.hint_epoch == self.repoch:
+        if FASTFLOW_DEBUG:
+            s = &self.subj[sid]
+            if s.count and s.hint_epoch == self.repoch:
                 prev = &self.idx[(self.ihead + (s.last_abs - self.habs)) & (self.icap - 1)]
-                if FASTFLOW_DEBUG and prev.seq != s.last:
+                if prev.seq != s.last:
                     raise FastflowError('Log._store: stale entry hint for seq {}'.format(s.last))
-            else:
-                prev = self._entry(s.last)
-            prev.next_same = seq
-        else:
-            s.first = seq
-        s.last = seq
-        s.last_abs = self.habs + self.icount - 1
-        s.hint_epoch = self.repoch
-        s.count += 1
-        self.count += 1
-        self.nbytes += dlen + s.len
-        self.apay += dlen
-        self._last_seq = seq
-        self.last_ts = ts
-        self.n_appended += 1
-        return seq
+        # the index entry and the counters: the batch paths' own step
+        return self._index(sid, pos, dlen, ts, ptime)
 
     cdef int64_t _append1(self, object subject, const char *d, Py_ssize_t dlen,
                           int64_t ptime, int64_t now) except -1:
