@@ -373,6 +373,21 @@ cdef class TailReader:
             if seq < expect:            # before the start
                 off += rlen
                 continue
+            if self.strict and (lost or seq < floor or seq > expect):
+                # a gap: the records before it go first, GapError next (at
+                # this record: the read after it goes on from here)
+                if n:
+                    self.status = ST_DATA
+                    break
+                if seq < floor:
+                    lost += seq - expect + 1
+                    expect = seq + 1
+                    off += rlen
+                    continue
+                lost += seq - expect
+                expect = seq
+                self.status = ST_DATA
+                break
             if seq < floor:             # evicted by the writer: not served
                 lost += seq - expect + 1
                 expect = seq + 1
@@ -433,9 +448,14 @@ cdef class TailReader:
                 seqs.n = tss.n = times.n = 0
             return 0
         if lost and self.strict:
+            # (no record in this batch: the next read goes on after the gap)
+            first = self.expect
+            self.off = off
+            self.expect = expect
+            self.lost += lost
             raise GapError('tail gap: {} records from seq {} are no longer in {} (the writer '
-                           'evicted them before this reader came)'.format(
-                               lost, self.expect, self.path))
+                           'evicted them before this reader came); the next read goes on '
+                           'from seq {}'.format(lost, first, self.path, expect))
         self.off = off
         self.expect = expect
         self.lost += lost

@@ -332,6 +332,19 @@ class TailReader:
             if kind != KIND_RECORD or seq < expect:
                 off += rlen
                 continue
+            if self.strict and (lost or seq < floor or seq > expect):
+                # a gap: the records before it go first, GapError next (at
+                # this record: the read after it goes on from here)
+                if out:
+                    break
+                if seq < floor:
+                    lost += seq - expect + 1
+                    expect = seq + 1
+                    off += rlen
+                    continue
+                lost += seq - expect
+                expect = seq
+                break
             if seq < floor:
                 lost += seq - expect + 1
                 expect = seq + 1
@@ -358,9 +371,13 @@ class TailReader:
         if self._get(FIRST_BASE) > self.segment:
             return [], "gone"
         if lost and self.strict:
+            # (no record in this batch: the next read goes on after the gap)
+            first = self._expect
+            self._off, self._expect = off, expect
+            self.lost += lost
             raise GapError("tail gap: {} records from seq {} are no longer in {} (the writer "
-                           "evicted them before this reader came)".format(
-                               lost, self._expect, self.path))
+                           "evicted them before this reader came); the next read goes on "
+                           "from seq {}".format(lost, first, self.path, expect))
         self._off, self._expect = off, expect
         self.lost += lost
         self._batch_lost += lost
