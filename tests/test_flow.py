@@ -461,6 +461,8 @@ def test_publish_batch_run_with_nested_publishes_and_changes():
 
 
 def test_publish_batch_run_leaves_exported_records_alone():
+    if not fastflow.COMPILED and sys.version_info < (3, 12):
+        pytest.skip("the reference cannot export a buffer on Python < 3.12")
     f = Flow()
     st = f.add_stream("S", "run.>", retention=fastflow.Retention(max_events=3))
     f.subscribe("run.>", lambda ev: None)
