@@ -772,7 +772,7 @@ class Link:
         self.connected = False
         self.proto = None
         self.out.clear()
-        if was:
+        if was and not self.closed:
             log.warning("cluster: lost %s%s", self.server,
                         ": {}".format(exc) if exc else "")
         # what the other nodes wanted may change while this one is away: it
