@@ -38,6 +38,7 @@ import binascii
 import collections
 import importlib.util
 import json
+import os
 import random
 import time
 
@@ -680,3 +681,72 @@ def test_a_restarted_nats_server_and_a_restarted_node_converge(aloop, world):
         await w.close_clients()
 
     aloop(main, timeout=TEST_TIMEOUT)
+
+
+# -- 3. random kill points -------------------------------------------------------------------------
+
+ROUNDS = int(os.environ.get("FASTFLOW_FAULT_ROUNDS") or 3)     # (more: a soak)
+
+
+@pytest.mark.slow
+def test_random_kill_points(aloop, world, seed):
+    """ROUNDS times, while every node publishes: a random NATS server, a
+    random node, or both are killed at a random moment (in a random order),
+    held down a random while (a killed node until the others forgot it),
+    and restarted (in a random order); then everything converges and every
+    event arrives exactly once.  The seed replays it."""
+    rng = random.Random(seed)
+
+    async def main():
+        w = await world()
+        full_house(w)
+        await w.connect_clients()
+        await w.await_converged()
+        t0 = time.monotonic()
+        for r in range(1, ROUNDS + 1):
+            what = rng.choice(["nats", "node", "both"])
+            server = rng.randrange(3) if what != "node" else None
+            node = rng.randrange(3) if what != "nats" else None
+            kills = [k for k in (("nats", server), ("node", node)) if k[1] is not None]
+            rng.shuffle(kills)
+            starts = list(kills)
+            rng.shuffle(starts)
+            delays = [rng.uniform(0.05, 0.5), rng.uniform(0.0, 0.3)]
+            hold = rng.uniform(0.0, 0.5)
+            plan = "round {}: kill {} after {:.2f} s{}, hold {:.2f} s, restart {}".format(
+                r, kills, delays[0], "" if len(kills) == 1
+                else " and {:.2f} s".format(delays[1]), hold, starts)
+            print(plan)
+
+            tr = Traffic(w, r).start()
+            await await_received(tr, 5)
+            t = time.monotonic()
+            for (kind, i), delay in zip(kills, delays):
+                await asyncio.sleep(delay)      # the kill point: a random moment
+                if kind == "nats":
+                    w.ns.kill(i)
+                else:
+                    await w.kill_node(i)
+            if node is not None:
+                await w.await_forgotten(node)
+            await asyncio.sleep(hold)
+            for kind, i in starts:
+                if kind == "nats":
+                    await w.ns.astart(i)
+                else:
+                    await w.restart_node(i)
+            took = await w.await_converged()
+            mark = tr.mark()
+            for i, c in (await w.varz()).items():
+                assert c["connected"] is True and peers(c) == 2, (i, c)
+            await tr.await_after(mark)
+            await tr.stop()
+            await tr.drain(mark)
+            tr.check(mark, "{} (converged {:.2f} s after the restarts, {:.2f} s in all)".format(
+                plan, took, time.monotonic() - t))
+        w.recheck()
+        no_strays(w)
+        await w.close_clients()
+        print("{} rounds in {:.1f} s".format(ROUNDS, time.monotonic() - t0))
+
+    aloop(main, timeout=TEST_TIMEOUT + 5 * ROUNDS)
