@@ -333,14 +333,13 @@ def world(ffnatsproc, nats_cluster_factory, tmp_path):
     """``w = await world()``: a World of a fresh cluster of three
     nats-servers (no JetStream) and three nodes joined through it (every
     node's link connected, every node knowing the two others); add its
-    clients, then ``await w.connect_clients()``.  Clients are closed at the
-    end (processes: by the fixtures that made them)."""
+    clients, then ``await w.connect_clients()``; a test closes them
+    (``close_clients``), the fixtures that made the processes kill them."""
     if importlib.util.find_spec("fastflow.cluster") is None:
         pytest.skip("the cluster link (issue 19: fastflow/cluster) is not in this tree yet")
     ns = nats_cluster_factory(3, jetstream=False)
     conf = tmp_path / "cluster.toml"
     conf.write_text("[cluster]\ninterest_interval = {}\n".format(INTERVAL))
-    made = []
 
     async def make(n=3):
         nodes = [ffnatsproc("--name", "node{}".format(i), "--cluster", ",".join(ns.urls),
@@ -348,17 +347,12 @@ def world(ffnatsproc, nats_cluster_factory, tmp_path):
                  for i in range(n)]
         await asyncio.gather(*(nd.astart() for nd in nodes))
         w = World(ns, nodes)
-        made.append(w)
         await w.await_state(lambda v: all(c["connected"] and peers(c) == n - 1
                                           for c in v.values()),
                             "joined", 10.0)
         return w
 
-    yield make
-    for w in made:
-        # (the clients' loop is gone: what is left of them goes with the process)
-        for c in w.clients:
-            c.conn = None
+    return make
 
 
 # -- traffic ---------------------------------------------------------------------------------------
