@@ -459,6 +459,9 @@ class ClusterTarget(WireTarget):
     reply_prefix: bytes
     fwd_msgs: int
     fwd_bytes: int
+    max_payload: int
+    max_line: int
+    too_large: int
     def __init__(self, outbuf: "OutBuf", prefix: Union[str, bytes] = b"",
                  reply_prefix: Union[str, bytes] = b"") -> None: ...
 
@@ -636,6 +639,7 @@ class OutBuf:
     frames: int
     msgs: int
     bytes_out: int
+    backbone: bool
     pub_bytes: int
     dropped: int
     behind: bool

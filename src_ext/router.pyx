@@ -379,8 +379,10 @@ cdef class Router:
             (<SubTarget>target).handle = h
         elif isinstance(target, WireTarget):
             (<WireTarget>target).handle = h
-            if (<WireTarget>target).remote:
-                return h                # (a cluster link's own: not this node's interest)
+            if (<WireTarget>target).remote or type(target) is ImportTarget:
+                # a cluster link's own, or an import (each node imports what
+                # is published on it): not interest to ask other nodes for
+                return h
         if isinstance(pattern, bytes):
             pattern = (<bytes>pattern).decode('utf-8')
         self.interest_of[h] = (pattern, queue)
@@ -669,7 +671,7 @@ cdef class Router:
             plen = _payload_len(ev._data)
         else:
             plen = _payload_len(data)
-        if origin is not None:
+        if origin is not None and not origin.backbone:
             origin.pub_bytes += plen
             if self.ingress is not None:
                 self.ingress._take(plen)
@@ -839,6 +841,7 @@ cdef class Router:
                         mstream = self.last_stream      # (held: a callback may publish)
                         msg.stream = <PyObject *>mstream
                     msg.event = <PyObject *>ev if ev is not None else NULL
+                    msg.origin = <PyObject *>origin if origin is not None else NULL
                     if wt.conflate and wt.outbuf.behind:
                         # (the connection cannot write: keep the latest per subject)
                         ok = wt.outbuf._keep(wt, &msg)
@@ -1432,6 +1435,8 @@ cdef class ImportTarget(WireTarget):
         cdef const char *rp = NULL
         cdef Py_ssize_t rpn = 0, rn
         cdef char *buf
+        if m.origin != NULL and (<OutBuf>m.origin).backbone:
+            return 1            # imported on the node it was published on, and forwarded
         if d >= self.max_depth:
             self.looped += 1
             return 1

@@ -41,7 +41,6 @@ asyncio), the clients under uvloop.  ``seed`` (FASTFLOW_TEST_SEED=<n>)
 replays the random kill points of the last test."""
 
 import asyncio
-import binascii
 import collections
 import importlib.util
 import json
@@ -52,6 +51,7 @@ import time
 import pytest
 
 import fastflow.client as fc
+from fastflow.cluster.link import _group_token
 from fastflow.errors import FastflowError
 
 from test_cluster import INTERVAL, NODE_LOOPS, cluster_of, count, peers
@@ -81,7 +81,7 @@ def backbone_subs(node, keys, account="$G"):
         if queue is None:
             out.add((prefix + pattern, "_ffn_" + node))
         else:
-            group = binascii.hexlify(queue.encode()).decode()
+            group = _group_token(queue)
             out.add(("_FFQ.{}.{}{}".format(group, prefix, pattern), group))
     return out
 
