@@ -37,7 +37,7 @@ from typing import NamedTuple
 from fastflow.errors import FastflowError, JetStreamError
 
 __all__ = ("JetStream", "Mirror", "PubAck", "PubAcks", "ReplicatedStreams", "account_prefix",
-           "js_stream_name", "parse_ack_reply", "stream_config")
+           "door_code", "js_stream_name", "parse_ack_reply", "stream_config")
 
 log = logging.getLogger("fastflow.cluster")
 
@@ -122,6 +122,19 @@ def parse_ack_reply(reply):
     except ValueError:
         pass
     return None
+
+
+def door_code(exc):
+    """The ERR code a door answers a JetStreamError with: 413 for a record
+    over the stream's max_msg_size, 507 for a stream full under
+    discard='new' (as a local stream's LogFullError), 503 for the rest
+    (no answer, no leader, no stream): worth a retry."""
+    text = getattr(exc, "description", "").lower()
+    if "exceeds maximum" in text or "too large" in text:
+        return 413
+    if "maximum" in text and "exceeded" in text:
+        return 507
+    return 503
 
 
 def _status(headers):
@@ -481,13 +494,16 @@ class Mirror:
                     raise JetStreamError(503, "the cluster link is not connected")
                 await self._make()
                 backoff = _RETRY_BACKOFF[0]
-            except (JetStreamError, FastflowError) as exc:
+            except Exception as exc:
                 if self._reset.is_set() and not self.closed:
                     continue            # replaced while being made: again, at once
                 self.n_errors += 1
                 self.state = "retrying"
                 if str(exc) != self.last_error:
-                    log.warning("mirror of %s: %s (retrying)", self.js_name, exc)
+                    if isinstance(exc, FastflowError):
+                        log.warning("mirror of %s: %s (retrying)", self.js_name, exc)
+                    else:
+                        log.exception("mirror of %s failed (retrying)", self.js_name)
                 self.last_error = str(exc)
                 try:
                     await asyncio.wait_for(self._reset.wait(), backoff)
@@ -580,8 +596,7 @@ class Mirror:
         try:
             self.stream.append_at(sseq, subject, msg.data)
         except (FastflowError, ValueError) as exc:      # not an event record
-            self.n_invalid += 1
-            self.n_skipped += 1
+            self.n_invalid += 1         # (its seq counts as skipped at the next one stored)
             if self.n_invalid == 1 or self.n_invalid % 1000 == 0:
                 log.warning("mirror of %s: seq %d on %r is not an event record (%s); "
                             "skipped (%d so far)", self.js_name, sseq, subject, exc,

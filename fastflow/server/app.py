@@ -149,6 +149,8 @@ class Server:
                                         # attributes above)
         self.meter = None               # fastflow.server.metering.Meter
         self.quotas = None              # fastflow.server.quotas.Quotas
+        # replicated streams: fastflow.cluster.jetstream.ReplicatedStreams (None: no cluster)
+        self.replicated = None
         self.admin_lock = None          # one admin API change at a time
         self.addresses = []
         self.port = None
@@ -411,15 +413,23 @@ class Server:
                     wake_readers=cfg.wake_readers and cfg.data_dir is not None,
                     name="fastflow/" + name)
 
+    def has_cluster(self):
+        """Whether this server joins a NATS cluster (replicated streams may live there)."""
+        return bool(getattr(self.config, "cluster_urls", None))
+
     def add_account_streams(self, acct, items, where):
         """The streams of the config of ``acct`` (ConfigError)."""
         flow = acct.flow
         have = sorted(flow.streams())
         for i, spec in enumerate(items):
-            name, subjects, retention, storage = stream_spec(spec, "{}[{}]".format(where, i))
+            name, subjects, retention, storage, replicas = stream_spec(
+                spec, "{}[{}]".format(where, i))
+            if replicas > 1 and not self.has_cluster():
+                raise ConfigError("{}[{}] ({!r}): replicas = {} needs a cluster ([cluster] "
+                                  "urls, or --cluster)".format(where, i, name, replicas))
             try:
                 self.quotas.may_add_stream(acct, name, retention)
-                flow.add_stream(name, subjects, retention, storage)
+                flow.add_stream(name, subjects, retention, storage, replicas)
             except QuotaExceeded as exc:
                 raise ConfigError("{}[{}] ({!r}): {}".format(where, i, name, exc)) from None
             except ValueError as exc:

@@ -515,9 +515,13 @@ _RETENTION_KEYS = ("max_events", "max_bytes", "max_age", "max_per_subject", "max
                    "discard", "duplicate_window")
 
 
+MAX_REPLICAS = 5                        # JetStream's most replicas of a stream
+
+
 def stream_spec(s, where):
-    """Check one ``[[streams]]`` entry; returns (name, subjects, Retention, storage)."""
-    _check_keys(s, ("name", "subjects", "storage") + _RETENTION_KEYS, where)
+    """Check one ``[[streams]]`` entry; returns (name, subjects, Retention,
+    storage, replicas)."""
+    _check_keys(s, ("name", "subjects", "storage", "replicas") + _RETENTION_KEYS, where)
     name = _str(s.get("name"), where + ".name")
     try:
         _check_stream_name("stream", name)
@@ -544,7 +548,13 @@ def stream_spec(s, where):
         retention = Retention(**kw)
     except ValueError as exc:
         raise ConfigError("{}: {}".format(where, exc)) from None
-    return name, subjects, retention, storage
+    replicas = s.get("replicas", 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or \
+            not 1 <= replicas <= MAX_REPLICAS:
+        raise ConfigError("{}.replicas: expected an int in 1..{} (1: a local stream; more: "
+                          "replicated in the cluster's JetStream), got {!r}".format(
+                              where, MAX_REPLICAS, replicas))
+    return name, subjects, retention, storage, replicas
 
 
 # -- the TOML file -------------------------------------------------------------------

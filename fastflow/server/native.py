@@ -22,7 +22,14 @@ from fastflow._impl import (
     validate_pattern,
 )
 from fastflow._version import __version__
-from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
+from fastflow.cluster.jetstream import door_code, js_stream_name
+from fastflow.errors import (
+    EventTooLarge,
+    FastflowError,
+    JetStreamError,
+    LogFullError,
+    SubjectError,
+)
 from fastflow.protocol import AckKind, Flag, Op, error_code
 from fastflow.server.connection import CLOSING, READY, DoorProtocol, connect_json
 from fastflow.server.streams import (
@@ -273,6 +280,13 @@ class NativeProtocol(DoorProtocol):
         if store is not None:
             self._check_schema(store, subject, body)
         flow = self.flow
+        if flags & _FL_ACK:
+            # (only a PUB with ACK comes here: one lookup, None without
+            # replicated streams; PUBs without ACK stay in C)
+            st = flow.replicated_stream(subject)
+            if st is not None:
+                self._pub_replicated(rid, subject, reply, body, st)
+                return
         before = flow.n_delivered
         seq = flow.publish_record(subject, body, reply or None, self.outbuf)
         conn.in_msgs_py += 1
@@ -284,6 +298,45 @@ class NativeProtocol(DoorProtocol):
             self.ok(rid)
         if reply and flow.n_delivered == before:
             self.no_responders(reply)
+
+    def _pub_replicated(self, rid, subject, reply, body, st):
+        """A PUB with ACK on a subject of replicated stream ``st``: published
+        with the reply subject JetStream answers on (the cluster link
+        forwards it), and acknowledged with JetStream's answer (its seq),
+        or an error when it refuses or does not answer in time."""
+        service = self.server.replicated
+        if service is None or not service.link.connected:
+            raise RequestError(503, "PUB {!r}: stream {!r} is replicated in JetStream and "
+                                    "this server has no cluster link{}".format(
+                                        subject, st.name,
+                                        "" if service is None else " connected now"))
+        if reply:
+            raise RequestError(400, "PUB {!r} with ACK: a replicated stream's subject takes no "
+                                    "reply subject (JetStream's acknowledgement takes it)"
+                                    .format(subject))
+        try:
+            ack_reply, fut = service.acks.expect(
+                js_stream_name(self.conn.account.name, st.name))
+        except JetStreamError as exc:
+            raise RequestError(503, "PUB {!r}: {}".format(subject, exc)) from None
+        try:
+            self.flow.publish_record(subject, body, ack_reply, self.outbuf)
+        except BaseException:
+            service.acks.forget(ack_reply)
+            raise
+        self.conn.in_msgs_py += 1
+        fut.add_done_callback(lambda f: self._replicated_ack(f, rid, subject, st.name))
+
+    def _replicated_ack(self, fut, rid, subject, name):
+        if fut.cancelled() or self.conn.state != READY:
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.err(door_code(exc), "PUB {!r}: {}".format(subject, exc), rid)
+            return
+        ack = fut.result()
+        self.outbuf.frame(_PUBACK, _FL_DUPLICATE if ack.duplicate else 0, rid,
+                          body=_U64.pack(ack.seq) + name.encode())
 
     def _pub_batch(self, flags, rid, _subject, _reply, body):
         conn = self.conn
