@@ -569,7 +569,8 @@ class Router:
                  "__bytes_published", "__bytes_delivered", "__bytes_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop", "__n_conflated",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
-                 "__last_duplicate", "__ingress", "__trust_on", "trust_check")
+                 "__last_duplicate", "__ingress", "__trust_on", "trust_check", "prefer_local",
+                 "_only")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -613,6 +614,10 @@ class Router:
         self.__n_dropped_loop = 0
         self.__n_rejected = 0
         self.__n_callback_errors = 0
+        self.prefer_local = False       # queue groups with remote members (a cluster link's
+                                        # forwarders): a local member first
+        self._only = -1                 # the next delivery only: -1 every target, -2 the
+                                        # plain ones, a group's name one local member of it
 
     matcher = _ro("_Router__matcher")
     name = _ro("_Router__name")
@@ -734,6 +739,17 @@ class Router:
             return self.__default_record(ev)
         return _ev_encode(ev)
 
+    def __collect(self, m, toks):
+        """The handles a publish goes to (see Matcher._collect); this
+        delivery's ``_only`` is used up."""
+        only = self._only
+        self._only = -1
+        return m._collect(toks, only, self.__is_remote if self.prefer_local else None)
+
+    def __is_remote(self, h):
+        v = self.__matcher._value_or_missing(h)
+        return isinstance(v, WireTarget) and v.remote
+
     def publish_wire(self, subject, reply, rec, origin, built=False, trust_checked=False):
         """Publish an event record received from the network (a PUB frame):
         ``subject`` a str, ``reply`` its UTF-8 bytes (or None / empty),
@@ -755,19 +771,33 @@ class Router:
         if hops or trn:
             # lineage: the loop breaker needs the event (rare)
             ev = _ev_decode(subject, rec, 0, len(rec), 0, None, 0, None)
-            hs = m._collect(_tokens(m, subject))
+            hs = self.__collect(m, _tokens(m, subject))
             return self.__deliver(subject, hs, None, ev, _now_ns(), None, reply, origin)
-        hs = m._collect(_tokens(m, subject))
+        hs = self.__collect(m, _tokens(m, subject))
         return self.__deliver(subject, hs, None, None, _now_ns(), rec, reply, origin)
 
-    def publish_record(self, subject, record, reply=None, origin=None, *, trust_checked=False):
+    def publish_record(self, subject, record, reply=None, origin=None, *, trust_checked=False,
+                       groups=True, group=None):
         """Publish an event given as its record (``Event.encode()``, a PUB
         frame's body) without decoding it; ``reply`` goes to network
         subscribers; ``origin`` is the publishing connection (for its
         ``echo``); ``trust_checked``: the caller had the trust policy check
         it (``flow.trust.check_event``: a door that checks a request's
         events before it publishes any).  Returns the seq in the first
-        stream that stored it (its name: ``last_stream``), 0 if none did."""
+        stream that stored it (its name: ``last_stream``), 0 if none did.
+
+        A cluster link's delivery of an event from another node:
+        ``groups=False`` delivers to the targets outside queue groups only;
+        ``group`` (a queue group's name) to one local member of that group
+        only (none if it has no local member)."""
+        if group is not None:
+            if group not in self.__matcher._qrefs:
+                return 0                # no member here (any more)
+            only = group
+        elif not groups:
+            only = -2
+        else:
+            only = -1
         if origin is not None and not isinstance(origin, OutBuf):
             raise TypeError("Argument 'origin' has incorrect type (expected {}.{}, got {})"
                             .format(OutBuf.__module__, OutBuf.__qualname__,
@@ -776,8 +806,12 @@ class Router:
         if reply is not None:
             rb = _as_utf8(reply, False)
         rec = _record_bytes(record)
-        return self.publish_wire(_subject_str(subject), rb, rec, origin,
-                                 trust_checked=bool(trust_checked))
+        self._only = only
+        try:
+            return self.publish_wire(_subject_str(subject), rb, rec, origin,
+                                     trust_checked=bool(trust_checked))
+        finally:
+            self._only = -1
 
     def __route(self, subject, data, ev, now):
         """Publish one event: ``ev`` when the publisher gave attributes or an
@@ -788,7 +822,7 @@ class Router:
             _as_utf8(subject, False)
             self.__trust(subject, None, ev)
         m = self.__matcher
-        hs = m._collect(_tokens(m, subject))
+        hs = self.__collect(m, _tokens(m, subject))
         return self.__deliver(subject, hs, data, ev, now)
 
     def __route_cached(self, subject, data, ev, now):
@@ -803,12 +837,12 @@ class Router:
         version = m._inserts + m._removes
         if subject is not self.__last_subject or version != self.__last_version:
             toks = _tokens(m, subject)
-            hs = m._collect(toks)
+            hs = self.__collect(m, toks)
             self.__last_subject = subject
             self.__last_version = version
             self.__last_toks = toks
         else:
-            hs = m._collect(self.__last_toks)
+            hs = self.__collect(m, self.__last_toks)
             m._matches -= 1             # a cached result: not a match
         return self.__deliver(subject, hs, data, ev, now)
 
