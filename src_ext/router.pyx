@@ -224,6 +224,7 @@ cdef class SubTarget:
         self.cut = True
         if self.handle in r.matcher:
             r.matcher.remove(self.handle)   # no more events for it
+            r._drop_interest(self.handle)
         r._slow_consumer(self)
         if self.wake is not None:
             self.waiting = False
@@ -385,6 +386,7 @@ cdef class Router:
             raise ValueError('source is limited to {} bytes'.format(EV_MAX_STRING))
         self.hop_limit = hop_limit
         self.only_q = -1
+        self.interest_of = {}
 
     def __dealloc__(self):
         free(self.scratch)
@@ -405,17 +407,41 @@ cdef class Router:
             (<SubTarget>target).handle = h
         elif isinstance(target, WireTarget):
             (<WireTarget>target).handle = h
+            if (<WireTarget>target).remote:
+                return h                # (a cluster link's own: not this node's interest)
+        if isinstance(pattern, bytes):
+            pattern = (<bytes>pattern).decode('utf-8')
+        self.interest_of[h] = (pattern, queue)
+        if self.on_interest is not None:
+            self.on_interest(pattern, queue, 1)
         return h
 
     def remove(self, handle):
         self.dedup_hint = None          # (it may be the log of a stream going away)
         self.matcher.remove(handle)
+        self._drop_interest(handle)
 
     def remove_many(self, handles):
         """Remove the live targets of ``handles`` at once (a closing
         connection's); returns how many were removed."""
         self.dedup_hint = None
-        return self.matcher.remove_many(handles)
+        handles = list(handles)
+        n = self.matcher.remove_many(handles)
+        if self.interest_of:
+            for h in handles:
+                self._drop_interest(h)
+        return n
+
+    cdef int _drop_interest(self, int64_t h) except -1:
+        cdef object pq = self.interest_of.pop(h, None)
+        if pq is not None and self.on_interest is not None:
+            self.on_interest(pq[0], pq[1], -1)
+        return 0
+
+    def interest(self):
+        """The (pattern, queue) of every target but a cluster link's, one
+        per target (a pattern twice when two targets want it)."""
+        return list(self.interest_of.values())
 
     # -- publishing ------------------------------------------------------------
 
@@ -870,6 +896,7 @@ cdef class Router:
                         wt.remaining -= 1
                         if wt.remaining == 0 and wt.handle in m:
                             m.remove(wt.handle)     # UNSUB with a max: done
+                            self._drop_interest(wt.handle)
                             if wt.on_end is not None:
                                 wt.on_end(wt)
                     continue

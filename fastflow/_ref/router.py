@@ -267,6 +267,7 @@ class SubTarget:
         self._cut = True
         if self._handle in r.matcher:
             r.matcher.remove(self._handle)  # no more events for it
+            r._drop_interest(self._handle)
         _slow_consumer(r, self)
         if self.wake is not None:
             self._waiting = False
@@ -570,7 +571,7 @@ class Router:
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop", "__n_conflated",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
                  "__last_duplicate", "__ingress", "__trust_on", "trust_check", "prefer_local",
-                 "_only")
+                 "_only", "_interest_of", "on_interest")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -616,6 +617,9 @@ class Router:
         self.__n_callback_errors = 0
         self.prefer_local = False       # queue groups with remote members (a cluster link's
                                         # forwarders): a local member first
+        self._interest_of = {}          # handle -> (pattern, queue) of every target but a
+                                        # cluster link's (its interest, for the link)
+        self.on_interest = None         # (pattern, queue, +1 | -1) as that changes
         self._only = -1                 # the next delivery only: -1 every target, -2 the
                                         # plain ones, a group's name one local member of it
 
@@ -693,15 +697,38 @@ class Router:
         h = self.__matcher.add(pattern, target, queue)
         if type(target) is not StreamTarget:
             target._handle = h
+            if isinstance(target, WireTarget) and target.remote:
+                return h                # (a cluster link's own: not this node's interest)
+        if isinstance(pattern, bytes):
+            pattern = pattern.decode("utf-8")
+        self._interest_of[h] = (pattern, queue)
+        if self.on_interest is not None:
+            self.on_interest(pattern, queue, 1)
         return h
 
     def remove(self, handle):
         self.__matcher.remove(handle)
+        self._drop_interest(handle)
 
     def remove_many(self, handles):
         """Remove the live targets of ``handles`` at once (a closing
         connection's); returns how many were removed."""
-        return self.__matcher.remove_many(handles)
+        handles = list(handles)
+        n = self.__matcher.remove_many(handles)
+        if self._interest_of:
+            for h in handles:
+                self._drop_interest(h)
+        return n
+
+    def _drop_interest(self, h):
+        pq = self._interest_of.pop(h, None)
+        if pq is not None and self.on_interest is not None:
+            self.on_interest(pq[0], pq[1], -1)
+
+    def interest(self):
+        """The (pattern, queue) of every target but a cluster link's, one
+        per target (a pattern twice when two targets want it)."""
+        return list(self._interest_of.values())
 
     # -- publishing ------------------------------------------------------------
 
@@ -995,6 +1022,7 @@ class Router:
                     v._remaining -= 1
                     if v._remaining == 0 and v._handle in m:
                         m.remove(v._handle)     # UNSUB with a max: done
+                        self._drop_interest(v._handle)
                         if v.on_end is not None:
                             v.on_end(v)
                 continue
