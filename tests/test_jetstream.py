@@ -10,6 +10,7 @@ from typing import NamedTuple, Optional
 import pytest
 
 from fastflow import Event, Flow, Retention
+from fastflow.cluster import Link
 from fastflow.cluster import jetstream as jsm
 from fastflow.cluster.jetstream import (
     JetStream,
@@ -84,8 +85,12 @@ def run(coro):
 def test_names_and_prefix():
     assert js_stream_name("$G", "orders") == "FF__G_orders"
     assert js_stream_name("acme", "o-1_x") == "FF_acme_o-1_x"
-    assert account_prefix("$G") == ""
+    assert account_prefix("$G") == "_FFA.$G."
     assert account_prefix("acme") == "_FFA.acme."
+    link = Link("nats://127.0.0.1:4222", node="n")
+    link.attach("odd name", Flow())
+    assert account_prefix("odd name", link) == link.accounts["odd name"].prefix \
+        == "_FFA.x6f6464206e616d65."
 
 
 def test_stream_config_maps_retention():
@@ -272,7 +277,7 @@ def delivery(link, fake, sseq, dseq, subject="o.a", data=None, name=None):
         if not isinstance(data, bytes) or data[:1] == b"\x01" or data is None else data
     reply = "$JS.ACK.S.{}.1.{}.{}.17964384238842.0".format(name or "C{}".format(
         len(fake.consumers)), sseq, dseq)
-    return link.deliver(cfg["deliver_subject"], Msg(subject, reply, None, rec))
+    return link.deliver(cfg["deliver_subject"], Msg("_FFA.$G." + subject, reply, None, rec))
 
 
 def heartbeat(link, fake, last_consumer, last_stream=0, stalled=None):
@@ -355,7 +360,7 @@ def test_mirror_remakes_its_consumer_on_a_gap():
         assert fake.consumers[1]["deliver_subject"] != fake.consumers[0]["deliver_subject"]
         # the old consumer's deliveries are no longer taken
         old = fake.consumers[0]["deliver_subject"]
-        assert not link.deliver(old, Msg("o.a", "$JS.ACK.S.C1.1.2.2.1.0", None, b""))
+        assert not link.deliver(old, Msg("_FFA.$G.o.a", "$JS.ACK.S.C1.1.2.2.1.0", None, b""))
         delivery(link, fake, 2, 1)
         delivery(link, fake, 3, 2)
         assert [e.seq for e in st.replay()] == [1, 2, 3]
@@ -404,7 +409,10 @@ def test_mirror_strips_the_account_prefix():
         rec = Event("o.a", b"x").encode()
         link.deliver(cfg["deliver_subject"], Msg("_FFA.acme.o.a", "$JS.ACK.S.C1.1.1.1.1.0",
                                                  None, rec))
+        link.deliver(cfg["deliver_subject"], Msg("_FFA.other.o.a", "$JS.ACK.S.C1.1.2.2.1.0",
+                                                 None, rec))
         assert st.get(1).routing_subject == "o.a"
+        assert (st.log.last_seq, m.info()["invalid"]) == (1, 1)
         await m.stop()
     run(go())
 
@@ -451,3 +459,23 @@ def test_service_attaches_flows():
 
 def test_module_names():
     assert set(jsm.__all__) <= set(dir(jsm))
+
+
+def test_service_forwards_replicated_subjects_through_the_link():
+    # the account's forwarder on a replicated stream's patterns: its publishes
+    # go to the backbone (to JetStream) though no node wants them, written once
+    link = Link("nats://127.0.0.1:4222", node="n")
+    flow = Flow()
+    link.attach("$G", flow)
+    link.connected = True               # (what is written stays in link.out)
+    flow.add_stream("R", ["o.>", "o.a"], replicas=3)
+    svc = ReplicatedStreams(link, link.node)
+    svc.attach("$G", flow)
+    assert flow.publish("o.a", b"x") == 0
+    assert flow.publish("p", b"y") == 0
+    out = link.out.take()
+    assert out.startswith(b"PUB _FFA.$G.o.a ") and out.count(b"PUB ") == 1
+    assert flow.interest() == []        # not this node's interest: nothing comes back
+    flow.delete_stream("R")
+    flow.publish("o.a", b"x")
+    assert link.out.take() == b""

@@ -45,7 +45,6 @@ API = "$JS.API."
 ACK_PREFIX = "$JS.ACK."
 ACK_REPLY = "_FFK"                      # _FFK.<node>.<n>: JetStream's answer to a publish
 DELIVER = "_FFJ"                        # _FFJ.<node>.<k>: a mirror's deliveries
-DEFAULT_ACCOUNT = "$G"
 
 # answers JetStream gives that a retry may outlive (no leader yet, quorum lost)
 _RETRY_BACKOFF = (0.1, 2.0)             # seconds: first and longest wait between attempts
@@ -65,11 +64,14 @@ def js_stream_name(account, stream):
     return "FF_{}_{}".format(_SANITIZE.sub("_", account), _SANITIZE.sub("_", stream))
 
 
-def account_prefix(account):
+def account_prefix(account, link=None):
     """What an account's subjects (and reply subjects) carry on the
-    backbone: nothing for the default account, ``_FFA.<account>.``
-    otherwise."""
-    return "" if account == DEFAULT_ACCOUNT else "_FFA.{}.".format(account)
+    backbone: the link's own prefix for it when ``link`` has the account
+    attached, else ``_FFA.<account>.``."""
+    a = getattr(link, "accounts", {}).get(account) if link is not None else None
+    if a is not None:
+        return a.prefix
+    return "_FFA.{}.".format(account)
 
 
 def stream_config(name, subjects, retention, replicas):
@@ -409,7 +411,8 @@ class Mirror:
         self.account = account
         self.stream = stream
         self.js_name = js_name
-        self.prefix = account_prefix(account)
+        self.prefix = account_prefix(account, link)
+        self.forward = []               # the flow's handles of the link's forwarder
         self.heartbeat = heartbeat
         self.ensure = ensure
         self._gen = 0                   # the consumer deliveries are taken from
@@ -639,8 +642,10 @@ class Mirror:
 class ReplicatedStreams:
     """The replicated streams of a node: for each stream with
     ``replicas > 1`` of an attached flow, its JetStream stream (made or
-    updated to its config) and its ``Mirror``; ``acks`` answers the
-    publishes forwarded to JetStream."""
+    updated to its config), the link's forwarder on its patterns (every
+    publish on them goes to the backbone, where JetStream stores it,
+    whether or not another node wants it) and its ``Mirror``; ``acks``
+    answers the publishes forwarded to JetStream."""
 
     def __init__(self, link, node, api_timeout=2.0, ack_timeout=3.0, heartbeat=1.0,
                  max_acks=65536):
@@ -689,12 +694,22 @@ class ReplicatedStreams:
             if st.replicated:
                 self.add(account, st)
 
+    def detach(self, account):
+        """Stop mirroring the streams of ``account`` (its flow goes)."""
+        flow = self.flows.pop(account, None)
+        handler = self._handlers.pop(account, None)
+        if flow is not None and flow.replica_handler is handler:
+            flow.replica_handler = None
+        for (a, _), m in list(self.mirrors.items()):
+            if a == account:
+                self.remove(account, m.stream)
+
     def add(self, account, st):
         key = (account, st.name)
         if key in self.mirrors:
             return self.mirrors[key]
         name = js_stream_name(account, st.name)
-        prefix = account_prefix(account)
+        prefix = account_prefix(account, self.link)
         config = stream_config(name, [prefix + s for s in st.subjects], st.retention,
                                st.replicas)
         ensured = []
@@ -704,6 +719,13 @@ class ReplicatedStreams:
                 await self.js.ensure_stream(config)
                 ensured.append(True)
         m = Mirror(self.link, self.js, self.node, account, st, name, self.heartbeat, ensure)
+        a = getattr(self.link, "accounts", {}).get(account)
+        flow = self.flows.get(account)
+        if a is not None and flow is not None:
+            # the account's forwarder (the link's ClusterTarget, written once
+            # per event however many of its patterns match) on the stream's
+            # patterns: not this node's interest, nothing comes back for it
+            m.forward = [flow.add(pattern, a.plain) for pattern in st.subjects]
         st.mirror = m
         self.mirrors[key] = m
         if self.started:
@@ -714,6 +736,13 @@ class ReplicatedStreams:
         m = self.mirrors.pop((account, st.name), None)
         if m is not None:
             st.mirror = None
+            flow = st.flow
+            for h in m.forward:
+                try:
+                    flow.remove(h)
+                except (KeyError, ValueError):
+                    pass
+            m.forward = []
             try:
                 asyncio.get_running_loop().create_task(m.stop())
             except RuntimeError:        # no loop: nothing runs it

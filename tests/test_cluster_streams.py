@@ -1,0 +1,258 @@
+"""Replicated streams end to end (issue 19, docs/cluster.md): ``fastflow
+serve`` nodes with ``[cluster]`` and a ``[[streams]]`` entry with
+``replicas = 3``, over a real cluster of three nats-servers with JetStream
+(natscluster.py).  A stream with replicas lives in JetStream
+(``FF_<account>_<name>``); each node's log of it is a read cache whose seqs
+are JetStream's, fed by the node's mirror; a native PUB with ACK is
+acknowledged with JetStream's PubAck.
+
+What is checked: acknowledged events are in every node's cache at their
+acknowledged seq; they survive the kill of one nats-server of three (the
+stream's leader), and publishing goes on after it; a fastflow node
+stopped while others publish catches its cache up when it starts again;
+replay and durable consumers read the cache through the usual API; the
+JetStream stream has the config of the fastflow stream; a foreign
+message in the JetStream stream (not an event record) is skipped.
+
+Every wait is bounded and polled; the nodes run under uvloop (the
+mirror and acks are plain asyncio).  Missing peers skip loudly, or fail
+with FASTFLOW_REQUIRE_PEERS=1."""
+
+import asyncio
+import json
+import time
+
+import pytest
+
+import fastflow.client as fc
+from fastflow import Event
+from fastflow.errors import ServerError
+
+from test_cluster import cluster_of, metrics
+
+INTERVAL = 0.2                  # [cluster] interest_interval
+HEARTBEAT = 0.3                 # [cluster] heartbeat: a silent mirror is remade after 3
+TEST_TIMEOUT = 120.0
+JS_NAME = "FF__G_orders"
+
+one_loop = pytest.mark.parametrize("aloop", ["uvloop"], indirect=True)
+pytestmark = one_loop
+
+
+def node_config(path, urls, data_dir, replicas=3, extra=""):
+    path.write_text("""data_dir = {data_dir!r}
+{extra}
+[cluster]
+urls = {urls}
+interest_interval = {interval}
+heartbeat = {heartbeat}
+ack_timeout = 2.0
+api_timeout = 1.0
+
+[[streams]]
+name = "orders"
+subjects = ["orders.>"]
+replicas = {replicas}
+storage = "file"
+max_events = 100000
+""".format(data_dir=str(data_dir), urls=json.dumps(urls), interval=INTERVAL,
+           heartbeat=HEARTBEAT, replicas=replicas, extra=extra))
+    return path
+
+
+@pytest.fixture
+def ffjsnodes(ffproc, tmp_path):
+    """``nodes = ffjsnodes(cluster, n)``: n ``fastflow serve`` processes
+    (not started) with the replicated stream ``orders`` (replicas 3) on
+    ``cluster``, each with its data_dir."""
+
+    def make(cluster, n=2):
+        nodes = []
+        for i in range(n):
+            conf = node_config(tmp_path / "node{}.toml".format(i), cluster.urls,
+                               tmp_path / "data{}".format(i))
+            nodes.append(ffproc("--name", "node{}".format(i), "--config", str(conf),
+                                monitor=True))
+        return nodes
+
+    return make
+
+
+async def until(what, fn, timeout=20.0, nodes=()):
+    """``await fn()`` until it is truthy (polled, bounded); its value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = await fn()
+        except (OSError, ServerError, asyncio.TimeoutError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > deadline:
+            logs = "".join("\n--- node log:\n" + nd.log[-3000:] for nd in nodes)
+            raise AssertionError("not {} within {} s (last: {!r}){}".format(
+                what, timeout, last, logs))
+        await asyncio.sleep(0.05)
+
+
+async def mirror_of(node):
+    c = await cluster_of(node)
+    return ((c.get("jetstream") or {}).get("streams") or {}).get("$G/orders")
+
+
+async def mirroring(node):
+    m = await mirror_of(node)
+    return m is not None and m["state"] == "mirroring"
+
+
+async def last_seq(client):
+    return (await client.stream_info("orders"))["last_seq"]
+
+
+async def publish_acked(client, i, deadline):
+    """Publish event ``i`` with ACK until JetStream acknowledges it (a
+    failover answers 503 for a while): its PubAck."""
+    while True:
+        try:
+            return await client.publish_ack("orders.eu", b"%d" % i, id="e%d" % i, timeout=5)
+        except (ServerError, asyncio.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError("event {} not acknowledged: {}".format(i, exc)) from None
+            await asyncio.sleep(0.1)
+
+
+async def cache(client):
+    """Every event of the node's cache of ``orders``: {seq: (id, data)}."""
+    return {ev.seq: (ev.id, ev.data) async for ev in client.replay("orders")}
+
+
+def stream_leader(cluster):
+    for i in cluster.running:
+        st = cluster.stream_state(i, JS_NAME)
+        leader = ((st or {}).get("cluster") or {}).get("leader")
+        if leader:
+            return cluster.index(leader)
+    return None
+
+
+def test_acked_events_survive_a_server_kill_and_a_node_restart(aloop, nats_cluster_factory,
+                                                                 ffjsnodes):
+    cluster = nats_cluster_factory(3)
+    nodes = ffjsnodes(cluster, 2)
+
+    async def main():
+        await asyncio.gather(*(nd.astart() for nd in nodes))
+        for nd in nodes:
+            await until("mirroring", lambda nd=nd: mirroring(nd), nodes=nodes)
+        c0 = await fc.connect(nodes[0].url, timeout=5)
+        c1 = await fc.connect(nodes[1].url, timeout=5)
+        acked = {}                      # seq -> (id, data)
+        deadline = time.monotonic() + 30
+        for i in range(50):
+            a = await publish_acked(c0, i, deadline)
+            assert (a.stream, a.duplicate) == ("orders", False)
+            acked[a.seq] = ("e%d" % i, b"%d" % i)
+        assert sorted(acked) == list(range(1, 51))      # JetStream's seqs, in order
+        # the other node's cache has them at the same seqs (its mirror)
+        await until("node1 caught up", lambda: _at_least(c1, 50), nodes=nodes)
+        assert await cache(c1) == acked
+        # no publish stored them in node0's log: its mirror did, the same
+        assert await cache(c0) == acked
+        # the stream's leader goes; acknowledged events stay, publishing goes on
+        leader = stream_leader(cluster)
+        assert leader is not None
+        cluster.kill(leader)
+        deadline = time.monotonic() + 40
+        for i in range(50, 80):
+            a = await publish_acked(c0, i, deadline)
+            acked[a.seq] = ("e%d" % i, b"%d" % i)
+        top = max(acked)
+        for c in (c0, c1):
+            await until("the caches past seq {}".format(top), lambda c=c: _at_least(c, top),
+                        timeout=30, nodes=nodes)
+            got = await cache(c)
+            for seq, want in acked.items():
+                assert got.get(seq) == want, (seq, got.get(seq), want)
+        # a node stopped while the other publishes catches up when it starts
+        await c1.close()
+        await nodes[1].astop()
+        for i in range(80, 100):
+            a = await publish_acked(c0, i, deadline + 20)
+            acked[a.seq] = ("e%d" % i, b"%d" % i)
+        top = max(acked)
+        cluster.start(leader)
+        await nodes[1].astart()
+        c1 = await fc.connect(nodes[1].url, timeout=5)
+        await until("node1 caught up after its restart", lambda: _at_least(c1, top),
+                    timeout=30, nodes=nodes)
+        got = await cache(c1)
+        for seq, want in acked.items():
+            assert got.get(seq) == want, (seq, got.get(seq), want)
+        # a durable consumer reads the cache as any stream's
+        await c1.add_consumer("orders", "k", start="first")
+        seen = []
+        while len(seen) < len(got):
+            ds = await c1.fetch("orders", "k", 64, wait=1.0)
+            assert ds, "the consumer stopped at {} of {}".format(len(seen), len(got))
+            for d in ds:
+                seen.append(d.seq)
+                await d.ack()
+        assert seen == sorted(got)
+        info = await c1.stream_info("orders")
+        assert info["replicas"] == 3 and info["mirror"]["jetstream_stream"] == JS_NAME
+        assert info["mirror"]["state"] == "mirroring"
+        mt = await metrics(nodes[0])
+        assert mt["fastflow_cluster_js_acked_total"] >= 100
+        assert mt["fastflow_cluster_js_mirrored_total"] >= 100
+        await c0.close()
+        await c1.close()
+
+    aloop(main, timeout=TEST_TIMEOUT)
+
+
+async def _at_least(client, seq):
+    return await last_seq(client) >= seq
+
+
+def test_jetstream_holds_the_stream_as_configured(aloop, nats_cluster, ffjsnodes, natspy):
+    nodes = ffjsnodes(nats_cluster, 1)
+
+    async def main():
+        nd = nodes[0]
+        await nd.astart()
+        await until("mirroring", lambda: mirroring(nd), nodes=nodes)
+        nc = await natspy.connect(nats_cluster.urls[0])
+        try:
+            info = json.loads((await nc.request("$JS.API.STREAM.INFO." + JS_NAME, b"",
+                                                timeout=2)).data)
+            cfg = info["config"]
+            assert (cfg["subjects"], cfg["num_replicas"], cfg["storage"], cfg["max_msgs"],
+                    cfg["discard"]) == (["_FFA.$G.orders.>"], 3, "file", 100000, "old")
+            c = await fc.connect(nd.url, timeout=5)
+            a = await c.publish_ack("orders.x", b"one", id="one")
+            # what JetStream holds is the event record, byte for byte
+            got = json.loads((await nc.request("$JS.API.STREAM.MSG.GET." + JS_NAME,
+                                               json.dumps({"seq": a.seq}).encode(),
+                                               timeout=2)).data)
+            import base64
+            ev = Event.decode("orders.x", base64.b64decode(got["message"]["data"]))
+            assert (ev.id, ev.data) == ("one", b"one")
+            assert got["message"]["subject"] == "_FFA.$G.orders.x"
+            # a foreign message (not an event record) in the JetStream stream
+            # is skipped by the mirror; the next event comes after it
+            ack = json.loads((await nc.request("_FFA.$G.orders.raw", b"plain bytes",
+                                               timeout=2)).data)
+            b = await c.publish_ack("orders.x", b"two", id="two")
+            assert b.seq == ack["seq"] + 1 == a.seq + 2
+            await until("the cache at seq {}".format(b.seq), lambda: _at_least(c, b.seq))
+            got = await cache(c)
+            assert got[a.seq] == ("one", b"one") and got[b.seq] == ("two", b"two")
+            assert ack["seq"] not in got
+            m = await mirror_of(nd)
+            assert m["invalid"] >= 1
+            await c.close()
+        finally:
+            await nc.close()
+
+    aloop(main, timeout=TEST_TIMEOUT)
