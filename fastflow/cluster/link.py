@@ -426,8 +426,15 @@ class Link:
             st = self.nodes[node] = {"v": 0, "seen": 0.0, "keys": set()}
         st["seen"] = self.loop.time()
         if body.get("full"):
-            self._set_node(st, set())
+            # all of it (or its first part): only the difference changes here
             st["v"] = v
+            keys = set()
+            for it in body.get("add", ()):
+                k = self._key(it)
+                if k is not None:
+                    keys.add(k)
+            self._set_node(st, keys)
+            return
         elif v != st["v"] + 1:
             if body.get("hb") and v == st["v"]:
                 return                  # a heartbeat: nothing changed
@@ -765,7 +772,7 @@ class Link:
         self.connected = False
         self.proto = None
         self.out.clear()
-        if was:
+        if was and not self.closed:
             log.warning("cluster: lost %s%s", self.server,
                         ": {}".format(exc) if exc else "")
         # what the other nodes wanted may change while this one is away: it
