@@ -66,12 +66,12 @@ def ffjsnodes(ffproc, tmp_path):
     (not started) with the replicated stream ``orders`` (replicas 3) on
     ``cluster``, each with its data_dir."""
 
-    def make(cluster, n=2):
+    def make(cluster, n=2, *args):
         nodes = []
         for i in range(n):
             conf = node_config(tmp_path / "node{}.toml".format(i), cluster.urls,
                                tmp_path / "data{}".format(i))
-            nodes.append(ffproc("--name", "node{}".format(i), "--config", str(conf),
+            nodes.append(ffproc("--name", "node{}".format(i), "--config", str(conf), *args,
                                 monitor=True))
         return nodes
 
@@ -256,3 +256,57 @@ def test_jetstream_holds_the_stream_as_configured(aloop, nats_cluster, ffjsnodes
             await nc.close()
 
     aloop(main, timeout=TEST_TIMEOUT)
+
+
+def test_embedded_accounts_and_a_stream_full_under_discard_new(aloop, nats_cluster):
+    # in one process: a Link with two accounts' flows, the service over it;
+    # an account's subjects and ack replies carry its prefix on the backbone
+    from fastflow import Flow, Retention
+    from fastflow.cluster import Link
+    from fastflow.cluster.jetstream import ReplicatedStreams, door_code
+    from fastflow.errors import JetStreamError
+
+    async def main():
+        link = Link(nats_cluster.urls, node="emb", interest_interval=INTERVAL)
+        g, acme = Flow(), Flow()
+        link.attach("$G", g)
+        link.attach("acme", acme)
+        svc = ReplicatedStreams(link, link.node, heartbeat=HEARTBEAT, ack_timeout=2.0)
+        sg = g.add_stream("tick", "tick.>", replicas=3)
+        sa = acme.add_stream("tick", "tick.>", Retention(max_events=3, discard="new"),
+                             replicas=3)
+        svc.attach("$G", g)
+        svc.attach("acme", acme)
+        svc.start()
+        await link.start(wait=5)
+        try:
+            for st in (sg, sa):
+                await until("mirroring", lambda st=st: _true(st.mirror.state == "mirroring"))
+
+            async def publish(flow, st, data):
+                reply, fut = svc.acks.expect(st.mirror.js_name)
+                flow.publish_record("tick.a", Event("tick.a", data).encode(), reply)
+                return await fut
+            a1 = await publish(acme, sa, b"a1")
+            g1 = await publish(g, sg, b"g1")
+            assert (a1.stream, a1.seq, g1.stream, g1.seq) == ("FF_acme_tick", 1, "FF__G_tick", 1)
+            for i in range(2):
+                await publish(acme, sa, b"more")
+            with pytest.raises(JetStreamError, match="maximum messages exceeded") as ei:
+                await publish(acme, sa, b"full")
+            assert door_code(ei.value) == 507
+            await until("caches", lambda: _true(sa.log.last_seq == 3 and sg.log.last_seq == 1))
+            assert [e.data for e in sa.replay()] == [b"a1", b"more", b"more"]
+            assert [(e.seq, e.data) for e in sg.replay()] == [(1, b"g1")]
+            assert sa.get(1).routing_subject == "tick.a"
+            assert svc.acks.info()["errors"] == 1
+        finally:
+            await svc.close()
+            await link.close()
+
+    aloop(main, timeout=TEST_TIMEOUT)
+
+
+async def _true(v):
+    return v
+

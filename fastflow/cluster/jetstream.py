@@ -492,9 +492,15 @@ class Mirror:
         backoff = _RETRY_BACKOFF[0]
         while not self.closed:
             self._reset.clear()
+            if not self.link.connected:
+                # (the link's on_connect resets: no error to count until then)
+                self.state = "waiting"
+                try:
+                    await asyncio.wait_for(self._reset.wait(), _RETRY_BACKOFF[1])
+                except asyncio.TimeoutError:
+                    pass
+                continue
             try:
-                if not self.link.connected:
-                    raise JetStreamError(503, "the cluster link is not connected")
                 await self._make()
                 backoff = _RETRY_BACKOFF[0]
             except Exception as exc:
