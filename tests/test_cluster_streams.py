@@ -290,7 +290,7 @@ def test_embedded_accounts_and_a_stream_full_under_discard_new(aloop, nats_clust
             a1 = await publish(acme, sa, b"a1")
             g1 = await publish(g, sg, b"g1")
             assert (a1.stream, a1.seq, g1.stream, g1.seq) == ("FF_acme_tick", 1, "FF__G_tick", 1)
-            for i in range(2):
+            for _ in range(2):
                 await publish(acme, sa, b"more")
             with pytest.raises(JetStreamError, match="maximum messages exceeded") as ei:
                 await publish(acme, sa, b"full")
