@@ -251,6 +251,16 @@ def test_jetstream_holds_the_stream_as_configured(aloop, nats_cluster, ffjsnodes
             assert ack["seq"] not in got
             m = await mirror_of(nd)
             assert m["invalid"] >= 1
+            # a PUB_BATCH with ACK waits for JetStream's answers: the last seq is
+            # JetStream's, and the events are in the cache at the seqs before it
+            last, n = await c.publish_batch_ack("orders.batch", [b"b%d" % i for i in range(20)])
+            assert (last, n) == (b.seq + 20, 20)
+            await until("the cache at {}".format(last), lambda: _at_least(c, last))
+            got = [(e.seq, e.data) async for e in c.replay("orders", seq=b.seq + 1)]
+            assert got == [(b.seq + 1 + i, b"b%d" % i) for i in range(20)]
+            # a reply subject of its own and ACK on a replicated subject: refused
+            with pytest.raises(ServerError, match="takes no reply subject"):
+                await _pub_ack_with_reply(c)
             await c.close()
         finally:
             await nc.close()
@@ -310,3 +320,17 @@ def test_embedded_accounts_and_a_stream_full_under_discard_new(aloop, nats_clust
 async def _true(v):
     return v
 
+
+
+async def _pub_ack_with_reply(c):
+    """A PUB with ACK and a reply subject (the client's frame, by hand)."""
+    from fastflow.protocol import Flag
+
+    rid = c._new_id()
+    fut = c._pending[rid] = c._loop.create_future()
+    try:
+        c._publish_record("orders.x", Event("orders.x", b"").encode(), "my.reply",
+                          int(Flag.ACK), rid)
+        return await asyncio.wait_for(fut, 5)
+    finally:
+        c._pending.pop(rid, None)
