@@ -479,3 +479,37 @@ def test_service_forwards_replicated_subjects_through_the_link():
     flow.delete_stream("R")
     flow.publish("o.a", b"x")
     assert link.out.take() == b""
+
+
+def test_mirror_with_a_refused_config_mirrors_the_stream_as_it_is():
+    async def go():
+        fake, link, st, m = make_mirror()
+        calls = []
+
+        async def ensure():
+            calls.append(1)
+            if len(calls) == 1:
+                raise JetStreamError(503, "update stream: no leader", 10008)
+            raise JetStreamError(400, "update stream: stream configuration update can "
+                                 "not change storage type", 10052)
+        m.ensure = ensure
+        m.start()
+        await until(lambda: m.state == "mirroring", timeout=3)
+        assert len(calls) == 2          # a 503 is tried again, a refusal is not
+        assert "can not change storage type" in m.info()["config_error"]
+        assert m.info()["last_error"] is None
+        # the JetStream stream deleted: made again (ensure), then mirrored
+        gone = []
+        real = fake.answer
+
+        def answer(subject, body):
+            if subject.startswith("$JS.API.STREAM.INFO.") and not gone:
+                gone.append(1)
+                return {"error": {"code": 404, "err_code": 10059,
+                                  "description": "stream not found"}}
+            return real(subject, body)
+        link.answer = answer
+        m.reset("test")
+        await until(lambda: len(calls) == 3 and m.state == "mirroring", timeout=3)
+        await m.stop()
+    run(go())

@@ -413,6 +413,8 @@ class Mirror:
         self.js_name = js_name
         self.prefix = account_prefix(account, link)
         self.forward = []               # the flow's handles of the link's forwarder
+        self._ensured = False           # ``ensure`` done (again after a stream not found)
+        self.config_error = None        # why JetStream refused this node's stream config
         self.heartbeat = heartbeat
         self.ensure = ensure
         self._gen = 0                   # the consumer deliveries are taken from
@@ -535,10 +537,23 @@ class Mirror:
 
     async def _make(self):
         """The consumer, from the log's last seq + 1."""
-        if self.ensure is not None:
-            await self.ensure()
+        if self.ensure is not None and not self._ensured:
+            try:
+                await self.ensure()
+            except JetStreamError as exc:
+                if not 400 <= exc.code < 500 or exc.code == 408:
+                    raise               # (no answer, no leader: again later)
+                # a config JetStream refuses (storage changed, subjects taken):
+                # said once; the stream as it is is mirrored if there is one
+                log.error("mirror of %s: the JetStream stream does not take this node's "
+                          "config: %s", self.js_name, exc)
+                self.config_error = str(exc)
+            else:
+                self.config_error = None
+            self._ensured = True
         info = await self.js.stream_info(self.js_name)
         if info is None:
+            self._ensured = False       # (deleted meanwhile: made again next time)
             raise JetStreamError(404, "stream {} not found".format(self.js_name), _NOT_FOUND)
         lg = self.stream.log
         self.js_last_seq = (info.get("state") or {}).get("last_seq", 0)
@@ -569,7 +584,8 @@ class Mirror:
         self._consumer = name
         self._seen = time.monotonic()
         self.state = "mirroring"
-        self.last_error = None
+        if self.js_last_seq >= lg.last_seq:
+            self.last_error = None
 
     # -- deliveries (in the link's callback: synchronous, one at a time) ----------------
 
@@ -639,7 +655,8 @@ class Mirror:
                 "stored": self.n_stored, "skipped": self.n_skipped, "invalid": self.n_invalid,
                 "duplicates": self.n_duplicates, "resets": self.n_resets,
                 "heartbeats": self.n_heartbeats, "flow_control": self.n_flow_control,
-                "errors": self.n_errors, "last_error": self.last_error}
+                "errors": self.n_errors, "last_error": self.last_error,
+                "config_error": self.config_error}
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -718,12 +735,8 @@ class ReplicatedStreams:
         prefix = account_prefix(account, self.link)
         config = stream_config(name, [prefix + s for s in st.subjects], st.retention,
                                st.replicas)
-        ensured = []
-
         async def ensure():
-            if not ensured:             # once per mirror (its later consumers skip it)
-                await self.js.ensure_stream(config)
-                ensured.append(True)
+            await self.js.ensure_stream(config)
         m = Mirror(self.link, self.js, self.node, account, st, name, self.heartbeat, ensure)
         a = getattr(self.link, "accounts", {}).get(account)
         flow = self.flows.get(account)
