@@ -450,6 +450,8 @@ class Mirror:
         self.state = "stopped"
         if self._reset is not None:
             self._reset.set()
+        name = self._consumer
+        self._consumer = None
         self._drop()
         if self._task is not None:
             self._task.cancel()
@@ -458,6 +460,14 @@ class Mirror:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if name is not None and self.link.connected:
+            # (waited for, briefly: no task left behind; JetStream drops an
+            # ephemeral consumer without interest anyway)
+            try:
+                await asyncio.wait_for(self.js.delete_consumer(self.js_name, name),
+                                       self.js.timeout)
+            except (JetStreamError, asyncio.TimeoutError):
+                pass
 
     def reset(self, why):
         """Make the consumer again (from the log's last seq + 1)."""
