@@ -26,6 +26,7 @@ import asyncio
 import importlib.util
 import json
 import re
+import signal
 import time
 
 import pytest
@@ -221,20 +222,22 @@ def test_nodes_join_and_show_the_cluster_in_varz_and_metrics(aloop, ffnodes, nat
         for i, nd in enumerate(nodes):
             c = await cluster_of(nd)
             assert c["connected"] is True
-            assert list(c["urls"]) == nats_cluster.urls
-            assert c["server"] in nats_cluster.urls
+            assert c["urls"] == nats_cluster.urls       # (as --cluster gives them)
+            assert "nats://" + c["server"] in nats_cluster.urls     # (host:port)
             m = NODE_ID.match(c["node"])
             assert m and int(m.group(1)) == i, c["node"]
             ids.add(c["node"])
             assert peers(c) == 2
-            assert (c["out_msgs"], c["out_bytes"], c["in_msgs"], c["in_bytes"]) == (0, 0, 0, 0)
+            assert (c["out_msgs"], c["out_bytes"], c["in_msgs"]) == (0, 0, 0)
+            assert c["in_bytes"] > 0        # (every byte read: the others' gossip so far)
             assert count(c["remote_interest"]) == 0 and count(c["local_interest"]) == 0
             assert c["reconnects"] == 0
             mt = await metrics(nd)
             assert mt["fastflow_cluster_connected"] == 1
             assert mt["fastflow_cluster_nodes"] == 2
-            for k in ("in_msgs", "out_msgs", "in_bytes", "out_bytes"):
+            for k in ("in_msgs", "out_msgs", "out_bytes"):
                 assert mt["fastflow_cluster_{}_total".format(k)] == 0
+            assert mt["fastflow_cluster_in_bytes_total"] >= c["in_bytes"]
             assert mt["fastflow_cluster_remote_interest"] == 0
         assert len(ids) == 3
         # heartbeats keep the nodes known: 6 intervals on, none is forgotten
@@ -599,5 +602,26 @@ def test_a_killed_nodes_interest_is_forgotten_after_about_three_intervals(aloop,
             v0 = await cluster_of(nodes[0])
             assert v0["out_msgs"] == 1 and v0["connected"]
             assert (await metrics(nodes[0]))["fastflow_cluster_nodes"] == 1
+
+    aloop(main, timeout=TEST_TIMEOUT)
+
+
+def test_a_node_stopped_cleanly_takes_its_interest_away_at_once(aloop, ffnodes):
+    async def main():
+        nodes = await ffnodes(3)
+        async with await native(nodes[1], name="leaving") as leaving:
+            leaving.subscribe("bye.>")
+            await leaving.flush()
+            await await_remote_interest(nodes[0], 1)
+            nodes[1].send_signal(signal.SIGTERM)        # it says goodbye as it stops
+            t = time.monotonic()
+            for nd in (nodes[0], nodes[2]):
+                await await_remote_interest(nd, 0, timeout=3)
+            took = time.monotonic() - t
+            # sooner than the three silent intervals of a node that died
+            assert took < 2 * INTERVAL, took
+            assert await nodes[1].await_exit() == 0
+            for nd in (nodes[0], nodes[2]):     # (the node itself: once silent)
+                await await_cluster(nd, lambda c: peers(c) == 1, "forgetting node1")
 
     aloop(main, timeout=TEST_TIMEOUT)

@@ -12,7 +12,7 @@ backbone (a NATS cluster), and what it carries (docs/cluster.md).
   nodes and patterns want it; NATS fans it out.  What comes back from the
   backbone is routed in C (``NatsParser(client=True)``, a ``NatsRoute``
   per sid) with the link's OutBuf as the origin: forwarders never send it
-  again (their ``echo`` is False), and the connection has ``no_echo``.
+  again (their ``echo`` is False), and the connection says ``echo: false``.
 - **Queue groups.**  A group with members on several nodes is a NATS
   queue subscription on ``_FFQ.<hex(group)>.<subject>``; a node prefers its
   local members and forwards to the group only when it has none.
@@ -434,6 +434,8 @@ class Link:
                 if k is not None:
                     keys.add(k)
             self._set_node(st, keys)
+            if body.get("bye"):
+                del self.nodes[node]     # it left: forgotten at once
             return
         elif v != st["v"] + 1:
             if body.get("hb") and v == st["v"]:
@@ -679,7 +681,8 @@ class Link:
             self.server_info = json.loads(info)
         except ValueError:
             self.server_info = {}
-        opts = {"verbose": False, "pedantic": False, "no_echo": True, "headers": True,
+        # (echo false: this connection's own publishes never come back to it)
+        opts = {"verbose": False, "pedantic": False, "echo": False, "headers": True,
                 "no_responders": True,
                 "lang": "python/fastflow", "version": _version.__version__,
                 "protocol": 1, "name": "fastflow " + self.node}
@@ -813,7 +816,7 @@ class Link:
         if self.connected:
             self._version += 1
             self._publish_gossip({"node": self.node, "v": self._version, "full": True,
-                                  "add": []})
+                                  "add": [], "bye": True})
             self._flush()
         self.closed = True
         if self._timer is not None:
@@ -847,7 +850,7 @@ class Link:
             bad += r.bad
         return {
             "node": self.node,
-            "urls": self.urls(),
+            "urls": ["nats://{}:{}".format(h, p) for h, p, _, _ in self.servers],
             "connected": self.connected,
             "server": self.server,
             "server_id": self.server_info.get("server_id") if self.connected else None,
