@@ -340,6 +340,34 @@ cdef class StreamTarget:
         self.log = log
         self.listeners = []
 
+    def append_at(self, seq, subject, record):
+        """Store the event ``record`` (checked as a PUB frame's body is) at
+        ``seq`` of the log, a mirror's append (the seq of the stream it
+        mirrors; the seqs between are skipped), count it and tell the
+        listeners; returns ``seq``.  EventError for bytes that are not an
+        event record, ValueError for a seq not after the log's last."""
+        cdef Py_buffer view
+        cdef int64_t s, plen
+        cdef Log lg = self.log
+        subject = _subject_str(subject)
+        PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
+        try:
+            _ev_check(subject, <const char *>view.buf, view.len)
+            plen = _rec_payload(<const char *>view.buf, view.len)
+            lg._enter()
+            try:
+                s = lg._append_at(seq, subject, record, 0)
+            finally:
+                lg.busy -= 1
+        finally:
+            PyBuffer_Release(&view)
+        self.appended += 1
+        self.appended_bytes += plen
+        if self.listeners:
+            for listener in list(self.listeners):
+                listener(s)
+        return s
+
 
 cdef class Router:
     """The publish path of a Flow (engine use; see fastflow.Flow)."""

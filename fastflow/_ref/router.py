@@ -410,6 +410,23 @@ class StreamTarget:
     def dedup(self, v):
         self._dedup = bool(v)
 
+    def append_at(self, seq, subject, record):
+        """Store the event ``record`` (checked as a PUB frame's body is) at
+        ``seq`` of the log, a mirror's append (the seq of the stream it
+        mirrors; the seqs between are skipped), count it and tell the
+        listeners; returns ``seq``.  EventError for bytes that are not an
+        event record, ValueError for a seq not after the log's last."""
+        subject = _subject_str(subject)
+        rec = _record_bytes(record)
+        _ev_check(subject, rec, 0, len(rec))
+        s = self._log.append_at(seq, subject, rec)
+        self._appended += 1
+        self._appended_bytes += _rec_payload(rec)
+        if self._listeners:
+            for listener in list(self._listeners):
+                listener(s)
+        return s
+
     @property
     def listeners(self):
         return self._listeners
