@@ -689,6 +689,7 @@ cdef class Router:
         cdef int64_t hq
         cdef Py_ssize_t k, c
         msg.rec = NULL                      # (NULL: not made yet)
+        msg.event_gen = 0
         nplain = res[0]
         ngroups = res[1]
         self.last_stream = None
@@ -863,6 +864,8 @@ cdef class Router:
                         msg.data = dp
                         msg.data_n = dn
                         msg.gen = _next_wire_gen()
+                        if msg.event_gen == 0:
+                            msg.event_gen = msg.gen     # (kept when the record is remade)
                         msg.subject_obj = <PyObject *>subject
                         msg.seq = seq
                         msg.ts = now

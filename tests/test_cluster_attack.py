@@ -391,7 +391,7 @@ def test_in_refused_counts_a_refused_record_once(natsd):
             await ca.flush()
             raw = await nats.connect(ns.url)
             assert await _until(lambda: a.cluster.stats()["local_interest"] == 1)
-            await asyncio.sleep(0.1)
+            await a.cluster.flush()     # (its SUB is on the server)
             await raw.publish("_FFA.$G.x", b"\x01\x02garbage")
             await raw.flush()
             await _until(lambda: a.cluster.stats()["in_refused"] >= 1, 1.0)

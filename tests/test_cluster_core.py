@@ -186,3 +186,18 @@ def test_client_parser_malformed_msg_lines(core, line):
 def test_a_door_parser_still_refuses_msg(core):
     with pytest.raises(NatsError, match="sent by servers"):
         core.NatsParser().feed(b"MSG a 1 0\r\n\r\n")
+
+
+def test_forwarder_writes_once_when_a_callback_runs_between_its_patterns(core):
+    # the router makes the record again after a callback (which may
+    # publish): the forwarder's other pattern is still the same event
+    r = core.Router()
+    ob = core.OutBuf()
+    fwd = core.ClusterTarget(ob)
+    seen = []
+    r.add("a.a", fwd)
+    r.add("a.a", core.SubTarget(lambda e: (seen.append(e.data), r.publish("z", b"inner"))))
+    r.add("a.*", fwd)
+    r.publish("a.a", b"x")
+    assert seen == [b"x"]
+    assert [s for s, _, _ in _pubs(ob.take())] == [b"a.a"]

@@ -184,9 +184,9 @@ cdef class ClusterTarget(WireTarget):
         cdef char *p0
         cdef char *p
         cdef OutBuf ob = self.outbuf
-        if m.gen == self.last_gen:
+        if m.event_gen == self.last_gen:
             return 1                    # (another of its patterns matched this event)
-        self.last_gen = m.gen
+        self.last_gen = m.event_gen
         pn = PyBytes_GET_SIZE(self.prefix)
         rpn = PyBytes_GET_SIZE(self.reply_prefix) if m.reply_n else 0
         total = m.rec_n + m.data_n

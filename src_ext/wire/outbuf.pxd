@@ -13,6 +13,8 @@ ctypedef struct WireMsg:
     Py_ssize_t data_n
     uint64_t gen                    # new for every record made: the key of what a
                                     # protocol computes once per message
+    uint64_t event_gen              # new for every event delivered (the first gen of its
+                                    # delivery: the same when its record is made again)
     PyObject *subject_obj           # the subject (str)
     PyObject *event                 # the Event published; NULL: a record from the network
     PyObject *stream                # the stream that stored it (str), or None

@@ -381,6 +381,7 @@ cdef inline void _stored_msg(WireMsg *m, object subject, const char *rec, Py_ssi
     m.data = NULL
     m.data_n = 0
     m.gen = _next_wire_gen()
+    m.event_gen = m.gen
     m.subject_obj = <PyObject *>subject
     m.event = NULL
     m.origin = NULL

@@ -949,6 +949,7 @@ def json_batch(events, bint lineage=True):
                 m.subject = PyBytes_AS_STRING(subj)
                 m.subject_n = len(<bytes>subj)
             m.gen = _next_wire_gen()
+            m.event_gen = m.gen
             m.subject_obj = <PyObject *>ev.routing_subject
             m.event = <PyObject *>ev
             m.origin = NULL
