@@ -237,6 +237,7 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, link):
         self.link = link
         self.transport = None
+        self.gone = None            # a future the link's close waits on
 
     def connection_made(self, transport):
         self.transport = transport
@@ -247,6 +248,8 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.link._lost(self, exc)
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
 
     def pause_writing(self):
         self.link.out.behind = True
@@ -886,8 +889,14 @@ class Link:
                 await self._task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
-        if self.proto is not None and self.proto.transport is not None:
-            self.proto.transport.close()
+        p = self.proto
+        if p is not None and p.transport is not None:
+            p.gone = self.loop.create_future()
+            p.transport.close()
+            try:                        # (its socket closed before the loop may end)
+                await asyncio.wait_for(p.gone, 1.0)
+            except asyncio.TimeoutError:
+                p.transport.abort()
         for a in list(self.accounts):
             self.detach(a)
 
