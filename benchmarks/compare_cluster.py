@@ -436,7 +436,7 @@ def cluster_varz(node):
 
 def start_ff_cluster(tmpdir, nats, args):
     """3 fastflow nodes joined to the nats-server cluster ``nats``, once each
-    says it is connected and sees the 3 nodes (when its /varz tells)."""
+    says it is connected and has heard from the 2 others (its /varz)."""
     urls = [s.url for s in nats]
     nodes = []
     for i, k in enumerate(NODES):
@@ -445,15 +445,11 @@ def start_ff_cluster(tmpdir, nats, args):
                                    replicas=None if args.no_replicas_why else 3))
     for n in nodes:
         wait_until("fastflow node {} connected to the cluster (/varz cluster.connected)"
-                   .format(n.name), lambda n=n: cluster_varz(n).get("connected", True), 20)
+                   .format(n.name), lambda n=n: cluster_varz(n).get("connected"), 20)
     for n in nodes:
-        def sees_all(n=n):
-            known = cluster_varz(n).get("nodes")
-            if known is None:
-                return True  # not told: the probes of each run show the interest instead
-            return (len(known) if isinstance(known, (list, dict)) else known) >= len(NODES)
-        wait_until("fastflow node {} sees {} nodes (/varz cluster.nodes)".format(
-            n.name, len(NODES)), sees_all, 20)
+        wait_until("fastflow node {} heard from the {} others (/varz cluster.nodes)".format(
+            n.name, len(NODES) - 1),
+            lambda n=n: cluster_varz(n).get("nodes", 0) >= len(NODES) - 1, 20)
     return nodes
 
 
@@ -525,12 +521,28 @@ class Bench(cb.Bench):
     # -- link counters ---------------------------------------------------------------------
 
     def link_counters(self):
-        """{node: (out_msgs, in_msgs)} of the fastflow nodes' links, when their /varz tells."""
+        """{node: (out_msgs, in_msgs, dropped, in_refused)} of the fastflow
+        nodes' links (their /varz "cluster")."""
         out = {}
         for n in self.ff:
             c = cluster_varz(n)
-            if "out_msgs" in c or "in_msgs" in c:
-                out[n.name] = (c.get("out_msgs", 0), c.get("in_msgs", 0))
+            if c:
+                out[n.name] = tuple(c.get(k, 0) for k in ("out_msgs", "in_msgs", "dropped",
+                                                          "in_refused"))
+        return out
+
+    def link_delta(self, before, msgs, what):
+        """What crossed each fastflow node's link since ``before`` (link_counters),
+        per message published; a drop or a refusal goes on the sanity list."""
+        out = {}
+        for k, now in self.link_counters().items():
+            o0, i0, d0, r0 = before.get(k, (0, 0, 0, 0))
+            o1, i1, d1, r1 = now
+            out[k] = dict(out_per_msg=(o1 - o0) / max(1, msgs),
+                          in_per_msg=(i1 - i0) / max(1, msgs))
+            if d1 > d0 or r1 > r0:
+                self.sanity.append("{}: node {}'s link dropped {} and refused {} events".format(
+                    what, k, d1 - d0, r1 - r0))
         return out
 
     # -- one run of each kind --------------------------------------------------------------
@@ -545,7 +557,7 @@ class Bench(cb.Bench):
                 res["deliveries"], res["expected"], " (timed out)" if res["timed_out"] else "",
                 "; client errors: " + "; ".join(res["errors"][:3]) if res["errors"] else ""))
         res["cpu_by"] = dict(zip([label for label, _ in self.watched(watch)], res["server_cpus"]))
-        res["links"] = link_delta(links0, self.link_counters() if links0 else {}, n)
+        res["links"] = self.link_delta(links0, n, row["label"]) if links0 else {}
         return res
 
     def oneway(self, row, n):
@@ -566,7 +578,7 @@ class Bench(cb.Bench):
                                     for (label, _), c in zip(watch, used)},
                     client_cpu_us_per_msg={k: v / msgs * 1e6 for k, v in r["cpu"].items()
                                            if v is not None},
-                    links=link_delta(links0, self.link_counters() if links0 else {}, msgs))
+                    links=self.link_delta(links0, msgs, row["label"]) if links0 else {})
 
     def js(self, row, n):
         if row["system"] == "go":
@@ -586,6 +598,7 @@ class Bench(cb.Bench):
                         role="ffack")
             make = lambda: self.spawn("ffack", "pub", spec, "fastflow publish_ack")  # noqa: E731
         watch = self.watched(watch)
+        links0 = self.link_counters() if row["system"] == "ff" else {}
         with CpuSampler([s for _, s in watch]) as cpu:
             child = make()
             try:
@@ -601,6 +614,10 @@ class Bench(cb.Bench):
                    cpu_us_per_msg={label: None if c is None else c / n * 1e6
                                    for (label, _), c in zip(watch, used)},
                    stalls=r.get("stalls"),
+                   # the warm-up's publishes are counted too (the counters are read
+                   # before and after the publisher's whole life)
+                   links=self.link_delta(links0, n + self.cfg["js_warm"], row["label"])
+                   if links0 else {},
                    stream_leader=r.get("stream_leader"), stream_msgs=r.get("stream_msgs"))
         rtts = r.get("rtts_ns")
         if rtts:
@@ -608,15 +625,6 @@ class Bench(cb.Bench):
             out.update(ack_p50_ns=s[len(s) // 2], ack_p99_ns=s[min(len(s) - 1,
                                                                     int(len(s) * 0.99))])
         return out
-
-
-def link_delta(before, after, msgs):
-    """What crossed each fastflow node's link during a run, per message published."""
-    out = {}
-    for k, (o1, i1) in after.items():
-        o0, i0 = before.get(k, (0, 0))
-        out[k] = dict(out_per_msg=(o1 - o0) / max(1, msgs), in_per_msg=(i1 - i0) / max(1, msgs))
-    return out
 
 
 # -- the rows ---------------------------------------------------------------------------------
@@ -750,6 +758,13 @@ def median_dict(runs, key):
     return out
 
 
+def median_links(runs):
+    """{node: {out_per_msg, in_per_msg}}: the runs' medians of the link counters."""
+    return {k: {q: statistics.median(r["links"][k][q] for r in runs if k in r.get("links", {}))
+                for q in ("out_per_msg", "in_per_msg")}
+            for k in (runs[0].get("links") or {})}
+
+
 def add_ratios(rows):
     """Each row's median rate over its peer's ("vs": vs_ratio) and over the
     one-node row of the same client ("single": single_ratio)."""
@@ -780,10 +795,7 @@ def section_tput(bench, rows):
         row["median_pub_cpu"] = median_key(runs, "pub_cpu")
         row["median_sub_cpu"] = median_key(runs, "sub_cpu")
         row["median_other_cpu"] = median_key(runs, "other_cpu")
-        row["links"] = {k: {q: statistics.median(r["links"][k][q] for r in runs
-                                                 if k in r.get("links", {}))
-                            for q in ("out_per_msg", "in_per_msg")}
-                        for k in (runs[0].get("links") or {})}
+        row["links"] = median_links(runs)
     add_ratios(rows)
 
 
@@ -804,10 +816,7 @@ def section_lat(bench, rows):
                 row["label"], row["pooled"]["min_ns"]))
         row["cpu_us_per_msg"] = median_dict(runs, "cpu_us_per_msg")
         row["client_cpu_us_per_msg"] = median_dict(runs, "client_cpu_us_per_msg")
-        row["links"] = {k: {q: statistics.median(r["links"][k][q] for r in runs
-                                                 if k in r.get("links", {}))
-                            for q in ("out_per_msg", "in_per_msg")}
-                        for k in (runs[0].get("links") or {})}
+        row["links"] = median_links(runs)
         for r in runs:
             r.pop("samples", None)  # kept pooled; the JSON stays small
     for row in rows:
@@ -837,6 +846,7 @@ def section_js(bench, rows):
         row["ack_p50_ns"] = median_key(runs, "ack_p50_ns")
         row["ack_p99_ns"] = median_key(runs, "ack_p99_ns")
         row["stream_leader"] = runs[-1].get("stream_leader")
+        row["links"] = median_links(runs)
     add_ratios(rows)
 
 
@@ -960,9 +970,10 @@ def report_js(bench, rows, why_not):
                       "FAILED in a later run (below)" if r.get("error") else ""])
         parts = ["{} {:.0f}".format(k, v) for k, v in r["cpu_us_per_msg"].items()
                  if v is not None]
-        lines.append("  {}: CPU us per message: {}; client {}{}".format(
+        lines.append("  {}: CPU us per message: {}; client {}{}{}".format(
             r["key"], ", ".join(parts), fmt_pct(r["median_client_cpu"]),
-            "; stream leader {}".format(r["stream_leader"]) if r.get("stream_leader") else ""))
+            "; stream leader {}".format(r["stream_leader"]) if r.get("stream_leader") else "",
+            "; " + fmt_links(r["links"]) + " per message" if r.get("links") else ""))
     say("")
     say(wrap("[3] publish-with-ack into a replicated stream, {} B: acknowledged publishes/s, "
              "median of {} runs{}".format(bench.args.js_size, bench.cfg["repeat"],
@@ -1168,7 +1179,9 @@ def start_all(bench, args, machine, tmpdir):
     if why is None:
         try:
             bench.ff = start_ff_cluster(tmpdir, bench.nats, args)
-            machine["links"] = {n.name: cluster_varz(n).get("server", "?") for n in bench.ff}
+            machine["links"] = {n.name: "nats-server {} ({})".format(
+                cluster_varz(n).get("server_name"), cluster_varz(n).get("server"))
+                for n in bench.ff}
             say("fastflow nodes: {}".format(", ".join(
                 "{} :{} (door :{}, monitor :{}, link to {}; pid {})".format(
                     n.name, n.port, n.door.port, n.mport, machine["links"][n.name],
