@@ -14,6 +14,7 @@ __all__ = [
     "FLAGS",
     "OPS",
     "Batch",
+    "ClusterTarget",
     "Columns",
     "CesqlProgram",
     "DoorParser",
@@ -33,6 +34,7 @@ __all__ = [
     "NativeTarget",
     "NatsError",
     "NatsParser",
+    "NatsRoute",
     "NatsTarget",
     "OutBuf",
     "Position",
@@ -429,6 +431,7 @@ class WireTarget:
     replies: Optional[list[bytes]]
     conflate: bool
     conflated: int
+    remote: bool
     def __init__(self, outbuf: "OutBuf", echo: bool = True) -> None: ...
     def write_record(self, subject: Subject, record: Any, stream: Optional[str] = None,
                      seq: int = 0, ts: int = 0) -> bool: ...
@@ -447,6 +450,17 @@ class NatsTarget(WireTarget):
     headers: Optional[Callable[[Event, bool], bytes]]
     def __init__(self, outbuf: "OutBuf", sid: Subject, echo: bool = True,
                  headers: Optional[Callable[[Event, bool], bytes]] = None) -> None: ...
+
+class ClusterTarget(WireTarget):
+    """A cluster link's forwarder: ``PUB <prefix><subject> [<reply_prefix><reply>]``
+    with the event's record as the payload, once per event however many of
+    its patterns matched; ``remote`` is True (queue groups prefer local members)."""
+    prefix: bytes
+    reply_prefix: bytes
+    fwd_msgs: int
+    fwd_bytes: int
+    def __init__(self, outbuf: "OutBuf", prefix: Union[str, bytes] = b"",
+                 reply_prefix: Union[str, bytes] = b"") -> None: ...
 
 class WsJsonTarget(WireTarget):
     """A WebSocket subscription (subprotocol ``cloudevents.json``): each event
@@ -552,7 +566,8 @@ class Router:
                 **attributes: Any) -> int: ...
     def publish_batch(self, subjects: Any, datas: Any, /, **attributes: Any) -> int: ...
     def publish_record(self, subject: Subject, record: Any, reply: Optional[Subject] = None,
-                       origin: Optional[str] = None, *, trust_checked: bool = False) -> int: ...
+                       origin: Optional[str] = None, *, trust_checked: bool = False,
+                       groups: bool = True, group: Optional[str] = None) -> int: ...
     def publish_json(self, body: Any, routing_subject: Optional[Subject] = None, *,
                      origin: Optional["OutBuf"] = None,
                      check: Optional[Callable[[str], Any]] = None) -> int: ...
@@ -677,10 +692,25 @@ class FrameParser(DoorParser):
     def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
                  max_payload: int = 1048576, max_control: int = 65536) -> None: ...
 
+class NatsRoute:
+    """Where a cluster link's parser routes the MSGs of one sid."""
+    router: Router
+    strip: int
+    group: Optional[str]
+    reply_prefix: bytes
+    msgs: int
+    bad: int
+    def __init__(self, router: Router, strip: int = 0, group: Optional[str] = None,
+                 reply_prefix: Union[str, bytes] = b"") -> None: ...
+
 class NatsParser(DoorParser):
     ops_in: int
+    client: bool
+    routes: Optional[dict[bytes, NatsRoute]]
     def __init__(self, router: Optional[Router] = None, out: Optional[OutBuf] = None,
-                 max_payload: int = 1048576, max_control: int = 4096) -> None: ...
+                 max_payload: int = 1048576, max_control: int = 4096, *,
+                 client: bool = False,
+                 routes: Optional[dict[bytes, NatsRoute]] = None) -> None: ...
     def route(self, subject: Subject, reply: Optional[Subject], payload: Any) -> list[Any]: ...
 
 class MqttParser(DoorParser):

@@ -97,6 +97,13 @@ cdef class Router:
     cdef readonly int64_t n_dropped_loop
     cdef readonly int64_t n_rejected
     cdef readonly int64_t n_callback_errors
+    cdef public bint prefer_local           # queue groups with remote members (a cluster
+                                            # link's forwarders): a local member first
+    cdef dict interest_of                   # handle -> (pattern, queue) of every target but
+                                            # a cluster link's (its interest, for the link)
+    cdef public object on_interest          # (pattern, queue, +1 | -1) as that changes
+    cdef public int32_t only_q              # the next delivery only: -1 every target, -2 the
+                                            # plain ones, >= 0 one local member of that group
 
     cdef char *_room(self, Py_ssize_t n) except NULL
     cdef char *_record(self, Event ev, Py_ssize_t *rlen, const char **dp,
@@ -110,6 +117,8 @@ cdef class Router:
                                   Py_ssize_t rn, const char *reply, Py_ssize_t replyn,
                                   OutBuf origin, Event ev) except -1
     cdef char *_default_header(self, Event ev, Py_ssize_t *rlen) except NULL
+    cdef inline bint _is_remote(self, int64_t h)
+    cdef int _drop_interest(self, int64_t h) except -1
     cdef inline object _value(self, int64_t h)
     cdef int64_t _route(self, object subject, object data, Event ev, int64_t now) except -1
     cdef Py_ssize_t _publish_run(self, object subject, tuple datas, Py_ssize_t n,

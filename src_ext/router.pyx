@@ -224,6 +224,7 @@ cdef class SubTarget:
         self.cut = True
         if self.handle in r.matcher:
             r.matcher.remove(self.handle)   # no more events for it
+            r._drop_interest(self.handle)
         r._slow_consumer(self)
         if self.wake is not None:
             self.waiting = False
@@ -356,6 +357,8 @@ cdef class Router:
         if len(self.source_b) > EV_MAX_STRING:
             raise ValueError('source is limited to {} bytes'.format(EV_MAX_STRING))
         self.hop_limit = hop_limit
+        self.only_q = -1
+        self.interest_of = {}
 
     def __dealloc__(self):
         free(self.scratch)
@@ -376,17 +379,41 @@ cdef class Router:
             (<SubTarget>target).handle = h
         elif isinstance(target, WireTarget):
             (<WireTarget>target).handle = h
+            if (<WireTarget>target).remote:
+                return h                # (a cluster link's own: not this node's interest)
+        if isinstance(pattern, bytes):
+            pattern = (<bytes>pattern).decode('utf-8')
+        self.interest_of[h] = (pattern, queue)
+        if self.on_interest is not None:
+            self.on_interest(pattern, queue, 1)
         return h
 
     def remove(self, handle):
         self.dedup_hint = None          # (it may be the log of a stream going away)
         self.matcher.remove(handle)
+        self._drop_interest(handle)
 
     def remove_many(self, handles):
         """Remove the live targets of ``handles`` at once (a closing
         connection's); returns how many were removed."""
         self.dedup_hint = None
-        return self.matcher.remove_many(handles)
+        handles = list(handles)
+        n = self.matcher.remove_many(handles)
+        if self.interest_of:
+            for h in handles:
+                self._drop_interest(h)
+        return n
+
+    cdef int _drop_interest(self, int64_t h) except -1:
+        cdef object pq = self.interest_of.pop(h, None)
+        if pq is not None and self.on_interest is not None:
+            self.on_interest(pq[0], pq[1], -1)
+        return 0
+
+    def interest(self):
+        """The (pattern, queue) of every target but a cluster link's, one
+        per target (a pattern twice when two targets want it)."""
+        return list(self.interest_of.values())
 
     # -- publishing ------------------------------------------------------------
 
@@ -481,24 +508,40 @@ cdef class Router:
                              replyn, origin)
 
     def publish_record(self, subject, record, reply=None, OutBuf origin=None, *,
-                       bint trust_checked=False):
+                       bint trust_checked=False, bint groups=True, group=None):
         """Publish an event given as its record (``Event.encode()``, a PUB
         frame's body) without decoding it; ``reply`` goes to network
         subscribers; ``origin`` is the publishing connection (for its
         ``echo``); ``trust_checked``: the caller had the trust policy check
         it (``flow.trust.check_event``: a door that checks a request's
         events before it publishes any).  Returns the seq in the first
-        stream that stored it (its name: ``last_stream``), 0 if none did."""
+        stream that stored it (its name: ``last_stream``), 0 if none did.
+
+        A cluster link's delivery of an event from another node:
+        ``groups=False`` delivers to the targets outside queue groups only;
+        ``group`` (a queue group's name) to one local member of that group
+        only (none if it has no local member)."""
         cdef Py_buffer view
         cdef const char *rp = NULL
         cdef Py_ssize_t rn = 0
+        cdef int32_t only = -1
+        cdef object q
+        if group is not None:
+            q = self.matcher.qids.get(group)
+            if q is None:
+                return 0                # no member here (any more)
+            only = <int32_t>q
+        elif not groups:
+            only = -2
         if reply is not None:
             as_utf8(reply, &rp, &rn, False)
         PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
         try:
+            self.only_q = only
             return self._publish_wire(_subject_str(subject), rp, rn, <const char *>view.buf,
                                       view.len, origin, False, trust_checked)
         finally:
+            self.only_q = -1
             PyBuffer_Release(&view)
 
     cdef char *_default_header(self, Event ev, Py_ssize_t *rlen) except NULL:
@@ -509,6 +552,11 @@ cdef class Router:
         rlen[0] = _ev_default_head(rec, ev._gid, PyBytes_AS_STRING(self.source_b), srcn,
                                    <uint16_t>ev.hops)
         return rec
+
+    cdef inline bint _is_remote(self, int64_t h):
+        """Whether handle ``h`` is a cluster link's forwarder."""
+        cdef object v = self._value(h)
+        return v is not None and ff_is_kind(v, WireTarget) and (<WireTarget>v).remote
 
     cdef inline object _value(self, int64_t h):
         """The target of handle ``h``, or None if it was removed."""
@@ -606,6 +654,10 @@ cdef class Router:
                                             # the delivery: subscribers get the event)
         cdef int64_t plen                   # the payload's bytes (metering)
         global _id_counter
+        cdef int32_t only = self.only_q     # (this delivery's only: a callback's
+        self.only_q = -1                    # publish is not restricted)
+        cdef int64_t hq
+        cdef Py_ssize_t k, c
         msg.rec = NULL                      # (NULL: not made yet)
         nplain = res[0]
         ngroups = res[1]
@@ -643,24 +695,43 @@ cdef class Router:
                     self.n_dropped_loop += 1
                     self._loop_break(subject, ev, reason)
                     return 0
-            # the plain handles, then one member per queue group (round robin)
-            if ngroups == 0:
+            # the plain handles, then one member per queue group (round robin;
+            # a local member before a cluster link's forwarder); a delivery
+            # from a cluster link: the plain handles only, or one local
+            # member of one group only
+            if ngroups == 0 or only == -2:
                 hs = rw + 2
-                nh = nplain
+                nh = nplain if only < 0 else 0
             else:
                 if nplain + ngroups > LOCAL_HANDLES:
                     hs = <int64_t *>malloc((nplain + ngroups) * sizeof(int64_t))
                     if hs == NULL:
                         raise MemoryError()
-                memcpy(hs, rw + 2, nplain * sizeof(int64_t))
-                nh = nplain
+                nh = 0
+                if only == -1:
+                    memcpy(hs, rw + 2, nplain * sizeof(int64_t))
+                    nh = nplain
                 j = 2 + nplain
                 for i in range(ngroups):
                     qid = <int32_t>rw[j]
                     cnt = rw[j + 1]
-                    hs[nh] = rw[j + 2 + m.qrr[qid] % <uint32_t>cnt]
+                    if only >= 0 and qid != only:
+                        j += 2 + cnt
+                        continue
+                    k = m.qrr[qid] % <uint32_t>cnt
                     m.qrr[qid] += 1
-                    nh += 1
+                    hq = rw[j + 2 + k]
+                    if self.prefer_local and self._is_remote(hq):
+                        for c in range(1, cnt):
+                            if not self._is_remote(rw[j + 2 + (k + c) % cnt]):
+                                hq = rw[j + 2 + (k + c) % cnt]
+                                break
+                        else:
+                            if only >= 0:
+                                hq = -1         # (no local member: none gets it)
+                    if hq >= 0:
+                        hs[nh] = hq
+                        nh += 1
                     j += 2 + cnt
             if wrec != NULL:
                 rec = <char *>wrec      # a record from the network: stored and sent as is
@@ -797,6 +868,7 @@ cdef class Router:
                         wt.remaining -= 1
                         if wt.remaining == 0 and wt.handle in m:
                             m.remove(wt.handle)     # UNSUB with a max: done
+                            self._drop_interest(wt.handle)
                             if wt.on_end is not None:
                                 wt.on_end(wt)
                     continue

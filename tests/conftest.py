@@ -1,6 +1,7 @@
 """The fixtures of the test suite: the core under test, seeds, event loops,
 in-process and child servers, peers.  The peer processes themselves
-(child servers, nats-server, certificates, ports) are in peers.py."""
+(child servers, nats-server, certificates, ports) are in peers.py, the
+NATS cluster of the cluster tests in natscluster.py."""
 
 import asyncio
 import contextlib
@@ -14,6 +15,7 @@ import uvloop
 import fastflow
 from fastflow import _ref
 
+from natscluster import NatsCluster
 from peers import (
     NatsServerProcess,
     ServerProcess,
@@ -247,3 +249,40 @@ def peer():
     """``peer(name, ...)``: ``require_peer`` (skip loudly, or fail with
     FASTFLOW_REQUIRE_PEERS=1, when a peer of PEERS is missing)."""
     return require_peer
+
+
+# -- a NATS cluster (issue 19: fastflow nodes joined through NATS; natscluster.py) ---------
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory):
+    """A formed NatsCluster of three nats-servers with JetStream, shared by
+    the tests of a module: a test must not kill, stop or restart its
+    servers (``nats_cluster_factory`` makes a cluster of its own) and names
+    its JetStream streams and subjects so that they do not meet another
+    test's.  Skips (fails with FASTFLOW_REQUIRE_PEERS=1) without
+    nats-server."""
+    require_peer("nats-server")
+    with NatsCluster(tmp_path_factory.mktemp("natscluster"), n=3, jetstream=True) as cluster:
+        cluster.wait_ready()
+        yield cluster
+
+
+@pytest.fixture
+def nats_cluster_factory(tmp_path):
+    """``nats_cluster_factory(n=3, jetstream=True)``: a new NatsCluster,
+    formed (``wait_ready``), for this test alone; every one is killed at
+    teardown.  Skips (fails with FASTFLOW_REQUIRE_PEERS=1) without
+    nats-server."""
+    require_peer("nats-server")
+    made = []
+
+    def make(n=3, jetstream=True, ready_timeout=15.0):
+        cluster = NatsCluster(tmp_path / "natscluster-{}".format(len(made)), n=n,
+                              jetstream=jetstream)
+        made.append(cluster)
+        return cluster.wait_ready(ready_timeout)
+
+    yield make
+    for cluster in made:
+        cluster.close()

@@ -40,8 +40,8 @@ from fastflow._ref.wire.mqtt_out import (
 )
 from fastflow._ref.wire.native_out import NativeTarget, Publisher
 from fastflow._ref.wire.mqtt_in import MqttParser, mqtt_topic_subject
-from fastflow._ref.wire.nats_in import NatsParser
-from fastflow._ref.wire.nats_out import NatsTarget
+from fastflow._ref.wire.nats_in import NatsParser, NatsRoute
+from fastflow._ref.wire.nats_out import ClusterTarget, NatsTarget
 from fastflow._ref.wire.outbuf import OutBuf, WireTarget
 from fastflow._ref.wire.proto import FLAGS, OPS
 from fastflow._ref.wire.web_out import SseTarget, WsJsonTarget, json_batch, ws_frame_head
@@ -67,6 +67,7 @@ __all__ = (
     "FLAGS",
     "OPS",
     "Batch",
+    "ClusterTarget",
     "Columns",
     "CesqlProgram",
     "CorruptLogError",
@@ -92,6 +93,7 @@ __all__ = (
     "NativeTarget",
     "NatsError",
     "NatsParser",
+    "NatsRoute",
     "NatsTarget",
     "OutBuf",
     "Position",

@@ -178,7 +178,11 @@ class Matcher:
 
     # -- matching -----------------------------------------------------------
 
-    def _collect(self, toks):
+    def _collect(self, toks, only=-1, remote=None):
+        """The handles matching ``toks``: the plain ones, then one member
+        per queue group (round robin; a member for which ``remote(h)``
+        is true only when the group has no other); ``only`` -2: the plain
+        ones only; a group's name: one member of it only, never a remote one."""
         found = []
 
         def level(node, i):
@@ -201,13 +205,24 @@ class Matcher:
         for h in found:
             q = self._subs[h][2]
             if q is None:
-                plain.append(h)
-            else:
+                if only == -1 or only == -2:
+                    plain.append(h)
+            elif only != -2 and (only == -1 or q == only):
                 groups.setdefault(q, []).append(h)
         for q, members in groups.items():
             k = self._rr.get(q, 0)
             self._rr[q] = k + 1
-            plain.append(members[k % len(members)])
+            n = len(members)
+            h = members[k % n]
+            if remote is not None and remote(h):
+                for c in range(1, n):
+                    if not remote(members[(k + c) % n]):
+                        h = members[(k + c) % n]
+                        break
+                else:
+                    if only != -1:
+                        continue        # (no local member: none gets it)
+            plain.append(h)
         self._matches += 1
         return plain
 

@@ -267,6 +267,7 @@ class SubTarget:
         self._cut = True
         if self._handle in r.matcher:
             r.matcher.remove(self._handle)  # no more events for it
+            r._drop_interest(self._handle)
         _slow_consumer(r, self)
         if self.wake is not None:
             self._waiting = False
@@ -552,7 +553,8 @@ class Router:
                  "__bytes_published", "__bytes_delivered", "__bytes_appended",
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop", "__n_conflated",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
-                 "__last_duplicate", "__ingress", "__trust_on", "trust_check")
+                 "__last_duplicate", "__ingress", "__trust_on", "trust_check", "prefer_local",
+                 "_only", "_interest_of", "on_interest")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -596,6 +598,13 @@ class Router:
         self.__n_dropped_loop = 0
         self.__n_rejected = 0
         self.__n_callback_errors = 0
+        self.prefer_local = False       # queue groups with remote members (a cluster link's
+                                        # forwarders): a local member first
+        self._interest_of = {}          # handle -> (pattern, queue) of every target but a
+                                        # cluster link's (its interest, for the link)
+        self.on_interest = None         # (pattern, queue, +1 | -1) as that changes
+        self._only = -1                 # the next delivery only: -1 every target, -2 the
+                                        # plain ones, a group's name one local member of it
 
     matcher = _ro("_Router__matcher")
     name = _ro("_Router__name")
@@ -671,15 +680,38 @@ class Router:
         h = self.__matcher.add(pattern, target, queue)
         if type(target) is not StreamTarget:
             target._handle = h
+            if isinstance(target, WireTarget) and target.remote:
+                return h                # (a cluster link's own: not this node's interest)
+        if isinstance(pattern, bytes):
+            pattern = pattern.decode("utf-8")
+        self._interest_of[h] = (pattern, queue)
+        if self.on_interest is not None:
+            self.on_interest(pattern, queue, 1)
         return h
 
     def remove(self, handle):
         self.__matcher.remove(handle)
+        self._drop_interest(handle)
 
     def remove_many(self, handles):
         """Remove the live targets of ``handles`` at once (a closing
         connection's); returns how many were removed."""
-        return self.__matcher.remove_many(handles)
+        handles = list(handles)
+        n = self.__matcher.remove_many(handles)
+        if self._interest_of:
+            for h in handles:
+                self._drop_interest(h)
+        return n
+
+    def _drop_interest(self, h):
+        pq = self._interest_of.pop(h, None)
+        if pq is not None and self.on_interest is not None:
+            self.on_interest(pq[0], pq[1], -1)
+
+    def interest(self):
+        """The (pattern, queue) of every target but a cluster link's, one
+        per target (a pattern twice when two targets want it)."""
+        return list(self._interest_of.values())
 
     # -- publishing ------------------------------------------------------------
 
@@ -717,6 +749,17 @@ class Router:
             return self.__default_record(ev)
         return _ev_encode(ev)
 
+    def __collect(self, m, toks):
+        """The handles a publish goes to (see Matcher._collect); this
+        delivery's ``_only`` is used up."""
+        only = self._only
+        self._only = -1
+        return m._collect(toks, only, self.__is_remote if self.prefer_local else None)
+
+    def __is_remote(self, h):
+        v = self.__matcher._value_or_missing(h)
+        return isinstance(v, WireTarget) and v.remote
+
     def publish_wire(self, subject, reply, rec, origin, built=False, trust_checked=False):
         """Publish an event record received from the network (a PUB frame):
         ``subject`` a str, ``reply`` its UTF-8 bytes (or None / empty),
@@ -738,19 +781,33 @@ class Router:
         if hops or trn:
             # lineage: the loop breaker needs the event (rare)
             ev = _ev_decode(subject, rec, 0, len(rec), 0, None, 0, None)
-            hs = m._collect(_tokens(m, subject))
+            hs = self.__collect(m, _tokens(m, subject))
             return self.__deliver(subject, hs, None, ev, _now_ns(), None, reply, origin)
-        hs = m._collect(_tokens(m, subject))
+        hs = self.__collect(m, _tokens(m, subject))
         return self.__deliver(subject, hs, None, None, _now_ns(), rec, reply, origin)
 
-    def publish_record(self, subject, record, reply=None, origin=None, *, trust_checked=False):
+    def publish_record(self, subject, record, reply=None, origin=None, *, trust_checked=False,
+                       groups=True, group=None):
         """Publish an event given as its record (``Event.encode()``, a PUB
         frame's body) without decoding it; ``reply`` goes to network
         subscribers; ``origin`` is the publishing connection (for its
         ``echo``); ``trust_checked``: the caller had the trust policy check
         it (``flow.trust.check_event``: a door that checks a request's
         events before it publishes any).  Returns the seq in the first
-        stream that stored it (its name: ``last_stream``), 0 if none did."""
+        stream that stored it (its name: ``last_stream``), 0 if none did.
+
+        A cluster link's delivery of an event from another node:
+        ``groups=False`` delivers to the targets outside queue groups only;
+        ``group`` (a queue group's name) to one local member of that group
+        only (none if it has no local member)."""
+        if group is not None:
+            if group not in self.__matcher._qrefs:
+                return 0                # no member here (any more)
+            only = group
+        elif not groups:
+            only = -2
+        else:
+            only = -1
         if origin is not None and not isinstance(origin, OutBuf):
             raise TypeError("Argument 'origin' has incorrect type (expected {}.{}, got {})"
                             .format(OutBuf.__module__, OutBuf.__qualname__,
@@ -759,8 +816,12 @@ class Router:
         if reply is not None:
             rb = _as_utf8(reply, False)
         rec = _record_bytes(record)
-        return self.publish_wire(_subject_str(subject), rb, rec, origin,
-                                 trust_checked=bool(trust_checked))
+        self._only = only
+        try:
+            return self.publish_wire(_subject_str(subject), rb, rec, origin,
+                                     trust_checked=bool(trust_checked))
+        finally:
+            self._only = -1
 
     def __route(self, subject, data, ev, now):
         """Publish one event: ``ev`` when the publisher gave attributes or an
@@ -771,7 +832,7 @@ class Router:
             _as_utf8(subject, False)
             self.__trust(subject, None, ev)
         m = self.__matcher
-        hs = m._collect(_tokens(m, subject))
+        hs = self.__collect(m, _tokens(m, subject))
         return self.__deliver(subject, hs, data, ev, now)
 
     def __route_cached(self, subject, data, ev, now):
@@ -786,12 +847,12 @@ class Router:
         version = m._inserts + m._removes
         if subject is not self.__last_subject or version != self.__last_version:
             toks = _tokens(m, subject)
-            hs = m._collect(toks)
+            hs = self.__collect(m, toks)
             self.__last_subject = subject
             self.__last_version = version
             self.__last_toks = toks
         else:
-            hs = m._collect(self.__last_toks)
+            hs = self.__collect(m, self.__last_toks)
             m._matches -= 1             # a cached result: not a match
         return self.__deliver(subject, hs, data, ev, now)
 
@@ -944,6 +1005,7 @@ class Router:
                     v._remaining -= 1
                     if v._remaining == 0 and v._handle in m:
                         m.remove(v._handle)     # UNSUB with a max: done
+                        self._drop_interest(v._handle)
                         if v.on_end is not None:
                             v.on_end(v)
                 continue

@@ -147,6 +147,7 @@ class Server:
         self.catalog = None             # the discovery catalog (with the HTTP door)
         self.accounts = None            # fastflow.accounts.Accounts ($G's services are the
                                         # attributes above)
+        self.cluster = None             # fastflow.cluster.Link (the backbone), with [cluster]
         self.meter = None               # fastflow.server.metering.Meter
         self.quotas = None              # fastflow.server.quotas.Quotas
         self.admin_lock = None          # one admin API change at a time
@@ -451,8 +452,23 @@ class Server:
         acct.catalog = self._make_catalog(acct)
         acct.catalog.start(self.loop)
 
+    async def _start_cluster(self):
+        """This node on the backbone (docs/cluster.md): every account's router."""
+        from fastflow.cluster import Link
+
+        cfg = self.config
+        self.cluster = Link(cfg.cluster_urls, node=self.name,
+                            interest_interval=cfg.cluster_interest_interval,
+                            token=cfg.cluster_token, user=cfg.cluster_user,
+                            password=cfg.cluster_password)
+        for acct in self.accounts:
+            self.cluster.attach(acct.name, acct.flow)
+        await self.cluster.start(wait=cfg.cluster_connect_wait)
+
     async def start_account(self, acct):
         """The services of an account added at run time (as at start)."""
+        if self.cluster is not None:
+            self.cluster.attach(acct.name, acct.flow)
         if self.mqtt_port:
             self._start_mqtt(acct)
         if self.http_port:
@@ -460,6 +476,8 @@ class Server:
 
     async def stop_account(self, acct):
         """An account goes: its services stopped, its engine flushed and closed."""
+        if self.cluster is not None:
+            self.cluster.detach(acct.name)
         if acct.catalog is not None:
             acct.catalog.stop()
         if acct.subscriptions is not None:
@@ -594,6 +612,8 @@ class Server:
             self.subscriptions = self.catalog = None
             self._close_flows()
             raise
+        if cfg.cluster_urls:
+            await self._start_cluster()
         self.started = True
         self.start_time = time.time()
         self.t0 = loop.time()
@@ -725,6 +745,8 @@ class Server:
             for timer in (self._tick_timer, self._stall_timer):
                 if timer is not None:
                     timer.cancel()
+            if self.cluster is not None:
+                await self.cluster.close()  # (the other nodes forget this one at once)
             if self.checkpoints is not None:
                 self.checkpoints.stop()     # a last checkpoint of what changed
             self._tick_timer = self._stall_timer = None
@@ -879,6 +901,9 @@ def add_serve_arguments(parser):
                    help="also serve CloudEvents over HTTP, WebSocket and SSE on PORT "
                         "(default 0 = off; docs/http.md)")
     g.add_argument("--http-host", metavar="HOST", help="HTTP door address (default: --host)")
+    g.add_argument("--cluster", metavar="URLS",
+                   help="join the other nodes through the NATS cluster at URLS "
+                        "(nats://host:port[,nats://...]; docs/cluster.md)")
     g = parser.add_argument_group("limits (sizes take units: 64MiB, 512KiB)")
     g.add_argument("--max-payload", metavar="SIZE", help="largest event record (default 1MiB)")
     g.add_argument("--max-connections", type=int, metavar="N", help="default 65536 (0 = no limit)")

@@ -185,6 +185,13 @@ class ServerConfig:
         # conflation (docs/server.md "Conflation"): subscriptions inside these patterns keep
         # only the latest message per subject while their connection is behind, on every door
         ("conflate_subjects", ()),
+        # the cluster (docs/cluster.md): the NATS servers of the backbone (none: one node)
+        ("cluster_urls", ()),
+        ("cluster_interest_interval", 1.0),    # seconds between heartbeats
+        ("cluster_token", None),
+        ("cluster_user", None),
+        ("cluster_password", None),
+        ("cluster_connect_wait", 2.0),  # seconds start waits for the first connection
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -363,6 +370,22 @@ class ServerConfig:
                 validate_pattern(p)
             except ValueError as exc:
                 raise ConfigError("conflate.subjects: {}".format(exc)) from None
+        if isinstance(self.cluster_urls, str):
+            self.cluster_urls = [u for u in self.cluster_urls.split(",") if u.strip()]
+        self.cluster_urls = tuple(_str_list(self.cluster_urls, "cluster.urls"))
+        if self.cluster_urls:
+            from fastflow.cluster.link import parse_urls
+
+            try:
+                parse_urls(self.cluster_urls)
+            except ValueError as exc:
+                raise ConfigError("cluster.urls: {}".format(exc)) from None
+        for key in ("cluster_interest_interval", "cluster_connect_wait"):
+            setattr(self, key, parse_duration(getattr(self, key), key))
+        if self.cluster_interest_interval <= 0:
+            raise ConfigError("cluster.interest_interval: must be > 0")
+        for key in ("cluster_token", "cluster_user", "cluster_password"):
+            _str(getattr(self, key), key.replace("_", ".", 1), allow_none=True)
         self.nats_port = _int(self.nats_port, "nats_port")
         if self.nats_port > 65535:
             raise ConfigError("nats_port: expected 0..65535 (0 = off), got {}".format(
@@ -572,6 +595,9 @@ _TABLES = {
                       "sink_hosts": "subscriptions_sink_hosts",
                       "callback_url": "subscriptions_callback_url"},
     "conflate": {"subjects": "conflate_subjects"},
+    "cluster": {"urls": "cluster_urls", "interest_interval": "cluster_interest_interval",
+                "token": "cluster_token", "user": "cluster_user",
+                "password": "cluster_password", "connect_wait": "cluster_connect_wait"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",
@@ -677,7 +703,8 @@ _ARGS = {"host": "host", "port": "port", "data_dir": "data_dir", "monitor_port":
          "monitor_host": "monitor_host", "name": "name", "max_payload": "max_payload",
          "max_connections": "max_connections", "max_subscriptions": "max_subscriptions",
          "max_pending": "max_pending", "auth_token": "token", "tls_cert": "tls_cert",
-         "tls_key": "tls_key", "tls_ca": "tls_ca", "loop": "loop", "log_level": "log_level"}
+         "tls_key": "tls_key", "tls_ca": "tls_ca", "loop": "loop", "log_level": "log_level",
+         "cluster": "cluster_urls"}
 
 
 def apply_args(settings, args):

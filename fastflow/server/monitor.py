@@ -460,6 +460,8 @@ class MonitorServer:
         }
         d.update(st)
         d["conflate_subjects"] = list(cfg.conflate_subjects)
+        if srv.cluster is not None:     # the backbone (docs/cluster.md "Monitoring")
+            d["cluster"] = srv.cluster.stats()
         d["limits"] = {k: getattr(cfg, k) for k in (
             "max_payload", "max_control", "nats_max_control", "max_subscriptions", "max_pending",
             "max_pending_total", "max_connect", "max_preauth_bytes", "write_high_water",
@@ -667,6 +669,24 @@ class MonitorServer:
                     ("too_large", "counter", "MQTT PUBLISHes over max_payload, dropped.")):
                 one("fastflow_mqtt_{}{}".format(key, "_total" if kind == "counter" else ""),
                     kind, help_, mq[key])
+        if srv.cluster is not None:     # the backbone (docs/cluster.md "Monitoring")
+            cs = srv.cluster.stats()
+            one("fastflow_cluster_connected", "gauge", "1 while the link to the NATS backbone "
+                "is up.", int(cs["connected"]))
+            one("fastflow_cluster_nodes", "gauge", "Other nodes heard from on the backbone.",
+                cs["nodes"])
+            one("fastflow_cluster_remote_interest", "gauge", "Patterns other nodes want from "
+                "this one (forwarders).", cs["remote_interest"])
+            one("fastflow_cluster_local_interest", "gauge", "Patterns this node subscribes "
+                "to on the backbone.", cs["local_interest"])
+            for key, help_ in (("out_msgs", "Events forwarded to the backbone."),
+                               ("out_bytes", "Record bytes forwarded to the backbone."),
+                               ("in_msgs", "Events received from the backbone."),
+                               ("in_bytes", "Bytes read from the backbone."),
+                               ("in_refused", "Events from the backbone refused."),
+                               ("reconnects", "Reconnections to the backbone."),
+                               ("dropped", "Messages dropped at the backbone's full output.")):
+                one("fastflow_cluster_{}_total".format(key), "counter", help_, cs[key])
         one("fastflow_connections_total", "counter", "Client connections accepted.",
             st["total_connections"])
         one("fastflow_connections_rejected_total", "counter",

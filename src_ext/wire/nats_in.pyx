@@ -96,6 +96,30 @@ cdef int64_t _num(const char *p, Py_ssize_t n) noexcept:
 
 
 @cython.final
+@cython.auto_pickle(False)
+cdef class NatsRoute:
+    """Where a cluster link's parser routes the MSGs of one sid (the link's
+    subscription on the backbone, docs/cluster.md): into ``router`` as an
+    event from another node, its subject without the first ``strip`` bytes
+    (the backbone's prefix), a reply subject without ``reply_prefix``;
+    ``group`` None: to the targets outside queue groups, else to one local
+    member of that queue group."""
+
+    def __init__(self, Router router not None, Py_ssize_t strip=0, group=None,
+                 reply_prefix=b''):
+        if isinstance(reply_prefix, str):
+            reply_prefix = (<str>reply_prefix).encode('utf-8')
+        if strip < 0:
+            raise ValueError('strip must be >= 0')
+        self.router = router
+        self.strip = strip
+        self.group = group
+        self.reply_prefix = reply_prefix
+        self.msgs = 0
+        self.bad = 0
+
+
+@cython.final
 @cython.auto_pickle(False)     # engine state: not picklable
 cdef class NatsParser(DoorParser):
     """Cuts the NATS client protocol out of a byte stream fed in any pieces
@@ -111,15 +135,22 @@ cdef class NatsParser(DoorParser):
     json bytes)``, ``('+ok',)``, ``('-err', text)``, and from routed PUBs
     ``('error', text)`` (a non-closing -ERR: invalid publish subject,
     permissions) and ``('noresp', reply)`` (a request nobody received).
+    ``client``: the parser of a cluster link (a client of a NATS server):
+    it takes the server's ``MSG`` and ``HMSG`` too, as ``('msg', subject,
+    sid, reply or None, headers or None, payload)``, except the MSGs of a
+    sid in ``routes`` (a ``NatsRoute``), which it routes itself in C
+    (problems: ``('bad', text)``).
     A protocol error raises ``NatsError`` (its ``text`` is the -ERR text)
     whose ``frames`` are the entries before it; the parser then refuses
     more input.
     """
 
     def __init__(self, Router router=None, OutBuf out=None, Py_ssize_t max_payload=1 << 20,
-                 Py_ssize_t max_control=4096):
+                 Py_ssize_t max_control=4096, *, bint client=False, dict routes=None):
         self.router = router
         self.out = out
+        self.client = client
+        self.routes = routes
         self.max_payload = max_payload
         self.max_control = max_control
 
@@ -194,6 +225,54 @@ cdef class NatsParser(DoorParser):
                     i += 1
                 an[na] = line + i - a[na]
                 na += 1
+            if op == NOP_MSG or op == NOP_HMSG:
+                if not self.client:
+                    raise NatsError('Unknown Protocol Operation', '{} is sent by servers, '
+                                    'not clients'.format('MSG' if op == NOP_MSG else 'HMSG'))
+                # a server's MSG <subject> <sid> [reply] <size> (HMSG: <hsize> <size>)
+                hn = 0
+                if op == NOP_MSG:
+                    if na != 3 and na != 4:
+                        raise NatsError('Parser Error', 'MSG takes a subject, a sid, an '
+                                        'optional reply subject and a size, got {} '
+                                        'arguments'.format(na))
+                else:
+                    if na != 4 and na != 5:
+                        raise NatsError('Parser Error', 'HMSG takes a subject, a sid, an '
+                                        'optional reply subject, a header size and a total '
+                                        'size, got {} arguments'.format(na))
+                    hn = _num(a[na - 2], an[na - 2])
+                tn = _num(a[na - 1], an[na - 1])
+                if tn < 0 or hn < 0 or hn > tn:
+                    raise NatsError('Parser Error', 'bad size in {!r}'.format(
+                        PyBytes_FromStringAndSize(line, min(ll, 64))))
+                if tn > self.max_payload:
+                    raise NatsError('Maximum Payload Violation', 'a payload of {} bytes, '
+                                    'max_payload is {}'.format(tn, self.max_payload))
+                body = end
+                if n - body < tn + 2:
+                    self.need = body + tn + 2 - off
+                    self.ops_in -= 1
+                    break
+                if p[body + tn] != 13 or p[body + tn + 1] != 10:
+                    raise NatsError('Parser Error', 'the payload of {} bytes is not followed '
+                                    'by CRLF'.format(tn))
+                rt_ = None
+                if op == NOP_MSG and in_order and self.routes is not None:
+                    rt_ = self.routes.get(PyBytes_FromStringAndSize(a[1], an[1]))
+                if rt_ is not None:
+                    self._route_msg(<NatsRoute>rt_, a[0], an[0], a[2] if na == 4 else NULL,
+                                    an[2] if na == 4 else 0, p + body, tn, out)
+                else:
+                    in_order = False
+                    out.append(('msg', _nats_str(a[0], an[0], 'subject'),
+                                _nats_str(a[1], an[1], 'sid'),
+                                _nats_str(a[2], an[2], 'reply subject')
+                                if na == (4 if op == NOP_MSG else 5) else None,
+                                PyBytes_FromStringAndSize(p + body, hn) if hn else None,
+                                PyBytes_FromStringAndSize(p + body + hn, tn - hn)))
+                off = body + tn + 2
+                continue
             if op == NOP_PUB or op == NOP_HPUB:
                 if op == NOP_PUB:
                     if na != 2 and na != 3:
@@ -274,6 +353,42 @@ cdef class NatsParser(DoorParser):
                                 'clients'.format('MSG' if op == NOP_MSG else 'HMSG'))
             off = end
         return off
+
+    cdef int _route_msg(self, NatsRoute rt_, const char *s, Py_ssize_t sn, const char *r,
+                        Py_ssize_t rn, const char *d, Py_ssize_t dn, list out) except -1:
+        """A cluster link's MSG: the event record ``d[:dn]`` from another
+        node, into the router of its sid's route (``rt_``)."""
+        cdef Router rt = rt_.router
+        cdef Py_ssize_t rpn = PyBytes_GET_SIZE(rt_.reply_prefix)
+        cdef int32_t only = -2
+        cdef object q
+        rt_.msgs += 1
+        self.pubs_in += 1
+        if sn <= rt_.strip:
+            rt_.bad += 1
+            out.append(('bad', 'subject {!r} lacks its prefix'.format(
+                PyBytes_FromStringAndSize(s, sn))))
+            return 0
+        if rn and rpn and rn > rpn and memcmp(r, PyBytes_AS_STRING(rt_.reply_prefix), rpn) == 0:
+            r += rpn
+            rn -= rpn
+        if rt_.group is not None:
+            q = rt.matcher.qids.get(rt_.group)
+            if q is None:
+                return 0                # its last local member is gone
+            only = <int32_t>q
+        try:
+            subject = self._pub_subject(s + rt_.strip, sn - rt_.strip)
+            rt.only_q = only
+            rt._publish_wire(subject, r, rn, d, dn, self.out, False)
+        except (LogFullError, EventTooLarge):
+            pass                        # a stream refused it; the subscribers got it
+        except (FastflowError, ValueError) as exc:
+            rt_.bad += 1
+            out.append(('bad', str(exc)))
+        finally:
+            rt.only_q = -1
+        return 0
 
     def route(self, subject, reply, payload):
         """Publish ``payload`` on ``subject`` (with ``reply``) as the C path

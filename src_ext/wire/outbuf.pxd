@@ -67,6 +67,8 @@ cdef class WireTarget:
     cdef public bint conflate               # while its connection is behind, keep only the
                                             # latest message per subject (OutBuf.flush_kept)
     cdef readonly int64_t conflated         # its messages replaced by a newer one so
+    cdef public bint remote                 # it forwards to another node (a cluster link's):
+                                            # a queue group prefers its local members
 
     cdef int _write(self, WireMsg *m) except -1
 

@@ -25,7 +25,7 @@ from fastflow._ref.wire.outbuf import _as_utf8
 from fastflow.errors import (EventTooLarge, FastflowError, LogFullError, NatsError,
                              SignatureError, SubjectError)
 
-__all__ = ("NatsParser",)
+__all__ = ("NatsParser", "NatsRoute")
 
 NATS_MAX_ARGS = 5
 NATS_NUM_MAX = 18               # digits of a size or a max (fits an int64)
@@ -67,6 +67,38 @@ def _nats_str(b, what):
 
 
 @_final
+class NatsRoute:
+    """Where a cluster link's parser routes the MSGs of one sid (the link's
+    subscription on the backbone, docs/cluster.md): into ``router`` as an
+    event from another node, its subject without the first ``strip`` bytes
+    (the backbone's prefix), a reply subject without ``reply_prefix``;
+    ``group`` None: to the targets outside queue groups, else to one local
+    member of that queue group."""
+
+    __slots__ = ("_router", "_strip", "_group", "_reply_prefix", "msgs", "bad")
+
+    def __init__(self, router, strip=0, group=None, reply_prefix=b""):
+        if router is None:
+            raise TypeError("Argument 'router' must not be None")
+        if isinstance(reply_prefix, str):
+            reply_prefix = reply_prefix.encode("utf-8")
+        strip = int(strip)
+        if strip < 0:
+            raise ValueError("strip must be >= 0")
+        self._router = router
+        self._strip = strip
+        self._group = group
+        self._reply_prefix = reply_prefix
+        self.msgs = 0
+        self.bad = 0
+
+    router = _ro("_router")
+    strip = _ro("_strip")
+    group = _ro("_group")
+    reply_prefix = _ro("_reply_prefix")
+
+
+@_final
 class NatsParser(DoorParser):
     """Cuts the NATS client protocol out of a byte stream fed in any pieces
     (a ``DoorParser``).
@@ -86,7 +118,7 @@ class NatsParser(DoorParser):
     more input.
     """
 
-    __slots__ = ("_ops_in",)
+    __slots__ = ("_ops_in", "client", "routes")
 
     _error = NatsError
 
@@ -94,10 +126,17 @@ class NatsParser(DoorParser):
         # the blank state of a native NatsParser before __init__
         o = DoorParser.__new__(cls)
         o._ops_in = 0
+        o.client = False
+        o.routes = None
         return o
 
-    def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=4096):
+    def __init__(self, router=None, out=None, max_payload=1 << 20, max_control=4096, *,
+                 client=False, routes=None):
         DoorParser.__init__(self, router, out, max_payload, max_control)
+        if routes is not None and type(routes) is not dict:
+            raise TypeError("routes must be a dict (sid bytes -> NatsRoute) or None")
+        self.client = bool(client)      # a cluster link's: a server's ops (MSG, HMSG)
+        self.routes = routes            # (client) sid bytes -> NatsRoute: MSGs routed here
 
     ops_in = _ro("_ops_in")
 
@@ -151,6 +190,52 @@ class NatsParser(DoorParser):
             na = len(a)
             if na > NATS_MAX_ARGS:
                 raise NatsError("Parser Error", f"too many arguments in {line[:64]!r}")
+            if op == NOP_MSG or op == NOP_HMSG:
+                if not self.client:
+                    raise NatsError("Unknown Protocol Operation", "{} is sent by servers, not "
+                                    "clients".format("MSG" if op == NOP_MSG else "HMSG"))
+                # a server's MSG <subject> <sid> [reply] <size> (HMSG: <hsize> <size>)
+                hn = 0
+                if op == NOP_MSG:
+                    if na != 3 and na != 4:
+                        raise NatsError("Parser Error", "MSG takes a subject, a sid, an "
+                                        "optional reply subject and a size, got "
+                                        f"{na} arguments")
+                else:
+                    if na != 4 and na != 5:
+                        raise NatsError("Parser Error", "HMSG takes a subject, a sid, an "
+                                        "optional reply subject, a header size and a total "
+                                        f"size, got {na} arguments")
+                    hn = _num(a[na - 2])
+                tn = _num(a[na - 1])
+                if tn < 0 or hn < 0 or hn > tn:
+                    raise NatsError("Parser Error", f"bad size in {line[:64]!r}")
+                if tn > self._max_payload:
+                    raise NatsError("Maximum Payload Violation", f"a payload of {tn} bytes, "
+                                    f"max_payload is {self._max_payload}")
+                body = end
+                if n - body < tn + 2:
+                    self._need = body + tn + 2 - off
+                    self._ops_in -= 1
+                    break
+                if p[body + tn] != 13 or p[body + tn + 1] != 10:
+                    raise NatsError("Parser Error", f"the payload of {tn} bytes is not "
+                                    "followed by CRLF")
+                rt_ = None
+                if op == NOP_MSG and in_order and self.routes is not None:
+                    rt_ = self.routes.get(bytes(a[1]))
+                if rt_ is not None:
+                    self._route_msg(rt_, a[0], a[2] if na == 4 else None,
+                                    bytes(p[body:body + tn]), out)
+                else:
+                    in_order = False
+                    out.append(("msg", _nats_str(a[0], "subject"), _nats_str(a[1], "sid"),
+                                _nats_str(a[2], "reply subject")
+                                if na == (4 if op == NOP_MSG else 5) else None,
+                                bytes(p[body:body + hn]) if hn else None,
+                                bytes(p[body + hn:body + tn])))
+                off = body + tn + 2
+                continue
             if op == NOP_PUB or op == NOP_HPUB:
                 if op == NOP_PUB:
                     if na != 2 and na != 3:
@@ -226,6 +311,33 @@ class NatsParser(DoorParser):
                                 "clients".format("MSG" if op == NOP_MSG else "HMSG"))
             off = end
         return off
+
+    def _route_msg(self, rt_, s, r, d, out):
+        """A cluster link's MSG: the event record ``d`` from another node,
+        into the router of its sid's route ``rt_``."""
+        rt_.msgs += 1
+        self._pubs_in += 1
+        s = bytes(s)
+        if len(s) <= rt_.strip:
+            rt_.bad += 1
+            out.append(("bad", f"subject {s!r} lacks its prefix"))
+            return
+        rp = rt_.reply_prefix
+        if r:
+            r = bytes(r)
+            if rp and len(r) > len(rp) and r.startswith(rp):
+                r = r[len(rp):]
+        try:
+            subject = self._pub_subject(s[rt_.strip:])
+            if rt_.group is not None:
+                rt_.router.publish_record(subject, d, r, self._out, group=rt_.group)
+            else:
+                rt_.router.publish_record(subject, d, r, self._out, groups=False)
+        except (LogFullError, EventTooLarge):
+            pass                        # a stream refused it; the subscribers got it
+        except (FastflowError, ValueError) as exc:
+            rt_.bad += 1
+            out.append(("bad", str(exc)))
 
     def route(self, subject, reply, payload):
         """Publish ``payload`` on ``subject`` (with ``reply``) as the C path

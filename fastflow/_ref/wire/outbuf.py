@@ -390,7 +390,8 @@ class WireTarget:
     router's.  The protocols' targets: NativeTarget, NatsTarget."""
 
     __slots__ = ("_outbuf", "_echo", "_remaining", "owner", "on_end", "_delivered", "_dropped",
-                 "_handle", "_replies", "_delivered_bytes", "_conflate", "_conflated")
+                 "_handle", "_replies", "_delivered_bytes", "_conflate", "_conflated",
+                 "_remote")
 
     def __init__(self, outbuf, echo=True):
         if type(self) is WireTarget:
@@ -416,8 +417,18 @@ class WireTarget:
         self._conflate = False          # while its connection is behind, keep only the
                                         # latest message per subject (OutBuf.flush_kept)
         self._conflated = 0             # its messages replaced by a newer one so
+        self._remote = False            # it forwards to another node (a cluster link's):
+                                        # a queue group prefers its local members
 
     outbuf = _ro("_outbuf")
+
+    @property
+    def remote(self):
+        return self._remote
+
+    @remote.setter
+    def remote(self, v):
+        self._remote = bool(v)
     conflated = _ro("_conflated")
 
     @property
