@@ -7,9 +7,11 @@ at the end, also on failure or Ctrl-C):
 
 - a cluster of 3 nats-servers, A, B and C (routes on 127.0.0.1, JetStream on,
   its files in a temporary directory), from config files written here;
-- 3 fastflow nodes, ``fastflow serve --cluster <the 3 servers' URLs> --port P
-  --nats-port Q --monitor-port M --config FILE --data-dir DIR``, each joined
-  to that cluster (``--link own``: node i is given server i's URL alone),
+- 3 fastflow nodes, ``fastflow serve --cluster <URL of server A> --port P
+  --nats-port Q --monitor-port M --config FILE --data-dir DIR`` for node A
+  (B's for node B, C's for node C: a node A -> node B message crosses the
+  route A -> B as the Go client's does; ``--link all`` gives each node the 3
+  URLs, and the link picks one at random), each joined to that cluster,
   when ``fastflow serve`` accepts --cluster; otherwise their rows say
   "skipped: <why>".  FILE declares row 3's stream with ``replicas = 3`` when
   the config accepts the key;
@@ -1032,9 +1034,11 @@ def main(argv=None):
                     help="payload bytes of the stream rows (default %(default)s)")
     ap.add_argument("--js-window", type=int, default=256,
                     help="unacknowledged publishes of the async stream rows (default %(default)s)")
-    ap.add_argument("--link", choices=("all", "own"), default="all",
-                    help="the --cluster URLs of a fastflow node: all 3 servers' (the link picks "
-                         "one) or its own server's alone, A's for node A... (default %(default)s)")
+    ap.add_argument("--link", choices=("all", "own"), default="own",
+                    help="the --cluster URLs of a fastflow node: its own server's alone, A's for "
+                         "node A... (the default: node A -> node B crosses the route A -> B, as "
+                         "the Go row does) or all 3 servers' (the link picks one at random, so "
+                         "the hops change from run to run)")
     ap.add_argument("--ff-log-level", default="warning",
                     choices=("debug", "info", "warning", "error", "critical"),
                     help="the fastflow nodes' --log-level (default %(default)s)")
