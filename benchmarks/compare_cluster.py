@@ -318,6 +318,25 @@ class CpuSampler:
                 for a, b in zip(self.at(t0_ns), self.at(t1_ns))]
 
 
+class MachineBusy:
+    """A stand-in server for CpuSampler: the machine's busy CPU seconds so far
+    (all cores, /proc/stat)."""
+
+    @staticmethod
+    def stat():
+        return cb.system_busy_s(), None
+
+
+def other_cpu(used, clients_s, t0_ns, t1_ns):
+    """The CPU (in cores) the machine spent from ``t0_ns`` to ``t1_ns`` outside
+    the sampled servers and the clients: ``used`` is CpuSampler.between of the
+    servers + MachineBusy (last), ``clients_s`` the clients' CPU seconds."""
+    *servers, machine = used
+    if machine is None or None in servers or t1_ns <= t0_ns:
+        return None
+    return max(0.0, machine - sum(servers) - clients_s) / ((t1_ns - t0_ns) / 1e9)
+
+
 def wait_until(what, check, timeout):
     """Poll ``check()`` every 0.1 s until it is true; RuntimeError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -566,7 +585,7 @@ class Bench(cb.Bench):
         sub, pub, probe, watch = self.path(row["path"])
         watch = self.watched(watch)
         links0 = self.link_counters() if row["path"] in ("ff", "door") else {}
-        with CpuSampler([s for _, s in watch]) as cpu:
+        with CpuSampler([s for _, s in watch] + [MachineBusy]) as cpu:
             r = self.run_oneway(row["client"], n, self.cfg["lat_warm"], server=sub,
                                 pub_server=pub, before_pub=probe, clock=CLOCK)
         if not r["samples"]:
@@ -574,8 +593,10 @@ class Bench(cb.Bench):
         msgs = n + self.cfg["lat_warm"]
         summary = cb.summarize_lat([r["samples"]])
         used = cpu.between(r["pub_start_ns"], r["pub_end_ns"])
+        other = other_cpu(used, sum(v for v in r["cpu"].values() if v), r["pub_start_ns"],
+                          r["pub_end_ns"])
         return dict(samples=r["samples"], p50_ns=summary["p50_ns"], p99_ns=summary["p99_ns"],
-                    sent=r["sent"],
+                    sent=r["sent"], other_cpu=other,
                     cpu_us_per_msg={label: None if c is None else c / msgs * 1e6
                                     for (label, _), c in zip(watch, used)},
                     client_cpu_us_per_msg={k: v / msgs * 1e6 for k, v in r["cpu"].items()
@@ -601,7 +622,7 @@ class Bench(cb.Bench):
             make = lambda: self.spawn("ffack", "pub", spec, "fastflow publish_ack")  # noqa: E731
         watch = self.watched(watch)
         links0 = self.link_counters() if row["system"] == "ff" else {}
-        with CpuSampler([s for _, s in watch]) as cpu:
+        with CpuSampler([s for _, s in watch] + [MachineBusy]) as cpu:
             child = make()
             try:
                 r = child.next_json(time.monotonic() + spec["timeout"] + 30)
@@ -613,6 +634,7 @@ class Bench(cb.Bench):
                 r.get("failed", 0), r.get("not_stored", 0), r.get("in_order")))
         out = dict(n=n, rate=n / max(1e-9, r["seconds"]), seconds=r["seconds"],
                    client_cpu=r["cpu_s"] / max(1e-9, r["seconds"]),
+                   other_cpu=other_cpu(used, r["cpu_s"], r["start_ns"], r["end_ns"]),
                    cpu_us_per_msg={label: None if c is None else c / n * 1e6
                                    for (label, _), c in zip(watch, used)},
                    stalls=r.get("stalls"),
@@ -818,6 +840,7 @@ def section_lat(bench, rows):
                 row["label"], row["pooled"]["min_ns"]))
         row["cpu_us_per_msg"] = median_dict(runs, "cpu_us_per_msg")
         row["client_cpu_us_per_msg"] = median_dict(runs, "client_cpu_us_per_msg")
+        row["median_other_cpu"] = median_key(runs, "other_cpu")
         row["links"] = median_links(runs)
         for r in runs:
             r.pop("samples", None)  # kept pooled; the JSON stays small
@@ -844,6 +867,7 @@ def section_js(bench, rows):
             continue
         row["median_rate"] = median_key(runs, "rate")
         row["median_client_cpu"] = median_key(runs, "client_cpu")
+        row["median_other_cpu"] = median_key(runs, "other_cpu")
         row["cpu_us_per_msg"] = median_dict(runs, "cpu_us_per_msg")
         row["ack_p50_ns"] = median_key(runs, "ack_p50_ns")
         row["ack_p99_ns"] = median_key(runs, "ack_p99_ns")
@@ -917,11 +941,6 @@ def report_tput(bench, rows, why_not):
              "/varz):"))
     for line in lines:
         say(wrap(line, "    ").replace("    ", "  ", 1))
-    others = [r["median_other_cpu"] for r in rows if r.get("median_other_cpu") is not None]
-    if others and max(others) > 0.2:
-        say(wrap("WARNING: other processes used up to {} of a core during a row's median run: "
-                 "its rates are low by about that share; rerun on a quiet machine.".format(
-                     fmt_pct(max(others)))))
 
 
 def report_lat(bench, rows, why_not):
@@ -940,6 +959,7 @@ def report_lat(bench, rows, why_not):
         parts = ["{} {:.1f}".format(k, v) for k, v in r["cpu_us_per_msg"].items()
                  if v is not None]
         parts += ["{} {:.1f}".format(k, v) for k, v in r["client_cpu_us_per_msg"].items()]
+        parts.append("other {} of a core".format(fmt_pct(r["median_other_cpu"])))
         if r.get("links"):
             parts.append(fmt_links(r["links"]) + " per message")
         lines.append("  {}: CPU us per message: {}".format(r["key"], ", ".join(parts)))
@@ -972,8 +992,9 @@ def report_js(bench, rows, why_not):
                       "FAILED in a later run (below)" if r.get("error") else ""])
         parts = ["{} {:.0f}".format(k, v) for k, v in r["cpu_us_per_msg"].items()
                  if v is not None]
-        lines.append("  {}: CPU us per message: {}; client {}{}{}".format(
+        lines.append("  {}: CPU us per message: {}; client {}, other {} of a core{}{}".format(
             r["key"], ", ".join(parts), fmt_pct(r["median_client_cpu"]),
+            fmt_pct(r["median_other_cpu"]),
             "; stream leader {}".format(r["stream_leader"]) if r.get("stream_leader") else "",
             "; " + fmt_links(r["links"]) + " per message" if r.get("links") else ""))
     say("")
@@ -1117,6 +1138,12 @@ def main(argv=None):
     if rows["js"]:
         report_js(bench, rows["js"], why_not)
     all_rows = rows["tput"] + rows["lat"] + rows["js"]
+    others = [r["median_other_cpu"] for r in all_rows if r.get("median_other_cpu") is not None]
+    if others and max(others) > 0.2:
+        say("")
+        say(wrap("WARNING: other processes used up to {} of a core during a row's median run "
+                 "(the breakdowns' \"other\"): rates are low and latencies high by about that "
+                 "share of the machine; rerun on a quiet machine.".format(fmt_pct(max(others)))))
     for r in all_rows:
         if r.get("error"):
             say(wrap("FAILED {}: {}".format(r["label"], r["error"])))
@@ -1132,8 +1159,9 @@ def main(argv=None):
         "publisher and the subscriber; a row measures the whole path, CPU scheduling "
         "included, and the breakdown says who was busy.".format(os.cpu_count()),
         "nats-server is multi-threaded Go; a fastflow node is one uvloop process, and a "
-        "cross-node fastflow message also crosses the nats-server cluster (node A -> its "
-        "server -> [route ->] node B's server -> node B): 4 or 5 hops to nats-server's 3.",
+        "cross-node fastflow message also crosses the nats-server cluster (client -> node "
+        "A -> server A -> route -> server B -> node B -> client): 5 hops to the Go row's 3 "
+        "(4 with --link all when both links land on one server).",
         "One-way latency: CLOCK_MONOTONIC stamps compared across two processes of this "
         "machine, paced (no catch-up bursts): latency at a light load.",
         "Stream rows: JetStream syncs its files every 2 minutes by default and fastflow's "
