@@ -198,6 +198,7 @@ class Log:
     def __len__(self) -> int: ...
     def stats(self) -> dict[str, int]: ...
     def append(self, subject: Subject, data: Any, time: Any = 0) -> int: ...
+    def append_at(self, seq: int, subject: Subject, data: Any, time: Any = 0) -> int: ...
     def append_batch(self, subjects: Any, datas: Any, time: Any = 0) -> tuple[int, int]: ...
     def append_buffer(self, subjects: Any, buffer: Any, offsets: Any,
                       time: Any = 0) -> tuple[int, int]: ...
@@ -416,6 +417,7 @@ class StreamTarget:
     duplicates: int
     dedup: bool
     def __init__(self, name: str, log: Log) -> None: ...
+    def append_at(self, seq: int, subject: Subject, record: Any) -> int: ...
 
 class WireTarget:
     """The base of the protocols' wire targets (not instantiable itself)."""
@@ -459,6 +461,9 @@ class ClusterTarget(WireTarget):
     reply_prefix: bytes
     fwd_msgs: int
     fwd_bytes: int
+    max_payload: int
+    max_line: int
+    too_large: int
     def __init__(self, outbuf: "OutBuf", prefix: Union[str, bytes] = b"",
                  reply_prefix: Union[str, bytes] = b"") -> None: ...
 
@@ -636,6 +641,7 @@ class OutBuf:
     frames: int
     msgs: int
     bytes_out: int
+    backbone: bool
     pub_bytes: int
     dropped: int
     behind: bool

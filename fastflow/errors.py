@@ -21,6 +21,7 @@ __all__ = (
     "GapError",
     "GenericError",
     "HttpError",
+    "JetStreamError",
     "LogFullError",
     "MathError",
     "MissingAttributeError",
@@ -251,6 +252,23 @@ class NoRespondersError(FastflowError):
 
     def __reduce__(self):
         return (NoRespondersError, (self.subject,))
+
+
+class JetStreamError(FastflowError):
+    """JetStream refused a request or a publish of a replicated stream, or
+    did not answer in time: ``code`` (JetStream's, HTTP-like: 400, 404,
+    503; 408 for no answer), ``err_code`` (JetStream's own error number, 0
+    if none) and ``description``."""
+
+    def __init__(self, code, description, err_code=0):
+        FastflowError.__init__(self, "JetStream: {} (code {}{})".format(
+            description, code, ", err_code {}".format(err_code) if err_code else ""))
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+    def __reduce__(self):
+        return (JetStreamError, (self.code, self.description, self.err_code))
 
 
 # -- CESQL (fastflow.cesql) ---------------------------------------------------------------

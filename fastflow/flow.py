@@ -18,7 +18,15 @@ import shutil
 import threading
 
 from fastflow import _attrs
-from fastflow._impl import Event, Log, Router, StreamTarget, SubTarget, events_from_batch
+from fastflow._impl import (
+    Event,
+    Log,
+    Matcher,
+    Router,
+    StreamTarget,
+    SubTarget,
+    events_from_batch,
+)
 from fastflow._settings import Settings
 from fastflow.errors import FastflowError, SlowConsumerError, StorageFullError
 
@@ -282,16 +290,31 @@ class Stream:
     """A named, retained sequence of the events whose subjects match its
     patterns (one log)."""
 
-    def __init__(self, flow, name, subjects, retention, storage, log_):
+    def __init__(self, flow, name, subjects, retention, storage, log_, replicas=1):
         self.flow = flow
         self.name = name
         self.subjects = tuple(subjects)
         self.retention = retention
         self.storage = storage
         self.log = log_
+        # replicas > 1: the stream lives in JetStream; its log is a read
+        # cache that the cluster's mirror feeds (append_at), never the router
+        self.replicas = replicas
+        self.mirror = None              # the service feeding it (info(): its state)
         self._target = StreamTarget(name, log_)
         self._handles = []
         self._consumers = {}
+
+    @property
+    def replicated(self):
+        return self.replicas > 1
+
+    def append_at(self, seq, subject, record):
+        """A replicated stream's mirror stores the event ``record`` (bytes of
+        ``Event.encode()``) at ``seq`` of its log, JetStream's seq (the seqs
+        between are skipped), and the durable consumers hear of it; returns
+        ``seq``.  EventError for bytes that are not an event record."""
+        return self._target.append_at(seq, subject, record)
 
     # -- reading ------------------------------------------------------------------
 
@@ -425,7 +448,7 @@ class Stream:
 
     def info(self):
         lg = self.log
-        return {
+        out = {
             "name": self.name,
             "subjects": list(self.subjects),
             "storage": self.storage,
@@ -441,6 +464,11 @@ class Stream:
             "consumers": {n: c.info() for n, c in self._consumers.items()},
             "log": lg.stats(),
         }
+        if self.replicas > 1:
+            out["replicas"] = self.replicas
+            if self.mirror is not None:
+                out["mirror"] = self.mirror.info()
+        return out
 
     def __len__(self):
         return len(self.log)
@@ -474,6 +502,10 @@ class Flow(Router):
         # (docs/latency.md: a fence and a load per append call when on)
         self.wake_readers = wake_readers
         self._streams = {}
+        self._replicas = None           # Matcher: pattern -> replicated Stream (None: none)
+        # told ("add" | "delete", Stream) when a replicated stream comes or
+        # goes (the cluster service: JetStream stream and mirror)
+        self.replica_handler = None
         self._subs = {}
         self._advising = False
         self.n_advisories = 0
@@ -576,12 +608,17 @@ class Flow(Router):
 
     # -- streams ---------------------------------------------------------------------
 
-    def add_stream(self, name, subjects, retention=None, storage=None):
+    def add_stream(self, name, subjects, retention=None, storage=None, replicas=1):
         """Create the stream ``name`` capturing the subject patterns
         ``subjects``, or return the existing one (same config).
         ``storage`` is ``"memory"`` or ``"file"`` (the default with a
-        ``data_dir``)."""
+        ``data_dir``).  ``replicas`` > 1: a stream replicated in JetStream
+        (docs/cluster.md); this flow's publishes do not store into its
+        log, the cluster's mirror does, with JetStream's seqs."""
         self._check_open()
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError("replicas must be an int >= 1 (1: a local stream), got {!r}".format(
+                replicas))
         _check_name("stream", name)
         if isinstance(subjects, (str, bytes)):
             subjects = [subjects]
@@ -600,12 +637,15 @@ class Flow(Router):
             raise ValueError("stream {!r}: storage='file' needs Flow(data_dir=...)".format(name))
         st = self._streams.get(name)
         if st is not None:
-            if (list(st.subjects), st.retention, st.storage) != (subjects, retention, storage):
+            if (list(st.subjects), st.retention, st.storage, st.replicas) != \
+                    (subjects, retention, storage, replicas):
                 raise ValueError("stream {!r} exists with another config (subjects={}, {}, "
-                                 "storage={!r})".format(name, list(st.subjects), st.retention,
-                                                        st.storage))
+                                 "storage={!r}{})".format(
+                                     name, list(st.subjects), st.retention, st.storage,
+                                     ", replicas={}".format(st.replicas)
+                                     if st.replicas != replicas else ""))
             return st
-        st = self._open_stream(name, subjects, retention, storage)
+        st = self._open_stream(name, subjects, retention, storage, replicas)
         self._save_state()
         return st
 
@@ -618,26 +658,56 @@ class Flow(Router):
 
         return open_stream_reader(data_dir, stream, start, **kw)
 
-    def _open_stream(self, name, subjects, retention, storage):
+    def _open_stream(self, name, subjects, retention, storage, replicas=1):
         kw = dict(retention.to_dict())
         kw["dedup_window"] = kw.pop("duplicate_window")
+        if replicas > 1:
+            # a read cache of JetStream's stream: it never refuses what
+            # JetStream stored (discard='new' and duplicates are JetStream's)
+            kw["discard"] = "old"
+            kw["dedup_window"] = 0
         if storage == "file":
             kw["path"] = os.path.join(self.data_dir, "streams", name)
             kw["fsync"] = self.fsync
             kw["notify"] = self.wake_readers
         lg = Log(**kw)
-        st = Stream(self, name, subjects, retention, storage, lg)
-        st._target.dedup = retention.duplicate_window > 0
+        st = Stream(self, name, subjects, retention, storage, lg, replicas)
+        st._target.dedup = retention.duplicate_window > 0 and replicas == 1
+        added = []
         try:
-            for pattern in subjects:
-                st._handles.append(self.add(pattern, st._target))
+            if replicas == 1:
+                for pattern in subjects:
+                    st._handles.append(self.add(pattern, st._target))
+            else:
+                # not the router's: a publish goes to JetStream (the cluster
+                # link forwards it), the mirror brings it back into the log
+                if self._replicas is None:
+                    self._replicas = Matcher(1024)
+                for pattern in subjects:
+                    added.append(self._replicas.add(pattern, st))
+                st._handles = added
         except Exception:
-            for h in st._handles:
-                self.remove(h)
+            if replicas == 1:
+                for h in st._handles:
+                    self.remove(h)
+            else:
+                for h in added:
+                    self._replicas.remove(h)
             lg.close()
             raise
         self._streams[name] = st
+        if replicas > 1 and self.replica_handler is not None:
+            self.replica_handler("add", st)
         return st
+
+    def replicated_stream(self, subject):
+        """The replicated stream whose patterns capture ``subject`` (the
+        first added), or None: where a publish-with-ack on ``subject`` waits
+        for JetStream's answer."""
+        if self._replicas is None:
+            return None
+        found = self._replicas.match(subject)
+        return found[0] if found else None
 
     def stream(self, name):
         try:
@@ -654,8 +724,14 @@ class Flow(Router):
         st = self.stream(name)
         for c in list(st._consumers.values()):
             c._close()
-        for h in st._handles:
-            self.remove(h)
+        if st.replicas > 1:
+            for h in st._handles:
+                self._replicas.remove(h)
+            if self.replica_handler is not None:
+                self.replica_handler("delete", st)
+        else:
+            for h in st._handles:
+                self.remove(h)
         st.log.close()
         del self._streams[name]
         if st.storage == "file":
@@ -731,6 +807,8 @@ class Flow(Router):
             state["streams"][n] = {
                 "subjects": list(s.subjects), "retention": s.retention.to_dict(),
                 "consumers": {cn: c.config.to_dict() for cn, c in s._consumers.items()}}
+            if s.replicas > 1:
+                state["streams"][n]["replicas"] = s.replicas
             owners = {cn: c.owner for cn, c in s._consumers.items() if c.owner is not None}
             if owners:
                 state["streams"][n]["owners"] = owners
@@ -764,7 +842,7 @@ class Flow(Router):
             raise FastflowError("cannot read {}: {}".format(path, exc)) from None
         for n, cfg in streams.items():
             st = self._open_stream(n, cfg["subjects"], Retention.from_dict(cfg["retention"]),
-                                   "file")
+                                   "file", cfg.get("replicas", 1))
             owners = cfg.get("owners", {})
             for cn, ccfg in cfg.get("consumers", {}).items():
                 c = st._consumers[cn] = Consumer(st, cn, ConsumerConfig.from_dict(ccfg))

@@ -85,6 +85,7 @@ cdef class Log:
     cdef bint limited                   # any of max_events, max_bytes, max_per_subject
     cdef int32_t last_sid               # subject of the last append (a hint)
     cdef const char *pre                # _append_routed: the record's first piece
+    cdef int64_t skip_to                # _append_at: the seq the next record takes (0: next)
     cdef Py_ssize_t npre                # (0 = a record in one piece)
     # counters
     cdef int64_t n_appended
@@ -130,6 +131,9 @@ cdef class Log:
     cdef int64_t _append_routed1(self, object subject, const char *p, Py_ssize_t n, uint32_t h,
                                  const char *d, Py_ssize_t dlen, int64_t now) except -1
     cdef int64_t _append(self, object subject, object data, object time) except -1
+    cdef int64_t _append_at(self, object seq, object subject, object data,
+                            object time) except -1
+    cdef void _skip_gap(self) noexcept
     cdef tuple _append_many(self, object subjects, list datas_l, const char *base,
                             const int64_t *offs, Int64Array sizes, object time)
     cdef tuple _append_many1(self, object subjects, list datas_l, const char *base,

@@ -986,6 +986,42 @@ cdef class Log:
             self._check()
         return seq
 
+    def append_at(self, seq, subject, data, time=0):
+        """Append one record at ``seq`` (> last_seq), a mirror's append: the
+        seqs between last_seq and ``seq`` are skipped (they never exist);
+        returns ``seq``."""
+        self._enter()
+        try:
+            return self._append_at(seq, subject, data, time)
+        finally:
+            self.busy -= 1
+
+    cdef int64_t _append_at(self, object seq, object subject, object data,
+                            object time) except -1:
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise TypeError('seq must be an int, not {}'.format(type(seq).__name__))
+        if not self._last_seq < seq < (1 << 63):
+            raise ValueError('append_at: seq {} must be after last_seq {} (and below '
+                             '2**63)'.format(seq, self._last_seq))
+        # (_append_known moves last_seq once the record is admitted and its
+        # disk space reserved: an append refused before that skips nothing,
+        # and a new segment is named after the old last_seq + 1, so that a
+        # reopening scan sees no seqs missing between two segments)
+        self.skip_to = seq
+        try:
+            return self._append(subject, data, time)
+        finally:
+            self.skip_to = 0
+
+    cdef void _skip_gap(self) noexcept:
+        """The record being appended takes seq ``skip_to``: the seqs before
+        it never exist (entries no longer at seq - first: not dense)."""
+        if self.skip_to - 1 > self._last_seq:
+            if self.icount:
+                self.dense = False
+            self._last_seq = self.skip_to - 1
+        self.skip_to = 0
+
     def append_batch(self, subjects, datas, time=0):
         """Append many records in one call; returns ``(first_seq, last_seq)``.
         ``datas`` is a sequence of bytes-like payloads.  Validated as a whole
@@ -1507,6 +1543,8 @@ cdef class Log:
         if sid < 0:
             sid = self._sid_intern(subject, p, n, h)
         self.last_sid = sid
+        if self.skip_to:
+            self._skip_gap()            # append_at: admitted, the disk space reserved
         seq = self._store(sid, d, dlen, now if now > self.last_ts else self.last_ts, ptime)
         if self.store is not None and not self.loading:
             # from the arena: the record is whole there (see _append_routed)

@@ -340,6 +340,34 @@ cdef class StreamTarget:
         self.log = log
         self.listeners = []
 
+    def append_at(self, seq, subject, record):
+        """Store the event ``record`` (checked as a PUB frame's body is) at
+        ``seq`` of the log, a mirror's append (the seq of the stream it
+        mirrors; the seqs between are skipped), count it and tell the
+        listeners; returns ``seq``.  EventError for bytes that are not an
+        event record, ValueError for a seq not after the log's last."""
+        cdef Py_buffer view
+        cdef int64_t s, plen
+        cdef Log lg = self.log
+        subject = _subject_str(subject)
+        PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
+        try:
+            _ev_check(subject, <const char *>view.buf, view.len)
+            plen = _rec_payload(<const char *>view.buf, view.len)
+            lg._enter()
+            try:
+                s = lg._append_at(seq, subject, record, 0)
+            finally:
+                lg.busy -= 1
+        finally:
+            PyBuffer_Release(&view)
+        self.appended += 1
+        self.appended_bytes += plen
+        if self.listeners:
+            for listener in list(self.listeners):
+                listener(s)
+        return s
+
 
 cdef class Router:
     """The publish path of a Flow (engine use; see fastflow.Flow)."""
@@ -379,8 +407,10 @@ cdef class Router:
             (<SubTarget>target).handle = h
         elif isinstance(target, WireTarget):
             (<WireTarget>target).handle = h
-            if (<WireTarget>target).remote:
-                return h                # (a cluster link's own: not this node's interest)
+            if (<WireTarget>target).remote or type(target) is ImportTarget:
+                # a cluster link's own, or an import (each node imports what
+                # is published on it): not interest to ask other nodes for
+                return h
         if isinstance(pattern, bytes):
             pattern = (<bytes>pattern).decode('utf-8')
         self.interest_of[h] = (pattern, queue)
@@ -669,7 +699,7 @@ cdef class Router:
             plen = _payload_len(ev._data)
         else:
             plen = _payload_len(data)
-        if origin is not None:
+        if origin is not None and not origin.backbone:
             origin.pub_bytes += plen
             if self.ingress is not None:
                 self.ingress._take(plen)
@@ -839,6 +869,7 @@ cdef class Router:
                         mstream = self.last_stream      # (held: a callback may publish)
                         msg.stream = <PyObject *>mstream
                     msg.event = <PyObject *>ev if ev is not None else NULL
+                    msg.origin = <PyObject *>origin if origin is not None else NULL
                     if wt.conflate and wt.outbuf.behind:
                         # (the connection cannot write: keep the latest per subject)
                         ok = wt.outbuf._keep(wt, &msg)
@@ -1432,6 +1463,8 @@ cdef class ImportTarget(WireTarget):
         cdef const char *rp = NULL
         cdef Py_ssize_t rpn = 0, rn
         cdef char *buf
+        if m.origin != NULL and (<OutBuf>m.origin).backbone:
+            return 1            # imported on the node it was published on, and forwarded
         if d >= self.max_depth:
             self.looped += 1
             return 1

@@ -149,6 +149,15 @@ def test_client_parser_returns_what_it_does_not_route(core):
     p = core.NatsParser(None, core.OutBuf(), client=True, routes={})
     out = p.feed(b"INFO {}\r\nPING\r\nMSG x 9 r 2\r\nhi\r\nHMSG y 9 12 14\r\nNATS/1.0\r\n\r\nok"
                  b"\r\n+OK\r\n-ERR 'x'\r\n")
+    # one entry at a time: the link handles it before the MSGs after it
+    assert out == [("info", b"{}")] and p.buffered
+    for _ in range(10):
+        more = p.feed(b"")
+        if not more:
+            break
+        assert len(more) == 1
+        out += more
+    assert p.buffered == 0
     assert out == [("info", b"{}"), ("ping",), ("msg", "x", "9", "r", None, b"hi"),
                    ("msg", "y", "9", None, b"NATS/1.0\r\n\r\n", b"ok"), ("+ok",),
                    ("-err", "'x'")]

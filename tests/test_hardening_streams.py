@@ -308,7 +308,8 @@ def test_streams_have_a_duplicate_window_by_default():
 def test_stream_spec_takes_a_duplicate_window_with_units():
     from fastflow.server.config import ConfigError, stream_spec
 
-    _, _, ret, _ = stream_spec({"name": "S", "subjects": ["s.>"], "duplicate_window": "5m"}, "s")
+    _, _, ret, _, _ = stream_spec({"name": "S", "subjects": ["s.>"], "duplicate_window": "5m"},
+                                  "s")
     assert ret.duplicate_window == 300.0
     with pytest.raises(ConfigError, match="s.duplicate_window"):
         stream_spec({"name": "S", "subjects": ["s.>"], "duplicate_window": "soon"}, "s")

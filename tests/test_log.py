@@ -1542,3 +1542,176 @@ def test_records_after_only_empty_payloads(core):
             assert bytes(log2.get(seq).data) == want2[seq]
     log.append_batch("a", [b"x" * 3000] * 40)
     assert [bytes(log.get(s).data) for s in (1, 2)] == [want[1], want[2]]
+
+
+# -- append_at: a mirror's append (the seqs of another log) ------------------------------
+
+
+def _check(core, log):
+    if core is not REF_CORE:
+        log._check()                            # the native index's invariants
+
+
+def test_append_at_skips_the_seqs_between(core):
+    log = core.Log()
+    assert log.append("a", b"1") == 1
+    assert log.append_at(2, "a", b"2") == 2     # the next seq: no gap
+    assert log.append_at(5, "b", b"5") == 5
+    assert (log.first_seq, log.last_seq, len(log)) == (1, 5, 3)
+    assert all_seqs(log) == [1, 2, 5]
+    for seq in (3, 4):
+        with pytest.raises(KeyError, match="{} is not retained".format(seq)):
+            log.get(seq)
+    assert log.get(5).data == b"5" and log.get(5).subject == "b"
+    b = log.read(3)
+    assert seqs(b) == [5] and b.lost == 0 and b.next_seq == 6
+    assert log.seek(seq=3) == (3, 0)
+    assert log.append("c", b"6") == 6           # append goes on after it
+    assert log.append_at(1000, "c", b"x") == 1000
+    assert log.append_batch("c", [b"y", b"z"]) == (1001, 1002)
+    assert all_seqs(log) == [1, 2, 5, 6, 1000, 1001, 1002]
+    assert [r[0] for r in log.last_per_subject()] == [2, 5, 1002]
+    assert seqs(log.read(7, limit=2)) == [1000, 1001]
+    assert [len(b) for b in log.replay(seq=3, batch=2)] == [2, 2, 1]
+    _check(core, log)
+
+
+def test_append_at_on_an_empty_log_sets_first_seq(core):
+    log = core.Log()
+    assert log.append_at(100, "a", b"x") == 100
+    assert (log.first_seq, log.last_seq, len(log)) == (100, 100, 1)
+    assert log.seek() == (100, 0)
+    assert log.seek(seq=1) == (100, 99)         # as seen from the log it mirrors: gone
+    log.purge()
+    assert (log.first_seq, log.last_seq) == (101, 100)
+    assert log.append_at(200, "a", b"y") == 200
+    assert (log.first_seq, log.last_seq, all_seqs(log)) == (200, 200, [200])
+    _check(core, log)
+
+
+def test_append_at_refuses_a_seq_not_after_last_seq(core):
+    log = core.Log()
+    log.append_at(5, "a", b"x")
+    for seq in (0, 4, 5):
+        with pytest.raises(ValueError, match="append_at: seq {} must be after last_seq 5"
+                           .format(seq)):
+            log.append_at(seq, "a", b"y")
+    with pytest.raises(ValueError, match="below 2..63"):
+        log.append_at(1 << 63, "a", b"y")
+    with pytest.raises(TypeError, match="seq must be an int"):
+        log.append_at("6", "a", b"y")
+    with pytest.raises(TypeError, match="seq must be an int"):
+        log.append_at(True, "a", b"y")
+    assert log.last_seq == 5 and len(log) == 1
+
+
+def test_append_at_refused_skips_nothing(core):
+    log = core.Log(max_events=1, discard="new", max_event_size=10)
+    log.append_at(3, "a", b"x")
+    with pytest.raises(LogFullError):
+        log.append_at(7, "a", b"y")
+    with pytest.raises(EventTooLarge):
+        log.append_at(7, "a", b"y" * 11)
+    with pytest.raises(SubjectError):
+        log.append_at(7, "a..b", b"y")
+    assert (log.first_seq, log.last_seq, len(log)) == (3, 3, 1)
+    log.purge()
+    assert log.append_at(7, "a", b"y") == 7
+    assert (log.first_seq, log.last_seq) == (7, 7)
+
+
+def test_append_at_under_retention(core):
+    log = core.Log(max_events=3, max_per_subject=2)
+    for seq in (2, 4, 6, 8, 10):
+        log.append_at(seq, "s{}".format(seq % 3), bytes([seq]))
+        _check(core, log)
+    assert all_seqs(log) == [6, 8, 10]
+    assert log.first_seq == 6
+    assert log.read(1).lost == 5                # 1..5 are gone (as seen by the mirror)
+    log.append_at(12, "s0", b"c")               # s0: 6, 12 -> per subject: 2 kept
+    log.append_at(15, "s0", b"f")
+    assert all_seqs(log) == [10, 12, 15]
+    _check(core, log)
+
+
+def test_append_at_many_gaps_index_growth(core):
+    # gaps across index growth, wrap and compaction (native: the index is no
+    # longer dense; lookups by binary search)
+    log = core.Log(max_events=1500)
+    want = {}
+    rnd = random.Random(7)
+    for i in range(5000):
+        data = b"%d" % i
+        if rnd.random() < 0.5:
+            seq = log.append_at(log.last_seq + rnd.choice((1, 2, 5, 300)), "a.{}".format(i % 7),
+                                data)
+        else:
+            seq = log.append("a.{}".format(i % 7), data)
+        want[seq] = data
+        if i % 997 == 0:
+            log.purge("a.3")
+    kept = all_seqs(log)
+    assert len(kept) <= 1500 and kept == sorted(kept)
+    for s in kept[::50]:
+        assert log.get(s).data == want[s]
+    for s in range(kept[0], kept[-1], 37):
+        b = log.read(s, limit=1)
+        assert seqs(b) == [min(k for k in kept if k >= s)]
+    _check(core, log)
+
+
+def log_has(log, seq):
+    try:
+        log.get(seq)
+    except KeyError:
+        return False
+    return True
+
+
+def test_append_at_file_backed_reopen(core, tmp_path):
+    d = tmp_path / "m"
+    with core.Log(path=d, fsync="never", segment_size=4096) as log:
+        assert log.append_at(10, "a", b"x" * 100) == 10
+        for seq in range(11, 40):
+            log.append_at(seq * 3, "a.{}".format(seq % 3), b"y" * 300)   # several segments
+        log.append_at(200, "b", b"z")
+        before = all_seqs(log)
+        first, last = log.first_seq, log.last_seq
+    with core.Log(path=d, fsync="never", segment_size=4096) as log:
+        assert (log.first_seq, log.last_seq) == (first, last) == (10, 200)
+        assert all_seqs(log) == before
+        assert log.losses == [] and log.stats()["lost_records"] == 0
+        assert log.get(200).data == b"z"
+        assert log.append_at(300, "b", b"w") == 300
+        assert log.append("b", b"v") == 301
+    with core.Log(path=d, fsync="never", segment_size=4096) as log:
+        assert all_seqs(log)[-3:] == [200, 300, 301]
+        assert log.losses == []
+        _check(core, log)
+
+
+def test_append_at_file_backed_empty_log_reopen(core, tmp_path):
+    d = tmp_path / "m"
+    with core.Log(path=d, fsync="never") as log:
+        log.append_at(50, "a", b"x")
+    with core.Log(path=d, fsync="never") as log:
+        assert (log.first_seq, log.last_seq, all_seqs(log)) == (50, 50, [50])
+        log.purge()
+    with core.Log(path=d, fsync="never") as log:
+        assert (log.first_seq, log.last_seq, len(log)) == (51, 50, 0)
+        log.append_at(70, "a", b"y")
+    with core.Log(path=d, fsync="never") as log:
+        assert (log.first_seq, log.last_seq, all_seqs(log)) == (70, 70, [70])
+        assert log.losses == []
+
+
+def test_append_at_tail_reader_counts_the_skipped_seqs(core, tmp_path):
+    d = tmp_path / "m"
+    with core.Log(path=d, fsync="never") as log:
+        log.append_at(3, "a", b"x")
+        log.append_at(6, "a", b"y")
+        r = core.Log.open_reader(str(d), seq=1)
+        b = r.read(timeout=1.0)
+        assert seqs(b) == [3, 6]
+        assert r.next_seq == 7
+        r.close()

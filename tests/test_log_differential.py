@@ -127,6 +127,11 @@ class LogMachine(RuleBasedStateMachine):
     def append_unique(self, subject, data, msg_id):
         self.both("append_unique", subject, data, msg_id)
 
+    @rule(subject=subjects, data=datas, ahead=st.integers(-2, 6))
+    def append_at(self, subject, data, ahead):
+        # a mirror's append: the seqs between are skipped (ahead <= 0: refused)
+        self.both("append_at", self.ref.last_seq + ahead, subject, data)
+
     @rule(subject=st.one_of(st.none(), patterns), up_to=st.one_of(st.none(), st.integers(0, 40)))
     def purge(self, subject, up_to):
         self.both("purge", subject, up_to)

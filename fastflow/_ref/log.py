@@ -1080,8 +1080,9 @@ class Log:
         self._last_ts = ts
         return ts
 
-    def _append_many(self, items, time):
-        """Store [(subject, sbytes, data)] under the retention rules."""
+    def _append_many(self, items, time, at=0):
+        """Store [(subject, sbytes, data)] under the retention rules (``at``:
+        the seq of the one record, ``append_at``)."""
         self._evict_aged(AGE_EVICT_STEP)
         if self._discard == "new":
             sizes = [(s, len(sb) + len(d)) for s, sb, d in items]
@@ -1109,6 +1110,11 @@ class Log:
                                   (marker + len(sbytes) if marker else 0))
                 if self._discard == "old":
                     self._make_room(subject, len(sbytes) + len(data))
+                if at:
+                    # admitted, its disk space reserved (a new segment was
+                    # named after the old last_seq + 1): the seqs before it go
+                    self._skip_gap(at)
+                    first = at
                 self._store(subject, sbytes, data, time if times is None else times[i], ts)
         finally:
             self._after_change()
@@ -1122,6 +1128,37 @@ class Log:
         b = self._check_data(data, sb)
         t = _int("time", time, _I64_MIN)
         return self._append_many([(s, sb, b)], t)[0]
+
+    @_exclusive
+    def append_at(self, seq, subject, data, time=0):
+        """Append one record at ``seq`` (> last_seq), a mirror's append: the
+        seqs between last_seq and ``seq`` are skipped (they never exist);
+        returns ``seq``."""
+        self._check_open()
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise TypeError("seq must be an int, not {}".format(type(seq).__name__))
+        if not self._last_seq < seq < (1 << 63):
+            raise ValueError("append_at: seq {} must be after last_seq {} (and below "
+                             "2**63)".format(seq, self._last_seq))
+        s, sb = self._check_subject(subject)
+        b = self._check_data(data, sb)
+        t = _int("time", time, _I64_MIN)
+        return self._append_many([(s, sb, b)], t, seq)[0]
+
+    def _skip_gap(self, seq):
+        """The next record takes ``seq``: the slots before it stay empty (an
+        empty log starts its slots afresh at ``seq``)."""
+        if self._count == 0:
+            del self._entries[:]
+            del self._tss[:]
+            self._base = seq
+            self._head = 0
+        else:
+            ts = self._tss[-1] if len(self._tss) else 0
+            while self._base + len(self._entries) < seq:
+                self._entries.append(None)
+                self._tss.append(ts)
+        self._last_seq = seq - 1
 
     @_exclusive
     def append_buffer(self, subjects, buffer, offsets, time=0):

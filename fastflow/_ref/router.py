@@ -410,6 +410,23 @@ class StreamTarget:
     def dedup(self, v):
         self._dedup = bool(v)
 
+    def append_at(self, seq, subject, record):
+        """Store the event ``record`` (checked as a PUB frame's body is) at
+        ``seq`` of the log, a mirror's append (the seq of the stream it
+        mirrors; the seqs between are skipped), count it and tell the
+        listeners; returns ``seq``.  EventError for bytes that are not an
+        event record, ValueError for a seq not after the log's last."""
+        subject = _subject_str(subject)
+        rec = _record_bytes(record)
+        _ev_check(subject, rec, 0, len(rec))
+        s = self._log.append_at(seq, subject, rec)
+        self._appended += 1
+        self._appended_bytes += _rec_payload(rec)
+        if self._listeners:
+            for listener in list(self._listeners):
+                listener(s)
+        return s
+
     @property
     def listeners(self):
         return self._listeners
@@ -680,8 +697,11 @@ class Router:
         h = self.__matcher.add(pattern, target, queue)
         if type(target) is not StreamTarget:
             target._handle = h
-            if isinstance(target, WireTarget) and target.remote:
-                return h                # (a cluster link's own: not this node's interest)
+            if isinstance(target, WireTarget) and (target.remote
+                                                   or type(target) is ImportTarget):
+                # a cluster link's own, or an import (each node imports what
+                # is published on it): not interest to ask other nodes for
+                return h
         if isinstance(pattern, bytes):
             pattern = pattern.decode("utf-8")
         self._interest_of[h] = (pattern, queue)
@@ -729,7 +749,7 @@ class Router:
                 and ev._rest is None and ev._rest_raw is None and ev._rflags == 0
                 and ev._source is self.__source)
 
-    def __wire_msg(self, subject, reply, rec, rdef, ev, seq, now):
+    def __wire_msg(self, subject, reply, rec, rdef, ev, seq, now, origin=None):
         """The WireMsg of a delivery: of ``ev``, or (``ev`` None) of the
         record ``rec`` from the network; ``rdef``: ``rec`` is the record of
         ``ev`` with every default (its data goes apart)."""
@@ -741,7 +761,7 @@ class Router:
         sb = subject.encode("utf-8") if isinstance(subject, str) else bytes(subject)
         gen = ev._gid != 0 if ev is not None else (rec[1] & EVF_GENID) != 0
         return WireMsg(subject, sb, reply or None, rec, data, gen, ev, seq, now,
-                       self.__last_stream)
+                       self.__last_stream, origin)
 
     def __record(self, ev):
         """The record of ``ev`` (bytes)."""
@@ -870,7 +890,7 @@ class Router:
             dlen = len(ev._data) if ev._data is not None else 0
         else:
             dlen = len(data) if data is not None else 0
-        if origin is not None:
+        if origin is not None and not origin.backbone:
             origin.pub_bytes += dlen
             if self.ingress is not None:
                 self.ingress.take(1, dlen)
@@ -982,7 +1002,7 @@ class Router:
                         rdef = self.__is_default(ev)
                         rec = self.__default_record(ev) if rdef else _ev_encode(ev)
                     msg = self.__wire_msg(subject, reply, rec, rdef, ev if wrec is None else None,
-                                          seq, now)
+                                          seq, now, origin)
                 if v._conflate and v._outbuf._behind:
                     # (the connection cannot write: keep the latest per subject)
                     ok = v._outbuf._keep(v, msg)
@@ -1348,6 +1368,7 @@ class ImportTarget(WireTarget):
         self._max_depth = max_depth     # nested imports at which a message stops
         self._conflate = False          # (a WireTarget's: an import never conflates)
         self._conflated = 0
+        self._remote = False
         self._forwarded = 0
         self._forwarded_bytes = 0
         self._refused = 0
@@ -1377,6 +1398,8 @@ class ImportTarget(WireTarget):
 
     def write(self, msg):
         global _import_depth
+        if msg.origin is not None and msg.origin.backbone:
+            return 1            # imported on the node it was published on, and forwarded
         d = _import_depth
         if d >= self._max_depth:
             self._looped += 1

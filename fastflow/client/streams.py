@@ -100,11 +100,14 @@ class StreamsMixin:
 
     # -- streams -------------------------------------------------------------------------
 
-    async def add_stream(self, name, subjects, retention=None, storage=None, *, timeout=None):
+    async def add_stream(self, name, subjects, retention=None, storage=None, *, replicas=None,
+                         timeout=None):
         """Create the stream ``name`` capturing ``subjects`` (patterns), or
         confirm the existing one (``ConflictError`` if its config differs);
         ``retention``: a dict or a ``fastflow.Retention``; ``storage``:
-        ``"memory"`` or ``"file"``.  Returns the stream's info (a dict)."""
+        ``"memory"`` or ``"file"``; ``replicas`` > 1: replicated in the
+        cluster's JetStream (a server with a cluster link).  Returns the
+        stream's info (a dict)."""
         if isinstance(subjects, str):
             subjects = [subjects]
         args = {"name": name, "subjects": list(subjects)}
@@ -113,6 +116,8 @@ class StreamsMixin:
             args["retention"] = r
         if storage is not None:
             args["storage"] = storage
+        if replicas is not None:
+            args["replicas"] = replicas
         return await self._call(Op.STREAM, "add", args, timeout)
 
     async def stream_info(self, name, *, timeout=None):

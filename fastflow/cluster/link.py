@@ -26,6 +26,7 @@ policy) by the node that receives it.
 
 import asyncio
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -115,6 +116,12 @@ def _token(s):
     return "x" + binascii.hexlify(s.encode("utf-8")).decode("ascii")
 
 
+def _group_token(queue):
+    """A queue group's name on the backbone: 16 hex digits of its hash
+    (short whatever the name's length; a token whatever its bytes)."""
+    return hashlib.blake2b(queue.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
 def _check_line(s, what):
     if not s or any(c in s for c in " \t\r\n\0"):
         raise ValueError("{} {!r} has a space, tab, CR, LF or NUL, or is empty".format(what, s))
@@ -136,7 +143,10 @@ class _Account:
         self.fwd = {}               # (pattern, queue) -> the forwarder's handle here
         self.plain = ClusterTarget(link.out, self.prefix, self.prefix)
         self.groups = {}            # queue -> its ClusterTarget
+        self.group_keys = {}        # queue -> its patterns forwarded
+        self.gone = [0, 0, 0]       # msgs, bytes, too_large of the groups gone
         self.bad_patterns = 0       # remote patterns this router refused
+        link._limits(self.plain)
 
     # -- this node's interest -------------------------------------------------------
 
@@ -158,7 +168,7 @@ class _Account:
         if queue is None:
             return (self.prefix + pattern, self.link.node_queue,
                     NatsRoute(self.router, len(self.prefix), None, self.prefix))
-        ns = QUEUE_NS + binascii.hexlify(queue.encode("utf-8")).decode("ascii") + "."
+        ns = QUEUE_NS + _group_token(queue) + "."
         return (ns + self.prefix + pattern, ns[len(QUEUE_NS):-1],
                 NatsRoute(self.router, len(ns) + len(self.prefix), queue, self.prefix))
 
@@ -175,9 +185,12 @@ class _Account:
         else:
             target = self.groups.get(queue)
             if target is None:
-                ns = QUEUE_NS + binascii.hexlify(queue.encode("utf-8")).decode("ascii") + "."
+                ns = QUEUE_NS + _group_token(queue) + "."
                 target = self.groups[queue] = ClusterTarget(self.link.out, ns + self.prefix,
                                                             self.prefix)
+                self.link._limits(target)
+                self.group_keys[queue] = 0
+            self.group_keys[queue] += 1
             self.router.prefer_local = True
         try:
             self.fwd[key] = self.router.add(pattern, target, queue)
@@ -198,14 +211,26 @@ class _Account:
                 self.router.remove(h)
             except KeyError:
                 pass
+        queue = key[1]
+        if queue is not None and queue in self.group_keys:
+            self.group_keys[queue] -= 1
+            if self.group_keys[queue] <= 0:     # its last pattern: the group goes
+                del self.group_keys[queue]
+                t = self.groups.pop(queue)
+                self.gone[0] += t.fwd_msgs
+                self.gone[1] += t.fwd_bytes
+                self.gone[2] += t.too_large
+                self.router.prefer_local = bool(self.groups)
 
     def forwarded(self):
-        msgs = self.plain.fwd_msgs
-        nbytes = self.plain.fwd_bytes
+        msgs = self.plain.fwd_msgs + self.gone[0]
+        nbytes = self.plain.fwd_bytes + self.gone[1]
+        big = self.plain.too_large + self.gone[2]
         for t in self.groups.values():
             msgs += t.fwd_msgs
             nbytes += t.fwd_bytes
-        return msgs, nbytes
+            big += t.too_large
+        return msgs, nbytes, big
 
 
 class _Protocol(asyncio.Protocol):
@@ -228,7 +253,7 @@ class _Protocol(asyncio.Protocol):
 
     def resume_writing(self):
         self.link.out.behind = False
-        self.link._kick()
+        self.link._flush()
 
 
 class Link:
@@ -260,6 +285,9 @@ class Link:
         self.reconnect_wait_max = reconnect_wait_max
         self.ping_interval = ping_interval
         self.out = OutBuf(max_pending, on_data=self._kick)
+        self.out.backbone = True        # (what the link publishes came from other nodes)
+        self.max_payload = 0        # the server's (INFO), for the forwarders
+        self._sync_soon = None      # a full snapshot asked for, to be sent once
         self.out.flush_at = 256 << 10   # (a burst is written before the tick ends)
         self.out.on_flush = self._flush
         self.in_closed = [0, 0]     # msgs, refused of the routes of interest now gone
@@ -279,7 +307,9 @@ class Link:
         self.last_error = None
         self.in_msgs = 0            # messages from the backbone (routed and raw)
         self.in_bytes = 0
-        self.bad_in = 0             # records refused (malformed, trust policy)
+        self.bad_in = 0             # messages refused that no route counts
+        self._bad_logged = 0
+        self.too_long = 0           # subscriptions too long for the backbone
         self.gossip_in = 0
         self.gossip_out = 0
         self._next_sid = 0
@@ -299,6 +329,11 @@ class Link:
         self._pongs_missed = 0
         self._cstate = None         # (future) the CONNECT handshake's PONG
 
+    def _limits(self, target):
+        """The backbone's limits on a forwarder (what it would close the link for)."""
+        target.max_payload = self.max_payload
+        target.max_line = 4096          # (nats-server's default max_control_line)
+
     # -- accounts ---------------------------------------------------------------------
 
     def attach(self, name, router):
@@ -310,6 +345,10 @@ class Link:
         router.on_interest = a.on_interest
         for pattern, queue in router.interest():
             a.on_interest(pattern, queue, 1)
+        for st in self.nodes.values():  # what the others want of it, known already
+            for k in st["keys"]:
+                if k[0] == name:
+                    a.remote_add((k[1], k[2]))
         return a
 
     def detach(self, name):
@@ -344,7 +383,7 @@ class Link:
                     self.in_closed[0] += r.msgs
                     self.in_closed[1] += r.bad
                 if self.connected:
-                    self.out.write(b"UNSUB " + sid + b"\r\n")
+                    self._write(b"UNSUB " + sid + b"\r\n")
             self._dels.append([a.name, key[0], key[1]])
         if self.connected:
             # told at once: an event this node forwards next (a request whose
@@ -357,7 +396,22 @@ class Link:
 
     def _write_sub(self, subject, queue, sid):
         line = "SUB {} {}".format(subject, queue) if queue else "SUB {}".format(subject)
-        self.out.write(line.encode("utf-8") + b" " + sid + b"\r\n")
+        b = line.encode("utf-8") + b" " + sid + b"\r\n"
+        if len(b) > 4096:
+            # (nats-server would close the link for it, again at each reconnection)
+            self.too_long += 1
+            log.warning("cluster: a subscription of %d bytes is too long for the backbone: "
+                        "%.80s...", len(b), line)
+            return
+        self._write(b)
+
+    def _write(self, b):
+        """A control line; if the output cannot take it (full), the link
+        starts again (what the server and the other nodes know is resent)."""
+        if not self.out.write(b) and self.connected and self.proto is not None:
+            log.warning("cluster: the backbone's output is full: reconnecting to resend "
+                        "the subscriptions and this node's interest")
+            self.proto.transport.abort()
 
     def _my_interest(self):
         return [[a.name, p, q] for a in self.accounts.values() for (p, q) in a.local]
@@ -395,6 +449,11 @@ class Link:
         self._publish_gossip({"node": self.node, "v": self._version, "full": first,
                               "add": part})
 
+    def _sync_now(self):
+        self._sync_soon = None
+        if self.connected:
+            self._gossip_full()
+
     def _publish_gossip(self, body):
         self.gossip_out += 1
         self.publish(GOSSIP + self.node, json.dumps(body, separators=(",", ":")).encode())
@@ -406,14 +465,18 @@ class Link:
                 want = json.loads(msg.data).get("node")
             except (ValueError, AttributeError):
                 return
-            if want in ("*", self.node):
-                self._gossip_full()
+            if want in ("*", self.node) and self._sync_soon is None:
+                # (however many ask within a moment: one snapshot)
+                self._sync_soon = self.loop.call_later(
+                    min(0.05, self.interest_interval / 4), self._sync_now)
             return
         try:
             body = json.loads(msg.data)
             node = body["node"]
             v = int(body["v"])
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(node, str):
+                raise TypeError("node")
+        except (ValueError, KeyError, TypeError, OverflowError):
             log.warning("cluster: malformed interest gossip on %s", msg.subject)
             return
         if node == self.node or msg.subject != GOSSIP + node:
@@ -437,17 +500,15 @@ class Link:
             if body.get("bye"):
                 del self.nodes[node]     # it left: forgotten at once
             return
-        elif v != st["v"] + 1:
-            if body.get("hb") and v == st["v"]:
-                return                  # a heartbeat: nothing changed
-            # a gap (or a node not heard from before): ask for all of it
+        elif v != (st["v"] if body.get("hb") else st["v"] + 1):
+            # a heartbeat with another version than the last change known,
+            # a gap, a node not heard from before: ask for all of it
             st["v"] = -1
             self.publish(GOSSIP + "sync", json.dumps({"node": node}).encode())
             return
-        else:
-            st["v"] = v
-        if body.get("hb"):
-            return
+        elif body.get("hb"):
+            return                      # nothing changed
+        st["v"] = v
         keys = st["keys"]
         for it in body.get("add", ()):
             k = self._key(it)
@@ -512,6 +573,7 @@ class Link:
                 self.proto.transport.abort()
                 return
             self._pongs_missed += 1
+            self._pings.append(None)    # (its PONG is not a flush's)
             self.out.write(b"PING\r\n")
 
     # -- services ---------------------------------------------------------------------
@@ -530,7 +592,7 @@ class Link:
 
     def unsubscribe(self, sid):
         if self.raw.pop(sid, None) is not None and self.connected:
-            self.out.write(b"UNSUB " + sid + b"\r\n")
+            self._write(b"UNSUB " + sid + b"\r\n")
 
     def publish(self, subject, payload, reply=None, headers=None):
         """Publish ``payload`` (bytes) on the raw backbone ``subject``;
@@ -538,6 +600,10 @@ class Link:
         if not self.connected:
             return False
         _check_line(subject, "subject")
+        if self.max_payload and len(payload) + (len(headers) if headers else 0) \
+                > self.max_payload:
+            raise ValueError("{} bytes: over the backbone's max_payload ({})".format(
+                len(payload), self.max_payload))
         parts = [subject]
         if reply:
             parts.append(_check_line(reply, "reply subject"))
@@ -545,11 +611,11 @@ class Link:
             parts.append(str(len(headers)))
             parts.append(str(len(headers) + len(payload)))
             line = "HPUB " + " ".join(parts)
-            self.out.write(line.encode("utf-8") + b"\r\n" + headers + payload + b"\r\n")
+            self._write(line.encode("utf-8") + b"\r\n" + headers + payload + b"\r\n")
         else:
             parts.append(str(len(payload)))
-            self.out.write(("PUB " + " ".join(parts)).encode("utf-8") + b"\r\n" + payload
-                           + b"\r\n")
+            self._write(("PUB " + " ".join(parts)).encode("utf-8") + b"\r\n" + payload
+                        + b"\r\n")
         return True
 
     async def request(self, subject, payload, timeout=2.0, headers=None):
@@ -681,6 +747,12 @@ class Link:
             self.server_info = json.loads(info)
         except ValueError:
             self.server_info = {}
+        mp = self.server_info.get("max_payload") if isinstance(self.server_info, dict) else None
+        self.max_payload = mp if isinstance(mp, int) and mp > 0 else 1 << 20
+        for a in self.accounts.values():
+            self._limits(a.plain)
+            for t in a.groups.values():
+                self._limits(t)
         # (echo false: this connection's own publishes never come back to it)
         opts = {"verbose": False, "pedantic": False, "echo": False, "headers": True,
                 "no_responders": True,
@@ -697,13 +769,23 @@ class Link:
         if proto is not self.proto:
             return
         self.in_bytes += len(data)
-        try:
-            entries = self.parser.feed(data)
-        except FastflowError as exc:
-            log.error("cluster: protocol error from %s: %s", self.server, exc)
-            self.last_error = str(exc)
-            proto.transport.abort()
-            return
+        while True:
+            try:
+                entries = self.parser.feed(data)
+            except FastflowError as exc:
+                log.error("cluster: protocol error from %s: %s", self.server, exc)
+                self.last_error = str(exc)
+                proto.transport.abort()
+                return
+            if not entries:
+                break
+            self._entries(proto, entries)
+            if proto is not self.proto or not self.parser.buffered:
+                break
+            data = b""                  # (the parser stopped there: the MSGs after it)
+        self._kick()
+
+    def _entries(self, proto, entries):
         for e in entries:
             kind = e[0]
             if kind == "msg":
@@ -718,13 +800,14 @@ class Link:
                         log.exception("cluster: a subscriber of %s failed", subject)
                     continue
                 route = self.routes.get(sidb)
-                if route is not None and headers is None:
-                    self._route(route, subject, reply, payload)
-            elif kind == "bad":
-                self.bad_in += 1
-                if self.bad_in <= 10 or self.bad_in % 10000 == 0:
+                if route is not None:
+                    # (the parser routes a node's MSGs itself; nodes send no HMSG)
+                    route.bad += 1
+            elif kind == "bad":             # (counted in its route)
+                self._bad_logged += 1
+                if self._bad_logged <= 10 or self._bad_logged % 10000 == 0:
                     log.warning("cluster: an event from the backbone refused (%d so far): %s",
-                                self.bad_in, e[1])
+                                self._bad_logged, e[1])
             elif kind == "ping":
                 self.out.write(b"PONG\r\n")
             elif kind == "pong":
@@ -733,7 +816,7 @@ class Link:
                     self._cstate.set_result(None)
                 elif self._pings:
                     f = self._pings.pop(0)
-                    if not f.done():
+                    if f is not None and not f.done():
                         f.set_result(None)
             elif kind == "info":
                 if not self.connected and self._cstate is not None and not self._cstate.done():
@@ -743,30 +826,6 @@ class Link:
                 log.error("cluster: %s says -ERR %s", self.server, e[1])
                 if not self.connected and self._cstate is not None and not self._cstate.done():
                     self._cstate.set_exception(FastflowError("-ERR " + e[1]))
-        self._kick()
-
-    def _route(self, route, subject, reply, payload):
-        """A MSG the parser left to Python (after another op in the same
-        read): as its C path."""
-        if len(subject.encode("utf-8")) <= route.strip:
-            route.bad += 1
-            return
-        rb = reply.encode("utf-8") if reply else None
-        rp = route.reply_prefix
-        if rb and rp and len(rb) > len(rp) and rb.startswith(rp):
-            rb = rb[len(rp):]
-        route.msgs += 1
-        try:
-            if route.group is not None:
-                route.router.publish_record(subject[route.strip:], payload, rb, self.out,
-                                            group=route.group)
-            else:
-                route.router.publish_record(subject[route.strip:], payload, rb, self.out,
-                                            groups=False)
-        except (FastflowError, ValueError) as exc:
-            route.bad += 1
-            if route.bad <= 10:
-                log.warning("cluster: an event from the backbone refused: %s", exc)
 
     def _lost(self, proto, exc):
         if proto is not self.proto:
@@ -782,7 +841,7 @@ class Link:
         # is all learnt again after the reconnection
         self._forget_all()
         for f in self._pings:
-            if not f.done():
+            if f is not None and not f.done():
                 f.set_exception(FastflowError("the cluster link was lost"))
         self._pings = []
         for f in list(self._requests.values()):
@@ -799,8 +858,8 @@ class Link:
     def _flush(self):
         self._flush_soon = None
         p = self.proto
-        if p is None or p.transport is None or not len(self.out):
-            return
+        if p is None or p.transport is None or not len(self.out) or self.out.behind:
+            return                      # (paused: it waits here, within max_pending)
         p.transport.write(self.out.take())
         if self.out.overflow:
             # the backbone could not take it all: what did not fit was
@@ -839,10 +898,12 @@ class Link:
         remote = local = 0
         bad = self.bad_in + self.in_closed[1]
         in_routed = self.in_closed[0]
+        too_large = 0
         for a in self.accounts.values():
-            m, b = a.forwarded()
+            m, b, big = a.forwarded()
             out_msgs += m
             out_bytes += b
+            too_large += big
             remote += len(a.fwd)
             local += len(a.local)
         for r in self.routes.values():
@@ -859,6 +920,7 @@ class Link:
             "reconnects": self.reconnects,
             "last_error": self.last_error,
             "nodes": len(self.nodes),
+            "peers": sorted(self.nodes),
             "out_msgs": out_msgs,
             "out_bytes": out_bytes,
             "in_msgs": in_routed,
@@ -868,6 +930,8 @@ class Link:
             "local_interest": local,
             "pending_bytes": len(self.out),
             "dropped": self.out.dropped,
+            "too_large": too_large,
+            "too_long": self.too_long,
             "gossip_in": self.gossip_in,
             "gossip_out": self.gossip_out,
         }

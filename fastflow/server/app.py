@@ -150,6 +150,8 @@ class Server:
         self.cluster = None             # fastflow.cluster.Link (the backbone), with [cluster]
         self.meter = None               # fastflow.server.metering.Meter
         self.quotas = None              # fastflow.server.quotas.Quotas
+        # replicated streams: fastflow.cluster.jetstream.ReplicatedStreams (None: no cluster)
+        self.replicated = None
         self.admin_lock = None          # one admin API change at a time
         self.addresses = []
         self.port = None
@@ -412,15 +414,23 @@ class Server:
                     wake_readers=cfg.wake_readers and cfg.data_dir is not None,
                     name="fastflow/" + name)
 
+    def has_cluster(self):
+        """Whether this server joins a NATS cluster (replicated streams may live there)."""
+        return bool(self.config.cluster_urls)
+
     def add_account_streams(self, acct, items, where):
         """The streams of the config of ``acct`` (ConfigError)."""
         flow = acct.flow
         have = sorted(flow.streams())
         for i, spec in enumerate(items):
-            name, subjects, retention, storage = stream_spec(spec, "{}[{}]".format(where, i))
+            name, subjects, retention, storage, replicas = stream_spec(
+                spec, "{}[{}]".format(where, i))
+            if replicas > 1 and not self.has_cluster():
+                raise ConfigError("{}[{}] ({!r}): replicas = {} needs a cluster ([cluster] "
+                                  "urls, or --cluster)".format(where, i, name, replicas))
             try:
                 self.quotas.may_add_stream(acct, name, retention)
-                flow.add_stream(name, subjects, retention, storage)
+                flow.add_stream(name, subjects, retention, storage, replicas)
             except QuotaExceeded as exc:
                 raise ConfigError("{}[{}] ({!r}): {}".format(where, i, name, exc)) from None
             except ValueError as exc:
@@ -428,6 +438,13 @@ class Server:
                         .format(flow.data_dir) if name in have else "")
                 raise ConfigError("{}[{}] ({!r}): {}{}".format(where, i, name, exc,
                                                               hint)) from None
+        if not self.has_cluster():
+            for st in flow.streams().values():
+                if st.replicated:
+                    log.warning("stream %r of account %s has replicas = %d (restored from %s) "
+                                "but this server has no cluster: its cache stays as it is and "
+                                "nothing is stored into it", st.name, acct.name, st.replicas,
+                                flow.data_dir)
 
     def _start_mqtt(self, acct):
         from fastflow.server.mqtt import MqttSessions
@@ -463,12 +480,28 @@ class Server:
                             password=cfg.cluster_password)
         for acct in self.accounts:
             self.cluster.attach(acct.name, acct.flow)
+        self._start_replicated()
         await self.cluster.start(wait=cfg.cluster_connect_wait)
+
+    def _start_replicated(self):
+        """The replicated streams' service (JetStream stream, forwarder and
+        mirror per stream; JetStream's acks of publishes): every account's."""
+        from fastflow.cluster.jetstream import ReplicatedStreams
+
+        cfg = self.config
+        self.replicated = ReplicatedStreams(self.cluster, self.cluster.node,
+                                            api_timeout=cfg.cluster_api_timeout,
+                                            ack_timeout=cfg.cluster_ack_timeout,
+                                            heartbeat=cfg.cluster_heartbeat)
+        for acct in self.accounts:
+            self.replicated.attach(acct.name, acct.flow)
+        self.replicated.start()
 
     async def start_account(self, acct):
         """The services of an account added at run time (as at start)."""
         if self.cluster is not None:
             self.cluster.attach(acct.name, acct.flow)
+            self.replicated.attach(acct.name, acct.flow)
         if self.mqtt_port:
             self._start_mqtt(acct)
         if self.http_port:
@@ -477,6 +510,7 @@ class Server:
     async def stop_account(self, acct):
         """An account goes: its services stopped, its engine flushed and closed."""
         if self.cluster is not None:
+            self.replicated.detach(acct.name)
             self.cluster.detach(acct.name)
         if acct.catalog is not None:
             acct.catalog.stop()
@@ -745,6 +779,8 @@ class Server:
             for timer in (self._tick_timer, self._stall_timer):
                 if timer is not None:
                     timer.cancel()
+            if self.replicated is not None:
+                await self.replicated.close()
             if self.cluster is not None:
                 await self.cluster.close()  # (the other nodes forget this one at once)
             if self.checkpoints is not None:

@@ -192,6 +192,11 @@ class ServerConfig:
         ("cluster_user", None),
         ("cluster_password", None),
         ("cluster_connect_wait", 2.0),  # seconds start waits for the first connection
+        # replicated streams (JetStream): seconds an API request, a publish's
+        # acknowledgement may take; a mirror's heartbeat (silent for 3: made again)
+        ("cluster_api_timeout", 2.0),
+        ("cluster_ack_timeout", 3.0),
+        ("cluster_heartbeat", 1.0),
         # limits
         ("max_payload", MiB),
         ("max_control", 64 * KiB),
@@ -380,10 +385,13 @@ class ServerConfig:
                 parse_urls(self.cluster_urls)
             except ValueError as exc:
                 raise ConfigError("cluster.urls: {}".format(exc)) from None
-        for key in ("cluster_interest_interval", "cluster_connect_wait"):
+        for key in ("cluster_interest_interval", "cluster_connect_wait", "cluster_api_timeout",
+                    "cluster_ack_timeout", "cluster_heartbeat"):
             setattr(self, key, parse_duration(getattr(self, key), key))
-        if self.cluster_interest_interval <= 0:
-            raise ConfigError("cluster.interest_interval: must be > 0")
+        for key in ("cluster_interest_interval", "cluster_api_timeout", "cluster_ack_timeout",
+                    "cluster_heartbeat"):
+            if getattr(self, key) <= 0:
+                raise ConfigError("{}: must be > 0".format(key.replace("_", ".", 1)))
         for key in ("cluster_token", "cluster_user", "cluster_password"):
             _str(getattr(self, key), key.replace("_", ".", 1), allow_none=True)
         self.nats_port = _int(self.nats_port, "nats_port")
@@ -527,7 +535,10 @@ class ServerConfig:
         self._check_accounts()
         names = set()
         for i, s in enumerate(self.streams):
-            stream_spec(s, "streams[{}]".format(i))
+            if stream_spec(s, "streams[{}]".format(i))[4] > 1 and not self.cluster_urls:
+                raise ConfigError("streams[{}] ({!r}): replicas = {} needs a cluster "
+                                  "([cluster] urls, or --cluster)".format(
+                                      i, s["name"], s["replicas"]))
             if s["name"] in names:
                 raise ConfigError("streams: stream {!r} is listed twice".format(s["name"]))
             names.add(s["name"])
@@ -538,9 +549,13 @@ _RETENTION_KEYS = ("max_events", "max_bytes", "max_age", "max_per_subject", "max
                    "discard", "duplicate_window")
 
 
+MAX_REPLICAS = 5                        # JetStream's most replicas of a stream
+
+
 def stream_spec(s, where):
-    """Check one ``[[streams]]`` entry; returns (name, subjects, Retention, storage)."""
-    _check_keys(s, ("name", "subjects", "storage") + _RETENTION_KEYS, where)
+    """Check one ``[[streams]]`` entry; returns (name, subjects, Retention,
+    storage, replicas)."""
+    _check_keys(s, ("name", "subjects", "storage", "replicas") + _RETENTION_KEYS, where)
     name = _str(s.get("name"), where + ".name")
     try:
         _check_stream_name("stream", name)
@@ -567,7 +582,13 @@ def stream_spec(s, where):
         retention = Retention(**kw)
     except ValueError as exc:
         raise ConfigError("{}: {}".format(where, exc)) from None
-    return name, subjects, retention, storage
+    replicas = s.get("replicas", 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or \
+            not 1 <= replicas <= MAX_REPLICAS:
+        raise ConfigError("{}.replicas: expected an int in 1..{} (1: a local stream; more: "
+                          "replicated in the cluster's JetStream), got {!r}".format(
+                              where, MAX_REPLICAS, replicas))
+    return name, subjects, retention, storage, replicas
 
 
 # -- the TOML file -------------------------------------------------------------------
@@ -597,7 +618,9 @@ _TABLES = {
     "conflate": {"subjects": "conflate_subjects"},
     "cluster": {"urls": "cluster_urls", "interest_interval": "cluster_interest_interval",
                 "token": "cluster_token", "user": "cluster_user",
-                "password": "cluster_password", "connect_wait": "cluster_connect_wait"},
+                "password": "cluster_password", "connect_wait": "cluster_connect_wait",
+                "api_timeout": "cluster_api_timeout", "ack_timeout": "cluster_ack_timeout",
+                "heartbeat": "cluster_heartbeat"},
     "limits": {k: k for k in ("max_payload", "max_control", "max_connections",
                               "max_subscriptions", "max_pending", "write_high_water",
                               "write_low_water", "stall_timeout", "ping_interval",

@@ -462,6 +462,8 @@ class MonitorServer:
         d["conflate_subjects"] = list(cfg.conflate_subjects)
         if srv.cluster is not None:     # the backbone (docs/cluster.md "Monitoring")
             d["cluster"] = srv.cluster.stats()
+            if srv.replicated is not None:
+                d["cluster"]["jetstream"] = srv.replicated.info()
         d["limits"] = {k: getattr(cfg, k) for k in (
             "max_payload", "max_control", "nats_max_control", "max_subscriptions", "max_pending",
             "max_pending_total", "max_connect", "max_preauth_bytes", "write_high_water",
@@ -687,6 +689,23 @@ class MonitorServer:
                                ("reconnects", "Reconnections to the backbone."),
                                ("dropped", "Messages dropped at the backbone's full output.")):
                 one("fastflow_cluster_{}_total".format(key), "counter", help_, cs[key])
+            if srv.replicated is not None:
+                ri = srv.replicated.info()
+                acks = ri["acks"]
+                one("fastflow_cluster_js_acks_pending", "gauge", "Publishes waiting for "
+                    "JetStream's acknowledgement.", acks["pending"])
+                for key, help_ in (("acked", "Publishes JetStream acknowledged."),
+                                   ("errors", "Publishes JetStream refused."),
+                                   ("timeouts", "Publishes JetStream did not answer in time.")):
+                    one("fastflow_cluster_js_{}_total".format(key), "counter", help_, acks[key])
+                ms = ri["streams"].values()
+                one("fastflow_cluster_js_mirrors_behind", "gauge", "Replicated streams whose "
+                    "mirror is not taking deliveries now.",
+                    sum(1 for m in ms if m["state"] != "mirroring"))
+                one("fastflow_cluster_js_mirrored_total", "counter", "Events the mirrors "
+                    "stored into the local caches.", sum(m["stored"] for m in ms))
+                one("fastflow_cluster_js_mirror_resets_total", "counter", "Mirror consumers "
+                    "made again (a gap, a stall, a reconnect).", sum(m["resets"] for m in ms))
         one("fastflow_connections_total", "counter", "Client connections accepted.",
             st["total_connections"])
         one("fastflow_connections_rejected_total", "counter",

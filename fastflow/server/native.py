@@ -22,7 +22,14 @@ from fastflow._impl import (
     validate_pattern,
 )
 from fastflow._version import __version__
-from fastflow.errors import EventTooLarge, FastflowError, LogFullError, SubjectError
+from fastflow.cluster.jetstream import door_code, js_stream_name
+from fastflow.errors import (
+    EventTooLarge,
+    FastflowError,
+    JetStreamError,
+    LogFullError,
+    SubjectError,
+)
 from fastflow.protocol import AckKind, Flag, Op, error_code
 from fastflow.server.connection import CLOSING, READY, DoorProtocol, connect_json
 from fastflow.server.streams import (
@@ -85,6 +92,15 @@ def err_body(code, message):
 
 def _json(obj):
     return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def _cancel(waits):
+    """Give up the JetStream answers ``[(item, future)]`` nobody will read."""
+    for _, fut in waits:
+        if not fut.done():
+            fut.cancel()
+        elif not fut.cancelled():
+            fut.exception()             # (retrieved: asyncio would log it)
 
 
 def _op_name(op):
@@ -273,6 +289,13 @@ class NativeProtocol(DoorProtocol):
         if store is not None:
             self._check_schema(store, subject, body)
         flow = self.flow
+        if flags & _FL_ACK:
+            # (only a PUB with ACK comes here: one lookup, None without
+            # replicated streams; PUBs without ACK stay in C)
+            st = flow.replicated_stream(subject)
+            if st is not None:
+                self._pub_replicated(rid, subject, reply, body, st)
+                return
         before = flow.n_delivered
         seq = flow.publish_record(subject, body, reply or None, self.outbuf)
         conn.in_msgs_py += 1
@@ -284,6 +307,52 @@ class NativeProtocol(DoorProtocol):
             self.ok(rid)
         if reply and flow.n_delivered == before:
             self.no_responders(reply)
+
+    def _pub_replicated(self, rid, subject, reply, body, st):
+        """A PUB with ACK on a subject of replicated stream ``st``: published
+        with the reply subject JetStream answers on (the cluster link
+        forwards it), and acknowledged with JetStream's answer (its seq),
+        or an error when it refuses or does not answer in time."""
+        if reply:
+            raise RequestError(400, "PUB {!r} with ACK: a replicated stream's subject takes no "
+                                    "reply subject (JetStream's acknowledgement takes it)"
+                                    .format(subject))
+        ack_reply, fut = self._expect_ack(subject, st)
+        try:
+            self.flow.publish_record(subject, body, ack_reply, self.outbuf)
+        except BaseException:
+            self.server.replicated.acks.forget(ack_reply)
+            raise
+        self.conn.in_msgs_py += 1
+        fut.add_done_callback(lambda f: self._replicated_ack(f, rid, subject, st.name))
+
+    def _expect_ack(self, subject, st):
+        """(reply subject, future) of JetStream's answer to a publish on
+        ``subject`` of replicated stream ``st`` (RequestError 503 when
+        there is no cluster link, or too many wait already)."""
+        service = self.server.replicated
+        if service is None or not service.link.connected:
+            raise RequestError(503, "PUB {!r}: stream {!r} is replicated in JetStream and "
+                                    "this server has no cluster link{}".format(
+                                        subject, st.name,
+                                        "" if service is None else " connected now"))
+        try:
+            return service.acks.expect(js_stream_name(self.conn.account.name, st.name))
+        except JetStreamError as exc:
+            raise RequestError(503, "PUB {!r}: {}".format(subject, exc)) from None
+
+    def _replicated_ack(self, fut, rid, subject, name):
+        if fut.cancelled():
+            return
+        exc = fut.exception()           # (retrieved: the connection may be gone)
+        if self.conn.state != READY:
+            return
+        if exc is not None:
+            self.err(door_code(exc), "PUB {!r}: {}".format(subject, exc), rid)
+            return
+        ack = fut.result()
+        self.outbuf.frame(_PUBACK, _FL_DUPLICATE if ack.duplicate else 0, rid,
+                          body=_U64.pack(ack.seq) + name.encode())
 
     def _pub_batch(self, flags, rid, _subject, _reply, body):
         conn = self.conn
@@ -301,6 +370,11 @@ class NativeProtocol(DoorProtocol):
         n = len(body)
         off = count = last = 0
         refused = None                  # a stream's first refusal: the batch goes on
+        # with ACK, items on replicated streams' subjects wait for JetStream's
+        # answers: [(item index, future)] (no lookup per item without ACK)
+        replicated = self.flow.replicated_stream if flags & _FL_ACK else None
+        waits = []
+        last_at = -1                    # the item whose seq ``last`` is
         try:
             while off < n:
                 if n - off < 6:
@@ -329,8 +403,14 @@ class NativeProtocol(DoorProtocol):
                             subject))
                 if store is not None:
                     self._check_schema(store, subject, bytes(mv[off:off + rn]))
+                reply = None
+                if replicated is not None:
+                    st = replicated(subject)
+                    if st is not None:
+                        reply, fut = self._expect_ack(subject, st)
+                        waits.append((count, fut))
                 try:
-                    seq = publish(subject, mv[off:off + rn], None, origin)
+                    seq = publish(subject, mv[off:off + rn], reply, origin)
                 except (LogFullError, EventTooLarge) as exc:   # delivered, not stored
                     if refused is None:
                         refused = (count, exc)
@@ -339,21 +419,51 @@ class NativeProtocol(DoorProtocol):
                 count += 1
                 if seq:
                     last = seq
+                    last_at = count - 1
         except (FastflowError, ValueError, TypeError) as exc:   # (RequestError included)
+            _cancel(waits)
             code = exc.code if isinstance(exc, RequestError) else (
                 error_code(exc) if isinstance(exc, FastflowError) else 400)
             raise RequestError(code, "PUB_BATCH item {}: {} ({} item{} before it published)"
                                .format(count, exc, count, "" if count == 1 else "s")) from None
+        except BaseException:
+            _cancel(waits)
+            raise
         finally:
             conn.in_msgs_py += count
             mv.release()
         if refused is not None:
+            _cancel(waits)
             raise RequestError(error_code(refused[1]), "PUB_BATCH item {}: {} (all {} items were "
                                "published)".format(refused[0], refused[1], count))
-        if flags & _FL_ACK:
+        if waits:
+            self.conn.track(self.loop.create_task(self._batch_acks(rid, waits, last, last_at,
+                                                                   count)), rid)
+        elif flags & _FL_ACK:
             self.outbuf.frame(_PUBACK, 0, rid, body=_BATCH_ACK.pack(last, count))
         elif conn.verbose:
             self.ok(rid)
+
+    async def _batch_acks(self, rid, waits, last, last_at, count):
+        """The PUBACK of a PUB_BATCH some of whose items JetStream
+        acknowledges: once every answer is in, the seq of the last item
+        stored (JetStream's for those), or an ERR naming the first item
+        JetStream refused or did not answer."""
+        try:
+            for i, fut in waits:
+                try:
+                    ack = await fut
+                except JetStreamError as exc:
+                    if self.conn.state == READY:
+                        self.err(door_code(exc), "PUB_BATCH item {}: {} (all {} items were "
+                                 "published)".format(i, exc, count), rid)
+                    return
+                if i > last_at:
+                    last, last_at = ack.seq, i
+        finally:
+            _cancel(waits)
+        if self.conn.state == READY:
+            self.outbuf.frame(_PUBACK, 0, rid, body=_BATCH_ACK.pack(last, count))
 
     def no_responders(self, reply):
         """A request (PUB with ``reply``) reached no subscriber: tell the

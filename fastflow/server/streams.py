@@ -20,7 +20,7 @@ from fastflow._impl import batch_payload_bytes, validate_pattern
 from fastflow.errors import FastflowError, SubjectError
 from fastflow.flow import Retention
 from fastflow.protocol import AckKind
-from fastflow.server.config import parse_duration, parse_size
+from fastflow.server.config import MAX_REPLICAS, parse_duration, parse_size
 from fastflow.server.connection import READY
 from fastflow.server.quotas import QuotaExceeded
 
@@ -95,9 +95,12 @@ def time_arg(v, what="REPLAY: 'time'"):
 def stream_summary(st):
     """One stream in a list (STREAM list, ``GET /streams``)."""
     lg = st.log
-    return {"name": st.name, "subjects": list(st.subjects), "storage": st.storage,
-            "events": len(lg), "bytes": lg.bytes, "first_seq": lg.first_seq,
-            "last_seq": lg.last_seq, "consumers": len(st.consumers())}
+    d = {"name": st.name, "subjects": list(st.subjects), "storage": st.storage,
+         "events": len(lg), "bytes": lg.bytes, "first_seq": lg.first_seq,
+         "last_seq": lg.last_seq, "consumers": len(st.consumers())}
+    if st.replicas > 1:
+        d["replicas"] = st.replicas
+    return d
 
 
 def decimal(text, digits=19):
@@ -290,7 +293,7 @@ class StreamRequests:
         for k in Retention.__slots__:
             if k in args:
                 ret[k] = args[k]
-        unknown = set(args) - {"name", "subjects", "storage", "retention"} - set(
+        unknown = set(args) - {"name", "subjects", "storage", "retention", "replicas"} - set(
             Retention.__slots__)
         if unknown:
             raise RequestError(400, "STREAM add: unknown arguments {}".format(sorted(unknown)))
@@ -303,6 +306,15 @@ class StreamRequests:
             retention = Retention(**ret)
         except (TypeError, ValueError) as exc:      # (ConfigError included)
             raise RequestError(400, "STREAM add: retention: {}".format(exc)) from None
+        replicas = args.get("replicas", 1)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or \
+                not 1 <= replicas <= MAX_REPLICAS:
+            raise RequestError(400, "STREAM add: 'replicas' must be an int in 1..{}, got {!r}"
+                               .format(MAX_REPLICAS, replicas))
+        if replicas > 1 and self.server.replicated is None:
+            raise RequestError(400, "STREAM add: replicas={} needs a cluster (this server has "
+                                    "no [cluster] link to a NATS cluster with JetStream)"
+                                    .format(replicas))
         exists = isinstance(name, str) and name in flow.streams()
         if isinstance(name, str) and name in self.account.shared:
             raise RequestError(409, "STREAM add: {!r} is the name of a stream account {} "
@@ -314,7 +326,7 @@ class StreamRequests:
             except QuotaExceeded as exc:
                 raise RequestError(429, "STREAM add: {}".format(exc)) from None
         try:
-            st = flow.add_stream(name, subjects, retention, args.get("storage"))
+            st = flow.add_stream(name, subjects, retention, args.get("storage"), replicas)
         except SubjectError:
             raise
         except ValueError as exc:

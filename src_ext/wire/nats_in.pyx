@@ -139,7 +139,9 @@ cdef class NatsParser(DoorParser):
     it takes the server's ``MSG`` and ``HMSG`` too, as ``('msg', subject,
     sid, reply or None, headers or None, payload)``, except the MSGs of a
     sid in ``routes`` (a ``NatsRoute``), which it routes itself in C
-    (problems: ``('bad', text)``).
+    (problems: ``('bad', text)``, counted in the route's ``bad``); it
+    stops after the first other entry (the rest stays buffered: ``feed(b'')``
+    goes on), so that the caller handles it before the MSGs that follow.
     A protocol error raises ``NatsError`` (its ``text`` is the -ERR text)
     whose ``frames`` are the entries before it; the parser then refuses
     more input.
@@ -174,6 +176,10 @@ cdef class NatsParser(DoorParser):
         # before a PUB must be handled before that PUB
         cdef bint in_order = True
         while off < n:
+            if self.client and not in_order:
+                # a cluster link's: it handles that op before the MSGs after
+                # it are routed (in C, at its next feed) -- in order
+                break
             line = p + off
             e = <const char *>memchr(line, 10, n - off)
             if e == NULL:

@@ -146,7 +146,9 @@ cdef class ClusterTarget(WireTarget):
     """A cluster link's forwarder (docs/cluster.md): the events of this
     node that another node wants, written to the backbone's output as
     ``PUB <prefix><subject> [<reply_prefix><reply>] <size>`` with the event's
-    record as the payload (byte for byte).  One target serves every
+    record as the payload (byte for byte), but none larger than
+    ``max_payload`` or with a line longer than ``max_line`` (the backbone's
+    limits: counted in ``too_large``).  One target serves every
     pattern of one kind (the remote plain interest of an account, or one
     queue group's): registered under each, it writes an event once however
     many of them matched (``WireMsg.gen``).  ``remote``: a queue group
@@ -172,6 +174,9 @@ cdef class ClusterTarget(WireTarget):
         self.last_gen = 0
         self.fwd_msgs = 0
         self.fwd_bytes = 0
+        self.max_payload = 0
+        self.max_line = 4096
+        self.too_large = 0
 
     cdef int _write(self, WireMsg *m) except -1:
         cdef Py_ssize_t pn, rpn, bound, total
@@ -185,6 +190,11 @@ cdef class ClusterTarget(WireTarget):
         pn = PyBytes_GET_SIZE(self.prefix)
         rpn = PyBytes_GET_SIZE(self.reply_prefix) if m.reply_n else 0
         total = m.rec_n + m.data_n
+        if (self.max_payload and total > self.max_payload) or \
+                (self.max_line and 4 + pn + m.subject_n + 1 + rpn + m.reply_n + 1 + 20
+                 > self.max_line):
+            self.too_large += 1     # (the backbone would close the link for it)
+            return 1
         bound = 4 + pn + m.subject_n + 1 + rpn + m.reply_n + 1 + 20 + 2 + total + 2
         was_empty = ob.n == 0
         p0 = ob._reserve(bound)

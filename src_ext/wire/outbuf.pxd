@@ -18,6 +18,8 @@ ctypedef struct WireMsg:
     PyObject *stream                # the stream that stored it (str), or None
     int64_t seq
     int64_t ts
+    PyObject *origin                # the OutBuf of the connection that published it (NULL:
+                                    # none): a cluster link's, for the import targets
 
 
 cdef class WireTarget
@@ -36,6 +38,8 @@ cdef class OutBuf:
     cdef readonly int64_t frames
     cdef readonly int64_t msgs
     cdef readonly int64_t bytes_out
+    cdef public bint backbone               # a cluster link's output: what it publishes came
+                                            # from another node (not charged to ingress again)
     cdef public int64_t pub_bytes           # payload bytes the router took from this
                                             # connection's publishes (metering)
     cdef readonly int64_t dropped

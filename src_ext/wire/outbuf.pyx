@@ -383,6 +383,7 @@ cdef inline void _stored_msg(WireMsg *m, object subject, const char *rec, Py_ssi
     m.gen = _next_wire_gen()
     m.subject_obj = <PyObject *>subject
     m.event = NULL
+    m.origin = NULL
     m.stream = <PyObject *>stream
     m.seq = seq
     m.ts = ts

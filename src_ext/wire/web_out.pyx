@@ -951,6 +951,7 @@ def json_batch(events, bint lineage=True):
             m.gen = _next_wire_gen()
             m.subject_obj = <PyObject *>ev.routing_subject
             m.event = <PyObject *>ev
+            m.origin = NULL
             m.stream = <PyObject *>ev.stream
             m.seq = ev.seq
             m.ts = ev.ts

@@ -155,6 +155,10 @@ class NatsParser(DoorParser):
         # before a PUB must be handled before that PUB
         in_order = True
         while off < n:
+            if self.client and not in_order:
+                # a cluster link's: it handles that op before the MSGs after
+                # it are routed (at its next feed) -- in order
+                break
             e = p.find(b"\n", off)
             if e < 0:
                 # (a CR last may be the CR of the CRLF: not part of the line)

@@ -140,7 +140,8 @@ class ClusterTarget(WireTarget):
     local members to it.  Its ``echo`` is False: what came from the
     backbone (the link's OutBuf the origin) never goes back."""
 
-    __slots__ = ("_prefix", "_reply_prefix", "_fwd_msgs", "_fwd_bytes")
+    __slots__ = ("_prefix", "_reply_prefix", "_fwd_msgs", "_fwd_bytes", "max_payload",
+                 "max_line", "_too_large")
 
     def __init__(self, outbuf, prefix=b"", reply_prefix=b""):
         WireTarget.__init__(self, outbuf, False)
@@ -149,17 +150,28 @@ class ClusterTarget(WireTarget):
         self._remote = True
         self._fwd_msgs = 0
         self._fwd_bytes = 0
+        self.max_payload = 0            # the backbone's (its INFO): larger records are not
+                                        # forwarded (0: no limit)
+        self.max_line = 4096            # nor a PUB line past this (its max_control_line)
+        self._too_large = 0             # events not forwarded for those limits
 
     prefix = _ro("_prefix", "before the subject on the backbone")
     reply_prefix = _ro("_reply_prefix", "before a reply subject")
     fwd_msgs = _ro("_fwd_msgs", "PUBs written")
     fwd_bytes = _ro("_fwd_bytes", "their record bytes")
+    too_large = _ro("_too_large", "events not forwarded for the backbone's limits")
 
     def write(self, msg):
         if self in msg.cache:
             return True                 # (another of its patterns matched this event)
         msg.cache[self] = True
         rec = msg.rec if msg.data is None else msg.rec + msg.data
+        rpn = len(self._reply_prefix) if msg.reply else 0
+        if (self.max_payload and len(rec) > self.max_payload) or \
+                (self.max_line and 4 + len(self._prefix) + len(msg.subject_b) + 1 + rpn
+                 + len(msg.reply or b"") + 1 + 20 > self.max_line):
+            self._too_large += 1    # (the backbone would close the link for it)
+            return True
         ob = self._outbuf
         parts = [b"PUB ", self._prefix, msg.subject_b, b" "]
         if msg.reply:

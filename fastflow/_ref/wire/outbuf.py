@@ -94,7 +94,7 @@ class OutBuf:
 
     __slots__ = ("_buf", "_max_pending", "on_data", "_overflow", "_closed", "_frames", "_msgs",
                  "_bytes_out", "_dropped", "flush_at", "on_flush", "_pub_bytes", "_behind",
-                 "_kept", "_kept_bytes", "_conflated")
+                 "_kept", "_kept_bytes", "_conflated", "_backbone")
 
     def __reduce__(self):
         raise TypeError("cannot pickle '{}' object".format(type(self).__qualname__))
@@ -119,6 +119,8 @@ class OutBuf:
                                 # stream, seq, ts, size], in the order first kept
         o._kept_bytes = 0       # what they hold (counted against max_pending)
         o._conflated = 0        # kept messages replaced by a newer one
+        o._backbone = False     # a cluster link's output: what it publishes came from
+                                # another node (not charged to ingress again)
         return o
 
     def __init__(self, max_pending=64 << 20, on_data=None):
@@ -128,6 +130,14 @@ class OutBuf:
     frames = _ro("_frames")
     msgs = _ro("_msgs")
     bytes_out = _ro("_bytes_out")
+
+    @property
+    def backbone(self):
+        return self._backbone
+
+    @backbone.setter
+    def backbone(self, v):
+        self._backbone = bool(v)
 
     @property
     def pub_bytes(self):
@@ -365,10 +375,12 @@ class WireMsg:
     header block)."""
 
     __slots__ = ("subject", "subject_b", "reply", "rec", "data", "generated_id", "event", "seq",
-                 "ts", "stream", "cache")
+                 "ts", "stream", "cache", "origin")
 
     def __init__(self, subject, subject_b, reply, rec, data, generated_id, event, seq, ts,
-                 stream):
+                 stream, origin=None):
+        self.origin = origin            # the publishing connection's OutBuf (a cluster
+                                        # link's, for the import targets)
         self.subject = subject
         self.subject_b = subject_b
         self.reply = reply
