@@ -566,6 +566,44 @@ class Bench(cb.Bench):
                     what, k, d1 - d0, r1 - r0))
         return out
 
+    # -- the replicated stream's mirrors --------------------------------------------------
+
+    def js_state(self):
+        """{node: (node's acks info, its mirror of the replicated stream)} from
+        each fastflow node's /varz cluster.jetstream ({} parts when it has none)."""
+        out = {}
+        for n in self.ff:
+            js = cluster_varz(n).get("jetstream") or {}
+            out[n.name] = (js.get("acks") or {},
+                           (js.get("streams") or {}).get("$G/" + JS_FF_STREAM) or {})
+        return out
+
+    def mirrors_caught_up(self, seq, since_ns, before, what):
+        """Wait (at most 30 s) until every node's cache of the replicated stream
+        has ``seq``; the time from ``since_ns`` (time.time_ns) until then, in
+        s, or None.  Acknowledgement errors and timeouts, and mirror resets
+        and errors since ``before`` (js_state) go on the sanity list."""
+        deadline = time.monotonic() + 30
+        state = self.js_state()
+        while any(m.get("last_seq", 0) < seq for _, m in state.values()):
+            if time.monotonic() > deadline:
+                self.sanity.append("{}: the nodes' caches did not reach seq {} in 30 s: {}".format(
+                    what, seq, {k: m.get("last_seq") for k, (_, m) in state.items()}))
+                return None
+            time.sleep(0.01)
+            state = self.js_state()
+        caught_up = (time.time_ns() - since_ns) / 1e9
+        for k, (acks, mirror) in state.items():
+            acks0, mirror0 = before.get(k, ({}, {}))
+            bad = {q: acks.get(q, 0) - acks0.get(q, 0) for q in ("errors", "timeouts")}
+            bad.update({"mirror " + q: mirror.get(q, 0) - mirror0.get(q, 0)
+                        for q in ("resets", "errors", "skipped", "invalid")})
+            bad = {q: v for q, v in bad.items() if v}
+            if bad:
+                self.sanity.append("{}: node {}: {}".format(what, k, ", ".join(
+                    "{} {}".format(q, v) for q, v in bad.items())))
+        return caught_up
+
     # -- one run of each kind --------------------------------------------------------------
 
     def tput(self, row, n):
@@ -622,6 +660,7 @@ class Bench(cb.Bench):
             make = lambda: self.spawn("ffack", "pub", spec, "fastflow publish_ack")  # noqa: E731
         watch = self.watched(watch)
         links0 = self.link_counters() if row["system"] == "ff" else {}
+        js0 = self.js_state() if row["system"] == "ff" else {}
         with CpuSampler([s for _, s in watch] + [MachineBusy]) as cpu:
             child = make()
             try:
@@ -632,6 +671,8 @@ class Bench(cb.Bench):
         if r.get("failed") or r.get("not_stored") or r.get("in_order") is False:
             raise RuntimeError("{} publishes failed, {} not stored, in order: {}".format(
                 r.get("failed", 0), r.get("not_stored", 0), r.get("in_order")))
+        caught_up = (self.mirrors_caught_up(r["seq_last"], r["end_ns"], js0, row["label"])
+                     if row["system"] == "ff" else None)
         out = dict(n=n, rate=n / max(1e-9, r["seconds"]), seconds=r["seconds"],
                    client_cpu=r["cpu_s"] / max(1e-9, r["seconds"]),
                    other_cpu=other_cpu(used, r["cpu_s"], r["start_ns"], r["end_ns"]),
@@ -642,7 +683,8 @@ class Bench(cb.Bench):
                    # before and after the publisher's whole life)
                    links=self.link_delta(links0, n + self.cfg["js_warm"], row["label"])
                    if links0 else {},
-                   stream_leader=r.get("stream_leader"), stream_msgs=r.get("stream_msgs"))
+                   stream_leader=r.get("stream_leader"), stream_msgs=r.get("stream_msgs"),
+                   caches_caught_up_s=caught_up)
         rtts = r.get("rtts_ns")
         if rtts:
             s = sorted(rtts)
@@ -872,6 +914,7 @@ def section_js(bench, rows):
         row["ack_p50_ns"] = median_key(runs, "ack_p50_ns")
         row["ack_p99_ns"] = median_key(runs, "ack_p99_ns")
         row["stream_leader"] = runs[-1].get("stream_leader")
+        row["caches_caught_up_s"] = median_key(runs, "caches_caught_up_s")
         row["links"] = median_links(runs)
     add_ratios(rows)
 
@@ -992,9 +1035,12 @@ def report_js(bench, rows, why_not):
                       "FAILED in a later run (below)" if r.get("error") else ""])
         parts = ["{} {:.0f}".format(k, v) for k, v in r["cpu_us_per_msg"].items()
                  if v is not None]
-        lines.append("  {}: CPU us per message: {}; client {}, other {} of a core{}{}".format(
+        lines.append("  {}: CPU us per message: {}; client {}, other {} of a core{}{}{}".format(
             r["key"], ", ".join(parts), fmt_pct(r["median_client_cpu"]),
             fmt_pct(r["median_other_cpu"]),
+            "; the 3 nodes' caches had the last event {:.0f} ms after its ack".format(
+                1000 * r["caches_caught_up_s"]) if r.get("caches_caught_up_s") is not None
+            else "",
             "; stream leader {}".format(r["stream_leader"]) if r.get("stream_leader") else "",
             "; " + fmt_links(r["links"]) + " per message" if r.get("links") else ""))
     say("")
