@@ -132,7 +132,18 @@ def mark():
     return time.process_time()
 
 
-STAMP = struct.Struct("<qq")  # CLOCK_REALTIME ns, sequence number
+STAMP = struct.Struct("<qq")  # clock ns (see CLOCKS), sequence number
+
+# The clocks a one-way latency stamp may be read from (spec["clock"]): both
+# are system-wide on Linux, so two processes of one machine can compare them.
+# CLOCK_MONOTONIC (what perf_counter_ns reads on Linux) never steps; NTP may
+# slew CLOCK_REALTIME.  The Go client takes the same names (-clock).
+CLOCKS = {"realtime": time.time_ns, "monotonic": time.monotonic_ns}
+
+
+def stamp_clock(spec):
+    """The clock of ``spec``'s latency stamps (default CLOCK_REALTIME)."""
+    return CLOCKS[spec.get("clock", "realtime")]
 
 
 class Window:
@@ -339,7 +350,7 @@ async def nats_pub(spec):
     subject = SUBJECT_OF[spec["kind"]]
     if interval:
         pad = bytes(size - STAMP.size)
-        pack, tns = STAMP.pack, time.time_ns
+        pack, tns = STAMP.pack, stamp_clock(spec)
         async for i in paced(n, interval):
             await publish(subject, pack(tns(), i) + pad)
             sent += 1
@@ -367,7 +378,7 @@ async def nats_sub(spec):
     nc = await nats_connect(spec, errors)
     n, st, stamps, done, ack_subj, every = sub_state(spec)
     publish = nc.publish
-    tns = time.time_ns
+    tns = stamp_clock(spec)  # time.time_ns unless a latency run asks for another clock
 
     async def on_msg(msg):
         now = tns()
@@ -458,7 +469,7 @@ async def ff_pub(spec):
     start = time.time_ns()
     if interval:
         pad = bytes(size - STAMP.size)
-        pack, tns = STAMP.pack, time.time_ns
+        pack, tns = STAMP.pack, stamp_clock(spec)
         async for i in paced(n, interval):
             publish(subject, pack(tns(), i) + pad)
             sent += 1
@@ -490,7 +501,7 @@ async def ff_sub(spec):
     c = await ff_connect(spec, errors)
     n, st, stamps, done, ack_subj, every = sub_state(spec)
     publish = c.publish
-    tns = time.time_ns
+    tns = stamp_clock(spec)  # time.time_ns unless a latency run asks for another clock
 
     if stamps is not None:
         def on_msg(ev):  # an Event: the payload is read
@@ -666,9 +677,9 @@ async def ffraw_paced(conn, spec):
     n, size, interval = spec["n"], spec["size"], pace_interval(spec)
     publish, send, subject = conn.out.publish, conn.send, SUBJECT_OF[spec["kind"]]
     pad = bytes(size - STAMP.size)
-    pack, tns = STAMP.pack, time.time_ns
+    pack, tns = STAMP.pack, stamp_clock(spec)
     cpu0 = mark()
-    start = tns()
+    start = time.time_ns()
     async for i in paced(n, interval):
         publish(subject, pack(tns(), i) + pad, SOURCE)
         send()
@@ -723,7 +734,7 @@ async def ffraw_sub(spec):
     conn = await raw_connect(spec)
     n, st, stamps, done, ack_subj, every = sub_state(spec)
     publish = conn.out.publish
-    tns = time.time_ns
+    tns = stamp_clock(spec)  # time.time_ns unless a latency run asks for another clock
 
     def on_msgs(batch):
         now = tns()
@@ -1072,13 +1083,18 @@ class Server:
         return self.child.proc.poll() is None
 
 
-def start_nats_server():
+def nats_server_exe():
+    """(the nats-server on PATH, its version "vX.Y.Z"); RuntimeError if none."""
     exe = shutil.which("nats-server")
     if not exe:
         raise RuntimeError("nats-server is not on PATH")
     version = subprocess.run([exe, "--version"], capture_output=True, text=True,
                              timeout=10).stdout.strip()
-    version = version.split(": ", 1)[-1] if version.startswith("nats-server") else version
+    return exe, version.split(": ", 1)[-1] if version.startswith("nats-server") else version
+
+
+def start_nats_server():
+    exe, version = nats_server_exe()
     port = free_port()
     child = Child("nats-server", [exe, "-a", "127.0.0.1", "-p", str(port)])
     wait_listening(child, port, 15)
@@ -1086,18 +1102,34 @@ def start_nats_server():
                   "nats-server " + version)
 
 
-def start_fastflow_server(extra_args=(), log_level="warning"):
+def start_fastflow_server(extra_args=(), log_level="warning", monitor_port=0, name=None):
     """``python -m fastflow serve`` on a free port (``extra_args``: more
-    options, e.g. compare_nats.py's ``--nats-port``)."""
+    options, e.g. compare_nats.py's ``--nats-port``; ``monitor_port``: 0 =
+    no monitoring; ``name``: the Child's, for messages)."""
     port = free_port()
-    child = Child("fastflow serve", [sys.executable, "-m", "fastflow", "serve", "--port",
-                                     str(port), "--monitor-port", "0", "--log-level", log_level,
-                                     *extra_args])
+    child = Child(name or "fastflow serve", [sys.executable, "-m", "fastflow", "serve", "--port",
+                                             str(port), "--monitor-port", str(monitor_port),
+                                             "--log-level", log_level, *extra_args])
     wait_listening(child, port, 20)
     import fastflow
 
     return Server("fastflow", child, port, "fastflow://127.0.0.1:{}".format(port),
                   "fastflow {}".format(fastflow.__version__))
+
+
+def serve_accepts(option):
+    """None when ``fastflow serve --help`` lists ``option``, else why not
+    (the scripts' test for a door or a feature that may not have landed)."""
+    try:
+        r = subprocess.run([sys.executable, "-m", "fastflow", "serve", "--help"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return "`fastflow serve --help` failed: {}".format(exc)
+    if r.returncode:
+        return "`fastflow serve --help` failed: {}".format(r.stderr.strip()[-200:])
+    if option not in r.stdout:
+        return "`fastflow serve --help` lists no {}".format(option)
+    return None
 
 
 def build_go(tmpdir):
@@ -1134,6 +1166,7 @@ class Bench:
         self.skipped = {}  # client -> why
         self.sanity = []
         self.facts = {}
+        self.worker_script = os.path.abspath(__file__)  # runs the Python workers (--worker)
 
     def spawn(self, client, role, spec, name):
         """A worker process for ``client`` in ``role`` with ``spec``."""
@@ -1148,6 +1181,8 @@ class Bench:
                 argv += ["-rate", str(s["rate"])]
             if s.get("lat"):
                 argv += ["-lat"]
+            if s.get("clock"):
+                argv += ["-clock", s["clock"]]
             if s.get("warmup"):
                 argv += ["-warmup", str(s["warmup"])]
             if s.get("window"):
@@ -1156,8 +1191,7 @@ class Bench:
                 argv += ["-ack", ACK, "-ack-every", str(s["ack_every"]), "-id", str(s.get("id", 0))]
             return Child(name, argv)
         full = dict(spec, client=client, role=role)
-        return Child(name, [sys.executable, os.path.abspath(__file__), "--worker",
-                            json.dumps(full)])
+        return Child(name, [sys.executable, self.worker_script, "--worker", json.dumps(full)])
 
     def timeout_for(self, deliveries):
         """A bound for a run of ``deliveries``: at a pessimistic 20k/s, 20-600 s."""
@@ -1171,11 +1205,20 @@ class Bench:
         # <= 32 MiB of queued MSG frames (nats-server's default max_pending is 64 MiB)
         return max(1000, min(500_000, (32 << 20) // (size + 48)))
 
-    def run_tput(self, row, n, server=None):
-        """One throughput run of ``row`` with ``n`` published messages (against
-        ``server``, default the client's own)."""
+    def run_tput(self, row, n, server=None, pub_server=None, watch=None, before_pub=None):
+        """One throughput run of ``row`` with ``n`` published messages.  The
+        subscribers connect to ``server`` (default the client's own), the
+        publisher to ``pub_server`` (default the same); ``watch``: the
+        servers whose CPU and faults are counted (default those two), summed
+        in server_cpu and one by one in server_cpus; ``before_pub(deadline)``:
+        called once the subscribers are ready, before the publisher starts
+        (compare_cluster.py waits there until the subscription is known
+        where the publisher is)."""
         client, size, subs = row["client"], row["size"], row["subs"]
         server = server or self.servers[CLIENTS[client][1]]
+        pub_server = pub_server or server
+        if watch is None:
+            watch = [server] if pub_server is server else [pub_server, server]
         win = self.window(size)
         timeout = self.timeout_for(n * subs)
         deadline = time.monotonic() + timeout + 10
@@ -1188,18 +1231,26 @@ class Bench:
                                            "{} sub {}".format(CLIENTS[client][0], i)))
             for c in children:
                 c.next_json(time.monotonic() + 30)
-            cpu0, flt0 = server.stat()
+            if before_pub is not None:
+                before_pub(time.monotonic() + 30)
+            stats0 = [s.stat() for s in watch]
             busy0, m0 = system_busy_s(), time.monotonic()
-            pub = self.spawn(client, "pub", dict(base, window=win, subs=subs),
+            pub = self.spawn(client, "pub", dict(base, url=pub_server.url, window=win, subs=subs),
                              "{} pub".format(CLIENTS[client][0]))
             children.append(pub)
             p = pub.next_json(deadline)
             rs = [c.next_json(deadline) for c in children[:subs]]
-            cpu1, flt1 = server.stat()
+            stats1 = [s.stat() for s in watch]
             busy1, m1 = system_busy_s(), time.monotonic()
         finally:
             for c in children:
                 c.finish(time.monotonic() + 5)
+        cpus = [b[0] - a[0] if a[0] is not None and b[0] is not None else None
+                for a, b in zip(stats0, stats1)]
+        faults = [b[1] - a[1] if a[1] is not None and b[1] is not None else None
+                  for a, b in zip(stats0, stats1)]
+        cpu0, cpu1 = (0.0, sum(cpus)) if None not in cpus else (None, None)
+        flt0, flt1 = (0, sum(faults)) if None not in faults else (None, None)
         deliveries = sum(r["received"] for r in rs)
         t_end = max(r["last_ns"] for r in rs)
         wall = max(1e-9, (t_end - p["start_ns"]) / 1e9)
@@ -1210,6 +1261,7 @@ class Bench:
                    sub_side_rate=deliveries / sub_wall if sub_wall else None,
                    server_cpu=((cpu1 - cpu0) / wall) if cpu0 is not None and cpu1 is not None
                    else None,
+                   server_cpus=[None if c is None else c / wall for c in cpus],
                    server_faults_per_1k=(1000.0 * (flt1 - flt0) / max(1, deliveries)
                                          if flt0 is not None and flt1 is not None else None),
                    pub_faults_per_1k=1000.0 * p.get("minflt", 0) / max(1, p["sent"]),
@@ -1230,18 +1282,28 @@ class Bench:
 
     # -- latency ------------------------------------------------------------------
 
-    def run_oneway(self, client, n, warm):
-        server = self.servers[CLIENTS[client][1]]
+    def run_oneway(self, client, n, warm, server=None, pub_server=None, before_pub=None,
+                   clock=None):
+        """One paced one-way run: the subscriber on ``server`` (default the
+        client's own), the publisher on ``pub_server`` (default the same);
+        ``before_pub`` as in run_tput; ``clock``: a CLOCKS name for the
+        stamps (default CLOCK_REALTIME)."""
+        server = server or self.servers[CLIENTS[client][1]]
+        pub_server = pub_server or server
         rate = self.args.lat_rate
         timeout = 30 + (n + warm) / rate * 3
         base = dict(url=server.url, n=n + warm, size=16, timeout=timeout, kind="lat")
+        if clock:
+            base["clock"] = clock
         children = []
         try:
             sub = self.spawn(client, "sub", dict(base, lat=True, warmup=warm),
                              "{} lat sub".format(CLIENTS[client][0]))
             children.append(sub)
             sub.next_json(time.monotonic() + 30)
-            pub = self.spawn(client, "pub", dict(base, rate=rate),
+            if before_pub is not None:
+                before_pub(time.monotonic() + 30)
+            pub = self.spawn(client, "pub", dict(base, url=pub_server.url, rate=rate),
                              "{} lat pub".format(CLIENTS[client][0]))
             children.append(pub)
             deadline = time.monotonic() + timeout + 10
@@ -1254,6 +1316,7 @@ class Bench:
             self.sanity.append("one-way {}: {} of {} received, {} out of order".format(
                 client, r["received"], n + warm, r.get("out_of_order")))
         return dict(samples=r["latencies_ns"], pub_seconds=p["seconds"], sent=p["sent"],
+                    pub_start_ns=p.get("start_ns"), pub_end_ns=p.get("end_ns"),
                     cpu=dict(pub=p.get("cpu_s"), sub=r.get("cpu_s")))
 
     def run_rr(self, client, n, warm, server=None):

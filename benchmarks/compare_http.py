@@ -676,14 +676,7 @@ class Cores:
 
 def door_available():
     """None when ``fastflow serve`` has ``--http-port``, else why not."""
-    try:
-        r = subprocess.run([sys.executable, "-m", "fastflow", "serve", "--help"],
-                           capture_output=True, text=True, timeout=60, cwd=cb.REPO, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"`fastflow serve --help` failed: {exc}"
-    if "--http-port" not in r.stdout:
-        return "`fastflow serve --help` has no --http-port (the HTTP door has not landed)"
-    return None
+    return cb.serve_accepts("--http-port")
 
 
 class Servers:

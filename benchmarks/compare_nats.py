@@ -36,7 +36,6 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -84,14 +83,8 @@ QUICK = {"run_s": 1.0, "calib_n": 50_000, "repeat": 3, "rr_n": 2_000, "rr_warm":
 
 def door_available():
     """(True, None) when ``fastflow serve`` has ``--nats-port``, else (False, why)."""
-    try:
-        r = subprocess.run([sys.executable, "-m", "fastflow", "serve", "--help"],
-                           capture_output=True, text=True, timeout=60, cwd=cb.REPO, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return False, f"`fastflow serve --help` failed: {exc}"
-    if "--nats-port" not in r.stdout:
-        return False, "`fastflow serve --help` has no --nats-port (the door has not landed)"
-    return True, None
+    why = cb.serve_accepts("--nats-port")
+    return why is None, why
 
 
 def start_door(log_level):

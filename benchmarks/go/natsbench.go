@@ -1,19 +1,25 @@
-// natsbench: the Go side of benchmarks/compare_broker.py, a small NATS client
-// built on github.com/nats-io/nats.go.  One mode per process:
+// natsbench: the Go side of benchmarks/compare_broker.py (and of
+// compare_nats.py and compare_cluster.py), a small NATS client built on
+// github.com/nats-io/nats.go.  One mode per process:
 //
 //	pub    publish -n messages of -size bytes on -subject (unpaced, or paced:
 //	       one message 1/-rate seconds after the previous one, with a
-//	       CLOCK_REALTIME timestamp (ns, little-endian) and a sequence number
+//	       timestamp of the -clock (ns, little-endian) and a sequence number
 //	       in its first 16 bytes); with -ack, stay at most -window
 //	       messages ahead of the slowest of -subs subscribers (they report their
 //	       counts on <ack>.<i>)
 //	sub    receive -n messages on -subject; -lat: record the one-way latency of
-//	       each (now - the timestamp in the payload); -ack: report the count on
-//	       <ack>.<-id> every -ack-every messages
+//	       each (now on the -clock - the timestamp in the payload); -ack: report
+//	       the count on <ack>.<-id> every -ack-every messages
 //	req    -n sequential requests (after -warmup more) of -size bytes; records
 //	       each round trip
 //	reply  answer requests on -subject with their own payload, until -n were
 //	       answered
+//	jspub  publish -n messages of -size bytes on -subject into the JetStream
+//	       stream -stream (created when missing: that subject, -replicas
+//	       replicas, file storage), after -warmup more, each acknowledged by
+//	       the stream: one at a time (js.Publish, each round trip recorded) or,
+//	       with -async W, at most W unacknowledged (js.PublishAsync)
 //
 // sub and reply print {"ready": true} once their subscription is known to the
 // server; every mode ends by printing one JSON object with its results.
@@ -33,6 +39,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 )
@@ -52,7 +59,24 @@ var (
 	subs     = flag.Int("subs", 1, "pub: subscribers reporting on <ack>.*")
 	id       = flag.Int("id", 0, "sub: this subscriber's number (its ack subject)")
 	timeout  = flag.Duration("timeout", 60*time.Second, "bound of every wait")
+	clock    = flag.String("clock", "realtime", "pub, sub -lat: the timestamps' clock, realtime or monotonic")
+	stream   = flag.String("stream", "BENCH", "jspub: the JetStream stream")
+	replicas = flag.Int("replicas", 1, "jspub: the stream's replicas when it is created")
+	async    = flag.Int("async", 0, "jspub: most unacknowledged publishes (0: js.Publish, one at a time)")
 )
+
+// now reads the -clock in ns.  CLOCK_MONOTONIC is system-wide on Linux (the
+// clock Python's time.monotonic_ns and perf_counter_ns read), so a stamp taken
+// in one process can be compared in another; Go's own monotonic reading is
+// relative to its process, hence the system call (well under a microsecond).
+var now = func() int64 { return time.Now().UnixNano() }
+
+func monotonicNow() int64 {
+	var ts syscall.Timespec
+	const clockMonotonic = 1 // CLOCK_MONOTONIC in <linux/time.h>
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockMonotonic, uintptr(unsafe.Pointer(&ts)), 0)
+	return ts.Nano()
+}
 
 func fail(format string, args ...interface{}) {
 	emit(map[string]interface{}{"error": fmt.Sprintf(format, args...)})
@@ -109,6 +133,13 @@ func main() {
 	if *size < 16 && (*rate > 0 || *lat) {
 		fail("timestamped messages need -size >= 16")
 	}
+	switch *clock {
+	case "realtime":
+	case "monotonic":
+		now = monotonicNow
+	default:
+		fail("unknown -clock %q (realtime or monotonic)", *clock)
+	}
 	switch *mode {
 	case "pub":
 		pub()
@@ -118,6 +149,8 @@ func main() {
 		req()
 	case "reply":
 		reply()
+	case "jspub":
+		jspub()
 	default:
 		fail("unknown -mode %q", *mode)
 	}
@@ -216,7 +249,7 @@ func pub() {
 				}
 			}
 			prev = time.Now()
-			binary.LittleEndian.PutUint64(data[0:8], uint64(time.Now().UnixNano()))
+			binary.LittleEndian.PutUint64(data[0:8], uint64(now()))
 			binary.LittleEndian.PutUint64(data[8:16], uint64(i))
 		}
 		if err := nc.Publish(*subject, data); err != nil {
@@ -262,15 +295,15 @@ func sub() {
 	ackSubj := fmt.Sprintf("%s.%d", *ack, *id)
 	every := int64(*ackEvery)
 	_, err := nc.Subscribe(*subject, func(m *nats.Msg) {
-		now := time.Now().UnixNano()
+		t := now()
 		mu.Lock()
 		defer mu.Unlock()
 		c := count + 1
 		count = c
 		if c == 1 {
-			first = now
+			first = t
 		}
-		last = now
+		last = t
 		if *lat && len(m.Data) >= 16 {
 			ts := int64(binary.LittleEndian.Uint64(m.Data[0:8]))
 			seq := int64(binary.LittleEndian.Uint64(m.Data[8:16]))
@@ -279,7 +312,7 @@ func sub() {
 			}
 			maxSeq = seq
 			if seq >= int64(*warmup) {
-				lats = append(lats, now-ts)
+				lats = append(lats, t-ts)
 			}
 		}
 		if *ack != "" && (c%every == 0 || c == int64(*n)) {
@@ -383,5 +416,130 @@ func reply() {
 	out["answered"] = atomic.LoadInt64(&count)
 	out["cpu_s"] = cpuSeconds() - cpu0
 	out["timed_out"] = timedOut
+	emit(out)
+}
+
+// jspub ----------------------------------------------------------------------
+
+// ensureStream creates -stream when it does not exist and waits until it has
+// a leader; a cluster that has just started answers "temporarily unavailable"
+// until its meta leader is elected, so errors are retried until the deadline.
+func ensureStream(js nats.JetStreamContext, deadline time.Time) *nats.StreamInfo {
+	var last error
+	for time.Now().Before(deadline) {
+		info, err := js.StreamInfo(*stream)
+		if err == nats.ErrStreamNotFound {
+			info, err = js.AddStream(&nats.StreamConfig{
+				Name: *stream, Subjects: []string{*subject}, Replicas: *replicas,
+				Storage: nats.FileStorage,
+			})
+		}
+		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "" || *replicas == 1) {
+			return info
+		}
+		if err != nil {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fail("stream %s not ready by the deadline: %v", *stream, last)
+	return nil
+}
+
+func jspub() {
+	nc := connect()
+	defer nc.Close()
+	deadline := time.Now().Add(*timeout)
+	var jopts []nats.JSOpt
+	if *async > 0 {
+		jopts = append(jopts, nats.PublishAsyncMaxPending(*async))
+	}
+	js, err := nc.JetStream(jopts...)
+	if err != nil {
+		fail("jetstream: %v", err)
+	}
+	info := ensureStream(js, deadline)
+	data := make([]byte, *size)
+	// the warm-up: until the stream takes a message (its leader may be new),
+	// then -warmup more
+	for {
+		if _, err := js.Publish(*subject, data); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			fail("warm-up publish: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := 0; i < *warmup; i++ {
+		if _, err := js.Publish(*subject, data); err != nil {
+			fail("warm-up publish %d: %v", i, err)
+		}
+	}
+	var rtts []int64
+	stalls, failed := 0, 0
+	cpu0 := cpuSeconds()
+	start := time.Now().UnixNano()
+	if *async == 0 {
+		rtts = make([]int64, 0, *n)
+		for i := 0; i < *n; i++ {
+			t := time.Now()
+			if _, err := js.Publish(*subject, data); err != nil {
+				fail("publish %d: %v", i, err)
+			}
+			rtts = append(rtts, time.Since(t).Nanoseconds())
+		}
+	} else {
+		futures := make([]nats.PubAckFuture, 0, *n)
+		for i := 0; i < *n; {
+			f, err := js.PublishAsync(*subject, data)
+			if err != nil { // stalled: -async unacknowledged for 200 ms; try again
+				stalls++
+				if time.Now().After(deadline) {
+					fail("publish %d: %v", i, err)
+				}
+				continue
+			}
+			futures = append(futures, f)
+			i++
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(time.Until(deadline)):
+			fail("%d publishes unacknowledged at the deadline", js.PublishAsyncPending())
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case <-f.Err():
+				failed++
+			}
+		}
+	}
+	end := time.Now().UnixNano()
+	cpu := cpuSeconds() - cpu0
+	out := base()
+	if info2, err := js.StreamInfo(*stream); err == nil {
+		info = info2
+	}
+	out["stream_msgs"] = info.State.Msgs
+	if info.Cluster != nil {
+		out["stream_leader"] = info.Cluster.Leader
+		replicas := []string{}
+		for _, r := range info.Cluster.Replicas {
+			replicas = append(replicas, r.Name)
+		}
+		out["stream_replicas"] = replicas
+	}
+	out["sent"] = *n
+	out["failed"] = failed
+	out["stalls"] = stalls
+	out["start_ns"] = start
+	out["end_ns"] = end
+	out["seconds"] = float64(end-start) / 1e9
+	out["cpu_s"] = cpu
+	out["cpu_total_s"] = cpuSeconds()
+	if rtts != nil {
+		out["rtts_ns"] = rtts
+	}
 	emit(out)
 }
