@@ -166,6 +166,7 @@ class Server:
         self._stop_task = None
         self._stopped = None            # a future, set when stop() is done
         self._hurry = False             # a second signal: do not wait for the drain
+        self._signalled = None          # a signal that came while starting
         self._next_cid = 0
         self.start_time = None
         self.t0 = None
@@ -729,9 +730,10 @@ class Server:
         """Start if needed and serve until ``stop()`` completes; SIGINT and
         SIGTERM (on the main thread) drain and stop, a second one stops at
         once."""
-        await self.start()
-        loop = self.loop
+        loop = self.loop = asyncio.get_running_loop()
         installed = []
+        # (before start, which logs "server ready": a signal sent as soon as
+        # that is read is handled; one during start is acted on after it)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
@@ -740,12 +742,18 @@ class Server:
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass
         try:
+            await self.start()
+            if self._signalled is not None:
+                self._on_signal(self._signalled)
             await asyncio.shield(self._stopped)
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig):
+        if not self.started:
+            self._signalled = sig       # (starting: stopped once started)
+            return
         name = signal.Signals(sig).name
         if not self.stopping:
             log.info("%s received: draining (again to stop at once)", name)
