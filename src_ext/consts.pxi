@@ -14,6 +14,13 @@ cdef enum:
     BATCH_AHEAD_HASH = 12            # hash it and prefetch its cache bucket
     BATCH_AHEAD_BLOCK = 6           # prefetch its cached result block
 
+# The router's subject sampler (Router.sample_subjects): a buffer of entries,
+# each a uint32 weight (sampled events), a uint16 subject length and the
+# subject's bytes (at most MAX_SUBJECT_LEN).
+cdef enum:
+    SAMPLE_BYTES = 65536            # 64 KiB of entries between two take_samples
+    SAMPLE_HEAD = 6                 # bytes of an entry before its subject
+
 # Byte classes of the subject scanner.
 cdef enum ByteClass:
     BC_PLAIN = 0

@@ -104,7 +104,16 @@ cdef class Router:
     cdef public object on_interest          # (pattern, queue, +1 | -1) as that changes
     cdef public int32_t only_q              # the next delivery only: -1 every target, -2 the
                                             # plain ones, >= 0 one local member of that group
+    cdef readonly int64_t sample_every      # the subject sampler: every this many published
+                                            # events, one counts (0: off)
+    cdef int64_t sample_left                # published events until the next one counted
+    cdef char *sample_buf                   # SAMPLE_BYTES of entries (NULL while off)
+    cdef Py_ssize_t sample_used             # bytes of the entries written
+    cdef Py_ssize_t sample_last             # the offset of the last one (-1: none)
+    cdef int64_t sample_dropped             # the weight of the entries that did not fit
 
+    cdef inline void _sample(self, const char *p, Py_ssize_t n, int64_t count) noexcept
+    cdef void _sample_put(self, const char *p, Py_ssize_t n, int64_t weight) noexcept
     cdef char *_room(self, Py_ssize_t n) except NULL
     cdef char *_record(self, Event ev, Py_ssize_t *rlen, const char **dp,
                        Py_ssize_t *dn) except NULL

@@ -8,6 +8,8 @@
 # handle again when it gets to it, so a target removed meanwhile is skipped.
 
 from cpython.dict cimport PyDict_GetItem
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport UINT32_MAX
 from collections import deque as _deque
 
 cdef enum:
@@ -387,10 +389,12 @@ cdef class Router:
         self.hop_limit = hop_limit
         self.only_q = -1
         self.interest_of = {}
+        self.sample_last = -1
 
     def __dealloc__(self):
         free(self.scratch)
         free(self.last_res.data)
+        PyMem_Free(self.sample_buf)
 
     # -- targets ---------------------------------------------------------------
 
@@ -444,6 +448,94 @@ cdef class Router:
         """The (pattern, queue) of every target but a cluster link's, one
         per target (a pattern twice when two targets want it)."""
         return list(self.interest_of.values())
+
+    # -- the subject sampler ---------------------------------------------------
+
+    def sample_subjects(self, int64_t every):
+        """Sample the routing subjects of published events: every
+        ``every``-th event counted in ``n_published`` (those dropped for no
+        interest or as loops too) records its subject, for ``take_samples``.
+        0 turns sampling off and forgets what was sampled; another value
+        keeps the samples and starts counting again.  A run of one subject
+        in ``publish_batch`` is recorded as one entry of its weight."""
+        if every < 0:
+            raise ValueError('every must be >= 0 (0 = off), got {}'.format(every))
+        if every == 0:
+            PyMem_Free(self.sample_buf)
+            self.sample_buf = NULL
+            self.sample_used = 0
+            self.sample_last = -1
+            self.sample_dropped = 0
+        elif self.sample_buf == NULL:
+            self.sample_buf = <char *>PyMem_Malloc(SAMPLE_BYTES)
+            if self.sample_buf == NULL:
+                raise MemoryError()
+        self.sample_every = every
+        self.sample_left = every
+
+    def take_samples(self):
+        """``(samples, dropped)``: ``samples`` the subjects recorded since
+        the last call, {subject: weight} (the number of sampled events),
+        ``dropped`` the weight that did not fit in the buffer (SAMPLE_BYTES);
+        both start again from empty."""
+        cdef dict out = {}
+        cdef Py_ssize_t off = 0
+        cdef const char *e
+        cdef uint16_t sn
+        cdef int64_t dropped = self.sample_dropped
+        while off < self.sample_used:
+            e = self.sample_buf + off
+            sn = _rd16(e + 4)
+            subject = PyUnicode_DecodeUTF8(e + SAMPLE_HEAD, sn, 'surrogatepass')
+            out[subject] = out.get(subject, 0) + _rd32(e)
+            off += SAMPLE_HEAD + sn
+        self.sample_used = 0
+        self.sample_last = -1
+        self.sample_dropped = 0
+        return out, dropped
+
+    cdef inline void _sample(self, const char *p, Py_ssize_t n, int64_t count) noexcept:
+        """Count ``count`` published events of subject ``p[:n]`` down to the
+        sampler's next hits; record the hits as one entry (off: one compare)."""
+        if self.sample_every == 0:
+            return
+        if count < self.sample_left:
+            self.sample_left -= count
+            return
+        count -= self.sample_left       # (the events after the first hit)
+        self.sample_left = self.sample_every - count % self.sample_every
+        self._sample_put(p, n, 1 + count // self.sample_every)
+
+    cdef void _sample_put(self, const char *p, Py_ssize_t n, int64_t weight) noexcept:
+        """Record subject ``p[:n]`` with ``weight``: added to the last
+        entry when that is of the same subject, else a new entry; one that
+        does not fit is counted in ``sample_dropped``."""
+        cdef char *e
+        cdef uint32_t w
+        cdef int64_t room
+        if self.sample_last >= 0:
+            e = self.sample_buf + self.sample_last
+            if _rd16(e + 4) == n and memcmp(e + SAMPLE_HEAD, p, n) == 0:
+                w = _rd32(e)
+                room = UINT32_MAX - w
+                if weight <= room:
+                    _wr32(e, <uint32_t>(w + weight))
+                    return
+                _wr32(e, UINT32_MAX)
+                weight -= room
+        while weight > 0:
+            # (a subject is at most MAX_SUBJECT_LEN bytes, so its length a uint16)
+            if n > MAX_SUBJECT_LEN or self.sample_used + SAMPLE_HEAD + n > SAMPLE_BYTES:
+                self.sample_dropped += weight
+                return
+            w = <uint32_t>(weight if weight < UINT32_MAX else UINT32_MAX)
+            e = self.sample_buf + self.sample_used
+            _wr32(e, w)
+            _wr16(e + 4, <uint16_t>n)
+            memcpy(e + SAMPLE_HEAD, p, n)
+            self.sample_last = self.sample_used
+            self.sample_used += SAMPLE_HEAD + n
+            weight -= w
 
     # -- publishing ------------------------------------------------------------
 
@@ -706,6 +798,7 @@ cdef class Router:
                 self.ingress._take(plen)
         if nplain + ngroups == 0:
             self.n_published += 1
+            self._sample(p, n, 1)
             self.bytes_published += plen
             self.n_dropped_no_interest += 1
             return 0
@@ -723,6 +816,7 @@ cdef class Router:
                                               self.hop_limit)
                 if reason is not None:
                     self.n_published += 1
+                    self._sample(p, n, 1)
                     self.n_dropped_loop += 1
                     self._loop_break(subject, ev, reason)
                     return 0
@@ -779,6 +873,7 @@ cdef class Router:
                 ev._origin = self.name
                 ev.ts = now
             self.n_published += 1
+            self._sample(p, n, 1)
             self.bytes_published += plen
             # streams first: the event is stored before anyone sees it
             self.stamp += 1
@@ -1017,7 +1112,10 @@ cdef class Router:
         published: 0 when the match has other targets, fewer than ``n`` when
         an event needs the general path (a subscription changed, a record
         is exported, the event is too large, the flow closed); the caller
-        publishes the rest."""
+        publishes the rest.  The subject sampler counts the run's events at
+        once (one entry), and before any Python code runs (which may publish;
+        a stream's append that fails, out of memory, leaves the run's events
+        since uncounted by it)."""
         cdef Matcher m = self.matcher
         cdef const char *p
         cdef Py_ssize_t sn, nplain, i, j, nst = 0, nsu = 0, plen
@@ -1036,6 +1134,8 @@ cdef class Router:
         cdef int64_t seqs[8]
         cdef PyObject *r
         cdef Py_ssize_t srcn = len(self.source_b)
+        cdef Py_ssize_t counted = 0     # the run's events the sampler has counted (it
+                                        # counts them at once, when it must: no cost per event)
         global _id_counter
         if self.closed:
             return 0
@@ -1062,13 +1162,18 @@ cdef class Router:
         rsubject = _subject_str(subject)
         for i in range(n):
             if self.closed or m.n_inserts + m.n_removes != version:
+                self._sample(p, sn, i - counted)
                 return i
             data = <object>PyTuple_GET_ITEM(datas, i)
             if type(data) is not bytes:
+                # (it may run Python, or raise: the events before are counted first)
+                self._sample(p, sn, i - counted)
+                counted = i
                 data = _as_data(data)
             plen = PyBytes_GET_SIZE(data)
             for j in range(nst):
                 if not (<StreamTarget>streams[j]).log._pre_ok(EV_HEADER + EV_GENID + srcn + plen):
+                    self._sample(p, sn, i - counted)
                     return i
             _id_counter += 1
             self.n_published += 1
@@ -1093,6 +1198,10 @@ cdef class Router:
                         seq = s
                         ts = lg.last_ts
             if nsu:
+                # (Python runs next, and may publish: the sampler counts
+                # this event first, as _deliver does)
+                self._sample(p, sn, i + 1 - counted)
+                counted = i + 1
                 ev = Event.__new__(Event)
                 ev.routing_subject = rsubject
                 ev._data = data
@@ -1125,11 +1234,14 @@ cdef class Router:
             for j in range(nst):
                 st = <StreamTarget>streams[j]
                 if st.listeners:
+                    self._sample(p, sn, i + 1 - counted)
+                    counted = i + 1
                     for listener in list(st.listeners):
                         listener(seqs[j])
             # (publish's: the stream that stored the last event, no duplicate)
             self.last_stream = (<StreamTarget>streams[0]).name if nst else None
             self.last_duplicate = False
+        self._sample(p, sn, n - counted)
         return n
 
     def publish_batch(self, subjects, datas, /, **attributes):

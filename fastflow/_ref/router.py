@@ -49,7 +49,7 @@ from fastflow._ref.event import (
 from fastflow._ref import event as _event
 from fastflow._ref.log import RECORD_HEADER, Log
 from fastflow._ref.matcher import Matcher
-from fastflow._ref.subjects import check_reply, tokenize
+from fastflow._ref.subjects import MAX_SUBJECT_LEN, check_reply, tokenize
 from fastflow._ref.wire.outbuf import OutBuf, WireMsg, WireTarget, _as_utf8
 from fastflow.errors import (EventError, FastflowError, EventTooLarge, LogFullError,
                              SignatureError, SubjectError)
@@ -57,6 +57,13 @@ from fastflow.errors import (EventError, FastflowError, EventTooLarge, LogFullEr
 __all__ = ("ImportTarget", "RateLimit", "Router", "StreamTarget", "SubTarget")
 
 _REPLIES_MAX = 65536                    # reply subjects a WireTarget's ``replies`` list takes
+
+# The subject sampler's buffer (src_ext/consts.pxi): entries of a uint32
+# weight, a uint16 subject length and the subject's UTF-8 bytes.  Here a
+# list of [subject, weight] with the bytes the native buffer would use.
+SAMPLE_BYTES = 65536                    # 64 KiB of entries between two take_samples
+SAMPLE_HEAD = 6                         # bytes of an entry before its subject
+_SAMPLE_WEIGHT_MAX = 0xFFFFFFFF         # an entry's weight, at most (a uint32)
 
 
 def _rec_payload(rec):
@@ -571,7 +578,8 @@ class Router:
                  "__n_dropped_no_interest", "__n_dropped_slow", "__n_dropped_loop", "__n_conflated",
                  "__n_rejected", "__n_callback_errors", "closed", "__last_stream",
                  "__last_duplicate", "__ingress", "__trust_on", "trust_check", "prefer_local",
-                 "_only", "_interest_of", "on_interest")
+                 "_only", "_interest_of", "on_interest", "__sample_every", "__sample_left",
+                 "__samples", "__sample_used", "__sample_dropped")
 
     def __init__(self, name="fastflow", source=_attrs.DEFAULT_SOURCE, hop_limit=32,
                  cache_size=DEFAULT_CACHE_SIZE):
@@ -622,6 +630,12 @@ class Router:
         self.on_interest = None         # (pattern, queue, +1 | -1) as that changes
         self._only = -1                 # the next delivery only: -1 every target, -2 the
                                         # plain ones, a group's name one local member of it
+        self.__sample_every = 0         # the subject sampler: every this many published
+                                        # events, one counts (0: off)
+        self.__sample_left = 0          # published events until the next one counted
+        self.__samples = []             # its entries, [subject, weight]
+        self.__sample_used = 0          # the bytes they take in the native buffer
+        self.__sample_dropped = 0       # the weight of the entries that did not fit
 
     matcher = _ro("_Router__matcher")
     name = _ro("_Router__name")
@@ -629,6 +643,9 @@ class Router:
     n_published = _ro("_Router__n_published")
     n_delivered = _ro("_Router__n_delivered")
     n_appended = _ro("_Router__n_appended")
+    sample_every = _ro("_Router__sample_every",
+                       "the subject sampler: every this many published events, one counts "
+                       "(0: off)")
 
     @property
     def ingress(self):
@@ -732,6 +749,64 @@ class Router:
         """The (pattern, queue) of every target but a cluster link's, one
         per target (a pattern twice when two targets want it)."""
         return list(self._interest_of.values())
+
+    # -- the subject sampler ---------------------------------------------------
+
+    def sample_subjects(self, every):
+        """Sample the routing subjects of published events: every
+        ``every``-th event counted in ``n_published`` (those dropped for no
+        interest or as loops too) records its subject, for ``take_samples``.
+        0 turns sampling off and forgets what was sampled; another value
+        keeps the samples and starts counting again.  A run of one subject
+        in ``publish_batch`` is recorded as one entry of its weight."""
+        every = _c_int64(every)
+        if every < 0:
+            raise ValueError("every must be >= 0 (0 = off), got {}".format(every))
+        if every == 0:
+            self.__samples = []
+            self.__sample_used = 0
+            self.__sample_dropped = 0
+        self.__sample_every = every
+        self.__sample_left = every
+
+    def take_samples(self):
+        """``(samples, dropped)``: ``samples`` the subjects recorded since
+        the last call, {subject: weight} (the number of sampled events),
+        ``dropped`` the weight that did not fit in the buffer (SAMPLE_BYTES);
+        both start again from empty."""
+        out = {}
+        for subject, weight in self.__samples:
+            out[subject] = out.get(subject, 0) + weight
+        dropped = self.__sample_dropped
+        self.__samples = []
+        self.__sample_used = 0
+        self.__sample_dropped = 0
+        return out, dropped
+
+    def __sample(self, subject):
+        """Count one published event of ``subject`` down to the sampler's
+        next hit, and record the hit (the native core's ``_sample`` takes a
+        run of events at once: the same hits)."""
+        if not self.__sample_every:
+            return
+        self.__sample_left -= 1
+        if self.__sample_left:
+            return
+        self.__sample_left = self.__sample_every
+        if type(subject) is not str:
+            subject = subject.decode("utf-8", "surrogatepass") if isinstance(subject, bytes) \
+                else str(subject)
+        samples = self.__samples
+        if samples and samples[-1][0] == subject \
+                and samples[-1][1] < _SAMPLE_WEIGHT_MAX:
+            samples[-1][1] += 1         # the last entry's subject: added to it
+            return
+        n = len(subject.encode("utf-8", "surrogatepass"))
+        if n > MAX_SUBJECT_LEN or self.__sample_used + SAMPLE_HEAD + n > SAMPLE_BYTES:
+            self.__sample_dropped += 1
+            return
+        samples.append([subject, 1])
+        self.__sample_used += SAMPLE_HEAD + n
 
     # -- publishing ------------------------------------------------------------
 
@@ -896,6 +971,7 @@ class Router:
                 self.ingress.take(1, dlen)
         if not hs:
             self.__n_published += 1
+            self.__sample(subject)
             self.__bytes_published += dlen
             self.__n_dropped_no_interest += 1
             return 0
@@ -905,6 +981,7 @@ class Router:
             if reason is not None:
                 _unpick(m, hs)
                 self.__n_published += 1
+                self.__sample(subject)
                 self.__n_dropped_loop += 1
                 _loop_break(self, subject, ev, reason)
                 return 0
@@ -930,6 +1007,7 @@ class Router:
         else:
             rs = subject
         self.__n_published += 1
+        self.__sample(subject)
         self.__bytes_published += dlen
         # streams first: the event is stored before anyone sees it
         self.__stamp += 1
