@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 
 import pytest
 import uvloop
@@ -286,3 +287,42 @@ def nats_cluster_factory(tmp_path):
     yield make
     for cluster in made:
         cluster.close()
+
+
+# -- a real browser (test_browser.py, test_console.py) --------------------------------------
+
+
+def chromium():
+    """``(chromium, chromedriver)`` paths; skips (fails under
+    FASTFLOW_REQUIRE_PEERS=1) when they are missing."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if binary and driver:
+        return binary, driver
+    why = "headless Chromium is not installed (apt-get install chromium chromium-driver)"
+    if os.environ.get("FASTFLOW_REQUIRE_PEERS") == "1":
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium driven by selenium, its console messages kept
+    (``browser.get_log("browser")``), 1280x800."""
+    binary, driver = chromium()
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1280,800", "--hide-scrollbars"):
+        opts.add_argument(a)
+    opts.binary_location = binary
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(options=opts, service=Service(driver))
+    d.set_script_timeout(30)
+    try:
+        yield d
+    finally:
+        d.quit()

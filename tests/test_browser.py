@@ -13,8 +13,6 @@ FASTFLOW_REQUIRE_PEERS=1 (CI) makes that a failure.
 
 import http.server
 import json
-import os
-import shutil
 import threading
 import time
 
@@ -57,36 +55,6 @@ window.publish = async (from, to) => {
 };
 </script></body></html>
 """
-
-
-def _chromium():
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if binary and driver:
-        return binary, driver
-    why = "headless Chromium is not installed (apt-get install chromium chromium-driver)"
-    if os.environ.get("FASTFLOW_REQUIRE_PEERS") == "1":
-        pytest.fail(why, pytrace=False)
-    pytest.skip(why)
-
-
-@pytest.fixture
-def browser():
-    binary, driver = _chromium()
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        opts.add_argument(a)
-    opts.binary_location = binary
-    d = webdriver.Chrome(options=opts, service=Service(driver))
-    d.set_script_timeout(30)
-    try:
-        yield d
-    finally:
-        d.quit()
 
 
 @pytest.fixture

@@ -51,3 +51,35 @@ def test_debug_flag_matches_the_build():
     assert _core.DEBUG in (True, False)
     if os.environ.get("FASTFLOW_EXPECT_DEBUG_BUILD") == "1":
         assert _core.DEBUG is True
+
+
+def test_the_wheel_holds_every_package_and_the_console(tmp_path):
+    """A wheel of the pure-Python build (no compiler needed) has every
+    package under fastflow/ and the console's page (docs/console.md)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(os.path.join(root, name), src / name)
+    shutil.copytree(os.path.join(root, "fastflow"), src / "fastflow",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"))
+    env = dict(os.environ, FASTFLOW_NO_EXTENSIONS="1")
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(tmp_path / "dist"), str(src)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("fastflow-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = {os.path.relpath(d, root).replace(os.sep, "/")
+                for d, _, files in os.walk(os.path.join(root, "fastflow"))
+                if "__init__.py" in files}
+    missing = sorted(p for p in packages if p + "/__init__.py" not in names)
+    assert not missing, "packages left out of the wheel: {}".format(missing)
+    from fastflow.server.console import STATIC_FILES
+    for name in STATIC_FILES:
+        assert "fastflow/server/console/static/" + name in names

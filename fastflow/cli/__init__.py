@@ -344,6 +344,20 @@ def _build_parser():
     a.add_argument("name", nargs="?", help="one account (default: every one)")
     p.set_defaults(_command_parser=p)
 
+    p = sub.add_parser("console", help="open a server's operator console in a browser",
+                       description="Open the operator console (docs/console.md) of the server "
+                                   "whose monitoring port is URL (http://HOST:PORT, port 8232 "
+                                   "unless given; default http://127.0.0.1:8232) in a browser, "
+                                   "or print its URL.")
+    p.add_argument("url", nargs="?", help="the monitoring port (default http://127.0.0.1:8232)")
+    p.add_argument("--token", help="the monitoring token: put in the URL's fragment, which the "
+                                   "browser does not send; the page keeps it for the tab")
+    p.add_argument("--print", dest="print_url", action="store_true",
+                   help="print the URL instead of opening a browser")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not check first that the server answers")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds the check may take")
+
     k = sub.add_parser("keys", help="make signing keys, show key ids",
                        description="Signing keys of signed events (docs/provenance.md).")
     ka = k.add_subparsers(dest="action", metavar="ACTION")
@@ -450,6 +464,10 @@ def main(argv=None):
         except CommandError as exc:
             print("fastflow keys: {}".format(exc), file=sys.stderr)
             return 2
+    if cmd == "console":
+        from fastflow.cli.console import console
+
+        return console(args)
     if cmd == "audit":
         from fastflow.cli.audit import audit
 

@@ -630,7 +630,8 @@ class Server:
 
                 self.monitor = MonitorServer(self, cfg.monitor_host or cfg.host,
                                              cfg.monitor_port, cfg.monitor_token,
-                                             cfg.monitor_users)
+                                             cfg.monitor_users, console=cfg.monitor_console,
+                                             console_tail=cfg.monitor_console_tail)
                 await self.monitor.start()
         except BaseException:
             self._listener.close()
@@ -719,6 +720,8 @@ class Server:
                          ", ".join(e.lstrip("/") for e in self.monitor.ENDPOINTS),
                          "; all but /healthz need credentials" if self.monitor.auth_required
                          else "")
+                if self.monitor.console is not None:
+                    log.info("operator console on http://%s/console/", _addr(a))
         log.info("auth: %s; limits: max_payload %s, max_pending %s, max_connections %s, "
                  "max_subscriptions %s per connection, ping every %gs", self.auth.describe(),
                  _fmt_size(cfg.max_payload), _fmt_size(cfg.max_pending),

@@ -152,6 +152,8 @@ class ServerConfig:
         ("monitor_port", 8232),         # 0: no monitoring endpoint
         ("monitor_token", None),        # HTTP Bearer token the endpoints require (but /healthz)
         ("monitor_users", ()),          # [{"user", "password"}]: HTTP Basic users (likewise)
+        ("monitor_console", True),      # the operator console at /console/ (docs/console.md)
+        ("monitor_console_tail", True),  # ... with stream tails (events' data) on this port
         ("nats_host", None),            # the NATS door (docs/nats.md); None: the same as host
         ("nats_port", 0),               # 0: no NATS door (its usual port: 4222)
         ("mqtt_ws", True),              # MQTT over WebSocket on the HTTP listener (/mqtt, /ws)
@@ -341,6 +343,8 @@ class ServerConfig:
         _str(self.monitor_host, "monitor_host", allow_none=True)
         self.mqtt_ws = _bool(self.mqtt_ws, "mqtt_ws")
         self.wake_readers = _bool(self.wake_readers, "wake_readers")
+        self.monitor_console = _bool(self.monitor_console, "monitor.console")
+        self.monitor_console_tail = _bool(self.monitor_console_tail, "monitor.console_tail")
         self.mqtt_port = _int(self.mqtt_port, "mqtt_port")
         if self.mqtt_port > 65535:
             raise ConfigError("mqtt_port: expected 0..65535 (0 = off), got {}".format(
@@ -599,7 +603,8 @@ _TOP = {"host": "host", "port": "port", "name": "name", "data_dir": "data_dir",
         "system_account": "system_account"}
 _TABLES = {
     "monitor": {"host": "monitor_host", "port": "monitor_port", "token": "monitor_token",
-                "users": "monitor_users"},
+                "users": "monitor_users", "console": "monitor_console",
+                "console_tail": "monitor_console_tail"},
     "nats": {"host": "nats_host", "port": "nats_port", "max_control": "nats_max_control",
              "lineage": "nats_lineage"},
     "mqtt": {"host": "mqtt_host", "port": "mqtt_port", "max_queued": "mqtt_max_queued",

@@ -12,9 +12,11 @@ response writing and error bodies).
 ``/subsz``    the subscriptions' matcher, in nats-server's shape
 ``/streamz``  the streams and their consumers
 ``/metrics``  Prometheus text format 0.0.4
+``/console/`` the operator console (docs/console.md): a page, its feed
+              (Server-Sent Events), its tables and stream tails
 
 With ``monitor.token`` or ``monitor.users`` every endpoint but
-``/healthz`` needs ``Authorization: Bearer <token>`` or HTTP Basic
+``/healthz`` and the console page's own files needs ``Authorization: Bearer <token>`` or HTTP Basic
 credentials (401 with ``WWW-Authenticate`` otherwise).
 
 A monitoring connection is not a client of the engine: it is a
@@ -41,7 +43,8 @@ from fastflow.accounts import import_key
 from fastflow.protocol import ConnState
 from fastflow.server.auth import AuthError, Principal, is_password_hash, verify_password
 from fastflow.server.connection import CLOSED, CLOSING, READY, _peer, _peer_host
-from fastflow.server.http import HttpError, HttpResponder
+from fastflow.server.console import STATIC_FILES, Console
+from fastflow.server.http import HttpError, HttpResponder, _dumps
 
 __all__ = ("MonitorAuth", "MonitorConnection", "MonitorProtocol", "MonitorServer")
 
@@ -51,7 +54,7 @@ MAX_CONNECTIONS = 64                    # open monitoring connections; more get 
 MAX_BODY = 64 << 10                     # bytes: no endpoint reads a body (read, then dropped)
 _CLOSE_GRACE = 5.0                      # seconds a closing connection may take to flush
 ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/streamz", "/subscriptionz",
-             "/accountz", "/metrics")
+             "/accountz", "/metrics", "/console/")
 _CPU_WINDOW = 0.5                       # seconds: the least time /varz's cpu is measured over
 _SORTS = ("cid", "in_msgs", "out_msgs", "in_bytes", "out_bytes", "pending_bytes",
           "subscriptions", "uptime", "idle")
@@ -182,6 +185,7 @@ class MonitorConnection(asyncio.Protocol):
         self.last_in = self.loop.time()
         self._pause = set()
         self._timer = None              # the close grace
+        self.stream = None              # the console's event stream it answers with, if any
         self.proto = MonitorProtocol(self)
 
     def connection_made(self, transport):
@@ -203,6 +207,8 @@ class MonitorConnection(asyncio.Protocol):
     def connection_lost(self, exc):
         self.state = CLOSED
         self.monitor.conns.discard(self)
+        if self.stream is not None:
+            self.stream.ended()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -210,8 +216,8 @@ class MonitorConnection(asyncio.Protocol):
             task.cancel()
 
     def data_received(self, data):
-        if self.state >= CLOSING:
-            return
+        if self.state >= CLOSING or self.stream is not None:
+            return                      # (an event stream's client has nothing more to say)
         self.last_in = self.loop.time()
         proto = self.proto
         try:
@@ -262,7 +268,10 @@ class MonitorConnection(asyncio.Protocol):
             return
         self.state = CLOSING
         self.close_reason = message or "closed by the server"
-        data = self.proto.close_data(code, message, 0) if code is not None else b""
+        if self.stream is not None:
+            data = self.stream.closing_data(code, message)
+        else:
+            data = self.proto.close_data(code, message, 0) if code is not None else b""
         for task in list(self.tasks):
             task.cancel()
         try:
@@ -280,7 +289,7 @@ class MonitorConnection(asyncio.Protocol):
 
     def tick(self, now):
         """Once a second: close it when idle or its request is too slow."""
-        if self.state == READY:
+        if self.state == READY and self.stream is None:
             self.proto.tick(now)
 
 
@@ -310,9 +319,21 @@ class MonitorProtocol(HttpResponder):
         return _NO_STORE
 
     def public(self, req):
-        return not self.auth.required or req.path.rstrip("/") == "/healthz"
+        if not self.auth.required:
+            return True
+        path = req.path
+        if path.rstrip("/") == "/healthz":
+            return True
+        console = self.monitor.console
+        if console is None:
+            return False
+        # the page's own files hold no data; a browser asking for / is sent to it
+        return ((path.startswith("/console/") and path[9:] in _PAGE_NAMES)
+                or path == "/console" or (path == "/" and _wants_html(req)))
 
     def route(self, req):
+        if req.path.startswith("/console/") or req.path == "/console":
+            return super().route(req)
         if req.path.rstrip("/").count("/") > 1:
             raise HttpError(404, "no such resource: {!r} (see {})".format(
                 req.path[:200], self.routes_doc))
@@ -325,6 +346,10 @@ class MonitorProtocol(HttpResponder):
     def refuse(self, req, exc):
         if exc.status in (401, 429):
             self.monitor.auth_failures += 1
+            if req is not None and "x-fastflow-console" in req.headers:
+                # the console asks for credentials on its own page: no browser dialog
+                exc = HttpError(exc.status, exc.message, [
+                    h for h in exc.headers if h[0].lower() != "www-authenticate"], exc.close)
         super().refuse(req, exc)
 
     # -- the endpoints -----------------------------------------------------------------
@@ -333,8 +358,37 @@ class MonitorProtocol(HttpResponder):
         self.respond(req, status, (json.dumps(obj, indent=2, default=str) + "\n").encode(),
                      _JSON)
 
+    def json_doc(self, req, obj):
+        self.respond(req, 200, _dumps(obj) + b"\n", _JSON)
+
     def _root(self, req, principal):
+        if self.monitor.console is not None and _wants_html(req):
+            self.respond(req, 302, b"", None, (("location", "/console/"),))
+            return
         self.document(req, {"endpoints": list(ENDPOINTS)})
+
+    def _console(self, req, principal):
+        """``/console/``: the page's files, ``feed``, ``api/<view>`` and
+        ``tail/<stream>`` (fastflow.server.console)."""
+        console = self.monitor.console
+        if console is None:
+            raise HttpError(404, "the console is off on this server ([monitor] console = "
+                                 "false)")
+        path = req.path
+        if path == "/console":
+            self.respond(req, 301, b"", None, (("location", "/console/"),))
+            return
+        rest = path[9:]
+        if rest in _PAGE_NAMES:
+            console.serve_file(self, req, rest)
+        elif rest == "feed":
+            console.open_feed(self, req)
+        elif rest.startswith("api/") and "/" not in rest[4:]:
+            console.api(self, req, rest[4:])
+        elif rest.startswith("tail/") and len(rest) > 5:
+            console.open_tail(self, req, rest[5:])
+        else:
+            raise HttpError(404, "no such console resource: {!r}".format(path[:200]))
 
     def _healthz(self, req, principal):
         if self.server.stopping:
@@ -375,7 +429,15 @@ MonitorProtocol.routes = {
     "subscriptionz": {"GET": MonitorProtocol._subscriptionz},
     "accountz": {"GET": MonitorProtocol._accountz},
     "metrics": {"GET": MonitorProtocol._metrics},
+    "console": {"GET": MonitorProtocol._console},
 }
+
+_PAGE_NAMES = ("",) + tuple(STATIC_FILES)
+
+
+def _wants_html(req):
+    """Whether ``req`` is a browser's (its Accept names text/html)."""
+    return "text/html" in req.headers.get("accept", "")
 
 
 class MonitorServer:
@@ -385,7 +447,8 @@ class MonitorServer:
 
     ENDPOINTS = ENDPOINTS
 
-    def __init__(self, server, host, port, token=None, users=()):
+    def __init__(self, server, host, port, token=None, users=(), console=True,
+                 console_tail=True):
         self.server = server
         self.host = host
         self.port = port
@@ -401,6 +464,7 @@ class MonitorServer:
         self._tick_timer = None
         self._cpu_at = (time.monotonic(), _cpu_seconds())   # the last cpu sample
         self._cpu_percent = None
+        self.console = Console(self, console_tail) if console else None
 
     def next_id(self):
         self._next_id += 1
@@ -412,6 +476,8 @@ class MonitorServer:
                                              self.port, reuse_address=True)
         self.addresses = [s.getsockname() for s in self._srv.sockets]
         self._tick_timer = loop.call_later(1.0, self._tick)
+        if self.console is not None:
+            self.console.start()
 
     def _tick(self):
         loop = self.server.loop
@@ -427,6 +493,8 @@ class MonitorServer:
         if self._tick_timer is not None:
             self._tick_timer.cancel()
             self._tick_timer = None
+        if self.console is not None:
+            self.console.close()
         for conn in list(self.conns):
             conn.close()
 
@@ -482,6 +550,8 @@ class MonitorServer:
                             "stored": s.get("stored", 0), "rejected": s.get("rejected", 0)}
                         for n, s in fs.get("streams", {}).items()}
         d["consumers"] = len(fs.get("consumers", {}))
+        if self.console is not None:    # the operator console (docs/console.md)
+            d["console"] = self.console.stats()
         return d
 
     def cpu_percent(self):

@@ -1,0 +1,192 @@
+"""What an open operator console costs the server: the native 1 -> 1 row
+with one console open against none, in one run, on one server.
+
+``python benchmarks/compare_console.py [--repeat 7] [--msgs N] [--browser] [--json]``
+
+One ``fastflow serve`` (monitoring port on, the console with it).  Each
+repeat runs ``fastflow bench --procs`` (a publisher and a subscriber in
+processes of their own, 16-byte payloads) twice: with no console open,
+and with one open, in alternating order.  "One console open" is what a
+page does: the feed (``/console/feed``, an event stream: a tick a second,
+and the subject sampler on in the engine while it is open) and, once a
+tick, the table of the view on show (the hottest subjects, as the
+Subjects view asks).  ``--browser``: a real page in headless Chromium
+instead (its rendering then competes for the machine's cores too).
+
+Figures: the median deliveries/s of each side, the ratio open/none (goal:
+>= 0.97, at most 3% slower) and the console's own time per tick as the
+server measures it (``/varz`` ``console.tick_seconds`` / ``ticks``).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+from _common import say  # noqa: E402
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(d):
+    port, mport = free_port(), free_port()
+    path = os.path.join(d, "server.toml")
+    with open(path, "w") as f:
+        f.write("port = {}\n[monitor]\nport = {}\n".format(port, mport))
+    p = subprocess.Popen([sys.executable, "-m", "fastflow", "serve", "-c", path],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:{}/healthz".format(mport), timeout=1)
+            return p, port, mport
+        except OSError:
+            time.sleep(0.05)
+    p.kill()
+    raise RuntimeError("fastflow serve did not start")
+
+
+def bench(port, msgs):
+    out = subprocess.run(
+        [sys.executable, "-m", "fastflow", "bench", "-s", "fastflow://127.0.0.1:{}".format(port),
+         "--procs", "--subs", "1", "--msgs", str(msgs), "--json", "-q", "--idle", "1"],
+        capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError("fastflow bench failed: " + out.stderr[-500:])
+    d = json.loads(out.stdout)
+    if d["lost"]:
+        raise RuntimeError("fastflow bench lost {} messages".format(d["lost"]))
+    return d["delivered_per_s"]
+
+
+class PageLike:
+    """What an open console page asks of the server: its feed, read as it
+    comes, and once a tick the view's table (the hottest subjects)."""
+
+    def __init__(self, mport):
+        self.base = "http://127.0.0.1:{}".format(mport)
+        self.ticks = 0
+        self.tables = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while self.ticks < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self):
+        with urllib.request.urlopen(self.base + "/console/feed", timeout=30) as feed:
+            for line in feed:
+                if self._stop.is_set():
+                    return
+                if line.startswith(b"event: tick"):
+                    self.ticks += 1
+                    with urllib.request.urlopen(self.base + "/console/api/subjects?limit=20",
+                                                timeout=10) as r:
+                        r.read()
+                    self.tables += 1
+
+
+class BrowserPage:
+    """The console in headless Chromium, on its Subjects view."""
+
+    def __init__(self, mport):
+        self.url = "http://127.0.0.1:{}/console/#subjects".format(mport)
+
+    def __enter__(self):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+        opts = Options()
+        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+            opts.add_argument(a)
+        opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+        self.d = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+        self.d.get(self.url)
+        deadline = time.monotonic() + 20
+        while not self.d.execute_script("return window.ffConsole && window.ffConsole.ticks") \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc):
+        self.d.quit()
+
+
+def varz(mport):
+    with urllib.request.urlopen("http://127.0.0.1:{}/varz".format(mport), timeout=5) as r:
+        return json.load(r)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--msgs", type=int, default=2_000_000)
+    ap.add_argument("--browser", action="store_true", help="a real page in headless Chromium")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.json:
+        _common.report_to(sys.stderr)
+    page = BrowserPage if args.browser else PageLike
+    runs = {"none": [], "open": []}
+    with tempfile.TemporaryDirectory() as d:
+        p, port, mport = start(d)
+        try:
+            bench(port, args.msgs // 4)             # warm-up
+            for i in range(args.repeat):
+                for side in (("none", "open") if i % 2 == 0 else ("open", "none")):
+                    if side == "none":
+                        runs[side].append(bench(port, args.msgs))
+                    else:
+                        with page(mport):
+                            runs[side].append(bench(port, args.msgs))
+                say("run {}/{}: none {:,.0f}/s, open {:,.0f}/s".format(
+                    i + 1, args.repeat, runs["none"][-1], runs["open"][-1]))
+            c = varz(mport).get("console", {})
+        finally:
+            p.terminate()
+            p.wait(10)
+    none, opened = statistics.median(runs["none"]), statistics.median(runs["open"])
+    per_tick = c["tick_seconds"] / c["ticks"] if c.get("ticks") else None
+    results = {"row": "native 1 -> 1, 16 B", "page": "chromium" if args.browser else "feed + table",
+               "none": none, "open": opened, "ratio": opened / none,
+               "runs_none": runs["none"], "runs_open": runs["open"],
+               "tick_seconds_mean": per_tick, "ticks": c.get("ticks")}
+    say("")
+    say("{:<22} {:>16} {:>16} {:>10}".format("row (deliveries/s)", "no console",
+                                             "console open", "open/none"))
+    say("{:<22} {:>16,.0f} {:>16,.0f} {:>10.3f}".format(results["row"], none, opened,
+                                                       opened / none))
+    if per_tick is not None:
+        say("the console's tick: {:.0f} µs on average over {} ticks".format(per_tick * 1e6,
+                                                                          c["ticks"]))
+    if args.json:
+        print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
