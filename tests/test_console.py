@@ -186,6 +186,20 @@ VIEWS = ("overview", "streams", "stream", "subjects", "consumers", "connections"
 def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
     srv = console_server
     shots = _shots_dir(tmp_path)
+    http = "http://127.0.0.1:{}".format(srv.http_port)
+    with httpx.Client(base_url=http) as c:
+        # a schema bound to the workload's type (the catalog view shows it) and a
+        # webhook subscription whose sink refuses connections (a failing sink)
+        r = c.put("/registry/schemagroups/shop/schemas/order$details", json={
+            "schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            "format": "JsonSchema/draft-07", "fftypes": ["order.new"]})
+        assert r.status_code in (200, 201), r.text
+        r = c.post("/subscriptions", json={
+            "protocol": "HTTP", "sink": "http://127.0.0.1:9/hook", "types": ["order.new"],
+            "config": {"stream": "orders"},
+            "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": "SINKSECRET"}})
+        assert r.status_code == 201, r.text
+        sub_id = r.json()["id"]
     with Workload(srv.url, rate=300) as load:
         # a browser asking for / is sent to the console
         browser.get("http://127.0.0.1:{}/".format(srv.monitor_port))
@@ -266,6 +280,11 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         assert lag2 > lag1 > 0
         assert browser.execute_script(
             "return document.querySelector('#consumers span.lag') !== null")
+        # the failing webhook sink: its failures and last error, never its credential
+        _wait(browser, "document.querySelector('#subscriptions').textContent"
+                       ".includes('Connection refused')", what="the sink's last error")
+        assert _num(_cell(browser, "subscriptions", sub_id, 6)) > 0        # failed
+        assert "SINKSECRET" not in browser.page_source
         browser.save_screenshot(os.path.join(shots, "consumers.png"))
 
         # connections, then a slow consumer cut: it shows in the advisories
@@ -289,6 +308,9 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         # catalog: the message types of each stream
         _view(browser, "catalog", "document.querySelector('#catalog').textContent"
                                   ".includes('order.new')", "type order.new in the catalog")
+        assert "/schemagroups/shop/schemas/order/versions/1" in browser.execute_script(
+            "return document.querySelector('#catalog').textContent")
+        browser.execute_script("document.querySelector('#catalog details').open = true")
         browser.save_screenshot(os.path.join(shots, "catalog.png"))
 
         # a phone's width: every view usable, nothing wider than the screen
@@ -565,3 +587,48 @@ def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_se
     finally:
         for s in socks:
             s.close()
+
+
+# -- fastflow console -------------------------------------------------------------------------
+
+
+def _cli(*args, env=None):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "fastflow", "console", *args],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_fastflow_console_opens_or_prints_the_url(ffproc, tmp_path):
+    srv = ffproc(monitor=True)
+    srv.start()
+    try:
+        mon = "127.0.0.1:{}".format(srv.monitor_port)
+        r = _cli("--print", mon, "--token", "a b/c")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "http://{}/console/#token=a%20b%2Fc".format(mon)
+        # a browser that starts (BROWSER names the command webbrowser runs)
+        r = _cli("http://" + mon, "--token", "secret", env={"BROWSER": "true"})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "opened http://{}/console/ (with the token)".format(mon)
+        assert "secret" not in r.stdout
+    finally:
+        srv.stop()
+    r = _cli("--print", mon)
+    assert r.returncode == 1
+    assert "nothing answers at http://{}".format(mon) in r.stderr
+    assert "--monitor-port" in r.stderr
+    cfg = tmp_path / "off.toml"
+    cfg.write_text("[monitor]\nconsole = false\n")
+    srv = ffproc("--config", cfg, monitor=True)
+    srv.start()
+    try:
+        r = _cli("--print", "127.0.0.1:{}".format(srv.monitor_port))
+        assert r.returncode == 1 and "console = false" in r.stderr
+    finally:
+        srv.stop()
+    r = _cli("--print", "ftp://x")
+    assert r.returncode == 1 and "give http://HOST:PORT" in r.stderr
+    r = _cli("--print", "--no-check", "h")
+    assert r.stdout.strip() == "http://h:8232/console/"

@@ -565,12 +565,20 @@
       {title: "pending", num: true, cell: (s) => num(s.pending)},
       {title: "failed", num: true, cell: (s) => num(s.failed)},
       {title: "dead", num: true, cell: (s) => num(s.dead)},
-      {title: "sink state", narrow: true, cell: (s) => s.sink_state
-        ? (s.sink_state.retired ? "retired" : "in flight " + (s.sink_state.in_flight || 0)) +
-          (s.sink_state.last_status ? ", last " + s.sink_state.last_status : "") : "–"},
+      {title: "sink state", narrow: true, cell: (s) => sinkState(s.sink_state)},
       {title: "last error", cell: (s) => s.last_error || "–"},
     ], page.rows);
     pager("subscriptions-pager", page, "subscriptions");
+  }
+
+  function sinkState(k) {
+    if (!k) return "–";
+    if (k.retired) return "retired" + (k.retired_reason ? ": " + k.retired_reason : "");
+    const parts = [];
+    if (k.handshake && k.handshake !== "granted" && k.handshake !== "none") parts.push("handshake " + k.handshake);
+    parts.push("in flight " + (k.in_flight || 0));
+    if (k.last_status) parts.push("last answer " + k.last_status);
+    return parts.join(", ");
   }
 
   // connections
