@@ -540,7 +540,7 @@ def test_no_credential_is_shown():
     assert redact_url(None) is None
 
 
-def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_server):
+def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_server, browser):
     srv = console_server
     base = "http://127.0.0.1:{}".format(srv.monitor_port)
     socks = []
@@ -584,6 +584,22 @@ def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_se
                 assert subj["rows"][0]["subject"] == "t.hot"
                 found = q.get("/console/api/subjects?limit=5&q=t.99").json()
                 assert found["rows"] and all("t.99" in r["subject"] for r in found["rows"])
+            # the page: a page of rows each, however many there are
+            browser.get("http://127.0.0.1:{}/console/#connections".format(srv.monitor_port))
+            _wait(browser, "document.querySelectorAll('#connections tbody tr').length == 50",
+                  what="a page of 50 connections")
+            pager = browser.execute_script(
+                "return document.getElementById('connections-pager').textContent")
+            assert "1–50 of 10" in pager                  # (1,000 and more)
+            browser.find_element("css selector", "#connections-pager button:last-child").click()
+            _wait(browser, "document.getElementById('connections-pager').textContent"
+                           ".includes('51–100 of')", what="the next page")
+            browser.execute_script("location.hash = 'subjects'")
+            _wait(browser, "document.querySelectorAll('#subjects tbody tr').length == 20 &&"
+                           " document.querySelector('#subjects').textContent.includes('t.hot')",
+                  what="the top 20 subjects")
+            assert len(browser.find_elements("css selector", "tr")) < 200
+            assert _errors(browser) == []
     finally:
         for s in socks:
             s.close()

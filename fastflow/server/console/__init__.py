@@ -41,6 +41,8 @@ import time
 from collections import Counter, deque
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from orjson import loads as _loads
+
 from fastflow._impl import events_from_batch
 from fastflow._version import __version__
 from fastflow.server.connection import CLOSING, READY
@@ -398,8 +400,7 @@ class Console:
             self._missed += 1
             return
         try:
-            import orjson
-            body = orjson.loads(ev.data)
+            body = _loads(ev.data)
         except ValueError:
             body = {"data": ev.data[:1024].decode("utf-8", "replace")}
         subject = ev.routing_subject
