@@ -648,3 +648,22 @@ def test_fastflow_console_opens_or_prints_the_url(ffproc, tmp_path):
     assert r.returncode == 1 and "give http://HOST:PORT" in r.stderr
     r = _cli("--print", "--no-check", "h")
     assert r.stdout.strip() == "http://h:8232/console/"
+
+
+def test_watching_adds_no_subscription(ffproc):
+    """The console observes advisories (Flow.advisory_listeners) and reads
+    logs: an open page adds no subscription, so /subsz and /varz read the
+    same, and a cluster node has no interest to announce for it."""
+    srv = ffproc(monitor=True)
+    srv.start()
+    base = "http://127.0.0.1:{}".format(srv.monitor_port)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as c, c.stream("GET", "/console/feed") as r:
+            assert r.status_code == 200
+            time.sleep(1.2)
+            assert c.get("/subsz").json()["num_subscriptions"] == 0
+            v = c.get("/varz").json()
+            assert v["subscriptions"] == 0 and v["flow"]["local_subscriptions"] == 0
+            assert v["console"]["feeds"] == 1
+    finally:
+        srv.stop()

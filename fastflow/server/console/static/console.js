@@ -630,7 +630,10 @@
   function renderAdvisories() {
     const sel = $("advisories-kind");
     const have = new Set([...sel.options].map((o) => o.value));
-    for (const k of state.kinds) if (!have.has(k)) sel.append(el("option", {value: k}, k));
+    for (const k of state.kinds) {
+      if (sel.options.length > 100) break;      // (kinds come from subjects: a bounded list)
+      if (!have.has(k)) sel.append(el("option", {value: k}, k));
+    }
     if (state.view !== "advisories") return;
     const kind = sel.value;
     const rows = (state.advRows || []).filter((a) => !kind || a.kind === kind);
