@@ -289,6 +289,7 @@
     else refresh();
   }
   window.addEventListener("hashchange", show);
+  window.addEventListener("resize", () => { if (state.view === "overview") drawChart(); });
 
   function pageOf(view, sort) {
     if (!state.pages[view]) state.pages[view] = {offset: 0, limit: PAGE, sort: sort, q: ""};
@@ -371,14 +372,17 @@
   function drawChart() {
     const c = $("chart");
     const h = state.history.slice(-600);
-    const W = 800, H = 220, L = 50, B = 18;
+    // drawn at the element's own width: text and lines keep their proportions
+    const W = Math.max(200, Math.round(c.getBoundingClientRect().width) || 800);
+    const H = 220, L = 50, B = 18;
+    c.setAttribute("viewBox", "0 0 " + W + " " + H);
     const max = Math.max(10, ...h.map((p) => Math.max(p[1], p[2], p[7])));
     const kids = [];
     for (let i = 0; i <= 4; i++) {
       const y = (H - B) - (H - B - 8) * i / 4;
       kids.push(svg("line", {class: "grid", x1: L, x2: W, y1: y, y2: y}));
       const label = svg("text", {class: "axis", x: 2, y: y + 4});
-      label.textContent = num(max * i / 4);
+      label.textContent = num(Math.round(max * i / 4));
       kids.push(label);
     }
     const n = h.length;
