@@ -5,7 +5,8 @@ elsewhere (its files are in ``static/``, shipped in the wheel).
 The server side is this module:
 
 - ``Console`` samples the server once a second: the overview's history
-  (events in and out per second, ``HISTORY`` seconds of it), and while a
+  (events in, out and stored per second from the engines' counters, a few
+  reads per account: ``HISTORY`` seconds of it), and while a
   console is open the rates of each connection and stream and the hottest
   subjects (the router's subject sampler, in C: the engine records every
   n-th publish's subject, n chosen so that about ``SAMPLE_TARGET`` are
@@ -58,6 +59,7 @@ __all__ = ("Console", "STATIC_FILES")
 log = logging.getLogger("fastflow.server")
 
 HISTORY = 600                           # seconds of the overview's history kept
+HISTORY_COLUMNS = ("published", "delivered", "published_bytes", "delivered_bytes", "stored")
 SPARK = 60                              # points of a stream's rate sparkline
 ADVISORIES = 500                        # recent advisories kept (a new page gets them)
 ADVISORIES_PER_TICK = 200               # advisories one tick carries; more are counted
@@ -351,8 +353,7 @@ class Console:
         self.monitor = monitor
         self.server = monitor.server
         self.tail_enabled = tail
-        self.history = deque(maxlen=HISTORY)    # [t, in/s, out/s, in B/s, out B/s, published/s,
-                                                #  delivered/s, stored/s]
+        self.history = deque(maxlen=HISTORY)    # [t] + per second: HISTORY_COLUMNS
         self.advisories = deque(maxlen=ADVISORIES)
         self.n_advisories = 0
         self._new = []                  # advisories since the last tick
@@ -427,14 +428,17 @@ class Console:
         return [(a.name, a.flow) for a in srv.accounts if not a.flow.closed]
 
     def totals(self):
-        st = self.server.stats()
-        pub = dlv = stored = 0
+        """The engines' counters, summed over the accounts (a few reads per
+        account, whatever the number of connections): published, delivered,
+        their payload bytes, stored."""
+        pub = dlv = bpub = bdlv = stored = 0
         for _, flow in self._flows():
             pub += flow.n_published
             dlv += flow.n_delivered
+            bpub += flow.bytes_published
+            bdlv += flow.bytes_delivered
             stored += flow.n_appended
-        return st, (st["in_msgs"], st["out_msgs"], st["in_bytes"], st["out_bytes"], pub, dlv,
-                    stored)
+        return (pub, dlv, bpub, bdlv, stored)
 
     def _tick(self):
         self._schedule()
@@ -451,8 +455,7 @@ class Console:
     def sample(self):
         srv = self.server
         now = srv.loop.time()
-        st, tot = self.totals()
-        self._stats = st
+        tot = self.totals()
         if self._prev is not None and now > self._prev[0]:
             dt = now - self._prev[0]
             self.history.append([round(time.time(), 3)] + [
@@ -490,7 +493,7 @@ class Console:
                 for subject, n in samples.items():
                     counts[(acct, subject)] += n
             # about SAMPLE_TARGET samples a second at the rate it publishes now
-            rate = self.history[-1][5] if self.history else 0.0
+            rate = self.history[-1][1] if self.history else 0.0
             want = max(1, int(rate / SAMPLE_TARGET))
             if every != want:
                 flow.sample_subjects(want)
@@ -513,8 +516,13 @@ class Console:
     def overview(self):
         srv = self.server
         mon = self.monitor
-        st = getattr(self, "_stats", None) or srv.stats()
-        doors = Counter(c.door for c in list(srv.conns.values()))
+        conns = list(srv.conns.values())
+        doors = Counter()
+        subscriptions = pending = 0
+        for c in conns:                 # (one pass: a server may hold many thousands)
+            doors[c.door] += 1
+            subscriptions += len(c.subs)
+            pending += c.pending_bytes()
         ports = {"native": srv.port, "nats": srv.nats_port, "mqtt": srv.mqtt_port,
                  "http": srv.http_addresses[0][1] if getattr(srv, "http_addresses", None)
                  else None}
@@ -525,6 +533,7 @@ class Console:
             consumers += sum(len(s.consumers()) for s in ss.values())
         from fastflow.server.monitor import rss_bytes, uptime_text
         up = srv.loop.time() - srv.t0
+        pub, dlv, _, _, stored = self._prev[1] if self._prev is not None else self.totals()
         d = {"time": _iso(time.time()), "server": {
                 "name": srv.name, "id": srv.id, "version": __version__,
                 "uptime": uptime_text(up), "uptime_seconds": round(up, 1),
@@ -534,10 +543,10 @@ class Console:
              "rates": self.history[-1] if self.history else None,
              "doors": {k: {"connections": doors.get(k, 0), "port": v}
                        for k, v in ports.items() if v},
-             "totals": {k: st.get(k, 0) for k in (
-                 "connections", "total_connections", "subscriptions", "pending_bytes",
-                 "slow_consumers", "in_msgs", "out_msgs", "in_bytes", "out_bytes",
-                 "auth_failures", "protocol_errors")},
+             "totals": {"connections": len(conns), "total_connections": srv.n_total,
+                        "subscriptions": subscriptions, "pending_bytes": pending,
+                        "slow_consumers": srv.n_slow_consumers, "published": pub,
+                        "delivered": dlv, "stored": stored},
              "advisories": self._new, "advisories_total": self.n_advisories,
              "advisories_missed": self._missed}
         for k, n in doors.items():
@@ -566,8 +575,7 @@ class Console:
     def open_feed(self, proto, req):
         feed = _Feed(self, proto.conn)
         hello = {"server": self.overview()["server"], "history": list(self.history),
-                 "history_columns": ["time", "in_msgs", "out_msgs", "in_bytes", "out_bytes",
-                                     "published", "delivered", "stored"],
+                 "history_columns": ["time"] + list(HISTORY_COLUMNS),
                  "advisories": list(self.advisories), "tail": self.tail_enabled,
                  "catalog": self._catalog_of(self.server.accounts.default) is not None}
         if not open_stream(proto, req, feed):

@@ -353,7 +353,7 @@
     const s = d.server, t = d.totals, r = d.rates || [];
     $("cards").replaceChildren(
       card("events in /s", num(r[1] || 0)), card("events out /s", num(r[2] || 0)),
-      card("stored /s", num(r[7] || 0)),
+      card("stored /s", num(r[5] || 0)),
       card("connections", num(t.connections)), card("subscriptions", num(t.subscriptions)),
       card("streams", num(t.streams)), card("consumers", num(t.consumers)),
       card("API subscriptions", num(t.api_subscriptions)),
@@ -376,7 +376,7 @@
     const W = Math.max(200, Math.round(c.getBoundingClientRect().width) || 800);
     const H = 220, L = 50, B = 18;
     c.setAttribute("viewBox", "0 0 " + W + " " + H);
-    const max = Math.max(10, ...h.map((p) => Math.max(p[1], p[2], p[7])));
+    const max = Math.max(10, ...h.map((p) => Math.max(p[1], p[2], p[5])));
     const kids = [];
     for (let i = 0; i <= 4; i++) {
       const y = (H - B) - (H - B - 8) * i / 4;
@@ -388,7 +388,7 @@
     const n = h.length;
     const x = (i) => (L + (W - L) * (n > 1 ? i / (n - 1) : 1)).toFixed(1);
     const y = (v) => ((H - B) - (H - B - 8) * v / max).toFixed(1);
-    for (const [col, cls] of [[1, "in"], [2, "out"], [7, "stored"]]) {
+    for (const [col, cls] of [[1, "in"], [2, "out"], [5, "stored"]]) {
       if (n > 1) kids.push(svg("polyline", {class: cls,
         points: h.map((p, i) => x(i) + "," + y(p[col])).join(" ")}));
     }
