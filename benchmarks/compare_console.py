@@ -14,8 +14,11 @@ Subjects view asks).  ``--browser``: a real page in headless Chromium
 instead (its rendering then competes for the machine's cores too).
 
 Figures: the median deliveries/s of each side, the ratio open/none (goal:
->= 0.97, at most 3% slower) and the console's own time per tick as the
-server measures it (``/varz`` ``console.tick_seconds`` / ``ticks``).
+>= 0.97, at most 3% slower) and the median of the pairs' ratios (each
+pair ran back to back); the server's CPU time per delivered event on
+each side (from /proc: what the server spent, whatever else the machine
+was doing); and the console's own CPU time per tick as the server
+measures it (``/varz`` ``console.tick_seconds`` / ``ticks``).
 """
 
 import argparse
@@ -61,6 +64,13 @@ def start(d):
             time.sleep(0.05)
     p.kill()
     raise RuntimeError("fastflow serve did not start")
+
+
+def cpu_seconds(pid):
+    """The CPU time (user + system) process ``pid`` has used."""
+    with open("/proc/{}/stat".format(pid)) as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench(port, msgs):
@@ -153,6 +163,7 @@ def main():
         _common.report_to(sys.stderr)
     page = BrowserPage if args.browser else PageLike
     runs = {"none": [], "open": []}
+    cpu = {"none": [], "open": []}         # the server's CPU ns per delivered event
     with tempfile.TemporaryDirectory() as d:
         p, port, mport = start(d)
         try:
@@ -160,27 +171,37 @@ def main():
             for i in range(args.repeat):
                 for side in (("none", "open") if i % 2 == 0 else ("open", "none")):
                     if side == "none":
+                        c0 = cpu_seconds(p.pid)
                         runs[side].append(bench(port, args.msgs))
+                        cpu[side].append((cpu_seconds(p.pid) - c0) / args.msgs * 1e9)
                     else:
                         with page(mport):
+                            c0 = cpu_seconds(p.pid)
                             runs[side].append(bench(port, args.msgs))
-                say("run {}/{}: none {:,.0f}/s, open {:,.0f}/s".format(
-                    i + 1, args.repeat, runs["none"][-1], runs["open"][-1]))
+                            cpu[side].append((cpu_seconds(p.pid) - c0) / args.msgs * 1e9)
+                say("run {}/{}: none {:,.0f}/s ({:.0f} ns CPU/event), open {:,.0f}/s ({:.0f} ns)"
+                    .format(i + 1, args.repeat, runs["none"][-1], cpu["none"][-1],
+                            runs["open"][-1], cpu["open"][-1]))
             c = varz(mport).get("console", {})
         finally:
             p.terminate()
             p.wait(10)
     none, opened = statistics.median(runs["none"]), statistics.median(runs["open"])
+    pairs = statistics.median(o / n for o, n in zip(runs["open"], runs["none"]))
+    cpu_none, cpu_open = statistics.median(cpu["none"]), statistics.median(cpu["open"])
     per_tick = c["tick_seconds"] / c["ticks"] if c.get("ticks") else None
     results = {"row": "native 1 -> 1, 16 B", "page": "chromium" if args.browser else "feed + table",
-               "none": none, "open": opened, "ratio": opened / none,
+               "none": none, "open": opened, "ratio": opened / none, "pair_ratio": pairs,
                "runs_none": runs["none"], "runs_open": runs["open"],
+               "cpu_ns_none": cpu_none, "cpu_ns_open": cpu_open,
                "tick_seconds_mean": per_tick, "ticks": c.get("ticks")}
     say("")
-    say("{:<22} {:>16} {:>16} {:>10}".format("row (deliveries/s)", "no console",
-                                             "console open", "open/none"))
-    say("{:<22} {:>16,.0f} {:>16,.0f} {:>10.3f}".format(results["row"], none, opened,
-                                                       opened / none))
+    say("{:<22} {:>16} {:>16} {:>10} {:>12}".format("row (deliveries/s)", "no console",
+                                                    "console open", "open/none", "pairs"))
+    say("{:<22} {:>16,.0f} {:>16,.0f} {:>10.3f} {:>12.3f}".format(
+        results["row"], none, opened, opened / none, pairs))
+    say("{:<22} {:>16.1f} {:>16.1f} {:>10.3f}".format("server CPU ns/event", cpu_none, cpu_open,
+                                                      cpu_open / cpu_none))
     if per_tick is not None:
         say("the console's tick: {:.0f} µs on average over {} ticks".format(per_tick * 1e6,
                                                                           c["ticks"]))

@@ -515,6 +515,10 @@ class Flow(Router):
         # server's accounts send theirs to the system account's flow
         self.advisory_flow = None
         self.advisory_prefix = ADVISORY_PREFIX
+        # told (subject, body) of every advisory published in this flow, as it
+        # is made: observers that are not subscribers (the operator console:
+        # no interest, no count, nothing forwarded to other nodes)
+        self.advisory_listeners = []
         self.user_error_handler = error_handler
         self.error_handler = self._callback_error
         self.advisory_handler = self._advisory
@@ -766,9 +770,14 @@ class Flow(Router):
         try:
             self.n_advisories += 1
             to = self.advisory_flow if self.advisory_flow is not None else self
-            to.publish(self.advisory_prefix + kind, json.dumps(body, default=str).encode(),
-                         type="io.fastflow.advisory." + kind,
-                         datacontenttype="application/json")
+            subject = self.advisory_prefix + kind
+            for listener in list(to.advisory_listeners):
+                try:
+                    listener(subject, body)
+                except Exception:
+                    log.exception("advisory listener %r failed", listener)
+            to.publish(subject, json.dumps(body, default=str).encode(),
+                       type="io.fastflow.advisory." + kind, datacontenttype="application/json")
         finally:
             self._advising = False
 

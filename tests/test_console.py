@@ -186,6 +186,20 @@ VIEWS = ("overview", "streams", "stream", "subjects", "consumers", "connections"
 def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
     srv = console_server
     shots = _shots_dir(tmp_path)
+    http = "http://127.0.0.1:{}".format(srv.http_port)
+    with httpx.Client(base_url=http) as c:
+        # a schema bound to the workload's type (the catalog view shows it) and a
+        # webhook subscription whose sink refuses connections (a failing sink)
+        r = c.put("/registry/schemagroups/shop/schemas/order$details", json={
+            "schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            "format": "JsonSchema/draft-07", "fftypes": ["order.new"]})
+        assert r.status_code in (200, 201), r.text
+        r = c.post("/subscriptions", json={
+            "protocol": "HTTP", "sink": "http://127.0.0.1:9/hook", "types": ["order.new"],
+            "config": {"stream": "orders"},
+            "sinkcredential": {"credentialtype": "ACCESSTOKEN", "accesstoken": "SINKSECRET"}})
+        assert r.status_code == 201, r.text
+        sub_id = r.json()["id"]
     with Workload(srv.url, rate=300) as load:
         # a browser asking for / is sent to the console
         browser.get("http://127.0.0.1:{}/".format(srv.monitor_port))
@@ -266,6 +280,11 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         assert lag2 > lag1 > 0
         assert browser.execute_script(
             "return document.querySelector('#consumers span.lag') !== null")
+        # the failing webhook sink: its failures and last error, never its credential
+        _wait(browser, "document.querySelector('#subscriptions').textContent"
+                       ".includes('Connection refused')", what="the sink's last error")
+        assert _num(_cell(browser, "subscriptions", sub_id, 6)) > 0        # failed
+        assert "SINKSECRET" not in browser.page_source
         browser.save_screenshot(os.path.join(shots, "consumers.png"))
 
         # connections, then a slow consumer cut: it shows in the advisories
@@ -289,6 +308,9 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         # catalog: the message types of each stream
         _view(browser, "catalog", "document.querySelector('#catalog').textContent"
                                   ".includes('order.new')", "type order.new in the catalog")
+        assert "/schemagroups/shop/schemas/order/versions/1" in browser.execute_script(
+            "return document.querySelector('#catalog').textContent")
+        browser.execute_script("document.querySelector('#catalog details').open = true")
         browser.save_screenshot(os.path.join(shots, "catalog.png"))
 
         # a phone's width: every view usable, nothing wider than the screen
@@ -518,7 +540,7 @@ def test_no_credential_is_shown():
     assert redact_url(None) is None
 
 
-def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_server):
+def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_server, browser):
     srv = console_server
     base = "http://127.0.0.1:{}".format(srv.monitor_port)
     socks = []
@@ -562,6 +584,86 @@ def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_se
                 assert subj["rows"][0]["subject"] == "t.hot"
                 found = q.get("/console/api/subjects?limit=5&q=t.99").json()
                 assert found["rows"] and all("t.99" in r["subject"] for r in found["rows"])
+            # the page: a page of rows each, however many there are
+            browser.get("http://127.0.0.1:{}/console/#connections".format(srv.monitor_port))
+            _wait(browser, "document.querySelectorAll('#connections tbody tr').length == 50",
+                  what="a page of 50 connections")
+            pager = browser.execute_script(
+                "return document.getElementById('connections-pager').textContent")
+            assert "1–50 of 10" in pager                  # (1,000 and more)
+            browser.find_element("css selector", "#connections-pager button:last-child").click()
+            _wait(browser, "document.getElementById('connections-pager').textContent"
+                           ".includes('51–100 of')", what="the next page")
+            browser.execute_script("location.hash = 'subjects'")
+            _wait(browser, "document.querySelectorAll('#subjects tbody tr').length == 20 &&"
+                           " document.querySelector('#subjects').textContent.includes('t.hot')",
+                  what="the top 20 subjects")
+            assert len(browser.find_elements("css selector", "tr")) < 200
+            assert _errors(browser) == []
     finally:
         for s in socks:
             s.close()
+
+
+# -- fastflow console -------------------------------------------------------------------------
+
+
+def _cli(*args, env=None):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "fastflow", "console", *args],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_fastflow_console_opens_or_prints_the_url(ffproc, tmp_path):
+    srv = ffproc(monitor=True)
+    srv.start()
+    try:
+        mon = "127.0.0.1:{}".format(srv.monitor_port)
+        r = _cli("--print", mon, "--token", "a b/c")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "http://{}/console/#token=a%20b%2Fc".format(mon)
+        # a browser that starts (BROWSER names the command webbrowser runs)
+        r = _cli("http://" + mon, "--token", "secret", env={"BROWSER": "true"})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "opened http://{}/console/ (with the token)".format(mon)
+        assert "secret" not in r.stdout
+    finally:
+        srv.stop()
+    r = _cli("--print", mon)
+    assert r.returncode == 1
+    assert "nothing answers at http://{}".format(mon) in r.stderr
+    assert "--monitor-port" in r.stderr
+    cfg = tmp_path / "off.toml"
+    cfg.write_text("[monitor]\nconsole = false\n")
+    srv = ffproc("--config", cfg, monitor=True)
+    srv.start()
+    try:
+        r = _cli("--print", "127.0.0.1:{}".format(srv.monitor_port))
+        assert r.returncode == 1 and "console = false" in r.stderr
+    finally:
+        srv.stop()
+    r = _cli("--print", "ftp://x")
+    assert r.returncode == 1 and "give http://HOST:PORT" in r.stderr
+    r = _cli("--print", "--no-check", "h")
+    assert r.stdout.strip() == "http://h:8232/console/"
+
+
+def test_watching_adds_no_subscription(ffproc):
+    """The console observes advisories (Flow.advisory_listeners) and reads
+    logs: an open page adds no subscription, so /subsz and /varz read the
+    same, and a cluster node has no interest to announce for it."""
+    srv = ffproc(monitor=True)
+    srv.start()
+    base = "http://127.0.0.1:{}".format(srv.monitor_port)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as c, c.stream("GET", "/console/feed") as r:
+            assert r.status_code == 200
+            time.sleep(1.2)
+            assert c.get("/subsz").json()["num_subscriptions"] == 0
+            v = c.get("/varz").json()
+            assert v["subscriptions"] == 0 and v["flow"]["local_subscriptions"] == 0
+            assert v["console"]["feeds"] == 1
+    finally:
+        srv.stop()

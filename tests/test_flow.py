@@ -814,6 +814,27 @@ def test_cut_of_an_advisory_listener_is_not_advised():
     assert f.stats()["advisories"] == 2
 
 
+def test_advisory_listeners_observe_without_subscribing():
+    """``advisory_listeners`` of the flow an advisory is published in are
+    told (subject, body) as it is made, without a subscription (no interest,
+    nothing in the stats); one that raises is logged, the others still told."""
+    system, acct = Flow(), Flow()
+    acct.advisory_flow, acct.advisory_prefix = system, "$SYS.account.acme.advisory."
+    got = []
+
+    def broken(subject, body):
+        raise RuntimeError("listener failed")
+
+    system.advisory_listeners.extend([broken, lambda s, b: got.append((s, b))])
+    acct.advise("quota", {"kind": "ingress"})
+    system.advise("storage_full", {"stream": "s"})
+    assert got == [("$SYS.account.acme.advisory.quota", {"kind": "ingress"}),
+                   ("$SYS.advisory.storage_full", {"stream": "s"})]
+    assert system.stats()["matcher"]["subscriptions"] == 0
+    assert system.interest() == []
+    assert acct.advisory_listeners == []
+
+
 @pytest.mark.parametrize("kw, exc, msg", [
     ({"on_full": "block"}, ValueError, "on_full must be"),
     ({"max_pending": -1}, ValueError, "max_pending"),

@@ -10,6 +10,10 @@ The server side is this module:
   subjects (the router's subject sampler, in C: the engine records every
   n-th publish's subject, n chosen so that about ``SAMPLE_TARGET`` are
   recorded a second, and the console counts them in batches).
+- Advisories come as they are made (``Flow.advisory_listeners`` of the
+  system account's flow, where every account's are published): the
+  console is no subscriber, so watching adds no interest to the router,
+  nothing to forward from other nodes, nothing to ``/subsz``.
 - ``GET /console/feed``: one event stream (Server-Sent Events) per open
   page: ``event: hello`` (the server, the history so far, the recent
   advisories), then ``event: tick`` every second (the overview and the
@@ -41,6 +45,8 @@ import time
 from collections import Counter, deque
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import orjson
+
 from fastflow._impl import events_from_batch
 from fastflow._version import __version__
 from fastflow.server.connection import CLOSING, READY
@@ -55,7 +61,6 @@ HISTORY = 600                           # seconds of the overview's history kept
 SPARK = 60                              # points of a stream's rate sparkline
 ADVISORIES = 500                        # recent advisories kept (a new page gets them)
 ADVISORIES_PER_TICK = 200               # advisories one tick carries; more are counted
-ADVISORY_MAX = 4 << 10                  # bytes of an advisory's body kept whole (more: a preview)
 PAGE_MAX = 200                          # rows one table request may ask for
 TOP_MAX = 100                           # hottest subjects one request may ask for
 SUBSCRIBERS_SHOWN = 8                   # subscribers listed per hot subject
@@ -380,7 +385,7 @@ class Console:
         self.feeds = set()
         self.tails = set()
         self.ticks = 0
-        self.tick_seconds = 0.0         # time spent sampling (the console's own cost)
+        self.tick_seconds = 0.0         # CPU time its ticks took (the console's own cost)
         self._prev = None               # (time, totals) of the last tick
         self.conn_rates = _Rates()      # cid -> (in msgs, out msgs, in bytes, out bytes) / s
         self.stream_rates = _Rates()    # (account, stream) -> (events stored,) / s
@@ -388,29 +393,31 @@ class Console:
         self.subjects = deque(maxlen=SUBJECT_WINDOW)   # [(seconds, {(acct, subject): n})]
         self.sample_dropped = 0
         self._sampling = {}             # flow -> the sampler's every (while feeds are open)
-        self._subs = []
+        self._advisory_flow = None
         self._timer = None
         self._files = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self):
-        srv = self.server
-        system = srv.accounts.system.flow
-        for pattern in ("$SYS.advisory.>", "$SYS.account.*.advisory.>"):
-            self._subs.append(system.subscribe(pattern, self._advisory))
+        # every account's advisories are published in the system account's flow
+        # ($G's own when there are no accounts): the console listens there, as
+        # an observer, not a subscriber (no interest: nothing to forward from
+        # other nodes; what /subsz and /connz report does not change)
+        self._advisory_flow = self.server.accounts.system.flow
+        self._advisory_flow.advisory_listeners.append(self._advisory)
         self._schedule()
 
     def close(self):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for sub in self._subs:
+        if self._advisory_flow is not None:
             try:
-                sub.close()
-            except Exception:           # (its flow closed first)
+                self._advisory_flow.advisory_listeners.remove(self._advisory)
+            except ValueError:
                 pass
-        self._subs = []
+            self._advisory_flow = None
         self._sample_off()
 
     def _schedule(self):
@@ -418,22 +425,16 @@ class Console:
         # on the whole second of the loop's clock: ticks 1 s apart, whatever a tick took
         self._timer = loop.call_at(math.floor(loop.time()) + 1.0, self._tick)
 
-    def _advisory(self, ev):
+    def _advisory(self, subject, body):
+        """An advisory, as it is published (``Flow.advisory_listeners``)."""
         self.n_advisories += 1
         if len(self._new) >= ADVISORIES_PER_TICK:
             self._missed += 1
             return
-        data = ev.data
-        body = None
-        if len(data) <= ADVISORY_MAX:   # (the server's are small: anyone's may not be)
-            try:
-                import orjson
-                body = orjson.loads(data)
-            except ValueError:
-                pass
-        if body is None:
-            body = {"data": data[:1024].decode("utf-8", "replace"), "size": len(data)}
-        subject = ev.routing_subject
+        try:                            # (a copy: JSON values only, as subscribers get it)
+            body = orjson.loads(orjson.dumps(body, default=str))
+        except (TypeError, ValueError):
+            body = {"advisory": str(body)[:1024]}
         kind = subject.rpartition(".")[2]
         a = {"n": self.n_advisories, "time": _iso(time.time()), "subject": subject,
              "kind": kind, "body": body}
@@ -462,7 +463,7 @@ class Console:
 
     def _tick(self):
         self._schedule()
-        t0 = time.perf_counter()
+        t0 = time.thread_time()         # (CPU time: the console's cost, not the machine's load)
         try:
             self.sample()
             if self.feeds:
@@ -472,7 +473,7 @@ class Console:
         self._new = []                  # (sent, or no page to send them to)
         self._missed = 0
         self.ticks += 1
-        self.tick_seconds += time.perf_counter() - t0
+        self.tick_seconds += time.thread_time() - t0
 
     def sample(self):
         srv = self.server

@@ -289,6 +289,7 @@
     else refresh();
   }
   window.addEventListener("hashchange", show);
+  window.addEventListener("resize", () => { if (state.view === "overview") drawChart(); });
 
   function pageOf(view, sort) {
     if (!state.pages[view]) state.pages[view] = {offset: 0, limit: PAGE, sort: sort, q: ""};
@@ -371,14 +372,17 @@
   function drawChart() {
     const c = $("chart");
     const h = state.history.slice(-600);
-    const W = 800, H = 220, L = 50, B = 18;
+    // drawn at the element's own width: text and lines keep their proportions
+    const W = Math.max(200, Math.round(c.getBoundingClientRect().width) || 800);
+    const H = 220, L = 50, B = 18;
+    c.setAttribute("viewBox", "0 0 " + W + " " + H);
     const max = Math.max(10, ...h.map((p) => Math.max(p[1], p[2], p[7])));
     const kids = [];
     for (let i = 0; i <= 4; i++) {
       const y = (H - B) - (H - B - 8) * i / 4;
       kids.push(svg("line", {class: "grid", x1: L, x2: W, y1: y, y2: y}));
       const label = svg("text", {class: "axis", x: 2, y: y + 4});
-      label.textContent = num(max * i / 4);
+      label.textContent = num(Math.round(max * i / 4));
       kids.push(label);
     }
     const n = h.length;
@@ -565,12 +569,20 @@
       {title: "pending", num: true, cell: (s) => num(s.pending)},
       {title: "failed", num: true, cell: (s) => num(s.failed)},
       {title: "dead", num: true, cell: (s) => num(s.dead)},
-      {title: "sink state", narrow: true, cell: (s) => s.sink_state
-        ? (s.sink_state.retired ? "retired" : "in flight " + (s.sink_state.in_flight || 0)) +
-          (s.sink_state.last_status ? ", last " + s.sink_state.last_status : "") : "–"},
+      {title: "sink state", narrow: true, cell: (s) => sinkState(s.sink_state)},
       {title: "last error", cell: (s) => s.last_error || "–"},
     ], page.rows);
     pager("subscriptions-pager", page, "subscriptions");
+  }
+
+  function sinkState(k) {
+    if (!k) return "–";
+    if (k.retired) return "retired" + (k.retired_reason ? ": " + k.retired_reason : "");
+    const parts = [];
+    if (k.handshake && k.handshake !== "granted" && k.handshake !== "none") parts.push("handshake " + k.handshake);
+    parts.push("in flight " + (k.in_flight || 0));
+    if (k.last_status) parts.push("last answer " + k.last_status);
+    return parts.join(", ");
   }
 
   // connections
@@ -622,7 +634,10 @@
   function renderAdvisories() {
     const sel = $("advisories-kind");
     const have = new Set([...sel.options].map((o) => o.value));
-    for (const k of state.kinds) if (!have.has(k)) sel.append(el("option", {value: k}, k));
+    for (const k of state.kinds) {
+      if (sel.options.length > 100) break;      // (kinds come from subjects: a bounded list)
+      if (!have.has(k)) sel.append(el("option", {value: k}, k));
+    }
     if (state.view !== "advisories") return;
     const kind = sel.value;
     const rows = (state.advRows || []).filter((a) => !kind || a.kind === kind);
