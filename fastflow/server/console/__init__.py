@@ -70,6 +70,8 @@ SAMPLE_TARGET = 2000                    # subject samples a second the sampler a
 SUBJECT_WINDOW = 5                      # seconds of samples behind a subject's rate
 SUBJECTS_KEPT = 20000                   # distinct subjects one second's samples keep
 STREAMS_TRACKED = 10000                 # streams with a rate history (more: no sparkline)
+STREAMS_MAX = 48                        # feeds and tails open at once: of the monitoring port's
+                                        # 64 connections, 16 stay for /healthz, /metrics, tables
 FEED_MAX_PENDING = 1 << 20              # bytes: a feed with more unsent skips its ticks
 FEED_STALL = 30.0                       # seconds a feed may skip ticks before it is cut
 TAIL_MAX_PENDING = 256 << 10            # bytes: a tail waits while more are unsent
@@ -164,10 +166,33 @@ def _page(rows, offset, limit, key, desc):
                                                                               + limit]}
 
 
+def to_json(obj):
+    """``obj`` as JSON bytes (one line: no CR or LF, whatever the strings
+    hold).  What orjson refuses is written as text: a string with lone
+    surrogates (an event's attributes and a CONNECT's name may hold them)
+    with them escaped, an integer past 64 bits as its digits."""
+    try:
+        return _dumps(obj)
+    except TypeError:
+        return _dumps(_printable(obj))
+
+
+def _printable(o):
+    if isinstance(o, str):
+        return o.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(o, dict):
+        return {_printable(k): _printable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_printable(v) for v in o]
+    if type(o) is int and not -(1 << 63) <= o < 1 << 64:
+        return str(o)
+    return o
+
+
 def sse(name, obj, eid=None):
     """One SSE message ``event: <name>`` of JSON ``obj``."""
     return b"".join((b"event: ", name, b"\n", b"id: %d\n" % eid if eid is not None else b"",
-                     b"data: ", _dumps(obj), b"\n\n"))
+                     b"data: ", to_json(obj), b"\n\n"))
 
 
 class _Rates:
@@ -449,6 +474,8 @@ class Console:
                 self._send_ticks()
         except Exception:
             log.exception("console: tick failed")
+        self._new = []                  # (sent, or no page to send them to)
+        self._missed = 0
         self.ticks += 1
         self.tick_seconds += time.thread_time() - t0
 
@@ -566,13 +593,18 @@ class Console:
 
     def _send_ticks(self):
         data = sse(b"tick", self.overview())
-        self._new = []
-        self._missed = 0
         now = self.server.loop.time()
         for f in list(self.feeds):
             f.send_tick(data, now)
 
+    def _room(self):
+        """503 when ``STREAMS_MAX`` feeds and tails are open."""
+        if len(self.feeds) + len(self.tails) >= STREAMS_MAX:
+            raise HttpError(503, "too many console feeds and tails open ({}): close a page or "
+                                 "a tail".format(STREAMS_MAX), (("retry-after", "5"),))
+
     def open_feed(self, proto, req):
+        self._room()
         feed = _Feed(self, proto.conn)
         hello = {"server": self.overview()["server"], "history": list(self.history),
                  "history_columns": ["time"] + list(HISTORY_COLUMNS),
@@ -591,17 +623,23 @@ class Console:
         if fn is None:
             raise HttpError(404, "no console view {!r} (views: {})".format(
                 view[:60], ", ".join(sorted(_VIEWS))))
-        proto.json_doc(req, fn(self, params))
+        proto.respond(req, 200, to_json(fn(self, params)) + b"\n", _JSON)
 
     def _accounts(self, params):
+        """The accounts a table shows: all of them, or ``acc`` (404: no such one)."""
         want = params.get("acc")
-        return [a for a in self.server.accounts
-                if not a.flow.closed and (want is None or a.name == want)]
+        if want is None:
+            return [a for a in self.server.accounts if not a.flow.closed]
+        return [_account(self.server, want)]
 
     def view_overview(self, params):
         d = self.overview()
-        d["history"] = list(self.history)[-int(params.get("points", HISTORY)):] \
-            if params.get("points", "").isdigit() else list(self.history)
+        points = params.get("points", "")
+        if points and not (points.isascii() and points.isdigit() and len(points) < 19
+                           and int(points) > 0):
+            raise HttpError(400, "points must be a positive integer, got {!r}".format(
+                points[:40]))
+        d["history"] = list(self.history)[-int(points):] if points else list(self.history)
         d.pop("advisories")
         return d
 
@@ -846,12 +884,11 @@ class Console:
         name = unquote(path_rest)
         params = req.params()
         srv = self.server
-        acct = srv.accounts.get(params["acc"]) if "acc" in params else srv.accounts.default
-        if acct is None or acct.flow.closed:
-            raise HttpError(404, "no account {!r}".format(params.get("acc", "")[:60]))
+        acct = _account(srv, params["acc"]) if "acc" in params else srv.accounts.default
         st = acct.flow.streams().get(name)
         if st is None:
-            raise HttpError(404, "no stream {!r}".format(name[:200]))
+            raise HttpError(404, "no stream {!r}{}".format(name[:200], " in account {!r}".format(
+                acct.name) if srv.accounts.enabled else ""))
         lg = st.log
         frm = params.get("from", "new")
         live = frm == "new"
@@ -870,12 +907,16 @@ class Console:
                 raise HttpError(400, "query parameter 'from' must be new, first, last, a seq "
                                      "or an RFC 3339 time, got {!r}".format(frm[:60]))
             seq = lg.seek(time=t).seq
+        self._room()
         tail = _Tail(self, proto.conn, acct, st, seq, live)
         if not open_stream(proto, req, tail):
             return
         self.tails.add(tail)
-        tail.write(sse(b"start", {"stream": name, "seq": seq, "first_seq": lg.first_seq,
-                                  "last_seq": lg.last_seq, "live": live}))
+        start = {"stream": name, "seq": seq, "first_seq": lg.first_seq,
+                 "last_seq": lg.last_seq, "live": live}
+        if srv.accounts.enabled:
+            start["account"] = acct.name
+        tail.write(sse(b"start", start))
         proto.conn.track(proto.loop.create_task(tail.run()))
 
     # -- the page's files ---------------------------------------------------------------
@@ -910,15 +951,29 @@ class Console:
                 "advisories": self.n_advisories}
 
 
+def _account(srv, name):
+    """The account ``name`` (a table's or a tail's ``acc``); 404 without one."""
+    acct = srv.accounts.get(name)
+    if acct is None or acct.flow.closed:
+        raise HttpError(404, "no account {!r}{}".format(name[:60], "" if srv.accounts.enabled
+                                                          else " (accounts are off)"))
+    return acct
+
+
 def _parse_time(s):
-    """Nanoseconds of an RFC 3339 time, or None."""
+    """Nanoseconds of an RFC 3339 time (one before 1970 or past 2262 is
+    taken as the first or the last nanosecond the log's times hold), or None."""
     try:
         t = datetime.datetime.fromisoformat(s.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
     if t.tzinfo is None:
         t = t.replace(tzinfo=datetime.timezone.utc)
-    return int(t.timestamp() * 1e9)
+    try:
+        ns = int(t.timestamp() * 1e9)
+    except OverflowError:
+        return None
+    return max(0, min(ns, (1 << 63) - 1))
 
 
 def _record_ts(lg, seq):
