@@ -236,6 +236,7 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         browser.execute_script("""
             for (const r of document.querySelectorAll('#streams tbody tr'))
               if (r.cells[0].textContent === 'orders') { r.click(); break; }""")
+        assert browser.current_url.endswith("#stream?name=orders")
         _wait(browser, "!document.getElementById('view-stream').hidden", what="the stream view")
         _wait(browser, "document.querySelector('#stream-info').textContent.includes('last seq')",
               what="the stream's figures")
@@ -536,6 +537,8 @@ def test_the_switches(ffproc, tmp_path):
 def test_no_credential_is_shown():
     assert redact_url("https://user:pw@sink.example:8443/hook?token=abc#x") == \
         "https://sink.example:8443/hook"
+    assert redact_url("https://hooks.example/services/T00/B00/SECRETPART") == \
+        "https://hooks.example/services/…"
     assert redact_url("http://[::1]:80/a") == "http://[::1]:80/a"
     assert redact_url("http://sink/") == "http://sink/"
     assert redact_url(None) is None
@@ -668,3 +671,17 @@ def test_watching_adds_no_subscription(ffproc):
             assert v["console"]["feeds"] == 1
     finally:
         srv.stop()
+
+
+def test_odd_addresses_in_the_page(browser, console_server):
+    base = console_server.console
+    for frag, view in (("#%", "overview"), ("#nope", "overview"), ("#stream", "streams"),
+                       ("#stream?name=%ZZ", "stream"), ("#stream?name=a%3Facc%3Db", "stream")):
+        browser.get(base + frag)
+        _wait(browser, "window.ffConsole && window.ffConsole.view === '{}'".format(view),
+              what="view {} for {}".format(view, frag))
+    assert browser.execute_script("return document.getElementById('stream-title')"
+                                  ".textContent") == "Stream a?acc=b"
+    _wait(browser, "document.getElementById('stream-info').textContent.includes('not found')",
+          what="an unknown stream named as such")
+    assert _errors(browser) == []

@@ -109,7 +109,7 @@ def test_html_in_every_value_shows_as_text(browser, server):
                 assert time.monotonic() < deadline, "{} did not show the values".format(view)
                 time.sleep(0.3)
         # the stream's tail: every field as text
-        browser.execute_script("location.hash = 'streams/xs'")
+        browser.execute_script("location.hash = 'stream?name=xs'")
         _wait(browser, "!document.getElementById('view-stream').hidden", what="the stream view")
         browser.execute_script("""
             const s = document.getElementById('tail-from'); s.value = 'first';

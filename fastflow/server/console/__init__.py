@@ -118,7 +118,8 @@ def _iso_ns(ns):
 
 def redact_url(url):
     """``url`` without what may be a credential: user information, the
-    query and the fragment."""
+    query and the fragment, and the path past its first segment (webhook
+    services put their secret there: ``/services/T0/B0/<secret>``)."""
     if not isinstance(url, str):
         return url
     try:
@@ -134,7 +135,11 @@ def redact_url(url):
         port = None
     if port is not None:
         host = "{}:{}".format(host, port)
-    return urlunsplit((u.scheme, host, u.path, "", ""))
+    path = u.path
+    first, sep, rest = path.lstrip("/").partition("/")
+    if rest:
+        path = "/" + first + "/…"
+    return urlunsplit((u.scheme, host, path, "", ""))
 
 
 def page_args(params, sorts, default_sort, default_limit=50):

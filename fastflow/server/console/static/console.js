@@ -270,13 +270,16 @@
 
   function show() {
     if (takeToken()) startFeed();
-    const hash = decodeURIComponent(location.hash.slice(1)) || "overview";
-    let view = hash.split("/")[0];
+    // #<view>, or #stream?name=<stream>&acc=<account> (each part encoded)
+    const hash = location.hash.slice(1) || "overview";
+    const cut = hash.indexOf("?");
+    let view = cut < 0 ? hash : hash.slice(0, cut);
     if (!VIEWS.includes(view)) view = "overview";
-    if (view === "streams" && hash.includes("/")) view = "stream";
+    const args = new URLSearchParams(cut < 0 ? "" : hash.slice(cut + 1));
+    if (view === "stream" && !args.get("name")) view = "streams";
     if (state.view === "stream" && view !== "stream") stopTail();
     state.view = view;
-    state.stream = view === "stream" ? hash.slice(hash.indexOf("/") + 1) : null;
+    state.stream = view === "stream" ? {name: args.get("name"), acc: args.get("acc")} : null;
     for (const v of VIEWS) $("view-" + v).hidden = v !== view;
     for (const a of document.querySelectorAll("nav a")) {
       a.classList.toggle("active", a.dataset.view === view ||
@@ -409,8 +412,11 @@
       {title: "retention", narrow: true, cell: (s) => retention(s.retention)},
       {title: "full", cell: (s) => bar(s.fill)},
       {title: "consumers", num: true, narrow: true, cell: (s) => s.consumers},
-    ], page.rows, (s) => { location.hash = "streams/" + encodeURIComponent(s.name) +
-                           (s.account ? "?acc=" + encodeURIComponent(s.account) : ""); });
+    ], page.rows, (s) => {
+      const args = new URLSearchParams({name: s.name});
+      if (s.account) args.set("acc", s.account);
+      location.hash = "stream?" + args;
+    });
     pager("streams-pager", page, "streams");
   }
   function retention(r) {
@@ -424,9 +430,7 @@
 
   // one stream: its figures and its events
   function streamRef() {
-    const s = state.stream || "";
-    const q = s.indexOf("?acc=");
-    return q < 0 ? {name: s, acc: null} : {name: s.slice(0, q), acc: s.slice(q + 5)};
+    return state.stream || {name: "", acc: null};
   }
   function openStream() {
     const ref = streamRef();
