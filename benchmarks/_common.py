@@ -297,3 +297,30 @@ def render_table(headers, rows, aligns):
     for r in rows:
         out.append(line(["-" * w for w in widths]) if r is None else line(r))
     return "\n".join(out)
+
+
+def fastflow_bench(url, subs, msgs):
+    """Delivered events/s of ``fastflow bench --procs`` against the server
+    at ``url`` (a publisher and ``subs`` subscribers in processes of their
+    own, 16-byte payloads); raises if it fails or loses events."""
+    out = subprocess.run(
+        [sys.executable, "-m", "fastflow", "bench", "-s", url, "--procs", "--subs", str(subs),
+         "--msgs", str(msgs), "--json", "-q", "--idle", "1"],
+        capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError("fastflow bench failed: " + out.stderr[-500:])
+    d = json.loads(out.stdout)
+    if d["lost"]:
+        raise RuntimeError("fastflow bench lost {} messages".format(d["lost"]))
+    return d["delivered_per_s"]
+
+
+def free_port():
+    """A free TCP port of 127.0.0.1 (bound and released)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+

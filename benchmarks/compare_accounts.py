@@ -68,16 +68,8 @@ imports = [{{stream = "orders.>", account = "acme", prefix = "partner.acme"}}]
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start(conf, d, name):
-    port = free_port()
+    port = _common.free_port()
     path = os.path.join(d, name + ".toml")
     with open(path, "w") as f:
         f.write(conf.format(port=port))
@@ -95,17 +87,7 @@ def start(conf, d, name):
 
 
 def bench(port, subs, msgs):
-    out = subprocess.run(
-        [sys.executable, "-m", "fastflow", "bench", "-s",
-         "fastflow://u:p@127.0.0.1:{}".format(port), "--procs", "--subs", str(subs),
-         "--msgs", str(msgs), "--json", "-q", "--idle", "1"],
-        capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError("fastflow bench failed: " + out.stderr[-500:])
-    d = json.loads(out.stdout)
-    if d["lost"]:
-        raise RuntimeError("fastflow bench lost {} messages".format(d["lost"]))
-    return d["delivered_per_s"]
+    return _common.fastflow_bench("fastflow://u:p@127.0.0.1:{}".format(port), subs, msgs)
 
 
 def engine(repeat, n=1_000_000):

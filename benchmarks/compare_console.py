@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,16 +39,8 @@ import _common  # noqa: E402
 from _common import say  # noqa: E402
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def start(d):
-    port, mport = free_port(), free_port()
+    port, mport = _common.free_port(), _common.free_port()
     path = os.path.join(d, "server.toml")
     with open(path, "w") as f:
         f.write("port = {}\n[monitor]\nport = {}\n".format(port, mport))
@@ -74,16 +65,7 @@ def cpu_seconds(pid):
 
 
 def bench(port, msgs):
-    out = subprocess.run(
-        [sys.executable, "-m", "fastflow", "bench", "-s", "fastflow://127.0.0.1:{}".format(port),
-         "--procs", "--subs", "1", "--msgs", str(msgs), "--json", "-q", "--idle", "1"],
-        capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError("fastflow bench failed: " + out.stderr[-500:])
-    d = json.loads(out.stdout)
-    if d["lost"]:
-        raise RuntimeError("fastflow bench lost {} messages".format(d["lost"]))
-    return d["delivered_per_s"]
+    return _common.fastflow_bench("fastflow://127.0.0.1:{}".format(port), 1, msgs)
 
 
 class PageLike:

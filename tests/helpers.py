@@ -25,6 +25,27 @@ async def wait_until(pred, timeout=5.0, what="the condition"):
         await asyncio.sleep(0.005)
 
 
+def page_wait(driver, expr, timeout=30.0, what=None):
+    """The value of the JavaScript expression ``expr`` in the page of
+    ``driver`` (selenium) once it is truthy, polled; fails after
+    ``timeout`` seconds naming ``what`` and the browser's errors."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = driver.execute_script("return " + expr)
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for {} ({!r}); browser errors: {}".format(
+                what or expr, v, browser_errors(driver)))
+        time.sleep(0.05)
+
+
+def browser_errors(driver):
+    """The browser's console messages at level SEVERE since the last call
+    (JavaScript errors, failed loads)."""
+    return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
 def cli(*args, timeout=30, input=None):
     """``python -m fastflow *args`` run to its end in the repository: the CompletedProcess
     (text output captured)."""

@@ -14,11 +14,11 @@ FASTFLOW_REQUIRE_PEERS=1 (CI) makes that a failure.
 import http.server
 import json
 import threading
-import time
 
 import httpx
 import pytest
 
+from helpers import page_wait
 from peers import free_port
 
 PAGE = """<!doctype html>
@@ -89,18 +89,6 @@ def page_server():
         s.server_close()
 
 
-def _wait(driver, expr, timeout=20.0, what=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = driver.execute_script("return " + expr)
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for {} ({}); errors: {}".format(
-                what or expr, v, driver.execute_script("return window.errors")))
-        time.sleep(0.05)
-
-
 def test_browser_websocket_eventsource_and_fetch_across_a_restart(browser, page_server, ffproc,
                                                                     tmp_path):
     http_port = free_port()
@@ -113,10 +101,11 @@ def test_browser_websocket_eventsource_and_fetch_across_a_restart(browser, page_
     srv.start()
     pages["/"] = PAGE % {"port": http_port}
     browser.get(url)
-    _wait(browser, "window.ws_open && window.sse_open > 0", what="WebSocket and EventSource open")
+    page_wait(browser, "window.ws_open && window.sse_open > 0",
+              what="WebSocket and EventSource open")
     browser.execute_async_script("const done = arguments[0]; window.publish(0, 40).then(done);")
     want = ["b{}".format(i) for i in range(40)]
-    _wait(browser, "window.ws_got.length >= 40 && window.sse_got.length >= 40",
+    page_wait(browser, "window.ws_got.length >= 40 && window.sse_got.length >= 40",
           what="40 events on both")
     assert browser.execute_script("return window.ws_got") == want
     assert browser.execute_script("return window.sse_got") == want
@@ -133,7 +122,7 @@ def test_browser_websocket_eventsource_and_fetch_across_a_restart(browser, page_
                        content=json.dumps({"specversion": "1.0", "id": "b{}".format(i),
                                            "source": "/browser", "type": "browser.click"}))
             assert r.status_code == 202
-    _wait(browser, "window.sse_got.length >= 60", timeout=30, what="the SSE resume")
+    page_wait(browser, "window.sse_got.length >= 60", timeout=30, what="the SSE resume")
     want = ["b{}".format(i) for i in range(60)]
     assert browser.execute_script("return window.sse_got") == want
     assert browser.execute_script("return window.sse_ids") == [str(i) for i in range(1, 61)]

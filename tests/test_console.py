@@ -26,6 +26,7 @@ import pytest
 import fastflow.client
 from fastflow.server.console import PAGE_MAX, redact_url
 
+from helpers import browser_errors, page_wait
 from peers import free_port
 
 # -- the workload ---------------------------------------------------------------------------
@@ -109,24 +110,6 @@ def _slow_consumer(nats_port, http_port):
 # -- driving the page ---------------------------------------------------------------------
 
 
-def _wait(driver, expr, timeout=30.0, what=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = driver.execute_script("return " + expr)
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for {} ({!r}); page errors: {}".format(
-                what or expr, v, _errors(driver)))
-        time.sleep(0.1)
-
-
-def _errors(driver):
-    """The browser's console messages at level SEVERE (JavaScript errors,
-    failed loads)."""
-    return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
-
-
 def _shots_dir(tmp_path):
     d = os.environ.get("FASTFLOW_SCREENSHOTS") or str(tmp_path / "screenshots")
     os.makedirs(d, exist_ok=True)
@@ -141,7 +124,7 @@ def _text(driver, selector):
 
 def _view(driver, name, ready, what):
     driver.execute_script("location.hash = arguments[0]", name)
-    _wait(driver, ready, what=what)
+    page_wait(driver, ready, what=what)
 
 
 def _cell(driver, table, row_text, col):
@@ -163,18 +146,29 @@ def _num(text):
     return float(text) * mult
 
 
-@pytest.fixture
-def console_server(ffproc, tmp_path):
+def serve_console(ffproc, tmp_path, config):
+    """A started ``fastflow serve`` with its monitoring port, the HTTP and
+    NATS doors on free ports and ``config`` (TOML) after them:
+    ``.http_port``, ``.nats_port``, ``.base`` (the monitoring port's URL)
+    and ``.console`` (the page's)."""
     http_port, nats_port = free_port(), free_port()
     cfg = tmp_path / "fastflow.toml"
-    cfg.write_text('[limits]\nmax_pending = "2MiB"\n\n[http]\nport = {}\n\n[nats]\nport = {}\n\n'
-                   '[[streams]]\nname = "orders"\nsubjects = ["orders.>"]\nmax_events = 5000\n\n'
-                   '[[streams]]\nname = "audit"\nsubjects = ["audit.>"]\nmax_bytes = "64MiB"\n'
-                   .format(http_port, nats_port))
+    cfg.write_text('[http]\nport = {}\n\n[nats]\nport = {}\n\n'.format(http_port, nats_port)
+                   + config)
     srv = ffproc("--config", cfg, monitor=True)
     srv.start()
     srv.http_port, srv.nats_port = http_port, nats_port
-    srv.console = "http://127.0.0.1:{}/console/".format(srv.monitor_port)
+    srv.base = "http://127.0.0.1:{}".format(srv.monitor_port)
+    srv.console = srv.base + "/console/"
+    return srv
+
+
+@pytest.fixture
+def console_server(ffproc, tmp_path):
+    srv = serve_console(ffproc, tmp_path, '[limits]\nmax_pending = "2MiB"\n\n'
+                        '[[streams]]\nname = "orders"\nsubjects = ["orders.>"]\n'
+                        'max_events = 5000\n\n[[streams]]\nname = "audit"\n'
+                        'subjects = ["audit.>"]\nmax_bytes = "64MiB"\n')
     yield srv
     srv.stop()
 
@@ -205,16 +199,16 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         browser.get("http://127.0.0.1:{}/".format(srv.monitor_port))
         assert browser.current_url == srv.console + "#overview" or \
             browser.current_url.startswith(srv.console)
-        _wait(browser, "window.ffConsole.ticks >= 3", what="three ticks of the feed")
+        page_wait(browser, "window.ffConsole.ticks >= 3", what="three ticks of the feed")
 
         # overview: the chart moves with the events coming in
         before = browser.execute_script(
             "return document.querySelector('#chart polyline.in').getAttribute('points')")
-        _wait(browser, "window.ffConsole.ticks >= 5", what="two more ticks")
+        page_wait(browser, "window.ffConsole.ticks >= 5", what="two more ticks")
         after = browser.execute_script(
             "return document.querySelector('#chart polyline.in').getAttribute('points')")
         assert before != after
-        rate_in = _wait(browser, "(() => { const h = window.ffConsole.history;"
+        rate_in = page_wait(browser, "(() => { const h = window.ffConsole.history;"
                                  " return h.length && h[h.length - 1][1]; })()",
                         what="events in per second above 0")
         assert rate_in > 50
@@ -228,20 +222,21 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         # streams: orders, its fill against max_events, then its live tail
         _view(browser, "streams", "document.querySelector('#streams tbody tr.link')",
               "the streams table")
-        _wait(browser, "document.querySelector('#streams').textContent.includes('orders')",
+        page_wait(browser, "document.querySelector('#streams').textContent.includes('orders')",
               what="stream orders listed")
-        _wait(browser, "document.querySelectorAll('#streams svg.spark polyline').length > 0",
+        page_wait(browser, "document.querySelectorAll('#streams svg.spark polyline').length > 0",
               what="a rate sparkline")
         browser.save_screenshot(os.path.join(shots, "streams.png"))
         browser.execute_script("""
             for (const r of document.querySelectorAll('#streams tbody tr'))
               if (r.cells[0].textContent === 'orders') { r.click(); break; }""")
         assert browser.current_url.endswith("#stream?name=orders")
-        _wait(browser, "!document.getElementById('view-stream').hidden", what="the stream view")
-        _wait(browser, "document.querySelector('#stream-info').textContent.includes('last seq')",
-              what="the stream's figures")
+        page_wait(browser, "!document.getElementById('view-stream').hidden",
+                  what="the stream view")
+        page_wait(browser, "document.querySelector('#stream-info').textContent"
+                           ".includes('last seq')", what="the stream's figures")
         browser.find_element("id", "tail-start").click()
-        _wait(browser, "document.querySelectorAll('#tail tbody tr[data-seq]').length >= 20",
+        page_wait(browser, "document.querySelectorAll('#tail tbody tr[data-seq]').length >= 20",
               what="20 events in the live tail")
         seqs = [int(s) for s in browser.execute_script(
             "return Array.from(document.querySelectorAll('#tail tbody tr[data-seq]'))"
@@ -260,7 +255,7 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
             s.dispatchEvent(new Event('change'));
             document.getElementById('tail-at').value = '1';""")
         browser.find_element("id", "tail-start").click()
-        _wait(browser, "window.ffConsole.tailFirst === 1 && window.ffConsole.tailRows > 100",
+        page_wait(browser, "window.ffConsole.tailFirst === 1 && window.ffConsole.tailRows > 100",
               what="the replay from seq 1")
         browser.find_element("id", "tail-stop").click()
 
@@ -282,7 +277,7 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
         assert browser.execute_script(
             "return document.querySelector('#consumers span.lag') !== null")
         # the failing webhook sink: its failures and last error, never its credential
-        _wait(browser, "document.querySelector('#subscriptions').textContent"
+        page_wait(browser, "document.querySelector('#subscriptions').textContent"
                        ".includes('Connection refused')", what="the sink's last error")
         assert _num(_cell(browser, "subscriptions", sub_id, 6)) > 0        # failed
         assert "SINKSECRET" not in browser.page_source
@@ -294,7 +289,7 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
                                       ".textContent.includes('native')", "the connections")
         sock = _slow_consumer(srv.nats_port, srv.http_port)
         try:
-            _wait(browser, "document.getElementById('adv-count').textContent !== ''",
+            page_wait(browser, "document.getElementById('adv-count').textContent !== ''",
                   what="the advisory badge")
             browser.save_screenshot(os.path.join(shots, "connections.png"))
             _view(browser, "advisories", "document.querySelector('#advisories')"
@@ -328,7 +323,7 @@ def test_the_console_shows_the_flow_live(browser, console_server, tmp_path):
             browser.save_screenshot(os.path.join(shots, "phone-{}.png".format(name)))
         assert load.error is None
         assert load.got > 0
-    assert _errors(browser) == []
+    assert browser_errors(browser) == []
     for name in ("overview", "streams", "stream", "subjects", "consumers", "connections",
                  "catalog", "advisories"):
         assert os.path.getsize(os.path.join(shots, name + ".png")) > 10000
@@ -342,23 +337,23 @@ def test_the_console_asks_for_the_monitoring_credentials(browser, ffproc, tmp_pa
     srv.start()
     try:
         browser.get("http://127.0.0.1:{}/console/".format(srv.monitor_port))
-        _wait(browser, "!document.getElementById('login').hidden", what="the sign-in form")
+        page_wait(browser, "!document.getElementById('login').hidden", what="the sign-in form")
         browser.find_element("id", "login-token").send_keys("wrong")
         browser.find_element("id", "login-form").submit()
-        _wait(browser, "!document.getElementById('login').hidden && "
+        page_wait(browser, "!document.getElementById('login').hidden && "
                        "window.ffConsole.auth === null", what="the wrong token refused")
         browser.find_element("id", "login-user").send_keys("ops")
         browser.find_element("id", "login-password").send_keys("pw-ops")
         browser.find_element("id", "login-form").submit()
-        _wait(browser, "window.ffConsole.ticks >= 2", what="ticks after signing in")
+        page_wait(browser, "window.ffConsole.ticks >= 2", what="ticks after signing in")
         assert browser.execute_script("return document.getElementById('login').hidden")
         # the token in the URL's fragment (fastflow console --token): never sent to the server
         browser.get("http://127.0.0.1:{}/console/#token=s3cret-monitor".format(
             srv.monitor_port))
-        _wait(browser, "window.ffConsole.ticks >= 1", what="ticks with the token")
+        page_wait(browser, "window.ffConsole.ticks >= 1", what="ticks with the token")
         assert "s3cret" not in browser.current_url
         # the failed sign-in answered 401, which Chromium logs; nothing else
-        errs = [e for e in _errors(browser) if " 401 " not in e["message"]]
+        errs = [e for e in browser_errors(browser) if " 401 " not in e["message"]]
         assert errs == []
     finally:
         srv.stop()
@@ -590,20 +585,20 @@ def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_se
                 assert found["rows"] and all("t.99" in r["subject"] for r in found["rows"])
             # the page: a page of rows each, however many there are
             browser.get("http://127.0.0.1:{}/console/#connections".format(srv.monitor_port))
-            _wait(browser, "document.querySelectorAll('#connections tbody tr').length == 50",
+            page_wait(browser, "document.querySelectorAll('#connections tbody tr').length == 50",
                   what="a page of 50 connections")
             pager = browser.execute_script(
                 "return document.getElementById('connections-pager').textContent")
             assert "1–50 of 10" in pager                  # (1,000 and more)
             browser.find_element("css selector", "#connections-pager button:last-child").click()
-            _wait(browser, "document.getElementById('connections-pager').textContent"
+            page_wait(browser, "document.getElementById('connections-pager').textContent"
                            ".includes('51–100 of')", what="the next page")
             browser.execute_script("location.hash = 'subjects'")
-            _wait(browser, "document.querySelectorAll('#subjects tbody tr').length == 20 &&"
+            page_wait(browser, "document.querySelectorAll('#subjects tbody tr').length == 20 &&"
                            " document.querySelector('#subjects').textContent.includes('t.hot')",
                   what="the top 20 subjects")
             assert len(browser.find_elements("css selector", "tr")) < 200
-            assert _errors(browser) == []
+            assert browser_errors(browser) == []
     finally:
         for s in socks:
             s.close()
@@ -678,10 +673,10 @@ def test_odd_addresses_in_the_page(browser, console_server):
     for frag, view in (("#%", "overview"), ("#nope", "overview"), ("#stream", "streams"),
                        ("#stream?name=%ZZ", "stream"), ("#stream?name=a%3Facc%3Db", "stream")):
         browser.get(base + frag)
-        _wait(browser, "window.ffConsole && window.ffConsole.view === '{}'".format(view),
+        page_wait(browser, "window.ffConsole && window.ffConsole.view === '{}'".format(view),
               what="view {} for {}".format(view, frag))
     assert browser.execute_script("return document.getElementById('stream-title')"
                                   ".textContent") == "Stream a?acc=b"
-    _wait(browser, "document.getElementById('stream-info').textContent.includes('not found')",
+    page_wait(browser, "document.getElementById('stream-info').textContent.includes('not found')",
           what="an unknown stream named as such")
-    assert _errors(browser) == []
+    assert browser_errors(browser) == []

@@ -18,8 +18,8 @@ import pytest
 import fastflow.client
 from fastflow.server.console import ADVISORIES_PER_TICK, STREAMS_MAX
 
-from peers import free_port
-from test_console import _errors, _wait
+from helpers import browser_errors, page_wait
+from test_console import serve_console
 
 XSS = '<img src=x onerror="window.pwned=1">'
 XSS_SUBJECT = "xss.<img/src=x/onerror=pwned=1"      # (no space, dot or '>' in a token)
@@ -59,14 +59,7 @@ def _lines(base, path, until, timeout=10, headers=None):
 
 @pytest.fixture
 def server(ffproc, tmp_path):
-    http_port, nats_port = free_port(), free_port()
-    cfg = tmp_path / "fastflow.toml"
-    cfg.write_text('[http]\nport = {}\n\n[nats]\nport = {}\n\n[[streams]]\nname = "xs"\n'
-                   'subjects = ["xss.>"]\n'.format(http_port, nats_port))
-    srv = ffproc("--config", cfg, monitor=True)
-    srv.start()
-    srv.http_port, srv.nats_port = http_port, nats_port
-    srv.base = "http://127.0.0.1:{}".format(srv.monitor_port)
+    srv = serve_console(ffproc, tmp_path, '[[streams]]\nname = "xs"\nsubjects = ["xss.>"]\n')
     yield srv
     srv.stop()
 
@@ -90,7 +83,7 @@ def test_html_in_every_value_shows_as_text(browser, server):
         assert r.status_code in (200, 201), r.text
     try:
         browser.get(srv.base + "/console/")
-        _wait(browser, "window.ffConsole.ticks >= 2", what="the feed")
+        page_wait(browser, "window.ffConsole.ticks >= 2", what="the feed")
         shown = {
             "streams": "document.querySelector('#streams').textContent.includes('xss.')",
             "subjects": "document.querySelector('#subjects').textContent.includes('xss.<img')",
@@ -110,12 +103,12 @@ def test_html_in_every_value_shows_as_text(browser, server):
                 time.sleep(0.3)
         # the stream's tail: every field as text
         browser.execute_script("location.hash = 'stream?name=xs'")
-        _wait(browser, "!document.getElementById('view-stream').hidden", what="the stream view")
+        page_wait(browser, "!document.getElementById('view-stream').hidden", what="the stream view")
         browser.execute_script("""
             const s = document.getElementById('tail-from'); s.value = 'first';
             s.dispatchEvent(new Event('change'));""")
         browser.find_element("id", "tail-start").click()
-        _wait(browser, "document.querySelectorAll('#tail tbody tr[data-seq]').length >= 3",
+        page_wait(browser, "document.querySelectorAll('#tail tbody tr[data-seq]').length >= 3",
               what="the tail")
         cells = browser.execute_script(
             "return Array.from(document.querySelectorAll('#tail tbody tr[data-seq] td'))"
@@ -126,7 +119,7 @@ def test_html_in_every_value_shows_as_text(browser, server):
         # nothing the values held became an element
         assert browser.execute_script(
             "return document.querySelectorAll('img, b, iframe, object, embed').length") == 0
-        assert _errors(browser) == []
+        assert browser_errors(browser) == []
     finally:
         sub.close()
     _log_clean(srv)
