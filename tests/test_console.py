@@ -581,6 +581,8 @@ def test_ten_thousand_subjects_and_a_thousand_connections_stay_a_page(console_se
                 assert len(subj["rows"]) == 20
                 assert subj["distinct"] >= 1000
                 assert subj["rows"][0]["subject"] == "t.hot"
+                # its rate is events/s (samples times the stride): ~2,000/s
+                assert 400 < subj["rows"][0]["rate"] < 5000, subj["rows"][0]
                 found = q.get("/console/api/subjects?limit=5&q=t.99").json()
                 assert found["rows"] and all("t.99" in r["subject"] for r in found["rows"])
             # the page: a page of rows each, however many there are

@@ -399,6 +399,7 @@ class Console:
         self.subjects = deque(maxlen=SUBJECT_WINDOW)   # [(seconds, {(acct, subject): n})]
         self.sample_dropped = 0
         self._sampling = {}             # flow -> the sampler's every (while feeds are open)
+        self._published = {}            # flow -> its n_published at the last tick
         self._advisory_flow = None
         self._timer = None
         self._files = {}
@@ -516,17 +517,25 @@ class Console:
         self._sample_subjects(now)
 
     def _sample_subjects(self, now):
+        """Take each engine's subject samples (events = samples x the
+        stride they were taken at) and set the stride for about
+        SAMPLE_TARGET samples a second at the rate the engine publishes."""
         counts = Counter()
         for acct, flow in self._flows():
             every = self._sampling.get(flow)
             if every is not None:
                 samples, dropped = flow.take_samples()
-                self.sample_dropped += dropped
+                self.sample_dropped += dropped * every
                 for subject, n in samples.items():
-                    counts[(acct, subject)] += n
-            # about SAMPLE_TARGET samples a second at the rate it publishes now
-            rate = self.history[-1][1] if self.history else 0.0
-            want = max(1, int(rate / SAMPLE_TARGET))
+                    counts[(acct, subject)] += n * every
+            published = flow.n_published
+            before = self._published.get(flow)
+            self._published[flow] = published
+            # its events in the last second (ticks are 1 s apart; at first, the
+            # servers' rate from the history)
+            rate = published - before if before is not None else (
+                self.history[-1][1] if self.history else 0)
+            want = max(1, int(rate) // SAMPLE_TARGET)
             if every != want:
                 flow.sample_subjects(want)
                 self._sampling[flow] = want
@@ -541,6 +550,7 @@ class Console:
             except Exception:           # (closed)
                 pass
         self._sampling = {}
+        self._published = {}
         self.subjects.clear()
 
     # -- the feed -----------------------------------------------------------------------
