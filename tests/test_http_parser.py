@@ -723,8 +723,10 @@ _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _EXPLAIN = {
     "spaces in the request line": lambda d: re.search(
         rb"(?:^|\n)" + _TCHAR + rb"+(?: {2,}[^ \r\n]+ +| +[^ \r\n]+ {2,})HTTP/", d),
+    # (a request line may start at a line's start, or right after a body's
+    # last byte: any byte that is neither visible nor a space or tab)
     "version with a later error": lambda d: re.search(
-        rb"HTTP/(?:2\.0|0\.9)|(?:^|\n)" + _TCHAR + rb"+ [!-~]+\r?\n", d),
+        rb"HTTP/(?:2\.0|0\.9)|(?<![!-~ \t])" + _TCHAR + rb"+ [!-~]+\r?\n", d),
     "a repeated equal Content-Length": lambda d: _repeated_length(d),
     "an upgrade request with a body": lambda d: re.search(rb"(?i)\nupgrade:", d) and re.search(
         rb"(?i)\n(?:content-length|transfer-encoding):", d),

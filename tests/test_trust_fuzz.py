@@ -14,7 +14,6 @@ an in-process republish during a batch the router had checked whole.
 
 import base64
 import re
-import time
 
 import orjson
 import pytest
@@ -260,24 +259,24 @@ def test_the_worst_envelope_costs_at_most_eight_tries():
                                               for kid in many.ids()]
     env = material({**GOOD_ENV, "signatures": sigs})
     ev = with_attrs(GOOD, dssematerial=env)
-    t0 = time.perf_counter()
     with pytest.raises(SignatureError):
         check(ev, ks)
     assert len(tries) <= 8
-    # 16 KiB of keyless signatures against a policy of 12 P-256 keys, and the
-    # largest envelope of unknown key ids: each well under a second
+    # 16 KiB of keyless signatures without a sig against a policy of 12 P-256
+    # keys, and the largest envelope of unknown key ids: refused before any key
+    # is tried (what a check costs is counted here, not timed: that is
+    # benchmarks/bench_verify.py's job)
     f = Flow()
-    f.trust = TrustPolicy([TrustRule(["orders.>"])], many)
+    f.trust = TrustPolicy([TrustRule(["orders.>"])], ks)
     worst = [with_attrs(GOOD, dssematerial=material({**GOOD_ENV, "signatures": [{}] * 3000})),
              with_attrs(GOOD, dssematerial=material({**GOOD_ENV, "signatures": [
                  {"keyid": "k%d" % i, "sig": ""} for i in range(450)]}))]
     for w in worst:
         assert len(w.get("dssematerial")) <= 16384
-        t1 = time.perf_counter()
+        del tries[:]
         with pytest.raises(SignatureError):
             f.publish(w)
-        assert time.perf_counter() - t1 < 0.25
-    assert time.perf_counter() - t0 < 1.0
+        assert tries == []              # refused before any key is tried
 
 
 # -- the policy --------------------------------------------------------------------------
