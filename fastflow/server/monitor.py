@@ -44,7 +44,7 @@ from fastflow.protocol import ConnState
 from fastflow.server.auth import AuthError, Principal, is_password_hash, verify_password
 from fastflow.server.connection import CLOSED, CLOSING, READY, _peer, _peer_host
 from fastflow.server.console import STATIC_FILES, Console
-from fastflow.server.http import HttpError, HttpResponder, _dumps
+from fastflow.server.http import HttpError, HttpResponder
 
 __all__ = ("MonitorAuth", "MonitorConnection", "MonitorProtocol", "MonitorServer")
 
@@ -357,9 +357,6 @@ class MonitorProtocol(HttpResponder):
     def document(self, req, obj, status=200):
         self.respond(req, status, (json.dumps(obj, indent=2, default=str) + "\n").encode(),
                      _JSON)
-
-    def json_doc(self, req, obj):
-        self.respond(req, 200, _dumps(obj) + b"\n", _JSON)
 
     def _root(self, req, principal):
         if self.monitor.console is not None and _wants_html(req):
