@@ -86,6 +86,8 @@ cdef class Log:
     cdef int32_t last_sid               # subject of the last append (a hint)
     cdef const char *pre                # _append_routed: the record's first piece
     cdef int64_t skip_to                # _append_at: the seq the next record takes (0: next)
+    cdef int64_t del_after              # _admit: a per-subject eviction's delete marker bound,
+                                        # written after the new record (0: none)
     cdef Py_ssize_t npre                # (0 = a record in one piece)
     # counters
     cdef int64_t n_appended
@@ -161,6 +163,9 @@ cdef class Log:
     cdef inline int _append_known(self, object subject, const char *p, Py_ssize_t n,
                                   uint32_t h, const char *d, Py_ssize_t dlen,
                                   int64_t ptime, int64_t now) except -1
+    cdef inline int _store_known(self, object subject, const char *p, Py_ssize_t n,
+                                 uint32_t h, int32_t sid, const char *d, Py_ssize_t dlen,
+                                 int64_t ptime, int64_t now) except -1
     cdef int _admit_batch(self, object subjects, Int64Array sizes, bint one) except -1
     cdef int64_t _dedup_seen(self, uint32_t tag, const char *key, uint32_t n, uint64_t h,
                              int64_t mono) noexcept

@@ -863,7 +863,10 @@ cdef class Log:
             s = &self.subj[sid]
             if s.count + 1 > self.max_per_subject:
                 if self.store is not None and not self.loading:
-                    self.store.write_marker(KIND_DELETE, s.first, s.bytes, s.len)
+                    # its delete marker goes after the new record (see
+                    # _append_known): a crash between the two frames must
+                    # not leave the old record deleted and the new one unwritten
+                    self.del_after = s.first
                 self._delete(self._entry(s.first), EV_PER_SUBJECT)
         # count and bytes: the oldest records go
         while self.max_events and self.count + 1 > self.max_events:
@@ -1537,9 +1540,28 @@ cdef class Log:
                 or (self.max_bytes and self.nbytes + n + dlen > self.max_bytes)
                 or (self.max_per_subject and sid >= 0
                     and self.subj[sid].count + 1 > self.max_per_subject)):
-            self._admit(sid, n, dlen)
-            if sid >= 0 and self.subj[sid].bytes == NULL:
-                sid = self._sid_find(p, n, h)   # released by the evictions
+            try:
+                self._admit(sid, n, dlen)
+                if sid >= 0 and self.subj[sid].bytes == NULL:
+                    sid = self._sid_find(p, n, h)   # released by the evictions
+                return self._store_known(subject, p, n, h, sid, d, dlen, ptime, now)
+            finally:
+                if self.del_after:
+                    # the subject's evicted record: its delete marker after
+                    # the record that replaced it (written first), so that a
+                    # crash in between never loses both (the reopening replay
+                    # evicts it again by max_per_subject); written also when
+                    # the append failed after the eviction (it was deleted)
+                    seq = self.del_after
+                    self.del_after = 0
+                    self.store.write_marker(KIND_DELETE, seq, p, n)
+        return self._store_known(subject, p, n, h, sid, d, dlen, ptime, now)
+
+    cdef inline int _store_known(self, object subject, const char *p, Py_ssize_t n,
+                                 uint32_t h, int32_t sid, const char *d, Py_ssize_t dlen,
+                                 int64_t ptime, int64_t now) except -1:
+        """_append_known once admitted: the record indexed and written."""
+        cdef int64_t seq
         if sid < 0:
             sid = self._sid_intern(subject, p, n, h)
         self.last_sid = sid
@@ -2288,6 +2310,8 @@ cdef class Log:
         if seq <= self._last_seq:
             raise CorruptLogError('record seq {} after seq {}'.format(seq, self._last_seq))
         self._admit(sid, n, dlen)
+        if sid >= 0 and self.subj[sid].bytes == NULL:
+            sid = self._sid_find(p, n, h)   # released by the evictions (max_per_subject)
         if sid < 0:
             sid = self._sid_intern(PyUnicode_DecodeUTF8(p, n, 'strict'), p, n, h)
         if seq != self._last_seq + 1 and self.icount:

@@ -1330,6 +1330,48 @@ def test_per_subject_eviction_survives_reopen_with_looser_limit(core, tmp_path):
         assert all_seqs(log) == [5, 6]
 
 
+def test_per_subject_eviction_killed_between_frames_keeps_a_record(core, tmp_path):
+    """An append that evicts by max_per_subject writes two frames, the new
+    record and the old one's delete marker: killed after any frame (the
+    files as they are then: the mmap'd bytes survive a SIGKILL), the
+    reopened log holds the subject's newest record written, never none."""
+    log = core.Log(path=tmp_path / "live", max_per_subject=1, fsync="never")
+    for i in range(1, 4):
+        log.append("a", b"%d" % i)
+    live = {p.name: p.read_bytes() for p in (tmp_path / "live").iterdir() if p.is_file()}
+    log.close()
+    seg = next(name for name in live if name.endswith(".seg"))
+    data = live[seg]
+    ends, off = [0], 0
+    while off + 4 <= len(data) and struct.unpack_from("<I", data, off)[0]:
+        off += struct.unpack_from("<I", data, off)[0]
+        ends.append(off)
+    kinds = [data[e + 34] for e in ends[:-1]]
+    assert kinds.count(1) == 3 and kinds.count(2) == 2
+    for k, end in enumerate(ends):
+        crash = tmp_path / "crash{}".format(k)
+        crash.mkdir()
+        for name, body in live.items():
+            if name == seg:
+                body = body[:end] + bytes(len(body) - end)
+            (crash / name).write_bytes(body)
+        newest = kinds[:k].count(1)     # the records among the frames kept
+        with core.Log(path=crash, max_per_subject=1) as back:
+            assert payloads(back.read(0)) == ([b"%d" % newest] if newest else []), (k, kinds)
+
+
+def test_reopen_with_a_tighter_per_subject_limit(core, tmp_path):
+    """The replay evicts by max_per_subject (the subject's only record
+    evicted: its slot released, then taken again by the next record)."""
+    with core.Log(path=tmp_path) as log:
+        log.append_batch("a", [b"1", b"2"])
+        log.append("b", b"3")
+    with core.Log(path=tmp_path, max_per_subject=1) as log:
+        assert payloads(log.read(0)) == [b"2", b"3"]
+        assert log.append("a", b"4") == 4
+        assert payloads(log.read(0)) == [b"3", b"4"]
+
+
 def test_reopen_with_tighter_limits(core, tmp_path):
     with core.Log(path=tmp_path) as log:
         log.append_batch("a", [b"%d" % i for i in range(10)])

@@ -162,10 +162,14 @@ class Mqtt:
         if version == V311:
             kw["clean_session"] = clean
         transport = getattr(broker, "transport", "tcp")
+        # (reconnect_on_failure=False: a client whose connection a crash
+        # or a restart ended stays away; paho would otherwise connect again
+        # on its own, one to three seconds later, and take or make the
+        # session of its client id behind the test's back)
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5 if version == V5 else mqtt.MQTTv311,
                              transport="websockets" if transport in ("ws", "wss") else "tcp",
-                             manual_ack=manual_ack, **kw)
+                             manual_ack=manual_ack, reconnect_on_failure=False, **kw)
         if transport in ("ws", "wss"):
             self.c.ws_set_options(path=broker.path)
         if transport in ("tls", "wss"):

@@ -898,14 +898,18 @@ class Log:
             del self._by_subject[e.subject]
         self._drop(e, reason)
 
-    def _evict_oldest_of(self, subject, reason):
+    def _evict_oldest_of(self, subject, reason, mark=True):
+        """Evict the oldest record of ``subject``; its delete marker is
+        written unless ``mark`` is false (the caller writes it: _append_many,
+        after the record that replaces it)."""
         dq = self._by_subject[subject]
         e = dq.popleft()
         if not dq:
             del self._by_subject[subject]
         self._drop(e, reason)
-        if self._path is not None:
+        if self._path is not None and mark:
             self._write_marker(KIND_DELETE, e.seq, e.sbytes)
+        return e
 
     def _evict_aged(self, step):
         cutoff = self._cutoff()
@@ -1041,14 +1045,16 @@ class Log:
                             "(discard='new')".format(self._max_per_subject, _show(subject)))
         return None
 
-    def _make_room(self, subject, size):
-        """discard='old': evict what the limits require for one new record."""
+    def _make_room(self, subject, size, unmarked):
+        """discard='old': evict what the limits require for one new record
+        (the seqs evicted by max_per_subject are added to ``unmarked``: their
+        delete markers are the caller's to write, after the new record)."""
         if self._max_per_subject:
             while True:
                 dq = self._by_subject.get(subject)
                 if not dq or len(dq) < self._max_per_subject:
                     break
-                self._evict_oldest_of(subject, "max_per_subject")
+                unmarked.append(self._evict_oldest_of(subject, "max_per_subject", False).seq)
         if self._max_events:
             while self._count >= self._max_events:
                 self._evict_oldest("max_events")
@@ -1108,14 +1114,25 @@ class Log:
                 if self._path is not None:
                     self._reserve(RECORD_HEADER + self._frame_extra + len(sbytes) + len(data) +
                                   (marker + len(sbytes) if marker else 0))
-                if self._discard == "old":
-                    self._make_room(subject, len(sbytes) + len(data))
-                if at:
-                    # admitted, its disk space reserved (a new segment was
-                    # named after the old last_seq + 1): the seqs before it go
-                    self._skip_gap(at)
-                    first = at
-                self._store(subject, sbytes, data, time if times is None else times[i], ts)
+                unmarked = []
+                try:
+                    if self._discard == "old":
+                        self._make_room(subject, len(sbytes) + len(data), unmarked)
+                    if at:
+                        # admitted, its disk space reserved (a new segment was
+                        # named after the old last_seq + 1): the seqs before it go
+                        self._skip_gap(at)
+                        first = at
+                    self._store(subject, sbytes, data, time if times is None else times[i], ts)
+                finally:
+                    # the delete markers of the subject's evicted records after
+                    # the record that replaced them (written first): a crash in
+                    # between never loses both (the reopening replay evicts them
+                    # again by max_per_subject); written also when the append
+                    # failed after the eviction (they were deleted)
+                    if self._path is not None:
+                        for seq in unmarked:
+                            self._write_marker(KIND_DELETE, seq, sbytes)
         finally:
             self._after_change()
         return first, self._last_seq
